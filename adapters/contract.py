@@ -1,0 +1,77 @@
+"""The one contract every adapter kind implements.
+
+The gateway hands an adapter a *canonical message* (plain dicts and strings, see
+`CanonicalMessage`) for one canonical operation and gets back a canonical result, or a
+`DeliveryError` whose `failure` class decides whether the dispatcher retries.
+Adapter kinds (SOAP now, REST later) differ only behind `Adapter.call`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class Operation(StrEnum):
+    """Canonical operations a sector adapter may serve."""
+
+    SUBMIT_CASE = "submit_case"
+    QUERY_STATUS = "query_status"
+
+
+class FailureClass(StrEnum):
+    """Why a delivery failed (DESIGN.md invariant 4). The class decides retry or not."""
+
+    TRANSPORT = "transport"  # connection refused/reset, DNS, TLS
+    TIMEOUT = "timeout"  # the sector did not answer in time
+    SECTOR_FAULT = "sector_fault"  # SOAP Fault, HTTP 5xx/4xx, business error in a 200
+    MAPPING = "mapping"  # our mapping could not render the request or read the answer
+    VALIDATION = "validation"  # the sector's answer is malformed or hostile
+    AUTH = "auth"  # the sector refused our credentials
+
+    @property
+    def transient(self) -> bool:
+        """Only these are worth retrying; the others fail the same way every time."""
+        return self in (FailureClass.TRANSPORT, FailureClass.TIMEOUT)
+
+
+class DeliveryError(Exception):
+    """A classified failure of one call to a sector."""
+
+    def __init__(self, failure: FailureClass, message: str, *, retryable: bool | None = None) -> None:
+        super().__init__(message)
+        self.failure = failure
+        self.message = message
+        # A sector fault may be transient (HTTP 503, SOAP Server fault) or not (a business rejection).
+        self.retryable = failure.transient if retryable is None else retryable
+
+    def __str__(self) -> str:
+        return f"{self.failure}: {self.message}"
+
+
+# A canonical message is a JSON-able dict:
+#   {"idempotency_key": str, "sector_ref": str | None,
+#    "case": {"case_no", "matter_code", "accepted_at" (ISO-8601 UTC string), "green_channel": bool,
+#             "applicant": {"name", "id_type", "id_number", "phone"},
+#             "materials": [{"name": str, "received": bool}], "form": {...}}}
+CanonicalMessage = Mapping[str, Any]
+# A canonical result is a flat dict: submit_case -> {"sector_ref": str};
+# query_status -> {"status": "received"|"in_process"|"approved"|"denied", "opinion": str | None,
+#                  "decided_at": ISO-8601 UTC string | None}
+CanonicalResult = dict[str, Any]
+
+
+class Adapter(Protocol):
+    """One registered bundle version of one sector, ready to call."""
+
+    sector: str
+    version: str
+
+    def call(self, operation: Operation, message: CanonicalMessage) -> CanonicalResult:
+        """Render, send, read the answer. Raises `DeliveryError` on any failure."""
+        ...
+
+    def render(self, operation: Operation, message: CanonicalMessage) -> Any:
+        """The sector request this message becomes, without sending it (preview and dead letters)."""
+        ...

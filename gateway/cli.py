@@ -1,0 +1,88 @@
+"""`yiwang`: one command, a subcommand per user and process. Composition root (DESIGN.md)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from adapters.simulators.social_security import serve as serve_simulator
+from gateway.app import build_gateway, create_app
+from gateway.config import ConfigError, Settings
+from gateway.demo import run_demo
+from gateway.persistence.uow import UnitOfWork
+from gateway.serving import serve_forever
+
+app = typer.Typer(help="Yiwang (一网) integration gateway.", no_args_is_help=True)
+ops = typer.Typer(help="Operators' tools.", no_args_is_help=True)
+simulators = typer.Typer(help="Sector simulators for development, tests and rehearsal.", no_args_is_help=True)
+app.add_typer(ops, name="ops")
+app.add_typer(simulators, name="simulators")
+console = Console()
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        console.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Run the unified HTTP endpoints (and, by default, an in-process dispatcher)."""
+    gateway = build_gateway(_settings())
+    try:
+        serve_forever(create_app(gateway), host, port)
+    finally:
+        gateway.close()
+
+
+@app.command()
+def worker() -> None:
+    """Run a dispatcher only: deliver outbox messages to sectors until SIGTERM or Ctrl-C."""
+    gateway = build_gateway(_settings())
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    console.print(f"worker {gateway.dispatcher.owner} delivering from {gateway.settings.db_url}")
+    gateway.dispatcher.run(stop)
+    gateway.close()
+
+
+@app.command()
+def demo(keep: bool = typer.Option(False, help="Keep var/demo from the last run instead of starting fresh.")) -> None:
+    """Run the simulator and the gateway, submit sample cases as the hall would, print their timelines."""
+    raise typer.Exit(0 if run_demo(console, fresh=not keep) else 1)
+
+
+@simulators.command("social-security")
+def social_security(port: int = 8801, decision_delay_ms: int = 2000) -> None:
+    """Run the social-security (人社) SOAP simulator in the foreground."""
+    serve_simulator(port, decision_delay_ms)
+
+
+@ops.command("dead-letters")
+def dead_letters(case_no: str | None = None, limit: int = 50) -> None:
+    """List dead letters: messages that outlasted their retry policy."""
+    gateway = build_gateway(_settings())
+    with UnitOfWork(gateway.engine, read_only=True) as uow:
+        letters = uow.dead_letters.list(case_no=case_no, limit=limit)
+    table = Table("id", "case", "sector", "operation", "class", "attempts", "error", title="dead letters")
+    for d in letters:
+        table.add_row(str(d.id), d.case_no, d.sector, d.operation, d.error_class, str(d.attempts),
+                      d.error_message[:80])
+    console.print(table)
+    gateway.close()
+
+
+def main() -> None:  # pragma: no cover - console script entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

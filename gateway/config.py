@@ -1,0 +1,74 @@
+"""Settings, read once from the environment. Every name is documented in the README."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gateway.calendar_file import DEFAULT_CALENDAR
+from gateway.catalogue import DEFAULT_CATALOGUE
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    var_dir: Path = Path("var")
+    database_url: str | None = None  # default: SQLite under var_dir
+    catalogue: Path = DEFAULT_CATALOGUE
+    calendar: Path = DEFAULT_CALENDAR
+    bundles_dir: Path | None = None  # default: the bundles shipped in adapters/bundles
+    sector_endpoints: Mapping[str, str] = field(default_factory=dict)
+    dispatch_in_process: bool = True  # `yiwang serve` also runs a dispatcher thread
+    max_body_bytes: int = 1024 * 1024
+    lease_ms: int = 60_000
+    poll_interval_ms: int | None = None  # overrides the bundles' polling interval
+    retry_attempts: int | None = None  # override the bundles' retry policy (tests, demo)
+    retry_initial_ms: int | None = None
+    retry_max_ms: int | None = None
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.var_dir / 'yiwang.db'}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        get = env.get
+        try:
+            return cls(
+                var_dir=Path(get("YIWANG_VAR_DIR", "var")),
+                database_url=get("YIWANG_DATABASE_URL") or None,
+                catalogue=Path(get("YIWANG_CATALOGUE", str(DEFAULT_CATALOGUE))),
+                calendar=Path(get("YIWANG_CALENDAR", str(DEFAULT_CALENDAR))),
+                bundles_dir=Path(get("YIWANG_BUNDLES_DIR")) if get("YIWANG_BUNDLES_DIR") else None,
+                sector_endpoints=parse_endpoints(get("YIWANG_SECTOR_ENDPOINTS", "")),
+                dispatch_in_process=get("YIWANG_DISPATCH", "in-process") == "in-process",
+                max_body_bytes=int(get("YIWANG_MAX_BODY_BYTES", str(1024 * 1024))),
+                lease_ms=int(get("YIWANG_LEASE_MS", "60000")),
+                poll_interval_ms=_optional_int(get("YIWANG_POLL_INTERVAL_MS")),
+                retry_attempts=_optional_int(get("YIWANG_RETRY_ATTEMPTS")),
+                retry_initial_ms=_optional_int(get("YIWANG_RETRY_INITIAL_MS")),
+                retry_max_ms=_optional_int(get("YIWANG_RETRY_MAX_MS")),
+            )
+        except ValueError as exc:
+            raise ConfigError(f"invalid setting: {exc}") from exc
+
+
+def parse_endpoints(text: str) -> dict[str, str]:
+    """`social_security=http://127.0.0.1:8801/shebao/case,other=...` → {sector: url}."""
+    endpoints: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        sector, sep, url = item.partition("=")
+        if not sep or not sector or not url:
+            raise ConfigError(f"YIWANG_SECTOR_ENDPOINTS: expected sector=url, got {item!r}")
+        endpoints[sector.strip()] = url.strip()
+    return endpoints
+
+
+def _optional_int(value: str | None) -> int | None:
+    return int(value) if value else None

@@ -1,0 +1,119 @@
+"""The in-process transport: take due outbox rows, call the sector's adapter, record the outcome.
+
+A message is leased, never locked across the sector call: a dispatcher that dies mid-call simply
+lets its lease expire, and another takes the message over with the same idempotency key, so the
+sector recognises the repeat (invariants 1 and 2). The sector call happens outside any database
+transaction, so a slow sector never holds SQLite's write lock.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import structlog
+
+from adapters.contract import DeliveryError, Operation
+from adapters.registry import Registry
+from gateway.domain.case import Case, CaseState
+from gateway.persistence.repository import OutboxMessage
+from gateway.persistence.uow import UnitOfWork
+from gateway.services import SUBMIT_CASE, CaseService
+
+log = structlog.get_logger("yiwang.dispatch")
+INTERNAL_ERROR = "internal"  # a bug of ours, not one of the sector failure classes
+
+
+@dataclass
+class DispatchSettings:
+    lease: timedelta = timedelta(seconds=60)  # longer than any adapter's timeout times its attempts
+    batch: int = 10
+    idle: timedelta = timedelta(milliseconds=200)  # how long to sleep when nothing is due
+    poll_interval: timedelta | None = None  # overrides the bundles' polling interval (tests, demo)
+
+
+class Dispatcher:
+    def __init__(self, service: CaseService, registry: Registry, settings: DispatchSettings | None = None) -> None:
+        self.service = service
+        self.registry = registry
+        self.settings = settings or DispatchSettings()
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    def run_once(self) -> int:
+        """Deliver what is due now; returns how many messages were handled."""
+        now = self.service.clock.now()
+        with UnitOfWork(self.service.engine) as uow:
+            messages = uow.outbox.claim_due(self.owner, now, now + self.settings.lease, self.settings.batch)
+            uow.commit()
+        for message in messages:
+            self.deliver(message)
+        return len(messages)
+
+    def run(self, stop: threading.Event) -> None:
+        """Loop until `stop` is set; a crash of one delivery never stops the loop."""
+        log.info("dispatcher started", owner=self.owner)
+        while not stop.is_set():
+            try:
+                handled = self.run_once()
+            except Exception:  # the database may be briefly unavailable; keep going
+                log.exception("dispatch round failed")
+                handled = 0
+            if not handled:
+                stop.wait(self.settings.idle.total_seconds())
+
+    def deliver(self, message: OutboxMessage) -> None:
+        case = self.service.get(message.case_no)
+        target = self.registry.get(message.sector)
+        operation = Operation(message.operation)
+        payload = canonical_message(case, message)
+        poll_after = self.settings.poll_interval or timedelta(milliseconds=target.poll_interval_ms)
+        bound = log.bind(case_no=message.case_no, sector=message.sector, operation=operation, outbox_id=message.id)
+        try:
+            result = target.adapter.call(operation, payload)
+        except DeliveryError as error:
+            bound.warning("delivery failed", failure=str(error.failure), error=error.message)
+            self._dead_letter(message, str(error.failure), error.message, getattr(error, "attempts", 1),
+                              lambda: target.adapter.render(operation, payload))
+            return
+        except Exception as error:  # never swallowed: a bug becomes a dead letter an operator can see
+            bound.exception("delivery crashed")
+            self._dead_letter(message, INTERNAL_ERROR, f"{type(error).__name__}: {error}", 1, lambda: None)
+            return
+        if message.operation == SUBMIT_CASE:
+            self.service.record_submitted(message, self.owner, result["sector_ref"], poll_after)
+        else:
+            self.service.record_status(message, self.owner, result, poll_after)
+        bound.info("delivered", result_status=result.get("status"))
+
+    def _dead_letter(self, message: OutboxMessage, error_class: str, error_message: str, attempts: int,
+                     render: Callable[[], Any]) -> None:
+        try:
+            rendered = render()
+        except Exception as exc:  # the rendering may be what failed; say so rather than lose the letter
+            rendered = {"error": f"could not render: {exc}"}
+        self.service.record_dead_letter(message, self.owner, error_class, error_message, attempts, rendered)
+
+
+def canonical_message(case: Case, message: OutboxMessage) -> dict[str, Any]:
+    """The canonical message of `adapters.contract`: identifiers and the case as the sector needs it."""
+    accepted = next(e for e in case.events if e.to_state is CaseState.ACCEPTED)
+    return {
+        "idempotency_key": message.idempotency_key,
+        "sector_ref": case.sector_ref,
+        "case": {
+            "case_no": case.case_no,
+            "matter_code": case.matter_code,
+            "accepted_at": accepted.at.isoformat(),
+            "green_channel": False,
+            "applicant": vars(case.applicant).copy(),
+            "materials": [{"name": m.name, "received": True} for m in case.materials],
+            "form": dict(case.form),
+        },
+    }
+

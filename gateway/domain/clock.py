@@ -1,0 +1,52 @@
+"""Time, as the gateway reckons it (DESIGN.md invariant 10).
+
+Instants are stored in UTC; dates that mean something to people — the day in a case number,
+a promised completion date, a working day — are Asia/Shanghai dates. A `Clock` is passed in
+so tests can pin time.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current instant, timezone-aware, in UTC."""
+        ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class FixedClock:
+    """A clock tests move by hand."""
+
+    def __init__(self, at: datetime) -> None:
+        self._at = at.astimezone(UTC)
+
+    def now(self) -> datetime:
+        return self._at
+
+    def advance(self, delta: timedelta) -> None:
+        self._at += delta
+
+
+def shanghai_date(instant: datetime) -> date:
+    """The calendar date in Beijing time of an aware instant."""
+    return instant.astimezone(SHANGHAI).date()
+
+
+def to_shanghai(instant: datetime) -> datetime:
+    return instant.astimezone(SHANGHAI)
+
+
+def as_utc(instant: datetime) -> datetime:
+    """Normalise an instant read back from storage (naive means UTC) to aware UTC."""
+    return instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant.astimezone(UTC)

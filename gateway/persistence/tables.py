@@ -1,0 +1,113 @@
+"""The schema, in SQLAlchemy Core. Rows are translated to domain objects in `repository.py`."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+
+def _utc(name: str, **kw: object) -> Column:  # type: ignore[type-arg]
+    return Column(name, DateTime(timezone=True), **kw)  # type: ignore[arg-type]
+
+
+cases = Table(
+    "cases",
+    metadata,
+    Column("case_no", String(50), primary_key=True),
+    Column("matter_code", String(31), nullable=False, index=True),
+    Column("sector", String(64), nullable=False),
+    Column("state", String(32), nullable=False, index=True),
+    Column("applicant", JSON, nullable=False),
+    Column("materials", JSON, nullable=False),
+    Column("form", JSON, nullable=False),
+    Column("receipt_no", String(40)),
+    Column("promised_by", Date),
+    Column("missing_materials", JSON, nullable=False),
+    Column("sector_ref", String(64)),
+    Column("opinion", Text),
+    Column("version", Integer, nullable=False),
+    _utc("created_at", nullable=False),
+    _utc("updated_at", nullable=False),
+)
+
+case_events = Table(
+    "case_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("case_no", String(50), ForeignKey("cases.case_no"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    _utc("at", nullable=False),
+    Column("trigger", String(32), nullable=False),
+    Column("from_state", String(32)),
+    Column("to_state", String(32), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("data", JSON, nullable=False),
+    UniqueConstraint("case_no", "seq"),
+)
+
+# Daily sequence behind case numbers: read-then-write, the update SQLite must not lose.
+case_counters = Table(
+    "case_counters",
+    metadata,
+    Column("scope", String(40), primary_key=True),  # implementation code + Shanghai date
+    Column("last_seq", Integer, nullable=False),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("case_no", String(50), ForeignKey("cases.case_no"), nullable=False, index=True),
+    Column("sector", String(64), nullable=False),
+    Column("operation", String(32), nullable=False),
+    Column("idempotency_key", String(160), nullable=False),
+    Column("status", String(16), nullable=False, index=True),  # pending | done | dead
+    Column("deliveries", Integer, nullable=False, default=0),  # times a dispatcher took it
+    _utc("available_at", nullable=False, index=True),
+    Column("lease_owner", String(80)),
+    _utc("lease_until"),
+    _utc("created_at", nullable=False),
+    _utc("done_at"),
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("outbox_id", Integer, ForeignKey("outbox.id"), nullable=False, index=True),
+    Column("case_no", String(50), nullable=False, index=True),
+    Column("sector", String(64), nullable=False, index=True),
+    Column("operation", String(32), nullable=False),
+    Column("idempotency_key", String(160), nullable=False),
+    Column("error_class", String(32), nullable=False, index=True),
+    Column("error_message", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("rendered_request", JSON),
+    Column("status", String(16), nullable=False),  # dead (later: replayed, discarded)
+    _utc("created_at", nullable=False),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("case_no", String(50), ForeignKey("cases.case_no"), nullable=False),
+    Column("status_code", Integer, nullable=False),
+    Column("response", JSON, nullable=False),
+    _utc("created_at", nullable=False),
+)

@@ -1,0 +1,59 @@
+"""The unit of work: one database transaction around the repositories a service needs.
+
+Everything a service writes inside one `with UnitOfWork(...)` block — the case, its events,
+its outbox rows, the idempotency record — commits together or not at all (invariant 1).
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from sqlalchemy import Connection, Engine
+
+from gateway.persistence.engine import READ_ONLY
+from gateway.persistence.repository import (
+    CaseRepository,
+    DeadLetterRepository,
+    IdempotencyRepository,
+    OutboxRepository,
+)
+from gateway.persistence.tables import metadata
+
+
+class UnitOfWork:
+    cases: CaseRepository
+    outbox: OutboxRepository
+    dead_letters: DeadLetterRepository
+    idempotency: IdempotencyRepository
+
+    def __init__(self, engine: Engine, *, read_only: bool = False) -> None:
+        self._engine = engine
+        self._read_only = read_only
+
+    def __enter__(self) -> UnitOfWork:
+        conn: Connection = self._engine.connect()
+        if self._read_only:
+            conn = conn.execution_options(**{READ_ONLY: True})
+        self._conn = conn
+        self._tx = conn.begin()
+        self.cases = CaseRepository(conn)
+        self.outbox = OutboxRepository(conn)
+        self.dead_letters = DeadLetterRepository(conn)
+        self.idempotency = IdempotencyRepository(conn)
+        return self
+
+    def commit(self) -> None:
+        self._tx.commit()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        # Anything not explicitly committed is rolled back: a failure half-way stores nothing.
+        if self._tx.is_active:
+            self._tx.rollback()
+        self._conn.close()
+
+
+def create_schema(engine: Engine) -> None:
+    """Create the tables if they are missing (Alembic migrations arrive with the catalogue issue)."""
+    metadata.create_all(engine)

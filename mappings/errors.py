@@ -1,0 +1,24 @@
+"""The errors the mapping package raises: callers classify them, so each is its own type."""
+
+from __future__ import annotations
+
+
+class MappingError(ValueError):
+    """A mapping file is wrong (raised at compile time) or a message does not fit it (at run time).
+
+    The message always starts with the mapping's source name and the field's location in the
+    file, e.g. ``submit_case.mapping.yaml: request.sqrxm: case.applicant.name is missing``.
+    """
+
+
+class BusinessError(Exception):
+    """The sector answered successfully at the protocol level but refused the request (e.g. fhdm 1001)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}" if message else code)
+        self.code = code
+        self.message = message
+
+
+class HostileXmlError(ValueError):
+    """XML that carries a DOCTYPE (and so possibly entity bombs or external references)."""

@@ -1,0 +1,132 @@
+"""Shared fixtures: databases (SQLite and a per-run PostgreSQL database), the simulator, a pinned clock.
+
+Real services, real connections. When PostgreSQL is not reachable the PostgreSQL variants skip with
+a message saying how to start it — unless YIWANG_REQUIRE_SERVICES=1 (as `.ci/run` sets), which turns
+a missing service into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+
+from adapters.simulators.social_security import SocialSecuritySimulator
+from gateway.app import Gateway, build_gateway
+from gateway.config import Settings
+from gateway.domain.clock import Clock
+from gateway.persistence.engine import make_engine
+from gateway.persistence.tables import metadata
+
+PG_ADMIN_URL = os.environ.get("YIWANG_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+PG_HOW_TO_START = "start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+REQUIRE_SERVICES = os.environ.get("YIWANG_REQUIRE_SERVICES") == "1"
+# A pinned instant: Tuesday 2026-11-24 10:00 in Beijing.
+PINNED = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+
+
+def service_missing(what: str, how: str, error: Exception) -> None:
+    message = f"{what} is not reachable ({error.__class__.__name__}: {error}); {how}"
+    if REQUIRE_SERVICES:
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A database of this test run's own, dropped at the end."""
+    name = f"yiwang_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # noqa: BLE001 - any failure to reach the server means "missing"
+        admin.dispose()
+        service_missing("PostgreSQL at 127.0.0.1:5432", PG_HOW_TO_START, exc)
+    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each test that takes it runs on both databases, on an empty schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'yiwang.db'}"
+        return
+    url: str = request.getfixturevalue("postgres_url")
+    engine = make_engine(url)
+    metadata.drop_all(engine)
+    engine.dispose()
+    yield url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'yiwang.db'}"
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    engine = make_engine(db_url)
+    metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def simulator() -> Iterator[SocialSecuritySimulator]:
+    with SocialSecuritySimulator(decision_delay_ms=50) as sim:
+        yield sim
+
+
+@pytest.fixture
+def make_gateway(tmp_path: Path, db_url: str) -> Iterator[Callable[..., Gateway]]:
+    """Build a gateway on the test's database; every one built is closed at the end."""
+    built: list[Gateway] = []
+
+    def make(clock: Clock | None = None, **overrides: Any) -> Gateway:
+        settings = Settings(
+            var_dir=tmp_path / "var",
+            database_url=db_url,
+            dispatch_in_process=False,
+            poll_interval_ms=20,
+            retry_attempts=3,
+            retry_initial_ms=1,
+            retry_max_ms=5,
+            lease_ms=5_000,
+        )
+        gateway = build_gateway(replace(settings, **overrides), clock=clock)
+        built.append(gateway)
+        return gateway
+
+    yield make
+    for gateway in built:
+        gateway.close()
+
+
+def drain(gateway: Gateway, until: Callable[[], bool], timeout_s: float = 15) -> None:
+    """Run dispatch rounds in this thread until `until()` holds (bounded in time)."""
+    deadline = time.monotonic() + timeout_s
+    while not until():
+        if time.monotonic() > deadline:
+            raise AssertionError("dispatch did not reach the expected outcome in time")
+        if not gateway.dispatcher.run_once():
+            time.sleep(0.01)
+
+
+COMPLETE_APPLICATION: dict[str, Any] = {
+    "matter_code": "12150200MB1A00010L3000805001000",  # 失业保险金申领, 5 working days
+    "applicant": {"name": "王建国", "id_number": "150203198503120039", "phone": "13847100001"},
+    "materials": [{"name": "居民身份证"}, {"name": "解除或终止劳动合同证明"}, {"name": "本人银行账户"}],
+    "form": {"insured_months": 36},
+}

@@ -1,0 +1,119 @@
+"""A case travels to the social-security simulator over real HTTP (SOAP 1.1) and back — and survives faults."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from adapters.registry import default_bundles_dir
+from adapters.simulators.social_security import SocialSecuritySimulator
+from gateway.app import Gateway, create_app
+from gateway.persistence import tables as t
+from gateway.persistence.uow import UnitOfWork
+from tests.conftest import COMPLETE_APPLICATION, drain
+
+
+def submit(gateway: Gateway, body: dict[str, Any] = COMPLETE_APPLICATION) -> str:
+    with TestClient(create_app(gateway)) as hall:
+        answer = hall.post("/v1/cases", json=body)
+    assert answer.status_code == 201, answer.text
+    return str(answer.json()["case_no"])
+
+
+def state(gateway: Gateway, case_no: str) -> str:
+    return str(gateway.service.get(case_no).state)
+
+
+def outbox_statuses(gateway: Gateway) -> list[tuple[str, str]]:
+    with gateway.engine.connect() as conn:
+        return [(r.operation, r.status) for r in conn.execute(select(t.outbox).order_by(t.outbox.c.id))]
+
+
+@pytest.fixture
+def gateway(make_gateway: Callable[..., Gateway], simulator: SocialSecuritySimulator) -> Gateway:
+    return make_gateway(sector_endpoints={"social_security": simulator.url})
+
+
+def test_an_accepted_case_is_delivered_decided_and_closed(gateway: Gateway,
+                                                          simulator: SocialSecuritySimulator) -> None:
+    case_no = submit(gateway)
+    drain(gateway, lambda: state(gateway, case_no) == "closed")
+    case = gateway.service.get(case_no)
+    assert case.sector_ref and case.sector_ref.startswith("SB")
+    assert case.opinion and "准予" in case.opinion
+    assert [e.trigger.value for e in case.events] == ["submit", "accept", "start_processing", "approve", "close"]
+    assert case.events[-1].data == {"completion": "出证办结"}
+    assert simulator.counters["cases_created"] == 1
+    assert outbox_statuses(gateway)[0] == ("submit_case", "done")
+    assert all(status == "done" for _, status in outbox_statuses(gateway))
+
+
+def test_the_sectors_denial_is_recorded_with_its_reason(gateway: Gateway) -> None:
+    case_no = submit(gateway, {**COMPLETE_APPLICATION, "form": {"insured_months": 6}})
+    drain(gateway, lambda: state(gateway, case_no) == "closed")
+    case = gateway.service.get(case_no)
+    assert [e.trigger.value for e in case.events][-2:] == ["deny", "close"]
+    assert case.opinion and "不满12个月" in case.opinion
+
+
+def test_an_outage_that_recovers_within_the_retry_policy_loses_nothing(
+    gateway: Gateway, simulator: SocialSecuritySimulator
+) -> None:
+    simulator.set_fault("fail", count=2)  # two 503s, then the sector is back; the policy allows 3 attempts
+    case_no = submit(gateway)
+    drain(gateway, lambda: state(gateway, case_no) == "closed")
+    assert simulator.counters["cases_created"] == 1
+    with UnitOfWork(gateway.engine, read_only=True) as uow:
+        assert uow.dead_letters.list() == []
+
+
+def test_an_outage_that_outlasts_the_retries_becomes_a_dead_letter_and_the_case_stays(
+    gateway: Gateway, simulator: SocialSecuritySimulator
+) -> None:
+    simulator.set_fault("fail")
+    case_no = submit(gateway)
+    drain(gateway, lambda: outbox_statuses(gateway) == [("submit_case", "dead")])
+    assert state(gateway, case_no) == "accepted"  # not lost: still accepted, visible to operators
+    with UnitOfWork(gateway.engine, read_only=True) as uow:
+        [letter] = uow.dead_letters.list()
+    assert (letter.case_no, letter.error_class, letter.attempts) == (case_no, "sector_fault", 3)
+    assert "503" in letter.error_message
+    assert letter.rendered_request["bjbh"] == case_no  # what would have been sent, for the replay tool
+    assert simulator.counters["raw_requests"] == 3 and simulator.counters["cases_created"] == 0
+
+
+@pytest.mark.parametrize("mode", ["hostile", "malformed"])
+def test_a_hostile_or_malformed_answer_is_rejected_not_retried(
+    gateway: Gateway, simulator: SocialSecuritySimulator, mode: str
+) -> None:
+    simulator.set_fault(mode)
+    case_no = submit(gateway)
+    drain(gateway, lambda: outbox_statuses(gateway) == [("submit_case", "dead")])
+    with UnitOfWork(gateway.engine, read_only=True) as uow:
+        [letter] = uow.dead_letters.list()
+    assert letter.error_class == "validation" and letter.attempts == 1
+    assert simulator.counters["raw_requests"] == 1
+    assert state(gateway, case_no) == "accepted"
+
+
+def test_a_slow_sector_times_out_and_is_retried(make_gateway: Callable[..., Gateway],
+                                                 simulator: SocialSecuritySimulator, tmp_path: Path) -> None:
+    bundles = tmp_path / "bundles"
+    shutil.copytree(default_bundles_dir(), bundles)
+    descriptor = bundles / "social_security" / "bundle.yaml"
+    descriptor.write_text(re.sub(r"timeout_ms: \d+", "timeout_ms: 300", descriptor.read_text(encoding="utf-8")),
+                          encoding="utf-8")
+    gateway = make_gateway(sector_endpoints={"social_security": simulator.url}, bundles_dir=bundles)
+    simulator.set_fault("slow", count=1, slow_ms=1500)  # the first answer comes too late, the retry in time
+    case_no = submit(gateway)
+    drain(gateway, lambda: state(gateway, case_no) == "closed")
+    assert simulator.counters["raw_requests"] >= 2
+    assert simulator.counters["cases_created"] == 1  # the late first request and its retry applied once

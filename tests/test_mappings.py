@@ -1,0 +1,375 @@
+"""The mapping engine: rule kinds, converters, code tables, business errors, and its error messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lxml import etree
+
+from mappings import (
+    CONVERTERS,
+    SAFE_PARSER,
+    BusinessError,
+    HostileXmlError,
+    MappingError,
+    compile_mapping,
+    parse_xml,
+)
+
+BUNDLE = Path(__file__).resolve().parent.parent / "adapters" / "bundles" / "social_security"
+
+SUBMIT_YAML = """
+operation: SubmitCase
+code_tables:
+  yes_no: {"true": "Y", "false": "N"}
+request:
+  qqlsh: {from: idempotency_key}
+  sqrxm: {from: case.applicant.name}
+  lxdh: {from: case.applicant.phone, optional: true}
+  slsj: {from: case.accepted_at, convert: datetime_compact_shanghai}
+  cllb:
+    cl:
+      for_each: case.materials
+      map:
+        clmc: {from: name}
+        sfsj: {from: received, code_table: yes_no}
+  bdsj: {from: case.form, convert: json}
+  fixed_example: {value: "CONST"}
+response:
+  business_error: {code: fhdm, ok: ["0000"], message: fhxx}
+  fields:
+    sector_ref: {from: ywlsh}
+"""
+
+
+def message(**case_changes: Any) -> dict[str, Any]:
+    case = {
+        "case_no": "C-1",
+        "matter_code": "M-1",
+        "accepted_at": "2024-01-02T07:30:00Z",
+        "applicant": {"name": "张三", "id_type": "111", "id_number": "110101199001011234", "phone": "13800000000"},
+        "materials": [{"name": "身份证", "received": True}, {"name": "户口簿", "received": False}],
+        "form": {"z": 1, "a": "中文"},
+    }
+    case.update(case_changes)
+    return {"idempotency_key": "K-1", "sector_ref": None, "case": case}
+
+
+@pytest.fixture
+def submit(tmp_path: Path):
+    path = tmp_path / "submit_case.mapping.yaml"
+    path.write_text(SUBMIT_YAML, encoding="utf-8")
+    return compile_mapping(path)
+
+
+def compile_error(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "bad.mapping.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(MappingError) as caught:
+        compile_mapping(path)
+    return str(caught.value)
+
+
+# ------------------------------------------------------------------ rendering
+
+
+def test_renders_every_rule_kind(submit) -> None:
+    assert submit.operation == "SubmitCase"
+    assert submit.render_request(message()) == {
+        "qqlsh": "K-1",
+        "sqrxm": "张三",
+        "lxdh": "13800000000",
+        "slsj": "20240102153000",  # 07:30 UTC is 15:30 in Beijing
+        "cllb": {"cl": [{"clmc": "身份证", "sfsj": "Y"}, {"clmc": "户口簿", "sfsj": "N"}]},
+        "bdsj": '{"a":"中文","z":1}',
+        "fixed_example": "CONST",
+    }
+
+
+def test_optional_missing_or_none_is_omitted_from_the_request(submit) -> None:
+    applicant = {"name": "张三", "phone": None}
+    assert "lxdh" not in submit.render_request(message(applicant=applicant))
+    del applicant["phone"]
+    assert "lxdh" not in submit.render_request(message(applicant=applicant))
+
+
+def test_empty_list_renders_empty(submit) -> None:
+    assert submit.render_request(message(materials=[]))["cllb"] == {"cl": []}
+
+
+def test_group_of_only_missing_optional_fields_is_omitted() -> None:
+    mapping = compile_mapping({"operation": "Op", "request": {"a": {"b": {"from": "x", "optional": True}}}})
+    assert mapping.render_request({}) == {}
+
+
+def test_missing_required_value_names_file_and_field(submit) -> None:
+    with pytest.raises(MappingError) as caught:
+        submit.render_request(message(applicant={"phone": "1"}))
+    assert str(caught.value) == "submit_case.mapping.yaml: request.sqrxm: case.applicant.name is missing"
+
+
+def test_missing_value_inside_a_list_names_the_item(submit) -> None:
+    with pytest.raises(MappingError) as caught:
+        submit.render_request(message(materials=[{"name": "a", "received": True}, {"received": True}]))
+    assert str(caught.value) == "submit_case.mapping.yaml: request.cllb.cl[1].clmc: name is missing"
+
+
+def test_for_each_over_a_non_list_is_an_error(submit) -> None:
+    with pytest.raises(MappingError, match=r"request\.cllb\.cl: case\.materials is not a list"):
+        submit.render_request(message(materials="none"))
+
+
+def test_unmapped_code_is_an_error(submit) -> None:
+    with pytest.raises(MappingError) as caught:
+        submit.render_request(message(materials=[{"name": "a", "received": "maybe"}]))
+    assert str(caught.value) == (
+        "submit_case.mapping.yaml: request.cllb.cl[0].sfsj: code 'maybe' is not in code table 'yes_no'"
+    )
+
+
+def test_bad_value_for_a_converter_names_field_and_converter(submit) -> None:
+    with pytest.raises(MappingError) as caught:
+        submit.render_request(message(accepted_at="2024-01-02T07:30:00"))
+    assert str(caught.value).startswith(
+        "submit_case.mapping.yaml: request.slsj: datetime_compact_shanghai cannot convert '2024-01-02T07:30:00'"
+    )
+
+
+# ------------------------------------------------------------------ reading answers
+
+
+def test_reads_fields_and_checks_business_ok(submit) -> None:
+    assert submit.read_response({"fhdm": "0000", "fhxx": "成功", "ywlsh": "SB-9"}) == {"sector_ref": "SB-9"}
+
+
+def test_business_error_carries_code_and_text(submit) -> None:
+    with pytest.raises(BusinessError) as caught:
+        submit.read_response({"fhdm": "1001", "fhxx": "事项编码不存在", "ywlsh": None})
+    assert (caught.value.code, caught.value.message) == ("1001", "事项编码不存在")
+    assert str(caught.value) == "1001: 事项编码不存在"
+
+
+def test_missing_business_code_is_a_mapping_error(submit) -> None:
+    with pytest.raises(MappingError) as caught:
+        submit.read_response({"ywlsh": "SB-9"})
+    assert str(caught.value) == "submit_case.mapping.yaml: response.business_error.code: fhdm is missing"
+
+
+def test_optional_result_fields_are_none_not_absent() -> None:
+    status = compile_mapping(BUNDLE / "query_status.mapping.yaml")
+    answer = {"fhdm": "0000", "fhxx": "ok", "ywlsh": "SB-9", "blzt": "02"}
+    assert status.read_response(answer) == {"status": "in_process", "opinion": None, "decided_at": None}
+    answer |= {"blzt": "04", "spyj": "材料不符", "bjsj": "20240102080000"}
+    assert status.read_response(answer) == {
+        "status": "denied",
+        "opinion": "材料不符",
+        "decided_at": "2024-01-02T00:00:00Z",
+    }
+
+
+def test_unknown_status_code_is_a_mapping_error() -> None:
+    status = compile_mapping(BUNDLE / "query_status.mapping.yaml")
+    with pytest.raises(MappingError, match="response.fields.status: code '09' is not in code table 'status'"):
+        status.read_response({"fhdm": "0000", "fhxx": "ok", "blzt": "09"})
+
+
+# ------------------------------------------------------------------ converters
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("json", {"b": [1, True, None], "a": "中"}, '{"a":"中","b":[1,true,null]}'),
+        ("datetime_compact_shanghai", "2024-12-31T16:00:00+00:00", "20250101000000"),
+        ("datetime_compact_shanghai", "2024-06-01T08:00:00+08:00", "20240601080000"),
+        ("compact_shanghai_to_iso_utc", "20250101000000", "2024-12-31T16:00:00Z"),
+        ("date_compact", "2024-03-05", "20240305"),
+        ("date_compact", "2024-03-04T17:00:00Z", "20240305"),  # 01:00 on the 5th in Beijing
+        ("str", 12, "12"),
+        ("str", False, "false"),
+        ("int", "42", 42),
+        ("int", 7.0, 7),
+        ("epoch_ms_to_iso_utc", 1704180600000, "2024-01-02T07:30:00Z"),
+        ("epoch_ms_to_iso_utc", "1704180600123", "2024-01-02T07:30:00.123Z"),
+    ],
+)
+def test_converters(name: str, value: Any, expected: Any) -> None:
+    assert CONVERTERS[name](value) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("datetime_compact_shanghai", "2024-01-02 07:30:00"),  # naive: ambiguous
+        ("compact_shanghai_to_iso_utc", "2024-01-02"),
+        ("int", True),
+        ("int", 1.5),
+        ("epoch_ms_to_iso_utc", "soon"),
+    ],
+)
+def test_converters_refuse_bad_values(name: str, value: Any) -> None:
+    with pytest.raises(ValueError):
+        CONVERTERS[name](value)
+
+
+def test_code_tables_match_booleans_and_numbers_by_text() -> None:
+    mapping = compile_mapping(
+        {
+            "operation": "Op",
+            # YAML `true:` and `2:` keys arrive as bool and int; lookups go by their text.
+            "code_tables": {"t": {True: "yes", 2: "two", "false": "no"}},
+            "request": {"a": {"from": "a", "code_table": "t"}, "b": {"from": "b", "code_table": "t"}},
+        }
+    )
+    assert mapping.render_request({"a": "true", "b": 2}) == {"a": "yes", "b": "two"}
+    assert mapping.render_request({"a": False, "b": "2"}) == {"a": "no", "b": "two"}
+
+
+def test_convert_runs_before_code_table() -> None:
+    mapping = compile_mapping(
+        {
+            "operation": "Op",
+            "code_tables": {"t": {"3": "three"}},
+            "request": {"a": {"from": "a", "convert": "int", "code_table": "t"}},
+        }
+    )
+    assert mapping.render_request({"a": 3.0}) == {"a": "three"}
+
+
+# ------------------------------------------------------------------ compile-time errors
+
+
+def test_unknown_converter(tmp_path: Path) -> None:
+    text = "operation: Op\nrequest:\n  slsj: {from: case.accepted_at, convert: datetime_iso}\n"
+    assert compile_error(tmp_path, text) == "bad.mapping.yaml: request.slsj: unknown converter 'datetime_iso'"
+
+
+def test_unknown_code_table(tmp_path: Path) -> None:
+    text = "operation: Op\nrequest:\n  cl:\n    for_each: m\n    map:\n      sfsj: {from: r, code_table: yn}\n"
+    assert compile_error(tmp_path, text) == "bad.mapping.yaml: request.cl.map.sfsj: unknown code table 'yn'"
+
+
+def test_unknown_code_table_in_response(tmp_path: Path) -> None:
+    text = "operation: Op\nrequest: {a: {value: 1}}\nresponse:\n  fields:\n    status: {from: blzt, code_table: st}\n"
+    assert compile_error(tmp_path, text) == "bad.mapping.yaml: response.fields.status: unknown code table 'st'"
+
+
+def test_unknown_rule_key(tmp_path: Path) -> None:
+    text = "operation: Op\nrequest:\n  lxdh: {from: phone, optinal: true}\n"
+    assert compile_error(tmp_path, text) == (
+        "bad.mapping.yaml: request.lxdh: unknown rule key 'optinal' (allowed: code_table, convert, from, optional)"
+    )
+
+
+def test_unknown_top_level_key(tmp_path: Path) -> None:
+    text = "operation: Op\nrequest: {a: {value: 1}}\nrespons: {}\n"
+    assert compile_error(tmp_path, text) == (
+        "bad.mapping.yaml: (top level): unknown key 'respons' (allowed: code_tables, operation, request, response)"
+    )
+
+
+def test_rule_that_is_not_a_mapping(tmp_path: Path) -> None:
+    text = "operation: Op\nrequest:\n  sqrxm: case.applicant.name\n"
+    assert compile_error(tmp_path, text) == (
+        "bad.mapping.yaml: request.sqrxm: expected a rule or a group of fields, got str 'case.applicant.name'"
+    )
+
+
+def test_missing_operation(tmp_path: Path) -> None:
+    text = "request: {a: {value: 1}}\n"
+    assert compile_error(tmp_path, text) == "bad.mapping.yaml: operation: required: the sector's operation name"
+
+
+def test_bad_path_and_bad_flag(tmp_path: Path) -> None:
+    assert compile_error(tmp_path, "operation: Op\nrequest: {a: {from: 'case..x'}}\n") == (
+        "bad.mapping.yaml: request.a.from: 'case..x' is not a dotted path"
+    )
+    assert compile_error(tmp_path, "operation: Op\nrequest: {a: {from: x, optional: maybe}}\n") == (
+        "bad.mapping.yaml: request.a.optional: expected true or false, got 'maybe'"
+    )
+
+
+def test_yaml_boolean_field_name_needs_quotes(tmp_path: Path) -> None:
+    assert compile_error(tmp_path, "operation: Op\nrequest: {on: {value: 1}}\n") == (
+        "bad.mapping.yaml: request: field name True must be a non-empty string (quote it in YAML)"
+    )
+
+
+def test_bad_business_error_spec(tmp_path: Path) -> None:
+    text = "operation: Op\nrequest: {a: {value: 1}}\nresponse:\n  business_error: {code: fhdm, ok: '0000'}\n"
+    assert compile_error(tmp_path, text) == (
+        "bad.mapping.yaml: response.business_error.ok: expected a non-empty list of success codes"
+    )
+
+
+def test_bad_yaml(tmp_path: Path) -> None:
+    assert compile_error(tmp_path, "operation: Op\nrequest: {a: [\n").startswith("bad.mapping.yaml: invalid YAML: ")
+
+
+def test_missing_file_names_it(tmp_path: Path) -> None:
+    with pytest.raises(MappingError, match=r"^nope\.yaml: cannot read: "):
+        compile_mapping(tmp_path / "nope.yaml")
+
+
+def test_dict_source_uses_the_given_name() -> None:
+    with pytest.raises(MappingError, match=r"^inline: request: needs at least one field$"):
+        compile_mapping({"operation": "Op", "request": {}}, source_name="inline")
+
+
+def test_shipped_bundle_mappings_compile() -> None:
+    for path in sorted(BUNDLE.glob("*.mapping.yaml")):
+        assert compile_mapping(path).source_name == path.name
+
+
+# ------------------------------------------------------------------ hostile XML
+
+BILLION_LAUGHS = b"""<?xml version="1.0"?>
+<!DOCTYPE lolz [
+ <!ENTITY lol "lol">
+ <!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+ <!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">
+ <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
+ <!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
+ <!ENTITY lol5 "&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;">
+ <!ENTITY lol6 "&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;">
+ <!ENTITY lol7 "&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;">
+ <!ENTITY lol8 "&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;">
+ <!ENTITY lol9 "&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;">
+]>
+<lolz>&lol9;</lolz>"""
+
+
+def test_parse_xml_accepts_plain_xml() -> None:
+    root = parse_xml(b"<a xmlns='urn:x'><b>\xe4\xb8\xad</b></a>")
+    assert root.findtext("{urn:x}b") == "中"
+
+
+def test_parse_xml_rejects_billion_laughs() -> None:
+    with pytest.raises(HostileXmlError, match="DOCTYPE"):
+        parse_xml(BILLION_LAUGHS)
+
+
+def test_parse_xml_rejects_any_doctype_including_external() -> None:
+    with pytest.raises(HostileXmlError):
+        parse_xml(b'<?xml version="1.0"?><!DOCTYPE a SYSTEM "http://127.0.0.1:9/evil.dtd"><a/>')
+    with pytest.raises(HostileXmlError):
+        parse_xml(b"<!DOCTYPE html><html/>")
+    with pytest.raises(HostileXmlError):  # a small bomb libxml2 would parse: refused after parsing
+        parse_xml(b'<!DOCTYPE a [<!ENTITY e "x">]><a>&e;</a>')
+
+
+def test_parse_xml_raises_syntax_error_on_malformed() -> None:
+    with pytest.raises(etree.XMLSyntaxError):
+        parse_xml(b"<a><b></a>")
+
+
+def test_hostile_xml_error_is_a_value_error() -> None:
+    assert issubclass(HostileXmlError, ValueError)
+
+
+def test_safe_parser_is_hardened() -> None:
+    # lxml exposes no getters for these options; resolving an entity is the observable behaviour.
+    root = etree.fromstring(b'<!DOCTYPE a [<!ENTITY e "boom">]><a>&e;</a>', parser=SAFE_PARSER)
+    assert "boom" not in etree.tostring(root).decode()

@@ -1,0 +1,191 @@
+"""Real processes: killed and restarted, racing each other, sharing one database.
+
+Each test starts `yiwang serve` / `yiwang worker` as subprocesses on loopback ports and talks to
+them over real HTTP; the sector simulator runs in the test process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from adapters.simulators.social_security import SocialSecuritySimulator
+from gateway.persistence import tables as t
+from gateway.persistence.engine import make_engine
+from tests.conftest import COMPLETE_APPLICATION
+
+YIWANG = str(Path(sys.executable).with_name("yiwang"))
+Launch = Callable[..., subprocess.Popen[bytes]]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def launch(tmp_path: Path) -> Iterator[Launch]:
+    """Start `yiwang ...` with the given settings; every process is killed at the end."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str, **settings: str) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "YIWANG_VAR_DIR": str(tmp_path / "var"), "YIWANG_POLL_INTERVAL_MS": "50",
+               "YIWANG_RETRY_ATTEMPTS": "3", "YIWANG_RETRY_INITIAL_MS": "5", "YIWANG_RETRY_MAX_MS": "20", **settings}
+        log = open(tmp_path / f"proc-{len(started)}.log", "wb")  # noqa: SIM115 - closed with the process
+        process = subprocess.Popen([YIWANG, *args], env=env, stdout=log, stderr=subprocess.STDOUT)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+
+
+def serve(launch: Launch, **settings: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    process = launch("serve", "--port", str(port), **settings)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/v1/matters", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"yiwang serve did not come up (exit {process.poll()})")
+        time.sleep(0.1)
+
+
+def wait_for_state(db_url: str, case_no: str, wanted: str, timeout_s: float = 30) -> None:
+    engine = make_engine(db_url)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            with engine.connect() as conn:
+                current = conn.execute(select(t.cases.c.state).where(t.cases.c.case_no == case_no)).scalar()
+            if current == wanted:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"case {case_no} is {current}, not {wanted}")
+    finally:
+        engine.dispose()
+
+
+def count_rows(db_url: str, table: t.Table) -> int:
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        n = int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+    engine.dispose()
+    return n
+
+
+def test_killed_after_commit_before_dispatch_the_case_is_delivered_once_after_restart(
+    launch: Launch, sqlite_url: str, simulator: SocialSecuritySimulator
+) -> None:
+    endpoints = f"social_security={simulator.url}"
+    api, url = serve(launch, YIWANG_DATABASE_URL=sqlite_url, YIWANG_DISPATCH="off",
+                     YIWANG_SECTOR_ENDPOINTS=endpoints)
+    case_no = httpx.post(f"{url}/v1/cases", json=COMPLETE_APPLICATION, timeout=10).json()["case_no"]
+    api.send_signal(signal.SIGKILL)  # committed, never dispatched
+    api.wait(timeout=10)
+    assert simulator.counters["raw_requests"] == 0
+
+    worker = launch("worker", YIWANG_DATABASE_URL=sqlite_url, YIWANG_SECTOR_ENDPOINTS=endpoints)
+    wait_for_state(sqlite_url, case_no, "closed")
+    assert simulator.counters["cases_created"] == 1
+    assert simulator.counters["submits_received"] == 1
+    worker.send_signal(signal.SIGTERM)  # a worker stops cleanly on SIGTERM
+    assert worker.wait(timeout=15) == 0
+
+
+def test_killed_during_the_sector_call_the_retry_is_recognised_and_applied_once(
+    launch: Launch, sqlite_url: str, simulator: SocialSecuritySimulator
+) -> None:
+    endpoints = f"social_security={simulator.url}"
+    simulator.set_fault("slow", count=1, slow_ms=1500)  # the sector applies it, but too late for the caller
+    api, url = serve(launch, YIWANG_DATABASE_URL=sqlite_url, YIWANG_SECTOR_ENDPOINTS=endpoints,
+                     YIWANG_LEASE_MS="1000")
+    case_no = httpx.post(f"{url}/v1/cases", json=COMPLETE_APPLICATION, timeout=10).json()["case_no"]
+    deadline = time.monotonic() + 10
+    while simulator.counters["raw_requests"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)  # the headers are in; let the body follow while the sector "works" (1.5 s)
+    api.send_signal(signal.SIGKILL)  # mid-call: the sector applies it, the outcome is never stored
+    api.wait(timeout=10)
+
+    launch("worker", YIWANG_DATABASE_URL=sqlite_url, YIWANG_SECTOR_ENDPOINTS=endpoints, YIWANG_LEASE_MS="1000")
+    wait_for_state(sqlite_url, case_no, "closed")
+    deadline = time.monotonic() + 10  # the killed call may still be "working" in the sector: let it land
+    while simulator.counters["submits_received"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    counters = simulator.counters
+    assert counters["submits_received"] == 2  # the first (killed) call and the redelivery
+    assert counters["cases_created"] == 1  # ... applied once: the idempotency key was the same
+    assert counters["duplicate_submits"] == 1
+
+
+def test_an_idempotency_key_holds_across_two_api_processes(launch: Launch, db_url: str) -> None:
+    settings = {"YIWANG_DATABASE_URL": db_url, "YIWANG_DISPATCH": "off"}
+    (_, first), (_, second) = serve(launch, **settings), serve(launch, **settings)
+    headers = {"Idempotency-Key": "hall-retry-1"}
+    a = httpx.post(f"{first}/v1/cases", json=COMPLETE_APPLICATION, headers=headers, timeout=10)
+    b = httpx.post(f"{second}/v1/cases", json=COMPLETE_APPLICATION, headers=headers, timeout=10)
+    assert a.status_code == b.status_code == 201
+    assert a.json()["case_no"] == b.json()["case_no"]
+    assert count_rows(db_url, t.cases) == 1
+
+
+RACER = textwrap.dedent(
+    """
+    import sys, time
+    from gateway.calendar_file import load_calendar
+    from gateway.catalogue import load_catalogue
+    from gateway.domain.case import Applicant, SubmittedMaterial
+    from gateway.domain.clock import SystemClock
+    from gateway.persistence.engine import make_engine
+    from gateway.services import CaseService, SubmitCase
+
+    url, start_at, n = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+    service = CaseService(make_engine(url), load_catalogue(), load_calendar(), SystemClock())
+    command = SubmitCase("12150200MB1A00010L3000805001000", Applicant("王建国", "111", "150203198503120039"),
+                         (SubmittedMaterial("居民身份证"),))
+    time.sleep(max(0.0, start_at - time.time()))
+    for _ in range(n):
+        print(service.submit(command).case["case_no"], flush=True)
+    """
+)
+
+
+def test_two_processes_racing_read_then_write_on_sqlite_lose_no_update(sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url)
+    t.metadata.create_all(engine)
+    engine.dispose()
+    start_at, per_process = time.time() + 1.0, 40
+    racers = [
+        subprocess.Popen([sys.executable, "-c", RACER, sqlite_url, str(start_at), str(per_process)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    outputs = [r.communicate(timeout=60) for r in racers]
+    assert [r.returncode for r in racers] == [0, 0], [err.decode()[-2000:] for _, err in outputs]
+    numbers = [line for out, _ in outputs for line in out.decode().split()]
+    assert len(numbers) == len(set(numbers)) == 2 * per_process  # every case its own number
+    engine = make_engine(sqlite_url)
+    with engine.connect() as conn:
+        assert conn.execute(select(t.case_counters.c.last_seq)).scalar_one() == 2 * per_process
+    engine.dispose()
