@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 
@@ -13,6 +14,7 @@ from adapters.simulators.social_security import serve as serve_simulator
 from gateway.app import build_gateway, create_app
 from gateway.config import ConfigError, Settings
 from gateway.demo import run_demo
+from gateway.logs import configure_logging
 from gateway.persistence.uow import UnitOfWork
 from gateway.serving import serve_forever
 
@@ -21,15 +23,17 @@ ops = typer.Typer(help="Operators' tools.", no_args_is_help=True)
 simulators = typer.Typer(help="Sector simulators for development, tests and rehearsal.", no_args_is_help=True)
 app.add_typer(ops, name="ops")
 app.add_typer(simulators, name="simulators")
-console = Console()
+console = Console(width=None if Console().is_terminal else 140)  # CI logs are wide enough for the timelines
 
 
 def _settings() -> Settings:
     try:
-        return Settings.from_env()
+        settings = Settings.from_env()
     except ConfigError as exc:
         console.print(f"[red]configuration error:[/red] {exc}")
         raise typer.Exit(2) from exc
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
 
 
 @app.command()
@@ -57,7 +61,10 @@ def worker() -> None:
 @app.command()
 def demo(keep: bool = typer.Option(False, help="Keep var/demo from the last run instead of starting fresh.")) -> None:
     """Run the simulator and the gateway, submit sample cases as the hall would, print their timelines."""
-    raise typer.Exit(0 if run_demo(console, fresh=not keep) else 1)
+    settings = _settings()
+    if "YIWANG_LOG_LEVEL" not in os.environ:
+        configure_logging("warning", settings.log_format)  # the timelines tell the story
+    raise typer.Exit(0 if run_demo(console, settings, fresh=not keep) else 1)
 
 
 @simulators.command("social-security")

@@ -30,6 +30,8 @@ class Settings:
     retry_attempts: int | None = None  # override the bundles' retry policy (tests, demo)
     retry_initial_ms: int | None = None
     retry_max_ms: int | None = None
+    log_level: str = "info"
+    log_format: str = "console"  # or "json"
 
     @property
     def db_url(self) -> str:
@@ -54,6 +56,9 @@ class Settings:
                 retry_attempts=_optional_int(get("YIWANG_RETRY_ATTEMPTS")),
                 retry_initial_ms=_optional_int(get("YIWANG_RETRY_INITIAL_MS")),
                 retry_max_ms=_optional_int(get("YIWANG_RETRY_MAX_MS")),
+                log_level=_choice("YIWANG_LOG_LEVEL", get("YIWANG_LOG_LEVEL", "info").lower(),
+                                  ("debug", "info", "warning", "error")),
+                log_format=_choice("YIWANG_LOG_FORMAT", get("YIWANG_LOG_FORMAT", "console"), ("console", "json")),
             )
         except ValueError as exc:
             raise ConfigError(f"invalid setting: {exc}") from exc
@@ -68,6 +73,12 @@ def parse_endpoints(text: str) -> dict[str, str]:
             raise ConfigError(f"YIWANG_SECTOR_ENDPOINTS: expected sector=url, got {item!r}")
         endpoints[sector.strip()] = url.strip()
     return endpoints
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+    return value
 
 
 def _optional_int(value: str | None) -> int | None:

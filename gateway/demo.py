@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import time
+import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -74,12 +75,12 @@ SAMPLES = (
 )
 
 
-def run_demo(console: Console, fresh: bool = True, timeout_s: float = 60) -> bool:
+def run_demo(console: Console, base: Settings, fresh: bool = True, timeout_s: float = 60) -> bool:
     if fresh:
         shutil.rmtree(DEMO_DIR, ignore_errors=True)
     with SocialSecuritySimulator(decision_delay_ms=1500) as simulator:
         settings = replace(
-            Settings.from_env(),
+            base,
             var_dir=DEMO_DIR,
             database_url=None,
             sector_endpoints={"social_security": simulator.url},
@@ -101,7 +102,7 @@ def run_demo(console: Console, fresh: bool = True, timeout_s: float = 60) -> boo
 
 
 def _run_sample(console: Console, hall: httpx.Client, sample: Sample, timeout_s: float) -> bool:
-    answer = hall.post("/v1/cases", json=sample.body, headers={"Idempotency-Key": f"demo-{sample.title}"})
+    answer = hall.post("/v1/cases", json=sample.body, headers={"Idempotency-Key": f"demo-{uuid.uuid4()}"})
     if answer.status_code != 201:
         console.print(f"[red]{sample.title}: submit failed {answer.status_code} {answer.text}")
         return False
@@ -124,10 +125,10 @@ def _wait_for(hall: httpx.Client, case_no: str, state: str, timeout_s: float) ->
 
 
 def _print_timeline(console: Console, title: str, view: dict[str, Any], events: list[dict[str, Any]]) -> None:
-    table = Table("#", "time (Beijing)", "step", "state", "actor", "reason", title=f"{title}\n{view['case_no']}",
+    table = Table("#", "Beijing time", "step", "state", "actor", "reason", title=f"{title}  {view['case_no']}",
                   title_justify="left")
     for e in events:
-        table.add_row(str(e["seq"]), e["at"][:19], e["trigger"], e["to_state"], e["actor"], e["reason"])
+        table.add_row(str(e["seq"]), e["at"][11:23], e["trigger"], e["to_state"], e["actor"], e["reason"])
     console.print(table)
     facts = {k: view[k] for k in ("state_label", "receipt_no", "promised_by", "sector_ref", "opinion") if view[k]}
     if view["missing_materials"]:
