@@ -45,6 +45,7 @@ class DeliveryError(Exception):
         self.message = message
         # A sector fault may be transient (HTTP 503, SOAP Server fault) or not (a business rejection).
         self.retryable = failure.transient if retryable is None else retryable
+        self.attempts = 1  # the retry wrapper records how many calls it made before giving up
 
     def __str__(self) -> str:
         return f"{self.failure}: {self.message}"

@@ -61,7 +61,7 @@ class RetryingAdapter:
                 try:
                     return self.inner.call(operation, message)
                 except DeliveryError as exc:
-                    exc.attempts = attempt.retry_state.attempt_number  # type: ignore[attr-defined]
+                    exc.attempts = attempt.retry_state.attempt_number
                     raise
         raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover
 

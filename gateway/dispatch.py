@@ -78,7 +78,7 @@ class Dispatcher:
             result = target.adapter.call(operation, payload)
         except DeliveryError as error:
             bound.warning("delivery failed", failure=str(error.failure), error=error.message)
-            self._dead_letter(message, str(error.failure), error.message, getattr(error, "attempts", 1),
+            self._dead_letter(message, str(error.failure), error.message, error.attempts,
                               lambda: target.adapter.render(operation, payload))
             return
         except Exception as error:  # never swallowed: a bug becomes a dead letter an operator can see

@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -88,6 +91,11 @@ def test_an_outage_that_outlasts_the_retries_becomes_a_dead_letter_and_the_case_
     assert "503" in letter.error_message
     assert letter.rendered_request["bjbh"] == case_no  # what would have been sent, for the replay tool
     assert simulator.counters["raw_requests"] == 3 and simulator.counters["cases_created"] == 0
+    listing = subprocess.run([str(Path(sys.executable).with_name("yiwang")), "ops", "dead-letters"],
+                             env={**os.environ, "YIWANG_DATABASE_URL": gateway.settings.db_url,
+                                  "COLUMNS": "250"}, capture_output=True, text=True, timeout=60)
+    assert listing.returncode == 0, listing.stderr
+    assert case_no in listing.stdout and "sector_fault" in listing.stdout
 
 
 @pytest.mark.parametrize("mode", ["hostile", "malformed"])

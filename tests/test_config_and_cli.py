@@ -1,0 +1,74 @@
+"""Settings, logs and the command line."""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import structlog
+
+from adapters.registry import default_bundles_dir
+from gateway.config import ConfigError, Settings, parse_endpoints
+from gateway.logs import configure_logging, mask_text
+
+YIWANG = str(Path(sys.executable).with_name("yiwang"))
+
+
+def test_settings_come_from_the_environment() -> None:
+    settings = Settings.from_env({"YIWANG_DATABASE_URL": "postgresql+psycopg://u@h/db", "YIWANG_DISPATCH": "off",
+                                  "YIWANG_SECTOR_ENDPOINTS": "social_security=http://127.0.0.1:1/x"})
+    assert settings.db_url == "postgresql+psycopg://u@h/db"
+    assert settings.dispatch_in_process is False
+    assert settings.sector_endpoints == {"social_security": "http://127.0.0.1:1/x"}
+    assert Settings.from_env({}).db_url == "sqlite:///var/yiwang.db"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"YIWANG_MAX_BODY_BYTES": "lots"}, "invalid setting"),
+        ({"YIWANG_LOG_LEVEL": "loud"}, "YIWANG_LOG_LEVEL must be one of"),
+        ({"YIWANG_SECTOR_ENDPOINTS": "social_security"}, "expected sector=url"),
+    ],
+)
+def test_bad_settings_are_named(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env)
+
+
+def test_a_bad_setting_is_a_readable_cli_error_not_a_traceback(tmp_path: Path) -> None:
+    env = {**os.environ, "YIWANG_VAR_DIR": str(tmp_path), "YIWANG_LOG_LEVEL": "loud"}
+    done = subprocess.run([YIWANG, "ops", "dead-letters"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "configuration error" in done.stdout and "Traceback" not in done.stdout + done.stderr
+
+
+def test_endpoint_list_parsing() -> None:
+    assert parse_endpoints(" a=http://x/1 , b=http://y/2 ") == {"a": "http://x/1", "b": "http://y/2"}
+    assert parse_endpoints("") == {}
+
+
+def test_logs_mask_id_and_phone_numbers(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("info", "json")
+    try:
+        structlog.get_logger("t").info("applicant 150203198503120039 called from 13847100001",
+                                       id="15020419901120152X")
+    finally:
+        structlog.reset_defaults()  # the configuration captured this test's stderr
+    line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert line["event"] == "applicant 1502**********0039 called from 138****0001"
+    assert line["id"] == "1502**********152X"
+    assert mask_text("case 12150200MB1A00010L300080500100020261127000001") == (
+        "case 12150200MB1A00010L300080500100020261127000001")  # case numbers are not personal data
+
+
+def test_the_bundle_carries_the_wsdl_the_sector_publishes() -> None:
+    shipped = default_bundles_dir() / "social_security" / "service.wsdl"
+    published = Path(__file__).parents[1] / "adapters" / "simulators" / "social_security.wsdl"
+    assert filecmp.cmp(shipped, published, shallow=False)
+
