@@ -171,21 +171,35 @@ RACER = textwrap.dedent(
 )
 
 
-def test_two_processes_racing_read_then_write_on_sqlite_lose_no_update(sqlite_url: str) -> None:
+def race(sqlite_url: str, script: str, per_process: int) -> tuple[list[int], list[str], list[str]]:
+    """Two processes submitting at the same instant; returns exit codes, case numbers, error tails."""
     engine = make_engine(sqlite_url)
     t.metadata.create_all(engine)
     engine.dispose()
-    start_at, per_process = time.time() + 1.0, 40
+    start_at = time.time() + 1.0
     racers = [
-        subprocess.Popen([sys.executable, "-c", RACER, sqlite_url, str(start_at), str(per_process)],
+        subprocess.Popen([sys.executable, "-c", script, sqlite_url, str(start_at), str(per_process)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for _ in range(2)
     ]
     outputs = [r.communicate(timeout=60) for r in racers]
-    assert [r.returncode for r in racers] == [0, 0], [err.decode()[-2000:] for _, err in outputs]
     numbers = [line for out, _ in outputs for line in out.decode().split()]
-    assert len(numbers) == len(set(numbers)) == 2 * per_process  # every case its own number
+    return [r.returncode for r in racers], numbers, [err.decode()[-2000:] for _, err in outputs]
+
+
+def test_two_processes_racing_read_then_write_on_sqlite_lose_no_update(sqlite_url: str) -> None:
+    codes, numbers, errors = race(sqlite_url, RACER, 40)
+    assert codes == [0, 0], errors
+    assert len(numbers) == len(set(numbers)) == 80  # every case its own number
     engine = make_engine(sqlite_url)
     with engine.connect() as conn:
-        assert conn.execute(select(t.case_counters.c.last_seq)).scalar_one() == 2 * per_process
+        assert conn.execute(select(t.case_counters.c.last_seq)).scalar_one() == 80
     engine.dispose()
+
+
+def test_negative_control_without_begin_immediate_the_race_breaks(sqlite_url: str) -> None:
+    """The same race on pysqlite's default (deferred BEGIN) fails: the check above can fail."""
+    naive = RACER.replace("make_engine(url)", "create_engine(url, connect_args={'timeout': 30})").replace(
+        "import sys, time", "import sys, time\nfrom sqlalchemy import create_engine")
+    codes, numbers, _ = race(sqlite_url, naive, 40)
+    assert codes != [0, 0] or len(set(numbers)) < 80
