@@ -52,13 +52,15 @@ class DeliveryError(Exception):
 
 
 # A canonical message is a JSON-able dict:
-#   {"idempotency_key": str, "sector_ref": str | None,
+#   {"idempotency_key": str, "sector_ref": str | None (the sector's reference for this task),
+#    "task": {"id", "department", "credit_code", "lead": bool},   # one department's part of the case
 #    "case": {"case_no", "matter_code", "accepted_at" (ISO-8601 UTC string), "green_channel": bool,
-#             "applicant": {"name", "id_type", "id_number", "phone"},
-#             "materials": [{"name": str, "received": bool}], "form": {...}}}
+#             "channel", "region_code",
+#             "applicant": {"name", "id_type", "id_number", "phone", "address", "legal_representative"},
+#             "materials": [{"name": str, "received": bool, "file_ref": str | None}], "form": {...}}}
 CanonicalMessage = Mapping[str, Any]
 # A canonical result is a flat dict: submit_case -> {"sector_ref": str};
-# query_status -> {"status": "received"|"in_process"|"approved"|"denied", "opinion": str | None,
+# query_status -> {"status": "received"|"in_process"|"approved"|"denied"|"returned", "opinion": str | None,
 #                  "decided_at": ISO-8601 UTC string | None}
 CanonicalResult = dict[str, Any]
 

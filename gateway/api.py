@@ -1,82 +1,175 @@
-"""The unified endpoints the online hall calls. Routes translate HTTP to service calls and back."""
+"""The unified case endpoints. Routes translate HTTP to service calls and back; each declares its roles."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import date
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, FastAPI, Header, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.domain.case import Applicant, SubmittedMaterial
+from gateway.auth import Identity, NotAllowed, NotAuthenticated, Role, require
+from gateway.domain.case import (
+    Actor,
+    ActorKind,
+    Agent,
+    Applicant,
+    Case,
+    CaseRuleViolation,
+    Certificate,
+    Delivery,
+    Evaluation,
+    ForbiddenTransition,
+    SubmittedMaterial,
+    TaskState,
+)
+from gateway.persistence.repository import StaleCase
 from gateway.problems import problem_doc, problem_response
 from gateway.services import (
     CaseNotFound,
     CaseService,
     IdempotencyConflict,
     InvalidApplication,
+    NotYourCase,
     SubmitCase,
     UnknownMatter,
 )
-from gateway.views import case_view, event_view
+from gateway.views import DocumentNotAvailable, case_view, document, event_view
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", tags=["cases"])
+health = APIRouter(tags=["health"])
 Channel = Literal["online_pc", "mobile", "city_window", "county_window", "township_counter", "village_agency"]
+ONLINE_CHANNELS = frozenset({"online_pc", "mobile"})
+READERS = (Role.HALL_CLIENT, Role.WINDOW, Role.CLERK, Role.ISSUING_WINDOW, Role.OPERATOR)
+ERRORS = problem_doc(401, 403, 404, 409, 422)
 
 
-class ApplicantIn(BaseModel):
+class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class ApplicantIn(Strict):
     name: str = Field(min_length=1, max_length=64)
     id_type: str = Field(default="111", pattern=r"^\d{3}$", description="GA/T 2000.156 code; 111 resident ID card")
     id_number: str = Field(min_length=1, max_length=40)
     phone: str | None = Field(default=None, pattern=r"^\+?\d{5,20}$")
+    address: str | None = Field(default=None, max_length=200)
+    legal_representative: str | None = Field(default=None, max_length=64)
 
 
-class MaterialIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class AgentIn(Strict):
+    name: str = Field(min_length=1, max_length=64)
+    id_number: str = Field(min_length=18, max_length=18)
+    agency_point: str = Field(default="", max_length=100)
+
+
+class MaterialIn(Strict):
     name: str = Field(min_length=1, max_length=100)
-    file_ref: str | None = Field(default=None, max_length=200)
+    file_ref: str | None = Field(default=None, max_length=40, description="a reference from POST /v1/materials")
+
+    def to_domain(self) -> SubmittedMaterial:
+        return SubmittedMaterial(self.name, self.file_ref)
 
 
-class CaseIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CaseIn(Strict):
     matter_code: str = Field(pattern=r"^[0-9A-Z]{31}$", description="实施编码 of a published matter")
     applicant: ApplicantIn
     materials: list[MaterialIn] = Field(default_factory=list, max_length=50)
-    form: dict[str, Any] = Field(default_factory=dict)
+    form: dict[str, Any] = Field(default_factory=dict, description="the matter's one form (its JSON Schema)")
     channel: Channel = "online_pc"
+    region_code: str = Field(default="150200", pattern=r"^\d{6}$", description="行政区划代码")
+    agent: AgentIn | None = Field(default=None, description="代办员 acting for the applicant")
+    green_channel: list[Literal["disabled", "pregnant", "high_level_talent"]] = Field(
+        default_factory=list, description="grounds claimed; age 60+ is read from the ID number")
 
     def to_command(self) -> SubmitCase:
         return SubmitCase(
             matter_code=self.matter_code,
             applicant=Applicant(**self.applicant.model_dump()),
-            materials=tuple(SubmittedMaterial(**m.model_dump()) for m in self.materials),
+            materials=tuple(m.to_domain() for m in self.materials),
             form=self.form,
             channel=self.channel,
+            region_code=self.region_code,
+            agent=Agent(**self.agent.model_dump()) if self.agent else None,
+            green_channel_claims=tuple(self.green_channel),
         )
 
 
-class ApplicantOut(BaseModel):
-    name: str
-    id_type: str
-    id_number: str = Field(description="masked")
-    phone: str | None = Field(description="masked")
+class LookupIn(Strict):
+    id_number: str = Field(min_length=1, max_length=40)
+
+
+class SupplementIn(Strict):
+    materials: list[MaterialIn] = Field(min_length=1, max_length=50)
+
+
+class ReasonIn(Strict):
+    reason: str = Field(default="", max_length=500)
+
+
+class SupplementRequestIn(Strict):
+    missing: list[str] = Field(min_length=1, max_length=50)
+    reason: str = Field(default="", max_length=500)
+
+
+class DecisionIn(Strict):
+    decision: Literal["approved", "denied", "returned"]
+    opinion: str = Field(default="", max_length=1000, description="required to deny or return (退件)")
+
+
+class SuspendIn(Strict):
+    procedure: Literal["hearing", "expert_review", "extension", "inspection", "other"]
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class CertificateIn(Strict):
+    name: str = Field(min_length=1, max_length=100)
+    number: str = Field(min_length=1, max_length=64)
+    issuer: str = Field(min_length=1, max_length=100)
+    valid_until: date | None = None
+
+
+class DeliveryIn(Strict):
+    method: Literal["pickup", "express"]
+    tracking_no: str | None = Field(default=None, max_length=40)
+    received_by: str | None = Field(default=None, max_length=64)
+
+
+class EvaluationIn(Strict):
+    level: Literal["very_satisfied", "satisfied", "basically_satisfied", "dissatisfied", "very_dissatisfied"]
+    channel: Literal["pc", "mobile", "qr_code", "hall_tablet", "hall_terminal", "phone", "sms"]
+    text: str = Field(default="", max_length=500)
 
 
 class CaseOut(BaseModel):
+    """A case as it stands (ID and phone numbers masked)."""
+
     case_no: str
     matter_code: str
+    matter_version: int
     state: str
     state_label: str
-    applicant: ApplicantOut
-    materials: list[str]
+    channel: str
+    region_code: str
+    applicant: dict[str, Any]
+    agent: dict[str, Any] | None
+    green_channel: list[str]
+    materials: list[dict[str, Any]]
     receipt_no: str | None
+    deadline: dict[str, Any] | None
     promised_by: str | None
     missing_materials: list[str]
-    sector_ref: str | None
+    supplement_rounds: int
+    tasks: list[dict[str, Any]]
     opinion: str | None
+    certificate: dict[str, Any] | None
+    delivery: dict[str, Any] | None
+    evaluation: dict[str, Any] | None
+    completion: str | None
     version: int
 
 
@@ -91,72 +184,180 @@ class EventOut(BaseModel):
     data: dict[str, Any]
 
 
-class MaterialOut(BaseModel):
-    name: str
-    mandatory: bool
+IfMatch = Annotated[str | None, Header(description='the version you saw, e.g. "3": a stale one gets 409')]
 
 
-class MatterOut(BaseModel):
-    implementation_code: str
-    name: str
-    type: str
-    department: str
-    promised_working_days: int
-    materials: list[MaterialOut]
+@health.get("/healthz", summary="The process is alive (no key needed)")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
 
 
 def _service(request: Request) -> CaseService:
     return request.app.state.case_service  # type: ignore[no-any-return]
 
 
-@router.post("/cases", status_code=201, response_model=CaseOut,
-             responses=problem_doc(400, 404, 413, 422), summary="Submit an application (申请)")
+def _version(if_match: str | None) -> int | None:
+    if not if_match:
+        return None
+    text = if_match.removeprefix("W/").strip('" ')
+    if not text.isdigit():
+        raise CaseRuleViolation('If-Match must carry a case version, e.g. "3"')
+    return int(text)
+
+
+def _person(identity: Identity, agent: bool = False) -> Actor:
+    return Actor(ActorKind.AGENT if agent else ActorKind.APPLICANT, identity.id)
+
+
+def _answer(response: Response, case: Case) -> dict[str, Any]:
+    response.headers["ETag"] = f'"{case.version}"'
+    return case_view(case)
+
+
+def _readable(identity: Identity, case: Case) -> Case:
+    """A clerk sees only cases that have a task of their department."""
+    if identity.roles == {Role.CLERK} and all(t.credit_code != identity.department for t in case.tasks):
+        raise NotYourCase(f"办件 {case.case_no} 不涉及本部门")
+    return case
+
+
+@router.post("/cases", status_code=201, response_model=CaseOut, responses=problem_doc(400, 401, 403, 404, 413, 422),
+             summary="Submit an application (申请)")
 def submit_case(
     body: CaseIn,
     request: Request,
     response: Response,
+    identity: Annotated[Identity, Depends(require(Role.HALL_CLIENT, Role.WINDOW))],
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Any:
-    outcome = _service(request).submit(body.to_command(), idempotency_key)
+    if (body.channel in ONLINE_CHANNELS) != identity.has(Role.HALL_CLIENT):
+        raise NotAllowed("the online hall submits through online channels, windows through window channels")
+    outcome = _service(request).submit(body.to_command(), _person(identity, body.agent is not None), idempotency_key)
     response.headers["Location"] = f"/v1/cases/{outcome.case['case_no']}"
+    response.headers["ETag"] = f'"{outcome.case["version"]}"'
     if outcome.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return outcome.case
 
 
-@router.get("/cases/{case_no}", response_model=CaseOut, responses=problem_doc(404))
-def get_case(case_no: str, request: Request) -> Any:
-    return case_view(_service(request).get(case_no))
+@router.post("/cases/lookup", response_model=list[CaseOut], responses=problem_doc(401, 403, 422),
+             summary="An applicant's cases (我的办件), found by ID number without putting it in a URL")
+def lookup_cases(body: LookupIn, request: Request,
+                 _: Annotated[Identity, Depends(require(Role.HALL_CLIENT, Role.WINDOW))]) -> Any:
+    return [case_view(c) for c in _service(request).for_applicant(body.id_number)]
 
 
-@router.get("/cases/{case_no}/events", response_model=list[EventOut], responses=problem_doc(404))
-def get_case_events(case_no: str, request: Request) -> Any:
-    return [event_view(e) for e in _service(request).events(case_no)]
+@router.get("/cases/{case_no}", response_model=CaseOut, responses=problem_doc(401, 403, 404))
+def get_case(case_no: str, request: Request, response: Response,
+             identity: Annotated[Identity, Depends(require(*READERS))]) -> Any:
+    return _answer(response, _readable(identity, _service(request).get(case_no)))
 
 
-@router.get("/matters", response_model=list[MatterOut])
-def list_matters(request: Request) -> Any:
-    return [_matter_out(m) for m in _service(request).catalogue]
+@router.get("/cases/{case_no}/events", response_model=list[EventOut], responses=problem_doc(401, 403, 404))
+def get_case_events(case_no: str, request: Request, identity: Annotated[Identity, Depends(require(*READERS))]) -> Any:
+    return [event_view(e) for e in _readable(identity, _service(request).get(case_no)).events]
 
 
-@router.get("/matters/{code}", response_model=MatterOut, responses=problem_doc(404),
-            summary="One matter's guide: the one-time notification (一次性告知) of its materials")
-def get_matter(code: str, request: Request) -> Any:
-    matter = _service(request).catalogue.get(code)
-    if matter is None:
-        raise UnknownMatter(code)
-    return _matter_out(matter)
+@router.get("/cases/{case_no}/documents/{kind}", responses=problem_doc(401, 403, 404),
+            summary="受理凭证 / 补齐补正告知书 / 不予受理通知书 / 送达回证, as structured JSON")
+def get_case_document(case_no: str, kind: str, request: Request,
+                      _: Annotated[Identity, Depends(require(Role.HALL_CLIENT, Role.WINDOW,
+                                                             Role.ISSUING_WINDOW))]) -> dict[str, Any]:
+    service = _service(request)
+    case = service.get(case_no)
+    return document(case, service.matter_of(case), kind)
 
 
-def _matter_out(m: Any) -> dict[str, Any]:
-    return {
-        "implementation_code": m.implementation_code,
-        "name": m.name,
-        "type": str(m.type),
-        "department": m.department,
-        "promised_working_days": m.promised_working_days,
-        "materials": [{"name": x.name, "mandatory": x.mandatory} for x in m.materials],
-    }
+def _action(path: str, summary: str, *roles: Role) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a case action: POST, answers the case, admits `roles`."""
+    return router.post(f"/cases/{{case_no}}/{path}", response_model=CaseOut, responses=ERRORS, summary=summary,
+                       dependencies=[Depends(require(*roles))])
+
+
+def _who(request: Request) -> Identity:
+    return request.state.identity  # type: ignore[no-any-return]  # set by require()
+
+
+@_action("supplement", "Hand in the missing materials (补齐补正)", Role.HALL_CLIENT, Role.WINDOW)
+def supplement(case_no: str, body: SupplementIn, request: Request, response: Response,
+               if_match: IfMatch = None) -> Any:
+    materials = tuple(m.to_domain() for m in body.materials)
+    case = _service(request).supplement(case_no, materials, _person(_who(request)), _version(if_match))
+    return _answer(response, case)
+
+
+@_action("withdraw", "Withdraw the application (撤回)", Role.HALL_CLIENT, Role.WINDOW)
+def withdraw(case_no: str, body: ReasonIn, request: Request, response: Response, if_match: IfMatch = None) -> Any:
+    case = _service(request).withdraw(case_no, _person(_who(request)), body.reason, _version(if_match))
+    return _answer(response, case)
+
+
+@_action("accept", "Accept (受理), for matters a clerk reviews", Role.WINDOW)
+def accept(case_no: str, request: Request, response: Response, if_match: IfMatch = None) -> Any:
+    actor = Actor(ActorKind.WINDOW, _who(request).id)
+    return _answer(response, _service(request).accept(case_no, actor, _version(if_match)))
+
+
+@_action("not-accept", "Do not accept (不予受理), with reasons", Role.WINDOW)
+def not_accept(case_no: str, body: ReasonIn, request: Request, response: Response, if_match: IfMatch = None) -> Any:
+    actor = Actor(ActorKind.WINDOW, _who(request).id)
+    return _answer(response, _service(request).not_accept(case_no, actor, body.reason, _version(if_match)))
+
+
+@_action("supplement-request", "Ask for missing materials, all at once (一次性告知)", Role.WINDOW)
+def request_supplement(case_no: str, body: SupplementRequestIn, request: Request, response: Response,
+                       if_match: IfMatch = None) -> Any:
+    actor = Actor(ActorKind.WINDOW, _who(request).id)
+    case = _service(request).request_supplement(case_no, body.missing, actor, body.reason, _version(if_match))
+    return _answer(response, case)
+
+
+@_action("tasks/{task_id}/decision", "A department decides its task (back office)", Role.CLERK)
+def decide_task(case_no: str, task_id: str, body: DecisionIn, request: Request, response: Response,
+                if_match: IfMatch = None) -> Any:
+    clerk = _who(request)
+    case = _service(request).decide_task(case_no, task_id, TaskState(body.decision), body.opinion,
+                                         Actor(ActorKind.DEPARTMENT, clerk.id), clerk.department, _version(if_match))
+    return _answer(response, case)
+
+
+@_action("suspend", "Start a special procedure (特别程序); the clock stops", Role.CLERK)
+def suspend(case_no: str, body: SuspendIn, request: Request, response: Response, if_match: IfMatch = None) -> Any:
+    clerk = _who(request)
+    case = _service(request).suspend(case_no, body.procedure, body.reason, Actor(ActorKind.DEPARTMENT, clerk.id),
+                                     clerk.department, _version(if_match))
+    return _answer(response, case)
+
+
+@_action("resume", "End the special procedure; the clock runs again", Role.CLERK)
+def resume(case_no: str, body: ReasonIn, request: Request, response: Response, if_match: IfMatch = None) -> Any:
+    clerk = _who(request)
+    case = _service(request).resume(case_no, body.reason, Actor(ActorKind.DEPARTMENT, clerk.id), clerk.department,
+                                    _version(if_match))
+    return _answer(response, case)
+
+
+@_action("certificate", "Record the result certificate (统一出证)", Role.ISSUING_WINDOW)
+def issue_certificate(case_no: str, body: CertificateIn, request: Request, response: Response,
+                      if_match: IfMatch = None) -> Any:
+    certificate = Certificate(body.name, body.number, body.issuer, body.valid_until)
+    actor = Actor(ActorKind.ISSUING_WINDOW, _who(request).id)
+    return _answer(response, _service(request).issue_certificate(case_no, certificate, actor, _version(if_match)))
+
+
+@_action("delivery", "Deliver the result: pickup or express (统一送达)", Role.ISSUING_WINDOW)
+def deliver(case_no: str, body: DeliveryIn, request: Request, response: Response, if_match: IfMatch = None) -> Any:
+    delivery = Delivery(body.method, body.tracking_no, body.received_by)
+    actor = Actor(ActorKind.ISSUING_WINDOW, _who(request).id)
+    return _answer(response, _service(request).deliver(case_no, delivery, actor, _version(if_match)))
+
+
+@_action("evaluation", "Evaluate the service (好差评)", Role.HALL_CLIENT, Role.WINDOW)
+def evaluate(case_no: str, body: EvaluationIn, request: Request, response: Response,
+             if_match: IfMatch = None) -> Any:
+    evaluation = Evaluation(body.level, body.channel, body.text)
+    return _answer(response, _service(request).evaluate(case_no, evaluation, _person(_who(request)),
+                                                        _version(if_match)))
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -169,6 +370,15 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem_response(422, "invalid-request", "请求内容不符合要求", instance=request.url.path,
                                 errors=errors)
 
+    async def invalid_application(request: Request, exc: InvalidApplication) -> JSONResponse:
+        return problem_response(422, "invalid-application", "申请不符合事项要求", str(exc), request.url.path,
+                                errors=exc.errors)
+
+    async def not_authenticated(request: Request, exc: NotAuthenticated) -> JSONResponse:
+        response = problem_response(401, "not-authenticated", "需要有效的 API 密钥", str(exc), request.url.path)
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
     def handler(status: int, slug: str, title: str) -> Any:
         async def handle(request: Request, exc: Exception) -> JSONResponse:
             return problem_response(status, slug, title, str(exc) or None, request.url.path)
@@ -176,23 +386,36 @@ def install_error_handlers(app: FastAPI) -> None:
         return handle
 
     app.add_exception_handler(RequestValidationError, validation)  # type: ignore[arg-type]
-    app.add_exception_handler(UnknownMatter, handler(404, "unknown-matter", "事项不存在或未发布"))
-    app.add_exception_handler(CaseNotFound, handler(404, "case-not-found", "办件不存在"))
-    app.add_exception_handler(InvalidApplication, handler(422, "invalid-application", "申请不符合事项要求"))
-    app.add_exception_handler(
-        IdempotencyConflict, handler(422, "idempotency-key-reused", "同一 Idempotency-Key 已用于不同的请求")
-    )
+    app.add_exception_handler(InvalidApplication, invalid_application)  # type: ignore[arg-type]
+    app.add_exception_handler(NotAuthenticated, not_authenticated)  # type: ignore[arg-type]
+    for exc_type, status, slug, title in (
+        (NotAllowed, 403, "forbidden", "无权执行此操作"),
+        (NotYourCase, 403, "not-your-case", "不属于本部门的办件"),
+        (UnknownMatter, 404, "unknown-matter", "事项不存在或未发布"),
+        (CaseNotFound, 404, "case-not-found", "办件不存在"),
+        (DocumentNotAvailable, 404, "document-not-available", "该办件没有此文书"),
+        (ForbiddenTransition, 409, "transition-not-allowed", "办件当前状态不允许此操作"),
+        (StaleCase, 409, "stale-version", "办件已被他人修改，请刷新后重试"),
+        (CaseRuleViolation, 422, "case-rule-violated", "操作不符合办件规则"),
+        (IdempotencyConflict, 422, "idempotency-key-reused", "同一 Idempotency-Key 已用于不同的请求"),
+    ):
+        app.add_exception_handler(exc_type, handler(status, slug, title))
 
 
 class BodyLimit:
-    """Refuse bodies over `max_bytes` with 413 before any of them is parsed (chunked ones too)."""
+    """Refuse bodies over `max_bytes` with 413 before any of them is parsed (chunked ones too).
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    Paths in `exempt` enforce limits of their own (material uploads stream to disk with theirs).
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, exempt: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.exempt = exempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE") or (
+                scope["path"] in self.exempt):
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")

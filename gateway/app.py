@@ -1,4 +1,4 @@
-"""Composition root: builds the gateway's parts from settings. Only the CLI and tests import it."""
+"""Composition root: builds the gateway's parts from settings. Only the CLI, the demo and tests import it."""
 
 from __future__ import annotations
 
@@ -13,15 +13,21 @@ from sqlalchemy import Engine
 
 from adapters.registry import Registry, default_bundles_dir
 from adapters.resilience import RetryPolicy
-from gateway.api import BodyLimit, install_error_handlers, router
+from gateway import api_catalogue, api_materials
+from gateway.api import BodyLimit, health, install_error_handlers, router
 from gateway.calendar_file import load_calendar
-from gateway.catalogue import load_catalogue
+from gateway.catalogue import Catalogue
 from gateway.config import Settings
 from gateway.dispatch import Dispatcher, DispatchSettings
 from gateway.domain.clock import Clock, SystemClock
+from gateway.identities import ApiKeyStore
+from gateway.materials import MaterialStore
+from gateway.persistence.blind_index import BlindIndex, load_or_create_key
 from gateway.persistence.engine import make_engine
 from gateway.persistence.uow import create_schema
 from gateway.services import CaseService
+
+MATERIALS_PATH = "/v1/materials"
 
 
 @dataclass
@@ -30,6 +36,9 @@ class Gateway:
 
     settings: Settings
     engine: Engine
+    catalogue: Catalogue
+    keys: ApiKeyStore
+    materials: MaterialStore
     service: CaseService
     registry: Registry
     dispatcher: Dispatcher
@@ -53,19 +62,33 @@ class Gateway:
         self.engine.dispose()
 
 
-def build_gateway(settings: Settings, clock: Clock | None = None) -> Gateway:
+def open_database(settings: Settings) -> Engine:
+    """The engine, with the schema in place: what every command that touches the database starts with."""
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.db_url)
     create_schema(engine)
-    service = CaseService(engine, load_catalogue(settings.catalogue), load_calendar(settings.calendar),
-                          clock or SystemClock())
+    return engine
+
+
+def build_gateway(settings: Settings, clock: Clock | None = None) -> Gateway:
+    clock = clock or SystemClock()
+    engine = open_database(settings)
+    catalogue = Catalogue(engine)
+    catalogue.seed_if_empty(settings.catalogue)
+    materials = MaterialStore(engine, settings.var_dir / "materials", max_bytes=settings.max_material_bytes)
+    blind_index = BlindIndex(load_or_create_key(settings.var_dir / "blind-index.key", settings.blind_index_key))
+    service = CaseService(engine, catalogue, load_calendar(settings.calendar), clock, blind_index,
+                          material_exists=materials.missing, warn_days=settings.warn_days,
+                          supplement_days=settings.supplement_days)
     registry = Registry.load(settings.bundles_dir or default_bundles_dir(), settings.sector_endpoints,
                              _retry_override(settings))
     dispatch = DispatchSettings(
         lease=timedelta(milliseconds=settings.lease_ms),
         poll_interval=timedelta(milliseconds=settings.poll_interval_ms) if settings.poll_interval_ms else None,
+        clock_interval=timedelta(milliseconds=settings.clock_interval_ms),
     )
-    return Gateway(settings, engine, service, registry, Dispatcher(service, registry, dispatch))
+    return Gateway(settings, engine, catalogue, ApiKeyStore(engine), materials, service, registry,
+                   Dispatcher(service, registry, dispatch))
 
 
 def _retry_override(settings: Settings) -> RetryPolicy | None:
@@ -82,10 +105,18 @@ def create_app(gateway: Gateway) -> FastAPI:
         yield
         gateway.stop_dispatcher()
 
-    app = FastAPI(title="Yiwang gateway", version="0.1.0", lifespan=lifespan,
-                  description="Unified endpoints of the online hall: matters, cases and their timelines.")
+    app = FastAPI(title="Yiwang gateway", version="0.2.0", lifespan=lifespan,
+                  description="Unified endpoints: the matter catalogue, cases through their whole life, materials.")
     app.state.case_service = gateway.service
+    app.state.catalogue = gateway.catalogue
+    app.state.keystore = gateway.keys
+    app.state.materials = gateway.materials
+    app.include_router(health)
+    app.include_router(api_catalogue.router)
     app.include_router(router)
+    app.include_router(api_materials.router)
     install_error_handlers(app)
-    app.add_middleware(BodyLimit, max_bytes=gateway.settings.max_body_bytes)
+    api_catalogue.install_catalogue_error_handlers(app)
+    api_materials.install_material_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=gateway.settings.max_body_bytes, exempt=frozenset({MATERIALS_PATH}))
     return app

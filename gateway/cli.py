@@ -11,9 +11,13 @@ from rich.console import Console
 from rich.table import Table
 
 from adapters.simulators.social_security import serve as serve_simulator
-from gateway.app import build_gateway, create_app
+from gateway.app import build_gateway, create_app, open_database
+from gateway.catalogue import Catalogue
+from gateway.cli_catalogue import make_catalogue_app
+from gateway.cli_keys import make_keys_app
 from gateway.config import ConfigError, Settings
 from gateway.demo import run_demo
+from gateway.identities import ApiKeyStore
 from gateway.logs import configure_logging
 from gateway.persistence.uow import UnitOfWork
 from gateway.serving import serve_forever
@@ -23,6 +27,8 @@ ops = typer.Typer(help="Operators' tools.", no_args_is_help=True)
 simulators = typer.Typer(help="Sector simulators for development, tests and rehearsal.", no_args_is_help=True)
 app.add_typer(ops, name="ops")
 app.add_typer(simulators, name="simulators")
+app.add_typer(make_keys_app(lambda: ApiKeyStore(open_database(_settings()))), name="keys")
+app.add_typer(make_catalogue_app(lambda: Catalogue(open_database(_settings()))), name="catalogue")
 console = Console(width=None if Console().is_terminal else 140)  # CI logs are wide enough for the timelines
 
 
@@ -76,15 +82,15 @@ def social_security(port: int = 8801, decision_delay_ms: int = 2000) -> None:
 @ops.command("dead-letters")
 def dead_letters(case_no: str | None = None, limit: int = 50) -> None:
     """List dead letters: messages that outlasted their retry policy."""
-    gateway = build_gateway(_settings())
-    with UnitOfWork(gateway.engine, read_only=True) as uow:
+    engine = open_database(_settings())
+    with UnitOfWork(engine, read_only=True) as uow:
         letters = uow.dead_letters.list(case_no=case_no, limit=limit)
     table = Table("id", "case", "sector", "operation", "class", "attempts", "error", title="dead letters")
     for d in letters:
         table.add_row(str(d.id), d.case_no, d.sector, d.operation, d.error_class, str(d.attempts),
                       d.error_message[:80])
     console.print(table)
-    gateway.close()
+    engine.dispose()
 
 
 def main() -> None:  # pragma: no cover - console script entry

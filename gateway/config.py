@@ -25,6 +25,11 @@ class Settings:
     sector_endpoints: Mapping[str, str] = field(default_factory=dict)
     dispatch_in_process: bool = True  # `yiwang serve` also runs a dispatcher thread
     max_body_bytes: int = 1024 * 1024
+    max_material_bytes: int = 20 * 1024 * 1024
+    blind_index_key: str | None = None  # hex; default: a key file created under var_dir
+    warn_days: int = 2  # e-supervision warns this many working days before a deadline
+    supplement_days: int = 30  # an unanswered supplement notice ends the case after this many days
+    clock_interval_ms: int = 60_000  # how often a dispatcher runs the deadline clock
     lease_ms: int = 60_000
     poll_interval_ms: int | None = None  # overrides the bundles' polling interval
     retry_attempts: int | None = None  # override the bundles' retry policy (tests, demo)
@@ -51,6 +56,11 @@ class Settings:
                 sector_endpoints=parse_endpoints(get("YIWANG_SECTOR_ENDPOINTS", "")),
                 dispatch_in_process=get("YIWANG_DISPATCH", "in-process") == "in-process",
                 max_body_bytes=int(get("YIWANG_MAX_BODY_BYTES", str(1024 * 1024))),
+                max_material_bytes=int(get("YIWANG_MAX_MATERIAL_BYTES", str(20 * 1024 * 1024))),
+                blind_index_key=get("YIWANG_BLIND_INDEX_KEY") or None,
+                warn_days=int(get("YIWANG_WARN_DAYS", "2")),
+                supplement_days=int(get("YIWANG_SUPPLEMENT_DAYS", "30")),
+                clock_interval_ms=int(get("YIWANG_CLOCK_INTERVAL_MS", "60000")),
                 lease_ms=int(get("YIWANG_LEASE_MS", "60000")),
                 poll_interval_ms=_optional_int(get("YIWANG_POLL_INTERVAL_MS")),
                 retry_attempts=_optional_int(get("YIWANG_RETRY_ATTEMPTS")),

@@ -1,8 +1,15 @@
-"""`yiwang demo`: the whole path on the embedded default, as the online hall would see it.
+"""`yiwang demo`: the whole path on the embedded default, as the hall, windows and departments see it.
 
-Starts the social-security simulator on loopback, the gateway (SQLite under var/demo, in-process
-dispatcher, real HTTP on an ephemeral port), submits sample cases over HTTP and prints each
-case's timeline until it reaches the state it should. Part of the composition root.
+Starts the social-security simulator on loopback and the gateway (SQLite under var/demo, in-process
+dispatcher, real HTTP on an ephemeral port), issues API keys for each role and prints them, then plays
+four cases over HTTP and prints each timeline:
+  1. a complete application decided by the sector's SOAP system, issued, delivered and evaluated;
+  2. one the sector denies;
+  3. an incomplete one: a supplement notice, a supplement round, then accepted and decided;
+  4. a parallel-approval matter (职工退休一件事) decided by two departments — the social-security system
+     through its adapter, the housing provident fund's clerk through the back-office API — for an
+     applicant aged 60, on the green channel.
+Part of the composition root.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -19,118 +27,199 @@ from rich.console import Console
 from rich.table import Table
 
 from adapters.simulators.social_security import SocialSecuritySimulator
-from gateway.app import build_gateway, create_app
+from gateway.app import Gateway, build_gateway, create_app
+from gateway.auth import Role
 from gateway.config import Settings
 from gateway.serving import serve_in_thread
 
 DEMO_DIR = Path("var") / "demo"
 UNEMPLOYMENT = "12150200MB1A00010L3000805001000"  # 失业保险金申领
 PENSION_TRANSFER = "12150200MB1A00010L3000805002000"  # 职工基本养老保险关系转移接续
+RETIREMENT = "12150200MB1A00010L3000805005000"  # 职工退休一件事 (parallel: social security + housing fund)
+HOUSING_FUND = "12150200MB1A00020M"  # 包头市住房公积金管理中心
+UNEMPLOYMENT_MATERIALS = [{"name": "居民身份证"}, {"name": "解除或终止劳动合同证明"}, {"name": "本人银行账户"}]
 
 
-@dataclass(frozen=True)
-class Sample:
-    title: str
-    body: dict[str, Any]
-    expect_state: str
-    expect_text: str  # must appear in the final view: the sector's decision or the missing material
+class DemoFailed(Exception):
+    pass
 
 
-SAMPLES = (
-    Sample(
-        "完整申请：失业保险金申领",
-        {
-            "matter_code": UNEMPLOYMENT,
-            "applicant": {"name": "王建国", "id_number": "150203198503120039", "phone": "13847100001"},
-            "materials": [{"name": "居民身份证"}, {"name": "解除或终止劳动合同证明"}, {"name": "本人银行账户"}],
-            "form": {"insured_months": 36, "separation_date": "2026-10-31"},
-            "channel": "online_pc",
-        },
-        "closed",
-        "准予办理",
-    ),
-    Sample(
-        "完整申请，部门不予办理：缴费不满一年",
-        {
-            "matter_code": UNEMPLOYMENT,
-            "applicant": {"name": "李敏", "id_number": "150202197806054429", "phone": "13947200002"},
-            "materials": [{"name": "居民身份证"}, {"name": "解除或终止劳动合同证明"}, {"name": "本人银行账户"}],
-            "form": {"insured_months": 8, "separation_date": "2026-11-02"},
-            "channel": "mobile",
-        },
-        "closed",
-        "不满12个月",
-    ),
-    Sample(
-        "缺少材料：职工基本养老保险关系转移接续",
-        {
-            "matter_code": PENSION_TRANSFER,
-            "applicant": {"name": "张丽华", "id_number": "15020419901120152X", "phone": "15104720003"},
-            "materials": [{"name": "居民身份证"}],
-            "channel": "city_window",
-        },
-        "supplement_required",
-        "参保缴费凭证",
-    ),
-)
+@dataclass
+class Desk:
+    """One HTTP client per role, each with its own API key."""
+
+    hall: httpx.Client
+    window: httpx.Client
+    fund_clerk: httpx.Client
+    issuing: httpx.Client
+
+    def close(self) -> None:
+        for client in (self.hall, self.window, self.fund_clerk, self.issuing):
+            client.close()
 
 
 def run_demo(console: Console, base: Settings, fresh: bool = True, timeout_s: float = 60) -> bool:
     if fresh:
         shutil.rmtree(DEMO_DIR, ignore_errors=True)
-    with SocialSecuritySimulator(decision_delay_ms=1500) as simulator:
-        settings = replace(
-            base,
-            var_dir=DEMO_DIR,
-            database_url=None,
-            sector_endpoints={"social_security": simulator.url},
-            poll_interval_ms=300,
-        )
+    with SocialSecuritySimulator(decision_delay_ms=800) as simulator:
+        settings = replace(base, var_dir=DEMO_DIR, database_url=None, poll_interval_ms=200,
+                           sector_endpoints={"social_security": simulator.url})
         gateway = build_gateway(settings)
         console.rule("[bold]Yiwang 一网 demo")
         console.print(f"database  {settings.db_url}\nsimulator {simulator.url} (人社 SOAP 1.1)")
         try:
-            with serve_in_thread(create_app(gateway)) as base_url, httpx.Client(base_url=base_url) as hall:
+            with serve_in_thread(create_app(gateway)) as base_url:
                 console.print(f"gateway   {base_url}\n")
-                results = [_run_sample(console, hall, s, timeout_s) for s in SAMPLES]
+                desk = _desk(console, gateway, base_url)
+                try:
+                    ok = _play(console, desk, timeout_s)
+                finally:
+                    desk.close()
         finally:
             gateway.close()
         console.print(f"simulator counters: {simulator.counters}")
-    ok = all(results)
     console.rule("[green]demo succeeded" if ok else "[red]demo failed")
     return ok
 
 
-def _run_sample(console: Console, hall: httpx.Client, sample: Sample, timeout_s: float) -> bool:
-    answer = hall.post("/v1/cases", json=sample.body, headers={"Idempotency-Key": f"demo-{uuid.uuid4()}"})
-    if answer.status_code != 201:
-        console.print(f"[red]{sample.title}: submit failed {answer.status_code} {answer.text}")
-        return False
-    case_no = answer.json()["case_no"]
-    view = _wait_for(hall, case_no, sample.expect_state, timeout_s)
-    _print_timeline(console, sample.title, view, hall.get(f"/v1/cases/{case_no}/events").json())
-    ok = view["state"] == sample.expect_state and sample.expect_text in str(view)
-    if not ok:
-        console.print(f"[red]expected state {sample.expect_state} mentioning {sample.expect_text!r}")
+def _desk(console: Console, gateway: Gateway, base_url: str) -> Desk:
+    table = Table("role", "identity", "API key", title="API keys issued for the demo (shown once)",
+                  title_justify="left")
+    clients = []
+    for name, role, scope in (("online hall", Role.HALL_CLIENT, {}), ("city window", Role.WINDOW, {}),
+                              ("housing fund clerk", Role.CLERK, {"department": HOUSING_FUND}),
+                              ("issuing window", Role.ISSUING_WINDOW, {})):
+        identity, key = gateway.keys.issue(f"demo {name}", [role], **scope)
+        table.add_row(name, identity.id, key)
+        clients.append(httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=10))
+    console.print(table, "")
+    return Desk(*clients)
+
+
+def _play(console: Console, desk: Desk, timeout_s: float) -> bool:
+    scenes: list[tuple[str, Callable[[Desk, float], str]]] = [
+        ("1 完整申请：失业保险金申领 → 部门系统准予 → 统一出证 → 快递送达 → 好差评", _approved_and_delivered),
+        ("2 部门系统不予办理：累计缴费不满一年", _denied),
+        ("3 缺少材料 → 补齐补正告知 → 补正一轮 → 受理 → 准予 → 窗口领取", _supplement_round),
+        ("4 并联审批：职工退休一件事（社保系统 + 公积金中心后台），绿色通道", _parallel_approval),
+    ]
+    ok = True
+    for title, scene in scenes:
+        try:
+            case_no = scene(desk, timeout_s)
+        except (DemoFailed, httpx.HTTPError, KeyError) as exc:
+            console.print(f"[red]{title}: {exc}")
+            ok = False
+            continue
+        _print_timeline(console, title, desk.window.get(f"/v1/cases/{case_no}").json(),
+                        desk.window.get(f"/v1/cases/{case_no}/events").json())
     return ok
 
 
-def _wait_for(hall: httpx.Client, case_no: str, state: str, timeout_s: float) -> dict[str, Any]:
+def _approved_and_delivered(desk: Desk, timeout_s: float) -> str:
+    case = _submit(desk.hall, {"matter_code": UNEMPLOYMENT, "channel": "online_pc",
+                               "applicant": {"name": "王建国", "id_number": "150203198503120039",
+                                             "phone": "13847100001"},
+                               "materials": UNEMPLOYMENT_MATERIALS,
+                               "form": {"insured_months": 36, "separation_date": "2026-10-31"}})
+    case = _wait(desk.hall, case["case_no"], "approved", timeout_s)
+    _issue_and_deliver(desk, case, {"method": "express", "tracking_no": "SF1234567890"})
+    _post(desk.hall, case["case_no"], "evaluation", {"level": "very_satisfied", "channel": "mobile",
+                                                     "text": "全程网办，很方便"})
+    return str(case["case_no"])
+
+
+def _denied(desk: Desk, timeout_s: float) -> str:
+    case = _submit(desk.hall, {"matter_code": UNEMPLOYMENT, "channel": "mobile",
+                               "applicant": {"name": "李敏", "id_number": "150202197806054429"},
+                               "materials": UNEMPLOYMENT_MATERIALS,
+                               "form": {"insured_months": 8, "separation_date": "2026-11-02"}})
+    case = _wait(desk.hall, case["case_no"], "closed", timeout_s)
+    _expect("不满12个月" in (case["opinion"] or ""), f"expected the sector's reason, got {case['opinion']!r}")
+    return str(case["case_no"])
+
+
+def _supplement_round(desk: Desk, timeout_s: float) -> str:
+    case = _submit(desk.window, {"matter_code": PENSION_TRANSFER, "channel": "city_window",
+                                 "applicant": {"name": "张丽华", "id_number": "15020419901120152X"},
+                                 "materials": [{"name": "居民身份证"}],
+                                 "form": {"from_region": "150102", "from_agency": "呼和浩特市新城区社会保险事业服务中心"}})
+    _expect(case["state"] == "supplement_required" and case["missing_materials"] == ["参保缴费凭证"],
+            f"expected a supplement notice for 参保缴费凭证, got {case['state']} {case['missing_materials']}")
+    notice = desk.window.get(f"/v1/cases/{case['case_no']}/documents/supplement_notice").json()
+    _expect(notice["missing_materials"] == ["参保缴费凭证"], f"the notice lists {notice['missing_materials']}")
+    _post(desk.window, case["case_no"], "supplement", {"materials": [{"name": "参保缴费凭证"}]})
+    case = _wait(desk.window, case["case_no"], "approved", timeout_s)
+    _issue_and_deliver(desk, case, {"method": "pickup", "received_by": "张丽华"})
+    return str(case["case_no"])
+
+
+def _parallel_approval(desk: Desk, timeout_s: float) -> str:
+    case = _submit(desk.window, {"matter_code": RETIREMENT, "channel": "city_window",
+                                 "applicant": {"name": "赵桂兰", "id_number": "150203196604150035",
+                                               "phone": "13904720004"},
+                                 "materials": [{"name": "居民身份证"}, {"name": "本人人事档案"},
+                                               {"name": "本人银行账户"}],
+                                 "form": {"retirement_date": "2026-04-15", "employer_name": "包头钢铁（集团）有限责任公司",
+                                          "withdraw_provident_fund": True}})
+    _expect(case["green_channel"] == ["aged_60_plus"], f"expected the green channel, got {case['green_channel']}")
+    _expect(len(case["tasks"]) == 2, f"expected two departments' tasks, got {case['tasks']}")
+    _wait_for(desk.window, case["case_no"], lambda c: c["tasks"][0]["state"] == "approved", timeout_s,
+              "the social-security system to approve its task")
+    _post(desk.fund_clerk, case["case_no"], "tasks/2/decision",
+          {"decision": "approved", "opinion": "准予销户提取住房公积金"})
+    case = _wait(desk.window, case["case_no"], "approved", timeout_s)
+    _issue_and_deliver(desk, case, {"method": "express", "tracking_no": "EMS9876543210"})
+    return str(case["case_no"])
+
+
+def _issue_and_deliver(desk: Desk, case: dict[str, Any], delivery: dict[str, Any]) -> None:
+    number = f"BT{case['case_no'][-14:]}"
+    _post(desk.issuing, case["case_no"], "certificate", {"name": "办理结果通知书", "number": number,
+                                                         "issuer": "包头市政务服务中心统一出证窗口"})
+    _post(desk.issuing, case["case_no"], "delivery", delivery)
+
+
+def _submit(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
+    answer = client.post("/v1/cases", json=body, headers={"Idempotency-Key": f"demo-{uuid.uuid4()}"})
+    _expect(answer.status_code == 201, f"submit failed {answer.status_code} {answer.text}")
+    return answer.json()  # type: ignore[no-any-return]
+
+
+def _post(client: httpx.Client, case_no: str, action: str, body: dict[str, Any]) -> dict[str, Any]:
+    answer = client.post(f"/v1/cases/{case_no}/{action}", json=body)
+    _expect(answer.status_code == 200, f"{action} failed {answer.status_code} {answer.text}")
+    return answer.json()  # type: ignore[no-any-return]
+
+
+def _wait(client: httpx.Client, case_no: str, state: str, timeout_s: float) -> dict[str, Any]:
+    return _wait_for(client, case_no, lambda c: c["state"] == state, timeout_s, f"state {state}")
+
+
+def _wait_for(client: httpx.Client, case_no: str, done: Callable[[dict[str, Any]], bool], timeout_s: float,
+              what: str) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while True:
-        view: dict[str, Any] = hall.get(f"/v1/cases/{case_no}").json()
-        if view["state"] == state or time.monotonic() > deadline:
-            return view
-        time.sleep(0.2)
+        case: dict[str, Any] = client.get(f"/v1/cases/{case_no}").json()
+        if done(case):
+            return case
+        if time.monotonic() > deadline:
+            raise DemoFailed(f"{case_no} did not reach {what} (it is {case['state']})")
+        time.sleep(0.1)
+
+
+def _expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise DemoFailed(message)
 
 
 def _print_timeline(console: Console, title: str, view: dict[str, Any], events: list[dict[str, Any]]) -> None:
-    table = Table("#", "Beijing time", "step", "state", "actor", "reason", title=f"{title}  {view['case_no']}",
+    table = Table("#", "Beijing time", "step", "state", "actor", "reason", title=f"{title}\n{view['case_no']}",
                   title_justify="left")
     for e in events:
         table.add_row(str(e["seq"]), e["at"][11:23], e["trigger"], e["to_state"], e["actor"], e["reason"])
     console.print(table)
-    facts = {k: view[k] for k in ("state_label", "receipt_no", "promised_by", "sector_ref", "opinion") if view[k]}
-    if view["missing_materials"]:
-        facts["missing"] = "、".join(view["missing_materials"])
+    facts = {k: view[k] for k in ("state_label", "receipt_no", "promised_by", "green_channel", "opinion",
+                                  "completion", "evaluation") if view[k]}
+    facts["tasks"] = [f"{t['department']}({'牵头' if t['lead'] else '协办'}): {t['state']}" for t in view["tasks"]]
     console.print(facts, "\n")

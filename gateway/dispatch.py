@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ class DispatchSettings:
     batch: int = 10
     idle: timedelta = timedelta(milliseconds=200)  # how long to sleep when nothing is due
     poll_interval: timedelta | None = None  # overrides the bundles' polling interval (tests, demo)
+    clock_interval: timedelta = timedelta(minutes=1)  # deemed acceptance, warnings, overdue
 
 
 class Dispatcher:
@@ -58,14 +60,22 @@ class Dispatcher:
     def run(self, stop: threading.Event) -> None:
         """Loop until `stop` is set; a crash of one delivery never stops the loop."""
         log.info("dispatcher started", owner=self.owner)
+        next_tick = time.monotonic()
         while not stop.is_set():
-            try:
-                handled = self.run_once()
-            except Exception:  # the database may be briefly unavailable; keep going
-                log.exception("dispatch round failed")
-                handled = 0
+            if time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + self.settings.clock_interval.total_seconds()
+                self._guarded(self.service.tick, "deadline clock failed")
+            handled = self._guarded(self.run_once, "dispatch round failed")
             if not handled:
                 stop.wait(self.settings.idle.total_seconds())
+
+    @staticmethod
+    def _guarded(step: Callable[[], int], failure: str) -> int:
+        try:
+            return step()
+        except Exception:  # the database may be briefly unavailable; keep going
+            log.exception(failure)
+            return 0
 
     def deliver(self, message: OutboxMessage) -> None:
         case = self.service.get(message.case_no)
@@ -103,16 +113,21 @@ class Dispatcher:
 def canonical_message(case: Case, message: OutboxMessage) -> dict[str, Any]:
     """The canonical message of `adapters.contract`: identifiers and the case as the sector needs it."""
     accepted = next(e for e in case.events if e.to_state is CaseState.ACCEPTED)
+    task = case.task(message.task_id)
     return {
         "idempotency_key": message.idempotency_key,
-        "sector_ref": case.sector_ref,
+        "sector_ref": task.sector_ref,
+        "task": {"id": task.task_id, "department": task.department, "credit_code": task.credit_code,
+                 "lead": task.lead},
         "case": {
             "case_no": case.case_no,
             "matter_code": case.matter_code,
             "accepted_at": accepted.at.isoformat(),
-            "green_channel": False,
+            "green_channel": bool(case.green_channel),
+            "channel": case.channel,
+            "region_code": case.region_code,
             "applicant": vars(case.applicant).copy(),
-            "materials": [{"name": m.name, "received": True} for m in case.materials],
+            "materials": [{"name": m.name, "received": True, "file_ref": m.file_ref} for m in case.materials],
             "form": dict(case.form),
         },
     }

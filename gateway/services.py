@@ -1,35 +1,67 @@
-"""The case service: what the hall and the sectors do to cases, each in one unit of work.
+"""The case service: what the hall, windows, departments, the issuing window and the clock do to cases.
 
-Services orchestrate: they load, ask the domain to change, and store — case, events and outbox
-rows in one transaction. They know nothing of HTTP or of any sector's protocol.
+Each command is one unit of work: load, let the domain change the case (`gateway.domain.lifecycle`),
+store the case, its events and any outbox rows in one transaction. Services know nothing of HTTP or
+of any sector's protocol.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
+from jsonschema import Draft202012Validator
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
-from gateway.catalogue import Catalogue
+from gateway.domain import lifecycle
 from gateway.domain.calendar import WorkingCalendar
-from gateway.domain.case import Actor, ActorKind, Applicant, Case, CaseEvent, SubmittedMaterial, Trigger
+from gateway.domain.case import (
+    Actor,
+    ActorKind,
+    Agent,
+    Applicant,
+    Case,
+    CaseEvent,
+    CaseRuleViolation,
+    CaseState,
+    Certificate,
+    Delivery,
+    Evaluation,
+    SubmittedMaterial,
+    Task,
+    TaskState,
+)
 from gateway.domain.clock import Clock, shanghai_date
 from gateway.domain.codes import is_valid_id_number
-from gateway.domain.matter import Matter
-from gateway.persistence.repository import OutboxMessage, StoredResponse
+from gateway.domain.matter import HandlingForm, Matter
+from gateway.persistence.repository import OutboxMessage, StaleCase, StoredResponse
 from gateway.persistence.uow import UnitOfWork
 from gateway.views import case_view
 
 RESIDENT_ID_CARD = "111"  # GA/T 2000.156
 SUBMIT_CASE, QUERY_STATUS = "submit_case", "query_status"
-COMPLETENESS_CHECK = Actor(ActorKind.WINDOW, "completeness-check")
-GATEWAY = Actor(ActorKind.SYSTEM, "gateway")
+# Which handling form (办理形式) a channel uses: a matter must offer it.
+CHANNEL_FORMS = {
+    "online_pc": HandlingForm.ONLINE,
+    "mobile": HandlingForm.MOBILE,
+    "city_window": HandlingForm.WINDOW,
+    "county_window": HandlingForm.WINDOW,
+    "township_counter": HandlingForm.WINDOW,
+    "village_agency": HandlingForm.WINDOW,
+}
+
+
+class MatterSource(Protocol):
+    """The catalogue as the case service needs it."""
+
+    def published(self, code: str) -> Matter | None: ...
+
+    def version(self, code: str, version: int) -> Matter | None: ...
 
 
 class UnknownMatter(LookupError):
@@ -38,6 +70,10 @@ class UnknownMatter(LookupError):
 
 class InvalidApplication(ValueError):
     """The application breaks a rule the hall can fix (a bad ID number, a material the matter does not list)."""
+
+    def __init__(self, message: str, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors
 
 
 class IdempotencyConflict(ValueError):
@@ -48,6 +84,10 @@ class CaseNotFound(LookupError):
     pass
 
 
+class NotYourCase(PermissionError):
+    """A department's clerk acting on a task, or a case, that is not their department's."""
+
+
 @dataclass(frozen=True)
 class SubmitCase:
     matter_code: str
@@ -55,17 +95,15 @@ class SubmitCase:
     materials: tuple[SubmittedMaterial, ...]
     form: Mapping[str, Any] = field(default_factory=dict)
     channel: str = "online_pc"
+    region_code: str = "150200"
+    agent: Agent | None = None
+    green_channel_claims: tuple[str, ...] = ()
 
     def fingerprint(self) -> str:
         """A hash of the request's meaning, so a retried POST is recognised whatever its whitespace."""
-        body = {
-            "matter_code": self.matter_code,
-            "applicant": vars(self.applicant),
-            "materials": [vars(m) for m in self.materials],
-            "form": self.form,
-            "channel": self.channel,
-        }
-        return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+        body = json.dumps(self, default=lambda o: vars(o) if hasattr(o, "__dict__") else list(o),
+                          sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(body.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -74,27 +112,37 @@ class SubmitOutcome:
     replayed: bool  # True when an Idempotency-Key returned an earlier answer
 
 
+Change = Callable[[Case, Matter, datetime], list[Task]]  # a change to a case; returns tasks to deliver
+
+
 @dataclass
 class CaseService:
     engine: Engine
-    catalogue: Catalogue
+    catalogue: MatterSource
     calendar: WorkingCalendar
     clock: Clock
+    blind_index: Callable[[str], str]
+    material_exists: Callable[[Iterable[str]], list[str]] = lambda refs: []  # returns the unknown refs
+    warn_days: int = 2  # e-supervision warns this many working days before a deadline
+    supplement_days: int = 30  # an unanswered supplement notice ends the case after this many days
 
-    # -- the hall ---------------------------------------------------------------------------------
-    def submit(self, command: SubmitCase, idempotency_key: str | None = None) -> SubmitOutcome:
+    def uow(self, read_only: bool = False) -> UnitOfWork:
+        return UnitOfWork(self.engine, self.blind_index, read_only=read_only)
+
+    # -- the hall and the windows: applications --------------------------------------------------
+    def submit(self, command: SubmitCase, actor: Actor, idempotency_key: str | None = None) -> SubmitOutcome:
         matter = self._check(command)
         try:
-            return self._submit_once(matter, command, idempotency_key)
+            return self._submit_once(matter, command, actor, idempotency_key)
         except IntegrityError:
             # Two requests with one key raced past the lookup (possible on PostgreSQL): the loser
             # rolled back; now the winner's answer is there to return.
             if idempotency_key is None:
                 raise
-            return self._submit_once(matter, command, idempotency_key)
+            return self._submit_once(matter, command, actor, idempotency_key)
 
     def get(self, case_no: str) -> Case:
-        with UnitOfWork(self.engine, read_only=True) as uow:
+        with self.uow(read_only=True) as uow:
             case = uow.cases.get(case_no)
         if case is None:
             raise CaseNotFound(case_no)
@@ -103,108 +151,127 @@ class CaseService:
     def events(self, case_no: str) -> list[CaseEvent]:
         return self.get(case_no).events
 
-    def _check(self, command: SubmitCase) -> Matter:
-        matter = self.catalogue.get(command.matter_code)
+    def for_applicant(self, id_number: str) -> list[Case]:
+        with self.uow(read_only=True) as uow:
+            return [c for c in map(uow.cases.get, uow.cases.for_applicant(id_number)) if c is not None]
+
+    def matter_of(self, case: Case) -> Matter:
+        matter = self.catalogue.version(case.matter_code, case.matter_version)
         if matter is None:
-            raise UnknownMatter(command.matter_code)
-        if command.applicant.id_type == RESIDENT_ID_CARD and not is_valid_id_number(command.applicant.id_number):
-            raise InvalidApplication("居民身份证号码校验不通过 (GB 11643 check digit)")
-        unknown = [m.name for m in command.materials if not matter.knows_material(m.name)]
-        if unknown:
-            raise InvalidApplication(f"事项“{matter.name}”的材料清单中没有：{'、'.join(unknown)}")
+            raise UnknownMatter(f"{case.matter_code} v{case.matter_version}")
         return matter
 
-    def _submit_once(self, matter: Matter, command: SubmitCase, key: str | None) -> SubmitOutcome:
-        fingerprint = command.fingerprint()
-        with UnitOfWork(self.engine) as uow:
-            if key is not None and (earlier := uow.idempotency.get(key)) is not None:
-                if earlier.request_hash != fingerprint:
-                    raise IdempotencyConflict(key)
-                return SubmitOutcome(earlier.response, replayed=True)
-            now = self.clock.now()
-            case = self._new_case(uow, matter, command, now)
-            accepted = self._intake(matter, case, now)
-            uow.cases.add(case, now)
-            if accepted:
-                key_out = idempotency_key(case.case_no, SUBMIT_CASE)
-                uow.outbox.add(case.case_no, case.sector, SUBMIT_CASE, key_out, now)
-            view = case_view(case)
-            if key is not None:
-                uow.idempotency.add(key, StoredResponse(fingerprint, case.case_no, 201, view), now)
-            uow.commit()
-        return SubmitOutcome(view, replayed=False)
+    def supplement(self, case_no: str, materials: tuple[SubmittedMaterial, ...], actor: Actor,
+                   expected_version: int | None = None) -> Case:
+        def change(case: Case, matter: Matter, now: datetime) -> list[Task]:
+            self._check_materials(matter, materials)
+            return lifecycle.supplement(case, matter, materials, actor, now, self.calendar)
 
-    def _new_case(self, uow: UnitOfWork, matter: Matter, command: SubmitCase, now: datetime) -> Case:
-        day = shanghai_date(now).strftime("%Y%m%d")
-        seq = uow.cases.next_sequence(matter.implementation_code + day)
-        case = Case(
-            case_no=f"{matter.implementation_code}{day}{seq:06d}",
-            matter_code=matter.implementation_code,
-            sector=matter.sector,
-            applicant=command.applicant,
-            materials=command.materials,
-            form=command.form,
-        )
-        case.apply(Trigger.SUBMIT, Actor(ActorKind.APPLICANT, command.channel), now, "提交申请")
-        return case
+        return self.change(case_no, change, expected_version)
 
-    def _intake(self, matter: Matter, case: Case, now: datetime) -> bool:
-        """The window's duty: accept a complete application on the spot, or list everything missing once."""
-        missing = [m.name for m in matter.missing_materials(m.name for m in case.materials)]
-        if missing:
-            case.missing_materials = tuple(missing)
-            reason = "材料不齐全，请一次性补齐：" + "、".join(missing)
-            case.apply(Trigger.REQUEST_SUPPLEMENT, COMPLETENESS_CHECK, now, reason, {"missing": missing})
-            return False
-        accepted_on = shanghai_date(now)
-        case.promised_by = self.calendar.add_working_days(accepted_on, matter.promised_working_days)
-        case.receipt_no = "SL" + case.case_no[19:]  # basic code + date + sequence: unique per matter and day
-        data = {"receipt_no": case.receipt_no, "promised_by": case.promised_by.isoformat()}
-        if self.calendar.beyond_coverage(accepted_on, case.promised_by):
-            data["calendar_warning"] = "承诺日期超出节假日安排覆盖范围，仅按周末计算"
-        case.apply(Trigger.ACCEPT, COMPLETENESS_CHECK, now, "材料齐全，予以受理", data)
-        return True
+    def withdraw(self, case_no: str, actor: Actor, reason: str, expected_version: int | None = None) -> Case:
+        return self.change(case_no, _quiet(lambda c, m, now: lifecycle.withdraw(c, actor, now, reason)),
+                           expected_version)
 
-    # -- the sector's answers, recorded by the dispatcher ------------------------------------------
+    def accept(self, case_no: str, actor: Actor, expected_version: int | None = None) -> Case:
+        def change(case: Case, matter: Matter, now: datetime) -> list[Task]:
+            missing = [m.name for m in matter.missing_materials(x.name for x in case.materials)]
+            if missing:
+                raise CaseRuleViolation("材料不齐全，不能受理：" + "、".join(missing))
+            return lifecycle.accept(case, matter, actor, now, self.calendar)
+
+        return self.change(case_no, change, expected_version)
+
+    def not_accept(self, case_no: str, actor: Actor, reason: str, expected_version: int | None = None) -> Case:
+        return self.change(case_no, _quiet(lambda c, m, now: lifecycle.not_accept(c, actor, now, reason)),
+                           expected_version)
+
+    def request_supplement(self, case_no: str, missing: list[str], actor: Actor, reason: str,
+                           expected_version: int | None = None) -> Case:
+        def change(case: Case, matter: Matter, now: datetime) -> list[Task]:
+            unknown = [name for name in missing if not matter.knows_material(name)]
+            if unknown:
+                # The window may not add requirements beyond the published list.
+                raise CaseRuleViolation("补正材料不在事项材料清单中：" + "、".join(unknown))
+            lifecycle.request_supplement(case, missing, actor, now, reason or "请补齐补正材料")
+            return []
+
+        return self.change(case_no, change, expected_version)
+
+    # -- departments without a system: the back-office API ----------------------------------------
+    def decide_task(self, case_no: str, task_id: str, decision: TaskState, opinion: str, actor: Actor,
+                    department: str | None, expected_version: int | None = None) -> Case:
+        def change(case: Case, matter: Matter, now: datetime) -> list[Task]:
+            _own_task(case, task_id, department)
+            lifecycle.conclude_task(case, task_id, decision, opinion, actor, now)
+            return []
+
+        return self.change(case_no, change, expected_version)
+
+    def suspend(self, case_no: str, procedure: str, reason: str, actor: Actor, department: str | None,
+                expected_version: int | None = None) -> Case:
+        def change(case: Case, matter: Matter, now: datetime) -> list[Task]:
+            _own_case(case, department)
+            lifecycle.suspend(case, actor, now, procedure, reason)
+            return []
+
+        return self.change(case_no, change, expected_version)
+
+    def resume(self, case_no: str, reason: str, actor: Actor, department: str | None,
+               expected_version: int | None = None) -> Case:
+        def change(case: Case, matter: Matter, now: datetime) -> list[Task]:
+            _own_case(case, department)
+            lifecycle.resume(case, actor, now, self.calendar, reason)
+            return []
+
+        return self.change(case_no, change, expected_version)
+
+    # -- unified issuing and delivery, evaluation -------------------------------------------------
+    def issue_certificate(self, case_no: str, certificate: Certificate, actor: Actor,
+                          expected_version: int | None = None) -> Case:
+        return self.change(case_no, _quiet(lambda c, m, now: lifecycle.issue_certificate(c, certificate, actor, now)),
+                           expected_version)
+
+    def deliver(self, case_no: str, delivery: Delivery, actor: Actor, expected_version: int | None = None) -> Case:
+        return self.change(case_no, _quiet(lambda c, m, now: lifecycle.deliver(c, delivery, actor, now)),
+                           expected_version)
+
+    def evaluate(self, case_no: str, evaluation: Evaluation, actor: Actor,
+                 expected_version: int | None = None) -> Case:
+        return self.change(case_no, _quiet(lambda c, m, now: lifecycle.evaluate(c, evaluation, actor, now)),
+                           expected_version)
+
+    # -- the sector systems' answers, recorded by the dispatcher -----------------------------------
     def record_submitted(self, message: OutboxMessage, owner: str, sector_ref: str, poll_after: timedelta) -> bool:
-        """The sector took the case: start processing and schedule the first status poll."""
-        with UnitOfWork(self.engine) as uow:
-            case = self._leased_case(uow, message, owner)
-            if case is None:
-                return False
-            now = self.clock.now()
-            case.sector_ref = sector_ref
-            case.apply(Trigger.START_PROCESSING, Actor(ActorKind.SECTOR, case.sector), now, "部门系统已接收",
-                       {"sector_ref": sector_ref})
-            uow.cases.save(case, now)
+        """The sector took its task: the task starts and its first status poll is scheduled."""
+        def change(case: Case, matter: Matter, now: datetime, uow: UnitOfWork) -> None:
+            lifecycle.start_task(case, message.task_id, _sector(message), now, sector_ref)
             uow.outbox.complete(message.id, now)
-            uow.outbox.add(case.case_no, case.sector, QUERY_STATUS, idempotency_key(case.case_no, QUERY_STATUS),
-                           now + poll_after)
-            uow.commit()
-        return True
+            uow.outbox.add(case.case_no, message.sector, QUERY_STATUS, message.task_id, now + poll_after,
+                           message.priority)
+
+        return self._record(message, owner, change)
 
     def record_status(self, message: OutboxMessage, owner: str, result: Mapping[str, Any],
                       poll_after: timedelta) -> bool:
-        """A status answer: keep polling while undecided; on a decision, record it and close the case."""
-        with UnitOfWork(self.engine) as uow:
-            case = self._leased_case(uow, message, owner)
-            if case is None:
-                return False
-            now = self.clock.now()
-            decision = {"approved": Trigger.APPROVE, "denied": Trigger.DENY}.get(result.get("status", ""))
+        """A status answer: keep polling while undecided; a decision concludes the department's task."""
+        decision = {"approved": TaskState.APPROVED, "denied": TaskState.DENIED,
+                    "returned": TaskState.RETURNED}.get(result.get("status", ""))
+
+        def change(case: Case, matter: Matter, now: datetime, uow: UnitOfWork) -> None:
             if decision is None:
                 uow.outbox.reschedule(message.id, now + poll_after)
-            else:
-                self._decide(case, decision, result, now)
-                uow.cases.save(case, now)
-                uow.outbox.complete(message.id, now)
-            uow.commit()
-        return True
+                return
+            lifecycle.conclude_task(case, message.task_id, decision, result.get("opinion") or "", _sector(message),
+                                    now)
+            uow.outbox.complete(message.id, now)
+
+        return self._record(message, owner, change)
 
     def record_dead_letter(self, message: OutboxMessage, owner: str, error_class: str, error_message: str,
                            attempts: int, rendered_request: Any) -> bool:
         """A failure that outlasted its retries: keep it for operators; the case stays where it was."""
-        with UnitOfWork(self.engine) as uow:
+        with self.uow() as uow:
             if not uow.outbox.holds_lease(message.id, owner):
                 return False
             now = self.clock.now()
@@ -213,23 +280,174 @@ class CaseService:
             uow.commit()
         return True
 
-    def _leased_case(self, uow: UnitOfWork, message: OutboxMessage, owner: str) -> Case | None:
-        if not uow.outbox.holds_lease(message.id, owner):
-            return None  # another dispatcher took the message over; it records the outcome
-        case = uow.cases.get(message.case_no)
-        if case is None:
-            raise CaseNotFound(message.case_no)
+    # -- the clock ----------------------------------------------------------------------------------
+    def tick(self) -> int:
+        """Deemed acceptance, deadline warnings, overdue flags, expired supplements. Returns cases changed."""
+        now = self.clock.now()
+        today = shanghai_date(now)
+        horizon = self.calendar.add_working_days(today, self.warn_days)
+        with self.uow(read_only=True) as uow:
+            candidates = uow.cases.due_for_clock(today, horizon)
+        moved: list[bool] = []
+
+        def tick_one(case: Case, matter: Matter, at: datetime) -> list[Task]:
+            before = len(case.events)
+            to_deliver = lifecycle.tick(case, matter, at, self.calendar, self.warn_days, self.supplement_days)
+            moved.append(len(case.events) > before)
+            return to_deliver
+
+        for case_no in candidates:
+            try:
+                self.change(case_no, tick_one)
+            except StaleCase:
+                continue  # another process moved it meanwhile; the next tick looks again
+        return sum(moved)
+
+    # -- the one way a stored case changes -----------------------------------------------------------
+    def change(self, case_no: str, change: Change, expected_version: int | None = None) -> Case:
+        """Load, check the version the caller saw, change, store with outbox rows for new tasks, commit."""
+        with self.uow() as uow:
+            case = uow.cases.get(case_no)
+            if case is None:
+                raise CaseNotFound(case_no)
+            if expected_version is not None and expected_version != case.version:
+                raise StaleCase(case_no)
+            now = self.clock.now()
+            events_before = len(case.events)
+            to_deliver = change(case, self.matter_of(case), now)
+            if len(case.events) == events_before:
+                return case  # nothing happened: nothing to store
+            uow.cases.save(case, now)
+            self._enqueue(uow, case, to_deliver, now)
+            uow.commit()
         return case
 
-    def _decide(self, case: Case, decision: Trigger, result: Mapping[str, Any], now: datetime) -> None:
-        sector = Actor(ActorKind.SECTOR, case.sector)
-        opinion = result.get("opinion") or ""
-        case.opinion = opinion
-        case.apply(decision, sector, now, opinion or str(decision), {"decided_at": result.get("decided_at")})
-        completion = "出证办结" if decision is Trigger.APPROVE else "办结"
-        case.apply(Trigger.CLOSE, GATEWAY, now, "办件办结", {"completion": completion})
+    def _record(self, message: OutboxMessage, owner: str,
+                change: Callable[[Case, Matter, datetime, UnitOfWork], None]) -> bool:
+        with self.uow() as uow:
+            if not uow.outbox.holds_lease(message.id, owner):
+                return False  # another dispatcher took the message over; it records the outcome
+            case = uow.cases.get(message.case_no)
+            if case is None:
+                raise CaseNotFound(message.case_no)
+            now = self.clock.now()
+            change(case, self.matter_of(case), now, uow)
+            uow.cases.save(case, now)
+            uow.commit()
+        return True
+
+    @staticmethod
+    def _enqueue(uow: UnitOfWork, case: Case, tasks: list[Task], now: datetime) -> None:
+        priority = 1 if case.green_channel else 0  # green channel first, without broker priorities
+        for task in tasks:
+            assert task.sector is not None
+            uow.outbox.add(case.case_no, task.sector, SUBMIT_CASE, task.task_id, now, priority)
+
+    # -- intake ---------------------------------------------------------------------------------------
+    def _check(self, command: SubmitCase) -> Matter:
+        matter = self.catalogue.published(command.matter_code)
+        if matter is None:
+            raise UnknownMatter(command.matter_code)
+        if CHANNEL_FORMS[command.channel] not in matter.handling_forms:
+            raise InvalidApplication(f"事项“{matter.name}”不支持通过 {command.channel} 办理")
+        if command.channel == "village_agency" and command.agent is None:
+            raise InvalidApplication("村（社区）代办点提交的申请必须登记代办员")
+        for person, number in _id_numbers(command):
+            if not is_valid_id_number(number):
+                raise InvalidApplication(f"{person}居民身份证号码校验不通过 (GB 11643 check digit)")
+        self._check_materials(matter, command.materials)
+        self._check_form(matter, command.form)
+        return matter
+
+    def _check_materials(self, matter: Matter, materials: Iterable[SubmittedMaterial]) -> None:
+        materials = list(materials)
+        unknown = [m.name for m in materials if not matter.knows_material(m.name)]
+        if unknown:
+            raise InvalidApplication(f"事项“{matter.name}”的材料清单中没有：{'、'.join(unknown)}")
+        missing_files = self.material_exists([m.file_ref for m in materials if m.file_ref])
+        if missing_files:
+            raise InvalidApplication(f"材料文件不存在：{', '.join(missing_files)}")
+
+    @staticmethod
+    def _check_form(matter: Matter, form: Mapping[str, Any]) -> None:
+        if not matter.form_schema:
+            return
+        errors = sorted(Draft202012Validator(matter.form_schema).iter_errors(dict(form)), key=lambda e: e.path)
+        if errors:
+            raise InvalidApplication("申请表填写不符合要求",
+                                     [{"loc": ["body", "form", *e.path], "msg": e.message} for e in errors])
+
+    def _submit_once(self, matter: Matter, command: SubmitCase, actor: Actor, key: str | None) -> SubmitOutcome:
+        fingerprint = command.fingerprint()
+        with self.uow() as uow:
+            if key is not None and (earlier := uow.idempotency.get(key)) is not None:
+                if earlier.request_hash != fingerprint:
+                    raise IdempotencyConflict(key)
+                return SubmitOutcome(earlier.response, replayed=True)
+            now = self.clock.now()
+            case = self._new_case(uow, matter, command, now)
+            lifecycle.submit(case, matter, actor, now, self.calendar)
+            to_deliver = lifecycle.check_completeness(case, matter, now, self.calendar)
+            uow.cases.add(case, now)
+            self._enqueue(uow, case, to_deliver, now)
+            view = case_view(case)
+            if key is not None:
+                uow.idempotency.add(key, StoredResponse(fingerprint, case.case_no, 201, view), now)
+            uow.commit()
+        return SubmitOutcome(view, replayed=False)
+
+    @staticmethod
+    def _new_case(uow: UnitOfWork, matter: Matter, command: SubmitCase, now: datetime) -> Case:
+        today = shanghai_date(now)
+        day = today.strftime("%Y%m%d")
+        seq = uow.cases.next_sequence(matter.implementation_code + day)
+        applicant = command.applicant
+        return Case(
+            case_no=f"{matter.implementation_code}{day}{seq:06d}",
+            matter_code=matter.implementation_code,
+            matter_version=matter.version,
+            applicant=applicant,
+            materials=command.materials,
+            form=command.form,
+            channel=command.channel,
+            region_code=command.region_code,
+            agent=command.agent,
+            green_channel=lifecycle.green_channel(command.green_channel_claims, applicant.id_type,
+                                                  applicant.id_number, today),
+        )
 
 
-def idempotency_key(case_no: str, operation: str, task: str = "main") -> str:
-    """Stable across retries and replays: case number + task + operation (invariant 2)."""
-    return f"{case_no}:{task}:{operation}"
+def _id_numbers(command: SubmitCase) -> list[tuple[str, str]]:
+    numbers = []
+    if command.applicant.id_type == RESIDENT_ID_CARD:
+        numbers.append(("申请人", command.applicant.id_number))
+    if command.agent is not None:
+        numbers.append(("代办员", command.agent.id_number))
+    return numbers
+
+
+def _quiet(step: Callable[[Case, Matter, datetime], None]) -> Change:
+    """A change that delivers nothing new to sectors."""
+    def change(case: Case, matter: Matter, now: datetime) -> list[Task]:
+        step(case, matter, now)
+        return []
+
+    return change
+
+
+def _sector(message: OutboxMessage) -> Actor:
+    return Actor(ActorKind.DEPARTMENT, f"sector:{message.sector}")
+
+
+def _own_task(case: Case, task_id: str, department: str | None) -> None:
+    task = case.task(task_id)
+    if department is not None and task.credit_code != department:
+        raise NotYourCase(f"任务 {task_id} 属于{task.department}")
+    if task.sector is not None:
+        raise CaseRuleViolation(f"任务 {task_id} 由{task.department}的业务系统办理，不经后台接口")
+
+
+def _own_case(case: Case, department: str | None) -> None:
+    if department is not None and all(t.credit_code != department for t in case.tasks):
+        raise NotYourCase(f"办件 {case.case_no} 不涉及本部门")
+

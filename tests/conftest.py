@@ -11,7 +11,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from sqlalchemy import Engine, create_engine, text
 
 from adapters.simulators.social_security import SocialSecuritySimulator
 from gateway.app import Gateway, build_gateway
+from gateway.auth import Role
 from gateway.config import Settings
 from gateway.domain.clock import Clock
 from gateway.persistence.engine import make_engine
@@ -124,9 +125,37 @@ def drain(gateway: Gateway, until: Callable[[], bool], timeout_s: float = 15) ->
             time.sleep(0.01)
 
 
+SOCIAL_SECURITY_AGENCY = "12150200MB1A00010L"  # 包头市社会保险事业服务中心
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Request headers of one identity per role, issued on a gateway's own key store."""
+
+    hall: dict[str, str]
+    window: dict[str, str]
+    clerk: dict[str, str]  # a clerk of the social-security agency
+    issuing: dict[str, str]
+    catalogue_admin: dict[str, str]
+    operator: dict[str, str]
+
+    @classmethod
+    def issue(cls, gateway: Gateway) -> Keys:
+        def headers(role: Role, **scope: str) -> dict[str, str]:
+            _, key = gateway.keys.issue(f"test {role}", [role], **scope)
+            return {"Authorization": f"Bearer {key}"}
+
+        return cls(headers(Role.HALL_CLIENT), headers(Role.WINDOW), headers(Role.CLERK, department=SOCIAL_SECURITY_AGENCY),
+                   headers(Role.ISSUING_WINDOW), headers(Role.CATALOGUE_ADMIN), headers(Role.OPERATOR))
+
+    def clerk_of(self, gateway: Gateway, department: str) -> dict[str, str]:
+        _, key = gateway.keys.issue("test clerk", [Role.CLERK], department=department)
+        return {"Authorization": f"Bearer {key}"}
+
+
 COMPLETE_APPLICATION: dict[str, Any] = {
     "matter_code": "12150200MB1A00010L3000805001000",  # 失业保险金申领, 5 working days
     "applicant": {"name": "王建国", "id_number": "150203198503120039", "phone": "13847100001"},
     "materials": [{"name": "居民身份证"}, {"name": "解除或终止劳动合同证明"}, {"name": "本人银行账户"}],
-    "form": {"insured_months": 36},
+    "form": {"insured_months": 36, "separation_date": "2026-10-31"},
 }

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from gateway.app import Gateway, create_app
 from gateway.domain.clock import FixedClock
 from gateway.persistence import tables as t
-from tests.conftest import COMPLETE_APPLICATION, PINNED
+from tests.conftest import COMPLETE_APPLICATION, PINNED, Keys
 
 PROBLEM = "application/problem+json"
 
@@ -25,9 +25,19 @@ def gateway(make_gateway: Callable[..., Gateway]) -> Gateway:
 
 
 @pytest.fixture
-def hall(gateway: Gateway) -> Iterator[TestClient]:
-    with TestClient(create_app(gateway)) as client:
+def keys(gateway: Gateway) -> Keys:
+    return Keys.issue(gateway)
+
+
+@pytest.fixture
+def hall(gateway: Gateway, keys: Keys) -> Iterator[TestClient]:
+    """The online hall: every request carries the hall client's key."""
+    with TestClient(create_app(gateway), headers=keys.hall) as client:
         yield client
+
+
+def client_of(gateway: Gateway) -> TestClient:
+    return TestClient(create_app(gateway), headers=Keys.issue(gateway).hall)
 
 
 def count(gateway: Gateway, table: Any) -> int:
@@ -60,7 +70,7 @@ def test_case_numbers_follow_the_beijing_date_and_a_daily_sequence(make_gateway:
     from datetime import datetime, timezone
 
     late_evening_utc = datetime(2026, 11, 24, 17, 30, tzinfo=timezone.utc)  # already the 25th in Beijing
-    with TestClient(create_app(make_gateway(clock=FixedClock(late_evening_utc)))) as client:
+    with client_of(make_gateway(clock=FixedClock(late_evening_utc))) as client:
         numbers = [client.post("/v1/cases", json=application()).json()["case_no"] for _ in range(2)]
     assert [n[31:] for n in numbers] == ["20261125000001", "20261125000002"]
 
@@ -74,7 +84,7 @@ def test_an_incomplete_application_lists_everything_missing_at_once(hall: TestCl
     assert case["receipt_no"] is None
     assert count(gateway, t.outbox) == 0  # nothing goes to the sector
     events = hall.get(f"/v1/cases/{case['case_no']}/events").json()
-    assert events[-1]["data"] == {"missing": ["解除或终止劳动合同证明", "本人银行账户"]}
+    assert events[-1]["data"] == {"missing": ["解除或终止劳动合同证明", "本人银行账户"], "round": 1}
 
 
 def test_optional_materials_are_not_required(hall: TestClient) -> None:
@@ -125,7 +135,7 @@ def test_invalid_json_is_a_400_problem(hall: TestClient, gateway: Gateway) -> No
 def test_oversized_bodies_are_refused_before_parsing(make_gateway: Callable[..., Gateway]) -> None:
     gateway = make_gateway(max_body_bytes=2048)
     big = application(form={"note": "x" * 4096})
-    with TestClient(create_app(gateway)) as client:
+    with client_of(gateway) as client:
         assert_problem(client.post("/v1/cases", json=big), 413, "payload-too-large")
 
         def chunks() -> Iterator[bytes]:  # no Content-Length: the limit must hold for streamed bodies too
@@ -162,16 +172,16 @@ def test_a_retried_post_with_the_same_key_returns_the_first_case(hall: TestClien
 
 def test_the_same_key_with_another_body_is_a_422(hall: TestClient, gateway: Gateway) -> None:
     hall.post("/v1/cases", json=application(), headers={"Idempotency-Key": "k-2"})
-    other = application(form={"insured_months": 12})
+    other = application(form={"insured_months": 12, "separation_date": "2026-10-31"})
     assert_problem(hall.post("/v1/cases", json=other, headers={"Idempotency-Key": "k-2"}), 422,
                    "idempotency-key-reused")
     assert count(gateway, t.cases) == 1
 
 
 def test_the_key_survives_a_restart(make_gateway: Callable[..., Gateway]) -> None:
-    with TestClient(create_app(make_gateway(clock=FixedClock(PINNED)))) as before:
+    with client_of(make_gateway(clock=FixedClock(PINNED))) as before:
         first = before.post("/v1/cases", json=application(), headers={"Idempotency-Key": "k-3"}).json()
-    with TestClient(create_app(make_gateway(clock=FixedClock(PINNED)))) as after:  # a new process's view
+    with client_of(make_gateway(clock=FixedClock(PINNED))) as after:  # a new process's view
         again = after.post("/v1/cases", json=application(), headers={"Idempotency-Key": "k-3"})
     assert again.json()["case_no"] == first["case_no"]
 

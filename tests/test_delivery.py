@@ -21,11 +21,11 @@ from adapters.simulators.social_security import SocialSecuritySimulator
 from gateway.app import Gateway, create_app
 from gateway.persistence import tables as t
 from gateway.persistence.uow import UnitOfWork
-from tests.conftest import COMPLETE_APPLICATION, drain
+from tests.conftest import COMPLETE_APPLICATION, Keys, drain
 
 
 def submit(gateway: Gateway, body: dict[str, Any] = COMPLETE_APPLICATION) -> str:
-    with TestClient(create_app(gateway)) as hall:
+    with TestClient(create_app(gateway), headers=Keys.issue(gateway).hall) as hall:
         answer = hall.post("/v1/cases", json=body)
     assert answer.status_code == 201, answer.text
     return str(answer.json()["case_no"])
@@ -45,25 +45,25 @@ def gateway(make_gateway: Callable[..., Gateway], simulator: SocialSecuritySimul
     return make_gateway(sector_endpoints={"social_security": simulator.url})
 
 
-def test_an_accepted_case_is_delivered_decided_and_closed(gateway: Gateway,
+def test_an_accepted_case_is_delivered_and_decided_by_the_sector(gateway: Gateway,
                                                           simulator: SocialSecuritySimulator) -> None:
     case_no = submit(gateway)
-    drain(gateway, lambda: state(gateway, case_no) == "closed")
+    drain(gateway, lambda: state(gateway, case_no) == "approved")
     case = gateway.service.get(case_no)
-    assert case.sector_ref and case.sector_ref.startswith("SB")
+    assert case.tasks[0].sector_ref and case.tasks[0].sector_ref.startswith("SB")
     assert case.opinion and "准予" in case.opinion
-    assert [e.trigger.value for e in case.events] == ["submit", "accept", "start_processing", "approve", "close"]
-    assert case.events[-1].data == {"completion": "出证办结"}
+    assert [e.trigger.value for e in case.events] == ["submit", "accept", "start_processing", "task_started",
+                                                      "task_concluded", "approve"]
     assert simulator.counters["cases_created"] == 1
     assert outbox_statuses(gateway)[0] == ("submit_case", "done")
     assert all(status == "done" for _, status in outbox_statuses(gateway))
 
 
 def test_the_sectors_denial_is_recorded_with_its_reason(gateway: Gateway) -> None:
-    case_no = submit(gateway, {**COMPLETE_APPLICATION, "form": {"insured_months": 6}})
+    case_no = submit(gateway, {**COMPLETE_APPLICATION, "form": {"insured_months": 6, "separation_date": "2026-10-31"}})
     drain(gateway, lambda: state(gateway, case_no) == "closed")
     case = gateway.service.get(case_no)
-    assert [e.trigger.value for e in case.events][-2:] == ["deny", "close"]
+    assert [e.trigger.value for e in case.events][-3:] == ["task_concluded", "deny", "close"]
     assert case.opinion and "不满12个月" in case.opinion
 
 
@@ -72,7 +72,7 @@ def test_an_outage_that_recovers_within_the_retry_policy_loses_nothing(
 ) -> None:
     simulator.set_fault("fail", count=2)  # two 503s, then the sector is back; the policy allows 3 attempts
     case_no = submit(gateway)
-    drain(gateway, lambda: state(gateway, case_no) == "closed")
+    drain(gateway, lambda: state(gateway, case_no) == "approved")
     assert simulator.counters["cases_created"] == 1
     with UnitOfWork(gateway.engine, read_only=True) as uow:
         assert uow.dead_letters.list() == []
@@ -122,6 +122,6 @@ def test_a_slow_sector_times_out_and_is_retried(make_gateway: Callable[..., Gate
     gateway = make_gateway(sector_endpoints={"social_security": simulator.url}, bundles_dir=bundles)
     simulator.set_fault("slow", count=1, slow_ms=1500)  # the first answer comes too late, the retry in time
     case_no = submit(gateway)
-    drain(gateway, lambda: state(gateway, case_no) == "closed")
+    drain(gateway, lambda: state(gateway, case_no) == "approved")
     assert simulator.counters["raw_requests"] >= 2
     assert simulator.counters["cases_created"] == 1  # the late first request and its retry applied once

@@ -21,8 +21,12 @@ import pytest
 from sqlalchemy import func, select
 
 from adapters.simulators.social_security import SocialSecuritySimulator
+from gateway.auth import Role
+from gateway.identities import ApiKeyStore
 from gateway.persistence import tables as t
+from gateway.catalogue import DEFAULT_CATALOGUE, Catalogue
 from gateway.persistence.engine import make_engine
+from gateway.persistence.uow import create_schema
 from tests.conftest import COMPLETE_APPLICATION
 
 YIWANG = str(Path(sys.executable).with_name("yiwang"))
@@ -55,6 +59,14 @@ def launch(tmp_path: Path) -> Iterator[Launch]:
         process.wait(timeout=10)
 
 
+def hall_key(db_url: str) -> dict[str, str]:
+    """Issue a hall client's key straight into the shared database (as `yiwang keys issue` would)."""
+    engine = make_engine(db_url)
+    _, key = ApiKeyStore(engine).issue("test hall", [Role.HALL_CLIENT])
+    engine.dispose()
+    return {"Authorization": f"Bearer {key}"}
+
+
 def serve(launch: Launch, **settings: str) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     process = launch("serve", "--port", str(port), **settings)
@@ -62,7 +74,7 @@ def serve(launch: Launch, **settings: str) -> tuple[subprocess.Popen[bytes], str
     deadline = time.monotonic() + 30
     while True:
         try:
-            if httpx.get(f"{url}/v1/matters", timeout=1).status_code == 200:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                 return process, url
         except httpx.TransportError:
             pass
@@ -100,13 +112,14 @@ def test_killed_after_commit_before_dispatch_the_case_is_delivered_once_after_re
     endpoints = f"social_security={simulator.url}"
     api, url = serve(launch, YIWANG_DATABASE_URL=sqlite_url, YIWANG_DISPATCH="off",
                      YIWANG_SECTOR_ENDPOINTS=endpoints)
-    case_no = httpx.post(f"{url}/v1/cases", json=COMPLETE_APPLICATION, timeout=10).json()["case_no"]
+    case_no = httpx.post(f"{url}/v1/cases", json=COMPLETE_APPLICATION, headers=hall_key(sqlite_url),
+                         timeout=10).json()["case_no"]
     api.send_signal(signal.SIGKILL)  # committed, never dispatched
     api.wait(timeout=10)
     assert simulator.counters["raw_requests"] == 0
 
     worker = launch("worker", YIWANG_DATABASE_URL=sqlite_url, YIWANG_SECTOR_ENDPOINTS=endpoints)
-    wait_for_state(sqlite_url, case_no, "closed")
+    wait_for_state(sqlite_url, case_no, "approved")
     assert simulator.counters["cases_created"] == 1
     assert simulator.counters["submits_received"] == 1
     worker.send_signal(signal.SIGTERM)  # a worker stops cleanly on SIGTERM
@@ -120,7 +133,8 @@ def test_killed_during_the_sector_call_the_retry_is_recognised_and_applied_once(
     simulator.set_fault("slow", count=1, slow_ms=1500)  # the sector applies it, but too late for the caller
     api, url = serve(launch, YIWANG_DATABASE_URL=sqlite_url, YIWANG_SECTOR_ENDPOINTS=endpoints,
                      YIWANG_LEASE_MS="1000")
-    case_no = httpx.post(f"{url}/v1/cases", json=COMPLETE_APPLICATION, timeout=10).json()["case_no"]
+    case_no = httpx.post(f"{url}/v1/cases", json=COMPLETE_APPLICATION, headers=hall_key(sqlite_url),
+                         timeout=10).json()["case_no"]
     deadline = time.monotonic() + 10
     while simulator.counters["raw_requests"] == 0 and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -129,7 +143,7 @@ def test_killed_during_the_sector_call_the_retry_is_recognised_and_applied_once(
     api.wait(timeout=10)
 
     launch("worker", YIWANG_DATABASE_URL=sqlite_url, YIWANG_SECTOR_ENDPOINTS=endpoints, YIWANG_LEASE_MS="1000")
-    wait_for_state(sqlite_url, case_no, "closed")
+    wait_for_state(sqlite_url, case_no, "approved")
     deadline = time.monotonic() + 10  # the killed call may still be "working" in the sector: let it land
     while simulator.counters["submits_received"] < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -142,7 +156,7 @@ def test_killed_during_the_sector_call_the_retry_is_recognised_and_applied_once(
 def test_an_idempotency_key_holds_across_two_api_processes(launch: Launch, db_url: str) -> None:
     settings = {"YIWANG_DATABASE_URL": db_url, "YIWANG_DISPATCH": "off"}
     (_, first), (_, second) = serve(launch, **settings), serve(launch, **settings)
-    headers = {"Idempotency-Key": "hall-retry-1"}
+    headers = {"Idempotency-Key": "hall-retry-1", **hall_key(db_url)}
     a = httpx.post(f"{first}/v1/cases", json=COMPLETE_APPLICATION, headers=headers, timeout=10)
     b = httpx.post(f"{second}/v1/cases", json=COMPLETE_APPLICATION, headers=headers, timeout=10)
     assert a.status_code == b.status_code == 201
@@ -154,19 +168,23 @@ RACER = textwrap.dedent(
     """
     import sys, time
     from gateway.calendar_file import load_calendar
-    from gateway.catalogue import load_catalogue
-    from gateway.domain.case import Applicant, SubmittedMaterial
+    from gateway.catalogue import DEFAULT_CATALOGUE, Catalogue
+    from gateway.domain.case import Actor, ActorKind, Applicant, SubmittedMaterial
     from gateway.domain.clock import SystemClock
+    from gateway.persistence.blind_index import BlindIndex
     from gateway.persistence.engine import make_engine
     from gateway.services import CaseService, SubmitCase
 
     url, start_at, n = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
-    service = CaseService(make_engine(url), load_catalogue(), load_calendar(), SystemClock())
+    engine = make_engine(url)
+    catalogue = Catalogue(engine)
+    catalogue.seed_if_empty(DEFAULT_CATALOGUE)
+    service = CaseService(engine, catalogue, load_calendar(), SystemClock(), BlindIndex(b"k" * 32))
     command = SubmitCase("12150200MB1A00010L3000805001000", Applicant("王建国", "111", "150203198503120039"),
-                         (SubmittedMaterial("居民身份证"),))
+                         (SubmittedMaterial("居民身份证"),), {"insured_months": 36, "separation_date": "2026-10-31"})
     time.sleep(max(0.0, start_at - time.time()))
     for _ in range(n):
-        print(service.submit(command).case["case_no"], flush=True)
+        print(service.submit(command, Actor(ActorKind.APPLICANT, "racer")).case["case_no"], flush=True)
     """
 )
 
@@ -174,7 +192,8 @@ RACER = textwrap.dedent(
 def race(sqlite_url: str, script: str, per_process: int) -> tuple[list[int], list[str], list[str]]:
     """Two processes submitting at the same instant; returns exit codes, case numbers, error tails."""
     engine = make_engine(sqlite_url)
-    t.metadata.create_all(engine)
+    create_schema(engine)
+    Catalogue(engine).seed_if_empty(DEFAULT_CATALOGUE)
     engine.dispose()
     start_at = time.time() + 1.0
     racers = [

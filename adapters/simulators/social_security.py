@@ -371,7 +371,7 @@ class SocialSecuritySimulator:
         self._wsdl = _render_wsdl(self.url)
         self._thread = threading.Thread(
             target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},  # shutdown() waits up to one poll interval
+            kwargs={"poll_interval": 0.02},  # shutdown() waits up to one poll interval
             name=f"shebao-sim-{self.port}",
             daemon=True,
         )

@@ -44,6 +44,14 @@ class WorkingCalendar:
                 remaining -= 1
         return day
 
+    def count_working_days(self, after: date, until: date) -> int:
+        """Working days in (after, until]; zero when `until` is not later."""
+        total, day = 0, after
+        while day < until:
+            day += timedelta(days=1)
+            total += self.is_working_day(day)
+        return total
+
     def beyond_coverage(self, start: date, end: date) -> bool:
         """True when part of [start, end] lies outside the published arrangements."""
         return not (self.covers(start) and self.covers(end))

@@ -2,24 +2,39 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from datetime import date, datetime
+from enum import Enum
 from typing import Any
 
-from sqlalchemy import Connection, and_, insert, or_, select, update
+from sqlalchemy import Connection, and_, delete, insert, or_, select, update
 
 from gateway.domain.case import (
     Actor,
+    Agent,
     Applicant,
     Case,
     CaseEvent,
     CaseState,
+    Certificate,
+    Completion,
+    Delivery,
+    Evaluation,
     SubmittedMaterial,
+    Task,
+    TaskState,
     Trigger,
 )
 from gateway.domain.clock import as_utc
+from gateway.domain.deadline import Deadline, DeadlineKind
+from gateway.domain.matter import TimeUnit
 from gateway.persistence import tables as t
+
+
+def idempotency_key(case_no: str, task_id: str, operation: str) -> str:
+    """Stable across retries and replays: case number + task + operation (invariant 2)."""
+    return f"{case_no}:{task_id}:{operation}"
 
 
 class StaleCase(Exception):
@@ -27,35 +42,58 @@ class StaleCase(Exception):
 
 
 class CaseRepository:
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, blind_index: Callable[[str], str]) -> None:
         self._conn = conn
+        self._blind_index = blind_index
 
     def add(self, case: Case, now: datetime) -> None:
         case.version = 1
-        self._conn.execute(insert(t.cases).values(**_case_row(case), created_at=now, updated_at=now))
+        self._conn.execute(insert(t.cases).values(**self._case_row(case), created_at=now, updated_at=now))
+        self._store_tasks(case)
         self._store_new_events(case)
 
     def get(self, case_no: str) -> Case | None:
         row = self._conn.execute(select(t.cases).where(t.cases.c.case_no == case_no)).mappings().first()
         if row is None:
             return None
-        return _case_from_row(row, self.events(case_no))
+        tasks = self._conn.execute(
+            select(t.case_tasks).where(t.case_tasks.c.case_no == case_no).order_by(t.case_tasks.c.task_id)
+        ).mappings()
+        return _case_from_row(row, self.events(case_no), [_task_from_row(r) for r in tasks])
 
     def events(self, case_no: str) -> list[CaseEvent]:
         query = select(t.case_events).where(t.case_events.c.case_no == case_no).order_by(t.case_events.c.seq)
         return [_event_from_row(r) for r in self._conn.execute(query).mappings()]
 
     def save(self, case: Case, now: datetime) -> None:
-        """Store the case's changes; fail if it changed underneath us."""
+        """Store the case's changes; fail if it changed underneath us (optimistic concurrency)."""
         result = self._conn.execute(
             update(t.cases)
             .where(t.cases.c.case_no == case.case_no, t.cases.c.version == case.version)
-            .values({**_case_row(case), "version": case.version + 1, "updated_at": now})
+            .values({**self._case_row(case), "version": case.version + 1, "updated_at": now})
         )
         if result.rowcount != 1:
             raise StaleCase(case.case_no)
         case.version += 1
+        self._store_tasks(case)
         self._store_new_events(case)
+
+    def for_applicant(self, id_number: str, limit: int = 100) -> list[str]:
+        """"My cases": the case numbers of one applicant, newest first, found by the blind index."""
+        query = (select(t.cases.c.case_no).where(t.cases.c.applicant_index == self._blind_index(id_number))
+                 .order_by(t.cases.c.created_at.desc()).limit(limit))
+        return list(self._conn.execute(query).scalars())
+
+    def due_for_clock(self, today: date, horizon: date, limit: int = 500) -> list[str]:
+        """Cases whose running deadline falls before `horizon`, or that wait for a supplement."""
+        query = select(t.cases.c.case_no).where(
+            or_(
+                and_(t.cases.c.deadline_due <= horizon,
+                     t.cases.c.state.in_(["submitted", "accepted", "in_process"])),
+                t.cases.c.state == "supplement_required",
+            )
+        ).order_by(t.cases.c.deadline_due).limit(limit)
+        return list(self._conn.execute(query).scalars())
 
     def next_sequence(self, scope: str) -> int:
         """Next number in a daily sequence: a read-then-write, safe only inside a write transaction."""
@@ -68,47 +106,101 @@ class CaseRepository:
         self._conn.execute(update(t.case_counters).where(t.case_counters.c.scope == scope).values(last_seq=current + 1))
         return current + 1
 
+    def _store_tasks(self, case: Case) -> None:
+        self._conn.execute(delete(t.case_tasks).where(t.case_tasks.c.case_no == case.case_no))
+        if case.tasks:
+            self._conn.execute(insert(t.case_tasks), [{"case_no": case.case_no, **_plain(task)} for task in case.tasks])
+
     def _store_new_events(self, case: Case) -> None:
         if case.new_events:
             self._conn.execute(insert(t.case_events), [_event_row(case.case_no, e) for e in case.new_events])
             case.new_events.clear()
 
+    def _case_row(self, case: Case) -> dict[str, Any]:
+        return {
+            "case_no": case.case_no,
+            "matter_code": case.matter_code,
+            "matter_version": case.matter_version,
+            "state": case.state,
+            "channel": case.channel,
+            "region_code": case.region_code,
+            "applicant": _plain(case.applicant),
+            "applicant_index": self._blind_index(case.applicant.id_number),
+            "agent": _plain(case.agent),
+            "green_channel": list(case.green_channel),
+            "materials": [_plain(m) for m in case.materials],
+            "form": dict(case.form),
+            "receipt_no": case.receipt_no,
+            "deadline": _plain(case.deadline),
+            "deadline_due": case.deadline.due if case.deadline else None,
+            "missing_materials": list(case.missing_materials),
+            "supplement_rounds": case.supplement_rounds,
+            "opinion": case.opinion,
+            "certificate": _plain(case.certificate),
+            "delivery": _plain(case.delivery),
+            "evaluation": _plain(case.evaluation),
+            "completion": case.completion,
+            "version": case.version,
+        }
 
-def _case_row(case: Case) -> dict[str, Any]:
-    return {
-        "case_no": case.case_no,
-        "matter_code": case.matter_code,
-        "sector": case.sector,
-        "state": case.state,
-        "applicant": vars(case.applicant).copy(),
-        "materials": [vars(m).copy() for m in case.materials],
-        "form": dict(case.form),
-        "receipt_no": case.receipt_no,
-        "promised_by": case.promised_by,
-        "missing_materials": list(case.missing_materials),
-        "sector_ref": case.sector_ref,
-        "opinion": case.opinion,
-        "version": case.version,
-    }
+
+def _plain(value: Any) -> Any:
+    """A dataclass as JSON-able data: dates as ISO text, enums as their values."""
+    if value is None:
+        return None
+    out: dict[str, Any] = {}
+    for f in fields(value):
+        item = getattr(value, f.name)
+        out[f.name] = item.isoformat() if isinstance(item, date) else (str(item) if isinstance(item, Enum) else item)
+    return out
 
 
-def _case_from_row(row: Mapping[str, Any], events: list[CaseEvent]) -> Case:
+def _case_from_row(row: Mapping[str, Any], events: list[CaseEvent], tasks: list[Task]) -> Case:
     return Case(
         case_no=row["case_no"],
         matter_code=row["matter_code"],
-        sector=row["sector"],
+        matter_version=row["matter_version"],
         applicant=Applicant(**row["applicant"]),
         materials=tuple(SubmittedMaterial(**m) for m in row["materials"]),
         form=row["form"],
+        channel=row["channel"],
+        region_code=row["region_code"],
+        agent=Agent(**row["agent"]) if row["agent"] else None,
+        green_channel=tuple(row["green_channel"]),
         state=CaseState(row["state"]),
         events=events,
+        tasks=tasks,
         receipt_no=row["receipt_no"],
-        promised_by=row["promised_by"],
+        deadline=_deadline(row["deadline"]),
         missing_materials=tuple(row["missing_materials"]),
-        sector_ref=row["sector_ref"],
+        supplement_rounds=row["supplement_rounds"],
         opinion=row["opinion"],
+        certificate=_certificate(row["certificate"]),
+        delivery=Delivery(**row["delivery"]) if row["delivery"] else None,
+        evaluation=Evaluation(**row["evaluation"]) if row["evaluation"] else None,
+        completion=Completion(row["completion"]) if row["completion"] else None,
         version=row["version"],
     )
+
+
+def _deadline(data: Mapping[str, Any] | None) -> Deadline | None:
+    if not data:
+        return None
+    return Deadline(DeadlineKind(data["kind"]), date.fromisoformat(data["due"]), TimeUnit(data["unit"]),
+                    date.fromisoformat(data["paused_on"]) if data["paused_on"] else None,
+                    data["warned"], data["overdue"])
+
+
+def _certificate(data: Mapping[str, Any] | None) -> Certificate | None:
+    if not data:
+        return None
+    valid_until = date.fromisoformat(data["valid_until"]) if data.get("valid_until") else None
+    return Certificate(data["name"], data["number"], data["issuer"], valid_until)
+
+
+def _task_from_row(r: Mapping[str, Any]) -> Task:
+    return Task(r["task_id"], r["department"], r["credit_code"], r["sector"], r["lead"], TaskState(r["state"]),
+                r["sector_ref"], r["opinion"])
 
 
 def _event_row(case_no: str, e: CaseEvent) -> dict[str, Any]:
@@ -144,7 +236,9 @@ class OutboxMessage:
     case_no: str
     sector: str
     operation: str
+    task_id: str
     idempotency_key: str
+    priority: int
     status: str
     deliveries: int
     available_at: datetime
@@ -156,13 +250,17 @@ class OutboxRepository:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
-    def add(self, case_no: str, sector: str, operation: str, idempotency_key: str, available_at: datetime) -> None:
+    def add(self, case_no: str, sector: str, operation: str, task_id: str, available_at: datetime,
+            priority: int = 0) -> None:
+        """Queue one message; its idempotency key (case + task + operation) stays the same for ever."""
         self._conn.execute(
             insert(t.outbox).values(
                 case_no=case_no,
                 sector=sector,
                 operation=operation,
-                idempotency_key=idempotency_key,
+                task_id=task_id,
+                idempotency_key=idempotency_key(case_no, task_id, operation),
+                priority=priority,
                 status=self.PENDING,
                 deliveries=0,
                 available_at=available_at,
@@ -179,7 +277,8 @@ class OutboxRepository:
         )
         ids = list(
             self._conn.execute(
-                select(t.outbox.c.id).where(due).order_by(t.outbox.c.available_at, t.outbox.c.id).limit(limit)
+                select(t.outbox.c.id).where(due)
+                .order_by(t.outbox.c.priority.desc(), t.outbox.c.available_at, t.outbox.c.id).limit(limit)
                 .with_for_update(skip_locked=True)
             ).scalars()
         )
@@ -233,7 +332,9 @@ def _outbox_from_row(row: Mapping[str, Any]) -> OutboxMessage:
         case_no=row["case_no"],
         sector=row["sector"],
         operation=row["operation"],
+        task_id=row["task_id"],
         idempotency_key=row["idempotency_key"],
+        priority=row["priority"],
         status=row["status"],
         deliveries=row["deliveries"],
         available_at=as_utc(row["available_at"]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     Date,
     DateTime,
@@ -28,19 +29,43 @@ cases = Table(
     metadata,
     Column("case_no", String(50), primary_key=True),
     Column("matter_code", String(31), nullable=False, index=True),
-    Column("sector", String(64), nullable=False),
+    Column("matter_version", Integer, nullable=False),
     Column("state", String(32), nullable=False, index=True),
+    Column("channel", String(32), nullable=False),
+    Column("region_code", String(12), nullable=False),
     Column("applicant", JSON, nullable=False),
+    Column("applicant_index", String(64), nullable=False, index=True),  # keyed blind index of the ID number
+    Column("agent", JSON(none_as_null=True)),
+    Column("green_channel", JSON, nullable=False),
     Column("materials", JSON, nullable=False),
     Column("form", JSON, nullable=False),
     Column("receipt_no", String(40)),
-    Column("promised_by", Date),
+    Column("deadline", JSON(none_as_null=True)),
+    Column("deadline_due", Date, index=True),  # copied out of `deadline` so the clock can query it
     Column("missing_materials", JSON, nullable=False),
-    Column("sector_ref", String(64)),
+    Column("supplement_rounds", Integer, nullable=False),
     Column("opinion", Text),
+    Column("certificate", JSON(none_as_null=True)),
+    Column("delivery", JSON(none_as_null=True)),
+    Column("evaluation", JSON(none_as_null=True)),
+    Column("completion", String(16)),
     Column("version", Integer, nullable=False),
     _utc("created_at", nullable=False),
     _utc("updated_at", nullable=False),
+)
+
+case_tasks = Table(
+    "case_tasks",
+    metadata,
+    Column("case_no", String(50), ForeignKey("cases.case_no"), primary_key=True),
+    Column("task_id", String(8), primary_key=True),
+    Column("department", String(100), nullable=False),
+    Column("credit_code", String(18), nullable=False, index=True),
+    Column("sector", String(64)),
+    Column("lead", Boolean, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("sector_ref", String(64)),
+    Column("opinion", Text),
 )
 
 case_events = Table(
@@ -74,7 +99,9 @@ outbox = Table(
     Column("case_no", String(50), ForeignKey("cases.case_no"), nullable=False, index=True),
     Column("sector", String(64), nullable=False),
     Column("operation", String(32), nullable=False),
+    Column("task_id", String(8), nullable=False),
     Column("idempotency_key", String(160), nullable=False),
+    Column("priority", Integer, nullable=False, default=0),  # green channel first
     Column("status", String(16), nullable=False, index=True),  # pending | done | dead
     Column("deliveries", Integer, nullable=False, default=0),  # times a dispatcher took it
     _utc("available_at", nullable=False, index=True),

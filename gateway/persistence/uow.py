@@ -6,10 +6,13 @@ its outbox rows, the idempotency record — commits together or not at all (inva
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
 
 from sqlalchemy import Connection, Engine
 
+# Every table module registers on the one `metadata`; import them so the schema is whole.
+from gateway.persistence import catalogue_tables, identity_tables, material_tables  # noqa: F401
 from gateway.persistence.engine import READ_ONLY
 from gateway.persistence.repository import (
     CaseRepository,
@@ -26,8 +29,10 @@ class UnitOfWork:
     dead_letters: DeadLetterRepository
     idempotency: IdempotencyRepository
 
-    def __init__(self, engine: Engine, *, read_only: bool = False) -> None:
+    def __init__(self, engine: Engine, blind_index: Callable[[str], str] | None = None, *,
+                 read_only: bool = False) -> None:
         self._engine = engine
+        self._blind_index = blind_index
         self._read_only = read_only
 
     def __enter__(self) -> UnitOfWork:
@@ -36,7 +41,7 @@ class UnitOfWork:
             conn = conn.execution_options(**{READ_ONLY: True})
         self._conn = conn
         self._tx = conn.begin()
-        self.cases = CaseRepository(conn)
+        self.cases = CaseRepository(conn, self._blind_index or _no_blind_index)
         self.outbox = OutboxRepository(conn)
         self.dead_letters = DeadLetterRepository(conn)
         self.idempotency = IdempotencyRepository(conn)
@@ -52,6 +57,10 @@ class UnitOfWork:
         if self._tx.is_active:
             self._tx.rollback()
         self._conn.close()
+
+
+def _no_blind_index(_: str) -> str:
+    raise RuntimeError("this unit of work was opened without the blind-index key; cases need it")
 
 
 def create_schema(engine: Engine) -> None:

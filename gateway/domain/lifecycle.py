@@ -1,0 +1,270 @@
+"""What happens to a case, step by step, as the window, departments, issuing window and clock act.
+
+Each function changes a `Case` only through `Case.apply` (the one transition table) and returns
+nothing the caller must remember to do, except where it says: `accept` tells the service which tasks
+now need delivering to sector systems. Plain Python: no I/O, time and calendar passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+from datetime import date, datetime
+from typing import Any
+
+from gateway.domain.calendar import WorkingCalendar
+from gateway.domain.case import (
+    COMPLETION_BY_STATE,
+    TASK_DECISIONS,
+    Actor,
+    ActorKind,
+    Case,
+    CaseRuleViolation,
+    CaseState,
+    Certificate,
+    Delivery,
+    Evaluation,
+    SubmittedMaterial,
+    Task,
+    TaskState,
+    Trigger,
+)
+from gateway.domain.clock import shanghai_date
+from gateway.domain.deadline import ACCEPTANCE_LIMIT, Deadline, DeadlineKind
+from gateway.domain.matter import Matter
+
+COMPLETENESS_CHECK = Actor(ActorKind.WINDOW, "completeness-check")
+GATEWAY = Actor(ActorKind.SYSTEM, "gateway")
+CLOCK = Actor(ActorKind.CLOCK, "deadline-clock")
+GREEN_CHANNEL_CLAIMS = frozenset({"disabled", "pregnant", "high_level_talent"})  # aged_60_plus is computed
+EVALUATION_LEVELS = ("very_satisfied", "satisfied", "basically_satisfied", "dissatisfied", "very_dissatisfied")
+
+
+def submit(case: Case, matter: Matter, actor: Actor, now: datetime, calendar: WorkingCalendar) -> None:
+    """The application arrives: the acceptance clock starts (5 working days, by law)."""
+    case.apply(Trigger.SUBMIT, actor, now, "提交申请", {"channel": case.channel, "region_code": case.region_code,
+                                                      "matter_version": matter.version})
+    case.deadline = Deadline.start(DeadlineKind.ACCEPTANCE, shanghai_date(now), ACCEPTANCE_LIMIT, calendar)
+
+
+def check_completeness(case: Case, matter: Matter, now: datetime, calendar: WorkingCalendar) -> list[Task]:
+    """The window's duty on receipt: list everything missing at once, or accept a complete application.
+
+    Returns the tasks to deliver when the case was accepted (empty otherwise). A matter that needs a
+    clerk's review (`auto_accept` false) stays submitted until a window decides.
+    """
+    missing = [m.name for m in matter.missing_materials(m.name for m in case.materials)]
+    if missing:
+        request_supplement(case, missing, COMPLETENESS_CHECK, now, "材料不齐全，请一次性补齐：" + "、".join(missing))
+        return []
+    if not matter.auto_accept:
+        return []
+    return accept(case, matter, COMPLETENESS_CHECK, now, calendar)
+
+
+def accept(case: Case, matter: Matter, actor: Actor, now: datetime, calendar: WorkingCalendar,
+           trigger: Trigger = Trigger.ACCEPT) -> list[Task]:
+    """受理: receipt, promised completion date, one task per department. Returns the tasks to deliver."""
+    today = shanghai_date(now)
+    case.deadline = Deadline.start(DeadlineKind.COMPLETION, today, matter.promised_limit, calendar)
+    case.receipt_no = "SL" + case.case_no[19:]  # basic code + date + sequence: unique per matter and day
+    case.missing_materials = ()
+    case.tasks = [
+        Task(str(i), d.name, d.credit_code, d.sector, lead=i == 1) for i, d in enumerate(matter.departments, start=1)
+    ]
+    data: dict[str, Any] = {"receipt_no": case.receipt_no, "promised_by": case.deadline.due.isoformat(),
+                            "tasks": [t.task_id for t in case.tasks]}
+    if calendar.beyond_coverage(today, case.deadline.due):
+        data["calendar_warning"] = "承诺日期超出节假日安排覆盖范围，仅按周末计算"
+    reason = "材料齐全，予以受理" if trigger is Trigger.ACCEPT else "5个工作日内未作受理决定，视为受理"
+    case.apply(trigger, actor, now, reason, data)
+    return [t for t in case.tasks if t.sector is not None]
+
+
+def request_supplement(case: Case, missing: list[str], actor: Actor, now: datetime, reason: str) -> None:
+    """补齐补正: one notice listing everything; the acceptance clock stops until the applicant answers."""
+    if not missing:
+        raise CaseRuleViolation("补正告知必须列明需补正的材料")
+    case.missing_materials = tuple(missing)
+    case.supplement_rounds += 1
+    case.apply(Trigger.REQUEST_SUPPLEMENT, actor, now, reason, {"missing": missing, "round": case.supplement_rounds})
+    if case.deadline:
+        case.deadline = case.deadline.pause(shanghai_date(now))
+
+
+def supplement(case: Case, matter: Matter, materials: Iterable[SubmittedMaterial], actor: Actor, now: datetime,
+               calendar: WorkingCalendar) -> list[Task]:
+    """The applicant hands in what was missing; completeness is checked again on the whole set."""
+    known = {m.name: m for m in case.materials}
+    known.update({m.name: m for m in materials})
+    case.materials = tuple(known.values())
+    case.apply(Trigger.SUPPLEMENT, actor, now, "补齐补正材料", {"materials": sorted(known),
+                                                           "round": case.supplement_rounds})
+    if case.deadline:
+        case.deadline = case.deadline.resume(shanghai_date(now), calendar)
+    return check_completeness(case, matter, now, calendar)
+
+
+def not_accept(case: Case, actor: Actor, now: datetime, reason: str) -> None:
+    """不予受理, with reasons, and the case ends."""
+    _require_reason(reason, "不予受理")
+    case.apply(Trigger.NOT_ACCEPT, actor, now, reason)
+    close(case, now)
+
+
+def withdraw(case: Case, actor: Actor, now: datetime, reason: str) -> None:
+    case.apply(Trigger.WITHDRAW, actor, now, reason or "申请人撤回申请")
+    close(case, now)
+
+
+def start_task(case: Case, task_id: str, actor: Actor, now: datetime, sector_ref: str | None = None) -> None:
+    """A department has the case: the case is in process from its first task on."""
+    task = case.task(task_id)
+    if task.state is not TaskState.PENDING:
+        return  # a repeated acknowledgement (retry, duplicate callback) changes nothing
+    if case.state is CaseState.ACCEPTED:
+        case.apply(Trigger.START_PROCESSING, actor, now, "部门已接收办件", {"task": task_id})
+    task.state, task.sector_ref = TaskState.IN_PROCESS, sector_ref
+    case.apply(Trigger.TASK_STARTED, actor, now, f"{task.department}开始办理",
+               {"task": task_id, "department": task.department, "sector_ref": sector_ref})
+
+
+def conclude_task(case: Case, task_id: str, decision: TaskState, opinion: str, actor: Actor, now: datetime) -> None:
+    """A department decides its part. Once every task has concluded the case follows the lead department."""
+    task = case.task(task_id)
+    if not decision.concluded:
+        raise CaseRuleViolation(f"'{decision}' is not a decision")
+    if task.state.concluded:
+        return  # already decided: a repeated answer changes nothing
+    if decision is not TaskState.APPROVED:
+        _require_reason(opinion, "不予办理或退件")
+    if task.state is TaskState.PENDING:
+        start_task(case, task_id, actor, now)
+    task.state, task.opinion = decision, opinion
+    case.apply(Trigger.TASK_CONCLUDED, actor, now, opinion or str(decision),
+               {"task": task_id, "department": task.department, "decision": str(decision), "lead": task.lead})
+    if case.all_tasks_concluded:
+        _decide(case, now)
+
+
+def _decide(case: Case, now: datetime) -> None:
+    lead = case.lead_task
+    case.opinion = lead.opinion
+    denials = {t.department: t.opinion for t in case.tasks if t.state is not TaskState.APPROVED}
+    case.apply(TASK_DECISIONS[lead.state], Actor(ActorKind.DEPARTMENT, lead.credit_code), now,
+               lead.opinion or str(lead.state), {"lead": lead.department, "not_approved_by": denials})
+    if case.state is not CaseState.APPROVED:
+        close(case, now)
+
+
+def suspend(case: Case, actor: Actor, now: datetime, procedure: str, reason: str) -> None:
+    """特别程序 (hearing, expert review, extension): the completion clock stops."""
+    _require_reason(reason, "特别程序")
+    case.apply(Trigger.SUSPEND, actor, now, reason, {"procedure": procedure})
+    if case.deadline:
+        case.deadline = case.deadline.pause(shanghai_date(now))
+
+
+def resume(case: Case, actor: Actor, now: datetime, calendar: WorkingCalendar, reason: str) -> None:
+    """The special procedure ends: the clock runs again, the promised date moved by the time it stood."""
+    resumed = case.deadline.resume(shanghai_date(now), calendar) if case.deadline else None
+    case.apply(Trigger.RESUME, actor, now, reason or "特别程序结束",
+               {"promised_by": resumed.due.isoformat() if resumed else None})
+    case.deadline = resumed
+
+
+def issue_certificate(case: Case, certificate: Certificate, actor: Actor, now: datetime) -> None:
+    """统一出证: the result is recorded at the unified issuing window."""
+    case.certificate = certificate
+    case.apply(Trigger.ISSUE_CERTIFICATE, actor, now, f"出具{certificate.name}",
+               {"name": certificate.name, "number": certificate.number, "issuer": certificate.issuer,
+                "valid_until": certificate.valid_until.isoformat() if certificate.valid_until else None})
+
+
+def deliver(case: Case, delivery: Delivery, actor: Actor, now: datetime) -> None:
+    """统一送达: picked up or sent by express (with its tracking number); then the case is done."""
+    if delivery.method not in ("pickup", "express"):
+        raise CaseRuleViolation(f"unknown delivery method {delivery.method!r}")
+    if delivery.method == "express" and not delivery.tracking_no:
+        raise CaseRuleViolation("快递送达必须填写快递单号")
+    case.delivery = delivery
+    case.apply(Trigger.DELIVER, actor, now, "窗口领取" if delivery.method == "pickup" else "快递送达",
+               {"method": delivery.method, "tracking_no": delivery.tracking_no, "received_by": delivery.received_by})
+    close(case, now)
+
+
+def evaluate(case: Case, evaluation: Evaluation, actor: Actor, now: datetime) -> None:
+    """好差评, once, after the case is done. Stored by meaning, never by a source system's number."""
+    if case.evaluation is not None:
+        raise CaseRuleViolation("该办件已评价")
+    if evaluation.level not in EVALUATION_LEVELS:
+        raise CaseRuleViolation(f"unknown evaluation level {evaluation.level!r}")
+    case.apply(Trigger.EVALUATE, actor, now, evaluation.text or evaluation.level,
+               {"level": evaluation.level, "channel": evaluation.channel})
+    case.evaluation = evaluation
+
+
+def close(case: Case, now: datetime) -> None:
+    case.completion = COMPLETION_BY_STATE[case.state]  # type: ignore[index]
+    case.apply(Trigger.CLOSE, GATEWAY, now, "办件办结", {"completion": str(case.completion)})
+
+
+def tick(case: Case, matter: Matter, now: datetime, calendar: WorkingCalendar, warn_days: int,
+         supplement_days: int) -> list[Task]:
+    """Time passes (e-supervision). Returns tasks to deliver when the case was deemed accepted."""
+    today = shanghai_date(now)
+    deadline = case.deadline
+    if case.state is CaseState.SUPPLEMENT_REQUIRED and deadline and deadline.paused_on and (
+            today - deadline.paused_on).days > supplement_days:
+        case.apply(Trigger.SUPPLEMENT_EXPIRED, CLOCK, now, f"{supplement_days}日内未补正，驳回申请",
+                   {"completion": str(COMPLETION_BY_STATE[CaseState.SUPPLEMENT_REQUIRED])})
+        case.completion = COMPLETION_BY_STATE[CaseState.SUPPLEMENT_REQUIRED]
+        return []
+    if deadline is None or case.state not in (CaseState.SUBMITTED, CaseState.ACCEPTED, CaseState.IN_PROCESS):
+        return []
+    if deadline.kind is DeadlineKind.ACCEPTANCE and today > deadline.due and case.state is CaseState.SUBMITTED:
+        return accept(case, matter, CLOCK, now, calendar, Trigger.DEEM_ACCEPTED)
+    if deadline.needs_warning(today, calendar, warn_days):
+        case.deadline = replace(deadline, warned=True)
+        case.apply(Trigger.DEADLINE_WARNING, CLOCK, now, f"距{_kind_label(deadline)}期限不足{warn_days}个工作日",
+                   {"kind": str(deadline.kind), "due": deadline.due.isoformat()})
+    if deadline.is_overdue(today):
+        case.deadline = replace(case.deadline or deadline, overdue=True)
+        case.apply(Trigger.OVERDUE, CLOCK, now, f"已超过{_kind_label(deadline)}期限",
+                   {"kind": str(deadline.kind), "due": deadline.due.isoformat()})
+    return []
+
+
+def green_channel(claims: Iterable[str], id_type: str, id_number: str, today: date) -> tuple[str, ...]:
+    """Why a case has priority (绿色通道): claimed grounds, plus age 60+ read from the ID number itself."""
+    unknown = set(claims) - GREEN_CHANNEL_CLAIMS
+    if unknown:
+        raise CaseRuleViolation(f"unknown green-channel grounds: {', '.join(sorted(unknown))}")
+    grounds = sorted(set(claims))
+    birth = _birth_date(id_type, id_number)
+    if birth is not None and _age(birth, today) >= 60:
+        grounds.insert(0, "aged_60_plus")
+    return tuple(grounds)
+
+
+def _birth_date(id_type: str, id_number: str) -> date | None:
+    if id_type != "111" or len(id_number) != 18:
+        return None
+    try:
+        return date(int(id_number[6:10]), int(id_number[10:12]), int(id_number[12:14]))
+    except ValueError:
+        return None
+
+
+def _age(birth: date, today: date) -> int:
+    return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
+
+
+def _kind_label(deadline: Deadline) -> str:
+    return "受理" if deadline.kind is DeadlineKind.ACCEPTANCE else "承诺办结"
+
+
+def _require_reason(reason: str, what: str) -> None:
+    if not reason or not reason.strip():
+        raise CaseRuleViolation(f"{what}必须书面说明理由")
+

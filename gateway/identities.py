@@ -1,0 +1,215 @@
+"""API keys and the identities holding them: issue, revoke, list, and authenticate without a query.
+
+`ApiKeyStore` is the production `KeyStore` (`gateway.auth`). It keeps every active identity in memory,
+keyed by the SHA-256 of its key, so a request costs a hash and a dict lookup. The map is reloaded
+(one query) when older than `refresh_s`, and — rate-limited — when a key is missing from it, since
+another process may have issued that key a moment ago. Changes made through this instance update the
+map at once; changes made by other processes are seen within `refresh_s`.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, insert, select, update
+
+from gateway.auth import Identity, Role
+from gateway.domain.clock import Clock, SystemClock, as_utc
+from gateway.domain.codes import is_valid_credit_code
+from gateway.persistence.engine import READ_ONLY
+from gateway.persistence.identity_tables import identities
+
+KEY_PREFIX = "yw_"
+KEY_PREFIX_SHOWN = 10  # characters of the raw key kept for display ("yw_" + 7)
+MISS_RELOAD_S = 1.0
+
+
+class IdentityError(ValueError):
+    """A request to issue or revoke that breaks a rule; the message is meant for people."""
+
+
+@dataclass(frozen=True)
+class IssuedIdentity:
+    """An identity as administrators see it: never the key or its hash, only the key's first characters."""
+
+    identity: Identity
+    key_prefix: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+def hash_key(raw_key: str) -> str:
+    # A plain, unsalted SHA-256 is right here: keys are 256 random bits from `secrets`, so there is no
+    # dictionary to precompute and no brute force to slow down — salts and slow hashes (bcrypt,
+    # argon2) defend low-entropy passwords. Being deterministic, the hash is also the lookup key.
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+def parse_role(text: str | Role) -> Role:
+    try:
+        return Role(text)
+    except ValueError:
+        raise IdentityError(f"unknown role {text!r}; roles are: {', '.join(Role)}") from None
+
+
+def _checked_roles(roles: Iterable[Role | str], department: str | None, sector: str | None) -> frozenset[Role]:
+    """The rules an identity's roles and scope obey; the first broken one raises IdentityError."""
+    checked = frozenset(parse_role(r) for r in roles)
+    if not checked:
+        raise IdentityError("an identity needs at least one role")
+    _check_scope(checked, Role.CLERK, "department", department)
+    _check_scope(checked, Role.SECTOR_ADMIN, "sector", sector)
+    if department is not None and not is_valid_credit_code(department):
+        raise IdentityError(f"department {department!r} is not a valid unified social credit code (GB 32100)")
+    return checked
+
+
+def _check_scope(roles: frozenset[Role], role: Role, scope: str, value: str | None) -> None:
+    """A scoped role needs its scope, and a scope means nothing without its role."""
+    if role in roles and not value:
+        raise IdentityError(f"a {role} needs a {scope}")
+    if role not in roles and value is not None:
+        raise IdentityError(f"a {scope} is given only to a {role}")
+
+
+def _identity_from_row(row: Mapping[str, Any]) -> Identity:
+    return Identity(
+        id=row["id"],
+        name=row["name"],
+        roles=frozenset(Role(r) for r in row["roles"]),
+        department=row["department"],
+        sector=row["sector"],
+    )
+
+
+def _issued_from_row(row: Mapping[str, Any]) -> IssuedIdentity:
+    revoked_at = row["revoked_at"]
+    return IssuedIdentity(
+        identity=_identity_from_row(row),
+        key_prefix=row["key_prefix"],
+        created_at=as_utc(row["created_at"]),
+        revoked_at=as_utc(revoked_at) if revoked_at is not None else None,
+    )
+
+
+class ApiKeyStore:
+    def __init__(
+        self,
+        engine: Engine,
+        refresh_s: float = 5.0,
+        *,
+        miss_reload_s: float = MISS_RELOAD_S,
+        clock: Clock | None = None,
+        timer: Callable[[], float] = time.monotonic,  # tests pass a hand-moved one
+    ) -> None:
+        self._engine = engine
+        self._refresh_s = refresh_s
+        self._miss_reload_s = miss_reload_s
+        self._clock = clock or SystemClock()
+        self._timer = timer
+        self._lock = threading.Lock()
+        # Replaced or changed only under the lock; readers take the reference without it.
+        self._by_hash: dict[str, Identity] = {}
+        self._loaded_at = float("-inf")  # nothing loaded: the first use loads
+
+    # --- the KeyStore protocol -------------------------------------------------------------------
+
+    def authenticate(self, raw_key: str) -> Identity | None:
+        if not raw_key.startswith(KEY_PREFIX):  # not one of ours: not worth a reload
+            return None
+        key_hash = hash_key(raw_key)
+        self._reload_if_older_than(self._refresh_s)
+        identity = self._by_hash.get(key_hash)
+        if identity is None and self._reload_if_older_than(self._miss_reload_s):
+            identity = self._by_hash.get(key_hash)  # perhaps issued by another process just now
+        return identity
+
+    # --- administration --------------------------------------------------------------------------
+
+    def issue(
+        self, name: str, roles: Iterable[Role], *, department: str | None = None, sector: str | None = None
+    ) -> tuple[Identity, str]:
+        """A new identity and its raw key — returned this once, stored only as a hash."""
+        if not name.strip():
+            raise IdentityError("an identity needs a name")
+        identity = Identity(
+            id="id_" + secrets.token_hex(6),
+            name=name.strip(),
+            roles=_checked_roles(roles, department, sector),
+            department=department,
+            sector=sector,
+        )
+        raw_key = KEY_PREFIX + secrets.token_urlsafe(32)
+        key_hash = hash_key(raw_key)
+        with self._engine.begin() as conn:
+            conn.execute(insert(identities).values(
+                id=identity.id, name=identity.name, key_hash=key_hash,
+                key_prefix=raw_key[:KEY_PREFIX_SHOWN], roles=sorted(identity.roles),
+                department=department, sector=sector, created_at=self._clock.now(),
+            ))
+        self._remember(key_hash, identity)
+        return identity, raw_key
+
+    def revoke(self, identity_id: str) -> Identity:
+        # BEGIN IMMEDIATE (engine.begin) holds the write lock from the read to the update.
+        with self._engine.begin() as conn:
+            row = conn.execute(select(identities).where(identities.c.id == identity_id)).mappings().first()
+            if row is None:
+                raise IdentityError(f"no identity {identity_id!r}")
+            if row["revoked_at"] is not None:
+                self._forget(row["key_hash"])  # revoked elsewhere: stop admitting it here now too
+                raise IdentityError(f"identity {identity_id!r} was already revoked at {as_utc(row['revoked_at'])}")
+            conn.execute(update(identities).where(identities.c.id == identity_id).values(revoked_at=self._clock.now()))
+        self._forget(row["key_hash"])  # after the commit: a concurrent reload cannot bring it back (see _forget)
+        return _identity_from_row(row)
+
+    def get(self, identity_id: str) -> IssuedIdentity | None:
+        rows = self._read(select(identities).where(identities.c.id == identity_id))
+        return _issued_from_row(rows[0]) if rows else None
+
+    def list(self) -> builtins.list[IssuedIdentity]:
+        return [_issued_from_row(r) for r in self._read(select(identities).order_by(identities.c.created_at))]
+
+    # --- the in-memory map -----------------------------------------------------------------------
+
+    def _reload_if_older_than(self, age_s: float) -> bool:
+        """Reload the map if it is older than `age_s`; True if this call reloaded it."""
+        if self._timer() - self._loaded_at < age_s:
+            return False  # the common case: no lock, no query
+        with self._lock:
+            if self._timer() - self._loaded_at < age_s:
+                return False  # another thread reloaded while we waited for the lock
+            started = self._timer()  # taken before the query: the map is at least this fresh
+            rows = self._read(select(identities).where(identities.c.revoked_at.is_(None)))
+            self._by_hash = {r["key_hash"]: _identity_from_row(r) for r in rows}
+            self._loaded_at = started
+            return True
+
+    def _remember(self, key_hash: str, identity: Identity) -> None:
+        with self._lock:
+            self._by_hash = {**self._by_hash, key_hash: identity}
+
+    def _forget(self, key_hash: str) -> None:
+        # Reloads query and install under the lock, so one that read the row before our commit has
+        # installed its map before we get the lock, and we remove the key from that map.
+        with self._lock:
+            self._by_hash = {h: i for h, i in self._by_hash.items() if h != key_hash}
+
+    def _read(self, query: Any) -> builtins.list[Mapping[str, Any]]:
+        """Run a read-only query in a deferred transaction (no write lock taken)."""
+        with self._engine.connect() as conn:
+            conn = conn.execution_options(**{READ_ONLY: True})
+            with conn.begin():
+                return builtins.list(conn.execute(query).mappings())
