@@ -8,7 +8,9 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
+import structlog
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import OperationalError
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -40,6 +42,7 @@ from gateway.services import (
 )
 from gateway.views import DocumentNotAvailable, case_view, document, event_view
 
+log = structlog.get_logger("yiwang.api")
 router = APIRouter(prefix="/v1", tags=["cases"])
 health = APIRouter(tags=["health"])
 Channel = Literal["online_pc", "mobile", "city_window", "county_window", "township_counter", "village_agency"]
@@ -385,7 +388,20 @@ def install_error_handlers(app: FastAPI) -> None:
 
         return handle
 
+    async def database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
+        log.warning("database unavailable", error=type(exc.orig).__name__, path=request.url.path)
+        response = problem_response(503, "database-unavailable", "数据库暂不可用，请稍后重试",
+                                    instance=request.url.path)
+        response.headers["Retry-After"] = "1"
+        return response
+
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("request failed", path=request.url.path)
+        return problem_response(500, "internal-error", "服务器内部错误", instance=request.url.path)
+
     app.add_exception_handler(RequestValidationError, validation)  # type: ignore[arg-type]
+    app.add_exception_handler(OperationalError, database_unavailable)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, internal_error)
     app.add_exception_handler(InvalidApplication, invalid_application)  # type: ignore[arg-type]
     app.add_exception_handler(NotAuthenticated, not_authenticated)  # type: ignore[arg-type]
     for exc_type, status, slug, title in (

@@ -29,6 +29,7 @@ from gateway.services import SUBMIT_CASE, CaseService
 
 log = structlog.get_logger("yiwang.dispatch")
 INTERNAL_ERROR = "internal"  # a bug of ours, not one of the sector failure classes
+ENDED = frozenset({CaseState.WITHDRAWN, CaseState.CLOSED, CaseState.NOT_ACCEPTED})
 
 
 @dataclass
@@ -79,6 +80,10 @@ class Dispatcher:
 
     def deliver(self, message: OutboxMessage) -> None:
         case = self.service.get(message.case_no)
+        if case.state in ENDED:
+            self.service.settle_without_sending(message, self.owner)
+            log.info("not sent: the case has ended", case_no=case.case_no, state=str(case.state))
+            return
         target = self.registry.get(message.sector)
         operation = Operation(message.operation)
         payload = canonical_message(case, message)

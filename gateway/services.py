@@ -32,6 +32,7 @@ from gateway.domain.case import (
     Certificate,
     Delivery,
     Evaluation,
+    ForbiddenTransition,
     SubmittedMaterial,
     Task,
     TaskState,
@@ -331,8 +332,24 @@ class CaseService:
             if case is None:
                 raise CaseNotFound(message.case_no)
             now = self.clock.now()
-            change(case, self.matter_of(case), now, uow)
+            try:
+                change(case, self.matter_of(case), now, uow)
+            except ForbiddenTransition:
+                # The case moved on meanwhile (withdrawn, closed): the sector's late answer changes
+                # nothing; the message is done rather than retried for ever.
+                uow.outbox.complete(message.id, now)
+                uow.commit()
+                return False
             uow.cases.save(case, now)
+            uow.commit()
+        return True
+
+    def settle_without_sending(self, message: OutboxMessage, owner: str) -> bool:
+        """The case ended before its message left (withdrawn, not accepted): there is nothing to send."""
+        with self.uow() as uow:
+            if not uow.outbox.holds_lease(message.id, owner):
+                return False
+            uow.outbox.complete(message.id, self.clock.now())
             uow.commit()
         return True
 

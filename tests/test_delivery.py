@@ -19,6 +19,7 @@ from sqlalchemy import select
 from adapters.registry import default_bundles_dir
 from adapters.simulators.social_security import SocialSecuritySimulator
 from gateway.app import Gateway, create_app
+from gateway.domain.case import Actor, ActorKind
 from gateway.persistence import tables as t
 from gateway.persistence.uow import UnitOfWork
 from tests.conftest import COMPLETE_APPLICATION, Keys, drain
@@ -125,3 +126,22 @@ def test_a_slow_sector_times_out_and_is_retried(make_gateway: Callable[..., Gate
     drain(gateway, lambda: state(gateway, case_no) == "approved")
     assert simulator.counters["raw_requests"] >= 2
     assert simulator.counters["cases_created"] == 1  # the late first request and its retry applied once
+
+
+def test_a_case_withdrawn_before_dispatch_is_never_sent(gateway: Gateway, simulator: SocialSecuritySimulator) -> None:
+    case_no = submit(gateway)
+    gateway.service.withdraw(case_no, Actor(ActorKind.APPLICANT, "hall"), "不再需要")
+    drain(gateway, lambda: outbox_statuses(gateway) == [("submit_case", "done")])
+    assert simulator.counters["raw_requests"] == 0
+    assert state(gateway, case_no) == "closed"
+
+
+def test_a_late_answer_for_a_withdrawn_case_changes_nothing(gateway: Gateway,
+                                                            simulator: SocialSecuritySimulator) -> None:
+    case_no = submit(gateway)
+    drain(gateway, lambda: state(gateway, case_no) == "in_process")
+    gateway.service.withdraw(case_no, Actor(ActorKind.APPLICANT, "hall"), "不再需要")
+    events = len(gateway.service.get(case_no).events)
+    drain(gateway, lambda: all(status == "done" for _, status in outbox_statuses(gateway)))
+    assert state(gateway, case_no) == "closed"
+    assert len(gateway.service.get(case_no).events) == events  # the sector's decision came too late
