@@ -213,6 +213,10 @@ class CaseService:
                 expected_version: int | None = None) -> Case:
         def change(case: Case, matter: Matter, now: datetime) -> list[Task]:
             _own_case(case, department)
+            # A back-office department has the case from the moment it acts on it.
+            for task in case.tasks:
+                if task.sector is None and task.credit_code == department and case.state is CaseState.ACCEPTED:
+                    lifecycle.start_task(case, task.task_id, actor, now)
             lifecycle.suspend(case, actor, now, procedure, reason)
             return []
 
@@ -234,8 +238,12 @@ class CaseService:
                            expected_version)
 
     def deliver(self, case_no: str, delivery: Delivery, actor: Actor, expected_version: int | None = None) -> Case:
-        return self.change(case_no, _quiet(lambda c, m, now: lifecycle.deliver(c, delivery, actor, now)),
-                           expected_version)
+        def change(case: Case, matter: Matter, now: datetime) -> None:
+            if delivery.method == "express" and not matter.express_delivery:
+                raise CaseRuleViolation(f"事项“{matter.name}”不提供快递送达")
+            lifecycle.deliver(case, delivery, actor, now)
+
+        return self.change(case_no, _quiet(change), expected_version)
 
     def evaluate(self, case_no: str, evaluation: Evaluation, actor: Actor,
                  expected_version: int | None = None) -> Case:
@@ -260,7 +268,8 @@ class CaseService:
                     "returned": TaskState.RETURNED}.get(result.get("status", ""))
 
         def change(case: Case, matter: Matter, now: datetime, uow: UnitOfWork) -> None:
-            if decision is None:
+            if decision is None or case.state is CaseState.SUSPENDED:
+                # Undecided — or decided during a special procedure: ask again until it can be recorded.
                 uow.outbox.reschedule(message.id, now + poll_after)
                 return
             lifecycle.conclude_task(case, message.task_id, decision, result.get("opinion") or "", _sector(message),
@@ -340,7 +349,8 @@ class CaseService:
                 uow.outbox.complete(message.id, now)
                 uow.commit()
                 return False
-            uow.cases.save(case, now)
+            if case.new_events:
+                uow.cases.save(case, now)
             uow.commit()
         return True
 

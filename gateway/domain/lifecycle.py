@@ -135,7 +135,9 @@ def conclude_task(case: Case, task_id: str, decision: TaskState, opinion: str, a
     if not decision.concluded:
         raise CaseRuleViolation(f"'{decision}' is not a decision")
     if task.state.concluded:
-        return  # already decided: a repeated answer changes nothing
+        if task.state is decision:
+            return  # the same decision again (a sector's retry): changes nothing
+        raise CaseRuleViolation(f"任务 {task_id} 已作出决定（{task.state}），不能改为 {decision}")
     if decision is not TaskState.APPROVED:
         _require_reason(opinion, "不予办理或退件")
     if task.state is TaskState.PENDING:
