@@ -20,7 +20,6 @@ from gateway.persistence.repository import (
     IdempotencyRepository,
     OutboxRepository,
 )
-from gateway.persistence.tables import metadata
 
 
 class UnitOfWork:
@@ -64,5 +63,7 @@ def _no_blind_index(_: str) -> str:
 
 
 def create_schema(engine: Engine) -> None:
-    """Create the tables if they are missing (Alembic migrations arrive with the catalogue issue)."""
-    metadata.create_all(engine)
+    """Bring the schema to the newest migration (safe when several processes start at once)."""
+    from gateway.persistence.migrate import upgrade  # Alembic is only needed at start-up
+
+    upgrade(engine)

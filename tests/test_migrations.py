@@ -1,0 +1,197 @@
+"""Alembic migrations: they build the metadata's schema exactly, idempotently, and under concurrent start-up.
+
+`test_migrated_schema_matches_the_metadata` is the one that fails when a table changes without a
+migration: add one with `python -m gateway.persistence.migrate revision "what changes"`.
+
+Each test runs on SQLite (a file of its own) and on PostgreSQL (a schema of its own inside the run's
+database, chosen through `search_path` and dropped afterwards, so other tests' tables are untouched).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Column, Engine, Integer, MetaData, create_engine, event, inspect, text
+from sqlalchemy.engine import make_url
+
+from gateway.persistence.engine import make_engine
+from gateway.persistence.migrate import (
+    VERSION_TABLE,
+    SchemaMismatch,
+    alembic_config,
+    context_options,
+    current,
+    head,
+    migration_transaction,
+    upgrade,
+)
+from gateway.persistence.tables import metadata
+from gateway.persistence.uow import create_schema
+
+REPO = Path(__file__).resolve().parents[1]
+EVERY_TABLE = set(metadata.tables)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of an empty database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'migrations.db'}"
+        return
+    base: str = request.getfixturevalue("postgres_url")
+    schema = f"migrations_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(base)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    yield make_url(base).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
+        hide_password=False)
+    with admin.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))  # the tables and alembic_version with it
+    admin.dispose()
+
+
+@pytest.fixture
+def empty(empty_url: str) -> Iterator[Engine]:
+    engine = make_engine(empty_url)
+    yield engine
+    engine.dispose()
+
+
+def tables(engine: Engine) -> set[str]:
+    return set(inspect(engine).get_table_names())
+
+
+def differences(engine: Engine, target: MetaData = metadata) -> list[Any]:
+    with engine.connect() as conn:
+        return list(compare_metadata(MigrationContext.configure(conn, opts=context_options(conn)), target))
+
+
+def test_upgrade_creates_every_table_of_the_metadata(empty: Engine) -> None:
+    assert tables(empty) == set() and current(empty) is None
+    upgrade(empty)
+    assert tables(empty) == EVERY_TABLE | {VERSION_TABLE}
+    assert current(empty) == head()
+    indexes = {ix["name"] for name in EVERY_TABLE for ix in inspect(empty).get_indexes(name)}
+    assert {ix.name for table in metadata.tables.values() for ix in table.indexes} <= indexes
+
+
+def test_migrated_schema_matches_the_metadata(empty: Engine) -> None:
+    upgrade(empty)
+    assert differences(empty) == [], "the tables changed without a migration: see gateway/persistence/migrate.py"
+    # ...and the comparison does see a change: a column the migrations never added.
+    changed = MetaData()
+    for table in metadata.tables.values():
+        table.to_metadata(changed)
+    changed.tables["cases"].append_column(Column("priority", Integer))
+    assert [d[0] for d in differences(empty, changed)] == ["add_column"]
+
+
+def test_upgrading_twice_changes_nothing(empty: Engine) -> None:
+    create_schema(empty)  # what every process does at start-up
+    with empty.begin() as conn:
+        conn.execute(text("INSERT INTO case_counters (scope, last_seq) VALUES ('x', 7)"))
+    statements: list[str] = []
+    event.listen(empty, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    create_schema(empty)
+    assert not [s for s in statements if s.lstrip().upper().startswith(("CREATE", "ALTER", "DROP", "INSERT",
+                                                                         "UPDATE", "DELETE"))]
+    assert current(empty) == head()
+    with empty.connect() as conn:
+        assert conn.execute(text("SELECT last_seq FROM case_counters")).scalar_one() == 7
+
+
+def test_downgrade_to_base_removes_every_table(empty: Engine) -> None:
+    upgrade(empty)
+    with migration_transaction(empty) as conn:
+        command.downgrade(alembic_config(conn), "base")
+    assert tables(empty) == {VERSION_TABLE}
+    assert current(empty) is None
+
+
+# --- databases made without Alembic ------------------------------------------------------------------
+
+
+def test_a_database_made_by_create_all_is_adopted_at_head(empty: Engine) -> None:
+    metadata.create_all(empty, tables=[t for name, t in metadata.tables.items() if name != "material_files"])
+    upgrade(empty)  # the missing table is created, the rest kept
+    assert current(empty) == head()
+    assert tables(empty) == EVERY_TABLE | {VERSION_TABLE}
+    assert differences(empty) == []
+
+
+def test_a_database_made_by_create_all_but_different_is_refused(empty: Engine) -> None:
+    metadata.create_all(empty)
+    with empty.begin() as conn:
+        conn.execute(text("DROP INDEX ix_cases_state"))
+    with pytest.raises(SchemaMismatch, match="ix_cases_state"):
+        upgrade(empty)
+    assert current(empty) is None  # nothing recorded
+
+
+def test_tables_dropped_without_the_version_table_are_created_again(empty: Engine) -> None:
+    upgrade(empty)
+    metadata.drop_all(empty)  # what tests/conftest.py's db_url fixture does on PostgreSQL
+    assert tables(empty) == {VERSION_TABLE}
+    upgrade(empty)
+    assert tables(empty) == EVERY_TABLE | {VERSION_TABLE}
+    assert current(empty) == head()
+
+
+# --- processes -----------------------------------------------------------------------------------------
+
+RACER = textwrap.dedent(
+    """
+    import sys, time
+    from gateway.persistence.engine import make_engine
+    from gateway.persistence.migrate import current, upgrade
+    url, start_at = sys.argv[1], float(sys.argv[2])
+    engine = make_engine(url)
+    time.sleep(max(0.0, start_at - time.time()))
+    upgrade(engine)
+    print(current(engine))
+    """
+)
+
+
+@pytest.mark.slow
+def test_two_processes_upgrading_an_empty_database_at_once_both_succeed(empty_url: str, tmp_path: Path) -> None:
+    start_at = str(time.time() + 1.5)  # after both have imported
+    racers = [subprocess.Popen([sys.executable, "-c", RACER, empty_url, start_at], cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    outputs = [racer.communicate(timeout=60) for racer in racers]
+    assert [racer.returncode for racer in racers] == [0, 0], [err.decode()[-2000:] for _, err in outputs]
+    assert [out.decode().strip() for out, _ in outputs] == [head(), head()]
+    engine = make_engine(empty_url)
+    try:
+        assert tables(engine) == EVERY_TABLE | {VERSION_TABLE}
+        assert differences(engine) == []
+        with engine.connect() as conn:
+            assert conn.execute(text(f"SELECT count(*) FROM {VERSION_TABLE}")).scalar_one() == 1
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.slow
+def test_the_alembic_command_line_migrates_the_database_it_is_given(sqlite_url: str) -> None:
+    alembic = Path(sys.executable).with_name("alembic")
+    env = {**os.environ, "YIWANG_DATABASE_URL": sqlite_url}
+    done = subprocess.run([str(alembic), "upgrade", "head"], cwd=REPO, env=env, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    engine = make_engine(sqlite_url)
+    try:
+        assert current(engine) == head()
+        assert differences(engine) == []
+    finally:
+        engine.dispose()
