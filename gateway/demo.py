@@ -3,12 +3,12 @@
 Starts the social-security simulator on loopback and the gateway (SQLite under var/demo, in-process
 dispatcher, real HTTP on an ephemeral port), issues API keys for each role and prints them, then plays
 four cases over HTTP and prints each timeline:
-  1. a complete application decided by the sector's SOAP system, issued, delivered and evaluated;
+  1. a complete application decided by the sector's SOAP system, issued, picked up and evaluated;
   2. one the sector denies;
   3. an incomplete one: a supplement notice, a supplement round, then accepted and decided;
   4. a parallel-approval matter (职工退休一件事) decided by two departments — the social-security system
      through its adapter, the housing provident fund's clerk through the back-office API — for an
-     applicant aged 60, on the green channel.
+     applicant aged 60, on the green channel, the result sent by express.
 Part of the composition root.
 """
 
@@ -98,10 +98,10 @@ def _desk(console: Console, gateway: Gateway, base_url: str) -> Desk:
 
 def _play(console: Console, desk: Desk, timeout_s: float) -> bool:
     scenes: list[tuple[str, Callable[[Desk, float], str]]] = [
-        ("1 完整申请：失业保险金申领 → 部门系统准予 → 统一出证 → 快递送达 → 好差评", _approved_and_delivered),
+        ("1 完整申请：失业保险金申领 → 部门系统准予 → 统一出证 → 窗口领取 → 好差评", _approved_and_delivered),
         ("2 部门系统不予办理：累计缴费不满一年", _denied),
         ("3 缺少材料 → 补齐补正告知 → 补正一轮 → 受理 → 准予 → 窗口领取", _supplement_round),
-        ("4 并联审批：职工退休一件事（社保系统 + 公积金中心后台），绿色通道", _parallel_approval),
+        ("4 并联审批：职工退休一件事（社保系统 + 公积金中心后台），绿色通道，快递送达", _parallel_approval),
     ]
     ok = True
     for title, scene in scenes:
@@ -123,7 +123,7 @@ def _approved_and_delivered(desk: Desk, timeout_s: float) -> str:
                                "materials": UNEMPLOYMENT_MATERIALS,
                                "form": {"insured_months": 36, "separation_date": "2026-10-31"}})
     case = _wait(desk.hall, case["case_no"], "approved", timeout_s)
-    _issue_and_deliver(desk, case, {"method": "express", "tracking_no": "SF1234567890"})
+    _issue_and_deliver(desk, case, {"method": "pickup", "received_by": "王建国"})
     _post(desk.hall, case["case_no"], "evaluation", {"level": "very_satisfied", "channel": "mobile",
                                                      "text": "全程网办，很方便"})
     return str(case["case_no"])
