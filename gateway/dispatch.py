@@ -86,7 +86,7 @@ class Dispatcher:
             return
         target = self.registry.get(message.sector)
         operation = Operation(message.operation)
-        payload = canonical_message(case, message)
+        payload = canonical_message(case, message.task_id, message.idempotency_key)
         poll_after = self.settings.poll_interval or timedelta(milliseconds=target.poll_interval_ms)
         bound = log.bind(case_no=message.case_no, sector=message.sector, operation=operation, outbox_id=message.id)
         try:
@@ -115,12 +115,12 @@ class Dispatcher:
         self.service.record_dead_letter(message, self.owner, error_class, error_message, attempts, rendered)
 
 
-def canonical_message(case: Case, message: OutboxMessage) -> dict[str, Any]:
+def canonical_message(case: Case, task_id: str, idempotency_key: str) -> dict[str, Any]:
     """The canonical message of `adapters.contract`: identifiers and the case as the sector needs it."""
     accepted = next(e for e in case.events if e.to_state is CaseState.ACCEPTED)
-    task = case.task(message.task_id)
+    task = case.task(task_id)
     return {
-        "idempotency_key": message.idempotency_key,
+        "idempotency_key": idempotency_key,
         "sector_ref": task.sector_ref,
         "task": {"id": task.task_id, "department": task.department, "credit_code": task.credit_code,
                  "lead": task.lead},

@@ -45,7 +45,7 @@ from gateway.persistence.uow import UnitOfWork
 from gateway.views import case_view
 
 RESIDENT_ID_CARD = "111"  # GA/T 2000.156
-SUBMIT_CASE, QUERY_STATUS = "submit_case", "query_status"
+SUBMIT_CASE, QUERY_STATUS, CANCEL_CASE = "submit_case", "query_status", "cancel_case"
 # Which handling form (办理形式) a channel uses: a matter must offer it.
 CHANNEL_FORMS = {
     "online_pc": HandlingForm.ONLINE,
@@ -55,6 +55,9 @@ CHANNEL_FORMS = {
     "township_counter": HandlingForm.WINDOW,
     "village_agency": HandlingForm.WINDOW,
 }
+
+
+_DECISIONS = {"approved": TaskState.APPROVED, "denied": TaskState.DENIED, "returned": TaskState.RETURNED}
 
 
 class MatterSource(Protocol):
@@ -171,8 +174,12 @@ class CaseService:
         return self.change(case_no, change, expected_version)
 
     def withdraw(self, case_no: str, actor: Actor, reason: str, expected_version: int | None = None) -> Case:
-        return self.change(case_no, _quiet(lambda c, m, now: lifecycle.withdraw(c, actor, now, reason)),
-                           expected_version)
+        """Withdrawn: the sector systems that already have the case are told to cancel it."""
+        def change(case: Case, matter: Matter, now: datetime) -> list[Task]:
+            lifecycle.withdraw(case, actor, now, reason)
+            return [t for t in case.tasks if t.sector is not None and t.state is TaskState.IN_PROCESS]
+
+        return self.change(case_no, change, expected_version, enqueue_as=CANCEL_CASE)
 
     def accept(self, case_no: str, actor: Actor, expected_version: int | None = None) -> Case:
         def change(case: Case, matter: Matter, now: datetime) -> list[Task]:
@@ -251,21 +258,22 @@ class CaseService:
                            expected_version)
 
     # -- the sector systems' answers, recorded by the dispatcher -----------------------------------
-    def record_submitted(self, message: OutboxMessage, owner: str, sector_ref: str, poll_after: timedelta) -> bool:
-        """The sector took its task: the task starts and its first status poll is scheduled."""
+    def record_submitted(self, message: OutboxMessage, owner: str, sector_ref: str,
+                         poll_after: timedelta | None) -> bool:
+        """The sector took its task: the task starts and, unless it calls back, its first poll is scheduled."""
         def change(case: Case, matter: Matter, now: datetime, uow: UnitOfWork) -> None:
             lifecycle.start_task(case, message.task_id, _sector(message), now, sector_ref)
             uow.outbox.complete(message.id, now)
-            uow.outbox.add(case.case_no, message.sector, QUERY_STATUS, message.task_id, now + poll_after,
-                           message.priority)
+            if poll_after is not None and not case.task(message.task_id).state.concluded:
+                uow.outbox.add(case.case_no, message.sector, QUERY_STATUS, message.task_id, now + poll_after,
+                               message.priority)
 
         return self._record(message, owner, change)
 
     def record_status(self, message: OutboxMessage, owner: str, result: Mapping[str, Any],
                       poll_after: timedelta) -> bool:
         """A status answer: keep polling while undecided; a decision concludes the department's task."""
-        decision = {"approved": TaskState.APPROVED, "denied": TaskState.DENIED,
-                    "returned": TaskState.RETURNED}.get(result.get("status", ""))
+        decision = _DECISIONS.get(result.get("status", ""))
 
         def change(case: Case, matter: Matter, now: datetime, uow: UnitOfWork) -> None:
             if decision is None or case.state is CaseState.SUSPENDED:
@@ -277,6 +285,29 @@ class CaseService:
             uow.outbox.complete(message.id, now)
 
         return self._record(message, owner, change)
+
+    def record_callback(self, sector: str, result: Mapping[str, Any]) -> bool:
+        """A sector calls back with its decision — possibly before its answer to the submit was recorded,
+        possibly twice. Returns False when it changed nothing (a duplicate)."""
+        sector_ref = str(result.get("sector_ref") or "")
+        with self.uow(read_only=True) as uow:
+            case_no = uow.cases.case_for_sector_ref(sector, sector_ref) or result.get("case_no")
+        if not case_no:
+            raise CaseNotFound(f"{sector} reference {sector_ref!r}")
+        decision = _DECISIONS.get(str(result.get("status", "")))
+        actor = Actor(ActorKind.DEPARTMENT, f"sector:{sector}")
+
+        def change(case: Case, matter: Matter, now: datetime) -> list[Task]:
+            task = next((t for t in case.tasks if t.sector == sector and t.sector_ref in (sector_ref, None)), None)
+            if task is None:
+                raise CaseNotFound(f"{case.case_no} has no task for {sector} reference {sector_ref!r}")
+            lifecycle.start_task(case, task.task_id, actor, now, sector_ref)
+            if decision is not None:
+                lifecycle.conclude_task(case, task.task_id, decision, str(result.get("opinion") or ""), actor, now)
+            return []
+
+        before = self.get(str(case_no)).version
+        return self.change(str(case_no), change).version != before
 
     def record_dead_letter(self, message: OutboxMessage, owner: str, error_class: str, error_message: str,
                            attempts: int, rendered_request: Any) -> bool:
@@ -314,8 +345,10 @@ class CaseService:
         return sum(moved)
 
     # -- the one way a stored case changes -----------------------------------------------------------
-    def change(self, case_no: str, change: Change, expected_version: int | None = None) -> Case:
-        """Load, check the version the caller saw, change, store with outbox rows for new tasks, commit."""
+    def change(self, case_no: str, change: Change, expected_version: int | None = None,
+               enqueue_as: str = SUBMIT_CASE) -> Case:
+        """Load, check the version the caller saw, change, store with outbox rows for the tasks the change
+        returns (`enqueue_as` says what to send them: new tasks are submitted), commit."""
         with self.uow() as uow:
             case = uow.cases.get(case_no)
             if case is None:
@@ -328,7 +361,7 @@ class CaseService:
             if len(case.events) == events_before:
                 return case  # nothing happened: nothing to store
             uow.cases.save(case, now)
-            self._enqueue(uow, case, to_deliver, now)
+            self._enqueue(uow, case, to_deliver, now, enqueue_as)
             uow.commit()
         return case
 
@@ -364,11 +397,12 @@ class CaseService:
         return True
 
     @staticmethod
-    def _enqueue(uow: UnitOfWork, case: Case, tasks: list[Task], now: datetime) -> None:
+    def _enqueue(uow: UnitOfWork, case: Case, tasks: list[Task], now: datetime,
+                 operation: str = SUBMIT_CASE) -> None:
         priority = 1 if case.green_channel else 0  # green channel first, without broker priorities
         for task in tasks:
             assert task.sector is not None
-            uow.outbox.add(case.case_no, task.sector, SUBMIT_CASE, task.task_id, now, priority)
+            uow.outbox.add(case.case_no, task.sector, operation, task.task_id, now, priority)
 
     # -- intake ---------------------------------------------------------------------------------------
     def _check(self, command: SubmitCase) -> Matter:

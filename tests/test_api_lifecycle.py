@@ -512,7 +512,8 @@ def test_an_applicant_aged_60_goes_through_the_green_channel(desk: Desk) -> None
     with desk.gateway.service.uow(read_only=True) as uow:
         message = uow.outbox.get(row.id)
     assert message is not None
-    payload = canonical_message(desk.gateway.service.get(case["case_no"]), message)
+    payload = canonical_message(desk.gateway.service.get(case["case_no"]), message.task_id,
+                                message.idempotency_key)
     assert payload["case"]["green_channel"] is True and payload["task"]["lead"] is True
 
 

@@ -84,6 +84,12 @@ class CaseRepository:
                  .order_by(t.cases.c.created_at.desc()).limit(limit))
         return list(self._conn.execute(query).scalars())
 
+    def case_for_sector_ref(self, sector: str, sector_ref: str) -> str | None:
+        """The case whose task this sector knows by `sector_ref` (callbacks name the sector's reference)."""
+        query = select(t.case_tasks.c.case_no).where(t.case_tasks.c.sector == sector,
+                                                     t.case_tasks.c.sector_ref == sector_ref)
+        return self._conn.execute(query).scalar()
+
     def due_for_clock(self, today: date, horizon: date, limit: int = 500) -> list[str]:
         """Cases whose running deadline falls before `horizon`, or that wait for a supplement."""
         query = select(t.cases.c.case_no).where(

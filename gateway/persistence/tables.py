@@ -64,7 +64,7 @@ case_tasks = Table(
     Column("sector", String(64)),
     Column("lead", Boolean, nullable=False),
     Column("state", String(16), nullable=False),
-    Column("sector_ref", String(64)),
+    Column("sector_ref", String(64), index=True),  # callbacks find the task by the sector's reference
     Column("opinion", Text),
 )
 
