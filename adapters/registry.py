@@ -1,42 +1,31 @@
-"""The registry of sector bundles: descriptor + service description + mappings, no Python code.
+"""From a bundle to a ready adapter: the kind's adapter, wrapped in the bundle's resilience.
 
-`Registry.load` reads every `<bundles_dir>/*/bundle.yaml`, validates it (errors name the file and
-the key), compiles its mappings once, builds the adapter of its `kind` and wraps it with the
-bundle's retry policy. Adding an adapter kind means one module plus one line in `_KINDS`.
-
-Descriptor (`bundle.yaml`)::
-
-    sector: social_security           # unique across bundles
-    title: ...                        # optional, for people
-    kind: soap                        # a key of _KINDS
-    version: "1"
-    service_description: service.wsdl
-    endpoint: http://...              # default; `endpoints` overrides it per deployment
-    timeout_ms: 5000
-    retry: {attempts: 4, initial_ms: 100, max_ms: 2000}
-    poll_interval_ms: 1000
-    operations: {submit_case: submit_case.mapping.yaml, ...}   # canonical operation -> mapping file
+`build_adapter(bundle)` compiles the bundle's mappings once, builds the adapter of its `kind` and wraps
+it as the descriptor says: retries (outermost) → circuit breaker → rate limit → health → the kind.
+Adding an adapter kind means one module plus one line in `_KINDS`. Where bundles come from — the
+database's registered versions in a running gateway (`gateway.live_registry`), or a folder of bundles
+(`Registry.load`, for tools and tests) — is not this module's business.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from adapters.contract import Adapter, Operation
-from adapters.resilience import RetryPolicy, with_retries
+from adapters.bundle import Bundle, BundleError, compile_mappings, load_bundle, stylesheets
+from mappings.validate import Problem
+from adapters.contract import Adapter, CanonicalResult
+from adapters.health import AdapterHealth
+from adapters.resilience import CircuitBreaker, RateLimiter, ResilientAdapter, RetryPolicy, resilient
+from adapters.rest import RestAdapter
+from adapters.secrets import SecretRefError
 from adapters.soap import SoapAdapter
-from mappings import CompiledMapping, MappingError, compile_mapping
+from mappings import CompiledMapping
 
 DESCRIPTOR = "bundle.yaml"
-
-
-class BundleError(ValueError):
-    """A bundle that cannot be registered; the message names the file and the key."""
+CALLBACK = "callback"
 
 
 def default_bundles_dir() -> Path:
@@ -45,196 +34,93 @@ def default_bundles_dir() -> Path:
 
 
 @dataclass(frozen=True)
-class Bundle:
-    """A validated descriptor, paths resolved against the bundle's folder."""
-
-    sector: str
-    title: str
-    kind: str
-    version: str
-    service_description: Path
-    endpoint: str
-    timeout_ms: int
-    retry: RetryPolicy
-    poll_interval_ms: int
-    operations: Mapping[Operation, Path]
-
-
-@dataclass(frozen=True)
 class RegisteredAdapter:
-    sector: str
-    version: str
-    adapter: Adapter  # already wrapped with the bundle's retries
-    poll_interval_ms: int
+    """One bundle version of one sector, ready to call."""
+
+    bundle: Bundle
+    adapter: ResilientAdapter
+    mappings: Mapping[str, CompiledMapping]
+
+    @property
+    def sector(self) -> str:
+        return self.bundle.sector
+
+    @property
+    def version(self) -> str:
+        return self.bundle.version
+
+    @property
+    def poll_interval_ms(self) -> int | None:
+        """How often to ask for a decision; None when the sector calls back instead."""
+        return getattr(self.bundle.results, "interval_ms", None)
+
+    def health_snapshot(self) -> dict[str, Any]:
+        return self.adapter.health.snapshot()
+
+    def read_callback(self, answer: Any) -> CanonicalResult:
+        """A sector's callback body, read with the bundle's `callback` mapping into the canonical status."""
+        return self.mappings[CALLBACK].read_response(answer)
 
 
-AdapterFactory = Callable[[Bundle, Mapping[Operation, CompiledMapping]], Adapter]
+AdapterFactory = Callable[[Bundle, Mapping[str, CompiledMapping], str], Adapter]
 
 
-def _soap(bundle: Bundle, mappings: Mapping[Operation, CompiledMapping]) -> Adapter:
-    timeout_s = bundle.timeout_ms / 1000
-    return SoapAdapter(bundle.sector, bundle.version, bundle.service_description, bundle.endpoint, mappings, timeout_s)
+def _soap(bundle: Bundle, mappings: Mapping[str, CompiledMapping], endpoint: str) -> Adapter:
+    return SoapAdapter(bundle.sector, bundle.version, bundle.service_description, endpoint, mappings,
+                       bundle.timeout_ms / 1000, soap_version=bundle.soap_version, auth=bundle.auth,
+                       stylesheets=stylesheets(bundle))
 
 
-_KINDS: Mapping[str, AdapterFactory] = {"soap": _soap}
-
-_REQUIRED = (
-    "sector", "kind", "version", "service_description", "endpoint",
-    "timeout_ms", "retry", "poll_interval_ms", "operations",
-)  # fmt: skip
-_OPTIONAL = ("title",)
+def _rest(bundle: Bundle, mappings: Mapping[str, CompiledMapping], endpoint: str) -> Adapter:
+    return RestAdapter(bundle.sector, bundle.version, endpoint, mappings, bundle.timeout_ms / 1000, bundle.auth,
+                       bundle.idempotency_header)
 
 
-class _Reader:
-    """Validates one descriptor; every error says `<file>: <key>: <problem>`."""
-
-    def __init__(self, path: Path, name: str) -> None:
-        self.path, self.name = path, name
-        self.doc = self._load()
-
-    def fail(self, key: str, problem: str) -> BundleError:
-        return BundleError(f"{self.name}: {key}: {problem}")
-
-    def _load(self) -> Mapping[str, Any]:
-        try:
-            doc = yaml.safe_load(self.path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
-            raise BundleError(f"{self.name}: cannot read: {exc}") from exc
-        if not isinstance(doc, Mapping):
-            raise BundleError(f"{self.name}: expected a mapping of keys")
-        unknown = sorted(str(k) for k in doc if k not in _REQUIRED + _OPTIONAL)
-        if unknown:
-            raise self.fail(unknown[0], "unknown key")
-        missing = [k for k in _REQUIRED if k not in doc]
-        if missing:
-            raise self.fail(missing[0], "required")
-        return doc
-
-    def text(self, key: str) -> str:
-        value = self.doc.get(key, "")
-        if not isinstance(value, str) or (key in _REQUIRED and not value):
-            raise self.fail(key, f"expected a non-empty string, got {value!r}")
-        return value
-
-    def url(self, key: str) -> str:
-        value = self.text(key)
-        if not value.startswith(("http://", "https://")):
-            raise self.fail(key, f"expected an http(s) URL, got {value!r}")
-        return value
-
-    def positive_int(self, key: str) -> int:
-        value = self.doc[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise self.fail(key, f"expected a positive whole number, got {value!r}")
-        return value
-
-    def file(self, key: str, value: Any) -> Path:
-        if not isinstance(value, str) or not value:
-            raise self.fail(key, f"expected a file name, got {value!r}")
-        path = (self.path.parent / value).resolve()
-        # A bundle is self-contained: its files may not point outside its folder.
-        if self.path.parent.resolve() not in path.parents or not path.is_file():
-            raise self.fail(key, f"file {value!r} not found in the bundle")
-        return path
-
-    def retry(self) -> RetryPolicy:
-        spec = self.doc["retry"]
-        if not isinstance(spec, Mapping) or set(spec) != {"attempts", "initial_ms", "max_ms"}:
-            raise self.fail("retry", "expected {attempts, initial_ms, max_ms}")
-        try:
-            return RetryPolicy(**{k: self._whole(f"retry.{k}", v) for k, v in spec.items()})
-        except ValueError as exc:
-            raise self.fail("retry", str(exc)) from exc
-
-    def _whole(self, key: str, value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(key, f"expected a whole number, got {value!r}")
-        return value
-
-    def operations(self) -> dict[Operation, Path]:
-        spec = self.doc["operations"]
-        if not isinstance(spec, Mapping) or not spec:
-            raise self.fail("operations", "expected a mapping of operation -> mapping file")
-        known = {op.value: op for op in Operation}
-        for name in spec:
-            if name not in known:
-                raise self.fail(f"operations.{name}", f"unknown operation (known: {', '.join(known)})")
-        return {known[name]: self.file(f"operations.{name}", file) for name, file in spec.items()}
-
-    def bundle(self) -> Bundle:
-        kind = self.text("kind")
-        if kind not in _KINDS:
-            raise self.fail("kind", f"unknown adapter kind {kind!r} (known: {', '.join(_KINDS)})")
-        return Bundle(
-            sector=self.text("sector"),
-            title=self.text("title"),
-            kind=kind,
-            version=self.text("version"),
-            service_description=self.file("service_description", self.doc["service_description"]),
-            endpoint=self.url("endpoint"),
-            timeout_ms=self.positive_int("timeout_ms"),
-            retry=self.retry(),
-            poll_interval_ms=self.positive_int("poll_interval_ms"),
-            operations=self.operations(),
-        )
+_KINDS: Mapping[str, AdapterFactory] = {"soap": _soap, "rest": _rest}
 
 
-def read_bundle(descriptor: Path, name: str | None = None) -> Bundle:
-    """Validate one `bundle.yaml`; `name` is what errors call it (default: its path)."""
-    return _Reader(descriptor, name or str(descriptor)).bundle()
-
-
-def _compile_all(bundle: Bundle, name: str) -> dict[Operation, CompiledMapping]:
-    compiled = {}
-    for operation, path in bundle.operations.items():
-        try:
-            compiled[operation] = compile_mapping(path, source_name=path.name)
-        except MappingError as exc:
-            raise BundleError(f"{name}: operations.{operation}: {exc}") from exc
-    return compiled
-
-
-def _register(bundle: Bundle, name: str, retry_override: RetryPolicy | None) -> RegisteredAdapter:
-    mappings = _compile_all(bundle, name)
+def build_adapter(bundle: Bundle, *, environment: str | None = None, endpoint: str | None = None,
+                  retry_override: RetryPolicy | None = None) -> RegisteredAdapter:
+    """The bundle's adapter, against `endpoint` (default: the descriptor's for `environment`)."""
+    mappings = compile_mappings(bundle)
+    sendable = {name: m for name, m in mappings.items() if name != CALLBACK}  # a callback is read, not sent
     try:
-        adapter = _KINDS[bundle.kind](bundle, mappings)
-    except (ValueError, OSError) as exc:
-        raise BundleError(f"{name}: service_description: {exc}") from exc
-    wrapped = with_retries(adapter, retry_override or bundle.retry)
-    return RegisteredAdapter(bundle.sector, bundle.version, wrapped, bundle.poll_interval_ms)
+        inner = _KINDS[bundle.kind](bundle, sendable, endpoint or bundle.endpoint(environment))
+    except SecretRefError as exc:
+        raise _error("auth", str(exc)) from exc
+    except (ValueError, OSError, KeyError) as exc:
+        raise _error("", str(exc)) from exc
+    breaker_spec, limit = bundle.circuit_breaker, bundle.rate_limit
+    breaker = CircuitBreaker(breaker_spec.failure_threshold if breaker_spec else 5,
+                             (breaker_spec.reset_after_ms if breaker_spec else 30_000) / 1000)
+    wrapped = resilient(inner, retry=retry_override or bundle.retry, breaker=breaker,
+                        limiter=RateLimiter(limit.per_second, limit.burst) if limit else None,
+                        health=AdapterHealth(), timeout_s=bundle.timeout_ms / 1000)
+    return RegisteredAdapter(bundle, wrapped, mappings)
 
 
 class Registry:
-    """The adapters of every registered sector, ready to call."""
+    """Adapters built from a folder of bundle folders: for offline tools and tests (the gateway keeps
+    its registered versions in the database instead)."""
 
     def __init__(self, adapters: Mapping[str, RegisteredAdapter]) -> None:
         self._adapters = dict(adapters)
 
     @classmethod
-    def load(
-        cls,
-        bundles_dir: Path,
-        endpoints: Mapping[str, str] | None = None,
-        retry_override: RetryPolicy | None = None,
-    ) -> Registry:
-        """Register every `*/bundle.yaml` under `bundles_dir`; `BundleError` on the first bad one.
-
-        `endpoints` overrides sectors' endpoints (per deployment; tests point at ephemeral ports);
-        `retry_override` replaces every bundle's retry policy (tests shrink the delays).
-        """
+    def load(cls, bundles_dir: Path, endpoints: Mapping[str, str] | None = None,
+             retry_override: RetryPolicy | None = None, environment: str | None = None) -> Registry:
         endpoints = dict(endpoints or {})
         adapters: dict[str, RegisteredAdapter] = {}
         for descriptor in sorted(Path(bundles_dir).glob(f"*/{DESCRIPTOR}")):
-            name = str(descriptor.relative_to(bundles_dir))
-            bundle = read_bundle(descriptor, name)
+            bundle = load_bundle(descriptor.parent)
             if bundle.sector in adapters:
-                raise BundleError(f"{name}: sector: {bundle.sector!r} is already registered by another bundle")
-            if bundle.sector in endpoints:
-                bundle = replace(bundle, endpoint=endpoints.pop(bundle.sector))
-            adapters[bundle.sector] = _register(bundle, name, retry_override)
+                raise _error("sector", f"{bundle.sector!r} is already registered by another bundle")
+            adapters[bundle.sector] = build_adapter(bundle, environment=environment,
+                                                    endpoint=endpoints.pop(bundle.sector, None),
+                                                    retry_override=retry_override)
         if endpoints:
             # A typo in a deployment's sector name would otherwise silently call the default endpoint.
-            raise BundleError(f"endpoints: no bundle for sector {sorted(endpoints)[0]!r}")
+            raise _error("endpoints", f"no bundle for sector {sorted(endpoints)[0]!r}")
         return cls(adapters)
 
     @property
@@ -247,3 +133,6 @@ class Registry:
         except KeyError:
             raise KeyError(f"no adapter registered for sector {sector!r}") from None
 
+
+def _error(field: str, message: str) -> BundleError:
+    return BundleError([Problem(DESCRIPTOR, None, field, message)])

@@ -1,18 +1,63 @@
-"""Retries around an adapter: only transient, classified failures are tried again.
+"""Resilience around an adapter, as its bundle declares: retries, circuit breaker, rate limit, health.
 
-The wrapper is itself an `Adapter`, so the registry hands out adapters that already retry, and the
-dispatcher only ever sees the final outcome. The last `DeliveryError` is re-raised with
-`attempts` set, so a dead letter can say how many tries were made.
+`resilient()` composes one call chain per adapter, outermost first::
+
+    retries ─► circuit breaker ─► rate limiter ─► health recording ─► the kind adapter (SOAP, REST)
+
+Why this order:
+
+- **Retries outermost**, so *each attempt* passes the breaker and takes a token: a retry is one more
+  call on the sector and is counted, throttled and refused like any other.
+- **A circuit-open refusal is retryable** (SECTOR_FAULT, `circuit_open=True`): a short outage that ends
+  while we back off is crossed by a later attempt (the half-open trial) and the call succeeds; while
+  the breaker stays open every attempt fails fast and cheaply — no connection, no token — and the
+  dispatcher gets a classified error with `attempts` set, as for any other failure.
+- **Breaker outside the limiter**, so an open circuit spends no tokens and never queues for one.
+- **Limiter outside health recording**, so health counts only calls that reached the sector, not our own
+  waits and refusals. A 429 answer's Retry-After (`retry_after_s` on the `DeliveryError`) pauses the
+  limiter, so every caller of this adapter in this process waits; the retry layer also waits at least
+  that long before its own next attempt (capped, see `retry_after_cap_s`).
+
+The breaker counts only failures that say the sector is unwell (`adapters.health.is_sector_failure`):
+transport, timeout and retryable sector faults — not business rejections, mapping, validation or auth
+errors, not 429s (the limiter's pause handles those), and not our own rate-limit refusals.
+
+`RetryingAdapter` / `with_retries` remain usable alone (retries only). The last `DeliveryError` is
+re-raised with `attempts` set, so a dead letter can say how many tries were made.
 """
 
 from __future__ import annotations
 
+import math
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, TypeVar
 
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity.wait import wait_base
 
-from adapters.contract import Adapter, CanonicalMessage, CanonicalResult, DeliveryError, Operation
+from adapters.contract import (
+    Adapter,
+    CanonicalMessage,
+    CanonicalResult,
+    DeliveryError,
+    FailureClass,
+    Operation,
+)
+from adapters.health import AdapterHealth, is_sector_failure
+
+T = TypeVar("T")
+Sleep = Callable[[float], None]
+Clock = Callable[[], float]
+BreakerState = Literal["closed", "open", "half_open"]
+
+# A sector's Retry-After is honoured up to this long: beyond it a worker is better released to other work
+# (the dispatcher reschedules) than parked, and a hostile "Retry-After: 86400" cannot freeze an adapter.
+RETRY_AFTER_CAP_S = 60.0
+# Longest wait for a rate-limit slot when neither the caller nor the adapter (`timeout_s`) says.
+DEFAULT_SLOT_WAIT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -30,18 +75,48 @@ class RetryPolicy:
             raise ValueError(f"need 0 <= initial_ms <= max_ms, got {self.initial_ms} and {self.max_ms}")
 
 
+def retry_after_cap_s(policy: RetryPolicy) -> float:
+    """The longest a Retry-After may stretch one wait: 10 x the policy's own longest backoff, at most 60 s."""
+    return min(policy.max_ms * 10 / 1000, RETRY_AFTER_CAP_S)
+
+
+def _retry_after(exc: BaseException | None) -> float | None:
+    """The sector's Retry-After in seconds, if the error carries a usable one (NaN and negatives ignored)."""
+    after = getattr(exc, "retry_after_s", None)
+    return float(after) if isinstance(after, int | float) and after >= 0 else None
+
+
+class WaitRetryAfter(wait_base):
+    """A tenacity wait: `base`, but at least the failed attempt's Retry-After (capped at `cap_s`)."""
+
+    def __init__(self, base: wait_base, cap_s: float) -> None:
+        self.base = base
+        self.cap_s = cap_s
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        wait = self.base(retry_state)
+        outcome = retry_state.outcome
+        after = _retry_after(outcome.exception() if outcome is not None else None)
+        return wait if after is None else max(wait, min(after, self.cap_s))
+
+
 def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, DeliveryError) and exc.retryable
 
 
 class RetryingAdapter:
-    """An adapter that calls `inner` again on retryable `DeliveryError`s, with jittered backoff."""
+    """An adapter that calls `inner` again on retryable `DeliveryError`s, with jittered backoff.
 
-    def __init__(self, inner: Adapter, policy: RetryPolicy) -> None:
+    A failure carrying `retry_after_s` (a 429) makes the next wait at least that long, capped by
+    `retry_after_cap_s(policy)`. `sleep` is injectable for tests (default: tenacity's, i.e. `time.sleep`).
+    """
+
+    def __init__(self, inner: Adapter, policy: RetryPolicy, *, sleep: Sleep | None = None) -> None:
         self.inner = inner
         self.policy = policy
         self.sector = inner.sector
         self.version = inner.version
+        self._sleep = sleep
 
     def _retrying(self) -> Retrying:
         # A fresh controller per call: Retrying keeps per-run statistics and is not meant to be shared.
@@ -50,9 +125,13 @@ class RetryingAdapter:
             stop=stop_after_attempt(self.policy.attempts),
             # "Full jitter": each wait is random within a window that doubles from initial_ms up to
             # max_ms, so many workers retrying one recovering sector do not arrive in lockstep.
-            wait=wait_random_exponential(multiplier=initial_s, max=max_s),
+            # A 429's Retry-After stretches the wait (WaitRetryAfter); without one it is exactly the backoff.
+            wait=WaitRetryAfter(
+                wait_random_exponential(multiplier=initial_s, max=max_s), retry_after_cap_s(self.policy)
+            ),
             retry=retry_if_exception(_retryable),
             reraise=True,
+            **({"sleep": self._sleep} if self._sleep is not None else {}),
         )
 
     def call(self, operation: Operation, message: CanonicalMessage) -> CanonicalResult:
@@ -72,3 +151,261 @@ class RetryingAdapter:
 def with_retries(adapter: Adapter, policy: RetryPolicy) -> Adapter:
     """`adapter`, retrying its retryable failures under `policy`."""
     return RetryingAdapter(adapter, policy)
+
+
+class CircuitOpenError(DeliveryError):
+    """Refused without calling the sector, whose breaker is open. Retryable: a later attempt may be the trial."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(FailureClass.SECTOR_FAULT, message, retryable=True)
+        self.circuit_open = True  # what callers test, with getattr(error, "circuit_open", False)
+
+
+class CircuitBreaker:
+    """Closed → open after `failure_threshold` consecutive sector failures; open → half-open after
+    `reset_after_s`, when exactly one trial call goes through: success closes, a sector failure reopens.
+
+    Outcomes that say nothing about the sector (see `is_sector_failure`) neither count nor reset the streak;
+    if the trial ends that way, the trial slot is freed for the next caller. Thread-safe.
+    """
+
+    def __init__(self, failure_threshold: int, reset_after_s: float, clock: Clock = time.monotonic) -> None:
+        if failure_threshold < 1 or reset_after_s < 0:
+            raise ValueError(
+                f"need failure_threshold >= 1 and reset_after_s >= 0, got {failure_threshold} and {reset_after_s}"
+            )
+        self.failure_threshold = failure_threshold
+        self.reset_after_s = reset_after_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._state: BreakerState = "closed"
+        self._failures = 0  # consecutive sector failures while closed
+        self._opened_at = 0.0
+        self._trial = False  # a half-open trial call is in flight
+
+    @property
+    def state(self) -> BreakerState:
+        with self._lock:
+            return self._state_now(self._clock())
+
+    def _state_now(self, now: float) -> BreakerState:
+        # Open turns half-open by the passage of time alone; no timer thread needed.
+        if self._state == "open" and now - self._opened_at >= self.reset_after_s:
+            self._state, self._trial = "half_open", False
+        return self._state
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """`fn()` if the breaker admits it, else `CircuitOpenError` without calling `fn`."""
+        trial = self._admit()
+        try:
+            result = fn()
+        except BaseException as exc:
+            self._settle(trial, "failure" if is_sector_failure(exc) else "neutral")
+            raise
+        self._settle(trial, "success")
+        return result
+
+    def _admit(self) -> bool:
+        """Whether this call is the half-open trial; raises while open or while another trial runs."""
+        with self._lock:
+            now = self._clock()
+            state = self._state_now(now)
+            if state == "closed":
+                return False
+            if state == "half_open" and not self._trial:
+                self._trial = True
+                return True
+            wait = self._opened_at + self.reset_after_s - now
+        when = f"next trial in {wait:.3g} s" if wait > 0 else "a trial call is in flight"
+        raise CircuitOpenError(f"circuit open after {self.failure_threshold} consecutive failures; {when}")
+
+    def _settle(self, trial: bool, outcome: Literal["success", "failure", "neutral"]) -> None:
+        with self._lock:
+            if trial:
+                if outcome == "success":
+                    self._state, self._failures, self._trial = "closed", 0, False
+                elif outcome == "failure":
+                    self._open()
+                else:
+                    self._trial = False  # learnt nothing: let the next caller be the trial
+            elif self._state == "closed":  # calls admitted before the breaker opened no longer decide
+                if outcome == "success":
+                    self._failures = 0
+                elif outcome == "failure":
+                    self._failures += 1
+                    if self._failures >= self.failure_threshold:
+                        self._open()
+
+    def _open(self) -> None:
+        self._state, self._opened_at, self._failures, self._trial = "open", self._clock(), 0, False
+
+
+class RateLimitedError(DeliveryError):
+    """No rate-limit slot within the call's timeout. `retry_after_s` says when the slot would have come."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(FailureClass.TIMEOUT, message, retryable=True)
+        self.rate_limited = True  # our own refusal: the sector was not called, its health is not in question
+        self.retry_after_s = retry_after_s
+
+
+class RateLimiter:
+    """A token bucket of `burst` tokens refilled at `per_second`, shared by every thread calling one adapter.
+
+    Kept as one number, the theoretical arrival time of the next call (GCRA): a caller reserves the next
+    slot under the lock and sleeps outside it, so callers are served in order and nobody polls.
+    `pause_until(t)` (a 429's Retry-After) holds every caller until `t`; afterwards calls resume at the
+    steady rate, not in a burst, so the sector that just said "too many" is not hit by the whole queue.
+    """
+
+    def __init__(
+        self, per_second: float, burst: int, clock: Clock = time.monotonic, sleep: Sleep = time.sleep
+    ) -> None:
+        if per_second <= 0 or burst < 1:
+            raise ValueError(f"need per_second > 0 and burst >= 1, got {per_second} and {burst}")
+        self.per_second = per_second
+        self.burst = burst
+        self.clock = clock
+        self._sleep = sleep
+        self._interval = 1.0 / per_second
+        self._tolerance = (burst - 1) * self._interval  # how far ahead of the steady rate a burst may run
+        self._tat = -math.inf  # when the next call would be due at the steady rate
+        self._paused_until = -math.inf
+        self._lock = threading.Lock()
+
+    def acquire(self, timeout_s: float | None = None) -> None:
+        """Wait for a slot; `RateLimitedError` (TIMEOUT) at once if none comes within `timeout_s`."""
+        deadline = math.inf if timeout_s is None else self.clock() + timeout_s
+        while True:
+            with self._lock:
+                now = self.clock()
+                go_at = max(now, self._tat - self._tolerance)
+                if go_at > deadline:  # refuse now rather than sleep in vain; the slot is not taken
+                    raise RateLimitedError(f"rate limit: no slot within {timeout_s:.3g} s", go_at - now)
+                self._tat = max(self._tat, go_at) + self._interval
+            if go_at <= now:
+                return
+            self._sleep(go_at - now)
+            with self._lock:
+                if self._paused_until <= go_at:
+                    return
+            # A 429 paused the adapter while we slept: our slot predates the pause, so queue behind it.
+
+    def pause_until(self, t: float) -> None:
+        """Hold every caller until `t` (this limiter's clock), e.g. a sector's Retry-After."""
+        with self._lock:
+            self._paused_until = max(self._paused_until, t)
+            self._tat = max(self._tat, t + self._tolerance)  # the first slot after the pause is at t
+
+    def pause_for(self, seconds: float) -> None:
+        self.pause_until(self.clock() + seconds)
+
+
+class _Attempt:
+    """One attempt, inside the retries: breaker → rate limit → health recording → the kind adapter."""
+
+    def __init__(
+        self,
+        inner: Adapter,
+        breaker: CircuitBreaker,
+        limiter: RateLimiter | None,
+        health: AdapterHealth,
+        timeout_s: float,
+    ) -> None:
+        self.inner, self.breaker, self.limiter, self.health = inner, breaker, limiter, health
+        self.timeout_s = timeout_s
+        self.sector, self.version = inner.sector, inner.version
+
+    def call(self, operation: Operation, message: CanonicalMessage) -> CanonicalResult:
+        return self.breaker.call(lambda: self._limited(operation, message))
+
+    def render(self, operation: Operation, message: CanonicalMessage) -> Any:
+        return self.inner.render(operation, message)
+
+    def _limited(self, operation: Operation, message: CanonicalMessage) -> CanonicalResult:
+        if self.limiter is None:
+            return self._recorded(operation, message)
+        self.limiter.acquire(self.timeout_s)
+        try:
+            return self._recorded(operation, message)
+        except DeliveryError as exc:
+            after = _retry_after(exc)
+            if after is not None:  # the sector said "too many": every caller of this adapter waits
+                self.limiter.pause_for(min(after, RETRY_AFTER_CAP_S))
+            raise
+
+    def _recorded(self, operation: Operation, message: CanonicalMessage) -> CanonicalResult:
+        try:
+            result = self.inner.call(operation, message)
+        except Exception as exc:
+            self.health.record_failure(exc)
+            raise
+        self.health.record_success()
+        return result
+
+
+class ResilientAdapter:
+    """The adapter the registry hands out: `inner` behind retries, breaker, rate limit and health.
+
+    `render` and any other public attribute of `inner` (e.g. a REST adapter's `query`) pass straight
+    through, unguarded.
+    """
+
+    def __init__(
+        self,
+        inner: Adapter,
+        *,
+        retry: RetryPolicy,
+        breaker: CircuitBreaker,
+        limiter: RateLimiter | None,
+        health: AdapterHealth,
+        timeout_s: float,
+        sleep: Sleep | None = None,
+    ) -> None:
+        self.inner = inner
+        self.breaker = breaker
+        self.limiter = limiter
+        self.health = health
+        self.retry = retry
+        self.sector = inner.sector
+        self.version = inner.version
+        health.watch(breaker)
+        attempt = _Attempt(inner, breaker, limiter, health, timeout_s)
+        self._chain = RetryingAdapter(attempt, retry, sleep=sleep)
+
+    def call(self, operation: Operation, message: CanonicalMessage) -> CanonicalResult:
+        return self._chain.call(operation, message)
+
+    def render(self, operation: Operation, message: CanonicalMessage) -> Any:
+        return self.inner.render(operation, message)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names this wrapper lacks; read `inner` from __dict__ so a half-built object
+        # (copy, pickle) raises AttributeError instead of recursing.
+        inner = self.__dict__.get("inner")
+        if name.startswith("_") or inner is None:
+            raise AttributeError(name)
+        return getattr(inner, name)
+
+
+def resilient(
+    adapter: Adapter,
+    *,
+    retry: RetryPolicy,
+    breaker: CircuitBreaker,
+    limiter: RateLimiter | None,
+    health: AdapterHealth,
+    timeout_s: float | None = None,
+    sleep: Sleep | None = None,
+) -> ResilientAdapter:
+    """`adapter` behind retries → breaker → rate limit → health (see the module docstring for why).
+
+    `timeout_s` bounds the wait for a rate-limit slot (the bundle's `timeout_ms` / 1000); by default the
+    adapter's own `timeout_s` attribute if it has one, else `DEFAULT_SLOT_WAIT_S`. `sleep` is the retries'
+    (tests pass a fake); the limiter has its own clock and sleep.
+    """
+    if timeout_s is None:
+        timeout_s = getattr(adapter, "timeout_s", None) or DEFAULT_SLOT_WAIT_S
+    return ResilientAdapter(
+        adapter, retry=retry, breaker=breaker, limiter=limiter, health=health, timeout_s=timeout_s, sleep=sleep
+    )

@@ -4,6 +4,11 @@ One zeep `Client` per adapter (one registered bundle version), built once from t
 the bundle and reused: parsing a WSDL is slow and the file never changes under a version. The
 service address is the deployment's endpoint, not the WSDL's `soap:address`.
 
+SOAP 1.1 and 1.2: the service is built on the WSDL binding of the bundle's `soap_version` (default:
+the first port's binding). Authentication (`adapters.auth`): a WS-Security UsernameToken header or
+HTTP Basic on the session. `call` takes a canonical `Operation` or, as a plain string, the name of
+a named query (its mapping names the WSDL operation like any other).
+
 Every failure of `call` leaves as a classified `DeliveryError` (DESIGN.md invariant 4); see
 `classify` for the table.
 """
@@ -22,9 +27,12 @@ from zeep.helpers import serialize_object
 from zeep.proxy import ServiceProxy
 from zeep.transports import Transport
 from zeep.utils import get_media_type
+from zeep.wsdl.bindings.soap import Soap11Binding, Soap12Binding
 
+from adapters.auth import NO_AUTH, AuthSpec, soap_auth
 from adapters.contract import CanonicalMessage, CanonicalResult, DeliveryError, FailureClass, Operation
 from mappings import BusinessError, CompiledMapping, MappingError
+from mappings.xslt import Transform
 
 _XML_MEDIA_TYPES = frozenset({"text/xml", "application/soap+xml", "application/xml"})
 _BRIEF = 300  # zeep quotes whole answers in its messages; a dead letter needs the gist, not the body
@@ -34,19 +42,29 @@ def _brief(text: str) -> str:
     return text if len(text) <= _BRIEF else text[:_BRIEF] + "…"
 
 
+_BINDINGS: Mapping[str, type[Any]] = {"1.1": Soap11Binding, "1.2": Soap12Binding}
+# The HTTP statuses a fault arrives with: 1.1 always 500; 1.2 a Sender fault 400, the others 500.
+_FAULT_STATUSES: Mapping[type[Any], frozenset[int]] = {
+    Soap11Binding: frozenset({500}),
+    Soap12Binding: frozenset({400, 500}),
+}
+
+
 class _StatusCheckingTransport(Transport):
     """Refuses non-SOAP HTTP errors before zeep parses them.
 
     zeep parses every answer as XML first, so an HTTP 503 with an HTML page (often with
     `<!DOCTYPE html>`) would surface as a DTD or syntax error and look like a hostile answer.
-    Only HTTP 200 and a SOAP 1.1 fault (HTTP 500 with an XML body) go on to zeep.
+    Only HTTP 200 and a fault (an XML body with one of `fault_statuses`) go on to zeep.
     """
+
+    fault_statuses: frozenset[int] = frozenset({500})  # set per adapter once the binding is known
 
     def post(self, address: str, message: Any, headers: Any) -> requests.Response:
         response = super().post(address, message, headers)
         status = response.status_code
         media_type = get_media_type(response.headers.get("Content-Type", "text/xml"))
-        if status != 200 and not (status == 500 and media_type in _XML_MEDIA_TYPES):
+        if status != 200 and not (status in self.fault_statuses and media_type in _XML_MEDIA_TYPES):
             raise zx.TransportError(f"HTTP {status} ({media_type})", status_code=status, content=None)
         return response
 
@@ -71,6 +89,19 @@ class _ExpectedBodyCheck(zeep.Plugin):
         return envelope, http_headers
 
 
+class _Stylesheets(zeep.Plugin):
+    """Sectors that need their XML transformed whole: the mapping's XSLT (sandboxed, DENY_ALL) rewrites the
+    envelope zeep built, per operation, just before it is sent."""
+
+    def __init__(self, by_operation: Mapping[str, Transform]) -> None:
+        self.by_operation = dict(by_operation)
+
+    def egress(self, envelope: etree._Element, http_headers: Any, operation: Any,
+               binding_options: Any) -> tuple[etree._Element, Any]:
+        transform = self.by_operation.get(operation.name)
+        return (envelope if transform is None else transform(envelope)), http_headers
+
+
 def _settings() -> zeep.Settings:
     # DESIGN.md "known traps": no external references, no DTDs, no entities, no huge trees.
     return zeep.Settings(
@@ -78,27 +109,45 @@ def _settings() -> zeep.Settings:
     )
 
 
-def _build_client(wsdl_path: Path, timeout_s: float) -> zeep.Client:
+def _build_client(wsdl_path: Path, timeout_s: float, auth: AuthSpec,
+                  stylesheets: Mapping[str, Transform] | None = None) -> zeep.Client:
+    credentials = soap_auth(auth)  # resolves the secrets now: a missing one fails registration
     session = requests.Session()
+    session.auth = credentials.http
     transport = _StatusCheckingTransport(timeout=timeout_s, operation_timeout=timeout_s, session=session)
     try:
         return zeep.Client(
-            wsdl=str(wsdl_path), transport=transport, settings=_settings(), plugins=[_ExpectedBodyCheck()]
+            wsdl=str(wsdl_path),
+            transport=transport,
+            settings=_settings(),
+            plugins=[_ExpectedBodyCheck(), _Stylesheets(stylesheets or {})],
+            wsse=credentials.wsse,
         )
     except (zx.Error, etree.LxmlError) as exc:
         raise ValueError(f"{wsdl_path.name}: not a usable WSDL: {_brief(str(exc))}") from exc
 
 
-def _first_binding(client: zeep.Client) -> Any:
-    """The binding of the WSDL's first service port: the one the sector publishes for us."""
+def _binding(client: zeep.Client, soap_version: str | None) -> Any:
+    """The binding of the first service port speaking `soap_version` (the first port if None).
+
+    A WSDL often publishes one port type over both SOAP 1.1 and 1.2; zeep would take whichever
+    port comes first, so the bundle's declared version picks.
+    """
+    if soap_version is not None and soap_version not in _BINDINGS:
+        raise ValueError(f"soap_version must be one of {', '.join(_BINDINGS)}, got {soap_version!r}")
+    wanted = (_BINDINGS[soap_version],) if soap_version else tuple(_BINDINGS.values())
     for service in client.wsdl.services.values():
         for port in service.ports.values():
-            return port.binding
-    raise ValueError("the WSDL declares no service port")
+            if isinstance(port.binding, wanted):
+                return port.binding
+    raise ValueError(f"the WSDL declares no SOAP {soap_version or '1.1/1.2'} service port")
 
 
 class SoapAdapter:
-    """One SOAP sector bundle version, ready to call (implements `adapters.contract.Adapter`)."""
+    """One SOAP sector bundle version, ready to call (implements `adapters.contract.Adapter`).
+
+    `mappings` is keyed by canonical operation and by query name (an `Operation` is a str).
+    """
 
     def __init__(
         self,
@@ -106,25 +155,34 @@ class SoapAdapter:
         version: str,
         wsdl_path: Path,
         endpoint: str,
-        mappings: Mapping[Operation, CompiledMapping],
+        mappings: Mapping[str, CompiledMapping],
         timeout_s: float,
+        *,
+        soap_version: str | None = None,
+        auth: AuthSpec = NO_AUTH,
+        stylesheets: Mapping[str, Transform] | None = None,
     ) -> None:
+        """`stylesheets`: mapping name -> XSLT applied to that operation's envelope before sending."""
         self.sector = sector
         self.version = version
         self.endpoint = endpoint
-        self._mappings = dict(mappings)
-        self.client = _build_client(Path(wsdl_path), timeout_s)
-        binding = _first_binding(self.client)
+        self._mappings = {str(name): mapping for name, mapping in mappings.items()}
+        by_operation = {self._mappings[name].operation: t for name, t in (stylesheets or {}).items()
+                        if name in self._mappings}
+        self.client = _build_client(Path(wsdl_path), timeout_s, auth, by_operation)
+        binding = _binding(self.client, soap_version)
         missing = sorted(m.operation for m in self._mappings.values() if m.operation not in binding.all())
         if missing:
             raise ValueError(f"{Path(wsdl_path).name}: binding {binding.name} has no operation {missing[0]!r}")
+        self.client.transport.fault_statuses = _FAULT_STATUSES[type(binding)]
         self.service: ServiceProxy = self.client.create_service(binding.name, endpoint)
 
-    def render(self, operation: Operation, message: CanonicalMessage) -> dict[str, Any]:
+    def render(self, operation: Operation | str, message: CanonicalMessage) -> dict[str, Any]:
         """The request dict zeep serializes for this message; `DeliveryError` (MAPPING) if it cannot be built."""
         return _render(self._mapping(operation), message)
 
-    def call(self, operation: Operation, message: CanonicalMessage) -> CanonicalResult:
+    def call(self, operation: Operation | str, message: CanonicalMessage) -> CanonicalResult:
+        """Call a canonical operation, or a named query given as a str (message `{"query": {...}}`)."""
         mapping = self._mapping(operation)
         request = _render(mapping, message)
         try:
@@ -133,30 +191,42 @@ class SoapAdapter:
             raise classify(exc) from exc
         return _read(mapping, answer)
 
-    def _mapping(self, operation: Operation) -> CompiledMapping:
-        try:
-            return self._mappings[operation]
-        except KeyError:
-            text = f"{self.sector} version {self.version} has no mapping for {operation}"
-            raise DeliveryError(FailureClass.MAPPING, text) from None
+    def _mapping(self, operation: Operation | str) -> CompiledMapping:
+        return mapping_for(self._mappings, operation, f"{self.sector} version {self.version}")
+
+
+def mapping_for(mappings: Mapping[str, CompiledMapping], name: Operation | str, owner: str) -> CompiledMapping:
+    """The mapping of an operation or query name; `DeliveryError` (MAPPING) if the bundle has none."""
+    try:
+        return mappings[str(name)]
+    except KeyError:
+        raise DeliveryError(FailureClass.MAPPING, f"{owner} has no mapping for {name}") from None
+
+
+def mapping_failure(exc: MappingError | BusinessError) -> DeliveryError:
+    """The `DeliveryError` for a mapping that failed, or for an answer its mapping reads as a refusal.
+
+    Shared by every adapter kind (`adapters.rest` imports it).
+    """
+    if isinstance(exc, BusinessError):
+        # A business refusal is the sector's considered answer: asking again gets the same one.
+        return DeliveryError(FailureClass.SECTOR_FAULT, f"business error {exc}", retryable=False)
+    return DeliveryError(FailureClass.MAPPING, str(exc))
 
 
 def _render(mapping: CompiledMapping, message: CanonicalMessage) -> dict[str, Any]:
     try:
         return mapping.render_request(message)
     except MappingError as exc:
-        raise DeliveryError(FailureClass.MAPPING, str(exc)) from exc
+        raise mapping_failure(exc) from exc
 
 
 def _read(mapping: CompiledMapping, answer: Any) -> CanonicalResult:
     plain = serialize_object(answer, target_cls=dict)
     try:
         return mapping.read_response(plain if isinstance(plain, dict) else {})
-    except BusinessError as exc:
-        # A business refusal is the sector's considered answer: asking again gets the same one.
-        raise DeliveryError(FailureClass.SECTOR_FAULT, f"business error {exc}", retryable=False) from exc
-    except MappingError as exc:
-        raise DeliveryError(FailureClass.MAPPING, str(exc)) from exc
+    except (BusinessError, MappingError) as exc:
+        raise mapping_failure(exc) from exc
 
 
 _HOSTILE_OR_MALFORMED = (
@@ -191,13 +261,25 @@ def classify(exc: BaseException) -> DeliveryError:
     return DeliveryError(FailureClass.VALIDATION, f"unexpected {type(exc).__name__}: {_brief(str(exc))}")
 
 
+# WS-Security fault codes (a 1.1 faultcode or a 1.2 subcode) meaning "your credentials were refused".
+_AUTH_FAULTS = frozenset({"FailedAuthentication", "InvalidSecurityToken"})
+
+
+def _local(code: Any) -> str:
+    """ "soap:Server", "{ns}Server", "Server.Busy" or a QName -> "Server"."""
+    return str(code).rpartition("}")[2].rpartition(":")[2].partition(".")[0]
+
+
 def _fault(exc: zx.Fault) -> DeliveryError:
     code = exc.code or ""
-    # "soap:Server", "{ns}Server", "Server.Busy" (1.1) or "Receiver" (1.2) all mean "the sector's side".
-    local = code.rpartition("}")[2].rpartition(":")[2].partition(".")[0]
-    # No code at all: an HTTP 500 with XML that is no fault; the sector's side too.
-    server_side = local in ("Server", "Receiver") or not code
-    text = f"SOAP fault {code or '(none)'}: {_brief(str(exc.message))}"
+    subcodes = [_local(subcode) for subcode in exc.subcodes or ()]
+    named = "".join(f" / {subcode}" for subcode in subcodes)
+    text = f"SOAP fault {code or '(none)'}{named}: {_brief(str(exc.message))}"
+    if _AUTH_FAULTS & {_local(code), *subcodes}:
+        return DeliveryError(FailureClass.AUTH, text)
+    # "Server" (1.1) or "Receiver" (1.2) mean the sector's side; so does no code at all (an XML
+    # answer that is no fault). "Client"/"Sender" and the rest: our request, refused as it stands.
+    server_side = _local(code) in ("Server", "Receiver") or not code
     return DeliveryError(FailureClass.SECTOR_FAULT, text, retryable=server_side)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -11,23 +11,29 @@ from datetime import timedelta
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
-from adapters.registry import Registry, default_bundles_dir
+from adapters.bundle import Bundle
+from adapters.registry import RegisteredAdapter, build_adapter
 from adapters.resilience import RetryPolicy
-from gateway import api_catalogue, api_materials
+from gateway import api_adapters, api_catalogue, api_materials
 from gateway.api import BodyLimit, health, install_error_handlers, router
+from gateway.bundles import BundleStore
 from gateway.calendar_file import load_calendar
 from gateway.catalogue import Catalogue
 from gateway.config import Settings
 from gateway.dispatch import Dispatcher, DispatchSettings
 from gateway.domain.clock import Clock, SystemClock
 from gateway.identities import ApiKeyStore
+from gateway.live_registry import LiveRegistry
 from gateway.materials import MaterialStore
 from gateway.persistence.blind_index import BlindIndex, load_or_create_key
 from gateway.persistence.engine import make_engine
 from gateway.persistence.uow import create_schema
+from gateway.sector_calls import NonceLedger, SectorCalls
 from gateway.services import CaseService
 
 MATERIALS_PATH = "/v1/materials"
+BUNDLES_PATH = "/v1/adapters/bundles"
+CALLBACKS_PREFIX = "/callbacks/"
 
 
 @dataclass
@@ -40,7 +46,9 @@ class Gateway:
     keys: ApiKeyStore
     materials: MaterialStore
     service: CaseService
-    registry: Registry
+    bundles: BundleStore
+    registry: LiveRegistry
+    sector_calls: SectorCalls
     dispatcher: Dispatcher
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -77,18 +85,32 @@ def build_gateway(settings: Settings, clock: Clock | None = None) -> Gateway:
     catalogue.seed_if_empty(settings.catalogue)
     materials = MaterialStore(engine, settings.var_dir / "materials", max_bytes=settings.max_material_bytes)
     blind_index = BlindIndex(load_or_create_key(settings.var_dir / "blind-index.key", settings.blind_index_key))
+    bundles = BundleStore(engine, clock)
+    build = adapter_builder(settings)
+    registry = LiveRegistry(bundles, settings.var_dir / "bundle-cache", build,
+                            refresh_s=settings.registry_refresh_ms / 1000)
     service = CaseService(engine, catalogue, load_calendar(settings.calendar), clock, blind_index,
                           material_exists=materials.missing, warn_days=settings.warn_days,
-                          supplement_days=settings.supplement_days)
-    registry = Registry.load(settings.bundles_dir or default_bundles_dir(), settings.sector_endpoints,
-                             _retry_override(settings))
+                          supplement_days=settings.supplement_days, router=registry.route)
     dispatch = DispatchSettings(
         lease=timedelta(milliseconds=settings.lease_ms),
         poll_interval=timedelta(milliseconds=settings.poll_interval_ms) if settings.poll_interval_ms else None,
         clock_interval=timedelta(milliseconds=settings.clock_interval_ms),
     )
-    return Gateway(settings, engine, catalogue, ApiKeyStore(engine), materials, service, registry,
+    calls = SectorCalls(registry, bundles, service, build, NonceLedger(engine, clock))
+    return Gateway(settings, engine, catalogue, ApiKeyStore(engine), materials, service, bundles, registry, calls,
                    Dispatcher(service, registry, dispatch))
+
+
+def adapter_builder(settings: Settings) -> Callable[[Bundle], RegisteredAdapter]:
+    """How this deployment builds a bundle's adapter: its environment's endpoint (or an override)."""
+    retry = _retry_override(settings)
+
+    def build(bundle: Bundle) -> RegisteredAdapter:
+        return build_adapter(bundle, environment=settings.environment,
+                             endpoint=settings.sector_endpoints.get(bundle.sector), retry_override=retry)
+
+    return build
 
 
 def _retry_override(settings: Settings) -> RetryPolicy | None:
@@ -111,12 +133,20 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.state.catalogue = gateway.catalogue
     app.state.keystore = gateway.keys
     app.state.materials = gateway.materials
+    app.state.bundles = gateway.bundles
+    app.state.registry = gateway.registry
+    app.state.sector_calls = gateway.sector_calls
     app.include_router(health)
     app.include_router(api_catalogue.router)
     app.include_router(router)
     app.include_router(api_materials.router)
+    app.include_router(api_adapters.router)
+    app.include_router(api_adapters.callbacks)
     install_error_handlers(app)
     api_catalogue.install_catalogue_error_handlers(app)
     api_materials.install_material_error_handlers(app)
-    app.add_middleware(BodyLimit, max_bytes=gateway.settings.max_body_bytes, exempt=frozenset({MATERIALS_PATH}))
+    api_adapters.install_adapter_error_handlers(app)
+    # Uploads and bundles stream with limits of their own; callbacks are capped where they are read.
+    app.add_middleware(BodyLimit, max_bytes=gateway.settings.max_body_bytes,
+                       exempt=frozenset({MATERIALS_PATH, BUNDLES_PATH}))
     return app

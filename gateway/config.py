@@ -21,8 +21,9 @@ class Settings:
     database_url: str | None = None  # default: SQLite under var_dir
     catalogue: Path = DEFAULT_CATALOGUE
     calendar: Path = DEFAULT_CALENDAR
-    bundles_dir: Path | None = None  # default: the bundles shipped in adapters/bundles
-    sector_endpoints: Mapping[str, str] = field(default_factory=dict)
+    environment: str = "test"  # which of a bundle's endpoints to call
+    sector_endpoints: Mapping[str, str] = field(default_factory=dict)  # sector -> URL, overriding bundles'
+    registry_refresh_ms: int = 2000  # an activation reaches every process within this of its next use
     dispatch_in_process: bool = True  # `yiwang serve` also runs a dispatcher thread
     max_body_bytes: int = 1024 * 1024
     max_material_bytes: int = 20 * 1024 * 1024
@@ -52,7 +53,8 @@ class Settings:
                 database_url=get("YIWANG_DATABASE_URL") or None,
                 catalogue=Path(get("YIWANG_CATALOGUE", str(DEFAULT_CATALOGUE))),
                 calendar=Path(get("YIWANG_CALENDAR", str(DEFAULT_CALENDAR))),
-                bundles_dir=Path(get("YIWANG_BUNDLES_DIR")) if get("YIWANG_BUNDLES_DIR") else None,
+                environment=get("YIWANG_ENVIRONMENT", "test"),
+                registry_refresh_ms=int(get("YIWANG_REGISTRY_REFRESH_MS", "2000")),
                 sector_endpoints=parse_endpoints(get("YIWANG_SECTOR_ENDPOINTS", "")),
                 dispatch_in_process=get("YIWANG_DISPATCH", "in-process") == "in-process",
                 max_body_bytes=int(get("YIWANG_MAX_BODY_BYTES", str(1024 * 1024))),

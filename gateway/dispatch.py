@@ -8,6 +8,7 @@ transaction, so a slow sector never holds SQLite's write lock.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import threading
@@ -16,19 +17,20 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
 from adapters.contract import DeliveryError, Operation
-from adapters.registry import Registry
+from adapters.registry import RegisteredAdapter
 from gateway.domain.case import Case, CaseState
 from gateway.persistence.repository import OutboxMessage
 from gateway.persistence.uow import UnitOfWork
-from gateway.services import SUBMIT_CASE, CaseService
+from gateway.services import CANCEL_CASE, QUERY_STATUS, SUBMIT_CASE, CaseService
 
 log = structlog.get_logger("yiwang.dispatch")
 INTERNAL_ERROR = "internal"  # a bug of ours, not one of the sector failure classes
+CONFIGURATION_ERROR = "configuration"  # no active bundle for the sector
 ENDED = frozenset({CaseState.WITHDRAWN, CaseState.CLOSED, CaseState.NOT_ACCEPTED})
 
 
@@ -41,8 +43,13 @@ class DispatchSettings:
     clock_interval: timedelta = timedelta(minutes=1)  # deemed acceptance, warnings, overdue
 
 
+class AdapterSource(Protocol):
+    def get(self, sector: str) -> RegisteredAdapter: ...
+
+
 class Dispatcher:
-    def __init__(self, service: CaseService, registry: Registry, settings: DispatchSettings | None = None) -> None:
+    def __init__(self, service: CaseService, registry: AdapterSource,
+                 settings: DispatchSettings | None = None) -> None:
         self.service = service
         self.registry = registry
         self.settings = settings or DispatchSettings()
@@ -80,15 +87,21 @@ class Dispatcher:
 
     def deliver(self, message: OutboxMessage) -> None:
         case = self.service.get(message.case_no)
-        if case.state in ENDED:
-            self.service.settle_without_sending(message, self.owner)
-            log.info("not sent: the case has ended", case_no=case.case_no, state=str(case.state))
+        if case.state in ENDED and message.operation != CANCEL_CASE:
+            self._settle(message, "the case has ended")
             return
-        target = self.registry.get(message.sector)
+        try:
+            target = self.registry.get(message.sector)
+        except LookupError as error:  # no active bundle: a configuration an operator must fix, then replay
+            self._dead_letter(message, CONFIGURATION_ERROR, str(error), 0, lambda: None)
+            return
+        if message.operation not in target.bundle.operations:
+            self._settle(message, f"the {message.sector} bundle has no {message.operation}")
+            return
         operation = Operation(message.operation)
         payload = canonical_message(case, message.task_id, message.idempotency_key)
-        poll_after = self.settings.poll_interval or timedelta(milliseconds=target.poll_interval_ms)
-        bound = log.bind(case_no=message.case_no, sector=message.sector, operation=operation, outbox_id=message.id)
+        bound = log.bind(case_no=message.case_no, sector=message.sector, operation=operation, outbox_id=message.id,
+                         bundle_version=target.version)
         try:
             result = target.adapter.call(operation, payload)
         except DeliveryError as error:
@@ -100,16 +113,27 @@ class Dispatcher:
             bound.exception("delivery crashed")
             self._dead_letter(message, INTERNAL_ERROR, f"{type(error).__name__}: {error}", 1, lambda: None)
             return
+        self._record(message, target, result)
+        bound.info("delivered", result_status=result.get("status"))
+
+    def _record(self, message: OutboxMessage, target: RegisteredAdapter, result: dict[str, Any]) -> None:
+        interval = target.poll_interval_ms  # None: the sector calls back with its decision
+        poll_after = None if interval is None else self.settings.poll_interval or timedelta(milliseconds=interval)
         if message.operation == SUBMIT_CASE:
             self.service.record_submitted(message, self.owner, result["sector_ref"], poll_after)
-        else:
-            self.service.record_status(message, self.owner, result, poll_after)
-        bound.info("delivered", result_status=result.get("status"))
+        elif message.operation == QUERY_STATUS:
+            self.service.record_status(message, self.owner, result, poll_after or timedelta(seconds=5))
+        else:  # cancel_case: the sector has been told; nothing in the case changes
+            self.service.settle_without_sending(message, self.owner)
+
+    def _settle(self, message: OutboxMessage, why: str) -> None:
+        self.service.settle_without_sending(message, self.owner)
+        log.info("not sent", case_no=message.case_no, operation=message.operation, why=why)
 
     def _dead_letter(self, message: OutboxMessage, error_class: str, error_message: str, attempts: int,
                      render: Callable[[], Any]) -> None:
         try:
-            rendered = render()
+            rendered = _jsonable(render())
         except Exception as exc:  # the rendering may be what failed; say so rather than lose the letter
             rendered = {"error": f"could not render: {exc}"}
         self.service.record_dead_letter(message, self.owner, error_class, error_message, attempts, rendered)
@@ -137,3 +161,10 @@ def canonical_message(case: Case, task_id: str, idempotency_key: str) -> dict[st
         },
     }
 
+
+
+def _jsonable(value: Any) -> Any:
+    """What an adapter rendered (a dict for SOAP, an HttpRequest for REST), as JSON for the dead letter."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -39,7 +39,7 @@ from gateway.domain.case import (
 )
 from gateway.domain.clock import Clock, shanghai_date
 from gateway.domain.codes import is_valid_id_number
-from gateway.domain.matter import HandlingForm, Matter
+from gateway.domain.matter import Department, HandlingForm, Matter
 from gateway.persistence.repository import OutboxMessage, StaleCase, StoredResponse
 from gateway.persistence.uow import UnitOfWork
 from gateway.views import case_view
@@ -129,6 +129,9 @@ class CaseService:
     material_exists: Callable[[Iterable[str]], list[str]] = lambda refs: []  # returns the unknown refs
     warn_days: int = 2  # e-supervision warns this many working days before a deadline
     supplement_days: int = 30  # an unanswered supplement notice ends the case after this many days
+    # Which sector system takes a department's task of a matter (the active bundles' routing); None:
+    # the catalogue's `sector` of the department decides, and no sector means the back office.
+    router: Callable[[str, str], str | None] | None = None
 
     def uow(self, read_only: bool = False) -> UnitOfWork:
         return UnitOfWork(self.engine, self.blind_index, read_only=read_only)
@@ -163,7 +166,20 @@ class CaseService:
         matter = self.catalogue.version(case.matter_code, case.matter_version)
         if matter is None:
             raise UnknownMatter(f"{case.matter_code} v{case.matter_version}")
-        return matter
+        return self._routed(matter)
+
+    def _routed(self, matter: Matter) -> Matter:
+        """The matter with each department's `sector` as the active bundles route it (tasks are made from it)."""
+        if self.router is None:
+            return matter
+        route = self.router
+
+        def routed(department: Department) -> Department:
+            return replace(department, sector=route(matter.implementation_code, department.credit_code)
+                           or department.sector)
+
+        return replace(matter, implementing_body=routed(matter.implementing_body),
+                       co_departments=tuple(routed(d) for d in matter.co_departments))
 
     def supplement(self, case_no: str, materials: tuple[SubmittedMaterial, ...], actor: Actor,
                    expected_version: int | None = None) -> Case:
@@ -406,9 +422,10 @@ class CaseService:
 
     # -- intake ---------------------------------------------------------------------------------------
     def _check(self, command: SubmitCase) -> Matter:
-        matter = self.catalogue.published(command.matter_code)
-        if matter is None:
+        published = self.catalogue.published(command.matter_code)
+        if published is None:
             raise UnknownMatter(command.matter_code)
+        matter = self._routed(published)
         if CHANNEL_FORMS[command.channel] not in matter.handling_forms:
             raise InvalidApplication(f"事项“{matter.name}”不支持通过 {command.channel} 办理")
         if command.channel == "village_agency" and command.agent is None:

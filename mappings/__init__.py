@@ -1,11 +1,21 @@
 """The mapping engine: declarative YAML mappings between canonical messages and sector messages.
 
-Public API: `compile_mapping` -> `CompiledMapping` (render_request / read_response), the
-`CONVERTERS` registry, the hardened XML parser (`parse_xml`, `SAFE_PARSER`) and the errors.
+Public API: `compile_mapping` -> `CompiledMapping` (render_request / read_response, and for REST
+mappings render_http -> `HttpRequest` with `HttpSpec`/`Paging`), the `CONVERTERS` registry, the
+hardened XML and JSON readers (`parse_xml`, `SAFE_PARSER`, `parse_json`) and the errors.
 This package imports nothing else of ours (DESIGN.md layering).
 """
 
-from mappings.engine import CONVERTERS, CompiledMapping, compile_mapping
+from mappings.engine import (
+    CONVERTERS,
+    CompiledMapping,
+    HttpRequest,
+    HttpSpec,
+    JsonAnswerError,
+    Paging,
+    compile_mapping,
+    parse_json,
+)
 from mappings.errors import BusinessError, HostileXmlError, MappingError
 from mappings.xml import SAFE_PARSER, parse_xml
 
@@ -15,7 +25,12 @@ __all__ = [
     "BusinessError",
     "CompiledMapping",
     "HostileXmlError",
+    "HttpRequest",
+    "HttpSpec",
+    "JsonAnswerError",
     "MappingError",
+    "Paging",
     "compile_mapping",
+    "parse_json",
     "parse_xml",
 ]

@@ -42,18 +42,39 @@ all left out is itself left out.
 Code tables look codes up by their text (booleans as "true"/"false", numbers as written), so
 quote codes such as "01" in YAML. An unmapped code is a `MappingError`. Converters are the
 functions in `CONVERTERS`.
+
+REST mappings (BUNDLE-FORMAT.md) add an ``http`` block; its presence makes the mapping a REST one,
+for which ``operation`` is optional (default ``"METHOD /path"``) and ``request``, the JSON body,
+is optional too (and refused for GET)::
+
+    http:
+      method: GET                                  # GET | POST | PUT | DELETE
+      path: /api/v2/accounts/{idCardNo}/deposits   # {name} placeholders, filled by path_params
+      path_params: {idCardNo: {from: query.id_number}}   # each value escaped as one path segment
+      query: {channel: {value: web}}               # name -> {from:} or {value:} rule, single values
+      headers: {X-Priority: {from: case.green_channel, code_table: priority}}
+      success: [200]                               # default: any 2xx
+      paging: {page_param: page, size_param: pageSize, size: 50, items: data.items,
+               total: data.total, max_pages: 20, first_page: 1}   # total, max_pages, first_page optional
+
+`CompiledMapping.render_http` renders an `HttpRequest`; `read_page` and `merge_pages` let the
+adapter gather every page's items into one answer that `read_response` then reads.
+
+`parse_json` is the hardened JSON reader for answers (the counterpart of `mappings.xml.parse_xml`).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import yaml
@@ -142,6 +163,49 @@ CONVERTERS: Mapping[str, Converter] = {
     "int": to_int,
     "epoch_ms_to_iso_utc": epoch_ms_to_iso_utc,
 }
+
+# --------------------------------------------------------------------------- hardened JSON
+
+MAX_JSON_DEPTH = 200
+
+
+class JsonAnswerError(ValueError):
+    """An answer that is not JSON, or JSON we refuse (nested too deep, NaN/Infinity)."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _depth_at_most(value: Any, limit: int) -> bool:
+    # Iterative: the answer may be deeper than Python's recursion limit allows walking recursively.
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return False
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return True
+
+
+def parse_json(data: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """JSON from bytes (UTF-8/16/32), refusing malformed text and nesting deeper than `max_depth`.
+
+    The size cap is the reader's job (it must stop reading, not parse and then complain). Python's
+    parser recurses once per level and raises RecursionError on a hostile 100 000-deep answer:
+    that is caught here; shallower but still absurd nesting is refused by the depth walk.
+    """
+    try:
+        value = json.loads(data, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise JsonAnswerError("JSON nested too deep to parse") from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError; neither quotes the text
+        raise JsonAnswerError(f"malformed JSON: {exc}") from None
+    if isinstance(value, dict | list) and not _depth_at_most(value, max_depth):
+        raise JsonAnswerError(f"JSON nested deeper than {max_depth} levels")
+    return value
+
 
 # --------------------------------------------------------------------------- compiled rules
 
@@ -279,27 +343,175 @@ def _named(source_name: str) -> Iterator[None]:
         raise MappingError(f"{source_name}: {exc}") from exc.__cause__
 
 
+# --------------------------------------------------------------------------- HTTP (REST mappings)
+
+HTTP_METHODS = ("GET", "POST", "PUT", "DELETE")
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
+_ANY_2XX = frozenset(range(200, 300))
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """One rendered REST request; `path` is filled, escaped and relative to the sector's endpoint."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: dict[str, Any] | None  # the JSON body; None sends none
+
+
+@dataclass(frozen=True)
+class _Scalars:
+    """name -> {from:}/{value:} rule, each rendering one value as text (path params, query, headers)."""
+
+    fields: Mapping[str, _Rule]
+
+    def render(self, source: Any, where: str) -> dict[str, str]:
+        out = {}
+        for name, rule in self.fields.items():
+            here = f"{where}.{name}"
+            value = rule.apply(source, here)
+            if value is _OMIT:
+                continue
+            if isinstance(value, Mapping | list | tuple):
+                raise _Problem(here, f"expected a single value, got {type(value).__name__}")
+            out[name] = code_text(value)
+        return out
+
+
+def _segment(params: Mapping[str, str], name: str) -> str:
+    """One path segment, escaped so a value cannot add segments, a query or a fragment."""
+    where = f"http.path_params.{name}"
+    if name not in params:
+        raise _Problem(where, "is missing: a path placeholder cannot be left out")
+    value = params[name]
+    if value in ("", ".", ".."):  # would collapse or climb the path after URL normalisation
+        raise _Problem(where, f"{value!r} cannot be a path segment")
+    return quote(value, safe="")
+
+
+@dataclass(frozen=True)
+class Paging:
+    """How a query's answer is spread over pages, and where each page keeps its items."""
+
+    page_param: str
+    size_param: str
+    size: int
+    items: tuple[str, ...]
+    total: tuple[str, ...] | None
+    max_pages: int
+    first_page: int
+
+    def params(self, index: int) -> dict[str, str]:
+        """The query parameters asking for the `index`-th page (0-based)."""
+        return {self.page_param: str(self.first_page + index), self.size_param: str(self.size)}
+
+    def items_in(self, answer: Any) -> list[Any]:
+        items = _fetch(answer, self.items, False, "http.paging.items")
+        if not isinstance(items, list):
+            raise _Problem("http.paging.items", f"{'.'.join(self.items)} is not a list")
+        return items
+
+    def total_in(self, answer: Any) -> int | None:
+        total = None if self.total is None else _lookup(answer, self.total)
+        try:
+            return None if total is None else to_int(total)
+        except (ValueError, TypeError) as exc:
+            raise _Problem("http.paging.total", f"{'.'.join(self.total or ())} is not a count: {total!r}") from exc
+
+
+def _with_value(answer: Any, path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    """A copy of `answer` with `value` at `path`, copying only the dicts along the path."""
+    out = dict(answer) if isinstance(answer, Mapping) else {}
+    out[path[0]] = value if len(path) == 1 else _with_value(out.get(path[0]), path[1:], value)
+    return out
+
+
+@dataclass(frozen=True)
+class HttpSpec:
+    """A REST mapping's compiled `http` block."""
+
+    method: str
+    path: str  # the template, placeholders unfilled: safe to quote in messages (no personal data)
+    path_params: _Scalars
+    query: _Scalars
+    headers: _Scalars
+    success: frozenset[int]
+    paging: Paging | None
+
+    def render(self, message: Any, body: dict[str, Any] | None) -> HttpRequest:
+        params = self.path_params.render(message, "http.path_params")
+        path = _PLACEHOLDER.sub(lambda match: _segment(params, match.group(1)), self.path)
+        headers = self.headers.render(message, "http.headers")
+        for name, value in headers.items():
+            if any(char in value for char in "\r\n\0"):  # header injection
+                raise _Problem(f"http.headers.{name}", "a header value cannot hold line breaks")
+        return HttpRequest(self.method, path, self.query.render(message, "http.query"), headers, body)
+
+
 @dataclass(frozen=True)
 class CompiledMapping:
     """One operation's mapping, compiled: render requests and read answers without re-parsing."""
 
     source_name: str
     operation: str
-    request: _Group
+    request: _Group | None  # None: a REST mapping that sends no body
     response: _Group
     business_error: _BusinessCheck | None
+    http: HttpSpec | None = None  # REST mappings only
 
     def render_request(self, message: Mapping[str, Any]) -> dict[str, Any]:
-        """The sector request (the dict zeep takes) for a canonical message."""
+        """The sector request (the dict zeep takes, or a REST JSON body) for a canonical message."""
         with _named(self.source_name):
-            return self.request.build(message, "request")
+            return {} if self.request is None else self.request.build(message, "request")
 
-    def read_response(self, answer: Mapping[str, Any]) -> dict[str, Any]:
-        """The canonical result of a sector answer; `BusinessError` if the answer refuses the request."""
+    def render_http(self, message: Mapping[str, Any]) -> HttpRequest:
+        """The REST request for a canonical message: method, filled path, query, headers and body."""
+        with _named(self.source_name):
+            http = self._http()
+            body = None if self.request is None else self.request.build(message, "request")
+            return http.render(message, body)
+
+    def check_business(self, answer: Mapping[str, Any]) -> None:
+        """Raise `BusinessError` if the answer refuses the request (a no-op without `business_error`)."""
         with _named(self.source_name):
             if self.business_error is not None:
                 self.business_error.check(answer)
+
+    def read_response(self, answer: Mapping[str, Any]) -> dict[str, Any]:
+        """The canonical result of a sector answer; `BusinessError` if the answer refuses the request."""
+        self.check_business(answer)
+        with _named(self.source_name):
             return self.response.build(answer, "response.fields")
+
+    def read_page(self, answer: Mapping[str, Any]) -> tuple[list[Any], int | None]:
+        """One page's items and its declared total (None if the mapping declares none).
+
+        The business check runs first: an error envelope has no items, and must say so as itself.
+        """
+        self.check_business(answer)
+        with _named(self.source_name):
+            paging = self._paging()
+            return paging.items_in(answer), paging.total_in(answer)
+
+    def merge_pages(self, first: Mapping[str, Any], items: list[Any]) -> dict[str, Any]:
+        """The first page's answer with every page's items in place of its own."""
+        with _named(self.source_name):
+            return _with_value(first, self._paging().items, items)
+
+    def _http(self) -> HttpSpec:
+        if self.http is None:
+            raise _Problem("http", "not a REST mapping (no http block)")
+        return self.http
+
+    def _paging(self) -> Paging:
+        paging = self._http().paging
+        if paging is None:
+            raise _Problem("http.paging", "this mapping declares no paging")
+        return paging
 
 
 # --------------------------------------------------------------------------- compiler
@@ -340,6 +552,18 @@ class _Compiler:
             raise _Problem(where, "needs at least one field")
         fields = {_field_name(name, where): self.rule(rule, f"{where}.{name}") for name, rule in spec.items()}
         return _Group(fields, self.keep_missing)
+
+    def scalars(self, spec: Any, where: str, *, headers: bool = False) -> _Scalars:
+        fields: dict[str, _Rule] = {}
+        for name, rule_spec in _mapping(spec, where).items():
+            here = f"{where}.{_field_name(name, where)}"
+            if headers and not _HEADER_NAME.fullmatch(name):
+                raise _Problem(here, "not a valid header name")
+            rule = self.rule(rule_spec, here)
+            if not isinstance(rule, _From | _Value):
+                raise _Problem(here, "expected a {from: ...} or {value: ...} rule (a single value)")
+            fields[name] = rule
+        return _Scalars(fields)
 
     def converter(self, name: Any, where: str) -> str | None:
         if name is not None and name not in CONVERTERS:
@@ -410,20 +634,119 @@ def _business_check(spec: Any) -> _BusinessCheck | None:
     )
 
 
+def _count(value: Any, where: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _Problem(where, f"expected a whole number of at least {minimum}, got {value!r}")
+    return value
+
+
+def _name(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise _Problem(where, f"expected a non-empty name, got {value!r}")
+    return value
+
+
+def _path_template(path: Any) -> frozenset[str]:
+    """The placeholder names of an `http.path`, checking its shape."""
+    where = "http.path"
+    if not isinstance(path, str) or not path.startswith("/") or any(c in path for c in "?# \t\r\n"):
+        raise _Problem(where, f"expected an absolute path without query or spaces, got {path!r}")
+    names = _PLACEHOLDER.findall(path)
+    rest = _PLACEHOLDER.sub("", path)
+    if "{" in rest or "}" in rest:
+        raise _Problem(where, f"unbalanced braces in {path!r}")
+    for name in names:
+        if not _PARAM_NAME.fullmatch(name):
+            raise _Problem(where, f"placeholder {{{name}}} is not a name")
+    return frozenset(names)
+
+
+def _success(spec: Any) -> frozenset[int]:
+    if spec is None:
+        return _ANY_2XX
+    where = "http.success"
+    if not isinstance(spec, list) or not spec:
+        raise _Problem(where, "expected a non-empty list of HTTP statuses")
+    statuses = frozenset(_count(status, where, 100) for status in spec)
+    beyond = sorted(status for status in statuses if status > 599)
+    if beyond:
+        raise _Problem(where, f"{beyond[0]} is not an HTTP status")
+    return statuses
+
+
+_PAGING_KEYS = frozenset({"page_param", "size_param", "size", "items", "total", "max_pages", "first_page"})
+
+
+def _paging(spec: Any) -> Paging | None:
+    if spec is None:
+        return None
+    where = "http.paging"
+    _only_keys(_mapping(spec, where), _PAGING_KEYS, where)
+    total = spec.get("total")
+    return Paging(
+        page_param=_name(spec.get("page_param"), f"{where}.page_param"),
+        size_param=_name(spec.get("size_param"), f"{where}.size_param"),
+        size=_count(spec.get("size"), f"{where}.size", 1),
+        items=_path(spec.get("items"), f"{where}.items"),
+        total=None if total is None else _path(total, f"{where}.total"),
+        max_pages=_count(spec.get("max_pages", 20), f"{where}.max_pages", 1),
+        first_page=_count(spec.get("first_page", 1), f"{where}.first_page", 0),
+    )
+
+
+_HTTP_KEYS = frozenset({"method", "path", "path_params", "query", "headers", "success", "paging"})
+
+
+def _http(spec: Any, compiler: _Compiler, has_body: bool) -> HttpSpec:
+    _only_keys(_mapping(spec, "http"), _HTTP_KEYS, "http")
+    method = spec.get("method")
+    if method not in HTTP_METHODS:
+        raise _Problem("http.method", f"expected one of {', '.join(HTTP_METHODS)}, got {method!r}")
+    if method == "GET" and has_body:
+        raise _Problem("request", "a GET sends no body: leave request out")
+    placeholders = _path_template(spec.get("path"))
+    params = compiler.scalars(spec.get("path_params") or {}, "http.path_params")
+    unfilled, unused = sorted(placeholders - set(params.fields)), sorted(set(params.fields) - placeholders)
+    if unfilled:
+        raise _Problem("http.path_params", f"no rule for placeholder {{{unfilled[0]}}} of http.path")
+    if unused:
+        raise _Problem(f"http.path_params.{unused[0]}", "is not a placeholder of http.path")
+    return HttpSpec(
+        method=method,
+        path=spec["path"],
+        path_params=params,
+        query=compiler.scalars(spec.get("query") or {}, "http.query"),
+        headers=compiler.scalars(spec.get("headers") or {}, "http.headers", headers=True),
+        success=_success(spec.get("success")),
+        paging=_paging(spec.get("paging")),
+    )
+
+
+_TOP_KEYS = frozenset({"operation", "code_tables", "request", "response"})
+
+
 def _compile(doc: Any, source_name: str) -> CompiledMapping:
-    top_keys = frozenset({"operation", "code_tables", "request", "response"})
-    _only_keys(_mapping(doc, "(top level)"), top_keys, "(top level)")
+    # The http block makes a REST mapping; SOAP mappings keep their exact set of keys.
+    rest = isinstance(doc, Mapping) and "http" in doc
+    _only_keys(_mapping(doc, "(top level)"), (_TOP_KEYS | {"http"}) if rest else _TOP_KEYS, "(top level)")
     operation = doc.get("operation")
-    if not isinstance(operation, str) or not operation:
+    if not rest and (not isinstance(operation, str) or not operation):
         raise _Problem("operation", "required: the sector's operation name")
     tables = _code_tables(doc.get("code_tables") or {})
-    request = _Compiler(tables, keep_missing=False).group(_mapping(doc.get("request"), "request"), "request")
+    compiler = _Compiler(tables, keep_missing=False)
+    has_body = doc.get("request") is not None
+    http = _http(doc["http"], compiler, has_body) if rest else None
+    if http is not None:
+        operation = _name(operation or f"{http.method} {http.path}", "operation")
+    # A REST mapping without `request` sends no body; a SOAP one always has a request.
+    request = compiler.group(_mapping(doc.get("request"), "request"), "request") if has_body or not rest else None
     response = _mapping(doc.get("response") or {}, "response")
     _only_keys(response, frozenset({"business_error", "fields"}), "response")
     fields = _mapping(response.get("fields") or {}, "response.fields")
     # A mapping may read nothing back (an acknowledgement-only operation), hence allow_empty.
     result = _Compiler(tables, keep_missing=True).group(fields, "response.fields", allow_empty=True)
-    return CompiledMapping(source_name, operation, request, result, _business_check(response.get("business_error")))
+    business = _business_check(response.get("business_error"))
+    return CompiledMapping(source_name, operation, request, result, business, http)
 
 
 def _load_yaml(path: Path, source_name: str) -> Any:
@@ -448,3 +771,73 @@ def compile_mapping(path_or_dict: str | Path | Mapping[str, Any], *, source_name
         doc = _load_yaml(Path(path_or_dict), name)
     with _named(name):
         return _compile(doc, name)
+
+
+# --------------------------------------------------------------------------- introspection (read-only)
+
+
+@dataclass(frozen=True)
+class RuleInfo:
+    """One rule of a compiled mapping, as validators and tools see it (`describe`)."""
+
+    section: str  # "request" | "http" (path_params, query, headers) | "response.fields" | "response.business_error"
+    location: tuple[str, ...]  # keys from the top of the file: ("request", "cllb", "cl", "map", "clmc")
+    target: tuple[str, ...]  # the field it fills within its section, for_each "map" left out: ("cllb", "cl", "clmc")
+    kind: str  # "from" | "value" | "for_each" | "group" (or the class name of a rule kind added later)
+    source: tuple[str, ...] | None = None  # the path read (from / for_each), relative to the innermost for_each item
+    optional: bool = False
+    converter: str | None = None
+    code_table: str | None = None
+    codes: Mapping[str, Any] | None = None  # the code table's entries
+    value: Any = None  # a `value` rule's constant
+    for_each: tuple[tuple[str, ...], ...] = ()  # enclosing for_each source paths, outermost first
+
+    @property
+    def field(self) -> str:
+        """The dotted location, as compile errors name it (`request.cllb.cl.map.clmc`)."""
+        return ".".join(self.location)
+
+
+def describe(compiled: CompiledMapping) -> list[RuleInfo]:
+    """Every rule of `compiled`, section by section; groups and for_each come before their fields."""
+    rules = [] if compiled.request is None else _describe_group(compiled.request, "request", ("request",), (), ())
+    if compiled.http is not None:
+        for part in ("path_params", "query", "headers"):
+            scalars: _Scalars = getattr(compiled.http, part)
+            for name, rule in scalars.fields.items():
+                rules += _describe_rule(rule, "http", ("http", part, name), (part, name), ())
+    rules += _describe_group(compiled.response, "response.fields", ("response", "fields"), (), ())
+    check = compiled.business_error
+    if check is not None:
+        where = ("response", "business_error")
+        rules.append(RuleInfo("response.business_error", where + ("code",), ("code",), "from", check.code))
+        if check.message is not None:
+            rules.append(RuleInfo("response.business_error", where + ("message",), ("message",), "from", check.message))
+    return rules
+
+
+def _describe_group(
+    group: _Group, section: str, location: tuple[str, ...], target: tuple[str, ...], loops: tuple[tuple[str, ...], ...]
+) -> list[RuleInfo]:
+    rules: list[RuleInfo] = []
+    for name, rule in group.fields.items():
+        rules += _describe_rule(rule, section, location + (name,), target + (name,), loops)
+    return rules
+
+
+def _describe_rule(
+    rule: _Rule, section: str, location: tuple[str, ...], target: tuple[str, ...], loops: tuple[tuple[str, ...], ...]
+) -> list[RuleInfo]:
+    if isinstance(rule, _From):
+        name, codes = (None, None) if rule.table is None else (rule.table.name, dict(rule.table.codes))
+        return [RuleInfo(section, location, target, "from", rule.path, rule.optional, rule.convert, name, codes,
+                         for_each=loops)]  # fmt: skip
+    if isinstance(rule, _Value):
+        return [RuleInfo(section, location, target, "value", value=copy.deepcopy(rule.value), for_each=loops)]
+    if isinstance(rule, _ForEach):
+        head = RuleInfo(section, location, target, "for_each", rule.path, rule.optional, for_each=loops)
+        return [head, *_describe_group(rule.item, section, location + ("map",), target, loops + (rule.path,))]
+    if isinstance(rule, _Group):
+        head = RuleInfo(section, location, target, "group", for_each=loops)
+        return [head, *_describe_group(rule, section, location, target, loops)]
+    return [RuleInfo(section, location, target, type(rule).__name__, for_each=loops)]

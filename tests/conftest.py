@@ -20,7 +20,9 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 
 from adapters.simulators.social_security import SocialSecuritySimulator
+from adapters.registry import default_bundles_dir
 from gateway.app import Gateway, build_gateway
+from gateway.bundles import BundleStore, pack_folder, unpacked
 from gateway.auth import Role
 from gateway.config import Settings
 from gateway.domain.clock import Clock
@@ -97,7 +99,10 @@ def make_gateway(tmp_path: Path, db_url: str) -> Iterator[Callable[..., Gateway]
     """Build a gateway on the test's database; every one built is closed at the end."""
     built: list[Gateway] = []
 
-    def make(clock: Clock | None = None, **overrides: Any) -> Gateway:
+    def make(clock: Clock | None = None, bundles: tuple[str, ...] = ("social_security",), **overrides: Any
+             ) -> Gateway:
+        """`bundles`: the shipped bundles registered and activated (if not already) — the sectors with a
+        system; every other department decides through the back office."""
         settings = Settings(
             var_dir=tmp_path / "var",
             database_url=db_url,
@@ -107,14 +112,28 @@ def make_gateway(tmp_path: Path, db_url: str) -> Iterator[Callable[..., Gateway]
             retry_initial_ms=1,
             retry_max_ms=5,
             lease_ms=5_000,
+            registry_refresh_ms=0,  # every lookup sees the database's active versions
         )
         gateway = build_gateway(replace(settings, **overrides), clock=clock)
         built.append(gateway)
+        activate_shipped(gateway.bundles, *bundles)
         return gateway
 
     yield make
     for gateway in built:
         gateway.close()
+
+
+def activate_shipped(store: BundleStore, *sectors: str) -> None:
+    """Register (once) and activate shipped bundles, as a sector team would with `yiwang adapters`."""
+    registered = {(v.sector, v.version) for v in store.versions()}
+    for sector in sectors:
+        archive = pack_folder(default_bundles_dir() / sector)
+        with unpacked(archive) as bundle:
+            version = bundle.version
+        if (sector, version) not in registered:
+            store.register(archive, "test")
+        store.activate(sector, version, "test")
 
 
 def drain(gateway: Gateway, until: Callable[[], bool], timeout_s: float = 15) -> None:

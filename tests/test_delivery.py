@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from adapters.registry import default_bundles_dir
+from gateway.bundles import pack_folder
 from adapters.simulators.social_security import SocialSecuritySimulator
 from gateway.app import Gateway, create_app
 from gateway.domain.case import Actor, ActorKind
@@ -120,7 +121,11 @@ def test_a_slow_sector_times_out_and_is_retried(make_gateway: Callable[..., Gate
     descriptor = bundles / "social_security" / "bundle.yaml"
     descriptor.write_text(re.sub(r"timeout_ms: \d+", "timeout_ms: 300", descriptor.read_text(encoding="utf-8")),
                           encoding="utf-8")
-    gateway = make_gateway(sector_endpoints={"social_security": simulator.url}, bundles_dir=bundles)
+    descriptor.write_text(re.sub(r'(?m)^version: "', 'version: "slow-', descriptor.read_text(encoding="utf-8")),
+                          encoding="utf-8")
+    gateway = make_gateway(sector_endpoints={"social_security": simulator.url}, bundles=())
+    version = gateway.bundles.register(pack_folder(bundles / "social_security"), "test").version
+    gateway.bundles.activate("social_security", version, "test")
     simulator.set_fault("slow", count=1, slow_ms=1500)  # the first answer comes too late, the retry in time
     case_no = submit(gateway)
     drain(gateway, lambda: state(gateway, case_no) == "approved")

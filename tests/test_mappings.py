@@ -13,8 +13,11 @@ from mappings import (
     SAFE_PARSER,
     BusinessError,
     HostileXmlError,
+    HttpRequest,
+    JsonAnswerError,
     MappingError,
     compile_mapping,
+    parse_json,
     parse_xml,
 )
 
@@ -373,3 +376,137 @@ def test_safe_parser_is_hardened() -> None:
     # lxml exposes no getters for these options; resolving an entity is the observable behaviour.
     root = etree.fromstring(b'<!DOCTYPE a [<!ENTITY e "boom">]><a>&e;</a>', parser=SAFE_PARSER)
     assert "boom" not in etree.tostring(root).decode()
+
+
+# ------------------------------------------------------------------ REST mappings: the http block
+
+REST_YAML = """
+code_tables:
+  priority: {"true": GREEN, "false": NORMAL}
+http:
+  method: PUT
+  path: /api/v2/applications/{ticketId}/attachments/{name}
+  path_params:
+    ticketId: {from: sector_ref}
+    name: {from: case.applicant.name}
+  query: {page: {value: 1}, verbose: {value: true}, phone: {from: case.applicant.phone, optional: true}}
+  headers: {X-Priority: {from: case.green_channel, code_table: priority}}
+  success: [200, 204]
+request:
+  applicationNo: {from: case.case_no}
+response:
+  business_error: {code: code, ok: [0], message: msg}
+  fields:
+    sector_ref: {from: data.ticketId}
+"""
+
+
+@pytest.fixture
+def rest_mapping(tmp_path: Path):
+    path = tmp_path / "attach.mapping.yaml"
+    path.write_text(REST_YAML, encoding="utf-8")
+    return compile_mapping(path)
+
+
+def test_render_http_fills_path_query_headers_and_body(rest_mapping) -> None:
+    msg = message(green_channel=True) | {"sector_ref": "GJJ 1/../2"}
+    request = rest_mapping.render_http(msg)
+    assert request == HttpRequest(
+        method="PUT",
+        path="/api/v2/applications/GJJ%201%2F..%2F2/attachments/%E5%BC%A0%E4%B8%89",
+        query={"page": "1", "verbose": "true", "phone": "13800000000"},
+        headers={"X-Priority": "GREEN"},
+        body={"applicationNo": "C-1"},
+    )
+    assert rest_mapping.operation == "PUT /api/v2/applications/{ticketId}/attachments/{name}"
+    assert rest_mapping.http.success == frozenset({200, 204})
+
+
+def test_render_http_leaves_out_optional_query_and_refuses_climbing_segments(rest_mapping) -> None:
+    without_phone = message(applicant={"name": "张三"}, green_channel=False) | {"sector_ref": "GJJ1"}
+    assert "phone" not in rest_mapping.render_http(without_phone).query
+    with pytest.raises(MappingError) as caught:
+        rest_mapping.render_http(message(applicant={"name": ".."}, green_channel=False) | {"sector_ref": "x"})
+    assert str(caught.value) == "attach.mapping.yaml: http.path_params.name: '..' cannot be a path segment"
+
+
+def test_header_injection_is_a_mapping_error() -> None:
+    mapping = compile_mapping(
+        {"http": {"method": "GET", "path": "/x", "headers": {"X-Note": {"from": "note"}}}}, source_name="m.yaml"
+    )
+    with pytest.raises(MappingError, match=r"^m\.yaml: http\.headers\.X-Note: a header value cannot hold line breaks"):
+        mapping.render_http({"note": "a\r\nX-Evil: 1"})
+
+
+def test_get_without_request_has_no_body_and_soap_mappings_have_no_http(submit) -> None:
+    mapping = compile_mapping({"http": {"method": "GET", "path": "/ping"}})
+    assert mapping.render_http({}).body is None and mapping.request is None
+    assert mapping.http.success == frozenset(range(200, 300))
+    assert submit.http is None
+    with pytest.raises(MappingError, match="http: not a REST mapping"):
+        submit.render_http(message())
+
+
+@pytest.mark.parametrize(
+    ("http", "extra", "expected"),
+    [
+        ("{method: PATCH, path: /x}", "", "http.method: expected one of GET, POST, PUT, DELETE, got 'PATCH'"),
+        ("{method: GET, path: /x}", "request: {a: {value: 1}}\n", "request: a GET sends no body"),
+        ("{method: GET, path: x}", "", "http.path: expected an absolute path"),
+        ("{method: GET, path: '/x?a=1'}", "", "http.path: expected an absolute path without query"),
+        ("{method: GET, path: '/x/{id'}", "", "http.path: unbalanced braces"),
+        ("{method: GET, path: '/x/{id}'}", "", "http.path_params: no rule for placeholder {id} of http.path"),
+        ("{method: GET, path: /x, path_params: {id: {value: 1}}}", "", "http.path_params.id: is not a placeholder"),
+        ("{method: GET, path: /x, query: {q: {for_each: l, map: {a: {from: b}}}}}", "",
+         "http.query.q: expected a {from: ...} or {value: ...} rule"),
+        ("{method: GET, path: /x, headers: {'X Bad': {value: 1}}}", "", "http.headers.X Bad: not a valid header name"),
+        ("{method: GET, path: /x, success: [200, 700]}", "", "http.success: 700 is not an HTTP status"),
+        ("{method: GET, path: /x, success: []}", "", "http.success: expected a non-empty list"),
+        ("{method: GET, path: /x, paging: {page_param: p, size_param: s, size: 0, items: d}}", "",
+         "http.paging.size: expected a whole number of at least 1, got 0"),
+        ("{method: GET, path: /x, paging: {page_param: p, size_param: s, size: 5, items: d, max: 3}}", "",
+         "http.paging: unknown key 'max'"),
+        ("{method: GET, path: /x, verb: GET}", "", "http: unknown key 'verb'"),
+    ],
+)  # fmt: skip
+def test_bad_http_block_names_file_and_field(tmp_path: Path, http: str, extra: str, expected: str) -> None:
+    assert compile_error(tmp_path, f"http: {http}\n{extra}").startswith(f"bad.mapping.yaml: {expected}")
+
+
+def test_paging_helpers_read_pages_and_merge_items() -> None:
+    mapping = compile_mapping(
+        {
+            "http": {
+                "method": "GET",
+                "path": "/deposits",
+                "paging": {"page_param": "page", "size_param": "pageSize", "size": 2, "items": "data.items",
+                           "total": "data.total", "max_pages": 5},
+            },
+            "response": {"business_error": {"code": "code", "ok": [0]}, "fields": {"n": {"from": "data.total"}}},
+        },
+        source_name="deposits.yaml",
+    )  # fmt: skip
+    paging = mapping.http.paging
+    assert paging.params(0) == {"page": "1", "pageSize": "2"} and paging.params(2)["page"] == "3"
+    page = {"code": 0, "data": {"items": [1, 2], "total": "3"}}
+    assert mapping.read_page(page) == ([1, 2], 3)
+    merged = mapping.merge_pages(page, [1, 2, 3])
+    assert merged["data"] == {"items": [1, 2, 3], "total": "3"} and page["data"]["items"] == [1, 2]
+    with pytest.raises(BusinessError):
+        mapping.read_page({"code": 4040})
+    with pytest.raises(MappingError, match=r"^deposits\.yaml: http\.paging\.items: data\.items is not a list"):
+        mapping.read_page({"code": 0, "data": {"items": "none"}})
+
+
+def test_parse_json_accepts_plain_json_and_refuses_hostile() -> None:
+    assert parse_json('{"a": ["中", 1.5, null]}'.encode()) == {"a": ["中", 1.5, None]}
+    for hostile, problem in [
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deep to parse"),
+        (b"[" * 201 + b"]" * 201, "nested deeper than 200 levels"),
+        (b'{"a": NaN}', "malformed JSON"),
+        (b'{"a": ', "malformed JSON"),
+        (b"\xff\xfe\xfa", "malformed JSON"),
+    ]:
+        with pytest.raises(JsonAnswerError, match=problem):
+            parse_json(hostile)
+    assert parse_json(b"[" * 200 + b"]" * 200) is not None  # exactly at the cap is fine

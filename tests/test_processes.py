@@ -24,10 +24,12 @@ from adapters.simulators.social_security import SocialSecuritySimulator
 from gateway.auth import Role
 from gateway.identities import ApiKeyStore
 from gateway.persistence import tables as t
+from gateway.bundles import BundleStore
 from gateway.catalogue import DEFAULT_CATALOGUE, Catalogue
+from gateway.domain.clock import SystemClock
 from gateway.persistence.engine import make_engine
 from gateway.persistence.uow import create_schema
-from tests.conftest import COMPLETE_APPLICATION
+from tests.conftest import COMPLETE_APPLICATION, activate_shipped
 
 YIWANG = str(Path(sys.executable).with_name("yiwang"))
 Launch = Callable[..., subprocess.Popen[bytes]]
@@ -57,6 +59,15 @@ def launch(tmp_path: Path) -> Iterator[Launch]:
         if process.poll() is None:
             process.kill()
         process.wait(timeout=10)
+
+
+def with_shipped_bundle(db_url: str) -> str:
+    """The database ready as after `yiwang adapters register/activate` of the social-security bundle."""
+    engine = make_engine(db_url)
+    create_schema(engine)
+    activate_shipped(BundleStore(engine, SystemClock()), "social_security")
+    engine.dispose()
+    return db_url
 
 
 def hall_key(db_url: str) -> dict[str, str]:
@@ -110,7 +121,7 @@ def test_killed_after_commit_before_dispatch_the_case_is_delivered_once_after_re
     launch: Launch, sqlite_url: str, simulator: SocialSecuritySimulator
 ) -> None:
     endpoints = f"social_security={simulator.url}"
-    api, url = serve(launch, YIWANG_DATABASE_URL=sqlite_url, YIWANG_DISPATCH="off",
+    api, url = serve(launch, YIWANG_DATABASE_URL=with_shipped_bundle(sqlite_url), YIWANG_DISPATCH="off",
                      YIWANG_SECTOR_ENDPOINTS=endpoints)
     case_no = httpx.post(f"{url}/v1/cases", json=COMPLETE_APPLICATION, headers=hall_key(sqlite_url),
                          timeout=10).json()["case_no"]
@@ -131,7 +142,7 @@ def test_killed_during_the_sector_call_the_retry_is_recognised_and_applied_once(
 ) -> None:
     endpoints = f"social_security={simulator.url}"
     simulator.set_fault("slow", count=1, slow_ms=1500)  # the sector applies it, but too late for the caller
-    api, url = serve(launch, YIWANG_DATABASE_URL=sqlite_url, YIWANG_SECTOR_ENDPOINTS=endpoints,
+    api, url = serve(launch, YIWANG_DATABASE_URL=with_shipped_bundle(sqlite_url), YIWANG_SECTOR_ENDPOINTS=endpoints,
                      YIWANG_LEASE_MS="1000")
     case_no = httpx.post(f"{url}/v1/cases", json=COMPLETE_APPLICATION, headers=hall_key(sqlite_url),
                          timeout=10).json()["case_no"]

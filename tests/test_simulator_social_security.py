@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -390,3 +391,57 @@ def test_set_fault_rejects_nonsense(sim: SocialSecuritySimulator) -> None:
     with pytest.raises(ValueError):
         sim.set_fault("slow", slow_ms=-1)
     assert sim.fault_mode is None
+
+
+def test_rate_limit_mode_is_429_with_retry_after(sim: SocialSecuritySimulator, client: httpx.Client) -> None:
+    sim.set_fault("rate_limit", count=1)
+    limited = post(client, sim, submit_body("Q-RL"))
+    assert limited.status_code == 429 and limited.headers["retry-after"] == "1"
+    assert submit(client, sim, "Q-RL")["fhdm"] == "0000"
+    assert sim.counters["cases_created"] == 1
+
+
+# --------------------------------------------------------------------------- QueryContributionRecord
+
+KNOWN_ZJHM = "150204199011201529"
+
+
+def contributions_body(zjhm: str) -> bytes:
+    inner = f"<tns:zjhm>{zjhm}</tns:zjhm>" if zjhm else ""
+    return envelope(f"<tns:QueryContributionRecordRequest>{inner}</tns:QueryContributionRecordRequest>")
+
+
+def test_contribution_record_of_a_known_person(sim: SocialSecuritySimulator, client: httpx.Client) -> None:
+    response = post(client, sim, contributions_body(KNOWN_ZJHM), f'"{TNS}/QueryContributionRecord"')
+    assert response.status_code == 200
+    answer = payload(response)
+    assert answer.tag == f"{{{TNS}}}QueryContributionRecordResponse"
+    assert [etree.QName(child).localname for child in answer] == ["fhdm", "fhxx", "jfjl", "ljys"]  # WSDL order
+    records = [{etree.QName(f).localname: f.text for f in jl} for jl in answer.find(f"{{{TNS}}}jfjl")]
+    assert 6 <= len(records) <= 48
+    assert [r["ny"] for r in records] == sorted((r["ny"] for r in records), reverse=True)  # newest first
+    first = records[0]
+    assert re.fullmatch(r"\d{6}", first["ny"]) and first["zt"] in ("0", "1")
+    base = float(first["jfjs"])
+    assert (float(first["dwjf"]), float(first["grjf"])) == (round(base * 0.16, 2), round(base * 0.08, 2))
+    assert re.fullmatch(r"\d+\.\d{2}", first["jfjs"])
+    assert int(answer.findtext(f"{{{TNS}}}ljys")) == sum(r["zt"] == "1" for r in records)
+    assert sim.counters["queries_received"] == 1 and sim.counters["cases_created"] == 0
+
+
+def test_contribution_record_errors(sim: SocialSecuritySimulator, client: httpx.Client) -> None:
+    unknown = fields_of(post(client, sim, contributions_body("nobody")), "QueryContributionRecordResponse")
+    assert unknown["fhdm"] == "2002" and "jfjl" not in unknown
+    missing = fields_of(post(client, sim, contributions_body("")), "QueryContributionRecordResponse")
+    assert missing["fhdm"] == "1001" and "zjhm" in missing["fhxx"]
+    assert sim.counters["business_errors"] == 2
+
+
+def test_zeep_reads_the_shipped_wsdl_and_queries_contributions(sim: SocialSecuritySimulator) -> None:
+    zeep = pytest.importorskip("zeep")
+    settings = zeep.Settings(strict=True, forbid_external=True, forbid_dtd=True)
+    bundle_wsdl = Path(__file__).parents[1] / "adapters" / "bundles" / "social_security" / "service.wsdl"
+    service = zeep.Client(str(bundle_wsdl), settings=settings).create_service(f"{{{TNS}}}SheBaoCaseBinding", sim.url)
+    answer = service.QueryContributionRecord(zjhm=KNOWN_ZJHM)
+    assert answer.fhdm == "0000" and int(answer.ljys) == sum(jl.zt == "1" for jl in answer.jfjl.jl)
+    assert service.SubmitCase(qqlsh="Q-ZEEP", **BASE_FIELDS).fhdm == "0000"

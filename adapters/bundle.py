@@ -1,0 +1,717 @@
+"""Adapter bundles (adapters/BUNDLE-FORMAT.md): the descriptor model, safe unpacking, validation, preview.
+
+- `load_bundle(dir)` reads and checks `bundle.yaml` against `bundle.schema.json` plus the rules a
+  schema cannot say (files inside the bundle, kind-specific keys), and returns a typed `Bundle`.
+- `unpack_bundle(zip, dest)` extracts an uploaded bundle, refusing anything that could escape `dest`
+  or exhaust the disk, all or nothing.
+- `validate_bundle(dir_or_bundle)` runs every check, mappings against the canonical model and the
+  service description included (`mappings.validate`), and returns the problems.
+- `preview(bundle, operation, message)` renders what would be sent, without sending it.
+
+Every problem reads `file:line: field: message` (`Problem`); `BundleError` carries them all.
+Secrets are references (`{secret: env:NAME}` / `{secret: file:/path}`); a literal one is refused.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+import stat
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path, PurePosixPath
+from types import MappingProxyType
+from typing import Any, ClassVar
+from urllib.parse import urlencode
+
+import jsonschema
+import zeep.exceptions as zx
+from lxml import etree
+
+from adapters import canonical
+from adapters.auth import (
+    AuthSpec,
+    AuthSpecError,
+    BasicAuthSpec,
+    BearerAuthSpec,
+    HmacSpec,
+    OAuth2Spec,
+    parse_auth,
+)
+from adapters.resilience import RetryPolicy
+from mappings import CompiledMapping, MappingError
+from mappings.positions import Positions, YamlProblem, load_yaml
+from mappings.validate import (
+    Expectations,
+    MappingFile,
+    OpenApi,
+    Problem,
+    Shape,
+    TargetError,
+    check_canonical,
+    check_rest,
+    check_soap,
+    load_mapping,
+    load_wsdl,
+    select_binding,
+)
+from mappings.xslt import Transform, compile_xslt
+
+DESCRIPTOR = "bundle.yaml"
+CODE_TABLES = "code_tables.yaml"  # optional: code tables every mapping of the bundle may name
+SCHEMA_PATH = Path(__file__).with_name("bundle.schema.json")
+MiB = 1024 * 1024
+
+__all__ = [
+    "Bundle", "BundleError", "Problem", "compile_mappings", "load_bundle", "preview", "stylesheets", "unpack_bundle",
+    "validate_bundle",
+]  # fmt: skip
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be registered; `problems` says every reason, one `file:line: field: message` each."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def _fail(file: str, field: str, message: str, line: int | None = None) -> BundleError:
+    return BundleError([Problem(file, line, field, message)])
+
+
+# --------------------------------------------------------------------------- the model
+
+
+@dataclass(frozen=True)
+class Department:
+    name: str
+    credit_code: str
+
+
+@dataclass(frozen=True)
+class Serves:
+    departments: tuple[str, ...] = ()
+    matters: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CircuitBreaker:
+    failure_threshold: int
+    reset_after_ms: int
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    per_second: float
+    burst: int
+
+
+@dataclass(frozen=True)
+class PollingResults:
+    interval_ms: int
+    mode: ClassVar[str] = "polling"
+
+
+@dataclass(frozen=True)
+class CallbackResults:
+    callback_auth: HmacSpec  # how the sector signs its callbacks
+    mode: ClassVar[str] = "callback"
+
+
+Results = PollingResults | CallbackResults
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A checked descriptor; file paths are absolute, inside `root`."""
+
+    root: Path
+    format: int
+    sector: str
+    version: str
+    title: str
+    department: Department
+    kind: str  # "soap" | "rest"
+    service_description: Path
+    soap_version: str | None  # soap only
+    endpoints: Mapping[str, str]  # environment -> base URL (soap: the service address)
+    serves: Serves
+    operations: Mapping[str, Path]  # canonical operation -> mapping file
+    queries: Mapping[str, Path]  # named query -> mapping file
+    timeout_ms: int
+    retry: RetryPolicy
+    circuit_breaker: CircuitBreaker | None
+    rate_limit: RateLimit | None
+    auth: AuthSpec  # `adapters.auth`: secret references only, resolved when an adapter is built
+    idempotency_header: str | None  # rest only
+    materials_transport: str
+    results: Results
+    code_tables: Path | None  # code_tables.yaml, if the bundle has one
+    files: tuple[str, ...] = field(default=())  # every file of the bundle, relative, '/'-separated
+
+    def mapping(self, name: str) -> tuple[Path, bool]:
+        """The mapping file of a canonical operation or named query, and whether it is a query."""
+        if name in self.operations:
+            return self.operations[name], False
+        if name in self.queries:
+            return self.queries[name], True
+        known = ", ".join([*self.operations, *self.queries])
+        raise KeyError(f"{self.sector} version {self.version} has no mapping for {name!r} (has: {known})")
+
+    def endpoint(self, environment: str | None = None) -> str:
+        """The base URL for `environment` (default: the first one the descriptor lists)."""
+        if environment is None:
+            return next(iter(self.endpoints.values()))
+        try:
+            return self.endpoints[environment]
+        except KeyError:
+            raise KeyError(f"{self.sector} has no endpoint for environment {environment!r}") from None
+
+    def relative(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+
+# --------------------------------------------------------------------------- the schema, worded
+
+
+@cache
+def schema() -> Mapping[str, Any]:
+    """The descriptor's JSON Schema (draft 2020-12)."""
+    loaded: Mapping[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    return loaded
+
+
+def _dotted(path: Sequence[Any]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+
+
+def _deref(node: Mapping[str, Any]) -> Mapping[str, Any]:
+    ref = node.get("$ref")
+    return schema()["$defs"][ref.rsplit("/", 1)[1]] if isinstance(ref, str) else node
+
+
+@dataclass(frozen=True)
+class _Worder:
+    """Turns jsonschema errors into `Problem`s with words for people and the line of the key."""
+
+    file: str
+    positions: Positions
+
+    def problem(self, path: Sequence[Any], message: str) -> Problem:
+        return Problem(self.file, self.positions.line(path), _dotted(path), message)
+
+    def word(self, error: jsonschema.ValidationError) -> list[Problem]:
+        path, node = list(error.absolute_path), error.schema if isinstance(error.schema, Mapping) else {}
+        if error.validator == "oneOf" and "x-discriminator" in node:
+            return self._branch(error, path, node)
+        if "propertyNames" in error.schema_path:  # the key itself is wrong: point at it
+            return [self.problem([*path, error.instance], self._text(error, node))]
+        if error.validator == "required":
+            missing = [k for k in error.validator_value if k not in error.instance]
+            text = node.get("x-required-message", "required")
+            return [Problem(self.file, self.positions.line(path), _dotted([*path, k]), text) for k in missing]
+        if error.validator == "additionalProperties":
+            known = ", ".join(sorted(node.get("properties", {})))
+            what = node.get("x-unknown-key", "unknown key")
+            extra = sorted(str(k) for k in error.instance if k not in node.get("properties", {}))
+            return [self.problem([*path, k], f"{what} (known: {known})") for k in extra]
+        return [self.problem(path, self._text(error, node))]
+
+    def _text(self, error: jsonschema.ValidationError, node: Mapping[str, Any]) -> str:
+        if node.get("x-secret") and not isinstance(error.instance, Mapping):
+            # Never echo the value: it is the secret itself.
+            return "a literal secret is refused: write {secret: env:NAME} or {secret: file:/path}"
+        template = node.get("x-message")
+        return template.format(value=error.instance) if template else error.message
+
+    def _branch(self, error: jsonschema.ValidationError, path: list[Any], node: Mapping[str, Any]) -> list[Problem]:
+        """A oneOf chosen by a discriminating key (auth.type, results.mode): report the chosen branch only."""
+        key, instance = node["x-discriminator"], error.instance
+        branches = [_deref(b)["properties"][key]["const"] for b in node["oneOf"]]
+        if not isinstance(instance, Mapping):
+            return [self.problem(path, f"expected a mapping with {key}: one of {', '.join(branches)}")]
+        if key not in instance:
+            return [Problem(self.file, self.positions.line(path), _dotted([*path, key]), "required")]
+        if instance[key] not in branches:
+            text = f"unknown {_dotted(path)} {key} {instance[key]!r} (known: {', '.join(branches)})"
+            return [self.problem([*path, key], text)]
+        index = branches.index(instance[key])
+        chosen = [e for e in error.context or [] if e.relative_schema_path and e.relative_schema_path[0] == index]
+        return [p for e in chosen for p in self.word(e)]
+
+
+def _schema_problems(doc: Any, worder: _Worder) -> list[Problem]:
+    validator = jsonschema.Draft202012Validator(schema())
+    problems = [p for error in validator.iter_errors(doc) for p in worder.word(error)]
+    return sorted(set(problems), key=lambda p: (p.line or 0, p.field))
+
+
+# --------------------------------------------------------------------------- reading a descriptor
+
+
+def _semantic_problems(doc: Mapping[str, Any], worder: _Worder) -> Iterator[Problem]:
+    """What the schema cannot say: cross-key rules."""
+    retry = doc["retry"]
+    if retry["initial_ms"] > retry["max_ms"]:
+        yield worder.problem(["retry", "initial_ms"], f"must not exceed max_ms ({retry['max_ms']})")
+    mode, operations, kind = doc["results"]["mode"], doc["operations"], doc["kind"]
+    if mode == "polling" and "query_status" not in operations:
+        yield worder.problem(["operations", "query_status"], "required when results.mode is polling")
+    if mode == "callback" and "callback" not in operations:
+        yield worder.problem(["operations", "callback"], "required when results.mode is callback")
+    if mode != "callback" and "callback" in operations:
+        yield worder.problem(["operations", "callback"], "only with results.mode callback")
+    if kind == "rest" and "soap_version" in doc:
+        yield worder.problem(["soap_version"], "soap bundles only")
+    if kind == "soap" and "idempotency" in doc:
+        yield worder.problem(["idempotency"], "rest bundles only (soap: map idempotency_key into the body)")
+    if kind != "soap" and doc.get("materials", {}).get("transport") == "mtom":
+        yield worder.problem(["materials", "transport"], "mtom is for soap bundles only")
+
+
+def _file_problems(doc: Mapping[str, Any], root: Path, worder: _Worder) -> Iterator[Problem]:
+    """Every file the descriptor names exists inside the bundle (no `..`, no symlink out)."""
+    named = [(["service_description"], doc["service_description"])]
+    named += [(["operations", k], v) for k, v in doc["operations"].items()]
+    named += [(["queries", k], v) for k, v in (doc.get("queries") or {}).items()]
+    for path, name in named:
+        if _inside(root, name) is None:
+            yield worder.problem(path, f"file {name!r} not found in the bundle")
+
+
+def _inside(root: Path, name: str) -> Path | None:
+    path = (root / name).resolve()
+    return path if path.is_relative_to(root.resolve()) and path.is_file() else None
+
+
+def _read_descriptor(root: Path) -> tuple[Mapping[str, Any], list[Problem]]:
+    descriptor = root / DESCRIPTOR
+    try:
+        doc, positions = load_yaml(descriptor.read_text(encoding="utf-8"))
+    except OSError as exc:
+        return {}, [Problem(DESCRIPTOR, None, "", f"cannot read: {exc.strerror or exc}")]
+    except YamlProblem as exc:
+        return {}, [Problem(DESCRIPTOR, exc.line, "", exc.message)]
+    worder = _Worder(DESCRIPTOR, positions)
+    problems = _schema_problems(doc, worder)
+    if problems:
+        return {}, problems
+    problems = [*_semantic_problems(doc, worder), *_auth_problems(doc, worder), *_file_problems(doc, root, worder)]
+    return doc, problems + _code_table_problems(root)
+
+
+def _code_table_problems(root: Path) -> list[Problem]:
+    try:
+        _read_code_tables(root)
+    except BundleError as exc:
+        return list(exc.problems)
+    return []
+
+
+def _read_code_tables(root: Path) -> dict[str, Any]:
+    """The bundle's shared code tables (`code_tables.yaml`: name -> {code: value}), or {}."""
+    path = root / CODE_TABLES
+    if not path.is_file():
+        return {}
+    try:
+        doc, positions = load_yaml(path.read_text(encoding="utf-8"))
+    except YamlProblem as exc:
+        raise _fail(CODE_TABLES, "", exc.message, exc.line) from exc
+    if not isinstance(doc, Mapping):
+        raise _fail(CODE_TABLES, "", "expected a mapping of table name -> {code: value}", 1)
+    for name, table in doc.items():
+        if not isinstance(table, Mapping):
+            raise _fail(CODE_TABLES, str(name), "expected a mapping of code -> value", positions.line([str(name)]))
+    return dict(doc)
+
+
+def _auth_problems(doc: Mapping[str, Any], worder: _Worder) -> list[Problem]:
+    """The auth forms each side accepts (`adapters.auth.AUTH_TYPES`: no WS-Security over REST...)."""
+    specs = [(doc["auth"], "auth", doc["kind"])]
+    if doc["results"]["mode"] == "callback":
+        specs.append((doc["results"]["callback_auth"], "results.callback_auth", "callback"))
+    problems = []
+    for spec, where, kind in specs:
+        try:
+            parse_auth(spec, where, kind=kind)
+        except AuthSpecError as exc:
+            field, _, message = str(exc).partition(": ")
+            problems.append(Problem(DESCRIPTOR, worder.positions.line(field.split(".")), field, message))
+    return problems
+
+
+def _results(spec: Mapping[str, Any]) -> Results:
+    if spec["mode"] == "callback":
+        auth = parse_auth(spec["callback_auth"], "results.callback_auth", kind="callback")
+        assert isinstance(auth, HmacSpec)  # the only form a callback takes (checked before)
+        return CallbackResults(auth)
+    return PollingResults(spec["interval_ms"])
+
+
+def _optional(cls: Any, spec: Mapping[str, Any] | None) -> Any:
+    return None if spec is None else cls(**spec)
+
+
+def _build(root: Path, doc: Mapping[str, Any]) -> Bundle:
+    """The model of a descriptor that passed every check (so every key here exists and is well typed)."""
+    def files(spec: Mapping[str, str]) -> Mapping[str, Path]:
+        return MappingProxyType({name: (root / file).resolve() for name, file in spec.items()})
+
+    serves = doc["serves"]
+    return Bundle(
+        root=root.resolve(),
+        format=doc["format"],
+        sector=doc["sector"],
+        version=doc["version"],
+        title=doc["title"],
+        department=Department(**doc["department"]),
+        kind=doc["kind"],
+        service_description=(root / doc["service_description"]).resolve(),
+        soap_version=doc.get("soap_version"),
+        endpoints=MappingProxyType(dict(doc["endpoints"])),
+        serves=Serves(tuple(serves.get("departments", ())), tuple(serves.get("matters", ()))),
+        operations=files(doc["operations"]),
+        queries=files(doc.get("queries") or {}),
+        timeout_ms=doc["timeout_ms"],
+        retry=RetryPolicy(**doc["retry"]),
+        circuit_breaker=_optional(CircuitBreaker, doc.get("circuit_breaker")),
+        rate_limit=_optional(RateLimit, doc.get("rate_limit")),
+        auth=parse_auth(doc["auth"], "auth", kind=doc["kind"]),
+        idempotency_header=(doc.get("idempotency") or {}).get("header"),
+        materials_transport=(doc.get("materials") or {}).get("transport", "inline_base64"),
+        results=_results(doc["results"]),
+        code_tables=(root / CODE_TABLES).resolve() if (root / CODE_TABLES).is_file() else None,
+        files=tuple(sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())),
+    )
+
+
+def load_bundle(path: Path) -> Bundle:
+    """Read and check the descriptor of the bundle in directory `path`; `BundleError` lists every problem."""
+    root = Path(path)
+    if not (root / DESCRIPTOR).is_file():
+        raise _fail(DESCRIPTOR, "", f"not found in {root}")
+    doc, problems = _read_descriptor(root)
+    if problems:
+        raise BundleError(problems)
+    return _build(root, doc)
+
+
+# --------------------------------------------------------------------------- unpacking a zip
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+_CHUNK = 64 * 1024
+
+
+def unpack_bundle(
+    zip_path_or_bytes: str | Path | bytes,
+    dest: Path,
+    *,
+    max_bytes: int = 20 * MiB,
+    max_files: int = 200,
+    max_ratio: int = 200,
+) -> Path:
+    """Extract a zipped bundle into `dest` (which must not exist) and return the folder holding `bundle.yaml`.
+
+    All or nothing: entries go to a temporary sibling of `dest`, renamed into place only when every
+    entry is extracted and checked. Refused: absolute paths, `..`, drive letters, backslashes,
+    symlinks and other special files, duplicate names, encrypted entries, more than `max_files`
+    entries, more than `max_bytes` declared or actually decompressed, and entries compressed more
+    than `max_ratio` to 1 (a zip bomb).
+    """
+    name = "bundle.zip" if isinstance(zip_path_or_bytes, bytes) else Path(zip_path_or_bytes).name
+    dest = Path(dest)
+    if dest.exists():
+        raise _fail(name, "", f"{dest} already exists")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.unpacking-", dir=dest.parent))
+    try:
+        source = io.BytesIO(zip_path_or_bytes) if isinstance(zip_path_or_bytes, bytes) else zip_path_or_bytes
+        with zipfile.ZipFile(source) as archive:
+            members = _checked_members(archive, name, max_bytes, max_files, max_ratio)
+            _extract(archive, members, staging, name, max_bytes)
+        inner = _bundle_folder(staging, name).relative_to(staging)
+        staging.rename(dest)  # atomic: dest appears complete or not at all
+        return dest / inner
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, OSError, EOFError) as exc:
+        raise _fail(name, "", f"not a usable zip archive: {exc}") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # a no-op after the rename
+
+
+def _checked_members(
+    archive: zipfile.ZipFile, name: str, max_bytes: int, max_files: int, max_ratio: int
+) -> list[tuple[zipfile.ZipInfo, PurePosixPath]]:
+    infos = archive.infolist()
+    if len(infos) > max_files:
+        raise _fail(name, "", f"{len(infos)} entries, more than the {max_files} allowed")
+    seen: set[str] = set()
+    declared = 0
+    members = []
+    for info in infos:
+        relative = _safe_name(info, name)
+        key = relative.as_posix().casefold()  # "A.yaml" and "a.yaml" are one file on some disks
+        if key in seen:
+            raise _fail(name, info.filename, "duplicate entry")
+        seen.add(key)
+        declared += info.file_size
+        if declared > max_bytes:
+            raise _fail(name, info.filename, f"the archive unpacks to more than {max_bytes} bytes")
+        if info.file_size > max_ratio * max(info.compress_size, 1):
+            raise _fail(name, info.filename, f"compressed more than {max_ratio}:1 (a zip bomb?)")
+        members.append((info, relative))
+    return members
+
+
+def _safe_name(info: zipfile.ZipInfo, name: str) -> PurePosixPath:
+    """The entry's path if it stays inside the bundle and is a plain file or folder."""
+    entry = info.filename
+    if "\\" in entry or "\x00" in entry:
+        raise _fail(name, entry, "backslashes and NUL are not allowed in entry names")
+    if entry.startswith("/") or _DRIVE.match(entry):
+        raise _fail(name, entry, "absolute path")
+    parts = entry.rstrip("/").split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise _fail(name, entry, "path leaves the bundle (or has empty, '.' or '..' parts)")
+    mode = info.external_attr >> 16
+    if stat.S_ISLNK(mode):
+        raise _fail(name, entry, "symbolic links are not allowed")
+    if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
+        raise _fail(name, entry, "only plain files and folders are allowed")
+    if info.flag_bits & 0x1:
+        raise _fail(name, entry, "encrypted entries are not allowed")
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise _fail(name, entry, "only stored or deflated entries are allowed")
+    return PurePosixPath(*parts)
+
+
+def _extract(
+    archive: zipfile.ZipFile,
+    members: list[tuple[zipfile.ZipInfo, PurePosixPath]],
+    staging: Path,
+    name: str,
+    max_bytes: int,
+) -> None:
+    total = 0
+    for info, relative in members:
+        target = staging.joinpath(*relative.parts)
+        if info.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Counted while writing: the sizes in the archive are the sender's word, not a fact.
+        with archive.open(info) as src, open(target, "xb") as out:
+            written = 0
+            while chunk := src.read(_CHUNK):
+                written += len(chunk)
+                total += len(chunk)
+                if written > info.file_size or total > max_bytes:
+                    raise _fail(name, info.filename, "decompresses to more than its declared size or the limit")
+                out.write(chunk)
+
+
+def _bundle_folder(staging: Path, name: str) -> Path:
+    """Where `bundle.yaml` is: at the top, or in the archive's single top folder (a zip of a folder)."""
+    if (staging / DESCRIPTOR).is_file():
+        return staging
+    tops = list(staging.iterdir())
+    if len(tops) == 1 and (tops[0] / DESCRIPTOR).is_file():
+        return tops[0]
+    raise _fail(name, "", f"no {DESCRIPTOR} at the top of the archive")
+
+
+# --------------------------------------------------------------------------- compiling for the adapters
+
+
+def compile_mappings(bundle: Bundle) -> dict[str, CompiledMapping]:
+    """Every mapping of the bundle (operations and queries by name), compiled with the bundle's code tables.
+
+    Compile only: `validate_bundle` is what checks them against the canonical model and the sector.
+    """
+    tables = _read_code_tables(bundle.root)
+    compiled, problems = {}, []
+    for name, (path, _) in _mappings_of(bundle).items():
+        mf, found = load_mapping(path, name=bundle.relative(path), code_tables=tables)
+        problems += found
+        if mf is not None:
+            compiled[name] = mf.compiled
+    if problems:
+        raise BundleError(problems)
+    return compiled
+
+
+def stylesheets(bundle: Bundle) -> dict[str, Transform]:
+    """The `xslt` of each mapping that declares one (name -> sandboxed transform), for the SOAP adapter."""
+    found = {}
+    for name, (path, _) in _mappings_of(bundle).items():
+        doc, _positions = load_yaml(path.read_text(encoding="utf-8"))
+        xslt = doc.get("xslt") if isinstance(doc, Mapping) else None
+        if isinstance(xslt, str) and _inside(bundle.root, xslt) is not None:
+            found[name] = compile_xslt(bundle.root / xslt, name=xslt)
+    return found
+
+
+# --------------------------------------------------------------------------- validating everything
+
+
+def validate_bundle(path_or_bundle: str | Path | Bundle) -> list[Problem]:
+    """Every problem of a bundle (descriptor, files, mappings, canonical paths, service description)."""
+    if isinstance(path_or_bundle, Bundle):
+        bundle = path_or_bundle
+    else:
+        try:
+            bundle = load_bundle(Path(path_or_bundle))
+        except BundleError as exc:
+            return list(exc.problems)
+    positions = _descriptor_positions(bundle)
+    problems, check = _service_checker(bundle, positions)
+    try:
+        tables = _read_code_tables(bundle.root)
+    except BundleError as exc:  # a Bundle built by hand may have skipped load_bundle's check
+        return _ordered(problems + list(exc.problems))
+    for name, (path, query) in _mappings_of(bundle).items():
+        mf, found = load_mapping(path, name=bundle.relative(path), code_tables=tables)
+        problems += found
+        if mf is not None:
+            expected = _expectations(name, query)
+            problems += check_canonical(mf, expected)
+            # A callback is the sector calling us: its body is in no WSDL operation or OpenAPI route of theirs.
+            problems += check(mf, expected) if name != "callback" else []
+    return _ordered(problems)
+
+
+def _ordered(problems: list[Problem]) -> list[Problem]:
+    unique = list(dict.fromkeys(problems))
+    return sorted(unique, key=lambda p: (p.file != DESCRIPTOR, p.file, p.line or 0, p.field))
+
+
+def _descriptor_positions(bundle: Bundle) -> Positions:
+    return load_yaml((bundle.root / DESCRIPTOR).read_text(encoding="utf-8"))[1]
+
+
+def _mappings_of(bundle: Bundle) -> dict[str, tuple[Path, bool]]:
+    found = {name: (path, False) for name, path in bundle.operations.items()}
+    return found | {name: (path, True) for name, path in bundle.queries.items()}
+
+
+def _expectations(name: str, query: bool) -> Expectations:
+    tree = canonical.message_tree(name, query=query)
+    return Expectations(name, Shape.from_data(tree), canonical.result_spec(name, query=query), query)
+
+
+_Check = Callable[[MappingFile, Expectations], list[Problem]]
+
+
+def _service_checker(bundle: Bundle, positions: Positions) -> tuple[list[Problem], _Check]:
+    """Load the service description once; return its problems and the per-mapping check against it."""
+    worder = _Worder(DESCRIPTOR, positions)
+    described = bundle.relative(bundle.service_description)
+    if bundle.kind == "soap":
+        try:
+            client = load_wsdl(bundle.service_description, bundle.root)
+        except TargetError as exc:
+            return [worder.problem(["service_description"], f"{described}: {exc}")], _no_check
+        try:
+            binding = select_binding(client, bundle.soap_version or "1.1", described)
+        except TargetError as exc:
+            return [worder.problem(["soap_version"], str(exc))], _no_check
+        return [], lambda mf, expected: check_soap(mf, binding, described, bundle.root)
+    try:
+        api = OpenApi.load(bundle.service_description, described)
+    except TargetError as exc:
+        return [worder.problem(["service_description"], f"{described}: {exc}")], _no_check
+    headers = _provided_headers(bundle)
+    return [], lambda mf, expected: check_rest(mf, api, expected, provided_headers=headers)
+
+
+def _no_check(mf: MappingFile, expected: Expectations) -> list[Problem]:
+    return []
+
+
+def _provided_headers(bundle: Bundle) -> list[str]:
+    """Headers the gateway sets itself, so an OpenAPI document may require them without a mapping rule."""
+    headers = ["Content-Type", "Accept"] + ([bundle.idempotency_header] if bundle.idempotency_header else [])
+    return headers + list(_auth_headers(bundle.auth))
+
+
+# --------------------------------------------------------------------------- preview
+
+REDACTED = "<redacted>"
+AT_SEND_TIME = "<set when sent>"
+
+
+def _auth_headers(auth: AuthSpec) -> dict[str, str]:
+    """The headers `auth` adds, with every secret (and everything derived from one) redacted."""
+    if isinstance(auth, BasicAuthSpec):
+        return {"Authorization": f"Basic {REDACTED}"}
+    if isinstance(auth, BearerAuthSpec | OAuth2Spec):
+        return {"Authorization": f"Bearer {REDACTED}"}
+    if isinstance(auth, HmacSpec):
+        h = auth.headers
+        headers = {h.timestamp: AT_SEND_TIME, h.nonce: AT_SEND_TIME, h.signature: REDACTED}
+        return headers | ({h.key_id: auth.key_id} if auth.key_id else {})
+    return {}
+
+
+def preview(
+    bundle: Bundle, operation: str, message: Mapping[str, Any], *, environment: str | None = None
+) -> dict[str, Any]:
+    """What `operation` (a canonical operation or named query) would send for `message`; nothing is sent.
+
+    SOAP: {"kind", "operation", "endpoint", "soap_version", "request" (the dict zeep takes),
+    "envelope" (the XML, after the mapping's xslt if any)}. REST: {"kind", "method", "path",
+    "query", "headers" (secrets redacted), "url", "body" (the JSON body, None without one)}.
+    Raises `MappingError` if the message does not fit the mapping, `BundleError` if the mapping is broken.
+    """
+    path, _ = bundle.mapping(operation)
+    mf, problems = load_mapping(path, name=bundle.relative(path), code_tables=_read_code_tables(bundle.root))
+    if mf is None or problems:
+        raise BundleError(problems)
+    endpoint = bundle.endpoint(environment)
+    if bundle.kind == "soap":
+        return _preview_soap(bundle, mf, message, endpoint)
+    return _preview_rest(bundle, mf, message, endpoint)
+
+
+def _preview_soap(bundle: Bundle, mf: MappingFile, message: Mapping[str, Any], endpoint: str) -> dict[str, Any]:
+    request = mf.compiled.render_request(message)
+    try:
+        client = load_wsdl(bundle.service_description, bundle.root)
+        binding = select_binding(client, bundle.soap_version or "1.1", bundle.relative(bundle.service_description))
+        service = client.create_service(str(binding.name), endpoint)
+        envelope = client.create_message(service, mf.compiled.operation, **request)
+    except (zx.Error, TypeError, TargetError) as exc:
+        raise MappingError(f"{mf.name}: the request does not fit the WSDL: {exc}") from exc
+    xslt = mf.doc.get("xslt")
+    if isinstance(xslt, str):
+        envelope = compile_xslt(bundle.root / xslt, name=xslt)(envelope)
+    return {
+        "kind": "soap",
+        "operation": mf.compiled.operation,
+        "endpoint": endpoint,
+        "soap_version": bundle.soap_version,
+        "request": request,
+        "envelope": etree.tostring(envelope, encoding="unicode", pretty_print=True),
+    }
+
+
+def _preview_rest(bundle: Bundle, mf: MappingFile, message: Mapping[str, Any], endpoint: str) -> dict[str, Any]:
+    rendered = mf.compiled.render_http(message)
+    query = dict(rendered.query)
+    paging = mf.http.paging if mf.http is not None else None
+    if paging is not None:  # the first page; the adapter asks for the next ones
+        query |= paging.params(0)
+    headers = dict(rendered.headers)
+    if bundle.idempotency_header and message.get("idempotency_key") is not None:
+        headers[bundle.idempotency_header] = str(message["idempotency_key"])
+    headers |= _auth_headers(bundle.auth)
+    if rendered.body is not None:
+        headers["Content-Type"] = "application/json"
+    url = endpoint.rstrip("/") + rendered.path + (f"?{urlencode(query)}" if query else "")
+    return {"kind": "rest", "method": rendered.method, "path": rendered.path, "query": query, "headers": headers,
+            "url": url, "body": rendered.body}  # fmt: skip

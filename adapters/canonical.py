@@ -1,0 +1,118 @@
+"""The canonical model as data: what a mapping may read, and what its result must hold.
+
+`adapters/contract.py` describes the canonical message in prose; this module states it as a tree
+the bundle validator walks (`mappings.validate.Shape.from_data`), so a `from: case.applicant.nme`
+is caught at registration instead of failing every delivery. Tree notation:
+
+- a dict: an object with exactly these keys;
+- a one-element list: a list of items shaped like the element (`for_each` walks it);
+- ``"*"``: anything (the application form is the matter's own; a query's parameters are the caller's);
+- any other string: a scalar, named by its type for messages.
+
+Keep this in step with `gateway.dispatch.canonical_message`, which builds the real message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+ANYTHING = "*"
+
+OPERATIONS = ("submit_case", "query_status", "cancel_case", "fetch_certificate", "callback")
+# Named synchronous queries the gateway knows today; a bundle may declare others (see BUNDLE-FORMAT.md).
+KNOWN_QUERIES = ("social_insurance_contributions", "housing_fund_balance", "marriage_record", "household_registration")
+STATUSES = ("received", "in_process", "approved", "denied", "returned")
+
+MATERIAL: Mapping[str, Any] = {"name": "str", "received": "bool", "file_ref": "str"}
+
+# Every operation on a task gets the same message (dispatch builds one per outbox row).
+TASK_MESSAGE: Mapping[str, Any] = {
+    "idempotency_key": "str",
+    "sector_ref": "str",  # None until submit_case has answered
+    "task": {"id": "str", "department": "str", "credit_code": "str", "lead": "bool"},
+    "case": {
+        "case_no": "str",
+        "matter_code": "str",
+        "accepted_at": "datetime",  # ISO-8601 UTC text
+        "green_channel": "bool",
+        "channel": "str",
+        "region_code": "str",
+        "applicant": {
+            "name": "str",
+            "id_type": "str",
+            "id_number": "str",
+            "phone": "str",
+            "address": "str",
+            "legal_representative": "str",
+        },
+        "materials": [MATERIAL],
+        "form": ANYTHING,
+    },
+}
+QUERY_MESSAGE: Mapping[str, Any] = {"query": ANYTHING}
+# A callback's `request`, if any, is our acknowledgement to the sector: it can only hold constants.
+CALLBACK_MESSAGE: Mapping[str, Any] = {}
+
+MESSAGES: Mapping[str, Mapping[str, Any]] = MappingProxyType({
+    "submit_case": TASK_MESSAGE,
+    "query_status": TASK_MESSAGE,
+    "cancel_case": TASK_MESSAGE,
+    "fetch_certificate": TASK_MESSAGE,
+    "callback": CALLBACK_MESSAGE,
+})  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ResultSpec:
+    """The keys an operation's `response.fields` must and may produce, and the values some may take."""
+
+    required: frozenset[str]
+    optional: frozenset[str] = frozenset()
+    values: Mapping[str, frozenset[Any]] = field(default_factory=dict)
+    open: bool = False  # named queries: the mapping defines its own keys
+
+    @property
+    def allowed(self) -> frozenset[str]:
+        return self.required | self.optional
+
+
+_STATUS = {"status": frozenset(STATUSES)}
+
+RESULTS: Mapping[str, ResultSpec] = MappingProxyType({
+    "submit_case": ResultSpec(frozenset({"sector_ref"})),
+    "query_status": ResultSpec(frozenset({"status"}), frozenset({"opinion", "decided_at"}), _STATUS),
+    "cancel_case": ResultSpec(frozenset({"cancelled"}), values={"cancelled": frozenset({True, False})}),
+    "fetch_certificate": ResultSpec(frozenset({"name", "number"}), frozenset({"issuer", "valid_until"})),
+    "callback": ResultSpec(frozenset({"sector_ref", "status"}), frozenset({"opinion", "decided_at"}), _STATUS),
+})  # fmt: skip
+QUERY_RESULT = ResultSpec(frozenset(), open=True)
+
+
+def message_tree(operation: str, *, query: bool = False) -> Mapping[str, Any]:
+    """The message tree a mapping of `operation` (or of a named query) reads; KeyError if not canonical."""
+    return QUERY_MESSAGE if query else MESSAGES[operation]
+
+
+def result_spec(operation: str, *, query: bool = False) -> ResultSpec:
+    """What the mapping's `response.fields` must produce; KeyError if `operation` is not canonical."""
+    return QUERY_RESULT if query else RESULTS[operation]
+
+
+def readable_paths(operation: str, *, query: bool = False) -> frozenset[str]:
+    """Every dotted path a mapping may read, e.g. `case.materials[].name`, `case.form.*`."""
+    return frozenset(_flatten(message_tree(operation, query=query), ""))
+
+
+def _flatten(tree: Any, prefix: str) -> list[str]:
+    if isinstance(tree, Mapping):
+        paths = []
+        for key, sub in tree.items():
+            path = f"{prefix}{key}"
+            paths += [path, *_flatten(sub, f"{path}.")]
+        return paths
+    if isinstance(tree, list):
+        return _flatten(tree[0], f"{prefix[:-1]}[].")
+    return [f"{prefix}*"] if tree == ANYTHING else []

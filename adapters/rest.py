@@ -1,0 +1,244 @@
+"""The REST adapter kind: a sector reached over HTTP with JSON bodies, through httpx.
+
+One `httpx.Client` per adapter (one registered bundle version), reused for every call so
+connections and TLS sessions are pooled; the bundle's timeout, no redirects (a redirect from a
+sector is a misconfiguration, never something to follow with our credentials), and our own
+`ssl.SSLContext` (httpx 0.28 wants one). Each call renders its mapping's `http` block
+(`CompiledMapping.render_http`), sends the JSON body and reads the JSON answer with the mapping.
+
+`call(name, message)` takes a canonical `Operation` or, as a plain string, the name of a named
+query (BUNDLE-FORMAT.md: the message is `{"query": {...}}`): both are just mappings by name.
+
+Every failure leaves as a classified `DeliveryError`; see `classify` and `_status_error`:
+
+    connect, read, protocol errors -> TRANSPORT          timeouts -> TIMEOUT
+    HTTP 5xx, 429                  -> SECTOR_FAULT, retryable, `retry_after_s` from Retry-After
+    HTTP 401/403, token endpoint   -> AUTH (the token endpoint unreachable or 5xx: retryable)
+    other 4xx                      -> SECTOR_FAULT, not retryable
+    non-JSON, malformed, too big or too deep JSON, unexpected 1xx-3xx -> VALIDATION
+    business error in the answer   -> SECTOR_FAULT, not retryable;  mapping problems -> MAPPING
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from adapters.auth import NO_AUTH, AuthSpec, BodyTooLarge, TokenError, read_capped, rest_auth
+from adapters.contract import CanonicalMessage, CanonicalResult, DeliveryError, FailureClass, Operation
+from adapters.soap import mapping_failure, mapping_for
+from mappings import (
+    BusinessError,
+    CompiledMapping,
+    HttpRequest,
+    HttpSpec,
+    JsonAnswerError,
+    MappingError,
+    Paging,
+    parse_json,
+)
+
+MAX_ANSWER_BYTES = 10 * 1024 * 1024
+_JSON_MEDIA_TYPES = ("application/json", "text/json")  # plus any application/*+json
+
+
+class RetryAfterError(DeliveryError):
+    """A retryable sector fault (429, 5xx) that may say when to come back.
+
+    `retry_after_s` is the sector's Retry-After in seconds (None if it gave none): the resilience
+    layer should wait at least that long instead of its own backoff.
+    """
+
+    def __init__(self, message: str, retry_after_s: float | None) -> None:
+        super().__init__(FailureClass.SECTOR_FAULT, message, retryable=True)
+        self.retry_after_s = retry_after_s
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Retry-After as seconds from now: delta-seconds or an HTTP-date; None if absent or unreadable."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.isascii() and text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT; parsedate gives naive for "-0000"
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+class RestAdapter:
+    """One REST sector bundle version, ready to call (implements `adapters.contract.Adapter`).
+
+    `mappings` is keyed by canonical operation and by query name; every one needs an `http` block.
+    `auth` is the descriptor's parsed `auth` (its secrets are resolved here: `SecretRefError` if
+    one is missing); `idempotency_header` carries the message's `idempotency_key` on every request.
+    """
+
+    def __init__(
+        self,
+        sector: str,
+        version: str,
+        endpoint: str,
+        mappings: Mapping[str, CompiledMapping],
+        timeout_s: float,
+        auth: AuthSpec = NO_AUTH,
+        idempotency_header: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.sector = sector
+        self.version = version
+        self.endpoint = endpoint
+        self._mappings = {str(name): mapping for name, mapping in mappings.items()}
+        for mapping in self._mappings.values():
+            _http(mapping)
+        self._idempotency_header = idempotency_header
+        self.client = httpx.Client(
+            base_url=endpoint,
+            timeout=httpx.Timeout(timeout_s),
+            follow_redirects=False,
+            verify=ssl_context or ssl.create_default_context(),
+        )
+        self._auth = rest_auth(auth, self.client)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def render(self, operation: Operation | str, message: CanonicalMessage) -> HttpRequest:
+        """The request this message becomes (headers without credentials), without sending it."""
+        try:
+            return self._render(self._mapping(operation), message)
+        except MappingError as exc:
+            raise mapping_failure(exc) from exc
+
+    def call(self, operation: Operation | str, message: CanonicalMessage) -> CanonicalResult:
+        """Call a canonical operation, or a named query given as a str (message `{"query": {...}}`)."""
+        mapping = self._mapping(operation)
+        try:
+            request = self._render(mapping, message)
+            paging = _http(mapping).paging
+            if paging is None:
+                return mapping.read_response(self._exchange(mapping, request))
+            return self._gather(mapping, paging, request)
+        except Exception as exc:  # the contract: nothing raw escapes; classify() knows every kind we expect
+            raise classify(exc) from exc
+
+    def _mapping(self, operation: Operation | str) -> CompiledMapping:
+        return mapping_for(self._mappings, operation, f"{self.sector} version {self.version}")
+
+    def _render(self, mapping: CompiledMapping, message: CanonicalMessage) -> HttpRequest:
+        request = mapping.render_http(message)
+        key = message.get("idempotency_key")
+        if self._idempotency_header and key:
+            request.headers[self._idempotency_header] = str(key)
+        return request
+
+    def _gather(self, mapping: CompiledMapping, paging: Paging, request: HttpRequest) -> CanonicalResult:
+        """Follow the pages (up to `max_pages`); the mapping reads the first page's answer holding
+        every page's items. The result's `items` are the raw items unless the mapping maps them."""
+        first: dict[str, Any] = {}
+        items: list[Any] = []
+        for index in range(paging.max_pages):
+            page = replace(request, query={**request.query, **paging.params(index)})
+            answer = self._exchange(mapping, page)
+            page_items, total = mapping.read_page(answer)
+            first = first or answer
+            items.extend(page_items)
+            # A short or empty page is the last; so is reaching the declared total.
+            if len(page_items) < paging.size or (total is not None and len(items) >= total):
+                break
+        result = mapping.read_response(mapping.merge_pages(first, items))
+        return result if "items" in result else {**result, "items": items}
+
+    def _exchange(self, mapping: CompiledMapping, request: HttpRequest) -> dict[str, Any]:
+        """Send one request, check its status, return its JSON object."""
+        http = _http(mapping)
+        headers = {"Accept": "application/json", **request.headers}
+        content = None if request.body is None else _json_body(mapping, request.body)
+        if content is not None:
+            headers["Content-Type"] = "application/json; charset=utf-8"
+        built = self.client.build_request(
+            request.method, request.path, params=request.query, headers=headers, content=content
+        )
+        # Streamed, so the size cap stops reading instead of complaining after a huge body is in memory.
+        response = self.client.send(built, auth=self._auth, stream=True)
+        try:
+            where = f"{http.method} {http.path}"  # the template: a filled path may hold an ID number
+            if response.status_code not in http.success:
+                raise _status_error(response, where)
+            body = read_capped(response, MAX_ANSWER_BYTES)
+        finally:
+            response.close()
+        return _json_object(response, body, where)
+
+
+def _http(mapping: CompiledMapping) -> HttpSpec:
+    if mapping.http is None:  # refused in RestAdapter.__init__; kept for the type checker
+        raise ValueError(f"{mapping.source_name}: a REST mapping needs an http block")
+    return mapping.http
+
+
+def _json_body(mapping: CompiledMapping, body: dict[str, Any]) -> bytes:
+    try:
+        # UTF-8 as is (not \u escapes): smaller, and what the sectors' own clients send.
+        return json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError) as exc:  # a value JSON cannot carry (NaN, a date object): our mapping's doing
+        raise DeliveryError(FailureClass.MAPPING, f"{mapping.source_name}: request body is not JSON: {exc}") from exc
+
+
+def _status_error(response: httpx.Response, where: str) -> DeliveryError:
+    status = response.status_code
+    text = f"HTTP {status} from {where}"
+    if status in (401, 403):
+        return DeliveryError(FailureClass.AUTH, f"{text}: the sector refused our credentials")
+    if status == 429 or status >= 500:
+        return RetryAfterError(text, parse_retry_after(response.headers.get("Retry-After")))
+    if status >= 400:
+        return DeliveryError(FailureClass.SECTOR_FAULT, text, retryable=False)
+    # 1xx/2xx/3xx the mapping does not expect (redirects are not followed): not an answer we can read.
+    return DeliveryError(FailureClass.VALIDATION, f"unexpected {text}")
+
+
+def _json_object(response: httpx.Response, body: bytes, where: str) -> dict[str, Any]:
+    if response.status_code == 204 and not body:
+        return {}
+    media_type = response.headers.get("Content-Type", "").partition(";")[0].strip().lower()
+    if media_type and not (media_type in _JSON_MEDIA_TYPES or media_type.endswith("+json")):
+        raise DeliveryError(FailureClass.VALIDATION, f"answer from {where} is {media_type}, not JSON")
+    answer = parse_json(body)
+    if not isinstance(answer, dict):
+        raise DeliveryError(FailureClass.VALIDATION, f"answer from {where} is not a JSON object")
+    return answer
+
+
+def _brief(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= 300 else text[:300] + "…"
+
+
+def classify(exc: BaseException) -> DeliveryError:
+    """The `DeliveryError` a failed REST exchange stands for (see the module's table)."""
+    if isinstance(exc, DeliveryError):
+        return exc
+    if isinstance(exc, BusinessError | MappingError):
+        return mapping_failure(exc)
+    if isinstance(exc, TokenError):
+        return DeliveryError(FailureClass.AUTH, str(exc), retryable=exc.retryable)
+    if isinstance(exc, httpx.TimeoutException):  # before TransportError: timeouts are transport errors too
+        return DeliveryError(FailureClass.TIMEOUT, f"no answer in time: {_brief(exc)}")
+    if isinstance(exc, httpx.TransportError):
+        return DeliveryError(FailureClass.TRANSPORT, _brief(exc))
+    if isinstance(exc, JsonAnswerError | BodyTooLarge | httpx.DecodingError):
+        return DeliveryError(FailureClass.VALIDATION, f"answer refused: {_brief(exc)}")
+    # Anything else came out of handling an answer we could not make sense of.
+    return DeliveryError(FailureClass.VALIDATION, f"unexpected {_brief(exc)}")

@@ -1,0 +1,700 @@
+"""What the four sector simulators share: the HTTP server, the counters, the fault switch, the
+decision clock, idempotent application, the body cap and hardened XML parsing.
+
+Why one base: the four dialects differ on the wire (SOAP 1.1, SOAP 1.2 + WS-Security, REST +
+OAuth2, REST + HMAC) but must misbehave, count and decide in exactly the same way, because the
+gateway's resilience tests compare them. See SECTORS.md for the contract.
+
+A simulator is a subclass of ``SimulatorBase`` that routes a request to a handler (``_route``) and
+renders its dialect's canned fault answers (``_injected_reply``, ``_internal_error``). Everything
+here is stdlib + lxml and imports nothing from the rest of the project, so a simulator can never
+share a bug with the gateway it is testing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
+from email.message import Message
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, ClassVar, Final, NamedTuple, Self
+from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo
+
+from lxml import etree
+
+__all__ = [
+    "BEIJING",
+    "COMMON_FAULT_MODES",
+    "MAX_BODY_BYTES",
+    "Case",
+    "CaseBook",
+    "Counters",
+    "Decider",
+    "FaultPlan",
+    "FaultSwitch",
+    "NonceCache",
+    "Handler",
+    "Reply",
+    "Request",
+    "Route",
+    "SimulatorBase",
+    "XmlRejected",
+    "billion_laughs",
+    "dig",
+    "hardened_parser",
+    "missing_fields",
+    "parse_xml",
+    "person_seed",
+    "recent_months",
+    "run_cli",
+    "serve_forever",
+    "text_reply",
+]
+
+log = logging.getLogger(__name__)
+
+BEIJING: Final = ZoneInfo("Asia/Shanghai")
+MAX_BODY_BYTES: Final = 1024 * 1024
+# Bodies up to this size are read and thrown away before an early answer (413, injected fault),
+# so the client sees our status code instead of a connection reset; bigger ones are just cut off.
+_DRAIN_LIMIT: Final = 16 * MAX_BODY_BYTES
+_TEXT_CONTENT_TYPE: Final = "text/plain; charset=utf-8"
+_DOCTYPE_RE: Final = re.compile(rb"<!DOCTYPE", re.IGNORECASE)
+_ID_CARD_RE: Final = re.compile(r"\d{17}[\dX]")
+
+# The answers every dialect can be told to give (SECTORS.md); "slow" answers normally, late.
+# A request meets these on its way in; a simulator's own modes (callbacks) are taken by handlers.
+COMMON_FAULT_MODES: Final = frozenset({"fail", "slow", "malformed", "hostile", "fault", "rate_limit"})
+COMMON_COUNTERS: Final = (
+    "raw_requests",
+    "submits_received",
+    "queries_received",
+    "cases_created",
+    "duplicate_submits",
+    "business_errors",
+    "auth_failures",
+    "faults_injected",
+)
+
+Decider = Callable[[dict[str, Any]], tuple[bool, str]]
+"""Decides a case from its submitted fields: (approved, opinion)."""
+
+
+# --------------------------------------------------------------------------- messages
+
+
+class Reply(NamedTuple):
+    """One HTTP answer, built by the simulator and written by the request handler."""
+
+    status: int
+    content_type: str
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Request:
+    """One HTTP request as a handler sees it; ``params`` are the route's path placeholders."""
+
+    method: str
+    path: str  # without the query string, exactly as sent (HMAC signs this form)
+    query: str
+    headers: Message
+    body: bytes
+    params: dict[str, str] = field(default_factory=dict)
+
+    def header(self, name: str) -> str | None:
+        value = self.headers.get(name)
+        return value.strip() if isinstance(value, str) else None
+
+    def query_param(self, name: str) -> str | None:
+        values = parse_qs(self.query, keep_blank_values=True).get(name)
+        return values[0] if values else None
+
+
+Handler = Callable[[Request], Reply]
+
+
+class Route(NamedTuple):
+    """Where a request goes; ``faultable`` False keeps it out of the fault plan (service
+    descriptions, the OAuth token endpoint: a separate identity server stays up)."""
+
+    handler: Handler
+    faultable: bool = True
+
+
+def text_reply(status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
+    """Plain-text answers for HTTP-level problems that happen before the dialect is involved."""
+    return Reply(status, _TEXT_CONTENT_TYPE, message.encode("utf-8"), headers)
+
+
+_DEAD_BALANCER_HTML: Final = (
+    b"<html><head><title>503 Service Unavailable</title></head><body>"
+    b"<h1>503 Service Unavailable</h1><p>No server is available to handle this request.</p>"
+    b"</body></html>"
+)
+DEAD_BALANCER: Final = Reply(HTTPStatus.SERVICE_UNAVAILABLE, "text/html; charset=utf-8", _DEAD_BALANCER_HTML)
+RETRY_AFTER: Final = (("Retry-After", "1"),)
+
+
+# --------------------------------------------------------------------------- XML in
+
+
+class XmlRejected(ValueError):
+    """A request document we refuse to read (not well-formed, or carrying a DTD)."""
+
+
+def hardened_parser() -> etree.XMLParser:
+    """A fresh parser per document (lxml parsers are not to be shared across threads) that
+    never resolves entities, never loads a DTD and never touches the network."""
+    return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
+
+
+def parse_xml(body: bytes) -> etree._Element:
+    """Parse a request body hardened; any DOCTYPE is refused, entity definitions included."""
+    if _DOCTYPE_RE.search(body):
+        raise XmlRejected("拒绝处理：请求报文含DOCTYPE声明（不接受DTD与实体定义）")
+    try:
+        root = etree.fromstring(body, hardened_parser())
+    except etree.XMLSyntaxError as exc:
+        raise XmlRejected(f"请求报文不是格式良好的XML：{exc}") from exc
+    docinfo = root.getroottree().docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None:  # e.g. a UTF-16 DOCTYPE the byte scan missed
+        raise XmlRejected("拒绝处理：请求报文含DOCTYPE声明（不接受DTD与实体定义）")
+    return root
+
+
+def billion_laughs(document: str, root_name: str, placeholder: str) -> bytes:
+    """``document`` with a DOCTYPE of nine nested entity levels (10**9 "lol"s if expanded) and
+    every ``placeholder`` replaced by a reference to the top one; small on the wire on purpose."""
+    levels = ['<!ENTITY lol0 "lol">']
+    levels += [f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">' for i in range(1, 10)]
+    subset = "\n  ".join(levels)
+    body = document.split("?>", 1)[-1].lstrip().replace(placeholder, "&lol9;")
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE {root_name} [\n  {subset}\n]>\n{body}'
+    ).encode("utf-8")
+
+
+# --------------------------------------------------------------------------- made-up records
+
+
+def person_seed(id_number: str | None) -> int | None:
+    """A stable number for a well-formed 18-character resident ID number, None otherwise.
+
+    The simulators know "everyone" with a well-formed number (so the demo can use anybody) and
+    derive that person's records from this seed, so every run and every process answers alike.
+    """
+    if not id_number or not _ID_CARD_RE.fullmatch(id_number):
+        return None
+    return int.from_bytes(hashlib.sha256(id_number.encode("ascii")).digest()[:8], "big")
+
+
+def recent_months(count: int, today: date | None = None) -> list[tuple[int, int]]:
+    """(year, month) of the ``count`` months before the current Beijing month, newest first."""
+    current = today or datetime.now(BEIJING).date()
+    index = current.year * 12 + current.month - 1  # months since January of year 0
+    return [(i // 12, i % 12 + 1) for i in range(index - 1, index - 1 - count, -1)]
+
+
+def dig(document: object, dotted: str) -> object:
+    """``document["a"]["b"]`` for "a.b"; None where the path leaves the dicts."""
+    value = document
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def missing_fields(document: dict[str, Any], paths: Iterable[str]) -> list[str]:
+    """The dotted paths that are absent, null or empty (the sectors treat all three alike)."""
+    return [path for path in paths if dig(document, path) in (None, "", [], {})]
+
+
+# --------------------------------------------------------------------------- counters and faults
+
+
+class Counters:
+    """Thread-safe named counters; a snapshot is a plain dict copy."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self._lock = threading.Lock()
+        self._values = dict.fromkeys(names, 0)
+
+    def bump(self, name: str) -> None:
+        with self._lock:
+            self._values[name] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._values)
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    """The armed fault switch; ``remaining`` None means until changed."""
+
+    mode: str
+    remaining: int | None
+    slow_ms: int
+
+
+class FaultSwitch:
+    """``set_fault`` state: which misbehaviour, for how many more takers."""
+
+    def __init__(self, supported: frozenset[str], counters: Counters) -> None:
+        self.supported = supported
+        self._counters = counters
+        self._lock = threading.Lock()
+        self._plan: FaultPlan | None = None
+
+    @property
+    def mode(self) -> str | None:
+        with self._lock:
+            return self._plan.mode if self._plan else None
+
+    def arm(self, mode: str | None, count: int | None, slow_ms: int) -> None:
+        if mode is not None and mode not in self.supported:
+            raise ValueError(f"unknown fault mode {mode!r}; expected one of {sorted(self.supported)} or None")
+        if count is not None and count < 1:
+            raise ValueError("count must be >= 1 (or None for 'until changed')")
+        if slow_ms < 0:
+            raise ValueError("slow_ms must be >= 0")
+        with self._lock:
+            self._plan = None if mode is None else FaultPlan(mode, count, slow_ms)
+
+    def take(self, modes: frozenset[str]) -> FaultPlan | None:
+        """Consume one use of the armed fault if it is one of ``modes`` (a request meets the
+        HTTP-level ones, a submit handler the callback ones); disarm when the count runs out."""
+        with self._lock:
+            plan = self._plan
+            if plan is None or plan.mode not in modes:
+                return None
+            if plan.remaining is not None:
+                left = plan.remaining - 1
+                self._plan = replace(plan, remaining=left) if left > 0 else None
+        self._counters.bump("faults_injected")
+        return plan
+
+
+class NonceCache:
+    """Nonces seen within the freshness window. Older ones may be forgotten: a request that
+    old is refused for its timestamp anyway, so memory stays bounded by the window."""
+
+    def __init__(self, window_s: float) -> None:
+        self._window_s = window_s
+        self._lock = threading.Lock()
+        self._seen: dict[str, float] = {}  # nonce -> monotonic time first seen (insertion order)
+
+    def first_use(self, nonce: str) -> bool:
+        """Remember ``nonce``; False if it was already used."""
+        now = time.monotonic()
+        with self._lock:
+            while self._seen:  # oldest first: stop at the first one still inside the window
+                oldest, seen_at = next(iter(self._seen.items()))
+                if now - seen_at <= self._window_s:
+                    break
+                del self._seen[oldest]
+            if nonce in self._seen:
+                return False
+            self._seen[nonce] = now
+            return True
+
+
+# --------------------------------------------------------------------------- cases
+
+
+@dataclass
+class Case:
+    """A case the sector has applied; ``decision`` is fixed the first time it is due."""
+
+    reference: str
+    fields: dict[str, Any]
+    created_at: float  # time.monotonic()
+    due_at: float  # time.monotonic() when the decision becomes visible
+    decided_at: datetime  # Beijing wall time the decision is due (reported as the finish time)
+    decision: tuple[bool, str] | None = None
+    cancelled: bool = False
+
+    def is_due(self) -> bool:
+        return time.monotonic() >= self.due_at
+
+    def in_first_half(self) -> bool:
+        """For dialects with two waiting statuses (received, then under review)."""
+        return time.monotonic() < (self.created_at + self.due_at) / 2
+
+
+class CaseBook:
+    """The sector's cases: applied once per request id, decided after the delay, decided once.
+
+    Only applied requests are remembered by id: a rejected one leaves nothing to replay against,
+    so the corrected retry of a rejected request is a new case, as in the real systems.
+    """
+
+    def __init__(self, prefix: str, width: int, delay_s: float, decide: Decider, counters: Counters) -> None:
+        self._prefix = prefix
+        self._width = width
+        self._delay_s = delay_s
+        self._decide = decide
+        self._counters = counters
+        self._lock = threading.Lock()
+        self._cases: dict[str, Case] = {}
+        self._by_request_id: dict[str, str] = {}
+        self._next = 1
+
+    def apply(self, request_id: str, fields: dict[str, Any]) -> tuple[Case, bool]:
+        """Check-and-create under one lock so concurrent duplicates still make one case."""
+        with self._lock:
+            existing = self._by_request_id.get(request_id)
+            if existing is not None:
+                self._counters.bump("duplicate_submits")
+                return self._cases[existing], False
+            reference = f"{self._prefix}{self._next:0{self._width}d}"
+            self._next += 1
+            now = time.monotonic()
+            due_wall = datetime.now(BEIJING) + timedelta(seconds=self._delay_s)
+            case = Case(reference, copy.deepcopy(fields), now, now + self._delay_s, due_wall)
+            self._cases[reference] = case
+            self._by_request_id[request_id] = reference
+        self._counters.bump("cases_created")
+        return case, True
+
+    def get(self, reference: str) -> Case | None:
+        with self._lock:
+            return self._cases.get(reference)
+
+    def decision(self, case: Case) -> tuple[bool, str] | None:
+        """The decision once due (None before, and for a cancelled case); decided once."""
+        with self._lock:
+            if case.cancelled or not case.is_due():
+                return None
+            if case.decision is not None:
+                return case.decision
+        # decide() is caller code: run it outside the lock, keep the first answer.
+        approved, opinion = self._decide(copy.deepcopy(case.fields))
+        with self._lock:
+            if case.decision is None:
+                case.decision = (bool(approved), str(opinion))
+            return case.decision
+
+    def decide_now(self, case: Case) -> tuple[bool, str]:
+        """Make the decision due immediately (a sector that answers before it acknowledges)."""
+        with self._lock:
+            if not case.is_due():
+                case.due_at = time.monotonic()
+                case.decided_at = datetime.now(BEIJING)
+        decision = self.decision(case)
+        if decision is None:  # only a cancelled case has none once due
+            raise RuntimeError(f"{case.reference} was cancelled before its early decision")
+        return decision
+
+    def cancel(self, reference: str) -> bool | None:
+        """None for an unknown case, False once decided, True otherwise (again True if repeated)."""
+        with self._lock:
+            case = self._cases.get(reference)
+            if case is None:
+                return None
+            if not case.cancelled and case.is_due():
+                return False
+            case.cancelled = True
+            return True
+
+
+# --------------------------------------------------------------------------- the simulator base
+
+
+class SimulatorBase:
+    """Lifecycle, counters, fault switch and request pipeline of a sector simulator.
+
+    Subclasses set ``label`` (logs, thread names), ``server_version``, ``fault_modes``,
+    ``extra_counters`` and the reference shape, and implement ``_route``, ``_injected_reply``,
+    ``_internal_error``, ``url`` and ``description_url``.
+    """
+
+    label: ClassVar[str] = "sector"
+    server_version: ClassVar[str] = "SectorSim/1.0"
+    fault_modes: ClassVar[frozenset[str]] = COMMON_FAULT_MODES
+    extra_counters: ClassVar[tuple[str, ...]] = ()
+    reference_prefix: ClassVar[str] = "REF"
+    reference_width: ClassVar[int] = 12
+
+    def __init__(self, host: str, port: int, decision_delay_ms: int, decide: Decider) -> None:
+        if decision_delay_ms < 0:
+            raise ValueError("decision_delay_ms must be >= 0")
+        self._host = host
+        self._port = port
+        self._decision_delay = decision_delay_ms / 1000.0
+        self._stopping = threading.Event()
+        self._counters = Counters(COMMON_COUNTERS + self.extra_counters)
+        self._faults = FaultSwitch(self.fault_modes, self._counters)
+        self._book = CaseBook(
+            self.reference_prefix, self.reference_width, self._decision_delay, decide, self._counters
+        )
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # ----- lifecycle
+
+    def start(self) -> Self:
+        """Bind (port 0 = ephemeral) and serve in a daemon thread; returns self for chaining."""
+        if self._server is not None:
+            raise RuntimeError("simulator already started")
+        server = _Server((self._host, self._port), _Handler)
+        server.simulator = self
+        self._stopping.clear()
+        self._server = server
+        self._on_started()
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.02},  # shutdown() waits up to one poll interval
+            name=f"{self.label}-sim-{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        log.debug("%s simulator listening on %s", self.label, self.url)
+        return self
+
+    def stop(self) -> None:
+        """Stop accepting, wake sleepers ("slow", callback backoff), release the port. Idempotent."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._stopping.set()
+        server.shutdown()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._on_stopped()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def _on_started(self) -> None:
+        """Hook: the port is bound (e.g. render a description with the real address)."""
+
+    def _on_stopped(self) -> None:
+        """Hook: the server is closed (e.g. let outgoing callbacks wind down)."""
+
+    # ----- addresses
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (meaningful only once started)."""
+        return int(self._bound().server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        """http://127.0.0.1:PORT, without a trailing slash."""
+        return f"http://{self._bound().server_address[0]}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """What a client is configured with (SOAP endpoint or REST base URL)."""
+        return self.base_url
+
+    @property
+    def description_url(self) -> str:
+        """Where the service description (WSDL, OpenAPI) is served."""
+        raise NotImplementedError
+
+    @property
+    def decision_delay_ms(self) -> int:
+        """How long a case waits before its decision is visible."""
+        return round(self._decision_delay * 1000)
+
+    def _bound(self) -> _Server:
+        if self._server is None:
+            raise RuntimeError("simulator is not running; call start() first")
+        return self._server
+
+    # ----- observation and control
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """A snapshot of the counters (a copy, safe to keep)."""
+        return self._counters.snapshot()
+
+    @property
+    def fault_mode(self) -> str | None:
+        """The fault currently armed, or None when behaving normally."""
+        return self._faults.mode
+
+    def set_fault(self, mode: str | None, *, count: int | None = None, slow_ms: int = 0) -> None:
+        """Arm a fault for the next ``count`` requests (None = until changed); ``mode=None`` disarms.
+
+        "fail" (503 HTML from a dead load balancer), "slow" (sleep ``slow_ms``, then answer
+        normally: the effect *is* applied even if the client gave up), "malformed" (truncated
+        body), "hostile" (entity bomb / 100 000-deep JSON), "fault" (the dialect's server error),
+        "rate_limit" (429 with Retry-After: 1); plus any the simulator adds. Unsupported → ValueError.
+        """
+        self._faults.arm(mode, count, slow_ms)
+
+    def _sleep(self, milliseconds: float) -> bool:
+        """Sleep, cut short when the simulator is stopped; True if it was stopped."""
+        return self._stopping.wait(milliseconds / 1000.0)
+
+    # ----- the dialect's part
+
+    def _route(self, method: str, path: str, query: str) -> Route | Reply:
+        """Where a request goes, or the answer right away (404, 405, a service description)."""
+        raise NotImplementedError
+
+    def _injected_reply(self, mode: str) -> Reply:
+        """The canned answer for "malformed", "hostile", "fault" and "rate_limit"."""
+        raise NotImplementedError
+
+    def _internal_error(self) -> Reply:
+        """The answer when a handler (or a custom decide()) raises: the sector's own failure."""
+        raise NotImplementedError
+
+    # ----- the pipeline (called by the handler thread)
+
+    def _answer(self, http: _Handler) -> Reply:
+        """Count first, then route, the fault switch, the size cap, and only then the dialect."""
+        self._counters.bump("raw_requests")
+        try:
+            length = http.content_length()
+        except ValueError:
+            return text_reply(HTTPStatus.BAD_REQUEST, "invalid Content-Length")
+        parts = urlsplit(http.path)
+        route = self._route(http.command, parts.path, parts.query)
+        if isinstance(route, Reply):
+            http.discard(length)
+            return route
+        plan = self._faults.take(COMMON_FAULT_MODES) if route.faultable else None
+        if plan is not None and plan.mode != "slow":
+            http.discard(length)
+            return DEAD_BALANCER if plan.mode == "fail" else self._injected_reply(plan.mode)
+        if plan is not None:
+            self._sleep(plan.slow_ms)
+        body = http.read_body(length)
+        if isinstance(body, Reply):
+            return body
+        return self._run(route.handler, Request(http.command, parts.path, parts.query, http.headers, body))
+
+    def _run(self, handler: Handler, request: Request) -> Reply:
+        try:
+            return handler(request)
+        except Exception:  # a bug here or in a custom decide(): the sector's own failure
+            log.exception("%s simulator failed on %s %s", self.label, request.method, request.path)
+            return self._internal_error()
+
+
+# --------------------------------------------------------------------------- HTTP plumbing
+
+
+class _Server(ThreadingHTTPServer):
+    """Daemon handler threads, and server_close() must not wait for them (a "slow" request
+    or an idle client must never hang stop())."""
+
+    daemon_threads = True
+    block_on_close = False
+    simulator: SimulatorBase
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients that hang up (e.g. after their own timeout) are normal here, not tracebacks."""
+        log.debug("%s simulator: connection error from %s", self.simulator.label, client_address, exc_info=True)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """HTTP I/O only: every decision about what to answer is the simulator's.
+
+    HTTP/1.0 closes the connection after each answer, so a stopped simulator really is gone
+    (no pooled keep-alive connection keeps talking to a handler thread that outlived stop()).
+    """
+
+    server: _Server
+    protocol_version = "HTTP/1.0"
+    timeout = 15  # seconds a silent client may hold a handler thread
+
+    def version_string(self) -> str:
+        return self.server.simulator.server_version
+
+    def _serve(self) -> None:
+        self._write(self.server.simulator._answer(self))
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve  # noqa: N815 (http.server naming)
+
+    def content_length(self) -> int | None:
+        raw = self.headers.get("Content-Length")
+        if raw is None:
+            return None
+        length = int(raw)
+        if length < 0:
+            raise ValueError("negative Content-Length")
+        return length
+
+    def read_body(self, length: int | None) -> bytes | Reply:
+        """The body, or why not: a body-carrying method needs a length, and the cap holds."""
+        if length is None:
+            if self.command in ("POST", "PUT", "PATCH"):
+                return text_reply(HTTPStatus.LENGTH_REQUIRED, "Content-Length required")
+            return b""
+        if length > MAX_BODY_BYTES:
+            self.discard(length)
+            return text_reply(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"request body exceeds {MAX_BODY_BYTES} bytes")
+        return self.rfile.read(length)
+
+    def discard(self, length: int | None) -> None:
+        """Read and drop a body we will not process, so the client can read our answer."""
+        remaining = length if length is not None and length <= _DRAIN_LIMIT else 0
+        try:
+            while remaining > 0:
+                chunk = self.rfile.read(min(remaining, 65536))
+                if not chunk:
+                    return
+                remaining -= len(chunk)
+        except OSError:
+            return
+
+    def _write(self, reply: Reply) -> None:
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.content_type)
+        self.send_header("Content-Length", str(len(reply.body)))
+        for name, value in reply.headers:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(reply.body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (signature of the base)
+        """Access log to logging (debug), not stderr: tests and the demo stay quiet."""
+        log.debug("%s simulator %s - %s", self.server.simulator.label, self.address_string(), format % args)
+
+
+# --------------------------------------------------------------------------- foreground use
+
+
+def serve_forever(simulator: SimulatorBase, label: str) -> None:
+    """Run ``simulator`` in the foreground until Ctrl-C (for the CLI and manual poking)."""
+    with simulator:
+        print(f"{label} simulator: {simulator.url}", flush=True)
+        print(f"    service description {simulator.description_url}   (Ctrl-C to stop)", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            print(f"{label} simulator stopped", flush=True)
+
+
+def run_cli(description: str, serve: Callable[[int, int], None], default_port: int) -> None:
+    """``python -m adapters.simulators.X [--port] [--decision-delay-ms]``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--port", type=int, default=default_port)
+    parser.add_argument("--decision-delay-ms", type=int, default=200)
+    args = parser.parse_args()
+    serve(args.port, args.decision_delay_ms)

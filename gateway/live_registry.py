@@ -1,0 +1,124 @@
+"""This process's view of the active bundles: ready adapters, refreshed from the database.
+
+Every process (API or worker) keeps the adapters of the active bundle versions. `get`, `route` and the
+other readers first refresh when the view is older than `refresh_s`: one cheap query of (sector, version,
+sha256) rows; only a changed row costs an unpack and an adapter build. So an activation reaches a process
+within `refresh_s` of its next use, with no restart. A delivery that already holds an adapter finishes on
+it: in-flight messages end on the version they started with.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from adapters.bundle import Bundle, load_bundle, unpack_bundle
+from adapters.registry import RegisteredAdapter
+from gateway.bundles import BundleStore
+
+log = structlog.get_logger("yiwang.registry")
+Builder = Callable[[Bundle], RegisteredAdapter]
+
+
+class NoActiveAdapter(LookupError):
+    """No active bundle version for this sector (never registered, or not activated)."""
+
+
+@dataclass(frozen=True)
+class _Entry:
+    version: str
+    sha256: str
+    registered: RegisteredAdapter
+
+
+class LiveRegistry:
+    def __init__(self, store: BundleStore, cache_dir: Path, build: Builder, refresh_s: float = 2.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._store = store
+        self._cache_dir = cache_dir
+        self._build = build
+        self._refresh_s = refresh_s
+        self._clock = clock
+        self._entries: Mapping[str, _Entry] = {}
+        self._loaded_at: float | None = None
+        self._lock = threading.Lock()
+
+    # -- readers -------------------------------------------------------------------------------------
+    def get(self, sector: str) -> RegisteredAdapter:
+        entry = self._current().get(sector)
+        if entry is None:
+            raise NoActiveAdapter(f"no active bundle for sector {sector!r}")
+        return entry.registered
+
+    @property
+    def sectors(self) -> tuple[str, ...]:
+        return tuple(sorted(self._current()))
+
+    def route(self, matter_code: str, credit_code: str) -> str | None:
+        """The sector whose active bundle takes this department's task of this matter, if any."""
+        for sector, entry in sorted(self._current().items()):
+            serves = entry.registered.bundle.serves
+            by_department = not serves.departments or credit_code in serves.departments
+            by_matter = not serves.matters or matter_code in serves.matters
+            if by_department and by_matter:
+                return sector
+        return None
+
+    def sector_for_query(self, name: str) -> str | None:
+        for sector, entry in sorted(self._current().items()):
+            if name in entry.registered.bundle.queries:
+                return sector
+        return None
+
+    def health(self) -> dict[str, Any]:
+        return {sector: {"version": e.version, **e.registered.health_snapshot()}
+                for sector, e in sorted(self._current().items())}
+
+    # -- refreshing ------------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Bring the view in line with the database now."""
+        with self._lock:
+            self._reload()
+
+    def _current(self) -> Mapping[str, _Entry]:
+        if self._loaded_at is None or self._clock() - self._loaded_at >= self._refresh_s:
+            with self._lock:
+                if self._loaded_at is None or self._clock() - self._loaded_at >= self._refresh_s:
+                    self._reload()
+        return self._entries
+
+    def _reload(self) -> None:
+        active = {sector: (version, sha) for sector, version, sha in self._store.active()}
+        entries = dict(self._entries)
+        for sector in set(entries) - set(active):
+            log.info("bundle deactivated", sector=sector, version=entries.pop(sector).version)
+        for sector, (version, sha) in active.items():
+            known = entries.get(sector)
+            if known is None or known.sha256 != sha:
+                entries[sector] = _Entry(version, sha, self._build(self._unpacked(sector, version, sha)))
+                log.info("bundle active", sector=sector, version=version)
+        self._entries = entries  # one assignment: readers see the old view or the new, never half
+        self._loaded_at = self._clock()
+
+    def _unpacked(self, sector: str, version: str, sha: str) -> Bundle:
+        """Unpack once per process and machine; a folder named by content is never stale."""
+        folder = self._cache_dir / sector / f"{_safe(version)}-{sha[:16]}"
+        if not folder.exists():
+            staging = folder.with_name(f".{folder.name}.{os.getpid()}")
+            unpack_bundle(self._store.archive(sector, version), staging)
+            try:
+                staging.rename(folder)
+            except OSError:  # another process unpacked the same content first
+                pass
+        return load_bundle(folder)
+
+
+def _safe(version: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in version)

@@ -1,0 +1,117 @@
+"""Calls to sector systems that are not deliveries: synchronous queries, previews, bundle tests, and the
+callbacks sectors make with their decisions."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Engine, delete, insert
+from sqlalchemy.exc import IntegrityError
+
+from adapters.auth import SignatureError, verify_hmac
+from adapters.bundle import Bundle
+from adapters.contract import DeliveryError, Operation
+from adapters.registry import RegisteredAdapter
+from gateway.bundles import BundleStore, BundleVersion, unpacked
+from gateway.dispatch import canonical_message
+from gateway.domain.clock import Clock
+from gateway.live_registry import LiveRegistry, NoActiveAdapter
+from gateway.persistence.bundle_tables import callback_nonces
+from gateway.persistence.repository import idempotency_key
+from gateway.services import CaseService
+
+PROBE_REF = "YIWANG-CONNECTIVITY-PROBE"  # a reference no sector knows: any classified answer proves the path
+
+
+class CallbackRejected(Exception):
+    """A callback whose signature, timestamp or nonce does not hold; nothing is recorded."""
+
+
+class NonceLedger:
+    """Nonces of sector callbacks seen, in the database: a replay is refused by every process."""
+
+    def __init__(self, engine: Engine, clock: Clock, keep: timedelta = timedelta(minutes=15)) -> None:
+        self.engine, self.clock, self.keep = engine, clock, keep
+
+    def first_time(self, sector: str, nonce: str) -> bool:
+        now = self.clock.now()
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(delete(callback_nonces).where(callback_nonces.c.seen_at < now - self.keep))
+                conn.execute(insert(callback_nonces).values(sector=sector, nonce=nonce, seen_at=now))
+        except IntegrityError:
+            return False
+        return True
+
+
+class SectorCalls:
+    def __init__(self, registry: LiveRegistry, store: BundleStore, service: CaseService,
+                 build: Callable[[Bundle], RegisteredAdapter], nonces: NonceLedger) -> None:
+        self.registry, self.store, self.service, self.build, self.nonces = registry, store, service, build, nonces
+
+    def query(self, name: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """A named synchronous query, routed to the sector whose active bundle declares it."""
+        sector = self.registry.sector_for_query(name)
+        if sector is None:
+            raise NoActiveAdapter(f"no active bundle answers the query {name!r}")
+        result = self.registry.get(sector).adapter.call(name, {"query": dict(params)})  # type: ignore[arg-type]
+        return {"query": name, "sector": sector, "result": result}
+
+    def preview(self, sector: str, operation: str, case_no: str | None, params: Mapping[str, Any]) -> dict[str, Any]:
+        """What the active version would send, without sending it."""
+        registered = self.registry.get(sector)
+        if case_no is None:
+            message: dict[str, Any] = {"query": dict(params)}
+        else:
+            case = self.service.get(case_no)
+            task = next((t for t in case.tasks if t.sector == sector), None)
+            if task is None:
+                raise NoActiveAdapter(f"case {case_no} has no task for sector {sector!r}")
+            message = canonical_message(case, task.task_id, idempotency_key(case_no, task.task_id, operation))
+        op: Operation | str = Operation(operation) if operation in Operation.__members__.values() else operation
+        return {"sector": sector, "version": registered.version, "operation": operation,
+                "request": registered.adapter.render(op, message)}  # type: ignore[arg-type]
+
+    def test_version(self, sector: str, version: str) -> BundleVersion:
+        """Build the version against the sector's test endpoint and make one harmless call."""
+        with unpacked(self.store.archive(sector, version)) as bundle:
+            registered = self.build(bundle)
+            result = _probe(registered)
+        return self.store.record_test(sector, version, {**result, "at": self.service.clock.now().isoformat()})
+
+    def callback(self, sector: str, method: str, path: str, headers: Mapping[str, str], body: bytes
+                 ) -> dict[str, Any]:
+        """A sector's decision: verify its signature, read it with the bundle's callback mapping, record it."""
+        registered = self.registry.get(sector)
+        spec = registered.bundle.results.callback_auth
+        now = self.service.clock.now()
+        try:
+            verify_hmac(headers, method, path, body, spec, now=now,
+                        first_time=lambda nonce: self.nonces.first_time(sector, nonce))
+        except SignatureError as exc:
+            raise CallbackRejected(str(exc)) from exc
+        answer = _json(body)
+        result = registered.adapter.read_callback(answer)  # type: ignore[attr-defined]
+        recorded = self.service.record_callback(sector, result)
+        return {"recorded": recorded}
+
+
+def _probe(registered: RegisteredAdapter) -> dict[str, Any]:
+    """Reachable means: the sector answered and we understood it (a business 'unknown reference' is fine)."""
+    try:
+        registered.adapter.call(Operation.QUERY_STATUS, {"sector_ref": PROBE_REF, "idempotency_key": PROBE_REF})
+    except DeliveryError as exc:
+        reachable = exc.failure.value == "sector_fault" and not exc.retryable
+        return {"reachable": reachable, "answer": str(exc)}
+    return {"reachable": True, "answer": "ok"}
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise CallbackRejected(f"the callback body is not JSON: {type(exc).__name__}") from exc
+

@@ -1,0 +1,95 @@
+"""Where things are in a YAML file: line numbers for dotted fields, for error messages people can act on.
+
+`load_yaml` composes the text (keeping every node's position) and loads it, so a validator can say
+`submit_case.mapping.yaml:12: request.sqrxm: ...` instead of only naming the field. It also refuses
+what PyYAML would silently accept: aliases (a few lines of anchors expand into gigabytes, and a bundle
+comes from outside) and duplicate keys (PyYAML keeps the last one, hiding the first rule).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+PathStep = str | int
+
+
+class YamlProblem(ValueError):
+    """A YAML file that cannot be used; `line` is 1-based (None when unknown)."""
+
+    def __init__(self, line: int | None, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Positions:
+    """Line numbers of a composed YAML document."""
+
+    root: yaml.Node | None
+
+    def line(self, path: Sequence[PathStep]) -> int:
+        """The line of the deepest key of `path` present in the file (1 for an empty document)."""
+        node = self.root
+        if node is None:
+            return 1
+        line = node.start_mark.line + 1
+        for step in path:
+            found = _child(node, step)
+            if found is None:
+                break
+            line, node = found
+        return line
+
+
+def _child(node: yaml.Node, step: PathStep) -> tuple[int, yaml.Node] | None:
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.value == str(step):
+                return key.start_mark.line + 1, value
+    if isinstance(node, yaml.SequenceNode) and isinstance(step, int) and 0 <= step < len(node.value):
+        item = node.value[step]
+        return item.start_mark.line + 1, item
+    return None
+
+
+def _refuse_aliases(text: str) -> None:
+    # Checked on the event stream, before any node graph exists, so a bomb costs nothing to refuse.
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            raise YamlProblem(event.start_mark.line + 1, "YAML aliases (*name) are not allowed")
+
+
+def _duplicates(node: yaml.Node | None, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], int]]:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key, value in node.value:
+            name = str(key.value)
+            if name in seen:
+                yield path + (name,), key.start_mark.line + 1
+            seen.add(name)
+            yield from _duplicates(value, path + (name,))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            yield from _duplicates(item, path + (str(index),))
+
+
+def load_yaml(text: str) -> tuple[Any, Positions]:
+    """The document and its positions; `YamlProblem` (with the line) if it is not plain, valid YAML."""
+    try:
+        _refuse_aliases(text)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        doc = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = None if mark is None else mark.line + 1
+        raise YamlProblem(line, f"invalid YAML: {exc.problem or exc.context}") from exc
+    except yaml.YAMLError as exc:
+        raise YamlProblem(None, f"invalid YAML: {exc}") from exc
+    for path, line in _duplicates(root):
+        raise YamlProblem(line, f"duplicate key {'.'.join(path)!r}")
+    return doc, Positions(root)

@@ -1,0 +1,263 @@
+"""What the four sector simulators share (adapters/simulators/base.py), tested across all four,
+plus ``OpenApi``: the checker the REST simulators' tests run every answer through, so the
+shipped OpenAPI documents stay complete and accurate (the bundle validator trusts them)."""
+
+from __future__ import annotations
+
+import copy
+import re
+import time
+from collections.abc import Callable, Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jsonschema
+import pytest
+import yaml
+
+from adapters.simulators.base import CaseBook, Counters, NonceCache, SimulatorBase, person_seed, recent_months
+from adapters.simulators.civil_affairs import CivilAffairsSimulator
+from adapters.simulators.housing_fund import HousingFundSimulator
+from adapters.simulators.public_security import PublicSecuritySimulator
+from adapters.simulators.social_security import SocialSecuritySimulator
+
+SIMULATORS: dict[str, Callable[..., SimulatorBase]] = {
+    "social_security": SocialSecuritySimulator,
+    "housing_fund": HousingFundSimulator,
+    "civil_affairs": CivilAffairsSimulator,
+    "public_security": PublicSecuritySimulator,
+}
+KNOWN_ID = "150204199011201529"
+# Where each one's business API takes a POST (relative to ``url``).
+SUBMIT_PATH = {
+    SocialSecuritySimulator: "",
+    CivilAffairsSimulator: "",
+    HousingFundSimulator: "/api/v2/applications",
+    PublicSecuritySimulator: "/gaapi/hz/sqxx",
+}
+
+
+def eventually(predicate: Callable[[], bool], timeout: float = 2.0) -> bool:
+    """Poll until ``predicate`` holds (background work: a late "slow" request, a callback)."""
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return predicate()
+
+
+# --------------------------------------------------------------------------- the OpenAPI checker
+
+
+class OpenApi:
+    """An OpenAPI 3.0 document turned into JSON Schemas: ``$ref`` inlined, ``nullable`` made a
+    JSON Schema type, and objects closed (``additionalProperties: false`` unless the document
+    says otherwise) so an undocumented field in an answer fails the test."""
+
+    def __init__(self, text: str) -> None:
+        self.document: dict[str, Any] = yaml.safe_load(text)
+
+    def operation(self, template: str, method: str) -> dict[str, Any]:
+        path_item = self.document["paths"][template]
+        return path_item[method.lower()]
+
+    def response_schema(self, template: str, method: str, status: int) -> dict[str, Any]:
+        response = self._resolve(self.operation(template, method)["responses"][str(status)])
+        return self._json_schema(response["content"]["application/json"]["schema"])
+
+    def request_schema(self, template: str, method: str) -> dict[str, Any]:
+        body = self.operation(template, method)["requestBody"]
+        return self._json_schema(body["content"]["application/json"]["schema"])
+
+    def check_response(self, template: str, response: httpx.Response) -> None:
+        schema = self.response_schema(template, response.request.method, response.status_code)
+        jsonschema.validate(response.json(), schema)
+
+    def check_request(self, template: str, method: str, body: object) -> None:
+        jsonschema.validate(body, self.request_schema(template, method))
+
+    def _resolve(self, node: dict[str, Any]) -> dict[str, Any]:
+        while "$ref" in node:
+            target: Any = self.document
+            for part in node["$ref"].removeprefix("#/").split("/"):
+                target = target[part]
+            node = target
+        return node
+
+    def _json_schema(self, node: Any) -> Any:
+        if isinstance(node, list):
+            return [self._json_schema(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        schema = {key: self._json_schema(value) for key, value in self._resolve(node).items()}
+        if schema.pop("nullable", False):
+            schema["type"] = [schema["type"], "null"]
+            if "enum" in schema:
+                schema["enum"] = [*schema["enum"], None]
+        if schema.get("type") == "object" and "properties" in schema:
+            schema.setdefault("additionalProperties", False)
+        return schema
+
+
+def fetch_openapi(sim: SimulatorBase) -> OpenApi:
+    response = httpx.get(sim.description_url)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/yaml")
+    api = OpenApi(response.text)
+    assert api.document["openapi"].startswith("3.0")
+    assert api.document["servers"] == [{"url": sim.url}]
+    return api
+
+
+def routes_match_document(sim: Any, api: OpenApi) -> None:
+    """Every route the simulator serves is documented, and nothing else is."""
+    served = {(route.method.lower(), route.pattern) for route in sim._routes()}
+    documented = {
+        (method, path)
+        for path, item in api.document["paths"].items()
+        for method in item
+        if method in ("get", "post", "put", "delete", "patch")
+    }
+    assert served == documented
+    for method, path in documented:
+        for status, response in api.operation(path, method)["responses"].items():
+            content = api._resolve(response).get("content", {})
+            assert content, f"{method} {path} {status} has no content"
+
+
+def shipped_openapi_is_wellformed(path: Path) -> None:
+    """Every component schema is a typed object with declared required properties that exist."""
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for name, schema in document["components"]["schemas"].items():
+        assert schema.get("type") == "object", name
+        properties = schema.get("properties", {})
+        assert properties, name
+        assert set(schema.get("required", [])) <= set(properties), name
+        for prop_name, prop in properties.items():
+            assert "$ref" in prop or "type" in prop, f"{name}.{prop_name} has no type"
+
+
+# --------------------------------------------------------------------------- shared behaviour
+
+
+@pytest.fixture(params=sorted(SIMULATORS))
+def any_sim(request: pytest.FixtureRequest) -> Iterator[SimulatorBase]:
+    with SIMULATORS[request.param]() as simulator:
+        yield simulator
+
+
+def test_every_simulator_binds_an_ephemeral_port_and_releases_it(any_sim: SimulatorBase) -> None:
+    assert any_sim.port != 0
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+(/.*)?", any_sim.url)
+    description_url = any_sim.description_url
+    assert httpx.get(description_url).status_code == 200
+    with pytest.raises(RuntimeError):
+        any_sim.start()
+    any_sim.stop()
+    any_sim.stop()  # idempotent
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(description_url)
+    with pytest.raises(RuntimeError):
+        _ = any_sim.url
+
+
+def test_the_fail_and_rate_limit_faults_are_the_same_everywhere(any_sim: SimulatorBase) -> None:
+    target = any_sim.url + SUBMIT_PATH[type(any_sim)]
+    any_sim.set_fault("fail", count=1)
+    dead = httpx.post(target, content=b"{}")
+    assert dead.status_code == 503 and dead.headers["content-type"].startswith("text/html")
+    any_sim.set_fault("rate_limit", count=1)
+    limited = httpx.post(target, content=b"{}")
+    assert limited.status_code == 429 and limited.headers["retry-after"] == "1"
+    assert any_sim.fault_mode is None
+    counters = any_sim.counters
+    assert counters["raw_requests"] == 2
+    assert counters["faults_injected"] == 2 and counters["cases_created"] == 0
+
+
+def test_the_description_is_outside_the_fault_plan(any_sim: SimulatorBase) -> None:
+    any_sim.set_fault("fail")
+    assert httpx.get(any_sim.description_url).status_code == 200
+    counters = any_sim.counters
+    assert counters["faults_injected"] == 0 and counters["raw_requests"] == 1  # counted all the same
+
+
+@pytest.mark.parametrize("name", sorted(SIMULATORS))
+def test_set_fault_accepts_the_documented_modes_only(name: str) -> None:
+    simulator = SIMULATORS[name]()
+    for mode in ("fail", "slow", "malformed", "hostile", "fault", "rate_limit", None):
+        simulator.set_fault(mode)
+    for mode in ("duplicate_callback", "early_callback"):
+        if name == "public_security":
+            simulator.set_fault(mode, count=1)
+        else:
+            with pytest.raises(ValueError):
+                simulator.set_fault(mode)
+    for mode, kwargs in (("explode", {}), ("fail", {"count": 0}), ("slow", {"slow_ms": -1})):
+        with pytest.raises(ValueError):
+            simulator.set_fault(mode, **kwargs)
+
+
+@pytest.mark.parametrize("name", sorted(SIMULATORS))
+def test_negative_decision_delay_is_refused(name: str) -> None:
+    with pytest.raises(ValueError):
+        SIMULATORS[name](decision_delay_ms=-1)
+
+
+# --------------------------------------------------------------------------- the machinery itself
+
+
+def test_case_book_applies_once_remembers_only_applied_and_decides_once() -> None:
+    counters = Counters(["cases_created", "duplicate_submits"])
+    calls: list[dict[str, Any]] = []
+
+    def decide(fields: dict[str, Any]) -> tuple[bool, str]:
+        calls.append(fields)
+        return True, "ok"
+
+    book = CaseBook("T", 3, 0.2, decide, counters)
+    case, created = book.apply("r1", {"a": 1})
+    again, created_again = book.apply("r1", {"a": 2})
+    assert (case.reference, created, again is case, created_again) == ("T001", True, True, False)
+    assert book.decision(case) is None  # not due yet
+    time.sleep(0.21)
+    assert book.decision(case) == book.decision(case) == (True, "ok")
+    assert calls == [{"a": 1}]
+    assert counters.snapshot() == {"cases_created": 1, "duplicate_submits": 1}
+
+
+def test_case_book_cancel_and_decide_now() -> None:
+    book = CaseBook("T", 3, 60, lambda _: (False, "no"), Counters(["cases_created", "duplicate_submits"]))
+    first, _ = book.apply("a", {})
+    assert book.cancel(first.reference) is True and book.cancel(first.reference) is True
+    assert book.decision(first) is None  # a cancelled case is never decided
+    second, _ = book.apply("b", {})
+    assert book.decide_now(second) == (False, "no")
+    assert book.cancel(second.reference) is False  # decided: too late
+    assert book.cancel("T999") is None
+
+
+def test_nonce_cache_refuses_reuse_within_the_window_and_forgets_after() -> None:
+    cache = NonceCache(0.05)
+    assert cache.first_use("n1") and not cache.first_use("n1") and cache.first_use("n2")
+    time.sleep(0.06)
+    assert cache.first_use("n1")  # forgotten: the timestamp check refuses that old a request anyway
+
+
+def test_person_seed_and_recent_months() -> None:
+    assert person_seed(KNOWN_ID) == person_seed(KNOWN_ID) is not None
+    assert person_seed("15020419901120152X") is not None
+    assert person_seed("123") is None and person_seed("") is None and person_seed(None) is None
+    assert recent_months(3, date(2026, 1, 31)) == [(2025, 12), (2025, 11), (2025, 10)]
+
+
+def test_openapi_checker_closes_objects_and_translates_nullable() -> None:
+    api = OpenApi(
+        "openapi: 3.0.3\npaths: {}\ncomponents:\n  schemas:\n    A:\n      type: object\n"
+        "      properties:\n        x: {type: integer, nullable: true}\n"
+    )
+    schema = api._json_schema({"$ref": "#/components/schemas/A"})
+    jsonschema.validate({"x": None}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"x": 1, "y": 2}, copy.deepcopy(schema))
