@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/yiwang demo
 
+# `make bench` writes bench-report.json (see bench/run.py); `make bench QUICK=1` is the CI smoke run.
+bench: $(STAMP)
+	$(BIN)/python -m bench.run $(if $(filter-out 0,$(QUICK)),--quick)
+
 lint: $(STAMP)
 	$(BIN)/lint-imports
 

@@ -86,7 +86,9 @@ RESULTS: Mapping[str, ResultSpec] = MappingProxyType({
     "query_status": ResultSpec(frozenset({"status"}), frozenset({"opinion", "decided_at"}), _STATUS),
     "cancel_case": ResultSpec(frozenset({"cancelled"}), values={"cancelled": frozenset({True, False})}),
     "fetch_certificate": ResultSpec(frozenset({"name", "number"}), frozenset({"issuer", "valid_until"})),
-    "callback": ResultSpec(frozenset({"sector_ref", "status"}), frozenset({"opinion", "decided_at"}), _STATUS),
+    # case_no lets a callback that overtakes the submit's answer find its case before the reference is known.
+    "callback": ResultSpec(frozenset({"sector_ref", "status"}), frozenset({"opinion", "decided_at", "case_no"}),
+                           _STATUS),
 })  # fmt: skip
 QUERY_RESULT = ResultSpec(frozenset(), open=True)
 

@@ -18,6 +18,8 @@ class Operation(StrEnum):
 
     SUBMIT_CASE = "submit_case"
     QUERY_STATUS = "query_status"
+    CANCEL_CASE = "cancel_case"
+    FETCH_CERTIFICATE = "fetch_certificate"
 
 
 class FailureClass(StrEnum):

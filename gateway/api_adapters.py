@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
 from adapters.contract import DeliveryError, FailureClass
@@ -127,7 +128,8 @@ def sync_query(name: str, body: QueryIn, request: Request,
                         "credential)")
 async def sector_callback(sector: str, request: Request) -> dict[str, Any]:
     body = await _read_limited(request, 256 * 1024)
-    return _calls(request).callback(sector, request.method, request.url.path, dict(request.headers), body)
+    return await run_in_threadpool(_calls(request).callback, sector, request.method, request.url.path,
+                                   dict(request.headers), body)
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:

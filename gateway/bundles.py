@@ -140,11 +140,15 @@ class BundleStore:
         return self.get(sector, version)
 
     def activate(self, sector: str, version: str, actor: str) -> BundleVersion:
-        """Make `version` the one every process uses; the one before stays as `inactive` for rollback."""
+        """Make `version` the one every process uses; the one before stays as `inactive` for rollback.
+
+        Refused when another sector's active bundle already takes one of its departments: a department's
+        tasks (and its applicants' data) go to one system, not to whichever sector claims it last."""
         with self.engine.begin() as conn:
             status = _status(conn, sector, version)
             if status == RETIRED:
                 raise BundleConflict(f"{sector} {version} is retired")
+            _check_no_overlap(conn, sector, version)
             if status != ACTIVE:
                 conn.execute(update(bundle_versions).where(and_(bundle_versions.c.sector == sector,
                                                                  bundle_versions.c.status == ACTIVE))
@@ -217,6 +221,22 @@ def _version(r: Any) -> BundleVersion:
 
 def _key(sector: str, version: str) -> Any:
     return and_(bundle_versions.c.sector == sector, bundle_versions.c.version == version)
+
+
+def _departments(summary: dict[str, Any]) -> set[str]:
+    """The departments whose tasks a bundle takes (none named: its own)."""
+    named = summary["serves"]["departments"]
+    return set(named) if named else {summary["department"]["credit_code"]}
+
+
+def _check_no_overlap(conn: Any, sector: str, version: str) -> None:
+    mine = conn.execute(select(bundle_versions.c.summary).where(_key(sector, version))).scalar_one()
+    others = conn.execute(select(bundle_versions.c.sector, bundle_versions.c.summary).where(
+        bundle_versions.c.status == ACTIVE, bundle_versions.c.sector != sector))
+    for other, summary in others:
+        shared = _departments(mine) & _departments(summary)
+        if shared:
+            raise BundleConflict(f"{sector} would take department {sorted(shared)[0]}, which {other} already serves")
 
 
 def _status(conn: Any, sector: str, version: str) -> str:

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
+from typing import Annotated
 import threading
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from adapters.simulators.social_security import serve as serve_simulator
 from gateway.app import build_gateway, create_app, open_database
+from gateway.bundles import BundleStore
 from gateway.catalogue import Catalogue
+from gateway.cli_adapters import make_adapters_app
 from gateway.cli_catalogue import make_catalogue_app
 from gateway.cli_keys import make_keys_app
 from gateway.config import ConfigError, Settings
 from gateway.demo import run_demo
+from gateway.domain.clock import SystemClock
 from gateway.identities import ApiKeyStore
 from gateway.logs import configure_logging
 from gateway.persistence.uow import UnitOfWork
@@ -29,6 +33,10 @@ app.add_typer(ops, name="ops")
 app.add_typer(simulators, name="simulators")
 app.add_typer(make_keys_app(lambda: ApiKeyStore(open_database(_settings()))), name="keys")
 app.add_typer(make_catalogue_app(lambda: Catalogue(open_database(_settings()))), name="catalogue")
+app.add_typer(make_adapters_app(lambda: BundleStore(open_database(_settings()), SystemClock()),
+                                lambda: build_gateway(_settings()).sector_calls), name="adapters")
+SIMULATORS = {"social_security": "social_security", "housing_fund": "housing_fund",
+              "civil_affairs": "civil_affairs", "public_security": "public_security"}
 console = Console(width=None if Console().is_terminal else 140)  # CI logs are wide enough for the timelines
 
 
@@ -73,10 +81,19 @@ def demo(keep: bool = typer.Option(False, help="Keep var/demo from the last run 
     raise typer.Exit(0 if run_demo(console, settings, fresh=not keep) else 1)
 
 
-@simulators.command("social-security")
-def social_security(port: int = 8801, decision_delay_ms: int = 2000) -> None:
-    """Run the social-security (人社) SOAP simulator in the foreground."""
-    serve_simulator(port, decision_delay_ms)
+@simulators.command("run")
+def run_simulator(
+    sector: Annotated[str, typer.Argument(help="social_security | housing_fund | civil_affairs | public_security")],
+    port: int = 0,
+    decision_delay_ms: int = 2000,
+) -> None:
+    """Run a sector simulator in the foreground (its default credentials: adapters/simulators/SECTORS.md)."""
+    module = SIMULATORS.get(sector)
+    if module is None:
+        console.print(f"[red]unknown sector {sector!r}; one of: {', '.join(SIMULATORS)}")
+        raise typer.Exit(2)
+    kwargs = {"port": port} if port else {}
+    importlib.import_module(f"adapters.simulators.{module}").serve(decision_delay_ms=decision_delay_ms, **kwargs)
 
 
 @ops.command("dead-letters")

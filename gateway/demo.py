@@ -1,23 +1,32 @@
-"""`yiwang demo`: the whole path on the embedded default, as the hall, windows and departments see it.
+"""`yiwang demo`: the whole path on the embedded default, as the hall, windows, departments and sector IT
+teams see it.
 
-Starts the social-security simulator on loopback and the gateway (SQLite under var/demo, in-process
-dispatcher, real HTTP on an ephemeral port), issues API keys for each role and prints them, then plays
-four cases over HTTP and prints each timeline:
-  1. a complete application decided by the sector's SOAP system, issued, picked up and evaluated;
-  2. one the sector denies;
+Starts the four sector simulators on loopback (social security SOAP 1.1; housing fund REST + OAuth2;
+civil affairs SOAP 1.2 + WS-Security; public security REST + HMAC, answering by callback), registers and
+activates their shipped bundles with the public command (`yiwang adapters register/activate`), starts the
+gateway (SQLite under var/demo, in-process dispatcher, real HTTP on an ephemeral port), issues API keys for
+each role and prints them, then plays cases over HTTP and prints each timeline:
+  1. a complete application decided by the social-security system, issued, picked up and evaluated;
+  2. one that system denies;
   3. an incomplete one: a supplement notice, a supplement round, then accepted and decided;
-  4. a parallel-approval matter (职工退休一件事) decided by two departments — the social-security system
-     through its adapter, the housing provident fund's clerk through the back-office API — for an
-     applicant aged 60, on the green channel, the result sent by express.
+  4. a parallel-approval matter (职工退休一件事) decided by two sector systems, social security and the
+     housing provident fund, for an applicant aged 60 on the green channel; the result sent by express;
+  5. a civil-affairs case (最低生活保障审批) over SOAP 1.2;
+  6. a public-security case (居民身份证换领) whose decision comes back by a signed callback;
+and two synchronous queries (housing-fund balance, marriage record).
 Part of the composition root.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +35,11 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from adapters.bundle import load_bundle
+from adapters.registry import default_bundles_dir
+from adapters.simulators.civil_affairs import CivilAffairsSimulator
+from adapters.simulators.housing_fund import HousingFundSimulator
+from adapters.simulators.public_security import PublicSecuritySimulator
 from adapters.simulators.social_security import SocialSecuritySimulator
 from gateway.app import Gateway, build_gateway, create_app
 from gateway.auth import Role
@@ -36,7 +50,8 @@ DEMO_DIR = Path("var") / "demo"
 UNEMPLOYMENT = "12150200MB1A00010L3000805001000"  # 失业保险金申领
 PENSION_TRANSFER = "12150200MB1A00010L3000805002000"  # 职工基本养老保险关系转移接续
 RETIREMENT = "12150200MB1A00010L3000805005000"  # 职工退休一件事 (parallel: social security + housing fund)
-HOUSING_FUND = "12150200MB1A00020M"  # 包头市住房公积金管理中心
+SUBSISTENCE = "11150204MB0C00050L4000113002000"  # 最低生活保障审批 (青山区民政局)
+ID_CARD_RENEWAL = "11150203MB0E00080E4000114002000"  # 居民身份证换领 (昆都仑区分局)
 UNEMPLOYMENT_MATERIALS = [{"name": "居民身份证"}, {"name": "解除或终止劳动合同证明"}, {"name": "本人银行账户"}]
 
 
@@ -50,48 +65,77 @@ class Desk:
 
     hall: httpx.Client
     window: httpx.Client
-    fund_clerk: httpx.Client
     issuing: httpx.Client
 
     def close(self) -> None:
-        for client in (self.hall, self.window, self.fund_clerk, self.issuing):
+        for client in (self.hall, self.window, self.issuing):
             client.close()
+
+
+SECRETS = {  # the simulators' default credentials, as a deployment would provide them (never in bundles)
+    "YIWANG_SECRET_GJJ_CLIENT_ID": "yiwang",
+    "YIWANG_SECRET_GJJ_CLIENT_SECRET": "s3cret",
+    "YIWANG_SECRET_MZ_PASSWORD": "mz-secret",
+    "YIWANG_SECRET_GA_HMAC": "ga-secret",
+}
+SECTORS = ("social_security", "housing_fund", "civil_affairs", "public_security")
 
 
 def run_demo(console: Console, base: Settings, fresh: bool = True, timeout_s: float = 60) -> bool:
     if fresh:
         shutil.rmtree(DEMO_DIR, ignore_errors=True)
-    with SocialSecuritySimulator(decision_delay_ms=800) as simulator:
-        settings = replace(base, var_dir=DEMO_DIR, database_url=None, poll_interval_ms=200,
-                           sector_endpoints={"social_security": simulator.url})
-        gateway = build_gateway(settings)
+    for name, value in SECRETS.items():
+        os.environ.setdefault(name, value)
+    with ExitStack() as stack:
+        systems: dict[str, Any] = {
+            "social_security": stack.enter_context(SocialSecuritySimulator(decision_delay_ms=800)),
+            "housing_fund": stack.enter_context(HousingFundSimulator(decision_delay_ms=800)),
+            "civil_affairs": stack.enter_context(CivilAffairsSimulator(decision_delay_ms=800)),
+            "public_security": stack.enter_context(PublicSecuritySimulator(decision_delay_ms=800)),
+        }
         console.rule("[bold]Yiwang 一网 demo")
-        console.print(f"database  {settings.db_url}\nsimulator {simulator.url} (人社 SOAP 1.1)")
-        try:
-            with serve_in_thread(create_app(gateway)) as base_url:
-                console.print(f"gateway   {base_url}\n")
-                desk = _desk(console, gateway, base_url)
-                try:
-                    ok = _play(console, desk, timeout_s)
-                finally:
-                    desk.close()
-        finally:
-            gateway.close()
-        console.print(f"simulator counters: {simulator.counters}")
+        _register_bundles(console, base)
+        settings = replace(base, var_dir=DEMO_DIR, database_url=None, poll_interval_ms=200,
+                           sector_endpoints={s: sim.url for s, sim in systems.items()})
+        gateway = build_gateway(settings)
+        stack.callback(gateway.close)
+        base_url = stack.enter_context(serve_in_thread(create_app(gateway)))
+        systems["public_security"].callback_url = f"{base_url}/callbacks/public_security"
+        for sector, sim in systems.items():
+            console.print(f"{sector:16} {sim.url}")
+        console.print(f"{'gateway':16} {base_url}   database {settings.db_url}\n")
+        desk = _desk(console, gateway, base_url)
+        stack.callback(desk.close)
+        ok = _play(console, desk, timeout_s)
+        console.print({s: sim.counters["cases_created"] for s, sim in systems.items()}, "cases applied per sector")
     console.rule("[green]demo succeeded" if ok else "[red]demo failed")
     return ok
+
+
+def _register_bundles(console: Console, base: Settings) -> None:
+    """As a sector IT team would: the public command, once per shipped bundle."""
+    env = {**os.environ, "YIWANG_VAR_DIR": str(DEMO_DIR), "YIWANG_LOG_LEVEL": "warning"}
+    env.pop("YIWANG_DATABASE_URL", None)
+    yiwang = str(Path(sys.executable).with_name("yiwang"))
+    for sector in SECTORS:
+        folder = default_bundles_dir() / sector
+        version = load_bundle(folder).version
+        for args in (["register", str(folder)], ["activate", sector, version]):
+            done = subprocess.run([yiwang, "adapters", *args], env=env, capture_output=True, text=True, timeout=120)
+            if done.returncode != 0:
+                raise DemoFailed(f"yiwang adapters {' '.join(args)}: {done.stderr or done.stdout}")
+        console.print(f"$ yiwang adapters register {folder.relative_to(Path.cwd()) if folder.is_relative_to(Path.cwd()) else folder} && yiwang adapters activate {sector} {version}")
 
 
 def _desk(console: Console, gateway: Gateway, base_url: str) -> Desk:
     table = Table("role", "identity", "API key", title="API keys issued for the demo (shown once)",
                   title_justify="left")
     clients = []
-    for name, role, scope in (("online hall", Role.HALL_CLIENT, {}), ("city window", Role.WINDOW, {}),
-                              ("housing fund clerk", Role.CLERK, {"department": HOUSING_FUND}),
-                              ("issuing window", Role.ISSUING_WINDOW, {})):
-        identity, key = gateway.keys.issue(f"demo {name}", [role], **scope)
+    for name, role in (("online hall", Role.HALL_CLIENT), ("city window", Role.WINDOW),
+                       ("issuing window", Role.ISSUING_WINDOW)):
+        identity, key = gateway.keys.issue(f"demo {name}", [role])
         table.add_row(name, identity.id, key)
-        clients.append(httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=10))
+        clients.append(httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30))
     console.print(table, "")
     return Desk(*clients)
 
@@ -101,7 +145,9 @@ def _play(console: Console, desk: Desk, timeout_s: float) -> bool:
         ("1 完整申请：失业保险金申领 → 部门系统准予 → 统一出证 → 窗口领取 → 好差评", _approved_and_delivered),
         ("2 部门系统不予办理：累计缴费不满一年", _denied),
         ("3 缺少材料 → 补齐补正告知 → 补正一轮 → 受理 → 准予 → 窗口领取", _supplement_round),
-        ("4 并联审批：职工退休一件事（社保系统 + 公积金中心后台），绿色通道，快递送达", _parallel_approval),
+        ("4 并联审批：职工退休一件事（社保 SOAP + 公积金 REST 两个部门系统），绿色通道，快递送达", _parallel_approval),
+        ("5 民政：最低生活保障审批（SOAP 1.2 + WS-Security）", _civil_affairs),
+        ("6 公安：居民身份证换领（HMAC 签名，部门系统回调办理结果）", _public_security),
     ]
     ok = True
     for title, scene in scenes:
@@ -113,7 +159,7 @@ def _play(console: Console, desk: Desk, timeout_s: float) -> bool:
             continue
         _print_timeline(console, title, desk.window.get(f"/v1/cases/{case_no}").json(),
                         desk.window.get(f"/v1/cases/{case_no}/events").json())
-    return ok
+    return _queries(console, desk) and ok
 
 
 def _approved_and_delivered(desk: Desk, timeout_s: float) -> str:
@@ -163,14 +209,41 @@ def _parallel_approval(desk: Desk, timeout_s: float) -> str:
                                  "form": {"retirement_date": "2026-04-15", "employer_name": "包头钢铁（集团）有限责任公司",
                                           "withdraw_provident_fund": True}})
     _expect(case["green_channel"] == ["aged_60_plus"], f"expected the green channel, got {case['green_channel']}")
-    _expect(len(case["tasks"]) == 2, f"expected two departments' tasks, got {case['tasks']}")
-    _wait_for(desk.window, case["case_no"], lambda c: c["tasks"][0]["state"] == "approved", timeout_s,
-              "the social-security system to approve its task")
-    _post(desk.fund_clerk, case["case_no"], "tasks/2/decision",
-          {"decision": "approved", "opinion": "准予销户提取住房公积金"})
+    _expect([t["via"] for t in case["tasks"]] == ["sector_system", "sector_system"],
+            f"expected two sector systems' tasks, got {case['tasks']}")
     case = _wait(desk.window, case["case_no"], "approved", timeout_s)
     _issue_and_deliver(desk, case, {"method": "express", "tracking_no": "EMS9876543210"})
     return str(case["case_no"])
+
+
+def _civil_affairs(desk: Desk, timeout_s: float) -> str:
+    case = _submit(desk.window, {"matter_code": SUBSISTENCE, "channel": "city_window",
+                                 "applicant": {"name": "刘志强", "id_number": "150204198809210041",
+                                               "phone": "13614720005"},
+                                 "materials": [{"name": n} for n in ("最低生活保障申请书", "居民身份证", "居民户口簿",
+                                                                     "家庭收入和财产状况声明", "家庭经济状况核对授权书")]})
+    case = _wait(desk.window, case["case_no"], "approved", timeout_s)
+    _issue_and_deliver(desk, case, {"method": "pickup", "received_by": "刘志强"})
+    return str(case["case_no"])
+
+
+def _public_security(desk: Desk, timeout_s: float) -> str:
+    case = _submit(desk.window, {"matter_code": ID_CARD_RENEWAL, "channel": "city_window",
+                                 "applicant": {"name": "王建国", "id_number": "150203198503120039"},
+                                 "materials": [{"name": "居民户口簿"}, {"name": "原居民身份证"}]})
+    case = _wait(desk.window, case["case_no"], "approved", timeout_s)  # decided by the sector's callback
+    _issue_and_deliver(desk, case, {"method": "express", "tracking_no": "SF5550001111"})
+    return str(case["case_no"])
+
+
+def _queries(console: Console, desk: Desk) -> bool:
+    ok = True
+    for name, params in (("housing_fund_balance", {"id_number": "150203196604150035"}),
+                         ("marriage_record", {"id_number": "150203198503120039"})):
+        answer = desk.hall.post(f"/v1/queries/{name}", json={"params": params})
+        console.print(f"query {name}: {answer.status_code} {answer.json().get('result', answer.json())}")
+        ok = ok and answer.status_code == 200
+    return ok
 
 
 def _issue_and_deliver(desk: Desk, case: dict[str, Any], delivery: dict[str, Any]) -> None:

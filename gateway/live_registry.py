@@ -47,6 +47,7 @@ class LiveRegistry:
         self._refresh_s = refresh_s
         self._clock = clock
         self._entries: Mapping[str, _Entry] = {}
+        self._broken: dict[str, tuple[str, str]] = {}  # sector -> (version, why it cannot be built here)
         self._loaded_at: float | None = None
         self._lock = threading.Lock()
 
@@ -54,7 +55,9 @@ class LiveRegistry:
     def get(self, sector: str) -> RegisteredAdapter:
         entry = self._current().get(sector)
         if entry is None:
-            raise NoActiveAdapter(f"no active bundle for sector {sector!r}")
+            broken = self._broken.get(sector)
+            why = f" (version {broken[0]} cannot be built here: {broken[1]})" if broken else ""
+            raise NoActiveAdapter(f"no active bundle for sector {sector!r}{why}")
         return entry.registered
 
     @property
@@ -62,12 +65,13 @@ class LiveRegistry:
         return tuple(sorted(self._current()))
 
     def route(self, matter_code: str, credit_code: str) -> str | None:
-        """The sector whose active bundle takes this department's task of this matter, if any."""
+        """The sector whose active bundle takes this department's task of this matter, if any.
+
+        A bundle takes only departments it names (none named: its own department); `matters`, when given,
+        narrows that to those matters. Activation refuses two sectors naming one department.
+        """
         for sector, entry in sorted(self._current().items()):
-            serves = entry.registered.bundle.serves
-            by_department = not serves.departments or credit_code in serves.departments
-            by_matter = not serves.matters or matter_code in serves.matters
-            if by_department and by_matter:
+            if serves_task(entry.registered.bundle, matter_code, credit_code):
                 return sector
         return None
 
@@ -78,8 +82,10 @@ class LiveRegistry:
         return None
 
     def health(self) -> dict[str, Any]:
-        return {sector: {"version": e.version, **e.registered.health_snapshot()}
-                for sector, e in sorted(self._current().items())}
+        healthy = {sector: {"version": e.version, **e.registered.health_snapshot()}
+                   for sector, e in self._current().items()}
+        broken = {sector: {"version": version, "error": error} for sector, (version, error) in self._broken.items()}
+        return dict(sorted({**healthy, **broken}.items()))
 
     # -- refreshing ------------------------------------------------------------------------------------
     def refresh(self) -> None:
@@ -99,11 +105,20 @@ class LiveRegistry:
         entries = dict(self._entries)
         for sector in set(entries) - set(active):
             log.info("bundle deactivated", sector=sector, version=entries.pop(sector).version)
+        broken: dict[str, tuple[str, str]] = {}
         for sector, (version, sha) in active.items():
             known = entries.get(sector)
-            if known is None or known.sha256 != sha:
+            if known is not None and known.sha256 == sha:
+                continue
+            try:
                 entries[sector] = _Entry(version, sha, self._build(self._unpacked(sector, version, sha)))
-                log.info("bundle active", sector=sector, version=version)
+            except Exception as exc:  # one sector that cannot be built here (a missing secret…) spoils no other
+                entries.pop(sector, None)
+                broken[sector] = (version, str(exc))
+                log.error("bundle cannot be built", sector=sector, version=version, error=str(exc))
+                continue
+            log.info("bundle active", sector=sector, version=version)
+        self._broken = broken
         self._entries = entries  # one assignment: readers see the old view or the new, never half
         self._loaded_at = self._clock()
 
@@ -122,3 +137,8 @@ class LiveRegistry:
 
 def _safe(version: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in version)
+
+
+def serves_task(bundle: Bundle, matter_code: str, credit_code: str) -> bool:
+    departments = bundle.serves.departments or (bundle.department.credit_code,)
+    return credit_code in departments and (not bundle.serves.matters or matter_code in bundle.serves.matters)

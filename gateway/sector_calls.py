@@ -87,16 +87,30 @@ class SectorCalls:
         """A sector's decision: verify its signature, read it with the bundle's callback mapping, record it."""
         registered = self.registry.get(sector)
         spec = registered.bundle.results.callback_auth
-        now = self.service.clock.now()
         try:
-            verify_hmac(headers, method, path, body, spec, now=now,
-                        first_time=lambda nonce: self.nonces.first_time(sector, nonce))
+            verify_hmac(headers, method, path, body, spec, now=self.service.clock.now().timestamp(),
+                        seen_nonces=_SeenNonces(self.nonces, sector))
         except SignatureError as exc:
             raise CallbackRejected(str(exc)) from exc
         answer = _json(body)
-        result = registered.adapter.read_callback(answer)  # type: ignore[attr-defined]
+        result = registered.read_callback(answer)
         recorded = self.service.record_callback(sector, result)
         return {"recorded": recorded}
+
+
+class _SeenNonces:
+    """The set `verify_hmac` checks a nonce against, kept in the database for every process.
+
+    Asking records the nonce in the same step (one insert), so two processes cannot both accept it."""
+
+    def __init__(self, ledger: NonceLedger, sector: str) -> None:
+        self.ledger, self.sector = ledger, sector
+
+    def __contains__(self, nonce: object) -> bool:
+        return not self.ledger.first_time(self.sector, str(nonce))
+
+    def add(self, nonce: str) -> None:
+        """Already recorded by the membership test."""
 
 
 def _probe(registered: RegisteredAdapter) -> dict[str, Any]:

@@ -154,6 +154,61 @@ def epoch_ms_to_iso_utc(value: Any) -> str:
     return _iso_utc(datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=to_int(value)))
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_BEIJING_DATETIME = "%Y-%m-%d %H:%M:%S"
+_DATETIME_TEXT = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
+_COMPACT_MONTH = re.compile(r"\d{4}(0[1-9]|1[0-2])")
+
+
+def iso_utc_to_epoch_ms(value: Any) -> int:
+    """ISO-8601 instant -> milliseconds since the Unix epoch (sub-millisecond digits dropped)."""
+    return (_aware(value) - _EPOCH) // timedelta(milliseconds=1)
+
+
+def iso_utc_to_beijing_datetime(value: Any) -> str:
+    """ISO-8601 instant -> "yyyy-MM-dd HH:mm:ss" in Beijing time."""
+    return _aware(value).astimezone(SHANGHAI).strftime(_BEIJING_DATETIME)
+
+
+def beijing_datetime_to_iso_utc(value: Any) -> str:
+    """"yyyy-MM-dd HH:mm:ss" in Beijing time -> ISO-8601 UTC ("...Z")."""
+    text = str(value)
+    if not _DATETIME_TEXT.fullmatch(text):
+        raise ValueError(f"{value!r} is not yyyy-MM-dd HH:mm:ss")
+    return _iso_utc(datetime.strptime(text, _BEIJING_DATETIME).replace(tzinfo=SHANGHAI))
+
+
+def xsd_datetime_to_iso_utc(value: Any) -> str:
+    """An xsd:dateTime with its offset (zeep's datetime, or the text) -> ISO-8601 UTC; no offset is refused."""
+    return _iso_utc(_aware(value))
+
+
+def date_iso(value: Any) -> str:
+    """An xsd:date (zeep's date, or yyyy-MM-dd text) -> yyyy-MM-dd; an instant is taken as its Beijing date."""
+    if isinstance(value, datetime):
+        return _aware(value).astimezone(SHANGHAI).date().isoformat()
+    day = value if isinstance(value, date) else date.fromisoformat(str(value))
+    return day.isoformat()
+
+
+def month_compact_to_iso(value: Any) -> str:
+    """yyyyMM -> yyyy-MM."""
+    text = str(value)
+    if not _COMPACT_MONTH.fullmatch(text):
+        raise ValueError(f"{value!r} is not yyyyMM")
+    return f"{text[:4]}-{text[4:]}"
+
+
+def bool_text(value: Any) -> str:
+    """A flag -> "true"/"false" (also accepts the text forms and xsd:boolean's 1/0); anything else is refused."""
+    text = code_text(value).strip().lower()
+    if text in ("true", "1"):
+        return "true"
+    if text in ("false", "0"):
+        return "false"
+    raise ValueError(f"{value!r} is not a boolean")
+
+
 CONVERTERS: Mapping[str, Converter] = {
     "json": to_json,
     "datetime_compact_shanghai": datetime_compact_shanghai,
@@ -162,6 +217,13 @@ CONVERTERS: Mapping[str, Converter] = {
     "str": code_text,
     "int": to_int,
     "epoch_ms_to_iso_utc": epoch_ms_to_iso_utc,
+    "iso_utc_to_epoch_ms": iso_utc_to_epoch_ms,
+    "iso_utc_to_beijing_datetime": iso_utc_to_beijing_datetime,
+    "beijing_datetime_to_iso_utc": beijing_datetime_to_iso_utc,
+    "xsd_datetime_to_iso_utc": xsd_datetime_to_iso_utc,
+    "date_iso": date_iso,
+    "month_compact_to_iso": month_compact_to_iso,
+    "bool_text": bool_text,
 }
 
 # --------------------------------------------------------------------------- hardened JSON
@@ -226,9 +288,15 @@ _OMIT = _Omit()
 
 def _lookup(source: Any, path: tuple[str, ...]) -> Any:
     for key in path:
-        if not isinstance(source, Mapping) or key not in source:
+        # Plain dicts (nearly every message) first: isinstance against the Mapping ABC is slow on a hot path.
+        if type(source) is dict:
+            source = source.get(key)
+            if source is None:
+                return None
+        elif isinstance(source, Mapping) and key in source:
+            source = source[key]
+        else:
             return None
-        source = source[key]
     return source
 
 

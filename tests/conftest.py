@@ -43,6 +43,17 @@ def service_missing(what: str, how: str, error: Exception) -> None:
     pytest.skip(message)
 
 
+# The shipped bundles' secrets, as a deployment provides them: the simulators' default credentials.
+SECTOR_SECRETS = {"YIWANG_SECRET_GJJ_CLIENT_ID": "yiwang", "YIWANG_SECRET_GJJ_CLIENT_SECRET": "s3cret",
+                  "YIWANG_SECRET_MZ_PASSWORD": "mz-secret", "YIWANG_SECRET_GA_HMAC": "ga-secret"}
+
+
+@pytest.fixture(autouse=True)
+def sector_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in SECTOR_SECRETS.items():
+        monkeypatch.setenv(name, value)
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A database of this test run's own, dropped at the end."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +197,18 @@ def test_unknown_status_code_is_a_mapping_error() -> None:
         ("int", 7.0, 7),
         ("epoch_ms_to_iso_utc", 1704180600000, "2024-01-02T07:30:00Z"),
         ("epoch_ms_to_iso_utc", "1704180600123", "2024-01-02T07:30:00.123Z"),
+        ("iso_utc_to_epoch_ms", "2024-01-02T07:30:00Z", 1704180600000),
+        ("iso_utc_to_epoch_ms", "2024-01-02T15:30:00.123999+08:00", 1704180600123),  # below a ms: dropped
+        ("iso_utc_to_beijing_datetime", "2024-12-31T16:00:00+00:00", "2025-01-01 00:00:00"),
+        ("beijing_datetime_to_iso_utc", "2025-01-01 00:00:00", "2024-12-31T16:00:00Z"),
+        ("xsd_datetime_to_iso_utc", "2026-11-24T10:00:00+08:00", "2026-11-24T02:00:00Z"),
+        ("xsd_datetime_to_iso_utc", datetime(2026, 11, 24, 10, 0, 0, 500000, tzinfo=timezone(timedelta(hours=8))),
+         "2026-11-24T02:00:00.500Z"),  # zeep reads xsd:dateTime as an aware datetime
+        ("date_iso", date(2008, 2, 29), "2008-02-29"),  # zeep reads xsd:date as a date
+        ("date_iso", "2008-02-29", "2008-02-29"),
+        ("month_compact_to_iso", "202610", "2026-10"),
+        ("bool_text", True, "true"),
+        ("bool_text", "0", "false"),
     ],
 )
 def test_converters(name: str, value: Any, expected: Any) -> None:
@@ -210,6 +223,15 @@ def test_converters(name: str, value: Any, expected: Any) -> None:
         ("int", True),
         ("int", 1.5),
         ("epoch_ms_to_iso_utc", "soon"),
+        ("iso_utc_to_epoch_ms", "2024-01-02T07:30:00"),  # naive: ambiguous
+        ("iso_utc_to_beijing_datetime", "2024-01-02T07:30:00"),
+        ("beijing_datetime_to_iso_utc", "2025-01-01T00:00:00"),
+        ("beijing_datetime_to_iso_utc", "2025-02-30 00:00:00"),
+        ("xsd_datetime_to_iso_utc", "2026-11-24T10:00:00"),  # xsd:dateTime without an offset
+        ("date_iso", "2008-02-30"),
+        ("month_compact_to_iso", "202613"),
+        ("month_compact_to_iso", "2026-10"),
+        ("bool_text", "yes"),
     ],
 )
 def test_converters_refuse_bad_values(name: str, value: Any) -> None:

@@ -169,6 +169,16 @@ class PublicSecuritySimulator(RestSimulator):
         self._callbacks: set[threading.Thread] = set()
         self._callbacks_lock = threading.Lock()
 
+    @property
+    def callback_url(self) -> str | None:
+        """Where decisions go when a submit names no HDDZ."""
+        return self._callback_url
+
+    @callback_url.setter
+    def callback_url(self, url: str | None) -> None:
+        # Set after start: the gateway's address is only known once it listens.
+        self._callback_url = url
+
     def _routes(self) -> list[RestRoute]:
         return [
             RestRoute("POST", "/gaapi/hz/sqxx", self._signed(self._json_handler(self._submit))),
