@@ -30,7 +30,7 @@ from gateway.domain.case import (
     TaskState,
 )
 from gateway.persistence.repository import StaleCase
-from gateway.problems import problem_doc, problem_response
+from gateway.problems import install_problems, problem_doc, problem_response
 from gateway.services import (
     CaseNotFound,
     CaseService,
@@ -382,12 +382,6 @@ def install_error_handlers(app: FastAPI) -> None:
         response.headers["WWW-Authenticate"] = "Bearer"
         return response
 
-    def handler(status: int, slug: str, title: str) -> Any:
-        async def handle(request: Request, exc: Exception) -> JSONResponse:
-            return problem_response(status, slug, title, str(exc) or None, request.url.path)
-
-        return handle
-
     async def database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
         log.warning("database unavailable", error=type(exc.orig).__name__, path=request.url.path)
         response = problem_response(503, "database-unavailable", "数据库暂不可用，请稍后重试",
@@ -404,7 +398,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, internal_error)
     app.add_exception_handler(InvalidApplication, invalid_application)  # type: ignore[arg-type]
     app.add_exception_handler(NotAuthenticated, not_authenticated)  # type: ignore[arg-type]
-    for exc_type, status, slug, title in (
+    install_problems(app, [
         (NotAllowed, 403, "forbidden", "无权执行此操作"),
         (NotYourCase, 403, "not-your-case", "不属于本部门的办件"),
         (UnknownMatter, 404, "unknown-matter", "事项不存在或未发布"),
@@ -414,8 +408,7 @@ def install_error_handlers(app: FastAPI) -> None:
         (StaleCase, 409, "stale-version", "办件已被他人修改，请刷新后重试"),
         (CaseRuleViolation, 422, "case-rule-violated", "操作不符合办件规则"),
         (IdempotencyConflict, 422, "idempotency-key-reused", "同一 Idempotency-Key 已用于不同的请求"),
-    ):
-        app.add_exception_handler(exc_type, handler(status, slug, title))
+    ])
 
 
 class BodyLimit:

@@ -14,7 +14,7 @@ from adapters.contract import DeliveryError, FailureClass
 from gateway.auth import Identity, NotAllowed, Role, require
 from gateway.bundles import BundleConflict, BundleInvalid, BundleStore, UnknownBundle
 from gateway.live_registry import LiveRegistry, NoActiveAdapter
-from gateway.problems import problem_doc, problem_response
+from gateway.problems import install_problems, problem_doc, problem_response
 from gateway.sector_calls import CallbackRejected, SectorCalls
 
 router = APIRouter(prefix="/v1", tags=["adapters"])
@@ -58,7 +58,9 @@ async def register_bundle(request: Request,
     def may_act_for(sector: str) -> bool:
         return identity.has(Role.OPERATOR) or identity.sector == sector
 
-    return _store(request).register(archive, f"identity:{identity.id}", may_act_for=may_act_for).public()
+    registered = await run_in_threadpool(_store(request).register, archive, f"identity:{identity.id}",
+                                         may_act_for=may_act_for)  # validation parses WSDLs: off the event loop
+    return registered.public()
 
 
 @router.get("/adapters", responses=problem_doc(401, 403), summary="Active adapters and their health")
@@ -159,12 +161,6 @@ _QUERY_FAILURES: dict[FailureClass, tuple[int, str, str]] = {
 
 
 def install_adapter_error_handlers(app: FastAPI) -> None:
-    def handler(status: int, slug: str, title: str) -> Any:
-        async def handle(request: Request, exc: Exception) -> JSONResponse:
-            return problem_response(status, slug, title, str(exc) or None, request.url.path)
-
-        return handle
-
     async def invalid_bundle(request: Request, exc: BundleInvalid) -> JSONResponse:
         return problem_response(422, "invalid-bundle", "适配包不符合格式要求", str(exc), request.url.path,
                                 errors=[{"msg": p} for p in exc.problems])
@@ -183,12 +179,11 @@ def install_adapter_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(BundleInvalid, invalid_bundle)  # type: ignore[arg-type]
     app.add_exception_handler(DeliveryError, delivery_failed)  # type: ignore[arg-type]
-    for exc_type, status, slug, title in (
+    install_problems(app, [
         (UnknownBundle, 404, "unknown-bundle", "没有该适配包版本"),
         (NoActiveAdapter, 404, "no-active-adapter", "没有启用的适配器"),
         (BundleConflict, 409, "bundle-conflict", "适配包版本状态不允许此操作"),
         (PermissionError, 403, "forbidden", "无权管理该部门的适配包"),
         (CallbackRejected, 401, "callback-rejected", "回调签名无效"),
         (PayloadTooLarge, 413, "payload-too-large", "请求体过大"),
-    ):
-        app.add_exception_handler(exc_type, handler(status, slug, title))
+    ])

@@ -25,7 +25,7 @@ from gateway.catalogue import (
 )
 from gateway.domain.matter import BodyNature, HandlingForm, Level, Matter, MatterType, ServiceObject, TimeUnit
 from gateway.persistence.catalogue_tables import DRAFT
-from gateway.problems import problem_doc, problem_response
+from gateway.problems import install_problems, problem_doc, problem_response
 
 router = APIRouter(prefix="/v1", tags=["catalogue"])
 Reader = Annotated[Identity, Depends(require(*ALL_ROLES))]
@@ -225,16 +225,9 @@ def publish_version(code: str, version: int, request: Request, identity: Admin) 
 
 
 def install_catalogue_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(MatterNotFound, _problem(404, "unknown-matter", "事项不存在或未发布"))
-    app.add_exception_handler(VersionConflict, _problem(409, "version-conflict", "事项版本的状态不允许此操作"))
+    install_problems(app, [(MatterNotFound, 404, "unknown-matter", "事项不存在或未发布"),
+                           (VersionConflict, 409, "version-conflict", "事项版本的状态不允许此操作")])
     app.add_exception_handler(CatalogueError, _invalid_matter)  # InvalidMatter too: the most specific wins
-
-
-def _problem(status: int, slug: str, title: str) -> Any:
-    async def handle(request: Request, exc: Exception) -> JSONResponse:
-        return problem_response(status, slug, title, str(exc) or None, request.url.path)
-
-    return handle
 
 
 async def _invalid_matter(request: Request, exc: Exception) -> JSONResponse:

@@ -20,12 +20,11 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
-from starlette.responses import JSONResponse
 from starlette.types import Message, Receive
 
 from gateway.auth import Identity, Role, require
 from gateway.materials import MaterialStore, MaterialTooLarge, StoredMaterial, UnknownMaterial, UnsupportedMaterial
-from gateway.problems import problem_doc, problem_response
+from gateway.problems import install_problems, problem_doc
 
 router = APIRouter(prefix="/v1", tags=["materials"])
 
@@ -143,13 +142,4 @@ _PROBLEMS: dict[type[Exception], tuple[int, str, str]] = {
 
 def install_material_error_handlers(app: FastAPI) -> None:
     """Map the materials' failures to problem+json (401/403 come from the app's auth handlers)."""
-    for exc_type, (status, slug, title) in _PROBLEMS.items():
-        app.add_exception_handler(exc_type, _problem_handler(status, slug, title))
-
-
-def _problem_handler(status: int, slug: str, title: str) -> Any:
-    async def handle(request: Request, exc: Exception) -> JSONResponse:
-        # Our own messages only: they never echo the caller's file name or content.
-        return problem_response(status, slug, title, str(exc) or None, request.url.path)
-
-    return handle
+    install_problems(app, [(exc_type, *answer) for exc_type, answer in _PROBLEMS.items()])

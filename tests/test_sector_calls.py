@@ -183,3 +183,12 @@ def test_preview_renders_for_a_case_without_calling_the_sector(world: World) -> 
     assert request["method"] == "POST" and request["body"]["applicationNo"] == case_no
     assert world.systems["housing_fund"].counters["raw_requests"] == before  # nothing was sent
     assert other.status_code == 403  # a sector administrator previews their own sector only
+
+
+def test_a_registered_version_is_tested_against_the_sectors_test_endpoint(world: World) -> None:
+    with world.client(world.keys.operator) as ops:
+        tested = ops.post("/v1/adapters/housing_fund/versions/2026.11.1/test")
+        world.systems["housing_fund"].set_fault("fail")
+        failed = ops.post("/v1/adapters/housing_fund/versions/2026.11.1/test")
+    assert tested.status_code == 200 and tested.json()["test_result"]["reachable"] is True
+    assert failed.json()["test_result"]["reachable"] is False

@@ -28,7 +28,7 @@ from adapters.bundle import CallbackResults, load_bundle, validate_bundle
 from adapters.contract import DeliveryError, FailureClass, Operation
 from adapters.registry import RegisteredAdapter, Registry, build_adapter, default_bundles_dir
 from adapters.resilience import RetryPolicy
-from adapters.simulators import civil_affairs, housing_fund, public_security, social_security
+from adapters.simulators import civil_affairs, housing_fund, public_security
 from adapters.simulators.base import person_seed, recent_months
 from adapters.simulators.civil_affairs import CivilAffairsSimulator
 from adapters.simulators.housing_fund import HousingFundSimulator

@@ -6,7 +6,6 @@ and lxml run exactly as they do against a sector.
 
 from __future__ import annotations
 
-import shutil
 import socket
 import threading
 import time
@@ -14,7 +13,6 @@ from copy import deepcopy
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
