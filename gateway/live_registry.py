@@ -10,6 +10,7 @@ it: in-flight messages end on the version they started with.
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -126,13 +127,14 @@ class LiveRegistry:
         """Unpack once per process and machine; a folder named by content is never stale."""
         folder = self._cache_dir / sector / f"{_safe(version)}-{sha[:16]}"
         if not folder.exists():
-            staging = folder.with_name(f".{folder.name}.{os.getpid()}")
+            staging = folder.with_name(f".{folder.name}.{os.getpid()}.{threading.get_ident()}")
             unpack_bundle(self._store.archive(sector, version), staging)
             try:
                 staging.rename(folder)
             except OSError:  # another process unpacked the same content first
-                pass
-        return load_bundle(folder)
+                shutil.rmtree(staging, ignore_errors=True)
+        # A zip may hold the bundle in a top folder of its own.
+        return load_bundle(next(folder.rglob("bundle.yaml")).parent)
 
 
 def _safe(version: str) -> str:
