@@ -9,7 +9,8 @@ is caught at registration instead of failing every delivery. Tree notation:
 - ``"*"``: anything (the application form is the matter's own; a query's parameters are the caller's);
 - any other string: a scalar, named by its type for messages.
 
-Keep this in step with `gateway.dispatch.canonical_message`, which builds the real message.
+Keep this in step with `gateway.dispatch.canonical_message`, which builds the real message, and
+`gateway.material_links.MaterialTransport`, which adds the materials' files to it.
 """
 
 from __future__ import annotations
@@ -27,8 +28,23 @@ KNOWN_QUERIES = ("social_insurance_contributions", "housing_fund_balance", "marr
 STATUSES = ("received", "in_process", "approved", "denied", "returned")
 
 MATERIAL: Mapping[str, Any] = {"name": "str", "received": "bool", "file_ref": "str"}
+# The operations that hand the materials' files over, as the bundle's `materials.transport` declares
+# (`gateway.material_links`). A material with a `file_ref` then also carries its stored description and
+# either its content (inline_base64) or a signed link the sector fetches (signed_url; mtom for now too);
+# one without a file_ref carries no more than MATERIAL. Other operations (status polls, cancellations)
+# carry MATERIAL only: re-reading every file at each poll would help no sector.
+MATERIALS_SENT_WITH = ("submit_case",)
+SENT_MATERIAL: Mapping[str, Any] = {
+    **MATERIAL,
+    "media_type": "str",  # as recognised from the content at upload
+    "sha256": "str",  # hex, of the content
+    "size": "int",  # bytes
+    "content_base64": "str",  # inline_base64 only
+    "url": "str",  # signed_url (and mtom, until MTOM packaging is done) only
+}
 
-# Every operation on a task gets the same message (dispatch builds one per outbox row).
+# Every operation on a task gets the same message (dispatch builds one per outbox row), save that
+# submit_case's materials are SENT_MATERIAL.
 TASK_MESSAGE: Mapping[str, Any] = {
     "idempotency_key": "str",
     "sector_ref": "str",  # None until submit_case has answered
@@ -52,12 +68,16 @@ TASK_MESSAGE: Mapping[str, Any] = {
         "form": ANYTHING,
     },
 }
+SUBMIT_MESSAGE: Mapping[str, Any] = {
+    **TASK_MESSAGE,
+    "case": {**TASK_MESSAGE["case"], "materials": [SENT_MATERIAL]},
+}
 QUERY_MESSAGE: Mapping[str, Any] = {"query": ANYTHING}
 # A callback's `request`, if any, is our acknowledgement to the sector: it can only hold constants.
 CALLBACK_MESSAGE: Mapping[str, Any] = {}
 
 MESSAGES: Mapping[str, Mapping[str, Any]] = MappingProxyType({
-    "submit_case": TASK_MESSAGE,
+    "submit_case": SUBMIT_MESSAGE,
     "query_status": TASK_MESSAGE,
     "cancel_case": TASK_MESSAGE,
     "fetch_certificate": TASK_MESSAGE,

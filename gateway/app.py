@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from adapters.bundle import Bundle
 from adapters.registry import RegisteredAdapter, build_adapter
 from adapters.resilience import RetryPolicy
-from gateway import api_adapters, api_catalogue, api_materials
+from gateway import api_adapters, api_catalogue, api_material_links, api_materials
 from gateway.api import BodyLimit, health, install_error_handlers, router
 from gateway.bundles import BundleStore
 from gateway.calendar_file import load_calendar
@@ -24,6 +24,7 @@ from gateway.dispatch import Dispatcher, DispatchSettings
 from gateway.domain.clock import Clock, SystemClock
 from gateway.identities import ApiKeyStore
 from gateway.live_registry import LiveRegistry
+from gateway.material_links import MaterialLinks, MaterialTransport
 from gateway.materials import MaterialStore
 from gateway.persistence.blind_index import BlindIndex, load_or_create_key
 from gateway.persistence.engine import make_engine
@@ -50,6 +51,7 @@ class Gateway:
     registry: LiveRegistry
     sector_calls: SectorCalls
     dispatcher: Dispatcher
+    material_links: MaterialLinks
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -85,6 +87,9 @@ def build_gateway(settings: Settings, clock: Clock | None = None) -> Gateway:
     catalogue.seed_if_empty(settings.catalogue)
     materials = MaterialStore(engine, settings.var_dir / "materials", max_bytes=settings.max_material_bytes)
     blind_index = BlindIndex(load_or_create_key(settings.var_dir / "blind-index.key", settings.blind_index_key))
+    links = MaterialLinks(load_or_create_key(settings.var_dir / "material-link.key", settings.material_link_key),
+                          settings.public_url, clock, settings.material_link_ttl_s)
+    transport = MaterialTransport(materials, links, settings.max_inline_material_bytes)
     bundles = BundleStore(engine, clock)
     build = adapter_builder(settings)
     registry = LiveRegistry(bundles, settings.var_dir / "bundle-cache", build,
@@ -99,7 +104,7 @@ def build_gateway(settings: Settings, clock: Clock | None = None) -> Gateway:
     )
     calls = SectorCalls(registry, bundles, service, build, NonceLedger(engine, clock))
     return Gateway(settings, engine, catalogue, ApiKeyStore(engine), materials, service, bundles, registry, calls,
-                   Dispatcher(service, registry, dispatch))
+                   Dispatcher(service, registry, dispatch, transport), links)
 
 
 def adapter_builder(settings: Settings) -> Callable[[Bundle], RegisteredAdapter]:
@@ -136,16 +141,19 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.state.bundles = gateway.bundles
     app.state.registry = gateway.registry
     app.state.sector_calls = gateway.sector_calls
+    app.state.material_links = gateway.material_links
     app.include_router(health)
     app.include_router(api_catalogue.router)
     app.include_router(router)
     app.include_router(api_materials.router)
     app.include_router(api_adapters.router)
     app.include_router(api_adapters.callbacks)
+    app.include_router(api_material_links.router)
     install_error_handlers(app)
     api_catalogue.install_catalogue_error_handlers(app)
     api_materials.install_material_error_handlers(app)
     api_adapters.install_adapter_error_handlers(app)
+    api_material_links.install_material_link_error_handlers(app)
     # Uploads and bundles stream with limits of their own; callbacks are capped where they are read.
     app.add_middleware(BodyLimit, max_bytes=gateway.settings.max_body_bytes,
                        exempt=frozenset({MATERIALS_PATH, BUNDLES_PATH}))

@@ -28,6 +28,10 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     max_material_bytes: int = 20 * 1024 * 1024
     blind_index_key: str | None = None  # hex; default: a key file created under var_dir
+    public_url: str = "http://127.0.0.1:8000"  # how sectors reach this gateway (signed material links)
+    material_link_key: str | None = None  # hex; default: a key file created under var_dir
+    material_link_ttl_s: int = 3600  # how long a signed material link stays valid
+    max_inline_material_bytes: int = 10 * 1024 * 1024  # inline_base64: the files of one message, together
     warn_days: int = 2  # e-supervision warns this many working days before a deadline
     supplement_days: int = 30  # an unanswered supplement notice ends the case after this many days
     clock_interval_ms: int = 60_000  # how often a dispatcher runs the deadline clock
@@ -60,6 +64,11 @@ class Settings:
                 max_body_bytes=int(get("YIWANG_MAX_BODY_BYTES", str(1024 * 1024))),
                 max_material_bytes=int(get("YIWANG_MAX_MATERIAL_BYTES", str(20 * 1024 * 1024))),
                 blind_index_key=get("YIWANG_BLIND_INDEX_KEY") or None,
+                public_url=_url("YIWANG_PUBLIC_URL", get("YIWANG_PUBLIC_URL") or "http://127.0.0.1:8000"),
+                material_link_key=get("YIWANG_MATERIAL_LINK_KEY") or None,
+                material_link_ttl_s=_positive("YIWANG_MATERIAL_LINK_TTL_S", get("YIWANG_MATERIAL_LINK_TTL_S", "3600")),
+                max_inline_material_bytes=_positive("YIWANG_MAX_INLINE_MATERIAL_BYTES",
+                                                    get("YIWANG_MAX_INLINE_MATERIAL_BYTES", str(10 * 1024 * 1024))),
                 warn_days=int(get("YIWANG_WARN_DAYS", "2")),
                 supplement_days=int(get("YIWANG_SUPPLEMENT_DAYS", "30")),
                 clock_interval_ms=int(get("YIWANG_CLOCK_INTERVAL_MS", "60000")),
@@ -95,3 +104,16 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
 
 def _optional_int(value: str | None) -> int | None:
     return int(value) if value else None
+
+
+def _url(name: str, value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ConfigError(f"{name} must be an http:// or https:// URL, not {value!r}")
+    return value.rstrip("/")
+
+
+def _positive(name: str, value: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise ConfigError(f"{name} must be a positive number, not {value!r}")
+    return number

@@ -21,9 +21,11 @@ from typing import Any, Protocol
 
 import structlog
 
+from adapters.canonical import MATERIALS_SENT_WITH
 from adapters.contract import DeliveryError, Operation
 from adapters.registry import RegisteredAdapter
 from gateway.domain.case import Case, CaseState
+from gateway.material_links import MaterialNotSendable, MaterialTransport
 from gateway.persistence.repository import OutboxMessage
 from gateway.persistence.uow import UnitOfWork
 from gateway.services import CANCEL_CASE, QUERY_STATUS, SUBMIT_CASE, CaseService
@@ -31,6 +33,7 @@ from gateway.services import CANCEL_CASE, QUERY_STATUS, SUBMIT_CASE, CaseService
 log = structlog.get_logger("yiwang.dispatch")
 INTERNAL_ERROR = "internal"  # a bug of ours, not one of the sector failure classes
 CONFIGURATION_ERROR = "configuration"  # no active bundle for the sector
+MATERIAL_ERROR = "material"  # a material that cannot go as the bundle declares (altered, too large): not retried
 ENDED = frozenset({CaseState.WITHDRAWN, CaseState.CLOSED, CaseState.NOT_ACCEPTED})
 
 
@@ -49,10 +52,11 @@ class AdapterSource(Protocol):
 
 class Dispatcher:
     def __init__(self, service: CaseService, registry: AdapterSource,
-                 settings: DispatchSettings | None = None) -> None:
+                 settings: DispatchSettings | None = None, materials: MaterialTransport | None = None) -> None:
         self.service = service
         self.registry = registry
         self.settings = settings or DispatchSettings()
+        self.materials = materials  # None: materials travel as references only (`file_ref`)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     def run_once(self) -> int:
@@ -102,6 +106,13 @@ class Dispatcher:
         payload = canonical_message(case, message.task_id, message.idempotency_key)
         bound = log.bind(case_no=message.case_no, sector=message.sector, operation=operation, outbox_id=message.id,
                          bundle_version=target.version)
+        if self.materials is not None and message.operation in MATERIALS_SENT_WITH:
+            try:
+                payload = self.materials.attach(payload, target.bundle.materials_transport, message.sector)
+            except MaterialNotSendable as error:  # the same every time: a dead letter at once, nothing sent
+                bound.warning("materials not sendable", error=str(error))
+                self._dead_letter(message, MATERIAL_ERROR, str(error), 0, lambda: None)
+                return
         try:
             result = target.adapter.call(operation, payload)
         except DeliveryError as error:
@@ -133,7 +144,7 @@ class Dispatcher:
     def _dead_letter(self, message: OutboxMessage, error_class: str, error_message: str, attempts: int,
                      render: Callable[[], Any]) -> None:
         try:
-            rendered = _jsonable(render())
+            rendered = jsonable(render())
         except Exception as exc:  # the rendering may be what failed; say so rather than lose the letter
             rendered = {"error": f"could not render: {exc}"}
         self.service.record_dead_letter(message, self.owner, error_class, error_message, attempts, rendered)
@@ -163,7 +174,7 @@ def canonical_message(case: Case, task_id: str, idempotency_key: str) -> dict[st
 
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """What an adapter rendered (a dict for SOAP, an HttpRequest for REST), as JSON for the dead letter."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)

@@ -73,6 +73,14 @@ class UnknownMaterial(LookupError):
         self.ref = ref
 
 
+class AlteredMaterial(Exception):
+    """A stored file that no longer hashes to what was uploaded (or is gone): it must not leave the gateway."""
+
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"material {ref} has been altered or removed on disk since it was uploaded")
+        self.ref = ref
+
+
 class Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
 
@@ -159,6 +167,36 @@ class MaterialStore:
         except FileNotFoundError:
             return False
         return sha256 == material.sha256 and size == material.size
+
+    def open_verified(self, ref: str) -> tuple[StoredMaterial, BinaryIO]:
+        """The material and its file, opened and checked: the handle is hashed whole, then rewound, so what is
+        read from it is what was verified. UnknownMaterial, or AlteredMaterial when altered or gone."""
+        material = self._known(ref)
+        try:
+            f = self._path(material.sha256).open("rb")
+        except FileNotFoundError:
+            raise AlteredMaterial(ref) from None
+        try:
+            sha256, size = _digest(f)
+            if sha256 != material.sha256 or size != material.size:
+                raise AlteredMaterial(ref)
+            f.seek(0)
+        except BaseException:
+            f.close()
+            raise
+        return material, f
+
+    def read_verified(self, ref: str) -> tuple[StoredMaterial, bytes]:
+        """The material and its bytes, hashed as read: UnknownMaterial, or AlteredMaterial when altered or gone."""
+        material = self._known(ref)
+        try:
+            with self._path(material.sha256).open("rb") as f:
+                content = f.read(material.size + 1)  # a file grown on disk is not read whole to find out
+        except FileNotFoundError:
+            raise AlteredMaterial(ref) from None
+        if len(content) != material.size or hashlib.sha256(content).hexdigest() != material.sha256:
+            raise AlteredMaterial(ref)
+        return material, content
 
     def _receive(self, stream: Readable) -> _Received:
         fd, name = tempfile.mkstemp(dir=self._incoming, prefix="upload-")

@@ -16,7 +16,7 @@ from adapters.bundle import Bundle
 from adapters.contract import DeliveryError, Operation
 from adapters.registry import RegisteredAdapter
 from gateway.bundles import BundleStore, BundleVersion, unpacked
-from gateway.dispatch import canonical_message
+from gateway.dispatch import canonical_message, jsonable
 from gateway.domain.clock import Clock
 from gateway.live_registry import LiveRegistry, NoActiveAdapter
 from gateway.persistence.bundle_tables import callback_nonces
@@ -71,9 +71,10 @@ class SectorCalls:
             if task is None:
                 raise NoActiveAdapter(f"case {case_no} has no task for sector {sector!r}")
             message = canonical_message(case, task.task_id, idempotency_key(case_no, task.task_id, operation))
-        op: Operation | str = Operation(operation) if operation in Operation.__members__.values() else operation
+        # Adapters take an operation or query by name; what they render is returned as JSON-able data.
+        rendered = registered.adapter.render(operation, message)  # type: ignore[arg-type]
         return {"sector": sector, "version": registered.version, "operation": operation,
-                "request": registered.adapter.render(op, message)}  # type: ignore[arg-type]
+                "request": jsonable(rendered)}
 
     def test_version(self, sector: str, version: str) -> BundleVersion:
         """Build the version against the sector's test endpoint and make one harmless call."""
