@@ -490,6 +490,9 @@ def test_a_village_agency_submission_names_its_agent(desk: Desk) -> None:
     first = events(desk.window, case["case_no"])[0]
     assert (first["trigger"], first["actor"]) == ("submit", f"agent:{desk.who(desk.window).id}")
     assert first["data"]["channel"] == "village_agency"
+    ok(act(desk.window, case["case_no"], "withdraw", {"reason": "申请人委托撤回"}))
+    withdrawn = [e for e in events(desk.window, case["case_no"]) if e["trigger"] == "withdraw"]
+    assert withdrawn[0]["actor"] == f"agent:{desk.who(desk.window).id}"  # the agent still acts, recorded so
 
 
 @pytest.mark.parametrize(("caller", "channel"), [("hall", "city_window"), ("hall", "village_agency"),

@@ -98,7 +98,7 @@ def supplement(case: Case, matter: Matter, materials: Iterable[SubmittedMaterial
     known = {m.name: m for m in case.materials}
     known.update({m.name: m for m in materials})
     case.materials = tuple(known.values())
-    case.apply(Trigger.SUPPLEMENT, actor, now, "补齐补正材料", {"materials": sorted(known),
+    case.apply(Trigger.SUPPLEMENT, _person(case, actor), now, "补齐补正材料", {"materials": sorted(known),
                                                            "round": case.supplement_rounds})
     if case.deadline:
         case.deadline = case.deadline.resume(shanghai_date(now), calendar)
@@ -113,7 +113,7 @@ def not_accept(case: Case, actor: Actor, now: datetime, reason: str) -> None:
 
 
 def withdraw(case: Case, actor: Actor, now: datetime, reason: str) -> None:
-    case.apply(Trigger.WITHDRAW, actor, now, reason or "申请人撤回申请")
+    case.apply(Trigger.WITHDRAW, _person(case, actor), now, reason or "申请人撤回申请")
     close(case, now)
 
 
@@ -201,7 +201,7 @@ def evaluate(case: Case, evaluation: Evaluation, actor: Actor, now: datetime) ->
         raise CaseRuleViolation("该办件已评价")
     if evaluation.level not in EVALUATION_LEVELS:
         raise CaseRuleViolation(f"unknown evaluation level {evaluation.level!r}")
-    case.apply(Trigger.EVALUATE, actor, now, evaluation.text or evaluation.level,
+    case.apply(Trigger.EVALUATE, _person(case, actor), now, evaluation.text or evaluation.level,
                {"level": evaluation.level, "channel": evaluation.channel})
     case.evaluation = evaluation
 
@@ -260,6 +260,15 @@ def _birth_date(id_type: str, id_number: str) -> date | None:
 
 def _age(birth: date, today: date) -> int:
     return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
+
+
+def _person(case: Case, actor: Actor) -> Actor:
+    """The terminal that submitted as an agent (代办员) keeps acting as the agent for this case."""
+    submitted_by = case.events[0].actor if case.events else None
+    if case.agent is not None and actor.kind is ActorKind.APPLICANT and submitted_by == Actor(ActorKind.AGENT,
+                                                                                               actor.id):
+        return submitted_by
+    return actor
 
 
 def _kind_label(deadline: Deadline) -> str:
