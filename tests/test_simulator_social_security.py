@@ -28,7 +28,7 @@ SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
 WSDL_SOAP = "http://schemas.xmlsoap.org/wsdl/soap/"
 SUBMIT_ACTION = f'"{TNS}/SubmitCase"'
 QUERY_ACTION = f'"{TNS}/QueryCaseStatus"'
-DELAY_MS = 50
+DELAY_MS = 200  # long enough that "before the decision" holds on a loaded machine
 SAFE_PARSER_KW: dict[str, Any] = {"resolve_entities": False, "no_network": True, "load_dtd": False}
 
 BASE_FIELDS: dict[str, str] = {
