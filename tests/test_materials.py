@@ -29,9 +29,7 @@ from gateway.materials import (
     UnsupportedMaterial,
     sanitise_filename,
 )
-from gateway.persistence.engine import make_engine
 from gateway.persistence.material_tables import material_files
-from gateway.persistence.tables import metadata
 from gateway.problems import PROBLEM_MEDIA_TYPE, problem_response
 
 PROBLEM = "urn:yiwang:problem:"
@@ -62,14 +60,6 @@ def ofd_bytes() -> bytes:
 
 
 SAMPLES: dict[str, Callable[[], bytes]] = {PDF: pdf_bytes, PNG: png_bytes, JPEG: jpeg_bytes, OFD: ofd_bytes}
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'materials.db'}")
-    metadata.create_all(engine)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture
