@@ -105,7 +105,9 @@ class LiveRegistry:
         active = {sector: (version, sha) for sector, version, sha in self._store.active()}
         entries = dict(self._entries)
         for sector in set(entries) - set(active):
-            log.info("bundle deactivated", sector=sector, version=entries.pop(sector).version)
+            gone = entries.pop(sector)
+            log.info("bundle deactivated", sector=sector, version=gone.version)
+            _close_later(gone.registered)
         broken: dict[str, tuple[str, str]] = {}
         for sector, (version, sha) in active.items():
             known = entries.get(sector)
@@ -113,6 +115,8 @@ class LiveRegistry:
                 continue
             try:
                 entries[sector] = _Entry(version, sha, self._build(self._unpacked(sector, version, sha)))
+                if known is not None:
+                    _close_later(known.registered)
             except Exception as exc:  # one sector that cannot be built here (a missing secret…) spoils no other
                 entries.pop(sector, None)
                 broken[sector] = (version, str(exc))
@@ -135,6 +139,18 @@ class LiveRegistry:
                 shutil.rmtree(staging, ignore_errors=True)
         # A zip may hold the bundle in a top folder of its own.
         return load_bundle(next(folder.rglob("bundle.yaml")).parent)
+
+
+CLOSE_AFTER_S = 120.0  # longer than any delivery holding the old adapter can still take
+
+
+def _close_later(registered: RegisteredAdapter) -> None:
+    """Release a replaced adapter's connections once the deliveries that hold it have finished."""
+    close = getattr(registered.adapter, "close", None)
+    if callable(close):
+        timer = threading.Timer(CLOSE_AFTER_S, close)
+        timer.daemon = True
+        timer.start()
 
 
 def _safe(version: str) -> str:
