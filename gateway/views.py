@@ -26,7 +26,6 @@ STATE_LABELS = {
     "closed": "已办结",
     "withdrawn": "已撤回",
 }
-DOCUMENT_KINDS = ("acceptance_receipt", "supplement_notice", "not_accepted_notice", "delivery_receipt")
 
 
 class DocumentNotAvailable(LookupError):
@@ -108,16 +107,10 @@ def event_view(event: CaseEvent) -> dict[str, Any]:
 
 
 def document(case: Case, matter: Matter, kind: str) -> dict[str, Any]:
-    """One of the documents of DOCUMENT_KINDS, as structured JSON the hall can print."""
-    builders = {
-        "acceptance_receipt": _acceptance_receipt,
-        "supplement_notice": _supplement_notice,
-        "not_accepted_notice": _not_accepted_notice,
-        "delivery_receipt": _delivery_receipt,
-    }
-    if kind not in builders:
-        raise DocumentNotAvailable(f"unknown document kind {kind!r}; kinds: {', '.join(DOCUMENT_KINDS)}")
-    body = builders[kind](case, matter)
+    """One of the documents of `_DOCUMENTS`, as structured JSON the hall can print."""
+    if kind not in _DOCUMENTS:
+        raise DocumentNotAvailable(f"unknown document kind {kind!r}; kinds: {', '.join(_DOCUMENTS)}")
+    body = _DOCUMENTS[kind](case, matter)
     return {"kind": kind, "case_no": case.case_no, "matter": matter.name, "matter_code": matter.implementation_code,
             "applicant": case_view(case)["applicant"], **body}
 
@@ -157,3 +150,11 @@ def _delivery_receipt(case: Case, matter: Matter) -> dict[str, Any]:
     return {"title": "送达回证", "delivered_at": to_shanghai(event.at).isoformat(), "certificate": certificate,
             "method": event.data.get("method"), "tracking_no": event.data.get("tracking_no"),
             "received_by": event.data.get("received_by")}
+
+
+_DOCUMENTS = {
+    "acceptance_receipt": _acceptance_receipt,
+    "supplement_notice": _supplement_notice,
+    "not_accepted_notice": _not_accepted_notice,
+    "delivery_receipt": _delivery_receipt,
+}

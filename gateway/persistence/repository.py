@@ -321,9 +321,6 @@ class OutboxRepository:
             .values(available_at=available_at, lease_owner=None, lease_until=None)
         )
 
-    def count(self, status: str) -> int:
-        return len(self._conn.execute(select(t.outbox.c.id).where(t.outbox.c.status == status)).all())
-
     def _finish(self, message_id: int, status: str, now: datetime) -> None:
         self._conn.execute(
             update(t.outbox)
