@@ -12,7 +12,15 @@ from types import TracebackType
 from sqlalchemy import Connection, Engine
 
 # Every table module registers on the one `metadata`; import them so the schema is whole.
-from gateway.persistence import bundle_tables, catalogue_tables, identity_tables, material_tables  # noqa: F401
+from gateway.persistence import (  # noqa: F401
+    access_tables,
+    bundle_tables,
+    catalogue_tables,
+    cert_tables,
+    identity_tables,
+    ledger_tables,
+    material_tables,
+)
 from gateway.persistence.engine import READ_ONLY
 from gateway.persistence.repository import (
     CaseRepository,
