@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from adapters.bundle import Bundle
 from adapters.registry import RegisteredAdapter, build_adapter
 from adapters.resilience import RetryPolicy
+from certstore.keyring import FieldSealer
 from gateway import api_adapters, api_catalogue, api_material_links, api_materials
 from gateway.api import BodyLimit, health, install_error_handlers, router
 from gateway.bundles import BundleStore
@@ -52,6 +53,7 @@ class Gateway:
     sector_calls: SectorCalls
     dispatcher: Dispatcher
     material_links: MaterialLinks
+    sealer: FieldSealer  # seals personal data at rest (certstore.keyring)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -86,6 +88,7 @@ def build_gateway(settings: Settings, clock: Clock | None = None) -> Gateway:
     catalogue = Catalogue(engine)
     catalogue.seed_if_empty(settings.catalogue)
     materials = MaterialStore(engine, settings.var_dir / "materials", max_bytes=settings.max_material_bytes)
+    sealer = FieldSealer(settings.master_keys(), settings.field_cipher)
     blind_index = BlindIndex(load_or_create_key(settings.var_dir / "blind-index.key", settings.blind_index_key))
     links = MaterialLinks(load_or_create_key(settings.var_dir / "material-link.key", settings.material_link_key),
                           settings.public_url, clock, settings.material_link_ttl_s)
@@ -104,7 +107,7 @@ def build_gateway(settings: Settings, clock: Clock | None = None) -> Gateway:
     )
     calls = SectorCalls(registry, bundles, service, build, NonceLedger(engine, clock))
     return Gateway(settings, engine, catalogue, ApiKeyStore(engine), materials, service, bundles, registry, calls,
-                   Dispatcher(service, registry, dispatch, transport), links)
+                   Dispatcher(service, registry, dispatch, transport), links, sealer)
 
 
 def adapter_builder(settings: Settings) -> Callable[[Bundle], RegisteredAdapter]:

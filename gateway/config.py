@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from certstore.algorithms import CIPHERS, DIGESTS
+from certstore.keyring import MasterKeyError, MasterKeys
 from gateway.calendar_file import DEFAULT_CALENDAR
 from gateway.catalogue import DEFAULT_CATALOGUE
 
@@ -42,6 +44,18 @@ class Settings:
     retry_max_ms: int | None = None
     log_level: str = "info"
     log_format: str = "console"  # or "json"
+    master_key: str | None = field(default=None, repr=False)  # `id:base64,...`, first current; see certstore/keyring
+    master_key_file: Path | None = None  # the same, one per line; default: a development key under var_dir
+    field_cipher: str = "aes-256-gcm"  # or "sm4-gcm": how personal data is sealed at rest
+    digest: str = "sha256"  # or "sm3": hash chains of the audit and message logs
+
+    def master_keys(self) -> MasterKeys:
+        env = {"YIWANG_MASTER_KEY": self.master_key or "",
+               "YIWANG_MASTER_KEY_FILE": str(self.master_key_file) if self.master_key_file else ""}
+        try:
+            return MasterKeys.from_env(env, self.var_dir)
+        except (MasterKeyError, OSError) as exc:
+            raise ConfigError(f"YIWANG_MASTER_KEY / YIWANG_MASTER_KEY_FILE: {exc}") from exc
 
     @property
     def db_url(self) -> str:
@@ -80,6 +94,11 @@ class Settings:
                 log_level=_choice("YIWANG_LOG_LEVEL", get("YIWANG_LOG_LEVEL", "info").lower(),
                                   ("debug", "info", "warning", "error")),
                 log_format=_choice("YIWANG_LOG_FORMAT", get("YIWANG_LOG_FORMAT", "console"), ("console", "json")),
+                master_key=get("YIWANG_MASTER_KEY") or None,
+                master_key_file=Path(get("YIWANG_MASTER_KEY_FILE")) if get("YIWANG_MASTER_KEY_FILE") else None,
+                field_cipher=_choice("YIWANG_FIELD_CIPHER", get("YIWANG_FIELD_CIPHER", "aes-256-gcm"),
+                                     tuple(CIPHERS)),
+                digest=_choice("YIWANG_DIGEST", get("YIWANG_DIGEST", "sha256"), tuple(DIGESTS)),
             )
         except ValueError as exc:
             raise ConfigError(f"invalid setting: {exc}") from exc
