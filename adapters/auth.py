@@ -8,6 +8,9 @@ turns a spec into an `httpx.Auth` flow, `soap_auth` into zeep WS-Security and a 
 REST flows are `httpx.Auth` subclasses so they run on the request httpx is about to send: the
 HMAC signs the exact body bytes on the wire, OAuth2 can see a 401 and retry that very request.
 
+`rsa_signature` signs the same canonical string as `hmac`, with our private key from the certificate
+store (`cert:NAME`) instead of a shared secret: RSA PKCS#1 v1.5 or PSS, always SHA-256.
+
 `verify_hmac` is the other direction: the gateway's callback endpoint checks a sector's signature.
 """
 
@@ -28,7 +31,11 @@ import httpx
 import requests
 from zeep.wsse.username import UsernameToken
 
-from adapters.secrets import Secret, is_reference, load
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from adapters.secrets import LITERAL_REFUSED, REFERENCE_FORMS, Secret, is_reference, load
+from certstore.credentials import Credential, reference_name
 from mappings import JsonAnswerError, parse_json
 
 # --------------------------------------------------------------------------- specs
@@ -40,7 +47,7 @@ class AuthSpecError(ValueError):
 
 @dataclass(frozen=True)
 class SecretRef:
-    """Where a secret lives (`env:NAME` or `file:/path`); the reference itself is not secret."""
+    """Where a secret lives (`env:NAME`, `file:/path` or `vault:NAME`); the reference itself is not secret."""
 
     ref: str
 
@@ -107,6 +114,21 @@ class HmacSpec:
     type: ClassVar[str] = "hmac"
 
 
+RSA_ALGORITHMS = ("rsa-sha256", "rsa-pss-sha256")  # PKCS#1 v1.5 or PSS; never anything but SHA-256
+
+
+@dataclass(frozen=True)
+class RsaSignatureSpec:
+    """The HMAC scheme's headers and canonical string, signed with our key `key` (a credential name)."""
+
+    key: str  # the name in `cert:NAME`: resolved in the certificate store when the adapter is built
+    key_id: str | None = None  # sent as is; None: the signing certificate's SHA-256 fingerprint
+    algorithm: str = "rsa-sha256"
+    headers: HmacHeaders = field(default_factory=HmacHeaders)
+    canonical: tuple[str, ...] = CANONICAL_PARTS
+    type: ClassVar[str] = "rsa_signature"
+
+
 @dataclass(frozen=True)
 class WsseSpec:
     username: Text
@@ -115,12 +137,12 @@ class WsseSpec:
     type: ClassVar[str] = "wsse_username_token"
 
 
-AuthSpec = NoAuth | BasicAuthSpec | BearerAuthSpec | OAuth2Spec | HmacSpec | WsseSpec
+AuthSpec = NoAuth | BasicAuthSpec | BearerAuthSpec | OAuth2Spec | HmacSpec | RsaSignatureSpec | WsseSpec
 NO_AUTH = NoAuth()
 
 # Which forms each side accepts: a REST sector cannot take a WS-Security header, and so on.
 AUTH_TYPES: Mapping[str, frozenset[str]] = {
-    "rest": frozenset({"none", "basic", "bearer", "oauth2_client_credentials", "hmac"}),
+    "rest": frozenset({"none", "basic", "bearer", "oauth2_client_credentials", "hmac", "rsa_signature"}),
     "soap": frozenset({"none", "basic", "wsse_username_token"}),
     "callback": frozenset({"hmac"}),
 }
@@ -156,11 +178,18 @@ class _Fields:
         if isinstance(value, Mapping) and set(value) == {"secret"}:
             if is_reference(value["secret"]):
                 return SecretRef(value["secret"])
-            raise self.fail(f"{key}.secret", "expected env:NAME or file:/absolute/path")
+            raise self.fail(f"{key}.secret", f"expected {REFERENCE_FORMS}")
         if value is None:
             raise self.fail(key, "required")
         # Whatever is there is probably the secret itself: say so without repeating it.
-        raise self.fail(key, "a literal secret is refused; write {secret: env:NAME} or {secret: file:/path}")
+        raise self.fail(key, LITERAL_REFUSED)
+
+    def credential(self, key: str) -> str:
+        """A `cert:NAME` reference -> NAME (the certificate store is asked when the adapter is built)."""
+        try:
+            return reference_name(self.text(key))
+        except ValueError as exc:
+            raise self.fail(key, str(exc)) from None
 
     def text_or_secret(self, key: str) -> Text:
         return self.secret(key) if isinstance(self.spec.get(key), Mapping) else self.text(key)
@@ -209,6 +238,14 @@ def _hmac(f: _Fields) -> AuthSpec:
     )
 
 
+def _rsa_signature(f: _Fields) -> AuthSpec:
+    algorithm = f.optional_text("algorithm") or "rsa-sha256"
+    if algorithm not in RSA_ALGORITHMS:
+        raise f.fail("algorithm", f"expected one of {', '.join(RSA_ALGORITHMS)}, got {algorithm!r}")
+    return RsaSignatureSpec(key=f.credential("key"), key_id=f.optional_text("key_id"), algorithm=algorithm,
+                            headers=_hmac_headers(f), canonical=_canonical(f))
+
+
 def _hmac_headers(f: _Fields) -> HmacHeaders:
     spec = f.spec.get("headers") or {}
     names = [slot.name for slot in fields(HmacHeaders)]
@@ -243,6 +280,7 @@ _FORMS: Mapping[str, tuple[frozenset[str], Callable[[_Fields], AuthSpec]]] = {
     "bearer": (frozenset({"token"}), _bearer),
     "oauth2_client_credentials": (frozenset({"token_path", "client_id", "client_secret", "scope"}), _oauth2),
     "hmac": (frozenset({"key_id", "secret", "algorithm", "headers", "canonical", "max_skew_s"}), _hmac),
+    "rsa_signature": (frozenset({"key", "key_id", "algorithm", "headers", "canonical"}), _rsa_signature),
     "wsse_username_token": (frozenset({"username", "password", "digest"}), _wsse),
 }
 
@@ -402,7 +440,8 @@ class OAuth2ClientCredentials(httpx.Auth):
         return _Token(Secret(f"Bearer {access}"), refresh_at)
 
 
-def canonical_string(spec: HmacSpec, method: str, path: str, timestamp: str, nonce: str, body: bytes) -> str:
+def canonical_string(spec: HmacSpec | RsaSignatureSpec, method: str, path: str, timestamp: str, nonce: str,
+                     body: bytes) -> str:
     """The text signed: the declared parts, in the declared order, joined with newlines."""
     parts = {
         "method": method.upper(),
@@ -419,18 +458,30 @@ def hmac_signature(spec: HmacSpec, secret: Secret, canonical: str) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
+def rsa_padding(algorithm: str) -> padding.AsymmetricPadding:
+    """The padding of an `rsa_signature` algorithm (PSS with a digest-length salt, as most verifiers expect)."""
+    if algorithm == "rsa-pss-sha256":
+        return padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH)
+    return padding.PKCS1v15()
+
+
 def _wire_path(url: httpx.URL) -> str:
     # The path as it goes on the wire (percent-escapes kept), without the query string.
     return url.raw_path.partition(b"?")[0].decode("ascii")
 
 
-class HmacAuth(httpx.Auth):
-    """Signs every request: key id, epoch-ms timestamp, uuid4 nonce and the base64 HMAC of the canonical string."""
+class _SignedRequestAuth(httpx.Auth):
+    """Signs every request: key id, epoch-ms timestamp, uuid4 nonce and the signature of the canonical string.
+
+    The kinds differ only in `_signature` (HMAC with a shared secret, RSA with our private key)."""
 
     requires_request_body = True  # the body hash is over the exact bytes httpx sends
 
-    def __init__(self, spec: HmacSpec, secret: Secret, *, clock: Callable[[], float] = time.time) -> None:
-        self._spec, self._secret, self._clock = spec, secret, clock
+    def __init__(self, spec: HmacSpec | RsaSignatureSpec, key_id: str | None, clock: Callable[[], float]) -> None:
+        self._spec, self._key_id, self._clock = spec, key_id, clock
+
+    def _signature(self, canonical: str) -> str:
+        raise NotImplementedError
 
     def auth_flow(self, request: httpx.Request) -> Flow:
         names = self._spec.headers
@@ -439,17 +490,49 @@ class HmacAuth(httpx.Auth):
         canonical = canonical_string(self._spec, request.method, path, timestamp, nonce, request.content)
         request.headers[names.timestamp] = timestamp
         request.headers[names.nonce] = nonce
-        request.headers[names.signature] = hmac_signature(self._spec, self._secret, canonical)
-        if self._spec.key_id:
-            request.headers[names.key_id] = self._spec.key_id
+        request.headers[names.signature] = self._signature(canonical)
+        if self._key_id:
+            request.headers[names.key_id] = self._key_id
         yield request
 
 
-def rest_auth(spec: AuthSpec, client: httpx.Client) -> httpx.Auth | None:
+class HmacAuth(_SignedRequestAuth):
+    """The `hmac` form: base64 HMAC of the canonical string with the shared secret."""
+
+    def __init__(self, spec: HmacSpec, secret: Secret, *, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(spec, spec.key_id, clock)
+        self._hmac_spec, self._secret = spec, secret
+
+    def _signature(self, canonical: str) -> str:
+        return hmac_signature(self._hmac_spec, self._secret, canonical)
+
+
+class RsaSignatureAuth(_SignedRequestAuth):
+    """The `rsa_signature` form: base64 RSA signature (SHA-256) of the canonical string with our private key.
+
+    Built per credential: a rotated key gives a new adapter (`adapters.registry`), so the key is loaded once."""
+
+    def __init__(self, spec: RsaSignatureSpec, credential: Credential, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        if credential.private_key_pem is None:
+            raise AuthSpecError(f"auth.key: credential {credential.name!r} has no private key to sign with")
+        key = serialization.load_pem_private_key(credential.private_key_pem, password=None)
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise AuthSpecError(f"auth.key: credential {credential.name!r} is not an RSA key")
+        super().__init__(spec, spec.key_id or credential.fingerprint, clock)
+        self._key, self._padding = key, rsa_padding(spec.algorithm)
+
+    def _signature(self, canonical: str) -> str:
+        signature = self._key.sign(canonical.encode(), self._padding, hashes.SHA256())
+        return base64.b64encode(signature).decode("ascii")
+
+
+def rest_auth(spec: AuthSpec, client: httpx.Client, signing: Credential | None = None) -> httpx.Auth | None:
     """The httpx auth flow for `spec`, secrets resolved now (`SecretRefError` if one is missing).
 
     `client` is the adapter's client: OAuth2 fetches its tokens through it, relative token paths
-    are relative to its base URL.
+    are relative to its base URL. `signing` is the credential an `rsa_signature` spec names, as the
+    certificate store gives it now.
     """
     if isinstance(spec, NoAuth):
         return None
@@ -462,6 +545,10 @@ def rest_auth(spec: AuthSpec, client: httpx.Client) -> httpx.Auth | None:
         return OAuth2ClientCredentials(client, spec.token_path, client_id, client_secret, spec.scope)
     if isinstance(spec, HmacSpec):
         return HmacAuth(spec, spec.secret.load())
+    if isinstance(spec, RsaSignatureSpec):
+        if signing is None:
+            raise AuthSpecError(f"auth.key: no credential given for cert:{spec.key}")
+        return RsaSignatureAuth(spec, signing)
     raise AuthSpecError(f"auth.type: {spec.type} is not a REST authentication")
 
 

@@ -41,9 +41,13 @@ from adapters.auth import (
     BearerAuthSpec,
     HmacSpec,
     OAuth2Spec,
+    RsaSignatureSpec,
     parse_auth,
 )
 from adapters.resilience import RetryPolicy
+from adapters.secrets import LITERAL_REFUSED
+from adapters.wssecurity import WsSecuritySpec
+from certstore.credentials import reference_name
 from mappings import CompiledMapping, MappingError
 from mappings.positions import Positions, YamlProblem, load_yaml
 from mappings.validate import (
@@ -128,6 +132,14 @@ Results = PollingResults | CallbackResults
 
 
 @dataclass(frozen=True)
+class TlsSpec:
+    """The descriptor's `tls`: credential names (from `cert:NAME`), resolved when an adapter is built."""
+
+    client_certificate: str | None = None  # ours, presented to the sector (mTLS)
+    trust: str | None = None  # the sector's CA or server certificate; None: the system's trust store
+
+
+@dataclass(frozen=True)
 class Bundle:
     """A checked descriptor; file paths are absolute, inside `root`."""
 
@@ -154,6 +166,8 @@ class Bundle:
     results: Results
     code_tables: Path | None  # code_tables.yaml, if the bundle has one
     files: tuple[str, ...] = field(default=())  # every file of the bundle, relative, '/'-separated
+    tls: TlsSpec | None = None
+    ws_security: WsSecuritySpec | None = None  # soap only
 
     def mapping(self, name: str) -> tuple[Path, bool]:
         """The mapping file of a canonical operation or named query, and whether it is a query."""
@@ -226,7 +240,7 @@ class _Worder:
     def _text(self, error: jsonschema.ValidationError, node: Mapping[str, Any]) -> str:
         if node.get("x-secret") and not isinstance(error.instance, Mapping):
             # Never echo the value: it is the secret itself.
-            return "a literal secret is refused: write {secret: env:NAME} or {secret: file:/path}"
+            return LITERAL_REFUSED
         template = node.get("x-message")
         return template.format(value=error.instance) if template else error.message
 
@@ -273,6 +287,8 @@ def _semantic_problems(doc: Mapping[str, Any], worder: _Worder) -> Iterator[Prob
         yield worder.problem(["idempotency"], "rest bundles only (soap: map idempotency_key into the body)")
     if kind != "soap" and doc.get("materials", {}).get("transport") == "mtom":
         yield worder.problem(["materials", "transport"], "mtom is for soap bundles only")
+    if kind != "soap" and "ws_security" in doc:
+        yield worder.problem(["ws_security"], "soap bundles only (rest: auth type rsa_signature)")
 
 
 def _file_problems(doc: Mapping[str, Any], root: Path, worder: _Worder) -> Iterator[Problem]:
@@ -388,7 +404,15 @@ def _build(root: Path, doc: Mapping[str, Any]) -> Bundle:
         results=_results(doc["results"]),
         code_tables=(root / CODE_TABLES).resolve() if (root / CODE_TABLES).is_file() else None,
         files=tuple(sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())),
+        tls=_tls(doc.get("tls")),
+        ws_security=None if "ws_security" not in doc else WsSecuritySpec.from_descriptor(doc["ws_security"]),
     )
+
+
+def _tls(spec: Mapping[str, str] | None) -> TlsSpec | None:
+    if spec is None:
+        return None
+    return TlsSpec(*(reference_name(spec[key]) if key in spec else None for key in ("client_certificate", "trust")))
 
 
 def load_bundle(path: Path) -> Bundle:
@@ -651,9 +675,11 @@ def _auth_headers(auth: AuthSpec) -> dict[str, str]:
         return {"Authorization": f"Basic {REDACTED}"}
     if isinstance(auth, BearerAuthSpec | OAuth2Spec):
         return {"Authorization": f"Bearer {REDACTED}"}
-    if isinstance(auth, HmacSpec):
+    if isinstance(auth, HmacSpec | RsaSignatureSpec):
         h = auth.headers
         headers = {h.timestamp: AT_SEND_TIME, h.nonce: AT_SEND_TIME, h.signature: REDACTED}
+        if isinstance(auth, RsaSignatureSpec) and not auth.key_id:
+            return headers | {h.key_id: AT_SEND_TIME}  # the signing certificate's fingerprint
         return headers | ({h.key_id: auth.key_id} if auth.key_id else {})
     return {}
 

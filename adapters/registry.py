@@ -2,6 +2,11 @@
 
 `build_adapter(bundle)` compiles the bundle's mappings once, builds the adapter of its `kind` and wraps
 it as the descriptor says: retries (outermost) → circuit breaker → rate limit → health → the kind.
+
+Certificates (`tls`, `ws_security`, auth `rsa_signature`) come from a `CredentialSource` (the certificate
+store) by name. A bundle naming any is built on the credentials current now (`BundleCredentials`), behind a
+`RotatingAdapter` that compares their fingerprints before each call: on a rotation it builds the kind afresh,
+lets calls in flight finish on the old one and closes that after a grace period, so no call fails.
 Adding an adapter kind means one module plus one line in `_KINDS`. Where bundles come from — the
 database's registered versions in a running gateway (`gateway.live_registry`), or a folder of bundles
 (`Registry.load`, for tools and tests) — is not this module's business.
@@ -9,14 +14,21 @@ database's registered versions in a running gateway (`gateway.live_registry`), o
 
 from __future__ import annotations
 
+import logging
+import ssl
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adapters.bundle import Bundle, BundleError, compile_mappings, load_bundle, stylesheets
+from adapters.auth import RsaSignatureSpec
+from adapters.bundle import Bundle, BundleError, TlsSpec, compile_mappings, load_bundle, stylesheets
+from adapters.wssecurity import MessageSecurity, WsSecuritySpec
+from certstore.credentials import Credential, CredentialMissing, CredentialSource
+from certstore.tls import client_context
 from mappings.validate import Problem
-from adapters.contract import Adapter, CanonicalResult
+from adapters.contract import Adapter, CanonicalMessage, CanonicalResult, DeliveryError, FailureClass, Operation
 from adapters.health import AdapterHealth
 from adapters.resilience import CircuitBreaker, RateLimiter, ResilientAdapter, RetryPolicy, resilient
 from adapters.rest import RestAdapter
@@ -62,32 +74,184 @@ class RegisteredAdapter:
         return self.mappings[CALLBACK].read_response(answer)
 
 
-AdapterFactory = Callable[[Bundle, Mapping[str, CompiledMapping], str], Adapter]
+log = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------- credentials
 
 
-def _soap(bundle: Bundle, mappings: Mapping[str, CompiledMapping], endpoint: str) -> Adapter:
+class CredentialProblem(LookupError):
+    """A credential a bundle names that cannot be had; `field` is where the bundle names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+
+@dataclass(frozen=True)
+class BundleCredentials:
+    """The certificates one build of a bundle's adapter uses, as the store gives them now."""
+
+    tls_client: Credential | None = None  # presented in TLS (mTLS)
+    tls_trust: tuple[Credential, ...] = ()  # trust anchors; () with no `tls.trust`: the system's
+    ws_sign: Credential | None = None  # signs SOAP requests
+    ws_verify: tuple[Credential, ...] = ()  # any of them may sign the sector's answers
+    request_key: Credential | None = None  # signs REST requests (auth rsa_signature)
+
+    def fingerprints(self) -> tuple[Any, ...]:
+        """What changes when any of them is rotated (or a sector certificate enters or leaves its overlap)."""
+        def one(c: Credential | None) -> str | None:
+            return None if c is None else c.fingerprint
+
+        return (one(self.tls_client), tuple(map(one, self.tls_trust)), one(self.ws_sign),
+                tuple(map(one, self.ws_verify)), one(self.request_key))
+
+    def ssl_context(self, tls: TlsSpec | None) -> ssl.SSLContext | None:
+        return None if tls is None else client_context(self.tls_client, self.tls_trust or None)
+
+    def message_security(self, spec: WsSecuritySpec | None) -> MessageSecurity | None:
+        if spec is None:
+            return None
+        return MessageSecurity(self.ws_sign, self.ws_verify, timestamp_ttl_s=spec.timestamp_ttl_s)
+
+
+def credential_references(bundle: Bundle) -> dict[str, tuple[str, bool]]:
+    """Where the bundle names a credential -> (its name, whether every trusted one counts, not the current)."""
+    tls, ws = bundle.tls or TlsSpec(), bundle.ws_security or WsSecuritySpec()
+    key = bundle.auth.key if isinstance(bundle.auth, RsaSignatureSpec) else None
+    named = {"tls.client_certificate": (tls.client_certificate, False), "tls.trust": (tls.trust, True),
+             "ws_security.sign": (ws.sign, False), "ws_security.verify": (ws.verify, True),
+             "auth.key": (key, False)}
+    return {where: (name, trusted) for where, (name, trusted) in named.items() if name is not None}
+
+
+def resolve_credentials(bundle: Bundle, source: CredentialSource | None) -> BundleCredentials:
+    """The bundle's credentials from `source` now; `CredentialProblem` names the field of one it cannot have."""
+    found: dict[str, Any] = {}
+    for where, (name, trusted) in credential_references(bundle).items():
+        if source is None:
+            raise CredentialProblem(where, f"cert:{name} needs the certificate store, and none was given")
+        try:
+            found[where] = tuple(source.trusted(name)) if trusted else source.current(name)
+        except CredentialMissing as exc:
+            raise CredentialProblem(where, f"{exc} in the certificate store") from None
+        if trusted and not found[where]:
+            raise CredentialProblem(where, f"no trusted certificate named {name!r} in the certificate store")
+    return BundleCredentials(found.get("tls.client_certificate"), found.get("tls.trust", ()),
+                             found.get("ws_security.sign"), found.get("ws_security.verify", ()),
+                             found.get("auth.key"))
+
+
+ROTATION_GRACE_S = 120.0  # longer than any call holding the old adapter can still take
+
+
+class RotatingAdapter:
+    """A kind adapter rebuilt whenever a credential it was built with is rotated.
+
+    Before each call the credentials are read again (the store caches them) and their fingerprints
+    compared; a change builds the kind afresh for the calls that start from now. A call already holding
+    the old adapter finishes on it, and the old one is closed `grace_s` later.
+    """
+
+    def __init__(self, build: Callable[[BundleCredentials], Adapter], resolve: Callable[[], BundleCredentials],
+                 *, grace_s: float = ROTATION_GRACE_S) -> None:
+        self._build, self._resolve, self._grace_s = build, resolve, grace_s
+        credentials = resolve()
+        self._fingerprints, self.inner = credentials.fingerprints(), build(credentials)
+        self.sector, self.version = self.inner.sector, self.inner.version
+        self._lock = threading.Lock()
+
+    def call(self, operation: Operation, message: CanonicalMessage) -> CanonicalResult:
+        return self._current().call(operation, message)
+
+    def render(self, operation: Operation, message: CanonicalMessage) -> Any:
+        return self.inner.render(operation, message)
+
+    def close(self) -> None:
+        _close(self.inner)
+
+    def _current(self) -> Adapter:
+        try:
+            credentials = self._resolve()
+            fingerprints = credentials.fingerprints()
+            if fingerprints == self._fingerprints:
+                return self.inner
+            with self._lock:
+                if fingerprints != self._fingerprints:
+                    old, self.inner = self.inner, self._build(credentials)
+                    self._fingerprints = fingerprints
+                    log.info("%s %s: credentials rotated, adapter rebuilt", self.sector, self.version)
+                    _close_later(old, self._grace_s)
+            return self.inner
+        except (CredentialProblem, ValueError, OSError) as exc:  # retired, or a new key that does not fit
+            raise DeliveryError(FailureClass.AUTH, f"{self.sector}: credentials not usable: {exc}") from exc
+
+    def __getattr__(self, name: str) -> Any:
+        inner = self.__dict__.get("inner")
+        if name.startswith("_") or inner is None:
+            raise AttributeError(name)
+        return getattr(inner, name)
+
+
+def _close(adapter: Adapter) -> None:
+    close = getattr(adapter, "close", None)
+    if callable(close):
+        close()
+
+
+def _close_later(adapter: Adapter, grace_s: float) -> None:
+    timer = threading.Timer(grace_s, _close, args=(adapter,))
+    timer.daemon = True
+    timer.start()
+
+
+# --------------------------------------------------------------------------- kinds
+
+AdapterFactory = Callable[[Bundle, Mapping[str, CompiledMapping], str, BundleCredentials], Adapter]
+
+
+def _soap(bundle: Bundle, mappings: Mapping[str, CompiledMapping], endpoint: str,
+          credentials: BundleCredentials) -> Adapter:
     return SoapAdapter(bundle.sector, bundle.version, bundle.service_description, endpoint, mappings,
                        bundle.timeout_ms / 1000, soap_version=bundle.soap_version, auth=bundle.auth,
-                       stylesheets=stylesheets(bundle))
+                       stylesheets=stylesheets(bundle), ssl_context=credentials.ssl_context(bundle.tls),
+                       security=credentials.message_security(bundle.ws_security))
 
 
-def _rest(bundle: Bundle, mappings: Mapping[str, CompiledMapping], endpoint: str) -> Adapter:
+def _rest(bundle: Bundle, mappings: Mapping[str, CompiledMapping], endpoint: str,
+          credentials: BundleCredentials) -> Adapter:
     return RestAdapter(bundle.sector, bundle.version, endpoint, mappings, bundle.timeout_ms / 1000, bundle.auth,
-                       bundle.idempotency_header)
+                       bundle.idempotency_header, ssl_context=credentials.ssl_context(bundle.tls),
+                       signing=credentials.request_key)
 
 
 _KINDS: Mapping[str, AdapterFactory] = {"soap": _soap, "rest": _rest}
 
 
 def build_adapter(bundle: Bundle, *, environment: str | None = None, endpoint: str | None = None,
-                  retry_override: RetryPolicy | None = None) -> RegisteredAdapter:
-    """The bundle's adapter, against `endpoint` (default: the descriptor's for `environment`)."""
+                  retry_override: RetryPolicy | None = None, credentials: CredentialSource | None = None,
+                  rotation_grace_s: float = ROTATION_GRACE_S) -> RegisteredAdapter:
+    """The bundle's adapter, against `endpoint` (default: the descriptor's for `environment`).
+
+    `credentials` is the certificate store, needed when the bundle names a `cert:` reference; a missing
+    credential is a `BundleError` naming the field (e.g. `tls.client_certificate: no credential named ...`).
+    """
     mappings = compile_mappings(bundle)
     sendable = {name: m for name, m in mappings.items() if name != CALLBACK}  # a callback is read, not sent
+    target = endpoint or bundle.endpoint(environment)
+
+    def build(resolved: BundleCredentials) -> Adapter:
+        return _KINDS[bundle.kind](bundle, sendable, target, resolved)
+
     try:
-        inner = _KINDS[bundle.kind](bundle, sendable, endpoint or bundle.endpoint(environment))
+        if credential_references(bundle):
+            inner: Adapter = RotatingAdapter(build, lambda: resolve_credentials(bundle, credentials),
+                                             grace_s=rotation_grace_s)
+        else:
+            inner = build(BundleCredentials())
     except SecretRefError as exc:
         raise _error("auth", str(exc)) from exc
+    except CredentialProblem as exc:
+        raise _error(exc.field, exc.message) from exc
     except (ValueError, OSError, KeyError) as exc:
         raise _error("", str(exc)) from exc
     breaker_spec, limit = bundle.circuit_breaker, bundle.rate_limit
@@ -108,7 +272,8 @@ class Registry:
 
     @classmethod
     def load(cls, bundles_dir: Path, endpoints: Mapping[str, str] | None = None,
-             retry_override: RetryPolicy | None = None, environment: str | None = None) -> Registry:
+             retry_override: RetryPolicy | None = None, environment: str | None = None,
+             credentials: CredentialSource | None = None) -> Registry:
         endpoints = dict(endpoints or {})
         adapters: dict[str, RegisteredAdapter] = {}
         for descriptor in sorted(Path(bundles_dir).glob(f"*/{DESCRIPTOR}")):
@@ -117,7 +282,7 @@ class Registry:
                 raise _error("sector", f"{bundle.sector!r} is already registered by another bundle")
             adapters[bundle.sector] = build_adapter(bundle, environment=environment,
                                                     endpoint=endpoints.pop(bundle.sector, None),
-                                                    retry_override=retry_override)
+                                                    retry_override=retry_override, credentials=credentials)
         if endpoints:
             # A typo in a deployment's sector name would otherwise silently call the default endpoint.
             raise _error("endpoints", f"no bundle for sector {sorted(endpoints)[0]!r}")

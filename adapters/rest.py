@@ -34,6 +34,7 @@ import httpx
 from adapters.auth import NO_AUTH, AuthSpec, BodyTooLarge, TokenError, read_capped, rest_auth
 from adapters.contract import CanonicalMessage, CanonicalResult, DeliveryError, FailureClass, Operation
 from adapters.soap import mapping_failure, mapping_for
+from certstore.credentials import Credential
 from mappings import (
     BusinessError,
     CompiledMapping,
@@ -83,6 +84,8 @@ class RestAdapter:
     `mappings` is keyed by canonical operation and by query name; every one needs an `http` block.
     `auth` is the descriptor's parsed `auth` (its secrets are resolved here: `SecretRefError` if
     one is missing); `idempotency_header` carries the message's `idempotency_key` on every request.
+    `ssl_context` is mTLS and trust (`certstore.tls`; default: the system's trust store); `signing` the
+    credential an `rsa_signature` auth signs with.
     """
 
     def __init__(
@@ -95,6 +98,7 @@ class RestAdapter:
         auth: AuthSpec = NO_AUTH,
         idempotency_header: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        signing: Credential | None = None,
     ) -> None:
         self.sector = sector
         self.version = version
@@ -109,7 +113,7 @@ class RestAdapter:
             follow_redirects=False,
             verify=ssl_context or ssl.create_default_context(),
         )
-        self._auth = rest_auth(auth, self.client)
+        self._auth = rest_auth(auth, self.client, signing)
 
     def close(self) -> None:
         self.client.close()

@@ -1,7 +1,9 @@
 """Secret references: descriptors name where a secret lives, never the secret itself.
 
-A reference is `env:NAME` (an environment variable) or `file:/absolute/path` (the file's content,
-stripped). `resolve` turns a reference into its value; `Secret` carries a value around without
+A reference is `env:NAME` (an environment variable), `file:/absolute/path` (the file's content,
+stripped) or `vault:NAME` (a secret sealed in the gateway's certificate store, `yiwang certs secret-set`).
+`vault:` references are looked up through a resolver the composition root installs (`use_vault`), so this
+package never imports the gateway. `resolve` turns a reference into its value; `Secret` carries a value around without
 ever showing it in a repr, a log line or a traceback's locals.
 
 Errors name the reference (which is not secret) and what is wrong with it, never the value.
@@ -11,11 +13,20 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_VAULT_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
+REFERENCE_FORMS = "env:NAME, file:/absolute/path or vault:NAME"
+# Said of a value where a reference belongs; never echo the value: it is probably the secret itself.
+LITERAL_REFUSED = "a literal secret is refused: write {secret: env:NAME}, {secret: file:/path} or {secret: vault:NAME}"
 _MASK: Final = "********"
+
+VaultLookup = Callable[[str], str]  # a name → its current value; raises LookupError when there is none
+_INSTALLED: Final = object()  # `resolve(vault=...)` not given: use the resolver `use_vault` installed
+_vault: VaultLookup | None = None
 
 
 class SecretRefError(ValueError):
@@ -50,16 +61,28 @@ def is_reference(value: object) -> bool:
     scheme, _, rest = value.partition(":")
     if scheme == "env":
         return _ENV_NAME.fullmatch(rest) is not None
+    if scheme == "vault":
+        return _VAULT_NAME.fullmatch(rest) is not None
     return scheme == "file" and rest.startswith("/") and len(rest) > 1
 
 
-def resolve(ref: str) -> str:
-    """The value `ref` points at; `SecretRefError` if it is malformed, unset, missing or empty."""
+def use_vault(lookup: VaultLookup | None) -> None:
+    """Install the process's `vault:` resolver (the gateway's certificate store); None removes it."""
+    global _vault
+    _vault = lookup
+
+
+def resolve(ref: str, vault: VaultLookup | None | object = _INSTALLED) -> str:
+    """The value `ref` points at; `SecretRefError` if it is malformed, unset, missing or empty.
+    `vault`: the resolver for `vault:` references (default: the one `use_vault` installed)."""
     if not is_reference(ref):
         # Whatever was passed may itself be a literal secret: do not repeat it.
-        raise SecretRefError("not a secret reference: expected env:NAME or file:/absolute/path")
+        raise SecretRefError(f"not a secret reference: expected {REFERENCE_FORMS}")
     scheme, _, rest = ref.partition(":")
-    value = _from_env(ref, rest) if scheme == "env" else _from_file(ref, Path(rest))
+    if scheme == "vault":
+        value = _from_vault(ref, rest, _vault if vault is _INSTALLED else vault)  # type: ignore[arg-type]
+    else:
+        value = _from_env(ref, rest) if scheme == "env" else _from_file(ref, Path(rest))
     if not value:
         raise SecretRefError(f"secret {ref}: is empty")
     return value
@@ -75,6 +98,15 @@ def _from_env(ref: str, name: str) -> str:
     if value is None:
         raise SecretRefError(f"secret {ref}: environment variable {name} is not set")
     return value
+
+
+def _from_vault(ref: str, name: str, lookup: VaultLookup | None) -> str:
+    if lookup is None:
+        raise SecretRefError(f"secret {ref}: no secret store is configured in this process")
+    try:
+        return lookup(name)
+    except (LookupError, RuntimeError) as exc:  # missing, or sealed under a master key we do not have
+        raise SecretRefError(f"secret {ref}: {exc}") from None
 
 
 def _from_file(ref: str, path: Path) -> str:

@@ -6,7 +6,8 @@ service address is the deployment's endpoint, not the WSDL's `soap:address`.
 
 SOAP 1.1 and 1.2: the service is built on the WSDL binding of the bundle's `soap_version` (default:
 the first port's binding). Authentication (`adapters.auth`): a WS-Security UsernameToken header or
-HTTP Basic on the session. `call` takes a canonical `Operation` or, as a plain string, the name of
+HTTP Basic on the session. Certificates (`adapters.registry` resolves them): an `ssl.SSLContext` for
+mTLS and trust, used by requests for every https call; WS-Security signatures (`adapters.wssecurity`). `call` takes a canonical `Operation` or, as a plain string, the name of
 a named query (its mapping names the WSDL operation like any other).
 
 Every failure of `call` leaves as a classified `DeliveryError` (DESIGN.md invariant 4); see
@@ -15,6 +16,7 @@ Every failure of `call` leaves as a classified `DeliveryError` (DESIGN.md invari
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,14 +25,17 @@ import requests
 import zeep
 import zeep.exceptions as zx
 from lxml import etree
+from requests.adapters import HTTPAdapter
 from zeep.helpers import serialize_object
 from zeep.proxy import ServiceProxy
 from zeep.transports import Transport
 from zeep.utils import get_media_type
 from zeep.wsdl.bindings.soap import Soap11Binding, Soap12Binding
+from zeep.wsse.compose import Compose
 
 from adapters.auth import NO_AUTH, AuthSpec, soap_auth
 from adapters.contract import CanonicalMessage, CanonicalResult, DeliveryError, FailureClass, Operation
+from adapters.wssecurity import MessageSecurity
 from mappings import BusinessError, CompiledMapping, MappingError
 from mappings.xslt import Transform
 
@@ -102,6 +107,30 @@ class _Stylesheets(zeep.Plugin):
         return (envelope if transform is None else transform(envelope)), http_headers
 
 
+class _TlsContextAdapter(HTTPAdapter):
+    """requests over our `ssl.SSLContext` alone: its client certificate, its trust anchors.
+
+    Left to itself requests would load certifi's bundle into the context for every new connection
+    (`cert_verify`, `ca_certs`), trusting the public CAs beside the sector's pinned one.
+    """
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self._context = context
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["ssl_context"] = self._context
+        super().init_poolmanager(*args, **kwargs)
+
+    def build_connection_pool_key_attributes(self, request: requests.PreparedRequest, verify: Any,
+                                             cert: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        host_params, _ = super().build_connection_pool_key_attributes(request, verify, cert)
+        return host_params, {"ssl_context": self._context}
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        """Our context decides: no CA bundle path, no client certificate file."""
+
+
 def _settings() -> zeep.Settings:
     # DESIGN.md "known traps": no external references, no DTDs, no entities, no huge trees.
     return zeep.Settings(
@@ -110,10 +139,15 @@ def _settings() -> zeep.Settings:
 
 
 def _build_client(wsdl_path: Path, timeout_s: float, auth: AuthSpec,
-                  stylesheets: Mapping[str, Transform] | None = None) -> zeep.Client:
+                  stylesheets: Mapping[str, Transform] | None = None, ssl_context: ssl.SSLContext | None = None,
+                  security: MessageSecurity | None = None) -> zeep.Client:
     credentials = soap_auth(auth)  # resolves the secrets now: a missing one fails registration
     session = requests.Session()
     session.auth = credentials.http
+    if ssl_context is not None:
+        session.mount("https://", _TlsContextAdapter(ssl_context))
+    # A UsernameToken goes in first, then the signature covers the finished header (zeep applies in order).
+    wsse = [w for w in (credentials.wsse, security) if w is not None]
     transport = _StatusCheckingTransport(timeout=timeout_s, operation_timeout=timeout_s, session=session)
     try:
         return zeep.Client(
@@ -121,7 +155,7 @@ def _build_client(wsdl_path: Path, timeout_s: float, auth: AuthSpec,
             transport=transport,
             settings=_settings(),
             plugins=[_ExpectedBodyCheck(), _Stylesheets(stylesheets or {})],
-            wsse=credentials.wsse,
+            wsse=Compose(wsse) if len(wsse) > 1 else (wsse[0] if wsse else None),
         )
     except (zx.Error, etree.LxmlError) as exc:
         raise ValueError(f"{wsdl_path.name}: not a usable WSDL: {_brief(str(exc))}") from exc
@@ -161,21 +195,27 @@ class SoapAdapter:
         soap_version: str | None = None,
         auth: AuthSpec = NO_AUTH,
         stylesheets: Mapping[str, Transform] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        security: MessageSecurity | None = None,
     ) -> None:
-        """`stylesheets`: mapping name -> XSLT applied to that operation's envelope before sending."""
+        """`stylesheets`: mapping name -> XSLT applied to that operation's envelope before sending;
+        `ssl_context`: for https endpoints (default: requests' own); `security`: WS-Security signatures."""
         self.sector = sector
         self.version = version
         self.endpoint = endpoint
         self._mappings = {str(name): mapping for name, mapping in mappings.items()}
         by_operation = {self._mappings[name].operation: t for name, t in (stylesheets or {}).items()
                         if name in self._mappings}
-        self.client = _build_client(Path(wsdl_path), timeout_s, auth, by_operation)
+        self.client = _build_client(Path(wsdl_path), timeout_s, auth, by_operation, ssl_context, security)
         binding = _binding(self.client, soap_version)
         missing = sorted(m.operation for m in self._mappings.values() if m.operation not in binding.all())
         if missing:
             raise ValueError(f"{Path(wsdl_path).name}: binding {binding.name} has no operation {missing[0]!r}")
         self.client.transport.fault_statuses = _FAULT_STATUSES[type(binding)]
         self.service: ServiceProxy = self.client.create_service(binding.name, endpoint)
+
+    def close(self) -> None:
+        self.client.transport.session.close()
 
     def render(self, operation: Operation | str, message: CanonicalMessage) -> dict[str, Any]:
         """The request dict zeep serializes for this message; `DeliveryError` (MAPPING) if it cannot be built."""
@@ -250,6 +290,8 @@ def classify(exc: BaseException) -> DeliveryError:
         return DeliveryError(FailureClass.TRANSPORT, f"{type(exc).__name__}: {_brief(str(exc))}")
     if isinstance(exc, zx.Fault):
         return _fault(exc)
+    if isinstance(exc, MappingError):  # raised inside zeep by our own plugins, e.g. a refused XSLT document()
+        return mapping_failure(exc)
     if isinstance(exc, zx.TransportError):
         return _http_status(exc)
     if isinstance(exc, _HOSTILE_OR_MALFORMED):
@@ -261,8 +303,9 @@ def classify(exc: BaseException) -> DeliveryError:
     return DeliveryError(FailureClass.VALIDATION, f"unexpected {type(exc).__name__}: {_brief(str(exc))}")
 
 
-# WS-Security fault codes (a 1.1 faultcode or a 1.2 subcode) meaning "your credentials were refused".
-_AUTH_FAULTS = frozenset({"FailedAuthentication", "InvalidSecurityToken"})
+# WS-Security fault codes (a 1.1 faultcode or a 1.2 subcode) meaning "your credentials were refused"
+# (FailedCheck: our message signature).
+_AUTH_FAULTS = frozenset({"FailedAuthentication", "InvalidSecurityToken", "FailedCheck"})
 
 
 def _local(code: Any) -> str:

@@ -195,6 +195,10 @@ class FieldSealer:
         """Opens a token; a value stored before sealing existed (plain JSON) is returned as it is."""
         return json.loads(self.open(token, aad)) if is_sealed(token) else token
 
+    def is_current(self, token: str) -> bool:
+        """Sealed under the current master key and this sealer's cipher (nothing to re-seal)?"""
+        return token.startswith(f"{TOKEN_PREFIX}{self._cipher.name}.{self._keys.current_id}.")
+
     def reseal(self, token: str, aad: str = "") -> str:
         """The same value under the current master key and cipher (for key rotation)."""
         return self.seal(self.open(token, aad), aad)

@@ -72,7 +72,7 @@ def test_literal_or_malformed_reference_is_refused_without_echo(literal: str) ->
     assert not is_reference(literal)
     with pytest.raises(SecretRefError) as caught:
         resolve(literal)
-    assert str(caught.value) == "not a secret reference: expected env:NAME or file:/absolute/path"
+    assert str(caught.value) == "not a secret reference: expected env:NAME, file:/absolute/path or vault:NAME"
 
 
 def test_is_reference() -> None:

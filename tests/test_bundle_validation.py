@@ -129,7 +129,7 @@ def E(file: str, old: str, new: str | None) -> Edit:  # noqa: N802 - reads as a 
 D, SUBMIT, STATUS = "bundle.yaml", "submit_case.mapping.yaml", "query_status.mapping.yaml"
 BALANCE, DEPOSITS = "housing_fund_balance.mapping.yaml", "housing_fund_deposits.mapping.yaml"
 CLIENT_SECRET = "client_secret: {secret: env:YIWANG_SECRET_GJJ_CLIENT_SECRET}"
-LITERAL = "a literal secret is refused: write {secret: env:NAME} or {secret: file:/path}"
+LITERAL = "a literal secret is refused: write {secret: env:NAME}, {secret: file:/path} or {secret: vault:NAME}"
 TICKET_PARAM = "  path_params: {ticketId: {from: sector_ref}}"
 SCHEMA_TAG = '<xsd:schema targetNamespace="http://hrss.sim.yiwang.local/case/v1" elementFormDefault="qualified">'
 NETWORK_IMPORT = '<xsd:import namespace="urn:o" schemaLocation="http://example.com/o.xsd"/>'
@@ -144,7 +144,7 @@ BROKEN: list[tuple[str, Path, list[Edit], list[str]]] = [
     ("unknown descriptor key", SOAP, [E(D, "timeout_ms: 5000", "timeout_ms: 5000\npoll_interval_ms: 1000")],
      ["bundle.yaml:21: poll_interval_ms: unknown key (known: auth, circuit_breaker, department, endpoints, "
       "format, idempotency, kind, materials, operations, queries, rate_limit, results, retry, sector, serves, "
-      "service_description, soap_version, timeout_ms, title, version)"]),
+      "service_description, soap_version, timeout_ms, title, tls, version, ws_security)"]),
     ("operation name not canonical", SOAP, [E(D, "operations:\n", "operations:\n  submit: submit_case.mapping.yaml\n")],
      ["bundle.yaml:18: operations.submit: not a canonical operation (known: callback, cancel_case, fetch_certificate, "
       "query_status, submit_case)"]),
@@ -165,13 +165,13 @@ BROKEN: list[tuple[str, Path, list[Edit], list[str]]] = [
      [f"bundle.yaml:31: auth.client_secret: {LITERAL}"]),
     ("secret reference without a scheme", REST,
      [E(D, CLIENT_SECRET, "client_secret: {secret: s3cret}")],
-     ["bundle.yaml:31: auth.client_secret.secret: not a secret reference: write env:NAME or file:/absolute/path"]),
+     ["bundle.yaml:31: auth.client_secret.secret: not a secret reference: write env:NAME, file:/absolute/path or vault:NAME"]),
     ("credentials in an endpoint URL", REST, [E(D, "test: http://127.0.0.1:8802", "test: http://gw:pw@127.0.0.1:8802")],
      ["bundle.yaml:11: endpoints.test: expected an http(s) URL without credentials "
       "(user:password@ is a literal secret)"]),
     ("unknown auth type", SOAP, [E(D, "auth: {type: none}", "auth: {type: kerberos}")],
      ["bundle.yaml:24: auth.type: unknown auth type 'kerberos' (known: none, basic, bearer, oauth2_client_credentials, "
-      "hmac, wsse_username_token)"]),
+      "hmac, rsa_signature, wsse_username_token)"]),
     ("auth form the kind cannot use", SOAP,
      [E(D, "auth: {type: none}", "auth: {type: bearer, token: {secret: env:T}}")],
      ["bundle.yaml:24: auth.type: unknown auth type 'bearer' for soap (known: basic, none, wsse_username_token)"]),
@@ -275,6 +275,15 @@ def test_a_literal_secret_is_never_repeated(tmp_path: Path) -> None:
     assert "hunter2" not in "\n".join(map(str, validate_bundle(bundle)))
     bundle = broken(tmp_path / "b", REST, E(D, "test: http://127.0.0.1:8802", "test: http://gw:hunter2@127.0.0.1:8802"))
     assert "hunter2" not in "\n".join(map(str, validate_bundle(bundle)))
+
+
+def test_a_secret_sealed_in_the_certificate_store_is_a_valid_reference(tmp_path: Path) -> None:
+    bundle = broken(tmp_path, REST, E(D, CLIENT_SECRET, "client_secret: {secret: vault:gjj-client-secret}"))
+    assert validate_bundle(bundle) == []
+    bundle = broken(tmp_path / "b", REST, E(D, CLIENT_SECRET, "client_secret: {secret: vault:has space}"))
+    assert [str(p) for p in validate_bundle(bundle)] == [
+        "bundle.yaml:31: auth.client_secret.secret: not a secret reference: write env:NAME, file:/absolute/path "
+        "or vault:NAME"]
 
 
 def test_a_wsdl_cannot_read_files_outside_its_bundle(tmp_path: Path) -> None:

@@ -18,12 +18,14 @@ import copy
 import hashlib
 import logging
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from email.message import Message
+from pathlib import Path
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -48,6 +50,7 @@ __all__ = [
     "Reply",
     "Request",
     "Route",
+    "ServerTls",
     "SimulatorBase",
     "XmlRejected",
     "billion_laughs",
@@ -410,6 +413,28 @@ class CaseBook:
             return True
 
 
+# --------------------------------------------------------------------------- HTTPS
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """HTTPS for a simulator: its certificate (with chain) and key files; with ``client_ca``, every client
+    must present a certificate that CA signed (mTLS), as the sectors' gateways demand."""
+
+    certfile: Path
+    keyfile: Path
+    client_ca: Path | None = None
+
+    def context(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.certfile, self.keyfile)
+        if self.client_ca is not None:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(self.client_ca)
+        return context
+
+
 # --------------------------------------------------------------------------- the simulator base
 
 
@@ -442,8 +467,18 @@ class SimulatorBase:
         )
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._tls: ServerTls | None = None
+        self._client_fingerprints: list[str] = []
+        self._fingerprints_lock = threading.Lock()
 
     # ----- lifecycle
+
+    def serve_tls(self, tls: ServerTls) -> Self:
+        """Serve HTTPS (before ``start``); returns self for chaining."""
+        if self._server is not None:
+            raise RuntimeError("serve_tls() must come before start()")
+        self._tls = tls
+        return self
 
     def start(self) -> Self:
         """Bind (port 0 = ephemeral) and serve in a daemon thread; returns self for chaining."""
@@ -451,6 +486,11 @@ class SimulatorBase:
             raise RuntimeError("simulator already started")
         server = _Server((self._host, self._port), _Handler)
         server.simulator = self
+        if self._tls is not None:
+            # The handshake happens in the handler thread (_Handler.setup): a slow or refused client
+            # must not hold up the accepting thread.
+            server.socket = self._tls.context().wrap_socket(server.socket, server_side=True,
+                                                            do_handshake_on_connect=False)
         self._stopping.clear()
         self._server = server
         self._on_started()
@@ -499,8 +539,9 @@ class SimulatorBase:
 
     @property
     def base_url(self) -> str:
-        """http://127.0.0.1:PORT, without a trailing slash."""
-        return f"http://{self._bound().server_address[0]}:{self.port}"
+        """http(s)://127.0.0.1:PORT, without a trailing slash."""
+        scheme = "https" if self._tls is not None else "http"
+        return f"{scheme}://{self._bound().server_address[0]}:{self.port}"
 
     @property
     def url(self) -> str:
@@ -528,6 +569,16 @@ class SimulatorBase:
     def counters(self) -> dict[str, int]:
         """A snapshot of the counters (a copy, safe to keep)."""
         return self._counters.snapshot()
+
+    @property
+    def client_fingerprints(self) -> list[str]:
+        """SHA-256 (hex) of each client certificate presented, one per connection, in order (HTTPS only)."""
+        with self._fingerprints_lock:
+            return list(self._client_fingerprints)
+
+    def _saw_client_certificate(self, der: bytes) -> None:
+        with self._fingerprints_lock:
+            self._client_fingerprints.append(hashlib.sha256(der).hexdigest())
 
     @property
     def fault_mode(self) -> str | None:
@@ -624,6 +675,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def version_string(self) -> str:
         return self.server.simulator.server_version
+
+    def setup(self) -> None:
+        super().setup()  # sets the socket timeout first, so a silent client cannot stall the handshake
+        if isinstance(self.connection, ssl.SSLSocket):
+            self.connection.do_handshake()  # a refused client certificate ends here (handle_error logs it)
+            der = self.connection.getpeercert(binary_form=True)
+            if der:
+                self.server.simulator._saw_client_certificate(der)
 
     def _serve(self) -> None:
         self._write(self.server.simulator._answer(self))

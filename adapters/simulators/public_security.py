@@ -12,7 +12,9 @@ The contract is ``public_security.openapi.yaml`` next to this file, also served 
 
 Default credentials (the shipped bundle reads the secret from ``YIWANG_SECRET_GA_HMAC``): key id
 ``yiwang-gateway``, secret ``ga-secret``; callbacks are signed with key id ``ga-callback`` and, unless
-told otherwise, the same secret.
+told otherwise, the same secret. Given ``rsa_certificates`` (key id -> PEM certificate), requests must
+instead carry an RSA signature (SHA-256; ``rsa_algorithm`` ``rsa-sha256`` = PKCS#1 v1.5, or
+``rsa-pss-sha256``) of the same canonical string, made with the key of the certificate their X-Ca-Key names.
 
 Known persons for 户籍 lookups: every well-formed 18-character ID number (record derived from it).
 """
@@ -33,6 +35,11 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from adapters.simulators.base import BEIJING, COMMON_FAULT_MODES, Case, Decider, Handler, NonceCache, Reply, Request
 from adapters.simulators.base import missing_fields, person_seed, run_cli, serve_forever
@@ -118,6 +125,19 @@ def household(id_number: str, seed: int) -> dict[str, str]:
     return {"XM": name, "HJDZ": address, "HKLX": "农村" if seed % 3 == 0 else "城镇"}
 
 
+_PADDINGS: Final = {
+    "rsa-sha256": padding.PKCS1v15(),
+    "rsa-pss-sha256": padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH),
+}
+
+
+def _rsa_public_key(certificate_pem: bytes) -> rsa.RSAPublicKey:
+    key = x509.load_pem_x509_certificate(certificate_pem).public_key()
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise ValueError("rsa_certificates: an RSA certificate is needed")
+    return key
+
+
 def _is_callback_url(value: object) -> bool:
     parts = urlsplit(value) if isinstance(value, str) else None
     return parts is not None and parts.scheme in ("http", "https") and bool(parts.netloc)
@@ -156,6 +176,8 @@ class PublicSecuritySimulator(RestSimulator):
         callback_backoff_ms: int = 100,
         decide: Decider | None = None,
         host: str = "127.0.0.1",
+        rsa_certificates: dict[str, bytes] | None = None,
+        rsa_algorithm: str = "rsa-sha256",
     ) -> None:
         if callback_attempts < 1:
             raise ValueError("callback_attempts must be >= 1")
@@ -166,6 +188,8 @@ class PublicSecuritySimulator(RestSimulator):
         self._callback_attempts = callback_attempts
         self._callback_backoff_ms = callback_backoff_ms
         self._nonces = NonceCache(2 * MAX_SKEW_MS / 1000)
+        self._rsa_keys = {key_id: _rsa_public_key(pem) for key_id, pem in (rsa_certificates or {}).items()}
+        self._rsa_padding = _PADDINGS[rsa_algorithm]
         self._callbacks: set[threading.Thread] = set()
         self._callbacks_lock = threading.Lock()
 
@@ -214,15 +238,29 @@ class PublicSecuritySimulator(RestSimulator):
         )
         if not (key_id and timestamp and nonce and signature):
             return "missing header"
-        if not hmac.compare_digest(key_id.encode(), self._key[0].encode()):
+        if key_id not in self._rsa_keys and not hmac.compare_digest(key_id.encode(), self._key[0].encode()):
             return "unknown key id"
         if not timestamp.isdigit() or abs(time.time() * 1000 - int(timestamp)) > MAX_SKEW_MS:
             return "timestamp outside ±300 s"
-        expected = sign(self._key[1], request.method, request.path, timestamp, nonce, request.body)
-        if not hmac.compare_digest(expected.encode(), signature.encode()):
+        if not self._signature_matches(key_id, request, timestamp, nonce, signature):
             return "wrong signature"
         # Checked last, so a forged request cannot burn a legitimate client's nonce.
         return None if self._nonces.first_use(nonce) else "replayed nonce"
+
+    def _signature_matches(self, key_id: str, request: Request, timestamp: str, nonce: str, signature: str) -> bool:
+        """RSA with the named certificate's key when in RSA mode, else HMAC with the shared secret."""
+        if not self._rsa_keys:
+            expected = sign(self._key[1], request.method, request.path, timestamp, nonce, request.body)
+            return hmac.compare_digest(expected.encode(), signature.encode())
+        public_key = self._rsa_keys.get(key_id)
+        canonical = canonical_request(request.method, request.path, timestamp, nonce, request.body)
+        try:
+            if public_key is None:
+                return False
+            public_key.verify(base64.b64decode(signature, validate=True), canonical, self._rsa_padding, hashes.SHA256())
+        except (InvalidSignature, ValueError):
+            return False
+        return True
 
     # ----- submissions
 

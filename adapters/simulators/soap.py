@@ -8,16 +8,20 @@ two simulators share one pipeline.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Self
 
 from lxml import etree
 
 from adapters.simulators.base import RETRY_AFTER, Reply, Request, Route, SimulatorBase, XmlRejected, billion_laughs
-from adapters.simulators.base import hardened_parser, parse_xml, text_reply
+from adapters.simulators.base import COMMON_FAULT_MODES, hardened_parser, parse_xml, text_reply
+from adapters.simulators.wssec import SIGNATURE_FAULT_MODES, WSSE_NS, MessageSigning, request_problem, seal
+
+log = logging.getLogger(__name__)
 
 __all__ = ["SOAP11", "SOAP12", "Fields", "SoapContract", "SoapFault", "SoapSimulator", "SoapVersion"]
 
@@ -58,17 +62,21 @@ class SoapVersion:
     def fault(self, fault: SoapFault) -> Reply:
         envelope, body = self.new_envelope()
         if self is SOAP11:
-            _fault11(body, self.fault_codes[fault.kind], fault.message)
+            _fault11(body, self.fault_codes[fault.kind], fault)
         else:
             _fault12(body, self.envelope_ns, self.fault_codes[fault.kind], fault)
         status = self.sender_status if fault.kind == "sender" else HTTPStatus.INTERNAL_SERVER_ERROR
         return Reply(status, self.content_type, serialize(envelope))
 
 
-def _fault11(body: etree._Element, code: str, message: str) -> None:
-    fault = etree.SubElement(body, f"{{{SOAP11.envelope_ns}}}Fault")
-    etree.SubElement(fault, "faultcode").text = code
-    etree.SubElement(fault, "faultstring").text = message
+def _fault11(body: etree._Element, code: str, fault: SoapFault) -> None:
+    element = etree.SubElement(body, f"{{{SOAP11.envelope_ns}}}Fault")
+    if fault.subcode is None:
+        etree.SubElement(element, "faultcode").text = code
+    else:  # SOAP 1.1 has no subcodes: WS-Security puts its own QName (wsse:FailedCheck) in faultcode
+        sub_ns, sub_name = fault.subcode
+        etree.SubElement(element, "faultcode", nsmap={"wsse": sub_ns}).text = f"wsse:{sub_name}"
+    etree.SubElement(element, "faultstring").text = fault.message
 
 
 def _fault12(body: etree._Element, ns: str, code: str, fault: SoapFault) -> None:
@@ -129,12 +137,23 @@ class SoapSimulator(SimulatorBase):
 
     Subclasses set ``contract`` and implement ``_operations``; ``_check_headers`` is the hook
     for WS-Security. ``client_faults`` counts requests refused before their operation ran.
+    ``use_signing`` makes it demand signed requests and/or sign its answers (``adapters.simulators.wssec``);
+    ``last_request`` is the last envelope received, as it came over the wire.
     """
 
     contract: ClassVar[SoapContract]
     extra_counters: ClassVar[tuple[str, ...]] = ("client_faults",)
+    fault_modes: ClassVar[frozenset[str]] = COMMON_FAULT_MODES | SIGNATURE_FAULT_MODES
 
     _wsdl = b""
+    _signing = MessageSigning()
+    last_request = b""
+
+    def use_signing(self, signing: MessageSigning) -> Self:
+        """Check request signatures against ``signing.trusted`` and sign answers with its key (also
+        while running: a sector rotating its signing certificate)."""
+        self._signing = signing
+        return self
 
     @property
     def soap(self) -> SoapVersion:
@@ -183,9 +202,11 @@ class SoapSimulator(SimulatorBase):
 
     def _handle_soap(self, request: Request) -> Reply:
         """Parse hardened, check the envelope and its headers, dispatch on the Body's first element."""
+        self.last_request = request.body
         try:
             envelope = self._parse_envelope(request.body)
             self._check_headers(envelope)
+            self._check_signature(envelope)
             operation = self._operation_element(envelope)
             handler = self._operations().get(etree.QName(operation).localname)
             if handler is None or etree.QName(operation).namespace != self.tns:
@@ -194,6 +215,15 @@ class SoapSimulator(SimulatorBase):
             self._counters.bump("client_faults")
             return self.soap.fault(exc)
         return handler(operation)
+
+    def _check_signature(self, envelope: etree._Element) -> None:
+        if not self._signing.trusted:
+            return
+        problem = request_problem(envelope, self._signing.trusted)
+        if problem is not None:
+            log.debug("%s simulator refused a signature: %s", self.label, problem)
+            self._counters.bump("auth_failures")
+            raise SoapFault("sender", "消息签名验证失败", subcode=(WSSE_NS, "FailedCheck"))
 
     def _parse_envelope(self, body: bytes) -> etree._Element:
         try:
@@ -259,8 +289,11 @@ class SoapSimulator(SimulatorBase):
                 self._append(child, value)
 
     def _respond(self, name: str, fields: Fields) -> Reply:
-        """A document/literal response element in the WSDL's namespace."""
-        return Reply(HTTPStatus.OK, self.soap.content_type, serialize(self._response_document(name, fields)))
+        """A document/literal response element in the WSDL's namespace, signed when so configured."""
+        document = self._response_document(name, fields)
+        plan = self._faults.take(SIGNATURE_FAULT_MODES) if self._signing.key_pem else None
+        seal(document, self._signing, plan.mode if plan else None)
+        return Reply(HTTPStatus.OK, self.soap.content_type, serialize(document))
 
     # ----- canned misbehaviour
 

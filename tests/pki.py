@@ -1,0 +1,140 @@
+"""A small test PKI: a CA, certificates it issues (for a CSR, a server on 127.0.0.1, a client), PEM and
+PKCS#12 files. Real keys and certificates made with `cryptography`; nothing is mocked.
+
+    ca = TestCA()
+    server = ca.issue("127.0.0.1", sans=("127.0.0.1", "localhost"), server=True)
+    client = ca.issue("yiwang gateway", client=True)
+    server.cert_pem, server.key_pem, ca.cert_pem       # bytes, ready for files or ssl contexts
+    ca.sign_csr(csr_pem, days=365)                     # the certificate for a CSR (leaf PEM)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from ipaddress import ip_address
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+Key = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+
+
+def _name(common_name: str, organization: str = "Yiwang test PKI") -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
+                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
+                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _san(value: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ip_address(value))
+    except ValueError:
+        return x509.DNSName(value)
+
+
+def new_key(algorithm: str = "ec") -> Key:
+    return rsa.generate_private_key(65537, 2048) if algorithm == "rsa" else ec.generate_private_key(ec.SECP256R1())
+
+
+def key_pem(key: Key, password: bytes | None = None) -> bytes:
+    encryption = (serialization.BestAvailableEncryption(password) if password
+                  else serialization.NoEncryption())
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+
+
+@dataclass(frozen=True)
+class Issued:
+    key: Key
+    cert: x509.Certificate
+    chain: tuple[x509.Certificate, ...]  # the issuing CA
+
+    @property
+    def cert_pem(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    @property
+    def chain_pem(self) -> bytes:
+        return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in self.chain)
+
+    @property
+    def key_pem(self) -> bytes:
+        return key_pem(self.key)
+
+    @property
+    def key_der(self) -> bytes:
+        return self.key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption())
+
+    def pkcs12(self, password: bytes | None) -> bytes:
+        encryption = (serialization.BestAvailableEncryption(password) if password
+                      else serialization.NoEncryption())
+        return pkcs12.serialize_key_and_certificates(b"test", self.key, self.cert, list(self.chain), encryption)
+
+    def write(self, folder: Path, stem: str) -> tuple[Path, Path]:
+        """`stem.crt` (leaf + chain) and `stem.key` in `folder`, for ssl contexts and CLIs."""
+        folder.mkdir(parents=True, exist_ok=True)
+        cert, key = folder / f"{stem}.crt", folder / f"{stem}.key"
+        cert.write_bytes(self.cert_pem + self.chain_pem)
+        key.write_bytes(self.key_pem)
+        return cert, key
+
+
+class TestCA:
+    __test__ = False  # not a pytest class
+
+    def __init__(self, name: str = "Yiwang Test Root CA", now: datetime | None = None) -> None:
+        self.now = now or datetime.now(UTC)
+        self.key = new_key("ec")
+        self.cert = (x509.CertificateBuilder().subject_name(_name(name)).issuer_name(_name(name))
+                     .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
+                     .not_valid_before(self.now - timedelta(days=1)).not_valid_after(self.now + timedelta(days=3650))
+                     .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                     .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                                    critical=True)
+                     .sign(self.key, hashes.SHA256()))
+
+    @property
+    def cert_pem(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    def issue(self, common_name: str, *, sans: tuple[str, ...] = (), days: float = 365, server: bool = False,
+              client: bool = False, key: Key | None = None, not_before: datetime | None = None) -> Issued:
+        """A leaf certificate (and its new key, unless one is given)."""
+        key = key or new_key("ec")
+        start = not_before or self.now - timedelta(hours=1)
+        return Issued(key, self._sign(_name(common_name), key.public_key(), start, start + timedelta(days=days),
+                                      sans, server, client), (self.cert,))
+
+    def sign_csr(self, csr_pem: bytes, *, days: float = 365, server: bool = False, client: bool = True) -> bytes:
+        """The CA's certificate for a CSR (its subject and SANs, checked signature), as PEM."""
+        csr = x509.load_pem_x509_csr(csr_pem)
+        assert csr.is_signature_valid, "the CSR's signature does not verify"
+        try:
+            sans = tuple(str(v) for v in csr.extensions.get_extension_for_class(
+                x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)) + tuple(
+                str(v) for v in csr.extensions.get_extension_for_class(
+                    x509.SubjectAlternativeName).value.get_values_for_type(x509.IPAddress))
+        except x509.ExtensionNotFound:
+            sans = ()
+        start = self.now - timedelta(hours=1)
+        cert = self._sign(csr.subject, csr.public_key(), start, start + timedelta(days=days), sans, server, client)
+        return cert.public_bytes(serialization.Encoding.PEM)
+
+    def _sign(self, subject: x509.Name, public_key: object, start: datetime, end: datetime, sans: tuple[str, ...],
+              server: bool, client: bool) -> x509.Certificate:
+        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(self.cert.subject)
+                   .public_key(public_key).serial_number(x509.random_serial_number())  # type: ignore[arg-type]
+                   .not_valid_before(start).not_valid_after(end)
+                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True))
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName([_san(s) for s in sans]), critical=False)
+        usages = [u for u, wanted in ((ExtendedKeyUsageOID.SERVER_AUTH, server),
+                                      (ExtendedKeyUsageOID.CLIENT_AUTH, client)) if wanted]
+        if usages:
+            builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        return builder.sign(self.key, hashes.SHA256())
