@@ -11,15 +11,17 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
 from adapters.contract import DeliveryError, FailureClass
-from gateway.auth import Identity, NotAllowed, Role, require
+from gateway.api_approvals import held_for_approval
+from gateway.approvals import Action
+from gateway.auth import Identity, NotAllowed, Role, acts_for_sector, require
 from gateway.bundles import BundleConflict, BundleInvalid, BundleStore, UnknownBundle
 from gateway.live_registry import LiveRegistry, NoActiveAdapter
 from gateway.problems import install_problems, problem_doc, problem_response
-from gateway.sector_calls import CallbackRejected, SectorCalls
+from gateway.sector_calls import CallbackRejected, CallbackUnreadable, PreviewFailed, SectorCalls
 
 router = APIRouter(prefix="/v1", tags=["adapters"])
 callbacks = APIRouter(tags=["callbacks"])
-ADMINS = (Role.SECTOR_ADMIN, Role.OPERATOR)
+ADMINS = (Role.SECTOR_ADMIN, Role.OPERATOR, Role.SYSTEM_ADMIN)
 MAX_BUNDLE_BYTES = 20 * 1024 * 1024
 
 
@@ -44,8 +46,8 @@ def _calls(request: Request) -> SectorCalls:
 
 
 def _own_sector(identity: Identity, sector: str) -> None:
-    """A sector administrator acts on their own sector only; operators on any."""
-    if not identity.has(Role.OPERATOR) and identity.sector != sector:
+    """A sector administrator acts on their own sector only; operators and system administrators on any."""
+    if not acts_for_sector(identity, sector):
         raise NotAllowed(f"not an administrator of sector {sector!r}")
 
 
@@ -55,11 +57,8 @@ async def register_bundle(request: Request,
                           identity: Annotated[Identity, Depends(require(*ADMINS))]) -> dict[str, Any]:
     archive = await _read_limited(request, MAX_BUNDLE_BYTES)
 
-    def may_act_for(sector: str) -> bool:
-        return identity.has(Role.OPERATOR) or identity.sector == sector
-
     registered = await run_in_threadpool(_store(request).register, archive, f"identity:{identity.id}",
-                                         may_act_for=may_act_for)  # validation parses WSDLs: off the event loop
+                                         may_act_for=lambda sector: acts_for_sector(identity, sector))  # validation parses WSDLs: off the event loop
     return registered.public()
 
 
@@ -67,7 +66,7 @@ async def register_bundle(request: Request,
 def list_adapters(request: Request, identity: Annotated[Identity, Depends(require(*ADMINS))]) -> dict[str, Any]:
     registry: LiveRegistry = request.app.state.registry
     health = registry.health()
-    return {s: h for s, h in health.items() if identity.has(Role.OPERATOR) or identity.sector == s}
+    return {s: h for s, h in health.items() if acts_for_sector(identity, s)}
 
 
 @router.get("/adapters/{sector}/versions", responses=problem_doc(401, 403))
@@ -86,11 +85,15 @@ def test_version(sector: str, version: str, request: Request,
 
 
 @router.post("/adapters/{sector}/versions/{version}/activate", responses=problem_doc(401, 403, 404, 409),
-             summary="Make this version the one every process uses (no restart)")
+             summary="Make this version the one every process uses (no restart); with four-eyes on, "
+                     "202 and a pending approval instead")
 def activate_version(sector: str, version: str, request: Request,
-                     identity: Annotated[Identity, Depends(require(*ADMINS))]) -> dict[str, Any]:
+                     identity: Annotated[Identity, Depends(require(*ADMINS))]) -> Any:
     _own_sector(identity, sector)
-    return _store(request).activate(sector, version, f"identity:{identity.id}").public()
+    _store(request).check_activatable(sector, version)  # a request for the impossible is refused now
+    held = held_for_approval(request, identity, Action.ACTIVATE_BUNDLE, {"sector": sector, "version": version},
+                             f"{sector} {version}", sector)
+    return held or _store(request).activate(sector, version, f"identity:{identity.id}").public()
 
 
 @router.post("/adapters/{sector}/rollback", responses=problem_doc(401, 403, 404, 409),
@@ -185,5 +188,7 @@ def install_adapter_error_handlers(app: FastAPI) -> None:
         (BundleConflict, 409, "bundle-conflict", "适配包版本状态不允许此操作"),
         (PermissionError, 403, "forbidden", "无权管理该部门的适配包"),
         (CallbackRejected, 401, "callback-rejected", "回调签名无效"),
+        (CallbackUnreadable, 422, "callback-unreadable", "回调内容无法识别"),
+        (PreviewFailed, 422, "preview-failed", "映射无法生成该请求"),
         (PayloadTooLarge, 413, "payload-too-large", "请求体过大"),
     ])

@@ -9,10 +9,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 
+from gateway.api_approvals import held_for_approval
+from gateway.approvals import Action
 from gateway.auth import ALL_ROLES, Identity, Role, require
 from gateway.catalogue import (
     Catalogue,
@@ -31,6 +33,8 @@ router = APIRouter(prefix="/v1", tags=["catalogue"])
 Reader = Annotated[Identity, Depends(require(*ALL_ROLES))]
 Admin = Annotated[Identity, Depends(require(Role.CATALOGUE_ADMIN))]
 DepartmentQuery = Annotated[str | None, Query(description="lead or co-department: part of its name, or credit code")]
+# Bounded so that an absurd number is a 422, not an integer the database cannot hold (a 500).
+VersionNo = Annotated[int, Path(ge=1, le=2**31 - 1, description="the guide's version number")]
 
 
 # --- response models: the guide as the OpenAPI document describes it --------------------------------
@@ -186,7 +190,7 @@ def list_versions(code: str, request: Request, _: Reader) -> Any:
 
 @router.get("/matters/{code}/versions/{version}", response_model=MatterGuide,
             responses=problem_doc(401, 403, 404), summary="One version of a guide (a case keeps its version)")
-def get_version(code: str, version: int, request: Request, _: Reader) -> Any:
+def get_version(code: str, version: VersionNo, request: Request, _: Reader) -> Any:
     matter = _catalogue(request).version(code, version)
     if matter is None:
         raise MatterNotFound(f"matter {code} has no version {version}")
@@ -210,15 +214,19 @@ def create_draft(document: Annotated[dict[str, Any], Body()], request: Request, 
 
 @router.post("/catalogue/matters/{code}/versions/{version}/validate", response_model=ProblemsOut,
              responses=problem_doc(401, 403, 404), summary="The problems that would stop publication")
-def validate_version(code: str, version: int, request: Request, _: Admin) -> Any:
+def validate_version(code: str, version: VersionNo, request: Request, _: Admin) -> Any:
     return {"problems": _catalogue(request).validate(code, version)}
 
 
 @router.post("/catalogue/matters/{code}/versions/{version}/publish", response_model=MatterGuide,
              responses=problem_doc(401, 403, 404, 409, 422),
-             summary="Publish a draft; the previously published version retires")
-def publish_version(code: str, version: int, request: Request, identity: Admin) -> Any:
-    return matter_to_document(_catalogue(request).publish(code, version, identity.id))
+             summary="Publish a draft; the previously published version retires. With four-eyes on, "
+                     "202 and a pending approval instead")
+def publish_version(code: str, version: VersionNo, request: Request, identity: Admin) -> Any:
+    _catalogue(request).check_publishable(code, version)  # a request for the impossible is refused now
+    held = held_for_approval(request, identity, Action.PUBLISH_MATTER, {"code": code, "version": version},
+                             f"{code} v{version}")
+    return held or matter_to_document(_catalogue(request).publish(code, version, identity.id))
 
 
 # --- errors ----------------------------------------------------------------------------------------

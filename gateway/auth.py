@@ -1,7 +1,8 @@
 """Who is calling, and may they? API keys → identities with roles; every endpoint declares its roles.
 
 A route says `identity: Identity = Depends(require(Role.WINDOW, Role.HALL_CLIENT))`. A missing or
-unknown key is a 401 problem, a known key without one of the roles a 403 problem. Keys are looked up
+unknown key is a 401 problem, a known key without one of the roles a 403 problem, an identity over its
+rate limit (`app.state.rate_limiter`, when configured) a 429 problem. Keys are looked up
 through `app.state.keystore` (an object with `authenticate(raw_key) -> Identity | None`), which keeps
 a cache so a request costs no database round trip.
 """
@@ -23,11 +24,33 @@ class Role(StrEnum):
     ISSUING_WINDOW = "issuing_window"  # unified certificate issuing and delivery (统一出证、统一送达)
     CATALOGUE_ADMIN = "catalogue_admin"  # drafts, validates and publishes matter guides
     OPERATOR = "operator"  # dead letters, replay, health
-    AUDITOR = "auditor"  # reads the audit log
+    AUDITOR = "auditor"  # the audit administrator (审计管理员): reads the audit log, changes nothing
     SECTOR_ADMIN = "sector_admin"  # a sector's IT team (`Identity.sector`)
+    SYSTEM_ADMIN = "system_admin"  # the system administrator (系统管理员): bundles of every sector, adapters
+    SECURITY_ADMIN = "security_admin"  # the security administrator (安全管理员): identities, keys, certificates
 
 
 ALL_ROLES = tuple(Role)
+
+# Separation of duties (等保 三员分立): the system, security and audit administrators are three people.
+# Operators replay and discard what the audit administrator checks, so operating counts as system
+# administration. An identity's roles may belong to one duty at most; business roles belong to none.
+DUTIES: dict[Role, str] = {
+    Role.SYSTEM_ADMIN: "system administration",
+    Role.OPERATOR: "system administration",
+    Role.SECURITY_ADMIN: "security administration",
+    Role.AUDITOR: "audit",
+}
+
+
+def separation_breach(roles: frozenset[Role]) -> str | None:
+    """Why these roles may not be held together, or None when they may."""
+    duties = {DUTIES[r] for r in roles if r in DUTIES}
+    if len(duties) <= 1:
+        return None
+    held = ", ".join(sorted(r for r in roles if r in DUTIES))
+    return (f"separation of duties: {held} span {' and '.join(sorted(duties))}, "
+            "which one identity may not hold together")
 
 
 @dataclass(frozen=True)
@@ -42,6 +65,12 @@ class Identity:
         return bool(self.roles.intersection(roles))
 
 
+def acts_for_sector(identity: Identity, sector: str) -> bool:
+    """Operators and system administrators act for every sector; a sector administrator for their own."""
+    return identity.has(Role.OPERATOR, Role.SYSTEM_ADMIN) or (
+        identity.has(Role.SECTOR_ADMIN) and identity.sector == sector)
+
+
 class KeyStore(Protocol):
     def authenticate(self, raw_key: str) -> Identity | None: ...
 
@@ -52,6 +81,18 @@ class NotAuthenticated(Exception):
 
 class NotAllowed(Exception):
     """The identity holds none of the roles the endpoint admits, or acts outside its department/sector."""
+
+
+class RateLimiter(Protocol):
+    def wait_s(self, identity_id: str) -> float: ...
+
+
+class RateLimited(Exception):
+    """The identity has used up its requests for now (`gateway.rate_limits`)."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(f"too many requests from this identity; retry after {retry_after_s:.1f} s")
+        self.retry_after_s = retry_after_s
 
 
 def presented_key(request: Request) -> str | None:
@@ -73,6 +114,10 @@ def require(*roles: Role) -> Callable[[Request], Identity]:
         identity = store.authenticate(key) if key else None
         if identity is None:
             raise NotAuthenticated("a valid API key is required (Authorization: Bearer <key>)")
+        # Every call of a known identity costs a token, refused ones too: probing is not free.
+        limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+        if limiter is not None and (wait := limiter.wait_s(identity.id)) > 0:
+            raise RateLimited(wait)
         if not identity.roles & admitted:
             raise NotAllowed(f"this endpoint admits {', '.join(sorted(admitted))}")
         request.state.identity = identity

@@ -145,10 +145,7 @@ class BundleStore:
         Refused when another sector's active bundle already takes one of its departments: a department's
         tasks (and its applicants' data) go to one system, not to whichever sector claims it last."""
         with self.engine.begin() as conn:
-            status = _status(conn, sector, version)
-            if status == RETIRED:
-                raise BundleConflict(f"{sector} {version} is retired")
-            _check_no_overlap(conn, sector, version)
+            status = _activatable(conn, sector, version)
             if status != ACTIVE:
                 conn.execute(update(bundle_versions).where(and_(bundle_versions.c.sector == sector,
                                                                  bundle_versions.c.status == ACTIVE))
@@ -156,6 +153,11 @@ class BundleStore:
                 conn.execute(update(bundle_versions).where(_key(sector, version))
                              .values(status=ACTIVE, activated_at=self.clock.now(), activated_by=actor))
         return self.get(sector, version)
+
+    def check_activatable(self, sector: str, version: str) -> None:
+        """Raise what `activate` would raise now, changing nothing (a four-eyes request is checked first)."""
+        with self._reading() as conn:
+            _activatable(conn, sector, version)
 
     def rollback(self, sector: str, actor: str) -> BundleVersion:
         """Back to the version active before the current one."""
@@ -237,6 +239,15 @@ def _check_no_overlap(conn: Any, sector: str, version: str) -> None:
         shared = _departments(mine) & _departments(summary)
         if shared:
             raise BundleConflict(f"{sector} would take department {sorted(shared)[0]}, which {other} already serves")
+
+
+def _activatable(conn: Any, sector: str, version: str) -> str:
+    """The version's status, if it may be activated; else UnknownBundle or BundleConflict."""
+    status = _status(conn, sector, version)
+    if status == RETIRED:
+        raise BundleConflict(f"{sector} {version} is retired")
+    _check_no_overlap(conn, sector, version)
+    return status
 
 
 def _status(conn: Any, sector: str, version: str) -> str:

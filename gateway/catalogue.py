@@ -451,6 +451,11 @@ class Catalogue:
         self._forget([code])
         return matter
 
+    def check_publishable(self, code: str, version: int) -> None:
+        """Raise what `publish` would raise now, changing nothing (a four-eyes request is checked first)."""
+        with self._reading() as conn:
+            self._publishable(conn, code, version)
+
     def import_matters(self, matters: Iterable[Matter], actor: str, publish: bool = True) -> list[Matter]:
         """Each matter becomes its next version; any problem refuses the whole import and stores nothing."""
         matters = _checked(list(matters), "the import was refused; nothing was stored")

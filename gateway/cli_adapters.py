@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from adapters.bundle import validate_bundle
+from gateway.approvals import cli_refusal
 from gateway.bundles import BundleConflict, BundleInvalid, BundleStore, BundleVersion, UnknownBundle, read_archive
 from gateway.live_registry import NoActiveAdapter
 from gateway.sector_calls import SectorCalls
@@ -27,7 +28,8 @@ console = Console()
 err = Console(stderr=True)
 
 
-def make_adapters_app(open_store: Callable[[], BundleStore], open_calls: Callable[[], SectorCalls]) -> typer.Typer:
+def make_adapters_app(open_store: Callable[[], BundleStore], open_calls: Callable[[], SectorCalls],
+                      four_eyes: Callable[[], bool] = lambda: False) -> typer.Typer:
     app = typer.Typer(help="Sector bundles: validate, register, test, activate, roll back, retire.",
                       no_args_is_help=True)
     actor = f"cli:{getpass.getuser()}"
@@ -62,8 +64,11 @@ def make_adapters_app(open_store: Callable[[], BundleStore], open_calls: Callabl
 
     @app.command()
     def activate(sector: str, version: str) -> None:
-        """Make this version the one every process uses (no restart)."""
+        """Make this version the one every process uses (no restart). Refused when four-eyes is on."""
         with readable_errors():
+            if four_eyes():
+                raise cli_refusal(f"activating {sector} {version}",
+                                  f"POST /v1/adapters/{sector}/versions/{version}/activate")
             _print(open_store().activate(sector, version, actor))
 
     @app.command()

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
+from gateway.approvals import cli_refusal
 from gateway.catalogue import (
     Catalogue,
     CatalogueError,
@@ -38,7 +39,8 @@ class Format(str, Enum):
 FileArg = Annotated[Path, typer.Argument(help="a catalogue file, YAML or JSON ({matters: [...]})")]
 
 
-def make_catalogue_app(open_catalogue: Callable[[], Catalogue]) -> typer.Typer:
+def make_catalogue_app(open_catalogue: Callable[[], Catalogue], four_eyes: Callable[[], bool] = lambda: False
+                       ) -> typer.Typer:
     catalogue_app = typer.Typer(name="catalogue", help="The matter catalogue (事项目录): import, export, validate.",
                                 no_args_is_help=True)
 
@@ -48,8 +50,12 @@ def make_catalogue_app(open_catalogue: Callable[[], Catalogue]) -> typer.Typer:
         draft: Annotated[bool, typer.Option("--draft", help="store as drafts instead of publishing")] = False,
         actor: Annotated[str, typer.Option(help="recorded as the versions' author")] = f"cli:{_user()}",
     ) -> None:
-        """Store every matter of FILE as its next version (all or nothing), published unless --draft."""
+        """Store every matter of FILE as its next version (all or nothing), published unless --draft.
+        With four-eyes on only --draft is allowed: publish each draft over the API."""
         with _readable_errors():
+            if four_eyes() and not draft:
+                raise cli_refusal("publishing", "import with --draft, then POST "
+                                  "/v1/catalogue/matters/{code}/versions/{version}/publish")
             stored = open_catalogue().import_matters(load_catalogue_file(file), actor, publish=not draft)
         what = "drafts" if draft else "published versions"
         _out().print(f"imported {len(stored)} matters as {what}")

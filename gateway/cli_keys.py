@@ -1,4 +1,4 @@
-"""`yiwang keys ...`: issue, revoke and list API keys. The composition root (`gateway.cli`) mounts it.
+"""`yiwang keys ...`: issue, change roles of, revoke and list API keys. The composition root (`gateway.cli`) mounts it.
 
 The store is opened by a callable the root passes in, so this module needs no settings and tests can
 hand it a store on a temporary database.
@@ -48,6 +48,20 @@ def make_keys_app(open_store: Callable[[], ApiKeyStore]) -> typer.Typer:
         # Plain print: no markup, highlighting or wrapping may alter what people copy.
         console.print(f"key: {raw_key}", markup=False, highlight=False, soft_wrap=True)
         console.print("[yellow]This key will not be shown again; only its hash is stored.[/yellow]")
+
+    @app.command()
+    def roles(
+        identity_id: str = typer.Argument(..., help="The identity's id (see `keys list`)."),
+        role: list[str] = typer.Option(..., "--role", help="A role; repeat for several. Replaces all roles."),
+        department: str | None = typer.Option(None, help="A clerk's department: its unified social credit code."),
+        sector: str | None = typer.Option(None, help="A sector admin's sector."),
+    ) -> None:
+        """Replace an identity's roles and scope; its key stays valid."""
+        with readable_errors():
+            identity = open_store().change(identity_id, [parse_role(r) for r in role], department=department,
+                                           sector=sector)
+        _console().print(f"{identity.id} ({identity.name}) now holds {', '.join(sorted(identity.roles))}",
+                         highlight=False)
 
     @app.command()
     def revoke(identity_id: str = typer.Argument(..., help="The identity's id (see `keys list`).")) -> None:

@@ -5,6 +5,10 @@ keyed by the SHA-256 of its key, so a request costs a hash and a dict lookup. Th
 (one query) when older than `refresh_s`, and — rate-limited — when a key is missing from it, since
 another process may have issued that key a moment ago. Changes made through this instance update the
 map at once; changes made by other processes are seen within `refresh_s`.
+
+Separation of duties (`gateway.auth.DUTIES`) is checked when an identity is issued or changed, and
+again when the map is loaded: a row that somehow holds two duties (written by hand, or by an older
+version) authenticates as nobody.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import structlog
 from sqlalchemy import Engine, insert, select, update
 
-from gateway.auth import Identity, Role
+from gateway.auth import Identity, Role, separation_breach
 from gateway.domain.clock import Clock, SystemClock, as_utc
 from gateway.domain.codes import is_valid_credit_code
 from gateway.persistence.engine import READ_ONLY
@@ -30,10 +35,23 @@ from gateway.persistence.identity_tables import identities
 KEY_PREFIX = "yw_"
 KEY_PREFIX_SHOWN = 10  # characters of the raw key kept for display ("yw_" + 7)
 MISS_RELOAD_S = 1.0
+log = structlog.get_logger("yiwang.identities")
 
 
 class IdentityError(ValueError):
-    """A request to issue or revoke that breaks a rule; the message is meant for people."""
+    """A request to issue, change or revoke that breaks a rule; the message is meant for people."""
+
+
+class SeparationOfDuties(IdentityError):
+    """The roles would give one identity two of the system, security and audit duties."""
+
+
+class UnknownIdentity(IdentityError, LookupError):
+    """No identity has that id."""
+
+
+class AlreadyRevoked(IdentityError):
+    """The identity's key was revoked before."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +87,8 @@ def _checked_roles(roles: Iterable[Role | str], department: str | None, sector: 
     checked = frozenset(parse_role(r) for r in roles)
     if not checked:
         raise IdentityError("an identity needs at least one role")
+    if (breach := separation_breach(checked)) is not None:
+        raise SeparationOfDuties(breach)
     _check_scope(checked, Role.CLERK, "department", department)
     _check_scope(checked, Role.SECTOR_ADMIN, "sector", sector)
     if department is not None and not is_valid_credit_code(department):
@@ -82,6 +102,14 @@ def _check_scope(roles: frozenset[Role], role: Role, scope: str, value: str | No
         raise IdentityError(f"a {role} needs a {scope}")
     if role not in roles and value is not None:
         raise IdentityError(f"a {scope} is given only to a {role}")
+
+
+def _admissible(identity: Identity) -> bool:
+    """Defence in depth: an identity row holding two duties is denied, however it got into the table."""
+    breach = separation_breach(identity.roles)
+    if breach is not None:
+        log.warning("identity denied", identity=identity.id, reason=breach)
+    return breach is None
 
 
 def _identity_from_row(row: Mapping[str, Any]) -> Identity:
@@ -165,15 +193,32 @@ class ApiKeyStore:
     def revoke(self, identity_id: str) -> Identity:
         # BEGIN IMMEDIATE (engine.begin) holds the write lock from the read to the update.
         with self._engine.begin() as conn:
-            row = conn.execute(select(identities).where(identities.c.id == identity_id)).mappings().first()
-            if row is None:
-                raise IdentityError(f"no identity {identity_id!r}")
-            if row["revoked_at"] is not None:
-                self._forget(row["key_hash"])  # revoked elsewhere: stop admitting it here now too
-                raise IdentityError(f"identity {identity_id!r} was already revoked at {as_utc(row['revoked_at'])}")
+            row = self._active_row(conn, identity_id)
             conn.execute(update(identities).where(identities.c.id == identity_id).values(revoked_at=self._clock.now()))
         self._forget(row["key_hash"])  # after the commit: a concurrent reload cannot bring it back (see _forget)
         return _identity_from_row(row)
+
+    def change(
+        self, identity_id: str, roles: Iterable[Role], *, department: str | None = None, sector: str | None = None
+    ) -> Identity:
+        """Give an active identity new roles and scope (its key stays); the same rules as issuing."""
+        checked = _checked_roles(roles, department, sector)
+        with self._engine.begin() as conn:
+            row = self._active_row(conn, identity_id)
+            conn.execute(update(identities).where(identities.c.id == identity_id)
+                         .values(roles=sorted(checked), department=department, sector=sector))
+        changed = Identity(id=identity_id, name=row["name"], roles=checked, department=department, sector=sector)
+        self._remember(row["key_hash"], changed)
+        return changed
+
+    def _active_row(self, conn: Any, identity_id: str) -> Mapping[str, Any]:
+        row = conn.execute(select(identities).where(identities.c.id == identity_id)).mappings().first()
+        if row is None:
+            raise UnknownIdentity(f"no identity {identity_id!r}")
+        if row["revoked_at"] is not None:
+            self._forget(row["key_hash"])  # revoked elsewhere: stop admitting it here now too
+            raise AlreadyRevoked(f"identity {identity_id!r} was already revoked at {as_utc(row['revoked_at'])}")
+        return row  # type: ignore[no-any-return]
 
     def get(self, identity_id: str) -> IssuedIdentity | None:
         rows = self._read(select(identities).where(identities.c.id == identity_id))
@@ -193,7 +238,7 @@ class ApiKeyStore:
                 return False  # another thread reloaded while we waited for the lock
             started = self._timer()  # taken before the query: the map is at least this fresh
             rows = self._read(select(identities).where(identities.c.revoked_at.is_(None)))
-            self._by_hash = {r["key_hash"]: _identity_from_row(r) for r in rows}
+            self._by_hash = {r["key_hash"]: i for r in rows if _admissible(i := _identity_from_row(r))}
             self._loaded_at = started
             return True
 
