@@ -14,10 +14,10 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import structlog
 
@@ -50,10 +50,20 @@ class AdapterSource(Protocol):
     def get(self, sector: str) -> RegisteredAdapter: ...
 
 
+class MessageLog(Protocol):
+    """Where what is sent to and received from sectors is recorded (`gateway.ledger.Ledger`); never raises."""
+
+    def message(self, sector: str, direction: Literal["sent", "received"], operation: str, case_no: str | None,
+                idempotency_key: str | None, body: Any, status: str) -> object: ...
+
+
 class Dispatcher:
     def __init__(self, service: CaseService, registry: AdapterSource,
-                 settings: DispatchSettings | None = None, materials: MaterialTransport | None = None) -> None:
+                 settings: DispatchSettings | None = None, materials: MaterialTransport | None = None,
+                 messages: MessageLog | None = None, chores: Sequence[tuple[Callable[[], int], str]] = ()) -> None:
+        self.chores = chores  # (step, failure message) run on each clock tick too, e.g. certificate expiry
         self.service = service
+        self.messages = messages  # None: exchanges with sectors are not recorded
         self.registry = registry
         self.settings = settings or DispatchSettings()
         self.materials = materials  # None: materials travel as references only (`file_ref`)
@@ -77,6 +87,8 @@ class Dispatcher:
             if time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + self.settings.clock_interval.total_seconds()
                 self._guarded(self.service.tick, "deadline clock failed")
+                for chore, failure in self.chores:
+                    self._guarded(chore, failure)
             handled = self._guarded(self.run_once, "dispatch round failed")
             if not handled:
                 stop.wait(self.settings.idle.total_seconds())
@@ -114,7 +126,7 @@ class Dispatcher:
                 self._dead_letter(message, MATERIAL_ERROR, str(error), 0, lambda: None)
                 return
         try:
-            result = target.adapter.call(operation, payload)
+            result = logged_call(self.messages, target, operation, payload, case_no=message.case_no)
         except DeliveryError as error:
             bound.warning("delivery failed", failure=str(error.failure), error=error.message)
             self._dead_letter(message, str(error.failure), error.message, error.attempts,
@@ -172,6 +184,29 @@ def canonical_message(case: Case, task_id: str, idempotency_key: str) -> dict[st
         },
     }
 
+
+
+def logged_call(messages: MessageLog | None, target: RegisteredAdapter, operation: str, payload: dict[str, Any], *,
+                case_no: str | None) -> dict[str, Any]:
+    """`target.adapter.call`, with the rendered request recorded as sent and the canonical answer (or the
+    classified failure) as received. A message the mapping cannot render is never sent: nothing to record."""
+    if messages is None:
+        return target.adapter.call(operation, payload)  # type: ignore[arg-type]  # operations and queries by name
+    key = payload.get("idempotency_key")
+    try:
+        rendered = jsonable(target.adapter.render(operation, payload))  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 - the call below fails the same way and says why
+        return target.adapter.call(operation, payload)  # type: ignore[arg-type]
+    messages.message(target.sector, "sent", operation, case_no, key, rendered, "sent")
+    try:
+        result = target.adapter.call(operation, payload)  # type: ignore[arg-type]
+    except DeliveryError as error:
+        messages.message(target.sector, "received", operation, case_no, key,
+                         {"failure": str(error.failure), "error": error.message, "attempts": error.attempts},
+                         str(error.failure))
+        raise
+    messages.message(target.sector, "received", operation, case_no, key, result, "ok")
+    return result
 
 
 def jsonable(value: Any) -> Any:

@@ -12,22 +12,31 @@ from sqlalchemy import Engine, delete, insert
 from sqlalchemy.exc import IntegrityError
 
 from adapters.auth import SignatureError, verify_hmac
-from adapters.bundle import Bundle
+from adapters.bundle import Bundle, CallbackResults
 from adapters.contract import DeliveryError, Operation
 from adapters.registry import RegisteredAdapter
 from gateway.bundles import BundleStore, BundleVersion, unpacked
-from gateway.dispatch import canonical_message, jsonable
+from gateway.dispatch import MessageLog, canonical_message, jsonable, logged_call
 from gateway.domain.clock import Clock
 from gateway.live_registry import LiveRegistry, NoActiveAdapter
 from gateway.persistence.bundle_tables import callback_nonces
 from gateway.persistence.repository import idempotency_key
 from gateway.services import CaseService
+from mappings import BusinessError, MappingError
 
 PROBE_REF = "YIWANG-CONNECTIVITY-PROBE"  # a reference no sector knows: any classified answer proves the path
 
 
 class CallbackRejected(Exception):
     """A callback whose signature, timestamp or nonce does not hold; nothing is recorded."""
+
+
+class PreviewFailed(Exception):
+    """The active mapping cannot render this case or these parameters (nothing is sent)."""
+
+
+class CallbackUnreadable(Exception):
+    """A signed callback whose body its bundle's callback mapping cannot read; nothing is recorded."""
 
 
 class NonceLedger:
@@ -49,20 +58,24 @@ class NonceLedger:
 
 class SectorCalls:
     def __init__(self, registry: LiveRegistry, store: BundleStore, service: CaseService,
-                 build: Callable[[Bundle], RegisteredAdapter], nonces: NonceLedger) -> None:
+                 build: Callable[[Bundle], RegisteredAdapter], nonces: NonceLedger,
+                 messages: MessageLog | None = None) -> None:
         self.registry, self.store, self.service, self.build, self.nonces = registry, store, service, build, nonces
+        self.messages = messages  # None: exchanges with sectors are not recorded
 
     def query(self, name: str, params: Mapping[str, Any]) -> dict[str, Any]:
         """A named synchronous query, routed to the sector whose active bundle declares it."""
         sector = self.registry.sector_for_query(name)
         if sector is None:
             raise NoActiveAdapter(f"no active bundle answers the query {name!r}")
-        result = self.registry.get(sector).adapter.call(name, {"query": dict(params)})  # type: ignore[arg-type]
+        result = logged_call(self.messages, self.registry.get(sector), name, {"query": dict(params)}, case_no=None)
         return {"query": name, "sector": sector, "result": result}
 
     def preview(self, sector: str, operation: str, case_no: str | None, params: Mapping[str, Any]) -> dict[str, Any]:
         """What the active version would send, without sending it."""
         registered = self.registry.get(sector)
+        if operation not in registered.mappings:
+            raise NoActiveAdapter(f"{sector} version {registered.version} has no operation or query {operation!r}")
         if case_no is None:
             message: dict[str, Any] = {"query": dict(params)}
         else:
@@ -72,7 +85,10 @@ class SectorCalls:
                 raise NoActiveAdapter(f"case {case_no} has no task for sector {sector!r}")
             message = canonical_message(case, task.task_id, idempotency_key(case_no, task.task_id, operation))
         # Adapters take an operation or query by name; what they render is returned as JSON-able data.
-        rendered = registered.adapter.render(operation, message)  # type: ignore[arg-type]
+        try:
+            rendered = registered.adapter.render(operation, message)  # type: ignore[arg-type]
+        except DeliveryError as exc:  # nothing was sent: the case or parameters do not fit the mapping
+            raise PreviewFailed(exc.message) from exc
         return {"sector": sector, "version": registered.version, "operation": operation,
                 "request": jsonable(rendered)}
 
@@ -86,15 +102,32 @@ class SectorCalls:
     def callback(self, sector: str, method: str, path: str, headers: Mapping[str, str], body: bytes
                  ) -> dict[str, Any]:
         """A sector's decision: verify its signature, read it with the bundle's callback mapping, record it."""
-        registered = self.registry.get(sector)
-        spec = registered.bundle.results.callback_auth
+        outcome = "rejected"
         try:
-            verify_hmac(headers, method, path, body, spec, now=self.service.clock.now().timestamp(),
-                        seen_nonces=_SeenNonces(self.nonces, sector))
+            answer = self._callback(sector, method, path, headers, body)
+            outcome = "ok"
+            return answer
+        finally:  # every callback that reached us is on the record, refused ones too (forensics)
+            if self.messages is not None:
+                self.messages.message(sector, "received", "callback", None, None,
+                                      body.decode("utf-8", "replace"), outcome)
+
+    def _callback(self, sector: str, method: str, path: str, headers: Mapping[str, str], body: bytes
+                  ) -> dict[str, Any]:
+        registered = self.registry.get(sector)
+        results = registered.bundle.results
+        if not isinstance(results, CallbackResults):  # a polling sector has no key to sign callbacks with
+            raise NoActiveAdapter(f"sector {sector!r} does not answer by callback")
+        try:
+            verify_hmac(headers, method, path, body, results.callback_auth,
+                        now=self.service.clock.now().timestamp(), seen_nonces=_SeenNonces(self.nonces, sector))
         except SignatureError as exc:
             raise CallbackRejected(str(exc)) from exc
         answer = _json(body)
-        result = registered.read_callback(answer)
+        try:
+            result = registered.read_callback(answer)
+        except (MappingError, BusinessError) as exc:  # signed, but not a decision we can read
+            raise CallbackUnreadable(str(exc)) from exc
         recorded = self.service.record_callback(sector, result)
         return {"recorded": recorded}
 
@@ -124,9 +157,12 @@ def _probe(registered: RegisteredAdapter) -> dict[str, Any]:
     return {"reachable": True, "answer": "ok"}
 
 
-def _json(body: bytes) -> Any:
+def _json(body: bytes) -> dict[str, Any]:
     try:
-        return json.loads(body)
+        answer = json.loads(body)
     except (ValueError, RecursionError) as exc:
-        raise CallbackRejected(f"the callback body is not JSON: {type(exc).__name__}") from exc
+        raise CallbackUnreadable(f"the callback body is not JSON: {type(exc).__name__}") from exc
+    if not isinstance(answer, dict):
+        raise CallbackUnreadable("the callback body is not a JSON object")
+    return answer
 
