@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import date
 from typing import Annotated, Any, Literal
 
@@ -11,10 +11,11 @@ from fastapi.exceptions import RequestValidationError
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.auth import Identity, NotAllowed, NotAuthenticated, Role, require
+from gateway.auth import Identity, NotAllowed, NotAuthenticated, Role, presented_key, require
 from gateway.domain.case import (
     Actor,
     ActorKind,
@@ -30,7 +31,7 @@ from gateway.domain.case import (
     TaskState,
 )
 from gateway.persistence.repository import StaleCase
-from gateway.problems import install_problems, problem_doc, problem_response
+from gateway.problems import document_validation_problems, install_problems, problem_doc, problem_response
 from gateway.services import (
     CaseNotFound,
     CaseService,
@@ -40,7 +41,7 @@ from gateway.services import (
     SubmitCase,
     UnknownMatter,
 )
-from gateway.views import DocumentNotAvailable, case_view, document, event_view
+from gateway.views import DocumentNotAvailable, case_view, document, event_view, personal_data_view
 
 log = structlog.get_logger("yiwang.api")
 router = APIRouter(prefix="/v1", tags=["cases"])
@@ -48,6 +49,9 @@ health = APIRouter(tags=["health"])
 Channel = Literal["online_pc", "mobile", "city_window", "county_window", "township_counter", "village_agency"]
 ONLINE_CHANNELS = frozenset({"online_pc", "mobile"})
 READERS = (Role.HALL_CLIENT, Role.WINDOW, Role.CLERK, Role.ISSUING_WINDOW, Role.OPERATOR)
+# Who must see ID and phone numbers whole: the window checking the applicant in person, the department's
+# clerk deciding, the issuing window delivering. The hall and operators see them masked.
+UNMASKED_READERS = (Role.WINDOW, Role.CLERK, Role.ISSUING_WINDOW)
 ERRORS = problem_doc(401, 403, 404, 409, 422)
 
 
@@ -187,6 +191,14 @@ class EventOut(BaseModel):
     data: dict[str, Any]
 
 
+class PersonalDataOut(BaseModel):
+    """The applicant's and agent's personal data, unmasked."""
+
+    case_no: str
+    applicant: dict[str, Any]
+    agent: dict[str, Any] | None
+
+
 IfMatch = Annotated[str | None, Header(description='the version you saw, e.g. "3": a stale one gets 409')]
 
 
@@ -259,6 +271,18 @@ def get_case(case_no: str, request: Request, response: Response,
 @router.get("/cases/{case_no}/events", response_model=list[EventOut], responses=problem_doc(401, 403, 404))
 def get_case_events(case_no: str, request: Request, identity: Annotated[Identity, Depends(require(*READERS))]) -> Any:
     return [event_view(e) for e in _readable(identity, _service(request).get(case_no)).events]
+
+
+@router.get("/cases/{case_no}/personal-data", response_model=PersonalDataOut, responses=problem_doc(401, 403, 404),
+            summary="The applicant's ID and phone numbers unmasked, for those who must use them; each read is audited")
+def get_personal_data(case_no: str, request: Request,
+                      identity: Annotated[Identity, Depends(require(*UNMASKED_READERS))]) -> Any:
+    case = _readable(identity, _service(request).get(case_no))
+    # Audited before it is answered: when the audit log cannot take the record, nothing is shown.
+    request.app.state.ledger.audit(f"identity:{identity.id}", "read unmasked personal data", f"case:{case_no}",
+                                   {"name": identity.name, "fields": ["applicant", "agent"]}, outcome="shown",
+                                   case_no=case_no)
+    return personal_data_view(case)
 
 
 @router.get("/cases/{case_no}/documents/{kind}", responses=problem_doc(401, 403, 404),
@@ -369,9 +393,26 @@ def install_error_handlers(app: FastAPI) -> None:
     async def validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{"loc": list(e["loc"]), "type": e["type"], "msg": e["msg"]} for e in exc.errors()]
         if any(e["type"] == "json_invalid" for e in errors):
-            return problem_response(400, "invalid-json", "请求体不是合法的 JSON", instance=request.url.path)
+            return await unreadable_body(request)
         return problem_response(422, "invalid-request", "请求内容不符合要求", instance=request.url.path,
                                 errors=errors)
+
+    async def unreadable_body(request: Request) -> JSONResponse:
+        # FastAPI parses a JSON body before it runs the route's `require()`: an anonymous caller must
+        # still hear 401 first, not learn what we think of its body.
+        if _guarded(request) and _anonymous(request):
+            return await not_authenticated(request, NotAuthenticated("a valid API key is required"))
+        return problem_response(400, "invalid-json", "请求体不是合法的 JSON", instance=request.url.path)
+
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        """Starlette's own refusals: no such path or method, and a body FastAPI could not parse at all
+        (JSON nested too deep for the parser: a RecursionError it reports as a bare 400)."""
+        if exc.status_code == 400:
+            return await unreadable_body(request)
+        slug, title = _HTTP_PROBLEMS.get(exc.status_code, ("http-error", "请求无法处理"))
+        response = problem_response(exc.status_code, slug, title, instance=request.url.path)
+        response.headers.update(exc.headers or {})  # e.g. 405's Allow
+        return response
 
     async def invalid_application(request: Request, exc: InvalidApplication) -> JSONResponse:
         return problem_response(422, "invalid-application", "申请不符合事项要求", str(exc), request.url.path,
@@ -394,6 +435,8 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem_response(500, "internal-error", "服务器内部错误", instance=request.url.path)
 
     app.add_exception_handler(RequestValidationError, validation)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
+    document_validation_problems(app)
     app.add_exception_handler(OperationalError, database_unavailable)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, internal_error)
     app.add_exception_handler(InvalidApplication, invalid_application)  # type: ignore[arg-type]
@@ -409,6 +452,29 @@ def install_error_handlers(app: FastAPI) -> None:
         (CaseRuleViolation, 422, "case-rule-violated", "操作不符合办件规则"),
         (IdempotencyConflict, 422, "idempotency-key-reused", "同一 Idempotency-Key 已用于不同的请求"),
     ])
+
+
+_HTTP_PROBLEMS: dict[int, tuple[str, str]] = {
+    404: ("not-found", "没有这个地址"),
+    405: ("method-not-allowed", "该地址不接受此方法"),
+}
+
+
+def _guarded(request: Request) -> bool:
+    """Whether the route that took this request admits callers by API key (`require()`)."""
+    return any(_guards(getattr(request.scope.get("route"), "dependant", None)))
+
+
+def _guards(dependant: Any) -> Iterator[Any]:
+    for dependency in getattr(dependant, "dependencies", ()):
+        if hasattr(dependency.call, "admitted_roles"):
+            yield dependency.call
+        yield from _guards(dependency)
+
+
+def _anonymous(request: Request) -> bool:
+    key = presented_key(request)
+    return not key or request.app.state.keystore.authenticate(key) is None
 
 
 class BodyLimit:

@@ -29,9 +29,51 @@ def problem_response(status: int, slug: str, title: str, detail: str | None = No
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, media_type=PROBLEM_MEDIA_TYPE)
 
 
+PROBLEM_SCHEMA_REF = "#/components/schemas/Problem"
+
+
 def problem_doc(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries so the document describes error answers too."""
-    return {s: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}} for s in statuses}
+    """OpenAPI entries so the document describes error answers too (`model` registers the component)."""
+    return {s: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": PROBLEM_SCHEMA_REF}}}}
+            for s in statuses}
+
+
+def document_validation_problems(app: FastAPI) -> None:
+    """Make the OpenAPI document say what FastAPI's own validation answers have become.
+
+    FastAPI documents a 422 `HTTPValidationError` in JSON on every route taking parameters or a body,
+    but our handler answers those with a 422 problem, and an unparsable JSON body with a 400 problem.
+    Done on the generated document so that every router's routes are covered, present and future.
+    """
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = generate()
+            document.setdefault("components", {}).setdefault("schemas", {}).setdefault(
+                "Problem", Problem.model_json_schema())
+            for operation in _operations(document):
+                _document_validation(operation)
+        return app.openapi_schema  # type: ignore[return-value]  # set by generate()
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _operations(document: dict[str, Any]) -> Iterable[dict[str, Any]]:
+    for path_item in document.get("paths", {}).values():
+        yield from (op for method, op in path_item.items() if method in _METHODS)
+
+
+_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
+
+
+def _document_validation(operation: dict[str, Any]) -> None:
+    responses = operation["responses"]
+    entry = {"description": "Problem", "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": PROBLEM_SCHEMA_REF}}}}
+    if "HTTPValidationError" in str(responses.get("422", {})):
+        responses["422"] = entry
+    if "application/json" in operation.get("requestBody", {}).get("content", {}):
+        responses.setdefault("400", entry)  # the body is not JSON at all: `invalid-json`
 
 
 Handler = Callable[[Request, Exception], Awaitable[JSONResponse]]

@@ -40,6 +40,7 @@ from gateway.domain.case import (
 from gateway.domain.clock import Clock, shanghai_date
 from gateway.domain.codes import is_valid_id_number
 from gateway.domain.matter import Department, HandlingForm, Matter
+from gateway.persistence.personal_data import PersonalData
 from gateway.persistence.repository import OutboxMessage, StaleCase, StoredResponse
 from gateway.persistence.uow import UnitOfWork
 from gateway.views import case_view
@@ -125,7 +126,7 @@ class CaseService:
     catalogue: MatterSource
     calendar: WorkingCalendar
     clock: Clock
-    blind_index: Callable[[str], str]
+    personal: PersonalData  # seals personal data at rest, finds cases by the blind index
     material_exists: Callable[[Iterable[str]], list[str]] = lambda refs: []  # returns the unknown refs
     warn_days: int = 2  # e-supervision warns this many working days before a deadline
     supplement_days: int = 30  # an unanswered supplement notice ends the case after this many days
@@ -134,7 +135,7 @@ class CaseService:
     router: Callable[[str, str], str | None] | None = None
 
     def uow(self, read_only: bool = False) -> UnitOfWork:
-        return UnitOfWork(self.engine, self.blind_index, read_only=read_only)
+        return UnitOfWork(self.engine, self.personal, read_only=read_only)
 
     # -- the hall and the windows: applications --------------------------------------------------
     def submit(self, command: SubmitCase, actor: Actor, idempotency_key: str | None = None) -> SubmitOutcome:

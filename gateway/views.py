@@ -5,11 +5,13 @@ Personal data is masked; times are Beijing time. Texts a person reads are Chines
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from gateway.domain.case import Case, CaseEvent, Trigger
 from gateway.domain.clock import to_shanghai
 from gateway.domain.matter import Matter
+from gateway.logs import mask_text, mask_value
 
 STATE_LABELS = {
     "submitted": "已提交",
@@ -37,8 +39,20 @@ def mask_id_number(number: str) -> str:
     return number[:4] + "*" * (len(number) - 8) + number[-4:] if len(number) > 8 else "*" * len(number)
 
 
+def _masked(text: str | None) -> str | None:
+    return None if text is None else mask_text(text)
+
+
 def mask_phone(phone: str | None) -> str | None:
     return None if not phone else phone[:3] + "*" * max(len(phone) - 7, 0) + phone[-4:]
+
+
+def personal_data_view(case: Case) -> dict[str, Any]:
+    """Unmasked: only for the roles that must use the numbers, and only after the read is audited."""
+    agent = case.agent
+    return {"case_no": case.case_no, "applicant": asdict(case.applicant),
+            "agent": None if agent is None else {"name": agent.name, "id_number": agent.id_number,
+                                                 "agency_point": agent.agency_point}}
 
 
 def case_view(case: Case) -> dict[str, Any]:
@@ -74,10 +88,10 @@ def case_view(case: Case) -> dict[str, Any]:
         "tasks": [
             {"task_id": t.task_id, "department": t.department, "credit_code": t.credit_code, "lead": t.lead,
              "via": "sector_system" if t.sector else "back_office", "state": str(t.state),
-             "sector_ref": t.sector_ref, "opinion": t.opinion}
+             "sector_ref": t.sector_ref, "opinion": _masked(t.opinion)}
             for t in case.tasks
         ],
-        "opinion": case.opinion,
+        "opinion": _masked(case.opinion),
         "certificate": None if case.certificate is None else {
             "name": case.certificate.name, "number": case.certificate.number, "issuer": case.certificate.issuer,
             "valid_until": case.certificate.valid_until.isoformat() if case.certificate.valid_until else None},
@@ -101,8 +115,8 @@ def event_view(event: CaseEvent) -> dict[str, Any]:
         "from_state": str(event.from_state) if event.from_state else None,
         "to_state": str(event.to_state),
         "actor": str(event.actor),
-        "reason": event.reason,
-        "data": dict(event.data),
+        "reason": mask_text(event.reason),  # free text a clerk typed may hold a number
+        "data": mask_value(dict(event.data)),
     }
 
 

@@ -72,3 +72,17 @@ def test_the_bundle_carries_the_wsdl_the_sector_publishes() -> None:
     published = Path(__file__).parents[1] / "adapters" / "simulators" / "social_security.wsdl"
     assert filecmp.cmp(shipped, published, shallow=False)
 
+
+
+def test_logging_writes_to_the_current_stderr_not_a_closed_one(monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    swapped = io.StringIO()
+    monkeypatch.setattr("sys.stderr", swapped)
+    configure_logging("info")
+    swapped.close()  # a CLI runner's stream, gone when it finishes
+    monkeypatch.undo()
+    structlog.get_logger().info("after the swap", phone="13847100001")
+    written = capsys.readouterr().err
+    assert "after the swap" in written and "138****0001" in written and "13847100001" not in written

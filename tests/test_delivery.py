@@ -76,7 +76,7 @@ def test_an_outage_that_recovers_within_the_retry_policy_loses_nothing(
     case_no = submit(gateway)
     drain(gateway, lambda: state(gateway, case_no) == "approved")
     assert simulator.counters["cases_created"] == 1
-    with UnitOfWork(gateway.engine, read_only=True) as uow:
+    with UnitOfWork(gateway.engine, gateway.service.personal, read_only=True) as uow:
         assert uow.dead_letters.list() == []
 
 
@@ -87,7 +87,7 @@ def test_an_outage_that_outlasts_the_retries_becomes_a_dead_letter_and_the_case_
     case_no = submit(gateway)
     drain(gateway, lambda: outbox_statuses(gateway) == [("submit_case", "dead")])
     assert state(gateway, case_no) == "accepted"  # not lost: still accepted, visible to operators
-    with UnitOfWork(gateway.engine, read_only=True) as uow:
+    with UnitOfWork(gateway.engine, gateway.service.personal, read_only=True) as uow:
         [letter] = uow.dead_letters.list()
     assert (letter.case_no, letter.error_class, letter.attempts) == (case_no, "sector_fault", 3)
     assert "503" in letter.error_message
@@ -95,6 +95,7 @@ def test_an_outage_that_outlasts_the_retries_becomes_a_dead_letter_and_the_case_
     assert simulator.counters["raw_requests"] == 3 and simulator.counters["cases_created"] == 0
     listing = subprocess.run([str(Path(sys.executable).with_name("yiwang")), "ops", "dead-letters"],
                              env={**os.environ, "YIWANG_DATABASE_URL": gateway.settings.db_url,
+                                  "YIWANG_VAR_DIR": str(gateway.settings.var_dir),  # the master key
                                   "COLUMNS": "250"}, capture_output=True, text=True, timeout=60)
     assert listing.returncode == 0, listing.stderr
     assert case_no in listing.stdout and "sector_fault" in listing.stdout
@@ -107,7 +108,7 @@ def test_a_hostile_or_malformed_answer_is_rejected_not_retried(
     simulator.set_fault(mode)
     case_no = submit(gateway)
     drain(gateway, lambda: outbox_statuses(gateway) == [("submit_case", "dead")])
-    with UnitOfWork(gateway.engine, read_only=True) as uow:
+    with UnitOfWork(gateway.engine, gateway.service.personal, read_only=True) as uow:
         [letter] = uow.dead_letters.list()
     assert letter.error_class == "validation" and letter.attempts == 1
     assert simulator.counters["raw_requests"] == 1

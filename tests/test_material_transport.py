@@ -91,7 +91,7 @@ class Setup:
         return str(self.gateway.service.get(case_no).state)
 
     def dead_letters(self) -> list[Any]:
-        with UnitOfWork(self.gateway.engine, read_only=True) as uow:
+        with UnitOfWork(self.gateway.engine, self.gateway.service.personal, read_only=True) as uow:
             return list(uow.dead_letters.list())
 
 

@@ -182,7 +182,9 @@ RACER = textwrap.dedent(
     from gateway.catalogue import DEFAULT_CATALOGUE, Catalogue
     from gateway.domain.case import Actor, ActorKind, Applicant, SubmittedMaterial
     from gateway.domain.clock import SystemClock
+    from certstore.keyring import FieldSealer, MasterKeys
     from gateway.persistence.blind_index import BlindIndex
+    from gateway.persistence.personal_data import PersonalData
     from gateway.persistence.engine import make_engine
     from gateway.services import CaseService, SubmitCase
 
@@ -190,7 +192,8 @@ RACER = textwrap.dedent(
     engine = make_engine(url)
     catalogue = Catalogue(engine)
     catalogue.seed_if_empty(DEFAULT_CATALOGUE)
-    service = CaseService(engine, catalogue, load_calendar(), SystemClock(), BlindIndex(b"k" * 32))
+    service = CaseService(engine, catalogue, load_calendar(), SystemClock(),
+                          PersonalData(BlindIndex(b"k" * 32), FieldSealer(MasterKeys.parse("t:" + "A" * 43 + "="))))
     command = SubmitCase("12150200MB1A00010L3000805001000", Applicant("王建国", "111", "150203198503120039"),
                          (SubmittedMaterial("居民身份证"),), {"insured_months": 36, "separation_date": "2026-10-31"})
     time.sleep(max(0.0, start_at - time.time()))

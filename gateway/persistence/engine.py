@@ -39,6 +39,8 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")  # safe with WAL: a crash loses no committed transaction
+    # Freed pages are zeroed: a sealed value replaced or a row deleted leaves no old bytes in the file.
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
 
 

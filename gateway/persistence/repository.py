@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import date, datetime
 from enum import Enum
@@ -30,6 +30,9 @@ from gateway.domain.clock import as_utc
 from gateway.domain.deadline import Deadline, DeadlineKind
 from gateway.domain.matter import TimeUnit
 from gateway.persistence import tables as t
+from gateway.persistence.personal_data import SEALED_COLUMNS, PersonalData
+
+SEALED_CASE_COLUMNS = SEALED_COLUMNS["cases"][1]  # written sealed, read opened (see personal_data.py)
 
 
 def idempotency_key(case_no: str, task_id: str, operation: str) -> str:
@@ -42,9 +45,9 @@ class StaleCase(Exception):
 
 
 class CaseRepository:
-    def __init__(self, conn: Connection, blind_index: Callable[[str], str]) -> None:
+    def __init__(self, conn: Connection, personal: PersonalData) -> None:
         self._conn = conn
-        self._blind_index = blind_index
+        self._personal = personal
 
     def add(self, case: Case, now: datetime) -> None:
         case.version = 1
@@ -59,11 +62,12 @@ class CaseRepository:
         tasks = self._conn.execute(
             select(t.case_tasks).where(t.case_tasks.c.case_no == case_no).order_by(t.case_tasks.c.task_id)
         ).mappings()
-        return _case_from_row(row, self.events(case_no), [_task_from_row(r) for r in tasks])
+        opened = {**row, **{c: self._personal.open(row[c], f"cases.{c}") for c in SEALED_CASE_COLUMNS}}
+        return _case_from_row(opened, self.events(case_no), [self._task_from_row(r) for r in tasks])
 
     def events(self, case_no: str) -> list[CaseEvent]:
         query = select(t.case_events).where(t.case_events.c.case_no == case_no).order_by(t.case_events.c.seq)
-        return [_event_from_row(r) for r in self._conn.execute(query).mappings()]
+        return [self._event_from_row(r) for r in self._conn.execute(query).mappings()]
 
     def save(self, case: Case, now: datetime) -> None:
         """Store the case's changes; fail if it changed underneath us (optimistic concurrency)."""
@@ -80,7 +84,7 @@ class CaseRepository:
 
     def for_applicant(self, id_number: str, limit: int = 100) -> list[str]:
         """"My cases": the case numbers of one applicant, newest first, found by the blind index."""
-        query = (select(t.cases.c.case_no).where(t.cases.c.applicant_index == self._blind_index(id_number))
+        query = (select(t.cases.c.case_no).where(t.cases.c.applicant_index == self._personal.index(id_number))
                  .order_by(t.cases.c.created_at.desc()).limit(limit))
         return list(self._conn.execute(query).scalars())
 
@@ -115,14 +119,51 @@ class CaseRepository:
     def _store_tasks(self, case: Case) -> None:
         self._conn.execute(delete(t.case_tasks).where(t.case_tasks.c.case_no == case.case_no))
         if case.tasks:
-            self._conn.execute(insert(t.case_tasks), [{"case_no": case.case_no, **_plain(task)} for task in case.tasks])
+            self._conn.execute(insert(t.case_tasks), [self._task_row(case.case_no, task) for task in case.tasks])
 
     def _store_new_events(self, case: Case) -> None:
         if case.new_events:
-            self._conn.execute(insert(t.case_events), [_event_row(case.case_no, e) for e in case.new_events])
+            self._conn.execute(insert(t.case_events), [self._event_row(case.case_no, e) for e in case.new_events])
             case.new_events.clear()
 
     def _case_row(self, case: Case) -> dict[str, Any]:
+        row = self._plain_case_row(case)
+        return {**row, **{c: self._personal.seal(row[c], f"cases.{c}") for c in SEALED_CASE_COLUMNS}}
+
+    def _task_row(self, case_no: str, task: Task) -> dict[str, Any]:
+        row = {"case_no": case_no, **_plain(task)}
+        return {**row, "opinion": self._personal.seal(row["opinion"], "case_tasks.opinion")}
+
+    def _task_from_row(self, r: Mapping[str, Any]) -> Task:
+        return Task(r["task_id"], r["department"], r["credit_code"], r["sector"], r["lead"], TaskState(r["state"]),
+                    r["sector_ref"], self._personal.open(r["opinion"], "case_tasks.opinion"))
+
+    def _event_row(self, case_no: str, e: CaseEvent) -> dict[str, Any]:
+        return {
+            "case_no": case_no,
+            "seq": e.seq,
+            "at": e.at,
+            "trigger": e.trigger,
+            "from_state": e.from_state,
+            "to_state": e.to_state,
+            "actor": str(e.actor),
+            "reason": self._personal.seal(e.reason, "case_events.reason"),
+            "data": self._personal.seal(dict(e.data), "case_events.data"),
+        }
+
+    def _event_from_row(self, r: Mapping[str, Any]) -> CaseEvent:
+        return CaseEvent(
+            seq=r["seq"],
+            at=as_utc(r["at"]),
+            trigger=Trigger(r["trigger"]),
+            from_state=CaseState(r["from_state"]) if r["from_state"] else None,
+            to_state=CaseState(r["to_state"]),
+            actor=Actor.parse(r["actor"]),
+            reason=self._personal.open(r["reason"], "case_events.reason"),
+            data=self._personal.open(r["data"], "case_events.data"),
+        )
+
+    def _plain_case_row(self, case: Case) -> dict[str, Any]:
         return {
             "case_no": case.case_no,
             "matter_code": case.matter_code,
@@ -131,7 +172,7 @@ class CaseRepository:
             "channel": case.channel,
             "region_code": case.region_code,
             "applicant": _plain(case.applicant),
-            "applicant_index": self._blind_index(case.applicant.id_number),
+            "applicant_index": self._personal.index(case.applicant.id_number),
             "agent": _plain(case.agent),
             "green_channel": list(case.green_channel),
             "materials": [_plain(m) for m in case.materials],
@@ -202,38 +243,6 @@ def _certificate(data: Mapping[str, Any] | None) -> Certificate | None:
         return None
     valid_until = date.fromisoformat(data["valid_until"]) if data.get("valid_until") else None
     return Certificate(data["name"], data["number"], data["issuer"], valid_until)
-
-
-def _task_from_row(r: Mapping[str, Any]) -> Task:
-    return Task(r["task_id"], r["department"], r["credit_code"], r["sector"], r["lead"], TaskState(r["state"]),
-                r["sector_ref"], r["opinion"])
-
-
-def _event_row(case_no: str, e: CaseEvent) -> dict[str, Any]:
-    return {
-        "case_no": case_no,
-        "seq": e.seq,
-        "at": e.at,
-        "trigger": e.trigger,
-        "from_state": e.from_state,
-        "to_state": e.to_state,
-        "actor": str(e.actor),
-        "reason": e.reason,
-        "data": dict(e.data),
-    }
-
-
-def _event_from_row(r: Mapping[str, Any]) -> CaseEvent:
-    return CaseEvent(
-        seq=r["seq"],
-        at=as_utc(r["at"]),
-        trigger=Trigger(r["trigger"]),
-        from_state=CaseState(r["from_state"]) if r["from_state"] else None,
-        to_state=CaseState(r["to_state"]),
-        actor=Actor.parse(r["actor"]),
-        reason=r["reason"],
-        data=r["data"],
-    )
 
 
 @dataclass(frozen=True)
@@ -361,8 +370,9 @@ class DeadLetter:
 
 
 class DeadLetterRepository:
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, personal: PersonalData) -> None:
         self._conn = conn
+        self._personal = personal
 
     def add(self, message: OutboxMessage, error_class: str, error_message: str, attempts: int,
             rendered_request: Any, now: datetime) -> None:
@@ -374,9 +384,9 @@ class DeadLetterRepository:
                 operation=message.operation,
                 idempotency_key=message.idempotency_key,
                 error_class=error_class,
-                error_message=error_message,
+                error_message=self._personal.seal(error_message, "dead_letters.error_message"),
                 attempts=attempts,
-                rendered_request=rendered_request,
+                rendered_request=self._personal.seal(rendered_request, "dead_letters.rendered_request"),
                 status="dead",
                 created_at=now,
             )
@@ -386,10 +396,15 @@ class DeadLetterRepository:
         query = select(t.dead_letters).order_by(t.dead_letters.c.id.desc()).limit(limit)
         if case_no is not None:
             query = query.where(t.dead_letters.c.case_no == case_no)
-        return [
-            DeadLetter(**{**row, "created_at": as_utc(row["created_at"])})
-            for row in self._conn.execute(query).mappings()
-        ]
+        return [self._from_row(row) for row in self._conn.execute(query).mappings()]
+
+    def _from_row(self, row: Mapping[str, Any]) -> DeadLetter:
+        return DeadLetter(**{
+            **row,
+            "created_at": as_utc(row["created_at"]),
+            "error_message": self._personal.open(row["error_message"], "dead_letters.error_message"),
+            "rendered_request": self._personal.open(row["rendered_request"], "dead_letters.rendered_request"),
+        })
 
 
 @dataclass(frozen=True)
@@ -403,14 +418,16 @@ class StoredResponse:
 class IdempotencyRepository:
     """Remembers the first answer to each Idempotency-Key, in the same transaction as the case."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, personal: PersonalData) -> None:
         self._conn = conn
+        self._personal = personal
 
     def get(self, key: str) -> StoredResponse | None:
         row = self._conn.execute(select(t.idempotency_keys).where(t.idempotency_keys.c.key == key)).mappings().first()
         if row is None:
             return None
-        return StoredResponse(row["request_hash"], row["case_no"], row["status_code"], row["response"])
+        return StoredResponse(row["request_hash"], row["case_no"], row["status_code"],
+                              self._personal.open(row["response"], "idempotency_keys.response"))
 
     def add(self, key: str, stored: StoredResponse, now: datetime) -> None:
         self._conn.execute(
@@ -419,7 +436,7 @@ class IdempotencyRepository:
                 request_hash=stored.request_hash,
                 case_no=stored.case_no,
                 status_code=stored.status_code,
-                response=dict(stored.response),
+                response=self._personal.seal(dict(stored.response), "idempotency_keys.response"),
                 created_at=now,
             )
         )

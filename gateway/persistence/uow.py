@@ -6,7 +6,6 @@ its outbox rows, the idempotency record — commits together or not at all (inva
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from types import TracebackType
 
 from sqlalchemy import Connection, Engine
@@ -22,6 +21,7 @@ from gateway.persistence import (  # noqa: F401
     material_tables,
 )
 from gateway.persistence.engine import READ_ONLY
+from gateway.persistence.personal_data import NoPersonalData, PersonalData
 from gateway.persistence.repository import (
     CaseRepository,
     DeadLetterRepository,
@@ -36,10 +36,9 @@ class UnitOfWork:
     dead_letters: DeadLetterRepository
     idempotency: IdempotencyRepository
 
-    def __init__(self, engine: Engine, blind_index: Callable[[str], str] | None = None, *,
-                 read_only: bool = False) -> None:
+    def __init__(self, engine: Engine, personal: PersonalData | None = None, *, read_only: bool = False) -> None:
         self._engine = engine
-        self._blind_index = blind_index
+        self._personal: PersonalData = personal or NoPersonalData()  # type: ignore[assignment]
         self._read_only = read_only
 
     def __enter__(self) -> UnitOfWork:
@@ -48,10 +47,10 @@ class UnitOfWork:
             conn = conn.execution_options(**{READ_ONLY: True})
         self._conn = conn
         self._tx = conn.begin()
-        self.cases = CaseRepository(conn, self._blind_index or _no_blind_index)
+        self.cases = CaseRepository(conn, self._personal)
         self.outbox = OutboxRepository(conn)
-        self.dead_letters = DeadLetterRepository(conn)
-        self.idempotency = IdempotencyRepository(conn)
+        self.dead_letters = DeadLetterRepository(conn, self._personal)
+        self.idempotency = IdempotencyRepository(conn, self._personal)
         return self
 
     def commit(self) -> None:
@@ -64,10 +63,6 @@ class UnitOfWork:
         if self._tx.is_active:
             self._tx.rollback()
         self._conn.close()
-
-
-def _no_blind_index(_: str) -> str:
-    raise RuntimeError("this unit of work was opened without the blind-index key; cases need it")
 
 
 def create_schema(engine: Engine) -> None:
