@@ -9,30 +9,42 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
 from adapters.bundle import Bundle
 from adapters.registry import RegisteredAdapter, build_adapter
 from adapters.resilience import RetryPolicy
+from adapters.secrets import use_vault
+from certstore.credentials import CredentialSource
 from certstore.keyring import FieldSealer
-from gateway import api_adapters, api_catalogue, api_material_links, api_materials
+from certstore.store import CertStore
+from certstore.signing import load_or_create_signing_key, rewrap_signing_key
+from gateway import api_adapters, api_approvals, api_audit, api_catalogue, api_identities, api_material_links, api_materials
+from gateway import api_certs, metrics
 from gateway.api import BodyLimit, health, install_error_handlers, router
+from gateway.approvals import Approvals
+from gateway.rate_limits import rate_limiter
 from gateway.bundles import BundleStore
 from gateway.calendar_file import load_calendar
+from gateway.cert_vault import ExpiryWatch, open_cert_store
 from gateway.catalogue import Catalogue
 from gateway.config import Settings
 from gateway.dispatch import Dispatcher, DispatchSettings
 from gateway.domain.clock import Clock, SystemClock
 from gateway.identities import ApiKeyStore
+from gateway.ledger import Ledger
 from gateway.live_registry import LiveRegistry
 from gateway.material_links import MaterialLinks, MaterialTransport
 from gateway.materials import MaterialStore
 from gateway.persistence.blind_index import BlindIndex, load_or_create_key
 from gateway.persistence.engine import make_engine
+from gateway.persistence.personal_data import PersonalData, reseal_all
 from gateway.persistence.uow import create_schema
 from gateway.sector_calls import NonceLedger, SectorCalls
 from gateway.services import CaseService
 
+LEDGER_KEY_FILE = "ledger-signing.key"  # under the var dir, sealed with the master key
 MATERIALS_PATH = "/v1/materials"
 BUNDLES_PATH = "/v1/adapters/bundles"
 CALLBACKS_PREFIX = "/callbacks/"
@@ -54,6 +66,10 @@ class Gateway:
     dispatcher: Dispatcher
     material_links: MaterialLinks
     sealer: FieldSealer  # seals personal data at rest (certstore.keyring)
+    ledger: Ledger  # the tamper-evident audit and message logs
+    certs: CertStore  # keys, certificates and bundle secrets, sealed at rest; the adapters' CredentialSource
+    metrics: CollectorRegistry  # served at GET /metrics
+    expiry: ExpiryWatch  # certificate expiry warnings, on the dispatcher's clock tick
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -71,6 +87,7 @@ class Gateway:
 
     def close(self) -> None:
         self.stop_dispatcher()
+        self.ledger.close()  # signs the logs' unsigned tails: a clean shutdown leaves nothing to cut off unseen
         self.engine.dispose()
 
 
@@ -89,15 +106,19 @@ def build_gateway(settings: Settings, clock: Clock | None = None) -> Gateway:
     catalogue.seed_if_empty(settings.catalogue)
     materials = MaterialStore(engine, settings.var_dir / "materials", max_bytes=settings.max_material_bytes)
     sealer = FieldSealer(settings.master_keys(), settings.field_cipher)
-    blind_index = BlindIndex(load_or_create_key(settings.var_dir / "blind-index.key", settings.blind_index_key))
+    personal = personal_data(settings, sealer)
     links = MaterialLinks(load_or_create_key(settings.var_dir / "material-link.key", settings.material_link_key),
                           settings.public_url, clock, settings.material_link_ttl_s)
     transport = MaterialTransport(materials, links, settings.max_inline_material_bytes)
     bundles = BundleStore(engine, clock)
-    build = adapter_builder(settings)
+    certs = open_cert_store(engine, settings, clock)
+    use_vault(certs.secret)  # bundles' `vault:NAME` secret references resolve from the store
+    metrics_registry = CollectorRegistry()
+    expiry = ExpiryWatch(certs, metrics_registry)
+    build = adapter_builder(settings, credentials=certs)  # bundles' cert:NAME references resolve from the store
     registry = LiveRegistry(bundles, settings.var_dir / "bundle-cache", build,
                             refresh_s=settings.registry_refresh_ms / 1000)
-    service = CaseService(engine, catalogue, load_calendar(settings.calendar), clock, blind_index,
+    service = CaseService(engine, catalogue, load_calendar(settings.calendar), clock, personal,
                           material_exists=materials.missing, warn_days=settings.warn_days,
                           supplement_days=settings.supplement_days, router=registry.route)
     dispatch = DispatchSettings(
@@ -105,18 +126,50 @@ def build_gateway(settings: Settings, clock: Clock | None = None) -> Gateway:
         poll_interval=timedelta(milliseconds=settings.poll_interval_ms) if settings.poll_interval_ms else None,
         clock_interval=timedelta(milliseconds=settings.clock_interval_ms),
     )
-    calls = SectorCalls(registry, bundles, service, build, NonceLedger(engine, clock))
+    ledger = build_ledger(settings, engine, sealer, clock)
+    ledger.start()
+    calls = SectorCalls(registry, bundles, service, build, NonceLedger(engine, clock), messages=ledger)
     return Gateway(settings, engine, catalogue, ApiKeyStore(engine), materials, service, bundles, registry, calls,
-                   Dispatcher(service, registry, dispatch, transport), links, sealer)
+                   Dispatcher(service, registry, dispatch, transport, messages=ledger,
+                              chores=[(expiry.check, "certificate expiry check failed")]),
+                   links, sealer, ledger, certs=certs, metrics=metrics_registry, expiry=expiry)
 
 
-def adapter_builder(settings: Settings) -> Callable[[Bundle], RegisteredAdapter]:
-    """How this deployment builds a bundle's adapter: its environment's endpoint (or an override)."""
+def build_ledger(settings: Settings, engine: Engine, sealer: FieldSealer, clock: Clock | None = None) -> Ledger:
+    """The audit and message logs of this process, signing checkpoints with the key sealed in the var dir."""
+    signer = load_or_create_signing_key(settings.var_dir / LEDGER_KEY_FILE, settings.master_keys())
+    return Ledger(engine, sealer, signer, digest_name=settings.digest, clock=clock,
+                  checkpoint_every=settings.checkpoint_every, checkpoint_ms=settings.checkpoint_ms)
+
+
+def rewrap_beyond_the_store(settings: Settings) -> str:
+    """After a master-key rotation, what the certificate store does not hold: personal data in rows is
+    re-sealed and the logs' signing key re-wrapped under the current master key."""
+    engine = open_database(settings)
+    try:
+        rows = reseal_all(engine, FieldSealer(settings.master_keys(), settings.field_cipher))
+    finally:
+        engine.dispose()
+    signing_key = rewrap_signing_key(settings.var_dir / LEDGER_KEY_FILE, settings.master_keys())
+    return f"re-sealed personal data in {rows} row(s)" + ("; re-wrapped the logs' signing key" if signing_key else "")
+
+
+def personal_data(settings: Settings, sealer: FieldSealer | None = None) -> PersonalData:
+    """The keys personal data rests under: the field sealer and the blind index."""
+    index = BlindIndex(load_or_create_key(settings.var_dir / "blind-index.key", settings.blind_index_key))
+    return PersonalData(index, sealer or FieldSealer(settings.master_keys(), settings.field_cipher))
+
+
+def adapter_builder(settings: Settings, credentials: CredentialSource | None = None
+                    ) -> Callable[[Bundle], RegisteredAdapter]:
+    """How this deployment builds a bundle's adapter: its environment's endpoint (or an override), its
+    certificates (mTLS, signatures) from `credentials`."""
     retry = _retry_override(settings)
 
     def build(bundle: Bundle) -> RegisteredAdapter:
         return build_adapter(bundle, environment=settings.environment,
-                             endpoint=settings.sector_endpoints.get(bundle.sector), retry_override=retry)
+                             endpoint=settings.sector_endpoints.get(bundle.sector), retry_override=retry,
+                             credentials=credentials)
 
     return build
 
@@ -145,6 +198,12 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.state.registry = gateway.registry
     app.state.sector_calls = gateway.sector_calls
     app.state.material_links = gateway.material_links
+    app.state.ledger = gateway.ledger
+    app.state.certs = gateway.certs
+    app.state.metrics = gateway.metrics
+    app.state.approvals = Approvals(gateway.engine, gateway.service.clock)
+    app.state.four_eyes = gateway.settings.four_eyes
+    app.state.rate_limiter = rate_limiter(gateway.settings.rate_limit_per_s, gateway.settings.rate_limit_burst)
     app.include_router(health)
     app.include_router(api_catalogue.router)
     app.include_router(router)
@@ -152,12 +211,22 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.include_router(api_adapters.router)
     app.include_router(api_adapters.callbacks)
     app.include_router(api_material_links.router)
+    app.include_router(api_identities.router)
+    app.include_router(api_approvals.router)
+    app.include_router(api_audit.router)
+    app.include_router(api_certs.router)
+    app.include_router(metrics.router)
     install_error_handlers(app)
     api_catalogue.install_catalogue_error_handlers(app)
     api_materials.install_material_error_handlers(app)
     api_adapters.install_adapter_error_handlers(app)
     api_material_links.install_material_link_error_handlers(app)
+    api_identities.install_access_error_handlers(app)
+    api_approvals.install_approval_error_handlers(app)
+    api_audit.install_audit_error_handlers(app)
+    api_certs.install_cert_error_handlers(app)
     # Uploads and bundles stream with limits of their own; callbacks are capped where they are read.
     app.add_middleware(BodyLimit, max_bytes=gateway.settings.max_body_bytes,
                        exempt=frozenset({MATERIALS_PATH, BUNDLES_PATH}))
+    app.add_middleware(api_audit.AuditTrail, ledger=gateway.ledger)  # outermost: refused bodies are audited too
     return app

@@ -5,23 +5,39 @@ from __future__ import annotations
 import importlib
 import os
 import signal
-from typing import Annotated
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
 import threading
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from gateway.app import build_gateway, create_app, open_database
+from certstore.algorithms import CryptoError
+from certstore.keyring import FieldSealer
+from certstore.store import CertStore
+from gateway.app import (
+    build_gateway,
+    build_ledger,
+    create_app,
+    open_database,
+    personal_data,
+    rewrap_beyond_the_store,
+)
 from gateway.bundles import BundleStore
 from gateway.catalogue import Catalogue
+from gateway.cert_vault import open_cert_store
 from gateway.cli_adapters import make_adapters_app
+from gateway.cli_audit import audit_commands, cli_actor, make_audit_app
 from gateway.cli_catalogue import make_catalogue_app
+from gateway.cli_certs import make_certs_app
 from gateway.cli_keys import make_keys_app
 from gateway.config import ConfigError, Settings
 from gateway.demo import run_demo
 from gateway.domain.clock import SystemClock
 from gateway.identities import ApiKeyStore
+from gateway.ledger import Ledger
 from gateway.logs import configure_logging
 from gateway.persistence.uow import UnitOfWork
 from gateway.serving import serve_forever
@@ -29,15 +45,50 @@ from gateway.serving import serve_forever
 app = typer.Typer(help="Yiwang (一网) integration gateway.", no_args_is_help=True)
 ops = typer.Typer(help="Operators' tools.", no_args_is_help=True)
 simulators = typer.Typer(help="Sector simulators for development, tests and rehearsal.", no_args_is_help=True)
+
+
+@contextmanager
+def _open_ledger() -> Iterator[Ledger]:
+    settings = _settings()
+    engine = open_database(settings)
+    ledger = build_ledger(settings, engine, FieldSealer(settings.master_keys(), settings.field_cipher))
+    try:
+        yield ledger
+    finally:
+        ledger.close()  # signs this command's records
+        engine.dispose()
+
+
+def _audit(action: str, subject: str | None, detail: dict[str, Any], outcome: str) -> None:
+    """The audit record of an admin command. Written after it ran: if it cannot be, say so loudly."""
+    try:
+        with _open_ledger() as ledger:
+            ledger.audit(cli_actor(), action, subject, detail, outcome=outcome)
+    except Exception as exc:  # noqa: BLE001 - typer.Exit from bad settings too
+        console.print(f"[yellow]warning:[/yellow] the audit record of `{action}` was not written: {exc}")
+
+
 app.add_typer(ops, name="ops")
 app.add_typer(simulators, name="simulators")
-app.add_typer(make_keys_app(lambda: ApiKeyStore(open_database(_settings()))), name="keys")
-app.add_typer(make_catalogue_app(lambda: Catalogue(open_database(_settings()))), name="catalogue")
-app.add_typer(make_adapters_app(lambda: BundleStore(open_database(_settings()), SystemClock()),
-                                lambda: build_gateway(_settings()).sector_calls), name="adapters")
+app.add_typer(audit_commands(make_keys_app(lambda: ApiKeyStore(open_database(_settings()))), "keys", _audit),
+              name="keys")
+app.add_typer(audit_commands(make_catalogue_app(lambda: Catalogue(open_database(_settings())),
+                                                lambda: _settings().four_eyes), "catalogue", _audit),
+              name="catalogue")
+app.add_typer(audit_commands(make_adapters_app(lambda: BundleStore(open_database(_settings()), SystemClock()),
+                                               lambda: build_gateway(_settings()).sector_calls,
+                                               lambda: _settings().four_eyes), "adapters", _audit),
+              name="adapters")
+app.add_typer(make_audit_app(_open_ledger), name="audit")
+certs_app = make_certs_app(lambda: _cert_store(_settings()), lambda: rewrap_beyond_the_store(_settings()))
+app.add_typer(audit_commands(certs_app, "certs", _audit), name="certs")
 SIMULATORS = {"social_security": "social_security", "housing_fund": "housing_fund",
               "civil_affairs": "civil_affairs", "public_security": "public_security"}
 console = Console(width=None if Console().is_terminal else 140)  # CI logs are wide enough for the timelines
+
+
+def _cert_store(settings: Settings) -> CertStore:
+    return open_cert_store(open_database(settings), settings, SystemClock())
 
 
 def _settings() -> Settings:
@@ -99,9 +150,14 @@ def run_simulator(
 @ops.command("dead-letters")
 def dead_letters(case_no: str | None = None, limit: int = 50) -> None:
     """List dead letters: messages that outlasted their retry policy."""
-    engine = open_database(_settings())
-    with UnitOfWork(engine, read_only=True) as uow:
-        letters = uow.dead_letters.list(case_no=case_no, limit=limit)
+    settings = _settings()
+    engine = open_database(settings)
+    try:
+        with UnitOfWork(engine, personal_data(settings), read_only=True) as uow:
+            letters = uow.dead_letters.list(case_no=case_no, limit=limit)
+    except CryptoError as exc:
+        console.print(f"[red]{exc}: is YIWANG_MASTER_KEY (or YIWANG_VAR_DIR) the one the data was written with?")
+        raise typer.Exit(2) from exc
     table = Table("id", "case", "sector", "operation", "class", "attempts", "error", title="dead letters")
     for d in letters:
         table.add_row(str(d.id), d.case_no, d.sector, d.operation, d.error_class, str(d.attempts),

@@ -44,10 +44,17 @@ class Settings:
     retry_max_ms: int | None = None
     log_level: str = "info"
     log_format: str = "console"  # or "json"
+    four_eyes: bool = False  # activating a bundle or publishing a guide waits for a second identity
+    rate_limit_per_s: float | None = None  # per identity, in each process; None: no limit
+    rate_limit_burst: int | None = None  # default: twice the rate
     master_key: str | None = field(default=None, repr=False)  # `id:base64,...`, first current; see certstore/keyring
     master_key_file: Path | None = None  # the same, one per line; default: a development key under var_dir
     field_cipher: str = "aes-256-gcm"  # or "sm4-gcm": how personal data is sealed at rest
     digest: str = "sha256"  # or "sm3": hash chains of the audit and message logs
+    cert_overlap_days: float = 7  # a rotated-out certificate stays trusted this long (certstore.store)
+    cert_refresh_ms: int = 2000  # a certificate rotation reaches every process within this of its next use
+    checkpoint_every: int = 1000  # the audit and message logs sign their chains' heads every this many records
+    checkpoint_ms: int = 60_000  # ... and at least this often while records come
 
     def master_keys(self) -> MasterKeys:
         env = {"YIWANG_MASTER_KEY": self.master_key or "",
@@ -94,11 +101,19 @@ class Settings:
                 log_level=_choice("YIWANG_LOG_LEVEL", get("YIWANG_LOG_LEVEL", "info").lower(),
                                   ("debug", "info", "warning", "error")),
                 log_format=_choice("YIWANG_LOG_FORMAT", get("YIWANG_LOG_FORMAT", "console"), ("console", "json")),
+                four_eyes=_choice("YIWANG_FOUR_EYES", get("YIWANG_FOUR_EYES", "0"), ("0", "1")) == "1",
+                rate_limit_per_s=_optional_positive_float("YIWANG_RATE_LIMIT_PER_S", get("YIWANG_RATE_LIMIT_PER_S")),
+                rate_limit_burst=(_positive("YIWANG_RATE_LIMIT_BURST", burst)
+                                  if (burst := get("YIWANG_RATE_LIMIT_BURST")) else None),
                 master_key=get("YIWANG_MASTER_KEY") or None,
                 master_key_file=Path(get("YIWANG_MASTER_KEY_FILE")) if get("YIWANG_MASTER_KEY_FILE") else None,
                 field_cipher=_choice("YIWANG_FIELD_CIPHER", get("YIWANG_FIELD_CIPHER", "aes-256-gcm"),
                                      tuple(CIPHERS)),
                 digest=_choice("YIWANG_DIGEST", get("YIWANG_DIGEST", "sha256"), tuple(DIGESTS)),
+                cert_overlap_days=float(get("YIWANG_CERT_OVERLAP_DAYS", "7")),
+                cert_refresh_ms=int(get("YIWANG_CERT_REFRESH_MS", "2000")),
+                checkpoint_every=_positive("YIWANG_CHECKPOINT_EVERY", get("YIWANG_CHECKPOINT_EVERY", "1000")),
+                checkpoint_ms=_positive("YIWANG_CHECKPOINT_MS", get("YIWANG_CHECKPOINT_MS", "60000")),
             )
         except ValueError as exc:
             raise ConfigError(f"invalid setting: {exc}") from exc
@@ -129,6 +144,15 @@ def _url(name: str, value: str) -> str:
     if not value.startswith(("http://", "https://")):
         raise ConfigError(f"{name} must be an http:// or https:// URL, not {value!r}")
     return value.rstrip("/")
+
+
+def _optional_positive_float(name: str, value: str | None) -> float | None:
+    if not value:
+        return None
+    number = float(value)
+    if not number > 0:  # also refuses nan
+        raise ConfigError(f"{name} must be a positive number, not {value!r}")
+    return number
 
 
 def _positive(name: str, value: str) -> int:

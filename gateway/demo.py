@@ -44,6 +44,8 @@ from adapters.simulators.social_security import SocialSecuritySimulator
 from gateway.app import Gateway, build_gateway, create_app
 from gateway.auth import Role
 from gateway.config import Settings
+from gateway.persistence.repository import DeadLetter
+from gateway.persistence.uow import UnitOfWork
 from gateway.serving import serve_in_thread
 
 DEMO_DIR = Path("var") / "demo"
@@ -107,6 +109,8 @@ def run_demo(console: Console, base: Settings, fresh: bool = True, timeout_s: fl
         desk = _desk(console, gateway, base_url)
         stack.callback(desk.close)
         ok = _play(console, desk, timeout_s)
+        ok = _outage(console, gateway, systems["social_security"], desk, timeout_s) and ok
+        ok = _logs_intact(console, gateway) and ok
         console.print({s: sim.counters["cases_created"] for s, sim in systems.items()}, "cases applied per sector")
     console.rule("[green]demo succeeded" if ok else "[red]demo failed")
     return ok
@@ -234,6 +238,54 @@ def _public_security(desk: Desk, timeout_s: float) -> str:
     case = _wait(desk.window, case["case_no"], "approved", timeout_s)  # decided by the sector's callback
     _issue_and_deliver(desk, case, {"method": "express", "tracking_no": "SF5550001111"})
     return str(case["case_no"])
+
+
+def _outage(console: Console, gateway: Gateway, sector: SocialSecuritySimulator, desk: Desk,
+            timeout_s: float) -> bool:
+    """7: the social security system is down for longer than its retry policy: the message becomes a
+    dead letter kept for operators, and the case stays accepted; nothing is lost."""
+    title = "7 部门系统故障：社保系统宕机 → 重试用尽 → 死信（运维可见，案件保持已受理）"
+    sector.set_fault("fail")
+    try:
+        case = _submit(desk.hall, {"matter_code": UNEMPLOYMENT, "channel": "mobile",
+                                   "applicant": {"name": "孙晓东", "id_number": "15020519921212001X",
+                                                 "phone": "13514720007"},
+                                   "materials": UNEMPLOYMENT_MATERIALS,
+                                   "form": {"insured_months": 20, "separation_date": "2026-11-10"}})
+        letters = _wait_for_dead_letter(gateway, case["case_no"], timeout_s)
+    except DemoFailed as exc:
+        console.print(f"[red]{title}: {exc}")
+        return False
+    finally:
+        sector.set_fault(None)
+    table = Table("id", "sector", "operation", "class", "attempts", "error", title=f"{title}\n{case['case_no']}",
+                  title_justify="left")
+    for d in letters:
+        table.add_row(str(d.id), d.sector, d.operation, d.error_class, str(d.attempts), d.error_message[:60])
+    state = desk.hall.get(f"/v1/cases/{case['case_no']}").json()["state"]
+    console.print(table, f"case state: {state}   (operators list dead letters: `yiwang ops dead-letters`)\n")
+    return True
+
+
+def _logs_intact(console: Console, gateway: Gateway) -> bool:
+    """What `yiwang audit verify` checks: every record of the audit and message logs still as written."""
+    gateway.ledger.checkpoint()
+    report = gateway.ledger.verify()
+    colour = "green" if report.intact else "red"
+    console.print(f"[{colour}]audit and message logs: {report.records} records in {report.chains} hash chains, "
+                  f"{report.checkpoints} signed checkpoints, {'intact' if report.intact else report.problems}[/]")
+    return report.intact
+
+
+def _wait_for_dead_letter(gateway: Gateway, case_no: str, timeout_s: float) -> list[DeadLetter]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with UnitOfWork(gateway.engine, gateway.service.personal, read_only=True) as uow:
+            letters = list(uow.dead_letters.list(case_no=case_no))
+        if letters:
+            return letters
+        time.sleep(0.1)
+    raise DemoFailed(f"{case_no}: no dead letter after {timeout_s} s")
 
 
 def _queries(console: Console, desk: Desk) -> bool:

@@ -184,6 +184,12 @@ class Keys:
         _, key = gateway.keys.issue("test clerk", [Role.CLERK], department=department)
         return {"Authorization": f"Bearer {key}"}
 
+    @staticmethod
+    def of(gateway: Gateway, *roles: Role, name: str = "test identity", **scope: str) -> dict[str, str]:
+        """Headers of a new identity holding `roles` (scope: department= or sector=)."""
+        _, key = gateway.keys.issue(name, list(roles), **scope)
+        return {"Authorization": f"Bearer {key}"}
+
 
 COMPLETE_APPLICATION: dict[str, Any] = {
     "matter_code": "12150200MB1A00010L3000805001000",  # 失业保险金申领, 5 working days
