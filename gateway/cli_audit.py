@@ -9,11 +9,13 @@ audit record (who, which command, its arguments, how it ended), without the grou
 from __future__ import annotations
 
 import functools
+import json
 import getpass
 import socket
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime
+from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
@@ -21,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway.domain.clock import SHANGHAI, to_shanghai
-from gateway.ledger import AUDIT, MESSAGE, Filters, Ledger, LedgerRecord
+from gateway.ledger import AUDIT, MESSAGE, Anchor, Filters, Ledger, LedgerRecord
 
 BAD_INPUT = 2
 PROBLEMS_FOUND = 1
@@ -41,10 +43,13 @@ def make_audit_app(open_ledger: Callable[[], AbstractContextManager[Ledger]]) ->
     app = typer.Typer(help="The tamper-evident audit and message logs: verify, list, tail.", no_args_is_help=True)
 
     @app.command()
-    def verify() -> None:
+    def verify(anchors: Path | None = typer.Option(
+            None, help="anchors kept outside the database (`yiwang audit anchors`, or JSON log lines of "
+                       "'ledger checkpoint'): catches a whole chain deleted with its checkpoints")) -> None:
         """Check every hash chain and signed checkpoint; name each changed, removed or reordered record."""
+        kept = _anchors(anchors) if anchors is not None else []
         with open_ledger() as ledger:
-            report = ledger.verify()
+            report = ledger.verify(kept)
         summary = f"{report.chains} chains, {report.records} records, {report.checkpoints} checkpoints"
         if report.intact:
             _console().print(f"[green]intact:[/green] {summary}", highlight=False)
@@ -56,6 +61,13 @@ def make_audit_app(open_ledger: Callable[[], AbstractContextManager[Ledger]]) ->
         console.print(table)
         console.print(f"[red]NOT intact:[/red] {summary}", highlight=False)
         raise typer.Exit(PROBLEMS_FOUND)
+
+    @app.command("anchors")
+    def export_anchors() -> None:
+        """Print every signed checkpoint as a JSON line, to keep outside the database (append to WORM storage)."""
+        with open_ledger() as ledger:
+            for anchor in ledger.anchors():
+                print(anchor.to_json())
 
     @app.command("list")
     def list_records(
@@ -116,6 +128,25 @@ def _audited(command: Callable[..., Any], action: str, audit: AuditSink) -> Call
 
 def _secret(name: str) -> bool:
     return any(word in name.lower() for word in SECRET_WORDS)
+
+
+def _anchors(path: Path) -> list[Anchor]:
+    """Anchors from a file of JSON lines; lines of other log events (no `head_hash`) are skipped."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        _fail(f"--anchors: cannot read {path}: {exc.strerror}")
+    kept = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+            if isinstance(data, dict) and "head_hash" in data:
+                kept.append(Anchor.from_json(line))
+        except (ValueError, KeyError, TypeError):
+            _fail(f"--anchors: {path}:{number}: not a JSON anchor line")
+    return kept
 
 
 def _kind(kind: str) -> str:

@@ -83,6 +83,23 @@ class LedgerRecord:
 
 
 @dataclass(frozen=True)
+class Anchor:
+    """A checkpoint's (chain, seq, head hash) as kept outside the database: in shipped logs or a file."""
+
+    chain: str
+    seq: int
+    head_hash: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, line: str) -> Anchor:
+        data = json.loads(line)
+        return cls(str(data["chain"]), int(data["seq"]), str(data["head_hash"]))
+
+
+@dataclass(frozen=True)
 class Problem:
     kind: str  # changed | removed | reordered | forged_checkpoint
     chain: str
@@ -198,6 +215,9 @@ class Ledger:
                     chain=chain.name, seq=chain.seq, head_hash=chain.head, at=at,
                     signature=encode_signature(signature), key_id=self._signer.key_id))
             chain.unsigned = 0
+            # The log line is an anchor outside the database (logs are shipped elsewhere); so is
+            # `yiwang audit anchors`. Either catches a chain deleted together with its checkpoints.
+            log.info("ledger checkpoint", chain=chain.name, seq=chain.seq, head_hash=chain.head)
             return True
 
     def start(self) -> None:
@@ -250,12 +270,20 @@ class Ledger:
 
     # --- verifying --------------------------------------------------------------------------------------
 
-    def verify(self) -> VerifyReport:
+    def anchors(self) -> list[Anchor]:
+        """Every signed checkpoint, to keep outside the database (`yiwang audit anchors`)."""
+        with self._reading() as conn:
+            rows = conn.execute(select(ledger_checkpoints).order_by(ledger_checkpoints.c.id)).mappings().all()
+        return [Anchor(r["chain"], r["seq"], r["head_hash"]) for r in rows]
+
+    def verify(self, anchors: Iterable[Anchor] = ()) -> VerifyReport:
+        """Every chain, checkpoint and (if given) anchor kept outside the database, checked."""
         report = VerifyReport()
         heads: dict[tuple[str, int], LedgerRecord] = {}  # only the records checkpoints name: memory stays small
+        anchors = list(anchors)
         with self._reading() as conn:
             checkpoints = conn.execute(select(ledger_checkpoints).order_by(ledger_checkpoints.c.id)).mappings().all()
-            signed = {(cp["chain"], cp["seq"]) for cp in checkpoints}
+            signed = {(cp["chain"], cp["seq"]) for cp in checkpoints} | {(a.chain, a.seq) for a in anchors}
             rows = conn.execute(select(ledger_records).order_by(ledger_records.c.chain, ledger_records.c.seq)
                                 .execution_options(yield_per=1000))  # streamed: a long log is not held whole
             for chain, records in groupby((_record(r) for r in rows.mappings()), key=lambda r: r.chain):
@@ -267,6 +295,8 @@ class Ledger:
         for checkpoint in checkpoints:
             report.checkpoints += 1
             report.problems.extend(self._check_checkpoint(checkpoint, heads))
+        for anchor in anchors:
+            report.problems.extend(_check_anchor(anchor, heads))
         return report
 
     def _check_checkpoint(self, cp: RowMapping, heads: Mapping[tuple[str, int], LedgerRecord]) -> Iterator[Problem]:
@@ -335,6 +365,16 @@ def _rehash(record: LedgerRecord, algorithm: str) -> str | None:
         return record_hash(asdict(record), algorithm)
     except ValueError:  # an unknown digest name: the hash itself was altered
         return None
+
+
+def _check_anchor(anchor: Anchor, heads: Mapping[tuple[str, int], LedgerRecord]) -> Iterator[Problem]:
+    where = f"the anchor kept outside the database for {anchor.chain} at seq {anchor.seq}"
+    head = heads.get((anchor.chain, anchor.seq))
+    if head is None:
+        yield Problem("removed", anchor.chain, anchor.seq, None, f"{where} names a record that is no longer there")
+    elif head.hash != anchor.head_hash:
+        yield Problem("changed", anchor.chain, anchor.seq, head.id,
+                      f"{where} names another record than the one now there (id {head.id})")
 
 
 def _checkpoint_payload(chain: str, seq: int, head: str, at: datetime) -> bytes:

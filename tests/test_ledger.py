@@ -242,6 +242,29 @@ def opened(ledger: Ledger) -> Iterator[Ledger]:
     yield ledger
 
 
+def test_a_whole_chain_deleted_with_its_checkpoints_is_caught_by_the_anchors_kept_outside(
+    ledger: Ledger, engine: Engine, tmp_path: Path
+) -> None:
+    fill(ledger, 3)
+    ledger.message("social_security", "sent", "submit_case", "C1", "k1", {"x": 1}, "sent")
+    ledger.checkpoint()
+    runner, app = CliRunner(), make_audit_app(lambda: opened(ledger))
+    exported = runner.invoke(app, ["anchors"])
+    assert exported.exit_code == 0 and exported.output.count("head_hash") == 2
+    kept = tmp_path / "anchors.jsonl"
+    kept.write_text(exported.output + '{"event": "delivered", "sector": "social_security"}\n')  # a log line
+    assert runner.invoke(app, ["verify", "--anchors", str(kept)]).exit_code == 0
+
+    [audit_chain] = {r.chain for r in ledger.records(Filters(AUDIT))}
+    tamper(engine, f"DELETE FROM ledger_checkpoints WHERE chain = '{audit_chain}'",
+           f"DELETE FROM ledger_records WHERE chain = '{audit_chain}'")
+    assert ledger.verify().intact  # inside the database nothing is left to show it
+    caught = runner.invoke(app, ["verify", "--anchors", str(kept)])
+    assert caught.exit_code == 1 and "removed" in caught.output and "no longer there" in caught.output
+    (tmp_path / "garbage").write_text("not json\n")
+    assert runner.invoke(app, ["verify", "--anchors", str(tmp_path / "garbage")]).exit_code == 2
+
+
 def test_audit_verify_exits_0_when_intact_1_naming_problems_2_on_bad_input(ledger: Ledger, engine: Engine) -> None:
     runner, app = CliRunner(), make_audit_app(lambda: opened(ledger))
     fill(ledger, 3)
