@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.auth import Identity, NotAllowed, NotAuthenticated, Role, presented_key, require
+from gateway.auth import Identity, NotAllowed, NotAuthenticated, Role, caller, require
 from gateway.domain.case import (
     Actor,
     ActorKind,
@@ -473,8 +473,7 @@ def _guards(dependant: Any) -> Iterator[Any]:
 
 
 def _anonymous(request: Request) -> bool:
-    key = presented_key(request)
-    return not key or request.app.state.keystore.authenticate(key) is None
+    return caller(request) is None
 
 
 class BodyLimit:

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.auth import Identity, NotAllowed, Role, acts_for_sector, presented_key, require
+from gateway.auth import Identity, NotAllowed, Role, acts_for_sector, caller, require
 from gateway.domain.clock import SHANGHAI
 from gateway.ledger import AUDIT, MESSAGE, Direction, Filters, Ledger, LedgerRecord
 from gateway.logs import mask_value as mask
@@ -143,9 +143,8 @@ class AuditTrail:
 
 
 def _presented_identity(scope: Scope) -> Identity | None:
-    """Whose key a refused request presented (`require` names the identity only once it is admitted)."""
-    key = presented_key(Request(scope))
-    return scope["app"].state.keystore.authenticate(key) if key else None  # type: ignore[no-any-return]
+    """Whose key (or certificate) a refused request presented (`require` names only an admitted identity)."""
+    return caller(Request(scope))
 
 
 def _template(scope: Scope) -> str:

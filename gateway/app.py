@@ -22,6 +22,7 @@ from certstore.store import CertStore
 from certstore.signing import load_or_create_signing_key, rewrap_signing_key
 from gateway import api_adapters, api_approvals, api_audit, api_catalogue, api_identities, api_material_links, api_materials
 from gateway import api_certs, metrics
+from gateway.auth import ClientCertificates
 from gateway.api import BodyLimit, health, install_error_handlers, router
 from gateway.approvals import Approvals
 from gateway.rate_limits import rate_limiter
@@ -203,6 +204,9 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.state.metrics = gateway.metrics
     app.state.approvals = Approvals(gateway.engine, gateway.service.clock)
     app.state.four_eyes = gateway.settings.four_eyes
+    app.state.client_certificates = (
+        ClientCertificates(gateway.settings.client_cert_header, gateway.settings.client_cert_proxies)
+        if gateway.settings.client_cert_header else None)
     app.state.rate_limiter = rate_limiter(gateway.settings.rate_limit_per_s, gateway.settings.rate_limit_burst)
     app.include_router(health)
     app.include_router(api_catalogue.router)

@@ -9,11 +9,15 @@ a cache so a request costs no database round trip.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
+from urllib.parse import unquote
 
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from fastapi import Request
 
 
@@ -74,6 +78,8 @@ def acts_for_sector(identity: Identity, sector: str) -> bool:
 class KeyStore(Protocol):
     def authenticate(self, raw_key: str) -> Identity | None: ...
 
+    def authenticate_certificate(self, fingerprint: str) -> Identity | None: ...
+
 
 class NotAuthenticated(Exception):
     """No key, or a key nobody holds (or one revoked)."""
@@ -104,14 +110,48 @@ def presented_key(request: Request) -> str | None:
     return request.headers.get("x-api-key") or None
 
 
+@dataclass(frozen=True)
+class ClientCertificates:
+    """mTLS client certificates as a TLS terminator in front of the gateway passes them on: the PEM,
+    URL-escaped (nginx `$ssl_client_escaped_cert`), in `header`, believed only from `proxies`. The
+    terminator verifies the certificate against the CA; the gateway maps its SHA-256 to an identity."""
+
+    header: str
+    proxies: frozenset[str]
+
+    def fingerprint(self, request: Request) -> str | None:
+        escaped = request.headers.get(self.header)
+        if not escaped or request.client is None or request.client.host not in self.proxies:
+            return None  # a header from anyone else is a claim, not a certificate
+        try:
+            return certificate_fingerprint(unquote(escaped).encode())
+        except ValueError:
+            return None
+
+
+def certificate_fingerprint(pem: bytes) -> str:
+    """SHA-256 of the certificate's DER, hex; ValueError when it is no PEM certificate."""
+    certificate = x509.load_pem_x509_certificate(pem)
+    return hashlib.sha256(certificate.public_bytes(Encoding.DER)).hexdigest()
+
+
+def caller(request: Request) -> Identity | None:
+    """Who is calling: by API key, else (when configured) by a client certificate bound to an identity."""
+    store: KeyStore = request.app.state.keystore
+    key = presented_key(request)
+    if key:
+        return store.authenticate(key)
+    certificates: ClientCertificates | None = getattr(request.app.state, "client_certificates", None)
+    fingerprint = certificates.fingerprint(request) if certificates is not None else None
+    return store.authenticate_certificate(fingerprint) if fingerprint else None
+
+
 def require(*roles: Role) -> Callable[[Request], Identity]:
     """A FastAPI dependency admitting only identities with one of `roles`."""
     admitted = frozenset(roles)
 
     def dependency(request: Request) -> Identity:
-        key = presented_key(request)
-        store: KeyStore = request.app.state.keystore
-        identity = store.authenticate(key) if key else None
+        identity = caller(request)
         if identity is None:
             raise NotAuthenticated("a valid API key is required (Authorization: Bearer <key>)")
         # Every call of a known identity costs a token, refused ones too: probing is not free.

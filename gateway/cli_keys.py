@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -48,6 +49,20 @@ def make_keys_app(open_store: Callable[[], ApiKeyStore]) -> typer.Typer:
         # Plain print: no markup, highlighting or wrapping may alter what people copy.
         console.print(f"key: {raw_key}", markup=False, highlight=False, soft_wrap=True)
         console.print("[yellow]This key will not be shown again; only its hash is stored.[/yellow]")
+
+    @app.command("bind-certificate")
+    def bind_certificate(
+        identity_id: str = typer.Argument(..., help="The identity's id (see `keys list`)."),
+        certificate: Path = typer.Argument(..., help="The client's certificate, PEM (no key needed)."),
+    ) -> None:
+        """Let an mTLS client certificate stand for the identity (behind a TLS terminator; see the README)."""
+        with readable_errors():
+            try:
+                pem = certificate.read_bytes()
+            except OSError as exc:
+                raise IdentityError(f"cannot read {certificate}: {exc.strerror}") from None
+            fingerprint = open_store().bind_certificate(identity_id, pem)
+        _console().print(f"identity {identity_id}: client certificate sha256 {fingerprint}", highlight=False)
 
     @app.command()
     def roles(

@@ -47,6 +47,8 @@ class Settings:
     four_eyes: bool = False  # activating a bundle or publishing a guide waits for a second identity
     rate_limit_per_s: float | None = None  # per identity, in each process; None: no limit
     rate_limit_burst: int | None = None  # default: twice the rate
+    client_cert_header: str | None = None  # mTLS via a TLS terminator: the header carrying the escaped PEM
+    client_cert_proxies: frozenset[str] = frozenset({"127.0.0.1", "::1"})  # whose header is believed
     master_key: str | None = field(default=None, repr=False)  # `id:base64,...`, first current; see certstore/keyring
     master_key_file: Path | None = None  # the same, one per line; default: a development key under var_dir
     field_cipher: str = "aes-256-gcm"  # or "sm4-gcm": how personal data is sealed at rest
@@ -101,6 +103,9 @@ class Settings:
                 log_level=_choice("YIWANG_LOG_LEVEL", get("YIWANG_LOG_LEVEL", "info").lower(),
                                   ("debug", "info", "warning", "error")),
                 log_format=_choice("YIWANG_LOG_FORMAT", get("YIWANG_LOG_FORMAT", "console"), ("console", "json")),
+                client_cert_header=get("YIWANG_CLIENT_CERT_HEADER") or None,
+                client_cert_proxies=frozenset(p.strip() for p in get("YIWANG_CLIENT_CERT_PROXIES",
+                                                                     "127.0.0.1,::1").split(",") if p.strip()),
                 four_eyes=_choice("YIWANG_FOUR_EYES", get("YIWANG_FOUR_EYES", "0"), ("0", "1")) == "1",
                 rate_limit_per_s=_optional_positive_float("YIWANG_RATE_LIMIT_PER_S", get("YIWANG_RATE_LIMIT_PER_S")),
                 rate_limit_burst=(_positive("YIWANG_RATE_LIMIT_BURST", burst)

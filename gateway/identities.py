@@ -26,13 +26,14 @@ from typing import Any
 import structlog
 from sqlalchemy import Engine, insert, select, update
 
-from gateway.auth import Identity, Role, separation_breach
+from gateway.auth import Identity, Role, certificate_fingerprint, separation_breach
 from gateway.domain.clock import Clock, SystemClock, as_utc
 from gateway.domain.codes import is_valid_credit_code
 from gateway.persistence.engine import READ_ONLY
 from gateway.persistence.identity_tables import identities
 
 KEY_PREFIX = "yw_"
+CERT_ENTRY = "cert:"  # the in-memory map holds bound certificates as "cert:" + fingerprint
 KEY_PREFIX_SHOWN = 10  # characters of the raw key kept for display ("yw_" + 7)
 MISS_RELOAD_S = 1.0
 log = structlog.get_logger("yiwang.identities")
@@ -112,6 +113,12 @@ def _admissible(identity: Identity) -> bool:
     return breach is None
 
 
+def _entries(row: Mapping[str, Any]) -> tuple[str, ...]:
+    """What the in-memory map finds an identity row by: its key's hash, and its bound certificate."""
+    fingerprint = row.get("cert_fingerprint")
+    return (row["key_hash"], CERT_ENTRY + fingerprint) if fingerprint else (row["key_hash"],)
+
+
 def _identity_from_row(row: Mapping[str, Any]) -> Identity:
     return Identity(
         id=row["id"],
@@ -157,11 +164,17 @@ class ApiKeyStore:
     def authenticate(self, raw_key: str) -> Identity | None:
         if not raw_key.startswith(KEY_PREFIX):  # not one of ours: not worth a reload
             return None
-        key_hash = hash_key(raw_key)
+        return self._lookup(hash_key(raw_key))
+
+    def authenticate_certificate(self, fingerprint: str) -> Identity | None:
+        """The identity an mTLS client certificate (its SHA-256) is bound to, if any."""
+        return self._lookup(CERT_ENTRY + fingerprint.lower())
+
+    def _lookup(self, entry: str) -> Identity | None:
         self._reload_if_older_than(self._refresh_s)
-        identity = self._by_hash.get(key_hash)
+        identity = self._by_hash.get(entry)
         if identity is None and self._reload_if_older_than(self._miss_reload_s):
-            identity = self._by_hash.get(key_hash)  # perhaps issued by another process just now
+            identity = self._by_hash.get(entry)  # perhaps issued by another process just now
         return identity
 
     # --- administration --------------------------------------------------------------------------
@@ -187,7 +200,7 @@ class ApiKeyStore:
                 key_prefix=raw_key[:KEY_PREFIX_SHOWN], roles=sorted(identity.roles),
                 department=department, sector=sector, created_at=self._clock.now(),
             ))
-        self._remember(key_hash, identity)
+        self._remember(identity, key_hash)
         return identity, raw_key
 
     def revoke(self, identity_id: str) -> Identity:
@@ -195,8 +208,25 @@ class ApiKeyStore:
         with self._engine.begin() as conn:
             row = self._active_row(conn, identity_id)
             conn.execute(update(identities).where(identities.c.id == identity_id).values(revoked_at=self._clock.now()))
-        self._forget(row["key_hash"])  # after the commit: a concurrent reload cannot bring it back (see _forget)
+        self._forget(*_entries(row))  # after the commit: a concurrent reload cannot bring it back (see _forget)
         return _identity_from_row(row)
+
+    def bind_certificate(self, identity_id: str, certificate_pem: bytes) -> str:
+        """Let an mTLS client certificate stand for the identity (as its key does); returns its SHA-256.
+        One certificate per identity: binding another replaces it."""
+        try:
+            fingerprint = certificate_fingerprint(certificate_pem)
+        except ValueError as exc:
+            raise IdentityError(f"not a PEM certificate: {exc}") from None
+        with self._engine.begin() as conn:
+            row = self._active_row(conn, identity_id)
+            holder = conn.execute(select(identities.c.id).where(identities.c.cert_fingerprint == fingerprint)).scalar()
+            if holder not in (None, identity_id):
+                raise IdentityError(f"that certificate is already bound to identity {holder!r}")
+            conn.execute(update(identities).where(identities.c.id == identity_id).values(cert_fingerprint=fingerprint))
+        self._forget(*_entries(row))
+        self._remember(_identity_from_row(row), row["key_hash"], CERT_ENTRY + fingerprint)
+        return fingerprint
 
     def change(
         self, identity_id: str, roles: Iterable[Role], *, department: str | None = None, sector: str | None = None
@@ -208,7 +238,7 @@ class ApiKeyStore:
             conn.execute(update(identities).where(identities.c.id == identity_id)
                          .values(roles=sorted(checked), department=department, sector=sector))
         changed = Identity(id=identity_id, name=row["name"], roles=checked, department=department, sector=sector)
-        self._remember(row["key_hash"], changed)
+        self._remember(changed, *_entries(row))
         return changed
 
     def _active_row(self, conn: Any, identity_id: str) -> Mapping[str, Any]:
@@ -216,7 +246,7 @@ class ApiKeyStore:
         if row is None:
             raise UnknownIdentity(f"no identity {identity_id!r}")
         if row["revoked_at"] is not None:
-            self._forget(row["key_hash"])  # revoked elsewhere: stop admitting it here now too
+            self._forget(*_entries(row))  # revoked elsewhere: stop admitting it here now too
             raise AlreadyRevoked(f"identity {identity_id!r} was already revoked at {as_utc(row['revoked_at'])}")
         return row  # type: ignore[no-any-return]
 
@@ -238,19 +268,19 @@ class ApiKeyStore:
                 return False  # another thread reloaded while we waited for the lock
             started = self._timer()  # taken before the query: the map is at least this fresh
             rows = self._read(select(identities).where(identities.c.revoked_at.is_(None)))
-            self._by_hash = {r["key_hash"]: i for r in rows if _admissible(i := _identity_from_row(r))}
+            self._by_hash = {entry: i for r in rows if _admissible(i := _identity_from_row(r)) for entry in _entries(r)}
             self._loaded_at = started
             return True
 
-    def _remember(self, key_hash: str, identity: Identity) -> None:
+    def _remember(self, identity: Identity, *entries: str) -> None:
         with self._lock:
-            self._by_hash = {**self._by_hash, key_hash: identity}
+            self._by_hash = {**self._by_hash, **dict.fromkeys(entries, identity)}
 
-    def _forget(self, key_hash: str) -> None:
+    def _forget(self, *entries: str) -> None:
         # Reloads query and install under the lock, so one that read the row before our commit has
         # installed its map before we get the lock, and we remove the key from that map.
         with self._lock:
-            self._by_hash = {h: i for h, i in self._by_hash.items() if h != key_hash}
+            self._by_hash = {h: i for h, i in self._by_hash.items() if h not in entries}
 
     def _read(self, query: Any) -> builtins.list[Mapping[str, Any]]:
         """Run a read-only query in a deferred transaction (no write lock taken)."""

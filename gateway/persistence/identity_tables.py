@@ -20,6 +20,8 @@ identities = Table(
     Column("roles", JSON, nullable=False),  # list of `Role` values
     Column("department", String(18)),  # a clerk's department: unified social credit code
     Column("sector", String(64)),  # a sector admin's sector
+    # SHA-256 of an mTLS client certificate bound to the identity (`yiwang keys bind-certificate`)
+    Column("cert_fingerprint", String(64), unique=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True)),
 )
