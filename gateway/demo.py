@@ -13,13 +13,18 @@ each role and prints them, then plays cases over HTTP and prints each timeline:
      housing provident fund, for an applicant aged 60 on the green channel; the result sent by express;
   5. a civil-affairs case (最低生活保障审批) over SOAP 1.2;
   6. a public-security case (居民身份证换领) whose decision comes back by a signed callback;
-and two synchronous queries (housing-fund balance, marriage record).
+and two synchronous queries (housing-fund balance, marriage record); then
+  7. an outage of the social-security system: retries run out, a dead letter for operators;
+  8. the social-security sector moves to mutual TLS and WS-Security signing: our keys made in the
+     certificate store (`yiwang certs csr`), the sector's CA signs them, `yiwang certs import`, its next
+     bundle version registered and activated, and a case decided over the new channel.
 Part of the composition root.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -28,19 +33,27 @@ import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
 import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from rich.console import Console
 from rich.table import Table
 
 from adapters.bundle import load_bundle
 from adapters.registry import default_bundles_dir
+from adapters.simulators.base import ServerTls
 from adapters.simulators.civil_affairs import CivilAffairsSimulator
 from adapters.simulators.housing_fund import HousingFundSimulator
 from adapters.simulators.public_security import PublicSecuritySimulator
 from adapters.simulators.social_security import SocialSecuritySimulator
+from adapters.simulators.wssec import MessageSigning
 from gateway.app import Gateway, build_gateway, create_app
 from gateway.auth import Role
 from gateway.config import Settings
@@ -49,6 +62,9 @@ from gateway.persistence.uow import UnitOfWork
 from gateway.serving import serve_in_thread
 
 DEMO_DIR = Path("var") / "demo"
+SECTOR_PKI = DEMO_DIR / "social_security-pki"  # the sector's side of scene 8: its CA, server and signing files
+MTLS_BUNDLE = ("upgrades", "social_security_mtls")  # under the shipped bundles: social security's next version
+RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
 UNEMPLOYMENT = "12150200MB1A00010L3000805001000"  # 失业保险金申领
 PENSION_TRANSFER = "12150200MB1A00010L3000805002000"  # 职工基本养老保险关系转移接续
 RETIREMENT = "12150200MB1A00010L3000805005000"  # 职工退休一件事 (parallel: social security + housing fund)
@@ -96,9 +112,10 @@ def run_demo(console: Console, base: Settings, fresh: bool = True, timeout_s: fl
             "public_security": stack.enter_context(PublicSecuritySimulator(decision_delay_ms=800)),
         }
         console.rule("[bold]Yiwang 一网 demo")
-        _register_bundles(console, base)
+        _register_bundles(console)
+        endpoints = {s: sim.url for s, sim in systems.items()}  # the deployment's YIWANG_SECTOR_ENDPOINTS
         settings = replace(base, var_dir=DEMO_DIR, database_url=None, poll_interval_ms=200,
-                           sector_endpoints={s: sim.url for s, sim in systems.items()})
+                           sector_endpoints=endpoints)
         gateway = build_gateway(settings)
         stack.callback(gateway.close)
         base_url = stack.enter_context(serve_in_thread(create_app(gateway)))
@@ -110,25 +127,42 @@ def run_demo(console: Console, base: Settings, fresh: bool = True, timeout_s: fl
         stack.callback(desk.close)
         ok = _play(console, desk, timeout_s)
         ok = _outage(console, gateway, systems["social_security"], desk, timeout_s) and ok
+        ok = _mutual_tls(console, gateway, endpoints, desk, stack, timeout_s) and ok
         ok = _logs_intact(console, gateway) and ok
         console.print({s: sim.counters["cases_created"] for s, sim in systems.items()}, "cases applied per sector")
     console.rule("[green]demo succeeded" if ok else "[red]demo failed")
     return ok
 
 
-def _register_bundles(console: Console, base: Settings) -> None:
+def _register_bundles(console: Console) -> None:
     """As a sector IT team would: the public command, once per shipped bundle."""
+    for sector in SECTORS:
+        _register(console, default_bundles_dir() / sector)
+
+
+def _register(console: Console, folder: Path) -> str:
+    """`yiwang adapters register` and `activate` one bundle folder; its version."""
+    bundle = load_bundle(folder)
+    _yiwang("adapters", "register", str(folder))
+    _yiwang("adapters", "activate", bundle.sector, bundle.version)
+    console.print(f"$ yiwang adapters register {_shown(folder)} && yiwang adapters activate {bundle.sector} "
+                  f"{bundle.version}", highlight=False)
+    return bundle.version
+
+
+def _yiwang(*args: str) -> str:
+    """The public command, in its own process, on the demo's var dir (as the people the demo plays would)."""
     env = {**os.environ, "YIWANG_VAR_DIR": str(DEMO_DIR), "YIWANG_LOG_LEVEL": "warning"}
     env.pop("YIWANG_DATABASE_URL", None)
     yiwang = str(Path(sys.executable).with_name("yiwang"))
-    for sector in SECTORS:
-        folder = default_bundles_dir() / sector
-        version = load_bundle(folder).version
-        for args in (["register", str(folder)], ["activate", sector, version]):
-            done = subprocess.run([yiwang, "adapters", *args], env=env, capture_output=True, text=True, timeout=120)
-            if done.returncode != 0:
-                raise DemoFailed(f"yiwang adapters {' '.join(args)}: {done.stderr or done.stdout}")
-        console.print(f"$ yiwang adapters register {folder.relative_to(Path.cwd()) if folder.is_relative_to(Path.cwd()) else folder} && yiwang adapters activate {sector} {version}")
+    done = subprocess.run([yiwang, *args], env=env, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise DemoFailed(f"yiwang {' '.join(args)}: {done.stderr or done.stdout}")
+    return done.stdout
+
+
+def _shown(path: Path) -> Path:
+    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
 
 
 def _desk(console: Console, gateway: Gateway, base_url: str) -> Desk:
@@ -167,11 +201,8 @@ def _play(console: Console, desk: Desk, timeout_s: float) -> bool:
 
 
 def _approved_and_delivered(desk: Desk, timeout_s: float) -> str:
-    case = _submit(desk.hall, {"matter_code": UNEMPLOYMENT, "channel": "online_pc",
-                               "applicant": {"name": "王建国", "id_number": "150203198503120039",
-                                             "phone": "13847100001"},
-                               "materials": UNEMPLOYMENT_MATERIALS,
-                               "form": {"insured_months": 36, "separation_date": "2026-10-31"}})
+    case = _unemployment(desk.hall, "online_pc", {"name": "王建国", "id_number": "150203198503120039",
+                                                  "phone": "13847100001"}, 36, "2026-10-31")
     case = _wait(desk.hall, case["case_no"], "approved", timeout_s)
     _issue_and_deliver(desk, case, {"method": "pickup", "received_by": "王建国"})
     _post(desk.hall, case["case_no"], "evaluation", {"level": "very_satisfied", "channel": "mobile",
@@ -180,10 +211,7 @@ def _approved_and_delivered(desk: Desk, timeout_s: float) -> str:
 
 
 def _denied(desk: Desk, timeout_s: float) -> str:
-    case = _submit(desk.hall, {"matter_code": UNEMPLOYMENT, "channel": "mobile",
-                               "applicant": {"name": "李敏", "id_number": "150202197806054429"},
-                               "materials": UNEMPLOYMENT_MATERIALS,
-                               "form": {"insured_months": 8, "separation_date": "2026-11-02"}})
+    case = _unemployment(desk.hall, "mobile", {"name": "李敏", "id_number": "150202197806054429"}, 8, "2026-11-02")
     case = _wait(desk.hall, case["case_no"], "closed", timeout_s)
     _expect("不满12个月" in (case["opinion"] or ""), f"expected the sector's reason, got {case['opinion']!r}")
     return str(case["case_no"])
@@ -247,11 +275,8 @@ def _outage(console: Console, gateway: Gateway, sector: SocialSecuritySimulator,
     title = "7 部门系统故障：社保系统宕机 → 重试用尽 → 死信（运维可见，案件保持已受理）"
     sector.set_fault("fail")
     try:
-        case = _submit(desk.hall, {"matter_code": UNEMPLOYMENT, "channel": "mobile",
-                                   "applicant": {"name": "孙晓东", "id_number": "15020519921212001X",
-                                                 "phone": "13514720007"},
-                                   "materials": UNEMPLOYMENT_MATERIALS,
-                                   "form": {"insured_months": 20, "separation_date": "2026-11-10"}})
+        case = _unemployment(desk.hall, "mobile", {"name": "孙晓东", "id_number": "15020519921212001X",
+                                                   "phone": "13514720007"}, 20, "2026-11-10")
         letters = _wait_for_dead_letter(gateway, case["case_no"], timeout_s)
     except DemoFailed as exc:
         console.print(f"[red]{title}: {exc}")
@@ -265,6 +290,134 @@ def _outage(console: Console, gateway: Gateway, sector: SocialSecuritySimulator,
     state = desk.hall.get(f"/v1/cases/{case['case_no']}").json()["state"]
     console.print(table, f"case state: {state}   (operators list dead letters: `yiwang ops dead-letters`)\n")
     return True
+
+
+def _mutual_tls(console: Console, gateway: Gateway, endpoints: dict[str, str], desk: Desk, stack: ExitStack,
+                timeout_s: float) -> bool:
+    """8: the social-security sector moves to mutual TLS and WS-Security signing. Our security administrator
+    makes the keys in the store (they never leave it), the sector's CA signs the CSRs, the certificates are
+    imported, the sector's IT team registers and activates its next bundle version, and a case is decided
+    over the new channel: the sector saw our client certificate and an RSA-SHA256 signature."""
+    title = "8 社保系统改用双向TLS + WS-Security签名：证书库生成密钥和CSR → 部门CA签发 → 导入 → 新版本包激活 → 办件"
+    console.print(f"[bold]{title}")
+    try:
+        sector = stack.enter_context(_sector_goes_secure(console))
+        # The deployment's endpoint for social_security now names the sector's HTTPS service. A deployment
+        # changes YIWANG_SECTOR_ENDPOINTS and restarts; the demo edits its mapping in place, before the new
+        # version's adapter is built (the running version's adapter keeps the endpoint it was built with).
+        endpoints["social_security"] = sector.url
+        version = _register(console, default_bundles_dir().joinpath(*MTLS_BUNDLE))
+        gateway.registry.refresh()
+        active = gateway.registry.health().get("social_security", {})
+        _expect(active.get("version") == version, f"social_security did not become {version}: {active}")
+        case = _unemployment(desk.hall, "online_pc", {"name": "周海燕", "id_number": "150202198907230027",
+                                                      "phone": "13947100008"}, 48, "2026-11-20")
+        case = _wait(desk.hall, case["case_no"], "approved", timeout_s)
+        ours = gateway.certs.current("social_security-client").fingerprint
+        _expect(ours in sector.client_fingerprints,
+                f"the sector saw client certificates {sector.client_fingerprints}, not ours ({ours})")
+        _expect(RSA_SHA256 in sector.last_request.decode(), "the request on the wire was not signed RSA-SHA256")
+    except (DemoFailed, httpx.HTTPError, KeyError) as exc:
+        console.print(f"[red]{title}: {exc}")
+        return False
+    _print_certificates(console, gateway)
+    console.print(f"the sector saw our client certificate sha256 {ours[:16]}…; its last request was signed "
+                  "rsa-sha256 (WS-Security, SHA-256 digests, a Timestamp), and so were its answers", highlight=False)
+    _print_timeline(console, title, desk.window.get(f"/v1/cases/{case['case_no']}").json(),
+                    desk.window.get(f"/v1/cases/{case['case_no']}/events").json())
+    return True
+
+
+def _sector_goes_secure(console: Console) -> SocialSecuritySimulator:
+    """Keys and CSRs made in the store with `yiwang certs csr`, signed by the sector's CA, imported with
+    `yiwang certs import` (with the sector's CA and signing certificate as trust); the sector's new HTTPS
+    service demanding our client certificate, checking our signatures and signing its answers."""
+    ca = SectorCA(SECTOR_PKI)
+    signed: dict[str, Path] = {}
+    for name, algorithm, usage in (("social_security-client", "ec-p256", ExtendedKeyUsageOID.CLIENT_AUTH),
+                                   ("social_security-signing", "rsa-2048", None)):  # RSA: rsa-sha256 signatures
+        csr = SECTOR_PKI / f"{name}.csr"
+        _certs(console, "csr", name, "--cn", f"yiwang {name}", "--o", "包头市政务服务中心",
+               "--algorithm", algorithm, "--out", str(csr))
+        signed[name] = ca.sign_csr(csr, usage)  # the sector's side
+    for name, pem in (("social_security-ca", ca.cert_file), ("social_security-sector", ca.signing_file),
+                      *signed.items()):
+        _certs(console, "import", name, str(pem))  # a signed certificate finds its pending key by public key
+    signing = MessageSigning(trusted=(signed["social_security-signing"].read_bytes(),),
+                             key_pem=ca.signing_key_pem, certificate_pem=ca.signing_file.read_bytes())
+    return SocialSecuritySimulator(decision_delay_ms=800).serve_tls(ca.server_tls).use_signing(signing)
+
+
+def _certs(console: Console, *args: str) -> None:
+    _yiwang("certs", *args, "--sector", "social_security")
+    console.print(f"$ yiwang certs {shlex.join(args)} --sector social_security", highlight=False)
+
+
+def _print_certificates(console: Console, gateway: Gateway) -> None:
+    table = Table("name", "v", "status", "subject", "not after (UTC)", "sha256", "key in store",
+                  title="certificate store: social_security (`yiwang certs list --sector social_security`)",
+                  title_justify="left")
+    for v in gateway.certs.versions():
+        if v.sector == "social_security" and v.facts is not None:
+            table.add_row(v.name, str(v.version), v.status, v.facts.subject, f"{v.facts.not_after:%Y-%m-%d}",
+                          v.facts.sha256[:16] + "…", "yes (sealed)" if v.has_private_key else "")
+    console.print(table)
+
+
+class SectorCA:
+    """THE SECTOR'S SIDE, not the gateway's: the social-security sector's certificate authority. It signs
+    the sector's HTTPS server and answer-signing certificates and the CSRs our security administrator sends.
+    A sector runs its own PKI; these few lines of `cryptography` stand in for it. Its files go to `folder`."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.name = _name("Baotou HRSS Sector CA")
+        self.cert_file = self._write("ca.crt", self._sign(self.name, self.key.public_key(), ca=True))
+        server_key = ec.generate_private_key(ec.SECP256R1())
+        self.server_tls = ServerTls(
+            self._write("server.crt", self._sign(_name("127.0.0.1"), server_key.public_key(),
+                                                 usage=ExtendedKeyUsageOID.SERVER_AUTH, ip="127.0.0.1")),
+            self._write("server.key", _key_pem(server_key)), client_ca=self.cert_file)
+        signing_key = rsa.generate_private_key(65537, 2048)
+        self.signing_key_pem = _key_pem(signing_key)  # stays on the sector's side: never imported by us
+        self.signing_file = self._write("sector-signing.crt", self._sign(_name("Baotou HRSS answer signing"),
+                                                                          signing_key.public_key()))
+
+    def sign_csr(self, csr_file: Path, usage: x509.ObjectIdentifier | None) -> Path:
+        csr = x509.load_pem_x509_csr(csr_file.read_bytes())
+        _expect(csr.is_signature_valid, f"{csr_file.name}: the CSR's signature does not verify")
+        return self._write(csr_file.with_suffix(".crt").name, self._sign(csr.subject, csr.public_key(), usage=usage))
+
+    def _sign(self, subject: x509.Name, public_key: Any, *, ca: bool = False,
+              usage: x509.ObjectIdentifier | None = None, ip: str | None = None) -> bytes:
+        now = datetime.now(UTC)
+        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(self.name).public_key(public_key)
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(hours=1))
+                   .not_valid_after(now + timedelta(days=3650 if ca else 365))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if usage is not None:
+            builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        if ip is not None:
+            builder = builder.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ip_address(ip))]),
+                                            critical=False)
+        return builder.sign(self.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+    def _write(self, name: str, data: bytes) -> Path:
+        path = self.folder / name
+        path.write_bytes(data)
+        return path
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
 
 
 def _logs_intact(console: Console, gateway: Gateway) -> bool:
@@ -303,6 +456,14 @@ def _issue_and_deliver(desk: Desk, case: dict[str, Any], delivery: dict[str, Any
     _post(desk.issuing, case["case_no"], "certificate", {"name": "办理结果通知书", "number": number,
                                                          "issuer": "包头市政务服务中心统一出证窗口"})
     _post(desk.issuing, case["case_no"], "delivery", delivery)
+
+
+def _unemployment(client: httpx.Client, channel: str, applicant: dict[str, str], insured_months: int,
+                  separated_on: str) -> dict[str, Any]:
+    """A 失业保险金申领 with every material: the sector decides on the months insured."""
+    return _submit(client, {"matter_code": UNEMPLOYMENT, "channel": channel, "applicant": applicant,
+                            "materials": UNEMPLOYMENT_MATERIALS,
+                            "form": {"insured_months": insured_months, "separation_date": separated_on}})
 
 
 def _submit(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:

@@ -166,6 +166,19 @@ def test_the_bundle_carries_the_service_description_the_sector_publishes(sector:
     assert filecmp.cmp(bundle.service_description, SIMULATORS / published, shallow=False)
 
 
+def test_the_shipped_mutual_tls_upgrade_validates_clean_and_changes_only_the_channel() -> None:
+    """adapters/bundles/upgrades: a sector's next version (the demo's scene 8), outside the set that loads
+    together: the same service and mappings, reached over mTLS with WS-Security, keys named in the store."""
+    folder = BUNDLES / "upgrades" / "social_security_mtls"
+    assert validate_bundle(folder) == []
+    upgrade, shipped = load_bundle(folder), load_bundle(BUNDLES / "social_security")
+    assert (upgrade.sector, upgrade.version > shipped.version) == ("social_security", True)
+    assert (upgrade.tls.client_certificate, upgrade.ws_security.sign) == (  # type: ignore[union-attr]
+        "social_security-client", "social_security-signing")
+    same = [p.name for p in (BUNDLES / "social_security").iterdir() if p.name != "bundle.yaml"]
+    assert filecmp.cmpfiles(BUNDLES / "social_security", folder, same, shallow=False)[0] == same
+
+
 def test_what_each_shipped_bundle_serves() -> None:
     found = {}
     for sector in SECTORS:
