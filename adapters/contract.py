@@ -48,6 +48,10 @@ class DeliveryError(Exception):
         # A sector fault may be transient (HTTP 503, SOAP Server fault) or not (a business rejection).
         self.retryable = failure.transient if retryable is None else retryable
         self.attempts = 1  # the retry wrapper records how many calls it made before giving up
+        # One entry per call made: {"at": ISO-8601 UTC, "failure": str | None, "message": str, "elapsed_ms": int}
+        self.history: list[dict[str, Any]] = []
+        # The sector's last raw answer: {"status": int | None, "headers": {...}, "body": str (cut at 64 KiB)}
+        self.last_response: dict[str, Any] | None = None
 
     def __str__(self) -> str:
         return f"{self.failure}: {self.message}"

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -423,7 +423,9 @@ def install_error_handlers(app: FastAPI) -> None:
         response.headers["WWW-Authenticate"] = "Bearer"
         return response
 
-    async def database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
+    async def database_unavailable(request: Request, exc: OperationalError | InterfaceError) -> JSONResponse:
+        # The connection was lost (a restart, a failover, a terminated backend): the transaction rolled
+        # back whole, so the caller may retry — with its Idempotency-Key, it cannot make a second case.
         log.warning("database unavailable", error=type(exc.orig).__name__, path=request.url.path)
         response = problem_response(503, "database-unavailable", "数据库暂不可用，请稍后重试",
                                     instance=request.url.path)
@@ -438,6 +440,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
     document_validation_problems(app)
     app.add_exception_handler(OperationalError, database_unavailable)  # type: ignore[arg-type]
+    app.add_exception_handler(InterfaceError, database_unavailable)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, internal_error)
     app.add_exception_handler(InvalidApplication, invalid_application)  # type: ignore[arg-type]
     app.add_exception_handler(NotAuthenticated, not_authenticated)  # type: ignore[arg-type]

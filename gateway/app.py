@@ -41,7 +41,8 @@ from gateway.materials import MaterialStore
 from gateway.persistence.blind_index import BlindIndex, load_or_create_key
 from gateway.persistence.engine import make_engine
 from gateway.persistence.personal_data import PersonalData, reseal_all
-from gateway.persistence.uow import create_schema
+from gateway.persistence.uow import UnitOfWork, create_schema
+from gateway.scheduler import Job, Scheduler
 from gateway.sector_calls import NonceLedger, SectorCalls
 from gateway.services import CaseService
 
@@ -70,7 +71,8 @@ class Gateway:
     ledger: Ledger  # the tamper-evident audit and message logs
     certs: CertStore  # keys, certificates and bundle secrets, sealed at rest; the adapters' CredentialSource
     metrics: CollectorRegistry  # served at GET /metrics
-    expiry: ExpiryWatch  # certificate expiry warnings, on the dispatcher's clock tick
+    expiry: ExpiryWatch  # certificate expiry warnings, a scheduled job
+    scheduler: Scheduler  # leased scheduled jobs: the clock, expiry, the outbox sweep, notifications
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -124,16 +126,39 @@ def build_gateway(settings: Settings, clock: Clock | None = None) -> Gateway:
                           supplement_days=settings.supplement_days, router=registry.route)
     dispatch = DispatchSettings(
         lease=timedelta(milliseconds=settings.lease_ms),
+        idle=timedelta(milliseconds=settings.dispatch_idle_ms),
         poll_interval=timedelta(milliseconds=settings.poll_interval_ms) if settings.poll_interval_ms else None,
-        clock_interval=timedelta(milliseconds=settings.clock_interval_ms),
+        unsafe_fresh_keys=settings.unsafe_fresh_idempotency_keys,
     )
     ledger = build_ledger(settings, engine, sealer, clock)
     ledger.start()
     calls = SectorCalls(registry, bundles, service, build, NonceLedger(engine, clock), messages=ledger)
+    scheduler = Scheduler(engine, clock, scheduled_jobs(settings, engine, service, expiry, clock))
     return Gateway(settings, engine, catalogue, ApiKeyStore(engine), materials, service, bundles, registry, calls,
-                   Dispatcher(service, registry, dispatch, transport, messages=ledger,
-                              chores=[(expiry.check, "certificate expiry check failed")]),
-                   links, sealer, ledger, certs=certs, metrics=metrics_registry, expiry=expiry)
+                   Dispatcher(service, registry, dispatch, transport, messages=ledger, scheduler=scheduler),
+                   links, sealer, ledger, certs=certs, metrics=metrics_registry, expiry=expiry, scheduler=scheduler)
+
+
+def scheduled_jobs(settings: Settings, engine: Engine, service: CaseService, expiry: ExpiryWatch,
+                   clock: Clock) -> list[Job]:
+    """The work that runs once per interval across every process (gateway/scheduler.py)."""
+    every_tick = timedelta(milliseconds=settings.clock_interval_ms)
+    jobs = [Job("deadline-clock", every_tick, service.tick),
+            Job("certificate-expiry", every_tick, expiry.check)]
+    if settings.amqp_url:
+        requeue_after = timedelta(milliseconds=settings.outbox_requeue_after_ms)
+        jobs.append(Job("outbox-sweep", timedelta(milliseconds=settings.outbox_sweep_ms),
+                        lambda: sweep_outbox(engine, clock, requeue_after)))
+    return jobs
+
+
+def sweep_outbox(engine: Engine, clock: Clock, requeue_after: timedelta) -> int:
+    """Messages queued long ago and never settled (a broker that lost them) are published again."""
+    now = clock.now()
+    with UnitOfWork(engine) as uow:
+        count = uow.outbox.requeue_stale(now - requeue_after, now)
+        uow.commit()
+    return count
 
 
 def build_ledger(settings: Settings, engine: Engine, sealer: FieldSealer, clock: Clock | None = None) -> Ledger:

@@ -12,9 +12,7 @@ import threading
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from certstore.algorithms import CryptoError
 from certstore.keyring import FieldSealer
 from certstore.store import CertStore
 from gateway.app import (
@@ -26,6 +24,7 @@ from gateway.app import (
     rewrap_beyond_the_store,
 )
 from gateway.bundles import BundleStore
+from gateway.calendar_file import load_calendar
 from gateway.catalogue import Catalogue
 from gateway.cert_vault import open_cert_store
 from gateway.cli_adapters import make_adapters_app
@@ -39,11 +38,12 @@ from gateway.domain.clock import SystemClock
 from gateway.identities import ApiKeyStore
 from gateway.ledger import Ledger
 from gateway.logs import configure_logging
-from gateway.persistence.uow import UnitOfWork
+from gateway.services import CaseService
+from ops.cli import make_ops_app
 from gateway.serving import serve_forever
 
 app = typer.Typer(help="Yiwang (一网) integration gateway.", no_args_is_help=True)
-ops = typer.Typer(help="Operators' tools.", no_args_is_help=True)
+console = Console(width=None if Console().is_terminal else 140)  # CI logs are wide enough for the timelines
 simulators = typer.Typer(help="Sector simulators for development, tests and rehearsal.", no_args_is_help=True)
 
 
@@ -68,7 +68,8 @@ def _audit(action: str, subject: str | None, detail: dict[str, Any], outcome: st
         console.print(f"[yellow]warning:[/yellow] the audit record of `{action}` was not written: {exc}")
 
 
-app.add_typer(ops, name="ops")
+app.add_typer(audit_commands(make_ops_app(lambda: _case_service(_settings()), cli_actor, console), "ops", _audit),
+              name="ops")
 app.add_typer(simulators, name="simulators")
 app.add_typer(audit_commands(make_keys_app(lambda: ApiKeyStore(open_database(_settings()))), "keys", _audit),
               name="keys")
@@ -84,7 +85,13 @@ certs_app = make_certs_app(lambda: _cert_store(_settings()), lambda: rewrap_beyo
 app.add_typer(audit_commands(certs_app, "certs", _audit), name="certs")
 SIMULATORS = {"social_security": "social_security", "housing_fund": "housing_fund",
               "civil_affairs": "civil_affairs", "public_security": "public_security"}
-console = Console(width=None if Console().is_terminal else 140)  # CI logs are wide enough for the timelines
+
+
+def _case_service(settings: Settings) -> CaseService:
+    """The case service without the rest of a gateway: what operators' commands need."""
+    engine = open_database(settings)
+    return CaseService(engine, Catalogue(engine), load_calendar(settings.calendar), SystemClock(),
+                       personal_data(settings))
 
 
 def _cert_store(settings: Settings) -> CertStore:
@@ -145,25 +152,6 @@ def run_simulator(
         raise typer.Exit(2)
     kwargs = {"port": port} if port else {}
     importlib.import_module(f"adapters.simulators.{module}").serve(decision_delay_ms=decision_delay_ms, **kwargs)
-
-
-@ops.command("dead-letters")
-def dead_letters(case_no: str | None = None, limit: int = 50) -> None:
-    """List dead letters: messages that outlasted their retry policy."""
-    settings = _settings()
-    engine = open_database(settings)
-    try:
-        with UnitOfWork(engine, personal_data(settings), read_only=True) as uow:
-            letters = uow.dead_letters.list(case_no=case_no, limit=limit)
-    except CryptoError as exc:
-        console.print(f"[red]{exc}: is YIWANG_MASTER_KEY (or YIWANG_VAR_DIR) the one the data was written with?")
-        raise typer.Exit(2) from exc
-    table = Table("id", "case", "sector", "operation", "class", "attempts", "error", title="dead letters")
-    for d in letters:
-        table.add_row(str(d.id), d.case_no, d.sector, d.operation, d.error_class, str(d.attempts),
-                      d.error_message[:80])
-    console.print(table)
-    engine.dispose()
 
 
 def main() -> None:  # pragma: no cover - console script entry

@@ -28,7 +28,8 @@ from gateway.ledger import AUDIT, MESSAGE, Anchor, Filters, Ledger, LedgerRecord
 BAD_INPUT = 2
 PROBLEMS_FOUND = 1
 # Commands that change nothing are not audited (a read of unmasked data is audited where it happens).
-READ_ONLY_COMMANDS = frozenset({"list", "validate", "preview", "export", "show", "verify", "tail"})
+READ_ONLY_COMMANDS = frozenset({"list", "validate", "preview", "export", "show", "verify", "tail", "dead-letters",
+                                "dead-letter"})
 # Arguments never written to the audit log, even sealed: what a person types as a secret.
 SECRET_WORDS = ("password", "passphrase", "secret", "token")
 AuditSink = Callable[[str, str | None, dict[str, Any], str], None]  # action, subject, detail, outcome

@@ -57,6 +57,16 @@ class Settings:
     cert_refresh_ms: int = 2000  # a certificate rotation reaches every process within this of its next use
     checkpoint_every: int = 1000  # the audit and message logs sign their chains' heads every this many records
     checkpoint_ms: int = 60_000  # ... and at least this often while records come
+    # Guaranteed delivery over RabbitMQ (gateway/amqp.py); None: the in-process transport
+    amqp_url: str | None = field(default=None, repr=False)
+    amqp_prefetch: int = 20  # messages a worker holds unacknowledged per queue
+    amqp_heartbeat_s: int = 30
+    worker_concurrency: int = 8  # sector calls in flight in one worker
+    delivery_limit: int = 20  # broker redeliveries of one message before its dead-letter exchange takes it
+    dispatch_idle_ms: int = 200  # how long a dispatcher or the outbox relay sleeps when nothing is due
+    outbox_sweep_ms: int = 60_000  # how often queued messages the broker may have lost are looked for
+    outbox_requeue_after_ms: int = 600_000  # queued this long and not settled: published again
+    unsafe_fresh_idempotency_keys: bool = False  # the fault tests' negative control; never in production
 
     def master_keys(self) -> MasterKeys:
         env = {"YIWANG_MASTER_KEY": self.master_key or "",
@@ -119,6 +129,18 @@ class Settings:
                 cert_refresh_ms=int(get("YIWANG_CERT_REFRESH_MS", "2000")),
                 checkpoint_every=_positive("YIWANG_CHECKPOINT_EVERY", get("YIWANG_CHECKPOINT_EVERY", "1000")),
                 checkpoint_ms=_positive("YIWANG_CHECKPOINT_MS", get("YIWANG_CHECKPOINT_MS", "60000")),
+                amqp_url=_amqp_url(get("YIWANG_AMQP_URL") or None),
+                amqp_prefetch=_positive("YIWANG_AMQP_PREFETCH", get("YIWANG_AMQP_PREFETCH", "20")),
+                amqp_heartbeat_s=_positive("YIWANG_AMQP_HEARTBEAT_S", get("YIWANG_AMQP_HEARTBEAT_S", "30")),
+                worker_concurrency=_positive("YIWANG_WORKER_CONCURRENCY", get("YIWANG_WORKER_CONCURRENCY", "8")),
+                delivery_limit=_positive("YIWANG_DELIVERY_LIMIT", get("YIWANG_DELIVERY_LIMIT", "20")),
+                dispatch_idle_ms=_positive("YIWANG_DISPATCH_IDLE_MS", get("YIWANG_DISPATCH_IDLE_MS", "200")),
+                outbox_sweep_ms=_positive("YIWANG_OUTBOX_SWEEP_MS", get("YIWANG_OUTBOX_SWEEP_MS", "60000")),
+                outbox_requeue_after_ms=_positive("YIWANG_OUTBOX_REQUEUE_AFTER_MS",
+                                                  get("YIWANG_OUTBOX_REQUEUE_AFTER_MS", "600000")),
+                unsafe_fresh_idempotency_keys=_choice(
+                    "YIWANG_UNSAFE_FRESH_IDEMPOTENCY_KEYS", get("YIWANG_UNSAFE_FRESH_IDEMPOTENCY_KEYS", "0"),
+                    ("0", "1")) == "1",
             )
         except ValueError as exc:
             raise ConfigError(f"invalid setting: {exc}") from exc
@@ -138,6 +160,12 @@ def parse_endpoints(text: str) -> dict[str, str]:
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise ConfigError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+    return value
+
+
+def _amqp_url(value: str | None) -> str | None:
+    if value is not None and not value.startswith(("amqp://", "amqps://")):
+        raise ConfigError(f"YIWANG_AMQP_URL must be an amqp:// or amqps:// URL, not {value.split('@')[-1]!r}")
     return value
 
 

@@ -12,10 +12,9 @@ import dataclasses
 import os
 import socket
 import threading
-import time
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, Literal, Protocol
 
@@ -26,7 +25,7 @@ from adapters.contract import DeliveryError, Operation
 from adapters.registry import RegisteredAdapter
 from gateway.domain.case import Case, CaseState
 from gateway.material_links import MaterialNotSendable, MaterialTransport
-from gateway.persistence.repository import OutboxMessage
+from gateway.persistence.repository import Failure, OutboxMessage
 from gateway.persistence.uow import UnitOfWork
 from gateway.services import CANCEL_CASE, QUERY_STATUS, SUBMIT_CASE, CaseService
 
@@ -43,7 +42,15 @@ class DispatchSettings:
     batch: int = 10
     idle: timedelta = timedelta(milliseconds=200)  # how long to sleep when nothing is due
     poll_interval: timedelta | None = None  # overrides the bundles' polling interval (tests, demo)
-    clock_interval: timedelta = timedelta(minutes=1)  # deemed acceptance, warnings, overdue
+    # The negative control of the fault tests, never for production: a fresh idempotency key on every
+    # delivery, so a sector cannot recognise a repeat and the ledger check must find duplicates.
+    unsafe_fresh_keys: bool = False
+
+
+class Scheduled(Protocol):
+    """The leased scheduled jobs (`gateway.scheduler.Scheduler`): run what is due, in this process or none."""
+
+    def run_due(self) -> int: ...
 
 
 class AdapterSource(Protocol):
@@ -60,8 +67,8 @@ class MessageLog(Protocol):
 class Dispatcher:
     def __init__(self, service: CaseService, registry: AdapterSource,
                  settings: DispatchSettings | None = None, materials: MaterialTransport | None = None,
-                 messages: MessageLog | None = None, chores: Sequence[tuple[Callable[[], int], str]] = ()) -> None:
-        self.chores = chores  # (step, failure message) run on each clock tick too, e.g. certificate expiry
+                 messages: MessageLog | None = None, scheduler: Scheduled | None = None) -> None:
+        self.scheduler = scheduler  # the clock, certificate expiry, notifications: run between rounds
         self.service = service
         self.messages = messages  # None: exchanges with sectors are not recorded
         self.registry = registry
@@ -79,16 +86,25 @@ class Dispatcher:
             self.deliver(message)
         return len(messages)
 
+    def take_and_deliver(self, outbox_id: int) -> bool:
+        """A worker got this message from the broker: deliver it unless its outcome is stored already (a
+        redelivered copy). Returns False for such a copy. Database errors propagate: nothing was stored,
+        so the worker must hand the message back rather than acknowledge it."""
+        now = self.service.clock.now()
+        with UnitOfWork(self.service.engine) as uow:
+            message = uow.outbox.take(outbox_id, self.owner, now + self.settings.lease)
+            uow.commit()
+        if message is None:
+            return False
+        self.deliver(message)
+        return True
+
     def run(self, stop: threading.Event) -> None:
         """Loop until `stop` is set; a crash of one delivery never stops the loop."""
         log.info("dispatcher started", owner=self.owner)
-        next_tick = time.monotonic()
         while not stop.is_set():
-            if time.monotonic() >= next_tick:
-                next_tick = time.monotonic() + self.settings.clock_interval.total_seconds()
-                self._guarded(self.service.tick, "deadline clock failed")
-                for chore, failure in self.chores:
-                    self._guarded(chore, failure)
+            if self.scheduler is not None:
+                self._guarded(self.scheduler.run_due, "scheduled jobs failed")
             handled = self._guarded(self.run_once, "dispatch round failed")
             if not handled:
                 stop.wait(self.settings.idle.total_seconds())
@@ -109,32 +125,38 @@ class Dispatcher:
         try:
             target = self.registry.get(message.sector)
         except LookupError as error:  # no active bundle: a configuration an operator must fix, then replay
-            self._dead_letter(message, CONFIGURATION_ERROR, str(error), 0, lambda: None)
+            self._dead_letter(message, Failure(CONFIGURATION_ERROR, str(error)))
             return
         if message.operation not in target.bundle.operations:
             self._settle(message, f"the {message.sector} bundle has no {message.operation}")
             return
         operation = Operation(message.operation)
-        payload = canonical_message(case, message.task_id, message.idempotency_key)
+        key = f"{message.idempotency_key}#{uuid.uuid4().hex[:8]}" if self.settings.unsafe_fresh_keys \
+            else message.idempotency_key
+        payload = canonical_message(case, message.task_id, key)
         bound = log.bind(case_no=message.case_no, sector=message.sector, operation=operation, outbox_id=message.id,
                          bundle_version=target.version)
+        context = Failure("", "", canonical_payload=payload, bundle_version=target.version)
         if self.materials is not None and message.operation in MATERIALS_SENT_WITH:
             try:
                 payload = self.materials.attach(payload, target.bundle.materials_transport, message.sector)
             except MaterialNotSendable as error:  # the same every time: a dead letter at once, nothing sent
                 bound.warning("materials not sendable", error=str(error))
-                self._dead_letter(message, MATERIAL_ERROR, str(error), 0, lambda: None)
+                self._dead_letter(message, replace(context, error_class=MATERIAL_ERROR, error_message=str(error)))
                 return
         try:
             result = logged_call(self.messages, target, operation, payload, case_no=message.case_no)
         except DeliveryError as error:
             bound.warning("delivery failed", failure=str(error.failure), error=error.message)
-            self._dead_letter(message, str(error.failure), error.message, error.attempts,
-                              lambda: target.adapter.render(operation, payload))
+            self._dead_letter(message, replace(
+                context, error_class=str(error.failure), error_message=error.message, attempts=error.attempts,
+                last_response=error.last_response, history=tuple(error.history),
+            ), lambda: target.adapter.render(operation, payload))
             return
         except Exception as error:  # never swallowed: a bug becomes a dead letter an operator can see
             bound.exception("delivery crashed")
-            self._dead_letter(message, INTERNAL_ERROR, f"{type(error).__name__}: {error}", 1, lambda: None)
+            self._dead_letter(message, replace(context, error_class=INTERNAL_ERROR, attempts=1,
+                                               error_message=f"{type(error).__name__}: {error}"))
             return
         self._record(message, target, result)
         bound.info("delivered", result_status=result.get("status"))
@@ -153,13 +175,15 @@ class Dispatcher:
         self.service.settle_without_sending(message, self.owner)
         log.info("not sent", case_no=message.case_no, operation=message.operation, why=why)
 
-    def _dead_letter(self, message: OutboxMessage, error_class: str, error_message: str, attempts: int,
-                     render: Callable[[], Any]) -> None:
-        try:
-            rendered = jsonable(render())
-        except Exception as exc:  # the rendering may be what failed; say so rather than lose the letter
-            rendered = {"error": f"could not render: {exc}"}
-        self.service.record_dead_letter(message, self.owner, error_class, error_message, attempts, rendered)
+    def _dead_letter(self, message: OutboxMessage, failure: Failure,
+                     render: Callable[[], Any] | None = None) -> None:
+        rendered = None
+        if render is not None:
+            try:
+                rendered = jsonable(render())
+            except Exception as exc:  # the rendering may be what failed; say so rather than lose the letter
+                rendered = {"error": f"could not render: {exc}"}
+        self.service.record_dead_letter(message, self.owner, replace(failure, rendered_request=rendered))
 
 
 def canonical_message(case: Case, task_id: str, idempotency_key: str) -> dict[str, Any]:

@@ -41,7 +41,7 @@ from gateway.domain.clock import Clock, shanghai_date
 from gateway.domain.codes import is_valid_id_number
 from gateway.domain.matter import Department, HandlingForm, Matter
 from gateway.persistence.personal_data import PersonalData
-from gateway.persistence.repository import OutboxMessage, StaleCase, StoredResponse
+from gateway.persistence.repository import DeadLetter, Failure, OutboxMessage, StaleCase, StoredResponse
 from gateway.persistence.uow import UnitOfWork
 from gateway.views import case_view
 
@@ -87,6 +87,14 @@ class IdempotencyConflict(ValueError):
 
 class CaseNotFound(LookupError):
     pass
+
+
+class DeadLetterNotFound(LookupError):
+    pass
+
+
+class NotReplayable(ValueError):
+    """A dead letter already replayed, or one that names no message to send again."""
 
 
 class NotYourCase(PermissionError):
@@ -326,17 +334,57 @@ class CaseService:
         before = self.get(str(case_no)).version
         return self.change(str(case_no), change).version != before
 
-    def record_dead_letter(self, message: OutboxMessage, owner: str, error_class: str, error_message: str,
-                           attempts: int, rendered_request: Any) -> bool:
+    def record_dead_letter(self, message: OutboxMessage, owner: str, failure: Failure) -> bool:
         """A failure that outlasted its retries: keep it for operators; the case stays where it was."""
         with self.uow() as uow:
             if not uow.outbox.holds_lease(message.id, owner):
                 return False
             now = self.clock.now()
             uow.outbox.mark_dead(message.id, now)
-            uow.dead_letters.add(message, error_class, error_message, attempts, rendered_request, now)
+            uow.dead_letters.add(message, failure, now)
             uow.commit()
         return True
+
+    def record_unhandled(self, outbox_id: int | None, failure: Failure, about: Mapping[str, Any]) -> int | None:
+        """The broker gave up on a message no worker could settle (its delivery limit, or unreadable): it
+        becomes a dead letter like any other. None when its outbox row is settled already (nothing is lost)."""
+        with self.uow() as uow:
+            message = uow.outbox.get(outbox_id) if outbox_id is not None else None
+            if message is not None and message.status not in uow.outbox.OPEN:
+                return None
+            now = self.clock.now()
+            if message is not None:
+                uow.outbox.mark_dead(message.id, now)
+            letter = uow.dead_letters.add(message, failure, now, about=about)
+            uow.commit()
+        return letter
+
+    def dead_letters(self, case_no: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        with self.uow(read_only=True) as uow:
+            return list(uow.dead_letters.list(case_no=case_no, limit=limit))
+
+    def dead_letter(self, dead_letter_id: int) -> DeadLetter:
+        with self.uow(read_only=True) as uow:
+            letter = uow.dead_letters.get(dead_letter_id)
+        if letter is None:
+            raise DeadLetterNotFound(dead_letter_id)
+        return letter
+
+    def replay_dead_letter(self, dead_letter_id: int, by: str) -> DeadLetter:
+        """Deliver a dead message again, with the idempotency key of every earlier attempt (the sector sees a
+        repeat, not a second application). Refused for one already replayed or without an outbox row."""
+        with self.uow() as uow:
+            letter = uow.dead_letters.get(dead_letter_id)
+            if letter is None:
+                raise DeadLetterNotFound(dead_letter_id)
+            if letter.outbox_id is None or letter.status != uow.dead_letters.DEAD:
+                raise NotReplayable(f"dead letter {dead_letter_id} is {letter.status}"
+                                    + ("" if letter.outbox_id is not None else " and names no outbox message"))
+            now = self.clock.now()
+            uow.dead_letters.mark_replayed(dead_letter_id, by, now)
+            uow.outbox.reopen(letter.outbox_id, now)
+            uow.commit()
+            return replace(letter, status=uow.dead_letters.REPLAYED, replayed_at=now, replayed_by=by)
 
     # -- the clock ----------------------------------------------------------------------------------
     def tick(self) -> int:

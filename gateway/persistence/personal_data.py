@@ -51,7 +51,7 @@ SEALED_COLUMNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "cases": (("case_no",), ("applicant", "agent", "form", "delivery", "certificate", "opinion")),
     "case_tasks": (("case_no", "task_id"), ("opinion",)),
     "case_events": (("id",), ("reason", "data")),
-    "dead_letters": (("id",), ("error_message", "rendered_request")),
+    "dead_letters": (("id",), ("error_message", "rendered_request", "canonical_payload", "last_response", "history")),
     "idempotency_keys": (("key",), ("response",)),
 }
 

@@ -124,6 +124,8 @@ class CaseRepository:
     def _store_new_events(self, case: Case) -> None:
         if case.new_events:
             self._conn.execute(insert(t.case_events), [self._event_row(case.case_no, e) for e in case.new_events])
+            # What the hall is told (webhooks, the AMQP topic) commits with the event or not at all.
+            self._conn.execute(insert(t.case_notifications), [_notification_row(case, e) for e in case.new_events])
             case.new_events.clear()
 
     def _case_row(self, case: Case) -> dict[str, Any]:
@@ -189,6 +191,12 @@ class CaseRepository:
             "completion": case.completion,
             "version": case.version,
         }
+
+
+def _notification_row(case: Case, e: CaseEvent) -> dict[str, Any]:
+    """Identifiers and states only: no reason, no data, nothing personal leaves in a notification."""
+    return {"case_no": case.case_no, "seq": e.seq, "trigger": e.trigger, "from_state": e.from_state,
+            "to_state": e.to_state, "matter_code": case.matter_code, "at": e.at, "status": "pending"}
 
 
 def _plain(value: Any) -> Any:
@@ -260,7 +268,11 @@ class OutboxMessage:
 
 
 class OutboxRepository:
-    PENDING, DONE, DEAD = "pending", "done", "dead"
+    """pending → (queued, with a broker) → done | dead. A message is only ever *leased*, never locked across
+    a sector call: `lease_owner` says who may record its outcome (`holds_lease`)."""
+
+    PENDING, QUEUED, DONE, DEAD = "pending", "queued", "done", "dead"
+    OPEN = (PENDING, QUEUED)  # not yet settled
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
@@ -283,8 +295,10 @@ class OutboxRepository:
             )
         )
 
-    def claim_due(self, owner: str, now: datetime, lease_until: datetime, limit: int) -> list[OutboxMessage]:
-        """Lease up to `limit` due messages to `owner`; an expired lease (a dead dispatcher) is taken over."""
+    def claim_due(self, owner: str, now: datetime, lease_until: datetime, limit: int,
+                  delivering: bool = True) -> list[OutboxMessage]:
+        """Lease up to `limit` due messages to `owner`; an expired lease (a dead dispatcher) is taken over.
+        `delivering`: the owner will call the sector (counted in `deliveries`), not just publish them."""
         due = and_(
             t.outbox.c.status == self.PENDING,
             t.outbox.c.available_at <= now,
@@ -302,9 +316,54 @@ class OutboxRepository:
         self._conn.execute(
             update(t.outbox)
             .where(t.outbox.c.id.in_(ids))
+            .values(lease_owner=owner, lease_until=lease_until,
+                    deliveries=t.outbox.c.deliveries + (1 if delivering else 0))
+        )
+        rows = self._conn.execute(select(t.outbox).where(t.outbox.c.id.in_(ids))).mappings()
+        by_id = {row["id"]: _outbox_from_row(row) for row in rows}
+        return [by_id[i] for i in ids if i in by_id]  # in claim order: green channel first
+
+    def mark_queued(self, ids: Sequence[int], owner: str, now: datetime) -> int:
+        """The broker confirmed these: they leave the outbox's due list (a worker will take them)."""
+        if not ids:
+            return 0
+        result = self._conn.execute(
+            update(t.outbox)
+            .where(t.outbox.c.id.in_(ids), t.outbox.c.status == self.PENDING, t.outbox.c.lease_owner == owner)
+            .values(status=self.QUEUED, published_at=now, lease_owner=None, lease_until=None)
+        )
+        return result.rowcount
+
+    def take(self, message_id: int, owner: str, lease_until: datetime) -> OutboxMessage | None:
+        """A worker took this message from the broker: it is the one that delivers it now. None when it is
+        settled already or back to pending (a redelivered copy of a message whose outcome is stored).
+
+        The broker hands a message to one consumer at a time, so a live lease of a worker that lost its
+        connection is taken over: if both call the sector, the idempotency key makes it one effect."""
+        result = self._conn.execute(
+            update(t.outbox)
+            .where(t.outbox.c.id == message_id, t.outbox.c.status == self.QUEUED)
             .values(lease_owner=owner, lease_until=lease_until, deliveries=t.outbox.c.deliveries + 1)
         )
-        return [m for m in (self.get(i) for i in ids) if m is not None]
+        return self.get(message_id) if result.rowcount == 1 else None
+
+    def requeue_stale(self, published_before: datetime, now: datetime) -> int:
+        """Queued long ago, never taken or never settled (a broker that lost it): due again, published again.
+        A copy still in the broker is harmless: whoever takes the second finds it settled."""
+        result = self._conn.execute(
+            update(t.outbox)
+            .where(t.outbox.c.status == self.QUEUED, t.outbox.c.published_at < published_before,
+                   or_(t.outbox.c.lease_until.is_(None), t.outbox.c.lease_until < now))
+            .values(status=self.PENDING, available_at=now, lease_owner=None, lease_until=None)
+        )
+        return result.rowcount
+
+    def reopen(self, message_id: int, now: datetime) -> None:
+        """A dead message replayed: due now, with the same idempotency key as every earlier attempt."""
+        self._conn.execute(
+            update(t.outbox).where(t.outbox.c.id == message_id, t.outbox.c.status == self.DEAD)
+            .values(status=self.PENDING, available_at=now, done_at=None, lease_owner=None, lease_until=None)
+        )
 
     def get(self, message_id: int) -> OutboxMessage | None:
         row = self._conn.execute(select(t.outbox).where(t.outbox.c.id == message_id)).mappings().first()
@@ -315,7 +374,7 @@ class OutboxRepository:
         row = self._conn.execute(
             select(t.outbox.c.status, t.outbox.c.lease_owner).where(t.outbox.c.id == message_id)
         ).first()
-        return row is not None and row.status == self.PENDING and row.lease_owner == owner
+        return row is not None and row.status in self.OPEN and row.lease_owner == owner
 
     def complete(self, message_id: int, now: datetime) -> None:
         self._finish(message_id, self.DONE, now)
@@ -327,7 +386,7 @@ class OutboxRepository:
         self._conn.execute(
             update(t.outbox)
             .where(t.outbox.c.id == message_id)
-            .values(available_at=available_at, lease_owner=None, lease_until=None)
+            .values(status=self.PENDING, available_at=available_at, lease_owner=None, lease_until=None)
         )
 
     def _finish(self, message_id: int, status: str, now: datetime) -> None:
@@ -354,43 +413,61 @@ def _outbox_from_row(row: Mapping[str, Any]) -> OutboxMessage:
 
 
 @dataclass(frozen=True)
-class DeadLetter:
-    id: int
-    outbox_id: int
-    case_no: str
-    sector: str
-    operation: str
-    idempotency_key: str
+class Failure:
+    """Everything an operator needs to understand a dead message and replay it."""
+
     error_class: str
     error_message: str
-    attempts: int
-    rendered_request: Any
-    status: str
-    created_at: datetime
+    attempts: int = 0  # calls made in the last delivery
+    rendered_request: Any = None  # what was (or would have been) sent, as JSON
+    canonical_payload: Any = None  # the canonical message it was rendered from
+    last_response: Any = None  # the sector's last raw answer: status, headers, body
+    history: Sequence[Mapping[str, Any]] = ()  # every call: at, failure, message, elapsed_ms
+    bundle_version: str | None = None
+
+
+@dataclass(frozen=True)
+class DeadLetter(Failure):
+    id: int = 0
+    outbox_id: int | None = None  # None: the broker dead-lettered a message naming no outbox row we know
+    case_no: str = ""
+    sector: str = ""
+    operation: str = ""
+    idempotency_key: str = ""
+    deliveries: int = 0  # times the message was taken (across workers, restarts and replays)
+    status: str = "dead"  # dead | replayed
+    created_at: datetime | None = None
+    replayed_at: datetime | None = None
+    replayed_by: str | None = None
+
+
+_SEALED_DEAD_LETTER = SEALED_COLUMNS["dead_letters"][1]
 
 
 class DeadLetterRepository:
+    DEAD, REPLAYED = "dead", "replayed"
+
     def __init__(self, conn: Connection, personal: PersonalData) -> None:
         self._conn = conn
         self._personal = personal
 
-    def add(self, message: OutboxMessage, error_class: str, error_message: str, attempts: int,
-            rendered_request: Any, now: datetime) -> None:
-        self._conn.execute(
-            insert(t.dead_letters).values(
-                outbox_id=message.id,
-                case_no=message.case_no,
-                sector=message.sector,
-                operation=message.operation,
-                idempotency_key=message.idempotency_key,
-                error_class=error_class,
-                error_message=self._personal.seal(error_message, "dead_letters.error_message"),
-                attempts=attempts,
-                rendered_request=self._personal.seal(rendered_request, "dead_letters.rendered_request"),
-                status="dead",
-                created_at=now,
-            )
-        )
+    def add(self, message: OutboxMessage | None, failure: Failure, now: datetime, *,
+            about: Mapping[str, Any] | None = None) -> int:
+        """Keep a failure; `about` names case, sector, operation and key when there is no outbox row."""
+        if message is not None:
+            about = {"outbox_id": message.id, "case_no": message.case_no, "sector": message.sector,
+                     "operation": message.operation, "idempotency_key": message.idempotency_key,
+                     "deliveries": message.deliveries}
+        names = dict(about or {})
+        plain = {f.name: getattr(failure, f.name) for f in fields(Failure)}
+        plain["history"] = [dict(h) for h in failure.history]
+        sealed = {c: self._personal.seal(plain[c], f"dead_letters.{c}") for c in _SEALED_DEAD_LETTER}
+        row = {"outbox_id": None, "deliveries": 0, **names, **plain, **sealed, "status": self.DEAD, "created_at": now}
+        return int(self._conn.execute(insert(t.dead_letters).values(**row)).inserted_primary_key[0])
+
+    def get(self, dead_letter_id: int) -> DeadLetter | None:
+        row = self._conn.execute(select(t.dead_letters).where(t.dead_letters.c.id == dead_letter_id)).mappings().first()
+        return None if row is None else self._from_row(row)
 
     def list(self, case_no: str | None = None, limit: int = 100) -> Sequence[DeadLetter]:
         query = select(t.dead_letters).order_by(t.dead_letters.c.id.desc()).limit(limit)
@@ -398,12 +475,19 @@ class DeadLetterRepository:
             query = query.where(t.dead_letters.c.case_no == case_no)
         return [self._from_row(row) for row in self._conn.execute(query).mappings()]
 
+    def mark_replayed(self, dead_letter_id: int, by: str, now: datetime) -> bool:
+        result = self._conn.execute(
+            update(t.dead_letters).where(t.dead_letters.c.id == dead_letter_id, t.dead_letters.c.status == self.DEAD)
+            .values(status=self.REPLAYED, replayed_at=now, replayed_by=by))
+        return result.rowcount == 1
+
     def _from_row(self, row: Mapping[str, Any]) -> DeadLetter:
+        opened = {c: self._personal.open(row[c], f"dead_letters.{c}") for c in _SEALED_DEAD_LETTER}
         return DeadLetter(**{
-            **row,
+            **row, **opened,
+            "history": tuple(opened["history"] or ()),
             "created_at": as_utc(row["created_at"]),
-            "error_message": self._personal.open(row["error_message"], "dead_letters.error_message"),
-            "rendered_request": self._personal.open(row["rendered_request"], "dead_letters.rendered_request"),
+            "replayed_at": as_utc(row["replayed_at"]) if row["replayed_at"] else None,
         })
 
 

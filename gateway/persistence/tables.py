@@ -102,12 +102,14 @@ outbox = Table(
     Column("task_id", String(8), nullable=False),
     Column("idempotency_key", String(160), nullable=False),
     Column("priority", Integer, nullable=False, default=0),  # green channel first
-    Column("status", String(16), nullable=False, index=True),  # pending | done | dead
-    Column("deliveries", Integer, nullable=False, default=0),  # times a dispatcher took it
+    # pending (due at available_at) | queued (the broker confirmed it; a worker will take it) | done | dead
+    Column("status", String(16), nullable=False, index=True),
+    Column("deliveries", Integer, nullable=False, default=0),  # times a dispatcher or worker took it
     _utc("available_at", nullable=False, index=True),
     Column("lease_owner", String(80)),
     _utc("lease_until"),
     _utc("created_at", nullable=False),
+    _utc("published_at"),  # when the broker last confirmed it (RabbitMQ transport)
     _utc("done_at"),
 )
 
@@ -115,7 +117,8 @@ dead_letters = Table(
     "dead_letters",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("outbox_id", Integer, ForeignKey("outbox.id"), nullable=False, index=True),
+    # None: a message the broker dead-lettered that names no outbox row we know (recorded, not dropped)
+    Column("outbox_id", Integer, ForeignKey("outbox.id"), nullable=True, index=True),
     Column("case_no", String(50), nullable=False, index=True),
     Column("sector", String(64), nullable=False, index=True),
     Column("operation", String(32), nullable=False),
@@ -124,8 +127,47 @@ dead_letters = Table(
     Column("error_message", Text, nullable=False),
     Column("attempts", Integer, nullable=False),
     Column("rendered_request", JSON),
-    Column("status", String(16), nullable=False),  # dead (later: replayed, discarded)
+    Column("canonical_payload", JSON),  # the canonical message as it was built for the sector (sealed)
+    Column("last_response", JSON),  # the sector's last raw answer, if any (sealed)
+    Column("history", JSON),  # every call made: at, failure class, message, elapsed_ms (sealed)
+    Column("deliveries", Integer, nullable=False, default=0, server_default="0"),  # times taken before it died
+    Column("bundle_version", String(40)),
+    Column("status", String(16), nullable=False, index=True),  # dead | replayed (later: discarded)
     _utc("created_at", nullable=False),
+    _utc("replayed_at"),
+    Column("replayed_by", String(128)),
+)
+
+# Scheduled jobs (deadline clock, certificate expiry, outbox sweep, webhooks) run under a lease: each
+# job runs in one process at a time across every process sharing the database.
+job_leases = Table(
+    "job_leases",
+    metadata,
+    Column("job", String(64), primary_key=True),
+    Column("owner", String(80)),
+    _utc("lease_until"),
+    _utc("last_started_at"),
+    _utc("last_finished_at"),
+    Column("runs", Integer, nullable=False, default=0, server_default="0"),
+    Column("last_error", Text),
+)
+
+# Case events to tell the hall about (webhooks, the AMQP topic), written in the event's own transaction:
+# an id sequence read after commit would skip events whose transaction committed late.
+case_notifications = Table(
+    "case_notifications",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("case_no", String(50), nullable=False, index=True),
+    Column("seq", Integer, nullable=False),
+    Column("trigger", String(32), nullable=False),
+    Column("from_state", String(32)),
+    Column("to_state", String(32), nullable=False),
+    Column("matter_code", String(31), nullable=False),
+    _utc("at", nullable=False),
+    Column("status", String(16), nullable=False, index=True),  # pending | published
+    _utc("published_at"),
+    UniqueConstraint("case_no", "seq", name="uq_case_notifications_case_seq"),
 )
 
 idempotency_keys = Table(
