@@ -271,13 +271,19 @@ def _public_security(desk: Desk, timeout_s: float) -> str:
 def _outage(console: Console, gateway: Gateway, sector: SocialSecuritySimulator, desk: Desk,
             timeout_s: float) -> bool:
     """7: the social security system is down for longer than its retry policy: the message becomes a
-    dead letter kept for operators, and the case stays accepted; nothing is lost."""
-    title = "7 部门系统故障：社保系统宕机 → 重试用尽 → 死信（运维可见，案件保持已受理）"
+    dead letter kept for operators, and the case stays accepted; nothing is lost. The sector comes back,
+    an operator replays the letter by id, and the case goes on."""
+    title = "7 部门系统故障：社保系统宕机 → 重试用尽 → 死信（案件保持已受理）→ 恢复后运维重放 → 办结"
     sector.set_fault("fail")
+    created_before = sector.counters["cases_created"]
     try:
         case = _unemployment(desk.hall, "mobile", {"name": "孙晓东", "id_number": "15020519921212001X",
                                                    "phone": "13514720007"}, 20, "2026-11-10")
         letters = _wait_for_dead_letter(gateway, case["case_no"], timeout_s)
+        state = desk.hall.get(f"/v1/cases/{case['case_no']}").json()["state"]
+        sector.set_fault(None)
+        replayed = " ".join(_yiwang("ops", "replay", str(letters[0].id)).split())
+        after = _wait(desk.hall, case["case_no"], "approved", timeout_s)
     except DemoFailed as exc:
         console.print(f"[red]{title}: {exc}")
         return False
@@ -287,8 +293,11 @@ def _outage(console: Console, gateway: Gateway, sector: SocialSecuritySimulator,
                   title_justify="left")
     for d in letters:
         table.add_row(str(d.id), d.sector, d.operation, d.error_class, str(d.attempts), d.error_message[:60])
-    state = desk.hall.get(f"/v1/cases/{case['case_no']}").json()["state"]
-    console.print(table, f"case state: {state}   (operators list dead letters: `yiwang ops dead-letters`)\n")
+    console.print(table, f"case state while the sector was down: {state}   (`yiwang ops dead-letters`)",
+                  f"the sector is back; an operator: `yiwang ops replay {letters[0].id}` → {replayed.strip()}",
+                  f"case state after the replay: {after['state']} (sent with the idempotency key of every earlier "
+                  f"attempt: the sector applied it {sector.counters['cases_created'] - created_before} time)\n",
+                  sep="\n")
     return True
 
 
