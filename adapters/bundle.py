@@ -46,6 +46,7 @@ from adapters.auth import (
 )
 from adapters.resilience import RetryPolicy
 from adapters.secrets import LITERAL_REFUSED
+from adapters.soap import idempotency_soapheaders
 from adapters.wssecurity import WsSecuritySpec
 from certstore.credentials import reference_name
 from mappings import CompiledMapping, MappingError
@@ -161,13 +162,14 @@ class Bundle:
     circuit_breaker: CircuitBreaker | None
     rate_limit: RateLimit | None
     auth: AuthSpec  # `adapters.auth`: secret references only, resolved when an adapter is built
-    idempotency_header: str | None  # rest only
+    idempotency_header: str | None  # rest only: the HTTP header carrying the idempotency key
     materials_transport: str
     results: Results
     code_tables: Path | None  # code_tables.yaml, if the bundle has one
     files: tuple[str, ...] = field(default=())  # every file of the bundle, relative, '/'-separated
     tls: TlsSpec | None = None
     ws_security: WsSecuritySpec | None = None  # soap only
+    idempotency_soap_header: str | None = None  # soap only: "{namespace}name" of the header element carrying it
 
     def mapping(self, name: str) -> tuple[Path, bool]:
         """The mapping file of a canonical operation or named query, and whether it is a query."""
@@ -283,8 +285,12 @@ def _semantic_problems(doc: Mapping[str, Any], worder: _Worder) -> Iterator[Prob
         yield worder.problem(["operations", "callback"], "only with results.mode callback")
     if kind == "rest" and "soap_version" in doc:
         yield worder.problem(["soap_version"], "soap bundles only")
-    if kind == "soap" and "idempotency" in doc:
-        yield worder.problem(["idempotency"], "rest bundles only (soap: map idempotency_key into the body)")
+    idempotency = doc.get("idempotency", {})
+    if kind == "soap" and "header" in idempotency:
+        yield worder.problem(["idempotency", "header"],
+                             "rest bundles only (soap: idempotency.soap_header, or map idempotency_key into the body)")
+    if kind != "soap" and "soap_header" in idempotency:
+        yield worder.problem(["idempotency", "soap_header"], "soap bundles only (rest: idempotency.header)")
     if kind != "soap" and doc.get("materials", {}).get("transport") == "mtom":
         yield worder.problem(["materials", "transport"], "mtom is for soap bundles only")
     if kind != "soap" and "ws_security" in doc:
@@ -406,7 +412,12 @@ def _build(root: Path, doc: Mapping[str, Any]) -> Bundle:
         files=tuple(sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())),
         tls=_tls(doc.get("tls")),
         ws_security=None if "ws_security" not in doc else WsSecuritySpec.from_descriptor(doc["ws_security"]),
+        idempotency_soap_header=_soap_header((doc.get("idempotency") or {}).get("soap_header")),
     )
+
+
+def _soap_header(spec: Mapping[str, str] | None) -> str | None:
+    return None if spec is None else etree.QName(spec["namespace"], spec["name"]).text
 
 
 def _tls(spec: Mapping[str, str] | None) -> TlsSpec | None:
@@ -710,7 +721,8 @@ def _preview_soap(bundle: Bundle, mf: MappingFile, message: Mapping[str, Any], e
         client = load_wsdl(bundle.service_description, bundle.root)
         binding = select_binding(client, bundle.soap_version or "1.1", bundle.relative(bundle.service_description))
         service = client.create_service(str(binding.name), endpoint)
-        envelope = client.create_message(service, mf.compiled.operation, **request)
+        headers = idempotency_soapheaders(bundle.idempotency_soap_header, message)
+        envelope = client.create_message(service, mf.compiled.operation, **request, **headers)
     except (zx.Error, TypeError, TargetError) as exc:
         raise MappingError(f"{mf.name}: the request does not fit the WSDL: {exc}") from exc
     xslt = mf.doc.get("xslt")

@@ -214,7 +214,8 @@ def _soap(bundle: Bundle, mappings: Mapping[str, CompiledMapping], endpoint: str
     return SoapAdapter(bundle.sector, bundle.version, bundle.service_description, endpoint, mappings,
                        bundle.timeout_ms / 1000, soap_version=bundle.soap_version, auth=bundle.auth,
                        stylesheets=stylesheets(bundle), ssl_context=credentials.ssl_context(bundle.tls),
-                       security=credentials.message_security(bundle.ws_security))
+                       security=credentials.message_security(bundle.ws_security),
+                       idempotency_header=bundle.idempotency_soap_header)
 
 
 def _rest(bundle: Bundle, mappings: Mapping[str, CompiledMapping], endpoint: str,

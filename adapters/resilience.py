@@ -23,7 +23,8 @@ transport, timeout and retryable sector faults — not business rejections, mapp
 errors, not 429s (the limiter's pause handles those), and not our own rate-limit refusals.
 
 `RetryingAdapter` / `with_retries` remain usable alone (retries only). The last `DeliveryError` is
-re-raised with `attempts` set, so a dead letter can say how many tries were made.
+re-raised with `attempts` and `history` set (one entry per call made: when, its failure class, message
+and duration), so a dead letter tells the whole story of its tries, not only how it ended.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
@@ -104,6 +106,16 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, DeliveryError) and exc.retryable
 
 
+def _history_entry(exc: DeliveryError, at: datetime, started: float) -> dict[str, Any]:
+    """One attempt as `DeliveryError.history` records it (JSON-able: it goes into the dead letter)."""
+    return {
+        "at": at.isoformat(timespec="milliseconds"),
+        "failure": str(exc.failure),
+        "message": exc.message,
+        "elapsed_ms": round((time.monotonic() - started) * 1000),
+    }
+
+
 class RetryingAdapter:
     """An adapter that calls `inner` again on retryable `DeliveryError`s, with jittered backoff.
 
@@ -135,12 +147,16 @@ class RetryingAdapter:
         )
 
     def call(self, operation: Operation, message: CanonicalMessage) -> CanonicalResult:
+        history: list[dict[str, Any]] = []
         for attempt in self._retrying():
             with attempt:
+                at, started = datetime.now(UTC), time.monotonic()
                 try:
                     return self.inner.call(operation, message)
                 except DeliveryError as exc:
-                    exc.attempts = attempt.retry_state.attempt_number
+                    history.append(_history_entry(exc, at, started))
+                    # A copy per error: only the last one leaves, and it must not change afterwards.
+                    exc.history, exc.attempts = list(history), len(history)
                     raise
         raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover
 

@@ -17,6 +17,9 @@ Every failure leaves as a classified `DeliveryError`; see `classify` and `_statu
     other 4xx                      -> SECTOR_FAULT, not retryable
     non-JSON, malformed, too big or too deep JSON, unexpected 1xx-3xx -> VALIDATION
     business error in the answer   -> SECTOR_FAULT, not retryable;  mapping problems -> MAPPING
+
+When the sector answered, the error carries its last answer (`last_response`: status, a few headers,
+the body cut at 64 KiB; `adapters.soap.RawAnswer`), kept by reference while the call goes well.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import httpx
 
 from adapters.auth import NO_AUTH, AuthSpec, BodyTooLarge, TokenError, read_capped, rest_auth
 from adapters.contract import CanonicalMessage, CanonicalResult, DeliveryError, FailureClass, Operation
-from adapters.soap import mapping_failure, mapping_for
+from adapters.soap import LAST_RESPONSE_MAX_BYTES, RawAnswer, mapping_failure, mapping_for
 from certstore.credentials import Credential
 from mappings import (
     BusinessError,
@@ -128,14 +131,17 @@ class RestAdapter:
     def call(self, operation: Operation | str, message: CanonicalMessage) -> CanonicalResult:
         """Call a canonical operation, or a named query given as a str (message `{"query": {...}}`)."""
         mapping = self._mapping(operation)
+        answer = RawAnswer()  # the latest page's answer: what a dead letter shows if this call fails
         try:
             request = self._render(mapping, message)
             paging = _http(mapping).paging
             if paging is None:
-                return mapping.read_response(self._exchange(mapping, request))
-            return self._gather(mapping, paging, request)
+                return mapping.read_response(self._exchange(mapping, request, answer))
+            return self._gather(mapping, paging, request, answer)
         except Exception as exc:  # the contract: nothing raw escapes; classify() knows every kind we expect
-            raise classify(exc) from exc
+            error = classify(exc)
+            error.last_response = answer.last_response()
+            raise error from exc
 
     def _mapping(self, operation: Operation | str) -> CompiledMapping:
         return mapping_for(self._mappings, operation, f"{self.sector} version {self.version}")
@@ -147,16 +153,17 @@ class RestAdapter:
             request.headers[self._idempotency_header] = str(key)
         return request
 
-    def _gather(self, mapping: CompiledMapping, paging: Paging, request: HttpRequest) -> CanonicalResult:
+    def _gather(self, mapping: CompiledMapping, paging: Paging, request: HttpRequest,
+                answer: RawAnswer) -> CanonicalResult:
         """Follow the pages (up to `max_pages`); the mapping reads the first page's answer holding
         every page's items. The result's `items` are the raw items unless the mapping maps them."""
         first: dict[str, Any] = {}
         items: list[Any] = []
         for index in range(paging.max_pages):
             page = replace(request, query={**request.query, **paging.params(index)})
-            answer = self._exchange(mapping, page)
-            page_items, total = mapping.read_page(answer)
-            first = first or answer
+            page_answer = self._exchange(mapping, page, answer)
+            page_items, total = mapping.read_page(page_answer)
+            first = first or page_answer
             items.extend(page_items)
             # A short or empty page is the last; so is reaching the declared total.
             if len(page_items) < paging.size or (total is not None and len(items) >= total):
@@ -164,8 +171,8 @@ class RestAdapter:
         result = mapping.read_response(mapping.merge_pages(first, items))
         return result if "items" in result else {**result, "items": items}
 
-    def _exchange(self, mapping: CompiledMapping, request: HttpRequest) -> dict[str, Any]:
-        """Send one request, check its status, return its JSON object."""
+    def _exchange(self, mapping: CompiledMapping, request: HttpRequest, answer: RawAnswer) -> dict[str, Any]:
+        """Send one request, check its status, return its JSON object; `answer` keeps the raw answer."""
         http = _http(mapping)
         headers = {"Accept": "application/json", **request.headers}
         content = None if request.body is None else _json_body(mapping, request.body)
@@ -178,9 +185,12 @@ class RestAdapter:
         response = self.client.send(built, auth=self._auth, stream=True)
         try:
             where = f"{http.method} {http.path}"  # the template: a filled path may hold an ID number
+            answer.keep(response.status_code, response.headers)  # even if the body cannot be read
             if response.status_code not in http.success:
+                answer.keep(response.status_code, response.headers, _head(response))
                 raise _status_error(response, where)
             body = read_capped(response, MAX_ANSWER_BYTES)
+            answer.keep(response.status_code, response.headers, body)
         finally:
             response.close()
         return _json_object(response, body, where)
@@ -198,6 +208,21 @@ def _json_body(mapping: CompiledMapping, body: dict[str, Any]) -> bytes:
         return json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
     except (TypeError, ValueError) as exc:  # a value JSON cannot carry (NaN, a date object): our mapping's doing
         raise DeliveryError(FailureClass.MAPPING, f"{mapping.source_name}: request body is not JSON: {exc}") from exc
+
+
+def _head(response: httpx.Response) -> bytes:
+    """The first `LAST_RESPONSE_MAX_BYTES` of a refused answer's body, for the dead letter: only what we keep
+    is read. Best effort: the status already says what went wrong, the body only tells more."""
+    chunks, size = [], 0
+    try:
+        for chunk in response.iter_bytes():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size >= LAST_RESPONSE_MAX_BYTES:
+                break
+    except httpx.HTTPError:
+        pass
+    return b"".join(chunks)[:LAST_RESPONSE_MAX_BYTES]
 
 
 def _status_error(response: httpx.Response, where: str) -> DeliveryError:

@@ -11,12 +11,18 @@ mTLS and trust, used by requests for every https call; WS-Security signatures (`
 a named query (its mapping names the WSDL operation like any other).
 
 Every failure of `call` leaves as a classified `DeliveryError` (DESIGN.md invariant 4); see
-`classify` for the table.
+`classify` for the table. When the sector answered, the error carries that answer (`last_response`:
+status, a few headers, the body cut at 64 KiB), captured in the transport as a reference only.
+
+Idempotency (bundle `idempotency.soap_header`): every request carries a SOAP header element
+`{namespace}name` whose text is the message's `idempotency_key`, the same on every retry.
 """
 
 from __future__ import annotations
 
+import re
 import ssl
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -47,6 +53,47 @@ def _brief(text: str) -> str:
     return text if len(text) <= _BRIEF else text[:_BRIEF] + "…"
 
 
+# --------------------------------------------------------------------------- the sector's raw answer
+
+LAST_RESPONSE_MAX_BYTES = 64 * 1024  # of a failed call's answer kept for the dead letter
+# Headers that help diagnose a failure and carry no credential or session (no Set-Cookie).
+_KEPT_HEADERS = ("Content-Type", "Content-Length", "Retry-After", "WWW-Authenticate", "Date", "Server")
+_CHARSET = re.compile(r";\s*charset=\"?([\w.:-]+)", re.IGNORECASE)
+
+
+class RawAnswer:
+    """The sector's latest raw answer within one call, held by reference (nothing is copied while the
+    call goes well); `last_response()` makes `DeliveryError.last_response` of it when the call fails.
+
+    Shared by every adapter kind (`adapters.rest` imports it).
+    """
+
+    def __init__(self) -> None:
+        self.status: int | None = None
+        self.headers: Mapping[str, str] = {}
+        self.body = b""
+
+    def keep(self, status: int, headers: Mapping[str, str], body: bytes = b"") -> None:
+        self.status, self.headers, self.body = status, headers, body
+
+    def last_response(self) -> dict[str, Any] | None:
+        """{"status", "headers" (the diagnostic few), "body" (text, cut at 64 KiB)}; None if no answer came."""
+        if self.status is None:
+            return None
+        headers = {name: str(self.headers[name]) for name in _KEPT_HEADERS if self.headers.get(name) is not None}
+        return {"status": self.status, "headers": headers, "body": _text(self.body, headers.get("Content-Type"))}
+
+
+def _text(body: bytes, content_type: str | None) -> str:
+    """The body as text in its declared charset (sectors still send GBK), UTF-8 otherwise; never raises."""
+    declared = _CHARSET.search(content_type or "")
+    cut = body[:LAST_RESPONSE_MAX_BYTES]  # a character cut in two becomes U+FFFD
+    try:
+        return cut.decode(declared.group(1) if declared else "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know
+        return cut.decode("utf-8", errors="replace")
+
+
 _BINDINGS: Mapping[str, type[Any]] = {"1.1": Soap11Binding, "1.2": Soap12Binding}
 # The HTTP statuses a fault arrives with: 1.1 always 500; 1.2 a Sender fault 400, the others 500.
 _FAULT_STATUSES: Mapping[type[Any], frozenset[int]] = {
@@ -61,12 +108,22 @@ class _StatusCheckingTransport(Transport):
     zeep parses every answer as XML first, so an HTTP 503 with an HTML page (often with
     `<!DOCTYPE html>`) would surface as a DTD or syntax error and look like a hostile answer.
     Only HTTP 200 and a fault (an XML body with one of `fault_statuses`) go on to zeep.
+
+    Every answer is also handed to the calling thread's `RawAnswer` (see `SoapAdapter.call`), if it set
+    one: a fault, a malformed answer or a business refusal is told to a dead letter with what was said.
     """
 
     fault_statuses: frozenset[int] = frozenset({500})  # set per adapter once the binding is known
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls = threading.local()  # .answer: the RawAnswer of the call this thread is making
+
     def post(self, address: str, message: Any, headers: Any) -> requests.Response:
         response = super().post(address, message, headers)
+        answer: RawAnswer | None = getattr(self.calls, "answer", None)
+        if answer is not None:  # requests has read the body already: keeping it is a reference, not a copy
+            answer.keep(response.status_code, response.headers, response.content)
         status = response.status_code
         media_type = get_media_type(response.headers.get("Content-Type", "text/xml"))
         if status != 200 and not (status in self.fault_statuses and media_type in _XML_MEDIA_TYPES):
@@ -197,12 +254,15 @@ class SoapAdapter:
         stylesheets: Mapping[str, Transform] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         security: MessageSecurity | None = None,
+        idempotency_header: str | None = None,
     ) -> None:
         """`stylesheets`: mapping name -> XSLT applied to that operation's envelope before sending;
-        `ssl_context`: for https endpoints (default: requests' own); `security`: WS-Security signatures."""
+        `ssl_context`: for https endpoints (default: requests' own); `security`: WS-Security signatures;
+        `idempotency_header`: "{namespace}name" of the SOAP header element carrying the idempotency key."""
         self.sector = sector
         self.version = version
         self.endpoint = endpoint
+        self._idempotency_header = idempotency_header
         self._mappings = {str(name): mapping for name, mapping in mappings.items()}
         by_operation = {self._mappings[name].operation: t for name, t in (stylesheets or {}).items()
                         if name in self._mappings}
@@ -224,15 +284,36 @@ class SoapAdapter:
     def call(self, operation: Operation | str, message: CanonicalMessage) -> CanonicalResult:
         """Call a canonical operation, or a named query given as a str (message `{"query": {...}}`)."""
         mapping = self._mapping(operation)
-        request = _render(mapping, message)
+        request = _render(mapping, message) | idempotency_soapheaders(self._idempotency_header, message)
+        calls = self.client.transport.calls
+        calls.answer = answer = RawAnswer()  # zeep posts from this thread: the transport fills it
         try:
-            answer = getattr(self.service, mapping.operation)(**request)
+            return _read(mapping, getattr(self.service, mapping.operation)(**request))
         except Exception as exc:  # the contract: nothing raw escapes; classify() knows every kind we expect
-            raise classify(exc) from exc
-        return _read(mapping, answer)
+            error = classify(exc)
+            error.last_response = answer.last_response()
+            if error is exc:
+                raise
+            raise error from exc
+        finally:
+            calls.answer = None
 
     def _mapping(self, operation: Operation | str) -> CompiledMapping:
         return mapping_for(self._mappings, operation, f"{self.sector} version {self.version}")
+
+
+def idempotency_soapheaders(element_name: str | None, message: CanonicalMessage) -> dict[str, Any]:
+    """zeep's `_soapheaders` argument: a header element `element_name` ("{namespace}name") whose text is the
+    message's idempotency key; {} without either. Not in the WSDL, so built as plain XML (zeep copies it in).
+
+    Shared with the bundle preview (`adapters.bundle`), so what is previewed is what is sent.
+    """
+    key = message.get("idempotency_key")
+    if element_name is None or not key:
+        return {}
+    header = etree.Element(element_name)
+    header.text = str(key)
+    return {"_soapheaders": [header]}
 
 
 def mapping_for(mappings: Mapping[str, CompiledMapping], name: Operation | str, owner: str) -> CompiledMapping:

@@ -179,7 +179,7 @@ BROKEN: list[tuple[str, Path, list[Edit], list[str]]] = [
      ["bundle.yaml:17: operations.query_status: required when results.mode is polling"]),
     ("idempotency header on soap", SOAP,
      [E(D, "auth: {type: none}", "auth: {type: none}\nidempotency: {header: X-Id}")],
-     ["bundle.yaml:25: idempotency: rest bundles only (soap: map idempotency_key into the body)"]),
+     ["bundle.yaml:25: idempotency.header: rest bundles only (soap: idempotency.soap_header, or map idempotency_key into the body)"]),
     ("mapping YAML syntax error", SOAP, [E(SUBMIT, "  bjbh: {from: case.case_no}", "  bjbh: {from: case.case_no")],
      ["submit_case.mapping.yaml:9: invalid YAML: expected ',' or '}', but got '<scalar>'"]),
     ("duplicate key in a mapping", SOAP, [E(SUBMIT, "  bjbh: {from: case.case_no}", "  sxbm: {from: case.case_no}")],

@@ -12,6 +12,10 @@ username ``yiwang``, password ``mz-secret``.
 
 Known persons for CheckMarriageRecord: every well-formed 18-character ID number (status and
 registration date derived from it); anything else is ResultCode FAIL.
+
+Idempotent application: ApplyService applies once per request id, which is the SOAP header
+``{http://yiwang.gov.cn/ns/idempotency}RequestId`` when the caller sends one (the gateway's
+idempotency key, bundle ``idempotency.soap_header``), else the body's TransactionId.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ __all__ = [
     "DEFAULT_PASSWORD",
     "DEFAULT_USERNAME",
     "ENDPOINT_PATH",
+    "REQUEST_ID_HEADER",
     "TNS",
     "WSDL_FILE",
     "CivilAffairsSimulator",
@@ -54,6 +59,8 @@ _TOKEN_PROFILE: Final = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss
 PASSWORD_TEXT: Final = f"{_TOKEN_PROFILE}#PasswordText"
 PASSWORD_DIGEST: Final = f"{_TOKEN_PROFILE}#PasswordDigest"
 MAX_SKEW: Final = timedelta(minutes=5)
+IDEMPOTENCY_NS: Final = "http://yiwang.gov.cn/ns/idempotency"
+REQUEST_ID_HEADER: Final = f"{{{IDEMPOTENCY_NS}}}RequestId"
 
 REQUIRED_APPLY_FIELDS: Final = (
     "TransactionId",
@@ -188,15 +195,22 @@ class CivilAffairsSimulator(SoapSimulator):
     # ----- ApplyService
 
     def _apply(self, operation: etree._Element) -> Reply:
-        """Apply once per TransactionId; a refused request is not remembered."""
+        """Apply once per request id (see ``_request_id``); a refused request is not remembered."""
         self._counters.bump("submits_received")
         fields = self._read(operation, lists=frozenset({"Attachments"}))
         missing = missing_fields(fields, REQUIRED_APPLY_FIELDS)
         if missing:
             return self._fail("ApplyResponse", f"缺少必填项：{'、'.join(missing)}")
-        case, created = self._book.apply(str(dig(fields, "TransactionId")), fields)
+        case, created = self._book.apply(self._request_id(operation, fields), fields)
         message = "受理成功" if created else "重复提交，返回原服务编号"
         return self._respond("ApplyResponse", [("ResultCode", SUCCESS), ("ResultMessage", message), ("ServiceNumber", case.reference)])
+
+    def _request_id(self, operation: etree._Element, fields: dict[str, Any]) -> str:
+        """The RequestId SOAP header if the caller sent a non-empty one, else the body's TransactionId."""
+        envelope = operation.getroottree().getroot()
+        header = envelope.find(f"{{{SOAP12.envelope_ns}}}Header/{REQUEST_ID_HEADER}")
+        given = (header.text or "").strip() if header is not None else ""
+        return given or str(dig(fields, "TransactionId"))
 
     # ----- GetServiceStatus
 
