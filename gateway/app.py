@@ -21,9 +21,10 @@ from certstore.keyring import FieldSealer
 from certstore.store import CertStore
 from certstore.signing import load_or_create_signing_key, rewrap_signing_key
 from gateway import api_adapters, api_approvals, api_audit, api_catalogue, api_identities, api_material_links, api_materials
-from gateway import api_certs, metrics
+from gateway import api_certs, api_webhooks, metrics
 from gateway.auth import ClientCertificates
 from gateway.api import BodyLimit, health, install_error_handlers, router
+from gateway.amqp import AmqpTransport, ConfirmedPublisher
 from gateway.approvals import Approvals
 from gateway.rate_limits import rate_limiter
 from gateway.bundles import BundleStore
@@ -42,6 +43,7 @@ from gateway.persistence.blind_index import BlindIndex, load_or_create_key
 from gateway.persistence.engine import make_engine
 from gateway.persistence.personal_data import PersonalData, reseal_all
 from gateway.persistence.uow import UnitOfWork, create_schema
+from gateway.notifications import CaseEventFanOut, Publisher, WebhookPolicy, WebhookSender, Webhooks
 from gateway.scheduler import Job, Scheduler
 from gateway.sector_calls import NonceLedger, SectorCalls
 from gateway.services import CaseService
@@ -75,14 +77,23 @@ class Gateway:
     scheduler: Scheduler  # leased scheduled jobs: the clock, expiry, the outbox sweep, notifications
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    _transport: AmqpTransport | None = None  # with YIWANG_AMQP_URL: relay, consumers, scheduled jobs
 
     def start_dispatcher(self) -> None:
+        if self.settings.amqp_url:
+            self._transport = AmqpTransport(self.settings, self.dispatcher,
+                                            lambda: [sector for sector, _, _ in self.bundles.active()])
+            self._transport.start()
+            return
         self._stop.clear()
         self._thread = threading.Thread(target=self.dispatcher.run, args=(self._stop,), name="dispatcher",
                                         daemon=True)
         self._thread.start()
 
     def stop_dispatcher(self) -> None:
+        if self._transport is not None:  # finishes what is in flight, within the lease
+            self._transport.stop(timeout=self.settings.lease_ms / 1000)
+            self._transport = None
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
@@ -133,23 +144,41 @@ def build_gateway(settings: Settings, clock: Clock | None = None) -> Gateway:
     ledger = build_ledger(settings, engine, sealer, clock)
     ledger.start()
     calls = SectorCalls(registry, bundles, service, build, NonceLedger(engine, clock), messages=ledger)
-    scheduler = Scheduler(engine, clock, scheduled_jobs(settings, engine, service, expiry, clock))
+    scheduler = Scheduler(engine, clock, scheduled_jobs(settings, engine, service, expiry, clock, sealer))
     return Gateway(settings, engine, catalogue, ApiKeyStore(engine), materials, service, bundles, registry, calls,
                    Dispatcher(service, registry, dispatch, transport, messages=ledger, scheduler=scheduler),
                    links, sealer, ledger, certs=certs, metrics=metrics_registry, expiry=expiry, scheduler=scheduler)
 
 
 def scheduled_jobs(settings: Settings, engine: Engine, service: CaseService, expiry: ExpiryWatch,
-                   clock: Clock) -> list[Job]:
+                   clock: Clock, sealer: FieldSealer) -> list[Job]:
     """The work that runs once per interval across every process (gateway/scheduler.py)."""
     every_tick = timedelta(milliseconds=settings.clock_interval_ms)
     jobs = [Job("deadline-clock", every_tick, service.tick),
             Job("certificate-expiry", every_tick, expiry.check)]
+    every_notify = timedelta(milliseconds=settings.notify_interval_ms)  # the hall's notifications
+    fan_out = CaseEventFanOut(engine, clock, case_event_publisher(settings))
+    jobs += [Job("case-notifications", every_notify, fan_out.run),
+             Job("webhooks", every_notify, WebhookSender(engine, sealer, clock, webhook_policy(settings)).run)]
     if settings.amqp_url:
         requeue_after = timedelta(milliseconds=settings.outbox_requeue_after_ms)
         jobs.append(Job("outbox-sweep", timedelta(milliseconds=settings.outbox_sweep_ms),
                         lambda: sweep_outbox(engine, clock, requeue_after)))
     return jobs
+
+
+def webhook_policy(settings: Settings) -> WebhookPolicy:
+    return WebhookPolicy(timedelta(milliseconds=settings.webhook_timeout_ms), settings.webhook_max_attempts,
+                         timedelta(milliseconds=settings.webhook_backoff_ms), settings.webhook_insecure_hosts)
+
+
+def case_event_publisher(settings: Settings) -> Callable[[], Publisher] | None:
+    """How case events reach the topic exchange: a confirmed publisher, built on first use in the job's
+    thread (pika: one connection per thread); None without a broker."""
+    url = settings.amqp_url
+    if not url:
+        return None
+    return lambda: ConfirmedPublisher(url, settings.amqp_heartbeat_s, name="yiwang case events")
 
 
 def sweep_outbox(engine: Engine, clock: Clock, requeue_after: timedelta) -> int:
@@ -228,6 +257,8 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.state.certs = gateway.certs
     app.state.metrics = gateway.metrics
     app.state.approvals = Approvals(gateway.engine, gateway.service.clock)
+    app.state.webhooks = Webhooks(gateway.engine, gateway.sealer, gateway.service.clock,
+                                  gateway.settings.webhook_insecure_hosts)
     app.state.four_eyes = gateway.settings.four_eyes
     app.state.client_certificates = (
         ClientCertificates(gateway.settings.client_cert_header, gateway.settings.client_cert_proxies)
@@ -244,6 +275,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.include_router(api_approvals.router)
     app.include_router(api_audit.router)
     app.include_router(api_certs.router)
+    app.include_router(api_webhooks.router)
     app.include_router(metrics.router)
     install_error_handlers(app)
     api_catalogue.install_catalogue_error_handlers(app)
@@ -254,6 +286,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     api_approvals.install_approval_error_handlers(app)
     api_audit.install_audit_error_handlers(app)
     api_certs.install_cert_error_handlers(app)
+    api_webhooks.install_webhook_error_handlers(app)
     # Uploads and bundles stream with limits of their own; callbacks are capped where they are read.
     app.add_middleware(BodyLimit, max_bytes=gateway.settings.max_body_bytes,
                        exempt=frozenset({MATERIALS_PATH, BUNDLES_PATH}))

@@ -120,14 +120,21 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
 
 @app.command()
 def worker() -> None:
-    """Run a dispatcher only: deliver outbox messages to sectors until SIGTERM or Ctrl-C."""
+    """Run a dispatcher only: deliver outbox messages to sectors (over RabbitMQ when YIWANG_AMQP_URL is set)
+    until SIGTERM or Ctrl-C."""
     gateway = build_gateway(_settings())
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    console.print(f"worker {gateway.dispatcher.owner} delivering from {gateway.settings.db_url}")
-    gateway.dispatcher.run(stop)
-    gateway.close()
+    console.print(f"worker {gateway.dispatcher.owner} delivering from {gateway.settings.db_url}"
+                  + (" over RabbitMQ" if gateway.settings.amqp_url else ""))
+    if gateway.settings.amqp_url:  # relay, consumers and scheduled jobs on threads of their own
+        gateway.start_dispatcher()
+        while not stop.wait(0.5):
+            pass
+    else:
+        gateway.dispatcher.run(stop)
+    gateway.close()  # with RabbitMQ: hands back what it holds, finishes what is in flight (YIWANG_LEASE_MS)
 
 
 @app.command()

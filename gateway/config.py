@@ -57,6 +57,12 @@ class Settings:
     cert_refresh_ms: int = 2000  # a certificate rotation reaches every process within this of its next use
     checkpoint_every: int = 1000  # the audit and message logs sign their chains' heads every this many records
     checkpoint_ms: int = 60_000  # ... and at least this often while records come
+    # Notifications to the hall (gateway/notifications.py): the AMQP topic and webhooks
+    notify_interval_ms: int = 500  # how often case events are fanned out and due webhooks sent
+    webhook_timeout_ms: int = 5000  # one webhook request, connect to answer
+    webhook_max_attempts: int = 10  # then the delivery is failed and the case's next events go on
+    webhook_backoff_ms: int = 1000  # the first retry's delay; doubled each attempt, capped, with jitter
+    webhook_insecure_hosts: frozenset[str] = frozenset()  # hosts allowed over http and on private addresses
     # Guaranteed delivery over RabbitMQ (gateway/amqp.py); None: the in-process transport
     amqp_url: str | None = field(default=None, repr=False)
     amqp_prefetch: int = 20  # messages a worker holds unacknowledged per queue
@@ -129,6 +135,12 @@ class Settings:
                 cert_refresh_ms=int(get("YIWANG_CERT_REFRESH_MS", "2000")),
                 checkpoint_every=_positive("YIWANG_CHECKPOINT_EVERY", get("YIWANG_CHECKPOINT_EVERY", "1000")),
                 checkpoint_ms=_positive("YIWANG_CHECKPOINT_MS", get("YIWANG_CHECKPOINT_MS", "60000")),
+                notify_interval_ms=_positive("YIWANG_NOTIFY_INTERVAL_MS", get("YIWANG_NOTIFY_INTERVAL_MS", "500")),
+                webhook_timeout_ms=_positive("YIWANG_WEBHOOK_TIMEOUT_MS", get("YIWANG_WEBHOOK_TIMEOUT_MS", "5000")),
+                webhook_max_attempts=_positive("YIWANG_WEBHOOK_MAX_ATTEMPTS", get("YIWANG_WEBHOOK_MAX_ATTEMPTS", "10")),
+                webhook_backoff_ms=_positive("YIWANG_WEBHOOK_BACKOFF_MS", get("YIWANG_WEBHOOK_BACKOFF_MS", "1000")),
+                webhook_insecure_hosts=frozenset(h.strip().lower() for h in get("YIWANG_WEBHOOK_INSECURE_HOSTS",
+                                                                                "").split(",") if h.strip()),
                 amqp_url=_amqp_url(get("YIWANG_AMQP_URL") or None),
                 amqp_prefetch=_positive("YIWANG_AMQP_PREFETCH", get("YIWANG_AMQP_PREFETCH", "20")),
                 amqp_heartbeat_s=_positive("YIWANG_AMQP_HEARTBEAT_S", get("YIWANG_AMQP_HEARTBEAT_S", "30")),

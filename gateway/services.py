@@ -151,10 +151,9 @@ class CaseService:
         try:
             return self._submit_once(matter, command, actor, idempotency_key)
         except IntegrityError:
-            # Two requests with one key raced past the lookup (possible on PostgreSQL): the loser
-            # rolled back; now the winner's answer is there to return.
-            if idempotency_key is None:
-                raise
+            # Two requests with one key raced past the lookup, or two submissions began a day's case
+            # counter at once (possible on PostgreSQL): the loser rolled back whole; once more finds the
+            # winner's answer, or the counter row to lock.
             return self._submit_once(matter, command, actor, idempotency_key)
 
     def get(self, case_no: str) -> Case:
@@ -287,8 +286,11 @@ class CaseService:
                          poll_after: timedelta | None) -> bool:
         """The sector took its task: the task starts and, unless it calls back, its first poll is scheduled."""
         def change(case: Case, matter: Matter, now: datetime, uow: UnitOfWork) -> None:
+            before = len(case.events)
             lifecycle.start_task(case, message.task_id, _sector(message), now, sector_ref)
             uow.outbox.complete(message.id, now)
+            if len(case.events) == before:
+                return  # started already (a callback came first, or a repeat): its polling is scheduled
             if poll_after is not None and not case.task(message.task_id).state.concluded:
                 uow.outbox.add(case.case_no, message.sector, QUERY_STATUS, message.task_id, now + poll_after,
                                message.priority)

@@ -8,9 +8,13 @@ a missing service into a failure.
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from urllib.parse import quote
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -197,3 +201,29 @@ COMPLETE_APPLICATION: dict[str, Any] = {
     "materials": [{"name": "居民身份证"}, {"name": "解除或终止劳动合同证明"}, {"name": "本人银行账户"}],
     "form": {"insured_months": 36, "separation_date": "2026-10-31"},
 }
+
+
+RABBITMQ_HOW_TO_START = "start it with: rabbitmq-server -detached"
+
+
+@contextmanager
+def rabbitmq_vhost() -> Iterator[str]:
+    """A virtual host of its own on the local broker (guest may use it), deleted afterwards: its URL."""
+    vhost = f"yiwang-test-{uuid.uuid4().hex[:10]}"
+    try:
+        socket.create_connection(("127.0.0.1", 5672), timeout=2).close()
+        for command in (["add_vhost", vhost], ["set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"]):
+            subprocess.run(["rabbitmqctl", "-q", *command], check=True, capture_output=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        service_missing("RabbitMQ at 127.0.0.1:5672 (with rabbitmqctl)", RABBITMQ_HOW_TO_START, exc)
+    try:
+        yield f"amqp://guest:guest@127.0.0.1:5672/{quote(vhost, safe='')}"
+    finally:
+        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> Iterator[str]:
+    """A RabbitMQ virtual host of this test run's own (amqp:// URL), deleted at the end."""
+    with rabbitmq_vhost() as url:
+        yield url

@@ -107,8 +107,8 @@ class CaseRepository:
 
     def next_sequence(self, scope: str) -> int:
         """Next number in a daily sequence: a read-then-write, safe only inside a write transaction."""
-        current = self._conn.execute(
-            select(t.case_counters.c.last_seq).where(t.case_counters.c.scope == scope)
+        current = self._conn.execute(  # the row lock makes concurrent submissions on PostgreSQL wait their turn
+            select(t.case_counters.c.last_seq).where(t.case_counters.c.scope == scope).with_for_update()
         ).scalar_one_or_none()
         if current is None:
             self._conn.execute(insert(t.case_counters).values(scope=scope, last_seq=1))
@@ -267,6 +267,9 @@ class OutboxMessage:
     available_at: datetime
 
 
+RELAY_PREFIX = "relay:"  # lease owners that publish to the broker rather than deliver
+
+
 class OutboxRepository:
     """pending → (queued, with a broker) → done | dead. A message is only ever *leased*, never locked across
     a sector call: `lease_owner` says who may record its outcome (`holds_lease`)."""
@@ -340,12 +343,22 @@ class OutboxRepository:
 
         The broker hands a message to one consumer at a time, so a live lease of a worker that lost its
         connection is taken over: if both call the sector, the idempotency key makes it one effect."""
+        published = or_(t.outbox.c.status == self.QUEUED,  # or confirmed, and the relay not yet done marking it
+                        and_(t.outbox.c.status == self.PENDING, t.outbox.c.lease_owner.startswith(RELAY_PREFIX)))
         result = self._conn.execute(
             update(t.outbox)
-            .where(t.outbox.c.id == message_id, t.outbox.c.status == self.QUEUED)
-            .values(lease_owner=owner, lease_until=lease_until, deliveries=t.outbox.c.deliveries + 1)
+            .where(t.outbox.c.id == message_id, published)
+            .values(status=self.QUEUED, lease_owner=owner, lease_until=lease_until,
+                    deliveries=t.outbox.c.deliveries + 1)
         )
         return self.get(message_id) if result.rowcount == 1 else None
+
+    def release(self, ids: Sequence[int], owner: str) -> None:
+        """The relay lost its connection before these were confirmed: due again at once, not after the lease."""
+        if ids:
+            self._conn.execute(update(t.outbox).where(t.outbox.c.id.in_(ids), t.outbox.c.status == self.PENDING,
+                                                      t.outbox.c.lease_owner == owner)
+                               .values(lease_owner=None, lease_until=None))
 
     def requeue_stale(self, published_before: datetime, now: datetime) -> int:
         """Queued long ago, never taken or never settled (a broker that lost it): due again, published again.
@@ -371,8 +384,8 @@ class OutboxRepository:
 
     def holds_lease(self, message_id: int, owner: str) -> bool:
         """Still ours and still pending? If not, another dispatcher took over: store nothing."""
-        row = self._conn.execute(
-            select(t.outbox.c.status, t.outbox.c.lease_owner).where(t.outbox.c.id == message_id)
+        row = self._conn.execute(  # locked: two recorders of one message take turns, the second sees it settled
+            select(t.outbox.c.status, t.outbox.c.lease_owner).where(t.outbox.c.id == message_id).with_for_update()
         ).first()
         return row is not None and row.status in self.OPEN and row.lease_owner == owner
 
