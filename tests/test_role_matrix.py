@@ -33,7 +33,8 @@ OWN_SECTOR, OTHER_SECTOR = "social_security", "housing_fund"
 # harmless ones elsewhere (nothing of that id exists: an admitted caller gets 404/409/422, not 403).
 PATH_VALUES = {"sector": OWN_SECTOR, "version": "1", "code": "NOPE", "case_no": "NOPE", "task_id": "1",
                "kind": "acceptance_receipt", "ref": "NOPE", "name": "matrix-cert",
-               "identity_id": "id_nobody", "approval_id": "ap_nobody"}
+               "identity_id": "id_nobody", "approval_id": "ap_nobody",
+               "webhook_id": "wh_nobody"}
 Route = tuple[str, str]  # (method, path template)
 CERTIFICATES = "/v1/certificates"
 

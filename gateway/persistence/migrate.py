@@ -47,6 +47,7 @@ from gateway.persistence import (  # noqa: F401
     identity_tables,
     ledger_tables,
     material_tables,
+    notification_tables,
 )
 from gateway.persistence.engine import READ_ONLY, SQLITE_BUSY_TIMEOUT_MS, make_engine
 from gateway.persistence.tables import metadata

@@ -19,6 +19,7 @@ from gateway.persistence import (  # noqa: F401
     identity_tables,
     ledger_tables,
     material_tables,
+    notification_tables,
 )
 from gateway.persistence.engine import READ_ONLY
 from gateway.persistence.personal_data import NoPersonalData, PersonalData
