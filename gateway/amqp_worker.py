@@ -124,11 +124,7 @@ class DeliveryConsumer:
                 connection.process_data_events(time_limit=0.2)
             self._wind_down(connection, channel, consumers)
         finally:
-            if connection.is_open:
-                try:
-                    connection.close()
-                except (AMQPError, *RECONNECT_ON):
-                    pass
+            close_quietly(connection)
 
     def _consume_new_sectors(self, connection: pika.BlockingConnection, channel: BlockingChannel,
                              consumers: dict[str, str]) -> None:
@@ -291,11 +287,7 @@ class DeadLetterConsumer:
                 channel.basic_ack(method.delivery_tag)
             channel.cancel()  # hands back what was prefetched
         finally:
-            if connection.is_open:
-                try:
-                    connection.close()
-                except (AMQPError, *RECONNECT_ON):
-                    pass
+            close_quietly(connection)
 
     def record(self, headers: dict[str, Any] | None, body: bytes) -> int | None:
         """One dead-lettered message as a dead letter; None when its outbox row is settled already."""
@@ -350,3 +342,12 @@ def reconnecting(session: Callable[[], None], stopped: threading.Event, backoff:
             wait = backoff.next()
             log.warning(f"{who} lost the broker; reconnecting", error=describe(exc), retry_in_s=round(wait, 2))
             stopped.wait(wait)
+
+
+def close_quietly(connection: pika.BlockingConnection) -> None:
+    """Close a session's connection on the way out; one already broken needs nothing more."""
+    if connection.is_open:
+        try:
+            connection.close()
+        except (AMQPError, *RECONNECT_ON):
+            pass
