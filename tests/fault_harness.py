@@ -377,7 +377,12 @@ class Cluster:
             _, key = ApiKeyStore(engine).issue(f"fault-test {role}", [role])
         finally:
             engine.dispose()
-        return {"Authorization": f"Bearer {key}"}
+        headers = {"Authorization": f"Bearer {key}"}
+        # The API learns of a key issued by another process on its next reload: at once on a miss,
+        # at most once a second (identities.MISS_RELOAD_S). The load starts once the key is known.
+        wait_until(lambda: httpx.get(f"{self.url}/v1/cases/none", headers=headers, timeout=5).status_code != 401,
+                   10, "the API to recognise a newly issued key")
+        return headers
 
     def logs(self, tail: int = 25) -> str:
         """The last lines of every process's log, killed ones included: for failure messages."""
