@@ -46,6 +46,7 @@ class Scheduler:
         self.owner = owner or process_owner()
         self._next_try: dict[str, datetime] = {}  # when this process next asks for each job's lease
         self._rows: set[str] = set()  # jobs whose lease row exists
+        self._failing: dict[str, str] = {}  # job -> the error its last run in this process failed with
 
     def run_due(self) -> int:
         """Run every job due now whose lease this process wins; returns how many ran."""
@@ -67,9 +68,20 @@ class Scheduler:
             if done:
                 log.debug("job ran", job=job.name, done=done)
         except Exception as exc:  # a failing job never stops the others; the next interval tries again
-            log.exception("scheduled job failed", job=job.name)
             error = f"{type(exc).__name__}: {exc}"[:2000]
+            self._log_failure(job, error)
+        if error is None and self._failing.pop(job.name, None) is not None:
+            log.info("scheduled job recovered", job=job.name)
         self._release(job, error)
+
+    def _log_failure(self, job: Job, error: str) -> None:
+        """The traceback once; while the job keeps failing the same way (a broker down for an hour), one
+        line per run without it, so the log stays readable."""
+        if self._failing.get(job.name) == error:
+            log.warning("scheduled job still failing", job=job.name, error=error)
+        else:
+            log.exception("scheduled job failed", job=job.name)
+        self._failing[job.name] = error
 
     def _acquire(self, job: Job, now: datetime) -> bool:
         self._ensure_row(job.name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 
+import structlog.testing
 from sqlalchemy import Engine, select, update
 
 from gateway.domain.clock import FixedClock
@@ -84,3 +85,24 @@ def test_a_failing_job_is_recorded_and_does_not_stop_the_others(engine: Engine) 
     with engine.connect() as conn:
         row = conn.execute(select(job_leases).where(job_leases.c.job == "broken")).mappings().one()
     assert row["last_error"] == "RuntimeError: sector catalogue unreachable" and row["lease_until"] is None
+
+
+def test_a_job_failing_again_the_same_way_logs_its_traceback_once(engine: Engine) -> None:
+    clock = FixedClock(NOON)
+    failures = ["broker down", "broker down", "broker down", None, "broker down"]
+
+    def flaky() -> int:
+        error = failures.pop(0)
+        if error:
+            raise ConnectionError(error)
+        return 1
+
+    scheduler = Scheduler(engine, clock, [Job("case-notifications", MINUTE, flaky)])
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(5):
+            scheduler.run_due()
+            clock.advance(MINUTE)
+    seen = [(entry["event"], "exc_info" in entry) for entry in logs if entry["event"] != "job ran"]
+    assert seen == [("scheduled job failed", True), ("scheduled job still failing", False),
+                    ("scheduled job still failing", False), ("scheduled job recovered", False),
+                    ("scheduled job failed", True)]
