@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, Protocol
 
+import structlog
+
 
 class Operation(StrEnum):
     """Canonical operations a sector adapter may serve."""
@@ -84,3 +86,14 @@ class Adapter(Protocol):
     def render(self, operation: Operation, message: CanonicalMessage) -> Any:
         """The sector request this message becomes, without sending it (preview and dead letters)."""
         ...
+
+
+CORRELATION_HEADER = "X-Correlation-Id"
+
+
+def correlation_headers() -> dict[str, str]:
+    """The HTTP header every request to a sector carries, whatever the adapter kind: the correlation id the
+    gateway bound for the delivery in hand (`structlog.contextvars`, key `correlation_id`), so a sector's
+    team can find our log lines for a request of theirs. Empty when nothing is bound (tools, previews)."""
+    value = structlog.contextvars.get_contextvars().get("correlation_id")
+    return {CORRELATION_HEADER: value} if isinstance(value, str) and value else {}

@@ -35,7 +35,14 @@ from typing import Any
 import httpx
 
 from adapters.auth import NO_AUTH, AuthSpec, BodyTooLarge, TokenError, read_capped, rest_auth
-from adapters.contract import CanonicalMessage, CanonicalResult, DeliveryError, FailureClass, Operation
+from adapters.contract import (
+    CanonicalMessage,
+    CanonicalResult,
+    DeliveryError,
+    FailureClass,
+    Operation,
+    correlation_headers,
+)
 from adapters.soap import LAST_RESPONSE_MAX_BYTES, RawAnswer, mapping_failure, mapping_for
 from certstore.credentials import Credential
 from mappings import (
@@ -174,7 +181,7 @@ class RestAdapter:
     def _exchange(self, mapping: CompiledMapping, request: HttpRequest, answer: RawAnswer) -> dict[str, Any]:
         """Send one request, check its status, return its JSON object; `answer` keeps the raw answer."""
         http = _http(mapping)
-        headers = {"Accept": "application/json", **request.headers}
+        headers = {"Accept": "application/json", **correlation_headers(), **request.headers}
         content = None if request.body is None else _json_body(mapping, request.body)
         if content is not None:
             headers["Content-Type"] = "application/json; charset=utf-8"

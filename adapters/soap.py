@@ -40,7 +40,14 @@ from zeep.wsdl.bindings.soap import Soap11Binding, Soap12Binding
 from zeep.wsse.compose import Compose
 
 from adapters.auth import NO_AUTH, AuthSpec, soap_auth
-from adapters.contract import CanonicalMessage, CanonicalResult, DeliveryError, FailureClass, Operation
+from adapters.contract import (
+    CanonicalMessage,
+    CanonicalResult,
+    DeliveryError,
+    FailureClass,
+    Operation,
+    correlation_headers,
+)
 from adapters.wssecurity import MessageSecurity
 from mappings import BusinessError, CompiledMapping, MappingError
 from mappings.xslt import Transform
@@ -120,7 +127,7 @@ class _StatusCheckingTransport(Transport):
         self.calls = threading.local()  # .answer: the RawAnswer of the call this thread is making
 
     def post(self, address: str, message: Any, headers: Any) -> requests.Response:
-        response = super().post(address, message, headers)
+        response = super().post(address, message, {**correlation_headers(), **headers})
         answer: RawAnswer | None = getattr(self.calls, "answer", None)
         if answer is not None:  # requests has read the body already: keeping it is a reference, not a copy
             answer.keep(response.status_code, response.headers, response.content)

@@ -33,7 +33,8 @@ How to add a section
    and clean up what you start.
 2. Add it to `SECTIONS` below, in the order it should run. The table shows every figure, `target`/`met`
    and the `limited_by`/`note` strings of every section without further work.
-Sections planned by the benchmark issue: sync_query, replay, startup, scaling (e2e is here: bench/e2e.py).
+Sections planned by the benchmark issue: sync_query, startup, scaling (e2e and replay are here: bench/e2e.py,
+bench/replay.py).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ from bench import Options, is_figure
 SECTIONS: Mapping[str, str] = {
     "mapping": "bench.mapping",
     "e2e": "bench.e2e",
+    "replay": "bench.replay",
 }
 
 REPORT = Path(__file__).resolve().parents[1] / "bench-report.json"

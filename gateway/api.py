@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.auth import Identity, NotAllowed, NotAuthenticated, Role, caller, require
+from gateway.correlation import bind_case_no
 from gateway.domain.case import (
     Actor,
     ActorKind,
@@ -44,7 +45,16 @@ from gateway.services import (
 from gateway.views import DocumentNotAvailable, case_view, document, event_view, personal_data_view
 
 log = structlog.get_logger("yiwang.api")
-router = APIRouter(prefix="/v1", tags=["cases"])
+
+
+async def _name_the_case(request: Request) -> None:
+    """Every log line of a request about one case names it, the request's own line too (an async
+    dependency runs in the request's task, so what it binds is still bound when the middleware logs)."""
+    if case_no := request.path_params.get("case_no"):
+        bind_case_no(case_no)
+
+
+router = APIRouter(prefix="/v1", tags=["cases"], dependencies=[Depends(_name_the_case)])
 health = APIRouter(tags=["health"])
 Channel = Literal["online_pc", "mobile", "city_window", "county_window", "township_counter", "village_agency"]
 ONLINE_CHANNELS = frozenset({"online_pc", "mobile"})
@@ -248,6 +258,8 @@ def submit_case(
     if (body.channel in ONLINE_CHANNELS) != identity.has(Role.HALL_CLIENT):
         raise NotAllowed("the online hall submits through online channels, windows through window channels")
     outcome = _service(request).submit(body.to_command(), _person(identity, body.agent is not None), idempotency_key)
+    bind_case_no(outcome.case["case_no"])
+    log.info("case submitted", matter_code=body.matter_code, channel=body.channel, replayed=outcome.replayed)
     response.headers["Location"] = f"/v1/cases/{outcome.case['case_no']}"
     response.headers["ETag"] = f'"{outcome.case["version"]}"'
     if outcome.replayed:

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.auth import Identity, NotAllowed, Role, acts_for_sector, caller, require
+from gateway.auth import Identity, NotAllowed, Role, acts_for_sector, caller, may_unmask, require
 from gateway.domain.clock import SHANGHAI
 from gateway.ledger import AUDIT, MESSAGE, Direction, Filters, Ledger, LedgerRecord
 from gateway.logs import mask_value as mask
@@ -80,7 +80,7 @@ def list_messages(request: Request, identity: Identity = Depends(require(Role.OP
 
 
 @router.get("/messages/{record_id}", responses=problem_doc(401, 403, 404),
-            summary="One exchange with its body, masked; `unmasked=true` (operators) shows it plain, audited")
+            summary="One exchange with its body, masked; `unmasked=true` (operators, the sector's admin) shows it plain, audited")
 def get_message(record_id: int, request: Request,
                 identity: Identity = Depends(require(Role.OPERATOR, Role.SECTOR_ADMIN)),
                 unmasked: bool = False) -> dict[str, Any]:
@@ -90,8 +90,8 @@ def get_message(record_id: int, request: Request,
         raise RecordNotFound(f"no message record {record_id}")
     if not acts_for_sector(identity, record.sector or ""):
         raise NotAllowed(f"not an administrator of sector {record.sector!r}")
-    if unmasked and not identity.has(Role.OPERATOR):
-        raise NotAllowed("only operators may read personal data unmasked")
+    if unmasked and not may_unmask(identity, record.sector or ""):
+        raise NotAllowed("personal data is shown unmasked only to operators and the sector's own administrator")
     body = ledger.open_body(record)
     if unmasked:  # recorded before anything is shown: no record, no reading
         ledger.audit(f"identity:{identity.id}", "read unmasked message", f"message:{record.id}",

@@ -32,6 +32,7 @@ from gateway.calendar_file import load_calendar
 from gateway.cert_vault import ExpiryWatch, open_cert_store
 from gateway.catalogue import Catalogue
 from gateway.config import Settings
+from gateway.correlation import CorrelationMiddleware
 from gateway.dispatch import Dispatcher, DispatchSettings
 from gateway.domain.clock import Clock, SystemClock
 from gateway.identities import ApiKeyStore
@@ -43,10 +44,16 @@ from gateway.persistence.blind_index import BlindIndex, load_or_create_key
 from gateway.persistence.engine import make_engine
 from gateway.persistence.personal_data import PersonalData, reseal_all
 from gateway.persistence.uow import UnitOfWork, create_schema
-from gateway.notifications import CaseEventFanOut, Publisher, WebhookPolicy, WebhookSender, Webhooks
+from gateway.notifications import CaseEventFanOut, Publisher, WebhookFailures, WebhookPolicy, WebhookSender, Webhooks
+from gateway.retention import Retention, RetentionPolicy
 from gateway.scheduler import Job, Scheduler
 from gateway.sector_calls import NonceLedger, SectorCalls
 from gateway.services import CaseService
+from ops import api as ops_api
+from ops import health as readiness_probe
+from ops.dead_letters import DeadLetterDesk
+from ops.health import Readiness, build_readiness
+from ops.metrics import register_gateway_metrics
 
 LEDGER_KEY_FILE = "ledger-signing.key"  # under the var dir, sealed with the master key
 MATERIALS_PATH = "/v1/materials"
@@ -75,6 +82,7 @@ class Gateway:
     metrics: CollectorRegistry  # served at GET /metrics
     expiry: ExpiryWatch  # certificate expiry warnings, a scheduled job
     scheduler: Scheduler  # leased scheduled jobs: the clock, expiry, the outbox sweep, notifications
+    readiness: Readiness  # GET /readyz and the yiwang_ready gauge (ops/health.py)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _transport: AmqpTransport | None = None  # with YIWANG_AMQP_URL: relay, consumers, scheduled jobs
@@ -132,6 +140,10 @@ def build_gateway(settings: Settings, clock: Clock | None = None) -> Gateway:
     build = adapter_builder(settings, credentials=certs)  # bundles' cert:NAME references resolve from the store
     registry = LiveRegistry(bundles, settings.var_dir / "bundle-cache", build,
                             refresh_s=settings.registry_refresh_ms / 1000)
+    readiness = build_readiness(settings, engine, registry)
+    deliveries = register_gateway_metrics(metrics_registry, engine=engine, clock=clock, adapters=registry,
+                                          certs=certs, readiness=readiness,
+                                          cache_s=settings.metrics_cache_ms / 1000)
     service = CaseService(engine, catalogue, load_calendar(settings.calendar), clock, personal,
                           material_exists=materials.missing, warn_days=settings.warn_days,
                           supplement_days=settings.supplement_days, router=registry.route)
@@ -144,10 +156,13 @@ def build_gateway(settings: Settings, clock: Clock | None = None) -> Gateway:
     ledger = build_ledger(settings, engine, sealer, clock)
     ledger.start()
     calls = SectorCalls(registry, bundles, service, build, NonceLedger(engine, clock), messages=ledger)
-    scheduler = Scheduler(engine, clock, scheduled_jobs(settings, engine, service, expiry, clock, sealer))
+    scheduler = Scheduler(engine, clock, [*scheduled_jobs(settings, engine, service, expiry, clock, sealer),
+                                          retention_job(settings, engine, ledger, clock)])
     return Gateway(settings, engine, catalogue, ApiKeyStore(engine), materials, service, bundles, registry, calls,
-                   Dispatcher(service, registry, dispatch, transport, messages=ledger, scheduler=scheduler),
-                   links, sealer, ledger, certs=certs, metrics=metrics_registry, expiry=expiry, scheduler=scheduler)
+                   Dispatcher(service, registry, dispatch, transport, messages=ledger, scheduler=scheduler,
+                              observer=deliveries),
+                   links, sealer, ledger, certs=certs, metrics=metrics_registry, expiry=expiry, scheduler=scheduler,
+                   readiness=readiness)
 
 
 def scheduled_jobs(settings: Settings, engine: Engine, service: CaseService, expiry: ExpiryWatch,
@@ -155,7 +170,9 @@ def scheduled_jobs(settings: Settings, engine: Engine, service: CaseService, exp
     """The work that runs once per interval across every process (gateway/scheduler.py)."""
     every_tick = timedelta(milliseconds=settings.clock_interval_ms)
     jobs = [Job("deadline-clock", every_tick, service.tick),
-            Job("certificate-expiry", every_tick, expiry.check)]
+            Job("certificate-expiry", every_tick, expiry.check),
+            # bulk replays whose starter died (or that the API started) go on, a few batches a tick
+            Job("replay-runs", every_tick, DeadLetterDesk(engine, service.personal, clock).resume_unfinished)]
     every_notify = timedelta(milliseconds=settings.notify_interval_ms)  # the hall's notifications
     fan_out = CaseEventFanOut(engine, clock, case_event_publisher(settings))
     jobs += [Job("case-notifications", every_notify, fan_out.run),
@@ -165,6 +182,14 @@ def scheduled_jobs(settings: Settings, engine: Engine, service: CaseService, exp
         jobs.append(Job("outbox-sweep", timedelta(milliseconds=settings.outbox_sweep_ms),
                         lambda: sweep_outbox(engine, clock, requeue_after)))
     return jobs
+
+
+def retention_job(settings: Settings, engine: Engine, ledger: Ledger, clock: Clock) -> Job:
+    """Message bodies, sent notifications and the logs' old records purged (or archived first) as the
+    retention settings say (gateway/retention.py)."""
+    policy = RetentionPolicy(settings.retention_days, settings.audit_retention_days, settings.retention_archive_dir)
+    return Job("retention", timedelta(milliseconds=settings.retention_interval_ms),
+               Retention(engine, ledger, clock, policy).run)
 
 
 def webhook_policy(settings: Settings) -> WebhookPolicy:
@@ -256,15 +281,19 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.state.ledger = gateway.ledger
     app.state.certs = gateway.certs
     app.state.metrics = gateway.metrics
+    app.state.readiness = gateway.readiness
     app.state.approvals = Approvals(gateway.engine, gateway.service.clock)
     app.state.webhooks = Webhooks(gateway.engine, gateway.sealer, gateway.service.clock,
                                   gateway.settings.webhook_insecure_hosts)
+    app.state.dead_letter_desk = DeadLetterDesk(gateway.engine, gateway.service.personal, gateway.service.clock)
+    app.state.webhook_failures = WebhookFailures(gateway.engine, gateway.service.clock)
     app.state.four_eyes = gateway.settings.four_eyes
     app.state.client_certificates = (
         ClientCertificates(gateway.settings.client_cert_header, gateway.settings.client_cert_proxies)
         if gateway.settings.client_cert_header else None)
     app.state.rate_limiter = rate_limiter(gateway.settings.rate_limit_per_s, gateway.settings.rate_limit_burst)
     app.include_router(health)
+    app.include_router(readiness_probe.router)
     app.include_router(api_catalogue.router)
     app.include_router(router)
     app.include_router(api_materials.router)
@@ -276,6 +305,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.include_router(api_audit.router)
     app.include_router(api_certs.router)
     app.include_router(api_webhooks.router)
+    app.include_router(ops_api.router)
     app.include_router(metrics.router)
     install_error_handlers(app)
     api_catalogue.install_catalogue_error_handlers(app)
@@ -287,8 +317,10 @@ def create_app(gateway: Gateway) -> FastAPI:
     api_audit.install_audit_error_handlers(app)
     api_certs.install_cert_error_handlers(app)
     api_webhooks.install_webhook_error_handlers(app)
+    ops_api.install_ops_error_handlers(app)
     # Uploads and bundles stream with limits of their own; callbacks are capped where they are read.
     app.add_middleware(BodyLimit, max_bytes=gateway.settings.max_body_bytes,
                        exempt=frozenset({MATERIALS_PATH, BUNDLES_PATH}))
     app.add_middleware(api_audit.AuditTrail, ledger=gateway.ledger)  # outermost: refused bodies are audited too
+    app.add_middleware(CorrelationMiddleware)  # around everything: each log line of a request carries its id
     return app

@@ -75,6 +75,12 @@ def acts_for_sector(identity: Identity, sector: str) -> bool:
         identity.has(Role.SECTOR_ADMIN) and identity.sector == sector)
 
 
+def may_unmask(identity: Identity, sector: str) -> bool:
+    """Who may read a sector exchange's personal data unmasked (each read audited): operators, who must
+    diagnose what a sector refused, and that sector's own administrator, whose system holds the data anyway."""
+    return identity.has(Role.OPERATOR) or (identity.has(Role.SECTOR_ADMIN) and identity.sector == sector)
+
+
 class KeyStore(Protocol):
     def authenticate(self, raw_key: str) -> Identity | None: ...
 

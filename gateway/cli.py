@@ -24,7 +24,6 @@ from gateway.app import (
     rewrap_beyond_the_store,
 )
 from gateway.bundles import BundleStore
-from gateway.calendar_file import load_calendar
 from gateway.catalogue import Catalogue
 from gateway.cert_vault import open_cert_store
 from gateway.cli_adapters import make_adapters_app
@@ -38,8 +37,9 @@ from gateway.domain.clock import SystemClock
 from gateway.identities import ApiKeyStore
 from gateway.ledger import Ledger
 from gateway.logs import configure_logging
-from gateway.services import CaseService
 from ops.cli import make_ops_app
+from ops.dead_letters import DeadLetterDesk
+from ops.metrics import serve_metrics
 from gateway.serving import serve_forever
 
 app = typer.Typer(help="Yiwang (一网) integration gateway.", no_args_is_help=True)
@@ -68,8 +68,8 @@ def _audit(action: str, subject: str | None, detail: dict[str, Any], outcome: st
         console.print(f"[yellow]warning:[/yellow] the audit record of `{action}` was not written: {exc}")
 
 
-app.add_typer(audit_commands(make_ops_app(lambda: _case_service(_settings()), cli_actor, console), "ops", _audit),
-              name="ops")
+app.add_typer(audit_commands(make_ops_app(lambda: _dead_letter_desk(_settings()), cli_actor, console), "ops",
+                             _audit), name="ops")
 app.add_typer(simulators, name="simulators")
 app.add_typer(audit_commands(make_keys_app(lambda: ApiKeyStore(open_database(_settings()))), "keys", _audit),
               name="keys")
@@ -87,11 +87,9 @@ SIMULATORS = {"social_security": "social_security", "housing_fund": "housing_fun
               "civil_affairs": "civil_affairs", "public_security": "public_security"}
 
 
-def _case_service(settings: Settings) -> CaseService:
-    """The case service without the rest of a gateway: what operators' commands need."""
-    engine = open_database(settings)
-    return CaseService(engine, Catalogue(engine), load_calendar(settings.calendar), SystemClock(),
-                       personal_data(settings))
+def _dead_letter_desk(settings: Settings) -> DeadLetterDesk:
+    """The operators' dead-letter desk without the rest of a gateway."""
+    return DeadLetterDesk(open_database(settings), personal_data(settings), SystemClock())
 
 
 def _cert_store(settings: Settings) -> CertStore:
@@ -104,7 +102,7 @@ def _settings() -> Settings:
     except ConfigError as exc:
         console.print(f"[red]configuration error:[/red] {exc}")
         raise typer.Exit(2) from exc
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, settings.log_file, settings.log_retention_days)
     return settings
 
 
@@ -128,6 +126,7 @@ def worker() -> None:
         signal.signal(sig, lambda *_: stop.set())
     console.print(f"worker {gateway.dispatcher.owner} delivering from {gateway.settings.db_url}"
                   + (" over RabbitMQ" if gateway.settings.amqp_url else ""))
+    stop_metrics = serve_metrics(gateway.metrics, gateway.settings.metrics_host, gateway.settings.metrics_port)
     if gateway.settings.amqp_url:  # relay, consumers and scheduled jobs on threads of their own
         gateway.start_dispatcher()
         while not stop.wait(0.5):
@@ -135,6 +134,7 @@ def worker() -> None:
     else:
         gateway.dispatcher.run(stop)
     gateway.close()  # with RabbitMQ: hands back what it holds, finishes what is in flight (YIWANG_LEASE_MS)
+    stop_metrics()
 
 
 @app.command()

@@ -29,7 +29,7 @@ BAD_INPUT = 2
 PROBLEMS_FOUND = 1
 # Commands that change nothing are not audited (a read of unmasked data is audited where it happens).
 READ_ONLY_COMMANDS = frozenset({"list", "validate", "preview", "export", "show", "verify", "tail", "dead-letters",
-                                "dead-letter"})
+                                "dead-letter", "counts", "replay-runs"})
 # Arguments never written to the audit log, even sealed: what a person types as a secret.
 SECRET_WORDS = ("password", "passphrase", "secret", "token")
 AuditSink = Callable[[str, str | None, dict[str, Any], str], None]  # action, subject, detail, outcome
@@ -113,7 +113,7 @@ def _audited(command: Callable[..., Any], action: str, audit: AuditSink) -> Call
         outcome = "failed"
         try:
             result = command(*args, **kwargs)
-            outcome = "ok"
+            outcome = "ok" if result is None else f"ok: {result}"  # a command may say what it did (how many)
             return result
         except typer.Exit as exc:
             outcome = "ok" if exc.exit_code == 0 else f"exit {exc.exit_code}"

@@ -73,6 +73,18 @@ class Settings:
     outbox_sweep_ms: int = 60_000  # how often queued messages the broker may have lost are looked for
     outbox_requeue_after_ms: int = 600_000  # queued this long and not settled: published again
     unsafe_fresh_idempotency_keys: bool = False  # the fault tests' negative control; never in production
+    # Retention (gateway/retention.py): how long message bodies, notifications and logs are kept
+    retention_days: int = 180  # then settled messages' bodies are purged and sent notifications deleted
+    audit_retention_days: int = 0  # audit log records; 0: kept for ever
+    retention_archive_dir: Path | None = None  # purged data appended here first (bodies still sealed)
+    retention_interval_ms: int = 3_600_000
+    log_file: Path | None = None  # None: logs go to stderr
+    log_retention_days: int = 30  # rotated log files kept (with log_file)
+    # Observability (ops/metrics.py, ops/health.py)
+    metrics_cache_ms: int = 5000  # gauges read from the database or the broker are reused this long
+    probe_timeout_ms: int = 2000  # /readyz and the queue gauges: the longest wait for the database or broker
+    metrics_port: int = 0  # `yiwang worker` serves /metrics on this port; 0: not at all
+    metrics_host: str = "127.0.0.1"  # ... bound to this address
 
     def master_keys(self) -> MasterKeys:
         env = {"YIWANG_MASTER_KEY": self.master_key or "",
@@ -153,6 +165,19 @@ class Settings:
                 unsafe_fresh_idempotency_keys=_choice(
                     "YIWANG_UNSAFE_FRESH_IDEMPOTENCY_KEYS", get("YIWANG_UNSAFE_FRESH_IDEMPOTENCY_KEYS", "0"),
                     ("0", "1")) == "1",
+                retention_days=_positive("YIWANG_RETENTION_DAYS", get("YIWANG_RETENTION_DAYS", "180")),
+                audit_retention_days=_not_negative("YIWANG_AUDIT_RETENTION_DAYS",
+                                                   get("YIWANG_AUDIT_RETENTION_DAYS", "0")),
+                retention_archive_dir=Path(get("YIWANG_RETENTION_ARCHIVE_DIR")) if get(
+                    "YIWANG_RETENTION_ARCHIVE_DIR") else None,
+                retention_interval_ms=_positive("YIWANG_RETENTION_INTERVAL_MS",
+                                                get("YIWANG_RETENTION_INTERVAL_MS", "3600000")),
+                log_file=Path(get("YIWANG_LOG_FILE")) if get("YIWANG_LOG_FILE") else None,
+                log_retention_days=_positive("YIWANG_LOG_RETENTION_DAYS", get("YIWANG_LOG_RETENTION_DAYS", "30")),
+                metrics_cache_ms=_at_least_zero("YIWANG_METRICS_CACHE_MS", get("YIWANG_METRICS_CACHE_MS", "5000")),
+                probe_timeout_ms=_positive("YIWANG_PROBE_TIMEOUT_MS", get("YIWANG_PROBE_TIMEOUT_MS", "2000")),
+                metrics_port=_port("YIWANG_METRICS_PORT", get("YIWANG_METRICS_PORT", "0")),
+                metrics_host=get("YIWANG_METRICS_HOST") or "127.0.0.1",
             )
         except ValueError as exc:
             raise ConfigError(f"invalid setting: {exc}") from exc
@@ -204,4 +229,25 @@ def _positive(name: str, value: str) -> int:
     number = int(value)
     if number <= 0:
         raise ConfigError(f"{name} must be a positive number, not {value!r}")
+    return number
+
+
+def _not_negative(name: str, value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ConfigError(f"{name} must be 0 or a positive number, not {value!r}")
+    return number
+
+
+def _at_least_zero(name: str, value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ConfigError(f"{name} must be 0 or more, not {value!r}")
+    return number
+
+
+def _port(name: str, value: str) -> int:
+    number = _at_least_zero(name, value)
+    if number > 65535:
+        raise ConfigError(f"{name} must be a TCP port (0 for none), not {value!r}")
     return number

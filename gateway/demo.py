@@ -282,7 +282,7 @@ def _outage(console: Console, gateway: Gateway, sector: SocialSecuritySimulator,
         letters = _wait_for_dead_letter(gateway, case["case_no"], timeout_s)
         state = desk.hall.get(f"/v1/cases/{case['case_no']}").json()["state"]
         sector.set_fault(None)
-        replayed = " ".join(_yiwang("ops", "replay", str(letters[0].id)).split())
+        replayed = " ".join(_yiwang("ops", "replay", str(letters[0].id), "--reason", "社保系统已恢复").split())
         after = _wait(desk.hall, case["case_no"], "approved", timeout_s)
     except DemoFailed as exc:
         console.print(f"[red]{title}: {exc}")
@@ -294,7 +294,8 @@ def _outage(console: Console, gateway: Gateway, sector: SocialSecuritySimulator,
     for d in letters:
         table.add_row(str(d.id), d.sector, d.operation, d.error_class, str(d.attempts), d.error_message[:60])
     console.print(table, f"case state while the sector was down: {state}   (`yiwang ops dead-letters`)",
-                  f"the sector is back; an operator: `yiwang ops replay {letters[0].id}` → {replayed.strip()}",
+                  f"the sector is back; an operator: `yiwang ops replay {letters[0].id} --reason 社保系统已恢复` → "
+                  f"{replayed.strip()}",
                   f"case state after the replay: {after['state']} (sent with the idempotency key of every earlier "
                   f"attempt: the sector applied it {sector.counters['cases_created'] - created_before} time)\n",
                   sep="\n")

@@ -12,6 +12,7 @@ import dataclasses
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -23,6 +24,7 @@ import structlog
 from adapters.canonical import MATERIALS_SENT_WITH
 from adapters.contract import DeliveryError, Operation
 from adapters.registry import RegisteredAdapter
+from gateway.correlation import correlated
 from gateway.domain.case import Case, CaseState
 from gateway.material_links import MaterialNotSendable, MaterialTransport
 from gateway.persistence.repository import Failure, OutboxMessage
@@ -34,6 +36,11 @@ INTERNAL_ERROR = "internal"  # a bug of ours, not one of the sector failure clas
 CONFIGURATION_ERROR = "configuration"  # no active bundle for the sector
 MATERIAL_ERROR = "material"  # a material that cannot go as the bundle declares (altered, too large): not retried
 ENDED = frozenset({CaseState.WITHDRAWN, CaseState.CLOSED, CaseState.NOT_ACCEPTED})
+# How a delivery ended, as the observer hears it (the label `outcome` of yiwang_deliveries_total).
+DELIVERED = "delivered"  # the sector took it; its answer is recorded
+DEAD = "dead"  # a dead letter: failed past the retry policy, or can never go (configuration, material, a bug)
+NOT_SENT = "not_sent"  # settled without a sector call: the case ended, or the bundle lacks the operation
+RETRY = "retry"  # nothing could be stored (the database): the lease expires or the broker redelivers
 
 
 @dataclass
@@ -56,6 +63,22 @@ class Scheduled(Protocol):
 class AdapterSource(Protocol):
     def get(self, sector: str) -> RegisteredAdapter: ...
 
+    def get_version(self, sector: str, version: str) -> RegisteredAdapter: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one delivery ended; `call_s` is how long the sector call took (None: no call was made)."""
+
+    name: str
+    call_s: float | None = None
+
+
+class DeliveryObserver(Protocol):
+    """Hears how every delivery ended (metrics, built by the composition root); must not raise."""
+
+    def __call__(self, sector: str, operation: str, outcome: Outcome) -> None: ...
+
 
 class MessageLog(Protocol):
     """Where what is sent to and received from sectors is recorded (`gateway.ledger.Ledger`); never raises."""
@@ -67,7 +90,9 @@ class MessageLog(Protocol):
 class Dispatcher:
     def __init__(self, service: CaseService, registry: AdapterSource,
                  settings: DispatchSettings | None = None, materials: MaterialTransport | None = None,
-                 messages: MessageLog | None = None, scheduler: Scheduled | None = None) -> None:
+                 messages: MessageLog | None = None, scheduler: Scheduled | None = None,
+                 observer: DeliveryObserver | None = None) -> None:
+        self.observer = observer  # None: outcomes are only logged
         self.scheduler = scheduler  # the clock, certificate expiry, notifications: run between rounds
         self.service = service
         self.messages = messages  # None: exchanges with sectors are not recorded
@@ -92,7 +117,7 @@ class Dispatcher:
         so the worker must hand the message back rather than acknowledge it."""
         now = self.service.clock.now()
         with UnitOfWork(self.service.engine) as uow:
-            message = uow.outbox.take(outbox_id, self.owner, now + self.settings.lease)
+            message = uow.outbox.take(outbox_id, self.owner, now, now + self.settings.lease)
             uow.commit()
         if message is None:
             return False
@@ -118,18 +143,31 @@ class Dispatcher:
             return 0
 
     def deliver(self, message: OutboxMessage) -> None:
+        """Deliver one message and store its outcome; the observer hears how it ended, even when a
+        database error propagates (outcome `retry`: nothing was stored)."""
+        outcome = Outcome(RETRY)
+        try:  # every log line of the delivery, and the adapter's X-Correlation-Id, carry the request's id
+            with correlated(message.correlation_id, case_no=message.case_no, sector=message.sector,
+                            operation=message.operation, outbox_id=message.id):
+                outcome = self._deliver(message)
+        finally:
+            if self.observer is not None:
+                self.observer(message.sector, message.operation, outcome)
+
+    def _deliver(self, message: OutboxMessage) -> Outcome:
         case = self.service.get(message.case_no)
         if case.state in ENDED and message.operation != CANCEL_CASE:
             self._settle(message, "the case has ended")
-            return
-        try:
-            target = self.registry.get(message.sector)
+            return Outcome(NOT_SENT)
+        try:  # a replay with the original mapping is pinned to the version the message died with
+            target = self.registry.get(message.sector) if message.bundle_version is None \
+                else self.registry.get_version(message.sector, message.bundle_version)
         except LookupError as error:  # no active bundle: a configuration an operator must fix, then replay
             self._dead_letter(message, Failure(CONFIGURATION_ERROR, str(error)))
-            return
+            return Outcome(DEAD)
         if message.operation not in target.bundle.operations:
             self._settle(message, f"the {message.sector} bundle has no {message.operation}")
-            return
+            return Outcome(NOT_SENT)
         operation = Operation(message.operation)
         key = f"{message.idempotency_key}#{uuid.uuid4().hex[:8]}" if self.settings.unsafe_fresh_keys \
             else message.idempotency_key
@@ -143,7 +181,8 @@ class Dispatcher:
             except MaterialNotSendable as error:  # the same every time: a dead letter at once, nothing sent
                 bound.warning("materials not sendable", error=str(error))
                 self._dead_letter(message, replace(context, error_class=MATERIAL_ERROR, error_message=str(error)))
-                return
+                return Outcome(DEAD)
+        started = time.monotonic()
         try:
             result = logged_call(self.messages, target, operation, payload, case_no=message.case_no)
         except DeliveryError as error:
@@ -152,14 +191,16 @@ class Dispatcher:
                 context, error_class=str(error.failure), error_message=error.message, attempts=error.attempts,
                 last_response=error.last_response, history=tuple(error.history),
             ), lambda: target.adapter.render(operation, payload))
-            return
+            return Outcome(DEAD, time.monotonic() - started)
         except Exception as error:  # never swallowed: a bug becomes a dead letter an operator can see
             bound.exception("delivery crashed")
             self._dead_letter(message, replace(context, error_class=INTERNAL_ERROR, attempts=1,
                                                error_message=f"{type(error).__name__}: {error}"))
-            return
+            return Outcome(DEAD, time.monotonic() - started)
+        call_s = time.monotonic() - started
         self._record(message, target, result)
         bound.info("delivered", result_status=result.get("status"))
+        return Outcome(DELIVERED, call_s)
 
     def _record(self, message: OutboxMessage, target: RegisteredAdapter, result: dict[str, Any]) -> None:
         interval = target.poll_interval_ms  # None: the sector calls back with its decision

@@ -14,6 +14,13 @@ match its fields), removed records (a gap in seq, or a checkpoint naming a recor
 reordered records (a broken prev_hash link, or ids out of seq order) and forged checkpoints (a signature
 that does not verify, or made with a key we do not know). Records after a chain's last checkpoint can be
 cut off unseen: that window is what the checkpoint settings bound.
+
+Retention (`purge`, run by gateway/retention.py): a chain's oldest records are removed in batches, each in
+one transaction with a signed *retention marker* — "records up to seq S purged under the policy; the
+record at S had hash H" — and the database refuses to delete any record no marker covers. `verify()`
+then starts that chain at S+1 with prev_hash H, so a purge is no problem; a marker whose signature does
+not verify (forged, altered, or signed with a key we do not know) is one, and is ignored, so the records
+it claims were purged show as removed.
 """
 
 from __future__ import annotations
@@ -25,14 +32,14 @@ import socket
 import threading
 import uuid
 from contextlib import contextmanager
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from itertools import groupby
 from typing import Any, Literal, Protocol
 
 import structlog
-from sqlalchemy import Engine, Select, insert, select
+from sqlalchemy import Engine, Select, delete, func, insert, select
 from sqlalchemy.engine import Connection, RowMapping
 
 from certstore.algorithms import CryptoError, Signer, digest
@@ -40,7 +47,7 @@ from certstore.keyring import FieldSealer
 from certstore.signing import decode_signature, encode_signature
 from gateway.domain.clock import Clock, SystemClock, as_utc
 from gateway.persistence.engine import READ_ONLY
-from gateway.persistence.ledger_tables import ledger_checkpoints, ledger_records
+from gateway.persistence.ledger_tables import ledger_checkpoints, ledger_records, ledger_retention
 
 log = structlog.get_logger("yiwang.ledger")
 AUDIT, MESSAGE = "audit", "message"
@@ -81,6 +88,11 @@ class LedgerRecord:
         del fields["body"]
         return {**fields, "at": self.at.isoformat(), "has_body": self.body is not None}
 
+    def archived(self) -> dict[str, Any]:
+        """The record as a retention archive keeps it: every field, the body still sealed, so the archived
+        part of a chain can still be checked link by link (`record_hash`)."""
+        return {**asdict(self), "at": _instant(self.at)}
+
 
 @dataclass(frozen=True)
 class Anchor:
@@ -101,7 +113,7 @@ class Anchor:
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # changed | removed | reordered | forged_checkpoint
+    kind: str  # changed | removed | reordered | forged_checkpoint | forged_retention
     chain: str
     seq: int | None
     record_id: int | None
@@ -114,6 +126,7 @@ class VerifyReport:
     records: int = 0
     checkpoints: int = 0
     problems: list[Problem] = field(default_factory=list)
+    retention_markers: int = 0
 
     @property
     def intact(self) -> bool:
@@ -121,7 +134,20 @@ class VerifyReport:
 
     def public(self) -> dict[str, Any]:
         return {"intact": self.intact, "chains": self.chains, "records": self.records,
-                "checkpoints": self.checkpoints, "problems": [asdict(p) for p in self.problems]}
+                "checkpoints": self.checkpoints, "retention_markers": self.retention_markers,
+                "problems": [asdict(p) for p in self.problems]}
+
+
+@dataclass(frozen=True)
+class Purged:
+    """Where a chain starts after a retention purge: its records up to `seq` are gone; `head` was the hash
+    of the record at `seq`, the prev_hash of the first record kept."""
+
+    seq: int
+    head: str
+
+
+Archive = Callable[[str, list[dict[str, Any]]], None]  # (table, rows): keeps them durably, or raises
 
 
 @dataclass
@@ -245,6 +271,50 @@ class Ledger:
         except Exception:  # noqa: BLE001 - shutting down; the records themselves are stored
             log.exception("ledger checkpoint at shutdown failed")
 
+    # --- retention --------------------------------------------------------------------------------------
+
+    def purge(self, kind: str, before: datetime, archive: Archive | None = None, batch: int = 1000) -> int:
+        """Remove the records of `kind` older than `before`, every chain from its start, `batch` records per
+        transaction: `archive` gets them first (bodies still sealed: the archive holds no clear personal
+        data), then a signed retention marker and the deletion commit together. An interruption leaves
+        whole batches done and the rest untouched. Returns how many records were removed."""
+        with self._reading() as conn:
+            chains = conn.execute(select(ledger_records.c.chain).where(
+                ledger_records.c.kind == kind, ledger_records.c.at < as_utc(before)).distinct()).scalars().all()
+        return sum(self._purge_chain(chain, before, archive, batch) for chain in chains)
+
+    def _purge_chain(self, chain: str, before: datetime, archive: Archive | None, batch: int) -> int:
+        c = ledger_records.c
+        with self._reading() as conn:
+            # Only a prefix of the chain goes, fixed now: a record older than `before` after a younger one (a
+            # clock set back) waits until every record before it is old enough too, and records the chain's
+            # writer appends meanwhile are young.
+            first_young, last = conn.execute(select(
+                select(func.min(c.seq)).where(c.chain == chain, c.at >= as_utc(before)).scalar_subquery(),
+                select(func.max(c.seq)).where(c.chain == chain).scalar_subquery())).one()
+        end = first_young if first_young is not None else (last or 0) + 1  # the first seq that stays
+        removed = 0
+        while True:
+            with self.engine.begin() as conn:
+                rows = conn.execute(select(ledger_records).where(c.chain == chain, c.seq < end).order_by(c.seq)
+                                    .limit(batch))
+                records = [_record(r) for r in rows.mappings()]
+                if not records:
+                    return removed
+                if archive is not None:
+                    archive(ledger_records.name, [r.archived() for r in records])
+                newest = records[-1]
+                conn.execute(insert(ledger_retention).values(self._retention_marker(chain, newest, before)))
+                conn.execute(delete(ledger_records).where(c.chain == chain, c.seq <= newest.seq))
+            removed += len(records)
+            log.info("ledger records purged", chain=chain, up_to_seq=newest.seq, records=len(records))
+
+    def _retention_marker(self, chain: str, last: LedgerRecord, before: datetime) -> dict[str, Any]:
+        at, before = as_utc(self._clock.now()), as_utc(before)
+        signature = self._signer.sign(_retention_payload(chain, last.seq, last.hash, before, at))
+        return {"chain": chain, "seq": last.seq, "head_hash": last.hash, "purged_before": before, "at": at,
+                "signature": encode_signature(signature), "key_id": self._signer.key_id}
+
     # --- reading ----------------------------------------------------------------------------------------
 
     def records(self, filters: Filters, limit: int = 100) -> list[LedgerRecord]:
@@ -282,36 +352,60 @@ class Ledger:
         heads: dict[tuple[str, int], LedgerRecord] = {}  # only the records checkpoints name: memory stays small
         anchors = list(anchors)
         with self._reading() as conn:
+            purged = self._purged(conn, report)
             checkpoints = conn.execute(select(ledger_checkpoints).order_by(ledger_checkpoints.c.id)).mappings().all()
             signed = {(cp["chain"], cp["seq"]) for cp in checkpoints} | {(a.chain, a.seq) for a in anchors}
             rows = conn.execute(select(ledger_records).order_by(ledger_records.c.chain, ledger_records.c.seq)
                                 .execution_options(yield_per=1000))  # streamed: a long log is not held whole
             for chain, records in groupby((_record(r) for r in rows.mappings()), key=lambda r: r.chain):
                 report.chains += 1
-                for record in _check_chain(chain, records, report.problems):
+                for record in _check_chain(chain, records, report.problems, purged.get(chain)):
                     report.records += 1
                     if (chain, record.seq) in signed:
                         heads[(chain, record.seq)] = record
         for checkpoint in checkpoints:
             report.checkpoints += 1
-            report.problems.extend(self._check_checkpoint(checkpoint, heads))
+            problems = self._check_checkpoint(checkpoint, heads)
+            report.problems.extend(_unless_purged(problems, purged.get(checkpoint["chain"]), checkpoint["seq"],
+                                                  checkpoint["head_hash"]))
         for anchor in anchors:
-            report.problems.extend(_check_anchor(anchor, heads))
+            report.problems.extend(_unless_purged(_check_anchor(anchor, heads), purged.get(anchor.chain),
+                                                  anchor.seq, anchor.head_hash))
         return report
+
+    def _purged(self, conn: Connection, report: VerifyReport) -> dict[str, Purged]:
+        """Where each purged chain starts: its newest retention marker whose signature holds. A marker that
+        does not verify is reported and ignored (the records it claims were purged count as removed)."""
+        purged: dict[str, Purged] = {}
+        for marker in conn.execute(select(ledger_retention).order_by(ledger_retention.c.id)).mappings():
+            report.retention_markers += 1
+            payload = _retention_payload(marker["chain"], marker["seq"], marker["head_hash"],
+                                         as_utc(marker["purged_before"]), as_utc(marker["at"]))
+            where = f"retention marker {marker['id']} of {marker['chain']} up to seq {marker['seq']}"
+            if (problem := self._forged(marker, payload, where)) is not None:
+                report.problems.append(replace(problem, kind="forged_retention"))
+            elif marker["seq"] > purged.get(marker["chain"], Purged(0, GENESIS)).seq:
+                purged[marker["chain"]] = Purged(marker["seq"], marker["head_hash"])
+        return purged
+
+    def _forged(self, signed: RowMapping, payload: bytes, where: str) -> Problem | None:
+        """Why a checkpoint's or marker's signature cannot be believed, or None when it verifies."""
+        signer = self._verifiers.get(signed["key_id"])
+        if signer is None:
+            return Problem("forged_checkpoint", signed["chain"], signed["seq"], None,
+                           f"{where} is signed by key {signed['key_id']!r}, which this gateway does not know")
+        try:
+            signer.verify(payload, decode_signature(signed["signature"]))
+        except CryptoError:
+            return Problem("forged_checkpoint", signed["chain"], signed["seq"], None,
+                           f"{where}: the signature does not match its chain, seq and head hash")
+        return None
 
     def _check_checkpoint(self, cp: RowMapping, heads: Mapping[tuple[str, int], LedgerRecord]) -> Iterator[Problem]:
         where = f"checkpoint {cp['id']} of {cp['chain']} at seq {cp['seq']}"
-        signer = self._verifiers.get(cp["key_id"])
-        if signer is None:
-            yield Problem("forged_checkpoint", cp["chain"], cp["seq"], None,
-                          f"{where} is signed by key {cp['key_id']!r}, which this gateway does not know")
-            return
-        try:
-            signer.verify(_checkpoint_payload(cp["chain"], cp["seq"], cp["head_hash"], as_utc(cp["at"])),
-                          decode_signature(cp["signature"]))
-        except CryptoError:
-            yield Problem("forged_checkpoint", cp["chain"], cp["seq"], None,
-                          f"{where}: the signature does not match its chain, seq and head hash")
+        payload = _checkpoint_payload(cp["chain"], cp["seq"], cp["head_hash"], as_utc(cp["at"]))
+        if (forged := self._forged(cp, payload, where)) is not None:
+            yield forged
             return
         head = heads.get((cp["chain"], cp["seq"]))
         if head is None:
@@ -336,10 +430,15 @@ def record_hash(row: Mapping[str, Any], digest_name: str) -> str:
     return f"{digest_name}:{digest(digest_name).digest(canonical).hex()}"
 
 
-def _check_chain(chain: str, records: Iterable[LedgerRecord], problems: list[Problem]) -> Iterator[LedgerRecord]:
-    """Walk one chain in seq order, noting each problem; yields the records walked."""
-    expected, prev_hash, prev_id = 1, GENESIS, 0
+def _check_chain(chain: str, records: Iterable[LedgerRecord], problems: list[Problem],
+                 purged: Purged | None = None) -> Iterator[LedgerRecord]:
+    """Walk one chain in seq order, noting each problem; yields the records walked. A purged chain starts
+    after its retention marker, linked to the hash the marker signed."""
+    start = purged or Purged(0, GENESIS)
+    expected, prev_hash, prev_id = start.seq + 1, start.head, 0
     for record in records:
+        if record.seq <= start.seq:  # the marker vouches for these: their place is taken by its signed hash
+            continue
         algorithm = record.hash.partition(":")[0]
         if record.hash != _rehash(record, algorithm):
             problems.append(Problem("changed", chain, record.seq, record.id,
@@ -379,6 +478,23 @@ def _check_anchor(anchor: Anchor, heads: Mapping[tuple[str, int], LedgerRecord])
 
 def _checkpoint_payload(chain: str, seq: int, head: str, at: datetime) -> bytes:
     return json.dumps(["yiwang-ledger-checkpoint", chain, seq, head, _instant(at)], separators=(",", ":")).encode()
+
+
+def _retention_payload(chain: str, seq: int, head: str, before: datetime, at: datetime) -> bytes:
+    return json.dumps(["yiwang-ledger-retention", chain, seq, head, _instant(before), _instant(at)],
+                      separators=(",", ":")).encode()
+
+
+def _unless_purged(problems: Iterable[Problem], purged: Purged | None, seq: int, head_hash: str) -> Iterator[Problem]:
+    """A checkpoint's or anchor's problems, except that a record purged under a retention marker is not
+    "removed": a signed head within the purged part is checked against the marker where it can be (its
+    seq), and otherwise vouched for by it."""
+    for problem in problems:
+        if purged is None or seq > purged.seq or problem.kind == "forged_checkpoint":
+            yield problem
+        elif seq == purged.seq and head_hash != purged.head:
+            yield replace(problem, kind="changed", detail=f"{problem.detail}; the retention marker at that seq "
+                                                          "signed another hash")
 
 
 def _instant(at: datetime) -> str:

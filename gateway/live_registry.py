@@ -5,6 +5,9 @@ other readers first refresh when the view is older than `refresh_s`: one cheap q
 sha256) rows; only a changed row costs an unpack and an adapter build. So an activation reaches a process
 within `refresh_s` of its next use, with no restart. A delivery that already holds an adapter finishes on
 it: in-flight messages end on the version they started with.
+
+`get_version` serves a replay pinned to the version a message died with (`outbox.bundle_version`): any
+registered, not retired version, built on first use and kept for the life of the process.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import structlog
 
 from adapters.bundle import Bundle, load_bundle, unpack_bundle
 from adapters.registry import RegisteredAdapter
-from gateway.bundles import BundleStore
+from gateway.bundles import BundleStore, UnknownBundle
+from gateway.persistence.bundle_tables import RETIRED
 
 log = structlog.get_logger("yiwang.registry")
 Builder = Callable[[Bundle], RegisteredAdapter]
@@ -30,6 +34,10 @@ Builder = Callable[[Bundle], RegisteredAdapter]
 
 class NoActiveAdapter(LookupError):
     """No active bundle version for this sector (never registered, or not activated)."""
+
+
+class UnknownVersion(LookupError):
+    """The version a replay is pinned to is not (or no longer) registered for the sector."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,7 @@ class LiveRegistry:
         self._clock = clock
         self._entries: Mapping[str, _Entry] = {}
         self._broken: dict[str, tuple[str, str]] = {}  # sector -> (version, why it cannot be built here)
+        self._pinned: dict[tuple[str, str], RegisteredAdapter] = {}  # (sector, version) -> a non-active one
         self._loaded_at: float | None = None
         self._lock = threading.Lock()
 
@@ -60,6 +69,24 @@ class LiveRegistry:
             why = f" (version {broken[0]} cannot be built here: {broken[1]})" if broken else ""
             raise NoActiveAdapter(f"no active bundle for sector {sector!r}{why}")
         return entry.registered
+
+    def get_version(self, sector: str, version: str) -> RegisteredAdapter:
+        """The adapter of this registered version, active or not (a replay with the original mapping)."""
+        entry = self._current().get(sector)
+        if entry is not None and entry.version == version:
+            return entry.registered
+        with self._lock:
+            pinned = self._pinned.get((sector, version))
+            if pinned is None:
+                try:
+                    found = self._store.get(sector, version)
+                except UnknownBundle as exc:
+                    raise UnknownVersion(f"{sector} has no registered bundle version {version!r}") from exc
+                if found.status == RETIRED:
+                    raise UnknownVersion(f"{sector} bundle version {version!r} is retired")
+                pinned = self._build(self._unpacked(sector, version, found.sha256))
+                self._pinned[(sector, version)] = pinned
+        return pinned
 
     @property
     def sectors(self) -> tuple[str, ...]:

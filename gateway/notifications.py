@@ -304,6 +304,76 @@ def _delivery(r: Mapping[str, Any]) -> Delivery:
                     as_utc(r["delivered_at"]) if r["delivered_at"] else None)
 
 
+# --- failed deliveries (the operators' side) ---------------------------------------------------------------
+
+
+class UnknownDelivery(LookupError):
+    """No webhook delivery by that id."""
+
+
+class NotRedeliverable(ValueError):
+    """The delivery has not failed for good (it is pending, delivered or cancelled), or its subscription is gone."""
+
+
+@dataclass(frozen=True)
+class FailedDelivery:
+    delivery: Delivery
+    owner_id: str  # the hall identity that subscribed
+    owner_name: str
+
+
+class WebhookFailures:
+    """Deliveries that failed for good, across every subscription, and sending one of them again.
+
+    A delivery sent again keeps its event (so its `event_id`: the hall deduplicates) and gets the whole retry
+    policy afresh; the sender takes it like any other pending delivery."""
+
+    def __init__(self, engine: Engine, clock: Clock) -> None:
+        self.engine, self.clock = engine, clock
+
+    def failed(self, *, subscription_id: str | None = None, owner_id: str | None = None,
+               since: datetime | None = None, until: datetime | None = None, before_id: int | None = None,
+               limit: int = 50) -> list[FailedDelivery]:
+        """Newest first; `since`/`until` bound when the delivery was made, `before_id` pages on."""
+        d, s = webhook_deliveries, webhook_subscriptions
+        conditions = [d.c.status == FAILED]
+        for column, value in ((d.c.subscription_id, subscription_id), (s.c.owner_id, owner_id)):
+            if value is not None:
+                conditions.append(column == value)
+        if since is not None:
+            conditions.append(d.c.created_at >= since)
+        if until is not None:
+            conditions.append(d.c.created_at < until)
+        if before_id is not None:
+            conditions.append(d.c.id < before_id)
+        query = (select(d, s.c.owner_id, s.c.owner_name).join(s, s.c.id == d.c.subscription_id)
+                 .where(*conditions).order_by(d.c.id.desc()).limit(limit))
+        return [FailedDelivery(_delivery(r), r["owner_id"], r["owner_name"]) for r in self._read(query)]
+
+    def redeliver(self, delivery_id: int) -> FailedDelivery:
+        """Pending again, due now, attempts from zero; NotRedeliverable unless it failed and its subscription is
+        active (one conditional update: two operators redelivering at once send it once)."""
+        d, s = webhook_deliveries, webhook_subscriptions
+        active = exists().where(s.c.id == d.c.subscription_id, s.c.active)
+        with self.engine.begin() as conn:
+            changed = conn.execute(update(d).where(d.c.id == delivery_id, d.c.status == FAILED, active)
+                                   .values(status=PENDING, attempts=0, next_at=self.clock.now())).rowcount
+        found = self._read(select(d, s.c.owner_id, s.c.owner_name, s.c.active)
+                           .join(s, s.c.id == d.c.subscription_id).where(d.c.id == delivery_id))
+        if not found:
+            raise UnknownDelivery(f"no webhook delivery {delivery_id}")
+        row = found[0]
+        if not changed:
+            why = row["status"] if row["status"] != FAILED else "failed, but its subscription was deleted"
+            raise NotRedeliverable(f"webhook delivery {delivery_id} is {why}")
+        return FailedDelivery(_delivery(row), row["owner_id"], row["owner_name"])
+
+    def _read(self, query: Any) -> list[Mapping[str, Any]]:
+        with self.engine.connect() as conn:
+            with conn.execution_options(**{READ_ONLY: True}).begin():
+                return list(conn.execute(query).mappings())
+
+
 # --- fan-out: notifications → the broker and webhook deliveries --------------------------------------------
 
 

@@ -21,6 +21,7 @@ import structlog
 from sqlalchemy import Engine, and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from gateway.correlation import correlated
 from gateway.domain.clock import Clock
 from gateway.persistence.tables import job_leases
 
@@ -64,7 +65,8 @@ class Scheduler:
     def _run(self, job: Job) -> None:
         error = None
         try:
-            done = job.run()
+            with correlated(job=job.name):  # a fresh correlation id per run, carried by what the run writes
+                done = job.run()
             if done:
                 log.debug("job ran", job=job.name, done=done)
         except Exception as exc:  # a failing job never stops the others; the next interval tries again

@@ -384,7 +384,7 @@ class CaseService:
                                     + ("" if letter.outbox_id is not None else " and names no outbox message"))
             now = self.clock.now()
             uow.dead_letters.mark_replayed(dead_letter_id, by, now)
-            uow.outbox.reopen(letter.outbox_id, now)
+            uow.outbox.reopen([letter.outbox_id], now)
             uow.commit()
             return replace(letter, status=uow.dead_letters.REPLAYED, replayed_at=now, replayed_by=by)
 

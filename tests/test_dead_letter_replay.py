@@ -62,6 +62,7 @@ def test_a_dead_letter_keeps_payload_request_last_answer_and_every_attempt(
     shown = ops(gateway, "dead-letter", str(letter.id))
     assert shown.returncode == 0, shown.stderr
     assert case_no in shown.stdout and '"last_response"' in shown.stdout and "sector_fault" in shown.stdout
+    assert '"case_timeline"' in shown.stdout and '"to_state": "accepted"' in shown.stdout  # the case's story
     assert "150203198503120039" not in shown.stdout  # operators see personal data masked
 
 
@@ -70,28 +71,31 @@ def test_replay_by_id_delivers_once_with_the_same_key_and_is_audited(
 ) -> None:
     case_no, letter = dead_letter_of(gateway, simulator)
     simulator.set_fault(None)  # the sector is back
-    replayed = ops(gateway, "replay", str(letter.id))
+    assert ops(gateway, "replay", str(letter.id)).returncode == 2  # no reason: refused, nothing changes
+    assert outbox_statuses(gateway) == [("submit_case", "dead")]
+    replayed = ops(gateway, "replay", str(letter.id), "--reason", "the sector is back")
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
     assert f"{case_no}:1:submit_case" in replayed.stdout
     drain(gateway, lambda: state(gateway, case_no) == "approved")
     assert simulator.counters["cases_created"] == 1
     [after] = gateway.service.dead_letters()
     assert after.status == "replayed" and after.replayed_by and after.replayed_by.startswith("cli:")
+    assert after.replay_reason == "the sector is back" and after.replay_run_id is None
     with gateway.engine.connect() as conn:
         rows = conn.execute(select(t.outbox.c.idempotency_key, t.outbox.c.deliveries, t.outbox.c.status)
                             .where(t.outbox.c.operation == "submit_case")).all()
         audited = conn.execute(select(ledger_records.c.action, ledger_records.c.outcome)
                                .where(ledger_records.c.action == "ops replay")).all()
     assert [tuple(r) for r in rows] == [(f"{case_no}:1:submit_case", 2, "done")]  # one message, taken twice
-    assert audited == [("ops replay", "ok")]
-    again = ops(gateway, "replay", str(letter.id))
+    assert audited == [("ops replay", f"ok: replayed {letter.id}")]  # a usage error runs nothing: not audited
+    again = ops(gateway, "replay", str(letter.id), "--reason", "once more")
     assert again.returncode == 2 and "replayed" in again.stdout  # once only: nothing changes
 
 
 def test_replay_refuses_what_it_cannot_replay(gateway: Gateway, simulator: SocialSecuritySimulator) -> None:
     with pytest.raises(DeadLetterNotFound):
         gateway.service.replay_dead_letter(404, "test")
-    assert ops(gateway, "replay", "404").returncode == 2
+    assert ops(gateway, "replay", "404", "--reason", "test").returncode == 2
     _, letter = dead_letter_of(gateway, simulator)
     gateway.service.replay_dead_letter(letter.id, "first operator")
     with pytest.raises(NotReplayable):

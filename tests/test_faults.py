@@ -224,18 +224,16 @@ def test_database_sessions_terminated_under_load_answer_503_and_leave_no_half_ca
 
 
 def replay_all(cluster: Cluster, engine: Engine) -> int:
-    """What an operator does once the sector is back: replay every dead letter — the first through
-    `yiwang ops replay`, the rest through the same service call."""
-    service = cluster.case_service(engine)
-    dead = [letter for letter in service.dead_letters(limit=10 * CASES) if letter.status == "dead"]
+    """What an operator does once the sector is back: replay one dead letter (`yiwang ops replay`), then
+    the rest of the sector's in one bulk run (`yiwang ops replay-many`)."""
+    dead = [letter for letter in dead_letters(cluster, engine) if letter.status == "dead"]
     if not dead:
         return 0
-    first, *rest = dead
-    done = subprocess.run([YIWANG, "ops", "replay", str(first.id)], env=cluster.env, capture_output=True,
-                          text=True, timeout=60)
-    assert done.returncode == 0, done.stdout + done.stderr
-    for letter in rest:
-        service.replay_dead_letter(letter.id, "fault-test operator")
+    reason = ["--reason", "the sector is back"]
+    for command in (["replay", str(dead[0].id)], ["replay-many", "--sector", "social_security", "--yes"]):
+        done = subprocess.run([YIWANG, "ops", *command, *reason], env=cluster.env, capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
     return len(dead)
 
 

@@ -3,9 +3,10 @@
 Both logs share `ledger_records`: each process writes its own chains (`audit:<host>:<pid>:<random>`,
 `message:...`), so appends never contend across processes. A record's `hash` covers every stored field
 (the body as its sealed token) and `prev_hash`; `ledger_checkpoints` holds signed (chain, seq, head hash)
-triples. Rows are read and written only by `gateway.ledger`, which offers no update or delete; the
-triggers below refuse them in the database too (an attacker must drop them first — and then the chain
-still tells).
+triples. Rows are read and written only by `gateway.ledger`, which offers no update, and deletes only
+what the retention policy purges: records a signed `ledger_retention` marker covers. The triggers below
+refuse everything else in the database too (an attacker must drop them or forge a marker first — and
+then the chain and the marker's signature still tell).
 """
 
 from __future__ import annotations
@@ -50,8 +51,28 @@ ledger_checkpoints = Table(
     Column("key_id", String(64), nullable=False),
 )
 
-APPEND_ONLY_TABLES = ("ledger_records", "ledger_checkpoints")
+# Retention markers (migration 0010): "the records of `chain` up to `seq` were purged under the retention
+# policy; the record at `seq` had hash `head_hash`", signed with the ledger key like a checkpoint. A record
+# may be deleted only once a marker covers it (`retention_delete_ddl`); `verify()` starts the chain after
+# the newest marker whose signature holds.
+ledger_retention = Table(
+    "ledger_retention",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("chain", String(120), nullable=False, index=True),
+    Column("seq", Integer, nullable=False),
+    Column("head_hash", String(128), nullable=False),
+    Column("purged_before", DateTime(timezone=True), nullable=False),  # the policy's cut-off at the time
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("signature", Text, nullable=False),  # base64
+    Column("key_id", String(64), nullable=False),
+)
+
+APPEND_ONLY_TABLES = ("ledger_records", "ledger_checkpoints")  # as migration 0005 made them
 _PG_FUNCTION = "yiwang_refuse_change"
+_PG_RETENTION_FUNCTION = "yiwang_refuse_unretained_delete"
+# A record a retention marker covers: the one condition under which ledger_records allows a DELETE.
+_COVERED = "SELECT 1 FROM ledger_retention r WHERE r.chain = OLD.chain AND r.seq >= OLD.seq"
 
 
 def append_only_ddl(dialect: str, table: str) -> list[str]:
@@ -82,11 +103,48 @@ def drop_append_only_ddl(dialect: str, table: str) -> list[str]:
     return []
 
 
+def retention_delete_ddl(dialect: str) -> list[str]:
+    """Statements that let `ledger_records` delete the records a retention marker covers, and only those
+    (replacing the unconditional refusal of `append_only_ddl`; UPDATE and TRUNCATE stay refused)."""
+    if dialect == "sqlite":
+        return ["DROP TRIGGER IF EXISTS ledger_records_no_delete",
+                f"CREATE TRIGGER ledger_records_no_delete BEFORE DELETE ON ledger_records WHEN NOT EXISTS "
+                f"({_COVERED}) BEGIN SELECT RAISE(ABORT, 'ledger_records is append-only'); END"]
+    if dialect == "postgresql":
+        return [
+            "DROP TRIGGER IF EXISTS ledger_records_append_only ON ledger_records",
+            f"CREATE TRIGGER ledger_records_append_only BEFORE UPDATE ON ledger_records "
+            f"FOR EACH ROW EXECUTE FUNCTION {_PG_FUNCTION}()",
+            f"CREATE OR REPLACE FUNCTION {_PG_RETENTION_FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS $$ "
+            f"BEGIN IF EXISTS ({_COVERED}) THEN RETURN OLD; END IF; "
+            f"RAISE EXCEPTION USING MESSAGE = TG_TABLE_NAME || ' is append-only'; END $$",
+            f"CREATE TRIGGER ledger_records_retention BEFORE DELETE ON ledger_records "
+            f"FOR EACH ROW EXECUTE FUNCTION {_PG_RETENTION_FUNCTION}()",
+        ]
+    return []
+
+
+def drop_retention_delete_ddl(dialect: str) -> list[str]:
+    """The reverse of `retention_delete_ddl`: every DELETE refused again (the migration's downgrade)."""
+    if dialect == "sqlite":
+        return ["DROP TRIGGER IF EXISTS ledger_records_no_delete",
+                *[s for s in append_only_ddl(dialect, "ledger_records") if "BEFORE DELETE" in s]]
+    if dialect == "postgresql":
+        return ["DROP TRIGGER IF EXISTS ledger_records_retention ON ledger_records",
+                f"DROP FUNCTION IF EXISTS {_PG_RETENTION_FUNCTION}()",
+                "DROP TRIGGER IF EXISTS ledger_records_append_only ON ledger_records",
+                *[s for s in append_only_ddl(dialect, "ledger_records") if "BEFORE UPDATE OR DELETE" in s]]
+    return []
+
+
 def _install_triggers(table: Table, connection: Connection, **_: object) -> None:
-    """`metadata.create_all` (tests, adopted databases) gets the same triggers as the migration."""
-    for statement in append_only_ddl(connection.dialect.name, table.name):
+    """`metadata.create_all` (tests, adopted databases) gets the same triggers as the migrations."""
+    statements = append_only_ddl(connection.dialect.name, table.name)
+    if table is ledger_records:
+        statements += retention_delete_ddl(connection.dialect.name)
+    for statement in statements:
         connection.exec_driver_sql(statement)
 
 
-for _table in (ledger_records, ledger_checkpoints):
+for _table in (ledger_records, ledger_checkpoints, ledger_retention):
     event.listen(_table, "after_create", _install_triggers)

@@ -8,8 +8,9 @@ from datetime import date, datetime
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, delete, func, insert, or_, select, update
 
+from gateway.correlation import current_correlation_id
 from gateway.domain.case import (
     Actor,
     Agent,
@@ -265,6 +266,8 @@ class OutboxMessage:
     status: str
     deliveries: int
     available_at: datetime
+    bundle_version: str | None = None  # pinned by a replay with the original mapping; None: the active version
+    correlation_id: str | None = None  # of the request or job that wrote it (gateway/correlation.py)
 
 
 RELAY_PREFIX = "relay:"  # lease owners that publish to the broker rather than deliver
@@ -295,6 +298,7 @@ class OutboxRepository:
                 deliveries=0,
                 available_at=available_at,
                 created_at=available_at,
+                correlation_id=current_correlation_id(),  # the work that caused it, followed to the sector
             )
         )
 
@@ -337,7 +341,7 @@ class OutboxRepository:
         )
         return result.rowcount
 
-    def take(self, message_id: int, owner: str, lease_until: datetime) -> OutboxMessage | None:
+    def take(self, message_id: int, owner: str, now: datetime, lease_until: datetime) -> OutboxMessage | None:
         """A worker took this message from the broker: it is the one that delivers it now. None when it is
         settled already or back to pending (a redelivered copy of a message whose outcome is stored).
 
@@ -349,7 +353,9 @@ class OutboxRepository:
             update(t.outbox)
             .where(t.outbox.c.id == message_id, published)
             .values(status=self.QUEUED, lease_owner=owner, lease_until=lease_until,
-                    deliveries=t.outbox.c.deliveries + 1)
+                    deliveries=t.outbox.c.deliveries + 1,
+                    # taken before the relay marked it: it came through the broker all the same
+                    published_at=func.coalesce(t.outbox.c.published_at, now))
         )
         return self.get(message_id) if result.rowcount == 1 else None
 
@@ -371,12 +377,18 @@ class OutboxRepository:
         )
         return result.rowcount
 
-    def reopen(self, message_id: int, now: datetime) -> None:
-        """A dead message replayed: due now, with the same idempotency key as every earlier attempt."""
-        self._conn.execute(
-            update(t.outbox).where(t.outbox.c.id == message_id, t.outbox.c.status == self.DEAD)
-            .values(status=self.PENDING, available_at=now, done_at=None, lease_owner=None, lease_until=None)
+    def reopen(self, message_ids: Sequence[int], now: datetime, pin: str | None = None) -> int:
+        """Dead messages replayed: due now, with the same idempotency key as every earlier attempt, delivered
+        with bundle version `pin` (None: the sector's active one). Only dead rows reopen, so a row reopens
+        once per death however many replays race for it. Returns how many reopened."""
+        if not message_ids:
+            return 0
+        result = self._conn.execute(
+            update(t.outbox).where(t.outbox.c.id.in_(message_ids), t.outbox.c.status == self.DEAD)
+            .values(status=self.PENDING, available_at=now, done_at=None, lease_owner=None, lease_until=None,
+                    bundle_version=pin, replays=t.outbox.c.replays + 1)
         )
+        return result.rowcount
 
     def get(self, message_id: int) -> OutboxMessage | None:
         row = self._conn.execute(select(t.outbox).where(t.outbox.c.id == message_id)).mappings().first()
@@ -422,6 +434,8 @@ def _outbox_from_row(row: Mapping[str, Any]) -> OutboxMessage:
         status=row["status"],
         deliveries=row["deliveries"],
         available_at=as_utc(row["available_at"]),
+        bundle_version=row["bundle_version"],
+        correlation_id=row["correlation_id"],
     )
 
 
@@ -448,17 +462,34 @@ class DeadLetter(Failure):
     operation: str = ""
     idempotency_key: str = ""
     deliveries: int = 0  # times the message was taken (across workers, restarts and replays)
-    status: str = "dead"  # dead | replayed
+    status: str = "dead"  # dead | replayed | discarded
     created_at: datetime | None = None
     replayed_at: datetime | None = None
     replayed_by: str | None = None
+    replay_reason: str | None = None
+    replay_run_id: int | None = None  # the bulk replay it belongs to; None: replayed one by one (or not yet)
+    discarded_at: datetime | None = None
+    discarded_by: str | None = None
+    discard_reason: str | None = None
 
 
 _SEALED_DEAD_LETTER = SEALED_COLUMNS["dead_letters"][1]
+_DEAD_LETTER_TIMES = ("created_at", "replayed_at", "discarded_at")
+Where = Sequence[ColumnElement[bool]]  # conditions on `dead_letters` (the operators' filter, as SQL)
+
+
+@dataclass(frozen=True)
+class ReplayedLetter:
+    """What a replay needs to reopen a letter's message: its outbox row and the version it died with."""
+    outbox_id: int
+    bundle_version: str | None
 
 
 class DeadLetterRepository:
-    DEAD, REPLAYED = "dead", "replayed"
+    """dead → replayed | discarded. Every change is a conditional UPDATE on `status = dead`: of two
+    operators (or processes) acting on one letter at once, exactly one changes it."""
+
+    DEAD, REPLAYED, DISCARDED = "dead", "replayed", "discarded"
 
     def __init__(self, conn: Connection, personal: PersonalData) -> None:
         self._conn = conn
@@ -488,20 +519,73 @@ class DeadLetterRepository:
             query = query.where(t.dead_letters.c.case_no == case_no)
         return [self._from_row(row) for row in self._conn.execute(query).mappings()]
 
-    def mark_replayed(self, dead_letter_id: int, by: str, now: datetime) -> bool:
+    def mark_replayed(self, dead_letter_id: int, by: str, now: datetime, reason: str | None = None) -> bool:
         result = self._conn.execute(
             update(t.dead_letters).where(t.dead_letters.c.id == dead_letter_id, t.dead_letters.c.status == self.DEAD)
-            .values(status=self.REPLAYED, replayed_at=now, replayed_by=by))
+            .values(status=self.REPLAYED, replayed_at=now, replayed_by=by, replay_reason=reason))
         return result.rowcount == 1
+
+    # -- the operators' queries (conditions built by `ops.dead_letters`) ------------------------------
+    def page(self, where: Where, order_by: Sequence[ColumnElement[Any]], limit: int) -> list[DeadLetter]:
+        query = select(t.dead_letters).where(*where).order_by(*order_by).limit(limit)
+        return [self._from_row(row) for row in self._conn.execute(query).mappings()]
+
+    def count(self, where: Where) -> int:
+        return int(self._conn.execute(select(func.count()).select_from(t.dead_letters).where(*where)).scalar_one())
+
+    def counts(self, where: Where) -> list[tuple[str, str, int]]:
+        """(sector, error class, how many), the largest first."""
+        d = t.dead_letters.c
+        n = func.count().label("n")
+        query = select(d.sector, d.error_class, n).where(*where).group_by(d.sector, d.error_class)
+        rows = self._conn.execute(query.order_by(n.desc(), d.sector, d.error_class)).all()
+        return [(r.sector, r.error_class, int(r.n)) for r in rows]
+
+    def versions(self, where: Where) -> set[tuple[str, str | None]]:
+        """The distinct (sector, bundle version) the matching letters died with."""
+        d = t.dead_letters.c
+        return {(r.sector, r.bundle_version)
+                for r in self._conn.execute(select(d.sector, d.bundle_version).where(*where).distinct())}
+
+    def join_run(self, where: Where, run_id: int) -> int:
+        """Freeze a bulk replay's letters: the matching ones still dead carry its id from now on."""
+        result = self._conn.execute(
+            update(t.dead_letters).where(*where, t.dead_letters.c.status == self.DEAD).values(replay_run_id=run_id))
+        return result.rowcount
+
+    def replay_batch(self, run_id: int, by: str, reason: str, now: datetime, limit: int) -> list[ReplayedLetter]:
+        """Mark up to `limit` of the run's letters still dead as replayed; returns exactly the ones this call
+        changed. Letters another process marked meanwhile are not returned (status is re-checked)."""
+        d = t.dead_letters.c
+        # Chosen and locked first, in a statement of its own: as a subquery of the UPDATE, PostgreSQL may run
+        # it again per row, and with SKIP LOCKED each run finds other rows (a batch beyond its limit).
+        batch = list(self._conn.execute(
+            select(d.id).where(d.replay_run_id == run_id, d.status == self.DEAD).order_by(d.id).limit(limit)
+            .with_for_update(skip_locked=True)).scalars())  # PostgreSQL: two resumers take different batches
+        if not batch:
+            return []
+        result = self._conn.execute(
+            update(t.dead_letters).where(d.id.in_(batch), d.status == self.DEAD)
+            .values(status=self.REPLAYED, replayed_at=now, replayed_by=by, replay_reason=reason)
+            .returning(d.outbox_id, d.bundle_version))
+        return [ReplayedLetter(r.outbox_id, r.bundle_version) for r in result]
+
+    def still_dead_in_run(self, run_id: int) -> bool:
+        d = t.dead_letters.c
+        found = self._conn.execute(select(d.id).where(d.replay_run_id == run_id, d.status == self.DEAD).limit(1))
+        return found.first() is not None
+
+    def discard(self, where: Where, by: str, reason: str, now: datetime) -> int:
+        """Set aside for good the matching letters still dead: no replay filter matches them any more."""
+        result = self._conn.execute(
+            update(t.dead_letters).where(*where, t.dead_letters.c.status == self.DEAD)
+            .values(status=self.DISCARDED, discarded_at=now, discarded_by=by, discard_reason=reason))
+        return result.rowcount
 
     def _from_row(self, row: Mapping[str, Any]) -> DeadLetter:
         opened = {c: self._personal.open(row[c], f"dead_letters.{c}") for c in _SEALED_DEAD_LETTER}
-        return DeadLetter(**{
-            **row, **opened,
-            "history": tuple(opened["history"] or ()),
-            "created_at": as_utc(row["created_at"]),
-            "replayed_at": as_utc(row["replayed_at"]) if row["replayed_at"] else None,
-        })
+        times = {c: as_utc(row[c]) if row[c] else None for c in _DEAD_LETTER_TIMES}
+        return DeadLetter(**{**row, **opened, **times, "history": tuple(opened["history"] or ())})
 
 
 @dataclass(frozen=True)

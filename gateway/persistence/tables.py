@@ -9,6 +9,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -111,6 +112,10 @@ outbox = Table(
     _utc("created_at", nullable=False),
     _utc("published_at"),  # when the broker last confirmed it (RabbitMQ transport)
     _utc("done_at"),
+    # A replay "with the original mapping" pins the bundle version the message died with; None: the active one.
+    Column("bundle_version", String(64)),
+    Column("replays", Integer, nullable=False, default=0, server_default="0"),  # times reopened from a dead letter
+    Column("correlation_id", String(64)),  # of the request or job that wrote it (gateway/correlation.py)
 )
 
 dead_letters = Table(
@@ -120,10 +125,10 @@ dead_letters = Table(
     # None: a message the broker dead-lettered that names no outbox row we know (recorded, not dropped)
     Column("outbox_id", Integer, ForeignKey("outbox.id"), nullable=True, index=True),
     Column("case_no", String(50), nullable=False, index=True),
-    Column("sector", String(64), nullable=False, index=True),
+    Column("sector", String(64), nullable=False),  # indexed with status below
     Column("operation", String(32), nullable=False),
     Column("idempotency_key", String(160), nullable=False),
-    Column("error_class", String(32), nullable=False, index=True),
+    Column("error_class", String(32), nullable=False),
     Column("error_message", Text, nullable=False),
     Column("attempts", Integer, nullable=False),
     Column("rendered_request", JSON),
@@ -132,10 +137,40 @@ dead_letters = Table(
     Column("history", JSON),  # every call made: at, failure class, message, elapsed_ms (sealed)
     Column("deliveries", Integer, nullable=False, default=0, server_default="0"),  # times taken before it died
     Column("bundle_version", String(40)),
-    Column("status", String(16), nullable=False, index=True),  # dead | replayed (later: discarded)
+    Column("status", String(16), nullable=False),  # dead | replayed | discarded
     _utc("created_at", nullable=False),
     _utc("replayed_at"),
     Column("replayed_by", String(128)),
+    Column("replay_reason", Text),
+    Column("replay_run_id", Integer),  # the bulk replay it belongs to (frozen at its start)
+    _utc("discarded_at"),
+    Column("discarded_by", String(128)),
+    Column("discard_reason", Text),
+    # The operators' filters, each as (what it narrows to, status, newest first, id): one filtered page of
+    # 100000 dead letters reads an index range, not the table. Few on purpose: a bulk replay rewrites every
+    # index holding `status` for each letter (other sorts sort the filtered rows).
+    Index("ix_dead_letters_status_created", "status", "created_at", "id"),
+    Index("ix_dead_letters_sector_status_created", "sector", "status", "created_at", "id"),
+    Index("ix_dead_letters_class_status_created", "error_class", "status", "created_at", "id"),
+    Index("ix_dead_letters_run_status", "replay_run_id", "status", "id"),  # a run's next batch
+)
+
+# A bulk replay: the filter, the reason and who asked, and its progress. Its dead letters are the ones
+# carrying its id (`dead_letters.replay_run_id`), chosen once at its start.
+replay_runs = Table(
+    "replay_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("filter", JSON, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("mapping", String(16), nullable=False),  # original (the version it died with) | active
+    Column("requested_by", String(128), nullable=False),
+    Column("status", String(16), nullable=False, index=True),  # running | done
+    Column("total", Integer, nullable=False),
+    Column("replayed", Integer, nullable=False),
+    Column("skipped", Integer, nullable=False),  # discarded (or replayed one by one) after the run started
+    _utc("created_at", nullable=False),
+    _utc("finished_at"),
 )
 
 # Scheduled jobs (deadline clock, certificate expiry, outbox sweep, webhooks) run under a lease: each

@@ -1,0 +1,509 @@
+"""`/v1/ops`: the operators' desk over HTTP — what `yiwang ops` does (ops/cli.py), on the same
+`DeadLetterDesk` (ops/dead_letters.py).
+
+- Dead letters: list with filters (sorted, paged by an opaque cursor), counts by sector and error class, one
+  shown whole with its case's timeline, replayed one by one or in bulk runs (a dry run says how many and
+  which), discarded with a reason. A bulk run is recorded at once and continued in batches: by a thread this
+  request starts and by the scheduled job `replay-runs`, so it completes even if this process dies.
+- Webhook deliveries to the hall that failed for good, across all subscriptions, and sending one again.
+
+Who: operators do everything. A sector administrator lists, shows and replays their own sector's dead
+letters only — another sector's letter is 404 to them (as if it did not exist), a filter naming another
+sector 403 — and never discards. Nobody else comes in.
+
+Personal data is masked (`gateway.logs.mask_value`) for every role. `?unmasked=true` on a letter is for
+operators and the letter's own sector administrator (`gateway.auth.may_unmask`, the message log's rule too);
+each such read is written to the audit log before it is answered.
+
+Every action is audited twice: the `AuditTrail` middleware records each POST (who, route, status), and the
+action itself writes a record with what the middleware cannot know — the reason, the filter, the mapping
+version and the outcome (counts, the run id).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import fields
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import structlog
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from gateway.api import EventOut
+from gateway.api_webhooks import DeliveryOut
+from gateway.auth import Identity, NotAllowed, Role, may_unmask, require
+from gateway.domain.case import CaseEvent
+from gateway.domain.clock import SHANGHAI
+from gateway.ledger import Ledger
+from gateway.logs import mask_text, mask_value
+from gateway.notifications import FailedDelivery, NotRedeliverable, UnknownDelivery, WebhookFailures
+from gateway.persistence.repository import DeadLetter
+from gateway.problems import install_problems, problem_doc
+from gateway.views import event_view
+from ops.dead_letters import (
+    BadInput,
+    DeadLetterDesk,
+    DeadLetterFilter,
+    DeadLetterNotFound,
+    NotReplayable,
+    ReasonRequired,
+    ReplayPlan,
+    ReplayRun,
+    ReplayRunNotFound,
+)
+
+log = structlog.get_logger("yiwang.ops.api")
+router = APIRouter(prefix="/v1/ops", tags=["operators"])
+Operator = Annotated[Identity, Depends(require(Role.OPERATOR))]
+Reader = Annotated[Identity, Depends(require(Role.OPERATOR, Role.SECTOR_ADMIN))]  # and replayer
+MAX_PAGE = 500
+MAX_IDS = 1000
+MAX_ID = 2**31 - 1  # row ids are 32-bit integers in PostgreSQL (and a bigger number names nothing anyway)
+SAMPLE = 20  # dead letters a dry run shows
+RowId = Annotated[int, Field(ge=1, le=MAX_ID)]
+RowIdInPath = Annotated[int, Path(ge=1, le=MAX_ID)]
+Sort = Literal["created_at", "-created_at", "attempts", "-attempts", "sector", "-sector"]  # the desk's SORTS
+MappingVersion = Literal["original", "active"]
+# A letter's parts that may hold ID and phone numbers: masked unless the reader may see them.
+PERSONAL_PARTS = ("error_message", "canonical_payload", "rendered_request", "last_response", "history",
+                  "replay_reason", "discard_reason")
+
+
+class NotDiscardable(ValueError):
+    """The letter is replayed or discarded already: only a dead one is discarded."""
+
+
+# --- what comes in -----------------------------------------------------------------------------------------
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LetterFilterIn(Strict):
+    """Which dead letters: every condition given must hold."""
+
+    sector: str | None = Field(default=None, min_length=1, max_length=64)
+    version: str | None = Field(default=None, min_length=1, max_length=40,
+                                description="the sector's bundle version the message was rendered with")
+    matter: str | None = Field(default=None, pattern=r"^[0-9A-Z]{31}$", description="the case's matter (实施编码)")
+    case_no: str | None = Field(default=None, min_length=1, max_length=50)
+    error_class: str | None = Field(default=None, min_length=1, max_length=32,
+                                    description="transport, timeout, sector_fault, mapping, validation, auth, …")
+    since: datetime | None = Field(default=None, description="failed at or after (no zone: Beijing time)")
+    until: datetime | None = Field(default=None, description="failed before (no zone: Beijing time)")
+    min_attempts: int | None = Field(default=None, ge=0, le=10_000)
+    max_attempts: int | None = Field(default=None, ge=0, le=10_000)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LetterFilterIn:
+        if self.min_attempts is not None and self.max_attempts is not None and self.min_attempts > self.max_attempts:
+            raise ValueError("min_attempts is greater than max_attempts")
+        since, until = _utc(self.since), _utc(self.until)
+        if since is not None and until is not None and since >= until:
+            raise ValueError("since must be before until")
+        return self
+
+
+class CountQuery(LetterFilterIn):
+    status: Literal["dead", "replayed", "discarded", "any"] = "dead"
+
+
+class ListQuery(CountQuery):
+    sort: Sort = "-created_at"
+    limit: int = Field(default=50, ge=1, le=MAX_PAGE)
+    cursor: str | None = Field(default=None, max_length=500, description="next_cursor of the page before")
+
+
+class BulkFilterIn(LetterFilterIn):
+    ids: list[RowId] | None = Field(default=None, min_length=1, max_length=MAX_IDS, description="these letters only")
+
+
+class ReasonIn(Strict):
+    reason: str = Field(max_length=500, description="why: required, not blank; kept in the audit log")
+
+
+class ReplayIn(ReasonIn):
+    mapping: MappingVersion = Field(default="active", description="render with the sector's active bundle version, or "
+                                                          "the one the message was first rendered with")
+
+
+class BulkReplayIn(Strict):
+    filter: BulkFilterIn = Field(description="which dead letters; {} is every dead letter (of your sector)")
+    reason: str = Field(default="", max_length=500, description="required unless dry_run")
+    mapping: MappingVersion = "active"
+    dry_run: bool = Field(default=False, description="say how many and which, change nothing")
+
+
+class BulkDiscardIn(Strict):
+    filter: BulkFilterIn
+    reason: str = Field(default="", max_length=500, description="required unless dry_run")
+    dry_run: bool = False
+
+
+class FailuresQuery(Strict):
+    subscription: str | None = Field(default=None, pattern=r"^wh_[0-9a-f]{12}$")
+    hall: str | None = Field(default=None, min_length=1, max_length=20, description="the subscribing identity's id")
+    since: datetime | None = Field(default=None, description="no zone: Beijing time")
+    until: datetime | None = None
+    before_id: int | None = Field(default=None, ge=1, le=MAX_ID, description="next_before_id of the page before")
+    limit: int = Field(default=50, ge=1, le=MAX_PAGE)
+
+
+# --- what goes out -----------------------------------------------------------------------------------------
+
+
+class DeadLetterOut(BaseModel):
+    """A dead letter as listed: what failed, why, how often; its bodies only when shown whole."""
+
+    id: int
+    case_no: str
+    sector: str
+    operation: str
+    error_class: str
+    error_message: str
+    attempts: int
+    deliveries: int
+    bundle_version: str | None
+    status: str = Field(description="dead | replayed | discarded")
+    created_at: datetime | None
+    replayed_at: datetime | None
+    replayed_by: str | None
+    replay_reason: str | None = None
+    replay_run_id: int | None = Field(default=None, description="the bulk replay run that replayed it")
+    discarded_at: datetime | None = None
+    discarded_by: str | None = None
+    discard_reason: str | None = None
+
+
+class DeadLetterWhole(DeadLetterOut):
+    outbox_id: int | None
+    idempotency_key: str
+    masked: bool
+    canonical_payload: Any
+    rendered_request: Any
+    last_response: Any
+    history: list[dict[str, Any]]
+    timeline: list[EventOut] = Field(description="the case's events, oldest first")
+
+
+class DeadLetterPage(BaseModel):
+    items: list[DeadLetterOut]
+    total: int = Field(description="how many match the filter, on every page")
+    next_cursor: str | None
+
+
+class CountOut(BaseModel):
+    sector: str
+    error_class: str
+    count: int
+
+
+class PlanOut(BaseModel):
+    count: int
+    sample: list[DeadLetterOut] = Field(description="the first (up to 20) it would act on")
+
+
+class DiscardedOut(BaseModel):
+    count: int
+
+
+class ReplayRunOut(BaseModel):
+    id: int
+    filter: dict[str, Any]
+    reason: str
+    mapping: str
+    requested_by: str
+    status: str = Field(description="running | done")
+    total: int
+    replayed: int
+    skipped: int = Field(description="discarded (or replayed one by one) after the run started")
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class FailedDeliveryOut(DeliveryOut):
+    subscription_id: str
+    hall: str = Field(description="the identity that subscribed")
+    hall_name: str
+
+
+class FailedDeliveryPage(BaseModel):
+    items: list[FailedDeliveryOut]
+    next_before_id: int | None
+
+
+# --- helpers -----------------------------------------------------------------------------------------------
+
+
+def _desk(request: Request) -> DeadLetterDesk:
+    return request.app.state.dead_letter_desk  # type: ignore[no-any-return]
+
+
+def _ledger(request: Request) -> Ledger:
+    return request.app.state.ledger  # type: ignore[no-any-return]
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """Times without a zone are Beijing time, as people read and write them."""
+    if value is None:
+        return None
+    return (value if value.tzinfo is not None else value.replace(tzinfo=SHANGHAI)).astimezone(UTC)
+
+
+def _scope(identity: Identity, sector: str | None = None) -> frozenset[str] | None:
+    """The sectors the caller acts for: None (all) for operators, their own for a sector administrator —
+    who is refused a filter naming another sector."""
+    if identity.has(Role.OPERATOR):
+        return None
+    if sector is not None and sector != identity.sector:
+        raise NotAllowed(f"not an administrator of sector {sector!r}")
+    return frozenset({identity.sector}) if identity.sector else frozenset()
+
+
+def _filter(identity: Identity, given: LetterFilterIn, status: str | None = "dead",
+            ids: list[int] | None = None) -> DeadLetterFilter:
+    return DeadLetterFilter(
+        sector=given.sector, sectors=_scope(identity, given.sector), bundle_version=given.version,
+        matter_code=given.matter, case_no=given.case_no, error_class=given.error_class,
+        created_from=_utc(given.since), created_to=_utc(given.until),
+        min_attempts=given.min_attempts, max_attempts=given.max_attempts,
+        status=status,  # type: ignore[arg-type]  # checked by the models' Literal
+        ids=frozenset(ids) if ids else None)
+
+
+def _bulk_filter(identity: Identity, given: BulkFilterIn) -> DeadLetterFilter:
+    """Bulk actions take dead letters only: a replayed or discarded one never matches."""
+    return _filter(identity, given, "dead", given.ids)
+
+
+def _required(reason: str) -> str:
+    if not reason.strip():
+        raise ReasonRequired("a reason is required, and it may not be blank")
+    return reason.strip()
+
+
+def _letter(letter: DeadLetter, masked: bool = True) -> dict[str, Any]:
+    """The letter as JSON; its personal parts masked unless `masked` is False."""
+    plain: dict[str, Any] = jsonable_encoder({f.name: getattr(letter, f.name) for f in fields(letter)})
+    if masked:
+        plain.update({part: mask_value(plain.get(part)) for part in PERSONAL_PARTS})
+    return plain
+
+
+def _event(event: CaseEvent, masked: bool) -> dict[str, Any]:
+    view = event_view(event)  # masked, as /v1/cases/{case_no}/events shows it
+    return view if masked else {**view, "reason": event.reason, "data": jsonable_encoder(dict(event.data))}
+
+
+def _plan(plan: ReplayPlan) -> PlanOut:
+    return PlanOut(count=plan.count, sample=[DeadLetterOut(**_letter(letter)) for letter in plan.sample])
+
+
+def _run(run: ReplayRun) -> dict[str, Any]:
+    return {f.name: getattr(run, f.name) for f in fields(run)} | {"reason": mask_text(run.reason)}
+
+
+def _visible(identity: Identity, run: ReplayRun) -> bool:
+    """Operators see every run; a sector administrator the runs confined to their own sector."""
+    if identity.has(Role.OPERATOR):
+        return True
+    named = {run.filter.get("sector"), *(run.filter.get("sectors") or ())} - {None}
+    return bool(named) and named <= {identity.sector}
+
+
+def _audit(request: Request, identity: Identity, action: str, subject: str, detail: dict[str, Any],
+           outcome: str, sector: str | None = None, case_no: str | None = None) -> None:
+    """The action's own record: what the middleware's cannot hold (reason, filter, counts)."""
+    _ledger(request).audit(f"identity:{identity.id}", action, subject, {"name": identity.name, **detail},
+                           sector or identity.sector, outcome=outcome, case_no=case_no)
+
+
+def _continue_in_background(desk: DeadLetterDesk, run_id: int) -> None:
+    """Start working through the run now; the scheduled job `replay-runs` finishes it if this process cannot
+    (two continuing at once never send a message twice: the desk's batches are conditional updates)."""
+    def work() -> None:
+        try:
+            desk.continue_replay(run_id)
+        except Exception:  # noqa: BLE001 - the run stays unfinished and the scheduled job takes it up
+            log.exception("replay run interrupted; the scheduled job will continue it", run_id=run_id)
+
+    threading.Thread(target=work, name=f"replay-run-{run_id}", daemon=True).start()
+
+
+# --- dead letters ------------------------------------------------------------------------------------------
+
+
+@router.get("/dead-letters", response_model=DeadLetterPage, responses=problem_doc(401, 403, 422),
+            summary="Dead letters by filter, sorted and paged (next_cursor pages on)")
+def list_dead_letters(request: Request, identity: Reader, query: Annotated[ListQuery, Query()]) -> dict[str, Any]:
+    status = None if query.status == "any" else query.status
+    page = _desk(request).page(_filter(identity, query, status), sort=query.sort, limit=query.limit,
+                               cursor=query.cursor)
+    return {"items": [_letter(letter) for letter in page.items], "total": page.total,
+            "next_cursor": page.next_cursor}
+
+
+@router.get("/dead-letters/counts", response_model=list[CountOut], responses=problem_doc(401, 403, 422),
+            summary="How many dead letters match, by sector and error class")
+def count_dead_letters(request: Request, identity: Reader, query: Annotated[CountQuery, Query()]) -> list[Any]:
+    status = None if query.status == "any" else query.status
+    counts = _desk(request).counts(_filter(identity, query, status))
+    return [{"sector": sector, "error_class": error_class, "count": count} for sector, error_class, count in counts]
+
+
+@router.get("/dead-letters/{dead_letter_id}", response_model=DeadLetterWhole, responses=problem_doc(401, 403, 404),
+            summary="One dead letter whole: payload, rendered request, every attempt, the case's timeline")
+def show_dead_letter(dead_letter_id: RowIdInPath, request: Request, identity: Reader,
+                     unmasked: Annotated[bool, Query(description="operators and the sector's own "
+                                                                 "administrator: plain, audited")] = False) -> dict[str, Any]:
+    desk = _desk(request)
+    letter = desk.get(dead_letter_id, _scope(identity))
+    if unmasked:
+        if not may_unmask(identity, letter.sector):
+            raise NotAllowed("personal data is shown unmasked only to operators and the sector's own administrator")
+        # Audited before it is answered: when the audit log cannot take the record, nothing is shown.
+        _audit(request, identity, "read unmasked dead letter", f"dead_letter:{letter.id}",
+               {"fields": [*PERSONAL_PARTS, "timeline"]}, "shown", letter.sector, letter.case_no)
+    timeline = [_event(e, masked=not unmasked) for e in desk.timeline(letter.case_no)]
+    return {**_letter(letter, masked=not unmasked), "masked": not unmasked, "timeline": timeline}
+
+
+@router.post("/dead-letters/{dead_letter_id}/replay", response_model=DeadLetterOut,
+             responses=problem_doc(401, 403, 404, 409, 422),
+             summary="Deliver one dead letter's message again, with its idempotency key (a reason is required)")
+def replay_dead_letter(dead_letter_id: RowIdInPath, body: ReplayIn, request: Request,
+                       identity: Reader) -> dict[str, Any]:
+    reason = _required(body.reason)
+    letter = _desk(request).replay(dead_letter_id, by=f"identity:{identity.id}", reason=reason,
+                                   mapping=body.mapping, scope=_scope(identity))
+    _audit(request, identity, "ops replay dead letter", f"dead_letter:{letter.id}",
+           {"reason": reason, "mapping": body.mapping, "idempotency_key": letter.idempotency_key},
+           "replayed", letter.sector, letter.case_no)
+    return _letter(letter)
+
+
+@router.post("/dead-letters/{dead_letter_id}/discard", response_model=DeadLetterOut,
+             responses=problem_doc(401, 403, 404, 409, 422),
+             summary="Discard one dead letter for good (a reason is required); it never replays")
+def discard_dead_letter(dead_letter_id: RowIdInPath, body: ReasonIn, request: Request,
+                        identity: Operator) -> dict[str, Any]:
+    reason, desk = _required(body.reason), _desk(request)
+    letter = desk.get(dead_letter_id)
+    if letter.status != "dead" or not desk.discard(DeadLetterFilter(ids=frozenset({dead_letter_id})),
+                                                   by=f"identity:{identity.id}", reason=reason):
+        raise NotDiscardable(f"dead letter {dead_letter_id} is {desk.get(dead_letter_id).status}")
+    _audit(request, identity, "ops discard dead letter", f"dead_letter:{letter.id}", {"reason": reason},
+           "discarded", letter.sector, letter.case_no)
+    return _letter(desk.get(dead_letter_id))
+
+
+# --- in bulk -----------------------------------------------------------------------------------------------
+
+
+@router.post("/replays", status_code=202, response_model=ReplayRunOut,
+             responses={200: {"model": PlanOut, "description": "the dry run: how many and which"},
+                        **problem_doc(401, 403, 422)},
+             summary="Replay the dead letters a filter matches: a dry run says how many and which; otherwise a "
+                     "run starts (202, Location) and goes on in the background")
+def replay_many(body: BulkReplayIn, request: Request, response: Response, identity: Reader) -> Any:
+    desk, chosen = _desk(request), _bulk_filter(identity, body.filter)
+    if body.dry_run:
+        plan = desk.plan(chosen)
+        _audit(request, identity, "ops replay dry run", "dead_letters", {"filter": chosen.public()},
+               f"{plan.count} would be replayed")
+        return JSONResponse(jsonable_encoder(_plan(plan)))
+    reason = _required(body.reason)
+    run = desk.start_replay(chosen, by=f"identity:{identity.id}", reason=reason, mapping=body.mapping)
+    _audit(request, identity, "ops replay many", f"replay_run:{run.id}",
+           {"filter": chosen.public(), "reason": reason, "mapping": body.mapping},
+           f"run {run.id} started: {run.total} to replay")
+    if run.status != "done":
+        _continue_in_background(desk, run.id)
+    response.headers["Location"] = f"/v1/ops/replays/{run.id}"
+    return _run(run)
+
+
+@router.get("/replays", response_model=list[ReplayRunOut], responses=problem_doc(401, 403, 422),
+            summary="Bulk replay runs, newest first, with their progress")
+def list_replay_runs(request: Request, identity: Reader,
+                     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50) -> list[dict[str, Any]]:
+    return [_run(run) for run in _desk(request).runs(limit) if _visible(identity, run)]
+
+
+@router.get("/replays/{run_id}", response_model=ReplayRunOut, responses=problem_doc(401, 403, 404),
+            summary="One bulk replay run and its progress")
+def show_replay_run(run_id: RowIdInPath, request: Request, identity: Reader) -> dict[str, Any]:
+    run = _desk(request).run(run_id)
+    if not _visible(identity, run):
+        raise ReplayRunNotFound(run_id)  # another sector's run is as unknown as one that never was
+    return _run(run)
+
+
+@router.post("/discards", response_model=PlanOut | DiscardedOut, responses=problem_doc(401, 403, 422),
+             summary="Discard the dead letters a filter matches (a reason is required); a dry run says how many")
+def discard_many(body: BulkDiscardIn, request: Request, identity: Operator) -> Any:
+    desk, chosen = _desk(request), _bulk_filter(identity, body.filter)
+    if body.dry_run:  # every dead letter matching (a replay's plan leaves out those it could not send)
+        first = desk.page(chosen, sort="created_at", limit=SAMPLE)
+        _audit(request, identity, "ops discard dry run", "dead_letters", {"filter": chosen.public()},
+               f"{first.total} would be discarded")
+        return _plan(ReplayPlan(first.total, first.items))
+    reason = _required(body.reason)
+    count = desk.discard(chosen, by=f"identity:{identity.id}", reason=reason)
+    _audit(request, identity, "ops discard many", "dead_letters", {"filter": chosen.public(), "reason": reason},
+           f"{count} discarded")
+    return DiscardedOut(count=count)
+
+
+# --- webhook deliveries that failed for good ----------------------------------------------------------------
+
+
+def _failures(request: Request) -> WebhookFailures:
+    return request.app.state.webhook_failures  # type: ignore[no-any-return]
+
+
+def _failed_view(failed: FailedDelivery) -> dict[str, Any]:
+    d = failed.delivery
+    return {**{f.name: getattr(d, f.name) for f in fields(d)}, "hall": failed.owner_id, "hall_name": failed.owner_name}
+
+
+@router.get("/webhook-failures", response_model=FailedDeliveryPage, responses=problem_doc(401, 403, 422),
+            summary="Webhook deliveries to the hall that failed for good, every subscription, newest first")
+def list_webhook_failures(request: Request, _: Operator,
+                          query: Annotated[FailuresQuery, Query()]) -> dict[str, Any]:
+    found = _failures(request).failed(subscription_id=query.subscription, owner_id=query.hall,
+                                      since=_utc(query.since), until=_utc(query.until), before_id=query.before_id,
+                                      limit=query.limit)
+    more = len(found) == query.limit
+    return {"items": [_failed_view(f) for f in found], "next_before_id": found[-1].delivery.id if more else None}
+
+
+@router.post("/webhook-failures/{delivery_id}/redeliver", response_model=FailedDeliveryOut,
+             responses=problem_doc(401, 403, 404, 409, 422),
+             summary="Send a failed delivery again, same event id (the hall deduplicates); a reason is required")
+def redeliver_webhook(delivery_id: RowIdInPath, body: ReasonIn, request: Request, identity: Operator) -> dict[str, Any]:
+    reason = _required(body.reason)
+    failed = _failures(request).redeliver(delivery_id)
+    d = failed.delivery
+    _audit(request, identity, "ops redeliver webhook", f"webhook_delivery:{d.id}",
+           {"reason": reason, "subscription_id": d.subscription_id, "event_id": d.event.get("event_id"),
+            "hall": failed.owner_id}, "pending again", case_no=d.case_no)
+    return _failed_view(failed)
+
+
+def install_ops_error_handlers(app: FastAPI) -> None:
+    install_problems(app, [
+        (DeadLetterNotFound, 404, "dead-letter-not-found", "没有该死信"),
+        (ReplayRunNotFound, 404, "replay-run-not-found", "没有该重放批次"),
+        (NotReplayable, 409, "not-replayable", "该死信不能重放"),
+        (NotDiscardable, 409, "not-discardable", "只有未处理的死信可以丢弃"),
+        (ReasonRequired, 422, "reason-required", "必须说明原因"),
+        (BadInput, 422, "invalid-filter", "筛选条件、排序或游标无法使用"),
+        (UnknownDelivery, 404, "webhook-delivery-not-found", "没有该推送记录"),
+        (NotRedeliverable, 409, "not-redeliverable", "该推送不能重发"),
+    ])

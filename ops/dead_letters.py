@@ -1,0 +1,481 @@
+"""The operators' dead-letter desk: find failed messages, read their whole story, replay or discard them.
+
+A dead letter is a message that outlasted its retry policy (DESIGN invariant 9). Operators list them by
+filter (sector, bundle version, matter, case, error class, time, attempts), page through them with an
+opaque keyset cursor, replay one or thousands, and discard what must never be sent, always with a reason.
+
+A replay reopens the letter's outbox row: due at once, with the idempotency key of every earlier attempt
+(invariant 2), delivered by the ordinary transport under the sector's rate limit. A bulk replay is a
+*run*: `start_replay` freezes its letters (each carries the run's id) in one transaction and returns;
+`continue_replay` then works in batches, each ONE transaction that marks letters still dead as replayed
+(a conditional UPDATE) and reopens exactly their outbox rows. A process killed between batches loses
+nothing, and a resume, or two processes continuing one run, reopen each row once. The scheduled job
+`replay-runs` finishes runs whose starter died.
+
+`mapping="original"` pins the reopened row to the bundle version the message died with (the dispatcher
+builds that version's adapter); "active" (the default) delivers with the sector's active version.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, fields, replace
+from datetime import UTC, datetime
+from itertools import groupby
+from typing import Any, Literal, cast, get_args
+
+from sqlalchemy import ColumnElement, Connection, Engine, and_, insert, or_, select, update
+
+from gateway.bundles import BundleStore, UnknownBundle
+from gateway.domain.case import CaseEvent
+from gateway.domain.clock import Clock, as_utc
+from gateway.persistence import tables as t
+from gateway.persistence.bundle_tables import RETIRED
+from gateway.persistence.engine import READ_ONLY
+from gateway.persistence.personal_data import PersonalData
+from gateway.persistence.repository import (
+    CaseRepository,
+    DeadLetter,
+    DeadLetterRepository,
+    OutboxRepository,
+    ReplayedLetter,
+)
+from gateway.services import DeadLetterNotFound, NotReplayable
+
+__all__ = ["DeadLetterDesk", "DeadLetterFilter", "DeadLetterNotFound", "NotReplayable", "Page", "ReasonRequired",
+           "ReplayPlan", "ReplayRun", "ReplayRunNotFound", "BadInput", "SORTS", "check_reason", "conditions"]
+
+Status = Literal["dead", "replayed", "discarded"]
+MappingChoice = Literal["original", "active"]
+STATUSES: tuple[str, ...] = get_args(Status)
+MAPPINGS: tuple[str, ...] = get_args(MappingChoice)
+SORTS = ("created_at", "-created_at", "attempts", "-attempts", "sector", "-sector")
+MAX_PAGE = 500
+SAMPLE = 20  # dead letters a dry run shows
+MAX_REASON = 2000
+DEAD = DeadLetterRepository.DEAD
+RUNNING, DONE = "running", "done"
+
+
+class BadInput(ValueError):
+    """A filter, sort, cursor, limit or mapping that cannot be used: nothing was changed."""
+
+
+class ReasonRequired(BadInput):
+    """Replays and discards need a non-blank reason (it goes into the audit record and the letter)."""
+
+
+class ReplayRunNotFound(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class DeadLetterFilter:
+    sector: str | None = None
+    sectors: frozenset[str] | None = None  # a scope: only these sectors (a sector admin's own); None = all
+    bundle_version: str | None = None  # "adapter and version": the sector names the adapter
+    matter_code: str | None = None  # the case's matter
+    case_no: str | None = None
+    error_class: str | None = None
+    created_from: datetime | None = None  # inclusive, UTC-aware
+    created_to: datetime | None = None  # exclusive
+    min_attempts: int | None = None
+    max_attempts: int | None = None
+    status: Status | None = "dead"  # None: any status
+    ids: frozenset[int] | None = None  # explicit dead letter ids
+
+    def public(self) -> dict[str, Any]:
+        """The filter as JSON (the fields set), for audit records and the replay run's row."""
+        shown: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, frozenset):
+                shown[f.name] = sorted(value)
+            elif isinstance(value, datetime):
+                shown[f.name] = value.isoformat()
+            elif value is not None:
+                shown[f.name] = value
+        return shown
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[DeadLetter]
+    total: int  # how many match the filter, on every page
+    next_cursor: str | None  # None: this is the last page
+
+
+@dataclass(frozen=True)
+class ReplayPlan:
+    """The dry run of a bulk replay: how many would be replayed, and the first of them."""
+    count: int
+    sample: list[DeadLetter]
+
+
+@dataclass(frozen=True)
+class ReplayRun:
+    id: int
+    filter: dict[str, Any]
+    reason: str
+    mapping: Literal["original", "active"]
+    requested_by: str
+    status: Literal["running", "done"]
+    total: int
+    replayed: int
+    skipped: int  # discarded (or replayed one by one) after the run started; counted when it is done
+    created_at: datetime
+    finished_at: datetime | None
+
+    def public(self) -> dict[str, Any]:
+        return {**{f.name: getattr(self, f.name) for f in fields(self)}, "created_at": self.created_at.isoformat(),
+                "finished_at": self.finished_at.isoformat() if self.finished_at else None}
+
+
+class DeadLetterDesk:
+    def __init__(self, engine: Engine, personal: PersonalData, clock: Clock, *, batch: int = 1000) -> None:
+        if batch < 1:
+            raise ValueError("a replay batch holds at least one dead letter")
+        self.engine = engine
+        self.personal = personal
+        self.clock = clock
+        self.batch = batch  # letters per transaction of a bulk replay
+        self._bundles = BundleStore(engine, clock)
+
+    # -- reading ---------------------------------------------------------------------------------
+    def page(self, f: DeadLetterFilter, *, sort: str = "-created_at", limit: int = 50,
+             cursor: str | None = None) -> Page:
+        """One page of the matching letters in `sort` order; `next_cursor` continues after its last one.
+        The cursor holds the last letter's sort value and id, so letters added meanwhile never shift a page."""
+        key = _sort(sort)
+        if not 1 <= limit <= MAX_PAGE:
+            raise BadInput(f"limit must be 1 to {MAX_PAGE}, not {limit}")
+        where = conditions(f)
+        after = [] if cursor is None else [key.after(_decoded(cursor, sort))]
+        with self._work(read_only=True) as work:
+            items = work.dead_letters.page([*where, *after], key.order_by(), limit + 1)
+            total = work.dead_letters.count(where)
+        more = len(items) > limit
+        items = items[:limit]
+        return Page(items, total, _encoded(sort, key.value_of(items[-1]), items[-1].id) if more else None)
+
+    def counts(self, f: DeadLetterFilter) -> list[tuple[str, str, int]]:
+        """(sector, error class, count) of the matching letters, the largest first."""
+        with self._work(read_only=True) as work:
+            return work.dead_letters.counts(conditions(f))
+
+    def get(self, dead_letter_id: int, scope: frozenset[str] | None = None) -> DeadLetter:
+        """One letter whole; outside `scope` (a sector admin's sectors) it does not exist."""
+        with self._work(read_only=True) as work:
+            letter = work.dead_letters.get(dead_letter_id)
+        if letter is None or (scope is not None and letter.sector not in scope):
+            raise DeadLetterNotFound(dead_letter_id)
+        return letter
+
+    def timeline(self, case_no: str) -> list[CaseEvent]:
+        """The case's events, oldest first (opened: mask them before showing them)."""
+        with self._work(read_only=True) as work:
+            return work.cases.events(case_no)
+
+    # -- replaying one -----------------------------------------------------------------------------
+    def replay(self, dead_letter_id: int, *, by: str, reason: str, mapping: str = "active",
+               scope: frozenset[str] | None = None) -> DeadLetter:
+        """Deliver one letter's message again (same idempotency key). Refused, changing nothing, for a
+        letter not dead (replayed, discarded), one naming no message, or a pinned version gone."""
+        reason, pinned = check_reason(reason), _mapping(mapping) == "original"
+        letter = self.get(dead_letter_id, scope)
+        if letter.outbox_id is None or letter.status != DEAD:
+            raise NotReplayable(f"dead letter {dead_letter_id} is {letter.status}"
+                                + ("" if letter.outbox_id is not None else " and names no outbox message"))
+        if pinned:
+            self._check_registered([(letter.sector, letter.bundle_version)])
+        now = self.clock.now()
+        with self._work() as work:
+            if not work.dead_letters.mark_replayed(letter.id, by, now, reason):  # someone else was quicker
+                raise NotReplayable(f"dead letter {dead_letter_id} was replayed or discarded meanwhile")
+            work.outbox.reopen([letter.outbox_id], now, letter.bundle_version if pinned else None)
+        return replace(letter, status=DeadLetterRepository.REPLAYED, replayed_at=now, replayed_by=by,
+                       replay_reason=reason)
+
+    # -- replaying many ------------------------------------------------------------------------------
+    def plan(self, f: DeadLetterFilter) -> ReplayPlan:
+        """The dry run: what `start_replay(f)` would take now (dead, naming a message, in no other run)."""
+        where = _replayable(f)
+        with self._work(read_only=True) as work:
+            return ReplayPlan(work.dead_letters.count(where),
+                              work.dead_letters.page(where, [t.dead_letters.c.id], SAMPLE))
+
+    def start_replay(self, f: DeadLetterFilter, *, by: str, reason: str, mapping: str = "active") -> ReplayRun:
+        """Record a run and freeze its letters, in one transaction; `continue_replay` does the work."""
+        reason, chosen = check_reason(reason), _mapping(mapping)
+        where = _replayable(f)
+        if chosen == "original":  # refused before anything changes
+            with self._work(read_only=True) as work:
+                self._check_registered(work.dead_letters.versions(where))
+        with self._work() as work:
+            run_id = work.runs.add(f.public(), reason, chosen, by, self.clock.now())
+            work.runs.set_total(run_id, work.dead_letters.join_run(where, run_id))
+        return self.run(run_id)
+
+    def continue_replay(self, run_id: int, progress: Callable[[ReplayRun], None] | None = None, *,
+                        max_batches: int | None = None) -> ReplayRun:
+        """Replay the run's letters batch by batch until none is left (or `max_batches` ran); a run that is
+        done stays done. `progress` is told the run after each batch."""
+        run = self.run(run_id)
+        batches = 0
+        while run.status == RUNNING and (max_batches is None or batches < max_batches):
+            run = self._replay_batch(run)
+            batches += 1
+            if progress is not None:
+                progress(run)
+        return run
+
+    def resume_unfinished(self, max_batches: int = 5) -> int:
+        """The scheduled job `replay-runs`: carry on every unfinished run a little (a run started through the
+        API completes though the process that started it died). Returns the letters replayed."""
+        return sum(self.continue_replay(run.id, max_batches=max_batches).replayed - run.replayed
+                   for run in self.unfinished_runs())
+
+    def unfinished_runs(self) -> list[ReplayRun]:
+        with self._work(read_only=True) as work:
+            return work.runs.listed(status=RUNNING)
+
+    def run(self, run_id: int) -> ReplayRun:
+        with self._work(read_only=True) as work:
+            found = work.runs.get(run_id)
+        if found is None:
+            raise ReplayRunNotFound(run_id)
+        return found
+
+    def runs(self, limit: int = 50) -> list[ReplayRun]:
+        """The newest runs first."""
+        with self._work(read_only=True) as work:
+            return work.runs.listed(limit=limit)
+
+    # -- discarding ------------------------------------------------------------------------------------
+    def discard(self, f: DeadLetterFilter, *, by: str, reason: str) -> int:
+        """Set the matching letters still dead aside for good; returns how many. No replay takes them."""
+        reason = check_reason(reason)
+        with self._work() as work:
+            return work.dead_letters.discard(conditions(replace(f, status=DEAD)), by, reason, self.clock.now())
+
+    # -- inside ----------------------------------------------------------------------------------------
+    def _replay_batch(self, run: ReplayRun) -> ReplayRun:
+        now = self.clock.now()
+        with self._work() as work:
+            letters = work.dead_letters.replay_batch(run.id, run.requested_by, run.reason, now, self.batch)
+            for pin, outbox_ids in _by_pin(letters, pinned=run.mapping == "original"):
+                work.outbox.reopen(outbox_ids, now, pin)
+            if letters:
+                work.runs.add_replayed(run.id, len(letters))
+            elif not work.dead_letters.still_dead_in_run(run.id):
+                work.runs.finish(run.id, now)
+            # else: another process holds the rest (PostgreSQL, SKIP LOCKED); the next batch looks again
+        return self.run(run.id)
+
+    def _check_registered(self, versions: Iterable[tuple[str, str | None]]) -> None:
+        """Every version to pin must still be registered. A letter that died before any version was chosen
+        (no active bundle) has none to pin: it goes to the active one."""
+        for sector, version in sorted((s, v) for s, v in versions if v is not None):
+            try:
+                status = self._bundles.get(sector, version).status
+            except UnknownBundle:
+                status = "not registered"
+            if status in (RETIRED, "not registered"):
+                raise NotReplayable(f"{sector} bundle version {version} is {status}: replay with the active "
+                                    "mapping instead")
+
+    @contextmanager
+    def _work(self, *, read_only: bool = False) -> Iterator[_Work]:
+        """One transaction around the repositories: committed when the block ends, rolled back on error."""
+        with self.engine.connect() as conn:
+            if read_only:
+                conn = conn.execution_options(**{READ_ONLY: True})  # SQLite: no write lock for a read
+            with conn.begin():
+                yield _Work(conn, self.personal)
+
+
+class _Work:
+    def __init__(self, conn: Connection, personal: PersonalData) -> None:
+        self.dead_letters = DeadLetterRepository(conn, personal)
+        self.outbox = OutboxRepository(conn)
+        self.cases = CaseRepository(conn, personal)
+        self.runs = _ReplayRuns(conn)
+
+
+class _ReplayRuns:
+    """The `replay_runs` rows; counters change by increments, so two resumers of one run add up."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def add(self, public_filter: dict[str, Any], reason: str, mapping: str, by: str, now: datetime) -> int:
+        row = {"filter": public_filter, "reason": reason, "mapping": mapping, "requested_by": by,
+               "status": RUNNING, "total": 0, "replayed": 0, "skipped": 0, "created_at": now}
+        return int(self._conn.execute(insert(t.replay_runs).values(**row)).inserted_primary_key[0])
+
+    def set_total(self, run_id: int, total: int) -> None:
+        self._conn.execute(update(t.replay_runs).where(t.replay_runs.c.id == run_id).values(total=total))
+
+    def add_replayed(self, run_id: int, count: int) -> None:
+        r = t.replay_runs.c
+        self._conn.execute(update(t.replay_runs).where(r.id == run_id).values(replayed=r.replayed + count))
+
+    def finish(self, run_id: int, now: datetime) -> None:
+        """Done: whatever of its letters this run did not replay was discarded or replayed by hand meanwhile."""
+        r = t.replay_runs.c
+        self._conn.execute(update(t.replay_runs).where(r.id == run_id, r.status == RUNNING)
+                           .values(status=DONE, finished_at=now, skipped=r.total - r.replayed))
+
+    def get(self, run_id: int) -> ReplayRun | None:
+        row = self._conn.execute(select(t.replay_runs).where(t.replay_runs.c.id == run_id)).mappings().first()
+        return None if row is None else _run(row)
+
+    def listed(self, *, status: str | None = None, limit: int | None = None) -> list[ReplayRun]:
+        r = t.replay_runs.c
+        query = select(t.replay_runs).order_by(r.id.desc() if status is None else r.id).limit(limit)
+        if status is not None:
+            query = query.where(r.status == status)
+        return [_run(row) for row in self._conn.execute(query).mappings()]
+
+
+def _run(row: Mapping[str, Any]) -> ReplayRun:
+    return ReplayRun(**{**row, "created_at": as_utc(row["created_at"]),
+                        "finished_at": as_utc(row["finished_at"]) if row["finished_at"] else None})
+
+
+def _by_pin(letters: Sequence[ReplayedLetter], *, pinned: bool) -> Iterator[tuple[str | None, list[int]]]:
+    """The outbox rows to reopen, grouped by the version each is pinned to (None: the active one)."""
+    def pin(letter: ReplayedLetter) -> str:
+        return (letter.bundle_version or "") if pinned else ""
+
+    for version, group in groupby(sorted(letters, key=pin), key=pin):
+        yield version or None, [letter.outbox_id for letter in group]
+
+
+# -- the filter as SQL -------------------------------------------------------------------------------------
+def conditions(f: DeadLetterFilter) -> list[ColumnElement[bool]]:
+    """The filter as conditions on `dead_letters` (raises BadInput for one that cannot be used)."""
+    d = t.dead_letters.c
+    equal = {d.sector: f.sector, d.bundle_version: f.bundle_version, d.case_no: f.case_no,
+             d.error_class: f.error_class, d.status: _status(f.status)}
+    where: list[ColumnElement[bool]] = [column == value for column, value in equal.items() if value is not None]
+    if f.sectors is not None:
+        where.append(d.sector.in_(sorted(f.sectors)))
+    if f.ids is not None:
+        where.append(d.id.in_(sorted(f.ids)))
+    if f.matter_code is not None:
+        where.append(d.case_no.in_(select(t.cases.c.case_no).where(t.cases.c.matter_code == f.matter_code)))
+    if f.created_from is not None:
+        where.append(d.created_at >= _utc("created_from", f.created_from))
+    if f.created_to is not None:
+        where.append(d.created_at < _utc("created_to", f.created_to))
+    if f.min_attempts is not None:
+        where.append(d.attempts >= _count("min_attempts", f.min_attempts))
+    if f.max_attempts is not None:
+        where.append(d.attempts <= _count("max_attempts", f.max_attempts))
+    return where
+
+
+def _replayable(f: DeadLetterFilter) -> list[ColumnElement[bool]]:
+    """What a replay filter takes: dead letters only (never a discarded one), naming a message to send, and
+    not frozen into another unfinished run."""
+    d = t.dead_letters.c
+    return [*conditions(replace(f, status=DEAD)), d.outbox_id.is_not(None), d.replay_run_id.is_(None)]
+
+
+def _status(status: str | None) -> str | None:
+    if status is not None and status not in STATUSES:
+        raise BadInput(f"status is one of {', '.join(STATUSES)}, not {status!r}")
+    return status
+
+
+def _utc(name: str, instant: datetime) -> datetime:
+    if instant.tzinfo is None:
+        raise BadInput(f"{name} needs a time zone")
+    return instant.astimezone(UTC)  # stored in UTC; SQLite compares the text
+
+
+def _count(name: str, value: int) -> int:
+    if value < 0:
+        raise BadInput(f"{name} cannot be negative")
+    return value
+
+
+def check_reason(reason: str | None) -> str:
+    """The reason, trimmed; ReasonRequired when it is blank or too long."""
+    text = (reason or "").strip()
+    if not text:
+        raise ReasonRequired("a reason is required (it is kept with the dead letter and in the audit log)")
+    if len(text) > MAX_REASON:
+        raise ReasonRequired(f"a reason is at most {MAX_REASON} characters")
+    return text
+
+
+def _mapping(mapping: str) -> MappingChoice:
+    if mapping not in MAPPINGS:
+        raise BadInput(f"mapping is original or active, not {mapping!r}")
+    return cast(MappingChoice, mapping)
+
+
+# -- sorting and the keyset cursor ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _SortKey:
+    name: str  # created_at | attempts | sector
+    descending: bool
+
+    @property
+    def column(self) -> Any:
+        return t.dead_letters.c[self.name]
+
+    def order_by(self) -> list[ColumnElement[Any]]:
+        d = t.dead_letters.c
+        if self.descending:
+            return [self.column.desc(), d.id.desc()]
+        return [self.column.asc(), d.id.asc()]
+
+    def after(self, last: tuple[Any, int]) -> ColumnElement[bool]:
+        """Strictly after the letter the cursor names, in this order (ties broken by id)."""
+        value, last_id = last
+        d = t.dead_letters.c
+        if self.descending:
+            return or_(self.column < value, and_(self.column == value, d.id < last_id))
+        return or_(self.column > value, and_(self.column == value, d.id > last_id))
+
+    def value_of(self, letter: DeadLetter) -> Any:
+        value = getattr(letter, self.name)
+        return value.isoformat() if isinstance(value, datetime) else value
+
+    def parse(self, value: Any) -> Any:
+        if self.name == "created_at":
+            return datetime.fromisoformat(value).astimezone(UTC)
+        if self.name == "attempts" and not isinstance(value, int):
+            raise TypeError("attempts is a number")
+        if self.name == "sector" and not isinstance(value, str):
+            raise TypeError("sector is text")
+        return value
+
+
+def _sort(sort: str) -> _SortKey:
+    if sort not in SORTS:
+        raise BadInput(f"sort is one of {', '.join(SORTS)}, not {sort!r}")
+    return _SortKey(sort.lstrip("-"), sort.startswith("-"))
+
+
+def _encoded(sort: str, value: Any, last_id: int) -> str:
+    raw = json.dumps({"sort": sort, "value": value, "id": last_id}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decoded(cursor: str, sort: str) -> tuple[Any, int]:
+    """The cursor's (sort value, id); BadInput for a cursor not made by this sort."""
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if data["sort"] != sort or not isinstance(data["id"], int):
+            raise ValueError("another sort")
+        return _sort(sort).parse(data["value"]), data["id"]
+    except (ValueError, TypeError, KeyError, binascii.Error) as exc:
+        raise BadInput("the cursor is not one this list gave (or it was made for another sort)") from exc
