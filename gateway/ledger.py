@@ -57,6 +57,9 @@ HASHED = ("chain", "seq", "at", "kind", "actor", "action", "subject", "sector", 
 LIMITS = {"actor": 160, "action": 100, "subject": 300, "sector": 64, "case_no": 50, "outcome": 64}
 Direction = Literal["sent", "received"]
 LONGEST_TEXT = 64 * 1024  # characters of one string kept in a body
+# One statement with bound parameters, for a batch of any size: `.values(row)` would build and cache-key
+# a new statement per record (about 40% of an append's CPU).
+_INSERT_RECORDS = insert(ledger_records).returning(ledger_records.c.id, sort_by_parameter_order=True)
 
 
 class KeyedSigner(Signer, Protocol):
@@ -156,7 +159,23 @@ class _Chain:
     seq: int = 0
     head: str = GENESIS
     unsigned: int = 0  # records appended since the last checkpoint
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # held while a batch is written or signed
+    queued: list[_Queued] = field(default_factory=list)  # records waiting for the next batch
+    queue_lock: threading.Lock = field(default_factory=threading.Lock)  # guards `queued` only
+
+
+@dataclass
+class _Queued:
+    """One record waiting to be written by `Ledger._append`, then its outcome."""
+
+    kind: str
+    values: dict[str, Any]
+    record: LedgerRecord | None = None
+    error: BaseException | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.record is not None or self.error is not None
 
 
 @dataclass(frozen=True)
@@ -209,22 +228,67 @@ class Ledger:
             return None
 
     def _append(self, kind: str, **values: Any) -> LedgerRecord:
+        """Append one record to this writer's chain; returns once it is committed (or raises).
+
+        Group commit: a chain is one sequence of hashes, so its records are written one batch at a time,
+        under the chain's lock. A caller queues its record, then takes the lock; whoever holds it writes
+        every record queued so far, its own and those of the callers waiting behind it, in one transaction,
+        and those callers find theirs written when their turn comes. Under load (every POST is audited)
+        this turns one transaction per record, taken in turn, into one per batch (bench: 31 of the API's
+        41 threads were waiting for this lock)."""
         chain = self._chains[kind]
+        request = _Queued(kind, values)
+        with chain.queue_lock:
+            chain.queued.append(request)
         with chain.lock:
-            seq = chain.seq + 1
-            body = values.pop("body")
-            row = {name: _clip(name, value) for name, value in values.items()}
-            row.update(chain=chain.name, seq=seq, at=as_utc(self._clock.now()), kind=kind, prev_hash=chain.head,
-                       body=None if body is None else self._sealer.seal_json(_jsonable(body), _aad(chain.name, seq)))
-            row["hash"] = record_hash(row, self._digest_name)
-            with self.engine.begin() as conn:
-                record_id = conn.execute(insert(ledger_records).values(row)).inserted_primary_key[0]
-            chain.seq, chain.head = seq, row["hash"]
-            chain.unsigned += 1
+            if not request.finished:
+                with chain.queue_lock:
+                    batch, chain.queued = chain.queued, []
+                self._write(chain, batch)
             due = chain.unsigned >= self._every
         if due:
             self._sign(chain)
-        return LedgerRecord(id=record_id, **row)
+        if request.error is not None:
+            raise request.error
+        assert request.record is not None  # finished without an error
+        return request.record
+
+    def _write(self, chain: _Chain, batch: list[_Queued]) -> None:
+        """Chain, seal and insert a batch in one transaction; each request gets its record or the error."""
+        seq, head = chain.seq, chain.head
+        rows: list[dict[str, Any]] = []
+        written: list[_Queued] = []
+        for request in batch:
+            try:
+                row = self._row(chain, request, seq + 1, head)
+            except Exception as exc:  # noqa: BLE001 - this record's body could not be sealed: only it fails
+                request.error = exc
+                continue
+            seq, head = row["seq"], row["hash"]
+            rows.append(row)
+            written.append(request)
+        if not rows:
+            return
+        try:
+            with self.engine.begin() as conn:
+                ids = conn.execute(_INSERT_RECORDS, rows).scalars().all()
+        except Exception as exc:  # noqa: BLE001 - nothing of the batch is stored; every caller hears why
+            for request in written:
+                request.error = exc
+            return
+        chain.seq, chain.head = seq, head
+        chain.unsigned += len(rows)
+        for request, row, record_id in zip(written, rows, ids, strict=True):
+            request.record = LedgerRecord(id=record_id, **row)
+
+    def _row(self, chain: _Chain, request: _Queued, seq: int, prev_hash: str) -> dict[str, Any]:
+        values = dict(request.values)
+        body = values.pop("body")
+        row = {name: _clip(name, value) for name, value in values.items()}
+        row.update(chain=chain.name, seq=seq, at=as_utc(self._clock.now()), kind=request.kind, prev_hash=prev_hash,
+                   body=None if body is None else self._sealer.seal_json(_jsonable(body), _aad(chain.name, seq)))
+        row["hash"] = record_hash(row, self._digest_name)
+        return row
 
     def checkpoint(self) -> int:
         """Sign the head of every chain with records not yet signed; returns how many checkpoints were made."""

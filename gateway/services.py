@@ -41,7 +41,8 @@ from gateway.domain.clock import Clock, shanghai_date
 from gateway.domain.codes import is_valid_id_number
 from gateway.domain.matter import Department, HandlingForm, Matter
 from gateway.persistence.personal_data import PersonalData
-from gateway.persistence.repository import DeadLetter, Failure, OutboxMessage, StaleCase, StoredResponse
+from gateway.persistence.repository import (DeadLetter, Failure, OutboxMessage, StaleCase, StoredResponse,
+                                            numbers_taken_apart, take_number_apart)
 from gateway.persistence.uow import UnitOfWork
 from gateway.views import case_view
 
@@ -151,9 +152,9 @@ class CaseService:
         try:
             return self._submit_once(matter, command, actor, idempotency_key)
         except IntegrityError:
-            # Two requests with one key raced past the lookup, or two submissions began a day's case
-            # counter at once (possible on PostgreSQL): the loser rolled back whole; once more finds the
-            # winner's answer, or the counter row to lock.
+            # Two requests with one key raced past the lookup, or two SQLite submissions began a day's
+            # case counter at once: the loser rolled back whole; once more finds the winner's answer, or
+            # the counter row to lock.
             return self._submit_once(matter, command, actor, idempotency_key)
 
     def get(self, case_no: str) -> Case:
@@ -508,13 +509,18 @@ class CaseService:
 
     def _submit_once(self, matter: Matter, command: SubmitCase, actor: Actor, key: str | None) -> SubmitOutcome:
         fingerprint = command.fingerprint()
+        now = self.clock.now()
+        scope = matter.implementation_code + shanghai_date(now).strftime("%Y%m%d")
+        number = None
+        if numbers_taken_apart(self.engine):  # see take_number_apart: a replayed key must not spend one
+            if key is not None and (replayed := self._replayed(key, fingerprint)) is not None:
+                return replayed
+            number = take_number_apart(self.engine, scope)
         with self.uow() as uow:
-            if key is not None and (earlier := uow.idempotency.get(key)) is not None:
-                if earlier.request_hash != fingerprint:
-                    raise IdempotencyConflict(key)
-                return SubmitOutcome(earlier.response, replayed=True)
-            now = self.clock.now()
-            case = self._new_case(uow, matter, command, now)
+            if key is not None and (replayed := self._replayed(key, fingerprint, uow)) is not None:
+                return replayed
+            seq = number if number is not None else uow.cases.next_sequence(scope)
+            case = self._new_case(matter, command, now, seq)
             lifecycle.submit(case, matter, actor, now, self.calendar)
             to_deliver = lifecycle.check_completeness(case, matter, now, self.calendar)
             uow.cases.add(case, now)
@@ -525,14 +531,24 @@ class CaseService:
             uow.commit()
         return SubmitOutcome(view, replayed=False)
 
+    def _replayed(self, key: str, fingerprint: str, uow: UnitOfWork | None = None) -> SubmitOutcome | None:
+        """The stored answer to an earlier submission with this Idempotency-Key, if there was one."""
+        if uow is None:
+            with self.uow(read_only=True) as reading:
+                return self._replayed(key, fingerprint, reading)
+        earlier = uow.idempotency.get(key)
+        if earlier is None:
+            return None
+        if earlier.request_hash != fingerprint:
+            raise IdempotencyConflict(key)
+        return SubmitOutcome(earlier.response, replayed=True)
+
     @staticmethod
-    def _new_case(uow: UnitOfWork, matter: Matter, command: SubmitCase, now: datetime) -> Case:
+    def _new_case(matter: Matter, command: SubmitCase, now: datetime, seq: int) -> Case:
         today = shanghai_date(now)
-        day = today.strftime("%Y%m%d")
-        seq = uow.cases.next_sequence(matter.implementation_code + day)
         applicant = command.applicant
         return Case(
-            case_no=f"{matter.implementation_code}{day}{seq:06d}",
+            case_no=f"{matter.implementation_code}{today:%Y%m%d}{seq:06d}",
             matter_code=matter.implementation_code,
             matter_version=matter.version,
             applicant=applicant,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import typer
-from sqlalchemy import Engine, insert, select, text
+from sqlalchemy import Engine, event, insert, select, text
 from sqlalchemy.exc import DatabaseError
 from typer.testing import CliRunner
 
@@ -177,6 +177,54 @@ def test_two_writers_append_concurrently_and_both_chains_verify(engine: Engine) 
     for writer in (first, second):
         seqs = [r.seq for r in writer.records(Filters(AUDIT, actor="identity:id_a"), 100) if writer.writer in r.chain]
         assert seqs == list(range(1, 31))
+
+
+@pytest.mark.timeout(60)
+def test_callers_arriving_during_a_write_are_committed_together_each_with_its_own_record(engine: Engine) -> None:
+    """Group commit: while one record's transaction is held open, 20 more callers queue; the next writer
+    commits them all in one transaction, each caller returns its own record, and the chain verifies."""
+    ledger = make_ledger(engine)
+    held, release = threading.Event(), threading.Event()
+    commits: list[int] = []
+
+    @event.listens_for(engine, "commit")
+    def count(_conn: object) -> None:
+        commits.append(1)
+        if not held.is_set():  # the first record's transaction waits for the crowd to gather
+            held.set()
+            release.wait(timeout=20)
+
+    records: dict[int, object] = {}
+
+    def append(i: int) -> None:
+        records[i] = ledger.audit("identity:id_a", "keys issue", f"n={i}", {"i": i})
+
+    first = threading.Thread(target=append, args=(0,))
+    first.start()
+    assert held.wait(timeout=20)
+    crowd = [threading.Thread(target=append, args=(i,)) for i in range(1, 21)]
+    for thread in crowd:
+        thread.start()
+    time.sleep(0.3)  # every caller of the crowd has queued its record behind the held one
+    release.set()
+    for thread in (first, *crowd):
+        thread.join(timeout=20)
+    event.remove(engine, "commit", count)
+    assert len(commits) == 2  # the held record's transaction, then one for all 20 others
+    assert sorted(r.subject for r in records.values()) == sorted(f"n={i}" for i in range(21))  # type: ignore[attr-defined]
+    assert sorted(r.seq for r in records.values()) == list(range(1, 22))  # type: ignore[attr-defined]
+    assert ledger.verify().intact
+
+
+def test_a_record_whose_body_cannot_be_sealed_fails_alone(ledger: Ledger) -> None:
+    class Unsealable:
+        def __repr__(self) -> str:
+            raise RuntimeError("no")
+
+    with pytest.raises(Exception):  # noqa: B017 - whatever the body's failure is, it reaches its caller
+        ledger.audit("identity:id_a", "keys issue", "bad", {"x": Unsealable()})
+    fill(ledger, 2)
+    assert ledger.verify().intact
 
 
 def test_message_bodies_are_sealed_at_rest(ledger: Ledger, engine: Engine) -> None:
