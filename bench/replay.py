@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import Engine, func, insert, select, text
 
 from bench import Options, figure
-from bench.e2e import postgres_database
+from bench.harness import postgres_database
 from certstore.keyring import FieldSealer, MasterKeys
 from gateway.domain.clock import SystemClock
 from gateway.persistence import tables as t

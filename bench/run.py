@@ -31,10 +31,9 @@ How to add a section
    such as `limited_by`). Honour `options.quick` (smaller counts, 3 repetitions) and `options.profile`.
    Build expensive things (adapters, zeep clients, databases, servers) once, outside the timed loops,
    and clean up what you start.
-2. Add it to `SECTIONS` below, in the order it should run. The table shows every figure, `target`/`met`
-   and the `limited_by`/`note` strings of every section without further work.
-Sections planned by the benchmark issue: sync_query, startup, scaling (e2e and replay are here: bench/e2e.py,
-bench/replay.py).
+2. Add it to `SECTIONS` below, in the order it should run ("bench.name" for its `run`, "bench.name:function"
+   for another function: one module may hold several sections). The table shows every figure,
+   `target`/`met` and the `limited_by`/`note` strings of every section without further work.
 """
 
 from __future__ import annotations
@@ -59,11 +58,15 @@ from rich.table import Table
 
 from bench import Options, is_figure
 
-# name -> module holding `run(options) -> dict`, in running order. Imported only when its section runs,
-# so one section's heavy imports (or missing services) do not stop the others.
+# name -> "module" holding `run(options) -> dict`, or "module:function", in running order. Imported only
+# when its section runs, so one section's heavy imports (or missing services) do not stop the others.
 SECTIONS: Mapping[str, str] = {
     "mapping": "bench.mapping",
-    "e2e": "bench.e2e",
+    "sync_query": "bench.sync_query",
+    "startup": "bench.startup",
+    "e2e_embedded": "bench.e2e:embedded",
+    "e2e_postgres_rabbitmq": "bench.e2e:postgres_rabbitmq",
+    "scaling": "bench.e2e:scaling",
     "replay": "bench.replay",
 }
 
@@ -98,7 +101,8 @@ def run_section(name: str, options: Options) -> dict[str, Any]:
     started = time.perf_counter()
     measured_at = _now()
     try:
-        section: Callable[[Options], dict[str, Any]] = importlib.import_module(SECTIONS[name]).run
+        module, _, function = SECTIONS[name].partition(":")
+        section: Callable[[Options], dict[str, Any]] = getattr(importlib.import_module(module), function or "run")
         entry = dict(section(options))
     except Exception as exc:  # one broken section must not lose the others' figures
         traceback.print_exc()
