@@ -152,6 +152,7 @@ def build_gateway(settings: Settings, clock: Clock | None = None) -> Gateway:
         idle=timedelta(milliseconds=settings.dispatch_idle_ms),
         poll_interval=timedelta(milliseconds=settings.poll_interval_ms) if settings.poll_interval_ms else None,
         unsafe_fresh_keys=settings.unsafe_fresh_idempotency_keys,
+        concurrency=settings.worker_concurrency,
     )
     ledger = build_ledger(settings, engine, sealer, clock)
     ledger.start()

@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, Literal, Protocol
@@ -49,6 +50,7 @@ class DispatchSettings:
     batch: int = 10
     idle: timedelta = timedelta(milliseconds=200)  # how long to sleep when nothing is due
     poll_interval: timedelta | None = None  # overrides the bundles' polling interval (tests, demo)
+    concurrency: int = 1  # cases whose messages `run` delivers side by side (YIWANG_WORKER_CONCURRENCY)
     # The negative control of the fault tests, never for production: a fresh idempotency key on every
     # delivery, so a sector cannot recognise a repeat and the ledger check must find duplicates.
     unsafe_fresh_keys: bool = False
@@ -98,6 +100,7 @@ class Dispatcher:
         self.messages = messages  # None: exchanges with sectors are not recorded
         self.registry = registry
         self.settings = settings or DispatchSettings()
+        self._pool: ThreadPoolExecutor | None = None  # while `run` runs with concurrency > 1
         self.materials = materials  # None: materials travel as references only (`file_ref`)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -107,9 +110,24 @@ class Dispatcher:
         with UnitOfWork(self.service.engine) as uow:
             messages = uow.outbox.claim_due(self.owner, now, now + self.settings.lease, self.settings.batch)
             uow.commit()
+        self._deliver_all(messages)
+        return len(messages)
+
+    def _deliver_all(self, messages: list[OutboxMessage]) -> None:
+        """Each case's messages in claim order; different cases side by side when `run` has a pool, because a
+        sector call mostly waits on the network and the next case need not wait for it."""
+        by_case: dict[str, list[OutboxMessage]] = {}
+        for message in messages:
+            by_case.setdefault(message.case_no, []).append(message)
+        if self._pool is None or len(by_case) < 2:
+            for message in messages:
+                self.deliver(message)
+            return
+        list(self._pool.map(self._deliver_in_order, by_case.values()))
+
+    def _deliver_in_order(self, messages: list[OutboxMessage]) -> None:
         for message in messages:
             self.deliver(message)
-        return len(messages)
 
     def take_and_deliver(self, outbox_id: int) -> bool:
         """A worker got this message from the broker: deliver it unless its outcome is stored already (a
@@ -126,13 +144,18 @@ class Dispatcher:
 
     def run(self, stop: threading.Event) -> None:
         """Loop until `stop` is set; a crash of one delivery never stops the loop."""
-        log.info("dispatcher started", owner=self.owner)
-        while not stop.is_set():
-            if self.scheduler is not None:
-                self._guarded(self.scheduler.run_due, "scheduled jobs failed")
-            handled = self._guarded(self.run_once, "dispatch round failed")
-            if not handled:
-                stop.wait(self.settings.idle.total_seconds())
+        log.info("dispatcher started", owner=self.owner, concurrency=self.settings.concurrency)
+        with ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="deliver") as pool:
+            self._pool = pool if self.settings.concurrency > 1 else None
+            try:
+                while not stop.is_set():
+                    if self.scheduler is not None:
+                        self._guarded(self.scheduler.run_due, "scheduled jobs failed")
+                    handled = self._guarded(self.run_once, "dispatch round failed")
+                    if not handled:
+                        stop.wait(self.settings.idle.total_seconds())
+            finally:
+                self._pool = None
 
     @staticmethod
     def _guarded(step: Callable[[], int], failure: str) -> int:

@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,29 @@ def test_a_late_answer_for_a_withdrawn_case_changes_nothing(gateway: Gateway,
     drain(gateway, lambda: all(status == "done" for _, status in outbox_statuses(gateway)))
     assert state(gateway, case_no) == "closed"
     assert len(gateway.service.get(case_no).events) == events  # the sector's decision came too late
+
+
+@pytest.mark.timeout(60)
+def test_the_in_process_dispatcher_delivers_different_cases_side_by_side(
+        make_gateway: Callable[..., Gateway], simulator: SocialSecuritySimulator) -> None:
+    """Every sector answer takes 600 ms: four cases one after the other would take at least 2.4 s."""
+    gateway = make_gateway(sector_endpoints={"social_security": simulator.url}, worker_concurrency=4,
+                           dispatch_idle_ms=10)
+    simulator.set_fault("slow", slow_ms=600)
+    cases = [submit(gateway) for _ in range(4)]
+    began = time.monotonic()
+    gateway.start_dispatcher()
+    try:
+        drain_until = time.monotonic() + 30
+        while not all(_acknowledged(gateway, c) for c in cases) and time.monotonic() < drain_until:
+            time.sleep(0.02)
+    finally:
+        gateway.stop_dispatcher()
+    took = time.monotonic() - began
+    assert all(_acknowledged(gateway, c) for c in cases)
+    assert simulator.counters["cases_created"] == 4
+    assert took < 2.0, f"four slow deliveries took {took:.1f} s: they were not made side by side"
+
+
+def _acknowledged(gateway: Gateway, case_no: str) -> bool:
+    return all(task.sector_ref for task in gateway.service.get(case_no).tasks)
