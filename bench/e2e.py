@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 
 from bench import Options, figure
 from bench.harness import (BUNDLES, CpuMeter, Processes, Sector, alive, free_port, issue_key, percentile,
@@ -177,8 +177,12 @@ def measure_steps(deployment: str, load_s: float, workers: Sequence[int], profil
         port = free_port()
         processes.start("api", "serve", "--port", str(port))
         base = f"http://127.0.0.1:{port}"
-        deployed = Deployment(base, hall_key, work, processes, sector,
-                              env.get("YIWANG_DATABASE_URL") or f"sqlite:///{work / 'var' / 'yiwang.db'}")
+        # one pooled connection for the whole run: a new one per check would start a PostgreSQL backend
+        # (a process) twenty times a second, on the cores being measured
+        db = create_engine(env.get("YIWANG_DATABASE_URL") or f"sqlite:///{work / 'var' / 'yiwang.db'}",
+                           pool_size=1)
+        stack.callback(db.dispose)
+        deployed = Deployment(base, hall_key, work, processes, sector, db)
         runs = []
         for count in workers:
             for n in range(len(processes.started), count + 1):  # the API is process 0
@@ -200,7 +204,7 @@ class Deployment:
     work: Path
     processes: Processes
     sector: Sector
-    db_url: str
+    db: Engine  # the deployment's database, read to see what the sector acknowledged
     accepted: int = 0
     created: int = 0
     redelivered: int = 0
@@ -234,7 +238,7 @@ class Deployment:
                    redelivered=redelivered, cpu_share=cpu.share(elapsed))
 
     def _drain(self, timeout_s: float, what: str) -> None:
-        wait_until(lambda: acknowledged(self.db_url) >= self.accepted, timeout_s, f"{what} (logs: {self.work})")
+        wait_until(lambda: acknowledged(self.db) >= self.accepted, timeout_s, f"{what} (logs: {self.work})")
 
 
 def submit_for(base: str, key: str, load_s: float, threads: int, at_least: int = 0) -> list[float]:
@@ -271,14 +275,10 @@ def submit(client: httpx.Client) -> float:
     raise RuntimeError("submit kept answering 503")
 
 
-def acknowledged(db_url: str) -> int:
+def acknowledged(engine: Engine) -> int:
     """Tasks the sector has acknowledged (its reference is recorded)."""
-    engine = create_engine(db_url)
-    try:
-        with engine.connect() as conn:
-            return int(conn.execute(text("SELECT count(*) FROM case_tasks WHERE sector_ref IS NOT NULL")).scalar_one())
-    finally:
-        engine.dispose()
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM case_tasks WHERE sector_ref IS NOT NULL")).scalar_one())
 
 
 def _load_s(options: Options) -> float:

@@ -655,6 +655,9 @@ class _Server(ThreadingHTTPServer):
 
     daemon_threads = True
     block_on_close = False
+    # socketserver's default listen backlog (5) drops connections under concurrent load (a connection
+    # per request here): the client's SYN is retried a second later, a stall no real sector would add.
+    request_queue_size = 128
     simulator: SimulatorBase
 
     def handle_error(self, request: Any, client_address: Any) -> None:
