@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from certstore.algorithms import CryptoError, FieldCipher, cipher
+from certstore.keyfiles import write_once
 
 TOKEN_PREFIX = "yw1."
 MASTER_KEY_BYTES = 32
@@ -90,17 +90,7 @@ class MasterKeys:
 
 
 def _development_key(path: Path) -> str:
-    if path.exists():
-        return path.read_text()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    item = MasterKeys.generate("dev1")
-    try:  # O_EXCL: two processes starting together agree on one key; the loser reads the winner's
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text()
-    with os.fdopen(fd, "w") as out:
-        out.write(item)
-    return item
+    return write_once(path, MasterKeys.generate("dev1"))
 
 
 def _derive(master: bytes, purpose: str, length: int) -> bytes:

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 from certstore.algorithms import CryptoError
+from certstore.keyfiles import write_once
 from certstore.keyring import Envelope, MasterKeys, open_envelope, rewrap, seal_envelope
 
 SIGNING_KEY_AAD = b"yiwang signing key"
@@ -57,7 +58,7 @@ class Ed25519Signer:
 def load_or_create_signing_key(path: Path, keys: MasterKeys) -> Ed25519Signer:
     """The signing key sealed in `path`; made on first use. Two processes starting together agree on one key."""
     if not path.exists():
-        _create_once(path, seal_envelope(keys, Ed25519Signer.generate().private_bytes(), SIGNING_KEY_AAD).to_text())
+        write_once(path, seal_envelope(keys, Ed25519Signer.generate().private_bytes(), SIGNING_KEY_AAD).to_text())
     raw = open_envelope(keys, Envelope.from_text(path.read_text()), SIGNING_KEY_AAD)
     return Ed25519Signer(Ed25519PrivateKey.from_private_bytes(raw))
 
@@ -72,22 +73,6 @@ def rewrap_signing_key(path: Path, keys: MasterKeys) -> bool:
         out.write(fresh)
     os.replace(scratch, path)  # atomic: a process starting now reads the old file or the new, whole
     return True
-
-
-def _create_once(path: Path, text: str) -> None:
-    """Write a whole file (O_EXCL, 0600) under a unique name, then link it into place: the link fails if
-    another process won, and nobody can read a half-written key."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_name(f".{path.name}.{secrets.token_hex(6)}")
-    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
-        os.link(scratch, path)
-    except FileExistsError:
-        pass  # the other process's key stands
-    finally:
-        scratch.unlink(missing_ok=True)
 
 
 def encode_signature(signature: bytes) -> str:

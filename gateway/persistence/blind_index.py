@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 from pathlib import Path
+
+from certstore.keyfiles import write_once
 
 
 class BlindIndex:
@@ -27,15 +28,4 @@ class BlindIndex:
 def load_or_create_key(path: Path, env_hex: str | None = None) -> bytes:
     if env_hex:
         return bytes.fromhex(env_hex)
-    if path.exists():
-        return bytes.fromhex(path.read_text().strip())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_hex(32)
-    # O_EXCL: two processes starting together must agree on one key; the loser reads the winner's.
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return bytes.fromhex(path.read_text().strip())
-    with os.fdopen(fd, "w") as out:
-        out.write(key)
-    return bytes.fromhex(key)
+    return bytes.fromhex(write_once(path, secrets.token_hex(32)).strip())
