@@ -8,24 +8,31 @@ YIWANG_SECTOR_ENDPOINTS and its credentials in YIWANG_SECRET_*. The shipped bund
 (50 calls/s) would cap the gateway at 50 queries/s, so a copy with the limit raised is registered instead
 (said in the entry's `note`). Where nginx is on PATH (in a full run it is installed with apt-get when it
 can be), the same sector call also goes through an nginx `proxy_pass` (one worker, keep-alive upstream):
-the floor of one proxy hop.
+the floor of one proxy hop. In a full run the same gateway is also started with `yiwang serve --workers 2`
+(two API processes on one port, on the same database): what a CPU-bound API gains from a second process.
 
 The load comes from a separate process (multiprocessing spawn) holding the same number of keep-alive
 connections (`CONNECTIONS`) to each target: `direct` (GET /api/v2/accounts/{id}/balance with a bearer
-token), `gateway` (POST /v1/queries/housing_fund_balance with the hall key), `nginx` (the direct request
-through the proxy). The simulator speaks HTTP/1.0, so a request to it (from the load process, the gateway
-or nginx) opens a connection of its own. Each target is warmed up, then calibrated to a run of about
-`seconds`; every repetition drives the targets interleaved slice by slice (`bench.interleaved`), so machine
-noise lands on all of them alike. Every answer is checked: a 200 whose body holds the person's balance
-(as the simulator computes it); anything else counts as `failed`, not towards the rates or latencies.
+token), `gateway` (POST /v1/queries/housing_fund_balance with the hall key), `gateway_2_workers` (the same
+POST to the two-process gateway), `nginx` (the direct request through the proxy). The simulator speaks
+HTTP/1.0, so a request to it (from the load process, a gateway or nginx) opens a connection of its own.
+Each target is warmed up, then calibrated to a run of about `seconds`; every repetition drives the targets
+interleaved slice by slice (`bench.interleaved`), so machine noise lands on all of them alike. Every answer
+is checked: a 200 whose body holds the person's balance (as the simulator computes it); anything else counts
+as `failed`, not towards the rates or latencies.
 
 Figures (median of the repetitions, with their spread): `direct_rps`, `gateway_rps`, `nginx_rps`,
-`ratio` (gateway / direct, per repetition), `added_p50_ms` and `added_p99_ms` (the gateway's latency
-percentile less the direct one, per repetition), each target's p50; in a full run also
-`added_p50_ms_1_connection` (direct and gateway again, one connection each: the hop without queueing).
-Facts: requests and failures per target, the gateway's and the simulator's CPU time per request and
-every process's CPU share (from /proc, over the measurement) and, when profiled (`--profile`, or a full
-run that misses a target), a py-spy profile of the gateway under load with where its samples go.
+`ratio` (gateway / direct, per repetition: the default single-process gateway's), `added_p50_ms` and
+`added_p99_ms` (the gateway's latency percentile less the direct one, per repetition), each target's p50;
+in a full run also `gateway_2_workers_rps`, `ratio_2_workers` (gateway_2_workers / direct, per repetition)
+and `added_p50_ms_1_connection` (direct and gateway again, one connection each: the hop without queueing).
+A quick run skips the two-process gateway: its start takes seconds the quick budget does not have.
+Facts: requests and failures per target, each gateway's and the simulator's CPU time per request and
+every process's CPU share (from /proc, over the measurement; a two-process gateway's counts its parent and
+children, and spreads their idle chores over its own requests), `machine_cpu_busy` (the machine's CPUs'
+busy share meanwhile, from /proc/stat: other tenants' processes count there, not in `cpu_share`) and, when
+profiled (`--profile`, or a full run that misses a target), a py-spy profile of the gateway under load with
+where its samples go.
 Targets (the issue's): `ratio` >= 0.5 and `added_p50_ms` <= 2.
 """
 
@@ -45,10 +52,11 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -63,6 +71,7 @@ QUERY, SECTOR = "housing_fund_balance", "housing_fund"
 PERSON = "150203196604150035"  # any well-formed ID number has an account at the simulator
 CONNECTIONS = 8  # keep-alive connections per target, the same for every target
 WARM_UP = 4  # requests per connection before calibrating
+WORKERS = 2  # API processes of the `gateway_2_workers` target (`yiwang serve --workers 2`)
 TARGET_RATIO = 0.5
 TARGET_ADDED_P50_MS = 2.0
 SECRETS = {  # the simulator's default credentials, as the deployment provides them (tests/conftest.py)
@@ -111,18 +120,22 @@ def run(options: Options) -> dict[str, Any]:
     nginx = shutil.which("nginx") or (None if options.quick else _install_nginx(notes))
     if nginx is None and options.quick:
         notes.append("nginx is not on PATH (a quick run installs nothing): no nginx_rps")
+    if options.quick:
+        notes.append(f"a quick run skips the gateway with --workers {WORKERS}: no gateway_2_workers_rps")
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="yiwang-bench-query-")))
         sector = stack.enter_context(sector_process(SECTOR, token_ttl_s=3600))
-        api_pid, targets = stack.enter_context(_gateway_and_targets(work, sector.url))
+        gateways, targets = stack.enter_context(_gateways_and_targets(work, sector.url, workers=not options.quick))
         if nginx is not None:
             targets["nginx"] = _via(targets["direct"], stack.enter_context(_nginx(nginx, work, sector.url)))
-        cpu = CpuMeter({"gateway": lambda: [api_pid], "simulator": lambda: [sector.pid]})
-        started = time.perf_counter()
+        api_pid = gateways["gateway"]()[0]
+        cpu = CpuMeter({**gateways, "simulator": lambda: [sector.pid]})
+        started, machine_before = time.perf_counter(), machine_jiffies()
         drive = compare(targets, CONNECTIONS, repeats, seconds)
         wall_s = time.perf_counter() - started
         cpu_s = {name: share * wall_s * len(os.sched_getaffinity(0)) for name, share in cpu.share(wall_s).items()}
-        entry = summary(drive, {**cpu_s, "load client": drive.client_cpu_s}, wall_s, notes)
+        entry = summary(drive, {**cpu_s, "load client": drive.client_cpu_s}, wall_s, notes,
+                        busy_share(machine_before, machine_jiffies()))
         if not options.quick:  # what the hop itself adds, without queueing behind other requests
             alone = compare({name: targets[name] for name in ("direct", "gateway")}, 1, repeats, seconds / 2)
             entry["added_p50_ms_1_connection"] = figure(added(alone, "p50_ms"), "ms", 2)
@@ -133,23 +146,32 @@ def run(options: Options) -> dict[str, Any]:
     return entry
 
 
-def summary(drive: Drive, cpu_s: Mapping[str, float], wall_s: float, notes: list[str]) -> dict[str, Any]:
-    """The section's entry from the load process's report and the CPU seconds each process spent."""
+def summary(drive: Drive, cpu_s: Mapping[str, float], wall_s: float, notes: list[str],
+            machine_busy: float | None = None) -> dict[str, Any]:
+    """The section's entry from the load process's report and the CPU seconds each process spent;
+    `machine_busy`: the share of the machine's CPU time busy meanwhile, whoever's processes used it."""
     reps = drive.repetitions
     entry: dict[str, Any] = {"query": QUERY, "connections": CONNECTIONS, "repetitions": len(reps["direct"])}
     for name, runs in reps.items():
         entry[f"{name}_rps"] = figure([r.rps for r in runs], "req/s")
     entry["ratio"] = figure([g.rps / d.rps for g, d in _pairs(drive)], "gateway/direct", 3)
+    if "gateway_2_workers" in reps:
+        entry["ratio_2_workers"] = figure([g.rps / d.rps for g, d in _pairs(drive, "gateway_2_workers")],
+                                          "gateway_2_workers/direct", 3)
     entry["added_p50_ms"] = figure(added(drive, "p50_ms"), "ms", 2)
     entry["added_p99_ms"] = figure(added(drive, "p99_ms"), "ms", 2)
     for name, runs in reps.items():
         entry[f"{name}_p50_ms"] = figure([r.p50_ms for r in runs], "ms", 2)
     entry["requests"] = drive.requests
     entry["failed"] = {name: sum(r.failed for r in runs) for name, runs in reps.items()}
-    entry["gateway_cpu_ms_per_query"] = round(1000 * cpu_s["gateway"] / drive.requests["gateway"], 2)
+    for gateway in ("gateway", "gateway_2_workers"):
+        if gateway in cpu_s and gateway in drive.requests:
+            entry[f"{gateway}_cpu_ms_per_query"] = round(1000 * cpu_s[gateway] / drive.requests[gateway], 2)
     entry["simulator_cpu_ms_per_request"] = round(1000 * cpu_s["simulator"] / sum(drive.requests.values()), 2)
     cpus = len(os.sched_getaffinity(0))
     entry["cpu_share"] = {name: round(seconds / (wall_s * cpus), 3) for name, seconds in cpu_s.items()}
+    if machine_busy is not None:  # beyond the sum of cpu_share: other tenants of the machine
+        entry["machine_cpu_busy"] = round(machine_busy, 3)
     entry["target"] = {"ratio": TARGET_RATIO, "added_p50_ms": TARGET_ADDED_P50_MS}
     entry["met"] = (entry["ratio"]["median"] >= TARGET_RATIO
                     and entry["added_p50_ms"]["median"] <= TARGET_ADDED_P50_MS)
@@ -164,8 +186,8 @@ def added(drive: Drive, percentile_ms: str) -> list[float]:
     return [getattr(g, percentile_ms) - getattr(d, percentile_ms) for g, d in _pairs(drive)]
 
 
-def _pairs(drive: Drive) -> list[tuple[Repetition, Repetition]]:
-    return list(zip(drive.repetitions["gateway"], drive.repetitions["direct"], strict=True))
+def _pairs(drive: Drive, gateway: str = "gateway") -> list[tuple[Repetition, Repetition]]:
+    return list(zip(drive.repetitions[gateway], drive.repetitions["direct"], strict=True))
 
 
 def limited_by(entry: Mapping[str, Any]) -> str:
@@ -179,7 +201,32 @@ def limited_by(entry: Mapping[str, Any]) -> str:
         + ". Of that CPU, measured one request at a time: ~15% serving HTTP (uvicorn and the middleware, as "
         "for GET /healthz), ~25% the route (key check, body, answer, the POST's audit record), ~60% the query "
         "(two sealed message-log records, the REST call through httpx on a new connection, the request handed "
-        "to a worker thread and back); the simulator, nginx and the load process share the same 2 cores")
+        "to a worker thread and back); the simulator, nginx and the load process share the same 2 cores"
+        + _two_processes(entry))
+
+
+def _two_processes(entry: Mapping[str, Any]) -> str:
+    """What a second API process gave, when it was measured, and how busy the machine was meanwhile."""
+    if "ratio_2_workers" not in entry:
+        return ""
+    told = (f". With --workers {WORKERS} (two processes, two GILs) the gateway answers "
+            f"{entry['gateway_2_workers_rps']['median']} queries/s (ratio {entry['ratio_2_workers']['median']}, "
+            f"against {entry['ratio']['median']} for one process): a second process gains only what the machine's "
+            f"cores have left beside the first, the simulator and the load process")
+    if "machine_cpu_busy" in entry:
+        told += (f"; the machine's CPUs were {entry['machine_cpu_busy']:.0%} busy over the measurement, "
+                 f"{sum(entry['cpu_share'].values()):.0%} of their time with this section's processes")
+    return told
+
+
+def machine_jiffies() -> tuple[int, int]:
+    """(busy, all) CPU time of the whole machine since boot, from /proc/stat: other tenants' too."""
+    user, nice, system, idle, iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
+    return user + nice + system + irq + softirq + steal, user + nice + system + idle + iowait + irq + softirq + steal
+
+
+def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    return (after[0] - before[0]) / max(1, after[1] - before[1])
 
 
 # --------------------------------------------------------------------------- the load process
@@ -289,26 +336,45 @@ def ask(connection: http.client.HTTPConnection, target: Target) -> float | None:
 
 
 @contextmanager
-def _gateway_and_targets(work: Path, sector_url: str) -> Iterator[tuple[int, dict[str, Target]]]:
-    """`yiwang serve` with the bundle (rate limit raised) and a hall key; the direct and gateway targets."""
+def _gateways_and_targets(work: Path, sector_url: str, workers: bool
+                          ) -> Iterator[tuple[dict[str, Callable[[], list[int]]], dict[str, Target]]]:
+    """`yiwang serve` with the bundle (rate limit raised) and a hall key, and with `workers` also `yiwang serve
+    --workers 2` on the same database; each gateway's processes (for the CPU meter) and the targets."""
     env = {**os.environ, **SECRETS, "YIWANG_VAR_DIR": str(work / "var"),
            "YIWANG_SECTOR_ENDPOINTS": f"{SECTOR}={sector_url}"}
     env.pop("YIWANG_DATABASE_URL", None)
     env.pop("YIWANG_AMQP_URL", None)
+    env.pop("YIWANG_API_WORKERS", None)  # `gateway` is the default: one process
     with ThreadPoolExecutor(1) as aside:  # each `yiwang` command takes seconds: the key is issued meanwhile
         issued = aside.submit(issue_key, env)
         register_and_activate(env, _raised_rate_limit(BUNDLES / SECTOR, work / "bundle"))
         hall_key = issued.result()
+    commands = {"gateway": ("serve",)}
+    if workers:
+        commands["gateway_2_workers"] = ("serve", "--workers", str(WORKERS))
     with Processes(work, env) as processes:
-        port = free_port()
-        processes.start("api", "serve", "--port", str(port))
-        base = f"http://127.0.0.1:{port}"
-        wait_until(lambda: alive(base), 60, f"the API to start (logs: {work})")
         direct = direct_target(sector_url)
-        gateway = Target(base, "POST", f"/v1/queries/{QUERY}",
-                         (("Authorization", f"Bearer {hall_key}"), ("Content-Type", "application/json")),
-                         json.dumps({"params": {"id_number": PERSON}}).encode(), direct.expect)
-        yield processes.started["api"].pid, {"direct": direct, "gateway": gateway}
+        targets = {"direct": direct}
+        for name, command in commands.items():  # one after the other: the first start makes the key files
+            port = free_port()
+            processes.start(name, *command, "--port", str(port))
+            base = f"http://127.0.0.1:{port}"
+            wait_until(partial(alive, base), 60, f"the API ({name}) to start (logs: {work})")
+            targets[name] = Target(base, "POST", f"/v1/queries/{QUERY}",
+                                   (("Authorization", f"Bearer {hall_key}"), ("Content-Type", "application/json")),
+                                   json.dumps({"params": {"id_number": PERSON}}).encode(), direct.expect)
+        yield {name: _process_tree(processes.started[name].pid) for name in commands}, targets
+
+
+def _process_tree(pid: int) -> Callable[[], list[int]]:
+    """A process and the processes it started (`--workers N`'s API processes), found again at each reading."""
+    def find() -> list[int]:
+        try:
+            return [pid, *map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
+        except OSError:
+            return [pid]
+
+    return find
 
 
 def direct_target(sector_url: str) -> Target:

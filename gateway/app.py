@@ -261,13 +261,18 @@ def _retry_override(settings: Settings) -> RetryPolicy | None:
     return RetryPolicy(settings.retry_attempts, settings.retry_initial_ms or 10, settings.retry_max_ms or 100)
 
 
-def create_app(gateway: Gateway) -> FastAPI:
+def create_app(gateway: Gateway, close_gateway: bool = False) -> FastAPI:
+    """`close_gateway`: the app owns its gateway and closes it when it stops (each process of `yiwang serve
+    --workers N`, where no caller outlives the app to do it); otherwise the caller closes it."""
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if gateway.settings.dispatch_in_process:
             gateway.start_dispatcher()
         yield
-        gateway.stop_dispatcher()
+        if close_gateway:
+            gateway.close()  # stops the dispatcher, signs the logs' tails, disposes of the engine
+        else:
+            gateway.stop_dispatcher()
 
     app = FastAPI(title="Yiwang gateway", version="0.2.0", lifespan=lifespan,
                   description="Unified endpoints: the matter catalogue, cases through their whole life, materials.")

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import threading
 
 import typer
+from fastapi import FastAPI
 from rich.console import Console
 
 from certstore.keyring import FieldSealer
@@ -40,7 +41,7 @@ from gateway.logs import configure_logging
 from ops.cli import make_ops_app
 from ops.dead_letters import DeadLetterDesk
 from ops.metrics import serve_metrics
-from gateway.serving import serve_forever
+from gateway.serving import serve_forever, serve_processes
 
 app = typer.Typer(help="Yiwang (一网) integration gateway.", no_args_is_help=True)
 console = Console(width=None if Console().is_terminal else 140)  # CI logs are wide enough for the timelines
@@ -106,14 +107,36 @@ def _settings() -> Settings:
     return settings
 
 
+API_PROCESS_APP = "gateway.cli:api_process_app"  # uvicorn's factory for each of `serve --workers N`'s processes
+
+
 @app.command()
-def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
+def serve(host: str = "127.0.0.1", port: int = 8000,
+          workers: Annotated[int | None, typer.Option(
+              min=1, show_default=False, help="API processes on this port, each with its own gateway (dispatcher, "
+                                              "audit chain, metrics); default: YIWANG_API_WORKERS, or 1")] = None,
+          ) -> None:
     """Run the unified HTTP endpoints (and, by default, an in-process dispatcher)."""
-    gateway = build_gateway(_settings())
+    settings = _settings()
+    processes = workers if workers is not None else settings.api_workers
+    if processes > 1:
+        # What a process makes on its first start (the schema, the catalogue, the key files under the var
+        # dir) is made here once, before N processes start at the same instant: each is safe to race for
+        # (certstore.keyfiles.write_once, the migration lock), but N copies of the work would slow the start.
+        build_gateway(settings).close()
+        serve_processes(API_PROCESS_APP, host, port, processes)
+        return
+    gateway = build_gateway(settings)
     try:
         serve_forever(create_app(gateway), host, port)
     finally:
         gateway.close()
+
+
+def api_process_app() -> FastAPI:
+    """The app of one of `yiwang serve --workers N`'s processes: a gateway of its own from the same settings
+    (the environment), as `yiwang serve` builds for one process, closed when the app stops."""
+    return create_app(build_gateway(_settings()), close_gateway=True)
 
 
 @app.command()

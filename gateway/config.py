@@ -27,6 +27,7 @@ class Settings:
     sector_endpoints: Mapping[str, str] = field(default_factory=dict)  # sector -> URL, overriding bundles'
     registry_refresh_ms: int = 2000  # an activation reaches every process within this of its next use
     dispatch_in_process: bool = True  # `yiwang serve` also runs a dispatcher thread
+    api_workers: int = 1  # `yiwang serve`'s API processes on its one port (`--workers` wins)
     max_body_bytes: int = 1024 * 1024
     max_material_bytes: int = 20 * 1024 * 1024
     blind_index_key: str | None = None  # hex; default: a key file created under var_dir
@@ -112,6 +113,7 @@ class Settings:
                 registry_refresh_ms=int(get("YIWANG_REGISTRY_REFRESH_MS", "2000")),
                 sector_endpoints=parse_endpoints(get("YIWANG_SECTOR_ENDPOINTS", "")),
                 dispatch_in_process=get("YIWANG_DISPATCH", "in-process") == "in-process",
+                api_workers=_positive("YIWANG_API_WORKERS", get("YIWANG_API_WORKERS", "1")),
                 max_body_bytes=int(get("YIWANG_MAX_BODY_BYTES", str(1024 * 1024))),
                 max_material_bytes=int(get("YIWANG_MAX_MATERIAL_BYTES", str(20 * 1024 * 1024))),
                 blind_index_key=get("YIWANG_BLIND_INDEX_KEY") or None,
@@ -226,7 +228,10 @@ def _optional_positive_float(name: str, value: str | None) -> float | None:
 
 
 def _positive(name: str, value: str) -> int:
-    number = int(value)
+    try:
+        number = int(value)
+    except ValueError:  # int()'s own message would not name the setting
+        number = 0
     if number <= 0:
         raise ConfigError(f"{name} must be a positive number, not {value!r}")
     return number

@@ -1,4 +1,5 @@
-"""Run the ASGI app under uvicorn, in the foreground (`yiwang serve`) or in a thread (demo, tests)."""
+"""Run the ASGI app under uvicorn: in the foreground (`yiwang serve`), in several processes on one port
+(`yiwang serve --workers N`) or in a thread (demo, tests)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,16 @@ from fastapi import FastAPI
 
 def serve_forever(app: FastAPI, host: str, port: int) -> None:
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+
+
+def serve_processes(factory: str, host: str, port: int, processes: int) -> None:
+    """`processes` API processes accepting on one port, each building its own app with `factory` (uvicorn's
+    import string, "module:function"). This process is uvicorn's supervisor: it binds the socket, spawns
+    the others (multiprocessing spawn: nothing of this process is inherited but the socket), starts one
+    again if it dies, and on SIGTERM or SIGINT sends each SIGTERM and waits for it: each then shuts down
+    as a single `yiwang serve` does (in-flight requests finish, then its app's lifespan ends)."""
+    uvicorn.run(factory, factory=True, workers=processes, host=host, port=port, log_level="info",
+                access_log=False)
 
 
 @contextmanager

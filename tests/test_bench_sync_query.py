@@ -40,6 +40,25 @@ def test_targets_are_measured_side_by_side_from_a_separate_process(sector: Housi
     assert entry["gateway_cpu_ms_per_query"] == round(500 / drive.requests["gateway"], 2)
     assert entry["target"] == {"ratio": 0.5, "added_p50_ms": 2.0} and isinstance(entry["met"], bool)
     assert entry["note"] == "a note" and ("limited_by" in entry) == (not entry["met"])
+    assert "ratio_2_workers" not in entry  # measured in full runs only
+
+
+@pytest.mark.timeout(60)
+def test_the_two_process_gateway_has_a_ratio_of_its_own_beside_the_default_one(sector: HousingFundSimulator) -> None:
+    direct = sync_query.direct_target(sector.url)
+    drive = sync_query.compare({"direct": direct, "gateway": direct, "gateway_2_workers": direct}, connections=2,
+                               repeats=2, seconds=0.1)
+    entry = sync_query.summary(drive, {"gateway": 0.5, "gateway_2_workers": 0.25, "simulator": 0.5}, 2.0, [],
+                               machine_busy=0.97)
+
+    pairs = zip(drive.repetitions["gateway_2_workers"], drive.repetitions["direct"], strict=True)
+    assert entry["ratio_2_workers"]["median"] == round(statistics.median(g.rps / d.rps for g, d in pairs), 3)
+    assert entry["gateway_2_workers_rps"]["runs"] == 2
+    assert entry["gateway_2_workers_cpu_ms_per_query"] == round(250 / drive.requests["gateway_2_workers"], 2)
+    assert entry["ratio"]["unit"] == "gateway/direct"  # `ratio` stays the single-process gateway's
+    assert entry["machine_cpu_busy"] == 0.97  # other tenants' CPU time shows here, beside cpu_share
+    if not entry["met"]:
+        assert f"--workers {sync_query.WORKERS}" in entry["limited_by"] and "97% busy" in entry["limited_by"]
 
 
 @pytest.mark.timeout(60)
