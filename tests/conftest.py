@@ -1,5 +1,9 @@
 """Shared fixtures: databases (SQLite and a per-run PostgreSQL database), the simulator, a pinned clock.
 
+Every test that takes `db_url` starts from an empty schema of its own at the newest migration, without
+paying for the migrations each time: they run once per run (a SQLite file each test copies; the PostgreSQL
+database, emptied before each test — see PostgresSchema). tests/test_migrations.py runs them from scratch.
+
 Real services, real connections. When PostgreSQL is not reachable the PostgreSQL variants skip with
 a message saying how to start it — unless YIWANG_REQUIRE_SERVICES=1 (as `.ci/run` sets), which turns
 a missing service into a failure.
@@ -7,7 +11,9 @@ a missing service into a failure.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -18,20 +24,23 @@ from urllib.parse import quote
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+from unittest.mock import patch
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Connection, Engine, NullPool, create_engine, text
 
 from adapters.simulators.social_security import SocialSecuritySimulator
+from adapters.bundle import Bundle, Problem
 from adapters.registry import default_bundles_dir
+from gateway import bundles as bundles_module
 from gateway.app import Gateway, build_gateway
 from gateway.bundles import BundleStore, pack_folder, unpacked
 from gateway.auth import Role
 from gateway.config import Settings
 from gateway.domain.clock import Clock
 from gateway.persistence.engine import make_engine
-from gateway.persistence.tables import metadata
+from gateway.persistence.uow import create_schema
 
 PG_ADMIN_URL = os.environ.get("YIWANG_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 PG_HOW_TO_START = "start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
@@ -75,19 +84,123 @@ def postgres_url() -> Iterator[str]:
     admin.dispose()
 
 
+# One digest of everything the migrations build in PostgreSQL's `public` schema — relations, columns,
+# constraints, indexes, triggers (and whether they are enabled), functions, sequences — and the revision
+# recorded. Two equal digests: the same schema, so emptying its tables gives what migrating afresh would.
+SCHEMA_DIGEST = """
+SELECT md5(string_agg(item, E'\\n' ORDER BY item)) FROM (
+  SELECT concat_ws(' ', 'rel', relkind, relname, relpersistence, relrowsecurity, reloptions::text) AS item
+    FROM pg_class WHERE relnamespace = 'public'::regnamespace
+  UNION ALL
+  SELECT concat_ws(' ', 'col', c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+                   a.attidentity, a.attgenerated, pg_get_expr(d.adbin, d.adrelid))
+    FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+    LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+    WHERE c.relnamespace = 'public'::regnamespace AND a.attnum > 0 AND NOT a.attisdropped
+  UNION ALL
+  SELECT concat_ws(' ', 'con', conrelid::regclass::text, conname, pg_get_constraintdef(oid))
+    FROM pg_constraint WHERE connamespace = 'public'::regnamespace
+  UNION ALL
+  SELECT concat_ws(' ', 'idx', pg_get_indexdef(i.indexrelid))
+    FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid WHERE c.relnamespace = 'public'::regnamespace
+  UNION ALL
+  SELECT concat_ws(' ', 'trg', pg_get_triggerdef(t.oid), t.tgenabled)
+    FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+    WHERE c.relnamespace = 'public'::regnamespace AND NOT t.tgisinternal
+  UNION ALL
+  SELECT concat_ws(' ', 'fn', p.oid::regprocedure::text, md5(p.prosrc))
+    FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace
+  UNION ALL
+  SELECT concat_ws(' ', 'seq', s.seqrelid::regclass::text, s.seqtypid, s.seqstart, s.seqincrement, s.seqcycle)
+    FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid WHERE c.relnamespace = 'public'::regnamespace
+  UNION ALL
+  SELECT concat_ws(' ', 'type', typname, typtype) FROM pg_type
+    WHERE typnamespace = 'public'::regnamespace AND typtype IN ('e', 'd', 'r', 'm')
+  UNION ALL
+  SELECT concat_ws(' ', 'revision', version_num) FROM alembic_version
+) AS schema_items
+"""
+TABLES_BUT_THE_VERSION = """SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace
+                            AND relkind IN ('r', 'p') AND relname <> 'alembic_version'"""
+RESTART_SEQUENCES = """SELECT setval(s.seqrelid, s.seqstart, false)
+                       FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid
+                       WHERE c.relnamespace = 'public'::regnamespace"""
+
+
+@dataclass
+class PostgresSchema:
+    """The run's PostgreSQL database at the newest migration, emptied before each test.
+
+    Dropping the tables and migrating again costs ~0.3 s a test; emptying the tables (their triggers off:
+    the logs are append-only) and restarting the sequences gives the same database in ~20 ms. That holds
+    only for the schema the migrations built, so its digest is checked first: a test that changed the
+    schema itself (or left something else in `public`) gets the schema dropped and migrated again."""
+
+    url: str
+    engine: Engine  # without a pool: no connection of ours stays open while a test runs
+    digest: str | None = None
+    tables: tuple[str, ...] = ()
+
+    @classmethod
+    def migrated(cls, url: str) -> PostgresSchema:
+        schema = cls(url, create_engine(url, poolclass=NullPool))
+        schema.rebuild()
+        return schema
+
+    def empty(self) -> None:
+        with self.engine.begin() as conn:
+            if self._digest(conn) == self.digest:
+                conn.execute(text("SET LOCAL session_replication_role = replica"))  # no triggers, no FK checks
+                conn.exec_driver_sql("".join(f'DELETE FROM "{table}";' for table in self.tables))
+                conn.execute(text(RESTART_SEQUENCES))
+                return
+        self.rebuild()
+
+    def rebuild(self) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+        create_schema(self.engine)  # the real migrations, from the first
+        with self.engine.connect() as conn:
+            self.digest = self._digest(conn)
+            self.tables = tuple(conn.execute(text(TABLES_BUT_THE_VERSION)).scalars())
+
+    @staticmethod
+    def _digest(conn: Connection) -> str | None:
+        """None without a version table (the tables were dropped, say): nothing the same to empty."""
+        if conn.execute(text("SELECT to_regclass('public.alembic_version')")).scalar() is None:
+            return None
+        return conn.execute(text(SCHEMA_DIGEST)).scalar_one()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated to head once per run (the real migrations): each test starts from a copy."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "yiwang.db"
+    engine = make_engine(f"sqlite:///{path}")
+    create_schema(engine)
+    engine.dispose()  # the last connection closing checkpoints the WAL into the file: one file to copy
+    assert not path.with_name(path.name + "-wal").exists(), "the template's WAL was not checkpointed"
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_schema(postgres_url: str) -> PostgresSchema:
+    """The run's PostgreSQL database migrated to head once (the real migrations), emptied before each test."""
+    return PostgresSchema.migrated(postgres_url)
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """Each test that takes it runs on both databases, on an empty schema."""
+    """Each test that takes it runs on both databases, on an empty schema of its own at the newest migration."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'yiwang.db'}"
+        path = tmp_path / "yiwang.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
         return
-    url: str = request.getfixturevalue("postgres_url")
-    engine = make_engine(url)
-    metadata.drop_all(engine)
-    with engine.begin() as conn:
-        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
-    engine.dispose()
-    yield url
+    schema: PostgresSchema = request.getfixturevalue("postgres_schema")
+    schema.empty()
+    yield schema.url
 
 
 @pytest.fixture
@@ -97,8 +210,8 @@ def sqlite_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
+    """An engine on the test's database (already at the newest migration)."""
     engine = make_engine(db_url)
-    metadata.create_all(engine)
     yield engine
     engine.dispose()
 
@@ -144,11 +257,44 @@ def activate_shipped(store: BundleStore, *sectors: str) -> None:
     registered = {(v.sector, v.version) for v in store.versions()}
     for sector in sectors:
         archive = pack_folder(default_bundles_dir() / sector)
-        with unpacked(archive) as bundle:
-            version = bundle.version
-        if (sector, version) not in registered:
-            store.register(archive, "test")
-        store.activate(sector, version, "test")
+        shipped = ShippedArchive.of(archive)
+        if (sector, shipped.version) not in registered:
+            with shipped.validated_once():
+                store.register(archive, "test")
+        store.activate(sector, shipped.version, "test")
+
+
+@dataclass
+class ShippedArchive:
+    """What this run learnt of one shipped bundle's archive (by its digest: the same bytes, the same answers).
+
+    Nearly every test registers a shipped bundle on its fresh database, and validating one (its WSDL or
+    OpenAPI document, every mapping) costs 35-100 ms; its outcome cannot change while the bytes do not, so
+    the first registration in the run validates for real and the later ones reuse that outcome."""
+
+    version: str
+    problems: list[Problem] | None = None  # validate_bundle's answer, once asked
+    known: ClassVar[dict[str, ShippedArchive]] = {}
+
+    @classmethod
+    def of(cls, archive: bytes) -> ShippedArchive:
+        digest = hashlib.sha256(archive).hexdigest()
+        if digest not in cls.known:
+            with unpacked(archive) as bundle:
+                cls.known[digest] = cls(bundle.version)
+        return cls.known[digest]
+
+    @contextmanager
+    def validated_once(self) -> Iterator[None]:
+        validate = bundles_module.validate_bundle
+
+        def remembered(bundle: Bundle) -> list[Problem]:
+            if self.problems is None:
+                self.problems = list(validate(bundle))
+            return list(self.problems)
+
+        with patch.object(bundles_module, "validate_bundle", remembered):
+            yield
 
 
 def drain(gateway: Gateway, until: Callable[[], bool], timeout_s: float = 15) -> None:

@@ -142,7 +142,7 @@ def test_a_database_made_by_create_all_but_different_is_refused(empty: Engine) -
 
 def test_tables_dropped_without_the_version_table_are_created_again(empty: Engine) -> None:
     upgrade(empty)
-    metadata.drop_all(empty)  # what tests/conftest.py's db_url fixture does on PostgreSQL
+    metadata.drop_all(empty)  # what a test harness emptying a database by dropping the tables does
     assert tables(empty) == {VERSION_TABLE}
     upgrade(empty)
     assert tables(empty) == EVERY_TABLE | {VERSION_TABLE}
