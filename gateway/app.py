@@ -116,7 +116,7 @@ class Gateway:
 def open_database(settings: Settings) -> Engine:
     """The engine, with the schema in place: what every command that touches the database starts with."""
     settings.var_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.db_url)
+    engine = make_engine(settings.db_url, settings.db_pool_size)
     create_schema(engine)
     return engine
 

@@ -21,6 +21,7 @@ class ConfigError(ValueError):
 class Settings:
     var_dir: Path = Path("var")
     database_url: str | None = None  # default: SQLite under var_dir
+    db_pool_size: int = 20  # database connections each process keeps open (and up to 10 more when busier)
     catalogue: Path = DEFAULT_CATALOGUE
     calendar: Path = DEFAULT_CALENDAR
     environment: str = "test"  # which of a bundle's endpoints to call
@@ -107,6 +108,7 @@ class Settings:
             return cls(
                 var_dir=Path(get("YIWANG_VAR_DIR", "var")),
                 database_url=get("YIWANG_DATABASE_URL") or None,
+                db_pool_size=_positive("YIWANG_DB_POOL_SIZE", get("YIWANG_DB_POOL_SIZE", "20")),
                 catalogue=Path(get("YIWANG_CATALOGUE", str(DEFAULT_CATALOGUE))),
                 calendar=Path(get("YIWANG_CALENDAR", str(DEFAULT_CALENDAR))),
                 environment=get("YIWANG_ENVIRONMENT", "test"),

@@ -7,14 +7,17 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 import structlog
+from sqlalchemy import event, text
 
 from adapters.registry import default_bundles_dir
 from gateway.config import ConfigError, Settings, parse_endpoints
 from gateway.logs import configure_logging, mask_text
+from gateway.persistence.engine import READ_ONLY, make_engine
 
 YIWANG = str(Path(sys.executable).with_name("yiwang"))
 
@@ -86,3 +89,36 @@ def test_logging_writes_to_the_current_stderr_not_a_closed_one(monkeypatch: pyte
     structlog.get_logger().info("after the swap", phone="13847100001")
     written = capsys.readouterr().err
     assert "after the swap" in written and "138****0001" in written and "13847100001" not in written
+
+
+def test_the_pool_size_comes_from_the_environment_and_must_be_positive() -> None:
+    assert Settings.from_env({}).db_pool_size == 20
+    assert Settings.from_env({"YIWANG_DB_POOL_SIZE": "35"}).db_pool_size == 35
+    with pytest.raises(ConfigError, match="YIWANG_DB_POOL_SIZE"):
+        Settings.from_env({"YIWANG_DB_POOL_SIZE": "0"})
+
+
+@pytest.mark.timeout(60)
+def test_a_busy_process_reuses_its_connections_rather_than_opening_new_ones(db_url: str) -> None:
+    """Three rounds of 15 threads each holding a connection at once: the pool keeps them all, so only the
+    first round connects (a pool of 5 closed 10 at every return and opened them again next round)."""
+    engine = make_engine(db_url)
+    connects: list[int] = []
+    event.listen(engine, "connect", lambda *_: connects.append(1))
+    together = threading.Barrier(15)
+
+    def hold() -> None:
+        with engine.connect() as conn:  # a reading transaction: on SQLite a writing one takes the write lock
+            conn.execution_options(**{READ_ONLY: True}).execute(text("SELECT 1"))
+            together.wait(timeout=20)
+
+    try:
+        for _round in range(3):
+            threads = [threading.Thread(target=hold) for _ in range(15)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=30)
+    finally:
+        engine.dispose()
+    assert len(connects) == 15
