@@ -12,13 +12,15 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select, text
 
 from adapters.simulators.social_security import SocialSecuritySimulator
 from gateway.auth import Role
@@ -245,3 +247,37 @@ def test_negative_control_without_begin_immediate_the_race_breaks(sqlite_url: st
         "import sys, time", "import sys, time\nfrom sqlalchemy import create_engine")
     codes, numbers, _ = race(sqlite_url, naive, 40)
     assert codes != [0, 0] or len(set(numbers)) < 80
+
+
+@pytest.mark.timeout(60)
+def test_a_writing_thread_waits_for_another_on_our_queue_not_in_sqlites_busy_handler(sqlite_url: str) -> None:
+    """B asks to write while A holds the write transaction: B's BEGIN IMMEDIATE goes to SQLite only once A
+    is done (SQLite's busy handler would have had B sleep and retry meanwhile)."""
+    engine = make_engine(sqlite_url)
+    create_schema(engine)
+    moments: dict[str, float] = {}
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def note(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement == "BEGIN IMMEDIATE" and threading.current_thread().name == "B":
+            moments["B begins"] = time.monotonic()
+
+    def a() -> None:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO case_counters (scope, last_seq) VALUES ('a', 1)"))
+            time.sleep(0.4)
+            moments["A done"] = time.monotonic()
+
+    def b() -> None:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO case_counters (scope, last_seq) VALUES ('b', 1)"))
+
+    first = threading.Thread(target=a, name="A")
+    first.start()
+    time.sleep(0.1)
+    second = threading.Thread(target=b, name="B")
+    second.start()
+    first.join(timeout=30)
+    second.join(timeout=30)
+    engine.dispose()
+    assert moments["B begins"] >= moments["A done"]
