@@ -38,11 +38,10 @@ import httpx
 from sqlalchemy import Engine, create_engine, text
 
 from bench import Options, figure
-from bench.harness import (BUNDLES, CpuMeter, Processes, Sector, alive, free_port, issue_key, percentile,
-                           postgres_database, profiled, rabbitmq_vhost, register_and_activate,
+from bench.harness import (BUNDLES, PROFILES, CpuMeter, Processes, Sector, alive, free_port, issue_key,
+                           percentile, postgres_database, profiled, rabbitmq_vhost, register_and_activate,
                            sector_process, service_pids, top_functions, wait_until)
 
-PROFILES = Path(__file__).resolve().parents[1] / "var" / "bench-profiles"  # git-ignored
 TARGET_CASES_PER_S = 300  # on PostgreSQL + RabbitMQ (the issue's target; a stretch on 2 shared cores)
 CLIENT_THREADS = 16
 CASE = {  # 失业保险金申领: one task, for the social-security system

@@ -228,6 +228,7 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> No
 
 
 PY_SPY = str(Path(sys.executable).with_name("py-spy"))
+PROFILES = Path(__file__).resolve().parents[1] / "var" / "bench-profiles"  # folded stacks; git-ignored
 
 
 @contextmanager
@@ -250,6 +251,49 @@ def profiled(pids: dict[str, int], folder: Path) -> Iterator[dict[str, Path]]:
                 spy.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 spy.kill()
+
+
+OWN_CODE = ("gateway/", "adapters/", "mappings/", "certstore/", "ops/")  # frames' paths as py-spy prints them
+
+
+def owned_shares(collapsed: Path, count: int = 8) -> list[str]:
+    """Where a folded py-spy profile's samples go, each given to the innermost frame of the project's own code
+    on its stack (the libraries it calls count as its time: SQLAlchemy under the ledger, httpx under the
+    adapter) or, with none, to the package at its top (uvicorn, asyncio); as 'share module.function'."""
+    shares: dict[str, int] = {}
+    total = 0
+    for line in collapsed.read_text(encoding="utf-8", errors="replace").splitlines():
+        stack, _, samples = line.rpartition(" ")
+        if not samples.isdigit() or not stack:
+            continue
+        frames = stack.split(";")
+        ours = [frame for frame in frames if _frame_path(frame).startswith(OWN_CODE)]
+        owner = _owner(ours[-1]) if ours else _frame_path(frames[-1]).split("/")[0].removesuffix(".py")
+        shares[owner] = shares.get(owner, 0) + int(samples)
+        total += int(samples)
+    ranked = sorted(shares.items(), key=lambda kv: -kv[1])[:count]
+    return [f"{n / (total or 1):.0%} {name}" for name, n in ranked]
+
+
+def _frame_path(frame: str) -> str:
+    """'submit (gateway/api.py:260)' -> 'gateway/api.py'."""
+    return frame.rpartition("(")[2].rpartition(":")[0]
+
+
+def _owner(frame: str) -> str:
+    """'submit (gateway/api.py:260)' -> 'gateway.api.submit'."""
+    return f"{_frame_path(frame).removesuffix('.py').replace('/', '.')}.{frame.partition(' (')[0]}"
+
+
+def children(pid: int) -> list[int]:
+    """The processes `pid` started (any of its threads), from /proc; [] once it has ended."""
+    found: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found += [int(child) for child in (task / "children").read_text().split()]
+    except OSError:
+        pass
+    return found
 
 
 def top_functions(collapsed: Path, count: int = 12) -> list[tuple[str, float]]:

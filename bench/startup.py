@@ -50,14 +50,14 @@ import httpx
 from structlog.testing import capture_logs
 
 from bench import Options, figure
-from bench.harness import BUNDLES, PY_SPY, YIWANG, Processes, free_port, top_functions, wait_until
+from bench.harness import (BUNDLES, PROFILES, PY_SPY, YIWANG, Processes, children, free_port, top_functions,
+                           wait_until)
 from bench.harness import _cpu_seconds as cpu_seconds
 
 if TYPE_CHECKING:
     from gateway.bundles import BundleStore
 
 ROOT = Path(__file__).resolve().parents[1]
-PROFILES = ROOT / "var" / "bench-profiles" / "startup"  # git-ignored
 PACKAGES = ("gateway", "adapters", "mappings", "certstore", "ops")  # pyproject.toml's packages
 BUNDLE_COUNT = 50
 TARGET_READY_S = 3.0
@@ -300,8 +300,8 @@ def rss_mb(pid: int) -> float:
 def profile_start(deployment: Deployment) -> dict[str, Any]:
     """One more start, not counted, under py-spy from the interpreter's first instruction to ready: where
     start-up time goes (inclusive shares of samples), and the folded stacks' file."""
-    PROFILES.mkdir(parents=True, exist_ok=True)
-    folded = PROFILES / "serve.collapsed"
+    (PROFILES / "startup").mkdir(parents=True, exist_ok=True)
+    folded = PROFILES / "startup" / "serve.collapsed"
     port = free_port()
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=READY_TIMEOUT_S) as client:
         spawned = time.perf_counter()
@@ -322,16 +322,9 @@ def spied(folded: Path, env: dict[str, str], *args: str) -> Iterator[None]:
     try:
         yield
     finally:
-        for child in _children(spy.pid):
+        for child in children(spy.pid):
             os.kill(child, signal.SIGTERM)
         try:
             spy.wait(timeout=60)
         except subprocess.TimeoutExpired:
             spy.kill()
-
-
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(child) for child in (task / "children").read_text().split()]
-    return found

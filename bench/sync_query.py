@@ -47,7 +47,6 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -64,8 +63,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from bench import Batch, Options, calibrate, figure, interleaved
-from bench.harness import (BUNDLES, CpuMeter, Processes, alive, free_port, issue_key, percentile,
-                           register_and_activate, sector_process, wait_until)
+from bench.harness import (BUNDLES, PROFILES, CpuMeter, Processes, alive, children, free_port, issue_key,
+                           owned_shares, percentile, profiled, register_and_activate, sector_process, wait_until)
 
 QUERY, SECTOR = "housing_fund_balance", "housing_fund"
 PERSON = "150203196604150035"  # any well-formed ID number has an account at the simulator
@@ -142,7 +141,7 @@ def run(options: Options) -> dict[str, Any]:
             if "limited_by" in entry:
                 entry["limited_by"] = limited_by(entry)  # told again with that figure
         if options.profile or (not entry["met"] and not options.quick):
-            entry.update(_profile(api_pid, targets["gateway"], work))
+            entry.update(_profile(api_pid, targets["gateway"]))
     return entry
 
 
@@ -368,13 +367,7 @@ def _gateways_and_targets(work: Path, sector_url: str, workers: bool
 
 def _process_tree(pid: int) -> Callable[[], list[int]]:
     """A process and the processes it started (`--workers N`'s API processes), found again at each reading."""
-    def find() -> list[int]:
-        try:
-            return [pid, *map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
-        except OSError:
-            return [pid]
-
-    return find
+    return lambda: [pid, *children(pid)]
 
 
 def direct_target(sector_url: str) -> Target:
@@ -492,56 +485,12 @@ def _apt(*args: str) -> bool:
 # --------------------------------------------------------------------------- profile
 
 
-def _profile(api_pid: int, gateway: Target, work: Path) -> dict[str, Any]:
+def _profile(api_pid: int, gateway: Target) -> dict[str, Any]:
     """py-spy (samples holding the GIL: the CPU a GIL-bound process spends) on the API while the gateway
-    alone is under load; the file and where in the project's own code the time goes."""
-    py_spy = Path(sys.executable).with_name("py-spy")
-    if not py_spy.exists():
-        return {"profile_note": "py-spy is not installed in the virtualenv"}
-    output = Path(tempfile.gettempdir()) / f"yiwang-sync-query-{os.getpid()}.speedscope.json"
-    with open(work / "py-spy.log", "wb") as log:
-        recorder = subprocess.Popen([str(py_spy), "record", "--pid", str(api_pid), "--duration", "6", "--rate", "250",
-                                     "--gil", "--nonblocking", "--format", "speedscope", "--output", str(output)],
-                                    stdout=log, stderr=subprocess.STDOUT)
-        try:
-            compare({"gateway": gateway}, CONNECTIONS, 1, 2.5)
-        finally:
-            recorder.wait(timeout=60)
-    if not output.exists():
-        return {"profile_note": f"py-spy wrote nothing: {(work / 'py-spy.log').read_text(errors='replace')[-300:]}"}
-    return {"profile": str(output), "profile_top": top_functions(output)}
-
-
-def top_functions(speedscope: Path, count: int = 8) -> list[str]:
-    """Where the samples go, each given to the innermost function of the project's own code on its stack
-    (the libraries it calls count as its time: SQLAlchemy under the ledger, httpx under the adapter), or,
-    with none, to the library at its top (uvicorn, asyncio); as 'share name'."""
-    document = json.loads(speedscope.read_text(encoding="utf-8"))
-    frames = document["shared"]["frames"]
-    root = Path(__file__).resolve().parents[1]
-    owners = [_owner(frame, root) for frame in frames]
-    shares: Counter[str] = Counter()
-    total = 0.0
-    for profile in document["profiles"]:
-        for stack, weight in zip(profile["samples"], profile["weights"], strict=True):
-            if not stack:
-                continue
-            total += weight
-            ours = [owners[i] for i in stack if owners[i].startswith(("gateway.", "adapters.", "mappings.",
-                                                                       "certstore."))]
-            shares[ours[-1] if ours else owners[stack[-1]]] += weight
-    return [f"{weight / (total or 1):.0%} {name}" for name, weight in shares.most_common(count)]
-
-
-def _owner(frame: Mapping[str, Any], root: Path) -> str:
-    """`module.function` for the project's code; the top-level package (or stdlib module) otherwise."""
-    path = Path(frame.get("file", "?"))
-    try:
-        relative = path.relative_to(root)
-    except ValueError:
-        relative = None
-    if relative is not None and not relative.parts[0].startswith("."):  # the project, not its .venv
-        return f"{'.'.join(relative.with_suffix('').parts)}.{frame['name']}"
-    parts = path.parts
-    inside = parts[parts.index("site-packages") + 1:] if "site-packages" in parts else parts[-1:]
-    return inside[0].removesuffix(".py") if inside else "?"
+    alone is under load; the folded stacks' file and where in the project's own code the time goes."""
+    folder = PROFILES / "sync_query"
+    with profiled({"api": api_pid}, folder) as files:
+        compare({"gateway": gateway}, CONNECTIONS, 1, 2.5)
+    if not files["api"].exists():
+        return {"profile_note": "py-spy wrote nothing (is it installed in the virtualenv?)"}
+    return {"profile": str(files["api"]), "profile_top": owned_shares(files["api"])}

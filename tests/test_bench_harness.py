@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from bench import Options
 from bench.e2e import Run, summary
-from bench.harness import percentile, top_functions
+from bench.harness import children, owned_shares, percentile, top_functions
 from bench.run import SECTIONS, merge
 
 
@@ -52,3 +53,24 @@ def test_the_report_has_every_section_the_issue_names_and_keeps_others_from_this
     assert second["mapping"] == {"ratio": 1} and second["startup"] == {"ready_s": 1}
     other_machine = {**first, "machine": {"cpu_count": -1}}
     assert "mapping" not in merge(other_machine, fresh, Options(quick=True))
+
+
+def test_owned_shares_give_each_sample_to_the_innermost_frame_of_our_own_code(tmp_path: Path) -> None:
+    folded = tmp_path / "api.collapsed"
+    folded.write_text("run (uvicorn/main.py:1);submit (gateway/api.py:2);execute (sqlalchemy/engine/base.py:3) 6\n"
+                      "run (uvicorn/main.py:1);append (gateway/ledger.py:9);seal (certstore/keyring.py:4) 3\n"
+                      "run (uvicorn/main.py:1);select (selectors.py:5) 1\n", encoding="utf-8")
+    assert owned_shares(folded) == ["60% gateway.api.submit", "30% certstore.keyring.seal", "10% selectors"]
+
+
+def test_children_are_read_from_proc() -> None:
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"])
+    try:
+        assert child.pid in children(os.getpid())
+    finally:
+        child.kill()
+        child.wait()
+    assert children(2 ** 22 + 12345) == []  # no such process
