@@ -12,6 +12,7 @@ from __future__ import annotations
 import filecmp
 import json
 import queue
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -452,3 +453,38 @@ def test_public_security_against_its_simulator(receiver: tuple[str, queue.Queue[
             "name": "刘伟", "address": "内蒙古自治区包头市昆都仑区钢铁大街152号", "household_type": "urban"}
         assert "无户籍信息" in business_error(ga, "household_registration", {"query": {"id_number": UNKNOWN}})
         assert sim.counters["auth_failures"] == 0
+
+
+# ------------------------------------------------------------------ references across restarts
+
+# How each sector writes its reference: the pattern its published service description (and so the bundle's
+# copy) gives, or, where the WSDL says only xsd:string, its prefix and the simulators' twelve digits.
+REFERENCE_PATTERN = {"social_security": r"SB[0-9]{12}", "housing_fund": r"GJJ[0-9]{10}",
+                     "civil_affairs": r"MZ[0-9]{12}", "public_security": r"GA[0-9]+"}
+A_CASE = {
+    "social_security": (SocialSecuritySimulator, lambda key, no: shebao_case(key, no, insured_months=36),
+                        "12150200MB1A00010L3000805001000"),
+    "housing_fund": (HousingFundSimulator, lambda key, no: gjj_case(key, no, "80000.00"),
+                     "12150200MB1A00020M3000720001000"),
+    "civil_affairs": (CivilAffairsSimulator, lambda key, no: mz_case(key, no, certificate_provided=True),
+                      "11150203MB0C0004054000113003000"),
+    "public_security": (PublicSecuritySimulator, lambda key, no: ga_case(key, no, deed_provided=True),
+                        "11150203MB0E00080E4000114001000"),
+}
+
+
+@pytest.mark.xfail(strict=True, reason="issue 14: a restarted simulator hands out references it gave before")
+@pytest.mark.parametrize("sector", SECTORS)
+def test_a_restarted_simulator_never_hands_out_a_reference_it_gave_another_case(sector: str) -> None:
+    """The sector's system restarted (a new process: nothing of the old one's memory) at once, between two
+    cases: the second case must not get the first one's reference, or the gateway would bind the sector's
+    answers to the wrong case. Each reference keeps the form the sector's service description gives."""
+    simulator, case, matter = A_CASE[sector]
+    references = []
+    for run in (1, 2):
+        with simulator(decision_delay_ms=DELAY_MS) as sim:
+            registered = adapter(sector, sim.url)
+            answer = registered.adapter.call(SUBMIT, case(f"RESTART-KEY-{run}", f"{matter}20261124{run:06d}"))
+            references.append(answer["sector_ref"])
+    assert all(re.fullmatch(REFERENCE_PATTERN[sector], reference) for reference in references), references
+    assert references[0] != references[1]
