@@ -47,6 +47,7 @@ __all__ = [
     "FaultSwitch",
     "NonceCache",
     "Handler",
+    "References",
     "Reply",
     "Request",
     "Route",
@@ -68,6 +69,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 BEIJING: Final = ZoneInfo("Asia/Shanghai")
+REFERENCE_EPOCH: Final = datetime(2025, 1, 1, tzinfo=BEIJING)  # where the references' clock counts from
 MAX_BODY_BYTES: Final = 1024 * 1024
 # Bodies up to this size are read and thrown away before an early answer (413, injected fault),
 # so the client sees our status code instead of a connection reset; bigger ones are just cut off.
@@ -337,6 +339,46 @@ class Case:
         return time.monotonic() < (self.created_at + self.due_at) / 2
 
 
+class References:
+    """A sector's references: its prefix, then ``width`` digits counting ``unit_ms`` steps of wall-clock
+    time since ``REFERENCE_EPOCH`` (modulo 10**width), one step at least between two references.
+
+    Why the clock and not a counter from 1: a restarted simulator (a new process, nothing of the old one
+    in memory) must never hand out a reference it gave another case, or the gateway would bind one case's
+    answers to another. No number is issued before the clock has reached it (a burst waits for the next
+    step), and a new run starts above the clock's reading at its start, so above every number an earlier
+    run issued; nothing is kept on disk. What this needs: the machine's clock not set back between runs.
+    Twelve digits of milliseconds last until 2056 at up to 1000 references a second; the 公积金 simulator's
+    ten digits (its published pattern) count hundredths of a second: 100 a second, unique within any three
+    years.
+    """
+
+    def __init__(self, prefix: str, width: int, unit_ms: int = 1, *,
+                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> None:
+        if width < 1 or unit_ms < 1:
+            raise ValueError("width and unit_ms must be >= 1")
+        self._prefix = prefix
+        self._modulus = 10**width
+        self._width = width
+        self._unit_s = unit_ms / 1000
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._last = self._step()  # every earlier run's numbers are at most this
+
+    def next(self) -> str:
+        """A reference no run of this sector's simulator on this machine has issued before."""
+        with self._lock:
+            number = max(self._last + 1, self._step())
+            while self._step() < number:  # never ahead of the clock: what a restart relies on
+                self._sleep(self._unit_s)
+            self._last = number
+        return f"{self._prefix}{number % self._modulus:0{self._width}d}"
+
+    def _step(self) -> int:
+        return int((self._clock() - REFERENCE_EPOCH.timestamp()) / self._unit_s)
+
+
 class CaseBook:
     """The sector's cases: applied once per request id, decided after the delay, decided once.
 
@@ -344,16 +386,14 @@ class CaseBook:
     so the corrected retry of a rejected request is a new case, as in the real systems.
     """
 
-    def __init__(self, prefix: str, width: int, delay_s: float, decide: Decider, counters: Counters) -> None:
-        self._prefix = prefix
-        self._width = width
+    def __init__(self, references: References, delay_s: float, decide: Decider, counters: Counters) -> None:
+        self._references = references
         self._delay_s = delay_s
         self._decide = decide
         self._counters = counters
         self._lock = threading.Lock()
         self._cases: dict[str, Case] = {}
         self._by_request_id: dict[str, str] = {}
-        self._next = 1
 
     def apply(self, request_id: str, fields: dict[str, Any]) -> tuple[Case, bool]:
         """Check-and-create under one lock so concurrent duplicates still make one case."""
@@ -362,8 +402,7 @@ class CaseBook:
             if existing is not None:
                 self._counters.bump("duplicate_submits")
                 return self._cases[existing], False
-            reference = f"{self._prefix}{self._next:0{self._width}d}"
-            self._next += 1
+            reference = self._references.next()
             now = time.monotonic()
             due_wall = datetime.now(BEIJING) + timedelta(seconds=self._delay_s)
             case = Case(reference, copy.deepcopy(fields), now, now + self._delay_s, due_wall)
@@ -452,6 +491,7 @@ class SimulatorBase:
     extra_counters: ClassVar[tuple[str, ...]] = ()
     reference_prefix: ClassVar[str] = "REF"
     reference_width: ClassVar[int] = 12
+    reference_unit_ms: ClassVar[int] = 1  # see References
 
     def __init__(self, host: str, port: int, decision_delay_ms: int, decide: Decider) -> None:
         if decision_delay_ms < 0:
@@ -462,9 +502,8 @@ class SimulatorBase:
         self._stopping = threading.Event()
         self._counters = Counters(COMMON_COUNTERS + self.extra_counters)
         self._faults = FaultSwitch(self.fault_modes, self._counters)
-        self._book = CaseBook(
-            self.reference_prefix, self.reference_width, self._decision_delay, decide, self._counters
-        )
+        references = References(self.reference_prefix, self.reference_width, self.reference_unit_ms)
+        self._book = CaseBook(references, self._decision_delay, decide, self._counters)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._tls: ServerTls | None = None

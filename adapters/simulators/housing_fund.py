@@ -137,7 +137,8 @@ class HousingFundSimulator(RestSimulator):
     server_version = "GjjSim/2.0"
     extra_counters = ("tokens_issued", "cancels_received")
     reference_prefix = "GJJ"
-    reference_width = 10
+    reference_width = 10  # GJJ + 10 digits: the pattern of its OpenAPI document
+    reference_unit_ms = 10  # so ten digits last three years (References)
     openapi_file = OPENAPI_FILE
     canned_success = {"code": CODE_OK, "msg": "ok", "data": {"ticketId": "GJJ0000000000"}}
 
