@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import signal
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from gateway.cli_audit import audit_commands, cli_actor, make_audit_app
 from gateway.cli_catalogue import make_catalogue_app
 from gateway.cli_certs import make_certs_app
 from gateway.cli_keys import make_keys_app
+from gateway.cli_simulators import make_simulators_app
 from gateway.config import ConfigError, Settings
 from gateway.demo import run_demo
 from gateway.domain.clock import SystemClock
@@ -45,7 +45,6 @@ from gateway.serving import serve_forever, serve_processes
 
 app = typer.Typer(help="Yiwang (一网) integration gateway.", no_args_is_help=True)
 console = Console(width=None if Console().is_terminal else 140)  # CI logs are wide enough for the timelines
-simulators = typer.Typer(help="Sector simulators for development, tests and rehearsal.", no_args_is_help=True)
 
 
 @contextmanager
@@ -71,7 +70,7 @@ def _audit(action: str, subject: str | None, detail: dict[str, Any], outcome: st
 
 app.add_typer(audit_commands(make_ops_app(lambda: _dead_letter_desk(_settings()), cli_actor, console), "ops",
                              _audit), name="ops")
-app.add_typer(simulators, name="simulators")
+app.add_typer(make_simulators_app(console), name="simulators")
 app.add_typer(audit_commands(make_keys_app(lambda: ApiKeyStore(open_database(_settings()))), "keys", _audit),
               name="keys")
 app.add_typer(audit_commands(make_catalogue_app(lambda: Catalogue(open_database(_settings())),
@@ -84,8 +83,6 @@ app.add_typer(audit_commands(make_adapters_app(lambda: BundleStore(open_database
 app.add_typer(make_audit_app(_open_ledger), name="audit")
 certs_app = make_certs_app(lambda: _cert_store(_settings()), lambda: rewrap_beyond_the_store(_settings()))
 app.add_typer(audit_commands(certs_app, "certs", _audit), name="certs")
-SIMULATORS = {"social_security": "social_security", "housing_fund": "housing_fund",
-              "civil_affairs": "civil_affairs", "public_security": "public_security"}
 
 
 def _dead_letter_desk(settings: Settings) -> DeadLetterDesk:
@@ -167,21 +164,6 @@ def demo(keep: bool = typer.Option(False, help="Keep var/demo from the last run 
     if "YIWANG_LOG_LEVEL" not in os.environ:
         configure_logging("warning", settings.log_format)  # the timelines tell the story
     raise typer.Exit(0 if run_demo(console, settings, fresh=not keep) else 1)
-
-
-@simulators.command("run")
-def run_simulator(
-    sector: Annotated[str, typer.Argument(help="social_security | housing_fund | civil_affairs | public_security")],
-    port: int = 0,
-    decision_delay_ms: int = 2000,
-) -> None:
-    """Run a sector simulator in the foreground (its default credentials: adapters/simulators/SECTORS.md)."""
-    module = SIMULATORS.get(sector)
-    if module is None:
-        console.print(f"[red]unknown sector {sector!r}; one of: {', '.join(SIMULATORS)}")
-        raise typer.Exit(2)
-    kwargs = {"port": port} if port else {}
-    importlib.import_module(f"adapters.simulators.{module}").serve(decision_delay_ms=decision_delay_ms, **kwargs)
 
 
 def main() -> None:  # pragma: no cover - console script entry

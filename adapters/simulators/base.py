@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
+import json
 import logging
 import re
 import ssl
@@ -45,6 +46,8 @@ __all__ = [
     "Decider",
     "FaultPlan",
     "FaultSwitch",
+    "CONTROL_FAULT_PATH",
+    "JSON_CONTENT_TYPE",
     "NonceCache",
     "Handler",
     "References",
@@ -57,6 +60,7 @@ __all__ = [
     "billion_laughs",
     "dig",
     "hardened_parser",
+    "json_reply",
     "missing_fields",
     "parse_xml",
     "person_seed",
@@ -75,6 +79,10 @@ MAX_BODY_BYTES: Final = 1024 * 1024
 # so the client sees our status code instead of a connection reset; bigger ones are just cut off.
 _DRAIN_LIMIT: Final = 16 * MAX_BODY_BYTES
 _TEXT_CONTENT_TYPE: Final = "text/plain; charset=utf-8"
+JSON_CONTENT_TYPE: Final = "application/json; charset=utf-8"
+# The rehearsal switchboard (SECTORS.md): outside every sector's API, its counters and its fault plan.
+CONTROL_PREFIX: Final = "/_simulator/"
+CONTROL_FAULT_PATH: Final = CONTROL_PREFIX + "fault"
 _DOCTYPE_RE: Final = re.compile(rb"<!DOCTYPE", re.IGNORECASE)
 _ID_CARD_RE: Final = re.compile(r"\d{17}[\dX]")
 
@@ -142,6 +150,12 @@ class Route(NamedTuple):
 def text_reply(status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
     """Plain-text answers for HTTP-level problems that happen before the dialect is involved."""
     return Reply(status, _TEXT_CONTENT_TYPE, message.encode("utf-8"), headers)
+
+
+def json_reply(status: int, document: object, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
+    """UTF-8 JSON with the Chinese left readable (as the sector systems send it)."""
+    body = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return Reply(status, JSON_CONTENT_TYPE, body, headers)
 
 
 _DEAD_BALANCER_HTML: Final = (
@@ -267,6 +281,11 @@ class FaultSwitch:
     def mode(self) -> str | None:
         with self._lock:
             return self._plan.mode if self._plan else None
+
+    @property
+    def plan(self) -> FaultPlan | None:
+        with self._lock:
+            return self._plan
 
     def arm(self, mode: str | None, count: int | None, slow_ms: int) -> None:
         if mode is not None and mode not in self.supported:
@@ -486,6 +505,7 @@ class SimulatorBase:
     """
 
     label: ClassVar[str] = "sector"
+    sector: ClassVar[str] = "sector"  # the gateway's name of the sector (its bundle's), e.g. "social_security"
     server_version: ClassVar[str] = "SectorSim/1.0"
     fault_modes: ClassVar[frozenset[str]] = COMMON_FAULT_MODES
     extra_counters: ClassVar[tuple[str, ...]] = ()
@@ -634,6 +654,12 @@ class SimulatorBase:
         """
         self._faults.arm(mode, count, slow_ms)
 
+    def fault_state(self) -> dict[str, Any]:
+        """What the switchboard answers: the sector, the armed fault (if any) and every mode it takes."""
+        plan = self._faults.plan
+        armed = None if plan is None else {"mode": plan.mode, "remaining": plan.remaining, "slow_ms": plan.slow_ms}
+        return {"sector": self.sector, "fault": armed, "modes": sorted(self._faults.supported)}
+
     def _sleep(self, milliseconds: float) -> bool:
         """Sleep, cut short when the simulator is stopped; True if it was stopped."""
         return self._stopping.wait(milliseconds / 1000.0)
@@ -655,13 +681,16 @@ class SimulatorBase:
     # ----- the pipeline (called by the handler thread)
 
     def _answer(self, http: _Handler) -> Reply:
-        """Count first, then route, the fault switch, the size cap, and only then the dialect."""
+        """Count first, then route, the fault switch, the size cap, and only then the dialect.
+        The switchboard is not the sector's: it is neither counted nor faulted."""
+        parts = urlsplit(http.path)
+        if parts.path.startswith(CONTROL_PREFIX):
+            return self._control(http, parts.path)
         self._counters.bump("raw_requests")
         try:
             length = http.content_length()
         except ValueError:
             return text_reply(HTTPStatus.BAD_REQUEST, "invalid Content-Length")
-        parts = urlsplit(http.path)
         route = self._route(http.command, parts.path, parts.query)
         if isinstance(route, Reply):
             http.discard(length)
@@ -677,12 +706,62 @@ class SimulatorBase:
             return body
         return self._run(route.handler, Request(http.command, parts.path, parts.query, http.headers, body))
 
+    def _control(self, http: _Handler, path: str) -> Reply:
+        """``GET /_simulator/fault``: the fault state; ``POST`` with ``{"sector", "mode", "count",
+        "slow_ms"}`` arms one (``mode`` null disarms). ``sector`` must name this simulator's, so a fault
+        meant for one sector is never armed on another listening where it was expected."""
+        try:
+            length = http.content_length()
+        except ValueError:
+            return json_reply(HTTPStatus.BAD_REQUEST, {"error": "invalid Content-Length"})
+        if path != CONTROL_FAULT_PATH or http.command not in ("GET", "POST"):
+            http.discard(length)
+            if path != CONTROL_FAULT_PATH:
+                return json_reply(HTTPStatus.NOT_FOUND, {"error": f"no such switch; there is {CONTROL_FAULT_PATH}"})
+            return json_reply(HTTPStatus.METHOD_NOT_ALLOWED, {"error": "GET or POST"}, (("Allow", "GET, POST"),))
+        if http.command == "GET":
+            http.discard(length)
+            return json_reply(HTTPStatus.OK, self.fault_state())
+        body = http.read_body(length)
+        if isinstance(body, Reply):
+            return body
+        try:
+            self._arm_ordered(body)
+        except _WrongSector as exc:
+            return json_reply(HTTPStatus.CONFLICT, {"error": str(exc), **self.fault_state()})
+        except ValueError as exc:
+            return json_reply(HTTPStatus.BAD_REQUEST, {"error": str(exc), "modes": sorted(self._faults.supported)})
+        log.info("%s simulator: fault switch set to %s", self.label, self._faults.plan)
+        return json_reply(HTTPStatus.OK, self.fault_state())
+
+    def _arm_ordered(self, body: bytes) -> None:
+        try:
+            order = json.loads(body.decode("utf-8"))
+        except (ValueError, RecursionError) as exc:
+            raise ValueError("the body must be a JSON object {sector, mode, count, slow_ms}") from exc
+        if not isinstance(order, dict) or set(order) - {"sector", "mode", "count", "slow_ms"}:
+            raise ValueError("the body must be a JSON object with only sector, mode, count and slow_ms")
+        if order.get("sector") != self.sector:
+            raise _WrongSector(f"this is the {self.sector} simulator, not {order.get('sector')!r}")
+        mode, count, slow_ms = order.get("mode"), order.get("count"), order.get("slow_ms", 0)
+        if not (mode is None or isinstance(mode, str)) or not _is_int_or_none(count) or not _is_int_or_none(slow_ms):
+            raise ValueError("mode must be a string or null, count and slow_ms whole numbers")
+        self.set_fault(mode, count=count, slow_ms=slow_ms or 0)
+
     def _run(self, handler: Handler, request: Request) -> Reply:
         try:
             return handler(request)
         except Exception:  # a bug here or in a custom decide(): the sector's own failure
             log.exception("%s simulator failed on %s %s", self.label, request.method, request.path)
             return self._internal_error()
+
+
+class _WrongSector(ValueError):
+    """A switchboard order meant for another sector's simulator."""
+
+
+def _is_int_or_none(value: object) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool))
 
 
 # --------------------------------------------------------------------------- HTTP plumbing
@@ -780,11 +859,16 @@ class _Handler(BaseHTTPRequestHandler):
 # --------------------------------------------------------------------------- foreground use
 
 
-def serve_forever(simulator: SimulatorBase, label: str) -> None:
-    """Run ``simulator`` in the foreground until Ctrl-C (for the CLI and manual poking)."""
+def serve_forever(simulator: SimulatorBase, label: str, fault: FaultPlan | None = None) -> None:
+    """Run ``simulator`` in the foreground until Ctrl-C (for the CLI and manual poking); ``fault`` is armed
+    before it listens (ValueError, with nothing started, for a mode this simulator does not take)."""
+    if fault is not None:
+        simulator.set_fault(fault.mode, count=fault.remaining, slow_ms=fault.slow_ms)
     with simulator:
         print(f"{label} simulator: {simulator.url}", flush=True)
         print(f"    service description {simulator.description_url}   (Ctrl-C to stop)", flush=True)
+        print(f"    fault switch {simulator.base_url}{CONTROL_FAULT_PATH}: {_armed(fault)}"
+              f" (yiwang simulators fault {simulator.sector} MODE --url {simulator.base_url})", flush=True)
         try:
             while True:
                 time.sleep(3600)
@@ -792,10 +876,28 @@ def serve_forever(simulator: SimulatorBase, label: str) -> None:
             print(f"{label} simulator stopped", flush=True)
 
 
-def run_cli(description: str, serve: Callable[[int, int], None], default_port: int) -> None:
-    """``python -m adapters.simulators.X [--port] [--decision-delay-ms]``."""
+def _armed(fault: FaultPlan | None) -> str:
+    if fault is None:
+        return "none armed"
+    return fault.mode + (f" armed for {fault.remaining} request(s)" if fault.remaining else " armed until changed")
+
+
+def run_cli(description: str, serve: Callable[..., None], default_port: int, modes: Iterable[str],
+            *, calls_back: bool = False) -> None:
+    """``python -m adapters.simulators.X [--port] [--decision-delay-ms] [--fault MODE [--fault-count N]
+    [--slow-ms N]] [--callback-url URL]``: the options of ``yiwang simulators run`` (README)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--port", type=int, default=default_port)
     parser.add_argument("--decision-delay-ms", type=int, default=200)
+    parser.add_argument("--fault", choices=sorted(modes), help="a fault armed from the start (SECTORS.md)")
+    parser.add_argument("--fault-count", type=int, default=None, help="for this many requests (default: until changed)")
+    parser.add_argument("--slow-ms", type=int, default=0, help="how late the slow fault answers")
+    if calls_back:
+        parser.add_argument("--callback-url", help="where decisions are called back (the gateway's /callbacks/SECTOR)")
     args = parser.parse_args()
-    serve(args.port, args.decision_delay_ms)
+    fault = FaultPlan(args.fault, args.fault_count, args.slow_ms) if args.fault else None
+    options = {"callback_url": args.callback_url} if calls_back else {}
+    try:
+        serve(args.port, args.decision_delay_ms, fault=fault, **options)
+    except ValueError as exc:  # a bad count, delay or address: refused before anything listens
+        parser.error(str(exc))
