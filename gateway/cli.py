@@ -6,16 +6,18 @@ import os
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 import threading
 
 import typer
 from fastapi import FastAPI
 from rich.console import Console
+from rich.markup import escape
 
 from certstore.keyring import FieldSealer
 from certstore.store import CertStore
 from gateway.app import (
+    Gateway,
     build_gateway,
     build_ledger,
     create_app,
@@ -77,7 +79,7 @@ app.add_typer(audit_commands(make_catalogue_app(lambda: Catalogue(open_database(
                                                 lambda: _settings().four_eyes), "catalogue", _audit),
               name="catalogue")
 app.add_typer(audit_commands(make_adapters_app(lambda: BundleStore(open_database(_settings()), SystemClock()),
-                                               lambda: build_gateway(_settings()).sector_calls,
+                                               lambda: _gateway(_settings()).sector_calls,
                                                lambda: _settings().four_eyes), "adapters", _audit),
               name="adapters")
 app.add_typer(make_audit_app(_open_ledger), name="audit")
@@ -104,6 +106,20 @@ def _settings() -> Settings:
     return settings
 
 
+def _gateway(settings: Settings) -> Gateway:
+    """`build_gateway`; what it refuses (a strict start's findings, a malformed master key) is a readable
+    message and exit 2, not a traceback."""
+    try:
+        return build_gateway(settings)
+    except ConfigError as exc:
+        _refused(exc)
+
+
+def _refused(exc: ConfigError) -> NoReturn:
+    console.print(f"[red]configuration error:[/red] {escape(str(exc))}")
+    raise typer.Exit(2) from exc
+
+
 API_PROCESS_APP = "gateway.cli:api_process_app"  # uvicorn's factory for each of `serve --workers N`'s processes
 
 
@@ -120,10 +136,10 @@ def serve(host: str = "127.0.0.1", port: int = 8000,
         # What a process makes on its first start (the schema, the catalogue, the key files under the var
         # dir) is made here once, before N processes start at the same instant: each is safe to race for
         # (certstore.keyfiles.write_once, the migration lock), but N copies of the work would slow the start.
-        build_gateway(settings).close()
+        _gateway(settings).close()
         serve_processes(API_PROCESS_APP, host, port, processes)
         return
-    gateway = build_gateway(settings)
+    gateway = _gateway(settings)
     try:
         serve_forever(create_app(gateway), host, port)
     finally:
@@ -140,7 +156,7 @@ def api_process_app() -> FastAPI:
 def worker() -> None:
     """Run a dispatcher only: deliver outbox messages to sectors (over RabbitMQ when YIWANG_AMQP_URL is set)
     until SIGTERM or Ctrl-C."""
-    gateway = build_gateway(_settings())
+    gateway = _gateway(_settings())
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -163,7 +179,11 @@ def demo(keep: bool = typer.Option(False, help="Keep var/demo from the last run 
     settings = _settings()
     if "YIWANG_LOG_LEVEL" not in os.environ:
         configure_logging("warning", settings.log_format)  # the timelines tell the story
-    raise typer.Exit(0 if run_demo(console, settings, fresh=not keep) else 1)
+    try:
+        succeeded = run_demo(console, settings, fresh=not keep)
+    except ConfigError as exc:  # e.g. a strict start: the demo's secrets are the published ones
+        _refused(exc)
+    raise typer.Exit(0 if succeeded else 1)
 
 
 def main() -> None:  # pragma: no cover - console script entry
