@@ -1,5 +1,6 @@
-"""What the four sector simulators share: the HTTP server, the counters, the fault switch, the
-decision clock, idempotent application, the body cap and hardened XML parsing.
+"""What the four sector simulators share: the HTTP server, the counters, the fault switch (and its
+switchboard over HTTP, with the start options), the decision clock, references unique across restarts,
+idempotent application, the body cap and hardened XML parsing.
 
 Why one base: the four dialects differ on the wire (SOAP 1.1, SOAP 1.2 + WS-Security, REST +
 OAuth2, REST + HMAC) but must misbehave, count and decide in exactly the same way, because the
@@ -39,15 +40,16 @@ from lxml import etree
 __all__ = [
     "BEIJING",
     "COMMON_FAULT_MODES",
+    "CONTROL_FAULT_PATH",
+    "JSON_CONTENT_TYPE",
     "MAX_BODY_BYTES",
+    "REFERENCE_EPOCH",
     "Case",
     "CaseBook",
     "Counters",
     "Decider",
     "FaultPlan",
     "FaultSwitch",
-    "CONTROL_FAULT_PATH",
-    "JSON_CONTENT_TYPE",
     "NonceCache",
     "Handler",
     "References",
