@@ -32,6 +32,7 @@ from certstore.keyfiles import write_once
 
 TOKEN_PREFIX = "yw1."
 MASTER_KEY_BYTES = 32
+DEVELOPMENT_KEY_FILE = "master.key"  # in the var directory, made when no master key is configured
 
 
 class MasterKeyError(ValueError):
@@ -81,7 +82,7 @@ class MasterKeys:
             return cls.parse(env["YIWANG_MASTER_KEY"])
         if env.get("YIWANG_MASTER_KEY_FILE"):
             return cls.parse(Path(env["YIWANG_MASTER_KEY_FILE"]).read_text())
-        return cls.parse(_development_key(var_dir / "master.key"))
+        return cls.parse(_development_key(var_dir / DEVELOPMENT_KEY_FILE))
 
     @staticmethod
     def generate(key_id: str) -> str:

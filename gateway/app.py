@@ -49,6 +49,7 @@ from gateway.retention import Retention, RetentionPolicy
 from gateway.scheduler import Job, Scheduler
 from gateway.sector_calls import NonceLedger, SectorCalls
 from gateway.services import CaseService
+from gateway.strict_start import StartRefused, bundle_refused, refuse_published_bundle_secrets, refuse_unsafe_settings
 from ops import api as ops_api
 from ops import health as readiness_probe
 from ops.dead_letters import DeadLetterDesk
@@ -122,7 +123,10 @@ def open_database(settings: Settings) -> Engine:
 
 
 def build_gateway(settings: Settings, clock: Clock | None = None) -> Gateway:
+    """Raises `StartRefused` (a ConfigError) in production on a published secret or the development master key."""
     clock = clock or SystemClock()
+    if settings.strict:
+        refuse_unsafe_settings(settings)  # before anything is made: the development master key file included
     engine = open_database(settings)
     catalogue = Catalogue(engine)
     catalogue.seed_if_empty(settings.catalogue)
@@ -135,6 +139,12 @@ def build_gateway(settings: Settings, clock: Clock | None = None) -> Gateway:
     bundles = BundleStore(engine, clock)
     certs = open_cert_store(engine, settings, clock)
     use_vault(certs.secret)  # bundles' `vault:NAME` secret references resolve from the store
+    if settings.strict:
+        try:
+            refuse_published_bundle_secrets(bundles)
+        except StartRefused:
+            engine.dispose()
+            raise
     metrics_registry = CollectorRegistry()
     expiry = ExpiryWatch(certs, metrics_registry)
     build = adapter_builder(settings, credentials=certs)  # bundles' cert:NAME references resolve from the store
@@ -244,10 +254,13 @@ def personal_data(settings: Settings, sealer: FieldSealer | None = None) -> Pers
 def adapter_builder(settings: Settings, credentials: CredentialSource | None = None
                     ) -> Callable[[Bundle], RegisteredAdapter]:
     """How this deployment builds a bundle's adapter: its environment's endpoint (or an override), its
-    certificates (mTLS, signatures) from `credentials`."""
+    certificates (mTLS, signatures) from `credentials`; in production never one with a published secret."""
     retry = _retry_override(settings)
 
     def build(bundle: Bundle) -> RegisteredAdapter:
+        refused = bundle_refused(bundle) if settings.strict else None  # a version activated after the start
+        if refused is not None:
+            raise refused
         return build_adapter(bundle, environment=settings.environment,
                              endpoint=settings.sector_endpoints.get(bundle.sector), retry_override=retry,
                              credentials=credentials)

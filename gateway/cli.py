@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 import threading
 
 import typer
 from fastapi import FastAPI
 from rich.console import Console
+from rich.markup import escape
 
 from certstore.keyring import FieldSealer
 from certstore.store import CertStore
 from gateway.app import (
+    Gateway,
     build_gateway,
     build_ledger,
     create_app,
@@ -32,6 +33,7 @@ from gateway.cli_audit import audit_commands, cli_actor, make_audit_app
 from gateway.cli_catalogue import make_catalogue_app
 from gateway.cli_certs import make_certs_app
 from gateway.cli_keys import make_keys_app
+from gateway.cli_simulators import make_simulators_app
 from gateway.config import ConfigError, Settings
 from gateway.demo import run_demo
 from gateway.domain.clock import SystemClock
@@ -45,7 +47,6 @@ from gateway.serving import serve_forever, serve_processes
 
 app = typer.Typer(help="Yiwang (一网) integration gateway.", no_args_is_help=True)
 console = Console(width=None if Console().is_terminal else 140)  # CI logs are wide enough for the timelines
-simulators = typer.Typer(help="Sector simulators for development, tests and rehearsal.", no_args_is_help=True)
 
 
 @contextmanager
@@ -71,21 +72,19 @@ def _audit(action: str, subject: str | None, detail: dict[str, Any], outcome: st
 
 app.add_typer(audit_commands(make_ops_app(lambda: _dead_letter_desk(_settings()), cli_actor, console), "ops",
                              _audit), name="ops")
-app.add_typer(simulators, name="simulators")
+app.add_typer(make_simulators_app(console), name="simulators")
 app.add_typer(audit_commands(make_keys_app(lambda: ApiKeyStore(open_database(_settings()))), "keys", _audit),
               name="keys")
 app.add_typer(audit_commands(make_catalogue_app(lambda: Catalogue(open_database(_settings())),
                                                 lambda: _settings().four_eyes), "catalogue", _audit),
               name="catalogue")
 app.add_typer(audit_commands(make_adapters_app(lambda: BundleStore(open_database(_settings()), SystemClock()),
-                                               lambda: build_gateway(_settings()).sector_calls,
+                                               lambda: _gateway(_settings()).sector_calls,
                                                lambda: _settings().four_eyes), "adapters", _audit),
               name="adapters")
 app.add_typer(make_audit_app(_open_ledger), name="audit")
 certs_app = make_certs_app(lambda: _cert_store(_settings()), lambda: rewrap_beyond_the_store(_settings()))
 app.add_typer(audit_commands(certs_app, "certs", _audit), name="certs")
-SIMULATORS = {"social_security": "social_security", "housing_fund": "housing_fund",
-              "civil_affairs": "civil_affairs", "public_security": "public_security"}
 
 
 def _dead_letter_desk(settings: Settings) -> DeadLetterDesk:
@@ -107,6 +106,20 @@ def _settings() -> Settings:
     return settings
 
 
+def _gateway(settings: Settings) -> Gateway:
+    """`build_gateway`; what it refuses (a strict start's findings, a malformed master key) is a readable
+    message and exit 2, not a traceback."""
+    try:
+        return build_gateway(settings)
+    except ConfigError as exc:
+        _refused(exc)
+
+
+def _refused(exc: ConfigError) -> NoReturn:
+    console.print(f"[red]configuration error:[/red] {escape(str(exc))}")
+    raise typer.Exit(2) from exc
+
+
 API_PROCESS_APP = "gateway.cli:api_process_app"  # uvicorn's factory for each of `serve --workers N`'s processes
 
 
@@ -123,10 +136,10 @@ def serve(host: str = "127.0.0.1", port: int = 8000,
         # What a process makes on its first start (the schema, the catalogue, the key files under the var
         # dir) is made here once, before N processes start at the same instant: each is safe to race for
         # (certstore.keyfiles.write_once, the migration lock), but N copies of the work would slow the start.
-        build_gateway(settings).close()
+        _gateway(settings).close()
         serve_processes(API_PROCESS_APP, host, port, processes)
         return
-    gateway = build_gateway(settings)
+    gateway = _gateway(settings)
     try:
         serve_forever(create_app(gateway), host, port)
     finally:
@@ -143,7 +156,7 @@ def api_process_app() -> FastAPI:
 def worker() -> None:
     """Run a dispatcher only: deliver outbox messages to sectors (over RabbitMQ when YIWANG_AMQP_URL is set)
     until SIGTERM or Ctrl-C."""
-    gateway = build_gateway(_settings())
+    gateway = _gateway(_settings())
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -166,22 +179,11 @@ def demo(keep: bool = typer.Option(False, help="Keep var/demo from the last run 
     settings = _settings()
     if "YIWANG_LOG_LEVEL" not in os.environ:
         configure_logging("warning", settings.log_format)  # the timelines tell the story
-    raise typer.Exit(0 if run_demo(console, settings, fresh=not keep) else 1)
-
-
-@simulators.command("run")
-def run_simulator(
-    sector: Annotated[str, typer.Argument(help="social_security | housing_fund | civil_affairs | public_security")],
-    port: int = 0,
-    decision_delay_ms: int = 2000,
-) -> None:
-    """Run a sector simulator in the foreground (its default credentials: adapters/simulators/SECTORS.md)."""
-    module = SIMULATORS.get(sector)
-    if module is None:
-        console.print(f"[red]unknown sector {sector!r}; one of: {', '.join(SIMULATORS)}")
-        raise typer.Exit(2)
-    kwargs = {"port": port} if port else {}
-    importlib.import_module(f"adapters.simulators.{module}").serve(decision_delay_ms=decision_delay_ms, **kwargs)
+    try:
+        succeeded = run_demo(console, settings, fresh=not keep)
+    except ConfigError as exc:  # e.g. a strict start: the demo's secrets are the published ones
+        _refused(exc)
+    raise typer.Exit(0 if succeeded else 1)
 
 
 def main() -> None:  # pragma: no cover - console script entry

@@ -17,6 +17,9 @@ class ConfigError(ValueError):
     pass
 
 
+PRODUCTION = "production"  # YIWANG_ENVIRONMENT: also makes every start strict (gateway/strict_start.py)
+
+
 @dataclass(frozen=True)
 class Settings:
     var_dir: Path = Path("var")
@@ -24,7 +27,7 @@ class Settings:
     db_pool_size: int = 20  # database connections each process keeps open (and up to 10 more when busier)
     catalogue: Path = DEFAULT_CATALOGUE
     calendar: Path = DEFAULT_CALENDAR
-    environment: str = "test"  # which of a bundle's endpoints to call
+    environment: str = "test"  # which of a bundle's endpoints to call; "production" also makes a start strict
     sector_endpoints: Mapping[str, str] = field(default_factory=dict)  # sector -> URL, overriding bundles'
     registry_refresh_ms: int = 2000  # an activation reaches every process within this of its next use
     dispatch_in_process: bool = True  # `yiwang serve` also runs a dispatcher thread
@@ -87,6 +90,11 @@ class Settings:
     probe_timeout_ms: int = 2000  # /readyz and the queue gauges: the longest wait for the database or broker
     metrics_port: int = 0  # `yiwang worker` serves /metrics on this port; 0: not at all
     metrics_host: str = "127.0.0.1"  # ... bound to this address
+
+    @property
+    def strict(self) -> bool:
+        """Refuse to start on a published secret or the development master key (gateway/strict_start.py)."""
+        return self.environment == PRODUCTION
 
     def master_keys(self) -> MasterKeys:
         env = {"YIWANG_MASTER_KEY": self.master_key or "",

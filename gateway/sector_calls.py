@@ -12,7 +12,7 @@ from sqlalchemy import Engine, delete, insert
 from sqlalchemy.exc import IntegrityError
 
 from adapters.auth import SignatureError, verify_hmac
-from adapters.bundle import Bundle, CallbackResults
+from adapters.bundle import Bundle, BundleError, CallbackResults
 from adapters.contract import DeliveryError, Operation
 from adapters.registry import RegisteredAdapter
 from gateway.bundles import BundleStore, BundleVersion, unpacked
@@ -95,8 +95,12 @@ class SectorCalls:
     def test_version(self, sector: str, version: str) -> BundleVersion:
         """Build the version against the sector's test endpoint and make one harmless call."""
         with unpacked(self.store.archive(sector, version)) as bundle:
-            registered = self.build(bundle)
-            result = _probe(registered)
+            try:
+                registered = self.build(bundle)
+            except BundleError as exc:  # a secret missing here, or (in production) one that is published
+                result = {"reachable": False, "answer": f"cannot be built here: {exc}"}
+            else:
+                result = _probe(registered)
         return self.store.record_test(sector, version, {**result, "at": self.service.clock.now().isoformat()})
 
     def callback(self, sector: str, method: str, path: str, headers: Mapping[str, str], body: bytes

@@ -17,7 +17,8 @@ import jsonschema
 import pytest
 import yaml
 
-from adapters.simulators.base import CaseBook, Counters, NonceCache, SimulatorBase, person_seed, recent_months
+from adapters.simulators.base import REFERENCE_EPOCH, CaseBook, Counters, NonceCache, References, SimulatorBase
+from adapters.simulators.base import person_seed, recent_months
 from adapters.simulators.civil_affairs import CivilAffairsSimulator
 from adapters.simulators.housing_fund import HousingFundSimulator
 from adapters.simulators.public_security import PublicSecuritySimulator
@@ -216,10 +217,11 @@ def test_case_book_applies_once_remembers_only_applied_and_decides_once() -> Non
         calls.append(fields)
         return True, "ok"
 
-    book = CaseBook("T", 3, 0.2, decide, counters)
+    book = CaseBook(References("T", 3), 0.2, decide, counters)
     case, created = book.apply("r1", {"a": 1})
     again, created_again = book.apply("r1", {"a": 2})
-    assert (case.reference, created, again is case, created_again) == ("T001", True, True, False)
+    assert (created, again is case, created_again) == (True, True, False)
+    assert re.fullmatch(r"T\d{3}", case.reference)
     assert book.decision(case) is None  # not due yet
     time.sleep(0.21)
     assert book.decision(case) == book.decision(case) == (True, "ok")
@@ -228,14 +230,30 @@ def test_case_book_applies_once_remembers_only_applied_and_decides_once() -> Non
 
 
 def test_case_book_cancel_and_decide_now() -> None:
-    book = CaseBook("T", 3, 60, lambda _: (False, "no"), Counters(["cases_created", "duplicate_submits"]))
+    book = CaseBook(References("T", 3), 60, lambda _: (False, "no"), Counters(["cases_created", "duplicate_submits"]))
     first, _ = book.apply("a", {})
     assert book.cancel(first.reference) is True and book.cancel(first.reference) is True
     assert book.decision(first) is None  # a cancelled case is never decided
     second, _ = book.apply("b", {})
     assert book.decide_now(second) == (False, "no")
     assert book.cancel(second.reference) is False  # decided: too late
-    assert book.cancel("T999") is None
+    assert book.cancel("T") is None
+
+
+def test_references_follow_the_clock_and_a_restarted_run_starts_above_every_earlier_one() -> None:
+    now = [REFERENCE_EPOCH.timestamp() + 12.5]  # seconds; whole-second steps keep the float arithmetic exact
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    first_run = References("T", 4, unit_ms=1000, clock=lambda: now[0], sleep=sleep)
+    assert [first_run.next() for _ in range(3)] == ["T0013", "T0014", "T0015"]  # a burst waits a step each
+    assert now[0] == REFERENCE_EPOCH.timestamp() + 15.5  # never ahead of the clock
+    restarted = References("T", 4, unit_ms=1000, clock=lambda: now[0], sleep=sleep)  # at once, memory lost
+    assert restarted.next() == "T0016"
+    now[0] += 100  # idle: the next reference is the clock's, not the counter's
+    assert restarted.next() == "T0116"
+    assert References("T", 2, unit_ms=1000, clock=lambda: now[0], sleep=sleep).next() == "T17"  # modulo 10**width
 
 
 def test_nonce_cache_refuses_reuse_within_the_window_and_forgets_after() -> None:

@@ -1,5 +1,6 @@
-"""What the four sector simulators share: the HTTP server, the counters, the fault switch, the
-decision clock, idempotent application, the body cap and hardened XML parsing.
+"""What the four sector simulators share: the HTTP server, the counters, the fault switch (and its
+switchboard over HTTP, with the start options), the decision clock, references unique across restarts,
+idempotent application, the body cap and hardened XML parsing.
 
 Why one base: the four dialects differ on the wire (SOAP 1.1, SOAP 1.2 + WS-Security, REST +
 OAuth2, REST + HMAC) but must misbehave, count and decide in exactly the same way, because the
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
+import json
 import logging
 import re
 import ssl
@@ -38,7 +40,10 @@ from lxml import etree
 __all__ = [
     "BEIJING",
     "COMMON_FAULT_MODES",
+    "CONTROL_FAULT_PATH",
+    "JSON_CONTENT_TYPE",
     "MAX_BODY_BYTES",
+    "REFERENCE_EPOCH",
     "Case",
     "CaseBook",
     "Counters",
@@ -47,6 +52,7 @@ __all__ = [
     "FaultSwitch",
     "NonceCache",
     "Handler",
+    "References",
     "Reply",
     "Request",
     "Route",
@@ -56,6 +62,7 @@ __all__ = [
     "billion_laughs",
     "dig",
     "hardened_parser",
+    "json_reply",
     "missing_fields",
     "parse_xml",
     "person_seed",
@@ -68,11 +75,16 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 BEIJING: Final = ZoneInfo("Asia/Shanghai")
+REFERENCE_EPOCH: Final = datetime(2025, 1, 1, tzinfo=BEIJING)  # where the references' clock counts from
 MAX_BODY_BYTES: Final = 1024 * 1024
 # Bodies up to this size are read and thrown away before an early answer (413, injected fault),
 # so the client sees our status code instead of a connection reset; bigger ones are just cut off.
 _DRAIN_LIMIT: Final = 16 * MAX_BODY_BYTES
 _TEXT_CONTENT_TYPE: Final = "text/plain; charset=utf-8"
+JSON_CONTENT_TYPE: Final = "application/json; charset=utf-8"
+# The rehearsal switchboard (SECTORS.md): outside every sector's API, its counters and its fault plan.
+CONTROL_PREFIX: Final = "/_simulator/"
+CONTROL_FAULT_PATH: Final = CONTROL_PREFIX + "fault"
 _DOCTYPE_RE: Final = re.compile(rb"<!DOCTYPE", re.IGNORECASE)
 _ID_CARD_RE: Final = re.compile(r"\d{17}[\dX]")
 
@@ -140,6 +152,12 @@ class Route(NamedTuple):
 def text_reply(status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
     """Plain-text answers for HTTP-level problems that happen before the dialect is involved."""
     return Reply(status, _TEXT_CONTENT_TYPE, message.encode("utf-8"), headers)
+
+
+def json_reply(status: int, document: object, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
+    """UTF-8 JSON with the Chinese left readable (as the sector systems send it)."""
+    body = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return Reply(status, JSON_CONTENT_TYPE, body, headers)
 
 
 _DEAD_BALANCER_HTML: Final = (
@@ -266,6 +284,11 @@ class FaultSwitch:
         with self._lock:
             return self._plan.mode if self._plan else None
 
+    @property
+    def plan(self) -> FaultPlan | None:
+        with self._lock:
+            return self._plan
+
     def arm(self, mode: str | None, count: int | None, slow_ms: int) -> None:
         if mode is not None and mode not in self.supported:
             raise ValueError(f"unknown fault mode {mode!r}; expected one of {sorted(self.supported)} or None")
@@ -337,6 +360,46 @@ class Case:
         return time.monotonic() < (self.created_at + self.due_at) / 2
 
 
+class References:
+    """A sector's references: its prefix, then ``width`` digits counting ``unit_ms`` steps of wall-clock
+    time since ``REFERENCE_EPOCH`` (modulo 10**width), one step at least between two references.
+
+    Why the clock and not a counter from 1: a restarted simulator (a new process, nothing of the old one
+    in memory) must never hand out a reference it gave another case, or the gateway would bind one case's
+    answers to another. No number is issued before the clock has reached it (a burst waits for the next
+    step), and a new run starts above the clock's reading at its start, so above every number an earlier
+    run issued; nothing is kept on disk. What this needs: the machine's clock not set back between runs.
+    Twelve digits of milliseconds last until 2056 at up to 1000 references a second; the 公积金 simulator's
+    ten digits (its published pattern) count hundredths of a second: 100 a second, unique within any three
+    years.
+    """
+
+    def __init__(self, prefix: str, width: int, unit_ms: int = 1, *,
+                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> None:
+        if width < 1 or unit_ms < 1:
+            raise ValueError("width and unit_ms must be >= 1")
+        self._prefix = prefix
+        self._modulus = 10**width
+        self._width = width
+        self._unit_s = unit_ms / 1000
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._last = self._step()  # every earlier run's numbers are at most this
+
+    def next(self) -> str:
+        """A reference no run of this sector's simulator on this machine has issued before."""
+        with self._lock:
+            number = max(self._last + 1, self._step())
+            while self._step() < number:  # never ahead of the clock: what a restart relies on
+                self._sleep(self._unit_s)
+            self._last = number
+        return f"{self._prefix}{number % self._modulus:0{self._width}d}"
+
+    def _step(self) -> int:
+        return int((self._clock() - REFERENCE_EPOCH.timestamp()) / self._unit_s)
+
+
 class CaseBook:
     """The sector's cases: applied once per request id, decided after the delay, decided once.
 
@@ -344,16 +407,14 @@ class CaseBook:
     so the corrected retry of a rejected request is a new case, as in the real systems.
     """
 
-    def __init__(self, prefix: str, width: int, delay_s: float, decide: Decider, counters: Counters) -> None:
-        self._prefix = prefix
-        self._width = width
+    def __init__(self, references: References, delay_s: float, decide: Decider, counters: Counters) -> None:
+        self._references = references
         self._delay_s = delay_s
         self._decide = decide
         self._counters = counters
         self._lock = threading.Lock()
         self._cases: dict[str, Case] = {}
         self._by_request_id: dict[str, str] = {}
-        self._next = 1
 
     def apply(self, request_id: str, fields: dict[str, Any]) -> tuple[Case, bool]:
         """Check-and-create under one lock so concurrent duplicates still make one case."""
@@ -362,8 +423,7 @@ class CaseBook:
             if existing is not None:
                 self._counters.bump("duplicate_submits")
                 return self._cases[existing], False
-            reference = f"{self._prefix}{self._next:0{self._width}d}"
-            self._next += 1
+            reference = self._references.next()
             now = time.monotonic()
             due_wall = datetime.now(BEIJING) + timedelta(seconds=self._delay_s)
             case = Case(reference, copy.deepcopy(fields), now, now + self._delay_s, due_wall)
@@ -447,11 +507,13 @@ class SimulatorBase:
     """
 
     label: ClassVar[str] = "sector"
+    sector: ClassVar[str] = "sector"  # the gateway's name of the sector (its bundle's), e.g. "social_security"
     server_version: ClassVar[str] = "SectorSim/1.0"
     fault_modes: ClassVar[frozenset[str]] = COMMON_FAULT_MODES
     extra_counters: ClassVar[tuple[str, ...]] = ()
     reference_prefix: ClassVar[str] = "REF"
     reference_width: ClassVar[int] = 12
+    reference_unit_ms: ClassVar[int] = 1  # see References
 
     def __init__(self, host: str, port: int, decision_delay_ms: int, decide: Decider) -> None:
         if decision_delay_ms < 0:
@@ -462,9 +524,8 @@ class SimulatorBase:
         self._stopping = threading.Event()
         self._counters = Counters(COMMON_COUNTERS + self.extra_counters)
         self._faults = FaultSwitch(self.fault_modes, self._counters)
-        self._book = CaseBook(
-            self.reference_prefix, self.reference_width, self._decision_delay, decide, self._counters
-        )
+        references = References(self.reference_prefix, self.reference_width, self.reference_unit_ms)
+        self._book = CaseBook(references, self._decision_delay, decide, self._counters)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._tls: ServerTls | None = None
@@ -595,6 +656,12 @@ class SimulatorBase:
         """
         self._faults.arm(mode, count, slow_ms)
 
+    def fault_state(self) -> dict[str, Any]:
+        """What the switchboard answers: the sector, the armed fault (if any) and every mode it takes."""
+        plan = self._faults.plan
+        armed = None if plan is None else {"mode": plan.mode, "remaining": plan.remaining, "slow_ms": plan.slow_ms}
+        return {"sector": self.sector, "fault": armed, "modes": sorted(self._faults.supported)}
+
     def _sleep(self, milliseconds: float) -> bool:
         """Sleep, cut short when the simulator is stopped; True if it was stopped."""
         return self._stopping.wait(milliseconds / 1000.0)
@@ -616,13 +683,16 @@ class SimulatorBase:
     # ----- the pipeline (called by the handler thread)
 
     def _answer(self, http: _Handler) -> Reply:
-        """Count first, then route, the fault switch, the size cap, and only then the dialect."""
+        """Count first, then route, the fault switch, the size cap, and only then the dialect.
+        The switchboard is not the sector's: it is neither counted nor faulted."""
+        parts = urlsplit(http.path)
+        if parts.path.startswith(CONTROL_PREFIX):
+            return self._control(http, parts.path)
         self._counters.bump("raw_requests")
         try:
             length = http.content_length()
         except ValueError:
             return text_reply(HTTPStatus.BAD_REQUEST, "invalid Content-Length")
-        parts = urlsplit(http.path)
         route = self._route(http.command, parts.path, parts.query)
         if isinstance(route, Reply):
             http.discard(length)
@@ -638,12 +708,62 @@ class SimulatorBase:
             return body
         return self._run(route.handler, Request(http.command, parts.path, parts.query, http.headers, body))
 
+    def _control(self, http: _Handler, path: str) -> Reply:
+        """``GET /_simulator/fault``: the fault state; ``POST`` with ``{"sector", "mode", "count",
+        "slow_ms"}`` arms one (``mode`` null disarms). ``sector`` must name this simulator's, so a fault
+        meant for one sector is never armed on another listening where it was expected."""
+        try:
+            length = http.content_length()
+        except ValueError:
+            return json_reply(HTTPStatus.BAD_REQUEST, {"error": "invalid Content-Length"})
+        if path != CONTROL_FAULT_PATH or http.command not in ("GET", "POST"):
+            http.discard(length)
+            if path != CONTROL_FAULT_PATH:
+                return json_reply(HTTPStatus.NOT_FOUND, {"error": f"no such switch; there is {CONTROL_FAULT_PATH}"})
+            return json_reply(HTTPStatus.METHOD_NOT_ALLOWED, {"error": "GET or POST"}, (("Allow", "GET, POST"),))
+        if http.command == "GET":
+            http.discard(length)
+            return json_reply(HTTPStatus.OK, self.fault_state())
+        body = http.read_body(length)
+        if isinstance(body, Reply):
+            return body
+        try:
+            self._arm_ordered(body)
+        except _WrongSector as exc:
+            return json_reply(HTTPStatus.CONFLICT, {"error": str(exc), **self.fault_state()})
+        except ValueError as exc:
+            return json_reply(HTTPStatus.BAD_REQUEST, {"error": str(exc), "modes": sorted(self._faults.supported)})
+        log.info("%s simulator: fault switch set to %s", self.label, self._faults.plan)
+        return json_reply(HTTPStatus.OK, self.fault_state())
+
+    def _arm_ordered(self, body: bytes) -> None:
+        try:
+            order = json.loads(body.decode("utf-8"))
+        except (ValueError, RecursionError) as exc:
+            raise ValueError("the body must be a JSON object {sector, mode, count, slow_ms}") from exc
+        if not isinstance(order, dict) or set(order) - {"sector", "mode", "count", "slow_ms"}:
+            raise ValueError("the body must be a JSON object with only sector, mode, count and slow_ms")
+        if order.get("sector") != self.sector:
+            raise _WrongSector(f"this is the {self.sector} simulator, not {order.get('sector')!r}")
+        mode, count, slow_ms = order.get("mode"), order.get("count"), order.get("slow_ms", 0)
+        if not (mode is None or isinstance(mode, str)) or not _is_int_or_none(count) or not _is_int_or_none(slow_ms):
+            raise ValueError("mode must be a string or null, count and slow_ms whole numbers")
+        self.set_fault(mode, count=count, slow_ms=slow_ms or 0)
+
     def _run(self, handler: Handler, request: Request) -> Reply:
         try:
             return handler(request)
         except Exception:  # a bug here or in a custom decide(): the sector's own failure
             log.exception("%s simulator failed on %s %s", self.label, request.method, request.path)
             return self._internal_error()
+
+
+class _WrongSector(ValueError):
+    """A switchboard order meant for another sector's simulator."""
+
+
+def _is_int_or_none(value: object) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool))
 
 
 # --------------------------------------------------------------------------- HTTP plumbing
@@ -741,11 +861,16 @@ class _Handler(BaseHTTPRequestHandler):
 # --------------------------------------------------------------------------- foreground use
 
 
-def serve_forever(simulator: SimulatorBase, label: str) -> None:
-    """Run ``simulator`` in the foreground until Ctrl-C (for the CLI and manual poking)."""
+def serve_forever(simulator: SimulatorBase, label: str, fault: FaultPlan | None = None) -> None:
+    """Run ``simulator`` in the foreground until Ctrl-C (for the CLI and manual poking); ``fault`` is armed
+    before it listens (ValueError, with nothing started, for a mode this simulator does not take)."""
+    if fault is not None:
+        simulator.set_fault(fault.mode, count=fault.remaining, slow_ms=fault.slow_ms)
     with simulator:
         print(f"{label} simulator: {simulator.url}", flush=True)
         print(f"    service description {simulator.description_url}   (Ctrl-C to stop)", flush=True)
+        print(f"    fault switch {simulator.base_url}{CONTROL_FAULT_PATH}: {_armed(fault)}"
+              f" (yiwang simulators fault {simulator.sector} MODE --url {simulator.base_url})", flush=True)
         try:
             while True:
                 time.sleep(3600)
@@ -753,10 +878,28 @@ def serve_forever(simulator: SimulatorBase, label: str) -> None:
             print(f"{label} simulator stopped", flush=True)
 
 
-def run_cli(description: str, serve: Callable[[int, int], None], default_port: int) -> None:
-    """``python -m adapters.simulators.X [--port] [--decision-delay-ms]``."""
+def _armed(fault: FaultPlan | None) -> str:
+    if fault is None:
+        return "none armed"
+    return fault.mode + (f" armed for {fault.remaining} request(s)" if fault.remaining else " armed until changed")
+
+
+def run_cli(description: str, serve: Callable[..., None], default_port: int, modes: Iterable[str],
+            *, calls_back: bool = False) -> None:
+    """``python -m adapters.simulators.X [--port] [--decision-delay-ms] [--fault MODE [--fault-count N]
+    [--slow-ms N]] [--callback-url URL]``: the options of ``yiwang simulators run`` (README)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--port", type=int, default=default_port)
     parser.add_argument("--decision-delay-ms", type=int, default=200)
+    parser.add_argument("--fault", choices=sorted(modes), help="a fault armed from the start (SECTORS.md)")
+    parser.add_argument("--fault-count", type=int, default=None, help="for this many requests (default: until changed)")
+    parser.add_argument("--slow-ms", type=int, default=0, help="how late the slow fault answers")
+    if calls_back:
+        parser.add_argument("--callback-url", help="where decisions are called back (the gateway's /callbacks/SECTOR)")
     args = parser.parse_args()
-    serve(args.port, args.decision_delay_ms)
+    fault = FaultPlan(args.fault, args.fault_count, args.slow_ms) if args.fault else None
+    options = {"callback_url": args.callback_url} if calls_back else {}
+    try:
+        serve(args.port, args.decision_delay_ms, fault=fault, **options)
+    except ValueError as exc:  # a bad count, delay or address: refused before anything listens
+        parser.error(str(exc))

@@ -30,7 +30,8 @@ from typing import Any, Final
 
 from lxml import etree
 
-from adapters.simulators.base import BEIJING, Case, Decider, NonceCache, Reply, dig, missing_fields, person_seed
+from adapters.simulators.base import BEIJING, Case, Decider, FaultPlan, NonceCache, Reply, dig, missing_fields
+from adapters.simulators.base import person_seed
 from adapters.simulators.base import run_cli, serve_forever
 from adapters.simulators.soap import SOAP12, Fields, SoapContract, SoapFault, SoapSimulator
 
@@ -152,6 +153,7 @@ class CivilAffairsSimulator(SoapSimulator):
     """
 
     label = "civil-affairs"
+    sector = "civil_affairs"
     server_version = "MzSim/2019"
     extra_counters = (*SoapSimulator.extra_counters, "cancels_received")
     reference_prefix = "MZ"
@@ -263,11 +265,12 @@ def serve(
     decision_delay_ms: int = 200,
     username: str = DEFAULT_USERNAME,
     password: str = DEFAULT_PASSWORD,
+    fault: FaultPlan | None = None,
 ) -> None:
     """Run the simulator in the foreground until Ctrl-C."""
     simulator = CivilAffairsSimulator(port, decision_delay_ms, username=username, password=password)
-    serve_forever(simulator, "民政 (SOAP 1.2 + WS-Security)")
+    serve_forever(simulator, "民政 (SOAP 1.2 + WS-Security)", fault)
 
 
 if __name__ == "__main__":
-    run_cli("民政 SOAP 1.2 sector simulator", serve, DEFAULT_PORT)
+    run_cli("民政 SOAP 1.2 sector simulator", serve, DEFAULT_PORT, CivilAffairsSimulator.fault_modes)

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qs
 
-from adapters.simulators.base import Case, Decider, Handler, Reply, Request, dig, missing_fields, person_seed
+from adapters.simulators.base import Case, Decider, FaultPlan, Handler, Reply, Request, dig, missing_fields
+from adapters.simulators.base import person_seed
 from adapters.simulators.base import recent_months, run_cli, serve_forever
 from adapters.simulators.rest import RestRoute, RestSimulator, json_reply
 
@@ -134,10 +135,12 @@ class HousingFundSimulator(RestSimulator):
     """
 
     label = "housing-fund"
+    sector = "housing_fund"
     server_version = "GjjSim/2.0"
     extra_counters = ("tokens_issued", "cancels_received")
     reference_prefix = "GJJ"
-    reference_width = 10
+    reference_width = 10  # GJJ + 10 digits: the pattern of its OpenAPI document
+    reference_unit_ms = 10  # so ten digits last three years (References)
     openapi_file = OPENAPI_FILE
     canned_success = {"code": CODE_OK, "msg": "ok", "data": {"ticketId": "GJJ0000000000"}}
 
@@ -313,13 +316,14 @@ def serve(
     client_id: str = DEFAULT_CLIENT_ID,
     client_secret: str = DEFAULT_CLIENT_SECRET,
     token_ttl_s: float = 300,
+    fault: FaultPlan | None = None,
 ) -> None:
     """Run the simulator in the foreground until Ctrl-C."""
     simulator = HousingFundSimulator(
         port, decision_delay_ms, client_id=client_id, client_secret=client_secret, token_ttl_s=token_ttl_s
     )
-    serve_forever(simulator, "公积金 (REST + OAuth2)")
+    serve_forever(simulator, "公积金 (REST + OAuth2)", fault)
 
 
 if __name__ == "__main__":
-    run_cli("住房公积金 REST/JSON sector simulator", serve, DEFAULT_PORT)
+    run_cli("住房公积金 REST/JSON sector simulator", serve, DEFAULT_PORT, HousingFundSimulator.fault_modes)

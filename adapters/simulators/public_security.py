@@ -41,7 +41,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from adapters.simulators.base import BEIJING, COMMON_FAULT_MODES, Case, Decider, Handler, NonceCache, Reply, Request
+from adapters.simulators.base import BEIJING, COMMON_FAULT_MODES, Case, Decider, FaultPlan, Handler, NonceCache, Reply
+from adapters.simulators.base import Request
 from adapters.simulators.base import missing_fields, person_seed, run_cli, serve_forever
 from adapters.simulators.rest import JSON_CONTENT_TYPE, RestRoute, RestSimulator, json_reply
 
@@ -143,6 +144,12 @@ def _is_callback_url(value: object) -> bool:
     return parts is not None and parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
+def _checked_callback_url(url: str | None) -> str | None:
+    if url is not None and not _is_callback_url(url):
+        raise ValueError(f"the callback URL must be an http(s) address, not {url!r}")
+    return url
+
+
 # --------------------------------------------------------------------------- the simulator
 
 
@@ -155,6 +162,7 @@ class PublicSecuritySimulator(RestSimulator):
     """
 
     label = "public-security"
+    sector = "public_security"
     server_version = "GaSim/1.0"
     fault_modes = COMMON_FAULT_MODES | CALLBACK_MODES
     extra_counters = ("callbacks_sent", "callbacks_delivered", "callbacks_abandoned")
@@ -183,7 +191,7 @@ class PublicSecuritySimulator(RestSimulator):
             raise ValueError("callback_attempts must be >= 1")
         super().__init__(host, port, decision_delay_ms, decide or default_decide)
         self._key = (key_id, secret)
-        self._callback_url = callback_url
+        self._callback_url = _checked_callback_url(callback_url)
         self._callback_key = (callback_key_id, secret if callback_secret is None else callback_secret)
         self._callback_attempts = callback_attempts
         self._callback_backoff_ms = callback_backoff_ms
@@ -201,7 +209,7 @@ class PublicSecuritySimulator(RestSimulator):
     @callback_url.setter
     def callback_url(self, url: str | None) -> None:
         # Set after start: the gateway's address is only known once it listens.
-        self._callback_url = url
+        self._callback_url = _checked_callback_url(url)
 
     def _routes(self) -> list[RestRoute]:
         return [
@@ -383,11 +391,15 @@ def serve(
     key_id: str = DEFAULT_KEY_ID,
     secret: str = DEFAULT_SECRET,
     callback_url: str | None = None,
+    fault: FaultPlan | None = None,
 ) -> None:
-    """Run the simulator in the foreground until Ctrl-C."""
+    """Run the simulator in the foreground until Ctrl-C; ``callback_url``: the gateway's
+    ``/callbacks/public_security`` (agreed at onboarding: the bundle sends no HDDZ)."""
     simulator = PublicSecuritySimulator(port, decision_delay_ms, key_id=key_id, secret=secret, callback_url=callback_url)
-    serve_forever(simulator, "公安 (REST + HMAC, callbacks)")
+    print(f"decisions called back to {callback_url}" if callback_url else "no callback URL: decisions are only polled",
+          flush=True)
+    serve_forever(simulator, "公安 (REST + HMAC, callbacks)", fault)
 
 
 if __name__ == "__main__":
-    run_cli("公安 REST/HMAC sector simulator", serve, DEFAULT_PORT)
+    run_cli("公安 REST/HMAC sector simulator", serve, DEFAULT_PORT, PublicSecuritySimulator.fault_modes, calls_back=True)

@@ -16,11 +16,11 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any, ClassVar, Final, NamedTuple
 
-from adapters.simulators.base import RETRY_AFTER, Handler, Reply, Request, Route, SimulatorBase
+from adapters.simulators.base import JSON_CONTENT_TYPE, RETRY_AFTER, Handler, Reply, Request, Route, SimulatorBase
+from adapters.simulators.base import json_reply
 
 __all__ = ["JSON_CONTENT_TYPE", "BadJson", "RestRoute", "RestSimulator", "json_reply", "read_json"]
 
-JSON_CONTENT_TYPE: Final = "application/json; charset=utf-8"
 OPENAPI_PATH: Final = "/openapi.yaml"
 _OPENAPI_PLACEHOLDER_URL: Final = "http://127.0.0.1:0"  # the documents' servers[0].url, rewritten when served
 HOSTILE_DEPTH: Final = 100_000
@@ -37,12 +37,6 @@ class RestRoute(NamedTuple):
 
 class BadJson(ValueError):
     """A request body that is not the JSON object the operation needs."""
-
-
-def json_reply(status: int, document: object, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
-    """UTF-8 JSON with the Chinese left readable (as the sector systems send it)."""
-    body = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return Reply(status, JSON_CONTENT_TYPE, body, headers)
 
 
 def read_json(request: Request) -> dict[str, Any]:

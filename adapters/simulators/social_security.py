@@ -23,7 +23,7 @@ from typing import Any, Final
 
 from lxml import etree
 
-from adapters.simulators.base import BEIJING, COMMON_FAULT_MODES, MAX_BODY_BYTES, Case, Decider, Reply
+from adapters.simulators.base import BEIJING, COMMON_FAULT_MODES, MAX_BODY_BYTES, Case, Decider, FaultPlan, Reply
 from adapters.simulators.base import missing_fields, person_seed, recent_months, run_cli, serve_forever
 from adapters.simulators.soap import SOAP11, Fields, SoapContract, SoapSimulator
 
@@ -120,6 +120,7 @@ class SocialSecuritySimulator(SoapSimulator):
     """
 
     label = "social-security"
+    sector = "social_security"
     server_version = "SheBaoSim/1.0"
     reference_prefix = "SB"
     contract = SoapContract(
@@ -215,10 +216,10 @@ class SocialSecuritySimulator(SoapSimulator):
 # --------------------------------------------------------------------------- foreground use
 
 
-def serve(port: int = DEFAULT_PORT, decision_delay_ms: int = 200) -> None:
+def serve(port: int = DEFAULT_PORT, decision_delay_ms: int = 200, fault: FaultPlan | None = None) -> None:
     """Run the simulator in the foreground until Ctrl-C (for the CLI and manual poking)."""
-    serve_forever(SocialSecuritySimulator(port=port, decision_delay_ms=decision_delay_ms), "社保 (SOAP 1.1)")
+    serve_forever(SocialSecuritySimulator(port=port, decision_delay_ms=decision_delay_ms), "社保 (SOAP 1.1)", fault)
 
 
 if __name__ == "__main__":
-    run_cli("人社/社保 SOAP 1.1 sector simulator", serve, DEFAULT_PORT)
+    run_cli("人社/社保 SOAP 1.1 sector simulator", serve, DEFAULT_PORT, SocialSecuritySimulator.fault_modes)
