@@ -179,7 +179,6 @@ def test_the_same_key_with_another_body_is_a_422(hall: TestClient, gateway: Gate
     assert count(gateway, t.cases) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14: an Idempotency-Key is shared by every identity that sends it")
 def test_another_identity_reusing_a_key_gets_a_case_of_its_own(hall: TestClient, gateway: Gateway) -> None:
     """A key belongs to the identity that sent it: another caller using the same key — with the same body or
     another — gets a new case, not the first caller's answer, and no 422 that would say the key was used."""
@@ -201,9 +200,11 @@ def test_another_identity_reusing_a_key_gets_a_case_of_its_own(hall: TestClient,
 
 
 def test_the_key_survives_a_restart(make_gateway: Callable[..., Gateway]) -> None:
-    with client_of(make_gateway(clock=FixedClock(PINNED))) as before:
+    gateway = make_gateway(clock=FixedClock(PINNED))
+    hall = Keys.issue(gateway).hall  # the same caller before and after: the key is that caller's
+    with TestClient(create_app(gateway), headers=hall) as before:
         first = before.post("/v1/cases", json=application(), headers={"Idempotency-Key": "k-3"}).json()
-    with client_of(make_gateway(clock=FixedClock(PINNED))) as after:  # a new process's view
+    with TestClient(create_app(make_gateway(clock=FixedClock(PINNED))), headers=hall) as after:  # a new process
         again = after.post("/v1/cases", json=application(), headers={"Idempotency-Key": "k-3"})
     assert again.json()["case_no"] == first["case_no"]
 
