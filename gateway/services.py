@@ -420,7 +420,7 @@ class CaseService:
         """Load, check the version the caller saw, change, store with outbox rows for the tasks the change
         returns (`enqueue_as` says what to send them: new tasks are submitted), commit."""
         with self.uow() as uow:
-            case = uow.cases.get(case_no)
+            case = uow.cases.get(case_no, for_update=True)  # writers of one case take turns: none is stale
             if case is None:
                 raise CaseNotFound(case_no)
             if expected_version is not None and expected_version != case.version:
@@ -438,9 +438,12 @@ class CaseService:
     def _record(self, message: OutboxMessage, owner: str,
                 change: Callable[[Case, Matter, datetime, UnitOfWork], None]) -> bool:
         with self.uow() as uow:
+            # Locked first: outcomes of the case's other tasks, recorded at the same moment by other workers,
+            # wait for this one and then read it, instead of failing as stale — a worker whose recording
+            # failed hands its message back, and the sector would be called again (issue 14).
+            case = uow.cases.get(message.case_no, for_update=True)
             if not uow.outbox.holds_lease(message.id, owner):
                 return False  # another dispatcher took the message over; it records the outcome
-            case = uow.cases.get(message.case_no)
             if case is None:
                 raise CaseNotFound(message.case_no)
             now = self.clock.now()

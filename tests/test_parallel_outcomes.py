@@ -62,9 +62,6 @@ def both_read_first(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(gateway.service, "matter_of", after_reading)
 
 
-@pytest.mark.parametrize("db_url", ["sqlite", pytest.param("postgres", marks=pytest.mark.xfail(
-    strict=True, reason="issue 14: the second outcome recorded meets a version conflict and the sector is "
-                        "called again"))], indirect=True)
 def test_two_workers_recording_the_tasks_of_one_case_at_once_call_each_sector_once(
     make_gateway: Callable[..., Gateway], sectors: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

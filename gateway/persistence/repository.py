@@ -79,8 +79,14 @@ class CaseRepository:
         self._store_tasks(case)
         self._store_new_events(case)
 
-    def get(self, case_no: str) -> Case | None:
-        row = self._conn.execute(select(t.cases).where(t.cases.c.case_no == case_no)).mappings().first()
+    def get(self, case_no: str, *, for_update: bool = False) -> Case | None:
+        """`for_update`: the case row stays locked until the transaction ends, so what is read is what `save`
+        replaces — a second writer waits for the first and reads its result instead of meeting StaleCase.
+        On PostgreSQL a row lock (FOR NO KEY UPDATE: rows referring to the case may still be added); SQLite's
+        writing transactions hold the database's write lock from BEGIN IMMEDIATE anyway. Lock order: a case
+        before its outbox rows."""
+        query = select(t.cases).where(t.cases.c.case_no == case_no)
+        row = self._conn.execute(query.with_for_update(key_share=True) if for_update else query).mappings().first()
         if row is None:
             return None
         tasks = self._conn.execute(
