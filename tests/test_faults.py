@@ -172,8 +172,6 @@ TAKEOVER_SLACK_S = 0.5  # the schedulers' own loop (YIWANG_DISPATCH_IDLE_MS) and
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(strict=True, reason="issue 14: a killed job holder keeps the job's lease for five minutes, "
-                                       "and the hall hears of no case event meanwhile")
 def test_the_job_of_a_worker_killed_while_running_it_is_taken_over_within_a_lease_and_an_interval(
     database: str, tmp_path: Path, social_security: SocialSecuritySimulator, amqp_url: str
 ) -> None:
