@@ -168,7 +168,8 @@ def build_gateway(settings: Settings, clock: Clock | None = None) -> Gateway:
     ledger.start()
     calls = SectorCalls(registry, bundles, service, build, NonceLedger(engine, clock), messages=ledger)
     scheduler = Scheduler(engine, clock, [*scheduled_jobs(settings, engine, service, expiry, clock, sealer),
-                                          retention_job(settings, engine, ledger, clock)])
+                                          retention_job(settings, engine, ledger, clock)],
+                          lease=timedelta(milliseconds=settings.job_lease_ms))
     return Gateway(settings, engine, catalogue, ApiKeyStore(engine), materials, service, bundles, registry, calls,
                    Dispatcher(service, registry, dispatch, transport, messages=ledger, scheduler=scheduler,
                               observer=deliveries),

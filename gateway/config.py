@@ -42,6 +42,7 @@ class Settings:
     warn_days: int = 2  # e-supervision warns this many working days before a deadline
     supplement_days: int = 30  # an unanswered supplement notice ends the case after this many days
     clock_interval_ms: int = 60_000  # how often a dispatcher runs the deadline clock
+    job_lease_ms: int = 15_000  # a scheduled job's lease, renewed while it runs (gateway/scheduler.py)
     lease_ms: int = 60_000
     poll_interval_ms: int | None = None  # overrides the bundles' polling interval
     retry_attempts: int | None = None  # override the bundles' retry policy (tests, demo)
@@ -135,6 +136,7 @@ class Settings:
                 warn_days=int(get("YIWANG_WARN_DAYS", "2")),
                 supplement_days=int(get("YIWANG_SUPPLEMENT_DAYS", "30")),
                 clock_interval_ms=int(get("YIWANG_CLOCK_INTERVAL_MS", "60000")),
+                job_lease_ms=_positive("YIWANG_JOB_LEASE_MS", get("YIWANG_JOB_LEASE_MS", "15000")),
                 lease_ms=int(get("YIWANG_LEASE_MS", "60000")),
                 poll_interval_ms=_optional_int(get("YIWANG_POLL_INTERVAL_MS")),
                 retry_attempts=_optional_int(get("YIWANG_RETRY_ATTEMPTS")),

@@ -148,6 +148,8 @@ class CaseService:
 
     # -- the hall and the windows: applications --------------------------------------------------
     def submit(self, command: SubmitCase, actor: Actor, idempotency_key: str | None = None) -> SubmitOutcome:
+        """`idempotency_key` is the caller's own: it is remembered for `actor.id` (the identity), so another
+        identity sending the same key makes a case of its own and learns nothing of the first."""
         matter = self._check(command)
         try:
             return self._submit_once(matter, command, actor, idempotency_key)
@@ -418,7 +420,7 @@ class CaseService:
         """Load, check the version the caller saw, change, store with outbox rows for the tasks the change
         returns (`enqueue_as` says what to send them: new tasks are submitted), commit."""
         with self.uow() as uow:
-            case = uow.cases.get(case_no)
+            case = uow.cases.get(case_no, for_update=True)  # writers of one case take turns: none is stale
             if case is None:
                 raise CaseNotFound(case_no)
             if expected_version is not None and expected_version != case.version:
@@ -436,9 +438,12 @@ class CaseService:
     def _record(self, message: OutboxMessage, owner: str,
                 change: Callable[[Case, Matter, datetime, UnitOfWork], None]) -> bool:
         with self.uow() as uow:
+            # Locked first: outcomes of the case's other tasks, recorded at the same moment by other workers,
+            # wait for this one and then read it, instead of failing as stale — a worker whose recording
+            # failed hands its message back, and the sector would be called again (issue 14).
+            case = uow.cases.get(message.case_no, for_update=True)
             if not uow.outbox.holds_lease(message.id, owner):
                 return False  # another dispatcher took the message over; it records the outcome
-            case = uow.cases.get(message.case_no)
             if case is None:
                 raise CaseNotFound(message.case_no)
             now = self.clock.now()
@@ -513,11 +518,11 @@ class CaseService:
         scope = matter.implementation_code + shanghai_date(now).strftime("%Y%m%d")
         number = None
         if numbers_taken_apart(self.engine):  # see take_number_apart: a replayed key must not spend one
-            if key is not None and (replayed := self._replayed(key, fingerprint)) is not None:
+            if key is not None and (replayed := self._replayed(actor.id, key, fingerprint)) is not None:
                 return replayed
             number = take_number_apart(self.engine, scope)
         with self.uow() as uow:
-            if key is not None and (replayed := self._replayed(key, fingerprint, uow)) is not None:
+            if key is not None and (replayed := self._replayed(actor.id, key, fingerprint, uow)) is not None:
                 return replayed
             seq = number if number is not None else uow.cases.next_sequence(scope)
             case = self._new_case(matter, command, now, seq)
@@ -527,16 +532,17 @@ class CaseService:
             self._enqueue(uow, case, to_deliver, now)
             view = case_view(case)
             if key is not None:
-                uow.idempotency.add(key, StoredResponse(fingerprint, case.case_no, 201, view), now)
+                uow.idempotency.add(actor.id, key, StoredResponse(fingerprint, case.case_no, 201, view), now)
             uow.commit()
         return SubmitOutcome(view, replayed=False)
 
-    def _replayed(self, key: str, fingerprint: str, uow: UnitOfWork | None = None) -> SubmitOutcome | None:
-        """The stored answer to an earlier submission with this Idempotency-Key, if there was one."""
+    def _replayed(self, owner: str, key: str, fingerprint: str,
+                  uow: UnitOfWork | None = None) -> SubmitOutcome | None:
+        """The stored answer to this identity's earlier submission with this Idempotency-Key, if there was one."""
         if uow is None:
             with self.uow(read_only=True) as reading:
-                return self._replayed(key, fingerprint, reading)
-        earlier = uow.idempotency.get(key)
+                return self._replayed(owner, key, fingerprint, reading)
+        earlier = uow.idempotency.get(owner, key)
         if earlier is None:
             return None
         if earlier.request_hash != fingerprint:

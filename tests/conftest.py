@@ -347,6 +347,13 @@ COMPLETE_APPLICATION: dict[str, Any] = {
     "materials": [{"name": "居民身份证"}, {"name": "解除或终止劳动合同证明"}, {"name": "本人银行账户"}],
     "form": {"insured_months": 36, "separation_date": "2026-10-31"},
 }
+PARALLEL_APPLICATION: dict[str, Any] = {  # 职工退休一件事: social security and the housing fund decide side by side
+    "matter_code": "12150200MB1A00010L3000805005000",
+    "applicant": {"name": "李秀英", "id_number": "150203198503120039", "phone": "13847100002"},
+    "materials": [{"name": "居民身份证"}, {"name": "本人人事档案"}, {"name": "本人银行账户"}],
+    "form": {"retirement_date": "2026-12-01", "employer_name": "包头钢铁（集团）有限责任公司",
+             "withdraw_provident_fund": True},
+}
 
 
 RABBITMQ_HOW_TO_START = "start it with: rabbitmq-server -detached"

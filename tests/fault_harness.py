@@ -61,6 +61,9 @@ UNDECIDED = frozenset({CaseState.SUBMITTED, CaseState.ACCEPTED, CaseState.IN_PRO
 OPEN_OUTBOX = ("pending", "queued")
 RETRY_AFTER_CAP_S = 2.0  # the load client honours a 503's Retry-After up to this long
 EXAMPLES = 5  # a problem lists at most this many cases by name
+# A line at error level or above: structlog's console renderer (`[error    ]`), uvicorn's and Python's logging
+# (`ERROR:`), or the first line of a traceback.
+ERROR_LINE = re.compile(r"\[(error|critical|exception)\s*\]|^(ERROR|CRITICAL)\b|^Traceback ")
 
 
 def free_port() -> int:
@@ -153,6 +156,24 @@ def broker_app_stopped() -> Iterator[None]:
     finally:
         rabbitmqctl("start_app")
         rabbitmqctl("await_startup", timeout_s=120)
+
+
+def job_holder(engine: Engine, job: str) -> str | None:
+    """The owner of `job`'s lease while a run holds it; None between runs."""
+    with engine.connect() as conn:
+        return conn.execute(select(t.job_leases.c.owner).where(t.job_leases.c.job == job,
+                                                               t.job_leases.c.lease_until.is_not(None))).scalar()
+
+
+def unpublished_notifications(db_url: str) -> int:
+    """Case events the hall has not been told of yet."""
+    engine = harness_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(t.case_notifications)
+                                    .where(t.case_notifications.c.status != "published")).scalar_one())
+    finally:
+        engine.dispose()
 
 
 # --------------------------------------------------------------------------- the deployment
@@ -321,6 +342,53 @@ class Cluster:
     def restart_worker(self, index: int) -> None:
         self.workers[index] = self._start_worker(index)
 
+    def kill_job_holder(self, job: str, timeout_s: float = 30) -> tuple[str, float]:
+        """SIGKILL the worker that holds `job`'s lease in the middle of a run. Runs take milliseconds, so the
+        holder is frozen (SIGSTOP) the moment its lease is seen held, and killed only if the lease is still
+        held once it is frozen (else thawed, and the next run watched for). Returns the lease owner killed
+        and when (epoch seconds); the worker is not restarted."""
+        engine = harness_engine(self.db_url)
+        try:
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                owner = job_holder(engine, job)
+                proc = self._worker_of(owner)
+                if owner is None or proc is None:
+                    time.sleep(0.002)
+                    continue
+                proc.process.send_signal(signal.SIGSTOP)
+                time.sleep(0.1)  # what it had already sent the database is done by now
+                if job_holder(engine, job) == owner:
+                    self.kill_worker(self.workers.index(proc))
+                    return owner, time.time()
+                proc.process.send_signal(signal.SIGCONT)
+        finally:
+            engine.dispose()
+        raise AssertionError(f"no worker was caught holding the {job!r} lease within {timeout_s} s\n{self.logs()}")
+
+    def job_taken_over(self, job: str, holder: str, timeout_s: float) -> float:
+        """When (epoch seconds, the new holder's own clock) a process other than `holder` started `job`."""
+        engine = harness_engine(self.db_url)
+        started: list[float] = []
+
+        def taken() -> bool:
+            with engine.connect() as conn:
+                row = conn.execute(select(t.job_leases.c.owner, t.job_leases.c.last_started_at)
+                                   .where(t.job_leases.c.job == job)).one()
+            started[:] = [row.last_started_at.timestamp()] if row.owner != holder else []
+            return bool(started)
+
+        try:
+            wait_until(taken, timeout_s, f"another process taking over {job!r} from the killed {holder}")
+        finally:
+            engine.dispose()
+        return started[0]
+
+    def _worker_of(self, owner: str | None) -> Proc | None:
+        """The live worker whose lease owner name (host:pid:nonce) this is."""
+        pid = owner.split(":")[1] if owner and owner.count(":") == 2 else None
+        return next((p for p in self.workers if str(p.process.pid) == pid and p.process.poll() is None), None)
+
     def kill_workers_repeatedly(self, kills: int, every_s: float, busy: Callable[[], bool]) -> None:
         """SIGKILL a running worker (round robin) at a moment `busy()` says a sector call is in flight, every
         `every_s` at the soonest, restarting each at once; `kills` of them. A worker still starting up is
@@ -365,7 +433,8 @@ class Cluster:
         return CaseService(engine, Catalogue(engine), load_calendar(settings.calendar), SystemClock(),
                            self.personal())
 
-    def load(self, role: Role, body: Mapping[str, Any], count: int, *, sector: str, threads: int = 4) -> Load:
+    def load(self, role: Role, body: Mapping[str, Any], count: int, *, sector: str | tuple[str, ...],
+             threads: int = 4) -> Load:
         """A load client of the hall (or a window) against this cluster's API, with a key of its own."""
         load = Load(self.url, self.headers(role), body, count, sector=sector, threads=threads)
         self.loads.append(load)
@@ -397,6 +466,12 @@ class Cluster:
         procs = [p for p in [self.api, *self.retired, *self.workers] if p is not None and p.log.exists()]
         return sum(p.log.read_text(errors="replace").count("Traceback") for p in procs)
 
+    def error_lines(self) -> list[str]:
+        """Every line logged at error level or above, or opening a traceback, by any process, named by its log."""
+        procs = [p for p in [self.api, *self.retired, *self.workers] if p is not None and p.log.exists()]
+        return [f"{p.log.name}: {line}" for p in procs for line in p.log.read_text(errors="replace").splitlines()
+                if ERROR_LINE.search(line)]
+
 
 # --------------------------------------------------------------------------- the load client
 
@@ -405,7 +480,7 @@ class Cluster:
 class LoadResult:
     """What the hall saw: `accepted` maps each Idempotency-Key to the case number it was answered with."""
 
-    sector: str  # the sector system the submitted matter routes to
+    sector: str | tuple[str, ...]  # the sector system the submitted matter routes to (several: a parallel matter)
     accepted: dict[str, str] = field(default_factory=dict)
     statuses: Counter[int] = field(default_factory=Counter)  # every HTTP answer, retries included
     unavailable: int = 0  # 503 answers
@@ -415,8 +490,12 @@ class LoadResult:
     failures: list[str] = field(default_factory=list)  # submissions given up, and why
     elapsed_s: float = 0.0
 
+    @property
+    def sectors(self) -> tuple[str, ...]:
+        return (self.sector,) if isinstance(self.sector, str) else self.sector
+
     def __str__(self) -> str:
-        return (f"load ({self.sector}): {len(self.accepted)} accepted in {self.elapsed_s:.1f} s; answers "
+        return (f"load ({'+'.join(self.sectors)}): {len(self.accepted)} accepted in {self.elapsed_s:.1f} s; answers "
                 f"{dict(sorted(self.statuses.items()))}; 503 {self.unavailable} "
                 f"(well-formed {self.well_formed_unavailable}); replayed {self.replayed}; "
                 f"transport errors {self.transport_errors}; failures {len(self.failures)}")
@@ -428,7 +507,7 @@ class Load:
     so an answer lost on the way cannot make a second case — and records every accepted case number."""
 
     def __init__(self, url: str, headers: Mapping[str, str], body: Mapping[str, Any], count: int, *,
-                 sector: str, threads: int = 4, give_up_s: float = 60, timeout_s: float = 10) -> None:
+                 sector: str | tuple[str, ...], threads: int = 4, give_up_s: float = 60, timeout_s: float = 10) -> None:
         self.url = url
         self.headers = dict(headers)
         self.body = dict(body)
@@ -574,6 +653,9 @@ class LedgerReport:
         return "\n".join(lines)
 
 
+Routed = Mapping[str, tuple[str, ...]]  # each recorded case number -> the sectors its tasks go to
+
+
 @dataclass
 class _Stored:
     """What the database holds about the recorded cases, read in a few queries."""
@@ -600,7 +682,7 @@ def ledger_check(cluster: Cluster, loads: Sequence[LoadResult], simulators: Mapp
     dead ones and dead letters when none are expected.
     """
     report = LedgerReport(loads=list(loads))
-    recorded = {case_no: load.sector for load in loads for case_no in load.accepted.values()}
+    recorded = {case_no: load.sectors for load in loads for case_no in load.accepted.values()}
     report.recorded = len(recorded)
     engine = harness_engine(cluster.db_url)
     try:
@@ -703,7 +785,7 @@ def _problem(report: LedgerReport, what: str, cases: Sequence[str] | set[str]) -
         report.problems.append(f"{what}: {len(cases)} (e.g. {sorted(cases)[:EXAMPLES]})")
 
 
-def _check_loads(report: LedgerReport, loads: Sequence[LoadResult], recorded: Mapping[str, str],
+def _check_loads(report: LedgerReport, loads: Sequence[LoadResult], recorded: Routed,
                  stored: _Stored, expect_dead: bool) -> None:
     for load in loads:
         if load.failures:
@@ -716,14 +798,14 @@ def _check_loads(report: LedgerReport, loads: Sequence[LoadResult], recorded: Ma
     _problem(report, "case numbers answered to two different Idempotency-Keys", shared)
 
 
-def _check_cases(report: LedgerReport, loads: Sequence[LoadResult], recorded: Mapping[str, str],
+def _check_cases(report: LedgerReport, loads: Sequence[LoadResult], recorded: Routed,
                  stored: _Stored, expect_dead: bool) -> None:
     _problem(report, "cases accepted but missing from the database", set(recorded) - set(stored.states))
     _problem(report, "cases in the database the client was never answered with",
              set(stored.states) - set(recorded))
 
 
-def _check_events(report: LedgerReport, loads: Sequence[LoadResult], recorded: Mapping[str, str],
+def _check_events(report: LedgerReport, loads: Sequence[LoadResult], recorded: Routed,
                   stored: _Stored, expect_dead: bool) -> None:
     gaps, unreplayable, unnotified = [], [], []
     for case_no, state in stored.states.items():
@@ -745,7 +827,7 @@ def _check_events(report: LedgerReport, loads: Sequence[LoadResult], recorded: M
     _problem(report, "cases whose events and notifications differ", unnotified)
 
 
-def _check_tasks(report: LedgerReport, loads: Sequence[LoadResult], recorded: Mapping[str, str],
+def _check_tasks(report: LedgerReport, loads: Sequence[LoadResult], recorded: Routed,
                  stored: _Stored, expect_dead: bool) -> None:
     """Each sector task of an accepted case: queued in the outbox, delivered (a sector reference) unless
     its message is dead, started and concluded at most once — twice would be a duplicate the case saw."""
@@ -779,7 +861,7 @@ def _check_tasks(report: LedgerReport, loads: Sequence[LoadResult], recorded: Ma
     _problem(report, "decided cases whose tasks did not each conclude once", undecided)
 
 
-def _check_outbox(report: LedgerReport, loads: Sequence[LoadResult], recorded: Mapping[str, str],
+def _check_outbox(report: LedgerReport, loads: Sequence[LoadResult], recorded: Routed,
                   stored: _Stored, expect_dead: bool) -> None:
     open_rows = sum(report.outbox.get(status, 0) for status in OPEN_OUTBOX)
     if open_rows:
@@ -794,10 +876,10 @@ def _check_outbox(report: LedgerReport, loads: Sequence[LoadResult], recorded: M
     _problem(report, "cases with two outbox messages for one task and operation", doubled)
 
 
-def _check_sectors(report: LedgerReport, loads: Sequence[LoadResult], recorded: Mapping[str, str],
+def _check_sectors(report: LedgerReport, loads: Sequence[LoadResult], recorded: Routed,
                    stored: _Stored, simulators: Mapping[str, SimulatorBase]) -> None:
     """The sectors' own count of applied effects against the accepted cases routed to them."""
-    expected = Counter(recorded.values())
+    expected = Counter(sector for sectors in recorded.values() for sector in sectors)
     for sector, simulator in simulators.items():
         counters = simulator.counters
         tally = SectorTally(sector, expected[sector], counters["cases_created"], counters["submits_received"],
@@ -809,7 +891,7 @@ def _check_sectors(report: LedgerReport, loads: Sequence[LoadResult], recorded: 
         elif tally.cases_created < tally.accepted:
             report.problems.append(f"{sector}: {tally.accepted - tally.cases_created} accepted cases never "
                                    f"applied ({tally.cases_created} applied for {tally.accepted} accepted)")
-        refs = [ref for case_no in recorded if recorded[case_no] == sector
+        refs = [ref for case_no in recorded if sector in recorded[case_no]
                 for _, task_sector, ref in stored.tasks.get(case_no, []) if task_sector == sector and ref]
         _problem(report, f"{sector}: sector references shared by two tasks",
                  {ref for ref, n in Counter(refs).items() if n > 1})

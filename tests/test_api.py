@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from gateway.app import Gateway, create_app
+from gateway.auth import Role
 from gateway.domain.clock import FixedClock
 from gateway.persistence import tables as t
 from tests.conftest import COMPLETE_APPLICATION, PINNED, Keys
@@ -178,10 +179,32 @@ def test_the_same_key_with_another_body_is_a_422(hall: TestClient, gateway: Gate
     assert count(gateway, t.cases) == 1
 
 
+def test_another_identity_reusing_a_key_gets_a_case_of_its_own(hall: TestClient, gateway: Gateway) -> None:
+    """A key belongs to the identity that sent it: another caller using the same key — with the same body or
+    another — gets a new case, not the first caller's answer, and no 422 that would say the key was used."""
+    first = hall.post("/v1/cases", json=application(), headers={"Idempotency-Key": "shared-1"}).json()
+    hall.post("/v1/cases", json=application(), headers={"Idempotency-Key": "shared-2"})
+    other_body = application(form={"insured_months": 12, "separation_date": "2026-10-31"})
+    with TestClient(create_app(gateway), headers=Keys.of(gateway, Role.HALL_CLIENT, name="another hall")) as other:
+        same = other.post("/v1/cases", json=application(), headers={"Idempotency-Key": "shared-1"})
+        different = other.post("/v1/cases", json=other_body, headers={"Idempotency-Key": "shared-2"})
+        retried = other.post("/v1/cases", json=application(), headers={"Idempotency-Key": "shared-1"})
+    for answer in (same, different):
+        assert answer.status_code == 201, answer.text
+        assert "Idempotent-Replayed" not in answer.headers
+    numbers = {first["case_no"], same.json()["case_no"], different.json()["case_no"]}
+    assert len(numbers) == 3 and count(gateway, t.cases) == 4
+    assert retried.headers["Idempotent-Replayed"] == "true" and retried.json() == same.json()  # its own answer
+    again = hall.post("/v1/cases", json=application(), headers={"Idempotency-Key": "shared-1"})
+    assert again.json() == first and again.headers["Idempotent-Replayed"] == "true"  # the first caller's still
+
+
 def test_the_key_survives_a_restart(make_gateway: Callable[..., Gateway]) -> None:
-    with client_of(make_gateway(clock=FixedClock(PINNED))) as before:
+    gateway = make_gateway(clock=FixedClock(PINNED))
+    hall = Keys.issue(gateway).hall  # the same caller before and after: the key is that caller's
+    with TestClient(create_app(gateway), headers=hall) as before:
         first = before.post("/v1/cases", json=application(), headers={"Idempotency-Key": "k-3"}).json()
-    with client_of(make_gateway(clock=FixedClock(PINNED))) as after:  # a new process's view
+    with TestClient(create_app(make_gateway(clock=FixedClock(PINNED))), headers=hall) as after:  # a new process
         again = after.post("/v1/cases", json=application(), headers={"Idempotency-Key": "k-3"})
     assert again.json()["case_no"] == first["case_no"]
 

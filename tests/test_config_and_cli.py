@@ -37,6 +37,7 @@ def test_settings_come_from_the_environment() -> None:
         ({"YIWANG_MAX_BODY_BYTES": "lots"}, "invalid setting"),
         ({"YIWANG_LOG_LEVEL": "loud"}, "YIWANG_LOG_LEVEL must be one of"),
         ({"YIWANG_SECTOR_ENDPOINTS": "social_security"}, "expected sector=url"),
+        ({"YIWANG_JOB_LEASE_MS": "0"}, "YIWANG_JOB_LEASE_MS must be a positive number"),
     ],
 )
 def test_bad_settings_are_named(env: dict[str, str], message: str) -> None:

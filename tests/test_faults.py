@@ -19,14 +19,17 @@ from urllib.parse import unquote
 import pytest
 from sqlalchemy import Engine
 
+from adapters.simulators.housing_fund import HousingFundSimulator
 from adapters.simulators.public_security import PublicSecuritySimulator
 from adapters.simulators.social_security import SocialSecuritySimulator
 from gateway.auth import Role
 from gateway.persistence.repository import DeadLetter
-from tests.conftest import COMPLETE_APPLICATION, PG_ADMIN_URL, PG_HOW_TO_START, rabbitmq_vhost, service_missing
+from tests.conftest import COMPLETE_APPLICATION, PARALLEL_APPLICATION, PG_ADMIN_URL, PG_HOW_TO_START
+from tests.conftest import rabbitmq_vhost, service_missing
 from tests.fault_harness import YIWANG, Cluster, LedgerReport, Load, broker_app_stopped, create_database
 from tests.fault_harness import drop_database, free_port, harness_engine, in_flight, ledger_check, prepare_database
-from tests.fault_harness import rabbitmqctl, terminate_gateway_sessions, vhost_connections, wait_until
+from tests.fault_harness import rabbitmqctl, terminate_gateway_sessions, unpublished_notifications, vhost_connections
+from tests.fault_harness import wait_until
 
 CASES = 200  # applications per scenario
 LOAD_THREADS = 4  # the hall's concurrent submissions
@@ -88,6 +91,35 @@ def assert_clean(report: LedgerReport, cluster: Cluster) -> None:
     assert report.ok, f"{report}\n{cluster.logs()}"
 
 
+# --------------------------------------------------------------------------- no fault at all
+
+# The outbox sweep publishes again what has been queued this long unsettled, taking it for lost by the broker.
+# The other scenarios make that 5 s, so a broker fault heals quickly; with no fault, nothing is lost, and at
+# 5 s the sweep would re-publish messages merely waiting their turn while the workers start (a second copy
+# then races the first to the sector). A production-like threshold, longer than the whole run:
+NOTHING_LOST_MS = 120_000
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_parallel_cases_under_a_steady_load_without_faults_call_every_sector_once_and_log_no_error(
+    database: str, tmp_path: Path, social_security: SocialSecuritySimulator, amqp_url: str
+) -> None:
+    """The hall submits parallel-approval cases (two sector systems each) and nothing goes wrong: the workers
+    deliver a case's two tasks side by side, and no sector receives any submission twice — not even one its
+    own duplicate check would have caught — and no process logs an error."""
+    with HousingFundSimulator(decision_delay_ms=50) as housing_fund:
+        sectors = {"social_security": social_security, "housing_fund": housing_fund}
+        with cluster_for(database, tmp_path, amqp_url, {s: sim.url for s, sim in sectors.items()},
+                         YIWANG_OUTBOX_REQUEUE_AFTER_MS=str(NOTHING_LOST_MS)) as cluster:
+            load = cluster.load(Role.HALL_CLIENT, PARALLEL_APPLICATION, CASES // 2, sector=tuple(sectors),
+                                threads=LOAD_THREADS)
+            report = ledger_check(cluster, [load.run()], sectors)
+    assert_clean(report, cluster)
+    assert {tally.sector: tally.duplicate_submits for tally in report.sectors} == dict.fromkeys(sectors, 0), report
+    assert cluster.error_lines() == []
+
+
 # --------------------------------------------------------------------------- workers killed
 
 
@@ -129,6 +161,35 @@ def test_negative_control_fresh_idempotency_keys_on_retry_make_the_ledger_report
     assert cluster.kills >= 3
     assert not report.ok
     assert any("duplicates" in problem for problem in report.problems), str(report)
+
+
+# --------------------------------------------------------------------------- a job's holder killed
+
+JOB_LEASE_MS = 2000  # the scheduled jobs' lease in this test (YIWANG_JOB_LEASE_MS)
+NOTIFY_INTERVAL_MS = 500  # how often the hall's notifications go out (YIWANG_NOTIFY_INTERVAL_MS)
+TAKEOVER_SLACK_S = 0.5  # the schedulers' own loop (YIWANG_DISPATCH_IDLE_MS) and a busy machine
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_the_job_of_a_worker_killed_while_running_it_is_taken_over_within_a_lease_and_an_interval(
+    database: str, tmp_path: Path, social_security: SocialSecuritySimulator, amqp_url: str
+) -> None:
+    """The hall submits; the worker running the case-notifications job is SIGKILLed mid-run, holding its lease.
+    Another worker takes the job over within one lease and one interval, and every event reaches the hall."""
+    with cluster_for(database, tmp_path, amqp_url, {"social_security": social_security.url},
+                     YIWANG_JOB_LEASE_MS=str(JOB_LEASE_MS), YIWANG_NOTIFY_INTERVAL_MS=str(NOTIFY_INTERVAL_MS)
+                     ) as cluster:
+        load = hall_load(cluster).start()  # case events keep coming: the job has work on every run
+        wait_until(lambda: load.accepted >= 10, 60, "the first cases accepted")
+        holder, killed_at = cluster.kill_job_holder("case-notifications")
+        bound_s = (JOB_LEASE_MS + NOTIFY_INTERVAL_MS) / 1000 + TAKEOVER_SLACK_S
+        taken_at = cluster.job_taken_over("case-notifications", holder, timeout_s=bound_s + 10)
+        report = ledger_check(cluster, [load.wait()], {"social_security": social_security})
+        wait_until(lambda: unpublished_notifications(database) == 0, 30, "every case event told to the hall")
+    print(f"case-notifications taken over {taken_at - killed_at:.2f} s after its holder was killed")
+    assert taken_at - killed_at <= bound_s
+    assert_clean(report, cluster)
 
 
 # --------------------------------------------------------------------------- the broker

@@ -16,15 +16,19 @@ import textwrap
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Column, Engine, Integer, MetaData, create_engine, event, inspect, text
+from alembic.script import ScriptDirectory
+from sqlalchemy import Column, Connection, Engine, Integer, MetaData, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 
 from gateway.persistence.engine import make_engine
 from gateway.persistence.migrate import (
@@ -195,3 +199,55 @@ def test_the_alembic_command_line_migrates_the_database_it_is_given(sqlite_url: 
         assert differences(engine) == []
     finally:
         engine.dispose()
+
+
+# --- migrations of existing rows ---------------------------------------------------------------------
+
+OWNED_KEYS = "0011"  # idempotency keys belong to their caller (issue 14)
+AT = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+CASES = sa.table("cases", *(sa.column(c) for c in ("case_no", "matter_code", "matter_version", "state", "channel",
+                                                   "region_code", "applicant_index", "supplement_rounds", "version",
+                                                   "created_at", "updated_at")),
+                 *(sa.column(c, sa.JSON) for c in ("applicant", "green_channel", "materials", "form",
+                                                   "missing_materials")))
+EVENTS = sa.table("case_events", *(sa.column(c) for c in ("case_no", "seq", "at", "trigger", "to_state", "actor",
+                                                          "reason")), sa.column("data", sa.JSON))
+KEY_COLUMNS = ("key", "request_hash", "case_no", "status_code", "created_at")
+KEYS = sa.table("idempotency_keys", *map(sa.column, KEY_COLUMNS), sa.column("response", sa.JSON))
+OWNED = sa.table("idempotency_keys", *map(sa.column, ("owner", *KEY_COLUMNS)), sa.column("response", sa.JSON))
+
+
+def submitted(conn: Connection, case_no: str, actor: str, key: str) -> None:
+    """A case as the revisions before OWNED_KEYS stored one: its submit event and its Idempotency-Key."""
+    conn.execute(sa.insert(CASES).values(
+        case_no=case_no, matter_code="M", matter_version=1, state="submitted", channel="online_pc",
+        region_code="150200", applicant_index="x", supplement_rounds=0, version=1, created_at=AT, updated_at=AT,
+        applicant={}, green_channel=[], materials=[], form={}, missing_materials=[]))
+    conn.execute(sa.insert(EVENTS).values(case_no=case_no, seq=1, at=AT, trigger="submit", to_state="submitted",
+                                          actor=actor, reason="", data={}))
+    conn.execute(sa.insert(KEYS).values(key=key, request_hash="h", case_no=case_no, status_code=201,
+                                        created_at=AT, response={"case_no": case_no}))
+
+
+def test_existing_idempotency_keys_take_their_owner_from_the_submit_event(empty: Engine) -> None:
+    """...and a downgrade, where two identities used one key, keeps the first use."""
+    before = ScriptDirectory.from_config(alembic_config()).get_revision(OWNED_KEYS).down_revision
+    upgrade(empty, str(before))
+    with empty.begin() as conn:
+        submitted(conn, "C1", "applicant:id_hall", "k-1")
+        submitted(conn, "C2", "agent:id_village", "k-2")
+    upgrade(empty)
+    with empty.connect() as conn:
+        rows = set(conn.execute(sa.select(OWNED.c.owner, OWNED.c.key, OWNED.c.case_no)).all())
+    assert rows == {("id_hall", "k-1", "C1"), ("id_village", "k-2", "C2")}
+    assert inspect(empty).get_pk_constraint("idempotency_keys")["constrained_columns"] == ["owner", "key"]
+    reused = {"key": "k-1", "case_no": "C2", "request_hash": "h", "status_code": 201, "response": {},
+              "created_at": AT + timedelta(minutes=1)}
+    with empty.begin() as conn:  # the same key is another identity's own ...
+        conn.execute(sa.insert(OWNED).values(owner="id_village", **reused))
+    with pytest.raises(IntegrityError), empty.begin() as conn:  # ... and still once per identity
+        conn.execute(sa.insert(OWNED).values(owner="id_hall", **reused))
+    with migration_transaction(empty) as conn:  # a key global again names one case: its first use
+        command.downgrade(alembic_config(conn), str(before))
+    with empty.connect() as conn:
+        assert set(conn.execute(sa.select(KEYS.c.key, KEYS.c.case_no)).all()) == {("k-1", "C1"), ("k-2", "C2")}

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import structlog.testing
 from sqlalchemy import Engine, select, update
 
-from gateway.domain.clock import FixedClock
+from gateway.domain.clock import FixedClock, SystemClock
 from gateway.persistence.tables import job_leases
 from gateway.scheduler import Job, Scheduler
 
@@ -106,3 +107,53 @@ def test_a_job_failing_again_the_same_way_logs_its_traceback_once(engine: Engine
     assert seen == [("scheduled job failed", True), ("scheduled job still failing", False),
                     ("scheduled job still failing", False), ("scheduled job recovered", False),
                     ("scheduled job failed", True)]
+
+
+SHORT_LEASE = timedelta(milliseconds=300)
+
+
+def test_a_run_longer_than_its_lease_keeps_the_job_while_its_holder_lives(engine: Engine) -> None:
+    """The holder renews its lease while the job runs (four leases long here): another process asking all
+    the while never runs the job too; once the run ends, the job is free again."""
+    clock = SystemClock()
+    ran: list[str] = []
+    running = threading.Event()
+
+    def long_run() -> int:
+        running.set()
+        time.sleep(4 * SHORT_LEASE.total_seconds())
+        ran.append("holder")
+        return 1
+
+    holder = Scheduler(engine, clock, [Job("webhooks", timedelta(milliseconds=10), long_run)], lease=SHORT_LEASE)
+    other = Scheduler(engine, clock, [Job("webhooks", timedelta(milliseconds=10), lambda: ran.append("other") or 1)],
+                      lease=SHORT_LEASE)
+    thread = threading.Thread(target=holder.run_due)
+    thread.start()
+    assert running.wait(10)
+    while thread.is_alive():
+        other.run_due()
+        time.sleep(0.02)
+    time.sleep(0.02)
+    other.run_due()
+    assert ran[0] == "holder" and set(ran[1:]) == {"other"}  # the other ran it only once the holder's run ended
+
+
+def test_a_holder_whose_lease_was_taken_over_says_so(engine: Engine) -> None:
+    clock = SystemClock()
+    taken = threading.Event()
+
+    def run_until_taken() -> int:
+        with engine.begin() as conn:  # the lease expired unseen (a stalled process) and another took the job
+            conn.execute(update(job_leases).values(owner="another process", lease_until=clock.now() + MINUTE))
+        time.sleep(2 * SHORT_LEASE.total_seconds())
+        taken.set()
+        return 1
+
+    with structlog.testing.capture_logs() as logs:
+        Scheduler(engine, clock, [Job("case-notifications", MINUTE, run_until_taken)], lease=SHORT_LEASE).run_due()
+    assert taken.is_set()
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == [
+        "scheduled job lost its lease: another process may run it too"]
+    with engine.connect() as conn:  # nor does it release what is no longer its own
+        assert conn.execute(select(job_leases.c.owner)).scalar_one() == "another process"

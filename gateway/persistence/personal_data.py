@@ -52,7 +52,7 @@ SEALED_COLUMNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "case_tasks": (("case_no", "task_id"), ("opinion",)),
     "case_events": (("id",), ("reason", "data")),
     "dead_letters": (("id",), ("error_message", "rendered_request", "canonical_payload", "last_response", "history")),
-    "idempotency_keys": (("key",), ("response",)),
+    "idempotency_keys": (("owner", "key"), ("response",)),
 }
 
 

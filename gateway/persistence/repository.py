@@ -79,8 +79,14 @@ class CaseRepository:
         self._store_tasks(case)
         self._store_new_events(case)
 
-    def get(self, case_no: str) -> Case | None:
-        row = self._conn.execute(select(t.cases).where(t.cases.c.case_no == case_no)).mappings().first()
+    def get(self, case_no: str, *, for_update: bool = False) -> Case | None:
+        """`for_update`: the case row stays locked until the transaction ends, so what is read is what `save`
+        replaces — a second writer waits for the first and reads its result instead of meeting StaleCase.
+        On PostgreSQL a row lock (FOR NO KEY UPDATE: rows referring to the case may still be added); SQLite's
+        writing transactions hold the database's write lock from BEGIN IMMEDIATE anyway. Lock order: a case
+        before its outbox rows."""
+        query = select(t.cases).where(t.cases.c.case_no == case_no)
+        row = self._conn.execute(query.with_for_update(key_share=True) if for_update else query).mappings().first()
         if row is None:
             return None
         tasks = self._conn.execute(
@@ -622,22 +628,25 @@ class StoredResponse:
 
 
 class IdempotencyRepository:
-    """Remembers the first answer to each Idempotency-Key, in the same transaction as the case."""
+    """Remembers the first answer to each Idempotency-Key of each identity, in the same transaction as the case.
+    A key is looked up only among its owner's: another identity's use of it is neither found nor revealed."""
 
     def __init__(self, conn: Connection, personal: PersonalData) -> None:
         self._conn = conn
         self._personal = personal
 
-    def get(self, key: str) -> StoredResponse | None:
-        row = self._conn.execute(select(t.idempotency_keys).where(t.idempotency_keys.c.key == key)).mappings().first()
+    def get(self, owner: str, key: str) -> StoredResponse | None:
+        keys = t.idempotency_keys
+        row = self._conn.execute(select(keys).where(keys.c.owner == owner, keys.c.key == key)).mappings().first()
         if row is None:
             return None
         return StoredResponse(row["request_hash"], row["case_no"], row["status_code"],
                               self._personal.open(row["response"], "idempotency_keys.response"))
 
-    def add(self, key: str, stored: StoredResponse, now: datetime) -> None:
+    def add(self, owner: str, key: str, stored: StoredResponse, now: datetime) -> None:
         self._conn.execute(
             insert(t.idempotency_keys).values(
+                owner=owner,
                 key=key,
                 request_hash=stored.request_hash,
                 case_no=stored.case_no,
@@ -646,4 +655,3 @@ class IdempotencyRepository:
                 created_at=now,
             )
         )
-

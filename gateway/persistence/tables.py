@@ -205,9 +205,11 @@ case_notifications = Table(
     UniqueConstraint("case_no", "seq", name="uq_case_notifications_case_seq"),
 )
 
+# An Idempotency-Key belongs to the identity that sent it: another identity's same key is another request.
 idempotency_keys = Table(
     "idempotency_keys",
     metadata,
+    Column("owner", String(128), primary_key=True),  # the identity's id (`Actor.id` of the submission)
     Column("key", String(200), primary_key=True),
     Column("request_hash", String(64), nullable=False),
     Column("case_no", String(50), ForeignKey("cases.case_no"), nullable=False),
