@@ -14,7 +14,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from jsonschema import Draft202012Validator
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -40,6 +39,7 @@ from gateway.domain.case import (
 from gateway.domain.clock import Clock, shanghai_date
 from gateway.domain.codes import is_valid_id_number
 from gateway.domain.matter import Department, HandlingForm, Matter
+from gateway.forms import checked_form
 from gateway.persistence.personal_data import PersonalData
 from gateway.persistence.repository import (DeadLetter, Failure, OutboxMessage, StaleCase, StoredResponse,
                                             numbers_taken_apart, take_number_apart)
@@ -148,7 +148,7 @@ class CaseService:
 
     # -- the hall and the windows: applications --------------------------------------------------
     def submit(self, command: SubmitCase, actor: Actor, idempotency_key: str | None = None) -> SubmitOutcome:
-        matter = self._check(command)
+        matter, command = self._check(command)
         try:
             return self._submit_once(matter, command, actor, idempotency_key)
         except IntegrityError:
@@ -473,7 +473,9 @@ class CaseService:
             uow.outbox.add(case.case_no, task.sector, operation, task.task_id, now, priority)
 
     # -- intake ---------------------------------------------------------------------------------------
-    def _check(self, command: SubmitCase) -> Matter:
+    def _check(self, command: SubmitCase) -> tuple[Matter, SubmitCase]:
+        """The matter, and the command as it is kept (its form's texts normalised); InvalidApplication when
+        the application breaks a rule of the matter or carries what no sector could take."""
         published = self.catalogue.published(command.matter_code)
         if published is None:
             raise UnknownMatter(command.matter_code)
@@ -486,8 +488,7 @@ class CaseService:
             if not is_valid_id_number(number):
                 raise InvalidApplication(f"{person}居民身份证号码校验不通过 (GB 11643 check digit)")
         self._check_materials(matter, command.materials)
-        self._check_form(matter, command.form)
-        return matter
+        return matter, replace(command, form=self._check_form(matter, command.form))
 
     def _check_materials(self, matter: Matter, materials: Iterable[SubmittedMaterial]) -> None:
         materials = list(materials)
@@ -499,13 +500,12 @@ class CaseService:
             raise InvalidApplication(f"材料文件不存在：{', '.join(missing_files)}")
 
     @staticmethod
-    def _check_form(matter: Matter, form: Mapping[str, Any]) -> None:
-        if not matter.form_schema:
-            return
-        errors = sorted(Draft202012Validator(matter.form_schema).iter_errors(dict(form)), key=lambda e: e.path)
-        if errors:
+    def _check_form(matter: Matter, form: Mapping[str, Any]) -> dict[str, Any]:
+        kept, problems = checked_form(matter.form_schema, form)
+        if problems:
             raise InvalidApplication("申请表填写不符合要求",
-                                     [{"loc": ["body", "form", *e.path], "msg": e.message} for e in errors])
+                                     [{"loc": ["body", "form", *p.path], "msg": p.message} for p in problems])
+        return kept
 
     def _submit_once(self, matter: Matter, command: SubmitCase, actor: Actor, key: str | None) -> SubmitOutcome:
         fingerprint = command.fingerprint()
