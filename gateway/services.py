@@ -37,7 +37,7 @@ from gateway.domain.case import (
     TaskState,
 )
 from gateway.domain.clock import Clock, shanghai_date
-from gateway.domain.codes import is_valid_id_number
+from gateway.domain.codes import id_number_problem
 from gateway.domain.matter import Department, HandlingForm, Matter
 from gateway.forms import checked_form
 from gateway.persistence.personal_data import PersonalData
@@ -46,7 +46,7 @@ from gateway.persistence.repository import (DeadLetter, Failure, OutboxMessage, 
 from gateway.persistence.uow import UnitOfWork
 from gateway.views import case_view
 
-RESIDENT_ID_CARD = "111"  # GA/T 2000.156
+RESIDENT_ID_CARD = "111"  # GA/T 2000.156: an agent (代办员) always identifies with one
 SUBMIT_CASE, QUERY_STATUS, CANCEL_CASE = "submit_case", "query_status", "cancel_case"
 # Which handling form (办理形式) a channel uses: a matter must offer it.
 CHANNEL_FORMS = {
@@ -484,9 +484,10 @@ class CaseService:
             raise InvalidApplication(f"事项“{matter.name}”不支持通过 {command.channel} 办理")
         if command.channel == "village_agency" and command.agent is None:
             raise InvalidApplication("村（社区）代办点提交的申请必须登记代办员")
-        for person, number in _id_numbers(command):
-            if not is_valid_id_number(number):
-                raise InvalidApplication(f"{person}居民身份证号码校验不通过 (GB 11643 check digit)")
+        today = shanghai_date(self.clock.now())  # the service's clock: a birth date is judged against it
+        for person, id_type, number in _id_numbers(command):
+            if (problem := id_number_problem(id_type, number, today)) is not None:
+                raise InvalidApplication(person + problem)
         self._check_materials(matter, command.materials)
         return matter, replace(command, form=self._check_form(matter, command.form))
 
@@ -562,12 +563,11 @@ class CaseService:
         )
 
 
-def _id_numbers(command: SubmitCase) -> list[tuple[str, str]]:
-    numbers = []
-    if command.applicant.id_type == RESIDENT_ID_CARD:
-        numbers.append(("申请人", command.applicant.id_number))
+def _id_numbers(command: SubmitCase) -> list[tuple[str, str, str]]:
+    """(who, ID type, number) of everyone the application names."""
+    numbers = [("申请人", command.applicant.id_type, command.applicant.id_number)]
     if command.agent is not None:
-        numbers.append(("代办员", command.agent.id_number))
+        numbers.append(("代办员", RESIDENT_ID_CARD, command.agent.id_number))
     return numbers
 
 

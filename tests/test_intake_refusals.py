@@ -34,7 +34,6 @@ HOUSING_FUND = "12150200MB1A00020M"
 HOUSING_MATERIALS = [{"name": m} for m in ("居民身份证", "购房合同", "购房发票", "本人银行卡")]
 AGENT = {"name": "张代办", "id_number": "150203199001010010", "agency_point": "哈达社区便民服务站"}
 CHINESE = re.compile(r"[\u4e00-\u9fff]")
-BIRTH_DEFECT = pytest.mark.xfail(strict=True, reason="issue 14: an ID number's birth date is not checked")
 
 
 @dataclass
@@ -285,14 +284,14 @@ def born(birth: str, region: str = "150203", sequence: str = "003") -> str:
 
 
 @pytest.mark.parametrize(("id_type", "number", "says"), [
-    pytest.param("111", born("20260230"), "出生日期", marks=BIRTH_DEFECT, id="resident-no-such-day"),
-    pytest.param("111", born("20261125"), "出生日期", marks=BIRTH_DEFECT, id="resident-born-tomorrow"),
-    pytest.param("111", born("19061123"), "120", marks=BIRTH_DEFECT, id="resident-over-120-years"),
-    pytest.param("112", born("19850231"), "出生日期", marks=BIRTH_DEFECT, id="temporary-no-such-day"),
-    pytest.param("112", born("19850312")[:-1] + "0", "校验", marks=BIRTH_DEFECT, id="temporary-check-digit"),
-    pytest.param("154", born("20300101", "810000"), "出生日期", marks=BIRTH_DEFECT, id="residence-permit-future"),
+    pytest.param("111", born("20260230"), "出生日期", id="resident-no-such-day"),
+    pytest.param("111", born("20261125"), "出生日期", id="resident-born-tomorrow"),
+    pytest.param("111", born("19061123"), "120", id="resident-over-120-years"),
+    pytest.param("112", born("19850231"), "出生日期", id="temporary-no-such-day"),
+    pytest.param("112", born("19850312")[:-1] + "0", "校验", id="temporary-check-digit"),
+    pytest.param("154", born("20300101", "810000"), "出生日期", id="residence-permit-future"),
     pytest.param("553", gb11643("91584019851331001"), "出生日期",
-                 marks=BIRTH_DEFECT, id="permanent-residence-2023-month-13"),
+                 id="permanent-residence-2023-month-13"),
     pytest.param("111", born("19850312")[:-1] + "0", "校验", id="resident-check-digit"),
 ])
 def test_an_id_number_in_gb11643_form_must_carry_a_real_past_birth_date(
@@ -316,7 +315,6 @@ def test_real_birth_dates_and_other_id_types_are_accepted(office: Hall, id_type:
     office.submit(with_applicant(id_type=id_type, id_number=number))
 
 
-@BIRTH_DEFECT
 def test_an_agents_id_number_must_carry_a_real_birth_date(office: Hall) -> None:
     body = application(channel="village_agency", agent={**AGENT, "id_number": born("19900230")})
     answer = office.post(office.window, "/v1/cases", body)
