@@ -22,9 +22,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from gateway.app import Gateway, create_app
+from gateway.domain import lifecycle
+from gateway.domain.case import Actor, ActorKind, Applicant, SubmittedMaterial
 from gateway.domain.clock import FixedClock
 from gateway.domain.codes import id_number_check_char
 from gateway.persistence import tables as t
+from gateway.services import CaseService, SubmitCase
 from tests.conftest import COMPLETE_APPLICATION, PINNED, Keys
 
 PROBLEM = "urn:yiwang:problem:"
@@ -271,6 +274,26 @@ def test_a_forms_texts_are_stored_normalised(form_office: Hall) -> None:
     assert form_office.gateway.service.get(case["case_no"]).form["employer_name"] == "包头钢铁集团"
 
 
+MARRIAGE = "11150203MB0C0004054000113001000"  # 内地居民结婚登记: at the window, by appointment
+MARRIAGE_MATERIALS = [{"name": m} for m in ("双方居民身份证", "无配偶及无禁止结婚亲属关系的签字声明", "双方近期半身免冠合影照片")]
+APPOINTMENT = {"spouse_name": "李秀英", "spouse_id_number": "150203198807150026", "appointment_at": "2026-12-01T09:30:00+08:00"}
+
+
+@pytest.mark.parametrize(("change", "accepted"), [
+    ({}, True),
+    ({"appointment_at": "2026-02-30T09:30:00+08:00"}, False),
+    ({"appointment_at": "2026-12-01"}, False),
+    ({"spouse_id_number": "15020319880715002"}, False),
+])
+def test_the_shipped_marriage_registration_checks_its_appointment(office: Hall, change: dict[str, Any],
+                                                                  accepted: bool) -> None:
+    body = application(matter_code=MARRIAGE, materials=MARRIAGE_MATERIALS, channel="city_window",
+                       form={**APPOINTMENT, **change})
+    answer = office.post(office.window, "/v1/cases", body)
+    assert answer.status_code == (201 if accepted else 422), answer.text
+    assert office.cases() == int(accepted)
+
+
 # --- ID numbers in GB 11643 form carry a real birth date ---------------------------------------------------
 
 
@@ -321,3 +344,33 @@ def test_an_agents_id_number_must_carry_a_real_birth_date(office: Hall) -> None:
     assert answer.status_code == 422 and "代办员" in answer.json()["detail"], answer.text
     assert office.cases() == 0
 
+
+# --- what was stored before stays as it is ----------------------------------------------------------------
+
+
+def test_a_case_stored_before_with_now_refused_data_still_loads_shows_and_moves_on(office: Hall) -> None:
+    """Written as an older gateway did, without today's checks: every reading path still works."""
+    service = office.gateway.service
+    matter = office.gateway.catalogue.published(UNEMPLOYMENT)
+    assert matter is not None
+    old = SubmitCase(UNEMPLOYMENT, Applicant("王\x07建国 ", "111", born("20260230"), address="  "),
+                     tuple(SubmittedMaterial(m["name"]) for m in COMPLETE_APPLICATION["materials"]),
+                     form={"insured_months": 36, "separation_date": "2026-02-30"})
+    now = service.clock.now()
+    case = CaseService._new_case(matter, old, now, 1)
+    lifecycle.submit(case, matter, Actor(ActorKind.APPLICANT, "older-gateway"), now, service.calendar)
+    with service.uow() as uow:
+        uow.cases.add(case, now)
+        uow.commit()
+
+    shown = office.window.get(f"/v1/cases/{case.case_no}")
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["applicant"]["name"] == "王\x07建国 "
+    assert office.window.get(f"/v1/cases/{case.case_no}/events").status_code == 200
+    personal = office.window.get(f"/v1/cases/{case.case_no}/personal-data").json()["applicant"]
+    assert (personal["id_number"], personal["address"]) == (born("20260230"), "  ")
+    assert [c["case_no"] for c in office.post(office.hall, "/v1/cases/lookup",
+                                              {"id_number": born("20260230")}).json()] == [case.case_no]
+    accepted = office.post(office.window, f"/v1/cases/{case.case_no}/accept", {})
+    assert accepted.status_code == 200 and accepted.json()["state"] == "accepted", accepted.text
+    assert service.get(case.case_no).form == {"insured_months": 36, "separation_date": "2026-02-30"}
