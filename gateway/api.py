@@ -33,6 +33,7 @@ from gateway.domain.case import (
 )
 from gateway.persistence.repository import StaleCase
 from gateway.problems import document_validation_problems, install_problems, problem_doc, problem_response
+from gateway.text_fields import typed
 from gateway.services import (
     CaseNotFound,
     CaseService,
@@ -69,23 +70,24 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Texts a person typed are kept as `gateway.domain.text` says (NFC, trimmed, nothing undeliverable): `typed`.
 class ApplicantIn(Strict):
-    name: str = Field(min_length=1, max_length=64)
+    name: Annotated[str, typed("申请人姓名")] = Field(min_length=1, max_length=64)
     id_type: str = Field(default="111", pattern=r"^\d{3}$", description="GA/T 2000.156 code; 111 resident ID card")
-    id_number: str = Field(min_length=1, max_length=40)
-    phone: str | None = Field(default=None, pattern=r"^\+?\d{5,20}$")
-    address: str | None = Field(default=None, max_length=200)
-    legal_representative: str | None = Field(default=None, max_length=64)
+    id_number: Annotated[str, typed("申请人证件号码")] = Field(min_length=1, max_length=40)
+    phone: Annotated[str | None, typed("联系电话", blank=None)] = Field(default=None, pattern=r"^\+?\d{5,20}$")
+    address: Annotated[str | None, typed("住址", blank=None)] = Field(default=None, max_length=200)
+    legal_representative: Annotated[str | None, typed("法定代表人", blank=None)] = Field(default=None, max_length=64)
 
 
 class AgentIn(Strict):
-    name: str = Field(min_length=1, max_length=64)
-    id_number: str = Field(min_length=18, max_length=18)
-    agency_point: str = Field(default="", max_length=100)
+    name: Annotated[str, typed("代办员姓名")] = Field(min_length=1, max_length=64)
+    id_number: Annotated[str, typed("代办员身份证号码")] = Field(min_length=18, max_length=18)
+    agency_point: Annotated[str, typed("代办点", blank="")] = Field(default="", max_length=100)
 
 
 class MaterialIn(Strict):
-    name: str = Field(min_length=1, max_length=100)
+    name: Annotated[str, typed("材料名称")] = Field(min_length=1, max_length=100)
     file_ref: str | None = Field(default=None, max_length=40, description="a reference from POST /v1/materials")
 
     def to_domain(self) -> SubmittedMaterial:
@@ -117,49 +119,53 @@ class CaseIn(Strict):
 
 
 class LookupIn(Strict):
-    id_number: str = Field(min_length=1, max_length=40)
+    id_number: Annotated[str, typed("证件号码")] = Field(min_length=1, max_length=40)
 
 
 class SupplementIn(Strict):
     materials: list[MaterialIn] = Field(min_length=1, max_length=50)
 
 
+Reason = Annotated[str, typed("理由", multiline=True, blank="")]
+
+
 class ReasonIn(Strict):
-    reason: str = Field(default="", max_length=500)
+    reason: Reason = Field(default="", max_length=500)
 
 
 class SupplementRequestIn(Strict):
-    missing: list[str] = Field(min_length=1, max_length=50)
-    reason: str = Field(default="", max_length=500)
+    missing: list[Annotated[str, typed("补正材料名称")]] = Field(min_length=1, max_length=50)
+    reason: Reason = Field(default="", max_length=500)
 
 
 class DecisionIn(Strict):
     decision: Literal["approved", "denied", "returned"]
-    opinion: str = Field(default="", max_length=1000, description="required to deny or return (退件)")
+    opinion: Annotated[str, typed("办理意见", multiline=True, blank="")] = Field(
+        default="", max_length=1000, description="required to deny or return (退件)")
 
 
 class SuspendIn(Strict):
     procedure: Literal["hearing", "expert_review", "extension", "inspection", "other"]
-    reason: str = Field(min_length=1, max_length=500)
+    reason: Annotated[str, typed("特别程序理由", multiline=True)] = Field(min_length=1, max_length=500)
 
 
 class CertificateIn(Strict):
-    name: str = Field(min_length=1, max_length=100)
-    number: str = Field(min_length=1, max_length=64)
-    issuer: str = Field(min_length=1, max_length=100)
+    name: Annotated[str, typed("证照名称")] = Field(min_length=1, max_length=100)
+    number: Annotated[str, typed("证照编号")] = Field(min_length=1, max_length=64)
+    issuer: Annotated[str, typed("发证机关")] = Field(min_length=1, max_length=100)
     valid_until: date | None = None
 
 
 class DeliveryIn(Strict):
     method: Literal["pickup", "express"]
-    tracking_no: str | None = Field(default=None, max_length=40)
-    received_by: str | None = Field(default=None, max_length=64)
+    tracking_no: Annotated[str | None, typed("快递单号", blank=None)] = Field(default=None, max_length=40)
+    received_by: Annotated[str | None, typed("签收人", blank=None)] = Field(default=None, max_length=64)
 
 
 class EvaluationIn(Strict):
     level: Literal["very_satisfied", "satisfied", "basically_satisfied", "dissatisfied", "very_dissatisfied"]
     channel: Literal["pc", "mobile", "qr_code", "hall_tablet", "hall_terminal", "phone", "sms"]
-    text: str = Field(default="", max_length=500)
+    text: Annotated[str, typed("评价内容", multiline=True, blank="")] = Field(default="", max_length=500)
 
 
 class CaseOut(BaseModel):

@@ -18,6 +18,7 @@ from gateway.bundles import BundleConflict, BundleInvalid, BundleStore, UnknownB
 from gateway.live_registry import LiveRegistry, NoActiveAdapter
 from gateway.problems import install_problems, problem_doc, problem_response
 from gateway.sector_calls import CallbackRejected, CallbackUnreadable, PreviewFailed, SectorCalls
+from gateway.text_fields import typed_json
 
 router = APIRouter(prefix="/v1", tags=["adapters"])
 callbacks = APIRouter(tags=["callbacks"])
@@ -27,7 +28,8 @@ MAX_BUNDLE_BYTES = 20 * 1024 * 1024
 
 class QueryIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    params: dict[str, Any] = Field(default_factory=dict, description="the query's parameters, e.g. id_number")
+    params: Annotated[dict[str, Any], typed_json("查询参数")] = Field(
+        default_factory=dict, description="the query's parameters, e.g. id_number (texts kept as typed texts are)")
 
 
 class PreviewIn(BaseModel):

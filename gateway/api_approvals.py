@@ -26,6 +26,7 @@ from gateway.approvals import (
 from gateway.auth import Identity, Role, require
 from gateway.catalogue import matter_to_document
 from gateway.problems import install_problems, problem_doc
+from gateway.text_fields import typed
 
 router = APIRouter(prefix="/v1", tags=["approvals"])
 # Whoever may do a guarded action; `may_decide` narrows it to the action (and a sector admin's sector).
@@ -35,7 +36,7 @@ Decider = Annotated[Identity, Depends(require(Role.SECTOR_ADMIN, Role.OPERATOR, 
 
 class RejectIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: str = Field(default="", max_length=500)
+    reason: Annotated[str, typed("驳回理由", multiline=True, blank="")] = Field(default="", max_length=500)
 
 
 def _approvals(request: Request) -> Approvals:

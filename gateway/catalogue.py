@@ -36,6 +36,7 @@ from sqlalchemy.exc import IntegrityError
 from gateway.domain.clock import Clock, SystemClock, as_utc
 from gateway.domain.codes import credit_code_check_char, is_valid_credit_code
 from gateway.domain.matter import Department, Level, Matter, MatterType, ServiceObject
+from gateway.forms import unchecked_formats
 from gateway.persistence.catalogue_tables import DRAFT, PUBLISHED, RETIRED, matter_versions
 from gateway.persistence.engine import READ_ONLY
 
@@ -353,6 +354,8 @@ def _form_problems(m: Matter) -> Iterator[str]:
         return
     if m.form_schema.get("type") != "object":
         yield "form_schema must describe an object (\"type\": \"object\")"
+    for name in unchecked_formats(m.form_schema):  # a format intake could not enforce would be a mere note
+        yield f"form_schema declares format {name!r}, which the gateway does not check; use a pattern instead"
 
 
 def _choice_problems(m: Matter) -> Iterator[str]:

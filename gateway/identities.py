@@ -29,6 +29,7 @@ from sqlalchemy import Engine, insert, select, update
 from gateway.auth import Identity, Role, certificate_fingerprint, separation_breach
 from gateway.domain.clock import Clock, SystemClock, as_utc
 from gateway.domain.codes import is_valid_credit_code
+from gateway.domain.text import UndeliverableText, typed_text
 from gateway.persistence.engine import READ_ONLY
 from gateway.persistence.identity_tables import identities
 
@@ -185,9 +186,13 @@ class ApiKeyStore:
         """A new identity and its raw key — returned this once, stored only as a hash."""
         if not name.strip():
             raise IdentityError("an identity needs a name")
+        try:
+            name = typed_text(name, "持有人名称")  # it shows in audit records and operators' answers
+        except UndeliverableText as refused:
+            raise IdentityError(str(refused)) from None
         identity = Identity(
             id="id_" + secrets.token_hex(6),
-            name=name.strip(),
+            name=name,
             roles=_checked_roles(roles, department, sector),
             department=department,
             sector=sector,

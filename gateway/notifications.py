@@ -47,6 +47,7 @@ from certstore.keyring import FieldSealer
 from gateway.auth import Identity
 from gateway.domain.case import Trigger
 from gateway.domain.clock import Clock, as_utc
+from gateway.domain.text import UndeliverableText, optional_text
 from gateway.persistence.engine import READ_ONLY
 from gateway.persistence.notification_tables import (
     CANCELLED,
@@ -236,8 +237,10 @@ class Webhooks:
                   ) -> tuple[Subscription, str]:
         """A new subscription and its signing secret (shown this once: only its sealed form is kept)."""
         chosen = chosen_events(events)
-        if description is not None and any(unicodedata.category(ch) == "Cc" for ch in description):
-            raise WebhookRefused("the description has control characters")
+        try:
+            description = optional_text(description, "订阅说明")
+        except UndeliverableText as refused:
+            raise WebhookRefused(str(refused)) from None
         check_target(url, self.insecure_hosts)
         secret = "whsec_" + secrets.token_urlsafe(32)
         row = {"id": f"wh_{secrets.token_hex(6)}", "owner_id": owner.id, "owner_name": owner.name, "url": url,

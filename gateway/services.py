@@ -14,7 +14,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from jsonschema import Draft202012Validator
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -38,15 +37,16 @@ from gateway.domain.case import (
     TaskState,
 )
 from gateway.domain.clock import Clock, shanghai_date
-from gateway.domain.codes import is_valid_id_number
+from gateway.domain.codes import id_number_problem
 from gateway.domain.matter import Department, HandlingForm, Matter
+from gateway.forms import checked_form
 from gateway.persistence.personal_data import PersonalData
 from gateway.persistence.repository import (DeadLetter, Failure, OutboxMessage, StaleCase, StoredResponse,
                                             numbers_taken_apart, take_number_apart)
 from gateway.persistence.uow import UnitOfWork
 from gateway.views import case_view
 
-RESIDENT_ID_CARD = "111"  # GA/T 2000.156
+RESIDENT_ID_CARD = "111"  # GA/T 2000.156: an agent (代办员) always identifies with one
 SUBMIT_CASE, QUERY_STATUS, CANCEL_CASE = "submit_case", "query_status", "cancel_case"
 # Which handling form (办理形式) a channel uses: a matter must offer it.
 CHANNEL_FORMS = {
@@ -150,7 +150,7 @@ class CaseService:
     def submit(self, command: SubmitCase, actor: Actor, idempotency_key: str | None = None) -> SubmitOutcome:
         """`idempotency_key` is the caller's own: it is remembered for `actor.id` (the identity), so another
         identity sending the same key makes a case of its own and learns nothing of the first."""
-        matter = self._check(command)
+        matter, command = self._check(command)
         try:
             return self._submit_once(matter, command, actor, idempotency_key)
         except IntegrityError:
@@ -478,7 +478,9 @@ class CaseService:
             uow.outbox.add(case.case_no, task.sector, operation, task.task_id, now, priority)
 
     # -- intake ---------------------------------------------------------------------------------------
-    def _check(self, command: SubmitCase) -> Matter:
+    def _check(self, command: SubmitCase) -> tuple[Matter, SubmitCase]:
+        """The matter, and the command as it is kept (its form's texts normalised); InvalidApplication when
+        the application breaks a rule of the matter or carries what no sector could take."""
         published = self.catalogue.published(command.matter_code)
         if published is None:
             raise UnknownMatter(command.matter_code)
@@ -487,12 +489,12 @@ class CaseService:
             raise InvalidApplication(f"事项“{matter.name}”不支持通过 {command.channel} 办理")
         if command.channel == "village_agency" and command.agent is None:
             raise InvalidApplication("村（社区）代办点提交的申请必须登记代办员")
-        for person, number in _id_numbers(command):
-            if not is_valid_id_number(number):
-                raise InvalidApplication(f"{person}居民身份证号码校验不通过 (GB 11643 check digit)")
+        today = shanghai_date(self.clock.now())  # the service's clock: a birth date is judged against it
+        for person, id_type, number in _id_numbers(command):
+            if (problem := id_number_problem(id_type, number, today)) is not None:
+                raise InvalidApplication(person + problem)
         self._check_materials(matter, command.materials)
-        self._check_form(matter, command.form)
-        return matter
+        return matter, replace(command, form=self._check_form(matter, command.form))
 
     def _check_materials(self, matter: Matter, materials: Iterable[SubmittedMaterial]) -> None:
         materials = list(materials)
@@ -504,13 +506,12 @@ class CaseService:
             raise InvalidApplication(f"材料文件不存在：{', '.join(missing_files)}")
 
     @staticmethod
-    def _check_form(matter: Matter, form: Mapping[str, Any]) -> None:
-        if not matter.form_schema:
-            return
-        errors = sorted(Draft202012Validator(matter.form_schema).iter_errors(dict(form)), key=lambda e: e.path)
-        if errors:
+    def _check_form(matter: Matter, form: Mapping[str, Any]) -> dict[str, Any]:
+        kept, problems = checked_form(matter.form_schema, form)
+        if problems:
             raise InvalidApplication("申请表填写不符合要求",
-                                     [{"loc": ["body", "form", *e.path], "msg": e.message} for e in errors])
+                                     [{"loc": ["body", "form", *p.path], "msg": p.message} for p in problems])
+        return kept
 
     def _submit_once(self, matter: Matter, command: SubmitCase, actor: Actor, key: str | None) -> SubmitOutcome:
         fingerprint = command.fingerprint()
@@ -568,12 +569,11 @@ class CaseService:
         )
 
 
-def _id_numbers(command: SubmitCase) -> list[tuple[str, str]]:
-    numbers = []
-    if command.applicant.id_type == RESIDENT_ID_CARD:
-        numbers.append(("申请人", command.applicant.id_number))
+def _id_numbers(command: SubmitCase) -> list[tuple[str, str, str]]:
+    """(who, ID type, number) of everyone the application names."""
+    numbers = [("申请人", command.applicant.id_type, command.applicant.id_number)]
     if command.agent is not None:
-        numbers.append(("代办员", command.agent.id_number))
+        numbers.append(("代办员", RESIDENT_ID_CARD, command.agent.id_number))
     return numbers
 
 

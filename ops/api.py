@@ -43,6 +43,7 @@ from gateway.logs import mask_text, mask_value
 from gateway.notifications import FailedDelivery, NotRedeliverable, UnknownDelivery, WebhookFailures
 from gateway.persistence.repository import DeadLetter
 from gateway.problems import install_problems, problem_doc
+from gateway.text_fields import typed
 from gateway.views import event_view
 from ops.dead_letters import (
     BadInput,
@@ -123,8 +124,12 @@ class BulkFilterIn(LetterFilterIn):
     ids: list[RowId] | None = Field(default=None, min_length=1, max_length=MAX_IDS, description="these letters only")
 
 
+# Blank is "no reason" (refused as reason-required below); characters no record should hold: invalid-request.
+Reason = Annotated[str, typed("原因", multiline=True, blank="")]
+
+
 class ReasonIn(Strict):
-    reason: str = Field(max_length=500, description="why: required, not blank; kept in the audit log")
+    reason: Reason = Field(max_length=500, description="why: required, not blank; kept in the audit log")
 
 
 class ReplayIn(ReasonIn):
@@ -134,14 +139,14 @@ class ReplayIn(ReasonIn):
 
 class BulkReplayIn(Strict):
     filter: BulkFilterIn = Field(description="which dead letters; {} is every dead letter (of your sector)")
-    reason: str = Field(default="", max_length=500, description="required unless dry_run")
+    reason: Reason = Field(default="", max_length=500, description="required unless dry_run")
     mapping: MappingVersion = "active"
     dry_run: bool = Field(default=False, description="say how many and which, change nothing")
 
 
 class BulkDiscardIn(Strict):
     filter: BulkFilterIn
-    reason: str = Field(default="", max_length=500, description="required unless dry_run")
+    reason: Reason = Field(default="", max_length=500, description="required unless dry_run")
     dry_run: bool = False
 
 

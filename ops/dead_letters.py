@@ -33,6 +33,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, and_, insert, or_, sel
 from gateway.bundles import BundleStore, UnknownBundle
 from gateway.domain.case import CaseEvent
 from gateway.domain.clock import Clock, as_utc
+from gateway.domain.text import UndeliverableText, optional_text
 from gateway.persistence import tables as t
 from gateway.persistence.bundle_tables import RETIRED
 from gateway.persistence.engine import READ_ONLY
@@ -406,8 +407,12 @@ def _count(name: str, value: int) -> int:
 
 
 def check_reason(reason: str | None) -> str:
-    """The reason, trimmed; ReasonRequired when it is blank or too long."""
-    text = (reason or "").strip()
+    """The reason as a typed text is kept (gateway.domain.text); ReasonRequired when it is blank, too long,
+    or holds what no record should (control characters, …)."""
+    try:
+        text = optional_text(reason, "原因", multiline=True)
+    except UndeliverableText as refused:
+        raise ReasonRequired(str(refused)) from None
     if not text:
         raise ReasonRequired("a reason is required (it is kept with the dead letter and in the audit log)")
     if len(text) > MAX_REASON:

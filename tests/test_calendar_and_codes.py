@@ -48,3 +48,8 @@ def test_national_code_check_characters() -> None:
     assert is_valid_id_number("15020419901120152x")
     assert not is_valid_id_number("150203198503120038")
     assert not is_valid_id_number("15020319850312003")
+
+
+@pytest.mark.parametrize("first", ["\u00b9", "\uff11", "\u0661"], ids=["superscript", "full-width", "arabic-indic"])
+def test_an_id_number_with_digits_other_than_ascii_is_invalid_not_an_error(first: str) -> None:
+    assert not is_valid_id_number(first + "50203198503120039")

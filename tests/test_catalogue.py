@@ -312,6 +312,9 @@ BROKEN: list[tuple[str, dict[str, Any], str]] = [
      "form_schema is not a valid JSON Schema: 'insured_months' is not of type 'array' (at required)"),
     ("form schema of a list", {"form_schema": {"type": "array"}},
      "form_schema must describe an object (\"type\": \"object\")"),
+    ("form format not checked", {"form_schema": {"type": "object", "properties": {
+        "site": {"type": "string", "format": "uri"}, "day": {"type": "string", "format": "date"}}}},
+     "form_schema declares format 'uri', which the gateway does not check; use a pattern instead"),
     ("no service object", {"service_objects": ()}, "service_objects must name at least one service object"),
 ]
 

@@ -243,6 +243,35 @@ def test_malformed_multipart_is_a_4xx_problem_and_stores_nothing(
     assert [p for p in (gateway.settings.var_dir / "materials").rglob("*") if p.is_file()] == []
 
 
+# Characters no sector may ever receive in a typed text (issue 14): what XML 1.0 cannot carry, the other
+# control characters, non-characters and the invisible format characters that hide or reorder a text.
+UNDELIVERABLE = {"nul": "\x00", "escape-sequence": "\x1b[2J", "bell": "\x07", "vertical-tab": "\x0b",
+                 "form-feed": "\x0c", "delete": "\x7f", "c1-csi": "\x9b", "next-line": "\x85",
+                 "bidi-override": "\u202e", "bidi-isolate": "\u2067", "zero-width-space": "\u200b",
+                 "byte-order-mark": "\ufeff", "line-separator": "\u2028", "noncharacter-fffe": "\ufffe",
+                 "noncharacter-ffff": "\uffff", "noncharacter-fdd0": "\ufdd0", "noncharacter-plane-16": "\U0010ffff",
+                 "high-surrogate": "\ud800", "low-surrogate": "\udfff", "tag-character": "\U000e0041",
+                 "interlinear-annotation": "\ufff9"}
+
+
+@pytest.mark.parametrize("hostile", list(UNDELIVERABLE.values()), ids=list(UNDELIVERABLE))
+def test_a_typed_text_no_sector_could_receive_is_a_422_and_stores_nothing(
+        make_gateway: Callable[..., Gateway], hostile: str) -> None:
+    """On both databases: PostgreSQL cannot even store some of these (NUL in a jsonb event)."""
+    gateway = make_gateway(bundles=())
+    body = json.loads(json.dumps(COMPLETE_APPLICATION))
+    body["applicant"]["name"] = f"王{hostile}建国"
+    escaped = {"content-type": "application/json"}  # json.dumps writes \u escapes: lone surrogates travel too
+    with TestClient(create_app(gateway), headers=Keys.issue(gateway).hall, raise_server_exceptions=False) as client:
+        assert_problem(client.post("/v1/cases", content=json.dumps(body), headers=escaped), 422, "invalid-request")
+        assert count(gateway, t.cases) == 0
+        case_no = client.post("/v1/cases", json=COMPLETE_APPLICATION).json()["case_no"]
+        withdraw = client.post(f"/v1/cases/{case_no}/withdraw", content=json.dumps({"reason": f"不办{hostile}了"}),
+                               headers=escaped)
+        assert_problem(withdraw, 422, "invalid-request")
+    assert gateway.service.get(case_no).state == "accepted"
+
+
 # --- bundles a sector administrator uploads --------------------------------------------------------------
 
 def _with_doctype(doctype: Callable[..., str]) -> Callable[[Witness, str], str]:

@@ -90,6 +90,8 @@ def test_dead_letters_are_listed_by_filter_page_after_page_and_counted(operator:
     (("replay-many", "--sector", "housing_fund", "--yes"), "a reason is required"),
     (("replay-many", "--resume", "99"), "no replay run 99"),
     (("discard", "1", "--reason", "  "), "a reason is required"),
+    (("discard", "1", "--reason", "重复\x1b[2J提交"), "控制字符"),
+    (("replay-many", "--sector", "housing_fund", "--reason", "\u202e恢复", "--yes"), "格式控制"),
 ])
 def test_bad_input_is_refused_readably_with_exit_code_2_and_changes_nothing(
         operator: Operator, args: tuple[str, ...], says: str) -> None:

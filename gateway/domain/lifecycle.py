@@ -30,6 +30,7 @@ from gateway.domain.case import (
     Trigger,
 )
 from gateway.domain.clock import shanghai_date
+from gateway.domain.codes import birth_date
 from gateway.domain.deadline import ACCEPTANCE_LIMIT, Deadline, DeadlineKind
 from gateway.domain.matter import Matter
 
@@ -238,24 +239,16 @@ def tick(case: Case, matter: Matter, now: datetime, calendar: WorkingCalendar, w
 
 
 def green_channel(claims: Iterable[str], id_type: str, id_number: str, today: date) -> tuple[str, ...]:
-    """Why a case has priority (绿色通道): claimed grounds, plus age 60+ read from the ID number itself."""
+    """Why a case has priority (绿色通道): claimed grounds, plus age 60+ read from the ID number itself (any
+    number in GB 11643 form: resident ID, temporary ID, residence permits, the 2023 permanent residence card)."""
     unknown = set(claims) - GREEN_CHANNEL_CLAIMS
     if unknown:
         raise CaseRuleViolation(f"unknown green-channel grounds: {', '.join(sorted(unknown))}")
     grounds = sorted(set(claims))
-    birth = _birth_date(id_type, id_number)
+    birth = birth_date(id_type, id_number)
     if birth is not None and _age(birth, today) >= 60:
         grounds.insert(0, "aged_60_plus")
     return tuple(grounds)
-
-
-def _birth_date(id_type: str, id_number: str) -> date | None:
-    if id_type != "111" or len(id_number) != 18:
-        return None
-    try:
-        return date(int(id_number[6:10]), int(id_number[10:12]), int(id_number[12:14]))
-    except ValueError:
-        return None
 
 
 def _age(birth: date, today: date) -> int:
