@@ -110,9 +110,10 @@ def seed_dead_letters(engine: Engine, personal: PersonalData, count: int, now: d
     sealed = {error: {c: personal.seal(_failure(error)[c], f"dead_letters.{c}")
                       for c in SEALED_COLUMNS["dead_letters"][1]} for error in ERROR_CLASSES}
     prefix = f"SEED{uuid.uuid4().hex[:8]}"  # a second seeding in one database adds cases of its own
+    applicant = personal.seal(SEED_APPLICANT, "cases.applicant")  # one sealed value for every seeded case
     with engine.begin() as conn:
         first_outbox_id = int(conn.execute(select(func.coalesce(func.max(t.outbox.c.id), 0))).scalar_one()) + 1
-        cases = [_case_row(f"{prefix}{n:07d}", MATTERS[n % len(MATTERS)], now)
+        cases = [_case_row(f"{prefix}{n:07d}", MATTERS[n % len(MATTERS)], now, applicant)
                  for n in range(-(-count // LETTERS_PER_CASE))]
         for start in range(0, len(cases), CHUNK):
             conn.execute(insert(t.cases), cases[start:start + CHUNK])
@@ -121,6 +122,7 @@ def seed_dead_letters(engine: Engine, personal: PersonalData, count: int, now: d
             outbox = [_outbox_row(first_outbox_id + n, cases[n // LETTERS_PER_CASE]["case_no"], n,
                                   sectors[n % len(sectors)], now) for n in numbers]
             conn.execute(insert(t.outbox), outbox)  # ids given: no RETURNING, which costs a round trip a row
+            conn.execute(insert(t.case_tasks), [_task_row(row) for row in outbox])  # a task a letter: it names one
             letters = [{**row, **_letter_row(n, count, now, sealed), "outbox_id": row["id"],
                         "bundle_version": bundle_version} for n, row in zip(numbers, outbox, strict=True)]
             conn.execute(insert(t.dead_letters), [_only_dead_letter_columns(row) for row in letters])
@@ -131,6 +133,10 @@ def seed_dead_letters(engine: Engine, personal: PersonalData, count: int, now: d
     return ids
 
 
+SEED_APPLICANT = {"name": "王建国", "id_type": "111", "id_number": "150203198503120039", "phone": None,
+                  "address": None, "legal_representative": None}
+
+
 def _failure(error: str) -> dict[str, Any]:
     return {"error_message": f"{error}: the sector did not take the message",
             "rendered_request": {"body": "<rendered request>"},
@@ -139,11 +145,18 @@ def _failure(error: str) -> dict[str, Any]:
             "history": [{"at": "2026-11-01T00:00:00+00:00", "failure": error, "elapsed_ms": 12}]}
 
 
-def _case_row(case_no: str, matter_code: str, now: datetime) -> dict[str, Any]:
+def _case_row(case_no: str, matter_code: str, now: datetime, applicant: Any) -> dict[str, Any]:
     return {"case_no": case_no, "matter_code": matter_code, "matter_version": 1, "state": "accepted",
-            "channel": "online_pc", "region_code": "150200", "applicant": {}, "applicant_index": "seed",
+            "channel": "online_pc", "region_code": "150200", "applicant": applicant, "applicant_index": "seed",
             "green_channel": {}, "materials": [], "form": {}, "missing_materials": [], "supplement_rounds": 0,
             "version": 1, "created_at": now, "updated_at": now}
+
+
+def _task_row(outbox: dict[str, Any]) -> dict[str, Any]:
+    """The task a seeded letter's message was for, still pending at its sector (as a dead submission leaves it)."""
+    return {"case_no": outbox["case_no"], "task_id": outbox["task_id"], "department": "种子部门",
+            "credit_code": "12150200MB1A00010L", "sector": outbox["sector"], "lead": outbox["task_id"] == "1",
+            "state": "pending", "round": 0}
 
 
 def _outbox_row(outbox_id: int, case_no: str, n: int, sector: str, now: datetime) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 import structlog
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
@@ -37,6 +37,7 @@ from gateway.text_fields import typed
 from gateway.services import (
     CaseNotFound,
     CaseService,
+    Correction,
     IdempotencyConflict,
     InvalidApplication,
     NotYourCase,
@@ -116,6 +117,39 @@ class CaseIn(Strict):
             agent=Agent(**self.agent.model_dump()) if self.agent else None,
             green_channel_claims=tuple(self.green_channel),
         )
+
+
+class CorrectionIn(Strict):
+    """更正: what to correct, by name. Only the fields given change; each is checked as at submission."""
+
+    reason: Annotated[str, typed("更正原因", multiline=True)] = Field(
+        min_length=1, max_length=500, description="why (更正原因); shown in the case's events")
+    applicant: dict[str, str | None] = Field(
+        default_factory=dict, max_length=6,
+        description="applicant fields to correct: name, id_type, id_number, phone, address, legal_representative "
+                    "(null clears an optional one)")
+    form: dict[str, Any] = Field(default_factory=dict, max_length=50,
+                                 description="form fields to correct (null removes one); the form is checked again")
+    materials: list[MaterialIn] | None = Field(default=None, max_length=50,
+                                               description="the whole list of materials, when it changes")
+
+    @field_validator("applicant")
+    @classmethod
+    def _applicant_fields(cls, given: dict[str, str | None]) -> dict[str, str | None]:
+        """Each value as ApplicantIn declares that field (one definition of what an applicant field may hold)."""
+        fields = ApplicantIn.model_fields
+        unknown = sorted(set(given) - set(fields))
+        if unknown:
+            raise ValueError(f"不能更正申请人字段：{', '.join(unknown)}；可更正 {', '.join(fields)}")
+        return {name: None if value is None and not fields[name].is_required()
+                else TypeAdapter(Annotated[fields[name].annotation, fields[name]]).validate_python(value)
+                for name, value in given.items()}
+
+    def to_correction(self) -> Correction:
+        named = {**{f"applicant.{k}": v for k, v in self.applicant.items()},
+                 **{f"form.{k}": v for k, v in self.form.items()}}
+        materials = None if self.materials is None else tuple(m.to_domain() for m in self.materials)
+        return Correction(self.reason, named, materials)
 
 
 class LookupIn(Strict):
@@ -355,6 +389,13 @@ def request_supplement(case_no: str, body: SupplementRequestIn, request: Request
     actor = Actor(ActorKind.WINDOW, _who(request).id)
     case = _service(request).request_supplement(case_no, body.missing, actor, body.reason, _version(if_match))
     return _answer(response, case)
+
+
+@_action("correction", "Correct named fields of an accepted case (更正); its sector systems are sent it again",
+         Role.WINDOW)
+def correct(case_no: str, body: CorrectionIn, request: Request, response: Response, if_match: IfMatch = None) -> Any:
+    actor = Actor(ActorKind.WINDOW, _who(request).id)
+    return _answer(response, _service(request).correct(case_no, body.to_correction(), actor, _version(if_match)))
 
 
 @_action("tasks/{task_id}/decision", "A department decides its task (back office)", Role.CLERK)

@@ -15,7 +15,11 @@ each role and prints them, then plays cases over HTTP and prints each timeline:
   6. a public-security case (居民身份证换领) whose decision comes back by a signed callback;
 and two synchronous queries (housing-fund balance, marriage record); then
   7. an outage of the social-security system: retries run out, a dead letter for operators;
-  8. the social-security sector moves to mutual TLS and WS-Security signing: our keys made in the
+  8. a correction (更正) at the window of a case whose message died: the dead letter is superseded and the
+     corrected case goes to the sector again under a new round's key;
+  9. a dead letter discarded with `--case-outcome back_office`: the department's clerk decides the task
+     through the back-office API;
+  10. the social-security sector moves to mutual TLS and WS-Security signing: our keys made in the
      certificate store (`yiwang certs csr`), the sector's CA signs them, `yiwang certs import`, its next
      bundle version registered and activated, and a case decided over the new channel.
 Part of the composition root.
@@ -62,7 +66,7 @@ from gateway.persistence.uow import UnitOfWork
 from gateway.serving import serve_in_thread
 
 DEMO_DIR = Path("var") / "demo"
-SECTOR_PKI = DEMO_DIR / "social_security-pki"  # the sector's side of scene 8: its CA, server and signing files
+SECTOR_PKI = DEMO_DIR / "social_security-pki"  # the sector's side of scene 10: its CA, server and signing files
 MTLS_BUNDLE = ("upgrades", "social_security_mtls")  # under the shipped bundles: social security's next version
 RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
 UNEMPLOYMENT = "12150200MB1A00010L3000805001000"  # 失业保险金申领
@@ -71,6 +75,7 @@ RETIREMENT = "12150200MB1A00010L3000805005000"  # 职工退休一件事 (paralle
 SUBSISTENCE = "11150204MB0C00050L4000113002000"  # 最低生活保障审批 (青山区民政局)
 ID_CARD_RENEWAL = "11150203MB0E00080E4000114002000"  # 居民身份证换领 (昆都仑区分局)
 UNEMPLOYMENT_MATERIALS = [{"name": "居民身份证"}, {"name": "解除或终止劳动合同证明"}, {"name": "本人银行账户"}]
+SOCIAL_SECURITY_AGENCY = "12150200MB1A00010L"  # 包头市社会保险事业服务中心
 
 
 class DemoFailed(Exception):
@@ -84,9 +89,10 @@ class Desk:
     hall: httpx.Client
     window: httpx.Client
     issuing: httpx.Client
+    clerk: httpx.Client  # a clerk of the social-security agency (its back office)
 
     def close(self) -> None:
-        for client in (self.hall, self.window, self.issuing):
+        for client in (self.hall, self.window, self.issuing, self.clerk):
             client.close()
 
 
@@ -127,6 +133,8 @@ def run_demo(console: Console, base: Settings, fresh: bool = True, timeout_s: fl
         stack.callback(desk.close)
         ok = _play(console, desk, timeout_s)
         ok = _outage(console, gateway, systems["social_security"], desk, timeout_s) and ok
+        for scene in (_correction, _back_office):
+            ok = scene(console, gateway, systems["social_security"], desk, timeout_s) and ok
         ok = _mutual_tls(console, gateway, endpoints, desk, stack, timeout_s) and ok
         ok = _logs_intact(console, gateway) and ok
         console.print({s: sim.counters["cases_created"] for s, sim in systems.items()}, "cases applied per sector")
@@ -169,9 +177,10 @@ def _desk(console: Console, gateway: Gateway, base_url: str) -> Desk:
     table = Table("role", "identity", "API key", title="API keys issued for the demo (shown once)",
                   title_justify="left")
     clients = []
-    for name, role in (("online hall", Role.HALL_CLIENT), ("city window", Role.WINDOW),
-                       ("issuing window", Role.ISSUING_WINDOW)):
-        identity, key = gateway.keys.issue(f"demo {name}", [role])
+    for name, role, scope in (("online hall", Role.HALL_CLIENT, {}), ("city window", Role.WINDOW, {}),
+                              ("issuing window", Role.ISSUING_WINDOW, {}),
+                              ("social-security clerk", Role.CLERK, {"department": SOCIAL_SECURITY_AGENCY})):
+        identity, key = gateway.keys.issue(f"demo {name}", [role], **scope)
         table.add_row(name, identity.id, key)
         clients.append(httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30))
     console.print(table, "")
@@ -302,13 +311,83 @@ def _outage(console: Console, gateway: Gateway, sector: SocialSecuritySimulator,
     return True
 
 
+def _correction(console: Console, gateway: Gateway, sector: SocialSecuritySimulator, desk: Desk,
+                timeout_s: float) -> bool:
+    """8: a case's message died while the sector was down; the window finds the applicant's phone number was
+    typed wrong and corrects it (更正) with a reason. The dead letter is superseded, and once the sector is back
+    it gets the corrected case under a new round's key (`…:r1`): a new request, not a repeat."""
+    title = "8 窗口更正：报送失败的办件 → 窗口更正申请人电话 → 原死信作废 → 以新一轮幂等键重新报送 → 准予"
+    try:
+        case, letters = _dead_while_down(gateway, sector, desk, {"name": "吴秀英", "id_number": "150207198108080028",
+                                                                 "phone": "13514720099"}, timeout_s)
+        corrected = _post(desk.window, case["case_no"], "correction",
+                          {"reason": "申请人联系电话录入错误", "applicant": {"phone": "13514720009"}})
+        after = _wait(desk.window, case["case_no"], "approved", timeout_s)
+        letter = _dead_letter(gateway, letters[0].id)
+        _expect(letter.status == "superseded", f"dead letter {letter.id} is {letter.status}, not superseded")
+    except DemoFailed as exc:
+        console.print(f"[red]{title}: {exc}")
+        return False
+    console.print(f"dead letter {letter.id} ({letter.idempotency_key}) is {letter.status}; the corrected case went "
+                  f"out as round {corrected['tasks'][0]['round']}: "
+                  f"{letter.idempotency_key}:r{corrected['tasks'][0]['round']}", highlight=False)
+    _print_timeline(console, title, after, desk.window.get(f"/v1/cases/{case['case_no']}/events").json())
+    return True
+
+
+def _back_office(console: Console, gateway: Gateway, sector: SocialSecuritySimulator, desk: Desk,
+                 timeout_s: float) -> bool:
+    """9: the sector stays down; an operator discards the dead letter and, in the same step, hands the task to
+    the department's back office (`--case-outcome back_office`): its clerk decides through the back-office API
+    and the case goes on to the issuing window. No case is left accepted with nothing in flight."""
+    title = "9 死信转后台：社保系统长期停机 → 运维丢弃死信并转部门后台办理 → 经办人后台审批 → 出证"
+    try:
+        case, letters = _dead_while_down(gateway, sector, desk, {"name": "郑志刚", "id_number": "150206197702140010",
+                                                                 "phone": "13614720010"}, timeout_s)
+        command = ("ops", "discard", str(letters[0].id), "--reason", "社保系统停机检修一周，转人工办理",
+                   "--case-outcome", "back_office")
+        said = " ".join(_yiwang(*command).split())
+        handed = desk.clerk.get(f"/v1/cases/{case['case_no']}").json()
+        _expect(handed["tasks"][0]["via"] == "back_office", f"the task is {handed['tasks'][0]}")
+        approved = _post(desk.clerk, case["case_no"], "tasks/1/decision",
+                         {"decision": "approved", "opinion": "经后台审核，符合申领条件"})
+        _issue_and_deliver(desk, approved, {"method": "pickup", "received_by": "郑志刚"})
+    except DemoFailed as exc:
+        console.print(f"[red]{title}: {exc}")
+        return False
+    console.print(f"$ yiwang {shlex.join(command)}\n  → {said}", highlight=False)
+    _print_timeline(console, title, desk.window.get(f"/v1/cases/{case['case_no']}").json(),
+                    desk.window.get(f"/v1/cases/{case['case_no']}/events").json())
+    return True
+
+
+def _dead_while_down(gateway: Gateway, sector: SocialSecuritySimulator, desk: Desk, applicant: dict[str, str],
+                     timeout_s: float) -> tuple[dict[str, Any], list[DeadLetter]]:
+    """A case submitted while the sector is down, until its message is a dead letter; the sector comes back
+    (a scene that needs it down longer sets the fault again)."""
+    sector.set_fault("fail")
+    try:
+        case = _unemployment(desk.hall, "online_pc", applicant, 30, "2026-11-16")
+        return case, _wait_for_dead_letter(gateway, case["case_no"], timeout_s)
+    finally:
+        sector.set_fault(None)
+
+
+def _dead_letter(gateway: Gateway, letter_id: int) -> DeadLetter:
+    with UnitOfWork(gateway.engine, gateway.service.personal, read_only=True) as uow:
+        letter = uow.dead_letters.get(letter_id)
+    if letter is None:
+        raise DemoFailed(f"no dead letter {letter_id}")
+    return letter
+
+
 def _mutual_tls(console: Console, gateway: Gateway, endpoints: dict[str, str], desk: Desk, stack: ExitStack,
                 timeout_s: float) -> bool:
-    """8: the social-security sector moves to mutual TLS and WS-Security signing. Our security administrator
+    """10: the social-security sector moves to mutual TLS and WS-Security signing. Our security administrator
     makes the keys in the store (they never leave it), the sector's CA signs the CSRs, the certificates are
     imported, the sector's IT team registers and activates its next bundle version, and a case is decided
     over the new channel: the sector saw our client certificate and an RSA-SHA256 signature."""
-    title = "8 社保系统改用双向TLS + WS-Security签名：证书库生成密钥和CSR → 部门CA签发 → 导入 → 新版本包激活 → 办件"
+    title = "10 社保系统改用双向TLS + WS-Security签名：证书库生成密钥和CSR → 部门CA签发 → 导入 → 新版本包激活 → 办件"
     console.print(f"[bold]{title}")
     try:
         sector = stack.enter_context(_sector_goes_secure(console))

@@ -36,7 +36,7 @@ log = structlog.get_logger("yiwang.dispatch")
 INTERNAL_ERROR = "internal"  # a bug of ours, not one of the sector failure classes
 CONFIGURATION_ERROR = "configuration"  # no active bundle for the sector
 MATERIAL_ERROR = "material"  # a material that cannot go as the bundle declares (altered, too large): not retried
-ENDED = frozenset({CaseState.WITHDRAWN, CaseState.CLOSED, CaseState.NOT_ACCEPTED})
+ENDED = frozenset({CaseState.WITHDRAWN, CaseState.CLOSED, CaseState.NOT_ACCEPTED, CaseState.VOIDED})
 # How a delivery ended, as the observer hears it (the label `outcome` of yiwang_deliveries_total).
 DELIVERED = "delivered"  # the sector took it; its answer is recorded
 DEAD = "dead"  # a dead letter: failed past the retry policy, or can never go (configuration, material, a bug)
@@ -232,8 +232,8 @@ class Dispatcher:
             self.service.record_submitted(message, self.owner, result["sector_ref"], poll_after)
         elif message.operation == QUERY_STATUS:
             self.service.record_status(message, self.owner, result, poll_after or timedelta(seconds=5))
-        else:  # cancel_case: the sector has been told; nothing in the case changes
-            self.service.settle_without_sending(message, self.owner)
+        else:  # cancel_case: the sector has been told, and the cancelled task shows it
+            self.service.record_cancelled(message, self.owner)
 
     def _settle(self, message: OutboxMessage, why: str) -> None:
         self.service.settle_without_sending(message, self.owner)

@@ -35,13 +35,15 @@ from gateway.domain.case import (
     SubmittedMaterial,
     Task,
     TaskState,
+    WayForward,
 )
 from gateway.domain.clock import Clock, shanghai_date
 from gateway.domain.codes import id_number_problem
 from gateway.domain.matter import Department, HandlingForm, Matter
 from gateway.forms import checked_form
 from gateway.persistence.personal_data import PersonalData
-from gateway.persistence.repository import (DeadLetter, Failure, OutboxMessage, StaleCase, StoredResponse,
+from gateway.persistence.repository import (CaseRepository, DeadLetter, DeadLetterRepository, Failure,
+                                            OutboxMessage, OutboxRepository, StaleCase, StoredResponse,
                                             numbers_taken_apart, take_number_apart)
 from gateway.persistence.uow import UnitOfWork
 from gateway.views import case_view
@@ -118,6 +120,47 @@ class SubmitCase:
         body = json.dumps(self, default=lambda o: vars(o) if hasattr(o, "__dict__") else list(o),
                           sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(body.encode()).hexdigest()
+
+
+# The applicant's fields a window may correct (更正); the form's fields are named `form.<field>`.
+CORRECTABLE_APPLICANT = ("name", "id_type", "id_number", "phone", "address", "legal_representative")
+OPTIONAL_APPLICANT = frozenset({"phone", "address", "legal_representative"})
+
+
+@dataclass(frozen=True)
+class Correction:
+    """更正: named fields of an accepted case and their new values (None clears an optional field or removes a
+    form field), and/or a new list of materials, with the reason the window gives."""
+
+    reason: str
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    materials: tuple[SubmittedMaterial, ...] | None = None
+
+    def apply_to(self, case: Case) -> dict[str, tuple[Any, Any]]:
+        """Change the case; returns field -> (old, new) for what really changed. CaseRuleViolation names a field
+        that cannot be corrected."""
+        changes: dict[str, tuple[Any, Any]] = {}
+        applicant, form = vars(case.applicant).copy(), dict(case.form)
+        for name, new in self.fields.items():
+            group, _, key = name.partition(".")
+            if group == "applicant" and key in CORRECTABLE_APPLICANT:
+                if new is None and key not in OPTIONAL_APPLICANT or new is not None and not isinstance(new, str):
+                    raise CaseRuleViolation(f"更正字段 {name} 必须是文字")
+                old, applicant[key] = applicant[key], new
+            elif group == "form" and key:
+                old = form.pop(key, None)
+                if new is not None:
+                    form[key] = new
+            else:
+                raise CaseRuleViolation(f"不能更正字段 {name}：可更正 applicant.<{'|'.join(CORRECTABLE_APPLICANT)}> "
+                                        "与 form.<字段>")
+            if old != new:
+                changes[name] = (old, new)
+        case.applicant, case.form = Applicant(**applicant), form
+        if self.materials is not None and self.materials != case.materials:
+            changes["materials"] = ([vars(m).copy() for m in case.materials], [vars(m).copy() for m in self.materials])
+            case.materials = self.materials
+        return changes
 
 
 @dataclass(frozen=True)
@@ -201,18 +244,17 @@ class CaseService:
         return self.change(case_no, change, expected_version)
 
     def withdraw(self, case_no: str, actor: Actor, reason: str, expected_version: int | None = None) -> Case:
-        """Withdrawn: the sector systems that already have the case are told to cancel it."""
-        def change(case: Case, matter: Matter, now: datetime) -> list[Task]:
-            lifecycle.withdraw(case, actor, now, reason)
-            return [t for t in case.tasks if t.sector is not None and t.state is TaskState.IN_PROCESS]
-
-        return self.change(case_no, change, expected_version, enqueue_as=CANCEL_CASE)
+        """Withdrawn: its open tasks are cancelled; the sector systems that already have one are told."""
+        return self.change(case_no, _quiet(lambda c, m, now: lifecycle.withdraw(c, actor, now, reason)),
+                           expected_version)
 
     def accept(self, case_no: str, actor: Actor, expected_version: int | None = None) -> Case:
         def change(case: Case, matter: Matter, now: datetime) -> list[Task]:
             missing = [m.name for m in matter.missing_materials(x.name for x in case.materials)]
             if missing:
                 raise CaseRuleViolation("材料不齐全，不能受理：" + "、".join(missing))
+            if case.receipt_no is not None:  # accepted before, sent back for a supplement: it goes on
+                return lifecycle.continue_processing(case, actor, now)
             return lifecycle.accept(case, matter, actor, now, self.calendar)
 
         return self.change(case_no, change, expected_version)
@@ -232,6 +274,22 @@ class CaseService:
             return []
 
         return self.change(case_no, change, expected_version)
+
+    def correct(self, case_no: str, correction: Correction, actor: Actor, expected_version: int | None = None) -> Case:
+        """更正 at the window: named fields of an accepted case corrected with a reason, checked as intake checks
+        them; the case is sent again to every sector system that has an open task (a new round, a new key)."""
+        def change(case: Case, matter: Matter, now: datetime) -> list[Task]:
+            changes = correction.apply_to(case)
+            self._check_corrected(matter, case)
+            return lifecycle.correct(case, matter, changes, actor, now, correction.reason)
+
+        return self.change(case_no, change, expected_version)
+
+    def settle(self, case_no: str, task_id: str, way: WayForward, actor: Actor, reason: str,
+               missing: Iterable[str] = (), expected_version: int | None = None) -> Case:
+        """A way forward for a task its sector will not take (case.WAYS_FORWARD)."""
+        return self.change(case_no, _quiet(lambda c, m, now: lifecycle.settle(c, task_id, way, actor, now, reason,
+                                                                              missing)), expected_version)
 
     # -- departments without a system: the back-office API ----------------------------------------
     def decide_task(self, case_no: str, task_id: str, decision: TaskState, opinion: str, actor: Actor,
@@ -290,13 +348,15 @@ class CaseService:
         """The sector took its task: the task starts and, unless it calls back, its first poll is scheduled."""
         def change(case: Case, matter: Matter, now: datetime, uow: UnitOfWork) -> None:
             before = len(case.events)
-            lifecycle.start_task(case, message.task_id, _sector(message), now, sector_ref)
+            # A later round's answer opens its own polling: the earlier round's polls were superseded with it.
+            resent = message.round > 0 and case.task(message.task_id).state is TaskState.IN_PROCESS
+            lifecycle.start_task(case, message.task_id, _sector(message), now, sector_ref, resent=resent)
             uow.outbox.complete(message.id, now)
-            if len(case.events) == before:
+            if len(case.events) == before and not resent:
                 return  # started already (a callback came first, or a repeat): its polling is scheduled
             if poll_after is not None and not case.task(message.task_id).state.concluded:
                 uow.outbox.add(case.case_no, message.sector, QUERY_STATUS, message.task_id, now + poll_after,
-                               message.priority)
+                               message.priority, message.round)
 
         return self._record(message, owner, change)
 
@@ -312,6 +372,14 @@ class CaseService:
                 return
             lifecycle.conclude_task(case, message.task_id, decision, result.get("opinion") or "", _sector(message),
                                     now)
+            uow.outbox.complete(message.id, now)
+
+        return self._record(message, owner, change)
+
+    def record_cancelled(self, message: OutboxMessage, owner: str) -> bool:
+        """A sector took our cancellation of a task it had: the task shows its sector was told."""
+        def change(case: Case, matter: Matter, now: datetime, uow: UnitOfWork) -> None:
+            lifecycle.sector_told(case, message.task_id, _sector(message), now)
             uow.outbox.complete(message.id, now)
 
         return self._record(message, owner, change)
@@ -415,10 +483,9 @@ class CaseService:
         return sum(moved)
 
     # -- the one way a stored case changes -----------------------------------------------------------
-    def change(self, case_no: str, change: Change, expected_version: int | None = None,
-               enqueue_as: str = SUBMIT_CASE) -> Case:
-        """Load, check the version the caller saw, change, store with outbox rows for the tasks the change
-        returns (`enqueue_as` says what to send them: new tasks are submitted), commit."""
+    def change(self, case_no: str, change: Change, expected_version: int | None = None) -> Case:
+        """Load, check the version the caller saw, change, store with what the change makes to send (see
+        `store_change`), commit."""
         with self.uow() as uow:
             case = uow.cases.get(case_no, for_update=True)  # writers of one case take turns: none is stale
             if case is None:
@@ -426,12 +493,11 @@ class CaseService:
             if expected_version is not None and expected_version != case.version:
                 raise StaleCase(case_no)
             now = self.clock.now()
-            events_before = len(case.events)
+            events_before, before = len(case.events), task_snapshot(case)
             to_deliver = change(case, self.matter_of(case), now)
             if len(case.events) == events_before:
                 return case  # nothing happened: nothing to store
-            uow.cases.save(case, now)
-            self._enqueue(uow, case, to_deliver, now, enqueue_as)
+            store_change(uow, case, before, to_deliver, now)
             uow.commit()
         return case
 
@@ -469,14 +535,6 @@ class CaseService:
             uow.commit()
         return True
 
-    @staticmethod
-    def _enqueue(uow: UnitOfWork, case: Case, tasks: list[Task], now: datetime,
-                 operation: str = SUBMIT_CASE) -> None:
-        priority = 1 if case.green_channel else 0  # green channel first, without broker priorities
-        for task in tasks:
-            assert task.sector is not None
-            uow.outbox.add(case.case_no, task.sector, operation, task.task_id, now, priority)
-
     # -- intake ---------------------------------------------------------------------------------------
     def _check(self, command: SubmitCase) -> tuple[Matter, SubmitCase]:
         """The matter, and the command as it is kept (its form's texts normalised); InvalidApplication when
@@ -489,12 +547,22 @@ class CaseService:
             raise InvalidApplication(f"事项“{matter.name}”不支持通过 {command.channel} 办理")
         if command.channel == "village_agency" and command.agent is None:
             raise InvalidApplication("村（社区）代办点提交的申请必须登记代办员")
+        self._check_people(command)
+        self._check_materials(matter, command.materials)
+        return matter, replace(command, form=self._check_form(matter, command.form))
+
+    def _check_corrected(self, matter: Matter, case: Case) -> None:
+        """A corrected case passes intake's checks of what it carries (the matter it was accepted under); its
+        form is kept as intake keeps one (texts normalised)."""
+        self._check_people(SubmitCase(case.matter_code, case.applicant, case.materials, agent=case.agent))
+        self._check_materials(matter, case.materials)
+        case.form = self._check_form(matter, case.form)
+
+    def _check_people(self, command: SubmitCase) -> None:
         today = shanghai_date(self.clock.now())  # the service's clock: a birth date is judged against it
         for person, id_type, number in _id_numbers(command):
             if (problem := id_number_problem(id_type, number, today)) is not None:
                 raise InvalidApplication(person + problem)
-        self._check_materials(matter, command.materials)
-        return matter, replace(command, form=self._check_form(matter, command.form))
 
     def _check_materials(self, matter: Matter, materials: Iterable[SubmittedMaterial]) -> None:
         materials = list(materials)
@@ -530,7 +598,7 @@ class CaseService:
             lifecycle.submit(case, matter, actor, now, self.calendar)
             to_deliver = lifecycle.check_completeness(case, matter, now, self.calendar)
             uow.cases.add(case, now)
-            self._enqueue(uow, case, to_deliver, now)
+            _enqueue(uow, case, to_deliver, now)
             view = case_view(case)
             if key is not None:
                 uow.idempotency.add(actor.id, key, StoredResponse(fingerprint, case.case_no, 201, view), now)
@@ -567,6 +635,51 @@ class CaseService:
             green_channel=lifecycle.green_channel(command.green_channel_claims, applicant.id_type,
                                                   applicant.id_number, today),
         )
+
+
+class Repositories(Protocol):
+    """What storing a changed case needs: a unit of work's repositories, or the dead-letter desk's."""
+
+    cases: CaseRepository
+    outbox: OutboxRepository
+    dead_letters: DeadLetterRepository
+
+
+def task_snapshot(case: Case) -> dict[str, Task]:
+    """The case's tasks as they stand, to compare with after a change (`store_change`)."""
+    return {task.task_id: replace(task) for task in case.tasks}
+
+
+def store_change(repos: Repositories, case: Case, before: Mapping[str, Task], to_deliver: Iterable[Task],
+                 now: datetime) -> None:
+    """Store a changed case with everything the change means for sectors, in the caller's transaction:
+    - a task that started a new round (a correction, a send-back, a hand-over): its open messages of earlier
+      rounds, and the dead letters they left, are superseded — what a sector answers to them changes nothing;
+    - a task a sector had and must drop (cancelled, or handed to the back office): that sector is sent a
+      cancellation;
+    - the tasks the change returns: submitted to their sectors, under their round's idempotency key."""
+    repos.cases.save(case, now)
+    priority = _priority(case)
+    for task in case.tasks:
+        earlier = before.get(task.task_id)
+        if earlier is None:
+            continue
+        if task.round > earlier.round:
+            repos.outbox.supersede(case.case_no, task.task_id, task.round, now)
+            repos.dead_letters.supersede(case.case_no, task.task_id, task.round, now)
+        if task.sector_told is False and earlier.sector_told is not False and earlier.sector is not None:
+            repos.outbox.add(case.case_no, earlier.sector, CANCEL_CASE, task.task_id, now, priority, task.round)
+    _enqueue(repos, case, list(to_deliver), now)
+
+
+def _enqueue(repos: Repositories, case: Case, tasks: list[Task], now: datetime) -> None:
+    for task in tasks:
+        assert task.sector is not None
+        repos.outbox.add(case.case_no, task.sector, SUBMIT_CASE, task.task_id, now, _priority(case), task.round)
+
+
+def _priority(case: Case) -> int:
+    return 1 if case.green_channel else 0  # green channel first, without broker priorities
 
 
 def _id_numbers(command: SubmitCase) -> list[tuple[str, str, str]]:

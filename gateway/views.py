@@ -27,6 +27,7 @@ STATE_LABELS = {
     "delivered": "已送达",
     "closed": "已办结",
     "withdrawn": "已撤回",
+    "voided": "已作废",
 }
 
 
@@ -88,7 +89,8 @@ def case_view(case: Case) -> dict[str, Any]:
         "tasks": [
             {"task_id": t.task_id, "department": t.department, "credit_code": t.credit_code, "lead": t.lead,
              "via": "sector_system" if t.sector else "back_office", "state": str(t.state),
-             "sector_ref": t.sector_ref, "opinion": _masked(t.opinion)}
+             "sector_ref": t.sector_ref, "opinion": _masked(t.opinion), "round": t.round,
+             "sector_told": t.sector_told}
             for t in case.tasks
         ],
         "opinion": _masked(case.opinion),

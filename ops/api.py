@@ -50,6 +50,7 @@ from ops.dead_letters import (
     DeadLetterDesk,
     DeadLetterFilter,
     DeadLetterNotFound,
+    NotDiscardable,
     NotReplayable,
     ReasonRequired,
     ReplayPlan,
@@ -72,10 +73,6 @@ MappingVersion = Literal["original", "active"]
 # A letter's parts that may hold ID and phone numbers: masked unless the reader may see them.
 PERSONAL_PARTS = ("error_message", "canonical_payload", "rendered_request", "last_response", "history",
                   "replay_reason", "discard_reason")
-
-
-class NotDiscardable(ValueError):
-    """The letter is replayed or discarded already: only a dead one is discarded."""
 
 
 # --- what comes in -----------------------------------------------------------------------------------------
@@ -111,7 +108,7 @@ class LetterFilterIn(Strict):
 
 
 class CountQuery(LetterFilterIn):
-    status: Literal["dead", "replayed", "discarded", "any"] = "dead"
+    status: Literal["dead", "replayed", "discarded", "superseded", "any"] = "dead"
 
 
 class ListQuery(CountQuery):
@@ -144,9 +141,20 @@ class BulkReplayIn(Strict):
     dry_run: bool = Field(default=False, description="say how many and which, change nothing")
 
 
+CaseOutcome = Literal["back_office", "return", "void"]
+CASE_OUTCOME_HELP = ("what becomes of the letter's case (for a parallel case, its task), in the same transaction: "
+                     "back_office — its department's clerk decides through the back-office API; return — returned "
+                     "to the applicant with the reason; void — 作废 (the lead's or only task voids the case)")
+
+
+class DiscardIn(ReasonIn):
+    case_outcome: CaseOutcome = Field(description=CASE_OUTCOME_HELP)
+
+
 class BulkDiscardIn(Strict):
     filter: BulkFilterIn
     reason: Reason = Field(default="", max_length=500, description="required unless dry_run")
+    case_outcome: CaseOutcome | None = Field(default=None, description=CASE_OUTCOME_HELP + "; required unless dry_run")
     dry_run: bool = False
 
 
@@ -174,7 +182,8 @@ class DeadLetterOut(BaseModel):
     attempts: int
     deliveries: int
     bundle_version: str | None
-    status: str = Field(description="dead | replayed | discarded")
+    status: str = Field(description="dead | replayed | discarded | superseded (its task was sent again in a new "
+                                     "round, or ended)")
     created_at: datetime | None
     replayed_at: datetime | None
     replayed_by: str | None
@@ -183,6 +192,8 @@ class DeadLetterOut(BaseModel):
     discarded_at: datetime | None = None
     discarded_by: str | None = None
     discard_reason: str | None = None
+    case_outcome: str | None = Field(default=None, description="what discarding it did to its case")
+    superseded_at: datetime | None = None
 
 
 class DeadLetterWhole(DeadLetterOut):
@@ -213,8 +224,14 @@ class PlanOut(BaseModel):
     sample: list[DeadLetterOut] = Field(description="the first (up to 20) it would act on")
 
 
+class KeptOut(BaseModel):
+    id: int
+    why: str = Field(description="why its case could not take the way forward chosen")
+
+
 class DiscardedOut(BaseModel):
     count: int
+    kept: list[KeptOut] = Field(default_factory=list, description="letters left dead: their cases could not take it")
 
 
 class ReplayRunOut(BaseModel):
@@ -395,16 +412,14 @@ def replay_dead_letter(dead_letter_id: RowIdInPath, body: ReplayIn, request: Req
 @router.post("/dead-letters/{dead_letter_id}/discard", response_model=DeadLetterOut,
              responses=problem_doc(401, 403, 404, 409, 422),
              summary="Discard one dead letter for good (a reason is required); it never replays")
-def discard_dead_letter(dead_letter_id: RowIdInPath, body: ReasonIn, request: Request,
+def discard_dead_letter(dead_letter_id: RowIdInPath, body: DiscardIn, request: Request,
                         identity: Operator) -> dict[str, Any]:
-    reason, desk = _required(body.reason), _desk(request)
-    letter = desk.get(dead_letter_id)
-    if letter.status != "dead" or not desk.discard(DeadLetterFilter(ids=frozenset({dead_letter_id})),
-                                                   by=f"identity:{identity.id}", reason=reason):
-        raise NotDiscardable(f"dead letter {dead_letter_id} is {desk.get(dead_letter_id).status}")
-    _audit(request, identity, "ops discard dead letter", f"dead_letter:{letter.id}", {"reason": reason},
-           "discarded", letter.sector, letter.case_no)
-    return _letter(desk.get(dead_letter_id))
+    reason = _required(body.reason)
+    letter = _desk(request).discard_one(dead_letter_id, by=f"identity:{identity.id}", reason=reason,
+                                        case_outcome=body.case_outcome)
+    _audit(request, identity, "ops discard dead letter", f"dead_letter:{letter.id}",
+           {"reason": reason, "case_outcome": body.case_outcome}, "discarded", letter.sector, letter.case_no)
+    return _letter(letter)
 
 
 # --- in bulk -----------------------------------------------------------------------------------------------
@@ -459,10 +474,13 @@ def discard_many(body: BulkDiscardIn, request: Request, identity: Operator) -> A
                f"{first.total} would be discarded")
         return _plan(ReplayPlan(first.total, first.items))
     reason = _required(body.reason)
-    count = desk.discard(chosen, by=f"identity:{identity.id}", reason=reason)
-    _audit(request, identity, "ops discard many", "dead_letters", {"filter": chosen.public(), "reason": reason},
-           f"{count} discarded")
-    return DiscardedOut(count=count)
+    if body.case_outcome is None:
+        raise BadInput("case_outcome is required: back_office, return or void")
+    done = desk.discard(chosen, by=f"identity:{identity.id}", reason=reason, case_outcome=body.case_outcome)
+    _audit(request, identity, "ops discard many", "dead_letters",
+           {"filter": chosen.public(), "reason": reason, "case_outcome": body.case_outcome},
+           f"{done.count} discarded, {len(done.kept)} kept")
+    return DiscardedOut(count=done.count, kept=[KeptOut(id=i, why=why) for i, why in done.kept])
 
 
 # --- webhook deliveries that failed for good ----------------------------------------------------------------
@@ -506,7 +524,7 @@ def install_ops_error_handlers(app: FastAPI) -> None:
         (DeadLetterNotFound, 404, "dead-letter-not-found", "没有该死信"),
         (ReplayRunNotFound, 404, "replay-run-not-found", "没有该重放批次"),
         (NotReplayable, 409, "not-replayable", "该死信不能重放"),
-        (NotDiscardable, 409, "not-discardable", "只有未处理的死信可以丢弃"),
+        (NotDiscardable, 409, "not-discardable", "该死信不能丢弃（已处理，或办件不能按所选方式处理）"),
         (ReasonRequired, 422, "reason-required", "必须说明原因"),
         (BadInput, 422, "invalid-filter", "筛选条件、排序或游标无法使用"),
         (UnknownDelivery, 404, "webhook-delivery-not-found", "没有该推送记录"),

@@ -35,9 +35,11 @@ from ops.dead_letters import (
     DeadLetterDesk,
     DeadLetterFilter,
     DeadLetterNotFound,
+    NotDiscardable,
     NotReplayable,
     ReplayRun,
     ReplayRunNotFound,
+    case_outcome_of,
     check_reason,
 )
 
@@ -51,6 +53,10 @@ MappingOption = Annotated[str, typer.Option(
 DryRun = Annotated[bool, typer.Option("--dry-run", help="only say how many and which; change nothing")]
 Yes = Annotated[bool, typer.Option("--yes", help="do not ask for confirmation")]
 LetterId = Annotated[int, typer.Argument(help="the dead letter's id")]
+CaseOutcome = Annotated[str, typer.Option(
+    "--case-outcome", help="what becomes of the case (for a parallel case, the letter's task): back_office (its "
+                           "department's clerk decides through the back-office API), return (returned to the "
+                           "applicant with the reason) or void (作废)")]
 
 # The filter options every listing and bulk command takes, once: `_filtered` adds them to a command.
 _FILTER_OPTIONS: dict[str, Any] = {
@@ -65,7 +71,7 @@ _FILTER_OPTIONS: dict[str, Any] = {
                                                      help="created before (Beijing time)")],
     "min_attempts": Annotated[int | None, typer.Option(min=0, help="at least this many calls in the last delivery")],
     "max_attempts": Annotated[int | None, typer.Option(min=0, help="at most this many")],
-    "status": Annotated[str, typer.Option(help="dead, replayed, discarded or any")],
+    "status": Annotated[str, typer.Option(help="dead, replayed, discarded, superseded or any")],
 }
 
 
@@ -158,30 +164,34 @@ def make_ops_app(open_desk: Callable[[], DeadLetterDesk], actor: Actor, console:
         console.print(table)
 
     @app.command()
-    def discard(letter_id: LetterId, reason: Reason) -> str:
-        """Set a dead letter aside for good, with a reason: no replay will ever take it."""
+    def discard(letter_id: LetterId, reason: Reason, case_outcome: CaseOutcome) -> str:
+        """Set a dead letter aside for good, with a reason, and give its case a way forward in the same step: no
+        replay will ever take it, and no case is left accepted with nothing in flight."""
         with _reported(console):
-            desk = open_desk()
-            if desk.discard(DeadLetterFilter(ids=frozenset({letter_id})), by=actor(), reason=reason) == 0:
-                raise NotReplayable(f"dead letter {letter_id} is {desk.get(letter_id).status}: not discarded")
-        console.print(f"discarded dead letter {letter_id}")
-        return f"discarded {letter_id}"
+            open_desk().discard_one(letter_id, by=actor(), reason=reason, case_outcome=case_outcome)
+        console.print(f"discarded dead letter {letter_id}; its case: {case_outcome}")
+        return f"discarded {letter_id}, case outcome {case_outcome}"
 
     @app.command("discard-many")
     @_filtered
-    def discard_many(chosen: DeadLetterFilter, reason: Reason, dry_run: DryRun = False, yes: Yes = False) -> str:
-        """Discard every dead letter (status dead) matching the filter, with a reason."""
+    def discard_many(chosen: DeadLetterFilter, reason: Reason, case_outcome: CaseOutcome, dry_run: DryRun = False,
+                     yes: Yes = False) -> str:
+        """Discard every dead letter (status dead) matching the filter, with a reason, giving each one's case (for a
+        parallel case, its task) the one way forward chosen. Letters whose case cannot take it stay dead."""
         with _reported(console):
+            case_outcome_of(case_outcome)  # refused before anything is shown or asked
             desk = open_desk()
             page = desk.page(replace(chosen, status="dead"), sort="created_at", limit=20)
             console.print(_letters_table(page.items, f"{page.total} dead letters would be discarded"))
             if dry_run or page.total == 0:
                 return f"dry run: {page.total} would be discarded" if dry_run else "nothing to discard"
             if not yes:
-                _confirm(console, f"Discard {page.total} dead letters for good?")
-            count = desk.discard(chosen, by=actor(), reason=reason)
-        console.print(f"discarded {count} dead letters")
-        return f"discarded {count}"
+                _confirm(console, f"Discard {page.total} dead letters for good, their cases: {case_outcome}?")
+            done = desk.discard(chosen, by=actor(), reason=reason, case_outcome=case_outcome)
+        for letter_id, why in done.kept:
+            console.print(f"[yellow]kept dead letter {letter_id}:[/yellow] {why}")
+        console.print(f"discarded {done.count} dead letters; their cases: {case_outcome}")
+        return f"discarded {done.count}, kept {len(done.kept)}, case outcome {case_outcome}"
 
     return app
 
@@ -197,7 +207,8 @@ def describe(letter: DeadLetter) -> dict[str, Any]:
             "created_at": letter.created_at, "replayed_at": letter.replayed_at, "replayed_by": letter.replayed_by,
             "replay_reason": letter.replay_reason, "replay_run_id": letter.replay_run_id,
             "discarded_at": letter.discarded_at, "discarded_by": letter.discarded_by,
-            "discard_reason": letter.discard_reason}
+            "discard_reason": letter.discard_reason, "case_outcome": letter.case_outcome,
+            "superseded_at": letter.superseded_at}
 
 
 def _ran(console: Console, desk: DeadLetterDesk, run: ReplayRun) -> str:
@@ -282,7 +293,7 @@ def _reported(console: Console) -> Iterator[None]:
         what = "replay run" if isinstance(exc, ReplayRunNotFound) else "dead letter"
         console.print(f"[red]no {what} {exc}[/red]")
         raise typer.Exit(BAD_INPUT) from exc
-    except NotReplayable as exc:
+    except (NotReplayable, NotDiscardable) as exc:
         console.print(f"[red]refused: {exc}[/red]")
         raise typer.Exit(BAD_INPUT) from exc
     except BadInput as exc:

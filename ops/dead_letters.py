@@ -23,7 +23,7 @@ import binascii
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from itertools import groupby
 from typing import Any, Literal, cast, get_args
@@ -31,7 +31,17 @@ from typing import Any, Literal, cast, get_args
 from sqlalchemy import ColumnElement, Connection, Engine, and_, insert, or_, select, update
 
 from gateway.bundles import BundleStore, UnknownBundle
-from gateway.domain.case import CaseEvent
+from gateway.domain import lifecycle
+from gateway.domain.case import (
+    DISCARD_OUTCOMES,
+    ENDED_STATES,
+    Actor,
+    ActorKind,
+    CaseEvent,
+    CaseRuleViolation,
+    ForbiddenTransition,
+    WayForward,
+)
 from gateway.domain.clock import Clock, as_utc
 from gateway.domain.text import UndeliverableText, optional_text
 from gateway.persistence import tables as t
@@ -45,12 +55,13 @@ from gateway.persistence.repository import (
     OutboxRepository,
     ReplayedLetter,
 )
-from gateway.services import DeadLetterNotFound, NotReplayable
+from gateway.services import DeadLetterNotFound, NotReplayable, store_change, task_snapshot
 
-__all__ = ["DeadLetterDesk", "DeadLetterFilter", "DeadLetterNotFound", "NotReplayable", "Page", "ReasonRequired",
-           "ReplayPlan", "ReplayRun", "ReplayRunNotFound", "BadInput", "SORTS", "check_reason", "conditions"]
+__all__ = ["DeadLetterDesk", "DeadLetterFilter", "DeadLetterNotFound", "Discarded", "NotDiscardable", "NotReplayable", "Page",
+           "ReasonRequired", "ReplayPlan", "ReplayRun", "ReplayRunNotFound", "BadInput", "SORTS", "case_outcome_of",
+           "check_reason", "conditions"]
 
-Status = Literal["dead", "replayed", "discarded"]
+Status = Literal["dead", "replayed", "discarded", "superseded"]
 MappingChoice = Literal["original", "active"]
 STATUSES: tuple[str, ...] = get_args(Status)
 MAPPINGS: tuple[str, ...] = get_args(MappingChoice)
@@ -72,6 +83,10 @@ class ReasonRequired(BadInput):
 
 class ReplayRunNotFound(LookupError):
     pass
+
+
+class NotDiscardable(ValueError):
+    """A letter not dead (replayed, discarded, superseded), or whose case cannot take the way forward chosen."""
 
 
 @dataclass(frozen=True)
@@ -257,11 +272,38 @@ class DeadLetterDesk:
             return work.runs.listed(limit=limit)
 
     # -- discarding ------------------------------------------------------------------------------------
-    def discard(self, f: DeadLetterFilter, *, by: str, reason: str) -> int:
-        """Set the matching letters still dead aside for good; returns how many. No replay takes them."""
-        reason = check_reason(reason)
+    def discard(self, f: DeadLetterFilter, *, by: str, reason: str, case_outcome: str) -> Discarded:
+        """Set the matching letters still dead aside for good, and give each one's case the way forward
+        `case_outcome` (back_office | return | void, for a parallel case its task), in ONE transaction: no case
+        is left accepted with nothing in flight. A letter whose case cannot take that way (say, returning a task
+        of a case in a special procedure) stays dead and is reported in `kept`; a letter whose case or task has
+        ended already is discarded with nothing to settle. No replay takes a discarded letter."""
+        reason, way = check_reason(reason), case_outcome_of(case_outcome)
+        actor = Actor(ActorKind.OPERATOR, by)
+        now = self.clock.now()
+        done = Discarded()
         with self._work() as work:
-            return work.dead_letters.discard(conditions(replace(f, status=DEAD)), by, reason, self.clock.now())
+            for letter in work.dead_letters.still_dead(conditions(replace(f, status=DEAD))):
+                why = _discard_one(work, letter, way, actor, reason, now)
+                if why is None:
+                    done.count += 1
+                else:
+                    done.kept.append((letter[0], why))
+        return done
+
+    def discard_one(self, dead_letter_id: int, *, by: str, reason: str, case_outcome: str) -> DeadLetter:
+        """`discard` of one letter: NotDiscardable, changing nothing, when it is not dead or its case cannot take
+        the way forward chosen (the message says why)."""
+        letter = self.get(dead_letter_id)
+        if letter.status != DEAD:
+            raise NotDiscardable(f"dead letter {dead_letter_id} is {letter.status}: only a dead one is discarded")
+        done = self.discard(DeadLetterFilter(ids=frozenset({dead_letter_id})), by=by, reason=reason,
+                            case_outcome=case_outcome)
+        if done.kept:
+            raise NotDiscardable(f"dead letter {dead_letter_id} is kept: {done.kept[0][1]}")
+        if not done.count:  # someone else was quicker
+            raise NotDiscardable(f"dead letter {dead_letter_id} is {self.get(dead_letter_id).status}")
+        return self.get(dead_letter_id)
 
     # -- inside ----------------------------------------------------------------------------------------
     def _replay_batch(self, run: ReplayRun) -> ReplayRun:
@@ -297,6 +339,50 @@ class DeadLetterDesk:
                 conn = conn.execution_options(**{READ_ONLY: True})  # SQLite: no write lock for a read
             with conn.begin():
                 yield _Work(conn, self.personal)
+
+
+@dataclass
+class Discarded:
+    """What a discard did: how many letters it set aside, and those it kept dead with the reason why."""
+
+    count: int = 0
+    kept: list[tuple[int, str]] = field(default_factory=list)
+
+
+def case_outcome_of(outcome: str) -> WayForward:
+    """A way forward an operator may choose when discarding (case.DISCARD_OUTCOMES); BadInput otherwise."""
+    try:
+        way = WayForward(outcome)
+    except ValueError:
+        way = None
+    if way not in DISCARD_OUTCOMES:
+        raise BadInput("case_outcome is one of " + ", ".join(DISCARD_OUTCOMES) + f", not {outcome!r}")
+    return way  # type: ignore[return-value]
+
+
+def _discard_one(work: _Work, letter: tuple[int, str, int | None], way: WayForward, actor: Actor, reason: str,
+                 now: datetime) -> str | None:
+    """Discard one letter and settle its task the chosen way; or return why its case cannot take that way (then
+    nothing is written). The letter is set aside before the case is stored: storing a task's new round
+    supersedes its other dead letters, and this one is discarded, not superseded."""
+    letter_id, case_no, outbox_id = letter
+
+    def set_aside() -> None:
+        work.dead_letters.discard([t.dead_letters.c.id == letter_id], actor.id, reason, now, str(way))
+
+    message = work.outbox.get(outbox_id) if outbox_id is not None else None
+    case = work.cases.get(case_no) if message is not None else None
+    if case is None or message is None or case.state in ENDED_STATES or case.task(message.task_id).state.ended:
+        set_aside()  # nothing of a case waits on it (no message, or its case or task has ended): nothing to settle
+        return None
+    before = task_snapshot(case)
+    try:
+        lifecycle.settle(case, message.task_id, way, actor, now, reason)
+    except (ForbiddenTransition, CaseRuleViolation) as refused:
+        return str(refused)
+    set_aside()
+    store_change(work, case, before, [], now)
+    return None
 
 
 class _Work:

@@ -167,7 +167,7 @@ def test_the_back_office_approves_its_single_department_case(desk: Desk) -> None
     assert case["state"] == "accepted"
     assert case["tasks"] == [{"task_id": "1", "department": HOUSING_FUND_NAME, "credit_code": HOUSING_FUND,
                               "lead": True, "via": "back_office", "state": "pending", "sector_ref": None,
-                              "opinion": None}]
+                              "opinion": None, "round": 0, "sector_told": None}]
     approved = ok(decide(desk, case["case_no"], "approved", "符合提取条件"))
     assert (approved["state"], approved["opinion"], approved["tasks"][0]["state"]) == ("approved", "符合提取条件",
                                                                                       "approved")
@@ -450,10 +450,13 @@ def test_the_applicant_withdraws_and_the_case_is_voided(desk: Desk) -> None:
     case_no = submit(desk.hall)["case_no"]
     closed = ok(act(desk.hall, case_no, "withdraw", {"reason": "已通过商业贷款付清房款"}))
     assert (closed["state"], closed["completion"]) == ("closed", "作废办结")
-    withdraw, close = events(desk.hall, case_no)[-2:]
+    withdraw, cancelled, close = events(desk.hall, case_no)[-3:]
     assert (withdraw["trigger"], withdraw["to_state"], withdraw["reason"]) == ("withdraw", "withdrawn",
                                                                               "已通过商业贷款付清房款")
     assert withdraw["actor"] == f"applicant:{desk.who(desk.hall).id}"
+    # its one task, at the back office, ends with it; no sector system had it to be told
+    assert (cancelled["trigger"], cancelled["data"]["sector_notice"]) == ("task_cancelled", "not_needed")
+    assert closed["tasks"][0]["state"] == "cancelled"
     assert (close["trigger"], close["data"]) == ("close", {"completion": "作废办结"})
     assert_problem(decide(desk, case_no, "approved"), 409, "transition-not-allowed")
 

@@ -27,6 +27,8 @@ AT = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
 STAY = "stay"
 PERSON = {K.APPLICANT, K.AGENT}
 OPEN = [S.SUBMITTED, S.SUPPLEMENT_REQUIRED, S.ACCEPTED, S.IN_PROCESS, S.SUSPENDED]
+AT_DEPARTMENTS = (S.ACCEPTED, S.IN_PROCESS, S.SUSPENDED)
+SETTLERS = {K.DEPARTMENT, K.OPERATOR}
 EXPECTED: dict[tuple[CaseState | None, Trigger], tuple[CaseState | str, set[ActorKind]]] = {
     (None, T.SUBMIT): (S.SUBMITTED, PERSON),
     (S.SUPPLEMENT_REQUIRED, T.SUPPLEMENT): (S.SUBMITTED, PERSON),
@@ -40,15 +42,28 @@ EXPECTED: dict[tuple[CaseState | None, Trigger], tuple[CaseState | str, set[Acto
     (S.SUSPENDED, T.RESUME): (S.IN_PROCESS, {K.DEPARTMENT}),
     (S.IN_PROCESS, T.APPROVE): (S.APPROVED, {K.DEPARTMENT}),
     (S.IN_PROCESS, T.DENY): (S.DENIED, {K.DEPARTMENT}),
-    (S.IN_PROCESS, T.RETURN): (S.RETURNED, {K.DEPARTMENT}),
+    # Returned by its department, or by an operator settling a task no sector will take — from accepted too,
+    # when the task is returned before any department started.
+    **{(s, T.RETURN): (S.RETURNED, SETTLERS) for s in (S.ACCEPTED, S.IN_PROCESS)},
     (S.APPROVED, T.ISSUE_CERTIFICATE): (S.CERTIFICATE_ISSUED, {K.ISSUING_WINDOW}),
     (S.CERTIFICATE_ISSUED, T.DELIVER): (S.DELIVERED, {K.ISSUING_WINDOW}),
     **{(s, T.CLOSE): (S.CLOSED, {K.SYSTEM}) for s in (S.DELIVERED, S.DENIED, S.RETURNED, S.NOT_ACCEPTED,
-                                                       S.WITHDRAWN)},
+                                                       S.WITHDRAWN, S.VOIDED)},
     (S.SUPPLEMENT_REQUIRED, T.SUPPLEMENT_EXPIRED): (S.CLOSED, {K.CLOCK}),
-    (S.IN_PROCESS, T.TASK_STARTED): (STAY, {K.DEPARTMENT}),
-    (S.SUSPENDED, T.TASK_STARTED): (STAY, {K.DEPARTMENT}),
-    (S.IN_PROCESS, T.TASK_CONCLUDED): (STAY, {K.DEPARTMENT}),
+    # Issue 14, the ways forward after acceptance: sent back to the window (the clock stops), continued once
+    # complete, handed to the back office, voided; corrected at the window; open tasks cancelled and sectors told.
+    **{(s, T.SEND_BACK): (S.SUPPLEMENT_REQUIRED, SETTLERS) for s in (S.ACCEPTED, S.IN_PROCESS)},
+    (S.SUBMITTED, T.CONTINUE): (S.IN_PROCESS, {K.WINDOW}),
+    **{(s, T.HAND_TO_BACK_OFFICE): (STAY, SETTLERS) for s in AT_DEPARTMENTS},
+    **{(s, T.VOID): (S.VOIDED, {K.OPERATOR}) for s in (*AT_DEPARTMENTS, S.SUPPLEMENT_REQUIRED)},
+    **{(s, T.CORRECT): (STAY, {K.WINDOW}) for s in AT_DEPARTMENTS},
+    **{(s, T.TASK_STARTED): (STAY, {K.DEPARTMENT}) for s in (S.IN_PROCESS, S.SUSPENDED, S.SUPPLEMENT_REQUIRED)},
+    **{(s, T.TASK_CONCLUDED): (STAY, SETTLERS) for s in (S.ACCEPTED, S.IN_PROCESS, S.SUPPLEMENT_REQUIRED)},
+    **{(s, T.TASK_CANCELLED): (STAY, {K.OPERATOR, K.CLOCK, *PERSON})
+       for s in (*AT_DEPARTMENTS, S.SUPPLEMENT_REQUIRED, S.WITHDRAWN, S.VOIDED, S.CLOSED)},
+    **{(s, T.SECTOR_TOLD): (STAY, {K.DEPARTMENT})
+       for s in (*AT_DEPARTMENTS, S.SUPPLEMENT_REQUIRED, S.CLOSED, S.WITHDRAWN, S.VOIDED, S.DENIED, S.RETURNED,
+                 S.NOT_ACCEPTED)},
     **{(s, T.DEADLINE_WARNING): (STAY, {K.CLOCK}) for s in (S.SUBMITTED, S.ACCEPTED, S.IN_PROCESS)},
     **{(s, T.OVERDUE): (STAY, {K.CLOCK}) for s in (S.SUBMITTED, S.ACCEPTED, S.IN_PROCESS)},
     (S.CLOSED, T.EVALUATE): (STAY, PERSON),

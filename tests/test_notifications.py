@@ -119,7 +119,7 @@ class Hall:
         return answer.json()  # type: ignore[no-any-return]
 
     def open_case(self, withdraw: bool = True) -> str:
-        """A case with four events (submit, accept, withdraw, close), or two (submit, accept)."""
+        """A case with five events (submit, accept, withdraw, task_cancelled, close), or two (submit, accept)."""
         answer = self.client.post("/v1/cases", json=COMPLETE_APPLICATION)
         assert answer.status_code == 201, answer.text
         case_no: str = answer.json()["case_no"]
@@ -238,11 +238,11 @@ def test_every_case_event_arrives_signed_in_seq_order_per_case(make_hall: Callab
     everything = hall.subscribe(receiver, "/all")
     hall.subscribe(receiver, "/accepts", ["accept"])
     cases = [hall.open_case() for _ in range(3)]
-    hall.pump(lambda: len(receiver.delivered("/all")) == 12 and len(receiver.delivered("/accepts")) == 3)
+    hall.pump(lambda: len(receiver.delivered("/all")) == 15 and len(receiver.delivered("/accepts")) == 3)
 
-    assert by_case(receiver.on("/all")) == {c: [1, 2, 3, 4] for c in cases}
+    assert by_case(receiver.on("/all")) == {c: [1, 2, 3, 4, 5] for c in cases}
     assert [r.event["trigger"] for r in receiver.on("/all") if r.event["case_no"] == cases[0]] == \
-        ["submit", "accept", "withdraw", "close"]
+        ["submit", "accept", "withdraw", "task_cancelled", "close"]
     assert sorted(r.event["case_no"] for r in receiver.on("/accepts")) == sorted(cases)
     assert {r.event["trigger"] for r in receiver.on("/accepts")} == {"accept"}
     for r in receiver.requests:
@@ -253,10 +253,10 @@ def test_every_case_event_arrives_signed_in_seq_order_per_case(make_hall: Callab
         assert r.event["matter_code"] == COMPLETE_APPLICATION["matter_code"]
         text = r.body.decode()
         assert not [p for p in PERSONAL if p in text], text  # identifiers and states only
-    assert len(receiver.requests) == 15  # each once
+    assert len(receiver.requests) == 18  # each once
 
     shown = hall.deliveries(everything["id"])
-    assert len(shown) == 12 and shown[0]["id"] > shown[-1]["id"]  # newest first
+    assert len(shown) == 15 and shown[0]["id"] > shown[-1]["id"]  # newest first
     assert {(d["status"], d["attempts"], d["last_status"], d["last_error"]) for d in shown} == \
         {("delivered", 1, 200, None)}
     # Without a broker configured, every notification is published once fanned out.
@@ -272,17 +272,17 @@ def test_a_failing_receiver_holds_back_that_case_only_then_all_arrive_in_order(
     receiver.answer = lambda path, event, nth: 500 if event["case_no"] == troubled and nth < 3 else 200
     hall.client.post(f"/v1/cases/{troubled}/withdraw", json={"reason": "test"})
     hall.client.post(f"/v1/cases/{fine}/withdraw", json={"reason": "test"})
-    hall.pump(lambda: len(receiver.delivered("/hook")) == 8)
+    hall.pump(lambda: len(receiver.delivered("/hook")) == 10)
 
     requests = receiver.on("/hook")
     theirs = [r for r in requests if r.event["case_no"] == troubled]
     assert [(r.event["seq"], r.status) for r in theirs] == \
-        [(1, 500), (1, 500), (1, 500), (1, 200), (2, 200), (3, 200), (4, 200)]  # the later ones waited
+        [(1, 500), (1, 500), (1, 500), (1, 200), (2, 200), (3, 200), (4, 200), (5, 200)]  # the later ones waited
     gaps_ms = [(b.at - a.at) * 1000 for a, b in zip(theirs, theirs[1:4])]
     for attempt, gap in enumerate(gaps_ms):  # backoff × 2^attempt, jitter only ever adds
         assert gap >= backoff_ms * 2 ** attempt * 0.95, gaps_ms
     others = [r for r in requests if r.event["case_no"] == fine]
-    assert [r.event["seq"] for r in others] == [1, 2, 3, 4]
+    assert [r.event["seq"] for r in others] == [1, 2, 3, 4, 5]
     assert others[-1].at < theirs[3].at  # the other case was not held up
     first = next(d for d in hall.deliveries(hook["id"]) if d["case_no"] == troubled and d["seq"] == 1)
     assert (first["status"], first["attempts"], first["last_status"]) == ("delivered", 4, 200)
@@ -295,15 +295,15 @@ def test_after_the_last_attempt_a_delivery_fails_and_the_case_goes_on(make_hall:
     nobody = hall.client.post("/v1/webhooks", json={"url": f"http://{LOOPBACK}:9/gone", "events": ["submit"]}).json()
     receiver.answer = lambda path, event, nth: 500 if event["seq"] == 1 else 200
     case_no = hall.open_case()
-    hall.pump(lambda: len(receiver.delivered("/hook")) == 3
+    hall.pump(lambda: len(receiver.delivered("/hook")) == 4
               and all(d["status"] == "failed" for d in hall.deliveries(nobody["id"])))
 
     assert [(r.event["seq"], r.status) for r in receiver.on("/hook")] == \
-        [(1, 500), (1, 500), (1, 500), (2, 200), (3, 200), (4, 200)]
+        [(1, 500), (1, 500), (1, 500), (2, 200), (3, 200), (4, 200), (5, 200)]
     shown = {d["seq"]: d for d in hall.deliveries(hook["id"])}
     assert (shown[1]["status"], shown[1]["attempts"], shown[1]["last_status"]) == ("failed", 3, 500)
     assert shown[1]["last_error"].startswith("HTTP 500")
-    assert {shown[s]["status"] for s in (2, 3, 4)} == {"delivered"}
+    assert {shown[s]["status"] for s in (2, 3, 4, 5)} == {"delivered"}
     unreachable = hall.deliveries(nobody["id"])  # no answer at all: a transport error, counted the same way
     assert [(d["case_no"], d["status"], d["attempts"], d["last_status"]) for d in unreachable] == \
         [(case_no, "failed", 3, None)]
@@ -370,7 +370,7 @@ def test_a_notification_whose_publish_fails_stays_pending_and_goes_next_run_in_o
         make_hall: Callable[..., Hall], receiver: Receiver) -> None:
     hall = make_hall()
     hall.subscribe(receiver, "/hook")
-    cases = [hall.open_case() for _ in range(2)]  # eight events
+    cases = [hall.open_case() for _ in range(2)]  # ten events
     broker = FlakyBroker(fail_at=3)
     connected: list[FlakyBroker] = []
 
@@ -384,15 +384,15 @@ def test_a_notification_whose_publish_fails_stays_pending_and_goes_next_run_in_o
     # The two the broker confirmed are settled, deliveries and all; the third and everything after wait.
     assert hall.count(case_notifications, case_notifications.c.status == "published") == 2
     assert hall.count(webhook_deliveries) == 2
-    assert fan_out.run() == 6
+    assert fan_out.run() == 8
     assert len(connected) == 2  # the failed publisher was dropped and a fresh one connected
     events = [(e["case_no"], e["seq"]) for _, _, e, _ in broker.published]
-    assert events == [(c, s) for c in cases for s in (1, 2, 3, 4)]  # each once, in order
+    assert events == [(c, s) for c in cases for s in (1, 2, 3, 4, 5)]  # each once, in order
     exchange, key, event, headers = broker.published[1]
     assert exchange == EXCHANGE == "yiwang.case-events"
     assert key == f"case.{COMPLETE_APPLICATION['matter_code']}.accept"
     assert headers == {"event_id": event["event_id"]} and set(event) == EVENT_KEYS
-    assert hall.count(webhook_deliveries) == 8 and fan_out.run() == 0
+    assert hall.count(webhook_deliveries) == 10 and fan_out.run() == 0
 
 
 def test_case_events_reach_the_topic_exchange_with_routing_keys(make_hall: Callable[..., Hall], receiver: Receiver,
@@ -414,7 +414,7 @@ def test_case_events_reach_the_topic_exchange_with_routing_keys(make_hall: Calla
         hall.subscribe(receiver, "/hook")
         cases = [hall.open_case() for _ in range(2)]
         hall.pump(lambda: hall.count(case_notifications, case_notifications.c.status == "pending") == 0
-                  and len(receiver.delivered("/hook")) == 8)
+                  and len(receiver.delivered("/hook")) == 10)
 
         def drain(queue: str) -> list[tuple[str, dict[str, Any], Any]]:
             got = []
@@ -424,15 +424,15 @@ def test_case_events_reach_the_topic_exchange_with_routing_keys(make_hall: Calla
             return got
 
         published = drain(everything)
-        assert [(e["case_no"], e["seq"]) for _, e, _ in published] == [(c, s) for c in cases for s in (1, 2, 3, 4)]
+        assert [(e["case_no"], e["seq"]) for _, e, _ in published] == [(c, s) for c in cases for s in (1, 2, 3, 4, 5)]
         matter = COMPLETE_APPLICATION["matter_code"]
-        assert [key for key, _, _ in published[:4]] == [f"case.{matter}.{t}" for t in
-                                                         ("submit", "accept", "withdraw", "close")]
+        assert [key for key, _, _ in published[:5]] == [f"case.{matter}.{t}" for t in
+                                                         ("submit", "accept", "withdraw", "task_cancelled", "close")]
         for key, event, properties in published:
             assert set(event) == EVENT_KEYS and properties.headers == {"event_id": event["event_id"]}
             assert properties.delivery_mode == 2  # persistent
             assert not [p for p in PERSONAL if p in json.dumps(event, ensure_ascii=False)]
         assert [(e["case_no"], e["trigger"]) for _, e, _ in drain(withdrawals)] == [(c, "withdraw") for c in cases]
-        assert by_case(receiver.delivered("/hook")) == {c: [1, 2, 3, 4] for c in cases}
+        assert by_case(receiver.delivered("/hook")) == {c: [1, 2, 3, 4, 5] for c in cases}
     finally:
         connection.close()

@@ -199,7 +199,8 @@ def test_every_filter_sorts_pages_and_counts(ops: Ops) -> None:
 
     # The status filter: a discarded letter leaves the default (dead) list and shows under its status.
     gone = letters[0].id
-    discarded = ops.operator.post(f"{OPS}/dead-letters/{gone}/discard", json={"reason": "test data"})
+    discarded = ops.operator.post(f"{OPS}/dead-letters/{gone}/discard",
+                                  json={"reason": "test data", "case_outcome": "void"})
     assert discarded.status_code == 200, discarded.text
     assert gone not in listed()
     assert listed(status="discarded") == [gone]
@@ -332,16 +333,18 @@ def test_a_dry_run_then_a_bulk_replay_runs_to_completion(ops: Ops, simulator: So
 def test_discarded_letters_never_match_a_replay_filter(ops: Ops, simulator: SocialSecuritySimulator) -> None:
     real_dead_letters(ops.gateway, simulator, count=3)
     first, second, third = sorted(ids_of(ops.operator.get(f"{OPS}/dead-letters")))
-    for body in ({}, {"reason": ""}, {"reason": "\t"}):
+    for body in ({}, {"reason": ""}, {"reason": "\t", "case_outcome": "void"}, {"reason": "ok"},
+                 {"reason": "ok", "case_outcome": "forget"}):
         refused = ops.operator.post(f"{OPS}/dead-letters/{first}/discard", json=body)
         assert refused.status_code == 422, (body, refused.text)
     assert ops.letter(first)["status"] == "dead"
 
-    discarded = ops.operator.post(f"{OPS}/dead-letters/{first}/discard", json={"reason": "applicant withdrew"})
+    discarded = ops.operator.post(f"{OPS}/dead-letters/{first}/discard",
+                                  json={"reason": "applicant withdrew", "case_outcome": "void"})
     assert discarded.status_code == 200, discarded.text
     assert (discarded.json()["status"], discarded.json()["discard_reason"]) == ("discarded", "applicant withdrew")
     assert discarded.json()["discarded_by"] == f"identity:{ops.ids['operator']}"
-    again = ops.operator.post(f"{OPS}/dead-letters/{first}/discard", json={"reason": "twice"})
+    again = ops.operator.post(f"{OPS}/dead-letters/{first}/discard", json={"reason": "twice", "case_outcome": "void"})
     assert again.status_code == 409 and again.json()["type"] == PROBLEM + "not-discardable"
     replay = ops.operator.post(f"{OPS}/dead-letters/{first}/replay", json={"reason": "by mistake"})
     assert replay.status_code == 409 and replay.json()["type"] == PROBLEM + "not-replayable"
@@ -352,17 +355,23 @@ def test_discarded_letters_never_match_a_replay_filter(ops: Ops, simulator: Soci
     dry = ops.operator.post(f"{OPS}/discards", json={"filter": {"ids": [second, third]}, "dry_run": True})
     assert dry.status_code == 200 and dry.json()["count"] == 2, dry.text
     assert ops.operator.post(f"{OPS}/discards", json={"filter": {"ids": [second]}}).status_code == 422
+    assert ops.operator.post(f"{OPS}/discards", json={"filter": {"ids": [second]}, "reason": "no outcome"}
+                             ).status_code == 422
     assert ops.letter(second)["status"] == "dead"
-    done = ops.operator.post(f"{OPS}/discards", json={"filter": {"ids": [second, third]}, "reason": "duplicates"})
-    assert done.status_code == 200 and done.json() == {"count": 2}, done.text
+    done = ops.operator.post(f"{OPS}/discards", json={"filter": {"ids": [second, third]}, "reason": "duplicates",
+                                                       "case_outcome": "return"})
+    assert done.status_code == 200 and done.json() == {"count": 2, "kept": []}, done.text
     assert ops.operator.post(f"{OPS}/replays", json={"filter": {}, "dry_run": True}).json()["count"] == 0
-    assert outbox_statuses(ops.gateway) == [("submit_case", "dead")] * 3  # nothing reopened
+    assert outbox_statuses(ops.gateway) == [("submit_case", "dead")] * 3  # nothing reopened (and none to tell)
+    cases = [ops.gateway.service.get(ops.letter(i)["case_no"]) for i in (first, second, third)]
+    assert [str(c.completion) for c in cases] == ["作废办结", "退回办结", "退回办结"]  # each case has its outcome
 
     [(actor, subject, outcome, detail)] = ops.audit("ops discard dead letter")
     assert (actor, subject, outcome, detail["reason"]) == (f"identity:{ops.ids['operator']}",
                                                            f"dead_letter:{first}", "discarded", "applicant withdrew")
     [(_, subject, outcome, detail)] = ops.audit("ops discard many")
-    assert (subject, outcome, detail["reason"]) == ("dead_letters", "2 discarded", "duplicates")
+    assert (subject, outcome, detail["reason"]) == ("dead_letters", "2 discarded, 0 kept", "duplicates")
+    assert detail["case_outcome"] == "return"
     assert sorted(detail["filter"]["ids"]) == [second, third]
 
 
@@ -385,7 +394,7 @@ def test_a_sector_administrator_acts_for_their_own_sector_only(ops: Ops, simulat
             ("GET", "/dead-letters", {"sector": "housing_fund"}, None),
             ("GET", "/dead-letters/counts", {"sector": "housing_fund"}, None),
             ("POST", "/replays", None, {"filter": {"sector": "housing_fund"}, "dry_run": True}),
-            ("POST", f"/dead-letters/{own}/discard", None, {"reason": "not mine to discard"}),
+            ("POST", f"/dead-letters/{own}/discard", None, {"reason": "not mine to discard", "case_outcome": "void"}),
             ("POST", "/discards", None, {"filter": {}, "reason": "x", "dry_run": True}),
             ("GET", "/webhook-failures", None, None),
             ("POST", "/webhook-failures/1/redeliver", None, {"reason": "x"})]:

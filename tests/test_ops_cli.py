@@ -89,8 +89,9 @@ def test_dead_letters_are_listed_by_filter_page_after_page_and_counted(operator:
     (("replay", "404", "--reason", "back"), "no dead letter 404"),
     (("replay-many", "--sector", "housing_fund", "--yes"), "a reason is required"),
     (("replay-many", "--resume", "99"), "no replay run 99"),
-    (("discard", "1", "--reason", "  "), "a reason is required"),
-    (("discard", "1", "--reason", "重复\x1b[2J提交"), "控制字符"),
+    (("discard", "1", "--reason", "  ", "--case-outcome", "void"), "a reason is required"),
+    (("discard", "1", "--reason", "obsolete", "--case-outcome", "forget"), "case_outcome is one of"),
+    (("discard", "1", "--reason", "重复\x1b[2J提交", "--case-outcome", "void"), "控制字符"),
     (("replay-many", "--sector", "housing_fund", "--reason", "\u202e恢复", "--yes"), "格式控制"),
 ])
 def test_bad_input_is_refused_readably_with_exit_code_2_and_changes_nothing(
@@ -135,19 +136,23 @@ def test_replay_many_resumes_a_run_another_process_started(operator: Operator) -
 
 def test_discard_one_and_many_with_a_reason_and_never_twice(operator: Operator) -> None:
     [letter, *_] = operator.desk.page(DeadLetterFilter(sector="public_security")).items
-    one = operator.ops("discard", str(letter.id), "--reason", "duplicate of a paper filing")
+    one = operator.ops("discard", str(letter.id), "--reason", "duplicate of a paper filing", "--case-outcome", "void")
     assert one.exit_code == 0 and f"discarded dead letter {letter.id}" in one.output
-    twice = operator.ops("discard", str(letter.id), "--reason", "again")
+    twice = operator.ops("discard", str(letter.id), "--reason", "again", "--case-outcome", "void")
     assert twice.exit_code == 2 and "discarded" in twice.output
     replay = operator.ops("replay", str(letter.id), "--reason", "after all")
     assert replay.exit_code == 2 and "is discarded" in replay.output
-    dry = operator.ops("discard-many", "--sector", "public_security", "--dry-run", "--reason", "obsolete")
+    dry = operator.ops("discard-many", "--sector", "public_security", "--dry-run", "--reason", "obsolete",
+                       "--case-outcome", "back_office")
     assert dry.exit_code == 0 and "14 dead letters would be discarded" in dry.output
-    many = operator.ops("discard-many", "--sector", "public_security", "--reason", "obsolete", "--yes")
+    many = operator.ops("discard-many", "--sector", "public_security", "--reason", "obsolete", "--yes",
+                        "--case-outcome", "back_office")
     assert many.exit_code == 0 and "discarded 14 dead letters" in many.output
     assert operator.statuses() == {"dead": 45, "discarded": 15}
-    assert [o for o, _ in operator.audited("ops discard")] == [f"ok: discarded {letter.id}", "exit 2"]
-    [(outcome, detail)] = [a for a in operator.audited("ops discard-many") if a[0] == "ok: discarded 14"]
+    assert [o for o, _ in operator.audited("ops discard")] == [f"ok: discarded {letter.id}, case outcome void",
+                                                                "exit 2"]
+    [(outcome, detail)] = [a for a in operator.audited("ops discard-many")
+                           if a[0] == "ok: discarded 14, kept 0, case outcome back_office"]
     assert detail["reason"] == "obsolete" and detail["sector"] == "public_security"
     plan = operator.ops("replay-many", "--sector", "public_security", "--dry-run", "--status", "any")
     assert "0 dead letters would be replayed" in plan.output  # discarded ones never match a replay

@@ -156,7 +156,7 @@ def test_replay_and_discard_need_a_reason_and_bad_input_changes_nothing(engine: 
         with pytest.raises(ReasonRequired):
             desk.replay(first, by="op", reason=blank)  # type: ignore[arg-type]
         with pytest.raises(ReasonRequired):
-            desk.discard(DeadLetterFilter(), by="op", reason=blank)  # type: ignore[arg-type]
+            desk.discard(DeadLetterFilter(), by="op", reason=blank, case_outcome="void")  # type: ignore[arg-type]
         with pytest.raises(ReasonRequired):
             desk.start_replay(DeadLetterFilter(), by="op", reason=blank)  # type: ignore[arg-type]
     with pytest.raises(BadInput):
@@ -169,8 +169,8 @@ def test_discarded_letters_never_match_a_replay_and_cannot_be_replayed_one_by_on
     ids = seeded(engine, 20)
     desk = make_desk(engine)
     wanted = DeadLetterFilter(sector=SECTORS[0])
-    assert desk.discard(wanted, by="op:ann", reason="sent by hand") == 5
-    assert desk.discard(wanted, by="op:ann", reason="again") == 0  # only dead ones
+    assert desk.discard(wanted, by="op:ann", reason="sent by hand", case_outcome="void").count == 5
+    assert desk.discard(wanted, by="op:ann", reason="again", case_outcome="void").count == 0  # only dead ones
     gone = desk.page(replace(wanted, status="discarded")).items
     assert len(gone) == 5 and {(d.discarded_by, d.discard_reason) for d in gone} == {("op:ann", "sent by hand")}
     assert all(d.discarded_at is not None for d in gone)
@@ -237,7 +237,8 @@ def test_a_bulk_replay_works_in_batches_reports_progress_and_skips_letters_disca
     assert (run.status, run.total, run.replayed, run.requested_by, run.filter) == \
         ("running", 50, 0, "op:cy", {"status": "dead"})
     assert desk.plan(DeadLetterFilter()).count == 0  # frozen into the run: no second run takes them
-    assert desk.discard(DeadLetterFilter(sector=SECTORS[2]), by="op", reason="by hand") == 12
+    assert desk.discard(DeadLetterFilter(sector=SECTORS[2]), by="op", reason="by hand",
+                        case_outcome="back_office").count == 12
     seen: list[ReplayRun] = []
     done = desk.continue_replay(run.id, seen.append)
     assert [r.replayed for r in seen] == [7, 14, 21, 28, 35, 38, 38] and seen[-1] == done

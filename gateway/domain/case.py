@@ -31,6 +31,7 @@ class CaseState(StrEnum):
     DELIVERED = "delivered"  # 统一送达
     CLOSED = "closed"  # 办结
     WITHDRAWN = "withdrawn"  # 撤回
+    VOIDED = "voided"  # 作废: an accepted case no sector will take, set aside by an operator
 
 
 class Trigger(StrEnum):
@@ -51,12 +52,20 @@ class Trigger(StrEnum):
     DELIVER = "deliver"
     CLOSE = "close"
     SUPPLEMENT_EXPIRED = "supplement_expired"  # 补正超时驳回
+    # after acceptance, when a sector will not take the case (the ways forward, see WAYS_FORWARD)
+    SEND_BACK = "send_back"  # 退回补正: back to the window as a supplement request; the clock stops
+    CONTINUE = "continue"  # the supplement of a case sent back is complete: processing goes on, clock resumes
+    VOID = "void"  # 作废
     # facts that leave the state as it is
     TASK_STARTED = "task_started"
     TASK_CONCLUDED = "task_concluded"
     DEADLINE_WARNING = "deadline_warning"  # e-supervision (电子监察): before the deadline
     OVERDUE = "overdue"  # e-supervision: after it
     EVALUATE = "evaluate"  # 好差评
+    CORRECT = "correct"  # 更正: the window corrects named fields of an accepted case; sent again to sectors
+    HAND_TO_BACK_OFFICE = "hand_to_back_office"  # a task leaves its sector system for the department's back office
+    TASK_CANCELLED = "task_cancelled"  # an open task ends with its case (withdrawn, voided…) or on its own
+    SECTOR_TOLD = "sector_told"  # a sector confirmed it cancelled its part (after the case ended)
 
 
 class ActorKind(StrEnum):
@@ -67,6 +76,7 @@ class ActorKind(StrEnum):
     CLOCK = "clock"  # time passing: deemed acceptance, warnings, overdue
     ISSUING_WINDOW = "issuing_window"  # 统一出证、统一送达
     SYSTEM = "system"  # the gateway itself
+    OPERATOR = "operator"  # an operator settling what could not be delivered (the dead-letter desk)
 
 
 class Completion(StrEnum):
@@ -84,6 +94,7 @@ COMPLETION_BY_STATE: Final[Mapping[CaseState, Completion]] = {
     CaseState.DELIVERED: Completion.CERTIFICATE_ISSUED,
     CaseState.RETURNED: Completion.RETURNED,
     CaseState.WITHDRAWN: Completion.VOIDED,
+    CaseState.VOIDED: Completion.VOIDED,
     CaseState.SUPPLEMENT_REQUIRED: Completion.SUPPLEMENT_TIMEOUT,
     CaseState.DENIED: Completion.CONCLUDED,
     CaseState.NOT_ACCEPTED: Completion.CONCLUDED,
@@ -107,6 +118,11 @@ S, K = CaseState, ActorKind
 PERSON = (K.APPLICANT, K.AGENT)
 OPEN = (S.SUBMITTED, S.SUPPLEMENT_REQUIRED, S.ACCEPTED, S.IN_PROCESS, S.SUSPENDED)
 RUNNING_CLOCK = (S.SUBMITTED, S.ACCEPTED, S.IN_PROCESS)
+AT_DEPARTMENTS = (S.ACCEPTED, S.IN_PROCESS, S.SUSPENDED)  # accepted and not yet decided: tasks are out
+# Who may settle a task its sector will not take: the department (its system refusing, later issues) or an
+# operator discarding the dead letter.
+SETTLERS = (K.DEPARTMENT, K.OPERATOR)
+ENDED_STATES = (S.CLOSED, S.WITHDRAWN, S.VOIDED, S.DENIED, S.RETURNED, S.NOT_ACCEPTED)
 
 # The one table. Nothing else in the code base decides whether a case may move.
 TRANSITIONS: Final[Mapping[Trigger, Transition]] = {
@@ -122,17 +138,69 @@ TRANSITIONS: Final[Mapping[Trigger, Transition]] = {
     Trigger.RESUME: _t([S.SUSPENDED], S.IN_PROCESS, K.DEPARTMENT),
     Trigger.APPROVE: _t([S.IN_PROCESS], S.APPROVED, K.DEPARTMENT),
     Trigger.DENY: _t([S.IN_PROCESS], S.DENIED, K.DEPARTMENT),
-    Trigger.RETURN: _t([S.IN_PROCESS], S.RETURNED, K.DEPARTMENT),
+    Trigger.RETURN: _t([S.ACCEPTED, S.IN_PROCESS], S.RETURNED, *SETTLERS),  # from accepted: returned before any start
     Trigger.ISSUE_CERTIFICATE: _t([S.APPROVED], S.CERTIFICATE_ISSUED, K.ISSUING_WINDOW),
     Trigger.DELIVER: _t([S.CERTIFICATE_ISSUED], S.DELIVERED, K.ISSUING_WINDOW),
-    Trigger.CLOSE: _t([S.DELIVERED, S.DENIED, S.RETURNED, S.NOT_ACCEPTED, S.WITHDRAWN], S.CLOSED, K.SYSTEM),
+    Trigger.CLOSE: _t([S.DELIVERED, S.DENIED, S.RETURNED, S.NOT_ACCEPTED, S.WITHDRAWN, S.VOIDED], S.CLOSED,
+                      K.SYSTEM),
     Trigger.SUPPLEMENT_EXPIRED: _t([S.SUPPLEMENT_REQUIRED], S.CLOSED, K.CLOCK),
-    Trigger.TASK_STARTED: _t([S.IN_PROCESS, S.SUSPENDED], STAYS, K.DEPARTMENT),
-    Trigger.TASK_CONCLUDED: _t([S.IN_PROCESS], STAYS, K.DEPARTMENT),
+    # The ways forward of an accepted case whose sector will not take a task (WAYS_FORWARD below).
+    Trigger.SEND_BACK: _t([S.ACCEPTED, S.IN_PROCESS], S.SUPPLEMENT_REQUIRED, *SETTLERS),
+    Trigger.CONTINUE: _t([S.SUBMITTED], S.IN_PROCESS, K.WINDOW),
+    Trigger.HAND_TO_BACK_OFFICE: _t(AT_DEPARTMENTS, STAYS, *SETTLERS),
+    Trigger.VOID: _t([*AT_DEPARTMENTS, S.SUPPLEMENT_REQUIRED], S.VOIDED, K.OPERATOR),
+    Trigger.CORRECT: _t(AT_DEPARTMENTS, STAYS, K.WINDOW),
+    # A task's facts. A task may start or conclude while its case waits for a supplement after a send-back
+    # (another department of a parallel case goes on working); the case decides once it is back in process.
+    Trigger.TASK_STARTED: _t([S.IN_PROCESS, S.SUSPENDED, S.SUPPLEMENT_REQUIRED], STAYS, K.DEPARTMENT),
+    Trigger.TASK_CONCLUDED: _t([S.ACCEPTED, S.IN_PROCESS, S.SUPPLEMENT_REQUIRED], STAYS, *SETTLERS),
+    Trigger.TASK_CANCELLED: _t([*AT_DEPARTMENTS, S.WITHDRAWN, S.VOIDED, S.SUPPLEMENT_REQUIRED, S.CLOSED], STAYS,
+                               K.OPERATOR, K.CLOCK, *PERSON),
+    Trigger.SECTOR_TOLD: _t([*AT_DEPARTMENTS, *ENDED_STATES, S.SUPPLEMENT_REQUIRED], STAYS, K.DEPARTMENT),
     Trigger.DEADLINE_WARNING: _t(RUNNING_CLOCK, STAYS, K.CLOCK),
     Trigger.OVERDUE: _t(RUNNING_CLOCK, STAYS, K.CLOCK),
     Trigger.EVALUATE: _t([S.CLOSED], STAYS, *PERSON),
 }
+
+
+class WayForward(StrEnum):
+    """What becomes of an accepted case when a sector will not take one of its tasks: its refusal, or a message
+    that cannot be delivered (a dead letter an operator discards). Sector answers and the operators' console
+    use exactly these; `WAYS_FORWARD` says what each does."""
+
+    SUPPLEMENT = "supplement"  # 退回补正: back to the window as a supplement request
+    RETURN = "return"  # 退件: returned to the applicant with a reason
+    BACK_OFFICE = "back_office"  # 转后台办理: the department's clerk decides through the back-office API
+    VOID = "void"  # 作废
+
+
+@dataclass(frozen=True)
+class Way:
+    """One way forward: the transition it makes (its actors and sources are the table's), its reach (the one
+    task, or the whole case), and what it does to the deadline clock."""
+
+    trigger: Trigger
+    reach: str  # "task" | "case"
+    clock: str  # "stops" | "runs" | "ends"
+    meaning: str
+
+
+WAYS_FORWARD: Final[Mapping[WayForward, Way]] = {
+    # The case waits at the window for the listed materials; the clock stands until the applicant answers, then
+    # `continue` takes it back to the departments and the task goes to its sector again (a new round).
+    WayForward.SUPPLEMENT: Way(Trigger.SEND_BACK, "case", "stops", "退回窗口补正，补正期间暂停计时"),
+    # The task concludes as returned with the reason; once every task has ended the case follows its lead
+    # department, so a single-task case is returned (退回办结) at once.
+    WayForward.RETURN: Way(Trigger.TASK_CONCLUDED, "task", "runs", "退回申请人并说明理由"),
+    # The task leaves its sector system for good; the clock keeps running; a sector that had it is told.
+    WayForward.BACK_OFFICE: Way(Trigger.HAND_TO_BACK_OFFICE, "task", "runs", "转部门后台人工办理"),
+    # The lead's (or only) task voids the case (作废办结) and cancels every open task; a co-department's task
+    # is cancelled alone and the case goes on. Sectors that had a cancelled task are told.
+    WayForward.VOID: Way(Trigger.VOID, "case", "ends", "作废"),
+}
+# What an operator may choose when discarding a dead letter (a supplement needs a list of materials the
+# letter cannot give).
+DISCARD_OUTCOMES: Final = (WayForward.BACK_OFFICE, WayForward.RETURN, WayForward.VOID)
 
 
 class ForbiddenTransition(Exception):
@@ -204,10 +272,17 @@ class TaskState(StrEnum):
     APPROVED = "approved"
     DENIED = "denied"
     RETURNED = "returned"
+    CANCELLED = "cancelled"  # ended without a decision: its case was withdrawn or voided, or the task voided
 
     @property
     def concluded(self) -> bool:
+        """Decided by its department."""
         return self in (TaskState.APPROVED, TaskState.DENIED, TaskState.RETURNED)
+
+    @property
+    def ended(self) -> bool:
+        """Nothing more will happen to it: decided, or cancelled."""
+        return self.concluded or self is TaskState.CANCELLED
 
 
 TASK_DECISIONS: Final[Mapping[TaskState, Trigger]] = {
@@ -229,6 +304,12 @@ class Task:
     state: TaskState = TaskState.PENDING
     sector_ref: str | None = None
     opinion: str | None = None
+    # Each correction (更正) or resubmission starts a new round: the sector is sent the case again under a key
+    # of its own (`case:task:operation:r<round>`), and answers to an earlier round change nothing.
+    round: int = 0
+    # For a cancelled task: None, its sector never had it (or the back office did); False, telling the sector
+    # is under way; True, the sector confirmed the cancellation.
+    sector_told: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -289,15 +370,20 @@ class Case:
         data: Mapping[str, Any] | None = None,
     ) -> CaseEvent:
         """Move the case (or record a fact) if the table allows it, recording the event; otherwise raise."""
+        self.require(trigger, actor)
         rule = TRANSITIONS[trigger]
-        if self.state not in rule.sources or actor.kind not in rule.actors:
-            raise ForbiddenTransition(self.case_no, self.state, trigger, str(actor))
         target = self.state if rule.target is STAYS else rule.target
         event = CaseEvent(len(self.events) + 1, at, trigger, self.state, target, actor, reason, data or {})
         self.events.append(event)
         self.new_events.append(event)
         self.state = target
         return event
+
+    def require(self, trigger: Trigger, actor: Actor) -> None:
+        """ForbiddenTransition unless the table allows `trigger` by `actor` in the case's state."""
+        rule = TRANSITIONS[trigger]
+        if self.state not in rule.sources or actor.kind not in rule.actors:
+            raise ForbiddenTransition(self.case_no, self.state, trigger, str(actor))
 
     def task(self, task_id: str) -> Task:
         for task in self.tasks:
@@ -311,7 +397,12 @@ class Case:
 
     @property
     def all_tasks_concluded(self) -> bool:
-        return bool(self.tasks) and all(t.state.concluded for t in self.tasks)
+        """Every task has ended, at least one with a decision (a case whose tasks were all cancelled has none)."""
+        return any(t.state.concluded for t in self.tasks) and all(t.state.ended for t in self.tasks)
+
+    @property
+    def open_tasks(self) -> list[Task]:
+        return [t for t in self.tasks if not t.state.ended]
 
 
 def state_from_events(events: Iterable[CaseEvent]) -> CaseState | None:

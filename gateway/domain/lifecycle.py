@@ -7,7 +7,7 @@ now need delivering to sector systems. Plain Python: no I/O, time and calendar p
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import date, datetime
 from typing import Any
@@ -24,10 +24,12 @@ from gateway.domain.case import (
     Certificate,
     Delivery,
     Evaluation,
+    WAYS_FORWARD,
     SubmittedMaterial,
     Task,
     TaskState,
     Trigger,
+    WayForward,
 )
 from gateway.domain.clock import shanghai_date
 from gateway.domain.codes import birth_date
@@ -60,6 +62,8 @@ def check_completeness(case: Case, matter: Matter, now: datetime, calendar: Work
         return []
     if not matter.auto_accept:
         return []
+    if case.receipt_no is not None:  # accepted before and sent back for a supplement
+        return continue_processing(case, COMPLETENESS_CHECK, now)
     return accept(case, matter, COMPLETENESS_CHECK, now, calendar)
 
 
@@ -114,13 +118,52 @@ def not_accept(case: Case, actor: Actor, now: datetime, reason: str) -> None:
 
 
 def withdraw(case: Case, actor: Actor, now: datetime, reason: str) -> None:
-    case.apply(Trigger.WITHDRAW, _person(case, actor), now, reason or "申请人撤回申请")
+    """撤回: the case ends, and with it every open task (a sector that has one is told)."""
+    person = _person(case, actor)
+    case.apply(Trigger.WITHDRAW, person, now, reason or "申请人撤回申请")
+    end_open_tasks(case, person, now, "申请人撤回申请")
     close(case, now)
 
 
-def start_task(case: Case, task_id: str, actor: Actor, now: datetime, sector_ref: str | None = None) -> None:
-    """A department has the case: the case is in process from its first task on."""
+def end_open_tasks(case: Case, actor: Actor, now: datetime, reason: str) -> None:
+    """Every task not yet ended is cancelled; each event says whether its sector must be told (it had the task:
+    in process there, or holding our reference) — the service sends those a cancellation."""
+    for task in case.open_tasks:
+        _cancel_task(case, task, actor, now, reason)
+
+
+def _cancel_task(case: Case, task: Task, actor: Actor, now: datetime, reason: str) -> None:
+    tell = reached_sector(task)
+    case.apply(Trigger.TASK_CANCELLED, actor, now, reason,
+               {"task": task.task_id, "department": task.department,
+                "sector_notice": "sending" if tell else "not_needed"})
+    task.state, task.sector_told = TaskState.CANCELLED, (False if tell else None)
+
+
+def reached_sector(task: Task) -> bool:
+    """Whether the task's sector system has it (so must be told when it is cancelled or taken away)."""
+    return task.sector is not None and (task.state is TaskState.IN_PROCESS or task.sector_ref is not None)
+
+
+def sector_told(case: Case, task_id: str, actor: Actor, now: datetime) -> None:
+    """The sector confirmed it dropped a task it had (a cancellation delivered)."""
     task = case.task(task_id)
+    if task.sector_told is not False:
+        return  # nothing was being told, or told already (a repeat)
+    task.sector_told = True
+    case.apply(Trigger.SECTOR_TOLD, actor, now, f"{task.department}已确认撤销", {"task": task_id})
+
+
+def start_task(case: Case, task_id: str, actor: Actor, now: datetime, sector_ref: str | None = None,
+               resent: bool = False) -> None:
+    """A department has the case: the case is in process from its first task on. `resent`: the answer to a
+    later round (a correction sent again) — the sector's reference for the corrected case replaces the old."""
+    task = case.task(task_id)
+    if resent and task.state is TaskState.IN_PROCESS and sector_ref and sector_ref != task.sector_ref:
+        task.sector_ref = sector_ref
+        case.apply(Trigger.TASK_STARTED, actor, now, f"{task.department}已接收更正后的办件",
+                   {"task": task_id, "department": task.department, "sector_ref": sector_ref, "round": task.round})
+        return
     if task.state is not TaskState.PENDING:
         return  # a repeated acknowledgement (retry, duplicate callback) changes nothing
     if case.state is CaseState.ACCEPTED:
@@ -139,14 +182,23 @@ def conclude_task(case: Case, task_id: str, decision: TaskState, opinion: str, a
         if task.state is decision:
             return  # the same decision again (a sector's retry): changes nothing
         raise CaseRuleViolation(f"任务 {task_id} 已作出决定（{task.state}），不能改为 {decision}")
+    if task.state is TaskState.CANCELLED:
+        case.require(Trigger.TASK_CONCLUDED, actor)  # a case that has ended says so first
+        raise CaseRuleViolation(f"任务 {task_id} 已撤销")
     if decision is not TaskState.APPROVED:
         _require_reason(opinion, "不予办理或退件")
-    if task.state is TaskState.PENDING:
-        start_task(case, task_id, actor, now)
-    task.state, task.opinion = decision, opinion
+    if task.state is TaskState.PENDING and actor.kind is ActorKind.DEPARTMENT:
+        start_task(case, task_id, actor, now)  # deciding is having it (an operator's return starts nothing)
     case.apply(Trigger.TASK_CONCLUDED, actor, now, opinion or str(decision),
                {"task": task_id, "department": task.department, "decision": str(decision), "lead": task.lead})
-    if case.all_tasks_concluded:
+    task.state, task.opinion = decision, opinion  # after `apply`: a refused transition leaves the task as it was
+    _decide_when_all_ended(case, now)
+
+
+def _decide_when_all_ended(case: Case, now: datetime) -> None:
+    """Once every task has ended the case follows its lead department — but only from in process (or
+    accepted, for a task returned before any started): a case waiting for a supplement decides when it is back."""
+    if case.all_tasks_concluded and case.state in (CaseState.IN_PROCESS, CaseState.ACCEPTED):
         _decide(case, now)
 
 
@@ -154,10 +206,111 @@ def _decide(case: Case, now: datetime) -> None:
     lead = case.lead_task
     case.opinion = lead.opinion
     denials = {t.department: t.opinion for t in case.tasks if t.state is not TaskState.APPROVED}
-    case.apply(TASK_DECISIONS[lead.state], Actor(ActorKind.DEPARTMENT, lead.credit_code), now,
+    case.apply(TASK_DECISIONS[lead.state], _decider(case, lead), now,
                lead.opinion or str(lead.state), {"lead": lead.department, "not_approved_by": denials})
     if case.state is not CaseState.APPROVED:
         close(case, now)
+
+
+def _decider(case: Case, lead: Task) -> Actor:
+    """Who the case's decision is recorded as: the lead department — or the operator who settled its task."""
+    for event in reversed(case.events):
+        if event.trigger is Trigger.TASK_CONCLUDED and event.data.get("task") == lead.task_id:
+            if event.actor.kind is ActorKind.OPERATOR:
+                return event.actor
+            break
+    return Actor(ActorKind.DEPARTMENT, lead.credit_code)
+
+
+# -- after acceptance, when a sector will not take the case: the ways forward (case.WAYS_FORWARD) -----------
+def settle(case: Case, task_id: str, way: WayForward, actor: Actor, now: datetime, reason: str,
+           missing: Iterable[str] = ()) -> None:
+    """Apply the way forward chosen for a task its sector will not take (its refusal, or an undeliverable
+    message). Refused (CaseRuleViolation) for a task already ended; ForbiddenTransition where the table says no."""
+    task = case.task(task_id)
+    if task.state.ended:
+        raise CaseRuleViolation(f"任务 {task_id} 已{'撤销' if task.state is TaskState.CANCELLED else '办结'}，无需处理")
+    _require_reason(reason, WAYS_FORWARD[way].meaning)
+    if way is WayForward.SUPPLEMENT:
+        send_back(case, task, actor, now, reason, list(missing))
+    elif way is WayForward.RETURN:
+        conclude_task(case, task_id, TaskState.RETURNED, reason, actor, now)
+    elif way is WayForward.BACK_OFFICE:
+        hand_to_back_office(case, task, actor, now, reason)
+    else:
+        void(case, task, actor, now, reason)
+
+
+def send_back(case: Case, task: Task, actor: Actor, now: datetime, reason: str, missing: list[str]) -> None:
+    """退回补正: the case goes back to the window as a supplement request listing what is missing; the clock
+    stops. Once the supplement is complete the case continues and the task goes to its sector again."""
+    if not missing:
+        raise CaseRuleViolation("退回补正必须列明需补正的材料")
+    case.apply(Trigger.SEND_BACK, actor, now, reason, {"task": task.task_id, "department": task.department,
+                                                     "missing": missing, "round": case.supplement_rounds + 1})
+    case.missing_materials = tuple(missing)
+    case.supplement_rounds += 1
+    task.state = TaskState.PENDING
+    task.round += 1  # what the sector answers to the earlier round changes nothing now
+    if case.deadline:
+        case.deadline = case.deadline.pause(shanghai_date(now))
+
+
+def continue_processing(case: Case, actor: Actor, now: datetime) -> list[Task]:
+    """A case sent back is complete again: it returns to the departments (its clock resumed on the supplement,
+    its receipt and promised date kept) and the tasks sent back go to their sectors again. Returns them."""
+    resend = [t for t in case.tasks if t.state is TaskState.PENDING and t.sector is not None]
+    case.missing_materials = ()
+    case.apply(Trigger.CONTINUE, actor, now, "补正材料齐全，继续办理", {"tasks": [t.task_id for t in resend]})
+    _decide_when_all_ended(case, now)
+    return resend
+
+
+def hand_to_back_office(case: Case, task: Task, actor: Actor, now: datetime, reason: str) -> None:
+    """The task leaves its sector system for the department's back office, where a clerk decides it through
+    the back-office API. A sector that had it is told to drop it."""
+    tell = reached_sector(task)
+    case.apply(Trigger.HAND_TO_BACK_OFFICE, actor, now, reason,
+               {"task": task.task_id, "department": task.department, "from_sector": task.sector,
+                "sector_notice": "sending" if tell else "not_needed"})
+    task.sector, task.state, task.sector_told = None, TaskState.PENDING, (False if tell else None)
+    task.round += 1
+
+
+def void(case: Case, task: Task, actor: Actor, now: datetime, reason: str) -> None:
+    """作废: the lead's (or only) task voids the whole case and cancels every open task; a co-department's task
+    is cancelled alone, and the case goes on with the others."""
+    if task.lead:
+        case.apply(Trigger.VOID, actor, now, reason, {"task": task.task_id})
+        end_open_tasks(case, actor, now, reason)
+        close(case, now)
+        return
+    _cancel_task(case, task, actor, now, reason)
+    _decide_when_all_ended(case, now)
+
+
+def correct(case: Case, matter: Matter, changes: Mapping[str, tuple[Any, Any]], actor: Actor, now: datetime,
+            reason: str) -> list[Task]:
+    """更正: the window has corrected named fields (`changes`: field -> (old, new), already applied to the case by
+    the caller, which checked the new values). Completeness is checked again; every open task of a sector system
+    starts a new round and is returned, to be sent again under a key of its own."""
+    _require_reason(reason, "更正")
+    if not changes:
+        raise CaseRuleViolation("更正必须至少修改一项内容")
+    missing = [m.name for m in matter.missing_materials(m.name for m in case.materials)]
+    if missing:
+        raise CaseRuleViolation("更正后材料不齐全：" + "、".join(missing))
+    if {"applicant.id_number", "applicant.id_type"} & changes.keys():  # age 60+ is read from the ID number
+        claims = [g for g in case.green_channel if g in GREEN_CHANNEL_CLAIMS]
+        case.green_channel = green_channel(claims, case.applicant.id_type, case.applicant.id_number,
+                                           shanghai_date(now))
+    resend = [t for t in case.open_tasks if t.sector is not None]
+    case.apply(Trigger.CORRECT, actor, now, reason,
+               {"fields": {name: {"old": old, "new": new} for name, (old, new) in changes.items()},
+                "resent": {t.task_id: t.round + 1 for t in resend}})
+    for task in resend:
+        task.round += 1
+    return resend
 
 
 def suspend(case: Case, actor: Actor, now: datetime, procedure: str, reason: str) -> None:
@@ -222,6 +375,7 @@ def tick(case: Case, matter: Matter, now: datetime, calendar: WorkingCalendar, w
         case.apply(Trigger.SUPPLEMENT_EXPIRED, CLOCK, now, f"{supplement_days}日内未补正，驳回申请",
                    {"completion": str(COMPLETION_BY_STATE[CaseState.SUPPLEMENT_REQUIRED])})
         case.completion = COMPLETION_BY_STATE[CaseState.SUPPLEMENT_REQUIRED]
+        end_open_tasks(case, CLOCK, now, "补正超时驳回")  # a case sent back after acceptance has tasks out
         return []
     if deadline is None or case.state not in (CaseState.SUBMITTED, CaseState.ACCEPTED, CaseState.IN_PROCESS):
         return []

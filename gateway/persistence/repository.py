@@ -59,9 +59,11 @@ def take_number_apart(engine: Engine, scope: str) -> int:
         return int(conn.execute(statement).scalar_one())
 
 
-def idempotency_key(case_no: str, task_id: str, operation: str) -> str:
-    """Stable across retries and replays: case number + task + operation (invariant 2)."""
-    return f"{case_no}:{task_id}:{operation}"
+def idempotency_key(case_no: str, task_id: str, operation: str, round: int = 0) -> str:
+    """Stable across retries and replays: case number + task + operation (invariant 2). A task's later round (a
+    correction or resubmission sent again) has a key of its own, `…:r<round>`, so the sector sees a new request."""
+    key = f"{case_no}:{task_id}:{operation}"
+    return key if round == 0 else f"{key}:r{round}"
 
 
 class StaleCase(Exception):
@@ -170,7 +172,8 @@ class CaseRepository:
 
     def _task_from_row(self, r: Mapping[str, Any]) -> Task:
         return Task(r["task_id"], r["department"], r["credit_code"], r["sector"], r["lead"], TaskState(r["state"]),
-                    r["sector_ref"], self._personal.open(r["opinion"], "case_tasks.opinion"))
+                    r["sector_ref"], self._personal.open(r["opinion"], "case_tasks.opinion"), r["round"],
+                    r["sector_told"])
 
     def _event_row(self, case_no: str, e: CaseEvent) -> dict[str, Any]:
         return {
@@ -299,6 +302,7 @@ class OutboxMessage:
     available_at: datetime
     bundle_version: str | None = None  # pinned by a replay with the original mapping; None: the active version
     correlation_id: str | None = None  # of the request or job that wrote it (gateway/correlation.py)
+    round: int = 0  # the task's round it belongs to (a correction or resubmission starts a new one)
 
 
 RELAY_PREFIX = "relay:"  # lease owners that publish to the broker rather than deliver
@@ -309,21 +313,23 @@ class OutboxRepository:
     a sector call: `lease_owner` says who may record its outcome (`holds_lease`)."""
 
     PENDING, QUEUED, DONE, DEAD = "pending", "queued", "done", "dead"
+    SUPERSEDED = "superseded"  # its task started a new round (or ended) before it was settled: never sent again
     OPEN = (PENDING, QUEUED)  # not yet settled
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
     def add(self, case_no: str, sector: str, operation: str, task_id: str, available_at: datetime,
-            priority: int = 0) -> None:
-        """Queue one message; its idempotency key (case + task + operation) stays the same for ever."""
+            priority: int = 0, round: int = 0) -> None:
+        """Queue one message; its idempotency key (case + task + operation + round) stays the same for ever."""
         self._conn.execute(
             insert(t.outbox).values(
                 case_no=case_no,
                 sector=sector,
                 operation=operation,
                 task_id=task_id,
-                idempotency_key=idempotency_key(case_no, task_id, operation),
+                round=round,
+                idempotency_key=idempotency_key(case_no, task_id, operation, round),
                 priority=priority,
                 status=self.PENDING,
                 deliveries=0,
@@ -425,6 +431,16 @@ class OutboxRepository:
         row = self._conn.execute(select(t.outbox).where(t.outbox.c.id == message_id)).mappings().first()
         return None if row is None else _outbox_from_row(row)
 
+    def supersede(self, case_no: str, task_id: str, below_round: int, now: datetime) -> int:
+        """The task's unsettled messages of rounds before `below_round` are never sent: a dispatcher or worker
+        holding one finds it settled (`holds_lease`) and stores nothing. Returns how many."""
+        o = t.outbox.c
+        result = self._conn.execute(
+            update(t.outbox).where(o.case_no == case_no, o.task_id == task_id, o.round < below_round,
+                                   o.status.in_(self.OPEN))
+            .values(status=self.SUPERSEDED, done_at=now, lease_owner=None, lease_until=None))
+        return result.rowcount
+
     def holds_lease(self, message_id: int, owner: str) -> bool:
         """Still ours and still pending? If not, another dispatcher took over: store nothing."""
         row = self._conn.execute(  # locked: two recorders of one message take turns, the second sees it settled
@@ -467,6 +483,7 @@ def _outbox_from_row(row: Mapping[str, Any]) -> OutboxMessage:
         available_at=as_utc(row["available_at"]),
         bundle_version=row["bundle_version"],
         correlation_id=row["correlation_id"],
+        round=row["round"],
     )
 
 
@@ -502,10 +519,12 @@ class DeadLetter(Failure):
     discarded_at: datetime | None = None
     discarded_by: str | None = None
     discard_reason: str | None = None
+    case_outcome: str | None = None  # what the discard did to the case (case.DISCARD_OUTCOMES)
+    superseded_at: datetime | None = None
 
 
 _SEALED_DEAD_LETTER = SEALED_COLUMNS["dead_letters"][1]
-_DEAD_LETTER_TIMES = ("created_at", "replayed_at", "discarded_at")
+_DEAD_LETTER_TIMES = ("created_at", "replayed_at", "discarded_at", "superseded_at")
 Where = Sequence[ColumnElement[bool]]  # conditions on `dead_letters` (the operators' filter, as SQL)
 
 
@@ -521,6 +540,7 @@ class DeadLetterRepository:
     operators (or processes) acting on one letter at once, exactly one changes it."""
 
     DEAD, REPLAYED, DISCARDED = "dead", "replayed", "discarded"
+    SUPERSEDED = "superseded"  # its task was sent again in a new round (a correction) or ended: nothing to do
 
     def __init__(self, conn: Connection, personal: PersonalData) -> None:
         self._conn = conn
@@ -606,11 +626,28 @@ class DeadLetterRepository:
         found = self._conn.execute(select(d.id).where(d.replay_run_id == run_id, d.status == self.DEAD).limit(1))
         return found.first() is not None
 
-    def discard(self, where: Where, by: str, reason: str, now: datetime) -> int:
+    def discard(self, where: Where, by: str, reason: str, now: datetime, case_outcome: str | None = None) -> int:
         """Set aside for good the matching letters still dead: no replay filter matches them any more."""
         result = self._conn.execute(
             update(t.dead_letters).where(*where, t.dead_letters.c.status == self.DEAD)
-            .values(status=self.DISCARDED, discarded_at=now, discarded_by=by, discard_reason=reason))
+            .values(status=self.DISCARDED, discarded_at=now, discarded_by=by, discard_reason=reason,
+                    case_outcome=case_outcome))
+        return result.rowcount
+
+    def still_dead(self, where: Where) -> list[tuple[int, str, int | None]]:
+        """(id, case number, outbox id) of the matching letters still dead, oldest first."""
+        d = t.dead_letters.c
+        rows = self._conn.execute(select(d.id, d.case_no, d.outbox_id).where(*where, d.status == self.DEAD)
+                                  .order_by(d.id))
+        return [(r.id, r.case_no, r.outbox_id) for r in rows]
+
+    def supersede(self, case_no: str, task_id: str, below_round: int, now: datetime) -> int:
+        """The task's dead letters left by messages of rounds before `below_round`: nothing to replay any more."""
+        d, o = t.dead_letters.c, t.outbox.c
+        earlier = select(o.id).where(o.case_no == case_no, o.task_id == task_id, o.round < below_round)
+        result = self._conn.execute(
+            update(t.dead_letters).where(d.case_no == case_no, d.status == self.DEAD, d.outbox_id.in_(earlier))
+            .values(status=self.SUPERSEDED, superseded_at=now))
         return result.rowcount
 
     def _from_row(self, row: Mapping[str, Any]) -> DeadLetter:

@@ -67,6 +67,8 @@ case_tasks = Table(
     Column("state", String(16), nullable=False),
     Column("sector_ref", String(64), index=True),  # callbacks find the task by the sector's reference
     Column("opinion", Text),
+    Column("round", Integer, nullable=False, default=0, server_default="0"),  # corrections send a task again
+    Column("sector_told", Boolean),  # a cancelled task: None its sector never had it, False telling, True told
 )
 
 case_events = Table(
@@ -103,7 +105,8 @@ outbox = Table(
     Column("task_id", String(8), nullable=False),
     Column("idempotency_key", String(160), nullable=False),
     Column("priority", Integer, nullable=False, default=0),  # green channel first
-    # pending (due at available_at) | queued (the broker confirmed it; a worker will take it) | done | dead
+    # pending (due at available_at) | queued (the broker confirmed it; a worker will take it) | done | dead |
+    # superseded (its task started a new round or ended before it was settled)
     Column("status", String(16), nullable=False, index=True),
     Column("deliveries", Integer, nullable=False, default=0),  # times a dispatcher or worker took it
     _utc("available_at", nullable=False, index=True),
@@ -116,6 +119,7 @@ outbox = Table(
     Column("bundle_version", String(64)),
     Column("replays", Integer, nullable=False, default=0, server_default="0"),  # times reopened from a dead letter
     Column("correlation_id", String(64)),  # of the request or job that wrote it (gateway/correlation.py)
+    Column("round", Integer, nullable=False, default=0, server_default="0"),  # the task's round it belongs to
 )
 
 dead_letters = Table(
@@ -137,7 +141,7 @@ dead_letters = Table(
     Column("history", JSON),  # every call made: at, failure class, message, elapsed_ms (sealed)
     Column("deliveries", Integer, nullable=False, default=0, server_default="0"),  # times taken before it died
     Column("bundle_version", String(40)),
-    Column("status", String(16), nullable=False),  # dead | replayed | discarded
+    Column("status", String(16), nullable=False),  # dead | replayed | discarded | superseded
     _utc("created_at", nullable=False),
     _utc("replayed_at"),
     Column("replayed_by", String(128)),
@@ -146,6 +150,8 @@ dead_letters = Table(
     _utc("discarded_at"),
     Column("discarded_by", String(128)),
     Column("discard_reason", Text),
+    Column("case_outcome", String(16)),  # what discarding it did to the case: back_office | return | void
+    _utc("superseded_at"),  # its task was sent again in a new round (a correction) or ended
     # The operators' filters, each as (what it narrows to, status, newest first, id): one filtered page of
     # 100000 dead letters reads an index range, not the table. Few on purpose: a bulk replay rewrites every
     # index holding `status` for each letter (other sorts sort the filtered rows).
