@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 from unittest.mock import patch
 
 import pytest
+import structlog
 from sqlalchemy import Connection, Engine, NullPool, create_engine, text
 
 from adapters.simulators.social_security import SocialSecuritySimulator
@@ -59,6 +60,15 @@ def service_missing(what: str, how: str, error: Exception) -> None:
 # The shipped bundles' secrets, as a deployment provides them: the simulators' default credentials.
 SECTOR_SECRETS = {"YIWANG_SECRET_GJJ_CLIENT_ID": "yiwang", "YIWANG_SECRET_GJJ_CLIENT_SECRET": "s3cret",
                   "YIWANG_SECRET_MZ_PASSWORD": "mz-secret", "YIWANG_SECRET_GA_HMAC": "ga-secret"}
+
+
+@pytest.fixture(autouse=True)
+def logging_as_it_was() -> Iterator[None]:
+    """A command run in-process (typer's runner) configures structlog for the whole process, its level too;
+    each test gets back the configuration it started with, so what one logs never hides another's lines."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.fixture(autouse=True)

@@ -135,13 +135,13 @@ def test_a_suspended_case_cannot_be_returned_by_an_operator_but_may_go_to_the_ba
 
 def test_a_correction_records_old_and_new_and_sends_every_open_sector_task_again_in_a_new_round() -> None:
     m, case = accepted(FUND, started=True)
-    case.applicant = Applicant("王建国", "111", "150203195003120017")  # the window typed the number wrong
-    resend = lifecycle.correct(case, m, {"applicant.id_number": ("150203198503120039", "150203195003120017")},
+    case.applicant = Applicant("王建国", "111", "150203195003120012")  # the window typed the number wrong
+    resend = lifecycle.correct(case, m, {"applicant.id_number": ("150203198503120039", "150203195003120012")},
                                WINDOW, LATER, "身份证号录入错误")
     assert [(t.task_id, t.round) for t in resend] == [("1", 1)]  # the back-office task has nothing to send
     event = case.events[-1]
     assert event.trigger is Trigger.CORRECT and event.reason == "身份证号录入错误"
-    assert event.data["fields"] == {"applicant.id_number": {"old": "150203198503120039", "new": "150203195003120017"}}
+    assert event.data["fields"] == {"applicant.id_number": {"old": "150203198503120039", "new": "150203195003120012"}}
     assert event.data["resent"] == {"1": 1}
     assert "aged_60_plus" in case.green_channel  # born 1950: the green channel follows the corrected number
     assert case.state is CaseState.IN_PROCESS and case.tasks[0].state is TaskState.IN_PROCESS
