@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import select, update
 
 from adapters.simulators.social_security import SocialSecuritySimulator
@@ -19,9 +18,6 @@ from gateway.app import Gateway
 from gateway.dispatch import Dispatcher
 from gateway.persistence import tables as t
 from tests.test_delivery import outbox_statuses, state, submit
-
-pytestmark = pytest.mark.xfail(strict=True, reason="issue 14: a redelivered copy took over a live lease and called "
-                                                   "the sector a second time")
 
 
 def published(gateway: Gateway) -> int:
