@@ -132,15 +132,24 @@ class Dispatcher:
     def take_and_deliver(self, outbox_id: int) -> bool:
         """A worker got this message from the broker: deliver it unless its outcome is stored already (a
         redelivered copy). Returns False for such a copy. Database errors propagate: nothing was stored,
-        so the worker must hand the message back rather than acknowledge it."""
-        now = self.service.clock.now()
-        with UnitOfWork(self.service.engine) as uow:
-            message = uow.outbox.take(outbox_id, self.owner, now, now + self.settings.lease)
-            uow.commit()
-        if message is None:
-            return False
-        self.deliver(message)
-        return True
+        so the worker must hand the message back rather than acknowledge it.
+
+        While another worker's lease on it is live, this copy waits — for that worker to store the outcome
+        (then it is a copy) or for its lease to lapse (it died: this one delivers) — and never calls the
+        sector beside it. The wait is bounded by one lease."""
+        give_up = time.monotonic() + self.settings.lease.total_seconds()
+        while True:
+            now = self.service.clock.now()
+            with UnitOfWork(self.service.engine) as uow:
+                message = uow.outbox.take(outbox_id, self.owner, now, now + self.settings.lease)
+                held = None if message is not None else uow.outbox.held_by_another(outbox_id, self.owner, now)
+                uow.commit()
+            if message is not None:
+                self.deliver(message)
+                return True
+            if held is None or time.monotonic() > give_up:
+                return False  # settled already (a copy), or held longer than any lease: its holder settles it
+            time.sleep(min((held - now).total_seconds(), self.settings.idle.total_seconds()))
 
     def run(self, stop: threading.Event) -> None:
         """Loop until `stop` is set; a crash of one delivery never stops the loop."""

@@ -380,21 +380,34 @@ class OutboxRepository:
 
     def take(self, message_id: int, owner: str, now: datetime, lease_until: datetime) -> OutboxMessage | None:
         """A worker took this message from the broker: it is the one that delivers it now. None when it is
-        settled already or back to pending (a redelivered copy of a message whose outcome is stored).
-
-        The broker hands a message to one consumer at a time, so a live lease of a worker that lost its
-        connection is taken over: if both call the sector, the idempotency key makes it one effect."""
-        published = or_(t.outbox.c.status == self.QUEUED,  # or confirmed, and the relay not yet done marking it
-                        and_(t.outbox.c.status == self.PENDING, t.outbox.c.lease_owner.startswith(RELAY_PREFIX)))
+        settled already or back to pending (a redelivered copy of a message whose outcome is stored) — or
+        while another worker's lease on it is live (`held_by_another`): a copy the broker redelivered after
+        that worker's connection dropped, or one the outbox sweep published again, never makes a second call
+        to the sector while the first may still be running. A lapsed lease (its worker died) is taken over."""
+        o = t.outbox.c
+        published = or_(o.status == self.QUEUED,  # or confirmed, and the relay not yet done marking it
+                        and_(o.status == self.PENDING, o.lease_owner.startswith(RELAY_PREFIX)))
+        free = or_(o.lease_owner.is_(None), o.lease_owner == owner, o.lease_owner.startswith(RELAY_PREFIX),
+                   o.lease_until.is_(None), o.lease_until < now)
         result = self._conn.execute(
             update(t.outbox)
-            .where(t.outbox.c.id == message_id, published)
+            .where(o.id == message_id, published, free)
             .values(status=self.QUEUED, lease_owner=owner, lease_until=lease_until,
                     deliveries=t.outbox.c.deliveries + 1,
                     # taken before the relay marked it: it came through the broker all the same
                     published_at=func.coalesce(t.outbox.c.published_at, now))
         )
         return self.get(message_id) if result.rowcount == 1 else None
+
+    def held_by_another(self, message_id: int, owner: str, now: datetime) -> datetime | None:
+        """Until when another worker's live lease holds this unsettled message (None: it does not)."""
+        o = t.outbox.c
+        row = self._conn.execute(select(o.status, o.lease_owner, o.lease_until).where(o.id == message_id)).first()
+        if row is None or row.status not in self.OPEN or row.lease_owner in (None, owner) or row.lease_until is None \
+                or row.lease_owner.startswith(RELAY_PREFIX):
+            return None
+        until = as_utc(row.lease_until)
+        return until if until > now else None
 
     def release(self, ids: Sequence[int], owner: str) -> None:
         """The relay lost its connection before these were confirmed: due again at once, not after the lease."""
