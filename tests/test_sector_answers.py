@@ -28,6 +28,9 @@ from sqlalchemy import select
 
 from adapters.simulators.public_security import CALLBACK_KEY_ID, DEFAULT_SECRET, PublicSecuritySimulator, signed_headers
 from gateway.app import Gateway, create_app
+from gateway.domain import answers
+from gateway.domain.answers import AnswerMismatch
+from gateway.domain.case import Applicant, Case, Task
 from gateway.persistence import tables as t
 from gateway.persistence.repository import DeadLetter
 from tests.conftest import COMPLETE_APPLICATION, Keys, drain
@@ -103,7 +106,6 @@ def two_cases_in_process(hall: Hall) -> tuple[str, str]:
 # --- callbacks ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14: a callback finds its case by the sector's reference alone")
 def test_a_signed_callback_with_one_cases_reference_and_anothers_number_moves_neither(police: Hall) -> None:
     a, b = two_cases_in_process(police)
     before = police.seen(a), police.seen(b)
@@ -117,7 +119,6 @@ def test_a_signed_callback_with_one_cases_reference_and_anothers_number_moves_ne
     assert police.seen(a)[1] == "approved" and police.seen(b) == before[1]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14: an unknown reference for a task that has one is a 404, not a 409")
 def test_an_unknown_reference_is_not_bound_to_a_task_that_has_one(police: Hall) -> None:
     a, _ = two_cases_in_process(police)
     before = police.seen(a)
@@ -127,7 +128,6 @@ def test_an_unknown_reference_is_not_bound_to_a_task_that_has_one(police: Hall) 
     assert police.mismatches("callback") == 1
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14: an unknown reference naming no case is a 404, not a 409")
 def test_an_unknown_reference_without_a_known_case_number_is_refused(police: Hall) -> None:
     a, _ = two_cases_in_process(police)
     before = police.seen(a)
@@ -192,7 +192,6 @@ def status_answer(ywlsh: str) -> bytes:
                     "</c:QueryCaseStatusResponse>")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14: a polled answer about another reference decides the case")
 def test_a_status_answer_about_another_reference_changes_nothing(scripted: Scripted) -> None:
     hall, sector = scripted("social_security")
     case_no = in_process_at_social_security(hall, sector)
@@ -221,3 +220,46 @@ def in_process_at_social_security(hall: Hall, sector: HostileSector) -> str:
     case_no = hall.submit(COMPLETE_APPLICATION)
     drain(hall.gateway, lambda: hall.reference(case_no) == "SB0000000001")
     return case_no
+
+
+# --- the rule itself (gateway.domain.answers), without a database -------------------------------------------
+
+
+def case_with_tasks(*tasks: Task) -> Case:
+    applicant = Applicant("王建国", "111", PERSON)
+    return Case("C1", "M", 1, applicant, (), {}, "online_pc", "150200", tasks=list(tasks))
+
+
+def test_an_idempotency_key_names_a_case_and_a_task() -> None:
+    found = answers.claims({"idempotency_key": "C1:2:submit_case", "case_no": "C1", "task_id": None})
+    answers.check_same_task(POLICE, found, "C1", "2", known_as="GA1", answer_ref="GA1")
+    with pytest.raises(AnswerMismatch, match="idempotency_key 'C1:2:submit_case' names case C1 task 2"):
+        answers.check_same_task(POLICE, found, "C1", "1", known_as="GA1", answer_ref="GA1")
+    with pytest.raises(AnswerMismatch, match="not one of our keys"):
+        answers.claims({"idempotency_key": "C1-2"})
+
+
+@pytest.mark.parametrize("value", [{"$ref": "file:///etc/passwd"}, ["C1"], 1.5, True])
+def test_an_identifier_that_is_no_text_or_number_is_a_mismatch(value: object) -> None:
+    with pytest.raises(AnswerMismatch, match="case_no is not an identifier"):
+        answers.claims({"case_no": value})
+
+
+def test_an_unknown_reference_is_bound_to_the_one_open_task_the_answer_names() -> None:
+    first, second = Task("1", "公安", "c", POLICE, True), Task("2", "公安", "c", POLICE, False)
+    case = case_with_tasks(first, second, Task("3", "民政", "d", "civil_affairs", False))
+    with pytest.raises(AnswerMismatch, match="has 2 tasks at public_security without a reference: name the task"):
+        answers.task_to_bind(case, POLICE, "GA1", answers.claims({"case_no": "C1"}))
+    assert answers.task_to_bind(case, POLICE, "GA1", answers.claims({"case_no": "C1", "task_id": "2"})) is second
+    first.sector_ref = "GA0"
+    assert answers.task_to_bind(case, POLICE, "GA1", answers.claims({"case_no": "C1"})) is second
+    second.sector_ref = "GA1"  # bound meanwhile, by this very reference: still the one
+    assert answers.task_to_bind(case, POLICE, "GA1", answers.claims({"case_no": "C1"})) is second
+    with pytest.raises(AnswerMismatch, match="has no task at housing_fund"):
+        answers.task_to_bind(case, "housing_fund", "GA1", answers.claims({"case_no": "C1"}))
+
+
+def test_a_long_identifier_is_cut_in_the_message() -> None:
+    with pytest.raises(AnswerMismatch) as refused:
+        answers.case_to_bind("GA" + "9" * 10_000, answers.claims({"case_no": "C1", "idempotency_key": "C2:1:x"}))
+    assert "names more than one case: C1, C2" in str(refused.value) and len(str(refused.value)) < 300
