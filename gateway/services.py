@@ -80,11 +80,17 @@ class AnswerObserver(Protocol):
     def mismatch(self, sector: str, source: str) -> None:
         """A callback (`source` "callback") or polled answer ("poll") refused by gateway.domain.answers."""
 
+    def reference_clash(self, sector: str) -> None:
+        """A submit answer with a reference another task of the sector already holds."""
+
 
 class _Unobserved:
     """The default observer: hears nothing."""
 
     def mismatch(self, sector: str, source: str) -> None:
+        pass
+
+    def reference_clash(self, sector: str) -> None:
         pass
 
 
@@ -304,8 +310,18 @@ class CaseService:
     # -- the sector systems' answers, recorded by the dispatcher -----------------------------------
     def record_submitted(self, message: OutboxMessage, owner: str, sector_ref: str,
                          poll_after: timedelta | None) -> bool:
-        """The sector took its task: the task starts and, unless it calls back, its first poll is scheduled."""
+        """The sector took its task: the task starts and, unless it calls back, its first poll is scheduled.
+        A reference another task of the sector holds starts nothing: the message becomes a `validation` dead
+        letter naming both cases, and neither case changes."""
+        clashes: list[str] = []
+
         def change(case: Case, matter: Matter, now: datetime, uow: UnitOfWork) -> None:
+            holder = uow.cases.task_for_sector_ref(message.sector, sector_ref)
+            if holder is not None and holder != (case.case_no, message.task_id):
+                clashes.append(f"{message.sector} answered case {case.case_no} task {message.task_id} with the "
+                               f"reference {sector_ref!r}, which case {holder[0]} task {holder[1]} already holds")
+                _dead_letter(uow, message, now, clashes[-1], {"sector_ref": sector_ref})
+                return
             before = len(case.events)
             lifecycle.start_task(case, message.task_id, _sector(message), now, sector_ref)
             uow.outbox.complete(message.id, now)
@@ -315,7 +331,12 @@ class CaseService:
                 uow.outbox.add(case.case_no, message.sector, QUERY_STATUS, message.task_id, now + poll_after,
                                message.priority)
 
-        return self._record(message, owner, change)
+        recorded = _once_more_on_clash(lambda: self._record(message, owner, change))
+        for clash in clashes[-1:]:  # the last try is the one committed
+            log.warning("sector reference already held", sector=message.sector, case_no=message.case_no,
+                        detail=clash)
+            self.answer_observer.reference_clash(message.sector)
+        return recorded
 
     def record_status(self, message: OutboxMessage, owner: str, result: Mapping[str, Any],
                       poll_after: timedelta) -> bool:
@@ -351,7 +372,7 @@ class CaseService:
         possibly twice. Applied only to the task every identifier it carries names (gateway.domain.answers);
         otherwise AnswerMismatch, and nothing changes. Returns False when it changed nothing (a duplicate)."""
         try:
-            return self._record_callback(sector, result)
+            return _once_more_on_clash(lambda: self._record_callback(sector, result))
         except AnswerMismatch as mismatch:
             self._refused(sector, "callback", mismatch)
             raise
@@ -625,6 +646,15 @@ def _quiet(step: Callable[[Case, Matter, datetime], None]) -> Change:
         return []
 
     return change
+
+
+def _once_more_on_clash(record: Callable[[], bool]) -> bool:
+    """Two answers bound one reference to two tasks at once: the unique index refused the second, which
+    rolled back whole; once more, the check sees the first one's reference."""
+    try:
+        return record()
+    except IntegrityError:
+        return record()
 
 
 def _dead_letter(uow: UnitOfWork, message: OutboxMessage, now: datetime, why: str, answer: dict[str, Any]) -> None:

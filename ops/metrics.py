@@ -6,7 +6,7 @@ on `YIWANG_METRICS_PORT`):
 - **Per process**, counted as deliveries end (`DeliveryMetrics`, the dispatcher's observer):
   `yiwang_deliveries_total{sector,operation,outcome}` and `yiwang_delivery_duration_seconds{sector,operation}`
   (the sector call, retries included); as sector answers are refused (`SectorAnswerMetrics`, the case
-  service's observer): `yiwang_callback_mismatches_total{sector,source}`.
+  service's observer): `yiwang_callback_mismatches_total{sector,source}`, `yiwang_sector_ref_clashes_total{sector}`.
   Sum them over processes.
 - **Shared state**, read at scrape time by collectors, each one cheap GROUP BY query, reused for
   `YIWANG_METRICS_CACHE_MS` so a scrape storm cannot hammer the database: the outbox, dead letters, cases,
@@ -75,7 +75,8 @@ class DeliveryMetrics:
 
 class SectorAnswerMetrics(Collector):
     """The case service's `AnswerObserver` (this process): sector answers refused for naming another task
-    (`yiwang_callback_mismatches_total{sector,source}`, source `callback` or `poll`). Every active sector shows
+    (`yiwang_callback_mismatches_total{sector,source}`, source `callback` or `poll`) and submit answers with a
+    reference another task already holds (`yiwang_sector_ref_clashes_total{sector}`). Every active sector shows
     a 0 before its first, so that an alert on `increase` sees the first one too."""
 
     SOURCES = ("callback", "poll")
@@ -84,10 +85,15 @@ class SectorAnswerMetrics(Collector):
         self._sectors = sectors
         self._lock = threading.Lock()
         self._mismatches: dict[tuple[str, str], int] = {}
+        self._clashes: dict[str, int] = {}
 
     def mismatch(self, sector: str, source: str) -> None:
         with self._lock:
             self._mismatches[sector, source] = self._mismatches.get((sector, source), 0) + 1
+
+    def reference_clash(self, sector: str) -> None:
+        with self._lock:
+            self._clashes[sector] = self._clashes.get(sector, 0) + 1
 
     def collect(self) -> Iterator[Metric]:
         try:
@@ -96,12 +102,17 @@ class SectorAnswerMetrics(Collector):
             sectors = []
         with self._lock:
             mismatches = {(s, source): 0 for s in sectors for source in self.SOURCES} | self._mismatches
+            clashes = dict.fromkeys(sectors, 0) | self._clashes
         refused = CounterMetricFamily("yiwang_callback_mismatches", "Sector answers refused because their identifiers "
                                       "name another task, or none they may bind (this process)", labels=["sector",
                                                                                                         "source"])
         for labels, count in sorted(mismatches.items()):
             refused.add_metric(list(labels), count)
-        return iter([refused])
+        held = CounterMetricFamily("yiwang_sector_ref_clashes", "Submit answers with a reference another task of the "
+                                   "sector already holds, made dead letters (this process)", labels=["sector"])
+        for sector, count in sorted(clashes.items()):
+            held.add_metric([sector], count)
+        return iter([refused, held])
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # collected live

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import event, select, update
 
 from adapters.simulators.public_security import CALLBACK_KEY_ID, DEFAULT_SECRET, PublicSecuritySimulator, signed_headers
 from gateway.app import Gateway, create_app
@@ -165,7 +165,6 @@ def scripted(make_gateway: Callable[..., Gateway]) -> Iterator[Scripted]:
         yield open_sector
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14: a reference another case holds is bound to a second case")
 def test_a_submit_answer_with_a_reference_another_case_holds_is_a_validation_dead_letter(scripted: Scripted) -> None:
     hall, sector = scripted(POLICE)
     sector.answer = (202, "application/json", json.dumps({"ZT": "1", "XX": "已受理", "YWH": "GA-SAME"}).encode())
@@ -181,6 +180,35 @@ def test_a_submit_answer_with_a_reference_another_case_holds_is_a_validation_dea
     assert a in letter.error_message and b in letter.error_message and "GA-SAME" in letter.error_message
     assert (hall.seen(a), hall.seen(b)) == (before_a, before_b)
     assert hall.gateway.metrics.get_sample_value("yiwang_sector_ref_clashes_total", {"sector": POLICE}) == 1
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)  # SQLite writes one at a time: no such race
+def test_a_reference_taken_by_another_worker_meanwhile_is_a_dead_letter_not_an_error(scripted: Scripted) -> None:
+    """Another worker records case A's answer with the same reference while this one records case B's, after
+    B's check found the reference free: the unique index refuses B's write, and once more it is a clash."""
+    hall, sector = scripted(POLICE)
+    sector.answer = (202, "application/json", json.dumps({"ZT": "1", "XX": "已受理", "YWH": "GA-A"}).encode())
+    a = hall.submit(ID_CARD_RENEWAL)
+    drain(hall.gateway, lambda: hall.reference(a) == "GA-A")
+    sector.answer = (202, "application/json", json.dumps({"ZT": "1", "XX": "已受理", "YWH": "GA-RACE"}).encode())
+    b = hall.submit(ID_CARD_RENEWAL)
+    raced: list[str] = []
+
+    def other_worker_first(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.startswith("INSERT INTO case_tasks") and b in str(parameters) and not raced:
+            raced.append(b)
+            with hall.gateway.engine.begin() as other:
+                other.execute(update(t.case_tasks).where(t.case_tasks.c.case_no == a).values(sector_ref="GA-RACE"))
+
+    event.listen(hall.gateway.engine, "before_cursor_execute", other_worker_first)
+    try:
+        drain(hall.gateway, lambda: hall.outbox(b)[0][1] in ("done", "dead"))
+    finally:
+        event.remove(hall.gateway.engine, "before_cursor_execute", other_worker_first)
+    assert raced and hall.outbox(b) == [("submit_case", "dead")]
+    [letter] = hall.dead_letters()
+    assert letter.case_no == b and a in letter.error_message and "GA-RACE" in letter.error_message
+    assert (hall.reference(a), hall.reference(b)) == ("GA-RACE", None)
 
 
 # --- polled answers ----------------------------------------------------------------------------------------

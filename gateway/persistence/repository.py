@@ -113,7 +113,8 @@ class CaseRepository:
         return list(self._conn.execute(query).scalars())
 
     def task_for_sector_ref(self, sector: str, sector_ref: str) -> tuple[str, str] | None:
-        """(case number, task id) of the task this sector knows by `sector_ref`, whatever the bundle version."""
+        """(case number, task id) of the task this sector knows by `sector_ref`: at most one, whatever the
+        bundle version (a unique index on case_tasks(sector, sector_ref))."""
         query = select(t.case_tasks.c.case_no, t.case_tasks.c.task_id).where(t.case_tasks.c.sector == sector,
                                                                               t.case_tasks.c.sector_ref == sector_ref)
         row = self._conn.execute(query).first()
