@@ -101,14 +101,19 @@ class ResultSpec:
 
 _STATUS = {"status": frozenset(STATUSES)}
 
+# Identifiers an answer may carry besides the sector's reference: each must name the task the answer changes
+# (gateway/domain/answers.py). `idempotency_key` is the key of the request answered (case:task:operation).
+ANSWER_IDENTIFIERS = frozenset({"case_no", "task_id", "idempotency_key"})
+
 RESULTS: Mapping[str, ResultSpec] = MappingProxyType({
     "submit_case": ResultSpec(frozenset({"sector_ref"})),
-    "query_status": ResultSpec(frozenset({"status"}), frozenset({"opinion", "decided_at"}), _STATUS),
+    "query_status": ResultSpec(frozenset({"status"}),
+                               frozenset({"opinion", "decided_at", "sector_ref"}) | ANSWER_IDENTIFIERS, _STATUS),
     "cancel_case": ResultSpec(frozenset({"cancelled"}), values={"cancelled": frozenset({True, False})}),
     "fetch_certificate": ResultSpec(frozenset({"name", "number"}), frozenset({"issuer", "valid_until"})),
     # case_no lets a callback that overtakes the submit's answer find its case before the reference is known.
-    "callback": ResultSpec(frozenset({"sector_ref", "status"}), frozenset({"opinion", "decided_at", "case_no"}),
-                           _STATUS),
+    "callback": ResultSpec(frozenset({"sector_ref", "status"}),
+                           frozenset({"opinion", "decided_at"}) | ANSWER_IDENTIFIERS, _STATUS),
 })  # fmt: skip
 QUERY_RESULT = ResultSpec(frozenset(), open=True)
 

@@ -69,7 +69,8 @@ class DeliveryError(Exception):
 CanonicalMessage = Mapping[str, Any]
 # A canonical result is a flat dict: submit_case -> {"sector_ref": str};
 # query_status -> {"status": "received"|"in_process"|"approved"|"denied"|"returned", "opinion": str | None,
-#                  "decided_at": ISO-8601 UTC string | None}
+#                  "decided_at": ISO-8601 UTC string | None}, and the identifiers its mapping reads
+#                  ("sector_ref", "case_no", "task_id", "idempotency_key"; see adapters/canonical.py)
 CanonicalResult = dict[str, Any]
 
 

@@ -15,6 +15,7 @@ from gateway.api_approvals import held_for_approval
 from gateway.approvals import Action
 from gateway.auth import Identity, NotAllowed, Role, acts_for_sector, require
 from gateway.bundles import BundleConflict, BundleInvalid, BundleStore, UnknownBundle
+from gateway.domain.answers import AnswerMismatch
 from gateway.live_registry import LiveRegistry, NoActiveAdapter
 from gateway.problems import install_problems, problem_doc, problem_response
 from gateway.sector_calls import CallbackRejected, CallbackUnreadable, PreviewFailed, SectorCalls
@@ -130,7 +131,7 @@ def sync_query(name: str, body: QueryIn, request: Request,
     return _calls(request).query(name, body.params)
 
 
-@callbacks.post("/callbacks/{sector}", status_code=200, responses=problem_doc(401, 404, 422),
+@callbacks.post("/callbacks/{sector}", status_code=200, responses=problem_doc(401, 404, 409, 422),
                 summary="A sector's decision, signed as its bundle declares (no API key: the signature is the "
                         "credential)")
 async def sector_callback(sector: str, request: Request) -> dict[str, Any]:
@@ -191,6 +192,7 @@ def install_adapter_error_handlers(app: FastAPI) -> None:
         (PermissionError, 403, "forbidden", "无权管理该部门的适配包"),
         (CallbackRejected, 401, "callback-rejected", "回调签名无效"),
         (CallbackUnreadable, 422, "callback-unreadable", "回调内容无法识别"),
+        (AnswerMismatch, 409, "callback-mismatch", "回调所指的办件与业务号不符"),
         (PreviewFailed, 422, "preview-failed", "映射无法生成该请求"),
         (PayloadTooLarge, 413, "payload-too-large", "请求体过大"),
     ])

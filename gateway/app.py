@@ -54,7 +54,7 @@ from ops import api as ops_api
 from ops import health as readiness_probe
 from ops.dead_letters import DeadLetterDesk
 from ops.health import Readiness, build_readiness
-from ops.metrics import register_gateway_metrics
+from ops.metrics import SectorAnswerMetrics, register_gateway_metrics
 
 LEDGER_KEY_FILE = "ledger-signing.key"  # under the var dir, sealed with the master key
 MATERIALS_PATH = "/v1/materials"
@@ -154,9 +154,11 @@ def build_gateway(settings: Settings, clock: Clock | None = None) -> Gateway:
     deliveries = register_gateway_metrics(metrics_registry, engine=engine, clock=clock, adapters=registry,
                                           certs=certs, readiness=readiness,
                                           cache_s=settings.metrics_cache_ms / 1000)
+    answers = SectorAnswerMetrics(lambda: registry.sectors)
+    metrics_registry.register(answers)
     service = CaseService(engine, catalogue, load_calendar(settings.calendar), clock, personal,
                           material_exists=materials.missing, warn_days=settings.warn_days,
-                          supplement_days=settings.supplement_days, router=registry.route)
+                          supplement_days=settings.supplement_days, router=registry.route, answer_observer=answers)
     dispatch = DispatchSettings(
         lease=timedelta(milliseconds=settings.lease_ms),
         idle=timedelta(milliseconds=settings.dispatch_idle_ms),

@@ -14,10 +14,13 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+import structlog
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
-from gateway.domain import lifecycle
+from adapters.contract import FailureClass
+from gateway.domain import answers, lifecycle
+from gateway.domain.answers import AnswerMismatch
 from gateway.domain.calendar import WorkingCalendar
 from gateway.domain.case import (
     Actor,
@@ -48,6 +51,7 @@ from gateway.persistence.repository import (CaseRepository, DeadLetter, DeadLett
 from gateway.persistence.uow import UnitOfWork
 from gateway.views import case_view
 
+log = structlog.get_logger("yiwang.cases")
 RESIDENT_ID_CARD = "111"  # GA/T 2000.156: an agent (代办员) always identifies with one
 SUBMIT_CASE, QUERY_STATUS, CANCEL_CASE = "submit_case", "query_status", "cancel_case"
 # Which handling form (办理形式) a channel uses: a matter must offer it.
@@ -70,6 +74,26 @@ class MatterSource(Protocol):
     def published(self, code: str) -> Matter | None: ...
 
     def version(self, code: str, version: int) -> Matter | None: ...
+
+
+class AnswerObserver(Protocol):
+    """Hears of sector answers refused for naming another task (metrics, built by the composition root)."""
+
+    def mismatch(self, sector: str, source: str) -> None:
+        """A callback (`source` "callback") or polled answer ("poll") refused by gateway.domain.answers."""
+
+    def reference_clash(self, sector: str) -> None:
+        """A submit answer with a reference another task of the sector already holds."""
+
+
+class _Unobserved:
+    """The default observer: hears nothing."""
+
+    def mismatch(self, sector: str, source: str) -> None:
+        pass
+
+    def reference_clash(self, sector: str) -> None:
+        pass
 
 
 class UnknownMatter(LookupError):
@@ -185,6 +209,7 @@ class CaseService:
     # Which sector system takes a department's task of a matter (the active bundles' routing); None:
     # the catalogue's `sector` of the department decides, and no sector means the back office.
     router: Callable[[str, str], str | None] | None = None
+    answer_observer: AnswerObserver = field(default_factory=_Unobserved)
 
     def uow(self, read_only: bool = False) -> UnitOfWork:
         return UnitOfWork(self.engine, self.personal, read_only=read_only)
@@ -345,8 +370,18 @@ class CaseService:
     # -- the sector systems' answers, recorded by the dispatcher -----------------------------------
     def record_submitted(self, message: OutboxMessage, owner: str, sector_ref: str,
                          poll_after: timedelta | None) -> bool:
-        """The sector took its task: the task starts and, unless it calls back, its first poll is scheduled."""
+        """The sector took its task: the task starts and, unless it calls back, its first poll is scheduled.
+        A reference another task of the sector holds starts nothing: the message becomes a `validation` dead
+        letter naming both cases, and neither case changes."""
+        clashes: list[str] = []
+
         def change(case: Case, matter: Matter, now: datetime, uow: UnitOfWork) -> None:
+            holder = uow.cases.task_for_sector_ref(message.sector, sector_ref)
+            if holder is not None and holder != (case.case_no, message.task_id):
+                clashes.append(f"{message.sector} answered case {case.case_no} task {message.task_id} with the "
+                               f"reference {sector_ref!r}, which case {holder[0]} task {holder[1]} already holds")
+                _dead_letter(uow, message, now, clashes[-1], {"sector_ref": sector_ref})
+                return
             before = len(case.events)
             # A later round's answer opens its own polling: the earlier round's polls were superseded with it.
             resent = message.round > 0 and case.task(message.task_id).state is TaskState.IN_PROCESS
@@ -358,14 +393,29 @@ class CaseService:
                 uow.outbox.add(case.case_no, message.sector, QUERY_STATUS, message.task_id, now + poll_after,
                                message.priority, message.round)
 
-        return self._record(message, owner, change)
+        recorded = _once_more_on_clash(lambda: self._record(message, owner, change))
+        for clash in clashes[-1:]:  # the last try is the one committed
+            log.warning("sector reference already held", sector=message.sector, case_no=message.case_no,
+                        detail=clash)
+            self.answer_observer.reference_clash(message.sector)
+        return recorded
 
     def record_status(self, message: OutboxMessage, owner: str, result: Mapping[str, Any],
                       poll_after: timedelta) -> bool:
         """A status answer: keep polling while undecided; a decision concludes the department's task."""
         decision = _DECISIONS.get(result.get("status", ""))
+        refused: list[AnswerMismatch] = []
 
         def change(case: Case, matter: Matter, now: datetime, uow: UnitOfWork) -> None:
+            try:  # an answer about another task changes nothing: a dead letter for the operators instead
+                task = case.task(message.task_id)
+                answers.check_same_task(message.sector, answers.claims(result), case.case_no, task.task_id,
+                                        known_as=task.sector_ref,
+                                        answer_ref=answers.identifier("sector_ref", result.get("sector_ref")))
+            except AnswerMismatch as mismatch:
+                refused.append(mismatch)
+                _dead_letter(uow, message, now, str(mismatch), dict(result))
+                return
             if decision is None or case.state is CaseState.SUSPENDED:
                 # Undecided — or decided during a special procedure: ask again until it can be recorded.
                 uow.outbox.reschedule(message.id, now + poll_after)
@@ -374,7 +424,10 @@ class CaseService:
                                     now)
             uow.outbox.complete(message.id, now)
 
-        return self._record(message, owner, change)
+        recorded = self._record(message, owner, change)
+        for mismatch in refused:
+            self._refused(message.sector, "poll", mismatch)
+        return recorded
 
     def record_cancelled(self, message: OutboxMessage, owner: str) -> bool:
         """A sector took our cancellation of a task it had: the task shows its sector was told."""
@@ -386,26 +439,41 @@ class CaseService:
 
     def record_callback(self, sector: str, result: Mapping[str, Any]) -> bool:
         """A sector calls back with its decision — possibly before its answer to the submit was recorded,
-        possibly twice. Returns False when it changed nothing (a duplicate)."""
-        sector_ref = str(result.get("sector_ref") or "")
+        possibly twice. Applied only to the task every identifier it carries names (gateway.domain.answers);
+        otherwise AnswerMismatch, and nothing changes. Returns False when it changed nothing (a duplicate)."""
+        try:
+            return _once_more_on_clash(lambda: self._record_callback(sector, result))
+        except AnswerMismatch as mismatch:
+            self._refused(sector, "callback", mismatch)
+            raise
+
+    def _record_callback(self, sector: str, result: Mapping[str, Any]) -> bool:
+        sector_ref, found = answers.reference(result), answers.claims(result)
         with self.uow(read_only=True) as uow:
-            case_no = uow.cases.case_for_sector_ref(sector, sector_ref) or result.get("case_no")
-        if not case_no:
-            raise CaseNotFound(f"{sector} reference {sector_ref!r}")
+            holder = uow.cases.task_for_sector_ref(sector, sector_ref)
+        case_no = holder[0] if holder is not None else answers.case_to_bind(sector_ref, found)
         decision = _DECISIONS.get(str(result.get("status", "")))
         actor = Actor(ActorKind.DEPARTMENT, f"sector:{sector}")
 
         def change(case: Case, matter: Matter, now: datetime) -> list[Task]:
-            task = next((t for t in case.tasks if t.sector == sector and t.sector_ref in (sector_ref, None)), None)
-            if task is None:
-                raise CaseNotFound(f"{case.case_no} has no task for {sector} reference {sector_ref!r}")
+            task = case.task(holder[1]) if holder is not None else answers.task_to_bind(case, sector, sector_ref,
+                                                                                       found)
+            answers.check_same_task(sector, found, case.case_no, task.task_id, known_as=task.sector_ref or sector_ref,
+                                    answer_ref=sector_ref)
             lifecycle.start_task(case, task.task_id, actor, now, sector_ref)
             if decision is not None:
                 lifecycle.conclude_task(case, task.task_id, decision, str(result.get("opinion") or ""), actor, now)
             return []
 
-        before = self.get(str(case_no)).version
-        return self.change(str(case_no), change).version != before
+        try:
+            before = self.get(case_no).version
+        except CaseNotFound:
+            raise answers.no_such_case(sector_ref, case_no) from None
+        return self.change(case_no, change).version != before
+
+    def _refused(self, sector: str, source: str, mismatch: AnswerMismatch) -> None:
+        log.warning("sector answer refused", sector=sector, source=source, detail=str(mismatch))
+        self.answer_observer.mismatch(sector, source)
 
     def record_dead_letter(self, message: OutboxMessage, owner: str, failure: Failure) -> bool:
         """A failure that outlasted its retries: keep it for operators; the case stays where it was."""
@@ -697,6 +765,21 @@ def _quiet(step: Callable[[Case, Matter, datetime], None]) -> Change:
         return []
 
     return change
+
+
+def _once_more_on_clash(record: Callable[[], bool]) -> bool:
+    """Two answers bound one reference to two tasks at once: the unique index refused the second, which
+    rolled back whole; once more, the check sees the first one's reference."""
+    try:
+        return record()
+    except IntegrityError:
+        return record()
+
+
+def _dead_letter(uow: UnitOfWork, message: OutboxMessage, now: datetime, why: str, answer: dict[str, Any]) -> None:
+    """A sector's answer that cannot be recorded on its case: the message dies with it, the case stays."""
+    uow.outbox.mark_dead(message.id, now)
+    uow.dead_letters.add(message, Failure(str(FailureClass.VALIDATION), why, attempts=1, last_response=answer), now)
 
 
 def _sector(message: OutboxMessage) -> Actor:

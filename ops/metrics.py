@@ -5,7 +5,9 @@ on `YIWANG_METRICS_PORT`):
 
 - **Per process**, counted as deliveries end (`DeliveryMetrics`, the dispatcher's observer):
   `yiwang_deliveries_total{sector,operation,outcome}` and `yiwang_delivery_duration_seconds{sector,operation}`
-  (the sector call, retries included). Sum them over processes.
+  (the sector call, retries included); as sector answers are refused (`SectorAnswerMetrics`, the case
+  service's observer): `yiwang_callback_mismatches_total{sector,source}`, `yiwang_sector_ref_clashes_total{sector}`.
+  Sum them over processes.
 - **Shared state**, read at scrape time by collectors, each one cheap GROUP BY query, reused for
   `YIWANG_METRICS_CACHE_MS` so a scrape storm cannot hammer the database: the outbox, dead letters, cases,
   the certificates' days to expiry, the broker's queues; plus this process's circuits and readiness. Every
@@ -25,7 +27,7 @@ from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, case, func, select, type_coerce
 
@@ -69,6 +71,51 @@ class DeliveryMetrics:
         self.deliveries.labels(sector, operation, outcome.name).inc()
         if outcome.call_s is not None:
             self.duration.labels(sector, operation).observe(outcome.call_s)
+
+
+class SectorAnswerMetrics(Collector):
+    """The case service's `AnswerObserver` (this process): sector answers refused for naming another task
+    (`yiwang_callback_mismatches_total{sector,source}`, source `callback` or `poll`) and submit answers with a
+    reference another task already holds (`yiwang_sector_ref_clashes_total{sector}`). Every active sector shows
+    a 0 before its first, so that an alert on `increase` sees the first one too."""
+
+    SOURCES = ("callback", "poll")
+
+    def __init__(self, sectors: Callable[[], Iterable[str]]) -> None:
+        self._sectors = sectors
+        self._lock = threading.Lock()
+        self._mismatches: dict[tuple[str, str], int] = {}
+        self._clashes: dict[str, int] = {}
+
+    def mismatch(self, sector: str, source: str) -> None:
+        with self._lock:
+            self._mismatches[sector, source] = self._mismatches.get((sector, source), 0) + 1
+
+    def reference_clash(self, sector: str) -> None:
+        with self._lock:
+            self._clashes[sector] = self._clashes.get(sector, 0) + 1
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            sectors = list(self._sectors())
+        except Exception:  # noqa: BLE001 - the database is down: the counts alone, /metrics keeps answering
+            sectors = []
+        with self._lock:
+            mismatches = {(s, source): 0 for s in sectors for source in self.SOURCES} | self._mismatches
+            clashes = dict.fromkeys(sectors, 0) | self._clashes
+        refused = CounterMetricFamily("yiwang_callback_mismatches", "Sector answers refused because their identifiers "
+                                      "name another task, or none they may bind (this process)", labels=["sector",
+                                                                                                        "source"])
+        for labels, count in sorted(mismatches.items()):
+            refused.add_metric(list(labels), count)
+        held = CounterMetricFamily("yiwang_sector_ref_clashes", "Submit answers with a reference another task of the "
+                                   "sector already holds, made dead letters (this process)", labels=["sector"])
+        for sector, count in sorted(clashes.items()):
+            held.add_metric([sector], count)
+        return iter([refused, held])
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # collected live
 
 
 class Cached(Collector):

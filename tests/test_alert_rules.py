@@ -26,7 +26,7 @@ from tests.test_delivery import state, submit
 
 RULES = Path(__file__).parents[1] / "ops" / "alerts.yml"
 REQUIRED = {"DeadLettersRising", "CircuitOpen", "OutboxNotDraining", "CertificateExpiring", "CasesOverdue",
-            "BrokerDown", "GatewayNotReady"}
+            "BrokerDown", "GatewayNotReady", "SectorAnswerMismatch", "SectorReferenceClash"}
 # Words of PromQL that look like names but are not metrics.
 KEYWORDS = {"and", "or", "unless", "bool", "offset"}
 SECTOR = "social_security"

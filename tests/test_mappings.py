@@ -164,9 +164,12 @@ def test_missing_business_code_is_a_mapping_error(submit) -> None:
 def test_optional_result_fields_are_none_not_absent() -> None:
     status = compile_mapping(BUNDLE / "query_status.mapping.yaml")
     answer = {"fhdm": "0000", "fhxx": "ok", "ywlsh": "SB-9", "blzt": "02"}
-    assert status.read_response(answer) == {"status": "in_process", "opinion": None, "decided_at": None}
+    assert status.read_response(answer) == {"sector_ref": "SB-9", "status": "in_process", "opinion": None,
+                                            "decided_at": None}
+    del answer["ywlsh"]
     answer |= {"blzt": "04", "spyj": "材料不符", "bjsj": "20240102080000"}
     assert status.read_response(answer) == {
+        "sector_ref": None,
         "status": "denied",
         "opinion": "材料不符",
         "decided_at": "2024-01-02T00:00:00Z",

@@ -26,10 +26,12 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Column, Connection, Engine, Integer, MetaData, create_engine, event, inspect, text
+from sqlalchemy import (Column, Connection, Engine, Integer, MetaData, create_engine, event, insert, inspect, select,
+                        text, update)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
+from gateway.persistence import tables as t
 from gateway.persistence.engine import make_engine
 from gateway.persistence.migrate import (
     VERSION_TABLE,
@@ -251,3 +253,47 @@ def test_existing_idempotency_keys_take_their_owner_from_the_submit_event(empty:
         command.downgrade(alembic_config(conn), str(before))
     with empty.connect() as conn:
         assert set(conn.execute(sa.select(KEYS.c.key, KEYS.c.case_no)).all()) == {("k-1", "C1"), ("k-2", "C2")}
+
+
+# --- what migrations do to data already stored ------------------------------------------------------------
+
+
+def _case_row(case_no: str, created_at: datetime) -> dict[str, Any]:
+    return {"case_no": case_no, "matter_code": "M", "matter_version": 1, "state": "in_process", "channel": "online_pc",
+            "region_code": "150200", "applicant": {}, "applicant_index": "i", "green_channel": [], "materials": [],
+            "form": {}, "missing_materials": [], "supplement_rounds": 0, "version": 1, "created_at": created_at,
+            "updated_at": created_at}
+
+
+def _task_row(case_no: str, sector_ref: str | None, sector: str = "public_security") -> dict[str, Any]:
+    return {"case_no": case_no, "task_id": "1", "department": "d", "credit_code": "c", "sector": sector,
+            "lead": True, "state": "in_process", "sector_ref": sector_ref}
+
+
+def test_references_held_twice_are_set_aside_with_a_dead_letter_when_they_become_unique(empty: Engine) -> None:
+    """0012: of the tasks holding one reference of a sector, the earliest case's keeps it; each later one gives
+    it up and gets a `validation` dead letter naming both cases. Nothing else changes, nothing is deleted."""
+    upgrade(empty, ScriptDirectory.from_config(alembic_config()).get_revision("0012").down_revision)
+    day = datetime(2026, 11, 24, 2, tzinfo=UTC)
+    cases = {"LATER": day + timedelta(hours=2), "FIRST": day, "ALSO": day + timedelta(hours=1), "OTHER": day,
+             "ELSEWHERE": day + timedelta(hours=3), "WAITING": day}
+    with empty.begin() as conn:
+        conn.execute(insert(t.cases), [_case_row(no, at) for no, at in cases.items()])
+        conn.execute(insert(t.case_tasks), [_task_row("LATER", "GA1"), _task_row("FIRST", "GA1"),
+                                            _task_row("ALSO", "GA1"), _task_row("OTHER", "GA2"),
+                                            _task_row("ELSEWHERE", "GA1", sector="housing_fund"),
+                                            _task_row("WAITING", None)])
+    upgrade(empty)
+    with empty.connect() as conn:
+        references = dict(conn.execute(select(t.case_tasks.c.case_no, t.case_tasks.c.sector_ref)).all())
+        letters = conn.execute(select(t.dead_letters).order_by(t.dead_letters.c.case_no)).mappings().all()
+    assert references == {"FIRST": "GA1", "LATER": None, "ALSO": None, "OTHER": "GA2", "ELSEWHERE": "GA1",
+                          "WAITING": None}
+    assert [(d["case_no"], d["sector"], d["error_class"], d["status"], d["outbox_id"]) for d in letters] == [
+        ("ALSO", "public_security", "validation", "dead", None), ("LATER", "public_security", "validation", "dead", None)]
+    assert all("FIRST" in d["error_message"] and d["case_no"] in d["error_message"] and "'GA1'" in d["error_message"]
+               for d in letters)
+    with pytest.raises(IntegrityError), empty.begin() as conn:  # from now on the database refuses a second holder
+        conn.execute(update(t.case_tasks).where(t.case_tasks.c.case_no == "LATER").values(sector_ref="GA2"))
+    with empty.begin() as conn:  # ...but not tasks without one, nor the same reference at another sector
+        conn.execute(update(t.case_tasks).where(t.case_tasks.c.case_no == "OTHER").values(sector_ref=None))

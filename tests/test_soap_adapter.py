@@ -183,7 +183,7 @@ def test_query_status_round_trip(adapter: SoapAdapter, sector: FakeSector) -> No
     )
     sector.script(Reply(envelope(body)))
     result = adapter.call(Operation.QUERY_STATUS, {"idempotency_key": "k", "sector_ref": "SB-1", "case": {}})
-    assert result == {"status": "approved", "opinion": "同意", "decided_at": "2024-01-05T01:30:00Z"}
+    assert result == {"sector_ref": "SB-1", "status": "approved", "opinion": "同意", "decided_at": "2024-01-05T01:30:00Z"}
 
 
 def test_render_returns_the_request_without_sending(adapter: SoapAdapter, sector: FakeSector) -> None:

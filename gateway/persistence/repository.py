@@ -120,11 +120,13 @@ class CaseRepository:
                  .order_by(t.cases.c.created_at.desc()).limit(limit))
         return list(self._conn.execute(query).scalars())
 
-    def case_for_sector_ref(self, sector: str, sector_ref: str) -> str | None:
-        """The case whose task this sector knows by `sector_ref` (callbacks name the sector's reference)."""
-        query = select(t.case_tasks.c.case_no).where(t.case_tasks.c.sector == sector,
-                                                     t.case_tasks.c.sector_ref == sector_ref)
-        return self._conn.execute(query).scalar()
+    def task_for_sector_ref(self, sector: str, sector_ref: str) -> tuple[str, str] | None:
+        """(case number, task id) of the task this sector knows by `sector_ref`: at most one, whatever the
+        bundle version (a unique index on case_tasks(sector, sector_ref))."""
+        query = select(t.case_tasks.c.case_no, t.case_tasks.c.task_id).where(t.case_tasks.c.sector == sector,
+                                                                              t.case_tasks.c.sector_ref == sector_ref)
+        row = self._conn.execute(query).first()
+        return None if row is None else (row.case_no, row.task_id)
 
     def due_for_clock(self, today: date, horizon: date, limit: int = 500) -> list[str]:
         """Cases whose running deadline falls before `horizon`, or that wait for a supplement."""

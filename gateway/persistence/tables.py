@@ -16,6 +16,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData()
@@ -65,10 +66,14 @@ case_tasks = Table(
     Column("sector", String(64)),
     Column("lead", Boolean, nullable=False),
     Column("state", String(16), nullable=False),
-    Column("sector_ref", String(64), index=True),  # callbacks find the task by the sector's reference
+    Column("sector_ref", String(64)),
     Column("opinion", Text),
     Column("round", Integer, nullable=False, default=0, server_default="0"),  # corrections send a task again
     Column("sector_told", Boolean),  # a cancelled task: None its sector never had it, False telling, True told
+    # One task per reference of a sector, across all its bundle versions: a sector's answer finds its task by it
+    # (gateway/domain/answers.py). Partial: tasks the sector has not answered yet hold none.
+    Index("uq_case_tasks_sector_ref", "sector", "sector_ref", unique=True,
+          sqlite_where=text("sector_ref IS NOT NULL"), postgresql_where=text("sector_ref IS NOT NULL")),
 )
 
 case_events = Table(

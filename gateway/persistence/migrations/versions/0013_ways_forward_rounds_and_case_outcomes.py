@@ -1,7 +1,7 @@
 """the ways forward after acceptance: task rounds, cancelled tasks told to their sectors, case outcomes
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 Create Date: 2026-12-07 09:00:00
 
 A correction (更正) or a send-back starts a new *round* of a task: `case_tasks.round`, and `outbox.round` on the
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0013'
-down_revision: str | Sequence[str] | None = '0011'
+down_revision: str | Sequence[str] | None = '0012'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
