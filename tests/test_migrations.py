@@ -265,6 +265,11 @@ def _case_row(case_no: str, created_at: datetime) -> dict[str, Any]:
             "updated_at": created_at}
 
 
+# case_tasks as revision 0011 left it (later revisions add columns the current table definition inserts)
+TASKS_0011 = sa.table("case_tasks", *(sa.column(c) for c in ("case_no", "task_id", "department", "credit_code",
+                                                              "sector", "lead", "state", "sector_ref")))
+
+
 def _task_row(case_no: str, sector_ref: str | None, sector: str = "public_security") -> dict[str, Any]:
     return {"case_no": case_no, "task_id": "1", "department": "d", "credit_code": "c", "sector": sector,
             "lead": True, "state": "in_process", "sector_ref": sector_ref}
@@ -279,7 +284,7 @@ def test_references_held_twice_are_set_aside_with_a_dead_letter_when_they_become
              "ELSEWHERE": day + timedelta(hours=3), "WAITING": day}
     with empty.begin() as conn:
         conn.execute(insert(t.cases), [_case_row(no, at) for no, at in cases.items()])
-        conn.execute(insert(t.case_tasks), [_task_row("LATER", "GA1"), _task_row("FIRST", "GA1"),
+        conn.execute(insert(TASKS_0011), [_task_row("LATER", "GA1"), _task_row("FIRST", "GA1"),
                                             _task_row("ALSO", "GA1"), _task_row("OTHER", "GA2"),
                                             _task_row("ELSEWHERE", "GA1", sector="housing_fund"),
                                             _task_row("WAITING", None)])

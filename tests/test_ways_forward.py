@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from adapters.simulators.housing_fund import HousingFundSimulator
 from adapters.simulators.social_security import SocialSecuritySimulator
 from gateway.app import Gateway, create_app
+from gateway.domain.case import Actor, ActorKind, WayForward
 from gateway.persistence.uow import UnitOfWork
 from tests.conftest import COMPLETE_APPLICATION, SOCIAL_SECURITY_AGENCY, Keys, drain
 from tests.test_delivery import outbox_statuses
@@ -237,3 +238,31 @@ def test_each_discard_outcome_settles_its_case_and_one_the_case_cannot_take_keep
 def dead_letters(gateway: Gateway) -> list[Any]:
     with UnitOfWork(gateway.engine, gateway.service.personal, read_only=True) as uow:
         return list(uow.dead_letters.list())
+
+
+def test_a_case_sent_back_for_a_supplement_goes_to_its_sector_again_once_complete(
+        make_gateway: Callable[..., Gateway], recording_simulator: SocialSecuritySimulator,
+        decided: list[dict[str, Any]]) -> None:
+    """The way a sector's refusal will take (issue 18 wires its answers to it): the case waits at the window with
+    its clock stopped; the applicant hands in what is missing; the task goes to the sector again, a new round."""
+    gateway = make_gateway(sector_endpoints={"social_security": recording_simulator.url})
+    keys = Keys.issue(gateway)
+    recording_simulator.set_fault("fail")
+    with client(gateway, keys.hall) as hall:
+        case_no = hall.post("/v1/cases", json=COMPLETE_APPLICATION).json()["case_no"]
+        drain(gateway, lambda: outbox_statuses(gateway) == [("submit_case", "dead")])
+        recording_simulator.set_fault(None)
+        sector = Actor(ActorKind.DEPARTMENT, "sector:social_security")
+        sent_back = gateway.service.settle(case_no, "1", WayForward.SUPPLEMENT, sector, "劳动合同证明不清晰",
+                                           ["解除或终止劳动合同证明"])
+        assert (sent_back.state.value, sent_back.missing_materials) == ("supplement_required",
+                                                                        ("解除或终止劳动合同证明",))
+        assert sent_back.deadline is not None and sent_back.deadline.paused_on is not None
+        assert dead_letters(gateway)[0].status == "superseded"  # the task starts a new round
+        answer = hall.post(f"/v1/cases/{case_no}/supplement",
+                           json={"materials": [{"name": "解除或终止劳动合同证明"}]})
+        assert answer.status_code == 200 and answer.json()["state"] == "in_process", answer.text
+        drain(gateway, lambda: gateway.service.get(case_no).state.value == "approved")
+    assert [f["qqlsh"] for f in decided] == [f"{case_no}:1:submit_case:r1"]
+    triggers = [e.trigger.value for e in gateway.service.get(case_no).events]
+    assert triggers[2:5] == ["send_back", "supplement", "continue"]
