@@ -1,0 +1,71 @@
+"""A breaker protects the sector, not against the hall (issue 14): what an open circuit, a hall's mistake in a
+query and a refused credential do to queries and deliveries, through the running gateway against the real
+simulators over HTTP, on both databases (and over RabbitMQ where the transport makes a difference)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from adapters.simulators.housing_fund import HousingFundSimulator
+from adapters.simulators.social_security import SocialSecuritySimulator
+from gateway.app import Gateway, create_app
+from tests.conftest import Keys
+
+SECTOR, HOUSING = "social_security", "housing_fund"
+PERSON = "150203198503120039"  # a person every simulator knows
+CONTRIBUTIONS, BALANCE = "social_insurance_contributions", "housing_fund_balance"
+
+
+@pytest.fixture
+def housing() -> Iterator[HousingFundSimulator]:
+    with HousingFundSimulator(decision_delay_ms=50) as sim:
+        yield sim
+
+
+@pytest.fixture
+def gateway(make_gateway: Callable[..., Gateway], simulator: SocialSecuritySimulator,
+            housing: HousingFundSimulator) -> Gateway:
+    return make_gateway(bundles=(SECTOR, HOUSING), sector_endpoints={SECTOR: simulator.url, HOUSING: housing.url})
+
+
+def ask(gateway: Gateway, name: str, params: dict[str, Any]) -> Any:
+    """The hall's synchronous query, over HTTP: the response."""
+    with TestClient(create_app(gateway), headers=Keys.issue(gateway).hall) as hall:
+        return hall.post(f"/v1/queries/{name}", json={"params": params})
+
+
+def health(gateway: Gateway, sector: str) -> dict[str, Any]:
+    return gateway.registry.health()[sector]  # type: ignore[no-any-return]
+
+
+# --------------------------------------------------------------------------- the hall's mistakes
+
+# Parameters no request to the sector can carry: missing, of a shape the mapping or the WSDL refuses, a
+# character XML 1.0 cannot hold, an URL no HTTP server takes. Nothing is sent: the mistake is the hall's.
+UNSENDABLE = [
+    (CONTRIBUTIONS, {}),
+    (CONTRIBUTIONS, {"id_number": {"nested": 1}}),
+    (CONTRIBUTIONS, {"id_number": "1502\x0103198503120039"}),
+    (BALANCE, {}),
+    (BALANCE, {"id_number": ["150203198503120039"]}),
+    (BALANCE, {"id_number": "1" * 70_000}),
+]
+
+
+@pytest.mark.xfail(strict=True, reason="issue 14: a query the mapping cannot render answers 502 and counts as a "
+                                       "failed call of the sector")
+def test_a_query_no_request_can_carry_is_the_halls_mistake_422_and_never_the_sectors_failure(
+        gateway: Gateway, simulator: SocialSecuritySimulator, housing: HousingFundSimulator) -> None:
+    for name, params in UNSENDABLE:
+        answer = ask(gateway, name, params)
+        assert answer.status_code == 422, (name, answer.text)
+        assert answer.json()["type"] == "urn:yiwang:problem:query-invalid", answer.text
+    assert simulator.counters["raw_requests"] == housing.counters["raw_requests"] == 0  # nothing was sent
+    for sector in (SECTOR, HOUSING):  # no call of the sector's, so no failure of it either
+        seen = health(gateway, sector)
+        assert (seen["calls"], seen["failures"], seen["breaker"]) == (0, 0, "closed"), seen
+    assert ask(gateway, CONTRIBUTIONS, {"id_number": PERSON}).status_code == 200
