@@ -14,9 +14,10 @@ Why this order:
   dispatcher gets a classified error with `attempts` set, as for any other failure.
 - **Breaker outside the limiter**, so an open circuit spends no tokens and never queues for one.
 - **Limiter outside health recording**, so health counts only calls that reached the sector, not our own
-  waits and refusals. A 429 answer's Retry-After (`retry_after_s` on the `DeliveryError`) pauses the
-  limiter, so every caller of this adapter in this process waits; the retry layer also waits at least
-  that long before its own next attempt (capped, see `retry_after_cap_s`).
+  waits and refusals, nor a request that could not be sent (`UnsendableRequest`). A 429 answer's
+  Retry-After (`retry_after_s` on the `DeliveryError`) pauses the limiter, so every caller of this adapter
+  in this process waits; the retry layer also waits at least that long before its own next attempt
+  (capped, see `retry_after_cap_s`).
 
 The breaker counts only failures that say the sector is unwell (`adapters.health.is_sector_failure`):
 transport, timeout and retryable sector faults — not business rejections, mapping, validation or auth
@@ -354,7 +355,8 @@ class _Attempt:
         try:
             result = self.inner.call(operation, message)
         except Exception as exc:
-            self.health.record_failure(exc)
+            if not getattr(exc, "unsent", False):  # a request that never left is no call of the sector's
+                self.health.record_failure(exc)
             raise
         self.health.record_success()
         return result

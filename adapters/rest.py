@@ -17,6 +17,7 @@ Every failure leaves as a classified `DeliveryError`; see `classify` and `_statu
     other 4xx                      -> SECTOR_FAULT, not retryable
     non-JSON, malformed, too big or too deep JSON, unexpected 1xx-3xx -> VALIDATION
     business error in the answer   -> SECTOR_FAULT, not retryable;  mapping problems -> MAPPING
+    a request that cannot be rendered or built (nothing sent) -> MAPPING, `UnsendableRequest`
 
 When the sector answered, the error carries its last answer (`last_response`: status, a few headers,
 the body cut at 64 KiB; `adapters.soap.RawAnswer`), kept by reference while the call goes well.
@@ -42,6 +43,7 @@ from adapters.contract import (
     DeliveryError,
     FailureClass,
     Operation,
+    UnsendableRequest,
     correlation_headers,
 )
 from adapters.soap import LAST_RESPONSE_MAX_BYTES, RawAnswer, mapping_failure, mapping_for
@@ -138,10 +140,7 @@ class RestAdapter:
 
     def render(self, operation: Operation | str, message: CanonicalMessage) -> HttpRequest:
         """The request this message becomes (headers without credentials), without sending it."""
-        try:
-            return self._render(self._mapping(operation), message)
-        except MappingError as exc:
-            raise mapping_failure(exc) from exc
+        return self._render(self._mapping(operation), message)
 
     def call(self, operation: Operation | str, message: CanonicalMessage) -> CanonicalResult:
         """Call a canonical operation, or a named query given as a str (message `{"query": {...}}`)."""
@@ -162,7 +161,10 @@ class RestAdapter:
         return mapping_for(self._mappings, operation, f"{self.sector} version {self.version}")
 
     def _render(self, mapping: CompiledMapping, message: CanonicalMessage) -> HttpRequest:
-        request = mapping.render_http(message)
+        try:
+            request = mapping.render_http(message)
+        except MappingError as exc:
+            raise UnsendableRequest(str(exc)) from exc
         key = message.get("idempotency_key")
         if self._idempotency_header and key:
             request.headers[self._idempotency_header] = str(key)
@@ -189,13 +191,7 @@ class RestAdapter:
     def _exchange(self, mapping: CompiledMapping, request: HttpRequest, answer: RawAnswer) -> dict[str, Any]:
         """Send one request, check its status, return its JSON object; `answer` keeps the raw answer."""
         http = _http(mapping)
-        headers = {"Accept": "application/json", **correlation_headers(), **request.headers}
-        content = None if request.body is None else _json_body(mapping, request.body)
-        if content is not None:
-            headers["Content-Type"] = "application/json; charset=utf-8"
-        built = self.client.build_request(
-            request.method, request.path, params=request.query, headers=headers, content=content
-        )
+        built = self._build(mapping, request)
         # Streamed, so the size cap stops reading instead of complaining after a huge body is in memory.
         response = self.client.send(built, auth=self._auth, stream=True)
         try:
@@ -211,6 +207,21 @@ class RestAdapter:
         return _json_object(response, body, where)
 
 
+    def _build(self, mapping: CompiledMapping, request: HttpRequest) -> httpx.Request:
+        """The HTTP request; `UnsendableRequest` if a value cannot go on the wire (an URL too long, a character
+        no URL or header can carry): nothing is sent."""
+        headers = {"Accept": "application/json", **correlation_headers(), **request.headers}
+        content = None if request.body is None else _json_body(mapping, request.body)
+        if content is not None:
+            headers["Content-Type"] = "application/json; charset=utf-8"
+        try:
+            return self.client.build_request(
+                request.method, request.path, params=request.query, headers=headers, content=content
+            )
+        except (httpx.InvalidURL, ValueError, TypeError) as exc:
+            raise UnsendableRequest(f"{mapping.source_name}: request cannot be sent: {_brief(exc)}") from exc
+
+
 def _http(mapping: CompiledMapping) -> HttpSpec:
     if mapping.http is None:  # refused in RestAdapter.__init__; kept for the type checker
         raise ValueError(f"{mapping.source_name}: a REST mapping needs an http block")
@@ -221,8 +232,8 @@ def _json_body(mapping: CompiledMapping, body: dict[str, Any]) -> bytes:
     try:
         # UTF-8 as is (not \u escapes): smaller, and what the sectors' own clients send.
         return json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    except (TypeError, ValueError) as exc:  # a value JSON cannot carry (NaN, a date object): our mapping's doing
-        raise DeliveryError(FailureClass.MAPPING, f"{mapping.source_name}: request body is not JSON: {exc}") from exc
+    except (TypeError, ValueError) as exc:  # a value JSON cannot carry (NaN, a date object): nothing is sent
+        raise UnsendableRequest(f"{mapping.source_name}: request body is not JSON: {exc}") from exc
 
 
 def _head(response: httpx.Response) -> bytes:

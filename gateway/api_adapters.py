@@ -169,6 +169,8 @@ def install_adapter_error_handlers(app: FastAPI) -> None:
                                 errors=[{"msg": p} for p in exc.problems])
 
     async def delivery_failed(request: Request, exc: DeliveryError) -> JSONResponse:
+        if getattr(exc, "unsent", False):  # nothing was sent: the parameters do not fit the sector's interface
+            return problem_response(422, "query-invalid", "查询参数不符合该部门接口的要求", exc.message, request.url.path)
         if getattr(exc, "circuit_open", False) or (exc.failure is FailureClass.SECTOR_FAULT and exc.retryable):
             status, slug, title = 503, "sector-unavailable", "部门系统暂不可用"
         elif exc.failure is FailureClass.SECTOR_FAULT:

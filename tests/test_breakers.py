@@ -56,8 +56,6 @@ UNSENDABLE = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14: a query the mapping cannot render answers 502 and counts as a "
-                                       "failed call of the sector")
 def test_a_query_no_request_can_carry_is_the_halls_mistake_422_and_never_the_sectors_failure(
         gateway: Gateway, simulator: SocialSecuritySimulator, housing: HousingFundSimulator) -> None:
     for name, params in UNSENDABLE:
