@@ -13,7 +13,8 @@ from fastapi.testclient import TestClient
 from adapters.simulators.housing_fund import HousingFundSimulator
 from adapters.simulators.social_security import SocialSecuritySimulator
 from gateway.app import Gateway, create_app
-from tests.conftest import Keys
+from tests.conftest import Keys, drain
+from tests.test_delivery import submit
 
 SECTOR, HOUSING = "social_security", "housing_fund"
 PERSON = "150203198503120039"  # a person every simulator knows
@@ -67,3 +68,36 @@ def test_a_query_no_request_can_carry_is_the_halls_mistake_422_and_never_the_sec
         seen = health(gateway, sector)
         assert (seen["calls"], seen["failures"], seen["breaker"]) == (0, 0, "closed"), seen
     assert ask(gateway, CONTRIBUTIONS, {"id_number": PERSON}).status_code == 200
+
+
+# --------------------------------------------------------------------------- one breaker for each way in
+
+def settled(gateway: Gateway, case_no: str) -> bool:
+    """Decided by the sector, or dead (the test then says which)."""
+    return str(gateway.service.get(case_no).state) == "approved" or bool(gateway.service.dead_letters(case_no))
+
+
+@pytest.mark.xfail(strict=True, reason="issue 14: queries and deliveries share one breaker per sector")
+def test_failing_queries_open_the_query_breaker_only_and_cases_still_go(
+        gateway: Gateway, simulator: SocialSecuritySimulator) -> None:
+    simulator.set_fault("fail", count=5)  # 2 queries x 3 attempts: the 5th failure opens the breaker
+    for _ in range(2):
+        assert ask(gateway, CONTRIBUTIONS, {"id_number": PERSON}).status_code == 503
+    case_no = submit(gateway)  # the sector is back, and the deliveries' breaker never saw it fail
+    drain(gateway, lambda: settled(gateway, case_no))
+    assert gateway.service.dead_letters() == []
+    assert str(gateway.service.get(case_no).state) == "approved"
+    assert simulator.counters["cases_created"] == 1
+
+
+@pytest.mark.xfail(strict=True, reason="issue 14: queries and deliveries share one breaker per sector")
+def test_failing_deliveries_open_the_delivery_breaker_only_and_queries_still_answer(
+        gateway: Gateway, simulator: SocialSecuritySimulator) -> None:
+    simulator.set_fault("fail", count=5)  # 2 cases x 3 attempts: the 5th failure opens the breaker
+    first, second = submit(gateway), submit(gateway)
+    drain(gateway, lambda: bool(gateway.service.dead_letters(first)))
+    drain(gateway, lambda: simulator.counters["raw_requests"] >= 5)
+    assert health(gateway, SECTOR)["breaker"] == "open"
+    answer = ask(gateway, CONTRIBUTIONS, {"id_number": PERSON})  # the sector is back for the hall
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["result"]["months_paid"] > 0
