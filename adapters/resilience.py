@@ -4,6 +4,10 @@
 
     retries ─► circuit breaker ─► rate limiter ─► health recording ─► the kind adapter (SOAP, REST)
 
+Two breakers per adapter, one chain each: one for deliveries (the canonical operations the outbox sends), one
+for the hall's named queries. The hall's traffic cannot open the circuit that holds cases back, and a sector
+whose case intake is down may still answer queries (or the other way round); limiter and health are shared.
+
 Why this order:
 
 - **Retries outermost**, so *each attempt* passes the breaker and takes a token: a retry is one more
@@ -256,6 +260,10 @@ class CircuitBreaker:
     def _open(self) -> None:
         self._state, self._opened_at, self._failures, self._trial = "open", self._clock(), 0, False
 
+    def like(self) -> CircuitBreaker:
+        """A new breaker with this one's settings and clock (closed)."""
+        return CircuitBreaker(self.failure_threshold, self.reset_after_s, self._clock)
+
 
 class RateLimitedError(DeliveryError):
     """No rate-limit slot within the call's timeout. `retry_after_s` says when the slot would have come."""
@@ -362,9 +370,14 @@ class _Attempt:
         return result
 
 
+QUERY_BREAKER, DELIVERY_BREAKER = "query", "delivery"  # which of an adapter's breakers (metrics' label)
+_OPERATIONS = frozenset(str(operation) for operation in Operation)
+
+
 class ResilientAdapter:
     """The adapter the registry hands out: `inner` behind retries, breaker, rate limit and health.
 
+    A canonical operation passes `breaker` (deliveries), any other name — a named query — `query_breaker`.
     `render` and any other public attribute of `inner` (e.g. a REST adapter's `query`) pass straight
     through, unguarded.
     """
@@ -375,6 +388,7 @@ class ResilientAdapter:
         *,
         retry: RetryPolicy,
         breaker: CircuitBreaker,
+        query_breaker: CircuitBreaker,
         limiter: RateLimiter | None,
         health: AdapterHealth,
         timeout_s: float,
@@ -382,17 +396,20 @@ class ResilientAdapter:
     ) -> None:
         self.inner = inner
         self.breaker = breaker
+        self.query_breaker = query_breaker
         self.limiter = limiter
         self.health = health
         self.retry = retry
         self.sector = inner.sector
         self.version = inner.version
-        health.watch(breaker)
-        attempt = _Attempt(inner, breaker, limiter, health, timeout_s)
-        self._chain = RetryingAdapter(attempt, retry, sleep=sleep)
+        health.watch(breaker, query_breaker)
+        self._deliveries, self._queries = (
+            RetryingAdapter(_Attempt(inner, b, limiter, health, timeout_s), retry, sleep=sleep)
+            for b in (breaker, query_breaker))
 
-    def call(self, operation: Operation, message: CanonicalMessage) -> CanonicalResult:
-        return self._chain.call(operation, message)
+    def call(self, operation: Operation | str, message: CanonicalMessage) -> CanonicalResult:
+        chain = self._deliveries if str(operation) in _OPERATIONS else self._queries
+        return chain.call(operation, message)  # type: ignore[arg-type]  # a named query goes by its name
 
     def render(self, operation: Operation, message: CanonicalMessage) -> Any:
         return self.inner.render(operation, message)
@@ -413,10 +430,13 @@ def resilient(
     breaker: CircuitBreaker,
     limiter: RateLimiter | None,
     health: AdapterHealth,
+    query_breaker: CircuitBreaker | None = None,
     timeout_s: float | None = None,
     sleep: Sleep | None = None,
 ) -> ResilientAdapter:
     """`adapter` behind retries → breaker → rate limit → health (see the module docstring for why).
+
+    `breaker` guards deliveries, `query_breaker` named queries (default: a new breaker like `breaker`).
 
     `timeout_s` bounds the wait for a rate-limit slot (the bundle's `timeout_ms` / 1000); by default the
     adapter's own `timeout_s` attribute if it has one, else `DEFAULT_SLOT_WAIT_S`. `sleep` is the retries'
@@ -425,5 +445,6 @@ def resilient(
     if timeout_s is None:
         timeout_s = getattr(adapter, "timeout_s", None) or DEFAULT_SLOT_WAIT_S
     return ResilientAdapter(
-        adapter, retry=retry, breaker=breaker, limiter=limiter, health=health, timeout_s=timeout_s, sleep=sleep
+        adapter, retry=retry, breaker=breaker, query_breaker=query_breaker or breaker.like(), limiter=limiter,
+        health=health, timeout_s=timeout_s, sleep=sleep,
     )

@@ -30,6 +30,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine, case, func, select, type_coerce
 
 from adapters.contract import FailureClass
+from adapters.resilience import DELIVERY_BREAKER, QUERY_BREAKER
 from certstore.store import CertStore
 from gateway.amqp_worker import UNHANDLED
 from gateway.cert_vault import OWN
@@ -178,17 +179,19 @@ def certificate_metrics(store: CertStore) -> list[Metric]:
 
 
 def circuit_metrics(adapters: AdapterHealthSource) -> list[Metric]:
-    """Each active sector's circuit breaker in this process: 1 for its current state, 0 for the others."""
+    """Each active sector's two circuit breakers in this process (`breaker`: `delivery` or `query`): 1 for the
+    current state, 0 for the others."""
     state = gauge("yiwang_circuit_state", "Circuit breaker state of a sector's adapter (this process)",
-                  ["sector", "state"])
-    is_open = gauge("yiwang_circuit_open", "1 while a sector's circuit is open (this process)", ["sector"])
+                  ["sector", "breaker", "state"])
+    is_open = gauge("yiwang_circuit_open", "1 while a sector's circuit is open (this process)", ["sector", "breaker"])
     for sector, health in adapters.health().items():
-        current = health.get("breaker")
-        if current is None:  # a bundle that could not be built here has no breaker
-            continue
-        for name in CIRCUIT_STATES:
-            state.add_metric([sector, name], 1.0 if current == name else 0.0)
-        is_open.add_metric([sector], 1.0 if current == "open" else 0.0)
+        for breaker, key in ((DELIVERY_BREAKER, "breaker"), (QUERY_BREAKER, "query_breaker")):
+            current = health.get(key)
+            if current is None:  # a bundle that could not be built here has no breaker
+                continue
+            for name in CIRCUIT_STATES:
+                state.add_metric([sector, breaker, name], 1.0 if current == name else 0.0)
+            is_open.add_metric([sector, breaker], 1.0 if current == "open" else 0.0)
     return [state, is_open]
 
 

@@ -77,7 +77,6 @@ def settled(gateway: Gateway, case_no: str) -> bool:
     return str(gateway.service.get(case_no).state) == "approved" or bool(gateway.service.dead_letters(case_no))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14: queries and deliveries share one breaker per sector")
 def test_failing_queries_open_the_query_breaker_only_and_cases_still_go(
         gateway: Gateway, simulator: SocialSecuritySimulator) -> None:
     simulator.set_fault("fail", count=5)  # 2 queries x 3 attempts: the 5th failure opens the breaker
@@ -90,7 +89,6 @@ def test_failing_queries_open_the_query_breaker_only_and_cases_still_go(
     assert simulator.counters["cases_created"] == 1
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14: queries and deliveries share one breaker per sector")
 def test_failing_deliveries_open_the_delivery_breaker_only_and_queries_still_answer(
         gateway: Gateway, simulator: SocialSecuritySimulator) -> None:
     simulator.set_fault("fail", count=5)  # 2 cases x 3 attempts: the 5th failure opens the breaker

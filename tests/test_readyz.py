@@ -49,6 +49,7 @@ def test_ready_names_each_check(gateway: Gateway) -> None:
     assert body["checks"]["database"]["status"] == "up"
     assert body["checks"]["broker"] == {"status": "not_configured"}
     assert body["checks"]["adapters"]["social_security"]["circuit"] == "closed"
+    assert body["checks"]["adapters"]["social_security"]["query_circuit"] == "closed"
     assert gateway.metrics.get_sample_value("yiwang_ready") == 1
     assert gateway.metrics.get_sample_value("yiwang_broker_up") is None  # no broker configured: no gauge
 
@@ -92,7 +93,7 @@ def test_a_database_that_does_not_answer_makes_it_not_ready(gateway: Gateway) ->
         assert scraped.get_sample_value("yiwang_ready") == 0
         assert scraped.get_sample_value("yiwang_database_up") == 0
         assert scraped.get_sample_value("yiwang_outbox_messages", {"status": "pending"}) is None
-        assert scraped.get_sample_value("yiwang_circuit_open", {"sector": "social_security"}) == 0
+        assert scraped.get_sample_value("yiwang_circuit_open", {"sector": "social_security", "breaker": "delivery"}) == 0
     finally:
         unreachable.dispose()
 

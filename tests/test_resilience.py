@@ -510,6 +510,22 @@ def test_render_and_extra_methods_pass_through_and_layers_are_exposed() -> None:
     assert health.breaker is breaker
 
 
+def test_named_queries_and_deliveries_pass_breakers_of_their_own() -> None:
+    clock = FakeClock()
+    inner = ScriptedAdapter(transport, transport, clock=clock)
+    adapter = resilient(inner, retry=NO_WAIT, breaker=CircuitBreaker(2, 30, clock=clock), limiter=None,
+                        health=AdapterHealth(clock=clock))
+    for _ in range(2):
+        with pytest.raises(DeliveryError):
+            adapter.call("housing_fund_balance", {"query": {}})  # type: ignore[arg-type]  # a query, by name
+    assert (adapter.query_breaker.state, adapter.breaker.state) == ("open", "closed")
+    assert adapter.call(SUBMIT, MESSAGE) == OK  # cases still go
+    with pytest.raises(CircuitOpenError):
+        adapter.call("housing_fund_balance", {"query": {}})  # type: ignore[arg-type]
+    snapshot = adapter.health.snapshot()
+    assert (snapshot["breaker"], snapshot["query_breaker"]) == ("closed", "open")
+
+
 # --- thread safety -----------------------------------------------------------------------------
 
 
