@@ -4,15 +4,21 @@ simulators over HTTP, on both databases (and over RabbitMQ where the transport m
 
 from __future__ import annotations
 
+import re
+import shutil
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from adapters.registry import default_bundles_dir
 from adapters.simulators.housing_fund import HousingFundSimulator
 from adapters.simulators.social_security import SocialSecuritySimulator
 from gateway.app import Gateway, create_app
+from gateway.bundles import pack_folder
 from tests.conftest import Keys, drain
 from tests.test_delivery import submit
 
@@ -41,6 +47,21 @@ def ask(gateway: Gateway, name: str, params: dict[str, Any]) -> Any:
 
 def health(gateway: Gateway, sector: str) -> dict[str, Any]:
     return gateway.registry.health()[sector]  # type: ignore[no-any-return]
+
+
+def tune(gateway: Gateway, sector: str, folder: Path, **lines: str) -> None:
+    """Register and activate the shipped bundle with some top-level lines of its descriptor replaced, as a sector
+    team would for a test deployment (e.g. `circuit_breaker="{failure_threshold: 5, reset_after_ms: 300}"`)."""
+    bundle = folder / f"{sector}-tuned"
+    shutil.copytree(default_bundles_dir() / sector, bundle)
+    descriptor = bundle / "bundle.yaml"
+    text = descriptor.read_text(encoding="utf-8")
+    for key, value in {**lines, "version": '"tuned-1"'}.items():
+        text, found = re.subn(rf"(?m)^{key}: .*$", f"{key}: {value}", text)
+        assert found == 1, key
+    descriptor.write_text(text, encoding="utf-8")
+    version = gateway.bundles.register(pack_folder(bundle), "test").version
+    gateway.bundles.activate(sector, version, "test")
 
 
 # --------------------------------------------------------------------------- the hall's mistakes
@@ -99,3 +120,28 @@ def test_failing_deliveries_open_the_delivery_breaker_only_and_queries_still_ans
     answer = ask(gateway, CONTRIBUTIONS, {"id_number": PERSON})  # the sector is back for the hall
     assert answer.status_code == 200, answer.text
     assert answer.json()["result"]["months_paid"] > 0
+
+
+# --------------------------------------------------------------------------- credentials are not health
+
+
+@pytest.mark.xfail(strict=True, reason="issue 14: an authentication failure on the half-open trial leaves the "
+                                       "breaker half-open")
+def test_a_sector_back_with_other_credentials_leaves_no_breaker_half_open(
+        make_gateway: Callable[..., Gateway], housing: HousingFundSimulator, tmp_path: Path) -> None:
+    gateway = make_gateway(bundles=(HOUSING,), sector_endpoints={HOUSING: housing.url})
+    tune(gateway, HOUSING, tmp_path, circuit_breaker="{failure_threshold: 5, reset_after_ms: 300}")
+    assert ask(gateway, BALANCE, {"id_number": PERSON}).status_code == 200  # a token is fetched and cached
+    housing.set_fault("fail")
+    for _ in range(2):  # 2 queries x 3 attempts: the breaker opens
+        assert ask(gateway, BALANCE, {"id_number": PERSON}).status_code == 503
+    port = housing.port
+    housing.stop()  # the sector comes back from its maintenance with a new client secret
+    with HousingFundSimulator(port=port, client_secret="rotated-during-maintenance") as back:
+        time.sleep(0.35)  # past reset_after: the next query is the trial
+        answer = ask(gateway, BALANCE, {"id_number": PERSON})
+        assert answer.status_code == 502 and answer.json()["type"] == "urn:yiwang:problem:sector-auth-failed"
+        assert back.counters["auth_failures"] >= 1
+        seen = health(gateway, HOUSING)
+        assert seen["query_breaker"] == "closed", seen  # the sector answered: not left on trial for ever
+        assert seen["sector_failures"] == 5  # the 503s that opened it only: refused credentials are not the sector's health

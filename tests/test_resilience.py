@@ -215,6 +215,25 @@ def test_a_trial_that_learns_nothing_frees_the_slot_for_the_next_caller() -> Non
     assert breaker.state == "closed"
 
 
+@pytest.mark.xfail(strict=True, reason="issue 14: an authentication failure on the trial leaves the breaker "
+                                       "half-open")
+@pytest.mark.parametrize(
+    "refusal",
+    [lambda: DeliveryError(FailureClass.AUTH, "HTTP 401 from GET /api: the sector refused our credentials"),
+     lambda: DeliveryError(FailureClass.AUTH, "token endpoint unreachable: ConnectError", retryable=True)],
+    ids=["401", "token-endpoint-down"],
+)
+def test_an_authentication_failure_on_the_trial_closes_the_breaker(refusal: Callable[[], DeliveryError]) -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(failure_threshold=1, reset_after_s=5, clock=clock)
+    fails(breaker, transport)
+    clock.advance(5)
+    fails(breaker, refusal)  # the trial: our credentials, not the sector's health
+    assert breaker.state == "closed"
+    fails(breaker, refusal)  # and they never count towards opening it
+    assert breaker.state == "closed"
+
+
 def test_exactly_one_trial_among_concurrent_callers() -> None:
     clock = FakeClock()
     breaker = CircuitBreaker(failure_threshold=1, reset_after_s=5, clock=clock)
