@@ -182,12 +182,27 @@ class CircuitOpenError(DeliveryError):
         self.circuit_open = True  # what callers test, with getattr(error, "circuit_open", False)
 
 
+Settled = Literal["success", "failure", "credentials", "neutral"]
+
+
+def _settled(exc: BaseException) -> Settled:
+    """How a failed call settles the breaker: a sector failure, refused credentials, or nothing learnt."""
+    if is_sector_failure(exc):
+        return "failure"
+    if isinstance(exc, DeliveryError) and exc.failure is FailureClass.AUTH:
+        return "credentials"
+    return "neutral"
+
+
 class CircuitBreaker:
     """Closed → open after `failure_threshold` consecutive sector failures; open → half-open after
     `reset_after_s`, when exactly one trial call goes through: success closes, a sector failure reopens.
 
     Outcomes that say nothing about the sector (see `is_sector_failure`) neither count nor reset the streak;
-    if the trial ends that way, the trial slot is freed for the next caller. Thread-safe.
+    if the trial ends that way, the trial slot is freed for the next caller. An authentication failure
+    (refused credentials, a token endpoint that gave no token) is not the sector's health either, but ends a
+    trial by closing the breaker: otherwise it would stay half-open for as long as the credentials are wrong,
+    every call a lone trial; closed, calls fail as `auth` where operators see them. Thread-safe.
     """
 
     def __init__(self, failure_threshold: int, reset_after_s: float, clock: Clock = time.monotonic) -> None:
@@ -221,7 +236,7 @@ class CircuitBreaker:
         try:
             result = fn()
         except BaseException as exc:
-            self._settle(trial, "failure" if is_sector_failure(exc) else "neutral")
+            self._settle(trial, _settled(exc))
             raise
         self._settle(trial, "success")
         return result
@@ -240,10 +255,10 @@ class CircuitBreaker:
         when = f"next trial in {wait:.3g} s" if wait > 0 else "a trial call is in flight"
         raise CircuitOpenError(f"circuit open after {self.failure_threshold} consecutive failures; {when}")
 
-    def _settle(self, trial: bool, outcome: Literal["success", "failure", "neutral"]) -> None:
+    def _settle(self, trial: bool, outcome: Settled) -> None:
         with self._lock:
             if trial:
-                if outcome == "success":
+                if outcome in ("success", "credentials"):
                     self._state, self._failures, self._trial = "closed", 0, False
                 elif outcome == "failure":
                     self._open()

@@ -125,8 +125,6 @@ def test_failing_deliveries_open_the_delivery_breaker_only_and_queries_still_ans
 # --------------------------------------------------------------------------- credentials are not health
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14: an authentication failure on the half-open trial leaves the "
-                                       "breaker half-open")
 def test_a_sector_back_with_other_credentials_leaves_no_breaker_half_open(
         make_gateway: Callable[..., Gateway], housing: HousingFundSimulator, tmp_path: Path) -> None:
     gateway = make_gateway(bundles=(HOUSING,), sector_endpoints={HOUSING: housing.url})

@@ -215,8 +215,6 @@ def test_a_trial_that_learns_nothing_frees_the_slot_for_the_next_caller() -> Non
     assert breaker.state == "closed"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14: an authentication failure on the trial leaves the breaker "
-                                       "half-open")
 @pytest.mark.parametrize(
     "refusal",
     [lambda: DeliveryError(FailureClass.AUTH, "HTTP 401 from GET /api: the sector refused our credentials"),
