@@ -14,6 +14,7 @@ Every failure leaves as a classified `DeliveryError`; see `classify` and `_statu
     connect, read, protocol errors -> TRANSPORT          timeouts -> TIMEOUT
     HTTP 5xx, 429                  -> SECTOR_FAULT, retryable, `retry_after_s` from Retry-After
     HTTP 401/403, token endpoint   -> AUTH (the token endpoint unreachable or 5xx: retryable)
+    a certificate refused in the TLS handshake (theirs or ours) -> AUTH
     other 4xx                      -> SECTOR_FAULT, not retryable
     non-JSON, malformed, too big or too deep JSON, unexpected 1xx-3xx -> VALIDATION
     business error in the answer   -> SECTOR_FAULT, not retryable;  mapping problems -> MAPPING
@@ -36,7 +37,7 @@ from typing import Any
 
 import httpx
 
-from adapters.auth import NO_AUTH, AuthSpec, BodyTooLarge, TokenError, read_capped, rest_auth
+from adapters.auth import NO_AUTH, AuthSpec, BodyTooLarge, TokenError, certificate_refused, read_capped, rest_auth
 from adapters.contract import (
     CanonicalMessage,
     CanonicalResult,
@@ -291,6 +292,8 @@ def classify(exc: BaseException) -> DeliveryError:
         return DeliveryError(FailureClass.AUTH, str(exc), retryable=exc.retryable)
     if isinstance(exc, httpx.TimeoutException):  # before TransportError: timeouts are transport errors too
         return DeliveryError(FailureClass.TIMEOUT, f"no answer in time: {_brief(exc)}")
+    if isinstance(exc, httpx.TransportError) and certificate_refused(exc):
+        return DeliveryError(FailureClass.AUTH, f"TLS handshake refused a certificate: {_brief(exc)}")
     if isinstance(exc, httpx.TransportError):
         return DeliveryError(FailureClass.TRANSPORT, _brief(exc))
     if isinstance(exc, JsonAnswerError | BodyTooLarge | httpx.DecodingError):

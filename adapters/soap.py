@@ -39,7 +39,7 @@ from zeep.utils import get_media_type
 from zeep.wsdl.bindings.soap import Soap11Binding, Soap12Binding
 from zeep.wsse.compose import Compose
 
-from adapters.auth import NO_AUTH, AuthSpec, soap_auth
+from adapters.auth import NO_AUTH, AuthSpec, certificate_refused, soap_auth
 from adapters.contract import (
     CanonicalMessage,
     CanonicalResult,
@@ -387,6 +387,8 @@ def classify(exc: BaseException) -> DeliveryError:
         return exc
     if isinstance(exc, requests.Timeout):  # before ConnectionError: ConnectTimeout is both
         return DeliveryError(FailureClass.TIMEOUT, f"no answer in time: {_brief(str(exc))}")
+    if isinstance(exc, requests.RequestException) and certificate_refused(exc):
+        return DeliveryError(FailureClass.AUTH, f"TLS handshake refused a certificate: {_brief(str(exc))}")
     if isinstance(exc, requests.RequestException):
         return DeliveryError(FailureClass.TRANSPORT, f"{type(exc).__name__}: {_brief(str(exc))}")
     if isinstance(exc, zx.Fault):

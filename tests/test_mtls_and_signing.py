@@ -187,12 +187,10 @@ def test_a_sector_whose_server_certificate_we_do_not_trust_is_not_called(
         pki: Pki, soap_sector: SocialSecuritySimulator) -> None:
     store = soap_store(pki, social_security_ca=Credential("social_security-ca", pki.stranger_ca.cert_pem))
     error = failure(adapter(SIGNED_SOAP, soap_sector.url, store), *CONTRIBUTIONS)
-    assert error.failure is FailureClass.TRANSPORT and "CERTIFICATE_VERIFY_FAILED" in error.message
+    assert error.failure is FailureClass.AUTH and "CERTIFICATE_VERIFY_FAILED" in error.message  # not the sector's health
     assert soap_sector.counters["queries_received"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14: a certificate refused in the TLS handshake is a transport failure, "
-                                       "retried and counted as the sector's")
 def test_a_certificate_refused_in_the_handshake_is_an_auth_failure_not_the_sectors_outage(
         pki: Pki, tmp_path: Path, rest_sector: PublicSecuritySimulator, soap_sector: SocialSecuritySimulator) -> None:
     # We do not trust the sector's server certificate: nothing reaches it, whatever we retry.
