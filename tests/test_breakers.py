@@ -8,18 +8,24 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from adapters.registry import default_bundles_dir
 from adapters.simulators.housing_fund import HousingFundSimulator
 from adapters.simulators.social_security import SocialSecuritySimulator
 from gateway.app import Gateway, create_app
+from gateway.amqp import queue_name
 from gateway.bundles import pack_folder
-from tests.conftest import Keys, drain
+from gateway.domain.clock import as_utc
+from gateway.persistence import tables as t
+from tests.conftest import Keys, drain, rabbitmq_vhost
+from tests.test_amqp import eventually, queue_depth, running
 from tests.test_delivery import submit
 
 SECTOR, HOUSING = "social_security", "housing_fund"
@@ -143,3 +149,86 @@ def test_a_sector_back_with_other_credentials_leaves_no_breaker_half_open(
         seen = health(gateway, HOUSING)
         assert seen["query_breaker"] == "closed", seen  # the sector answered: not left on trial for ever
         assert seen["sector_failures"] == 5  # the 503s that opened it only: refused credentials are not the sector's health
+
+
+# --------------------------------------------------------------------------- a case meets an open circuit
+
+BRIEF_OUTAGE = "{failure_threshold: 5, reset_after_ms: 3000}"  # the breaker may close 3 s after it opened
+
+
+def submitted(gateway: Gateway, case_no: str) -> Any:
+    """The case's submit_case outbox row."""
+    with gateway.engine.connect() as conn:
+        return conn.execute(select(t.outbox).where(t.outbox.c.case_no == case_no,
+                                                   t.outbox.c.operation == "submit_case")).one()
+
+
+def approved(gateway: Gateway, *case_nos: str) -> bool:
+    return all(str(gateway.service.get(c).state) == "approved" for c in case_nos)
+
+
+def open_the_delivery_breaker(gateway: Gateway, simulator: SocialSecuritySimulator) -> tuple[str, str]:
+    """Two cases while the sector answers 503: 3 + 2 failures open the breaker (the first case dies)."""
+    simulator.set_fault("fail")
+    first, second = submit(gateway), submit(gateway)
+    gateway.dispatcher.run_once()
+    assert health(gateway, SECTOR)["breaker"] == "open"
+    return first, second
+
+
+@pytest.mark.xfail(strict=True, reason="issue 14: a delivery meeting an open circuit spends its attempts and dies "
+                                       "as sector_fault")
+def test_a_case_meeting_an_open_circuit_waits_for_it_without_spending_an_attempt(
+        gateway: Gateway, simulator: SocialSecuritySimulator, tmp_path: Path) -> None:
+    tune(gateway, SECTOR, tmp_path, circuit_breaker=BRIEF_OUTAGE)
+    first, second = open_the_delivery_breaker(gateway, simulator)
+    seen = simulator.counters["raw_requests"]
+    third = submit(gateway)
+    gateway.dispatcher.run_once()
+    row = submitted(gateway, third)
+    assert (row.status, row.deliveries) == ("pending", 0)  # refused before the sector: no attempt spent
+    wait = as_utc(row.available_at) - datetime.now(UTC)
+    assert timedelta(0) < wait <= timedelta(seconds=3)  # due when the breaker may close
+    assert gateway.service.dead_letters(third) == []
+    assert simulator.counters["raw_requests"] == seen  # the sector was not called
+
+    simulator.set_fault(None)
+    drain(gateway, lambda: settled(gateway, third) and (approved(gateway, second, third)
+                                                        or bool(gateway.service.dead_letters(third))))
+    assert [(letter.case_no, letter.error_class) for letter in gateway.service.dead_letters()] == [
+        (first, "sector_fault")]
+    assert (submitted(gateway, third).status, submitted(gateway, third).deliveries) == ("done", 1)
+    assert simulator.counters["cases_created"] == 2  # the second case waited too, and went
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+@pytest.mark.xfail(strict=True, reason="issue 14: a delivery meeting an open circuit spends its attempts and dies "
+                                       "as sector_fault")
+def test_over_rabbitmq_a_case_meeting_an_open_circuit_is_published_again_when_it_may_close(
+        make_gateway: Callable[..., Gateway], simulator: SocialSecuritySimulator, tmp_path: Path) -> None:
+    with rabbitmq_vhost() as url:
+        gateway = make_gateway(amqp_url=url, sector_endpoints={SECTOR: simulator.url}, dispatch_idle_ms=20)
+        tune(gateway, SECTOR, tmp_path, circuit_breaker=BRIEF_OUTAGE)
+        simulator.set_fault("fail")
+        first, second = submit(gateway), submit(gateway)
+        with running(gateway) as transport:
+            eventually(lambda: health(gateway, SECTOR)["breaker"] == "open", what="the delivery breaker open")
+            seen = simulator.counters["raw_requests"]
+            third = submit(gateway)
+            eventually(lambda: submitted(gateway, third).published_at is not None
+                       and submitted(gateway, third).lease_owner is None, what="the third case taken and settled")
+            row = submitted(gateway, third)
+            assert (row.status, row.deliveries) == ("pending", 0), row  # waits in the outbox, not the broker
+            assert simulator.counters["raw_requests"] == seen
+            simulator.set_fault(None)
+            eventually(lambda: bool(gateway.service.dead_letters(third)) or (
+                approved(gateway, third) and (approved(gateway, first) or approved(gateway, second))),
+                what="the waiting cases delivered")
+            assert gateway.service.dead_letters(third) == []
+            eventually(lambda: queue_depth(url, queue_name(SECTOR, False)) == 0, what="every message acked")
+            assert transport.consumer.stats.retried == 0  # acked after the deferral, never handed back
+        # Worked side by side, one of the first two made 3 real attempts and died; the other waited like the third.
+        [(case_no, error_class)] = [(letter.case_no, letter.error_class) for letter in gateway.service.dead_letters()]
+        assert case_no in (first, second) and error_class == "sector_fault"
+        assert submitted(gateway, third).deliveries == 1
+        assert simulator.counters["cases_created"] == 2
