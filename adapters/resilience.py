@@ -12,10 +12,12 @@ Why this order:
 
 - **Retries outermost**, so *each attempt* passes the breaker and takes a token: a retry is one more
   call on the sector and is counted, throttled and refused like any other.
-- **A circuit-open refusal is retryable** (SECTOR_FAULT, `circuit_open=True`): a short outage that ends
-  while we back off is crossed by a later attempt (the half-open trial) and the call succeeds; while
-  the breaker stays open every attempt fails fast and cheaply — no connection, no token — and the
-  dispatcher gets a classified error with `attempts` set, as for any other failure.
+- **A circuit-open refusal ends the call at once** (`CircuitOpenError`: SECTOR_FAULT, not retryable,
+  `circuit_open=True`): retrying within a backoff of milliseconds cannot outlast a breaker that waits
+  `reset_after_s`, and would spend the policy's attempts on refusals. The error says when the breaker may
+  close (`circuit_wait_s`) and carries the sector's last real answer (`last_response`, what opened it): the
+  dispatcher makes the message due again then, without spending an attempt (bounded by the policy's
+  `max_wait_ms`), and a query's Retry-After is that time.
 - **Breaker outside the limiter**, so an open circuit spends no tokens and never queues for one.
 - **Limiter outside health recording**, so health counts only calls that reached the sector, not our own
   waits and refusals, nor a request that could not be sent (`UnsendableRequest`). A 429 answer's
@@ -67,19 +69,29 @@ RETRY_AFTER_CAP_S = 60.0
 DEFAULT_SLOT_WAIT_S = 30.0
 
 
+# How long a message may wait for its sector's open circuit to close before it becomes a dead letter (class
+# `circuit_open`), unless the bundle's `retry.max_wait_ms` says otherwise: an hour outlasts a restart or a
+# short maintenance, and is still a morning's case, not tomorrow's.
+DEFAULT_MAX_WAIT_MS = 3_600_000
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Up to `attempts` tries in all; wait windows start at `initial_ms` and double, capped at `max_ms`."""
+    """Up to `attempts` tries in all; wait windows start at `initial_ms` and double, capped at `max_ms`.
+    A message refused by an open circuit waits for it at most `max_wait_ms` in all (the dispatcher's rule)."""
 
     attempts: int
     initial_ms: int
     max_ms: int
+    max_wait_ms: int = DEFAULT_MAX_WAIT_MS
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
             raise ValueError(f"attempts must be at least 1, got {self.attempts}")
         if self.initial_ms < 0 or self.max_ms < self.initial_ms:
             raise ValueError(f"need 0 <= initial_ms <= max_ms, got {self.initial_ms} and {self.max_ms}")
+        if self.max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must not be negative, got {self.max_wait_ms}")
 
 
 def retry_after_cap_s(policy: RetryPolicy) -> float:
@@ -175,11 +187,18 @@ def with_retries(adapter: Adapter, policy: RetryPolicy) -> Adapter:
 
 
 class CircuitOpenError(DeliveryError):
-    """Refused without calling the sector, whose breaker is open. Retryable: a later attempt may be the trial."""
+    """Refused without calling the sector, whose breaker is open (or on trial). Not retried here: the breaker
+    may close in `circuit_wait_s` seconds; `last_response` is the sector's last real answer, if it gave one."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(FailureClass.SECTOR_FAULT, message, retryable=True)
+    def __init__(self, message: str, wait_s: float, last_response: dict[str, Any] | None = None) -> None:
+        super().__init__(FailureClass.SECTOR_FAULT, message, retryable=False)
         self.circuit_open = True  # what callers test, with getattr(error, "circuit_open", False)
+        self.circuit_wait_s = wait_s
+        self.last_response = last_response
+
+
+# While another caller's trial is in flight, when to ask again (at most the breaker's own reset_after_s).
+TRIAL_WAIT_S = 1.0
 
 
 Settled = Literal["success", "failure", "credentials", "neutral"]
@@ -218,6 +237,8 @@ class CircuitBreaker:
         self._failures = 0  # consecutive sector failures while closed
         self._opened_at = 0.0
         self._trial = False  # a half-open trial call is in flight
+        self._last_failure = ""  # the latest sector failure, as it was told
+        self._last_answer: dict[str, Any] | None = None  # the sector's latest answer among its failures
 
     @property
     def state(self) -> BreakerState:
@@ -236,7 +257,7 @@ class CircuitBreaker:
         try:
             result = fn()
         except BaseException as exc:
-            self._settle(trial, _settled(exc))
+            self._settle(trial, _settled(exc), exc)
             raise
         self._settle(trial, "success")
         return result
@@ -251,12 +272,32 @@ class CircuitBreaker:
             if state == "half_open" and not self._trial:
                 self._trial = True
                 return True
-            wait = self._opened_at + self.reset_after_s - now
-        when = f"next trial in {wait:.3g} s" if wait > 0 else "a trial call is in flight"
-        raise CircuitOpenError(f"circuit open after {self.failure_threshold} consecutive failures; {when}")
+            wait, last_failure, last_answer = self._wait_s(now), self._last_failure, self._last_answer
+        when = "a trial call is in flight" if state == "half_open" else f"next trial in {wait:.3g} s"
+        last = f"; last failure: {last_failure}" if last_failure else ""
+        raise CircuitOpenError(f"circuit open after {self.failure_threshold} consecutive failures; {when}{last}",
+                               wait, last_answer)
 
-    def _settle(self, trial: bool, outcome: Settled) -> None:
+    def _wait_s(self, now: float) -> float:
+        """How long until this breaker may admit a call: the rest of the open period, or a moment while a
+        trial is in flight; 0 when closed."""
+        if self._state == "open":
+            return max(0.0, self._opened_at + self.reset_after_s - now)
+        if self._state == "half_open" and self._trial:
+            return min(TRIAL_WAIT_S, self.reset_after_s)
+        return 0.0
+
+    def wait_s(self) -> float:
+        """How long until this breaker may admit a call (0: it admits one now)."""
         with self._lock:
+            now = self._clock()
+            self._state_now(now)
+            return self._wait_s(now)
+
+    def _settle(self, trial: bool, outcome: Settled, exc: BaseException | None = None) -> None:
+        with self._lock:
+            if outcome == "failure" and exc is not None:
+                self._remember(exc)
             if trial:
                 if outcome in ("success", "credentials"):
                     self._state, self._failures, self._trial = "closed", 0, False
@@ -271,6 +312,14 @@ class CircuitBreaker:
                     self._failures += 1
                     if self._failures >= self.failure_threshold:
                         self._open()
+
+    def _remember(self, exc: BaseException) -> None:
+        """What an operator needs of the failures that open the breaker: the latest, and the sector's latest
+        answer among them (a connection refused has none; the 503 page before it is kept)."""
+        self._last_failure = str(exc)
+        answer = getattr(exc, "last_response", None)
+        if answer is not None:
+            self._last_answer = answer
 
     def _open(self) -> None:
         self._state, self._opened_at, self._failures, self._trial = "open", self._clock(), 0, False

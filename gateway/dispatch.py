@@ -4,6 +4,12 @@ A message is leased, never locked across the sector call: a dispatcher that dies
 lets its lease expire, and another takes the message over with the same idempotency key, so the
 sector recognises the repeat (invariants 1 and 2). The sector call happens outside any database
 transaction, so a slow sector never holds SQLite's write lock.
+
+A delivery refused by the sector's open circuit breaker is no failure of the message: it is made due again
+for when the breaker may close, this take not counted (unless a call reached the sector first). The bundle's
+`retry.max_wait_ms` bounds that wait from the first refusal; past it the message becomes a dead letter of
+class `circuit_open` carrying the sector's last real answer. Over RabbitMQ the row goes back to pending: the
+worker acknowledges the broker's message and the relay publishes the row again when it is due.
 """
 
 from __future__ import annotations
@@ -36,11 +42,13 @@ log = structlog.get_logger("yiwang.dispatch")
 INTERNAL_ERROR = "internal"  # a bug of ours, not one of the sector failure classes
 CONFIGURATION_ERROR = "configuration"  # no active bundle for the sector
 MATERIAL_ERROR = "material"  # a material that cannot go as the bundle declares (altered, too large): not retried
+CIRCUIT_OPEN = "circuit_open"  # the sector's breaker stayed open for longer than the bundle's retry.max_wait_ms
 ENDED = frozenset({CaseState.WITHDRAWN, CaseState.CLOSED, CaseState.NOT_ACCEPTED})
 # How a delivery ended, as the observer hears it (the label `outcome` of yiwang_deliveries_total).
 DELIVERED = "delivered"  # the sector took it; its answer is recorded
 DEAD = "dead"  # a dead letter: failed past the retry policy, or can never go (configuration, material, a bug)
 NOT_SENT = "not_sent"  # settled without a sector call: the case ended, or the bundle lacks the operation
+WAITING = "waiting"  # refused by the sector's open circuit breaker: due again when it may close
 RETRY = "retry"  # nothing could be stored (the database): the lease expires or the broker redelivers
 
 
@@ -209,6 +217,9 @@ class Dispatcher:
         try:
             result = logged_call(self.messages, target, operation, payload, case_no=message.case_no)
         except DeliveryError as error:
+            if getattr(error, "circuit_open", False):
+                return self._wait_for_circuit(message, target, error, context, started,
+                                              lambda: target.adapter.render(operation, payload))
             bound.warning("delivery failed", failure=str(error.failure), error=error.message)
             self._dead_letter(message, replace(
                 context, error_class=str(error.failure), error_message=error.message, attempts=error.attempts,
@@ -224,6 +235,29 @@ class Dispatcher:
         self._record(message, target, result)
         bound.info("delivered", result_status=result.get("status"))
         return Outcome(DELIVERED, call_s)
+
+    def _wait_for_circuit(self, message: OutboxMessage, target: RegisteredAdapter, error: DeliveryError,
+                          context: Failure, started: float, render: Callable[[], Any]) -> Outcome:
+        """Due again when the breaker may close, or a `circuit_open` dead letter once it has waited long enough."""
+        now = self.service.clock.now()
+        since = message.circuit_wait_since or now
+        max_wait = timedelta(milliseconds=target.bundle.retry.max_wait_ms)
+        spent = error.attempts > 1  # calls reached the sector before the breaker opened under them
+        call_s = time.monotonic() - started if spent else None
+        bound = log.bind(case_no=message.case_no, sector=message.sector, operation=message.operation,
+                         outbox_id=message.id)
+        if now - since >= max_wait:
+            waited = f"waited {(now - since).total_seconds():.0f} s for the circuit (retry.max_wait_ms " \
+                     f"{target.bundle.retry.max_wait_ms})"
+            bound.warning("circuit stayed open too long", error=error.message)
+            self._dead_letter(message, replace(
+                context, error_class=CIRCUIT_OPEN, error_message=f"{waited}: {error.message}", attempts=error.attempts,
+                last_response=error.last_response, history=tuple(error.history)), render)
+            return Outcome(DEAD, call_s)
+        until = min(now + timedelta(seconds=getattr(error, "circuit_wait_s", 0.0)), since + max_wait)
+        self.service.wait_for_circuit(message, self.owner, until, spent=spent)
+        bound.info("waiting for the circuit", until=until.isoformat(), waiting_since=since.isoformat())
+        return Outcome(WAITING, call_s)
 
     def _record(self, message: OutboxMessage, target: RegisteredAdapter, result: dict[str, Any]) -> None:
         interval = target.poll_interval_ms  # None: the sector calls back with its decision

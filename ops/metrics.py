@@ -34,7 +34,7 @@ from adapters.resilience import DELIVERY_BREAKER, QUERY_BREAKER
 from certstore.store import CertStore
 from gateway.amqp_worker import UNHANDLED
 from gateway.cert_vault import OWN
-from gateway.dispatch import CONFIGURATION_ERROR, INTERNAL_ERROR, MATERIAL_ERROR, Outcome
+from gateway.dispatch import CIRCUIT_OPEN, CONFIGURATION_ERROR, INTERNAL_ERROR, MATERIAL_ERROR, Outcome
 from gateway.domain.case import CaseState
 from gateway.domain.clock import Clock, as_utc
 from gateway.persistence import tables as t
@@ -48,7 +48,8 @@ WARN_EVERY_S = 60.0
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 # Every class a dead letter can have: each active sector shows a 0 for each, so that an alert on the change
 # (`delta`) sees a sector's first dead letter of a class too, not only the second.
-ERROR_CLASSES = (*(str(c) for c in FailureClass), INTERNAL_ERROR, CONFIGURATION_ERROR, MATERIAL_ERROR, UNHANDLED)
+ERROR_CLASSES = (*(str(c) for c in FailureClass), INTERNAL_ERROR, CONFIGURATION_ERROR, MATERIAL_ERROR, UNHANDLED,
+                 CIRCUIT_OPEN)
 # Cases someone still has to work on: an overdue flag on a finished case is history, not work.
 OPEN_CASES = frozenset({CaseState.SUBMITTED, CaseState.ACCEPTED, CaseState.SUPPLEMENT_REQUIRED,
                         CaseState.IN_PROCESS, CaseState.SUSPENDED})

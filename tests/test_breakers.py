@@ -176,8 +176,6 @@ def open_the_delivery_breaker(gateway: Gateway, simulator: SocialSecuritySimulat
     return first, second
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14: a delivery meeting an open circuit spends its attempts and dies "
-                                       "as sector_fault")
 def test_a_case_meeting_an_open_circuit_waits_for_it_without_spending_an_attempt(
         gateway: Gateway, simulator: SocialSecuritySimulator, tmp_path: Path) -> None:
     tune(gateway, SECTOR, tmp_path, circuit_breaker=BRIEF_OUTAGE)
@@ -202,8 +200,6 @@ def test_a_case_meeting_an_open_circuit_waits_for_it_without_spending_an_attempt
 
 
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
-@pytest.mark.xfail(strict=True, reason="issue 14: a delivery meeting an open circuit spends its attempts and dies "
-                                       "as sector_fault")
 def test_over_rabbitmq_a_case_meeting_an_open_circuit_is_published_again_when_it_may_close(
         make_gateway: Callable[..., Gateway], simulator: SocialSecuritySimulator, tmp_path: Path) -> None:
     with rabbitmq_vhost() as url:
@@ -232,3 +228,26 @@ def test_over_rabbitmq_a_case_meeting_an_open_circuit_is_published_again_when_it
         assert case_no in (first, second) and error_class == "sector_fault"
         assert submitted(gateway, third).deliveries == 1
         assert simulator.counters["cases_created"] == 2
+
+
+def test_a_case_waiting_longer_than_max_wait_is_a_circuit_open_dead_letter_with_the_sectors_last_answer(
+        gateway: Gateway, simulator: SocialSecuritySimulator, tmp_path: Path) -> None:
+    tune(gateway, SECTOR, tmp_path, circuit_breaker="{failure_threshold: 5, reset_after_ms: 60000}",
+         retry="{attempts: 4, initial_ms: 100, max_ms: 2000, max_wait_ms: 300}")
+    first, second = open_the_delivery_breaker(gateway, simulator)
+    third = submit(gateway)
+    gateway.dispatcher.run_once()
+    assert submitted(gateway, third).status == "pending"  # waiting for the breaker, 300 ms at most
+    drain(gateway, lambda: bool(gateway.service.dead_letters(third)))
+    [letter] = gateway.service.dead_letters(third)
+    assert letter.error_class == "circuit_open"
+    assert "retry.max_wait_ms 300" in letter.error_message and "HTTP 503" in letter.error_message
+    assert letter.last_response["status"] == 503  # the sector's last real answer, not our refusal
+    assert "No server is available" in letter.last_response["body"]
+    assert letter.rendered_request is not None and letter.deliveries == 1  # the first refusal spent nothing
+    assert [x.error_class for x in gateway.service.dead_letters(second)] == ["circuit_open"]
+    assert [x.error_class for x in gateway.service.dead_letters(first)] == ["sector_fault"]
+    assert simulator.counters["submits_received"] == 0
+    waiting = gateway.metrics.get_sample_value(
+        "yiwang_deliveries_total", {"sector": SECTOR, "operation": "submit_case", "outcome": "waiting"})
+    assert waiting is not None and waiting >= 2
