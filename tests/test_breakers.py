@@ -128,6 +128,22 @@ def test_failing_deliveries_open_the_delivery_breaker_only_and_queries_still_ans
     assert answer.json()["result"]["months_paid"] > 0
 
 
+@pytest.mark.xfail(strict=True, reason="issue 14: a query's Retry-After is a guess of 5 s, not the time until its "
+                                       "breaker may close")
+def test_a_querys_retry_after_is_the_time_until_its_breaker_may_close(
+        gateway: Gateway, simulator: SocialSecuritySimulator, tmp_path: Path) -> None:
+    tune(gateway, SECTOR, tmp_path, circuit_breaker="{failure_threshold: 3, reset_after_ms: 30000}")
+    simulator.set_fault("fail")
+    opened = ask(gateway, CONTRIBUTIONS, {"id_number": PERSON})  # its 3 attempts open the breaker
+    time.sleep(1.2)
+    refused = ask(gateway, CONTRIBUTIONS, {"id_number": PERSON})  # refused without a call
+    assert (opened.status_code, refused.status_code) == (503, 503)
+    assert refused.json()["type"] == "urn:yiwang:problem:sector-unavailable"
+    assert simulator.counters["raw_requests"] == 3
+    assert 29 <= int(opened.headers["Retry-After"]) <= 30
+    assert 27 <= int(refused.headers["Retry-After"]) <= 29  # the breaker's remaining time, a second later
+
+
 # --------------------------------------------------------------------------- credentials are not health
 
 
