@@ -442,6 +442,7 @@ class ResilientAdapter:
     """The adapter the registry hands out: `inner` behind retries, breaker, rate limit and health.
 
     A canonical operation passes `breaker` (deliveries), any other name — a named query — `query_breaker`.
+    A `DeliveryError` leaving `call` has `circuit_wait_s`: how long until that breaker may admit a call (0: now).
     `render` and any other public attribute of `inner` (e.g. a REST adapter's `query`) pass straight
     through, unguarded.
     """
@@ -472,8 +473,14 @@ class ResilientAdapter:
             for b in (breaker, query_breaker))
 
     def call(self, operation: Operation | str, message: CanonicalMessage) -> CanonicalResult:
-        chain = self._deliveries if str(operation) in _OPERATIONS else self._queries
-        return chain.call(operation, message)  # type: ignore[arg-type]  # a named query goes by its name
+        delivery = str(operation) in _OPERATIONS
+        chain, breaker = (self._deliveries, self.breaker) if delivery else (self._queries, self.query_breaker)
+        try:
+            return chain.call(operation, message)  # type: ignore[arg-type]  # a named query goes by its name
+        except DeliveryError as error:
+            if not hasattr(error, "circuit_wait_s"):  # the failures may just have opened it: say for how long
+                error.circuit_wait_s = breaker.wait_s()  # type: ignore[attr-defined]
+            raise
 
     def render(self, operation: Operation, message: CanonicalMessage) -> Any:
         return self.inner.render(operation, message)
