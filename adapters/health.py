@@ -2,8 +2,9 @@
 
 `AdapterHealth` sees every call that reached the sector (the resilience chain records innermost, so
 fast-failed circuit-open calls and rate-limit waits are not sector calls and are not counted here; the
-breakers' `state`, the deliveries' and the queries', says when calls are being refused). Counts cover a sliding window kept in a fixed ring
-of buckets: memory stays constant however many calls are made, and the window is exact to one bucket.
+breakers' `state`, the deliveries' and the queries', says when calls are being refused). Counts cover a
+sliding window kept in a fixed ring of buckets: memory stays constant however many calls are made, and the
+window is exact to one bucket.
 
 `is_sector_failure` is the one judgment, shared with the circuit breaker, of whether a failure says the
 sector is unwell.

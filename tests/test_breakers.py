@@ -142,6 +142,14 @@ def test_a_querys_retry_after_is_the_time_until_its_breaker_may_close(
     assert 27 <= int(refused.headers["Retry-After"]) <= 29  # the breaker's remaining time, a second later
 
 
+def test_a_version_test_refused_by_its_own_open_breaker_does_not_count_as_reachable(
+        gateway: Gateway, simulator: SocialSecuritySimulator, tmp_path: Path) -> None:
+    tune(gateway, SECTOR, tmp_path, circuit_breaker="{failure_threshold: 1, reset_after_ms: 30000}")
+    simulator.set_fault("fail")  # the probe's first 503 opens the breaker; its next attempt is refused
+    result = gateway.sector_calls.test_version(SECTOR, "tuned-1").public()["test_result"]
+    assert result["reachable"] is False, result
+
+
 # --------------------------------------------------------------------------- credentials are not health
 
 
@@ -162,7 +170,7 @@ def test_a_sector_back_with_other_credentials_leaves_no_breaker_half_open(
         assert back.counters["auth_failures"] >= 1
         seen = health(gateway, HOUSING)
         assert seen["query_breaker"] == "closed", seen  # the sector answered: not left on trial for ever
-        assert seen["sector_failures"] == 5  # the 503s that opened it only: refused credentials are not the sector's health
+        assert seen["sector_failures"] == 5  # the 503s that opened it: refused credentials are not its health
 
 
 # --------------------------------------------------------------------------- a case meets an open circuit
