@@ -188,12 +188,16 @@ def with_retries(adapter: Adapter, policy: RetryPolicy) -> Adapter:
 
 class CircuitOpenError(DeliveryError):
     """Refused without calling the sector, whose breaker is open (or on trial). Not retried here: the breaker
-    may close in `circuit_wait_s` seconds; `last_response` is the sector's last real answer, if it gave one."""
+    may close in `circuit_wait_s` seconds. `last_failure` and `last_response` are the sector's latest failure
+    and real answer, for operators (a dead letter): they came from another call, so the message, which may
+    reach the hall, does not quote them."""
 
-    def __init__(self, message: str, wait_s: float, last_response: dict[str, Any] | None = None) -> None:
+    def __init__(self, message: str, wait_s: float, last_failure: str = "",
+                 last_response: dict[str, Any] | None = None) -> None:
         super().__init__(FailureClass.SECTOR_FAULT, message, retryable=False)
         self.circuit_open = True  # what callers test, with getattr(error, "circuit_open", False)
         self.circuit_wait_s = wait_s
+        self.last_failure = last_failure
         self.last_response = last_response
 
 
@@ -274,9 +278,8 @@ class CircuitBreaker:
                 return True
             wait, last_failure, last_answer = self._wait_s(now), self._last_failure, self._last_answer
         when = "a trial call is in flight" if state == "half_open" else f"next trial in {wait:.3g} s"
-        last = f"; last failure: {last_failure}" if last_failure else ""
-        raise CircuitOpenError(f"circuit open after {self.failure_threshold} consecutive failures; {when}{last}",
-                               wait, last_answer)
+        raise CircuitOpenError(f"circuit open after {self.failure_threshold} consecutive failures; {when}",
+                               wait, last_failure, last_answer)
 
     def _wait_s(self, now: float) -> float:
         """How long until this breaker may admit a call: the rest of the open period, or a moment while a

@@ -247,12 +247,10 @@ class Dispatcher:
         bound = log.bind(case_no=message.case_no, sector=message.sector, operation=message.operation,
                          outbox_id=message.id)
         if now - since >= max_wait:
-            waited = f"waited {(now - since).total_seconds():.0f} s for the circuit (retry.max_wait_ms " \
-                     f"{target.bundle.retry.max_wait_ms})"
             bound.warning("circuit stayed open too long", error=error.message)
             self._dead_letter(message, replace(
-                context, error_class=CIRCUIT_OPEN, error_message=f"{waited}: {error.message}", attempts=error.attempts,
-                last_response=error.last_response, history=tuple(error.history)), render)
+                context, error_class=CIRCUIT_OPEN, error_message=_waited_too_long(error, now - since, max_wait),
+                attempts=error.attempts, last_response=error.last_response, history=tuple(error.history)), render)
             return Outcome(DEAD, call_s)
         until = min(now + timedelta(seconds=getattr(error, "circuit_wait_s", 0.0)), since + max_wait)
         self.service.wait_for_circuit(message, self.owner, until, spent=spent)
@@ -282,6 +280,14 @@ class Dispatcher:
             except Exception as exc:  # the rendering may be what failed; say so rather than lose the letter
                 rendered = {"error": f"could not render: {exc}"}
         self.service.record_dead_letter(message, self.owner, replace(failure, rendered_request=rendered))
+
+
+def _waited_too_long(error: DeliveryError, waited: timedelta, max_wait: timedelta) -> str:
+    """A `circuit_open` dead letter's message: how long it waited, the refusal, the sector's latest failure."""
+    text = (f"waited {waited.total_seconds():.0f} s for the circuit (retry.max_wait_ms "
+            f"{round(max_wait.total_seconds() * 1000)}): {error.message}")
+    last = getattr(error, "last_failure", "")
+    return f"{text}; last failure: {last}" if last else text
 
 
 def canonical_message(case: Case, task_id: str, idempotency_key: str) -> dict[str, Any]:

@@ -276,7 +276,8 @@ def test_a_refusal_tells_the_time_left_and_the_sectors_last_real_answer() -> Non
         breaker.call(lambda: "not called")
     assert refused.value.last_response == page.last_response
     assert refused.value.circuit_wait_s == breaker.wait_s() == 20
-    assert refused.value.message.endswith("last failure: transport: connection refused")
+    assert refused.value.last_failure == "transport: connection refused"
+    assert "connection refused" not in refused.value.message  # another call's: not for whoever was refused
     clock.advance(20)
     assert breaker.wait_s() == 0  # half-open: the next caller is the trial
 
