@@ -239,17 +239,17 @@ def test_over_rabbitmq_a_case_meeting_an_open_circuit_is_published_again_when_it
             assert (row.status, row.deliveries) == ("pending", 0), row  # waits in the outbox, not the broker
             assert simulator.counters["raw_requests"] == seen
             simulator.set_fault(None)
-            eventually(lambda: bool(gateway.service.dead_letters(third)) or (
-                approved(gateway, third) and (approved(gateway, first) or approved(gateway, second))),
-                what="the waiting cases delivered")
+            eventually(lambda: bool(gateway.service.dead_letters(third)) or all(
+                settled(gateway, c) for c in (first, second, third)), what="the waiting cases delivered")
             assert gateway.service.dead_letters(third) == []
             eventually(lambda: queue_depth(url, queue_name(SECTOR, False)) == 0, what="every message acked")
             assert transport.consumer.stats.retried == 0  # acked after the deferral, never handed back
-        # Worked side by side, one of the first two made 3 real attempts and died; the other waited like the third.
-        [(case_no, error_class)] = [(letter.case_no, letter.error_class) for letter in gateway.service.dead_letters()]
-        assert case_no in (first, second) and error_class == "sector_fault"
-        assert submitted(gateway, third).deliveries == 1
-        assert simulator.counters["cases_created"] == 2
+        # Delivered side by side, the first two spent 5 or 6 real attempts between them before the breaker opened:
+        # one or both died of them; one refused by the breaker instead waited like the third.
+        died = {letter.case_no: letter.error_class for letter in gateway.service.dead_letters()}
+        assert set(died) <= {first, second} and set(died.values()) == {"sector_fault"}, died
+        assert approved(gateway, third) and submitted(gateway, third).deliveries == 1
+        assert simulator.counters["cases_created"] == 3 - len(died)
 
 
 def test_a_case_waiting_longer_than_max_wait_is_a_circuit_open_dead_letter_with_the_sectors_last_answer(
