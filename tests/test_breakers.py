@@ -23,6 +23,7 @@ from gateway.app import Gateway, create_app
 from gateway.amqp import queue_name
 from gateway.bundles import pack_folder
 from gateway.domain.clock import as_utc
+from gateway.ledger import MESSAGE, Filters
 from gateway.persistence import tables as t
 from tests.conftest import Keys, drain, rabbitmq_vhost
 from tests.test_amqp import eventually, queue_depth, running
@@ -219,6 +220,24 @@ def test_a_case_meeting_an_open_circuit_waits_for_it_without_spending_an_attempt
         (first, "sector_fault")]
     assert (submitted(gateway, third).status, submitted(gateway, third).deliveries) == ("done", 1)
     assert simulator.counters["cases_created"] == 2  # the second case waited too, and went
+
+
+@pytest.mark.xfail(strict=True, reason="issue 14: a call refused by the open breaker is recorded in the message log "
+                                       "as sent to the sector")
+def test_a_call_the_breaker_refused_is_not_in_the_message_log_as_sent(
+        gateway: Gateway, simulator: SocialSecuritySimulator, tmp_path: Path) -> None:
+    tune(gateway, SECTOR, tmp_path, circuit_breaker=BRIEF_OUTAGE)
+    open_the_delivery_breaker(gateway, simulator)
+    third = submit(gateway)
+    gateway.dispatcher.run_once()
+
+    def sent() -> list[str]:
+        return [r.subject for r in gateway.ledger.records(Filters(MESSAGE, action="sent", case_no=third))]
+
+    assert sent() == []  # the breaker refused it: nothing went to the sector
+    simulator.set_fault(None)
+    drain(gateway, lambda: approved(gateway, third))
+    assert sent().count("submit_case") == 1  # what went, when it went
 
 
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
