@@ -476,7 +476,7 @@ class ResilientAdapter:
             for b in (breaker, query_breaker))
 
     def call(self, operation: Operation | str, message: CanonicalMessage) -> CanonicalResult:
-        delivery = str(operation) in _OPERATIONS
+        delivery = str(operation) in _OPERATIONS  # see also `refuses`
         chain, breaker = (self._deliveries, self.breaker) if delivery else (self._queries, self.query_breaker)
         try:
             return chain.call(operation, message)  # type: ignore[arg-type]  # a named query goes by its name
@@ -484,6 +484,10 @@ class ResilientAdapter:
             if not hasattr(error, "circuit_wait_s"):  # the failures may just have opened it: say for how long
                 error.circuit_wait_s = breaker.wait_s()  # type: ignore[attr-defined]
             raise
+
+    def refuses(self, operation: Operation | str) -> bool:
+        """Whether the breaker `operation` passes would refuse a call now (it may admit one a moment later)."""
+        return (self.breaker if str(operation) in _OPERATIONS else self.query_breaker).wait_s() > 0
 
     def render(self, operation: Operation, message: CanonicalMessage) -> Any:
         return self.inner.render(operation, message)

@@ -317,7 +317,9 @@ def canonical_message(case: Case, task_id: str, idempotency_key: str) -> dict[st
 def logged_call(messages: MessageLog | None, target: RegisteredAdapter, operation: str, payload: dict[str, Any], *,
                 case_no: str | None) -> dict[str, Any]:
     """`target.adapter.call`, with the rendered request recorded as sent and the canonical answer (or the
-    classified failure) as received. A message the mapping cannot render is never sent: nothing to record."""
+    classified failure) as received. A message the mapping cannot render is never sent: nothing to record; nor
+    is a call the sector's open breaker refuses. While it refuses, the request is recorded once the call is
+    over, and only if a call did go after all (the breaker may admit it as its trial a moment later)."""
     if messages is None:
         return target.adapter.call(operation, payload)  # type: ignore[arg-type]  # operations and queries by name
     key = payload.get("idempotency_key")
@@ -325,14 +327,26 @@ def logged_call(messages: MessageLog | None, target: RegisteredAdapter, operatio
         rendered = jsonable(target.adapter.render(operation, payload))  # type: ignore[arg-type]
     except Exception:  # noqa: BLE001 - the call below fails the same way and says why
         return target.adapter.call(operation, payload)  # type: ignore[arg-type]
-    messages.message(target.sector, "sent", operation, case_no, key, rendered, "sent")
+
+    def sent() -> None:
+        messages.message(target.sector, "sent", operation, case_no, key, rendered, "sent")
+
+    refusing = getattr(target.adapter, "refuses", lambda _: False)(operation)
+    if not refusing:
+        sent()  # before the call: a process that dies during it leaves the request on record
     try:
         result = target.adapter.call(operation, payload)  # type: ignore[arg-type]
     except DeliveryError as error:
+        if refusing and getattr(error, "circuit_open", False) and error.attempts == 1:
+            raise  # refused, as expected, before anything went
+        if refusing:
+            sent()
         messages.message(target.sector, "received", operation, case_no, key,
                          {"failure": str(error.failure), "error": error.message, "attempts": error.attempts},
                          str(error.failure))
         raise
+    if refusing:
+        sent()
     messages.message(target.sector, "received", operation, case_no, key, result, "ok")
     return result
 

@@ -222,8 +222,6 @@ def test_a_case_meeting_an_open_circuit_waits_for_it_without_spending_an_attempt
     assert simulator.counters["cases_created"] == 2  # the second case waited too, and went
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14: a call refused by the open breaker is recorded in the message log "
-                                       "as sent to the sector")
 def test_a_call_the_breaker_refused_is_not_in_the_message_log_as_sent(
         gateway: Gateway, simulator: SocialSecuritySimulator, tmp_path: Path) -> None:
     tune(gateway, SECTOR, tmp_path, circuit_breaker=BRIEF_OUTAGE)
