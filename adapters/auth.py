@@ -349,6 +349,25 @@ class HeaderAuth(httpx.Auth):
         yield request
 
 
+# OpenSSL's reasons for a handshake that refused a certificate: the sector's, which we could not verify, or ours,
+# which the sector rejected or wanted and did not get (TLS 1.3 reports the sector's alert on the first read).
+_CERTIFICATE_REFUSALS = ("CERTIFICATE_VERIFY_FAILED", "CERTIFICATE_REQUIRED", "BAD_CERTIFICATE", "UNKNOWN_CA",
+                         "CERTIFICATE_UNKNOWN", "CERTIFICATE_EXPIRED", "CERTIFICATE_REVOKED",
+                         "UNSUPPORTED_CERTIFICATE", "ACCESS_DENIED")
+_SSL_REASON = re.compile(r"\[SSL: ([A-Z0-9_]+)\]")
+
+
+def certificate_refused(exc: BaseException) -> str | None:
+    """The OpenSSL reason (e.g. `CERTIFICATE_VERIFY_FAILED`, `TLSV13_ALERT_CERTIFICATE_REQUIRED`) when a TLS
+    handshake failed over a certificate, else None. Read from the text: httpx and requests/urllib3 wrap the
+    `ssl.SSLError` differently, and all of them quote its reason. Such a failure is authentication (class
+    `auth`): retrying cannot help and it says nothing about the sector's health."""
+    for reason in _SSL_REASON.findall(str(exc)):
+        if any(reason.endswith(refusal) for refusal in _CERTIFICATE_REFUSALS):
+            return str(reason)
+    return None
+
+
 class TokenError(Exception):
     """The token endpoint did not give us a token; `retryable` when it may next time (down, 5xx)."""
 

@@ -59,6 +59,17 @@ class DeliveryError(Exception):
         return f"{self.failure}: {self.message}"
 
 
+class UnsendableRequest(DeliveryError):
+    """The message cannot become a request the sector could receive — the mapping cannot render it, or the
+    service description or the wire refuses a value (a dict where the WSDL wants a string, a character XML 1.0
+    cannot carry, an URL too long) — so nothing was sent. MAPPING, never retried; the sector's health is not in
+    question. For a hall's named query it is the hall's own mistake (its parameters), not the sector's."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(FailureClass.MAPPING, message)
+        self.unsent = True  # what callers test, with getattr(error, "unsent", False)
+
+
 # A canonical message is a JSON-able dict:
 #   {"idempotency_key": str, "sector_ref": str | None (the sector's reference for this task),
 #    "task": {"id", "department", "credit_code", "lead": bool},   # one department's part of the case

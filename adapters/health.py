@@ -1,9 +1,10 @@
-"""How one adapter is doing, for operators: recent calls, failures by class, and its circuit breaker.
+"""How one adapter is doing, for operators: recent calls, failures by class, and its circuit breakers.
 
 `AdapterHealth` sees every call that reached the sector (the resilience chain records innermost, so
 fast-failed circuit-open calls and rate-limit waits are not sector calls and are not counted here; the
-breaker's `state` says when calls are being refused). Counts cover a sliding window kept in a fixed ring
-of buckets: memory stays constant however many calls are made, and the window is exact to one bucket.
+breakers' `state`, the deliveries' and the queries', says when calls are being refused). Counts cover a
+sliding window kept in a fixed ring of buckets: memory stays constant however many calls are made, and the
+window is exact to one bucket.
 
 `is_sector_failure` is the one judgment, shared with the circuit breaker, of whether a failure says the
 sector is unwell.
@@ -75,11 +76,12 @@ class AdapterHealth:
         buckets: int = 30,
         clock: Callable[[], float] = time.time,
         breaker: HasState | None = None,
+        query_breaker: HasState | None = None,
     ) -> None:
         if window_s <= 0 or buckets < 1:
             raise ValueError(f"need window_s > 0 and buckets >= 1, got {window_s} and {buckets}")
         self.window_s = window_s
-        self.breaker = breaker
+        self.breaker, self.query_breaker = breaker, query_breaker
         self._width = window_s / buckets
         self._ring = [_Bucket() for _ in range(buckets)]
         self._clock = clock
@@ -90,9 +92,9 @@ class AdapterHealth:
         self._total_calls = 0
         self._total_failures = 0
 
-    def watch(self, breaker: HasState) -> None:
-        """Report `breaker`'s state in snapshots (the composition binds the adapter's breaker)."""
-        self.breaker = breaker
+    def watch(self, breaker: HasState, query_breaker: HasState | None = None) -> None:
+        """Report the breakers' states in snapshots (the composition binds the adapter's two: deliveries', queries')."""
+        self.breaker, self.query_breaker = breaker, query_breaker
 
     def _current(self, now: float) -> _Bucket:
         index = int(now // self._width)
@@ -123,9 +125,11 @@ class AdapterHealth:
             self._last_failure, self._last_failure_class = now, failure
 
     def snapshot(self) -> dict[str, Any]:
-        """A JSON-able picture: window counts, error rates (None before any call), last outcomes, breaker."""
-        # Read outside our lock: the breaker has its own, and holding two at once invites lock-order trouble.
+        """A JSON-able picture: window counts, error rates (None before any call), last outcomes, breakers
+        (`breaker`: the deliveries', `query_breaker`: the named queries')."""
+        # Read outside our lock: a breaker has its own, and holding two at once invites lock-order trouble.
         breaker = self.breaker.state if self.breaker is not None else None
+        query_breaker = self.query_breaker.state if self.query_breaker is not None else None
         with self._lock:
             newest = int(self._clock() // self._width)
             live = [b for b in self._ring if newest - len(self._ring) < b.index <= newest]
@@ -135,6 +139,7 @@ class AdapterHealth:
             by_class: Counter[str] = sum((b.by_class for b in live), Counter())
             return {
                 "breaker": breaker,
+                "query_breaker": query_breaker,
                 "window_s": self.window_s,
                 "calls": calls,
                 "failures": failures,

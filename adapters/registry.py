@@ -1,7 +1,8 @@
 """From a bundle to a ready adapter: the kind's adapter, wrapped in the bundle's resilience.
 
 `build_adapter(bundle)` compiles the bundle's mappings once, builds the adapter of its `kind` and wraps
-it as the descriptor says: retries (outermost) → circuit breaker → rate limit → health → the kind.
+it as the descriptor says: retries (outermost) → circuit breaker → rate limit → health → the kind, with one
+breaker for deliveries and one for named queries, both as the descriptor's `circuit_breaker` says.
 
 Certificates (`tls`, `ws_security`, auth `rsa_signature`) come from a `CredentialSource` (the certificate
 store) by name. A bundle naming any is built on the credentials current now (`BundleCredentials`), behind a
@@ -18,7 +19,7 @@ import logging
 import ssl
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -258,7 +259,9 @@ def build_adapter(bundle: Bundle, *, environment: str | None = None, endpoint: s
     breaker_spec, limit = bundle.circuit_breaker, bundle.rate_limit
     breaker = CircuitBreaker(breaker_spec.failure_threshold if breaker_spec else 5,
                              (breaker_spec.reset_after_ms if breaker_spec else 30_000) / 1000)
-    wrapped = resilient(inner, retry=retry_override or bundle.retry, breaker=breaker,
+    # An override (tests, the demo) changes the backoff, never how long a message may wait for the circuit.
+    retry = replace(retry_override, max_wait_ms=bundle.retry.max_wait_ms) if retry_override else bundle.retry
+    wrapped = resilient(inner, retry=retry, breaker=breaker, query_breaker=breaker.like(),
                         limiter=RateLimiter(limit.per_second, limit.burst) if limit else None,
                         health=AdapterHealth(), timeout_s=bundle.timeout_ms / 1000)
     return RegisteredAdapter(bundle, wrapped, mappings)

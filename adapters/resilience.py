@@ -4,19 +4,26 @@
 
     retries ─► circuit breaker ─► rate limiter ─► health recording ─► the kind adapter (SOAP, REST)
 
+Two breakers per adapter, one chain each: one for deliveries (the canonical operations the outbox sends), one
+for the hall's named queries. The hall's traffic cannot open the circuit that holds cases back, and a sector
+whose case intake is down may still answer queries (or the other way round); limiter and health are shared.
+
 Why this order:
 
 - **Retries outermost**, so *each attempt* passes the breaker and takes a token: a retry is one more
   call on the sector and is counted, throttled and refused like any other.
-- **A circuit-open refusal is retryable** (SECTOR_FAULT, `circuit_open=True`): a short outage that ends
-  while we back off is crossed by a later attempt (the half-open trial) and the call succeeds; while
-  the breaker stays open every attempt fails fast and cheaply — no connection, no token — and the
-  dispatcher gets a classified error with `attempts` set, as for any other failure.
+- **A circuit-open refusal ends the call at once** (`CircuitOpenError`: SECTOR_FAULT, not retryable,
+  `circuit_open=True`): retrying within a backoff of milliseconds cannot outlast a breaker that waits
+  `reset_after_s`, and would spend the policy's attempts on refusals. The error says when the breaker may
+  close (`circuit_wait_s`) and carries the sector's last real answer (`last_response`, what opened it): the
+  dispatcher makes the message due again then, without spending an attempt (bounded by the policy's
+  `max_wait_ms`), and a query's Retry-After is that time.
 - **Breaker outside the limiter**, so an open circuit spends no tokens and never queues for one.
 - **Limiter outside health recording**, so health counts only calls that reached the sector, not our own
-  waits and refusals. A 429 answer's Retry-After (`retry_after_s` on the `DeliveryError`) pauses the
-  limiter, so every caller of this adapter in this process waits; the retry layer also waits at least
-  that long before its own next attempt (capped, see `retry_after_cap_s`).
+  waits and refusals, nor a request that could not be sent (`UnsendableRequest`). A 429 answer's
+  Retry-After (`retry_after_s` on the `DeliveryError`) pauses the limiter, so every caller of this adapter
+  in this process waits; the retry layer also waits at least that long before its own next attempt
+  (capped, see `retry_after_cap_s`).
 
 The breaker counts only failures that say the sector is unwell (`adapters.health.is_sector_failure`):
 transport, timeout and retryable sector faults — not business rejections, mapping, validation or auth
@@ -62,19 +69,29 @@ RETRY_AFTER_CAP_S = 60.0
 DEFAULT_SLOT_WAIT_S = 30.0
 
 
+# How long a message may wait for its sector's open circuit to close before it becomes a dead letter (class
+# `circuit_open`), unless the bundle's `retry.max_wait_ms` says otherwise: an hour outlasts a restart or a
+# short maintenance, and is still a morning's case, not tomorrow's.
+DEFAULT_MAX_WAIT_MS = 3_600_000
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Up to `attempts` tries in all; wait windows start at `initial_ms` and double, capped at `max_ms`."""
+    """Up to `attempts` tries in all; wait windows start at `initial_ms` and double, capped at `max_ms`.
+    A message refused by an open circuit waits for it at most `max_wait_ms` in all (the dispatcher's rule)."""
 
     attempts: int
     initial_ms: int
     max_ms: int
+    max_wait_ms: int = DEFAULT_MAX_WAIT_MS
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
             raise ValueError(f"attempts must be at least 1, got {self.attempts}")
         if self.initial_ms < 0 or self.max_ms < self.initial_ms:
             raise ValueError(f"need 0 <= initial_ms <= max_ms, got {self.initial_ms} and {self.max_ms}")
+        if self.max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must not be negative, got {self.max_wait_ms}")
 
 
 def retry_after_cap_s(policy: RetryPolicy) -> float:
@@ -170,11 +187,34 @@ def with_retries(adapter: Adapter, policy: RetryPolicy) -> Adapter:
 
 
 class CircuitOpenError(DeliveryError):
-    """Refused without calling the sector, whose breaker is open. Retryable: a later attempt may be the trial."""
+    """Refused without calling the sector, whose breaker is open (or on trial). Not retried here: the breaker
+    may close in `circuit_wait_s` seconds. `last_failure` and `last_response` are the sector's latest failure
+    and real answer, for operators (a dead letter): they came from another call, so the message, which may
+    reach the hall, does not quote them."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(FailureClass.SECTOR_FAULT, message, retryable=True)
+    def __init__(self, message: str, wait_s: float, last_failure: str = "",
+                 last_response: dict[str, Any] | None = None) -> None:
+        super().__init__(FailureClass.SECTOR_FAULT, message, retryable=False)
         self.circuit_open = True  # what callers test, with getattr(error, "circuit_open", False)
+        self.circuit_wait_s = wait_s
+        self.last_failure = last_failure
+        self.last_response = last_response
+
+
+# While another caller's trial is in flight, when to ask again (at most the breaker's own reset_after_s).
+TRIAL_WAIT_S = 1.0
+
+
+Settled = Literal["success", "failure", "credentials", "neutral"]
+
+
+def _settled(exc: BaseException) -> Settled:
+    """How a failed call settles the breaker: a sector failure, refused credentials, or nothing learnt."""
+    if is_sector_failure(exc):
+        return "failure"
+    if isinstance(exc, DeliveryError) and exc.failure is FailureClass.AUTH:
+        return "credentials"
+    return "neutral"
 
 
 class CircuitBreaker:
@@ -182,7 +222,10 @@ class CircuitBreaker:
     `reset_after_s`, when exactly one trial call goes through: success closes, a sector failure reopens.
 
     Outcomes that say nothing about the sector (see `is_sector_failure`) neither count nor reset the streak;
-    if the trial ends that way, the trial slot is freed for the next caller. Thread-safe.
+    if the trial ends that way, the trial slot is freed for the next caller. An authentication failure
+    (refused credentials, a token endpoint that gave no token) is not the sector's health either, but ends a
+    trial by closing the breaker: otherwise it would stay half-open for as long as the credentials are wrong,
+    every call a lone trial; closed, calls fail as `auth` where operators see them. Thread-safe.
     """
 
     def __init__(self, failure_threshold: int, reset_after_s: float, clock: Clock = time.monotonic) -> None:
@@ -198,6 +241,8 @@ class CircuitBreaker:
         self._failures = 0  # consecutive sector failures while closed
         self._opened_at = 0.0
         self._trial = False  # a half-open trial call is in flight
+        self._last_failure = ""  # the latest sector failure, as it was told
+        self._last_answer: dict[str, Any] | None = None  # the sector's latest answer among its failures
 
     @property
     def state(self) -> BreakerState:
@@ -216,7 +261,7 @@ class CircuitBreaker:
         try:
             result = fn()
         except BaseException as exc:
-            self._settle(trial, "failure" if is_sector_failure(exc) else "neutral")
+            self._settle(trial, _settled(exc), exc)
             raise
         self._settle(trial, "success")
         return result
@@ -231,14 +276,33 @@ class CircuitBreaker:
             if state == "half_open" and not self._trial:
                 self._trial = True
                 return True
-            wait = self._opened_at + self.reset_after_s - now
-        when = f"next trial in {wait:.3g} s" if wait > 0 else "a trial call is in flight"
-        raise CircuitOpenError(f"circuit open after {self.failure_threshold} consecutive failures; {when}")
+            wait, last_failure, last_answer = self._wait_s(now), self._last_failure, self._last_answer
+        when = "a trial call is in flight" if state == "half_open" else f"next trial in {wait:.3g} s"
+        raise CircuitOpenError(f"circuit open after {self.failure_threshold} consecutive failures; {when}",
+                               wait, last_failure, last_answer)
 
-    def _settle(self, trial: bool, outcome: Literal["success", "failure", "neutral"]) -> None:
+    def _wait_s(self, now: float) -> float:
+        """How long until this breaker may admit a call: the rest of the open period, or a moment while a
+        trial is in flight; 0 when closed."""
+        if self._state == "open":
+            return max(0.0, self._opened_at + self.reset_after_s - now)
+        if self._state == "half_open" and self._trial:
+            return min(TRIAL_WAIT_S, self.reset_after_s)
+        return 0.0
+
+    def wait_s(self) -> float:
+        """How long until this breaker may admit a call (0: it admits one now)."""
         with self._lock:
+            now = self._clock()
+            self._state_now(now)
+            return self._wait_s(now)
+
+    def _settle(self, trial: bool, outcome: Settled, exc: BaseException | None = None) -> None:
+        with self._lock:
+            if outcome == "failure" and exc is not None:
+                self._remember(exc)
             if trial:
-                if outcome == "success":
+                if outcome in ("success", "credentials"):
                     self._state, self._failures, self._trial = "closed", 0, False
                 elif outcome == "failure":
                     self._open()
@@ -252,8 +316,20 @@ class CircuitBreaker:
                     if self._failures >= self.failure_threshold:
                         self._open()
 
+    def _remember(self, exc: BaseException) -> None:
+        """What an operator needs of the failures that open the breaker: the latest, and the sector's latest
+        answer among them (a connection refused has none; the 503 page before it is kept)."""
+        self._last_failure = str(exc)
+        answer = getattr(exc, "last_response", None)
+        if answer is not None:
+            self._last_answer = answer
+
     def _open(self) -> None:
         self._state, self._opened_at, self._failures, self._trial = "open", self._clock(), 0, False
+
+    def like(self) -> CircuitBreaker:
+        """A new breaker with this one's settings and clock (closed)."""
+        return CircuitBreaker(self.failure_threshold, self.reset_after_s, self._clock)
 
 
 class RateLimitedError(DeliveryError):
@@ -354,15 +430,22 @@ class _Attempt:
         try:
             result = self.inner.call(operation, message)
         except Exception as exc:
-            self.health.record_failure(exc)
+            if not getattr(exc, "unsent", False):  # a request that never left is no call of the sector's
+                self.health.record_failure(exc)
             raise
         self.health.record_success()
         return result
 
 
+QUERY_BREAKER, DELIVERY_BREAKER = "query", "delivery"  # which of an adapter's breakers (metrics' label)
+_OPERATIONS = frozenset(str(operation) for operation in Operation)
+
+
 class ResilientAdapter:
     """The adapter the registry hands out: `inner` behind retries, breaker, rate limit and health.
 
+    A canonical operation passes `breaker` (deliveries), any other name — a named query — `query_breaker`.
+    A `DeliveryError` leaving `call` has `circuit_wait_s`: how long until that breaker may admit a call (0: now).
     `render` and any other public attribute of `inner` (e.g. a REST adapter's `query`) pass straight
     through, unguarded.
     """
@@ -373,6 +456,7 @@ class ResilientAdapter:
         *,
         retry: RetryPolicy,
         breaker: CircuitBreaker,
+        query_breaker: CircuitBreaker,
         limiter: RateLimiter | None,
         health: AdapterHealth,
         timeout_s: float,
@@ -380,17 +464,30 @@ class ResilientAdapter:
     ) -> None:
         self.inner = inner
         self.breaker = breaker
+        self.query_breaker = query_breaker
         self.limiter = limiter
         self.health = health
         self.retry = retry
         self.sector = inner.sector
         self.version = inner.version
-        health.watch(breaker)
-        attempt = _Attempt(inner, breaker, limiter, health, timeout_s)
-        self._chain = RetryingAdapter(attempt, retry, sleep=sleep)
+        health.watch(breaker, query_breaker)
+        self._deliveries, self._queries = (
+            RetryingAdapter(_Attempt(inner, b, limiter, health, timeout_s), retry, sleep=sleep)
+            for b in (breaker, query_breaker))
 
-    def call(self, operation: Operation, message: CanonicalMessage) -> CanonicalResult:
-        return self._chain.call(operation, message)
+    def call(self, operation: Operation | str, message: CanonicalMessage) -> CanonicalResult:
+        delivery = str(operation) in _OPERATIONS  # see also `refuses`
+        chain, breaker = (self._deliveries, self.breaker) if delivery else (self._queries, self.query_breaker)
+        try:
+            return chain.call(operation, message)  # type: ignore[arg-type]  # a named query goes by its name
+        except DeliveryError as error:
+            if not hasattr(error, "circuit_wait_s"):  # the failures may just have opened it: say for how long
+                error.circuit_wait_s = breaker.wait_s()  # type: ignore[attr-defined]
+            raise
+
+    def refuses(self, operation: Operation | str) -> bool:
+        """Whether the breaker `operation` passes would refuse a call now (it may admit one a moment later)."""
+        return (self.breaker if str(operation) in _OPERATIONS else self.query_breaker).wait_s() > 0
 
     def render(self, operation: Operation, message: CanonicalMessage) -> Any:
         return self.inner.render(operation, message)
@@ -411,10 +508,13 @@ def resilient(
     breaker: CircuitBreaker,
     limiter: RateLimiter | None,
     health: AdapterHealth,
+    query_breaker: CircuitBreaker | None = None,
     timeout_s: float | None = None,
     sleep: Sleep | None = None,
 ) -> ResilientAdapter:
     """`adapter` behind retries → breaker → rate limit → health (see the module docstring for why).
+
+    `breaker` guards deliveries, `query_breaker` named queries (default: a new breaker like `breaker`).
 
     `timeout_s` bounds the wait for a rate-limit slot (the bundle's `timeout_ms` / 1000); by default the
     adapter's own `timeout_s` attribute if it has one, else `DEFAULT_SLOT_WAIT_S`. `sleep` is the retries'
@@ -423,5 +523,6 @@ def resilient(
     if timeout_s is None:
         timeout_s = getattr(adapter, "timeout_s", None) or DEFAULT_SLOT_WAIT_S
     return ResilientAdapter(
-        adapter, retry=retry, breaker=breaker, limiter=limiter, health=health, timeout_s=timeout_s, sleep=sleep
+        adapter, retry=retry, breaker=breaker, query_breaker=query_breaker or breaker.like(), limiter=limiter,
+        health=health, timeout_s=timeout_s, sleep=sleep,
     )

@@ -14,9 +14,11 @@ Every failure leaves as a classified `DeliveryError`; see `classify` and `_statu
     connect, read, protocol errors -> TRANSPORT          timeouts -> TIMEOUT
     HTTP 5xx, 429                  -> SECTOR_FAULT, retryable, `retry_after_s` from Retry-After
     HTTP 401/403, token endpoint   -> AUTH (the token endpoint unreachable or 5xx: retryable)
+    a certificate refused in the TLS handshake (theirs or ours) -> AUTH
     other 4xx                      -> SECTOR_FAULT, not retryable
     non-JSON, malformed, too big or too deep JSON, unexpected 1xx-3xx -> VALIDATION
     business error in the answer   -> SECTOR_FAULT, not retryable;  mapping problems -> MAPPING
+    a request that cannot be rendered or built (nothing sent) -> MAPPING, `UnsendableRequest`
 
 When the sector answered, the error carries its last answer (`last_response`: status, a few headers,
 the body cut at 64 KiB; `adapters.soap.RawAnswer`), kept by reference while the call goes well.
@@ -35,13 +37,14 @@ from typing import Any
 
 import httpx
 
-from adapters.auth import NO_AUTH, AuthSpec, BodyTooLarge, TokenError, read_capped, rest_auth
+from adapters.auth import NO_AUTH, AuthSpec, BodyTooLarge, TokenError, certificate_refused, read_capped, rest_auth
 from adapters.contract import (
     CanonicalMessage,
     CanonicalResult,
     DeliveryError,
     FailureClass,
     Operation,
+    UnsendableRequest,
     correlation_headers,
 )
 from adapters.soap import LAST_RESPONSE_MAX_BYTES, RawAnswer, mapping_failure, mapping_for
@@ -138,10 +141,7 @@ class RestAdapter:
 
     def render(self, operation: Operation | str, message: CanonicalMessage) -> HttpRequest:
         """The request this message becomes (headers without credentials), without sending it."""
-        try:
-            return self._render(self._mapping(operation), message)
-        except MappingError as exc:
-            raise mapping_failure(exc) from exc
+        return self._render(self._mapping(operation), message)
 
     def call(self, operation: Operation | str, message: CanonicalMessage) -> CanonicalResult:
         """Call a canonical operation, or a named query given as a str (message `{"query": {...}}`)."""
@@ -162,7 +162,10 @@ class RestAdapter:
         return mapping_for(self._mappings, operation, f"{self.sector} version {self.version}")
 
     def _render(self, mapping: CompiledMapping, message: CanonicalMessage) -> HttpRequest:
-        request = mapping.render_http(message)
+        try:
+            request = mapping.render_http(message)
+        except MappingError as exc:
+            raise UnsendableRequest(str(exc)) from exc
         key = message.get("idempotency_key")
         if self._idempotency_header and key:
             request.headers[self._idempotency_header] = str(key)
@@ -189,13 +192,7 @@ class RestAdapter:
     def _exchange(self, mapping: CompiledMapping, request: HttpRequest, answer: RawAnswer) -> dict[str, Any]:
         """Send one request, check its status, return its JSON object; `answer` keeps the raw answer."""
         http = _http(mapping)
-        headers = {"Accept": "application/json", **correlation_headers(), **request.headers}
-        content = None if request.body is None else _json_body(mapping, request.body)
-        if content is not None:
-            headers["Content-Type"] = "application/json; charset=utf-8"
-        built = self.client.build_request(
-            request.method, request.path, params=request.query, headers=headers, content=content
-        )
+        built = self._build(mapping, request)
         # Streamed, so the size cap stops reading instead of complaining after a huge body is in memory.
         response = self.client.send(built, auth=self._auth, stream=True)
         try:
@@ -211,6 +208,21 @@ class RestAdapter:
         return _json_object(response, body, where)
 
 
+    def _build(self, mapping: CompiledMapping, request: HttpRequest) -> httpx.Request:
+        """The HTTP request; `UnsendableRequest` if a value cannot go on the wire (an URL too long, a character
+        no URL or header can carry): nothing is sent."""
+        headers = {"Accept": "application/json", **correlation_headers(), **request.headers}
+        content = None if request.body is None else _json_body(mapping, request.body)
+        if content is not None:
+            headers["Content-Type"] = "application/json; charset=utf-8"
+        try:
+            return self.client.build_request(
+                request.method, request.path, params=request.query, headers=headers, content=content
+            )
+        except (httpx.InvalidURL, ValueError, TypeError) as exc:
+            raise UnsendableRequest(f"{mapping.source_name}: request cannot be sent: {_brief(exc)}") from exc
+
+
 def _http(mapping: CompiledMapping) -> HttpSpec:
     if mapping.http is None:  # refused in RestAdapter.__init__; kept for the type checker
         raise ValueError(f"{mapping.source_name}: a REST mapping needs an http block")
@@ -221,8 +233,8 @@ def _json_body(mapping: CompiledMapping, body: dict[str, Any]) -> bytes:
     try:
         # UTF-8 as is (not \u escapes): smaller, and what the sectors' own clients send.
         return json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    except (TypeError, ValueError) as exc:  # a value JSON cannot carry (NaN, a date object): our mapping's doing
-        raise DeliveryError(FailureClass.MAPPING, f"{mapping.source_name}: request body is not JSON: {exc}") from exc
+    except (TypeError, ValueError) as exc:  # a value JSON cannot carry (NaN, a date object): nothing is sent
+        raise UnsendableRequest(f"{mapping.source_name}: request body is not JSON: {exc}") from exc
 
 
 def _head(response: httpx.Response) -> bytes:
@@ -280,6 +292,8 @@ def classify(exc: BaseException) -> DeliveryError:
         return DeliveryError(FailureClass.AUTH, str(exc), retryable=exc.retryable)
     if isinstance(exc, httpx.TimeoutException):  # before TransportError: timeouts are transport errors too
         return DeliveryError(FailureClass.TIMEOUT, f"no answer in time: {_brief(exc)}")
+    if isinstance(exc, httpx.TransportError) and certificate_refused(exc):
+        return DeliveryError(FailureClass.AUTH, f"TLS handshake refused a certificate: {_brief(exc)}")
     if isinstance(exc, httpx.TransportError):
         return DeliveryError(FailureClass.TRANSPORT, _brief(exc))
     if isinstance(exc, JsonAnswerError | BodyTooLarge | httpx.DecodingError):

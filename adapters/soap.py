@@ -39,13 +39,14 @@ from zeep.utils import get_media_type
 from zeep.wsdl.bindings.soap import Soap11Binding, Soap12Binding
 from zeep.wsse.compose import Compose
 
-from adapters.auth import NO_AUTH, AuthSpec, soap_auth
+from adapters.auth import NO_AUTH, AuthSpec, certificate_refused, soap_auth
 from adapters.contract import (
     CanonicalMessage,
     CanonicalResult,
     DeliveryError,
     FailureClass,
     Operation,
+    UnsendableRequest,
     correlation_headers,
 )
 from adapters.wssecurity import MessageSecurity
@@ -76,6 +77,7 @@ class RawAnswer:
     """
 
     def __init__(self) -> None:
+        self.sent = False  # a request left for the sector: a failure before it is the request's own
         self.status: int | None = None
         self.headers: Mapping[str, str] = {}
         self.body = b""
@@ -127,8 +129,10 @@ class _StatusCheckingTransport(Transport):
         self.calls = threading.local()  # .answer: the RawAnswer of the call this thread is making
 
     def post(self, address: str, message: Any, headers: Any) -> requests.Response:
-        response = super().post(address, message, {**correlation_headers(), **headers})
         answer: RawAnswer | None = getattr(self.calls, "answer", None)
+        if answer is not None:
+            answer.sent = True
+        response = super().post(address, message, {**correlation_headers(), **headers})
         if answer is not None:  # requests has read the body already: keeping it is a reference, not a copy
             answer.keep(response.status_code, response.headers, response.content)
         status = response.status_code
@@ -297,7 +301,7 @@ class SoapAdapter:
         try:
             return _read(mapping, getattr(self.service, mapping.operation)(**request))
         except Exception as exc:  # the contract: nothing raw escapes; classify() knows every kind we expect
-            error = classify(exc)
+            error = classify(exc) if answer.sent else unsent(exc)
             error.last_response = answer.last_response()
             if error is exc:
                 raise
@@ -346,7 +350,16 @@ def _render(mapping: CompiledMapping, message: CanonicalMessage) -> dict[str, An
     try:
         return mapping.render_request(message)
     except MappingError as exc:
-        raise mapping_failure(exc) from exc
+        raise UnsendableRequest(str(exc)) from exc
+
+
+def unsent(exc: BaseException) -> DeliveryError:
+    """A failure before the request left: zeep checking our values against the WSDL (a dict where it wants a
+    string: TypeError, ValidationError) or lxml refusing a character XML 1.0 cannot carry (ValueError) is the
+    message's own; anything else (our signing, a stylesheet's MappingError) is classified as usual."""
+    if isinstance(exc, zx.ValidationError | TypeError | ValueError) and not isinstance(exc, MappingError):
+        return UnsendableRequest(f"request does not fit the WSDL: {_brief(str(exc))}")
+    return classify(exc)
 
 
 def _read(mapping: CompiledMapping, answer: Any) -> CanonicalResult:
@@ -374,6 +387,8 @@ def classify(exc: BaseException) -> DeliveryError:
         return exc
     if isinstance(exc, requests.Timeout):  # before ConnectionError: ConnectTimeout is both
         return DeliveryError(FailureClass.TIMEOUT, f"no answer in time: {_brief(str(exc))}")
+    if isinstance(exc, requests.RequestException) and certificate_refused(exc):
+        return DeliveryError(FailureClass.AUTH, f"TLS handshake refused a certificate: {_brief(str(exc))}")
     if isinstance(exc, requests.RequestException):
         return DeliveryError(FailureClass.TRANSPORT, f"{type(exc).__name__}: {_brief(str(exc))}")
     if isinstance(exc, zx.Fault):

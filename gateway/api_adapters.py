@@ -3,6 +3,7 @@ synchronous queries for the hall, and the callbacks sectors make with their deci
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -166,12 +167,22 @@ _QUERY_FAILURES: dict[FailureClass, tuple[int, str, str]] = {
 }
 
 
+def retry_after(exc: DeliveryError) -> str:
+    """When the hall may ask again, in whole seconds: the longer of the time until the query breaker may admit a
+    call and the sector's own Retry-After; at least 1 (a closed breaker calls the sector again at once)."""
+    waits = [w for w in (getattr(exc, "circuit_wait_s", None), getattr(exc, "retry_after_s", None))
+             if isinstance(w, int | float) and w > 0]
+    return str(max(1, math.ceil(max(waits, default=1))))
+
+
 def install_adapter_error_handlers(app: FastAPI) -> None:
     async def invalid_bundle(request: Request, exc: BundleInvalid) -> JSONResponse:
         return problem_response(422, "invalid-bundle", "适配包不符合格式要求", str(exc), request.url.path,
                                 errors=[{"msg": p} for p in exc.problems])
 
     async def delivery_failed(request: Request, exc: DeliveryError) -> JSONResponse:
+        if getattr(exc, "unsent", False):  # nothing was sent: the parameters do not fit the sector's interface
+            return problem_response(422, "query-invalid", "查询参数不符合该部门接口的要求", exc.message, request.url.path)
         if getattr(exc, "circuit_open", False) or (exc.failure is FailureClass.SECTOR_FAULT and exc.retryable):
             status, slug, title = 503, "sector-unavailable", "部门系统暂不可用"
         elif exc.failure is FailureClass.SECTOR_FAULT:
@@ -180,7 +191,7 @@ def install_adapter_error_handlers(app: FastAPI) -> None:
             status, slug, title = _QUERY_FAILURES[exc.failure]
         response = problem_response(status, slug, title, exc.message, request.url.path)
         if status == 503:
-            response.headers["Retry-After"] = str(int(getattr(exc, "retry_after_s", None) or 5))
+            response.headers["Retry-After"] = retry_after(exc)
         return response
 
     app.add_exception_handler(BundleInvalid, invalid_bundle)  # type: ignore[arg-type]

@@ -4,6 +4,12 @@ A message is leased, never locked across the sector call: a dispatcher that dies
 lets its lease expire, and another takes the message over with the same idempotency key, so the
 sector recognises the repeat (invariants 1 and 2). The sector call happens outside any database
 transaction, so a slow sector never holds SQLite's write lock.
+
+A delivery refused by the sector's open circuit breaker is no failure of the message: it is made due again
+for when the breaker may close, this take not counted (unless a call reached the sector first). The bundle's
+`retry.max_wait_ms` bounds that wait from the first refusal; past it the message becomes a dead letter of
+class `circuit_open` carrying the sector's last real answer. Over RabbitMQ the row goes back to pending: the
+worker acknowledges the broker's message and the relay publishes the row again when it is due.
 """
 
 from __future__ import annotations
@@ -36,11 +42,13 @@ log = structlog.get_logger("yiwang.dispatch")
 INTERNAL_ERROR = "internal"  # a bug of ours, not one of the sector failure classes
 CONFIGURATION_ERROR = "configuration"  # no active bundle for the sector
 MATERIAL_ERROR = "material"  # a material that cannot go as the bundle declares (altered, too large): not retried
+CIRCUIT_OPEN = "circuit_open"  # the sector's breaker stayed open for longer than the bundle's retry.max_wait_ms
 ENDED = frozenset({CaseState.WITHDRAWN, CaseState.CLOSED, CaseState.NOT_ACCEPTED, CaseState.VOIDED})
 # How a delivery ended, as the observer hears it (the label `outcome` of yiwang_deliveries_total).
 DELIVERED = "delivered"  # the sector took it; its answer is recorded
 DEAD = "dead"  # a dead letter: failed past the retry policy, or can never go (configuration, material, a bug)
 NOT_SENT = "not_sent"  # settled without a sector call: the case ended, or the bundle lacks the operation
+WAITING = "waiting"  # refused by the sector's open circuit breaker: due again when it may close
 RETRY = "retry"  # nothing could be stored (the database): the lease expires or the broker redelivers
 
 
@@ -218,6 +226,9 @@ class Dispatcher:
         try:
             result = logged_call(self.messages, target, operation, payload, case_no=message.case_no)
         except DeliveryError as error:
+            if getattr(error, "circuit_open", False):
+                return self._wait_for_circuit(message, target, error, context, started,
+                                              lambda: target.adapter.render(operation, payload))
             bound.warning("delivery failed", failure=str(error.failure), error=error.message)
             self._dead_letter(message, replace(
                 context, error_class=str(error.failure), error_message=error.message, attempts=error.attempts,
@@ -233,6 +244,27 @@ class Dispatcher:
         self._record(message, target, result)
         bound.info("delivered", result_status=result.get("status"))
         return Outcome(DELIVERED, call_s)
+
+    def _wait_for_circuit(self, message: OutboxMessage, target: RegisteredAdapter, error: DeliveryError,
+                          context: Failure, started: float, render: Callable[[], Any]) -> Outcome:
+        """Due again when the breaker may close, or a `circuit_open` dead letter once it has waited long enough."""
+        now = self.service.clock.now()
+        since = message.circuit_wait_since or now
+        max_wait = timedelta(milliseconds=target.bundle.retry.max_wait_ms)
+        spent = error.attempts > 1  # calls reached the sector before the breaker opened under them
+        call_s = time.monotonic() - started if spent else None
+        bound = log.bind(case_no=message.case_no, sector=message.sector, operation=message.operation,
+                         outbox_id=message.id)
+        if now - since >= max_wait:
+            bound.warning("circuit stayed open too long", error=error.message)
+            self._dead_letter(message, replace(
+                context, error_class=CIRCUIT_OPEN, error_message=_waited_too_long(error, now - since, max_wait),
+                attempts=error.attempts, last_response=error.last_response, history=tuple(error.history)), render)
+            return Outcome(DEAD, call_s)
+        until = min(now + timedelta(seconds=getattr(error, "circuit_wait_s", 0.0)), since + max_wait)
+        self.service.wait_for_circuit(message, self.owner, until, spent=spent)
+        bound.info("waiting for the circuit", until=until.isoformat(), waiting_since=since.isoformat())
+        return Outcome(WAITING, call_s)
 
     def _record(self, message: OutboxMessage, target: RegisteredAdapter, result: dict[str, Any]) -> None:
         interval = target.poll_interval_ms  # None: the sector calls back with its decision
@@ -257,6 +289,14 @@ class Dispatcher:
             except Exception as exc:  # the rendering may be what failed; say so rather than lose the letter
                 rendered = {"error": f"could not render: {exc}"}
         self.service.record_dead_letter(message, self.owner, replace(failure, rendered_request=rendered))
+
+
+def _waited_too_long(error: DeliveryError, waited: timedelta, max_wait: timedelta) -> str:
+    """A `circuit_open` dead letter's message: how long it waited, the refusal, the sector's latest failure."""
+    text = (f"waited {waited.total_seconds():.0f} s for the circuit (retry.max_wait_ms "
+            f"{round(max_wait.total_seconds() * 1000)}): {error.message}")
+    last = getattr(error, "last_failure", "")
+    return f"{text}; last failure: {last}" if last else text
 
 
 def canonical_message(case: Case, task_id: str, idempotency_key: str) -> dict[str, Any]:
@@ -286,7 +326,9 @@ def canonical_message(case: Case, task_id: str, idempotency_key: str) -> dict[st
 def logged_call(messages: MessageLog | None, target: RegisteredAdapter, operation: str, payload: dict[str, Any], *,
                 case_no: str | None) -> dict[str, Any]:
     """`target.adapter.call`, with the rendered request recorded as sent and the canonical answer (or the
-    classified failure) as received. A message the mapping cannot render is never sent: nothing to record."""
+    classified failure) as received. A message the mapping cannot render is never sent: nothing to record; nor
+    is a call the sector's open breaker refuses. While it refuses, the request is recorded once the call is
+    over, and only if a call did go after all (the breaker may admit it as its trial a moment later)."""
     if messages is None:
         return target.adapter.call(operation, payload)  # type: ignore[arg-type]  # operations and queries by name
     key = payload.get("idempotency_key")
@@ -294,14 +336,26 @@ def logged_call(messages: MessageLog | None, target: RegisteredAdapter, operatio
         rendered = jsonable(target.adapter.render(operation, payload))  # type: ignore[arg-type]
     except Exception:  # noqa: BLE001 - the call below fails the same way and says why
         return target.adapter.call(operation, payload)  # type: ignore[arg-type]
-    messages.message(target.sector, "sent", operation, case_no, key, rendered, "sent")
+
+    def sent() -> None:
+        messages.message(target.sector, "sent", operation, case_no, key, rendered, "sent")
+
+    refusing = getattr(target.adapter, "refuses", lambda _: False)(operation)
+    if not refusing:
+        sent()  # before the call: a process that dies during it leaves the request on record
     try:
         result = target.adapter.call(operation, payload)  # type: ignore[arg-type]
     except DeliveryError as error:
+        if refusing and getattr(error, "circuit_open", False) and error.attempts == 1:
+            raise  # refused, as expected, before anything went
+        if refusing:
+            sent()
         messages.message(target.sector, "received", operation, case_no, key,
                          {"failure": str(error.failure), "error": error.message, "attempts": error.attempts},
                          str(error.failure))
         raise
+    if refusing:
+        sent()
     messages.message(target.sector, "received", operation, case_no, key, result, "ok")
     return result
 

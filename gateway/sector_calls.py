@@ -156,7 +156,9 @@ def _probe(registered: RegisteredAdapter) -> dict[str, Any]:
     try:
         registered.adapter.call(Operation.QUERY_STATUS, {"sector_ref": PROBE_REF, "idempotency_key": PROBE_REF})
     except DeliveryError as exc:
-        reachable = exc.failure.value == "sector_fault" and not exc.retryable
+        # A business refusal proves the path; our own breaker's refusal (not retryable either) proves nothing.
+        refused = exc.failure.value == "sector_fault" and not exc.retryable
+        reachable = refused and not getattr(exc, "circuit_open", False)
         return {"reachable": reachable, "answer": str(exc)}
     return {"reachable": True, "answer": "ok"}
 

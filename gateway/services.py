@@ -486,6 +486,16 @@ class CaseService:
             uow.commit()
         return True
 
+    def wait_for_circuit(self, message: OutboxMessage, owner: str, until: datetime, *, spent: bool) -> bool:
+        """The sector's breaker refused the delivery: the message is due again at `until` (when the breaker may
+        close), this take not counted as a delivery unless `spent`; the case stays where it was."""
+        with self.uow() as uow:
+            if not uow.outbox.holds_lease(message.id, owner):
+                return False
+            uow.outbox.wait_for_circuit(message.id, until, self.clock.now(), spent=spent)
+            uow.commit()
+        return True
+
     def record_unhandled(self, outbox_id: int | None, failure: Failure, about: Mapping[str, Any]) -> int | None:
         """The broker gave up on a message no worker could settle (its delivery limit, or unreadable): it
         becomes a dead letter like any other. None when its outbox row is settled already (nothing is lost)."""

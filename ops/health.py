@@ -130,7 +130,8 @@ class Readiness:
         broker = self._broker()
         adapters = self._adapters()
         ready = database["status"] == UP and broker["status"] != DOWN
-        degraded = any(a.get("circuit") in UNWELL_CIRCUITS or a.get("status") == "unbuildable"
+        degraded = any(a.get("circuit") in UNWELL_CIRCUITS or a.get("query_circuit") in UNWELL_CIRCUITS
+                       or a.get("status") == "unbuildable"
                        for a in adapters.values())
         status: Literal["ready", "degraded", "not_ready"] = (
             "not_ready" if not ready else "degraded" if degraded else "ready")
@@ -160,14 +161,16 @@ class Readiness:
         return {"status": UP} if reading.up else {"status": DOWN, "error": reading.error}
 
     def _adapters(self) -> dict[str, Any]:
-        """Each active sector's circuit ("closed", "open", "half_open"); a bundle that cannot be built here."""
+        """Each active sector's circuits ("closed", "open", "half_open"): `circuit` for deliveries,
+        `query_circuit` for the hall's queries; a bundle that cannot be built here."""
         try:
             health = self.adapters.health()
         except Exception as exc:  # noqa: BLE001 - the registry refreshes from the database, which may be down
             log.warning("adapter health unavailable", error=describe(exc))
             return {}
         return {sector: ({"version": h["version"], "status": "unbuildable"} if "error" in h
-                         else {"version": h["version"], "circuit": h.get("breaker")})
+                         else {"version": h["version"], "circuit": h.get("breaker"),
+                               "query_circuit": h.get("query_breaker")})
                 for sector, h in health.items()}
 
 

@@ -32,10 +32,11 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine, case, func, select, type_coerce
 
 from adapters.contract import FailureClass
+from adapters.resilience import DELIVERY_BREAKER, QUERY_BREAKER
 from certstore.store import CertStore
 from gateway.amqp_worker import UNHANDLED
 from gateway.cert_vault import OWN
-from gateway.dispatch import CONFIGURATION_ERROR, INTERNAL_ERROR, MATERIAL_ERROR, Outcome
+from gateway.dispatch import CIRCUIT_OPEN, CONFIGURATION_ERROR, INTERNAL_ERROR, MATERIAL_ERROR, Outcome
 from gateway.domain.case import CaseState
 from gateway.domain.clock import Clock, as_utc
 from gateway.persistence import tables as t
@@ -49,7 +50,8 @@ WARN_EVERY_S = 60.0
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 # Every class a dead letter can have: each active sector shows a 0 for each, so that an alert on the change
 # (`delta`) sees a sector's first dead letter of a class too, not only the second.
-ERROR_CLASSES = (*(str(c) for c in FailureClass), INTERNAL_ERROR, CONFIGURATION_ERROR, MATERIAL_ERROR, UNHANDLED)
+ERROR_CLASSES = (*(str(c) for c in FailureClass), INTERNAL_ERROR, CONFIGURATION_ERROR, MATERIAL_ERROR, UNHANDLED,
+                 CIRCUIT_OPEN)
 # Cases someone still has to work on: an overdue flag on a finished case is history, not work.
 OPEN_CASES = frozenset({CaseState.SUBMITTED, CaseState.ACCEPTED, CaseState.SUPPLEMENT_REQUIRED,
                         CaseState.IN_PROCESS, CaseState.SUSPENDED})
@@ -225,17 +227,19 @@ def certificate_metrics(store: CertStore) -> list[Metric]:
 
 
 def circuit_metrics(adapters: AdapterHealthSource) -> list[Metric]:
-    """Each active sector's circuit breaker in this process: 1 for its current state, 0 for the others."""
+    """Each active sector's two circuit breakers in this process (`breaker`: `delivery` or `query`): 1 for the
+    current state, 0 for the others."""
     state = gauge("yiwang_circuit_state", "Circuit breaker state of a sector's adapter (this process)",
-                  ["sector", "state"])
-    is_open = gauge("yiwang_circuit_open", "1 while a sector's circuit is open (this process)", ["sector"])
+                  ["sector", "breaker", "state"])
+    is_open = gauge("yiwang_circuit_open", "1 while a sector's circuit is open (this process)", ["sector", "breaker"])
     for sector, health in adapters.health().items():
-        current = health.get("breaker")
-        if current is None:  # a bundle that could not be built here has no breaker
-            continue
-        for name in CIRCUIT_STATES:
-            state.add_metric([sector, name], 1.0 if current == name else 0.0)
-        is_open.add_metric([sector], 1.0 if current == "open" else 0.0)
+        for breaker, key in ((DELIVERY_BREAKER, "breaker"), (QUERY_BREAKER, "query_breaker")):
+            current = health.get(key)
+            if current is None:  # a bundle that could not be built here has no breaker
+                continue
+            for name in CIRCUIT_STATES:
+                state.add_metric([sector, breaker, name], 1.0 if current == name else 0.0)
+            is_open.add_metric([sector, breaker], 1.0 if current == "open" else 0.0)
     return [state, is_open]
 
 

@@ -180,10 +180,12 @@ def unpublished_notifications(db_url: str) -> int:
 
 
 # What the fault tests change in a shipped bundle, as a sector team would for a test deployment: a short
-# timeout, a circuit breaker that tries again after 200 ms (not 30 s) once the sector is back, and no
-# rate limit in the way of a few hundred cases a minute.
+# timeout, a circuit breaker that tries again after 200 ms (not 30 s) once the sector is back, messages that
+# wait for it 2 s at most (not an hour) before they are dead letters, and no rate limit in the way of a few
+# hundred cases a minute.
 TUNING = {
     r"(?m)^timeout_ms: \d+": "timeout_ms: 2000",
+    r"(?m)^retry: \{(.*)\}$": r"retry: {\1, max_wait_ms: 2000}",
     r"(?m)^circuit_breaker: .*$": "circuit_breaker: {failure_threshold: 5, reset_after_ms: 200}",
     r"(?m)^rate_limit: .*$": "rate_limit: {per_second: 1000, burst: 1000}",
     r'(?m)^version: "': 'version: "faults-',

@@ -71,7 +71,7 @@ def test_a_dead_letter_shows_by_sector_and_class_and_repeated_failures_open_the_
 ) -> None:
     for error_class in ERROR_CLASSES:  # every class shows a 0 first: an alert on the change sees the first one
         assert sample(gateway, "yiwang_dead_letters", sector=SECTOR, error_class=error_class) == 0
-    assert sample(gateway, "yiwang_circuit_state", sector=SECTOR, state="closed") == 1
+    assert sample(gateway, "yiwang_circuit_state", sector=SECTOR, breaker="delivery", state="closed") == 1
     simulator.set_fault("fail")  # 503 on every attempt: past the retry policy (3 attempts)
     submit(gateway)
     drain(gateway, lambda: outbox_statuses(gateway) == [("submit_case", "dead")])
@@ -79,18 +79,20 @@ def test_a_dead_letter_shows_by_sector_and_class_and_repeated_failures_open_the_
     assert sample(gateway, "yiwang_dead_letters", sector=SECTOR, error_class="sector_fault") == 1
     assert sample(gateway, "yiwang_dead_letters", sector=SECTOR, error_class="transport") == 0
     assert sample(gateway, "yiwang_outbox_messages", status="dead") == 1
-    assert sample(gateway, "yiwang_circuit_open", sector=SECTOR) == 0  # 3 failures: under the threshold of 5
+    assert sample(gateway, "yiwang_circuit_open", sector=SECTOR, breaker="delivery") == 0  # 3 failures: under 5
 
-    submit(gateway)  # 3 more failures: the breaker opens
-    drain(gateway, lambda: [s for _, s in outbox_statuses(gateway)] == ["dead", "dead"])
-    assert sample(gateway, "yiwang_dead_letters", sector=SECTOR, error_class="sector_fault") == 2
-    assert sample(gateway, "yiwang_circuit_open", sector=SECTOR) == 1
-    assert [sample(gateway, "yiwang_circuit_state", sector=SECTOR, state=s) for s in ("closed", "open", "half_open")
-            ] == [0, 1, 0]
-
-    [letter, _] = gateway.service.dead_letters()
-    gateway.service.replay_dead_letter(letter.id, "test")  # an operator replays one: it waits no more
+    submit(gateway)  # 2 more failures: the breaker opens, and the case waits for it instead of dying
+    drain(gateway, lambda: deliveries(gateway, "submit_case", "waiting") == 1)
+    assert [s for _, s in outbox_statuses(gateway)] == ["dead", "pending"]
     assert sample(gateway, "yiwang_dead_letters", sector=SECTOR, error_class="sector_fault") == 1
+    assert sample(gateway, "yiwang_circuit_open", sector=SECTOR, breaker="delivery") == 1
+    assert [sample(gateway, "yiwang_circuit_state", sector=SECTOR, breaker="delivery", state=s)
+            for s in ("closed", "open", "half_open")] == [0, 1, 0]
+    assert sample(gateway, "yiwang_circuit_open", sector=SECTOR, breaker="query") == 0  # the hall's queries go on
+
+    [letter] = gateway.service.dead_letters()
+    gateway.service.replay_dead_letter(letter.id, "test")  # an operator replays it: it waits no more
+    assert sample(gateway, "yiwang_dead_letters", sector=SECTOR, error_class="sector_fault") == 0
 
 
 def test_a_due_message_nobody_delivers_ages_in_the_outbox(

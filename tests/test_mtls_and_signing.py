@@ -187,8 +187,27 @@ def test_a_sector_whose_server_certificate_we_do_not_trust_is_not_called(
         pki: Pki, soap_sector: SocialSecuritySimulator) -> None:
     store = soap_store(pki, social_security_ca=Credential("social_security-ca", pki.stranger_ca.cert_pem))
     error = failure(adapter(SIGNED_SOAP, soap_sector.url, store), *CONTRIBUTIONS)
-    assert error.failure is FailureClass.TRANSPORT and "CERTIFICATE_VERIFY_FAILED" in error.message
+    assert error.failure is FailureClass.AUTH and "CERTIFICATE_VERIFY_FAILED" in error.message  # not the sector's health
     assert soap_sector.counters["queries_received"] == 0
+
+
+def test_a_certificate_refused_in_the_handshake_is_an_auth_failure_not_the_sectors_outage(
+        pki: Pki, tmp_path: Path, rest_sector: PublicSecuritySimulator, soap_sector: SocialSecuritySimulator) -> None:
+    # We do not trust the sector's server certificate: nothing reaches it, whatever we retry.
+    lowered = variant(SIGNED_SOAP, tmp_path, breaker=("failure_threshold: 50", "failure_threshold: 2"))
+    store = soap_store(pki, social_security_ca=Credential("social_security-ca", pki.stranger_ca.cert_pem))
+    registered = adapter(lowered, soap_sector.url, store)
+    for _ in range(3):
+        error = failure(registered, *CONTRIBUTIONS)
+        assert (error.failure, error.attempts) == (FailureClass.AUTH, 1), error  # not retried
+        assert "CERTIFICATE_VERIFY_FAILED" in error.message
+    assert registered.adapter.query_breaker.state == "closed"  # type: ignore[attr-defined]
+    assert registered.health_snapshot()["sector_failures"] == 0
+    # The sector wants a client certificate and we present none: its alert says so.
+    line = "  client_certificate: cert:public_security-client"
+    anonymous = adapter(variant(RSA_REST, tmp_path / "anonymous", drop=(line, "")), rest_sector.url, rest_store(pki))
+    error = failure(anonymous, *HOUSEHOLD)
+    assert error.failure is FailureClass.AUTH and "CERTIFICATE_REQUIRED" in error.message, error
 
 
 def test_a_missing_credential_is_a_bundle_error_naming_the_field(pki: Pki) -> None:

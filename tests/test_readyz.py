@@ -49,6 +49,7 @@ def test_ready_names_each_check(gateway: Gateway) -> None:
     assert body["checks"]["database"]["status"] == "up"
     assert body["checks"]["broker"] == {"status": "not_configured"}
     assert body["checks"]["adapters"]["social_security"]["circuit"] == "closed"
+    assert body["checks"]["adapters"]["social_security"]["query_circuit"] == "closed"
     assert gateway.metrics.get_sample_value("yiwang_ready") == 1
     assert gateway.metrics.get_sample_value("yiwang_broker_up") is None  # no broker configured: no gauge
 
@@ -58,7 +59,7 @@ def test_an_open_circuit_degrades_but_keeps_the_gateway_ready(gateway: Gateway,
     simulator.set_fault("fail")
     for _ in range(2):  # 2 deliveries x 3 attempts: past the breaker's threshold of 5
         submit(gateway)
-    drain(gateway, lambda: [s for _, s in outbox_statuses(gateway)] == ["dead", "dead"])
+    drain(gateway, lambda: [s for _, s in outbox_statuses(gateway)] == ["dead", "pending"])  # the 2nd waits
     answer = readyz(gateway)
     assert answer.status_code == 200  # one sector down must not pull every instance out of the balancer
     assert answer.json()["status"] == "degraded"
@@ -92,7 +93,7 @@ def test_a_database_that_does_not_answer_makes_it_not_ready(gateway: Gateway) ->
         assert scraped.get_sample_value("yiwang_ready") == 0
         assert scraped.get_sample_value("yiwang_database_up") == 0
         assert scraped.get_sample_value("yiwang_outbox_messages", {"status": "pending"}) is None
-        assert scraped.get_sample_value("yiwang_circuit_open", {"sector": "social_security"}) == 0
+        assert scraped.get_sample_value("yiwang_circuit_open", {"sector": "social_security", "breaker": "delivery"}) == 0
     finally:
         unreachable.dispose()
 

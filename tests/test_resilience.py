@@ -23,6 +23,7 @@ from adapters.resilience import (
     RateLimitedError,
     RateLimiter,
     RetryingAdapter,
+    TRIAL_WAIT_S,
     RetryPolicy,
     resilient,
     retry_after_cap_s,
@@ -132,8 +133,8 @@ def test_breaker_opens_after_threshold_and_then_fails_fast_without_calling() -> 
     assert called == []
     error = refused.value
     assert isinstance(error, DeliveryError)
-    assert (error.failure, error.retryable, error.circuit_open) == (FailureClass.SECTOR_FAULT, True, True)
-    assert "next trial in 30 s" in str(error)
+    assert (error.failure, error.retryable, error.circuit_open) == (FailureClass.SECTOR_FAULT, False, True)
+    assert "next trial in 30 s" in str(error) and error.circuit_wait_s == breaker.wait_s() == 30
 
 
 def test_half_open_admits_one_trial_whose_success_closes() -> None:
@@ -146,9 +147,10 @@ def test_half_open_admits_one_trial_whose_success_closes() -> None:
     assert breaker.state == "half_open"
 
     def trial() -> str:
-        # While the trial is in flight every other caller is still refused.
-        with pytest.raises(CircuitOpenError, match="trial call is in flight"):
+        # While the trial is in flight every other caller is still refused, and told to ask again shortly.
+        with pytest.raises(CircuitOpenError, match="trial call is in flight") as refused:
             breaker.call(lambda: "second")
+        assert refused.value.circuit_wait_s == TRIAL_WAIT_S
         return "trial"
 
     assert breaker.call(trial) == "trial"
@@ -215,6 +217,23 @@ def test_a_trial_that_learns_nothing_frees_the_slot_for_the_next_caller() -> Non
     assert breaker.state == "closed"
 
 
+@pytest.mark.parametrize(
+    "refusal",
+    [lambda: DeliveryError(FailureClass.AUTH, "HTTP 401 from GET /api: the sector refused our credentials"),
+     lambda: DeliveryError(FailureClass.AUTH, "token endpoint unreachable: ConnectError", retryable=True)],
+    ids=["401", "token-endpoint-down"],
+)
+def test_an_authentication_failure_on_the_trial_closes_the_breaker(refusal: Callable[[], DeliveryError]) -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(failure_threshold=1, reset_after_s=5, clock=clock)
+    fails(breaker, transport)
+    clock.advance(5)
+    fails(breaker, refusal)  # the trial: our credentials, not the sector's health
+    assert breaker.state == "closed"
+    fails(breaker, refusal)  # and they never count towards opening it
+    assert breaker.state == "closed"
+
+
 def test_exactly_one_trial_among_concurrent_callers() -> None:
     clock = FakeClock()
     breaker = CircuitBreaker(failure_threshold=1, reset_after_s=5, clock=clock)
@@ -245,9 +264,29 @@ def test_exactly_one_trial_among_concurrent_callers() -> None:
     assert breaker.state == "closed"
 
 
+def test_a_refusal_tells_the_time_left_and_the_sectors_last_real_answer() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(failure_threshold=2, reset_after_s=30, clock=clock)
+    page = outage()
+    page.last_response = {"status": 503, "headers": {}, "body": "<html>503 Service Unavailable</html>"}
+    fails(breaker, lambda: page)
+    fails(breaker, transport)  # then no answer at all: the 503 page stays the last one the sector gave
+    clock.advance(10)
+    with pytest.raises(CircuitOpenError) as refused:
+        breaker.call(lambda: "not called")
+    assert refused.value.last_response == page.last_response
+    assert refused.value.circuit_wait_s == breaker.wait_s() == 20
+    assert refused.value.last_failure == "transport: connection refused"
+    assert "connection refused" not in refused.value.message  # another call's: not for whoever was refused
+    clock.advance(20)
+    assert breaker.wait_s() == 0  # half-open: the next caller is the trial
+
+
 def test_breaker_and_limiter_validate_their_settings() -> None:
     with pytest.raises(ValueError, match="failure_threshold"):
         CircuitBreaker(failure_threshold=0, reset_after_s=1)
+    with pytest.raises(ValueError, match="max_wait_ms"):
+        RetryPolicy(attempts=1, initial_ms=0, max_ms=0, max_wait_ms=-1)
     with pytest.raises(ValueError, match="per_second"):
         RateLimiter(per_second=0, burst=1)
     with pytest.raises(ValueError, match="burst"):
@@ -425,7 +464,7 @@ def test_health_reports_the_breaker_and_only_calls_that_reached_the_sector() -> 
     )
     with pytest.raises(CircuitOpenError) as caught:
         adapter.call(SUBMIT, MESSAGE)
-    assert caught.value.attempts == 4  # two real failures, then two cheap refusals
+    assert caught.value.attempts == 3  # two real failures, then a refusal that ends the call
     assert len(inner.calls) == 2
     snap = adapter.health.snapshot()
     assert (snap["calls"], snap["failures"], snap["breaker"]) == (2, 2, "open")
@@ -479,7 +518,7 @@ def test_each_retry_attempt_passes_breaker_limiter_and_health_in_order() -> None
     assert trace == [*attempt_1, "sleep", *attempt_2]
 
 
-def test_open_breaker_makes_retries_cheap_and_a_short_outage_ends_in_success() -> None:
+def test_an_open_breaker_ends_the_call_at_once_saying_when_it_may_close() -> None:
     trace: list[str] = []
     adapter = traced(trace, FakeClock(), transport, threshold=1)
     # Attempt 1 opens the breaker; the retry's wait outlasts reset_after, so attempt 2 is the trial.
@@ -491,8 +530,9 @@ def test_open_breaker_makes_retries_cheap_and_a_short_outage_ends_in_success() -
     stuck.breaker.reset_after_s = 3600  # an outage that outlasts every retry
     with pytest.raises(CircuitOpenError) as caught:
         stuck.call(SUBMIT, MESSAGE)
-    assert caught.value.attempts == 3
-    assert trace == ["breaker", "limiter", "inner", "health:transport", "sleep", "breaker", "sleep", "breaker"]
+    # No attempt is spent on refusals: the caller learns when the breaker may close (3600 s less the 1 s slept).
+    assert (caught.value.attempts, caught.value.retryable, caught.value.circuit_wait_s) == (2, False, 3599)
+    assert trace == ["breaker", "limiter", "inner", "health:transport", "sleep", "breaker"]
 
 
 def test_render_and_extra_methods_pass_through_and_layers_are_exposed() -> None:
@@ -508,6 +548,22 @@ def test_render_and_extra_methods_pass_through_and_layers_are_exposed() -> None:
     with pytest.raises(AttributeError):
         adapter._script  # noqa: B018 - private names of the inner adapter stay private
     assert health.breaker is breaker
+
+
+def test_named_queries_and_deliveries_pass_breakers_of_their_own() -> None:
+    clock = FakeClock()
+    inner = ScriptedAdapter(transport, transport, clock=clock)
+    adapter = resilient(inner, retry=NO_WAIT, breaker=CircuitBreaker(2, 30, clock=clock), limiter=None,
+                        health=AdapterHealth(clock=clock))
+    for _ in range(2):
+        with pytest.raises(DeliveryError):
+            adapter.call("housing_fund_balance", {"query": {}})  # type: ignore[arg-type]  # a query, by name
+    assert (adapter.query_breaker.state, adapter.breaker.state) == ("open", "closed")
+    assert adapter.call(SUBMIT, MESSAGE) == OK  # cases still go
+    with pytest.raises(CircuitOpenError):
+        adapter.call("housing_fund_balance", {"query": {}})  # type: ignore[arg-type]
+    snapshot = adapter.health.snapshot()
+    assert (snapshot["breaker"], snapshot["query_breaker"]) == ("closed", "open")
 
 
 # --- thread safety -----------------------------------------------------------------------------

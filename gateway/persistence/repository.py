@@ -305,6 +305,7 @@ class OutboxMessage:
     bundle_version: str | None = None  # pinned by a replay with the original mapping; None: the active version
     correlation_id: str | None = None  # of the request or job that wrote it (gateway/correlation.py)
     round: int = 0  # the task's round it belongs to (a correction or resubmission starts a new one)
+    circuit_wait_since: datetime | None = None  # when it first met its sector's open circuit (None: never)
 
 
 RELAY_PREFIX = "relay:"  # lease owners that publish to the broker rather than deliver
@@ -438,7 +439,7 @@ class OutboxRepository:
         result = self._conn.execute(
             update(t.outbox).where(t.outbox.c.id.in_(message_ids), t.outbox.c.status == self.DEAD)
             .values(status=self.PENDING, available_at=now, done_at=None, lease_owner=None, lease_until=None,
-                    bundle_version=pin, replays=t.outbox.c.replays + 1)
+                    bundle_version=pin, replays=t.outbox.c.replays + 1, circuit_wait_since=None)
         )
         return result.rowcount
 
@@ -473,7 +474,19 @@ class OutboxRepository:
         self._conn.execute(
             update(t.outbox)
             .where(t.outbox.c.id == message_id)
-            .values(status=self.PENDING, available_at=available_at, lease_owner=None, lease_until=None)
+            .values(status=self.PENDING, available_at=available_at, lease_owner=None, lease_until=None,
+                    circuit_wait_since=None)  # answered: a later open circuit is a new wait
+        )
+
+    def wait_for_circuit(self, message_id: int, available_at: datetime, now: datetime, *, spent: bool) -> None:
+        """Due again at `available_at` (when the sector's breaker may close), without counting this take as a
+        delivery unless `spent` (a call reached the sector first); the wait counts from the first such refusal."""
+        self._conn.execute(
+            update(t.outbox)
+            .where(t.outbox.c.id == message_id)
+            .values(status=self.PENDING, available_at=available_at, lease_owner=None, lease_until=None,
+                    deliveries=t.outbox.c.deliveries - (0 if spent else 1),
+                    circuit_wait_since=func.coalesce(t.outbox.c.circuit_wait_since, now))
         )
 
     def _finish(self, message_id: int, status: str, now: datetime) -> None:
@@ -499,6 +512,7 @@ def _outbox_from_row(row: Mapping[str, Any]) -> OutboxMessage:
         bundle_version=row["bundle_version"],
         correlation_id=row["correlation_id"],
         round=row["round"],
+        circuit_wait_since=None if row["circuit_wait_since"] is None else as_utc(row["circuit_wait_since"]),
     )
 
 
