@@ -74,23 +74,25 @@ def tune(gateway: Gateway, sector: str, folder: Path, **lines: str) -> None:
 # --------------------------------------------------------------------------- the hall's mistakes
 
 # Parameters no request to the sector can carry: missing, of a shape the mapping or the WSDL refuses, a
-# character XML 1.0 cannot hold, an URL no HTTP server takes. Nothing is sent: the mistake is the hall's.
+# character XML 1.0 cannot hold (refused at the door, as every typed text is), an URL no HTTP server takes.
+# Nothing is sent: the mistake is the hall's.
+QUERY_INVALID, TEXT_REFUSED = "urn:yiwang:problem:query-invalid", "urn:yiwang:problem:invalid-request"
 UNSENDABLE = [
-    (CONTRIBUTIONS, {}),
-    (CONTRIBUTIONS, {"id_number": {"nested": 1}}),
-    (CONTRIBUTIONS, {"id_number": "1502\x0103198503120039"}),
-    (BALANCE, {}),
-    (BALANCE, {"id_number": ["150203198503120039"]}),
-    (BALANCE, {"id_number": "1" * 70_000}),
+    (CONTRIBUTIONS, {}, QUERY_INVALID),
+    (CONTRIBUTIONS, {"id_number": {"nested": 1}}, QUERY_INVALID),
+    (CONTRIBUTIONS, {"id_number": "1502\x0103198503120039"}, TEXT_REFUSED),
+    (BALANCE, {}, QUERY_INVALID),
+    (BALANCE, {"id_number": ["150203198503120039"]}, QUERY_INVALID),
+    (BALANCE, {"id_number": "1" * 70_000}, QUERY_INVALID),
 ]
 
 
 def test_a_query_no_request_can_carry_is_the_halls_mistake_422_and_never_the_sectors_failure(
         gateway: Gateway, simulator: SocialSecuritySimulator, housing: HousingFundSimulator) -> None:
-    for name, params in UNSENDABLE:
+    for name, params, problem in UNSENDABLE:
         answer = ask(gateway, name, params)
         assert answer.status_code == 422, (name, answer.text)
-        assert answer.json()["type"] == "urn:yiwang:problem:query-invalid", answer.text
+        assert answer.json()["type"] == problem, answer.text
     assert simulator.counters["raw_requests"] == housing.counters["raw_requests"] == 0  # nothing was sent
     for sector in (SECTOR, HOUSING):  # no call of the sector's, so no failure of it either
         seen = health(gateway, sector)

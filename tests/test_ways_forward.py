@@ -197,10 +197,11 @@ def test_each_discard_outcome_settles_its_case_and_one_the_case_cannot_take_keep
         gateway = make_gateway(sector_endpoints={"social_security": sim.url})
         keys = Keys.issue(gateway)
         with client(gateway, keys.hall) as hall:
-            # The first case reaches the sector, which then goes down: its status polls die.
+            # The first case reaches the sector, which then answers what cannot be read: its status poll
+            # dies, and so do the next two cases' submissions (at once: no retry, no breaker counting).
             in_process = hall.post("/v1/cases", json=COMPLETE_APPLICATION).json()["case_no"]
             drain(gateway, lambda: task_of(gateway, in_process).sector_ref is not None)
-            sim.set_fault("fail")
+            sim.set_fault("malformed")
             returned, voided = (hall.post("/v1/cases", json=COMPLETE_APPLICATION).json()["case_no"] for _ in "ab")
         drain(gateway, lambda: len(dead_letter_ids(gateway)) == 3)
     letters = {letter.case_no: letter.id for letter in dead_letters(gateway)}
