@@ -250,6 +250,28 @@ def test_an_id_number_of_digits_that_are_not_ascii_is_refused_not_a_500(make_gat
     assert count(gateway, t.cases) == 0
 
 
+UNEMPLOYMENT_BENEFIT = "12150200MB1A00010L3000805001000"  # 失业保险金申领
+
+
+@_xfail("a published time limit of 2^64 days makes every submission of the matter a 500")
+def test_a_time_limit_no_calendar_can_hold_is_a_problem_that_stops_publication(
+        make_gateway: Callable[..., Gateway]) -> None:
+    gateway = make_gateway(bundles=())
+    admin = headers_of(gateway, Role.CATALOGUE_ADMIN)
+    with TestClient(create_app(gateway), headers=admin, raise_server_exceptions=False) as client:
+        guide = client.get(f"/v1/matters/{UNEMPLOYMENT_BENEFIT}").json()
+        for limit in ("promised_limit", "statutory_limit"):
+            guide[limit]["value"] = 2**64
+        draft = client.post("/v1/catalogue/drafts", json=guide)
+        assert draft.status_code == 201, draft.text
+        assert any("promised_limit" in p for p in draft.json()["problems"]), draft.json()
+        published = client.post(f"/v1/catalogue/matters/{UNEMPLOYMENT_BENEFIT}/versions/"
+                                f"{draft.json()['version']}/publish")
+        assert_problem(published, 422)
+        submitted = client.post("/v1/cases", json=COMPLETE_APPLICATION, headers=Keys.issue(gateway).hall)
+    assert submitted.status_code == 201, submitted.text  # the published version is still the sensible one
+
+
 NOT_JSON_TYPES = ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=XyZ",
                   "application/xml", None]
 
