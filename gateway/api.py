@@ -31,6 +31,7 @@ from gateway.domain.case import (
     SubmittedMaterial,
     TaskState,
 )
+from gateway.json_bodies import BodyRefused, JsonBodyRoute
 from gateway.persistence.repository import StaleCase
 from gateway.problems import document_validation_problems, install_problems, problem_doc, problem_response
 from gateway.services import (
@@ -54,7 +55,7 @@ async def _name_the_case(request: Request) -> None:
         bind_case_no(case_no)
 
 
-router = APIRouter(prefix="/v1", tags=["cases"], dependencies=[Depends(_name_the_case)])
+router = APIRouter(prefix="/v1", tags=["cases"], dependencies=[Depends(_name_the_case)], route_class=JsonBodyRoute)
 health = APIRouter(tags=["health"])
 Channel = Literal["online_pc", "mobile", "city_window", "county_window", "township_counter", "village_agency"]
 ONLINE_CHANNELS = frozenset({"online_pc", "mobile"})
@@ -409,18 +410,21 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem_response(422, "invalid-request", "请求内容不符合要求", instance=request.url.path,
                                 errors=errors)
 
-    async def unreadable_body(request: Request) -> JSONResponse:
+    async def unreadable_body(request: Request, refused: BodyRefused | None = None) -> JSONResponse:
         # FastAPI parses a JSON body before it runs the route's `require()`: an anonymous caller must
         # still hear 401 first, not learn what we think of its body.
         if _guarded(request) and _anonymous(request):
             return await not_authenticated(request, NotAuthenticated("a valid API key is required"))
+        if refused is not None:  # its media type, charset, or JSON the strict reader refuses
+            return problem_response(refused.status_code, refused.slug, refused.title, refused.detail,
+                                    request.url.path)
         return problem_response(400, "invalid-json", "请求体不是合法的 JSON", instance=request.url.path)
 
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         """Starlette's own refusals: no such path or method, and a body FastAPI could not parse at all
         (JSON nested too deep for the parser: a RecursionError it reports as a bare 400)."""
-        if exc.status_code == 400:
-            return await unreadable_body(request)
+        if isinstance(exc, BodyRefused) or exc.status_code == 400:
+            return await unreadable_body(request, exc if isinstance(exc, BodyRefused) else None)
         slug, title = _HTTP_PROBLEMS.get(exc.status_code, ("http-error", "请求无法处理"))
         response = problem_response(exc.status_code, slug, title, instance=request.url.path)
         response.headers.update(exc.headers or {})  # e.g. 405's Allow

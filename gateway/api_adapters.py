@@ -15,11 +15,18 @@ from gateway.api_approvals import held_for_approval
 from gateway.approvals import Action
 from gateway.auth import Identity, NotAllowed, Role, acts_for_sector, require
 from gateway.bundles import BundleConflict, BundleInvalid, BundleStore, UnknownBundle
+from gateway.json_bodies import DUPLICATE_KEY, JsonBodyRoute
 from gateway.live_registry import LiveRegistry, NoActiveAdapter
 from gateway.problems import install_problems, problem_doc, problem_response
-from gateway.sector_calls import CallbackRejected, CallbackUnreadable, PreviewFailed, SectorCalls
+from gateway.sector_calls import (
+    CallbackDuplicateKey,
+    CallbackRejected,
+    CallbackUnreadable,
+    PreviewFailed,
+    SectorCalls,
+)
 
-router = APIRouter(prefix="/v1", tags=["adapters"])
+router = APIRouter(prefix="/v1", tags=["adapters"], route_class=JsonBodyRoute)
 callbacks = APIRouter(tags=["callbacks"])
 ADMINS = (Role.SECTOR_ADMIN, Role.OPERATOR, Role.SYSTEM_ADMIN)
 MAX_BUNDLE_BYTES = 20 * 1024 * 1024
@@ -189,6 +196,7 @@ def install_adapter_error_handlers(app: FastAPI) -> None:
         (PermissionError, 403, "forbidden", "无权管理该部门的适配包"),
         (CallbackRejected, 401, "callback-rejected", "回调签名无效"),
         (CallbackUnreadable, 422, "callback-unreadable", "回调内容无法识别"),
+        (CallbackDuplicateKey, 400, *DUPLICATE_KEY),
         (PreviewFailed, 422, "preview-failed", "映射无法生成该请求"),
         (PayloadTooLarge, 413, "payload-too-large", "请求体过大"),
     ])

@@ -73,7 +73,8 @@ def _document_validation(operation: dict[str, Any]) -> None:
     if "HTTPValidationError" in str(responses.get("422", {})):
         responses["422"] = entry
     if "application/json" in operation.get("requestBody", {}).get("content", {}):
-        responses.setdefault("400", entry)  # the body is not JSON at all: `invalid-json`
+        responses.setdefault("400", entry)  # the body is not JSON at all: `invalid-json`, `duplicate-key`
+        responses.setdefault("415", entry)  # not declared JSON, or in a charset other than UTF-8
 
 
 Handler = Callable[[Request, Exception], Awaitable[JSONResponse]]
