@@ -33,6 +33,6 @@ def id_number_check_char(first17: str) -> str:
 
 
 def is_valid_id_number(number: str) -> bool:
-    if len(number) != 18 or not number[:17].isdigit():
+    if len(number) != 18 or not (number[:17].isascii() and number[:17].isdigit()):  # "¹" is a digit int() refuses
         return False
     return id_number_check_char(number[:17]) == number[17].upper()
