@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.auth import Identity, NotAllowed, NotAuthenticated, Role, caller, require
@@ -427,7 +428,9 @@ def install_error_handlers(app: FastAPI) -> None:
             return await unreadable_body(request, exc if isinstance(exc, BodyRefused) else None)
         slug, title = _HTTP_PROBLEMS.get(exc.status_code, ("http-error", "请求无法处理"))
         response = problem_response(exc.status_code, slug, title, instance=request.url.path)
-        response.headers.update(exc.headers or {})  # e.g. 405's Allow
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:  # Starlette names the methods of the first route on the path only
+            response.headers["Allow"] = ", ".join(sorted(_methods_served(request)))
         return response
 
     async def invalid_application(request: Request, exc: InvalidApplication) -> JSONResponse:
@@ -477,6 +480,23 @@ _HTTP_PROBLEMS: dict[int, tuple[str, str]] = {
     404: ("not-found", "没有这个地址"),
     405: ("method-not-allowed", "该地址不接受此方法"),
 }
+
+
+def _methods_served(request: Request) -> set[str]:
+    """Every method some route serves at the request's path (each route matches it partially)."""
+    scope = {**request.scope, "method": ""}  # no route serves "": every route on the path matches partially
+    return {method for route in _served_routes(request.app)
+            if route.matches(scope)[0] is not Match.NONE for method in route.methods or ()}
+
+
+def _served_routes(app: FastAPI) -> Iterator[Any]:
+    """The app's routes as served: FastAPI ≥ 0.165 keeps included routers nested."""
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # older FastAPI: app.routes holds the included routes themselves
+        yield from app.routes
+    else:
+        yield from iter_route_contexts(app.routes)
 
 
 def _guarded(request: Request) -> bool:
