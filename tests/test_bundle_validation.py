@@ -353,7 +353,6 @@ def _openapi_as_json(tmp_path: Path, twice: tuple[str, str]) -> Path:
     return bundle
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14: Python's json keeps the last of two equal keys without a word")
 def test_a_json_openapi_document_naming_a_key_twice_is_refused_with_file_and_line(tmp_path: Path) -> None:
     bundle = _openapi_as_json(tmp_path, ('"openapi": "3.0.3",', '\n  "openapi": "3.1.0",'))
     assert [str(p) for p in validate_bundle(bundle)] == ["openapi.json:3: duplicate key 'openapi'"]
@@ -363,14 +362,11 @@ def test_a_json_openapi_document_written_once_is_clean(tmp_path: Path) -> None:
     assert [str(p) for p in validate_bundle(_openapi_as_json(tmp_path, ('"openapi": "3.0.3",', "")))] == []
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14: an OpenAPI document's problem is put on bundle.yaml's line")
 def test_a_yaml_openapi_document_naming_a_key_twice_names_its_own_file_and_line(tmp_path: Path) -> None:
     bundle = broken(tmp_path, REST, E("openapi.yaml", "openapi: 3.0.3\n", "openapi: 3.0.3\nopenapi: 3.1.0\n"))
     assert [str(p) for p in validate_bundle(bundle)] == ["openapi.yaml:2: duplicate key 'openapi'"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14: keys written differently that load as one (01 and 1, yes and true) "
-                                       "are not seen as the same key: PyYAML keeps the last")
 @pytest.mark.parametrize(("table", "line"), [
     ('priority: {"true": GREEN, "false": NORMAL}\nsex: {1: 男, 01: 女}\n', 3),
     ('priority: {"true": GREEN, "false": NORMAL}\nflag:\n  yes: Y\n  true: T\n', 5),
