@@ -15,7 +15,7 @@ from gateway.api_approvals import held_for_approval
 from gateway.approvals import Action
 from gateway.auth import Identity, NotAllowed, Role, acts_for_sector, require
 from gateway.bundles import BundleConflict, BundleInvalid, BundleStore, UnknownBundle
-from gateway.json_bodies import DUPLICATE_KEY, JsonBodyRoute
+from gateway.json_bodies import DUPLICATE_KEY, UNSUPPORTED_MEDIA_TYPE, JsonBodyRoute, accepts_only, media_type
 from gateway.live_registry import LiveRegistry, NoActiveAdapter
 from gateway.problems import install_problems, problem_doc, problem_response
 from gateway.sector_calls import (
@@ -30,6 +30,8 @@ router = APIRouter(prefix="/v1", tags=["adapters"], route_class=JsonBodyRoute)
 callbacks = APIRouter(tags=["callbacks"])
 ADMINS = (Role.SECTOR_ADMIN, Role.OPERATOR, Role.SYSTEM_ADMIN)
 MAX_BUNDLE_BYTES = 20 * 1024 * 1024
+ZIP = "application/zip"
+ZIP_TYPES = frozenset({ZIP, "application/x-zip-compressed", "application/octet-stream"})  # what clients send
 
 
 class QueryIn(BaseModel):
@@ -58,10 +60,15 @@ def _own_sector(identity: Identity, sector: str) -> None:
         raise NotAllowed(f"not an administrator of sector {sector!r}")
 
 
-@router.post("/adapters/bundles", status_code=201, responses=problem_doc(401, 403, 409, 413, 422),
-             summary="Register a bundle version (the body is the bundle as a zip archive)")
+@router.post("/adapters/bundles", status_code=201, responses=problem_doc(401, 403, 409, 413, 415, 422),
+             summary="Register a bundle version (the body is the bundle as a zip archive)",
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 ZIP: {"schema": {"type": "string", "format": "binary"}}}}})
 async def register_bundle(request: Request,
                           identity: Annotated[Identity, Depends(require(*ADMINS))]) -> dict[str, Any]:
+    declared = request.headers.get("content-type")
+    if declared and media_type(declared) not in ZIP_TYPES:  # undeclared is bytes, as octet-stream says
+        raise NotAZip(accepts_only(ZIP))
     archive = await _read_limited(request, MAX_BUNDLE_BYTES)
 
     registered = await run_in_threadpool(_store(request).register, archive, f"identity:{identity.id}",
@@ -155,6 +162,10 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+class NotAZip(Exception):
+    """A bundle upload declared something else than a zip archive or bytes (`application/octet-stream`)."""
+
+
 class PayloadTooLarge(Exception):
     def __init__(self, limit: int) -> None:
         super().__init__(f"上限 {limit} 字节")
@@ -199,4 +210,5 @@ def install_adapter_error_handlers(app: FastAPI) -> None:
         (CallbackDuplicateKey, 400, *DUPLICATE_KEY),
         (PreviewFailed, 422, "preview-failed", "映射无法生成该请求"),
         (PayloadTooLarge, 413, "payload-too-large", "请求体过大"),
+        (NotAZip, 415, *UNSUPPORTED_MEDIA_TYPE),
     ])

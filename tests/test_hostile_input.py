@@ -306,14 +306,13 @@ def test_a_material_upload_not_declared_multipart_is_415(make_gateway: Callable[
 
 
 @SQLITE_ONLY
-@pytest.mark.xfail(strict=True, reason="issue 14: a bundle upload is read as a zip whatever its type says: a 422")
-@pytest.mark.parametrize("content_type", ["application/json", "text/plain", None])
-def test_a_bundle_upload_not_declared_a_zip_is_415(make_gateway: Callable[..., Gateway],
-                                                  content_type: str | None) -> None:
+@pytest.mark.parametrize("content_type", ["application/json", "text/plain", "application/x-www-form-urlencoded"])
+def test_a_bundle_upload_declared_other_than_a_zip_is_415(make_gateway: Callable[..., Gateway],
+                                                          content_type: str) -> None:
     gateway = make_gateway(bundles=())
-    headers = {} if content_type is None else {"content-type": content_type}
     with TestClient(create_app(gateway), headers=headers_of(gateway, Role.SYSTEM_ADMIN)) as client:
-        answer = client.post("/v1/adapters/bundles", content=b'{"sector": "x"}', headers=headers)
+        answer = client.post("/v1/adapters/bundles", content=b'{"sector": "x"}',
+                             headers={"content-type": content_type})
     assert "application/zip" in assert_problem(answer, 415, "unsupported-media-type")["detail"]
     assert gateway.bundles.versions() == []
 
