@@ -659,6 +659,8 @@ def _service_checker(bundle: Bundle, positions: Positions) -> tuple[list[Problem
     try:
         api = OpenApi.load(bundle.service_description, described)
     except TargetError as exc:
+        if exc.line is not None:  # where in the document itself, like a mapping's problems
+            return [Problem(described, exc.line, "", str(exc))], _no_check
         return [worder.problem(["service_description"], f"{described}: {exc}")], _no_check
     headers = _provided_headers(bundle)
     return [], lambda mf, expected: check_rest(mf, api, expected, provided_headers=headers)

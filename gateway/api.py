@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.auth import Identity, NotAllowed, NotAuthenticated, Role, caller, require
@@ -31,6 +32,7 @@ from gateway.domain.case import (
     SubmittedMaterial,
     TaskState,
 )
+from gateway.json_bodies import BodyRefused, JsonBodyRoute
 from gateway.persistence.repository import StaleCase
 from gateway.problems import document_validation_problems, install_problems, problem_doc, problem_response
 from gateway.text_fields import typed
@@ -56,7 +58,7 @@ async def _name_the_case(request: Request) -> None:
         bind_case_no(case_no)
 
 
-router = APIRouter(prefix="/v1", tags=["cases"], dependencies=[Depends(_name_the_case)])
+router = APIRouter(prefix="/v1", tags=["cases"], dependencies=[Depends(_name_the_case)], route_class=JsonBodyRoute)
 health = APIRouter(tags=["health"])
 Channel = Literal["online_pc", "mobile", "city_window", "county_window", "township_counter", "village_agency"]
 ONLINE_CHANNELS = frozenset({"online_pc", "mobile"})
@@ -456,21 +458,26 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem_response(422, "invalid-request", "请求内容不符合要求", instance=request.url.path,
                                 errors=errors)
 
-    async def unreadable_body(request: Request) -> JSONResponse:
+    async def unreadable_body(request: Request, refused: BodyRefused | None = None) -> JSONResponse:
         # FastAPI parses a JSON body before it runs the route's `require()`: an anonymous caller must
         # still hear 401 first, not learn what we think of its body.
         if _guarded(request) and _anonymous(request):
             return await not_authenticated(request, NotAuthenticated("a valid API key is required"))
+        if refused is not None:  # its media type, charset, or JSON the strict reader refuses
+            return problem_response(refused.status_code, refused.slug, refused.title, refused.detail,
+                                    request.url.path)
         return problem_response(400, "invalid-json", "请求体不是合法的 JSON", instance=request.url.path)
 
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         """Starlette's own refusals: no such path or method, and a body FastAPI could not parse at all
         (JSON nested too deep for the parser: a RecursionError it reports as a bare 400)."""
-        if exc.status_code == 400:
-            return await unreadable_body(request)
+        if isinstance(exc, BodyRefused) or exc.status_code == 400:
+            return await unreadable_body(request, exc if isinstance(exc, BodyRefused) else None)
         slug, title = _HTTP_PROBLEMS.get(exc.status_code, ("http-error", "请求无法处理"))
         response = problem_response(exc.status_code, slug, title, instance=request.url.path)
-        response.headers.update(exc.headers or {})  # e.g. 405's Allow
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:  # Starlette names the methods of the first route on the path only
+            response.headers["Allow"] = ", ".join(sorted(_methods_served(request)))
         return response
 
     async def invalid_application(request: Request, exc: InvalidApplication) -> JSONResponse:
@@ -520,6 +527,23 @@ _HTTP_PROBLEMS: dict[int, tuple[str, str]] = {
     404: ("not-found", "没有这个地址"),
     405: ("method-not-allowed", "该地址不接受此方法"),
 }
+
+
+def _methods_served(request: Request) -> set[str]:
+    """Every method some route serves at the request's path (each route matches it partially)."""
+    scope = {**request.scope, "method": ""}  # no route serves "": every route on the path matches partially
+    return {method for route in _served_routes(request.app)
+            if route.matches(scope)[0] is not Match.NONE for method in route.methods or ()}
+
+
+def _served_routes(app: FastAPI) -> Iterator[Any]:
+    """The app's routes as served: FastAPI ≥ 0.165 keeps included routers nested."""
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # older FastAPI: app.routes holds the included routes themselves
+        yield from app.routes
+    else:
+        yield from iter_route_contexts(app.routes)
 
 
 def _guarded(request: Request) -> bool:

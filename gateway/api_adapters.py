@@ -17,15 +17,24 @@ from gateway.approvals import Action
 from gateway.auth import Identity, NotAllowed, Role, acts_for_sector, require
 from gateway.bundles import BundleConflict, BundleInvalid, BundleStore, UnknownBundle
 from gateway.domain.answers import AnswerMismatch
+from gateway.json_bodies import DUPLICATE_KEY, UNSUPPORTED_MEDIA_TYPE, JsonBodyRoute, accepts_only, media_type
 from gateway.live_registry import LiveRegistry, NoActiveAdapter
 from gateway.problems import install_problems, problem_doc, problem_response
-from gateway.sector_calls import CallbackRejected, CallbackUnreadable, PreviewFailed, SectorCalls
+from gateway.sector_calls import (
+    CallbackDuplicateKey,
+    CallbackRejected,
+    CallbackUnreadable,
+    PreviewFailed,
+    SectorCalls,
+)
 from gateway.text_fields import typed_json
 
-router = APIRouter(prefix="/v1", tags=["adapters"])
+router = APIRouter(prefix="/v1", tags=["adapters"], route_class=JsonBodyRoute)
 callbacks = APIRouter(tags=["callbacks"])
 ADMINS = (Role.SECTOR_ADMIN, Role.OPERATOR, Role.SYSTEM_ADMIN)
 MAX_BUNDLE_BYTES = 20 * 1024 * 1024
+ZIP = "application/zip"
+ZIP_TYPES = frozenset({ZIP, "application/x-zip-compressed", "application/octet-stream"})  # what clients send
 
 
 class QueryIn(BaseModel):
@@ -55,10 +64,15 @@ def _own_sector(identity: Identity, sector: str) -> None:
         raise NotAllowed(f"not an administrator of sector {sector!r}")
 
 
-@router.post("/adapters/bundles", status_code=201, responses=problem_doc(401, 403, 409, 413, 422),
-             summary="Register a bundle version (the body is the bundle as a zip archive)")
+@router.post("/adapters/bundles", status_code=201, responses=problem_doc(401, 403, 409, 413, 415, 422),
+             summary="Register a bundle version (the body is the bundle as a zip archive)",
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 ZIP: {"schema": {"type": "string", "format": "binary"}}}}})
 async def register_bundle(request: Request,
                           identity: Annotated[Identity, Depends(require(*ADMINS))]) -> dict[str, Any]:
+    declared = request.headers.get("content-type")
+    if declared and media_type(declared) not in ZIP_TYPES:  # undeclared is bytes, as octet-stream says
+        raise NotAZip(accepts_only(ZIP))
     archive = await _read_limited(request, MAX_BUNDLE_BYTES)
 
     registered = await run_in_threadpool(_store(request).register, archive, f"identity:{identity.id}",
@@ -152,6 +166,10 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+class NotAZip(Exception):
+    """A bundle upload declared something else than a zip archive or bytes (`application/octet-stream`)."""
+
+
 class PayloadTooLarge(Exception):
     def __init__(self, limit: int) -> None:
         super().__init__(f"上限 {limit} 字节")
@@ -204,6 +222,8 @@ def install_adapter_error_handlers(app: FastAPI) -> None:
         (CallbackRejected, 401, "callback-rejected", "回调签名无效"),
         (CallbackUnreadable, 422, "callback-unreadable", "回调内容无法识别"),
         (AnswerMismatch, 409, "callback-mismatch", "回调所指的办件与业务号不符"),
+        (CallbackDuplicateKey, 400, *DUPLICATE_KEY),
         (PreviewFailed, 422, "preview-failed", "映射无法生成该请求"),
         (PayloadTooLarge, 413, "payload-too-large", "请求体过大"),
+        (NotAZip, 415, *UNSUPPORTED_MEDIA_TYPE),
     ])

@@ -25,10 +25,11 @@ from gateway.approvals import (
 )
 from gateway.auth import Identity, Role, require
 from gateway.catalogue import matter_to_document
+from gateway.json_bodies import JsonBodyRoute
 from gateway.problems import install_problems, problem_doc
 from gateway.text_fields import typed
 
-router = APIRouter(prefix="/v1", tags=["approvals"])
+router = APIRouter(prefix="/v1", tags=["approvals"], route_class=JsonBodyRoute)
 # Whoever may do a guarded action; `may_decide` narrows it to the action (and a sector admin's sector).
 Decider = Annotated[Identity, Depends(require(Role.SECTOR_ADMIN, Role.OPERATOR, Role.SYSTEM_ADMIN,
                                               Role.CATALOGUE_ADMIN))]

@@ -9,10 +9,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import structlog
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -27,6 +27,10 @@ router = APIRouter(prefix="/v1", tags=["audit"])
 CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 AUDITED_PREFIX = "/v1/"
 MAX_PAGE = 1000
+# Record ids are 32-bit integers in PostgreSQL: a bigger one names nothing, and must not reach SQL (a 500).
+MAX_RECORD_ID = 2**31 - 1
+RecordId = Annotated[int, Path(ge=1, le=MAX_RECORD_ID)]
+AfterId = Annotated[int | None, Query(ge=0, le=MAX_RECORD_ID, description="next_after_id of the page before")]
 
 
 class RecordNotFound(LookupError):
@@ -51,7 +55,7 @@ def _page(records: list[LedgerRecord], limit: int, items: list[dict[str, Any]]) 
 def list_audit(request: Request, identity: Identity = Depends(require(Role.AUDITOR)),
                actor: str | None = None, action: str | None = None,
                since: datetime | None = None, until: datetime | None = None,
-               after_id: int | None = None, limit: int = Query(100, ge=1, le=MAX_PAGE)) -> dict[str, Any]:
+               after_id: AfterId = None, limit: int = Query(100, ge=1, le=MAX_PAGE)) -> dict[str, Any]:
     ledger = _ledger(request)
     filters = Filters(AUDIT, actor=actor, action=action, since=_instant(since), until=_instant(until),
                       after_id=after_id)
@@ -69,7 +73,7 @@ def verify(request: Request, identity: Identity = Depends(require(Role.AUDITOR))
             summary="What was sent to and received from sectors (a sector administrator: their sector only)")
 def list_messages(request: Request, identity: Identity = Depends(require(Role.OPERATOR, Role.SECTOR_ADMIN)),
                   sector: str | None = None, case_no: str | None = None, direction: Direction | None = None,
-                  after_id: int | None = None, limit: int = Query(100, ge=1, le=MAX_PAGE)) -> dict[str, Any]:
+                  after_id: AfterId = None, limit: int = Query(100, ge=1, le=MAX_PAGE)) -> dict[str, Any]:
     if not identity.has(Role.OPERATOR):
         if sector is not None and not acts_for_sector(identity, sector):
             raise NotAllowed(f"not an administrator of sector {sector!r}")
@@ -81,7 +85,7 @@ def list_messages(request: Request, identity: Identity = Depends(require(Role.OP
 
 @router.get("/messages/{record_id}", responses=problem_doc(401, 403, 404),
             summary="One exchange with its body, masked; `unmasked=true` (operators, the sector's admin) shows it plain, audited")
-def get_message(record_id: int, request: Request,
+def get_message(record_id: RecordId, request: Request,
                 identity: Identity = Depends(require(Role.OPERATOR, Role.SECTOR_ADMIN)),
                 unmasked: bool = False) -> dict[str, Any]:
     ledger = _ledger(request)

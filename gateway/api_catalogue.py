@@ -26,10 +26,11 @@ from gateway.catalogue import (
     matter_to_document,
 )
 from gateway.domain.matter import BodyNature, HandlingForm, Level, Matter, MatterType, ServiceObject, TimeUnit
+from gateway.json_bodies import JsonBodyRoute
 from gateway.persistence.catalogue_tables import DRAFT
 from gateway.problems import install_problems, problem_doc, problem_response
 
-router = APIRouter(prefix="/v1", tags=["catalogue"])
+router = APIRouter(prefix="/v1", tags=["catalogue"], route_class=JsonBodyRoute)
 Reader = Annotated[Identity, Depends(require(*ALL_ROLES))]
 Admin = Annotated[Identity, Depends(require(Role.CATALOGUE_ADMIN))]
 DepartmentQuery = Annotated[str | None, Query(description="lead or co-department: part of its name, or credit code")]

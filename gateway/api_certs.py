@@ -25,9 +25,10 @@ from certstore.store import (
 )
 from certstore.x509 import KEY_ALGORITHMS, CertificateError, Subject
 from gateway.auth import Identity, NotAllowed, Role, require
+from gateway.json_bodies import JsonBodyRoute
 from gateway.problems import install_problems, problem_doc
 
-router = APIRouter(prefix="/v1/certificates", tags=["certificates"])
+router = APIRouter(prefix="/v1/certificates", tags=["certificates"], route_class=JsonBodyRoute)
 ADMINS = require(Role.SECURITY_ADMIN, Role.SECTOR_ADMIN)
 
 

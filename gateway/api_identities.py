@@ -23,10 +23,11 @@ from gateway.identities import (
     UnknownIdentity,
     parse_role,
 )
+from gateway.json_bodies import JsonBodyRoute
 from gateway.problems import install_problems, problem_doc, problem_response
 from gateway.rate_limits import retry_after_header
 
-router = APIRouter(prefix="/v1", tags=["identities"])
+router = APIRouter(prefix="/v1", tags=["identities"], route_class=JsonBodyRoute)
 SecurityAdmin = Annotated[Identity, Depends(require(Role.SECURITY_ADMIN))]
 
 

@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import Message, Receive
 
 from gateway.auth import Identity, Role, require
+from gateway.json_bodies import UNSUPPORTED_MEDIA_TYPE, accepts_only, media_type
 from gateway.materials import MaterialStore, MaterialTooLarge, StoredMaterial, UnknownMaterial, UnsupportedMaterial
 from gateway.problems import install_problems, problem_doc
 
@@ -32,6 +33,7 @@ UPLOAD_ROLES = (Role.HALL_CLIENT, Role.WINDOW)
 READ_ROLES = (*UPLOAD_ROLES, Role.CLERK, Role.ISSUING_WINDOW)
 MULTIPART_ALLOWANCE = 64 * 1024  # boundaries and part headers around the file itself
 MAX_FORM_FIELDS = 8  # the form carries one file; a few stray text fields are tolerated, not floods
+MULTIPART = "multipart/form-data"
 
 _UPLOAD_BODY = {
     "requestBody": {
@@ -54,6 +56,10 @@ _UPLOAD_BODY = {
 
 class InvalidUpload(Exception):
     """The request is not a multipart form carrying a file in field `file`."""
+
+
+class NotMultipart(Exception):
+    """The body is not declared `multipart/form-data` at all (a 415, not a form we failed to read)."""
 
 
 class MaterialOut(BaseModel):
@@ -102,6 +108,8 @@ def _out(material: StoredMaterial) -> MaterialOut:
 @asynccontextmanager
 async def _uploaded_file(request: Request, max_bytes: int) -> AsyncIterator[UploadFile]:
     """The `file` part of the multipart body; its spooled temporary files are closed afterwards."""
+    if media_type(request.headers.get("content-type")) != MULTIPART:
+        raise NotMultipart(accepts_only(MULTIPART))
     bounded = Request(request.scope, _bounded(request.receive, max_bytes))
     try:
         form = await bounded.form(max_files=1, max_fields=MAX_FORM_FIELDS)
@@ -137,6 +145,7 @@ _PROBLEMS: dict[type[Exception], tuple[int, str, str]] = {
     UnsupportedMaterial: (415, "unsupported-material", "材料文件类型不受支持"),
     UnknownMaterial: (404, "unknown-material", "材料不存在"),
     InvalidUpload: (422, "invalid-request", "请求内容不符合要求"),
+    NotMultipart: (415, *UNSUPPORTED_MEDIA_TYPE),
 }
 
 

@@ -18,10 +18,11 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.auth import Identity, Role, require
+from gateway.json_bodies import JsonBodyRoute
 from gateway.notifications import MAX_URL, Delivery, Subscription, UnknownWebhook, WebhookRefused, Webhooks
 from gateway.problems import install_problems, problem_doc
 
-router = APIRouter(prefix="/v1", tags=["webhooks"])
+router = APIRouter(prefix="/v1", tags=["webhooks"], route_class=JsonBodyRoute)
 Hall = Annotated[Identity, Depends(require(Role.HALL_CLIENT))]
 MAX_DELIVERIES = 500
 

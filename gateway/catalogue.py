@@ -222,6 +222,7 @@ REQUIRED_TEXTS = ("name", "legal_basis", "acceptance_conditions", "place", "enqu
 _CODE_CHARS = re.compile(r"[0-9A-Z]+")
 _SECTOR_NAME = re.compile(r"[a-z][a-z0-9_]*")
 IMPLEMENTATION_CODE_LENGTH = 31
+MAX_TIME_LIMIT = 3650  # days of either unit: ten years and more, beyond any statutory limit
 
 
 def validate_matter(m: Matter) -> list[str]:
@@ -327,6 +328,8 @@ def _limit_problems(m: Matter) -> Iterator[str]:
     for label, limit in (("promised_limit", promised), ("statutory_limit", statutory)):
         if limit.value < 0:
             yield f"{label}.value must not be negative, not {limit.value}"
+        elif limit.value > MAX_TIME_LIMIT:  # a deadline past the calendar's end would fail every submission
+            yield f"{label}.value must not exceed {MAX_TIME_LIMIT}, not {limit.value}"
     if promised.unit == statutory.unit and promised.value > statutory.value:
         yield (f"promised_limit ({promised.value} {promised.unit}) must not exceed "
                f"statutory_limit ({statutory.value} {statutory.unit})")

@@ -6,11 +6,12 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from fastapi import FastAPI, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 
 PROBLEM_TYPE_PREFIX = "urn:yiwang:problem:"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+MAX_ERRORS = 20  # a problem lists at most this many errors: a hostile body must not make a huge answer
 
 
 class Problem(BaseModel):
@@ -19,11 +20,18 @@ class Problem(BaseModel):
     status: int
     detail: str | None = None
     instance: str | None = None
-    errors: list[dict[str, Any]] | None = None
+    errors: list[dict[str, Any]] | None = Field(default=None, description=f"at most {MAX_ERRORS}, the first found")
+    errors_total: int | None = Field(default=None, description="how many errors there were; only when `errors` "
+                                                               "was cut")
+    errors_truncated: bool | None = Field(default=None, description="true when `errors` shows only the first "
+                                                                    f"{MAX_ERRORS} of `errors_total`")
 
 
 def problem_response(status: int, slug: str, title: str, detail: str | None = None,
                      instance: str | None = None, **extra: Any) -> JSONResponse:
+    errors = extra.get("errors")
+    if errors is not None and len(errors) > MAX_ERRORS:
+        extra |= {"errors": errors[:MAX_ERRORS], "errors_total": len(errors), "errors_truncated": True}
     body = Problem(type=PROBLEM_TYPE_PREFIX + slug, title=title, status=status, detail=detail, instance=instance,
                    **extra)
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, media_type=PROBLEM_MEDIA_TYPE)
@@ -73,7 +81,8 @@ def _document_validation(operation: dict[str, Any]) -> None:
     if "HTTPValidationError" in str(responses.get("422", {})):
         responses["422"] = entry
     if "application/json" in operation.get("requestBody", {}).get("content", {}):
-        responses.setdefault("400", entry)  # the body is not JSON at all: `invalid-json`
+        responses.setdefault("400", entry)  # the body is not JSON at all: `invalid-json`, `duplicate-key`
+        responses.setdefault("415", entry)  # not declared JSON, or in a charset other than UTF-8
 
 
 Handler = Callable[[Request, Exception], Awaitable[JSONResponse]]

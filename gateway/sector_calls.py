@@ -3,7 +3,6 @@ callbacks sectors make with their decisions."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
@@ -22,7 +21,7 @@ from gateway.live_registry import LiveRegistry, NoActiveAdapter
 from gateway.persistence.bundle_tables import callback_nonces
 from gateway.persistence.repository import idempotency_key
 from gateway.services import CaseService
-from mappings import BusinessError, MappingError
+from mappings import BusinessError, MappingError, strict_json
 
 PROBE_REF = "YIWANG-CONNECTIVITY-PROBE"  # a reference no sector knows: any classified answer proves the path
 
@@ -37,6 +36,10 @@ class PreviewFailed(Exception):
 
 class CallbackUnreadable(Exception):
     """A signed callback whose body its bundle's callback mapping cannot read; nothing is recorded."""
+
+
+class CallbackDuplicateKey(CallbackUnreadable):
+    """A signed callback whose JSON names a key twice (`mappings.strict_json`); nothing is recorded."""
 
 
 class NonceLedger:
@@ -165,7 +168,10 @@ def _probe(registered: RegisteredAdapter) -> dict[str, Any]:
 
 def _json(body: bytes) -> dict[str, Any]:
     try:
-        answer = json.loads(body)
+        answer = strict_json.loads(body)
+    except strict_json.DuplicateKey as exc:  # what the sector signed is not what we would read: refuse it
+        raise CallbackDuplicateKey(f"a key appears twice in one object (line {exc.line}, column {exc.column})"
+                                   ) from None
     except (ValueError, RecursionError) as exc:
         raise CallbackUnreadable(f"the callback body is not JSON: {type(exc).__name__}") from exc
     if not isinstance(answer, dict):

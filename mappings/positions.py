@@ -70,18 +70,31 @@ def _refuse_aliases(text: str, loader: type[yaml.SafeLoader] = yaml.SafeLoader) 
             raise YamlProblem(event.start_mark.line + 1, "YAML aliases (*name) are not allowed")
 
 
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
 def _duplicates(node: yaml.Node | None, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], int]]:
+    """Keys written twice, and keys written differently that load as one (`01` and `1`, `yes` and `true`:
+    PyYAML keeps the last), or that read as one code (`"1"` and `1`)."""
     if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
+        seen: set[Any] = set()
         for key, value in node.value:
             name = str(key.value)
-            if name in seen:
+            loaded = _loaded_key(key)
+            if name in seen or loaded in seen:
                 yield path + (name,), key.start_mark.line + 1
-            seen.add(name)
+            seen.update((name, loaded))
             yield from _duplicates(value, path + (name,))
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             yield from _duplicates(item, path + (str(index),))
+
+
+def _loaded_key(key: yaml.Node) -> Any:
+    """The key as the loaded document holds it (a string as written costs no constructing)."""
+    if not isinstance(key, yaml.ScalarNode) or key.tag == _STR_TAG:
+        return str(key.value)
+    return yaml.constructor.SafeConstructor().construct_object(key)
 
 
 def load_yaml(text: str) -> tuple[Any, Positions]:

@@ -31,6 +31,7 @@ from zeep import xsd
 from zeep.transports import Transport
 from zeep.wsdl.bindings.soap import Soap12Binding
 
+from mappings import strict_json
 from mappings.engine import CompiledMapping, HttpSpec, RuleInfo, compile_mapping, describe
 from mappings.errors import MappingError
 from mappings.positions import Positions, YamlProblem, load_yaml
@@ -54,7 +55,12 @@ class Problem:
 
 
 class TargetError(ValueError):
-    """A service description that cannot be used, or an operation it does not have."""
+    """A service description that cannot be used, or an operation it does not have; `line`: where in the
+    description, when that is known."""
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        super().__init__(message)
+        self.line = line
 
 
 # --------------------------------------------------------------------------- shapes
@@ -576,8 +582,12 @@ class OpenApi:
         name = name or path.name
         try:
             text = path.read_text(encoding="utf-8")
-            doc = json.loads(text) if path.suffix == ".json" else load_yaml(text)[0]
-        except (OSError, ValueError) as exc:  # YamlProblem and JSONDecodeError are ValueErrors
+            doc = strict_json.loads(text) if path.suffix == ".json" else load_yaml(text)[0]
+        except (YamlProblem, strict_json.JsonRefused) as exc:  # a key written twice among them: say where
+            raise TargetError(exc.message, exc.line) from exc
+        except json.JSONDecodeError as exc:
+            raise TargetError(f"invalid JSON: {exc.msg}", exc.lineno) from exc
+        except (OSError, ValueError) as exc:
             raise TargetError(f"not a usable OpenAPI document: {exc}") from exc
         if not isinstance(doc, Mapping) or not str(doc.get("openapi", "")).startswith("3."):
             raise TargetError("not an OpenAPI 3 document (expected 'openapi: 3.x')")

@@ -38,6 +38,7 @@ from gateway.api_webhooks import DeliveryOut
 from gateway.auth import Identity, NotAllowed, Role, may_unmask, require
 from gateway.domain.case import CaseEvent
 from gateway.domain.clock import SHANGHAI
+from gateway.json_bodies import JsonBodyRoute
 from gateway.ledger import Ledger
 from gateway.logs import mask_text, mask_value
 from gateway.notifications import FailedDelivery, NotRedeliverable, UnknownDelivery, WebhookFailures
@@ -59,7 +60,7 @@ from ops.dead_letters import (
 )
 
 log = structlog.get_logger("yiwang.ops.api")
-router = APIRouter(prefix="/v1/ops", tags=["operators"])
+router = APIRouter(prefix="/v1/ops", tags=["operators"], route_class=JsonBodyRoute)
 Operator = Annotated[Identity, Depends(require(Role.OPERATOR))]
 Reader = Annotated[Identity, Depends(require(Role.OPERATOR, Role.SECTOR_ADMIN))]  # and replayer
 MAX_PAGE = 500

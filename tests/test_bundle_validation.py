@@ -8,6 +8,7 @@ exact problems `validate_bundle` must report, so a change of wording is a delibe
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import stat
 import struct
@@ -338,6 +339,45 @@ def test_bundle_code_tables_are_shared_by_its_mappings(tmp_path: Path) -> None:
     assert [str(p) for p in validate_bundle(bundle)] == [
         "submit_case.mapping.yaml:20: request.priority: unknown code table 'priority'"
     ]
+
+
+# ------------------------------------------------------------------ keys written twice (issue 14)
+
+
+def _openapi_as_json(tmp_path: Path, twice: tuple[str, str]) -> Path:
+    """The REST bundle with its OpenAPI document as JSON (indented: one key a line), with `twice[0]`'s
+    line followed by `twice[1]`."""
+    bundle = broken(tmp_path, REST, E(D, "service_description: openapi.yaml", "service_description: openapi.json"))
+    text = json.dumps(load_yaml((REST / "openapi.yaml").read_text(encoding="utf-8"))[0], indent=2, ensure_ascii=False)
+    once, again = twice
+    assert text.count(once) == 1
+    (bundle / "openapi.json").write_text(text.replace(once, once + again), encoding="utf-8")
+    (bundle / "openapi.yaml").unlink()
+    return bundle
+
+
+def test_a_json_openapi_document_naming_a_key_twice_is_refused_with_file_and_line(tmp_path: Path) -> None:
+    bundle = _openapi_as_json(tmp_path, ('"openapi": "3.0.3",', '\n  "openapi": "3.1.0",'))
+    assert [str(p) for p in validate_bundle(bundle)] == ["openapi.json:3: duplicate key 'openapi'"]
+
+
+def test_a_json_openapi_document_written_once_is_clean(tmp_path: Path) -> None:
+    assert [str(p) for p in validate_bundle(_openapi_as_json(tmp_path, ('"openapi": "3.0.3",', "")))] == []
+
+
+def test_a_yaml_openapi_document_naming_a_key_twice_names_its_own_file_and_line(tmp_path: Path) -> None:
+    bundle = broken(tmp_path, REST, E("openapi.yaml", "openapi: 3.0.3\n", "openapi: 3.0.3\nopenapi: 3.1.0\n"))
+    assert [str(p) for p in validate_bundle(bundle)] == ["openapi.yaml:2: duplicate key 'openapi'"]
+
+
+@pytest.mark.parametrize(("table", "line"), [
+    ('priority: {"true": GREEN, "false": NORMAL}\nsex: {1: 男, 01: 女}\n', 3),
+    ('priority: {"true": GREEN, "false": NORMAL}\nflag:\n  yes: Y\n  true: T\n', 5),
+], ids=["01-and-1", "yes-and-true"])
+def test_code_table_keys_that_load_as_one_are_refused_with_their_line(tmp_path: Path, table: str, line: int) -> None:
+    bundle = broken(tmp_path, REST, E("code_tables.yaml", 'priority: {"true": GREEN, "false": NORMAL}\n', table))
+    problems = [str(p) for p in validate_bundle(bundle)]
+    assert len(problems) == 1 and problems[0].startswith(f"code_tables.yaml:{line}: duplicate key"), problems
 
 
 # ------------------------------------------------------------------ line numbers

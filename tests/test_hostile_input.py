@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.params import Form
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -39,9 +40,11 @@ from adapters.auth import HmacSpec, canonical_string, hmac_signature
 from adapters.registry import default_bundles_dir
 from adapters.secrets import Secret
 from gateway.app import Gateway, create_app
+from gateway.json_bodies import JsonBodyRoute
 from gateway.auth import Role
 from gateway.persistence import tables as t
 from tests.conftest import COMPLETE_APPLICATION, Keys, drain
+from tests.test_api_roles import v1_routes
 
 PROBLEM = "application/problem+json"
 PERSON = "150203198503120039"
@@ -197,6 +200,253 @@ def test_unknown_paths_and_methods_are_problems_too(make_gateway: Callable[..., 
         assert_problem(client.get("/v1/no-such-thing"), 404, "not-found")
         refused = assert_problem(client.put("/healthz"), 405, "method-not-allowed")
         assert refused["status"] == 405
+
+
+# --- issue 14: no 500s; bodies declared and written as JSON, or refused before anything is read -----------
+
+LOOKUP = "/v1/cases/lookup"
+A_LOOKUP = b'{"id_number": "150203198503120039"}'
+
+
+@pytest.mark.parametrize(("role", "path"), [
+    (Role.OPERATOR, f"/v1/messages/{2**63}"),
+    (Role.OPERATOR, f"/v1/messages?after_id={2**63}"),
+    (Role.AUDITOR, f"/v1/audit?after_id={2**63}"),
+    (Role.OPERATOR, f"/v1/ops/dead-letters/{2**63}"),
+    (Role.OPERATOR, f"/v1/ops/replays/{2**64}"),
+    (Role.CATALOGUE_ADMIN, f"/v1/matters/11150203MB0E00080E4000114002000/versions/{2**63}"),
+], ids=["message-2^63", "messages-after-2^63", "audit-after-2^63", "dead-letter-2^63",
+        "replay-2^64", "matter-version-2^63"])
+def test_ids_and_cursors_past_what_a_row_id_can_be_answer_4xx(
+        make_gateway: Callable[..., Gateway], role: Role, path: str) -> None:
+    gateway = make_gateway(bundles=())
+    with TestClient(create_app(gateway), headers=headers_of(gateway, role), raise_server_exceptions=False) as client:
+        answer = client.get(path)
+    assert answer.status_code in (404, 422), answer.text
+    assert_problem(answer, answer.status_code)
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_a_row_id_past_int32_is_a_4xx_on_postgresql_too(make_gateway: Callable[..., Gateway]) -> None:
+    gateway = make_gateway(bundles=())
+    with TestClient(create_app(gateway), headers=headers_of(gateway, Role.OPERATOR),
+                    raise_server_exceptions=False) as client:
+        answer = client.get(f"/v1/messages/{2**31}")
+    assert answer.status_code in (404, 422), answer.text
+
+
+@SQLITE_ONLY
+def test_an_id_number_of_digits_that_are_not_ascii_is_refused_not_a_500(make_gateway: Callable[..., Gateway]) -> None:
+    gateway = make_gateway()
+    application = {**COMPLETE_APPLICATION, "applicant": {"name": "王建国", "id_number": "¹" * 17 + "X"}}
+    with TestClient(create_app(gateway), headers=Keys.issue(gateway).hall, raise_server_exceptions=False) as client:
+        answer = client.post("/v1/cases", json=application)
+    assert 400 <= answer.status_code < 500, answer.text
+    assert count(gateway, t.cases) == 0
+
+
+UNEMPLOYMENT_BENEFIT = "12150200MB1A00010L3000805001000"  # 失业保险金申领
+
+
+def test_a_time_limit_no_calendar_can_hold_is_a_problem_that_stops_publication(
+        make_gateway: Callable[..., Gateway]) -> None:
+    gateway = make_gateway(bundles=())
+    admin = headers_of(gateway, Role.CATALOGUE_ADMIN)
+    with TestClient(create_app(gateway), headers=admin, raise_server_exceptions=False) as client:
+        guide = client.get(f"/v1/matters/{UNEMPLOYMENT_BENEFIT}").json()
+        for limit in ("promised_limit", "statutory_limit"):
+            guide[limit]["value"] = 2**64
+        draft = client.post("/v1/catalogue/drafts", json=guide)
+        assert draft.status_code == 201, draft.text
+        assert any("promised_limit" in p for p in draft.json()["problems"]), draft.json()
+        published = client.post(f"/v1/catalogue/matters/{UNEMPLOYMENT_BENEFIT}/versions/"
+                                f"{draft.json()['version']}/publish")
+        assert_problem(published, 422)
+        submitted = client.post("/v1/cases", json=COMPLETE_APPLICATION, headers=Keys.issue(gateway).hall)
+    assert submitted.status_code == 201, submitted.text  # the published version is still the sensible one
+
+
+NOT_JSON_TYPES = ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=XyZ",
+                  "application/xml", None]
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize("content_type", NOT_JSON_TYPES, ids=["text", "form", "multipart", "xml", "none"])
+@pytest.mark.parametrize(("role", "path", "body"), [
+    (Role.HALL_CLIENT, LOOKUP, A_LOOKUP),
+    (Role.OPERATOR, "/v1/ops/discards", b'{"filter": {}, "dry_run": true}'),
+    (Role.CATALOGUE_ADMIN, "/v1/catalogue/drafts", b'{"name": "x"}'),
+], ids=["hall", "operator", "catalogue"])
+def test_a_json_route_refuses_a_body_not_declared_json_with_415(
+        make_gateway: Callable[..., Gateway], role: Role, path: str, body: bytes, content_type: str | None) -> None:
+    gateway = make_gateway(bundles=())
+    headers = {} if content_type is None else {"content-type": content_type}
+    with TestClient(create_app(gateway), headers=headers_of(gateway, role)) as client:
+        answer = client.post(path, content=body, headers=headers)
+    problem = assert_problem(answer, 415, "unsupported-media-type")
+    assert "application/json" in problem["detail"]
+
+
+@SQLITE_ONLY
+def test_every_route_taking_a_json_body_reads_it_strictly(make_gateway: Callable[..., Gateway]) -> None:
+    """A router made without `route_class=JsonBodyRoute` would take any media type, charset and repeated key."""
+    routes = [getattr(r, "original_route", r) for r in v1_routes(create_app(make_gateway(bundles=())))]
+    with_json = [r for r in routes if r.body_field is not None and not isinstance(r.body_field.field_info, Form)]
+    assert len(with_json) >= 20
+    assert [r.path for r in with_json if not isinstance(r, JsonBodyRoute)] == []
+
+
+@SQLITE_ONLY
+def test_a_material_upload_not_declared_multipart_is_415(make_gateway: Callable[..., Gateway]) -> None:
+    gateway = make_gateway(bundles=())
+    with TestClient(create_app(gateway), headers=Keys.issue(gateway).hall) as client:
+        answer = client.post("/v1/materials", content=b"%PDF-1.4", headers={"content-type": "application/pdf"})
+    problem = assert_problem(answer, 415, "unsupported-media-type")
+    assert "multipart/form-data" in problem["detail"]
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize("content_type", ["application/json", "text/plain", "application/x-www-form-urlencoded"])
+def test_a_bundle_upload_declared_other_than_a_zip_is_415(make_gateway: Callable[..., Gateway],
+                                                          content_type: str) -> None:
+    gateway = make_gateway(bundles=())
+    with TestClient(create_app(gateway), headers=headers_of(gateway, Role.SYSTEM_ADMIN)) as client:
+        answer = client.post("/v1/adapters/bundles", content=b'{"sector": "x"}',
+                             headers={"content-type": content_type})
+    assert "application/zip" in assert_problem(answer, 415, "unsupported-media-type")["detail"]
+    assert gateway.bundles.versions() == []
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize(("charset", "body"), [
+    ("gbk", '{"id_number": "１５０２０３"}'.encode("gbk")), ("gbk", A_LOOKUP), ("GB18030", A_LOOKUP),
+    ("utf-16", '{"id_number": "1"}'.encode("utf-16")), ("iso-8859-1", A_LOOKUP),
+], ids=["gbk-chinese", "gbk-ascii", "gb18030", "utf-16", "latin-1"])
+def test_a_body_in_a_declared_charset_other_than_utf8_is_refused_saying_so(
+        make_gateway: Callable[..., Gateway], charset: str, body: bytes) -> None:
+    gateway = make_gateway(bundles=())
+    with TestClient(create_app(gateway), headers=Keys.issue(gateway).hall) as client:
+        answer = client.post(LOOKUP, content=body, headers={"content-type": f"application/json; charset={charset}"})
+    problem = assert_problem(answer, 415, "unsupported-charset")
+    assert "UTF-8" in problem["title"] and "UTF-8" in problem["detail"]
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize("charset", ["utf-8", "UTF-8", '"utf-8"', "utf8"])
+def test_utf8_declared_in_any_spelling_is_read(make_gateway: Callable[..., Gateway], charset: str) -> None:
+    gateway = make_gateway(bundles=())
+    with TestClient(create_app(gateway), headers=Keys.issue(gateway).hall) as client:
+        answer = client.post(LOOKUP, content=A_LOOKUP, headers={"content-type": f"application/json; charset={charset}"})
+    assert answer.status_code == 200, answer.text
+
+
+@SQLITE_ONLY
+def test_an_undeclared_body_that_is_not_utf8_is_a_400_saying_utf8(make_gateway: Callable[..., Gateway]) -> None:
+    gateway = make_gateway(bundles=())
+    with TestClient(create_app(gateway), headers=Keys.issue(gateway).hall) as client:
+        answer = client.post(LOOKUP, content=A_LOOKUP.decode().encode("utf-16"),
+                             headers={"content-type": "application/json"})
+    assert "UTF-8" in assert_problem(answer, 400, "invalid-json")["detail"]
+
+
+SECRET_NAME = "李秘密"
+TWICE = {  # in the complete application: the text written once -> written twice
+    "top": ('"matter_code": "12150200MB1A00010L3000805001000"',
+            '"matter_code": "12150200MB1A00010L3000805001000", "matter_code": "12150200MB1A00010L3000805001000"'),
+    "applicant": ('"name": "王建国"', f'"name": "王建国", "name": "{SECRET_NAME}"'),
+    "form": ('"insured_months": 36', '"insured_months": 36, "insured_months": 360'),
+}
+
+
+@pytest.mark.parametrize("where", list(TWICE))
+def test_a_json_object_naming_a_key_twice_is_400_and_stores_nothing(
+        make_gateway: Callable[..., Gateway], where: str) -> None:
+    gateway = make_gateway()
+    once, twice = TWICE[where]
+    text = json.dumps(COMPLETE_APPLICATION, ensure_ascii=False)
+    assert text.count(once) == 1
+    with TestClient(create_app(gateway), headers=Keys.issue(gateway).hall) as client:
+        answer = client.post("/v1/cases", content=text.replace(once, twice).encode(),
+                             headers={"content-type": "application/json"})
+    problem = assert_problem(answer, 400, "duplicate-key")
+    assert "行" in problem["detail"] and SECRET_NAME not in answer.text and "insured_months" not in answer.text
+    assert count(gateway, t.cases) == 0
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize(("role", "path", "body"), [
+    (Role.OPERATOR, "/v1/ops/discards", b'{"filter": {}, "dry_run": true, "dry_run": false}'),
+    (Role.CATALOGUE_ADMIN, "/v1/catalogue/drafts", b'{"name": "a",\n "name": "b"}'),
+    (Role.HALL_CLIENT, LOOKUP, b'{"id_number": "150203198503120039", "id_number": "110101199001011234"}'),
+], ids=["operator", "catalogue", "hall-lookup"])
+def test_operators_and_administrators_bodies_are_read_as_strictly(
+        make_gateway: Callable[..., Gateway], role: Role, path: str, body: bytes) -> None:
+    gateway = make_gateway(bundles=())
+    with TestClient(create_app(gateway), headers=headers_of(gateway, role)) as client:
+        answer = client.post(path, content=body, headers={"content-type": "application/json"})
+    problem = assert_problem(answer, 400, "duplicate-key")
+    assert "110101199001011234" not in answer.text
+    if path.endswith("drafts"):
+        assert problem["detail"].startswith("第 2 行第 2 列")
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity", b"1e400"])
+def test_numbers_json_cannot_carry_are_refused(make_gateway: Callable[..., Gateway], number: bytes) -> None:
+    gateway = make_gateway()
+    body = json.dumps(COMPLETE_APPLICATION).encode().replace(b'"insured_months": 36', b'"insured_months": ' + number)
+    with TestClient(create_app(gateway), headers=Keys.issue(gateway).hall) as client:
+        answer = client.post("/v1/cases", content=body, headers={"content-type": "application/json"})
+    assert_problem(answer, 422, "number-out-of-range")
+    assert count(gateway, t.cases) == 0
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize(("content_type", "body"), [
+    ("text/plain", A_LOOKUP), ("application/json; charset=gbk", A_LOOKUP),
+    ("application/json", b'{"id_number": "1", "id_number": "2"}'), ("application/json", b"[NaN]"),
+], ids=["media-type", "charset", "duplicate-key", "nan"])
+def test_an_anonymous_caller_hears_401_before_the_body_is_refused(
+        make_gateway: Callable[..., Gateway], content_type: str, body: bytes) -> None:
+    with TestClient(create_app(make_gateway(bundles=()))) as client:
+        answer = client.post(LOOKUP, content=body, headers={"content-type": content_type})
+    assert_problem(answer, 401, "not-authenticated")
+
+
+@SQLITE_ONLY
+def test_a_validation_error_lists_at_most_20_and_says_how_many_there_were(
+        make_gateway: Callable[..., Gateway]) -> None:
+    gateway = make_gateway()
+    application = {**COMPLETE_APPLICATION, "materials": [{"name": "", "file_ref": "x" * 41}] * 50}
+    with TestClient(create_app(gateway), headers=Keys.issue(gateway).hall) as client:
+        answer = client.post("/v1/cases", json=application)
+    problem = assert_problem(answer, 422, "invalid-request")
+    assert len(problem["errors"]) == 20
+    assert problem["errors_total"] == 100 and problem["errors_truncated"] is True
+
+
+@SQLITE_ONLY
+def test_a_short_list_of_validation_errors_is_whole(make_gateway: Callable[..., Gateway]) -> None:
+    gateway = make_gateway()
+    application = {**COMPLETE_APPLICATION, "materials": [{"name": ""}] * 3}
+    with TestClient(create_app(gateway), headers=Keys.issue(gateway).hall) as client:
+        problem = assert_problem(client.post("/v1/cases", json=application), 422, "invalid-request")
+    assert len(problem["errors"]) == 3 and "errors_total" not in problem and "errors_truncated" not in problem
+
+
+@SQLITE_ONLY
+def test_a_405_names_every_method_the_path_serves(make_gateway: Callable[..., Gateway]) -> None:
+    app = create_app(make_gateway(bundles=()))
+    served: dict[str, set[str]] = {}
+    for route in v1_routes(app):
+        served.setdefault(route.path, set()).update(route.methods)
+    shared = {path: methods for path, methods in served.items() if len(methods - {"HEAD"}) > 1}
+    assert {"/v1/identities", "/v1/webhooks", "/v1/ops/replays"} <= set(shared)
+    with TestClient(app) as client:
+        for path, methods in shared.items():
+            answer = client.request("PATCH", path.replace("{", "").replace("}", ""))
+            assert_problem(answer, 405, "method-not-allowed")
+            assert set(answer.headers["allow"].split(", ")) == methods, path
 
 
 def _chunks(total: int, size: int = 64 * 1024) -> Iterator[bytes]:
@@ -694,6 +944,15 @@ def test_a_signed_callback_with_a_hostile_body_is_a_4xx_problem_and_changes_noth
     assert_problem(answer, answer.status_code)
     assert police.events() == before
     assert "root:" not in answer.text
+
+
+def test_a_signed_callback_naming_a_key_twice_is_400_and_changes_nothing(police: Police) -> None:
+    body = police.decision().replace(b'"JG": "TY"', b'"JG": "BTY", "JG": "TY"')
+    before = police.events()
+    refused = assert_problem(police.post(body, police.signed(body)), 400, "duplicate-key")
+    assert "line 1" in refused["detail"]
+    assert police.events() == before
+    assert police.gateway.service.get(police.case_no).state == "in_process"
 
 
 @SQLITE_ONLY

@@ -324,7 +324,7 @@ def test_content_not_admitted_is_a_415_problem(client: TestClient, engine: Engin
 def test_a_request_without_a_file_field_is_a_422_problem(client: TestClient) -> None:
     assert_problem(upload(client, png_bytes(), field="document"), 422, "invalid-request")
     no_form = client.post("/v1/materials", json={"file": "aGVsbG8="}, headers={"X-API-Key": "hall-key"})
-    assert_problem(no_form, 422, "invalid-request")
+    assert_problem(no_form, 415, "unsupported-media-type")  # not multipart at all (issue 14: was a 422)
     two_files = client.post("/v1/materials", headers={"X-API-Key": "hall-key"},
                             files=[("file", ("a.png", png_bytes(), PNG)), ("file", ("b.png", png_bytes(), PNG))])
     assert_problem(two_files, 422, "invalid-request")

@@ -1,15 +1,18 @@
-"""Schemathesis against the gateway's own OpenAPI document (issue 5, "Hostile input").
+"""Schemathesis against the gateway's own OpenAPI document (issue 5, "Hostile input"; issue 14, "No 500s").
 
 Every operation is called with generated requests — valid and invalid — on a real gateway (SQLite, the
 four shipped bundles active, their sectors' endpoints unreachable) and every answer is checked: no 5xx,
-only documented status codes and content types, bodies matching the documented schema. Once with a key
-holding every role, once with no key at all, where every keyed operation must answer 401 before it looks
-at anything else. A fixed number of examples per operation, derandomized, keeps the run to about a
-minute and repeatable in CI (`make test`).
+only documented status codes and content types, bodies matching the documented schema. With a key holding
+every role, each operation gets schemathesis' coverage phase (boundary and invalid values of every
+parameter and body field: past its bounds, of the wrong type, missing) and then 50 generated examples;
+`test_every_operation_got_its_examples` checks the count. Then again with no key at all, where every
+keyed operation must answer 401 before it looks at anything else (fewer generated examples: the wall is
+the same for all). Derandomized, so a run is repeatable in CI (`make test`).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -36,13 +39,15 @@ from gateway.problems import PROBLEM_MEDIA_TYPE
 from tests.conftest import SECTOR_SECRETS, SOCIAL_SECURITY_AGENCY, activate_shipped
 from tests.test_api_roles import admitted_roles, v1_routes
 
-EXAMPLES_PER_OPERATION = 15
+EXAMPLES_PER_OPERATION = 50  # generated, per operation that takes any input; the coverage phase adds its own
+EXAMPLES_WITHOUT_A_KEY = 10
 SECTORS = ("social_security", "housing_fund", "civil_affairs", "public_security")
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
           response_headers_conformance]
 # No shrinking: a failure is reported as found, so a failing run takes no longer than a passing one.
 FUZZ = settings(max_examples=EXAMPLES_PER_OPERATION, derandomize=True, database=None, deadline=None,
                 phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+CALLS: Counter[str] = Counter()  # requests made per operation ("POST /v1/cases") with a key
 
 
 class Target:
@@ -97,17 +102,37 @@ def _document() -> dict[str, Any]:
             gateway.close()
 
 
-schema = schemathesis.openapi.from_dict(_document())
+DOCUMENT = _document()
+schema = schemathesis.openapi.from_dict(DOCUMENT)
+schemathesis.serializer.alias("application/zip", "application/octet-stream")  # a bundle upload: bytes as drawn
 
 
 @schema.parametrize()
 @FUZZ
 def test_every_operation_answers_as_documented(case: schemathesis.Case, target: Target) -> None:
+    CALLS[case.operation.label] += 1
     case.call_and_validate(headers=target.headers_for(case), checks=CHECKS, app=target.app)
 
 
+def test_every_operation_got_its_examples() -> None:
+    """Runs after the fuzz above (pytest keeps a file's order), over the operations it ran: each one that
+    takes parameters or a body had at least 50 requests; one that takes nothing at all has only a few
+    requests to be sent (no parameters to vary), and had them."""
+    if not CALLS:
+        pytest.skip("the fuzz did not run (deselected)")
+    short = {label: calls for label, calls in CALLS.items()
+             if calls < (EXAMPLES_PER_OPERATION if _takes_input(label) else 1)}
+    assert short == {}
+
+
+def _takes_input(label: str) -> bool:
+    method, path = label.split(" ", 1)
+    operation = DOCUMENT["paths"][path][method.lower()]
+    return bool(operation.get("parameters") or operation.get("requestBody"))
+
+
 @schema.parametrize()
-@FUZZ
+@settings(FUZZ, max_examples=EXAMPLES_WITHOUT_A_KEY)
 def test_without_a_key_every_keyed_operation_answers_401(case: schemathesis.Case, target: Target) -> None:
     """Operations that take no key (health, metrics, signed callbacks and links) get the checks alone."""
     response = case.call_and_validate(checks=CHECKS, app=target.app)
