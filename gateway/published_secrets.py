@@ -26,6 +26,7 @@ PUBLISHED_SECRETS: Final[Mapping[str, str]] = MappingProxyType({
     "yiwang": "the 公积金 simulator's default client id (adapters/simulators/housing_fund.py)",
     "cd" * 32: "a material-link key of the tests (tests/test_material_transport.py)",
     "sealed": "a webhook secret of the tests (tests/test_retention.py)",
+    "rotated-during-maintenance": "a rotated 公积金 client secret of the tests (tests/test_breakers.py)",
 })
 _BY_NORMAL_FORM: Final = {value.strip().casefold(): where for value, where in PUBLISHED_SECRETS.items()}
 

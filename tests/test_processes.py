@@ -205,7 +205,7 @@ RACER = textwrap.dedent(
                           PersonalData(BlindIndex(b"k" * 32), FieldSealer(MasterKeys.parse("t:" + "A" * 43 + "="))))
     command = SubmitCase("12150200MB1A00010L3000805001000", Applicant("王建国", "111", "150203198503120039"),
                          (SubmittedMaterial("居民身份证"),), {"insured_months": 36, "separation_date": "2026-10-31"})
-    matter = service._check(command)
+    matter, command = service._check(command)
     time.sleep(max(0.0, start_at - time.time()))
     for _ in range(n):  # one try each: submit()'s retry on a duplicate number would hide a lost update
         print(service._submit_once(matter, command, Actor(ActorKind.APPLICANT, "racer"), None).case["case_no"],
