@@ -187,8 +187,8 @@ def test_preview_renders_for_a_case_without_calling_the_sector(world: World) -> 
 
 def test_a_registered_version_is_tested_against_the_sectors_test_endpoint(world: World) -> None:
     with world.client(world.keys.operator) as ops:
-        tested = ops.post("/v1/adapters/housing_fund/versions/2026.11.1/test")
+        tested = ops.post("/v1/adapters/housing_fund/versions/2026.12.0/test")
         world.systems["housing_fund"].set_fault("fail")
-        failed = ops.post("/v1/adapters/housing_fund/versions/2026.11.1/test")
+        failed = ops.post("/v1/adapters/housing_fund/versions/2026.12.0/test")
     assert tested.status_code == 200 and tested.json()["test_result"]["reachable"] is True
     assert failed.json()["test_result"]["reachable"] is False

@@ -177,7 +177,7 @@ def test_the_bundle_carries_the_service_description_the_sector_publishes(sector:
 
 
 def test_the_shipped_mutual_tls_upgrade_validates_clean_and_changes_only_the_channel() -> None:
-    """adapters/bundles/upgrades: a sector's next version (the demo's scene 8), outside the set that loads
+    """adapters/bundles/upgrades: a sector's next version (the demo's scene 10), outside the set that loads
     together: the same service and mappings, reached over mTLS with WS-Security, keys named in the store."""
     folder = BUNDLES / "upgrades" / "social_security_mtls"
     assert validate_bundle(folder) == []
@@ -196,15 +196,15 @@ def test_what_each_shipped_bundle_serves() -> None:
         found[sector] = (b.version, b.kind, b.serves.departments, b.serves.matters, sorted(b.operations),
                          sorted(b.queries), b.results.mode)
     assert found == {
-        "social_security": ("2026.11.1", "soap", ("12150200MB1A00010L",), (), ["query_status", "submit_case"],
+        "social_security": ("2026.12.0", "soap", ("12150200MB1A00010L",), (), ["query_status", "submit_case"],
                             ["social_insurance_contributions"], "polling"),
-        "housing_fund": ("2026.11.1", "rest", ("12150200MB1A00020M",), (),
+        "housing_fund": ("2026.12.0", "rest", ("12150200MB1A00020M",), (),
                          ["cancel_case", "query_status", "submit_case"],
                          ["housing_fund_balance", "housing_fund_deposits"], "polling"),
         "civil_affairs": ("2026.11.1", "soap", ("11150203MB0C000405", "11150204MB0C00050L"), (),
                           ["cancel_case", "query_status", "submit_case"], ["marriage_record"], "polling"),
         # The 公安 service has no cancellation; query_status is the polling fallback of its callbacks.
-        "public_security": ("2026.11.1", "rest", ("11150200MB0E000702", "11150203MB0E00080E", "11150204MB0E00090X"),
+        "public_security": ("2026.12.0", "rest", ("11150200MB0E000702", "11150203MB0E00080E", "11150204MB0E00090X"),
                             (), ["callback", "query_status", "submit_case"], ["household_registration"],
                             "callback"),
     }

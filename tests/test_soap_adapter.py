@@ -326,7 +326,7 @@ def test_shipped_bundle_loads_and_renders_a_request_the_wsdl_accepts(sector: Fak
     registry = Registry.load(default_bundles_dir(), endpoints={"social_security": sector.url}, retry_override=FAST)
     assert "social_security" in registry.sectors
     registered = registry.get("social_security")
-    assert (registered.version, registered.poll_interval_ms) == ("2026.11.1", 1000)
+    assert (registered.version, registered.poll_interval_ms) == ("2026.12.0", 1000)
     request = registered.adapter.render(Operation.SUBMIT_CASE, message())
     soap: SoapAdapter = registered.adapter.inner  # type: ignore[attr-defined]
     envelope_xml = soap.client.create_message(soap.service, "SubmitCase", **request)

@@ -88,7 +88,7 @@ def ga_with_own_callback_key(tmp_path: Path) -> bytes:
     folder = tmp_path / "ga-bundle"
     shutil.copytree(default_bundles_dir() / GA, folder)
     descriptor = folder / "bundle.yaml"
-    text = descriptor.read_text(encoding="utf-8").replace('version: "2026.11.1"', 'version: "2026.11.2"')
+    text = descriptor.read_text(encoding="utf-8").replace('version: "2026.12.0"', 'version: "2026.12.9"')
     head, callback = text.split("callback_auth:")
     callback = callback.replace("env:YIWANG_SECRET_GA_HMAC", "env:YIWANG_SECRET_GA_CALLBACK")
     descriptor.write_text(f"{head}callback_auth:{callback}", encoding="utf-8")
@@ -101,7 +101,7 @@ def ga_active(make_gateway: Callable[..., Gateway], ga_with_own_callback_key: by
     settings, for production."""
     gateway = make_gateway(bundles=(GA,), master_key=MasterKeys.generate("k1"))
     gateway.bundles.register(ga_with_own_callback_key, "test")
-    gateway.bundles.activate(GA, "2026.11.2", "test")
+    gateway.bundles.activate(GA, "2026.12.9", "test")
     yield replace(gateway.settings, environment="production")
 
 
@@ -109,7 +109,7 @@ def test_production_refuses_an_active_bundles_published_secret_naming_bundle_fie
         ga_active: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("YIWANG_SECRET_GA_CALLBACK", secrets.token_urlsafe(24))
     said = refusal(ga_active)  # YIWANG_SECRET_GA_HMAC: the simulator's default (conftest)
-    assert ("bundle public_security 2026.11.2: auth.secret (env:YIWANG_SECRET_GA_HMAC): equals a value published "
+    assert ("bundle public_security 2026.12.9: auth.secret (env:YIWANG_SECRET_GA_HMAC): equals a value published "
             "in this repository (the 公安 simulator's default HMAC secret") in said
     assert "callback_auth" not in said and GA_SECRET not in said
 
@@ -118,7 +118,7 @@ def test_production_refuses_a_published_callback_key(ga_active: Settings, monkey
     monkeypatch.setenv("YIWANG_SECRET_GA_HMAC", secrets.token_urlsafe(24))
     monkeypatch.setenv("YIWANG_SECRET_GA_CALLBACK", f"{GA_SECRET.upper()} ")
     said = refusal(ga_active)
-    assert ("bundle public_security 2026.11.2: results.callback_auth.secret (env:YIWANG_SECRET_GA_CALLBACK, the key "
+    assert ("bundle public_security 2026.12.9: results.callback_auth.secret (env:YIWANG_SECRET_GA_CALLBACK, the key "
             "the sector signs its callbacks with): equals a value published") in said
     assert "auth.secret (env:YIWANG_SECRET_GA_HMAC" not in said and GA_SECRET not in said.lower()
 
@@ -130,16 +130,16 @@ def test_production_starts_with_proper_values_and_builds_no_version_activated_la
     gateway = build_gateway(replace(ga_active, material_link_key=secrets.token_hex(32),
                                     blind_index_key=secrets.token_hex(32)))
     try:
-        assert gateway.registry.get(GA).version == "2026.11.2"
+        assert gateway.registry.get(GA).version == "2026.12.9"
         monkeypatch.setenv("YIWANG_SECRET_GA_HMAC", GA_SECRET)  # as the version rolled back to will find it
-        gateway.bundles.rollback(GA, "test")  # back to the shipped 2026.11.1
+        gateway.bundles.rollback(GA, "test")  # back to the shipped 2026.12.0
         with pytest.raises(NoActiveAdapter) as broken:
             gateway.registry.get(GA)
         said = str(broken.value)
-        assert "version 2026.11.1 cannot be built here" in said
+        assert "version 2026.12.0 cannot be built here" in said
         assert "auth.secret: (env:YIWANG_SECRET_GA_HMAC) equals a value published in this repository" in said
         assert GA_SECRET not in said
-        tested = gateway.sector_calls.test_version(GA, "2026.11.1").test_result  # `yiwang adapters test` says so too
+        tested = gateway.sector_calls.test_version(GA, "2026.12.0").test_result  # `yiwang adapters test` says so too
         assert tested is not None and tested["reachable"] is False
         assert "cannot be built here" in tested["answer"] and "(env:YIWANG_SECRET_GA_HMAC) equals" in tested["answer"]
     finally:
