@@ -40,6 +40,17 @@ def dead_letter_ids(gateway: Gateway) -> list[int]:
     return [letter.id for letter in dead_letters(gateway)]
 
 
+def dead_on_arrival(gateway: Gateway, sector: SocialSecuritySimulator, keys: Keys) -> str:
+    """A case submitted while the sector fails for longer than the retry policy: its message is a dead letter,
+    and the sector is back."""
+    sector.set_fault("fail")
+    with client(gateway, keys.hall) as hall:
+        case_no = str(hall.post("/v1/cases", json=COMPLETE_APPLICATION).json()["case_no"])
+    drain(gateway, lambda: outbox_statuses(gateway) == [("submit_case", "dead")])
+    sector.set_fault(None)
+    return case_no
+
+
 @pytest.fixture
 def housing_fund() -> Iterator[HousingFundSimulator]:
     with HousingFundSimulator(decision_delay_ms=60_000) as sim:  # undecided while the test runs
@@ -72,10 +83,7 @@ def test_discarding_a_dead_letter_hands_its_task_to_the_back_office_in_the_same_
         make_gateway: Callable[..., Gateway], simulator: SocialSecuritySimulator) -> None:
     gateway = make_gateway(sector_endpoints={"social_security": simulator.url})
     keys = Keys.issue(gateway)
-    simulator.set_fault("fail")  # longer than the retry policy: a dead letter
-    with client(gateway, keys.hall) as hall:
-        case_no = hall.post("/v1/cases", json=COMPLETE_APPLICATION).json()["case_no"]
-    drain(gateway, lambda: outbox_statuses(gateway) == [("submit_case", "dead")])
+    case_no = dead_on_arrival(gateway, simulator, keys)
     [letter] = dead_letter_ids(gateway)
     with client(gateway, keys.operator) as operator:
         discarded = operator.post(f"/v1/ops/dead-letters/{letter}/discard",
@@ -114,15 +122,10 @@ def recording_simulator(decided: list[dict[str, Any]]) -> Iterator[SocialSecurit
 def test_a_correction_replaces_the_dead_letter_and_the_sector_gets_the_corrected_case_under_a_new_key(
         make_gateway: Callable[..., Gateway], recording_simulator: SocialSecuritySimulator,
         decided: list[dict[str, Any]]) -> None:
-    sim = recording_simulator
-    gateway = make_gateway(sector_endpoints={"social_security": sim.url})
+    gateway = make_gateway(sector_endpoints={"social_security": recording_simulator.url})
     keys = Keys.issue(gateway)
-    sim.set_fault("fail")
-    with client(gateway, keys.hall) as hall:
-        case_no = hall.post("/v1/cases", json=COMPLETE_APPLICATION).json()["case_no"]
-    drain(gateway, lambda: outbox_statuses(gateway) == [("submit_case", "dead")])
+    case_no = dead_on_arrival(gateway, recording_simulator, keys)
     [letter] = dead_letter_ids(gateway)
-    sim.set_fault(None)
     with client(gateway, keys.window) as window:
         refused = window.post(f"/v1/cases/{case_no}/correction",
                               json={"reason": "电话号码录入错误", "applicant": {"nickname": "王"}})
@@ -248,11 +251,8 @@ def test_a_case_sent_back_for_a_supplement_goes_to_its_sector_again_once_complet
     its clock stopped; the applicant hands in what is missing; the task goes to the sector again, a new round."""
     gateway = make_gateway(sector_endpoints={"social_security": recording_simulator.url})
     keys = Keys.issue(gateway)
-    recording_simulator.set_fault("fail")
+    case_no = dead_on_arrival(gateway, recording_simulator, keys)
     with client(gateway, keys.hall) as hall:
-        case_no = hall.post("/v1/cases", json=COMPLETE_APPLICATION).json()["case_no"]
-        drain(gateway, lambda: outbox_statuses(gateway) == [("submit_case", "dead")])
-        recording_simulator.set_fault(None)
         sector = Actor(ActorKind.DEPARTMENT, "sector:social_security")
         sent_back = gateway.service.settle(case_no, "1", WayForward.SUPPLEMENT, sector, "劳动合同证明不清晰",
                                            ["解除或终止劳动合同证明"])
