@@ -67,7 +67,6 @@ class UnsendableRequest(DeliveryError):
 
     def __init__(self, message: str) -> None:
         super().__init__(FailureClass.MAPPING, message)
-        self.unsent = True  # what callers test, with getattr(error, "unsent", False)
 
 
 # A canonical message is a JSON-able dict:

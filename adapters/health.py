@@ -76,12 +76,12 @@ class AdapterHealth:
         buckets: int = 30,
         clock: Callable[[], float] = time.time,
         breaker: HasState | None = None,
-        query_breaker: HasState | None = None,
     ) -> None:
         if window_s <= 0 or buckets < 1:
             raise ValueError(f"need window_s > 0 and buckets >= 1, got {window_s} and {buckets}")
         self.window_s = window_s
-        self.breaker, self.query_breaker = breaker, query_breaker
+        self.breaker: HasState | None = breaker
+        self.query_breaker: HasState | None = None  # bound with the deliveries' by `watch`
         self._width = window_s / buckets
         self._ring = [_Bucket() for _ in range(buckets)]
         self._clock = clock

@@ -19,7 +19,7 @@ import logging
 import ssl
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -259,9 +259,7 @@ def build_adapter(bundle: Bundle, *, environment: str | None = None, endpoint: s
     breaker_spec, limit = bundle.circuit_breaker, bundle.rate_limit
     breaker = CircuitBreaker(breaker_spec.failure_threshold if breaker_spec else 5,
                              (breaker_spec.reset_after_ms if breaker_spec else 30_000) / 1000)
-    # An override (tests, the demo) changes the backoff, never how long a message may wait for the circuit.
-    retry = replace(retry_override, max_wait_ms=bundle.retry.max_wait_ms) if retry_override else bundle.retry
-    wrapped = resilient(inner, retry=retry, breaker=breaker, query_breaker=breaker.like(),
+    wrapped = resilient(inner, retry=retry_override or bundle.retry, breaker=breaker,
                         limiter=RateLimiter(limit.per_second, limit.burst) if limit else None,
                         health=AdapterHealth(), timeout_s=bundle.timeout_ms / 1000)
     return RegisteredAdapter(bundle, wrapped, mappings)

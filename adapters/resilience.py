@@ -54,11 +54,13 @@ from adapters.contract import (
     DeliveryError,
     FailureClass,
     Operation,
+    UnsendableRequest,
 )
 from adapters.health import AdapterHealth, is_sector_failure
 
 T = TypeVar("T")
 Sleep = Callable[[float], None]
+OnSent = Callable[[], None] | None  # told just before a request leaves for the sector
 Clock = Callable[[], float]
 BreakerState = Literal["closed", "open", "half_open"]
 
@@ -163,13 +165,14 @@ class RetryingAdapter:
             **({"sleep": self._sleep} if self._sleep is not None else {}),
         )
 
-    def call(self, operation: Operation, message: CanonicalMessage) -> CanonicalResult:
+    def call(self, operation: Operation, message: CanonicalMessage, **options: Any) -> CanonicalResult:
+        """`options` go to each attempt's `inner.call` as they are (ResilientAdapter passes its `on_sent`)."""
         history: list[dict[str, Any]] = []
         for attempt in self._retrying():
             with attempt:
                 at, started = datetime.now(UTC), time.monotonic()
                 try:
-                    return self.inner.call(operation, message)
+                    return self.inner.call(operation, message, **options)
                 except DeliveryError as exc:
                     history.append(_history_entry(exc, at, started))
                     # A copy per error: only the last one leaves, and it must not change afterwards.
@@ -408,29 +411,31 @@ class _Attempt:
         self.timeout_s = timeout_s
         self.sector, self.version = inner.sector, inner.version
 
-    def call(self, operation: Operation, message: CanonicalMessage) -> CanonicalResult:
-        return self.breaker.call(lambda: self._limited(operation, message))
+    def call(self, operation: Operation, message: CanonicalMessage, on_sent: OnSent = None) -> CanonicalResult:
+        return self.breaker.call(lambda: self._limited(operation, message, on_sent))
 
     def render(self, operation: Operation, message: CanonicalMessage) -> Any:
         return self.inner.render(operation, message)
 
-    def _limited(self, operation: Operation, message: CanonicalMessage) -> CanonicalResult:
+    def _limited(self, operation: Operation, message: CanonicalMessage, on_sent: OnSent) -> CanonicalResult:
         if self.limiter is None:
-            return self._recorded(operation, message)
+            return self._recorded(operation, message, on_sent)
         self.limiter.acquire(self.timeout_s)
         try:
-            return self._recorded(operation, message)
+            return self._recorded(operation, message, on_sent)
         except DeliveryError as exc:
             after = _retry_after(exc)
             if after is not None:  # the sector said "too many": every caller of this adapter waits
                 self.limiter.pause_for(min(after, RETRY_AFTER_CAP_S))
             raise
 
-    def _recorded(self, operation: Operation, message: CanonicalMessage) -> CanonicalResult:
+    def _recorded(self, operation: Operation, message: CanonicalMessage, on_sent: OnSent) -> CanonicalResult:
+        if on_sent is not None:  # past the breaker and the limiter: this attempt goes to the sector
+            on_sent()
         try:
             result = self.inner.call(operation, message)
         except Exception as exc:
-            if not getattr(exc, "unsent", False):  # a request that never left is no call of the sector's
+            if not isinstance(exc, UnsendableRequest):  # a request that never left is no call of the sector's
                 self.health.record_failure(exc)
             raise
         self.health.record_success()
@@ -475,19 +480,18 @@ class ResilientAdapter:
             RetryingAdapter(_Attempt(inner, b, limiter, health, timeout_s), retry, sleep=sleep)
             for b in (breaker, query_breaker))
 
-    def call(self, operation: Operation | str, message: CanonicalMessage) -> CanonicalResult:
-        delivery = str(operation) in _OPERATIONS  # see also `refuses`
+    def call(self, operation: Operation | str, message: CanonicalMessage, *, on_sent: OnSent = None
+             ) -> CanonicalResult:
+        """`on_sent` is called before each attempt the breaker and the limiter let through, just before the
+        request leaves (the message log records it then: a refused call was never sent)."""
+        delivery = str(operation) in _OPERATIONS
         chain, breaker = (self._deliveries, self.breaker) if delivery else (self._queries, self.query_breaker)
         try:
-            return chain.call(operation, message)  # type: ignore[arg-type]  # a named query goes by its name
+            return chain.call(operation, message, on_sent=on_sent)  # type: ignore[arg-type]  # queries by name
         except DeliveryError as error:
             if not hasattr(error, "circuit_wait_s"):  # the failures may just have opened it: say for how long
                 error.circuit_wait_s = breaker.wait_s()  # type: ignore[attr-defined]
             raise
-
-    def refuses(self, operation: Operation | str) -> bool:
-        """Whether the breaker `operation` passes would refuse a call now (it may admit one a moment later)."""
-        return (self.breaker if str(operation) in _OPERATIONS else self.query_breaker).wait_s() > 0
 
     def render(self, operation: Operation, message: CanonicalMessage) -> Any:
         return self.inner.render(operation, message)

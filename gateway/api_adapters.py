@@ -11,13 +11,20 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
-from adapters.contract import DeliveryError, FailureClass
+from adapters.contract import DeliveryError, FailureClass, UnsendableRequest
 from gateway.api_approvals import held_for_approval
 from gateway.approvals import Action
 from gateway.auth import Identity, NotAllowed, Role, acts_for_sector, require
 from gateway.bundles import BundleConflict, BundleInvalid, BundleStore, UnknownBundle
 from gateway.domain.answers import AnswerMismatch
-from gateway.json_bodies import DUPLICATE_KEY, UNSUPPORTED_MEDIA_TYPE, JsonBodyRoute, accepts_only, media_type
+from gateway.json_bodies import (
+    DUPLICATE_KEY,
+    UNSUPPORTED_MEDIA_TYPE,
+    BodyRefused,
+    JsonBodyRoute,
+    accepts_only,
+    media_type,
+)
 from gateway.live_registry import LiveRegistry, NoActiveAdapter
 from gateway.problems import install_problems, problem_doc, problem_response
 from gateway.sector_calls import (
@@ -72,7 +79,7 @@ async def register_bundle(request: Request,
                           identity: Annotated[Identity, Depends(require(*ADMINS))]) -> dict[str, Any]:
     declared = request.headers.get("content-type")
     if declared and media_type(declared) not in ZIP_TYPES:  # undeclared is bytes, as octet-stream says
-        raise NotAZip(accepts_only(ZIP))
+        raise BodyRefused(415, *UNSUPPORTED_MEDIA_TYPE, accepts_only(ZIP))
     archive = await _read_limited(request, MAX_BUNDLE_BYTES)
 
     registered = await run_in_threadpool(_store(request).register, archive, f"identity:{identity.id}",
@@ -166,10 +173,6 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-class NotAZip(Exception):
-    """A bundle upload declared something else than a zip archive or bytes (`application/octet-stream`)."""
-
-
 class PayloadTooLarge(Exception):
     def __init__(self, limit: int) -> None:
         super().__init__(f"上限 {limit} 字节")
@@ -199,7 +202,7 @@ def install_adapter_error_handlers(app: FastAPI) -> None:
                                 errors=[{"msg": p} for p in exc.problems])
 
     async def delivery_failed(request: Request, exc: DeliveryError) -> JSONResponse:
-        if getattr(exc, "unsent", False):  # nothing was sent: the parameters do not fit the sector's interface
+        if isinstance(exc, UnsendableRequest):  # nothing was sent: the parameters do not fit the sector's interface
             return problem_response(422, "query-invalid", "查询参数不符合该部门接口的要求", exc.message, request.url.path)
         if getattr(exc, "circuit_open", False) or (exc.failure is FailureClass.SECTOR_FAULT and exc.retryable):
             status, slug, title = 503, "sector-unavailable", "部门系统暂不可用"
@@ -225,5 +228,4 @@ def install_adapter_error_handlers(app: FastAPI) -> None:
         (CallbackDuplicateKey, 400, *DUPLICATE_KEY),
         (PreviewFailed, 422, "preview-failed", "映射无法生成该请求"),
         (PayloadTooLarge, 413, "payload-too-large", "请求体过大"),
-        (NotAZip, 415, *UNSUPPORTED_MEDIA_TYPE),
     ])

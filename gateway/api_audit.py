@@ -20,6 +20,7 @@ from gateway.auth import Identity, NotAllowed, Role, acts_for_sector, caller, ma
 from gateway.domain.clock import SHANGHAI
 from gateway.ledger import AUDIT, MESSAGE, Direction, Filters, Ledger, LedgerRecord
 from gateway.logs import mask_value as mask
+from gateway.persistence.tables import MAX_ROW_ID
 from gateway.problems import install_problems, problem_doc
 
 log = structlog.get_logger("yiwang.audit")
@@ -28,9 +29,8 @@ CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 AUDITED_PREFIX = "/v1/"
 MAX_PAGE = 1000
 # Record ids are 32-bit integers in PostgreSQL: a bigger one names nothing, and must not reach SQL (a 500).
-MAX_RECORD_ID = 2**31 - 1
-RecordId = Annotated[int, Path(ge=1, le=MAX_RECORD_ID)]
-AfterId = Annotated[int | None, Query(ge=0, le=MAX_RECORD_ID, description="next_after_id of the page before")]
+RecordId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
+AfterId = Annotated[int | None, Query(ge=0, le=MAX_ROW_ID, description="next_after_id of the page before")]
 
 
 class RecordNotFound(LookupError):

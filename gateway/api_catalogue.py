@@ -28,6 +28,7 @@ from gateway.catalogue import (
 from gateway.domain.matter import BodyNature, HandlingForm, Level, Matter, MatterType, ServiceObject, TimeUnit
 from gateway.json_bodies import JsonBodyRoute
 from gateway.persistence.catalogue_tables import DRAFT
+from gateway.persistence.tables import MAX_ROW_ID
 from gateway.problems import install_problems, problem_doc, problem_response
 
 router = APIRouter(prefix="/v1", tags=["catalogue"], route_class=JsonBodyRoute)
@@ -35,7 +36,7 @@ Reader = Annotated[Identity, Depends(require(*ALL_ROLES))]
 Admin = Annotated[Identity, Depends(require(Role.CATALOGUE_ADMIN))]
 DepartmentQuery = Annotated[str | None, Query(description="lead or co-department: part of its name, or credit code")]
 # Bounded so that an absurd number is a 422, not an integer the database cannot hold (a 500).
-VersionNo = Annotated[int, Path(ge=1, le=2**31 - 1, description="the guide's version number")]
+VersionNo = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="the guide's version number")]
 
 
 # --- response models: the guide as the OpenAPI document describes it --------------------------------

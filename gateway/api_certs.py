@@ -26,6 +26,7 @@ from certstore.store import (
 from certstore.x509 import KEY_ALGORITHMS, CertificateError, Subject
 from gateway.auth import Identity, NotAllowed, Role, require
 from gateway.json_bodies import JsonBodyRoute
+from gateway.persistence.tables import MAX_ROW_ID
 from gateway.problems import install_problems, problem_doc
 
 router = APIRouter(prefix="/v1/certificates", tags=["certificates"], route_class=JsonBodyRoute)
@@ -65,7 +66,7 @@ class RotateIn(BaseModel):
 
 class RetireIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    version: int | None = Field(default=None, ge=1, le=2**31 - 1, description="one version; none: the whole name")
+    version: int | None = Field(default=None, ge=1, le=MAX_ROW_ID, description="one version; none: the whole name")
 
 
 def _store(request: Request) -> CertStore:

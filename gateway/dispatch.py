@@ -226,14 +226,14 @@ class Dispatcher:
         try:
             result = logged_call(self.messages, target, operation, payload, case_no=message.case_no)
         except DeliveryError as error:
+            def render() -> Any:  # what would have been sent, for the dead letter
+                return target.adapter.render(operation, payload)
+
             if getattr(error, "circuit_open", False):
-                return self._wait_for_circuit(message, target, error, context, started,
-                                              lambda: target.adapter.render(operation, payload))
+                return self._wait_for_circuit(message, target, error, _failed(context, error), started, render,
+                                              bound)
             bound.warning("delivery failed", failure=str(error.failure), error=error.message)
-            self._dead_letter(message, replace(
-                context, error_class=str(error.failure), error_message=error.message, attempts=error.attempts,
-                last_response=error.last_response, history=tuple(error.history),
-            ), lambda: target.adapter.render(operation, payload))
+            self._dead_letter(message, _failed(context, error), render)
             return Outcome(DEAD, time.monotonic() - started)
         except Exception as error:  # never swallowed: a bug becomes a dead letter an operator can see
             bound.exception("delivery crashed")
@@ -246,20 +246,18 @@ class Dispatcher:
         return Outcome(DELIVERED, call_s)
 
     def _wait_for_circuit(self, message: OutboxMessage, target: RegisteredAdapter, error: DeliveryError,
-                          context: Failure, started: float, render: Callable[[], Any]) -> Outcome:
+                          failure: Failure, started: float, render: Callable[[], Any], bound: Any) -> Outcome:
         """Due again when the breaker may close, or a `circuit_open` dead letter once it has waited long enough."""
         now = self.service.clock.now()
         since = message.circuit_wait_since or now
         max_wait = timedelta(milliseconds=target.bundle.retry.max_wait_ms)
         spent = error.attempts > 1  # calls reached the sector before the breaker opened under them
         call_s = time.monotonic() - started if spent else None
-        bound = log.bind(case_no=message.case_no, sector=message.sector, operation=message.operation,
-                         outbox_id=message.id)
         if now - since >= max_wait:
             bound.warning("circuit stayed open too long", error=error.message)
             self._dead_letter(message, replace(
-                context, error_class=CIRCUIT_OPEN, error_message=_waited_too_long(error, now - since, max_wait),
-                attempts=error.attempts, last_response=error.last_response, history=tuple(error.history)), render)
+                failure, error_class=CIRCUIT_OPEN, error_message=_waited_too_long(error, now - since, max_wait)),
+                render)
             return Outcome(DEAD, call_s)
         until = min(now + timedelta(seconds=getattr(error, "circuit_wait_s", 0.0)), since + max_wait)
         self.service.wait_for_circuit(message, self.owner, until, spent=spent)
@@ -289,6 +287,12 @@ class Dispatcher:
             except Exception as exc:  # the rendering may be what failed; say so rather than lose the letter
                 rendered = {"error": f"could not render: {exc}"}
         self.service.record_dead_letter(message, self.owner, replace(failure, rendered_request=rendered))
+
+
+def _failed(context: Failure, error: DeliveryError) -> Failure:
+    """The dead letter of a delivery that failed with `error`: its class, message and every attempt."""
+    return replace(context, error_class=str(error.failure), error_message=error.message, attempts=error.attempts,
+                   last_response=error.last_response, history=tuple(error.history))
 
 
 def _waited_too_long(error: DeliveryError, waited: timedelta, max_wait: timedelta) -> str:
@@ -327,35 +331,30 @@ def logged_call(messages: MessageLog | None, target: RegisteredAdapter, operatio
                 case_no: str | None) -> dict[str, Any]:
     """`target.adapter.call`, with the rendered request recorded as sent and the canonical answer (or the
     classified failure) as received. A message the mapping cannot render is never sent: nothing to record; nor
-    is a call the sector's open breaker refuses. While it refuses, the request is recorded once the call is
-    over, and only if a call did go after all (the breaker may admit it as its trial a moment later)."""
+    is an attempt the sector's open breaker refuses. The request is recorded as sent once, when the first
+    attempt passes the breaker — before the call, so a process that dies during it leaves it on record."""
     if messages is None:
-        return target.adapter.call(operation, payload)  # type: ignore[arg-type]  # operations and queries by name
+        return target.adapter.call(operation, payload)
     key = payload.get("idempotency_key")
     try:
         rendered = jsonable(target.adapter.render(operation, payload))  # type: ignore[arg-type]
     except Exception:  # noqa: BLE001 - the call below fails the same way and says why
-        return target.adapter.call(operation, payload)  # type: ignore[arg-type]
+        return target.adapter.call(operation, payload)
+    sent: list[bool] = []
 
-    def sent() -> None:
-        messages.message(target.sector, "sent", operation, case_no, key, rendered, "sent")
+    def record_sent() -> None:
+        if not sent:
+            sent.append(True)
+            messages.message(target.sector, "sent", operation, case_no, key, rendered, "sent")
 
-    refusing = getattr(target.adapter, "refuses", lambda _: False)(operation)
-    if not refusing:
-        sent()  # before the call: a process that dies during it leaves the request on record
     try:
-        result = target.adapter.call(operation, payload)  # type: ignore[arg-type]
+        result = target.adapter.call(operation, payload, on_sent=record_sent)
     except DeliveryError as error:
-        if refusing and getattr(error, "circuit_open", False) and error.attempts == 1:
-            raise  # refused, as expected, before anything went
-        if refusing:
-            sent()
-        messages.message(target.sector, "received", operation, case_no, key,
-                         {"failure": str(error.failure), "error": error.message, "attempts": error.attempts},
-                         str(error.failure))
+        if sent:  # refused before anything went: nothing was exchanged to record
+            messages.message(target.sector, "received", operation, case_no, key,
+                             {"failure": str(error.failure), "error": error.message, "attempts": error.attempts},
+                             str(error.failure))
         raise
-    if refusing:
-        sent()
     messages.message(target.sector, "received", operation, case_no, key, result, "ok")
     return result
 

@@ -13,13 +13,12 @@ personal data).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from gateway.domain.text import typed_values
+from gateway.domain.text import Refusal, typed_values
 
 FORMAT_CHECKER = Draft202012Validator.FORMAT_CHECKER
 FORMAT_NAMES = {"date": "日期（如 2026-10-31）", "date-time": "日期时间（如 2026-12-01T09:30:00+08:00）",
@@ -32,19 +31,13 @@ _NAMED_SUBSCHEMAS = frozenset({"properties", "patternProperties", "$defs", "defi
 _DATA = frozenset({"enum", "const", "default", "examples"})  # values, not schemas
 
 
-@dataclass(frozen=True)
-class FormProblem:
-    path: tuple[str | int, ...]  # where in the form
-    message: str
-
-
-def checked_form(schema: Mapping[str, Any], form: Mapping[str, Any]) -> tuple[dict[str, Any], list[FormProblem]]:
+def checked_form(schema: Mapping[str, Any], form: Mapping[str, Any]) -> tuple[dict[str, Any], list[Refusal]]:
     """The form as it is kept, and everything wrong with it (nothing: it may be stored)."""
     titles = {name: str(sub.get("title") or name) for name, sub in schema.get("properties", {}).items()
               if isinstance(sub, Mapping)}
     kept, refusals = typed_values(dict(form), "申请表", titles)
     if refusals:
-        return dict(form), [FormProblem(r.path, r.message) for r in refusals]
+        return dict(form), refusals
     if not schema:
         return kept, []
     validator = Draft202012Validator(schema, format_checker=FORMAT_CHECKER)
@@ -72,20 +65,20 @@ def _formats(schema: Any) -> Iterator[str]:
             yield from _formats(value)
 
 
-def _problems(schema: Mapping[str, Any], error: ValidationError) -> Iterator[FormProblem]:
+def _problems(schema: Mapping[str, Any], error: ValidationError) -> Iterator[Refusal]:
     path = tuple(error.path)
     if error.validator == "required":  # names the object; each missing field gets its own problem
         for name in error.validator_value:
             if isinstance(error.instance, Mapping) and name not in error.instance:
-                yield FormProblem((*path, name), f"{_label(schema, (*path, name))}是必填项")
+                yield Refusal((*path, name), f"{_label(schema, (*path, name))}是必填项")
         return
     if error.validator == "additionalProperties" and isinstance(error.instance, Mapping):
         known = error.schema.get("properties", {}) if isinstance(error.schema, Mapping) else {}
         for name in error.instance:
             if name not in known:
-                yield FormProblem((*path, name), f"申请表没有“{name}”这一项")
+                yield Refusal((*path, name), f"申请表没有“{name}”这一项")
         return
-    yield FormProblem(path, _label(schema, path) + _what(error))
+    yield Refusal(path, _label(schema, path) + _what(error))
 
 
 def _what(error: ValidationError) -> str:

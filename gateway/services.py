@@ -625,20 +625,20 @@ class CaseService:
             raise InvalidApplication(f"事项“{matter.name}”不支持通过 {command.channel} 办理")
         if command.channel == "village_agency" and command.agent is None:
             raise InvalidApplication("村（社区）代办点提交的申请必须登记代办员")
-        self._check_people(command)
+        self._check_people(command.applicant, command.agent)
         self._check_materials(matter, command.materials)
         return matter, replace(command, form=self._check_form(matter, command.form))
 
     def _check_corrected(self, matter: Matter, case: Case) -> None:
         """A corrected case passes intake's checks of what it carries (the matter it was accepted under); its
         form is kept as intake keeps one (texts normalised)."""
-        self._check_people(SubmitCase(case.matter_code, case.applicant, case.materials, agent=case.agent))
+        self._check_people(case.applicant, case.agent)
         self._check_materials(matter, case.materials)
         case.form = self._check_form(matter, case.form)
 
-    def _check_people(self, command: SubmitCase) -> None:
+    def _check_people(self, applicant: Applicant, agent: Agent | None) -> None:
         today = shanghai_date(self.clock.now())  # the service's clock: a birth date is judged against it
-        for person, id_type, number in _id_numbers(command):
+        for person, id_type, number in _id_numbers(applicant, agent):
             if (problem := id_number_problem(id_type, number, today)) is not None:
                 raise InvalidApplication(person + problem)
 
@@ -760,11 +760,11 @@ def _priority(case: Case) -> int:
     return 1 if case.green_channel else 0  # green channel first, without broker priorities
 
 
-def _id_numbers(command: SubmitCase) -> list[tuple[str, str, str]]:
-    """(who, ID type, number) of everyone the application names."""
-    numbers = [("申请人", command.applicant.id_type, command.applicant.id_number)]
-    if command.agent is not None:
-        numbers.append(("代办员", RESIDENT_ID_CARD, command.agent.id_number))
+def _id_numbers(applicant: Applicant, agent: Agent | None) -> list[tuple[str, str, str]]:
+    """(who, ID type, number) of everyone an application names."""
+    numbers = [("申请人", applicant.id_type, applicant.id_number)]
+    if agent is not None:
+        numbers.append(("代办员", RESIDENT_ID_CARD, agent.id_number))
     return numbers
 
 

@@ -56,9 +56,7 @@ def loads(data: str | bytes | bytearray) -> Any:
         return json.loads(text, object_pairs_hook=_unique, parse_constant=_no_constant, parse_float=_finite)
     except _Repeated:
         raise _locate(text) from None
-    except JsonRefused:
-        raise
-    except json.JSONDecodeError:
+    except (JsonRefused, json.JSONDecodeError):  # said already; only a bare ValueError is left to name
         raise
     except ValueError as exc:  # int() past its digit limit: the only other ValueError the parser raises
         raise NumberOutOfRange(f"a number too large to read ({exc})") from None

@@ -43,6 +43,7 @@ from gateway.ledger import Ledger
 from gateway.logs import mask_text, mask_value
 from gateway.notifications import FailedDelivery, NotRedeliverable, UnknownDelivery, WebhookFailures
 from gateway.persistence.repository import DeadLetter
+from gateway.persistence.tables import MAX_ROW_ID
 from gateway.problems import install_problems, problem_doc
 from gateway.text_fields import typed
 from gateway.views import event_view
@@ -65,10 +66,9 @@ Operator = Annotated[Identity, Depends(require(Role.OPERATOR))]
 Reader = Annotated[Identity, Depends(require(Role.OPERATOR, Role.SECTOR_ADMIN))]  # and replayer
 MAX_PAGE = 500
 MAX_IDS = 1000
-MAX_ID = 2**31 - 1  # row ids are 32-bit integers in PostgreSQL (and a bigger number names nothing anyway)
 SAMPLE = 20  # dead letters a dry run shows
-RowId = Annotated[int, Field(ge=1, le=MAX_ID)]
-RowIdInPath = Annotated[int, Path(ge=1, le=MAX_ID)]
+RowId = Annotated[int, Field(ge=1, le=MAX_ROW_ID)]
+RowIdInPath = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
 Sort = Literal["created_at", "-created_at", "attempts", "-attempts", "sector", "-sector"]  # the desk's SORTS
 MappingVersion = Literal["original", "active"]
 # A letter's parts that may hold ID and phone numbers: masked unless the reader may see them.
@@ -164,7 +164,7 @@ class FailuresQuery(Strict):
     hall: str | None = Field(default=None, min_length=1, max_length=20, description="the subscribing identity's id")
     since: datetime | None = Field(default=None, description="no zone: Beijing time")
     until: datetime | None = None
-    before_id: int | None = Field(default=None, ge=1, le=MAX_ID, description="next_before_id of the page before")
+    before_id: int | None = Field(default=None, ge=1, le=MAX_ROW_ID, description="next_before_id of the page before")
     limit: int = Field(default=50, ge=1, le=MAX_PAGE)
 
 

@@ -178,3 +178,20 @@ def test_an_unanswered_send_back_expires_and_ends_its_open_tasks() -> None:
     assert case.completion is Completion.SUPPLEMENT_TIMEOUT
     assert all(t.state is TaskState.CANCELLED for t in case.tasks)
     assert datetime(2026, 1, 1, tzinfo=UTC) < case.events[-1].at
+
+
+@pytest.mark.parametrize("way", list(WayForward))
+def test_each_way_does_what_its_row_of_the_table_says(way: WayForward) -> None:
+    """WAYS_FORWARD is not only documentation: applied to the lead task of a two-department case, each way
+    makes its trigger's event, reaches the case or only the task, and stops, keeps or ends the clock as its
+    row says."""
+    _, case = accepted(FUND, started=True)
+    before = len(case.events)
+    lifecycle.settle(case, "1", way, OPERATOR, LATER, "部门系统不受理", ["近期免冠照片"])
+    row = WAYS_FORWARD[way]
+    assert row.trigger in [e.trigger for e in case.events[before:]]
+    assert (case.state is not CaseState.IN_PROCESS) == (row.reach == "case")
+    paused = case.deadline is not None and case.deadline.paused_on is not None
+    assert {"stops": paused, "runs": not paused and case.state is CaseState.IN_PROCESS,
+            "ends": case.state is CaseState.CLOSED}[row.clock]
+    assert state_from_events(case.events) is case.state

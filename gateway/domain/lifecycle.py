@@ -133,11 +133,16 @@ def end_open_tasks(case: Case, actor: Actor, now: datetime, reason: str) -> None
 
 
 def _cancel_task(case: Case, task: Task, actor: Actor, now: datetime, reason: str) -> None:
-    tell = reached_sector(task)
+    notice, told = _sector_notice(task)
     case.apply(Trigger.TASK_CANCELLED, actor, now, reason,
-               {"task": task.task_id, "department": task.department,
-                "sector_notice": "sending" if tell else "not_needed"})
-    task.state, task.sector_told = TaskState.CANCELLED, (False if tell else None)
+               {"task": task.task_id, "department": task.department, "sector_notice": notice})
+    task.state, task.sector_told = TaskState.CANCELLED, told
+
+
+def _sector_notice(task: Task) -> tuple[str, bool | None]:
+    """What taking `task` from its sector means: the event's `sector_notice`, and the task's `sector_told`
+    (False: telling it is under way; None: its sector never had it)."""
+    return ("sending", False) if reached_sector(task) else ("not_needed", None)
 
 
 def reached_sector(task: Task) -> bool:
@@ -269,11 +274,11 @@ def continue_processing(case: Case, actor: Actor, now: datetime) -> list[Task]:
 def hand_to_back_office(case: Case, task: Task, actor: Actor, now: datetime, reason: str) -> None:
     """The task leaves its sector system for the department's back office, where a clerk decides it through
     the back-office API. A sector that had it is told to drop it."""
-    tell = reached_sector(task)
+    notice, told = _sector_notice(task)
     case.apply(Trigger.HAND_TO_BACK_OFFICE, actor, now, reason,
                {"task": task.task_id, "department": task.department, "from_sector": task.sector,
-                "sector_notice": "sending" if tell else "not_needed"})
-    task.sector, task.state, task.sector_told = None, TaskState.PENDING, (False if tell else None)
+                "sector_notice": notice})
+    task.sector, task.state, task.sector_told = None, TaskState.PENDING, told
     task.round += 1
 
 

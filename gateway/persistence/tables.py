@@ -20,6 +20,7 @@ from sqlalchemy import (
 )
 
 metadata = MetaData()
+MAX_ROW_ID = 2**31 - 1  # Integer columns (ids, version numbers) are 32-bit in PostgreSQL: a larger one names nothing
 
 
 def _utc(name: str, **kw: object) -> Column:  # type: ignore[type-arg]
