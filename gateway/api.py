@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, Depends, Header, Request
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
-from sqlalchemy.exc import InterfaceError, OperationalError
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.responses import Response
 
-from gateway.auth import Identity, NotAllowed, NotAuthenticated, Role, caller, require
+from gateway.auth import require
+from gateway.domain.roles import Identity, NotAllowed, Role
 from gateway.correlation import bind_case_no
 from gateway.domain.case import (
     Actor,
@@ -28,25 +24,20 @@ from gateway.domain.case import (
     Certificate,
     Delivery,
     Evaluation,
-    ForbiddenTransition,
     SubmittedMaterial,
     TaskState,
 )
-from gateway.json_bodies import BodyRefused, JsonBodyRoute
-from gateway.persistence.repository import StaleCase
-from gateway.problems import document_validation_problems, install_problems, problem_doc, problem_response
+from gateway.json_bodies import JsonBodyRoute
+from gateway.problems import problem_doc
 from gateway.text_fields import typed
 from gateway.services import (
-    CaseNotFound,
     CaseService,
     Correction,
-    IdempotencyConflict,
-    InvalidApplication,
     NotYourCase,
     SubmitCase,
-    UnknownMatter,
 )
-from gateway.views import DocumentNotAvailable, case_view, document, event_view, personal_data_view
+from gateway.http.schemas import EventOut
+from gateway.views import case_view, document, event_view, personal_data_view
 
 log = structlog.get_logger("yiwang.api")
 
@@ -59,7 +50,6 @@ async def _name_the_case(request: Request) -> None:
 
 
 router = APIRouter(prefix="/v1", tags=["cases"], dependencies=[Depends(_name_the_case)], route_class=JsonBodyRoute)
-health = APIRouter(tags=["health"])
 Channel = Literal["online_pc", "mobile", "city_window", "county_window", "township_counter", "village_agency"]
 ONLINE_CHANNELS = frozenset({"online_pc", "mobile"})
 READERS = (Role.HALL_CLIENT, Role.WINDOW, Role.CLERK, Role.ISSUING_WINDOW, Role.OPERATOR)
@@ -235,17 +225,6 @@ class CaseOut(BaseModel):
     version: int
 
 
-class EventOut(BaseModel):
-    seq: int
-    at: str
-    trigger: str
-    from_state: str | None
-    to_state: str
-    actor: str
-    reason: str
-    data: dict[str, Any]
-
-
 class PersonalDataOut(BaseModel):
     """The applicant's and agent's personal data, unmasked."""
 
@@ -255,11 +234,6 @@ class PersonalDataOut(BaseModel):
 
 
 IfMatch = Annotated[str | None, Header(description='the version you saw, e.g. "3": a stale one gets 409')]
-
-
-@health.get("/healthz", summary="The process is alive (no key needed)")
-def healthz() -> dict[str, str]:
-    return {"status": "ok"}
 
 
 def _service(request: Request) -> CaseService:
@@ -449,172 +423,3 @@ def evaluate(case_no: str, body: EvaluationIn, request: Request, response: Respo
     evaluation = Evaluation(body.level, body.channel, body.text)
     return _answer(response, _service(request).evaluate(case_no, evaluation, _person(_who(request)),
                                                         _version(if_match)))
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    """Every failure leaves as problem+json; nothing the caller sent is echoed back (it may be personal)."""
-
-    async def validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": list(e["loc"]), "type": e["type"], "msg": e["msg"]} for e in exc.errors()]
-        if any(e["type"] == "json_invalid" for e in errors):
-            return await unreadable_body(request)
-        return problem_response(422, "invalid-request", "请求内容不符合要求", instance=request.url.path,
-                                errors=errors)
-
-    async def unreadable_body(request: Request, refused: BodyRefused | None = None) -> JSONResponse:
-        # FastAPI parses a JSON body before it runs the route's `require()`: an anonymous caller must
-        # still hear 401 first, not learn what we think of its body.
-        if _guarded(request) and _anonymous(request):
-            return await not_authenticated(request, NotAuthenticated("a valid API key is required"))
-        if refused is not None:  # its media type, charset, or JSON the strict reader refuses
-            return problem_response(refused.status_code, refused.slug, refused.title, refused.detail,
-                                    request.url.path)
-        return problem_response(400, "invalid-json", "请求体不是合法的 JSON", instance=request.url.path)
-
-    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        """Starlette's own refusals: no such path or method, and a body FastAPI could not parse at all
-        (JSON nested too deep for the parser: a RecursionError it reports as a bare 400)."""
-        if isinstance(exc, BodyRefused) or exc.status_code == 400:
-            return await unreadable_body(request, exc if isinstance(exc, BodyRefused) else None)
-        slug, title = _HTTP_PROBLEMS.get(exc.status_code, ("http-error", "请求无法处理"))
-        response = problem_response(exc.status_code, slug, title, instance=request.url.path)
-        response.headers.update(exc.headers or {})
-        if exc.status_code == 405:  # Starlette names the methods of the first route on the path only
-            response.headers["Allow"] = ", ".join(sorted(_methods_served(request)))
-        return response
-
-    async def invalid_application(request: Request, exc: InvalidApplication) -> JSONResponse:
-        return problem_response(422, "invalid-application", "申请不符合事项要求", str(exc), request.url.path,
-                                errors=exc.errors)
-
-    async def not_authenticated(request: Request, exc: NotAuthenticated) -> JSONResponse:
-        response = problem_response(401, "not-authenticated", "需要有效的 API 密钥", str(exc), request.url.path)
-        response.headers["WWW-Authenticate"] = "Bearer"
-        return response
-
-    async def database_unavailable(request: Request, exc: OperationalError | InterfaceError) -> JSONResponse:
-        # The connection was lost (a restart, a failover, a terminated backend): the transaction rolled
-        # back whole, so the caller may retry — with its Idempotency-Key, it cannot make a second case.
-        log.warning("database unavailable", error=type(exc.orig).__name__, path=request.url.path)
-        response = problem_response(503, "database-unavailable", "数据库暂不可用，请稍后重试",
-                                    instance=request.url.path)
-        response.headers["Retry-After"] = "1"
-        return response
-
-    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("request failed", path=request.url.path)
-        return problem_response(500, "internal-error", "服务器内部错误", instance=request.url.path)
-
-    app.add_exception_handler(RequestValidationError, validation)  # type: ignore[arg-type]
-    app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
-    document_validation_problems(app)
-    app.add_exception_handler(OperationalError, database_unavailable)  # type: ignore[arg-type]
-    app.add_exception_handler(InterfaceError, database_unavailable)  # type: ignore[arg-type]
-    app.add_exception_handler(Exception, internal_error)
-    app.add_exception_handler(InvalidApplication, invalid_application)  # type: ignore[arg-type]
-    app.add_exception_handler(NotAuthenticated, not_authenticated)  # type: ignore[arg-type]
-    install_problems(app, [
-        (NotAllowed, 403, "forbidden", "无权执行此操作"),
-        (NotYourCase, 403, "not-your-case", "不属于本部门的办件"),
-        (UnknownMatter, 404, "unknown-matter", "事项不存在或未发布"),
-        (CaseNotFound, 404, "case-not-found", "办件不存在"),
-        (DocumentNotAvailable, 404, "document-not-available", "该办件没有此文书"),
-        (ForbiddenTransition, 409, "transition-not-allowed", "办件当前状态不允许此操作"),
-        (StaleCase, 409, "stale-version", "办件已被他人修改，请刷新后重试"),
-        (CaseRuleViolation, 422, "case-rule-violated", "操作不符合办件规则"),
-        (IdempotencyConflict, 422, "idempotency-key-reused", "同一 Idempotency-Key 已用于不同的请求"),
-    ])
-
-
-_HTTP_PROBLEMS: dict[int, tuple[str, str]] = {
-    404: ("not-found", "没有这个地址"),
-    405: ("method-not-allowed", "该地址不接受此方法"),
-}
-
-
-def _methods_served(request: Request) -> set[str]:
-    """Every method some route serves at the request's path (each route matches it partially)."""
-    scope = {**request.scope, "method": ""}  # no route serves "": every route on the path matches partially
-    return {method for route in _served_routes(request.app)
-            if route.matches(scope)[0] is not Match.NONE for method in route.methods or ()}
-
-
-def _served_routes(app: FastAPI) -> Iterator[Any]:
-    """The app's routes as served: FastAPI ≥ 0.165 keeps included routers nested."""
-    try:
-        from fastapi.routing import iter_route_contexts
-    except ImportError:  # older FastAPI: app.routes holds the included routes themselves
-        yield from app.routes
-    else:
-        yield from iter_route_contexts(app.routes)
-
-
-def _guarded(request: Request) -> bool:
-    """Whether the route that took this request admits callers by API key (`require()`)."""
-    return any(_guards(getattr(request.scope.get("route"), "dependant", None)))
-
-
-def _guards(dependant: Any) -> Iterator[Any]:
-    for dependency in getattr(dependant, "dependencies", ()):
-        if hasattr(dependency.call, "admitted_roles"):
-            yield dependency.call
-        yield from _guards(dependency)
-
-
-def _anonymous(request: Request) -> bool:
-    return caller(request) is None
-
-
-class BodyLimit:
-    """Refuse bodies over `max_bytes` with 413 before any of them is parsed (chunked ones too).
-
-    Paths in `exempt` enforce limits of their own (material uploads stream to disk with theirs).
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int, exempt: frozenset[str] = frozenset()) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-        self.exempt = exempt
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE") or (
-                scope["path"] in self.exempt):
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._too_large(scope, receive, send)
-            return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await self._too_large(scope, receive, send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        await self.app(scope, _replay(b"".join(chunks), receive), send)
-
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = problem_response(413, "payload-too-large", "请求体过大", f"上限 {self.max_bytes} 字节",
-                                    scope.get("path"))
-        await response(scope, receive, send)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay

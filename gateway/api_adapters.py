@@ -14,7 +14,8 @@ from starlette.responses import JSONResponse
 from adapters.contract import DeliveryError, FailureClass, UnsendableRequest
 from gateway.api_approvals import held_for_approval
 from gateway.approvals import Action
-from gateway.auth import Identity, NotAllowed, Role, acts_for_sector, require
+from gateway.auth import require
+from gateway.domain.roles import Identity, NotAllowed, Role, acts_for_sector
 from gateway.bundles import BundleConflict, BundleInvalid, BundleStore, UnknownBundle
 from gateway.domain.answers import AnswerMismatch
 from gateway.json_bodies import (

@@ -23,7 +23,8 @@ from gateway.approvals import (
     UnknownApproval,
     may_decide,
 )
-from gateway.auth import Identity, Role, require
+from gateway.auth import require
+from gateway.domain.roles import Identity, Role
 from gateway.catalogue import matter_to_document
 from gateway.json_bodies import JsonBodyRoute
 from gateway.problems import install_problems, problem_doc

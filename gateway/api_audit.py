@@ -16,7 +16,8 @@ from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.auth import Identity, NotAllowed, Role, acts_for_sector, caller, may_unmask, require
+from gateway.auth import caller, require
+from gateway.domain.roles import Identity, NotAllowed, Role, acts_for_sector, may_unmask
 from gateway.domain.clock import SHANGHAI
 from gateway.ledger import AUDIT, MESSAGE, Direction, Filters, Ledger, LedgerRecord
 from gateway.logs import mask_value as mask

@@ -15,7 +15,8 @@ from starlette.responses import JSONResponse
 
 from gateway.api_approvals import held_for_approval
 from gateway.approvals import Action
-from gateway.auth import ALL_ROLES, Identity, Role, require
+from gateway.auth import require
+from gateway.domain.roles import ALL_ROLES, Identity, Role
 from gateway.catalogue import (
     Catalogue,
     CatalogueError,

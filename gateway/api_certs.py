@@ -24,7 +24,8 @@ from certstore.store import (
     UnknownEntry,
 )
 from certstore.x509 import KEY_ALGORITHMS, CertificateError, Subject
-from gateway.auth import Identity, NotAllowed, Role, require
+from gateway.auth import require
+from gateway.domain.roles import Identity, NotAllowed, Role
 from gateway.json_bodies import JsonBodyRoute
 from gateway.persistence.tables import MAX_ROW_ID
 from gateway.problems import install_problems, problem_doc

@@ -13,7 +13,8 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import JSONResponse
 
-from gateway.auth import Identity, NotAllowed, RateLimited, Role, require
+from gateway.auth import require
+from gateway.domain.roles import Identity, NotAllowed, RateLimited, Role
 from gateway.identities import (
     AlreadyRevoked,
     ApiKeyStore,

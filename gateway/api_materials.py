@@ -22,7 +22,8 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.types import Message, Receive
 
-from gateway.auth import Identity, Role, require
+from gateway.auth import require
+from gateway.domain.roles import Identity, Role
 from gateway.json_bodies import UNSUPPORTED_MEDIA_TYPE, accepts_only, media_type
 from gateway.materials import MaterialStore, MaterialTooLarge, StoredMaterial, UnknownMaterial, UnsupportedMaterial
 from gateway.problems import install_problems, problem_doc

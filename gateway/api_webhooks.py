@@ -17,7 +17,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.auth import Identity, Role, require
+from gateway.auth import require
+from gateway.domain.roles import Identity, Role
+from gateway.http.schemas import DeliveryOut
 from gateway.json_bodies import JsonBodyRoute
 from gateway.notifications import MAX_URL, Delivery, Subscription, UnknownWebhook, WebhookRefused, Webhooks
 from gateway.problems import install_problems, problem_doc
@@ -47,31 +49,6 @@ class WebhookOut(BaseModel):
 
 class WebhookCreated(WebhookOut):
     secret: str = Field(description="signs every delivery (Yiwang-Signature); shown in this answer only")
-
-
-class CaseEventOut(BaseModel):
-    event_id: str
-    case_no: str
-    seq: int
-    trigger: str
-    from_state: str | None
-    to_state: str
-    matter_code: str
-    at: str
-
-
-class DeliveryOut(BaseModel):
-    id: int
-    case_no: str
-    seq: int
-    event: CaseEventOut
-    status: str = Field(description="pending | delivered | failed | cancelled")
-    attempts: int
-    next_at: datetime
-    last_status: int | None = Field(description="the receiver's last HTTP status; null: no answer")
-    last_error: str | None
-    created_at: datetime
-    delivered_at: datetime | None
 
 
 def _webhooks(request: Request) -> Webhooks:

@@ -23,7 +23,10 @@ from certstore.signing import load_or_create_signing_key, rewrap_signing_key
 from gateway import api_adapters, api_approvals, api_audit, api_catalogue, api_identities, api_material_links, api_materials
 from gateway import api_certs, api_webhooks, metrics
 from gateway.auth import ClientCertificates
-from gateway.api import BodyLimit, health, install_error_handlers, router
+from gateway.api import router
+from gateway.http.errors import install_error_handlers
+from gateway.http.liveness import health
+from gateway.http.middleware import BodyLimit, CorrelationMiddleware
 from gateway.amqp import AmqpTransport, ConfirmedPublisher
 from gateway.approvals import Approvals
 from gateway.rate_limits import rate_limiter
@@ -32,7 +35,6 @@ from gateway.calendar_file import load_calendar
 from gateway.cert_vault import ExpiryWatch, open_cert_store
 from gateway.catalogue import Catalogue
 from gateway.config import Settings
-from gateway.correlation import CorrelationMiddleware
 from gateway.dispatch import Dispatcher, DispatchSettings
 from gateway.domain.clock import Clock, SystemClock
 from gateway.identities import ApiKeyStore

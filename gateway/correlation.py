@@ -10,21 +10,18 @@ starts (the clock, notifications, retention) gets a fresh id per job run.
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import structlog
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.logs import mask_text
 
 HEADER = "X-Correlation-Id"
 KEY = "correlation_id"  # the name in log lines and in contextvars
 _WELL_FORMED = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-log = structlog.get_logger("yiwang.http")
 
 
 def well_formed(value: str | None) -> bool:
@@ -64,32 +61,4 @@ def bind_case_no(case_no: str) -> None:
     structlog.contextvars.bind_contextvars(case_no=case_no)
 
 
-class CorrelationMiddleware:
-    """Binds the request's correlation id for everything that serves it, echoes it in the response, and
-    writes one log line per request (uvicorn's access log is off: this one carries the id)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        offered = dict(scope["headers"]).get(HEADER.lower().encode())
-        status = 500  # what the server sends if the app fails before answering
-
-        with correlated(offered.decode("latin-1") if offered else None) as correlation_id:
-            async def send_with_id(message: Message) -> None:
-                nonlocal status
-                if message["type"] == "http.response.start":
-                    status = message["status"]
-                    message = {**message, "headers": [*message.get("headers", []),
-                                                      (HEADER.lower().encode(), correlation_id.encode())]}
-                await send(message)
-
-            started = time.monotonic()
-            try:
-                await self.app(scope, receive, send_with_id)
-            finally:  # the path only: a query string may hold what must not be logged, and is not needed
-                log.info("request served", method=scope["method"], path=scope["path"], status=status,
-                         duration_ms=round((time.monotonic() - started) * 1000, 1))
+#END

@@ -59,7 +59,7 @@ from adapters.simulators.public_security import PublicSecuritySimulator
 from adapters.simulators.social_security import SocialSecuritySimulator
 from adapters.simulators.wssec import MessageSigning
 from gateway.app import Gateway, build_gateway, create_app
-from gateway.auth import Role
+from gateway.domain.roles import Role
 from gateway.config import Settings
 from gateway.persistence.repository import DeadLetter
 from gateway.persistence.uow import UnitOfWork

@@ -1,12 +1,12 @@
 """API keys and the identities holding them: issue, revoke, list, and authenticate without a query.
 
-`ApiKeyStore` is the production `KeyStore` (`gateway.auth`). It keeps every active identity in memory,
+`ApiKeyStore` is the production `KeyStore` (`gateway.domain.roles`). It keeps every active identity in memory,
 keyed by the SHA-256 of its key, so a request costs a hash and a dict lookup. The map is reloaded
 (one query) when older than `refresh_s`, and — rate-limited — when a key is missing from it, since
 another process may have issued that key a moment ago. Changes made through this instance update the
 map at once; changes made by other processes are seen within `refresh_s`.
 
-Separation of duties (`gateway.auth.DUTIES`) is checked when an identity is issued or changed, and
+Separation of duties (`gateway.domain.roles.DUTIES`) is checked when an identity is issued or changed, and
 again when the map is loaded: a row that somehow holds two duties (written by hand, or by an older
 version) authenticates as nobody.
 """
@@ -24,9 +24,11 @@ from datetime import datetime
 from typing import Any
 
 import structlog
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import Engine, insert, select, update
 
-from gateway.auth import Identity, Role, certificate_fingerprint, separation_breach
+from gateway.domain.roles import Identity, Role, separation_breach
 from gateway.domain.clock import Clock, SystemClock, as_utc
 from gateway.domain.codes import is_valid_credit_code
 from gateway.domain.text import UndeliverableText, typed_text
@@ -293,3 +295,9 @@ class ApiKeyStore:
             conn = conn.execution_options(**{READ_ONLY: True})
             with conn.begin():
                 return builtins.list(conn.execute(query).mappings())
+
+
+def certificate_fingerprint(pem: bytes) -> str:
+    """SHA-256 of the certificate's DER, hex; ValueError when it is no PEM certificate."""
+    certificate = x509.load_pem_x509_certificate(pem)
+    return hashlib.sha256(certificate.public_bytes(Encoding.DER)).hexdigest()

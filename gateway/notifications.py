@@ -44,7 +44,7 @@ import structlog
 from sqlalchemy import Engine, exists, func, insert, select, update
 
 from certstore.keyring import FieldSealer
-from gateway.auth import Identity
+from gateway.domain.roles import Identity
 from gateway.domain.case import Trigger
 from gateway.domain.clock import Clock, as_utc
 from gateway.domain.text import UndeliverableText, optional_text

@@ -12,7 +12,7 @@ letters only — another sector's letter is 404 to them (as if it did not exist)
 sector 403 — and never discards. Nobody else comes in.
 
 Personal data is masked (`gateway.logs.mask_value`) for every role. `?unmasked=true` on a letter is for
-operators and the letter's own sector administrator (`gateway.auth.may_unmask`, the message log's rule too);
+operators and the letter's own sector administrator (`gateway.domain.roles.may_unmask`, the message log's rule too);
 each such read is written to the audit log before it is answered.
 
 Every action is audited twice: the `AuditTrail` middleware records each POST (who, route, status), and the
@@ -33,9 +33,9 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway.api import EventOut
-from gateway.api_webhooks import DeliveryOut
-from gateway.auth import Identity, NotAllowed, Role, may_unmask, require
+from gateway.http.schemas import DeliveryOut, EventOut
+from gateway.auth import require
+from gateway.domain.roles import Identity, NotAllowed, Role, may_unmask
 from gateway.domain.case import CaseEvent
 from gateway.domain.clock import SHANGHAI
 from gateway.json_bodies import JsonBodyRoute

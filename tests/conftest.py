@@ -37,7 +37,7 @@ from adapters.registry import default_bundles_dir
 from gateway import bundles as bundles_module
 from gateway.app import Gateway, build_gateway
 from gateway.bundles import BundleStore, pack_folder, unpacked
-from gateway.auth import Role
+from gateway.domain.roles import Role
 from gateway.config import Settings
 from gateway.domain.clock import Clock
 from gateway.persistence.engine import make_engine

@@ -38,7 +38,7 @@ from adapters.registry import default_bundles_dir
 from adapters.simulators.base import SimulatorBase
 from certstore.keyring import MasterKeys
 from gateway.app import personal_data
-from gateway.auth import Role
+from gateway.domain.roles import Role
 from gateway.bundles import BundleStore, pack_folder
 from gateway.calendar_file import load_calendar
 from gateway.catalogue import Catalogue

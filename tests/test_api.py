@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from gateway.app import Gateway, create_app
-from gateway.auth import Role
+from gateway.domain.roles import Role
 from gateway.domain.clock import FixedClock
 from gateway.persistence import tables as t
 from tests.conftest import COMPLETE_APPLICATION, PINNED, Keys

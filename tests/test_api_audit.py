@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from adapters.simulators.public_security import PublicSecuritySimulator
 from adapters.simulators.social_security import SocialSecuritySimulator
 from gateway.app import Gateway, create_app
-from gateway.auth import Role
+from gateway.domain.roles import Role
 from gateway.ledger import AUDIT, MESSAGE, Filters
 from gateway.serving import serve_in_thread
 from tests.conftest import COMPLETE_APPLICATION, Keys, drain

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from starlette.responses import JSONResponse
 
 from gateway.api_catalogue import MatterGuide, install_catalogue_error_handlers, router
-from gateway.auth import ALL_ROLES, Identity, NotAllowed, NotAuthenticated, Role
+from gateway.domain.roles import ALL_ROLES, Identity, NotAllowed, NotAuthenticated, Role
 from gateway.catalogue import Catalogue, matter_to_document
 from gateway.domain.matter import Material, Matter
 from gateway.problems import problem_response

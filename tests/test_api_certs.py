@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from certstore.store import CertStore
 from gateway.app import Gateway, create_app
-from gateway.auth import Role
+from gateway.domain.roles import Role
 from gateway.domain.clock import FixedClock
 from tests.pki import TestCA, key_pem
 

@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from adapters.simulators.social_security import SocialSecuritySimulator
 from gateway.app import Gateway, create_app
-from gateway.auth import Identity
+from gateway.domain.roles import Identity
 from gateway.dispatch import canonical_message
 from gateway.domain.clock import FixedClock
 from gateway.domain.matter import Matter

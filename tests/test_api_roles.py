@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from gateway.app import Gateway, create_app
-from gateway.auth import Role
+from gateway.domain.roles import Role
 from tests.conftest import SOCIAL_SECURITY_AGENCY
 
 H, W, C, I = Role.HALL_CLIENT, Role.WINDOW, Role.CLERK, Role.ISSUING_WINDOW

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from gateway.app import Gateway, create_app
-from gateway.auth import Role
+from gateway.domain.roles import Role
 from gateway.cli_keys import make_keys_app
 from gateway.identities import IdentityError
 from tests.pki import TestCA

@@ -22,7 +22,7 @@ from sqlalchemy import Engine
 from adapters.simulators.housing_fund import HousingFundSimulator
 from adapters.simulators.public_security import PublicSecuritySimulator
 from adapters.simulators.social_security import SocialSecuritySimulator
-from gateway.auth import Role
+from gateway.domain.roles import Role
 from gateway.persistence.repository import DeadLetter
 from tests.conftest import COMPLETE_APPLICATION, PARALLEL_APPLICATION, PG_ADMIN_URL, PG_HOW_TO_START
 from tests.conftest import rabbitmq_vhost, service_missing

@@ -24,7 +24,7 @@ from adapters.simulators.housing_fund import HousingFundSimulator
 from adapters.simulators.housing_fund import default_decide as housing_fund_decide
 from adapters.simulators.social_security import SocialSecuritySimulator
 from gateway.app import Gateway, create_app
-from gateway.auth import Role
+from gateway.domain.roles import Role
 from gateway.bundles import pack_folder
 from gateway.persistence import tables as t
 from gateway.persistence.bundle_tables import bundle_versions

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from adapters.registry import default_bundles_dir
 from gateway.app import Gateway, create_app
-from gateway.auth import Role
+from gateway.domain.roles import Role
 from gateway.bundles import pack_folder, unpacked
 from gateway.catalogue import matter_to_document
 from gateway.cli_adapters import make_adapters_app

@@ -41,7 +41,7 @@ from adapters.registry import default_bundles_dir
 from adapters.secrets import Secret
 from gateway.app import Gateway, create_app
 from gateway.json_bodies import JsonBodyRoute
-from gateway.auth import Role
+from gateway.domain.roles import Role
 from gateway.persistence import tables as t
 from tests.conftest import COMPLETE_APPLICATION, Keys, drain
 from tests.test_api_roles import v1_routes

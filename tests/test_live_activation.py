@@ -34,7 +34,7 @@ from adapters.registry import default_bundles_dir
 from adapters.simulators.social_security import SocialSecuritySimulator
 from adapters.simulators.social_security import default_decide as social_security_decide
 from gateway.app import Gateway, create_app
-from gateway.auth import Role
+from gateway.domain.roles import Role
 from gateway.bundles import BundleStore, pack_folder, unpacked
 from gateway.domain.clock import SystemClock
 from gateway.identities import ApiKeyStore

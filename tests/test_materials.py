@@ -16,7 +16,7 @@ from sqlalchemy import Engine, func, select
 from starlette.responses import JSONResponse
 
 from gateway.api_materials import install_material_error_handlers, router
-from gateway.auth import Identity, NotAllowed, NotAuthenticated, Role
+from gateway.domain.roles import Identity, NotAllowed, NotAuthenticated, Role
 from gateway.materials import (
     JPEG,
     OFD,

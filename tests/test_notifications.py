@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from gateway.app import Gateway, create_app
-from gateway.auth import Role
+from gateway.domain.roles import Role
 from gateway.ledger import AUDIT, Filters
 from gateway.notifications import EXCHANGE, CaseEventFanOut, WebhookPolicy, WebhookSender
 from gateway.persistence.notification_tables import webhook_deliveries, webhook_subscriptions

@@ -33,7 +33,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from gateway.app import build_gateway, create_app
-from gateway.auth import DUTIES, Role
+from gateway.domain.roles import DUTIES, Role
 from gateway.config import Settings
 from gateway.problems import PROBLEM_MEDIA_TYPE
 from tests.conftest import SECTOR_SECRETS, SOCIAL_SECURITY_AGENCY, activate_shipped

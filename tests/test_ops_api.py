@@ -23,7 +23,7 @@ from sqlalchemy import select, update
 
 from adapters.simulators.social_security import SocialSecuritySimulator
 from gateway.app import Gateway, create_app
-from gateway.auth import Role
+from gateway.domain.roles import Role
 from gateway.ledger import AUDIT, Filters
 from gateway.persistence import tables as t
 from gateway.persistence.notification_tables import webhook_deliveries

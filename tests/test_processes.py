@@ -23,7 +23,7 @@ import pytest
 from sqlalchemy import event, func, select, text
 
 from adapters.simulators.social_security import SocialSecuritySimulator
-from gateway.auth import Role
+from gateway.domain.roles import Role
 from gateway.identities import ApiKeyStore
 from gateway.persistence import tables as t
 from gateway.bundles import BundleStore

@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gateway.app import Gateway, create_app
-from gateway.auth import Role
+from gateway.domain.roles import Role
 from gateway.config import ConfigError, Settings
 from gateway.rate_limits import TokenBuckets, rate_limiter, retry_after_header
 from tests.conftest import Keys

@@ -20,7 +20,7 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from gateway.app import Gateway, create_app
-from gateway.auth import Role
+from gateway.domain.roles import Role
 from tests.conftest import SOCIAL_SECURITY_AGENCY
 
 MATRIX = Path(__file__).parent / "data" / "role_matrix.csv"

@@ -20,7 +20,7 @@ from adapters.simulators.housing_fund import HousingFundSimulator
 from adapters.simulators.public_security import PublicSecuritySimulator
 from adapters.simulators.social_security import SocialSecuritySimulator
 from gateway.app import Gateway, create_app
-from gateway.auth import Role
+from gateway.domain.roles import Role
 from gateway.bundles import pack_folder
 from gateway.domain.case import Actor, ActorKind
 from gateway.serving import serve_in_thread

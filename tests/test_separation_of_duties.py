@@ -16,7 +16,7 @@ from sqlalchemy import Engine, insert
 from typer.testing import CliRunner
 
 from gateway.app import Gateway, create_app
-from gateway.auth import Role
+from gateway.domain.roles import Role
 from gateway.cli_keys import make_keys_app
 from gateway.domain.clock import SystemClock
 from gateway.identities import ApiKeyStore, IdentityError, SeparationOfDuties, hash_key

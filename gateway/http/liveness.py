@@ -1,0 +1,12 @@
+"""`GET /healthz`: the process is alive. No key, no database: readiness is `ops.health`'s `/readyz`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+health = APIRouter(tags=["health"])
+
+
+@health.get("/healthz", summary="The process is alive (no key needed)")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
