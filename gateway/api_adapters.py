@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
 from adapters.contract import DeliveryError, FailureClass, UnsendableRequest
-from gateway.api_approvals import held_for_approval
+from gateway.http.approval_holds import held_for_approval
 from gateway.approvals import Action
 from gateway.auth import require
 from gateway.domain.roles import Identity, NotAllowed, Role, acts_for_sector

@@ -10,7 +10,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.responses import JSONResponse
 
 from gateway.approvals import (
     STATUSES,
@@ -43,15 +42,6 @@ class RejectIn(BaseModel):
 
 def _approvals(request: Request) -> Approvals:
     return request.app.state.approvals  # type: ignore[no-any-return]
-
-
-def held_for_approval(request: Request, identity: Identity, action: Action, params: dict[str, Any], subject: str,
-                      sector: str | None = None) -> JSONResponse | None:
-    """With four-eyes on: the pending approval as a 202 answer; off: None, and the caller acts at once."""
-    if not getattr(request.app.state, "four_eyes", False):  # apps built without the setting: off
-        return None
-    approval = _approvals(request).request(action, params, subject, identity.id, sector)
-    return JSONResponse(approval.public(), status_code=202, headers={"Location": f"/v1/approvals/{approval.id}"})
 
 
 def _seen_by(identity: Identity, approval: Approval) -> Approval:

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request, Res
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 
-from gateway.api_approvals import held_for_approval
+from gateway.http.approval_holds import held_for_approval
 from gateway.approvals import Action
 from gateway.auth import require
 from gateway.domain.roles import ALL_ROLES, Identity, Role

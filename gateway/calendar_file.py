@@ -7,9 +7,9 @@ from pathlib import Path
 
 import yaml
 
+from gateway.config import DEFAULT_CALENDAR
 from gateway.domain.calendar import WorkingCalendar
 
-DEFAULT_CALENDAR = Path(__file__).parent / "data" / "calendar.yaml"
 
 
 class CalendarError(ValueError):

@@ -40,7 +40,6 @@ from gateway.forms import unchecked_formats
 from gateway.persistence.catalogue_tables import DRAFT, PUBLISHED, RETIRED, matter_versions
 from gateway.persistence.engine import READ_ONLY
 
-DEFAULT_CATALOGUE = Path(__file__).parent / "data" / "catalogue.yaml"
 # libyaml's safe loader when PyYAML has it (the same safe constructors as yaml.safe_load): every process
 # parses the seed catalogue at start-up, and the pure-Python parser takes ~50 ms of it, libyaml ~6 ms.
 SAFE_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

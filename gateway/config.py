@@ -9,8 +9,10 @@ from pathlib import Path
 
 from certstore.algorithms import CIPHERS, DIGESTS
 from certstore.keyring import MasterKeyError, MasterKeys
-from gateway.calendar_file import DEFAULT_CALENDAR
-from gateway.catalogue import DEFAULT_CATALOGUE
+
+DATA = Path(__file__).parent / "data"  # what ships with the gateway
+DEFAULT_CATALOGUE = DATA / "catalogue.yaml"
+DEFAULT_CALENDAR = DATA / "calendar.yaml"
 
 
 class ConfigError(ValueError):

@@ -18,8 +18,8 @@ import yaml
 from sqlalchemy import Engine, event, func, select
 from typer.testing import CliRunner
 
+from gateway.config import DEFAULT_CATALOGUE
 from gateway.catalogue import (
-    DEFAULT_CATALOGUE,
     Catalogue,
     CatalogueError,
     InvalidMatter,

@@ -27,7 +27,8 @@ from gateway.domain.roles import Role
 from gateway.identities import ApiKeyStore
 from gateway.persistence import tables as t
 from gateway.bundles import BundleStore
-from gateway.catalogue import DEFAULT_CATALOGUE, Catalogue
+from gateway.catalogue import Catalogue
+from gateway.config import DEFAULT_CATALOGUE
 from gateway.domain.clock import SystemClock
 from gateway.persistence.engine import make_engine
 from gateway.persistence.uow import create_schema
@@ -182,7 +183,8 @@ RACER = textwrap.dedent(
     import sys, time
     from sqlalchemy import event
     from gateway.calendar_file import load_calendar
-    from gateway.catalogue import DEFAULT_CATALOGUE, Catalogue
+    from gateway.catalogue import Catalogue
+    from gateway.config import DEFAULT_CATALOGUE
     from gateway.domain.case import Actor, ActorKind, Applicant, SubmittedMaterial
     from gateway.domain.clock import SystemClock
     from certstore.keyring import FieldSealer, MasterKeys

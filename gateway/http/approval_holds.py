@@ -1,0 +1,25 @@
+"""The four-eyes hold a guarded route puts on its action (bundle activation, catalogue publication).
+
+Shared by the routers whose actions are guarded; the approvals' own endpoints are `gateway.api_approvals`,
+the rule `gateway.approvals`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from starlette.responses import JSONResponse
+
+from gateway.approvals import Action, Approvals
+from gateway.domain.roles import Identity
+
+
+def held_for_approval(request: Request, identity: Identity, action: Action, params: dict[str, Any], subject: str,
+                      sector: str | None = None) -> JSONResponse | None:
+    """With four-eyes on: the pending approval as a 202 answer; off: None, and the caller acts at once."""
+    if not getattr(request.app.state, "four_eyes", False):  # apps built without the setting: off
+        return None
+    approvals: Approvals = request.app.state.approvals
+    approval = approvals.request(action, params, subject, identity.id, sector)
+    return JSONResponse(approval.public(), status_code=202, headers={"Location": f"/v1/approvals/{approval.id}"})
