@@ -9,8 +9,8 @@ is caught at registration instead of failing every delivery. Tree notation:
 - ``"*"``: anything (the application form is the matter's own; a query's parameters are the caller's);
 - any other string: a scalar, named by its type for messages.
 
-Keep this in step with `gateway.dispatch.canonical_message`, which builds the real message, and
-`gateway.material_links.MaterialTransport`, which adds the materials' files to it.
+Keep this in step with `gateway.sectors.delivery.canonical_message`, which builds the real message, and
+`gateway.materials.links.MaterialTransport`, which adds the materials' files to it.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ STATUSES = ("received", "in_process", "approved", "denied", "returned")
 
 MATERIAL: Mapping[str, Any] = {"name": "str", "received": "bool", "file_ref": "str"}
 # The operations that hand the materials' files over, as the bundle's `materials.transport` declares
-# (`gateway.material_links`). A material with a `file_ref` then also carries its stored description and
+# (`gateway.materials.links`). A material with a `file_ref` then also carries its stored description and
 # either its content (inline_base64) or a signed link the sector fetches (signed_url; mtom for now too);
 # one without a file_ref carries no more than MATERIAL. Other operations (status polls, cancellations)
 # carry MATERIAL only: re-reading every file at each poll would help no sector.

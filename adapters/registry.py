@@ -9,7 +9,7 @@ store) by name. A bundle naming any is built on the credentials current now (`Bu
 `RotatingAdapter` that compares their fingerprints before each call: on a rotation it builds the kind afresh,
 lets calls in flight finish on the old one and closes that after a grace period, so no call fails.
 Adding an adapter kind means one module plus one line in `_KINDS`. Where bundles come from — the
-database's registered versions in a running gateway (`gateway.live_registry`), or a folder of bundles
+database's registered versions in a running gateway (`gateway.sectors.live_registry`), or a folder of bundles
 (`Registry.load`, for tools and tests) — is not this module's business.
 """
 

@@ -55,7 +55,7 @@ from bench.harness import (BUNDLES, PROFILES, PY_SPY, YIWANG, Processes, childre
 from bench.harness import _cpu_seconds as cpu_seconds
 
 if TYPE_CHECKING:
-    from gateway.bundles import BundleStore
+    from gateway.sectors.bundle_records import BundleStore
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("gateway", "adapters", "mappings", "certstore", "ops")  # pyproject.toml's packages
@@ -162,8 +162,8 @@ def compile_bytecode() -> None:
 def seed(folder: Path, count: int) -> Deployment:
     """A var dir with `count` bundles registered and active, run once in-process (keys made, bundle
     cache unpacked, every adapter built: a bundle that cannot be built fails the section here)."""
-    from gateway.app import build_gateway  # the gateway's imports are the seeding's, not the section module's
-    from gateway.auth import Role
+    from gateway.bootstrap.app import build_gateway  # the gateway's imports are the seeding's, not the section module's
+    from gateway.http.auth import Role
     from gateway.config import Settings
 
     started = time.perf_counter()
@@ -208,7 +208,7 @@ def deployment_env(var_dir: Path) -> dict[str, str]:
 def activate(store: BundleStore, folder: Path) -> tuple[str, str]:
     """Register and activate one bundle folder as `yiwang adapters register/activate` does; its sector and
     first named query."""
-    from gateway.bundles import pack_folder
+    from gateway.sectors.bundle_records import pack_folder
 
     version = store.register(pack_folder(folder), "bench")
     store.activate(version.sector, version.version, "bench")

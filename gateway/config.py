@@ -19,7 +19,7 @@ class ConfigError(ValueError):
     pass
 
 
-PRODUCTION = "production"  # YIWANG_ENVIRONMENT: also makes every start strict (gateway/strict_start.py)
+PRODUCTION = "production"  # YIWANG_ENVIRONMENT: also makes every start strict (gateway/bootstrap/strict_start.py)
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class Settings:
     warn_days: int = 2  # e-supervision warns this many working days before a deadline
     supplement_days: int = 30  # an unanswered supplement notice ends the case after this many days
     clock_interval_ms: int = 60_000  # how often a dispatcher runs the deadline clock
-    job_lease_ms: int = 15_000  # a scheduled job's lease, renewed while it runs (gateway/scheduler.py)
+    job_lease_ms: int = 15_000  # a scheduled job's lease, renewed while it runs (gateway/transport/scheduler.py)
     lease_ms: int = 60_000
     poll_interval_ms: int | None = None  # overrides the bundles' polling interval
     retry_attempts: int | None = None  # override the bundles' retry policy (tests, demo)
@@ -65,13 +65,13 @@ class Settings:
     cert_refresh_ms: int = 2000  # a certificate rotation reaches every process within this of its next use
     checkpoint_every: int = 1000  # the audit and message logs sign their chains' heads every this many records
     checkpoint_ms: int = 60_000  # ... and at least this often while records come
-    # Notifications to the hall (gateway/notifications.py): the AMQP topic and webhooks
+    # Notifications to the hall (gateway/notifications/hall.py): the AMQP topic and webhooks
     notify_interval_ms: int = 500  # how often case events are fanned out and due webhooks sent
     webhook_timeout_ms: int = 5000  # one webhook request, connect to answer
     webhook_max_attempts: int = 10  # then the delivery is failed and the case's next events go on
     webhook_backoff_ms: int = 1000  # the first retry's delay; doubled each attempt, capped, with jitter
     webhook_insecure_hosts: frozenset[str] = frozenset()  # hosts allowed over http and on private addresses
-    # Guaranteed delivery over RabbitMQ (gateway/amqp.py); None: the in-process transport
+    # Guaranteed delivery over RabbitMQ (gateway/transport/amqp.py); None: the in-process transport
     amqp_url: str | None = field(default=None, repr=False)
     amqp_prefetch: int = 20  # messages a worker holds unacknowledged per queue
     amqp_heartbeat_s: int = 30
@@ -81,14 +81,14 @@ class Settings:
     outbox_sweep_ms: int = 60_000  # how often queued messages the broker may have lost are looked for
     outbox_requeue_after_ms: int = 600_000  # queued this long and not settled: published again
     unsafe_fresh_idempotency_keys: bool = False  # the fault tests' negative control; never in production
-    # Retention (gateway/retention.py): how long message bodies, notifications and logs are kept
+    # Retention (gateway/audit/retention.py): how long message bodies, notifications and logs are kept
     retention_days: int = 180  # then settled messages' bodies are purged and sent notifications deleted
     audit_retention_days: int = 0  # audit log records; 0: kept for ever
     retention_archive_dir: Path | None = None  # purged data appended here first (bodies still sealed)
     retention_interval_ms: int = 3_600_000
     log_file: Path | None = None  # None: logs go to stderr
     log_retention_days: int = 30  # rotated log files kept (with log_file)
-    # Observability (ops/metrics.py, ops/health.py)
+    # Observability (ops/gateway_metrics.py, ops/readiness.py)
     metrics_cache_ms: int = 5000  # gauges read from the database or the broker are reused this long
     probe_timeout_ms: int = 2000  # /readyz and the queue gauges: the longest wait for the database or broker
     metrics_port: int = 0  # `yiwang worker` serves /metrics on this port; 0: not at all
@@ -96,7 +96,7 @@ class Settings:
 
     @property
     def strict(self) -> bool:
-        """Refuse to start on a published secret or the development master key (gateway/strict_start.py)."""
+        """Refuse to start on a published secret or the development master key (gateway/bootstrap/strict_start.py)."""
         return self.environment == PRODUCTION
 
     def master_keys(self) -> MasterKeys:

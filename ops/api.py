@@ -11,7 +11,7 @@ Who: operators do everything. A sector administrator lists, shows and replays th
 letters only — another sector's letter is 404 to them (as if it did not exist), a filter naming another
 sector 403 — and never discards. Nobody else comes in.
 
-Personal data is masked (`gateway.logs.mask_value`) for every role. `?unmasked=true` on a letter is for
+Personal data is masked (`gateway.observability.logs.mask_value`) for every role. `?unmasked=true` on a letter is for
 operators and the letter's own sector administrator (`gateway.domain.roles.may_unmask`, the message log's rule too);
 each such read is written to the audit log before it is answered.
 
@@ -34,19 +34,19 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.http.schemas import DeliveryOut, EventOut
-from gateway.auth import require
+from gateway.http.auth import require
 from gateway.domain.roles import Identity, NotAllowed, Role, may_unmask
 from gateway.domain.case import CaseEvent
 from gateway.domain.clock import SHANGHAI
-from gateway.json_bodies import JsonBodyRoute
-from gateway.ledger import Ledger
-from gateway.logs import mask_text, mask_value
-from gateway.notifications import FailedDelivery, NotRedeliverable, UnknownDelivery, WebhookFailures
+from gateway.http.json_bodies import JsonBodyRoute
+from gateway.audit.ledger import Ledger
+from gateway.observability.logs import mask_text, mask_value
+from gateway.notifications.hall import FailedDelivery, NotRedeliverable, UnknownDelivery, WebhookFailures
 from gateway.persistence.repository import DeadLetter
 from gateway.persistence.tables import MAX_ROW_ID
-from gateway.problems import install_problems, problem_doc
-from gateway.text_fields import typed
-from gateway.views import event_view
+from gateway.http.problems import install_problems, problem_doc
+from gateway.http.text_fields import typed
+from gateway.cases.views import event_view
 from ops.dead_letters import (
     BadInput,
     DeadLetterDesk,

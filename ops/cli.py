@@ -3,7 +3,7 @@ story, replay one or many (resumable), discard with a reason.
 
 Replay sends the message again with the idempotency key of every earlier attempt, so a sector that had
 applied it after all recognises the repeat. Personal data is shown masked, as in the logs. Every command
-that changes something is audited by the root (`gateway.cli_audit.audit_commands`): its options (the
+that changes something is audited by the root (`gateway.cli.audit.audit_commands`): its options (the
 filter, the reason) are the record's detail, and the text it returns (how many) joins the outcome.
 Bad input exits with code 2 and changes nothing.
 """
@@ -26,9 +26,9 @@ from rich.table import Table
 
 from certstore.algorithms import CryptoError
 from gateway.domain.clock import SHANGHAI, to_shanghai
-from gateway.logs import mask_text, mask_value
+from gateway.observability.logs import mask_text, mask_value
 from gateway.persistence.repository import DeadLetter
-from gateway.views import event_view
+from gateway.cases.views import event_view
 from ops.dead_letters import (
     SORTS,
     BadInput,

@@ -34,9 +34,9 @@ from sqlalchemy import Connection, Engine, NullPool, create_engine, text
 from adapters.simulators.social_security import SocialSecuritySimulator
 from adapters.bundle import Bundle, Problem
 from adapters.registry import default_bundles_dir
-from gateway import bundles as bundles_module
-from gateway.app import Gateway, build_gateway
-from gateway.bundles import BundleStore, pack_folder, unpacked
+from gateway.sectors import bundle_records as bundles_module
+from gateway.bootstrap.app import Gateway, build_gateway
+from gateway.sectors.bundle_records import BundleStore, pack_folder, unpacked
 from gateway.domain.roles import Role
 from gateway.config import Settings
 from gateway.domain.clock import Clock

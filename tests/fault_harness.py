@@ -37,20 +37,20 @@ from sqlalchemy import Engine, create_engine, func, select, text
 from adapters.registry import default_bundles_dir
 from adapters.simulators.base import SimulatorBase
 from certstore.keyring import MasterKeys
-from gateway.app import personal_data
+from gateway.bootstrap.app import personal_data
 from gateway.domain.roles import Role
-from gateway.bundles import BundleStore, pack_folder
-from gateway.calendar_file import load_calendar
-from gateway.catalogue import Catalogue
+from gateway.sectors.bundle_records import BundleStore, pack_folder
+from gateway.catalogue.calendar_file import load_calendar
+from gateway.catalogue.matters import Catalogue
 from gateway.config import Settings
 from gateway.domain.case import Actor, CaseEvent, CaseState, Trigger, state_from_events
 from gateway.domain.clock import SystemClock
-from gateway.identities import ApiKeyStore
+from gateway.security.api_keys import ApiKeyStore
 from gateway.persistence import tables as t
 from gateway.persistence.engine import make_engine
 from gateway.persistence.personal_data import PersonalData
 from gateway.persistence.uow import create_schema
-from gateway.services import CaseService
+from gateway.cases.service import CaseService
 
 YIWANG = str(Path(sys.executable).with_name("yiwang"))
 # The harness's own database sessions carry this name, so a test that terminates "the gateway's

@@ -18,8 +18,8 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.simulators.social_security import SocialSecuritySimulator
-from gateway.amqp_topology import DELIVER_EXCHANGE, Envelope, Topology, queue_name, routing_key
-from gateway.app import Gateway, create_app
+from gateway.transport.amqp_topology import DELIVER_EXCHANGE, Envelope, Topology, queue_name, routing_key
+from gateway.bootstrap.app import Gateway, create_app
 from tests.conftest import drain, rabbitmq_vhost
 from tests.pki import TestCA
 from tests.test_delivery import state, submit

@@ -23,7 +23,7 @@ import pytest
 from sqlalchemy import select
 
 from adapters.simulators.social_security import SocialSecuritySimulator
-from gateway.amqp import (
+from gateway.transport.amqp import (
     DEAD_LETTER_QUEUE,
     DELIVER_EXCHANGE,
     AmqpTransport,
@@ -32,11 +32,11 @@ from gateway.amqp import (
     Envelope,
     queue_name,
 )
-from gateway.app import Gateway
-from gateway.dispatch import Dispatcher
+from gateway.bootstrap.app import Gateway
+from gateway.sectors.delivery import Dispatcher
 from gateway.domain.case import Actor, ActorKind, Applicant, SubmittedMaterial
 from gateway.persistence import tables as t
-from gateway.services import SubmitCase
+from gateway.cases.service import SubmitCase
 from tests.conftest import COMPLETE_APPLICATION, activate_shipped, rabbitmq_vhost
 from tests.test_processes import Launch, hall_key, launch, serve  # noqa: F401 - `launch`: the fixture
 

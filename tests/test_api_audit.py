@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 
 from adapters.simulators.public_security import PublicSecuritySimulator
 from adapters.simulators.social_security import SocialSecuritySimulator
-from gateway.app import Gateway, create_app
+from gateway.bootstrap.app import Gateway, create_app
 from gateway.domain.roles import Role
-from gateway.ledger import AUDIT, MESSAGE, Filters
-from gateway.serving import serve_in_thread
+from gateway.audit.ledger import AUDIT, MESSAGE, Filters
+from gateway.bootstrap.serving import serve_in_thread
 from tests.conftest import COMPLETE_APPLICATION, Keys, drain
 
 PERSON = COMPLETE_APPLICATION["applicant"]["id_number"]
@@ -162,7 +162,7 @@ def test_a_sector_admin_sees_only_their_own_sector(world: World) -> None:
 
 def test_admin_commands_at_the_command_line_are_audited(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                         request: pytest.FixtureRequest) -> None:
-    from gateway.cli import app
+    from gateway.bootstrap.cli import app
 
     # The commands configure logging onto CliRunner's stderr, closed after each run: restore it after the test.
     saved = structlog.get_config()

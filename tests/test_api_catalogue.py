@@ -13,11 +13,11 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from starlette.responses import JSONResponse
 
-from gateway.api_catalogue import MatterGuide, install_catalogue_error_handlers, router
+from gateway.http.catalogue import MatterGuide, install_catalogue_error_handlers, router
 from gateway.domain.roles import ALL_ROLES, Identity, NotAllowed, NotAuthenticated, Role
-from gateway.catalogue import Catalogue, matter_to_document
+from gateway.catalogue.matters import Catalogue, matter_to_document
 from gateway.domain.matter import Material, Matter
-from gateway.problems import problem_response
+from gateway.http.problems import problem_response
 from tests.test_catalogue import (  # noqa: F401 - fixtures
     PENSION_TRANSFER,
     SHIPPED,

@@ -14,7 +14,7 @@ from cryptography import x509
 from fastapi.testclient import TestClient
 
 from certstore.store import CertStore
-from gateway.app import Gateway, create_app
+from gateway.bootstrap.app import Gateway, create_app
 from gateway.domain.roles import Role
 from gateway.domain.clock import FixedClock
 from tests.pki import TestCA, key_pem

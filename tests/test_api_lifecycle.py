@@ -21,9 +21,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from adapters.simulators.social_security import SocialSecuritySimulator
-from gateway.app import Gateway, create_app
+from gateway.bootstrap.app import Gateway, create_app
 from gateway.domain.roles import Identity
-from gateway.dispatch import canonical_message
+from gateway.sectors.delivery import canonical_message
 from gateway.domain.clock import FixedClock
 from gateway.domain.matter import Matter
 from gateway.persistence import tables as t

@@ -19,11 +19,11 @@ from sqlalchemy import select
 from adapters.registry import default_bundles_dir
 from adapters.simulators.housing_fund import HousingFundSimulator
 from adapters.simulators.social_security import SocialSecuritySimulator
-from gateway.app import Gateway, create_app
-from gateway.amqp import queue_name
-from gateway.bundles import pack_folder
+from gateway.bootstrap.app import Gateway, create_app
+from gateway.transport.amqp import queue_name
+from gateway.sectors.bundle_records import pack_folder
 from gateway.domain.clock import as_utc
-from gateway.ledger import MESSAGE, Filters
+from gateway.audit.ledger import MESSAGE, Filters
 from gateway.persistence import tables as t
 from tests.conftest import Keys, drain, rabbitmq_vhost
 from tests.test_amqp import eventually, queue_depth, running

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.calendar_file import CalendarError, load_calendar
+from gateway.catalogue.calendar_file import CalendarError, load_calendar
 from gateway.domain.codes import is_valid_credit_code, is_valid_id_number, is_valid_implementation_code
 
 CAL = load_calendar()

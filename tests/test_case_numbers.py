@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from gateway.app import Gateway
+from gateway.bootstrap.app import Gateway
 from gateway.domain.case import Actor, ActorKind, Applicant, SubmittedMaterial
-from gateway.services import SubmitCase
+from gateway.cases.service import SubmitCase
 from tests.conftest import COMPLETE_APPLICATION
 
 HALL = Actor(ActorKind.APPLICANT, "test")

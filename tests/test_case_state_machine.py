@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from gateway.app import Gateway
+from gateway.bootstrap.app import Gateway
 from gateway.domain.case import (
     Actor,
     ActorKind,
@@ -30,7 +30,7 @@ from gateway.domain.case import (
 )
 from gateway.domain.clock import FixedClock
 from gateway.persistence.repository import StaleCase
-from gateway.services import NotYourCase, SubmitCase
+from gateway.cases.service import NotYourCase, SubmitCase
 from tests.conftest import PINNED
 
 WITHDRAWAL = "12150200MB1A00020M3000720001000"  # 住房公积金提取: one department, back office

@@ -19,7 +19,7 @@ from sqlalchemy import Engine, event, func, select
 from typer.testing import CliRunner
 
 from gateway.config import DEFAULT_CATALOGUE
-from gateway.catalogue import (
+from gateway.catalogue.matters import (
     Catalogue,
     CatalogueError,
     InvalidMatter,
@@ -32,7 +32,7 @@ from gateway.catalogue import (
     validate_catalogue,
     validate_matter,
 )
-from gateway.cli_catalogue import make_catalogue_app
+from gateway.cli.catalogue import make_catalogue_app
 from gateway.domain.codes import is_valid_credit_code
 from gateway.domain.matter import (
     Department,

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from certstore.keyring import MasterKeys
 from certstore.store import CertStore
-from gateway.cli_certs import make_certs_app
+from gateway.cli.certs import make_certs_app
 from gateway.domain.clock import FixedClock
 from gateway.persistence.cert_tables import CERT_TABLES
 from gateway.persistence.engine import make_engine
@@ -132,7 +132,7 @@ def test_the_installed_command_through_a_master_key_rotation(tmp_path: Path, ca:
                                                             monkeypatch: pytest.MonkeyPatch,
                                                             request: pytest.FixtureRequest) -> None:
     """`yiwang certs` as wired in gateway.cli: settings from the environment, the store on var/yiwang.db."""
-    from gateway.cli import app  # the composition root, as the console script runs it
+    from gateway.bootstrap.cli import app  # the composition root, as the console script runs it
 
     # The commands configure logging onto CliRunner's stderr, closed after each run: restore it after the test.
     saved = structlog.get_config()

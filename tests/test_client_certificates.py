@@ -12,10 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from gateway.app import Gateway, create_app
+from gateway.bootstrap.app import Gateway, create_app
 from gateway.domain.roles import Role
-from gateway.cli_keys import make_keys_app
-from gateway.identities import IdentityError
+from gateway.cli.keys import make_keys_app
+from gateway.security.api_keys import IdentityError
 from tests.pki import TestCA
 
 HEADER = "X-SSL-Client-Cert"

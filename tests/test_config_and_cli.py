@@ -16,7 +16,7 @@ from sqlalchemy import event, text
 
 from adapters.registry import default_bundles_dir
 from gateway.config import ConfigError, Settings, parse_endpoints
-from gateway.logs import configure_logging, mask_text
+from gateway.observability.logs import configure_logging, mask_text
 from gateway.persistence.engine import READ_ONLY, make_engine
 
 YIWANG = str(Path(sys.executable).with_name("yiwang"))

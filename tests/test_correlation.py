@@ -15,9 +15,9 @@ from sqlalchemy import select
 
 from adapters.contract import CORRELATION_HEADER, Operation, correlation_headers
 from adapters.simulators.social_security import SocialSecuritySimulator
-from gateway.app import Gateway, create_app
-from gateway.correlation import correlated, current_correlation_id, new_correlation_id, well_formed
-from gateway.logs import configure_logging
+from gateway.bootstrap.app import Gateway, create_app
+from gateway.observability.correlation import correlated, current_correlation_id, new_correlation_id, well_formed
+from gateway.observability.logs import configure_logging
 from gateway.persistence import tables as t
 from tests.conftest import COMPLETE_APPLICATION, Keys, drain
 from tests.test_rest_adapter import TICKET, LocalServer, make_adapter, message

@@ -13,11 +13,11 @@ import pytest
 from sqlalchemy import select
 
 from adapters.simulators.social_security import SocialSecuritySimulator
-from gateway.app import Gateway
+from gateway.bootstrap.app import Gateway
 from gateway.persistence import tables as t
 from gateway.persistence.ledger_tables import ledger_records
 from gateway.persistence.repository import DeadLetter
-from gateway.services import DeadLetterNotFound, NotReplayable
+from gateway.cases.service import DeadLetterNotFound, NotReplayable
 from tests.conftest import drain
 from tests.test_delivery import outbox_statuses, state, submit
 

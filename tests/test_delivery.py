@@ -18,9 +18,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from adapters.registry import default_bundles_dir
-from gateway.bundles import pack_folder
+from gateway.sectors.bundle_records import pack_folder
 from adapters.simulators.social_security import SocialSecuritySimulator
-from gateway.app import Gateway, create_app
+from gateway.bootstrap.app import Gateway, create_app
 from gateway.domain.case import Actor, ActorKind
 from gateway.persistence import tables as t
 from gateway.persistence.uow import UnitOfWork

@@ -23,9 +23,9 @@ from sqlalchemy import func, select
 from adapters.simulators.housing_fund import HousingFundSimulator
 from adapters.simulators.housing_fund import default_decide as housing_fund_decide
 from adapters.simulators.social_security import SocialSecuritySimulator
-from gateway.app import Gateway, create_app
+from gateway.bootstrap.app import Gateway, create_app
 from gateway.domain.roles import Role
-from gateway.bundles import pack_folder
+from gateway.sectors.bundle_records import pack_folder
 from gateway.persistence import tables as t
 from gateway.persistence.bundle_tables import bundle_versions
 from tests.conftest import COMPLETE_APPLICATION, SOCIAL_SECURITY_AGENCY, Keys, drain

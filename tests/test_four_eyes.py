@@ -13,12 +13,12 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from adapters.registry import default_bundles_dir
-from gateway.app import Gateway, create_app
+from gateway.bootstrap.app import Gateway, create_app
 from gateway.domain.roles import Role
-from gateway.bundles import pack_folder, unpacked
-from gateway.catalogue import matter_to_document
-from gateway.cli_adapters import make_adapters_app
-from gateway.cli_catalogue import make_catalogue_app
+from gateway.sectors.bundle_records import pack_folder, unpacked
+from gateway.catalogue.matters import matter_to_document
+from gateway.cli.adapters import make_adapters_app
+from gateway.cli.catalogue import make_catalogue_app
 from tests.conftest import Keys
 
 SECTOR = "housing_fund"

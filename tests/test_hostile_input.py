@@ -39,8 +39,8 @@ from sqlalchemy import func, select
 from adapters.auth import HmacSpec, canonical_string, hmac_signature
 from adapters.registry import default_bundles_dir
 from adapters.secrets import Secret
-from gateway.app import Gateway, create_app
-from gateway.json_bodies import JsonBodyRoute
+from gateway.bootstrap.app import Gateway, create_app
+from gateway.http.json_bodies import JsonBodyRoute
 from gateway.domain.roles import Role
 from gateway.persistence import tables as t
 from tests.conftest import COMPLETE_APPLICATION, Keys, drain

@@ -17,11 +17,11 @@ from sqlalchemy import Engine, event, select
 from typer.testing import CliRunner
 
 import gateway.persistence.identity_tables  # noqa: F401 - registers `identities` on the shared metadata
-from gateway.auth import require
+from gateway.http.auth import require
 from gateway.domain.roles import Identity, NotAllowed, NotAuthenticated, Role
-from gateway.cli_keys import make_keys_app
+from gateway.cli.keys import make_keys_app
 from gateway.domain.codes import credit_code_check_char
-from gateway.identities import ApiKeyStore, IdentityError
+from gateway.security.api_keys import ApiKeyStore, IdentityError
 from gateway.persistence.tables import metadata
 
 DEPARTMENT = "11150200MB1A0001" + "0" + credit_code_check_char("11150200MB1A00010")  # a valid credit code

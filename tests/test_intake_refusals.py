@@ -21,13 +21,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from gateway.app import Gateway, create_app
+from gateway.bootstrap.app import Gateway, create_app
 from gateway.domain import lifecycle
 from gateway.domain.case import Actor, ActorKind, Applicant, SubmittedMaterial
 from gateway.domain.clock import FixedClock
 from gateway.domain.codes import id_number_check_char
 from gateway.persistence import tables as t
-from gateway.services import CaseService, SubmitCase
+from gateway.cases.service import CaseService, SubmitCase
 from tests.conftest import COMPLETE_APPLICATION, PINNED, Keys
 
 PROBLEM = "urn:yiwang:problem:"

@@ -15,8 +15,8 @@ import pytest
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from gateway.app import build_gateway, create_app
-from gateway.cli import app as cli_app
+from gateway.bootstrap.app import build_gateway, create_app
+from gateway.bootstrap.cli import app as cli_app
 from gateway.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

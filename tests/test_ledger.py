@@ -24,8 +24,8 @@ from typer.testing import CliRunner
 from certstore.algorithms import CryptoError
 from certstore.keyring import FieldSealer, MasterKeys
 from certstore.signing import Ed25519Signer, encode_signature, load_or_create_signing_key
-from gateway.cli_audit import audit_commands, make_audit_app
-from gateway.ledger import AUDIT, MESSAGE, Filters, Ledger, Problem, record_hash
+from gateway.cli.audit import audit_commands, make_audit_app
+from gateway.audit.ledger import AUDIT, MESSAGE, Filters, Ledger, Problem, record_hash
 from gateway.persistence.ledger_tables import APPEND_ONLY_TABLES, ledger_checkpoints, ledger_records
 
 ID_NUMBER = "150203198503120039"
@@ -153,7 +153,7 @@ def test_a_checkpoint_signed_by_a_stranger_is_named(ledger: Ledger, engine: Engi
     fill(ledger, 2)
     head = ledger.records(Filters(AUDIT))[-1]
     stranger, at = Ed25519Signer.generate(), datetime.now(UTC)
-    from gateway.ledger import _checkpoint_payload  # the attacker knows the format: it is no secret
+    from gateway.audit.ledger import _checkpoint_payload  # the attacker knows the format: it is no secret
 
     with engine.begin() as conn:
         conn.execute(insert(ledger_checkpoints).values(

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from gateway.calendar_file import load_calendar
+from gateway.catalogue.calendar_file import load_calendar
 from gateway.domain import lifecycle
 from gateway.domain.case import (
     Actor,

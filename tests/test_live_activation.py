@@ -33,11 +33,11 @@ from sqlalchemy import select
 from adapters.registry import default_bundles_dir
 from adapters.simulators.social_security import SocialSecuritySimulator
 from adapters.simulators.social_security import default_decide as social_security_decide
-from gateway.app import Gateway, create_app
+from gateway.bootstrap.app import Gateway, create_app
 from gateway.domain.roles import Role
-from gateway.bundles import BundleStore, pack_folder, unpacked
+from gateway.sectors.bundle_records import BundleStore, pack_folder, unpacked
 from gateway.domain.clock import SystemClock
-from gateway.identities import ApiKeyStore
+from gateway.security.api_keys import ApiKeyStore
 from gateway.persistence import tables as t
 from gateway.persistence.engine import make_engine
 from gateway.persistence.uow import create_schema

@@ -26,13 +26,13 @@ from fastapi.testclient import TestClient
 from adapters.contract import CanonicalMessage, Operation
 from adapters.registry import RegisteredAdapter, default_bundles_dir
 from adapters.simulators.social_security import SocialSecuritySimulator
-from gateway.app import Gateway, create_app
-from gateway.bundles import pack_folder
+from gateway.bootstrap.app import Gateway, create_app
+from gateway.sectors.bundle_records import pack_folder
 from gateway.config import Settings
 from gateway.domain.clock import FixedClock
-from gateway.materials import PDF, PNG, StoredMaterial
+from gateway.materials.store import PDF, PNG, StoredMaterial
 from gateway.persistence.uow import UnitOfWork
-from gateway.serving import serve_in_thread
+from gateway.bootstrap.serving import serve_in_thread
 from tests.conftest import COMPLETE_APPLICATION, PINNED, Keys, drain
 
 LINK_PROBLEM = "urn:yiwang:problem:material-link-invalid"

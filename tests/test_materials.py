@@ -15,9 +15,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 from starlette.responses import JSONResponse
 
-from gateway.api_materials import install_material_error_handlers, router
+from gateway.http.materials import install_material_error_handlers, router
 from gateway.domain.roles import Identity, NotAllowed, NotAuthenticated, Role
-from gateway.materials import (
+from gateway.materials.store import (
     JPEG,
     OFD,
     PDF,
@@ -30,7 +30,7 @@ from gateway.materials import (
     sanitise_filename,
 )
 from gateway.persistence.material_tables import material_files
-from gateway.problems import PROBLEM_MEDIA_TYPE, problem_response
+from gateway.http.problems import PROBLEM_MEDIA_TYPE, problem_response
 
 PROBLEM = "urn:yiwang:problem:"
 

@@ -21,9 +21,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from adapters.simulators.social_security import SocialSecuritySimulator
-from gateway.app import Gateway, create_app
+from gateway.bootstrap.app import Gateway, create_app
 from gateway.domain.clock import FixedClock
-from ops.metrics import ERROR_CLASSES, Cached
+from ops.gateway_metrics import ERROR_CLASSES, Cached
 from tests.conftest import PINNED, drain
 from tests.pki import TestCA
 from tests.test_delivery import outbox_statuses, state, submit

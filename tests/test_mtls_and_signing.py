@@ -26,8 +26,8 @@ from adapters.simulators.social_security import SocialSecuritySimulator
 from adapters.simulators.wssec import MessageSigning
 from certstore.credentials import Credential, MemoryCredentials
 from certstore.tls import client_context
-from gateway.app import Gateway
-from gateway.bundles import pack_folder
+from gateway.bootstrap.app import Gateway
+from gateway.sectors.bundle_records import pack_folder
 from tests.pki import Issued, TestCA, new_key
 
 DATA = Path(__file__).parent / "data" / "bundles"

@@ -2,7 +2,7 @@
 
 A real HTTP receiver (a stdlib ThreadingHTTPServer on an ephemeral loopback port, allowed through
 `webhook_insecure_hosts`) checks every request's HMAC signature and timestamp as a hall would. The jobs run
-through the gateway's own scheduler (`gateway.scheduler.run_due()`), as a dispatcher's loop runs them.
+through the gateway's own scheduler (`gateway.transport.scheduler.run_due()`), as a dispatcher's loop runs them.
 Every test runs on SQLite and on PostgreSQL.
 """
 
@@ -22,10 +22,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from gateway.app import Gateway, create_app
+from gateway.bootstrap.app import Gateway, create_app
 from gateway.domain.roles import Role
-from gateway.ledger import AUDIT, Filters
-from gateway.notifications import EXCHANGE, CaseEventFanOut, WebhookPolicy, WebhookSender
+from gateway.audit.ledger import AUDIT, Filters
+from gateway.notifications.hall import EXCHANGE, CaseEventFanOut, WebhookPolicy, WebhookSender
 from gateway.persistence.notification_tables import webhook_deliveries, webhook_subscriptions
 from gateway.persistence.tables import case_notifications
 from tests.conftest import COMPLETE_APPLICATION, Keys

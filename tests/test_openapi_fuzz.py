@@ -32,10 +32,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from gateway.app import build_gateway, create_app
+from gateway.bootstrap.app import build_gateway, create_app
 from gateway.domain.roles import DUTIES, Role
 from gateway.config import Settings
-from gateway.problems import PROBLEM_MEDIA_TYPE
+from gateway.http.problems import PROBLEM_MEDIA_TYPE
 from tests.conftest import SECTOR_SECRETS, SOCIAL_SECURITY_AGENCY, activate_shipped
 from tests.test_api_roles import admitted_roles, v1_routes
 

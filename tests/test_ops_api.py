@@ -22,9 +22,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from adapters.simulators.social_security import SocialSecuritySimulator
-from gateway.app import Gateway, create_app
+from gateway.bootstrap.app import Gateway, create_app
 from gateway.domain.roles import Role
-from gateway.ledger import AUDIT, Filters
+from gateway.audit.ledger import AUDIT, Filters
 from gateway.persistence import tables as t
 from gateway.persistence.notification_tables import webhook_deliveries
 from gateway.persistence.repository import Failure

@@ -16,11 +16,11 @@ from typer.testing import CliRunner
 
 from bench.replay import seed_dead_letters
 from certstore.keyring import FieldSealer
-from gateway.app import build_ledger, open_database, personal_data
-from gateway.cli import app
+from gateway.bootstrap.app import build_ledger, open_database, personal_data
+from gateway.bootstrap.cli import app
 from gateway.config import Settings
 from gateway.domain.clock import SystemClock
-from gateway.ledger import AUDIT, Filters
+from gateway.audit.ledger import AUDIT, Filters
 from gateway.persistence import tables as t
 from ops.dead_letters import DeadLetterDesk, DeadLetterFilter
 

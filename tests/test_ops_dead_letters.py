@@ -23,10 +23,10 @@ from sqlalchemy import Engine, select
 from adapters.registry import RegisteredAdapter, default_bundles_dir
 from adapters.simulators.social_security import SocialSecuritySimulator
 from bench.replay import ERROR_CLASSES, MATTERS, SECTORS, bench_personal_data, seed_dead_letters
-from gateway.app import Gateway
-from gateway.bundles import BundleStore, pack_folder
+from gateway.bootstrap.app import Gateway
+from gateway.sectors.bundle_records import BundleStore, pack_folder
 from gateway.domain.clock import SystemClock
-from gateway.live_registry import UnknownVersion
+from gateway.sectors.live_registry import UnknownVersion
 from gateway.persistence import tables as t
 from ops.dead_letters import (
     BadInput,

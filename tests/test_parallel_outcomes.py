@@ -17,8 +17,8 @@ from sqlalchemy import select
 
 from adapters.simulators.housing_fund import HousingFundSimulator
 from adapters.simulators.social_security import SocialSecuritySimulator
-from gateway.app import Gateway, create_app
-from gateway.dispatch import Dispatcher
+from gateway.bootstrap.app import Gateway, create_app
+from gateway.sectors.delivery import Dispatcher
 from gateway.domain.case import Case
 from gateway.domain.matter import Matter
 from gateway.persistence import tables as t

@@ -23,8 +23,8 @@ from sqlalchemy.engine import make_url
 
 from adapters.simulators.social_security import SocialSecuritySimulator
 from certstore.keyring import MasterKeys
-from gateway import demo
-from gateway.app import Gateway, create_app, personal_data
+from gateway.bootstrap import demo
+from gateway.bootstrap.app import Gateway, create_app, personal_data
 from gateway.config import Settings
 from gateway.persistence.personal_data import reseal_all
 from gateway.persistence.uow import UnitOfWork

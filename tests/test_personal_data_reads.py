@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 from fastapi.testclient import TestClient
 
-from gateway.app import Gateway, create_app
-from gateway.ledger import Filters
+from gateway.bootstrap.app import Gateway, create_app
+from gateway.audit.ledger import Filters
 from tests.conftest import COMPLETE_APPLICATION, Keys
 from tests.test_api_lifecycle import HOUSING_FUND, application
 

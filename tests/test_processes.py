@@ -24,10 +24,10 @@ from sqlalchemy import event, func, select, text
 
 from adapters.simulators.social_security import SocialSecuritySimulator
 from gateway.domain.roles import Role
-from gateway.identities import ApiKeyStore
+from gateway.security.api_keys import ApiKeyStore
 from gateway.persistence import tables as t
-from gateway.bundles import BundleStore
-from gateway.catalogue import Catalogue
+from gateway.sectors.bundle_records import BundleStore
+from gateway.catalogue.matters import Catalogue
 from gateway.config import DEFAULT_CATALOGUE
 from gateway.domain.clock import SystemClock
 from gateway.persistence.engine import make_engine
@@ -182,8 +182,8 @@ RACER = textwrap.dedent(
     """
     import sys, time
     from sqlalchemy import event
-    from gateway.calendar_file import load_calendar
-    from gateway.catalogue import Catalogue
+    from gateway.catalogue.calendar_file import load_calendar
+    from gateway.catalogue.matters import Catalogue
     from gateway.config import DEFAULT_CATALOGUE
     from gateway.domain.case import Actor, ActorKind, Applicant, SubmittedMaterial
     from gateway.domain.clock import SystemClock
@@ -191,7 +191,7 @@ RACER = textwrap.dedent(
     from gateway.persistence.blind_index import BlindIndex
     from gateway.persistence.personal_data import PersonalData
     from gateway.persistence.engine import make_engine
-    from gateway.services import CaseService, SubmitCase
+    from gateway.cases.service import CaseService, SubmitCase
 
     url, start_at, n = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
     engine = make_engine(url)

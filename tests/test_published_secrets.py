@@ -1,4 +1,4 @@
-"""gateway/published_secrets.py lists exactly the values this repository publishes as credentials.
+"""gateway/security/published_secrets.py lists exactly the values this repository publishes as credentials.
 
 The repository is read here as an attacker would read it: Python files parsed (so a value is found where it
 is *used* as a credential, not wherever a word looks like one), Markdown and YAML read as text. A value is a
@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from gateway.published_secrets import PUBLISHED_SECRETS, where_published
+from gateway.security.published_secrets import PUBLISHED_SECRETS, where_published
 
 ROOT = Path(__file__).resolve().parents[1]
 SKIPPED_FOLDERS = frozenset({".venv", "var", ".git", "__pycache__", "node_modules", "build", "dist"})
@@ -96,9 +96,9 @@ def test_every_value_the_repository_publishes_as_a_credential_is_listed_and_noth
         if value and not REFERENCE.match(value) and not any(c.isspace() for c in value):
             found.setdefault(value, []).append(where)
     missing = {value: places for value, places in found.items() if where_published(value) is None}
-    assert not missing, f"add to gateway/published_secrets.py (value: where it is published): {missing}"
+    assert not missing, f"add to gateway/security/published_secrets.py (value: where it is published): {missing}"
     stale = sorted(set(PUBLISHED_SECRETS) - set(found))
-    assert not stale, f"published nowhere any more, remove from gateway/published_secrets.py: {stale}"
+    assert not stale, f"published nowhere any more, remove from gateway/security/published_secrets.py: {stale}"
 
 
 def test_the_scan_finds_each_way_a_credential_is_given() -> None:

@@ -7,10 +7,10 @@ from collections.abc import Callable
 import pytest
 from fastapi.testclient import TestClient
 
-from gateway.app import Gateway, create_app
+from gateway.bootstrap.app import Gateway, create_app
 from gateway.domain.roles import Role
 from gateway.config import ConfigError, Settings
-from gateway.rate_limits import TokenBuckets, rate_limiter, retry_after_header
+from gateway.security.rate_limits import TokenBuckets, rate_limiter, retry_after_header
 from tests.conftest import Keys
 
 

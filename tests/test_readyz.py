@@ -12,10 +12,10 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
 from adapters.simulators.social_security import SocialSecuritySimulator
-from gateway.app import Gateway, create_app
+from gateway.bootstrap.app import Gateway, create_app
 from gateway.persistence.engine import make_engine
-from ops.health import build_readiness
-from ops.metrics import register_gateway_metrics
+from ops.readiness import build_readiness
+from ops.gateway_metrics import register_gateway_metrics
 from tests.conftest import drain
 from tests.test_delivery import outbox_statuses, submit
 

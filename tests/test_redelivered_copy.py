@@ -14,8 +14,8 @@ from datetime import timedelta
 from sqlalchemy import select, update
 
 from adapters.simulators.social_security import SocialSecuritySimulator
-from gateway.app import Gateway
-from gateway.dispatch import Dispatcher
+from gateway.bootstrap.app import Gateway
+from gateway.sectors.delivery import Dispatcher
 from gateway.persistence import tables as t
 from tests.test_delivery import outbox_statuses, state, submit
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from adapters.registry import default_bundles_dir
-from gateway import live_registry
-from gateway.app import Gateway
-from gateway.bundles import pack_folder
+from gateway.sectors import live_registry
+from gateway.bootstrap.app import Gateway
+from gateway.sectors.bundle_records import pack_folder
 
 
 def test_a_replaced_rest_adapter_is_closed_after_the_grace_period(

@@ -18,11 +18,11 @@ from sqlalchemy.exc import DatabaseError
 
 from certstore.keyring import FieldSealer, MasterKeys, is_sealed
 from certstore.signing import Ed25519Signer, encode_signature
-from gateway.app import build_gateway
+from gateway.bootstrap.app import build_gateway
 from gateway.config import ConfigError, Settings
 from gateway.domain.clock import FixedClock
-from gateway.ledger import AUDIT, MESSAGE, Filters, Ledger, _retention_payload
-from gateway.logs import configure_logging
+from gateway.audit.ledger import AUDIT, MESSAGE, Filters, Ledger, _retention_payload
+from gateway.observability.logs import configure_logging
 from gateway.persistence.blind_index import BlindIndex
 from gateway.persistence.ledger_tables import ledger_records, ledger_retention
 from gateway.persistence.notification_tables import webhook_deliveries, webhook_subscriptions
@@ -30,7 +30,7 @@ from gateway.persistence.personal_data import PersonalData
 from gateway.persistence.repository import Failure
 from gateway.persistence.tables import case_notifications, dead_letters
 from gateway.persistence.uow import UnitOfWork
-from gateway.retention import DEAD_LETTER_BODIES, JsonLinesArchive, Retention, RetentionPolicy
+from gateway.audit.retention import DEAD_LETTER_BODIES, JsonLinesArchive, Retention, RetentionPolicy
 from tests.test_ledger import tamper as tamper_records
 
 ID_NUMBER, PHONE = "150203198503120039", "13847100001"

@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from gateway.app import Gateway, create_app
+from gateway.bootstrap.app import Gateway, create_app
 from gateway.domain.roles import Role
 from tests.conftest import SOCIAL_SECURITY_AGENCY
 
@@ -167,7 +167,7 @@ def test_a_sector_administrator_reaches_no_other_sectors_objects(app: FastAPI, g
 
 def test_a_sector_administrator_cannot_register_another_sectors_bundle(app: FastAPI, gateway: Gateway) -> None:
     from adapters.registry import default_bundles_dir
-    from gateway.bundles import pack_folder
+    from gateway.sectors.bundle_records import pack_folder
 
     admin = clients(app, gateway)[str(Role.SECTOR_ADMIN)]
     archive = pack_folder(default_bundles_dir() / OTHER_SECTOR)

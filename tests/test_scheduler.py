@@ -11,7 +11,7 @@ from sqlalchemy import Engine, select, update
 
 from gateway.domain.clock import FixedClock, SystemClock
 from gateway.persistence.tables import job_leases
-from gateway.scheduler import Job, Scheduler
+from gateway.transport.scheduler import Job, Scheduler
 
 MINUTE = timedelta(minutes=1)
 NOON = datetime(2026, 11, 27, 4, 0, tzinfo=UTC)

@@ -27,7 +27,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event, select, update
 
 from adapters.simulators.public_security import CALLBACK_KEY_ID, DEFAULT_SECRET, PublicSecuritySimulator, signed_headers
-from gateway.app import Gateway, create_app
+from gateway.bootstrap.app import Gateway, create_app
 from gateway.domain import answers
 from gateway.domain.answers import AnswerMismatch
 from gateway.domain.case import Applicant, Case, Task

@@ -19,11 +19,11 @@ from adapters.simulators.civil_affairs import CivilAffairsSimulator
 from adapters.simulators.housing_fund import HousingFundSimulator
 from adapters.simulators.public_security import PublicSecuritySimulator
 from adapters.simulators.social_security import SocialSecuritySimulator
-from gateway.app import Gateway, create_app
+from gateway.bootstrap.app import Gateway, create_app
 from gateway.domain.roles import Role
-from gateway.bundles import pack_folder
+from gateway.sectors.bundle_records import pack_folder
 from gateway.domain.case import Actor, ActorKind
-from gateway.serving import serve_in_thread
+from gateway.bootstrap.serving import serve_in_thread
 from tests.conftest import Keys, drain
 
 SECTORS = ("social_security", "housing_fund", "civil_affairs", "public_security")

@@ -15,11 +15,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, insert
 from typer.testing import CliRunner
 
-from gateway.app import Gateway, create_app
+from gateway.bootstrap.app import Gateway, create_app
 from gateway.domain.roles import Role
-from gateway.cli_keys import make_keys_app
+from gateway.cli.keys import make_keys_app
 from gateway.domain.clock import SystemClock
-from gateway.identities import ApiKeyStore, IdentityError, SeparationOfDuties, hash_key
+from gateway.security.api_keys import ApiKeyStore, IdentityError, SeparationOfDuties, hash_key
 from gateway.persistence.identity_tables import identities
 from tests.conftest import Keys
 

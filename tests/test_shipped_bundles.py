@@ -86,7 +86,7 @@ def adapter(sector: str, url: str) -> RegisteredAdapter:
 def case_message(key: str, *, case_no: str, matter_code: str, department: str, credit_code: str,
                  applicant: tuple[str, str], materials: list[tuple[str, bool]], form: dict[str, Any],
                  green_channel: bool = False, sector_ref: str | None = None) -> dict[str, Any]:
-    """A canonical message as `gateway.dispatch.canonical_message` builds it."""
+    """A canonical message as `gateway.sectors.delivery.canonical_message` builds it."""
     name, id_number = applicant
     return {
         "idempotency_key": key,

@@ -25,7 +25,7 @@ from adapters.simulators.base import CONTROL_FAULT_PATH, SimulatorBase
 from adapters.simulators.housing_fund import HousingFundSimulator
 from adapters.simulators.public_security import DEFAULT_KEY_ID, DEFAULT_SECRET, PublicSecuritySimulator
 from adapters.simulators.public_security import signed_headers
-from gateway.cli import app
+from gateway.bootstrap.cli import app
 from tests.fault_harness import free_port
 from tests.test_simulator_common import SIMULATORS, SUBMIT_PATH
 

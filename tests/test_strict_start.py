@@ -1,4 +1,4 @@
-"""Strict start (gateway/strict_start.py): with YIWANG_ENVIRONMENT=production a start refuses, naming the
+"""Strict start (gateway/bootstrap/strict_start.py): with YIWANG_ENVIRONMENT=production a start refuses, naming the
 setting or the bundle's secret and why, while a key or secret equals a value the repository publishes or the
 master key is the development one; the default (no settings) starts as before."""
 
@@ -17,12 +17,12 @@ import pytest
 
 from adapters.registry import default_bundles_dir
 from certstore.keyring import MasterKeys
-from gateway.app import Gateway, build_gateway
-from gateway.bundles import pack_folder
+from gateway.bootstrap.app import Gateway, build_gateway
+from gateway.sectors.bundle_records import pack_folder
 from gateway.config import Settings
-from gateway.live_registry import NoActiveAdapter
-from gateway.published_secrets import PUBLISHED_SECRETS
-from gateway.strict_start import StartRefused
+from gateway.sectors.live_registry import NoActiveAdapter
+from gateway.security.published_secrets import PUBLISHED_SECRETS
+from gateway.bootstrap.strict_start import StartRefused
 
 YIWANG = str(Path(sys.executable).with_name("yiwang"))
 PUBLISHED_KEY = "cd" * 32  # the material-link key tests/test_material_transport.py publishes

@@ -21,8 +21,8 @@ from gateway.domain.text import (
     typed_values,
     undeliverable,
 )
-from gateway.forms import checked_form, unchecked_formats
-from gateway.text_fields import typed, typed_json
+from gateway.catalogue.forms import checked_form, unchecked_formats
+from gateway.http.text_fields import typed, typed_json
 
 EVERY_CODE_POINT = st.characters(min_codepoint=0, max_codepoint=0x10FFFF)  # surrogates included
 TEXTS = st.text(EVERY_CODE_POINT, max_size=40) | st.text(st.sampled_from(

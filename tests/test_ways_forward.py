@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from adapters.simulators.housing_fund import HousingFundSimulator
 from adapters.simulators.social_security import SocialSecuritySimulator
-from gateway.app import Gateway, create_app
+from gateway.bootstrap.app import Gateway, create_app
 from gateway.domain.case import Actor, ActorKind, WayForward
 from gateway.persistence.uow import UnitOfWork
 from tests.conftest import COMPLETE_APPLICATION, SOCIAL_SECURITY_AGENCY, Keys, drain

@@ -1,7 +1,7 @@
 """Working days under China's holiday arrangements (调休).
 
 Each year's arrangement is announced in November for the next year, so the data comes from a
-file the deployment can update (see `gateway/calendar_file.py`); this module only reckons.
+file the deployment can update (see `gateway/catalogue/calendar_file.py`); this module only reckons.
 Beyond the dates the file covers, only weekends are days off and `beyond_coverage` says so,
 so the caller can warn instead of silently trusting a guess.
 """

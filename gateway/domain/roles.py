@@ -3,7 +3,7 @@
 Roles, the duties that separation of duties (三员分立) keeps apart, the identity a key or certificate stands
 for, the sector and unmasking rules, and the ports the HTTP layer authenticates and rate-limits through
 (`KeyStore`, `RateLimiter`) with the refusals they raise. The FastAPI dependency that applies them to a
-request is `gateway.auth`.
+request is `gateway.http.auth`.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ class RateLimiter(Protocol):
 
 
 class RateLimited(Exception):
-    """The identity has used up its requests for now (`gateway.rate_limits`)."""
+    """The identity has used up its requests for now (`gateway.security.rate_limits`)."""
 
     def __init__(self, retry_after_s: float) -> None:
         super().__init__(f"too many requests from this identity; retry after {retry_after_s:.1f} s")

@@ -19,7 +19,7 @@ message naming the field, the position and the code point, when it holds:
 Kept as typed: private-use characters (older systems still encode rare characters of names there) and code
 points this Python's Unicode tables do not assign yet (newer CJK extensions of GB 18030-2022).
 
-Plain Python. The HTTP boundary (`gateway.text_fields`), the case service (form values), the operators'
+Plain Python. The HTTP boundary (`gateway.http.text_fields`), the case service (form values), the operators'
 desk and the webhook subscriptions use it; nothing checks texts another way.
 """
 

@@ -1,7 +1,7 @@
 """The four-eyes hold a guarded route puts on its action (bundle activation, catalogue publication).
 
-Shared by the routers whose actions are guarded; the approvals' own endpoints are `gateway.api_approvals`,
-the rule `gateway.approvals`.
+Shared by the routers whose actions are guarded; the approvals' own endpoints are `gateway.http.approvals`,
+the rule `gateway.security.approvals`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import Request
 from starlette.responses import JSONResponse
 
-from gateway.approvals import Action, Approvals
+from gateway.security.approvals import Action, Approvals
 from gateway.domain.roles import Identity
 
 

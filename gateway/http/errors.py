@@ -17,14 +17,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match
 
-from gateway.auth import caller
+from gateway.http.auth import caller
 from gateway.domain.case import CaseRuleViolation, ForbiddenTransition
 from gateway.domain.roles import NotAllowed, NotAuthenticated
-from gateway.json_bodies import BodyRefused
+from gateway.http.json_bodies import BodyRefused
 from gateway.persistence.repository import StaleCase
-from gateway.problems import document_validation_problems, install_problems, problem_response
-from gateway.services import CaseNotFound, IdempotencyConflict, InvalidApplication, NotYourCase, UnknownMatter
-from gateway.views import DocumentNotAvailable
+from gateway.http.problems import document_validation_problems, install_problems, problem_response
+from gateway.cases.service import CaseNotFound, IdempotencyConflict, InvalidApplication, NotYourCase, UnknownMatter
+from gateway.cases.views import DocumentNotAvailable
 
 log = structlog.get_logger("yiwang.api")
 

@@ -1,4 +1,4 @@
-"""`GET /healthz`: the process is alive. No key, no database: readiness is `ops.health`'s `/readyz`."""
+"""`GET /healthz`: the process is alive. No key, no database: readiness is `ops.readiness`'s `/readyz`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Access control: approvals for the four-eyes rule (read and written in `gateway.approvals`).
+"""Access control: approvals for the four-eyes rule (read and written in `gateway.security.approvals`).
 
 An approval is one request to do a guarded action (activate a bundle version, publish a catalogue
 version) that waits for a second identity. Rows are kept after the decision: they are the record of

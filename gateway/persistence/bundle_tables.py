@@ -2,7 +2,7 @@
 
 The database is the registry's record: a bundle version is stored whole (a zip of its folder), so any
 process on any machine can unpack and build the same adapter; which version is active is one row's
-status, which every process polls (`gateway.live_registry`) — that is how activation needs no restart.
+status, which every process polls (`gateway.sectors.live_registry`) — that is how activation needs no restart.
 """
 
 from __future__ import annotations

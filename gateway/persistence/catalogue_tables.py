@@ -1,7 +1,7 @@
 """The versioned matter catalogue's table, on the project's one `metadata`.
 
 Every version of a matter's guide is one immutable row holding the guide as a document (the
-catalogue file format, `gateway.catalogue.matter_to_document`); only `status` and its times change.
+catalogue file format, `gateway.catalogue.matters.matter_to_document`); only `status` and its times change.
 A case keeps the version it was accepted under, so retired versions are never deleted.
 """
 

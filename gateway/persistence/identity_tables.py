@@ -1,7 +1,7 @@
-"""The `identities` table: who holds an API key, with which roles. Rows are read in `gateway.identities`.
+"""The `identities` table: who holds an API key, with which roles. Rows are read in `gateway.security.api_keys`.
 
 It lives on the shared `metadata`, so importing this module is what makes `metadata.create_all`
-create it; the raw key is never stored, only its SHA-256 (see `gateway.identities.hash_key`).
+create it; the raw key is never stored, only its SHA-256 (see `gateway.security.api_keys.hash_key`).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Both logs share `ledger_records`: each process writes its own chains (`audit:<host>:<pid>:<random>`,
 `message:...`), so appends never contend across processes. A record's `hash` covers every stored field
 (the body as its sealed token) and `prev_hash`; `ledger_checkpoints` holds signed (chain, seq, head hash)
-triples. Rows are read and written only by `gateway.ledger`, which offers no update, and deletes only
+triples. Rows are read and written only by `gateway.audit.ledger`, which offers no update, and deletes only
 what the retention policy purges: records a signed `ledger_retention` marker covers. The triggers below
 refuse everything else in the database too (an attacker must drop them or forge a marker first — and
 then the chain and the marker's signature still tell).

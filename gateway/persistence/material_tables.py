@@ -1,7 +1,7 @@
-"""The table behind uploaded application materials (`gateway.materials`), on the shared `metadata`.
+"""The table behind uploaded application materials (`gateway.materials.store`), on the shared `metadata`.
 
 A module of its own so the materials feature can land without touching `tables.py`; importing it
-registers the table, so `metadata.create_all` must run after `gateway.materials` (or this) is imported.
+registers the table, so `metadata.create_all` must run after `gateway.materials.store` (or this) is imported.
 """
 
 from __future__ import annotations

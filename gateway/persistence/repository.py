@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Engine, and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from gateway.correlation import current_correlation_id
+from gateway.observability.correlation import current_correlation_id
 from gateway.domain.case import (
     Actor,
     Agent,
@@ -303,7 +303,7 @@ class OutboxMessage:
     deliveries: int
     available_at: datetime
     bundle_version: str | None = None  # pinned by a replay with the original mapping; None: the active version
-    correlation_id: str | None = None  # of the request or job that wrote it (gateway/correlation.py)
+    correlation_id: str | None = None  # of the request or job that wrote it (gateway/observability/correlation.py)
     round: int = 0  # the task's round it belongs to (a correction or resubmission starts a new one)
     circuit_wait_since: datetime | None = None  # when it first met its sector's open circuit (None: never)
 

@@ -124,7 +124,7 @@ outbox = Table(
     # A replay "with the original mapping" pins the bundle version the message died with; None: the active one.
     Column("bundle_version", String(64)),
     Column("replays", Integer, nullable=False, default=0, server_default="0"),  # times reopened from a dead letter
-    Column("correlation_id", String(64)),  # of the request or job that wrote it (gateway/correlation.py)
+    Column("correlation_id", String(64)),  # of the request or job that wrote it (gateway/observability/correlation.py)
     Column("round", Integer, nullable=False, default=0, server_default="0"),  # the task's round it belongs to
     # When a delivery first met the sector's open circuit breaker; the bundle's retry.max_wait_ms bounds the wait.
     _utc("circuit_wait_since"),

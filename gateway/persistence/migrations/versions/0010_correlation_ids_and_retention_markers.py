@@ -5,8 +5,8 @@ Revises: 0009
 Create Date: 2026-11-27 22:00:00
 
 `outbox.correlation_id` carries the id of the request or job that wrote a message to the worker and the
-sector (gateway/correlation.py). `ledger_retention` holds the signed markers of retention purges
-(gateway/ledger.py `purge`): `ledger_records` now deletes the records a marker covers, and only those.
+sector (gateway/observability/correlation.py). `ledger_retention` holds the signed markers of retention purges
+(gateway/audit/ledger.py `purge`): `ledger_records` now deletes the records a marker covers, and only those.
 """
 
 from __future__ import annotations

@@ -1,0 +1,358 @@
+"""Composition root: builds the gateway's parts from settings. Only the CLI, the demo and tests import it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+from sqlalchemy import Engine
+
+from adapters.bundle import Bundle
+from adapters.registry import RegisteredAdapter, build_adapter
+from adapters.resilience import RetryPolicy
+from adapters.secrets import use_vault
+from certstore.credentials import CredentialSource
+from certstore.keyring import FieldSealer
+from certstore.store import CertStore
+from certstore.signing import load_or_create_signing_key, rewrap_signing_key
+from gateway.http import sectors as api_adapters
+from gateway.http import approvals as api_approvals
+from gateway.http import audit as api_audit
+from gateway.http import catalogue as api_catalogue
+from gateway.http import identities as api_identities
+from gateway.http import material_links as api_material_links
+from gateway.http import materials as api_materials
+from gateway.http import certificates as api_certs
+from gateway.http import webhooks as api_webhooks
+from gateway.http import metrics
+from gateway.http.auth import ClientCertificates
+from gateway.http.cases import router
+from gateway.http.errors import install_error_handlers
+from gateway.http.liveness import health
+from gateway.http.middleware import BodyLimit, CorrelationMiddleware
+from gateway.transport.amqp import AmqpTransport, ConfirmedPublisher
+from gateway.security.approvals import Approvals
+from gateway.security.rate_limits import rate_limiter
+from gateway.sectors.bundle_records import BundleStore
+from gateway.catalogue.calendar_file import load_calendar
+from gateway.security.certificates import ExpiryWatch, open_cert_store
+from gateway.catalogue.matters import Catalogue
+from gateway.config import Settings
+from gateway.sectors.delivery import Dispatcher, DispatchSettings
+from gateway.domain.clock import Clock, SystemClock
+from gateway.security.api_keys import ApiKeyStore
+from gateway.audit.ledger import Ledger
+from gateway.sectors.live_registry import LiveRegistry
+from gateway.materials.links import MaterialLinks, MaterialTransport
+from gateway.materials.store import MaterialStore
+from gateway.persistence.blind_index import BlindIndex, load_or_create_key
+from gateway.persistence.engine import make_engine
+from gateway.persistence.personal_data import PersonalData, reseal_all
+from gateway.persistence.uow import UnitOfWork, create_schema
+from gateway.notifications.hall import CaseEventFanOut, Publisher, WebhookFailures, WebhookPolicy, WebhookSender, Webhooks
+from gateway.audit.retention import Retention, RetentionPolicy
+from gateway.transport.scheduler import Job, Scheduler
+from gateway.sectors.calls import NonceLedger, SectorCalls
+from gateway.cases.service import CaseService
+from gateway.bootstrap.strict_start import StartRefused, bundle_refused, refuse_published_bundle_secrets, refuse_unsafe_settings
+from ops import api as ops_api
+from ops import readiness as readiness_probe
+from ops.dead_letters import DeadLetterDesk
+from ops.readiness import Readiness, build_readiness
+from ops.gateway_metrics import SectorAnswerMetrics, register_gateway_metrics
+
+LEDGER_KEY_FILE = "ledger-signing.key"  # under the var dir, sealed with the master key
+MATERIALS_PATH = "/v1/materials"
+BUNDLES_PATH = "/v1/adapters/bundles"
+CALLBACKS_PREFIX = "/callbacks/"
+
+
+@dataclass
+class Gateway:
+    """Everything one process needs, built once."""
+
+    settings: Settings
+    engine: Engine
+    catalogue: Catalogue
+    keys: ApiKeyStore
+    materials: MaterialStore
+    service: CaseService
+    bundles: BundleStore
+    registry: LiveRegistry
+    sector_calls: SectorCalls
+    dispatcher: Dispatcher
+    material_links: MaterialLinks
+    sealer: FieldSealer  # seals personal data at rest (certstore.keyring)
+    ledger: Ledger  # the tamper-evident audit and message logs
+    certs: CertStore  # keys, certificates and bundle secrets, sealed at rest; the adapters' CredentialSource
+    metrics: CollectorRegistry  # served at GET /metrics
+    expiry: ExpiryWatch  # certificate expiry warnings, a scheduled job
+    scheduler: Scheduler  # leased scheduled jobs: the clock, expiry, the outbox sweep, notifications
+    readiness: Readiness  # GET /readyz and the yiwang_ready gauge (ops/readiness.py)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    _transport: AmqpTransport | None = None  # with YIWANG_AMQP_URL: relay, consumers, scheduled jobs
+
+    def start_dispatcher(self) -> None:
+        if self.settings.amqp_url:
+            self._transport = AmqpTransport(self.settings, self.dispatcher,
+                                            lambda: [sector for sector, _, _ in self.bundles.active()])
+            self._transport.start()
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self.dispatcher.run, args=(self._stop,), name="dispatcher",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop_dispatcher(self) -> None:
+        if self._transport is not None:  # finishes what is in flight, within the lease
+            self._transport.stop(timeout=self.settings.lease_ms / 1000)
+            self._transport = None
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def close(self) -> None:
+        self.stop_dispatcher()
+        self.ledger.close()  # signs the logs' unsigned tails: a clean shutdown leaves nothing to cut off unseen
+        self.engine.dispose()
+
+
+def open_database(settings: Settings) -> Engine:
+    """The engine, with the schema in place: what every command that touches the database starts with."""
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.db_url, settings.db_pool_size)
+    create_schema(engine)
+    return engine
+
+
+def build_gateway(settings: Settings, clock: Clock | None = None) -> Gateway:
+    """Raises `StartRefused` (a ConfigError) in production on a published secret or the development master key."""
+    clock = clock or SystemClock()
+    if settings.strict:
+        refuse_unsafe_settings(settings)  # before anything is made: the development master key file included
+    engine = open_database(settings)
+    catalogue = Catalogue(engine)
+    catalogue.seed_if_empty(settings.catalogue)
+    materials = MaterialStore(engine, settings.var_dir / "materials", max_bytes=settings.max_material_bytes)
+    sealer = FieldSealer(settings.master_keys(), settings.field_cipher)
+    personal = personal_data(settings, sealer)
+    links = MaterialLinks(load_or_create_key(settings.var_dir / "material-link.key", settings.material_link_key),
+                          settings.public_url, clock, settings.material_link_ttl_s)
+    transport = MaterialTransport(materials, links, settings.max_inline_material_bytes)
+    bundles = BundleStore(engine, clock)
+    certs = open_cert_store(engine, settings, clock)
+    use_vault(certs.secret)  # bundles' `vault:NAME` secret references resolve from the store
+    if settings.strict:
+        try:
+            refuse_published_bundle_secrets(bundles)
+        except StartRefused:
+            engine.dispose()
+            raise
+    metrics_registry = CollectorRegistry()
+    expiry = ExpiryWatch(certs, metrics_registry)
+    build = adapter_builder(settings, credentials=certs)  # bundles' cert:NAME references resolve from the store
+    registry = LiveRegistry(bundles, settings.var_dir / "bundle-cache", build,
+                            refresh_s=settings.registry_refresh_ms / 1000)
+    readiness = build_readiness(settings, engine, registry)
+    deliveries = register_gateway_metrics(metrics_registry, engine=engine, clock=clock, adapters=registry,
+                                          certs=certs, readiness=readiness,
+                                          cache_s=settings.metrics_cache_ms / 1000)
+    answers = SectorAnswerMetrics(lambda: registry.sectors)
+    metrics_registry.register(answers)
+    service = CaseService(engine, catalogue, load_calendar(settings.calendar), clock, personal,
+                          material_exists=materials.missing, warn_days=settings.warn_days,
+                          supplement_days=settings.supplement_days, router=registry.route, answer_observer=answers)
+    dispatch = DispatchSettings(
+        lease=timedelta(milliseconds=settings.lease_ms),
+        idle=timedelta(milliseconds=settings.dispatch_idle_ms),
+        poll_interval=timedelta(milliseconds=settings.poll_interval_ms) if settings.poll_interval_ms else None,
+        unsafe_fresh_keys=settings.unsafe_fresh_idempotency_keys,
+        concurrency=settings.worker_concurrency,
+    )
+    ledger = build_ledger(settings, engine, sealer, clock)
+    ledger.start()
+    calls = SectorCalls(registry, bundles, service, build, NonceLedger(engine, clock), messages=ledger)
+    scheduler = Scheduler(engine, clock, [*scheduled_jobs(settings, engine, service, expiry, clock, sealer),
+                                          retention_job(settings, engine, ledger, clock)],
+                          lease=timedelta(milliseconds=settings.job_lease_ms))
+    return Gateway(settings, engine, catalogue, ApiKeyStore(engine), materials, service, bundles, registry, calls,
+                   Dispatcher(service, registry, dispatch, transport, messages=ledger, scheduler=scheduler,
+                              observer=deliveries),
+                   links, sealer, ledger, certs=certs, metrics=metrics_registry, expiry=expiry, scheduler=scheduler,
+                   readiness=readiness)
+
+
+def scheduled_jobs(settings: Settings, engine: Engine, service: CaseService, expiry: ExpiryWatch,
+                   clock: Clock, sealer: FieldSealer) -> list[Job]:
+    """The work that runs once per interval across every process (gateway/transport/scheduler.py)."""
+    every_tick = timedelta(milliseconds=settings.clock_interval_ms)
+    jobs = [Job("deadline-clock", every_tick, service.tick),
+            Job("certificate-expiry", every_tick, expiry.check),
+            # bulk replays whose starter died (or that the API started) go on, a few batches a tick
+            Job("replay-runs", every_tick, DeadLetterDesk(engine, service.personal, clock).resume_unfinished)]
+    every_notify = timedelta(milliseconds=settings.notify_interval_ms)  # the hall's notifications
+    fan_out = CaseEventFanOut(engine, clock, case_event_publisher(settings))
+    jobs += [Job("case-notifications", every_notify, fan_out.run),
+             Job("webhooks", every_notify, WebhookSender(engine, sealer, clock, webhook_policy(settings)).run)]
+    if settings.amqp_url:
+        requeue_after = timedelta(milliseconds=settings.outbox_requeue_after_ms)
+        jobs.append(Job("outbox-sweep", timedelta(milliseconds=settings.outbox_sweep_ms),
+                        lambda: sweep_outbox(engine, clock, requeue_after)))
+    return jobs
+
+
+def retention_job(settings: Settings, engine: Engine, ledger: Ledger, clock: Clock) -> Job:
+    """Message bodies, sent notifications and the logs' old records purged (or archived first) as the
+    retention settings say (gateway/audit/retention.py)."""
+    policy = RetentionPolicy(settings.retention_days, settings.audit_retention_days, settings.retention_archive_dir)
+    return Job("retention", timedelta(milliseconds=settings.retention_interval_ms),
+               Retention(engine, ledger, clock, policy).run)
+
+
+def webhook_policy(settings: Settings) -> WebhookPolicy:
+    return WebhookPolicy(timedelta(milliseconds=settings.webhook_timeout_ms), settings.webhook_max_attempts,
+                         timedelta(milliseconds=settings.webhook_backoff_ms), settings.webhook_insecure_hosts)
+
+
+def case_event_publisher(settings: Settings) -> Callable[[], Publisher] | None:
+    """How case events reach the topic exchange: a confirmed publisher, built on first use in the job's
+    thread (pika: one connection per thread); None without a broker."""
+    url = settings.amqp_url
+    if not url:
+        return None
+    return lambda: ConfirmedPublisher(url, settings.amqp_heartbeat_s, name="yiwang case events")
+
+
+def sweep_outbox(engine: Engine, clock: Clock, requeue_after: timedelta) -> int:
+    """Messages queued long ago and never settled (a broker that lost them) are published again."""
+    now = clock.now()
+    with UnitOfWork(engine) as uow:
+        count = uow.outbox.requeue_stale(now - requeue_after, now)
+        uow.commit()
+    return count
+
+
+def build_ledger(settings: Settings, engine: Engine, sealer: FieldSealer, clock: Clock | None = None) -> Ledger:
+    """The audit and message logs of this process, signing checkpoints with the key sealed in the var dir."""
+    signer = load_or_create_signing_key(settings.var_dir / LEDGER_KEY_FILE, settings.master_keys())
+    return Ledger(engine, sealer, signer, digest_name=settings.digest, clock=clock,
+                  checkpoint_every=settings.checkpoint_every, checkpoint_ms=settings.checkpoint_ms)
+
+
+def rewrap_beyond_the_store(settings: Settings) -> str:
+    """After a master-key rotation, what the certificate store does not hold: personal data in rows is
+    re-sealed and the logs' signing key re-wrapped under the current master key."""
+    engine = open_database(settings)
+    try:
+        rows = reseal_all(engine, FieldSealer(settings.master_keys(), settings.field_cipher))
+    finally:
+        engine.dispose()
+    signing_key = rewrap_signing_key(settings.var_dir / LEDGER_KEY_FILE, settings.master_keys())
+    return f"re-sealed personal data in {rows} row(s)" + ("; re-wrapped the logs' signing key" if signing_key else "")
+
+
+def personal_data(settings: Settings, sealer: FieldSealer | None = None) -> PersonalData:
+    """The keys personal data rests under: the field sealer and the blind index."""
+    index = BlindIndex(load_or_create_key(settings.var_dir / "blind-index.key", settings.blind_index_key))
+    return PersonalData(index, sealer or FieldSealer(settings.master_keys(), settings.field_cipher))
+
+
+def adapter_builder(settings: Settings, credentials: CredentialSource | None = None
+                    ) -> Callable[[Bundle], RegisteredAdapter]:
+    """How this deployment builds a bundle's adapter: its environment's endpoint (or an override), its
+    certificates (mTLS, signatures) from `credentials`; in production never one with a published secret."""
+    retry = _retry_override(settings)
+
+    def build(bundle: Bundle) -> RegisteredAdapter:
+        refused = bundle_refused(bundle) if settings.strict else None  # a version activated after the start
+        if refused is not None:
+            raise refused
+        return build_adapter(bundle, environment=settings.environment,
+                             endpoint=settings.sector_endpoints.get(bundle.sector), retry_override=retry,
+                             credentials=credentials)
+
+    return build
+
+
+def _retry_override(settings: Settings) -> RetryPolicy | None:
+    if settings.retry_attempts is None:
+        return None
+    return RetryPolicy(settings.retry_attempts, settings.retry_initial_ms or 10, settings.retry_max_ms or 100)
+
+
+def create_app(gateway: Gateway, close_gateway: bool = False) -> FastAPI:
+    """`close_gateway`: the app owns its gateway and closes it when it stops (each process of `yiwang serve
+    --workers N`, where no caller outlives the app to do it); otherwise the caller closes it."""
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if gateway.settings.dispatch_in_process:
+            gateway.start_dispatcher()
+        yield
+        if close_gateway:
+            gateway.close()  # stops the dispatcher, signs the logs' tails, disposes of the engine
+        else:
+            gateway.stop_dispatcher()
+
+    app = FastAPI(title="Yiwang gateway", version="0.2.0", lifespan=lifespan,
+                  description="Unified endpoints: the matter catalogue, cases through their whole life, materials.")
+    app.state.case_service = gateway.service
+    app.state.catalogue = gateway.catalogue
+    app.state.keystore = gateway.keys
+    app.state.materials = gateway.materials
+    app.state.bundles = gateway.bundles
+    app.state.registry = gateway.registry
+    app.state.sector_calls = gateway.sector_calls
+    app.state.material_links = gateway.material_links
+    app.state.ledger = gateway.ledger
+    app.state.certs = gateway.certs
+    app.state.metrics = gateway.metrics
+    app.state.readiness = gateway.readiness
+    app.state.approvals = Approvals(gateway.engine, gateway.service.clock)
+    app.state.webhooks = Webhooks(gateway.engine, gateway.sealer, gateway.service.clock,
+                                  gateway.settings.webhook_insecure_hosts)
+    app.state.dead_letter_desk = DeadLetterDesk(gateway.engine, gateway.service.personal, gateway.service.clock)
+    app.state.webhook_failures = WebhookFailures(gateway.engine, gateway.service.clock)
+    app.state.four_eyes = gateway.settings.four_eyes
+    app.state.client_certificates = (
+        ClientCertificates(gateway.settings.client_cert_header, gateway.settings.client_cert_proxies)
+        if gateway.settings.client_cert_header else None)
+    app.state.rate_limiter = rate_limiter(gateway.settings.rate_limit_per_s, gateway.settings.rate_limit_burst)
+    app.include_router(health)
+    app.include_router(readiness_probe.router)
+    app.include_router(api_catalogue.router)
+    app.include_router(router)
+    app.include_router(api_materials.router)
+    app.include_router(api_adapters.router)
+    app.include_router(api_adapters.callbacks)
+    app.include_router(api_material_links.router)
+    app.include_router(api_identities.router)
+    app.include_router(api_approvals.router)
+    app.include_router(api_audit.router)
+    app.include_router(api_certs.router)
+    app.include_router(api_webhooks.router)
+    app.include_router(ops_api.router)
+    app.include_router(metrics.router)
+    install_error_handlers(app)
+    api_catalogue.install_catalogue_error_handlers(app)
+    api_materials.install_material_error_handlers(app)
+    api_adapters.install_adapter_error_handlers(app)
+    api_material_links.install_material_link_error_handlers(app)
+    api_identities.install_access_error_handlers(app)
+    api_approvals.install_approval_error_handlers(app)
+    api_audit.install_audit_error_handlers(app)
+    api_certs.install_cert_error_handlers(app)
+    api_webhooks.install_webhook_error_handlers(app)
+    ops_api.install_ops_error_handlers(app)
+    # Uploads and bundles stream with limits of their own; callbacks are capped where they are read.
+    app.add_middleware(BodyLimit, max_bytes=gateway.settings.max_body_bytes,
+                       exempt=frozenset({MATERIALS_PATH, BUNDLES_PATH}))
+    app.add_middleware(api_audit.AuditTrail, ledger=gateway.ledger)  # outermost: refused bodies are audited too
+    app.add_middleware(CorrelationMiddleware)  # around everything: each log line of a request carries its id
+    return app

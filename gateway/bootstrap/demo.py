@@ -1,0 +1,600 @@
+"""`yiwang demo`: the whole path on the embedded default, as the hall, windows, departments and sector IT
+teams see it.
+
+Starts the four sector simulators on loopback (social security SOAP 1.1; housing fund REST + OAuth2;
+civil affairs SOAP 1.2 + WS-Security; public security REST + HMAC, answering by callback), registers and
+activates their shipped bundles with the public command (`yiwang adapters register/activate`), starts the
+gateway (SQLite under var/demo, in-process dispatcher, real HTTP on an ephemeral port), issues API keys for
+each role and prints them, then plays cases over HTTP and prints each timeline:
+  1. a complete application decided by the social-security system, issued, picked up and evaluated;
+  2. one that system denies;
+  3. an incomplete one: a supplement notice, a supplement round, then accepted and decided;
+  4. a parallel-approval matter (职工退休一件事) decided by two sector systems, social security and the
+     housing provident fund, for an applicant aged 60 on the green channel; the result sent by express;
+  5. a civil-affairs case (最低生活保障审批) over SOAP 1.2;
+  6. a public-security case (居民身份证换领) whose decision comes back by a signed callback;
+and two synchronous queries (housing-fund balance, marriage record); then
+  7. an outage of the social-security system: retries run out, a dead letter for operators;
+  8. a correction (更正) at the window of a case whose message died: the dead letter is superseded and the
+     corrected case goes to the sector again under a new round's key;
+  9. a dead letter discarded with `--case-outcome back_office`: the department's clerk decides the task
+     through the back-office API;
+  10. the social-security sector moves to mutual TLS and WS-Security signing: our keys made in the
+     certificate store (`yiwang certs csr`), the sector's CA signs them, `yiwang certs import`, its next
+     bundle version registered and activated, and a case decided over the new channel.
+Part of the composition root.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Any
+
+import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from rich.console import Console
+from rich.table import Table
+
+from adapters.bundle import load_bundle
+from adapters.registry import default_bundles_dir
+from adapters.simulators.base import ServerTls
+from adapters.simulators.civil_affairs import CivilAffairsSimulator
+from adapters.simulators.housing_fund import HousingFundSimulator
+from adapters.simulators.public_security import PublicSecuritySimulator
+from adapters.simulators.social_security import SocialSecuritySimulator
+from adapters.simulators.wssec import MessageSigning
+from gateway.bootstrap.app import Gateway, build_gateway, create_app
+from gateway.domain.roles import Role
+from gateway.config import Settings
+from gateway.persistence.repository import DeadLetter
+from gateway.persistence.uow import UnitOfWork
+from gateway.bootstrap.serving import serve_in_thread
+
+DEMO_DIR = Path("var") / "demo"
+SECTOR_PKI = DEMO_DIR / "social_security-pki"  # the sector's side of scene 10: its CA, server and signing files
+MTLS_BUNDLE = ("upgrades", "social_security_mtls")  # under the shipped bundles: social security's next version
+RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
+UNEMPLOYMENT = "12150200MB1A00010L3000805001000"  # 失业保险金申领
+PENSION_TRANSFER = "12150200MB1A00010L3000805002000"  # 职工基本养老保险关系转移接续
+RETIREMENT = "12150200MB1A00010L3000805005000"  # 职工退休一件事 (parallel: social security + housing fund)
+SUBSISTENCE = "11150204MB0C00050L4000113002000"  # 最低生活保障审批 (青山区民政局)
+ID_CARD_RENEWAL = "11150203MB0E00080E4000114002000"  # 居民身份证换领 (昆都仑区分局)
+UNEMPLOYMENT_MATERIALS = [{"name": "居民身份证"}, {"name": "解除或终止劳动合同证明"}, {"name": "本人银行账户"}]
+SOCIAL_SECURITY_AGENCY = "12150200MB1A00010L"  # 包头市社会保险事业服务中心
+
+
+class DemoFailed(Exception):
+    pass
+
+
+@dataclass
+class Desk:
+    """One HTTP client per role, each with its own API key."""
+
+    hall: httpx.Client
+    window: httpx.Client
+    issuing: httpx.Client
+    clerk: httpx.Client  # a clerk of the social-security agency (its back office)
+
+    def close(self) -> None:
+        for client in (self.hall, self.window, self.issuing, self.clerk):
+            client.close()
+
+
+SECRETS = {  # the simulators' default credentials, as a deployment would provide them (never in bundles)
+    "YIWANG_SECRET_GJJ_CLIENT_ID": "yiwang",
+    "YIWANG_SECRET_GJJ_CLIENT_SECRET": "s3cret",
+    "YIWANG_SECRET_MZ_PASSWORD": "mz-secret",
+    "YIWANG_SECRET_GA_HMAC": "ga-secret",
+}
+SECTORS = ("social_security", "housing_fund", "civil_affairs", "public_security")
+
+
+def run_demo(console: Console, base: Settings, fresh: bool = True, timeout_s: float = 60) -> bool:
+    if fresh:
+        shutil.rmtree(DEMO_DIR, ignore_errors=True)
+    for name, value in SECRETS.items():
+        os.environ.setdefault(name, value)
+    with ExitStack() as stack:
+        systems: dict[str, Any] = {
+            "social_security": stack.enter_context(SocialSecuritySimulator(decision_delay_ms=800)),
+            "housing_fund": stack.enter_context(HousingFundSimulator(decision_delay_ms=800)),
+            "civil_affairs": stack.enter_context(CivilAffairsSimulator(decision_delay_ms=800)),
+            "public_security": stack.enter_context(PublicSecuritySimulator(decision_delay_ms=800)),
+        }
+        console.rule("[bold]Yiwang 一网 demo")
+        _register_bundles(console)
+        endpoints = {s: sim.url for s, sim in systems.items()}  # the deployment's YIWANG_SECTOR_ENDPOINTS
+        settings = replace(base, var_dir=DEMO_DIR, database_url=None, poll_interval_ms=200,
+                           sector_endpoints=endpoints)
+        gateway = build_gateway(settings)
+        stack.callback(gateway.close)
+        base_url = stack.enter_context(serve_in_thread(create_app(gateway)))
+        systems["public_security"].callback_url = f"{base_url}/callbacks/public_security"
+        for sector, sim in systems.items():
+            console.print(f"{sector:16} {sim.url}")
+        console.print(f"{'gateway':16} {base_url}   database {settings.db_url}\n")
+        desk = _desk(console, gateway, base_url)
+        stack.callback(desk.close)
+        ok = _play(console, desk, timeout_s)
+        ok = _outage(console, gateway, systems["social_security"], desk, timeout_s) and ok
+        for scene in (_correction, _back_office):
+            ok = scene(console, gateway, systems["social_security"], desk, timeout_s) and ok
+        ok = _mutual_tls(console, gateway, endpoints, desk, stack, timeout_s) and ok
+        ok = _logs_intact(console, gateway) and ok
+        console.print({s: sim.counters["cases_created"] for s, sim in systems.items()}, "cases applied per sector")
+    console.rule("[green]demo succeeded" if ok else "[red]demo failed")
+    return ok
+
+
+def _register_bundles(console: Console) -> None:
+    """As a sector IT team would: the public command, once per shipped bundle."""
+    for sector in SECTORS:
+        _register(console, default_bundles_dir() / sector)
+
+
+def _register(console: Console, folder: Path) -> str:
+    """`yiwang adapters register` and `activate` one bundle folder; its version."""
+    bundle = load_bundle(folder)
+    _yiwang("adapters", "register", str(folder))
+    _yiwang("adapters", "activate", bundle.sector, bundle.version)
+    console.print(f"$ yiwang adapters register {_shown(folder)} && yiwang adapters activate {bundle.sector} "
+                  f"{bundle.version}", highlight=False)
+    return bundle.version
+
+
+def _yiwang(*args: str) -> str:
+    """The public command, in its own process, on the demo's var dir (as the people the demo plays would)."""
+    env = {**os.environ, "YIWANG_VAR_DIR": str(DEMO_DIR), "YIWANG_LOG_LEVEL": "warning"}
+    env.pop("YIWANG_DATABASE_URL", None)
+    yiwang = str(Path(sys.executable).with_name("yiwang"))
+    done = subprocess.run([yiwang, *args], env=env, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise DemoFailed(f"yiwang {' '.join(args)}: {done.stderr or done.stdout}")
+    return done.stdout
+
+
+def _shown(path: Path) -> Path:
+    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+
+
+def _desk(console: Console, gateway: Gateway, base_url: str) -> Desk:
+    table = Table("role", "identity", "API key", title="API keys issued for the demo (shown once)",
+                  title_justify="left")
+    clients = []
+    for name, role, scope in (("online hall", Role.HALL_CLIENT, {}), ("city window", Role.WINDOW, {}),
+                              ("issuing window", Role.ISSUING_WINDOW, {}),
+                              ("social-security clerk", Role.CLERK, {"department": SOCIAL_SECURITY_AGENCY})):
+        identity, key = gateway.keys.issue(f"demo {name}", [role], **scope)
+        table.add_row(name, identity.id, key)
+        clients.append(httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30))
+    console.print(table, "")
+    return Desk(*clients)
+
+
+def _play(console: Console, desk: Desk, timeout_s: float) -> bool:
+    scenes: list[tuple[str, Callable[[Desk, float], str]]] = [
+        ("1 完整申请：失业保险金申领 → 部门系统准予 → 统一出证 → 窗口领取 → 好差评", _approved_and_delivered),
+        ("2 部门系统不予办理：累计缴费不满一年", _denied),
+        ("3 缺少材料 → 补齐补正告知 → 补正一轮 → 受理 → 准予 → 窗口领取", _supplement_round),
+        ("4 并联审批：职工退休一件事（社保 SOAP + 公积金 REST 两个部门系统），绿色通道，快递送达", _parallel_approval),
+        ("5 民政：最低生活保障审批（SOAP 1.2 + WS-Security）", _civil_affairs),
+        ("6 公安：居民身份证换领（HMAC 签名，部门系统回调办理结果）", _public_security),
+    ]
+    ok = True
+    for title, scene in scenes:
+        try:
+            case_no = scene(desk, timeout_s)
+        except (DemoFailed, httpx.HTTPError, KeyError) as exc:
+            console.print(f"[red]{title}: {exc}")
+            ok = False
+            continue
+        _print_timeline(console, title, desk.window.get(f"/v1/cases/{case_no}").json(),
+                        desk.window.get(f"/v1/cases/{case_no}/events").json())
+    return _queries(console, desk) and ok
+
+
+def _approved_and_delivered(desk: Desk, timeout_s: float) -> str:
+    case = _unemployment(desk.hall, "online_pc", {"name": "王建国", "id_number": "150203198503120039",
+                                                  "phone": "13847100001"}, 36, "2026-10-31")
+    case = _wait(desk.hall, case["case_no"], "approved", timeout_s)
+    _issue_and_deliver(desk, case, {"method": "pickup", "received_by": "王建国"})
+    _post(desk.hall, case["case_no"], "evaluation", {"level": "very_satisfied", "channel": "mobile",
+                                                     "text": "全程网办，很方便"})
+    return str(case["case_no"])
+
+
+def _denied(desk: Desk, timeout_s: float) -> str:
+    case = _unemployment(desk.hall, "mobile", {"name": "李敏", "id_number": "150202197806054429"}, 8, "2026-11-02")
+    case = _wait(desk.hall, case["case_no"], "closed", timeout_s)
+    _expect("不满12个月" in (case["opinion"] or ""), f"expected the sector's reason, got {case['opinion']!r}")
+    return str(case["case_no"])
+
+
+def _supplement_round(desk: Desk, timeout_s: float) -> str:
+    case = _submit(desk.window, {"matter_code": PENSION_TRANSFER, "channel": "city_window",
+                                 "applicant": {"name": "张丽华", "id_number": "15020419901120152X"},
+                                 "materials": [{"name": "居民身份证"}],
+                                 "form": {"from_region": "150102", "from_agency": "呼和浩特市新城区社会保险事业服务中心"}})
+    _expect(case["state"] == "supplement_required" and case["missing_materials"] == ["参保缴费凭证"],
+            f"expected a supplement notice for 参保缴费凭证, got {case['state']} {case['missing_materials']}")
+    notice = desk.window.get(f"/v1/cases/{case['case_no']}/documents/supplement_notice").json()
+    _expect(notice["missing_materials"] == ["参保缴费凭证"], f"the notice lists {notice['missing_materials']}")
+    _post(desk.window, case["case_no"], "supplement", {"materials": [{"name": "参保缴费凭证"}]})
+    case = _wait(desk.window, case["case_no"], "approved", timeout_s)
+    _issue_and_deliver(desk, case, {"method": "pickup", "received_by": "张丽华"})
+    return str(case["case_no"])
+
+
+def _parallel_approval(desk: Desk, timeout_s: float) -> str:
+    case = _submit(desk.window, {"matter_code": RETIREMENT, "channel": "city_window",
+                                 "applicant": {"name": "赵桂兰", "id_number": "150203196604150035",
+                                               "phone": "13904720004"},
+                                 "materials": [{"name": "居民身份证"}, {"name": "本人人事档案"},
+                                               {"name": "本人银行账户"}],
+                                 "form": {"retirement_date": "2026-04-15", "employer_name": "包头钢铁（集团）有限责任公司",
+                                          "withdraw_provident_fund": True}})
+    _expect(case["green_channel"] == ["aged_60_plus"], f"expected the green channel, got {case['green_channel']}")
+    _expect([t["via"] for t in case["tasks"]] == ["sector_system", "sector_system"],
+            f"expected two sector systems' tasks, got {case['tasks']}")
+    case = _wait(desk.window, case["case_no"], "approved", timeout_s)
+    _issue_and_deliver(desk, case, {"method": "express", "tracking_no": "EMS9876543210"})
+    return str(case["case_no"])
+
+
+def _civil_affairs(desk: Desk, timeout_s: float) -> str:
+    case = _submit(desk.window, {"matter_code": SUBSISTENCE, "channel": "city_window",
+                                 "applicant": {"name": "刘志强", "id_number": "150204198809210041",
+                                               "phone": "13614720005"},
+                                 "materials": [{"name": n} for n in ("最低生活保障申请书", "居民身份证", "居民户口簿",
+                                                                     "家庭收入和财产状况声明", "家庭经济状况核对授权书")]})
+    case = _wait(desk.window, case["case_no"], "approved", timeout_s)
+    _issue_and_deliver(desk, case, {"method": "pickup", "received_by": "刘志强"})
+    return str(case["case_no"])
+
+
+def _public_security(desk: Desk, timeout_s: float) -> str:
+    case = _submit(desk.window, {"matter_code": ID_CARD_RENEWAL, "channel": "city_window",
+                                 "applicant": {"name": "王建国", "id_number": "150203198503120039"},
+                                 "materials": [{"name": "居民户口簿"}, {"name": "原居民身份证"}]})
+    case = _wait(desk.window, case["case_no"], "approved", timeout_s)  # decided by the sector's callback
+    _issue_and_deliver(desk, case, {"method": "express", "tracking_no": "SF5550001111"})
+    return str(case["case_no"])
+
+
+def _outage(console: Console, gateway: Gateway, sector: SocialSecuritySimulator, desk: Desk,
+            timeout_s: float) -> bool:
+    """7: the social security system is down for longer than its retry policy: the message becomes a
+    dead letter kept for operators, and the case stays accepted; nothing is lost. The sector comes back,
+    an operator replays the letter by id, and the case goes on."""
+    title = "7 部门系统故障：社保系统宕机 → 重试用尽 → 死信（案件保持已受理）→ 恢复后运维重放 → 办结"
+    sector.set_fault("fail")
+    created_before = sector.counters["cases_created"]
+    try:
+        case = _unemployment(desk.hall, "mobile", {"name": "孙晓东", "id_number": "15020519921212001X",
+                                                   "phone": "13514720007"}, 20, "2026-11-10")
+        letters = _wait_for_dead_letter(gateway, case["case_no"], timeout_s)
+        state = desk.hall.get(f"/v1/cases/{case['case_no']}").json()["state"]
+        sector.set_fault(None)
+        replayed = " ".join(_yiwang("ops", "replay", str(letters[0].id), "--reason", "社保系统已恢复").split())
+        after = _wait(desk.hall, case["case_no"], "approved", timeout_s)
+    except DemoFailed as exc:
+        console.print(f"[red]{title}: {exc}")
+        return False
+    finally:
+        sector.set_fault(None)
+    table = Table("id", "sector", "operation", "class", "attempts", "error", title=f"{title}\n{case['case_no']}",
+                  title_justify="left")
+    for d in letters:
+        table.add_row(str(d.id), d.sector, d.operation, d.error_class, str(d.attempts), d.error_message[:60])
+    console.print(table, f"case state while the sector was down: {state}   (`yiwang ops dead-letters`)",
+                  f"the sector is back; an operator: `yiwang ops replay {letters[0].id} --reason 社保系统已恢复` → "
+                  f"{replayed.strip()}",
+                  f"case state after the replay: {after['state']} (sent with the idempotency key of every earlier "
+                  f"attempt: the sector applied it {sector.counters['cases_created'] - created_before} time)\n",
+                  sep="\n")
+    return True
+
+
+def _correction(console: Console, gateway: Gateway, sector: SocialSecuritySimulator, desk: Desk,
+                timeout_s: float) -> bool:
+    """8: a case's message died while the sector was down; the window finds the applicant's phone number was
+    typed wrong and corrects it (更正) with a reason. The dead letter is superseded, and once the sector is back
+    it gets the corrected case under a new round's key (`…:r1`): a new request, not a repeat."""
+    title = "8 窗口更正：报送失败的办件 → 窗口更正申请人电话 → 原死信作废 → 以新一轮幂等键重新报送 → 准予"
+    try:
+        case, letters = _dead_while_down(gateway, sector, desk, {"name": "吴秀英", "id_number": "150207198108080028",
+                                                                 "phone": "13514720099"}, timeout_s)
+        corrected = _post(desk.window, case["case_no"], "correction",
+                          {"reason": "申请人联系电话录入错误", "applicant": {"phone": "13514720009"}})
+        after = _wait(desk.window, case["case_no"], "approved", timeout_s)
+        letter = _dead_letter(gateway, letters[0].id)
+        _expect(letter.status == "superseded", f"dead letter {letter.id} is {letter.status}, not superseded")
+    except DemoFailed as exc:
+        console.print(f"[red]{title}: {exc}")
+        return False
+    console.print(f"dead letter {letter.id} ({letter.idempotency_key}) is {letter.status}; the corrected case went "
+                  f"out as round {corrected['tasks'][0]['round']}: "
+                  f"{letter.idempotency_key}:r{corrected['tasks'][0]['round']}", highlight=False)
+    _print_timeline(console, title, after, desk.window.get(f"/v1/cases/{case['case_no']}/events").json())
+    return True
+
+
+def _back_office(console: Console, gateway: Gateway, sector: SocialSecuritySimulator, desk: Desk,
+                 timeout_s: float) -> bool:
+    """9: the sector stays down; an operator discards the dead letter and, in the same step, hands the task to
+    the department's back office (`--case-outcome back_office`): its clerk decides through the back-office API
+    and the case goes on to the issuing window. No case is left accepted with nothing in flight."""
+    title = "9 死信转后台：社保系统长期停机 → 运维丢弃死信并转部门后台办理 → 经办人后台审批 → 出证"
+    try:
+        case, letters = _dead_while_down(gateway, sector, desk, {"name": "郑志刚", "id_number": "150206197702140010",
+                                                                 "phone": "13614720010"}, timeout_s)
+        command = ("ops", "discard", str(letters[0].id), "--reason", "社保系统停机检修一周，转人工办理",
+                   "--case-outcome", "back_office")
+        said = " ".join(_yiwang(*command).split())
+        handed = desk.clerk.get(f"/v1/cases/{case['case_no']}").json()
+        _expect(handed["tasks"][0]["via"] == "back_office", f"the task is {handed['tasks'][0]}")
+        approved = _post(desk.clerk, case["case_no"], "tasks/1/decision",
+                         {"decision": "approved", "opinion": "经后台审核，符合申领条件"})
+        _issue_and_deliver(desk, approved, {"method": "pickup", "received_by": "郑志刚"})
+    except DemoFailed as exc:
+        console.print(f"[red]{title}: {exc}")
+        return False
+    console.print(f"$ yiwang {shlex.join(command)}\n  → {said}", highlight=False)
+    _print_timeline(console, title, desk.window.get(f"/v1/cases/{case['case_no']}").json(),
+                    desk.window.get(f"/v1/cases/{case['case_no']}/events").json())
+    return True
+
+
+def _dead_while_down(gateway: Gateway, sector: SocialSecuritySimulator, desk: Desk, applicant: dict[str, str],
+                     timeout_s: float) -> tuple[dict[str, Any], list[DeadLetter]]:
+    """A case submitted while the sector is down, until its message is a dead letter; the sector comes back
+    (a scene that needs it down longer sets the fault again)."""
+    sector.set_fault("fail")
+    try:
+        case = _unemployment(desk.hall, "online_pc", applicant, 30, "2026-11-16")
+        return case, _wait_for_dead_letter(gateway, case["case_no"], timeout_s)
+    finally:
+        sector.set_fault(None)
+
+
+def _dead_letter(gateway: Gateway, letter_id: int) -> DeadLetter:
+    with UnitOfWork(gateway.engine, gateway.service.personal, read_only=True) as uow:
+        letter = uow.dead_letters.get(letter_id)
+    if letter is None:
+        raise DemoFailed(f"no dead letter {letter_id}")
+    return letter
+
+
+def _mutual_tls(console: Console, gateway: Gateway, endpoints: dict[str, str], desk: Desk, stack: ExitStack,
+                timeout_s: float) -> bool:
+    """10: the social-security sector moves to mutual TLS and WS-Security signing. Our security administrator
+    makes the keys in the store (they never leave it), the sector's CA signs the CSRs, the certificates are
+    imported, the sector's IT team registers and activates its next bundle version, and a case is decided
+    over the new channel: the sector saw our client certificate and an RSA-SHA256 signature."""
+    title = "10 社保系统改用双向TLS + WS-Security签名：证书库生成密钥和CSR → 部门CA签发 → 导入 → 新版本包激活 → 办件"
+    console.print(f"[bold]{title}")
+    try:
+        sector = stack.enter_context(_sector_goes_secure(console))
+        # The deployment's endpoint for social_security now names the sector's HTTPS service. A deployment
+        # changes YIWANG_SECTOR_ENDPOINTS and restarts; the demo edits its mapping in place, before the new
+        # version's adapter is built (the running version's adapter keeps the endpoint it was built with).
+        endpoints["social_security"] = sector.url
+        version = _register(console, default_bundles_dir().joinpath(*MTLS_BUNDLE))
+        gateway.registry.refresh()
+        active = gateway.registry.health().get("social_security", {})
+        _expect(active.get("version") == version, f"social_security did not become {version}: {active}")
+        case = _unemployment(desk.hall, "online_pc", {"name": "周海燕", "id_number": "150202198907230027",
+                                                      "phone": "13947100008"}, 48, "2026-11-20")
+        case = _wait(desk.hall, case["case_no"], "approved", timeout_s)
+        ours = gateway.certs.current("social_security-client").fingerprint
+        _expect(ours in sector.client_fingerprints,
+                f"the sector saw client certificates {sector.client_fingerprints}, not ours ({ours})")
+        _expect(RSA_SHA256 in sector.last_request.decode(), "the request on the wire was not signed RSA-SHA256")
+    except (DemoFailed, httpx.HTTPError, KeyError) as exc:
+        console.print(f"[red]{title}: {exc}")
+        return False
+    _print_certificates(console, gateway)
+    console.print(f"the sector saw our client certificate sha256 {ours[:16]}…; its last request was signed "
+                  "rsa-sha256 (WS-Security, SHA-256 digests, a Timestamp), and so were its answers", highlight=False)
+    _print_timeline(console, title, desk.window.get(f"/v1/cases/{case['case_no']}").json(),
+                    desk.window.get(f"/v1/cases/{case['case_no']}/events").json())
+    return True
+
+
+def _sector_goes_secure(console: Console) -> SocialSecuritySimulator:
+    """Keys and CSRs made in the store with `yiwang certs csr`, signed by the sector's CA, imported with
+    `yiwang certs import` (with the sector's CA and signing certificate as trust); the sector's new HTTPS
+    service demanding our client certificate, checking our signatures and signing its answers."""
+    ca = SectorCA(SECTOR_PKI)
+    signed: dict[str, Path] = {}
+    for name, algorithm, usage in (("social_security-client", "ec-p256", ExtendedKeyUsageOID.CLIENT_AUTH),
+                                   ("social_security-signing", "rsa-2048", None)):  # RSA: rsa-sha256 signatures
+        csr = SECTOR_PKI / f"{name}.csr"
+        _certs(console, "csr", name, "--cn", f"yiwang {name}", "--o", "包头市政务服务中心",
+               "--algorithm", algorithm, "--out", str(csr))
+        signed[name] = ca.sign_csr(csr, usage)  # the sector's side
+    for name, pem in (("social_security-ca", ca.cert_file), ("social_security-sector", ca.signing_file),
+                      *signed.items()):
+        _certs(console, "import", name, str(pem))  # a signed certificate finds its pending key by public key
+    signing = MessageSigning(trusted=(signed["social_security-signing"].read_bytes(),),
+                             key_pem=ca.signing_key_pem, certificate_pem=ca.signing_file.read_bytes())
+    return SocialSecuritySimulator(decision_delay_ms=800).serve_tls(ca.server_tls).use_signing(signing)
+
+
+def _certs(console: Console, *args: str) -> None:
+    _yiwang("certs", *args, "--sector", "social_security")
+    console.print(f"$ yiwang certs {shlex.join(args)} --sector social_security", highlight=False)
+
+
+def _print_certificates(console: Console, gateway: Gateway) -> None:
+    table = Table("name", "v", "status", "subject", "not after (UTC)", "sha256", "key in store",
+                  title="certificate store: social_security (`yiwang certs list --sector social_security`)",
+                  title_justify="left")
+    for v in gateway.certs.versions():
+        if v.sector == "social_security" and v.facts is not None:
+            table.add_row(v.name, str(v.version), v.status, v.facts.subject, f"{v.facts.not_after:%Y-%m-%d}",
+                          v.facts.sha256[:16] + "…", "yes (sealed)" if v.has_private_key else "")
+    console.print(table)
+
+
+class SectorCA:
+    """THE SECTOR'S SIDE, not the gateway's: the social-security sector's certificate authority. It signs
+    the sector's HTTPS server and answer-signing certificates and the CSRs our security administrator sends.
+    A sector runs its own PKI; these few lines of `cryptography` stand in for it. Its files go to `folder`."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.name = _name("Baotou HRSS Sector CA")
+        self.cert_file = self._write("ca.crt", self._sign(self.name, self.key.public_key(), ca=True))
+        server_key = ec.generate_private_key(ec.SECP256R1())
+        self.server_tls = ServerTls(
+            self._write("server.crt", self._sign(_name("127.0.0.1"), server_key.public_key(),
+                                                 usage=ExtendedKeyUsageOID.SERVER_AUTH, ip="127.0.0.1")),
+            self._write("server.key", _key_pem(server_key)), client_ca=self.cert_file)
+        signing_key = rsa.generate_private_key(65537, 2048)
+        self.signing_key_pem = _key_pem(signing_key)  # stays on the sector's side: never imported by us
+        self.signing_file = self._write("sector-signing.crt", self._sign(_name("Baotou HRSS answer signing"),
+                                                                          signing_key.public_key()))
+
+    def sign_csr(self, csr_file: Path, usage: x509.ObjectIdentifier | None) -> Path:
+        csr = x509.load_pem_x509_csr(csr_file.read_bytes())
+        _expect(csr.is_signature_valid, f"{csr_file.name}: the CSR's signature does not verify")
+        return self._write(csr_file.with_suffix(".crt").name, self._sign(csr.subject, csr.public_key(), usage=usage))
+
+    def _sign(self, subject: x509.Name, public_key: Any, *, ca: bool = False,
+              usage: x509.ObjectIdentifier | None = None, ip: str | None = None) -> bytes:
+        now = datetime.now(UTC)
+        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(self.name).public_key(public_key)
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(hours=1))
+                   .not_valid_after(now + timedelta(days=3650 if ca else 365))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if usage is not None:
+            builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        if ip is not None:
+            builder = builder.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ip_address(ip))]),
+                                            critical=False)
+        return builder.sign(self.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+    def _write(self, name: str, data: bytes) -> Path:
+        path = self.folder / name
+        path.write_bytes(data)
+        return path
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _logs_intact(console: Console, gateway: Gateway) -> bool:
+    """What `yiwang audit verify` checks: every record of the audit and message logs still as written."""
+    gateway.ledger.checkpoint()
+    report = gateway.ledger.verify()
+    colour = "green" if report.intact else "red"
+    console.print(f"[{colour}]audit and message logs: {report.records} records in {report.chains} hash chains, "
+                  f"{report.checkpoints} signed checkpoints, {'intact' if report.intact else report.problems}[/]")
+    return report.intact
+
+
+def _wait_for_dead_letter(gateway: Gateway, case_no: str, timeout_s: float) -> list[DeadLetter]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with UnitOfWork(gateway.engine, gateway.service.personal, read_only=True) as uow:
+            letters = list(uow.dead_letters.list(case_no=case_no))
+        if letters:
+            return letters
+        time.sleep(0.1)
+    raise DemoFailed(f"{case_no}: no dead letter after {timeout_s} s")
+
+
+def _queries(console: Console, desk: Desk) -> bool:
+    ok = True
+    for name, params in (("housing_fund_balance", {"id_number": "150203196604150035"}),
+                         ("marriage_record", {"id_number": "150203198503120039"})):
+        answer = desk.hall.post(f"/v1/queries/{name}", json={"params": params})
+        console.print(f"query {name}: {answer.status_code} {answer.json().get('result', answer.json())}")
+        ok = ok and answer.status_code == 200
+    return ok
+
+
+def _issue_and_deliver(desk: Desk, case: dict[str, Any], delivery: dict[str, Any]) -> None:
+    number = f"BT{case['case_no'][-14:]}"
+    _post(desk.issuing, case["case_no"], "certificate", {"name": "办理结果通知书", "number": number,
+                                                         "issuer": "包头市政务服务中心统一出证窗口"})
+    _post(desk.issuing, case["case_no"], "delivery", delivery)
+
+
+def _unemployment(client: httpx.Client, channel: str, applicant: dict[str, str], insured_months: int,
+                  separated_on: str) -> dict[str, Any]:
+    """A 失业保险金申领 with every material: the sector decides on the months insured."""
+    return _submit(client, {"matter_code": UNEMPLOYMENT, "channel": channel, "applicant": applicant,
+                            "materials": UNEMPLOYMENT_MATERIALS,
+                            "form": {"insured_months": insured_months, "separation_date": separated_on}})
+
+
+def _submit(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
+    answer = client.post("/v1/cases", json=body, headers={"Idempotency-Key": f"demo-{uuid.uuid4()}"})
+    _expect(answer.status_code == 201, f"submit failed {answer.status_code} {answer.text}")
+    return answer.json()  # type: ignore[no-any-return]
+
+
+def _post(client: httpx.Client, case_no: str, action: str, body: dict[str, Any]) -> dict[str, Any]:
+    answer = client.post(f"/v1/cases/{case_no}/{action}", json=body)
+    _expect(answer.status_code == 200, f"{action} failed {answer.status_code} {answer.text}")
+    return answer.json()  # type: ignore[no-any-return]
+
+
+def _wait(client: httpx.Client, case_no: str, state: str, timeout_s: float) -> dict[str, Any]:
+    return _wait_for(client, case_no, lambda c: c["state"] == state, timeout_s, f"state {state}")
+
+
+def _wait_for(client: httpx.Client, case_no: str, done: Callable[[dict[str, Any]], bool], timeout_s: float,
+              what: str) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        case: dict[str, Any] = client.get(f"/v1/cases/{case_no}").json()
+        if done(case):
+            return case
+        if time.monotonic() > deadline:
+            raise DemoFailed(f"{case_no} did not reach {what} (it is {case['state']})")
+        time.sleep(0.1)
+
+
+def _expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise DemoFailed(message)
+
+
+def _print_timeline(console: Console, title: str, view: dict[str, Any], events: list[dict[str, Any]]) -> None:
+    table = Table("#", "Beijing time", "step", "state", "actor", "reason", title=f"{title}\n{view['case_no']}",
+                  title_justify="left")
+    for e in events:
+        table.add_row(str(e["seq"]), e["at"][11:23], e["trigger"], e["to_state"], e["actor"], e["reason"])
+    console.print(table)
+    facts = {k: view[k] for k in ("state_label", "receipt_no", "promised_by", "green_channel", "opinion",
+                                  "completion", "evaluation") if view[k]}
+    facts["tasks"] = [f"{t['department']}({'牵头' if t['lead'] else '协办'}): {t['state']}" for t in view["tasks"]]
+    console.print(facts, "\n")

@@ -1,0 +1,124 @@
+"""`yiwang adapters …`: what a sector IT team (or an operator on their behalf) does with bundles.
+
+validate (offline) → register → test (against the sector's test endpoint) → activate; rollback and retire.
+Every command prints a readable line or table; bad input is a red message and a non-zero exit, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from adapters.bundle import validate_bundle
+from gateway.security.approvals import cli_refusal
+from gateway.sectors.bundle_records import BundleConflict, BundleInvalid, BundleStore, BundleVersion, UnknownBundle, read_archive
+from gateway.sectors.live_registry import NoActiveAdapter
+from gateway.sectors.calls import SectorCalls
+
+console = Console()
+err = Console(stderr=True)
+
+
+def make_adapters_app(open_store: Callable[[], BundleStore], open_calls: Callable[[], SectorCalls],
+                      four_eyes: Callable[[], bool] = lambda: False) -> typer.Typer:
+    app = typer.Typer(help="Sector bundles: validate, register, test, activate, roll back, retire.",
+                      no_args_is_help=True)
+    actor = f"cli:{getpass.getuser()}"
+
+    @app.command()
+    def validate(folder: Annotated[Path, typer.Argument(help="a bundle folder")]) -> None:
+        """Check a bundle without touching any database (exit 1 on problems)."""
+        problems = validate_bundle(folder)
+        for problem in problems:
+            err.print(f"[red]{problem}")
+        if problems:
+            raise typer.Exit(1)
+        console.print(f"{folder}: valid")
+
+    @app.command()
+    def register(source: Annotated[Path, typer.Argument(help="a bundle folder or its zip")]) -> None:
+        """Validate and store a bundle version (status `registered`; not yet used)."""
+        with readable_errors():
+            version = open_store().register(read_archive(source), actor)
+        console.print(f"registered {version.sector} {version.version} (sha256 {version.sha256[:12]}…)")
+
+    @app.command("test")
+    def test_(sector: str, version: str) -> None:
+        """Build the version against the sector's test endpoint and make one harmless call."""
+        with readable_errors():
+            tested = open_calls().test_version(sector, version)
+        result = tested.test_result or {}
+        console.print(f"{sector} {version}: {'reachable' if result.get('reachable') else 'NOT reachable'} "
+                      f"({result.get('answer')})")
+        if not result.get("reachable"):
+            raise typer.Exit(1)
+
+    @app.command()
+    def activate(sector: str, version: str) -> None:
+        """Make this version the one every process uses (no restart). Refused when four-eyes is on."""
+        with readable_errors():
+            if four_eyes():
+                raise cli_refusal(f"activating {sector} {version}",
+                                  f"POST /v1/adapters/{sector}/versions/{version}/activate")
+            _print(open_store().activate(sector, version, actor))
+
+    @app.command()
+    def rollback(sector: str) -> None:
+        """Activate the version that was active before."""
+        with readable_errors():
+            _print(open_store().rollback(sector, actor))
+
+    @app.command()
+    def retire(sector: str, version: str) -> None:
+        """Retire a version that is not active."""
+        with readable_errors():
+            _print(open_store().retire(sector, version, actor))
+
+    @app.command("list")
+    def list_(sector: Annotated[str | None, typer.Argument()] = None) -> None:
+        """Every registered version, its status and test result."""
+        table = Table("sector", "version", "status", "kind", "registered", "by", "tested")
+        for v in open_store().versions(sector):
+            tested = "" if v.test_result is None else ("ok" if v.test_result.get("reachable") else "failed")
+            table.add_row(v.sector, v.version, v.status, v.kind, v.registered_at.isoformat()[:19], v.registered_by,
+                          tested)
+        console.print(table)
+
+    @app.command()
+    def preview(sector: str, operation: str,
+                case_no: Annotated[str | None, typer.Option(help="render for this case")] = None,
+                param: Annotated[list[str] | None, typer.Option(help="a query parameter, name=value")] = None
+                ) -> None:
+        """Render what the active version would send, without calling the sector."""
+        params = dict(p.split("=", 1) for p in param or [] if "=" in p)
+        with readable_errors():
+            rendered = open_calls().preview(sector, operation, case_no, params)
+        console.print_json(json.dumps(rendered, ensure_ascii=False, default=str))
+
+    return app
+
+
+def _print(version: BundleVersion) -> None:
+    console.print(f"{version.sector} {version.version}: {version.status}")
+
+
+@contextmanager
+def readable_errors() -> Iterator[None]:
+    try:
+        yield
+    except BundleInvalid as exc:
+        for problem in exc.problems:
+            err.print(f"[red]{problem}")
+        raise typer.Exit(2) from exc
+    except (BundleConflict, UnknownBundle, NoActiveAdapter, PermissionError, OSError) as exc:
+        err.print(f"[red]error: {exc}")
+        raise typer.Exit(2) from exc

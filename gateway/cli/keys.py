@@ -1,0 +1,115 @@
+"""`yiwang keys ...`: issue, change roles of, revoke and list API keys. The composition root (`gateway.bootstrap.cli`) mounts it.
+
+The store is opened by a callable the root passes in, so this module needs no settings and tests can
+hand it a store on a temporary database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gateway.domain.clock import to_shanghai
+from gateway.security.api_keys import ApiKeyStore, IdentityError, IssuedIdentity, parse_role
+
+BAD_INPUT = 2  # the exit code click uses for usage errors
+
+
+def make_keys_app(open_store: Callable[[], ApiKeyStore]) -> typer.Typer:
+    app = typer.Typer(help="API keys: who may call the gateway, with which roles.", no_args_is_help=True)
+
+    @contextmanager
+    def readable_errors() -> Iterator[None]:
+        """Rule violations end the command with a red line and exit code 2, not a traceback."""
+        try:
+            yield
+        except IdentityError as exc:
+            _console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
+            raise typer.Exit(BAD_INPUT) from exc
+
+    @app.command()
+    def issue(
+        name: str = typer.Option(..., "--name", help="Who holds the key, e.g. 'Xincheng district window 3'."),
+        role: list[str] = typer.Option(..., "--role", help="A role; repeat for several."),
+        department: str | None = typer.Option(None, help="A clerk's department: its unified social credit code."),
+        sector: str | None = typer.Option(None, help="A sector admin's sector."),
+    ) -> None:
+        """Issue a key. It is printed once and never stored: hand it over now."""
+        with readable_errors():
+            roles = [parse_role(r) for r in role]
+            identity, raw_key = open_store().issue(name, roles, department=department, sector=sector)
+        console = _console()
+        console.print(f"identity: {identity.id}", highlight=False)
+        # Plain print: no markup, highlighting or wrapping may alter what people copy.
+        console.print(f"key: {raw_key}", markup=False, highlight=False, soft_wrap=True)
+        console.print("[yellow]This key will not be shown again; only its hash is stored.[/yellow]")
+
+    @app.command("bind-certificate")
+    def bind_certificate(
+        identity_id: str = typer.Argument(..., help="The identity's id (see `keys list`)."),
+        certificate: Path = typer.Argument(..., help="The client's certificate, PEM (no key needed)."),
+    ) -> None:
+        """Let an mTLS client certificate stand for the identity (behind a TLS terminator; see the README)."""
+        with readable_errors():
+            try:
+                pem = certificate.read_bytes()
+            except OSError as exc:
+                raise IdentityError(f"cannot read {certificate}: {exc.strerror}") from None
+            fingerprint = open_store().bind_certificate(identity_id, pem)
+        _console().print(f"identity {identity_id}: client certificate sha256 {fingerprint}", highlight=False)
+
+    @app.command()
+    def roles(
+        identity_id: str = typer.Argument(..., help="The identity's id (see `keys list`)."),
+        role: list[str] = typer.Option(..., "--role", help="A role; repeat for several. Replaces all roles."),
+        department: str | None = typer.Option(None, help="A clerk's department: its unified social credit code."),
+        sector: str | None = typer.Option(None, help="A sector admin's sector."),
+    ) -> None:
+        """Replace an identity's roles and scope; its key stays valid."""
+        with readable_errors():
+            identity = open_store().change(identity_id, [parse_role(r) for r in role], department=department,
+                                           sector=sector)
+        _console().print(f"{identity.id} ({identity.name}) now holds {', '.join(sorted(identity.roles))}",
+                         highlight=False)
+
+    @app.command()
+    def revoke(identity_id: str = typer.Argument(..., help="The identity's id (see `keys list`).")) -> None:
+        """Revoke an identity's key; every gateway process refuses it within seconds."""
+        with readable_errors():
+            identity = open_store().revoke(identity_id)
+        _console().print(f"revoked {identity.id} ({identity.name})", highlight=False)
+
+    @app.command("list")
+    def list_keys() -> None:
+        """List identities, active and revoked (never keys or hashes)."""
+        table = Table("id", "name", "roles", "department", "sector", "key prefix", "created", "revoked",
+                      title="API keys")
+        for issued in open_store().list():
+            table.add_row(*_row(issued))
+        _console().print(table)
+
+    return app
+
+
+def _console(*, stderr: bool = False) -> Console:
+    """A console per command, bound to the sys.stdout/stderr of the moment (CliRunner swaps them);
+    wide when piped, so ids and prefixes in the table are not wrapped."""
+    probe = Console(stderr=stderr)
+    return probe if probe.is_terminal else Console(stderr=stderr, width=160)
+
+
+def _row(issued: IssuedIdentity) -> list[str]:
+    i = issued.identity
+    return [i.id, i.name, ", ".join(sorted(i.roles)), i.department or "", i.sector or "",
+            issued.key_prefix + "…", _when(issued.created_at), _when(issued.revoked_at)]
+
+
+def _when(instant: datetime | None) -> str:
+    """Instants are shown to people in Beijing time."""
+    return to_shanghai(instant).strftime("%Y-%m-%d %H:%M") if instant else ""

@@ -1,0 +1,93 @@
+"""Four-eyes approvals over HTTP: list, read, approve, reject (the rule itself is `gateway.security.approvals`).
+
+The guarded routes (bundle activation in `api_adapters`, publication in `api_catalogue`) call
+`held_for_approval` first: with four-eyes on it answers 202 and the pending approval instead of acting.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.security.approvals import (
+    STATUSES,
+    Action,
+    AlreadyDecided,
+    Approval,
+    Approvals,
+    NotADecider,
+    OwnRequest,
+    UnknownApproval,
+    may_decide,
+)
+from gateway.http.auth import require
+from gateway.domain.roles import Identity, Role
+from gateway.catalogue.matters import matter_to_document
+from gateway.http.json_bodies import JsonBodyRoute
+from gateway.http.problems import install_problems, problem_doc
+from gateway.http.text_fields import typed
+
+router = APIRouter(prefix="/v1", tags=["approvals"], route_class=JsonBodyRoute)
+# Whoever may do a guarded action; `may_decide` narrows it to the action (and a sector admin's sector).
+Decider = Annotated[Identity, Depends(require(Role.SECTOR_ADMIN, Role.OPERATOR, Role.SYSTEM_ADMIN,
+                                              Role.CATALOGUE_ADMIN))]
+
+
+class RejectIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: Annotated[str, typed("驳回理由", multiline=True, blank="")] = Field(default="", max_length=500)
+
+
+def _approvals(request: Request) -> Approvals:
+    return request.app.state.approvals  # type: ignore[no-any-return]
+
+
+def _seen_by(identity: Identity, approval: Approval) -> Approval:
+    if not may_decide(identity, approval.action, approval.sector):
+        raise NotADecider(f"{approval.id} is not for {identity.id} to see")
+    return approval
+
+
+@router.get("/approvals", responses=problem_doc(401, 403, 422),
+            summary="Approvals the caller may decide on (pending ones unless `status` says otherwise)")
+def list_approvals(request: Request, identity: Decider,
+                   status: Annotated[str, Query(pattern="^(" + "|".join(STATUSES) + ")$")] = "pending"
+                   ) -> list[dict[str, Any]]:
+    return [a.public() for a in _approvals(request).list(status) if may_decide(identity, a.action, a.sector)]
+
+
+@router.get("/approvals/{approval_id}", responses=problem_doc(401, 403, 404))
+def get_approval(approval_id: str, request: Request, identity: Decider) -> dict[str, Any]:
+    return _seen_by(identity, _approvals(request).get(approval_id)).public()
+
+
+@router.post("/approvals/{approval_id}/approve", responses=problem_doc(401, 403, 404, 409, 422),
+             summary="The second pair of eyes: approve, and the action runs now (never the requester's own)")
+def approve(approval_id: str, request: Request, identity: Decider) -> dict[str, Any]:
+    approval, result = _approvals(request).approve(approval_id, identity, lambda a: _run(request, a))
+    return {"approval": approval.public(), "result": result}
+
+
+@router.post("/approvals/{approval_id}/reject", responses=problem_doc(401, 403, 404, 409, 422),
+             summary="Refuse the request (the requester may withdraw their own this way)")
+def reject(approval_id: str, body: RejectIn, request: Request, identity: Decider) -> dict[str, Any]:
+    return _approvals(request).reject(approval_id, identity, body.reason).public()
+
+
+def _run(request: Request, approval: Approval) -> dict[str, Any]:
+    """The guarded action itself, recorded as done by requester and approver together."""
+    p = approval.params
+    if approval.action is Action.ACTIVATE_BUNDLE:
+        return request.app.state.bundles.activate(p["sector"], p["version"], approval.actor).public()  # type: ignore[no-any-return]
+    return matter_to_document(request.app.state.catalogue.publish(p["code"], p["version"], approval.actor))
+
+
+def install_approval_error_handlers(app: FastAPI) -> None:
+    install_problems(app, [
+        (UnknownApproval, 404, "unknown-approval", "没有该审批"),
+        (OwnRequest, 403, "own-request", "不能审批本人提出的申请"),
+        (NotADecider, 403, "forbidden", "无权审批此申请"),
+        (AlreadyDecided, 409, "already-decided", "该审批已处理"),
+    ])

@@ -1,0 +1,168 @@
+"""The audit log and the message log over HTTP, and the middleware that audits every change made through /v1.
+
+- `GET /v1/audit`, `GET /v1/audit/verify`: the audit administrator (auditor) reads; the role changes nothing.
+- `GET /v1/messages[/{id}]`: operators see every sector's exchanges, a sector administrator only their own.
+  Bodies are masked (ID and phone numbers); `?unmasked=true` (operators only) shows them plain, and that
+  reading is itself written to the audit log before the body is returned.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import structlog
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.http.auth import caller, require
+from gateway.domain.roles import Identity, NotAllowed, Role, acts_for_sector, may_unmask
+from gateway.domain.clock import SHANGHAI
+from gateway.audit.ledger import AUDIT, MESSAGE, Direction, Filters, Ledger, LedgerRecord
+from gateway.observability.logs import mask_value as mask
+from gateway.persistence.tables import MAX_ROW_ID
+from gateway.http.problems import install_problems, problem_doc
+
+log = structlog.get_logger("yiwang.audit")
+router = APIRouter(prefix="/v1", tags=["audit"])
+CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+AUDITED_PREFIX = "/v1/"
+MAX_PAGE = 1000
+# Record ids are 32-bit integers in PostgreSQL: a bigger one names nothing, and must not reach SQL (a 500).
+RecordId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
+AfterId = Annotated[int | None, Query(ge=0, le=MAX_ROW_ID, description="next_after_id of the page before")]
+
+
+class RecordNotFound(LookupError):
+    """No message record by that id."""
+
+
+def _ledger(request: Request) -> Ledger:
+    return request.app.state.ledger  # type: ignore[no-any-return]
+
+
+def _instant(value: datetime | None) -> datetime | None:
+    """Times without a zone are Beijing time, as people read and write them."""
+    return value.replace(tzinfo=SHANGHAI) if value is not None and value.tzinfo is None else value
+
+
+def _page(records: list[LedgerRecord], limit: int, items: list[dict[str, Any]]) -> dict[str, Any]:
+    """A page and the cursor of the next one (`after_id`), or None when this is the last."""
+    return {"items": items, "next_after_id": records[-1].id if len(records) == limit else None}
+
+
+@router.get("/audit", responses=problem_doc(401, 403), summary="The audit log, oldest first, by page")
+def list_audit(request: Request, identity: Identity = Depends(require(Role.AUDITOR)),
+               actor: str | None = None, action: str | None = None,
+               since: datetime | None = None, until: datetime | None = None,
+               after_id: AfterId = None, limit: int = Query(100, ge=1, le=MAX_PAGE)) -> dict[str, Any]:
+    ledger = _ledger(request)
+    filters = Filters(AUDIT, actor=actor, action=action, since=_instant(since), until=_instant(until),
+                      after_id=after_id)
+    records = ledger.records(filters, limit)
+    return _page(records, limit, [{**r.public(), "detail": mask(ledger.open_body(r))} for r in records])
+
+
+@router.get("/audit/verify", responses=problem_doc(401, 403),
+            summary="Check both logs' hash chains and signed checkpoints; lists every problem found")
+def verify(request: Request, identity: Identity = Depends(require(Role.AUDITOR))) -> dict[str, Any]:
+    return _ledger(request).verify().public()
+
+
+@router.get("/messages", responses=problem_doc(401, 403),
+            summary="What was sent to and received from sectors (a sector administrator: their sector only)")
+def list_messages(request: Request, identity: Identity = Depends(require(Role.OPERATOR, Role.SECTOR_ADMIN)),
+                  sector: str | None = None, case_no: str | None = None, direction: Direction | None = None,
+                  after_id: AfterId = None, limit: int = Query(100, ge=1, le=MAX_PAGE)) -> dict[str, Any]:
+    if not identity.has(Role.OPERATOR):
+        if sector is not None and not acts_for_sector(identity, sector):
+            raise NotAllowed(f"not an administrator of sector {sector!r}")
+        sector = identity.sector or ""  # a sector administrator without a sector sees nothing
+    filters = Filters(MESSAGE, action=direction, sector=sector, case_no=case_no, after_id=after_id)
+    records = _ledger(request).records(filters, limit)
+    return _page(records, limit, [r.public() for r in records])
+
+
+@router.get("/messages/{record_id}", responses=problem_doc(401, 403, 404),
+            summary="One exchange with its body, masked; `unmasked=true` (operators, the sector's admin) shows it plain, audited")
+def get_message(record_id: RecordId, request: Request,
+                identity: Identity = Depends(require(Role.OPERATOR, Role.SECTOR_ADMIN)),
+                unmasked: bool = False) -> dict[str, Any]:
+    ledger = _ledger(request)
+    record = ledger.get(record_id)
+    if record is None or record.kind != MESSAGE:
+        raise RecordNotFound(f"no message record {record_id}")
+    if not acts_for_sector(identity, record.sector or ""):
+        raise NotAllowed(f"not an administrator of sector {record.sector!r}")
+    if unmasked and not may_unmask(identity, record.sector or ""):
+        raise NotAllowed("personal data is shown unmasked only to operators and the sector's own administrator")
+    body = ledger.open_body(record)
+    if unmasked:  # recorded before anything is shown: no record, no reading
+        ledger.audit(f"identity:{identity.id}", "read unmasked message", f"message:{record.id}",
+                     {"name": identity.name}, record.sector, outcome="shown", case_no=record.case_no)
+    return {**record.public(), "masked": not unmasked, "body": body if unmasked else mask(body)}
+
+
+def install_audit_error_handlers(app: FastAPI) -> None:
+    install_problems(app, [(RecordNotFound, 404, "message-not-found", "未找到该报文记录")])
+
+
+class AuditTrail:
+    """ASGI middleware: one audit record per state-changing /v1 request, refused ones included — who
+    (`request.state.identity`, set by `auth.require`, else anonymous), the method and route template, the
+    path parameters as subject, and the status code with its outcome."""
+
+    def __init__(self, app: ASGIApp, ledger: Ledger) -> None:
+        self.app, self.ledger = app, ledger
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in CHANGING or not scope["path"].startswith(AUDITED_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        status = 500  # unless a response starts: the app failed
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            await run_in_threadpool(self._record, scope, status)
+
+    def _record(self, scope: Scope, status: int) -> None:
+        identity = scope.get("state", {}).get("identity") or _presented_identity(scope)
+        params: dict[str, Any] = scope.get("path_params") or {}
+        action = f"{scope['method']} {_template(scope)}"
+        try:
+            self.ledger.audit(f"identity:{identity.id}" if identity else "anonymous", action,
+                              ",".join(f"{k}={v}" for k, v in params.items()) or None,
+                              {"name": identity.name if identity else None, "path": scope["path"], "status": status},
+                              identity.sector if identity else params.get("sector"),
+                              outcome=f"{status} {_outcome(status)}", case_no=params.get("case_no"))
+        except Exception:  # noqa: BLE001 - the change is made and answered; say loudly that its record is not
+            log.exception("audit record not written", action=action, status=status)
+
+
+def _presented_identity(scope: Scope) -> Identity | None:
+    """Whose key (or certificate) a refused request presented (`require` names only an admitted identity)."""
+    return caller(Request(scope))
+
+
+def _template(scope: Scope) -> str:
+    """The route as declared (`/v1/cases/{case_no}/accept`), so the log groups by action, not by case."""
+    segments: list[str] = scope["path"].split("/")
+    start = 0
+    for name, value in (scope.get("path_params") or {}).items():  # in the order they appear in the path
+        for i in range(start, len(segments)):
+            if segments[i] == str(value):
+                segments[i], start = f"{{{name}}}", i + 1
+                break
+    return "/".join(segments)
+
+
+def _outcome(status: int) -> str:
+    return "ok" if status < 400 else "refused" if status < 500 else "failed"

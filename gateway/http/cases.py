@@ -1,0 +1,425 @@
+"""The unified case endpoints. Routes translate HTTP to service calls and back; each declares its roles."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Request
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from starlette.responses import Response
+
+from gateway.http.auth import require
+from gateway.domain.roles import Identity, NotAllowed, Role
+from gateway.observability.correlation import bind_case_no
+from gateway.domain.case import (
+    Actor,
+    ActorKind,
+    Agent,
+    Applicant,
+    Case,
+    CaseRuleViolation,
+    Certificate,
+    Delivery,
+    Evaluation,
+    SubmittedMaterial,
+    TaskState,
+)
+from gateway.http.json_bodies import JsonBodyRoute
+from gateway.http.problems import problem_doc
+from gateway.http.text_fields import typed
+from gateway.cases.service import (
+    CaseService,
+    Correction,
+    NotYourCase,
+    SubmitCase,
+)
+from gateway.http.schemas import EventOut
+from gateway.cases.views import case_view, document, event_view, personal_data_view
+
+log = structlog.get_logger("yiwang.api")
+
+
+async def _name_the_case(request: Request) -> None:
+    """Every log line of a request about one case names it, the request's own line too (an async
+    dependency runs in the request's task, so what it binds is still bound when the middleware logs)."""
+    if case_no := request.path_params.get("case_no"):
+        bind_case_no(case_no)
+
+
+router = APIRouter(prefix="/v1", tags=["cases"], dependencies=[Depends(_name_the_case)], route_class=JsonBodyRoute)
+Channel = Literal["online_pc", "mobile", "city_window", "county_window", "township_counter", "village_agency"]
+ONLINE_CHANNELS = frozenset({"online_pc", "mobile"})
+READERS = (Role.HALL_CLIENT, Role.WINDOW, Role.CLERK, Role.ISSUING_WINDOW, Role.OPERATOR)
+# Who must see ID and phone numbers whole: the window checking the applicant in person, the department's
+# clerk deciding, the issuing window delivering. The hall and operators see them masked.
+UNMASKED_READERS = (Role.WINDOW, Role.CLERK, Role.ISSUING_WINDOW)
+ERRORS = problem_doc(401, 403, 404, 409, 422)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# Texts a person typed are kept as `gateway.domain.text` says (NFC, trimmed, nothing undeliverable): `typed`.
+class ApplicantIn(Strict):
+    name: Annotated[str, typed("申请人姓名")] = Field(min_length=1, max_length=64)
+    id_type: str = Field(default="111", pattern=r"^\d{3}$", description="GA/T 2000.156 code; 111 resident ID card")
+    id_number: Annotated[str, typed("申请人证件号码")] = Field(min_length=1, max_length=40)
+    phone: Annotated[str | None, typed("联系电话", blank=None)] = Field(default=None, pattern=r"^\+?\d{5,20}$")
+    address: Annotated[str | None, typed("住址", blank=None)] = Field(default=None, max_length=200)
+    legal_representative: Annotated[str | None, typed("法定代表人", blank=None)] = Field(default=None, max_length=64)
+
+
+# Each applicant field's validator as ApplicantIn declares it, built once (a correction checks fields one by one).
+APPLICANT_FIELDS: dict[str, TypeAdapter[Any]] = {
+    name: TypeAdapter(Annotated[info.annotation, info]) for name, info in ApplicantIn.model_fields.items()}
+
+
+class AgentIn(Strict):
+    name: Annotated[str, typed("代办员姓名")] = Field(min_length=1, max_length=64)
+    id_number: Annotated[str, typed("代办员身份证号码")] = Field(min_length=18, max_length=18)
+    agency_point: Annotated[str, typed("代办点", blank="")] = Field(default="", max_length=100)
+
+
+class MaterialIn(Strict):
+    name: Annotated[str, typed("材料名称")] = Field(min_length=1, max_length=100)
+    file_ref: str | None = Field(default=None, max_length=40, description="a reference from POST /v1/materials")
+
+    def to_domain(self) -> SubmittedMaterial:
+        return SubmittedMaterial(self.name, self.file_ref)
+
+
+class CaseIn(Strict):
+    matter_code: str = Field(pattern=r"^[0-9A-Z]{31}$", description="实施编码 of a published matter")
+    applicant: ApplicantIn
+    materials: list[MaterialIn] = Field(default_factory=list, max_length=50)
+    form: dict[str, Any] = Field(default_factory=dict, description="the matter's one form (its JSON Schema)")
+    channel: Channel = "online_pc"
+    region_code: str = Field(default="150200", pattern=r"^\d{6}$", description="行政区划代码")
+    agent: AgentIn | None = Field(default=None, description="代办员 acting for the applicant")
+    green_channel: list[Literal["disabled", "pregnant", "high_level_talent"]] = Field(
+        default_factory=list, description="grounds claimed; age 60+ is read from the ID number")
+
+    def to_command(self) -> SubmitCase:
+        return SubmitCase(
+            matter_code=self.matter_code,
+            applicant=Applicant(**self.applicant.model_dump()),
+            materials=tuple(m.to_domain() for m in self.materials),
+            form=self.form,
+            channel=self.channel,
+            region_code=self.region_code,
+            agent=Agent(**self.agent.model_dump()) if self.agent else None,
+            green_channel_claims=tuple(self.green_channel),
+        )
+
+
+class CorrectionIn(Strict):
+    """更正: what to correct, by name. Only the fields given change; each is checked as at submission."""
+
+    reason: Annotated[str, typed("更正原因", multiline=True)] = Field(
+        min_length=1, max_length=500, description="why (更正原因); shown in the case's events")
+    applicant: dict[str, str | None] = Field(
+        default_factory=dict, max_length=6,
+        description="applicant fields to correct: name, id_type, id_number, phone, address, legal_representative "
+                    "(null clears an optional one)")
+    form: dict[str, Any] = Field(default_factory=dict, max_length=50,
+                                 description="form fields to correct (null removes one); the form is checked again")
+    materials: list[MaterialIn] | None = Field(default=None, max_length=50,
+                                               description="the whole list of materials, when it changes")
+
+    @field_validator("applicant")
+    @classmethod
+    def _applicant_fields(cls, given: dict[str, str | None]) -> dict[str, str | None]:
+        """Each value as ApplicantIn declares that field (one definition of what an applicant field may hold:
+        null only where its type admits it)."""
+        unknown = sorted(set(given) - set(APPLICANT_FIELDS))
+        if unknown:
+            raise ValueError(f"不能更正申请人字段：{', '.join(unknown)}；可更正 {', '.join(APPLICANT_FIELDS)}")
+        return {name: APPLICANT_FIELDS[name].validate_python(value) for name, value in given.items()}
+
+    def to_correction(self) -> Correction:
+        named = {**{f"applicant.{k}": v for k, v in self.applicant.items()},
+                 **{f"form.{k}": v for k, v in self.form.items()}}
+        materials = None if self.materials is None else tuple(m.to_domain() for m in self.materials)
+        return Correction(self.reason, named, materials)
+
+
+class LookupIn(Strict):
+    id_number: Annotated[str, typed("证件号码")] = Field(min_length=1, max_length=40)
+
+
+class SupplementIn(Strict):
+    materials: list[MaterialIn] = Field(min_length=1, max_length=50)
+
+
+Reason = Annotated[str, typed("理由", multiline=True, blank="")]
+
+
+class ReasonIn(Strict):
+    reason: Reason = Field(default="", max_length=500)
+
+
+class SupplementRequestIn(Strict):
+    missing: list[Annotated[str, typed("补正材料名称")]] = Field(min_length=1, max_length=50)
+    reason: Reason = Field(default="", max_length=500)
+
+
+class DecisionIn(Strict):
+    decision: Literal["approved", "denied", "returned"]
+    opinion: Annotated[str, typed("办理意见", multiline=True, blank="")] = Field(
+        default="", max_length=1000, description="required to deny or return (退件)")
+
+
+class SuspendIn(Strict):
+    procedure: Literal["hearing", "expert_review", "extension", "inspection", "other"]
+    reason: Annotated[str, typed("特别程序理由", multiline=True)] = Field(min_length=1, max_length=500)
+
+
+class CertificateIn(Strict):
+    name: Annotated[str, typed("证照名称")] = Field(min_length=1, max_length=100)
+    number: Annotated[str, typed("证照编号")] = Field(min_length=1, max_length=64)
+    issuer: Annotated[str, typed("发证机关")] = Field(min_length=1, max_length=100)
+    valid_until: date | None = None
+
+
+class DeliveryIn(Strict):
+    method: Literal["pickup", "express"]
+    tracking_no: Annotated[str | None, typed("快递单号", blank=None)] = Field(default=None, max_length=40)
+    received_by: Annotated[str | None, typed("签收人", blank=None)] = Field(default=None, max_length=64)
+
+
+class EvaluationIn(Strict):
+    level: Literal["very_satisfied", "satisfied", "basically_satisfied", "dissatisfied", "very_dissatisfied"]
+    channel: Literal["pc", "mobile", "qr_code", "hall_tablet", "hall_terminal", "phone", "sms"]
+    text: Annotated[str, typed("评价内容", multiline=True, blank="")] = Field(default="", max_length=500)
+
+
+class CaseOut(BaseModel):
+    """A case as it stands (ID and phone numbers masked)."""
+
+    case_no: str
+    matter_code: str
+    matter_version: int
+    state: str
+    state_label: str
+    channel: str
+    region_code: str
+    applicant: dict[str, Any]
+    agent: dict[str, Any] | None
+    green_channel: list[str]
+    materials: list[dict[str, Any]]
+    receipt_no: str | None
+    deadline: dict[str, Any] | None
+    promised_by: str | None
+    missing_materials: list[str]
+    supplement_rounds: int
+    tasks: list[dict[str, Any]]
+    opinion: str | None
+    certificate: dict[str, Any] | None
+    delivery: dict[str, Any] | None
+    evaluation: dict[str, Any] | None
+    completion: str | None
+    version: int
+
+
+class PersonalDataOut(BaseModel):
+    """The applicant's and agent's personal data, unmasked."""
+
+    case_no: str
+    applicant: dict[str, Any]
+    agent: dict[str, Any] | None
+
+
+IfMatch = Annotated[str | None, Header(description='the version you saw, e.g. "3": a stale one gets 409')]
+
+
+def _service(request: Request) -> CaseService:
+    return request.app.state.case_service  # type: ignore[no-any-return]
+
+
+def _version(if_match: str | None) -> int | None:
+    if not if_match:
+        return None
+    text = if_match.removeprefix("W/").strip('" ')
+    if not text.isdigit():
+        raise CaseRuleViolation('If-Match must carry a case version, e.g. "3"')
+    return int(text)
+
+
+def _person(identity: Identity, agent: bool = False) -> Actor:
+    return Actor(ActorKind.AGENT if agent else ActorKind.APPLICANT, identity.id)
+
+
+def _answer(response: Response, case: Case) -> dict[str, Any]:
+    response.headers["ETag"] = f'"{case.version}"'
+    return case_view(case)
+
+
+def _readable(identity: Identity, case: Case) -> Case:
+    """A clerk sees only cases that have a task of their department."""
+    if identity.roles == {Role.CLERK} and all(t.credit_code != identity.department for t in case.tasks):
+        raise NotYourCase(f"办件 {case.case_no} 不涉及本部门")
+    return case
+
+
+@router.post("/cases", status_code=201, response_model=CaseOut, responses=problem_doc(400, 401, 403, 404, 413, 422),
+             summary="Submit an application (申请)")
+def submit_case(
+    body: CaseIn,
+    request: Request,
+    response: Response,
+    identity: Annotated[Identity, Depends(require(Role.HALL_CLIENT, Role.WINDOW))],
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> Any:
+    if (body.channel in ONLINE_CHANNELS) != identity.has(Role.HALL_CLIENT):
+        raise NotAllowed("the online hall submits through online channels, windows through window channels")
+    outcome = _service(request).submit(body.to_command(), _person(identity, body.agent is not None), idempotency_key)
+    bind_case_no(outcome.case["case_no"])
+    log.info("case submitted", matter_code=body.matter_code, channel=body.channel, replayed=outcome.replayed)
+    response.headers["Location"] = f"/v1/cases/{outcome.case['case_no']}"
+    response.headers["ETag"] = f'"{outcome.case["version"]}"'
+    if outcome.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return outcome.case
+
+
+@router.post("/cases/lookup", response_model=list[CaseOut], responses=problem_doc(401, 403, 422),
+             summary="An applicant's cases (我的办件), found by ID number without putting it in a URL")
+def lookup_cases(body: LookupIn, request: Request,
+                 _: Annotated[Identity, Depends(require(Role.HALL_CLIENT, Role.WINDOW))]) -> Any:
+    return [case_view(c) for c in _service(request).for_applicant(body.id_number)]
+
+
+@router.get("/cases/{case_no}", response_model=CaseOut, responses=problem_doc(401, 403, 404))
+def get_case(case_no: str, request: Request, response: Response,
+             identity: Annotated[Identity, Depends(require(*READERS))]) -> Any:
+    return _answer(response, _readable(identity, _service(request).get(case_no)))
+
+
+@router.get("/cases/{case_no}/events", response_model=list[EventOut], responses=problem_doc(401, 403, 404))
+def get_case_events(case_no: str, request: Request, identity: Annotated[Identity, Depends(require(*READERS))]) -> Any:
+    return [event_view(e) for e in _readable(identity, _service(request).get(case_no)).events]
+
+
+@router.get("/cases/{case_no}/personal-data", response_model=PersonalDataOut, responses=problem_doc(401, 403, 404),
+            summary="The applicant's ID and phone numbers unmasked, for those who must use them; each read is audited")
+def get_personal_data(case_no: str, request: Request,
+                      identity: Annotated[Identity, Depends(require(*UNMASKED_READERS))]) -> Any:
+    case = _readable(identity, _service(request).get(case_no))
+    # Audited before it is answered: when the audit log cannot take the record, nothing is shown.
+    request.app.state.ledger.audit(f"identity:{identity.id}", "read unmasked personal data", f"case:{case_no}",
+                                   {"name": identity.name, "fields": ["applicant", "agent"]}, outcome="shown",
+                                   case_no=case_no)
+    return personal_data_view(case)
+
+
+@router.get("/cases/{case_no}/documents/{kind}", responses=problem_doc(401, 403, 404),
+            summary="受理凭证 / 补齐补正告知书 / 不予受理通知书 / 送达回证, as structured JSON")
+def get_case_document(case_no: str, kind: str, request: Request,
+                      _: Annotated[Identity, Depends(require(Role.HALL_CLIENT, Role.WINDOW,
+                                                             Role.ISSUING_WINDOW))]) -> dict[str, Any]:
+    service = _service(request)
+    case = service.get(case_no)
+    return document(case, service.matter_of(case), kind)
+
+
+def _action(path: str, summary: str, *roles: Role) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a case action: POST, answers the case, admits `roles`."""
+    return router.post(f"/cases/{{case_no}}/{path}", response_model=CaseOut, responses=ERRORS, summary=summary,
+                       dependencies=[Depends(require(*roles))])
+
+
+def _who(request: Request) -> Identity:
+    return request.state.identity  # type: ignore[no-any-return]  # set by require()
+
+
+@_action("supplement", "Hand in the missing materials (补齐补正)", Role.HALL_CLIENT, Role.WINDOW)
+def supplement(case_no: str, body: SupplementIn, request: Request, response: Response,
+               if_match: IfMatch = None) -> Any:
+    materials = tuple(m.to_domain() for m in body.materials)
+    case = _service(request).supplement(case_no, materials, _person(_who(request)), _version(if_match))
+    return _answer(response, case)
+
+
+@_action("withdraw", "Withdraw the application (撤回)", Role.HALL_CLIENT, Role.WINDOW)
+def withdraw(case_no: str, body: ReasonIn, request: Request, response: Response, if_match: IfMatch = None) -> Any:
+    case = _service(request).withdraw(case_no, _person(_who(request)), body.reason, _version(if_match))
+    return _answer(response, case)
+
+
+@_action("accept", "Accept (受理), for matters a clerk reviews", Role.WINDOW)
+def accept(case_no: str, request: Request, response: Response, if_match: IfMatch = None) -> Any:
+    actor = Actor(ActorKind.WINDOW, _who(request).id)
+    return _answer(response, _service(request).accept(case_no, actor, _version(if_match)))
+
+
+@_action("not-accept", "Do not accept (不予受理), with reasons", Role.WINDOW)
+def not_accept(case_no: str, body: ReasonIn, request: Request, response: Response, if_match: IfMatch = None) -> Any:
+    actor = Actor(ActorKind.WINDOW, _who(request).id)
+    return _answer(response, _service(request).not_accept(case_no, actor, body.reason, _version(if_match)))
+
+
+@_action("supplement-request", "Ask for missing materials, all at once (一次性告知)", Role.WINDOW)
+def request_supplement(case_no: str, body: SupplementRequestIn, request: Request, response: Response,
+                       if_match: IfMatch = None) -> Any:
+    actor = Actor(ActorKind.WINDOW, _who(request).id)
+    case = _service(request).request_supplement(case_no, body.missing, actor, body.reason, _version(if_match))
+    return _answer(response, case)
+
+
+@_action("correction", "Correct named fields of an accepted case (更正); its sector systems are sent it again",
+         Role.WINDOW)
+def correct(case_no: str, body: CorrectionIn, request: Request, response: Response, if_match: IfMatch = None) -> Any:
+    actor = Actor(ActorKind.WINDOW, _who(request).id)
+    return _answer(response, _service(request).correct(case_no, body.to_correction(), actor, _version(if_match)))
+
+
+@_action("tasks/{task_id}/decision", "A department decides its task (back office)", Role.CLERK)
+def decide_task(case_no: str, task_id: str, body: DecisionIn, request: Request, response: Response,
+                if_match: IfMatch = None) -> Any:
+    clerk = _who(request)
+    case = _service(request).decide_task(case_no, task_id, TaskState(body.decision), body.opinion,
+                                         Actor(ActorKind.DEPARTMENT, clerk.id), clerk.department, _version(if_match))
+    return _answer(response, case)
+
+
+@_action("suspend", "Start a special procedure (特别程序); the clock stops", Role.CLERK)
+def suspend(case_no: str, body: SuspendIn, request: Request, response: Response, if_match: IfMatch = None) -> Any:
+    clerk = _who(request)
+    case = _service(request).suspend(case_no, body.procedure, body.reason, Actor(ActorKind.DEPARTMENT, clerk.id),
+                                     clerk.department, _version(if_match))
+    return _answer(response, case)
+
+
+@_action("resume", "End the special procedure; the clock runs again", Role.CLERK)
+def resume(case_no: str, body: ReasonIn, request: Request, response: Response, if_match: IfMatch = None) -> Any:
+    clerk = _who(request)
+    case = _service(request).resume(case_no, body.reason, Actor(ActorKind.DEPARTMENT, clerk.id), clerk.department,
+                                    _version(if_match))
+    return _answer(response, case)
+
+
+@_action("certificate", "Record the result certificate (统一出证)", Role.ISSUING_WINDOW)
+def issue_certificate(case_no: str, body: CertificateIn, request: Request, response: Response,
+                      if_match: IfMatch = None) -> Any:
+    certificate = Certificate(body.name, body.number, body.issuer, body.valid_until)
+    actor = Actor(ActorKind.ISSUING_WINDOW, _who(request).id)
+    return _answer(response, _service(request).issue_certificate(case_no, certificate, actor, _version(if_match)))
+
+
+@_action("delivery", "Deliver the result: pickup or express (统一送达)", Role.ISSUING_WINDOW)
+def deliver(case_no: str, body: DeliveryIn, request: Request, response: Response, if_match: IfMatch = None) -> Any:
+    delivery = Delivery(body.method, body.tracking_no, body.received_by)
+    actor = Actor(ActorKind.ISSUING_WINDOW, _who(request).id)
+    return _answer(response, _service(request).deliver(case_no, delivery, actor, _version(if_match)))
+
+
+@_action("evaluation", "Evaluate the service (好差评)", Role.HALL_CLIENT, Role.WINDOW)
+def evaluate(case_no: str, body: EvaluationIn, request: Request, response: Response,
+             if_match: IfMatch = None) -> Any:
+    evaluation = Evaluation(body.level, body.channel, body.text)
+    return _answer(response, _service(request).evaluate(case_no, evaluation, _person(_who(request)),
+                                                        _version(if_match)))

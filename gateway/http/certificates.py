@@ -1,0 +1,195 @@
+"""`/v1/certificates`: the certificate store over HTTP, for security administrators (every entry) and sector
+administrators (their own sector's entries only; another sector's is a 403, as for bundles).
+
+Private keys go in (PEM or PKCS#12) and never come out: listings and details show subject, issuer,
+validity, SHA-256 and SM3 fingerprints and status. A CSR's key is generated here and stays here.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from certstore.store import (
+    MAX_OVERLAP_DAYS,
+    CertConflict,
+    CertStore,
+    SealedValueUnavailable,
+    StoredVersion,
+    UnknownEntry,
+)
+from certstore.x509 import KEY_ALGORITHMS, CertificateError, Subject
+from gateway.http.auth import require
+from gateway.domain.roles import Identity, NotAllowed, Role
+from gateway.http.json_bodies import JsonBodyRoute
+from gateway.persistence.tables import MAX_ROW_ID
+from gateway.http.problems import install_problems, problem_doc
+
+router = APIRouter(prefix="/v1/certificates", tags=["certificates"], route_class=JsonBodyRoute)
+ADMINS = require(Role.SECURITY_ADMIN, Role.SECTOR_ADMIN)
+
+
+class ImportIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    certificate_pem: str | None = Field(default=None, description="the certificate, then its chain (PEM)")
+    private_key_pem: str | None = Field(default=None, description="its private key (PEM; may be encrypted)")
+    pkcs12_base64: str | None = Field(default=None, description="instead of PEM: a PKCS#12 file, base64")
+    password: str | None = Field(default=None, description="of an encrypted PEM key or of the PKCS#12 file")
+    sector: str | None = Field(default=None, description="the owner (security administrators; default: the gateway)")
+
+
+class SubjectIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    common_name: str = Field(min_length=1, max_length=64)
+    organization: str | None = None
+    organizational_unit: str | None = None
+    country: str = "CN"
+    sans: list[str] = Field(default_factory=list, description="DNS names or IP addresses")
+
+
+class CsrIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    subject: SubjectIn
+    algorithm: str = Field(default="rsa-2048", description=" | ".join(KEY_ALGORITHMS))
+    sector: str | None = None
+
+
+class RotateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    overlap_days: float | None = Field(default=None, ge=0, le=MAX_OVERLAP_DAYS, allow_inf_nan=False,
+                                       description="default: YIWANG_CERT_OVERLAP_DAYS")
+
+
+class RetireIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: int | None = Field(default=None, ge=1, le=MAX_ROW_ID, description="one version; none: the whole name")
+
+
+def _store(request: Request) -> CertStore:
+    return request.app.state.certs  # type: ignore[no-any-return]
+
+
+def _actor(identity: Identity) -> str:
+    return f"identity:{identity.id}"
+
+
+def _may_see(identity: Identity, sector: str | None) -> bool:
+    return identity.has(Role.SECURITY_ADMIN) or (sector is not None and identity.sector == sector)
+
+
+def _owned(identity: Identity, store: CertStore, name: str) -> str | None:
+    """The owner of an existing name, if this identity may act on it (else 403)."""
+    sector = store.owner(name)
+    if not _may_see(identity, sector):
+        raise NotAllowed(f"not an administrator of the sector owning {name!r}")
+    return sector
+
+
+def _target_sector(identity: Identity, store: CertStore, name: str, requested: str | None) -> str | None:
+    """Whose entry an import or CSR makes: a sector administrator's is always their own sector's."""
+    try:
+        _owned(identity, store, name)
+    except UnknownEntry:
+        pass
+    if identity.has(Role.SECURITY_ADMIN):
+        return requested
+    if requested not in (None, identity.sector):
+        raise NotAllowed(f"not an administrator of sector {requested!r}")
+    return identity.sector
+
+
+def _entry(versions: list[StoredVersion]) -> dict[str, Any]:
+    first = versions[0]
+    shown = []
+    for v in versions:
+        public = v.public()
+        if v.status == "pending":
+            public["csr_pem"] = v.csr_pem  # to hand over again; the key never leaves
+        shown.append(public)
+    return {"name": first.name, "sector": first.sector, "kind": first.kind, "versions": shown}
+
+
+@router.get("", responses=problem_doc(401, 403), summary="Every certificate and secret this identity may see")
+def list_entries(request: Request, identity: Annotated[Identity, Depends(ADMINS)]) -> list[dict[str, Any]]:
+    by_name: dict[str, list[StoredVersion]] = {}
+    for version in _store(request).versions():
+        if _may_see(identity, version.sector):
+            by_name.setdefault(version.name, []).append(version)
+    return [_entry(versions) for versions in by_name.values()]
+
+
+@router.get("/{name}", responses=problem_doc(401, 403, 404), summary="One entry: its versions, never a key")
+def show_entry(name: str, request: Request, identity: Annotated[Identity, Depends(ADMINS)]) -> dict[str, Any]:
+    _owned(identity, _store(request), name)
+    return _entry(_store(request).versions(name))
+
+
+@router.post("/{name}/import", status_code=201, responses=problem_doc(401, 403, 409, 422),
+             summary="Import a certificate (PEM, with or without its key; or PKCS#12)")
+def import_certificate(name: str, body: ImportIn, request: Request,
+                       identity: Annotated[Identity, Depends(ADMINS)]) -> dict[str, Any]:
+    store = _store(request)
+    sector = _target_sector(identity, store, name, body.sector)
+    password = body.password.encode() if body.password is not None else None
+    if (body.pkcs12_base64 is None) == (body.certificate_pem is None):
+        raise CertificateError("give either certificate_pem (with an optional private_key_pem) or pkcs12_base64")
+    if body.pkcs12_base64 is not None:
+        stored = store.import_pkcs12(name, _unbase64(body.pkcs12_base64), password, sector=sector,
+                                     actor=_actor(identity))
+    else:
+        key = body.private_key_pem.encode() if body.private_key_pem else None
+        stored = store.import_pem(name, (body.certificate_pem or "").encode(), key, password=password, sector=sector,
+                                  actor=_actor(identity))
+    return stored.public()
+
+
+@router.post("/{name}/csr", status_code=201, responses=problem_doc(401, 403, 409, 422),
+             summary="Generate a key (kept here) and a CSR for a sector's onboarding")
+def request_csr(name: str, body: CsrIn, request: Request,
+                identity: Annotated[Identity, Depends(ADMINS)]) -> dict[str, Any]:
+    store = _store(request)
+    sector = _target_sector(identity, store, name, body.sector)
+    subject = Subject(body.subject.common_name, body.subject.organization, body.subject.organizational_unit,
+                      body.subject.country, tuple(body.subject.sans))
+    stored, csr = store.request(name, subject, body.algorithm, sector=sector, actor=_actor(identity))
+    return {**stored.public(), "csr_pem": csr.decode()}
+
+
+@router.post("/{name}/rotate", responses=problem_doc(401, 403, 404, 409),
+             summary="Make the newest staged version current; the previous stays trusted for the overlap window")
+def rotate(name: str, body: RotateIn, request: Request,
+           identity: Annotated[Identity, Depends(ADMINS)]) -> dict[str, Any]:
+    store = _store(request)
+    _owned(identity, store, name)
+    overlap = timedelta(days=body.overlap_days) if body.overlap_days is not None else None
+    return store.rotate(name, _actor(identity), overlap).public()
+
+
+@router.post("/{name}/retire", responses=problem_doc(401, 403, 404, 409),
+             summary="Retire one version (not the current one), or the whole name")
+def retire(name: str, body: RetireIn, request: Request,
+           identity: Annotated[Identity, Depends(ADMINS)]) -> dict[str, Any]:
+    store = _store(request)
+    _owned(identity, store, name)
+    return _entry(store.retire(name, _actor(identity), body.version))
+
+
+def _unbase64(text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise CertificateError("pkcs12_base64 is not valid base64") from exc
+
+
+def install_cert_error_handlers(app: FastAPI) -> None:
+    install_problems(app, [
+        (CertificateError, 422, "invalid-certificate", "证书或密钥无效"),
+        (CertConflict, 409, "certificate-conflict", "证书状态不允许此操作"),
+        (UnknownEntry, 404, "unknown-certificate", "没有该证书"),
+        (SealedValueUnavailable, 500, "master-key-unavailable", "主密钥无法解开已加密的密钥"),
+    ])

@@ -1,0 +1,112 @@
+"""Identity management over HTTP, for the security administrator (安全管理员) only.
+
+Issue (the raw key is in the answer, this once), list, read, change roles, revoke. The rules are the
+key store's (`gateway.security.api_keys`): separation of duties holds for every identity, and the security
+administrator may not change their own identity — nobody grants themselves a role.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import JSONResponse
+
+from gateway.http.auth import require
+from gateway.domain.roles import Identity, NotAllowed, RateLimited, Role
+from gateway.security.api_keys import (
+    AlreadyRevoked,
+    ApiKeyStore,
+    IdentityError,
+    IssuedIdentity,
+    SeparationOfDuties,
+    UnknownIdentity,
+    parse_role,
+)
+from gateway.http.json_bodies import JsonBodyRoute
+from gateway.http.problems import install_problems, problem_doc, problem_response
+from gateway.security.rate_limits import retry_after_header
+
+router = APIRouter(prefix="/v1", tags=["identities"], route_class=JsonBodyRoute)
+SecurityAdmin = Annotated[Identity, Depends(require(Role.SECURITY_ADMIN))]
+
+
+class RolesIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    roles: list[str] = Field(min_length=1, max_length=len(Role), description="role values, e.g. window")
+    department: str | None = Field(default=None, max_length=18, description="a clerk's department (credit code)")
+    sector: str | None = Field(default=None, max_length=64, description="a sector administrator's sector")
+
+
+class IdentityIn(RolesIn):
+    name: str = Field(min_length=1, max_length=128, description="who holds the key")
+
+
+def _keys(request: Request) -> ApiKeyStore:
+    return request.app.state.keystore  # type: ignore[no-any-return]
+
+
+def _issued(request: Request, identity_id: str) -> IssuedIdentity:
+    issued = _keys(request).get(identity_id)
+    if issued is None:
+        raise UnknownIdentity(f"no identity {identity_id!r}")
+    return issued
+
+
+def identity_view(issued: IssuedIdentity) -> dict[str, Any]:
+    """An identity as administrators see it: never the key or its hash."""
+    i = issued.identity
+    return {"id": i.id, "name": i.name, "roles": sorted(i.roles), "department": i.department, "sector": i.sector,
+            "key_prefix": issued.key_prefix, "created_at": issued.created_at.isoformat(),
+            "revoked_at": issued.revoked_at.isoformat() if issued.revoked_at else None, "active": issued.active}
+
+
+@router.post("/identities", status_code=201, responses=problem_doc(401, 403, 422),
+             summary="Issue an identity and its API key (the key is in this answer only)")
+def issue_identity(body: IdentityIn, request: Request, _: SecurityAdmin) -> dict[str, Any]:
+    roles = [parse_role(r) for r in body.roles]
+    identity, raw_key = _keys(request).issue(body.name, roles, department=body.department, sector=body.sector)
+    return {**identity_view(_issued(request, identity.id)), "key": raw_key}
+
+
+@router.get("/identities", responses=problem_doc(401, 403), summary="Every identity, active and revoked")
+def list_identities(request: Request, _: SecurityAdmin) -> list[dict[str, Any]]:
+    return [identity_view(i) for i in _keys(request).list()]
+
+
+@router.get("/identities/{identity_id}", responses=problem_doc(401, 403, 404))
+def get_identity(identity_id: str, request: Request, _: SecurityAdmin) -> dict[str, Any]:
+    return identity_view(_issued(request, identity_id))
+
+
+@router.put("/identities/{identity_id}/roles", responses=problem_doc(401, 403, 404, 409, 422),
+            summary="Replace an identity's roles and scope (its key stays)")
+def change_roles(identity_id: str, body: RolesIn, request: Request, admin: SecurityAdmin) -> dict[str, Any]:
+    if identity_id == admin.id:
+        raise NotAllowed("nobody changes their own roles: another security administrator must")
+    roles = [parse_role(r) for r in body.roles]
+    _keys(request).change(identity_id, roles, department=body.department, sector=body.sector)
+    return identity_view(_issued(request, identity_id))
+
+
+@router.post("/identities/{identity_id}/revoke", responses=problem_doc(401, 403, 404, 409),
+             summary="Revoke an identity's key; every gateway process refuses it within seconds")
+def revoke_identity(identity_id: str, request: Request, _: SecurityAdmin) -> dict[str, Any]:
+    _keys(request).revoke(identity_id)
+    return identity_view(_issued(request, identity_id))
+
+
+def install_access_error_handlers(app: FastAPI) -> None:
+    async def rate_limited(request: Request, exc: RateLimited) -> JSONResponse:
+        response = problem_response(429, "rate-limited", "请求过于频繁", str(exc), request.url.path)
+        response.headers["Retry-After"] = retry_after_header(exc.retry_after_s)
+        return response
+
+    app.add_exception_handler(RateLimited, rate_limited)  # type: ignore[arg-type]
+    install_problems(app, [  # the most specific class wins, whatever the order
+        (IdentityError, 422, "invalid-identity", "身份不符合规则"),
+        (SeparationOfDuties, 422, "separation-of-duties", "违反三员分立"),
+        (UnknownIdentity, 404, "unknown-identity", "没有该身份"),
+        (AlreadyRevoked, 409, "identity-revoked", "该身份已吊销"),
+    ])

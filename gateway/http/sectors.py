@@ -1,0 +1,232 @@
+"""Endpoints of the sector side: bundle registration (sector administrators), adapter health,
+synchronous queries for the hall, and the callbacks sectors make with their decisions."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse
+
+from adapters.contract import DeliveryError, FailureClass, UnsendableRequest
+from gateway.http.approval_holds import held_for_approval
+from gateway.security.approvals import Action
+from gateway.http.auth import require
+from gateway.domain.roles import Identity, NotAllowed, Role, acts_for_sector
+from gateway.sectors.bundle_records import BundleConflict, BundleInvalid, BundleStore, UnknownBundle
+from gateway.domain.answers import AnswerMismatch
+from gateway.http.json_bodies import (
+    DUPLICATE_KEY,
+    UNSUPPORTED_MEDIA_TYPE,
+    BodyRefused,
+    JsonBodyRoute,
+    accepts_only,
+    media_type,
+)
+from gateway.sectors.live_registry import LiveRegistry, NoActiveAdapter
+from gateway.http.problems import install_problems, problem_doc, problem_response
+from gateway.sectors.calls import (
+    CallbackDuplicateKey,
+    CallbackRejected,
+    CallbackUnreadable,
+    PreviewFailed,
+    SectorCalls,
+)
+from gateway.http.text_fields import typed_json
+
+router = APIRouter(prefix="/v1", tags=["adapters"], route_class=JsonBodyRoute)
+callbacks = APIRouter(tags=["callbacks"])
+ADMINS = (Role.SECTOR_ADMIN, Role.OPERATOR, Role.SYSTEM_ADMIN)
+MAX_BUNDLE_BYTES = 20 * 1024 * 1024
+ZIP = "application/zip"
+ZIP_TYPES = frozenset({ZIP, "application/x-zip-compressed", "application/octet-stream"})  # what clients send
+
+
+class QueryIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    params: Annotated[dict[str, Any], typed_json("查询参数")] = Field(
+        default_factory=dict, description="the query's parameters, e.g. id_number (texts kept as typed texts are)")
+
+
+class PreviewIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    operation: str = Field(description="submit_case, query_status, cancel_case, or a named query")
+    case_no: str | None = Field(default=None, description="render for this case (submit/query/cancel)")
+    params: dict[str, Any] = Field(default_factory=dict, description="a named query's parameters")
+
+
+def _store(request: Request) -> BundleStore:
+    return request.app.state.bundles  # type: ignore[no-any-return]
+
+
+def _calls(request: Request) -> SectorCalls:
+    return request.app.state.sector_calls  # type: ignore[no-any-return]
+
+
+def _own_sector(identity: Identity, sector: str) -> None:
+    """A sector administrator acts on their own sector only; operators and system administrators on any."""
+    if not acts_for_sector(identity, sector):
+        raise NotAllowed(f"not an administrator of sector {sector!r}")
+
+
+@router.post("/adapters/bundles", status_code=201, responses=problem_doc(401, 403, 409, 413, 415, 422),
+             summary="Register a bundle version (the body is the bundle as a zip archive)",
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 ZIP: {"schema": {"type": "string", "format": "binary"}}}}})
+async def register_bundle(request: Request,
+                          identity: Annotated[Identity, Depends(require(*ADMINS))]) -> dict[str, Any]:
+    declared = request.headers.get("content-type")
+    if declared and media_type(declared) not in ZIP_TYPES:  # undeclared is bytes, as octet-stream says
+        raise BodyRefused(415, *UNSUPPORTED_MEDIA_TYPE, accepts_only(ZIP))
+    archive = await _read_limited(request, MAX_BUNDLE_BYTES)
+
+    registered = await run_in_threadpool(_store(request).register, archive, f"identity:{identity.id}",
+                                         may_act_for=lambda sector: acts_for_sector(identity, sector))  # validation parses WSDLs: off the event loop
+    return registered.public()
+
+
+@router.get("/adapters", responses=problem_doc(401, 403), summary="Active adapters and their health")
+def list_adapters(request: Request, identity: Annotated[Identity, Depends(require(*ADMINS))]) -> dict[str, Any]:
+    registry: LiveRegistry = request.app.state.registry
+    health = registry.health()
+    return {s: h for s, h in health.items() if acts_for_sector(identity, s)}
+
+
+@router.get("/adapters/{sector}/versions", responses=problem_doc(401, 403))
+def list_versions(sector: str, request: Request,
+                  identity: Annotated[Identity, Depends(require(*ADMINS))]) -> list[dict[str, Any]]:
+    _own_sector(identity, sector)
+    return [v.public() for v in _store(request).versions(sector)]
+
+
+@router.post("/adapters/{sector}/versions/{version}/test", responses=problem_doc(401, 403, 404),
+             summary="Call the sector's test endpoint with this version, without activating it")
+def test_version(sector: str, version: str, request: Request,
+                 identity: Annotated[Identity, Depends(require(*ADMINS))]) -> dict[str, Any]:
+    _own_sector(identity, sector)
+    return _calls(request).test_version(sector, version).public()
+
+
+@router.post("/adapters/{sector}/versions/{version}/activate", responses=problem_doc(401, 403, 404, 409),
+             summary="Make this version the one every process uses (no restart); with four-eyes on, "
+                     "202 and a pending approval instead")
+def activate_version(sector: str, version: str, request: Request,
+                     identity: Annotated[Identity, Depends(require(*ADMINS))]) -> Any:
+    _own_sector(identity, sector)
+    _store(request).check_activatable(sector, version)  # a request for the impossible is refused now
+    held = held_for_approval(request, identity, Action.ACTIVATE_BUNDLE, {"sector": sector, "version": version},
+                             f"{sector} {version}", sector)
+    return held or _store(request).activate(sector, version, f"identity:{identity.id}").public()
+
+
+@router.post("/adapters/{sector}/rollback", responses=problem_doc(401, 403, 404, 409),
+             summary="Activate the version that was active before")
+def rollback(sector: str, request: Request,
+             identity: Annotated[Identity, Depends(require(*ADMINS))]) -> dict[str, Any]:
+    _own_sector(identity, sector)
+    return _store(request).rollback(sector, f"identity:{identity.id}").public()
+
+
+@router.post("/adapters/{sector}/versions/{version}/retire", responses=problem_doc(401, 403, 404, 409))
+def retire_version(sector: str, version: str, request: Request,
+                   identity: Annotated[Identity, Depends(require(*ADMINS))]) -> dict[str, Any]:
+    _own_sector(identity, sector)
+    return _store(request).retire(sector, version, f"identity:{identity.id}").public()
+
+
+@router.post("/adapters/{sector}/preview", responses=problem_doc(401, 403, 404, 422),
+             summary="Render a mapping of the active version for a case, without calling the sector")
+def preview(sector: str, body: PreviewIn, request: Request,
+            identity: Annotated[Identity, Depends(require(*ADMINS))]) -> dict[str, Any]:
+    _own_sector(identity, sector)
+    return _calls(request).preview(sector, body.operation, body.case_no, body.params)
+
+
+@router.post("/queries/{name}", responses=problem_doc(401, 403, 404, 422, 502, 503, 504),
+             summary="A synchronous sector query: social_insurance_contributions, housing_fund_balance, "
+                     "marriage_record, household_registration")
+def sync_query(name: str, body: QueryIn, request: Request,
+               _: Annotated[Identity, Depends(require(Role.HALL_CLIENT, Role.WINDOW, Role.CLERK))]
+               ) -> dict[str, Any]:
+    return _calls(request).query(name, body.params)
+
+
+@callbacks.post("/callbacks/{sector}", status_code=200, responses=problem_doc(401, 404, 409, 422),
+                summary="A sector's decision, signed as its bundle declares (no API key: the signature is the "
+                        "credential)")
+async def sector_callback(sector: str, request: Request) -> dict[str, Any]:
+    body = await _read_limited(request, 256 * 1024)
+    return await run_in_threadpool(_calls(request).callback, sector, request.method, request.url.path,
+                                   dict(request.headers), body)
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class PayloadTooLarge(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"上限 {limit} 字节")
+
+
+# DeliveryError from a synchronous query -> what the hall is told (never a hang, never a 500).
+_QUERY_FAILURES: dict[FailureClass, tuple[int, str, str]] = {
+    FailureClass.TIMEOUT: (504, "sector-timeout", "部门系统响应超时"),
+    FailureClass.TRANSPORT: (503, "sector-unavailable", "部门系统暂不可用"),
+    FailureClass.AUTH: (502, "sector-auth-failed", "部门系统拒绝了网关的凭证"),
+    FailureClass.VALIDATION: (502, "sector-answer-invalid", "部门系统的应答无法识别"),
+    FailureClass.MAPPING: (502, "sector-answer-invalid", "部门系统的应答无法映射"),
+}
+
+
+def retry_after(exc: DeliveryError) -> str:
+    """When the hall may ask again, in whole seconds: the longer of the time until the query breaker may admit a
+    call and the sector's own Retry-After; at least 1 (a closed breaker calls the sector again at once)."""
+    waits = [w for w in (getattr(exc, "circuit_wait_s", None), getattr(exc, "retry_after_s", None))
+             if isinstance(w, int | float) and w > 0]
+    return str(max(1, math.ceil(max(waits, default=1))))
+
+
+def install_adapter_error_handlers(app: FastAPI) -> None:
+    async def invalid_bundle(request: Request, exc: BundleInvalid) -> JSONResponse:
+        return problem_response(422, "invalid-bundle", "适配包不符合格式要求", str(exc), request.url.path,
+                                errors=[{"msg": p} for p in exc.problems])
+
+    async def delivery_failed(request: Request, exc: DeliveryError) -> JSONResponse:
+        if isinstance(exc, UnsendableRequest):  # nothing was sent: the parameters do not fit the sector's interface
+            return problem_response(422, "query-invalid", "查询参数不符合该部门接口的要求", exc.message, request.url.path)
+        if getattr(exc, "circuit_open", False) or (exc.failure is FailureClass.SECTOR_FAULT and exc.retryable):
+            status, slug, title = 503, "sector-unavailable", "部门系统暂不可用"
+        elif exc.failure is FailureClass.SECTOR_FAULT:
+            status, slug, title = 422, "sector-refused", "部门系统拒绝了请求"
+        else:
+            status, slug, title = _QUERY_FAILURES[exc.failure]
+        response = problem_response(status, slug, title, exc.message, request.url.path)
+        if status == 503:
+            response.headers["Retry-After"] = retry_after(exc)
+        return response
+
+    app.add_exception_handler(BundleInvalid, invalid_bundle)  # type: ignore[arg-type]
+    app.add_exception_handler(DeliveryError, delivery_failed)  # type: ignore[arg-type]
+    install_problems(app, [
+        (UnknownBundle, 404, "unknown-bundle", "没有该适配包版本"),
+        (NoActiveAdapter, 404, "no-active-adapter", "没有启用的适配器"),
+        (BundleConflict, 409, "bundle-conflict", "适配包版本状态不允许此操作"),
+        (PermissionError, 403, "forbidden", "无权管理该部门的适配包"),
+        (CallbackRejected, 401, "callback-rejected", "回调签名无效"),
+        (CallbackUnreadable, 422, "callback-unreadable", "回调内容无法识别"),
+        (AnswerMismatch, 409, "callback-mismatch", "回调所指的办件与业务号不符"),
+        (CallbackDuplicateKey, 400, *DUPLICATE_KEY),
+        (PreviewFailed, 422, "preview-failed", "映射无法生成该请求"),
+        (PayloadTooLarge, 413, "payload-too-large", "请求体过大"),
+    ])

@@ -1,0 +1,99 @@
+"""`/v1/webhooks`: the online hall subscribes to case events (gateway/notifications/hall.py).
+
+Only `hall_client` subscribes. A subscription is a firehose: every case's number and state changes, in
+the whole city. The hall's systems are one trusted integration; window terminals (down to village agency
+points) are many and already read the cases they handle by number, so they get no feed of all the others.
+
+Each identity sees and deletes its own subscriptions only: another's is a 404, as if it did not exist.
+Subscribing and deleting are written to the audit log by the `AuditTrail` middleware (every changing /v1
+request is). The secret that signs the deliveries is in the creation answer only; it is kept sealed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.http.auth import require
+from gateway.domain.roles import Identity, Role
+from gateway.http.schemas import DeliveryOut
+from gateway.http.json_bodies import JsonBodyRoute
+from gateway.notifications.hall import MAX_URL, Delivery, Subscription, UnknownWebhook, WebhookRefused, Webhooks
+from gateway.http.problems import install_problems, problem_doc
+
+router = APIRouter(prefix="/v1", tags=["webhooks"], route_class=JsonBodyRoute)
+Hall = Annotated[Identity, Depends(require(Role.HALL_CLIENT))]
+MAX_DELIVERIES = 500
+
+
+class WebhookIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(min_length=1, max_length=MAX_URL, description="https:// to a public host")
+    events: list[str] = Field(min_length=1, max_length=64, description='case triggers, e.g. ["accept", "approve"], '
+                                                                       'or ["*"] for every one')
+    description: str | None = Field(default=None, max_length=500)
+
+
+class WebhookOut(BaseModel):
+    id: str
+    url: str
+    events: list[str]
+    description: str | None
+    active: bool
+    created_at: datetime
+    deactivated_at: datetime | None
+
+
+class WebhookCreated(WebhookOut):
+    secret: str = Field(description="signs every delivery (Yiwang-Signature); shown in this answer only")
+
+
+def _webhooks(request: Request) -> Webhooks:
+    return request.app.state.webhooks  # type: ignore[no-any-return]
+
+
+def _view(s: Subscription) -> dict[str, Any]:
+    return {"id": s.id, "url": s.url, "events": s.events, "description": s.description, "active": s.active,
+            "created_at": s.created_at, "deactivated_at": s.deactivated_at}
+
+
+def _delivery_view(d: Delivery) -> dict[str, Any]:
+    return {"id": d.id, "case_no": d.case_no, "seq": d.seq, "event": d.event, "status": d.status,
+            "attempts": d.attempts, "next_at": d.next_at, "last_status": d.last_status, "last_error": d.last_error,
+            "created_at": d.created_at, "delivered_at": d.delivered_at}
+
+
+@router.post("/webhooks", status_code=201, response_model=WebhookCreated, responses=problem_doc(401, 403, 422),
+             summary="Subscribe to case events (the signing secret is in this answer only)")
+def subscribe(body: WebhookIn, request: Request, identity: Hall) -> dict[str, Any]:
+    subscription, secret = _webhooks(request).subscribe(identity, body.url, body.events, body.description)
+    return {**_view(subscription), "secret": secret}
+
+
+@router.get("/webhooks", response_model=list[WebhookOut], responses=problem_doc(401, 403),
+            summary="Your subscriptions, active and deleted")
+def list_webhooks(request: Request, identity: Hall) -> list[dict[str, Any]]:
+    return [_view(s) for s in _webhooks(request).of_owner(identity.id)]
+
+
+@router.get("/webhooks/{webhook_id}/deliveries", response_model=list[DeliveryOut], responses=problem_doc(401, 403, 404),
+            summary="A subscription's recent deliveries, newest first")
+def list_deliveries(webhook_id: str, request: Request, identity: Hall,
+                    limit: int = Query(50, ge=1, le=MAX_DELIVERIES)) -> list[dict[str, Any]]:
+    return [_delivery_view(d) for d in _webhooks(request).deliveries(identity.id, webhook_id, limit)]
+
+
+@router.delete("/webhooks/{webhook_id}", response_model=WebhookOut, responses=problem_doc(401, 403, 404),
+               summary="Delete (deactivate) a subscription; its pending deliveries are cancelled")
+def unsubscribe(webhook_id: str, request: Request, identity: Hall) -> dict[str, Any]:
+    return _view(_webhooks(request).unsubscribe(identity.id, webhook_id))
+
+
+def install_webhook_error_handlers(app: FastAPI) -> None:
+    install_problems(app, [
+        (WebhookRefused, 422, "invalid-webhook", "订阅不符合规则"),
+        (UnknownWebhook, 404, "unknown-webhook", "没有该订阅"),
+    ])

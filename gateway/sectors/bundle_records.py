@@ -1,0 +1,257 @@
+"""The bundle registry's record: register, test, activate, roll back and retire sector bundle versions.
+
+Sector IT teams hand over a bundle (a folder or a zip; no code). Registering validates it whole
+(`adapters.bundle.validate_bundle`) and stores it as an archive; nothing invalid is stored. Activating a
+version is one row's status: every process picks it up through `gateway.sectors.live_registry` without a restart.
+A sector administrator acts only on their own sector's bundles (the API checks; the CLI is the
+operator's local tool).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, and_, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from adapters.bundle import Bundle, BundleError, load_bundle, unpack_bundle, validate_bundle
+from gateway.domain.clock import Clock, as_utc
+from gateway.persistence.bundle_tables import ACTIVE, INACTIVE, REGISTERED, RETIRED, bundle_versions
+from gateway.persistence.engine import READ_ONLY
+
+
+class BundleInvalid(ValueError):
+    """The bundle breaks the format; `problems` lists every finding as `file:line: field: message`."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__(f"{len(problems)} problem(s): " + "; ".join(problems[:3]))
+        self.problems = problems
+
+
+class BundleConflict(ValueError):
+    """The operation does not fit the version's status (activating a retired version, …)."""
+
+
+class UnknownBundle(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class BundleVersion:
+    sector: str
+    version: str
+    status: str
+    kind: str
+    sha256: str
+    summary: dict[str, Any]
+    test_result: dict[str, Any] | None
+    registered_at: datetime
+    registered_by: str
+    activated_at: datetime | None
+
+    def public(self) -> dict[str, Any]:
+        return {"sector": self.sector, "version": self.version, "status": self.status, "kind": self.kind,
+                "sha256": self.sha256, "summary": self.summary, "test_result": self.test_result,
+                "registered_at": self.registered_at.isoformat(), "registered_by": self.registered_by,
+                "activated_at": self.activated_at.isoformat() if self.activated_at else None}
+
+
+def pack_folder(folder: Path) -> bytes:
+    """A bundle folder as a zip, entries sorted and timestamps fixed: the same folder, the same bytes."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+            info = zipfile.ZipInfo(path.relative_to(folder).as_posix(), date_time=(2020, 1, 1, 0, 0, 0))
+            archive.writestr(info, path.read_bytes(), zipfile.ZIP_DEFLATED)
+    return buffer.getvalue()
+
+
+def read_archive(source: Path) -> bytes:
+    """A folder is packed; a file is taken as the zip it should be."""
+    return pack_folder(source) if source.is_dir() else source.read_bytes()
+
+
+class BundleStore:
+    def __init__(self, engine: Engine, clock: Clock) -> None:
+        self.engine = engine
+        self.clock = clock
+
+    # -- reading ---------------------------------------------------------------------------------
+    def versions(self, sector: str | None = None) -> list[BundleVersion]:
+        query = select(*_columns()).order_by(bundle_versions.c.sector, bundle_versions.c.id)
+        if sector is not None:
+            query = query.where(bundle_versions.c.sector == sector)
+        with self._reading() as conn:
+            return [_version(r) for r in conn.execute(query).mappings()]
+
+    def get(self, sector: str, version: str) -> BundleVersion:
+        with self._reading() as conn:
+            row = conn.execute(select(*_columns()).where(_key(sector, version))).mappings().first()
+        if row is None:
+            raise UnknownBundle(f"{sector} {version}")
+        return _version(row)
+
+    def active(self) -> list[tuple[str, str, str]]:
+        """(sector, version, sha256) of every active version: the cheap query every process polls."""
+        query = select(bundle_versions.c.sector, bundle_versions.c.version, bundle_versions.c.sha256).where(
+            bundle_versions.c.status == ACTIVE)
+        with self._reading() as conn:
+            return [(r.sector, r.version, r.sha256) for r in conn.execute(query)]
+
+    def archive(self, sector: str, version: str) -> bytes:
+        with self._reading() as conn:
+            data = conn.execute(select(bundle_versions.c.archive).where(_key(sector, version))).scalar()
+        if data is None:
+            raise UnknownBundle(f"{sector} {version}")
+        return bytes(data)
+
+    # -- changing ----------------------------------------------------------------------------------
+    def register(self, archive: bytes, actor: str, *, may_act_for: Callable[[str], bool] = lambda s: True
+                 ) -> BundleVersion:
+        """Validate the whole bundle and store it as `registered`; refuse (storing nothing) if invalid."""
+        with unpacked(archive) as bundle:
+            problems = [str(p) for p in validate_bundle(bundle)]
+            if problems:
+                raise BundleInvalid(problems)
+            if not may_act_for(bundle.sector):
+                raise PermissionError(f"not an administrator of sector {bundle.sector!r}")
+            row = {"sector": bundle.sector, "version": bundle.version, "status": REGISTERED, "kind": bundle.kind,
+                   "archive": archive, "sha256": hashlib.sha256(archive).hexdigest(), "summary": summary(bundle),
+                   "registered_at": self.clock.now(), "registered_by": actor}
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(bundle_versions).values(**row))
+        except IntegrityError as exc:
+            raise BundleConflict(f"{row['sector']} version {row['version']} is already registered") from exc
+        return self.get(row["sector"], row["version"])
+
+    def record_test(self, sector: str, version: str, result: dict[str, Any]) -> BundleVersion:
+        with self.engine.begin() as conn:
+            conn.execute(update(bundle_versions).where(_key(sector, version)).values(test_result=result))
+        return self.get(sector, version)
+
+    def activate(self, sector: str, version: str, actor: str) -> BundleVersion:
+        """Make `version` the one every process uses; the one before stays as `inactive` for rollback.
+
+        Refused when another sector's active bundle already takes one of its departments: a department's
+        tasks (and its applicants' data) go to one system, not to whichever sector claims it last."""
+        with self.engine.begin() as conn:
+            status = _activatable(conn, sector, version)
+            if status != ACTIVE:
+                conn.execute(update(bundle_versions).where(and_(bundle_versions.c.sector == sector,
+                                                                 bundle_versions.c.status == ACTIVE))
+                             .values(status=INACTIVE))
+                conn.execute(update(bundle_versions).where(_key(sector, version))
+                             .values(status=ACTIVE, activated_at=self.clock.now(), activated_by=actor))
+        return self.get(sector, version)
+
+    def check_activatable(self, sector: str, version: str) -> None:
+        """Raise what `activate` would raise now, changing nothing (a four-eyes request is checked first)."""
+        with self._reading() as conn:
+            _activatable(conn, sector, version)
+
+    def rollback(self, sector: str, actor: str) -> BundleVersion:
+        """Back to the version active before the current one."""
+        with self._reading() as conn:
+            previous = conn.execute(
+                select(bundle_versions.c.version)
+                .where(bundle_versions.c.sector == sector, bundle_versions.c.status == INACTIVE)
+                .order_by(bundle_versions.c.activated_at.desc()).limit(1)
+            ).scalar()
+        if previous is None:
+            raise BundleConflict(f"{sector} has no earlier active version to roll back to")
+        return self.activate(sector, previous, actor)
+
+    def retire(self, sector: str, version: str, actor: str) -> BundleVersion:
+        with self.engine.begin() as conn:
+            if _status(conn, sector, version) == ACTIVE:
+                raise BundleConflict(f"{sector} {version} is active: activate another version first")
+            conn.execute(update(bundle_versions).where(_key(sector, version))
+                         .values(status=RETIRED, retired_at=self.clock.now(), retired_by=actor))
+        return self.get(sector, version)
+
+    @contextmanager
+    def _reading(self) -> Iterator[Any]:
+        with self.engine.connect() as conn:
+            with conn.execution_options(**{READ_ONLY: True}).begin():
+                yield conn
+
+
+@contextmanager
+def unpacked(archive: bytes) -> Iterator[Bundle]:
+    """The archive unpacked safely into a temporary folder and read; the folder is removed after."""
+    with tempfile.TemporaryDirectory(prefix="yiwang-bundle-") as tmp:
+        try:
+            folder = unpack_bundle(archive, Path(tmp) / "bundle")
+            yield load_bundle(folder)
+        except BundleError as exc:
+            raise BundleInvalid([str(p) for p in exc.problems]) from exc
+
+
+def summary(bundle: Bundle) -> dict[str, Any]:
+    """What operators and the routing need to know without unpacking the archive."""
+    return {
+        "title": bundle.title,
+        "department": {"name": bundle.department.name, "credit_code": bundle.department.credit_code},
+        "serves": {"departments": list(bundle.serves.departments), "matters": list(bundle.serves.matters)},
+        "operations": sorted(str(o) for o in bundle.operations),
+        "queries": sorted(bundle.queries),
+        "results": {"mode": bundle.results.mode, "interval_ms": getattr(bundle.results, "interval_ms", None)},
+    }
+
+
+def _columns() -> list[Any]:
+    c = bundle_versions.c
+    return [c.sector, c.version, c.status, c.kind, c.sha256, c.summary, c.test_result, c.registered_at,
+            c.registered_by, c.activated_at]
+
+
+def _version(r: Any) -> BundleVersion:
+    return BundleVersion(r["sector"], r["version"], r["status"], r["kind"], r["sha256"], r["summary"],
+                         r["test_result"], as_utc(r["registered_at"]), r["registered_by"],
+                         as_utc(r["activated_at"]) if r["activated_at"] else None)
+
+
+def _key(sector: str, version: str) -> Any:
+    return and_(bundle_versions.c.sector == sector, bundle_versions.c.version == version)
+
+
+def _departments(summary: dict[str, Any]) -> set[str]:
+    """The departments whose tasks a bundle takes (none named: its own)."""
+    named = summary["serves"]["departments"]
+    return set(named) if named else {summary["department"]["credit_code"]}
+
+
+def _check_no_overlap(conn: Any, sector: str, version: str) -> None:
+    mine = conn.execute(select(bundle_versions.c.summary).where(_key(sector, version))).scalar_one()
+    others = conn.execute(select(bundle_versions.c.sector, bundle_versions.c.summary).where(
+        bundle_versions.c.status == ACTIVE, bundle_versions.c.sector != sector))
+    for other, summary in others:
+        shared = _departments(mine) & _departments(summary)
+        if shared:
+            raise BundleConflict(f"{sector} would take department {sorted(shared)[0]}, which {other} already serves")
+
+
+def _activatable(conn: Any, sector: str, version: str) -> str:
+    """The version's status, if it may be activated; else UnknownBundle or BundleConflict."""
+    status = _status(conn, sector, version)
+    if status == RETIRED:
+        raise BundleConflict(f"{sector} {version} is retired")
+    _check_no_overlap(conn, sector, version)
+    return status
+
+
+def _status(conn: Any, sector: str, version: str) -> str:
+    status = conn.execute(select(bundle_versions.c.status).where(_key(sector, version))).scalar()
+    if status is None:
+        raise UnknownBundle(f"{sector} {version}")
+    return str(status)

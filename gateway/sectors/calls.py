@@ -1,0 +1,180 @@
+"""Calls to sector systems that are not deliveries: synchronous queries, previews, bundle tests, and the
+callbacks sectors make with their decisions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Engine, delete, insert
+from sqlalchemy.exc import IntegrityError
+
+from adapters.auth import SignatureError, verify_hmac
+from adapters.bundle import Bundle, BundleError, CallbackResults
+from adapters.contract import DeliveryError, Operation
+from adapters.registry import RegisteredAdapter
+from gateway.sectors.bundle_records import BundleStore, BundleVersion, unpacked
+from gateway.sectors.delivery import MessageLog, canonical_message, jsonable, logged_call
+from gateway.domain.clock import Clock
+from gateway.sectors.live_registry import LiveRegistry, NoActiveAdapter
+from gateway.persistence.bundle_tables import callback_nonces
+from gateway.persistence.repository import idempotency_key
+from gateway.cases.service import CaseService
+from mappings import BusinessError, MappingError, strict_json
+
+PROBE_REF = "YIWANG-CONNECTIVITY-PROBE"  # a reference no sector knows: any classified answer proves the path
+
+
+class CallbackRejected(Exception):
+    """A callback whose signature, timestamp or nonce does not hold; nothing is recorded."""
+
+
+class PreviewFailed(Exception):
+    """The active mapping cannot render this case or these parameters (nothing is sent)."""
+
+
+class CallbackUnreadable(Exception):
+    """A signed callback whose body its bundle's callback mapping cannot read; nothing is recorded."""
+
+
+class CallbackDuplicateKey(CallbackUnreadable):
+    """A signed callback whose JSON names a key twice (`mappings.strict_json`); nothing is recorded."""
+
+
+class NonceLedger:
+    """Nonces of sector callbacks seen, in the database: a replay is refused by every process."""
+
+    def __init__(self, engine: Engine, clock: Clock, keep: timedelta = timedelta(minutes=15)) -> None:
+        self.engine, self.clock, self.keep = engine, clock, keep
+
+    def first_time(self, sector: str, nonce: str) -> bool:
+        now = self.clock.now()
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(delete(callback_nonces).where(callback_nonces.c.seen_at < now - self.keep))
+                conn.execute(insert(callback_nonces).values(sector=sector, nonce=nonce, seen_at=now))
+        except IntegrityError:
+            return False
+        return True
+
+
+class SectorCalls:
+    def __init__(self, registry: LiveRegistry, store: BundleStore, service: CaseService,
+                 build: Callable[[Bundle], RegisteredAdapter], nonces: NonceLedger,
+                 messages: MessageLog | None = None) -> None:
+        self.registry, self.store, self.service, self.build, self.nonces = registry, store, service, build, nonces
+        self.messages = messages  # None: exchanges with sectors are not recorded
+
+    def query(self, name: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """A named synchronous query, routed to the sector whose active bundle declares it."""
+        sector = self.registry.sector_for_query(name)
+        if sector is None:
+            raise NoActiveAdapter(f"no active bundle answers the query {name!r}")
+        result = logged_call(self.messages, self.registry.get(sector), name, {"query": dict(params)}, case_no=None)
+        return {"query": name, "sector": sector, "result": result}
+
+    def preview(self, sector: str, operation: str, case_no: str | None, params: Mapping[str, Any]) -> dict[str, Any]:
+        """What the active version would send, without sending it."""
+        registered = self.registry.get(sector)
+        if operation not in registered.mappings:
+            raise NoActiveAdapter(f"{sector} version {registered.version} has no operation or query {operation!r}")
+        if case_no is None:
+            message: dict[str, Any] = {"query": dict(params)}
+        else:
+            case = self.service.get(case_no)
+            task = next((t for t in case.tasks if t.sector == sector), None)
+            if task is None:
+                raise NoActiveAdapter(f"case {case_no} has no task for sector {sector!r}")
+            message = canonical_message(case, task.task_id, idempotency_key(case_no, task.task_id, operation))
+        # Adapters take an operation or query by name; what they render is returned as JSON-able data.
+        try:
+            rendered = registered.adapter.render(operation, message)  # type: ignore[arg-type]
+        except DeliveryError as exc:  # nothing was sent: the case or parameters do not fit the mapping
+            raise PreviewFailed(exc.message) from exc
+        return {"sector": sector, "version": registered.version, "operation": operation,
+                "request": jsonable(rendered)}
+
+    def test_version(self, sector: str, version: str) -> BundleVersion:
+        """Build the version against the sector's test endpoint and make one harmless call."""
+        with unpacked(self.store.archive(sector, version)) as bundle:
+            try:
+                registered = self.build(bundle)
+            except BundleError as exc:  # a secret missing here, or (in production) one that is published
+                result = {"reachable": False, "answer": f"cannot be built here: {exc}"}
+            else:
+                result = _probe(registered)
+        return self.store.record_test(sector, version, {**result, "at": self.service.clock.now().isoformat()})
+
+    def callback(self, sector: str, method: str, path: str, headers: Mapping[str, str], body: bytes
+                 ) -> dict[str, Any]:
+        """A sector's decision: verify its signature, read it with the bundle's callback mapping, record it."""
+        outcome = "rejected"
+        try:
+            answer = self._callback(sector, method, path, headers, body)
+            outcome = "ok"
+            return answer
+        finally:  # every callback that reached us is on the record, refused ones too (forensics)
+            if self.messages is not None:
+                self.messages.message(sector, "received", "callback", None, None,
+                                      body.decode("utf-8", "replace"), outcome)
+
+    def _callback(self, sector: str, method: str, path: str, headers: Mapping[str, str], body: bytes
+                  ) -> dict[str, Any]:
+        registered = self.registry.get(sector)
+        results = registered.bundle.results
+        if not isinstance(results, CallbackResults):  # a polling sector has no key to sign callbacks with
+            raise NoActiveAdapter(f"sector {sector!r} does not answer by callback")
+        try:
+            verify_hmac(headers, method, path, body, results.callback_auth,
+                        now=self.service.clock.now().timestamp(), seen_nonces=_SeenNonces(self.nonces, sector))
+        except SignatureError as exc:
+            raise CallbackRejected(str(exc)) from exc
+        answer = _json(body)
+        try:
+            result = registered.read_callback(answer)
+        except (MappingError, BusinessError) as exc:  # signed, but not a decision we can read
+            raise CallbackUnreadable(str(exc)) from exc
+        recorded = self.service.record_callback(sector, result)
+        return {"recorded": recorded}
+
+
+class _SeenNonces:
+    """The set `verify_hmac` checks a nonce against, kept in the database for every process.
+
+    Asking records the nonce in the same step (one insert), so two processes cannot both accept it."""
+
+    def __init__(self, ledger: NonceLedger, sector: str) -> None:
+        self.ledger, self.sector = ledger, sector
+
+    def __contains__(self, nonce: object) -> bool:
+        return not self.ledger.first_time(self.sector, str(nonce))
+
+    def add(self, nonce: str) -> None:
+        """Already recorded by the membership test."""
+
+
+def _probe(registered: RegisteredAdapter) -> dict[str, Any]:
+    """Reachable means: the sector answered and we understood it (a business 'unknown reference' is fine)."""
+    try:
+        registered.adapter.call(Operation.QUERY_STATUS, {"sector_ref": PROBE_REF, "idempotency_key": PROBE_REF})
+    except DeliveryError as exc:
+        # A business refusal proves the path; our own breaker's refusal (not retryable either) proves nothing.
+        refused = exc.failure.value == "sector_fault" and not exc.retryable
+        reachable = refused and not getattr(exc, "circuit_open", False)
+        return {"reachable": reachable, "answer": str(exc)}
+    return {"reachable": True, "answer": "ok"}
+
+
+def _json(body: bytes) -> dict[str, Any]:
+    try:
+        answer = strict_json.loads(body)
+    except strict_json.DuplicateKey as exc:  # what the sector signed is not what we would read: refuse it
+        raise CallbackDuplicateKey(f"a key appears twice in one object (line {exc.line}, column {exc.column})"
+                                   ) from None
+    except (ValueError, RecursionError) as exc:
+        raise CallbackUnreadable(f"the callback body is not JSON: {type(exc).__name__}") from exc
+    if not isinstance(answer, dict):
+        raise CallbackUnreadable("the callback body is not a JSON object")
+    return answer
+

@@ -1,0 +1,366 @@
+"""The in-process transport: take due outbox rows, call the sector's adapter, record the outcome.
+
+A message is leased, never locked across the sector call: a dispatcher that dies mid-call simply
+lets its lease expire, and another takes the message over with the same idempotency key, so the
+sector recognises the repeat (invariants 1 and 2). The sector call happens outside any database
+transaction, so a slow sector never holds SQLite's write lock.
+
+A delivery refused by the sector's open circuit breaker is no failure of the message: it is made due again
+for when the breaker may close, this take not counted (unless a call reached the sector first). The bundle's
+`retry.max_wait_ms` bounds that wait from the first refusal; past it the message becomes a dead letter of
+class `circuit_open` carrying the sector's last real answer. Over RabbitMQ the row goes back to pending: the
+worker acknowledges the broker's message and the relay publishes the row again when it is due.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Any, Literal, Protocol
+
+import structlog
+
+from adapters.canonical import MATERIALS_SENT_WITH
+from adapters.contract import DeliveryError, Operation
+from adapters.registry import RegisteredAdapter
+from gateway.observability.correlation import correlated
+from gateway.domain.case import Case, CaseState
+from gateway.materials.links import MaterialNotSendable, MaterialTransport
+from gateway.persistence.repository import Failure, OutboxMessage
+from gateway.persistence.uow import UnitOfWork
+from gateway.cases.service import CANCEL_CASE, QUERY_STATUS, SUBMIT_CASE, CaseService
+
+log = structlog.get_logger("yiwang.dispatch")
+INTERNAL_ERROR = "internal"  # a bug of ours, not one of the sector failure classes
+CONFIGURATION_ERROR = "configuration"  # no active bundle for the sector
+MATERIAL_ERROR = "material"  # a material that cannot go as the bundle declares (altered, too large): not retried
+CIRCUIT_OPEN = "circuit_open"  # the sector's breaker stayed open for longer than the bundle's retry.max_wait_ms
+ENDED = frozenset({CaseState.WITHDRAWN, CaseState.CLOSED, CaseState.NOT_ACCEPTED, CaseState.VOIDED})
+# How a delivery ended, as the observer hears it (the label `outcome` of yiwang_deliveries_total).
+DELIVERED = "delivered"  # the sector took it; its answer is recorded
+DEAD = "dead"  # a dead letter: failed past the retry policy, or can never go (configuration, material, a bug)
+NOT_SENT = "not_sent"  # settled without a sector call: the case ended, or the bundle lacks the operation
+WAITING = "waiting"  # refused by the sector's open circuit breaker: due again when it may close
+RETRY = "retry"  # nothing could be stored (the database): the lease expires or the broker redelivers
+
+
+@dataclass
+class DispatchSettings:
+    lease: timedelta = timedelta(seconds=60)  # longer than any adapter's timeout times its attempts
+    batch: int = 10
+    idle: timedelta = timedelta(milliseconds=200)  # how long to sleep when nothing is due
+    poll_interval: timedelta | None = None  # overrides the bundles' polling interval (tests, demo)
+    concurrency: int = 1  # cases whose messages `run` delivers side by side (YIWANG_WORKER_CONCURRENCY)
+    # The negative control of the fault tests, never for production: a fresh idempotency key on every
+    # delivery, so a sector cannot recognise a repeat and the ledger check must find duplicates.
+    unsafe_fresh_keys: bool = False
+
+
+class Scheduled(Protocol):
+    """The leased scheduled jobs (`gateway.transport.scheduler.Scheduler`): run what is due, in this process or none."""
+
+    def run_due(self) -> int: ...
+
+
+class AdapterSource(Protocol):
+    def get(self, sector: str) -> RegisteredAdapter: ...
+
+    def get_version(self, sector: str, version: str) -> RegisteredAdapter: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one delivery ended; `call_s` is how long the sector call took (None: no call was made)."""
+
+    name: str
+    call_s: float | None = None
+
+
+class DeliveryObserver(Protocol):
+    """Hears how every delivery ended (metrics, built by the composition root); must not raise."""
+
+    def __call__(self, sector: str, operation: str, outcome: Outcome) -> None: ...
+
+
+class MessageLog(Protocol):
+    """Where what is sent to and received from sectors is recorded (`gateway.audit.ledger.Ledger`); never raises."""
+
+    def message(self, sector: str, direction: Literal["sent", "received"], operation: str, case_no: str | None,
+                idempotency_key: str | None, body: Any, status: str) -> object: ...
+
+
+class Dispatcher:
+    def __init__(self, service: CaseService, registry: AdapterSource,
+                 settings: DispatchSettings | None = None, materials: MaterialTransport | None = None,
+                 messages: MessageLog | None = None, scheduler: Scheduled | None = None,
+                 observer: DeliveryObserver | None = None) -> None:
+        self.observer = observer  # None: outcomes are only logged
+        self.scheduler = scheduler  # the clock, certificate expiry, notifications: run between rounds
+        self.service = service
+        self.messages = messages  # None: exchanges with sectors are not recorded
+        self.registry = registry
+        self.settings = settings or DispatchSettings()
+        self._pool: ThreadPoolExecutor | None = None  # while `run` runs with concurrency > 1
+        self.materials = materials  # None: materials travel as references only (`file_ref`)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    def run_once(self) -> int:
+        """Deliver what is due now; returns how many messages were handled."""
+        now = self.service.clock.now()
+        with UnitOfWork(self.service.engine) as uow:
+            messages = uow.outbox.claim_due(self.owner, now, now + self.settings.lease, self.settings.batch)
+            uow.commit()
+        self._deliver_all(messages)
+        return len(messages)
+
+    def _deliver_all(self, messages: list[OutboxMessage]) -> None:
+        """Each case's messages in claim order; different cases side by side when `run` has a pool, because a
+        sector call mostly waits on the network and the next case need not wait for it."""
+        by_case: dict[str, list[OutboxMessage]] = {}
+        for message in messages:
+            by_case.setdefault(message.case_no, []).append(message)
+        if self._pool is None or len(by_case) < 2:
+            for message in messages:
+                self.deliver(message)
+            return
+        list(self._pool.map(self._deliver_in_order, by_case.values()))
+
+    def _deliver_in_order(self, messages: list[OutboxMessage]) -> None:
+        for message in messages:
+            self.deliver(message)
+
+    def take_and_deliver(self, outbox_id: int) -> bool:
+        """A worker got this message from the broker: deliver it unless its outcome is stored already (a
+        redelivered copy). Returns False for such a copy. Database errors propagate: nothing was stored,
+        so the worker must hand the message back rather than acknowledge it.
+
+        While another worker's lease on it is live, this copy waits — for that worker to store the outcome
+        (then it is a copy) or for its lease to lapse (it died: this one delivers) — and never calls the
+        sector beside it. The wait is bounded by one lease."""
+        give_up = time.monotonic() + self.settings.lease.total_seconds()
+        while True:
+            now = self.service.clock.now()
+            with UnitOfWork(self.service.engine) as uow:
+                message = uow.outbox.take(outbox_id, self.owner, now, now + self.settings.lease)
+                held = None if message is not None else uow.outbox.held_by_another(outbox_id, self.owner, now)
+                uow.commit()
+            if message is not None:
+                self.deliver(message)
+                return True
+            if held is None or time.monotonic() > give_up:
+                return False  # settled already (a copy), or held longer than any lease: its holder settles it
+            time.sleep(min((held - now).total_seconds(), self.settings.idle.total_seconds()))
+
+    def run(self, stop: threading.Event) -> None:
+        """Loop until `stop` is set; a crash of one delivery never stops the loop."""
+        log.info("dispatcher started", owner=self.owner, concurrency=self.settings.concurrency)
+        with ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="deliver") as pool:
+            self._pool = pool if self.settings.concurrency > 1 else None
+            try:
+                while not stop.is_set():
+                    if self.scheduler is not None:
+                        self._guarded(self.scheduler.run_due, "scheduled jobs failed")
+                    handled = self._guarded(self.run_once, "dispatch round failed")
+                    if not handled:
+                        stop.wait(self.settings.idle.total_seconds())
+            finally:
+                self._pool = None
+
+    @staticmethod
+    def _guarded(step: Callable[[], int], failure: str) -> int:
+        try:
+            return step()
+        except Exception:  # the database may be briefly unavailable; keep going
+            log.exception(failure)
+            return 0
+
+    def deliver(self, message: OutboxMessage) -> None:
+        """Deliver one message and store its outcome; the observer hears how it ended, even when a
+        database error propagates (outcome `retry`: nothing was stored)."""
+        outcome = Outcome(RETRY)
+        try:  # every log line of the delivery, and the adapter's X-Correlation-Id, carry the request's id
+            with correlated(message.correlation_id, case_no=message.case_no, sector=message.sector,
+                            operation=message.operation, outbox_id=message.id):
+                outcome = self._deliver(message)
+        finally:
+            if self.observer is not None:
+                self.observer(message.sector, message.operation, outcome)
+
+    def _deliver(self, message: OutboxMessage) -> Outcome:
+        case = self.service.get(message.case_no)
+        if case.state in ENDED and message.operation != CANCEL_CASE:
+            self._settle(message, "the case has ended")
+            return Outcome(NOT_SENT)
+        try:  # a replay with the original mapping is pinned to the version the message died with
+            target = self.registry.get(message.sector) if message.bundle_version is None \
+                else self.registry.get_version(message.sector, message.bundle_version)
+        except LookupError as error:  # no active bundle: a configuration an operator must fix, then replay
+            self._dead_letter(message, Failure(CONFIGURATION_ERROR, str(error)))
+            return Outcome(DEAD)
+        if message.operation not in target.bundle.operations:
+            self._settle(message, f"the {message.sector} bundle has no {message.operation}")
+            return Outcome(NOT_SENT)
+        operation = Operation(message.operation)
+        key = f"{message.idempotency_key}#{uuid.uuid4().hex[:8]}" if self.settings.unsafe_fresh_keys \
+            else message.idempotency_key
+        payload = canonical_message(case, message.task_id, key)
+        bound = log.bind(case_no=message.case_no, sector=message.sector, operation=operation, outbox_id=message.id,
+                         bundle_version=target.version)
+        context = Failure("", "", canonical_payload=payload, bundle_version=target.version)
+        if self.materials is not None and message.operation in MATERIALS_SENT_WITH:
+            try:
+                payload = self.materials.attach(payload, target.bundle.materials_transport, message.sector)
+            except MaterialNotSendable as error:  # the same every time: a dead letter at once, nothing sent
+                bound.warning("materials not sendable", error=str(error))
+                self._dead_letter(message, replace(context, error_class=MATERIAL_ERROR, error_message=str(error)))
+                return Outcome(DEAD)
+        started = time.monotonic()
+        try:
+            result = logged_call(self.messages, target, operation, payload, case_no=message.case_no)
+        except DeliveryError as error:
+            def render() -> Any:  # what would have been sent, for the dead letter
+                return target.adapter.render(operation, payload)
+
+            if getattr(error, "circuit_open", False):
+                return self._wait_for_circuit(message, target, error, _failed(context, error), started, render,
+                                              bound)
+            bound.warning("delivery failed", failure=str(error.failure), error=error.message)
+            self._dead_letter(message, _failed(context, error), render)
+            return Outcome(DEAD, time.monotonic() - started)
+        except Exception as error:  # never swallowed: a bug becomes a dead letter an operator can see
+            bound.exception("delivery crashed")
+            self._dead_letter(message, replace(context, error_class=INTERNAL_ERROR, attempts=1,
+                                               error_message=f"{type(error).__name__}: {error}"))
+            return Outcome(DEAD, time.monotonic() - started)
+        call_s = time.monotonic() - started
+        self._record(message, target, result)
+        bound.info("delivered", result_status=result.get("status"))
+        return Outcome(DELIVERED, call_s)
+
+    def _wait_for_circuit(self, message: OutboxMessage, target: RegisteredAdapter, error: DeliveryError,
+                          failure: Failure, started: float, render: Callable[[], Any], bound: Any) -> Outcome:
+        """Due again when the breaker may close, or a `circuit_open` dead letter once it has waited long enough."""
+        now = self.service.clock.now()
+        since = message.circuit_wait_since or now
+        max_wait = timedelta(milliseconds=target.bundle.retry.max_wait_ms)
+        spent = error.attempts > 1  # calls reached the sector before the breaker opened under them
+        call_s = time.monotonic() - started if spent else None
+        if now - since >= max_wait:
+            bound.warning("circuit stayed open too long", error=error.message)
+            self._dead_letter(message, replace(
+                failure, error_class=CIRCUIT_OPEN, error_message=_waited_too_long(error, now - since, max_wait)),
+                render)
+            return Outcome(DEAD, call_s)
+        until = min(now + timedelta(seconds=getattr(error, "circuit_wait_s", 0.0)), since + max_wait)
+        self.service.wait_for_circuit(message, self.owner, until, spent=spent)
+        bound.info("waiting for the circuit", until=until.isoformat(), waiting_since=since.isoformat())
+        return Outcome(WAITING, call_s)
+
+    def _record(self, message: OutboxMessage, target: RegisteredAdapter, result: dict[str, Any]) -> None:
+        interval = target.poll_interval_ms  # None: the sector calls back with its decision
+        poll_after = None if interval is None else self.settings.poll_interval or timedelta(milliseconds=interval)
+        if message.operation == SUBMIT_CASE:
+            self.service.record_submitted(message, self.owner, result["sector_ref"], poll_after)
+        elif message.operation == QUERY_STATUS:
+            self.service.record_status(message, self.owner, result, poll_after or timedelta(seconds=5))
+        else:  # cancel_case: the sector has been told, and the cancelled task shows it
+            self.service.record_cancelled(message, self.owner)
+
+    def _settle(self, message: OutboxMessage, why: str) -> None:
+        self.service.settle_without_sending(message, self.owner)
+        log.info("not sent", case_no=message.case_no, operation=message.operation, why=why)
+
+    def _dead_letter(self, message: OutboxMessage, failure: Failure,
+                     render: Callable[[], Any] | None = None) -> None:
+        rendered = None
+        if render is not None:
+            try:
+                rendered = jsonable(render())
+            except Exception as exc:  # the rendering may be what failed; say so rather than lose the letter
+                rendered = {"error": f"could not render: {exc}"}
+        self.service.record_dead_letter(message, self.owner, replace(failure, rendered_request=rendered))
+
+
+def _failed(context: Failure, error: DeliveryError) -> Failure:
+    """The dead letter of a delivery that failed with `error`: its class, message and every attempt."""
+    return replace(context, error_class=str(error.failure), error_message=error.message, attempts=error.attempts,
+                   last_response=error.last_response, history=tuple(error.history))
+
+
+def _waited_too_long(error: DeliveryError, waited: timedelta, max_wait: timedelta) -> str:
+    """A `circuit_open` dead letter's message: how long it waited, the refusal, the sector's latest failure."""
+    text = (f"waited {waited.total_seconds():.0f} s for the circuit (retry.max_wait_ms "
+            f"{round(max_wait.total_seconds() * 1000)}): {error.message}")
+    last = getattr(error, "last_failure", "")
+    return f"{text}; last failure: {last}" if last else text
+
+
+def canonical_message(case: Case, task_id: str, idempotency_key: str) -> dict[str, Any]:
+    """The canonical message of `adapters.contract`: identifiers and the case as the sector needs it."""
+    accepted = next(e for e in case.events if e.to_state is CaseState.ACCEPTED)
+    task = case.task(task_id)
+    return {
+        "idempotency_key": idempotency_key,
+        "sector_ref": task.sector_ref,
+        "task": {"id": task.task_id, "department": task.department, "credit_code": task.credit_code,
+                 "lead": task.lead},
+        "case": {
+            "case_no": case.case_no,
+            "matter_code": case.matter_code,
+            "accepted_at": accepted.at.isoformat(),
+            "green_channel": bool(case.green_channel),
+            "channel": case.channel,
+            "region_code": case.region_code,
+            "applicant": vars(case.applicant).copy(),
+            "materials": [{"name": m.name, "received": True, "file_ref": m.file_ref} for m in case.materials],
+            "form": dict(case.form),
+        },
+    }
+
+
+
+def logged_call(messages: MessageLog | None, target: RegisteredAdapter, operation: str, payload: dict[str, Any], *,
+                case_no: str | None) -> dict[str, Any]:
+    """`target.adapter.call`, with the rendered request recorded as sent and the canonical answer (or the
+    classified failure) as received. A message the mapping cannot render is never sent: nothing to record; nor
+    is an attempt the sector's open breaker refuses. The request is recorded as sent once, when the first
+    attempt passes the breaker — before the call, so a process that dies during it leaves it on record."""
+    if messages is None:
+        return target.adapter.call(operation, payload)
+    key = payload.get("idempotency_key")
+    try:
+        rendered = jsonable(target.adapter.render(operation, payload))  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 - the call below fails the same way and says why
+        return target.adapter.call(operation, payload)
+    sent: list[bool] = []
+
+    def record_sent() -> None:
+        if not sent:
+            sent.append(True)
+            messages.message(target.sector, "sent", operation, case_no, key, rendered, "sent")
+
+    try:
+        result = target.adapter.call(operation, payload, on_sent=record_sent)
+    except DeliveryError as error:
+        if sent:  # refused before anything went: nothing was exchanged to record
+            messages.message(target.sector, "received", operation, case_no, key,
+                             {"failure": str(error.failure), "error": error.message, "attempts": error.attempts},
+                             str(error.failure))
+        raise
+    messages.message(target.sector, "received", operation, case_no, key, result, "ok")
+    return result
+
+
+def jsonable(value: Any) -> Any:
+    """What an adapter rendered (a dict for SOAP, an HttpRequest for REST), as JSON for the dead letter."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value
