@@ -126,11 +126,11 @@ class BulkFilterIn(LetterFilterIn):
 Reason = Annotated[str, typed("原因", multiline=True, blank="")]
 
 
-class ReasonIn(Strict):
+class OperatorReasonIn(Strict):
     reason: Reason = Field(max_length=500, description="why: required, not blank; kept in the audit log")
 
 
-class ReplayIn(ReasonIn):
+class ReplayIn(OperatorReasonIn):
     mapping: MappingVersion = Field(default="active", description="render with the sector's active bundle version, or "
                                                           "the one the message was first rendered with")
 
@@ -148,7 +148,7 @@ CASE_OUTCOME_HELP = ("what becomes of the letter's case (for a parallel case, it
                      "to the applicant with the reason; void — 作废 (the lead's or only task voids the case)")
 
 
-class DiscardIn(ReasonIn):
+class DiscardIn(OperatorReasonIn):
     case_outcome: CaseOutcome = Field(description=CASE_OUTCOME_HELP)
 
 
@@ -510,7 +510,7 @@ def list_webhook_failures(request: Request, _: Operator,
 @router.post("/webhook-failures/{delivery_id}/redeliver", response_model=FailedDeliveryOut,
              responses=problem_doc(401, 403, 404, 409, 422),
              summary="Send a failed delivery again, same event id (the hall deduplicates); a reason is required")
-def redeliver_webhook(delivery_id: RowIdInPath, body: ReasonIn, request: Request, identity: Operator) -> dict[str, Any]:
+def redeliver_webhook(delivery_id: RowIdInPath, body: OperatorReasonIn, request: Request, identity: Operator) -> dict[str, Any]:
     reason = _required(body.reason)
     failed = _failures(request).redeliver(delivery_id)
     d = failed.delivery

@@ -334,6 +334,6 @@ def test_openapi_documents_the_upload(client: TestClient) -> None:
     post = client.get("/openapi.json").json()["paths"]["/v1/materials"]["post"]
     form = post["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert form["required"] == ["file"] and form["properties"]["file"]["format"] == "binary"
-    assert post["responses"]["201"]["content"]["application/json"]["schema"]["$ref"].endswith("/MaterialOut")
+    assert post["responses"]["201"]["content"]["application/json"]["schema"]["$ref"].endswith("/UploadedMaterialOut")
     assert {"401", "403", "413", "415", "422"} <= set(post["responses"])
     assert PROBLEM_MEDIA_TYPE in post["responses"]["415"]["content"]

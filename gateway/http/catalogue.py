@@ -50,7 +50,7 @@ class DepartmentOut(BaseModel):
     nature: BodyNature = Field(description="实施主体性质: 1 statutory, 2 authorised, 3 entrusted, 9 other")
 
 
-class MaterialOut(BaseModel):
+class RequiredMaterialOut(BaseModel):
     name: str
     mandatory: bool
     originals: int
@@ -103,7 +103,7 @@ class MatterGuide(MatterSummary):
     procedure: list[str]
     quantity_limits: str
     statutory_limit: TimeLimitOut
-    materials: list[MaterialOut]
+    materials: list[RequiredMaterialOut]
     fee: FeeOut
     result_name: str
     result_sample: str

@@ -63,7 +63,7 @@ class NotMultipart(Exception):
     """The body is not declared `multipart/form-data` at all (a 415, not a form we failed to read)."""
 
 
-class MaterialOut(BaseModel):
+class UploadedMaterialOut(BaseModel):
     ref: str = Field(description="what a case submission names in `materials[].file_ref`", examples=[
         "mat_0f1e2d3c4b5a69788796a5b4c3d2e1f0"])
     sha256: str = Field(description="hex SHA-256 of the content")
@@ -76,7 +76,7 @@ def _store(request: Request) -> MaterialStore:
     return request.app.state.materials  # type: ignore[no-any-return]
 
 
-@router.post("/materials", status_code=201, response_model=MaterialOut, openapi_extra=_UPLOAD_BODY,
+@router.post("/materials", status_code=201, response_model=UploadedMaterialOut, openapi_extra=_UPLOAD_BODY,
              responses=problem_doc(401, 403, 413, 415, 422), summary="Upload one application material (申请材料)")
 async def upload_material(
     request: Request,
@@ -92,7 +92,7 @@ async def upload_material(
     return _out(material)
 
 
-@router.get("/materials/{ref}", response_model=MaterialOut, responses=problem_doc(401, 403, 404),
+@router.get("/materials/{ref}", response_model=UploadedMaterialOut, responses=problem_doc(401, 403, 404),
             summary="A material's metadata")
 def get_material(ref: str, request: Request, _: Annotated[Identity, Depends(require(*READ_ROLES))]) -> Any:
     material = _store(request).get(ref)
@@ -101,8 +101,8 @@ def get_material(ref: str, request: Request, _: Annotated[Identity, Depends(requ
     return _out(material)
 
 
-def _out(material: StoredMaterial) -> MaterialOut:
-    return MaterialOut(ref=material.ref, sha256=material.sha256, size=material.size,
+def _out(material: StoredMaterial) -> UploadedMaterialOut:
+    return UploadedMaterialOut(ref=material.ref, sha256=material.sha256, size=material.size,
                        media_type=material.media_type, filename=material.filename)
 
 
