@@ -276,12 +276,12 @@ def owned_shares(collapsed: Path, count: int = 8) -> list[str]:
 
 
 def _frame_path(frame: str) -> str:
-    """'submit (gateway/http/cases.py:260)' -> 'gateway/http/cases.py'."""
+    """'submit (gateway/http/routers/cases.py:260)' -> 'gateway/http/routers/cases.py'."""
     return frame.rpartition("(")[2].rpartition(":")[0]
 
 
 def _owner(frame: str) -> str:
-    """'submit (gateway/http/cases.py:260)' -> 'gateway.http.cases.submit'."""
+    """'submit (gateway/http/routers/cases.py:260)' -> 'gateway.http.routers.cases.submit'."""
     return f"{_frame_path(frame).removesuffix('.py').replace('/', '.')}.{frame.partition(' (')[0]}"
 
 

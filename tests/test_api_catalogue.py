@@ -13,7 +13,7 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from starlette.responses import JSONResponse
 
-from gateway.http.catalogue import MatterGuide, install_catalogue_error_handlers, router
+from gateway.http.routers.catalogue import MatterGuide, install_catalogue_error_handlers, router
 from gateway.domain.roles import ALL_ROLES, Identity, NotAllowed, NotAuthenticated, Role
 from gateway.catalogue.matters import Catalogue, matter_to_document
 from gateway.domain.matter import Material, Matter

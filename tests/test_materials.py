@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 from starlette.responses import JSONResponse
 
-from gateway.http.materials import install_material_error_handlers, router
+from gateway.http.routers.materials import install_material_error_handlers, router
 from gateway.domain.roles import Identity, NotAllowed, NotAuthenticated, Role
 from gateway.materials.store import (
     JPEG,

@@ -20,20 +20,20 @@ from certstore.credentials import CredentialSource
 from certstore.keyring import FieldSealer
 from certstore.store import CertStore
 from certstore.signing import load_or_create_signing_key, rewrap_signing_key
-from gateway.http import sectors as api_adapters
-from gateway.http import approvals as api_approvals
-from gateway.http import audit as api_audit
-from gateway.http import catalogue as api_catalogue
-from gateway.http import identities as api_identities
-from gateway.http import material_links as api_material_links
-from gateway.http import materials as api_materials
-from gateway.http import certificates as api_certs
-from gateway.http import webhooks as api_webhooks
-from gateway.http import metrics
+from gateway.http.routers import sectors as api_adapters
+from gateway.http.routers import approvals as api_approvals
+from gateway.http.routers import audit as api_audit
+from gateway.http.routers import catalogue as api_catalogue
+from gateway.http.routers import identities as api_identities
+from gateway.http.routers import material_links as api_material_links
+from gateway.http.routers import materials as api_materials
+from gateway.http.routers import certificates as api_certs
+from gateway.http.routers import webhooks as api_webhooks
+from gateway.http.routers import metrics
 from gateway.http.auth import ClientCertificates
-from gateway.http.cases import router
+from gateway.http.routers.cases import router
 from gateway.http.errors import install_error_handlers
-from gateway.http.liveness import health
+from gateway.http.routers.liveness import health
 from gateway.http.middleware import BodyLimit, CorrelationMiddleware
 from gateway.transport.amqp import AmqpTransport, ConfirmedPublisher
 from gateway.security.approvals import Approvals

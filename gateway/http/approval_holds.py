@@ -1,6 +1,6 @@
 """The four-eyes hold a guarded route puts on its action (bundle activation, catalogue publication).
 
-Shared by the routers whose actions are guarded; the approvals' own endpoints are `gateway.http.approvals`,
+Shared by the routers whose actions are guarded; the approvals' own endpoints are `gateway.http.routers.approvals`,
 the rule `gateway.security.approvals`.
 """
 

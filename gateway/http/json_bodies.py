@@ -12,7 +12,7 @@ parses as JSON, a non-empty body must be:
   `invalid-json`, NaN, Infinity and numbers out of range are 422 `number-out-of-range`.
 
 A refusal is a `BodyRefused`, a Starlette HTTPException: FastAPI lets it through untouched, and the API's
-handler for those (gateway/http/cases.py) answers an anonymous caller 401 first, as for any unreadable body.
+handler for those (gateway/http/routers/cases.py) answers an anonymous caller 401 first, as for any unreadable body.
 """
 
 from __future__ import annotations
