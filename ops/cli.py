@@ -29,6 +29,7 @@ from gateway.domain.clock import SHANGHAI, to_shanghai
 from gateway.observability.logs import mask_text, mask_value
 from gateway.persistence.repository import DeadLetter
 from gateway.cases.views import event_view
+from gateway.cli.common import BAD_INPUT
 from ops.dead_letters import (
     SORTS,
     BadInput,
@@ -44,7 +45,6 @@ from ops.dead_letters import (
 )
 
 Actor = Callable[[], str]
-BAD_INPUT = 2
 TIME_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S"]
 REASON_HELP = "why (required; kept with the dead letter and audited)"
 Reason = Annotated[str, typer.Option("--reason", help=REASON_HELP)]

@@ -24,8 +24,8 @@ from rich.table import Table
 
 from gateway.domain.clock import SHANGHAI, to_shanghai
 from gateway.audit.ledger import AUDIT, MESSAGE, Anchor, Filters, Ledger, LedgerRecord
+from gateway.cli.common import BAD_INPUT
 
-BAD_INPUT = 2
 PROBLEMS_FOUND = 1
 # Commands that change nothing are not audited (a read of unmasked data is audited where it happens).
 READ_ONLY_COMMANDS = frozenset({"list", "validate", "preview", "export", "show", "verify", "tail", "dead-letters",

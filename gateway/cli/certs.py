@@ -34,8 +34,8 @@ from certstore.store import (
 )
 from certstore.x509 import KEY_ALGORITHMS, CertificateError, Subject
 from gateway.security.certificates import ExpiryWatch
-from gateway.cli.keys import BAD_INPUT
 from gateway.domain.clock import to_shanghai
+from gateway.cli.common import BAD_INPUT
 
 P12_SUFFIXES = (".p12", ".pfx")
 

@@ -17,8 +17,8 @@ from rich.table import Table
 
 from gateway.domain.clock import to_shanghai
 from gateway.security.api_keys import ApiKeyStore, IdentityError, IssuedIdentity, parse_role
+from gateway.cli.common import BAD_INPUT
 
-BAD_INPUT = 2  # the exit code click uses for usage errors
 
 
 def make_keys_app(open_store: Callable[[], ApiKeyStore]) -> typer.Typer:
