@@ -33,20 +33,20 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway.http.schemas import DeliveryOut, EventOut
-from gateway.http.auth import require
-from gateway.domain.roles import Identity, NotAllowed, Role, may_unmask
+from gateway.audit.ledger import Ledger
+from gateway.cases.views import event_view
 from gateway.domain.case import CaseEvent
 from gateway.domain.clock import SHANGHAI
+from gateway.domain.roles import Identity, NotAllowed, Role, may_unmask
+from gateway.http.auth import require
 from gateway.http.json_bodies import JsonBodyRoute
-from gateway.audit.ledger import Ledger
-from gateway.observability.logs import mask_text, mask_value
+from gateway.http.problems import install_problems, problem_doc
+from gateway.http.schemas import DeliveryOut, EventOut
+from gateway.http.text_fields import typed
 from gateway.notifications.hall import FailedDelivery, NotRedeliverable, UnknownDelivery, WebhookFailures
+from gateway.observability.logs import mask_text, mask_value
 from gateway.persistence.repository import DeadLetter
 from gateway.persistence.tables import MAX_ROW_ID
-from gateway.http.problems import install_problems, problem_doc
-from gateway.http.text_fields import typed
-from gateway.cases.views import event_view
 from ops.dead_letters import (
     BadInput,
     DeadLetterDesk,

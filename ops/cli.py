@@ -25,11 +25,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from certstore.algorithms import CryptoError
+from gateway.cases.views import event_view
+from gateway.cli.common import BAD_INPUT
 from gateway.domain.clock import SHANGHAI, to_shanghai
 from gateway.observability.logs import mask_text, mask_value
 from gateway.persistence.repository import DeadLetter
-from gateway.cases.views import event_view
-from gateway.cli.common import BAD_INPUT
 from ops.dead_letters import (
     SORTS,
     BadInput,

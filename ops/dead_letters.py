@@ -30,7 +30,7 @@ from typing import Any, Literal, cast, get_args
 
 from sqlalchemy import ColumnElement, Connection, Engine, and_, insert, or_, select, update
 
-from gateway.sectors.bundle_records import BundleStore, UnknownBundle
+from gateway.cases.service import DeadLetterNotFound, NotReplayable, store_change, task_snapshot
 from gateway.domain import lifecycle
 from gateway.domain.case import (
     DISCARD_OUTCOMES,
@@ -55,7 +55,7 @@ from gateway.persistence.repository import (
     OutboxRepository,
     ReplayedLetter,
 )
-from gateway.cases.service import DeadLetterNotFound, NotReplayable, store_change, task_snapshot
+from gateway.sectors.bundle_records import BundleStore, UnknownBundle
 
 __all__ = ["DeadLetterDesk", "DeadLetterFilter", "DeadLetterNotFound", "Discarded", "NotDiscardable", "NotReplayable", "Page",
            "ReasonRequired", "ReplayPlan", "ReplayRun", "ReplayRunNotFound", "BadInput", "SORTS", "case_outcome_of",

@@ -34,13 +34,13 @@ from sqlalchemy import Engine, case, func, select, type_coerce
 from adapters.contract import FailureClass
 from adapters.resilience import DELIVERY_BREAKER, QUERY_BREAKER
 from certstore.store import CertStore
-from gateway.transport.amqp_worker import UNHANDLED
-from gateway.security.certificates import OWN
-from gateway.sectors.delivery import CIRCUIT_OPEN, CONFIGURATION_ERROR, INTERNAL_ERROR, MATERIAL_ERROR, Outcome
 from gateway.domain.case import CaseState
 from gateway.domain.clock import Clock, as_utc
 from gateway.persistence import tables as t
 from gateway.persistence.repository import DeadLetterRepository, OutboxRepository
+from gateway.sectors.delivery import CIRCUIT_OPEN, CONFIGURATION_ERROR, INTERNAL_ERROR, MATERIAL_ERROR, Outcome
+from gateway.security.certificates import OWN
+from gateway.transport.amqp_worker import UNHANDLED
 from ops.readiness import AdapterHealthSource, BrokerProbe, Readiness
 
 log = structlog.get_logger("yiwang.metrics")

@@ -27,9 +27,9 @@ from pydantic import BaseModel
 from sqlalchemy import Engine, text
 from starlette.responses import JSONResponse
 
-from gateway.transport.amqp_topology import DEAD_LETTER_QUEUE, connection_parameters, describe, queue_name
 from gateway.config import Settings
 from gateway.http.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_PREFIX, Problem
+from gateway.transport.amqp_topology import DEAD_LETTER_QUEUE, connection_parameters, describe, queue_name
 
 log = structlog.get_logger("yiwang.health")
 UP, DOWN, NOT_CONFIGURED = "up", "down", "not_configured"

@@ -31,8 +31,8 @@ import os
 import socket
 import threading
 import uuid
-from contextlib import contextmanager
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from itertools import groupby

@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, ColumnElement, Engine, Table, and_, delete, null, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, Table, and_, delete, null, or_, select, update
 
-from gateway.domain.clock import Clock, as_utc
 from gateway.audit.ledger import AUDIT, MESSAGE, Archive, Ledger
+from gateway.domain.clock import Clock, as_utc
 from gateway.persistence.notification_tables import DELIVERED, webhook_deliveries
 from gateway.persistence.repository import DeadLetterRepository
 from gateway.persistence.tables import case_notifications, dead_letters

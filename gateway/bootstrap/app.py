@@ -18,53 +18,65 @@ from adapters.resilience import RetryPolicy
 from adapters.secrets import use_vault
 from certstore.credentials import CredentialSource
 from certstore.keyring import FieldSealer
-from certstore.store import CertStore
 from certstore.signing import load_or_create_signing_key, rewrap_signing_key
-from gateway.http.routers import sectors as api_adapters
+from certstore.store import CertStore
+from gateway.audit.ledger import Ledger
+from gateway.audit.retention import Retention, RetentionPolicy
+from gateway.bootstrap.strict_start import (
+    StartRefused,
+    bundle_refused,
+    refuse_published_bundle_secrets,
+    refuse_unsafe_settings,
+)
+from gateway.cases.service import CaseService
+from gateway.catalogue.calendar_file import load_calendar
+from gateway.catalogue.matters import Catalogue
+from gateway.config import Settings
+from gateway.domain.clock import Clock, SystemClock
+from gateway.http.auth import ClientCertificates
+from gateway.http.errors import install_error_handlers
+from gateway.http.middleware import BodyLimit, CorrelationMiddleware
 from gateway.http.routers import approvals as api_approvals
 from gateway.http.routers import audit as api_audit
 from gateway.http.routers import catalogue as api_catalogue
+from gateway.http.routers import certificates as api_certs
 from gateway.http.routers import identities as api_identities
 from gateway.http.routers import material_links as api_material_links
 from gateway.http.routers import materials as api_materials
-from gateway.http.routers import certificates as api_certs
-from gateway.http.routers import webhooks as api_webhooks
 from gateway.http.routers import metrics
-from gateway.http.auth import ClientCertificates
+from gateway.http.routers import sectors as api_adapters
+from gateway.http.routers import webhooks as api_webhooks
 from gateway.http.routers.cases import router
-from gateway.http.errors import install_error_handlers
 from gateway.http.routers.liveness import health
-from gateway.http.middleware import BodyLimit, CorrelationMiddleware
-from gateway.transport.amqp import AmqpTransport, ConfirmedPublisher
-from gateway.security.approvals import Approvals
-from gateway.security.rate_limits import rate_limiter
-from gateway.sectors.bundle_records import BundleStore
-from gateway.catalogue.calendar_file import load_calendar
-from gateway.security.certificates import ExpiryWatch, open_cert_store
-from gateway.catalogue.matters import Catalogue
-from gateway.config import Settings
-from gateway.sectors.delivery import Dispatcher, DispatchSettings
-from gateway.domain.clock import Clock, SystemClock
-from gateway.security.api_keys import ApiKeyStore
-from gateway.audit.ledger import Ledger
-from gateway.sectors.live_registry import LiveRegistry
 from gateway.materials.links import MaterialLinks, MaterialTransport
 from gateway.materials.store import MaterialStore
+from gateway.notifications.hall import (
+    CaseEventFanOut,
+    Publisher,
+    WebhookFailures,
+    WebhookPolicy,
+    Webhooks,
+    WebhookSender,
+)
 from gateway.persistence.blind_index import BlindIndex, load_or_create_key
 from gateway.persistence.engine import make_engine
 from gateway.persistence.personal_data import PersonalData, reseal_all
 from gateway.persistence.uow import UnitOfWork, create_schema
-from gateway.notifications.hall import CaseEventFanOut, Publisher, WebhookFailures, WebhookPolicy, WebhookSender, Webhooks
-from gateway.audit.retention import Retention, RetentionPolicy
-from gateway.transport.scheduler import Job, Scheduler
+from gateway.sectors.bundle_records import BundleStore
 from gateway.sectors.calls import NonceLedger, SectorCalls
-from gateway.cases.service import CaseService
-from gateway.bootstrap.strict_start import StartRefused, bundle_refused, refuse_published_bundle_secrets, refuse_unsafe_settings
+from gateway.sectors.delivery import Dispatcher, DispatchSettings
+from gateway.sectors.live_registry import LiveRegistry
+from gateway.security.api_keys import ApiKeyStore
+from gateway.security.approvals import Approvals
+from gateway.security.certificates import ExpiryWatch, open_cert_store
+from gateway.security.rate_limits import rate_limiter
+from gateway.transport.amqp import AmqpTransport, ConfirmedPublisher
+from gateway.transport.scheduler import Job, Scheduler
 from ops import api as ops_api
 from ops import readiness as readiness_probe
 from ops.dead_letters import DeadLetterDesk
-from ops.readiness import Readiness, build_readiness
 from ops.gateway_metrics import SectorAnswerMetrics, register_gateway_metrics
+from ops.readiness import Readiness, build_readiness
 
 LEDGER_KEY_FILE = "ledger-signing.key"  # under the var dir, sealed with the master key
 MATERIALS_PATH = "/v1/materials"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, NoReturn
-import threading
 
 import typer
 from fastapi import FastAPI
@@ -16,6 +16,7 @@ from rich.markup import escape
 
 from certstore.keyring import FieldSealer
 from certstore.store import CertStore
+from gateway.audit.ledger import Ledger
 from gateway.bootstrap.app import (
     Gateway,
     build_gateway,
@@ -25,9 +26,9 @@ from gateway.bootstrap.app import (
     personal_data,
     rewrap_beyond_the_store,
 )
-from gateway.sectors.bundle_records import BundleStore
+from gateway.bootstrap.demo import run_demo
+from gateway.bootstrap.serving import serve_forever, serve_processes
 from gateway.catalogue.matters import Catalogue
-from gateway.security.certificates import open_cert_store
 from gateway.cli.adapters import make_adapters_app
 from gateway.cli.audit import audit_commands, cli_actor, make_audit_app
 from gateway.cli.catalogue import make_catalogue_app
@@ -35,15 +36,14 @@ from gateway.cli.certs import make_certs_app
 from gateway.cli.keys import make_keys_app
 from gateway.cli.simulators import make_simulators_app
 from gateway.config import ConfigError, Settings
-from gateway.bootstrap.demo import run_demo
 from gateway.domain.clock import SystemClock
-from gateway.security.api_keys import ApiKeyStore
-from gateway.audit.ledger import Ledger
 from gateway.observability.logs import configure_logging
+from gateway.sectors.bundle_records import BundleStore
+from gateway.security.api_keys import ApiKeyStore
+from gateway.security.certificates import open_cert_store
 from ops.cli import make_ops_app
 from ops.dead_letters import DeadLetterDesk
 from ops.gateway_metrics import serve_metrics
-from gateway.bootstrap.serving import serve_forever, serve_processes
 
 app = typer.Typer(help="Yiwang (一网) integration gateway.", no_args_is_help=True)
 console = Console(width=None if Console().is_terminal else 140)  # CI logs are wide enough for the timelines

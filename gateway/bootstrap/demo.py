@@ -59,11 +59,11 @@ from adapters.simulators.public_security import PublicSecuritySimulator
 from adapters.simulators.social_security import SocialSecuritySimulator
 from adapters.simulators.wssec import MessageSigning
 from gateway.bootstrap.app import Gateway, build_gateway, create_app
-from gateway.domain.roles import Role
+from gateway.bootstrap.serving import serve_in_thread
 from gateway.config import Settings
+from gateway.domain.roles import Role
 from gateway.persistence.repository import DeadLetter
 from gateway.persistence.uow import UnitOfWork
-from gateway.bootstrap.serving import serve_in_thread
 
 DEMO_DIR = Path("var") / "demo"
 SECTOR_PKI = DEMO_DIR / "social_security-pki"  # the sector's side of scene 10: its CA, server and signing files

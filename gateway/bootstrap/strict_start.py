@@ -32,8 +32,8 @@ from adapters.auth import SecretRef
 from adapters.bundle import DESCRIPTOR, Bundle, BundleError, CallbackResults, Problem
 from adapters.secrets import SecretRefError
 from certstore.keyring import DEVELOPMENT_KEY_FILE, MasterKeyError, MasterKeys
-from gateway.sectors.bundle_records import BundleStore, unpacked
 from gateway.config import PRODUCTION, ConfigError, Settings
+from gateway.sectors.bundle_records import BundleStore, unpacked
 from gateway.security.published_secrets import where_published
 
 _AUTH_SECRETS = ("password", "token", "client_secret", "secret")  # the fields of adapters.auth specs holding one

@@ -19,6 +19,8 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
 from adapters.contract import FailureClass
+from gateway.cases.views import case_view
+from gateway.catalogue.forms import checked_form
 from gateway.domain import answers, lifecycle
 from gateway.domain.answers import AnswerMismatch
 from gateway.domain.calendar import WorkingCalendar
@@ -43,13 +45,20 @@ from gateway.domain.case import (
 from gateway.domain.clock import Clock, shanghai_date
 from gateway.domain.codes import id_number_problem
 from gateway.domain.matter import Department, HandlingForm, Matter
-from gateway.catalogue.forms import checked_form
 from gateway.persistence.personal_data import PersonalData
-from gateway.persistence.repository import (CaseRepository, DeadLetter, DeadLetterRepository, Failure,
-                                            OutboxMessage, OutboxRepository, StaleCase, StoredResponse,
-                                            numbers_taken_apart, take_number_apart)
+from gateway.persistence.repository import (
+    CaseRepository,
+    DeadLetter,
+    DeadLetterRepository,
+    Failure,
+    OutboxMessage,
+    OutboxRepository,
+    StaleCase,
+    StoredResponse,
+    numbers_taken_apart,
+    take_number_apart,
+)
 from gateway.persistence.uow import UnitOfWork
-from gateway.cases.views import case_view
 
 log = structlog.get_logger("yiwang.cases")
 RESIDENT_ID_CARD = "111"  # GA/T 2000.156: an agent (代办员) always identifies with one

@@ -11,7 +11,6 @@ from gateway.config import DEFAULT_CALENDAR
 from gateway.domain.calendar import WorkingCalendar
 
 
-
 class CalendarError(ValueError):
     pass
 

@@ -33,10 +33,10 @@ from jsonschema.exceptions import SchemaError
 from sqlalchemy import Connection, Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from gateway.catalogue.forms import unchecked_formats
 from gateway.domain.clock import Clock, SystemClock, as_utc
 from gateway.domain.codes import credit_code_check_char, is_valid_credit_code
 from gateway.domain.matter import Department, Level, Matter, MatterType, ServiceObject
-from gateway.catalogue.forms import unchecked_formats
 from gateway.persistence.catalogue_tables import DRAFT, PUBLISHED, RETIRED, matter_versions
 from gateway.persistence.engine import READ_ONLY
 

@@ -19,10 +19,17 @@ from rich.console import Console
 from rich.table import Table
 
 from adapters.bundle import validate_bundle
-from gateway.security.approvals import cli_refusal
-from gateway.sectors.bundle_records import BundleConflict, BundleInvalid, BundleStore, BundleVersion, UnknownBundle, read_archive
-from gateway.sectors.live_registry import NoActiveAdapter
+from gateway.sectors.bundle_records import (
+    BundleConflict,
+    BundleInvalid,
+    BundleStore,
+    BundleVersion,
+    UnknownBundle,
+    read_archive,
+)
 from gateway.sectors.calls import SectorCalls
+from gateway.sectors.live_registry import NoActiveAdapter
+from gateway.security.approvals import cli_refusal
 
 console = Console()
 err = Console(stderr=True)

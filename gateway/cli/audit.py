@@ -9,8 +9,8 @@ audit record (who, which command, its arguments, how it ended), without the grou
 from __future__ import annotations
 
 import functools
-import json
 import getpass
+import json
 import socket
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -22,9 +22,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gateway.domain.clock import SHANGHAI, to_shanghai
 from gateway.audit.ledger import AUDIT, MESSAGE, Anchor, Filters, Ledger, LedgerRecord
 from gateway.cli.common import BAD_INPUT
+from gateway.domain.clock import SHANGHAI, to_shanghai
 
 PROBLEMS_FOUND = 1
 # Commands that change nothing are not audited (a read of unmasked data is audited where it happens).

@@ -19,7 +19,6 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.security.approvals import cli_refusal
 from gateway.catalogue.matters import (
     Catalogue,
     CatalogueError,
@@ -29,6 +28,7 @@ from gateway.catalogue.matters import (
     validate_catalogue,
 )
 from gateway.domain.matter import Matter, TimeUnit
+from gateway.security.approvals import cli_refusal
 
 
 class Format(str, Enum):

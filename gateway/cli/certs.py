@@ -33,9 +33,9 @@ from certstore.store import (
     UnknownEntry,
 )
 from certstore.x509 import KEY_ALGORITHMS, CertificateError, Subject
-from gateway.security.certificates import ExpiryWatch
-from gateway.domain.clock import to_shanghai
 from gateway.cli.common import BAD_INPUT
+from gateway.domain.clock import to_shanghai
+from gateway.security.certificates import ExpiryWatch
 
 P12_SUFFIXES = (".p12", ".pfx")
 

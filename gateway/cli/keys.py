@@ -15,10 +15,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from gateway.cli.common import BAD_INPUT
 from gateway.domain.clock import to_shanghai
 from gateway.security.api_keys import ApiKeyStore, IdentityError, IssuedIdentity, parse_role
-from gateway.cli.common import BAD_INPUT
-
 
 
 def make_keys_app(open_store: Callable[[], ApiKeyStore]) -> typer.Typer:

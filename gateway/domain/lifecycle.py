@@ -16,6 +16,7 @@ from gateway.domain.calendar import WorkingCalendar
 from gateway.domain.case import (
     COMPLETION_BY_STATE,
     TASK_DECISIONS,
+    WAYS_FORWARD,
     Actor,
     ActorKind,
     Case,
@@ -24,7 +25,6 @@ from gateway.domain.case import (
     Certificate,
     Delivery,
     Evaluation,
-    WAYS_FORWARD,
     SubmittedMaterial,
     Task,
     TaskState,

@@ -11,8 +11,8 @@ from typing import Any
 from fastapi import Request
 from starlette.responses import JSONResponse
 
-from gateway.security.approvals import Action, Approvals
 from gateway.domain.roles import Identity
+from gateway.security.approvals import Action, Approvals
 
 
 def held_for_approval(request: Request, identity: Identity, action: Action, params: dict[str, Any], subject: str,

@@ -16,7 +16,7 @@ from urllib.parse import unquote
 
 from fastapi import Request
 
-from gateway.domain.roles import Identity, KeyStore, NotAuthenticated, NotAllowed, RateLimited, RateLimiter, Role
+from gateway.domain.roles import Identity, KeyStore, NotAllowed, NotAuthenticated, RateLimited, RateLimiter, Role
 from gateway.security.api_keys import certificate_fingerprint
 
 

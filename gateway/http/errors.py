@@ -17,14 +17,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match
 
-from gateway.http.auth import caller
-from gateway.domain.case import CaseRuleViolation, ForbiddenTransition
-from gateway.domain.roles import NotAllowed, NotAuthenticated
-from gateway.http.json_bodies import BodyRefused
-from gateway.persistence.repository import StaleCase
-from gateway.http.problems import document_validation_problems, install_problems, problem_response
 from gateway.cases.service import CaseNotFound, IdempotencyConflict, InvalidApplication, NotYourCase, UnknownMatter
 from gateway.cases.views import DocumentNotAvailable
+from gateway.domain.case import CaseRuleViolation, ForbiddenTransition
+from gateway.domain.roles import NotAllowed, NotAuthenticated
+from gateway.http.auth import caller
+from gateway.http.json_bodies import BodyRefused
+from gateway.http.problems import document_validation_problems, install_problems, problem_response
+from gateway.persistence.repository import StaleCase
 
 log = structlog.get_logger("yiwang.api")
 

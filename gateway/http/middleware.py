@@ -8,8 +8,8 @@ import time
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.observability.correlation import HEADER, correlated
 from gateway.http.problems import problem_response
+from gateway.observability.correlation import HEADER, correlated
 
 log = structlog.get_logger("yiwang.http")
 

@@ -44,9 +44,9 @@ import structlog
 from sqlalchemy import Engine, exists, func, insert, select, update
 
 from certstore.keyring import FieldSealer
-from gateway.domain.roles import Identity
 from gateway.domain.case import Trigger
 from gateway.domain.clock import Clock, as_utc
+from gateway.domain.roles import Identity
 from gateway.domain.text import UndeliverableText, optional_text
 from gateway.persistence.engine import READ_ONLY
 from gateway.persistence.notification_tables import (

@@ -11,7 +11,6 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Engine, and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from gateway.observability.correlation import current_correlation_id
 from gateway.domain.case import (
     Actor,
     Agent,
@@ -31,6 +30,7 @@ from gateway.domain.case import (
 from gateway.domain.clock import as_utc
 from gateway.domain.deadline import Deadline, DeadlineKind
 from gateway.domain.matter import TimeUnit
+from gateway.observability.correlation import current_correlation_id
 from gateway.persistence import tables as t
 from gateway.persistence.personal_data import SEALED_COLUMNS, PersonalData
 

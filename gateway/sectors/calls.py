@@ -14,13 +14,13 @@ from adapters.auth import SignatureError, verify_hmac
 from adapters.bundle import Bundle, BundleError, CallbackResults
 from adapters.contract import DeliveryError, Operation
 from adapters.registry import RegisteredAdapter
-from gateway.sectors.bundle_records import BundleStore, BundleVersion, unpacked
-from gateway.sectors.delivery import MessageLog, canonical_message, jsonable, logged_call
+from gateway.cases.service import CaseService
 from gateway.domain.clock import Clock
-from gateway.sectors.live_registry import LiveRegistry, NoActiveAdapter
 from gateway.persistence.bundle_tables import callback_nonces
 from gateway.persistence.repository import idempotency_key
-from gateway.cases.service import CaseService
+from gateway.sectors.bundle_records import BundleStore, BundleVersion, unpacked
+from gateway.sectors.delivery import MessageLog, canonical_message, jsonable, logged_call
+from gateway.sectors.live_registry import LiveRegistry, NoActiveAdapter
 from mappings import BusinessError, MappingError, strict_json
 
 PROBE_REF = "YIWANG-CONNECTIVITY-PROBE"  # a reference no sector knows: any classified answer proves the path

@@ -31,12 +31,12 @@ import structlog
 from adapters.canonical import MATERIALS_SENT_WITH
 from adapters.contract import DeliveryError, Operation
 from adapters.registry import RegisteredAdapter
-from gateway.observability.correlation import correlated
+from gateway.cases.service import CANCEL_CASE, QUERY_STATUS, SUBMIT_CASE, CaseService
 from gateway.domain.case import Case, CaseState
 from gateway.materials.links import MaterialNotSendable, MaterialTransport
+from gateway.observability.correlation import correlated
 from gateway.persistence.repository import Failure, OutboxMessage
 from gateway.persistence.uow import UnitOfWork
-from gateway.cases.service import CANCEL_CASE, QUERY_STATUS, SUBMIT_CASE, CaseService
 
 log = structlog.get_logger("yiwang.dispatch")
 INTERNAL_ERROR = "internal"  # a bug of ours, not one of the sector failure classes

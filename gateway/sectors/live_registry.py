@@ -25,8 +25,8 @@ import structlog
 
 from adapters.bundle import Bundle, load_bundle, unpack_bundle
 from adapters.registry import RegisteredAdapter
-from gateway.sectors.bundle_records import BundleStore, UnknownBundle
 from gateway.persistence.bundle_tables import RETIRED
+from gateway.sectors.bundle_records import BundleStore, UnknownBundle
 
 log = structlog.get_logger("yiwang.registry")
 Builder = Callable[[Bundle], RegisteredAdapter]

@@ -28,9 +28,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import Engine, insert, select, update
 
-from gateway.domain.roles import Identity, Role, separation_breach
 from gateway.domain.clock import Clock, SystemClock, as_utc
 from gateway.domain.codes import is_valid_credit_code
+from gateway.domain.roles import Identity, Role, separation_breach
 from gateway.domain.text import UndeliverableText, typed_text
 from gateway.persistence.engine import READ_ONLY
 from gateway.persistence.identity_tables import identities

@@ -23,8 +23,8 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from gateway.domain.roles import Identity, Role, acts_for_sector
 from gateway.domain.clock import Clock, as_utc
+from gateway.domain.roles import Identity, Role, acts_for_sector
 from gateway.persistence.access_tables import APPROVED, FAILED, PENDING, REJECTED, approvals
 from gateway.persistence.engine import READ_ONLY
 

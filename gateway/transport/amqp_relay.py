@@ -15,11 +15,11 @@ from datetime import timedelta
 import structlog
 from sqlalchemy import Engine
 
-from gateway.transport.amqp_publisher import ConfirmedPublisher, PublishFailed, Unroutable
-from gateway.transport.amqp_topology import DELIVER_EXCHANGE, Backoff, Envelope, Topology, describe, routing_key
 from gateway.domain.clock import Clock
 from gateway.persistence.repository import OutboxMessage
 from gateway.persistence.uow import UnitOfWork
+from gateway.transport.amqp_publisher import ConfirmedPublisher, PublishFailed, Unroutable
+from gateway.transport.amqp_topology import DELIVER_EXCHANGE, Backoff, Envelope, Topology, describe, routing_key
 
 log = structlog.get_logger("yiwang.amqp.relay")
 

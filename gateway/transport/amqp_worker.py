@@ -29,6 +29,9 @@ import structlog
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPError
 
+from gateway.cases.service import CaseService
+from gateway.persistence.repository import Failure
+from gateway.sectors.delivery import Dispatcher
 from gateway.transport.amqp_topology import (
     DEAD_LETTER_QUEUE,
     RECONNECT_ON,
@@ -42,9 +45,6 @@ from gateway.transport.amqp_topology import (
     pause,
     queue_name,
 )
-from gateway.sectors.delivery import Dispatcher
-from gateway.persistence.repository import Failure
-from gateway.cases.service import CaseService
 
 log = structlog.get_logger("yiwang.amqp.worker")
 UNHANDLED = "unhandled"  # the error class of what the broker dead-lettered

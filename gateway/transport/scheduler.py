@@ -26,8 +26,8 @@ import structlog
 from sqlalchemy import Engine, and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from gateway.observability.correlation import correlated
 from gateway.domain.clock import Clock
+from gateway.observability.correlation import correlated
 from gateway.persistence.tables import job_leases
 
 log = structlog.get_logger("yiwang.scheduler")

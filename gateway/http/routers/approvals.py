@@ -11,6 +11,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.catalogue.matters import matter_to_document
+from gateway.domain.roles import Identity, Role
+from gateway.http.auth import require
+from gateway.http.json_bodies import JsonBodyRoute
+from gateway.http.problems import install_problems, problem_doc
+from gateway.http.text_fields import typed
 from gateway.security.approvals import (
     STATUSES,
     Action,
@@ -22,12 +28,6 @@ from gateway.security.approvals import (
     UnknownApproval,
     may_decide,
 )
-from gateway.http.auth import require
-from gateway.domain.roles import Identity, Role
-from gateway.catalogue.matters import matter_to_document
-from gateway.http.json_bodies import JsonBodyRoute
-from gateway.http.problems import install_problems, problem_doc
-from gateway.http.text_fields import typed
 
 router = APIRouter(prefix="/v1", tags=["approvals"], route_class=JsonBodyRoute)
 # Whoever may do a guarded action; `may_decide` narrows it to the action (and a sector admin's sector).

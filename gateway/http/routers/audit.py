@@ -16,13 +16,13 @@ from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.http.auth import caller, require
-from gateway.domain.roles import Identity, NotAllowed, Role, acts_for_sector, may_unmask
-from gateway.domain.clock import SHANGHAI
 from gateway.audit.ledger import AUDIT, MESSAGE, Direction, Filters, Ledger, LedgerRecord
+from gateway.domain.clock import SHANGHAI
+from gateway.domain.roles import Identity, NotAllowed, Role, acts_for_sector, may_unmask
+from gateway.http.auth import caller, require
+from gateway.http.problems import install_problems, problem_doc
 from gateway.observability.logs import mask_value as mask
 from gateway.persistence.tables import MAX_ROW_ID
-from gateway.http.problems import install_problems, problem_doc
 
 log = structlog.get_logger("yiwang.audit")
 router = APIRouter(prefix="/v1", tags=["audit"])

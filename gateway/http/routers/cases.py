@@ -6,14 +6,18 @@ from collections.abc import Callable
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Request
 import structlog
+from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 from starlette.responses import Response
 
-from gateway.http.auth import require
-from gateway.domain.roles import Identity, NotAllowed, Role
-from gateway.observability.correlation import bind_case_no
+from gateway.cases.service import (
+    CaseService,
+    Correction,
+    NotYourCase,
+    SubmitCase,
+)
+from gateway.cases.views import case_view, document, event_view, personal_data_view
 from gateway.domain.case import (
     Actor,
     ActorKind,
@@ -27,17 +31,13 @@ from gateway.domain.case import (
     SubmittedMaterial,
     TaskState,
 )
+from gateway.domain.roles import Identity, NotAllowed, Role
+from gateway.http.auth import require
 from gateway.http.json_bodies import JsonBodyRoute
 from gateway.http.problems import problem_doc
-from gateway.http.text_fields import typed
-from gateway.cases.service import (
-    CaseService,
-    Correction,
-    NotYourCase,
-    SubmitCase,
-)
 from gateway.http.schemas import EventOut
-from gateway.cases.views import case_view, document, event_view, personal_data_view
+from gateway.http.text_fields import typed
+from gateway.observability.correlation import bind_case_no
 
 log = structlog.get_logger("yiwang.api")
 

@@ -13,10 +13,6 @@ from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request, Res
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 
-from gateway.http.approval_holds import held_for_approval
-from gateway.security.approvals import Action
-from gateway.http.auth import require
-from gateway.domain.roles import ALL_ROLES, Identity, Role
 from gateway.catalogue.matters import (
     Catalogue,
     CatalogueError,
@@ -27,10 +23,14 @@ from gateway.catalogue.matters import (
     matter_to_document,
 )
 from gateway.domain.matter import BodyNature, HandlingForm, Level, Matter, MatterType, ServiceObject, TimeUnit
+from gateway.domain.roles import ALL_ROLES, Identity, Role
+from gateway.http.approval_holds import held_for_approval
+from gateway.http.auth import require
 from gateway.http.json_bodies import JsonBodyRoute
+from gateway.http.problems import install_problems, problem_doc, problem_response
 from gateway.persistence.catalogue_tables import DRAFT
 from gateway.persistence.tables import MAX_ROW_ID
-from gateway.http.problems import install_problems, problem_doc, problem_response
+from gateway.security.approvals import Action
 
 router = APIRouter(prefix="/v1", tags=["catalogue"], route_class=JsonBodyRoute)
 Reader = Annotated[Identity, Depends(require(*ALL_ROLES))]

@@ -24,11 +24,11 @@ from certstore.store import (
     UnknownEntry,
 )
 from certstore.x509 import KEY_ALGORITHMS, CertificateError, Subject
-from gateway.http.auth import require
 from gateway.domain.roles import Identity, NotAllowed, Role
+from gateway.http.auth import require
 from gateway.http.json_bodies import JsonBodyRoute
-from gateway.persistence.tables import MAX_ROW_ID
 from gateway.http.problems import install_problems, problem_doc
+from gateway.persistence.tables import MAX_ROW_ID
 
 router = APIRouter(prefix="/v1/certificates", tags=["certificates"], route_class=JsonBodyRoute)
 ADMINS = require(Role.SECURITY_ADMIN, Role.SECTOR_ADMIN)

@@ -13,8 +13,10 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import JSONResponse
 
-from gateway.http.auth import require
 from gateway.domain.roles import Identity, NotAllowed, RateLimited, Role
+from gateway.http.auth import require
+from gateway.http.json_bodies import JsonBodyRoute
+from gateway.http.problems import install_problems, problem_doc, problem_response
 from gateway.security.api_keys import (
     AlreadyRevoked,
     ApiKeyStore,
@@ -24,8 +26,6 @@ from gateway.security.api_keys import (
     UnknownIdentity,
     parse_role,
 )
-from gateway.http.json_bodies import JsonBodyRoute
-from gateway.http.problems import install_problems, problem_doc, problem_response
 from gateway.security.rate_limits import retry_after_header
 
 router = APIRouter(prefix="/v1", tags=["identities"], route_class=JsonBodyRoute)

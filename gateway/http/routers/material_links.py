@@ -15,6 +15,7 @@ import structlog
 from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import StreamingResponse
 
+from gateway.http.problems import install_problems, problem_doc
 from gateway.materials.links import (
     LINKS_PATH,
     MaterialLinkNotFound,
@@ -22,7 +23,6 @@ from gateway.materials.links import (
     MaterialLinks,
 )
 from gateway.materials.store import CHUNK, AlteredMaterial, MaterialStore, UnknownMaterial
-from gateway.http.problems import install_problems, problem_doc
 
 log = structlog.get_logger("yiwang.material_links")
 router = APIRouter(tags=["material links"])

@@ -22,11 +22,17 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.types import Message, Receive
 
-from gateway.http.auth import require
 from gateway.domain.roles import Identity, Role
+from gateway.http.auth import require
 from gateway.http.json_bodies import UNSUPPORTED_MEDIA_TYPE, accepts_only, media_type
-from gateway.materials.store import MaterialStore, MaterialTooLarge, StoredMaterial, UnknownMaterial, UnsupportedMaterial
 from gateway.http.problems import install_problems, problem_doc
+from gateway.materials.store import (
+    MaterialStore,
+    MaterialTooLarge,
+    StoredMaterial,
+    UnknownMaterial,
+    UnsupportedMaterial,
+)
 
 router = APIRouter(prefix="/v1", tags=["materials"])
 

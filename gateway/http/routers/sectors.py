@@ -12,12 +12,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
 from adapters.contract import DeliveryError, FailureClass, UnsendableRequest
-from gateway.http.approval_holds import held_for_approval
-from gateway.security.approvals import Action
-from gateway.http.auth import require
-from gateway.domain.roles import Identity, NotAllowed, Role, acts_for_sector
-from gateway.sectors.bundle_records import BundleConflict, BundleInvalid, BundleStore, UnknownBundle
 from gateway.domain.answers import AnswerMismatch
+from gateway.domain.roles import Identity, NotAllowed, Role, acts_for_sector
+from gateway.http.approval_holds import held_for_approval
+from gateway.http.auth import require
 from gateway.http.json_bodies import (
     DUPLICATE_KEY,
     UNSUPPORTED_MEDIA_TYPE,
@@ -26,8 +24,9 @@ from gateway.http.json_bodies import (
     accepts_only,
     media_type,
 )
-from gateway.sectors.live_registry import LiveRegistry, NoActiveAdapter
 from gateway.http.problems import install_problems, problem_doc, problem_response
+from gateway.http.text_fields import typed_json
+from gateway.sectors.bundle_records import BundleConflict, BundleInvalid, BundleStore, UnknownBundle
 from gateway.sectors.calls import (
     CallbackDuplicateKey,
     CallbackRejected,
@@ -35,7 +34,8 @@ from gateway.sectors.calls import (
     PreviewFailed,
     SectorCalls,
 )
-from gateway.http.text_fields import typed_json
+from gateway.sectors.live_registry import LiveRegistry, NoActiveAdapter
+from gateway.security.approvals import Action
 
 router = APIRouter(prefix="/v1", tags=["adapters"], route_class=JsonBodyRoute)
 callbacks = APIRouter(tags=["callbacks"])

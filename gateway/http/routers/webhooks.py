@@ -17,12 +17,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.http.auth import require
 from gateway.domain.roles import Identity, Role
-from gateway.http.schemas import DeliveryOut
+from gateway.http.auth import require
 from gateway.http.json_bodies import JsonBodyRoute
-from gateway.notifications.hall import MAX_URL, Delivery, Subscription, UnknownWebhook, WebhookRefused, Webhooks
 from gateway.http.problems import install_problems, problem_doc
+from gateway.http.schemas import DeliveryOut
+from gateway.notifications.hall import MAX_URL, Delivery, Subscription, UnknownWebhook, WebhookRefused, Webhooks
 
 router = APIRouter(prefix="/v1", tags=["webhooks"], route_class=JsonBodyRoute)
 Hall = Annotated[Identity, Depends(require(Role.HALL_CLIENT))]
