@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
@@ -36,18 +36,20 @@ from gateway.domain.clock import Clock, SystemClock
 from gateway.http.auth import ClientCertificates
 from gateway.http.errors import install_error_handlers
 from gateway.http.middleware import BodyLimit, CorrelationMiddleware
-from gateway.http.routers import approvals as api_approvals
-from gateway.http.routers import audit as api_audit
-from gateway.http.routers import catalogue as api_catalogue
-from gateway.http.routers import certificates as api_certs
-from gateway.http.routers import identities as api_identities
-from gateway.http.routers import material_links as api_material_links
-from gateway.http.routers import materials as api_materials
-from gateway.http.routers import metrics
-from gateway.http.routers import sectors as api_adapters
-from gateway.http.routers import webhooks as api_webhooks
-from gateway.http.routers.cases import router
-from gateway.http.routers.liveness import health
+from gateway.http.routers import (
+    approvals,
+    audit,
+    cases,
+    catalogue,
+    certificates,
+    identities,
+    liveness,
+    material_links,
+    materials,
+    metrics,
+    sectors,
+    webhooks,
+)
 from gateway.materials.links import MaterialLinks, MaterialTransport
 from gateway.materials.store import MaterialStore
 from gateway.notifications.hall import (
@@ -299,6 +301,41 @@ def _retry_override(settings: Settings) -> RetryPolicy | None:
     return RetryPolicy(settings.retry_attempts, settings.retry_initial_ms or 10, settings.retry_max_ms or 100)
 
 
+# The API, area by area, in the order /openapi.json lists them. A new area is a module in gateway/http/routers/
+# and a line here (and one in PROBLEM_TABLES if it answers problems of its own).
+ROUTERS: tuple[APIRouter, ...] = (
+    liveness.router,
+    readiness_probe.router,
+    catalogue.router,
+    cases.router,
+    materials.router,
+    sectors.router,
+    sectors.callbacks,
+    material_links.router,
+    identities.router,
+    approvals.router,
+    audit.router,
+    certificates.router,
+    webhooks.router,
+    ops_api.router,
+    metrics.router,
+)
+# Each area's exceptions as problem+json; `install_error_handlers` is the app-wide table (and the cases').
+PROBLEM_TABLES: tuple[Callable[[FastAPI], None], ...] = (
+    install_error_handlers,
+    catalogue.install_catalogue_error_handlers,
+    materials.install_material_error_handlers,
+    sectors.install_adapter_error_handlers,
+    material_links.install_material_link_error_handlers,
+    identities.install_access_error_handlers,
+    approvals.install_approval_error_handlers,
+    audit.install_audit_error_handlers,
+    certificates.install_cert_error_handlers,
+    webhooks.install_webhook_error_handlers,
+    ops_api.install_ops_error_handlers,
+)
+
+
 def create_app(gateway: Gateway, close_gateway: bool = False) -> FastAPI:
     """`close_gateway`: the app owns its gateway and closes it when it stops (each process of `yiwang serve
     --workers N`, where no caller outlives the app to do it); otherwise the caller closes it."""
@@ -336,35 +373,13 @@ def create_app(gateway: Gateway, close_gateway: bool = False) -> FastAPI:
         ClientCertificates(gateway.settings.client_cert_header, gateway.settings.client_cert_proxies)
         if gateway.settings.client_cert_header else None)
     app.state.rate_limiter = rate_limiter(gateway.settings.rate_limit_per_s, gateway.settings.rate_limit_burst)
-    app.include_router(health)
-    app.include_router(readiness_probe.router)
-    app.include_router(api_catalogue.router)
-    app.include_router(router)
-    app.include_router(api_materials.router)
-    app.include_router(api_adapters.router)
-    app.include_router(api_adapters.callbacks)
-    app.include_router(api_material_links.router)
-    app.include_router(api_identities.router)
-    app.include_router(api_approvals.router)
-    app.include_router(api_audit.router)
-    app.include_router(api_certs.router)
-    app.include_router(api_webhooks.router)
-    app.include_router(ops_api.router)
-    app.include_router(metrics.router)
-    install_error_handlers(app)
-    api_catalogue.install_catalogue_error_handlers(app)
-    api_materials.install_material_error_handlers(app)
-    api_adapters.install_adapter_error_handlers(app)
-    api_material_links.install_material_link_error_handlers(app)
-    api_identities.install_access_error_handlers(app)
-    api_approvals.install_approval_error_handlers(app)
-    api_audit.install_audit_error_handlers(app)
-    api_certs.install_cert_error_handlers(app)
-    api_webhooks.install_webhook_error_handlers(app)
-    ops_api.install_ops_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    for install in PROBLEM_TABLES:
+        install(app)
     # Uploads and bundles stream with limits of their own; callbacks are capped where they are read.
     app.add_middleware(BodyLimit, max_bytes=gateway.settings.max_body_bytes,
                        exempt=frozenset({MATERIALS_PATH, BUNDLES_PATH}))
-    app.add_middleware(api_audit.AuditTrail, ledger=gateway.ledger)  # outermost: refused bodies are audited too
+    app.add_middleware(audit.AuditTrail, ledger=gateway.ledger)  # outermost: refused bodies are audited too
     app.add_middleware(CorrelationMiddleware)  # around everything: each log line of a request carries its id
     return app

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-health = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"])
 
 
-@health.get("/healthz", summary="The process is alive (no key needed)")
+@router.get("/healthz", summary="The process is alive (no key needed)")
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
