@@ -38,7 +38,7 @@ from gateway.cases.views import event_view
 from gateway.domain.case import CaseEvent
 from gateway.domain.clock import SHANGHAI
 from gateway.domain.roles import Identity, NotAllowed, Role, may_unmask
-from gateway.http.auth import require
+from gateway.http.callers import require
 from gateway.http.json_bodies import JsonBodyRoute
 from gateway.http.problems import install_problems, problem_doc
 from gateway.http.schemas import DeliveryOut, EventOut

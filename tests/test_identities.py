@@ -17,7 +17,7 @@ from sqlalchemy import Engine, event, select
 from typer.testing import CliRunner
 
 import gateway.persistence.identity_tables  # noqa: F401 - registers `identities` on the shared metadata
-from gateway.http.auth import require
+from gateway.http.callers import require
 from gateway.domain.roles import Identity, NotAllowed, NotAuthenticated, Role
 from gateway.cli.keys import make_keys_app
 from gateway.domain.codes import credit_code_check_char

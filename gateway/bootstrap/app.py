@@ -33,7 +33,7 @@ from gateway.catalogue.calendar_file import load_calendar
 from gateway.catalogue.matters import Catalogue
 from gateway.config import Settings
 from gateway.domain.clock import Clock, SystemClock
-from gateway.http.auth import ClientCertificates
+from gateway.http.callers import ClientCertificates
 from gateway.http.errors import install_error_handlers
 from gateway.http.middleware import BodyLimit, CorrelationMiddleware
 from gateway.http.routers import (

@@ -3,7 +3,7 @@
 Roles, the duties that separation of duties (三员分立) keeps apart, the identity a key or certificate stands
 for, the sector and unmasking rules, and the ports the HTTP layer authenticates and rate-limits through
 (`KeyStore`, `RateLimiter`) with the refusals they raise. The FastAPI dependency that applies them to a
-request is `gateway.http.auth`.
+request is `gateway.http.callers`.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from gateway.cases.service import CaseNotFound, IdempotencyConflict, InvalidAppl
 from gateway.cases.views import DocumentNotAvailable
 from gateway.domain.case import CaseRuleViolation, ForbiddenTransition
 from gateway.domain.roles import NotAllowed, NotAuthenticated
-from gateway.http.auth import caller
+from gateway.http.callers import caller
 from gateway.http.json_bodies import BodyRefused
 from gateway.http.problems import document_validation_problems, install_problems, problem_response
 from gateway.persistence.repository import StaleCase

@@ -2,7 +2,7 @@
 
 Each identity may make `burst` calls at once and `per_s` a second on average. The buckets live in
 memory: with several API processes an identity gets each process's allowance (the limit is there
-to stop one runaway client from starving the others, not to meter usage). `gateway.http.auth.require`
+to stop one runaway client from starving the others, not to meter usage). `gateway.http.callers.require`
 asks `wait_s` on every authenticated call; an answer above 0 becomes a 429 with `Retry-After`.
 """
 

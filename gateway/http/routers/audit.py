@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.audit.ledger import AUDIT, MESSAGE, Direction, Filters, Ledger, LedgerRecord
 from gateway.domain.clock import SHANGHAI
 from gateway.domain.roles import Identity, NotAllowed, Role, acts_for_sector, may_unmask
-from gateway.http.auth import caller, require
+from gateway.http.callers import caller, require
 from gateway.http.problems import install_problems, problem_doc
 from gateway.observability.logs import mask_value as mask
 from gateway.persistence.tables import MAX_ROW_ID

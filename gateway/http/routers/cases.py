@@ -32,7 +32,7 @@ from gateway.domain.case import (
     TaskState,
 )
 from gateway.domain.roles import Identity, NotAllowed, Role
-from gateway.http.auth import require
+from gateway.http.callers import require
 from gateway.http.json_bodies import JsonBodyRoute
 from gateway.http.problems import problem_doc
 from gateway.http.schemas import EventOut

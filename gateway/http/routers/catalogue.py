@@ -25,7 +25,7 @@ from gateway.catalogue.matters import (
 from gateway.domain.matter import BodyNature, HandlingForm, Level, Matter, MatterType, ServiceObject, TimeUnit
 from gateway.domain.roles import ALL_ROLES, Identity, Role
 from gateway.http.approval_holds import held_for_approval
-from gateway.http.auth import require
+from gateway.http.callers import require
 from gateway.http.json_bodies import JsonBodyRoute
 from gateway.http.problems import install_problems, problem_doc, problem_response
 from gateway.persistence.catalogue_tables import DRAFT

@@ -25,7 +25,7 @@ from certstore.store import (
 )
 from certstore.x509 import KEY_ALGORITHMS, CertificateError, Subject
 from gateway.domain.roles import Identity, NotAllowed, Role
-from gateway.http.auth import require
+from gateway.http.callers import require
 from gateway.http.json_bodies import JsonBodyRoute
 from gateway.http.problems import install_problems, problem_doc
 from gateway.persistence.tables import MAX_ROW_ID

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import JSONResponse
 
 from gateway.domain.roles import Identity, NotAllowed, RateLimited, Role
-from gateway.http.auth import require
+from gateway.http.callers import require
 from gateway.http.json_bodies import JsonBodyRoute
 from gateway.http.problems import install_problems, problem_doc, problem_response
 from gateway.security.api_keys import (

@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import Message, Receive
 
 from gateway.domain.roles import Identity, Role
-from gateway.http.auth import require
+from gateway.http.callers import require
 from gateway.http.json_bodies import UNSUPPORTED_MEDIA_TYPE, accepts_only, media_type
 from gateway.http.problems import install_problems, problem_doc
 from gateway.materials.store import (

@@ -15,7 +15,7 @@ from adapters.contract import DeliveryError, FailureClass, UnsendableRequest
 from gateway.domain.answers import AnswerMismatch
 from gateway.domain.roles import Identity, NotAllowed, Role, acts_for_sector
 from gateway.http.approval_holds import held_for_approval
-from gateway.http.auth import require
+from gateway.http.callers import require
 from gateway.http.json_bodies import (
     DUPLICATE_KEY,
     UNSUPPORTED_MEDIA_TYPE,

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.domain.roles import Identity, Role
-from gateway.http.auth import require
+from gateway.http.callers import require
 from gateway.http.json_bodies import JsonBodyRoute
 from gateway.http.problems import install_problems, problem_doc
 from gateway.http.schemas import DeliveryOut
