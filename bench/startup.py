@@ -163,7 +163,7 @@ def seed(folder: Path, count: int) -> Deployment:
     """A var dir with `count` bundles registered and active, run once in-process (keys made, bundle
     cache unpacked, every adapter built: a bundle that cannot be built fails the section here)."""
     from gateway.bootstrap.app import build_gateway  # the gateway's imports are the seeding's, not the section module's
-    from gateway.http.callers import Role
+    from gateway.domain.roles import Role
     from gateway.config import Settings
 
     started = time.perf_counter()
