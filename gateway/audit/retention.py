@@ -39,7 +39,8 @@ from gateway.persistence.tables import case_notifications, dead_letters
 log = structlog.get_logger("yiwang.retention")
 # What a dead letter carries of the message itself (sealed); its identifiers and outcome are kept.
 DEAD_LETTER_BODIES = ("canonical_payload", "rendered_request", "last_response", "history")
-SETTLED_LETTERS = (DeadLetterRepository.REPLAYED, DeadLetterRepository.DISCARDED)  # no longer dead: nobody replays them again
+# No longer dead: nobody replays them again.
+SETTLED_LETTERS = (DeadLetterRepository.REPLAYED, DeadLetterRepository.DISCARDED)
 PUBLISHED = "published"  # a case notification fanned out to the hall
 
 

@@ -120,7 +120,8 @@ def _refused(exc: ConfigError) -> NoReturn:
     raise typer.Exit(2) from exc
 
 
-API_PROCESS_APP = "gateway.bootstrap.cli:api_process_app"  # uvicorn's factory for each of `serve --workers N`'s processes
+# uvicorn's factory for each of `serve --workers N`'s processes
+API_PROCESS_APP = "gateway.bootstrap.cli:api_process_app"
 
 
 @app.command()

@@ -230,7 +230,8 @@ def _supplement_round(desk: Desk, timeout_s: float) -> str:
     case = _submit(desk.window, {"matter_code": PENSION_TRANSFER, "channel": "city_window",
                                  "applicant": {"name": "张丽华", "id_number": "15020419901120152X"},
                                  "materials": [{"name": "居民身份证"}],
-                                 "form": {"from_region": "150102", "from_agency": "呼和浩特市新城区社会保险事业服务中心"}})
+                                 "form": {"from_region": "150102",
+                                          "from_agency": "呼和浩特市新城区社会保险事业服务中心"}})
     _expect(case["state"] == "supplement_required" and case["missing_materials"] == ["参保缴费凭证"],
             f"expected a supplement notice for 参保缴费凭证, got {case['state']} {case['missing_materials']}")
     notice = desk.window.get(f"/v1/cases/{case['case_no']}/documents/supplement_notice").json()
@@ -247,7 +248,8 @@ def _parallel_approval(desk: Desk, timeout_s: float) -> str:
                                                "phone": "13904720004"},
                                  "materials": [{"name": "居民身份证"}, {"name": "本人人事档案"},
                                                {"name": "本人银行账户"}],
-                                 "form": {"retirement_date": "2026-04-15", "employer_name": "包头钢铁（集团）有限责任公司",
+                                 "form": {"retirement_date": "2026-04-15",
+                                          "employer_name": "包头钢铁（集团）有限责任公司",
                                           "withdraw_provident_fund": True}})
     _expect(case["green_channel"] == ["aged_60_plus"], f"expected the green channel, got {case['green_channel']}")
     _expect([t["via"] for t in case["tasks"]] == ["sector_system", "sector_system"],
@@ -261,8 +263,9 @@ def _civil_affairs(desk: Desk, timeout_s: float) -> str:
     case = _submit(desk.window, {"matter_code": SUBSISTENCE, "channel": "city_window",
                                  "applicant": {"name": "刘志强", "id_number": "150204198809210041",
                                                "phone": "13614720005"},
-                                 "materials": [{"name": n} for n in ("最低生活保障申请书", "居民身份证", "居民户口簿",
-                                                                     "家庭收入和财产状况声明", "家庭经济状况核对授权书")]})
+                                 "materials": [{"name": n} for n in ("最低生活保障申请书", "居民身份证",
+                                                                     "居民户口簿", "家庭收入和财产状况声明",
+                                                                     "家庭经济状况核对授权书")]})
     case = _wait(desk.window, case["case_no"], "approved", timeout_s)
     _issue_and_deliver(desk, case, {"method": "pickup", "received_by": "刘志强"})
     return str(case["case_no"])

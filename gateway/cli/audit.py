@@ -16,7 +16,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -44,9 +44,9 @@ def make_audit_app(open_ledger: Callable[[], AbstractContextManager[Ledger]]) ->
     app = typer.Typer(help="The tamper-evident audit and message logs: verify, list, tail.", no_args_is_help=True)
 
     @app.command()
-    def verify(anchors: Path | None = typer.Option(
-            None, help="anchors kept outside the database (`yiwang audit anchors`, or JSON log lines of "
-                       "'ledger checkpoint'): catches a whole chain deleted with its checkpoints")) -> None:
+    def verify(anchors: Annotated[Path | None, typer.Option(
+            help="anchors kept outside the database (`yiwang audit anchors`, or JSON log lines of "
+                 "'ledger checkpoint'): catches a whole chain deleted with its checkpoints")] = None) -> None:
         """Check every hash chain and signed checkpoint; name each changed, removed or reordered record."""
         kept = _anchors(anchors) if anchors is not None else []
         with open_ledger() as ledger:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import getpass
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -31,7 +31,7 @@ from gateway.domain.matter import Matter, TimeUnit
 from gateway.security.approvals import cli_refusal
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     yaml = "yaml"
     json = "json"
 

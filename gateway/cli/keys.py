@@ -1,7 +1,7 @@
-"""`yiwang keys ...`: issue, change roles of, revoke and list API keys. The composition root (`gateway.bootstrap.cli`) mounts it.
+"""`yiwang keys ...`: issue, change roles of, revoke and list API keys.
 
-The store is opened by a callable the root passes in, so this module needs no settings and tests can
-hand it a store on a temporary database.
+The composition root (`gateway.bootstrap.cli`) mounts it. The store is opened by a callable the root
+passes in, so this module needs no settings and tests can hand it a store on a temporary database.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -34,10 +35,11 @@ def make_keys_app(open_store: Callable[[], ApiKeyStore]) -> typer.Typer:
 
     @app.command()
     def issue(
-        name: str = typer.Option(..., "--name", help="Who holds the key, e.g. 'Xincheng district window 3'."),
-        role: list[str] = typer.Option(..., "--role", help="A role; repeat for several."),
-        department: str | None = typer.Option(None, help="A clerk's department: its unified social credit code."),
-        sector: str | None = typer.Option(None, help="A sector admin's sector."),
+        name: Annotated[str, typer.Option("--name", help="Who holds the key, e.g. 'Xincheng district window 3'.")],
+        role: Annotated[list[str], typer.Option("--role", help="A role; repeat for several.")],
+        department: Annotated[str | None, typer.Option(
+            help="A clerk's department: its unified social credit code.")] = None,
+        sector: Annotated[str | None, typer.Option(help="A sector admin's sector.")] = None,
     ) -> None:
         """Issue a key. It is printed once and never stored: hand it over now."""
         with readable_errors():
@@ -51,8 +53,8 @@ def make_keys_app(open_store: Callable[[], ApiKeyStore]) -> typer.Typer:
 
     @app.command("bind-certificate")
     def bind_certificate(
-        identity_id: str = typer.Argument(..., help="The identity's id (see `keys list`)."),
-        certificate: Path = typer.Argument(..., help="The client's certificate, PEM (no key needed)."),
+        identity_id: Annotated[str, typer.Argument(help="The identity's id (see `keys list`).")],
+        certificate: Annotated[Path, typer.Argument(help="The client's certificate, PEM (no key needed).")],
     ) -> None:
         """Let an mTLS client certificate stand for the identity (behind a TLS terminator; see the README)."""
         with readable_errors():
@@ -65,10 +67,11 @@ def make_keys_app(open_store: Callable[[], ApiKeyStore]) -> typer.Typer:
 
     @app.command()
     def roles(
-        identity_id: str = typer.Argument(..., help="The identity's id (see `keys list`)."),
-        role: list[str] = typer.Option(..., "--role", help="A role; repeat for several. Replaces all roles."),
-        department: str | None = typer.Option(None, help="A clerk's department: its unified social credit code."),
-        sector: str | None = typer.Option(None, help="A sector admin's sector."),
+        identity_id: Annotated[str, typer.Argument(help="The identity's id (see `keys list`).")],
+        role: Annotated[list[str], typer.Option("--role", help="A role; repeat for several. Replaces all roles.")],
+        department: Annotated[str | None, typer.Option(
+            help="A clerk's department: its unified social credit code.")] = None,
+        sector: Annotated[str | None, typer.Option(help="A sector admin's sector.")] = None,
     ) -> None:
         """Replace an identity's roles and scope; its key stays valid."""
         with readable_errors():

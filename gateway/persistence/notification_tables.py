@@ -1,4 +1,5 @@
-"""Notifications to the hall: webhook subscriptions and their deliveries (read and written in `gateway.notifications.hall`).
+"""Notifications to the hall: webhook subscriptions and their deliveries
+(read and written in `gateway.notifications.hall`).
 
 A subscription belongs to one identity (the hall's systems) and names the case triggers it wants. The
 fan-out job turns each pending `case_notifications` row into one delivery per matching subscription; the

@@ -66,7 +66,8 @@ def reseal_all(engine: Engine, sealer: FieldSealer) -> int:
     for name, (keys, columns) in SEALED_COLUMNS.items():
         table = metadata.tables[name]
         with engine.begin() as conn:
-            for row in conn.execute(select(*[table.c[k] for k in keys], *[table.c[c] for c in columns])).mappings().all():
+            rows = conn.execute(select(*[table.c[k] for k in keys], *[table.c[c] for c in columns])).mappings().all()
+            for row in rows:
                 fresh = {c: sealer.reseal(row[c], f"{name}.{c}") for c in columns
                          if is_sealed(row[c]) and not sealer.is_current(row[c])}
                 if fresh:

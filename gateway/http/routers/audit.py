@@ -53,7 +53,7 @@ def _page(records: list[LedgerRecord], limit: int, items: list[dict[str, Any]]) 
 
 
 @router.get("/audit", responses=problem_doc(401, 403), summary="The audit log, oldest first, by page")
-def list_audit(request: Request, identity: Identity = Depends(require(Role.AUDITOR)),
+def list_audit(request: Request, identity: Annotated[Identity, Depends(require(Role.AUDITOR))],
                actor: str | None = None, action: str | None = None,
                since: datetime | None = None, until: datetime | None = None,
                after_id: AfterId = None, limit: int = Query(100, ge=1, le=MAX_PAGE)) -> dict[str, Any]:
@@ -66,13 +66,13 @@ def list_audit(request: Request, identity: Identity = Depends(require(Role.AUDIT
 
 @router.get("/audit/verify", responses=problem_doc(401, 403),
             summary="Check both logs' hash chains and signed checkpoints; lists every problem found")
-def verify(request: Request, identity: Identity = Depends(require(Role.AUDITOR))) -> dict[str, Any]:
+def verify(request: Request, identity: Annotated[Identity, Depends(require(Role.AUDITOR))]) -> dict[str, Any]:
     return _ledger(request).verify().public()
 
 
 @router.get("/messages", responses=problem_doc(401, 403),
             summary="What was sent to and received from sectors (a sector administrator: their sector only)")
-def list_messages(request: Request, identity: Identity = Depends(require(Role.OPERATOR, Role.SECTOR_ADMIN)),
+def list_messages(request: Request, identity: Annotated[Identity, Depends(require(Role.OPERATOR, Role.SECTOR_ADMIN))],
                   sector: str | None = None, case_no: str | None = None, direction: Direction | None = None,
                   after_id: AfterId = None, limit: int = Query(100, ge=1, le=MAX_PAGE)) -> dict[str, Any]:
     if not identity.has(Role.OPERATOR):
@@ -85,9 +85,10 @@ def list_messages(request: Request, identity: Identity = Depends(require(Role.OP
 
 
 @router.get("/messages/{record_id}", responses=problem_doc(401, 403, 404),
-            summary="One exchange with its body, masked; `unmasked=true` (operators, the sector's admin) shows it plain, audited")
+            summary="One exchange with its body, masked; `unmasked=true` (operators, the sector's admin) "
+                    "shows it plain, audited")
 def get_message(record_id: RecordId, request: Request,
-                identity: Identity = Depends(require(Role.OPERATOR, Role.SECTOR_ADMIN)),
+                identity: Annotated[Identity, Depends(require(Role.OPERATOR, Role.SECTOR_ADMIN))],
                 unmasked: bool = False) -> dict[str, Any]:
     ledger = _ledger(request)
     record = ledger.get(record_id)

@@ -83,8 +83,9 @@ async def register_bundle(request: Request,
         raise BodyRefused(415, *UNSUPPORTED_MEDIA_TYPE, accepts_only(ZIP))
     archive = await _read_limited(request, MAX_BUNDLE_BYTES)
 
+    # Validation parses WSDLs: off the event loop.
     registered = await run_in_threadpool(_store(request).register, archive, f"identity:{identity.id}",
-                                         may_act_for=lambda sector: acts_for_sector(identity, sector))  # validation parses WSDLs: off the event loop
+                                         may_act_for=lambda sector: acts_for_sector(identity, sector))
     return registered.public()
 
 
@@ -204,7 +205,8 @@ def install_adapter_error_handlers(app: FastAPI) -> None:
 
     async def delivery_failed(request: Request, exc: DeliveryError) -> JSONResponse:
         if isinstance(exc, UnsendableRequest):  # nothing was sent: the parameters do not fit the sector's interface
-            return problem_response(422, "query-invalid", "查询参数不符合该部门接口的要求", exc.message, request.url.path)
+            return problem_response(422, "query-invalid", "查询参数不符合该部门接口的要求", exc.message,
+                                    request.url.path)
         if getattr(exc, "circuit_open", False) or (exc.failure is FailureClass.SECTOR_FAULT and exc.retryable):
             status, slug, title = 503, "sector-unavailable", "部门系统暂不可用"
         elif exc.failure is FailureClass.SECTOR_FAULT:
