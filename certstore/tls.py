@@ -45,7 +45,8 @@ def client_context(current: Credential | None = None, trusted: Sequence[Credenti
 
 def _present(context: ssl.SSLContext, credential: Credential) -> None:
     if credential.private_key_pem is None:
-        raise TlsCredentialError(f"credential {credential.name!r} has no private key: it cannot be a client certificate")
+        raise TlsCredentialError(
+            f"credential {credential.name!r} has no private key: it cannot be a client certificate")
     with _key_file(credential.certificate_pem.rstrip() + b"\n" + credential.private_key_pem) as path:
         try:
             context.load_cert_chain(path)

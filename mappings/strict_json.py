@@ -119,7 +119,7 @@ def _checked_object(s_and_end: tuple[str, int], strict: bool, scan_once: Any, ob
     pairs, end = json.decoder.JSONObject(s_and_end, strict, scan_value, None, list, memo)
     seen: set[str] = set()
     key_from = start
-    for (key, _value), (_at, value_end) in zip(pairs, value_spans):
+    for (key, _value), (_at, value_end) in zip(pairs, value_spans, strict=True):
         if key in seen:
             position = text.index('"', key_from)  # only blanks and a comma lie before a key
             line = text.count("\n", 0, position) + 1

@@ -383,7 +383,8 @@ def count_dead_letters(request: Request, identity: Reader, query: Annotated[Coun
             summary="One dead letter whole: payload, rendered request, every attempt, the case's timeline")
 def show_dead_letter(dead_letter_id: RowIdInPath, request: Request, identity: Reader,
                      unmasked: Annotated[bool, Query(description="operators and the sector's own "
-                                                                 "administrator: plain, audited")] = False) -> dict[str, Any]:
+                                                                 "administrator: plain, audited")] = False
+                      ) -> dict[str, Any]:
     desk = _desk(request)
     letter = desk.get(dead_letter_id, _scope(identity))
     if unmasked:
@@ -510,7 +511,8 @@ def list_webhook_failures(request: Request, _: Operator,
 @router.post("/webhook-failures/{delivery_id}/redeliver", response_model=FailedDeliveryOut,
              responses=problem_doc(401, 403, 404, 409, 422),
              summary="Send a failed delivery again, same event id (the hall deduplicates); a reason is required")
-def redeliver_webhook(delivery_id: RowIdInPath, body: OperatorReasonIn, request: Request, identity: Operator) -> dict[str, Any]:
+def redeliver_webhook(delivery_id: RowIdInPath, body: OperatorReasonIn, request: Request,
+                      identity: Operator) -> dict[str, Any]:
     reason = _required(body.reason)
     failed = _failures(request).redeliver(delivery_id)
     d = failed.delivery

@@ -57,9 +57,9 @@ from gateway.persistence.repository import (
 )
 from gateway.sectors.bundle_records import BundleStore, UnknownBundle
 
-__all__ = ["DeadLetterDesk", "DeadLetterFilter", "DeadLetterNotFound", "Discarded", "NotDiscardable", "NotReplayable", "Page",
-           "ReasonRequired", "ReplayPlan", "ReplayRun", "ReplayRunNotFound", "BadInput", "SORTS", "case_outcome_of",
-           "check_reason", "conditions"]
+__all__ = ["DeadLetterDesk", "DeadLetterFilter", "DeadLetterNotFound", "Discarded", "NotDiscardable", "NotReplayable",
+           "Page", "ReasonRequired", "ReplayPlan", "ReplayRun", "ReplayRunNotFound", "BadInput", "SORTS",
+           "case_outcome_of", "check_reason", "conditions"]
 
 Status = Literal["dead", "replayed", "discarded", "superseded"]
 MappingChoice = Literal["original", "active"]
