@@ -27,7 +27,8 @@ class CryptoError(ValueError):
 
 
 class Digest(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...  # read-only: a frozen dataclass is a Digest
 
     def digest(self, data: bytes) -> bytes: ...
 

@@ -18,14 +18,14 @@ The rows are SQLAlchemy tables the caller hands over (`CertTables`; the gateway 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from cryptography import x509
-from sqlalchemy import Connection, Engine, Table, and_, func, insert, select, update
+from sqlalchemy import Connection, Engine, RowMapping, Table, and_, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from certstore.algorithms import CryptoError
@@ -53,6 +53,7 @@ from certstore.x509 import (
 PENDING, STAGED, CURRENT, SUPERSEDED, RETIRED = "pending", "staged", "current", "superseded", "retired"
 CERTIFICATE, SECRET = "certificate", "secret"
 MAX_OVERLAP_DAYS = 3650  # an overlap longer than any certificate's life is a typing error
+T = TypeVar("T")
 # Most severe first: an entry that reaches several at once is warned of the worst.
 EXPIRY_THRESHOLDS: tuple[tuple[str, timedelta], ...] = (
     ("expired", timedelta(0)), ("7d", timedelta(days=7)), ("30d", timedelta(days=30)))
@@ -446,7 +447,7 @@ class CertStore:
                                                           _aad(r.name, r.version)))
 
     @staticmethod
-    def _guarded(row: Any, step: Any) -> Any:
+    def _guarded(row: Any, step: Callable[[Any], T]) -> T:
         try:
             return step(row)
         except (CryptoError, MasterKeyError) as exc:
@@ -476,7 +477,7 @@ class CertStore:
                 yield conn
 
 
-def _stored(row: Mapping[str, Any]) -> StoredVersion:
+def _stored(row: RowMapping) -> StoredVersion:
     described = None
     if row["certificate_pem"]:
         described = CertificateFacts(row["subject"], row["issuer"], row["serial"], _utc(row["not_before"]),
