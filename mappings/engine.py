@@ -73,7 +73,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
@@ -636,7 +636,7 @@ class _Compiler:
     def converter(self, name: Any, where: str) -> str | None:
         if name is not None and name not in CONVERTERS:
             raise _Problem(where, f"unknown converter {name!r}")
-        return name
+        return cast(str | None, name)  # None or one of CONVERTERS' names
 
     def table(self, name: Any, where: str) -> _CodeTable | None:
         if name is None:

@@ -67,6 +67,7 @@ def _refuse_aliases(text: str, loader: type[yaml.SafeLoader] = yaml.SafeLoader) 
     # Checked on the event stream, before any node graph exists, so a bomb costs nothing to refuse.
     for event in yaml.parse(text, Loader=loader):
         if isinstance(event, yaml.AliasEvent):
+            assert event.start_mark is not None  # the parser marks every event it emits
             raise YamlProblem(event.start_mark.line + 1, "YAML aliases (*name) are not allowed")
 
 

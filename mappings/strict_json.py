@@ -116,7 +116,10 @@ def _checked_object(s_and_end: tuple[str, int], strict: bool, scan_once: Any, ob
         value_spans.append((at, end))
         return value, end
 
-    pairs, end = json.decoder.JSONObject(s_and_end, strict, scan_value, None, list, memo)
+    # JSONObject is the standard library's own object parser: public in `json.decoder` but undocumented, so
+    # typeshed leaves it out.
+    pairs, end = json.decoder.JSONObject(  # type: ignore[attr-defined]
+        s_and_end, strict, scan_value, None, list, memo)
     seen: set[str] = set()
     key_from = start
     for (key, _value), (_at, value_end) in zip(pairs, value_spans, strict=True):
