@@ -15,6 +15,7 @@ from ipaddress import ip_address
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
@@ -76,8 +77,8 @@ def facts(certificate: x509.Certificate) -> CertificateFacts:
     )
 
 
-def public_key_fingerprint(public_key: object) -> str:
-    spki = public_key.public_bytes(serialization.Encoding.DER,  # type: ignore[attr-defined]
+def public_key_fingerprint(public_key: PublicKeyTypes) -> str:
+    spki = public_key.public_bytes(serialization.Encoding.DER,
                                    serialization.PublicFormat.SubjectPublicKeyInfo)
     return hashlib.sha256(spki).hexdigest()
 
