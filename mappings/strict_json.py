@@ -95,6 +95,7 @@ def _locate(text: str) -> DuplicateKey:
     """The first repeated key, with its position: the pure-Python parser, told where each value starts
     and ends, finds each key between the end of the value before it and its own value."""
     decoder = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
+    # parse_object and scan_once are the decoder's undocumented hooks, absent from typeshed: the ignores.
     decoder.parse_object = _checked_object  # type: ignore[attr-defined]  # the C scanner would ignore it
     decoder.scan_once = json.scanner.py_make_scanner(decoder)  # type: ignore[attr-defined]
     try:
