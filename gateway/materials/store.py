@@ -15,14 +15,14 @@ import secrets
 import tempfile
 import unicodedata
 import zipfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import BinaryIO, Protocol
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, RowMapping, select
 
 from gateway.domain.clock import Clock, SystemClock
 from gateway.persistence.engine import READ_ONLY
@@ -291,7 +291,7 @@ def _digest(stream: Readable, sink: BinaryIO | None = None, limit: int | None = 
     return hasher.hexdigest(), size
 
 
-def _material(row: Mapping[str, Any]) -> StoredMaterial:
+def _material(row: RowMapping) -> StoredMaterial:
     return StoredMaterial(**{**row, "created_at": _as_utc(row["created_at"])})
 
 

@@ -41,7 +41,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import structlog
-from sqlalchemy import Engine, exists, func, insert, select, update
+from sqlalchemy import Engine, RowMapping, exists, func, insert, select, update
 
 from certstore.keyring import FieldSealer
 from gateway.domain.case import Trigger
@@ -133,7 +133,7 @@ class Delivery:
 # --- the event ---------------------------------------------------------------------------------------------
 
 
-def case_event(row: Mapping[str, Any]) -> dict[str, Any]:
+def case_event(row: RowMapping) -> dict[str, Any]:
     """A `case_notifications` row as the hall receives it: identifiers and states only."""
     return {"event_id": f"{row['case_no']}:{row['seq']}", "case_no": row["case_no"], "seq": row["seq"],
             "trigger": row["trigger"], "from_state": row["from_state"], "to_state": row["to_state"],
@@ -289,19 +289,19 @@ class Webhooks:
                              .values(status=CANCELLED, last_error="the subscription was deleted"))
         return self.get(owner_id, webhook_id)
 
-    def _read(self, query: Any) -> list[Mapping[str, Any]]:
+    def _read(self, query: Any) -> list[RowMapping]:
         with self.engine.connect() as conn:
             with conn.execution_options(**{READ_ONLY: True}).begin():
                 return list(conn.execute(query).mappings())
 
 
-def _subscription(r: Mapping[str, Any]) -> Subscription:
+def _subscription(r: Mapping[str, Any] | RowMapping) -> Subscription:  # a row, or one as written
     return Subscription(r["id"], r["owner_id"], r["owner_name"], r["url"], list(r["events"]), r["description"],
                         bool(r["active"]), as_utc(r["created_at"]),
                         as_utc(r["deactivated_at"]) if r["deactivated_at"] else None)
 
 
-def _delivery(r: Mapping[str, Any]) -> Delivery:
+def _delivery(r: RowMapping) -> Delivery:
     return Delivery(r["id"], r["subscription_id"], r["case_no"], r["seq"], dict(r["event"]), r["status"],
                     r["attempts"], as_utc(r["next_at"]), r["last_status"], r["last_error"], as_utc(r["created_at"]),
                     as_utc(r["delivered_at"]) if r["delivered_at"] else None)
@@ -371,7 +371,7 @@ class WebhookFailures:
             raise NotRedeliverable(f"webhook delivery {delivery_id} is {why}")
         return FailedDelivery(_delivery(row), row["owner_id"], row["owner_name"])
 
-    def _read(self, query: Any) -> list[Mapping[str, Any]]:
+    def _read(self, query: Any) -> list[RowMapping]:
         with self.engine.connect() as conn:
             with conn.execution_options(**{READ_ONLY: True}).begin():
                 return list(conn.execute(query).mappings())
@@ -504,7 +504,7 @@ class WebhookSender:
                 break  # retried later; the case's later events wait for it
         return sent
 
-    def _head(self, subscription_id: str, case_no: str) -> Mapping[str, Any] | None:
+    def _head(self, subscription_id: str, case_no: str) -> RowMapping | None:
         d, s = webhook_deliveries, webhook_subscriptions
         query = (select(d.c.id, d.c.subscription_id, d.c.case_no, d.c.seq, d.c.event, d.c.attempts, d.c.next_at,
                         s.c.url, s.c.secret)
@@ -517,7 +517,7 @@ class WebhookSender:
                 row = conn.execute(query).mappings().first()
         return row if row is not None and as_utc(row["next_at"]) <= self.clock.now() else None
 
-    def _send(self, clients: _Clients, head: Mapping[str, Any]) -> bool:
+    def _send(self, clients: _Clients, head: RowMapping) -> bool:
         """POST one delivery and record the outcome; True when it is settled (delivered or failed for good)."""
         body = event_body(head["event"])
         timestamp = int(self.clock.now().timestamp())
@@ -536,7 +536,7 @@ class WebhookSender:
             error = f"{type(exc).__name__}: {exc}"[:500]
         return self._record(head, status, error)
 
-    def _record(self, head: Mapping[str, Any], status: int | None, error: str | None) -> bool:
+    def _record(self, head: RowMapping, status: int | None, error: str | None) -> bool:
         now, attempts, d = self.clock.now(), head["attempts"] + 1, webhook_deliveries
         values: dict[str, Any] = {"attempts": attempts, "last_status": status, "last_error": error}
         if error is None:
@@ -560,7 +560,7 @@ class WebhookSender:
 
     def _delay(self, attempts: int) -> timedelta:
         """backoff × 2^(attempts − 1), capped, and up to JITTER longer (never shorter)."""
-        base = min(self.policy.backoff * 2 ** min(attempts - 1, 32), BACKOFF_CAP)
+        base: timedelta = min(self.policy.backoff * 2 ** min(attempts - 1, 32), BACKOFF_CAP)
         return base * (1 + JITTER * self.jitter())
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import date, datetime
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, and_, delete, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, RowMapping, and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from gateway.domain.case import (
@@ -143,7 +144,7 @@ class CaseRepository:
         """Next number in a daily sequence: a read-then-write, safe only inside a write transaction.
         On SQLite (one writer at a time anyway) this keeps a day's numbers gapless; PostgreSQL takes its
         numbers with `take_number_apart` instead."""
-        current = self._conn.execute(  # the row lock makes concurrent submissions on PostgreSQL wait their turn
+        current: int | None = self._conn.execute(  # the row lock makes concurrent submissions on PostgreSQL wait
             select(t.case_counters.c.last_seq).where(t.case_counters.c.scope == scope).with_for_update()
         ).scalar_one_or_none()
         if current is None:
@@ -172,7 +173,7 @@ class CaseRepository:
         row = {"case_no": case_no, **_plain(task)}
         return {**row, "opinion": self._personal.seal(row["opinion"], "case_tasks.opinion")}
 
-    def _task_from_row(self, r: Mapping[str, Any]) -> Task:
+    def _task_from_row(self, r: RowMapping) -> Task:
         return Task(r["task_id"], r["department"], r["credit_code"], r["sector"], r["lead"], TaskState(r["state"]),
                     r["sector_ref"], self._personal.open(r["opinion"], "case_tasks.opinion"), r["round"],
                     r["sector_told"])
@@ -190,7 +191,7 @@ class CaseRepository:
             "data": self._personal.seal(dict(e.data), "case_events.data"),
         }
 
-    def _event_from_row(self, r: Mapping[str, Any]) -> CaseEvent:
+    def _event_from_row(self, r: RowMapping) -> CaseEvent:
         return CaseEvent(
             seq=r["seq"],
             at=as_utc(r["at"]),
@@ -497,7 +498,7 @@ class OutboxRepository:
         )
 
 
-def _outbox_from_row(row: Mapping[str, Any]) -> OutboxMessage:
+def _outbox_from_row(row: RowMapping) -> OutboxMessage:
     return OutboxMessage(
         id=row["id"],
         case_no=row["case_no"],
@@ -587,7 +588,9 @@ class DeadLetterRepository:
         plain["history"] = [dict(h) for h in failure.history]
         sealed = {c: self._personal.seal(plain[c], f"dead_letters.{c}") for c in _SEALED_DEAD_LETTER}
         row = {"outbox_id": None, "deliveries": 0, **names, **plain, **sealed, "status": self.DEAD, "created_at": now}
-        return int(self._conn.execute(insert(t.dead_letters).values(**row)).inserted_primary_key[0])
+        key = self._conn.execute(insert(t.dead_letters).values(**row)).inserted_primary_key
+        assert key is not None  # an INSERT of one row always has its key
+        return int(key[0])
 
     def get(self, dead_letter_id: int) -> DeadLetter | None:
         row = self._conn.execute(select(t.dead_letters).where(t.dead_letters.c.id == dead_letter_id)).mappings().first()
@@ -606,14 +609,14 @@ class DeadLetterRepository:
         return result.rowcount == 1
 
     # -- the operators' queries (conditions built by `ops.dead_letters`) ------------------------------
-    def page(self, where: Where, order_by: Sequence[ColumnElement[Any]], limit: int) -> list[DeadLetter]:
+    def page(self, where: Where, order_by: Sequence[ColumnElement[Any]], limit: int) -> builtins.list[DeadLetter]:
         query = select(t.dead_letters).where(*where).order_by(*order_by).limit(limit)
         return [self._from_row(row) for row in self._conn.execute(query).mappings()]
 
     def count(self, where: Where) -> int:
         return int(self._conn.execute(select(func.count()).select_from(t.dead_letters).where(*where)).scalar_one())
 
-    def counts(self, where: Where) -> list[tuple[str, str, int]]:
+    def counts(self, where: Where) -> builtins.list[tuple[str, str, int]]:
         """(sector, error class, how many), the largest first."""
         d = t.dead_letters.c
         n = func.count().label("n")
@@ -633,7 +636,8 @@ class DeadLetterRepository:
             update(t.dead_letters).where(*where, t.dead_letters.c.status == self.DEAD).values(replay_run_id=run_id))
         return result.rowcount
 
-    def replay_batch(self, run_id: int, by: str, reason: str, now: datetime, limit: int) -> list[ReplayedLetter]:
+    def replay_batch(self, run_id: int, by: str, reason: str, now: datetime,
+                     limit: int) -> builtins.list[ReplayedLetter]:
         """Mark up to `limit` of the run's letters still dead as replayed; returns exactly the ones this call
         changed. Letters another process marked meanwhile are not returned (status is re-checked)."""
         d = t.dead_letters.c
@@ -663,7 +667,7 @@ class DeadLetterRepository:
                     case_outcome=case_outcome))
         return result.rowcount
 
-    def still_dead(self, where: Where) -> list[tuple[int, str, int | None]]:
+    def still_dead(self, where: Where) -> builtins.list[tuple[int, str, int | None]]:
         """(id, case number, outbox id) of the matching letters still dead, oldest first."""
         d = t.dead_letters.c
         rows = self._conn.execute(select(d.id, d.case_no, d.outbox_id).where(*where, d.status == self.DEAD)
@@ -679,7 +683,7 @@ class DeadLetterRepository:
             .values(status=self.SUPERSEDED, superseded_at=now))
         return result.rowcount
 
-    def _from_row(self, row: Mapping[str, Any]) -> DeadLetter:
+    def _from_row(self, row: RowMapping) -> DeadLetter:
         opened = {c: self._personal.open(row[c], f"dead_letters.{c}") for c in _SEALED_DEAD_LETTER}
         times = {c: as_utc(row[c]) if row[c] else None for c in _DEAD_LETTER_TIMES}
         return DeadLetter(**{**row, **opened, **times, "history": tuple(opened["history"] or ())})

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -23,8 +26,8 @@ metadata = MetaData()
 MAX_ROW_ID = 2**31 - 1  # Integer columns (ids, version numbers) are 32-bit in PostgreSQL: a larger one names nothing
 
 
-def _utc(name: str, **kw: object) -> Column:  # type: ignore[type-arg]
-    return Column(name, DateTime(timezone=True), **kw)  # type: ignore[arg-type]
+def _utc(name: str, **kw: Any) -> Column[datetime]:
+    return Column(name, DateTime(timezone=True), **kw)
 
 
 cases = Table(

@@ -39,6 +39,7 @@ class UnitOfWork:
 
     def __init__(self, engine: Engine, personal: PersonalData | None = None, *, read_only: bool = False) -> None:
         self._engine = engine
+        # NoPersonalData is no PersonalData: it stands in for one and refuses every call.
         self._personal: PersonalData = personal or NoPersonalData()  # type: ignore[assignment]
         self._read_only = read_only
 

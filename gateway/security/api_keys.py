@@ -18,7 +18,7 @@ import hashlib
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,7 +26,7 @@ from typing import Any
 import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Connection, Engine, RowMapping, insert, select, update
 
 from gateway.domain.clock import Clock, SystemClock, as_utc
 from gateway.domain.codes import is_valid_credit_code
@@ -116,13 +116,13 @@ def _admissible(identity: Identity) -> bool:
     return breach is None
 
 
-def _entries(row: Mapping[str, Any]) -> tuple[str, ...]:
+def _entries(row: RowMapping) -> tuple[str, ...]:
     """What the in-memory map finds an identity row by: its key's hash, and its bound certificate."""
     fingerprint = row.get("cert_fingerprint")
     return (row["key_hash"], CERT_ENTRY + fingerprint) if fingerprint else (row["key_hash"],)
 
 
-def _identity_from_row(row: Mapping[str, Any]) -> Identity:
+def _identity_from_row(row: RowMapping) -> Identity:
     return Identity(
         id=row["id"],
         name=row["name"],
@@ -132,7 +132,7 @@ def _identity_from_row(row: Mapping[str, Any]) -> Identity:
     )
 
 
-def _issued_from_row(row: Mapping[str, Any]) -> IssuedIdentity:
+def _issued_from_row(row: RowMapping) -> IssuedIdentity:
     revoked_at = row["revoked_at"]
     return IssuedIdentity(
         identity=_identity_from_row(row),
@@ -248,14 +248,14 @@ class ApiKeyStore:
         self._remember(changed, *_entries(row))
         return changed
 
-    def _active_row(self, conn: Any, identity_id: str) -> Mapping[str, Any]:
+    def _active_row(self, conn: Connection, identity_id: str) -> RowMapping:
         row = conn.execute(select(identities).where(identities.c.id == identity_id)).mappings().first()
         if row is None:
             raise UnknownIdentity(f"no identity {identity_id!r}")
         if row["revoked_at"] is not None:
             self._forget(*_entries(row))  # revoked elsewhere: stop admitting it here now too
             raise AlreadyRevoked(f"identity {identity_id!r} was already revoked at {as_utc(row['revoked_at'])}")
-        return row  # type: ignore[no-any-return]
+        return row
 
     def get(self, identity_id: str) -> IssuedIdentity | None:
         rows = self._read(select(identities).where(identities.c.id == identity_id))
@@ -289,7 +289,7 @@ class ApiKeyStore:
         with self._lock:
             self._by_hash = {h: i for h, i in self._by_hash.items() if h not in entries}
 
-    def _read(self, query: Any) -> builtins.list[Mapping[str, Any]]:
+    def _read(self, query: Any) -> builtins.list[RowMapping]:
         """Run a read-only query in a deferred transaction (no write lock taken)."""
         with self._engine.connect() as conn:
             conn = conn.execution_options(**{READ_ONLY: True})

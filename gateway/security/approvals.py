@@ -20,7 +20,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, RowMapping, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from gateway.domain.clock import Clock, as_utc
@@ -177,13 +177,13 @@ class Approvals:
             raise AlreadyDecided(f"the pending request for {subject} was just decided; ask again")
         return _approval(rows[0])
 
-    def _read(self, query: Any) -> builtins.list[Mapping[str, Any]]:
+    def _read(self, query: Any) -> builtins.list[RowMapping]:
         with self._engine.connect() as conn:
             with conn.execution_options(**{READ_ONLY: True}).begin():
                 return builtins.list(conn.execute(query).mappings())
 
 
-def _approval(row: Mapping[str, Any]) -> Approval:
+def _approval(row: Mapping[str, Any] | RowMapping) -> Approval:  # a row, or one as written
     decided_at = row.get("decided_at")
     return Approval(id=row["id"], action=Action(row["action"]), subject=row["subject"], params=dict(row["params"]),
                     sector=row["sector"], status=row["status"], requested_by=row["requested_by"],

@@ -24,6 +24,7 @@ Revisions are applied by every process at start-up (`migrate.upgrade`), so keep 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -34,7 +35,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-def _utc(name: str, nullable: bool = False) -> sa.Column:  # type: ignore[type-arg]
+def _utc(name: str, nullable: bool = False) -> sa.Column[datetime]:
     return sa.Column(name, sa.DateTime(timezone=True), nullable=nullable)
 
 
