@@ -155,7 +155,7 @@ class Settings:
                 rate_limit_burst=(_positive("YIWANG_RATE_LIMIT_BURST", burst)
                                   if (burst := get("YIWANG_RATE_LIMIT_BURST")) else None),
                 master_key=get("YIWANG_MASTER_KEY") or None,
-                master_key_file=Path(get("YIWANG_MASTER_KEY_FILE")) if get("YIWANG_MASTER_KEY_FILE") else None,
+                master_key_file=Path(key_file) if (key_file := get("YIWANG_MASTER_KEY_FILE")) else None,
                 field_cipher=_choice("YIWANG_FIELD_CIPHER", get("YIWANG_FIELD_CIPHER", "aes-256-gcm"),
                                      tuple(CIPHERS)),
                 digest=_choice("YIWANG_DIGEST", get("YIWANG_DIGEST", "sha256"), tuple(DIGESTS)),
@@ -184,11 +184,10 @@ class Settings:
                 retention_days=_positive("YIWANG_RETENTION_DAYS", get("YIWANG_RETENTION_DAYS", "180")),
                 audit_retention_days=_not_negative("YIWANG_AUDIT_RETENTION_DAYS",
                                                    get("YIWANG_AUDIT_RETENTION_DAYS", "0")),
-                retention_archive_dir=Path(get("YIWANG_RETENTION_ARCHIVE_DIR")) if get(
-                    "YIWANG_RETENTION_ARCHIVE_DIR") else None,
+                retention_archive_dir=Path(archive) if (archive := get("YIWANG_RETENTION_ARCHIVE_DIR")) else None,
                 retention_interval_ms=_positive("YIWANG_RETENTION_INTERVAL_MS",
                                                 get("YIWANG_RETENTION_INTERVAL_MS", "3600000")),
-                log_file=Path(get("YIWANG_LOG_FILE")) if get("YIWANG_LOG_FILE") else None,
+                log_file=Path(log_file) if (log_file := get("YIWANG_LOG_FILE")) else None,
                 log_retention_days=_positive("YIWANG_LOG_RETENTION_DAYS", get("YIWANG_LOG_RETENTION_DAYS", "30")),
                 metrics_cache_ms=_at_least_zero("YIWANG_METRICS_CACHE_MS", get("YIWANG_METRICS_CACHE_MS", "5000")),
                 probe_timeout_ms=_positive("YIWANG_PROBE_TIMEOUT_MS", get("YIWANG_PROBE_TIMEOUT_MS", "2000")),

@@ -65,7 +65,8 @@ _INSERT_RECORDS = insert(ledger_records).returning(ledger_records.c.id, sort_by_
 class KeyedSigner(Signer, Protocol):
     """A signer that names its key (stored with each checkpoint)."""
 
-    key_id: str
+    @property
+    def key_id(self) -> str: ...  # read-only: signers compute it from their public key
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from ipaddress import ip_address
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from cryptography import x509
@@ -561,13 +561,13 @@ def _unemployment(client: httpx.Client, channel: str, applicant: dict[str, str],
 def _submit(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
     answer = client.post("/v1/cases", json=body, headers={"Idempotency-Key": f"demo-{uuid.uuid4()}"})
     _expect(answer.status_code == 201, f"submit failed {answer.status_code} {answer.text}")
-    return answer.json()  # type: ignore[no-any-return]
+    return cast(dict[str, Any], answer.json())
 
 
 def _post(client: httpx.Client, case_no: str, action: str, body: dict[str, Any]) -> dict[str, Any]:
     answer = client.post(f"/v1/cases/{case_no}/{action}", json=body)
     _expect(answer.status_code == 200, f"{action} failed {answer.status_code} {answer.text}")
-    return answer.json()  # type: ignore[no-any-return]
+    return cast(dict[str, Any], answer.json())
 
 
 def _wait(client: httpx.Client, case_no: str, state: str, timeout_s: float) -> dict[str, Any]:

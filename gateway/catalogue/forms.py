@@ -13,7 +13,7 @@ personal data).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
@@ -68,7 +68,7 @@ def _formats(schema: Any) -> Iterator[str]:
 def _problems(schema: Mapping[str, Any], error: ValidationError) -> Iterator[Refusal]:
     path = tuple(error.path)
     if error.validator == "required":  # names the object; each missing field gets its own problem
-        for name in error.validator_value:
+        for name in cast(list[str], error.validator_value):  # the schema's `required`: field names
             if isinstance(error.instance, Mapping) and name not in error.instance:
                 yield Refusal((*path, name), f"{_label(schema, (*path, name))}是必填项")
         return

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import yaml
 from jsonschema import Draft202012Validator
@@ -40,12 +40,16 @@ from gateway.domain.matter import Department, Level, Matter, MatterType, Service
 from gateway.persistence.catalogue_tables import DRAFT, PUBLISHED, RETIRED, matter_versions
 from gateway.persistence.engine import READ_ONLY
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 # libyaml's safe loader when PyYAML has it (the same safe constructors as yaml.safe_load): every process
 # parses the seed catalogue at start-up, and the pure-Python parser takes ~50 ms of it, libyaml ~6 ms.
 SAFE_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 SEED_ACTOR = "seed"
 
 T = TypeVar("T")
+D = TypeVar("D", bound="DataclassInstance")  # what _decode_dataclass builds
 
 
 class CatalogueError(ValueError):
@@ -124,10 +128,10 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _decode_dataclass(cls: type[T], value: Any, path: str) -> T:
+def _decode_dataclass(cls: type[D], value: Any, path: str) -> D:
     if not isinstance(value, dict):
         raise _BadField(path or "entry", f"expected a mapping, got {_show(value)}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(value) - set(fields), key=str)
     if unknown:
         raise _BadField(path or "entry", f"unknown field(s) {', '.join(map(str, unknown))}")
@@ -145,8 +149,8 @@ def _is_required(f: dataclasses.Field[Any]) -> bool:
 
 def _decode(hint: Any, value: Any, path: str) -> Any:
     origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
-        return _decode_dataclass(hint, value, path)  # type: ignore[arg-type]
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):  # a hint is a class, never an instance
+        return _decode_dataclass(hint, value, path)
     if origin in (types.UnionType, typing.Union):  # `X | None`
         (inner,) = [a for a in typing.get_args(hint) if a is not type(None)]
         return None if value is None else _decode(inner, value, path)

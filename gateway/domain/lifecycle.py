@@ -366,6 +366,7 @@ def evaluate(case: Case, evaluation: Evaluation, actor: Actor, now: datetime) ->
 
 
 def close(case: Case, now: datetime) -> None:
+    # A case being closed exists, so it has a state; Case.state is None only before it is created.
     case.completion = COMPLETION_BY_STATE[case.state]  # type: ignore[index]
     case.apply(Trigger.CLOSE, GATEWAY, now, "办件办结", {"completion": str(case.completion)})
 

@@ -83,6 +83,7 @@ def install_error_handlers(app: FastAPI) -> None:
         log.exception("request failed", path=request.url.path)
         return problem_response(500, "internal-error", "服务器内部错误", instance=request.url.path)
 
+    # Starlette types a handler as taking any Exception; ours take the class they handle: hence the ignores.
     app.add_exception_handler(RequestValidationError, validation)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
     document_validation_problems(app)

@@ -124,9 +124,10 @@ class BundleStore:
                 raise BundleInvalid(problems)
             if not may_act_for(bundle.sector):
                 raise PermissionError(f"not an administrator of sector {bundle.sector!r}")
-            row = {"sector": bundle.sector, "version": bundle.version, "status": REGISTERED, "kind": bundle.kind,
-                   "archive": archive, "sha256": hashlib.sha256(archive).hexdigest(), "summary": summary(bundle),
-                   "registered_at": self.clock.now(), "registered_by": actor}
+            row: dict[str, Any] = {
+                "sector": bundle.sector, "version": bundle.version, "status": REGISTERED, "kind": bundle.kind,
+                "archive": archive, "sha256": hashlib.sha256(archive).hexdigest(), "summary": summary(bundle),
+                "registered_at": self.clock.now(), "registered_by": actor}
         try:
             with self.engine.begin() as conn:
                 conn.execute(insert(bundle_versions).values(**row))

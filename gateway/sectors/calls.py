@@ -88,6 +88,7 @@ class SectorCalls:
                 raise NoActiveAdapter(f"case {case_no} has no task for sector {sector!r}")
             message = canonical_message(case, task.task_id, idempotency_key(case_no, task.task_id, operation))
         # Adapters take an operation or query by name; what they render is returned as JSON-able data.
+        # adapters.contract.Adapter.render names only Operation: hence the ignore.
         try:
             rendered = registered.adapter.render(operation, message)  # type: ignore[arg-type]
         except DeliveryError as exc:  # nothing was sent: the case or parameters do not fit the mapping

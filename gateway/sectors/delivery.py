@@ -336,6 +336,7 @@ def logged_call(messages: MessageLog | None, target: RegisteredAdapter, operatio
     if messages is None:
         return target.adapter.call(operation, payload)
     key = payload.get("idempotency_key")
+    # Kinds render a query's name too; adapters.contract.Adapter.render names only Operation: hence the ignore.
     try:
         rendered = jsonable(target.adapter.render(operation, payload))  # type: ignore[arg-type]
     except Exception:  # noqa: BLE001 - the call below fails the same way and says why

@@ -133,7 +133,7 @@ class Backoff:
 
     def next(self) -> float:
         with self._lock:
-            step = min(self.max_s, self.initial_s * 2 ** min(self._attempt, 32))
+            step: float = min(self.max_s, self.initial_s * 2 ** min(self._attempt, 32))
             self._attempt += 1
         return step * (0.5 + self._jitter() / 2)
 

@@ -6,7 +6,7 @@ The guarded routes (bundle activation in `api_adapters`, publication in `api_cat
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -17,6 +17,7 @@ from gateway.http.callers import require
 from gateway.http.json_bodies import JsonBodyRoute
 from gateway.http.problems import install_problems, problem_doc
 from gateway.http.text_fields import typed
+from gateway.sectors.bundle_records import BundleStore
 from gateway.security.approvals import (
     STATUSES,
     Action,
@@ -41,7 +42,7 @@ class RejectIn(BaseModel):
 
 
 def _approvals(request: Request) -> Approvals:
-    return request.app.state.approvals  # type: ignore[no-any-return]
+    return cast(Approvals, request.app.state.approvals)  # set by gateway.bootstrap.app
 
 
 def _seen_by(identity: Identity, approval: Approval) -> Approval:
@@ -80,7 +81,8 @@ def _run(request: Request, approval: Approval) -> dict[str, Any]:
     """The guarded action itself, recorded as done by requester and approver together."""
     p = approval.params
     if approval.action is Action.ACTIVATE_BUNDLE:
-        return request.app.state.bundles.activate(p["sector"], p["version"], approval.actor).public()  # type: ignore[no-any-return]
+        bundles = cast(BundleStore, request.app.state.bundles)  # set by gateway.bootstrap.app
+        return bundles.activate(p["sector"], p["version"], approval.actor).public()
     return matter_to_document(request.app.state.catalogue.publish(p["code"], p["version"], approval.actor))
 
 

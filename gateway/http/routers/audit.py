@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import structlog
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
@@ -39,7 +39,7 @@ class RecordNotFound(LookupError):
 
 
 def _ledger(request: Request) -> Ledger:
-    return request.app.state.ledger  # type: ignore[no-any-return]
+    return cast(Ledger, request.app.state.ledger)  # set by gateway.bootstrap.app
 
 
 def _instant(value: datetime | None) -> datetime | None:

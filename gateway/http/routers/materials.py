@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from pydantic import BaseModel, Field
@@ -79,7 +79,7 @@ class UploadedMaterialOut(BaseModel):
 
 
 def _store(request: Request) -> MaterialStore:
-    return request.app.state.materials  # type: ignore[no-any-return]
+    return cast(MaterialStore, request.app.state.materials)  # set by gateway.bootstrap.app
 
 
 @router.post("/materials", status_code=201, response_model=UploadedMaterialOut, openapi_extra=_UPLOAD_BODY,
