@@ -246,6 +246,7 @@ def _filtered(command: Callable[..., Any]) -> Callable[..., Any]:
         return command(chosen, **options)
 
     parameters = [*mandatory, *added, *(p for p in own if p not in mandatory)]
+    # Functions have no __signature__ in typeshed; inspect.signature (and so typer) reads it when set.
     run.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in parameters], return_annotation=None)
     run.__annotations__ = {p.name: p.annotation for p in parameters}

@@ -21,14 +21,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from itertools import groupby
 from typing import Any, Literal, cast, get_args
 
-from sqlalchemy import ColumnElement, Connection, Engine, and_, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, RowMapping, and_, insert, or_, select, update
 
 from gateway.cases.service import DeadLetterNotFound, NotReplayable, store_change, task_snapshot
 from gateway.domain import lifecycle
@@ -69,7 +69,7 @@ SORTS = ("created_at", "-created_at", "attempts", "-attempts", "sector", "-secto
 MAX_PAGE = 500
 SAMPLE = 20  # dead letters a dry run shows
 MAX_REASON = 2000
-DEAD = DeadLetterRepository.DEAD
+DEAD = cast(Status, DeadLetterRepository.DEAD)  # one of the Status literals
 RUNNING, DONE = "running", "done"
 
 
@@ -357,7 +357,7 @@ def case_outcome_of(outcome: str) -> WayForward:
         way = None
     if way not in DISCARD_OUTCOMES:
         raise BadInput("case_outcome is one of " + ", ".join(DISCARD_OUTCOMES) + f", not {outcome!r}")
-    return way  # type: ignore[return-value]
+    return way
 
 
 def _discard_one(work: _Work, letter: tuple[int, str, int | None], way: WayForward, actor: Actor, reason: str,
@@ -402,7 +402,9 @@ class _ReplayRuns:
     def add(self, public_filter: dict[str, Any], reason: str, mapping: str, by: str, now: datetime) -> int:
         row = {"filter": public_filter, "reason": reason, "mapping": mapping, "requested_by": by,
                "status": RUNNING, "total": 0, "replayed": 0, "skipped": 0, "created_at": now}
-        return int(self._conn.execute(insert(t.replay_runs).values(**row)).inserted_primary_key[0])
+        key = self._conn.execute(insert(t.replay_runs).values(**row)).inserted_primary_key
+        assert key is not None  # an INSERT of one row always has its key
+        return int(key[0])
 
     def set_total(self, run_id: int, total: int) -> None:
         self._conn.execute(update(t.replay_runs).where(t.replay_runs.c.id == run_id).values(total=total))
@@ -429,7 +431,7 @@ class _ReplayRuns:
         return [_run(row) for row in self._conn.execute(query).mappings()]
 
 
-def _run(row: Mapping[str, Any]) -> ReplayRun:
+def _run(row: RowMapping) -> ReplayRun:
     return ReplayRun(**{**row, "created_at": as_utc(row["created_at"]),
                         "finished_at": as_utc(row["finished_at"]) if row["finished_at"] else None})
 

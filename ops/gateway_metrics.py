@@ -259,7 +259,7 @@ def readiness_metrics(readiness: Readiness) -> list[Metric]:
         "yiwang_database_up": ("1 when the database answers", report.checks["database"]["status"] == "up")}
     if report.checks["broker"]["status"] != "not_configured":
         values["yiwang_broker_up"] = ("1 when the broker answers", report.checks["broker"]["status"] == "up")
-    families = []
+    families: list[Metric] = []
     for name, (documentation, value) in values.items():
         family = gauge(name, documentation)
         family.add_metric([], 1.0 if value else 0.0)
