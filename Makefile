@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint typecheck check bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,15 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/lint-imports
 
-test: lint
+# ruff (the rule set in pyproject.toml) and mypy --strict ([tool.mypy]: gateway, mappings, certstore, ops).
+typecheck: $(STAMP)
+	$(BIN)/ruff check gateway ops mappings certstore
+	$(BIN)/mypy
+
+# The inner loop: lint and type check. TODO: add the unit tests once tests/unit/ exists.
+check: lint typecheck
+
+test: lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 clean:
