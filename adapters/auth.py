@@ -317,7 +317,7 @@ def read_capped(response: httpx.Response, limit: int) -> bytes:
     """A streamed response's decoded body, refusing (`BodyTooLarge`) past `limit` bytes.
 
     Counting decoded bytes, not wire bytes, also stops a small gzip bomb. Shared by the token
-    fetch here and `adapters.rest`, which depends on this module anyway.
+    fetch here and `adapters.kinds.rest.adapter`, which depends on this module anyway.
     """
     chunks, size = [], 0
     for chunk in response.iter_bytes():

@@ -46,8 +46,8 @@ from adapters.auth import (
 )
 from adapters.resilience import RetryPolicy
 from adapters.secrets import LITERAL_REFUSED
-from adapters.soap import idempotency_soapheaders
-from adapters.wssecurity import WsSecuritySpec
+from adapters.kinds.soap.adapter import idempotency_soapheaders
+from adapters.kinds.soap.wssecurity import WsSecuritySpec
 from certstore.credentials import reference_name
 from mappings import CompiledMapping, MappingError
 from mappings.positions import Positions, YamlProblem, load_yaml

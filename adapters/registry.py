@@ -25,16 +25,16 @@ from typing import Any
 
 from adapters.auth import RsaSignatureSpec
 from adapters.bundle import Bundle, BundleError, TlsSpec, compile_mappings, load_bundle, stylesheets
-from adapters.wssecurity import MessageSecurity, WsSecuritySpec
+from adapters.kinds.soap.wssecurity import MessageSecurity, WsSecuritySpec
 from certstore.credentials import Credential, CredentialMissing, CredentialSource
 from certstore.tls import client_context
 from mappings.validate import Problem
 from adapters.contract import Adapter, CanonicalMessage, CanonicalResult, DeliveryError, FailureClass, Operation
 from adapters.health import AdapterHealth
 from adapters.resilience import CircuitBreaker, RateLimiter, ResilientAdapter, RetryPolicy, resilient
-from adapters.rest import RestAdapter
+from adapters.kinds.rest.adapter import RestAdapter
 from adapters.secrets import SecretRefError
-from adapters.soap import SoapAdapter
+from adapters.kinds.soap.adapter import SoapAdapter
 from mappings import CompiledMapping
 
 DESCRIPTOR = "bundle.yaml"

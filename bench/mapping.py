@@ -36,7 +36,7 @@ from adapters import canonical
 from adapters.bundle import load_bundle
 from adapters.contract import Operation
 from adapters.registry import build_adapter, default_bundles_dir
-from adapters.soap import SoapAdapter
+from adapters.kinds.soap.adapter import SoapAdapter
 from bench import Options, calibrate, figure, interleaved
 
 TARGET_RATIO = 0.8

@@ -35,7 +35,7 @@ from adapters.auth import (
     verify_hmac,
 )
 from adapters.contract import DeliveryError, FailureClass, Operation
-from adapters.rest import RestAdapter
+from adapters.kinds.rest.adapter import RestAdapter
 from adapters.secrets import Secret, SecretRefError, is_reference, resolve
 from tests.test_rest_adapter import TICKET, LocalServer, Reply, Seen, free_port, mappings, message
 

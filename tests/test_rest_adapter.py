@@ -23,12 +23,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-import adapters.rest as rest
+import adapters.kinds.rest.adapter as rest
 from adapters.contract import DeliveryError, FailureClass, Operation
 from adapters.bundle import BundleError
 from adapters.registry import Registry
 from adapters.resilience import RetryPolicy, with_retries
-from adapters.rest import RestAdapter, RetryAfterError, parse_retry_after
+from adapters.kinds.rest.adapter import RestAdapter, RetryAfterError, parse_retry_after
 from mappings import HttpRequest, compile_mapping
 
 # ------------------------------------------------------------------ a small real server

@@ -17,7 +17,7 @@ from lxml import etree
 
 from adapters.auth import NO_AUTH, AuthSpec, parse_auth
 from adapters.contract import DeliveryError, FailureClass, Operation
-from adapters.soap import SoapAdapter
+from adapters.kinds.soap.adapter import SoapAdapter
 from mappings import compile_mapping
 from tests.test_rest_adapter import LocalServer, Reply, Seen
 

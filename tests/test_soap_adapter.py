@@ -22,7 +22,7 @@ from adapters.contract import DeliveryError, FailureClass, Operation
 from adapters.bundle import BundleError
 from adapters.registry import Registry, default_bundles_dir
 from adapters.resilience import RetryPolicy, with_retries
-from adapters.soap import SoapAdapter
+from adapters.kinds.soap.adapter import SoapAdapter
 from mappings import compile_mapping
 
 BUNDLE = default_bundles_dir() / "social_security"

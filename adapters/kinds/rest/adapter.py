@@ -21,7 +21,7 @@ Every failure leaves as a classified `DeliveryError`; see `classify` and `_statu
     a request that cannot be rendered or built (nothing sent) -> MAPPING, `UnsendableRequest`
 
 When the sector answered, the error carries its last answer (`last_response`: status, a few headers,
-the body cut at 64 KiB; `adapters.soap.RawAnswer`), kept by reference while the call goes well.
+the body cut at 64 KiB; `adapters.kinds.soap.adapter.RawAnswer`), kept by reference while the call goes well.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from adapters.contract import (
     UnsendableRequest,
     correlation_headers,
 )
-from adapters.soap import LAST_RESPONSE_MAX_BYTES, RawAnswer, mapping_failure, mapping_for
+from adapters.kinds.soap.adapter import LAST_RESPONSE_MAX_BYTES, RawAnswer, mapping_failure, mapping_for
 from certstore.credentials import Credential
 from mappings import (
     BusinessError,

@@ -7,7 +7,7 @@ service address is the deployment's endpoint, not the WSDL's `soap:address`.
 SOAP 1.1 and 1.2: the service is built on the WSDL binding of the bundle's `soap_version` (default:
 the first port's binding). Authentication (`adapters.auth`): a WS-Security UsernameToken header or
 HTTP Basic on the session. Certificates (`adapters.registry` resolves them): an `ssl.SSLContext` for
-mTLS and trust, used by requests for every https call; WS-Security signatures (`adapters.wssecurity`). `call` takes a canonical `Operation` or, as a plain string, the name of
+mTLS and trust, used by requests for every https call; WS-Security signatures (`adapters.kinds.soap.wssecurity`). `call` takes a canonical `Operation` or, as a plain string, the name of
 a named query (its mapping names the WSDL operation like any other).
 
 Every failure of `call` leaves as a classified `DeliveryError` (DESIGN.md invariant 4); see
@@ -49,7 +49,7 @@ from adapters.contract import (
     UnsendableRequest,
     correlation_headers,
 )
-from adapters.wssecurity import MessageSecurity
+from adapters.kinds.soap.wssecurity import MessageSecurity
 from mappings import BusinessError, CompiledMapping, MappingError
 from mappings.xslt import Transform
 
@@ -73,7 +73,7 @@ class RawAnswer:
     """The sector's latest raw answer within one call, held by reference (nothing is copied while the
     call goes well); `last_response()` makes `DeliveryError.last_response` of it when the call fails.
 
-    Shared by every adapter kind (`adapters.rest` imports it).
+    Shared by every adapter kind (`adapters.kinds.rest.adapter` imports it).
     """
 
     def __init__(self) -> None:
@@ -338,7 +338,7 @@ def mapping_for(mappings: Mapping[str, CompiledMapping], name: Operation | str, 
 def mapping_failure(exc: MappingError | BusinessError) -> DeliveryError:
     """The `DeliveryError` for a mapping that failed, or for an answer its mapping reads as a refusal.
 
-    Shared by every adapter kind (`adapters.rest` imports it).
+    Shared by every adapter kind (`adapters.kinds.rest.adapter` imports it).
     """
     if isinstance(exc, BusinessError):
         # A business refusal is the sector's considered answer: asking again gets the same one.

@@ -1,0 +1,1 @@
+"""The REST adapter kind: sectors reached over HTTP with JSON bodies (httpx)."""
