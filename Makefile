@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check bench clean
+.PHONY: demo test lint typecheck check bench bundle-schema clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ demo: $(STAMP)
 # `make bench` writes bench-report.json (see bench/run.py); `make bench QUICK=1` is the CI smoke run.
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(if $(filter-out 0,$(QUICK)),--quick)
+
+# The published bundle schema, generated from the adapter kinds (adapters/bundle_schema.py); a test keeps it current.
+bundle-schema: $(STAMP)
+	$(BIN)/python -m adapters.bundle_schema --write
 
 lint: $(STAMP)
 	$(BIN)/lint-imports

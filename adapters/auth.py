@@ -1,17 +1,13 @@
-"""How the gateway authenticates to a sector, and checks a sector's signed callbacks.
+"""The auth forms a bundle may name (`auth`, `results.callback_auth`), and checking a sector's signed callbacks.
 
-The descriptor's `auth` mapping (BUNDLE-FORMAT.md) is parsed once by `parse_auth` into an
-`AuthSpec`: a plain, frozen description holding secret *references*, so a bundle can be validated
-on a machine without the secrets. Secrets are resolved when an adapter is built: `rest_auth`
-turns a spec into an `httpx.Auth` flow, `soap_auth` into zeep WS-Security and a requests auth.
+The descriptor's `auth` mapping (BUNDLE-FORMAT.md) is parsed once by `parse_auth` into an `AuthSpec`: a
+plain, frozen description holding secret *references*, so a bundle can be validated on a machine without the
+secrets. Which forms a bundle accepts is its kind's (`AdapterKind.auth_forms`); how a form is applied on the
+wire is the kind's too (`adapters/kinds/<kind>/auth.py`), secrets resolved when its adapter is built.
 
-REST flows are `httpx.Auth` subclasses so they run on the request httpx is about to send: the
-HMAC signs the exact body bytes on the wire, OAuth2 can see a 401 and retry that very request.
-
-`rsa_signature` signs the same canonical string as `hmac`, with our private key from the certificate
-store (`cert:NAME`) instead of a shared secret: RSA PKCS#1 v1.5 or PSS, always SHA-256.
-
-`verify_hmac` is the other direction: the gateway's callback endpoint checks a sector's signature.
+`hmac` and `rsa_signature` sign one canonical string (`canonical_string`); `verify_hmac` is the other
+direction: the gateway's callback endpoint checks a sector's signature (`CALLBACK_FORMS`).
+Imports `adapters.secrets` and `certstore.credentials`; no HTTP or SOAP library.
 """
 
 from __future__ import annotations
@@ -20,23 +16,12 @@ import base64
 import hashlib
 import hmac
 import re
-import threading
-import time
-import uuid
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Protocol
 
-import httpx
-import requests
-from zeep.wsse.username import UsernameToken
-
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-
 from adapters.secrets import LITERAL_REFUSED, REFERENCE_FORMS, Secret, is_reference, load
-from certstore.credentials import Credential, reference_name
-from mappings import JsonAnswerError, parse_json
+from certstore.credentials import reference_name
 
 # --------------------------------------------------------------------------- specs
 
@@ -59,7 +44,8 @@ class SecretRef:
 Text = str | SecretRef
 
 
-def _text(value: Text) -> str:
+def resolve_text(value: Text) -> str:
+    """The text itself, or the secret it refers to, read now."""
     return value if isinstance(value, str) else value.load().reveal()
 
 
@@ -140,12 +126,18 @@ class WsseSpec:
 AuthSpec = NoAuth | BasicAuthSpec | BearerAuthSpec | OAuth2Spec | HmacSpec | RsaSignatureSpec | WsseSpec
 NO_AUTH = NoAuth()
 
-# Which forms each side accepts: a REST sector cannot take a WS-Security header, and so on.
-AUTH_TYPES: Mapping[str, frozenset[str]] = {
-    "rest": frozenset({"none", "basic", "bearer", "oauth2_client_credentials", "hmac", "rsa_signature"}),
-    "soap": frozenset({"none", "basic", "wsse_username_token"}),
-    "callback": frozenset({"hmac"}),
-}
+
+@dataclass(frozen=True)
+class AuthForms:
+    """The auth forms one side accepts (an adapter kind's `auth_forms`, or a sector's callbacks): a REST sector
+    cannot take a WS-Security header, and so on. `side` names it in errors."""
+
+    side: str
+    types: frozenset[str]
+
+
+CALLBACK_FORMS = AuthForms("callback", frozenset({"hmac"}))  # how a sector signs its callbacks to us
+
 _ALGORITHMS = frozenset({"sha256", "sha384", "sha512"})
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
@@ -283,180 +275,26 @@ _FORMS: Mapping[str, tuple[frozenset[str], Callable[[_Fields], AuthSpec]]] = {
     "rsa_signature": (frozenset({"key", "key_id", "algorithm", "headers", "canonical"}), _rsa_signature),
     "wsse_username_token": (frozenset({"username", "password", "digest"}), _wsse),
 }
+FORM_TYPES = tuple(_FORMS)  # every auth form, in the order the bundle schema lists them
 
 
-def parse_auth(spec: Any, where: str = "auth", *, kind: str | None = None) -> AuthSpec:
+def parse_auth(spec: Any, where: str = "auth", *, accepted: AuthForms | None = None) -> AuthSpec:
     """The `AuthSpec` of a descriptor's `auth` mapping (None: no authentication).
 
-    `kind` ("rest", "soap" or "callback") restricts the accepted forms. Raises `AuthSpecError`
-    naming the field, e.g. `auth.client_secret: a literal secret is refused; ...`.
+    `accepted` restricts the forms (default: every form of `FORM_TYPES`). Raises `AuthSpecError` naming the
+    field, e.g. `auth.client_secret: a literal secret is refused; ...`.
     """
     if spec is None:
         return NO_AUTH
     if not isinstance(spec, Mapping):
         raise AuthSpecError(f"{where}: expected a mapping with a type, got {type(spec).__name__}")
-    known = AUTH_TYPES[kind] if kind else frozenset(_FORMS)
+    known = accepted.types if accepted else frozenset(_FORMS)
     auth_type = spec.get("type")
     if auth_type not in known:
-        label = f" for {kind}" if kind else ""
+        label = f" for {accepted.side}" if accepted else ""
         raise AuthSpecError(f"{where}.type: unknown auth type {auth_type!r}{label} (known: {', '.join(sorted(known))})")
     keys, read = _FORMS[auth_type]
     return read(_Fields(spec, where, keys))
-
-
-# --------------------------------------------------------------------------- reading answers
-
-MAX_TOKEN_BYTES = 64 * 1024
-
-
-class BodyTooLarge(ValueError):
-    """An answer bigger than we are willing to hold in memory."""
-
-
-def read_capped(response: httpx.Response, limit: int) -> bytes:
-    """A streamed response's decoded body, refusing (`BodyTooLarge`) past `limit` bytes.
-
-    Counting decoded bytes, not wire bytes, also stops a small gzip bomb. Shared by the token
-    fetch here and `adapters.kinds.rest.adapter`, which depends on this module anyway.
-    """
-    chunks, size = [], 0
-    for chunk in response.iter_bytes():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"answer larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-# --------------------------------------------------------------------------- REST flows
-
-Flow = Generator[httpx.Request, httpx.Response, None]
-
-
-def _basic_header(username: str, password: Secret) -> Secret:
-    pair = f"{username}:{password.reveal()}".encode()
-    return Secret("Basic " + base64.b64encode(pair).decode("ascii"))
-
-
-class HeaderAuth(httpx.Auth):
-    """A fixed `Authorization` header (basic, bearer), kept as a `Secret` so no repr shows it."""
-
-    def __init__(self, value: Secret) -> None:
-        self._value = value
-
-    def auth_flow(self, request: httpx.Request) -> Flow:
-        request.headers["Authorization"] = self._value.reveal()
-        yield request
-
-
-# OpenSSL's reasons for a handshake that refused a certificate: the sector's, which we could not verify, or ours,
-# which the sector rejected or wanted and did not get (TLS 1.3 reports the sector's alert on the first read).
-_CERTIFICATE_REFUSALS = ("CERTIFICATE_VERIFY_FAILED", "CERTIFICATE_REQUIRED", "BAD_CERTIFICATE", "UNKNOWN_CA",
-                         "CERTIFICATE_UNKNOWN", "CERTIFICATE_EXPIRED", "CERTIFICATE_REVOKED",
-                         "UNSUPPORTED_CERTIFICATE", "ACCESS_DENIED")
-_SSL_REASON = re.compile(r"\[SSL: ([A-Z0-9_]+)\]")
-
-
-def certificate_refused(exc: BaseException) -> str | None:
-    """The OpenSSL reason (e.g. `CERTIFICATE_VERIFY_FAILED`, `TLSV13_ALERT_CERTIFICATE_REQUIRED`) when a TLS
-    handshake failed over a certificate, else None. Read from the text: httpx and requests/urllib3 wrap the
-    `ssl.SSLError` differently, and all of them quote its reason. Such a failure is authentication (class
-    `auth`): retrying cannot help and it says nothing about the sector's health."""
-    for reason in _SSL_REASON.findall(str(exc)):
-        if any(reason.endswith(refusal) for refusal in _CERTIFICATE_REFUSALS):
-            return str(reason)
-    return None
-
-
-class TokenError(Exception):
-    """The token endpoint did not give us a token; `retryable` when it may next time (down, 5xx)."""
-
-    def __init__(self, message: str, *, retryable: bool) -> None:
-        super().__init__(message)
-        self.retryable = retryable
-
-
-@dataclass(frozen=True)
-class _Token:
-    header: Secret
-    refresh_at: float  # clock time after which we fetch a new one (inf: until the sector says 401)
-
-
-class OAuth2ClientCredentials(httpx.Auth):
-    """OAuth2 client credentials: a cached bearer token, refreshed before expiry and once on a 401.
-
-    The token is fetched through the adapter's own client (same TLS, timeouts, no redirects), so
-    the request is not part of this flow and a token-endpoint failure is told apart from the call's.
-    """
-
-    # The 401 retry sends the same request again: its body must be bytes in memory, not a spent stream.
-    requires_request_body = True
-
-    def __init__(
-        self,
-        client: httpx.Client,
-        token_url: str,
-        client_id: str,
-        client_secret: Secret,
-        scope: str | None,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._client, self._token_url, self._scope, self._clock = client, token_url, scope, clock
-        self._client_auth = _basic_header(client_id, client_secret)
-        self._lock = threading.Lock()  # one fetch at a time: concurrent calls share the new token
-        self._token: _Token | None = None
-
-    def auth_flow(self, request: httpx.Request) -> Flow:
-        token = self._current(stale=None)
-        request.headers["Authorization"] = token.header.reveal()
-        response = yield request
-        if response.status_code == 401:
-            # Revoked or expired early: one fresh token and one more try; a second 401 stands.
-            request.headers["Authorization"] = self._current(stale=token).header.reveal()
-            yield request
-
-    def _current(self, stale: _Token | None) -> _Token:
-        with self._lock:
-            token = self._token
-            # `stale` is the token the sector refused; another thread may already have replaced it.
-            if token is None or token is stale or self._clock() >= token.refresh_at:
-                token = self._token = self._fetch()
-            return token
-
-    def _fetch(self) -> _Token:
-        form = {"grant_type": "client_credentials"} | ({"scope": self._scope} if self._scope else {})
-        headers = {"Authorization": self._client_auth.reveal(), "Accept": "application/json"}
-        request = self._client.build_request("POST", self._token_url, data=form, headers=headers)
-        try:
-            response = self._client.send(request, stream=True)
-            try:
-                status, body = response.status_code, read_capped(response, MAX_TOKEN_BYTES)
-            finally:
-                response.close()
-        except httpx.HTTPError as exc:
-            raise TokenError(f"token endpoint unreachable: {type(exc).__name__}: {exc}", retryable=True) from exc
-        except BodyTooLarge as exc:
-            raise TokenError(f"token endpoint: {exc}", retryable=False) from exc
-        if status != 200:
-            # 400/401: our client credentials are wrong; 429/5xx: the token service has a bad moment.
-            raise TokenError(f"token endpoint answered HTTP {status}", retryable=status == 429 or status >= 500)
-        return self._token_from(body)
-
-    def _token_from(self, body: bytes) -> _Token:
-        try:
-            payload = parse_json(body)
-        except JsonAnswerError as exc:
-            raise TokenError(f"token endpoint: {exc}", retryable=False) from exc
-        access = payload.get("access_token") if isinstance(payload, dict) else None
-        kind = payload.get("token_type", "bearer") if isinstance(payload, dict) else None
-        if not isinstance(access, str) or not access or str(kind).lower() != "bearer":
-            raise TokenError("token endpoint: answer has no bearer access_token", retryable=False)
-        expires = payload.get("expires_in")
-        lifetime = float(expires) if isinstance(expires, int | float) and not isinstance(expires, bool) else None
-        # Refresh a little early (a tenth of the lifetime, at most 30 s) so a token does not expire in flight.
-        refresh_at = float("inf") if lifetime is None else self._clock() + lifetime - min(30.0, lifetime / 10)
-        return _Token(Secret(f"Bearer {access}"), refresh_at)
 
 
 def canonical_string(spec: HmacSpec | RsaSignatureSpec, method: str, path: str, timestamp: str, nonce: str,
@@ -475,135 +313,6 @@ def canonical_string(spec: HmacSpec | RsaSignatureSpec, method: str, path: str, 
 def hmac_signature(spec: HmacSpec, secret: Secret, canonical: str) -> str:
     digest = hmac.new(secret.reveal().encode(), canonical.encode(), spec.algorithm).digest()
     return base64.b64encode(digest).decode("ascii")
-
-
-def rsa_padding(algorithm: str) -> padding.AsymmetricPadding:
-    """The padding of an `rsa_signature` algorithm (PSS with a digest-length salt, as most verifiers expect)."""
-    if algorithm == "rsa-pss-sha256":
-        return padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH)
-    return padding.PKCS1v15()
-
-
-def _wire_path(url: httpx.URL) -> str:
-    # The path as it goes on the wire (percent-escapes kept), without the query string.
-    return url.raw_path.partition(b"?")[0].decode("ascii")
-
-
-class _SignedRequestAuth(httpx.Auth):
-    """Signs every request: key id, epoch-ms timestamp, uuid4 nonce and the signature of the canonical string.
-
-    The kinds differ only in `_signature` (HMAC with a shared secret, RSA with our private key)."""
-
-    requires_request_body = True  # the body hash is over the exact bytes httpx sends
-
-    def __init__(self, spec: HmacSpec | RsaSignatureSpec, key_id: str | None, clock: Callable[[], float]) -> None:
-        self._spec, self._key_id, self._clock = spec, key_id, clock
-
-    def _signature(self, canonical: str) -> str:
-        raise NotImplementedError
-
-    def auth_flow(self, request: httpx.Request) -> Flow:
-        names = self._spec.headers
-        timestamp, nonce = str(int(self._clock() * 1000)), uuid.uuid4().hex
-        path = _wire_path(request.url)
-        canonical = canonical_string(self._spec, request.method, path, timestamp, nonce, request.content)
-        request.headers[names.timestamp] = timestamp
-        request.headers[names.nonce] = nonce
-        request.headers[names.signature] = self._signature(canonical)
-        if self._key_id:
-            request.headers[names.key_id] = self._key_id
-        yield request
-
-
-class HmacAuth(_SignedRequestAuth):
-    """The `hmac` form: base64 HMAC of the canonical string with the shared secret."""
-
-    def __init__(self, spec: HmacSpec, secret: Secret, *, clock: Callable[[], float] = time.time) -> None:
-        super().__init__(spec, spec.key_id, clock)
-        self._hmac_spec, self._secret = spec, secret
-
-    def _signature(self, canonical: str) -> str:
-        return hmac_signature(self._hmac_spec, self._secret, canonical)
-
-
-class RsaSignatureAuth(_SignedRequestAuth):
-    """The `rsa_signature` form: base64 RSA signature (SHA-256) of the canonical string with our private key.
-
-    Built per credential: a rotated key gives a new adapter (`adapters.registry`), so the key is loaded once."""
-
-    def __init__(self, spec: RsaSignatureSpec, credential: Credential, *,
-                 clock: Callable[[], float] = time.time) -> None:
-        if credential.private_key_pem is None:
-            raise AuthSpecError(f"auth.key: credential {credential.name!r} has no private key to sign with")
-        key = serialization.load_pem_private_key(credential.private_key_pem, password=None)
-        if not isinstance(key, rsa.RSAPrivateKey):
-            raise AuthSpecError(f"auth.key: credential {credential.name!r} is not an RSA key")
-        super().__init__(spec, spec.key_id or credential.fingerprint, clock)
-        self._key, self._padding = key, rsa_padding(spec.algorithm)
-
-    def _signature(self, canonical: str) -> str:
-        signature = self._key.sign(canonical.encode(), self._padding, hashes.SHA256())
-        return base64.b64encode(signature).decode("ascii")
-
-
-def rest_auth(spec: AuthSpec, client: httpx.Client, signing: Credential | None = None) -> httpx.Auth | None:
-    """The httpx auth flow for `spec`, secrets resolved now (`SecretRefError` if one is missing).
-
-    `client` is the adapter's client: OAuth2 fetches its tokens through it, relative token paths
-    are relative to its base URL. `signing` is the credential an `rsa_signature` spec names, as the
-    certificate store gives it now.
-    """
-    if isinstance(spec, NoAuth):
-        return None
-    if isinstance(spec, BasicAuthSpec):
-        return HeaderAuth(_basic_header(_text(spec.username), spec.password.load()))
-    if isinstance(spec, BearerAuthSpec):
-        return HeaderAuth(Secret(f"Bearer {spec.token.load().reveal()}"))
-    if isinstance(spec, OAuth2Spec):
-        client_id, client_secret = _text(spec.client_id), spec.client_secret.load()
-        return OAuth2ClientCredentials(client, spec.token_path, client_id, client_secret, spec.scope)
-    if isinstance(spec, HmacSpec):
-        return HmacAuth(spec, spec.secret.load())
-    if isinstance(spec, RsaSignatureSpec):
-        if signing is None:
-            raise AuthSpecError(f"auth.key: no credential given for cert:{spec.key}")
-        return RsaSignatureAuth(spec, signing)
-    raise AuthSpecError(f"auth.type: {spec.type} is not a REST authentication")
-
-
-# --------------------------------------------------------------------------- SOAP
-
-
-class _RequestsHeaderAuth(requests.auth.AuthBase):
-    """requests' counterpart of `HeaderAuth`: the header value stays a `Secret`."""
-
-    def __init__(self, value: Secret) -> None:
-        self._value = value
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = self._value.reveal()
-        return request
-
-
-@dataclass(frozen=True)
-class SoapAuth:
-    """What a SOAP adapter installs: a zeep WS-Security header and/or a requests session auth."""
-
-    wsse: UsernameToken | None = None
-    http: requests.auth.AuthBase | None = None
-
-
-def soap_auth(spec: AuthSpec) -> SoapAuth:
-    """zeep/requests authentication for `spec`, secrets resolved now (`SecretRefError` if one is missing)."""
-    if isinstance(spec, NoAuth):
-        return SoapAuth()
-    if isinstance(spec, BasicAuthSpec):
-        return SoapAuth(http=_RequestsHeaderAuth(_basic_header(_text(spec.username), spec.password.load())))
-    if isinstance(spec, WsseSpec):
-        # zeep makes a fresh Nonce and Created per message when digesting (replay protection on their side).
-        token = UsernameToken(_text(spec.username), spec.password.load().reveal(), use_digest=spec.digest)
-        return SoapAuth(wsse=token)
-    raise AuthSpecError(f"auth.type: {spec.type} is not a SOAP authentication")
 
 
 # --------------------------------------------------------------------------- verifying callbacks

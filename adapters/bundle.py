@@ -1,79 +1,67 @@
-"""Adapter bundles (adapters/BUNDLE-FORMAT.md): the descriptor model, safe unpacking, validation, preview.
+"""Adapter bundles (adapters/BUNDLE-FORMAT.md): reading, safe unpacking, validation, preview.
 
-- `load_bundle(dir)` reads and checks `bundle.yaml` against `bundle.schema.json` plus the rules a
-  schema cannot say (files inside the bundle, kind-specific keys), and returns a typed `Bundle`.
+- `load_bundle(dir)` reads and checks `bundle.yaml` against the bundle schema (`adapters.bundle_schema`) plus
+  the rules a schema cannot say (files inside the bundle, options of another kind), and returns a typed
+  `Bundle` (`adapters.descriptor`).
 - `unpack_bundle(zip, dest)` extracts an uploaded bundle, refusing anything that could escape `dest`
   or exhaust the disk, all or nothing.
 - `validate_bundle(dir_or_bundle)` runs every check, mappings against the canonical model and the
   service description included (`mappings.validate`), and returns the problems.
 - `preview(bundle, operation, message)` renders what would be sent, without sending it.
 
-Every problem reads `file:line: field: message` (`Problem`); `BundleError` carries them all.
-Secrets are references (`{secret: env:NAME}` / `{secret: file:/path}`); a literal one is refused.
+What differs by kind (its options, auth forms, service description, preview) is asked of the bundle's kind
+(`adapters.kinds.KINDS`); this module never names one. Every problem reads `file:line: field: message`
+(`Problem`); `BundleError` carries them all. Secrets are references (`{secret: env:NAME}` /
+`{secret: file:/path}`); a literal one is refused.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import re
 import shutil
 import stat
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
-from typing import Any, ClassVar
-from urllib.parse import urlencode
+from typing import Any
 
 import jsonschema
-import zeep.exceptions as zx
-from lxml import etree
 
 from adapters import canonical
-from adapters.auth import (
-    AuthSpec,
-    AuthSpecError,
-    BasicAuthSpec,
-    BearerAuthSpec,
-    HmacSpec,
-    OAuth2Spec,
-    RsaSignatureSpec,
-    parse_auth,
+from adapters.auth import CALLBACK_FORMS, AuthForms, AuthSpecError, HmacSpec, parse_auth
+from adapters.bundle_schema import bundle_schema
+from adapters.descriptor import (
+    DESCRIPTOR,
+    Bundle,
+    CallbackResults,
+    CircuitBreaker,
+    Department,
+    PollingResults,
+    RateLimit,
+    Results,
+    Serves,
+    TlsSpec,
+    file_inside,
 )
+from adapters.kind import AdapterKind
+from adapters.kinds import KINDS
 from adapters.resilience import RetryPolicy
 from adapters.secrets import LITERAL_REFUSED
-from adapters.kinds.soap.adapter import idempotency_soapheaders
-from adapters.kinds.soap.wssecurity import WsSecuritySpec
 from certstore.credentials import reference_name
-from mappings import CompiledMapping, MappingError
+from mappings import CompiledMapping
 from mappings.positions import Positions, YamlProblem, load_yaml
-from mappings.validate import (
-    Expectations,
-    MappingFile,
-    OpenApi,
-    Problem,
-    Shape,
-    TargetError,
-    check_canonical,
-    check_rest,
-    check_soap,
-    load_mapping,
-    load_wsdl,
-    select_binding,
-)
-from mappings.xslt import Transform, compile_xslt
+from mappings.validate import Expectations, Problem, Shape, check_canonical, load_mapping
 
-DESCRIPTOR = "bundle.yaml"
 CODE_TABLES = "code_tables.yaml"  # optional: code tables every mapping of the bundle may name
-SCHEMA_PATH = Path(__file__).with_name("bundle.schema.json")
 MiB = 1024 * 1024
 
 __all__ = [
-    "Bundle", "BundleError", "Problem", "compile_mappings", "load_bundle", "preview", "stylesheets", "unpack_bundle",
+    "BundleError", "Problem", "compile_mappings", "load_bundle", "preview", "schema", "unpack_bundle",
     "validate_bundle",
 ]  # fmt: skip
 
@@ -93,114 +81,17 @@ def _fail(file: str, field: str, message: str, line: int | None = None) -> Bundl
 # --------------------------------------------------------------------------- the model
 
 
-@dataclass(frozen=True)
-class Department:
-    name: str
-    credit_code: str
-
-
-@dataclass(frozen=True)
-class Serves:
-    departments: tuple[str, ...] = ()
-    matters: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class CircuitBreaker:
-    failure_threshold: int
-    reset_after_ms: int
-
-
-@dataclass(frozen=True)
-class RateLimit:
-    per_second: float
-    burst: int
-
-
-@dataclass(frozen=True)
-class PollingResults:
-    interval_ms: int
-    mode: ClassVar[str] = "polling"
-
-
-@dataclass(frozen=True)
-class CallbackResults:
-    callback_auth: HmacSpec  # how the sector signs its callbacks
-    mode: ClassVar[str] = "callback"
-
-
-Results = PollingResults | CallbackResults
-
-
-@dataclass(frozen=True)
-class TlsSpec:
-    """The descriptor's `tls`: credential names (from `cert:NAME`), resolved when an adapter is built."""
-
-    client_certificate: str | None = None  # ours, presented to the sector (mTLS)
-    trust: str | None = None  # the sector's CA or server certificate; None: the system's trust store
-
-
-@dataclass(frozen=True)
-class Bundle:
-    """A checked descriptor; file paths are absolute, inside `root`."""
-
-    root: Path
-    format: int
-    sector: str
-    version: str
-    title: str
-    department: Department
-    kind: str  # "soap" | "rest"
-    service_description: Path
-    soap_version: str | None  # soap only
-    endpoints: Mapping[str, str]  # environment -> base URL (soap: the service address)
-    serves: Serves
-    operations: Mapping[str, Path]  # canonical operation -> mapping file
-    queries: Mapping[str, Path]  # named query -> mapping file
-    timeout_ms: int
-    retry: RetryPolicy
-    circuit_breaker: CircuitBreaker | None
-    rate_limit: RateLimit | None
-    auth: AuthSpec  # `adapters.auth`: secret references only, resolved when an adapter is built
-    idempotency_header: str | None  # rest only: the HTTP header carrying the idempotency key
-    materials_transport: str
-    results: Results
-    code_tables: Path | None  # code_tables.yaml, if the bundle has one
-    files: tuple[str, ...] = field(default=())  # every file of the bundle, relative, '/'-separated
-    tls: TlsSpec | None = None
-    ws_security: WsSecuritySpec | None = None  # soap only
-    idempotency_soap_header: str | None = None  # soap only: "{namespace}name" of the header element carrying it
-
-    def mapping(self, name: str) -> tuple[Path, bool]:
-        """The mapping file of a canonical operation or named query, and whether it is a query."""
-        if name in self.operations:
-            return self.operations[name], False
-        if name in self.queries:
-            return self.queries[name], True
-        known = ", ".join([*self.operations, *self.queries])
-        raise KeyError(f"{self.sector} version {self.version} has no mapping for {name!r} (has: {known})")
-
-    def endpoint(self, environment: str | None = None) -> str:
-        """The base URL for `environment` (default: the first one the descriptor lists)."""
-        if environment is None:
-            return next(iter(self.endpoints.values()))
-        try:
-            return self.endpoints[environment]
-        except KeyError:
-            raise KeyError(f"{self.sector} has no endpoint for environment {environment!r}") from None
-
-    def relative(self, path: Path) -> str:
-        return path.relative_to(self.root).as_posix()
-
-
 # --------------------------------------------------------------------------- the schema, worded
 
 
-@cache
 def schema() -> Mapping[str, Any]:
-    """The descriptor's JSON Schema (draft 2020-12)."""
-    loaded: Mapping[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-    return loaded
+    """The descriptor's JSON Schema (draft 2020-12) for the kinds registered now (`adapters.bundle_schema`)."""
+    return _schema_of(tuple(KINDS.values()))
+
+
+@cache
+def _schema_of(kinds: tuple[AdapterKind, ...]) -> Mapping[str, Any]:
+    return bundle_schema(kinds)
 
 
 def _dotted(path: Sequence[Any]) -> str:
@@ -272,7 +163,7 @@ def _schema_problems(doc: Any, worder: _Worder) -> list[Problem]:
 
 
 def _semantic_problems(doc: Mapping[str, Any], worder: _Worder) -> Iterator[Problem]:
-    """What the schema cannot say: cross-key rules."""
+    """What the schema cannot say: cross-key rules, and options of another kind than the bundle's."""
     retry = doc["retry"]
     if retry["initial_ms"] > retry["max_ms"]:
         yield worder.problem(["retry", "initial_ms"], f"must not exceed max_ms ({retry['max_ms']})")
@@ -283,18 +174,9 @@ def _semantic_problems(doc: Mapping[str, Any], worder: _Worder) -> Iterator[Prob
         yield worder.problem(["operations", "callback"], "required when results.mode is callback")
     if mode != "callback" and "callback" in operations:
         yield worder.problem(["operations", "callback"], "only with results.mode callback")
-    if kind == "rest" and "soap_version" in doc:
-        yield worder.problem(["soap_version"], "soap bundles only")
-    idempotency = doc.get("idempotency", {})
-    if kind == "soap" and "header" in idempotency:
-        yield worder.problem(["idempotency", "header"],
-                             "rest bundles only (soap: idempotency.soap_header, or map idempotency_key into the body)")
-    if kind != "soap" and "soap_header" in idempotency:
-        yield worder.problem(["idempotency", "soap_header"], "soap bundles only (rest: idempotency.header)")
-    if kind != "soap" and doc.get("materials", {}).get("transport") == "mtom":
-        yield worder.problem(["materials", "transport"], "mtom is for soap bundles only")
-    if kind != "soap" and "ws_security" in doc:
-        yield worder.problem(["ws_security"], "soap bundles only (rest: auth type rsa_signature)")
+    for other in KINDS.values():  # an option of another kind: say whose it is
+        if other.name != kind:
+            yield from (worder.problem(list(only.path), only.message) for only in other.kind_only if only.used_in(doc))
 
 
 def _file_problems(doc: Mapping[str, Any], root: Path, worder: _Worder) -> Iterator[Problem]:
@@ -303,13 +185,8 @@ def _file_problems(doc: Mapping[str, Any], root: Path, worder: _Worder) -> Itera
     named += [(["operations", k], v) for k, v in doc["operations"].items()]
     named += [(["queries", k], v) for k, v in (doc.get("queries") or {}).items()]
     for path, name in named:
-        if _inside(root, name) is None:
+        if file_inside(root, name) is None:
             yield worder.problem(path, f"file {name!r} not found in the bundle")
-
-
-def _inside(root: Path, name: str) -> Path | None:
-    path = (root / name).resolve()
-    return path if path.is_relative_to(root.resolve()) and path.is_file() else None
 
 
 def _read_descriptor(root: Path) -> tuple[Mapping[str, Any], list[Problem]]:
@@ -354,14 +231,14 @@ def _read_code_tables(root: Path) -> dict[str, Any]:
 
 
 def _auth_problems(doc: Mapping[str, Any], worder: _Worder) -> list[Problem]:
-    """The auth forms each side accepts (`adapters.auth.AUTH_TYPES`: no WS-Security over REST...)."""
-    specs = [(doc["auth"], "auth", doc["kind"])]
+    """The auth forms each side accepts (the kind's `auth_forms`: no WS-Security over REST...; callbacks: hmac)."""
+    specs: list[tuple[Any, str, AuthForms]] = [(doc["auth"], "auth", KINDS[doc["kind"]].auth_forms)]
     if doc["results"]["mode"] == "callback":
-        specs.append((doc["results"]["callback_auth"], "results.callback_auth", "callback"))
+        specs.append((doc["results"]["callback_auth"], "results.callback_auth", CALLBACK_FORMS))
     problems = []
-    for spec, where, kind in specs:
+    for spec, where, accepted in specs:
         try:
-            parse_auth(spec, where, kind=kind)
+            parse_auth(spec, where, accepted=accepted)
         except AuthSpecError as exc:
             field, _, message = str(exc).partition(": ")
             problems.append(Problem(DESCRIPTOR, worder.positions.line(field.split(".")), field, message))
@@ -370,7 +247,7 @@ def _auth_problems(doc: Mapping[str, Any], worder: _Worder) -> list[Problem]:
 
 def _results(spec: Mapping[str, Any]) -> Results:
     if spec["mode"] == "callback":
-        auth = parse_auth(spec["callback_auth"], "results.callback_auth", kind="callback")
+        auth = parse_auth(spec["callback_auth"], "results.callback_auth", accepted=CALLBACK_FORMS)
         assert isinstance(auth, HmacSpec)  # the only form a callback takes (checked before)
         return CallbackResults(auth)
     return PollingResults(spec["interval_ms"])
@@ -395,7 +272,6 @@ def _build(root: Path, doc: Mapping[str, Any]) -> Bundle:
         department=Department(**doc["department"]),
         kind=doc["kind"],
         service_description=(root / doc["service_description"]).resolve(),
-        soap_version=doc.get("soap_version"),
         endpoints=MappingProxyType(dict(doc["endpoints"])),
         serves=Serves(tuple(serves.get("departments", ())), tuple(serves.get("matters", ()))),
         operations=files(doc["operations"]),
@@ -404,20 +280,14 @@ def _build(root: Path, doc: Mapping[str, Any]) -> Bundle:
         retry=RetryPolicy(**doc["retry"]),
         circuit_breaker=_optional(CircuitBreaker, doc.get("circuit_breaker")),
         rate_limit=_optional(RateLimit, doc.get("rate_limit")),
-        auth=parse_auth(doc["auth"], "auth", kind=doc["kind"]),
-        idempotency_header=(doc.get("idempotency") or {}).get("header"),
+        auth=parse_auth(doc["auth"], "auth", accepted=KINDS[doc["kind"]].auth_forms),
         materials_transport=(doc.get("materials") or {}).get("transport", "inline_base64"),
         results=_results(doc["results"]),
         code_tables=(root / CODE_TABLES).resolve() if (root / CODE_TABLES).is_file() else None,
         files=tuple(sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())),
         tls=_tls(doc.get("tls")),
-        ws_security=None if "ws_security" not in doc else WsSecuritySpec.from_descriptor(doc["ws_security"]),
-        idempotency_soap_header=_soap_header((doc.get("idempotency") or {}).get("soap_header")),
+        options=KINDS[doc["kind"]].read_options(doc),
     )
-
-
-def _soap_header(spec: Mapping[str, str] | None) -> str | None:
-    return None if spec is None else etree.QName(spec["namespace"], spec["name"]).text
 
 
 def _tls(spec: Mapping[str, str] | None) -> TlsSpec | None:
@@ -570,7 +440,7 @@ def compile_mappings(bundle: Bundle) -> dict[str, CompiledMapping]:
     """
     tables = _read_code_tables(bundle.root)
     compiled, problems = {}, []
-    for name, (path, _) in _mappings_of(bundle).items():
+    for name, (path, _) in bundle.mapping_files().items():
         mf, found = load_mapping(path, name=bundle.relative(path), code_tables=tables)
         problems += found
         if mf is not None:
@@ -578,17 +448,6 @@ def compile_mappings(bundle: Bundle) -> dict[str, CompiledMapping]:
     if problems:
         raise BundleError(problems)
     return compiled
-
-
-def stylesheets(bundle: Bundle) -> dict[str, Transform]:
-    """The `xslt` of each mapping that declares one (name -> sandboxed transform), for the SOAP adapter."""
-    found = {}
-    for name, (path, _) in _mappings_of(bundle).items():
-        doc, _positions = load_yaml(path.read_text(encoding="utf-8"))
-        xslt = doc.get("xslt") if isinstance(doc, Mapping) else None
-        if isinstance(xslt, str) and _inside(bundle.root, xslt) is not None:
-            found[name] = compile_xslt(bundle.root / xslt, name=xslt)
-    return found
 
 
 # --------------------------------------------------------------------------- validating everything
@@ -603,13 +462,13 @@ def validate_bundle(path_or_bundle: str | Path | Bundle) -> list[Problem]:
             bundle = load_bundle(Path(path_or_bundle))
         except BundleError as exc:
             return list(exc.problems)
-    positions = _descriptor_positions(bundle)
-    problems, check = _service_checker(bundle, positions)
+    worder = _Worder(DESCRIPTOR, _descriptor_positions(bundle))
+    problems, check = KINDS[bundle.kind].check_service(bundle, worder.problem)
     try:
         tables = _read_code_tables(bundle.root)
     except BundleError as exc:  # a Bundle built by hand may have skipped load_bundle's check
         return _ordered(problems + list(exc.problems))
-    for name, (path, query) in _mappings_of(bundle).items():
+    for name, (path, query) in bundle.mapping_files().items():
         mf, found = load_mapping(path, name=bundle.relative(path), code_tables=tables)
         problems += found
         if mf is not None:
@@ -629,72 +488,9 @@ def _descriptor_positions(bundle: Bundle) -> Positions:
     return load_yaml((bundle.root / DESCRIPTOR).read_text(encoding="utf-8"))[1]
 
 
-def _mappings_of(bundle: Bundle) -> dict[str, tuple[Path, bool]]:
-    found = {name: (path, False) for name, path in bundle.operations.items()}
-    return found | {name: (path, True) for name, path in bundle.queries.items()}
-
-
 def _expectations(name: str, query: bool) -> Expectations:
     tree = canonical.message_tree(name, query=query)
     return Expectations(name, Shape.from_data(tree), canonical.result_spec(name, query=query), query)
-
-
-_Check = Callable[[MappingFile, Expectations], list[Problem]]
-
-
-def _service_checker(bundle: Bundle, positions: Positions) -> tuple[list[Problem], _Check]:
-    """Load the service description once; return its problems and the per-mapping check against it."""
-    worder = _Worder(DESCRIPTOR, positions)
-    described = bundle.relative(bundle.service_description)
-    if bundle.kind == "soap":
-        try:
-            client = load_wsdl(bundle.service_description, bundle.root)
-        except TargetError as exc:
-            return [worder.problem(["service_description"], f"{described}: {exc}")], _no_check
-        try:
-            binding = select_binding(client, bundle.soap_version or "1.1", described)
-        except TargetError as exc:
-            return [worder.problem(["soap_version"], str(exc))], _no_check
-        return [], lambda mf, expected: check_soap(mf, binding, described, bundle.root)
-    try:
-        api = OpenApi.load(bundle.service_description, described)
-    except TargetError as exc:
-        if exc.line is not None:  # where in the document itself, like a mapping's problems
-            return [Problem(described, exc.line, "", str(exc))], _no_check
-        return [worder.problem(["service_description"], f"{described}: {exc}")], _no_check
-    headers = _provided_headers(bundle)
-    return [], lambda mf, expected: check_rest(mf, api, expected, provided_headers=headers)
-
-
-def _no_check(mf: MappingFile, expected: Expectations) -> list[Problem]:
-    return []
-
-
-def _provided_headers(bundle: Bundle) -> list[str]:
-    """Headers the gateway sets itself, so an OpenAPI document may require them without a mapping rule."""
-    headers = ["Content-Type", "Accept"] + ([bundle.idempotency_header] if bundle.idempotency_header else [])
-    return headers + list(_auth_headers(bundle.auth))
-
-
-# --------------------------------------------------------------------------- preview
-
-REDACTED = "<redacted>"
-AT_SEND_TIME = "<set when sent>"
-
-
-def _auth_headers(auth: AuthSpec) -> dict[str, str]:
-    """The headers `auth` adds, with every secret (and everything derived from one) redacted."""
-    if isinstance(auth, BasicAuthSpec):
-        return {"Authorization": f"Basic {REDACTED}"}
-    if isinstance(auth, BearerAuthSpec | OAuth2Spec):
-        return {"Authorization": f"Bearer {REDACTED}"}
-    if isinstance(auth, HmacSpec | RsaSignatureSpec):
-        h = auth.headers
-        headers = {h.timestamp: AT_SEND_TIME, h.nonce: AT_SEND_TIME, h.signature: REDACTED}
-        if isinstance(auth, RsaSignatureSpec) and not auth.key_id:
-            return headers | {h.key_id: AT_SEND_TIME}  # the signing certificate's fingerprint
-        return headers | ({h.key_id: auth.key_id} if auth.key_id else {})
-    return {}
 
 
 def preview(
@@ -702,56 +498,12 @@ def preview(
 ) -> dict[str, Any]:
     """What `operation` (a canonical operation or named query) would send for `message`; nothing is sent.
 
-    SOAP: {"kind", "operation", "endpoint", "soap_version", "request" (the dict zeep takes),
-    "envelope" (the XML, after the mapping's xslt if any)}. REST: {"kind", "method", "path",
-    "query", "headers" (secrets redacted), "url", "body" (the JSON body, None without one)}.
+    As the bundle's kind shows it (`AdapterKind.preview`): SOAP {"kind", "operation", "endpoint", "soap_version",
+    "request", "envelope"}; REST {"kind", "method", "path", "query", "headers" (secrets redacted), "url", "body"}.
     Raises `MappingError` if the message does not fit the mapping, `BundleError` if the mapping is broken.
     """
     path, _ = bundle.mapping(operation)
     mf, problems = load_mapping(path, name=bundle.relative(path), code_tables=_read_code_tables(bundle.root))
     if mf is None or problems:
         raise BundleError(problems)
-    endpoint = bundle.endpoint(environment)
-    if bundle.kind == "soap":
-        return _preview_soap(bundle, mf, message, endpoint)
-    return _preview_rest(bundle, mf, message, endpoint)
-
-
-def _preview_soap(bundle: Bundle, mf: MappingFile, message: Mapping[str, Any], endpoint: str) -> dict[str, Any]:
-    request = mf.compiled.render_request(message)
-    try:
-        client = load_wsdl(bundle.service_description, bundle.root)
-        binding = select_binding(client, bundle.soap_version or "1.1", bundle.relative(bundle.service_description))
-        service = client.create_service(str(binding.name), endpoint)
-        headers = idempotency_soapheaders(bundle.idempotency_soap_header, message)
-        envelope = client.create_message(service, mf.compiled.operation, **request, **headers)
-    except (zx.Error, TypeError, TargetError) as exc:
-        raise MappingError(f"{mf.name}: the request does not fit the WSDL: {exc}") from exc
-    xslt = mf.doc.get("xslt")
-    if isinstance(xslt, str):
-        envelope = compile_xslt(bundle.root / xslt, name=xslt)(envelope)
-    return {
-        "kind": "soap",
-        "operation": mf.compiled.operation,
-        "endpoint": endpoint,
-        "soap_version": bundle.soap_version,
-        "request": request,
-        "envelope": etree.tostring(envelope, encoding="unicode", pretty_print=True),
-    }
-
-
-def _preview_rest(bundle: Bundle, mf: MappingFile, message: Mapping[str, Any], endpoint: str) -> dict[str, Any]:
-    rendered = mf.compiled.render_http(message)
-    query = dict(rendered.query)
-    paging = mf.http.paging if mf.http is not None else None
-    if paging is not None:  # the first page; the adapter asks for the next ones
-        query |= paging.params(0)
-    headers = dict(rendered.headers)
-    if bundle.idempotency_header and message.get("idempotency_key") is not None:
-        headers[bundle.idempotency_header] = str(message["idempotency_key"])
-    headers |= _auth_headers(bundle.auth)
-    if rendered.body is not None:
-        headers["Content-Type"] = "application/json"
-    url = endpoint.rstrip("/") + rendered.path + (f"?{urlencode(query)}" if query else "")
-    return {"kind": "rest", "method": rendered.method, "path": rendered.path, "query": query, "headers": headers,
-            "url": url, "body": rendered.body}  # fmt: skip
+    return KINDS[bundle.kind].preview(bundle, mf, message, bundle.endpoint(environment))

@@ -8,7 +8,7 @@ Certificates (`tls`, `ws_security`, auth `rsa_signature`) come from a `Credentia
 store) by name. A bundle naming any is built on the credentials current now (`BundleCredentials`), behind a
 `RotatingAdapter` that compares their fingerprints before each call: on a rotation it builds the kind afresh,
 lets calls in flight finish on the old one and closes that after a grace period, so no call fails.
-Adding an adapter kind means one module plus one line in `_KINDS`. Where bundles come from — the
+The kind's adapter is built by the bundle's kind (`adapters.kinds.KINDS`). Where bundles come from — the
 database's registered versions in a running gateway (`gateway.sectors.live_registry`), or a folder of bundles
 (`Registry.load`, for tools and tests) — is not this module's business.
 """
@@ -16,28 +16,24 @@ database's registered versions in a running gateway (`gateway.sectors.live_regis
 from __future__ import annotations
 
 import logging
-import ssl
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adapters.auth import RsaSignatureSpec
-from adapters.bundle import Bundle, BundleError, TlsSpec, compile_mappings, load_bundle, stylesheets
-from adapters.kinds.soap.wssecurity import MessageSecurity, WsSecuritySpec
-from certstore.credentials import Credential, CredentialMissing, CredentialSource
-from certstore.tls import client_context
-from mappings.validate import Problem
+from adapters.bundle import BundleError, compile_mappings, load_bundle
 from adapters.contract import Adapter, CanonicalMessage, CanonicalResult, DeliveryError, FailureClass, Operation
+from adapters.descriptor import DESCRIPTOR, Bundle, TlsSpec
 from adapters.health import AdapterHealth
+from adapters.kind import BundleCredentials, CredentialReferences
+from adapters.kinds import KINDS
 from adapters.resilience import CircuitBreaker, RateLimiter, ResilientAdapter, RetryPolicy, resilient
-from adapters.kinds.rest.adapter import RestAdapter
 from adapters.secrets import SecretRefError
-from adapters.kinds.soap.adapter import SoapAdapter
+from certstore.credentials import CredentialMissing, CredentialSource
 from mappings import CompiledMapping
+from mappings.validate import Problem
 
-DESCRIPTOR = "bundle.yaml"
 CALLBACK = "callback"
 
 
@@ -88,41 +84,13 @@ class CredentialProblem(LookupError):
         self.field, self.message = field, message
 
 
-@dataclass(frozen=True)
-class BundleCredentials:
-    """The certificates one build of a bundle's adapter uses, as the store gives them now."""
-
-    tls_client: Credential | None = None  # presented in TLS (mTLS)
-    tls_trust: tuple[Credential, ...] = ()  # trust anchors; () with no `tls.trust`: the system's
-    ws_sign: Credential | None = None  # signs SOAP requests
-    ws_verify: tuple[Credential, ...] = ()  # any of them may sign the sector's answers
-    request_key: Credential | None = None  # signs REST requests (auth rsa_signature)
-
-    def fingerprints(self) -> tuple[Any, ...]:
-        """What changes when any of them is rotated (or a sector certificate enters or leaves its overlap)."""
-        def one(c: Credential | None) -> str | None:
-            return None if c is None else c.fingerprint
-
-        return (one(self.tls_client), tuple(map(one, self.tls_trust)), one(self.ws_sign),
-                tuple(map(one, self.ws_verify)), one(self.request_key))
-
-    def ssl_context(self, tls: TlsSpec | None) -> ssl.SSLContext | None:
-        return None if tls is None else client_context(self.tls_client, self.tls_trust or None)
-
-    def message_security(self, spec: WsSecuritySpec | None) -> MessageSecurity | None:
-        if spec is None:
-            return None
-        return MessageSecurity(self.ws_sign, self.ws_verify, timestamp_ttl_s=spec.timestamp_ttl_s)
-
-
-def credential_references(bundle: Bundle) -> dict[str, tuple[str, bool]]:
-    """Where the bundle names a credential -> (its name, whether every trusted one counts, not the current)."""
-    tls, ws = bundle.tls or TlsSpec(), bundle.ws_security or WsSecuritySpec()
-    key = bundle.auth.key if isinstance(bundle.auth, RsaSignatureSpec) else None
-    named = {"tls.client_certificate": (tls.client_certificate, False), "tls.trust": (tls.trust, True),
-             "ws_security.sign": (ws.sign, False), "ws_security.verify": (ws.verify, True),
-             "auth.key": (key, False)}
-    return {where: (name, trusted) for where, (name, trusted) in named.items() if name is not None}
+def credential_references(bundle: Bundle) -> CredentialReferences:
+    """Where the bundle names a credential -> (its name, whether every trusted one counts, not the current):
+    its `tls`, then what its kind's options and auth name."""
+    tls = bundle.tls or TlsSpec()
+    named = {"tls.client_certificate": (tls.client_certificate, False), "tls.trust": (tls.trust, True)}
+    found = {where: (name, trusted) for where, (name, trusted) in named.items() if name is not None}
+    return found | dict(KINDS[bundle.kind].credential_references(bundle))
 
 
 def resolve_credentials(bundle: Bundle, source: CredentialSource | None) -> BundleCredentials:
@@ -137,9 +105,7 @@ def resolve_credentials(bundle: Bundle, source: CredentialSource | None) -> Bund
             raise CredentialProblem(where, f"{exc} in the certificate store") from None
         if trusted and not found[where]:
             raise CredentialProblem(where, f"no trusted certificate named {name!r} in the certificate store")
-    return BundleCredentials(found.get("tls.client_certificate"), found.get("tls.trust", ()),
-                             found.get("ws_security.sign"), found.get("ws_security.verify", ()),
-                             found.get("auth.key"))
+    return BundleCredentials(found)
 
 
 ROTATION_GRACE_S = 120.0  # longer than any call holding the old adapter can still take
@@ -205,30 +171,6 @@ def _close_later(adapter: Adapter, grace_s: float) -> None:
     timer.start()
 
 
-# --------------------------------------------------------------------------- kinds
-
-AdapterFactory = Callable[[Bundle, Mapping[str, CompiledMapping], str, BundleCredentials], Adapter]
-
-
-def _soap(bundle: Bundle, mappings: Mapping[str, CompiledMapping], endpoint: str,
-          credentials: BundleCredentials) -> Adapter:
-    return SoapAdapter(bundle.sector, bundle.version, bundle.service_description, endpoint, mappings,
-                       bundle.timeout_ms / 1000, soap_version=bundle.soap_version, auth=bundle.auth,
-                       stylesheets=stylesheets(bundle), ssl_context=credentials.ssl_context(bundle.tls),
-                       security=credentials.message_security(bundle.ws_security),
-                       idempotency_header=bundle.idempotency_soap_header)
-
-
-def _rest(bundle: Bundle, mappings: Mapping[str, CompiledMapping], endpoint: str,
-          credentials: BundleCredentials) -> Adapter:
-    return RestAdapter(bundle.sector, bundle.version, endpoint, mappings, bundle.timeout_ms / 1000, bundle.auth,
-                       bundle.idempotency_header, ssl_context=credentials.ssl_context(bundle.tls),
-                       signing=credentials.request_key)
-
-
-_KINDS: Mapping[str, AdapterFactory] = {"soap": _soap, "rest": _rest}
-
-
 def build_adapter(bundle: Bundle, *, environment: str | None = None, endpoint: str | None = None,
                   retry_override: RetryPolicy | None = None, credentials: CredentialSource | None = None,
                   rotation_grace_s: float = ROTATION_GRACE_S) -> RegisteredAdapter:
@@ -242,7 +184,7 @@ def build_adapter(bundle: Bundle, *, environment: str | None = None, endpoint: s
     target = endpoint or bundle.endpoint(environment)
 
     def build(resolved: BundleCredentials) -> Adapter:
-        return _KINDS[bundle.kind](bundle, sendable, target, resolved)
+        return KINDS[bundle.kind].build(bundle, sendable, target, resolved)
 
     try:
         if credential_references(bundle):

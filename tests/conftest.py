@@ -32,7 +32,8 @@ import structlog
 from sqlalchemy import Connection, Engine, NullPool, create_engine, text
 
 from adapters.simulators.social_security import SocialSecuritySimulator
-from adapters.bundle import Bundle, Problem
+from adapters.bundle import Problem
+from adapters.descriptor import Bundle
 from adapters.registry import default_bundles_dir
 from gateway.sectors import bundle_records as bundles_module
 from gateway.bootstrap.app import Gateway, build_gateway

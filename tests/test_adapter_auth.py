@@ -21,6 +21,7 @@ import pytest
 import requests
 
 from adapters.auth import (
+    CALLBACK_FORMS,
     NO_AUTH,
     AuthSpecError,
     BasicAuthSpec,
@@ -31,11 +32,14 @@ from adapters.auth import (
     SignatureError,
     WsseSpec,
     parse_auth,
-    soap_auth,
     verify_hmac,
 )
 from adapters.contract import DeliveryError, FailureClass, Operation
+from adapters.kinds import KINDS
+from adapters.kinds.rest import REST
 from adapters.kinds.rest.adapter import RestAdapter
+from adapters.kinds.soap import SOAP
+from adapters.kinds.soap.auth import soap_auth
 from adapters.secrets import Secret, SecretRefError, is_reference, resolve
 from tests.test_rest_adapter import TICKET, LocalServer, Reply, Seen, free_port, mappings, message
 
@@ -90,20 +94,24 @@ def test_secret_never_shows_its_value() -> None:
 
 # ------------------------------------------------------------------ parsing `auth`
 
+# The forms each side accepts: a kind's `auth`, or a sector's callbacks (None: every form).
+ACCEPTED = {None: None, "callback": CALLBACK_FORMS, **{name: kind.auth_forms for name, kind in KINDS.items()}}
+
 
 def test_every_form_parses() -> None:
     env = {"secret": "env:X"}
     assert parse_auth(None) is NO_AUTH and parse_auth({"type": "none"}) is NO_AUTH
     assert parse_auth({"type": "basic", "username": "gw", "password": env}) == BasicAuthSpec("gw", SecretRef("env:X"))
     oauth = parse_auth({"type": "oauth2_client_credentials", "token_path": "/oauth/token", "client_id": env,
-                        "client_secret": env, "scope": "cases"}, kind="rest")  # fmt: skip
+                        "client_secret": env, "scope": "cases"}, accepted=REST.auth_forms)  # fmt: skip
     assert oauth == OAuth2Spec("/oauth/token", SecretRef("env:X"), SecretRef("env:X"), "cases")
-    wsse = parse_auth({"type": "wsse_username_token", "username": "yiwang", "password": env, "digest": True}, kind="soap")
+    wsse = parse_auth({"type": "wsse_username_token", "username": "yiwang", "password": env, "digest": True},
+                      accepted=SOAP.auth_forms)
     assert wsse == WsseSpec("yiwang", SecretRef("env:X"), True)
 
 
 def test_hmac_defaults_are_the_x_ca_dialect() -> None:
-    spec = parse_auth({"type": "hmac", "secret": {"secret": "env:X"}, "max_skew_s": 60}, kind="callback")
+    spec = parse_auth({"type": "hmac", "secret": {"secret": "env:X"}, "max_skew_s": 60}, accepted=CALLBACK_FORMS)
     assert spec == HmacSpec(SecretRef("env:X"), max_skew_s=60)
     assert spec.headers == HmacHeaders() and spec.canonical == ("method", "path", "timestamp", "nonce", "body_sha256")
 
@@ -130,7 +138,7 @@ def test_hmac_defaults_are_the_x_ca_dialect() -> None:
 )  # fmt: skip
 def test_bad_auth_names_the_field_and_never_the_secret(spec: Any, kind: str | None, expected: str) -> None:
     with pytest.raises(AuthSpecError) as caught:
-        parse_auth(spec, kind=kind)
+        parse_auth(spec, accepted=ACCEPTED[kind])
     assert str(caught.value).startswith(expected)
     assert "hunter2" not in str(caught.value)
 
@@ -145,7 +153,7 @@ def server() -> Any:
 
 
 def rest_adapter(url: str, auth: dict[str, Any]) -> RestAdapter:
-    return RestAdapter("s", "1", url, mappings(), 2.0, parse_auth(auth, kind="rest"), "X-Request-Id")
+    return RestAdapter("s", "1", url, mappings(), 2.0, parse_auth(auth, accepted=REST.auth_forms), "X-Request-Id")
 
 
 def test_basic_auth_with_a_file_secret(server: LocalServer, tmp_path: Path) -> None:
@@ -390,7 +398,7 @@ NOW = 1_795_000_000.0  # epoch seconds
 
 def callback_spec(**extra: Any) -> HmacSpec:
     spec = parse_auth({"type": "hmac", "secret": {"secret": "env:YIWANG_TEST_GA_HMAC"}, "max_skew_s": 300, **extra},
-                      kind="callback")  # fmt: skip
+                      accepted=CALLBACK_FORMS)  # fmt: skip
     assert isinstance(spec, HmacSpec)
     return spec
 

@@ -23,18 +23,17 @@ from lxml import etree
 from adapters import canonical
 from adapters.auth import HmacSpec, OAuth2Spec, SecretRef
 from adapters.bundle import (
-    Bundle,
     BundleError,
-    CallbackResults,
-    PollingResults,
     compile_mappings,
     load_bundle,
     preview,
     schema,
-    stylesheets,
     unpack_bundle,
     validate_bundle,
 )
+from adapters.descriptor import Bundle, CallbackResults, PollingResults
+from adapters.kinds.rest import RestOptions
+from adapters.kinds.soap import stylesheets
 from mappings.errors import MappingError
 from mappings.positions import YamlProblem, load_yaml
 from mappings.xslt import XsltError, compile_xslt
@@ -68,7 +67,7 @@ def test_reference_bundles_validate_clean(bundle: Path) -> None:
 def test_the_descriptor_model_is_typed() -> None:
     soap = load_bundle(SOAP)
     assert isinstance(soap, Bundle) and soap.root == SOAP
-    assert (soap.sector, soap.kind, soap.soap_version, soap.version) == ("social_security", "soap", "1.1", "2")
+    assert (soap.sector, soap.kind, soap.options.soap_version, soap.version) == ("social_security", "soap", "1.1", "2")
     assert soap.operations["submit_case"] == SOAP / "submit_case.mapping.yaml"
     assert soap.endpoint() == "http://127.0.0.1:8801/shebao/case"
     assert soap.endpoint("production") == "https://shebao.baotou.example/shebao/case"
@@ -78,7 +77,7 @@ def test_the_descriptor_model_is_typed() -> None:
     rest = load_bundle(REST)
     assert rest.auth == OAuth2Spec("/oauth/token", SecretRef("env:YIWANG_SECRET_GJJ_CLIENT_ID"),
                                    SecretRef("env:YIWANG_SECRET_GJJ_CLIENT_SECRET"), "cases")  # fmt: skip
-    assert rest.idempotency_header == "X-Request-Id" and rest.soap_version is None
+    assert rest.options == RestOptions(idempotency_header="X-Request-Id")  # and no soap_version
     assert set(rest.queries) == {"housing_fund_balance", "housing_fund_deposits"}
     assert rest.code_tables == REST / "code_tables.yaml"
 

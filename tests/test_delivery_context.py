@@ -24,7 +24,7 @@ from adapters.simulators.base import DEAD_BALANCER, SimulatorBase
 from adapters.simulators.civil_affairs import CivilAffairsSimulator
 from adapters.simulators.housing_fund import HousingFundSimulator
 from adapters.simulators.social_security import SocialSecuritySimulator
-from adapters.kinds.soap.adapter import LAST_RESPONSE_MAX_BYTES, RawAnswer
+from adapters.kinds.common import LAST_RESPONSE_MAX_BYTES, RawAnswer
 from tests.test_shipped_bundles import gjj_case, mz_case, shebao_case
 
 BUNDLES = default_bundles_dir()

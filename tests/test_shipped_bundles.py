@@ -25,7 +25,8 @@ from typing import Any
 import pytest
 
 from adapters.auth import canonical_string, hmac_signature
-from adapters.bundle import CallbackResults, load_bundle, validate_bundle
+from adapters.bundle import load_bundle, validate_bundle
+from adapters.descriptor import CallbackResults
 from adapters.contract import DeliveryError, FailureClass, Operation
 from adapters.registry import RegisteredAdapter, Registry, build_adapter, default_bundles_dir
 from adapters.resilience import RetryPolicy
@@ -183,7 +184,7 @@ def test_the_shipped_mutual_tls_upgrade_validates_clean_and_changes_only_the_cha
     assert validate_bundle(folder) == []
     upgrade, shipped = load_bundle(folder), load_bundle(BUNDLES / "social_security")
     assert (upgrade.sector, upgrade.version > shipped.version) == ("social_security", True)
-    assert (upgrade.tls.client_certificate, upgrade.ws_security.sign) == (  # type: ignore[union-attr]
+    assert (upgrade.tls.client_certificate, upgrade.options.ws_security.sign) == (  # type: ignore[union-attr]
         "social_security-client", "social_security-signing")
     same = [p.name for p in (BUNDLES / "social_security").iterdir() if p.name != "bundle.yaml"]
     assert filecmp.cmpfiles(BUNDLES / "social_security", folder, same, shallow=False)[0] == same

@@ -17,6 +17,7 @@ from lxml import etree
 
 from adapters.auth import NO_AUTH, AuthSpec, parse_auth
 from adapters.contract import DeliveryError, FailureClass, Operation
+from adapters.kinds.soap import SOAP
 from adapters.kinds.soap.adapter import SoapAdapter
 from mappings import compile_mapping
 from tests.test_rest_adapter import LocalServer, Reply, Seen
@@ -253,7 +254,7 @@ def wsse(monkeypatch: pytest.MonkeyPatch, digest: bool) -> AuthSpec:
     monkeypatch.setenv("YIWANG_TEST_MZ_PASSWORD", "mz-secret")
     spec = {"type": "wsse_username_token", "username": "yiwang", "password": {"secret": "env:YIWANG_TEST_MZ_PASSWORD"},
             "digest": digest}  # fmt: skip
-    return parse_auth(spec, kind="soap")
+    return parse_auth(spec, accepted=SOAP.auth_forms)
 
 
 def test_username_token_password_text(wsdl: Path, server: LocalServer, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -67,7 +67,7 @@ def header_of(envelope: bytes | etree._Element, soap_ns: str) -> etree._Element:
 
 
 def test_the_key_travels_in_the_declared_soap_header_beside_the_username_token() -> None:
-    assert load_bundle(HEADER_BUNDLE).idempotency_soap_header == REQUEST_ID_HEADER
+    assert load_bundle(HEADER_BUNDLE).options.idempotency_header == REQUEST_ID_HEADER
     with CivilAffairsSimulator(decision_delay_ms=50) as sim:
         answer = registered(sim.url).adapter.call(SUBMIT, case("MZ-IDEM-1"))
         assert answer["sector_ref"].startswith("MZ")
@@ -137,7 +137,7 @@ def test_the_header_goes_beside_a_ws_security_signature_that_both_sides_verify()
     })
     signed = load_bundle(DATA / "social_security_signed")
     # Plain http here: the TLS side of this bundle is tested in test_mtls_and_signing.
-    bundle = replace(signed, tls=None, idempotency_soap_header="{urn:example:idem}Key")
+    bundle = replace(signed, tls=None, options=replace(signed.options, idempotency_header="{urn:example:idem}Key"))
     signing = MessageSigning(trusted=(ours.cert_pem,), key_pem=sector.key_pem, certificate_pem=sector.cert_pem)
     with SocialSecuritySimulator(decision_delay_ms=50).use_signing(signing) as sim:
         shebao = build_adapter(bundle, endpoint=sim.url, retry_override=RETRIES, credentials=store)

@@ -21,7 +21,7 @@ Every failure leaves as a classified `DeliveryError`; see `classify` and `_statu
     a request that cannot be rendered or built (nothing sent) -> MAPPING, `UnsendableRequest`
 
 When the sector answered, the error carries its last answer (`last_response`: status, a few headers,
-the body cut at 64 KiB; `adapters.kinds.soap.adapter.RawAnswer`), kept by reference while the call goes well.
+the body cut at 64 KiB; `adapters.kinds.common.RawAnswer`), kept by reference while the call goes well.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from typing import Any
 
 import httpx
 
-from adapters.auth import NO_AUTH, AuthSpec, BodyTooLarge, TokenError, certificate_refused, read_capped, rest_auth
+from adapters.auth import NO_AUTH, AuthSpec
 from adapters.contract import (
     CanonicalMessage,
     CanonicalResult,
@@ -47,7 +47,16 @@ from adapters.contract import (
     UnsendableRequest,
     correlation_headers,
 )
-from adapters.kinds.soap.adapter import LAST_RESPONSE_MAX_BYTES, RawAnswer, mapping_failure, mapping_for
+from adapters.kinds.common import (
+    LAST_RESPONSE_MAX_BYTES,
+    BodyTooLarge,
+    RawAnswer,
+    certificate_refused,
+    mapping_failure,
+    mapping_for,
+    read_capped,
+)
+from adapters.kinds.rest.auth import TokenError, rest_auth
 from certstore.credentials import Credential
 from mappings import (
     BusinessError,

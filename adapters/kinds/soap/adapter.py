@@ -6,9 +6,10 @@ service address is the deployment's endpoint, not the WSDL's `soap:address`.
 
 SOAP 1.1 and 1.2: the service is built on the WSDL binding of the bundle's `soap_version` (default:
 the first port's binding). Authentication (`adapters.auth`): a WS-Security UsernameToken header or
-HTTP Basic on the session. Certificates (`adapters.registry` resolves them): an `ssl.SSLContext` for
-mTLS and trust, used by requests for every https call; WS-Security signatures (`adapters.kinds.soap.wssecurity`). `call` takes a canonical `Operation` or, as a plain string, the name of
-a named query (its mapping names the WSDL operation like any other).
+HTTP Basic on the session (`auth.py`). Certificates (`adapters.registry` resolves them): an `ssl.SSLContext`
+for mTLS and trust, used by requests for every https call; WS-Security signatures (`wssecurity.py`). `call`
+takes a canonical `Operation` or, as a plain string, the name of a named query (its mapping names the WSDL
+operation like any other).
 
 Every failure of `call` leaves as a classified `DeliveryError` (DESIGN.md invariant 4); see
 `classify` for the table. When the sector answered, the error carries that answer (`last_response`:
@@ -20,7 +21,6 @@ Idempotency (bundle `idempotency.soap_header`): every request carries a SOAP hea
 
 from __future__ import annotations
 
-import re
 import ssl
 import threading
 from collections.abc import Mapping
@@ -39,7 +39,7 @@ from zeep.utils import get_media_type
 from zeep.wsdl.bindings.soap import Soap11Binding, Soap12Binding
 from zeep.wsse.compose import Compose
 
-from adapters.auth import NO_AUTH, AuthSpec, certificate_refused, soap_auth
+from adapters.auth import NO_AUTH, AuthSpec
 from adapters.contract import (
     CanonicalMessage,
     CanonicalResult,
@@ -49,6 +49,8 @@ from adapters.contract import (
     UnsendableRequest,
     correlation_headers,
 )
+from adapters.kinds.common import RawAnswer, certificate_refused, mapping_failure, mapping_for
+from adapters.kinds.soap.auth import soap_auth
 from adapters.kinds.soap.wssecurity import MessageSecurity
 from mappings import BusinessError, CompiledMapping, MappingError
 from mappings.xslt import Transform
@@ -59,48 +61,6 @@ _BRIEF = 300  # zeep quotes whole answers in its messages; a dead letter needs t
 
 def _brief(text: str) -> str:
     return text if len(text) <= _BRIEF else text[:_BRIEF] + "…"
-
-
-# --------------------------------------------------------------------------- the sector's raw answer
-
-LAST_RESPONSE_MAX_BYTES = 64 * 1024  # of a failed call's answer kept for the dead letter
-# Headers that help diagnose a failure and carry no credential or session (no Set-Cookie).
-_KEPT_HEADERS = ("Content-Type", "Content-Length", "Retry-After", "WWW-Authenticate", "Date", "Server")
-_CHARSET = re.compile(r";\s*charset=\"?([\w.:-]+)", re.IGNORECASE)
-
-
-class RawAnswer:
-    """The sector's latest raw answer within one call, held by reference (nothing is copied while the
-    call goes well); `last_response()` makes `DeliveryError.last_response` of it when the call fails.
-
-    Shared by every adapter kind (`adapters.kinds.rest.adapter` imports it).
-    """
-
-    def __init__(self) -> None:
-        self.sent = False  # a request left for the sector: a failure before it is the request's own
-        self.status: int | None = None
-        self.headers: Mapping[str, str] = {}
-        self.body = b""
-
-    def keep(self, status: int, headers: Mapping[str, str], body: bytes = b"") -> None:
-        self.status, self.headers, self.body = status, headers, body
-
-    def last_response(self) -> dict[str, Any] | None:
-        """{"status", "headers" (the diagnostic few), "body" (text, cut at 64 KiB)}; None if no answer came."""
-        if self.status is None:
-            return None
-        headers = {name: str(self.headers[name]) for name in _KEPT_HEADERS if self.headers.get(name) is not None}
-        return {"status": self.status, "headers": headers, "body": _text(self.body, headers.get("Content-Type"))}
-
-
-def _text(body: bytes, content_type: str | None) -> str:
-    """The body as text in its declared charset (sectors still send GBK), UTF-8 otherwise; never raises."""
-    declared = _CHARSET.search(content_type or "")
-    cut = body[:LAST_RESPONSE_MAX_BYTES]  # a character cut in two becomes U+FFFD
-    try:
-        return cut.decode(declared.group(1) if declared else "utf-8", errors="replace")
-    except LookupError:  # a charset Python does not know
-        return cut.decode("utf-8", errors="replace")
 
 
 _BINDINGS: Mapping[str, type[Any]] = {"1.1": Soap11Binding, "1.2": Soap12Binding}
@@ -325,25 +285,6 @@ def idempotency_soapheaders(element_name: str | None, message: CanonicalMessage)
     header = etree.Element(element_name)
     header.text = str(key)
     return {"_soapheaders": [header]}
-
-
-def mapping_for(mappings: Mapping[str, CompiledMapping], name: Operation | str, owner: str) -> CompiledMapping:
-    """The mapping of an operation or query name; `DeliveryError` (MAPPING) if the bundle has none."""
-    try:
-        return mappings[str(name)]
-    except KeyError:
-        raise DeliveryError(FailureClass.MAPPING, f"{owner} has no mapping for {name}") from None
-
-
-def mapping_failure(exc: MappingError | BusinessError) -> DeliveryError:
-    """The `DeliveryError` for a mapping that failed, or for an answer its mapping reads as a refusal.
-
-    Shared by every adapter kind (`adapters.kinds.rest.adapter` imports it).
-    """
-    if isinstance(exc, BusinessError):
-        # A business refusal is the sector's considered answer: asking again gets the same one.
-        return DeliveryError(FailureClass.SECTOR_FAULT, f"business error {exc}", retryable=False)
-    return DeliveryError(FailureClass.MAPPING, str(exc))
 
 
 def _render(mapping: CompiledMapping, message: CanonicalMessage) -> dict[str, Any]:
