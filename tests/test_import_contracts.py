@@ -21,6 +21,8 @@ LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 BREAKS: dict[str, tuple[str, str]] = {
     "mappings and certstore import nothing of ours": ("mappings/engine.py", "import gateway.config"),
     "adapters may import mappings and certstore only": ("adapters/__init__.py", "import gateway.config"),
+    "adapter kinds never import one another (what they share is adapters.kinds.common)": (
+        "adapters/kinds/rest/adapter.py", "import adapters.kinds.soap.adapter"),
     "only the composition root (gateway.bootstrap) reaches ops": ("gateway/cases/service.py", "import ops.dead_letters"),
     "gateway in layers, top to bottom: each imports only the layers below it (a module placed nowhere fails)": (
         "gateway/cases/service.py", "import gateway.http.errors"),
