@@ -1,6 +1,42 @@
 """The certificate store: keys, certificates and secrets encrypted at rest, TLS contexts, signing, sealed fields.
 
-Imports nothing of ours. Public entry points:
-- `certstore.algorithms`: digests (SHA-256, SM3), field ciphers (AES-256-GCM, SM4-GCM), the Signer interface.
-- `certstore.keyring`: master keys (`MasterKeys.from_env`), envelope encryption, `FieldSealer` for personal data.
+Imports nothing of ours. What is public is what `__all__` names, importable from `certstore` itself:
+- digests (SHA-256, SM3) and field ciphers (AES-256-GCM, SM4-GCM) behind interfaces (`DIGESTS`, `CIPHERS`,
+  `Signer`, `digest`);
+- master keys (`MasterKeys.from_env`), envelope encryption, `FieldSealer` for personal data (`is_sealed`);
+- the store of certificates and secrets (`CertStore`, handed its tables as `CertTables`), what it answers
+  and refuses, and the credentials it gives adapters (`Credential`, `CredentialSource`);
+- X.509 (`Subject`, `KEY_ALGORITHMS`), TLS client contexts (`client_context`), Ed25519 signing of log
+  checkpoints, and files written once (`write_once`).
+The modules behind it (`certstore.keyring`, `certstore.store`...) are for this package and its tests.
 """
+
+from certstore.algorithms import CIPHERS, DIGESTS, CryptoError, Signer, digest
+from certstore.credentials import Credential, CredentialMissing, CredentialSource, MemoryCredentials, reference_name
+from certstore.keyfiles import write_once
+from certstore.keyring import DEVELOPMENT_KEY_FILE, FieldSealer, MasterKeyError, MasterKeys, is_sealed
+from certstore.signing import decode_signature, encode_signature, load_or_create_signing_key, rewrap_signing_key
+from certstore.store import (
+    CURRENT,
+    MAX_OVERLAP_DAYS,
+    SECRET,
+    CertConflict,
+    CertStore,
+    CertStoreError,
+    CertTables,
+    ExpiryWarning,
+    SealedValueUnavailable,
+    StoredVersion,
+    UnknownEntry,
+)
+from certstore.tls import TlsCredentialError, client_context
+from certstore.x509 import KEY_ALGORITHMS, CertificateError, Subject
+
+__all__ = [
+    "CIPHERS", "CURRENT", "DEVELOPMENT_KEY_FILE", "DIGESTS", "KEY_ALGORITHMS", "MAX_OVERLAP_DAYS", "SECRET",
+    "CertConflict", "CertStore", "CertStoreError", "CertTables", "CertificateError", "Credential",
+    "CredentialMissing", "CredentialSource", "CryptoError", "ExpiryWarning", "FieldSealer", "MasterKeyError",
+    "MasterKeys", "MemoryCredentials", "SealedValueUnavailable", "Signer", "StoredVersion", "Subject",
+    "TlsCredentialError", "UnknownEntry", "client_context", "decode_signature", "digest", "encode_signature",
+    "is_sealed", "load_or_create_signing_key", "reference_name", "rewrap_signing_key", "write_once",
+]  # fmt: skip
