@@ -49,7 +49,7 @@ class RestKind:
         idempotency=IdempotencyCarrier("header", {"$ref": "#/$defs/headerName"}, "an HTTP header name",
                                        "an HTTP header"),
     )
-    kind_only = (
+    kind_only: tuple[KindOnly, ...] = (
         KindOnly(("idempotency", "header"),
                  "rest bundles only (soap: idempotency.soap_header, or map idempotency_key into the body)"),
     )

@@ -86,7 +86,7 @@ class SoapKind:
         idempotency=IdempotencyCarrier("soap_header", _SOAP_HEADER, "{{namespace, name}}", "a SOAP header element"),
         then={"required": ["soap_version"], "x-required-message": "required for a soap bundle (\"1.1\" or \"1.2\")"},
     )
-    kind_only = (
+    kind_only: tuple[KindOnly, ...] = (
         KindOnly(("soap_version",), "soap bundles only"),
         KindOnly(("idempotency", "soap_header"), "soap bundles only (rest: idempotency.header)"),
         KindOnly(("materials", "transport"), "mtom is for soap bundles only", value="mtom"),
