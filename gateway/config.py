@@ -7,8 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from certstore.algorithms import CIPHERS, DIGESTS
-from certstore.keyring import MasterKeyError, MasterKeys
+from certstore import CIPHERS, DIGESTS, MasterKeyError, MasterKeys
 
 DATA = Path(__file__).parent / "data"  # what ships with the gateway
 DEFAULT_CATALOGUE = DATA / "catalogue.yaml"

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from certstore.algorithms import CryptoError
+from certstore import CryptoError
 from gateway.cases.views import event_view
 from gateway.cli.common import BAD_INPUT
 from gateway.domain.clock import SHANGHAI, to_shanghai

@@ -31,9 +31,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, case, func, select, type_coerce
 
-from adapters.contract import FailureClass
-from adapters.resilience import DELIVERY_BREAKER, QUERY_BREAKER
-from certstore.store import CertStore
+from adapters import DELIVERY_BREAKER, QUERY_BREAKER, FailureClass
+from certstore import CertStore
 from gateway.domain.case import CaseState
 from gateway.domain.clock import Clock, as_utc
 from gateway.persistence import tables as t

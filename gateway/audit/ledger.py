@@ -42,9 +42,7 @@ import structlog
 from sqlalchemy import Engine, Select, delete, func, insert, select
 from sqlalchemy.engine import Connection, RowMapping
 
-from certstore.algorithms import CryptoError, Signer, digest
-from certstore.keyring import FieldSealer
-from certstore.signing import decode_signature, encode_signature
+from certstore import CryptoError, FieldSealer, Signer, decode_signature, digest, encode_signature
 from gateway.domain.clock import Clock, SystemClock, as_utc
 from gateway.persistence.engine import READ_ONLY
 from gateway.persistence.ledger_tables import ledger_checkpoints, ledger_records, ledger_retention

@@ -12,14 +12,8 @@ from fastapi import APIRouter, FastAPI
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
-from adapters.bundle import Bundle
-from adapters.registry import RegisteredAdapter, build_adapter
-from adapters.resilience import RetryPolicy
-from adapters.secrets import use_vault
-from certstore.credentials import CredentialSource
-from certstore.keyring import FieldSealer
-from certstore.signing import load_or_create_signing_key, rewrap_signing_key
-from certstore.store import CertStore
+from adapters import Bundle, RegisteredAdapter, RetryPolicy, build_adapter, use_vault
+from certstore import CertStore, CredentialSource, FieldSealer, load_or_create_signing_key, rewrap_signing_key
 from gateway.audit.ledger import Ledger
 from gateway.audit.retention import Retention, RetentionPolicy
 from gateway.bootstrap.strict_start import (

@@ -14,8 +14,7 @@ from fastapi import FastAPI
 from rich.console import Console
 from rich.markup import escape
 
-from certstore.keyring import FieldSealer
-from certstore.store import CertStore
+from certstore import CertStore, FieldSealer
 from gateway.audit.ledger import Ledger
 from gateway.bootstrap.app import (
     Gateway,

@@ -50,8 +50,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from rich.console import Console
 from rich.table import Table
 
-from adapters.bundle import load_bundle
-from adapters.registry import default_bundles_dir
+from adapters import default_bundles_dir, load_bundle
 from adapters.simulators.base import ServerTls
 from adapters.simulators.civil_affairs import CivilAffairsSimulator
 from adapters.simulators.housing_fund import HousingFundSimulator

@@ -28,10 +28,8 @@ import base64
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from adapters.auth import SecretRef
-from adapters.bundle import DESCRIPTOR, Bundle, BundleError, CallbackResults, Problem
-from adapters.secrets import SecretRefError
-from certstore.keyring import DEVELOPMENT_KEY_FILE, MasterKeyError, MasterKeys
+from adapters import DESCRIPTOR, Bundle, BundleError, CallbackResults, Problem, SecretRef, SecretRefError
+from certstore import DEVELOPMENT_KEY_FILE, MasterKeyError, MasterKeys
 from gateway.config import PRODUCTION, ConfigError, Settings
 from gateway.sectors.bundle_records import BundleStore, unpacked
 from gateway.security.published_secrets import where_published

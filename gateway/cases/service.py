@@ -18,7 +18,7 @@ import structlog
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
-from adapters.contract import FailureClass
+from adapters import FailureClass
 from gateway.cases.views import case_view
 from gateway.catalogue.forms import checked_form
 from gateway.domain import answers, lifecycle

@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from adapters.bundle import validate_bundle
+from adapters import validate_bundle
 from gateway.sectors.bundle_records import (
     BundleConflict,
     BundleInvalid,

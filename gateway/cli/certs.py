@@ -22,17 +22,20 @@ from prometheus_client import CollectorRegistry
 from rich.console import Console
 from rich.table import Table
 
-from certstore.credentials import CredentialMissing
-from certstore.keyring import MasterKeyError, MasterKeys
-from certstore.store import (
+from certstore import (
+    KEY_ALGORITHMS,
     MAX_OVERLAP_DAYS,
     SECRET,
+    CertificateError,
     CertStore,
+    CredentialMissing,
+    MasterKeyError,
+    MasterKeys,
     SealedValueUnavailable,
     StoredVersion,
+    Subject,
     UnknownEntry,
 )
-from certstore.x509 import KEY_ALGORITHMS, CertificateError, Subject
 from gateway.cli.common import BAD_INPUT
 from gateway.domain.clock import to_shanghai
 from gateway.security.certificates import ExpiryWatch

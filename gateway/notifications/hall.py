@@ -43,7 +43,7 @@ import httpx
 import structlog
 from sqlalchemy import Engine, RowMapping, exists, func, insert, select, update
 
-from certstore.keyring import FieldSealer
+from certstore import FieldSealer
 from gateway.domain.case import Trigger
 from gateway.domain.clock import Clock, as_utc
 from gateway.domain.roles import Identity

@@ -12,7 +12,7 @@ import hmac
 import secrets
 from pathlib import Path
 
-from certstore.keyfiles import write_once
+from certstore import write_once
 
 
 class BlindIndex:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import Column, DateTime, ForeignKey, Index, Integer, String, Table, Text, UniqueConstraint
 
-from certstore.store import CURRENT, CertTables
+from certstore import CURRENT, CertTables
 from gateway.persistence.tables import metadata
 
 cert_names = Table(

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select, update
 
-from certstore.keyring import FieldSealer, is_sealed
+from certstore import FieldSealer, is_sealed
 from gateway.persistence.tables import metadata
 
 

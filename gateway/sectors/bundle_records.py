@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from adapters.bundle import Bundle, BundleError, load_bundle, unpack_bundle, validate_bundle
+from adapters import Bundle, BundleError, load_bundle, unpack_bundle, validate_bundle
 from gateway.domain.clock import Clock, as_utc
 from gateway.persistence.bundle_tables import ACTIVE, INACTIVE, REGISTERED, RETIRED, bundle_versions
 from gateway.persistence.engine import READ_ONLY

@@ -10,10 +10,16 @@ from typing import Any
 from sqlalchemy import Engine, delete, insert
 from sqlalchemy.exc import IntegrityError
 
-from adapters.auth import SignatureError, verify_hmac
-from adapters.bundle import Bundle, BundleError, CallbackResults
-from adapters.contract import DeliveryError, Operation
-from adapters.registry import RegisteredAdapter
+from adapters import (
+    Bundle,
+    BundleError,
+    CallbackResults,
+    DeliveryError,
+    Operation,
+    RegisteredAdapter,
+    SignatureError,
+    verify_hmac,
+)
 from gateway.cases.service import CaseService
 from gateway.domain.clock import Clock
 from gateway.persistence.bundle_tables import callback_nonces

@@ -28,9 +28,7 @@ from typing import Any, Literal, Protocol
 
 import structlog
 
-from adapters.canonical import MATERIALS_SENT_WITH
-from adapters.contract import DeliveryError, Operation
-from adapters.registry import RegisteredAdapter
+from adapters import MATERIALS_SENT_WITH, DeliveryError, Operation, RegisteredAdapter
 from gateway.cases.service import CANCEL_CASE, QUERY_STATUS, SUBMIT_CASE, CaseService
 from gateway.domain.case import Case, CaseState
 from gateway.materials.links import MaterialNotSendable, MaterialTransport

@@ -23,8 +23,7 @@ from typing import Any
 
 import structlog
 
-from adapters.bundle import Bundle, load_bundle, unpack_bundle
-from adapters.registry import RegisteredAdapter
+from adapters import Bundle, RegisteredAdapter, load_bundle, unpack_bundle
 from gateway.persistence.bundle_tables import RETIRED
 from gateway.sectors.bundle_records import BundleStore, UnknownBundle
 

@@ -19,7 +19,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine
 
-from certstore.store import CertStore, ExpiryWarning
+from certstore import CertStore, ExpiryWarning
 from gateway.config import Settings
 from gateway.domain.clock import Clock
 from gateway.persistence.cert_tables import CERT_TABLES

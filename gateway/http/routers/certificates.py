@@ -15,15 +15,17 @@ from typing import Annotated, Any, cast
 from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from certstore.store import (
+from certstore import (
+    KEY_ALGORITHMS,
     MAX_OVERLAP_DAYS,
     CertConflict,
+    CertificateError,
     CertStore,
     SealedValueUnavailable,
     StoredVersion,
+    Subject,
     UnknownEntry,
 )
-from certstore.x509 import KEY_ALGORITHMS, CertificateError, Subject
 from gateway.domain.roles import Identity, NotAllowed, Role
 from gateway.http.callers import require
 from gateway.http.json_bodies import JsonBodyRoute

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
-from adapters.contract import DeliveryError, FailureClass, UnsendableRequest
+from adapters import DeliveryError, FailureClass, UnsendableRequest
 from gateway.domain.answers import AnswerMismatch
 from gateway.domain.roles import Identity, NotAllowed, Role, acts_for_sector
 from gateway.http.approval_holds import held_for_approval
