@@ -26,9 +26,9 @@ bundle-schema: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/lint-imports
 
-# ruff (the rule set in pyproject.toml) and mypy --strict ([tool.mypy]: gateway, mappings, certstore, ops).
+# ruff (the rule set in pyproject.toml) and mypy --strict ([tool.mypy]: gateway, adapters, mappings, certstore, ops).
 typecheck: $(STAMP)
-	$(BIN)/ruff check gateway ops mappings certstore
+	$(BIN)/ruff check gateway adapters ops mappings certstore
 	$(BIN)/mypy
 
 # The inner loop: lint and type check. TODO: add the unit tests once tests/unit/ exists.
