@@ -27,9 +27,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from email.message import Message
-from pathlib import Path
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Final, NamedTuple, Self
 from urllib.parse import parse_qs, urlsplit
@@ -205,7 +205,7 @@ def billion_laughs(document: str, root_name: str, placeholder: str) -> bytes:
     body = document.split("?>", 1)[-1].lstrip().replace(placeholder, "&lol9;")
     return (
         f'<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE {root_name} [\n  {subset}\n]>\n{body}'
-    ).encode("utf-8")
+    ).encode()
 
 
 # --------------------------------------------------------------------------- made-up records

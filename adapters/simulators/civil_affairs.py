@@ -30,9 +30,19 @@ from typing import Any, Final
 
 from lxml import etree
 
-from adapters.simulators.base import BEIJING, Case, Decider, FaultPlan, NonceCache, Reply, dig, missing_fields
-from adapters.simulators.base import person_seed
-from adapters.simulators.base import run_cli, serve_forever
+from adapters.simulators.base import (
+    BEIJING,
+    Case,
+    Decider,
+    FaultPlan,
+    NonceCache,
+    Reply,
+    dig,
+    missing_fields,
+    person_seed,
+    run_cli,
+    serve_forever,
+)
 from adapters.simulators.soap import SOAP12, Fields, SoapContract, SoapFault, SoapSimulator
 
 __all__ = [
@@ -82,7 +92,9 @@ _MARITAL_BY_DIGIT: Final = ("UNMARRIED",) * 4 + ("MARRIED",) * 4 + ("DIVORCED", 
 def default_decide(fields: dict[str, Any]) -> tuple[bool, str]:
     """Refused when an attachment was not provided; granted otherwise."""
     attachments = fields.get("Attachments") or []
-    lacking = [str(a.get("Name", "")) for a in attachments if isinstance(a, dict) and a.get("Provided") in ("false", "0")]
+    lacking = [
+        str(a.get("Name", "")) for a in attachments if isinstance(a, dict) and a.get("Provided") in ("false", "0")
+    ]
     if lacking:
         return False, f"材料不齐全：{'、'.join(lacking)}，不予办理"
     return True, "审核通过，准予办理"
@@ -159,7 +171,9 @@ class CivilAffairsSimulator(SoapSimulator):
     reference_prefix = "MZ"
     contract = SoapContract(
         SOAP12, TNS, ENDPOINT_PATH, WSDL_FILE,
-        sample_response=("ApplyResponse", (("ResultCode", SUCCESS), ("ResultMessage", "受理成功"), ("ServiceNumber", "MZ0"))),
+        sample_response=(
+            "ApplyResponse", (("ResultCode", SUCCESS), ("ResultMessage", "受理成功"), ("ServiceNumber", "MZ0"))
+        ),
         server_error="民政业务系统内部错误，请稍后重试（模拟故障）",
     )
 
@@ -205,7 +219,9 @@ class CivilAffairsSimulator(SoapSimulator):
             return self._fail("ApplyResponse", f"缺少必填项：{'、'.join(missing)}")
         case, created = self._book.apply(self._request_id(operation, fields), fields)
         message = "受理成功" if created else "重复提交，返回原服务编号"
-        return self._respond("ApplyResponse", [("ResultCode", SUCCESS), ("ResultMessage", message), ("ServiceNumber", case.reference)])
+        return self._respond(
+            "ApplyResponse", [("ResultCode", SUCCESS), ("ResultMessage", message), ("ServiceNumber", case.reference)]
+        )
 
     def _request_id(self, operation: etree._Element, fields: dict[str, Any]) -> str:
         """The RequestId SOAP header if the caller sent a non-empty one, else the body's TransactionId."""
@@ -221,7 +237,9 @@ class CivilAffairsSimulator(SoapSimulator):
         number = self._read(operation).get("ServiceNumber", "")
         case = self._book.get(number) if number else None
         if case is None or case.cancelled:
-            reason = "缺少必填项：ServiceNumber" if not number else "服务已撤销" if case else f"服务编号不存在：{number}"
+            reason = (
+                "缺少必填项：ServiceNumber" if not number else "服务已撤销" if case else f"服务编号不存在：{number}"
+            )
             return self._fail("GetServiceStatusResponse", reason)
         return self._respond("GetServiceStatusResponse", [("ResultCode", SUCCESS), *self._progress(case)])
 

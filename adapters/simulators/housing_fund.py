@@ -26,9 +26,20 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qs
 
-from adapters.simulators.base import Case, Decider, FaultPlan, Handler, Reply, Request, dig, missing_fields
-from adapters.simulators.base import person_seed
-from adapters.simulators.base import recent_months, run_cli, serve_forever
+from adapters.simulators.base import (
+    Case,
+    Decider,
+    FaultPlan,
+    Handler,
+    Reply,
+    Request,
+    dig,
+    missing_fields,
+    person_seed,
+    recent_months,
+    run_cli,
+    serve_forever,
+)
 from adapters.simulators.rest import RestRoute, RestSimulator, json_reply
 
 __all__ = [
@@ -108,7 +119,10 @@ def _application_problem(document: dict[str, Any]) -> tuple[int, str] | None:
     if document.get("priority", "NORMAL") not in _PRIORITIES:
         return CODE_INVALID_FIELD, "字段格式不正确：priority"
     for index, item in enumerate(document.get("attachments") or []):
-        if not (isinstance(item, dict) and isinstance(item.get("title"), str) and isinstance(item.get("received"), bool)):
+        well_formed = (
+            isinstance(item, dict) and isinstance(item.get("title"), str) and isinstance(item.get("received"), bool)
+        )
+        if not well_formed:
             return CODE_INVALID_FIELD, f"字段格式不正确：attachments[{index}]"
     return None
 
@@ -208,7 +222,9 @@ class HousingFundSimulator(RestSimulator):
             self._tokens = {t: exp for t, exp in self._tokens.items() if exp > now}  # forget the expired
             self._tokens[token] = now + self._token_ttl_s
         self._counters.bump("tokens_issued")
-        answer: dict[str, Any] = {"access_token": token, "token_type": "Bearer", "expires_in": math.ceil(self._token_ttl_s)}
+        answer: dict[str, Any] = {
+            "access_token": token, "token_type": "Bearer", "expires_in": math.ceil(self._token_ttl_s)
+        }
         if "scope" in form:
             answer["scope"] = form["scope"][0]
         return json_reply(HTTPStatus.OK, answer, (("Cache-Control", "no-store"),))
@@ -267,11 +283,15 @@ class HousingFundSimulator(RestSimulator):
         decision = self._book.decision(case)
         if decision is None:
             waiting = case.in_first_half()
-            data |= {"status": "PENDING" if waiting else "REVIEWING", "remark": "已受理，等待审核" if waiting else "审核中"}
+            data |= {
+                "status": "PENDING" if waiting else "REVIEWING", "remark": "已受理，等待审核" if waiting else "审核中"
+            }
             return self._ok(data | {"decidedAt": None})
         approved, remark = decision
         decided_at = int(case.decided_at.timestamp() * 1000)
-        return self._ok(data | {"status": "APPROVED" if approved else "REJECTED", "remark": remark, "decidedAt": decided_at})
+        return self._ok(
+            data | {"status": "APPROVED" if approved else "REJECTED", "remark": remark, "decidedAt": decided_at}
+        )
 
     def _cancel(self, request: Request) -> Reply:
         """cancelled true (again true when repeated), false once decided; unknown → 404."""
@@ -299,7 +319,9 @@ class HousingFundSimulator(RestSimulator):
             return self._business_error(CODE_NO_ACCOUNT, "未查询到缴存账户")
         paging = _page_params(request)
         if paging is None:
-            return self._business_error(CODE_INVALID_FIELD, f"分页参数不正确：page >= 1，1 <= pageSize <= {MAX_PAGE_SIZE}")
+            return self._business_error(
+                CODE_INVALID_FIELD, f"分页参数不正确：page >= 1，1 <= pageSize <= {MAX_PAGE_SIZE}"
+            )
         page, size = paging
         amount = f"{Decimal(300 + seed % 1500):.2f}"
         months = recent_months(self._deposit_months)[(page - 1) * size : page * size]

@@ -41,9 +41,21 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from adapters.simulators.base import BEIJING, COMMON_FAULT_MODES, Case, Decider, FaultPlan, Handler, NonceCache, Reply
-from adapters.simulators.base import Request
-from adapters.simulators.base import missing_fields, person_seed, run_cli, serve_forever
+from adapters.simulators.base import (
+    BEIJING,
+    COMMON_FAULT_MODES,
+    Case,
+    Decider,
+    FaultPlan,
+    Handler,
+    NonceCache,
+    Reply,
+    Request,
+    missing_fields,
+    person_seed,
+    run_cli,
+    serve_forever,
+)
 from adapters.simulators.rest import JSON_CONTENT_TYPE, RestRoute, RestSimulator, json_reply
 
 __all__ = [
@@ -323,7 +335,8 @@ class PublicSecuritySimulator(RestSimulator):
             self._deliver(case, target, copies)
             return
         thread = threading.Thread(
-            target=self._callback_when_due, args=(case, target, copies), name=f"ga-callback-{case.reference}", daemon=True
+            target=self._callback_when_due, args=(case, target, copies), name=f"ga-callback-{case.reference}",
+            daemon=True,
         )
         with self._callbacks_lock:
             self._callbacks.add(thread)
@@ -395,11 +408,15 @@ def serve(
 ) -> None:
     """Run the simulator in the foreground until Ctrl-C; ``callback_url``: the gateway's
     ``/callbacks/public_security`` (agreed at onboarding: the bundle sends no HDDZ)."""
-    simulator = PublicSecuritySimulator(port, decision_delay_ms, key_id=key_id, secret=secret, callback_url=callback_url)
+    simulator = PublicSecuritySimulator(
+        port, decision_delay_ms, key_id=key_id, secret=secret, callback_url=callback_url
+    )
     print(f"decisions called back to {callback_url}" if callback_url else "no callback URL: decisions are only polled",
           flush=True)
     serve_forever(simulator, "公安 (REST + HMAC, callbacks)", fault)
 
 
 if __name__ == "__main__":
-    run_cli("公安 REST/HMAC sector simulator", serve, DEFAULT_PORT, PublicSecuritySimulator.fault_modes, calls_back=True)
+    run_cli(
+        "公安 REST/HMAC sector simulator", serve, DEFAULT_PORT, PublicSecuritySimulator.fault_modes, calls_back=True
+    )

@@ -16,8 +16,16 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any, ClassVar, Final, NamedTuple
 
-from adapters.simulators.base import JSON_CONTENT_TYPE, RETRY_AFTER, Handler, Reply, Request, Route, SimulatorBase
-from adapters.simulators.base import json_reply
+from adapters.simulators.base import (
+    JSON_CONTENT_TYPE,
+    RETRY_AFTER,
+    Handler,
+    Reply,
+    Request,
+    Route,
+    SimulatorBase,
+    json_reply,
+)
 
 __all__ = ["JSON_CONTENT_TYPE", "BadJson", "RestRoute", "RestSimulator", "json_reply", "read_json"]
 

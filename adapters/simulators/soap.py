@@ -17,8 +17,19 @@ from typing import Any, ClassVar, Final, Self
 
 from lxml import etree
 
-from adapters.simulators.base import RETRY_AFTER, Reply, Request, Route, SimulatorBase, XmlRejected, billion_laughs
-from adapters.simulators.base import COMMON_FAULT_MODES, hardened_parser, parse_xml, text_reply
+from adapters.simulators.base import (
+    COMMON_FAULT_MODES,
+    RETRY_AFTER,
+    Reply,
+    Request,
+    Route,
+    SimulatorBase,
+    XmlRejected,
+    billion_laughs,
+    hardened_parser,
+    parse_xml,
+    text_reply,
+)
 from adapters.simulators.wssec import SIGNATURE_FAULT_MODES, WSSE_NS, MessageSigning, request_problem, seal
 
 log = logging.getLogger(__name__)
@@ -97,7 +108,8 @@ def _fault12(body: etree._Element, ns: str, code: str, fault: SoapFault) -> None
 # (envelope namespace, Content-Type, WSDL binding namespace, fault codes, HTTP status of a sender fault)
 SOAP11: Final = SoapVersion(
     "http://schemas.xmlsoap.org/soap/envelope/", "text/xml; charset=utf-8", "http://schemas.xmlsoap.org/wsdl/soap/",
-    {"sender": "soap:Client", "receiver": "soap:Server", "version": "soap:VersionMismatch"}, HTTPStatus.INTERNAL_SERVER_ERROR,
+    {"sender": "soap:Client", "receiver": "soap:Server", "version": "soap:VersionMismatch"},
+    HTTPStatus.INTERNAL_SERVER_ERROR,
 )
 SOAP12: Final = SoapVersion(
     "http://www.w3.org/2003/05/soap-envelope", "application/soap+xml; charset=utf-8", "http://schemas.xmlsoap.org/wsdl/soap12/",

@@ -23,8 +23,20 @@ from typing import Any, Final
 
 from lxml import etree
 
-from adapters.simulators.base import BEIJING, COMMON_FAULT_MODES, MAX_BODY_BYTES, Case, Decider, FaultPlan, Reply
-from adapters.simulators.base import missing_fields, person_seed, recent_months, run_cli, serve_forever
+from adapters.simulators.base import (
+    BEIJING,
+    COMMON_FAULT_MODES,
+    MAX_BODY_BYTES,
+    Case,
+    Decider,
+    FaultPlan,
+    Reply,
+    missing_fields,
+    person_seed,
+    recent_months,
+    run_cli,
+    serve_forever,
+)
 from adapters.simulators.soap import SOAP11, Fields, SoapContract, SoapSimulator
 
 __all__ = [
