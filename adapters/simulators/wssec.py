@@ -23,7 +23,14 @@ DS_NS: Final = "http://www.w3.org/2000/09/xmldsig#"
 _NS: Final = {"wsse": WSSE_NS, "wsu": WSU_NS, "ds": DS_NS}
 _ID: Final = f"{{{WSU_NS}}}Id"
 # What a request's signature must use; anything else (SHA-1 above all) is refused.
-REQUIRED_ALGORITHMS: Final = frozenset({xmlsec.Transform.RSA_SHA256.href, xmlsec.Transform.SHA256.href})
+# xmlsec.constants.* are the objects xmlsec.Transform.* and xmlsec.KeyFormat.* name at run time, under the names
+# its stubs type.
+_C14N: Final = xmlsec.constants.TransformExclC14N
+_RSA_SHA256: Final = xmlsec.constants.TransformRsaSha256
+_SHA256: Final = xmlsec.constants.TransformSha256
+_PEM: Final = xmlsec.constants.KeyDataFormatPem
+_CERT_PEM: Final = xmlsec.constants.KeyDataFormatCertPem
+REQUIRED_ALGORITHMS: Final = frozenset({_RSA_SHA256.href, _SHA256.href})
 # Misbehaviour of a signing sector (the fault switch): an answer without signature, one altered after
 # signing, and one whose Timestamp expired long ago.
 SIGNATURE_FAULT_MODES: Final = frozenset({"unsigned", "tampered", "stale_timestamp"})
@@ -46,6 +53,8 @@ def seal(envelope: etree._Element, signing: MessageSigning, mode: str | None = N
         return
     soap_ns = etree.QName(envelope).namespace
     body = envelope.find(f"{{{soap_ns}}}Body")
+    if body is None:  # the simulator seals only envelopes it built, which always have one
+        raise ValueError("an envelope without a Body cannot be sealed")
     header = envelope.find(f"{{{soap_ns}}}Header")
     if header is None:
         header = etree.Element(f"{{{soap_ns}}}Header")
@@ -56,16 +65,16 @@ def seal(envelope: etree._Element, signing: MessageSigning, mode: str | None = N
     etree.SubElement(timestamp, f"{{{WSU_NS}}}Created").text = _zulu(created)
     etree.SubElement(timestamp, f"{{{WSU_NS}}}Expires").text = _zulu(created + signing.ttl)
     body.set(_ID, "Body-1")
-    signature = xmlsec.template.create(envelope, xmlsec.Transform.EXCL_C14N, xmlsec.Transform.RSA_SHA256)
+    signature = xmlsec.template.create(envelope, _C14N, _RSA_SHA256)
     security.insert(0, signature)
     context = xmlsec.SignatureContext()
     for node in (body, timestamp):
-        reference = xmlsec.template.add_reference(signature, xmlsec.Transform.SHA256, uri=f"#{node.get(_ID)}")
-        xmlsec.template.add_transform(reference, xmlsec.Transform.EXCL_C14N)
+        reference = xmlsec.template.add_reference(signature, _SHA256, uri=f"#{node.get(_ID)}")
+        xmlsec.template.add_transform(reference, _C14N)
         context.register_id(node, "Id", WSU_NS)
     xmlsec.template.add_x509_data(xmlsec.template.ensure_key_info(signature))
-    key = xmlsec.Key.from_memory(signing.key_pem, xmlsec.KeyFormat.PEM, None)
-    key.load_cert_from_memory(signing.certificate_pem, xmlsec.KeyFormat.PEM)
+    key = xmlsec.Key.from_memory(signing.key_pem, _PEM, None)
+    key.load_cert_from_memory(signing.certificate_pem, _PEM)
     context.key = key
     context.sign(signature)
     if mode == "tampered":  # the payload's first text changed after signing
@@ -98,7 +107,7 @@ def request_problem(envelope: etree._Element, trusted: tuple[bytes, ...]) -> str
         context = xmlsec.SignatureContext()
         for node in (body, timestamp):
             context.register_id(node, "Id", WSU_NS)
-        context.key = xmlsec.Key.from_memory(certificate, xmlsec.KeyFormat.CERT_PEM, None)
+        context.key = xmlsec.Key.from_memory(certificate, _CERT_PEM, None)
         try:
             context.verify(signature)
             return None

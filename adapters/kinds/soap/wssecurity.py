@@ -31,14 +31,19 @@ from zeep.wsse.utils import WSU, get_security_header
 from adapters.contract import DeliveryError, FailureClass
 from certstore.credentials import Credential, reference_name
 
-SIGNATURE_METHOD = xmlsec.Transform.RSA_SHA256
-DIGEST_METHOD = xmlsec.Transform.SHA256
+# xmlsec.constants.* are the objects xmlsec.Transform.* and xmlsec.KeyFormat.* name at run time, under the names
+# its stubs type.
+_ALGORITHMS = xmlsec.constants
+SIGNATURE_METHOD = _ALGORITHMS.TransformRsaSha256
+DIGEST_METHOD = _ALGORITHMS.TransformSha256
 # What we accept from a sector: RSA with SHA-2, never SHA-1.
-ACCEPTED_SIGNATURES = frozenset(t.href for t in (xmlsec.Transform.RSA_SHA256, xmlsec.Transform.RSA_SHA384,
-                                                 xmlsec.Transform.RSA_SHA512))
-ACCEPTED_DIGESTS = frozenset(t.href for t in (xmlsec.Transform.SHA256, xmlsec.Transform.SHA384,
-                                              xmlsec.Transform.SHA512))
-_EXCL_C14N = xmlsec.Transform.EXCL_C14N.href
+ACCEPTED_SIGNATURES = frozenset(
+    t.href for t in (_ALGORITHMS.TransformRsaSha256, _ALGORITHMS.TransformRsaSha384, _ALGORITHMS.TransformRsaSha512)
+)
+ACCEPTED_DIGESTS = frozenset(
+    t.href for t in (_ALGORITHMS.TransformSha256, _ALGORITHMS.TransformSha384, _ALGORITHMS.TransformSha512)
+)
+_EXCL_C14N = _ALGORITHMS.TransformExclC14N.href
 CLOCK_SKEW = timedelta(seconds=60)  # between our clock and the sector's
 DEFAULT_TTL_S = 300
 _NS = {"ds": ns.DS, "wsse": ns.WSSE, "wsu": ns.WSU}
@@ -95,7 +100,8 @@ class MessageSecurity:
         timestamp = WSU.Timestamp(WSU.Created(_zulu(created)), WSU.Expires(_zulu(created + self._ttl)))
         get_security_header(envelope).append(timestamp)
         # zeep signs the Body and, being present in the Security header, the Timestamp.
-        return self._signer.apply(envelope, headers)
+        signed: tuple[etree._Element, Any] = self._signer.apply(envelope, headers)  # zeep leaves it unannotated
+        return signed
 
     def verify(self, envelope: etree._Element) -> etree._Element:
         if self._verifying:
@@ -185,7 +191,7 @@ def _verifies(signature: etree._Element, signed: Mapping[str, etree._Element], c
     for element in signed.values():
         context.register_id(element, "Id", ns.WSU)
     try:
-        context.key = xmlsec.Key.from_memory(credential.certificate_pem, xmlsec.KeyFormat.CERT_PEM, None)
+        context.key = xmlsec.Key.from_memory(credential.certificate_pem, _ALGORITHMS.KeyDataFormatCertPem, None)
         context.verify(signature)
     except xmlsec.Error:
         return False
