@@ -119,14 +119,17 @@ class _Worder:
             return self._branch(error, path, node)
         if "propertyNames" in error.schema_path:  # the key itself is wrong: point at it
             return [self.problem([*path, error.instance], self._text(error, node))]
+        # `required` and `additionalProperties` report on objects only, `required`'s value is the schema's list.
+        keys = error.instance if isinstance(error.instance, Mapping) else {}
         if error.validator == "required":
-            missing = [k for k in error.validator_value if k not in error.instance]
+            listed = error.validator_value if isinstance(error.validator_value, list) else []
+            missing = [k for k in listed if k not in keys]
             text = node.get("x-required-message", "required")
             return [Problem(self.file, self.positions.line(path), _dotted([*path, k]), text) for k in missing]
         if error.validator == "additionalProperties":
             known = ", ".join(sorted(node.get("properties", {})))
             what = node.get("x-unknown-key", "unknown key")
-            extra = sorted(str(k) for k in error.instance if k not in node.get("properties", {}))
+            extra = sorted(str(k) for k in keys if k not in node.get("properties", {}))
             return [self.problem([*path, k], f"{what} (known: {known})") for k in extra]
         return [self.problem(path, self._text(error, node))]
 
