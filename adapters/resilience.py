@@ -45,6 +45,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity import sleep as tenacity_sleep
 from tenacity.wait import wait_base
 
 from adapters.contract import (
@@ -162,7 +163,7 @@ class RetryingAdapter:
             ),
             retry=retry_if_exception(_retryable),
             reraise=True,
-            **({"sleep": self._sleep} if self._sleep is not None else {}),
+            sleep=tenacity_sleep if self._sleep is None else self._sleep,  # tenacity's default when none is given
         )
 
     def call(self, operation: Operation, message: CanonicalMessage, **options: Any) -> CanonicalResult:
