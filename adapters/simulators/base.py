@@ -602,7 +602,8 @@ class SimulatorBase:
     def base_url(self) -> str:
         """http(s)://127.0.0.1:PORT, without a trailing slash."""
         scheme = "https" if self._tls is not None else "http"
-        return f"{scheme}://{self._bound().server_address[0]}:{self.port}"
+        host = self._bound().server_address[0]  # text once bound (getsockname); the stubs allow bytes for bind()
+        return f"{scheme}://{host if isinstance(host, str) else bytes(host).decode('ascii')}:{self.port}"
 
     @property
     def url(self) -> str:

@@ -380,7 +380,8 @@ class PublicSecuritySimulator(RestSimulator):
         request.add_header("Content-Type", JSON_CONTENT_TYPE)
         try:
             with _OPENER.open(request, timeout=CALLBACK_TIMEOUT_S) as response:
-                return 200 <= response.status < 300
+                status: int = response.status  # an http.client.HTTPResponse; typeshed types open()'s result as Any
+                return 200 <= status < 300
         except urllib.error.HTTPError as exc:
             exc.close()
             return False

@@ -220,9 +220,10 @@ class SoapSimulator(SimulatorBase):
             self._check_headers(envelope)
             self._check_signature(envelope)
             operation = self._operation_element(envelope)
-            handler = self._operations().get(etree.QName(operation).localname)
-            if handler is None or etree.QName(operation).namespace != self.tns:
-                raise SoapFault("sender", f"未知操作：{operation.tag}")
+            name = etree.QName(operation)
+            handler = self._operations().get(name.localname)
+            if handler is None or name.namespace != self.tns:
+                raise SoapFault("sender", f"未知操作：{name.text}")
         except SoapFault as exc:
             self._counters.bump("client_faults")
             return self.soap.fault(exc)
@@ -320,8 +321,8 @@ class SoapSimulator(SimulatorBase):
             return Reply(HTTPStatus.OK, self.soap.content_type, document[: len(document) * 2 // 3])
         if mode == "hostile":
             bomb = tuple((field, _PLACEHOLDER) for field, _ in fields)
-            document = serialize(self._response_document(name, bomb)).decode("utf-8")
-            return Reply(HTTPStatus.OK, self.soap.content_type, billion_laughs(document, "soap:Envelope", _PLACEHOLDER))
+            text = serialize(self._response_document(name, bomb)).decode("utf-8")
+            return Reply(HTTPStatus.OK, self.soap.content_type, billion_laughs(text, "soap:Envelope", _PLACEHOLDER))
         raise ValueError(f"no canned reply for fault mode {mode!r}")
 
     def _internal_error(self) -> Reply:
