@@ -488,10 +488,11 @@ class ResilientAdapter:
         delivery = str(operation) in _OPERATIONS
         chain, breaker = (self._deliveries, self.breaker) if delivery else (self._queries, self.query_breaker)
         try:
-            return chain.call(operation, message, on_sent=on_sent)  # type: ignore[arg-type]  # queries by name
+            # Queries go by name (a str), which Adapter.call's `Operation` does not admit.
+            return chain.call(operation, message, on_sent=on_sent)  # type: ignore[arg-type]  # a query's name
         except DeliveryError as error:
             if not hasattr(error, "circuit_wait_s"):  # the failures may just have opened it: say for how long
-                error.circuit_wait_s = breaker.wait_s()  # type: ignore[attr-defined]
+                error.circuit_wait_s = breaker.wait_s()  # type: ignore[attr-defined]  # set only past a breaker
             raise
 
     def render(self, operation: Operation, message: CanonicalMessage) -> Any:

@@ -14,8 +14,9 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _VAULT_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
@@ -25,7 +26,15 @@ LITERAL_REFUSED = "a literal secret is refused: write {secret: env:NAME}, {secre
 _MASK: Final = "********"
 
 VaultLookup = Callable[[str], str]  # a name → its current value; raises LookupError when there is none
-_INSTALLED: Final = object()  # `resolve(vault=...)` not given: use the resolver `use_vault` installed
+
+
+class _Default(Enum):
+    """A sentinel mypy can narrow: `resolve(vault=...)` not given, as distinct from None (no resolver)."""
+
+    INSTALLED = "the resolver `use_vault` installed"
+
+
+_INSTALLED: Final = _Default.INSTALLED
 _vault: VaultLookup | None = None
 
 
@@ -72,7 +81,7 @@ def use_vault(lookup: VaultLookup | None) -> None:
     _vault = lookup
 
 
-def resolve(ref: str, vault: VaultLookup | None | object = _INSTALLED) -> str:
+def resolve(ref: str, vault: VaultLookup | None | Literal[_Default.INSTALLED] = _INSTALLED) -> str:
     """The value `ref` points at; `SecretRefError` if it is malformed, unset, missing or empty.
     `vault`: the resolver for `vault:` references (default: the one `use_vault` installed)."""
     if not is_reference(ref):
@@ -80,7 +89,7 @@ def resolve(ref: str, vault: VaultLookup | None | object = _INSTALLED) -> str:
         raise SecretRefError(f"not a secret reference: expected {REFERENCE_FORMS}")
     scheme, _, rest = ref.partition(":")
     if scheme == "vault":
-        value = _from_vault(ref, rest, _vault if vault is _INSTALLED else vault)  # type: ignore[arg-type]
+        value = _from_vault(ref, rest, _vault if vault is _INSTALLED else vault)
     else:
         value = _from_env(ref, rest) if scheme == "env" else _from_file(ref, Path(rest))
     if not value:

@@ -89,7 +89,7 @@ class _StatusCheckingTransport(Transport):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # zeep's Transport is unannotated and mypy's untyped_calls_exclude does not reach calls through super().
-        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]  # zeep, through super()
         self.calls = threading.local()  # .answer: the RawAnswer of the call this thread is making
 
     def post(self, address: str, message: Any, headers: Any) -> requests.Response:
@@ -97,7 +97,7 @@ class _StatusCheckingTransport(Transport):
         if answer is not None:
             answer.sent = True
         # Transport.post is unannotated (see __init__); it returns requests' Response.
-        response: requests.Response = super().post(  # type: ignore[no-untyped-call]
+        response: requests.Response = super().post(  # type: ignore[no-untyped-call]  # zeep, through super()
             address, message, {**correlation_headers(), **headers}
         )
         if answer is not None:  # requests has read the body already: keeping it is a reference, not a copy
@@ -162,7 +162,7 @@ class _TlsContextAdapter(HTTPAdapter):
     ) -> tuple[_HostParams, _PoolKwargs]:
         host_params, _ = super().build_connection_pool_key_attributes(request, verify, cert)
         # No cert_reqs (the stubs require one): without it urllib3 takes the verify mode of our context.
-        return host_params, {"ssl_context": self._context}  # type: ignore[typeddict-item]
+        return host_params, {"ssl_context": self._context}  # type: ignore[typeddict-item]  # no cert_reqs: see above
 
     def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
         """Our context decides: no CA bundle path, no client certificate file."""
