@@ -20,9 +20,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from adapters.contract import Operation
+
 ANYTHING = "*"
 
-OPERATIONS = ("submit_case", "query_status", "cancel_case", "fetch_certificate", "callback")
+OPERATIONS = (*map(str, Operation), "callback")  # what a mapping may be for: the calls, and the callbacks sectors make
 # Named synchronous queries the gateway knows today; a bundle may declare others (see BUNDLE-FORMAT.md).
 KNOWN_QUERIES = ("social_insurance_contributions", "housing_fund_balance", "marriage_record", "household_registration")
 STATUSES = ("received", "in_process", "approved", "denied", "returned")

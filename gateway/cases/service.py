@@ -18,7 +18,7 @@ import structlog
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
-from adapters import FailureClass
+from adapters import FailureClass, Operation
 from gateway.cases.views import case_view
 from gateway.catalogue.forms import checked_form
 from gateway.domain import answers, lifecycle
@@ -62,7 +62,6 @@ from gateway.persistence.uow import UnitOfWork
 
 log = structlog.get_logger("yiwang.cases")
 RESIDENT_ID_CARD = "111"  # GA/T 2000.156: an agent (代办员) always identifies with one
-SUBMIT_CASE, QUERY_STATUS, CANCEL_CASE = "submit_case", "query_status", "cancel_case"
 # Which handling form (办理形式) a channel uses: a matter must offer it.
 CHANNEL_FORMS = {
     "online_pc": HandlingForm.ONLINE,
@@ -399,8 +398,8 @@ class CaseService:
             if len(case.events) == before and not resent:
                 return  # started already (a callback came first, or a repeat): its polling is scheduled
             if poll_after is not None and not case.task(message.task_id).state.concluded:
-                uow.outbox.add(case.case_no, message.sector, QUERY_STATUS, message.task_id, now + poll_after,
-                               message.priority, message.round)
+                uow.outbox.add(case.case_no, message.sector, Operation.QUERY_STATUS, message.task_id,
+                               now + poll_after, message.priority, message.round)
 
         recorded = _once_more_on_clash(lambda: self._record(message, owner, change))
         for clash in clashes[-1:]:  # the last try is the one committed
@@ -755,14 +754,16 @@ def store_change(repos: Repositories, case: Case, before: Mapping[str, Task], to
             repos.outbox.supersede(case.case_no, task.task_id, task.round, now)
             repos.dead_letters.supersede(case.case_no, task.task_id, task.round, now)
         if task.sector_told is False and earlier.sector_told is not False and earlier.sector is not None:
-            repos.outbox.add(case.case_no, earlier.sector, CANCEL_CASE, task.task_id, now, priority, task.round)
+            repos.outbox.add(case.case_no, earlier.sector, Operation.CANCEL_CASE, task.task_id, now, priority,
+                             task.round)
     _enqueue(repos, case, list(to_deliver), now)
 
 
 def _enqueue(repos: Repositories, case: Case, tasks: list[Task], now: datetime) -> None:
     for task in tasks:
         assert task.sector is not None
-        repos.outbox.add(case.case_no, task.sector, SUBMIT_CASE, task.task_id, now, _priority(case), task.round)
+        repos.outbox.add(case.case_no, task.sector, Operation.SUBMIT_CASE, task.task_id, now, _priority(case),
+                         task.round)
 
 
 def _priority(case: Case) -> int:

@@ -29,7 +29,7 @@ from typing import Any, Literal, Protocol
 import structlog
 
 from adapters import MATERIALS_SENT_WITH, DeliveryError, Operation, RegisteredAdapter
-from gateway.cases.service import CANCEL_CASE, QUERY_STATUS, SUBMIT_CASE, CaseService
+from gateway.cases.service import CaseService
 from gateway.domain.case import Case, CaseState
 from gateway.materials.links import MaterialNotSendable, MaterialTransport
 from gateway.observability.correlation import correlated
@@ -194,7 +194,7 @@ class Dispatcher:
 
     def _deliver(self, message: OutboxMessage) -> Outcome:
         case = self.service.get(message.case_no)
-        if case.state in ENDED and message.operation != CANCEL_CASE:
+        if case.state in ENDED and message.operation != Operation.CANCEL_CASE:
             self._settle(message, "the case has ended")
             return Outcome(NOT_SENT)
         try:  # a replay with the original mapping is pinned to the version the message died with
@@ -265,9 +265,9 @@ class Dispatcher:
     def _record(self, message: OutboxMessage, target: RegisteredAdapter, result: dict[str, Any]) -> None:
         interval = target.poll_interval_ms  # None: the sector calls back with its decision
         poll_after = None if interval is None else self.settings.poll_interval or timedelta(milliseconds=interval)
-        if message.operation == SUBMIT_CASE:
+        if message.operation == Operation.SUBMIT_CASE:
             self.service.record_submitted(message, self.owner, result["sector_ref"], poll_after)
-        elif message.operation == QUERY_STATUS:
+        elif message.operation == Operation.QUERY_STATUS:
             self.service.record_status(message, self.owner, result, poll_after or timedelta(seconds=5))
         else:  # cancel_case: the sector has been told, and the cancelled task shows it
             self.service.record_cancelled(message, self.owner)
