@@ -38,19 +38,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, func, inspect, select
 from sqlalchemy.exc import OperationalError
 
-# Every table module registers on the one `metadata`; import them so the schema is whole.
-from gateway.persistence import (  # noqa: F401
-    access_tables,
-    bundle_tables,
-    catalogue_tables,
-    cert_tables,
-    identity_tables,
-    ledger_tables,
-    material_tables,
-    notification_tables,
-)
 from gateway.persistence.engine import READ_ONLY, SQLITE_BUSY_TIMEOUT_MS, make_engine
-from gateway.persistence.tables import metadata
+from gateway.persistence.schema import metadata  # whole: every table module
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 VERSION_TABLE = "alembic_version"

@@ -10,17 +10,7 @@ from types import TracebackType
 
 from sqlalchemy import Connection, Engine
 
-# Every table module registers on the one `metadata`; import them so the schema is whole.
-from gateway.persistence import (  # noqa: F401
-    access_tables,
-    bundle_tables,
-    catalogue_tables,
-    cert_tables,
-    identity_tables,
-    ledger_tables,
-    material_tables,
-    notification_tables,
-)
+from gateway.persistence import schema  # noqa: F401 - the schema whole wherever a unit of work runs
 from gateway.persistence.engine import READ_ONLY
 from gateway.persistence.personal_data import NoPersonalData, PersonalData
 from gateway.persistence.repository import (

@@ -18,10 +18,10 @@ from sqlalchemy import Connection
 
 from gateway.persistence.engine import make_engine
 from gateway.persistence.migrate import context_options, migration_transaction
-from gateway.persistence.tables import metadata
+from gateway.persistence.schema import metadata
 
 config = context.config
-target_metadata = metadata  # whole: importing gateway.persistence.migrate imports every table module
+target_metadata = metadata  # whole: gateway.persistence.schema imports every table module
 
 
 def run_migrations(connection: Connection) -> None:
