@@ -43,6 +43,7 @@ from gateway.persistence.migrate import (
     migration_transaction,
     upgrade,
 )
+from gateway.persistence.schema import TABLE_MODULES
 from gateway.persistence.tables import metadata
 from gateway.persistence.uow import create_schema
 
@@ -302,3 +303,10 @@ def test_references_held_twice_are_set_aside_with_a_dead_letter_when_they_become
         conn.execute(update(t.case_tasks).where(t.case_tasks.c.case_no == "LATER").values(sector_ref="GA2"))
     with empty.begin() as conn:  # ...but not tasks without one, nor the same reference at another sector
         conn.execute(update(t.case_tasks).where(t.case_tasks.c.case_no == "OTHER").values(sector_ref=None))
+
+
+def test_every_table_module_is_in_the_one_list() -> None:
+    """A table module left off `TABLE_MODULES` would be missing from the migrations' comparison."""
+    package = Path(t.__file__).parent
+    on_disk = {path.stem for path in package.glob("*tables.py")}
+    assert {module.__name__.rpartition(".")[2] for module in TABLE_MODULES} == on_disk

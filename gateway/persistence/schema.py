@@ -8,31 +8,21 @@ added here and nowhere else. May import the table modules only.
 
 from __future__ import annotations
 
+from importlib import import_module
 from types import ModuleType
 
-from gateway.persistence import (
-    access_tables,
-    bundle_tables,
-    catalogue_tables,
-    cert_tables,
-    identity_tables,
-    ledger_tables,
-    material_tables,
-    notification_tables,
-    tables,
-)
 from gateway.persistence.tables import metadata
 
-TABLE_MODULES: tuple[ModuleType, ...] = (
-    tables,
-    access_tables,
-    bundle_tables,
-    catalogue_tables,
-    cert_tables,
-    identity_tables,
-    ledger_tables,
-    material_tables,
-    notification_tables,
-)
+TABLE_MODULES: tuple[ModuleType, ...] = tuple(import_module(f"gateway.persistence.{name}") for name in (
+    "tables",
+    "access_tables",
+    "bundle_tables",
+    "catalogue_tables",
+    "cert_tables",
+    "identity_tables",
+    "ledger_tables",
+    "material_tables",
+    "notification_tables",
+))
 
 __all__ = ["TABLE_MODULES", "metadata"]
