@@ -102,6 +102,7 @@ class Gateway:
     expiry: ExpiryWatch  # certificate expiry warnings, a scheduled job
     scheduler: Scheduler  # leased scheduled jobs: the clock, expiry, the outbox sweep, notifications
     readiness: Readiness  # GET /readyz and the yiwang_ready gauge (ops/readiness.py)
+    dead_letters: DeadLetterDesk  # the operators' desk (ops/dead_letters.py): the ops API and the replay-runs job
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _transport: AmqpTransport | None = None  # with YIWANG_AMQP_URL: relay, consumers, scheduled jobs
@@ -187,24 +188,31 @@ def build_gateway(settings: Settings, clock: Clock | None = None) -> Gateway:
     ledger = build_ledger(settings, engine, sealer, clock)
     ledger.start()
     calls = SectorCalls(registry, bundles, service, build, NonceLedger(engine, clock), messages=ledger)
-    scheduler = Scheduler(engine, clock, [*scheduled_jobs(settings, engine, service, expiry, clock, sealer),
+    desk = dead_letter_desk(engine, personal, clock)
+    scheduler = Scheduler(engine, clock, [*scheduled_jobs(settings, engine, service, expiry, clock, sealer, desk),
                                           retention_job(settings, engine, ledger, clock)],
                           lease=timedelta(milliseconds=settings.job_lease_ms))
     return Gateway(settings, engine, catalogue, ApiKeyStore(engine), materials, service, bundles, registry, calls,
                    Dispatcher(service, registry, dispatch, transport, messages=ledger, scheduler=scheduler,
                               observer=deliveries),
                    links, sealer, ledger, certs=certs, metrics=metrics_registry, expiry=expiry, scheduler=scheduler,
-                   readiness=readiness)
+                   readiness=readiness, dead_letters=desk)
+
+
+def dead_letter_desk(engine: Engine, personal: PersonalData, clock: Clock) -> DeadLetterDesk:
+    """The operators' dead-letter desk over one database: one per gateway, and one for a `yiwang ops` command,
+    which runs no gateway."""
+    return DeadLetterDesk(engine, personal, clock)
 
 
 def scheduled_jobs(settings: Settings, engine: Engine, service: CaseService, expiry: ExpiryWatch,
-                   clock: Clock, sealer: FieldSealer) -> list[Job]:
+                   clock: Clock, sealer: FieldSealer, desk: DeadLetterDesk) -> list[Job]:
     """The work that runs once per interval across every process (gateway/transport/scheduler.py)."""
     every_tick = timedelta(milliseconds=settings.clock_interval_ms)
     jobs = [Job("deadline-clock", every_tick, service.tick),
             Job("certificate-expiry", every_tick, expiry.check),
             # bulk replays whose starter died (or that the API started) go on, a few batches a tick
-            Job("replay-runs", every_tick, DeadLetterDesk(engine, service.personal, clock).resume_unfinished)]
+            Job("replay-runs", every_tick, desk.resume_unfinished)]
     every_notify = timedelta(milliseconds=settings.notify_interval_ms)  # the hall's notifications
     fan_out = CaseEventFanOut(engine, clock, case_event_publisher(settings))
     jobs += [Job("case-notifications", every_notify, fan_out.run),
@@ -360,7 +368,7 @@ def create_app(gateway: Gateway, close_gateway: bool = False) -> FastAPI:
     app.state.approvals = Approvals(gateway.engine, gateway.service.clock)
     app.state.webhooks = Webhooks(gateway.engine, gateway.sealer, gateway.service.clock,
                                   gateway.settings.webhook_insecure_hosts)
-    app.state.dead_letter_desk = DeadLetterDesk(gateway.engine, gateway.service.personal, gateway.service.clock)
+    app.state.dead_letter_desk = gateway.dead_letters
     app.state.webhook_failures = WebhookFailures(gateway.engine, gateway.service.clock)
     app.state.four_eyes = gateway.settings.four_eyes
     app.state.client_certificates = (

@@ -21,6 +21,7 @@ from gateway.bootstrap.app import (
     build_gateway,
     build_ledger,
     create_app,
+    dead_letter_desk,
     open_database,
     personal_data,
     rewrap_beyond_the_store,
@@ -88,7 +89,7 @@ app.add_typer(audit_commands(certs_app, "certs", _audit), name="certs")
 
 def _dead_letter_desk(settings: Settings) -> DeadLetterDesk:
     """The operators' dead-letter desk without the rest of a gateway."""
-    return DeadLetterDesk(open_database(settings), personal_data(settings), SystemClock())
+    return dead_letter_desk(open_database(settings), personal_data(settings), SystemClock())
 
 
 def _cert_store(settings: Settings) -> CertStore:
