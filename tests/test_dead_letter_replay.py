@@ -94,10 +94,10 @@ def test_replay_by_id_delivers_once_with_the_same_key_and_is_audited(
 
 def test_replay_refuses_what_it_cannot_replay(gateway: Gateway, simulator: SocialSecuritySimulator) -> None:
     with pytest.raises(DeadLetterNotFound):
-        gateway.service.replay_dead_letter(404, "test")
+        gateway.dead_letters.replay(404, by="test", reason="test")
     assert ops(gateway, "replay", "404", "--reason", "test").returncode == 2
     _, letter = dead_letter_of(gateway, simulator)
-    gateway.service.replay_dead_letter(letter.id, "first operator")
+    gateway.dead_letters.replay(letter.id, by="first operator", reason="the sector is back")
     with pytest.raises(NotReplayable):
-        gateway.service.replay_dead_letter(letter.id, "second operator")
+        gateway.dead_letters.replay(letter.id, by="second operator", reason="the sector is back")
     assert outbox_statuses(gateway) == [("submit_case", "pending")]

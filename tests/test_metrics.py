@@ -91,7 +91,7 @@ def test_a_dead_letter_shows_by_sector_and_class_and_repeated_failures_open_the_
     assert sample(gateway, "yiwang_circuit_open", sector=SECTOR, breaker="query") == 0  # the hall's queries go on
 
     [letter] = gateway.service.dead_letters()
-    gateway.service.replay_dead_letter(letter.id, "test")  # an operator replays it: it waits no more
+    gateway.dead_letters.replay(letter.id, by="test", reason="test")  # an operator replays it: it waits no more
     assert sample(gateway, "yiwang_dead_letters", sector=SECTOR, error_class="sector_fault") == 0
 
 

@@ -529,22 +529,6 @@ class CaseService:
             raise DeadLetterNotFound(dead_letter_id)
         return letter
 
-    def replay_dead_letter(self, dead_letter_id: int, by: str) -> DeadLetter:
-        """Deliver a dead message again, with the idempotency key of every earlier attempt (the sector sees a
-        repeat, not a second application). Refused for one already replayed or without an outbox row."""
-        with self.uow() as uow:
-            letter = uow.dead_letters.get(dead_letter_id)
-            if letter is None:
-                raise DeadLetterNotFound(dead_letter_id)
-            if letter.outbox_id is None or letter.status != uow.dead_letters.DEAD:
-                raise NotReplayable(f"dead letter {dead_letter_id} is {letter.status}"
-                                    + ("" if letter.outbox_id is not None else " and names no outbox message"))
-            now = self.clock.now()
-            uow.dead_letters.mark_replayed(dead_letter_id, by, now)
-            uow.outbox.reopen([letter.outbox_id], now)
-            uow.commit()
-            return replace(letter, status=uow.dead_letters.REPLAYED, replayed_at=now, replayed_by=by)
-
     # -- the clock ----------------------------------------------------------------------------------
     def tick(self) -> int:
         """Deemed acceptance, deadline warnings, overdue flags, expired supplements. Returns cases changed."""
