@@ -35,7 +35,7 @@ from gateway.persistence.blind_index import BlindIndex
 from gateway.persistence.engine import make_engine
 from gateway.persistence.personal_data import SEALED_COLUMNS, PersonalData
 from gateway.persistence.repository import idempotency_key
-from gateway.persistence.uow import create_schema
+from gateway.persistence.uow import UnitsOfWork, create_schema
 from ops.dead_letters import DeadLetterDesk, DeadLetterFilter
 
 SECTORS = ("social_security", "housing_fund", "civil_affairs", "public_security")
@@ -73,7 +73,7 @@ def measure(engine: Engine, count: int, pages: int) -> tuple[list[float], float]
     create_schema(engine)
     personal = bench_personal_data()
     seed_dead_letters(engine, personal, count, SystemClock().now())
-    desk = DeadLetterDesk(engine, personal, SystemClock())
+    desk = DeadLetterDesk(UnitsOfWork(engine, personal), SystemClock())
     wanted = DeadLetterFilter(sector=SECTORS[1], error_class=ERROR_CLASSES[2])
     desk.page(wanted)  # warm-up: caches, the first sealed value opened
     page_ms = []

@@ -22,13 +22,12 @@ import base64
 import binascii
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from itertools import groupby
 from typing import Any, Literal, cast, get_args
 
-from sqlalchemy import ColumnElement, Connection, Engine, RowMapping, and_, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, RowMapping, and_, insert, or_, select, update
 
 from gateway.cases.service import DeadLetterNotFound, NotReplayable, store_change, task_snapshot
 from gateway.domain import lifecycle
@@ -46,15 +45,8 @@ from gateway.domain.clock import Clock, as_utc
 from gateway.domain.text import UndeliverableText, optional_text
 from gateway.persistence import tables as t
 from gateway.persistence.bundle_tables import RETIRED
-from gateway.persistence.engine import READ_ONLY
-from gateway.persistence.personal_data import PersonalData
-from gateway.persistence.repository import (
-    CaseRepository,
-    DeadLetter,
-    DeadLetterRepository,
-    OutboxRepository,
-    ReplayedLetter,
-)
+from gateway.persistence.repository import DeadLetter, DeadLetterRepository, ReplayedLetter
+from gateway.persistence.uow import UnitOfWork, UnitsOfWork
 from gateway.sectors.bundle_records import BundleStore, UnknownBundle
 
 __all__ = ["DeadLetterDesk", "DeadLetterFilter", "DeadLetterNotFound", "Discarded", "NotDiscardable", "NotReplayable",
@@ -152,14 +144,13 @@ class ReplayRun:
 
 
 class DeadLetterDesk:
-    def __init__(self, engine: Engine, personal: PersonalData, clock: Clock, *, batch: int = 1000) -> None:
+    def __init__(self, units: UnitsOfWork, clock: Clock, *, batch: int = 1000) -> None:
         if batch < 1:
             raise ValueError("a replay batch holds at least one dead letter")
-        self.engine = engine
-        self.personal = personal
+        self.units = units  # one unit of work per read or change, each change committed explicitly
         self.clock = clock
         self.batch = batch  # letters per transaction of a bulk replay
-        self._bundles = BundleStore(engine, clock)
+        self._bundles = BundleStore(units.engine, clock)
 
     # -- reading ---------------------------------------------------------------------------------
     def page(self, f: DeadLetterFilter, *, sort: str = "-created_at", limit: int = 50,
@@ -171,7 +162,7 @@ class DeadLetterDesk:
             raise BadInput(f"limit must be 1 to {MAX_PAGE}, not {limit}")
         where = conditions(f)
         after = [] if cursor is None else [key.after(_decoded(cursor, sort))]
-        with self._work(read_only=True) as work:
+        with self.units(read_only=True) as work:
             items = work.dead_letters.page([*where, *after], key.order_by(), limit + 1)
             total = work.dead_letters.count(where)
         more = len(items) > limit
@@ -180,12 +171,12 @@ class DeadLetterDesk:
 
     def counts(self, f: DeadLetterFilter) -> list[tuple[str, str, int]]:
         """(sector, error class, count) of the matching letters, the largest first."""
-        with self._work(read_only=True) as work:
+        with self.units(read_only=True) as work:
             return work.dead_letters.counts(conditions(f))
 
     def get(self, dead_letter_id: int, scope: frozenset[str] | None = None) -> DeadLetter:
         """One letter whole; outside `scope` (a sector admin's sectors) it does not exist."""
-        with self._work(read_only=True) as work:
+        with self.units(read_only=True) as work:
             letter = work.dead_letters.get(dead_letter_id)
         if letter is None or (scope is not None and letter.sector not in scope):
             raise DeadLetterNotFound(dead_letter_id)
@@ -193,7 +184,7 @@ class DeadLetterDesk:
 
     def timeline(self, case_no: str) -> list[CaseEvent]:
         """The case's events, oldest first (opened: mask them before showing them)."""
-        with self._work(read_only=True) as work:
+        with self.units(read_only=True) as work:
             return work.cases.events(case_no)
 
     # -- replaying one -----------------------------------------------------------------------------
@@ -209,10 +200,11 @@ class DeadLetterDesk:
         if pinned:
             self._check_registered([(letter.sector, letter.bundle_version)])
         now = self.clock.now()
-        with self._work() as work:
+        with self.units() as work:
             if not work.dead_letters.mark_replayed(letter.id, by, now, reason):  # someone else was quicker
                 raise NotReplayable(f"dead letter {dead_letter_id} was replayed or discarded meanwhile")
             work.outbox.reopen([letter.outbox_id], now, letter.bundle_version if pinned else None)
+            work.commit()
         return replace(letter, status=DeadLetterRepository.REPLAYED, replayed_at=now, replayed_by=by,
                        replay_reason=reason)
 
@@ -220,7 +212,7 @@ class DeadLetterDesk:
     def plan(self, f: DeadLetterFilter) -> ReplayPlan:
         """The dry run: what `start_replay(f)` would take now (dead, naming a message, in no other run)."""
         where = _replayable(f)
-        with self._work(read_only=True) as work:
+        with self.units(read_only=True) as work:
             return ReplayPlan(work.dead_letters.count(where),
                               work.dead_letters.page(where, [t.dead_letters.c.id], SAMPLE))
 
@@ -229,11 +221,13 @@ class DeadLetterDesk:
         reason, chosen = check_reason(reason), _mapping(mapping)
         where = _replayable(f)
         if chosen == "original":  # refused before anything changes
-            with self._work(read_only=True) as work:
+            with self.units(read_only=True) as work:
                 self._check_registered(work.dead_letters.versions(where))
-        with self._work() as work:
-            run_id = work.runs.add(f.public(), reason, chosen, by, self.clock.now())
-            work.runs.set_total(run_id, work.dead_letters.join_run(where, run_id))
+        with self.units() as work:
+            runs = _ReplayRuns(work.conn)
+            run_id = runs.add(f.public(), reason, chosen, by, self.clock.now())
+            runs.set_total(run_id, work.dead_letters.join_run(where, run_id))
+            work.commit()
         return self.run(run_id)
 
     def continue_replay(self, run_id: int, progress: Callable[[ReplayRun], None] | None = None, *,
@@ -256,20 +250,20 @@ class DeadLetterDesk:
                    for run in self.unfinished_runs())
 
     def unfinished_runs(self) -> list[ReplayRun]:
-        with self._work(read_only=True) as work:
-            return work.runs.listed(status=RUNNING)
+        with self.units(read_only=True) as work:
+            return _ReplayRuns(work.conn).listed(status=RUNNING)
 
     def run(self, run_id: int) -> ReplayRun:
-        with self._work(read_only=True) as work:
-            found = work.runs.get(run_id)
+        with self.units(read_only=True) as work:
+            found = _ReplayRuns(work.conn).get(run_id)
         if found is None:
             raise ReplayRunNotFound(run_id)
         return found
 
     def runs(self, limit: int = 50) -> list[ReplayRun]:
         """The newest runs first."""
-        with self._work(read_only=True) as work:
-            return work.runs.listed(limit=limit)
+        with self.units(read_only=True) as work:
+            return _ReplayRuns(work.conn).listed(limit=limit)
 
     # -- discarding ------------------------------------------------------------------------------------
     def discard(self, f: DeadLetterFilter, *, by: str, reason: str, case_outcome: str) -> Discarded:
@@ -282,13 +276,14 @@ class DeadLetterDesk:
         actor = Actor(ActorKind.OPERATOR, by)
         now = self.clock.now()
         done = Discarded()
-        with self._work() as work:
+        with self.units() as work:
             for letter in work.dead_letters.still_dead(conditions(replace(f, status=DEAD))):
                 why = _discard_one(work, letter, way, actor, reason, now)
                 if why is None:
                     done.count += 1
                 else:
                     done.kept.append((letter[0], why))
+            work.commit()
         return done
 
     def discard_one(self, dead_letter_id: int, *, by: str, reason: str, case_outcome: str) -> DeadLetter:
@@ -308,15 +303,16 @@ class DeadLetterDesk:
     # -- inside ----------------------------------------------------------------------------------------
     def _replay_batch(self, run: ReplayRun) -> ReplayRun:
         now = self.clock.now()
-        with self._work() as work:
+        with self.units() as work:
             letters = work.dead_letters.replay_batch(run.id, run.requested_by, run.reason, now, self.batch)
             for pin, outbox_ids in _by_pin(letters, pinned=run.mapping == "original"):
                 work.outbox.reopen(outbox_ids, now, pin)
             if letters:
-                work.runs.add_replayed(run.id, len(letters))
+                _ReplayRuns(work.conn).add_replayed(run.id, len(letters))
             elif not work.dead_letters.still_dead_in_run(run.id):
-                work.runs.finish(run.id, now)
+                _ReplayRuns(work.conn).finish(run.id, now)
             # else: another process holds the rest (PostgreSQL, SKIP LOCKED); the next batch looks again
+            work.commit()
         return self.run(run.id)
 
     def _check_registered(self, versions: Iterable[tuple[str, str | None]]) -> None:
@@ -331,14 +327,6 @@ class DeadLetterDesk:
                 raise NotReplayable(f"{sector} bundle version {version} is {status}: replay with the active "
                                     "mapping instead")
 
-    @contextmanager
-    def _work(self, *, read_only: bool = False) -> Iterator[_Work]:
-        """One transaction around the repositories: committed when the block ends, rolled back on error."""
-        with self.engine.connect() as conn:
-            if read_only:
-                conn = conn.execution_options(**{READ_ONLY: True})  # SQLite: no write lock for a read
-            with conn.begin():
-                yield _Work(conn, self.personal)
 
 
 @dataclass
@@ -360,7 +348,7 @@ def case_outcome_of(outcome: str) -> WayForward:
     return way
 
 
-def _discard_one(work: _Work, letter: tuple[int, str, int | None], way: WayForward, actor: Actor, reason: str,
+def _discard_one(work: UnitOfWork, letter: tuple[int, str, int | None], way: WayForward, actor: Actor, reason: str,
                  now: datetime) -> str | None:
     """Discard one letter and settle its task the chosen way; or return why its case cannot take that way (then
     nothing is written). The letter is set aside before the case is stored: storing a task's new round
@@ -383,14 +371,6 @@ def _discard_one(work: _Work, letter: tuple[int, str, int | None], way: WayForwa
     set_aside()
     store_change(work, case, before, [], now)
     return None
-
-
-class _Work:
-    def __init__(self, conn: Connection, personal: PersonalData) -> None:
-        self.dead_letters = DeadLetterRepository(conn, personal)
-        self.outbox = OutboxRepository(conn)
-        self.cases = CaseRepository(conn, personal)
-        self.runs = _ReplayRuns(conn)
 
 
 class _ReplayRuns:

@@ -49,7 +49,7 @@ from gateway.security.api_keys import ApiKeyStore
 from gateway.persistence import tables as t
 from gateway.persistence.engine import make_engine
 from gateway.persistence.personal_data import PersonalData
-from gateway.persistence.uow import create_schema
+from gateway.persistence.uow import UnitsOfWork, create_schema
 from gateway.cases.service import CaseService
 
 YIWANG = str(Path(sys.executable).with_name("yiwang"))
@@ -432,8 +432,8 @@ class Cluster:
     def case_service(self, engine: Engine) -> CaseService:
         """The case service as an operator's command builds it (`yiwang ops`): reads dead letters, replays."""
         settings = self.settings()
-        return CaseService(engine, Catalogue(engine), load_calendar(settings.calendar), SystemClock(),
-                           self.personal())
+        return CaseService(UnitsOfWork(engine, self.personal()), Catalogue(engine), load_calendar(settings.calendar),
+                           SystemClock())
 
     def load(self, role: Role, body: Mapping[str, Any], count: int, *, sector: str | tuple[str, ...],
              threads: int = 4) -> Load:

@@ -44,7 +44,7 @@ def test_on_postgresql_a_submission_does_not_wait_for_another_to_commit(
     gateway = make_gateway()
     held, second_done = threading.Event(), threading.Event()
 
-    @event.listens_for(gateway.service.engine, "after_cursor_execute")
+    @event.listens_for(gateway.service.units.engine, "after_cursor_execute")
     def hold_the_first(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         if threading.current_thread().name == "first" and statement.startswith("INSERT INTO cases "):
             held.set()

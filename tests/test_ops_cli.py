@@ -22,6 +22,7 @@ from gateway.config import Settings
 from gateway.domain.clock import SystemClock
 from gateway.audit.ledger import AUDIT, Filters
 from gateway.persistence import tables as t
+from gateway.persistence.uow import UnitsOfWork
 from ops.dead_letters import DeadLetterDesk, DeadLetterFilter
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -60,7 +61,7 @@ def operator(tmp_path: Path, sqlite_url: str) -> Operator:
     engine = open_database(settings)
     personal = personal_data(settings)
     seed_dead_letters(engine, personal, 60, NOW)
-    return Operator(settings, engine, DeadLetterDesk(engine, personal, SystemClock()))
+    return Operator(settings, engine, DeadLetterDesk(UnitsOfWork(engine, personal), SystemClock()))
 
 
 def test_dead_letters_are_listed_by_filter_page_after_page_and_counted(operator: Operator) -> None:

@@ -28,6 +28,7 @@ from gateway.sectors.bundle_records import BundleStore, pack_folder
 from gateway.domain.clock import SystemClock
 from gateway.sectors.live_registry import UnknownVersion
 from gateway.persistence import tables as t
+from gateway.persistence.uow import UnitsOfWork
 from ops.dead_letters import (
     BadInput,
     DeadLetterDesk,
@@ -46,7 +47,7 @@ PERSONAL = bench_personal_data()
 
 
 def make_desk(engine: Engine, batch: int = 1000) -> DeadLetterDesk:
-    return DeadLetterDesk(engine, PERSONAL, SystemClock(), batch=batch)
+    return DeadLetterDesk(UnitsOfWork(engine, PERSONAL), SystemClock(), batch=batch)
 
 
 def seeded(engine: Engine, count: int, now: datetime = NOW, **options: Any) -> list[int]:
@@ -265,13 +266,14 @@ import sys, time
 from gateway.domain.clock import SystemClock
 from gateway.persistence.engine import make_engine
 from bench.replay import bench_personal_data
+from gateway.persistence.uow import UnitsOfWork
 from ops.dead_letters import DeadLetterDesk
 
 def told(run):
     print(run.replayed, flush=True)
     time.sleep(0.05)  # slow enough to be killed half-way
 
-desk = DeadLetterDesk(make_engine(sys.argv[1]), bench_personal_data(), SystemClock(), batch=4)
+desk = DeadLetterDesk(UnitsOfWork(make_engine(sys.argv[1]), bench_personal_data()), SystemClock(), batch=4)
 desk.continue_replay(int(sys.argv[2]), told)
 """
 
@@ -315,7 +317,7 @@ def test_the_replay_runs_job_finishes_a_run_whose_starter_died(make_gateway: Cal
     gateway = make_gateway(clock_interval_ms=1)
     assert "replay-runs" in [job.name for job in gateway.scheduler.jobs]
     seed_dead_letters(gateway.engine, gateway.service.personal, 12, NOW)
-    desk = DeadLetterDesk(gateway.engine, gateway.service.personal, SystemClock(), batch=5)
+    desk = DeadLetterDesk(gateway.service.units, SystemClock(), batch=5)
     run = desk.start_replay(DeadLetterFilter(), by="api:ann", reason="back")  # …and the API process dies
     for _ in range(50):
         gateway.scheduler.run_due()
@@ -356,7 +358,7 @@ def test_a_replay_with_the_original_mapping_is_delivered_with_that_version(
     with pytest.raises(UnknownVersion):
         gateway.registry.get_version(sector, "0.0.1")
     simulator.set_fault(None)
-    desk = DeadLetterDesk(gateway.engine, gateway.service.personal, SystemClock())
+    desk = DeadLetterDesk(gateway.service.units, SystemClock())
     [letter] = desk.page(DeadLetterFilter()).items
     desk.replay(letter.id, by="op", reason="as it was sent", mapping="original")
     recording = RecordingRegistry(gateway.registry)

@@ -191,6 +191,7 @@ RACER = textwrap.dedent(
     from gateway.persistence.blind_index import BlindIndex
     from gateway.persistence.personal_data import PersonalData
     from gateway.persistence.engine import make_engine
+    from gateway.persistence.uow import UnitsOfWork
     from gateway.cases.service import CaseService, SubmitCase
 
     url, start_at, n = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
@@ -203,8 +204,8 @@ RACER = textwrap.dedent(
 
     catalogue = Catalogue(engine)
     catalogue.seed_if_empty(DEFAULT_CATALOGUE)
-    service = CaseService(engine, catalogue, load_calendar(), SystemClock(),
-                          PersonalData(BlindIndex(b"k" * 32), FieldSealer(MasterKeys.parse("t:" + "A" * 43 + "="))))
+    personal = PersonalData(BlindIndex(b"k" * 32), FieldSealer(MasterKeys.parse("t:" + "A" * 43 + "=")))
+    service = CaseService(UnitsOfWork(engine, personal), catalogue, load_calendar(), SystemClock())
     command = SubmitCase("12150200MB1A00010L3000805001000", Applicant("王建国", "111", "150203198503120039"),
                          (SubmittedMaterial("居民身份证"),), {"insured_months": 36, "separation_date": "2026-10-31"})
     matter, command = service._check(command)

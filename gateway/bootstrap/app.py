@@ -57,7 +57,7 @@ from gateway.notifications.hall import (
 from gateway.persistence.blind_index import BlindIndex, load_or_create_key
 from gateway.persistence.engine import make_engine
 from gateway.persistence.personal_data import PersonalData, reseal_all
-from gateway.persistence.uow import UnitOfWork, create_schema
+from gateway.persistence.uow import UnitOfWork, UnitsOfWork, create_schema
 from gateway.sectors.bundle_records import BundleStore
 from gateway.sectors.calls import NonceLedger, SectorCalls
 from gateway.sectors.delivery import Dispatcher, DispatchSettings
@@ -175,7 +175,8 @@ def build_gateway(settings: Settings, clock: Clock | None = None) -> Gateway:
                                           cache_s=settings.metrics_cache_ms / 1000)
     answers = SectorAnswerMetrics(lambda: registry.sectors)
     metrics_registry.register(answers)
-    service = CaseService(engine, catalogue, load_calendar(settings.calendar), clock, personal,
+    units = UnitsOfWork(engine, personal)
+    service = CaseService(units, catalogue, load_calendar(settings.calendar), clock,
                           material_exists=materials.missing, warn_days=settings.warn_days,
                           supplement_days=settings.supplement_days, router=registry.route, answer_observer=answers)
     dispatch = DispatchSettings(
@@ -188,7 +189,7 @@ def build_gateway(settings: Settings, clock: Clock | None = None) -> Gateway:
     ledger = build_ledger(settings, engine, sealer, clock)
     ledger.start()
     calls = SectorCalls(registry, bundles, service, build, NonceLedger(engine, clock), messages=ledger)
-    desk = dead_letter_desk(engine, personal, clock)
+    desk = dead_letter_desk(units, clock)
     scheduler = Scheduler(engine, clock, [*scheduled_jobs(settings, engine, service, expiry, clock, sealer, desk),
                                           retention_job(settings, engine, ledger, clock)],
                           lease=timedelta(milliseconds=settings.job_lease_ms))
@@ -199,10 +200,10 @@ def build_gateway(settings: Settings, clock: Clock | None = None) -> Gateway:
                    readiness=readiness, dead_letters=desk)
 
 
-def dead_letter_desk(engine: Engine, personal: PersonalData, clock: Clock) -> DeadLetterDesk:
+def dead_letter_desk(units: UnitsOfWork, clock: Clock) -> DeadLetterDesk:
     """The operators' dead-letter desk over one database: one per gateway, and one for a `yiwang ops` command,
     which runs no gateway."""
-    return DeadLetterDesk(engine, personal, clock)
+    return DeadLetterDesk(units, clock)
 
 
 def scheduled_jobs(settings: Settings, engine: Engine, service: CaseService, expiry: ExpiryWatch,

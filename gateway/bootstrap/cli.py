@@ -38,6 +38,7 @@ from gateway.cli.simulators import make_simulators_app
 from gateway.config import ConfigError, Settings
 from gateway.domain.clock import SystemClock
 from gateway.observability.logs import configure_logging
+from gateway.persistence.uow import UnitsOfWork
 from gateway.sectors.bundle_records import BundleStore
 from gateway.security.api_keys import ApiKeyStore
 from gateway.security.certificates import open_cert_store
@@ -89,7 +90,7 @@ app.add_typer(audit_commands(certs_app, "certs", _audit), name="certs")
 
 def _dead_letter_desk(settings: Settings) -> DeadLetterDesk:
     """The operators' dead-letter desk without the rest of a gateway."""
-    return dead_letter_desk(open_database(settings), personal_data(settings), SystemClock())
+    return dead_letter_desk(UnitsOfWork(open_database(settings), personal_data(settings)), SystemClock())
 
 
 def _cert_store(settings: Settings) -> CertStore:

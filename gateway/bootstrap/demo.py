@@ -62,7 +62,6 @@ from gateway.bootstrap.serving import serve_in_thread
 from gateway.config import Settings
 from gateway.domain.roles import Role
 from gateway.persistence.repository import DeadLetter
-from gateway.persistence.uow import UnitOfWork
 
 DEMO_DIR = Path("var") / "demo"
 SECTOR_PKI = DEMO_DIR / "social_security-pki"  # the sector's side of scene 10: its CA, server and signing files
@@ -376,7 +375,7 @@ def _dead_while_down(gateway: Gateway, sector: SocialSecuritySimulator, desk: De
 
 
 def _dead_letter(gateway: Gateway, letter_id: int) -> DeadLetter:
-    with UnitOfWork(gateway.engine, gateway.service.personal, read_only=True) as uow:
+    with gateway.service.units(read_only=True) as uow:
         letter = uow.dead_letters.get(letter_id)
     if letter is None:
         raise DemoFailed(f"no dead letter {letter_id}")
@@ -524,7 +523,7 @@ def _logs_intact(console: Console, gateway: Gateway) -> bool:
 def _wait_for_dead_letter(gateway: Gateway, case_no: str, timeout_s: float) -> list[DeadLetter]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        with UnitOfWork(gateway.engine, gateway.service.personal, read_only=True) as uow:
+        with gateway.service.units(read_only=True) as uow:
             letters = list(uow.dead_letters.list(case_no=case_no))
         if letters:
             return letters

@@ -15,7 +15,6 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import structlog
-from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
 from adapters import FailureClass, Operation
@@ -56,9 +55,8 @@ from gateway.persistence.repository import (
     StaleCase,
     StoredResponse,
     numbers_taken_apart,
-    take_number_apart,
 )
-from gateway.persistence.uow import UnitOfWork
+from gateway.persistence.uow import UnitOfWork, UnitsOfWork
 
 log = structlog.get_logger("yiwang.cases")
 RESIDENT_ID_CARD = "111"  # GA/T 2000.156: an agent (代办员) always identifies with one
@@ -206,11 +204,10 @@ Change = Callable[[Case, Matter, datetime], list[Task]]  # a change to a case; r
 
 @dataclass
 class CaseService:
-    engine: Engine
+    units: UnitsOfWork  # every command and read is one unit of work; its keys seal personal data at rest
     catalogue: MatterSource
     calendar: WorkingCalendar
     clock: Clock
-    personal: PersonalData  # seals personal data at rest, finds cases by the blind index
     material_exists: Callable[[Iterable[str]], list[str]] = lambda refs: []  # returns the unknown refs
     warn_days: int = 2  # e-supervision warns this many working days before a deadline
     supplement_days: int = 30  # an unanswered supplement notice ends the case after this many days
@@ -219,8 +216,13 @@ class CaseService:
     router: Callable[[str, str], str | None] | None = None
     answer_observer: AnswerObserver = field(default_factory=_Unobserved)
 
+    @property
+    def personal(self) -> PersonalData:
+        """Seals personal data at rest, finds cases by the blind index."""
+        return self.units.personal
+
     def uow(self, read_only: bool = False) -> UnitOfWork:
-        return UnitOfWork(self.engine, self.personal, read_only=read_only)
+        return self.units(read_only=read_only)
 
     # -- the hall and the windows: applications --------------------------------------------------
     def submit(self, command: SubmitCase, actor: Actor, idempotency_key: str | None = None) -> SubmitOutcome:
@@ -656,10 +658,12 @@ class CaseService:
         now = self.clock.now()
         scope = matter.implementation_code + shanghai_date(now).strftime("%Y%m%d")
         number = None
-        if numbers_taken_apart(self.engine):  # see take_number_apart: a replayed key must not spend one
+        if numbers_taken_apart(self.units.dialect):  # see take_number_apart: a replayed key must not spend one
             if key is not None and (replayed := self._replayed(actor.id, key, fingerprint)) is not None:
                 return replayed
-            number = take_number_apart(self.engine, scope)
+            with self.uow() as apart:
+                number = apart.cases.take_number_apart(scope)
+                apart.commit()
         with self.uow() as uow:
             if key is not None and (replayed := self._replayed(actor.id, key, fingerprint, uow)) is not None:
                 return replayed

@@ -9,7 +9,7 @@ from datetime import date, datetime
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, RowMapping, and_, delete, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, RowMapping, and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from gateway.domain.case import (
@@ -38,26 +38,9 @@ from gateway.persistence.personal_data import SEALED_COLUMNS, PersonalData
 SEALED_CASE_COLUMNS = SEALED_COLUMNS["cases"][1]  # written sealed, read opened (see personal_data.py)
 
 
-def numbers_taken_apart(engine: Engine) -> bool:
+def numbers_taken_apart(dialect: str) -> bool:
     """Whether case numbers come from `take_number_apart` (PostgreSQL) or `next_sequence` (SQLite)."""
-    return engine.dialect.name == "postgresql"
-
-
-def take_number_apart(engine: Engine, scope: str) -> int:
-    """Next number in a daily sequence, taken and committed in one statement of its own transaction.
-
-    Why apart: inside the submission's transaction the counter row stays locked until that transaction
-    commits, so on PostgreSQL every submission of one matter queued behind the whole of the one before
-    (the bench's e2e submit latency). Here the row is locked for one statement. The price: a submission
-    that fails after taking its number leaves a gap in the day's numbers, which are unique and increasing,
-    not gapless (README, case numbers). The caller takes the number before opening its unit of work, so
-    it never holds one pooled connection while waiting for another."""
-    counter = t.case_counters
-    statement = (pg_insert(counter).values(scope=scope, last_seq=1)
-                 .on_conflict_do_update(index_elements=[counter.c.scope], set_={"last_seq": counter.c.last_seq + 1})
-                 .returning(counter.c.last_seq))
-    with engine.begin() as conn:
-        return int(conn.execute(statement).scalar_one())
+    return dialect == "postgresql"
 
 
 def idempotency_key(case_no: str, task_id: str, operation: str, round: int = 0) -> str:
@@ -152,6 +135,22 @@ class CaseRepository:
             return 1
         self._conn.execute(update(t.case_counters).where(t.case_counters.c.scope == scope).values(last_seq=current + 1))
         return current + 1
+
+    def take_number_apart(self, scope: str) -> int:
+        """Next number in a daily sequence in one statement (PostgreSQL), in a unit of work of its own.
+
+        Why apart: inside the submission's transaction the counter row stays locked until that transaction
+        commits, so on PostgreSQL every submission of one matter queued behind the whole of the one before
+        (the bench's e2e submit latency). Here the row is locked for one statement. The price: a submission
+        that fails after taking its number leaves a gap in the day's numbers, which are unique and increasing,
+        not gapless (README, case numbers). The caller takes the number before opening the submission's unit
+        of work, so it never holds one pooled connection while waiting for another."""
+        counter = t.case_counters
+        statement = (pg_insert(counter).values(scope=scope, last_seq=1)
+                     .on_conflict_do_update(index_elements=[counter.c.scope],
+                                            set_={"last_seq": counter.c.last_seq + 1})
+                     .returning(counter.c.last_seq))
+        return int(self._conn.execute(statement).scalar_one())
 
     def _store_tasks(self, case: Case) -> None:
         self._conn.execute(delete(t.case_tasks).where(t.case_tasks.c.case_no == case.case_no))

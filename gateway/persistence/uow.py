@@ -1,7 +1,11 @@
 """The unit of work: one database transaction around the repositories a service needs.
 
-Everything a service writes inside one `with UnitOfWork(...)` block — the case, its events,
-its outbox rows, the idempotency record — commits together or not at all (invariant 1).
+Everything a service writes inside one `with units() as uow:` block — the case, its events,
+its outbox rows, the idempotency record — commits together at `uow.commit()`, or not at all (invariant 1).
+This is the one transaction idiom: a service is handed `UnitsOfWork` (the factory), never an engine; a
+store with statements of its own runs them on `uow.conn`. A read passes `read_only=True` (on SQLite a
+deferred BEGIN, no write lock: gateway/persistence/engine.py); a write commits explicitly, and whatever
+was not committed when the block ends is rolled back.
 """
 
 from __future__ import annotations
@@ -45,6 +49,11 @@ class UnitOfWork:
         self.idempotency = IdempotencyRepository(conn, self._personal)
         return self
 
+    @property
+    def conn(self) -> Connection:
+        """The transaction's connection, for a store's own statements (they commit with `commit()`)."""
+        return self._conn
+
     def commit(self) -> None:
         self._tx.commit()
 
@@ -55,6 +64,18 @@ class UnitOfWork:
         if self._tx.is_active:
             self._tx.rollback()
         self._conn.close()
+
+
+class UnitsOfWork:
+    """The unit-of-work factory of one database: `units()` for a write, `units(read_only=True)` for a read."""
+
+    def __init__(self, engine: Engine, personal: PersonalData | None = None) -> None:
+        self.engine = engine  # for what is not a unit of work: the schema, health probes, stores not yet moved
+        self.personal: PersonalData = personal or NoPersonalData()  # type: ignore[assignment]  # refuses every use
+        self.dialect = engine.dialect.name  # "sqlite" or "postgresql"
+
+    def __call__(self, *, read_only: bool = False) -> UnitOfWork:
+        return UnitOfWork(self.engine, self.personal, read_only=read_only)
 
 
 def create_schema(engine: Engine) -> None:

@@ -34,7 +34,6 @@ from gateway.domain.case import Case, CaseState
 from gateway.materials.links import MaterialNotSendable, MaterialTransport
 from gateway.observability.correlation import correlated
 from gateway.persistence.repository import Failure, OutboxMessage
-from gateway.persistence.uow import UnitOfWork
 
 log = structlog.get_logger("yiwang.dispatch")
 INTERNAL_ERROR = "internal"  # a bug of ours, not one of the sector failure classes
@@ -103,6 +102,7 @@ class Dispatcher:
         self.observer = observer  # None: outcomes are only logged
         self.scheduler = scheduler  # the clock, certificate expiry, notifications: run between rounds
         self.service = service
+        self.units = service.units  # the outbox leases: a unit of work each, committed explicitly
         self.messages = messages  # None: exchanges with sectors are not recorded
         self.registry = registry
         self.settings = settings or DispatchSettings()
@@ -113,7 +113,7 @@ class Dispatcher:
     def run_once(self) -> int:
         """Deliver what is due now; returns how many messages were handled."""
         now = self.service.clock.now()
-        with UnitOfWork(self.service.engine) as uow:
+        with self.units() as uow:
             messages = uow.outbox.claim_due(self.owner, now, now + self.settings.lease, self.settings.batch)
             uow.commit()
         self._deliver_all(messages)
@@ -146,7 +146,7 @@ class Dispatcher:
         give_up = time.monotonic() + self.settings.lease.total_seconds()
         while True:
             now = self.service.clock.now()
-            with UnitOfWork(self.service.engine) as uow:
+            with self.units() as uow:
                 message = uow.outbox.take(outbox_id, self.owner, now, now + self.settings.lease)
                 held = None if message is not None else uow.outbox.held_by_another(outbox_id, self.owner, now)
                 uow.commit()

@@ -84,7 +84,7 @@ class AmqpTransport:
         service = dispatcher.service
         idle = timedelta(milliseconds=settings.dispatch_idle_ms)
         self.relay = OutboxRelay(
-            service.engine, service.clock, ConfirmedPublisher(url, heartbeat, f"yiwang relay {dispatcher.owner}"),
+            service.units, service.clock, ConfirmedPublisher(url, heartbeat, f"yiwang relay {dispatcher.owner}"),
             topology, owner=dispatcher.owner, idle=idle, backoff=backoff())
         self.consumer = DeliveryConsumer(
             url, dispatcher, sectors, topology, heartbeat_s=heartbeat, prefetch=settings.amqp_prefetch,

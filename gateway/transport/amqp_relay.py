@@ -13,11 +13,10 @@ import threading
 from datetime import timedelta
 
 import structlog
-from sqlalchemy import Engine
 
 from gateway.domain.clock import Clock
 from gateway.persistence.repository import OutboxMessage
-from gateway.persistence.uow import UnitOfWork
+from gateway.persistence.uow import UnitsOfWork
 from gateway.transport.amqp_publisher import ConfirmedPublisher, PublishFailed, Unroutable
 from gateway.transport.amqp_topology import DELIVER_EXCHANGE, Backoff, Envelope, Topology, describe, routing_key
 
@@ -25,10 +24,10 @@ log = structlog.get_logger("yiwang.amqp.relay")
 
 
 class OutboxRelay:
-    def __init__(self, engine: Engine, clock: Clock, publisher: ConfirmedPublisher, topology: Topology, *,
+    def __init__(self, units: UnitsOfWork, clock: Clock, publisher: ConfirmedPublisher, topology: Topology, *,
                  owner: str, idle: timedelta, batch: int = 20, lease: timedelta = timedelta(seconds=5),
                  backoff: Backoff | None = None) -> None:
-        self.engine, self.clock, self.publisher, self.topology = engine, clock, publisher, topology
+        self.units, self.clock, self.publisher, self.topology = units, clock, publisher, topology
         self.owner = f"relay:{owner}"
         self.idle, self.batch = idle, batch
         # Long enough to publish one batch; after it, rows this relay leased but never marked come due again.
@@ -65,7 +64,7 @@ class OutboxRelay:
         """Publish what is due now; returns how many the broker confirmed."""
         self.publisher.connect()  # no row is leased while the broker is unreachable
         now = self.clock.now()
-        with UnitOfWork(self.engine) as uow:
+        with self.units() as uow:
             due = uow.outbox.claim_due(self.owner, now, now + self.lease, self.batch, delivering=False)
             uow.commit()
         confirmed: list[int] = []
@@ -74,7 +73,7 @@ class OutboxRelay:
                 self._publish(message)
                 confirmed.append(message.id)
         finally:  # what was confirmed before a failure is recorded all the same; the rest is due again at once
-            with UnitOfWork(self.engine) as uow:
+            with self.units() as uow:
                 uow.outbox.mark_queued(confirmed, self.owner, self.clock.now())
                 uow.outbox.release([m.id for m in due if m.id not in set(confirmed)], self.owner)
                 uow.commit()
