@@ -54,14 +54,14 @@ def test_no_identity_is_changed_into_two_duties(store: ApiKeyStore, roles: list[
     with pytest.raises(SeparationOfDuties):
         store.change(identity.id, roles)
     assert store.authenticate(key) == identity  # unchanged
-    assert ApiKeyStore(store._engine).authenticate(key) == identity  # in the database too
+    assert ApiKeyStore(store._units.engine).authenticate(key) == identity  # in the database too
 
 
 def test_a_change_takes_effect_at_once_and_keeps_the_key(store: ApiKeyStore) -> None:
     identity, key = store.issue("ops", [OPS])
     changed = store.change(identity.id, [Role.SECTOR_ADMIN], sector="housing_fund")
     assert store.authenticate(key) == changed and changed.roles == {Role.SECTOR_ADMIN}
-    assert ApiKeyStore(store._engine).authenticate(key) == changed  # another process sees it from the row
+    assert ApiKeyStore(store._units.engine).authenticate(key) == changed  # another process sees it from the row
     store.revoke(identity.id)
     with pytest.raises(IdentityError, match="was already revoked"):
         store.change(identity.id, [OPS])

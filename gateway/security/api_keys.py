@@ -32,8 +32,8 @@ from gateway.domain.clock import Clock, SystemClock, as_utc
 from gateway.domain.codes import is_valid_credit_code
 from gateway.domain.roles import Identity, Role, separation_breach
 from gateway.domain.text import UndeliverableText, typed_text
-from gateway.persistence.engine import READ_ONLY
 from gateway.persistence.identity_tables import identities
+from gateway.persistence.uow import UnitsOfWork
 
 KEY_PREFIX = "yw_"
 CERT_ENTRY = "cert:"  # the in-memory map holds bound certificates as "cert:" + fingerprint
@@ -152,7 +152,7 @@ class ApiKeyStore:
         clock: Clock | None = None,
         timer: Callable[[], float] = time.monotonic,  # tests pass a hand-moved one
     ) -> None:
-        self._engine = engine
+        self._units = UnitsOfWork(engine)  # one unit of work per change or read, committed explicitly
         self._refresh_s = refresh_s
         self._miss_reload_s = miss_reload_s
         self._clock = clock or SystemClock()
@@ -201,20 +201,24 @@ class ApiKeyStore:
         )
         raw_key = KEY_PREFIX + secrets.token_urlsafe(32)
         key_hash = hash_key(raw_key)
-        with self._engine.begin() as conn:
+        with self._units() as uow:
+            conn = uow.conn
             conn.execute(insert(identities).values(
                 id=identity.id, name=identity.name, key_hash=key_hash,
                 key_prefix=raw_key[:KEY_PREFIX_SHOWN], roles=sorted(identity.roles),
                 department=department, sector=sector, created_at=self._clock.now(),
             ))
+            uow.commit()
         self._remember(identity, key_hash)
         return identity, raw_key
 
     def revoke(self, identity_id: str) -> Identity:
-        # BEGIN IMMEDIATE (engine.begin) holds the write lock from the read to the update.
-        with self._engine.begin() as conn:
+        # BEGIN IMMEDIATE (a writing unit of work) holds the write lock from the read to the update.
+        with self._units() as uow:
+            conn = uow.conn
             row = self._active_row(conn, identity_id)
             conn.execute(update(identities).where(identities.c.id == identity_id).values(revoked_at=self._clock.now()))
+            uow.commit()
         self._forget(*_entries(row))  # after the commit: a concurrent reload cannot bring it back (see _forget)
         return _identity_from_row(row)
 
@@ -225,12 +229,14 @@ class ApiKeyStore:
             fingerprint = certificate_fingerprint(certificate_pem)
         except ValueError as exc:
             raise IdentityError(f"not a PEM certificate: {exc}") from None
-        with self._engine.begin() as conn:
+        with self._units() as uow:
+            conn = uow.conn
             row = self._active_row(conn, identity_id)
             holder = conn.execute(select(identities.c.id).where(identities.c.cert_fingerprint == fingerprint)).scalar()
             if holder not in (None, identity_id):
                 raise IdentityError(f"that certificate is already bound to identity {holder!r}")
             conn.execute(update(identities).where(identities.c.id == identity_id).values(cert_fingerprint=fingerprint))
+            uow.commit()
         self._forget(*_entries(row))
         self._remember(_identity_from_row(row), row["key_hash"], CERT_ENTRY + fingerprint)
         return fingerprint
@@ -240,10 +246,12 @@ class ApiKeyStore:
     ) -> Identity:
         """Give an active identity new roles and scope (its key stays); the same rules as issuing."""
         checked = _checked_roles(roles, department, sector)
-        with self._engine.begin() as conn:
+        with self._units() as uow:
+            conn = uow.conn
             row = self._active_row(conn, identity_id)
             conn.execute(update(identities).where(identities.c.id == identity_id)
                          .values(roles=sorted(checked), department=department, sector=sector))
+            uow.commit()
         changed = Identity(id=identity_id, name=row["name"], roles=checked, department=department, sector=sector)
         self._remember(changed, *_entries(row))
         return changed
@@ -291,10 +299,8 @@ class ApiKeyStore:
 
     def _read(self, query: Any) -> builtins.list[RowMapping]:
         """Run a read-only query in a deferred transaction (no write lock taken)."""
-        with self._engine.connect() as conn:
-            conn = conn.execution_options(**{READ_ONLY: True})
-            with conn.begin():
-                return builtins.list(conn.execute(query).mappings())
+        with self._units(read_only=True) as uow:
+            return builtins.list(uow.conn.execute(query).mappings())
 
 
 def certificate_fingerprint(pem: bytes) -> str:

@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from gateway.domain.clock import Clock, as_utc
 from gateway.domain.roles import Identity, Role, acts_for_sector
 from gateway.persistence.access_tables import APPROVED, FAILED, PENDING, REJECTED, approvals
-from gateway.persistence.engine import READ_ONLY
+from gateway.persistence.uow import UnitsOfWork
 
 T = TypeVar("T")
 STATUSES = (PENDING, APPROVED, REJECTED, FAILED)
@@ -101,7 +101,7 @@ def may_decide(identity: Identity, action: Action, sector: str | None) -> bool:
 
 class Approvals:
     def __init__(self, engine: Engine, clock: Clock) -> None:
-        self._engine = engine
+        self._units = UnitsOfWork(engine)  # one unit of work per change or read, committed explicitly
         self._clock = clock
 
     def request(self, action: Action, params: Mapping[str, Any], subject: str, requester: str,
@@ -111,8 +111,10 @@ class Approvals:
                "params": dict(params), "sector": sector, "status": PENDING, "requested_by": requester,
                "requested_at": self._clock.now()}
         try:
-            with self._engine.begin() as conn:
+            with self._units() as uow:
+                conn = uow.conn
                 conn.execute(insert(approvals).values(**row))
+                uow.commit()
         except IntegrityError:  # uq_approvals_one_pending: someone asked first
             return self._pending_for(action, subject)
         return _approval(row)
@@ -145,8 +147,9 @@ class Approvals:
     # --- internals ---------------------------------------------------------------------------------
 
     def _decide(self, approval_id: str, decider: Identity, status: str, note: str | None) -> Approval:
-        # BEGIN IMMEDIATE (engine.begin) on SQLite, a conditional update on PostgreSQL: one decision wins.
-        with self._engine.begin() as conn:
+        # BEGIN IMMEDIATE (a writing unit of work) on SQLite, a conditional update on PostgreSQL: one decides.
+        with self._units() as uow:
+            conn = uow.conn
             row = conn.execute(select(approvals).where(approvals.c.id == approval_id)).mappings().first()
             if row is None:
                 raise UnknownApproval(f"no approval {approval_id!r}")
@@ -163,12 +166,15 @@ class Approvals:
                                 .values(**decided))
             if done.rowcount != 1:
                 raise AlreadyDecided(f"{approval_id} was decided by someone else meanwhile")
+            uow.commit()
         return _approval({**row, **decided})
 
     def _note_failure(self, approval_id: str, reason: str) -> None:
-        with self._engine.begin() as conn:
+        with self._units() as uow:
+            conn = uow.conn
             conn.execute(update(approvals).where(approvals.c.id == approval_id)
                          .values(status=FAILED, note=reason[:500]))
+            uow.commit()
 
     def _pending_for(self, action: Action, subject: str) -> Approval:
         rows = self._read(select(approvals).where(approvals.c.action == str(action),
@@ -178,9 +184,8 @@ class Approvals:
         return _approval(rows[0])
 
     def _read(self, query: Any) -> builtins.list[RowMapping]:
-        with self._engine.connect() as conn:
-            with conn.execution_options(**{READ_ONLY: True}).begin():
-                return builtins.list(conn.execute(query).mappings())
+        with self._units(read_only=True) as uow:
+            return builtins.list(uow.conn.execute(query).mappings())
 
 
 def _approval(row: Mapping[str, Any] | RowMapping) -> Approval:  # a row, or one as written
