@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from adapters import Bundle, BundleError, load_bundle, unpack_bundle, validate_bundle
 from gateway.domain.clock import Clock, as_utc
 from gateway.persistence.bundle_tables import ACTIVE, INACTIVE, REGISTERED, RETIRED, bundle_versions
-from gateway.persistence.engine import READ_ONLY
+from gateway.persistence.uow import UnitsOfWork
 
 
 class BundleInvalid(ValueError):
@@ -82,7 +82,7 @@ def read_archive(source: Path) -> bytes:
 
 class BundleStore:
     def __init__(self, engine: Engine, clock: Clock) -> None:
-        self.engine = engine
+        self.units = UnitsOfWork(engine)  # one unit of work per change or read, committed explicitly
         self.clock = clock
 
     # -- reading ---------------------------------------------------------------------------------
@@ -129,15 +129,19 @@ class BundleStore:
                 "archive": archive, "sha256": hashlib.sha256(archive).hexdigest(), "summary": summary(bundle),
                 "registered_at": self.clock.now(), "registered_by": actor}
         try:
-            with self.engine.begin() as conn:
+            with self.units() as uow:
+                conn = uow.conn
                 conn.execute(insert(bundle_versions).values(**row))
+                uow.commit()
         except IntegrityError as exc:
             raise BundleConflict(f"{row['sector']} version {row['version']} is already registered") from exc
         return self.get(row["sector"], row["version"])
 
     def record_test(self, sector: str, version: str, result: dict[str, Any]) -> BundleVersion:
-        with self.engine.begin() as conn:
+        with self.units() as uow:
+            conn = uow.conn
             conn.execute(update(bundle_versions).where(_key(sector, version)).values(test_result=result))
+            uow.commit()
         return self.get(sector, version)
 
     def activate(self, sector: str, version: str, actor: str) -> BundleVersion:
@@ -145,7 +149,8 @@ class BundleStore:
 
         Refused when another sector's active bundle already takes one of its departments: a department's
         tasks (and its applicants' data) go to one system, not to whichever sector claims it last."""
-        with self.engine.begin() as conn:
+        with self.units() as uow:
+            conn = uow.conn
             status = _activatable(conn, sector, version)
             if status != ACTIVE:
                 conn.execute(update(bundle_versions).where(and_(bundle_versions.c.sector == sector,
@@ -153,6 +158,7 @@ class BundleStore:
                              .values(status=INACTIVE))
                 conn.execute(update(bundle_versions).where(_key(sector, version))
                              .values(status=ACTIVE, activated_at=self.clock.now(), activated_by=actor))
+            uow.commit()
         return self.get(sector, version)
 
     def check_activatable(self, sector: str, version: str) -> None:
@@ -173,18 +179,19 @@ class BundleStore:
         return self.activate(sector, previous, actor)
 
     def retire(self, sector: str, version: str, actor: str) -> BundleVersion:
-        with self.engine.begin() as conn:
+        with self.units() as uow:
+            conn = uow.conn
             if _status(conn, sector, version) == ACTIVE:
                 raise BundleConflict(f"{sector} {version} is active: activate another version first")
             conn.execute(update(bundle_versions).where(_key(sector, version))
                          .values(status=RETIRED, retired_at=self.clock.now(), retired_by=actor))
+            uow.commit()
         return self.get(sector, version)
 
     @contextmanager
     def _reading(self) -> Iterator[Any]:
-        with self.engine.connect() as conn:
-            with conn.execution_options(**{READ_ONLY: True}).begin():
-                yield conn
+        with self.units(read_only=True) as uow:
+            yield uow.conn
 
 
 @contextmanager

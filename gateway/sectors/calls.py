@@ -24,6 +24,7 @@ from gateway.cases.service import CaseService
 from gateway.domain.clock import Clock
 from gateway.persistence.bundle_tables import callback_nonces
 from gateway.persistence.repository import idempotency_key
+from gateway.persistence.uow import UnitsOfWork
 from gateway.sectors.bundle_records import BundleStore, BundleVersion, unpacked
 from gateway.sectors.delivery import MessageLog, canonical_message, jsonable, logged_call
 from gateway.sectors.live_registry import LiveRegistry, NoActiveAdapter
@@ -52,14 +53,16 @@ class NonceLedger:
     """Nonces of sector callbacks seen, in the database: a replay is refused by every process."""
 
     def __init__(self, engine: Engine, clock: Clock, keep: timedelta = timedelta(minutes=15)) -> None:
-        self.engine, self.clock, self.keep = engine, clock, keep
+        self.units, self.clock, self.keep = UnitsOfWork(engine), clock, keep
 
     def first_time(self, sector: str, nonce: str) -> bool:
         now = self.clock.now()
         try:
-            with self.engine.begin() as conn:
+            with self.units() as uow:
+                conn = uow.conn
                 conn.execute(delete(callback_nonces).where(callback_nonces.c.seen_at < now - self.keep))
                 conn.execute(insert(callback_nonces).values(sector=sector, nonce=nonce, seen_at=now))
+                uow.commit()
         except IntegrityError:
             return False
         return True
