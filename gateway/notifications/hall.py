@@ -48,7 +48,6 @@ from gateway.domain.case import Trigger
 from gateway.domain.clock import Clock, as_utc
 from gateway.domain.roles import Identity
 from gateway.domain.text import UndeliverableText, optional_text
-from gateway.persistence.engine import READ_ONLY
 from gateway.persistence.notification_tables import (
     CANCELLED,
     DELIVERED,
@@ -59,6 +58,7 @@ from gateway.persistence.notification_tables import (
     webhook_subscriptions,
 )
 from gateway.persistence.tables import case_notifications
+from gateway.persistence.uow import UnitsOfWork
 
 log = structlog.get_logger("yiwang.notifications")
 
@@ -231,7 +231,7 @@ class Webhooks:
 
     def __init__(self, engine: Engine, sealer: FieldSealer, clock: Clock, insecure_hosts: frozenset[str] = frozenset()
                  ) -> None:
-        self.engine, self.sealer, self.clock, self.insecure_hosts = engine, sealer, clock, insecure_hosts
+        self.units, self.sealer, self.clock, self.insecure_hosts = UnitsOfWork(engine), sealer, clock, insecure_hosts
 
     def subscribe(self, owner: Identity, url: str, events: Sequence[str], description: str | None = None
                   ) -> tuple[Subscription, str]:
@@ -247,12 +247,14 @@ class Webhooks:
                "secret": self.sealer.seal(secret, SECRET_AAD), "events": chosen, "description": description,
                "active": True, "created_at": self.clock.now(), "deactivated_at": None}
         s = webhook_subscriptions
-        with self.engine.begin() as conn:  # count and insert under one write lock (SQLite) or close enough (PG)
+        with self.units() as uow:  # count and insert under one write lock (SQLite) or close enough (PG)
+            conn = uow.conn
             active = conn.execute(select(func.count()).select_from(s)
                                   .where(s.c.owner_id == owner.id, s.c.active)).scalar_one()
             if active >= MAX_ACTIVE_PER_OWNER:
                 raise WebhookRefused(f"an identity may hold at most {MAX_ACTIVE_PER_OWNER} active subscriptions")
             conn.execute(insert(s).values(row))
+            uow.commit()
         return _subscription(row), secret
 
     def of_owner(self, owner_id: str) -> list[Subscription]:
@@ -280,19 +282,20 @@ class Webhooks:
         subscription = self.get(owner_id, webhook_id)
         if subscription.active:
             now, s, d = self.clock.now(), webhook_subscriptions, webhook_deliveries
-            with self.engine.begin() as conn:
+            with self.units() as uow:
+                conn = uow.conn
                 # The fan-out holds the subscription's row (FOR SHARE) while it adds deliveries: this update
                 # waits for it, so the cancelling below sees every delivery it added.
                 conn.execute(update(s).where(s.c.id == webhook_id, s.c.owner_id == owner_id)
                              .values(active=False, deactivated_at=now))
                 conn.execute(update(d).where(d.c.subscription_id == webhook_id, d.c.status == PENDING)
                              .values(status=CANCELLED, last_error="the subscription was deleted"))
+                uow.commit()
         return self.get(owner_id, webhook_id)
 
     def _read(self, query: Any) -> list[RowMapping]:
-        with self.engine.connect() as conn:
-            with conn.execution_options(**{READ_ONLY: True}).begin():
-                return list(conn.execute(query).mappings())
+        with self.units(read_only=True) as uow:
+            return list(uow.conn.execute(query).mappings())
 
 
 def _subscription(r: Mapping[str, Any] | RowMapping) -> Subscription:  # a row, or one as written
@@ -332,7 +335,7 @@ class WebhookFailures:
     policy afresh; the sender takes it like any other pending delivery."""
 
     def __init__(self, engine: Engine, clock: Clock) -> None:
-        self.engine, self.clock = engine, clock
+        self.units, self.clock = UnitsOfWork(engine), clock
 
     def failed(self, *, subscription_id: str | None = None, owner_id: str | None = None,
                since: datetime | None = None, until: datetime | None = None, before_id: int | None = None,
@@ -358,9 +361,11 @@ class WebhookFailures:
         active (one conditional update: two operators redelivering at once send it once)."""
         d, s = webhook_deliveries, webhook_subscriptions
         active = exists().where(s.c.id == d.c.subscription_id, s.c.active)
-        with self.engine.begin() as conn:
+        with self.units() as uow:
+            conn = uow.conn
             changed = conn.execute(update(d).where(d.c.id == delivery_id, d.c.status == FAILED, active)
                                    .values(status=PENDING, attempts=0, next_at=self.clock.now())).rowcount
+            uow.commit()
         found = self._read(select(d, s.c.owner_id, s.c.owner_name, s.c.active)
                            .join(s, s.c.id == d.c.subscription_id).where(d.c.id == delivery_id))
         if not found:
@@ -372,9 +377,8 @@ class WebhookFailures:
         return FailedDelivery(_delivery(row), row["owner_id"], row["owner_name"])
 
     def _read(self, query: Any) -> list[RowMapping]:
-        with self.engine.connect() as conn:
-            with conn.execution_options(**{READ_ONLY: True}).begin():
-                return list(conn.execute(query).mappings())
+        with self.units(read_only=True) as uow:
+            return list(uow.conn.execute(query).mappings())
 
 
 # --- fan-out: notifications → the broker and webhook deliveries --------------------------------------------
@@ -386,7 +390,7 @@ class CaseEventFanOut:
 
     def __init__(self, engine: Engine, clock: Clock, connect: Callable[[], Publisher] | None = None,
                  batch: int = FAN_OUT_BATCH) -> None:
-        self.engine, self.clock, self.connect, self.batch = engine, clock, connect, batch
+        self.units, self.clock, self.connect, self.batch = UnitsOfWork(engine), clock, connect, batch
         self._publisher: Publisher | None = None
 
     def run(self) -> int:
@@ -402,10 +406,10 @@ class CaseEventFanOut:
 
     def _run_batch(self) -> int:
         n = case_notifications
-        with self.engine.connect() as conn:
-            with conn.execution_options(**{READ_ONLY: True}).begin():
-                rows = list(conn.execute(select(n).where(n.c.status == "pending").order_by(n.c.id)
-                                         .limit(self.batch)).mappings())
+        with self.units(read_only=True) as uow:
+            conn = uow.conn
+            rows = list(conn.execute(select(n).where(n.c.status == "pending").order_by(n.c.id)
+                                     .limit(self.batch)).mappings())
         published: list[tuple[int, dict[str, Any]]] = []
         try:
             for row in rows:
@@ -440,7 +444,8 @@ class CaseEventFanOut:
     def _settle(self, published: list[tuple[int, dict[str, Any]]]) -> None:
         """One transaction: a delivery per matching subscription, and the notifications marked published."""
         now, s, n = self.clock.now(), webhook_subscriptions, case_notifications
-        with self.engine.begin() as conn:
+        with self.units() as uow:
+            conn = uow.conn
             subscriptions = conn.execute(select(s.c.id, s.c.events).where(s.c.active)
                                          .with_for_update(read=True)).all()  # see Webhooks.unsubscribe
             deliveries = [{"subscription_id": sub_id, "case_no": e["case_no"], "seq": e["seq"], "event": e,
@@ -450,6 +455,7 @@ class CaseEventFanOut:
                 conn.execute(insert(webhook_deliveries), deliveries)
             conn.execute(update(n).where(n.c.id.in_([i for i, _ in published]), n.c.status == "pending")
                          .values(status="published", published_at=now))
+            uow.commit()
 
 
 # --- sending ---------------------------------------------------------------------------------------------
@@ -460,7 +466,7 @@ class WebhookSender:
 
     def __init__(self, engine: Engine, sealer: FieldSealer, clock: Clock, policy: WebhookPolicy,
                  jitter: Callable[[], float] = random.random, budget: timedelta = RUN_BUDGET) -> None:
-        self.engine, self.sealer, self.clock, self.policy = engine, sealer, clock, policy
+        self.units, self.sealer, self.clock, self.policy = UnitsOfWork(engine), sealer, clock, policy
         self.jitter, self.budget = jitter, budget
 
     def run(self) -> int:
@@ -488,9 +494,8 @@ class WebhookSender:
         query = (select(d.c.subscription_id, d.c.case_no).join(s, s.c.id == d.c.subscription_id)
                  .where(d.c.status == PENDING, d.c.next_at <= self.clock.now(), s.c.active, ~waiting)
                  .order_by(d.c.next_at, d.c.id).limit(SEND_BATCH))
-        with self.engine.connect() as conn:
-            with conn.execution_options(**{READ_ONLY: True}).begin():
-                return [(r[0], r[1]) for r in conn.execute(query)]
+        with self.units(read_only=True) as uow:
+            return [(r[0], r[1]) for r in uow.conn.execute(query)]
 
     def _follow(self, clients: _Clients, subscription_id: str, case_no: str, deadline: float) -> int:
         """Send one (subscription, case)'s due deliveries one after another, until one must wait."""
@@ -512,9 +517,8 @@ class WebhookSender:
                  .where(d.c.subscription_id == subscription_id, d.c.case_no == case_no, d.c.status == PENDING,
                         s.c.active)
                  .order_by(d.c.seq).limit(1))
-        with self.engine.connect() as conn:
-            with conn.execution_options(**{READ_ONLY: True}).begin():
-                row = conn.execute(query).mappings().first()
+        with self.units(read_only=True) as uow:
+            row = uow.conn.execute(query).mappings().first()
         return row if row is not None and as_utc(row["next_at"]) <= self.clock.now() else None
 
     def _send(self, clients: _Clients, head: RowMapping) -> bool:
@@ -545,9 +549,11 @@ class WebhookSender:
             values.update(status=FAILED)
         else:
             values.update(next_at=now + self._delay(attempts))
-        with self.engine.begin() as conn:
+        with self.units() as uow:
+            conn = uow.conn
             # Only a pending row: a subscription deleted meanwhile has cancelled it, and that stays.
             conn.execute(update(d).where(d.c.id == head["id"], d.c.status == PENDING).values(values))
+            uow.commit()
         bound = log.bind(subscription_id=head["subscription_id"], case_no=head["case_no"], seq=head["seq"],
                          attempts=attempts)
         if error is None:
