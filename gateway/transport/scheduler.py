@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from gateway.domain.clock import Clock
 from gateway.observability.correlation import correlated
 from gateway.persistence.tables import job_leases
+from gateway.persistence.uow import UnitsOfWork
 
 log = structlog.get_logger("yiwang.scheduler")
 DEFAULT_LEASE = timedelta(seconds=15)  # YIWANG_JOB_LEASE_MS
@@ -49,7 +50,7 @@ def process_owner() -> str:
 class Scheduler:
     def __init__(self, engine: Engine, clock: Clock, jobs: Sequence[Job], owner: str | None = None,
                  lease: timedelta = DEFAULT_LEASE) -> None:
-        self.engine, self.clock, self.jobs = engine, clock, list(jobs)
+        self.units, self.clock, self.jobs = UnitsOfWork(engine), clock, list(jobs)
         self.owner = owner or process_owner()
         self.lease = lease  # a dead holder's job is taken over this long after its last renewal
         self.renew_every = lease / 3  # two renewals may fail (a database blip) before the lease runs out
@@ -97,11 +98,13 @@ class Scheduler:
         self._ensure_row(job.name)
         free = or_(job_leases.c.lease_until.is_(None), job_leases.c.lease_until < now)
         not_yet_run = or_(job_leases.c.last_started_at.is_(None), job_leases.c.last_started_at <= now - job.every)
-        with self.engine.begin() as conn:
+        with self.units() as uow:
+            conn = uow.conn
             result = conn.execute(
                 update(job_leases).where(and_(job_leases.c.job == job.name, free, not_yet_run))
                 .values(owner=self.owner, lease_until=now + self.lease, last_started_at=now,
                         runs=job_leases.c.runs + 1))
+            uow.commit()
         return result.rowcount == 1
 
     @contextmanager
@@ -128,27 +131,33 @@ class Scheduler:
 
     def _renew(self, job: Job) -> bool:
         """Extend our lease by a whole lease from now; False when it is no longer ours."""
-        with self.engine.begin() as conn:
+        with self.units() as uow:
+            conn = uow.conn
             result = conn.execute(
                 update(job_leases).where(job_leases.c.job == job.name, job_leases.c.owner == self.owner,
                                          job_leases.c.lease_until.is_not(None))
                 .values(lease_until=self.clock.now() + self.lease))
+            uow.commit()
         return result.rowcount == 1
 
     def _release(self, job: Job, error: str | None) -> None:
-        with self.engine.begin() as conn:
+        with self.units() as uow:
+            conn = uow.conn
             conn.execute(update(job_leases).where(job_leases.c.job == job.name, job_leases.c.owner == self.owner)
                          .values(lease_until=None, last_finished_at=self.clock.now(), last_error=error))
+            uow.commit()
 
     def _ensure_row(self, name: str) -> None:
         if name in self._rows:
             return
-        with self.engine.connect() as conn:
-            exists = conn.execute(select(job_leases.c.job).where(job_leases.c.job == name)).first() is not None
+        with self.units(read_only=True) as uow:
+            exists = uow.conn.execute(select(job_leases.c.job).where(job_leases.c.job == name)).first() is not None
         if not exists:
             try:
-                with self.engine.begin() as conn:
+                with self.units() as uow:
+                    conn = uow.conn
                     conn.execute(insert(job_leases).values(job=name, runs=0))
+                    uow.commit()
             except IntegrityError:
                 pass  # another process made it first
         self._rows.add(name)
