@@ -38,7 +38,7 @@ from gateway.domain.clock import Clock, SystemClock, as_utc
 from gateway.domain.codes import credit_code_check_char, is_valid_credit_code
 from gateway.domain.matter import Department, Level, Matter, MatterType, ServiceObject
 from gateway.persistence.catalogue_tables import DRAFT, PUBLISHED, RETIRED, matter_versions
-from gateway.persistence.engine import READ_ONLY
+from gateway.persistence.uow import UnitsOfWork
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -388,7 +388,7 @@ class Catalogue:
     """
 
     def __init__(self, engine: Engine, cache_ttl_s: float = 2.0, *, clock: Clock | None = None) -> None:
-        self.engine = engine
+        self.units = UnitsOfWork(engine)  # one unit of work per change or read, committed explicitly
         self._ttl = cache_ttl_s
         self._clock = clock or SystemClock()
         self._published: dict[str, tuple[float, Matter | None]] = {}  # code → (expires, matter)
@@ -449,7 +449,8 @@ class Catalogue:
 
     def publish(self, code: str, version: int, actor: str) -> Matter:
         try:
-            with self.engine.begin() as conn:
+            with self.units() as uow:
+                conn = uow.conn
                 matter = self._publishable(conn, code, version)
                 now = self._clock.now()
                 self._retire_published(conn, code, actor, now)  # first: one published version at a time
@@ -458,6 +459,7 @@ class Catalogue:
                                     .values(status=PUBLISHED, published_at=now, published_by=actor))
                 if done.rowcount != 1:
                     raise VersionConflict(f"{code} version {version} was changed by someone else meanwhile")
+                uow.commit()
         except IntegrityError:
             raise VersionConflict(f"{code}: another version was published at the same time") from None
         self._forget([code])
@@ -485,10 +487,8 @@ class Catalogue:
     @contextmanager
     def _reading(self) -> Iterator[Connection]:
         # A read-only unit: on SQLite a deferred BEGIN, so readers never take the write lock.
-        with self.engine.connect() as conn:
-            conn.execution_options(**{READ_ONLY: True})
-            with conn.begin():
-                yield conn
+        with self.units(read_only=True) as uow:
+            yield uow.conn
 
     @staticmethod
     def _rows() -> Any:
@@ -522,10 +522,12 @@ class Catalogue:
         return matter
 
     def _write(self, matters: Sequence[Matter], actor: str, status: str, only_if_empty: bool = False) -> list[Matter]:
-        with self.engine.begin() as conn:
+        with self.units() as uow:
+            conn = uow.conn
             if only_if_empty and conn.scalar(select(_mv.id).limit(1)) is not None:
                 return []
             stored = [self._insert(conn, m, actor, status) for m in matters]
+            uow.commit()
         self._forget(m.implementation_code for m in stored)
         return stored
 

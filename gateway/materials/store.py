@@ -25,8 +25,8 @@ from typing import BinaryIO, Protocol
 from sqlalchemy import Connection, Engine, RowMapping, select
 
 from gateway.domain.clock import Clock, SystemClock
-from gateway.persistence.engine import READ_ONLY
 from gateway.persistence.material_tables import material_files
+from gateway.persistence.uow import UnitsOfWork
 
 PDF, JPEG, PNG, OFD = "application/pdf", "image/jpeg", "image/png", "application/ofd"
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
@@ -108,7 +108,7 @@ class MaterialStore:
                  allowed: frozenset[str] = DEFAULT_ALLOWED, clock: Clock | None = None) -> None:
         if unknown := allowed - _SNIFFABLE:  # a type we cannot recognise could never be admitted
             raise ValueError(f"cannot recognise {', '.join(sorted(unknown))} from content")
-        self._engine = engine
+        self._units = UnitsOfWork(engine)  # one unit of work per change or read, committed explicitly
         self._root = root
         self._incoming = root / ".incoming"  # under root: same filesystem, so os.replace is atomic
         self._incoming.mkdir(parents=True, exist_ok=True)
@@ -132,9 +132,11 @@ class MaterialStore:
             # File placed inside the transaction: if placing fails the row is rolled back. If the commit
             # fails after placing, an unreferenced content file remains, which is harmless (a later
             # identical upload reuses it); a row pointing at no file would not be.
-            with self._engine.begin() as conn:
+            with self._units() as uow:
+                conn = uow.conn
                 conn.execute(material_files.insert().values(**asdict(material)))
                 self._place(received)
+                uow.commit()
         finally:
             received.path.unlink(missing_ok=True)  # already moved when kept; the leftover when refused
         return material
@@ -241,8 +243,8 @@ class MaterialStore:
     @contextmanager
     def _reading(self) -> Iterator[Connection]:
         # Read-only: on SQLite a plain BEGIN, not BEGIN IMMEDIATE, so lookups never queue for the write lock.
-        with self._engine.connect() as conn:
-            yield conn.execution_options(**{READ_ONLY: True})
+        with self._units(read_only=True) as uow:
+            yield uow.conn
 
 
 def sniff(path: Path) -> str | None:
