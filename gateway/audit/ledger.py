@@ -44,8 +44,8 @@ from sqlalchemy.engine import Connection, RowMapping
 
 from certstore import CryptoError, FieldSealer, Signer, decode_signature, digest, encode_signature
 from gateway.domain.clock import Clock, SystemClock, as_utc
-from gateway.persistence.engine import READ_ONLY
 from gateway.persistence.ledger_tables import ledger_checkpoints, ledger_records, ledger_retention
+from gateway.persistence.uow import UnitsOfWork
 
 log = structlog.get_logger("yiwang.ledger")
 AUDIT, MESSAGE = "audit", "message"
@@ -193,7 +193,7 @@ class Ledger:
     def __init__(self, engine: Engine, sealer: FieldSealer, signer: KeyedSigner, *, digest_name: str = "sha256",
                  clock: Clock | None = None, writer: str | None = None, checkpoint_every: int = 1000,
                  checkpoint_ms: int = 60_000, verifiers: Sequence[KeyedSigner] = ()) -> None:
-        self.engine, self._sealer, self._signer = engine, sealer, signer
+        self.units, self._sealer, self._signer = UnitsOfWork(engine), sealer, signer
         self._digest_name = digest(digest_name).name
         self._clock = clock or SystemClock()
         self.writer = writer or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -269,8 +269,10 @@ class Ledger:
         if not rows:
             return
         try:
-            with self.engine.begin() as conn:
+            with self.units() as uow:
+                conn = uow.conn
                 ids = conn.execute(_INSERT_RECORDS, rows).scalars().all()
+                uow.commit()
         except Exception as exc:  # noqa: BLE001 - nothing of the batch is stored; every caller hears why
             for request in written:
                 request.error = exc
@@ -299,10 +301,12 @@ class Ledger:
                 return False
             at = as_utc(self._clock.now())
             signature = self._signer.sign(_checkpoint_payload(chain.name, chain.seq, chain.head, at))
-            with self.engine.begin() as conn:
+            with self.units() as uow:
+                conn = uow.conn
                 conn.execute(insert(ledger_checkpoints).values(
                     chain=chain.name, seq=chain.seq, head_hash=chain.head, at=at,
                     signature=encode_signature(signature), key_id=self._signer.key_id))
+                uow.commit()
             chain.unsigned = 0
             # The log line is an anchor outside the database (logs are shipped elsewhere); so is
             # `yiwang audit anchors`. Either catches a chain deleted together with its checkpoints.
@@ -358,7 +362,8 @@ class Ledger:
         end = first_young if first_young is not None else (last or 0) + 1  # the first seq that stays
         removed = 0
         while True:
-            with self.engine.begin() as conn:
+            with self.units() as uow:
+                conn = uow.conn
                 rows = conn.execute(select(ledger_records).where(c.chain == chain, c.seq < end).order_by(c.seq)
                                     .limit(batch))
                 records = [_record(r) for r in rows.mappings()]
@@ -369,6 +374,7 @@ class Ledger:
                 newest = records[-1]
                 conn.execute(insert(ledger_retention).values(self._retention_marker(chain, newest, before)))
                 conn.execute(delete(ledger_records).where(c.chain == chain, c.seq <= newest.seq))
+                uow.commit()
             removed += len(records)
             log.info("ledger records purged", chain=chain, up_to_seq=newest.seq, records=len(records))
 
@@ -481,9 +487,8 @@ class Ledger:
 
     @contextmanager
     def _reading(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
-            with conn.execution_options(**{READ_ONLY: True}).begin():  # a deferred BEGIN on SQLite: no write lock
-                yield conn
+        with self.units(read_only=True) as uow:  # a deferred BEGIN on SQLite: no write lock
+            yield uow.conn
 
 
 def record_hash(row: Mapping[str, Any], digest_name: str) -> str:

@@ -35,6 +35,7 @@ from gateway.domain.clock import Clock, as_utc
 from gateway.persistence.notification_tables import DELIVERED, webhook_deliveries
 from gateway.persistence.repository import DeadLetterRepository
 from gateway.persistence.tables import case_notifications, dead_letters
+from gateway.persistence.uow import UnitsOfWork
 
 log = structlog.get_logger("yiwang.retention")
 # What a dead letter carries of the message itself (sealed); its identifiers and outcome are kept.
@@ -80,7 +81,7 @@ class JsonLinesArchive:
 class Retention:
     def __init__(self, engine: Engine, ledger: Ledger, clock: Clock, policy: RetentionPolicy,
                  archive: Archive | None = None) -> None:
-        self.engine, self.ledger, self.clock, self.policy = engine, ledger, clock, policy
+        self.units, self.ledger, self.clock, self.policy = UnitsOfWork(engine), ledger, clock, policy
         # `archive` replaces the policy's directory (tests hand in one that fails on purpose).
         self.archive = archive or (JsonLinesArchive(policy.archive_dir, clock) if policy.archive_dir else None)
 
@@ -124,7 +125,8 @@ class Retention:
         """Oldest first, `batch` rows per transaction: read them, archive them, purge them, commit."""
         total = 0
         while True:
-            with self.engine.begin() as conn:
+            with self.units() as uow:
+                conn = uow.conn
                 rows = conn.execute(select(*columns).where(due).order_by(table.c.id).limit(self.policy.batch))
                 batch = [dict(row) for row in rows.mappings()]
                 if not batch:
@@ -132,6 +134,7 @@ class Retention:
                 if self.archive is not None:
                     self.archive(table.name, batch)
                 purge(conn, [row["id"] for row in batch])
+                uow.commit()
             total += len(batch)
 
 
