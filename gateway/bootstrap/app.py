@@ -57,7 +57,7 @@ from gateway.notifications.hall import (
 from gateway.persistence.blind_index import BlindIndex, load_or_create_key
 from gateway.persistence.engine import make_engine
 from gateway.persistence.personal_data import PersonalData, reseal_all
-from gateway.persistence.uow import UnitOfWork, UnitsOfWork, create_schema
+from gateway.persistence.uow import UnitsOfWork, create_schema
 from gateway.sectors.bundle_records import BundleStore
 from gateway.sectors.calls import NonceLedger, SectorCalls
 from gateway.sectors.delivery import Dispatcher, DispatchSettings
@@ -221,7 +221,7 @@ def scheduled_jobs(settings: Settings, engine: Engine, service: CaseService, exp
     if settings.amqp_url:
         requeue_after = timedelta(milliseconds=settings.outbox_requeue_after_ms)
         jobs.append(Job("outbox-sweep", timedelta(milliseconds=settings.outbox_sweep_ms),
-                        lambda: sweep_outbox(engine, clock, requeue_after)))
+                        lambda: sweep_outbox(service.units, clock, requeue_after)))
     return jobs
 
 
@@ -247,10 +247,10 @@ def case_event_publisher(settings: Settings) -> Callable[[], Publisher] | None:
     return lambda: ConfirmedPublisher(url, settings.amqp_heartbeat_s, name="yiwang case events")
 
 
-def sweep_outbox(engine: Engine, clock: Clock, requeue_after: timedelta) -> int:
+def sweep_outbox(units: UnitsOfWork, clock: Clock, requeue_after: timedelta) -> int:
     """Messages queued long ago and never settled (a broker that lost them) are published again."""
     now = clock.now()
-    with UnitOfWork(engine) as uow:
+    with units() as uow:
         count = uow.outbox.requeue_stale(now - requeue_after, now)
         uow.commit()
     return count
