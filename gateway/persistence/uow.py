@@ -71,7 +71,8 @@ class UnitsOfWork:
 
     def __init__(self, engine: Engine, personal: PersonalData | None = None) -> None:
         self.engine = engine  # for what is not a unit of work: the schema, health probes, stores not yet moved
-        self.personal: PersonalData = personal or NoPersonalData()  # type: ignore[assignment]  # refuses every use
+        # NoPersonalData stands in for PersonalData (duck-typed), refusing every use: hence the ignore.
+        self.personal: PersonalData = personal or NoPersonalData()  # type: ignore[assignment]
         self.dialect = engine.dialect.name  # "sqlite" or "postgresql"
 
     def __call__(self, *, read_only: bool = False) -> UnitOfWork:
