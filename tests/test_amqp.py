@@ -23,6 +23,10 @@ import pytest
 from sqlalchemy import select
 
 from adapters.simulators.social_security import SocialSecuritySimulator
+from gateway.bootstrap.app import Gateway
+from gateway.cases.service import SubmitCase
+from gateway.domain.case import Actor, ActorKind, Applicant, SubmittedMaterial
+from gateway.persistence import tables as t
 from gateway.transport.amqp import (
     DEAD_LETTER_QUEUE,
     DELIVER_EXCHANGE,
@@ -32,11 +36,7 @@ from gateway.transport.amqp import (
     Envelope,
     queue_name,
 )
-from gateway.bootstrap.app import Gateway
-from gateway.sectors.delivery import Dispatcher
-from gateway.domain.case import Actor, ActorKind, Applicant, SubmittedMaterial
-from gateway.persistence import tables as t
-from gateway.cases.service import SubmitCase
+from gateway.transport.in_process import Dispatcher
 from tests.conftest import COMPLETE_APPLICATION, activate_shipped, rabbitmq_vhost
 from tests.test_processes import Launch, hall_key, launch, serve  # noqa: F401 - `launch`: the fixture
 

@@ -18,12 +18,12 @@ from sqlalchemy import select
 from adapters.simulators.housing_fund import HousingFundSimulator
 from adapters.simulators.social_security import SocialSecuritySimulator
 from gateway.bootstrap.app import Gateway, create_app
-from gateway.sectors.delivery import Dispatcher
 from gateway.domain.case import Case
 from gateway.domain.matter import Matter
 from gateway.persistence import tables as t
 from gateway.persistence.repository import OutboxMessage
 from gateway.persistence.uow import UnitOfWork
+from gateway.transport.in_process import Dispatcher
 from tests.conftest import PARALLEL_APPLICATION, Keys
 
 BOTH_READ_S = 2.0  # how long one recording waits for the other to have read the case too

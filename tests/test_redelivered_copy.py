@@ -15,8 +15,8 @@ from sqlalchemy import select, update
 
 from adapters.simulators.social_security import SocialSecuritySimulator
 from gateway.bootstrap.app import Gateway
-from gateway.sectors.delivery import Dispatcher
 from gateway.persistence import tables as t
+from gateway.transport.in_process import Dispatcher
 from tests.test_delivery import outbox_statuses, state, submit
 
 

@@ -60,13 +60,14 @@ from gateway.persistence.personal_data import PersonalData, reseal_all
 from gateway.persistence.uow import UnitsOfWork, create_schema
 from gateway.sectors.bundle_records import BundleStore
 from gateway.sectors.calls import NonceLedger, SectorCalls
-from gateway.sectors.delivery import Dispatcher, DispatchSettings
+from gateway.sectors.delivery import DispatchSettings
 from gateway.sectors.live_registry import LiveRegistry
 from gateway.security.api_keys import ApiKeyStore
 from gateway.security.approvals import Approvals
 from gateway.security.certificates import ExpiryWatch, open_cert_store
 from gateway.security.rate_limits import rate_limiter
 from gateway.transport.amqp import AmqpTransport, ConfirmedPublisher
+from gateway.transport.in_process import Dispatcher
 from gateway.transport.scheduler import Job, Scheduler
 from ops import api as ops_api
 from ops import readiness as readiness_probe

@@ -1,4 +1,5 @@
-"""The in-process transport: take due outbox rows, call the sector's adapter, record the outcome.
+"""Delivering one outbox message: call the sector's adapter, record the outcome. The transports decide when
+(`gateway.transport.in_process`, the loop of the embedded default; `gateway.transport.amqp`, RabbitMQ workers).
 
 A message is leased, never locked across the sector call: a dispatcher that dies mid-call simply
 lets its lease expire, and another takes the message over with the same idempotency key, so the
@@ -17,11 +18,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, Literal, Protocol
@@ -61,12 +60,6 @@ class DispatchSettings:
     unsafe_fresh_keys: bool = False
 
 
-class Scheduled(Protocol):
-    """The leased scheduled jobs (`gateway.transport.scheduler.Scheduler`): run what is due, in this process or none."""
-
-    def run_due(self) -> int: ...
-
-
 class AdapterSource(Protocol):
     def get(self, sector: str) -> RegisteredAdapter: ...
 
@@ -94,46 +87,20 @@ class MessageLog(Protocol):
                 idempotency_key: str | None, body: Any, status: str) -> object: ...
 
 
-class Dispatcher:
+class Delivery:
+    """Delivers one outbox message at a time and stores its outcome; the transports decide when."""
+
     def __init__(self, service: CaseService, registry: AdapterSource,
                  settings: DispatchSettings | None = None, materials: MaterialTransport | None = None,
-                 messages: MessageLog | None = None, scheduler: Scheduled | None = None,
-                 observer: DeliveryObserver | None = None) -> None:
+                 messages: MessageLog | None = None, observer: DeliveryObserver | None = None) -> None:
         self.observer = observer  # None: outcomes are only logged
-        self.scheduler = scheduler  # the clock, certificate expiry, notifications: run between rounds
         self.service = service
         self.units = service.units  # the outbox leases: a unit of work each, committed explicitly
         self.messages = messages  # None: exchanges with sectors are not recorded
         self.registry = registry
         self.settings = settings or DispatchSettings()
-        self._pool: ThreadPoolExecutor | None = None  # while `run` runs with concurrency > 1
         self.materials = materials  # None: materials travel as references only (`file_ref`)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-    def run_once(self) -> int:
-        """Deliver what is due now; returns how many messages were handled."""
-        now = self.service.clock.now()
-        with self.units() as uow:
-            messages = uow.outbox.claim_due(self.owner, now, now + self.settings.lease, self.settings.batch)
-            uow.commit()
-        self._deliver_all(messages)
-        return len(messages)
-
-    def _deliver_all(self, messages: list[OutboxMessage]) -> None:
-        """Each case's messages in claim order; different cases side by side when `run` has a pool, because a
-        sector call mostly waits on the network and the next case need not wait for it."""
-        by_case: dict[str, list[OutboxMessage]] = {}
-        for message in messages:
-            by_case.setdefault(message.case_no, []).append(message)
-        if self._pool is None or len(by_case) < 2:
-            for message in messages:
-                self.deliver(message)
-            return
-        list(self._pool.map(self._deliver_in_order, by_case.values()))
-
-    def _deliver_in_order(self, messages: list[OutboxMessage]) -> None:
-        for message in messages:
-            self.deliver(message)
 
     def take_and_deliver(self, outbox_id: int) -> bool:
         """A worker got this message from the broker: deliver it unless its outcome is stored already (a
@@ -156,29 +123,6 @@ class Dispatcher:
             if held is None or time.monotonic() > give_up:
                 return False  # settled already (a copy), or held longer than any lease: its holder settles it
             time.sleep(min((held - now).total_seconds(), self.settings.idle.total_seconds()))
-
-    def run(self, stop: threading.Event) -> None:
-        """Loop until `stop` is set; a crash of one delivery never stops the loop."""
-        log.info("dispatcher started", owner=self.owner, concurrency=self.settings.concurrency)
-        with ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="deliver") as pool:
-            self._pool = pool if self.settings.concurrency > 1 else None
-            try:
-                while not stop.is_set():
-                    if self.scheduler is not None:
-                        self._guarded(self.scheduler.run_due, "scheduled jobs failed")
-                    handled = self._guarded(self.run_once, "dispatch round failed")
-                    if not handled:
-                        stop.wait(self.settings.idle.total_seconds())
-            finally:
-                self._pool = None
-
-    @staticmethod
-    def _guarded(step: Callable[[], int], failure: str) -> int:
-        try:
-            return step()
-        except Exception:  # the database may be briefly unavailable; keep going
-            log.exception(failure)
-            return 0
 
     def deliver(self, message: OutboxMessage) -> None:
         """Deliver one message and store its outcome; the observer hears how it ended, even when a

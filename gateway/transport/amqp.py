@@ -22,7 +22,6 @@ from typing import Protocol
 import structlog
 
 from gateway.config import Settings
-from gateway.sectors.delivery import Dispatcher
 from gateway.transport.amqp_publisher import ConfirmedPublisher, PublishFailed, Unroutable
 from gateway.transport.amqp_relay import OutboxRelay
 from gateway.transport.amqp_topology import (
@@ -38,6 +37,7 @@ from gateway.transport.amqp_topology import (
     routing_key,
 )
 from gateway.transport.amqp_worker import DeadLetterConsumer, DeliveryConsumer, WorkerStats
+from gateway.transport.in_process import Dispatcher
 
 __all__ = ["CASE_EVENTS_EXCHANGE", "DEAD_LETTER_EXCHANGE", "DEAD_LETTER_QUEUE", "DELIVER_EXCHANGE", "AmqpTransport",
            "Backoff", "ConfirmedPublisher", "DeadLetterConsumer", "DeliveryConsumer", "Envelope", "OutboxRelay",

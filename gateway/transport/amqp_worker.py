@@ -31,7 +31,6 @@ from pika.exceptions import AMQPError
 
 from gateway.cases.service import CaseService
 from gateway.persistence.repository import Failure
-from gateway.sectors.delivery import Dispatcher
 from gateway.transport.amqp_topology import (
     DEAD_LETTER_QUEUE,
     RECONNECT_ON,
@@ -45,6 +44,7 @@ from gateway.transport.amqp_topology import (
     pause,
     queue_name,
 )
+from gateway.transport.in_process import Dispatcher
 
 log = structlog.get_logger("yiwang.amqp.worker")
 UNHANDLED = "unhandled"  # the error class of what the broker dead-lettered
