@@ -22,8 +22,11 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/lint-imports
 
+# The suite runs on every core (pytest-xdist; each worker has databases and a RabbitMQ vhost of its own).
+# `make test PYTEST_WORKERS=0` runs it in one process; `PYTEST_ARGS="-k delivery"` passes arguments to pytest.
+PYTEST_WORKERS ?= auto
 test: lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

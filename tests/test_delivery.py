@@ -157,10 +157,11 @@ def test_a_late_answer_for_a_withdrawn_case_changes_nothing(gateway: Gateway,
 @pytest.mark.timeout(60)
 def test_the_in_process_dispatcher_delivers_different_cases_side_by_side(
         make_gateway: Callable[..., Gateway], simulator: SocialSecuritySimulator) -> None:
-    """Every sector answer takes 600 ms: four cases one after the other would take at least 2.4 s."""
+    """Every sector answer takes 1 s: four cases one after the other would take at least 4 s; side by side,
+    they take under 3 s (less than even three in a row), with room left for a busy machine."""
     gateway = make_gateway(sector_endpoints={"social_security": simulator.url}, worker_concurrency=4,
                            dispatch_idle_ms=10)
-    simulator.set_fault("slow", slow_ms=600)
+    simulator.set_fault("slow", slow_ms=1000)
     cases = [submit(gateway) for _ in range(4)]
     began = time.monotonic()
     gateway.start_dispatcher()
@@ -173,7 +174,7 @@ def test_the_in_process_dispatcher_delivers_different_cases_side_by_side(
     took = time.monotonic() - began
     assert all(_acknowledged(gateway, c) for c in cases)
     assert simulator.counters["cases_created"] == 4
-    assert took < 2.0, f"four slow deliveries took {took:.1f} s: they were not made side by side"
+    assert took < 3.0, f"four slow deliveries took {took:.1f} s: they were not made side by side"
 
 
 def _acknowledged(gateway: Gateway, case_no: str) -> bool:

@@ -60,9 +60,10 @@ class _Recording:
     def __init__(self, adapter: Any, messages: list[tuple[str, CanonicalMessage]]) -> None:
         self.adapter, self.messages = adapter, messages
 
-    def call(self, operation: Operation, message: CanonicalMessage) -> Any:
+    def call(self, operation: Operation, message: CanonicalMessage, **options: Any) -> Any:
+        """`options` (the dispatcher's `on_sent`) go to the wrapped adapter as they are."""
         self.messages.append((str(operation), copy.deepcopy(message)))
-        return self.adapter.call(operation, message)
+        return self.adapter.call(operation, message, **options)
 
     def render(self, operation: Operation, message: CanonicalMessage) -> Any:
         return self.adapter.render(operation, message)
