@@ -26,7 +26,7 @@ from gateway.auth import Role
 from gateway.persistence.repository import DeadLetter
 from tests.conftest import COMPLETE_APPLICATION, PARALLEL_APPLICATION, PG_ADMIN_URL, PG_HOW_TO_START
 from tests.conftest import rabbitmq_vhost, service_missing
-from tests.fault_harness import YIWANG, Cluster, LedgerReport, Load, broker_app_stopped, create_database
+from tests.fault_harness import YIWANG, Cluster, LedgerReport, Load, PrivateBroker, create_database
 from tests.fault_harness import drop_database, free_port, harness_engine, in_flight, ledger_check, prepare_database
 from tests.fault_harness import rabbitmqctl, terminate_gateway_sessions, unpublished_notifications, vhost_connections
 from tests.fault_harness import wait_until
@@ -236,19 +236,31 @@ def wait_for_a_call_in_flight(simulator: SocialSecuritySimulator, load: Load, cl
     return not applied_all() or in_flight(simulator)
 
 
+@pytest.fixture
+def private_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateBroker]:
+    """A RabbitMQ node of the test's own (see PrivateBroker): stopping it stops no one else's broker."""
+    broker = PrivateBroker(tmp_path_factory.mktemp("rabbitmq"))
+    try:
+        broker.start()
+        print(f"private RabbitMQ node {broker.node} booted in {broker.boot_s:.1f} s")
+        yield broker
+    finally:
+        broker.stop()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_broker_stopped_and_started_under_load_loses_nothing_and_applies_nothing_twice(
-    database: str, tmp_path: Path, social_security: SocialSecuritySimulator, amqp_url: str
+    database: str, tmp_path: Path, social_security: SocialSecuritySimulator, private_broker: PrivateBroker
 ) -> None:
-    """`rabbitmqctl stop_app` for 2.5 s in the middle of the load (the whole broker on this machine: the
-    suite runs serially), then `start_app`; the processes reconnect, the outbox relay catches up."""
+    """`rabbitmqctl stop_app` for 2.5 s in the middle of the load (a node of the test's own, so the tests
+    running beside it keep theirs), then `start_app`; the processes reconnect, the outbox relay catches up."""
     social_security.set_fault("slow", slow_ms=SLOW_MS)
-    with cluster_for(database, tmp_path, amqp_url, {"social_security": social_security.url}) as cluster:
+    with cluster_for(database, tmp_path, private_broker.url, {"social_security": social_security.url}) as cluster:
         load = hall_load(cluster).start()
         wait_until(lambda: social_security.counters["raw_requests"] >= CASES // 4, 60, "deliveries under way")
         during = (load.accepted, social_security.counters["raw_requests"])
-        with broker_app_stopped():
+        with private_broker.app_stopped():
             time.sleep(2.5)
         loaded = load.wait()
         report = ledger_check(cluster, [loaded], {"social_security": social_security}, quiet_s=2 * SLOW_MS / 1000)
