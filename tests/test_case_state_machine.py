@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
@@ -129,6 +130,7 @@ class CaseMachine(RuleBasedStateMachine):
             assert [e.seq for e in case.events] == list(range(1, len(case.events) + 1))
 
 
+@pytest.mark.timeout(180)  # 25 sequences of 25 steps: ~10 s on PostgreSQL alone, several times that beside other tests
 def test_random_action_sequences_keep_state_and_events_consistent(make_gateway: Callable[..., Gateway]) -> None:
     clock = FixedClock(PINNED)
     gateway = make_gateway(clock=clock)
