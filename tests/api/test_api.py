@@ -15,7 +15,7 @@ from gateway.app import Gateway, create_app
 from gateway.auth import Role
 from gateway.domain.clock import FixedClock
 from gateway.persistence import tables as t
-from tests.conftest import COMPLETE_APPLICATION, PINNED, Keys
+from tests.support.gateways import COMPLETE_APPLICATION, PINNED, Keys
 
 PROBLEM = "application/problem+json"
 

@@ -19,7 +19,7 @@ from gateway.app import Gateway, create_app
 from gateway.auth import Role
 from gateway.ledger import AUDIT, MESSAGE, Filters
 from gateway.serving import serve_in_thread
-from tests.conftest import COMPLETE_APPLICATION, Keys, drain
+from tests.support.gateways import COMPLETE_APPLICATION, Keys, drain
 
 PERSON = COMPLETE_APPLICATION["applicant"]["id_number"]
 ID_CARD_RENEWAL = "11150203MB0E00080E4000114002000"  # 居民身份证换领: public security, decided by callback

@@ -18,7 +18,7 @@ from gateway.auth import ALL_ROLES, Identity, NotAllowed, NotAuthenticated, Role
 from gateway.catalogue import Catalogue, matter_to_document
 from gateway.domain.matter import Material, Matter
 from gateway.problems import problem_response
-from tests.test_catalogue import (  # noqa: F401 - fixtures
+from tests.support.catalogue import (  # noqa: F401 - fixtures
     PENSION_TRANSFER,
     SHIPPED,
     UNEMPLOYMENT,

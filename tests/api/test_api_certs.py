@@ -17,7 +17,7 @@ from certstore.store import CertStore
 from gateway.app import Gateway, create_app
 from gateway.auth import Role
 from gateway.domain.clock import FixedClock
-from tests.pki import TestCA, key_pem
+from tests.support.pki import TestCA, key_pem
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 PROBLEM = "application/problem+json"

@@ -27,14 +27,11 @@ from gateway.dispatch import canonical_message
 from gateway.domain.clock import FixedClock
 from gateway.domain.matter import Matter
 from gateway.persistence import tables as t
-from tests.conftest import COMPLETE_APPLICATION, PINNED, SOCIAL_SECURITY_AGENCY, Keys, drain
+from tests.support.gateways import COMPLETE_APPLICATION, PINNED, SOCIAL_SECURITY_AGENCY, Keys, drain
+from tests.support.applications import APPLICANT_ID, HOUSING, HOUSING_FUND, HOUSING_MATERIALS, application
 
-HOUSING = "12150200MB1A00020M3000720001000"  # 住房公积金提取（购买自住住房）: back office, 3 working days
-HOUSING_FUND = "12150200MB1A00020M"  # 包头市住房公积金管理中心
 HOUSING_FUND_NAME = "包头市住房公积金管理中心"
-HOUSING_MATERIALS = ("居民身份证", "购房合同", "购房发票", "本人银行卡")
 RETIREMENT = "12150200MB1A00010L3000805005000"  # 职工退休一件事: social security leads, housing fund co-decides
-APPLICANT_ID = "150203198503120039"
 ELDER_ID = "150203196604150035"  # born 1966-04-15: 60 at PINNED (2026-11-24)
 AGENT_ID = "150203199001010010"
 PDF = b"%PDF-1.4\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n"
@@ -89,13 +86,6 @@ def desk(open_desk: OpenDesk) -> Desk:
 
 
 # --- requests --------------------------------------------------------------------------------------
-
-
-def application(code: str = HOUSING, materials: tuple[str, ...] = HOUSING_MATERIALS, **changes: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"matter_code": code, "applicant": {"name": "李秀英", "id_number": APPLICANT_ID,
-                                                              "phone": "13847100002"},
-                            "materials": [{"name": m} for m in materials]}
-    return {**body, **changes}
 
 
 def submit(client: TestClient, body: dict[str, Any] | None = None) -> dict[str, Any]:

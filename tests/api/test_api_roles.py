@@ -1,23 +1,21 @@
 """Every /v1 route declares its roles and refuses callers without a valid key; submission's channel rule.
 
-Which role may call which route is the role matrix's job (tests/test_role_matrix.py).
+Which role may call which route is the role matrix's job (tests/api/test_role_matrix.py).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 from fastapi import FastAPI
-from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from gateway.app import Gateway, create_app
 from gateway.auth import Role
-from tests.conftest import SOCIAL_SECURITY_AGENCY
+from tests.support.gateways import SOCIAL_SECURITY_AGENCY
+from tests.support.routes import admitted_roles, v1_routes
 
 H, W, C, I = Role.HALL_CLIENT, Role.WINDOW, Role.CLERK, Role.ISSUING_WINDOW
 APPLICATION = {"matter_code": "12150200MB1A00020M3000720001000",
@@ -32,28 +30,6 @@ def gateway(make_gateway: Callable[..., Gateway]) -> Gateway:
 @pytest.fixture
 def app(gateway: Gateway) -> FastAPI:
     return create_app(gateway)
-
-
-def v1_routes(app: FastAPI) -> list[Any]:
-    """The app's API routes under /v1, as served (FastAPI ≥ 0.165 keeps included routers nested)."""
-    try:
-        from fastapi.routing import iter_route_contexts
-    except ImportError:  # older FastAPI: app.routes holds the included routes themselves
-        flat: list[Any] = [r for r in app.routes if isinstance(r, APIRoute)]
-    else:
-        flat = [c for c in iter_route_contexts(app.routes) if isinstance(c.original_route, APIRoute)]
-    routes = [r for r in flat if r.path.startswith("/v1/")]
-    assert len(routes) >= 20  # cases, case actions, catalogue, materials
-    return routes
-
-
-def admitted_roles(dependant: Dependant) -> Iterator[frozenset[Role]]:
-    """The roles of every `require()` among a route's dependencies, however deep."""
-    for dependency in dependant.dependencies:
-        roles = getattr(dependency.call, "admitted_roles", None)
-        if roles is not None:
-            yield roles
-        yield from admitted_roles(dependency)
 
 
 def headers_of(gateway: Gateway, role: Role) -> dict[str, str]:

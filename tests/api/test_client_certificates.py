@@ -16,7 +16,7 @@ from gateway.app import Gateway, create_app
 from gateway.auth import Role
 from gateway.cli_keys import make_keys_app
 from gateway.identities import IdentityError
-from tests.pki import TestCA
+from tests.support.pki import TestCA
 
 HEADER = "X-SSL-Client-Cert"
 TESTCLIENT = "testclient"  # the peer address Starlette's TestClient reports

@@ -19,7 +19,7 @@ from gateway.bundles import pack_folder, unpacked
 from gateway.catalogue import matter_to_document
 from gateway.cli_adapters import make_adapters_app
 from gateway.cli_catalogue import make_catalogue_app
-from tests.conftest import Keys
+from tests.support.gateways import Keys
 
 SECTOR = "housing_fund"
 PENSION_TRANSFER = "12150200MB1A00010L3000805002000"  # 职工基本养老保险关系转移接续

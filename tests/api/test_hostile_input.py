@@ -27,7 +27,6 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +42,10 @@ from gateway.app import Gateway, create_app
 from gateway.json_bodies import JsonBodyRoute
 from gateway.auth import Role
 from gateway.persistence import tables as t
-from tests.conftest import COMPLETE_APPLICATION, Keys, drain
-from tests.test_api_roles import v1_routes
+from tests.support.gateways import COMPLETE_APPLICATION, Keys, drain
+from tests.support.routes import v1_routes
+from tests.support.hostile import CASE_NS, HostileSector, PERSON, SOAP_ENV, assert_problem, envelope, submit_answer
 
-PROBLEM = "application/problem+json"
-PERSON = "150203198503120039"
 ID_CARD_RENEWAL = "11150203MB0E00080E4000114002000"  # 居民身份证换领: public security, answers by callback
 
 # --------------------------------------------------------------------------------------------- witnesses
@@ -139,15 +137,6 @@ DOCTYPES: dict[str, Callable[..., str]] = {"xxe-file": xxe_file, "xxe-network": 
 # Reading hostile input happens before any database is involved: those tests run on SQLite only. What is
 # recorded (dead letters, callback nonces, cases) is checked on both databases.
 SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-
-
-def assert_problem(answer: Any, status: int, slug: str | None = None) -> dict[str, Any]:
-    assert answer.status_code == status, answer.text
-    assert answer.headers["content-type"].startswith(PROBLEM), answer.headers["content-type"]
-    body: dict[str, Any] = answer.json()
-    if slug is not None:
-        assert body["type"] == f"urn:yiwang:problem:{slug}", body
-    return body
 
 
 def count(gateway: Gateway, table: Any) -> int:
@@ -667,44 +656,6 @@ def test_a_catalogue_file_with_python_yaml_tags_is_refused_without_running_them(
 # ========================================================================================== sector side
 
 
-class HostileSector:
-    """A sector system that answers every request with what the test says (status, type, body)."""
-
-    def __init__(self) -> None:
-        self.answer: tuple[int, str, bytes] = (200, "text/xml", b"")
-        self.requests = 0
-        sector = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _reply(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                sector.requests += 1
-                status, content_type, body = sector.answer
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_POST = do_DELETE = _reply
-
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def sector() -> Iterator[HostileSector]:
     hostile = HostileSector()
@@ -712,23 +663,9 @@ def sector() -> Iterator[HostileSector]:
     hostile.close()
 
 
-SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
-CASE_NS = "http://hrss.sim.yiwang.local/case/v1"
-
-
-def envelope(body: str, doctype: str = "") -> bytes:
-    return (f'<?xml version="1.0" encoding="UTF-8"?>{doctype}<soap:Envelope xmlns:soap="{SOAP_ENV}">'
-            f"<soap:Body>{body}</soap:Body></soap:Envelope>").encode()
-
-
 def contribution_answer(fhxx: str = "ok") -> str:
     return f'<c:QueryContributionRecordResponse xmlns:c="{CASE_NS}"><fhdm>0000</fhdm><fhxx>{fhxx}</fhxx>' \
            "<ljys>1</ljys></c:QueryContributionRecordResponse>"
-
-
-def submit_answer(fhxx: str = "ok") -> str:
-    return f'<c:SubmitCaseResponse xmlns:c="{CASE_NS}"><fhdm>0000</fhdm><fhxx>{fhxx}</fhxx>' \
-           "<ywlsh>SB0000000001</ywlsh></c:SubmitCaseResponse>"
 
 
 def fault(detail: str) -> str:

@@ -28,7 +28,7 @@ from gateway.domain.clock import FixedClock
 from gateway.domain.codes import id_number_check_char
 from gateway.persistence import tables as t
 from gateway.services import CaseService, SubmitCase
-from tests.conftest import COMPLETE_APPLICATION, PINNED, Keys
+from tests.support.gateways import COMPLETE_APPLICATION, PINNED, Keys
 
 PROBLEM = "urn:yiwang:problem:"
 UNEMPLOYMENT = str(COMPLETE_APPLICATION["matter_code"])  # 失业保险金申领 (social security)

@@ -36,8 +36,8 @@ from gateway.app import build_gateway, create_app
 from gateway.auth import DUTIES, Role
 from gateway.config import Settings
 from gateway.problems import PROBLEM_MEDIA_TYPE
-from tests.conftest import SECTOR_SECRETS, SOCIAL_SECURITY_AGENCY, activate_shipped
-from tests.test_api_roles import admitted_roles, v1_routes
+from tests.support.gateways import SECTOR_SECRETS, SOCIAL_SECURITY_AGENCY, activate_shipped
+from tests.support.routes import admitted_roles, v1_routes
 
 EXAMPLES_PER_OPERATION = 50  # generated, per operation that takes any input; the coverage phase adds its own
 EXAMPLES_WITHOUT_A_KEY = 10

@@ -30,9 +30,9 @@ from gateway.persistence.notification_tables import webhook_deliveries
 from gateway.persistence.repository import Failure
 from ops.api import Sort
 from ops.dead_letters import SORTS
-from tests.conftest import COMPLETE_APPLICATION, drain
-from tests.test_delivery import outbox_statuses, submit
-from tests.test_notifications import LOOPBACK, Receiver, receiver  # noqa: F401 - `receiver` is a fixture
+from tests.support.gateways import COMPLETE_APPLICATION, drain
+from tests.support.cases import outbox_statuses, submit
+from tests.support.receiver import LOOPBACK, Receiver, receiver  # noqa: F401 - `receiver` is a fixture
 
 OPS = "/v1/ops"
 PROBLEM = "urn:yiwang:problem:"

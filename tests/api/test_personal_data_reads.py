@@ -9,8 +9,8 @@ from fastapi.testclient import TestClient
 
 from gateway.app import Gateway, create_app
 from gateway.ledger import Filters
-from tests.conftest import COMPLETE_APPLICATION, Keys
-from tests.test_api_lifecycle import HOUSING_FUND, application
+from tests.support.gateways import COMPLETE_APPLICATION, Keys
+from tests.support.applications import HOUSING_FUND, application
 
 ID_NUMBER = COMPLETE_APPLICATION["applicant"]["id_number"]
 PHONE = COMPLETE_APPLICATION["applicant"]["phone"]

@@ -11,7 +11,7 @@ from gateway.app import Gateway, create_app
 from gateway.auth import Role
 from gateway.config import ConfigError, Settings
 from gateway.rate_limits import TokenBuckets, rate_limiter, retry_after_header
-from tests.conftest import Keys
+from tests.support.gateways import Keys
 
 
 class HandTimer:

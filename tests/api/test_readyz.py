@@ -16,8 +16,8 @@ from gateway.app import Gateway, create_app
 from gateway.persistence.engine import make_engine
 from ops.health import build_readiness
 from ops.metrics import register_gateway_metrics
-from tests.conftest import drain
-from tests.test_delivery import outbox_statuses, submit
+from tests.support.gateways import drain
+from tests.support.cases import outbox_statuses, submit
 
 CLOSED_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:1/test"  # nothing listens on port 1
 CLOSED_BROKER = "amqp://guest:guest@127.0.0.1:1/%2F"

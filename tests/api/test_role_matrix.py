@@ -21,9 +21,9 @@ from fastapi.testclient import TestClient
 
 from gateway.app import Gateway, create_app
 from gateway.auth import Role
-from tests.conftest import SOCIAL_SECURITY_AGENCY
+from tests.support.gateways import SOCIAL_SECURITY_AGENCY
 
-MATRIX = Path(__file__).parent / "data" / "role_matrix.csv"
+MATRIX = Path(__file__).parents[1] / "data" / "role_matrix.csv"
 PROBLEM = "application/problem+json"
 ANONYMOUS = "anonymous"
 COLUMNS = [ANONYMOUS, *(str(r) for r in Role)]

@@ -10,7 +10,7 @@
   naming both cases; both cases stay as they were.
 
 Callbacks are signed with the public-security simulator's own signer; the sector that answers wrongly is a
-scripted HTTP server (tests/test_hostile_input.py), since a well-behaved simulator never does.
+scripted HTTP server (tests/api/test_hostile_input.py), since a well-behaved simulator never does.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from gateway.domain.answers import AnswerMismatch
 from gateway.domain.case import Applicant, Case, Task
 from gateway.persistence import tables as t
 from gateway.persistence.repository import DeadLetter
-from tests.conftest import COMPLETE_APPLICATION, Keys, drain
-from tests.test_hostile_input import CASE_NS, PERSON, HostileSector, assert_problem, envelope, submit_answer
+from tests.support.gateways import COMPLETE_APPLICATION, Keys, drain
+from tests.support.hostile import CASE_NS, PERSON, HostileSector, assert_problem, envelope, submit_answer
 
 POLICE = "public_security"
 CALLBACK_PATH = f"/callbacks/{POLICE}"

@@ -21,7 +21,7 @@ from gateway.cli_keys import make_keys_app
 from gateway.domain.clock import SystemClock
 from gateway.identities import ApiKeyStore, IdentityError, SeparationOfDuties, hash_key
 from gateway.persistence.identity_tables import identities
-from tests.conftest import Keys
+from tests.support.gateways import Keys
 
 SYS, SEC, AUD, OPS = Role.SYSTEM_ADMIN, Role.SECURITY_ADMIN, Role.AUDITOR, Role.OPERATOR
 BREACHES = [[SYS, SEC], [SEC, AUD], [SYS, AUD], [OPS, AUD], [OPS, SEC], [SYS, SEC, AUD]]

@@ -28,7 +28,7 @@ from gateway.app import Gateway, create_app, personal_data
 from gateway.config import Settings
 from gateway.persistence.personal_data import reseal_all
 from gateway.persistence.uow import UnitOfWork
-from tests.conftest import COMPLETE_APPLICATION, Keys, drain
+from tests.support.gateways import COMPLETE_APPLICATION, Keys, drain
 
 ID_NUMBER = re.compile(rb"(?<![0-9])[1-9][0-9]{16}[0-9X](?![0-9])")
 PHONE = re.compile(rb"(?<![0-9])1[3-9][0-9]{9}(?![0-9])")

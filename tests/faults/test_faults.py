@@ -1,7 +1,7 @@
 """Guaranteed delivery under faults, proven on this machine's real PostgreSQL and RabbitMQ.
 
 Each scenario runs a hundred applications through one `yiwang serve` and three `yiwang worker`s,
-breaks something under load, and ends with the ledger check of `tests/fault_harness.py`: the sector
+breaks something under load, and ends with the ledger check of `tests/support/fault_harness.py`: the sector
 simulators applied exactly one effect per case the hall was told was accepted, no case or event is
 missing, every stored state is what its events rebuild, nothing is left open. The negative control
 shows the same check failing when the idempotency keys are (deliberately) not stable.
@@ -24,12 +24,13 @@ from adapters.simulators.public_security import PublicSecuritySimulator
 from adapters.simulators.social_security import SocialSecuritySimulator
 from gateway.auth import Role
 from gateway.persistence.repository import DeadLetter
-from tests.conftest import COMPLETE_APPLICATION, PARALLEL_APPLICATION, PG_ADMIN_URL, PG_HOW_TO_START
-from tests.conftest import rabbitmq_vhost, service_missing
-from tests.fault_harness import YIWANG, Cluster, LedgerReport, Load, PrivateBroker, create_database
-from tests.fault_harness import drop_database, free_port, harness_engine, in_flight, ledger_check, prepare_database
-from tests.fault_harness import rabbitmqctl, terminate_gateway_sessions, unpublished_notifications, vhost_connections
-from tests.fault_harness import wait_until
+from tests.support.gateways import COMPLETE_APPLICATION, PARALLEL_APPLICATION
+from tests.support.services import PG_ADMIN_URL, PG_HOW_TO_START
+from tests.support.services import rabbitmq_vhost, service_missing
+from tests.support.fault_harness import YIWANG, Cluster, LedgerReport, Load, PrivateBroker, create_database
+from tests.support.fault_harness import drop_database, free_port, harness_engine, in_flight, ledger_check, prepare_database
+from tests.support.fault_harness import rabbitmqctl, terminate_gateway_sessions, unpublished_notifications, vhost_connections
+from tests.support.fault_harness import wait_until
 
 # Applications per scenario: enough that the load outlasts its faults (four worker kills a second apart, a dozen
 # database terminations 0.4 s apart, the broker stopped once a quarter of the cases reached the sector) with a

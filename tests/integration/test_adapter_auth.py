@@ -37,7 +37,7 @@ from adapters.auth import (
 from adapters.contract import DeliveryError, FailureClass, Operation
 from adapters.rest import RestAdapter
 from adapters.secrets import Secret, SecretRefError, is_reference, resolve
-from tests.test_rest_adapter import TICKET, LocalServer, Reply, Seen, free_port, mappings, message
+from tests.support.local_server import TICKET, LocalServer, Reply, Seen, free_port, mappings, message
 
 # ------------------------------------------------------------------ secrets
 

@@ -20,11 +20,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from adapters.simulators.social_security import SocialSecuritySimulator
 from gateway.amqp_topology import DELIVER_EXCHANGE, Envelope, Topology, queue_name, routing_key
 from gateway.app import Gateway, create_app
-from tests.conftest import drain, rabbitmq_vhost
-from tests.pki import TestCA
-from tests.test_delivery import state, submit
+from tests.support.gateways import drain
+from tests.support.services import rabbitmq_vhost
+from tests.support.pki import TestCA
+from tests.support.cases import state, submit
 
-RULES = Path(__file__).parents[1] / "ops" / "alerts.yml"
+RULES = Path(__file__).parents[2] / "ops" / "alerts.yml"
 REQUIRED = {"DeadLettersRising", "CircuitOpen", "OutboxNotDraining", "CertificateExpiring", "CasesOverdue",
             "BrokerDown", "GatewayNotReady", "SectorAnswerMismatch", "SectorReferenceClash"}
 # Words of PromQL that look like names but are not metrics.

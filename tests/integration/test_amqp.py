@@ -11,8 +11,6 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -26,8 +24,6 @@ from adapters.simulators.social_security import SocialSecuritySimulator
 from gateway.amqp import (
     DEAD_LETTER_QUEUE,
     DELIVER_EXCHANGE,
-    AmqpTransport,
-    Backoff,
     ConfirmedPublisher,
     Envelope,
     queue_name,
@@ -37,19 +33,16 @@ from gateway.dispatch import Dispatcher
 from gateway.domain.case import Actor, ActorKind, Applicant, SubmittedMaterial
 from gateway.persistence import tables as t
 from gateway.services import SubmitCase
-from tests.conftest import COMPLETE_APPLICATION, activate_shipped, rabbitmq_vhost
-from tests.test_processes import Launch, hall_key, launch, serve  # noqa: F401 - `launch`: the fixture
+from tests.support.gateways import COMPLETE_APPLICATION, activate_shipped
+from tests.support.services import rabbitmq_vhost
+from tests.support.processes import Launch, hall_key, launch, serve  # noqa: F401 - `launch`: the fixture
+from tests.support.broker import broker, eventually, queue_depth, running
 
 pytestmark = [pytest.mark.parametrize("db_url", ["postgres"], indirect=True), pytest.mark.slow]
 
 SECTOR = "social_security"
 NAME, ID_NUMBER, PHONE = "王建国", "150203198503120039", "13847100001"
 ELDER_ID = "150203195004150037"  # born 1950: the green channel (aged 60+) whatever today is
-
-
-def fast_backoff() -> Backoff:
-    """Reconnect and retry quickly in tests (0.05 s … 0.5 s)."""
-    return Backoff(initial_s=0.05, max_s=0.5)
 
 
 @pytest.fixture
@@ -70,32 +63,12 @@ def gateway_for(make_gateway: Callable[..., Gateway], simulator: SocialSecurityS
     return make
 
 
-@contextmanager
-def running(gateway: Gateway, *parts: str, **settings: Any) -> Iterator[AmqpTransport]:
-    """The gateway's transport (all parts, or those named), with `settings` changed; stopped at the end."""
-    transport = AmqpTransport(replace(gateway.settings, **settings), gateway.dispatcher,
-                              lambda: [s for s, _, _ in gateway.bundles.active()], backoff=fast_backoff, rescan_s=0.5)
-    transport.start(*parts)
-    try:
-        yield transport
-    finally:
-        transport.stop(timeout=10)
-
-
 def submit(gateway: Gateway, count: int = 1, id_number: str = ID_NUMBER) -> list[str]:
     command = SubmitCase(COMPLETE_APPLICATION["matter_code"], Applicant(NAME, "111", id_number, phone=PHONE),
                          tuple(SubmittedMaterial(m["name"]) for m in COMPLETE_APPLICATION["materials"]),
                          COMPLETE_APPLICATION["form"])
     return [str(gateway.service.submit(command, Actor(ActorKind.APPLICANT, "test")).case["case_no"])
             for _ in range(count)]
-
-
-def eventually(check: Callable[[], bool], timeout_s: float = 30, what: str = "the expected outcome") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout_s} s")
-        time.sleep(0.05)
 
 
 def outbox(gateway: Gateway) -> list[Any]:
@@ -113,15 +86,6 @@ def all_settled(gateway: Gateway, case_nos: list[str]) -> bool:
     return states(gateway, case_nos) == {"approved"} and {r.status for r in outbox(gateway)} == {"done"}
 
 
-@contextmanager
-def broker(url: str) -> Iterator[pika.adapters.blocking_connection.BlockingChannel]:
-    connection = pika.BlockingConnection(pika.URLParameters(url))
-    try:
-        yield connection.channel()
-    finally:
-        connection.close()
-
-
 def drain_queue(url: str, queue: str) -> list[tuple[pika.BasicProperties, bytes]]:
     """Every message now in `queue`, taken off it."""
     taken = []
@@ -131,11 +95,6 @@ def drain_queue(url: str, queue: str) -> list[tuple[pika.BasicProperties, bytes]
             if method is None:
                 return taken
             taken.append((properties, body))
-
-
-def queue_depth(url: str, queue: str) -> int:
-    with broker(url) as channel:
-        return int(channel.queue_declare(queue, passive=True).method.message_count)
 
 
 # --- delivery, confirms, copies ------------------------------------------------------------------------

@@ -24,8 +24,8 @@ from adapters.simulators.social_security import SocialSecuritySimulator
 from gateway.config import Settings
 from gateway.persistence.engine import make_engine
 from gateway.persistence.ledger_tables import ledger_checkpoints, ledger_records
-from tests.conftest import COMPLETE_APPLICATION
-from tests.test_processes import YIWANG, free_port, hall_key, with_shipped_bundle
+from tests.support.gateways import COMPLETE_APPLICATION
+from tests.support.processes import YIWANG, free_port, hall_key, with_shipped_bundle
 
 BATCH = 8  # cases submitted at once, each on a connection of its own (a kept-alive one stays with one process)
 MAX_BATCHES = 10  # two processes accepting on one socket: both have served long before this

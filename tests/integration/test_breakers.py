@@ -25,9 +25,10 @@ from gateway.bundles import pack_folder
 from gateway.domain.clock import as_utc
 from gateway.ledger import MESSAGE, Filters
 from gateway.persistence import tables as t
-from tests.conftest import Keys, drain, rabbitmq_vhost
-from tests.test_amqp import eventually, queue_depth, running
-from tests.test_delivery import submit
+from tests.support.gateways import Keys, drain
+from tests.support.services import rabbitmq_vhost
+from tests.support.broker import eventually, queue_depth, running
+from tests.support.cases import submit
 
 SECTOR, HOUSING = "social_security", "housing_fund"
 PERSON = "150203198503120039"  # a person every simulator knows

@@ -14,7 +14,7 @@ from sqlalchemy import event
 from gateway.app import Gateway
 from gateway.domain.case import Actor, ActorKind, Applicant, SubmittedMaterial
 from gateway.services import SubmitCase
-from tests.conftest import COMPLETE_APPLICATION
+from tests.support.gateways import COMPLETE_APPLICATION
 
 HALL = Actor(ActorKind.APPLICANT, "test")
 

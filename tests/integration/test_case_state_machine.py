@@ -32,7 +32,7 @@ from gateway.domain.case import (
 from gateway.domain.clock import FixedClock
 from gateway.persistence.repository import StaleCase
 from gateway.services import NotYourCase, SubmitCase
-from tests.conftest import PINNED
+from tests.support.gateways import PINNED
 
 WITHDRAWAL = "12150200MB1A00020M3000720001000"  # 住房公积金提取: one department, back office
 FUND = "12150200MB1A00020M"

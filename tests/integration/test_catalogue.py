@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,6 @@ from gateway.domain.matter import (
     Fee,
     Level,
     Material,
-    Matter,
     MatterType,
     ServiceObject,
     TimeLimit,
@@ -48,52 +47,14 @@ from gateway.domain.matter import (
 )
 from gateway.persistence.catalogue_tables import matter_versions
 from gateway.persistence.engine import make_engine
-from gateway.persistence.tables import metadata
+from tests.support.catalogue import AGENCY, PENSION_TRANSFER, SHIPPED, SOCIAL_SECURITY_CARD, UNEMPLOYMENT, catalogue, engine, new_matter, open_engine, shipped  # noqa: F401 - `catalogue`, `engine`: fixtures
 
-UNEMPLOYMENT = "12150200MB1A00010L3000805001000"  # 失业保险金申领
-PENSION_TRANSFER = "12150200MB1A00010L3000805002000"  # 职工基本养老保险关系转移接续
 RESIDENT_PENSION = "12150200MB1A00010L4000805003000"  # 城乡居民基本养老保险参保登记
-SOCIAL_SECURITY_CARD = "12150200MB1A00010L3000805004000"  # 社会保障卡申领
-AGENCY = "12150200MB1A00010L"  # 包头市社会保险事业服务中心
-SHIPPED = load_catalogue_file(DEFAULT_CATALOGUE)
 BY_NAME = {m.name: m for m in SHIPPED}
 BY_CODE = sorted(SHIPPED, key=lambda m: m.implementation_code)  # the order the store answers in
 
 
-def shipped(code: str) -> Matter:
-    return next(m for m in SHIPPED if m.implementation_code == code)
-
-
 # --- fixtures shared with test_api_catalogue -----------------------------------------------------------
-
-
-def open_engine(tmp_path: Path, name: str = "catalogue.db") -> Engine:
-    engine = make_engine(f"sqlite:///{tmp_path / name}")
-    metadata.create_all(engine)
-    return engine
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = open_engine(tmp_path)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def catalogue(engine: Engine) -> Catalogue:
-    """The shipped catalogue, seeded as published version 1."""
-    store = Catalogue(engine, cache_ttl_s=0.1)
-    store.seed_if_empty(DEFAULT_CATALOGUE)
-    return store
-
-
-def new_matter(serial: str = "9", **changes: Any) -> Matter:
-    """A valid matter that is not in the shipped catalogue (basic code 00080500{serial}000)."""
-    basic = f"00080500{serial}000"
-    base = replace(shipped(SOCIAL_SECURITY_CARD), basic_code=basic, implementation_code=f"{AGENCY}3{basic}",
-                   name=f"测试事项{serial}")
-    return replace(base, **changes)
 
 
 def row_count(engine: Engine) -> int:

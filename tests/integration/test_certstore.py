@@ -19,7 +19,7 @@ from certstore.store import CertConflict, CertStore, CertStoreError, SealedValue
 from certstore.x509 import CertificateError, Subject
 from gateway.domain.clock import FixedClock
 from gateway.persistence.cert_tables import CERT_TABLES, cert_versions
-from tests.pki import TestCA, key_pem
+from tests.support.pki import TestCA, key_pem
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 K1, K2 = MasterKeys.generate("k1"), MasterKeys.generate("k2")

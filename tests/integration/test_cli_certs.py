@@ -25,7 +25,7 @@ from gateway.cli_certs import make_certs_app
 from gateway.domain.clock import FixedClock
 from gateway.persistence.cert_tables import CERT_TABLES
 from gateway.persistence.engine import make_engine
-from tests.pki import TestCA, key_pem
+from tests.support.pki import TestCA, key_pem
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 YIWANG = shutil.which("yiwang", path=str(Path(sys.executable).parent)) or "yiwang"

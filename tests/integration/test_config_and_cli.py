@@ -73,7 +73,7 @@ def test_logs_mask_id_and_phone_numbers(capsys: pytest.CaptureFixture[str]) -> N
 
 def test_the_bundle_carries_the_wsdl_the_sector_publishes() -> None:
     shipped = default_bundles_dir() / "social_security" / "service.wsdl"
-    published = Path(__file__).parents[1] / "adapters" / "simulators" / "social_security.wsdl"
+    published = Path(__file__).parents[2] / "adapters" / "simulators" / "social_security.wsdl"
     assert filecmp.cmp(shipped, published, shallow=False)
 
 

@@ -19,8 +19,8 @@ from gateway.app import Gateway, create_app
 from gateway.correlation import correlated, current_correlation_id, new_correlation_id, well_formed
 from gateway.logs import configure_logging
 from gateway.persistence import tables as t
-from tests.conftest import COMPLETE_APPLICATION, Keys, drain
-from tests.test_rest_adapter import TICKET, LocalServer, make_adapter, message
+from tests.support.gateways import COMPLETE_APPLICATION, Keys, drain
+from tests.support.local_server import TICKET, LocalServer, make_adapter, message
 
 ID_NUMBER = COMPLETE_APPLICATION["applicant"]["id_number"]
 PHONE = COMPLETE_APPLICATION["applicant"]["phone"]

@@ -18,8 +18,8 @@ from gateway.persistence import tables as t
 from gateway.persistence.ledger_tables import ledger_records
 from gateway.persistence.repository import DeadLetter
 from gateway.services import DeadLetterNotFound, NotReplayable
-from tests.conftest import drain
-from tests.test_delivery import outbox_statuses, state, submit
+from tests.support.gateways import drain
+from tests.support.cases import outbox_statuses, state, submit
 
 YIWANG = str(Path(sys.executable).with_name("yiwang"))
 

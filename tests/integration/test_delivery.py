@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import os
 import re
@@ -14,33 +13,15 @@ import time
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
-from sqlalchemy import select
 
 from adapters.registry import default_bundles_dir
 from gateway.bundles import pack_folder
 from adapters.simulators.social_security import SocialSecuritySimulator
-from gateway.app import Gateway, create_app
+from gateway.app import Gateway
 from gateway.domain.case import Actor, ActorKind
-from gateway.persistence import tables as t
 from gateway.persistence.uow import UnitOfWork
-from tests.conftest import COMPLETE_APPLICATION, Keys, drain
-
-
-def submit(gateway: Gateway, body: dict[str, Any] = COMPLETE_APPLICATION) -> str:
-    with TestClient(create_app(gateway), headers=Keys.issue(gateway).hall) as hall:
-        answer = hall.post("/v1/cases", json=body)
-    assert answer.status_code == 201, answer.text
-    return str(answer.json()["case_no"])
-
-
-def state(gateway: Gateway, case_no: str) -> str:
-    return str(gateway.service.get(case_no).state)
-
-
-def outbox_statuses(gateway: Gateway) -> list[tuple[str, str]]:
-    with gateway.engine.connect() as conn:
-        return [(r.operation, r.status) for r in conn.execute(select(t.outbox).order_by(t.outbox.c.id))]
+from tests.support.gateways import COMPLETE_APPLICATION, drain
+from tests.support.cases import outbox_statuses, state, submit
 
 
 @pytest.fixture

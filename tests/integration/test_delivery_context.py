@@ -25,7 +25,7 @@ from adapters.simulators.civil_affairs import CivilAffairsSimulator
 from adapters.simulators.housing_fund import HousingFundSimulator
 from adapters.simulators.social_security import SocialSecuritySimulator
 from adapters.soap import LAST_RESPONSE_MAX_BYTES, RawAnswer
-from tests.test_shipped_bundles import gjj_case, mz_case, shebao_case
+from tests.support.sector_cases import gjj_case, mz_case, shebao_case
 
 BUNDLES = default_bundles_dir()
 ATTEMPTS = 3

@@ -28,9 +28,9 @@ from gateway.auth import Role
 from gateway.bundles import pack_folder
 from gateway.persistence import tables as t
 from gateway.persistence.bundle_tables import bundle_versions
-from tests.conftest import COMPLETE_APPLICATION, SOCIAL_SECURITY_AGENCY, Keys, drain
+from tests.support.gateways import COMPLETE_APPLICATION, SOCIAL_SECURITY_AGENCY, Keys, drain
 
-BUNDLE = Path(__file__).parent / "data" / "bundles" / "medical_security"
+BUNDLE = Path(__file__).parents[1] / "data" / "bundles" / "medical_security"
 SECTOR = "medical_security"
 VERSION = "2026.12.1"
 BUNDLES = "/v1/adapters/bundles"

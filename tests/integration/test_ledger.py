@@ -26,7 +26,8 @@ from certstore.keyring import FieldSealer, MasterKeys
 from certstore.signing import Ed25519Signer, encode_signature, load_or_create_signing_key
 from gateway.cli_audit import audit_commands, make_audit_app
 from gateway.ledger import AUDIT, MESSAGE, Filters, Ledger, Problem, record_hash
-from gateway.persistence.ledger_tables import APPEND_ONLY_TABLES, ledger_checkpoints, ledger_records
+from gateway.persistence.ledger_tables import ledger_checkpoints, ledger_records
+from tests.support.ledger import tamper
 
 ID_NUMBER = "150203198503120039"
 KEYS = MasterKeys.parse(MasterKeys.generate("t1"))
@@ -42,19 +43,6 @@ SIGNER = Ed25519Signer.generate()
 @pytest.fixture
 def ledger(engine: Engine) -> Ledger:
     return make_ledger(engine)
-
-
-def tamper(engine: Engine, *statements: str) -> None:
-    """Run SQL past the append-only triggers."""
-    with engine.begin() as conn:
-        for table in APPEND_ONLY_TABLES:
-            if engine.dialect.name == "sqlite":
-                for verb in ("update", "delete"):
-                    conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {table}_no_{verb}")
-            else:
-                conn.exec_driver_sql(f"ALTER TABLE {table} DISABLE TRIGGER USER")
-        for statement in statements:
-            conn.execute(text(statement))
 
 
 def fill(ledger: Ledger, count: int = 5) -> None:

@@ -41,7 +41,7 @@ from gateway.identities import ApiKeyStore
 from gateway.persistence import tables as t
 from gateway.persistence.engine import make_engine
 from gateway.persistence.uow import create_schema
-from tests.conftest import COMPLETE_APPLICATION, Keys, activate_shipped, drain
+from tests.support.gateways import COMPLETE_APPLICATION, Keys, activate_shipped, drain
 
 SECTOR = "social_security"
 V2 = "2026.11.2-live"

@@ -33,7 +33,7 @@ from gateway.domain.clock import FixedClock
 from gateway.materials import PDF, PNG, StoredMaterial
 from gateway.persistence.uow import UnitOfWork
 from gateway.serving import serve_in_thread
-from tests.conftest import COMPLETE_APPLICATION, PINNED, Keys, drain
+from tests.support.gateways import COMPLETE_APPLICATION, PINNED, Keys, drain
 
 LINK_PROBLEM = "urn:yiwang:problem:material-link-invalid"
 SECTOR = "social_security"

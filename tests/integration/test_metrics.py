@@ -24,9 +24,9 @@ from adapters.simulators.social_security import SocialSecuritySimulator
 from gateway.app import Gateway, create_app
 from gateway.domain.clock import FixedClock
 from ops.metrics import ERROR_CLASSES, Cached
-from tests.conftest import PINNED, drain
-from tests.pki import TestCA
-from tests.test_delivery import outbox_statuses, state, submit
+from tests.support.gateways import PINNED, drain
+from tests.support.pki import TestCA
+from tests.support.cases import outbox_statuses, state, submit
 
 SECTOR = "social_security"
 YIWANG = str(Path(sys.executable).with_name("yiwang"))

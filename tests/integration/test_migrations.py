@@ -46,7 +46,7 @@ from gateway.persistence.migrate import (
 from gateway.persistence.tables import metadata
 from gateway.persistence.uow import create_schema
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EVERY_TABLE = set(metadata.tables)
 
 

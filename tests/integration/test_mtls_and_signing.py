@@ -1,7 +1,7 @@
 """Adapters using the certificate store: mTLS to sectors (httpx and zeep), WS-Security signatures on SOAP
 requests and answers, RSA-signed REST requests, and credential rotation without a failed call.
 
-Everything is real: a test CA (`tests/pki.py`), simulators serving HTTPS that demand a client certificate,
+Everything is real: a test CA (`tests/support/pki.py`), simulators serving HTTPS that demand a client certificate,
 xmlsec signing and checking on both sides, and the gateway reading the certificates from its store.
 """
 
@@ -28,9 +28,9 @@ from certstore.credentials import Credential, MemoryCredentials
 from certstore.tls import client_context
 from gateway.app import Gateway
 from gateway.bundles import pack_folder
-from tests.pki import Issued, TestCA, new_key
+from tests.support.pki import Issued, TestCA, new_key
 
-DATA = Path(__file__).parent / "data" / "bundles"
+DATA = Path(__file__).parents[1] / "data" / "bundles"
 SIGNED_SOAP, RSA_REST = DATA / "social_security_signed", DATA / "public_security_rsa"
 FAST = RetryPolicy(2, 1, 5)
 WANG = "150203198503120039"  # a person every simulator knows

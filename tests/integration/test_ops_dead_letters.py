@@ -37,11 +37,11 @@ from ops.dead_letters import (
     ReasonRequired,
     ReplayRun,
 )
-from tests.conftest import activate_shipped, drain
-from tests.test_delivery import outbox_statuses, state, submit
+from tests.support.gateways import activate_shipped, drain
+from tests.support.cases import outbox_statuses, state, submit
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PERSONAL = bench_personal_data()
 
 

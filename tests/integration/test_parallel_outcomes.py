@@ -24,7 +24,7 @@ from gateway.domain.matter import Matter
 from gateway.persistence import tables as t
 from gateway.persistence.repository import OutboxMessage
 from gateway.persistence.uow import UnitOfWork
-from tests.conftest import PARALLEL_APPLICATION, Keys
+from tests.support.gateways import PARALLEL_APPLICATION, Keys
 
 BOTH_READ_S = 2.0  # how long one recording waits for the other to have read the case too
 

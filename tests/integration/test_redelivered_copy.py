@@ -17,7 +17,7 @@ from adapters.simulators.social_security import SocialSecuritySimulator
 from gateway.app import Gateway
 from gateway.dispatch import Dispatcher
 from gateway.persistence import tables as t
-from tests.test_delivery import outbox_statuses, state, submit
+from tests.support.cases import outbox_statuses, state, submit
 
 
 def published(gateway: Gateway) -> int:

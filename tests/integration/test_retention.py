@@ -31,7 +31,7 @@ from gateway.persistence.repository import Failure
 from gateway.persistence.tables import case_notifications, dead_letters
 from gateway.persistence.uow import UnitOfWork
 from gateway.retention import DEAD_LETTER_BODIES, JsonLinesArchive, Retention, RetentionPolicy
-from tests.test_ledger import tamper as tamper_records
+from tests.support.ledger import tamper as tamper_records
 
 ID_NUMBER, PHONE = "150203198503120039", "13847100001"
 KEYS = MasterKeys.parse(MasterKeys.generate("t1"))

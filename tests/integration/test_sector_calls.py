@@ -24,7 +24,7 @@ from gateway.auth import Role
 from gateway.bundles import pack_folder
 from gateway.domain.case import Actor, ActorKind
 from gateway.serving import serve_in_thread
-from tests.conftest import Keys, drain
+from tests.support.gateways import Keys, drain
 
 SECTORS = ("social_security", "housing_fund", "civil_affairs", "public_security")
 WITHDRAWAL = "12150200MB1A00020M3000720001000"  # 住房公积金提取: the housing-fund system decides

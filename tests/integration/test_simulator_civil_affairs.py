@@ -18,7 +18,7 @@ from zeep.exceptions import Fault
 from zeep.wsse.username import UsernameToken
 
 from adapters.simulators.civil_affairs import TNS, WSDL_FILE, WSSE_NS, CivilAffairsSimulator
-from tests.test_simulator_common import KNOWN_ID, eventually
+from tests.support.simulators import KNOWN_ID, eventually
 
 SOAP12_ENV = "http://www.w3.org/2003/05/soap-envelope"
 SOAP12_WSDL = "http://schemas.xmlsoap.org/wsdl/soap12/"

@@ -26,8 +26,8 @@ from adapters.simulators.housing_fund import HousingFundSimulator
 from adapters.simulators.public_security import DEFAULT_KEY_ID, DEFAULT_SECRET, PublicSecuritySimulator
 from adapters.simulators.public_security import signed_headers
 from gateway.cli import app
-from tests.fault_harness import free_port
-from tests.test_simulator_common import SIMULATORS, SUBMIT_PATH
+from tests.support.fault_harness import free_port
+from tests.support.simulators import SIMULATORS, SUBMIT_PATH
 
 YIWANG = str(Path(sys.executable).with_name("yiwang"))
 

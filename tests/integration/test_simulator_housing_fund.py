@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from adapters.simulators.housing_fund import OPENAPI_FILE, HousingFundSimulator
-from tests.test_simulator_common import KNOWN_ID, OpenApi, eventually, fetch_openapi
-from tests.test_simulator_common import routes_match_document, shipped_openapi_is_wellformed
+from tests.support.simulators import KNOWN_ID, OpenApi, eventually, fetch_openapi
+from tests.support.simulators import routes_match_document, shipped_openapi_is_wellformed
 
 DELAY_MS = 240  # generous: the "before the decision" checks must hold on a loaded machine
 APPLICATIONS = "/api/v2/applications"

@@ -23,8 +23,8 @@ import jsonschema
 import pytest
 
 from adapters.simulators.public_security import OPENAPI_FILE, PublicSecuritySimulator
-from tests.test_simulator_common import KNOWN_ID, OpenApi, eventually, fetch_openapi
-from tests.test_simulator_common import routes_match_document, shipped_openapi_is_wellformed
+from tests.support.simulators import KNOWN_ID, OpenApi, eventually, fetch_openapi
+from tests.support.simulators import routes_match_document, shipped_openapi_is_wellformed
 
 DELAY_MS = 200  # generous: the "before the decision" checks must hold on a loaded machine
 SUBMIT = "/gaapi/hz/sqxx"

@@ -440,7 +440,7 @@ def test_contribution_record_errors(sim: SocialSecuritySimulator, client: httpx.
 def test_zeep_reads_the_shipped_wsdl_and_queries_contributions(sim: SocialSecuritySimulator) -> None:
     zeep = pytest.importorskip("zeep")
     settings = zeep.Settings(strict=True, forbid_external=True, forbid_dtd=True)
-    bundle_wsdl = Path(__file__).parents[1] / "adapters" / "bundles" / "social_security" / "service.wsdl"
+    bundle_wsdl = Path(__file__).parents[2] / "adapters" / "bundles" / "social_security" / "service.wsdl"
     service = zeep.Client(str(bundle_wsdl), settings=settings).create_service(f"{{{TNS}}}SheBaoCaseBinding", sim.url)
     answer = service.QueryContributionRecord(zjhm=KNOWN_ZJHM)
     assert answer.fhdm == "0000" and int(answer.ljys) == sum(jl.zt == "1" for jl in answer.jfjl.jl)

@@ -19,7 +19,7 @@ from adapters.auth import NO_AUTH, AuthSpec, parse_auth
 from adapters.contract import DeliveryError, FailureClass, Operation
 from adapters.soap import SoapAdapter
 from mappings import compile_mapping
-from tests.test_rest_adapter import LocalServer, Reply, Seen
+from tests.support.local_server import LocalServer, Reply, Seen
 
 NS = "http://mca.sim.yiwang.local/service/2019"
 SOAP12 = "http://www.w3.org/2003/05/soap-envelope"

@@ -26,12 +26,12 @@ from adapters.simulators.civil_affairs import REQUEST_ID_HEADER, CivilAffairsSim
 from adapters.simulators.social_security import SocialSecuritySimulator
 from adapters.simulators.wssec import MessageSigning
 from certstore.credentials import Credential, MemoryCredentials
-from tests.pki import TestCA, new_key
-from tests.test_shipped_bundles import mz_case, shebao_case
+from tests.support.pki import TestCA, new_key
+from tests.support.sector_cases import mz_case, shebao_case
 
-DATA = Path(__file__).parent / "data" / "bundles"
+DATA = Path(__file__).parents[1] / "data" / "bundles"
 HEADER_BUNDLE = DATA / "civil_affairs_soap_header"
-SHIPPED = Path(__file__).parents[1] / "adapters" / "bundles"
+SHIPPED = Path(__file__).parents[2] / "adapters" / "bundles"
 SUBMIT = Operation.SUBMIT_CASE
 RETRIES = RetryPolicy(3, 1, 5)
 SOAP11, SOAP12 = "http://schemas.xmlsoap.org/soap/envelope/", "http://www.w3.org/2003/05/soap-envelope"

@@ -25,7 +25,7 @@ from gateway.published_secrets import PUBLISHED_SECRETS
 from gateway.strict_start import StartRefused
 
 YIWANG = str(Path(sys.executable).with_name("yiwang"))
-PUBLISHED_KEY = "cd" * 32  # the material-link key tests/test_material_transport.py publishes
+PUBLISHED_KEY = "cd" * 32  # the material-link key tests/integration/test_material_transport.py publishes
 TESTS_KEY = PUBLISHED_SECRETS[PUBLISHED_KEY]
 GA_SECRET = "ga-secret"  # the 公安 simulator's default, which the shipped bundle's env:YIWANG_SECRET_GA_HMAC holds here
 GA = "public_security"

@@ -16,8 +16,8 @@ from adapters.simulators.social_security import SocialSecuritySimulator
 from gateway.app import Gateway, create_app
 from gateway.domain.case import Actor, ActorKind, WayForward
 from gateway.persistence.uow import UnitOfWork
-from tests.conftest import COMPLETE_APPLICATION, SOCIAL_SECURITY_AGENCY, Keys, drain
-from tests.test_delivery import outbox_statuses
+from tests.support.gateways import COMPLETE_APPLICATION, SOCIAL_SECURITY_AGENCY, Keys, drain
+from tests.support.cases import outbox_statuses
 
 HOUSING = "12150200MB1A00020M3000720001000"  # 住房公积金提取（购买自住住房）: the housing fund's system when active
 HOUSING_APPLICATION: dict[str, Any] = {

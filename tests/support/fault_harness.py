@@ -7,7 +7,7 @@ like the online hall (one Idempotency-Key per application, retried on 503 and on
 an independent account at the end: the sector simulators' own count of applied effects against the
 cases the client was told were accepted, and every stored case checked against its events.
 
-`tests/test_faults.py` composes these; nothing here is a test by itself.
+`tests/faults/test_faults.py` composes these; nothing here is a test by itself.
 """
 
 from __future__ import annotations

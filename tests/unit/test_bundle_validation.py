@@ -39,7 +39,7 @@ from mappings.errors import MappingError
 from mappings.positions import YamlProblem, load_yaml
 from mappings.xslt import XsltError, compile_xslt
 
-DATA = Path(__file__).resolve().parent / "data" / "bundles"
+DATA = Path(__file__).resolve().parents[1] / "data" / "bundles"
 SOAP = DATA / "social_security_v2"
 REST = DATA / "housing_fund_rest"
 

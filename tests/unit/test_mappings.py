@@ -22,7 +22,7 @@ from mappings import (
     parse_xml,
 )
 
-BUNDLE = Path(__file__).resolve().parent.parent / "adapters" / "bundles" / "social_security"
+BUNDLE = Path(__file__).resolve().parents[2] / "adapters" / "bundles" / "social_security"
 
 SUBMIT_YAML = """
 operation: SubmitCase

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from gateway.published_secrets import PUBLISHED_SECRETS, where_published
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SKIPPED_FOLDERS = frozenset({".venv", "var", ".git", "__pycache__", "node_modules", "build", "dist"})
 SETTING = re.compile(r"YIWANG_(?:SECRET_\w+|MATERIAL_LINK_KEY|BLIND_INDEX_KEY|MASTER_KEY)")
 PARAMETERS = frozenset({"secret", "password", "client_secret", "callback_secret", "token"})

@@ -27,7 +27,7 @@ from gateway.domain.case import (
     WayForward,
     state_from_events,
 )
-from tests.test_lifecycle_rules import CAL, FUND, MONDAY_10AM, PERSON, WINDOW, matter, new_case, triggers
+from tests.support.lifecycle import CAL, FUND, MONDAY_10AM, PERSON, WINDOW, matter, new_case, triggers
 
 SECTOR = Actor(ActorKind.DEPARTMENT, "sector:social_security")
 OPERATOR = Actor(ActorKind.OPERATOR, "identity:ops-1")
