@@ -35,7 +35,7 @@ from gateway.domain.clock import Clock
 from gateway.persistence.engine import make_engine
 from gateway.persistence.uow import create_schema
 from tests.support.services import PG_ADMIN_URL, PG_HOW_TO_START, rabbitmq_vhost, service_missing
-from tests.support.gateways import SECTOR_SECRETS, activate_shipped
+from tests.support.gateways import SECTOR_SECRETS, SeedFile, activate_shipped
 
 
 @pytest.fixture(autouse=True)
@@ -45,6 +45,13 @@ def logging_as_it_was() -> Iterator[None]:
     saved = structlog.get_config()
     yield
     structlog.configure(**saved)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def seed_parsed_once() -> Iterator[None]:
+    """Every gateway seeds its catalogue from the shipped file: parsed once per run (see SeedFile)."""
+    with SeedFile.parsed_once():
+        yield
 
 
 @pytest.fixture(autouse=True)
