@@ -27,10 +27,11 @@ from gateway.persistence.repository import DeadLetter
 from tests.support.gateways import COMPLETE_APPLICATION, PARALLEL_APPLICATION
 from tests.support.services import PG_ADMIN_URL, PG_HOW_TO_START
 from tests.support.services import rabbitmq_vhost, service_missing
-from tests.support.fault_harness import YIWANG, Cluster, LedgerReport, Load, PrivateBroker, create_database
-from tests.support.fault_harness import drop_database, free_port, harness_engine, in_flight, ledger_check, prepare_database
-from tests.support.fault_harness import rabbitmqctl, terminate_gateway_sessions, unpublished_notifications, vhost_connections
-from tests.support.fault_harness import wait_until
+from tests.support.fault_harness import (
+    YIWANG, Cluster, LedgerReport, Load, PrivateBroker, create_database, drop_database, free_port, harness_engine,
+    in_flight, ledger_check, prepare_database, rabbitmqctl, terminate_gateway_sessions, unpublished_notifications,
+    vhost_connections, wait_until,
+)
 
 # Applications per scenario: enough that the load outlasts its faults (four worker kills a second apart, a dozen
 # database terminations 0.4 s apart, the broker stopped once a quarter of the cases reached the sector) with a

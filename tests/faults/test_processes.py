@@ -24,7 +24,9 @@ from gateway.catalogue import DEFAULT_CATALOGUE, Catalogue
 from gateway.persistence.engine import make_engine
 from gateway.persistence.uow import create_schema
 from tests.support.gateways import COMPLETE_APPLICATION
-from tests.support.processes import Launch, hall_key, launch, serve, with_shipped_bundle  # noqa: F401 - `launch`: fixture
+from tests.support.processes import (  # noqa: F401 - `launch`: fixture
+    Launch, hall_key, launch, serve, with_shipped_bundle,
+)
 
 
 def wait_for_state(db_url: str, case_no: str, wanted: str, timeout_s: float = 30) -> None:

@@ -1,1 +1,2 @@
-"""Integration tests: both databases (SQLite and PostgreSQL), simulators over real HTTP, RabbitMQ, real `yiwang` commands."""
+"""Integration tests: both databases (SQLite and PostgreSQL), simulators over real HTTP, RabbitMQ, real
+`yiwang` commands."""

@@ -47,7 +47,10 @@ from gateway.domain.matter import (
 )
 from gateway.persistence.catalogue_tables import matter_versions
 from gateway.persistence.engine import make_engine
-from tests.support.catalogue import AGENCY, PENSION_TRANSFER, SHIPPED, SOCIAL_SECURITY_CARD, UNEMPLOYMENT, catalogue, engine, new_matter, open_engine, shipped  # noqa: F401 - `catalogue`, `engine`: fixtures
+from tests.support.catalogue import (  # noqa: F401 - `catalogue`, `engine`: fixtures
+    AGENCY, PENSION_TRANSFER, SHIPPED, SOCIAL_SECURITY_CARD, UNEMPLOYMENT, catalogue, engine, new_matter, open_engine,
+    shipped,
+)
 
 RESIDENT_PENSION = "12150200MB1A00010L4000805003000"  # 城乡居民基本养老保险参保登记
 BY_NAME = {m.name: m for m in SHIPPED}

@@ -23,7 +23,9 @@ from adapters.registry import Registry
 from adapters.resilience import RetryPolicy, with_retries
 from adapters.rest import RestAdapter, RetryAfterError, parse_retry_after
 from mappings import HttpRequest, compile_mapping
-from tests.support.local_server import DEPOSITS, ENVELOPE_OK, LocalServer, Reply, Responder, Seen, TICKET, free_port, make_adapter, mappings, message
+from tests.support.local_server import (
+    DEPOSITS, ENVELOPE_OK, LocalServer, Reply, Responder, Seen, TICKET, free_port, make_adapter, mappings, message,
+)
 
 # ------------------------------------------------------------------ a small real server
 

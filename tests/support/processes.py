@@ -1,4 +1,5 @@
-"""Real `yiwang` processes for a test: launched on a database with the shipped bundles, a hall key, stopped after."""
+"""Real `yiwang` processes for a test: launched on a database with the shipped bundles, a hall key, stopped
+after."""
 
 from __future__ import annotations
 

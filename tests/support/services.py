@@ -1,4 +1,5 @@
-"""PostgreSQL and RabbitMQ for the tests: where they are, a vhost of a test's own, and what a missing one means (a skip, or a failure under YIWANG_REQUIRE_SERVICES=1)."""
+"""PostgreSQL and RabbitMQ for the tests: where they are, a vhost of a test's own, and what a missing one
+means (a skip, or a failure under YIWANG_REQUIRE_SERVICES=1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""What the simulator tests share: known people, waiting for a decision, each simulator's published OpenAPI document."""
+"""What the simulator tests share: known people, waiting for a decision, each simulator's published
+OpenAPI document."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """`mappings.strict_json`: JSON as the gateway takes it from outside (issue 14).
 
-The HTTP answers built on it are in tests/api/test_hostile_input.py, bundle files in tests/unit/test_bundle_validation.py;
-here the reader itself: where it says a repeated key is, and what it refuses that `json.loads` takes.
+The HTTP answers built on it are in tests/api/test_hostile_input.py, bundle files in
+tests/unit/test_bundle_validation.py; here the reader itself: where it says a repeated key is, and what it
+refuses that `json.loads` takes.
 """
 
 from __future__ import annotations
