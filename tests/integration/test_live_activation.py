@@ -261,10 +261,7 @@ def processes(tmp_path: Path, sqlite_url: str, sector: SocialSecuritySimulator) 
     env = {**os.environ, "YIWANG_VAR_DIR": str(tmp_path / "var"), "YIWANG_DATABASE_URL": sqlite_url,
            "YIWANG_SECTOR_ENDPOINTS": f"{SECTOR}={sector.url}", "YIWANG_REGISTRY_REFRESH_MS": str(PROCESS_REFRESH_MS),
            "YIWANG_POLL_INTERVAL_MS": "50", "YIWANG_RETRY_ATTEMPTS": "3", "YIWANG_RETRY_INITIAL_MS": "5",
-           "YIWANG_RETRY_MAX_MS": "20", "YIWANG_LOG_FORMAT": "json", "YIWANG_LOG_LEVEL": "info",
-           # Each line in its log file as it is logged: the test reads what the workers delivered while they
-           # run, and a block-buffered stdout can hold back the last lines (seen beside other tests' load).
-           "PYTHONUNBUFFERED": "1"}
+           "YIWANG_RETRY_MAX_MS": "20", "YIWANG_LOG_FORMAT": "json", "YIWANG_LOG_LEVEL": "info"}
     started = Processes(tmp_path, env)
     yield started
     started.stop()
