@@ -1,4 +1,5 @@
-# The two commands of the README: `make demo` and `make test`. Both build the virtualenv first.
+# The two commands of the README: `make demo` and `make test`; `make check` is the inner loop. All build the
+# virtualenv first.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -31,11 +32,18 @@ typecheck: $(STAMP)
 	$(BIN)/ruff check gateway adapters ops mappings certstore
 	$(BIN)/mypy
 
-# The inner loop: lint and type check. TODO: add the unit tests once tests/unit/ exists.
+# The inner loop, in seconds: the import contracts, ruff and mypy, and the unit tests (tests/unit: no database,
+# no network, no subprocess), in one process (xdist's start-up costs more than it saves here).
 check: lint typecheck
+	$(BIN)/pytest -q tests/unit
 
+# Everything (tests/unit, integration, api, faults, e2e) in parallel: pytest-xdist workers, each with databases and
+# a RabbitMQ vhost of its own; idle workers take tests from busy ones (worksteal), so a long test does not hold the
+# end. Three workers on two cores: many tests wait on subprocesses, sleeps and sector delays, and a third worker
+# uses that time. `make test PYTEST_WORKERS=0` runs in one process; `PYTEST_ARGS="-k delivery"` goes to pytest.
+PYTEST_WORKERS ?= 3
 test: lint typecheck
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

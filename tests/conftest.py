@@ -1,8 +1,14 @@
-"""Shared fixtures: databases (SQLite and a per-run PostgreSQL database), the simulator, a pinned clock.
+"""Shared fixtures for every folder of tests/: databases (SQLite and a per-run PostgreSQL database), the
+simulator, gateways. Helpers that test modules import (keys per role, applications, draining) live in
+tests/support/, never in a test module.
+
+Under pytest-xdist each worker is a run of its own: its own PostgreSQL database, RabbitMQ vhost and temporary
+folders (the names are random), so workers share nothing but the servers.
 
 Every test that takes `db_url` starts from an empty schema of its own at the newest migration, without
 paying for the migrations each time: they run once per run (a SQLite file each test copies; the PostgreSQL
-database, emptied before each test — see PostgresSchema). tests/test_migrations.py runs them from scratch.
+database, emptied before each test — see PostgresSchema). tests/integration/test_migrations.py runs them from
+scratch.
 
 Real services, real connections. When PostgreSQL is not reachable the PostgreSQL variants skip with
 a message saying how to start it — unless YIWANG_REQUIRE_SERVICES=1 (as `.ci/run` sets), which turns
@@ -11,56 +17,25 @@ a missing service into a failure.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import shutil
-import socket
-import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from urllib.parse import quote
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
-from unittest.mock import patch
+from typing import Any
 
 import pytest
 import structlog
 from sqlalchemy import Connection, Engine, NullPool, create_engine, text
 
 from adapters.simulators.social_security import SocialSecuritySimulator
-from adapters.bundle import Problem
-from adapters.descriptor import Bundle
-from adapters.registry import default_bundles_dir
-from gateway.sectors import bundle_records as bundles_module
 from gateway.bootstrap.app import Gateway, build_gateway
-from gateway.sectors.bundle_records import BundleStore, pack_folder, unpacked
-from gateway.domain.roles import Role
 from gateway.config import Settings
 from gateway.domain.clock import Clock
 from gateway.persistence.engine import make_engine
 from gateway.persistence.uow import create_schema
-
-PG_ADMIN_URL = os.environ.get("YIWANG_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-PG_HOW_TO_START = "start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
-REQUIRE_SERVICES = os.environ.get("YIWANG_REQUIRE_SERVICES") == "1"
-# A pinned instant: Tuesday 2026-11-24 10:00 in Beijing.
-PINNED = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
-
-
-def service_missing(what: str, how: str, error: Exception) -> None:
-    message = f"{what} is not reachable ({error.__class__.__name__}: {error}); {how}"
-    if REQUIRE_SERVICES:
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
-
-
-# The shipped bundles' secrets, as a deployment provides them: the simulators' default credentials.
-SECTOR_SECRETS = {"YIWANG_SECRET_GJJ_CLIENT_ID": "yiwang", "YIWANG_SECRET_GJJ_CLIENT_SECRET": "s3cret",
-                  "YIWANG_SECRET_MZ_PASSWORD": "mz-secret", "YIWANG_SECRET_GA_HMAC": "ga-secret"}
+from tests.support.gateways import SECTOR_SECRETS, SeedFile, activate_shipped
+from tests.support.services import PG_ADMIN_URL, PG_HOW_TO_START, rabbitmq_vhost, service_missing
 
 
 @pytest.fixture(autouse=True)
@@ -70,6 +45,13 @@ def logging_as_it_was() -> Iterator[None]:
     saved = structlog.get_config()
     yield
     structlog.configure(**saved)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def seed_parsed_once() -> Iterator[None]:
+    """Every gateway seeds its catalogue from the shipped file: parsed once per run (see SeedFile)."""
+    with SeedFile.parsed_once():
+        yield
 
 
 @pytest.fixture(autouse=True)
@@ -261,129 +243,6 @@ def make_gateway(tmp_path: Path, db_url: str) -> Iterator[Callable[..., Gateway]
     yield make
     for gateway in built:
         gateway.close()
-
-
-def activate_shipped(store: BundleStore, *sectors: str) -> None:
-    """Register (once) and activate shipped bundles, as a sector team would with `yiwang adapters`."""
-    registered = {(v.sector, v.version) for v in store.versions()}
-    for sector in sectors:
-        archive = pack_folder(default_bundles_dir() / sector)
-        shipped = ShippedArchive.of(archive)
-        if (sector, shipped.version) not in registered:
-            with shipped.validated_once():
-                store.register(archive, "test")
-        store.activate(sector, shipped.version, "test")
-
-
-@dataclass
-class ShippedArchive:
-    """What this run learnt of one shipped bundle's archive (by its digest: the same bytes, the same answers).
-
-    Nearly every test registers a shipped bundle on its fresh database, and validating one (its WSDL or
-    OpenAPI document, every mapping) costs 35-100 ms; its outcome cannot change while the bytes do not, so
-    the first registration in the run validates for real and the later ones reuse that outcome."""
-
-    version: str
-    problems: list[Problem] | None = None  # validate_bundle's answer, once asked
-    known: ClassVar[dict[str, ShippedArchive]] = {}
-
-    @classmethod
-    def of(cls, archive: bytes) -> ShippedArchive:
-        digest = hashlib.sha256(archive).hexdigest()
-        if digest not in cls.known:
-            with unpacked(archive) as bundle:
-                cls.known[digest] = cls(bundle.version)
-        return cls.known[digest]
-
-    @contextmanager
-    def validated_once(self) -> Iterator[None]:
-        validate = bundles_module.validate_bundle
-
-        def remembered(bundle: Bundle) -> list[Problem]:
-            if self.problems is None:
-                self.problems = list(validate(bundle))
-            return list(self.problems)
-
-        with patch.object(bundles_module, "validate_bundle", remembered):
-            yield
-
-
-def drain(gateway: Gateway, until: Callable[[], bool], timeout_s: float = 15) -> None:
-    """Run dispatch rounds in this thread until `until()` holds (bounded in time)."""
-    deadline = time.monotonic() + timeout_s
-    while not until():
-        if time.monotonic() > deadline:
-            raise AssertionError("dispatch did not reach the expected outcome in time")
-        if not gateway.dispatcher.run_once():
-            time.sleep(0.01)
-
-
-SOCIAL_SECURITY_AGENCY = "12150200MB1A00010L"  # 包头市社会保险事业服务中心
-
-
-@dataclass(frozen=True)
-class Keys:
-    """Request headers of one identity per role, issued on a gateway's own key store."""
-
-    hall: dict[str, str]
-    window: dict[str, str]
-    clerk: dict[str, str]  # a clerk of the social-security agency
-    issuing: dict[str, str]
-    catalogue_admin: dict[str, str]
-    operator: dict[str, str]
-
-    @classmethod
-    def issue(cls, gateway: Gateway) -> Keys:
-        def headers(role: Role, **scope: str) -> dict[str, str]:
-            _, key = gateway.keys.issue(f"test {role}", [role], **scope)
-            return {"Authorization": f"Bearer {key}"}
-
-        return cls(headers(Role.HALL_CLIENT), headers(Role.WINDOW), headers(Role.CLERK, department=SOCIAL_SECURITY_AGENCY),
-                   headers(Role.ISSUING_WINDOW), headers(Role.CATALOGUE_ADMIN), headers(Role.OPERATOR))
-
-    def clerk_of(self, gateway: Gateway, department: str) -> dict[str, str]:
-        _, key = gateway.keys.issue("test clerk", [Role.CLERK], department=department)
-        return {"Authorization": f"Bearer {key}"}
-
-    @staticmethod
-    def of(gateway: Gateway, *roles: Role, name: str = "test identity", **scope: str) -> dict[str, str]:
-        """Headers of a new identity holding `roles` (scope: department= or sector=)."""
-        _, key = gateway.keys.issue(name, list(roles), **scope)
-        return {"Authorization": f"Bearer {key}"}
-
-
-COMPLETE_APPLICATION: dict[str, Any] = {
-    "matter_code": "12150200MB1A00010L3000805001000",  # 失业保险金申领, 5 working days
-    "applicant": {"name": "王建国", "id_number": "150203198503120039", "phone": "13847100001"},
-    "materials": [{"name": "居民身份证"}, {"name": "解除或终止劳动合同证明"}, {"name": "本人银行账户"}],
-    "form": {"insured_months": 36, "separation_date": "2026-10-31"},
-}
-PARALLEL_APPLICATION: dict[str, Any] = {  # 职工退休一件事: social security and the housing fund decide side by side
-    "matter_code": "12150200MB1A00010L3000805005000",
-    "applicant": {"name": "李秀英", "id_number": "150203198503120039", "phone": "13847100002"},
-    "materials": [{"name": "居民身份证"}, {"name": "本人人事档案"}, {"name": "本人银行账户"}],
-    "form": {"retirement_date": "2026-12-01", "employer_name": "包头钢铁（集团）有限责任公司",
-             "withdraw_provident_fund": True},
-}
-
-
-RABBITMQ_HOW_TO_START = "start it with: rabbitmq-server -detached"
-
-
-@contextmanager
-def rabbitmq_vhost() -> Iterator[str]:
-    """A virtual host of its own on the local broker (guest may use it), deleted afterwards: its URL."""
-    vhost = f"yiwang-test-{uuid.uuid4().hex[:10]}"
-    try:
-        socket.create_connection(("127.0.0.1", 5672), timeout=2).close()
-        for command in (["add_vhost", vhost], ["set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"]):
-            subprocess.run(["rabbitmqctl", "-q", *command], check=True, capture_output=True, timeout=60)
-    except (OSError, subprocess.SubprocessError) as exc:
-        service_missing("RabbitMQ at 127.0.0.1:5672 (with rabbitmqctl)", RABBITMQ_HOW_TO_START, exc)
-    try:
-        yield f"amqp://guest:guest@127.0.0.1:5672/{quote(vhost, safe='')}"
-    finally:
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True, timeout=60)
 
 
 @pytest.fixture(scope="session")

@@ -63,7 +63,11 @@ class _StderrLogger:
     stream swapped and closed since (a test runner's capture) must not turn later log calls into errors."""
 
     def msg(self, message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
+        # One write per record: print() writes the text and the newline apart, so two threads logging at once
+        # could put two records on one line (seen in workers' JSON logs under load).
+        stream = sys.stderr
+        stream.write(message + "\n")
+        stream.flush()
 
     log = debug = info = warning = warn = error = critical = exception = fatal = msg
 

@@ -17,7 +17,7 @@ Two kinds of database made without Alembic are brought under it (`_adopt`):
 The migrations live in `migrations/versions/`. To add one, change the tables, then run
     .venv/bin/python -m gateway.persistence.migrate revision "add cases.priority"
 which autogenerates `migrations/versions/NNNN_add_cases_priority.py` against a scratch SQLite database
-at head; read and tidy it before committing (`tests/test_migrations.py` fails until it matches).
+at head; read and tidy it before committing (`tests/integration/test_migrations.py` fails until it matches).
 """
 
 from __future__ import annotations

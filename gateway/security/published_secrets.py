@@ -5,7 +5,7 @@ gateway as a deployment would), and every key, password or secret a test, a docu
 Strict start (gateway/bootstrap/strict_start.py) refuses a secret equal to one of them, compared without regard to
 case or surrounding blanks.
 
-This is the one list. It does not drift: tests/test_published_secrets.py reads the repository (Python
+This is the one list. It does not drift: tests/unit/test_published_secrets.py reads the repository (Python
 files parsed, Markdown and YAML read as text) for values used as credentials — given to a `YIWANG_SECRET_*`
 or key setting, to a `secret`, `password`, `client_secret`, `callback_secret` or `token` parameter, or to a
 constant named `…_SECRET` or `…_PASSWORD` — and fails, naming the value's place, when one is missing here
@@ -24,9 +24,9 @@ PUBLISHED_SECRETS: Final[Mapping[str, str]] = MappingProxyType({
     "mz-secret": "the 民政 simulator's default password (adapters/simulators/civil_affairs.py)",
     "s3cret": "the 公积金 simulator's default client secret (adapters/simulators/housing_fund.py)",
     "yiwang": "the 公积金 simulator's default client id (adapters/simulators/housing_fund.py)",
-    "cd" * 32: "a material-link key of the tests (tests/test_material_transport.py)",
-    "sealed": "a webhook secret of the tests (tests/test_retention.py)",
-    "rotated-during-maintenance": "a rotated 公积金 client secret of the tests (tests/test_breakers.py)",
+    "cd" * 32: "a material-link key of the tests (tests/integration/test_material_transport.py)",
+    "sealed": "a webhook secret of the tests (tests/integration/test_retention.py)",
+    "rotated-during-maintenance": "a rotated 公积金 client secret of the tests (tests/integration/test_breakers.py)",
 })
 _BY_NORMAL_FORM: Final = {value.strip().casefold(): where for value, where in PUBLISHED_SECRETS.items()}
 

@@ -1,1 +1,3 @@
-"""Helpers the tests import (fixtures stay in `tests/conftest.py`); never a test module."""
+"""What tests share: helpers, fixtures and harnesses, imported by test modules; never a test module itself.
+
+Test modules import from here (and conftest.py provides the common fixtures); nothing here imports a test module."""

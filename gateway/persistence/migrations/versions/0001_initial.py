@@ -16,7 +16,7 @@ Making the next revision
    --autogenerate --rev-id 0002 -m "add cases.priority"`). It writes versions/NNNN_add_cases_priority.py.
 3. Read and tidy it like this one: autogenerate misses renames (it sees a drop and an add), server
    defaults and data changes; SQLite ALTERs must stay inside `with op.batch_alter_table(...)`.
-4. `.venv/bin/pytest tests/test_migrations.py` — it fails while the migrated schema and the metadata differ.
+4. `.venv/bin/pytest tests/integration/test_migrations.py` — it fails while the migrated schema and the metadata differ.
 Revisions are applied by every process at start-up (`migrate.upgrade`), so keep them transactional: no
 `autocommit_block`, and nothing that takes long on a big table without a plan.
 """

@@ -1,0 +1,1 @@
+"""End to end: the demo, run as `make demo` runs it."""

@@ -1,0 +1,2 @@
+"""Integration tests: both databases (SQLite and PostgreSQL), simulators over real HTTP, RabbitMQ, real
+`yiwang` commands."""

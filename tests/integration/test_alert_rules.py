@@ -1,0 +1,121 @@
+"""ops/alerts.yml: every rule is complete, and every metric its expression names is one a running gateway
+(PostgreSQL, RabbitMQ, a delivered case, a certificate) actually exposes. `promtool check rules` too, when
+promtool is installed."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pika
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from adapters.simulators.social_security import SocialSecuritySimulator
+from gateway.bootstrap.app import Gateway, create_app
+from gateway.transport.amqp_topology import DELIVER_EXCHANGE, Envelope, Topology, queue_name, routing_key
+from tests.support.cases import state, submit
+from tests.support.gateways import drain
+from tests.support.pki import TestCA
+from tests.support.services import rabbitmq_vhost
+
+RULES = Path(__file__).parents[2] / "ops" / "alerts.yml"
+REQUIRED = {"DeadLettersRising", "CircuitOpen", "OutboxNotDraining", "CertificateExpiring", "CasesOverdue",
+            "BrokerDown", "GatewayNotReady", "SectorAnswerMismatch", "SectorReferenceClash"}
+# Words of PromQL that look like names but are not metrics.
+KEYWORDS = {"and", "or", "unless", "bool", "offset"}
+SECTOR = "social_security"
+
+
+def rules() -> list[dict[str, Any]]:
+    document = yaml.safe_load(RULES.read_text(encoding="utf-8"))
+    return [rule for group in document["groups"] for rule in group["rules"]]
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names in a PromQL expression: what is left once label matchers, label lists, ranges,
+    functions, aggregations and keywords are taken out."""
+    bare = re.sub(r"\{[^}]*\}|\[[^\]]*\]", " ", expr)
+    bare = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", bare)
+    names = re.findall(r"(?<![\w.])([a-zA-Z_:][\w:]*)\b(?!\s*\()", bare)
+    return {name for name in names if name not in KEYWORDS}
+
+
+def test_every_rule_is_complete_and_tells_the_operator_what_to_do() -> None:
+    assert {rule["alert"] for rule in rules()} >= REQUIRED
+    for rule in rules():
+        assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
+        assert rule["annotations"]["summary"], rule["alert"]
+        assert "yiwang " in rule["annotations"]["description"] or "/readyz" in rule["annotations"]["description"]
+        assert metric_names(rule["expr"]), f"{rule['alert']}: no metric in {rule['expr']!r}"
+    severities = {rule["labels"]["severity"] for rule in rules() if rule["alert"] == "CertificateExpiring"}
+    assert severities == {"warning", "critical"}  # < 30 days, then < 7
+
+
+def test_the_name_parser_finds_metrics_only() -> None:
+    assert metric_names('max by (sector) (delta(yiwang_dead_letters{status="x"}[15m])) > 0') == {"yiwang_dead_letters"}
+    assert metric_names("min(a_metric) < 30 and min(b_metric offset 5m) >= 7") == {"a_metric", "b_metric"}
+
+
+@pytest.fixture(scope="module")
+def broker_url() -> Iterator[str]:
+    """A virtual host of this module's own: the message published below reaches no other test's worker."""
+    with rabbitmq_vhost() as url:
+        yield url
+
+
+@pytest.fixture
+def gateway(make_gateway: Callable[..., Gateway], simulator: SocialSecuritySimulator, broker_url: str) -> Gateway:
+    gateway = make_gateway(sector_endpoints={SECTOR: simulator.url}, amqp_url=broker_url, metrics_cache_ms=0)
+    connection = pika.BlockingConnection(pika.URLParameters(broker_url))
+    try:  # what a worker declares when it starts consuming the sector
+        Topology(gateway.settings.delivery_limit).declare_sector(connection.channel(), SECTOR)
+    finally:
+        connection.close()
+    return gateway
+
+
+def exposed(gateway: Gateway) -> set[str]:
+    """The names of every sample one scrape of GET /metrics shows."""
+    text = TestClient(create_app(gateway)).get("/metrics").text
+    return {s.name for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_every_metric_an_alert_names_is_exposed_by_a_running_gateway(gateway: Gateway) -> None:
+    case_no = submit(gateway)
+    drain(gateway, lambda: state(gateway, case_no) == "approved")  # the per-process counters have samples
+    gateway.certs.import_pem("gw-client", TestCA().issue("gateway client", days=90).cert_pem, actor="test")
+    names = exposed(gateway)
+    assert {"yiwang_broker_up", "yiwang_queue_messages", "yiwang_deliveries_total"} <= names
+    for rule in rules():
+        missing = metric_names(rule["expr"]) - names
+        assert not missing, f"{rule['alert']} uses {sorted(missing)}, which the gateway does not expose"
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_queue_depths_come_from_the_broker(gateway: Gateway, broker_url: str) -> None:
+    queue = queue_name(SECTOR, green=False)
+    assert gateway.metrics.get_sample_value("yiwang_queue_messages", {"queue": queue}) == 0
+    assert gateway.metrics.get_sample_value("yiwang_broker_up") == 1
+    connection = pika.BlockingConnection(pika.URLParameters(broker_url))
+    try:
+        channel = connection.channel()
+        body = Envelope(1, "NOPE", SECTOR, "submit_case", "NOPE:1:submit_case").body()
+        channel.basic_publish(DELIVER_EXCHANGE, routing_key(SECTOR, green=False), body)
+        assert gateway.metrics.get_sample_value("yiwang_queue_messages", {"queue": queue}) == 1
+    finally:
+        channel.queue_purge(queue)
+        connection.close()
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed (Prometheus' own check)")
+def test_promtool_accepts_the_rules() -> None:
+    checked = subprocess.run(["promtool", "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
