@@ -160,7 +160,9 @@ def race(sqlite_url: str, script: str, per_process: int) -> tuple[list[int], lis
     create_schema(engine)
     Catalogue(engine).seed_if_empty(DEFAULT_CATALOGUE)
     engine.dispose()
-    start_at = time.time() + 1.0
+    # Far enough ahead that both have imported and built their service even on a loaded machine (a racer
+    # starting late races nobody, and the negative control would see no lost update).
+    start_at = time.time() + 4.0
     racers = [
         subprocess.Popen([sys.executable, "-c", script, sqlite_url, str(start_at), str(per_process)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)

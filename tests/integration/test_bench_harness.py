@@ -60,7 +60,7 @@ def test_owned_shares_give_each_sample_to_the_innermost_frame_of_our_own_code(tm
     folded.write_text("run (uvicorn/main.py:1);submit (gateway/http/routers/cases.py:2);execute (sqlalchemy/engine/base.py:3) 6\n"
                       "run (uvicorn/main.py:1);append (gateway/audit/ledger.py:9);seal (certstore/keyring.py:4) 3\n"
                       "run (uvicorn/main.py:1);select (selectors.py:5) 1\n", encoding="utf-8")
-    assert owned_shares(folded) == ["60% gateway.api.submit", "30% certstore.keyring.seal", "10% selectors"]
+    assert owned_shares(folded) == ["60% gateway.http.routers.cases.submit", "30% certstore.keyring.seal", "10% selectors"]
 
 
 def test_children_are_read_from_proc() -> None:
