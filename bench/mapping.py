@@ -75,7 +75,7 @@ MESSAGE: Mapping[str, Any] = {
             "address": "内蒙古自治区包头市昆都仑区钢铁大街 88 号",
             "legal_representative": None,
         },
-        "materials": [  # as the dispatcher sends them to an inline_base64 sector (gateway.material_links)
+        "materials": [  # as the dispatcher sends them to an inline_base64 sector (gateway.materials.links)
             _inline("居民身份证", "mat/2026/11/02/7f3a9c.pdf"),
             _inline("解除或终止劳动合同证明", "mat/2026/11/02/b81e04.pdf"),
             {"name": "本人银行账户", "received": False, "file_ref": None},

@@ -131,7 +131,7 @@ def test_secrets_check_and_new_master_key(run: Run, store: CertStore, ca: TestCA
 def test_the_installed_command_through_a_master_key_rotation(tmp_path: Path, ca: TestCA,
                                                             monkeypatch: pytest.MonkeyPatch,
                                                             request: pytest.FixtureRequest) -> None:
-    """`yiwang certs` as wired in gateway.cli: settings from the environment, the store on var/yiwang.db."""
+    """`yiwang certs` as wired in gateway.bootstrap.cli: settings from the environment, the store on var/yiwang.db."""
     from gateway.bootstrap.cli import app  # the composition root, as the console script runs it
 
     # The commands configure logging onto CliRunner's stderr, closed after each run: restore it after the test.

@@ -1,5 +1,5 @@
-"""The typed-text rule (gateway.domain.text), its pydantic form (gateway.text_fields) and a form's check
-(gateway.forms): what is kept, what is refused and why, and that anything kept travels in XML and JSON."""
+"""The typed-text rule (gateway.domain.text), its pydantic form (gateway.http.text_fields) and a form's check
+(gateway.catalogue.forms): what is kept, what is refused and why, and that anything kept travels in XML and JSON."""
 
 from __future__ import annotations
 
