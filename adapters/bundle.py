@@ -78,9 +78,6 @@ def _fail(file: str, field: str, message: str, line: int | None = None) -> Bundl
     return BundleError([Problem(file, line, field, message)])
 
 
-# --------------------------------------------------------------------------- the model
-
-
 # --------------------------------------------------------------------------- the schema, worded
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from adapters.auth import FORM_TYPES
+from adapters.canonical import OPERATIONS
+from adapters.contract import Operation
 from adapters.kind import AdapterKind
 from adapters.kinds import KINDS
 
@@ -106,16 +108,10 @@ _COMMON: Mapping[str, Any] = {
         },
         "operations": {
             "type": "object",
-            "required": ["submit_case"],
+            "required": [Operation.SUBMIT_CASE.value],
             "additionalProperties": False,
             "x-unknown-key": "not a canonical operation",
-            "properties": {
-                "submit_case": {"$ref": "#/$defs/file"},
-                "query_status": {"$ref": "#/$defs/file"},
-                "cancel_case": {"$ref": "#/$defs/file"},
-                "fetch_certificate": {"$ref": "#/$defs/file"},
-                "callback": {"$ref": "#/$defs/file"},
-            },
+            "properties": {operation: {"$ref": "#/$defs/file"} for operation in OPERATIONS},
         },
         "queries": {
             "type": "object",
