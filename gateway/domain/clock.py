@@ -50,3 +50,9 @@ def to_shanghai(instant: datetime) -> datetime:
 def as_utc(instant: datetime) -> datetime:
     """Normalise an instant read back from storage (naive means UTC) to aware UTC."""
     return instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant.astimezone(UTC)
+
+
+def beijing_text(instant: datetime) -> str:
+    """The one way an instant leaves the gateway (API answers, payloads, CLI output): Beijing time with
+    its offset and milliseconds, e.g. `2026-12-07T20:10:00.123+08:00`. Stored instants stay UTC."""
+    return as_utc(instant).astimezone(SHANGHAI).isoformat(timespec="milliseconds")
