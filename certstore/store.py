@@ -298,18 +298,21 @@ class CertStore:
         self._secrets.pop(name, None)
         return self.versions(name)
 
-    def rewrap(self) -> int:
+    def rewrap(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Re-wrap every envelope not under the current master key (after a master-key rotation); how many.
-        Only the data keys are re-encrypted; once it has run, the old master key can leave the ring."""
+        Only the data keys are re-encrypted; once it has run, the old master key can leave the ring.
+        `progress(done, total)` is told after each one."""
         sealed = self.t.versions.c.sealed
         query = select(self.t.versions.c.id, self.t.versions.c.name, self.t.versions.c.version, sealed).where(
             sealed.is_not(None), self.t.versions.c.master_key_id != self.keys.current_id)
         with self.engine.begin() as conn:
             rows = conn.execute(query).all()
-            for row in rows:
+            for done, row in enumerate(rows, 1):
                 moved = self._guarded(row, lambda r: rewrap(self.keys, Envelope.from_text(r.sealed)))
                 conn.execute(update(self.t.versions).where(self.t.versions.c.id == row.id)
                              .values(sealed=moved.to_text(), master_key_id=moved.key_id))
+                if progress is not None:
+                    progress(done, len(rows))
         return len(rows)
 
     # -- expiry ---------------------------------------------------------------------------------

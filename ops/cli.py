@@ -5,29 +5,29 @@ Replay sends the message again with the idempotency key of every earlier attempt
 applied it after all recognises the repeat. Personal data is shown masked, as in the logs. Every command
 that changes something is audited by the root (`gateway.cli.audit.audit_commands`): its options (the
 filter, the reason) are the record's detail, and the text it returns (how many) joins the outcome.
-Bad input exits with code 2 and changes nothing.
+Bad input exits with code 2 (a dead letter or run that does not exist: 3) and changes nothing. Listings and
+shows take `--json` (gateway.cli.output); a bulk replay draws its progress on stderr.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import datetime
 from typing import Annotated, Any, get_type_hints
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.markup import escape
 
 from certstore import CryptoError
 from gateway.cases.views import event_view
-from gateway.cli.common import BAD_INPUT
-from gateway.domain.clock import SHANGHAI, to_shanghai
+from gateway.cli import output
+from gateway.cli.common import BAD_INPUT, NOT_FOUND
+from gateway.cli.output import Column, JsonOption, QuietOption
+from gateway.domain.clock import SHANGHAI
 from gateway.observability.logs import mask_text, mask_value
 from gateway.persistence.repository import DeadLetter
 from ops.dead_letters import (
@@ -63,7 +63,8 @@ _FILTER_OPTIONS: dict[str, Any] = {
     "sector": Annotated[str | None, typer.Option(help="the sector (it names the adapter)")],
     "version": Annotated[str | None, typer.Option(help="the bundle version the message died with")],
     "matter": Annotated[str | None, typer.Option(help="the case's matter (implementation code)")],
-    "case": Annotated[str | None, typer.Option(help="a case number")],
+    "case_no": Annotated[str | None, typer.Option(help="a case number")],
+    "case": Annotated[str | None, typer.Option(hidden=True, help="deprecated: --case-no")],
     "error_class": Annotated[str | None, typer.Option(help="transport, timeout, sector_fault, mapping, …")],
     "since": Annotated[datetime | None, typer.Option(formats=TIME_FORMATS, metavar="TIME",
                                                      help="created at or after (Beijing time, 2026-11-24T10:00)")],
@@ -75,7 +76,7 @@ _FILTER_OPTIONS: dict[str, Any] = {
 }
 
 
-def make_ops_app(open_desk: Callable[[], DeadLetterDesk], actor: Actor, console: Console) -> typer.Typer:
+def make_ops_app(open_desk: Callable[[], DeadLetterDesk], actor: Actor) -> typer.Typer:
     app = typer.Typer(help="Operators' tools: dead letters — list, count, show, replay, discard.",
                       no_args_is_help=True)
 
@@ -85,43 +86,42 @@ def make_ops_app(open_desk: Callable[[], DeadLetterDesk], actor: Actor, console:
                      sort: Annotated[str, typer.Option(help=" | ".join(SORTS))] = "-created_at",
                      limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
                      cursor: Annotated[str | None, typer.Option(help="the next cursor a page printed")] = None,
-                     ) -> None:
+                     as_json: JsonOption = False) -> None:
         """List dead letters by filter, newest first: messages that outlasted their retry policy."""
-        with _reported(console):
+        with _reported():
             page = open_desk().page(chosen, sort=sort, limit=limit, cursor=cursor)
-        console.print(_letters_table(page.items, f"dead letters: {len(page.items)} of {page.total}"))
+        output.print_rows([_listed(d) for d in page.items], LETTER_COLUMNS, as_json=as_json,
+                          title=f"dead letters: {len(page.items)} of {page.total}")
         if page.next_cursor:
-            console.print(f"next page: --cursor {page.next_cursor}", highlight=False, soft_wrap=True)
+            output.note(f"next page: --cursor {page.next_cursor}")
 
     @app.command()
     @_filtered
-    def counts(chosen: DeadLetterFilter) -> None:
+    def counts(chosen: DeadLetterFilter, as_json: JsonOption = False) -> None:
         """How many dead letters match, by sector and error class."""
-        with _reported(console):
+        with _reported():
             rows = open_desk().counts(chosen)
-        table = Table("sector", "error class", "count", title=f"{sum(n for _, _, n in rows)} in all")
-        for sector, error_class, n in rows:
-            table.add_row(sector, error_class, str(n))
-        console.print(table)
+        counted = [{"sector": sector, "error_class": error_class, "count": n} for sector, error_class, n in rows]
+        output.print_rows(counted, COUNT_COLUMNS, as_json=as_json, title=f"{sum(n for _, _, n in rows)} in all")
 
     @app.command("dead-letter")
-    def dead_letter(letter_id: LetterId) -> None:
+    def dead_letter(letter_id: LetterId, as_json: JsonOption = False) -> None:
         """Show one dead letter whole: error, every attempt, the sector's last answer, what was sent, and the
         case's timeline (personal data masked)."""
-        with _reported(console):
+        with _reported():
             desk = open_desk()
             letter = desk.get(letter_id)
-            timeline = [event_view(e) for e in desk.timeline(letter.case_no)]
-        story = {**describe(letter), "case_timeline": timeline}
-        console.print_json(json.dumps(mask_value(story), ensure_ascii=False, default=str))
+            timeline = [{**event_view(e), "at": e.at} for e in desk.timeline(letter.case_no)]
+        output.print_object({**_whole(letter), "masked": True, "timeline": timeline}, as_json=as_json)
 
     @app.command()
     def replay(letter_id: LetterId, reason: Reason, mapping: MappingOption = "active") -> str:
         """Deliver a dead letter's message again (same idempotency key); the dead letter is marked replayed."""
-        with _reported(console):
+        with _reported():
             letter = open_desk().replay(letter_id, by=actor(), reason=reason, mapping=mapping)
-        console.print(f"replayed dead letter {letter.id}: {letter.operation} of case {letter.case_no} to "
-                      f"{letter.sector} is due again (idempotency key {letter.idempotency_key})")
+        output.stdout().print(f"replayed dead letter {letter.id}: {letter.operation} of case {letter.case_no} to "
+                              f"{letter.sector} is due again (idempotency key {letter.idempotency_key})",
+                              markup=False)
         return f"replayed {letter.id}"
 
     @app.command("replay-many")
@@ -130,46 +130,41 @@ def make_ops_app(open_desk: Callable[[], DeadLetterDesk], actor: Actor, console:
                     reason: Annotated[str | None, typer.Option(help=REASON_HELP + "; not with --resume")] = None,
                     mapping: MappingOption = "active", dry_run: DryRun = False, yes: Yes = False,
                     resume: Annotated[int | None, typer.Option(help="carry on this unfinished run")] = None,
-                    ) -> str:
+                    quiet: QuietOption = False) -> str:
         """Replay every dead letter matching the filter, in batches, resumable after an interruption:
         `--dry-run` first says how many and which; `--resume RUN_ID` carries on a run."""
-        with _reported(console):
+        with _reported():
             desk = open_desk()
             if resume is not None:
-                return _ran(console, desk, desk.run(resume))
+                return _ran(desk, desk.run(resume), quiet)
             if not dry_run:
                 check_reason(reason)  # before the operator is asked anything
             plan = desk.plan(chosen)
-            console.print(_letters_table(plan.sample, f"{plan.count} dead letters would be replayed"
-                                         + (f" (the first {len(plan.sample)})" if plan.sample else "")))
+            _plan_table(plan.sample, f"{plan.count} dead letters would be replayed"
+                        + (f" (the first {len(plan.sample)})" if plan.sample else ""))
             if dry_run or plan.count == 0:
                 return f"dry run: {plan.count} would be replayed" if dry_run else "nothing to replay"
             if not yes:
-                _confirm(console, f"Replay {plan.count} dead letters ({mapping} mapping)?")
+                _confirm(f"Replay {plan.count} dead letters ({mapping} mapping)?")
             run = desk.start_replay(chosen, by=actor(), reason=reason or "", mapping=mapping)
-            console.print(f"replay run {run.id}: {run.total} dead letters (resume with --resume {run.id})")
-            return _ran(console, desk, run)
+            output.stdout().print(f"replay run {run.id}: {run.total} dead letters (resume with --resume {run.id})")
+            return _ran(desk, run, quiet)
 
     @app.command("replay-runs")
-    def replay_runs(limit: Annotated[int, typer.Option(min=1, max=500)] = 20) -> None:
+    def replay_runs(limit: Annotated[int, typer.Option(min=1, max=500)] = 20, as_json: JsonOption = False) -> None:
         """Bulk replays, newest first: who asked, why, how far they got."""
-        with _reported(console):
+        with _reported():
             runs = open_desk().runs(limit)
-        table = Table("run", "status", "replayed", "skipped", "total", "mapping", "by", "started (Beijing)",
-                      "reason", "filter", title="replay runs")
-        for r in runs:
-            table.add_row(str(r.id), r.status, str(r.replayed), str(r.skipped), str(r.total), r.mapping,
-                          r.requested_by, _shown(r.created_at), mask_text(r.reason),
-                          json.dumps(r.filter, ensure_ascii=False))
-        console.print(table)
+        rows = [{**{f.name: getattr(r, f.name) for f in fields(r)}, "reason": mask_text(r.reason)} for r in runs]
+        output.print_rows(rows, RUN_COLUMNS, as_json=as_json, title="replay runs")
 
     @app.command()
     def discard(letter_id: LetterId, reason: Reason, case_outcome: CaseOutcome) -> str:
         """Set a dead letter aside for good, with a reason, and give its case a way forward in the same step: no
         replay will ever take it, and no case is left accepted with nothing in flight."""
-        with _reported(console):
+        with _reported():
             open_desk().discard_one(letter_id, by=actor(), reason=reason, case_outcome=case_outcome)
-        console.print(f"discarded dead letter {letter_id}; its case: {case_outcome}")
+        output.stdout().print(f"discarded dead letter {letter_id}; its case: {case_outcome}", markup=False)
         return f"discarded {letter_id}, case outcome {case_outcome}"
 
     @app.command("discard-many")
@@ -178,54 +173,68 @@ def make_ops_app(open_desk: Callable[[], DeadLetterDesk], actor: Actor, console:
                      yes: Yes = False) -> str:
         """Discard every dead letter (status dead) matching the filter, with a reason, giving each one's case (for a
         parallel case, its task) the one way forward chosen. Letters whose case cannot take it stay dead."""
-        with _reported(console):
+        with _reported():
             case_outcome_of(case_outcome)  # refused before anything is shown or asked
             desk = open_desk()
             page = desk.page(replace(chosen, status="dead"), sort="created_at", limit=20)
-            console.print(_letters_table(page.items, f"{page.total} dead letters would be discarded"))
+            _plan_table(page.items, f"{page.total} dead letters would be discarded")
             if dry_run or page.total == 0:
                 return f"dry run: {page.total} would be discarded" if dry_run else "nothing to discard"
             if not yes:
-                _confirm(console, f"Discard {page.total} dead letters for good, their cases: {case_outcome}?")
+                _confirm(f"Discard {page.total} dead letters for good, their cases: {case_outcome}?")
             done = desk.discard(chosen, by=actor(), reason=reason, case_outcome=case_outcome)
+        console = output.stdout()
         for letter_id, why in done.kept:
-            console.print(f"[yellow]kept dead letter {letter_id}:[/yellow] {why}")
-        console.print(f"discarded {done.count} dead letters; their cases: {case_outcome}")
+            console.print(f"[yellow]kept dead letter {letter_id}:[/yellow] {escape(why)}")
+        console.print(f"discarded {done.count} dead letters; their cases: {case_outcome}", markup=False)
         return f"discarded {done.count}, kept {len(done.kept)}, case outcome {case_outcome}"
 
     return app
 
 
-def describe(letter: DeadLetter) -> dict[str, Any]:
-    """A dead letter as an operator reads it (and as `dead-letter` prints it, masked)."""
-    return {"id": letter.id, "status": letter.status, "case_no": letter.case_no, "sector": letter.sector,
-            "operation": letter.operation, "idempotency_key": letter.idempotency_key, "outbox_id": letter.outbox_id,
-            "bundle_version": letter.bundle_version, "error_class": letter.error_class,
-            "error_message": letter.error_message, "attempts": letter.attempts, "deliveries": letter.deliveries,
-            "history": list(letter.history), "last_response": letter.last_response,
-            "rendered_request": letter.rendered_request, "canonical_payload": letter.canonical_payload,
-            "created_at": letter.created_at, "replayed_at": letter.replayed_at, "replayed_by": letter.replayed_by,
-            "replay_reason": letter.replay_reason, "replay_run_id": letter.replay_run_id,
-            "discarded_at": letter.discarded_at, "discarded_by": letter.discarded_by,
-            "discard_reason": letter.discard_reason, "case_outcome": letter.case_outcome,
-            "superseded_at": letter.superseded_at}
+# A dead letter's bodies and keys: shown whole (`dead-letter ID`), not listed — as the API's list leaves them out.
+BODIES = ("outbox_id", "idempotency_key", "canonical_payload", "rendered_request", "last_response", "history")
+LETTER_COLUMNS = (Column("id", identifier=True), Column("case_no", "case", identifier=True), Column("sector"),
+                  Column("error_class", "class"), Column("attempts", "tries"), Column("status"),
+                  Column("created_at", "created (Beijing)"), Column("error_message", "error"))
+COUNT_COLUMNS = (Column("sector"), Column("error_class", "error class"), Column("count"))
+RUN_COLUMNS = (Column("id", "run", identifier=True), Column("status"), Column("replayed"), Column("skipped"),
+               Column("total"), Column("mapping"), Column("requested_by", "by"),
+               Column("created_at", "started (Beijing)"), Column("reason"), Column("filter"))
 
 
-def _ran(console: Console, desk: DeadLetterDesk, run: ReplayRun) -> str:
+def _whole(letter: DeadLetter) -> dict[str, Any]:
+    """A dead letter as an operator reads it, every field (the API's names), personal data masked."""
+    return {f.name: _masked(getattr(letter, f.name)) for f in fields(letter)}
+
+
+def _masked(value: Any) -> Any:
+    """Personal data masked wherever it nests; times stay times, for a table to show them short."""
+    return value if isinstance(value, datetime) else mask_value(output.jsonable(value))
+
+
+def _listed(letter: DeadLetter) -> dict[str, Any]:
+    return {name: value for name, value in _whole(letter).items() if name not in BODIES}
+
+
+def _plan_table(letters: list[DeadLetter], title: str) -> None:
+    """What a bulk command would act on, for the operator to read before saying yes (always a table)."""
+    output.print_rows([_listed(d) for d in letters], LETTER_COLUMNS, as_json=False, title=title)
+
+
+def _ran(desk: DeadLetterDesk, run: ReplayRun, quiet: bool) -> str:
     """Carry a run to its end in the foreground, with a progress bar; the outcome for the audit record."""
-    with Progress(TextColumn(f"replay run {run.id}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as bar:
-        task = bar.add_task("replaying", total=run.total, completed=run.replayed)
-        run = desk.continue_replay(run.id, lambda now: bar.update(task, completed=now.replayed + now.skipped))
-    console.print(f"replay run {run.id} {run.status}: {run.replayed} replayed, {run.skipped} skipped "
-                  f"of {run.total}")
+    with output.progress(f"replay run {run.id}", run.total, quiet=quiet, done=run.replayed) as advance:
+        run = desk.continue_replay(run.id, lambda now: advance(now.replayed + now.skipped))
+    output.stdout().print(f"replay run {run.id} {run.status}: {run.replayed} replayed, {run.skipped} skipped "
+                          f"of {run.total}")
     return f"run {run.id} {run.status}: {run.replayed} replayed, {run.skipped} skipped of {run.total}"
 
 
-def _confirm(console: Console, question: str) -> None:
+def _confirm(question: str) -> None:
     """Ask; a "no" ends the command with exit code 1 (audited as such), nothing changed."""
     if not typer.confirm(question):
-        console.print("nothing changed")
+        output.stdout().print("nothing changed")
         raise typer.Exit(1)
 
 
@@ -258,7 +267,8 @@ def _filter_of(options: dict[str, Any]) -> DeadLetterFilter:
     status = options["status"]
     return DeadLetterFilter(
         sector=options["sector"], bundle_version=options["version"], matter_code=options["matter"],
-        case_no=options["case"], error_class=options["error_class"], created_from=_beijing(options["since"]),
+        case_no=output.deprecated(options["case_no"], options["case"], new="--case-no", old="--case"),
+        error_class=options["error_class"], created_from=_beijing(options["since"]),
         created_to=_beijing(options["until"]), min_attempts=options["min_attempts"],
         max_attempts=options["max_attempts"], status=None if status == "any" else status)
 
@@ -268,32 +278,17 @@ def _beijing(instant: datetime | None) -> datetime | None:
     return None if instant is None else instant.replace(tzinfo=SHANGHAI)
 
 
-def _letters_table(letters: list[DeadLetter], title: str) -> Table:
-    table = Table("id", title=title)
-    # A case number is copied whole into the next command: never wrapped, never cut (the error text gives way).
-    table.add_column("case", no_wrap=True, min_width=max((len(d.case_no) for d in letters), default=4))
-    for column in ("sector", "class", "tries", "status", "created (Beijing)"):  # the rest: `dead-letter ID`
-        table.add_column(column, no_wrap=True)
-    table.add_column("error")
-    for d in letters:
-        table.add_row(str(d.id), d.case_no, d.sector, d.error_class, str(d.attempts), d.status,
-                      _shown(d.created_at)[:16], str(mask_value(d.error_message))[:60])
-    return table
-
-
-def _shown(instant: datetime | None) -> str:
-    return "" if instant is None else to_shanghai(instant).strftime("%Y-%m-%d %H:%M:%S")
-
-
 @contextmanager
-def _reported(console: Console) -> Iterator[None]:
-    """The desk's refusals as one readable line and exit code 2 (nothing was changed)."""
+def _reported() -> Iterator[None]:
+    """The desk's refusals as one readable line on stderr and an exit code (nothing was changed): 3 for a dead
+    letter or run that does not exist, 2 for the rest."""
+    console = output.stderr()
     try:
         yield
     except (DeadLetterNotFound, ReplayRunNotFound) as exc:
         what = "replay run" if isinstance(exc, ReplayRunNotFound) else "dead letter"
         console.print(f"[red]no {what} {exc}[/red]")
-        raise typer.Exit(BAD_INPUT) from exc
+        raise typer.Exit(NOT_FOUND) from exc
     except (NotReplayable, NotDiscardable) as exc:
         console.print(f"[red]refused: {exc}[/red]")
         raise typer.Exit(BAD_INPUT) from exc

@@ -39,7 +39,7 @@ from itertools import groupby
 from typing import Any, Literal, Protocol
 
 import structlog
-from sqlalchemy import Engine, Select, delete, func, insert, select
+from sqlalchemy import ColumnElement, Engine, Select, and_, delete, func, insert, or_, select, true
 from sqlalchemy.engine import Connection, RowMapping
 
 from certstore import CryptoError, FieldSealer, Signer, decode_signature, digest, encode_signature
@@ -98,19 +98,31 @@ class LedgerRecord:
 
 @dataclass(frozen=True)
 class Anchor:
-    """A checkpoint's (chain, seq, head hash) as kept outside the database: in shipped logs or a file."""
+    """A checkpoint's (chain, seq, head hash) as kept outside the database: in shipped logs or a file. With
+    the checkpoint's time, key and signature (`yiwang audit anchors` prints them) it is a starting point:
+    `verify(anchors)` checks its signature and the record it names, and reads that chain only after it."""
 
     chain: str
     seq: int
     head_hash: str
+    at: str | None = None  # the checkpoint's instant as signed (UTC, microseconds)
+    key_id: str | None = None
+    signature: str | None = None
+
+    @property
+    def signed(self) -> bool:
+        return self.at is not None and self.key_id is not None and self.signature is not None
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return json.dumps({k: v for k, v in asdict(self).items() if v is not None}, sort_keys=True)
 
     @classmethod
     def from_json(cls, line: str) -> Anchor:
         data = json.loads(line)
-        return cls(str(data["chain"]), int(data["seq"]), str(data["head_hash"]))
+        optional = {name: str(data[name]) for name in ("at", "key_id", "signature") if data.get(name) is not None}
+        if "at" in optional:
+            datetime.fromisoformat(optional["at"])  # a ValueError names a garbled line before anything is read
+        return cls(str(data["chain"]), int(data["seq"]), str(data["head_hash"]), **optional)
 
 
 @dataclass(frozen=True)
@@ -129,6 +141,7 @@ class VerifyReport:
     checkpoints: int = 0
     problems: list[Problem] = field(default_factory=list)
     retention_markers: int = 0
+    anchored: int = 0  # chains read only after a signed anchor kept outside the database
 
     @property
     def intact(self) -> bool:
@@ -150,6 +163,7 @@ class Purged:
 
 
 Archive = Callable[[str, list[dict[str, Any]]], None]  # (table, rows): keeps them durably, or raises
+Progress = Callable[[int, int], None]  # (records read, records to read)
 
 
 @dataclass
@@ -340,17 +354,20 @@ class Ledger:
 
     # --- retention --------------------------------------------------------------------------------------
 
-    def purge(self, kind: str, before: datetime, archive: Archive | None = None, batch: int = 1000) -> int:
+    def purge(self, kind: str, before: datetime, archive: Archive | None = None, batch: int = 1000,
+              batch_done: Callable[[int], None] | None = None) -> int:
         """Remove the records of `kind` older than `before`, every chain from its start, `batch` records per
         transaction: `archive` gets them first (bodies still sealed: the archive holds no clear personal
         data), then a signed retention marker and the deletion commit together. An interruption leaves
-        whole batches done and the rest untouched. Returns how many records were removed."""
+        whole batches done and the rest untouched. Returns how many records were removed; `batch_done` is
+        told how many each batch removed."""
         with self._reading() as conn:
             chains = conn.execute(select(ledger_records.c.chain).where(
                 ledger_records.c.kind == kind, ledger_records.c.at < as_utc(before)).distinct()).scalars().all()
-        return sum(self._purge_chain(chain, before, archive, batch) for chain in chains)
+        return sum(self._purge_chain(chain, before, archive, batch, batch_done) for chain in chains)
 
-    def _purge_chain(self, chain: str, before: datetime, archive: Archive | None, batch: int) -> int:
+    def _purge_chain(self, chain: str, before: datetime, archive: Archive | None, batch: int,
+                     batch_done: Callable[[int], None] | None) -> int:
         c = ledger_records.c
         with self._reading() as conn:
             # Only a prefix of the chain goes, fixed now: a record older than `before` after a younger one (a
@@ -377,6 +394,8 @@ class Ledger:
                 uow.commit()
             removed += len(records)
             log.info("ledger records purged", chain=chain, up_to_seq=newest.seq, records=len(records))
+            if batch_done is not None:
+                batch_done(len(records))
 
     def _retention_marker(self, chain: str, last: LedgerRecord, before: datetime) -> dict[str, Any]:
         at, before = as_utc(self._clock.now()), as_utc(before)
@@ -413,34 +432,70 @@ class Ledger:
         """Every signed checkpoint, to keep outside the database (`yiwang audit anchors`)."""
         with self._reading() as conn:
             rows = conn.execute(select(ledger_checkpoints).order_by(ledger_checkpoints.c.id)).mappings().all()
-        return [Anchor(r["chain"], r["seq"], r["head_hash"]) for r in rows]
+        return [Anchor(r["chain"], r["seq"], r["head_hash"], _instant(r["at"]), r["key_id"], r["signature"])
+                for r in rows]
 
-    def verify(self, anchors: Iterable[Anchor] = ()) -> VerifyReport:
-        """Every chain, checkpoint and (if given) anchor kept outside the database, checked."""
+    def verify(self, anchors: Iterable[Anchor] = (), progress: Progress | None = None) -> VerifyReport:
+        """Every chain, checkpoint and (if given) anchor kept outside the database, checked. A chain with a
+        signed anchor whose signature holds is read only from the newest such anchor on: the record there
+        must still hash to it, and what follows must link to it. `progress(read, total)` is told how far."""
         report = VerifyReport()
         heads: dict[tuple[str, int], LedgerRecord] = {}  # only the records checkpoints name: memory stays small
         anchors = list(anchors)
         with self._reading() as conn:
             purged = self._purged(conn, report)
-            checkpoints = conn.execute(select(ledger_checkpoints).order_by(ledger_checkpoints.c.id)).mappings().all()
+            starts = self._starting_points(anchors, purged, report)
+            report.anchored = len(starts)
+            checkpoints = [cp for cp in conn.execute(select(ledger_checkpoints).order_by(ledger_checkpoints.c.id))
+                           .mappings().all() if not _vouched(starts, cp["chain"], cp["seq"])]
             signed = {(cp["chain"], cp["seq"]) for cp in checkpoints} | {(a.chain, a.seq) for a in anchors}
-            rows = conn.execute(select(ledger_records).order_by(ledger_records.c.chain, ledger_records.c.seq)
-                                .execution_options(yield_per=1000))  # streamed: a long log is not held whole
-            for chain, records in groupby((_record(r) for r in rows.mappings()), key=lambda r: r.chain):
+            selections = _selections(starts)
+            total = sum(conn.execute(select(func.count()).select_from(ledger_records).where(where)).scalar_one()
+                        for where in selections) if progress else 0
+            rows = (row for where in selections for row in conn.execute(
+                select(ledger_records).where(where).order_by(ledger_records.c.chain, ledger_records.c.seq)
+                .execution_options(yield_per=1000)).mappings())  # streamed: a long log is not held whole
+            seen = set()
+            for chain, records in groupby((_record(r) for r in rows), key=lambda r: r.chain):
                 report.chains += 1
-                for record in _check_chain(chain, records, report.problems, purged.get(chain)):
-                    report.records += 1
+                seen.add(chain)
+                read = _counted(records, report, progress, total)
+                start = starts.get(chain)
+                if start is not None:
+                    read = _after_anchor(start, read, report.problems)
+                begin = Purged(start.seq, start.head_hash) if start is not None else purged.get(chain)
+                for record in _check_chain(chain, read, report.problems, begin):
                     if (chain, record.seq) in signed:
                         heads[(chain, record.seq)] = record
+        for chain in sorted(starts.keys() - seen):  # a whole chain deleted since its anchor was kept
+            report.problems.extend(_check_anchor(starts[chain], heads))
         for checkpoint in checkpoints:
             report.checkpoints += 1
             problems = self._check_checkpoint(checkpoint, heads)
             report.problems.extend(_unless_purged(problems, purged.get(checkpoint["chain"]), checkpoint["seq"],
                                                   checkpoint["head_hash"]))
         for anchor in anchors:
-            report.problems.extend(_unless_purged(_check_anchor(anchor, heads), purged.get(anchor.chain),
-                                                  anchor.seq, anchor.head_hash))
+            if not _vouched(starts, anchor.chain, anchor.seq):
+                report.problems.extend(_unless_purged(_check_anchor(anchor, heads), purged.get(anchor.chain),
+                                                      anchor.seq, anchor.head_hash))
         return report
+
+    def _starting_points(self, anchors: list[Anchor], purged: Mapping[str, Purged],
+                         report: VerifyReport) -> dict[str, Anchor]:
+        """Each chain's newest signed anchor whose signature holds and which lies beyond the chain's retention
+        marker (up to the marker, the marker vouches). An anchor whose signature fails is a problem, unused."""
+        starts: dict[str, Anchor] = {}
+        for anchor in anchors:
+            if not anchor.signed or anchor.seq <= purged.get(anchor.chain, Purged(0, GENESIS)).seq:
+                continue
+            assert anchor.at is not None  # signed
+            where = f"the anchor kept outside the database for {anchor.chain} at seq {anchor.seq}"
+            payload = _checkpoint_payload(anchor.chain, anchor.seq, anchor.head_hash, datetime.fromisoformat(anchor.at))
+            if (forged := self._forged(asdict(anchor), payload, where)) is not None:
+                report.problems.append(forged)
+            elif anchor.chain not in starts or anchor.seq > starts[anchor.chain].seq:
+                starts[anchor.chain] = anchor
+        return starts
 
     def _purged(self, conn: Connection, report: VerifyReport) -> dict[str, Purged]:
         """Where each purged chain starts: its newest retention marker whose signature holds. A marker that
@@ -457,7 +512,7 @@ class Ledger:
                 purged[marker["chain"]] = Purged(marker["seq"], marker["head_hash"])
         return purged
 
-    def _forged(self, signed: RowMapping, payload: bytes, where: str) -> Problem | None:
+    def _forged(self, signed: Mapping[Any, Any], payload: bytes, where: str) -> Problem | None:
         """Why a checkpoint's or marker's signature cannot be believed, or None when it verifies."""
         signer = self._verifiers.get(signed["key_id"])
         if signer is None:
@@ -542,6 +597,51 @@ def _check_anchor(anchor: Anchor, heads: Mapping[tuple[str, int], LedgerRecord])
     elif head.hash != anchor.head_hash:
         yield Problem("changed", anchor.chain, anchor.seq, head.id,
                       f"{where} names another record than the one now there (id {head.id})")
+
+
+def _after_anchor(anchor: Anchor, records: Iterator[LedgerRecord], problems: list[Problem]) -> Iterator[LedgerRecord]:
+    """The records of an anchored chain from the anchor's seq on: the first must be the anchored record,
+    unchanged (it hashes to the anchor, and its fields to its hash); the rest are walked as usual."""
+    first = next(records, None)
+    where = f"the anchor kept outside the database for {anchor.chain} at seq {anchor.seq}"
+    if first is None or first.seq != anchor.seq:
+        problems.append(Problem("removed", anchor.chain, anchor.seq, None,
+                                f"{where} names a record that is no longer there"))
+    elif first.hash != anchor.head_hash:
+        problems.append(Problem("changed", anchor.chain, anchor.seq, first.id,
+                                f"{where} names another record than the one now there (id {first.id}): the "
+                                "chain up to it was rewritten"))
+    elif first.hash != _rehash(first, first.hash.partition(":")[0]):
+        problems.append(Problem("changed", anchor.chain, anchor.seq, first.id,
+                                f"{anchor.chain} seq {anchor.seq} (id {first.id}): its fields do not match its hash"))
+    if first is not None:
+        yield first
+    yield from records
+
+
+def _counted(records: Iterable[LedgerRecord], report: VerifyReport, progress: Progress | None,
+             total: int) -> Iterator[LedgerRecord]:
+    for record in records:
+        report.records += 1
+        if progress is not None and report.records % 500 == 0:
+            progress(report.records, total)
+        yield record
+
+
+def _selections(starts: Mapping[str, Anchor]) -> list[ColumnElement[bool]]:
+    """Which records to read: every chain without a starting point whole, the others from their anchor on
+    (in groups, so no statement grows too deep for the database's parser)."""
+    c = ledger_records.c
+    anchored = sorted(starts.values(), key=lambda a: a.chain)
+    groups = [anchored[i:i + 100] for i in range(0, len(anchored), 100)]
+    return [c.chain.notin_([a.chain for a in anchored]) if anchored else true(),
+            *(or_(*(and_(c.chain == a.chain, c.seq >= a.seq) for a in group)) for group in groups)]
+
+
+def _vouched(starts: Mapping[str, Anchor], chain: str, seq: int) -> bool:
+    """Whether (chain, seq) lies at or before the chain's starting point: the anchor vouches for it (and its
+    own record was checked against it), so no checkpoint or anchor there needs the records before."""
+    return chain in starts and seq <= starts[chain].seq
 
 
 def _checkpoint_payload(chain: str, seq: int, head: str, at: datetime) -> bytes:

@@ -43,6 +43,11 @@ DEAD_LETTER_BODIES = ("canonical_payload", "rendered_request", "last_response", 
 # No longer dead: nobody replays them again.
 SETTLED_LETTERS = (DeadLetterRepository.REPLAYED, DeadLetterRepository.DISCARDED)
 PUBLISHED = "published"  # a case notification fanned out to the hall
+BatchDone = Callable[[int], None]  # told how many rows a batch just purged
+
+
+def _ignored(rows: int) -> None:
+    """No one is watching this run's progress."""
 
 
 @dataclass(frozen=True)
@@ -85,20 +90,22 @@ class Retention:
         # `archive` replaces the policy's directory (tests hand in one that fails on purpose).
         self.archive = archive or (JsonLinesArchive(policy.archive_dir, clock) if policy.archive_dir else None)
 
-    def run(self) -> int:
-        """Purge everything the policy says is due; returns how many rows were purged or deleted."""
+    def run(self, progress: Callable[[int], None] | None = None) -> int:
+        """Purge everything the policy says is due; returns how many rows were purged or deleted.
+        `progress` is told how many so far, after each batch (`yiwang audit retention` draws it)."""
         now = self.clock.now()
         before = now - timedelta(days=self.policy.days)
-        done = self.purge_dead_letter_bodies(before) + self.delete_sent_notifications(before)
-        done += self.ledger.purge(MESSAGE, before, self.archive, self.policy.batch)
+        tally = _Tally(progress)
+        done = self.purge_dead_letter_bodies(before, tally) + self.delete_sent_notifications(before, tally)
+        done += self.ledger.purge(MESSAGE, before, self.archive, self.policy.batch, tally)
         if self.policy.audit_days:
             done += self.ledger.purge(AUDIT, now - timedelta(days=self.policy.audit_days), self.archive,
-                                      self.policy.batch)
+                                      self.policy.batch, tally)
         if done:
             log.info("retention purge", purged=done, before=before.isoformat())
         return done
 
-    def purge_dead_letter_bodies(self, before: datetime) -> int:
+    def purge_dead_letter_bodies(self, before: datetime, batch_done: BatchDone = _ignored) -> int:
         d = dead_letters.c
         due = and_(d.status.in_(SETTLED_LETTERS), d.created_at < as_utc(before),
                    or_(*[d[c].is_not(None) for c in DEAD_LETTER_BODIES]))  # purged ones hold SQL NULL
@@ -107,21 +114,23 @@ class Retention:
             conn.execute(update(dead_letters).where(d.id.in_(ids)).values({c: null() for c in DEAD_LETTER_BODIES}))
 
         kept = ("id", "outbox_id", "case_no", "sector", "operation", "idempotency_key", "status", "created_at")
-        return self._in_batches(dead_letters, due, [d[c] for c in (*kept, *DEAD_LETTER_BODIES)], purge)
+        return self._in_batches(dead_letters, due, [d[c] for c in (*kept, *DEAD_LETTER_BODIES)], purge, batch_done)
 
-    def delete_sent_notifications(self, before: datetime) -> int:
+    def delete_sent_notifications(self, before: datetime, batch_done: BatchDone = _ignored) -> int:
         w, n = webhook_deliveries.c, case_notifications.c
-        return (self._deleting(webhook_deliveries, and_(w.status == DELIVERED, w.delivered_at < as_utc(before)))
-                + self._deleting(case_notifications, and_(n.status == PUBLISHED, n.published_at < as_utc(before))))
+        return (self._deleting(webhook_deliveries, and_(w.status == DELIVERED, w.delivered_at < as_utc(before)),
+                               batch_done)
+                + self._deleting(case_notifications, and_(n.status == PUBLISHED, n.published_at < as_utc(before)),
+                                 batch_done))
 
-    def _deleting(self, table: Table, due: ColumnElement[bool]) -> int:
+    def _deleting(self, table: Table, due: ColumnElement[bool], batch_done: BatchDone) -> int:
         def purge(conn: Connection, ids: list[int]) -> None:
             conn.execute(delete(table).where(table.c.id.in_(ids)))
 
-        return self._in_batches(table, due, list(table.c), purge)
+        return self._in_batches(table, due, list(table.c), purge, batch_done)
 
     def _in_batches(self, table: Table, due: ColumnElement[bool], columns: Sequence[ColumnElement[Any]],
-                    purge: Callable[[Connection, list[int]], None]) -> int:
+                    purge: Callable[[Connection, list[int]], None], batch_done: BatchDone) -> int:
         """Oldest first, `batch` rows per transaction: read them, archive them, purge them, commit."""
         total = 0
         while True:
@@ -136,6 +145,19 @@ class Retention:
                 purge(conn, [row["id"] for row in batch])
                 uow.commit()
             total += len(batch)
+            batch_done(len(batch))
+
+
+class _Tally:
+    """Rows done by the batches of one run, told to its `progress` as they add up."""
+
+    def __init__(self, progress: Callable[[int], None] | None) -> None:
+        self.done, self.progress = 0, progress
+
+    def __call__(self, rows: int) -> None:
+        self.done += rows
+        if self.progress is not None:
+            self.progress(self.done)
 
 
 def _text(value: Any) -> str:

@@ -229,9 +229,14 @@ def scheduled_jobs(settings: Settings, engine: Engine, service: CaseService, exp
 def retention_job(settings: Settings, engine: Engine, ledger: Ledger, clock: Clock) -> Job:
     """Message bodies, sent notifications and the logs' old records purged (or archived first) as the
     retention settings say (gateway/audit/retention.py)."""
-    policy = RetentionPolicy(settings.retention_days, settings.audit_retention_days, settings.retention_archive_dir)
     return Job("retention", timedelta(milliseconds=settings.retention_interval_ms),
-               Retention(engine, ledger, clock, policy).run)
+               retention(settings, engine, ledger, clock).run)
+
+
+def retention(settings: Settings, engine: Engine, ledger: Ledger, clock: Clock) -> Retention:
+    """The retention purge the settings describe: the scheduled job's, and `yiwang audit retention`'s."""
+    policy = RetentionPolicy(settings.retention_days, settings.audit_retention_days, settings.retention_archive_dir)
+    return Retention(engine, ledger, clock, policy)
 
 
 def webhook_policy(settings: Settings) -> WebhookPolicy:
@@ -264,12 +269,13 @@ def build_ledger(settings: Settings, engine: Engine, sealer: FieldSealer, clock:
                   checkpoint_every=settings.checkpoint_every, checkpoint_ms=settings.checkpoint_ms)
 
 
-def rewrap_beyond_the_store(settings: Settings) -> str:
+def rewrap_beyond_the_store(settings: Settings, progress: Callable[[int], None] | None = None) -> str:
     """After a master-key rotation, what the certificate store does not hold: personal data in rows is
-    re-sealed and the logs' signing key re-wrapped under the current master key."""
+    re-sealed (`progress` told how many rows were read) and the logs' signing key re-wrapped under the
+    current master key."""
     engine = open_database(settings)
     try:
-        rows = reseal_all(engine, FieldSealer(settings.master_keys(), settings.field_cipher))
+        rows = reseal_all(engine, FieldSealer(settings.master_keys(), settings.field_cipher), progress)
     finally:
         engine.dispose()
     signing_key = rewrap_signing_key(settings.var_dir / LEDGER_KEY_FILE, settings.master_keys())

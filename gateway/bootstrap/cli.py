@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, NoReturn
 
@@ -24,6 +24,7 @@ from gateway.bootstrap.app import (
     dead_letter_desk,
     open_database,
     personal_data,
+    retention,
     rewrap_beyond_the_store,
 )
 from gateway.bootstrap.demo import run_demo
@@ -71,8 +72,8 @@ def _audit(action: str, subject: str | None, detail: dict[str, Any], outcome: st
         console.print(f"[yellow]warning:[/yellow] the audit record of `{action}` was not written: {exc}")
 
 
-app.add_typer(audit_commands(make_ops_app(lambda: _dead_letter_desk(_settings()), cli_actor, console), "ops",
-                             _audit), name="ops")
+app.add_typer(audit_commands(make_ops_app(lambda: _dead_letter_desk(_settings()), cli_actor), "ops", _audit),
+              name="ops")
 app.add_typer(make_simulators_app(console), name="simulators")
 app.add_typer(audit_commands(make_keys_app(lambda: ApiKeyStore(open_database(_settings()))), "keys", _audit),
               name="keys")
@@ -83,9 +84,18 @@ app.add_typer(audit_commands(make_adapters_app(lambda: BundleStore(open_database
                                                lambda: _gateway(_settings()).sector_calls,
                                                lambda: _settings().four_eyes), "adapters", _audit),
               name="adapters")
-app.add_typer(make_audit_app(_open_ledger), name="audit")
-certs_app = make_certs_app(lambda: _cert_store(_settings()), lambda: rewrap_beyond_the_store(_settings()))
+app.add_typer(audit_commands(make_audit_app(_open_ledger, lambda progress: _retention_now(progress)), "audit", _audit),
+              name="audit")
+certs_app = make_certs_app(lambda: _cert_store(_settings()),
+                           lambda progress: rewrap_beyond_the_store(_settings(), progress))
 app.add_typer(audit_commands(certs_app, "certs", _audit), name="certs")
+
+
+def _retention_now(progress: Callable[[int], None]) -> int:
+    """The scheduled retention purge, run once now (`yiwang audit retention`); how many rows it purged."""
+    settings = _settings()
+    with _open_ledger() as ledger:
+        return retention(settings, ledger.units.engine, ledger, SystemClock()).run(progress)
 
 
 def _dead_letter_desk(settings: Settings) -> DeadLetterDesk:

@@ -470,10 +470,13 @@ class Catalogue:
         with self._reading() as conn:
             self._publishable(conn, code, version)
 
-    def import_matters(self, matters: Iterable[Matter], actor: str, publish: bool = True) -> list[Matter]:
-        """Each matter becomes its next version; any problem refuses the whole import and stores nothing."""
+    def import_matters(self, matters: Iterable[Matter], actor: str, publish: bool = True,
+                       progress: Callable[[int], None] | None = None) -> list[Matter]:
+        """Each matter becomes its next version; any problem refuses the whole import and stores nothing.
+        `progress` is told how many matters are written so far (in the one transaction)."""
         matters = _checked(list(matters), "the import was refused; nothing was stored")
-        return self._retrying(lambda: self._write(matters, actor, PUBLISHED if publish else DRAFT))
+        return self._retrying(lambda: self._write(matters, actor, PUBLISHED if publish else DRAFT,
+                                                  progress=progress))
 
     def seed_if_empty(self, path: Path | str) -> list[Matter]:
         """Publish the file as version 1 of each matter when the catalogue is empty (at start-up)."""
@@ -521,12 +524,17 @@ class Catalogue:
             raise InvalidMatter(f"{code} version {version} cannot be published", problems)
         return matter
 
-    def _write(self, matters: Sequence[Matter], actor: str, status: str, only_if_empty: bool = False) -> list[Matter]:
+    def _write(self, matters: Sequence[Matter], actor: str, status: str, only_if_empty: bool = False,
+               progress: Callable[[int], None] | None = None) -> list[Matter]:
         with self.units() as uow:
             conn = uow.conn
             if only_if_empty and conn.scalar(select(_mv.id).limit(1)) is not None:
                 return []
-            stored = [self._insert(conn, m, actor, status) for m in matters]
+            stored = []
+            for m in matters:
+                stored.append(self._insert(conn, m, actor, status))
+                if progress is not None:
+                    progress(len(stored))
             uow.commit()
         self._forget(m.implementation_code for m in stored)
         return stored

@@ -8,17 +8,17 @@ traceback.
 from __future__ import annotations
 
 import getpass
-import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from adapters import validate_bundle
+from gateway.cli import output
+from gateway.cli.output import Column, JsonOption
 from gateway.sectors.bundle_records import (
     BundleConflict,
     BundleInvalid,
@@ -91,27 +91,34 @@ def make_adapters_app(open_store: Callable[[], BundleStore], open_calls: Callabl
             _print(open_store().retire(sector, version, actor))
 
     @app.command("list")
-    def list_(sector: Annotated[str | None, typer.Argument()] = None) -> None:
+    def list_(sector: Annotated[str | None, typer.Argument(help="only this sector's versions")] = None,
+              as_json: JsonOption = False) -> None:
         """Every registered version, its status and test result."""
-        table = Table("sector", "version", "status", "kind", "registered", "by", "tested")
-        for v in open_store().versions(sector):
-            tested = "" if v.test_result is None else ("ok" if v.test_result.get("reachable") else "failed")
-            table.add_row(v.sector, v.version, v.status, v.kind, v.registered_at.isoformat()[:19], v.registered_by,
-                          tested)
-        console.print(table)
+        rows = [{**v.public(), "registered_at": v.registered_at, "activated_at": v.activated_at}
+                for v in open_store().versions(sector)]
+        output.print_rows(rows, COLUMNS, as_json=as_json, title="bundle versions")
 
     @app.command()
     def preview(sector: str, operation: str,
                 case_no: Annotated[str | None, typer.Option(help="render for this case")] = None,
-                param: Annotated[list[str] | None, typer.Option(help="a query parameter, name=value")] = None
-                ) -> None:
+                param: Annotated[list[str] | None, typer.Option(help="a query parameter, name=value")] = None,
+                as_json: JsonOption = False) -> None:
         """Render what the active version would send, without calling the sector."""
         params = dict(p.split("=", 1) for p in param or [] if "=" in p)
         with readable_errors():
             rendered = open_calls().preview(sector, operation, case_no, params)
-        console.print_json(json.dumps(rendered, ensure_ascii=False, default=str))
+        output.print_object(rendered, as_json=as_json)
 
     return app
+
+
+COLUMNS = (Column("sector"), Column("version", identifier=True), Column("status"), Column("kind"),
+           Column("registered_at", "registered"), Column("registered_by", "by"),
+           Column("test_result", "tested", shown=lambda row: _tested(row["test_result"])))
+
+
+def _tested(result: dict[str, Any] | None) -> str:
+    return "" if result is None else ("ok" if result.get("reachable") else "failed")
 
 
 def _print(version: BundleVersion) -> None:

@@ -14,22 +14,23 @@ import json
 import socket
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
 from gateway.audit.ledger import AUDIT, MESSAGE, Anchor, Filters, Ledger, LedgerRecord
-from gateway.cli.common import BAD_INPUT
-from gateway.domain.clock import SHANGHAI, to_shanghai
+from gateway.cli import output
+from gateway.cli.common import BAD_INPUT, PROBLEMS_FOUND
+from gateway.cli.output import Column, JsonOption, QuietOption
+from gateway.domain.clock import SHANGHAI
 
-PROBLEMS_FOUND = 1
 # Commands that change nothing are not audited (a read of unmasked data is audited where it happens).
 READ_ONLY_COMMANDS = frozenset({"list", "validate", "preview", "export", "show", "verify", "tail", "dead-letters",
-                                "dead-letter", "counts", "replay-runs"})
+                                "dead-letter", "counts", "replay-runs", "anchors"})
 # Arguments never written to the audit log, even sealed: what a person types as a secret.
 SECRET_WORDS = ("password", "passphrase", "secret", "token")
 AuditSink = Callable[[str, str | None, dict[str, Any], str], None]  # action, subject, detail, outcome
@@ -40,35 +41,53 @@ def cli_actor() -> str:
     return f"cli:{getpass.getuser()}@{socket.gethostname()}"
 
 
-def make_audit_app(open_ledger: Callable[[], AbstractContextManager[Ledger]]) -> typer.Typer:
-    app = typer.Typer(help="The tamper-evident audit and message logs: verify, list, tail.", no_args_is_help=True)
+def make_audit_app(open_ledger: Callable[[], AbstractContextManager[Ledger]],
+                   run_retention: Callable[[Callable[[int], None]], int] | None = None) -> typer.Typer:
+    """`run_retention(progress)`: the retention purge run now, telling `progress` how many rows so far; without
+    it there is no `retention` command."""
+    app = typer.Typer(help="The tamper-evident audit and message logs: verify, list, tail; the retention purge.",
+                      no_args_is_help=True)
 
     @app.command()
     def verify(anchors: Annotated[Path | None, typer.Option(
-            help="anchors kept outside the database (`yiwang audit anchors`, or JSON log lines of "
-                 "'ledger checkpoint'): catches a whole chain deleted with its checkpoints")] = None) -> None:
+            help="anchors kept outside the database (`yiwang audit anchors`): each chain is read only after its "
+                 "newest signed anchor, which must still match; also catches a whole chain deleted with its "
+                 "checkpoints. Without it every record is read")] = None,
+               as_json: JsonOption = False, quiet: QuietOption = False) -> None:
         """Check every hash chain and signed checkpoint; name each changed, removed or reordered record."""
         kept = _anchors(anchors) if anchors is not None else []
-        with open_ledger() as ledger:
-            report = ledger.verify(kept)
-        summary = f"{report.chains} chains, {report.records} records, {report.checkpoints} checkpoints"
-        if report.intact:
-            _console().print(f"[green]intact:[/green] {summary}", highlight=False)
-            return
-        table = Table("problem", "chain", "seq", "record id", "detail", title=f"{len(report.problems)} problems")
-        for p in report.problems:
-            table.add_row(p.kind, p.chain, _text(p.seq), _text(p.record_id), p.detail)
-        console = _console()
-        console.print(table)
-        console.print(f"[red]NOT intact:[/red] {summary}", highlight=False)
-        raise typer.Exit(PROBLEMS_FOUND)
+        with open_ledger() as ledger, output.progress("verifying records", None, quiet=quiet) as advance:
+            report = ledger.verify(kept, advance)
+        summary = (f"{report.chains} chains, {report.records} records, {report.checkpoints} checkpoints"
+                   + (f", {report.anchored} chains from their anchor" if anchors is not None else ""))
+        if as_json:
+            output.print_object({**report.public(), "anchored_chains": report.anchored}, as_json=True)
+        elif report.intact:
+            output.stdout().print(f"[green]intact:[/green] {summary}")
+        else:
+            output.print_rows([asdict(p) for p in report.problems], PROBLEM_COLUMNS, as_json=False,
+                              title=f"{len(report.problems)} problems")
+            output.stdout().print(f"[red]NOT intact:[/red] {summary}")
+        if not report.intact:
+            raise typer.Exit(PROBLEMS_FOUND)
 
     @app.command("anchors")
     def export_anchors() -> None:
-        """Print every signed checkpoint as a JSON line, to keep outside the database (append to WORM storage)."""
+        """Print every signed checkpoint (chain, seq, head hash, time, key, signature) as a JSON line, to keep
+        outside the database (append to WORM storage) and give to `verify --anchors`."""
         with open_ledger() as ledger:
             for anchor in ledger.anchors():
                 print(anchor.to_json())
+
+    if run_retention is not None:
+        @app.command()
+        def retention(quiet: QuietOption = False) -> str:
+            """Run the retention purge now, as the scheduled job does (YIWANG_RETENTION_DAYS and the rest): old
+            message bodies, sent notifications and log records purged, archived first when so configured."""
+            with output.progress("purging (rows)", None, quiet=quiet) as advance:
+                purged = run_retention(advance)
+            output.stdout().print(f"retention: {purged} rows purged or deleted")
+            return f"purged {purged}"
 
     @app.command("list")
     def list_records(
@@ -80,19 +99,24 @@ def make_audit_app(open_ledger: Callable[[], AbstractContextManager[Ledger]]) ->
         since: str | None = typer.Option(None, help="ISO time (Beijing time unless it names a zone)"),
         until: str | None = None,
         after_id: int | None = typer.Option(None, help="the paging cursor: records after this id"),
-        limit: int = 100,
+        limit: int = typer.Option(100, min=1),
+        as_json: JsonOption = False,
     ) -> None:
         """Records oldest first, filtered (bodies are not shown)."""
         filters = Filters(_kind(kind), actor=actor, action=action, sector=sector, case_no=case_no,
                           since=_time("--since", since), until=_time("--until", until), after_id=after_id)
         with open_ledger() as ledger:
-            _print(ledger.records(filters, limit), kind)
+            _print(ledger.records(filters, limit), kind, as_json)
 
     @app.command()
-    def tail(kind: str = typer.Option(AUDIT, help="audit | message"), count: int = 20) -> None:
+    def tail(kind: str = typer.Option(AUDIT, help="audit | message"),
+             limit: int = typer.Option(20, min=1, help="how many of the newest"),
+             count: int | None = typer.Option(None, hidden=True, help="deprecated: --limit"),
+             as_json: JsonOption = False) -> None:
         """The newest records."""
+        newest = output.deprecated(limit, count, new="--limit", old="--count")
         with open_ledger() as ledger:
-            _print(ledger.tail(Filters(_kind(kind)), count), kind)
+            _print(ledger.tail(Filters(_kind(kind)), newest), kind, as_json)
 
     return app
 
@@ -137,6 +161,8 @@ def _anchors(path: Path) -> list[Anchor]:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         _fail(f"--anchors: cannot read {path}: {exc.strerror}")
+    except UnicodeDecodeError:
+        _fail(f"--anchors: {path} is not text (UTF-8 JSON lines)")
     kept = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -147,6 +173,9 @@ def _anchors(path: Path) -> list[Anchor]:
                 kept.append(Anchor.from_json(line))
         except (ValueError, KeyError, TypeError):
             _fail(f"--anchors: {path}:{number}: not a JSON anchor line")
+    if not kept:
+        _fail(f"--anchors: {path} holds no anchor (JSON lines with chain, seq and head_hash, as `yiwang audit "
+              "anchors` prints them)")
     return kept
 
 
@@ -167,25 +196,19 @@ def _time(option: str, text: str | None) -> datetime | None:
 
 
 def _fail(message: str) -> NoReturn:
-    _console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False)
+    output.stderr().print(f"[red]error:[/red] {escape(message)}")
     raise typer.Exit(BAD_INPUT)
 
 
-def _print(records: list[LedgerRecord], kind: str) -> None:
-    who = ("actor", "action", "subject", "outcome") if kind == AUDIT else ("sector", "action", "subject", "case_no",
-                                                                           "outcome")
-    table = Table("id", "at (Beijing)", "chain", "seq", *who, title=f"{kind} log")
-    for r in records:
-        table.add_row(str(r.id), to_shanghai(r.at).strftime("%Y-%m-%d %H:%M:%S"), r.chain, str(r.seq),
-                      *(_text(getattr(r, name)) for name in who))
-    _console().print(table)
+PROBLEM_COLUMNS = (Column("kind", "problem"), Column("chain", identifier=True), Column("seq"),
+                   Column("record_id", "record id", identifier=True), Column("detail"))
+AUDIT_COLUMNS = (Column("id", identifier=True), Column("at", "at (Beijing)"), Column("chain", identifier=True),
+                 Column("seq"), Column("actor"), Column("action"), Column("subject"), Column("outcome"))
+MESSAGE_COLUMNS = (*AUDIT_COLUMNS[:4], Column("sector"), Column("action"), Column("subject"),
+                   Column("case_no", "case", identifier=True), Column("outcome"))
 
 
-def _text(value: object) -> str:
-    return "" if value is None else str(value)
-
-
-def _console(*, stderr: bool = False) -> Console:
-    """A console per command, bound to the sys.stdout/stderr of the moment (CliRunner swaps them)."""
-    probe = Console(stderr=stderr)
-    return probe if probe.is_terminal else Console(stderr=stderr, width=200)
+def _print(records: list[LedgerRecord], kind: str, as_json: bool) -> None:
+    """Records as the API lists them (no body), their time an instant for the output to show."""
+    output.print_rows([{**r.public(), "at": r.at} for r in records],
+                      AUDIT_COLUMNS if kind == AUDIT else MESSAGE_COLUMNS, as_json=as_json, title=f"{kind} log")

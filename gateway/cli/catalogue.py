@@ -8,15 +8,14 @@ this module never builds an engine itself. Every failure is a readable message a
 from __future__ import annotations
 
 import getpass
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.catalogue.matters import (
@@ -25,9 +24,12 @@ from gateway.catalogue.matters import (
     InvalidMatter,
     dump_catalogue,
     load_catalogue_file,
+    matter_to_document,
     validate_catalogue,
 )
-from gateway.domain.matter import Matter, TimeUnit
+from gateway.cli import output
+from gateway.cli.output import Column, JsonOption, QuietOption, Row
+from gateway.domain.matter import Matter, MatterType, ServiceObject, TimeUnit
 from gateway.security.approvals import cli_refusal
 
 
@@ -49,6 +51,7 @@ def make_catalogue_app(open_catalogue: Callable[[], Catalogue], four_eyes: Calla
         file: FileArg,
         draft: Annotated[bool, typer.Option("--draft", help="store as drafts instead of publishing")] = False,
         actor: Annotated[str, typer.Option(help="recorded as the versions' author")] = f"cli:{_user()}",
+        quiet: QuietOption = False,
     ) -> None:
         """Store every matter of FILE as its next version (all or nothing), published unless --draft.
         With four-eyes on only --draft is allowed: publish each draft over the API."""
@@ -56,7 +59,10 @@ def make_catalogue_app(open_catalogue: Callable[[], Catalogue], four_eyes: Calla
             if four_eyes() and not draft:
                 raise cli_refusal("publishing", "import with --draft, then POST "
                                   "/v1/catalogue/matters/{code}/versions/{version}/publish")
-            stored = open_catalogue().import_matters(load_catalogue_file(file), actor, publish=not draft)
+            matters = load_catalogue_file(file)
+            with output.progress("importing matters", len(matters), quiet=quiet) as advance:
+                stored = open_catalogue().import_matters(matters, actor, publish=not draft,
+                                                         progress=advance)
         what = "drafts" if draft else "published versions"
         _out().print(f"imported {len(stored)} matters as {what}")
         for m in stored:
@@ -78,11 +84,21 @@ def make_catalogue_app(open_catalogue: Callable[[], Catalogue], four_eyes: Calla
             _out().print(f"wrote {out}")
 
     @catalogue_app.command("list")
-    def list_() -> None:
-        """The published matters, one line each."""
+    def list_(
+        department: Annotated[str | None, typer.Option(help="lead or co-department: part of its name, or its "
+                                                            "credit code")] = None,
+        level: Annotated[int | None, typer.Option(min=1, max=6, help="1 national … 6 village")] = None,
+        matter_type: Annotated[MatterType | None, typer.Option("--type", help="事项类型 code")] = None,
+        service_object: Annotated[ServiceObject | None, typer.Option(help="服务对象 code")] = None,
+        q: Annotated[str | None, typer.Option("--q", help="text in the name, the codes or the materials")] = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """The published matters, one line each, filtered as GET /v1/matters filters them."""
         with _readable_errors():
-            matters = open_catalogue().export()
-        _out().print(_table(matters))
+            matters = open_catalogue().search(department=department, level=level, type=matter_type,
+                                              service_object=service_object, text=q)
+        output.print_rows([_summary(m) for m in matters], COLUMNS, as_json=as_json,
+                          title=f"published matters: {len(matters)}")
 
     @catalogue_app.command("validate")
     def validate(file: FileArg) -> None:
@@ -118,18 +134,33 @@ def _readable_errors() -> Iterator[None]:
         raise typer.Exit(2) from None
 
 
-def _table(matters: list[Matter]) -> Table:
-    table = Table(title=f"published matters: {len(matters)}")
-    for column in ("implementation code", "v", "name", "type", "level", "departments", "sectors", "promised"):
-        # fold: Chinese text has no spaces to wrap at, and a truncated name is no use
-        table.add_column(column, no_wrap=column == "implementation code", overflow="fold")
-    for m in matters:
-        departments = m.implementing_body.name + (f" +{len(m.co_departments)}" if m.co_departments else "")
-        sectors = ", ".join(sorted({d.sector for d in m.departments if d.sector})) or "-"
-        limit = "即办" if m.on_the_spot else f"{m.promised_limit.value} {_UNITS[m.promised_limit.unit]}"
-        table.add_row(m.implementation_code, str(m.version), m.name, m.type.value, str(int(m.level)), departments,
-                      sectors, limit)
-    return table
+# The fields of a catalogue listing's line, as GET /v1/matters answers them (MatterSummary).
+SUMMARY_FIELDS = ("implementation_code", "basic_code", "name", "type", "level", "version", "implementing_body",
+                  "co_departments", "promised_limit", "service_objects", "handling_forms")
+COLUMNS = (Column("implementation_code", "implementation code", identifier=True), Column("version", "v"),
+           Column("name"), Column("type"), Column("level"), Column("implementing_body", "departments", shown=lambda
+                                                                   row: _departments(row)),
+           Column("co_departments", "sectors", shown=lambda row: _sectors(row)),
+           Column("promised_limit", "promised", shown=lambda row: _promised(row["promised_limit"])))
+
+
+def _summary(m: Matter) -> dict[str, Any]:
+    document = matter_to_document(m)
+    return {name: document[name] for name in SUMMARY_FIELDS}
+
+
+def _departments(row: Row) -> str:
+    co = row["co_departments"]
+    return str(row["implementing_body"]["name"]) + (f" +{len(co)}" if co else "")
+
+
+def _sectors(row: Row) -> str:
+    return ", ".join(sorted({d["sector"] for d in [row["implementing_body"], *row["co_departments"]] if d["sector"]})) \
+        or "-"
+
+
+def _promised(limit: Mapping[str, Any]) -> str:
+    return "即办" if not limit["value"] else f"{limit['value']} {_UNITS[TimeUnit(limit['unit'])]}"
 
 
 _UNITS = {TimeUnit.WORKING_DAYS: "工作日", TimeUnit.CALENDAR_DAYS: "自然日"}

@@ -15,12 +15,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from prometheus_client import CollectorRegistry
-from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
 from certstore import (
     KEY_ALGORITHMS,
@@ -36,7 +35,9 @@ from certstore import (
     Subject,
     UnknownEntry,
 )
-from gateway.cli.common import BAD_INPUT
+from gateway.cli import output
+from gateway.cli.common import BAD_INPUT, NOT_FOUND
+from gateway.cli.output import Column, JsonOption, QuietOption
 from gateway.domain.clock import to_shanghai
 from gateway.security.certificates import ExpiryWatch
 
@@ -44,8 +45,9 @@ P12_SUFFIXES = (".p12", ".pfx")
 
 
 def make_certs_app(open_store: Callable[[], CertStore],
-                   rewrap_beyond_the_store: Callable[[], str] = lambda: "") -> typer.Typer:
-    """`rewrap_beyond_the_store`: what else a master-key rotation re-seals (personal data, the logs' key)."""
+                   rewrap_beyond_the_store: Callable[[Callable[[int], None]], str] = lambda _: "") -> typer.Typer:
+    """`rewrap_beyond_the_store(progress)`: what else a master-key rotation re-seals (personal data, the logs'
+    key), telling `progress` how many rows it read."""
     app = typer.Typer(help="Certificates, private keys and bundle secrets, encrypted at rest.", no_args_is_help=True)
     actor = f"cli:{getpass.getuser()}"
 
@@ -71,7 +73,7 @@ def make_certs_app(open_store: Callable[[], CertStore],
                 pem = certificate.read_bytes() + (chain.read_bytes() if chain else b"")
                 stored = store.import_pem(name, pem, key.read_bytes() if key else None, password=password,
                                           sector=sector, actor=actor)
-        _out().print(f"imported {stored.name} version {stored.version}: {stored.status}"
+        output.stdout().print(f"imported {stored.name} version {stored.version}: {stored.status}"
                      + (" (rotate to make it current)" if stored.status == "staged" else ""), highlight=False)
 
     @app.command()
@@ -92,33 +94,33 @@ def make_certs_app(open_store: Callable[[], CertStore],
                                                    algorithm, sector=sector, actor=actor)
             if out:
                 out.write_bytes(request)
-        _err().print(f"{stored.name} version {stored.version}: key generated ({algorithm}); "
+        output.stderr().print(f"{stored.name} version {stored.version}: key generated ({algorithm}); "
                      "import the signed certificate under the same name", highlight=False)
         if not out:
-            _out().print(request.decode(), markup=False, highlight=False, soft_wrap=True, end="")
+            output.stdout().print(request.decode(), markup=False, highlight=False, soft_wrap=True, end="")
 
     @app.command("list")
-    def list_(sector: Annotated[str | None, typer.Option(help="only this sector's entries")] = None) -> None:
-        """Every certificate version: status, subject, expiry (never a key)."""
-        table = Table("name", "sector", "v", "status", "subject", "not after (Beijing)", "days left", "sha256",
-                      "key", title="certificates")
+    def list_(sector: Annotated[str | None, typer.Option(help="only this sector's entries")] = None,
+              as_json: JsonOption = False) -> None:
+        """Every certificate version: status, subject, expiry, fingerprint (never a key)."""
         store = open_store()
         now = store.clock.now()
-        for v in store.versions():
-            if v.kind == SECRET or (sector is not None and v.sector != sector):
-                continue
-            f = v.facts
-            table.add_row(v.name, v.sector or "", str(v.version), v.status, f.subject if f else "",
-                          _when(f.not_after) if f else "", _days_left(f.not_after, now) if f else "",
-                          f.sha256[:16] + "…" if f else "", "yes" if v.has_private_key else "")
-        _out().print(table)
+        rows = [_version(v, now) for v in store.versions()
+                if v.kind != SECRET and (sector is None or v.sector == sector)]
+        output.print_rows(rows, CERT_COLUMNS, as_json=as_json, title="certificates")
 
     @app.command()
-    def show(name: str) -> None:
+    def show(name: str, as_json: JsonOption = False) -> None:
         """Every version of one name in full: subject, issuer, validity, SHA-256 and SM3 fingerprints."""
         with readable_errors():
-            versions = open_store().versions(name)
-        console = _out()
+            store = open_store()
+            versions = store.versions(name)  # UnknownEntry when there is none
+        if as_json:  # as GET /v1/certificates/{name} answers
+            now = store.clock.now()
+            output.print_object({"name": versions[0].name, "sector": versions[0].sector, "kind": versions[0].kind,
+                                 "versions": [_version(v, now) for v in versions]}, as_json=True)
+            return
+        console = output.stdout()
         for v in versions:
             console.print(f"[bold]{v.name} version {v.version}[/bold] — {v.status}", highlight=False)
             for label, value in _details(v):
@@ -135,7 +137,7 @@ def make_certs_app(open_store: Callable[[], CertStore],
         with readable_errors():
             store = open_store()
             stored = store.rotate(name, actor, timedelta(days=overlap_days) if overlap_days is not None else None)
-        _out().print(f"{stored.name} version {stored.version} is current", highlight=False)
+        output.stdout().print(f"{stored.name} version {stored.version} is current", highlight=False)
 
     @app.command()
     def retire(name: str, version: Annotated[int | None, typer.Option(help="one version; none: every one",
@@ -144,10 +146,10 @@ def make_certs_app(open_store: Callable[[], CertStore],
         """Retire a version that is not current, or the whole name."""
         with readable_errors():
             versions = open_store().retire(name, actor, version)
-        _out().print(", ".join(f"{v.name} v{v.version}: {v.status}" for v in versions), highlight=False)
+        output.stdout().print(", ".join(f"{v.name} v{v.version}: {v.status}" for v in versions), highlight=False)
 
     @app.command()
-    def check() -> None:
+    def check(as_json: JsonOption = False) -> None:
         """Emit the expiry warnings now due (30 and 7 days ahead, and expired; each once), list what expires."""
         with readable_errors():
             store = open_store()
@@ -155,21 +157,21 @@ def make_certs_app(open_store: Callable[[], CertStore],
             emitted = watch.check()
             expiries = store.expiries()
         now = store.clock.now()
-        table = Table("name", "sector", "not after (Beijing)", "days left", title="current certificates")
-        for name, sector, not_after in expiries:
-            table.add_row(name, sector or "", _when(not_after), _days_left(not_after, now))
-        console = _out()
-        console.print(table)
-        console.print(f"{emitted} new warning(s) emitted", highlight=False)
+        rows = [{"name": name, "sector": sector, "not_after": not_after, "days_left": _days_left(not_after, now)}
+                for name, sector, not_after in expiries]
+        output.print_rows(rows, EXPIRY_COLUMNS, as_json=as_json, title="current certificates")
+        output.note(f"{emitted} new warning(s) emitted")
 
     @app.command()
-    def rewrap() -> None:
+    def rewrap(quiet: QuietOption = False) -> None:
         """Re-wrap every sealed key and secret, and re-seal personal data, under the current master key."""
         with readable_errors():
             store = open_store()
-            count = store.rewrap()
-            more = rewrap_beyond_the_store()
-        _out().print(f"re-wrapped {count} envelope(s) under master key {store.keys.current_id}"
+            with output.progress("re-wrapping keys and secrets", None, quiet=quiet) as advance:
+                count = store.rewrap(advance)
+            with output.progress("re-sealing personal data (rows read)", None, quiet=quiet) as advance:
+                more = rewrap_beyond_the_store(advance)
+        output.stdout().print(f"re-wrapped {count} envelope(s) under master key {store.keys.current_id}"
                      f"{'; ' + more if more else ''}; keys not listed in YIWANG_MASTER_KEY may now be removed "
                      "(keep a key that sealed audit or message log records: see the README)", highlight=False)
 
@@ -179,7 +181,7 @@ def make_certs_app(open_store: Callable[[], CertStore],
         with readable_errors():
             item = MasterKeys.generate(key_id or datetime.now().strftime("k%Y%m%d"))
             MasterKeys.parse(item)  # refuses an id it could not be configured with
-        _out().print(item, markup=False, highlight=False, soft_wrap=True)
+        output.stdout().print(item, markup=False, highlight=False, soft_wrap=True)
 
     @app.command("secret-set")
     def secret_set(
@@ -192,16 +194,15 @@ def make_certs_app(open_store: Callable[[], CertStore],
         with readable_errors():
             value = _read_secret(from_file, from_env) or typer.prompt(f"value of {name}", hide_input=True)
             stored = open_store().set_secret(name, value, sector=sector, actor=actor)
-        _out().print(f"secret {stored.name} version {stored.version} stored", highlight=False)
+        output.stdout().print(f"secret {stored.name} version {stored.version} stored", highlight=False)
 
     @app.command("secret-list")
-    def secret_list() -> None:
+    def secret_list(as_json: JsonOption = False) -> None:
         """Bundle secrets: names, owners and versions (never values)."""
-        table = Table("name", "sector", "version", "set at (Beijing)", "by", title="secrets")
-        for v in open_store().versions():
-            if v.kind == SECRET and v.status == "current":
-                table.add_row(v.name, v.sector or "", str(v.version), _when(v.created_at), v.created_by)
-        _out().print(table)
+        store = open_store()
+        now = store.clock.now()
+        rows = [_version(v, now) for v in store.versions() if v.kind == SECRET and v.status == "current"]
+        output.print_rows(rows, SECRET_COLUMNS, as_json=as_json, title="secrets")
 
     return app
 
@@ -213,8 +214,8 @@ def readable_errors() -> Iterator[None]:
     except (CertificateError, MasterKeyError, UnknownEntry, CredentialMissing, SealedValueUnavailable,
             OSError) as exc:
         message = exc.args[0] if isinstance(exc, LookupError) and exc.args else exc
-        _err().print(f"[red]error:[/red] {message}", highlight=False)
-        raise typer.Exit(BAD_INPUT) from exc
+        output.stderr().print(f"[red]error:[/red] {escape(str(message))}")
+        raise typer.Exit(NOT_FOUND if isinstance(exc, UnknownEntry) else BAD_INPUT) from exc
 
 
 def _password(path: Path | None, env: str | None, ask: bool) -> bytes | None:
@@ -248,8 +249,29 @@ def _details(v: StoredVersion) -> list[tuple[str, str]]:
                    ("master key", v.master_key_id or "")]
 
 
-def _days_left(not_after: datetime, now: datetime) -> str:
-    return f"{(not_after - now) / timedelta(days=1):.1f}"
+CERT_COLUMNS = (Column("name", identifier=True), Column("sector"), Column("version", "v"), Column("status"),
+                Column("subject"), Column("not_after", "not after (Beijing)"), Column("days_left", "days left"),
+                Column("sha256", identifier=True), Column("has_private_key", "key"))
+SECRET_COLUMNS = (Column("name", identifier=True), Column("sector"), Column("version"),
+                  Column("created_at", "set at (Beijing)"), Column("created_by", "by"))
+EXPIRY_COLUMNS = (Column("name", identifier=True), Column("sector"), Column("not_after", "not after (Beijing)"),
+                  Column("days_left", "days left"))
+
+
+def _version(v: StoredVersion, now: datetime) -> dict[str, Any]:
+    """A version as GET /v1/certificates shows it (the pending one's CSR too), its instants left as instants
+    for the output to spell, and the days its certificate has left."""
+    row: dict[str, Any] = {**v.public(), "created_at": v.created_at, "trusted_until": v.trusted_until}
+    if v.status == "pending":
+        row["csr_pem"] = v.csr_pem
+    if v.facts is not None:
+        row.update(not_before=v.facts.not_before, not_after=v.facts.not_after,
+                   days_left=_days_left(v.facts.not_after, now))
+    return row
+
+
+def _days_left(not_after: datetime, now: datetime) -> float:
+    return round((not_after - now) / timedelta(days=1), 1)
 
 
 def _when(instant: datetime) -> str:
@@ -257,11 +279,3 @@ def _when(instant: datetime) -> str:
     return to_shanghai(instant).strftime("%Y-%m-%d %H:%M")
 
 
-def _out() -> Console:
-    """A console per command, bound to the sys.stdout of the moment (CliRunner swaps it); wide when piped."""
-    probe = Console()
-    return probe if probe.is_terminal else Console(width=200)
-
-
-def _err() -> Console:
-    return Console(stderr=True, width=200)

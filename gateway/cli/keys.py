@@ -8,16 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
+from gateway.cli import output
 from gateway.cli.common import BAD_INPUT
-from gateway.domain.clock import to_shanghai
+from gateway.cli.output import Column, JsonOption
 from gateway.security.api_keys import ApiKeyStore, IdentityError, IssuedIdentity, parse_role
 
 
@@ -30,7 +28,7 @@ def make_keys_app(open_store: Callable[[], ApiKeyStore]) -> typer.Typer:
         try:
             yield
         except IdentityError as exc:
-            _console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
+            output.stderr().print(f"[red]error:[/red] {exc}", highlight=False)
             raise typer.Exit(BAD_INPUT) from exc
 
     @app.command()
@@ -45,7 +43,7 @@ def make_keys_app(open_store: Callable[[], ApiKeyStore]) -> typer.Typer:
         with readable_errors():
             roles = [parse_role(r) for r in role]
             identity, raw_key = open_store().issue(name, roles, department=department, sector=sector)
-        console = _console()
+        console = output.stdout()
         console.print(f"identity: {identity.id}", highlight=False)
         # Plain print: no markup, highlighting or wrapping may alter what people copy.
         console.print(f"key: {raw_key}", markup=False, highlight=False, soft_wrap=True)
@@ -63,7 +61,7 @@ def make_keys_app(open_store: Callable[[], ApiKeyStore]) -> typer.Typer:
             except OSError as exc:
                 raise IdentityError(f"cannot read {certificate}: {exc.strerror}") from None
             fingerprint = open_store().bind_certificate(identity_id, pem)
-        _console().print(f"identity {identity_id}: client certificate sha256 {fingerprint}", highlight=False)
+        output.stdout().print(f"identity {identity_id}: client certificate sha256 {fingerprint}", highlight=False)
 
     @app.command()
     def roles(
@@ -77,7 +75,7 @@ def make_keys_app(open_store: Callable[[], ApiKeyStore]) -> typer.Typer:
         with readable_errors():
             identity = open_store().change(identity_id, [parse_role(r) for r in role], department=department,
                                            sector=sector)
-        _console().print(f"{identity.id} ({identity.name}) now holds {', '.join(sorted(identity.roles))}",
+        output.stdout().print(f"{identity.id} ({identity.name}) now holds {', '.join(sorted(identity.roles))}",
                          highlight=False)
 
     @app.command()
@@ -85,33 +83,26 @@ def make_keys_app(open_store: Callable[[], ApiKeyStore]) -> typer.Typer:
         """Revoke an identity's key; every gateway process refuses it within seconds."""
         with readable_errors():
             identity = open_store().revoke(identity_id)
-        _console().print(f"revoked {identity.id} ({identity.name})", highlight=False)
+        output.stdout().print(f"revoked {identity.id} ({identity.name})", highlight=False)
 
     @app.command("list")
-    def list_keys() -> None:
+    def list_keys(as_json: JsonOption = False) -> None:
         """List identities, active and revoked (never keys or hashes)."""
-        table = Table("id", "name", "roles", "department", "sector", "key prefix", "created", "revoked",
-                      title="API keys")
-        for issued in open_store().list():
-            table.add_row(*_row(issued))
-        _console().print(table)
+        output.print_rows([_row(issued) for issued in open_store().list()], COLUMNS, as_json=as_json,
+                          title="API keys")
 
     return app
 
 
-def _console(*, stderr: bool = False) -> Console:
-    """A console per command, bound to the sys.stdout/stderr of the moment (CliRunner swaps them);
-    wide when piped, so ids and prefixes in the table are not wrapped."""
-    probe = Console(stderr=stderr)
-    return probe if probe.is_terminal else Console(stderr=stderr, width=160)
+COLUMNS = (Column("id", identifier=True), Column("name"), Column("roles"), Column("department", identifier=True),
+           Column("sector"), Column("key_prefix", "key prefix", identifier=True), Column("created_at", "created"),
+           Column("revoked_at", "revoked"))
 
 
-def _row(issued: IssuedIdentity) -> list[str]:
+def _row(issued: IssuedIdentity) -> dict[str, Any]:
+    """An identity as administrators see it, with the API's field names (GET /v1/identities): never the key
+    or its hash."""
     i = issued.identity
-    return [i.id, i.name, ", ".join(sorted(i.roles)), i.department or "", i.sector or "",
-            issued.key_prefix + "…", _when(issued.created_at), _when(issued.revoked_at)]
-
-
-def _when(instant: datetime | None) -> str:
-    """Instants are shown to people in Beijing time."""
-    return to_shanghai(instant).strftime("%Y-%m-%d %H:%M") if instant else ""
+    return {"id": i.id, "name": i.name, "roles": sorted(i.roles), "department": i.department, "sector": i.sector,
+            "key_prefix": issued.key_prefix, "created_at": issued.created_at, "revoked_at": issued.revoked_at,
+            "active": issued.active}

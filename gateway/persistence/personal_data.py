@@ -56,13 +56,14 @@ SEALED_COLUMNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 
 
-def reseal_all(engine: Engine, sealer: FieldSealer) -> int:
+def reseal_all(engine: Engine, sealer: FieldSealer, progress: Callable[[int], None] | None = None) -> int:
     """Re-seal every value not under the current master key and cipher, so an old key can leave the ring.
 
     The audit and message logs are not re-sealed: their hash chains cover the sealed bytes, so the keys
     they were written under stay in the ring (decrypt-only) for as long as the logs are kept.
+    `progress` is told how many rows were read so far.
     """
-    changed = 0
+    changed = read = 0
     for name, (keys, columns) in SEALED_COLUMNS.items():
         table = metadata.tables[name]
         with engine.begin() as conn:
@@ -73,4 +74,7 @@ def reseal_all(engine: Engine, sealer: FieldSealer) -> int:
                 if fresh:
                     conn.execute(update(table).where(*[table.c[k] == row[k] for k in keys]).values(**fresh))
                     changed += 1
+                read += 1
+                if progress is not None:
+                    progress(read)
     return changed

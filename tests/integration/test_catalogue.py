@@ -498,7 +498,20 @@ def test_cli_export_then_import(cli: Callable[..., Any], catalogue: Catalogue, t
 def test_cli_list(cli: Callable[..., Any]) -> None:
     listed = cli("list")
     assert listed.exit_code == 0
-    assert UNEMPLOYMENT in listed.stdout and "published matters: 16" in listed.stdout
+    assert UNEMPLOYMENT in listed.stdout and "published matters: 16" in listed.stderr  # piped: the title aside
+    assert len(listed.stdout.splitlines()) == 1 + 16  # the header, then one line per matter
+
+
+def test_cli_list_takes_the_apis_filters_and_prints_json_lines_with_its_fields(cli: Callable[..., Any]) -> None:
+    everything = [json.loads(line) for line in cli("list", "--json").stdout.splitlines()]
+    assert len(everything) == 16
+    unemployment = next(m for m in everything if m["implementation_code"] == UNEMPLOYMENT)
+    assert unemployment == {name: matter_to_document(shipped(UNEMPLOYMENT))[name] for name in (
+        "implementation_code", "basic_code", "name", "type", "level", "version", "implementing_body",
+        "co_departments", "promised_limit", "service_objects", "handling_forms")}
+    found = cli("list", "--q", unemployment["name"], "--json")
+    assert [json.loads(line)["implementation_code"] for line in found.stdout.splitlines()] == [UNEMPLOYMENT]
+    assert cli("list", "--level", "9").exit_code == 2  # as the API refuses it
 
 
 def test_cli_validate_offline(cli: Callable[..., Any], tmp_path: Path) -> None:

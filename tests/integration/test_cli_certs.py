@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from certstore.keyring import MasterKeys
 from certstore.store import CertStore
 from gateway.cli.certs import make_certs_app
+from gateway.cli.common import NOT_FOUND
 from gateway.domain.clock import FixedClock
 from gateway.persistence.cert_tables import CERT_TABLES
 from gateway.persistence.engine import make_engine
@@ -48,8 +49,8 @@ def ca() -> TestCA:
     return TestCA(now=NOW)
 
 
-def refused(result: Result, message: str) -> None:
-    assert result.exit_code == 2, result.output
+def refused(result: Result, message: str, code: int = 2) -> None:
+    assert result.exit_code == code, result.output
     assert "error:" in result.output and message in result.output and "Traceback" not in result.output
 
 
@@ -69,7 +70,7 @@ def test_import_pem_with_an_encrypted_key_then_list_and_show(run: Run, ca: TestC
     assert "sm3" in shown.output and "PRIVATE KEY" not in shown.output + listed.output
 
 
-def test_bad_input_ends_with_a_red_line_and_exit_2(run: Run, ca: TestCA, tmp_path: Path,
+def test_bad_input_ends_with_a_red_line_and_exit_2_a_name_not_found_3(run: Run, ca: TestCA, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     issued = ca.issue("p12 cli")
     p12 = tmp_path / "client.p12"
@@ -81,8 +82,8 @@ def test_bad_input_ends_with_a_red_line_and_exit_2(run: Run, ca: TestCA, tmp_pat
     garbage.write_text("hello")
     refused(run("import", "p", garbage), "no PEM certificate")
     refused(run("import", "p", tmp_path / "missing.pem"), "missing.pem")
-    refused(run("show", "p"), "no certificate or secret named 'p'")
-    refused(run("rotate", "p"), "no certificate or secret named 'p'")
+    refused(run("show", "p"), "no certificate or secret named 'p'", NOT_FOUND)
+    refused(run("rotate", "p"), "no certificate or secret named 'p'", NOT_FOUND)
     refused(run("csr", "p", "--cn", "x", "--algorithm", "dsa"), "unknown key algorithm")
     monkeypatch.setenv("P12_PASS", "right")
     assert run("import", "p", p12, "--password-env", "P12_PASS", "--sector", "housing_fund").exit_code == 0

@@ -87,9 +87,7 @@ def test_dead_letters_are_listed_by_filter_page_after_page_and_counted(operator:
     (("counts", "--min-attempts", "-1"), "--min-attempts"),
     (("replay", "1", "--reason", "x", "--mapping", "newest"), "mapping is original or active"),
     (("replay", "1"), "--reason"),
-    (("replay", "404", "--reason", "back"), "no dead letter 404"),
     (("replay-many", "--sector", "housing_fund", "--yes"), "a reason is required"),
-    (("replay-many", "--resume", "99"), "no replay run 99"),
     (("discard", "1", "--reason", "  ", "--case-outcome", "void"), "a reason is required"),
     (("discard", "1", "--reason", "obsolete", "--case-outcome", "forget"), "case_outcome is one of"),
     (("discard", "1", "--reason", "重复\x1b[2J提交", "--case-outcome", "void"), "控制字符"),
@@ -100,6 +98,18 @@ def test_bad_input_is_refused_readably_with_exit_code_2_and_changes_nothing(
     result = operator.ops(*args)
     assert result.exit_code == 2, result.output
     assert says in result.output
+    assert operator.statuses() == {"dead": 60} and operator.desk.runs() == []
+
+
+@pytest.mark.parametrize("args, says", [
+    (("replay", "404", "--reason", "back"), "no dead letter 404"),
+    (("dead-letter", "404"), "no dead letter 404"),
+    (("replay-many", "--resume", "99"), "no replay run 99"),
+])
+def test_a_dead_letter_or_run_that_does_not_exist_is_exit_code_3(operator: Operator, args: tuple[str, ...],
+                                                                 says: str) -> None:
+    result = operator.ops(*args)
+    assert result.exit_code == 3 and says in result.stderr, result.output
     assert operator.statuses() == {"dead": 60} and operator.desk.runs() == []
 
 

@@ -1,0 +1,202 @@
+"""What every `yiwang` listing and show prints, one way, and how long commands show their progress.
+
+A command hands over rows — mappings from the API's field names to plain values (datetimes, lists,
+dicts …), personal data already masked — and the columns a person reads; this module decides the form:
+
+- `--json`: a list is JSON lines, one object per line; a show is one JSON object. Every field of the row
+  is there, times as `gateway.domain.clock.beijing_text` (`2026-12-07T20:10:00.123+08:00`).
+- stdout a terminal: a rich table that fits the terminal; identifier columns (case numbers, ids, key
+  ids, fingerprints) are never wrapped or cut, other text folds — never an ellipsis.
+- stdout piped: plain space-aligned columns, one row per line, nothing wrapped or cut; wide (CJK)
+  characters are measured as two cells (rich's `cell_len`), so columns line up in a terminal later.
+
+What is not a row (titles, "next page" hints, warnings) goes to stderr when stdout is piped or JSON, so
+stdout holds only the rows. Progress bars (`progress`) go to stderr, and only when it is a terminal and
+the command was not given `--quiet`. `deprecated` is how a renamed option keeps its old spelling for one
+version. Consoles are made per call, bound to the sys.stdout/stderr of the moment (CliRunner swaps them).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from typing import Annotated, Any, Protocol, TypeVar
+
+import typer
+from rich.cells import cell_len
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from gateway.domain.clock import beijing_text, to_shanghai
+
+JsonOption = Annotated[bool, typer.Option("--json", help="print JSON for scripts (a list: one object per line, "
+                                                         "e.g. `| jq -r .id`); times in Beijing time with +08:00")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar on stderr")]
+Row = Mapping[str, Any]
+T = TypeVar("T")
+GAP = "  "  # between plain columns
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column a person reads: the row's `field`, under `header` (default: the field's name in words).
+    An `identifier` is copied whole into the next command, so it is never wrapped or cut; `shown` makes the
+    cell's text from the whole row when the field's value alone (through `cell`) would not say it well."""
+
+    field: str
+    header: str = ""
+    identifier: bool = False
+    shown: Callable[[Row], str] | None = None
+
+    @property
+    def title(self) -> str:
+        return self.header or self.field.replace("_", " ")
+
+    def text(self, row: Row) -> str:
+        return self.shown(row) if self.shown is not None else cell(row.get(self.field))
+
+
+def stdout() -> Console:
+    return Console(highlight=False)
+
+
+def stderr() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def print_rows(rows: Sequence[Row], columns: Sequence[Column], *, as_json: bool, title: str | None = None) -> None:
+    """A list: JSON lines, a table in a terminal, plain columns when piped. The title is for people: it goes
+    to stderr unless there is a table to head."""
+    if as_json:
+        for row in rows:
+            sys.stdout.write(json_text(row) + "\n")
+        return
+    console = stdout()
+    if console.is_terminal:
+        console.print(_table(rows, columns, title))
+        return
+    if title:
+        note(title)
+    for line in plain_lines(rows, columns):
+        sys.stdout.write(line + "\n")
+
+
+def print_object(item: Row, *, as_json: bool) -> None:
+    """A show: one JSON object on one line with `--json`, otherwise the same indented for people."""
+    if as_json:
+        sys.stdout.write(json_text(item) + "\n")
+        return
+    console = stdout()
+    indented = json.dumps(jsonable(item), ensure_ascii=False, indent=2)
+    if console.is_terminal:
+        console.print_json(indented)
+    else:
+        sys.stdout.write(indented + "\n")
+
+
+def note(message: str) -> None:
+    """A line for people beside the rows (a title, the next page's cursor): stderr, never between rows."""
+    stderr().print(message, markup=False)
+
+
+def plain_lines(rows: Sequence[Row], columns: Sequence[Column]) -> list[str]:
+    """The header and one line per row, space-aligned by display width; the last column is not padded."""
+    cells = [[c.title for c in columns], *([_one_line(c.text(row)) for c in columns] for row in rows)]
+    widths = [max(cell_len(line[i]) for line in cells) for i in range(len(columns))]
+    return [GAP.join([*(_pad(text, width) for text, width in zip(line[:-1], widths, strict=False)), line[-1]])
+            for line in cells]
+
+
+def cell(value: Any) -> str:
+    """A value as a table shows it: times in Beijing time to the second, lists joined, nothing for None."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return to_shanghai(value).strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, Enum):
+        return str(value.value)
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return ", ".join(cell(v) for v in value)
+    if isinstance(value, Mapping):
+        return json_text(value)
+    return str(value)
+
+
+def jsonable(value: Any) -> Any:
+    """`value` as JSON holds it: instants as `beijing_text`, sets as sorted lists, enums as their values."""
+    if isinstance(value, datetime):
+        return beijing_text(value)
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (set, frozenset)):
+        return sorted(jsonable(v) for v in value)
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def json_text(value: Any) -> str:
+    """One line of JSON; Chinese stays readable (no \\u escapes)."""
+    return json.dumps(jsonable(value), ensure_ascii=False, default=str)
+
+
+class Advance(Protocol):
+    def __call__(self, done: int, total: int | None = None, /) -> None:
+        """How many are done so far; and how many in all, once that is known."""
+
+
+@contextmanager
+def progress(label: str, total: int | None, *, quiet: bool = False, done: int = 0) -> Iterator[Advance]:
+    """A progress bar on stderr while the block runs; the block calls the yielded function with how many
+    are done so far (and the total, once it knows it). Nothing is drawn when stderr is not a terminal or
+    the command was asked to be quiet: piped output and CI logs stay clean."""
+    console = Console(stderr=True)
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                  disable=quiet or not console.is_terminal) as bar:
+        task = bar.add_task(label, total=total, completed=done)
+
+        def advance(now: int, total: int | None = None) -> None:
+            bar.update(task, completed=now, total=total if total is not None else bar.tasks[0].total)
+
+        yield advance
+
+
+def deprecated(new_value: T, old_value: T | None, *, new: str, old: str) -> T:
+    """The value of a renamed option: the new spelling's, or the old one's with a warning on stderr (the old
+    spelling is kept, hidden, for one version)."""
+    if old_value is None:
+        return new_value
+    stderr().print(f"warning: {old} is deprecated and will be removed in the next version; use {new}",
+                   markup=False)
+    return old_value
+
+
+def _table(rows: Sequence[Row], columns: Sequence[Column], title: str | None) -> Table:
+    table = Table(title=title)
+    for column in columns:
+        if column.identifier:  # as wide as its widest value: the other columns give way
+            widest = max((cell_len(column.text(row)) for row in rows), default=0)
+            table.add_column(column.title, no_wrap=True, min_width=max(widest, cell_len(column.title)))
+        else:  # fold: Chinese text has no spaces to wrap at, and a cut name is no use
+            table.add_column(column.title, overflow="fold")
+    for row in rows:
+        table.add_row(*(column.text(row) for column in columns), end_section=False)
+    return table
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()) if "\n" in text or "\t" in text or "\r" in text else text
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * (width - cell_len(text))
