@@ -15,6 +15,13 @@ reordered records (a broken prev_hash link, or ids out of seq order) and forged 
 that does not verify, or made with a key we do not know). Records after a chain's last checkpoint can be
 cut off unseen: that window is what the checkpoint settings bound.
 
+`verify(anchors)` takes anchors kept outside the database (`anchors()`: each checkpoint with its time, key
+and signature). A chain with a signed anchor whose signature holds is read only from its newest such anchor
+on — the record there must still hash to the anchor, the rest must link to it — so a regular check need
+not read a long log whole; a rewrite before the anchor changes the anchored record's hash and is caught
+there. An anchor whose signature fails is a problem; an unsigned one (a log line) is checked against the
+chain read in full. A chain the anchors name that is gone entirely is a problem too.
+
 Retention (`purge`, run by gateway/audit/retention.py): a chain's oldest records are removed in batches, each in
 one transaction with a signed *retention marker* — "records up to seq S purged under the policy; the
 record at S had hash H" — and the database refuses to delete any record no marker covers. `verify()`
@@ -444,7 +451,7 @@ class Ledger:
         anchors = list(anchors)
         with self._reading() as conn:
             purged = self._purged(conn, report)
-            starts = self._starting_points(anchors, purged, report)
+            starts, forged = self._starting_points(anchors, purged, report)
             report.anchored = len(starts)
             checkpoints = [cp for cp in conn.execute(select(ledger_checkpoints).order_by(ledger_checkpoints.c.id))
                            .mappings().all() if not _vouched(starts, cp["chain"], cp["seq"])]
@@ -455,47 +462,49 @@ class Ledger:
             rows = (row for where in selections for row in conn.execute(
                 select(ledger_records).where(where).order_by(ledger_records.c.chain, ledger_records.c.seq)
                 .execution_options(yield_per=1000)).mappings())  # streamed: a long log is not held whole
-            seen = set()
+            seen: set[str] = set()
             for chain, records in groupby((_record(r) for r in rows), key=lambda r: r.chain):
                 report.chains += 1
                 seen.add(chain)
                 read = _counted(records, report, progress, total)
-                start = starts.get(chain)
-                if start is not None:
-                    read = _after_anchor(start, read, report.problems)
-                begin = Purged(start.seq, start.head_hash) if start is not None else purged.get(chain)
+                begin = purged.get(chain)
+                if (start := starts.get(chain)) is not None:
+                    begin, read = _from_anchor(start, read, report.problems)
                 for record in _check_chain(chain, read, report.problems, begin):
                     if (chain, record.seq) in signed:
                         heads[(chain, record.seq)] = record
-        for chain in sorted(starts.keys() - seen):  # a whole chain deleted since its anchor was kept
-            report.problems.extend(_check_anchor(starts[chain], heads))
+        for missing in sorted(starts.keys() - seen):  # a whole chain deleted since its anchor was kept
+            report.problems.extend(_check_anchor(starts[missing], heads))
         for checkpoint in checkpoints:
             report.checkpoints += 1
             problems = self._check_checkpoint(checkpoint, heads)
             report.problems.extend(_unless_purged(problems, purged.get(checkpoint["chain"]), checkpoint["seq"],
                                                   checkpoint["head_hash"]))
         for anchor in anchors:
-            if not _vouched(starts, anchor.chain, anchor.seq):
+            if anchor not in forged and not _vouched(starts, anchor.chain, anchor.seq):
                 report.problems.extend(_unless_purged(_check_anchor(anchor, heads), purged.get(anchor.chain),
                                                       anchor.seq, anchor.head_hash))
         return report
 
     def _starting_points(self, anchors: list[Anchor], purged: Mapping[str, Purged],
-                         report: VerifyReport) -> dict[str, Anchor]:
+                         report: VerifyReport) -> tuple[dict[str, Anchor], list[Anchor]]:
         """Each chain's newest signed anchor whose signature holds and which lies beyond the chain's retention
-        marker (up to the marker, the marker vouches). An anchor whose signature fails is a problem, unused."""
+        marker (up to the marker, the marker vouches); and the anchors whose signature fails: each a problem,
+        not believed (neither a starting point nor checked against the records)."""
         starts: dict[str, Anchor] = {}
+        forged: list[Anchor] = []
         for anchor in anchors:
             if not anchor.signed or anchor.seq <= purged.get(anchor.chain, Purged(0, GENESIS)).seq:
                 continue
             assert anchor.at is not None  # signed
             where = f"the anchor kept outside the database for {anchor.chain} at seq {anchor.seq}"
             payload = _checkpoint_payload(anchor.chain, anchor.seq, anchor.head_hash, datetime.fromisoformat(anchor.at))
-            if (forged := self._forged(asdict(anchor), payload, where)) is not None:
-                report.problems.append(forged)
+            if (problem := self._forged(asdict(anchor), payload, where)) is not None:
+                report.problems.append(problem)
+                forged.append(anchor)
             elif anchor.chain not in starts or anchor.seq > starts[anchor.chain].seq:
                 starts[anchor.chain] = anchor
-        return starts
+        return starts, forged
 
     def _purged(self, conn: Connection, report: VerifyReport) -> dict[str, Purged]:
         """Where each purged chain starts: its newest retention marker whose signature holds. A marker that
@@ -599,24 +608,31 @@ def _check_anchor(anchor: Anchor, heads: Mapping[tuple[str, int], LedgerRecord])
                       f"{where} names another record than the one now there (id {head.id})")
 
 
-def _after_anchor(anchor: Anchor, records: Iterator[LedgerRecord], problems: list[Problem]) -> Iterator[LedgerRecord]:
-    """The records of an anchored chain from the anchor's seq on: the first must be the anchored record,
-    unchanged (it hashes to the anchor, and its fields to its hash); the rest are walked as usual."""
+def _from_anchor(anchor: Anchor, records: Iterator[LedgerRecord], problems: list[Problem]
+                 ) -> tuple[Purged, Iterator[LedgerRecord]]:
+    """Where an anchored chain's walk starts, and the records to walk: the first read must be the anchored
+    record, unchanged (it hashes to the anchor, and its fields to its hash); the rest link to it. A record
+    there that is not the anchored one is named once, and what follows is linked to it as found."""
     first = next(records, None)
     where = f"the anchor kept outside the database for {anchor.chain} at seq {anchor.seq}"
     if first is None or first.seq != anchor.seq:
         problems.append(Problem("removed", anchor.chain, anchor.seq, None,
                                 f"{where} names a record that is no longer there"))
-    elif first.hash != anchor.head_hash:
+        return Purged(anchor.seq, anchor.head_hash), _preceded(first, records)
+    if first.hash != anchor.head_hash:
         problems.append(Problem("changed", anchor.chain, anchor.seq, first.id,
                                 f"{where} names another record than the one now there (id {first.id}): the "
                                 "chain up to it was rewritten"))
     elif first.hash != _rehash(first, first.hash.partition(":")[0]):
         problems.append(Problem("changed", anchor.chain, anchor.seq, first.id,
                                 f"{anchor.chain} seq {anchor.seq} (id {first.id}): its fields do not match its hash"))
+    return Purged(anchor.seq, first.hash), records
+
+
+def _preceded(first: LedgerRecord | None, rest: Iterator[LedgerRecord]) -> Iterator[LedgerRecord]:
     if first is not None:
         yield first
-    yield from records
+    yield from rest
 
 
 def _counted(records: Iterable[LedgerRecord], report: VerifyReport, progress: Progress | None,

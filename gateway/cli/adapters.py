@@ -27,7 +27,7 @@ from gateway.sectors.bundle_records import (
     UnknownBundle,
     read_archive,
 )
-from gateway.sectors.calls import SectorCalls
+from gateway.sectors.calls import PreviewFailed, SectorCalls
 from gateway.sectors.live_registry import NoActiveAdapter
 from gateway.security.approvals import cli_refusal
 
@@ -133,6 +133,6 @@ def readable_errors() -> Iterator[None]:
         for problem in exc.problems:
             err.print(f"[red]{problem}")
         raise typer.Exit(2) from exc
-    except (BundleConflict, UnknownBundle, NoActiveAdapter, PermissionError, OSError) as exc:
+    except (BundleConflict, UnknownBundle, NoActiveAdapter, PreviewFailed, PermissionError, OSError) as exc:
         err.print(f"[red]error: {exc}")
         raise typer.Exit(2) from exc

@@ -6,7 +6,8 @@ dicts …), personal data already masked — and the columns a person reads; thi
 - `--json`: a list is JSON lines, one object per line; a show is one JSON object. Every field of the row
   is there, times as `gateway.domain.clock.beijing_text` (`2026-12-07T20:10:00.123+08:00`).
 - stdout a terminal: a rich table that fits the terminal; identifier columns (case numbers, ids, key
-  ids, fingerprints) are never wrapped or cut, other text folds — never an ellipsis.
+  ids, fingerprints) are never wrapped or cut, other text folds — never an ellipsis. When the identifiers
+  alone leave no room in the terminal's width, plain columns instead (below).
 - stdout piped: plain space-aligned columns, one row per line, nothing wrapped or cut; wide (CJK)
   characters are measured as two cells (rich's `cell_len`), so columns line up in a terminal later.
 
@@ -41,6 +42,7 @@ QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="no progress ba
 Row = Mapping[str, Any]
 T = TypeVar("T")
 GAP = "  "  # between plain columns
+FOLDED_AT_LEAST = 8  # cells a folding column needs to be worth reading in a table
 
 
 @dataclass(frozen=True)
@@ -78,13 +80,12 @@ def print_rows(rows: Sequence[Row], columns: Sequence[Column], *, as_json: bool,
             sys.stdout.write(json_text(row) + "\n")
         return
     console = stdout()
-    if console.is_terminal:
+    if console.is_terminal and _fits(rows, columns, console.width):
         console.print(_table(rows, columns, title))
         return
     if title:
         note(title)
-    for line in plain_lines(rows, columns):
-        sys.stdout.write(line + "\n")
+    console.file.write("".join(line + "\n" for line in plain_lines(rows, columns)))
 
 
 def print_object(item: Row, *, as_json: bool) -> None:
@@ -179,6 +180,16 @@ def deprecated(new_value: T, old_value: T | None, *, new: str, old: str) -> T:
     stderr().print(f"warning: {old} is deprecated and will be removed in the next version; use {new}",
                    markup=False)
     return old_value
+
+
+def _fits(rows: Sequence[Row], columns: Sequence[Column], width: int) -> bool:
+    """Whether a table can show every identifier whole and leave the other columns room to fold in; when
+    not, plain lines (which the terminal may wrap, but nothing is cut) serve better than a crushed table."""
+    def least(column: Column) -> int:
+        widest = max((cell_len(column.text(row)) for row in rows), default=0)
+        return max(widest, cell_len(column.title)) if column.identifier else min(max(widest, 1), FOLDED_AT_LEAST)
+
+    return sum(least(c) for c in columns) + 3 * len(columns) + 1 <= width  # a cell's padding and rule: 3
 
 
 def _table(rows: Sequence[Row], columns: Sequence[Column], title: str | None) -> Table:

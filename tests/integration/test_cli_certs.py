@@ -4,13 +4,16 @@ and the installed command end to end through a master-key rotation."""
 from __future__ import annotations
 
 import base64
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -166,3 +169,37 @@ def test_the_installed_command_through_a_master_key_rotation(tmp_path: Path, ca:
     verified = subprocess.run([YIWANG, "audit", "verify"], env={**os.environ, "YIWANG_MASTER_KEY": new},
                               capture_output=True, text=True, timeout=60)
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+BEIJING = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+08:00$")  # gateway.domain.clock.beijing_text
+
+
+def json_lines(result: Result) -> list[dict[str, Any]]:
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_list_show_secret_list_and_check_print_json_with_the_apis_fields(run: Run, store: CertStore, ca: TestCA,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    issued = ca.issue("json client", days=5)
+    store.import_pem("gw", issued.cert_pem, actor="t", sector="housing_fund")
+    fingerprint = issued.cert.fingerprint(hashes.SHA256()).hex()
+    [row] = json_lines(run("list", "--json"))
+    [version] = store.versions("gw")
+    assert version.public().keys() <= row.keys() and row["sha256"] == fingerprint and row["name"] == "gw"
+    assert BEIJING.match(row["not_after"]) and BEIJING.match(row["created_at"]) and 4 < row["days_left"] <= 5
+    assert json_lines(run("list", "--sector", "social_security", "--json")) == []
+    [shown] = json_lines(run("show", "gw", "--json"))  # as GET /v1/certificates/gw answers
+    assert (shown["name"], shown["sector"], shown["kind"]) == ("gw", "housing_fund", version.kind)
+    assert [v["sha256"] for v in shown["versions"]] == [fingerprint]
+    plain = run("list").stdout  # piped: the fingerprint whole, never cut
+    assert fingerprint in plain and "…" not in plain
+    monkeypatch.setenv("S", "value")
+    assert run("secret-set", "gjj-client-secret", "--from-env", "S").exit_code == 0
+    [secret] = json_lines(run("secret-list", "--json"))
+    assert secret["name"] == "gjj-client-secret" and BEIJING.match(secret["created_at"])
+    assert "value" not in secret.values()
+    checked = run("check", "--json")
+    # The warning's own log line: on stdout here only, where no root configured logging (yiwang logs to stderr).
+    [expiring] = [json.loads(line) for line in checked.stdout.splitlines() if line.startswith("{")]
+    assert expiring["name"] == "gw" and BEIJING.match(expiring["not_after"]) and "1 new warning(s)" in checked.stderr

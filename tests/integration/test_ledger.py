@@ -7,6 +7,7 @@ Every tampering test first gets past the append-only triggers, as an attacker wi
 
 from __future__ import annotations
 
+import json
 import stat
 import threading
 import time
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
@@ -299,6 +301,109 @@ def test_a_whole_chain_deleted_with_its_checkpoints_is_caught_by_the_anchors_kep
     assert caught.exit_code == 1 and "removed" in caught.output and "no longer there" in caught.output
     (tmp_path / "garbage").write_text("not json\n")
     assert runner.invoke(app, ["verify", "--anchors", str(tmp_path / "garbage")]).exit_code == 2
+
+
+# --- verifying from anchors kept outside the database ------------------------------------------------------
+
+
+def rewrite_from(engine: Engine, seq: int) -> None:
+    """Change the record at `seq` and fix every hash after it, as an attacker covering their tracks would;
+    the database's checkpoints go too, so nothing inside the database contradicts the rewrite."""
+    with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(select(ledger_records).order_by(ledger_records.c.seq))]
+    rows[seq - 1]["actor"] = "identity:forger"
+    statements = ["DELETE FROM ledger_checkpoints"]
+    for i, row in enumerate(rows):
+        row["prev_hash"] = rows[i - 1]["hash"] if i else "genesis"
+        row["hash"] = record_hash(row, "sha256")
+        statements.append(f"UPDATE ledger_records SET actor = '{row['actor']}', prev_hash = '{row['prev_hash']}', "
+                          f"hash = '{row['hash']}' WHERE id = {row['id']}")
+    tamper(engine, *statements)
+
+
+@pytest.fixture
+def anchored(ledger: Ledger, tmp_path: Path) -> tuple[typer.Typer, Path]:
+    """Ten records anchored outside the database (`yiwang audit anchors` at seq 10), then three more."""
+    app = make_audit_app(lambda: opened(ledger))
+    fill(ledger, 10)
+    ledger.checkpoint()
+    kept = tmp_path / "anchors.jsonl"
+    exported = CliRunner().invoke(app, ["anchors"])
+    assert exported.exit_code == 0 and '"signature"' in exported.stdout
+    kept.write_text(exported.stdout)
+    fill(ledger, 3)
+    ledger.checkpoint()
+    return app, kept
+
+
+def verified(app: typer.Typer, *args: str, code: int = 0) -> dict[str, Any]:
+    result = CliRunner().invoke(app, ["verify", *args, "--json"])
+    assert result.exit_code == code, result.output
+    report: dict[str, Any] = json.loads(result.stdout)
+    return report
+
+
+def test_verify_from_anchors_reads_only_what_came_after_them(anchored: tuple[typer.Typer, Path]) -> None:
+    app, kept = anchored
+    full = verified(app)
+    assert (full["records"], full["anchored_chains"], full["intact"]) == (13, 0, True)
+    incremental = verified(app, "--anchors", str(kept))
+    assert (incremental["records"], incremental["anchored_chains"], incremental["intact"]) == (4, 1, True)
+    said = CliRunner().invoke(app, ["verify", "--anchors", str(kept)])
+    assert said.exit_code == 0 and "4 records" in said.stdout and "1 chains from their anchor" in said.stdout
+
+
+def test_verify_from_anchors_catches_a_record_changed_after_the_anchor(
+        anchored: tuple[typer.Typer, Path], engine: Engine) -> None:
+    app, kept = anchored
+    tamper(engine, "UPDATE ledger_records SET actor = 'identity:forger' WHERE seq = 12")
+    report = verified(app, "--anchors", str(kept), code=1)
+    assert [(p["kind"], p["seq"]) for p in report["problems"]] == [("changed", 12)]
+
+
+def test_verify_from_anchors_catches_a_rewrite_before_the_anchor_that_contradicts_it(
+        anchored: tuple[typer.Typer, Path], engine: Engine, ledger: Ledger) -> None:
+    app, kept = anchored
+    rewrite_from(engine, 3)
+    assert ledger.verify().intact  # inside the database nothing is left to show it
+    report = verified(app, "--anchors", str(kept), code=1)
+    [problem] = report["problems"]
+    assert (problem["kind"], problem["seq"]) == ("changed", 10) and "rewritten" in problem["detail"]
+    assert report["records"] == 4  # caught without reading the records before the anchor
+
+
+def test_verify_from_anchors_catches_the_anchored_record_itself_changed(
+        anchored: tuple[typer.Typer, Path], engine: Engine) -> None:
+    app, kept = anchored
+    tamper(engine, "UPDATE ledger_records SET subject = 'n=forged' WHERE seq = 10")
+    report = verified(app, "--anchors", str(kept), code=1)
+    assert [(p["kind"], p["seq"]) for p in report["problems"]] == [("changed", 10)]
+
+
+def test_an_anchor_whose_signature_fails_is_a_finding_and_not_a_starting_point(
+        anchored: tuple[typer.Typer, Path]) -> None:
+    app, kept = anchored
+    anchor = json.loads(kept.read_text())
+    kept.write_text(json.dumps({**anchor, "seq": 9}) + "\n")  # moved back: its signature no longer matches
+    report = verified(app, "--anchors", str(kept), code=1)
+    assert [p["kind"] for p in report["problems"]] == ["forged_checkpoint"]
+    assert (report["records"], report["anchored_chains"]) == (13, 0)  # verified in full instead
+
+
+@pytest.mark.parametrize("content, says", [
+    ("not json\n", "anchors.jsonl:1: not a JSON anchor line"),
+    ('{"chain": "audit:x", "seq": "nine", "head_hash": "sha256:00"}\n', "not a JSON anchor line"),
+    ('{"chain": "audit:x", "seq": 1, "head_hash": "sha256:00", "at": "yesterday", "key_id": "k", '
+     '"signature": "s"}\n', "not a JSON anchor line"),
+    ('{"event": "delivered"}\n', "holds no anchor"),
+    ("", "holds no anchor"),
+])
+def test_a_garbled_anchors_file_is_a_usage_error(ledger: Ledger, tmp_path: Path, content: str, says: str) -> None:
+    fill(ledger, 2)
+    kept = tmp_path / "anchors.jsonl"
+    kept.write_text(content)
+    result = CliRunner().invoke(make_audit_app(lambda: opened(ledger)), ["verify", "--anchors", str(kept)])
+    assert result.exit_code == 2 and says in result.stderr and "Traceback" not in result.output
 
 
 def test_audit_verify_exits_0_when_intact_1_naming_problems_2_on_bad_input(ledger: Ledger, engine: Engine) -> None:

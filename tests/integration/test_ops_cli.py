@@ -4,6 +4,8 @@ of every change with its filter, reason and outcome."""
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,9 +25,11 @@ from gateway.config import Settings
 from gateway.domain.clock import SystemClock
 from gateway.persistence import tables as t
 from gateway.persistence.uow import UnitsOfWork
+from ops.api import DeadLetterOut, DeadLetterWhole, ReplayRunOut
 from ops.dead_letters import DeadLetterDesk, DeadLetterFilter
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+ID_NUMBER = "150203198503120039"  # the seeded applicant's, in every seeded payload
 
 
 @dataclass
@@ -167,3 +171,40 @@ def test_discard_one_and_many_with_a_reason_and_never_twice(operator: Operator) 
     assert detail["reason"] == "obsolete" and detail["sector"] == "public_security"
     plan = operator.ops("replay-many", "--sector", "public_security", "--dry-run", "--status", "any")
     assert "0 dead letters would be replayed" in plan.output  # discarded ones never match a replay
+
+
+BEIJING = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+08:00$")  # gateway.domain.clock.beijing_text
+
+
+def lines_of(result: Result) -> list[dict[str, Any]]:
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_listings_print_json_lines_with_the_apis_fields(operator: Operator) -> None:
+    listed = lines_of(operator.ops("dead-letters", "--sector", "housing_fund", "--limit", "10", "--json"))
+    assert len(listed) == 10 and {row["sector"] for row in listed} == {"housing_fund"}
+    assert set(listed[0]) == set(DeadLetterOut.model_fields)  # GET /v1/ops/dead-letters' items
+    assert BEIJING.match(listed[0]["created_at"]) and listed[0]["replayed_at"] is None
+    assert "next page: --cursor" in operator.ops("dead-letters", "--limit", "10", "--json").stderr  # stdout: rows
+    counted = lines_of(operator.ops("counts", "--json"))
+    assert {tuple(row) for row in counted} == {("sector", "error_class", "count")}
+    assert sum(row["count"] for row in counted) == 60
+    [shown] = lines_of(operator.ops("dead-letter", str(listed[0]["id"]), "--json"))
+    assert set(DeadLetterWhole.model_fields) <= set(shown) and shown["masked"] is True
+    assert shown["id"] == listed[0]["id"] and BEIJING.match(shown["created_at"])
+    assert ID_NUMBER not in json.dumps(shown, ensure_ascii=False)  # personal data masked, as in the table
+    run = operator.desk.start_replay(DeadLetterFilter(sector="civil_affairs"), by="cli:ann", reason="back")
+    [row] = lines_of(operator.ops("replay-runs", "--json"))
+    assert set(row) == set(ReplayRunOut.model_fields) and row["id"] == run.id and BEIJING.match(row["created_at"])
+
+
+def test_the_filter_takes_the_apis_case_no_and_the_old_case_with_a_warning(operator: Operator) -> None:
+    [letter, *_] = operator.desk.page(DeadLetterFilter()).items
+    of_the_case = {d.id for d in operator.desk.page(DeadLetterFilter(case_no=letter.case_no)).items}
+    assert 0 < len(of_the_case) < 60
+    new = lines_of(operator.ops("dead-letters", "--case-no", letter.case_no, "--json"))
+    assert {row["id"] for row in new} == of_the_case and {row["case_no"] for row in new} == {letter.case_no}
+    old = operator.ops("dead-letters", "--case", letter.case_no, "--json")
+    assert {row["id"] for row in lines_of(old)} == of_the_case
+    assert "--case is deprecated" in old.stderr and "--case-no" in old.stderr
