@@ -99,7 +99,7 @@ def make_audit_app(open_ledger: Callable[[], AbstractContextManager[Ledger]],
         since: str | None = typer.Option(None, help="ISO time (Beijing time unless it names a zone)"),
         until: str | None = None,
         after_id: int | None = typer.Option(None, help="the paging cursor: records after this id"),
-        limit: int = typer.Option(100, min=1),
+        limit: int = typer.Option(100, min=1, max=1000, help="records on this page (as the API: at most 1000)"),
         as_json: JsonOption = False,
     ) -> None:
         """Records oldest first, filtered (bodies are not shown)."""
