@@ -544,3 +544,9 @@ def test_cli_reports_an_unusable_database_readably(tmp_path: Path) -> None:
     result = CliRunner().invoke(make_catalogue_app(lambda: Catalogue(bare)), ["list"])
     assert result.exit_code == 2 and "database error" in result.output and "Traceback" not in result.output
     bare.dispose()
+
+
+def test_an_import_tells_its_progress_matter_by_matter(catalogue: Catalogue) -> None:
+    told: list[int] = []
+    stored = catalogue.import_matters(BY_CODE[:3], "test", progress=told.append)
+    assert len(stored) == 3 and told == [1, 2, 3]  # what `yiwang catalogue import` draws its progress bar from

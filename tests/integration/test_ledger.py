@@ -458,3 +458,10 @@ def test_checkpoint_settings_come_from_the_environment_and_bad_ones_are_named() 
     assert (settings.checkpoint_every, settings.checkpoint_ms) == (50, 5000)
     with pytest.raises(ConfigError, match="YIWANG_CHECKPOINT_EVERY"):
         Settings.from_env({"YIWANG_CHECKPOINT_EVERY": "0"})
+
+
+def test_verify_tells_its_progress(ledger: Ledger) -> None:
+    fill(ledger, 1200)
+    told: list[tuple[int, int]] = []
+    assert ledger.verify(progress=lambda read, total: told.append((read, total))).records == 1200
+    assert told == [(500, 1200), (1000, 1200)]  # what `yiwang audit verify` draws its progress bar from

@@ -120,9 +120,11 @@ def test_old_bodies_are_purged_young_ones_kept_and_the_archive_holds_only_sealed
     add_notifications(engine, clock, 10, 2)
     clock.advance(100 * DAY)  # the first ones are 200 days old, the second 100
 
-    done = retention(engine, ledger, clock, JsonLinesArchive(tmp_path / "archive", clock)).run()
+    told: list[int] = []
+    done = retention(engine, ledger, clock, JsonLinesArchive(tmp_path / "archive", clock)).run(told.append)
 
     assert done == 4 + 3 + 3
+    assert told == sorted(told) and told[-1] == done  # batch by batch: `yiwang audit retention`'s progress
     assert bodies(engine, old_replayed + old_discarded) == [False] * 4
     assert bodies(engine, old_dead + young) == [True] * 3
     assert count(engine, dead_letters) == 7  # the rows and their outcomes stay
