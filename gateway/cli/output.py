@@ -43,6 +43,7 @@ Row = Mapping[str, Any]
 T = TypeVar("T")
 GAP = "  "  # between plain columns
 FOLDED_AT_LEAST = 8  # cells a folding column needs to be worth reading in a table
+SHORT = 20  # a column no value of which is wider than this is kept whole (a time, a count, a status)
 
 
 @dataclass(frozen=True)
@@ -183,23 +184,28 @@ def deprecated(new_value: T, old_value: T | None, *, new: str, old: str) -> T:
 
 
 def _fits(rows: Sequence[Row], columns: Sequence[Column], width: int) -> bool:
-    """Whether a table can show every identifier whole and leave the other columns room to fold in; when
-    not, plain lines (which the terminal may wrap, but nothing is cut) serve better than a crushed table."""
-    def least(column: Column) -> int:
-        widest = max((cell_len(column.text(row)) for row in rows), default=0)
-        return max(widest, cell_len(column.title)) if column.identifier else min(max(widest, 1), FOLDED_AT_LEAST)
+    """Whether a table can show every whole column whole and leave the folding ones room; when not, plain
+    lines (which the terminal may wrap, but nothing is cut) serve better than a crushed table."""
+    return sum(_least(column, rows)[0] for column in columns) + 3 * len(columns) + 1 <= width  # padding, rule: 3
 
-    return sum(least(c) for c in columns) + 3 * len(columns) + 1 <= width  # a cell's padding and rule: 3
+
+def _least(column: Column, rows: Sequence[Row]) -> tuple[int, bool]:
+    """The fewest cells a column can have in a table, and whether it is kept whole: an identifier, or any
+    column whose values are short (times, counts, codes), is never wrapped; long text folds, but not below its
+    header or `FOLDED_AT_LEAST`."""
+    widest = max((cell_len(column.text(row)) for row in rows), default=0)
+    header = cell_len(column.title)
+    if column.identifier or widest <= SHORT:
+        return max(widest, header), True
+    return max(header, FOLDED_AT_LEAST), False
 
 
 def _table(rows: Sequence[Row], columns: Sequence[Column], title: str | None) -> Table:
     table = Table(title=title)
     for column in columns:
-        if column.identifier:  # as wide as its widest value: the other columns give way
-            widest = max((cell_len(column.text(row)) for row in rows), default=0)
-            table.add_column(column.title, no_wrap=True, min_width=max(widest, cell_len(column.title)))
-        else:  # fold: Chinese text has no spaces to wrap at, and a cut name is no use
-            table.add_column(column.title, overflow="fold")
+        least, whole = _least(column, rows)
+        # fold: Chinese text has no spaces to wrap at, and a cut name is no use
+        table.add_column(column.title, no_wrap=whole, overflow="fold", min_width=least)
     for row in rows:
         table.add_row(*(column.text(row) for column in columns), end_section=False)
     return table
