@@ -94,6 +94,8 @@ def make_audit_app(open_ledger: Callable[[], AbstractContextManager[Ledger]],
         kind: str = typer.Option(AUDIT, help="audit | message"),
         actor: str | None = typer.Option(None, help="e.g. identity:id_0123456789ab or cli:root@host"),
         action: str | None = typer.Option(None, help="e.g. 'keys issue'; for messages: sent | received"),
+        direction: str | None = typer.Option(None, help="messages: sent | received (GET /v1/messages' name for "
+                                                        "--action)"),
         sector: str | None = None,
         case_no: str | None = None,
         since: str | None = typer.Option(None, help="ISO time (Beijing time unless it names a zone)"),
@@ -103,7 +105,9 @@ def make_audit_app(open_ledger: Callable[[], AbstractContextManager[Ledger]],
         as_json: JsonOption = False,
     ) -> None:
         """Records oldest first, filtered (bodies are not shown)."""
-        filters = Filters(_kind(kind), actor=actor, action=action, sector=sector, case_no=case_no,
+        if direction is not None and (kind != MESSAGE or direction not in ("sent", "received")):
+            _fail(f"--direction is sent or received, of --kind message (not {direction!r} of {kind!r})")
+        filters = Filters(_kind(kind), actor=actor, action=direction or action, sector=sector, case_no=case_no,
                           since=_time("--since", since), until=_time("--until", until), after_id=after_id)
         with open_ledger() as ledger:
             _print(ledger.records(filters, limit), kind, as_json)

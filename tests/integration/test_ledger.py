@@ -465,3 +465,16 @@ def test_verify_tells_its_progress(ledger: Ledger) -> None:
     told: list[tuple[int, int]] = []
     assert ledger.verify(progress=lambda read, total: told.append((read, total))).records == 1200
     assert told == [(500, 1200), (1000, 1200)]  # what `yiwang audit verify` draws its progress bar from
+
+
+def test_audit_list_takes_the_apis_direction_for_messages_and_prints_json(ledger: Ledger) -> None:
+    ledger.message("social_security", "sent", "submit_case", "C1", "k1", {"x": 1}, "sent")
+    ledger.message("social_security", "received", "submit_case", "C1", "k1", {"sector_ref": "SB1"}, "ok")
+    app = make_audit_app(lambda: opened(ledger))
+    listed = CliRunner().invoke(app, ["list", "--kind", "message", "--direction", "received", "--json"])
+    assert listed.exit_code == 0, listed.output
+    [received] = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert (received["action"], received["case_no"], received["sector"]) == ("received", "C1", "social_security")
+    assert received["at"].endswith("+08:00") and "body" not in received  # GET /v1/messages' fields, no body
+    refused = CliRunner().invoke(app, ["list", "--direction", "received"])  # --kind audit has no direction
+    assert refused.exit_code == 2 and "--direction" in refused.stderr
