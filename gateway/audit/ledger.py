@@ -19,8 +19,9 @@ cut off unseen: that window is what the checkpoint settings bound.
 and signature). A chain with a signed anchor whose signature holds is read only from its newest such anchor
 on — the record there must still hash to the anchor, the rest must link to it — so a regular check need
 not read a long log whole; a rewrite before the anchor changes the anchored record's hash and is caught
-there. An anchor whose signature fails is a problem; an unsigned one (a log line) is checked against the
-chain read in full. A chain the anchors name that is gone entirely is a problem too.
+there. The `ledger checkpoint` log lines carry the same fields, so shipped logs serve as anchors too. An
+anchor whose signature fails is a problem; an unsigned one (chain, seq and head hash only, as older log
+lines have them) is checked against the chain read in full. A chain the anchors name that is gone entirely is a problem too.
 
 Retention (`purge`, run by gateway/audit/retention.py): a chain's oldest records are removed in batches, each in
 one transaction with a signed *retention marker* — "records up to seq S purged under the policy; the
@@ -321,17 +322,19 @@ class Ledger:
             if not chain.unsigned:
                 return False
             at = as_utc(self._clock.now())
-            signature = self._signer.sign(_checkpoint_payload(chain.name, chain.seq, chain.head, at))
+            signature = encode_signature(self._signer.sign(_checkpoint_payload(chain.name, chain.seq, chain.head, at)))
             with self.units() as uow:
                 conn = uow.conn
                 conn.execute(insert(ledger_checkpoints).values(
                     chain=chain.name, seq=chain.seq, head_hash=chain.head, at=at,
-                    signature=encode_signature(signature), key_id=self._signer.key_id))
+                    signature=signature, key_id=self._signer.key_id))
                 uow.commit()
             chain.unsigned = 0
             # The log line is an anchor outside the database (logs are shipped elsewhere); so is
-            # `yiwang audit anchors`. Either catches a chain deleted together with its checkpoints.
-            log.info("ledger checkpoint", chain=chain.name, seq=chain.seq, head_hash=chain.head)
+            # `yiwang audit anchors`. Either catches a chain deleted together with its checkpoints, and, signed,
+            # is where `verify --anchors` starts reading the chain.
+            log.info("ledger checkpoint", **asdict(Anchor(chain.name, chain.seq, chain.head, _instant(at),
+                                                          self._signer.key_id, signature)))
             return True
 
     def start(self) -> None:

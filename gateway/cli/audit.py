@@ -50,9 +50,9 @@ def make_audit_app(open_ledger: Callable[[], AbstractContextManager[Ledger]],
 
     @app.command()
     def verify(anchors: Annotated[Path | None, typer.Option(
-            help="anchors kept outside the database (`yiwang audit anchors`): each chain is read only after its "
-                 "newest signed anchor, which must still match; also catches a whole chain deleted with its "
-                 "checkpoints. Without it every record is read")] = None,
+            help="anchors kept outside the database (`yiwang audit anchors`, or shipped JSON log lines of 'ledger "
+                 "checkpoint'): each chain is read only from its newest signed anchor on, which must still match; "
+                 "also catches a whole chain deleted with its checkpoints. Without it every record is read")] = None,
                as_json: JsonOption = False, quiet: QuietOption = False) -> None:
         """Check every hash chain and signed checkpoint; name each changed, removed or reordered record."""
         kept = _anchors(anchors) if anchors is not None else []

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
+import structlog.testing
 import typer
 from sqlalchemy import Engine, event, insert, select, text
 from sqlalchemy.exc import DatabaseError
@@ -478,3 +480,16 @@ def test_audit_list_takes_the_apis_direction_for_messages_and_prints_json(ledger
     assert received["at"].endswith("+08:00") and "body" not in received  # GET /v1/messages' fields, no body
     refused = CliRunner().invoke(app, ["list", "--direction", "received"])  # --kind audit has no direction
     assert refused.exit_code == 2 and "--direction" in refused.stderr
+
+
+def test_the_checkpoint_log_lines_are_signed_anchors_too(ledger: Ledger, tmp_path: Path) -> None:
+    with structlog.testing.capture_logs() as logged:
+        fill(ledger, 10)
+        ledger.checkpoint()
+    fill(ledger, 2)
+    shipped = tmp_path / "shipped.log"  # the JSON log lines as a log shipper keeps them, other events among them
+    shipped.write_text("".join(json.dumps(event) + "\n" for event in logged))
+    result = CliRunner().invoke(make_audit_app(lambda: opened(ledger)), ["verify", "--anchors", str(shipped), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["anchored_chains"], report["records"]) == (1, 3)  # read from the logged checkpoint at seq 10 on
