@@ -21,7 +21,8 @@ on — the record there must still hash to the anchor, the rest must link to it 
 not read a long log whole; a rewrite before the anchor changes the anchored record's hash and is caught
 there. The `ledger checkpoint` log lines carry the same fields, so shipped logs serve as anchors too. An
 anchor whose signature fails is a problem; an unsigned one (chain, seq and head hash only, as older log
-lines have them) is checked against the chain read in full. A chain the anchors name that is gone entirely is a problem too.
+lines have them) is checked against the chain read in full. A chain the anchors name that is gone
+entirely is a problem too.
 
 Retention (`purge`, run by gateway/audit/retention.py): a chain's oldest records are removed in batches, each in
 one transaction with a signed *retention marker* — "records up to seq S purged under the policy; the
