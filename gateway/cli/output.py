@@ -20,13 +20,14 @@ version. Consoles are made per call, bound to the sys.stdout/stderr of the momen
 from __future__ import annotations
 
 import json
+import os
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import Annotated, Any, Protocol, TypeVar
+from typing import IO, Annotated, Any, Protocol, TypeVar
 
 import typer
 from rich.cells import cell_len
@@ -77,8 +78,7 @@ def print_rows(rows: Sequence[Row], columns: Sequence[Column], *, as_json: bool,
     """A list: JSON lines, a table in a terminal, plain columns when piped. The title is for people: it goes
     to stderr unless there is a table to head."""
     if as_json:
-        for row in rows:
-            sys.stdout.write(json_text(row) + "\n")
+        _emit(json_text(row) for row in rows)
         return
     console = stdout()
     if console.is_terminal and _fits(rows, columns, console.width):
@@ -86,20 +86,20 @@ def print_rows(rows: Sequence[Row], columns: Sequence[Column], *, as_json: bool,
         return
     if title:
         note(title)
-    console.file.write("".join(line + "\n" for line in plain_lines(rows, columns)))
+    _emit(plain_lines(rows, columns), console.file)
 
 
 def print_object(item: Row, *, as_json: bool) -> None:
     """A show: one JSON object on one line with `--json`, otherwise the same indented for people."""
     if as_json:
-        sys.stdout.write(json_text(item) + "\n")
+        _emit([json_text(item)])
         return
     console = stdout()
     indented = json.dumps(jsonable(item), ensure_ascii=False, indent=2)
     if console.is_terminal:
         console.print_json(indented)
     else:
-        sys.stdout.write(indented + "\n")
+        _emit([indented])
 
 
 def note(message: str) -> None:
@@ -209,6 +209,20 @@ def _table(rows: Sequence[Row], columns: Sequence[Column], title: str | None) ->
     for row in rows:
         table.add_row(*(column.text(row) for column in columns), end_section=False)
     return table
+
+
+def _emit(lines: Iterable[str], to: IO[str] | None = None) -> None:
+    """Lines to stdout; a reader that stops early (`| head`) ends the command quietly, exit 0, as for any
+    well-behaved Unix tool: nothing more would be read."""
+    out = to or sys.stdout
+    try:
+        for line in lines:
+            out.write(line + "\n")
+        out.flush()
+    except BrokenPipeError:
+        # Python would report the failed flush at exit: point stdout at /dev/null first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+        raise typer.Exit(0) from None
 
 
 def _one_line(text: str) -> str:

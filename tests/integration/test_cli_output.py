@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -218,3 +220,27 @@ def test_a_renamed_option_warns_on_stderr_and_the_new_one_does_not(capsys: pytes
 def test_the_help_names_json_and_the_apis_options(yiwang: Yiwang, tmp_path: Path) -> None:
     helped = yiwang("ops", "dead-letters", "--help").stdout
     assert "--case-no" in helped and "--json" in helped and "--case " not in helped
+
+
+LONG_LISTING = """
+import typer
+from gateway.cli import output
+from gateway.cli.output import Column
+app = typer.Typer()
+@app.command()
+def listing() -> None:
+    output.print_rows([{"id": n, "name": "失业保险金申领"} for n in range(200_000)], (Column("id"), Column("name")),
+                      as_json=True)
+app()
+"""
+
+
+def test_a_reader_that_stops_early_ends_a_listing_quietly() -> None:
+    """`yiwang … --json | head -1`: no BrokenPipeError traceback, exit 0."""
+    listing = subprocess.Popen([sys.executable, "-c", LONG_LISTING], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    assert listing.stdout is not None and listing.stderr is not None
+    assert json.loads(listing.stdout.readline()) == {"id": 0, "name": "失业保险金申领"}
+    listing.stdout.close()  # as `head -1` does
+    assert listing.wait(timeout=60) == 0
+    assert "Traceback" not in listing.stderr.read()
