@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from gateway.bootstrap.app import Gateway
 from gateway.bootstrap.cli import app
 from gateway.cli import output
 from gateway.cli.output import Column
+from gateway.config import DEFAULT_CATALOGUE
 from gateway.http.routers.identities import identity_view
 
 BEIJING = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+08:00$")  # gateway.domain.clock.beijing_text
@@ -244,3 +246,37 @@ def test_a_reader_that_stops_early_ends_a_listing_quietly() -> None:
     listing.stdout.close()  # as `head -1` does
     assert listing.wait(timeout=60) == 0
     assert "Traceback" not in listing.stderr.read()
+
+
+YIWANG = str(Path(sys.executable).with_name("yiwang"))
+
+
+def on_a_terminal_stderr(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], str]:
+    """Run `yiwang ARGS…` with stdout piped and stderr a terminal (a pseudo-terminal); what stderr showed."""
+    master, slave = os.openpty()
+    env = {**os.environ, "YIWANG_VAR_DIR": str(tmp_path / "var"), "YIWANG_LOG_LEVEL": "warning",
+           "YIWANG_DATABASE_URL": f"sqlite:///{tmp_path / 'yiwang.db'}", "TERM": "xterm", "COLUMNS": "100"}
+    try:
+        done = subprocess.run([YIWANG, *args], stdout=subprocess.PIPE, stderr=slave, env=env, text=True, timeout=120)
+    finally:
+        os.close(slave)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the terminal's other end is closed: everything was read
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(master)
+    return done, shown.decode(errors="replace")
+
+
+def test_a_long_command_draws_its_progress_on_a_terminal_stderr_only(tmp_path: Path) -> None:
+    done, shown = on_a_terminal_stderr(tmp_path, "catalogue", "import", str(DEFAULT_CATALOGUE))
+    assert done.returncode == 0 and "imported 16 matters" in done.stdout, done.stdout + shown
+    assert "importing matters" in shown and "16/16" in shown
+    assert "importing matters" not in done.stdout  # piped stdout stays clean
+    quiet, shown = on_a_terminal_stderr(tmp_path, "catalogue", "import", str(DEFAULT_CATALOGUE), "--quiet")
+    assert quiet.returncode == 0 and "importing matters" not in shown
