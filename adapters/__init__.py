@@ -8,7 +8,8 @@ Public API (what `__all__` names, importable from `adapters` itself; the gateway
   unpacking, validating and previewing them (`load_bundle`, `unpack_bundle`, `validate_bundle`, `preview`;
   `BundleError` with its `Problem`s);
 - ready adapters: `build_adapter` -> `RegisteredAdapter` (resilience as the bundle says: `RetryPolicy`, the
-  breakers `DELIVERY_BREAKER`/`QUERY_BREAKER`), `Registry`, `default_bundles_dir`;
+  breakers `DELIVERY_BREAKER`/`QUERY_BREAKER`), `Registry`, `default_bundles_dir`; what a named query's
+  mapping reads (`query_parameters` -> `QueryParameter`s);
 - secrets and callbacks: `SecretRef`, `SecretRefError`, `use_vault`, `verify_hmac`/`SignatureError`;
 - the adapter kinds: `AdapterKind` and their registry `KINDS` (`adapters/kinds/<kind>/`).
 The modules behind it, the kinds' own modules and the simulators (`adapters.simulators`, which only the
@@ -31,6 +32,7 @@ from adapters.contract import (
 from adapters.descriptor import DESCRIPTOR, Bundle, CallbackResults, PollingResults
 from adapters.kind import AdapterKind
 from adapters.kinds import KINDS
+from adapters.queries import QueryParameter, query_parameters
 from adapters.registry import RegisteredAdapter, Registry, build_adapter, default_bundles_dir
 from adapters.resilience import DELIVERY_BREAKER, QUERY_BREAKER, RetryPolicy
 from adapters.secrets import SecretRefError, use_vault
@@ -38,8 +40,8 @@ from adapters.secrets import SecretRefError, use_vault
 __all__ = [
     "DELIVERY_BREAKER", "DESCRIPTOR", "KINDS", "MATERIALS_SENT_WITH", "QUERY_BREAKER",
     "Adapter", "AdapterKind", "Bundle", "BundleError", "CallbackResults", "CanonicalMessage", "CanonicalResult",
-    "DeliveryError", "FailureClass", "Operation", "PollingResults", "Problem", "RegisteredAdapter", "Registry",
-    "RetryPolicy", "SecretRef", "SecretRefError", "SignatureError", "UnsendableRequest",
-    "build_adapter", "default_bundles_dir", "load_bundle", "preview", "unpack_bundle", "use_vault", "validate_bundle",
-    "verify_hmac",
+    "DeliveryError", "FailureClass", "Operation", "PollingResults", "Problem", "QueryParameter", "RegisteredAdapter",
+    "Registry", "RetryPolicy", "SecretRef", "SecretRefError", "SignatureError", "UnsendableRequest",
+    "build_adapter", "default_bundles_dir", "load_bundle", "preview", "query_parameters", "unpack_bundle", "use_vault",
+    "validate_bundle", "verify_hmac",
 ]  # fmt: skip

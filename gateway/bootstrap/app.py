@@ -28,8 +28,10 @@ from gateway.catalogue.matters import Catalogue
 from gateway.config import Settings
 from gateway.domain.clock import Clock, SystemClock
 from gateway.http.callers import ClientCertificates
+from gateway.http.docs import install_docs
 from gateway.http.errors import install_error_handlers
 from gateway.http.middleware import BodyLimit, CorrelationMiddleware
+from gateway.http.openapi import active_named_queries, describe_api
 from gateway.http.routers import (
     approvals,
     audit,
@@ -340,6 +342,17 @@ PROBLEM_TABLES: tuple[Callable[[FastAPI], None], ...] = (
 )
 
 
+API_DESCRIPTION = """一网（Yiwang）网关的统一接口：事项目录、办件全流程（申请、受理、补正、办结、送达、评价）、\
+申请材料、部门同步查询，以及部门、运维、审计与安全管理。
+
+- 认证：点 **Authorize**，在 `apiKey` 中填入 API 密钥（不带 `Bearer ` 前缀），之后"Try it out"的调用都会带上
+  `Authorization: Bearer <key>`；接入客户端证书的调用方由 TLS 终结代理认出，无需填写。
+- 出错时一律返回 `application/problem+json`（RFC 9457）：`type` 是稳定的英文标识，`title`、`detail` 为中文。
+- 提交类操作接受 `Idempotency-Key` 头：同一键重试得到同一结果，不会重复办理。
+- 同步查询（`POST /v1/queries/{name}`）的名称与参数随已启用的适配包而定，见 "named queries" 分组。
+"""
+
+
 def create_app(gateway: Gateway, close_gateway: bool = False) -> FastAPI:
     """`close_gateway`: the app owns its gateway and closes it when it stops (each process of `yiwang serve
     --workers N`, where no caller outlives the app to do it); otherwise the caller closes it."""
@@ -353,8 +366,9 @@ def create_app(gateway: Gateway, close_gateway: bool = False) -> FastAPI:
         else:
             gateway.stop_dispatcher()
 
-    app = FastAPI(title="Yiwang gateway", version="0.2.0", lifespan=lifespan,
-                  description="Unified endpoints: the matter catalogue, cases through their whole life, materials.")
+    # FastAPI's own /docs and /redoc load their scripts from a CDN: ours are served here (gateway/http/docs.py).
+    app = FastAPI(title="Yiwang gateway", version="0.2.0", lifespan=lifespan, description=API_DESCRIPTION,
+                  docs_url=None, redoc_url=None, swagger_ui_oauth2_redirect_url=None)
     app.state.case_service = gateway.service
     app.state.catalogue = gateway.catalogue
     app.state.keystore = gateway.keys
@@ -381,6 +395,8 @@ def create_app(gateway: Gateway, close_gateway: bool = False) -> FastAPI:
         app.include_router(router)
     for install in PROBLEM_TABLES:
         install(app)
+    install_docs(app)
+    describe_api(app, active_named_queries(gateway.registry))  # security, refusals, the named queries of today
     # Uploads and bundles stream with limits of their own; callbacks are capped where they are read.
     app.add_middleware(BodyLimit, max_bytes=gateway.settings.max_body_bytes,
                        exempt=frozenset({MATERIALS_PATH, BUNDLES_PATH}))
