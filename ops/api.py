@@ -435,7 +435,7 @@ def discard_dead_letter(dead_letter_id: RowIdInPath, body: DiscardIn, request: R
 
 
 @router.post("/replays", status_code=202, response_model=ReplayRunOut,
-             responses={200: {"model": PlanOut, "description": "the dry run: how many and which"},
+             responses={200: {"model": PlanOut, "description": "试运行（dry_run）：将重放的数量和清单"},
                         **problem_doc(401, 403, 422)},
              summary="批量重放死信")
 def replay_many(body: BulkReplayIn, request: Request, response: Response, identity: Reader) -> Any:

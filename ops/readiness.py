@@ -218,7 +218,7 @@ class NotReady(Problem):
 
 
 NOT_READY_DOC: dict[int | str, dict[str, Any]] = {503: {
-    "model": NotReady, "description": "The database or the broker is down",
+    "model": NotReady, "description": "数据库或消息代理不可用",
     "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/NotReady"}}}}}
 
 router = APIRouter(tags=["health"])

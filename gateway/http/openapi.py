@@ -27,7 +27,7 @@ from fastapi import FastAPI
 
 from adapters import QueryParameter, query_parameters
 from gateway.domain.roles import Role
-from gateway.http.problems import PROBLEM_MEDIA_TYPE, PROBLEM_SCHEMA_REF
+from gateway.http.problems import PROBLEM_MEDIA_TYPE, problem_entry
 from gateway.sectors.live_registry import LiveRegistry, NoActiveAdapter
 
 API_KEY = "apiKey"
@@ -57,22 +57,8 @@ ROLE_NAMES: Mapping[Role, str] = {
     Role.SYSTEM_ADMIN: "系统管理员",
     Role.SECURITY_ADMIN: "安全管理员",
 }
-# What each error status means here; an operation's own description says which problem `type`s it gives.
-STATUS_TEXTS: Mapping[int, str] = {
-    400: "请求体无法读取：不是合法的 JSON，或有重复的键",
-    401: "未认证：缺少或无效的 API 密钥（或客户端证书、回调签名、材料链接签名）",
-    403: "无权：身份没有所需角色，或对象不属于其部门、部门系统或范围",
-    404: "所指的对象不存在",
-    409: "冲突：对象当前的状态不允许此操作",
-    413: "请求体超过上限",
-    415: "媒体类型不受支持（JSON 须为 UTF-8 的 application/json）",
-    422: "请求内容不符合要求（`errors` 逐项说明）",
-    429: "调用过于频繁：按 Retry-After 秒数后再试",
-    502: "部门系统的应答无法使用（拒绝了网关的凭证，或无法识别）",
-    503: "暂不可用（数据库或部门系统），按 Retry-After 秒数后重试；带 Idempotency-Key 的重试不会重复办理",
-    504: "部门系统响应超时",
-}
 GUARD_STATUSES = (401, 403, 429, 503)
+SUCCESS = "成功"
 QUERY_PATH = "/v1/queries/{name}"
 QUERY_TAG = "named queries"
 _METHODS = frozenset({"get", "put", "post", "delete", "patch"})
@@ -159,18 +145,20 @@ def guarded_operations(app: FastAPI) -> dict[tuple[str, str], frozenset[Role]]:
 
 
 def secure(document: dict[str, Any], guarded: Mapping[tuple[str, str], frozenset[Role]]) -> None:
-    """Security schemes, each guarded operation's requirement and roles, and every error as problem+json."""
+    """Security schemes, each guarded operation's requirement, roles and refusals, and every answer described."""
     document.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
     for (method, path), operation in _operations(document):
+        responses = operation["responses"]
         roles = guarded.get((method, path))
         if roles:
             operation["security"] = GUARDED
             operation["description"] = (operation.get("description", "").rstrip() + "\n\n" + roles_text(roles)).lstrip()
             for status in GUARD_STATUSES:
-                operation["responses"].setdefault(str(status), {})
-        for status, response in operation["responses"].items():
-            if status.isdigit() and int(status) >= 400:
-                problem_response_doc(int(status), response)
+                responses.setdefault(str(status), problem_entry(status))
+        if "requestBody" in operation:
+            responses.setdefault("413", problem_entry(413))  # every body has a size limit (middleware or its own)
+        for status, response in responses.items():
+            described(int(status), response)
 
 
 def roles_text(roles: Iterable[Role]) -> str:
@@ -178,16 +166,15 @@ def roles_text(roles: Iterable[Role]) -> str:
     return f"**调用角色**：{names}。用 API 密钥（Bearer）或绑定的客户端证书认证。"
 
 
-def problem_response_doc(status: int, response: dict[str, Any]) -> None:
-    """An error answer as it really leaves: problem+json only, described in Chinese."""
-    response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": PROBLEM_SCHEMA_REF}}}
-    if response.get("description") in (None, "", "Problem") or _is_english_phrase(response["description"]):
-        response["description"] = STATUS_TEXTS.get(status, "问题详情（problem+json）")
-
-
-def _is_english_phrase(text: str) -> bool:
-    """FastAPI's default descriptions are HTTP reason phrases ("Not Found"): ours replace them."""
-    return text.isascii()
+def described(status: int, response: dict[str, Any]) -> None:
+    """An answer as it really leaves: an error as problem+json only (FastAPI adds JSON for a `model`), and a
+    Chinese description where FastAPI wrote an HTTP reason phrase ("Not Found", "Successful Response")."""
+    if status >= 400:
+        content = response.setdefault("content", {})
+        problem = content.get(PROBLEM_MEDIA_TYPE) or problem_entry(status)["content"][PROBLEM_MEDIA_TYPE]
+        response["content"] = {PROBLEM_MEDIA_TYPE: problem}
+    if response.get("description", "").isascii():
+        response["description"] = problem_entry(status)["description"] if status >= 400 else SUCCESS
 
 
 def with_named_queries(static: dict[str, Any], queries: Sequence[NamedQuery],

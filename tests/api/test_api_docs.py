@@ -154,13 +154,18 @@ def test_every_operation_is_described_in_its_users_words(anonymous: TestClient) 
         assert _chinese(operation.get("description", "")), (method, path)
 
 
-def test_every_error_answer_is_documented_as_problem_json(anonymous: TestClient) -> None:
-    for (method, path), operation in _operations(anonymous.get("/openapi.json").json()):
+def test_every_answer_is_described_and_every_error_is_problem_json(anonymous: TestClient) -> None:
+    document = anonymous.get("/openapi.json").json()
+    schemas = document["components"]["schemas"]
+    for (method, path), operation in _operations(document):
         for status, response in operation["responses"].items():
+            assert _chinese(response["description"]), (method, path, status)
             if int(status) >= 400:
                 assert list(response["content"]) == [PROBLEM_MEDIA_TYPE], (method, path, status)
-                assert response["content"][PROBLEM_MEDIA_TYPE]["schema"] == {"$ref": "#/components/schemas/Problem"}
-                assert _chinese(response["description"]), (method, path, status)
+                schema = schemas[response["content"][PROBLEM_MEDIA_TYPE]["schema"]["$ref"].rsplit("/", 1)[1]]
+                assert {"type", "title", "status", "detail"} <= set(schema["properties"]), (method, path, status)
+        if "requestBody" in operation:
+            assert "413" in operation["responses"], (method, path)  # every body has a size limit
 
 
 # --- the named queries of the active bundles --------------------------------------------------------------------

@@ -24,7 +24,7 @@ from gateway.catalogue.matters import (
 )
 from gateway.domain.matter import BodyNature, HandlingForm, Level, Matter, MatterType, ServiceObject, TimeUnit
 from gateway.domain.roles import ALL_ROLES, Identity, Role
-from gateway.http.approval_holds import held_for_approval
+from gateway.http.approval_holds import HELD_DOC, held_for_approval
 from gateway.http.callers import require
 from gateway.http.json_bodies import JsonBodyRoute
 from gateway.http.problems import install_problems, problem_doc, problem_response
@@ -232,7 +232,7 @@ def validate_version(code: str, version: VersionNo, request: Request, _: Admin) 
 
 
 @router.post("/catalogue/matters/{code}/versions/{version}/publish", response_model=MatterGuide,
-             responses=problem_doc(401, 403, 404, 409, 422),
+             responses={**problem_doc(401, 403, 404, 409, 422), **HELD_DOC},
              summary="发布事项版本")
 def publish_version(code: str, version: VersionNo, request: Request, identity: Admin) -> Any:
     """发布一个草稿版本，原已发布的版本随之停用；新办件按新版本办理。

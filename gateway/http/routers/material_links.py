@@ -29,7 +29,7 @@ router = APIRouter(tags=["material links"])
 PROBLEM_SLUG = "material-link-invalid"
 
 
-@router.get(LINKS_PATH + "/{ref}", responses={**problem_doc(403, 404), 200: {"content": {
+@router.get(LINKS_PATH + "/{ref}", responses={**problem_doc(403, 404, 503), 200: {"content": {
     "application/pdf": {}, "image/jpeg": {}, "image/png": {}, "application/ofd": {}}}},
             summary="部门系统下载材料")
 def fetch_material(ref: str, request: Request) -> StreamingResponse:

@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse
 from adapters import DeliveryError, FailureClass, UnsendableRequest
 from gateway.domain.answers import AnswerMismatch
 from gateway.domain.roles import Identity, NotAllowed, Role, acts_for_sector
-from gateway.http.approval_holds import held_for_approval
+from gateway.http.approval_holds import HELD_DOC, held_for_approval
 from gateway.http.callers import require
 from gateway.http.json_bodies import (
     DUPLICATE_KEY,
@@ -117,7 +117,8 @@ def test_version(sector: str, version: str, request: Request,
     return _calls(request).test_version(sector, version).public()
 
 
-@router.post("/adapters/{sector}/versions/{version}/activate", responses=problem_doc(401, 403, 404, 409),
+@router.post("/adapters/{sector}/versions/{version}/activate",
+             responses={**problem_doc(401, 403, 404, 409), **HELD_DOC},
              summary="启用适配包版本")
 def activate_version(sector: str, version: str, request: Request,
                      identity: Annotated[Identity, Depends(require(*ADMINS))]) -> Any:
@@ -169,7 +170,7 @@ def sync_query(name: str, body: QueryIn, request: Request,
     return _calls(request).query(name, body.params)
 
 
-@callbacks.post("/callbacks/{sector}", status_code=200, responses=problem_doc(401, 404, 409, 422),
+@callbacks.post("/callbacks/{sector}", status_code=200, responses=problem_doc(400, 401, 404, 409, 413, 422, 503),
                 summary="部门回调办理结果")
 async def sector_callback(sector: str, request: Request) -> dict[str, Any]:
     """部门系统推送办理结果。不需要 API 密钥：按该部门适配包声明的方式签名，签名就是凭证（无效为 401）。
