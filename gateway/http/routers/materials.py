@@ -91,7 +91,8 @@ async def upload_material(
 ) -> Any:
     """上传一份申请材料文件（multipart/form-data，字段 `file`），按内容识别文件类型并计算 SHA-256。
     提交办件时在 `materials[].file_ref` 中引用返回的 `ref`。
-    不是幂等操作：每次上传得到新的 `ref`。超过大小上限为 413，不是 multipart 为 415，类型不允许为 422。
+    不是幂等操作：每次上传得到新的 `ref`。超过大小上限为 413，不是 multipart 或文件类型不受支持为 415，
+    表单无法读取为 422。
     返回 201，`Location` 指向材料的元数据。"""
     store = _store(request)
     async with _uploaded_file(request, store.max_bytes) as upload:

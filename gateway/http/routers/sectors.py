@@ -144,7 +144,7 @@ def rollback(sector: str, request: Request,
              responses=problem_doc(401, 403, 404, 409))
 def retire_version(sector: str, version: str, request: Request,
                    identity: Annotated[Identity, Depends(require(*ADMINS))]) -> dict[str, Any]:
-    """停用一个未启用的版本；之后不能再启用。状态不允许时为 409。"""
+    """停用一个不再需要的版本；正在启用的版本不能停用（409，先启用别的版本）。"""
     _own_sector(identity, sector)
     return _store(request).retire(sector, version, f"identity:{identity.id}").public()
 
