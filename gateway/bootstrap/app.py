@@ -366,9 +366,10 @@ def create_app(gateway: Gateway, close_gateway: bool = False) -> FastAPI:
         else:
             gateway.stop_dispatcher()
 
-    # FastAPI's own /docs and /redoc load their scripts from a CDN: ours are served here (gateway/http/docs.py).
+    # FastAPI's own /docs and /redoc load their scripts from a CDN: ours, and /openapi.json, are served by
+    # gateway/http/docs.py.
     app = FastAPI(title="Yiwang gateway", version="0.2.0", lifespan=lifespan, description=API_DESCRIPTION,
-                  docs_url=None, redoc_url=None, swagger_ui_oauth2_redirect_url=None)
+                  openapi_url=None, docs_url=None, redoc_url=None, swagger_ui_oauth2_redirect_url=None)
     app.state.case_service = gateway.service
     app.state.catalogue = gateway.catalogue
     app.state.keystore = gateway.keys

@@ -6,7 +6,10 @@ and are served from /docs/assets/<Swagger UI version>/<file>, so a new version i
 cached for good. Nothing is copied into the repository. There is no /redoc: no PyPI package ships ReDoc's
 assets alone, and one offline viewer is enough.
 
-Open to everyone, GET (and HEAD) only, like /openapi.json: the document says no more than the routes do.
+GET /openapi.json is served here too, from a worker thread: the document lists the named queries of the
+active bundles, and asking the live registry may query the database and build an adapter, which must not
+block the event loop (FastAPI's own route is async). All three are open to everyone, GET (and HEAD) only:
+the document says no more than the routes do.
 The page carries a Content-Security-Policy allowing scripts and styles from this origin only, plus the one
 inline initialiser FastAPI writes, admitted by its SHA-256 hash; the initialiser turns the online validator
 badge off (it would fetch an image from the internet).
@@ -22,10 +25,11 @@ from pathlib import Path
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.exceptions import HTTPException
-from starlette.responses import FileResponse, HTMLResponse
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse
 from swagger_ui_bundle import swagger_ui_path
 
 DOCS_PATH = "/docs"
+OPENAPI_PATH = "/openapi.json"
 ASSETS_PATH = f"{DOCS_PATH}/assets"
 # The files the page uses, and how they are served; no other file of the package is reachable.
 ASSET_TYPES = {
@@ -75,10 +79,14 @@ def content_security_policy(html: str) -> str:
 
 
 def install_docs(app: FastAPI) -> None:
-    """GET /docs and its assets. The app is made with `docs_url=None, redoc_url=None` (FastAPI's own pages
-    load Swagger UI and ReDoc from a CDN)."""
-    page, policy = docs_page(app.openapi_url or "/openapi.json", f"{app.title} · API 文档")
+    """GET /openapi.json, /docs and its assets. The app is made with `openapi_url=None, docs_url=None,
+    redoc_url=None`: FastAPI's own pages load Swagger UI and ReDoc from a CDN."""
+    page, policy = docs_page(OPENAPI_PATH, f"{app.title} · API 文档")
     router = APIRouter(include_in_schema=False)
+
+    @router.get(OPENAPI_PATH)
+    def openapi() -> JSONResponse:  # a plain def: FastAPI runs it in a worker thread
+        return JSONResponse(app.openapi(), headers={"Cache-Control": "no-cache", **SAFE_HEADERS})
 
     @router.get(DOCS_PATH)
     def docs() -> HTMLResponse:

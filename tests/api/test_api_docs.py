@@ -100,6 +100,8 @@ def test_the_docs_page_runs_under_a_policy_of_this_origin_only(anonymous: TestCl
 def test_the_docs_answer_get_only_and_nothing_else_of_the_package(anonymous: TestClient) -> None:
     asset = Page(anonymous.get("/docs").text).urls[0]
     assert anonymous.post("/docs").status_code == 405
+    assert anonymous.post("/openapi.json").status_code == 405
+    assert anonymous.get("/openapi.json").headers["cache-control"] == "no-cache"  # it follows the bundles
     assert anonymous.post(asset).status_code == 405
     folder = asset.rsplit("/", 1)[0]
     for elsewhere in (f"{folder}/index.html", f"{folder}/swagger-ui.js.map", f"{folder}/..%2F__init__.py",
