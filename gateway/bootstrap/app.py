@@ -16,7 +16,7 @@ from adapters import Bundle, RegisteredAdapter, RetryPolicy, build_adapter, use_
 from certstore import CertStore, CredentialSource, FieldSealer, rewrap_signing_key
 from gateway.audit.ledger import Ledger
 from gateway.audit.retention import Retention, RetentionPolicy
-from gateway.bootstrap.stores import LEDGER_KEY_FILE, build_ledger, dead_letter_desk, open_database, personal_data
+from gateway.bootstrap.stores import LEDGER_KEY_FILE, build_ledger, open_database, personal_data
 from gateway.bootstrap.strict_start import (
     StartRefused,
     bundle_refused,
@@ -192,6 +192,12 @@ def build_gateway(settings: Settings, clock: Clock | None = None) -> Gateway:
                               observer=deliveries),
                    links, sealer, ledger, certs=certs, metrics=metrics_registry, expiry=expiry, scheduler=scheduler,
                    readiness=readiness, dead_letters=desk)
+
+
+def dead_letter_desk(units: UnitsOfWork, clock: Clock) -> DeadLetterDesk:
+    """The operators' dead-letter desk over one database: one per gateway, and one for a `yiwang ops` command,
+    which runs no gateway."""
+    return DeadLetterDesk(units, clock)
 
 
 def scheduled_jobs(settings: Settings, engine: Engine, service: CaseService, expiry: ExpiryWatch,

@@ -199,7 +199,7 @@ def _four_eyes() -> bool:
 
 
 def ops_group() -> typer.Typer:
-    from gateway.bootstrap.stores import dead_letter_desk, open_database, personal_data
+    from gateway.bootstrap.stores import open_database, personal_data
     from gateway.cli.audit import audit_commands, cli_actor
     from gateway.domain.clock import SystemClock
     from gateway.persistence.uow import UnitsOfWork
@@ -208,7 +208,7 @@ def ops_group() -> typer.Typer:
 
     def open_desk() -> DeadLetterDesk:  # the operators' dead-letter desk without the rest of a gateway
         settings = _settings()
-        return dead_letter_desk(UnitsOfWork(open_database(settings), personal_data(settings)), SystemClock())
+        return DeadLetterDesk(UnitsOfWork(open_database(settings), personal_data(settings)), SystemClock())
 
     return audit_commands(make_ops_app(open_desk, cli_actor, console), "ops", _audit)
 

@@ -1,5 +1,5 @@
 """The parts a command opens from settings without building a gateway: the database, the audit and message
-logs, the keys personal data rests under, the operators' dead-letter desk.
+logs, the keys personal data rests under.
 
 `gateway.bootstrap.app` builds a whole gateway from these; the `yiwang` command groups open only the part
 they need. This module imports no web framework, broker client or adapter kind, so a command such as
@@ -17,8 +17,7 @@ from gateway.domain.clock import Clock
 from gateway.persistence.blind_index import BlindIndex, load_or_create_key
 from gateway.persistence.engine import make_engine
 from gateway.persistence.personal_data import PersonalData
-from gateway.persistence.uow import UnitsOfWork, create_schema
-from ops.dead_letters import DeadLetterDesk
+from gateway.persistence.uow import create_schema
 
 LEDGER_KEY_FILE = "ledger-signing.key"  # under the var dir, sealed with the master key
 
@@ -29,12 +28,6 @@ def open_database(settings: Settings) -> Engine:
     engine = make_engine(settings.db_url, settings.db_pool_size)
     create_schema(engine)
     return engine
-
-
-def dead_letter_desk(units: UnitsOfWork, clock: Clock) -> DeadLetterDesk:
-    """The operators' dead-letter desk over one database: one per gateway, and one for a `yiwang ops` command,
-    which runs no gateway."""
-    return DeadLetterDesk(units, clock)
 
 
 def build_ledger(settings: Settings, engine: Engine, sealer: FieldSealer, clock: Clock | None = None) -> Ledger:
