@@ -15,7 +15,7 @@ unavailable" exceptions ends with its code and one line on stderr, not a traceba
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -50,23 +50,26 @@ EPILOG = "Exit codes:\n" + "\n".join(f"  {code}  {meaning}" for code, meaning in
 
 
 class CommandGroups(TyperGroup):
-    """The root group: its own commands as typer made them, and the groups of `GROUPS` loaded on demand. Listing
-    them for --help uses the table; naming one (to run it, or for its --help) imports and builds it. A command
-    raising an exception `gateway.cli.common.ENDINGS` names ends with that exit code and one line on stderr."""
+    """The root group: its own commands as typer made them, and the groups of `GROUPS` loaded on demand
+    (`LazyCommands`). Listing them for --help uses the table; naming one (to run it, for its --help, or
+    through `commands[name]`) imports and builds it. A command raising an exception that
+    `gateway.cli.common.ENDINGS` names ends with that exit code and one line on stderr."""
 
     # The contexts and commands are typer's (its own copy of click, typer._click, no public name): typed Any.
     _listing = False  # while --help lists the commands: the table's entries stand in for the groups
 
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        self.commands = LazyCommands(self.commands)
+
     def list_commands(self, ctx: Any) -> list[str]:
-        return [*super().list_commands(ctx), *GROUPS]
+        return list(self.commands)  # the names only: nothing is loaded
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         group = GROUPS.get(cmd_name)
-        if group is None:
-            return super().get_command(ctx, cmd_name)
-        if self._listing:
+        if self._listing and group is not None:
             return TyperCommand(cmd_name, help=group.help)
-        return load_group(cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
         self._listing = True
@@ -84,6 +87,31 @@ class CommandGroups(TyperGroup):
                 raise  # a bug: its traceback is what a report needs
             typer.echo(f"error: {known.line(exc)}", err=True)
             raise typer.Exit(known.exit_code) from exc
+
+
+class LazyCommands(MutableMapping[str, Any]):
+    """The root's commands by name: its own, then the groups of `GROUPS`, each built when first looked up. Code
+    that walks `group.commands` (typer's suggestions, the tests' walks of the command tree) sees every group."""
+
+    def __init__(self, own: MutableMapping[str, Any]) -> None:
+        self.loaded = dict(own)
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self.loaded and name in GROUPS:
+            self.loaded[name] = load_group(name)
+        return self.loaded[name]
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        self.loaded[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self.loaded[name]
+
+    def __iter__(self) -> Iterator[str]:  # the root's own commands, then the groups in the table's order
+        return iter([*(name for name in self.loaded if name not in GROUPS), *GROUPS])
+
+    def __len__(self) -> int:
+        return len(set(self.loaded) | set(GROUPS))
 
 
 def load_group(name: str) -> Any:

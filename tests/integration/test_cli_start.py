@@ -13,11 +13,12 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+import typer
 
 from bench import Options
 from bench import cli as cli_bench
 from bench.run import SECTIONS
-from gateway.bootstrap.cli import GROUPS, load_group
+from gateway.bootstrap.cli import GROUPS, app, load_group
 
 YIWANG = str(Path(sys.executable).with_name("yiwang"))
 HEAVY = ("fastapi", "uvicorn", "zeep", "lxml", "pika", "httpx")
@@ -63,6 +64,14 @@ def test_the_roots_table_says_what_each_group_says_of_itself(name: str) -> None:
     group = load_group(name)
     assert (group.name, group.help) == (name, GROUPS[name].help)
     assert group.list_commands(group.make_context(name, [], resilient_parsing=True))  # a group with commands
+
+
+def test_the_roots_commands_name_every_group_and_build_one_when_it_is_looked_up() -> None:
+    """What walks `commands` (typer's "did you mean", the docs' and snapshots' walks of the tree) sees it all."""
+    root = typer.main.get_command(app)
+    assert list(root.commands) == ["serve", "worker", "demo", *GROUPS] and len(root.commands) == 3 + len(GROUPS)
+    assert "keys" in root.commands and root.commands["keys"].name == "keys" and "nosuch" not in root.commands
+    assert list(root.commands) == ["serve", "worker", "demo", *GROUPS]  # the order holds once one is loaded
 
 
 def test_a_groups_own_help_is_its_own() -> None:
