@@ -183,8 +183,10 @@ def _audit(action: str, subject: str | None, detail: dict[str, Any], outcome: st
         with _open_ledger() as ledger:
             ledger.audit(cli_actor(), action, subject, detail, outcome=outcome)
     except Exception as exc:  # noqa: BLE001 - typer.Exit from bad settings too
+        known = ending(exc)  # e.g. the database is down: one line, as the command's own error says it
+        why = known.line(exc) if known is not None else str(exc)
         Console(stderr=True).print(f"[yellow]warning:[/yellow] the audit record of `{action}` was not written: "
-                                   f"{escape(str(exc))}", highlight=False)
+                                   f"{escape(why)}", highlight=False, soft_wrap=True)
 
 
 def _settings(*, service: bool = False) -> Settings:

@@ -62,6 +62,9 @@ ROWS = [
      "error: database unavailable: "),
     (UNAVAILABLE, ["ops", "dead-letters"], {"YIWANG_DATABASE_URL": "postgresql+psycopg://u:p@127.0.0.1:{port}/x"},
      "Connection refused"),
+    (UNAVAILABLE, ["keys", "issue", "--name", "x", "--role", "operator"],  # audited: its record cannot be written
+     {"YIWANG_DATABASE_URL": "postgresql+psycopg://u:p@127.0.0.1:{port}/x"},
+     "the audit record of `keys issue` was not written: database unavailable: "),
 ]
 
 
@@ -78,6 +81,8 @@ def test_each_command_ends_with_its_code_and_one_readable_message(tmp_path: Path
     assert done.returncode == code, done.stdout + done.stderr
     assert says in " ".join(done.stderr.split())  # rich may wrap a long line
     assert "Traceback" not in done.stdout + done.stderr
+    if code == UNAVAILABLE:  # one line for the error, one for an audit record it could not write
+        assert len(done.stderr.splitlines()) <= 2 and done.stdout == ""
     if code == OK:
         assert done.stderr == ""
 
