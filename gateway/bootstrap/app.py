@@ -13,9 +13,10 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
 from adapters import Bundle, RegisteredAdapter, RetryPolicy, build_adapter, use_vault
-from certstore import CertStore, CredentialSource, FieldSealer, load_or_create_signing_key, rewrap_signing_key
+from certstore import CertStore, CredentialSource, FieldSealer, rewrap_signing_key
 from gateway.audit.ledger import Ledger
 from gateway.audit.retention import Retention, RetentionPolicy
+from gateway.bootstrap.stores import LEDGER_KEY_FILE, build_ledger, open_database, personal_data
 from gateway.bootstrap.strict_start import (
     StartRefused,
     bundle_refused,
@@ -56,10 +57,9 @@ from gateway.notifications.hall import (
     Webhooks,
     WebhookSender,
 )
-from gateway.persistence.blind_index import BlindIndex, load_or_create_key
-from gateway.persistence.engine import make_engine
-from gateway.persistence.personal_data import PersonalData, reseal_all
-from gateway.persistence.uow import UnitsOfWork, create_schema
+from gateway.persistence.blind_index import load_or_create_key
+from gateway.persistence.personal_data import reseal_all
+from gateway.persistence.uow import UnitsOfWork
 from gateway.sectors.bundle_records import BundleStore
 from gateway.sectors.calls import NonceLedger, SectorCalls
 from gateway.sectors.delivery import DispatchSettings
@@ -77,7 +77,6 @@ from ops.dead_letters import DeadLetterDesk
 from ops.gateway_metrics import SectorAnswerMetrics, register_gateway_metrics
 from ops.readiness import Readiness, build_readiness
 
-LEDGER_KEY_FILE = "ledger-signing.key"  # under the var dir, sealed with the master key
 MATERIALS_PATH = "/v1/materials"
 BUNDLES_PATH = "/v1/adapters/bundles"
 CALLBACKS_PREFIX = "/callbacks/"
@@ -134,14 +133,6 @@ class Gateway:
         self.stop_dispatcher()
         self.ledger.close()  # signs the logs' unsigned tails: a clean shutdown leaves nothing to cut off unseen
         self.engine.dispose()
-
-
-def open_database(settings: Settings) -> Engine:
-    """The engine, with the schema in place: what every command that touches the database starts with."""
-    settings.var_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.db_url, settings.db_pool_size)
-    create_schema(engine)
-    return engine
 
 
 def build_gateway(settings: Settings, clock: Clock | None = None) -> Gateway:
@@ -259,13 +250,6 @@ def sweep_outbox(units: UnitsOfWork, clock: Clock, requeue_after: timedelta) -> 
     return count
 
 
-def build_ledger(settings: Settings, engine: Engine, sealer: FieldSealer, clock: Clock | None = None) -> Ledger:
-    """The audit and message logs of this process, signing checkpoints with the key sealed in the var dir."""
-    signer = load_or_create_signing_key(settings.var_dir / LEDGER_KEY_FILE, settings.master_keys())
-    return Ledger(engine, sealer, signer, digest_name=settings.digest, clock=clock,
-                  checkpoint_every=settings.checkpoint_every, checkpoint_ms=settings.checkpoint_ms)
-
-
 def rewrap_beyond_the_store(settings: Settings) -> str:
     """After a master-key rotation, what the certificate store does not hold: personal data in rows is
     re-sealed and the logs' signing key re-wrapped under the current master key."""
@@ -277,11 +261,6 @@ def rewrap_beyond_the_store(settings: Settings) -> str:
     signing_key = rewrap_signing_key(settings.var_dir / LEDGER_KEY_FILE, settings.master_keys())
     return f"re-sealed personal data in {rows} row(s)" + ("; re-wrapped the logs' signing key" if signing_key else "")
 
-
-def personal_data(settings: Settings, sealer: FieldSealer | None = None) -> PersonalData:
-    """The keys personal data rests under: the field sealer and the blind index."""
-    index = BlindIndex(load_or_create_key(settings.var_dir / "blind-index.key", settings.blind_index_key))
-    return PersonalData(index, sealer or FieldSealer(settings.master_keys(), settings.field_cipher))
 
 
 def adapter_builder(settings: Settings, credentials: CredentialSource | None = None

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from adapters import validate_bundle
+from gateway.cli.common import exit_code
 from gateway.sectors.bundle_records import (
     BundleConflict,
     BundleInvalid,
@@ -128,4 +129,4 @@ def readable_errors() -> Iterator[None]:
         raise typer.Exit(2) from exc
     except (BundleConflict, UnknownBundle, NoActiveAdapter, PermissionError, OSError) as exc:
         err.print(f"[red]error: {exc}")
-        raise typer.Exit(2) from exc
+        raise typer.Exit(exit_code(exc)) from exc  # 3 for an unknown bundle, 4 for four eyes

@@ -27,6 +27,7 @@ from gateway.catalogue.matters import (
     load_catalogue_file,
     validate_catalogue,
 )
+from gateway.cli.common import PROBLEMS_FOUND, exit_code
 from gateway.domain.matter import Matter, TimeUnit
 from gateway.security.approvals import cli_refusal
 
@@ -111,11 +112,11 @@ def _readable_errors() -> Iterator[None]:
         raise typer.Exit(1) from None
     except (CatalogueError, OSError) as exc:
         _err().print(str(exc), markup=False, highlight=False)
-        raise typer.Exit(1) from None
+        raise typer.Exit(exit_code(exc, PROBLEMS_FOUND)) from None  # 4: four eyes (a PermissionError)
     except SQLAlchemyError as exc:
         _err().print(f"database error: {type(exc).__name__}: {exc.args[0] if exc.args else exc}",
                      markup=False, highlight=False)
-        raise typer.Exit(2) from None
+        raise typer.Exit(exit_code(exc)) from None  # 5: the database did not answer
 
 
 def _table(matters: list[Matter]) -> Table:
