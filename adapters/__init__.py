@@ -8,38 +8,81 @@ Public API (what `__all__` names, importable from `adapters` itself; the gateway
   unpacking, validating and previewing them (`load_bundle`, `unpack_bundle`, `validate_bundle`, `preview`;
   `BundleError` with its `Problem`s);
 - ready adapters: `build_adapter` -> `RegisteredAdapter` (resilience as the bundle says: `RetryPolicy`, the
-  breakers `DELIVERY_BREAKER`/`QUERY_BREAKER`), `Registry`, `default_bundles_dir`;
+  breakers `DELIVERY_BREAKER`/`QUERY_BREAKER`), `Registry`, `default_bundles_dir`; what a named query's
+  mapping reads (`query_parameters` -> `QueryParameter`s);
 - secrets and callbacks: `SecretRef`, `SecretRefError`, `use_vault`, `verify_hmac`/`SignatureError`;
 - the adapter kinds: `AdapterKind` and their registry `KINDS` (`adapters/kinds/<kind>/`).
 The modules behind it, the kinds' own modules and the simulators (`adapters.simulators`, which only the
 composition root and the simulators' command group start) are not for the gateway to import.
 Imports `mappings` and `certstore`, never `gateway` or `ops`.
+Importing the package is cheap: each name is imported from its module on first use (PEP 562 `__getattr__`), so
+`from adapters import FailureClass` does not load the adapter kinds (zeep, lxml, httpx). A `yiwang` command
+that only reads the database starts in a fraction of the time it would take with the kinds loaded.
 """
 
-from adapters.auth import SecretRef, SignatureError, verify_hmac
-from adapters.bundle import BundleError, Problem, load_bundle, preview, unpack_bundle, validate_bundle
-from adapters.canonical import MATERIALS_SENT_WITH
-from adapters.contract import (
-    Adapter,
-    CanonicalMessage,
-    CanonicalResult,
-    DeliveryError,
-    FailureClass,
-    Operation,
-    UnsendableRequest,
-)
-from adapters.descriptor import DESCRIPTOR, Bundle, CallbackResults, PollingResults
-from adapters.kind import AdapterKind
-from adapters.kinds import KINDS
-from adapters.registry import RegisteredAdapter, Registry, build_adapter, default_bundles_dir
-from adapters.resilience import DELIVERY_BREAKER, QUERY_BREAKER, RetryPolicy
-from adapters.secrets import SecretRefError, use_vault
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the names as mypy and readers see them; at run time `__getattr__` imports them on first use
+    from adapters.auth import SecretRef, SignatureError, verify_hmac
+    from adapters.bundle import BundleError, Problem, load_bundle, preview, unpack_bundle, validate_bundle
+    from adapters.canonical import MATERIALS_SENT_WITH
+    from adapters.contract import (
+        Adapter,
+        CanonicalMessage,
+        CanonicalResult,
+        DeliveryError,
+        FailureClass,
+        Operation,
+        UnsendableRequest,
+    )
+    from adapters.descriptor import DESCRIPTOR, Bundle, CallbackResults, PollingResults
+    from adapters.kind import AdapterKind
+    from adapters.kinds import KINDS
+    from adapters.queries import QueryParameter, query_parameters
+    from adapters.registry import RegisteredAdapter, Registry, build_adapter, default_bundles_dir
+    from adapters.resilience import DELIVERY_BREAKER, QUERY_BREAKER, RetryPolicy
+    from adapters.secrets import SecretRefError, use_vault
+
+# Where each public name lives.
+_MODULE_OF = {
+    "SecretRef": "auth", "SignatureError": "auth", "verify_hmac": "auth",
+    "BundleError": "bundle", "Problem": "bundle", "load_bundle": "bundle", "preview": "bundle",
+    "unpack_bundle": "bundle", "validate_bundle": "bundle",
+    "MATERIALS_SENT_WITH": "canonical",
+    "Adapter": "contract", "CanonicalMessage": "contract", "CanonicalResult": "contract", "DeliveryError": "contract",
+    "FailureClass": "contract", "Operation": "contract", "UnsendableRequest": "contract",
+    "DESCRIPTOR": "descriptor", "Bundle": "descriptor", "CallbackResults": "descriptor", "PollingResults": "descriptor",
+    "AdapterKind": "kind",
+    "KINDS": "kinds",
+    "QueryParameter": "queries", "query_parameters": "queries",
+    "RegisteredAdapter": "registry", "Registry": "registry", "build_adapter": "registry",
+    "default_bundles_dir": "registry",
+    "DELIVERY_BREAKER": "resilience", "QUERY_BREAKER": "resilience", "RetryPolicy": "resilience",
+    "SecretRefError": "secrets", "use_vault": "secrets",
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'adapters' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"adapters.{module}"), name)
+    globals()[name] = value  # once imported, an ordinary attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
+
 
 __all__ = [
     "DELIVERY_BREAKER", "DESCRIPTOR", "KINDS", "MATERIALS_SENT_WITH", "QUERY_BREAKER",
     "Adapter", "AdapterKind", "Bundle", "BundleError", "CallbackResults", "CanonicalMessage", "CanonicalResult",
-    "DeliveryError", "FailureClass", "Operation", "PollingResults", "Problem", "RegisteredAdapter", "Registry",
-    "RetryPolicy", "SecretRef", "SecretRefError", "SignatureError", "UnsendableRequest",
-    "build_adapter", "default_bundles_dir", "load_bundle", "preview", "unpack_bundle", "use_vault", "validate_bundle",
-    "verify_hmac",
+    "DeliveryError", "FailureClass", "Operation", "PollingResults", "Problem", "QueryParameter", "RegisteredAdapter",
+    "Registry", "RetryPolicy", "SecretRef", "SecretRefError", "SignatureError", "UnsendableRequest",
+    "build_adapter", "default_bundles_dir", "load_bundle", "preview", "query_parameters", "unpack_bundle", "use_vault",
+    "validate_bundle", "verify_hmac",
 ]  # fmt: skip

@@ -61,6 +61,7 @@ from bench import Options, is_figure
 # name -> "module" holding `run(options) -> dict`, or "module:function", in running order. Imported only
 # when its section runs, so one section's heavy imports (or missing services) do not stop the others.
 SECTIONS: Mapping[str, str] = {
+    "cli": "bench.cli",
     "mapping": "bench.mapping",
     "sync_query": "bench.sync_query",
     "startup": "bench.startup",

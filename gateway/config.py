@@ -1,7 +1,7 @@
-"""Settings, read once from the environment. Every name is documented in the README.
+"""Settings, read once from the environment. Every name is documented in docs/configuration.md.
 
 Each setting is declared once, as a field of `Settings`: its variable, default, parser and what it is for
-(`setting(...)`); `Settings.from_env` is derived from those declarations, and a test holds the README's
+(`setting(...)`); `Settings.from_env` is derived from those declarations, and a test holds docs/configuration.md's
 settings table to them. May import certstore's public API (algorithm names, keyring); nothing of the gateway.
 """
 
@@ -336,6 +336,6 @@ def _declarations() -> list[tuple[str, Setting]]:
 
 
 def declared_defaults() -> dict[str, tuple[Setting, object]]:
-    """Each variable's declaration and its field's default (for the README's table test)."""
+    """Each variable's declaration and its field's default (for the settings table test, docs/configuration.md)."""
     defaults = Settings()
     return {declared.env: (declared, getattr(defaults, name)) for name, declared in _declarations()}

@@ -362,8 +362,10 @@ def _continue_in_background(desk: DeadLetterDesk, run_id: int) -> None:
 
 
 @router.get("/dead-letters", response_model=DeadLetterPage, responses=problem_doc(401, 403, 422),
-            summary="Dead letters by filter, sorted and paged (next_cursor pages on)")
+            summary="检索死信")
 def list_dead_letters(request: Request, identity: Reader, query: Annotated[ListQuery, Query()]) -> dict[str, Any]:
+    """投递失败且不再自动重试的消息（死信），按部门、错误类别、时间等筛选、排序并分页（`next_cursor` 取下一页）。
+    部门系统管理员只看到本部门的。只读。"""
     status = None if query.status == "any" else query.status
     page = _desk(request).page(_filter(identity, query, status), sort=query.sort, limit=query.limit,
                                cursor=query.cursor)
@@ -372,19 +374,21 @@ def list_dead_letters(request: Request, identity: Reader, query: Annotated[ListQ
 
 
 @router.get("/dead-letters/counts", response_model=list[CountOut], responses=problem_doc(401, 403, 422),
-            summary="How many dead letters match, by sector and error class")
+            summary="死信计数")
 def count_dead_letters(request: Request, identity: Reader, query: Annotated[CountQuery, Query()]) -> list[Any]:
+    """符合筛选条件的死信数量，按部门和错误类别汇总。只读。"""
     status = None if query.status == "any" else query.status
     counts = _desk(request).counts(_filter(identity, query, status))
     return [{"sector": sector, "error_class": error_class, "count": count} for sector, error_class, count in counts]
 
 
 @router.get("/dead-letters/{dead_letter_id}", response_model=DeadLetterWhole, responses=problem_doc(401, 403, 404),
-            summary="One dead letter whole: payload, rendered request, every attempt, the case's timeline")
+            summary="查看死信")
 def show_dead_letter(dead_letter_id: RowIdInPath, request: Request, identity: Reader,
                      unmasked: Annotated[bool, Query(description="operators and the sector's own "
                                                                  "administrator: plain, audited")] = False
                       ) -> dict[str, Any]:
+    """一条死信的全部：消息内容、渲染后的请求、每次尝试，以及办件的时间线。只读。"""
     desk = _desk(request)
     letter = desk.get(dead_letter_id, _scope(identity))
     if unmasked:
@@ -399,9 +403,11 @@ def show_dead_letter(dead_letter_id: RowIdInPath, request: Request, identity: Re
 
 @router.post("/dead-letters/{dead_letter_id}/replay", response_model=DeadLetterOut,
              responses=problem_doc(401, 403, 404, 409, 422),
-             summary="Deliver one dead letter's message again, with its idempotency key (a reason is required)")
+             summary="重放死信")
 def replay_dead_letter(dead_letter_id: RowIdInPath, body: ReplayIn, request: Request,
                        identity: Reader) -> dict[str, Any]:
+    """用原幂等键把一条死信的消息再投递一次，部门系统会识别重复。需写明原因，记入审计。
+    已重放或已丢弃的死信为 409。"""
     reason = _required(body.reason)
     letter = _desk(request).replay(dead_letter_id, by=f"identity:{identity.id}", reason=reason,
                                    mapping=body.mapping, scope=_scope(identity))
@@ -413,9 +419,10 @@ def replay_dead_letter(dead_letter_id: RowIdInPath, body: ReplayIn, request: Req
 
 @router.post("/dead-letters/{dead_letter_id}/discard", response_model=DeadLetterOut,
              responses=problem_doc(401, 403, 404, 409, 422),
-             summary="Discard one dead letter for good (a reason is required); it never replays")
+             summary="丢弃死信")
 def discard_dead_letter(dead_letter_id: RowIdInPath, body: DiscardIn, request: Request,
                         identity: Operator) -> dict[str, Any]:
+    """永久丢弃一条死信，它不会再被重放。需写明原因，记入审计。状态不允许时为 409。"""
     reason = _required(body.reason)
     letter = _desk(request).discard_one(dead_letter_id, by=f"identity:{identity.id}", reason=reason,
                                         case_outcome=body.case_outcome)
@@ -428,11 +435,12 @@ def discard_dead_letter(dead_letter_id: RowIdInPath, body: DiscardIn, request: R
 
 
 @router.post("/replays", status_code=202, response_model=ReplayRunOut,
-             responses={200: {"model": PlanOut, "description": "the dry run: how many and which"},
+             responses={200: {"model": PlanOut, "description": "试运行（dry_run）：将重放的数量和清单"},
                         **problem_doc(401, 403, 422)},
-             summary="Replay the dead letters a filter matches: a dry run says how many and which; otherwise a "
-                     "run starts (202, Location) and goes on in the background")
+             summary="批量重放死信")
 def replay_many(body: BulkReplayIn, request: Request, response: Response, identity: Reader) -> Any:
+    """重放符合筛选条件的死信：`dry_run` 只返回数量和清单（200）；否则开始一次后台重放（202，`Location` 指向进度）。
+    需写明原因，记入审计。不是幂等操作：每次调用开始一次新的批量重放。"""
     desk, chosen = _desk(request), _bulk_filter(identity, body.filter)
     if body.dry_run:
         plan = desk.plan(chosen)
@@ -451,15 +459,17 @@ def replay_many(body: BulkReplayIn, request: Request, response: Response, identi
 
 
 @router.get("/replays", response_model=list[ReplayRunOut], responses=problem_doc(401, 403, 422),
-            summary="Bulk replay runs, newest first, with their progress")
+            summary="批量重放记录")
 def list_replay_runs(request: Request, identity: Reader,
                      limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50) -> list[dict[str, Any]]:
+    """批量重放的记录及进度，新的在前。只读。"""
     return [_run(run) for run in _desk(request).runs(limit) if _visible(identity, run)]
 
 
 @router.get("/replays/{run_id}", response_model=ReplayRunOut, responses=problem_doc(401, 403, 404),
-            summary="One bulk replay run and its progress")
+            summary="查看批量重放进度")
 def show_replay_run(run_id: RowIdInPath, request: Request, identity: Reader) -> dict[str, Any]:
+    """一次批量重放及其进度。只读。"""
     run = _desk(request).run(run_id)
     if not _visible(identity, run):
         raise ReplayRunNotFound(run_id)  # another sector's run is as unknown as one that never was
@@ -467,8 +477,9 @@ def show_replay_run(run_id: RowIdInPath, request: Request, identity: Reader) -> 
 
 
 @router.post("/discards", response_model=PlanOut | DiscardedOut, responses=problem_doc(401, 403, 422),
-             summary="Discard the dead letters a filter matches (a reason is required); a dry run says how many")
+             summary="批量丢弃死信")
 def discard_many(body: BulkDiscardIn, request: Request, identity: Operator) -> Any:
+    """丢弃符合筛选条件的死信；`dry_run` 只返回数量。需写明原因，记入审计。"""
     desk, chosen = _desk(request), _bulk_filter(identity, body.filter)
     if body.dry_run:  # every dead letter matching (a replay's plan leaves out those it could not send)
         first = desk.page(chosen, sort="created_at", limit=SAMPLE)
@@ -498,9 +509,10 @@ def _failed_view(failed: FailedDelivery) -> dict[str, Any]:
 
 
 @router.get("/webhook-failures", response_model=FailedDeliveryPage, responses=problem_doc(401, 403, 422),
-            summary="Webhook deliveries to the hall that failed for good, every subscription, newest first")
+            summary="推送失败的 webhook")
 def list_webhook_failures(request: Request, _: Operator,
                           query: Annotated[FailuresQuery, Query()]) -> dict[str, Any]:
+    """向网上大厅推送最终失败的记录，涵盖所有订阅，新的在前，分页。只读。"""
     found = _failures(request).failed(subscription_id=query.subscription, owner_id=query.hall,
                                       since=_utc(query.since), until=_utc(query.until), before_id=query.before_id,
                                       limit=query.limit)
@@ -510,9 +522,10 @@ def list_webhook_failures(request: Request, _: Operator,
 
 @router.post("/webhook-failures/{delivery_id}/redeliver", response_model=FailedDeliveryOut,
              responses=problem_doc(401, 403, 404, 409, 422),
-             summary="Send a failed delivery again, same event id (the hall deduplicates); a reason is required")
+             summary="重新推送 webhook")
 def redeliver_webhook(delivery_id: RowIdInPath, body: OperatorReasonIn, request: Request,
                       identity: Operator) -> dict[str, Any]:
+    """把一次失败的推送重新发送，事件 id 不变（大厅据此去重）。需写明原因，记入审计。已重新推送的为 409。"""
     reason = _required(body.reason)
     failed = _failures(request).redeliver(delivery_id)
     d = failed.delivery

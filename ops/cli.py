@@ -25,7 +25,7 @@ from rich.markup import escape
 from certstore import CryptoError
 from gateway.cases.views import event_view
 from gateway.cli import output
-from gateway.cli.common import BAD_INPUT, NOT_FOUND
+from gateway.cli.common import BAD_INPUT, NOT_FOUND, exit_code
 from gateway.cli.output import Column, JsonOption, QuietOption
 from gateway.domain.clock import SHANGHAI
 from gateway.observability.logs import mask_text, mask_value
@@ -288,7 +288,7 @@ def _reported() -> Iterator[None]:
     except (DeadLetterNotFound, ReplayRunNotFound) as exc:
         what = "replay run" if isinstance(exc, ReplayRunNotFound) else "dead letter"
         console.print(f"[red]no {what} {exc}[/red]")
-        raise typer.Exit(NOT_FOUND) from exc
+        raise typer.Exit(exit_code(exc, NOT_FOUND)) from exc
     except (NotReplayable, NotDiscardable) as exc:
         console.print(f"[red]refused: {exc}[/red]")
         raise typer.Exit(BAD_INPUT) from exc

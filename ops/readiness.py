@@ -218,15 +218,17 @@ class NotReady(Problem):
 
 
 NOT_READY_DOC: dict[int | str, dict[str, Any]] = {503: {
-    "model": NotReady, "description": "The database or the broker is down",
+    "model": NotReady, "description": "数据库或消息代理不可用",
     "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/NotReady"}}}}}
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/readyz", response_model=ReadinessReport, responses=NOT_READY_DOC,
-            summary="Ready for work: database, broker, adapters' circuits (no key needed)")
+            summary="就绪检查")
 def readyz(request: Request) -> Any:
+    """能否接活：数据库、消息代理（如已配置）、各部门适配器的熔断器状态逐项列出。
+    某个部门的熔断器打开只算降级，仍返回 200；数据库或代理不可用返回 503。不需要 API 密钥。只读。"""
     report: Report = request.app.state.readiness.check()
     if report.ready:  # "ready" or "degraded" (one sector's trouble): the balancer keeps sending work
         return ReadinessReport(status="degraded" if report.status == "degraded" else "ready", checks=report.checks)

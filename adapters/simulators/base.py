@@ -888,7 +888,7 @@ def _armed(fault: FaultPlan | None) -> str:
 def run_cli(description: str, serve: Callable[..., None], default_port: int, modes: Iterable[str],
             *, calls_back: bool = False) -> None:
     """``python -m adapters.simulators.X [--port] [--decision-delay-ms] [--fault MODE [--fault-count N]
-    [--slow-ms N]] [--callback-url URL]``: the options of ``yiwang simulators run`` (README)."""
+    [--slow-ms N]] [--callback-url URL]``: the options of ``yiwang simulators run`` (docs/cli.md)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--port", type=int, default=default_port)
     parser.add_argument("--decision-delay-ms", type=int, default=200)

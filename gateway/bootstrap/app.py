@@ -13,9 +13,10 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
 from adapters import Bundle, RegisteredAdapter, RetryPolicy, build_adapter, use_vault
-from certstore import CertStore, CredentialSource, FieldSealer, load_or_create_signing_key, rewrap_signing_key
+from certstore import CertStore, CredentialSource, FieldSealer, rewrap_signing_key
 from gateway.audit.ledger import Ledger
 from gateway.audit.retention import Retention, RetentionPolicy
+from gateway.bootstrap.stores import LEDGER_KEY_FILE, build_ledger, open_database, personal_data
 from gateway.bootstrap.strict_start import (
     StartRefused,
     bundle_refused,
@@ -28,8 +29,10 @@ from gateway.catalogue.matters import Catalogue
 from gateway.config import Settings
 from gateway.domain.clock import Clock, SystemClock
 from gateway.http.callers import ClientCertificates
+from gateway.http.docs import install_docs
 from gateway.http.errors import install_error_handlers
 from gateway.http.middleware import BodyLimit, CorrelationMiddleware
+from gateway.http.openapi import active_named_queries, describe_api
 from gateway.http.routers import (
     approvals,
     audit,
@@ -54,10 +57,9 @@ from gateway.notifications.hall import (
     Webhooks,
     WebhookSender,
 )
-from gateway.persistence.blind_index import BlindIndex, load_or_create_key
-from gateway.persistence.engine import make_engine
-from gateway.persistence.personal_data import PersonalData, reseal_all
-from gateway.persistence.uow import UnitsOfWork, create_schema
+from gateway.persistence.blind_index import load_or_create_key
+from gateway.persistence.personal_data import reseal_all
+from gateway.persistence.uow import UnitsOfWork
 from gateway.sectors.bundle_records import BundleStore
 from gateway.sectors.calls import NonceLedger, SectorCalls
 from gateway.sectors.delivery import DispatchSettings
@@ -75,7 +77,6 @@ from ops.dead_letters import DeadLetterDesk
 from ops.gateway_metrics import SectorAnswerMetrics, register_gateway_metrics
 from ops.readiness import Readiness, build_readiness
 
-LEDGER_KEY_FILE = "ledger-signing.key"  # under the var dir, sealed with the master key
 MATERIALS_PATH = "/v1/materials"
 BUNDLES_PATH = "/v1/adapters/bundles"
 CALLBACKS_PREFIX = "/callbacks/"
@@ -132,14 +133,6 @@ class Gateway:
         self.stop_dispatcher()
         self.ledger.close()  # signs the logs' unsigned tails: a clean shutdown leaves nothing to cut off unseen
         self.engine.dispose()
-
-
-def open_database(settings: Settings) -> Engine:
-    """The engine, with the schema in place: what every command that touches the database starts with."""
-    settings.var_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.db_url, settings.db_pool_size)
-    create_schema(engine)
-    return engine
 
 
 def build_gateway(settings: Settings, clock: Clock | None = None) -> Gateway:
@@ -262,13 +255,6 @@ def sweep_outbox(units: UnitsOfWork, clock: Clock, requeue_after: timedelta) -> 
     return count
 
 
-def build_ledger(settings: Settings, engine: Engine, sealer: FieldSealer, clock: Clock | None = None) -> Ledger:
-    """The audit and message logs of this process, signing checkpoints with the key sealed in the var dir."""
-    signer = load_or_create_signing_key(settings.var_dir / LEDGER_KEY_FILE, settings.master_keys())
-    return Ledger(engine, sealer, signer, digest_name=settings.digest, clock=clock,
-                  checkpoint_every=settings.checkpoint_every, checkpoint_ms=settings.checkpoint_ms)
-
-
 def rewrap_beyond_the_store(settings: Settings, progress: Callable[[int], None] | None = None) -> str:
     """After a master-key rotation, what the certificate store does not hold: personal data in rows is
     re-sealed (`progress` told how many rows were read) and the logs' signing key re-wrapped under the
@@ -280,12 +266,6 @@ def rewrap_beyond_the_store(settings: Settings, progress: Callable[[int], None] 
         engine.dispose()
     signing_key = rewrap_signing_key(settings.var_dir / LEDGER_KEY_FILE, settings.master_keys())
     return f"re-sealed personal data in {rows} row(s)" + ("; re-wrapped the logs' signing key" if signing_key else "")
-
-
-def personal_data(settings: Settings, sealer: FieldSealer | None = None) -> PersonalData:
-    """The keys personal data rests under: the field sealer and the blind index."""
-    index = BlindIndex(load_or_create_key(settings.var_dir / "blind-index.key", settings.blind_index_key))
-    return PersonalData(index, sealer or FieldSealer(settings.master_keys(), settings.field_cipher))
 
 
 def adapter_builder(settings: Settings, credentials: CredentialSource | None = None
@@ -346,6 +326,17 @@ PROBLEM_TABLES: tuple[Callable[[FastAPI], None], ...] = (
 )
 
 
+API_DESCRIPTION = """一网（Yiwang）网关的统一接口：事项目录、办件全流程（申请、受理、补正、办结、送达、评价）、\
+申请材料、部门同步查询，以及部门、运维、审计与安全管理。
+
+- 认证：点 **Authorize**，在 `apiKey` 中填入 API 密钥（不带 `Bearer ` 前缀），之后"Try it out"的调用都会带上
+  `Authorization: Bearer <key>`；接入客户端证书的调用方由 TLS 终结代理认出，无需填写。
+- 出错时一律返回 `application/problem+json`（RFC 9457）：`type` 是稳定的英文标识，`title`、`detail` 为中文。
+- 提交类操作接受 `Idempotency-Key` 头：同一键重试得到同一结果，不会重复办理。
+- 同步查询（`POST /v1/queries/{name}`）的名称与参数随已启用的适配包而定，见 "named queries" 分组。
+"""
+
+
 def create_app(gateway: Gateway, close_gateway: bool = False) -> FastAPI:
     """`close_gateway`: the app owns its gateway and closes it when it stops (each process of `yiwang serve
     --workers N`, where no caller outlives the app to do it); otherwise the caller closes it."""
@@ -359,8 +350,10 @@ def create_app(gateway: Gateway, close_gateway: bool = False) -> FastAPI:
         else:
             gateway.stop_dispatcher()
 
-    app = FastAPI(title="Yiwang gateway", version="0.2.0", lifespan=lifespan,
-                  description="Unified endpoints: the matter catalogue, cases through their whole life, materials.")
+    # FastAPI's own /docs and /redoc load their scripts from a CDN: ours, and /openapi.json, are served by
+    # gateway/http/docs.py.
+    app = FastAPI(title="Yiwang gateway", version="0.2.0", lifespan=lifespan, description=API_DESCRIPTION,
+                  openapi_url=None, docs_url=None, redoc_url=None, swagger_ui_oauth2_redirect_url=None)
     app.state.case_service = gateway.service
     app.state.catalogue = gateway.catalogue
     app.state.keystore = gateway.keys
@@ -387,6 +380,8 @@ def create_app(gateway: Gateway, close_gateway: bool = False) -> FastAPI:
         app.include_router(router)
     for install in PROBLEM_TABLES:
         install(app)
+    install_docs(app)
+    describe_api(app, active_named_queries(gateway.registry))  # security, refusals, the named queries of today
     # Uploads and bundles stream with limits of their own; callbacks are capped where they are read.
     app.add_middleware(BodyLimit, max_bytes=gateway.settings.max_body_bytes,
                        exempt=frozenset({MATERIALS_PATH, BUNDLES_PATH}))

@@ -1,58 +1,170 @@
-"""`yiwang`: one command, a subcommand per user and process. Composition root (DESIGN.md)."""
+"""`yiwang`: one command, a subcommand per user and process. Composition root (DESIGN.md).
+
+A command starts in well under a second: this module imports only typer, click and rich. The command groups
+(`keys`, `ops`, …) are listed from the static table `GROUPS` (name and help text) and a group's module is
+imported only when the group is invoked or its own --help is asked (`CommandGroups`); `serve`, `worker` and
+`demo` import the web app, the broker client and the simulators in their bodies.
+tests/integration/test_cli_start.py holds it: importing this module loads none of fastapi, uvicorn, zeep,
+lxml, pika, httpx; `make bench` reports the CPU time of `yiwang --version` (`cli.version_cpu_s`).
+
+The root also owns what every command shares: `--version`; `-v`/`--verbose` (log lines go to stderr, at
+warning level and above unless -v: info, -vv: debug; stdout is for results); and the exit codes
+(gateway/cli/common.py): a command that raises one of the domain's "not found", "refused" or "service
+unavailable" exceptions ends with its code and one line on stderr, not a traceback.
+"""
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
-from typing import Annotated, Any, NoReturn
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from fastapi import FastAPI
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperCommand, TyperGroup
 
-from certstore import CertStore, FieldSealer
-from gateway.audit.ledger import Ledger
-from gateway.bootstrap.app import (
-    Gateway,
-    build_gateway,
-    build_ledger,
-    create_app,
-    dead_letter_desk,
-    open_database,
-    personal_data,
-    retention,
-    rewrap_beyond_the_store,
-)
-from gateway.bootstrap.demo import run_demo
-from gateway.bootstrap.serving import serve_forever, serve_processes
-from gateway.catalogue.matters import Catalogue
-from gateway.cli.adapters import make_adapters_app
-from gateway.cli.audit import audit_commands, cli_actor, make_audit_app
-from gateway.cli.catalogue import make_catalogue_app
-from gateway.cli.certs import make_certs_app
-from gateway.cli.keys import make_keys_app
-from gateway.cli.simulators import make_simulators_app
-from gateway.config import ConfigError, Settings
-from gateway.domain.clock import SystemClock
-from gateway.observability.logs import configure_logging
-from gateway.persistence.uow import UnitsOfWork
-from gateway.sectors.bundle_records import BundleStore
-from gateway.security.api_keys import ApiKeyStore
-from gateway.security.certificates import open_cert_store
-from ops.cli import make_ops_app
-from ops.dead_letters import DeadLetterDesk
-from ops.gateway_metrics import serve_metrics
+from gateway.cli.common import EXIT_CODES, ending
 
-app = typer.Typer(help="Yiwang (一网) integration gateway.", no_args_is_help=True)
+if TYPE_CHECKING:  # what the commands build, imported in their bodies (the start time)
+    from fastapi import FastAPI
+
+    from certstore import CertStore
+    from gateway.audit.ledger import Ledger
+    from gateway.bootstrap.app import Gateway
+    from gateway.config import ConfigError, Settings
+
 console = Console(width=None if Console().is_terminal else 140)  # CI logs are wide enough for the timelines
 
 
+@dataclass(frozen=True)
+class Group:
+    """A command group as `yiwang --help` lists it, and how its typer app is built."""
+
+    help: str  # the group's own help text; tests/integration/test_cli_start.py compares the two
+    build: Callable[[], typer.Typer]  # imports the group's module: called only when the group is named
+
+
+EPILOG = "Exit codes:\n" + "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES)
+
+
+class CommandGroups(TyperGroup):
+    """The root group: its own commands as typer made them, and the groups of `GROUPS` loaded on demand
+    (`LazyCommands`). Listing them for --help uses the table; naming one (to run it, for its --help, or
+    through `commands[name]`) imports and builds it. A command raising an exception that
+    `gateway.cli.common.ENDINGS` names ends with that exit code and one line on stderr."""
+
+    # The contexts and commands are typer's (its own copy of click, typer._click, no public name): typed Any.
+    _listing = False  # while --help lists the commands: the table's entries stand in for the groups
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        self.commands = LazyCommands(self.commands)
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(self.commands)  # the names only: nothing is loaded
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        group = GROUPS.get(cmd_name)
+        if self._listing and group is not None:
+            return TyperCommand(cmd_name, help=group.help)
+        return super().get_command(ctx, cmd_name)
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            known = ending(exc)
+            if known is None:
+                raise  # a bug: its traceback is what a report needs
+            typer.echo(f"error: {known.line(exc)}", err=True)
+            raise typer.Exit(known.exit_code) from exc
+
+
+class LazyCommands(MutableMapping[str, Any]):
+    """The root's commands by name: its own, then the groups of `GROUPS`, each built when first looked up. Code
+    that walks `group.commands` (typer's suggestions, the tests' walks of the command tree) sees every group."""
+
+    def __init__(self, own: MutableMapping[str, Any]) -> None:
+        self.loaded = dict(own)
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self.loaded and name in GROUPS:
+            self.loaded[name] = load_group(name)
+        return self.loaded[name]
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        self.loaded[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self.loaded[name]
+
+    def __iter__(self) -> Iterator[str]:  # the root's own commands, then the groups in the table's order
+        return iter([*(name for name in self.loaded if name not in GROUPS), *GROUPS])
+
+    def __len__(self) -> int:
+        return len(set(self.loaded) | set(GROUPS))
+
+
+def load_group(name: str) -> Any:
+    """The group `name` of `GROUPS`, its module imported and its typer app built."""
+    command = typer.main.get_group(GROUPS[name].build())  # a subgroup: no --install-completion of its own
+    command.name = name
+    return command
+
+
+app = typer.Typer(cls=CommandGroups, help="Yiwang (一网) integration gateway.", epilog=EPILOG, no_args_is_help=True)
+
+_verbosity = 0  # -v: 1, -vv: 2
+
+
+def _version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version
+
+        typer.echo(f"yiwang {version('yiwang')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, show_default=False,
+                                         help="Log lines on stderr: info with -v, debug with -vv (default: warnings "
+                                              "and errors only). Standard output carries only results.")] = 0,
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_version,
+                                          help="Print `yiwang <version>` and exit.")] = False,
+) -> None:
+    """Yiwang (一网) integration gateway."""
+    global _verbosity
+    _verbosity = verbose
+    _log_to_stderr(_command_log_level())  # before anything logs: nothing a command logs reaches stdout
+
+
+def _command_log_level() -> str:
+    return ("warning", "info", "debug")[min(_verbosity, 2)]
+
+
+def _log_to_stderr(level: str, fmt: str = "console") -> None:
+    from gateway.observability.logs import configure_logging
+
+    configure_logging(level, fmt)
+
+
+# -- what the command groups open -------------------------------------------------------------------------------
+
 @contextmanager
 def _open_ledger() -> Iterator[Ledger]:
+    from certstore import FieldSealer
+    from gateway.bootstrap.stores import build_ledger, open_database
+
     settings = _settings()
     engine = open_database(settings)
     ledger = build_ledger(settings, engine, FieldSealer(settings.master_keys(), settings.field_cipher))
@@ -65,61 +177,42 @@ def _open_ledger() -> Iterator[Ledger]:
 
 def _audit(action: str, subject: str | None, detail: dict[str, Any], outcome: str) -> None:
     """The audit record of an admin command. Written after it ran: if it cannot be, say so loudly."""
+    from gateway.cli.audit import cli_actor
+
     try:
         with _open_ledger() as ledger:
             ledger.audit(cli_actor(), action, subject, detail, outcome=outcome)
     except Exception as exc:  # noqa: BLE001 - typer.Exit from bad settings too
-        console.print(f"[yellow]warning:[/yellow] the audit record of `{action}` was not written: {exc}")
+        known = ending(exc)  # e.g. the database is down: one line, as the command's own error says it
+        why = known.line(exc) if known is not None else str(exc)
+        Console(stderr=True).print(f"[yellow]warning:[/yellow] the audit record of `{action}` was not written: "
+                                   f"{escape(why)}", highlight=False, soft_wrap=True)
 
 
-app.add_typer(audit_commands(make_ops_app(lambda: _dead_letter_desk(_settings()), cli_actor), "ops", _audit),
-              name="ops")
-app.add_typer(make_simulators_app(console), name="simulators")
-app.add_typer(audit_commands(make_keys_app(lambda: ApiKeyStore(open_database(_settings()))), "keys", _audit),
-              name="keys")
-app.add_typer(audit_commands(make_catalogue_app(lambda: Catalogue(open_database(_settings())),
-                                                lambda: _settings().four_eyes), "catalogue", _audit),
-              name="catalogue")
-app.add_typer(audit_commands(make_adapters_app(lambda: BundleStore(open_database(_settings()), SystemClock()),
-                                               lambda: _gateway(_settings()).sector_calls,
-                                               lambda: _settings().four_eyes), "adapters", _audit),
-              name="adapters")
-app.add_typer(audit_commands(make_audit_app(_open_ledger, lambda progress: _retention_now(progress)), "audit", _audit),
-              name="audit")
-certs_app = make_certs_app(lambda: _cert_store(_settings()),
-                           lambda progress: rewrap_beyond_the_store(_settings(), progress))
-app.add_typer(audit_commands(certs_app, "certs", _audit), name="certs")
+def _settings(*, service: bool = False) -> Settings:
+    """The settings from the environment, logging configured: a command logs to stderr at the level -v chose; a
+    service (`serve`, `worker`), or any command writing its log to YIWANG_LOG_FILE (where the logs' signed
+    checkpoints are kept as anchors), at YIWANG_LOG_LEVEL unless -v asks for more."""
+    from gateway.config import ConfigError, Settings
 
-
-def _retention_now(progress: Callable[[int], None]) -> int:
-    """The scheduled retention purge, run once now (`yiwang audit retention`); how many rows it purged."""
-    settings = _settings()
-    with _open_ledger() as ledger:
-        return retention(settings, ledger.units.engine, ledger, SystemClock()).run(progress)
-
-
-def _dead_letter_desk(settings: Settings) -> DeadLetterDesk:
-    """The operators' dead-letter desk without the rest of a gateway."""
-    return dead_letter_desk(UnitsOfWork(open_database(settings), personal_data(settings)), SystemClock())
-
-
-def _cert_store(settings: Settings) -> CertStore:
-    return open_cert_store(open_database(settings), settings, SystemClock())
-
-
-def _settings() -> Settings:
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
-        console.print(f"[red]configuration error:[/red] {exc}")
-        raise typer.Exit(2) from exc
-    configure_logging(settings.log_level, settings.log_format, settings.log_file, settings.log_retention_days)
+        _refused(exc)
+    from gateway.observability.logs import configure_logging
+
+    kept = service or settings.log_file is not None
+    level = settings.log_level if kept and _verbosity == 0 else _command_log_level()
+    configure_logging(level, settings.log_format, settings.log_file, settings.log_retention_days)
     return settings
 
 
 def _gateway(settings: Settings) -> Gateway:
     """`build_gateway`; what it refuses (a strict start's findings, a malformed master key) is a readable
     message and exit 2, not a traceback."""
+    from gateway.bootstrap.app import build_gateway
+    from gateway.config import ConfigError
+
     try:
         return build_gateway(settings)
     except ConfigError as exc:
@@ -127,9 +220,118 @@ def _gateway(settings: Settings) -> Gateway:
 
 
 def _refused(exc: ConfigError) -> NoReturn:
-    console.print(f"[red]configuration error:[/red] {escape(str(exc))}")
+    Console(stderr=True).print(f"[red]configuration error:[/red] {escape(str(exc))}", highlight=False)
     raise typer.Exit(2) from exc
 
+
+def _four_eyes() -> bool:
+    return _settings().four_eyes
+
+
+def ops_group() -> typer.Typer:
+    from gateway.bootstrap.stores import open_database, personal_data
+    from gateway.cli.audit import audit_commands, cli_actor
+    from gateway.domain.clock import SystemClock
+    from gateway.persistence.uow import UnitsOfWork
+    from ops.cli import make_ops_app
+    from ops.dead_letters import DeadLetterDesk
+
+    def open_desk() -> DeadLetterDesk:  # the operators' dead-letter desk without the rest of a gateway
+        settings = _settings()
+        return DeadLetterDesk(UnitsOfWork(open_database(settings), personal_data(settings)), SystemClock())
+
+    return audit_commands(make_ops_app(open_desk, cli_actor), "ops", _audit)
+
+
+def simulators_group() -> typer.Typer:
+    from gateway.cli.simulators import make_simulators_app
+
+    return make_simulators_app(console)
+
+
+def keys_group() -> typer.Typer:
+    from gateway.bootstrap.stores import open_database
+    from gateway.cli.audit import audit_commands
+    from gateway.cli.keys import make_keys_app
+    from gateway.security.api_keys import ApiKeyStore
+
+    return audit_commands(make_keys_app(lambda: ApiKeyStore(open_database(_settings()))), "keys", _audit)
+
+
+def catalogue_group() -> typer.Typer:
+    from gateway.bootstrap.stores import open_database
+    from gateway.catalogue.matters import Catalogue
+    from gateway.cli.audit import audit_commands
+    from gateway.cli.catalogue import make_catalogue_app
+
+    return audit_commands(make_catalogue_app(lambda: Catalogue(open_database(_settings())), _four_eyes),
+                          "catalogue", _audit)
+
+
+def adapters_group() -> typer.Typer:
+    from gateway.bootstrap.stores import open_database
+    from gateway.cli.adapters import make_adapters_app
+    from gateway.cli.audit import audit_commands
+    from gateway.domain.clock import SystemClock
+    from gateway.sectors.bundle_records import BundleStore
+
+    return audit_commands(make_adapters_app(lambda: BundleStore(open_database(_settings()), SystemClock()),
+                                            lambda: _gateway(_settings()).sector_calls, _four_eyes),
+                          "adapters", _audit)
+
+
+def audit_group() -> typer.Typer:
+    from gateway.cli.audit import audit_commands, make_audit_app
+
+    def retention_now(progress: Callable[[int], None]) -> int:
+        """The scheduled retention purge, run once now (`yiwang audit retention`); how many rows it purged."""
+        from gateway.bootstrap.app import retention  # a whole gateway's imports: only this command's
+        from gateway.domain.clock import SystemClock
+
+        settings = _settings()
+        with _open_ledger() as ledger:
+            return retention(settings, ledger.units.engine, ledger, SystemClock()).run(progress)
+
+    return audit_commands(make_audit_app(_open_ledger, retention_now), "audit", _audit)
+
+
+def certs_group() -> typer.Typer:
+    from gateway.bootstrap.stores import open_database
+    from gateway.cli.audit import audit_commands
+    from gateway.cli.certs import make_certs_app
+    from gateway.domain.clock import SystemClock
+    from gateway.security.certificates import open_cert_store
+
+    def open_store() -> CertStore:
+        settings = _settings()
+        return open_cert_store(open_database(settings), settings, SystemClock())
+
+    def rewrap(progress: Callable[[int], None]) -> str:
+        from gateway.bootstrap.app import rewrap_beyond_the_store  # a whole gateway's imports: only rewrap's
+
+        return rewrap_beyond_the_store(_settings(), progress)
+
+    return audit_commands(make_certs_app(open_store, rewrap), "certs", _audit)
+
+
+GROUPS: dict[str, Group] = {  # in the order `yiwang --help` lists them, after serve, worker, demo
+    "ops": Group("Operators' tools: dead letters — list, count, show, replay, discard.",
+                 ops_group),
+    "simulators": Group("Sector simulators for development, tests and rehearsal (adapters/simulators/SECTORS.md).",
+                        simulators_group),
+    "keys": Group("API keys: who may call the gateway, with which roles.", keys_group),
+    "catalogue": Group("The matter catalogue (事项目录): import, export, validate.",
+                       catalogue_group),
+    "adapters": Group("Sector bundles: validate, register, test, activate, roll back, retire.",
+                      adapters_group),
+    "audit": Group("The tamper-evident audit and message logs: verify, list, tail; the retention purge.",
+                   audit_group),
+    "certs": Group("Certificates, private keys and bundle secrets, encrypted at rest.",
+                   certs_group),
+}
+
+
+# -- the services ---------------------------------------------------------------------------------------------
 
 # uvicorn's factory for each of `serve --workers N`'s processes
 API_PROCESS_APP = "gateway.bootstrap.cli:api_process_app"
@@ -142,7 +344,10 @@ def serve(host: str = "127.0.0.1", port: int = 8000,
                                               "audit chain, metrics); default: YIWANG_API_WORKERS, or 1")] = None,
           ) -> None:
     """Run the unified HTTP endpoints (and, by default, an in-process dispatcher)."""
-    settings = _settings()
+    from gateway.bootstrap.app import create_app
+    from gateway.bootstrap.serving import serve_forever, serve_processes
+
+    settings = _settings(service=True)
     processes = workers if workers is not None else settings.api_workers
     if processes > 1:
         # What a process makes on its first start (the schema, the catalogue, the key files under the var
@@ -161,14 +366,21 @@ def serve(host: str = "127.0.0.1", port: int = 8000,
 def api_process_app() -> FastAPI:
     """The app of one of `yiwang serve --workers N`'s processes: a gateway of its own from the same settings
     (the environment), as `yiwang serve` builds for one process, closed when the app stops."""
-    return create_app(build_gateway(_settings()), close_gateway=True)
+    from gateway.bootstrap.app import build_gateway, create_app
+
+    return create_app(build_gateway(_settings(service=True)), close_gateway=True)
 
 
 @app.command()
 def worker() -> None:
     """Run a dispatcher only: deliver outbox messages to sectors (over RabbitMQ when YIWANG_AMQP_URL is set)
     until SIGTERM or Ctrl-C."""
-    gateway = _gateway(_settings())
+    import signal
+    import threading
+
+    from ops.gateway_metrics import serve_metrics
+
+    gateway = _gateway(_settings(service=True))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -188,9 +400,10 @@ def worker() -> None:
 @app.command()
 def demo(keep: bool = typer.Option(False, help="Keep var/demo from the last run instead of starting fresh.")) -> None:
     """Run the simulator and the gateway, submit sample cases as the hall would, print their timelines."""
-    settings = _settings()
-    if "YIWANG_LOG_LEVEL" not in os.environ:
-        configure_logging("warning", settings.log_format)  # the timelines tell the story
+    from gateway.bootstrap.demo import run_demo
+    from gateway.config import ConfigError
+
+    settings = _settings()  # warnings only unless -v: the timelines tell the story
     try:
         succeeded = run_demo(console, settings, fresh=not keep)
     except ConfigError as exc:  # e.g. a strict start: the demo's secrets are the published ones

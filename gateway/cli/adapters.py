@@ -18,6 +18,7 @@ from rich.console import Console
 
 from adapters import validate_bundle
 from gateway.cli import output
+from gateway.cli.common import exit_code
 from gateway.cli.output import Column, JsonOption
 from gateway.sectors.bundle_records import (
     BundleConflict,
@@ -135,4 +136,4 @@ def readable_errors() -> Iterator[None]:
         raise typer.Exit(2) from exc
     except (BundleConflict, UnknownBundle, NoActiveAdapter, PreviewFailed, PermissionError, OSError) as exc:
         err.print(f"[red]error: {exc}")
-        raise typer.Exit(2) from exc
+        raise typer.Exit(exit_code(exc)) from exc  # 3 for an unknown bundle, 4 for four eyes

@@ -28,6 +28,7 @@ from gateway.catalogue.matters import (
     validate_catalogue,
 )
 from gateway.cli import output
+from gateway.cli.common import PROBLEMS_FOUND, exit_code
 from gateway.cli.output import Column, JsonOption, QuietOption, Row
 from gateway.domain.matter import Matter, MatterType, ServiceObject, TimeUnit
 from gateway.security.approvals import cli_refusal
@@ -127,19 +128,19 @@ def _readable_errors() -> Iterator[None]:
         raise typer.Exit(1) from None
     except (CatalogueError, OSError) as exc:
         _err().print(str(exc), markup=False, highlight=False)
-        raise typer.Exit(1) from None
+        raise typer.Exit(exit_code(exc, PROBLEMS_FOUND)) from None  # 4: four eyes (a PermissionError)
     except SQLAlchemyError as exc:
         _err().print(f"database error: {type(exc).__name__}: {exc.args[0] if exc.args else exc}",
                      markup=False, highlight=False)
-        raise typer.Exit(2) from None
+        raise typer.Exit(exit_code(exc)) from None  # 5: the database did not answer
 
 
 # The fields of a catalogue listing's line, as GET /v1/matters answers them (MatterSummary).
 SUMMARY_FIELDS = ("implementation_code", "basic_code", "name", "type", "level", "version", "implementing_body",
                   "co_departments", "promised_limit", "service_objects", "handling_forms")
 COLUMNS = (Column("implementation_code", "implementation code", identifier=True), Column("version", "v"),
-           Column("name"), Column("type"), Column("level"), Column("implementing_body", "departments", shown=lambda
-                                                                   row: _departments(row)),
+           Column("name"), Column("type"), Column("level"),
+           Column("implementing_body", "departments", shown=lambda row: _departments(row)),
            Column("co_departments", "sectors", shown=lambda row: _sectors(row)),
            Column("promised_limit", "promised", shown=lambda row: _promised(row["promised_limit"])))
 

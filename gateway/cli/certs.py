@@ -36,7 +36,7 @@ from certstore import (
     UnknownEntry,
 )
 from gateway.cli import output
-from gateway.cli.common import BAD_INPUT, NOT_FOUND
+from gateway.cli.common import exit_code
 from gateway.cli.output import Column, JsonOption, QuietOption
 from gateway.domain.clock import to_shanghai
 from gateway.security.certificates import ExpiryWatch
@@ -215,7 +215,7 @@ def readable_errors() -> Iterator[None]:
             OSError) as exc:
         message = exc.args[0] if isinstance(exc, LookupError) and exc.args else exc
         output.stderr().print(f"[red]error:[/red] {escape(str(message))}")
-        raise typer.Exit(NOT_FOUND if isinstance(exc, UnknownEntry) else BAD_INPUT) from exc
+        raise typer.Exit(exit_code(exc)) from exc  # 3 for a name that does not exist
 
 
 def _password(path: Path | None, env: str | None, ask: bool) -> bytes | None:

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from gateway.cli import output
-from gateway.cli.common import BAD_INPUT
+from gateway.cli.common import exit_code
 from gateway.cli.output import Column, JsonOption
 from gateway.security.api_keys import ApiKeyStore, IdentityError, IssuedIdentity, parse_role
 
@@ -24,12 +24,13 @@ def make_keys_app(open_store: Callable[[], ApiKeyStore]) -> typer.Typer:
 
     @contextmanager
     def readable_errors() -> Iterator[None]:
-        """Rule violations end the command with a red line and exit code 2, not a traceback."""
+        """Rule violations end the command with a red line and an exit code, not a traceback: 4 for separation
+        of duties, 3 for an unknown identity, 2 for the rest."""
         try:
             yield
         except IdentityError as exc:
             output.stderr().print(f"[red]error:[/red] {exc}", highlight=False)
-            raise typer.Exit(BAD_INPUT) from exc
+            raise typer.Exit(exit_code(exc)) from exc
 
     @app.command()
     def issue(

@@ -22,6 +22,7 @@ from rich.console import Console
 
 from adapters.simulators import civil_affairs, housing_fund, public_security, social_security
 from adapters.simulators.base import CONTROL_FAULT_PATH, FaultPlan, SimulatorBase
+from gateway.cli.common import UNAVAILABLE
 
 OFF = "off"  # the mode that disarms the switch
 
@@ -107,7 +108,7 @@ def make_simulators_app(console: Console) -> typer.Typer:
             state = answer.json()
         except (httpx.HTTPError, ValueError) as exc:
             console.print(f"[red]no {sector} simulator answered at {switch}: {exc}[/red]")
-            raise typer.Exit(1) from exc
+            raise typer.Exit(UNAVAILABLE) from exc
         if answer.status_code == 409:
             console.print(f"[red]{state.get('error')} (at {switch}); nothing was changed[/red]")
             raise typer.Exit(1)

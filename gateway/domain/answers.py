@@ -3,7 +3,7 @@
 A sector's answer — a signed callback, a polled status — carries the sector's reference for a task
 (`sector_ref`) and whichever of our identifiers its bundle's mapping reads: the case number (`case_no`), the
 task (`task_id`), the idempotency key of the request it answers (`idempotency_key`, case:task:operation, which
-names a case and a task). The rule (README, "Callbacks and polled answers"):
+names a case and a task). The rule (docs/sectors.md, "Callbacks and polled answers"):
 
 - every identifier the answer carries must name the one task it would change; a reference we know names
   its task, and a polled answer names the task it was asked about;

@@ -14,6 +14,11 @@ from starlette.responses import JSONResponse
 from gateway.domain.roles import Identity
 from gateway.security.approvals import Action, Approvals
 
+# The answer a guarded route gives instead of acting, in the OpenAPI document of that route.
+HELD_DOC: dict[int | str, dict[str, Any]] = {202: {
+    "description": "四眼原则开启（YIWANG_FOUR_EYES）时：已提交待另一位管理员审批，`Location` 指向审批记录",
+    "content": {"application/json": {"schema": {"type": "object", "additionalProperties": True}}}}}
+
 
 def held_for_approval(request: Request, identity: Identity, action: Action, params: dict[str, Any], subject: str,
                       sector: str | None = None) -> JSONResponse | None:

@@ -6,9 +6,6 @@ with 401 before it says anything about the body.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -23,6 +20,7 @@ from gateway.domain.case import CaseRuleViolation, ForbiddenTransition
 from gateway.domain.roles import NotAllowed, NotAuthenticated
 from gateway.http.callers import caller
 from gateway.http.json_bodies import BodyRefused
+from gateway.http.openapi import guards, served_routes
 from gateway.http.problems import document_validation_problems, install_problems, problem_response
 from gateway.persistence.repository import StaleCase
 
@@ -114,30 +112,13 @@ _HTTP_PROBLEMS: dict[int, tuple[str, str]] = {
 def _methods_served(request: Request) -> set[str]:
     """Every method some route serves at the request's path (each route matches it partially)."""
     scope = {**request.scope, "method": ""}  # no route serves "": every route on the path matches partially
-    return {method for route in _served_routes(request.app)
+    return {method for route in served_routes(request.app)
             if route.matches(scope)[0] is not Match.NONE for method in route.methods or ()}
-
-
-def _served_routes(app: FastAPI) -> Iterator[Any]:
-    """The app's routes as served: FastAPI ≥ 0.165 keeps included routers nested."""
-    try:
-        from fastapi.routing import iter_route_contexts
-    except ImportError:  # older FastAPI: app.routes holds the included routes themselves
-        yield from app.routes
-    else:
-        yield from iter_route_contexts(app.routes)
 
 
 def _guarded(request: Request) -> bool:
     """Whether the route that took this request admits callers by API key (`require()`)."""
-    return any(_guards(getattr(request.scope.get("route"), "dependant", None)))
-
-
-def _guards(dependant: Any) -> Iterator[Any]:
-    for dependency in getattr(dependant, "dependencies", ()):
-        if hasattr(dependency.call, "admitted_roles"):
-            yield dependency.call
-        yield from _guards(dependency)
+    return any(guards(getattr(request.scope.get("route"), "dependant", None)))
 
 
 def _anonymous(request: Request) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -38,12 +38,33 @@ def problem_response(status: int, slug: str, title: str, detail: str | None = No
 
 
 PROBLEM_SCHEMA_REF = "#/components/schemas/Problem"
+# What each error status means, as the document says it; an operation's own description names its problem `type`s.
+STATUS_TEXTS: Mapping[int, str] = {
+    400: "请求体无法读取：不是合法的 JSON，或有重复的键",
+    401: "未认证：缺少或无效的 API 密钥或客户端证书（部门回调：签名无效）",
+    403: "无权：身份没有所需角色，或对象不属于其部门、部门系统或范围",
+    404: "所指的对象不存在",
+    409: "冲突：对象当前的状态不允许此操作",
+    413: "请求体超过上限",
+    415: "媒体类型不受支持（JSON 须为 UTF-8 的 application/json）",
+    422: "请求内容不符合要求（`errors` 逐项说明）",
+    429: "调用过于频繁：按 Retry-After 秒数后再试",
+    502: "部门系统的应答无法使用（拒绝了网关的凭证，或无法识别）",
+    503: "暂不可用（数据库或部门系统），按 Retry-After 秒数后重试；带 Idempotency-Key 的重试不会重复办理",
+    504: "部门系统响应超时",
+}
 
 
 def problem_doc(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries so the document describes error answers too (`model` registers the component)."""
-    return {s: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": PROBLEM_SCHEMA_REF}}}}
-            for s in statuses}
+    """OpenAPI entries for the error answers an operation gives besides its guard's (401, 403, 429 and 503 are
+    added to every guarded operation by gateway.http.openapi): problem+json, the `Problem` schema."""
+    return {s: problem_entry(s) for s in statuses}
+
+
+def problem_entry(status: int) -> dict[str, Any]:
+    """One error answer in the OpenAPI document: what the status means here, problem+json, `Problem`."""
+    return {"description": STATUS_TEXTS.get(status, "问题详情（problem+json）"),
+            "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": PROBLEM_SCHEMA_REF}}}}
 
 
 def document_validation_problems(app: FastAPI) -> None:
@@ -77,12 +98,11 @@ _METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch"
 
 def _document_validation(operation: dict[str, Any]) -> None:
     responses = operation["responses"]
-    entry = {"description": "Problem", "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": PROBLEM_SCHEMA_REF}}}}
     if "HTTPValidationError" in str(responses.get("422", {})):
-        responses["422"] = entry
+        responses["422"] = problem_entry(422)
     if "application/json" in operation.get("requestBody", {}).get("content", {}):
-        responses.setdefault("400", entry)  # the body is not JSON at all: `invalid-json`, `duplicate-key`
-        responses.setdefault("415", entry)  # not declared JSON, or in a charset other than UTF-8
+        responses.setdefault("400", problem_entry(400))  # the body is not JSON at all: `invalid-json`, `duplicate-key`
+        responses.setdefault("415", problem_entry(415))  # not declared JSON, or in a charset other than UTF-8
 
 
 Handler = Callable[[Request, Exception], Awaitable[JSONResponse]]

@@ -143,7 +143,7 @@ class CaseRepository:
         commits, so on PostgreSQL every submission of one matter queued behind the whole of the one before
         (the bench's e2e submit latency). Here the row is locked for one statement. The price: a submission
         that fails after taking its number leaves a gap in the day's numbers, which are unique and increasing,
-        not gapless (README, case numbers). The caller takes the number before opening the submission's unit
+        not gapless (docs/hall.md, case numbers). The caller takes the number before opening the submission's unit
         of work, so it never holds one pooled connection while waiting for another."""
         counter = t.case_counters
         statement = (pg_insert(counter).values(scope=scope, last_seq=1)

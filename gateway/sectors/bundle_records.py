@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from adapters import Bundle, BundleError, load_bundle, unpack_bundle, validate_bundle
+from adapters import Bundle
 from gateway.domain.clock import Clock, as_utc
 from gateway.persistence.bundle_tables import ACTIVE, INACTIVE, REGISTERED, RETIRED, bundle_versions
 from gateway.persistence.uow import UnitsOfWork
@@ -118,6 +118,8 @@ class BundleStore:
     def register(self, archive: bytes, actor: str, *, may_act_for: Callable[[str], bool] = lambda s: True
                  ) -> BundleVersion:
         """Validate the whole bundle and store it as `registered`; refuse (storing nothing) if invalid."""
+        from adapters import validate_bundle  # with the adapter kinds (zeep, lxml): only what registers needs them
+
         with unpacked(archive) as bundle:
             problems = [str(p) for p in validate_bundle(bundle)]
             if problems:
@@ -197,6 +199,10 @@ class BundleStore:
 @contextmanager
 def unpacked(archive: bytes) -> Iterator[Bundle]:
     """The archive unpacked safely into a temporary folder and read; the folder is removed after."""
+    # Imported here: reading a bundle loads the adapter kinds (zeep, lxml, httpx), which a `yiwang` command
+    # that only lists versions or dead letters does not need (the CLI's start time).
+    from adapters import BundleError, load_bundle, unpack_bundle
+
     with tempfile.TemporaryDirectory(prefix="yiwang-bundle-") as tmp:
         try:
             folder = unpack_bundle(archive, Path(tmp) / "bundle")

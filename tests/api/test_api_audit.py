@@ -18,6 +18,7 @@ from adapters.simulators.social_security import SocialSecuritySimulator
 from gateway.audit.ledger import AUDIT, MESSAGE, Filters
 from gateway.bootstrap.app import Gateway, create_app
 from gateway.bootstrap.serving import serve_in_thread
+from gateway.cli.common import NOT_FOUND
 from gateway.domain.roles import Role
 from tests.support.gateways import COMPLETE_APPLICATION, Keys, drain
 
@@ -172,11 +173,11 @@ def test_admin_commands_at_the_command_line_are_audited(db_url: str, tmp_path: P
     runner = CliRunner()
     issued = runner.invoke(app, ["keys", "issue", "--name", "审计员", "--role", "auditor"])
     assert issued.exit_code == 0, issued.output
-    assert runner.invoke(app, ["keys", "revoke", "id_nobody"]).exit_code == 2
+    assert runner.invoke(app, ["keys", "revoke", "id_nobody"]).exit_code == NOT_FOUND
     assert runner.invoke(app, ["keys", "list"]).exit_code == 0
     listed = runner.invoke(app, ["audit", "list"])
     assert listed.exit_code == 0
-    assert "keys issue" in listed.output and "id_nobody" in listed.output and "exit 2" in listed.output
+    assert "keys issue" in listed.output and "id_nobody" in listed.output and "exit 3" in listed.output
     assert "keys list" not in listed.output
     verified = runner.invoke(app, ["audit", "verify"])
     assert verified.exit_code == 0 and "intact" in verified.output

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from gateway.bootstrap.app import Gateway, create_app
+from gateway.cli.common import NOT_FOUND
 from gateway.cli.keys import make_keys_app
 from gateway.domain.roles import Role
 from gateway.security.api_keys import IdentityError
@@ -91,4 +92,4 @@ def test_the_cli_binds_a_certificate_and_refuses_bad_input_readably(
     missing = runner.invoke(app, ["bind-certificate", operator.id, str(tmp_path / "absent.pem")])
     assert missing.exit_code == 2 and "cannot read" in missing.output
     unknown = runner.invoke(app, ["bind-certificate", "id_000000000000", str(pem)])
-    assert unknown.exit_code == 2 and "no identity" in unknown.output
+    assert unknown.exit_code == NOT_FOUND and "no identity" in unknown.output

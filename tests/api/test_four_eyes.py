@@ -17,6 +17,7 @@ from gateway.bootstrap.app import Gateway, create_app
 from gateway.catalogue.matters import matter_to_document
 from gateway.cli.adapters import make_adapters_app
 from gateway.cli.catalogue import make_catalogue_app
+from gateway.cli.common import REFUSED
 from gateway.domain.roles import Role
 from gateway.sectors.bundle_records import pack_folder, unpacked
 from tests.support.gateways import Keys
@@ -161,7 +162,7 @@ def test_the_cli_refuses_guarded_actions_when_four_eyes_is_on(gateway: Gateway, 
     runner = CliRunner()
     adapters = make_adapters_app(lambda: gateway.bundles, lambda: gateway.sector_calls, lambda: True)
     refused = runner.invoke(adapters, ["activate", SECTOR, version])
-    assert refused.exit_code == 2 and "four-eyes is on" in refused.output and "Traceback" not in refused.output
+    assert refused.exit_code == REFUSED and "four-eyes is on" in refused.output and "Traceback" not in refused.output
     assert f"POST /v1/adapters/{SECTOR}/versions/{version}/activate" in refused.output
     assert status_of(gateway, version) == "registered"
 
@@ -170,7 +171,7 @@ def test_the_cli_refuses_guarded_actions_when_four_eyes_is_on(gateway: Gateway, 
     catalogue_file.write_text(yaml.safe_dump({"matters": [matter_to_document(shipped)]}, allow_unicode=True))
     catalogue_cli = make_catalogue_app(lambda: gateway.catalogue, lambda: True)
     refused = runner.invoke(catalogue_cli, ["import", str(catalogue_file)])
-    assert refused.exit_code == 1 and "four-eyes is on" in refused.output
+    assert refused.exit_code == REFUSED and "four-eyes is on" in refused.output
     assert len(gateway.catalogue.versions(PENSION_TRANSFER)) == 1
     drafted = runner.invoke(catalogue_cli, ["import", "--draft", str(catalogue_file)])
     assert drafted.exit_code == 0, drafted.output

@@ -16,6 +16,7 @@ from sqlalchemy import Engine, insert
 from typer.testing import CliRunner
 
 from gateway.bootstrap.app import Gateway, create_app
+from gateway.cli.common import REFUSED
 from gateway.cli.keys import make_keys_app
 from gateway.domain.clock import SystemClock
 from gateway.domain.roles import Role
@@ -86,13 +87,13 @@ def test_authenticate_denies_a_row_holding_two_duties(engine: Engine, store: Api
 def test_the_cli_refuses_two_duties_readably(store: ApiKeyStore) -> None:
     runner, app = CliRunner(), make_keys_app(lambda: store)
     refused = runner.invoke(app, ["issue", "--name", "x", "--role", "security_admin", "--role", "auditor"])
-    assert refused.exit_code == 2 and "error: separation of duties: auditor, security_admin" in refused.output
+    assert refused.exit_code == REFUSED and "error: separation of duties: auditor, security_admin" in refused.output
     assert "Traceback" not in refused.output and store.list() == []
 
     issued = runner.invoke(app, ["issue", "--name", "auditor", "--role", "auditor"])
     identity_id = re.search(r"^identity: (id_\w+)$", issued.output, re.M).group(1)  # type: ignore[union-attr]
     changed = runner.invoke(app, ["roles", identity_id, "--role", "auditor", "--role", "system_admin"])
-    assert changed.exit_code == 2 and "error: separation of duties" in changed.output
+    assert changed.exit_code == REFUSED and "error: separation of duties" in changed.output
     changed = runner.invoke(app, ["roles", identity_id, "--role", "security_admin"])
     assert changed.exit_code == 0 and f"{identity_id} (auditor) now holds security_admin" in changed.output
 

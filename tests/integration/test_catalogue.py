@@ -32,6 +32,7 @@ from gateway.catalogue.matters import (
     validate_matter,
 )
 from gateway.cli.catalogue import make_catalogue_app
+from gateway.cli.common import UNAVAILABLE
 from gateway.config import DEFAULT_CATALOGUE
 from gateway.domain.codes import is_valid_credit_code
 from gateway.domain.matter import (
@@ -542,7 +543,7 @@ def test_cli_import_of_a_broken_file_stores_nothing(cli: Callable[..., Any], eng
 def test_cli_reports_an_unusable_database_readably(tmp_path: Path) -> None:
     bare = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")  # no tables
     result = CliRunner().invoke(make_catalogue_app(lambda: Catalogue(bare)), ["list"])
-    assert result.exit_code == 2 and "database error" in result.output and "Traceback" not in result.output
+    assert result.exit_code == UNAVAILABLE and "database error" in result.output and "Traceback" not in result.output
     bare.dispose()
 
 

@@ -49,7 +49,7 @@ def test_a_bad_setting_is_a_readable_cli_error_not_a_traceback(tmp_path: Path) -
     env = {**os.environ, "YIWANG_VAR_DIR": str(tmp_path), "YIWANG_LOG_LEVEL": "loud"}
     done = subprocess.run([YIWANG, "ops", "dead-letters"], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
-    assert "configuration error" in done.stdout and "Traceback" not in done.stdout + done.stderr
+    assert "configuration error" in done.stderr and "Traceback" not in done.stdout + done.stderr  # errors: stderr
 
 
 def test_endpoint_list_parsing() -> None:

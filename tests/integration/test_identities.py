@@ -17,6 +17,7 @@ from sqlalchemy import Engine, event, select
 from typer.testing import CliRunner
 
 import gateway.persistence.identity_tables  # noqa: F401 - registers `identities` on the shared metadata
+from gateway.cli.common import BAD_INPUT, NOT_FOUND
 from gateway.cli.keys import make_keys_app
 from gateway.domain.codes import credit_code_check_char
 from gateway.domain.roles import Identity, NotAllowed, NotAuthenticated, Role
@@ -288,16 +289,17 @@ def test_cli_issue_revoke_list(cli: Any, store: ApiKeyStore) -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "message", "exit_code"),
     [
-        (["issue", "--name", "x", "--role", "mayor"], "error: unknown role 'mayor'; roles are: hall_client"),
-        (["issue", "--name", "x", "--role", "clerk"], "error: a clerk needs a department"),
-        (["revoke", "id_nobody"], "error: no identity 'id_nobody'"),
+        (["issue", "--name", "x", "--role", "mayor"], "error: unknown role 'mayor'; roles are: hall_client", BAD_INPUT),
+        (["issue", "--name", "x", "--role", "clerk"], "error: a clerk needs a department", BAD_INPUT),
+        (["revoke", "id_nobody"], "error: no identity 'id_nobody'", NOT_FOUND),
     ],
 )
-def test_cli_bad_input_is_a_readable_message_and_exit_code_2(cli: Any, args: list[str], message: str) -> None:
+def test_cli_bad_input_is_a_readable_message_and_its_exit_code(cli: Any, args: list[str], message: str,
+                                                                exit_code: int) -> None:
     result = cli(*args)
-    assert result.exit_code == 2
+    assert result.exit_code == exit_code
     assert message in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)  # no traceback
     assert "Traceback" not in result.output

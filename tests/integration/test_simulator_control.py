@@ -1,4 +1,4 @@
-"""The simulators' fault switch reached from outside (adapters/simulators/SECTORS.md, README "Simulators"):
+"""The simulators' fault switch reached from outside (adapters/simulators/SECTORS.md, docs/sectors.md "The simulators"):
 over HTTP (`/_simulator/fault`), as a start option of `yiwang simulators run`, and by `yiwang simulators fault
 SECTOR MODE --url`; and the 公安 simulator told at start where the gateway takes its callbacks."""
 

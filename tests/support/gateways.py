@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 from unittest.mock import patch
 
+import adapters
 from adapters.bundle import Bundle, Problem
 from adapters.registry import default_bundles_dir
 from gateway.bootstrap.app import Gateway
 from gateway.catalogue import matters as catalogue_module
 from gateway.domain.matter import Matter
 from gateway.domain.roles import Role
-from gateway.sectors import bundle_records as bundles_module
 from gateway.sectors.bundle_records import BundleStore, pack_folder, unpacked
 
 # A pinned instant: Tuesday 2026-11-24 10:00 in Beijing.
@@ -65,14 +65,14 @@ class ShippedArchive:
 
     @contextmanager
     def validated_once(self) -> Iterator[None]:
-        validate = bundles_module.validate_bundle
+        validate = adapters.validate_bundle  # BundleStore.register imports it from `adapters` as it runs
 
         def remembered(bundle: Bundle) -> list[Problem]:
             if self.problems is None:
                 self.problems = list(validate(bundle))
             return list(self.problems)
 
-        with patch.object(bundles_module, "validate_bundle", remembered):
+        with patch.object(adapters, "validate_bundle", remembered):
             yield
 
 

@@ -1,6 +1,6 @@
-"""The README's settings table and the declarations in gateway/config.py name the same settings, with the
-same defaults: each declared variable has a row, each row names a declared variable (or one the gateway does
-not read as a setting, listed here with why), and a default the row shows parses to the declared one."""
+"""The settings table (docs/configuration.md) and the declarations in gateway/config.py name the same settings,
+with the same defaults: each declared variable has a row, each row names a declared variable (or one the gateway
+does not read as a setting, listed here with why), and a default the row shows parses to the declared one."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ NOT_SETTINGS = {  # rows of the table that are not fields of Settings
 }
 DERIVED_DEFAULTS = {  # defaults the table shows as the gateway derives them, not as declared
     "YIWANG_DATABASE_URL": lambda shown: Settings().db_url == shown,  # declared None: SQLite under var_dir
-    "YIWANG_CATALOGUE": lambda shown: Settings().catalogue == ROOT / shown,  # the README shows it repo-relative
+    "YIWANG_CATALOGUE": lambda shown: Settings().catalogue == ROOT / shown,  # the table shows it repo-relative
     "YIWANG_CALENDAR": lambda shown: Settings().calendar == ROOT / shown,
 }
 UNSET = (None, {}, frozenset())  # declared defaults a row shows in words ("—", "bundle's", "twice the rate")
@@ -29,7 +29,7 @@ UNSET = (None, {}, frozenset())  # declared defaults a row shows in words ("—"
 
 def _rows() -> list[tuple[list[str], str]]:
     """(the variables a row names, the text of its default column), one per row of the table."""
-    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    lines = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8").splitlines()
     rows = []
     for line in lines:
         if line.startswith("| `YIWANG_"):
@@ -42,8 +42,8 @@ def _rows() -> list[tuple[list[str], str]]:
 def test_every_declared_setting_has_a_row_and_every_row_a_declaration() -> None:
     documented = {name for names, _ in _rows() for name in names}
     declared = set(declared_defaults())
-    assert declared - documented == set(), "declared in gateway/config.py, missing from the README's table"
-    assert documented - declared - set(NOT_SETTINGS) == set(), "in the README's table, declared nowhere"
+    assert declared - documented == set(), "declared in gateway/config.py, missing from docs/configuration.md"
+    assert documented - declared - set(NOT_SETTINGS) == set(), "in docs/configuration.md, declared nowhere"
     assert set(NOT_SETTINGS) <= documented  # the exceptions above are still in the table
     assert not set(NOT_SETTINGS) & declared
 

@@ -52,28 +52,33 @@ def _seen_by(identity: Identity, approval: Approval) -> Approval:
 
 
 @router.get("/approvals", responses=problem_doc(401, 403, 422),
-            summary="Approvals the caller may decide on (pending ones unless `status` says otherwise)")
+            summary="待我审批的申请")
 def list_approvals(request: Request, identity: Decider,
                    status: Annotated[str, Query(pattern="^(" + "|".join(STATUSES) + ")$")] = "pending"
                    ) -> list[dict[str, Any]]:
+    """四眼原则下调用方可以审批的申请（启用适配包、发布事项），默认只列待审批的，`status` 可选其他状态。只读。"""
     return [a.public() for a in _approvals(request).list(status) if may_decide(identity, a.action, a.sector)]
 
 
-@router.get("/approvals/{approval_id}", responses=problem_doc(401, 403, 404))
+@router.get("/approvals/{approval_id}", summary="查看审批", responses=problem_doc(401, 403, 404))
 def get_approval(approval_id: str, request: Request, identity: Decider) -> dict[str, Any]:
+    """一条审批申请：谁提出、要做什么、当前状态。只读；无权审批的人看不到（403）。"""
     return _seen_by(identity, _approvals(request).get(approval_id)).public()
 
 
 @router.post("/approvals/{approval_id}/approve", responses=problem_doc(401, 403, 404, 409, 422),
-             summary="The second pair of eyes: approve, and the action runs now (never the requester's own)")
+             summary="批准")
 def approve(approval_id: str, request: Request, identity: Decider) -> dict[str, Any]:
+    """第二位管理员批准申请，被守护的操作随即执行并记为申请人与批准人共同完成；不能批准本人的申请（403 `own-request`）。
+    不是幂等操作：已处理的审批再批准为 409 `already-decided`。返回审批记录和操作结果。"""
     approval, result = _approvals(request).approve(approval_id, identity, lambda a: _run(request, a))
     return {"approval": approval.public(), "result": result}
 
 
 @router.post("/approvals/{approval_id}/reject", responses=problem_doc(401, 403, 404, 409, 422),
-             summary="Refuse the request (the requester may withdraw their own this way)")
+             summary="驳回")
 def reject(approval_id: str, body: RejectIn, request: Request, identity: Decider) -> dict[str, Any]:
+    """驳回申请，可写理由；申请人也可以用它撤回本人的申请。已处理的审批为 409 `already-decided`。"""
     return _approvals(request).reject(approval_id, identity, body.reason).public()
 
 

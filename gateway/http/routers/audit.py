@@ -52,11 +52,13 @@ def _page(records: list[LedgerRecord], limit: int, items: list[dict[str, Any]]) 
     return {"items": items, "next_after_id": records[-1].id if len(records) == limit else None}
 
 
-@router.get("/audit", responses=problem_doc(401, 403), summary="The audit log, oldest first, by page")
+@router.get("/audit", responses=problem_doc(401, 403), summary="查阅审计日志")
 def list_audit(request: Request, identity: Annotated[Identity, Depends(require(Role.AUDITOR))],
                actor: str | None = None, action: str | None = None,
                since: datetime | None = None, until: datetime | None = None,
                after_id: AfterId = None, limit: int = Query(100, ge=1, le=MAX_PAGE)) -> dict[str, Any]:
+    """审计日志，按时间先后，可按操作人、动作、时间段筛选，分页（`after_id` 接着上一页的 `next_after_id`）。
+    无时区的时间按北京时间理解。详情中的个人信息已脱敏。只读。"""
     ledger = _ledger(request)
     filters = Filters(AUDIT, actor=actor, action=action, since=_instant(since), until=_instant(until),
                       after_id=after_id)
@@ -65,16 +67,18 @@ def list_audit(request: Request, identity: Annotated[Identity, Depends(require(R
 
 
 @router.get("/audit/verify", responses=problem_doc(401, 403),
-            summary="Check both logs' hash chains and signed checkpoints; lists every problem found")
+            summary="校验审计与报文日志")
 def verify(request: Request, identity: Annotated[Identity, Depends(require(Role.AUDITOR))]) -> dict[str, Any]:
+    """校验审计日志和报文日志的哈希链与签名检查点，列出发现的每一个问题（为空表示完好）。只读，可重复调用。"""
     return _ledger(request).verify().public()
 
 
 @router.get("/messages", responses=problem_doc(401, 403),
-            summary="What was sent to and received from sectors (a sector administrator: their sector only)")
+            summary="查阅部门报文日志")
 def list_messages(request: Request, identity: Annotated[Identity, Depends(require(Role.OPERATOR, Role.SECTOR_ADMIN))],
                   sector: str | None = None, case_no: str | None = None, direction: Direction | None = None,
                   after_id: AfterId = None, limit: int = Query(100, ge=1, le=MAX_PAGE)) -> dict[str, Any]:
+    """网关与部门系统之间收发的报文记录，可按部门、办件、方向筛选并分页；部门系统管理员只能看到本部门的。只读。"""
     if not identity.has(Role.OPERATOR):
         if sector is not None and not acts_for_sector(identity, sector):
             raise NotAllowed(f"not an administrator of sector {sector!r}")
@@ -85,11 +89,12 @@ def list_messages(request: Request, identity: Annotated[Identity, Depends(requir
 
 
 @router.get("/messages/{record_id}", responses=problem_doc(401, 403, 404),
-            summary="One exchange with its body, masked; `unmasked=true` (operators, the sector's admin) "
-                    "shows it plain, audited")
+            summary="查看一次报文往来")
 def get_message(record_id: RecordId, request: Request,
                 identity: Annotated[Identity, Depends(require(Role.OPERATOR, Role.SECTOR_ADMIN))],
                 unmasked: bool = False) -> dict[str, Any]:
+    """一次收发及其报文内容，个人信息脱敏；`unmasked=true` 显示原文
+    （仅运维人员和本部门系统管理员，每次读取记入审计）。只读。"""
     ledger = _ledger(request)
     record = ledger.get(record_id)
     if record is None or record.kind != MESSAGE:

@@ -268,7 +268,7 @@ def _readable(identity: Identity, case: Case) -> Case:
 
 
 @router.post("/cases", status_code=201, response_model=CaseOut, responses=problem_doc(400, 401, 403, 404, 413, 422),
-             summary="Submit an application (申请)")
+             summary="提交办件")
 def submit_case(
     body: CaseIn,
     request: Request,
@@ -276,6 +276,12 @@ def submit_case(
     identity: Annotated[Identity, Depends(require(Role.HALL_CLIENT, Role.WINDOW))],
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Any:
+    """为一个已发布的事项提交申请，建立办件并按事项分派给各部门系统。
+    网上大厅用线上渠道提交，窗口用窗口渠道提交；即办事项当场受理，其余等待窗口受理。
+
+    幂等：带 `Idempotency-Key` 头重试（网络中断、超时后）返回同一办件，响应头 `Idempotent-Replayed: true`；
+    同一键用于不同内容返回 422 `idempotency-key-reused`。
+    返回 201 和办件（`Location` 指向它，`ETag` 为版本号）；事项不存在或未发布为 404，申请不符合事项要求为 422。"""
     if (body.channel in ONLINE_CHANNELS) != identity.has(Role.HALL_CLIENT):
         raise NotAllowed("the online hall submits through online channels, windows through window channels")
     outcome = _service(request).submit(body.to_command(), _person(identity, body.agent is not None), idempotency_key)
@@ -289,27 +295,37 @@ def submit_case(
 
 
 @router.post("/cases/lookup", response_model=list[CaseOut], responses=problem_doc(401, 403, 422),
-             summary="An applicant's cases (我的办件), found by ID number without putting it in a URL")
+             summary="查询申请人的办件（我的办件）")
 def lookup_cases(body: LookupIn, request: Request,
                  _: Annotated[Identity, Depends(require(Role.HALL_CLIENT, Role.WINDOW))]) -> Any:
+    """按申请人证件号码查出其全部办件（我的办件）。证件号码放在请求体中，不进入 URL 和日志。
+    只读，可重复调用。返回办件列表（证件号码、电话已脱敏）。"""
     return [case_view(c) for c in _service(request).for_applicant(body.id_number)]
 
 
-@router.get("/cases/{case_no}", response_model=CaseOut, responses=problem_doc(401, 403, 404))
+@router.get("/cases/{case_no}", summary="查看办件", response_model=CaseOut, responses=problem_doc(401, 403, 404))
 def get_case(case_no: str, request: Request, response: Response,
              identity: Annotated[Identity, Depends(require(*READERS))]) -> Any:
+    """一个办件的当前情况：状态、期限、材料、各部门任务、结果与送达。证件号码、电话已脱敏。
+    部门经办人只能看到涉及本部门的办件（否则 403 `not-your-case`）。
+    只读。响应头 `ETag` 为办件版本号，办理动作可用 `If-Match` 带回以防覆盖他人修改。"""
     return _answer(response, _readable(identity, _service(request).get(case_no)))
 
 
-@router.get("/cases/{case_no}/events", response_model=list[EventOut], responses=problem_doc(401, 403, 404))
+@router.get("/cases/{case_no}/events", summary="办件时间线", response_model=list[EventOut],
+            responses=problem_doc(401, 403, 404))
 def get_case_events(case_no: str, request: Request, identity: Annotated[Identity, Depends(require(*READERS))]) -> Any:
+    """办件的全部事件（时间、操作人、原因），按发生先后排列：办件的每次变化都在这里。
+    只读；部门经办人只能看到涉及本部门的办件。"""
     return [event_view(e) for e in _readable(identity, _service(request).get(case_no)).events]
 
 
 @router.get("/cases/{case_no}/personal-data", response_model=PersonalDataOut, responses=problem_doc(401, 403, 404),
-            summary="The applicant's ID and phone numbers unmasked, for those who must use them; each read is audited")
+            summary="查看未脱敏的个人信息")
 def get_personal_data(case_no: str, request: Request,
                       identity: Annotated[Identity, Depends(require(*UNMASKED_READERS))]) -> Any:
+    """申请人和代理人的证件号码、电话原文，供当面核验、办理决定和送达的人使用。
+    每次读取先记入审计日志，审计日志无法记录时不返回任何内容。只读。"""
     case = _readable(identity, _service(request).get(case_no))
     # Audited before it is answered: when the audit log cannot take the record, nothing is shown.
     request.app.state.ledger.audit(f"identity:{identity.id}", "read unmasked personal data", f"case:{case_no}",
@@ -319,10 +335,12 @@ def get_personal_data(case_no: str, request: Request,
 
 
 @router.get("/cases/{case_no}/documents/{kind}", responses=problem_doc(401, 403, 404),
-            summary="受理凭证 / 补齐补正告知书 / 不予受理通知书 / 送达回证, as structured JSON")
+            summary="获取办件文书")
 def get_case_document(case_no: str, kind: str, request: Request,
                       _: Annotated[Identity, Depends(require(Role.HALL_CLIENT, Role.WINDOW,
                                                              Role.ISSUING_WINDOW))]) -> dict[str, Any]:
+    """办件的文书，结构化 JSON：`kind` 为受理凭证、补齐补正告知书、不予受理通知书或送达回证。
+    办件尚无该文书时返回 404 `document-not-available`。只读。"""
     service = _service(request)
     case = service.get(case_no)
     return document(case, service.matter_of(case), kind)
@@ -338,90 +356,138 @@ def _who(request: Request) -> Identity:
     return request.state.identity  # type: ignore[no-any-return]  # set by require()
 
 
-@_action("supplement", "Hand in the missing materials (补齐补正)", Role.HALL_CLIENT, Role.WINDOW)
+@_action("supplement", "补齐补正材料", Role.HALL_CLIENT, Role.WINDOW)
 def supplement(case_no: str, body: SupplementIn, request: Request, response: Response,
                if_match: IfMatch = None) -> Any:
+    """申请人按一次性告知提交所缺材料（补齐补正），办件回到受理流程。
+    不是幂等操作：同一动作重复调用时办件状态已变，返回 409 `transition-not-allowed`。
+    带 `If-Match`（办件版本，如 "3"）时，办件已被他人改动则返回 409 `stale-version`。
+    返回办理后的办件（`ETag` 为新版本号）。"""
     materials = tuple(m.to_domain() for m in body.materials)
     case = _service(request).supplement(case_no, materials, _person(_who(request)), _version(if_match))
     return _answer(response, case)
 
 
-@_action("withdraw", "Withdraw the application (撤回)", Role.HALL_CLIENT, Role.WINDOW)
+@_action("withdraw", "撤回申请", Role.HALL_CLIENT, Role.WINDOW)
 def withdraw(case_no: str, body: ReasonIn, request: Request, response: Response, if_match: IfMatch = None) -> Any:
+    """申请人撤回申请，需写明原因；已办结的办件不能撤回。
+    不是幂等操作：同一动作重复调用时办件状态已变，返回 409 `transition-not-allowed`。
+    带 `If-Match`（办件版本，如 "3"）时，办件已被他人改动则返回 409 `stale-version`。
+    返回办理后的办件（`ETag` 为新版本号）。"""
     case = _service(request).withdraw(case_no, _person(_who(request)), body.reason, _version(if_match))
     return _answer(response, case)
 
 
-@_action("accept", "Accept (受理), for matters a clerk reviews", Role.WINDOW)
+@_action("accept", "受理", Role.WINDOW)
 def accept(case_no: str, request: Request, response: Response, if_match: IfMatch = None) -> Any:
+    """窗口受理需要人工审查的事项的申请；受理后开始计算承诺期限，并分派给各部门。
+    不是幂等操作：同一动作重复调用时办件状态已变，返回 409 `transition-not-allowed`。
+    带 `If-Match`（办件版本，如 "3"）时，办件已被他人改动则返回 409 `stale-version`。
+    返回办理后的办件（`ETag` 为新版本号）。"""
     actor = Actor(ActorKind.WINDOW, _who(request).id)
     return _answer(response, _service(request).accept(case_no, actor, _version(if_match)))
 
 
-@_action("not-accept", "Do not accept (不予受理), with reasons", Role.WINDOW)
+@_action("not-accept", "不予受理", Role.WINDOW)
 def not_accept(case_no: str, body: ReasonIn, request: Request, response: Response, if_match: IfMatch = None) -> Any:
+    """窗口决定不予受理，写明理由；办件结束，并生成不予受理通知书。
+    不是幂等操作：同一动作重复调用时办件状态已变，返回 409 `transition-not-allowed`。
+    带 `If-Match`（办件版本，如 "3"）时，办件已被他人改动则返回 409 `stale-version`。
+    返回办理后的办件（`ETag` 为新版本号）。"""
     actor = Actor(ActorKind.WINDOW, _who(request).id)
     return _answer(response, _service(request).not_accept(case_no, actor, body.reason, _version(if_match)))
 
 
-@_action("supplement-request", "Ask for missing materials, all at once (一次性告知)", Role.WINDOW)
+@_action("supplement-request", "一次性告知补正", Role.WINDOW)
 def request_supplement(case_no: str, body: SupplementRequestIn, request: Request, response: Response,
                        if_match: IfMatch = None) -> Any:
+    """窗口一次性告知申请人需补齐补正的全部材料，期限暂停，直到材料补齐。
+    不是幂等操作：同一动作重复调用时办件状态已变，返回 409 `transition-not-allowed`。
+    带 `If-Match`（办件版本，如 "3"）时，办件已被他人改动则返回 409 `stale-version`。
+    返回办理后的办件（`ETag` 为新版本号）。"""
     actor = Actor(ActorKind.WINDOW, _who(request).id)
     case = _service(request).request_supplement(case_no, body.missing, actor, body.reason, _version(if_match))
     return _answer(response, case)
 
 
-@_action("correction", "Correct named fields of an accepted case (更正); its sector systems are sent it again",
-         Role.WINDOW)
+@_action("correction", "更正办件", Role.WINDOW)
 def correct(case_no: str, body: CorrectionIn, request: Request, response: Response, if_match: IfMatch = None) -> Any:
+    """窗口更正已受理办件的指定字段；各部门系统会收到更正后的办件（新一轮，幂等键各自独立）。
+    不是幂等操作：每次更正都是新的一轮。
+    带 `If-Match`（办件版本，如 "3"）时，办件已被他人改动则返回 409 `stale-version`。
+    返回办理后的办件（`ETag` 为新版本号）。"""
     actor = Actor(ActorKind.WINDOW, _who(request).id)
     return _answer(response, _service(request).correct(case_no, body.to_correction(), actor, _version(if_match)))
 
 
-@_action("tasks/{task_id}/decision", "A department decides its task (back office)", Role.CLERK)
+@_action("tasks/{task_id}/decision", "部门办理决定", Role.CLERK)
 def decide_task(case_no: str, task_id: str, body: DecisionIn, request: Request, response: Response,
                 if_match: IfMatch = None) -> Any:
+    """部门后台经办人对本部门的任务作出办理决定（通过或不通过）并写明意见；只能决定本部门的任务。
+    所有任务办结后办件办结。
+    不是幂等操作：同一动作重复调用时办件状态已变，返回 409 `transition-not-allowed`。
+    带 `If-Match`（办件版本，如 "3"）时，办件已被他人改动则返回 409 `stale-version`。
+    返回办理后的办件（`ETag` 为新版本号）。"""
     clerk = _who(request)
     case = _service(request).decide_task(case_no, task_id, TaskState(body.decision), body.opinion,
                                          Actor(ActorKind.DEPARTMENT, clerk.id), clerk.department, _version(if_match))
     return _answer(response, case)
 
 
-@_action("suspend", "Start a special procedure (特别程序); the clock stops", Role.CLERK)
+@_action("suspend", "启动特别程序", Role.CLERK)
 def suspend(case_no: str, body: SuspendIn, request: Request, response: Response, if_match: IfMatch = None) -> Any:
+    """部门经办人启动特别程序（如鉴定、公告），期限停止计算，直到结束特别程序。
+    不是幂等操作：同一动作重复调用时办件状态已变，返回 409 `transition-not-allowed`。
+    带 `If-Match`（办件版本，如 "3"）时，办件已被他人改动则返回 409 `stale-version`。
+    返回办理后的办件（`ETag` 为新版本号）。"""
     clerk = _who(request)
     case = _service(request).suspend(case_no, body.procedure, body.reason, Actor(ActorKind.DEPARTMENT, clerk.id),
                                      clerk.department, _version(if_match))
     return _answer(response, case)
 
 
-@_action("resume", "End the special procedure; the clock runs again", Role.CLERK)
+@_action("resume", "结束特别程序", Role.CLERK)
 def resume(case_no: str, body: ReasonIn, request: Request, response: Response, if_match: IfMatch = None) -> Any:
+    """部门经办人结束特别程序，期限恢复计算。
+    不是幂等操作：同一动作重复调用时办件状态已变，返回 409 `transition-not-allowed`。
+    带 `If-Match`（办件版本，如 "3"）时，办件已被他人改动则返回 409 `stale-version`。
+    返回办理后的办件（`ETag` 为新版本号）。"""
     clerk = _who(request)
     case = _service(request).resume(case_no, body.reason, Actor(ActorKind.DEPARTMENT, clerk.id), clerk.department,
                                     _version(if_match))
     return _answer(response, case)
 
 
-@_action("certificate", "Record the result certificate (统一出证)", Role.ISSUING_WINDOW)
+@_action("certificate", "统一出证", Role.ISSUING_WINDOW)
 def issue_certificate(case_no: str, body: CertificateIn, request: Request, response: Response,
                       if_match: IfMatch = None) -> Any:
+    """统一出证窗口登记办件的结果证照（名称、编号、发证机关、有效期）。
+    不是幂等操作：同一动作重复调用时办件状态已变，返回 409 `transition-not-allowed`。
+    带 `If-Match`（办件版本，如 "3"）时，办件已被他人改动则返回 409 `stale-version`。
+    返回办理后的办件（`ETag` 为新版本号）。"""
     certificate = Certificate(body.name, body.number, body.issuer, body.valid_until)
     actor = Actor(ActorKind.ISSUING_WINDOW, _who(request).id)
     return _answer(response, _service(request).issue_certificate(case_no, certificate, actor, _version(if_match)))
 
 
-@_action("delivery", "Deliver the result: pickup or express (统一送达)", Role.ISSUING_WINDOW)
+@_action("delivery", "统一送达", Role.ISSUING_WINDOW)
 def deliver(case_no: str, body: DeliveryIn, request: Request, response: Response, if_match: IfMatch = None) -> Any:
+    """统一送达窗口登记结果的送达：现场领取或邮寄（运单号），并生成送达回证。
+    不是幂等操作：同一动作重复调用时办件状态已变，返回 409 `transition-not-allowed`。
+    带 `If-Match`（办件版本，如 "3"）时，办件已被他人改动则返回 409 `stale-version`。
+    返回办理后的办件（`ETag` 为新版本号）。"""
     delivery = Delivery(body.method, body.tracking_no, body.received_by)
     actor = Actor(ActorKind.ISSUING_WINDOW, _who(request).id)
     return _answer(response, _service(request).deliver(case_no, delivery, actor, _version(if_match)))
 
 
-@_action("evaluation", "Evaluate the service (好差评)", Role.HALL_CLIENT, Role.WINDOW)
+@_action("evaluation", "好差评", Role.HALL_CLIENT, Role.WINDOW)
 def evaluate(case_no: str, body: EvaluationIn, request: Request, response: Response,
              if_match: IfMatch = None) -> Any:
+    """申请人对办事服务作出评价（好差评），每个办件评价一次。
+    不是幂等操作：同一动作重复调用时办件状态已变，返回 409 `transition-not-allowed`。
+    带 `If-Match`（办件版本，如 "3"）时，办件已被他人改动则返回 409 `stale-version`。
+    返回办理后的办件（`ETag` 为新版本号）。"""
     evaluation = Evaluation(body.level, body.channel, body.text)
     return _answer(response, _service(request).evaluate(case_no, evaluation, _person(_who(request)),
                                                         _version(if_match)))

@@ -24,7 +24,7 @@ from gateway.catalogue.matters import (
 )
 from gateway.domain.matter import BodyNature, HandlingForm, Level, Matter, MatterType, ServiceObject, TimeUnit
 from gateway.domain.roles import ALL_ROLES, Identity, Role
-from gateway.http.approval_holds import held_for_approval
+from gateway.http.approval_holds import HELD_DOC, held_for_approval
 from gateway.http.callers import require
 from gateway.http.json_bodies import JsonBodyRoute
 from gateway.http.problems import install_problems, problem_doc, problem_response
@@ -161,7 +161,7 @@ def _guide(matter: Matter | None, code: str) -> dict[str, Any]:
 
 
 @router.get("/matters", response_model=list[MatterSummary], responses=problem_doc(401, 403, 422),
-            summary="The published catalogue, filtered")
+            summary="检索事项目录")
 def list_matters(
     request: Request,
     _: Reader,
@@ -171,20 +171,25 @@ def list_matters(
     service_object: ServiceObject | None = None,
     q: Annotated[str | None, Query(description="text in the name, the codes or the materials")] = None,
 ) -> Any:
+    """已发布的事项目录，可按实施部门、层级、事项类型、服务对象和关键词（名称、编码、材料）筛选。
+    只读，可重复调用。返回事项摘要列表。"""
     found = _catalogue(request).search(department=department, level=level, type=matter_type,
                                        service_object=service_object, text=q)
     return [matter_to_document(m) for m in found]
 
 
 @router.get("/matters/{code}", response_model=MatterGuide, responses=problem_doc(401, 403, 404),
-            summary="One matter's published guide: the one-time notification (一次性告知) of its materials")
+            summary="查看事项办事指南")
 def get_matter(code: str, request: Request, _: Reader) -> Any:
+    """一个事项已发布的办事指南：申请材料（一次性告知）、实施主体、联办部门、申请表单结构、承诺时限等。
+    提交办件前用它准备材料和表单。未发布或不存在为 404。只读，可重复调用。"""
     return _guide(_catalogue(request).published(code), code)
 
 
 @router.get("/matters/{code}/versions", response_model=list[VersionOut], responses=problem_doc(401, 403, 404),
-            summary="Every version of a matter's guide, with its status")
+            summary="事项的各个版本")
 def list_versions(code: str, request: Request, _: Reader) -> Any:
+    """一个事项办事指南的全部版本及其状态（草稿、已发布、已停用）。只读，可重复调用。"""
     versions = _catalogue(request).versions(code)
     if not versions:
         raise MatterNotFound(f"no matter has the code {code}")
@@ -192,8 +197,9 @@ def list_versions(code: str, request: Request, _: Reader) -> Any:
 
 
 @router.get("/matters/{code}/versions/{version}", response_model=MatterGuide,
-            responses=problem_doc(401, 403, 404), summary="One version of a guide (a case keeps its version)")
+            responses=problem_doc(401, 403, 404), summary="查看事项的某个版本")
 def get_version(code: str, version: VersionNo, request: Request, _: Reader) -> Any:
+    """办事指南的某一版本；办件始终按提交时的版本办理，用它查看当时的要求。只读，可重复调用。"""
     matter = _catalogue(request).version(code, version)
     if matter is None:
         raise MatterNotFound(f"matter {code} has no version {version}")
@@ -204,9 +210,12 @@ def get_version(code: str, version: VersionNo, request: Request, _: Reader) -> A
 
 
 @router.post("/catalogue/drafts", status_code=201, response_model=DraftOut, openapi_extra=_DRAFT_BODY,
-             responses=problem_doc(401, 403, 422), summary="Store a matter document as the next version, a draft")
+             responses=problem_doc(401, 403, 422), summary="保存事项草稿")
 def create_draft(document: Annotated[dict[str, Any], Body()], request: Request, response: Response,
                  identity: Admin) -> Any:
+    """把一份事项文档（办事指南）存为该事项的下一个版本，状态为草稿，并返回发布前须解决的问题。
+    不是幂等操作：每次调用都新增一个版本。文档不符合目录规范为 422 `invalid-matter`。
+    返回 201，`Location` 指向新版本。"""
     matter = matter_from_document(document, "request body")
     stored = _catalogue(request).draft(matter, identity.id)
     code = stored.implementation_code
@@ -216,16 +225,19 @@ def create_draft(document: Annotated[dict[str, Any], Body()], request: Request, 
 
 
 @router.post("/catalogue/matters/{code}/versions/{version}/validate", response_model=ProblemsOut,
-             responses=problem_doc(401, 403, 404), summary="The problems that would stop publication")
+             responses=problem_doc(401, 403, 404), summary="校验事项版本")
 def validate_version(code: str, version: VersionNo, request: Request, _: Admin) -> Any:
+    """列出会阻止该版本发布的问题（空列表表示可以发布）。不改变任何数据，可重复调用。"""
     return {"problems": _catalogue(request).validate(code, version)}
 
 
 @router.post("/catalogue/matters/{code}/versions/{version}/publish", response_model=MatterGuide,
-             responses=problem_doc(401, 403, 404, 409, 422),
-             summary="Publish a draft; the previously published version retires. With four-eyes on, "
-                     "202 and a pending approval instead")
+             responses={**problem_doc(401, 403, 404, 409, 422), **HELD_DOC},
+             summary="发布事项版本")
 def publish_version(code: str, version: VersionNo, request: Request, identity: Admin) -> Any:
+    """发布一个草稿版本，原已发布的版本随之停用；新办件按新版本办理。
+    开启四眼原则（YIWANG_FOUR_EYES）时返回 202 和一条待审批记录，由另一位管理员批准后才发布。
+    版本状态不允许发布为 409 `version-conflict`；重复发布同一版本同样为 409。"""
     _catalogue(request).check_publishable(code, version)  # a request for the impossible is refused now
     held = held_for_approval(request, identity, Action.PUBLISH_MATTER, {"code": code, "version": version},
                              f"{code} v{version}")

@@ -116,8 +116,9 @@ def _entry(versions: list[StoredVersion]) -> dict[str, Any]:
     return {"name": first.name, "sector": first.sector, "kind": first.kind, "versions": shown}
 
 
-@router.get("", responses=problem_doc(401, 403), summary="Every certificate and secret this identity may see")
+@router.get("", responses=problem_doc(401, 403), summary="列出证书与密钥")
 def list_entries(request: Request, identity: Annotated[Identity, Depends(ADMINS)]) -> list[dict[str, Any]]:
+    """调用方可见的全部证书和密钥条目（部门系统管理员只看到本部门的），只列版本和有效期，从不返回私钥。只读。"""
     by_name: dict[str, list[StoredVersion]] = {}
     for version in _store(request).versions():
         if _may_see(identity, version.sector):
@@ -125,16 +126,19 @@ def list_entries(request: Request, identity: Annotated[Identity, Depends(ADMINS)
     return [_entry(versions) for versions in by_name.values()]
 
 
-@router.get("/{name}", responses=problem_doc(401, 403, 404), summary="One entry: its versions, never a key")
+@router.get("/{name}", responses=problem_doc(401, 403, 404), summary="查看证书条目")
 def show_entry(name: str, request: Request, identity: Annotated[Identity, Depends(ADMINS)]) -> dict[str, Any]:
+    """一个条目的各个版本、有效期和状态，从不返回私钥。只读。"""
     _owned(identity, _store(request), name)
     return _entry(_store(request).versions(name))
 
 
 @router.post("/{name}/import", status_code=201, responses=problem_doc(401, 403, 409, 422),
-             summary="Import a certificate (PEM, with or without its key; or PKCS#12)")
+             summary="导入证书")
 def import_certificate(name: str, body: ImportIn, request: Request,
                        identity: Annotated[Identity, Depends(ADMINS)]) -> dict[str, Any]:
+    """导入一份证书（PEM，可带私钥；或 PKCS#12），作为该名称的新版本暂存，私钥加密保存。
+    与已有版本冲突为 409，证书无法读取为 422。返回 201 和条目。"""
     store = _store(request)
     sector = _target_sector(identity, store, name, body.sector)
     password = body.password.encode() if body.password is not None else None
@@ -151,9 +155,10 @@ def import_certificate(name: str, body: ImportIn, request: Request,
 
 
 @router.post("/{name}/csr", status_code=201, responses=problem_doc(401, 403, 409, 422),
-             summary="Generate a key (kept here) and a CSR for a sector's onboarding")
+             summary="生成密钥和证书签名请求")
 def request_csr(name: str, body: CsrIn, request: Request,
                 identity: Annotated[Identity, Depends(ADMINS)]) -> dict[str, Any]:
+    """在网关内生成密钥对（私钥不出网关）和证书签名请求（CSR），用于部门接入时申请证书。返回 201 和 CSR。"""
     store = _store(request)
     sector = _target_sector(identity, store, name, body.sector)
     subject = Subject(body.subject.common_name, body.subject.organization, body.subject.organizational_unit,
@@ -163,9 +168,10 @@ def request_csr(name: str, body: CsrIn, request: Request,
 
 
 @router.post("/{name}/rotate", responses=problem_doc(401, 403, 404, 409),
-             summary="Make the newest staged version current; the previous stays trusted for the overlap window")
+             summary="轮换证书")
 def rotate(name: str, body: RotateIn, request: Request,
            identity: Annotated[Identity, Depends(ADMINS)]) -> dict[str, Any]:
+    """让最新暂存的版本成为当前版本；上一版本在重叠期内仍被信任，期满后停用。没有可轮换的版本为 409。"""
     store = _store(request)
     _owned(identity, store, name)
     overlap = timedelta(days=body.overlap_days) if body.overlap_days is not None else None
@@ -173,9 +179,10 @@ def rotate(name: str, body: RotateIn, request: Request,
 
 
 @router.post("/{name}/retire", responses=problem_doc(401, 403, 404, 409),
-             summary="Retire one version (not the current one), or the whole name")
+             summary="停用证书")
 def retire(name: str, body: RetireIn, request: Request,
            identity: Annotated[Identity, Depends(ADMINS)]) -> dict[str, Any]:
+    """停用一个版本（不能是当前版本），或停用整个名称。状态不允许时为 409。"""
     store = _store(request)
     _owned(identity, store, name)
     return _entry(store.retire(name, _actor(identity), body.version))

@@ -63,26 +63,34 @@ def identity_view(issued: IssuedIdentity) -> dict[str, Any]:
 
 
 @router.post("/identities", status_code=201, responses=problem_doc(401, 403, 422),
-             summary="Issue an identity and its API key (the key is in this answer only)")
+             summary="签发身份和 API 密钥")
 def issue_identity(body: IdentityIn, request: Request, _: SecurityAdmin) -> dict[str, Any]:
+    """新建一个调用方身份（名称、角色、部门或部门系统范围）并签发其 API 密钥。
+    密钥只在这次应答中出现，网关只保存其摘要：请立即交给调用方妥善保管。
+    角色须符合三员分立（系统、安全、审计管理员不能集于一身），否则 422。不是幂等操作：每次都签发新的身份。
+    返回 201 和身份（含 `key`）。"""
     roles = [parse_role(r) for r in body.roles]
     identity, raw_key = _keys(request).issue(body.name, roles, department=body.department, sector=body.sector)
     return {**identity_view(_issued(request, identity.id)), "key": raw_key}
 
 
-@router.get("/identities", responses=problem_doc(401, 403), summary="Every identity, active and revoked")
+@router.get("/identities", responses=problem_doc(401, 403), summary="列出身份")
 def list_identities(request: Request, _: SecurityAdmin) -> list[dict[str, Any]]:
+    """全部身份，包括已吊销的（不含密钥）。只读。"""
     return [identity_view(i) for i in _keys(request).list()]
 
 
-@router.get("/identities/{identity_id}", responses=problem_doc(401, 403, 404))
+@router.get("/identities/{identity_id}", summary="查看身份", responses=problem_doc(401, 403, 404))
 def get_identity(identity_id: str, request: Request, _: SecurityAdmin) -> dict[str, Any]:
+    """一个身份的名称、角色、范围和状态（不含密钥）。只读。"""
     return identity_view(_issued(request, identity_id))
 
 
 @router.put("/identities/{identity_id}/roles", responses=problem_doc(401, 403, 404, 409, 422),
-            summary="Replace an identity's roles and scope (its key stays)")
+            summary="更改身份的角色")
 def change_roles(identity_id: str, body: RolesIn, request: Request, admin: SecurityAdmin) -> dict[str, Any]:
+    """替换一个身份的角色和范围，密钥不变；各网关进程数秒内生效。
+    幂等：同样的角色重复设置结果相同。已吊销的身份为 409；违反三员分立为 422。"""
     if identity_id == admin.id:
         raise NotAllowed("nobody changes their own roles: another security administrator must")
     roles = [parse_role(r) for r in body.roles]
@@ -91,8 +99,9 @@ def change_roles(identity_id: str, body: RolesIn, request: Request, admin: Secur
 
 
 @router.post("/identities/{identity_id}/revoke", responses=problem_doc(401, 403, 404, 409),
-             summary="Revoke an identity's key; every gateway process refuses it within seconds")
+             summary="吊销身份")
 def revoke_identity(identity_id: str, request: Request, _: SecurityAdmin) -> dict[str, Any]:
+    """吊销一个身份的密钥，各网关进程数秒内拒绝它。不可撤销；已吊销的再吊销为 409。"""
     _keys(request).revoke(identity_id)
     return identity_view(_issued(request, identity_id))
 

@@ -7,6 +7,7 @@ from fastapi import APIRouter
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", summary="The process is alive (no key needed)")
+@router.get("/healthz", summary="存活检查")
 def healthz() -> dict[str, str]:
+    """进程存活即返回 200 `{"status": "ok"}`，供负载均衡和容器编排探测；不需要 API 密钥，不查数据库。"""
     return {"status": "ok"}

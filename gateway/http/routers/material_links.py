@@ -29,11 +29,13 @@ router = APIRouter(tags=["material links"])
 PROBLEM_SLUG = "material-link-invalid"
 
 
-@router.get(LINKS_PATH + "/{ref}", responses={**problem_doc(403, 404), 200: {"content": {
+@router.get(LINKS_PATH + "/{ref}", responses={**problem_doc(403, 404, 503), 200: {"content": {
     "application/pdf": {}, "image/jpeg": {}, "image/png": {}, "application/ofd": {}}}},
-            summary="A material, for the sector holding a signed link to it (no API key: the signature is the "
-                    "credential)")
+            summary="部门系统下载材料")
 def fetch_material(ref: str, request: Request) -> StreamingResponse:
+    """部门系统凭网关发给它的签名链接下载一份申请材料（适配包 `materials.transport: signed_url`）。
+    不需要 API 密钥：链接上的签名（`expires`、`sig`、`sector`）就是凭证；签名无效或已过期为 403，
+    材料不存在或已被改动为 404。只读，可在有效期内重复下载。返回材料原文件（`Cache-Control: no-store`）。"""
     # A plain `def`: FastAPI runs it in a worker thread, as the store's file and database I/O need.
     links: MaterialLinks = request.app.state.material_links
     store: MaterialStore = request.app.state.materials

@@ -83,12 +83,17 @@ def _store(request: Request) -> MaterialStore:
 
 
 @router.post("/materials", status_code=201, response_model=UploadedMaterialOut, openapi_extra=_UPLOAD_BODY,
-             responses=problem_doc(401, 403, 413, 415, 422), summary="Upload one application material (申请材料)")
+             responses=problem_doc(401, 403, 413, 415, 422), summary="上传申请材料")
 async def upload_material(
     request: Request,
     response: Response,
     identity: Annotated[Identity, Depends(require(*UPLOAD_ROLES))],
 ) -> Any:
+    """上传一份申请材料文件（multipart/form-data，字段 `file`），按内容识别文件类型并计算 SHA-256。
+    提交办件时在 `materials[].file_ref` 中引用返回的 `ref`。
+    不是幂等操作：每次上传得到新的 `ref`。超过大小上限为 413，不是 multipart 或文件类型不受支持为 415，
+    表单无法读取为 422。
+    返回 201，`Location` 指向材料的元数据。"""
     store = _store(request)
     async with _uploaded_file(request, store.max_bytes) as upload:
         # The store does blocking file and database I/O: off the event loop.
@@ -99,8 +104,9 @@ async def upload_material(
 
 
 @router.get("/materials/{ref}", response_model=UploadedMaterialOut, responses=problem_doc(401, 403, 404),
-            summary="A material's metadata")
+            summary="查看材料元数据")
 def get_material(ref: str, request: Request, _: Annotated[Identity, Depends(require(*READ_ROLES))]) -> Any:
+    """一份已上传材料的元数据：大小、类型、SHA-256、原文件名（不返回内容）。只读。"""
     material = _store(request).get(ref)
     if material is None:
         raise UnknownMaterial(ref)

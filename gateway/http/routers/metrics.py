@@ -15,8 +15,10 @@ from starlette.responses import Response
 router = APIRouter(tags=["metrics"])
 
 
-@router.get("/metrics", summary="Prometheus metrics (text format; no API key, for the internal network)",
+@router.get("/metrics", summary="监控指标",
             response_class=Response)
 def metrics(request: Request) -> Response:
+    """Prometheus 文本格式的监控指标：办件、投递、部门系统应答、熔断器、证书到期等。
+    不需要 API 密钥，只应在内网开放给监控系统。只读。"""
     registry: CollectorRegistry = request.app.state.metrics
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse
 from adapters import DeliveryError, FailureClass, UnsendableRequest
 from gateway.domain.answers import AnswerMismatch
 from gateway.domain.roles import Identity, NotAllowed, Role, acts_for_sector
-from gateway.http.approval_holds import held_for_approval
+from gateway.http.approval_holds import HELD_DOC, held_for_approval
 from gateway.http.callers import require
 from gateway.http.json_bodies import (
     DUPLICATE_KEY,
@@ -73,11 +73,14 @@ def _own_sector(identity: Identity, sector: str) -> None:
 
 
 @router.post("/adapters/bundles", status_code=201, responses=problem_doc(401, 403, 409, 413, 415, 422),
-             summary="Register a bundle version (the body is the bundle as a zip archive)",
+             summary="注册适配包版本",
              openapi_extra={"requestBody": {"required": True, "content": {
                  ZIP: {"schema": {"type": "string", "format": "binary"}}}}})
 async def register_bundle(request: Request,
                           identity: Annotated[Identity, Depends(require(*ADMINS))]) -> dict[str, Any]:
+    """部门系统团队上传适配包（zip：描述文件、WSDL 或 OpenAPI、映射），网关校验后存为新版本，尚未启用。
+    校验不通过为 422 `invalid-bundle`（逐项列出问题）；同一版本号已存在为 409；超过 20 MB 为 413。
+    部门系统管理员只能注册本部门的。返回 201 和版本记录。"""
     declared = request.headers.get("content-type")
     if declared and media_type(declared) not in ZIP_TYPES:  # undeclared is bytes, as octet-stream says
         raise BodyRefused(415, *UNSUPPORTED_MEDIA_TYPE, accepts_only(ZIP))
@@ -89,33 +92,38 @@ async def register_bundle(request: Request,
     return registered.public()
 
 
-@router.get("/adapters", responses=problem_doc(401, 403), summary="Active adapters and their health")
+@router.get("/adapters", responses=problem_doc(401, 403), summary="适配器及健康状况")
 def list_adapters(request: Request, identity: Annotated[Identity, Depends(require(*ADMINS))]) -> dict[str, Any]:
+    """已启用的适配器、版本和健康状况（熔断器、近期成功与失败）。只读。"""
     registry: LiveRegistry = request.app.state.registry
     health = registry.health()
     return {s: h for s, h in health.items() if acts_for_sector(identity, s)}
 
 
-@router.get("/adapters/{sector}/versions", responses=problem_doc(401, 403))
+@router.get("/adapters/{sector}/versions", summary="适配包的各个版本", responses=problem_doc(401, 403))
 def list_versions(sector: str, request: Request,
                   identity: Annotated[Identity, Depends(require(*ADMINS))]) -> list[dict[str, Any]]:
+    """一个部门已注册的适配包版本及其状态。只读。"""
     _own_sector(identity, sector)
     return [v.public() for v in _store(request).versions(sector)]
 
 
 @router.post("/adapters/{sector}/versions/{version}/test", responses=problem_doc(401, 403, 404),
-             summary="Call the sector's test endpoint with this version, without activating it")
+             summary="测试适配包版本")
 def test_version(sector: str, version: str, request: Request,
                  identity: Annotated[Identity, Depends(require(*ADMINS))]) -> dict[str, Any]:
+    """用这个版本调用部门系统的测试端点，不启用它；返回测试结果。不改变启用状态，可重复调用。"""
     _own_sector(identity, sector)
     return _calls(request).test_version(sector, version).public()
 
 
-@router.post("/adapters/{sector}/versions/{version}/activate", responses=problem_doc(401, 403, 404, 409),
-             summary="Make this version the one every process uses (no restart); with four-eyes on, "
-                     "202 and a pending approval instead")
+@router.post("/adapters/{sector}/versions/{version}/activate",
+             responses={**problem_doc(401, 403, 404, 409), **HELD_DOC},
+             summary="启用适配包版本")
 def activate_version(sector: str, version: str, request: Request,
                      identity: Annotated[Identity, Depends(require(*ADMINS))]) -> Any:
+    """让这个版本成为所有网关进程使用的版本，无需重启（数秒内生效）；进行中的投递用原版本完成。
+    开启四眼原则时返回 202 和待审批记录。状态不允许时为 409。"""
     _own_sector(identity, sector)
     _store(request).check_activatable(sector, version)  # a request for the impossible is refused now
     held = held_for_approval(request, identity, Action.ACTIVATE_BUNDLE, {"sector": sector, "version": version},
@@ -124,41 +132,49 @@ def activate_version(sector: str, version: str, request: Request,
 
 
 @router.post("/adapters/{sector}/rollback", responses=problem_doc(401, 403, 404, 409),
-             summary="Activate the version that was active before")
+             summary="回退适配包")
 def rollback(sector: str, request: Request,
              identity: Annotated[Identity, Depends(require(*ADMINS))]) -> dict[str, Any]:
+    """重新启用之前启用的版本。没有可回退的版本为 409。"""
     _own_sector(identity, sector)
     return _store(request).rollback(sector, f"identity:{identity.id}").public()
 
 
-@router.post("/adapters/{sector}/versions/{version}/retire", responses=problem_doc(401, 403, 404, 409))
+@router.post("/adapters/{sector}/versions/{version}/retire", summary="停用适配包版本",
+             responses=problem_doc(401, 403, 404, 409))
 def retire_version(sector: str, version: str, request: Request,
                    identity: Annotated[Identity, Depends(require(*ADMINS))]) -> dict[str, Any]:
+    """停用一个不再需要的版本；正在启用的版本不能停用（409，先启用别的版本）。"""
     _own_sector(identity, sector)
     return _store(request).retire(sector, version, f"identity:{identity.id}").public()
 
 
 @router.post("/adapters/{sector}/preview", responses=problem_doc(401, 403, 404, 422),
-             summary="Render a mapping of the active version for a case, without calling the sector")
+             summary="预览映射")
 def preview(sector: str, body: PreviewIn, request: Request,
             identity: Annotated[Identity, Depends(require(*ADMINS))]) -> dict[str, Any]:
+    """用当前启用的版本为某个办件（或某个查询的参数）渲染请求，不调用部门系统。
+    映射无法生成请求时为 422。只读。"""
     _own_sector(identity, sector)
     return _calls(request).preview(sector, body.operation, body.case_no, body.params)
 
 
 @router.post("/queries/{name}", responses=problem_doc(401, 403, 404, 422, 502, 503, 504),
-             summary="A synchronous sector query: social_insurance_contributions, housing_fund_balance, "
-                     "marriage_record, household_registration")
+             summary="同步查询")
 def sync_query(name: str, body: QueryIn, request: Request,
                _: Annotated[Identity, Depends(require(Role.HALL_CLIENT, Role.WINDOW, Role.CLERK))]
                ) -> dict[str, Any]:
+    """向部门系统发起一次同步查询（如社保缴费、公积金余额），即时返回结果，不建办件；不改变任何数据，可放心重试。
+    `name` 为已启用的适配包声明的查询名，各查询及其参数见 "named queries" 分组；没有启用的适配包回答该查询为 404。
+    部门系统不可用为 503（带 Retry-After），超时为 504，应答无法使用为 502，参数不合部门接口为 422。"""
     return _calls(request).query(name, body.params)
 
 
-@callbacks.post("/callbacks/{sector}", status_code=200, responses=problem_doc(401, 404, 409, 422),
-                summary="A sector's decision, signed as its bundle declares (no API key: the signature is the "
-                        "credential)")
+@callbacks.post("/callbacks/{sector}", status_code=200, responses=problem_doc(400, 401, 404, 409, 413, 422, 503),
+                summary="部门回调办理结果")
 async def sector_callback(sector: str, request: Request) -> dict[str, Any]:
+    """部门系统推送办理结果。不需要 API 密钥：按该部门适配包声明的方式签名，签名就是凭证（无效为 401）。
+    幂等：同一回调重复推送只处理一次。回调所指办件与业务号不符为 409。"""
     body = await _read_limited(request, 256 * 1024)
     return await run_in_threadpool(_calls(request).callback, sector, request.method, request.url.path,
                                    dict(request.headers), body)

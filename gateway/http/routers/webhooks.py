@@ -67,28 +67,33 @@ def _delivery_view(d: Delivery) -> dict[str, Any]:
 
 
 @router.post("/webhooks", status_code=201, response_model=WebhookCreated, responses=problem_doc(401, 403, 422),
-             summary="Subscribe to case events (the signing secret is in this answer only)")
+             summary="订阅办件事件")
 def subscribe(body: WebhookIn, request: Request, identity: Hall) -> dict[str, Any]:
+    """网上大厅订阅办件事件的回调地址（webhook）；每个事件以 POST 推送，带 `Yiwang-Signature` 签名头。
+    签名密钥只在这次应答中出现。不是幂等操作：每次调用新建一个订阅。返回 201。"""
     subscription, secret = _webhooks(request).subscribe(identity, body.url, body.events, body.description)
     return {**_view(subscription), "secret": secret}
 
 
 @router.get("/webhooks", response_model=list[WebhookOut], responses=problem_doc(401, 403),
-            summary="Your subscriptions, active and deleted")
+            summary="我的订阅")
 def list_webhooks(request: Request, identity: Hall) -> list[dict[str, Any]]:
+    """调用方自己的订阅，包括已删除的（不含签名密钥）。只读。"""
     return [_view(s) for s in _webhooks(request).of_owner(identity.id)]
 
 
 @router.get("/webhooks/{webhook_id}/deliveries", response_model=list[DeliveryOut], responses=problem_doc(401, 403, 404),
-            summary="A subscription's recent deliveries, newest first")
+            summary="订阅的推送记录")
 def list_deliveries(webhook_id: str, request: Request, identity: Hall,
                     limit: int = Query(50, ge=1, le=MAX_DELIVERIES)) -> list[dict[str, Any]]:
+    """一个订阅最近的推送及其结果，新的在前。只读。"""
     return [_delivery_view(d) for d in _webhooks(request).deliveries(identity.id, webhook_id, limit)]
 
 
 @router.delete("/webhooks/{webhook_id}", response_model=WebhookOut, responses=problem_doc(401, 403, 404),
-               summary="Delete (deactivate) a subscription; its pending deliveries are cancelled")
+               summary="删除订阅")
 def unsubscribe(webhook_id: str, request: Request, identity: Hall) -> dict[str, Any]:
+    """删除（停用）一个订阅，未送出的推送随之取消。幂等：再次删除返回同样的结果。"""
     return _view(_webhooks(request).unsubscribe(identity.id, webhook_id))
 
 

@@ -12,7 +12,7 @@ A database that already holds a reference twice (a sector that reissued referenc
 loses nothing: in each such group the task of the earliest case (then the lowest case number and task id)
 keeps the reference; every later holder gives it up (NULL) and gets a `validation` dead letter, as a clashing
 submit answer does now, naming both cases and the reference. The reference also stays in the task's
-`task_started` event. Operators settle these with the sector (README, "Callbacks and polled answers").
+`task_started` event. Operators settle these with the sector (docs/sectors.md, "Callbacks and polled answers").
 Downgrading restores the plain index; references given up stay with their dead letters.
 """
 
