@@ -93,7 +93,7 @@ def make_ops_app(open_desk: Callable[[], DeadLetterDesk], actor: Actor) -> typer
         output.print_rows([_listed(d) for d in page.items], LETTER_COLUMNS, as_json=as_json,
                           title=f"dead letters: {len(page.items)} of {page.total}")
         if page.next_cursor:
-            output.note(f"next page: --cursor {page.next_cursor}")
+            output.note(f"next page: --cursor {page.next_cursor}", as_json=as_json)
 
     @app.command()
     @_filtered

@@ -160,7 +160,7 @@ def make_certs_app(open_store: Callable[[], CertStore],
         rows = [{"name": name, "sector": sector, "not_after": not_after, "days_left": _days_left(not_after, now)}
                 for name, sector, not_after in expiries]
         output.print_rows(rows, EXPIRY_COLUMNS, as_json=as_json, title="current certificates")
-        output.note(f"{emitted} new warning(s) emitted")
+        output.note(f"{emitted} new warning(s) emitted", as_json=as_json)
 
     @app.command()
     def rewrap(quiet: QuietOption = False) -> None:

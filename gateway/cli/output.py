@@ -11,9 +11,12 @@ dicts …), personal data already masked — and the columns a person reads; thi
 - stdout piped: plain space-aligned columns, one row per line, nothing wrapped or cut; wide (CJK)
   characters are measured as two cells (rich's `cell_len`), so columns line up in a terminal later.
 
-What is not a row (titles, "next page" hints, warnings) goes to stderr when stdout is piped or JSON, so
-stdout holds only the rows. Progress bars (`progress`) go to stderr, and only when it is a terminal and
-the command was not given `--quiet`. `deprecated` is how a renamed option keeps its old spelling for one
+What is not a row — a title, a "next page" hint — is printed for people: with the rows in a table or in
+plain columns (a title first), on stderr with `--json`, so that stdout holds nothing but JSON lines; stderr
+stays empty otherwise (a script reads an error there).
+
+Progress bars (`progress`) go to stderr, and only when it is a terminal and the command was not given
+`--quiet`. `deprecated` is how a renamed option keeps its old spelling for one
 version. Consoles are made per call, bound to the sys.stdout/stderr of the moment (CliRunner swaps them).
 """
 
@@ -75,8 +78,8 @@ def stderr() -> Console:
 
 
 def print_rows(rows: Sequence[Row], columns: Sequence[Column], *, as_json: bool, title: str | None = None) -> None:
-    """A list: JSON lines, a table in a terminal, plain columns when piped. The title is for people: it goes
-    to stderr unless there is a table to head."""
+    """A list: JSON lines, a table in a terminal, plain columns when piped (the title, if any, on the line
+    before the header). With `--json` the title is left out: the rows say it."""
     if as_json:
         _emit(json_text(row) for row in rows)
         return
@@ -84,9 +87,7 @@ def print_rows(rows: Sequence[Row], columns: Sequence[Column], *, as_json: bool,
     if console.is_terminal and _fits(rows, columns, console.width):
         console.print(_table(rows, columns, title))
         return
-    if title:
-        note(title)
-    _emit(plain_lines(rows, columns), console.file)
+    _emit([*([title] if title else []), *plain_lines(rows, columns)], console.file)
 
 
 def print_object(item: Row, *, as_json: bool) -> None:
@@ -102,9 +103,13 @@ def print_object(item: Row, *, as_json: bool) -> None:
         _emit([indented])
 
 
-def note(message: str) -> None:
-    """A line for people beside the rows (a title, the next page's cursor): stderr, never between rows."""
-    stderr().print(message, markup=False)
+def note(message: str, *, as_json: bool) -> None:
+    """A line for people after the rows (the next page's cursor, a count): after them on stdout, or on stderr
+    with `--json`, where stdout is JSON lines only."""
+    if as_json:
+        stderr().print(message, markup=False)
+    else:
+        _emit([message], stdout().file)
 
 
 def plain_lines(rows: Sequence[Row], columns: Sequence[Column]) -> list[str]:

@@ -75,8 +75,9 @@ def test_piped_listings_keep_long_chinese_names_and_ids_whole_on_one_line(yiwang
         assert yiwang("keys", "issue", "--name", f"{WINDOW}{n}", "--role", "window").exit_code == 0
     listed = yiwang("keys", "list")
     assert listed.exit_code == 0, listed.output
-    header, *lines = listed.stdout.splitlines()
-    assert header.split()[:2] == ["id", "name"] and len(lines) == 2 and "…" not in listed.stdout
+    title, header, *lines = listed.stdout.splitlines()
+    assert title == "API keys" and header.split()[:2] == ["id", "name"] and len(lines) == 2
+    assert "…" not in listed.stdout and listed.stderr == ""
     for row in json_lines(yiwang("keys", "list", "--json")):
         [line] = [line for line in lines if line.startswith(row["id"] + " ")]  # the id whole, where it begins
         assert row["name"] in line and row["key_prefix"] in line
@@ -174,7 +175,7 @@ def test_a_terminal_table_folds_names_but_never_cuts_an_identifier(monkeypatch: 
 
 def test_a_terminal_too_narrow_for_the_identifiers_gets_plain_lines(monkeypatch: pytest.MonkeyPatch) -> None:
     shown = shown_at(100, monkeypatch)
-    assert "┃" not in shown and len(shown.splitlines()) == 1 + len(ROWS)
+    assert "┃" not in shown and len(shown.splitlines()) == 2 + len(ROWS)  # the title, the header, the rows
     for row in ROWS:
         assert any(row["case_no"] in line and row["name"] in line and row["sha256"] in line
                    for line in shown.splitlines())
