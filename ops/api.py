@@ -36,12 +36,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from gateway.audit.ledger import Ledger
 from gateway.cases.views import event_view
 from gateway.domain.case import CaseEvent
-from gateway.domain.clock import SHANGHAI
+from gateway.domain.clock import SHANGHAI, instants_as_beijing_text
 from gateway.domain.roles import Identity, NotAllowed, Role, may_unmask
 from gateway.http.callers import require
 from gateway.http.json_bodies import JsonBodyRoute
 from gateway.http.problems import install_problems, problem_doc
-from gateway.http.schemas import DeliveryOut, EventOut
+from gateway.http.schemas import BeijingTime, DeliveryOut, EventOut
 from gateway.http.text_fields import typed
 from gateway.notifications.hall import FailedDelivery, NotRedeliverable, UnknownDelivery, WebhookFailures
 from gateway.observability.logs import mask_text, mask_value
@@ -185,16 +185,16 @@ class DeadLetterOut(BaseModel):
     bundle_version: str | None
     status: str = Field(description="dead | replayed | discarded | superseded (its task was sent again in a new "
                                      "round, or ended)")
-    created_at: datetime | None
-    replayed_at: datetime | None
+    created_at: BeijingTime | None
+    replayed_at: BeijingTime | None
     replayed_by: str | None
     replay_reason: str | None = None
     replay_run_id: int | None = Field(default=None, description="the bulk replay run that replayed it")
-    discarded_at: datetime | None = None
+    discarded_at: BeijingTime | None = None
     discarded_by: str | None = None
     discard_reason: str | None = None
     case_outcome: str | None = Field(default=None, description="what discarding it did to its case")
-    superseded_at: datetime | None = None
+    superseded_at: BeijingTime | None = None
 
 
 class DeadLetterWhole(DeadLetterOut):
@@ -245,8 +245,8 @@ class ReplayRunOut(BaseModel):
     total: int
     replayed: int
     skipped: int = Field(description="discarded (or replayed one by one) after the run started")
-    created_at: datetime
-    finished_at: datetime | None
+    created_at: BeijingTime
+    finished_at: BeijingTime | None
 
 
 class FailedDeliveryOut(DeliveryOut):
@@ -313,6 +313,9 @@ def _required(reason: str) -> str:
 def _letter(letter: DeadLetter, masked: bool = True) -> dict[str, Any]:
     """The letter as JSON; its personal parts masked unless `masked` is False."""
     plain: dict[str, Any] = jsonable_encoder({f.name: getattr(letter, f.name) for f in fields(letter)})
+    # Kept in UTC: each attempt's `at`, and the canonical message's instants (`case.accepted_at`); the request
+    # as rendered and the sector's answer are shown as they went and came, byte for byte.
+    plain.update({part: instants_as_beijing_text(plain[part]) for part in ("history", "canonical_payload")})
     if masked:
         plain.update({part: mask_value(plain.get(part)) for part in PERSONAL_PARTS})
     return plain
@@ -328,7 +331,8 @@ def _plan(plan: ReplayPlan) -> PlanOut:
 
 
 def _run(run: ReplayRun) -> dict[str, Any]:
-    return {f.name: getattr(run, f.name) for f in fields(run)} | {"reason": mask_text(run.reason)}
+    return {f.name: getattr(run, f.name) for f in fields(run)} | {
+        "reason": mask_text(run.reason), "filter": instants_as_beijing_text(run.filter)}  # its bounds kept in UTC
 
 
 def _visible(identity: Identity, run: ReplayRun) -> bool:

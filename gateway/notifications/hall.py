@@ -45,7 +45,7 @@ from sqlalchemy import Engine, RowMapping, exists, func, insert, select, update
 
 from certstore import FieldSealer
 from gateway.domain.case import Trigger
-from gateway.domain.clock import Clock, as_utc
+from gateway.domain.clock import Clock, as_utc, beijing_text, instants_as_beijing_text
 from gateway.domain.roles import Identity
 from gateway.domain.text import UndeliverableText, optional_text
 from gateway.persistence.notification_tables import (
@@ -134,15 +134,17 @@ class Delivery:
 
 
 def case_event(row: RowMapping) -> dict[str, Any]:
-    """A `case_notifications` row as the hall receives it: identifiers and states only."""
+    """A `case_notifications` row as the hall receives it: identifiers and states only, `at` in Beijing time."""
     return {"event_id": f"{row['case_no']}:{row['seq']}", "case_no": row["case_no"], "seq": row["seq"],
             "trigger": row["trigger"], "from_state": row["from_state"], "to_state": row["to_state"],
-            "matter_code": row["matter_code"], "at": as_utc(row["at"]).isoformat()}
+            "matter_code": row["matter_code"], "at": beijing_text(row["at"])}
 
 
 def event_body(event: Mapping[str, Any]) -> bytes:
-    """The bytes sent (and signed): one canonical encoding for the broker and every webhook."""
-    return json.dumps(event, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
+    """The bytes sent (and signed): one canonical encoding for the broker and every webhook. An event stored
+    before times left in Beijing time (its `at` in UTC) is sent in Beijing time too: one format on the wire."""
+    shown = {**event, "at": instants_as_beijing_text(event["at"])} if "at" in event else event
+    return json.dumps(shown, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
 
 
 def routing_key(event: Mapping[str, Any]) -> str:

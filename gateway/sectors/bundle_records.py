@@ -24,7 +24,7 @@ from sqlalchemy import Engine, and_, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from adapters import Bundle, BundleError, load_bundle, unpack_bundle, validate_bundle
-from gateway.domain.clock import Clock, as_utc
+from gateway.domain.clock import Clock, as_utc, beijing_text, instants_as_beijing_text
 from gateway.persistence.bundle_tables import ACTIVE, INACTIVE, REGISTERED, RETIRED, bundle_versions
 from gateway.persistence.uow import UnitsOfWork
 
@@ -60,9 +60,10 @@ class BundleVersion:
 
     def public(self) -> dict[str, Any]:
         return {"sector": self.sector, "version": self.version, "status": self.status, "kind": self.kind,
-                "sha256": self.sha256, "summary": self.summary, "test_result": self.test_result,
-                "registered_at": self.registered_at.isoformat(), "registered_by": self.registered_by,
-                "activated_at": self.activated_at.isoformat() if self.activated_at else None}
+                "sha256": self.sha256, "summary": self.summary,
+                "test_result": instants_as_beijing_text(self.test_result),  # its `at` is kept in UTC
+                "registered_at": beijing_text(self.registered_at), "registered_by": self.registered_by,
+                "activated_at": beijing_text(self.activated_at) if self.activated_at else None}
 
 
 def pack_folder(folder: Path) -> bytes:

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, RowMapping, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from gateway.domain.clock import Clock, as_utc
+from gateway.domain.clock import Clock, as_utc, beijing_text
 from gateway.domain.roles import Identity, Role, acts_for_sector
 from gateway.persistence.access_tables import APPROVED, FAILED, PENDING, REJECTED, approvals
 from gateway.persistence.uow import UnitsOfWork
@@ -88,8 +88,8 @@ class Approval:
     def public(self) -> dict[str, Any]:
         return {"id": self.id, "action": str(self.action), "subject": self.subject, "params": self.params,
                 "sector": self.sector, "status": self.status, "requested_by": self.requested_by,
-                "requested_at": self.requested_at.isoformat(), "decided_by": self.decided_by,
-                "decided_at": self.decided_at.isoformat() if self.decided_at else None, "note": self.note}
+                "requested_at": beijing_text(self.requested_at), "decided_by": self.decided_by,
+                "decided_at": beijing_text(self.decided_at) if self.decided_at else None, "note": self.note}
 
 
 def may_decide(identity: Identity, action: Action, sector: str | None) -> bool:

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.audit.ledger import AUDIT, MESSAGE, Direction, Filters, Ledger, LedgerRecord
-from gateway.domain.clock import SHANGHAI
+from gateway.domain.clock import SHANGHAI, instants_as_beijing_text
 from gateway.domain.roles import Identity, NotAllowed, Role, acts_for_sector, may_unmask
 from gateway.http.callers import caller, require
 from gateway.http.problems import install_problems, problem_doc
@@ -61,7 +61,9 @@ def list_audit(request: Request, identity: Annotated[Identity, Depends(require(R
     filters = Filters(AUDIT, actor=actor, action=action, since=_instant(since), until=_instant(until),
                       after_id=after_id)
     records = ledger.records(filters, limit)
-    return _page(records, limit, [{**r.public(), "detail": mask(ledger.open_body(r))} for r in records])
+    # A detail's instants (a filter's bounds) were recorded in UTC; shown, like every time, in Beijing time.
+    return _page(records, limit, [{**r.public(), "detail": instants_as_beijing_text(mask(ledger.open_body(r)))}
+                                  for r in records])
 
 
 @router.get("/audit/verify", responses=problem_doc(401, 403),

@@ -6,7 +6,6 @@ code as files (`matter_from_document`), so a file and a request get the same rea
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request, Response
@@ -28,6 +27,7 @@ from gateway.http.approval_holds import held_for_approval
 from gateway.http.callers import require
 from gateway.http.json_bodies import JsonBodyRoute
 from gateway.http.problems import install_problems, problem_doc, problem_response
+from gateway.http.schemas import BeijingTime
 from gateway.persistence.catalogue_tables import DRAFT
 from gateway.persistence.tables import MAX_ROW_ID
 from gateway.security.approvals import Action
@@ -124,11 +124,11 @@ class MatterGuide(MatterSummary):
 class VersionOut(BaseModel):
     version: int
     status: str = Field(description="draft | published | retired")
-    created_at: datetime
+    created_at: BeijingTime
     created_by: str
-    published_at: datetime | None
+    published_at: BeijingTime | None
     published_by: str | None
-    retired_at: datetime | None
+    retired_at: BeijingTime | None
     retired_by: str | None
 
 

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import JSONResponse
 
+from gateway.domain.clock import beijing_text
 from gateway.domain.roles import Identity, NotAllowed, RateLimited, Role
 from gateway.http.callers import require
 from gateway.http.json_bodies import JsonBodyRoute
@@ -58,8 +59,8 @@ def identity_view(issued: IssuedIdentity) -> dict[str, Any]:
     """An identity as administrators see it: never the key or its hash."""
     i = issued.identity
     return {"id": i.id, "name": i.name, "roles": sorted(i.roles), "department": i.department, "sector": i.sector,
-            "key_prefix": issued.key_prefix, "created_at": issued.created_at.isoformat(),
-            "revoked_at": issued.revoked_at.isoformat() if issued.revoked_at else None, "active": issued.active}
+            "key_prefix": issued.key_prefix, "created_at": beijing_text(issued.created_at),
+            "revoked_at": beijing_text(issued.revoked_at) if issued.revoked_at else None, "active": issued.active}
 
 
 @router.post("/identities", status_code=201, responses=problem_doc(401, 403, 422),

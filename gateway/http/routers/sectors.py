@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse
 
 from adapters import DeliveryError, FailureClass, UnsendableRequest
 from gateway.domain.answers import AnswerMismatch
+from gateway.domain.clock import instants_as_beijing_text
 from gateway.domain.roles import Identity, NotAllowed, Role, acts_for_sector
 from gateway.http.approval_holds import held_for_approval
 from gateway.http.callers import require
@@ -93,7 +94,7 @@ async def register_bundle(request: Request,
 def list_adapters(request: Request, identity: Annotated[Identity, Depends(require(*ADMINS))]) -> dict[str, Any]:
     registry: LiveRegistry = request.app.state.registry
     health = registry.health()
-    return {s: h for s, h in health.items() if acts_for_sector(identity, s)}
+    return {s: instants_as_beijing_text(h) for s, h in health.items() if acts_for_sector(identity, s)}
 
 
 @router.get("/adapters/{sector}/versions", responses=problem_doc(401, 403))
