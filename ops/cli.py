@@ -291,8 +291,7 @@ def _reported(console: Console) -> Iterator[None]:
     try:
         yield
     except (DeadLetterNotFound, ReplayRunNotFound) as exc:
-        what = "replay run" if isinstance(exc, ReplayRunNotFound) else "dead letter"
-        console.print(f"[red]no {what} {exc}[/red]")
+        console.print(f"[red]{exc}[/red]")  # names what was not found
         raise typer.Exit(BAD_INPUT) from exc
     except (NotReplayable, NotDiscardable) as exc:
         console.print(f"[red]refused: {exc}[/red]")

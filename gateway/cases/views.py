@@ -125,7 +125,7 @@ def event_view(event: CaseEvent) -> dict[str, Any]:
 def document(case: Case, matter: Matter, kind: str) -> dict[str, Any]:
     """One of the documents of `_DOCUMENTS`, as structured JSON the hall can print."""
     if kind not in _DOCUMENTS:
-        raise DocumentNotAvailable(f"unknown document kind {kind!r}; kinds: {', '.join(_DOCUMENTS)}")
+        raise DocumentNotAvailable(f"没有这种文书；文书种类：{'、'.join(_DOCUMENTS)}")
     body = _DOCUMENTS[kind](case, matter)
     return {"kind": kind, "case_no": case.case_no, "matter": matter.name, "matter_code": matter.implementation_code,
             "applicant": case_view(case)["applicant"], **body}

@@ -87,6 +87,9 @@ class NotAllowed(Exception):
     """The identity holds none of the roles the endpoint admits, or acts outside its department/sector."""
 
 
+UNMASKED_ONLY = "个人信息只对运维人员和本部门的管理员以明文显示"
+
+
 class RateLimiter(Protocol):
     def wait_s(self, identity_id: str) -> float: ...
 
@@ -95,5 +98,5 @@ class RateLimited(Exception):
     """The identity has used up its requests for now (`gateway.security.rate_limits`)."""
 
     def __init__(self, retry_after_s: float) -> None:
-        super().__init__(f"too many requests from this identity; retry after {retry_after_s:.1f} s")
+        super().__init__(f"该身份的请求过于频繁，请 {retry_after_s:.1f} 秒后重试")
         self.retry_after_s = retry_after_s

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.audit.ledger import AUDIT, MESSAGE, Direction, Filters, Ledger, LedgerRecord
 from gateway.domain.clock import SHANGHAI, instants_as_beijing_text
-from gateway.domain.roles import Identity, NotAllowed, Role, acts_for_sector, may_unmask
+from gateway.domain.roles import UNMASKED_ONLY, Identity, NotAllowed, Role, acts_for_sector, may_unmask
 from gateway.http.callers import caller, require
 from gateway.http.problems import install_problems, problem_doc
 from gateway.observability.logs import mask_value as mask
@@ -79,7 +79,7 @@ def list_messages(request: Request, identity: Annotated[Identity, Depends(requir
                   after_id: AfterId = None, limit: int = Query(100, ge=1, le=MAX_PAGE)) -> dict[str, Any]:
     if not identity.has(Role.OPERATOR):
         if sector is not None and not acts_for_sector(identity, sector):
-            raise NotAllowed(f"not an administrator of sector {sector!r}")
+            raise NotAllowed(f"不是部门 {sector} 的管理员")
         sector = identity.sector or ""  # a sector administrator without a sector sees nothing
     filters = Filters(MESSAGE, action=direction, sector=sector, case_no=case_no, after_id=after_id)
     records = _ledger(request).records(filters, limit)
@@ -95,11 +95,11 @@ def get_message(record_id: RecordId, request: Request,
     ledger = _ledger(request)
     record = ledger.get(record_id)
     if record is None or record.kind != MESSAGE:
-        raise RecordNotFound(f"no message record {record_id}")
+        raise RecordNotFound(f"没有编号为 {record_id} 的报文记录")
     if not acts_for_sector(identity, record.sector or ""):
-        raise NotAllowed(f"not an administrator of sector {record.sector!r}")
+        raise NotAllowed(f"不是部门 {record.sector} 的管理员")
     if unmasked and not may_unmask(identity, record.sector or ""):
-        raise NotAllowed("personal data is shown unmasked only to operators and the sector's own administrator")
+        raise NotAllowed(UNMASKED_ONLY)
     body = ledger.open_body(record)
     if unmasked:  # recorded before anything is shown: no record, no reading
         ledger.audit(f"identity:{identity.id}", "read unmasked message", f"message:{record.id}",

@@ -51,7 +51,7 @@ def _keys(request: Request) -> ApiKeyStore:
 def _issued(request: Request, identity_id: str) -> IssuedIdentity:
     issued = _keys(request).get(identity_id)
     if issued is None:
-        raise UnknownIdentity(f"no identity {identity_id!r}")
+        raise UnknownIdentity(f"没有身份 {identity_id}")
     return issued
 
 
@@ -85,7 +85,7 @@ def get_identity(identity_id: str, request: Request, _: SecurityAdmin) -> dict[s
             summary="Replace an identity's roles and scope (its key stays)")
 def change_roles(identity_id: str, body: RolesIn, request: Request, admin: SecurityAdmin) -> dict[str, Any]:
     if identity_id == admin.id:
-        raise NotAllowed("nobody changes their own roles: another security administrator must")
+        raise NotAllowed("不能修改自己的角色：须由另一位安全管理员修改")
     roles = [parse_role(r) for r in body.roles]
     _keys(request).change(identity_id, roles, department=body.department, sector=body.sector)
     return identity_view(_issued(request, identity_id))
