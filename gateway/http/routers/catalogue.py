@@ -153,7 +153,7 @@ def _catalogue(request: Request) -> Catalogue:
 
 def _guide(matter: Matter | None, code: str) -> dict[str, Any]:
     if matter is None:
-        raise MatterNotFound(f"no published matter has the code {code}")
+        raise MatterNotFound(f"没有编码为 {code} 的已发布事项")
     return matter_to_document(matter)
 
 
@@ -187,7 +187,7 @@ def get_matter(code: str, request: Request, _: Reader) -> Any:
 def list_versions(code: str, request: Request, _: Reader) -> Any:
     versions = _catalogue(request).versions(code)
     if not versions:
-        raise MatterNotFound(f"no matter has the code {code}")
+        raise MatterNotFound(f"没有编码为 {code} 的事项")
     return versions
 
 
@@ -196,7 +196,7 @@ def list_versions(code: str, request: Request, _: Reader) -> Any:
 def get_version(code: str, version: VersionNo, request: Request, _: Reader) -> Any:
     matter = _catalogue(request).version(code, version)
     if matter is None:
-        raise MatterNotFound(f"matter {code} has no version {version}")
+        raise MatterNotFound(f"事项 {code} 没有第 {version} 版")
     return matter_to_document(matter)
 
 
@@ -243,6 +243,6 @@ def install_catalogue_error_handlers(app: FastAPI) -> None:
 
 async def _invalid_matter(request: Request, exc: Exception) -> JSONResponse:
     problems = exc.problems if isinstance(exc, InvalidMatter) else [str(exc)]
-    detail = exc.summary if isinstance(exc, InvalidMatter) else "the matter document cannot be read"
+    detail = exc.summary if isinstance(exc, InvalidMatter) else "无法读取事项文档"
     return problem_response(422, "invalid-matter", "事项不符合目录规范", detail, request.url.path,
                             errors=[{"msg": p} for p in problems])

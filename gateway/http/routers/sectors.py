@@ -153,7 +153,9 @@ def preview(sector: str, body: PreviewIn, request: Request,
 def sync_query(name: str, body: QueryIn, request: Request,
                _: Annotated[Identity, Depends(require(Role.HALL_CLIENT, Role.WINDOW, Role.CLERK))]
                ) -> dict[str, Any]:
-    return _calls(request).query(name, body.params)
+    # The mapped answer's instants (mappings write them in UTC) in Beijing time, as every answer's are.
+    answer: dict[str, Any] = instants_as_beijing_text(_calls(request).query(name, body.params))
+    return answer
 
 
 @callbacks.post("/callbacks/{sector}", status_code=200, responses=problem_doc(401, 404, 409, 422),
