@@ -89,7 +89,7 @@ def _owned(identity: Identity, store: CertStore, name: str) -> str | None:
     """The owner of an existing name, if this identity may act on it (else 403)."""
     sector = store.owner(name)
     if not _may_see(identity, sector):
-        raise NotAllowed(f"not an administrator of the sector owning {name!r}")
+        raise NotAllowed(f"不是证书 {name} 所属部门的管理员")
     return sector
 
 
@@ -102,7 +102,7 @@ def _target_sector(identity: Identity, store: CertStore, name: str, requested: s
     if identity.has(Role.SECURITY_ADMIN):
         return requested
     if requested not in (None, identity.sector):
-        raise NotAllowed(f"not an administrator of sector {requested!r}")
+        raise NotAllowed(f"不是部门 {requested} 的管理员")
     return identity.sector
 
 
@@ -146,7 +146,7 @@ def import_certificate(name: str, body: ImportIn, request: Request,
     sector = _target_sector(identity, store, name, body.sector)
     password = body.password.encode() if body.password is not None else None
     if (body.pkcs12_base64 is None) == (body.certificate_pem is None):
-        raise CertificateError("give either certificate_pem (with an optional private_key_pem) or pkcs12_base64")
+        raise CertificateError("请给出 certificate_pem（可附 private_key_pem）或 pkcs12_base64，二者选一")
     if body.pkcs12_base64 is not None:
         stored = store.import_pkcs12(name, _unbase64(body.pkcs12_base64), password, sector=sector,
                                      actor=_actor(identity))

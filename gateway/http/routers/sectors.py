@@ -70,7 +70,7 @@ def _calls(request: Request) -> SectorCalls:
 def _own_sector(identity: Identity, sector: str) -> None:
     """A sector administrator acts on their own sector only; operators and system administrators on any."""
     if not acts_for_sector(identity, sector):
-        raise NotAllowed(f"not an administrator of sector {sector!r}")
+        raise NotAllowed(f"不是部门 {sector} 的管理员")
 
 
 @router.post("/adapters/bundles", status_code=201, responses=problem_doc(401, 403, 409, 413, 415, 422),
