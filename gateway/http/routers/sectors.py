@@ -201,6 +201,15 @@ def retry_after(exc: DeliveryError) -> str:
     return str(max(1, math.ceil(max(waits, default=1))))
 
 
+def sector_detail(status: int, exc: DeliveryError) -> str:
+    """A query failure's detail: what it means for the caller in Chinese, then the adapter's diagnosis in
+    brackets (its words, which never hold the caller's parameters), for the hall's developers."""
+    lead = {422: "请求未发给部门系统" if isinstance(exc, UnsendableRequest) else "部门系统拒绝了请求，请勿原样重试",
+            503: "请在 Retry-After 所示秒数后重试", 504: "部门系统未在时限内应答，可稍后重试"}.get(
+        status, "网关无法使用部门系统的应答，请联系运维人员")
+    return f"{lead}（诊断：{exc.message}）"
+
+
 def install_adapter_error_handlers(app: FastAPI) -> None:
     async def invalid_bundle(request: Request, exc: BundleInvalid) -> JSONResponse:
         return problem_response(422, "invalid-bundle", "适配包不符合格式要求", str(exc), request.url.path,
@@ -208,15 +217,15 @@ def install_adapter_error_handlers(app: FastAPI) -> None:
 
     async def delivery_failed(request: Request, exc: DeliveryError) -> JSONResponse:
         if isinstance(exc, UnsendableRequest):  # nothing was sent: the parameters do not fit the sector's interface
-            return problem_response(422, "query-invalid", "查询参数不符合该部门接口的要求", exc.message,
-                                    request.url.path)
+            return problem_response(422, "query-invalid", "查询参数不符合该部门接口的要求",
+                                    sector_detail(422, exc), request.url.path)
         if getattr(exc, "circuit_open", False) or (exc.failure is FailureClass.SECTOR_FAULT and exc.retryable):
             status, slug, title = 503, "sector-unavailable", "部门系统暂不可用"
         elif exc.failure is FailureClass.SECTOR_FAULT:
             status, slug, title = 422, "sector-refused", "部门系统拒绝了请求"
         else:
             status, slug, title = _QUERY_FAILURES[exc.failure]
-        response = problem_response(status, slug, title, exc.message, request.url.path)
+        response = problem_response(status, slug, title, sector_detail(status, exc), request.url.path)
         if status == 503:
             response.headers["Retry-After"] = retry_after(exc)
         return response
