@@ -44,9 +44,8 @@ def separation_breach(roles: frozenset[Role]) -> str | None:
     duties = {DUTIES[r] for r in roles if r in DUTIES}
     if len(duties) <= 1:
         return None
-    held = ", ".join(sorted(r for r in roles if r in DUTIES))
-    return (f"separation of duties: {held} span {' and '.join(sorted(duties))}, "
-            "which one identity may not hold together")
+    held = "、".join(sorted(r for r in roles if r in DUTIES))
+    return f"违反三员分立：{held} 分属不同职责（{'、'.join(sorted(duties))}），同一身份不能兼任"
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """Every failure leaves as problem+json: the app-wide exception handlers and the case service's problem table.
 
 Nothing the caller sent is echoed back (it may be personal). A guarded route refuses an anonymous caller
-with 401 before it says anything about the body.
+with 401 before it says anything about the body. What a person reads is Chinese — `title`, `detail` (the
+exceptions' own messages) and each `errors[].msg` (pydantic's, from PYDANTIC_MESSAGES); what a program
+matches on stays English: the problem `type` and each `errors[].type`.
 """
 
 from __future__ import annotations

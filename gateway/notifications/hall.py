@@ -13,7 +13,8 @@ scheduled jobs take it from there (`gateway.transport.scheduler`: one process at
   failure waits with exponential backoff and holds that case's later events back, never other cases'.
   After the last attempt the delivery is `failed` and the case's next events go on.
 
-An event carries identifiers and states only, never personal data (DESIGN invariant 8). A webhook URL must
+An event carries identifiers and states only, never personal data (DESIGN invariant 8); its `at` is Beijing
+time (`beijing_text`), also for an event queued before that was so. A webhook URL must
 be https to a public address (`check_target`: no loopback, private, link-local or reserved address, checked
 when subscribing and again before every request, which then goes to the address checked — a name that
 re-resolves elsewhere in between reaches nobody new); hosts in `WebhookPolicy.insecure_hosts` are exempt.

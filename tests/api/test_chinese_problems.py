@@ -91,6 +91,10 @@ REFUSALS = [
     Refusal("the case rules", "hall", "POST", "/v1/cases/{case_no}/evaluation", 409, "transition-not-allowed",
             json={"level": "very_satisfied", "channel": "pc"}),
     Refusal("unknown address", "hall", "GET", "/v1/nowhere", 404, "not-found"),
+    Refusal("two duties in one key", "security", "POST", "/v1/identities", 422, "separation-of-duties",
+            json={"name": "root", "roles": ["auditor", "system_admin"]}),
+    Refusal("no such identity", "security", "POST", "/v1/identities/id_000000000000/revoke", 404, "unknown-identity",
+            json={}),
 ]
 
 
@@ -99,7 +103,7 @@ class Clients:
         self.app = create_app(gateway)
         keys = Keys.issue(gateway)
         self.by_role = {"anonymous": {}, "hall": keys.hall, "window": keys.window, "operator": keys.operator,
-                        "issuing": keys.issuing}
+                        "issuing": keys.issuing, "security": Keys.of(gateway, Role.SECURITY_ADMIN)}
 
     def send(self, refusal: Refusal, case_no: str) -> Any:
         with TestClient(self.app, headers=self.by_role[refusal.who]) as client:
