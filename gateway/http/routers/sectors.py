@@ -201,12 +201,16 @@ def retry_after(exc: DeliveryError) -> str:
     return str(max(1, math.ceil(max(waits, default=1))))
 
 
+# What a failed query means for the caller, by status; the 502s: the gateway cannot use the sector's answer.
+_QUERY_ADVICE = {422: "部门系统拒绝了请求，请勿原样重试", 503: "请在 Retry-After 所示秒数后重试",
+                 504: "部门系统未在时限内应答，可稍后重试"}
+
+
 def sector_detail(status: int, exc: DeliveryError) -> str:
-    """A query failure's detail: what it means for the caller in Chinese, then the adapter's diagnosis in
-    brackets (its words, which never hold the caller's parameters), for the hall's developers."""
-    lead = {422: "请求未发给部门系统" if isinstance(exc, UnsendableRequest) else "部门系统拒绝了请求，请勿原样重试",
-            503: "请在 Retry-After 所示秒数后重试", 504: "部门系统未在时限内应答，可稍后重试"}.get(
-        status, "网关无法使用部门系统的应答，请联系运维人员")
+    """A query failure's detail: what it means in Chinese, then the adapter's diagnosis in brackets (the
+    detail it was before), for the hall's developers."""
+    lead = "请求未发给部门系统" if isinstance(exc, UnsendableRequest) else \
+        _QUERY_ADVICE.get(status, "网关无法使用部门系统的应答，请联系运维人员")
     return f"{lead}（诊断：{exc.message}）"
 
 
