@@ -35,19 +35,20 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.audit.ledger import Ledger
 from gateway.cases.views import event_view
-from gateway.domain.case import CaseEvent
-from gateway.domain.clock import SHANGHAI
-from gateway.domain.roles import Identity, NotAllowed, Role, may_unmask
+from gateway.domain.case import DISCARD_OUTCOMES, CaseEvent
+from gateway.domain.clock import SHANGHAI, instants_as_beijing_text
+from gateway.domain.roles import UNMASKED_ONLY, Identity, NotAllowed, Role, may_unmask
 from gateway.http.callers import require
 from gateway.http.json_bodies import JsonBodyRoute
 from gateway.http.problems import install_problems, problem_doc
-from gateway.http.schemas import DeliveryOut, EventOut
+from gateway.http.schemas import BeijingTime, DeliveryOut, EventOut
 from gateway.http.text_fields import typed
 from gateway.notifications.hall import FailedDelivery, NotRedeliverable, UnknownDelivery, WebhookFailures
 from gateway.observability.logs import mask_text, mask_value
 from gateway.persistence.repository import DeadLetter
 from gateway.persistence.tables import MAX_ROW_ID
 from ops.dead_letters import (
+    REASON_REQUIRED,
     BadInput,
     DeadLetterDesk,
     DeadLetterFilter,
@@ -101,10 +102,10 @@ class LetterFilterIn(Strict):
     @model_validator(mode="after")
     def _consistent(self) -> LetterFilterIn:
         if self.min_attempts is not None and self.max_attempts is not None and self.min_attempts > self.max_attempts:
-            raise ValueError("min_attempts is greater than max_attempts")
+            raise ValueError("min_attempts 不能大于 max_attempts")
         since, until = _utc(self.since), _utc(self.until)
         if since is not None and until is not None and since >= until:
-            raise ValueError("since must be before until")
+            raise ValueError("since 应早于 until")
         return self
 
 
@@ -185,16 +186,16 @@ class DeadLetterOut(BaseModel):
     bundle_version: str | None
     status: str = Field(description="dead | replayed | discarded | superseded (its task was sent again in a new "
                                      "round, or ended)")
-    created_at: datetime | None
-    replayed_at: datetime | None
+    created_at: BeijingTime | None
+    replayed_at: BeijingTime | None
     replayed_by: str | None
     replay_reason: str | None = None
     replay_run_id: int | None = Field(default=None, description="the bulk replay run that replayed it")
-    discarded_at: datetime | None = None
+    discarded_at: BeijingTime | None = None
     discarded_by: str | None = None
     discard_reason: str | None = None
     case_outcome: str | None = Field(default=None, description="what discarding it did to its case")
-    superseded_at: datetime | None = None
+    superseded_at: BeijingTime | None = None
 
 
 class DeadLetterWhole(DeadLetterOut):
@@ -245,8 +246,8 @@ class ReplayRunOut(BaseModel):
     total: int
     replayed: int
     skipped: int = Field(description="discarded (or replayed one by one) after the run started")
-    created_at: datetime
-    finished_at: datetime | None
+    created_at: BeijingTime
+    finished_at: BeijingTime | None
 
 
 class FailedDeliveryOut(DeliveryOut):
@@ -284,7 +285,7 @@ def _scope(identity: Identity, sector: str | None = None) -> frozenset[str] | No
     if identity.has(Role.OPERATOR):
         return None
     if sector is not None and sector != identity.sector:
-        raise NotAllowed(f"not an administrator of sector {sector!r}")
+        raise NotAllowed(f"不是部门 {sector} 的管理员")
     return frozenset({identity.sector}) if identity.sector else frozenset()
 
 
@@ -306,13 +307,16 @@ def _bulk_filter(identity: Identity, given: BulkFilterIn) -> DeadLetterFilter:
 
 def _required(reason: str) -> str:
     if not reason.strip():
-        raise ReasonRequired("a reason is required, and it may not be blank")
+        raise ReasonRequired(REASON_REQUIRED)
     return reason.strip()
 
 
 def _letter(letter: DeadLetter, masked: bool = True) -> dict[str, Any]:
     """The letter as JSON; its personal parts masked unless `masked` is False."""
     plain: dict[str, Any] = jsonable_encoder({f.name: getattr(letter, f.name) for f in fields(letter)})
+    # Kept in UTC: each attempt's `at`, and the canonical message's instants (`case.accepted_at`); the request
+    # as rendered and the sector's answer are shown as they went and came, byte for byte.
+    plain.update({part: instants_as_beijing_text(plain[part]) for part in ("history", "canonical_payload")})
     if masked:
         plain.update({part: mask_value(plain.get(part)) for part in PERSONAL_PARTS})
     return plain
@@ -328,7 +332,8 @@ def _plan(plan: ReplayPlan) -> PlanOut:
 
 
 def _run(run: ReplayRun) -> dict[str, Any]:
-    return {f.name: getattr(run, f.name) for f in fields(run)} | {"reason": mask_text(run.reason)}
+    return {f.name: getattr(run, f.name) for f in fields(run)} | {
+        "reason": mask_text(run.reason), "filter": instants_as_beijing_text(run.filter)}  # its bounds kept in UTC
 
 
 def _visible(identity: Identity, run: ReplayRun) -> bool:
@@ -393,7 +398,7 @@ def show_dead_letter(dead_letter_id: RowIdInPath, request: Request, identity: Re
     letter = desk.get(dead_letter_id, _scope(identity))
     if unmasked:
         if not may_unmask(identity, letter.sector):
-            raise NotAllowed("personal data is shown unmasked only to operators and the sector's own administrator")
+            raise NotAllowed(UNMASKED_ONLY)
         # Audited before it is answered: when the audit log cannot take the record, nothing is shown.
         _audit(request, identity, "read unmasked dead letter", f"dead_letter:{letter.id}",
                {"fields": [*PERSONAL_PARTS, "timeline"]}, "shown", letter.sector, letter.case_no)
@@ -488,7 +493,7 @@ def discard_many(body: BulkDiscardIn, request: Request, identity: Operator) -> A
         return _plan(ReplayPlan(first.total, first.items))
     reason = _required(body.reason)
     if body.case_outcome is None:
-        raise BadInput("case_outcome is required: back_office, return or void")
+        raise BadInput(f"缺少 case_outcome，应为以下之一：{'、'.join(DISCARD_OUTCOMES)}")
     done = desk.discard(chosen, by=f"identity:{identity.id}", reason=reason, case_outcome=body.case_outcome)
     _audit(request, identity, "ops discard many", "dead_letters",
            {"filter": chosen.public(), "reason": reason, "case_outcome": body.case_outcome},

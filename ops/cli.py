@@ -286,8 +286,7 @@ def _reported() -> Iterator[None]:
     try:
         yield
     except (DeadLetterNotFound, ReplayRunNotFound) as exc:
-        what = "replay run" if isinstance(exc, ReplayRunNotFound) else "dead letter"
-        console.print(f"[red]no {what} {exc}[/red]")
+        console.print(f"[red]{exc}[/red]")  # names what was not found
         raise typer.Exit(exit_code(exc, NOT_FOUND)) from exc
     except (NotReplayable, NotDiscardable) as exc:
         console.print(f"[red]refused: {exc}[/red]")

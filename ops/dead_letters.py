@@ -73,8 +73,12 @@ class ReasonRequired(BadInput):
     """Replays and discards need a non-blank reason (it goes into the audit record and the letter)."""
 
 
+REASON_REQUIRED = "必须说明原因（原因随死信和审计日志保存），且不能为空白"
+
+
 class ReplayRunNotFound(LookupError):
-    pass
+    def __init__(self, run_id: int) -> None:
+        super().__init__(f"没有编号为 {run_id} 的重放批次")
 
 
 class NotDiscardable(ValueError):
@@ -195,14 +199,15 @@ class DeadLetterDesk:
         reason, pinned = check_reason(reason), _mapping(mapping) == "original"
         letter = self.get(dead_letter_id, scope)
         if letter.outbox_id is None or letter.status != DEAD:
-            raise NotReplayable(f"dead letter {dead_letter_id} is {letter.status}"
-                                + ("" if letter.outbox_id is not None else " and names no outbox message"))
+            raise NotReplayable(f"死信 {dead_letter_id} 的状态为 {letter.status}"
+                                + ("" if letter.outbox_id is not None else "，且没有对应的待发消息")
+                                + "：只有 dead 状态的死信可以重放")
         if pinned:
             self._check_registered([(letter.sector, letter.bundle_version)])
         now = self.clock.now()
         with self.units() as work:
             if not work.dead_letters.mark_replayed(letter.id, by, now, reason):  # someone else was quicker
-                raise NotReplayable(f"dead letter {dead_letter_id} was replayed or discarded meanwhile")
+                raise NotReplayable(f"死信 {dead_letter_id} 刚被他人重放或丢弃")
             work.outbox.reopen([letter.outbox_id], now, letter.bundle_version if pinned else None)
             work.commit()
         return replace(letter, status=DeadLetterRepository.REPLAYED, replayed_at=now, replayed_by=by,
@@ -291,13 +296,13 @@ class DeadLetterDesk:
         the way forward chosen (the message says why)."""
         letter = self.get(dead_letter_id)
         if letter.status != DEAD:
-            raise NotDiscardable(f"dead letter {dead_letter_id} is {letter.status}: only a dead one is discarded")
+            raise NotDiscardable(f"死信 {dead_letter_id} 的状态为 {letter.status}：只有 dead 状态的死信可以丢弃")
         done = self.discard(DeadLetterFilter(ids=frozenset({dead_letter_id})), by=by, reason=reason,
                             case_outcome=case_outcome)
         if done.kept:
-            raise NotDiscardable(f"dead letter {dead_letter_id} is kept: {done.kept[0][1]}")
+            raise NotDiscardable(f"死信 {dead_letter_id} 未丢弃：{done.kept[0][1]}")
         if not done.count:  # someone else was quicker
-            raise NotDiscardable(f"dead letter {dead_letter_id} is {self.get(dead_letter_id).status}")
+            raise NotDiscardable(f"死信 {dead_letter_id} 的状态已变为 {self.get(dead_letter_id).status}")
         return self.get(dead_letter_id)
 
     # -- inside ----------------------------------------------------------------------------------------
@@ -322,10 +327,10 @@ class DeadLetterDesk:
             try:
                 status = self._bundles.get(sector, version).status
             except UnknownBundle:
-                status = "not registered"
-            if status in (RETIRED, "not registered"):
-                raise NotReplayable(f"{sector} bundle version {version} is {status}: replay with the active "
-                                    "mapping instead")
+                status = "未注册"
+            if status in (RETIRED, "未注册"):
+                raise NotReplayable(f"{sector} 适配包版本 {version} {'已退役' if status == RETIRED else status}："
+                                    "请改用当前启用的映射（mapping=active）重放")
 
 
 
@@ -344,7 +349,7 @@ def case_outcome_of(outcome: str) -> WayForward:
     except ValueError:
         way = None
     if way not in DISCARD_OUTCOMES:
-        raise BadInput("case_outcome is one of " + ", ".join(DISCARD_OUTCOMES) + f", not {outcome!r}")
+        raise BadInput(f"case_outcome 应为以下之一：{'、'.join(DISCARD_OUTCOMES)}")
     return way
 
 
@@ -458,19 +463,19 @@ def _replayable(f: DeadLetterFilter) -> list[ColumnElement[bool]]:
 
 def _status(status: str | None) -> str | None:
     if status is not None and status not in STATUSES:
-        raise BadInput(f"status is one of {', '.join(STATUSES)}, not {status!r}")
+        raise BadInput(f"status 应为以下之一：{'、'.join(STATUSES)}")
     return status
 
 
 def _utc(name: str, instant: datetime) -> datetime:
     if instant.tzinfo is None:
-        raise BadInput(f"{name} needs a time zone")
+        raise BadInput(f"{name} 应带时区（如 +08:00）")
     return instant.astimezone(UTC)  # stored in UTC; SQLite compares the text
 
 
 def _count(name: str, value: int) -> int:
     if value < 0:
-        raise BadInput(f"{name} cannot be negative")
+        raise BadInput(f"{name} 不能为负数")
     return value
 
 
@@ -482,15 +487,15 @@ def check_reason(reason: str | None) -> str:
     except UndeliverableText as refused:
         raise ReasonRequired(str(refused)) from None
     if not text:
-        raise ReasonRequired("a reason is required (it is kept with the dead letter and in the audit log)")
+        raise ReasonRequired(REASON_REQUIRED)
     if len(text) > MAX_REASON:
-        raise ReasonRequired(f"a reason is at most {MAX_REASON} characters")
+        raise ReasonRequired(f"原因最多 {MAX_REASON} 个字符")
     return text
 
 
 def _mapping(mapping: str) -> MappingChoice:
     if mapping not in MAPPINGS:
-        raise BadInput(f"mapping is original or active, not {mapping!r}")
+        raise BadInput("mapping 应为 original（原映射）或 active（当前映射）")
     return cast(MappingChoice, mapping)
 
 

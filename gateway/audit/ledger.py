@@ -52,7 +52,7 @@ from sqlalchemy import ColumnElement, Engine, Select, and_, delete, func, insert
 from sqlalchemy.engine import Connection, RowMapping
 
 from certstore import CryptoError, FieldSealer, Signer, decode_signature, digest, encode_signature
-from gateway.domain.clock import Clock, SystemClock, as_utc
+from gateway.domain.clock import Clock, SystemClock, as_utc, beijing_text
 from gateway.persistence.ledger_tables import ledger_checkpoints, ledger_records, ledger_retention
 from gateway.persistence.uow import UnitsOfWork
 
@@ -97,7 +97,7 @@ class LedgerRecord:
         """The record without its body (which callers open, and mask, as their reader may see it)."""
         fields = asdict(self)
         del fields["body"]
-        return {**fields, "at": self.at.isoformat(), "has_body": self.body is not None}
+        return {**fields, "at": beijing_text(self.at), "has_body": self.body is not None}
 
     def archived(self) -> dict[str, Any]:
         """The record as a retention archive keeps it: every field, the body still sealed, so the archived

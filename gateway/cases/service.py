@@ -103,7 +103,8 @@ class _Unobserved:
 
 
 class UnknownMatter(LookupError):
-    pass
+    def __init__(self, matter: str) -> None:
+        super().__init__(f"没有已发布的事项 {matter}")
 
 
 class InvalidApplication(ValueError):
@@ -115,15 +116,20 @@ class InvalidApplication(ValueError):
 
 
 class IdempotencyConflict(ValueError):
-    """The Idempotency-Key was already used with a different request."""
+    """The Idempotency-Key was already used with a different request (the key is not repeated: the caller's)."""
+
+    def __init__(self) -> None:
+        super().__init__("该 Idempotency-Key 已用于内容不同的申请；新的申请请使用新的键")
 
 
 class CaseNotFound(LookupError):
-    pass
+    def __init__(self, case_no: str) -> None:
+        super().__init__(f"没有编号为 {case_no} 的办件")
 
 
 class DeadLetterNotFound(LookupError):
-    pass
+    def __init__(self, dead_letter_id: int) -> None:
+        super().__init__(f"没有编号为 {dead_letter_id} 的死信")
 
 
 class NotReplayable(ValueError):
@@ -689,7 +695,7 @@ class CaseService:
         if earlier is None:
             return None
         if earlier.request_hash != fingerprint:
-            raise IdempotencyConflict(key)
+            raise IdempotencyConflict()
         return SubmitOutcome(earlier.response, replayed=True)
 
     @staticmethod

@@ -9,7 +9,7 @@ from dataclasses import asdict
 from typing import Any
 
 from gateway.domain.case import Case, CaseEvent, Trigger
-from gateway.domain.clock import to_shanghai
+from gateway.domain.clock import beijing_text
 from gateway.domain.matter import Matter
 from gateway.observability.logs import mask_text, mask_value
 
@@ -112,7 +112,7 @@ def _promised_by(case: Case) -> str | None:
 def event_view(event: CaseEvent) -> dict[str, Any]:
     return {
         "seq": event.seq,
-        "at": to_shanghai(event.at).isoformat(),
+        "at": beijing_text(event.at),
         "trigger": str(event.trigger),
         "from_state": str(event.from_state) if event.from_state else None,
         "to_state": str(event.to_state),
@@ -125,7 +125,7 @@ def event_view(event: CaseEvent) -> dict[str, Any]:
 def document(case: Case, matter: Matter, kind: str) -> dict[str, Any]:
     """One of the documents of `_DOCUMENTS`, as structured JSON the hall can print."""
     if kind not in _DOCUMENTS:
-        raise DocumentNotAvailable(f"unknown document kind {kind!r}; kinds: {', '.join(_DOCUMENTS)}")
+        raise DocumentNotAvailable(f"没有这种文书；文书种类：{'、'.join(_DOCUMENTS)}")
     body = _DOCUMENTS[kind](case, matter)
     return {"kind": kind, "case_no": case.case_no, "matter": matter.name, "matter_code": matter.implementation_code,
             "applicant": case_view(case)["applicant"], **body}
@@ -140,7 +140,7 @@ def _last(case: Case, *triggers: Trigger) -> CaseEvent:
 
 def _acceptance_receipt(case: Case, matter: Matter) -> dict[str, Any]:
     event = _last(case, Trigger.ACCEPT, Trigger.DEEM_ACCEPTED)
-    return {"title": "受理凭证", "receipt_no": case.receipt_no, "accepted_at": to_shanghai(event.at).isoformat(),
+    return {"title": "受理凭证", "receipt_no": case.receipt_no, "accepted_at": beijing_text(event.at),
             "accepted_by": str(event.actor), "deemed": event.trigger is Trigger.DEEM_ACCEPTED,
             "materials_received": [m.name for m in case.materials], "promised_by": event.data.get("promised_by"),
             "promised_limit": f"{matter.promised_limit.value} {matter.promised_limit.unit}",
@@ -149,21 +149,21 @@ def _acceptance_receipt(case: Case, matter: Matter) -> dict[str, Any]:
 
 def _supplement_notice(case: Case, matter: Matter) -> dict[str, Any]:
     event = _last(case, Trigger.REQUEST_SUPPLEMENT)
-    return {"title": "补齐补正告知书", "notified_at": to_shanghai(event.at).isoformat(),
+    return {"title": "补齐补正告知书", "notified_at": beijing_text(event.at),
             "round": event.data.get("round"), "missing_materials": event.data.get("missing", []),
             "reason": event.reason, "note": "请一次性补齐上述材料后重新提交；补正期间受理时限暂停计算。"}
 
 
 def _not_accepted_notice(case: Case, matter: Matter) -> dict[str, Any]:
     event = _last(case, Trigger.NOT_ACCEPT)
-    return {"title": "不予受理通知书", "decided_at": to_shanghai(event.at).isoformat(), "reason": event.reason,
+    return {"title": "不予受理通知书", "decided_at": beijing_text(event.at), "reason": event.reason,
             "decided_by": str(event.actor)}
 
 
 def _delivery_receipt(case: Case, matter: Matter) -> dict[str, Any]:
     event = _last(case, Trigger.DELIVER)
     certificate = case_view(case)["certificate"]
-    return {"title": "送达回证", "delivered_at": to_shanghai(event.at).isoformat(), "certificate": certificate,
+    return {"title": "送达回证", "delivered_at": beijing_text(event.at), "certificate": certificate,
             "method": event.data.get("method"), "tracking_no": event.data.get("tracking_no"),
             "received_by": event.data.get("received_by")}
 

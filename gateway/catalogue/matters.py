@@ -444,7 +444,7 @@ class Catalogue:
     def draft(self, matter: Matter, actor: str) -> Matter:
         """Store the guide as the matter's next version, a draft; problems are reported by `validate`."""
         if len(matter.implementation_code) != IMPLEMENTATION_CODE_LENGTH:
-            raise InvalidMatter("the draft cannot be stored", [_length_problem(matter.implementation_code)])
+            raise InvalidMatter("草稿无法保存", [_length_problem(matter.implementation_code)])
         return self._retrying(lambda: self._write([matter], actor, DRAFT))[0]
 
     def publish(self, code: str, version: int, actor: str) -> Matter:
@@ -458,10 +458,10 @@ class Catalogue:
                                     .where(_mv.code == code, _mv.version == version, _mv.status == DRAFT)
                                     .values(status=PUBLISHED, published_at=now, published_by=actor))
                 if done.rowcount != 1:
-                    raise VersionConflict(f"{code} version {version} was changed by someone else meanwhile")
+                    raise VersionConflict(f"事项 {code} 第 {version} 版刚被他人修改")
                 uow.commit()
         except IntegrityError:
-            raise VersionConflict(f"{code}: another version was published at the same time") from None
+            raise VersionConflict(f"事项 {code} 的另一版本同时发布了") from None
         self._forget([code])
         return matter
 
@@ -508,20 +508,20 @@ class Catalogue:
     def _existing(self, code: str, version: int) -> Matter:
         matter = self.version(code, version)
         if matter is None:
-            raise MatterNotFound(f"matter {code} has no version {version}")
+            raise MatterNotFound(f"事项 {code} 没有第 {version} 版")
         return matter
 
     def _publishable(self, conn: Connection, code: str, version: int) -> Matter:
         query = self._rows().add_columns(_mv.status).where(_mv.code == code, _mv.version == version)
         row = conn.execute(query).one_or_none()
         if row is None:
-            raise MatterNotFound(f"matter {code} has no version {version}")
+            raise MatterNotFound(f"事项 {code} 没有第 {version} 版")
         if row.status != DRAFT:
-            raise VersionConflict(f"{code} version {version} is {row.status}; only a draft can be published")
+            raise VersionConflict(f"事项 {code} 第 {version} 版的状态为 {row.status}：只有草稿（draft）可以发布")
         matter = self._matter(row)
         problems = validate_matter(matter)
         if problems:
-            raise InvalidMatter(f"{code} version {version} cannot be published", problems)
+            raise InvalidMatter(f"事项 {code} 第 {version} 版不能发布", problems)
         return matter
 
     def _write(self, matters: Sequence[Matter], actor: str, status: str, only_if_empty: bool = False,
@@ -570,7 +570,7 @@ class Catalogue:
         try:
             return write()
         except IntegrityError:
-            raise VersionConflict("the catalogue is being changed concurrently; try again") from None
+            raise VersionConflict("事项目录正被同时修改，请重试") from None
 
     def _forget(self, codes: Iterable[str]) -> None:
         with self._lock:

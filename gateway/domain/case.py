@@ -207,7 +207,7 @@ class ForbiddenTransition(Exception):
     """The table does not allow this trigger from this state, or not for this actor."""
 
     def __init__(self, case_no: str, state: CaseState | None, trigger: Trigger, actor: str) -> None:
-        super().__init__(f"办件 {case_no}: '{trigger}' by {actor} is not allowed in state {state}")
+        super().__init__(f"办件 {case_no} 处于 {state or '未提交'} 状态，{actor} 不能执行 {trigger}")
         self.case_no, self.state, self.trigger, self.actor = case_no, state, trigger, actor
 
 

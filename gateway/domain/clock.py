@@ -7,8 +7,9 @@ so tests can pin time.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -56,3 +57,22 @@ def beijing_text(instant: datetime) -> str:
     """The one way an instant leaves the gateway (API answers, payloads, CLI output): Beijing time with
     its offset and milliseconds, e.g. `2026-12-07T20:10:00.123+08:00`. Stored instants stay UTC."""
     return as_utc(instant).astimezone(SHANGHAI).isoformat(timespec="milliseconds")
+
+
+# An instant as ISO 8601 text with a zone (`Z` or an offset): a date alone, or a time without a zone, is not one.
+_ISO_INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})")
+
+
+def instants_as_beijing_text(value: Any) -> Any:
+    """A JSON-like value (dicts, lists, scalars) with every instant in it — a datetime, or ISO text with a
+    zone as stored (`2026-11-24T02:00:00+00:00`) — written as `beijing_text`; everything else unchanged.
+    For answers assembled from records kept in UTC by packages that know nothing of the gateway."""
+    if isinstance(value, datetime):
+        return beijing_text(value)
+    if isinstance(value, str) and _ISO_INSTANT.fullmatch(value):
+        return beijing_text(datetime.fromisoformat(value))
+    if isinstance(value, dict):
+        return {key: instants_as_beijing_text(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [instants_as_beijing_text(item) for item in value]
+    return value

@@ -182,7 +182,7 @@ def conclude_task(case: Case, task_id: str, decision: TaskState, opinion: str, a
     """A department decides its part. Once every task has concluded the case follows the lead department."""
     task = case.task(task_id)
     if not decision.concluded:
-        raise CaseRuleViolation(f"'{decision}' is not a decision")
+        raise CaseRuleViolation(f"{decision} 不是办理决定")
     if task.state.concluded:
         if task.state is decision:
             return  # the same decision again (a sector's retry): changes nothing
@@ -345,7 +345,7 @@ def issue_certificate(case: Case, certificate: Certificate, actor: Actor, now: d
 def deliver(case: Case, delivery: Delivery, actor: Actor, now: datetime) -> None:
     """统一送达: picked up or sent by express (with its tracking number); then the case is done."""
     if delivery.method not in ("pickup", "express"):
-        raise CaseRuleViolation(f"unknown delivery method {delivery.method!r}")
+        raise CaseRuleViolation("送达方式应为 pickup（窗口领取）或 express（快递送达）")
     if delivery.method == "express" and not delivery.tracking_no:
         raise CaseRuleViolation("快递送达必须填写快递单号")
     case.delivery = delivery
@@ -359,7 +359,7 @@ def evaluate(case: Case, evaluation: Evaluation, actor: Actor, now: datetime) ->
     if case.evaluation is not None:
         raise CaseRuleViolation("该办件已评价")
     if evaluation.level not in EVALUATION_LEVELS:
-        raise CaseRuleViolation(f"unknown evaluation level {evaluation.level!r}")
+        raise CaseRuleViolation(f"评价等级应为以下之一：{'、'.join(EVALUATION_LEVELS)}")
     case.apply(Trigger.EVALUATE, _person(case, actor), now, evaluation.text or evaluation.level,
                {"level": evaluation.level, "channel": evaluation.channel})
     case.evaluation = evaluation
@@ -403,7 +403,7 @@ def green_channel(claims: Iterable[str], id_type: str, id_number: str, today: da
     number in GB 11643 form: resident ID, temporary ID, residence permits, the 2023 permanent residence card)."""
     unknown = set(claims) - GREEN_CHANNEL_CLAIMS
     if unknown:
-        raise CaseRuleViolation(f"unknown green-channel grounds: {', '.join(sorted(unknown))}")
+        raise CaseRuleViolation(f"绿色通道理由应为以下之一：{'、'.join(sorted(GREEN_CHANNEL_CLAIMS))}")
     grounds = sorted(set(claims))
     birth = birth_date(id_type, id_number)
     if birth is not None and _age(birth, today) >= 60:

@@ -44,9 +44,8 @@ def separation_breach(roles: frozenset[Role]) -> str | None:
     duties = {DUTIES[r] for r in roles if r in DUTIES}
     if len(duties) <= 1:
         return None
-    held = ", ".join(sorted(r for r in roles if r in DUTIES))
-    return (f"separation of duties: {held} span {' and '.join(sorted(duties))}, "
-            "which one identity may not hold together")
+    held = "、".join(sorted(r for r in roles if r in DUTIES))
+    return f"违反三员分立：{held} 分属不同职责（{'、'.join(sorted(duties))}），同一身份不能兼任"
 
 
 @dataclass(frozen=True)
@@ -87,6 +86,9 @@ class NotAllowed(Exception):
     """The identity holds none of the roles the endpoint admits, or acts outside its department/sector."""
 
 
+UNMASKED_ONLY = "个人信息只对运维人员和本部门的管理员以明文显示"
+
+
 class RateLimiter(Protocol):
     def wait_s(self, identity_id: str) -> float: ...
 
@@ -95,5 +97,5 @@ class RateLimited(Exception):
     """The identity has used up its requests for now (`gateway.security.rate_limits`)."""
 
     def __init__(self, retry_after_s: float) -> None:
-        super().__init__(f"too many requests from this identity; retry after {retry_after_s:.1f} s")
+        super().__init__(f"该身份的请求过于频繁，请 {retry_after_s:.1f} 秒后重试")
         self.retry_after_s = retry_after_s

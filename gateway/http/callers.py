@@ -66,13 +66,13 @@ def require(*roles: Role) -> Callable[[Request], Identity]:
     def dependency(request: Request) -> Identity:
         identity = caller(request)
         if identity is None:
-            raise NotAuthenticated("a valid API key is required (Authorization: Bearer <key>)")
+            raise NotAuthenticated("请在 Authorization 头中提供有效的 API 密钥（Authorization: Bearer <密钥>）")
         # Every call of a known identity costs a token, refused ones too: probing is not free.
         limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
         if limiter is not None and (wait := limiter.wait_s(identity.id)) > 0:
             raise RateLimited(wait)
         if not identity.roles & admitted:
-            raise NotAllowed(f"this endpoint admits {', '.join(sorted(admitted))}")
+            raise NotAllowed(f"此接口只对以下角色开放：{'、'.join(sorted(admitted))}")
         request.state.identity = identity
         return identity
 

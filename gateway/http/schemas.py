@@ -1,17 +1,33 @@
 """Response schemas more than one router answers with (a router never imports another: what two share
-lives here). Their class names are their OpenAPI component names."""
+lives here). Their class names are their OpenAPI component names.
+
+Every instant an answer holds is a `BeijingTime`: Beijing time with its offset and milliseconds
+(`gateway.domain.clock.beijing_text`), whatever zone it was stored or computed in. Answers built by hand
+(dicts) call `beijing_text` themselves.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PlainSerializer, WithJsonSchema
+
+from gateway.domain.clock import beijing_text
+
+BEIJING_TIME_EXAMPLE = "2026-11-24T10:00:00.000+08:00"
+# Serialised as Beijing time in JSON only: Python callers (model_dump) keep the aware datetime.
+BeijingTime = Annotated[
+    datetime,
+    PlainSerializer(beijing_text, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time", "examples": [BEIJING_TIME_EXAMPLE],
+                    "description": "Beijing time with its offset, e.g. " + BEIJING_TIME_EXAMPLE}),
+]
 
 
 class EventOut(BaseModel):
     seq: int
-    at: str
+    at: BeijingTime
     trigger: str
     from_state: str | None
     to_state: str
@@ -28,7 +44,7 @@ class CaseEventOut(BaseModel):
     from_state: str | None
     to_state: str
     matter_code: str
-    at: str
+    at: BeijingTime
 
 
 class DeliveryOut(BaseModel):
@@ -38,8 +54,8 @@ class DeliveryOut(BaseModel):
     event: CaseEventOut
     status: str = Field(description="pending | delivered | failed | cancelled")
     attempts: int
-    next_at: datetime
+    next_at: BeijingTime
     last_status: int | None = Field(description="the receiver's last HTTP status; null: no answer")
     last_error: str | None
-    created_at: datetime
-    delivered_at: datetime | None
+    created_at: BeijingTime
+    delivered_at: BeijingTime | None

@@ -54,7 +54,7 @@ class MaterialError(Exception):
 
 class MaterialTooLarge(MaterialError):
     def __init__(self, max_bytes: int) -> None:
-        super().__init__(f"the file exceeds the limit of {max_bytes} bytes")
+        super().__init__(f"文件超过上限 {max_bytes} 字节")
         self.max_bytes = max_bytes
 
 
@@ -64,12 +64,12 @@ class UnsupportedMaterial(MaterialError):
 
 class EmptyMaterial(UnsupportedMaterial):
     def __init__(self) -> None:
-        super().__init__("the file is empty")
+        super().__init__("文件是空的")
 
 
 class UnknownMaterial(LookupError):
     def __init__(self, ref: str) -> None:
-        super().__init__(f"no material {ref}")
+        super().__init__(f"没有材料 {ref}")
         self.ref = ref
 
 
@@ -77,7 +77,7 @@ class AlteredMaterial(Exception):
     """A stored file that no longer hashes to what was uploaded (or is gone): it must not leave the gateway."""
 
     def __init__(self, ref: str) -> None:
-        super().__init__(f"material {ref} has been altered or removed on disk since it was uploaded")
+        super().__init__(f"材料 {ref} 上传后在磁盘上被改动或删除")
         self.ref = ref
 
 
@@ -218,10 +218,10 @@ class MaterialStore:
             raise EmptyMaterial()
         actual = sniff(received.path)
         if actual is None or actual not in self.allowed:
-            raise UnsupportedMaterial(f"the content is not one of: {', '.join(sorted(self.allowed))}")
+            raise UnsupportedMaterial(f"文件内容不是以下类型之一：{'、'.join(sorted(self.allowed))}")
         declared = _declared(declared_type)
         if declared is not None and declared != actual:
-            raise UnsupportedMaterial(f"the file was declared as {declared} but its content is {actual}")
+            raise UnsupportedMaterial(f"文件声明为 {declared}，但内容是 {actual}")
         return actual
 
     def _place(self, received: _Received) -> None:

@@ -13,7 +13,8 @@ scheduled jobs take it from there (`gateway.transport.scheduler`: one process at
   failure waits with exponential backoff and holds that case's later events back, never other cases'.
   After the last attempt the delivery is `failed` and the case's next events go on.
 
-An event carries identifiers and states only, never personal data (DESIGN invariant 8). A webhook URL must
+An event carries identifiers and states only, never personal data (DESIGN invariant 8); its `at` is Beijing
+time (`beijing_text`), also for an event queued before that was so. A webhook URL must
 be https to a public address (`check_target`: no loopback, private, link-local or reserved address, checked
 when subscribing and again before every request, which then goes to the address checked — a name that
 re-resolves elsewhere in between reaches nobody new); hosts in `WebhookPolicy.insecure_hosts` are exempt.
@@ -45,7 +46,7 @@ from sqlalchemy import Engine, RowMapping, exists, func, insert, select, update
 
 from certstore import FieldSealer
 from gateway.domain.case import Trigger
-from gateway.domain.clock import Clock, as_utc
+from gateway.domain.clock import Clock, as_utc, beijing_text, instants_as_beijing_text
 from gateway.domain.roles import Identity
 from gateway.domain.text import UndeliverableText, optional_text
 from gateway.persistence.notification_tables import (
@@ -134,15 +135,17 @@ class Delivery:
 
 
 def case_event(row: RowMapping) -> dict[str, Any]:
-    """A `case_notifications` row as the hall receives it: identifiers and states only."""
+    """A `case_notifications` row as the hall receives it: identifiers and states only, `at` in Beijing time."""
     return {"event_id": f"{row['case_no']}:{row['seq']}", "case_no": row["case_no"], "seq": row["seq"],
             "trigger": row["trigger"], "from_state": row["from_state"], "to_state": row["to_state"],
-            "matter_code": row["matter_code"], "at": as_utc(row["at"]).isoformat()}
+            "matter_code": row["matter_code"], "at": beijing_text(row["at"])}
 
 
 def event_body(event: Mapping[str, Any]) -> bytes:
-    """The bytes sent (and signed): one canonical encoding for the broker and every webhook."""
-    return json.dumps(event, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
+    """The bytes sent (and signed): one canonical encoding for the broker and every webhook. An event stored
+    before times left in Beijing time (its `at` in UTC) is sent in Beijing time too: one format on the wire."""
+    shown = {**event, "at": instants_as_beijing_text(event["at"])} if "at" in event else event
+    return json.dumps(shown, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
 
 
 def routing_key(event: Mapping[str, Any]) -> str:
@@ -163,10 +166,10 @@ def matches(events: Iterable[str], trigger: str) -> bool:
 def chosen_events(events: Sequence[str]) -> list[str]:
     """Triggers to subscribe to, deduplicated and sorted; `*` alone stands for every one."""
     if not events:
-        raise WebhookRefused("name at least one case trigger, or \"*\" for all")
+        raise WebhookRefused("请至少列出一个办件触发事件，或用 \"*\" 订阅全部")
     unknown = [e for e in events if e != ALL_EVENTS and e not in TRIGGERS]
     if unknown:
-        raise WebhookRefused(f"events must be case triggers or \"*\"; the triggers are: {', '.join(sorted(TRIGGERS))}")
+        raise WebhookRefused(f"events 只能是办件触发事件或 \"*\"；触发事件有：{'、'.join(sorted(TRIGGERS))}")
     return [ALL_EVENTS] if ALL_EVENTS in events else sorted(set(events))
 
 
@@ -186,24 +189,24 @@ class Target:
 def check_target(url: str, insecure_hosts: frozenset[str] = frozenset()) -> Target:
     """Where a request to `url` may go, or WebhookRefused. Messages never repeat the URL (the caller's)."""
     if len(url) > MAX_URL or any(ch.isspace() or unicodedata.category(ch) == "Cc" for ch in url):
-        raise WebhookRefused("the url has spaces or control characters, or is too long")
+        raise WebhookRefused("url 含有空白或控制字符，或过长")
     try:
         parts = urlsplit(url)
         host, port = parts.hostname, parts.port
     except ValueError as exc:
-        raise WebhookRefused("the url is not a valid URL") from exc
+        raise WebhookRefused("url 不是合法的 URL") from exc
     if parts.scheme not in ("https", "http") or not host:
-        raise WebhookRefused("the url must be an https:// URL naming a host")
+        raise WebhookRefused("url 应为指明主机的 https:// 地址")
     if parts.username is not None or parts.password is not None:
-        raise WebhookRefused("the url must not carry credentials: requests are signed with the secret instead")
+        raise WebhookRefused("url 不能携带用户名或密码：推送请求以签名密钥签名")
     trusted = host in insecure_hosts
     if parts.scheme == "http" and not trusted:
-        raise WebhookRefused("the url must use https (plain http only to YIWANG_WEBHOOK_INSECURE_HOSTS)")
+        raise WebhookRefused("url 应使用 https（只有 YIWANG_WEBHOOK_INSECURE_HOSTS 中的主机可用 http）")
     port = port or (443 if parts.scheme == "https" else 80)
     addresses = _resolve(host, port)
     if not trusted and not all(_public(a) for a in addresses):
-        raise WebhookRefused("the url's host is a loopback, private, link-local or reserved address; webhooks go "
-                             "to public hosts only (or to YIWANG_WEBHOOK_INSECURE_HOSTS)")
+        raise WebhookRefused("url 的主机是回环、私有、链路本地或保留地址；推送只发往公网主机"
+                             "（或 YIWANG_WEBHOOK_INSECURE_HOSTS 中的主机）")
     address = addresses[0]
     netloc = f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
     return Target(urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, "")), parts.netloc, host)
@@ -213,7 +216,7 @@ def _resolve(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
-        raise WebhookRefused("the url's host does not resolve") from exc
+        raise WebhookRefused("url 的主机名无法解析") from exc
     return [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
 
 
@@ -252,7 +255,7 @@ class Webhooks:
             active = conn.execute(select(func.count()).select_from(s)
                                   .where(s.c.owner_id == owner.id, s.c.active)).scalar_one()
             if active >= MAX_ACTIVE_PER_OWNER:
-                raise WebhookRefused(f"an identity may hold at most {MAX_ACTIVE_PER_OWNER} active subscriptions")
+                raise WebhookRefused(f"每个身份最多持有 {MAX_ACTIVE_PER_OWNER} 个有效订阅")
             conn.execute(insert(s).values(row))
             uow.commit()
         return _subscription(row), secret
@@ -267,7 +270,7 @@ class Webhooks:
         rows = self._read(select(s).where(s.c.id == webhook_id, s.c.owner_id == owner_id)) \
             if WEBHOOK_ID.fullmatch(webhook_id) else []
         if not rows:  # another identity's subscription is as unknown as one that never was
-            raise UnknownWebhook("no such webhook subscription of yours")
+            raise UnknownWebhook("你没有这个推送订阅")
         return _subscription(rows[0])
 
     def deliveries(self, owner_id: str, webhook_id: str, limit: int = 50) -> list[Delivery]:
@@ -369,11 +372,11 @@ class WebhookFailures:
         found = self._read(select(d, s.c.owner_id, s.c.owner_name, s.c.active)
                            .join(s, s.c.id == d.c.subscription_id).where(d.c.id == delivery_id))
         if not found:
-            raise UnknownDelivery(f"no webhook delivery {delivery_id}")
+            raise UnknownDelivery(f"没有编号为 {delivery_id} 的推送记录")
         row = found[0]
         if not changed:
-            why = row["status"] if row["status"] != FAILED else "failed, but its subscription was deleted"
-            raise NotRedeliverable(f"webhook delivery {delivery_id} is {why}")
+            why = f"状态为 {row['status']}" if row["status"] != FAILED else "已失败，但其订阅已删除"
+            raise NotRedeliverable(f"推送记录 {delivery_id} {why}，只有失败且订阅仍有效的推送可以重发")
         return FailedDelivery(_delivery(row), row["owner_id"], row["owner_name"])
 
     def _read(self, query: Any) -> list[RowMapping]:

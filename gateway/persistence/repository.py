@@ -53,6 +53,9 @@ def idempotency_key(case_no: str, task_id: str, operation: str, round: int = 0) 
 class StaleCase(Exception):
     """Someone else changed the case since it was read (optimistic concurrency)."""
 
+    def __init__(self, case_no: str) -> None:
+        super().__init__(f"办件 {case_no} 在读取后已被修改，请重新读取后再操作")
+
 
 class CaseRepository:
     def __init__(self, conn: Connection, personal: PersonalData) -> None:

@@ -24,7 +24,7 @@ from sqlalchemy import Engine, and_, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from adapters import Bundle
-from gateway.domain.clock import Clock, as_utc
+from gateway.domain.clock import Clock, as_utc, beijing_text, instants_as_beijing_text
 from gateway.persistence.bundle_tables import ACTIVE, INACTIVE, REGISTERED, RETIRED, bundle_versions
 from gateway.persistence.uow import UnitsOfWork
 
@@ -42,7 +42,8 @@ class BundleConflict(ValueError):
 
 
 class UnknownBundle(LookupError):
-    pass
+    def __init__(self, sector: str, version: str) -> None:
+        super().__init__(f"部门 {sector} 没有 {version} 版适配包")
 
 
 @dataclass(frozen=True)
@@ -60,9 +61,10 @@ class BundleVersion:
 
     def public(self) -> dict[str, Any]:
         return {"sector": self.sector, "version": self.version, "status": self.status, "kind": self.kind,
-                "sha256": self.sha256, "summary": self.summary, "test_result": self.test_result,
-                "registered_at": self.registered_at.isoformat(), "registered_by": self.registered_by,
-                "activated_at": self.activated_at.isoformat() if self.activated_at else None}
+                "sha256": self.sha256, "summary": self.summary,
+                "test_result": instants_as_beijing_text(self.test_result),  # its `at` is kept in UTC
+                "registered_at": beijing_text(self.registered_at), "registered_by": self.registered_by,
+                "activated_at": beijing_text(self.activated_at) if self.activated_at else None}
 
 
 def pack_folder(folder: Path) -> bytes:
@@ -97,7 +99,7 @@ class BundleStore:
         with self._reading() as conn:
             row = conn.execute(select(*_columns()).where(_key(sector, version))).mappings().first()
         if row is None:
-            raise UnknownBundle(f"{sector} {version}")
+            raise UnknownBundle(sector, version)
         return _version(row)
 
     def active(self) -> list[tuple[str, str, str]]:
@@ -111,7 +113,7 @@ class BundleStore:
         with self._reading() as conn:
             data = conn.execute(select(bundle_versions.c.archive).where(_key(sector, version))).scalar()
         if data is None:
-            raise UnknownBundle(f"{sector} {version}")
+            raise UnknownBundle(sector, version)
         return bytes(data)
 
     # -- changing ----------------------------------------------------------------------------------
@@ -125,7 +127,7 @@ class BundleStore:
             if problems:
                 raise BundleInvalid(problems)
             if not may_act_for(bundle.sector):
-                raise PermissionError(f"not an administrator of sector {bundle.sector!r}")
+                raise PermissionError(f"不是部门 {bundle.sector} 的管理员")
             row: dict[str, Any] = {
                 "sector": bundle.sector, "version": bundle.version, "status": REGISTERED, "kind": bundle.kind,
                 "archive": archive, "sha256": hashlib.sha256(archive).hexdigest(), "summary": summary(bundle),
@@ -177,14 +179,14 @@ class BundleStore:
                 .order_by(bundle_versions.c.activated_at.desc()).limit(1)
             ).scalar()
         if previous is None:
-            raise BundleConflict(f"{sector} has no earlier active version to roll back to")
+            raise BundleConflict(f"{sector} 没有更早启用过的版本可以回退")
         return self.activate(sector, previous, actor)
 
     def retire(self, sector: str, version: str, actor: str) -> BundleVersion:
         with self.units() as uow:
             conn = uow.conn
             if _status(conn, sector, version) == ACTIVE:
-                raise BundleConflict(f"{sector} {version} is active: activate another version first")
+                raise BundleConflict(f"{sector} {version} 正在启用：请先启用另一版本")
             conn.execute(update(bundle_versions).where(_key(sector, version))
                          .values(status=RETIRED, retired_at=self.clock.now(), retired_by=actor))
             uow.commit()
@@ -252,14 +254,14 @@ def _check_no_overlap(conn: Any, sector: str, version: str) -> None:
     for other, summary in others:
         shared = _departments(mine) & _departments(summary)
         if shared:
-            raise BundleConflict(f"{sector} would take department {sorted(shared)[0]}, which {other} already serves")
+            raise BundleConflict(f"{sector} 声明的部门 {sorted(shared)[0]} 已由 {other} 服务")
 
 
 def _activatable(conn: Any, sector: str, version: str) -> str:
     """The version's status, if it may be activated; else UnknownBundle or BundleConflict."""
     status = _status(conn, sector, version)
     if status == RETIRED:
-        raise BundleConflict(f"{sector} {version} is retired")
+        raise BundleConflict(f"{sector} {version} 已退役")
     _check_no_overlap(conn, sector, version)
     return status
 
@@ -267,5 +269,5 @@ def _activatable(conn: Any, sector: str, version: str) -> str:
 def _status(conn: Any, sector: str, version: str) -> str:
     status = conn.execute(select(bundle_versions.c.status).where(_key(sector, version))).scalar()
     if status is None:
-        raise UnknownBundle(f"{sector} {version}")
+        raise UnknownBundle(sector, version)
     return str(status)

@@ -79,7 +79,7 @@ class SectorCalls:
         """A named synchronous query, routed to the sector whose active bundle declares it."""
         sector = self.registry.sector_for_query(name)
         if sector is None:
-            raise NoActiveAdapter(f"no active bundle answers the query {name!r}")
+            raise NoActiveAdapter(f"没有启用的适配包提供查询 {name}")
         result = logged_call(self.messages, self.registry.get(sector), name, {"query": dict(params)}, case_no=None)
         return {"query": name, "sector": sector, "result": result}
 
@@ -87,14 +87,14 @@ class SectorCalls:
         """What the active version would send, without sending it."""
         registered = self.registry.get(sector)
         if operation not in registered.mappings:
-            raise NoActiveAdapter(f"{sector} version {registered.version} has no operation or query {operation!r}")
+            raise NoActiveAdapter(f"{sector} 适配包 {registered.version} 版没有操作或查询 {operation}")
         if case_no is None:
             message: dict[str, Any] = {"query": dict(params)}
         else:
             case = self.service.get(case_no)
             task = next((t for t in case.tasks if t.sector == sector), None)
             if task is None:
-                raise NoActiveAdapter(f"case {case_no} has no task for sector {sector!r}")
+                raise NoActiveAdapter(f"办件 {case_no} 没有交给部门 {sector} 的任务")
             message = canonical_message(case, task.task_id, idempotency_key(case_no, task.task_id, operation))
         # Adapters take an operation or query by name; what they render is returned as JSON-able data.
         # adapters.contract.Adapter.render names only Operation: hence the ignore.
@@ -134,7 +134,7 @@ class SectorCalls:
         registered = self.registry.get(sector)
         results = registered.bundle.results
         if not isinstance(results, CallbackResults):  # a polling sector has no key to sign callbacks with
-            raise NoActiveAdapter(f"sector {sector!r} does not answer by callback")
+            raise NoActiveAdapter(f"部门 {sector} 不以回调方式答复")
         try:
             verify_hmac(headers, method, path, body, results.callback_auth,
                         now=self.service.clock.now().timestamp(), seen_nonces=_SeenNonces(self.nonces, sector))

@@ -65,8 +65,8 @@ class LiveRegistry:
         entry = self._current().get(sector)
         if entry is None:
             broken = self._broken.get(sector)
-            why = f" (version {broken[0]} cannot be built here: {broken[1]})" if broken else ""
-            raise NoActiveAdapter(f"no active bundle for sector {sector!r}{why}")
+            why = f"（{broken[0]} 版无法在此构建：{broken[1]}）" if broken else ""
+            raise NoActiveAdapter(f"部门 {sector} 没有启用的适配包{why}")
         return entry.registered
 
     def get_version(self, sector: str, version: str) -> RegisteredAdapter:

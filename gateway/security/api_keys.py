@@ -28,7 +28,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import Connection, Engine, RowMapping, insert, select, update
 
-from gateway.domain.clock import Clock, SystemClock, as_utc
+from gateway.domain.clock import Clock, SystemClock, as_utc, beijing_text
 from gateway.domain.codes import is_valid_credit_code
 from gateway.domain.roles import Identity, Role, separation_breach
 from gateway.domain.text import UndeliverableText, typed_text
@@ -83,29 +83,29 @@ def parse_role(text: str | Role) -> Role:
     try:
         return Role(text)
     except ValueError:
-        raise IdentityError(f"unknown role {text!r}; roles are: {', '.join(Role)}") from None
+        raise IdentityError(f"没有角色 {text}；角色有：{'、'.join(Role)}") from None
 
 
 def _checked_roles(roles: Iterable[Role | str], department: str | None, sector: str | None) -> frozenset[Role]:
     """The rules an identity's roles and scope obey; the first broken one raises IdentityError."""
     checked = frozenset(parse_role(r) for r in roles)
     if not checked:
-        raise IdentityError("an identity needs at least one role")
+        raise IdentityError("身份至少需要一个角色")
     if (breach := separation_breach(checked)) is not None:
         raise SeparationOfDuties(breach)
     _check_scope(checked, Role.CLERK, "department", department)
     _check_scope(checked, Role.SECTOR_ADMIN, "sector", sector)
     if department is not None and not is_valid_credit_code(department):
-        raise IdentityError(f"department {department!r} is not a valid unified social credit code (GB 32100)")
+        raise IdentityError(f"department {department} 不是有效的统一社会信用代码（GB 32100）")
     return checked
 
 
 def _check_scope(roles: frozenset[Role], role: Role, scope: str, value: str | None) -> None:
     """A scoped role needs its scope, and a scope means nothing without its role."""
     if role in roles and not value:
-        raise IdentityError(f"a {role} needs a {scope}")
+        raise IdentityError(f"{role} 角色须指定 {scope}")
     if role not in roles and value is not None:
-        raise IdentityError(f"a {scope} is given only to a {role}")
+        raise IdentityError(f"只有 {role} 角色可以指定 {scope}")
 
 
 def _admissible(identity: Identity) -> bool:
@@ -187,7 +187,7 @@ class ApiKeyStore:
     ) -> tuple[Identity, str]:
         """A new identity and its raw key — returned this once, stored only as a hash."""
         if not name.strip():
-            raise IdentityError("an identity needs a name")
+            raise IdentityError("身份须有持有人名称")
         try:
             name = typed_text(name, "持有人名称")  # it shows in audit records and operators' answers
         except UndeliverableText as refused:
@@ -228,13 +228,13 @@ class ApiKeyStore:
         try:
             fingerprint = certificate_fingerprint(certificate_pem)
         except ValueError as exc:
-            raise IdentityError(f"not a PEM certificate: {exc}") from None
+            raise IdentityError(f"不是 PEM 格式的证书（诊断：{exc}）") from None
         with self._units() as uow:
             conn = uow.conn
             row = self._active_row(conn, identity_id)
             holder = conn.execute(select(identities.c.id).where(identities.c.cert_fingerprint == fingerprint)).scalar()
             if holder not in (None, identity_id):
-                raise IdentityError(f"that certificate is already bound to identity {holder!r}")
+                raise IdentityError(f"该证书已绑定到身份 {holder}")
             conn.execute(update(identities).where(identities.c.id == identity_id).values(cert_fingerprint=fingerprint))
             uow.commit()
         self._forget(*_entries(row))
@@ -259,10 +259,10 @@ class ApiKeyStore:
     def _active_row(self, conn: Connection, identity_id: str) -> RowMapping:
         row = conn.execute(select(identities).where(identities.c.id == identity_id)).mappings().first()
         if row is None:
-            raise UnknownIdentity(f"no identity {identity_id!r}")
+            raise UnknownIdentity(f"没有身份 {identity_id}")
         if row["revoked_at"] is not None:
             self._forget(*_entries(row))  # revoked elsewhere: stop admitting it here now too
-            raise AlreadyRevoked(f"identity {identity_id!r} was already revoked at {as_utc(row['revoked_at'])}")
+            raise AlreadyRevoked(f"身份 {identity_id} 已于 {beijing_text(row['revoked_at'])} 吊销")
         return row
 
     def get(self, identity_id: str) -> IssuedIdentity | None:

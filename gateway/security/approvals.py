@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, RowMapping, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from gateway.domain.clock import Clock, as_utc
+from gateway.domain.clock import Clock, as_utc, beijing_text
 from gateway.domain.roles import Identity, Role, acts_for_sector
 from gateway.persistence.access_tables import APPROVED, FAILED, PENDING, REJECTED, approvals
 from gateway.persistence.uow import UnitsOfWork
@@ -38,7 +38,8 @@ class Action(StrEnum):
 
 
 class UnknownApproval(LookupError):
-    pass
+    def __init__(self, approval_id: str) -> None:
+        super().__init__(f"没有审批 {approval_id}")
 
 
 class OwnRequest(PermissionError):
@@ -88,8 +89,8 @@ class Approval:
     def public(self) -> dict[str, Any]:
         return {"id": self.id, "action": str(self.action), "subject": self.subject, "params": self.params,
                 "sector": self.sector, "status": self.status, "requested_by": self.requested_by,
-                "requested_at": self.requested_at.isoformat(), "decided_by": self.decided_by,
-                "decided_at": self.decided_at.isoformat() if self.decided_at else None, "note": self.note}
+                "requested_at": beijing_text(self.requested_at), "decided_by": self.decided_by,
+                "decided_at": beijing_text(self.decided_at) if self.decided_at else None, "note": self.note}
 
 
 def may_decide(identity: Identity, action: Action, sector: str | None) -> bool:
@@ -122,7 +123,7 @@ class Approvals:
     def get(self, approval_id: str) -> Approval:
         rows = self._read(select(approvals).where(approvals.c.id == approval_id))
         if not rows:
-            raise UnknownApproval(f"no approval {approval_id!r}")
+            raise UnknownApproval(approval_id)
         return _approval(rows[0])
 
     def list(self, status: str | None = PENDING) -> builtins.list[Approval]:
@@ -152,20 +153,20 @@ class Approvals:
             conn = uow.conn
             row = conn.execute(select(approvals).where(approvals.c.id == approval_id)).mappings().first()
             if row is None:
-                raise UnknownApproval(f"no approval {approval_id!r}")
+                raise UnknownApproval(approval_id)
             pending = _approval(row)
             if pending.status != PENDING:
-                raise AlreadyDecided(f"{approval_id} is {pending.status}, not pending")
+                raise AlreadyDecided(f"审批 {approval_id} 的状态为 {pending.status}，不再等待审批")
             if not may_decide(decider, pending.action, pending.sector):
-                raise NotADecider(f"{decider.id} may not {pending.action} {pending.subject}, so may not decide on it")
+                raise NotADecider(f"你无权执行 {pending.action}（{pending.subject}），因此也不能审批它")
             if status == APPROVED and decider.id == pending.requested_by:
-                raise OwnRequest(f"{approval_id} was requested by {decider.id}: a second identity must approve it")
+                raise OwnRequest(f"审批 {approval_id} 是你本人提出的：须由另一身份批准")
             decided = {"status": status, "decided_by": decider.id, "decided_at": self._clock.now(), "note": note}
             done = conn.execute(update(approvals)
                                 .where(approvals.c.id == approval_id, approvals.c.status == PENDING)
                                 .values(**decided))
             if done.rowcount != 1:
-                raise AlreadyDecided(f"{approval_id} was decided by someone else meanwhile")
+                raise AlreadyDecided(f"审批 {approval_id} 刚被他人处理")
             uow.commit()
         return _approval({**row, **decided})
 
@@ -180,7 +181,7 @@ class Approvals:
         rows = self._read(select(approvals).where(approvals.c.action == str(action),
                                                   approvals.c.subject == subject, approvals.c.status == PENDING))
         if not rows:  # decided in the instant between our insert and this read: ask the caller to retry
-            raise AlreadyDecided(f"the pending request for {subject} was just decided; ask again")
+            raise AlreadyDecided(f"{subject} 的待审批申请刚被处理，请重新提交")
         return _approval(rows[0])
 
     def _read(self, query: Any) -> builtins.list[RowMapping]:

@@ -64,7 +64,7 @@ def test_a_complete_application_is_accepted_on_the_spot(hall: TestClient, gatewa
     assert count(gateway, t.outbox) == 1
     events = hall.get(f"/v1/cases/{case['case_no']}/events").json()
     assert [(e["trigger"], e["to_state"]) for e in events] == [("submit", "submitted"), ("accept", "accepted")]
-    assert events[0]["at"] == "2026-11-24T10:00:00+08:00"  # shown in Beijing time
+    assert events[0]["at"] == "2026-11-24T10:00:00.000+08:00"  # shown in Beijing time, to the millisecond
 
 
 def test_case_numbers_follow_the_beijing_date_and_a_daily_sequence(make_gateway: Callable[..., Gateway]) -> None:

@@ -167,7 +167,7 @@ def test_draft_validate_publish(client: TestClient) -> None:
     assert client.get(f"/v1/matters/{PENSION_TRANSFER}", headers=auth(HALL)).json()["promised_limit"]["value"] == 10
 
     conflict = assert_problem(client.post(f"{base}/publish", headers=auth(ADMIN)), 409, "version-conflict")
-    assert "only a draft can be published" in conflict["detail"]
+    assert "只有草稿（draft）可以发布" in conflict["detail"]
     retired = client.post(f"/v1/catalogue/matters/{PENSION_TRANSFER}/versions/1/publish", headers=auth(ADMIN))
     assert_problem(retired, 409, "version-conflict")
 

@@ -71,9 +71,9 @@ def test_one_certificate_stands_for_one_identity(make_gateway: Callable[..., Gat
     second, _ = gateway.keys.issue("second", [Role.OPERATOR])
     certificate = ca.issue("shared").cert_pem
     gateway.keys.bind_certificate(first.id, certificate)
-    with pytest.raises(IdentityError, match="already bound"):
+    with pytest.raises(IdentityError, match="已绑定"):
         gateway.keys.bind_certificate(second.id, certificate)
-    with pytest.raises(IdentityError, match="not a PEM certificate"):
+    with pytest.raises(IdentityError, match="不是 PEM 格式的证书"):
         gateway.keys.bind_certificate(second.id, b"-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n")
 
 
@@ -92,4 +92,4 @@ def test_the_cli_binds_a_certificate_and_refuses_bad_input_readably(
     missing = runner.invoke(app, ["bind-certificate", operator.id, str(tmp_path / "absent.pem")])
     assert missing.exit_code == 2 and "cannot read" in missing.output
     unknown = runner.invoke(app, ["bind-certificate", "id_000000000000", str(pem)])
-    assert unknown.exit_code == NOT_FOUND and "no identity" in unknown.output
+    assert unknown.exit_code == NOT_FOUND and "没有身份" in unknown.output

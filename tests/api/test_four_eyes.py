@@ -131,7 +131,7 @@ def test_an_action_that_fails_on_approval_marks_the_approval_failed(gateway: Gat
     approver = as_(gateway, Role.OPERATOR)
     problem(approver.post(f"/v1/approvals/{approval['id']}/approve"), 409, "bundle-conflict")
     failed = approver.get(f"/v1/approvals/{approval['id']}").json()
-    assert failed["status"] == "failed" and "retired" in failed["note"]
+    assert failed["status"] == "failed" and "已退役" in failed["note"]
 
 
 def test_publication_waits_for_a_second_catalogue_administrator(gateway: Gateway, as_: Any) -> None:

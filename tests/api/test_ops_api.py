@@ -31,7 +31,7 @@ from gateway.persistence.repository import Failure
 from ops.api import Sort
 from ops.dead_letters import SORTS
 from tests.support.cases import outbox_statuses, submit
-from tests.support.gateways import COMPLETE_APPLICATION, drain
+from tests.support.gateways import COMPLETE_APPLICATION, drain, pump
 from tests.support.receiver import LOOPBACK, Receiver, receiver  # noqa: F401 - `receiver` is a fixture
 
 OPS = "/v1/ops"
@@ -482,11 +482,3 @@ def failed_count(gateway: Gateway) -> int:
     with gateway.engine.connect() as conn:
         return len(conn.execute(select(webhook_deliveries.c.id).where(webhook_deliveries.c.status == "failed")).all())
 
-
-def pump(gateway: Gateway, until: Callable[[], bool], timeout_s: float = 20) -> None:
-    """Run the scheduled jobs (fan-out, webhooks) as a dispatcher's loop does, until `until()`."""
-    deadline = time.monotonic() + timeout_s
-    while not until():
-        assert time.monotonic() < deadline, "the scheduled jobs did not get there in time"
-        gateway.scheduler.run_due()
-        time.sleep(0.005)

@@ -38,7 +38,7 @@ def store(engine: Engine) -> ApiKeyStore:
 
 @pytest.mark.parametrize("roles", BREACHES)
 def test_no_identity_is_issued_two_duties(store: ApiKeyStore, roles: list[Role]) -> None:
-    with pytest.raises(SeparationOfDuties, match="^separation of duties: "):
+    with pytest.raises(SeparationOfDuties, match="^违反三员分立："):
         store.issue("one person", roles)
     assert store.list() == []
 
@@ -64,7 +64,7 @@ def test_a_change_takes_effect_at_once_and_keeps_the_key(store: ApiKeyStore) -> 
     assert store.authenticate(key) == changed and changed.roles == {Role.SECTOR_ADMIN}
     assert ApiKeyStore(store._units.engine).authenticate(key) == changed  # another process sees it from the row
     store.revoke(identity.id)
-    with pytest.raises(IdentityError, match="was already revoked"):
+    with pytest.raises(IdentityError, match="吊销"):
         store.change(identity.id, [OPS])
 
 
@@ -87,13 +87,13 @@ def test_authenticate_denies_a_row_holding_two_duties(engine: Engine, store: Api
 def test_the_cli_refuses_two_duties_readably(store: ApiKeyStore) -> None:
     runner, app = CliRunner(), make_keys_app(lambda: store)
     refused = runner.invoke(app, ["issue", "--name", "x", "--role", "security_admin", "--role", "auditor"])
-    assert refused.exit_code == REFUSED and "error: separation of duties: auditor, security_admin" in refused.output
+    assert refused.exit_code == REFUSED and "error: 违反三员分立：auditor、security_admin" in refused.output
     assert "Traceback" not in refused.output and store.list() == []
 
     issued = runner.invoke(app, ["issue", "--name", "auditor", "--role", "auditor"])
     identity_id = re.search(r"^identity: (id_\w+)$", issued.output, re.M).group(1)  # type: ignore[union-attr]
     changed = runner.invoke(app, ["roles", identity_id, "--role", "auditor", "--role", "system_admin"])
-    assert changed.exit_code == REFUSED and "error: separation of duties" in changed.output
+    assert changed.exit_code == REFUSED and "error: 违反三员分立" in changed.output
     changed = runner.invoke(app, ["roles", identity_id, "--role", "security_admin"])
     assert changed.exit_code == 0 and f"{identity_id} (auditor) now holds security_admin" in changed.output
 
@@ -149,7 +149,7 @@ def test_the_security_administrator_issues_lists_changes_and_revokes(client: Tes
 def test_no_identity_gets_two_duties_over_http(client: TestClient, gateway: Gateway, roles: list[str]) -> None:
     before = len(gateway.keys.list())
     body = problem(client.post("/v1/identities", json={"name": "root", "roles": roles}), 422, "separation-of-duties")
-    assert "separation of duties" in body["detail"]
+    assert "违反三员分立" in body["detail"]
     assert len(gateway.keys.list()) == before
 
     auditor = client.post("/v1/identities", json={"name": "auditor", "roles": ["auditor"]}).json()

@@ -358,11 +358,11 @@ def test_draft_validate_publish_retires_the_previous_version(catalogue: Catalogu
 
 
 def test_only_a_draft_can_be_published(catalogue: Catalogue) -> None:
-    with pytest.raises(VersionConflict, match="version 1 is published; only a draft can be published"):
+    with pytest.raises(VersionConflict, match=r"第 1 版的状态为 published：只有草稿（draft）可以发布"):
         catalogue.publish(UNEMPLOYMENT, 1, "admin")
     catalogue.draft(shipped(UNEMPLOYMENT), "admin")
     catalogue.publish(UNEMPLOYMENT, 2, "admin")
-    with pytest.raises(VersionConflict, match="version 1 is retired"):
+    with pytest.raises(VersionConflict, match="第 1 版的状态为 retired"):
         catalogue.publish(UNEMPLOYMENT, 1, "admin")
     with pytest.raises(MatterNotFound):
         catalogue.publish(UNEMPLOYMENT, 9, "admin")

@@ -52,11 +52,11 @@ ROWS = [
     (OK, ["adapters", "validate", str(default_bundles_dir() / "social_security")], {}, ""),
     (PROBLEMS_FOUND, ["adapters", "validate", "{broken}"], {}, "'service.wsdl' not found in the bundle"),
     (BAD_INPUT, ["keys", "list", "--no-such-option"], {}, "No such option: --no-such-option"),
-    (BAD_INPUT, ["keys", "issue", "--name", "x", "--role", "mayor"], {}, "unknown role 'mayor'"),
-    (NOT_FOUND, ["keys", "revoke", "id_nobody"], {}, "no identity 'id_nobody'"),
-    (NOT_FOUND, ["adapters", "activate", "social_security", "9.9"], {}, "social_security 9.9"),
+    (BAD_INPUT, ["keys", "issue", "--name", "x", "--role", "mayor"], {}, "没有角色 mayor"),
+    (NOT_FOUND, ["keys", "revoke", "id_nobody"], {}, "没有身份 id_nobody"),
+    (NOT_FOUND, ["adapters", "activate", "social_security", "9.9"], {}, "部门 social_security 没有 9.9 版适配包"),
     (REFUSED, ["keys", "issue", "--name", "x", "--role", "operator", "--role", "security_admin"], {},
-     "separation of duties"),
+     "违反三员分立"),
     (REFUSED, ["adapters", "activate", "social_security", "1.0"], {"YIWANG_FOUR_EYES": "1"}, "four-eyes is on"),
     (UNAVAILABLE, ["keys", "list"], {"YIWANG_DATABASE_URL": "postgresql+psycopg://u:p@127.0.0.1:{port}/x"},
      "error: database unavailable: "),
@@ -101,7 +101,7 @@ def test_every_ending_names_an_exception_class_that_exists() -> None:
 
 
 @pytest.mark.parametrize(("exc", "code", "line"), [
-    (DeadLetterNotFound(42), NOT_FOUND, "dead letter not found: 42"),
+    (DeadLetterNotFound(42), NOT_FOUND, "dead letter not found: 没有编号为 42 的死信"),
     (UnknownIdentity("no identity 'id_x'"), NOT_FOUND, "API key not found: no identity 'id_x'"),
     (SeparationOfDuties("operator, security_admin span two duties"), REFUSED,
      "refused (separation of duties): operator, security_admin span two duties"),

@@ -103,13 +103,13 @@ def test_the_raw_key_is_stored_nowhere(engine: Engine, store: ApiKeyStore, tmp_p
 @pytest.mark.parametrize(
     ("roles", "scope", "message"),
     [
-        ([], {}, "an identity needs at least one role"),
-        (["mayor"], {}, "unknown role 'mayor'; roles are: hall_client, window, clerk, "),
-        ([Role.CLERK], {}, "a clerk needs a department"),
-        ([Role.CLERK], {"department": "11150200MB1A00010X"}, "department '11150200MB1A00010X' is not a valid unified social credit code (GB 32100)"),  # noqa: E501
-        ([Role.SECTOR_ADMIN], {}, "a sector_admin needs a sector"),
-        ([Role.WINDOW], {"department": DEPARTMENT}, "a department is given only to a clerk"),
-        ([Role.CLERK], {"department": DEPARTMENT, "sector": "tax"}, "a sector is given only to a sector_admin"),
+        ([], {}, "身份至少需要一个角色"),
+        (["mayor"], {}, "没有角色 mayor；角色有：hall_client、window、clerk、"),
+        ([Role.CLERK], {}, "clerk 角色须指定 department"),
+        ([Role.CLERK], {"department": "11150200MB1A00010X"}, "department 11150200MB1A00010X 不是有效的统一社会信用代码（GB 32100）"),  # noqa: E501
+        ([Role.SECTOR_ADMIN], {}, "sector_admin 角色须指定 sector"),
+        ([Role.WINDOW], {"department": DEPARTMENT}, "只有 clerk 角色可以指定 department"),
+        ([Role.CLERK], {"department": DEPARTMENT, "sector": "tax"}, "只有 sector_admin 角色可以指定 sector"),
     ],
 )
 def test_issuing_rules(store: ApiKeyStore, engine: Engine, roles: list[Any], scope: dict[str, str], message: str) -> None:
@@ -120,16 +120,16 @@ def test_issuing_rules(store: ApiKeyStore, engine: Engine, roles: list[Any], sco
 
 
 def test_issuing_needs_a_name(store: ApiKeyStore) -> None:
-    with pytest.raises(IdentityError, match="^an identity needs a name$"):
+    with pytest.raises(IdentityError, match="^身份须有持有人名称$"):
         store.issue("  ", [Role.OPERATOR])
 
 
 def test_revoking_unknown_or_revoked_identities(store: ApiKeyStore) -> None:
-    with pytest.raises(IdentityError, match=r"^no identity 'id_nobody'$"):
+    with pytest.raises(IdentityError, match=r"^没有身份 id_nobody$"):
         store.revoke("id_nobody")
     identity, _ = store.issue("operator", [Role.OPERATOR])
     store.revoke(identity.id)
-    with pytest.raises(IdentityError, match=rf"^identity '{identity.id}' was already revoked at "):
+    with pytest.raises(IdentityError, match=rf"^身份 {identity.id} 已于 .*\+08:00 吊销$"):
         store.revoke(identity.id)
 
 
@@ -291,9 +291,9 @@ def test_cli_issue_revoke_list(cli: Any, store: ApiKeyStore) -> None:
 @pytest.mark.parametrize(
     ("args", "message", "exit_code"),
     [
-        (["issue", "--name", "x", "--role", "mayor"], "error: unknown role 'mayor'; roles are: hall_client", BAD_INPUT),
-        (["issue", "--name", "x", "--role", "clerk"], "error: a clerk needs a department", BAD_INPUT),
-        (["revoke", "id_nobody"], "error: no identity 'id_nobody'", NOT_FOUND),
+        (["issue", "--name", "x", "--role", "mayor"], "error: 没有角色 mayor；角色有：hall_client", BAD_INPUT),
+        (["issue", "--name", "x", "--role", "clerk"], "error: clerk 角色须指定 department", BAD_INPUT),
+        (["revoke", "id_nobody"], "error: 没有身份 id_nobody", NOT_FOUND),
     ],
 )
 def test_cli_bad_input_is_a_readable_message_and_its_exit_code(cli: Any, args: list[str], message: str,

@@ -123,14 +123,14 @@ def test_the_type_comes_from_the_content_when_none_or_a_generic_one_is_declared(
 ], ids=["exe", "docx", "broken-zip", "text"])
 def test_content_of_no_admitted_type_is_refused_and_nothing_kept(store: MaterialStore, engine: Engine, root: Path,
                                                                   content: bytes) -> None:
-    with pytest.raises(UnsupportedMaterial, match="not one of"):
+    with pytest.raises(UnsupportedMaterial, match="不是以下类型之一"):
         save(store, content, PDF, "contract.pdf")
     assert_nothing_kept(engine, root)
 
 
 def test_a_declared_type_disagreeing_with_the_content_is_refused(store: MaterialStore, engine: Engine,
                                                                  root: Path) -> None:
-    with pytest.raises(UnsupportedMaterial, match="declared as image/png but its content is application/pdf"):
+    with pytest.raises(UnsupportedMaterial, match="声明为 image/png，但内容是 application/pdf"):
         save(store, pdf_bytes(), PNG)
     assert_nothing_kept(engine, root)
 
@@ -143,14 +143,14 @@ def test_a_type_outside_the_admitted_set_is_refused(engine: Engine, root: Path) 
 
 
 def test_an_oversize_file_is_refused_and_nothing_kept(store: MaterialStore, engine: Engine, root: Path) -> None:
-    with pytest.raises(MaterialTooLarge, match="4096 bytes"):
+    with pytest.raises(MaterialTooLarge, match="4096 字节"):
         save(store, pdf_bytes() + bytes(4096), PDF)
     assert_nothing_kept(engine, root)
     assert save(store, pdf_bytes().ljust(4096, b" "), PDF).size == 4096  # exactly the limit is fine
 
 
 def test_an_empty_file_is_refused(store: MaterialStore, engine: Engine, root: Path) -> None:
-    with pytest.raises(EmptyMaterial, match="empty"):
+    with pytest.raises(EmptyMaterial, match="空的"):
         save(store, b"", PDF)
     assert_nothing_kept(engine, root)
 
@@ -309,13 +309,13 @@ def test_oversize_uploads_are_413_problems(client: TestClient, store: MaterialSt
 
     monkeypatch.setattr(store, "save", not_reached)
     far_over = upload(client, png_bytes() + bytes(200_000))  # refused while the body is still arriving
-    assert "4096 bytes" in assert_problem(far_over, 413, "payload-too-large")["detail"]
+    assert "4096 字节" in assert_problem(far_over, 413, "payload-too-large")["detail"]
     assert stored_files(root) == [] and row_count(engine) == 0
 
 
 def test_content_not_admitted_is_a_415_problem(client: TestClient, engine: Engine) -> None:
     exe = assert_problem(upload(client, b"MZ\x90\x00" + bytes(60), media_type=PDF), 415, "unsupported-material")
-    assert "not one of" in exe["detail"]
+    assert "不是以下类型之一" in exe["detail"]
     assert_problem(upload(client, pdf_bytes(), media_type=PNG), 415, "unsupported-material")
     assert_problem(upload(client, b"", media_type=PNG), 415, "unsupported-material")
     assert row_count(engine) == 0

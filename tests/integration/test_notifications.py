@@ -118,16 +118,16 @@ def test_subscriptions_are_the_callers_own_and_bad_ones_are_refused(make_hall: C
     public = "https://93.184.216.34/hook"  # a public address: accepted (nothing is sent on subscribing)
     refused = {
         "http://93.184.216.34/hook": "https",  # plain http to a host not listed as insecure
-        "https://10.1.2.3/hook": "private",
-        "https://169.254.169.254/latest/meta-data": "private",  # the cloud metadata address
-        "https://[::1]/hook": "private",
-        "https://localhost/hook": "private",  # a name for loopback, not the listed 127.0.0.1
-        "https://[::ffff:10.0.0.1]/hook": "private",
+        "https://10.1.2.3/hook": "私有",
+        "https://169.254.169.254/latest/meta-data": "私有",  # the cloud metadata address
+        "https://[::1]/hook": "私有",
+        "https://localhost/hook": "私有",  # a name for loopback, not the listed 127.0.0.1
+        "https://[::ffff:10.0.0.1]/hook": "私有",
         "ftp://93.184.216.34/hook": "https",
-        "https://user:pw@93.184.216.34/hook": "credentials",
-        "https://no-such-host.invalid/hook": "resolve",
-        "https://93.184.216.34/a b": "spaces",
-        "https://93.184.216.34:99999/hook": "valid URL",
+        "https://user:pw@93.184.216.34/hook": "用户名或密码",
+        "https://no-such-host.invalid/hook": "无法解析",
+        "https://93.184.216.34/a b": "空白",
+        "https://93.184.216.34:99999/hook": "不是合法的 URL",
     }
     for url, why in refused.items():
         answer = hall.client.post("/v1/webhooks", json={"url": url, "events": ["*"]})

@@ -85,15 +85,15 @@ def test_dead_letters_are_listed_by_filter_page_after_page_and_counted(operator:
 
 @pytest.mark.parametrize("args, says", [
     (("dead-letters", "--sort", "id"), "sort is one of"),
-    (("dead-letters", "--status", "lost"), "status is one of"),
+    (("dead-letters", "--status", "lost"), "status 应为以下之一"),
     (("dead-letters", "--cursor", "garbage"), "cursor"),
     (("dead-letters", "--since", "yesterday"), "yesterday"),
     (("counts", "--min-attempts", "-1"), "--min-attempts"),
-    (("replay", "1", "--reason", "x", "--mapping", "newest"), "mapping is original or active"),
+    (("replay", "1", "--reason", "x", "--mapping", "newest"), "mapping 应为 original"),
     (("replay", "1"), "--reason"),
-    (("replay-many", "--sector", "housing_fund", "--yes"), "a reason is required"),
-    (("discard", "1", "--reason", "  ", "--case-outcome", "void"), "a reason is required"),
-    (("discard", "1", "--reason", "obsolete", "--case-outcome", "forget"), "case_outcome is one of"),
+    (("replay-many", "--sector", "housing_fund", "--yes"), "必须说明原因"),
+    (("discard", "1", "--reason", "  ", "--case-outcome", "void"), "必须说明原因"),
+    (("discard", "1", "--reason", "obsolete", "--case-outcome", "forget"), "case_outcome 应为以下之一"),
     (("discard", "1", "--reason", "重复\x1b[2J提交", "--case-outcome", "void"), "控制字符"),
     (("replay-many", "--sector", "housing_fund", "--reason", "\u202e恢复", "--yes"), "格式控制"),
 ])
@@ -106,9 +106,9 @@ def test_bad_input_is_refused_readably_with_exit_code_2_and_changes_nothing(
 
 
 @pytest.mark.parametrize("args, says", [
-    (("replay", "404", "--reason", "back"), "no dead letter 404"),
-    (("dead-letter", "404"), "no dead letter 404"),
-    (("replay-many", "--resume", "99"), "no replay run 99"),
+    (("replay", "404", "--reason", "back"), "没有编号为 404 的死信"),
+    (("dead-letter", "404"), "没有编号为 404 的死信"),
+    (("replay-many", "--resume", "99"), "没有编号为 99 的重放批次"),
 ])
 def test_a_dead_letter_or_run_that_does_not_exist_is_exit_code_3(operator: Operator, args: tuple[str, ...],
                                                                  says: str) -> None:
@@ -156,7 +156,7 @@ def test_discard_one_and_many_with_a_reason_and_never_twice(operator: Operator) 
     twice = operator.ops("discard", str(letter.id), "--reason", "again", "--case-outcome", "void")
     assert twice.exit_code == 2 and "discarded" in twice.output
     replay = operator.ops("replay", str(letter.id), "--reason", "after all")
-    assert replay.exit_code == 2 and "is discarded" in replay.output
+    assert replay.exit_code == 2 and "状态为 discarded" in replay.output
     dry = operator.ops("discard-many", "--sector", "public_security", "--dry-run", "--reason", "obsolete",
                        "--case-outcome", "back_office")
     assert dry.exit_code == 0 and "14 dead letters would be discarded" in dry.output

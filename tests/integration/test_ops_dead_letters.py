@@ -212,7 +212,7 @@ def test_the_original_mapping_pins_a_registered_version_and_refuses_one_gone(eng
     gone = seeded(engine, 2, sectors=("social_security",), bundle_version="0.0.1")
     desk = make_desk(engine)
     desk.replay(pinned[0], by="op", reason="as it was", mapping="original")
-    with pytest.raises(NotReplayable, match="not registered"):
+    with pytest.raises(NotReplayable, match="未注册"):
         desk.replay(gone[0], by="op", reason="as it was", mapping="original")
     with pytest.raises(NotReplayable):
         desk.start_replay(DeadLetterFilter(), by="op", reason="all as they were", mapping="original")

@@ -111,6 +111,7 @@ def test_a_sector_that_is_down_is_a_503_with_retry_after_not_a_hang(world: World
     assert answer.status_code == 503, answer.text
     assert answer.json()["type"] == "urn:yiwang:problem:sector-unavailable"
     assert int(answer.headers["Retry-After"]) >= 1
+    assert answer.json()["detail"].startswith("请在 Retry-After 所示秒数后重试（诊断：")  # the hall reads Chinese
 
 
 def test_a_slow_sector_is_a_504(world: World, tmp_path: Path) -> None:

@@ -136,7 +136,7 @@ def test_production_starts_with_proper_values_and_builds_no_version_activated_la
         with pytest.raises(NoActiveAdapter) as broken:
             gateway.registry.get(GA)
         said = str(broken.value)
-        assert "version 2026.12.0 cannot be built here" in said
+        assert "2026.12.0 版无法在此构建" in said
         assert "auth.secret: (env:YIWANG_SECRET_GA_HMAC) equals a value published in this repository" in said
         assert GA_SECRET not in said
         tested = gateway.sector_calls.test_version(GA, "2026.12.0").test_result  # `yiwang adapters test` says so too

@@ -117,6 +117,15 @@ def drain(gateway: Gateway, until: Callable[[], bool], timeout_s: float = 15) ->
             time.sleep(0.01)
 
 
+def pump(gateway: Gateway, until: Callable[[], bool], timeout_s: float = 20) -> None:
+    """Run the scheduled jobs (fan-out, webhooks) as a dispatcher's loop does, until `until()`."""
+    deadline = time.monotonic() + timeout_s
+    while not until():
+        assert time.monotonic() < deadline, "the scheduled jobs did not get there in time"
+        gateway.scheduler.run_due()
+        time.sleep(0.005)
+
+
 SOCIAL_SECURITY_AGENCY = "12150200MB1A00010L"  # 包头市社会保险事业服务中心
 
 

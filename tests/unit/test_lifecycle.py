@@ -107,7 +107,7 @@ def test_only_the_named_actors_may_make_a_transition(state: CaseState | None, tr
     _, allowed = EXPECTED[(state, trigger)]
     for kind in set(ActorKind) - allowed:
         case = new_case(state)
-        with pytest.raises(ForbiddenTransition, match=f"'{trigger}' by {kind}"):
+        with pytest.raises(ForbiddenTransition, match=f"{kind}:x 不能执行 {trigger}$"):
             case.apply(trigger, Actor(kind, "x"), AT, "why")
 
 

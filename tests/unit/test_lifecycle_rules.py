@@ -203,5 +203,5 @@ def test_green_channel_grounds(id_number: str, claims: list[str], grounds: tuple
 
 
 def test_unknown_green_channel_grounds_are_refused() -> None:
-    with pytest.raises(CaseRuleViolation, match="green-channel"):
+    with pytest.raises(CaseRuleViolation, match="绿色通道理由"):
         lifecycle.green_channel(["vip"], "111", "150203198503120039", date(2026, 11, 23))

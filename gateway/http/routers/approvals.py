@@ -47,7 +47,7 @@ def _approvals(request: Request) -> Approvals:
 
 def _seen_by(identity: Identity, approval: Approval) -> Approval:
     if not may_decide(identity, approval.action, approval.sector):
-        raise NotADecider(f"{approval.id} is not for {identity.id} to see")
+        raise NotADecider(f"审批 {approval.id} 不在你的职责范围内")
     return approval
 
 

@@ -17,8 +17,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.audit.ledger import AUDIT, MESSAGE, Direction, Filters, Ledger, LedgerRecord
-from gateway.domain.clock import SHANGHAI
-from gateway.domain.roles import Identity, NotAllowed, Role, acts_for_sector, may_unmask
+from gateway.domain.clock import SHANGHAI, instants_as_beijing_text
+from gateway.domain.roles import UNMASKED_ONLY, Identity, NotAllowed, Role, acts_for_sector, may_unmask
 from gateway.http.callers import caller, require
 from gateway.http.problems import install_problems, problem_doc
 from gateway.observability.logs import mask_value as mask
@@ -63,7 +63,9 @@ def list_audit(request: Request, identity: Annotated[Identity, Depends(require(R
     filters = Filters(AUDIT, actor=actor, action=action, since=_instant(since), until=_instant(until),
                       after_id=after_id)
     records = ledger.records(filters, limit)
-    return _page(records, limit, [{**r.public(), "detail": mask(ledger.open_body(r))} for r in records])
+    # A detail's instants (a filter's bounds) were recorded in UTC; shown, like every time, in Beijing time.
+    return _page(records, limit, [{**r.public(), "detail": instants_as_beijing_text(mask(ledger.open_body(r)))}
+                                  for r in records])
 
 
 @router.get("/audit/verify", responses=problem_doc(401, 403),
@@ -81,7 +83,7 @@ def list_messages(request: Request, identity: Annotated[Identity, Depends(requir
     """网关与部门系统之间收发的报文记录，可按部门、办件、方向筛选并分页；部门系统管理员只能看到本部门的。只读。"""
     if not identity.has(Role.OPERATOR):
         if sector is not None and not acts_for_sector(identity, sector):
-            raise NotAllowed(f"not an administrator of sector {sector!r}")
+            raise NotAllowed(f"不是部门 {sector} 的管理员")
         sector = identity.sector or ""  # a sector administrator without a sector sees nothing
     filters = Filters(MESSAGE, action=direction, sector=sector, case_no=case_no, after_id=after_id)
     records = _ledger(request).records(filters, limit)
@@ -98,11 +100,11 @@ def get_message(record_id: RecordId, request: Request,
     ledger = _ledger(request)
     record = ledger.get(record_id)
     if record is None or record.kind != MESSAGE:
-        raise RecordNotFound(f"no message record {record_id}")
+        raise RecordNotFound(f"没有编号为 {record_id} 的报文记录")
     if not acts_for_sector(identity, record.sector or ""):
-        raise NotAllowed(f"not an administrator of sector {record.sector!r}")
+        raise NotAllowed(f"不是部门 {record.sector} 的管理员")
     if unmasked and not may_unmask(identity, record.sector or ""):
-        raise NotAllowed("personal data is shown unmasked only to operators and the sector's own administrator")
+        raise NotAllowed(UNMASKED_ONLY)
     body = ledger.open_body(record)
     if unmasked:  # recorded before anything is shown: no record, no reading
         ledger.audit(f"identity:{identity.id}", "read unmasked message", f"message:{record.id}",

@@ -247,7 +247,7 @@ def _version(if_match: str | None) -> int | None:
         return None
     text = if_match.removeprefix("W/").strip('" ')
     if not text.isdigit():
-        raise CaseRuleViolation('If-Match must carry a case version, e.g. "3"')
+        raise CaseRuleViolation('If-Match 应为办件的版本号，如 "3"')
     return int(text)
 
 
@@ -283,7 +283,7 @@ def submit_case(
     同一键用于不同内容返回 422 `idempotency-key-reused`。
     返回 201 和办件（`Location` 指向它，`ETag` 为版本号）；事项不存在或未发布为 404，申请不符合事项要求为 422。"""
     if (body.channel in ONLINE_CHANNELS) != identity.has(Role.HALL_CLIENT):
-        raise NotAllowed("the online hall submits through online channels, windows through window channels")
+        raise NotAllowed("网上大厅只能经网上渠道（online_pc、mobile）提交，窗口只能经窗口渠道提交")
     outcome = _service(request).submit(body.to_command(), _person(identity, body.agent is not None), idempotency_key)
     bind_case_no(outcome.case["case_no"])
     log.info("case submitted", matter_code=body.matter_code, channel=body.channel, replayed=outcome.replayed)

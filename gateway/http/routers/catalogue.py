@@ -6,7 +6,6 @@ code as files (`matter_from_document`), so a file and a request get the same rea
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request, Response
@@ -28,6 +27,7 @@ from gateway.http.approval_holds import HELD_DOC, held_for_approval
 from gateway.http.callers import require
 from gateway.http.json_bodies import JsonBodyRoute
 from gateway.http.problems import install_problems, problem_doc, problem_response
+from gateway.http.schemas import BeijingTime
 from gateway.persistence.catalogue_tables import DRAFT
 from gateway.persistence.tables import MAX_ROW_ID
 from gateway.security.approvals import Action
@@ -124,11 +124,11 @@ class MatterGuide(MatterSummary):
 class VersionOut(BaseModel):
     version: int
     status: str = Field(description="draft | published | retired")
-    created_at: datetime
+    created_at: BeijingTime
     created_by: str
-    published_at: datetime | None
+    published_at: BeijingTime | None
     published_by: str | None
-    retired_at: datetime | None
+    retired_at: BeijingTime | None
     retired_by: str | None
 
 
@@ -153,7 +153,7 @@ def _catalogue(request: Request) -> Catalogue:
 
 def _guide(matter: Matter | None, code: str) -> dict[str, Any]:
     if matter is None:
-        raise MatterNotFound(f"no published matter has the code {code}")
+        raise MatterNotFound(f"没有编码为 {code} 的已发布事项")
     return matter_to_document(matter)
 
 
@@ -192,7 +192,7 @@ def list_versions(code: str, request: Request, _: Reader) -> Any:
     """一个事项办事指南的全部版本及其状态（草稿、已发布、已停用）。只读，可重复调用。"""
     versions = _catalogue(request).versions(code)
     if not versions:
-        raise MatterNotFound(f"no matter has the code {code}")
+        raise MatterNotFound(f"没有编码为 {code} 的事项")
     return versions
 
 
@@ -202,7 +202,7 @@ def get_version(code: str, version: VersionNo, request: Request, _: Reader) -> A
     """办事指南的某一版本；办件始终按提交时的版本办理，用它查看当时的要求。只读，可重复调用。"""
     matter = _catalogue(request).version(code, version)
     if matter is None:
-        raise MatterNotFound(f"matter {code} has no version {version}")
+        raise MatterNotFound(f"事项 {code} 没有第 {version} 版")
     return matter_to_document(matter)
 
 
@@ -255,6 +255,6 @@ def install_catalogue_error_handlers(app: FastAPI) -> None:
 
 async def _invalid_matter(request: Request, exc: Exception) -> JSONResponse:
     problems = exc.problems if isinstance(exc, InvalidMatter) else [str(exc)]
-    detail = exc.summary if isinstance(exc, InvalidMatter) else "the matter document cannot be read"
+    detail = exc.summary if isinstance(exc, InvalidMatter) else "无法读取事项文档"
     return problem_response(422, "invalid-matter", "事项不符合目录规范", detail, request.url.path,
                             errors=[{"msg": p} for p in problems])

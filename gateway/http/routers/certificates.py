@@ -26,6 +26,7 @@ from certstore import (
     Subject,
     UnknownEntry,
 )
+from gateway.domain.clock import instants_as_beijing_text
 from gateway.domain.roles import Identity, NotAllowed, Role
 from gateway.http.callers import require
 from gateway.http.json_bodies import JsonBodyRoute
@@ -88,7 +89,7 @@ def _owned(identity: Identity, store: CertStore, name: str) -> str | None:
     """The owner of an existing name, if this identity may act on it (else 403)."""
     sector = store.owner(name)
     if not _may_see(identity, sector):
-        raise NotAllowed(f"not an administrator of the sector owning {name!r}")
+        raise NotAllowed(f"不是证书 {name} 所属部门的管理员")
     return sector
 
 
@@ -101,15 +102,21 @@ def _target_sector(identity: Identity, store: CertStore, name: str, requested: s
     if identity.has(Role.SECURITY_ADMIN):
         return requested
     if requested not in (None, identity.sector):
-        raise NotAllowed(f"not an administrator of sector {requested!r}")
+        raise NotAllowed(f"不是部门 {requested} 的管理员")
     return identity.sector
+
+
+def _shown(version: StoredVersion) -> dict[str, Any]:
+    """A version as listed; its instants (the store keeps them in UTC) in Beijing time."""
+    shown: dict[str, Any] = instants_as_beijing_text(version.public())
+    return shown
 
 
 def _entry(versions: list[StoredVersion]) -> dict[str, Any]:
     first = versions[0]
     shown = []
     for v in versions:
-        public = v.public()
+        public = _shown(v)
         if v.status == "pending":
             public["csr_pem"] = v.csr_pem  # to hand over again; the key never leaves
         shown.append(public)
@@ -143,7 +150,7 @@ def import_certificate(name: str, body: ImportIn, request: Request,
     sector = _target_sector(identity, store, name, body.sector)
     password = body.password.encode() if body.password is not None else None
     if (body.pkcs12_base64 is None) == (body.certificate_pem is None):
-        raise CertificateError("give either certificate_pem (with an optional private_key_pem) or pkcs12_base64")
+        raise CertificateError("请给出 certificate_pem（可附 private_key_pem）或 pkcs12_base64，二者选一")
     if body.pkcs12_base64 is not None:
         stored = store.import_pkcs12(name, _unbase64(body.pkcs12_base64), password, sector=sector,
                                      actor=_actor(identity))
@@ -151,7 +158,7 @@ def import_certificate(name: str, body: ImportIn, request: Request,
         key = body.private_key_pem.encode() if body.private_key_pem else None
         stored = store.import_pem(name, (body.certificate_pem or "").encode(), key, password=password, sector=sector,
                                   actor=_actor(identity))
-    return stored.public()
+    return _shown(stored)
 
 
 @router.post("/{name}/csr", status_code=201, responses=problem_doc(401, 403, 409, 422),
@@ -164,7 +171,7 @@ def request_csr(name: str, body: CsrIn, request: Request,
     subject = Subject(body.subject.common_name, body.subject.organization, body.subject.organizational_unit,
                       body.subject.country, tuple(body.subject.sans))
     stored, csr = store.request(name, subject, body.algorithm, sector=sector, actor=_actor(identity))
-    return {**stored.public(), "csr_pem": csr.decode()}
+    return {**_shown(stored), "csr_pem": csr.decode()}
 
 
 @router.post("/{name}/rotate", responses=problem_doc(401, 403, 404, 409),
@@ -175,7 +182,7 @@ def rotate(name: str, body: RotateIn, request: Request,
     store = _store(request)
     _owned(identity, store, name)
     overlap = timedelta(days=body.overlap_days) if body.overlap_days is not None else None
-    return store.rotate(name, _actor(identity), overlap).public()
+    return _shown(store.rotate(name, _actor(identity), overlap))
 
 
 @router.post("/{name}/retire", responses=problem_doc(401, 403, 404, 409),

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import JSONResponse
 
+from gateway.domain.clock import beijing_text
 from gateway.domain.roles import Identity, NotAllowed, RateLimited, Role
 from gateway.http.callers import require
 from gateway.http.json_bodies import JsonBodyRoute
@@ -50,7 +51,7 @@ def _keys(request: Request) -> ApiKeyStore:
 def _issued(request: Request, identity_id: str) -> IssuedIdentity:
     issued = _keys(request).get(identity_id)
     if issued is None:
-        raise UnknownIdentity(f"no identity {identity_id!r}")
+        raise UnknownIdentity(f"没有身份 {identity_id}")
     return issued
 
 
@@ -58,8 +59,8 @@ def identity_view(issued: IssuedIdentity) -> dict[str, Any]:
     """An identity as administrators see it: never the key or its hash."""
     i = issued.identity
     return {"id": i.id, "name": i.name, "roles": sorted(i.roles), "department": i.department, "sector": i.sector,
-            "key_prefix": issued.key_prefix, "created_at": issued.created_at.isoformat(),
-            "revoked_at": issued.revoked_at.isoformat() if issued.revoked_at else None, "active": issued.active}
+            "key_prefix": issued.key_prefix, "created_at": beijing_text(issued.created_at),
+            "revoked_at": beijing_text(issued.revoked_at) if issued.revoked_at else None, "active": issued.active}
 
 
 @router.post("/identities", status_code=201, responses=problem_doc(401, 403, 422),
@@ -92,7 +93,7 @@ def change_roles(identity_id: str, body: RolesIn, request: Request, admin: Secur
     """替换一个身份的角色和范围，密钥不变；各网关进程数秒内生效。
     幂等：同样的角色重复设置结果相同。已吊销的身份为 409；违反三员分立为 422。"""
     if identity_id == admin.id:
-        raise NotAllowed("nobody changes their own roles: another security administrator must")
+        raise NotAllowed("不能修改自己的角色：须由另一位安全管理员修改")
     roles = [parse_role(r) for r in body.roles]
     _keys(request).change(identity_id, roles, department=body.department, sector=body.sector)
     return identity_view(_issued(request, identity_id))

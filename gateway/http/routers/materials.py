@@ -127,11 +127,11 @@ async def _uploaded_file(request: Request, max_bytes: int) -> AsyncIterator[Uplo
     try:
         form = await bounded.form(max_files=1, max_fields=MAX_FORM_FIELDS)
     except HTTPException as exc:  # how Starlette reports a malformed multipart body
-        raise InvalidUpload(f"the multipart body could not be read: {exc.detail}") from exc
+        raise InvalidUpload("无法读取 multipart 请求体") from exc
     try:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
-            raise InvalidUpload("a multipart/form-data body with the material in field `file` is required")
+            raise InvalidUpload("请求体应为 multipart/form-data，材料文件放在 file 字段中")
         yield upload
     finally:
         await form.close()

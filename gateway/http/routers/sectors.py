@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse
 
 from adapters import DeliveryError, FailureClass, UnsendableRequest
 from gateway.domain.answers import AnswerMismatch
+from gateway.domain.clock import instants_as_beijing_text
 from gateway.domain.roles import Identity, NotAllowed, Role, acts_for_sector
 from gateway.http.approval_holds import HELD_DOC, held_for_approval
 from gateway.http.callers import require
@@ -69,7 +70,7 @@ def _calls(request: Request) -> SectorCalls:
 def _own_sector(identity: Identity, sector: str) -> None:
     """A sector administrator acts on their own sector only; operators and system administrators on any."""
     if not acts_for_sector(identity, sector):
-        raise NotAllowed(f"not an administrator of sector {sector!r}")
+        raise NotAllowed(f"不是部门 {sector} 的管理员")
 
 
 @router.post("/adapters/bundles", status_code=201, responses=problem_doc(401, 403, 409, 413, 415, 422),
@@ -97,7 +98,7 @@ def list_adapters(request: Request, identity: Annotated[Identity, Depends(requir
     """已启用的适配器、版本和健康状况（熔断器、近期成功与失败）。只读。"""
     registry: LiveRegistry = request.app.state.registry
     health = registry.health()
-    return {s: h for s, h in health.items() if acts_for_sector(identity, s)}
+    return {s: instants_as_beijing_text(h) for s, h in health.items() if acts_for_sector(identity, s)}
 
 
 @router.get("/adapters/{sector}/versions", summary="适配包的各个版本", responses=problem_doc(401, 403))
@@ -167,7 +168,9 @@ def sync_query(name: str, body: QueryIn, request: Request,
     """向部门系统发起一次同步查询（如社保缴费、公积金余额），即时返回结果，不建办件；不改变任何数据，可放心重试。
     `name` 为已启用的适配包声明的查询名，各查询及其参数见 "named queries" 分组；没有启用的适配包回答该查询为 404。
     部门系统不可用为 503（带 Retry-After），超时为 504，应答无法使用为 502，参数不合部门接口为 422。"""
-    return _calls(request).query(name, body.params)
+    # The mapped answer's instants (mappings write them in UTC) in Beijing time, as every answer's are.
+    answer: dict[str, Any] = instants_as_beijing_text(_calls(request).query(name, body.params))
+    return answer
 
 
 @callbacks.post("/callbacks/{sector}", status_code=200, responses=problem_doc(400, 401, 404, 409, 413, 422, 503),
@@ -214,6 +217,19 @@ def retry_after(exc: DeliveryError) -> str:
     return str(max(1, math.ceil(max(waits, default=1))))
 
 
+# What a failed query means for the caller, by status; the 502s: the gateway cannot use the sector's answer.
+_QUERY_ADVICE = {422: "部门系统拒绝了请求，请勿原样重试", 503: "请在 Retry-After 所示秒数后重试",
+                 504: "部门系统未在时限内应答，可稍后重试"}
+
+
+def sector_detail(status: int, exc: DeliveryError) -> str:
+    """A query failure's detail: what it means in Chinese, then the adapter's diagnosis in brackets (the
+    detail it was before), for the hall's developers."""
+    lead = "请求未发给部门系统" if isinstance(exc, UnsendableRequest) else \
+        _QUERY_ADVICE.get(status, "网关无法使用部门系统的应答，请联系运维人员")
+    return f"{lead}（诊断：{exc.message}）"
+
+
 def install_adapter_error_handlers(app: FastAPI) -> None:
     async def invalid_bundle(request: Request, exc: BundleInvalid) -> JSONResponse:
         return problem_response(422, "invalid-bundle", "适配包不符合格式要求", str(exc), request.url.path,
@@ -221,15 +237,15 @@ def install_adapter_error_handlers(app: FastAPI) -> None:
 
     async def delivery_failed(request: Request, exc: DeliveryError) -> JSONResponse:
         if isinstance(exc, UnsendableRequest):  # nothing was sent: the parameters do not fit the sector's interface
-            return problem_response(422, "query-invalid", "查询参数不符合该部门接口的要求", exc.message,
-                                    request.url.path)
+            return problem_response(422, "query-invalid", "查询参数不符合该部门接口的要求",
+                                    sector_detail(422, exc), request.url.path)
         if getattr(exc, "circuit_open", False) or (exc.failure is FailureClass.SECTOR_FAULT and exc.retryable):
             status, slug, title = 503, "sector-unavailable", "部门系统暂不可用"
         elif exc.failure is FailureClass.SECTOR_FAULT:
             status, slug, title = 422, "sector-refused", "部门系统拒绝了请求"
         else:
             status, slug, title = _QUERY_FAILURES[exc.failure]
-        response = problem_response(status, slug, title, exc.message, request.url.path)
+        response = problem_response(status, slug, title, sector_detail(status, exc), request.url.path)
         if status == 503:
             response.headers["Retry-After"] = retry_after(exc)
         return response

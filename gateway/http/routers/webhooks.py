@@ -11,7 +11,6 @@ request is). The secret that signs the deliveries is in the creation answer only
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
@@ -21,7 +20,7 @@ from gateway.domain.roles import Identity, Role
 from gateway.http.callers import require
 from gateway.http.json_bodies import JsonBodyRoute
 from gateway.http.problems import install_problems, problem_doc
-from gateway.http.schemas import DeliveryOut
+from gateway.http.schemas import BeijingTime, DeliveryOut
 from gateway.notifications.hall import MAX_URL, Delivery, Subscription, UnknownWebhook, WebhookRefused, Webhooks
 
 router = APIRouter(prefix="/v1", tags=["webhooks"], route_class=JsonBodyRoute)
@@ -43,8 +42,8 @@ class WebhookOut(BaseModel):
     events: list[str]
     description: str | None
     active: bool
-    created_at: datetime
-    deactivated_at: datetime | None
+    created_at: BeijingTime
+    deactivated_at: BeijingTime | None
 
 
 class WebhookCreated(WebhookOut):
