@@ -7,6 +7,7 @@ with a message a person can act on (it never repeats key material or a password)
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -183,4 +184,11 @@ def _general_name(san: str) -> x509.GeneralName:
     try:
         return x509.IPAddress(ip_address(san))
     except ValueError:
-        return x509.DNSName(san)
+        pass
+    if not _DNS_NAME.fullmatch(san):  # an internationalised name goes in as its A-label (xn--…), as RFC 5280 asks
+        raise CertificateError(f"subject alternative name {san!r} is neither an IP address nor a DNS name "
+                               "(letters, digits and hyphens, labels of at most 63, an optional leading *.)")
+    return x509.DNSName(san)
+
+
+_DNS_NAME = re.compile(r"(\*\.)?(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?", re.ASCII)

@@ -142,15 +142,15 @@ class MaterialTransport:
         try:
             return self.store.read_verified(ref)[1]
         except (AlteredMaterial, UnknownMaterial) as error:
-            raise MaterialNotSendable(f"{error}; nothing was sent") from error
+            raise MaterialNotSendable(f"{error}；未发送任何内容") from error
 
     def _check(self, ref: str) -> None:
         try:
             intact = self.store.verify(ref)
         except UnknownMaterial as error:
-            raise MaterialNotSendable(f"{error}; nothing was sent") from error
+            raise MaterialNotSendable(f"{error}；未发送任何内容") from error
         if not intact:
-            raise MaterialNotSendable(f"{AlteredMaterial(ref)}; nothing was sent")
+            raise MaterialNotSendable(f"{AlteredMaterial(ref)}；未发送任何内容")
 
 
 def _refs(materials: list[Mapping[str, Any]]) -> list[str]:

@@ -175,3 +175,25 @@ def test_expiry_check_on_the_clock_tick_feeds_logs_rows_and_metrics(gateway: Gat
     assert 'yiwang_certificate_warnings_total{threshold="7d"} 1.0' in TestClient(create_app(gateway)).get(
         "/metrics").text
 
+
+
+@pytest.mark.parametrize("san", ["ÿ\x80_³ÝY", "政务.example.cn", "bad name.cn", "-lead.cn", "a" * 64 + ".cn"])
+def test_a_csr_naming_a_san_that_is_no_dns_name_or_ip_is_refused_and_stores_nothing(gateway: Gateway,
+                                                                                    san: str) -> None:
+    admin = client(gateway, Role.SECURITY_ADMIN)
+    answer = admin.post("/v1/certificates/ss-client/csr",
+                        json={"subject": {"common_name": "yiwang", "sans": ["gw.example.cn", san]},
+                              "algorithm": "ec-p256"})
+    problem(answer, 422, "invalid-certificate")
+    assert admin.get("/v1/certificates/ss-client").status_code == 404
+
+
+def test_a_csr_takes_dns_names_wildcards_and_ip_addresses(gateway: Gateway) -> None:
+    admin = client(gateway, Role.SECURITY_ADMIN)
+    sans = ["gw.example.cn", "*.zwfw.example.cn", "xn--fiq228c.cn", "10.1.2.3", "::1"]
+    answer = admin.post("/v1/certificates/ss-client/csr",
+                        json={"subject": {"common_name": "yiwang", "sans": sans}, "algorithm": "ec-p256"})
+    assert answer.status_code == 201, answer.text
+    csr = x509.load_pem_x509_csr(answer.json()["csr_pem"].encode())
+    names = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert len(list(names)) == len(sans)

@@ -167,7 +167,7 @@ def test_a_file_altered_on_disk_is_a_dead_letter_and_nothing_is_sent(make_setup:
 
     [letter] = setup.dead_letters()
     assert (letter.operation, letter.error_class, letter.attempts) == ("submit_case", "material", 0)
-    assert scan.ref in letter.error_message and "altered" in letter.error_message
+    assert scan.ref in letter.error_message and "被改动" in letter.error_message
     assert setup.recorder.messages == []
     assert setup.simulator.counters["raw_requests"] == 0
     assert setup.state(case_no) == "accepted"  # the case waits where it was, for an operator
