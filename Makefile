@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check bench bundle-schema clean
+.PHONY: demo test lint typecheck check bench bundle-schema cli-reference clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ bench: $(STAMP)
 # The published bundle schema, generated from the adapter kinds (adapters/bundle_schema.py); a test keeps it current.
 bundle-schema: $(STAMP)
 	$(BIN)/python -m adapters.bundle_schema --write
+
+# The command tables of docs/cli.md, generated from the typer tree (tests/support/cli_reference.py); a test keeps
+# them current.
+cli-reference: $(STAMP)
+	$(BIN)/python -m tests.support.cli_reference
 
 lint: $(STAMP)
 	$(BIN)/lint-imports

@@ -173,7 +173,8 @@ def make_certs_app(open_store: Callable[[], CertStore],
                 more = rewrap_beyond_the_store(advance)
         output.stdout().print(f"re-wrapped {count} envelope(s) under master key {store.keys.current_id}"
                      f"{'; ' + more if more else ''}; keys not listed in YIWANG_MASTER_KEY may now be removed "
-                     "(keep a key that sealed audit or message log records: see the README)", highlight=False)
+                     "(keep a key that sealed audit or message log records: see docs/security.md, Master keys)",
+                     highlight=False)
 
     @app.command("new-master-key")
     def new_master_key(key_id: Annotated[str, typer.Option("--id", help="the new key's id (no dots)")] = "") -> None:

@@ -55,7 +55,7 @@ def make_keys_app(open_store: Callable[[], ApiKeyStore]) -> typer.Typer:
         identity_id: Annotated[str, typer.Argument(help="The identity's id (see `keys list`).")],
         certificate: Annotated[Path, typer.Argument(help="The client's certificate, PEM (no key needed).")],
     ) -> None:
-        """Let an mTLS client certificate stand for the identity (behind a TLS terminator; see the README)."""
+        """Let an mTLS client certificate stand for the identity (behind a TLS terminator; see docs/security.md)."""
         with readable_errors():
             try:
                 pem = certificate.read_bytes()

@@ -1,7 +1,8 @@
 """The documentation cannot point at nothing: every relative link of README.md, CHANGELOG.md and docs/*.md
 reaches a file (and its `#anchor` a heading, as a code host makes anchors), every `yiwang …` command a page
 names in code — the command, its sub-command and each option — exists in the CLI tree, and every `make X`
-names a Makefile target. The CLI reference (docs/cli.md) names every command and carries the exit-code table
+names a Makefile target. The CLI reference (docs/cli.md) names every command, its command tables are those
+tests/support/cli_reference.py renders from the CLI (`make cli-reference`), and it carries the exit-code table
 of gateway/cli/common.py; each role's page repeats the README's quick starts unchanged."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typer.main import get_command
 
 from gateway.bootstrap.cli import app as cli_app
 from gateway.cli.common import EXIT_CODES
+from tests.support import cli_reference
 from tests.support.markdown import ROLE_PAGES, ROLES, ROOT, Page, anchors, inline_code, links, pages, quick_starts, read
 
 PAGES = [read(path) for path in pages()]
@@ -150,6 +152,32 @@ def test_the_cli_reference_names_every_command() -> None:
                for name in (getattr(command, "commands", None) or {"": None})
                if f"`yiwang {group} {name}".strip() not in reference]
     assert missing == []
+
+
+def test_the_cli_reference_tables_are_current() -> None:
+    reference = cli_reference.PAGE.read_text(encoding="utf-8")
+    assert cli_reference.groups(reference) == [name for name, command in _cli().commands.items()
+                                               if getattr(command, "commands", None)]
+    assert reference == cli_reference.current(reference), "docs/cli.md is behind the CLI: run `make cli-reference`"
+
+
+def test_the_cli_reference_names_every_option_of_the_processes() -> None:
+    """serve, worker and demo are described by hand (what they run): each row still names every option."""
+    reference = cli_reference.PAGE.read_text(encoding="utf-8")
+    rows = {found[1]: found[0] for found in re.finditer(r"^\| `yiwang ([a-z]+)[ `].*$", reference, re.MULTILINE)}
+    processes = {name: command for name, command in _cli().commands.items() if not getattr(command, "commands", None)}
+    missing = [f"yiwang {name} {param.opts[0]}" for name, command in processes.items() for param in command.params
+               if param.param_type_name == "option" and not param.hidden and param.opts[0] not in rows.get(name, "")]
+    assert set(rows) >= set(processes) and missing == []
+
+
+def test_the_cli_reference_renders_a_synopsis_from_the_command() -> None:
+    """Arguments in capitals, required options bare, optional ones bracketed, a repeatable one with `…`."""
+    keys = _cli().commands["keys"].commands
+    assert cli_reference.synopsis("yiwang keys issue", keys["issue"]) == (
+        "yiwang keys issue --name NAME --role ROLE … [--department DEPARTMENT] [--sector SECTOR]")
+    assert cli_reference.synopsis("yiwang keys list", keys["list"]) == "yiwang keys list [--json]"
+    assert cli_reference.table("keys").splitlines()[:2] == ["| command | what it does |", "|---|---|"]
 
 
 def test_the_cli_reference_carries_the_exit_codes() -> None:
