@@ -4,6 +4,7 @@ synchronous queries for the hall, and the callbacks sectors make with their deci
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -24,9 +25,11 @@ from gateway.http.json_bodies import (
     accepts_only,
     media_type,
 )
+from gateway.http.paging import Page, Paged, answer
 from gateway.http.problems import install_problems, problem_doc, problem_response
 from gateway.http.text_fields import typed_json
-from gateway.sectors.bundle_records import BundleConflict, BundleInvalid, BundleStore, UnknownBundle
+from gateway.persistence.keyset import Keyset
+from gateway.sectors.bundle_records import BundleConflict, BundleInvalid, BundleStore, BundleVersion, UnknownBundle
 from gateway.sectors.calls import (
     CallbackDuplicateKey,
     CallbackRejected,
@@ -38,6 +41,8 @@ from gateway.sectors.live_registry import LiveRegistry, NoActiveAdapter
 from gateway.security.approvals import Action
 
 router = APIRouter(prefix="/v1", tags=["adapters"], route_class=JsonBodyRoute)
+# A sector's bundle versions in the order registered; held in memory (tens per sector).
+BUNDLE_VERSIONS = Keyset("bundle-versions", (datetime, str))
 callbacks = APIRouter(tags=["callbacks"])
 ADMINS = (Role.SECTOR_ADMIN, Role.OPERATOR, Role.SYSTEM_ADMIN)
 MAX_BUNDLE_BYTES = 20 * 1024 * 1024
@@ -100,12 +105,16 @@ def list_adapters(request: Request, identity: Annotated[Identity, Depends(requir
     return {s: h for s, h in health.items() if acts_for_sector(identity, s)}
 
 
-@router.get("/adapters/{sector}/versions", summary="适配包的各个版本", responses=problem_doc(401, 403))
-def list_versions(sector: str, request: Request,
-                  identity: Annotated[Identity, Depends(require(*ADMINS))]) -> list[dict[str, Any]]:
+@router.get("/adapters/{sector}/versions", summary="适配包的各个版本", response_model=Page[dict[str, Any]],
+            responses=problem_doc(401, 403, 422))
+def list_versions(sector: str, request: Request, paging: Paged,
+                  identity: Annotated[Identity, Depends(require(*ADMINS))]) -> dict[str, Any]:
     """一个部门已注册的适配包版本及其状态。只读。"""
     _own_sector(identity, sector)
-    return [v.public() for v in _store(request).versions(sector)]
+    versions = _store(request).versions(sector)
+    page = BUNDLE_VERSIONS.seek(versions, lambda v: (v.registered_at, v.version), paging.after(BUNDLE_VERSIONS),
+                                paging.limit)
+    return answer(BUNDLE_VERSIONS, page, BundleVersion.public, len(versions))
 
 
 @router.post("/adapters/{sector}/versions/{version}/test", responses=problem_doc(401, 403, 404),
