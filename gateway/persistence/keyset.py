@@ -9,6 +9,7 @@ Rows inserted between two pages therefore never shift a page: no row is shown tw
   versioned JSON `{"v": 1, "l": list_name, "k": [...], "t": tag}`: the list's name is bound in, so a cursor
   from one list (or one sort of a list) is refused by another, and the tag refuses a hand-edited cursor.
   The tag is a checksum, not a secret: a cursor only positions a caller inside a list they may read anyway.
+  `of(owner)` binds the owner of a list too (a case's events, a subscription's deliveries).
 - `decode` raises `InvalidCursor` (the API answers 422 `invalid-cursor`) for anything it did not make.
 - `after(columns, key)` is the SQL condition for the stores; `seek(items, ...)` the same for the few short
   lists held in memory (the catalogue, a case's events, certificates, …), so both page alike.
@@ -23,7 +24,7 @@ import binascii
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
@@ -61,6 +62,12 @@ class Keyset:
     list_name: str
     kinds: tuple[type, ...]
     descending: bool = False
+
+    def of(self, owner: str) -> Keyset:
+        """The same order for the list of one owner (a case's events, a subscription's deliveries): its cursors
+        name the owner too, so one case's cursor is refused on another's. Never an owner that is personal data
+        (an applicant's ID number): a cursor travels in URLs and logs."""
+        return replace(self, list_name=f"{self.list_name}/{owner}")
 
     # -- the cursor ------------------------------------------------------------------------------
     def encode(self, key: Key) -> str:

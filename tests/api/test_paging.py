@@ -257,6 +257,20 @@ def test_a_garbled_edited_or_foreign_cursor_is_refused_and_changes_nothing(world
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_cursor_of_one_cases_timeline_is_refused_on_anothers(world: World) -> None:
+    _case(world, 1)
+    _case(world, 2)
+    hall = world.as_(Role.HALL_CLIENT)
+    mine, other = (c["case_no"] for c in world.client.post("/v1/cases/lookup", json={"id_number": APPLICANT},
+                                                           headers=hall).json()["items"])
+    cursor = world.client.get(f"/v1/cases/{mine}/events", params={"limit": 1}, headers=hall).json()["next_cursor"]
+    assert cursor is not None
+    assert world.client.get(f"/v1/cases/{mine}/events", params={"cursor": cursor}, headers=hall).status_code == 200
+    refused = world.client.get(f"/v1/cases/{other}/events", params={"cursor": cursor}, headers=hall)
+    assert_problem(refused, 422, "invalid-cursor")
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_a_dead_letter_cursor_is_bound_to_its_sort(world: World) -> None:
     for n in range(3):
         _dead_letter(world, n)

@@ -305,7 +305,8 @@ def test_rollback_and_retire(api: TestClient, gateway: Gateway, admin: dict[str,
     second = variant(tmp_path, "medical_security", bundle__yaml=(f'version: "{VERSION}"', f'version: "{v2}"'))
 
     def statuses() -> dict[str, str]:
-        return {v["version"]: v["status"] for v in api.get(f"/v1/adapters/{SECTOR}/versions", headers=admin).json()["items"]}
+        listed = api.get(f"/v1/adapters/{SECTOR}/versions", headers=admin).json()["items"]
+        return {v["version"]: v["status"] for v in listed}
 
     assert_problem(api.post(f"/v1/adapters/{SECTOR}/rollback", headers=admin), 409, "bundle-conflict")
     assert register(api, admin).status_code == 201

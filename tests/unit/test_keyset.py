@@ -52,6 +52,15 @@ def test_a_cursor_of_another_list_or_sort_is_refused() -> None:
         Keyset("dead-letters:-attempts", (int, int)).decode(Keyset("dead-letters:attempts", (int, int)).encode((1, 2)))
 
 
+def test_a_cursor_of_one_owners_list_is_refused_on_anothers() -> None:
+    events = Keyset("case-events", (int,))
+    cursor = events.of("case-A").encode((3,))
+    assert events.of("case-A").decode(cursor) == (3,)
+    for other in (events.of("case-B"), events):
+        with pytest.raises(InvalidCursor, match="another list"):
+            other.decode(cursor)
+
+
 def test_a_key_of_the_wrong_shape_or_past_a_row_id_is_refused() -> None:
     with pytest.raises(InvalidCursor):
         BY_ID.decode(Keyset("audit", (str,)).encode(("7",)))

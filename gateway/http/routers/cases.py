@@ -326,9 +326,9 @@ def get_case_events(case_no: str, request: Request, paging: Paged,
                     identity: Annotated[Identity, Depends(require(*READERS))]) -> Any:
     """办件的全部事件（时间、操作人、原因），按发生先后排列，分页：办件的每次变化都在这里。
     只读；部门经办人只能看到涉及本部门的办件。"""
-    events = _readable(identity, _service(request).get(case_no)).events
-    page = TIMELINE.seek(events, _event_key, paging.after(TIMELINE), paging.limit)
-    return answer(TIMELINE, page, event_view, len(events))
+    events, timeline = _readable(identity, _service(request).get(case_no)).events, TIMELINE.of(case_no)
+    page = timeline.seek(events, _event_key, paging.after(timeline), paging.limit)
+    return answer(timeline, page, event_view, len(events))
 
 
 def _event_key(event: CaseEvent) -> Key:

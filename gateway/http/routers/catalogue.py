@@ -199,8 +199,9 @@ def list_versions(code: str, request: Request, _: Reader, paging: Paged) -> Any:
     versions = _catalogue(request).versions(code)
     if not versions:
         raise MatterNotFound(f"no matter has the code {code}")
-    page = MATTER_VERSIONS.seek(versions, lambda v: (v["version"],), paging.after(MATTER_VERSIONS), paging.limit)
-    return answer(MATTER_VERSIONS, page, dict, len(versions))
+    order = MATTER_VERSIONS.of(code)
+    page = order.seek(versions, lambda v: (v["version"],), paging.after(order), paging.limit)
+    return answer(order, page, dict, len(versions))
 
 
 @router.get("/matters/{code}/versions/{version}", response_model=MatterGuide,

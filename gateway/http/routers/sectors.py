@@ -111,10 +111,9 @@ def list_versions(sector: str, request: Request, paging: Paged,
                   identity: Annotated[Identity, Depends(require(*ADMINS))]) -> dict[str, Any]:
     """一个部门已注册的适配包版本及其状态。只读。"""
     _own_sector(identity, sector)
-    versions = _store(request).versions(sector)
-    page = BUNDLE_VERSIONS.seek(versions, lambda v: (v.registered_at, v.version), paging.after(BUNDLE_VERSIONS),
-                                paging.limit)
-    return answer(BUNDLE_VERSIONS, page, BundleVersion.public, len(versions))
+    versions, order = _store(request).versions(sector), BUNDLE_VERSIONS.of(sector)
+    page = order.seek(versions, lambda v: (v.registered_at, v.version), paging.after(order), paging.limit)
+    return answer(order, page, BundleVersion.public, len(versions))
 
 
 @router.post("/adapters/{sector}/versions/{version}/test", responses=problem_doc(401, 403, 404),

@@ -92,8 +92,9 @@ def list_webhooks(request: Request, identity: Hall, paging: Paged) -> dict[str, 
             responses=problem_doc(401, 403, 404, 422), summary="订阅的推送记录")
 def list_deliveries(webhook_id: str, request: Request, identity: Hall, paging: Paged) -> dict[str, Any]:
     """一个订阅最近的推送及其结果，新的在前。只读。"""
-    found = _webhooks(request).deliveries(identity.id, webhook_id, paging.limit + 1, paging.after_id(DELIVERIES))
-    return answer(DELIVERIES, DELIVERIES.cut(found, paging.limit, lambda d: (d.id,)), _delivery_view)
+    order = DELIVERIES.of(webhook_id)
+    found = _webhooks(request).deliveries(identity.id, webhook_id, paging.limit + 1, paging.after_id(order))
+    return answer(order, order.cut(found, paging.limit, lambda d: (d.id,)), _delivery_view)
 
 
 @router.delete("/webhooks/{webhook_id}", response_model=WebhookOut, responses=problem_doc(401, 403, 404),
