@@ -4,7 +4,6 @@ synchronous queries for the hall, and the callbacks sectors make with their deci
 from __future__ import annotations
 
 import math
-from datetime import datetime
 from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -42,7 +41,7 @@ from gateway.security.approvals import Action
 
 router = APIRouter(prefix="/v1", tags=["adapters"], route_class=JsonBodyRoute)
 # A sector's bundle versions in the order registered; held in memory (tens per sector).
-BUNDLE_VERSIONS = Keyset("bundle-versions", (datetime, str))
+BUNDLE_VERSIONS = Keyset("bundle-versions", (int,))
 callbacks = APIRouter(tags=["callbacks"])
 ADMINS = (Role.SECTOR_ADMIN, Role.OPERATOR, Role.SYSTEM_ADMIN)
 MAX_BUNDLE_BYTES = 20 * 1024 * 1024
@@ -112,7 +111,7 @@ def list_versions(sector: str, request: Request, paging: Paged,
     """一个部门已注册的适配包版本及其状态。只读。"""
     _own_sector(identity, sector)
     versions, order = _store(request).versions(sector), BUNDLE_VERSIONS.of(sector)
-    page = order.seek(versions, lambda v: (v.registered_at, v.version), paging.after(order), paging.limit)
+    page = order.seek(versions, lambda v: (v.row_id,), paging.after(order), paging.limit)
     return answer(order, page, BundleVersion.public, len(versions))
 
 
