@@ -40,11 +40,13 @@ from gateway.domain.clock import SHANGHAI, instants_as_beijing_text
 from gateway.domain.roles import UNMASKED_ONLY, Identity, NotAllowed, Role, may_unmask
 from gateway.http.callers import require
 from gateway.http.json_bodies import JsonBodyRoute
+from gateway.http.paging import Page, Paged, answer
 from gateway.http.problems import install_problems, problem_doc
 from gateway.http.schemas import BeijingTime, DeliveryOut, EventOut
 from gateway.http.text_fields import typed
 from gateway.notifications.hall import FailedDelivery, NotRedeliverable, UnknownDelivery, WebhookFailures
 from gateway.observability.logs import mask_text, mask_value
+from gateway.persistence.keyset import MAX_CURSOR, Keyset
 from gateway.persistence.repository import DeadLetter
 from gateway.persistence.tables import MAX_ROW_ID
 from ops.dead_letters import (
@@ -66,6 +68,9 @@ router = APIRouter(prefix="/v1/ops", tags=["operators"], route_class=JsonBodyRou
 Operator = Annotated[Identity, Depends(require(Role.OPERATOR))]
 Reader = Annotated[Identity, Depends(require(Role.OPERATOR, Role.SECTOR_ADMIN))]  # and replayer
 MAX_PAGE = 500
+# Newest first by id; no total (a sector administrator's runs are picked in memory; failures are a log).
+REPLAY_RUNS = Keyset("replay-runs", (int,), descending=True)
+FAILED_DELIVERIES = Keyset("webhook-failures", (int,), descending=True)
 MAX_IDS = 1000
 SAMPLE = 20  # dead letters a dry run shows
 RowId = Annotated[int, Field(ge=1, le=MAX_ROW_ID)]
@@ -116,7 +121,7 @@ class CountQuery(LetterFilterIn):
 class ListQuery(CountQuery):
     sort: Sort = "-created_at"
     limit: int = Field(default=50, ge=1, le=MAX_PAGE)
-    cursor: str | None = Field(default=None, max_length=500, description="next_cursor of the page before")
+    cursor: str | None = Field(default=None, max_length=MAX_CURSOR, description="next_cursor of the page before")
 
 
 class BulkFilterIn(LetterFilterIn):
@@ -165,8 +170,8 @@ class FailuresQuery(Strict):
     hall: str | None = Field(default=None, min_length=1, max_length=20, description="the subscribing identity's id")
     since: datetime | None = Field(default=None, description="no zone: Beijing time")
     until: datetime | None = None
-    before_id: int | None = Field(default=None, ge=1, le=MAX_ROW_ID, description="next_before_id of the page before")
     limit: int = Field(default=50, ge=1, le=MAX_PAGE)
+    cursor: str | None = Field(default=None, max_length=MAX_CURSOR, description="next_cursor of the page before")
 
 
 # --- what goes out -----------------------------------------------------------------------------------------
@@ -209,12 +214,6 @@ class DeadLetterWhole(DeadLetterOut):
     timeline: list[EventOut] = Field(description="the case's events, oldest first")
 
 
-class DeadLetterPage(BaseModel):
-    items: list[DeadLetterOut]
-    total: int = Field(description="how many match the filter, on every page")
-    next_cursor: str | None
-
-
 class CountOut(BaseModel):
     sector: str
     error_class: str
@@ -254,11 +253,6 @@ class FailedDeliveryOut(DeliveryOut):
     subscription_id: str
     hall: str = Field(description="the identity that subscribed")
     hall_name: str
-
-
-class FailedDeliveryPage(BaseModel):
-    items: list[FailedDeliveryOut]
-    next_before_id: int | None
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
@@ -366,7 +360,7 @@ def _continue_in_background(desk: DeadLetterDesk, run_id: int) -> None:
 # --- dead letters ------------------------------------------------------------------------------------------
 
 
-@router.get("/dead-letters", response_model=DeadLetterPage, responses=problem_doc(401, 403, 422),
+@router.get("/dead-letters", response_model=Page[DeadLetterOut], responses=problem_doc(401, 403, 422),
             summary="检索死信")
 def list_dead_letters(request: Request, identity: Reader, query: Annotated[ListQuery, Query()]) -> dict[str, Any]:
     """投递失败且不再自动重试的消息（死信），按部门、错误类别、时间等筛选、排序并分页（`next_cursor` 取下一页）。
@@ -463,12 +457,19 @@ def replay_many(body: BulkReplayIn, request: Request, response: Response, identi
     return _run(run)
 
 
-@router.get("/replays", response_model=list[ReplayRunOut], responses=problem_doc(401, 403, 422),
+@router.get("/replays", response_model=Page[ReplayRunOut], responses=problem_doc(401, 403, 422),
             summary="批量重放记录")
-def list_replay_runs(request: Request, identity: Reader,
-                     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50) -> list[dict[str, Any]]:
-    """批量重放的记录及进度，新的在前。只读。"""
-    return [_run(run) for run in _desk(request).runs(limit) if _visible(identity, run)]
+def list_replay_runs(request: Request, identity: Reader, paging: Paged) -> dict[str, Any]:
+    """批量重放的记录及进度，新的在前，分页。只读。"""
+    desk, before = _desk(request), paging.after_id(REPLAY_RUNS)
+    visible: list[ReplayRun] = []
+    while len(visible) <= paging.limit:  # a sector administrator sees some runs only: read on until a page is full
+        batch = desk.runs(paging.limit + 1, before_id=before)
+        visible += [run for run in batch if _visible(identity, run)]
+        if len(batch) <= paging.limit:
+            break
+        before = batch[-1].id
+    return answer(REPLAY_RUNS, REPLAY_RUNS.cut(visible, paging.limit, lambda run: (run.id,)), _run)
 
 
 @router.get("/replays/{run_id}", response_model=ReplayRunOut, responses=problem_doc(401, 403, 404),
@@ -513,16 +514,16 @@ def _failed_view(failed: FailedDelivery) -> dict[str, Any]:
     return {**{f.name: getattr(d, f.name) for f in fields(d)}, "hall": failed.owner_id, "hall_name": failed.owner_name}
 
 
-@router.get("/webhook-failures", response_model=FailedDeliveryPage, responses=problem_doc(401, 403, 422),
+@router.get("/webhook-failures", response_model=Page[FailedDeliveryOut], responses=problem_doc(401, 403, 422),
             summary="推送失败的 webhook")
 def list_webhook_failures(request: Request, _: Operator,
                           query: Annotated[FailuresQuery, Query()]) -> dict[str, Any]:
     """向网上大厅推送最终失败的记录，涵盖所有订阅，新的在前，分页。只读。"""
     found = _failures(request).failed(subscription_id=query.subscription, owner_id=query.hall,
-                                      since=_utc(query.since), until=_utc(query.until), before_id=query.before_id,
-                                      limit=query.limit)
-    more = len(found) == query.limit
-    return {"items": [_failed_view(f) for f in found], "next_before_id": found[-1].delivery.id if more else None}
+                                      since=_utc(query.since), until=_utc(query.until),
+                                      before_id=FAILED_DELIVERIES.last_id(query.cursor), limit=query.limit + 1)
+    page = FAILED_DELIVERIES.cut(found, query.limit, lambda failed: (failed.delivery.id,))
+    return answer(FAILED_DELIVERIES, page, _failed_view)
 
 
 @router.post("/webhook-failures/{delivery_id}/redeliver", response_model=FailedDeliveryOut,

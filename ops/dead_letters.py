@@ -18,16 +18,13 @@ builds that version's adapter); "active" (the default) delivers with the sector'
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from itertools import groupby
 from typing import Any, Literal, cast, get_args
 
-from sqlalchemy import ColumnElement, Connection, RowMapping, and_, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, RowMapping, insert, select, update
 
 from gateway.cases.service import DeadLetterNotFound, NotReplayable, store_change, task_snapshot
 from gateway.domain import lifecycle
@@ -45,11 +42,13 @@ from gateway.domain.clock import Clock, as_utc
 from gateway.domain.text import UndeliverableText, optional_text
 from gateway.persistence import tables as t
 from gateway.persistence.bundle_tables import RETIRED
+from gateway.persistence.keyset import InvalidCursor, Key, Keyset
 from gateway.persistence.repository import DeadLetter, DeadLetterRepository, ReplayedLetter
 from gateway.persistence.uow import UnitOfWork, UnitsOfWork
 from gateway.sectors.bundle_records import BundleStore, UnknownBundle
 
-__all__ = ["DeadLetterDesk", "DeadLetterFilter", "DeadLetterNotFound", "Discarded", "NotDiscardable", "NotReplayable",
+__all__ = ["BadCursor", "DeadLetterDesk", "DeadLetterFilter", "DeadLetterNotFound", "Discarded", "NotDiscardable",
+           "NotReplayable",
            "Page", "ReasonRequired", "ReplayPlan", "ReplayRun", "ReplayRunNotFound", "BadInput", "SORTS",
            "case_outcome_of", "check_reason", "conditions"]
 
@@ -67,6 +66,10 @@ RUNNING, DONE = "running", "done"
 
 class BadInput(ValueError):
     """A filter, sort, cursor, limit or mapping that cannot be used: nothing was changed."""
+
+
+class BadCursor(InvalidCursor, BadInput):
+    """A cursor this list (in this sort) did not give. InvalidCursor first: the API answers `invalid-cursor`."""
 
 
 class ReasonRequired(BadInput):
@@ -161,17 +164,20 @@ class DeadLetterDesk:
              cursor: str | None = None) -> Page:
         """One page of the matching letters in `sort` order; `next_cursor` continues after its last one.
         The cursor holds the last letter's sort value and id, so letters added meanwhile never shift a page."""
-        key = _sort(sort)
+        order = _sort(sort)
         if not 1 <= limit <= MAX_PAGE:
             raise BadInput(f"limit must be 1 to {MAX_PAGE}, not {limit}")
         where = conditions(f)
-        after = [] if cursor is None else [key.after(_decoded(cursor, sort))]
+        try:
+            seek = order.keyset.after(order.columns, order.keyset.decode(cursor))
+        except InvalidCursor as refused:
+            raise BadCursor(str(refused)) from None
         with self.units(read_only=True) as work:
-            items = work.dead_letters.page([*where, *after], key.order_by(), limit + 1)
+            items = work.dead_letters.page([*where, *([] if seek is None else [seek])],
+                                           order.keyset.order_by(order.columns), limit + 1)
             total = work.dead_letters.count(where)
-        more = len(items) > limit
-        items = items[:limit]
-        return Page(items, total, _encoded(sort, key.value_of(items[-1]), items[-1].id) if more else None)
+        found = order.keyset.cut(items, limit, order.key_of)
+        return Page(found.items, total, None if found.next_key is None else order.keyset.encode(found.next_key))
 
     def counts(self, f: DeadLetterFilter) -> list[tuple[str, str, int]]:
         """(sector, error class, count) of the matching letters, the largest first."""
@@ -265,10 +271,10 @@ class DeadLetterDesk:
             raise ReplayRunNotFound(run_id)
         return found
 
-    def runs(self, limit: int = 50) -> list[ReplayRun]:
-        """The newest runs first."""
+    def runs(self, limit: int = 50, before_id: int | None = None) -> list[ReplayRun]:
+        """The newest runs first; `before_id` pages on (keyset)."""
         with self.units(read_only=True) as work:
-            return _ReplayRuns(work.conn).listed(limit=limit)
+            return _ReplayRuns(work.conn).listed(limit=limit, before_id=before_id)
 
     # -- discarding ------------------------------------------------------------------------------------
     def discard(self, f: DeadLetterFilter, *, by: str, reason: str, case_outcome: str) -> Discarded:
@@ -408,11 +414,14 @@ class _ReplayRuns:
         row = self._conn.execute(select(t.replay_runs).where(t.replay_runs.c.id == run_id)).mappings().first()
         return None if row is None else _run(row)
 
-    def listed(self, *, status: str | None = None, limit: int | None = None) -> list[ReplayRun]:
+    def listed(self, *, status: str | None = None, limit: int | None = None,
+               before_id: int | None = None) -> list[ReplayRun]:
         r = t.replay_runs.c
         query = select(t.replay_runs).order_by(r.id.desc() if status is None else r.id).limit(limit)
         if status is not None:
             query = query.where(r.status == status)
+        if before_id is not None:
+            query = query.where(r.id < before_id)
         return [_run(row) for row in self._conn.execute(query).mappings()]
 
 
@@ -500,60 +509,26 @@ def _mapping(mapping: str) -> MappingChoice:
 
 
 # -- sorting and the keyset cursor ------------------------------------------------------------------------
+_KINDS: dict[str, type] = {"created_at": datetime, "attempts": int, "sector": str}
+
+
 @dataclass(frozen=True)
-class _SortKey:
+class _Sort:
+    """One of SORTS: the letters by a column, ties broken by id, each sort a list of its own for cursors."""
+
     name: str  # created_at | attempts | sector
-    descending: bool
+    keyset: Keyset
 
     @property
-    def column(self) -> Any:
-        return t.dead_letters.c[self.name]
+    def columns(self) -> tuple[Any, Any]:
+        return t.dead_letters.c[self.name], t.dead_letters.c.id
 
-    def order_by(self) -> list[ColumnElement[Any]]:
-        d = t.dead_letters.c
-        if self.descending:
-            return [self.column.desc(), d.id.desc()]
-        return [self.column.asc(), d.id.asc()]
-
-    def after(self, last: tuple[Any, int]) -> ColumnElement[bool]:
-        """Strictly after the letter the cursor names, in this order (ties broken by id)."""
-        value, last_id = last
-        d = t.dead_letters.c
-        if self.descending:
-            return or_(self.column < value, and_(self.column == value, d.id < last_id))
-        return or_(self.column > value, and_(self.column == value, d.id > last_id))
-
-    def value_of(self, letter: DeadLetter) -> Any:
-        value = getattr(letter, self.name)
-        return value.isoformat() if isinstance(value, datetime) else value
-
-    def parse(self, value: Any) -> Any:
-        if self.name == "created_at":
-            return datetime.fromisoformat(value).astimezone(UTC)
-        if self.name == "attempts" and not isinstance(value, int):
-            raise TypeError("attempts is a number")
-        if self.name == "sector" and not isinstance(value, str):
-            raise TypeError("sector is text")
-        return value
+    def key_of(self, letter: DeadLetter) -> Key:
+        return getattr(letter, self.name), letter.id
 
 
-def _sort(sort: str) -> _SortKey:
+def _sort(sort: str) -> _Sort:
     if sort not in SORTS:
         raise BadInput(f"sort is one of {', '.join(SORTS)}, not {sort!r}")
-    return _SortKey(sort.lstrip("-"), sort.startswith("-"))
-
-
-def _encoded(sort: str, value: Any, last_id: int) -> str:
-    raw = json.dumps({"sort": sort, "value": value, "id": last_id}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def _decoded(cursor: str, sort: str) -> tuple[Any, int]:
-    """The cursor's (sort value, id); BadInput for a cursor not made by this sort."""
-    try:
-        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if data["sort"] != sort or not isinstance(data["id"], int):
-            raise ValueError("another sort")
-        return _sort(sort).parse(data["value"]), data["id"]
-    except (ValueError, TypeError, KeyError, binascii.Error) as exc:
-        raise BadInput("the cursor is not one this list gave (or it was made for another sort)") from exc
+    name = sort.lstrip("-")
+    return _Sort(name, Keyset(f"dead-letters:{sort}", (_KINDS[name], int), descending=sort.startswith("-")))

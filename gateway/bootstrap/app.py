@@ -33,6 +33,7 @@ from gateway.http.docs import install_docs
 from gateway.http.errors import install_error_handlers
 from gateway.http.middleware import BodyLimit, CorrelationMiddleware
 from gateway.http.openapi import active_named_queries, describe_api
+from gateway.http.paging import install_paging_error_handlers
 from gateway.http.routers import (
     approvals,
     audit,
@@ -313,6 +314,7 @@ ROUTERS: tuple[APIRouter, ...] = (
 # Each area's exceptions as problem+json; `install_error_handlers` is the app-wide table (and the cases').
 PROBLEM_TABLES: tuple[Callable[[FastAPI], None], ...] = (
     install_error_handlers,
+    install_paging_error_handlers,
     catalogue.install_catalogue_error_handlers,
     materials.install_material_error_handlers,
     sectors.install_adapter_error_handlers,

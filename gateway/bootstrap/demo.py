@@ -203,7 +203,7 @@ def _play(console: Console, desk: Desk, timeout_s: float) -> bool:
             ok = False
             continue
         _print_timeline(console, title, desk.window.get(f"/v1/cases/{case_no}").json(),
-                        desk.window.get(f"/v1/cases/{case_no}/events").json())
+                        desk.window.get(f"/v1/cases/{case_no}/events").json()["items"])
     return _queries(console, desk) and ok
 
 
@@ -332,7 +332,7 @@ def _correction(console: Console, gateway: Gateway, sector: SocialSecuritySimula
     console.print(f"dead letter {letter.id} ({letter.idempotency_key}) is {letter.status}; the corrected case went "
                   f"out as round {corrected['tasks'][0]['round']}: "
                   f"{letter.idempotency_key}:r{corrected['tasks'][0]['round']}", highlight=False)
-    _print_timeline(console, title, after, desk.window.get(f"/v1/cases/{case['case_no']}/events").json())
+    _print_timeline(console, title, after, desk.window.get(f"/v1/cases/{case['case_no']}/events").json()["items"])
     return True
 
 
@@ -358,7 +358,7 @@ def _back_office(console: Console, gateway: Gateway, sector: SocialSecuritySimul
         return False
     console.print(f"$ yiwang {shlex.join(command)}\n  → {said}", highlight=False)
     _print_timeline(console, title, desk.window.get(f"/v1/cases/{case['case_no']}").json(),
-                    desk.window.get(f"/v1/cases/{case['case_no']}/events").json())
+                    desk.window.get(f"/v1/cases/{case['case_no']}/events").json()["items"])
     return True
 
 
@@ -414,7 +414,7 @@ def _mutual_tls(console: Console, gateway: Gateway, endpoints: dict[str, str], d
     console.print(f"the sector saw our client certificate sha256 {ours[:16]}…; its last request was signed "
                   "rsa-sha256 (WS-Security, SHA-256 digests, a Timestamp), and so were its answers", highlight=False)
     _print_timeline(console, title, desk.window.get(f"/v1/cases/{case['case_no']}").json(),
-                    desk.window.get(f"/v1/cases/{case['case_no']}/events").json())
+                    desk.window.get(f"/v1/cases/{case['case_no']}/events").json()["items"])
     return True
 
 

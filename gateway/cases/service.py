@@ -44,6 +44,7 @@ from gateway.domain.case import (
 from gateway.domain.clock import Clock, shanghai_date
 from gateway.domain.codes import id_number_problem
 from gateway.domain.matter import Department, HandlingForm, Matter
+from gateway.persistence.keyset import Key
 from gateway.persistence.personal_data import PersonalData
 from gateway.persistence.repository import (
     CaseRepository,
@@ -253,9 +254,15 @@ class CaseService:
     def events(self, case_no: str) -> list[CaseEvent]:
         return self.get(case_no).events
 
-    def for_applicant(self, id_number: str) -> list[Case]:
+    def for_applicant(self, id_number: str, after: Key | None = None, limit: int = 100) -> list[tuple[Key, Case]]:
+        """One applicant's cases, newest first, each with its key in that order (APPLICANT_CASES)."""
         with self.uow(read_only=True) as uow:
-            return [c for c in map(uow.cases.get, uow.cases.for_applicant(id_number)) if c is not None]
+            found = [(key, uow.cases.get(case_no)) for key, case_no in uow.cases.for_applicant(id_number, after, limit)]
+        return [(key, case) for key, case in found if case is not None]
+
+    def count_for_applicant(self, id_number: str) -> int:
+        with self.uow(read_only=True) as uow:
+            return uow.cases.count_for_applicant(id_number)
 
     def matter_of(self, case: Case) -> Matter:
         matter = self.catalogue.version(case.matter_code, case.matter_version)

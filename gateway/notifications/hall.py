@@ -273,11 +273,14 @@ class Webhooks:
             raise UnknownWebhook("你没有这个推送订阅")
         return _subscription(rows[0])
 
-    def deliveries(self, owner_id: str, webhook_id: str, limit: int = 50) -> list[Delivery]:
-        """The subscription's most recent deliveries, newest first."""
+    def deliveries(self, owner_id: str, webhook_id: str, limit: int = 50,
+                   before_id: int | None = None) -> list[Delivery]:
+        """The subscription's most recent deliveries, newest first; `before_id` pages on (keyset)."""
         self.get(owner_id, webhook_id)
         d = webhook_deliveries
-        rows = self._read(select(d).where(d.c.subscription_id == webhook_id).order_by(d.c.id.desc()).limit(limit))
+        older = [] if before_id is None else [d.c.id < before_id]
+        rows = self._read(select(d).where(d.c.subscription_id == webhook_id, *older).order_by(d.c.id.desc())
+                          .limit(limit))
         return [_delivery(r) for r in rows]
 
     def unsubscribe(self, owner_id: str, webhook_id: str) -> Subscription:

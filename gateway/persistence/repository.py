@@ -33,9 +33,11 @@ from gateway.domain.deadline import Deadline, DeadlineKind
 from gateway.domain.matter import TimeUnit
 from gateway.observability.correlation import current_correlation_id
 from gateway.persistence import tables as t
+from gateway.persistence.keyset import Key, Keyset
 from gateway.persistence.personal_data import SEALED_COLUMNS, PersonalData
 
 SEALED_CASE_COLUMNS = SEALED_COLUMNS["cases"][1]  # written sealed, read opened (see personal_data.py)
+APPLICANT_CASES = Keyset("my-cases", (datetime, str), descending=True)  # "my cases": newest first
 
 
 def numbers_taken_apart(dialect: str) -> bool:
@@ -101,11 +103,21 @@ class CaseRepository:
         self._store_tasks(case)
         self._store_new_events(case)
 
-    def for_applicant(self, id_number: str, limit: int = 100) -> list[str]:
-        """"My cases": the case numbers of one applicant, newest first, found by the blind index."""
-        query = (select(t.cases.c.case_no).where(t.cases.c.applicant_index == self._personal.index(id_number))
-                 .order_by(t.cases.c.created_at.desc()).limit(limit))
-        return list(self._conn.execute(query).scalars())
+    def for_applicant(self, id_number: str, after: Key | None = None, limit: int = 100) -> list[tuple[Key, str]]:
+        """"My cases": (sort key, case number) of one applicant's cases, newest first (APPLICANT_CASES: by
+        creation, then case number), after the key `after`, found by the blind index."""
+        c = t.cases.c
+        keys = (c.created_at, c.case_no)
+        seek = APPLICANT_CASES.after(keys, after)
+        query = (select(*keys).where(c.applicant_index == self._personal.index(id_number))
+                 .where(*([] if seek is None else [seek])).order_by(*APPLICANT_CASES.order_by(keys)).limit(limit))
+        return [((as_utc(at), case_no), case_no) for at, case_no in self._conn.execute(query)]
+
+    def count_for_applicant(self, id_number: str) -> int:
+        """How many cases one applicant has (cheap: the blind index)."""
+        query = select(func.count()).select_from(t.cases).where(
+            t.cases.c.applicant_index == self._personal.index(id_number))
+        return int(self._conn.execute(query).scalar_one())
 
     def task_for_sector_ref(self, sector: str, sector_ref: str) -> tuple[str, str] | None:
         """(case number, task id) of the task this sector knows by `sector_ref`: at most one, whatever the

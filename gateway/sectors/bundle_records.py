@@ -58,6 +58,7 @@ class BundleVersion:
     registered_at: datetime
     registered_by: str
     activated_at: datetime | None
+    row_id: int = 0  # bundle_versions.id: the order registered, which a sector's listing keeps
 
     def public(self) -> dict[str, Any]:
         return {"sector": self.sector, "version": self.version, "status": self.status, "kind": self.kind,
@@ -228,13 +229,13 @@ def summary(bundle: Bundle) -> dict[str, Any]:
 def _columns() -> list[Any]:
     c = bundle_versions.c
     return [c.sector, c.version, c.status, c.kind, c.sha256, c.summary, c.test_result, c.registered_at,
-            c.registered_by, c.activated_at]
+            c.registered_by, c.activated_at, c.id]
 
 
 def _version(r: Any) -> BundleVersion:
     return BundleVersion(r["sector"], r["version"], r["status"], r["kind"], r["sha256"], r["summary"],
                          r["test_result"], as_utc(r["registered_at"]), r["registered_by"],
-                         as_utc(r["activated_at"]) if r["activated_at"] else None)
+                         as_utc(r["activated_at"]) if r["activated_at"] else None, r["id"])
 
 
 def _key(sector: str, version: str) -> Any:

@@ -62,7 +62,7 @@ def test_a_complete_application_is_accepted_on_the_spot(hall: TestClient, gatewa
     assert case["promised_by"] == "2026-12-01"  # Tuesday + 5 working days
     assert answer.headers["Location"] == f"/v1/cases/{case['case_no']}"
     assert count(gateway, t.outbox) == 1
-    events = hall.get(f"/v1/cases/{case['case_no']}/events").json()
+    events = hall.get(f"/v1/cases/{case['case_no']}/events").json()["items"]
     assert [(e["trigger"], e["to_state"]) for e in events] == [("submit", "submitted"), ("accept", "accepted")]
     assert events[0]["at"] == "2026-11-24T10:00:00.000+08:00"  # shown in Beijing time, to the millisecond
 
@@ -84,7 +84,7 @@ def test_an_incomplete_application_lists_everything_missing_at_once(hall: TestCl
     assert case["missing_materials"] == ["解除或终止劳动合同证明", "本人银行账户"]
     assert case["receipt_no"] is None
     assert count(gateway, t.outbox) == 0  # nothing goes to the sector
-    events = hall.get(f"/v1/cases/{case['case_no']}/events").json()
+    events = hall.get(f"/v1/cases/{case['case_no']}/events").json()["items"]
     assert events[-1]["data"] == {"missing": ["解除或终止劳动合同证明", "本人银行账户"], "round": 1}
 
 

@@ -92,7 +92,7 @@ def test_every_role_reads_the_published_guide(client: TestClient) -> None:
 
 
 def test_the_listing_filters(client: TestClient) -> None:
-    everything = client.get("/v1/matters", headers=auth(HALL)).json()
+    everything = client.get("/v1/matters", headers=auth(HALL)).json()["items"]
     assert len(everything) == len(SHIPPED)
     assert set(everything[0]) == set(MatterGuide.model_fields) & set(everything[0])  # a summary of the guide
     queries = {
@@ -102,7 +102,7 @@ def test_the_listing_filters(client: TestClient) -> None:
         "department=12150200MB1A00010L&level=4": 1,
     }
     for query, count in queries.items():
-        assert len(client.get(f"/v1/matters?{query}", headers=auth(HALL)).json()) == count, query
+        assert len(client.get(f"/v1/matters?{query}", headers=auth(HALL)).json()["items"]) == count, query
     assert client.get("/v1/matters?level=9", headers=auth(HALL)).status_code == 422
 
 
@@ -114,7 +114,7 @@ def test_an_unknown_matter_is_a_404_problem(client: TestClient) -> None:
 
 def test_versions_are_listed_and_each_stays_readable(client: TestClient, catalogue: Catalogue) -> None:  # noqa: F811
     catalogue.draft(replace(shipped(UNEMPLOYMENT), hours="全天"), "admin")
-    versions = client.get(f"/v1/matters/{UNEMPLOYMENT}/versions", headers=auth(HALL)).json()
+    versions = client.get(f"/v1/matters/{UNEMPLOYMENT}/versions", headers=auth(HALL)).json()["items"]
     assert [(v["version"], v["status"], v["created_by"]) for v in versions] == [(1, "published", "seed"),
                                                                                  (2, "draft", "admin")]
     second = client.get(f"/v1/matters/{UNEMPLOYMENT}/versions/2", headers=auth(HALL)).json()

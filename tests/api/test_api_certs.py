@@ -66,7 +66,7 @@ def test_security_admin_imports_pem_and_pkcs12_and_never_sees_a_key(gateway: Gat
                               "sector": "housing_fund"})
     assert answer.status_code == 201 and answer.json()["sector"] == "housing_fund", answer.text
     listing = admin.get("/v1/certificates")
-    assert [e["name"] for e in listing.json()] == ["gjj-client", "gw-client"]
+    assert [e["name"] for e in listing.json()["items"]] == ["gjj-client", "gw-client"]
     assert "PRIVATE KEY" not in listing.text and "PRIVATE KEY" not in admin.get("/v1/certificates/gw-client").text
 
 
@@ -83,7 +83,7 @@ def test_bad_input_is_a_problem_and_changes_nothing(gateway: Gateway, ca: TestCA
     problem(admin.post("/v1/certificates/x/import", json={"pkcs12_base64": "%%%"}), 422, "invalid-certificate")
     problem(admin.post("/v1/certificates/x/import", json={}), 422, "invalid-certificate")
     problem(admin.get("/v1/certificates/x"), 404, "unknown-certificate")
-    assert admin.get("/v1/certificates").json() == []
+    assert admin.get("/v1/certificates").json()["items"] == []
     admin.post("/v1/certificates/x/import", json={"certificate_pem": good.cert_pem.decode(), "sector": "civil_affairs"})
     problem(admin.post("/v1/certificates/x/import", json={"certificate_pem": other.cert_pem.decode(),
                                                           "sector": "public_security"}), 409, "certificate-conflict")
@@ -128,7 +128,7 @@ def test_a_sector_admin_sees_and_changes_only_their_own_sectors_entries(gateway:
     mine = ca.issue("social security")
     created = admin.post("/v1/certificates/ss/import", json={"certificate_pem": mine.cert_pem.decode()})
     assert created.status_code == 201 and created.json()["sector"] == "social_security"  # their sector, always
-    assert [e["name"] for e in admin.get("/v1/certificates").json()] == ["ss"]
+    assert [e["name"] for e in admin.get("/v1/certificates").json()["items"]] == ["ss"]
     assert admin.get("/v1/certificates/ss").status_code == 200
     for name in ("gjj", "own"):
         problem(admin.get(f"/v1/certificates/{name}"), 403, "forbidden")

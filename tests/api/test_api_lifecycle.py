@@ -117,7 +117,7 @@ def assert_problem(answer: httpx.Response, status: int, slug: str) -> None:
 def events(client: TestClient, case_no: str) -> list[dict[str, Any]]:
     answer = client.get(f"/v1/cases/{case_no}/events")
     assert answer.status_code == 200, answer.text
-    return list(answer.json())
+    return list(answer.json()["items"])
 
 
 def triggers(client: TestClient, case_no: str) -> list[str]:
@@ -528,8 +528,8 @@ def test_an_applicant_finds_their_cases_and_no_answer_shows_the_id_number(desk: 
     mine = [submit(desk.hall)["case_no"], submit(desk.hall, application(materials=("居民身份证",)))["case_no"]]
     other = submit(desk.hall, {**application(), "applicant": {"name": "赵敏", "id_number": AGENT_ID}})["case_no"]
     found = desk.hall.post("/v1/cases/lookup", json={"id_number": APPLICANT_ID})
-    assert sorted(c["case_no"] for c in ok(found)) == sorted(mine)
-    assert [c["case_no"] for c in ok(desk.window.post("/v1/cases/lookup", json={"id_number": AGENT_ID}))] == [
+    assert sorted(c["case_no"] for c in ok(found)["items"]) == sorted(mine)
+    assert [c["case_no"] for c in ok(desk.window.post("/v1/cases/lookup", json={"id_number": AGENT_ID}))["items"]] == [
         other]
     answers = [found, desk.hall.get(f"/v1/cases/{mine[0]}"), desk.hall.get(f"/v1/cases/{mine[0]}/events"),
                desk.hall.get(f"/v1/cases/{mine[0]}/documents/acceptance_receipt"),
@@ -537,7 +537,7 @@ def test_an_applicant_finds_their_cases_and_no_answer_shows_the_id_number(desk: 
     for answer in answers:
         assert answer.status_code == 200, answer.text
         assert APPLICANT_ID not in answer.text and APPLICANT_ID not in str(answer.headers)
-    assert ok(desk.hall.post("/v1/cases/lookup", json={"id_number": ELDER_ID})) == []
+    assert ok(desk.hall.post("/v1/cases/lookup", json={"id_number": ELDER_ID}))["items"] == []
 
 
 # --- 11. uploaded materials ------------------------------------------------------------------------------

@@ -70,7 +70,7 @@ def test_activation_waits_for_a_second_identity(gateway: Gateway, version: str, 
 
     problem(first.post(f"/v1/approvals/{approval['id']}/approve"), 403, "own-request")
     assert status_of(gateway, version) == "registered"
-    assert [a["id"] for a in second.get("/v1/approvals").json()] == [approval["id"]]
+    assert [a["id"] for a in second.get("/v1/approvals").json()["items"]] == [approval["id"]]
 
     approved = second.post(f"/v1/approvals/{approval['id']}/approve")
     assert approved.status_code == 200, approved.text
@@ -82,8 +82,8 @@ def test_activation_waits_for_a_second_identity(gateway: Gateway, version: str, 
     assert gateway.bundles.versions(SECTOR)[0].public()["activated_at"] is not None
 
     problem(second.post(f"/v1/approvals/{approval['id']}/approve"), 409, "already-decided")
-    assert second.get("/v1/approvals").json() == []  # nothing pending any more
-    decided = second.get("/v1/approvals", params={"status": "approved"}).json()
+    assert second.get("/v1/approvals").json()["items"] == []  # nothing pending any more
+    decided = second.get("/v1/approvals", params={"status": "approved"}).json()["items"]
     assert [(a["requested_by"], a["decided_by"]) for a in decided] == [(requester, approver)]
 
 
@@ -96,7 +96,7 @@ def test_only_an_identity_that_may_activate_may_approve(gateway: Gateway, versio
         problem(outsider.post(f"/v1/approvals/{approval['id']}/approve"), 403, "forbidden")
         problem(outsider.post(f"/v1/approvals/{approval['id']}/reject", json={}), 403, "forbidden")
         problem(outsider.get(f"/v1/approvals/{approval['id']}"), 403, "forbidden")
-        assert outsider.get("/v1/approvals").json() == []  # sector A's admin does not see sector B's request
+        assert outsider.get("/v1/approvals").json()["items"] == []  # sector A's admin does not see sector B's request
     problem(as_(gateway, Role.AUDITOR).get("/v1/approvals"), 403, "forbidden")
     assert status_of(gateway, version) == "registered"
 
@@ -120,7 +120,7 @@ def test_an_impossible_request_is_refused_at_once(gateway: Gateway, version: str
     problem(operator.post(f"/v1/adapters/{SECTOR}/versions/9.9.9/activate"), 404, "unknown-bundle")
     gateway.bundles.retire(SECTOR, version, "test")
     problem(operator.post(f"/v1/adapters/{SECTOR}/versions/{version}/activate"), 409, "bundle-conflict")
-    assert operator.get("/v1/approvals").json() == []
+    assert operator.get("/v1/approvals").json()["items"] == []
     problem(operator.post("/v1/approvals/ap_nobody/approve"), 404, "unknown-approval")
 
 

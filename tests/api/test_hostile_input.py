@@ -42,6 +42,7 @@ from gateway.bootstrap.app import Gateway, create_app
 from gateway.domain.roles import Role
 from gateway.http.json_bodies import JsonBodyRoute
 from gateway.persistence import tables as t
+from gateway.persistence.keyset import Keyset
 from tests.support.gateways import COMPLETE_APPLICATION, Keys, drain
 from tests.support.hostile import CASE_NS, PERSON, SOAP_ENV, HostileSector, assert_problem, envelope, submit_answer
 from tests.support.routes import v1_routes
@@ -199,8 +200,8 @@ A_LOOKUP = b'{"id_number": "150203198503120039"}'
 
 @pytest.mark.parametrize(("role", "path"), [
     (Role.OPERATOR, f"/v1/messages/{2**63}"),
-    (Role.OPERATOR, f"/v1/messages?after_id={2**63}"),
-    (Role.AUDITOR, f"/v1/audit?after_id={2**63}"),
+    (Role.OPERATOR, f"/v1/messages?cursor={Keyset('messages', (int,)).encode((2**63,))}"),
+    (Role.AUDITOR, f"/v1/audit?cursor={Keyset('audit', (int,)).encode((2**63,))}"),
     (Role.OPERATOR, f"/v1/ops/dead-letters/{2**63}"),
     (Role.OPERATOR, f"/v1/ops/replays/{2**64}"),
     (Role.CATALOGUE_ADMIN, f"/v1/matters/11150203MB0E00080E4000114002000/versions/{2**63}"),

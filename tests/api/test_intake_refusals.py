@@ -186,7 +186,7 @@ def test_issuing_and_evaluation_texts_are_refused_and_change_nothing(office: Hal
 def test_a_lookup_number_is_trimmed_and_a_control_character_refused(office: Hall) -> None:
     case_no = office.submit(application())["case_no"]
     found = office.post(office.hall, "/v1/cases/lookup", {"id_number": " 150203198503120039\t"})
-    assert [c["case_no"] for c in found.json()] == [case_no], found.text
+    assert [c["case_no"] for c in found.json()["items"]] == [case_no], found.text
     refused(office.post(office.hall, "/v1/cases/lookup", {"id_number": "15020319850312\x000039"}),
             ["body", "id_number"])
 
@@ -370,7 +370,7 @@ def test_a_case_stored_before_with_now_refused_data_still_loads_shows_and_moves_
     personal = office.window.get(f"/v1/cases/{case.case_no}/personal-data").json()["applicant"]
     assert (personal["id_number"], personal["address"]) == (born("20260230"), "  ")
     assert [c["case_no"] for c in office.post(office.hall, "/v1/cases/lookup",
-                                              {"id_number": born("20260230")}).json()] == [case.case_no]
+                                              {"id_number": born("20260230")}).json()["items"]] == [case.case_no]
     accepted = office.post(office.window, f"/v1/cases/{case.case_no}/accept", {})
     assert accepted.status_code == 200 and accepted.json()["state"] == "accepted", accepted.text
     assert service.get(case.case_no).form == {"insured_months": 36, "separation_date": "2026-02-30"}

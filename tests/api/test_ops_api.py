@@ -216,7 +216,7 @@ def test_every_filter_sorts_pages_and_counts(ops: Ops) -> None:
     by_attempts_cursor = ops.operator.get(f"{OPS}/dead-letters", params={"sort": "attempts", "limit": 1}).json()
     for cursor in ("not-a-cursor", by_attempts_cursor["next_cursor"]):  # the second was made for another sort
         stale = ops.operator.get(f"{OPS}/dead-letters", params={"sort": "-attempts", "cursor": cursor})
-        assert stale.status_code == 422 and stale.json()["type"] == PROBLEM + "invalid-filter", stale.text
+        assert stale.status_code == 422 and stale.json()["type"] == PROBLEM + "invalid-cursor", stale.text
 
 
 # --- one whole ----------------------------------------------------------------------------------------------
@@ -318,7 +318,7 @@ def test_a_dry_run_then_a_bulk_replay_runs_to_completion(ops: Ops, simulator: So
     assert (progress["replayed"], progress["skipped"], progress["finished_at"] is not None) == (3, 0, True)
     drain(ops.gateway, delivered(ops.gateway, 3))
     assert simulator.counters["cases_created"] == 3  # each once
-    assert [r["id"] for r in ops.operator.get(f"{OPS}/replays").json()] == [run["id"]]
+    assert [r["id"] for r in ops.operator.get(f"{OPS}/replays").json()["items"]] == [run["id"]]
     assert ids_of(ops.operator.get(f"{OPS}/dead-letters")) == []
 
     [(actor, subject, outcome, detail)] = ops.audit("ops replay many")
@@ -409,8 +409,8 @@ def test_a_sector_administrator_acts_for_their_own_sector_only(ops: Ops, simulat
     assert started.status_code == 202 and started.json()["total"] == 1, started.text
     drain(ops.gateway, delivered(ops.gateway, 4))  # the three cases of spread() were only waiting
     assert simulator.counters["cases_created"] == 4
-    assert [r["id"] for r in ops.own_admin.get(f"{OPS}/replays").json()] == [started.json()["id"]]
-    assert ops.other_admin.get(f"{OPS}/replays").json() == []
+    assert [r["id"] for r in ops.own_admin.get(f"{OPS}/replays").json()["items"]] == [started.json()["id"]]
+    assert ops.other_admin.get(f"{OPS}/replays").json()["items"] == []
     assert ops.other_admin.get(started.headers["Location"]).status_code == 404
     assert all(ops.letter(x)["status"] == "dead" for x in theirs)  # untouched
 
@@ -450,7 +450,7 @@ def test_failed_webhook_deliveries_are_listed_and_sent_again_with_the_same_event
     assert found(subscription=hook["id"]) == found(hall=hall_identity.id) == found(until=later) == [failure["id"]]
     assert found(subscription="wh_000000000000") == found(hall="id_nobody") == found(since=later) == []
     page = ops.operator.get(f"{OPS}/webhook-failures", params={"limit": 1}).json()
-    assert page["next_before_id"] == failure["id"] and found(before_id=failure["id"]) == []
+    assert page["next_cursor"] is None and page["items"] == [failure]  # one failure: one page
     assert ops.operator.get(f"{OPS}/webhook-failures", params={"subscription": "nope"}).status_code == 422
 
     redeliver = f"{OPS}/webhook-failures/{failure['id']}/redeliver"

@@ -129,7 +129,7 @@ def test_the_security_administrator_issues_lists_changes_and_revokes(client: Tes
     assert client.post("/v1/cases/lookup", json={"id_number": "x"}, headers=as_window).status_code == 200
 
     listed = client.get("/v1/identities")
-    assert identity_id in {i["id"] for i in listed.json()} and key not in listed.text
+    assert identity_id in {i["id"] for i in listed.json()["items"]} and key not in listed.text
     assert hash_key(key) not in listed.text
     assert client.get(f"/v1/identities/{identity_id}").json() == created
 

@@ -232,7 +232,7 @@ def test_a_fifth_sector_joins_through_the_api_and_decides_its_task_in_its_own_sy
         (BIRTH, case_no, GUARDIAN_ID)]
     assert [a["title"] for a in recorded[0]["attachments"]] == [m["name"] for m in BIRTH_APPLICATION["materials"]]
     assert recorded[0]["formData"]["newborn_name"] == "李小满"
-    accepted = next(e for e in api.get(f"/v1/cases/{case_no}/events", headers=keys.hall).json()
+    accepted = next(e for e in api.get(f"/v1/cases/{case_no}/events", headers=keys.hall).json()["items"]
                     if e["to_state"] == "accepted")
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
     assert recorded[0]["acceptedAt"] == (datetime.fromisoformat(accepted["at"]) - epoch) // timedelta(milliseconds=1)
@@ -270,7 +270,7 @@ def test_another_sectors_administrator_may_neither_register_nor_activate_it(
     for path in (f"/v1/adapters/{SECTOR}/rollback", f"/v1/adapters/{SECTOR}/versions/{VERSION}/retire"):
         assert_problem(api.post(path, headers=stranger), 403, "forbidden")
     assert_problem(api.get(f"/v1/adapters/{SECTOR}/versions", headers=stranger), 403, "forbidden")
-    versions = api.get(f"/v1/adapters/{SECTOR}/versions", headers=admin).json()
+    versions = api.get(f"/v1/adapters/{SECTOR}/versions", headers=admin).json()["items"]
     assert [(v["version"], v["status"]) for v in versions] == [(VERSION, "registered")]
     assert SECTOR not in gateway.registry.sectors
 
@@ -287,7 +287,7 @@ def test_an_invalid_copy_is_refused_with_the_exact_problem_and_nothing_is_stored
     assert body["errors"] == [{"msg": f"submit_case.mapping.yaml:{line}: request.applicant.fullName: "
                                       "'case.applicant.nme' is not in the canonical message"}]
     assert stored_versions(gateway) == 0
-    assert api.get(f"/v1/adapters/{SECTOR}/versions", headers=admin).json() == []
+    assert api.get(f"/v1/adapters/{SECTOR}/versions", headers=admin).json()["items"] == []
     assert_problem(activate(api, admin), 404, "unknown-bundle")
 
 
@@ -305,7 +305,8 @@ def test_rollback_and_retire(api: TestClient, gateway: Gateway, admin: dict[str,
     second = variant(tmp_path, "medical_security", bundle__yaml=(f'version: "{VERSION}"', f'version: "{v2}"'))
 
     def statuses() -> dict[str, str]:
-        return {v["version"]: v["status"] for v in api.get(f"/v1/adapters/{SECTOR}/versions", headers=admin).json()}
+        listed = api.get(f"/v1/adapters/{SECTOR}/versions", headers=admin).json()["items"]
+        return {v["version"]: v["status"] for v in listed}
 
     assert_problem(api.post(f"/v1/adapters/{SECTOR}/rollback", headers=admin), 409, "bundle-conflict")
     assert register(api, admin).status_code == 201

@@ -57,7 +57,7 @@ class Hall:
     def deliveries(self, webhook_id: str) -> list[dict[str, Any]]:
         answer = self.client.get(f"/v1/webhooks/{webhook_id}/deliveries", params={"limit": 500})
         assert answer.status_code == 200, answer.text
-        return answer.json()  # type: ignore[no-any-return]
+        return answer.json()["items"]  # type: ignore[no-any-return]
 
     def pump(self, until: Callable[[], bool], timeout_s: float = 20) -> None:
         """Run the scheduled jobs (fan-out, webhooks, ...) as a dispatcher's loop does, until `until()`."""
@@ -101,19 +101,19 @@ def test_subscriptions_are_the_callers_own_and_bad_ones_are_refused(make_hall: C
     created = hall.subscribe(receiver, "/mine", ["approve", "accept", "accept"])
     assert created["id"].startswith("wh_") and created["secret"].startswith("whsec_")
     assert created["events"] == ["accept", "approve"] and created["active"] is True
-    listed = hall.client.get("/v1/webhooks").json()
+    listed = hall.client.get("/v1/webhooks").json()["items"]
     assert [w["id"] for w in listed] == [created["id"]] and "secret" not in listed[0]
     with hall.gateway.engine.connect() as conn:  # the secret rests sealed
         stored = conn.execute(select(webhook_subscriptions.c.secret)).scalar_one()
     assert stored.startswith("yw1.") and created["secret"] not in stored
 
     # Another identity neither sees nor touches it: 404, as for an id that never was.
-    assert hall.other.get("/v1/webhooks").json() == []
+    assert hall.other.get("/v1/webhooks").json()["items"] == []
     for answer in (hall.other.get(f"/v1/webhooks/{created['id']}/deliveries"),
                    hall.other.delete(f"/v1/webhooks/{created['id']}"),
                    hall.client.delete("/v1/webhooks/wh_000000000000")):
         assert answer.status_code == 404 and answer.json()["type"] == PROBLEM + "unknown-webhook", answer.text
-    assert hall.client.get("/v1/webhooks").json()[0]["active"] is True
+    assert hall.client.get("/v1/webhooks").json()["items"][0]["active"] is True
 
     public = "https://93.184.216.34/hook"  # a public address: accepted (nothing is sent on subscribing)
     refused = {

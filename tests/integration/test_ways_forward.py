@@ -70,7 +70,7 @@ def test_withdrawing_ends_every_open_task_and_the_sector_that_had_one_is_told(
         assert withdrawn.status_code == 200, withdrawn.text
         drain(gateway, lambda: all(status != "pending" for _, status in outbox_statuses(gateway)))
         view = hall.get(f"/v1/cases/{case_no}").json()
-        events = hall.get(f"/v1/cases/{case_no}/events").json()
+        events = hall.get(f"/v1/cases/{case_no}/events").json()["items"]
     [task] = view["tasks"]
     assert (view["state"], task["state"], task["sector_told"]) == ("closed", "cancelled", True)
     assert housing_fund.counters["cancels_received"] == 1
@@ -135,7 +135,7 @@ def test_a_correction_replaces_the_dead_letter_and_the_sector_gets_the_corrected
         assert corrected.status_code == 200, corrected.text
         assert corrected.json()["tasks"][0]["round"] == 1
         drain(gateway, lambda: gateway.service.get(case_no).state.value == "approved")
-        events = window.get(f"/v1/cases/{case_no}/events").json()
+        events = window.get(f"/v1/cases/{case_no}/events").json()["items"]
     [fields] = decided
     assert fields["qqlsh"] == f"{case_no}:1:submit_case:r1"  # a new request, not a repeat of the dead one
     assert fields["lxdh"] == "13847100002"  # the corrected number reached the sector

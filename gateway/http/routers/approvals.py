@@ -6,6 +6,7 @@ The guarded routes (bundle activation in `api_adapters`, publication in `api_cat
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
@@ -15,8 +16,10 @@ from gateway.catalogue.matters import matter_to_document
 from gateway.domain.roles import Identity, Role
 from gateway.http.callers import require
 from gateway.http.json_bodies import JsonBodyRoute
+from gateway.http.paging import Page, Paged, answer
 from gateway.http.problems import install_problems, problem_doc
 from gateway.http.text_fields import typed
+from gateway.persistence.keyset import Keyset
 from gateway.sectors.bundle_records import BundleStore
 from gateway.security.approvals import (
     STATUSES,
@@ -31,6 +34,7 @@ from gateway.security.approvals import (
 )
 
 router = APIRouter(prefix="/v1", tags=["approvals"], route_class=JsonBodyRoute)
+APPROVALS = Keyset("approvals", (datetime, str))  # oldest request first; held in memory, filtered by who decides
 # Whoever may do a guarded action; `may_decide` narrows it to the action (and a sector admin's sector).
 Decider = Annotated[Identity, Depends(require(Role.SECTOR_ADMIN, Role.OPERATOR, Role.SYSTEM_ADMIN,
                                               Role.CATALOGUE_ADMIN))]
@@ -51,13 +55,15 @@ def _seen_by(identity: Identity, approval: Approval) -> Approval:
     return approval
 
 
-@router.get("/approvals", responses=problem_doc(401, 403, 422),
+@router.get("/approvals", response_model=Page[dict[str, Any]], responses=problem_doc(401, 403, 422),
             summary="待我审批的申请")
-def list_approvals(request: Request, identity: Decider,
+def list_approvals(request: Request, identity: Decider, paging: Paged,
                    status: Annotated[str, Query(pattern="^(" + "|".join(STATUSES) + ")$")] = "pending"
-                   ) -> list[dict[str, Any]]:
+                   ) -> dict[str, Any]:
     """四眼原则下调用方可以审批的申请（启用适配包、发布事项），默认只列待审批的，`status` 可选其他状态。只读。"""
-    return [a.public() for a in _approvals(request).list(status) if may_decide(identity, a.action, a.sector)]
+    mine = [a for a in _approvals(request).list(status) if may_decide(identity, a.action, a.sector)]
+    page = APPROVALS.seek(mine, lambda a: (a.requested_at, a.id), paging.after(APPROVALS), paging.limit)
+    return answer(APPROVALS, page, Approval.public, len(mine))
 
 
 @router.get("/approvals/{approval_id}", summary="查看审批", responses=problem_doc(401, 403, 404))

@@ -8,11 +8,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Any, cast
 
 import structlog
-from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -20,18 +22,21 @@ from gateway.audit.ledger import AUDIT, MESSAGE, Direction, Filters, Ledger, Led
 from gateway.domain.clock import SHANGHAI, instants_as_beijing_text
 from gateway.domain.roles import UNMASKED_ONLY, Identity, NotAllowed, Role, acts_for_sector, may_unmask
 from gateway.http.callers import caller, require
+from gateway.http.paging import Page, PageQuery, answer, page_query
 from gateway.http.problems import install_problems, problem_doc
 from gateway.observability.logs import mask_value as mask
+from gateway.persistence.keyset import Keyset
 from gateway.persistence.tables import MAX_ROW_ID
 
 log = structlog.get_logger("yiwang.audit")
 router = APIRouter(prefix="/v1", tags=["audit"])
 CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 AUDITED_PREFIX = "/v1/"
-MAX_PAGE = 1000
 # Record ids are 32-bit integers in PostgreSQL: a bigger one names nothing, and must not reach SQL (a 500).
 RecordId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
-AfterId = Annotated[int | None, Query(ge=0, le=MAX_ROW_ID, description="next_after_id of the page before")]
+# Both logs run oldest first by record id; no total (counting a log is a scan).
+AUDIT_ORDER, MESSAGE_ORDER = Keyset("audit", (int,)), Keyset("messages", (int,))
+LogPage = Annotated[PageQuery, Depends(page_query(default=100, maximum=1000))]
 
 
 class RecordNotFound(LookupError):
@@ -47,25 +52,25 @@ def _instant(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=SHANGHAI) if value is not None and value.tzinfo is None else value
 
 
-def _page(records: list[LedgerRecord], limit: int, items: list[dict[str, Any]]) -> dict[str, Any]:
-    """A page and the cursor of the next one (`after_id`), or None when this is the last."""
-    return {"items": items, "next_after_id": records[-1].id if len(records) == limit else None}
+def _page(ledger: Ledger, order: Keyset, filters: Filters, paging: PageQuery,
+          view: Callable[[LedgerRecord], dict[str, Any]]) -> dict[str, Any]:
+    """One page of a log after the cursor's record id."""
+    records = ledger.records(replace(filters, after_id=paging.after_id(order)), paging.limit + 1)
+    return answer(order, order.cut(records, paging.limit, lambda r: (r.id,)), view)
 
 
-@router.get("/audit", responses=problem_doc(401, 403), summary="查阅审计日志")
-def list_audit(request: Request, identity: Annotated[Identity, Depends(require(Role.AUDITOR))],
+@router.get("/audit", response_model=Page[dict[str, Any]], responses=problem_doc(401, 403, 422),
+            summary="查阅审计日志")
+def list_audit(request: Request, identity: Annotated[Identity, Depends(require(Role.AUDITOR))], paging: LogPage,
                actor: str | None = None, action: str | None = None,
-               since: datetime | None = None, until: datetime | None = None,
-               after_id: AfterId = None, limit: int = Query(100, ge=1, le=MAX_PAGE)) -> dict[str, Any]:
-    """审计日志，按时间先后，可按操作人、动作、时间段筛选，分页（`after_id` 接着上一页的 `next_after_id`）。
+               since: datetime | None = None, until: datetime | None = None) -> dict[str, Any]:
+    """审计日志，按时间先后，可按操作人、动作、时间段筛选，分页（`cursor` 接着上一页的 `next_cursor`）。
     无时区的时间按北京时间理解。详情中的个人信息已脱敏。只读。"""
     ledger = _ledger(request)
-    filters = Filters(AUDIT, actor=actor, action=action, since=_instant(since), until=_instant(until),
-                      after_id=after_id)
-    records = ledger.records(filters, limit)
+    filters = Filters(AUDIT, actor=actor, action=action, since=_instant(since), until=_instant(until))
     # A detail's instants (a filter's bounds) were recorded in UTC; shown, like every time, in Beijing time.
-    return _page(records, limit, [{**r.public(), "detail": instants_as_beijing_text(mask(ledger.open_body(r)))}
-                                  for r in records])
+    return _page(ledger, AUDIT_ORDER, filters, paging,
+                 lambda r: {**r.public(), "detail": instants_as_beijing_text(mask(ledger.open_body(r)))})
 
 
 @router.get("/audit/verify", responses=problem_doc(401, 403),
@@ -75,19 +80,18 @@ def verify(request: Request, identity: Annotated[Identity, Depends(require(Role.
     return _ledger(request).verify().public()
 
 
-@router.get("/messages", responses=problem_doc(401, 403),
+@router.get("/messages", response_model=Page[dict[str, Any]], responses=problem_doc(401, 403, 422),
             summary="查阅部门报文日志")
 def list_messages(request: Request, identity: Annotated[Identity, Depends(require(Role.OPERATOR, Role.SECTOR_ADMIN))],
-                  sector: str | None = None, case_no: str | None = None, direction: Direction | None = None,
-                  after_id: AfterId = None, limit: int = Query(100, ge=1, le=MAX_PAGE)) -> dict[str, Any]:
+                  paging: LogPage, sector: str | None = None, case_no: str | None = None,
+                  direction: Direction | None = None) -> dict[str, Any]:
     """网关与部门系统之间收发的报文记录，可按部门、办件、方向筛选并分页；部门系统管理员只能看到本部门的。只读。"""
     if not identity.has(Role.OPERATOR):
         if sector is not None and not acts_for_sector(identity, sector):
             raise NotAllowed(f"不是部门 {sector} 的管理员")
         sector = identity.sector or ""  # a sector administrator without a sector sees nothing
-    filters = Filters(MESSAGE, action=direction, sector=sector, case_no=case_no, after_id=after_id)
-    records = _ledger(request).records(filters, limit)
-    return _page(records, limit, [r.public() for r in records])
+    filters = Filters(MESSAGE, action=direction, sector=sector, case_no=case_no)
+    return _page(_ledger(request), MESSAGE_ORDER, filters, paging, LedgerRecord.public)
 
 
 @router.get("/messages/{record_id}", responses=problem_doc(401, 403, 404),

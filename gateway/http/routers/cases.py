@@ -24,6 +24,7 @@ from gateway.domain.case import (
     Agent,
     Applicant,
     Case,
+    CaseEvent,
     CaseRuleViolation,
     Certificate,
     Delivery,
@@ -34,10 +35,13 @@ from gateway.domain.case import (
 from gateway.domain.roles import Identity, NotAllowed, Role
 from gateway.http.callers import require
 from gateway.http.json_bodies import JsonBodyRoute
+from gateway.http.paging import Page, Paged, answer
 from gateway.http.problems import problem_doc
 from gateway.http.schemas import EventOut
 from gateway.http.text_fields import typed
 from gateway.observability.correlation import bind_case_no
+from gateway.persistence.keyset import Key, Keyset
+from gateway.persistence.repository import APPLICANT_CASES
 
 log = structlog.get_logger("yiwang.api")
 
@@ -57,6 +61,7 @@ READERS = (Role.HALL_CLIENT, Role.WINDOW, Role.CLERK, Role.ISSUING_WINDOW, Role.
 # clerk deciding, the issuing window delivering. The hall and operators see them masked.
 UNMASKED_READERS = (Role.WINDOW, Role.CLERK, Role.ISSUING_WINDOW)
 ERRORS = problem_doc(401, 403, 404, 409, 422)
+TIMELINE = Keyset("case-events", (int,))  # a case's events, oldest first; held in memory with the case
 
 
 class Strict(BaseModel):
@@ -294,13 +299,16 @@ def submit_case(
     return outcome.case
 
 
-@router.post("/cases/lookup", response_model=list[CaseOut], responses=problem_doc(401, 403, 422),
+@router.post("/cases/lookup", response_model=Page[CaseOut], responses=problem_doc(401, 403, 422),
              summary="查询申请人的办件（我的办件）")
-def lookup_cases(body: LookupIn, request: Request,
+def lookup_cases(body: LookupIn, request: Request, paging: Paged,
                  _: Annotated[Identity, Depends(require(Role.HALL_CLIENT, Role.WINDOW))]) -> Any:
-    """按申请人证件号码查出其全部办件（我的办件）。证件号码放在请求体中，不进入 URL 和日志。
+    """按申请人证件号码查出其办件（我的办件），最新的在前，分页。证件号码放在请求体中，不进入 URL 和日志。
     只读，可重复调用。返回办件列表（证件号码、电话已脱敏）。"""
-    return [case_view(c) for c in _service(request).for_applicant(body.id_number)]
+    service = _service(request)
+    found = service.for_applicant(body.id_number, paging.after(APPLICANT_CASES), paging.limit + 1)
+    page = APPLICANT_CASES.cut(found, paging.limit, lambda keyed: keyed[0])
+    return answer(APPLICANT_CASES, page, lambda keyed: case_view(keyed[1]), service.count_for_applicant(body.id_number))
 
 
 @router.get("/cases/{case_no}", summary="查看办件", response_model=CaseOut, responses=problem_doc(401, 403, 404))
@@ -312,12 +320,19 @@ def get_case(case_no: str, request: Request, response: Response,
     return _answer(response, _readable(identity, _service(request).get(case_no)))
 
 
-@router.get("/cases/{case_no}/events", summary="办件时间线", response_model=list[EventOut],
-            responses=problem_doc(401, 403, 404))
-def get_case_events(case_no: str, request: Request, identity: Annotated[Identity, Depends(require(*READERS))]) -> Any:
-    """办件的全部事件（时间、操作人、原因），按发生先后排列：办件的每次变化都在这里。
+@router.get("/cases/{case_no}/events", summary="办件时间线", response_model=Page[EventOut],
+            responses=problem_doc(401, 403, 404, 422))
+def get_case_events(case_no: str, request: Request, paging: Paged,
+                    identity: Annotated[Identity, Depends(require(*READERS))]) -> Any:
+    """办件的全部事件（时间、操作人、原因），按发生先后排列，分页：办件的每次变化都在这里。
     只读；部门经办人只能看到涉及本部门的办件。"""
-    return [event_view(e) for e in _readable(identity, _service(request).get(case_no)).events]
+    events, timeline = _readable(identity, _service(request).get(case_no)).events, TIMELINE.of(case_no)
+    page = timeline.seek(events, _event_key, paging.after(timeline), paging.limit)
+    return answer(timeline, page, event_view, len(events))
+
+
+def _event_key(event: CaseEvent) -> Key:
+    return (event.seq,)
 
 
 @router.get("/cases/{case_no}/personal-data", response_model=PersonalDataOut, responses=problem_doc(401, 403, 404),

@@ -26,13 +26,17 @@ from gateway.domain.roles import ALL_ROLES, Identity, Role
 from gateway.http.approval_holds import HELD_DOC, held_for_approval
 from gateway.http.callers import require
 from gateway.http.json_bodies import JsonBodyRoute
+from gateway.http.paging import Page, Paged, answer
 from gateway.http.problems import install_problems, problem_doc, problem_response
 from gateway.http.schemas import BeijingTime
 from gateway.persistence.catalogue_tables import DRAFT
+from gateway.persistence.keyset import Keyset
 from gateway.persistence.tables import MAX_ROW_ID
 from gateway.security.approvals import Action
 
 router = APIRouter(prefix="/v1", tags=["catalogue"], route_class=JsonBodyRoute)
+# The catalogue by matter code, a matter's versions by number: both held in memory (hundreds, a few).
+MATTERS, MATTER_VERSIONS = Keyset("matters", (str,)), Keyset("matter-versions", (int,))
 Reader = Annotated[Identity, Depends(require(*ALL_ROLES))]
 Admin = Annotated[Identity, Depends(require(Role.CATALOGUE_ADMIN))]
 DepartmentQuery = Annotated[str | None, Query(description="lead or co-department: part of its name, or credit code")]
@@ -160,11 +164,12 @@ def _guide(matter: Matter | None, code: str) -> dict[str, Any]:
 # --- reads: every role ---------------------------------------------------------------------------------
 
 
-@router.get("/matters", response_model=list[MatterSummary], responses=problem_doc(401, 403, 422),
+@router.get("/matters", response_model=Page[MatterSummary], responses=problem_doc(401, 403, 422),
             summary="检索事项目录")
 def list_matters(
     request: Request,
     _: Reader,
+    paging: Paged,
     department: DepartmentQuery = None,
     level: Level | None = None,
     matter_type: Annotated[MatterType | None, Query(alias="type")] = None,
@@ -175,7 +180,8 @@ def list_matters(
     只读，可重复调用。返回事项摘要列表。"""
     found = _catalogue(request).search(department=department, level=level, type=matter_type,
                                        service_object=service_object, text=q)
-    return [matter_to_document(m) for m in found]
+    page = MATTERS.seek(found, lambda m: (m.implementation_code,), paging.after(MATTERS), paging.limit)
+    return answer(MATTERS, page, matter_to_document, len(found))
 
 
 @router.get("/matters/{code}", response_model=MatterGuide, responses=problem_doc(401, 403, 404),
@@ -186,14 +192,16 @@ def get_matter(code: str, request: Request, _: Reader) -> Any:
     return _guide(_catalogue(request).published(code), code)
 
 
-@router.get("/matters/{code}/versions", response_model=list[VersionOut], responses=problem_doc(401, 403, 404),
+@router.get("/matters/{code}/versions", response_model=Page[VersionOut], responses=problem_doc(401, 403, 404, 422),
             summary="事项的各个版本")
-def list_versions(code: str, request: Request, _: Reader) -> Any:
+def list_versions(code: str, request: Request, _: Reader, paging: Paged) -> Any:
     """一个事项办事指南的全部版本及其状态（草稿、已发布、已停用）。只读，可重复调用。"""
     versions = _catalogue(request).versions(code)
     if not versions:
         raise MatterNotFound(f"没有编码为 {code} 的事项")
-    return versions
+    order = MATTER_VERSIONS.of(code)
+    page = order.seek(versions, lambda v: (v["version"],), paging.after(order), paging.limit)
+    return answer(order, page, dict, len(versions))
 
 
 @router.get("/matters/{code}/versions/{version}", response_model=MatterGuide,

@@ -30,10 +30,13 @@ from gateway.domain.clock import instants_as_beijing_text
 from gateway.domain.roles import Identity, NotAllowed, Role
 from gateway.http.callers import require
 from gateway.http.json_bodies import JsonBodyRoute
+from gateway.http.paging import Page, Paged, answer
 from gateway.http.problems import install_problems, problem_doc
+from gateway.persistence.keyset import Keyset
 from gateway.persistence.tables import MAX_ROW_ID
 
 router = APIRouter(prefix="/v1/certificates", tags=["certificates"], route_class=JsonBodyRoute)
+ENTRIES = Keyset("certificates", (str,))  # by name; held in memory (tens of entries)
 ADMINS = require(Role.SECURITY_ADMIN, Role.SECTOR_ADMIN)
 
 
@@ -123,14 +126,16 @@ def _entry(versions: list[StoredVersion]) -> dict[str, Any]:
     return {"name": first.name, "sector": first.sector, "kind": first.kind, "versions": shown}
 
 
-@router.get("", responses=problem_doc(401, 403), summary="列出证书与密钥")
-def list_entries(request: Request, identity: Annotated[Identity, Depends(ADMINS)]) -> list[dict[str, Any]]:
+@router.get("", response_model=Page[dict[str, Any]], responses=problem_doc(401, 403, 422), summary="列出证书与密钥")
+def list_entries(request: Request, identity: Annotated[Identity, Depends(ADMINS)], paging: Paged) -> dict[str, Any]:
     """调用方可见的全部证书和密钥条目（部门系统管理员只看到本部门的），只列版本和有效期，从不返回私钥。只读。"""
     by_name: dict[str, list[StoredVersion]] = {}
     for version in _store(request).versions():
         if _may_see(identity, version.sector):
             by_name.setdefault(version.name, []).append(version)
-    return [_entry(versions) for versions in by_name.values()]
+    entries = list(by_name.values())
+    page = ENTRIES.seek(entries, lambda versions: (versions[0].name,), paging.after(ENTRIES), paging.limit)
+    return answer(ENTRIES, page, _entry, len(entries))
 
 
 @router.get("/{name}", responses=problem_doc(401, 403, 404), summary="查看证书条目")

@@ -7,6 +7,7 @@ administrator may not change their own identity — nobody grants themselves a r
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -17,7 +18,9 @@ from gateway.domain.clock import beijing_text
 from gateway.domain.roles import Identity, NotAllowed, RateLimited, Role
 from gateway.http.callers import require
 from gateway.http.json_bodies import JsonBodyRoute
+from gateway.http.paging import Page, Paged, answer
 from gateway.http.problems import install_problems, problem_doc, problem_response
+from gateway.persistence.keyset import Keyset
 from gateway.security.api_keys import (
     AlreadyRevoked,
     ApiKeyStore,
@@ -30,6 +33,7 @@ from gateway.security.api_keys import (
 from gateway.security.rate_limits import retry_after_header
 
 router = APIRouter(prefix="/v1", tags=["identities"], route_class=JsonBodyRoute)
+IDENTITIES = Keyset("identities", (datetime, str))  # oldest first; a few hundred at most: held in memory
 SecurityAdmin = Annotated[Identity, Depends(require(Role.SECURITY_ADMIN))]
 
 
@@ -75,10 +79,13 @@ def issue_identity(body: IdentityIn, request: Request, _: SecurityAdmin) -> dict
     return {**identity_view(_issued(request, identity.id)), "key": raw_key}
 
 
-@router.get("/identities", responses=problem_doc(401, 403), summary="列出身份")
-def list_identities(request: Request, _: SecurityAdmin) -> list[dict[str, Any]]:
+@router.get("/identities", response_model=Page[dict[str, Any]], responses=problem_doc(401, 403, 422),
+            summary="列出身份")
+def list_identities(request: Request, _: SecurityAdmin, paging: Paged) -> dict[str, Any]:
     """全部身份，包括已吊销的（不含密钥）。只读。"""
-    return [identity_view(i) for i in _keys(request).list()]
+    issued = _keys(request).list()
+    page = IDENTITIES.seek(issued, lambda i: (i.created_at, i.identity.id), paging.after(IDENTITIES), paging.limit)
+    return answer(IDENTITIES, page, identity_view, len(issued))
 
 
 @router.get("/identities/{identity_id}", summary="查看身份", responses=problem_doc(401, 403, 404))

@@ -25,9 +25,11 @@ from gateway.http.json_bodies import (
     accepts_only,
     media_type,
 )
+from gateway.http.paging import Page, Paged, answer
 from gateway.http.problems import install_problems, problem_doc, problem_response
 from gateway.http.text_fields import typed_json
-from gateway.sectors.bundle_records import BundleConflict, BundleInvalid, BundleStore, UnknownBundle
+from gateway.persistence.keyset import Keyset
+from gateway.sectors.bundle_records import BundleConflict, BundleInvalid, BundleStore, BundleVersion, UnknownBundle
 from gateway.sectors.calls import (
     CallbackDuplicateKey,
     CallbackRejected,
@@ -39,6 +41,8 @@ from gateway.sectors.live_registry import LiveRegistry, NoActiveAdapter
 from gateway.security.approvals import Action
 
 router = APIRouter(prefix="/v1", tags=["adapters"], route_class=JsonBodyRoute)
+# A sector's bundle versions in the order registered; held in memory (tens per sector).
+BUNDLE_VERSIONS = Keyset("bundle-versions", (int,))
 callbacks = APIRouter(tags=["callbacks"])
 ADMINS = (Role.SECTOR_ADMIN, Role.OPERATOR, Role.SYSTEM_ADMIN)
 MAX_BUNDLE_BYTES = 20 * 1024 * 1024
@@ -101,12 +105,15 @@ def list_adapters(request: Request, identity: Annotated[Identity, Depends(requir
     return {s: instants_as_beijing_text(h) for s, h in health.items() if acts_for_sector(identity, s)}
 
 
-@router.get("/adapters/{sector}/versions", summary="适配包的各个版本", responses=problem_doc(401, 403))
-def list_versions(sector: str, request: Request,
-                  identity: Annotated[Identity, Depends(require(*ADMINS))]) -> list[dict[str, Any]]:
+@router.get("/adapters/{sector}/versions", summary="适配包的各个版本", response_model=Page[dict[str, Any]],
+            responses=problem_doc(401, 403, 422))
+def list_versions(sector: str, request: Request, paging: Paged,
+                  identity: Annotated[Identity, Depends(require(*ADMINS))]) -> dict[str, Any]:
     """一个部门已注册的适配包版本及其状态。只读。"""
     _own_sector(identity, sector)
-    return [v.public() for v in _store(request).versions(sector)]
+    versions, order = _store(request).versions(sector), BUNDLE_VERSIONS.of(sector)
+    page = order.seek(versions, lambda v: (v.row_id,), paging.after(order), paging.limit)
+    return answer(order, page, BundleVersion.public, len(versions))
 
 
 @router.post("/adapters/{sector}/versions/{version}/test", responses=problem_doc(401, 403, 404),

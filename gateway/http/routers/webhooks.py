@@ -11,21 +11,26 @@ request is). The secret that signs the deliveries is in the creation answer only
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, cast
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.domain.roles import Identity, Role
 from gateway.http.callers import require
 from gateway.http.json_bodies import JsonBodyRoute
+from gateway.http.paging import Page, Paged, answer
 from gateway.http.problems import install_problems, problem_doc
 from gateway.http.schemas import BeijingTime, DeliveryOut
 from gateway.notifications.hall import MAX_URL, Delivery, Subscription, UnknownWebhook, WebhookRefused, Webhooks
+from gateway.persistence.keyset import Keyset
 
 router = APIRouter(prefix="/v1", tags=["webhooks"], route_class=JsonBodyRoute)
 Hall = Annotated[Identity, Depends(require(Role.HALL_CLIENT))]
-MAX_DELIVERIES = 500
+# Subscriptions oldest first (an identity holds a few; in memory); deliveries newest first (by id, in SQL).
+WEBHOOKS = Keyset("webhooks", (datetime, str))
+DELIVERIES = Keyset("webhook-deliveries", (int,), descending=True)
 
 
 class WebhookIn(BaseModel):
@@ -74,19 +79,22 @@ def subscribe(body: WebhookIn, request: Request, identity: Hall) -> dict[str, An
     return {**_view(subscription), "secret": secret}
 
 
-@router.get("/webhooks", response_model=list[WebhookOut], responses=problem_doc(401, 403),
+@router.get("/webhooks", response_model=Page[WebhookOut], responses=problem_doc(401, 403, 422),
             summary="我的订阅")
-def list_webhooks(request: Request, identity: Hall) -> list[dict[str, Any]]:
+def list_webhooks(request: Request, identity: Hall, paging: Paged) -> dict[str, Any]:
     """调用方自己的订阅，包括已删除的（不含签名密钥）。只读。"""
-    return [_view(s) for s in _webhooks(request).of_owner(identity.id)]
+    subscriptions = _webhooks(request).of_owner(identity.id)
+    page = WEBHOOKS.seek(subscriptions, lambda s: (s.created_at, s.id), paging.after(WEBHOOKS), paging.limit)
+    return answer(WEBHOOKS, page, _view, len(subscriptions))
 
 
-@router.get("/webhooks/{webhook_id}/deliveries", response_model=list[DeliveryOut], responses=problem_doc(401, 403, 404),
-            summary="订阅的推送记录")
-def list_deliveries(webhook_id: str, request: Request, identity: Hall,
-                    limit: int = Query(50, ge=1, le=MAX_DELIVERIES)) -> list[dict[str, Any]]:
+@router.get("/webhooks/{webhook_id}/deliveries", response_model=Page[DeliveryOut],
+            responses=problem_doc(401, 403, 404, 422), summary="订阅的推送记录")
+def list_deliveries(webhook_id: str, request: Request, identity: Hall, paging: Paged) -> dict[str, Any]:
     """一个订阅最近的推送及其结果，新的在前。只读。"""
-    return [_delivery_view(d) for d in _webhooks(request).deliveries(identity.id, webhook_id, limit)]
+    order = DELIVERIES.of(webhook_id)
+    found = _webhooks(request).deliveries(identity.id, webhook_id, paging.limit + 1, paging.after_id(order))
+    return answer(order, order.cut(found, paging.limit, lambda d: (d.id,)), _delivery_view)
 
 
 @router.delete("/webhooks/{webhook_id}", response_model=WebhookOut, responses=problem_doc(401, 403, 404),
