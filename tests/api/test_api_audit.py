@@ -21,6 +21,7 @@ from gateway.bootstrap.serving import serve_in_thread
 from gateway.cli.common import NOT_FOUND
 from gateway.domain.roles import Role
 from tests.support.gateways import COMPLETE_APPLICATION, Keys, drain
+from tests.support.simulators import eventually
 
 PERSON = COMPLETE_APPLICATION["applicant"]["id_number"]
 ID_CARD_RENEWAL = "11150203MB0E00080E4000114002000"  # 居民身份证换领: public security, decided by callback
@@ -94,6 +95,14 @@ def test_every_change_through_v1_is_audited_with_identity_route_and_outcome(worl
         refused = hall.post(f"/v1/cases/{case_no}/accept", json={})  # the hall may not accept
         hall.get(f"/v1/cases/{case_no}")  # reading changes nothing: not audited
     assert refused.status_code == 403
+    refusal_recorded = ("POST /v1/cases/{case_no}/accept", f"case_no={case_no}", "403 refused", case_no)
+
+    def seen_now() -> list[tuple[str, str | None, str | None, str | None]]:
+        return [(r.action, r.subject, r.outcome, r.case_no) for r in world.gateway.ledger.records(Filters(AUDIT))]
+
+    # The trail writes a record once the answer has gone (AuditTrail's `finally`): under load the client can
+    # read before that write commits, so wait for it, briefly.
+    eventually(lambda: refusal_recorded in seen_now(), timeout=5.0)
     records = world.gateway.ledger.records(Filters(AUDIT))
     seen = [(r.action, r.subject, r.outcome, r.case_no) for r in records]
     assert ("POST /v1/cases", None, "201 ok", None) in seen

@@ -175,7 +175,7 @@ def test_an_event_stored_before_the_change_leaves_in_beijing_time_too(
     resent = receiver.on("/hook")[-1]
     assert resent.signed and resent.event["at"] == "2026-11-24T10:00:00.000+08:00"
     listed = clients["hall"].get(f"/v1/webhooks/{named['webhook_id']}/deliveries").json()
-    assert not_beijing(listed) == [] and listed[0]["event"]["at"] == "2026-11-24T10:00:00.000+08:00"
+    assert not_beijing(listed) == [] and listed["items"][0]["event"]["at"] == "2026-11-24T10:00:00.000+08:00"
 
 
 def test_inputs_still_take_any_rfc3339_offset(busy: tuple[Gateway, dict[str, TestClient], dict[str, Any]]) -> None:
