@@ -81,6 +81,10 @@ class UnitsOfWork:
 
 def create_schema(engine: Engine) -> None:
     """Bring the schema to the newest migration (safe when several processes start at once)."""
-    from gateway.persistence.migrate import upgrade  # Alembic is only needed at start-up
+    from gateway.persistence.schema_version import at_newest
+
+    if at_newest(engine):  # the usual case: one read, no lock, no Alembic (a CLI command starts faster)
+        return
+    from gateway.persistence.migrate import upgrade  # Alembic is only needed when there is something to do
 
     upgrade(engine)

@@ -56,6 +56,7 @@ from gateway.persistence.migrate import (
     upgrade,
 )
 from gateway.persistence.schema import TABLE_MODULES
+from gateway.persistence.schema_version import at_newest, newest_revision
 from gateway.persistence.tables import metadata
 from gateway.persistence.uow import create_schema
 
@@ -166,6 +167,35 @@ def test_tables_dropped_without_the_version_table_are_created_again(empty: Engin
     upgrade(empty)
     assert tables(empty) == EVERY_TABLE | {VERSION_TABLE}
     assert current(empty) == head()
+
+
+
+# --- a current database, known without Alembic -------------------------------------------------------------
+
+
+def test_every_migration_is_named_by_its_revision_and_follows_the_one_before() -> None:
+    """What `schema_version.newest_revision` relies on: ids are sequential and name their files."""
+    scripts = sorted(ScriptDirectory.from_config(alembic_config()).walk_revisions(), key=lambda s: s.revision)
+    assert [s.revision for s in scripts] == [f"{n:04d}" for n in range(1, len(scripts) + 1)]
+    for script in scripts:
+        assert Path(script.path).name.startswith(f"{script.revision}_")
+        assert script.down_revision == (f"{int(script.revision) - 1:04d}" if script.revision != "0001" else None)
+    assert newest_revision() == head()
+
+
+def test_a_current_database_is_known_without_alembic_and_anything_else_is_not(empty: Engine) -> None:
+    assert not at_newest(empty)  # no version table
+    upgrade(empty)
+    assert at_newest(empty)
+    with migration_transaction(empty) as conn:
+        command.downgrade(alembic_config(conn), f"{int(head()) - 1:04d}")
+    assert not at_newest(empty)  # stamped with an older revision
+    create_schema(empty)
+    assert at_newest(empty) and current(empty) == head()
+    metadata.drop_all(empty)  # tables gone under a stamp at head
+    assert not at_newest(empty)
+    create_schema(empty)  # so the full upgrade runs and creates them again
+    assert tables(empty) == EVERY_TABLE | {VERSION_TABLE} and at_newest(empty)
 
 
 # --- processes -----------------------------------------------------------------------------------------
