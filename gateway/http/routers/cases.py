@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from datetime import date
 from typing import Annotated, Any, Literal, cast
@@ -361,10 +362,22 @@ def get_case_document(case_no: str, kind: str, request: Request,
     return document(case, service.matter_of(case), kind)
 
 
-def _action(path: str, summary: str, *roles: Role) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register a case action: POST, answers the case, admits `roles`."""
-    return router.post(f"/cases/{{case_no}}/{path}", response_model=CaseOut, responses=ERRORS, summary=summary,
-                       dependencies=[Depends(require(*roles))])
+REPEATED = "不是幂等操作：同一动作重复调用时办件状态已变，返回 409 `transition-not-allowed`。"
+# What every case action's description ends with: they all take If-Match and answer the case.
+ACTION_TERMS = ('带 `If-Match`（办件版本，如 "3"）时，办件已被他人改动则返回 409 `stale-version`。\n'
+                "返回办理后的办件（`ETag` 为新版本号）。")
+
+
+def _action(path: str, summary: str, *roles: Role,
+            repeated: str = REPEATED) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a case action: POST, answers the case, admits `roles`. Its description is the endpoint's
+    docstring, then what a repeated call does (`repeated`), then the terms every action shares."""
+    def register(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+        description = "\n".join((inspect.cleandoc(endpoint.__doc__ or ""), repeated, ACTION_TERMS))
+        return router.post(f"/cases/{{case_no}}/{path}", response_model=CaseOut, responses=ERRORS,
+                           summary=summary, description=description,
+                           dependencies=[Depends(require(*roles))])(endpoint)
+    return register
 
 
 def _who(request: Request) -> Identity:
@@ -374,10 +387,7 @@ def _who(request: Request) -> Identity:
 @_action("supplement", "补齐补正材料", Role.HALL_CLIENT, Role.WINDOW)
 def supplement(case_no: str, body: SupplementIn, request: Request, response: Response,
                if_match: IfMatch = None) -> Any:
-    """申请人按一次性告知提交所缺材料（补齐补正），办件回到受理流程。
-    不是幂等操作：同一动作重复调用时办件状态已变，返回 409 `transition-not-allowed`。
-    带 `If-Match`（办件版本，如 "3"）时，办件已被他人改动则返回 409 `stale-version`。
-    返回办理后的办件（`ETag` 为新版本号）。"""
+    """申请人按一次性告知提交所缺材料（补齐补正），办件回到受理流程。"""
     materials = tuple(m.to_domain() for m in body.materials)
     case = _service(request).supplement(case_no, materials, _person(_who(request)), _version(if_match))
     return _answer(response, case)
@@ -385,30 +395,21 @@ def supplement(case_no: str, body: SupplementIn, request: Request, response: Res
 
 @_action("withdraw", "撤回申请", Role.HALL_CLIENT, Role.WINDOW)
 def withdraw(case_no: str, body: ReasonIn, request: Request, response: Response, if_match: IfMatch = None) -> Any:
-    """申请人撤回申请，需写明原因；已办结的办件不能撤回。
-    不是幂等操作：同一动作重复调用时办件状态已变，返回 409 `transition-not-allowed`。
-    带 `If-Match`（办件版本，如 "3"）时，办件已被他人改动则返回 409 `stale-version`。
-    返回办理后的办件（`ETag` 为新版本号）。"""
+    """申请人撤回申请，需写明原因；已办结的办件不能撤回。"""
     case = _service(request).withdraw(case_no, _person(_who(request)), body.reason, _version(if_match))
     return _answer(response, case)
 
 
 @_action("accept", "受理", Role.WINDOW)
 def accept(case_no: str, request: Request, response: Response, if_match: IfMatch = None) -> Any:
-    """窗口受理需要人工审查的事项的申请；受理后开始计算承诺期限，并分派给各部门。
-    不是幂等操作：同一动作重复调用时办件状态已变，返回 409 `transition-not-allowed`。
-    带 `If-Match`（办件版本，如 "3"）时，办件已被他人改动则返回 409 `stale-version`。
-    返回办理后的办件（`ETag` 为新版本号）。"""
+    """窗口受理需要人工审查的事项的申请；受理后开始计算承诺期限，并分派给各部门。"""
     actor = Actor(ActorKind.WINDOW, _who(request).id)
     return _answer(response, _service(request).accept(case_no, actor, _version(if_match)))
 
 
 @_action("not-accept", "不予受理", Role.WINDOW)
 def not_accept(case_no: str, body: ReasonIn, request: Request, response: Response, if_match: IfMatch = None) -> Any:
-    """窗口决定不予受理，写明理由；办件结束，并生成不予受理通知书。
-    不是幂等操作：同一动作重复调用时办件状态已变，返回 409 `transition-not-allowed`。
-    带 `If-Match`（办件版本，如 "3"）时，办件已被他人改动则返回 409 `stale-version`。
-    返回办理后的办件（`ETag` 为新版本号）。"""
+    """窗口决定不予受理，写明理由；办件结束，并生成不予受理通知书。"""
     actor = Actor(ActorKind.WINDOW, _who(request).id)
     return _answer(response, _service(request).not_accept(case_no, actor, body.reason, _version(if_match)))
 
@@ -416,21 +417,15 @@ def not_accept(case_no: str, body: ReasonIn, request: Request, response: Respons
 @_action("supplement-request", "一次性告知补正", Role.WINDOW)
 def request_supplement(case_no: str, body: SupplementRequestIn, request: Request, response: Response,
                        if_match: IfMatch = None) -> Any:
-    """窗口一次性告知申请人需补齐补正的全部材料，期限暂停，直到材料补齐。
-    不是幂等操作：同一动作重复调用时办件状态已变，返回 409 `transition-not-allowed`。
-    带 `If-Match`（办件版本，如 "3"）时，办件已被他人改动则返回 409 `stale-version`。
-    返回办理后的办件（`ETag` 为新版本号）。"""
+    """窗口一次性告知申请人需补齐补正的全部材料，期限暂停，直到材料补齐。"""
     actor = Actor(ActorKind.WINDOW, _who(request).id)
     case = _service(request).request_supplement(case_no, body.missing, actor, body.reason, _version(if_match))
     return _answer(response, case)
 
 
-@_action("correction", "更正办件", Role.WINDOW)
+@_action("correction", "更正办件", Role.WINDOW, repeated="不是幂等操作：每次更正都是新的一轮。")
 def correct(case_no: str, body: CorrectionIn, request: Request, response: Response, if_match: IfMatch = None) -> Any:
-    """窗口更正已受理办件的指定字段；各部门系统会收到更正后的办件（新一轮，幂等键各自独立）。
-    不是幂等操作：每次更正都是新的一轮。
-    带 `If-Match`（办件版本，如 "3"）时，办件已被他人改动则返回 409 `stale-version`。
-    返回办理后的办件（`ETag` 为新版本号）。"""
+    """窗口更正已受理办件的指定字段；各部门系统会收到更正后的办件（新一轮，幂等键各自独立）。"""
     actor = Actor(ActorKind.WINDOW, _who(request).id)
     return _answer(response, _service(request).correct(case_no, body.to_correction(), actor, _version(if_match)))
 
@@ -439,10 +434,7 @@ def correct(case_no: str, body: CorrectionIn, request: Request, response: Respon
 def decide_task(case_no: str, task_id: str, body: DecisionIn, request: Request, response: Response,
                 if_match: IfMatch = None) -> Any:
     """部门后台经办人对本部门的任务作出办理决定（通过或不通过）并写明意见；只能决定本部门的任务。
-    所有任务办结后办件办结。
-    不是幂等操作：同一动作重复调用时办件状态已变，返回 409 `transition-not-allowed`。
-    带 `If-Match`（办件版本，如 "3"）时，办件已被他人改动则返回 409 `stale-version`。
-    返回办理后的办件（`ETag` 为新版本号）。"""
+    所有任务办结后办件办结。"""
     clerk = _who(request)
     case = _service(request).decide_task(case_no, task_id, TaskState(body.decision), body.opinion,
                                          Actor(ActorKind.DEPARTMENT, clerk.id), clerk.department, _version(if_match))
@@ -451,10 +443,7 @@ def decide_task(case_no: str, task_id: str, body: DecisionIn, request: Request, 
 
 @_action("suspend", "启动特别程序", Role.CLERK)
 def suspend(case_no: str, body: SuspendIn, request: Request, response: Response, if_match: IfMatch = None) -> Any:
-    """部门经办人启动特别程序（如鉴定、公告），期限停止计算，直到结束特别程序。
-    不是幂等操作：同一动作重复调用时办件状态已变，返回 409 `transition-not-allowed`。
-    带 `If-Match`（办件版本，如 "3"）时，办件已被他人改动则返回 409 `stale-version`。
-    返回办理后的办件（`ETag` 为新版本号）。"""
+    """部门经办人启动特别程序（如鉴定、公告），期限停止计算，直到结束特别程序。"""
     clerk = _who(request)
     case = _service(request).suspend(case_no, body.procedure, body.reason, Actor(ActorKind.DEPARTMENT, clerk.id),
                                      clerk.department, _version(if_match))
@@ -463,10 +452,7 @@ def suspend(case_no: str, body: SuspendIn, request: Request, response: Response,
 
 @_action("resume", "结束特别程序", Role.CLERK)
 def resume(case_no: str, body: ReasonIn, request: Request, response: Response, if_match: IfMatch = None) -> Any:
-    """部门经办人结束特别程序，期限恢复计算。
-    不是幂等操作：同一动作重复调用时办件状态已变，返回 409 `transition-not-allowed`。
-    带 `If-Match`（办件版本，如 "3"）时，办件已被他人改动则返回 409 `stale-version`。
-    返回办理后的办件（`ETag` 为新版本号）。"""
+    """部门经办人结束特别程序，期限恢复计算。"""
     clerk = _who(request)
     case = _service(request).resume(case_no, body.reason, Actor(ActorKind.DEPARTMENT, clerk.id), clerk.department,
                                     _version(if_match))
@@ -476,10 +462,7 @@ def resume(case_no: str, body: ReasonIn, request: Request, response: Response, i
 @_action("certificate", "统一出证", Role.ISSUING_WINDOW)
 def issue_certificate(case_no: str, body: CertificateIn, request: Request, response: Response,
                       if_match: IfMatch = None) -> Any:
-    """统一出证窗口登记办件的结果证照（名称、编号、发证机关、有效期）。
-    不是幂等操作：同一动作重复调用时办件状态已变，返回 409 `transition-not-allowed`。
-    带 `If-Match`（办件版本，如 "3"）时，办件已被他人改动则返回 409 `stale-version`。
-    返回办理后的办件（`ETag` 为新版本号）。"""
+    """统一出证窗口登记办件的结果证照（名称、编号、发证机关、有效期）。"""
     certificate = Certificate(body.name, body.number, body.issuer, body.valid_until)
     actor = Actor(ActorKind.ISSUING_WINDOW, _who(request).id)
     return _answer(response, _service(request).issue_certificate(case_no, certificate, actor, _version(if_match)))
@@ -487,10 +470,7 @@ def issue_certificate(case_no: str, body: CertificateIn, request: Request, respo
 
 @_action("delivery", "统一送达", Role.ISSUING_WINDOW)
 def deliver(case_no: str, body: DeliveryIn, request: Request, response: Response, if_match: IfMatch = None) -> Any:
-    """统一送达窗口登记结果的送达：现场领取或邮寄（运单号），并生成送达回证。
-    不是幂等操作：同一动作重复调用时办件状态已变，返回 409 `transition-not-allowed`。
-    带 `If-Match`（办件版本，如 "3"）时，办件已被他人改动则返回 409 `stale-version`。
-    返回办理后的办件（`ETag` 为新版本号）。"""
+    """统一送达窗口登记结果的送达：现场领取或邮寄（运单号），并生成送达回证。"""
     delivery = Delivery(body.method, body.tracking_no, body.received_by)
     actor = Actor(ActorKind.ISSUING_WINDOW, _who(request).id)
     return _answer(response, _service(request).deliver(case_no, delivery, actor, _version(if_match)))
@@ -499,10 +479,7 @@ def deliver(case_no: str, body: DeliveryIn, request: Request, response: Response
 @_action("evaluation", "好差评", Role.HALL_CLIENT, Role.WINDOW)
 def evaluate(case_no: str, body: EvaluationIn, request: Request, response: Response,
              if_match: IfMatch = None) -> Any:
-    """申请人对办事服务作出评价（好差评），每个办件评价一次。
-    不是幂等操作：同一动作重复调用时办件状态已变，返回 409 `transition-not-allowed`。
-    带 `If-Match`（办件版本，如 "3"）时，办件已被他人改动则返回 409 `stale-version`。
-    返回办理后的办件（`ETag` 为新版本号）。"""
+    """申请人对办事服务作出评价（好差评），每个办件评价一次。"""
     evaluation = Evaluation(body.level, body.channel, body.text)
     return _answer(response, _service(request).evaluate(case_no, evaluation, _person(_who(request)),
                                                         _version(if_match)))
