@@ -137,8 +137,9 @@ def test_a_late_answer_for_a_withdrawn_case_changes_nothing(gateway: Gateway,
 @pytest.mark.timeout(60)
 def test_the_in_process_dispatcher_delivers_different_cases_side_by_side(
         make_gateway: Callable[..., Gateway], simulator: SocialSecuritySimulator) -> None:
-    """Every sector answer takes 1 s: four cases one after the other would take at least 4 s; side by side,
-    they take under 3 s (less than even three in a row), with room left for a busy machine."""
+    """Every sector answer takes 1 s. Each case's submit is followed by a status poll when its answer is in, so
+    side by side the four cases take about 2 s (measured: 2.1-2.3 s alone, 3.8-4.0 s on a loaded machine), while
+    their calls one after the other would take a second each: the bound is three quarters of that."""
     gateway = make_gateway(sector_endpoints={"social_security": simulator.url}, worker_concurrency=4,
                            dispatch_idle_ms=10)
     simulator.set_fault("slow", slow_ms=1000)
@@ -154,7 +155,9 @@ def test_the_in_process_dispatcher_delivers_different_cases_side_by_side(
     took = time.monotonic() - began
     assert all(_acknowledged(gateway, c) for c in cases)
     assert simulator.counters["cases_created"] == 4
-    assert took < 3.0, f"four slow deliveries took {took:.1f} s: they were not made side by side"
+    one_after_the_other = float(simulator.counters["raw_requests"])  # 1 s each: 4 submits and their first polls
+    assert took < 0.75 * one_after_the_other, \
+        f"four cases' {one_after_the_other:.0f} slow calls took {took:.1f} s: they were not made side by side"
 
 
 def _acknowledged(gateway: Gateway, case_no: str) -> bool:
