@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import queue
+import random
 import re
 import shutil
 import signal
@@ -152,6 +153,25 @@ def vhost_connections(vhost: str) -> int:
 RABBITMQ_SCRIPTS = Path("/usr/lib/rabbitmq/bin")
 
 
+def listener_port() -> int:
+    """A free loopback port BELOW the kernel's ephemeral range, for a listener that must bind the same port again.
+
+    `stop_app` closes the node's AMQP listener; while it is closed, any outgoing connection on the machine may be
+    handed that port as its local port if it is in the ephemeral range, and `start_app` then fails with
+    eaddrinuse (seen once in a full run). Ports below the range are never handed out that way."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    candidates = list(range(max(1024, low - 12000), low))
+    random.shuffle(candidates)
+    for port in candidates[:200]:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError(f"no free loopback port below {low}")
+
+
 class PrivateBroker:
     """A RabbitMQ node of one test's own, on loopback ports of its own, that the test may stop and start.
 
@@ -162,7 +182,7 @@ class PrivateBroker:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.port = free_port()
+        self.port = listener_port()
         self.node = f"yiwang-test-{uuid.uuid4().hex[:8]}@localhost"
         home = workdir / "home"
         for folder in (home, workdir / "mnesia", workdir / "log"):
