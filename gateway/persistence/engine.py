@@ -20,6 +20,11 @@ from sqlalchemy.engine import Connection, make_url
 
 READ_ONLY = "yiwang_read_only"  # execution option a read-only unit of work sets
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# PostgreSQL's counterparts, set on every session: a writer waits at most as long for a row lock as a SQLite
+# writer waits for the file, and a session left idle inside a transaction (a thread that died mid-unit of work)
+# is ended by the server after a minute, so its row locks cannot stop the clock or the dispatcher for ever.
+# No unit of work waits on the network inside a transaction, so neither limit is met in normal work.
+POSTGRES_SESSION_OPTIONS = f"-c lock_timeout={SQLITE_BUSY_TIMEOUT_MS} -c idle_in_transaction_session_timeout=60000"
 
 
 DEFAULT_POOL_SIZE = 20
@@ -34,7 +39,7 @@ def make_engine(url: str, pool_size: int = DEFAULT_POOL_SIZE) -> Engine:
     parsed = make_url(url)
     pool = {"pool_size": pool_size, "max_overflow": MAX_OVERFLOW}
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, **pool)
+        return create_engine(url, pool_pre_ping=True, connect_args={"options": POSTGRES_SESSION_OPTIONS}, **pool)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
