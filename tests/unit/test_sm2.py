@@ -31,7 +31,7 @@ from certstore import (
 from certstore.errors import CertificateError
 from certstore.sm2 import SM2_CURVE_OID, sm2_generate_key, sm2_key_matches, sm2_key_pem
 from certstore.tls import TlsCredentialError, client_context
-from certstore.x509 import Subject, build_csr, generate_key
+from certstore.x509 import Subject, build_csr, generate_key, read_pkcs12, read_private_key
 from tests.support.pki import sm2_credential, sm2_sec1
 
 # GB/T 32918.5 (GM/T 0003.5) recommended curve parameters
@@ -183,3 +183,16 @@ def test_an_sm2_credential_is_refused_as_a_tls_client_certificate() -> None:
     certificate, key = sm2_credential("sm2 client")
     with pytest.raises(TlsCredentialError, match="SM2 certificate: SM2 credentials sign messages"):
         client_context(Credential("e-licence-client", certificate, key))
+
+
+@needs_openssl
+def test_an_encrypted_sm2_key_and_an_sm2_pkcs12_file_are_refused_with_what_to_do(openssl_credential: Path,
+                                                                                 tmp_path: Path) -> None:
+    folder = openssl_credential
+    locked = openssl("pkey", "-in", folder / "key.pem", "-aes256", "-passout", "pass:pw")
+    with pytest.raises(CertificateError, match="must be imported unencrypted"):
+        read_private_key(locked, b"pw")
+    openssl("pkcs12", "-export", "-in", folder / "cert.pem", "-inkey", folder / "key.pem", "-passout", "pass:pw",
+            "-out", tmp_path / "sm2.p12")
+    with pytest.raises(CertificateError, match="import its certificate and key as PEM"):
+        read_pkcs12((tmp_path / "sm2.p12").read_bytes(), b"pw")
