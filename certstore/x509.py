@@ -187,8 +187,8 @@ def _supported(key: object) -> PrivateKey:
 def check_pair(certificate: x509.Certificate, key: PrivateKey) -> PrivateKey:
     """The key, if it belongs to the certificate (an SM2 key completed with the certificate's public point)."""
     certificate_pem = certificate.public_bytes(serialization.Encoding.PEM)
-    if isinstance(key, Sm2Key) or is_sm2_certificate(certificate_pem):
-        public = sm2_public_key(certificate_pem) if is_sm2_certificate(certificate_pem) else None
+    public = sm2_public_key(certificate_pem) if is_sm2_certificate(certificate_pem) else None
+    if isinstance(key, Sm2Key) or public is not None:
         if not isinstance(key, Sm2Key) or public is None or not sm2_key_matches(key, public):
             raise CertificateError("the private key does not belong to the certificate (an SM2 signature by the "
                                    "key does not verify under the certificate's public key)")
@@ -269,8 +269,8 @@ def build_csr(key: PrivateKey, subject: Subject) -> bytes:
 
 def _sm2_csr(key: Sm2Key, name: x509.Name, sans: x509.SubjectAlternativeName | None) -> bytes:
     """PKCS#10 written with asn1crypto (`cryptography` cannot sign with SM2): the subject and SANs encoded by
-    `cryptography` as for any CSR, the CertificationRequestInfo signed with SM2 (the default signer ID), as
-    `openssl req -sm3` does, and so verified by `openssl req -verify`."""
+    `cryptography` as for any CSR, the CertificationRequestInfo signed with SM2 and the default signer ID, as
+    GM/T 0015 CAs expect (`openssl req -verify -vfyopt distid:1234567812345678` checks it)."""
     attributes = []
     if sans is not None:
         extension = {"extn_id": "subject_alt_name", "critical": False,
