@@ -6,6 +6,8 @@ Imports nothing of ours. What is public is what `__all__` names, importable from
 - master keys (`MasterKeys.from_env`), envelope encryption, `FieldSealer` for personal data (`is_sealed`);
 - the store of certificates and secrets (`CertStore`, handed its tables as `CertTables`), what it answers
   and refuses, and the credentials it gives adapters (`Credential`, `CredentialSource`);
+- SM2 with SM3 (`sm2_key`, `sm2_public_key`, `sm2_sign`, `sm2_verify`, `sm2_key_matches`, `Sm2Key`,
+  `SM2_DEFAULT_ID`, `is_sm2_key`, `is_sm2_certificate`: keys and certificates `cryptography` cannot load);
 - X.509 (`Subject`, `KEY_ALGORITHMS`), TLS client contexts (`client_context`), Ed25519 signing of log
   checkpoints, and files written once (`write_once`).
 The modules behind it (`certstore.keyring`, `certstore.store`...) are for this package and its tests.
@@ -16,6 +18,19 @@ from certstore.credentials import Credential, CredentialMissing, CredentialSourc
 from certstore.keyfiles import write_once
 from certstore.keyring import DEVELOPMENT_KEY_FILE, FieldSealer, MasterKeyError, MasterKeys, is_sealed
 from certstore.signing import decode_signature, encode_signature, load_or_create_signing_key, rewrap_signing_key
+from certstore.sm2 import (
+    SIGNATURE_ENCODINGS,
+    SM2_DEFAULT_ID,
+    SignatureEncoding,
+    Sm2Key,
+    is_sm2_certificate,
+    is_sm2_key,
+    sm2_key,
+    sm2_key_matches,
+    sm2_public_key,
+    sm2_sign,
+    sm2_verify,
+)
 from certstore.store import (
     CURRENT,
     MAX_OVERLAP_DAYS,
@@ -34,9 +49,11 @@ from certstore.x509 import KEY_ALGORITHMS, CertificateError, Subject
 
 __all__ = [
     "CIPHERS", "CURRENT", "DEVELOPMENT_KEY_FILE", "DIGESTS", "KEY_ALGORITHMS", "MAX_OVERLAP_DAYS", "SECRET",
+    "SIGNATURE_ENCODINGS", "SM2_DEFAULT_ID", "SignatureEncoding", "Sm2Key",
     "CertConflict", "CertStore", "CertStoreError", "CertTables", "CertificateError", "Credential",
     "CredentialMissing", "CredentialSource", "CryptoError", "ExpiryWarning", "FieldSealer", "MasterKeyError",
     "MasterKeys", "MemoryCredentials", "SealedValueUnavailable", "Signer", "StoredVersion", "Subject",
     "TlsCredentialError", "UnknownEntry", "client_context", "decode_signature", "digest", "encode_signature",
     "is_sealed", "load_or_create_signing_key", "reference_name", "rewrap_signing_key", "write_once",
+    "is_sm2_certificate", "is_sm2_key", "sm2_key", "sm2_key_matches", "sm2_public_key", "sm2_sign", "sm2_verify",
 ]  # fmt: skip

@@ -7,6 +7,8 @@ CSPRNG for the per-signature nonce, a configurable signer ID, the Z pre-hash opt
 
 - `sm2_key(pem)` reads our private key (PKCS#8 or SEC1 PEM on curve 1.2.156.10197.1.301);
 - `sm2_public_key(certificate_pem)` reads the public key of an SM2 certificate (the leaf, the first PEM block);
+- `sm2_generate_key()` makes a key (GmSSL's CSPRNG); `sm2_key_der` / `sm2_key_pem` write it as PKCS#8, what
+  the certificate store seals; `sm2_public_key_info` is its SubjectPublicKeyInfo (for CSRs and fingerprints);
 - `sm2_sign` / `sm2_verify` sign and check, with the signer ID (default `1234567812345678`; `None`: no Z
   value, the message is hashed alone) and the signature as DER (`SEQUENCE {r, s}`) or raw `r‖s` (64 bytes).
 Bad input raises `CertificateError` with a message a person can act on; never key material. GmSSL writes a
@@ -22,11 +24,15 @@ import gmssl_pyx
 from asn1crypto import keys, pem, x509
 from asn1crypto.algos import DSASignature
 
-from certstore.x509 import CertificateError
+from certstore.errors import CertificateError
 
 SM2_CURVE_OID = "1.2.156.10197.1.301"
 SM2_WITH_SM3_OID = "1.2.156.10197.1.501"
 SM2_DEFAULT_ID = b"1234567812345678"  # GM/T 0009's default distinguishing ID, what nearly every sector uses
+
+# asn1crypto knows no key size for the SM2 curve: without one it writes a private scalar with a leading zero
+# byte as 31 bytes, which SEC1 does not allow.
+keys.NamedCurve.register("sm2", SM2_CURVE_OID, 32)
 
 SignatureEncoding = Literal["der", "raw"]
 SIGNATURE_ENCODINGS: tuple[SignatureEncoding, ...] = ("der", "raw")
@@ -100,6 +106,35 @@ def sm2_key(key_pem: bytes) -> Sm2Key:
     if len(scalar) != 32 or not any(scalar):
         raise CertificateError("SM2 private key: the private scalar is not 32 bytes")
     return Sm2Key(scalar, _point(public))
+
+
+def sm2_generate_key() -> Sm2Key:
+    public, private = gmssl_pyx.sm2_key_generate()
+    return Sm2Key(bytes(private), bytes(public))
+
+
+def _curve_parameters() -> keys.ECDomainParameters:
+    return keys.ECDomainParameters(name="named", value=SM2_CURVE_OID)
+
+
+def sm2_key_der(key: Sm2Key) -> bytes:
+    """Unencrypted PKCS#8 DER (id-ecPublicKey on the SM2 curve, the public point included), as OpenSSL writes."""
+    if key.public is None:
+        raise CertificateError("SM2 private key: its public key is unknown (pair it with its certificate first)")
+    ec = keys.ECPrivateKey({"version": "ecPrivkeyVer1", "private_key": int.from_bytes(key.private, "big"),
+                            "parameters": _curve_parameters(), "public_key": b"\x04" + key.public})
+    algorithm = keys.PrivateKeyAlgorithm({"algorithm": "ec", "parameters": _curve_parameters()})
+    return bytes(keys.PrivateKeyInfo({"version": 0, "private_key_algorithm": algorithm, "private_key": ec}).dump())
+
+
+def sm2_key_pem(key: Sm2Key) -> bytes:
+    return bytes(pem.armor("PRIVATE KEY", sm2_key_der(key)))
+
+
+def sm2_public_key_info(public: bytes) -> keys.PublicKeyInfo:
+    """The SubjectPublicKeyInfo of a 64-byte public point `x‖y`, as in an SM2 certificate or CSR."""
+    algorithm = keys.PublicKeyAlgorithm({"algorithm": "ec", "parameters": _curve_parameters()})
+    return keys.PublicKeyInfo({"algorithm": algorithm, "public_key": b"\x04" + public})
 
 
 def sm2_certificate(certificate_pem: bytes) -> x509.Certificate:

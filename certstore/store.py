@@ -37,13 +37,14 @@ from certstore.x509 import (
     PrivateKey,
     Subject,
     build_csr,
+    certificate_key_algorithm,
     check_pair,
     der_to_pem,
     facts,
     generate_key,
     key_algorithm,
+    key_fingerprint,
     key_to_der,
-    public_key_fingerprint,
     read_certificates,
     read_pkcs12,
     read_private_key,
@@ -194,7 +195,7 @@ class CertStore:
         key = generate_key(algorithm)
         csr = build_csr(key, subject)
         row = {"status": PENDING, "csr_pem": csr.decode(), "key_algorithm": algorithm,
-               "public_key_sha256": public_key_fingerprint(key.public_key())}
+               "public_key_sha256": key_fingerprint(key)}
         with self.engine.begin() as conn:
             self._claim(conn, name, sector, CERTIFICATE, actor)
             version = self._insert(conn, name, row, actor, sealed=key_to_der(key))
@@ -206,11 +207,12 @@ class CertStore:
         if leaf.not_after <= self.clock.now():
             raise CertStoreError(f"the certificate expired on {leaf.not_after.isoformat()} ({leaf.subject})")
         if key is not None:
-            check_pair(certificates[0], key)
+            key = check_pair(certificates[0], key)
         described = {"certificate_pem": to_pem(certificates).decode(), "subject": leaf.subject,
                      "issuer": leaf.issuer, "serial": leaf.serial, "not_before": leaf.not_before,
                      "not_after": leaf.not_after, "sha256": leaf.sha256, "sm3": leaf.sm3,
-                     "public_key_sha256": leaf.public_key_sha256}
+                     "public_key_sha256": leaf.public_key_sha256,
+                     "key_algorithm": key_algorithm(key) if key else certificate_key_algorithm(certificates[0])}
         with self.engine.begin() as conn:
             self._claim(conn, name, sector, CERTIFICATE, actor)
             self._refuse_duplicate(conn, name, leaf)
@@ -220,8 +222,6 @@ class CertStore:
                 version = self._complete(conn, name, pending, leaf, described, actor)
             else:
                 sealed = key_to_der(key) if key is not None else None
-                if key is not None:
-                    described["key_algorithm"] = key_algorithm(key)
                 version = self._insert(conn, name, described, actor, sealed=sealed)
         self._forget(name)
         return self._get(name, version)

@@ -8,6 +8,9 @@ anchors when given — otherwise the system's trust store.
 `ssl` loads a key only from a file. The key goes through an anonymous in-memory file (`memfd_create`, Linux)
 that never has a name on any disk; elsewhere through a file in a fresh 0700 directory, 0600, unlinked as soon
 as it is loaded.
+
+SM2 credentials are for signatures only: they are refused as a client certificate (OpenSSL's TLS with SM2,
+RFC 8998, is not what sector systems here speak; their SM2 is in message signatures).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from certstore.credentials import Credential
+from certstore.sm2 import is_sm2_certificate
 
 
 class TlsCredentialError(ValueError):
@@ -47,6 +51,10 @@ def _present(context: ssl.SSLContext, credential: Credential) -> None:
     if credential.private_key_pem is None:
         raise TlsCredentialError(
             f"credential {credential.name!r} has no private key: it cannot be a client certificate")
+    if is_sm2_certificate(credential.certificate_pem):
+        raise TlsCredentialError(
+            f"credential {credential.name!r} is an SM2 certificate: SM2 credentials sign messages (auth type "
+            "signature, algorithm sm2-sm3) and are not used for TLS; use an RSA or EC client certificate")
     with _key_file(credential.certificate_pem.rstrip() + b"\n" + credential.private_key_pem) as path:
         try:
             context.load_cert_chain(path)

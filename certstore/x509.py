@@ -1,5 +1,9 @@
 """X.509 for the certificate store: read PEM and PKCS#12, describe certificates, make keys and CSRs.
 
+Keys are RSA and EC ones `cryptography` handles, or SM2 ones (`Sm2Key`, certstore.sm2), which it cannot load:
+`cryptography` still reads an SM2 certificate's names, serial, dates and DER, all but its public key, which
+comes from asn1crypto. An SM2 CSR is built with asn1crypto and signed by GmSSL.
+
 Everything here is pure: bytes in, objects or bytes out, no storage. Bad input raises `CertificateError`
 with a message a person can act on (it never repeats key material or a password).
 """
@@ -13,7 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from ipaddress import ip_address
 
+from asn1crypto import csr
+from asn1crypto import x509 as asn1_x509
+from asn1crypto.pem import armor
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
@@ -21,13 +29,25 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
 from certstore.algorithms import digest
+from certstore.errors import CertificateError as CertificateError
+from certstore.sm2 import (
+    SM2_WITH_SM3_OID,
+    Sm2Key,
+    is_sm2_certificate,
+    is_sm2_key,
+    sm2_certificate,
+    sm2_generate_key,
+    sm2_key,
+    sm2_key_der,
+    sm2_key_matches,
+    sm2_public_key,
+    sm2_public_key_info,
+    sm2_sign,
+)
 
-PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
-KEY_ALGORITHMS = ("rsa-2048", "rsa-3072", "ec-p256")
-
-
-class CertificateError(ValueError):
-    """Input that is not a usable certificate, key or PKCS#12 file (or does not open with its password)."""
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | Sm2Key
+SM2 = "sm2"
+KEY_ALGORITHMS = ("rsa-2048", "rsa-3072", "ec-p256", SM2)
 
 
 @dataclass(frozen=True)
@@ -74,7 +94,7 @@ def facts(certificate: x509.Certificate) -> CertificateFacts:
         not_after=certificate.not_valid_after_utc,
         sha256=digest("sha256").digest(der).hex(),
         sm3=digest("sm3").digest(der).hex(),
-        public_key_sha256=public_key_fingerprint(certificate.public_key()),
+        public_key_sha256=hashlib.sha256(_public_key_info(certificate)).hexdigest(),
     )
 
 
@@ -82,6 +102,35 @@ def public_key_fingerprint(public_key: PublicKeyTypes) -> str:
     spki = public_key.public_bytes(serialization.Encoding.DER,
                                    serialization.PublicFormat.SubjectPublicKeyInfo)
     return hashlib.sha256(spki).hexdigest()
+
+
+def key_fingerprint(key: PrivateKey) -> str:
+    """SHA-256 of the key's SubjectPublicKeyInfo: equal to its certificate's `public_key_sha256`."""
+    if isinstance(key, Sm2Key):
+        return hashlib.sha256(sm2_public_key_info(_known_public(key)).dump()).hexdigest()
+    return public_key_fingerprint(key.public_key())
+
+
+def _public_key_info(certificate: x509.Certificate) -> bytes:
+    """The certificate's SubjectPublicKeyInfo DER; for SM2, as the certificate carries it."""
+    pem = certificate.public_bytes(serialization.Encoding.PEM)
+    if is_sm2_certificate(pem):
+        return bytes(sm2_certificate(pem)["tbs_certificate"]["subject_public_key_info"].dump())
+    return certificate.public_key().public_bytes(serialization.Encoding.DER,
+                                                 serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def certificate_key_algorithm(certificate: x509.Certificate) -> str:
+    """What kind of key the certificate certifies, named as `key_algorithm` names keys."""
+    if is_sm2_certificate(certificate.public_bytes(serialization.Encoding.PEM)):
+        return SM2
+    try:
+        public = certificate.public_key()
+    except UnsupportedAlgorithm:
+        return "unknown"
+    if isinstance(public, ec.EllipticCurvePublicKey):
+        return _ec_name(public.curve)
+    return f"rsa-{public.key_size}" if isinstance(public, rsa.RSAPublicKey) else type(public).__name__.lower()
 
 
 # --- reading ------------------------------------------------------------------------------------------
@@ -99,9 +148,14 @@ def read_certificates(pem: bytes) -> list[x509.Certificate]:
 
 
 def read_private_key(pem: bytes, password: bytes | None = None) -> PrivateKey:
-    """A PEM private key (PKCS#8, PKCS#1 or SEC1; encrypted ones need `password`)."""
+    """A PEM private key (PKCS#8, PKCS#1 or SEC1; encrypted ones need `password`; SM2 ones unencrypted)."""
+    if password is None and is_sm2_key(pem):
+        return sm2_key(pem)
     try:
         key = serialization.load_pem_private_key(pem, password=password)
+    except UnsupportedAlgorithm as exc:  # an encrypted SM2 key decrypts, then cryptography knows not its curve
+        raise CertificateError(f"the private key's algorithm is not supported here ({exc}); an encrypted SM2 key "
+                               "must be imported unencrypted (openssl pkey -in KEY -out PLAIN)") from None
     except TypeError as exc:  # a password for a plain key, or none for an encrypted one
         raise CertificateError("the private key is encrypted: give its password" if password is None
                                else "the private key is not encrypted: give no password") from exc
@@ -116,6 +170,9 @@ def read_pkcs12(data: bytes, password: bytes | None) -> tuple[PrivateKey | None,
         key, leaf, extra = pkcs12.load_key_and_certificates(data, password)
     except ValueError as exc:
         raise CertificateError("the PKCS#12 file does not open: a wrong password, or not PKCS#12") from exc
+    except UnsupportedAlgorithm:
+        raise CertificateError("the PKCS#12 file holds a key of an algorithm not supported here (an SM2 key: "
+                               "import its certificate and key as PEM)") from None
     if leaf is None:
         raise CertificateError("the PKCS#12 file holds no certificate")
     return (_supported(key) if key is not None else None), [leaf, *extra]
@@ -127,9 +184,18 @@ def _supported(key: object) -> PrivateKey:
     return key
 
 
-def check_pair(certificate: x509.Certificate, key: PrivateKey) -> None:
+def check_pair(certificate: x509.Certificate, key: PrivateKey) -> PrivateKey:
+    """The key, if it belongs to the certificate (an SM2 key completed with the certificate's public point)."""
+    certificate_pem = certificate.public_bytes(serialization.Encoding.PEM)
+    public = sm2_public_key(certificate_pem) if is_sm2_certificate(certificate_pem) else None
+    if isinstance(key, Sm2Key) or public is not None:
+        if not isinstance(key, Sm2Key) or public is None or not sm2_key_matches(key, public):
+            raise CertificateError("the private key does not belong to the certificate (an SM2 signature by the "
+                                   "key does not verify under the certificate's public key)")
+        return Sm2Key(key.private, public)
     if public_key_fingerprint(key.public_key()) != public_key_fingerprint(certificate.public_key()):
         raise CertificateError("the private key does not belong to the certificate (their public keys differ)")
+    return key
 
 
 # --- the private key at rest ------------------------------------------------------------------------
@@ -137,12 +203,17 @@ def check_pair(certificate: x509.Certificate, key: PrivateKey) -> None:
 
 def key_to_der(key: PrivateKey) -> bytes:
     """Unencrypted PKCS#8 DER: what the store seals into an envelope (and nothing else ever sees)."""
+    if isinstance(key, Sm2Key):
+        return sm2_key_der(key)
     return key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
 
 
 def der_to_pem(der: bytes) -> bytes:
-    key = serialization.load_der_private_key(der, password=None)
+    try:
+        key = serialization.load_der_private_key(der, password=None)
+    except UnsupportedAlgorithm:  # SM2: already the PKCS#8 that certstore.sm2 reads
+        return bytes(armor("PRIVATE KEY", der))
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
 
@@ -161,23 +232,57 @@ def generate_key(algorithm: str) -> PrivateKey:
         return rsa.generate_private_key(65537, 3072)
     if algorithm == "ec-p256":
         return ec.generate_private_key(ec.SECP256R1())
+    if algorithm == SM2:
+        return sm2_generate_key()
     raise CertificateError(f"unknown key algorithm {algorithm!r}; choose one of {', '.join(KEY_ALGORITHMS)}")
 
 
 def key_algorithm(key: PrivateKey) -> str:
-    """The name `generate_key` takes: rsa-2048, rsa-3072, ec-p256 (other sizes and curves named alike)."""
+    """The name `generate_key` takes: rsa-2048, rsa-3072, ec-p256, sm2 (other sizes and curves named alike)."""
+    if isinstance(key, Sm2Key):
+        return SM2
     if isinstance(key, ec.EllipticCurvePrivateKey):
-        return "ec-p256" if isinstance(key.curve, ec.SECP256R1) else f"ec-{key.curve.name}"
+        return _ec_name(key.curve)
     return f"rsa-{key.key_size}"
 
 
+def _ec_name(curve: ec.EllipticCurve) -> str:
+    return "ec-p256" if isinstance(curve, ec.SECP256R1) else f"ec-{curve.name}"
+
+
+def _known_public(key: Sm2Key) -> bytes:
+    if key.public is None:
+        raise CertificateError("the SM2 private key carries no public key: import it with its certificate")
+    return key.public
+
+
 def build_csr(key: PrivateKey, subject: Subject) -> bytes:
-    """A PEM certificate signing request for `subject`, signed with `key` (SHA-256)."""
+    """A PEM certificate signing request for `subject`, signed with `key` (SHA-256; SM2 keys: SM2 with SM3)."""
+    sans = x509.SubjectAlternativeName([_general_name(s) for s in subject.sans]) if subject.sans else None
+    if isinstance(key, Sm2Key):
+        return _sm2_csr(key, subject.name(), sans)
     builder = x509.CertificateSigningRequestBuilder().subject_name(subject.name())
-    if subject.sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName([_general_name(s) for s in subject.sans]),
-                                        critical=False)
+    if sans is not None:
+        builder = builder.add_extension(sans, critical=False)
     return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def _sm2_csr(key: Sm2Key, name: x509.Name, sans: x509.SubjectAlternativeName | None) -> bytes:
+    """PKCS#10 written with asn1crypto (`cryptography` cannot sign with SM2): the subject and SANs encoded by
+    `cryptography` as for any CSR, the CertificationRequestInfo signed with SM2 and the default signer ID, as
+    GM/T 0015 CAs expect (`openssl req -verify -vfyopt distid:1234567812345678` checks it)."""
+    attributes = []
+    if sans is not None:
+        extension = {"extn_id": "subject_alt_name", "critical": False,
+                     "extn_value": asn1_x509.GeneralNames.load(sans.public_bytes())}
+        attributes.append({"type": "extension_request", "values": [[extension]]})
+    info = csr.CertificationRequestInfo({
+        "version": "v1", "subject": asn1_x509.Name.load(name.public_bytes()),
+        "subject_pk_info": sm2_public_key_info(_known_public(key)), "attributes": attributes})
+    request = csr.CertificationRequest({
+        "certification_request_info": info, "signature_algorithm": {"algorithm": SM2_WITH_SM3_OID},
+        "signature": sm2_sign(key, info.dump())})
+    return bytes(armor("CERTIFICATE REQUEST", request.dump()))
 
 
 def _general_name(san: str) -> x509.GeneralName:

@@ -102,7 +102,7 @@ def make_certs_app(open_store: Callable[[], CertStore],
     @app.command("list")
     def list_(sector: Annotated[str | None, typer.Option(help="only this sector's entries")] = None,
               as_json: JsonOption = False) -> None:
-        """Every certificate version: status, subject, expiry, fingerprint (never a key)."""
+        """Every certificate version: status, subject, expiry, fingerprint, key algorithm (never a key)."""
         store = open_store()
         now = store.clock.now()
         rows = [_version(v, now) for v in store.versions()
@@ -237,8 +237,8 @@ def _read_secret(path: Path | None, env: str | None) -> str | None:
 
 
 def _details(v: StoredVersion) -> list[tuple[str, str]]:
-    rows = [("sector", v.sector or "(the gateway's own)"), ("private key", v.key_algorithm or "yes")
-            if v.has_private_key else ("private key", "none (trusted only)")]
+    rows = [("sector", v.sector or "(the gateway's own)"), ("key algorithm", v.key_algorithm or "unknown"),
+            ("private key", "yes" if v.has_private_key else "none (trusted only)")]
     if v.facts is not None:
         f = v.facts
         rows += [("subject", f.subject), ("issuer", f.issuer), ("serial", f.serial),
@@ -252,7 +252,8 @@ def _details(v: StoredVersion) -> list[tuple[str, str]]:
 
 CERT_COLUMNS = (Column("name", identifier=True), Column("sector"), Column("version", "v"), Column("status"),
                 Column("subject"), Column("not_after", "not after (Beijing)"), Column("days_left", "days left"),
-                Column("sha256", identifier=True), Column("has_private_key", "key"))
+                Column("sha256", identifier=True), Column("key_algorithm", "algorithm"),
+                Column("has_private_key", "key"))
 SECRET_COLUMNS = (Column("name", identifier=True), Column("sector"), Column("version"),
                   Column("created_at", "set at (Beijing)"), Column("created_by", "by"))
 EXPIRY_COLUMNS = (Column("name", identifier=True), Column("sector"), Column("not_after", "not after (Beijing)"),

@@ -17,7 +17,7 @@ from certstore.store import CertStore
 from gateway.bootstrap.app import Gateway, create_app
 from gateway.domain.clock import FixedClock
 from gateway.domain.roles import Role
-from tests.support.pki import TestCA, key_pem
+from tests.support.pki import TestCA, key_pem, sm2_credential
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 PROBLEM = "application/problem+json"
@@ -65,8 +65,12 @@ def test_security_admin_imports_pem_and_pkcs12_and_never_sees_a_key(gateway: Gat
                         json={"pkcs12_base64": base64.b64encode(theirs.pkcs12(b"p12")).decode(), "password": "p12",
                               "sector": "housing_fund"})
     assert answer.status_code == 201 and answer.json()["sector"] == "housing_fund", answer.text
+    sm2_cert, sm2_key = sm2_credential("e-licence client", now=NOW)
+    answer = admin.post("/v1/certificates/el-client/import",
+                        json={"certificate_pem": sm2_cert.decode(), "private_key_pem": sm2_key.decode()})
+    assert answer.status_code == 201 and answer.json()["key_algorithm"] == "sm2", answer.text
     listing = admin.get("/v1/certificates")
-    assert [e["name"] for e in listing.json()["items"]] == ["gjj-client", "gw-client"]
+    assert [e["name"] for e in listing.json()["items"]] == ["el-client", "gjj-client", "gw-client"]
     assert "PRIVATE KEY" not in listing.text and "PRIVATE KEY" not in admin.get("/v1/certificates/gw-client").text
 
 
@@ -81,6 +85,10 @@ def test_bad_input_is_a_problem_and_changes_nothing(gateway: Gateway, ca: TestCA
                        json={"pkcs12_base64": base64.b64encode(good.pkcs12(b"right")).decode(), "password": "wrong"}),
             422, "invalid-certificate")
     problem(admin.post("/v1/certificates/x/import", json={"pkcs12_base64": "%%%"}), 422, "invalid-certificate")
+    sm2_cert, _ = sm2_credential("sm2 good", now=NOW)
+    problem(admin.post("/v1/certificates/x/import", json={"certificate_pem": sm2_cert.decode(),
+                                                          "private_key_pem": sm2_credential("sm2 other")[1].decode()}),
+            422, "invalid-certificate")
     problem(admin.post("/v1/certificates/x/import", json={}), 422, "invalid-certificate")
     problem(admin.get("/v1/certificates/x"), 404, "unknown-certificate")
     assert admin.get("/v1/certificates").json()["items"] == []
