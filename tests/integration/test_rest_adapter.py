@@ -87,6 +87,26 @@ def test_submit_renders_body_headers_and_idempotency_key(adapter: RestAdapter, s
     }
 
 
+FORM_SUBMIT = {
+    "http": {"method": "POST", "path": "/api/v2/applications", "body": "form"},
+    "request": {"applicationNo": {"from": "case.case_no"}, "fullName": {"from": "case.applicant.name"},
+                "green": {"from": "case.green_channel"}, "remark": {"value": "a b&c=d"}},
+    "response": {**ENVELOPE_OK, "fields": {"sector_ref": {"from": "data.ticketId"}}},
+}
+
+
+def test_a_form_body_goes_on_the_wire_url_encoded(server: LocalServer) -> None:
+    adapter = RestAdapter("housing_fund", "1", server.url, mappings(**{str(Operation.SUBMIT_CASE): FORM_SUBMIT}), 2.0)
+    try:
+        assert adapter.call(Operation.SUBMIT_CASE, message()) == {"sector_ref": "GJJ0000000001"}
+    finally:
+        adapter.close()
+    [seen] = server.seen
+    assert seen.headers["content-type"] == "application/x-www-form-urlencoded"
+    assert seen.body == (b"applicationNo=150200-20261124-0001&fullName=%E7%8E%8B%E4%BA%94&green=true"
+                         b"&remark=a+b%26c%3Dd")
+
+
 def test_get_fills_and_escapes_path_params_and_sends_query_without_body(
     adapter: RestAdapter, server: LocalServer
 ) -> None:

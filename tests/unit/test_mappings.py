@@ -492,6 +492,13 @@ def test_get_without_request_has_no_body_and_soap_mappings_have_no_http(submit) 
         ("{method: GET, path: /x, paging: {page_param: p, size_param: s, size: 5, items: d, max: 3}}", "",
          "http.paging: unknown key 'max'"),
         ("{method: GET, path: /x, verb: GET}", "", "http: unknown key 'verb'"),
+        ("{method: POST, path: /x, body: xml}", "request: {a: {value: 1}}\n", "http.body: expected one of json, form"),
+        ("{method: POST, path: /x, body: form}", "request: {a: {b: {value: 1}}}\n",
+         "request.a: a form body (http.body: form) is flat"),
+        ("{method: POST, path: /x, body: form}", "request: {a: {for_each: l, map: {b: {from: c}}}}\n",
+         "request.a: a form body (http.body: form) is flat"),
+        ("{method: POST, path: /x, body: form}", "request: {a: {value: [1, 2]}}\n",
+         "request.a: a form body (http.body: form) is flat"),
     ],
 )  # fmt: skip
 def test_bad_http_block_names_file_and_field(tmp_path: Path, http: str, extra: str, expected: str) -> None:
@@ -535,3 +542,24 @@ def test_parse_json_accepts_plain_json_and_refuses_hostile() -> None:
         with pytest.raises(JsonAnswerError, match=problem):
             parse_json(hostile)
     assert parse_json(b"[" * 200 + b"]" * 200) is not None  # exactly at the cap is fine
+
+
+FORM = {"http": {"method": "POST", "path": "/apply", "body": "form"},
+        "request": {"name": {"from": "case.applicant.name"}, "count": {"value": 3}, "green": {"from": "case.green"},
+                    "note": {"from": "case.note", "optional": True}, "who": {"from": "case.who", "optional": True}}}
+
+
+def test_a_form_body_renders_its_fields_as_text_and_encodes_them_in_order() -> None:
+    mapping = compile_mapping(FORM, source_name="apply.mapping.yaml")
+    request = mapping.render_http({"case": {"applicant": {"name": "张 三&=+"}, "green": True}})
+    assert request.body == {"name": "张 三&=+", "count": "3", "green": "true"}  # the optional note left out
+    assert mapping.http is not None and mapping.http.content_type == "application/x-www-form-urlencoded"
+    assert mapping.http.encode_body(request.body) == b"name=%E5%BC%A0+%E4%B8%89%26%3D%2B&count=3&green=true"
+    json_http = compile_mapping({**FORM, "http": {"method": "POST", "path": "/apply"}}).http
+    assert json_http is not None and json_http.content_type == "application/json; charset=utf-8"
+
+
+def test_a_form_field_holding_an_object_at_run_time_is_a_mapping_error_naming_it() -> None:
+    mapping = compile_mapping(FORM, source_name="apply.mapping.yaml")
+    with pytest.raises(MappingError, match=r"apply.mapping.yaml: request.who: a form field holds a single value"):
+        mapping.render_http({"case": {"applicant": {"name": "王五"}, "green": False, "who": {"a": 1}}})
