@@ -21,7 +21,7 @@ File format::
             sfsj: {from: received, code_table: yes_no}
       fixed: {value: "CONST"}
     response:                             # optional
-      business_error: {code: fhdm, ok: ["0000"], message: fhxx}   # optional; message is optional
+      business_error: {code: fhdm, ok: ["0000"], message: fhxx, auth: ["40001"]}   # optional; message, auth optional
       fields:                             # canonical result field -> rule, read from the answer
         sector_ref: {from: ywlsh}
 
@@ -396,13 +396,14 @@ class _BusinessCheck:
     code: tuple[str, ...]
     ok: frozenset[str]
     message: tuple[str, ...] | None
+    auth: frozenset[str] = frozenset()  # codes that mean our credentials were refused
 
     def check(self, answer: Any) -> None:
         code = _fetch(answer, self.code, False, "response.business_error.code")
         if code_text(code) in self.ok:
             return
         text = _lookup(answer, self.message) if self.message else None
-        raise BusinessError(code_text(code), "" if text is None else str(text))
+        raise BusinessError(code_text(code), "" if text is None else str(text), auth=code_text(code) in self.auth)
 
 
 @contextmanager
@@ -721,15 +722,22 @@ def _business_check(spec: Any) -> _BusinessCheck | None:
     if spec is None:
         return None
     where = "response.business_error"
-    _only_keys(_mapping(spec, where), frozenset({"code", "ok", "message"}), where)
+    _only_keys(_mapping(spec, where), frozenset({"code", "ok", "message", "auth"}), where)
     ok = spec.get("ok")
     if not isinstance(ok, list) or not ok:
         raise _Problem(f"{where}.ok", "expected a non-empty list of success codes")
+    auth = spec.get("auth", [])
+    if not isinstance(auth, list) or ("auth" in spec and not auth):
+        raise _Problem(f"{where}.auth", "expected a non-empty list of the codes that mean our credentials were refused")
+    both = sorted({code_text(code) for code in ok} & {code_text(code) for code in auth})
+    if both:
+        raise _Problem(f"{where}.auth", f"{both[0]!r} is a success code (ok) too")
     message = spec.get("message")
     return _BusinessCheck(
         _path(spec.get("code"), f"{where}.code"),
         frozenset(code_text(code) for code in ok),
         None if message is None else _path(message, f"{where}.message"),
+        frozenset(code_text(code) for code in auth),
     )
 
 

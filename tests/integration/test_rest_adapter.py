@@ -25,6 +25,7 @@ from adapters.resilience import RetryPolicy, with_retries
 from mappings import HttpRequest, compile_mapping
 from tests.support.local_server import (
     DEPOSITS,
+    STATUS as STATUS_SOURCE,
     ENVELOPE_OK,
     TICKET,
     LocalServer,
@@ -199,6 +200,24 @@ def test_messages_name_the_template_not_the_filled_path(adapter: RestAdapter, se
 def test_business_error_carries_code_and_message(adapter: RestAdapter, server: LocalServer) -> None:
     server.script(Reply(200, {"code": 4001, "msg": "缺少申请人"}))
     assert failure(adapter).message == "business error 4001: 缺少申请人"
+
+
+def test_a_business_code_listed_under_auth_fails_as_auth_with_the_sectors_code_and_message(
+        server: LocalServer) -> None:
+    status = {**STATUS_SOURCE, "response": {**STATUS_SOURCE["response"], "business_error": {
+        **ENVELOPE_OK["business_error"], "auth": ["40001"]}}}
+    adapter = RestAdapter("housing_fund", "1", server.url, mappings(**{str(Operation.QUERY_STATUS): status}), 2.0)
+    server.script(Reply(200, {"code": 40001, "msg": "签名错误", "data": None}))
+    try:
+        error = failure(adapter, Operation.QUERY_STATUS)
+        server.script(Reply(200, {"code": 4004, "msg": "业务号不存在", "data": None}))
+        business = failure(adapter, Operation.QUERY_STATUS)
+    finally:
+        adapter.close()
+    assert (error.failure, error.retryable) == (FailureClass.AUTH, False)
+    assert "40001: 签名错误" in error.message and error.last_response is not None
+    assert error.last_response["status"] == 200 and "签名错误" in error.last_response["body"]
+    assert business.failure is FailureClass.SECTOR_FAULT  # any other code: the request refused, as before
 
 
 def in_30_s() -> str:

@@ -155,6 +155,17 @@ def test_business_error_carries_code_and_text(submit) -> None:
     assert str(caught.value) == "1001: 事项编码不存在"
 
 
+def test_a_business_code_listed_under_auth_says_our_credentials_were_refused() -> None:
+    mapping = compile_mapping({"operation": "Op", "request": {"a": {"value": 1}}, "response": {"business_error": {
+        "code": "code", "ok": [0], "message": "msg", "auth": ["40001", 40003]}}}, source_name="op.mapping.yaml")
+    refusals = []
+    for code in (40001, "40003", 1001):
+        with pytest.raises(BusinessError) as caught:
+            mapping.read_response({"code": code, "msg": "签名错误"})
+        refusals.append((caught.value.code, caught.value.message, caught.value.auth))
+    assert refusals == [("40001", "签名错误", True), ("40003", "签名错误", True), ("1001", "签名错误", False)]
+
+
 def test_missing_business_code_is_a_mapping_error(submit) -> None:
     with pytest.raises(MappingError) as caught:
         submit.read_response({"ywlsh": "SB-9"})
@@ -323,6 +334,16 @@ def test_yaml_boolean_field_name_needs_quotes(tmp_path: Path) -> None:
     assert compile_error(tmp_path, "operation: Op\nrequest: {on: {value: 1}}\n") == (
         "bad.mapping.yaml: request: field name True must be a non-empty string (quote it in YAML)"
     )
+
+
+@pytest.mark.parametrize(("auth", "expected"), [
+    ("[]", "response.business_error.auth: expected a non-empty list of the codes that mean our credentials"),
+    ("'40001'", "response.business_error.auth: expected a non-empty list"),
+    ("['0', 40001]", "response.business_error.auth: '0' is a success code (ok) too"),
+])
+def test_bad_business_error_auth_codes(tmp_path: Path, auth: str, expected: str) -> None:
+    text = f"operation: Op\nrequest: {{a: {{value: 1}}}}\nresponse:\n  business_error: {{code: c, ok: [0], auth: {auth}}}\n"
+    assert compile_error(tmp_path, text).startswith(f"bad.mapping.yaml: {expected}")
 
 
 def test_bad_business_error_spec(tmp_path: Path) -> None:

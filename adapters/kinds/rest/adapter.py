@@ -18,7 +18,8 @@ Every failure leaves as a classified `DeliveryError`; see `classify` and `_statu
     a certificate refused in the TLS handshake (theirs or ours) -> AUTH
     other 4xx                      -> SECTOR_FAULT, not retryable
     non-JSON, malformed, too big or too deep JSON, unexpected 1xx-3xx -> VALIDATION
-    business error in the answer   -> SECTOR_FAULT, not retryable;  mapping problems -> MAPPING
+    business error in the answer   -> SECTOR_FAULT, not retryable (AUTH for a `business_error.auth` code)
+    mapping problems               -> MAPPING
     a request that cannot be rendered or built (nothing sent) -> MAPPING, `UnsendableRequest`
 
 When the sector answered, the error carries its last answer (`last_response`: status, a few headers,
