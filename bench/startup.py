@@ -211,7 +211,7 @@ def activate(store: BundleStore, folder: Path) -> tuple[str, str]:
     from gateway.sectors.bundle_records import pack_folder
 
     version = store.register(pack_folder(folder), "bench")
-    store.activate(version.sector, version.version, "bench")
+    store.activate(version.sector, version.version, "bench", force=True)
     return version.sector, version.summary["queries"][0]
 
 

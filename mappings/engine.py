@@ -21,7 +21,7 @@ File format::
             sfsj: {from: received, code_table: yes_no}
       fixed: {value: "CONST"}
     response:                             # optional
-      business_error: {code: fhdm, ok: ["0000"], message: fhxx}   # optional; message is optional
+      business_error: {code: fhdm, ok: ["0000"], message: fhxx, auth: ["40001"]}   # optional; message, auth optional
       fields:                             # canonical result field -> rule, read from the answer
         sector_ref: {from: ywlsh}
 
@@ -54,10 +54,13 @@ is optional too (and refused for GET)::
       query: {channel: {value: web}}               # name -> {from:} or {value:} rule, single values
       headers: {X-Priority: {from: case.green_channel, code_table: priority}}
       success: [200]                               # default: any 2xx
+      body: form                                   # json (default) | form: request as x-www-form-urlencoded
       paging: {page_param: page, size_param: pageSize, size: 50, items: data.items,
                total: data.total, max_pages: 20, first_page: 1}   # total, max_pages, first_page optional
 
-`CompiledMapping.render_http` renders an `HttpRequest`; `read_page` and `merge_pages` let the
+With ``body: form`` the request is a flat set of fields, each a ``{from:}`` or ``{value:}`` rule holding one
+value (a group, a list or an object is a compile error), sent as ``application/x-www-form-urlencoded``
+(`HttpSpec.encode_body`). `CompiledMapping.render_http` renders an `HttpRequest`; `read_page` and `merge_pages` let the
 adapter gather every page's items into one answer that `read_response` then reads.
 
 `parse_json` is the hardened JSON reader for answers (the counterpart of `mappings.xml.parse_xml`).
@@ -74,7 +77,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, cast
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
 
 import yaml
@@ -393,13 +396,14 @@ class _BusinessCheck:
     code: tuple[str, ...]
     ok: frozenset[str]
     message: tuple[str, ...] | None
+    auth: frozenset[str] = frozenset()  # codes that mean our credentials were refused
 
     def check(self, answer: Any) -> None:
         code = _fetch(answer, self.code, False, "response.business_error.code")
         if code_text(code) in self.ok:
             return
         text = _lookup(answer, self.message) if self.message else None
-        raise BusinessError(code_text(code), "" if text is None else str(text))
+        raise BusinessError(code_text(code), "" if text is None else str(text), auth=code_text(code) in self.auth)
 
 
 @contextmanager
@@ -418,6 +422,8 @@ _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
 _ANY_2XX = frozenset(range(200, 300))
+JSON_BODY, FORM_BODY = "json", "form"
+BODY_TYPES = {JSON_BODY: "application/json; charset=utf-8", FORM_BODY: "application/x-www-form-urlencoded"}
 
 
 @dataclass(frozen=True)
@@ -428,7 +434,7 @@ class HttpRequest:
     path: str
     query: dict[str, str]
     headers: dict[str, str]
-    body: dict[str, Any] | None  # the JSON body; None sends none
+    body: dict[str, Any] | None  # the JSON body, or a form body's fields as text; None sends none
 
 
 @dataclass(frozen=True)
@@ -448,6 +454,16 @@ class _Scalars:
                 raise _Problem(here, f"expected a single value, got {type(value).__name__}")
             out[name] = code_text(value)
         return out
+
+
+def _form_fields(body: Mapping[str, Any]) -> dict[str, str]:
+    """A form body's fields as text; a field holding an object or a list (a code table's value) cannot be sent."""
+    fields = {}
+    for name, value in body.items():
+        if isinstance(value, Mapping | list | tuple):
+            raise _Problem(f"request.{name}", f"a form field holds a single value, got {type(value).__name__}")
+        fields[name] = code_text(value)
+    return fields
 
 
 def _segment(params: Mapping[str, str], name: str) -> str:
@@ -509,8 +525,24 @@ class HttpSpec:
     headers: _Scalars
     success: frozenset[int]
     paging: Paging | None
+    body: str = JSON_BODY  # how `request` goes on the wire: json | form
+
+    @property
+    def content_type(self) -> str:
+        """The Content-Type of the request body this block sends."""
+        return BODY_TYPES[self.body]
+
+    def encode_body(self, body: Mapping[str, Any]) -> bytes:
+        """The rendered body as sent: JSON in UTF-8 as is (not \\u escapes: smaller, and what the sectors' own
+        clients send), or form fields in the mapping's order, UTF-8 percent-encoded with `+` for a space.
+        ValueError or TypeError for a value JSON cannot carry (NaN, a date object)."""
+        if self.body == FORM_BODY:
+            return urlencode(body).encode("ascii")
+        return json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
 
     def render(self, message: Any, body: dict[str, Any] | None) -> HttpRequest:
+        if body is not None and self.body == FORM_BODY:
+            body = _form_fields(body)
         params = self.path_params.render(message, "http.path_params")
         path = _PLACEHOLDER.sub(lambda match: _segment(params, match.group(1)), self.path)
         headers = self.headers.render(message, "http.headers")
@@ -690,15 +722,22 @@ def _business_check(spec: Any) -> _BusinessCheck | None:
     if spec is None:
         return None
     where = "response.business_error"
-    _only_keys(_mapping(spec, where), frozenset({"code", "ok", "message"}), where)
+    _only_keys(_mapping(spec, where), frozenset({"code", "ok", "message", "auth"}), where)
     ok = spec.get("ok")
     if not isinstance(ok, list) or not ok:
         raise _Problem(f"{where}.ok", "expected a non-empty list of success codes")
+    auth = spec.get("auth", [])
+    if not isinstance(auth, list) or ("auth" in spec and not auth):
+        raise _Problem(f"{where}.auth", "expected a non-empty list of the codes that mean our credentials were refused")
+    both = sorted({code_text(code) for code in ok} & {code_text(code) for code in auth})
+    if both:
+        raise _Problem(f"{where}.auth", f"{both[0]!r} is a success code (ok) too")
     message = spec.get("message")
     return _BusinessCheck(
         _path(spec.get("code"), f"{where}.code"),
         frozenset(code_text(code) for code in ok),
         None if message is None else _path(message, f"{where}.message"),
+        frozenset(code_text(code) for code in auth),
     )
 
 
@@ -762,7 +801,22 @@ def _paging(spec: Any) -> Paging | None:
     )
 
 
-_HTTP_KEYS = frozenset({"method", "path", "path_params", "query", "headers", "success", "paging"})
+_HTTP_KEYS = frozenset({"method", "path", "path_params", "query", "headers", "success", "paging", "body"})
+
+
+def _body_encoding(spec: Any) -> str:
+    if spec not in BODY_TYPES:
+        raise _Problem("http.body", f"expected one of {', '.join(BODY_TYPES)}, got {spec!r}")
+    return cast(str, spec)
+
+
+def _flat_form(request: _Group) -> None:
+    """`body: form` sends one value per field: no group, no list, no object constant."""
+    for name, rule in request.fields.items():
+        single = isinstance(rule, _From) or (isinstance(rule, _Value) and not isinstance(rule.value, Mapping | list))
+        if not single:
+            raise _Problem(f"request.{name}", "a form body (http.body: form) is flat: expected a {from: ...} or "
+                                              "{value: ...} rule holding a single value, not a group, list or object")
 
 
 def _http(spec: Any, compiler: _Compiler, has_body: bool) -> HttpSpec:
@@ -787,6 +841,7 @@ def _http(spec: Any, compiler: _Compiler, has_body: bool) -> HttpSpec:
         headers=compiler.scalars(spec.get("headers") or {}, "http.headers", headers=True),
         success=_success(spec.get("success")),
         paging=_paging(spec.get("paging")),
+        body=_body_encoding(spec.get("body", JSON_BODY)),
     )
 
 
@@ -808,6 +863,8 @@ def _compile(doc: Any, source_name: str) -> CompiledMapping:
         operation = _name(operation or f"{http.method} {http.path}", "operation")
     # A REST mapping without `request` sends no body; a SOAP one always has a request.
     request = compiler.group(_mapping(doc.get("request"), "request"), "request") if has_body or not rest else None
+    if http is not None and http.body == FORM_BODY and request is not None:
+        _flat_form(request)
     response = _mapping(doc.get("response") or {}, "response")
     _only_keys(response, frozenset({"business_error", "fields"}), "response")
     fields = _mapping(response.get("fields") or {}, "response.fields")

@@ -12,12 +12,16 @@ class MappingError(ValueError):
 
 
 class BusinessError(Exception):
-    """The sector answered successfully at the protocol level but refused the request (e.g. fhdm 1001)."""
+    """The sector answered successfully at the protocol level but refused the request (e.g. fhdm 1001).
 
-    def __init__(self, code: str, message: str) -> None:
+    `auth`: the code is one the mapping lists under `business_error.auth`: the refusal is of our credentials
+    (a wrong signature, an unknown app key), not of the request."""
+
+    def __init__(self, code: str, message: str, *, auth: bool = False) -> None:
         super().__init__(f"{code}: {message}" if message else code)
         self.code = code
         self.message = message
+        self.auth = auth
 
 
 class HostileXmlError(ValueError):

@@ -32,7 +32,7 @@ from zeep.transports import Transport
 from zeep.wsdl.bindings.soap import Soap12Binding
 
 from mappings import strict_json
-from mappings.engine import CompiledMapping, HttpSpec, RuleInfo, compile_mapping, describe
+from mappings.engine import BODY_TYPES, FORM_BODY, CompiledMapping, HttpSpec, RuleInfo, compile_mapping, describe
 from mappings.errors import MappingError
 from mappings.positions import Positions, YamlProblem, load_yaml
 from mappings.xslt import compile_xslt
@@ -683,13 +683,14 @@ class OpenApi:
         required = frozenset().union(*(p.required for p in objects))
         return Shape(OBJECT, fields, required, extra=None if fields else ANY, type_name="object")
 
-    def body_shape(self, operation: Mapping[str, Any]) -> tuple[Shape | None, bool]:
-        """The JSON request body's shape (None: no body declared) and whether it is required."""
+    def body_shape(self, operation: Mapping[str, Any], form: bool = False) -> tuple[Shape | None, bool]:
+        """The request body's shape (None: no body declared) and whether it is required: the JSON body's, or with
+        `form` the `application/x-www-form-urlencoded` one's."""
         body = self.deref(operation.get("requestBody"))
         if not isinstance(body, Mapping):
             return None, False
-        schema = _json_schema(body.get("content"))
-        if schema is None:  # a form or binary body: nothing a JSON request mapping can fill
+        schema = (_form_schema if form else _json_schema)(body.get("content"))
+        if schema is None:  # another kind of body (binary, or form vs JSON): nothing this mapping can fill
             return None, False
         return self.schema_shape(schema), bool(body.get("required"))
 
@@ -729,6 +730,16 @@ def _json_schema(content: Any) -> Any:
     for media, spec in content.items():
         media = str(media).split(";")[0].strip().lower()
         if media == "application/json" or media.endswith("+json") or media == "*/*":
+            return spec.get("schema", {}) if isinstance(spec, Mapping) else {}
+    return None
+
+
+def _form_schema(content: Any) -> Any:
+    """The schema of the `application/x-www-form-urlencoded` media type of a `content` map."""
+    if not isinstance(content, Mapping):
+        return None
+    for media, spec in content.items():
+        if str(media).split(";")[0].strip().lower() == BODY_TYPES[FORM_BODY]:
             return spec.get("schema", {}) if isinstance(spec, Mapping) else {}
     return None
 
@@ -795,11 +806,13 @@ def _check_params(
 
 
 def _check_body(mf: MappingFile, api: OpenApi, route: str, operation: Mapping[str, Any]) -> list[Problem]:
-    shape, required = api.body_shape(operation)
+    form = mf.http is not None and mf.http.body == FORM_BODY
+    shape, required = api.body_shape(operation, form)
+    body = "form (application/x-www-form-urlencoded)" if form else "JSON"
     if mf.has_request and shape is None:
-        return [mf.problem(["request"], f"{route} takes no JSON body in {api.name}; remove request")]
+        return [mf.problem(["request"], f"{route} takes no {body} body in {api.name}; remove request")]
     if not mf.has_request and required:
-        return [mf.problem(["http", "method"], f"{route} requires a JSON body in {api.name}; add request")]
+        return [mf.problem(["http", "method"], f"{route} requires a {body} body in {api.name}; add request")]
     if shape is None:
         return []
     return _check_request_targets(mf, Target(shape, f"the request body of {route} in {api.name}", ANY, ""))

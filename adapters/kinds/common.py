@@ -75,6 +75,9 @@ def mapping_for(mappings: Mapping[str, CompiledMapping], name: Operation | str, 
 
 def mapping_failure(exc: MappingError | BusinessError) -> DeliveryError:
     """The `DeliveryError` for a mapping that failed, or for an answer its mapping reads as a refusal."""
+    if isinstance(exc, BusinessError) and exc.auth:  # a code the mapping lists under business_error.auth
+        return DeliveryError(FailureClass.AUTH, f"business error {exc}: the sector refused our credentials",
+                             retryable=False)
     if isinstance(exc, BusinessError):
         # A business refusal is the sector's considered answer: asking again gets the same one.
         return DeliveryError(FailureClass.SECTOR_FAULT, f"business error {exc}", retryable=False)

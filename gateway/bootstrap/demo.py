@@ -116,8 +116,8 @@ def run_demo(console: Console, base: Settings, fresh: bool = True, timeout_s: fl
             "public_security": stack.enter_context(PublicSecuritySimulator(decision_delay_ms=800)),
         }
         console.rule("[bold]Yiwang 一网 demo")
-        _register_bundles(console)
         endpoints = {s: sim.url for s, sim in systems.items()}  # the deployment's YIWANG_SECTOR_ENDPOINTS
+        _register_bundles(console, endpoints)
         settings = replace(base, var_dir=DEMO_DIR, database_url=None, poll_interval_ms=200,
                            sector_endpoints=endpoints)
         gateway = build_gateway(settings)
@@ -140,25 +140,28 @@ def run_demo(console: Console, base: Settings, fresh: bool = True, timeout_s: fl
     return ok
 
 
-def _register_bundles(console: Console) -> None:
+def _register_bundles(console: Console, endpoints: dict[str, str]) -> None:
     """As a sector IT team would: the public command, once per shipped bundle."""
     for sector in SECTORS:
-        _register(console, default_bundles_dir() / sector)
+        _register(console, default_bundles_dir() / sector, endpoints)
 
 
-def _register(console: Console, folder: Path) -> str:
-    """`yiwang adapters register` and `activate` one bundle folder; its version."""
+def _register(console: Console, folder: Path, endpoints: dict[str, str]) -> str:
+    """`yiwang adapters register`, `test` (against the sector's system, at `endpoints`) and `activate` one
+    bundle folder; its version."""
     bundle = load_bundle(folder)
     _yiwang("adapters", "register", str(folder))
+    _yiwang("adapters", "test", bundle.sector, bundle.version,
+            YIWANG_SECTOR_ENDPOINTS=",".join(f"{sector}={url}" for sector, url in endpoints.items()))
     _yiwang("adapters", "activate", bundle.sector, bundle.version)
-    console.print(f"$ yiwang adapters register {_shown(folder)} && yiwang adapters activate {bundle.sector} "
-                  f"{bundle.version}", highlight=False)
+    console.print(f"$ yiwang adapters register {_shown(folder)} && yiwang adapters test {bundle.sector} "
+                  f"{bundle.version} && yiwang adapters activate {bundle.sector} {bundle.version}", highlight=False)
     return bundle.version
 
 
-def _yiwang(*args: str) -> str:
+def _yiwang(*args: str, **settings: str) -> str:
     """The public command, in its own process, on the demo's var dir (as the people the demo plays would)."""
-    env = {**os.environ, "YIWANG_VAR_DIR": str(DEMO_DIR), "YIWANG_LOG_LEVEL": "warning"}
+    env = {**os.environ, "YIWANG_VAR_DIR": str(DEMO_DIR), "YIWANG_LOG_LEVEL": "warning", **settings}
     env.pop("YIWANG_DATABASE_URL", None)
     yiwang = str(Path(sys.executable).with_name("yiwang"))
     done = subprocess.run([yiwang, *args], env=env, capture_output=True, text=True, timeout=120)
@@ -396,7 +399,7 @@ def _mutual_tls(console: Console, gateway: Gateway, endpoints: dict[str, str], d
         # changes YIWANG_SECTOR_ENDPOINTS and restarts; the demo edits its mapping in place, before the new
         # version's adapter is built (the running version's adapter keeps the endpoint it was built with).
         endpoints["social_security"] = sector.url
-        version = _register(console, default_bundles_dir().joinpath(*MTLS_BUNDLE))
+        version = _register(console, default_bundles_dir().joinpath(*MTLS_BUNDLE), endpoints)
         gateway.registry.refresh()
         active = gateway.registry.health().get("social_security", {})
         _expect(active.get("version") == version, f"social_security did not become {version}: {active}")

@@ -1,6 +1,7 @@
 """`yiwang adapters …`: what a sector IT team (or an operator on their behalf) does with bundles.
 
 validate (offline) → register → test (against the sector's test endpoint) → activate; rollback and retire.
+`activate` needs the version's last test to have ended `accepted`, or `--force` (the audit record says so).
 Every command prints a readable line or table; bad input is a red message and a non-zero exit, never a
 traceback.
 """
@@ -11,21 +12,23 @@ import getpass
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
 from adapters import validate_bundle
 from gateway.cli import output
-from gateway.cli.common import exit_code
+from gateway.cli.common import PROBLEMS_FOUND, UNAVAILABLE, exit_code
 from gateway.cli.output import Column, JsonOption
+from gateway.persistence.bundle_tables import ACCEPTED, ACTIVE, REFUSED, UNREACHABLE
 from gateway.sectors.bundle_records import (
     BundleConflict,
     BundleInvalid,
     BundleStore,
     BundleVersion,
     UnknownBundle,
+    VersionUntested,
     read_archive,
 )
 from gateway.sectors.calls import PreviewFailed, SectorCalls
@@ -61,23 +64,37 @@ def make_adapters_app(open_store: Callable[[], BundleStore], open_calls: Callabl
 
     @app.command("test")
     def test_(sector: str, version: str) -> None:
-        """Build the version against the sector's test endpoint and make one harmless call."""
+        """Build the version against the sector's test endpoint and make one harmless call: unreachable (exit 5),
+        reachable but our credentials refused (exit 1, with the sector's answer, masked), or accepted."""
         with readable_errors():
             tested = open_calls().test_version(sector, version)
         result = tested.test_result or {}
-        console.print(f"{sector} {version}: {'reachable' if result.get('reachable') else 'NOT reachable'} "
-                      f"({result.get('answer')})")
-        if not result.get("reachable"):
-            raise typer.Exit(1)
+        console.print(f"{sector} {version}: {TEST_LINES[tested.test_outcome or UNREACHABLE]} "
+                      f"({result.get('answer')})", highlight=False, markup=False)
+        if result.get("status") is not None and tested.test_outcome != ACCEPTED:
+            console.print(f"  the sector answered HTTP {result['status']}: {result.get('body')}",
+                          highlight=False, markup=False)
+        if tested.test_outcome != ACCEPTED:
+            raise typer.Exit(UNAVAILABLE if tested.test_outcome == UNREACHABLE else PROBLEMS_FOUND)
 
     @app.command()
-    def activate(sector: str, version: str) -> None:
-        """Make this version the one every process uses (no restart). Refused when four-eyes is on."""
+    def activate(sector: str, version: str,
+                 force: Annotated[bool, typer.Option(
+                     "--force", help="activate although the last test did not end `accepted` (or none ran)")] = False,
+                 ) -> str | None:
+        """Make this version the one every process uses (no restart). Refused when four-eyes is on, and (exit 2)
+        when its last test did not end `accepted` unless --force."""
         with readable_errors():
             if four_eyes():
                 raise cli_refusal(f"activating {sector} {version}",
                                   f"POST /v1/adapters/{sector}/versions/{version}/activate")
-            _print(open_store().activate(sector, version, actor))
+            store = open_store()
+            before = store.get(sector, version)
+            _print(store.activate(sector, version, actor, force=force))
+        # What the audit record's outcome says (`ok: …`): a forced activation and the test it went past.
+        if before.test_outcome == ACCEPTED or before.status == ACTIVE:
+            return None
+        return f"forced, last test {before.test_outcome or 'never run'}"
 
     @app.command()
     def rollback(sector: str) -> None:
@@ -115,11 +132,9 @@ def make_adapters_app(open_store: Callable[[], BundleStore], open_calls: Callabl
 
 COLUMNS = (Column("sector"), Column("version", identifier=True), Column("status"), Column("kind"),
            Column("registered_at", "registered"), Column("registered_by", "by"),
-           Column("test_result", "tested", shown=lambda row: _tested(row["test_result"])))
-
-
-def _tested(result: dict[str, Any] | None) -> str:
-    return "" if result is None else ("ok" if result.get("reachable") else "failed")
+           Column("test_outcome", "tested", shown=lambda row: row["test_outcome"] or ""))
+TEST_LINES = {UNREACHABLE: "NOT reachable", REFUSED: "reachable, but our credentials were refused",
+              ACCEPTED: "reachable, credentials accepted"}
 
 
 def _print(version: BundleVersion) -> None:
@@ -134,6 +149,7 @@ def readable_errors() -> Iterator[None]:
         for problem in exc.problems:
             err.print(f"[red]{problem}")
         raise typer.Exit(2) from exc
-    except (BundleConflict, UnknownBundle, NoActiveAdapter, PreviewFailed, PermissionError, OSError) as exc:
+    except (BundleConflict, VersionUntested, UnknownBundle, NoActiveAdapter, PreviewFailed, PermissionError,
+            OSError) as exc:
         err.print(f"[red]error: {exc}")
         raise typer.Exit(exit_code(exc)) from exc  # 3 for an unknown bundle, 4 for four eyes

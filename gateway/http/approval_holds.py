@@ -1,4 +1,5 @@
-"""The four-eyes hold a guarded route puts on its action (bundle activation, catalogue publication).
+"""The four-eyes hold a guarded route puts on its action (bundle activation, catalogue publication), and the
+bundle activation both the route and an approved request run (`activate_recorded`).
 
 Shared by the routers whose actions are guarded; the approvals' own endpoints are `gateway.http.routers.approvals`,
 the rule `gateway.security.approvals`.
@@ -6,12 +7,14 @@ the rule `gateway.security.approvals`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from fastapi import Request
 from starlette.responses import JSONResponse
 
 from gateway.domain.roles import Identity
+from gateway.persistence.bundle_tables import ACCEPTED, ACTIVE
+from gateway.sectors.bundle_records import BundleStore, BundleVersion
 from gateway.security.approvals import Action, Approvals
 
 # The answer a guarded route gives instead of acting, in the OpenAPI document of that route.
@@ -28,3 +31,17 @@ def held_for_approval(request: Request, identity: Identity, action: Action, para
     approvals: Approvals = request.app.state.approvals
     approval = approvals.request(action, params, subject, identity.id, sector)
     return JSONResponse(approval.public(), status_code=202, headers={"Location": f"/v1/approvals/{approval.id}"})
+
+
+def activate_recorded(request: Request, sector: str, version: str, actor: str, *, force: bool) -> BundleVersion:
+    """Activate; a forced activation (past a failed or missing test) gets an audit record of its own saying
+    who, which version and the last test's outcome (the route's own record has no body)."""
+    store = cast(BundleStore, request.app.state.bundles)  # set by gateway.bootstrap.app
+    before = store.get(sector, version)
+    last = before.test_outcome
+    activated = store.activate(sector, version, actor, force=force)
+    if last != ACCEPTED and before.status != ACTIVE:  # activating the active version again changes nothing
+        request.app.state.ledger.audit(actor, "forced activation", f"sector={sector},version={version}",
+                                       {"last_test": last or "never tested"}, sector,
+                                       outcome=f"forced, last test {last or 'never run'}")
+    return activated

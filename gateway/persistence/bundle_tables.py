@@ -12,6 +12,8 @@ from sqlalchemy import JSON, Column, DateTime, Index, Integer, LargeBinary, Stri
 from gateway.persistence.tables import metadata
 
 REGISTERED, ACTIVE, INACTIVE, RETIRED = "registered", "active", "inactive", "retired"
+# What `yiwang adapters test` found: the sector did not answer; it answered and refused our credentials; it accepted.
+UNREACHABLE, REFUSED, ACCEPTED = "unreachable", "refused", "accepted"
 
 bundle_versions = Table(
     "bundle_versions",
@@ -25,6 +27,8 @@ bundle_versions = Table(
     Column("sha256", String(64), nullable=False),
     Column("summary", JSON, nullable=False),  # title, department, serves, operations, queries, results
     Column("test_result", JSON(none_as_null=True)),
+    # The last test's outcome (unreachable | refused | accepted; None: never tested): activation reads it.
+    Column("test_outcome", String(16)),
     Column("registered_at", DateTime(timezone=True), nullable=False),
     Column("registered_by", String(128), nullable=False),
     Column("activated_at", DateTime(timezone=True)),

@@ -3,6 +3,9 @@
 Sector IT teams hand over a bundle (a folder or a zip; no code). Registering validates it whole
 (`adapters.bundle.validate_bundle`) and stores it as an archive; nothing invalid is stored. Activating a
 version is one row's status: every process picks it up through `gateway.sectors.live_registry` without a restart.
+Activation is gated on the version's last test (`yiwang adapters test`): a version never tested, or whose last test
+found the sector unreachable or our credentials refused, is activated only with `force` (`VersionUntested`
+otherwise); rolling back to a version that was active before is not gated.
 A sector administrator acts only on their own sector's bundles (the API checks; the CLI is the
 operator's local tool).
 """
@@ -25,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 
 from adapters import Bundle
 from gateway.domain.clock import Clock, as_utc, beijing_text, instants_as_beijing_text
-from gateway.persistence.bundle_tables import ACTIVE, INACTIVE, REGISTERED, RETIRED, bundle_versions
+from gateway.persistence.bundle_tables import ACCEPTED, ACTIVE, INACTIVE, REGISTERED, RETIRED, bundle_versions
 from gateway.persistence.uow import UnitsOfWork
 
 
@@ -39,6 +42,15 @@ class BundleInvalid(ValueError):
 
 class BundleConflict(ValueError):
     """The operation does not fit the version's status (activating a retired version, …)."""
+
+
+class VersionUntested(Exception):
+    """Activating a version whose last test did not end `accepted` (or that was never tested), without force."""
+
+    def __init__(self, sector: str, version: str, outcome: str | None) -> None:
+        said = "从未测试" if outcome is None else f"最近一次测试的结果为 {outcome}"
+        super().__init__(f"{sector} {version} {said}：请先测试（yiwang adapters test），或确认后强制启用")
+        self.sector, self.version, self.outcome = sector, version, outcome
 
 
 class UnknownBundle(LookupError):
@@ -59,11 +71,13 @@ class BundleVersion:
     registered_by: str
     activated_at: datetime | None
     row_id: int = 0  # bundle_versions.id: the order registered, which a sector's listing keeps
+    test_outcome: str | None = None  # of the last test: unreachable | refused | accepted; None: never tested
 
     def public(self) -> dict[str, Any]:
         return {"sector": self.sector, "version": self.version, "status": self.status, "kind": self.kind,
                 "sha256": self.sha256, "summary": self.summary,
                 "test_result": instants_as_beijing_text(self.test_result),  # its `at` is kept in UTC
+                "test_outcome": self.test_outcome,
                 "registered_at": beijing_text(self.registered_at), "registered_by": self.registered_by,
                 "activated_at": beijing_text(self.activated_at) if self.activated_at else None}
 
@@ -143,20 +157,26 @@ class BundleStore:
         return self.get(row["sector"], row["version"])
 
     def record_test(self, sector: str, version: str, result: dict[str, Any]) -> BundleVersion:
+        """Keep a test's result; its `outcome` (unreachable | refused | accepted) is what activation reads."""
         with self.units() as uow:
             conn = uow.conn
-            conn.execute(update(bundle_versions).where(_key(sector, version)).values(test_result=result))
+            conn.execute(update(bundle_versions).where(_key(sector, version))
+                         .values(test_result=result, test_outcome=result["outcome"]))
             uow.commit()
         return self.get(sector, version)
 
-    def activate(self, sector: str, version: str, actor: str) -> BundleVersion:
+    def activate(self, sector: str, version: str, actor: str, *, force: bool = False) -> BundleVersion:
         """Make `version` the one every process uses; the one before stays as `inactive` for rollback.
 
         Refused when another sector's active bundle already takes one of its departments: a department's
-        tasks (and its applicants' data) go to one system, not to whichever sector claims it last."""
+        tasks (and its applicants' data) go to one system, not to whichever sector claims it last; and,
+        without `force`, when its last test did not end `accepted` (`VersionUntested`)."""
+        return self._activate(sector, version, actor, tested_or_forced=force)
+
+    def _activate(self, sector: str, version: str, actor: str, *, tested_or_forced: bool) -> BundleVersion:
         with self.units() as uow:
             conn = uow.conn
-            status = _activatable(conn, sector, version)
+            status = _activatable(conn, sector, version, force=tested_or_forced)
             if status != ACTIVE:
                 conn.execute(update(bundle_versions).where(and_(bundle_versions.c.sector == sector,
                                                                  bundle_versions.c.status == ACTIVE))
@@ -166,10 +186,10 @@ class BundleStore:
             uow.commit()
         return self.get(sector, version)
 
-    def check_activatable(self, sector: str, version: str) -> None:
+    def check_activatable(self, sector: str, version: str, *, force: bool = False) -> None:
         """Raise what `activate` would raise now, changing nothing (a four-eyes request is checked first)."""
         with self._reading() as conn:
-            _activatable(conn, sector, version)
+            _activatable(conn, sector, version, force=force)
 
     def rollback(self, sector: str, actor: str) -> BundleVersion:
         """Back to the version active before the current one."""
@@ -181,7 +201,8 @@ class BundleStore:
             ).scalar()
         if previous is None:
             raise BundleConflict(f"{sector} 没有更早启用过的版本可以回退")
-        return self.activate(sector, previous, actor)
+        # It was active before: going back is the way out of a bad version, not a new one's first use.
+        return self._activate(sector, previous, actor, tested_or_forced=True)
 
     def retire(self, sector: str, version: str, actor: str) -> BundleVersion:
         with self.units() as uow:
@@ -229,13 +250,13 @@ def summary(bundle: Bundle) -> dict[str, Any]:
 def _columns() -> list[Any]:
     c = bundle_versions.c
     return [c.sector, c.version, c.status, c.kind, c.sha256, c.summary, c.test_result, c.registered_at,
-            c.registered_by, c.activated_at, c.id]
+            c.registered_by, c.activated_at, c.id, c.test_outcome]
 
 
 def _version(r: Any) -> BundleVersion:
     return BundleVersion(r["sector"], r["version"], r["status"], r["kind"], r["sha256"], r["summary"],
                          r["test_result"], as_utc(r["registered_at"]), r["registered_by"],
-                         as_utc(r["activated_at"]) if r["activated_at"] else None, r["id"])
+                         as_utc(r["activated_at"]) if r["activated_at"] else None, r["id"], r["test_outcome"])
 
 
 def _key(sector: str, version: str) -> Any:
@@ -258,12 +279,16 @@ def _check_no_overlap(conn: Any, sector: str, version: str) -> None:
             raise BundleConflict(f"{sector} 声明的部门 {sorted(shared)[0]} 已由 {other} 服务")
 
 
-def _activatable(conn: Any, sector: str, version: str) -> str:
-    """The version's status, if it may be activated; else UnknownBundle or BundleConflict."""
+def _activatable(conn: Any, sector: str, version: str, *, force: bool) -> str:
+    """The version's status, if it may be activated; else UnknownBundle, BundleConflict or VersionUntested.
+    The active version itself passes: activating it again changes nothing."""
     status = _status(conn, sector, version)
     if status == RETIRED:
         raise BundleConflict(f"{sector} {version} 已退役")
     _check_no_overlap(conn, sector, version)
+    outcome = conn.execute(select(bundle_versions.c.test_outcome).where(_key(sector, version))).scalar()
+    if not force and status != ACTIVE and outcome != ACCEPTED:
+        raise VersionUntested(sector, version, outcome)
     return status
 
 

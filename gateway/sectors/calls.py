@@ -3,6 +3,7 @@ callbacks sectors make with their decisions."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
@@ -15,6 +16,7 @@ from adapters import (
     BundleError,
     CallbackResults,
     DeliveryError,
+    FailureClass,
     Operation,
     RegisteredAdapter,
     SignatureError,
@@ -22,7 +24,8 @@ from adapters import (
 )
 from gateway.cases.service import CaseService
 from gateway.domain.clock import Clock
-from gateway.persistence.bundle_tables import callback_nonces
+from gateway.observability.logs import mask_text
+from gateway.persistence.bundle_tables import ACCEPTED, REFUSED, UNREACHABLE, callback_nonces
 from gateway.persistence.repository import idempotency_key
 from gateway.persistence.uow import UnitsOfWork
 from gateway.sectors.bundle_records import BundleStore, BundleVersion, unpacked
@@ -106,12 +109,13 @@ class SectorCalls:
                 "request": jsonable(rendered)}
 
     def test_version(self, sector: str, version: str) -> BundleVersion:
-        """Build the version against the sector's test endpoint and make one harmless call."""
+        """Build the version against the sector's test endpoint and make one harmless call; record its outcome
+        (`unreachable`, `refused` or `accepted`, see `_probe`), which activation reads."""
         with unpacked(self.store.archive(sector, version)) as bundle:
             try:
                 registered = self.build(bundle)
             except BundleError as exc:  # a secret missing here, or (in production) one that is published
-                result = {"reachable": False, "answer": f"cannot be built here: {exc}"}
+                result = _result(UNREACHABLE, f"cannot be built here: {exc}")
             else:
                 result = _probe(registered)
         return self.store.record_test(sector, version, {**result, "at": self.service.clock.now().isoformat()})
@@ -165,15 +169,47 @@ class _SeenNonces:
 
 
 def _probe(registered: RegisteredAdapter) -> dict[str, Any]:
-    """Reachable means: the sector answered and we understood it (a business 'unknown reference' is fine)."""
+    """One status query for a reference no sector knows, and what its answer says:
+
+    accepted     the sector answered and we understood it: a result, or a business refusal ("unknown
+                 reference") — either way it took our credentials
+    refused      the sector answered and refused our credentials (failure class `auth`: HTTP 401/403, a
+                 business code the mapping lists as `auth`, a certificate refused in the handshake); its
+                 answer is kept (status, body cut and masked)
+    unreachable  anything else: no connection, no answer in time, a 5xx, our own breaker open, an answer
+                 we cannot read — nothing that shows the sector took our credentials
+    """
     try:
         registered.adapter.call(Operation.QUERY_STATUS, {"sector_ref": PROBE_REF, "idempotency_key": PROBE_REF})
     except DeliveryError as exc:
+        if exc.failure is FailureClass.AUTH:
+            return _result(REFUSED, str(exc), exc.last_response)
         # A business refusal proves the path; our own breaker's refusal (not retryable either) proves nothing.
-        refused = exc.failure.value == "sector_fault" and not exc.retryable
-        reachable = refused and not getattr(exc, "circuit_open", False)
-        return {"reachable": reachable, "answer": str(exc)}
-    return {"reachable": True, "answer": "ok"}
+        business = exc.failure is FailureClass.SECTOR_FAULT and not exc.retryable
+        accepted = business and not getattr(exc, "circuit_open", False)
+        return _result(ACCEPTED if accepted else UNREACHABLE, str(exc), exc.last_response)
+    return _result(ACCEPTED, "ok")
+
+
+SHOWN_ANSWER_CHARS = 2000  # of a refusing sector's body: enough to read its message, never a whole page
+_SECRET_FIELD = re.compile(r"(?i)(\"?[\w-]*(?:password|passphrase|secret|token|sign|key|authorization)[\w-]*\"?"
+                           r"\s*[:=]\s*\"?)((?:(?:Bearer|Basic|Digest)\s+)?[^\"&,\s}]+)")
+
+
+def _result(outcome: str, answer: str, response: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A test's record: its outcome, the diagnosis, and (when the sector answered) its status and body."""
+    result: dict[str, Any] = {"outcome": outcome, "reachable": outcome != UNREACHABLE, "answer": mask_text(answer)}
+    if response is not None:
+        result["status"] = response.get("status")
+        result["body"] = shown_body(str(response.get("body") or ""))
+    return result
+
+
+def shown_body(body: str) -> str:
+    """A sector's answer as a test shows it: cut, with any field that looks like a credential (`token`,
+    `secret`, `sign`, `password`, …, in JSON, form or header syntax) and ID and phone numbers masked."""
+    cut = body if len(body) <= SHOWN_ANSWER_CHARS else body[:SHOWN_ANSWER_CHARS] + "…"
+    return mask_text(_SECRET_FIELD.sub(r"\1***", cut))
 
 
 def _json(body: bytes) -> dict[str, Any]:

@@ -3,7 +3,7 @@ second identity's approval; the requester never approves their own request; the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from adapters.registry import default_bundles_dir
+from adapters.simulators.housing_fund import HousingFundSimulator
 from gateway.bootstrap.app import Gateway, create_app
 from gateway.catalogue.matters import matter_to_document
 from gateway.cli.adapters import make_adapters_app
@@ -34,11 +35,14 @@ def problem(answer: Any, status: int, slug: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def gateway(make_gateway: Callable[..., Gateway]) -> Gateway:
-    """Four-eyes on; the housing-fund bundle registered, not yet active."""
-    gateway = make_gateway(bundles=("social_security",), four_eyes=True)
-    gateway.bundles.register(pack_folder(default_bundles_dir() / SECTOR), "test")
-    return gateway
+def gateway(make_gateway: Callable[..., Gateway]) -> Iterator[Gateway]:
+    """Four-eyes on; the housing-fund bundle registered and tested against its sector, not yet active."""
+    with HousingFundSimulator() as housing_fund:
+        gateway = make_gateway(bundles=("social_security",), four_eyes=True,
+                               sector_endpoints={SECTOR: housing_fund.url})
+        registered = gateway.bundles.register(pack_folder(default_bundles_dir() / SECTOR), "test")
+        assert gateway.sector_calls.test_version(SECTOR, registered.version).test_outcome == "accepted"
+        yield gateway
 
 
 @pytest.fixture
@@ -184,5 +188,7 @@ def test_with_four_eyes_off_activation_is_immediate(make_gateway: Callable[..., 
     gateway.bundles.register(archive, "test")
     with unpacked(archive) as bundle:
         version = bundle.version
-    answer = as_(gateway, Role.SECTOR_ADMIN, sector=SECTOR).post(f"/v1/adapters/{SECTOR}/versions/{version}/activate")
+    # Never tested (no housing-fund system here): only a forced activation goes through.
+    answer = as_(gateway, Role.SECTOR_ADMIN, sector=SECTOR).post(f"/v1/adapters/{SECTOR}/versions/{version}/activate",
+                                                                 json={"force": True})
     assert answer.status_code == 200 and answer.json()["status"] == "active"

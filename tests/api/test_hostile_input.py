@@ -627,7 +627,7 @@ def test_xslt_document_calls_fail_the_delivery_not_the_worker(
     shutil.copytree(default_bundles_dir() / "social_security", folder)
     _stylesheet(lambda _: reader)(witness, folder)
     version = gateway.bundles.register(_bundle_zip(folder), "test").version
-    gateway.bundles.activate("social_security", version, "test")
+    gateway.bundles.activate("social_security", version, "test", force=True)
     case_no = _submit(gateway)
     drain(gateway, lambda: _outbox(gateway) == ["dead"])
     [letter] = _dead_letters(gateway)

@@ -91,7 +91,7 @@ def test_the_kinds_rules_apply_to_its_bundles_and_to_the_others(toy: ToyKind, tm
 def test_a_case_routed_to_the_toy_kind_is_delivered(toy: ToyKind, make_gateway: Callable[..., Gateway]) -> None:
     gateway = make_gateway(bundles=())  # every other department decides through the back office
     gateway.bundles.register(pack_folder(BUNDLE), "test")
-    gateway.bundles.activate(SECTOR, "1", "test")
+    gateway.bundles.activate(SECTOR, "1", "test", force=True)
     with TestClient(create_app(gateway)) as api:
         keys = Keys.issue(gateway)
         answer = api.post("/v1/cases", json=BIRTH_APPLICATION, headers=keys.hall)

@@ -69,7 +69,7 @@ def tune(gateway: Gateway, sector: str, folder: Path, **lines: str) -> None:
         assert found == 1, key
     descriptor.write_text(text, encoding="utf-8")
     version = gateway.bundles.register(pack_folder(bundle), "test").version
-    gateway.bundles.activate(sector, version, "test")
+    gateway.bundles.activate(sector, version, "test", force=True)
 
 
 # --------------------------------------------------------------------------- the hall's mistakes

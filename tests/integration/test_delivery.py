@@ -107,7 +107,7 @@ def test_a_slow_sector_times_out_and_is_retried(make_gateway: Callable[..., Gate
                           encoding="utf-8")
     gateway = make_gateway(sector_endpoints={"social_security": simulator.url}, bundles=())
     version = gateway.bundles.register(pack_folder(bundles / "social_security"), "test").version
-    gateway.bundles.activate("social_security", version, "test")
+    gateway.bundles.activate("social_security", version, "test", force=True)
     simulator.set_fault("slow", count=1, slow_ms=1500)  # the first answer comes too late, the retry in time
     case_no = submit(gateway)
     drain(gateway, lambda: state(gateway, case_no) == "approved")

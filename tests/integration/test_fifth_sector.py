@@ -141,6 +141,8 @@ def register(api: TestClient, headers: dict[str, str], folder: Path = BUNDLE) ->
 
 
 def activate(api: TestClient, headers: dict[str, str], version: str = VERSION) -> Any:
+    """Test the version against the sector's test endpoint, then activate it, as the sector's IT team does."""
+    api.post(f"/v1/adapters/{SECTOR}/versions/{version}/test", headers=headers)
     return api.post(f"/v1/adapters/{SECTOR}/versions/{version}/activate", headers=headers)
 
 

@@ -160,7 +160,7 @@ def test_an_activation_reaches_the_other_process_without_a_restart_and_rollback_
 
     refreshed_at = time.monotonic()
     second.registry.refresh()
-    first.bundles.activate(SECTOR, V2, "test")
+    first.bundles.activate(SECTOR, V2, "test", force=True)
     activated_at = time.monotonic()
     cached = second.registry.get(SECTOR).version
     if time.monotonic() - refreshed_at < REFRESH_MS / 1000 / 2:  # well inside the window: the view is cached
@@ -200,7 +200,7 @@ def test_a_delivery_in_flight_finishes_on_the_version_it_started_with(
     while sector.counters["raw_requests"] == 0:  # the submit (rendered by v1) is with the sector
         assert time.monotonic() < deadline, "the delivery never reached the sector"
         time.sleep(0.01)
-    first.bundles.activate(SECTOR, V2, "test")
+    first.bundles.activate(SECTOR, V2, "test", force=True)
     second.registry.refresh()
     assert second.registry.get(SECTOR).version == V2
     assert delivery.is_alive()  # still waiting on the sector, with the v1 adapter in hand
@@ -335,6 +335,8 @@ def test_two_workers_pick_up_an_activation_under_load_losing_and_doubling_nothin
                                  headers={**operator, "Content-Type": "application/zip"})
         assert registered.status_code == 201, registered.text
         assert registered.json()["status"] == "registered"
+        tested = client.post(f"/v1/adapters/{SECTOR}/versions/{V2}/test", headers=operator)
+        assert tested.json()["test_outcome"] == "accepted", tested.text  # as a release is: tested, then activated
 
         submitted: list[tuple[str, float]] = []  # (case number, when its POST was sent)
         activated_at: float | None = None

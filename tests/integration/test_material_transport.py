@@ -118,7 +118,7 @@ def activate_with_transport(gateway: Gateway, tmp_path: Path, transport: str) ->
     text = text.replace("materials: {transport: inline_base64}", f"materials: {{transport: {transport}}}")
     descriptor.write_text(re.sub(r'(?m)^version: "', f'version: "{transport}-', text), encoding="utf-8")
     version = gateway.bundles.register(pack_folder(bundle), "test").version
-    gateway.bundles.activate(SECTOR, version, "test")
+    gateway.bundles.activate(SECTOR, version, "test", force=True)
     assert gateway.registry.get(SECTOR).bundle.materials_transport == transport
 
 

@@ -44,6 +44,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from gateway.persistence import tables as t
+from gateway.persistence.bundle_tables import bundle_versions
 from gateway.persistence.engine import make_engine
 from gateway.persistence.migrate import (
     VERSION_TABLE,
@@ -352,3 +353,25 @@ def test_every_table_module_is_in_the_one_list() -> None:
     package = Path(t.__file__).parent
     on_disk = {path.stem for path in package.glob("*tables.py")}
     assert {module.__name__.rpartition(".")[2] for module in TABLE_MODULES} == on_disk
+
+
+# bundle_versions as revision 0014 left it (0015 adds test_outcome)
+VERSIONS_0014 = sa.table("bundle_versions", *(sa.column(c) for c in (
+    "sector", "version", "status", "kind", "archive", "sha256", "registered_at", "registered_by")),
+    sa.column("summary", sa.JSON), sa.column("test_result", sa.JSON(none_as_null=True)))
+
+
+def test_versions_tested_before_the_outcome_was_kept_get_the_outcome_their_result_says(empty: Engine) -> None:
+    """0015: reachable → accepted, not reachable → unreachable, never tested → NULL (activation needs force)."""
+    upgrade(empty, "0014")
+    results = {"1": {"reachable": True, "answer": "ok"}, "2": {"reachable": False, "answer": "ConnectError"},
+               "3": None}
+    with empty.begin() as conn:
+        for version, result in results.items():
+            conn.execute(sa.insert(VERSIONS_0014).values(
+                sector="s", version=version, status="registered", kind="rest", archive=b"zip", sha256="0" * 64,
+                summary={}, test_result=result, registered_at=AT, registered_by="test"))
+    upgrade(empty)
+    with empty.connect() as conn:
+        outcomes = dict(conn.execute(sa.select(bundle_versions.c.version, bundle_versions.c.test_outcome)).all())
+    assert outcomes == {"1": "accepted", "2": "unreachable", "3": None}

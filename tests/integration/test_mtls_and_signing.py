@@ -381,7 +381,7 @@ def test_gateway_calls_a_signed_mtls_sector_with_certificates_from_its_store(
     certs.import_pem("social_security-ca", pki.ca.cert_pem, actor="test")
     certs.import_pem("social_security-sector", pki.sector.cert_pem, actor="test")
     gateway.bundles.register(pack_folder(SIGNED_SOAP), "test")
-    gateway.bundles.activate("social_security", "2026.12-signed", "test")
+    gateway.bundles.activate("social_security", "2026.12-signed", "test", force=True)
     answer = gateway.sector_calls.query(CONTRIBUTIONS[0], CONTRIBUTIONS[1]["query"])
     assert answer["sector"] == "social_security" and answer["result"]["months_paid"] > 0
     assert soap_sector.client_fingerprints == [fingerprint(pki.client)]

@@ -351,7 +351,7 @@ def test_a_replay_with_the_original_mapping_is_delivered_with_that_version(
     case_no = submit(gateway)
     drain(gateway, lambda: outbox_statuses(gateway) == [("submit_case", "dead")])
     newer = register_copy(gateway.bundles, sector, "2099.1.1", tmp_path)
-    gateway.bundles.activate(sector, newer, "test")
+    gateway.bundles.activate(sector, newer, "test", force=True)
     gateway.registry.refresh()
     assert gateway.registry.get(sector).version == newer
     assert gateway.registry.get_version(sector, original).version == original  # built though not active

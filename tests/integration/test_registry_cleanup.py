@@ -27,7 +27,7 @@ def test_a_replaced_rest_adapter_is_closed_after_the_grace_period(
     descriptor.write_text(re.sub(r'(?m)^version: "', 'version: "next-', descriptor.read_text(encoding="utf-8")),
                           encoding="utf-8")
     version = gateway.bundles.register(pack_folder(bundle), "test").version
-    gateway.bundles.activate("housing_fund", version, "test")
+    gateway.bundles.activate("housing_fund", version, "test", force=True)
     assert gateway.registry.get("housing_fund").version == version  # the view refreshed: old one replaced
     assert not old.client.is_closed  # a delivery may still hold it
     deadline = time.monotonic() + 5

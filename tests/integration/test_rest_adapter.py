@@ -25,6 +25,7 @@ from adapters.resilience import RetryPolicy, with_retries
 from mappings import HttpRequest, compile_mapping
 from tests.support.local_server import (
     DEPOSITS,
+    STATUS as STATUS_SOURCE,
     ENVELOPE_OK,
     TICKET,
     LocalServer,
@@ -85,6 +86,26 @@ def test_submit_renders_body_headers_and_idempotency_key(adapter: RestAdapter, s
         "attachments": [{"title": "购房合同", "received": True}],
         "formData": {"amount": 50000, "house_price": 800000},
     }
+
+
+FORM_SUBMIT = {
+    "http": {"method": "POST", "path": "/api/v2/applications", "body": "form"},
+    "request": {"applicationNo": {"from": "case.case_no"}, "fullName": {"from": "case.applicant.name"},
+                "green": {"from": "case.green_channel"}, "remark": {"value": "a b&c=d"}},
+    "response": {**ENVELOPE_OK, "fields": {"sector_ref": {"from": "data.ticketId"}}},
+}
+
+
+def test_a_form_body_goes_on_the_wire_url_encoded(server: LocalServer) -> None:
+    adapter = RestAdapter("housing_fund", "1", server.url, mappings(**{str(Operation.SUBMIT_CASE): FORM_SUBMIT}), 2.0)
+    try:
+        assert adapter.call(Operation.SUBMIT_CASE, message()) == {"sector_ref": "GJJ0000000001"}
+    finally:
+        adapter.close()
+    [seen] = server.seen
+    assert seen.headers["content-type"] == "application/x-www-form-urlencoded"
+    assert seen.body == (b"applicationNo=150200-20261124-0001&fullName=%E7%8E%8B%E4%BA%94&green=true"
+                         b"&remark=a+b%26c%3Dd")
 
 
 def test_get_fills_and_escapes_path_params_and_sends_query_without_body(
@@ -179,6 +200,24 @@ def test_messages_name_the_template_not_the_filled_path(adapter: RestAdapter, se
 def test_business_error_carries_code_and_message(adapter: RestAdapter, server: LocalServer) -> None:
     server.script(Reply(200, {"code": 4001, "msg": "缺少申请人"}))
     assert failure(adapter).message == "business error 4001: 缺少申请人"
+
+
+def test_a_business_code_listed_under_auth_fails_as_auth_with_the_sectors_code_and_message(
+        server: LocalServer) -> None:
+    status = {**STATUS_SOURCE, "response": {**STATUS_SOURCE["response"], "business_error": {
+        **ENVELOPE_OK["business_error"], "auth": ["40001"]}}}
+    adapter = RestAdapter("housing_fund", "1", server.url, mappings(**{str(Operation.QUERY_STATUS): status}), 2.0)
+    server.script(Reply(200, {"code": 40001, "msg": "签名错误", "data": None}))
+    try:
+        error = failure(adapter, Operation.QUERY_STATUS)
+        server.script(Reply(200, {"code": 4004, "msg": "业务号不存在", "data": None}))
+        business = failure(adapter, Operation.QUERY_STATUS)
+    finally:
+        adapter.close()
+    assert (error.failure, error.retryable) == (FailureClass.AUTH, False)
+    assert "40001: 签名错误" in error.message and error.last_response is not None
+    assert error.last_response["status"] == 200 and "签名错误" in error.last_response["body"]
+    assert business.failure is FailureClass.SECTOR_FAULT  # any other code: the request refused, as before
 
 
 def in_30_s() -> str:

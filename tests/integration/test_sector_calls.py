@@ -121,7 +121,7 @@ def test_a_slow_sector_is_a_504(world: World, tmp_path: Path) -> None:
     text = re.sub(r"(?m)^timeout_ms: \d+", "timeout_ms: 200", descriptor.read_text(encoding="utf-8"))
     descriptor.write_text(re.sub(r'(?m)^version: "', 'version: "fast-', text), encoding="utf-8")
     version = world.gateway.bundles.register(pack_folder(bundle), "test").version
-    world.gateway.bundles.activate("housing_fund", version, "test")
+    world.gateway.bundles.activate("housing_fund", version, "test", force=True)
     world.systems["housing_fund"].set_fault("slow", slow_ms=1500)
     with world.client(world.keys.hall) as hall:
         answer = hall.post("/v1/queries/housing_fund_balance", json={"params": {"id_number": PERSON}})

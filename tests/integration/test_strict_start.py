@@ -101,7 +101,7 @@ def ga_active(make_gateway: Callable[..., Gateway], ga_with_own_callback_key: by
     settings, for production."""
     gateway = make_gateway(bundles=(GA,), master_key=MasterKeys.generate("k1"))
     gateway.bundles.register(ga_with_own_callback_key, "test")
-    gateway.bundles.activate(GA, "2026.12.9", "test")
+    gateway.bundles.activate(GA, "2026.12.9", "test", force=True)
     yield replace(gateway.settings, environment="production")
 
 

@@ -312,7 +312,7 @@ def prepare_database(db_url: str, sectors: Sequence[str], workdir: Path) -> None
                 tuned = re.sub(pattern, replacement, tuned, count=1)
             descriptor.write_text(tuned, encoding="utf-8")
             version = store.register(pack_folder(folder), "fault-tests").version
-            store.activate(sector, version, "fault-tests")
+            store.activate(sector, version, "fault-tests", force=True)
     finally:
         engine.dispose()
 

@@ -130,6 +130,19 @@ def E(file: str, old: str, new: str | None) -> Edit:  # noqa: N802 - reads as a 
 
 
 D, SUBMIT, STATUS = "bundle.yaml", "submit_case.mapping.yaml", "query_status.mapping.yaml"
+JSON_APPLICATION = '          application/json:\n            schema: {$ref: "#/components/schemas/Application"}'
+FORM_APPLICATION = JSON_APPLICATION.replace("application/json", "application/x-www-form-urlencoded")
+FLAT_FORM = """http:
+  method: POST
+  path: /api/v2/applications
+  body: form
+request:
+  bizTyp: {from: case.matter_code}
+  applicationNo: {from: case.case_no}
+response:
+  fields:
+    sector_ref: {from: data.ticketId}
+"""
 BALANCE, DEPOSITS = "housing_fund_balance.mapping.yaml", "housing_fund_deposits.mapping.yaml"
 CLIENT_SECRET = "client_secret: {secret: env:YIWANG_SECRET_GJJ_CLIENT_SECRET}"
 LITERAL = "a literal secret is refused: write {secret: env:NAME}, {secret: file:/path} or {secret: vault:NAME}"
@@ -247,6 +260,18 @@ BROKEN: list[tuple[str, Path, list[Edit], list[str]]] = [
      [E(BALANCE, "{from: query.id_number}", "{from: case.applicant.id_number}")],
      ["housing_fund_balance.mapping.yaml:5: http.path_params.idCardNo: 'case.applicant.id_number' is not in the "
       "canonical message"]),
+    ("form body with a nested field", REST, [E(SUBMIT, "  success: [200, 201]\n", "  body: form\n")],
+     ["submit_case.mapping.yaml:9: request.applicant: a form body (http.body: form) is flat: expected a {from: ...} "
+      "or {value: ...} rule holding a single value, not a group, list or object"]),
+    ("JSON body where the OpenAPI operation takes a form", REST, [E("openapi.yaml", JSON_APPLICATION, FORM_APPLICATION)],
+     ["submit_case.mapping.yaml:6: request: POST /api/v2/applications takes no JSON body in openapi.yaml; "
+      "remove request"]),
+    ("form field the OpenAPI form does not declare", REST,
+     [E("openapi.yaml", JSON_APPLICATION, FORM_APPLICATION), E(SUBMIT, "", None), E(SUBMIT, "", FLAT_FORM)],
+     [f"submit_case.mapping.yaml:5: request: required '{field}' of the request body of POST /api/v2/applications "
+      "in openapi.yaml has no rule" for field in ("applicant", "bizType")]  # the form's schema is checked
+     + ["submit_case.mapping.yaml:6: request.bizTyp: 'bizTyp' is not in the request body of POST /api/v2/applications "
+        "in openapi.yaml"]),
     ("xslt on a rest mapping", REST, [E(STATUS, "http:\n", "xslt: transform.xsl\nhttp:\n")],
      ["query_status.mapping.yaml:4: xslt: xslt is for soap bundles only"]),
     ("xslt file missing", SOAP, [E(SUBMIT, "operation: SubmitCase", "operation: SubmitCase\nxslt: transform.xsl")],
@@ -551,7 +576,7 @@ def test_preview_of_the_rest_reference_bundle_redacts_secrets() -> None:
     submit = preview(bundle, "submit_case", message())
     assert (submit["method"], submit["path"], submit["query"]) == ("POST", "/api/v2/applications", {})
     assert submit["headers"] == {
-        "X-Request-Id": "K-1", "Authorization": "Bearer <redacted>", "Content-Type": "application/json"
+        "X-Request-Id": "K-1", "Authorization": "Bearer <redacted>", "Content-Type": "application/json; charset=utf-8"
     }
     assert submit["body"]["applicant"] == {"fullName": "张三", "idCardNo": "110101199001011234", "mobile": "13800000000"}
     assert submit["body"]["priority"] == "GREEN" and submit["url"] == "http://127.0.0.1:8802/api/v2/applications"

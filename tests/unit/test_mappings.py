@@ -155,6 +155,17 @@ def test_business_error_carries_code_and_text(submit) -> None:
     assert str(caught.value) == "1001: 事项编码不存在"
 
 
+def test_a_business_code_listed_under_auth_says_our_credentials_were_refused() -> None:
+    mapping = compile_mapping({"operation": "Op", "request": {"a": {"value": 1}}, "response": {"business_error": {
+        "code": "code", "ok": [0], "message": "msg", "auth": ["40001", 40003]}}}, source_name="op.mapping.yaml")
+    refusals = []
+    for code in (40001, "40003", 1001):
+        with pytest.raises(BusinessError) as caught:
+            mapping.read_response({"code": code, "msg": "签名错误"})
+        refusals.append((caught.value.code, caught.value.message, caught.value.auth))
+    assert refusals == [("40001", "签名错误", True), ("40003", "签名错误", True), ("1001", "签名错误", False)]
+
+
 def test_missing_business_code_is_a_mapping_error(submit) -> None:
     with pytest.raises(MappingError) as caught:
         submit.read_response({"ywlsh": "SB-9"})
@@ -325,6 +336,16 @@ def test_yaml_boolean_field_name_needs_quotes(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(("auth", "expected"), [
+    ("[]", "response.business_error.auth: expected a non-empty list of the codes that mean our credentials"),
+    ("'40001'", "response.business_error.auth: expected a non-empty list"),
+    ("['0', 40001]", "response.business_error.auth: '0' is a success code (ok) too"),
+])
+def test_bad_business_error_auth_codes(tmp_path: Path, auth: str, expected: str) -> None:
+    text = f"operation: Op\nrequest: {{a: {{value: 1}}}}\nresponse:\n  business_error: {{code: c, ok: [0], auth: {auth}}}\n"
+    assert compile_error(tmp_path, text).startswith(f"bad.mapping.yaml: {expected}")
+
+
 def test_bad_business_error_spec(tmp_path: Path) -> None:
     text = "operation: Op\nrequest: {a: {value: 1}}\nresponse:\n  business_error: {code: fhdm, ok: '0000'}\n"
     assert compile_error(tmp_path, text) == (
@@ -492,6 +513,13 @@ def test_get_without_request_has_no_body_and_soap_mappings_have_no_http(submit) 
         ("{method: GET, path: /x, paging: {page_param: p, size_param: s, size: 5, items: d, max: 3}}", "",
          "http.paging: unknown key 'max'"),
         ("{method: GET, path: /x, verb: GET}", "", "http: unknown key 'verb'"),
+        ("{method: POST, path: /x, body: xml}", "request: {a: {value: 1}}\n", "http.body: expected one of json, form"),
+        ("{method: POST, path: /x, body: form}", "request: {a: {b: {value: 1}}}\n",
+         "request.a: a form body (http.body: form) is flat"),
+        ("{method: POST, path: /x, body: form}", "request: {a: {for_each: l, map: {b: {from: c}}}}\n",
+         "request.a: a form body (http.body: form) is flat"),
+        ("{method: POST, path: /x, body: form}", "request: {a: {value: [1, 2]}}\n",
+         "request.a: a form body (http.body: form) is flat"),
     ],
 )  # fmt: skip
 def test_bad_http_block_names_file_and_field(tmp_path: Path, http: str, extra: str, expected: str) -> None:
@@ -535,3 +563,24 @@ def test_parse_json_accepts_plain_json_and_refuses_hostile() -> None:
         with pytest.raises(JsonAnswerError, match=problem):
             parse_json(hostile)
     assert parse_json(b"[" * 200 + b"]" * 200) is not None  # exactly at the cap is fine
+
+
+FORM = {"http": {"method": "POST", "path": "/apply", "body": "form"},
+        "request": {"name": {"from": "case.applicant.name"}, "count": {"value": 3}, "green": {"from": "case.green"},
+                    "note": {"from": "case.note", "optional": True}, "who": {"from": "case.who", "optional": True}}}
+
+
+def test_a_form_body_renders_its_fields_as_text_and_encodes_them_in_order() -> None:
+    mapping = compile_mapping(FORM, source_name="apply.mapping.yaml")
+    request = mapping.render_http({"case": {"applicant": {"name": "张 三&=+"}, "green": True}})
+    assert request.body == {"name": "张 三&=+", "count": "3", "green": "true"}  # the optional note left out
+    assert mapping.http is not None and mapping.http.content_type == "application/x-www-form-urlencoded"
+    assert mapping.http.encode_body(request.body) == b"name=%E5%BC%A0+%E4%B8%89%26%3D%2B&count=3&green=true"
+    json_http = compile_mapping({**FORM, "http": {"method": "POST", "path": "/apply"}}).http
+    assert json_http is not None and json_http.content_type == "application/json; charset=utf-8"
+
+
+def test_a_form_field_holding_an_object_at_run_time_is_a_mapping_error_naming_it() -> None:
+    mapping = compile_mapping(FORM, source_name="apply.mapping.yaml")
+    with pytest.raises(MappingError, match=r"apply.mapping.yaml: request.who: a form field holds a single value"):
+        mapping.render_http({"case": {"applicant": {"name": "王五"}, "green": False, "who": {"a": 1}}})

@@ -85,8 +85,8 @@ class RestKind:
         if header and message.get("idempotency_key") is not None:
             headers[header] = str(message["idempotency_key"])
         headers |= preview_headers(bundle.auth)
-        if rendered.body is not None:
-            headers["Content-Type"] = "application/json"
+        if rendered.body is not None and mapping.http is not None:
+            headers["Content-Type"] = mapping.http.content_type
         url = endpoint.rstrip("/") + rendered.path + (f"?{urlencode(query)}" if query else "")
         return {"kind": self.name, "method": rendered.method, "path": rendered.path, "query": query,
                 "headers": headers, "url": url, "body": rendered.body}

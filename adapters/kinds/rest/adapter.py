@@ -1,10 +1,11 @@
-"""The REST adapter kind: a sector reached over HTTP with JSON bodies, through httpx.
+"""The REST adapter kind: a sector reached over HTTP with JSON (or form-encoded) bodies, through httpx.
 
 One `httpx.Client` per adapter (one registered bundle version), reused for every call so
 connections and TLS sessions are pooled; the bundle's timeout, no redirects (a redirect from a
 sector is a misconfiguration, never something to follow with our credentials), and our own
 `ssl.SSLContext` (httpx 0.28 wants one). Each call renders its mapping's `http` block
-(`CompiledMapping.render_http`), sends the JSON body and reads the JSON answer with the mapping.
+(`CompiledMapping.render_http`), sends the body (JSON, or `application/x-www-form-urlencoded` with the
+mapping's `http.body: form`) and reads the JSON answer with the mapping.
 
 `call(name, message)` takes a canonical `Operation` or, as a plain string, the name of a named
 query (BUNDLE-FORMAT.md: the message is `{"query": {...}}`): both are just mappings by name.
@@ -17,7 +18,8 @@ Every failure leaves as a classified `DeliveryError`; see `classify` and `_statu
     a certificate refused in the TLS handshake (theirs or ours) -> AUTH
     other 4xx                      -> SECTOR_FAULT, not retryable
     non-JSON, malformed, too big or too deep JSON, unexpected 1xx-3xx -> VALIDATION
-    business error in the answer   -> SECTOR_FAULT, not retryable;  mapping problems -> MAPPING
+    business error in the answer   -> SECTOR_FAULT, not retryable (AUTH for a `business_error.auth` code)
+    mapping problems               -> MAPPING
     a request that cannot be rendered or built (nothing sent) -> MAPPING, `UnsendableRequest`
 
 When the sector answered, the error carries its last answer (`last_response`: status, a few headers,
@@ -26,7 +28,6 @@ the body cut at 64 KiB; `adapters.kinds.common.RawAnswer`), kept by reference wh
 
 from __future__ import annotations
 
-import json
 import ssl
 from collections.abc import Mapping
 from dataclasses import replace
@@ -221,9 +222,9 @@ class RestAdapter:
         """The HTTP request; `UnsendableRequest` if a value cannot go on the wire (an URL too long, a character
         no URL or header can carry): nothing is sent."""
         headers = {"Accept": "application/json", **correlation_headers(), **request.headers}
-        content = None if request.body is None else _json_body(mapping, request.body)
+        content = None if request.body is None else _body(mapping, request.body)
         if content is not None:
-            headers["Content-Type"] = "application/json; charset=utf-8"
+            headers["Content-Type"] = _http(mapping).content_type  # JSON, or a form (`http.body: form`)
         try:
             return self.client.build_request(
                 request.method, request.path, params=request.query, headers=headers, content=content
@@ -238,10 +239,9 @@ def _http(mapping: CompiledMapping) -> HttpSpec:
     return mapping.http
 
 
-def _json_body(mapping: CompiledMapping, body: dict[str, Any]) -> bytes:
+def _body(mapping: CompiledMapping, body: dict[str, Any]) -> bytes:
     try:
-        # UTF-8 as is (not \u escapes): smaller, and what the sectors' own clients send.
-        return json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        return _http(mapping).encode_body(body)
     except (TypeError, ValueError) as exc:  # a value JSON cannot carry (NaN, a date object): nothing is sent
         raise UnsendableRequest(f"{mapping.source_name}: request body is not JSON: {exc}") from exc
 

@@ -14,13 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.catalogue.matters import matter_to_document
 from gateway.domain.roles import Identity, Role
+from gateway.http.approval_holds import activate_recorded
 from gateway.http.callers import require
 from gateway.http.json_bodies import JsonBodyRoute
 from gateway.http.paging import Page, Paged, answer
 from gateway.http.problems import install_problems, problem_doc
 from gateway.http.text_fields import typed
 from gateway.persistence.keyset import Keyset
-from gateway.sectors.bundle_records import BundleStore
 from gateway.security.approvals import (
     STATUSES,
     Action,
@@ -92,8 +92,8 @@ def _run(request: Request, approval: Approval) -> dict[str, Any]:
     """The guarded action itself, recorded as done by requester and approver together."""
     p = approval.params
     if approval.action is Action.ACTIVATE_BUNDLE:
-        bundles = cast(BundleStore, request.app.state.bundles)  # set by gateway.bootstrap.app
-        return bundles.activate(p["sector"], p["version"], approval.actor).public()
+        return activate_recorded(request, p["sector"], p["version"], approval.actor,
+                                 force=bool(p.get("force"))).public()  # approvals requested before force: none
     return matter_to_document(request.app.state.catalogue.publish(p["code"], p["version"], approval.actor))
 
 

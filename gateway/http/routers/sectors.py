@@ -15,7 +15,7 @@ from adapters import DeliveryError, FailureClass, UnsendableRequest
 from gateway.domain.answers import AnswerMismatch
 from gateway.domain.clock import instants_as_beijing_text
 from gateway.domain.roles import Identity, NotAllowed, Role, acts_for_sector
-from gateway.http.approval_holds import HELD_DOC, held_for_approval
+from gateway.http.approval_holds import HELD_DOC, activate_recorded, held_for_approval
 from gateway.http.callers import require
 from gateway.http.json_bodies import (
     DUPLICATE_KEY,
@@ -29,7 +29,14 @@ from gateway.http.paging import Page, Paged, answer
 from gateway.http.problems import install_problems, problem_doc, problem_response
 from gateway.http.text_fields import typed_json
 from gateway.persistence.keyset import Keyset
-from gateway.sectors.bundle_records import BundleConflict, BundleInvalid, BundleStore, BundleVersion, UnknownBundle
+from gateway.sectors.bundle_records import (
+    BundleConflict,
+    BundleInvalid,
+    BundleStore,
+    BundleVersion,
+    UnknownBundle,
+    VersionUntested,
+)
 from gateway.sectors.calls import (
     CallbackDuplicateKey,
     CallbackRejected,
@@ -54,6 +61,12 @@ class QueryIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     params: Annotated[dict[str, Any], typed_json("查询参数")] = Field(
         default_factory=dict, description="the query's parameters, e.g. id_number (texts kept as typed texts are)")
+
+
+class ActivateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    force: bool = Field(default=False,
+                        description="启用最近一次测试未通过（或从未测试）的版本；审计日志记录此次强制启用")
 
 
 class PreviewIn(BaseModel):
@@ -126,17 +139,20 @@ def test_version(sector: str, version: str, request: Request,
 
 
 @router.post("/adapters/{sector}/versions/{version}/activate",
-             responses={**problem_doc(401, 403, 404, 409), **HELD_DOC},
+             responses={**problem_doc(401, 403, 404, 409, 422), **HELD_DOC},
              summary="启用适配包版本")
 def activate_version(sector: str, version: str, request: Request,
-                     identity: Annotated[Identity, Depends(require(*ADMINS))]) -> Any:
+                     identity: Annotated[Identity, Depends(require(*ADMINS))], body: ActivateIn | None = None) -> Any:
     """让这个版本成为所有网关进程使用的版本，无需重启（数秒内生效）；进行中的投递用原版本完成。
-    开启四眼原则时返回 202 和待审批记录。状态不允许时为 409。"""
+    开启四眼原则时返回 202 和待审批记录。状态不允许时为 409 `bundle-conflict`；最近一次测试未通过或从未测试时为
+    409 `version-untested`，除非请求体为 `{"force": true}`（强制启用记入审计日志）。"""
     _own_sector(identity, sector)
-    _store(request).check_activatable(sector, version)  # a request for the impossible is refused now
-    held = held_for_approval(request, identity, Action.ACTIVATE_BUNDLE, {"sector": sector, "version": version},
-                             f"{sector} {version}", sector)
-    return held or _store(request).activate(sector, version, f"identity:{identity.id}").public()
+    force = body is not None and body.force
+    _store(request).check_activatable(sector, version, force=force)  # a request for the impossible is refused now
+    held = held_for_approval(request, identity, Action.ACTIVATE_BUNDLE,
+                             {"sector": sector, "version": version, "force": force}, f"{sector} {version}", sector)
+    return held or activate_recorded(request, sector, version, f"identity:{identity.id}", force=force).public()
+
 
 
 @router.post("/adapters/{sector}/rollback", responses=problem_doc(401, 403, 404, 409),
@@ -264,6 +280,7 @@ def install_adapter_error_handlers(app: FastAPI) -> None:
         (UnknownBundle, 404, "unknown-bundle", "没有该适配包版本"),
         (NoActiveAdapter, 404, "no-active-adapter", "没有启用的适配器"),
         (BundleConflict, 409, "bundle-conflict", "适配包版本状态不允许此操作"),
+        (VersionUntested, 409, "version-untested", "该版本最近一次测试未通过或从未测试，不能直接启用"),
         (PermissionError, 403, "forbidden", "无权管理该部门的适配包"),
         (CallbackRejected, 401, "callback-rejected", "回调签名无效"),
         (CallbackUnreadable, 422, "callback-unreadable", "回调内容无法识别"),
