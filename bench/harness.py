@@ -43,11 +43,14 @@ def yiwang(env: dict[str, str], *args: str) -> str:
 
 
 def register_and_activate(env: dict[str, str], bundle: Path) -> None:
-    """As a sector team would: register its bundle folder, then activate that version."""
+    """As a sector team would: register its bundle folder, test the version against the sector system (running,
+    at the address `env`'s YIWANG_SECTOR_ENDPOINTS gives), then activate it (refused unless the test passed)."""
     yiwang(env, "adapters", "register", str(bundle))
     fields = dict(line.split(":", 1) for line in (bundle / "bundle.yaml").read_text(encoding="utf-8").splitlines()
                   if line.startswith(("sector:", "version:")))
-    yiwang(env, "adapters", "activate", fields["sector"].strip(), fields["version"].strip().strip("'\""))
+    sector, version = fields["sector"].strip(), fields["version"].strip().strip("'\"")
+    yiwang(env, "adapters", "test", sector, version)
+    yiwang(env, "adapters", "activate", sector, version)
 
 
 def issue_key(env: dict[str, str], role: str = "hall_client", name: str = "bench hall") -> str:
