@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from adapters import validate_bundle
+from adapters import bundle_warnings, load_bundle, validate_bundle
 from gateway.cli import output
 from gateway.cli.common import exit_code
 from gateway.cli.output import Column, JsonOption
@@ -44,12 +44,14 @@ def make_adapters_app(open_store: Callable[[], BundleStore], open_calls: Callabl
 
     @app.command()
     def validate(folder: Annotated[Path, typer.Argument(help="a bundle folder")]) -> None:
-        """Check a bundle without touching any database (exit 1 on problems)."""
+        """Check a bundle without touching any database (exit 1 on problems; warnings are printed, exit 0)."""
         problems = validate_bundle(folder)
         for problem in problems:
             err.print(f"[red]{problem}")
         if problems:
             raise typer.Exit(1)
+        for warning in bundle_warnings(load_bundle(folder)):
+            err.print(f"[yellow]warning: {warning}")
         console.print(f"{folder}: valid")
 
     @app.command()

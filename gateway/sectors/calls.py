@@ -18,7 +18,6 @@ from adapters import (
     Operation,
     RegisteredAdapter,
     SignatureError,
-    verify_hmac,
 )
 from gateway.cases.service import CaseService
 from gateway.domain.clock import Clock
@@ -136,8 +135,8 @@ class SectorCalls:
         if not isinstance(results, CallbackResults):  # a polling sector has no key to sign callbacks with
             raise NoActiveAdapter(f"部门 {sector} 不以回调方式答复")
         try:
-            verify_hmac(headers, method, path, body, results.callback_auth,
-                        now=self.service.clock.now().timestamp(), seen_nonces=_SeenNonces(self.nonces, sector))
+            registered.verify_callback(method, path, headers, body, now=self.service.clock.now().timestamp(),
+                                       seen_nonces=_SeenNonces(self.nonces, sector))
         except SignatureError as exc:
             raise CallbackRejected(str(exc)) from exc
         answer = _json(body)
@@ -150,7 +149,8 @@ class SectorCalls:
 
 
 class _SeenNonces:
-    """The set `verify_hmac` checks a nonce against, kept in the database for every process.
+    """The set a callback's signature check (`RegisteredAdapter.verify_callback`) checks a nonce against, kept
+    in the database for every process.
 
     Asking records the nonce in the same step (one insert), so two processes cannot both accept it."""
 
