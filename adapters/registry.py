@@ -31,7 +31,7 @@ from adapters.kind import BundleCredentials, CredentialReferences
 from adapters.kinds import KINDS
 from adapters.resilience import CircuitBreaker, RateLimiter, ResilientAdapter, RetryPolicy, resilient
 from adapters.secrets import SecretRefError
-from adapters.signing import WireRequest
+from adapters.signing import WireRequest, sample_request
 from certstore.credentials import Credential, CredentialMissing, CredentialSource
 from mappings import CompiledMapping
 from mappings.validate import Problem
@@ -81,9 +81,27 @@ class RegisteredAdapter:
         verify_callback(results.callback_auth, WireRequest(method, path, (), dict(headers), body), now=now,
                         seen_nonces=seen_nonces, trusted=self.callback_credentials())
 
+    def show_signing(self, sample: Any) -> dict[str, Any] | None:
+        """For a sample request (`adapters.signing.sample_request`: `ValueError` if malformed), what the bundle's
+        signing recipe signs, adds and computes, secrets masked; None when its auth is no recipe."""
+        shown = getattr(_kind_adapter(self.adapter), "show_signing", None)
+        return None if shown is None else shown(sample_request(sample), with_signature=True)
+
+    def preview_signing(self, operation: str, message: CanonicalMessage) -> dict[str, Any] | None:
+        """What would be signed for `message` (the signature itself withheld); None when nothing is signed."""
+        previewed = getattr(_kind_adapter(self.adapter), "preview_signing", None)
+        return None if previewed is None else previewed(operation, message)
+
     def read_callback(self, answer: Any) -> CanonicalResult:
         """A sector's callback body, read with the bundle's `callback` mapping into the canonical status."""
         return self.mappings[CALLBACK].read_response(answer)
+
+
+def _kind_adapter(adapter: Any) -> Any:
+    """The kind's own adapter inside the resilience and rotation wrappers (each holds the next as `inner`)."""
+    while hasattr(adapter, "inner"):
+        adapter = adapter.inner
+    return adapter
 
 
 log = logging.getLogger(__name__)

@@ -101,8 +101,21 @@ class SectorCalls:
             rendered = registered.adapter.render(operation, message)  # type: ignore[arg-type]
         except DeliveryError as exc:  # nothing was sent: the case or parameters do not fit the mapping
             raise PreviewFailed(exc.message) from exc
-        return {"sector": sector, "version": registered.version, "operation": operation,
-                "request": jsonable(rendered)}
+        preview = {"sector": sector, "version": registered.version, "operation": operation,
+                   "request": jsonable(rendered)}
+        signing = registered.preview_signing(operation, message)
+        return preview | ({"signing": signing} if signing is not None else {})
+
+    def sign_sample(self, sector: str, version: str, sample: Any) -> dict[str, Any]:
+        """What `version`'s signing recipe signs for a sector team's sample request: the signed text, the headers,
+        query or body fields added and the signature, secrets masked (`ValueError`: the sample or the bundle
+        cannot be used). Built with this process's secrets and certificates, as `test_version` is; nothing sent."""
+        with unpacked(self.store.archive(sector, version)) as bundle:
+            registered = self.build(bundle)
+        shown = registered.show_signing(sample)  # test_version's adapters, too, are left to the collector
+        if shown is None:
+            raise ValueError(f"{sector} {version}: its auth is {registered.bundle.auth.type}, not a signature")
+        return {"sector": sector, "version": version, **shown}
 
     def test_version(self, sector: str, version: str) -> BundleVersion:
         """Build the version against the sector's test endpoint and make one harmless call."""

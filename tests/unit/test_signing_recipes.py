@@ -8,6 +8,8 @@ import base64
 import hashlib
 import hmac
 import json
+import shutil
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -19,6 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.hmac import HMAC
 
 from adapters.auth import AuthSpecError, parse_auth, verify_callback
+from adapters.bundle import bundle_warnings, load_bundle, validate_bundle
+from adapters.registry import default_bundles_dir
 from adapters.secrets import Secret
 from adapters.signing import (
     SECRET_MARK,
@@ -333,7 +337,7 @@ def test_callback_verification_accepts_then_refuses_the_replay() -> None:
 
 @pytest.mark.parametrize(("build", "expected"), [
     (lambda r: _callback(r, at=NOW - 61), "X-Ts is more than 60 s away"),
-    (lambda r: _callback(r, secret="wrong"), "signature does not match"),
+    (lambda r: _callback(r, secret="wrong-signing-secret"), "signature does not match"),
     (lambda r: WireRequest("POST", "/v1/callbacks/x", (), {"X-Ts": TS_MS, "X-Nonce": "n"}, BODY),
      "missing header X-Sign"),
     (lambda r: WireRequest("POST", "/v1/callbacks/x", (), {**_callback(r).headers, "X-App": "other"}, BODY),
@@ -411,3 +415,19 @@ def test_rsa_key_from_a_credential_and_fingerprint_app_id(rsa_key: rsa.RSAPrivat
     old = parse_auth({"type": "rsa_signature", "key": "cert:ours"})
     assert isinstance(old, Recipe)
     assert signing_key(old, credential).app_id == credential.fingerprint
+
+
+def test_a_bundle_on_a_legacy_recipe_is_valid_with_a_warning(tmp_path: Path) -> None:
+    folder = tmp_path / "public_security"
+    shutil.copytree(default_bundles_dir() / "public_security", folder)
+    descriptor = folder / "bundle.yaml"
+    text = descriptor.read_text(encoding="utf-8")
+    head, rest = text.split("auth:\n", 1)
+    legacy = ("auth:\n  type: signature\n  secret: {secret: env:YIWANG_SECRET_GA_HMAC}\n  algorithm: md5\n"
+              "  legacy: true\n  secret_in_text: suffix\n  text: {parts: [method, path, body]}\n"
+              "  place: {signature: {header: X-Sign}}\n")
+    descriptor.write_text(head + legacy + rest[rest.index("\n", rest.index("canonical:")) + 1:], encoding="utf-8")
+    assert validate_bundle(folder) == []
+    [warning] = bundle_warnings(load_bundle(folder))
+    assert str(warning).startswith("bundle.yaml:34: auth.algorithm: md5 is a legacy algorithm")
+    assert bundle_warnings(load_bundle(default_bundles_dir() / "public_security")) == []

@@ -1,0 +1,162 @@
+"""Signing recipes over real HTTP (127.0.0.1): the REST kind signs with a recipe (header, query and JSON body
+placements), checks a sector's SM2-signed answers with its certificate, and a refused signature carries the
+masked signed text; `yiwang adapters sign` and `preview` on the shipped public-security bundle (hmac form)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gmssl_pyx
+import pytest
+from typer.testing import CliRunner
+
+from adapters.auth import Recipe, parse_auth
+from adapters.contract import DeliveryError, FailureClass, Operation
+from certstore.credentials import Credential
+from certstore.sm2 import sm2_key, sm2_public_key
+from gateway.bootstrap.app import Gateway
+from gateway.bootstrap.cli import app
+from tests.support.local_server import TICKET, LocalServer, Reply, Seen, make_adapter, message
+from tests.support.sm2_pki import sm2_credential
+
+SECRET = "emp-secret"
+
+
+@pytest.fixture(autouse=True)
+def _secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("YIWANG_TEST_EMP", SECRET)
+
+
+def recipe(**spec: Any) -> Recipe:
+    parsed = parse_auth({"type": "signature", "secret": {"secret": "env:YIWANG_TEST_EMP"}, **spec})
+    assert isinstance(parsed, Recipe)
+    return parsed
+
+
+def test_rest_signs_hmac_hex_upper_with_query_and_body_placements() -> None:
+    auth = recipe(algorithm="hmac-sha256", encoding="hex_upper", timestamp="s", app_id="emp-app",
+                  text={"parts": ["method", "path", "query", "timestamp", "body"], "joiner": "&"},
+                  place={"signature": {"body": "sign"}, "app_id": {"header": "X-App-Key"},
+                         "timestamp": {"query": "ts"}})
+    with LocalServer(lambda seen: TICKET) as server:
+        adapter = make_adapter(server.url, auth=auth)
+        assert adapter.call(Operation.SUBMIT_CASE, message()) == {"sector_ref": "GJJ0000000001"}
+    [seen] = server.seen
+    sent = seen.json()
+    signature = sent.pop("sign")
+    # The text, rebuilt here from what arrived: the body without its sign field, the query with the timestamp.
+    body = json.dumps(sent, ensure_ascii=False)
+    text = "&".join(["POST", "/api/v2/applications", f"ts={seen.query['ts'][0]}", seen.query["ts"][0], body])
+    assert signature == hmac.new(SECRET.encode(), text.encode(), hashlib.sha256).hexdigest().upper()
+    assert seen.headers["x-app-key"] == "emp-app" and int(seen.headers["content-length"]) == len(seen.body)
+
+
+@pytest.fixture(scope="module")
+def licence(tmp_path_factory: pytest.TempPathFactory) -> Credential:
+    return sm2_credential(tmp_path_factory.mktemp("licence"), "licence_sector")
+
+
+def _signed_answer(credential: Credential, seen: Seen, body: bytes, *, tamper: bool = False) -> Reply:
+    """The licence sector's answer: SM2 (ID 1234567812345678, DER, base64) over method|path|timestamp|body,
+    signed here with GmSSL directly."""
+    assert credential.private_key_pem is not None
+    key = sm2_key(credential.private_key_pem)
+    timestamp = seen.headers["x-timestamp"]
+    text = f"{seen.method}|{seen.path}|{timestamp}|".encode() + body
+    signature = gmssl_pyx.sm2_sign(key.private, key.public, text, signer_id=b"1234567812345678")
+    return Reply(201, body + (b" " if tamper else b""), headers={
+        "X-Timestamp": timestamp, "X-SM2-Signature": base64.b64encode(bytes(signature)).decode()})
+
+
+def _sm2_adapter(url: str, ours: Credential, theirs: Credential) -> Any:
+    auth = parse_auth({"type": "signature", "algorithm": "sm2-sm3", "key": "cert:ours", "app_id": "lic-app",
+                       "text": {"parts": ["app_id", "timestamp", "body"], "joiner": "|"},
+                       "place": {"signature": {"header": "X-SM2-Signature"}, "timestamp": {"header": "X-Timestamp"},
+                                 "app_id": {"header": "X-App-Id"}},
+                       "answers": {"verify": "cert:licence_sector",
+                                   "text": {"parts": ["method", "path", "timestamp", "body"], "joiner": "|"}}})
+    public_only = Credential(theirs.name, theirs.certificate_pem)  # the store gives us their certificate only
+    return make_adapter(url, auth=auth, signing=ours, answer_keys=(public_only,))
+
+
+def test_sm2_requests_and_signed_answers_checked_with_the_sectors_certificate(licence: Credential,
+                                                                              tmp_path: Path) -> None:
+    ours = sm2_credential(tmp_path, "ours", "yiwang")
+    answer = json.dumps(TICKET.body).encode()
+    with LocalServer() as server:
+        adapter = _sm2_adapter(server.url, ours, licence)
+        server.respond = lambda seen: _signed_answer(licence, seen, answer)
+        assert adapter.call(Operation.SUBMIT_CASE, message()) == {"sector_ref": "GJJ0000000001"}
+        seen = server.seen[-1]
+        text = f"lic-app|{seen.headers['x-timestamp']}|".encode() + seen.body
+        ours_public = sm2_public_key(ours.certificate_pem)
+        assert gmssl_pyx.sm2_verify(ours_public, text, base64.b64decode(seen.headers["x-sm2-signature"]),
+                                    signer_id=b"1234567812345678")
+        for respond, why in ((lambda seen: _signed_answer(licence, seen, answer, tamper=True), "does not match"),
+                             (lambda seen: TICKET, "missing header X-Timestamp"),
+                             (lambda seen: _signed_answer(ours, seen, answer), "does not match")):  # wrong key
+            server.respond = respond
+            with pytest.raises(DeliveryError) as refused:
+                adapter.call(Operation.SUBMIT_CASE, message())
+            error = refused.value
+            assert (error.failure, error.retryable) == (FailureClass.VALIDATION, False) and why in error.message
+
+
+def test_a_refused_signature_carries_the_masked_signed_text() -> None:
+    auth = recipe(algorithm="sm3", secret_in_text={"field": "key"}, encoding="hex",
+                  text={"parts": ["method", "path", "body"], "joiner": "&"},
+                  place={"signature": {"header": "X-Sign"}, "timestamp": {"header": "X-Ts"}})
+    with LocalServer(lambda seen: Reply(401, {"code": 401, "msg": "签名错误"})) as server:
+        with pytest.raises(DeliveryError) as refused:
+            make_adapter(server.url, auth=auth).call(Operation.SUBMIT_CASE, message())
+    error = refused.value
+    assert error.failure is FailureClass.AUTH and error.last_response is not None
+    signing = error.last_response["signing"]
+    sent = server.seen[0]
+    assert signing["text"] == f"POST&/api/v2/applications&{sent.body.decode()}&key=<secret>"
+    assert signing["signature"] == sent.headers["x-sign"]
+    assert signing["added"]["headers"]["X-Ts"] == sent.headers["x-ts"]
+    assert SECRET not in json.dumps(error.last_response, ensure_ascii=False)
+
+
+# --------------------------------------------------------------------------- the CLI and preview
+
+
+@pytest.fixture
+def yiwang(make_gateway: Callable[..., Gateway]) -> Callable[..., Any]:
+    gateway = make_gateway(bundles=("public_security",))
+    env = {"YIWANG_DATABASE_URL": gateway.settings.db_url, "YIWANG_VAR_DIR": str(gateway.settings.var_dir),
+           "YIWANG_LOG_LEVEL": "warning"}
+    return lambda *args: CliRunner().invoke(app, [str(a) for a in args], env=env)
+
+
+def test_adapters_sign_shows_the_signed_text_and_preview_withholds_the_signature(yiwang: Callable[..., Any],
+                                                                                 tmp_path: Path) -> None:
+    [version] = json.loads(yiwang("adapters", "list", "public_security", "--json").stdout.splitlines()[0]),
+    sample = tmp_path / "sample.json"
+    sample.write_text(json.dumps({"method": "post", "path": "/api/ga/v1/cases", "body": {"XM": "王五"}}), "utf-8")
+    result = yiwang("adapters", "sign", "public_security", version["version"], "--sample", sample, "--json")
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    headers = shown["added"]["headers"]
+    body = json.dumps({"XM": "王五"}, ensure_ascii=False).encode()
+    text = "\n".join(["POST", "/api/ga/v1/cases", headers["X-Ca-Timestamp"], headers["X-Ca-Nonce"],
+                      hashlib.sha256(body).hexdigest()])
+    assert shown["text"] == text and headers["X-Ca-Key"] == "yiwang-gateway"
+    expected = hmac.new(b"ga-secret", text.encode(), hashlib.sha256).digest()
+    assert shown["signature"] == base64.b64encode(expected).decode()
+    assert "ga-secret" not in result.stdout
+    sample.write_text(json.dumps({"method": "post", "path": "no-slash"}), "utf-8")
+    bad = yiwang("adapters", "sign", "public_security", version["version"], "--sample", sample)
+    assert bad.exit_code == 2 and "sample.path: expected a path starting with /" in bad.stderr
+    preview = yiwang("adapters", "preview", "public_security", "household_registration", "--param",
+                     "id_number=150203198503120039", "--json")
+    signing = json.loads(preview.stdout)["signing"]
+    assert signing["signature"] == signing["added"]["headers"]["X-Ca-Signature"] == "<computed when sent>"
+    assert signing["text"].startswith("GET\n/")
