@@ -8,6 +8,7 @@ import base64
 import hashlib
 import hmac
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,11 @@ import gmssl_pyx
 import pytest
 from typer.testing import CliRunner
 
-from adapters.auth import Recipe, parse_auth
+from adapters.auth import Recipe, SignatureError, parse_auth
+from adapters.bundle import load_bundle
 from adapters.contract import DeliveryError, FailureClass, Operation
-from certstore.credentials import Credential
+from adapters.registry import build_adapter, default_bundles_dir
+from certstore.credentials import Credential, MemoryCredentials
 from certstore.sm2 import sm2_key, sm2_public_key
 from gateway.bootstrap.app import Gateway
 from gateway.bootstrap.cli import app
@@ -160,3 +163,36 @@ def test_adapters_sign_shows_the_signed_text_and_preview_withholds_the_signature
     signing = json.loads(preview.stdout)["signing"]
     assert signing["signature"] == signing["added"]["headers"]["X-Ca-Signature"] == "<computed when sent>"
     assert signing["text"].startswith("GET\n/")
+
+
+def test_sm2_signed_callbacks_are_checked_with_every_trusted_sector_certificate(
+        tmp_path: Path, licence: Credential, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("YIWANG_SECRET_GA_HMAC", "ga-secret")
+    folder = tmp_path / "bundle"
+    shutil.copytree(default_bundles_dir() / "public_security", folder)
+    descriptor = folder / "bundle.yaml"
+    head, _ = descriptor.read_text(encoding="utf-8").split("  callback_auth:\n")
+    descriptor.write_text(head + "  callback_auth:\n    type: signature\n    algorithm: sm2-sm3\n"
+                          "    key: cert:licence_sector\n    text: {parts: [method, path, timestamp, nonce, body]}\n"
+                          "    place: {signature: {header: X-Sign}, timestamp: {header: X-Ts}, nonce: {header: X-N}}\n",
+                          encoding="utf-8")
+    old = sm2_credential(tmp_path / "old", "licence_sector", "licence (old)")
+    trusted = MemoryCredentials({"licence_sector": [Credential(c.name, c.certificate_pem) for c in (licence, old)]})
+    registered = build_adapter(load_bundle(folder), credentials=trusted)
+    body, now, seen = b'{"YWH": "GA1", "JG": "TY"}', 1_795_000_000.0, set[str]()
+
+    def callback(signer: Credential, nonce: str) -> dict[str, str]:
+        assert signer.private_key_pem is not None
+        key, timestamp = sm2_key(signer.private_key_pem), str(int(now * 1000))
+        text = f"POST\n/callbacks/public_security\n{timestamp}\n{nonce}\n".encode() + body
+        signature = gmssl_pyx.sm2_sign(key.private, key.public, text, signer_id=b"1234567812345678")
+        return {"X-Ts": timestamp, "X-N": nonce, "X-Sign": base64.b64encode(bytes(signature)).decode()}
+
+    for signer, nonce in ((licence, "n1"), (old, "n2")):  # the current and the older, still trusted, certificate
+        registered.verify_callback("POST", "/callbacks/public_security", callback(signer, nonce), body, now=now,
+                                   seen_nonces=seen)
+    stranger = sm2_credential(tmp_path / "stranger", "stranger")
+    with pytest.raises(SignatureError, match="signature does not match"):
+        registered.verify_callback("POST", "/callbacks/public_security", callback(stranger, "n3"), body, now=now,
+                                   seen_nonces=seen)
+    assert seen == {"n1", "n2"}
