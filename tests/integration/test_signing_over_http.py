@@ -15,16 +15,24 @@ from typing import Any
 
 import gmssl_pyx
 import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from adapters.auth import Recipe, SignatureError, parse_auth
 from adapters.bundle import load_bundle
 from adapters.contract import DeliveryError, FailureClass, Operation
 from adapters.registry import build_adapter, default_bundles_dir
+from adapters.simulators.public_security import PublicSecuritySimulator
 from certstore.credentials import Credential, MemoryCredentials
+from certstore.keyring import is_sealed
 from certstore.sm2 import sm2_key, sm2_public_key
-from gateway.bootstrap.app import Gateway
+from gateway.bootstrap.app import Gateway, create_app
 from gateway.bootstrap.cli import app
+from gateway.observability.logs import mask_value
+from gateway.persistence import tables as t
+from tests.support.cases import outbox_statuses
+from tests.support.gateways import Keys, drain
 from tests.support.local_server import TICKET, LocalServer, Reply, Seen, make_adapter, message
 from tests.support.sm2_pki import sm2_credential
 
@@ -196,3 +204,29 @@ def test_sm2_signed_callbacks_are_checked_with_every_trusted_sector_certificate(
         registered.verify_callback("POST", "/callbacks/public_security", callback(stranger, "n3"), body, now=now,
                                    seen_nonces=seen)
     assert seen == {"n1", "n2"}
+
+
+ID_CARD_RENEWAL = "11150203MB0E00080E4000114002000"  # 居民身份证换领: public security
+PERSON = "150203198503120039"
+
+
+def test_an_auth_dead_letter_shows_what_was_signed_sealed_and_masked(make_gateway: Callable[..., Gateway]) -> None:
+    with PublicSecuritySimulator(secret="not-the-gateways-secret") as sector:  # our signatures do not verify there
+        gateway = make_gateway(bundles=("public_security",), sector_endpoints={"public_security": sector.url})
+        with TestClient(create_app(gateway), headers=Keys.issue(gateway).window) as window:
+            answer = window.post("/v1/cases", json={"matter_code": ID_CARD_RENEWAL, "channel": "city_window",
+                                                    "applicant": {"name": "王建国", "id_number": PERSON},
+                                                    "materials": [{"name": "居民户口簿"}, {"name": "原居民身份证"}]})
+        assert answer.status_code == 201, answer.text
+        drain(gateway, lambda: outbox_statuses(gateway) == [("submit_case", "dead")])
+    with gateway.service.uow(read_only=True) as uow:
+        [letter] = uow.dead_letters.list()
+    assert letter.error_class == "auth"
+    signing = letter.last_response["signing"]
+    assert signing["text"].startswith("POST\n/")
+    assert signing["computed_with"] == "the shared secret env:YIWANG_SECRET_GA_HMAC"
+    assert set(signing["added"]["headers"]) == {"X-Ca-Key", "X-Ca-Timestamp", "X-Ca-Nonce", "X-Ca-Signature"}
+    with gateway.engine.connect() as conn:
+        [stored] = conn.execute(select(t.dead_letters.c.last_response)).scalars()
+    assert is_sealed(stored)  # the signed text (which may hold the body) is sealed at rest with the answer
+    assert PERSON not in json.dumps(mask_value(letter.last_response), ensure_ascii=False)  # and masked when shown
