@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from adapters.signing.algorithms import SECRET_MARK, SigningKey, VerifyingKeys, keyed_text, sign, verify
 from adapters.signing.model import Place, Placement, Recipe, SignedText
-from adapters.signing.text import WireRequest, place, read, signed_text, without
+from adapters.signing.text import PlacementError, WireRequest, place, read, signed_text, without
 
 
 class SignatureError(Exception):
@@ -86,12 +86,19 @@ def verify_request(recipe: Recipe, keys: VerifyingKeys, request: WireRequest, *,
     (an answer's own, `AnswerCheck`). For an answer, `request` holds the method, path and query of the request
     it answers and the answer's own headers and body.
     """
-    placement = placement or recipe.place
-    unit = unit or recipe.timestamp
+    try:
+        _verify(recipe, keys, request, now=now, seen_nonces=seen_nonces, app_id=app_id, text=text or recipe.text,
+                placement=placement or recipe.place, unit=unit or recipe.timestamp)
+    except PlacementError as exc:  # a body field in a body that is no JSON object: unsigned, as far as we can tell
+        raise SignatureError(str(exc)) from None
+
+
+def _verify(recipe: Recipe, keys: VerifyingKeys, request: WireRequest, *, now: float, seen_nonces: NonceStore,
+            app_id: str | None, text: SignedText, placement: Placement, unit: str) -> None:
     arrived: dict[str, str] = {}
     for name in ("timestamp", "nonce", "signature", "app_id"):
         where = placement.signature if name == "signature" else placement.companion(name)
-        if where is None or (name == "app_id" and app_id is None and "app_id" not in (text or recipe.text).names()):
+        if where is None or (name == "app_id" and app_id is None and "app_id" not in text.names()):
             continue
         value = read(request, where)
         if value is None:
@@ -103,8 +110,7 @@ def verify_request(recipe: Recipe, keys: VerifyingKeys, request: WireRequest, *,
         arrived["app_id"] = app_id
     if placement.timestamp is not None:
         _check_skew(arrived["timestamp"], placement.timestamp, unit, now, recipe.max_skew_s)
-    unsigned = without(request, placement.signature)
-    signed = signed_text(text or recipe.text, unsigned, arrived, recipe.body_digest)
+    signed = signed_text(text, without(request, placement.signature), arrived, recipe.body_digest)
     if not verify(recipe, keys, signed, arrived["signature"]):
         raise SignatureError("signature does not match")
     nonce = arrived.get("nonce")

@@ -26,9 +26,18 @@ from adapters.auth import (
     Recipe,
     resolve_text,
 )
+from adapters.contract import UnsendableRequest
 from adapters.kinds.common import BodyTooLarge, basic_header, read_capped
 from adapters.secrets import Secret
-from adapters.signing import Signed, SigningKey, SigningKeyError, WireRequest, sign_request, signing_key
+from adapters.signing import (
+    PlacementError,
+    Signed,
+    SigningKey,
+    SigningKeyError,
+    WireRequest,
+    sign_request,
+    signing_key,
+)
 from certstore.credentials import Credential
 from mappings import JsonAnswerError, parse_json
 
@@ -165,7 +174,10 @@ class RecipeAuth(httpx.Auth):
         return sign_request(self.recipe, self._key, request, now=self._clock())
 
     def auth_flow(self, request: httpx.Request) -> Flow:
-        signed = self.sign(wire_request(request))
+        try:
+            signed = self.sign(wire_request(request))
+        except PlacementError as exc:  # e.g. a body field for a body that is no JSON object: nothing is sent
+            raise UnsendableRequest(f"cannot be signed as the recipe says: {exc}") from exc
         yield _rebuilt(request, signed)
 
 
@@ -175,11 +187,12 @@ def _rebuilt(request: httpx.Request, signed: Signed) -> httpx.Request:
     if wire.body != request.content:  # a body field was placed: the length changed with it
         headers.pop("content-length", None)
         headers.pop("Content-Length", None)
-    url = request.url.copy_with(query=None).copy_merge_params(list(wire.query)) if wire.query else request.url
-    out = httpx.Request(request.method, url, headers=headers,
-                        content=wire.body if wire.body or request.content else None,
-                        extensions={**request.extensions, SIGNED: signed})
-    return out
+    url = request.url
+    if wire.query != tuple(url.params.multi_items()):  # a query placement: otherwise the query stays as encoded
+        url = url.copy_with(query=None).copy_merge_params(list(wire.query))
+    return httpx.Request(request.method, url, headers=headers,
+                         content=wire.body if wire.body or request.content else None,
+                         extensions={**request.extensions, SIGNED: signed})
 
 
 def signed_of(request: httpx.Request | None) -> Signed | None:
