@@ -230,3 +230,25 @@ def test_an_auth_dead_letter_shows_what_was_signed_sealed_and_masked(make_gatewa
         [stored] = conn.execute(select(t.dead_letters.c.last_response)).scalars()
     assert is_sealed(stored)  # the signed text (which may hold the body) is sealed at rest with the answer
     assert PERSON not in json.dumps(mask_value(letter.last_response), ensure_ascii=False)  # and masked when shown
+
+
+def test_hmac_signed_answers_are_checked_with_the_shared_secret_and_a_replay_is_refused() -> None:
+    auth = recipe(algorithm="hmac-sha256", encoding="hex",
+                  text={"parts": ["method", "path", "timestamp", "nonce", "body"], "joiner": "\n"},
+                  place={"signature": {"header": "X-Sign"}, "timestamp": {"header": "X-Ts"},
+                         "nonce": {"header": "X-Nonce"}},
+                  answers={"verify": "secret"})
+    answer = json.dumps(TICKET.body).encode()
+
+    def signed(seen: Seen, nonce: str) -> Reply:  # the sector signs with the same secret, its own timestamp
+        timestamp = seen.headers["x-ts"]
+        text = f"{seen.method}\n{seen.path}\n{timestamp}\n{nonce}\n".encode() + answer
+        return Reply(201, answer, headers={"X-Ts": timestamp, "X-Nonce": nonce,
+                                           "X-Sign": hmac.new(SECRET.encode(), text, hashlib.sha256).hexdigest()})
+
+    with LocalServer(lambda seen: signed(seen, "a1")) as server:
+        adapter = make_adapter(server.url, auth=auth)
+        assert adapter.call(Operation.SUBMIT_CASE, message()) == {"sector_ref": "GJJ0000000001"}
+        with pytest.raises(DeliveryError) as replayed:  # the same answer (its nonce) a second time
+            adapter.call(Operation.SUBMIT_CASE, message())
+    assert replayed.value.failure is FailureClass.VALIDATION and "X-Nonce already used" in replayed.value.message

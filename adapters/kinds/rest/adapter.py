@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import json
 import ssl
+import threading
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -148,6 +150,7 @@ class RestAdapter:
         )
         self._auth = rest_auth(auth, self.client, signing)
         self._answer_keys = answer_keys
+        self._answer_nonces = RecentNonces()  # a signed answer replayed within the skew window is refused
 
     def close(self) -> None:
         self.client.close()
@@ -252,7 +255,8 @@ class RestAdapter:
         arrived = WireRequest(sent.method, sent.path, sent.query, dict(response.headers), body)
         try:
             verify_request(recipe, verifying_keys(recipe, self._answer_keys), arrived, now=self._auth.now(),
-                           seen_nonces=set(), text=check.text, placement=check.place, unit=check.timestamp)
+                           seen_nonces=self._answer_nonces, text=check.text, placement=check.place,
+                           unit=check.timestamp)
         except (SignatureError, ValueError) as exc:
             raise DeliveryError(FailureClass.VALIDATION, f"answer from {where} refused: {exc}",
                                 retryable=False) from exc
@@ -271,6 +275,27 @@ class RestAdapter:
             )
         except (httpx.InvalidURL, ValueError, TypeError) as exc:
             raise UnsendableRequest(f"{mapping.source_name}: request cannot be sent: {_brief(exc)}") from exc
+
+
+class RecentNonces:
+    """The nonces of the last `size` signed answers (an `adapters.signing.NonceStore` for one adapter, thread-safe):
+    enough to refuse a replay within the skew window at any plausible rate."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._order: deque[str] = deque()
+        self._seen: set[str] = set()
+        self._size, self._lock = size, threading.Lock()
+
+    def __contains__(self, nonce: object) -> bool:
+        with self._lock:
+            return nonce in self._seen
+
+    def add(self, nonce: str) -> None:
+        with self._lock:
+            self._order.append(nonce)
+            self._seen.add(nonce)
+            if len(self._order) > self._size:
+                self._seen.discard(self._order.popleft())
 
 
 def _http(mapping: CompiledMapping) -> HttpSpec:
