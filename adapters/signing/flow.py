@@ -45,10 +45,6 @@ class Signed:
     signature: str
     added: tuple[tuple[Place, str], ...]  # (where, value), the signature last
 
-    def shown(self, recipe: Recipe) -> dict[str, Any]:
-        """What a person may read (`show`)."""
-        return show(recipe, self)
-
 
 def _timestamp(now: float, unit: str) -> str:
     return str(int(now * 1000) if unit == "ms" else int(now))
@@ -129,6 +125,9 @@ def _check_skew(timestamp: str, where: Place, unit: str, now: float, max_skew_s:
         raise SignatureError(f"{where.name} is more than {max_skew_s} s away from our clock")
 
 
+_SHOWN_AS = {"header": "headers", "query": "query", "body": "body"}  # where a value goes -> its key in `added`
+
+
 def _computed_with(recipe: Recipe) -> str:
     if recipe.symmetric:
         return f"the shared secret {recipe.secret.ref if recipe.secret else ''}".rstrip()
@@ -143,9 +142,8 @@ def show(recipe: Recipe, signed: Signed) -> dict[str, Any]:
     if recipe.keyed_digest and recipe.secret_in_text is not None:
         text = keyed_text(text, SECRET_MARK, recipe.secret_in_text)
     added: dict[str, dict[str, str]] = {"headers": {}, "query": {}, "body": {}}
-    slot = {"header": "headers", "query": "query", "body": "body"}
     for where, value in signed.added:
-        added[slot[where.where]][where.name] = value
+        added[_SHOWN_AS[where.where]][where.name] = value
     return {"algorithm": recipe.algorithm, "encoding": recipe.encoding, "text": text,
             "added": {k: v for k, v in added.items() if v}, "signature": signed.signature,
             "computed_with": _computed_with(recipe)}
@@ -157,17 +155,6 @@ WITHHELD = "<computed when sent>"
 def withheld(shown: Mapping[str, Any], recipe: Recipe) -> dict[str, Any]:
     """`shown` without the signature (a preview: a valid signature there could be replayed within the skew)."""
     where = recipe.place.signature
-    slot = {"header": "headers", "query": "query", "body": "body"}[where.where]
     added = {k: dict(v) for k, v in shown["added"].items()}
-    added[slot][where.name] = WITHHELD
+    added[_SHOWN_AS[where.where]][where.name] = WITHHELD
     return {**shown, "added": added, "signature": WITHHELD}
-
-
-def signed_fields(recipe: Recipe) -> Mapping[str, Place]:
-    """Every place the recipe writes to, by what goes there (`signature`, `app_id`...)."""
-    found = {"signature": recipe.place.signature}
-    for name in ("app_id", "timestamp", "nonce"):
-        where = recipe.place.companion(name)
-        if where is not None:
-            found[name] = where
-    return found
