@@ -5,12 +5,13 @@ Public API (what `__all__` names, importable from `adapters` itself; the gateway
   `DeliveryError` with its `FailureClass`, `UnsendableRequest`; what the canonical message carries
   (`MATERIALS_SENT_WITH`);
 - bundles: the checked descriptor (`Bundle`, `CallbackResults`, `PollingResults`, `DESCRIPTOR`), reading,
-  unpacking, validating and previewing them (`load_bundle`, `unpack_bundle`, `validate_bundle`, `preview`;
+  unpacking, validating and previewing them (`load_bundle`, `unpack_bundle`, `validate_bundle`, `bundle_warnings`,
+  `preview`;
   `BundleError` with its `Problem`s);
 - ready adapters: `build_adapter` -> `RegisteredAdapter` (resilience as the bundle says: `RetryPolicy`, the
   breakers `DELIVERY_BREAKER`/`QUERY_BREAKER`), `Registry`, `default_bundles_dir`; what a named query's
   mapping reads (`query_parameters` -> `QueryParameter`s);
-- secrets and callbacks: `SecretRef`, `SecretRefError`, `use_vault`, `verify_hmac`/`SignatureError`;
+- secrets and callbacks: `SecretRef`, `SecretRefError`, `use_vault`, `verify_callback`/`SignatureError`;
 - the adapter kinds: `AdapterKind` and their registry `KINDS` (`adapters/kinds/<kind>/`).
 The modules behind it, the kinds' own modules and the simulators (`adapters.simulators`, which only the
 composition root and the simulators' command group start) are not for the gateway to import.
@@ -26,8 +27,16 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the names as mypy and readers see them; at run time `__getattr__` imports them on first use
-    from adapters.auth import SecretRef, SignatureError, verify_hmac
-    from adapters.bundle import BundleError, Problem, load_bundle, preview, unpack_bundle, validate_bundle
+    from adapters.auth import SecretRef, SignatureError, verify_callback
+    from adapters.bundle import (
+        BundleError,
+        Problem,
+        bundle_warnings,
+        load_bundle,
+        preview,
+        unpack_bundle,
+        validate_bundle,
+    )
     from adapters.canonical import MATERIALS_SENT_WITH
     from adapters.contract import (
         Adapter,
@@ -48,9 +57,9 @@ if TYPE_CHECKING:  # the names as mypy and readers see them; at run time `__geta
 
 # Where each public name lives.
 _MODULE_OF = {
-    "SecretRef": "auth", "SignatureError": "auth", "verify_hmac": "auth",
+    "SecretRef": "auth", "SignatureError": "auth", "verify_callback": "auth",
     "BundleError": "bundle", "Problem": "bundle", "load_bundle": "bundle", "preview": "bundle",
-    "unpack_bundle": "bundle", "validate_bundle": "bundle",
+    "unpack_bundle": "bundle", "validate_bundle": "bundle", "bundle_warnings": "bundle",
     "MATERIALS_SENT_WITH": "canonical",
     "Adapter": "contract", "CanonicalMessage": "contract", "CanonicalResult": "contract", "DeliveryError": "contract",
     "FailureClass": "contract", "Operation": "contract", "UnsendableRequest": "contract",
@@ -83,6 +92,6 @@ __all__ = [
     "Adapter", "AdapterKind", "Bundle", "BundleError", "CallbackResults", "CanonicalMessage", "CanonicalResult",
     "DeliveryError", "FailureClass", "Operation", "PollingResults", "Problem", "QueryParameter", "RegisteredAdapter",
     "Registry", "RetryPolicy", "SecretRef", "SecretRefError", "SignatureError", "UnsendableRequest",
-    "build_adapter", "default_bundles_dir", "load_bundle", "preview", "query_parameters", "unpack_bundle", "use_vault",
-    "validate_bundle", "verify_hmac",
+    "build_adapter", "bundle_warnings", "default_bundles_dir", "load_bundle", "preview", "query_parameters",
+    "unpack_bundle", "use_vault", "validate_bundle", "verify_callback",
 ]  # fmt: skip

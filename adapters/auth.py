@@ -5,48 +5,34 @@ plain, frozen description holding secret *references*, so a bundle can be valida
 secrets. Which forms a bundle accepts is its kind's (`AdapterKind.auth_forms`); how a form is applied on the
 wire is the kind's too (`adapters/kinds/<kind>/auth.py`), secrets resolved when its adapter is built.
 
-`hmac` and `rsa_signature` sign one canonical string (`canonical_string`); `verify_hmac` is the other
-direction: the gateway's callback endpoint checks a sector's signature (`CALLBACK_FORMS`).
-Imports `adapters.secrets` and `certstore.credentials`; no HTTP or SOAP library.
+`signature` is a signing recipe (`adapters.signing`, RECIPE-SPEC.md); the older `hmac` and `rsa_signature`
+forms are read into recipes too (`old_form_recipe`), so every signature takes one path. `verify_callback` is
+the other direction: the gateway's callback endpoint checks a sector's signature (`CALLBACK_FORMS`).
+Imports `adapters.spec_fields`, `adapters.signing`; no HTTP or SOAP library.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
 
-from adapters.secrets import LITERAL_REFUSED, REFERENCE_FORMS, Secret, is_reference, load
-from certstore.credentials import reference_name
+from adapters.signing import (
+    RECIPE_KEYS,
+    NonceStore,
+    Recipe,
+    SignatureError,
+    WireRequest,
+    old_form_recipe,
+    parse_recipe,
+    verify_request,
+    verifying_keys,
+)
+from adapters.spec_fields import AuthSpecError, Fields, SecretRef, Text, resolve_text
+from certstore.credentials import Credential
 
 # --------------------------------------------------------------------------- specs
-
-
-class AuthSpecError(ValueError):
-    """A descriptor `auth` mapping that cannot be used; the message starts with the field, e.g. `auth.password`."""
-
-
-@dataclass(frozen=True)
-class SecretRef:
-    """Where a secret lives (`env:NAME`, `file:/path` or `vault:NAME`); the reference itself is not secret."""
-
-    ref: str
-
-    def load(self) -> Secret:
-        return load(self.ref)
-
-
-# A non-secret field (a username, a client id) may be written literally or kept in the secret store.
-Text = str | SecretRef
-
-
-def resolve_text(value: Text) -> str:
-    """The text itself, or the secret it refers to, read now."""
-    return value if isinstance(value, str) else value.load().reveal()
 
 
 @dataclass(frozen=True)
@@ -89,30 +75,7 @@ class HmacHeaders:
 CANONICAL_PARTS = ("method", "path", "timestamp", "nonce", "body_sha256")
 
 
-@dataclass(frozen=True)
-class HmacSpec:
-    secret: SecretRef
-    key_id: str | None = None  # sent when set; checked by verify_hmac when set
-    algorithm: str = "sha256"
-    headers: HmacHeaders = field(default_factory=HmacHeaders)
-    canonical: tuple[str, ...] = CANONICAL_PARTS
-    max_skew_s: int = 300
-    type: ClassVar[str] = "hmac"
-
-
 RSA_ALGORITHMS = ("rsa-sha256", "rsa-pss-sha256")  # PKCS#1 v1.5 or PSS; never anything but SHA-256
-
-
-@dataclass(frozen=True)
-class RsaSignatureSpec:
-    """The HMAC scheme's headers and canonical string, signed with our key `key` (a credential name)."""
-
-    key: str  # the name in `cert:NAME`: resolved in the certificate store when the adapter is built
-    key_id: str | None = None  # sent as is; None: the signing certificate's SHA-256 fingerprint
-    algorithm: str = "rsa-sha256"
-    headers: HmacHeaders = field(default_factory=HmacHeaders)
-    canonical: tuple[str, ...] = CANONICAL_PARTS
-    type: ClassVar[str] = "rsa_signature"
 
 
 @dataclass(frozen=True)
@@ -123,7 +86,8 @@ class WsseSpec:
     type: ClassVar[str] = "wsse_username_token"
 
 
-AuthSpec = NoAuth | BasicAuthSpec | BearerAuthSpec | OAuth2Spec | HmacSpec | RsaSignatureSpec | WsseSpec
+# `hmac`, `rsa_signature` and `signature` are all read into a `Recipe` (its `form` says which was written).
+AuthSpec = NoAuth | BasicAuthSpec | BearerAuthSpec | OAuth2Spec | Recipe | WsseSpec
 NO_AUTH = NoAuth()
 
 
@@ -136,7 +100,7 @@ class AuthForms:
     types: frozenset[str]
 
 
-CALLBACK_FORMS = AuthForms("callback", frozenset({"hmac"}))  # how a sector signs its callbacks to us
+CALLBACK_FORMS = AuthForms("callback", frozenset({"hmac", "signature"}))  # how a sector signs its callbacks to us
 
 _ALGORITHMS = frozenset({"sha256", "sha384", "sha512"})
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -144,70 +108,15 @@ _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # --------------------------------------------------------------------------- parsing
 
 
-class _Fields:
-    """Reads one `auth` mapping; every error names `<where>.<key>` and never repeats a secret."""
-
-    def __init__(self, spec: Mapping[Any, Any], where: str, allowed: frozenset[str]) -> None:
-        self.spec, self.where = spec, where
-        unknown = sorted(str(k) for k in spec if k not in allowed | {"type"})
-        if unknown:
-            raise self.fail(unknown[0], f"unknown key (allowed: {', '.join(sorted(allowed))})")
-
-    def fail(self, key: str, problem: str) -> AuthSpecError:
-        return AuthSpecError(f"{self.where}.{key}: {problem}")
-
-    def text(self, key: str) -> str:
-        value = self.spec.get(key)
-        if not isinstance(value, str) or not value:
-            raise self.fail(key, "expected a non-empty string")
-        return value
-
-    def optional_text(self, key: str) -> str | None:
-        return None if self.spec.get(key) is None else self.text(key)
-
-    def secret(self, key: str) -> SecretRef:
-        value = self.spec.get(key)
-        if isinstance(value, Mapping) and set(value) == {"secret"}:
-            if is_reference(value["secret"]):
-                return SecretRef(value["secret"])
-            raise self.fail(f"{key}.secret", f"expected {REFERENCE_FORMS}")
-        if value is None:
-            raise self.fail(key, "required")
-        # Whatever is there is probably the secret itself: say so without repeating it.
-        raise self.fail(key, LITERAL_REFUSED)
-
-    def credential(self, key: str) -> str:
-        """A `cert:NAME` reference -> NAME (the certificate store is asked when the adapter is built)."""
-        try:
-            return reference_name(self.text(key))
-        except ValueError as exc:
-            raise self.fail(key, str(exc)) from None
-
-    def text_or_secret(self, key: str) -> Text:
-        return self.secret(key) if isinstance(self.spec.get(key), Mapping) else self.text(key)
-
-    def flag(self, key: str, default: bool) -> bool:
-        value = self.spec.get(key, default)
-        if not isinstance(value, bool):
-            raise self.fail(key, f"expected true or false, got {value!r}")
-        return value
-
-    def positive_int(self, key: str, default: int) -> int:
-        value = self.spec.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise self.fail(key, f"expected a positive whole number, got {value!r}")
-        return value
-
-
-def _basic(f: _Fields) -> AuthSpec:
+def _basic(f: Fields) -> AuthSpec:
     return BasicAuthSpec(f.text_or_secret("username"), f.secret("password"))
 
 
-def _bearer(f: _Fields) -> AuthSpec:
+def _bearer(f: Fields) -> AuthSpec:
     return BearerAuthSpec(f.secret("token"))
 
 
-def _oauth2(f: _Fields) -> AuthSpec:
+def _oauth2(f: Fields) -> AuthSpec:
     return OAuth2Spec(
         token_path=f.text("token_path"),
         client_id=f.text_or_secret("client_id"),
@@ -216,29 +125,24 @@ def _oauth2(f: _Fields) -> AuthSpec:
     )
 
 
-def _hmac(f: _Fields) -> AuthSpec:
+def _hmac(f: Fields) -> AuthSpec:
     algorithm = f.optional_text("algorithm") or "sha256"
     if algorithm not in _ALGORITHMS:
         raise f.fail("algorithm", f"expected one of {', '.join(sorted(_ALGORITHMS))}, got {algorithm!r}")
-    return HmacSpec(
-        secret=f.secret("secret"),
-        key_id=f.optional_text("key_id"),
-        algorithm=algorithm,
-        headers=_hmac_headers(f),
-        canonical=_canonical(f),
-        max_skew_s=f.positive_int("max_skew_s", 300),
-    )
+    return old_form_recipe(form="hmac", algorithm=f"hmac-{algorithm}", canonical=_canonical(f),
+                           headers=_hmac_headers(f), key_id=f.optional_text("key_id"), secret=f.secret("secret"),
+                           max_skew_s=f.positive_int("max_skew_s", 300))
 
 
-def _rsa_signature(f: _Fields) -> AuthSpec:
+def _rsa_signature(f: Fields) -> AuthSpec:
     algorithm = f.optional_text("algorithm") or "rsa-sha256"
     if algorithm not in RSA_ALGORITHMS:
         raise f.fail("algorithm", f"expected one of {', '.join(RSA_ALGORITHMS)}, got {algorithm!r}")
-    return RsaSignatureSpec(key=f.credential("key"), key_id=f.optional_text("key_id"), algorithm=algorithm,
-                            headers=_hmac_headers(f), canonical=_canonical(f))
+    return old_form_recipe(form="rsa_signature", algorithm=algorithm, canonical=_canonical(f),
+                           headers=_hmac_headers(f), key_id=f.optional_text("key_id"), key=f.credential("key"))
 
 
-def _hmac_headers(f: _Fields) -> HmacHeaders:
+def _hmac_headers(f: Fields) -> dict[str, str]:
     spec = f.spec.get("headers") or {}
     names = [slot.name for slot in fields(HmacHeaders)]
     if not isinstance(spec, Mapping):
@@ -248,10 +152,10 @@ def _hmac_headers(f: _Fields) -> HmacHeaders:
             raise f.fail(f"headers.{key}", f"unknown key (allowed: {', '.join(names)})")
         if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
             raise f.fail(f"headers.{key}", f"not a header name: {name!r}")
-    return HmacHeaders(**spec)
+    return {slot.name: getattr(HmacHeaders(**spec), slot.name) for slot in fields(HmacHeaders)}
 
 
-def _canonical(f: _Fields) -> tuple[str, ...]:
+def _canonical(f: Fields) -> tuple[str, ...]:
     parts = f.spec.get("canonical", list(CANONICAL_PARTS))
     if not isinstance(parts, list) or not parts or len(set(map(str, parts))) != len(parts):
         raise f.fail("canonical", "expected a non-empty list of distinct parts")
@@ -261,18 +165,19 @@ def _canonical(f: _Fields) -> tuple[str, ...]:
     return tuple(parts)
 
 
-def _wsse(f: _Fields) -> AuthSpec:
+def _wsse(f: Fields) -> AuthSpec:
     return WsseSpec(f.text_or_secret("username"), f.secret("password"), f.flag("digest", False))
 
 
 # type -> (its keys besides `type`, its reader)
-_FORMS: Mapping[str, tuple[frozenset[str], Callable[[_Fields], AuthSpec]]] = {
+_FORMS: Mapping[str, tuple[frozenset[str], Callable[[Fields], AuthSpec]]] = {
     "none": (frozenset(), lambda f: NO_AUTH),
     "basic": (frozenset({"username", "password"}), _basic),
     "bearer": (frozenset({"token"}), _bearer),
     "oauth2_client_credentials": (frozenset({"token_path", "client_id", "client_secret", "scope"}), _oauth2),
     "hmac": (frozenset({"key_id", "secret", "algorithm", "headers", "canonical", "max_skew_s"}), _hmac),
     "rsa_signature": (frozenset({"key", "key_id", "algorithm", "headers", "canonical"}), _rsa_signature),
+    "signature": (RECIPE_KEYS, parse_recipe),
     "wsse_username_token": (frozenset({"username", "password", "digest"}), _wsse),
 }
 FORM_TYPES = tuple(_FORMS)  # every auth form, in the order the bundle schema lists them
@@ -294,85 +199,28 @@ def parse_auth(spec: Any, where: str = "auth", *, accepted: AuthForms | None = N
         label = f" for {accepted.side}" if accepted else ""
         raise AuthSpecError(f"{where}.type: unknown auth type {auth_type!r}{label} (known: {', '.join(sorted(known))})")
     keys, read = _FORMS[auth_type]
-    return read(_Fields(spec, where, keys))
-
-
-def canonical_string(spec: HmacSpec | RsaSignatureSpec, method: str, path: str, timestamp: str, nonce: str,
-                     body: bytes) -> str:
-    """The text signed: the declared parts, in the declared order, joined with newlines."""
-    parts = {
-        "method": method.upper(),
-        "path": path,
-        "timestamp": timestamp,
-        "nonce": nonce,
-        "body_sha256": hashlib.sha256(body).hexdigest(),
-    }
-    return "\n".join(parts[name] for name in spec.canonical)
-
-
-def hmac_signature(spec: HmacSpec, secret: Secret, canonical: str) -> str:
-    digest = hmac.new(secret.reveal().encode(), canonical.encode(), spec.algorithm).digest()
-    return base64.b64encode(digest).decode("ascii")
+    return read(Fields(spec, where, keys))
 
 
 # --------------------------------------------------------------------------- verifying callbacks
 
 
-class SignatureError(Exception):
-    """A signed request that must be refused; the message says why (never the expected signature)."""
+def verify_callback(recipe: Recipe, request: WireRequest, *, now: float, seen_nonces: NonceStore,
+                    trusted: Sequence[Credential] = ()) -> None:
+    """Accept a sector's callback signed per `recipe` (`results.callback_auth`), or raise `SignatureError`.
 
-
-class NonceStore(Protocol):
-    """Where seen nonces are remembered (a `set` will do for one process).
-
-    Nonces only need keeping for the skew window: older requests fail the timestamp check anyway.
-    A store shared by several workers should make `add` atomic with the membership test.
+    `request` is the callback as received (the path without the query); `now` is epoch seconds; `trusted`
+    the sector's certificates (every trusted version of `key: cert:NAME`) for an asymmetric recipe. Checks,
+    in order: companions present, app id (if the recipe names one), timestamp within `max_skew_s`, the
+    signature, and only then the nonce. The secret is read on each call, which also picks up a rotated file.
     """
-
-    def __contains__(self, nonce: object) -> bool: ...
-
-    def add(self, nonce: str) -> None: ...
-
-
-_EPOCH_MS = re.compile(r"[0-9]{1,16}")
+    app_id = None if recipe.app_id is None else resolve_text(recipe.app_id)
+    verify_request(recipe, verifying_keys(recipe, trusted), request, now=now, seen_nonces=seen_nonces,
+                   app_id=app_id)
 
 
-def verify_hmac(
-    headers: Mapping[str, str],
-    method: str,
-    path: str,
-    body: bytes,
-    spec: HmacSpec,
-    *,
-    now: float,
-    seen_nonces: NonceStore,
-) -> None:
-    """Accept a request signed per `spec`, or raise `SignatureError`.
-
-    `path` is the request path as received, without the query; `now` is epoch seconds. Checks, in
-    order: headers present, key id (if the spec names one), timestamp within `max_skew_s`, the
-    signature (constant-time), and only then the nonce, so a forged request cannot burn a nonce.
-    The secret is resolved on each call, which also picks up a rotated file.
-    """
-    found = {name.lower(): value for name, value in headers.items()}
-    names = spec.headers
-
-    def header(name: str) -> str:
-        value = found.get(name.lower())
-        if not value:
-            raise SignatureError(f"missing header {name}")
-        return value
-
-    timestamp, nonce, signature = header(names.timestamp), header(names.nonce), header(names.signature)
-    if spec.key_id is not None and header(names.key_id) != spec.key_id:
-        raise SignatureError(f"unknown key id in {names.key_id}")
-    if not _EPOCH_MS.fullmatch(timestamp):
-        raise SignatureError(f"{names.timestamp} is not epoch milliseconds")
-    if abs(now * 1000 - int(timestamp)) > spec.max_skew_s * 1000:
-        raise SignatureError(f"{names.timestamp} is more than {spec.max_skew_s} s away from our clock")
-    expected = hmac_signature(spec, spec.secret.load(), canonical_string(spec, method, path, timestamp, nonce, body))
-    if not hmac.compare_digest(expected.encode(), signature.encode()):
-        raise SignatureError("signature does not match")
-    if nonce in seen_nonces:
-        raise SignatureError(f"{names.nonce} already used (replayed request)")
-    seen_nonces.add(nonce)
+__all__ = [
+    "CALLBACK_FORMS", "FORM_TYPES", "NO_AUTH", "AuthForms", "AuthSpec", "AuthSpecError", "BasicAuthSpec",
+    "BearerAuthSpec", "HmacHeaders", "NoAuth", "NonceStore", "OAuth2Spec", "Recipe", "SecretRef", "SignatureError",
+    "Text", "WsseSpec", "parse_auth", "resolve_text", "verify_callback",
+]  # fmt: skip

@@ -8,6 +8,7 @@
 - `validate_bundle(dir_or_bundle)` runs every check, mappings against the canonical model and the
   service description included (`mappings.validate`), and returns the problems.
 - `preview(bundle, operation, message)` renders what would be sent, without sending it.
+- `bundle_warnings(bundle)`: what is allowed but should be changed (a legacy signing algorithm): no refusal.
 
 What differs by kind (its options, auth forms, service description, preview) is asked of the bundle's kind
 (`adapters.kinds.KINDS`); this module never names one. Every problem reads `file:line: field: message`
@@ -33,7 +34,7 @@ from typing import Any
 import jsonschema
 
 from adapters import canonical
-from adapters.auth import CALLBACK_FORMS, AuthForms, AuthSpecError, HmacSpec, parse_auth
+from adapters.auth import CALLBACK_FORMS, AuthForms, AuthSpecError, Recipe, parse_auth
 from adapters.bundle_schema import bundle_schema
 from adapters.descriptor import (
     DESCRIPTOR,
@@ -52,6 +53,7 @@ from adapters.kind import AdapterKind
 from adapters.kinds import KINDS
 from adapters.resilience import RetryPolicy
 from adapters.secrets import LITERAL_REFUSED
+from adapters.signing import legacy_warning
 from certstore.credentials import reference_name
 from mappings import CompiledMapping
 from mappings.positions import Positions, YamlProblem, load_yaml
@@ -248,7 +250,7 @@ def _auth_problems(doc: Mapping[str, Any], worder: _Worder) -> list[Problem]:
 def _results(spec: Mapping[str, Any]) -> Results:
     if spec["mode"] == "callback":
         auth = parse_auth(spec["callback_auth"], "results.callback_auth", accepted=CALLBACK_FORMS)
-        assert isinstance(auth, HmacSpec)  # the only form a callback takes (checked before)
+        assert isinstance(auth, Recipe)  # the only forms a callback takes, hmac and signature (checked before)
         return CallbackResults(auth)
     return PollingResults(spec["interval_ms"])
 
@@ -477,6 +479,22 @@ def validate_bundle(path_or_bundle: str | Path | Bundle) -> list[Problem]:
             # A callback is the sector calling us: its body is in no WSDL operation or OpenAPI route of theirs.
             problems += check(mf, expected) if name != "callback" else []
     return _ordered(problems)
+
+
+def bundle_warnings(bundle: Bundle) -> list[Problem]:
+    """What a valid bundle should still change, worded like its problems: a signing recipe on a legacy
+    algorithm (`legacy: true`, MD5 or SHA-1)."""
+    positions = _descriptor_positions(bundle)
+    recipes: list[tuple[str, Any]] = [("auth", bundle.auth)]
+    if isinstance(bundle.results, CallbackResults):
+        recipes.append(("results.callback_auth", bundle.results.callback_auth))
+    warnings = []
+    for where, recipe in recipes:
+        said = legacy_warning(recipe, where) if isinstance(recipe, Recipe) else None
+        if said is not None:
+            field, _, message = said.partition(": ")
+            warnings.append(Problem(DESCRIPTOR, positions.line(field.split(".")), field, message))
+    return warnings
 
 
 def _ordered(problems: list[Problem]) -> list[Problem]:

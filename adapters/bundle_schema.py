@@ -7,7 +7,8 @@ of the kinds registered now; `adapters/bundle.schema.json` is the published copy
 written by `make bundle-schema` (`python -m adapters.bundle_schema --write`), and a test keeps it current.
 Keys starting with `x-` word the error messages (`adapters.bundle`); validators ignore them.
 
-Imports `adapters.auth`, `adapters.kind` and `adapters.kinds`.
+Imports `adapters.auth`, `adapters.signing.model` (its names of parts, algorithms, encodings), `adapters.kind`
+and `adapters.kinds`.
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ from adapters.canonical import OPERATIONS
 from adapters.contract import Operation
 from adapters.kind import AdapterKind
 from adapters.kinds import KINDS
+from adapters.signing.model import ALGORITHMS, COMPANIONS, ENCODINGS, SIMPLE_PARTS
 
 PUBLISHED = Path(__file__).with_name("bundle.schema.json")
 GENERATED = None  # filled from the kinds by `bundle_schema`
 # Each auth form's definition in `$defs` below.
 AUTH_DEFS = {"none": "authNone", "basic": "authBasic", "bearer": "authBearer",
              "oauth2_client_credentials": "authOauth2", "hmac": "authHmac", "rsa_signature": "authRsaSignature",
-             "wsse_username_token": "authWsse"}
+             "wsse_username_token": "authWsse", "signature": "authSignature"}
 
 _COMMON: Mapping[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -185,7 +187,10 @@ _COMMON: Mapping[str, Any] = {
                     "type": "object",
                     "required": ["mode", "callback_auth"],
                     "additionalProperties": False,
-                    "properties": {"mode": {"const": "callback"}, "callback_auth": {"$ref": "#/$defs/authHmac"}},
+                    "properties": {"mode": {"const": "callback"}, "callback_auth": {
+                        "x-discriminator": "type",
+                        "oneOf": [{"$ref": "#/$defs/authHmac"}, {"$ref": "#/$defs/authSignature"}],
+                    }},
                 },
             ],
         },
@@ -322,6 +327,83 @@ _COMMON: Mapping[str, Any] = {
                 "headers": {"$ref": "#/$defs/signatureHeaders"},
                 "canonical": {"$ref": "#/$defs/canonicalParts"},
             },
+        },
+        "authSignature": {
+            "description": "A signing recipe (BUNDLE-FORMAT.md, Signing recipes); adapters/signing checks the rest.",
+            "type": "object",
+            "required": ["type", "algorithm", "text", "place"],
+            "additionalProperties": False,
+            "properties": {
+                "type": {"const": "signature"},
+                "app_id": {"oneOf": [{"type": "string", "minLength": 1}, {"$ref": "#/$defs/secretRef"}]},
+                "secret": {"$ref": "#/$defs/secretRef"},
+                "key": {"$ref": "#/$defs/certRef"},
+                "text": {"$ref": "#/$defs/signedText"},
+                "timestamp": {"enum": ["s", "ms"]},
+                "body_digest": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {"algorithm": {"enum": ["sha256", "sm3"]}, "encoding": {"enum": ["hex", "base64"]}},
+                },
+                "algorithm": {"enum": list(ALGORITHMS),
+                              "x-message": f"unknown algorithm {{value!r}} (known: {', '.join(ALGORITHMS)})"},
+                "secret_in_text": {"oneOf": [
+                    {"enum": ["prefix", "suffix"]},
+                    {"type": "object", "required": ["field"], "additionalProperties": False,
+                     "properties": {"field": {"type": "string", "minLength": 1}}},
+                ]},
+                "legacy": {"type": "boolean"},
+                "sm2": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {"id": {"type": "string", "minLength": 1}, "z": {"type": "boolean"},
+                                   "signature": {"enum": ["der", "raw"]}},
+                },
+                "encoding": {"enum": list(ENCODINGS),
+                             "x-message": f"unknown encoding {{value!r}} (known: {', '.join(ENCODINGS)})"},
+                "place": {"$ref": "#/$defs/signaturePlaces"},
+                "max_skew_s": {"type": "integer", "minimum": 1, "maximum": 3600},
+                "answers": {
+                    "type": "object",
+                    "required": ["verify"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "verify": {"oneOf": [{"const": "secret"}, {"$ref": "#/$defs/certRef"}]},
+                        "text": {"$ref": "#/$defs/signedText"},
+                        "place": {"$ref": "#/$defs/signaturePlaces"},
+                        "timestamp": {"enum": ["s", "ms"]},
+                    },
+                },
+            },
+        },
+        "signedText": {
+            "type": "object",
+            "required": ["parts"],
+            "additionalProperties": False,
+            "properties": {
+                "parts": {"type": "array", "minItems": 1, "items": {"oneOf": [
+                    {"enum": list(SIMPLE_PARTS),
+                     "x-message": f"unknown part {{value!r}} (known: {', '.join(SIMPLE_PARTS)}, {{header: N}},"
+                                  " {literal: S})"},
+                    {"type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": False,
+                     "properties": {"header": {"$ref": "#/$defs/headerName"}, "literal": {"type": "string"}}},
+                ]}},
+                "joiner": {"type": "string"},
+            },
+        },
+        "signaturePlaces": {
+            "type": "object",
+            "required": ["signature"],
+            "additionalProperties": False,
+            "properties": {name: {"$ref": "#/$defs/signaturePlace"} for name in ("signature", *COMPANIONS)},
+        },
+        "signaturePlace": {
+            "type": "object",
+            "minProperties": 1,
+            "maxProperties": 1,
+            "additionalProperties": False,
+            "properties": {"header": {"$ref": "#/$defs/headerName"}, "query": {"type": "string", "minLength": 1},
+                           "body": {"type": "string", "minLength": 1}},
         },
         "authWsse": {
             "type": "object",

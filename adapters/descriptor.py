@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from adapters.auth import AuthSpec, HmacSpec
+from adapters.auth import AuthSpec, Recipe
 from adapters.resilience import RetryPolicy
 
 DESCRIPTOR = "bundle.yaml"
@@ -50,7 +50,7 @@ class PollingResults:
 
 @dataclass(frozen=True)
 class CallbackResults:
-    callback_auth: HmacSpec  # how the sector signs its callbacks
+    callback_auth: Recipe  # how the sector signs its callbacks (`hmac` or `signature`)
     mode: ClassVar[str] = "callback"
 
 

@@ -22,15 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from adapters.auth import NonceStore, verify_callback
 from adapters.bundle import BundleError, compile_mappings, load_bundle
 from adapters.contract import Adapter, CanonicalMessage, CanonicalResult, DeliveryError, FailureClass, Operation
-from adapters.descriptor import DESCRIPTOR, Bundle, TlsSpec
+from adapters.descriptor import DESCRIPTOR, Bundle, CallbackResults, TlsSpec
 from adapters.health import AdapterHealth
 from adapters.kind import BundleCredentials, CredentialReferences
 from adapters.kinds import KINDS
 from adapters.resilience import CircuitBreaker, RateLimiter, ResilientAdapter, RetryPolicy, resilient
 from adapters.secrets import SecretRefError
-from certstore.credentials import CredentialMissing, CredentialSource
+from adapters.signing import WireRequest, sample_request
+from certstore.credentials import Credential, CredentialMissing, CredentialSource
 from mappings import CompiledMapping
 from mappings.validate import Problem
 
@@ -49,6 +51,8 @@ class RegisteredAdapter:
     bundle: Bundle
     adapter: ResilientAdapter
     mappings: Mapping[str, CompiledMapping]
+    # The sector's certificates its callbacks are signed with (`results.callback_auth.key`), read when asked.
+    callback_credentials: Callable[[], tuple[Credential, ...]] = tuple
 
     @property
     def sector(self) -> str:
@@ -66,9 +70,38 @@ class RegisteredAdapter:
     def health_snapshot(self) -> dict[str, Any]:
         return self.adapter.health.snapshot()
 
+    def verify_callback(self, method: str, path: str, headers: Mapping[str, str], body: bytes, *, now: float,
+                        seen_nonces: NonceStore) -> None:
+        """Accept a callback signed as `results.callback_auth` says, or raise `SignatureError` (a polling
+        bundle takes no callbacks: `ValueError`). A certificate-signed one is checked against every trusted
+        version of the sector's certificate (`key: cert:NAME`), read from the store now."""
+        results = self.bundle.results
+        if not isinstance(results, CallbackResults):
+            raise ValueError(f"{self.sector} {self.version} does not answer by callback")
+        verify_callback(results.callback_auth, WireRequest(method, path, (), dict(headers), body), now=now,
+                        seen_nonces=seen_nonces, trusted=self.callback_credentials())
+
+    def show_signing(self, sample: Any) -> dict[str, Any] | None:
+        """For a sample request (`adapters.signing.sample_request`: `ValueError` if malformed), what the bundle's
+        signing recipe signs, adds and computes, secrets masked; None when its auth is no recipe."""
+        shown = getattr(_kind_adapter(self.adapter), "show_signing", None)
+        return None if shown is None else shown(sample_request(sample), with_signature=True)
+
+    def preview_signing(self, operation: str, message: CanonicalMessage) -> dict[str, Any] | None:
+        """What would be signed for `message` (the signature itself withheld); None when nothing is signed."""
+        previewed = getattr(_kind_adapter(self.adapter), "preview_signing", None)
+        return None if previewed is None else previewed(operation, message)
+
     def read_callback(self, answer: Any) -> CanonicalResult:
         """A sector's callback body, read with the bundle's `callback` mapping into the canonical status."""
         return self.mappings[CALLBACK].read_response(answer)
+
+
+def _kind_adapter(adapter: Any) -> Any:
+    """The kind's own adapter inside the resilience and rotation wrappers (each holds the next as `inner`)."""
+    while hasattr(adapter, "inner"):
+        adapter = adapter.inner
+    return adapter
 
 
 log = logging.getLogger(__name__)
@@ -90,6 +123,9 @@ def credential_references(bundle: Bundle) -> CredentialReferences:
     tls = bundle.tls or TlsSpec()
     named = {"tls.client_certificate": (tls.client_certificate, False), "tls.trust": (tls.trust, True)}
     found = {where: (name, trusted) for where, (name, trusted) in named.items() if name is not None}
+    results = bundle.results
+    if isinstance(results, CallbackResults) and results.callback_auth.key is not None:
+        found["results.callback_auth.key"] = (results.callback_auth.key, True)  # the sector's: every trusted one
     return found | dict(KINDS[bundle.kind].credential_references(bundle))
 
 
@@ -204,7 +240,12 @@ def build_adapter(bundle: Bundle, *, environment: str | None = None, endpoint: s
     wrapped = resilient(inner, retry=retry_override or bundle.retry, breaker=breaker,
                         limiter=RateLimiter(limit.per_second, limit.burst) if limit else None,
                         health=AdapterHealth(), timeout_s=bundle.timeout_ms / 1000)
-    return RegisteredAdapter(bundle, wrapped, mappings)
+    def callback_credentials() -> tuple[Credential, ...]:
+        if not isinstance(bundle.results, CallbackResults) or bundle.results.callback_auth.key is None:
+            return ()
+        return resolve_credentials(bundle, credentials).trusted("results.callback_auth.key")
+
+    return RegisteredAdapter(bundle, wrapped, mappings, callback_credentials)
 
 
 class Registry:

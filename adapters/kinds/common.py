@@ -32,7 +32,8 @@ _CHARSET = re.compile(r";\s*charset=\"?([\w.:-]+)", re.IGNORECASE)
 
 class RawAnswer:
     """The sector's latest raw answer within one call, held by reference (nothing is copied while the
-    call goes well); `last_response()` makes `DeliveryError.last_response` of it when the call fails.
+    call goes well); `last_response()` makes `DeliveryError.last_response` of it when the call fails. A kind
+    sets `signing` when the sector refused a signed request (an `auth` dead letter shows what was signed).
     """
 
     def __init__(self) -> None:
@@ -40,6 +41,7 @@ class RawAnswer:
         self.status: int | None = None
         self.headers: Mapping[str, str] = {}
         self.body = b""
+        self.signing: dict[str, Any] | None = None  # what was signed, masked (`adapters.signing.show`)
 
     def keep(self, status: int, headers: Mapping[str, str], body: bytes = b"") -> None:
         self.status, self.headers, self.body = status, headers, body
@@ -49,7 +51,9 @@ class RawAnswer:
         if self.status is None:
             return None
         headers = {name: str(self.headers[name]) for name in _KEPT_HEADERS if self.headers.get(name) is not None}
-        return {"status": self.status, "headers": headers, "body": _text(self.body, headers.get("Content-Type"))}
+        kept = {"status": self.status, "headers": headers, "body": _text(self.body, headers.get("Content-Type"))}
+        # The signed text may hold personal data: it rides in last_response, sealed and masked like the body.
+        return kept | ({"signing": self.signing} if self.signing is not None else {})
 
 
 def _text(body: bytes, content_type: str | None) -> str:

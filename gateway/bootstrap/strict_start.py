@@ -116,8 +116,8 @@ def _secret_references(bundle: Bundle) -> Iterator[tuple[str, SecretRef]]:
         reference = getattr(bundle.auth, name, None)
         if isinstance(reference, SecretRef):
             yield f"auth.{name}", reference
-    if isinstance(bundle.results, CallbackResults):
-        yield _CALLBACK_KEY, bundle.results.callback_auth.secret
+    if isinstance(bundle.results, CallbackResults) and bundle.results.callback_auth.secret is not None:
+        yield _CALLBACK_KEY, bundle.results.callback_auth.secret  # a certificate-signed one has no secret
 
 
 def _published_keys(settings: Settings) -> Iterator[Finding]:

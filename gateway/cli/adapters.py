@@ -1,6 +1,7 @@
 """`yiwang adapters …`: what a sector IT team (or an operator on their behalf) does with bundles.
 
-validate (offline) → register → test (against the sector's test endpoint) → activate; rollback and retire.
+validate (offline) → register → test (against the sector's test endpoint) → activate; rollback and retire;
+`sign` shows what a version's signing recipe signs for a sample request.
 `activate` needs the version's last test to have ended `accepted`, or `--force` (the audit record says so).
 Every command prints a readable line or table; bad input is a red message and a non-zero exit, never a
 traceback.
@@ -9,6 +10,7 @@ traceback.
 from __future__ import annotations
 
 import getpass
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from adapters import validate_bundle
+from adapters import bundle_warnings, load_bundle, validate_bundle
 from gateway.cli import output
 from gateway.cli.common import PROBLEMS_FOUND, UNAVAILABLE, exit_code
 from gateway.cli.output import Column, JsonOption
@@ -47,12 +49,14 @@ def make_adapters_app(open_store: Callable[[], BundleStore], open_calls: Callabl
 
     @app.command()
     def validate(folder: Annotated[Path, typer.Argument(help="a bundle folder")]) -> None:
-        """Check a bundle without touching any database (exit 1 on problems)."""
+        """Check a bundle without touching any database (exit 1 on problems; warnings are printed, exit 0)."""
         problems = validate_bundle(folder)
         for problem in problems:
             err.print(f"[red]{problem}")
         if problems:
             raise typer.Exit(1)
+        for warning in bundle_warnings(load_bundle(folder)):
+            err.print(f"[yellow]warning: {warning}")
         console.print(f"{folder}: valid")
 
     @app.command()
@@ -126,6 +130,22 @@ def make_adapters_app(open_store: Callable[[], BundleStore], open_calls: Callabl
         with readable_errors():
             rendered = open_calls().preview(sector, operation, case_no, params)
         output.print_object(rendered, as_json=as_json)
+
+    @app.command()
+    def sign(sector: str, version: str,
+             sample: Annotated[Path, typer.Option(help="a JSON sample request: {method, path, query?, headers?, "
+                                                       "body? (object or string), form?}")],
+             as_json: JsonOption = False) -> None:
+        """Show what the version's signing recipe signs for a sample request: the signed text, the headers, query
+        or body fields added, and the signature (secrets masked), to compare with the sector's own code."""
+        with readable_errors():
+            try:
+                request = json.loads(sample.read_text(encoding="utf-8"))
+                shown = open_calls().sign_sample(sector, version, request)
+            except ValueError as exc:  # the sample, or a bundle that cannot sign here (a secret missing)
+                err.print(f"[red]error: {exc}")
+                raise typer.Exit(2) from exc
+        output.print_object(shown, as_json=as_json)
 
     return app
 

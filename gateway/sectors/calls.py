@@ -20,7 +20,6 @@ from adapters import (
     Operation,
     RegisteredAdapter,
     SignatureError,
-    verify_hmac,
 )
 from gateway.cases.service import CaseService
 from gateway.domain.clock import Clock
@@ -105,8 +104,21 @@ class SectorCalls:
             rendered = registered.adapter.render(operation, message)  # type: ignore[arg-type]
         except DeliveryError as exc:  # nothing was sent: the case or parameters do not fit the mapping
             raise PreviewFailed(exc.message) from exc
-        return {"sector": sector, "version": registered.version, "operation": operation,
-                "request": jsonable(rendered)}
+        preview = {"sector": sector, "version": registered.version, "operation": operation,
+                   "request": jsonable(rendered)}
+        signing = registered.preview_signing(operation, message)
+        return preview | ({"signing": signing} if signing is not None else {})
+
+    def sign_sample(self, sector: str, version: str, sample: Any) -> dict[str, Any]:
+        """What `version`'s signing recipe signs for a sector team's sample request: the signed text, the headers,
+        query or body fields added and the signature, secrets masked (`ValueError`: the sample or the bundle
+        cannot be used). Built with this process's secrets and certificates, as `test_version` is; nothing sent."""
+        with unpacked(self.store.archive(sector, version)) as bundle:
+            registered = self.build(bundle)
+        shown = registered.show_signing(sample)  # test_version's adapters, too, are left to the collector
+        if shown is None:
+            raise ValueError(f"{sector} {version}: its auth is {registered.bundle.auth.type}, not a signature")
+        return {"sector": sector, "version": version, **shown}
 
     def test_version(self, sector: str, version: str) -> BundleVersion:
         """Build the version against the sector's test endpoint and make one harmless call; record its outcome
@@ -140,8 +152,8 @@ class SectorCalls:
         if not isinstance(results, CallbackResults):  # a polling sector has no key to sign callbacks with
             raise NoActiveAdapter(f"部门 {sector} 不以回调方式答复")
         try:
-            verify_hmac(headers, method, path, body, results.callback_auth,
-                        now=self.service.clock.now().timestamp(), seen_nonces=_SeenNonces(self.nonces, sector))
+            registered.verify_callback(method, path, headers, body, now=self.service.clock.now().timestamp(),
+                                       seen_nonces=_SeenNonces(self.nonces, sector))
         except SignatureError as exc:
             raise CallbackRejected(str(exc)) from exc
         answer = _json(body)
@@ -154,7 +166,8 @@ class SectorCalls:
 
 
 class _SeenNonces:
-    """The set `verify_hmac` checks a nonce against, kept in the database for every process.
+    """The set a callback's signature check (`RegisteredAdapter.verify_callback`) checks a nonce against, kept
+    in the database for every process.
 
     Asking records the nonce in the same step (one insert), so two processes cannot both accept it."""
 

@@ -26,6 +26,10 @@ PUBLISHED_SECRETS: Final[Mapping[str, str]] = MappingProxyType({
     "yiwang": "the 公积金 simulator's default client id (adapters/simulators/housing_fund.py)",
     "cd" * 32: "a material-link key of the tests (tests/integration/test_material_transport.py)",
     "sealed": "a webhook secret of the tests (tests/integration/test_retention.py)",
+    "emp-secret": "a signing-recipe secret of the tests (tests/integration/test_signing_over_http.py)",
+    "s3cr3t-组合": "a signing-recipe secret of the tests (tests/unit/test_signing_recipes.py)",
+    "not-the-gateways-secret": "a 公安 simulator secret of the tests (tests/integration/test_signing_over_http.py)",
+    "wrong-signing-secret": "a wrong signing secret of the tests (tests/unit/test_signing_recipes.py)",
     "rotated-during-maintenance": "a rotated 公积金 client secret of the tests (tests/integration/test_breakers.py)",
 })
 _BY_NORMAL_FORM: Final = {value.strip().casefold(): where for value, where in PUBLISHED_SECRETS.items()}

@@ -25,15 +25,14 @@ from adapters.auth import (
     NO_AUTH,
     AuthSpecError,
     BasicAuthSpec,
-    HmacHeaders,
-    HmacSpec,
     OAuth2Spec,
     SecretRef,
     SignatureError,
     WsseSpec,
     parse_auth,
-    verify_hmac,
+    verify_callback,
 )
+from adapters.signing import Part, Place, Placement, Recipe, SignedText, WireRequest
 from adapters.contract import DeliveryError, FailureClass, Operation
 from adapters.kinds import KINDS
 from adapters.kinds.rest import REST
@@ -112,8 +111,10 @@ def test_every_form_parses() -> None:
 
 def test_hmac_defaults_are_the_x_ca_dialect() -> None:
     spec = parse_auth({"type": "hmac", "secret": {"secret": "env:X"}, "max_skew_s": 60}, accepted=CALLBACK_FORMS)
-    assert spec == HmacSpec(SecretRef("env:X"), max_skew_s=60)
-    assert spec.headers == HmacHeaders() and spec.canonical == ("method", "path", "timestamp", "nonce", "body_sha256")
+    parts = tuple(map(Part, ("method", "path", "timestamp", "nonce", "body_digest")))
+    headers = Placement(*(Place("header", f"X-Ca-{name}") for name in ("Signature", "Key", "Timestamp", "Nonce")))
+    assert spec == Recipe("hmac-sha256", SignedText(parts, "\n"), headers, secret=SecretRef("env:X"), max_skew_s=60,
+                          form="hmac")
 
 
 @pytest.mark.parametrize(
@@ -126,7 +127,7 @@ def test_hmac_defaults_are_the_x_ca_dialect() -> None:
          "auth.pasword: unknown key"),
         ({"type": "kerberos"}, None, "auth.type: unknown auth type 'kerberos'"),
         ({"type": "basic", "username": "u", "password": {"secret": "env:X"}}, "callback",
-         "auth.type: unknown auth type 'basic' for callback (known: hmac)"),
+         "auth.type: unknown auth type 'basic' for callback (known: hmac, signature)"),
         ({"type": "hmac", "secret": {"secret": "env:X"}, "canonical": ["method", "query"]}, None,
          "auth.canonical: unknown part 'query'"),
         ({"type": "hmac", "secret": {"secret": "env:X"}, "algorithm": "md5"}, None, "auth.algorithm: expected one of"),
@@ -396,10 +397,10 @@ CALLBACK_BODY = '{"YWH": "GA0000000001", "JG": "TY", "YJ": "同意"}'.encode()
 NOW = 1_795_000_000.0  # epoch seconds
 
 
-def callback_spec(**extra: Any) -> HmacSpec:
+def callback_spec(**extra: Any) -> Recipe:
     spec = parse_auth({"type": "hmac", "secret": {"secret": "env:YIWANG_TEST_GA_HMAC"}, "max_skew_s": 300, **extra},
                       accepted=CALLBACK_FORMS)  # fmt: skip
-    assert isinstance(spec, HmacSpec)
+    assert isinstance(spec, Recipe)
     return spec
 
 
@@ -410,12 +411,12 @@ def callback_headers(*, at: float = NOW, nonce: str = "n1", body: bytes = CALLBA
 
 
 def check(headers: dict[str, str], seen: set[str], body: bytes = CALLBACK_BODY, **spec: Any) -> None:
-    verify_hmac(headers, "POST", "/v1/callbacks/public_security", body, callback_spec(**spec), now=NOW,
-                seen_nonces=seen)  # fmt: skip
+    verify_callback(callback_spec(**spec), WireRequest("POST", "/v1/callbacks/public_security", (), headers, body),
+                    now=NOW, seen_nonces=seen)
 
 
 @pytest.mark.usefixtures("ga_secret")
-def test_verify_hmac_accepts_a_good_signature_and_remembers_the_nonce() -> None:
+def test_verify_callback_accepts_a_good_signature_and_remembers_the_nonce() -> None:
     seen: set[str] = set()
     check(callback_headers(), seen)
     check({k.lower(): v for k, v in callback_headers(nonce="n2").items()}, seen)  # header names in any case
@@ -431,11 +432,11 @@ def test_verify_hmac_accepts_a_good_signature_and_remembers_the_nonce() -> None:
         (callback_headers(at=NOW + 301), CALLBACK_BODY, {}, "X-Ca-Timestamp is more than 300 s away"),
         ({**callback_headers(), "X-Ca-Timestamp": "yesterday"}, CALLBACK_BODY, {}, "X-Ca-Timestamp is not epoch"),
         ({"X-Ca-Timestamp": "1", "X-Ca-Nonce": "n"}, CALLBACK_BODY, {}, "missing header X-Ca-Signature"),
-        (callback_headers(), CALLBACK_BODY, {"key_id": "someone-else"}, "unknown key id"),
+        (callback_headers(), CALLBACK_BODY, {"key_id": "someone-else"}, "unknown app id"),
     ],
     ids=["tampered-body", "too-old", "too-new", "bad-timestamp", "unsigned", "wrong-key-id"],
 )
-def test_verify_hmac_refuses(headers: dict[str, str], body: bytes, spec: dict[str, Any], expected: str) -> None:
+def test_verify_callback_refuses(headers: dict[str, str], body: bytes, spec: dict[str, Any], expected: str) -> None:
     seen: set[str] = set()
     with pytest.raises(SignatureError, match=expected):
         check(headers, seen, body, **spec)
@@ -443,7 +444,7 @@ def test_verify_hmac_refuses(headers: dict[str, str], body: bytes, spec: dict[st
 
 
 @pytest.mark.usefixtures("ga_secret")
-def test_verify_hmac_refuses_a_replayed_nonce() -> None:
+def test_verify_callback_refuses_a_replayed_nonce() -> None:
     seen: set[str] = set()
     check(callback_headers(), seen)
     with pytest.raises(SignatureError, match="already used"):

@@ -21,7 +21,7 @@ import pytest
 from lxml import etree
 
 from adapters import canonical
-from adapters.auth import HmacSpec, OAuth2Spec, SecretRef
+from adapters.auth import OAuth2Spec, Recipe, SecretRef
 from adapters.bundle import (
     BundleError,
     compile_mappings,
@@ -187,7 +187,7 @@ BROKEN: list[tuple[str, Path, list[Edit], list[str]]] = [
       "(user:password@ is a literal secret)"]),
     ("unknown auth type", SOAP, [E(D, "auth: {type: none}", "auth: {type: kerberos}")],
      ["bundle.yaml:24: auth.type: unknown auth type 'kerberos' (known: none, basic, bearer, oauth2_client_credentials, "
-      "hmac, rsa_signature, wsse_username_token)"]),
+      "hmac, rsa_signature, signature, wsse_username_token)"]),
     ("auth form the kind cannot use", SOAP,
      [E(D, "auth: {type: none}", "auth: {type: bearer, token: {secret: env:T}}")],
      ["bundle.yaml:24: auth.type: unknown auth type 'bearer' for soap (known: basic, none, wsse_username_token)"]),
@@ -335,7 +335,7 @@ def test_callback_results_need_a_callback_mapping(tmp_path: Path) -> None:
     descriptor = (bundle / D).read_text().replace("operations:\n", "operations:\n  callback: callback.mapping.yaml\n")
     (bundle / D).write_text(descriptor)
     results = load_bundle(bundle).results
-    assert isinstance(results, CallbackResults) and isinstance(results.callback_auth, HmacSpec)
+    assert isinstance(results, CallbackResults) and isinstance(results.callback_auth, Recipe)
     assert results.callback_auth.secret == SecretRef("env:YIWANG_SECRET_CB")
     assert validate_bundle(bundle) == []
     (bundle / "callback.mapping.yaml").write_text(CALLBACK_MAPPING.replace("{value: ok}", "{from: sector_ref}"))

@@ -1,7 +1,7 @@
 """The REST adapter kind (`REST`): sectors reached over HTTP with JSON bodies, through httpx.
 
 Its descriptor option: `idempotency.header` (the HTTP header carrying the idempotency key). Auth forms: none,
-basic, bearer, oauth2_client_credentials, hmac, rsa_signature (`auth.py`). Service description: an OpenAPI 3
+basic, bearer, oauth2_client_credentials, hmac, rsa_signature, signature (`auth.py`). Service description: an OpenAPI 3
 document each mapping's `http` block is checked against. The adapter: `adapter.py`. Imports
 `adapters.kinds.common`, never another kind.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from adapters.auth import AuthForms, RsaSignatureSpec
+from adapters.auth import AuthForms, Recipe
 from adapters.contract import Adapter
 from adapters.descriptor import Bundle
 from adapters.kind import (
@@ -44,7 +44,7 @@ class RestKind:
 
     name = "rest"
     auth_forms = AuthForms("rest", frozenset({"none", "basic", "bearer", "oauth2_client_credentials", "hmac",
-                                              "rsa_signature"}))
+                                              "rsa_signature", "signature"}))
     schema = KindSchema(
         idempotency=IdempotencyCarrier("header", {"$ref": "#/$defs/headerName"}, "an HTTP header name",
                                        "an HTTP header"),
@@ -58,7 +58,12 @@ class RestKind:
         return RestOptions(idempotency_header=(doc.get("idempotency") or {}).get("header"))
 
     def credential_references(self, bundle: Bundle) -> CredentialReferences:
-        return {"auth.key": (bundle.auth.key, False)} if isinstance(bundle.auth, RsaSignatureSpec) else {}
+        found: dict[str, tuple[str, bool]] = {}
+        if isinstance(bundle.auth, Recipe) and bundle.auth.key is not None:
+            found["auth.key"] = (bundle.auth.key, False)
+        if isinstance(bundle.auth, Recipe) and bundle.auth.answers is not None and bundle.auth.answers.verify:
+            found["auth.answers.verify"] = (bundle.auth.answers.verify, True)  # every trusted version counts
+        return found
 
     def check_service(self, bundle: Bundle, at: ProblemAt) -> tuple[list[Problem], MappingCheck]:
         described = bundle.relative(bundle.service_description)
@@ -95,7 +100,8 @@ class RestKind:
               credentials: BundleCredentials) -> Adapter:
         return RestAdapter(bundle.sector, bundle.version, endpoint, mappings, bundle.timeout_ms / 1000, bundle.auth,
                            _options(bundle).idempotency_header, ssl_context=credentials.ssl_context(bundle.tls),
-                           signing=credentials.current("auth.key"))
+                           signing=credentials.current("auth.key"),
+                           answer_keys=credentials.trusted("auth.answers.verify"))
 
 
 def _options(bundle: Bundle) -> RestOptions:

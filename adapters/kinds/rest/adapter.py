@@ -29,6 +29,8 @@ the body cut at 64 KiB; `adapters.kinds.common.RawAnswer`), kept by reference wh
 from __future__ import annotations
 
 import ssl
+import threading
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -57,7 +59,8 @@ from adapters.kinds.common import (
     mapping_for,
     read_capped,
 )
-from adapters.kinds.rest.auth import TokenError, rest_auth
+from adapters.kinds.rest.auth import RecipeAuth, TokenError, rest_auth, signed_of, wire_request
+from adapters.signing import SignatureError, WireRequest, show, verify_request, verifying_keys, withheld
 from certstore.credentials import Credential
 from mappings import (
     BusinessError,
@@ -116,7 +119,8 @@ class RestAdapter:
     `auth` is the descriptor's parsed `auth` (its secrets are resolved here: `SecretRefError` if
     one is missing); `idempotency_header` carries the message's `idempotency_key` on every request.
     `ssl_context` is mTLS and trust (`certstore.tls`; default: the system's trust store); `signing` the
-    credential an `rsa_signature` auth signs with.
+    credential a recipe's `key` signs with; `answer_keys` the sector's certificates (every trusted version)
+    its signed answers are checked with (`auth.answers.verify: cert:NAME`).
     """
 
     def __init__(
@@ -130,6 +134,7 @@ class RestAdapter:
         idempotency_header: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         signing: Credential | None = None,
+        answer_keys: tuple[Credential, ...] = (),
     ) -> None:
         self.sector = sector
         self.version = version
@@ -145,6 +150,8 @@ class RestAdapter:
             verify=ssl_context or system_trust(),
         )
         self._auth = rest_auth(auth, self.client, signing)
+        self._answer_keys = answer_keys
+        self._answer_nonces = RecentNonces()  # a signed answer replayed within the skew window is refused
 
     def close(self) -> None:
         self.client.close()
@@ -152,6 +159,20 @@ class RestAdapter:
     def render(self, operation: Operation | str, message: CanonicalMessage) -> HttpRequest:
         """The request this message becomes (headers without credentials), without sending it."""
         return self._render(self._mapping(operation), message)
+
+    def show_signing(self, request: WireRequest, *, with_signature: bool) -> dict[str, Any] | None:
+        """What our recipe signs for `request` and where it puts what (`adapters.signing.show`: secrets masked);
+        without the signature unless `with_signature`. None when the bundle's auth is no signing recipe."""
+        if not isinstance(self._auth, RecipeAuth):
+            return None
+        shown = show(self._auth.recipe, self._auth.sign(request))
+        return shown if with_signature else withheld(shown, self._auth.recipe)
+
+    def preview_signing(self, operation: Operation | str, message: CanonicalMessage) -> dict[str, Any] | None:
+        """`show_signing` of the request this message becomes, signature withheld; nothing is sent."""
+        mapping = self._mapping(operation)
+        built = self._build(mapping, self._render(mapping, message))
+        return self.show_signing(wire_request(built), with_signature=False)
 
     def call(self, operation: Operation | str, message: CanonicalMessage) -> CanonicalResult:
         """Call a canonical operation, or a named query given as a str (message `{"query": {...}}`)."""
@@ -210,12 +231,36 @@ class RestAdapter:
             answer.keep(response.status_code, response.headers)  # even if the body cannot be read
             if response.status_code not in http.success:
                 answer.keep(response.status_code, response.headers, _head(response))
+                self._show_signing(response, answer)
                 raise _status_error(response, where)
             body = read_capped(response, MAX_ANSWER_BYTES)
             answer.keep(response.status_code, response.headers, body)
         finally:
             response.close()
+        self._verify_answer(response, body, where)
         return _json_object(response, body, where)
+
+    def _show_signing(self, response: httpx.Response, answer: RawAnswer) -> None:
+        """On a refusal of our credentials, what we signed (masked) goes with the answer into the dead letter."""
+        signed = signed_of(response.request)
+        if response.status_code in (401, 403) and signed is not None and isinstance(self._auth, RecipeAuth):
+            answer.signing = show(self._auth.recipe, signed)
+
+    def _verify_answer(self, response: httpx.Response, body: bytes, where: str) -> None:
+        """A sector that signs its answers (`auth.answers`): a bad or missing signature is VALIDATION, not retried.
+        The text is rebuilt from the method, path and query of our request and the answer's headers and body."""
+        if not isinstance(self._auth, RecipeAuth) or self._auth.recipe.answers is None:
+            return
+        recipe, check = self._auth.recipe, self._auth.recipe.answers
+        sent = wire_request(response.request)
+        arrived = WireRequest(sent.method, sent.path, sent.query, dict(response.headers), body)
+        try:
+            verify_request(recipe, verifying_keys(recipe, self._answer_keys), arrived, now=self._auth.now(),
+                           seen_nonces=self._answer_nonces, text=check.text, placement=check.place,
+                           unit=check.timestamp)
+        except (SignatureError, ValueError) as exc:
+            raise DeliveryError(FailureClass.VALIDATION, f"answer from {where} refused: {exc}",
+                                retryable=False) from exc
 
 
     def _build(self, mapping: CompiledMapping, request: HttpRequest) -> httpx.Request:
@@ -231,6 +276,27 @@ class RestAdapter:
             )
         except (httpx.InvalidURL, ValueError, TypeError) as exc:
             raise UnsendableRequest(f"{mapping.source_name}: request cannot be sent: {_brief(exc)}") from exc
+
+
+class RecentNonces:
+    """The nonces of the last `size` signed answers (an `adapters.signing.NonceStore` for one adapter, thread-safe):
+    enough to refuse a replay within the skew window at any plausible rate."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._order: deque[str] = deque()
+        self._seen: set[str] = set()
+        self._size, self._lock = size, threading.Lock()
+
+    def __contains__(self, nonce: object) -> bool:
+        with self._lock:
+            return nonce in self._seen
+
+    def add(self, nonce: str) -> None:
+        with self._lock:
+            self._order.append(nonce)
+            self._seen.add(nonce)
+            if len(self._order) > self._size:
+                self._seen.discard(self._order.popleft())
 
 
 def _http(mapping: CompiledMapping) -> HttpSpec:

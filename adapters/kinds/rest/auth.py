@@ -1,39 +1,43 @@
 """How a REST adapter authenticates: the descriptor's `auth` (`adapters.auth`) as httpx auth flows.
 
-Flows are `httpx.Auth` subclasses so they run on the request httpx is about to send: the HMAC signs the
-exact body bytes on the wire, OAuth2 can see a 401 and retry that very request. `rsa_signature` signs the
-`hmac` canonical string with our private key from the certificate store (`cert:NAME`): RSA PKCS#1 v1.5 or
-PSS, always SHA-256. Imports `adapters.auth`, `adapters.kinds.common`; never another kind.
+Flows are `httpx.Auth` subclasses so they run on the request httpx is about to send: a signing recipe
+(`RecipeAuth`: `signature`, and the `hmac` and `rsa_signature` forms read as recipes) signs the exact body
+bytes on the wire, OAuth2 can see a 401 and retry that very request. Imports `adapters.auth`,
+`adapters.signing`, `adapters.kinds.common`; never another kind.
 """
 
 from __future__ import annotations
 
-import base64
 import threading
 import time
-import uuid
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from adapters.auth import (
     AuthSpec,
     AuthSpecError,
     BasicAuthSpec,
     BearerAuthSpec,
-    HmacSpec,
     NoAuth,
     OAuth2Spec,
-    RsaSignatureSpec,
-    canonical_string,
-    hmac_signature,
+    Recipe,
     resolve_text,
 )
+from adapters.contract import UnsendableRequest
 from adapters.kinds.common import BodyTooLarge, basic_header, read_capped
 from adapters.secrets import Secret
+from adapters.signing import (
+    PlacementError,
+    Signed,
+    SigningKey,
+    SigningKeyError,
+    WireRequest,
+    sign_request,
+    signing_key,
+)
 from certstore.credentials import Credential
 from mappings import JsonAnswerError, parse_json
 
@@ -144,80 +148,64 @@ class OAuth2ClientCredentials(httpx.Auth):
         return _Token(Secret(f"Bearer {access}"), refresh_at)
 
 
-def rsa_padding(algorithm: str) -> padding.AsymmetricPadding:
-    """The padding of an `rsa_signature` algorithm (PSS with a digest-length salt, as most verifiers expect)."""
-    if algorithm == "rsa-pss-sha256":
-        return padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH)
-    return padding.PKCS1v15()
+def wire_request(request: httpx.Request) -> WireRequest:
+    """`request` as the signer sees it: the path as on the wire (percent-escapes kept), the decoded query."""
+    return WireRequest(request.method, request.url.raw_path.partition(b"?")[0].decode("ascii"),
+                       tuple(request.url.params.multi_items()), dict(request.headers), request.content)
 
 
-def _wire_path(url: httpx.URL) -> str:
-    # The path as it goes on the wire (percent-escapes kept), without the query string.
-    return url.raw_path.partition(b"?")[0].decode("ascii")
+SIGNED = "yiwang.signed"  # the request extension holding what was signed (`Signed`), for an `auth` dead letter
 
 
-class _SignedRequestAuth(httpx.Auth):
-    """Signs every request: key id, epoch-ms timestamp, uuid4 nonce and the signature of the canonical string.
+class RecipeAuth(httpx.Auth):
+    """Signs every request with a recipe (`adapters.signing`): companions and signature in headers, query or a
+    body field (the request is rebuilt when the query or the body changes). What was signed is kept on the
+    sent request (`request.extensions[SIGNED]`) so a refused call can show it."""
 
-    The kinds differ only in `_signature` (HMAC with a shared secret, RSA with our private key)."""
+    requires_request_body = True  # the body is signed as the exact bytes httpx sends
 
-    requires_request_body = True  # the body hash is over the exact bytes httpx sends
+    def __init__(self, recipe: Recipe, key: SigningKey, *, clock: Callable[[], float] = time.time) -> None:
+        self.recipe, self._key, self._clock = recipe, key, clock
 
-    def __init__(self, spec: HmacSpec | RsaSignatureSpec, key_id: str | None, clock: Callable[[], float]) -> None:
-        self._spec, self._key_id, self._clock = spec, key_id, clock
+    def now(self) -> float:
+        return self._clock()
 
-    def _signature(self, canonical: str) -> str:
-        raise NotImplementedError
+    def sign(self, request: WireRequest) -> Signed:
+        return sign_request(self.recipe, self._key, request, now=self._clock())
 
     def auth_flow(self, request: httpx.Request) -> Flow:
-        names = self._spec.headers
-        timestamp, nonce = str(int(self._clock() * 1000)), uuid.uuid4().hex
-        path = _wire_path(request.url)
-        canonical = canonical_string(self._spec, request.method, path, timestamp, nonce, request.content)
-        request.headers[names.timestamp] = timestamp
-        request.headers[names.nonce] = nonce
-        request.headers[names.signature] = self._signature(canonical)
-        if self._key_id:
-            request.headers[names.key_id] = self._key_id
-        yield request
+        try:
+            signed = self.sign(wire_request(request))
+        except PlacementError as exc:  # e.g. a body field for a body that is no JSON object: nothing is sent
+            raise UnsendableRequest(f"cannot be signed as the recipe says: {exc}") from exc
+        yield _rebuilt(request, signed)
 
 
-class HmacAuth(_SignedRequestAuth):
-    """The `hmac` form: base64 HMAC of the canonical string with the shared secret."""
+def _rebuilt(request: httpx.Request, signed: Signed) -> httpx.Request:
+    wire = signed.request
+    headers = dict(wire.headers)
+    if wire.body != request.content:  # a body field was placed: the length changed with it
+        headers.pop("content-length", None)
+        headers.pop("Content-Length", None)
+    url = request.url
+    if wire.query != tuple(url.params.multi_items()):  # a query placement: otherwise the query stays as encoded
+        url = url.copy_with(query=None).copy_merge_params(list(wire.query))
+    return httpx.Request(request.method, url, headers=headers,
+                         content=wire.body if wire.body or request.content else None,
+                         extensions={**request.extensions, SIGNED: signed})
 
-    def __init__(self, spec: HmacSpec, secret: Secret, *, clock: Callable[[], float] = time.time) -> None:
-        super().__init__(spec, spec.key_id, clock)
-        self._hmac_spec, self._secret = spec, secret
 
-    def _signature(self, canonical: str) -> str:
-        return hmac_signature(self._hmac_spec, self._secret, canonical)
-
-
-class RsaSignatureAuth(_SignedRequestAuth):
-    """The `rsa_signature` form: base64 RSA signature (SHA-256) of the canonical string with our private key.
-
-    Built per credential: a rotated key gives a new adapter (`adapters.registry`), so the key is loaded once."""
-
-    def __init__(self, spec: RsaSignatureSpec, credential: Credential, *,
-                 clock: Callable[[], float] = time.time) -> None:
-        if credential.private_key_pem is None:
-            raise AuthSpecError(f"auth.key: credential {credential.name!r} has no private key to sign with")
-        key = serialization.load_pem_private_key(credential.private_key_pem, password=None)
-        if not isinstance(key, rsa.RSAPrivateKey):
-            raise AuthSpecError(f"auth.key: credential {credential.name!r} is not an RSA key")
-        super().__init__(spec, spec.key_id or credential.fingerprint, clock)
-        self._key, self._padding = key, rsa_padding(spec.algorithm)
-
-    def _signature(self, canonical: str) -> str:
-        signature = self._key.sign(canonical.encode(), self._padding, hashes.SHA256())
-        return base64.b64encode(signature).decode("ascii")
+def signed_of(request: httpx.Request | None) -> Signed | None:
+    """What `RecipeAuth` signed for `request` (None: not recipe-signed)."""
+    found: Any = None if request is None else request.extensions.get(SIGNED)
+    return found if isinstance(found, Signed) else None
 
 
 def rest_auth(spec: AuthSpec, client: httpx.Client, signing: Credential | None = None) -> httpx.Auth | None:
     """The httpx auth flow for `spec`, secrets resolved now (`SecretRefError` if one is missing).
 
     `client` is the adapter's client: OAuth2 fetches its tokens through it, relative token paths
-    are relative to its base URL. `signing` is the credential an `rsa_signature` spec names, as the
+    are relative to its base URL. `signing` is the credential a recipe's `key` names, as the
     certificate store gives it now.
     """
     if isinstance(spec, NoAuth):
@@ -229,12 +217,11 @@ def rest_auth(spec: AuthSpec, client: httpx.Client, signing: Credential | None =
     if isinstance(spec, OAuth2Spec):
         client_id, client_secret = resolve_text(spec.client_id), spec.client_secret.load()
         return OAuth2ClientCredentials(client, spec.token_path, client_id, client_secret, spec.scope)
-    if isinstance(spec, HmacSpec):
-        return HmacAuth(spec, spec.secret.load())
-    if isinstance(spec, RsaSignatureSpec):
-        if signing is None:
-            raise AuthSpecError(f"auth.key: no credential given for cert:{spec.key}")
-        return RsaSignatureAuth(spec, signing)
+    if isinstance(spec, Recipe):
+        try:
+            return RecipeAuth(spec, signing_key(spec, signing))
+        except SigningKeyError as exc:
+            raise AuthSpecError(str(exc)) from None
     raise AuthSpecError(f"auth.type: {spec.type} is not a REST authentication")
 
 
@@ -250,10 +237,19 @@ def preview_headers(auth: AuthSpec) -> dict[str, str]:
         return {"Authorization": f"Basic {REDACTED}"}
     if isinstance(auth, BearerAuthSpec | OAuth2Spec):
         return {"Authorization": f"Bearer {REDACTED}"}
-    if isinstance(auth, HmacSpec | RsaSignatureSpec):
-        h = auth.headers
-        headers = {h.timestamp: AT_SEND_TIME, h.nonce: AT_SEND_TIME, h.signature: REDACTED}
-        if isinstance(auth, RsaSignatureSpec) and not auth.key_id:
-            return headers | {h.key_id: AT_SEND_TIME}  # the signing certificate's fingerprint
-        return headers | ({h.key_id: auth.key_id} if auth.key_id else {})
+    if isinstance(auth, Recipe):
+        place = auth.place
+        found = {place.signature: REDACTED, place.timestamp: AT_SEND_TIME,
+                 place.nonce: AT_SEND_TIME if auth.needs_nonce() else None,
+                 place.app_id: _app_id_preview(auth)}
+        return {where.name: value for where, value in found.items()
+                if where is not None and value is not None and where.where == "header"}
     return {}
+
+
+def _app_id_preview(recipe: Recipe) -> str | None:
+    if recipe.app_id_is_fingerprint:
+        return AT_SEND_TIME  # the signing certificate's fingerprint
+    if recipe.app_id is None:
+        return None
+    return recipe.app_id if isinstance(recipe.app_id, str) else REDACTED
