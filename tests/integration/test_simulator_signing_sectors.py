@@ -27,6 +27,7 @@ from tests.support.simulators import KNOWN_ID, fetch_openapi, routes_match_docum
 from tests.support.sm2_keys import sm2_credential
 
 DELAY_MS = 300
+WRONG_SECRET = "wrong-" + DEFAULT_SECRET  # not the sector's: its signatures must be refused
 OURS, THEIRS, STRANGER = sm2_credential("yiwang-gateway"), sm2_credential("e-licence-sector"), sm2_credential("x")
 
 
@@ -81,7 +82,7 @@ def test_employment_accepts_a_signed_case_and_decides_it(employment: EmploymentS
 
 def test_employment_refuses_a_wrong_key_a_stale_timestamp_and_a_replayed_nonce(employment: EmploymentSimulator) -> None:
     status = "/jyapi/v1/applications/status"
-    wrong = jy(employment, "GET", status, params={"applyNo": "JY1"}, secret="guessed")
+    wrong = jy(employment, "GET", status, params={"applyNo": "JY1"}, secret=WRONG_SECRET)
     stale = jy(employment, "GET", status, params={"applyNo": "JY1"}, signing=Signing(skew_s=STALE_S))
     once = Signing()
     first = jy(employment, "GET", status, params={"applyNo": "JY1"}, signing=once)
@@ -200,7 +201,7 @@ def test_social_assistance_answers_code_msg_data_in_200_and_decides(
 def test_social_assistance_refuses_by_code(social_assistance: SocialAssistanceSimulator) -> None:
     sim = social_assistance
     query = {"apply_id": "JZ1"}
-    wrong = jz(sim, "/shjz/open/v1/query", query, secret="guessed")
+    wrong = jz(sim, "/shjz/open/v1/query", query, secret=WRONG_SECRET)
     stale = jz(sim, "/shjz/open/v1/query", query, signing=Signing(skew_s=STALE_S))
     once = Signing()
     assert jz(sim, "/shjz/open/v1/query", query, signing=once).json()["code"] == 44001
