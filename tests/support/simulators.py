@@ -23,11 +23,13 @@ from adapters.simulators.social_security import SocialSecuritySimulator
 from tests.support.sm2_keys import sm2_credential
 
 
-def e_licence_simulator(**options: Any) -> ELicenceSimulator:
+class ELicenceWithTestKeys(ELicenceSimulator):
     """The 电子证照 simulator with test SM2 material (it has no default key: a sector's key is its own)."""
-    ours, theirs = sm2_credential("yiwang-gateway"), sm2_credential("e-licence-sector")
-    return ELicenceSimulator(client_certificate_pem=ours.cert_pem, key_pem=theirs.key_pem,
-                             certificate_pem=theirs.cert_pem, **options)
+
+    def __init__(self, port: int = 0, decision_delay_ms: int = 200, **options: Any) -> None:
+        ours, theirs = sm2_credential("yiwang-gateway"), sm2_credential("e-licence-sector")
+        super().__init__(port, decision_delay_ms, client_certificate_pem=ours.cert_pem, key_pem=theirs.key_pem,
+                         certificate_pem=theirs.cert_pem, **options)
 
 
 SIMULATORS: dict[str, Callable[..., SimulatorBase]] = {
@@ -36,7 +38,7 @@ SIMULATORS: dict[str, Callable[..., SimulatorBase]] = {
     "civil_affairs": CivilAffairsSimulator,
     "public_security": PublicSecuritySimulator,
     "employment": EmploymentSimulator,
-    "e_licence": e_licence_simulator,
+    "e_licence": ELicenceWithTestKeys,
     "social_assistance": SocialAssistanceSimulator,
 }
 
@@ -51,7 +53,7 @@ SUBMIT_PATH = {
     HousingFundSimulator: "/api/v2/applications",
     PublicSecuritySimulator: "/gaapi/hz/sqxx",
     EmploymentSimulator: "/jyapi/v1/applications",
-    ELicenceSimulator: "/dzzz/api/v1/issuance",
+    ELicenceWithTestKeys: "/dzzz/api/v1/issuance",
     SocialAssistanceSimulator: "/shjz/open/v1/apply",
 }
 
