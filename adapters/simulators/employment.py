@@ -188,7 +188,7 @@ class EmploymentSimulator(RestSimulator):
     def _status(self, request: Request) -> Reply:
         """GET …/status?applyNo=: state 01 已受理, 02 审核中, 03 审核通过, 04 审核不通过."""
         self._counters.bump("queries_received")
-        case = self._case(request.query_param("applyNo") or "")
+        case = self._book.live(request.query_param("applyNo") or "")
         if case is None:
             return self._answer_of(NOT_FOUND, "申请不存在或已撤回", HTTPStatus.NOT_FOUND)
         return self._ok(self._state(case))
@@ -209,11 +209,6 @@ class EmploymentSimulator(RestSimulator):
         if withdrawn is None:
             return self._answer_of(NOT_FOUND, "申请不存在或已撤回", HTTPStatus.NOT_FOUND)
         return self._ok({"withdrawn": withdrawn})
-
-    def _case(self, reference: str) -> Case | None:
-        case = self._book.get(reference)
-        return None if case is None or case.cancelled else case
-
 
 # --------------------------------------------------------------------------- foreground use
 

@@ -212,7 +212,7 @@ class SocialAssistanceSimulator(RestSimulator):
     def _query(self, form: dict[str, str]) -> Reply:
         """status 1 待审核, 2 审核中, 3 批准, 4 不予批准; decide_time epoch ms once decided."""
         self._counters.bump("queries_received")
-        case = self._case(form.get("apply_id", ""))
+        case = self._book.live(form.get("apply_id", ""))
         if case is None:
             return self._business_error(NOT_FOUND, "申请不存在或已撤销")
         decision = self._book.decision(case)
@@ -232,11 +232,6 @@ class SocialAssistanceSimulator(RestSimulator):
         if cancelled is None:
             return self._business_error(NOT_FOUND, "申请不存在或已撤销")
         return self._coded(OK, "成功", {"cancelled": cancelled})
-
-    def _case(self, reference: str) -> Case | None:
-        case = self._book.get(reference)
-        return None if case is None or case.cancelled else case
-
 
 def _form(request: Request) -> dict[str, str] | None:
     """The form's fields (the last of a repeated name), or None if the body is not a UTF-8 form."""
