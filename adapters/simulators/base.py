@@ -436,6 +436,16 @@ class CaseBook:
         with self._lock:
             return self._cases.get(reference)
 
+    def live(self, reference: str) -> Case | None:
+        """The case unless unknown or cancelled (a sector that forgets what was withdrawn)."""
+        case = self.get(reference)
+        return None if case is None or case.cancelled else case
+
+    def cases(self) -> list[Case]:
+        """Every case applied so far (a sector that looks for a person's other cases)."""
+        with self._lock:
+            return list(self._cases.values())
+
     def decision(self, case: Case) -> tuple[bool, str] | None:
         """The decision once due (None before, and for a cancelled case); decided once."""
         with self._lock:

@@ -11,8 +11,7 @@ another sector's, is exit 1.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Annotated, Any, NoReturn
 from urllib.parse import urlsplit
 
@@ -20,35 +19,15 @@ import httpx
 import typer
 from rich.console import Console
 
-from adapters.simulators import civil_affairs, housing_fund, public_security, social_security
-from adapters.simulators.base import CONTROL_FAULT_PATH, FaultPlan, SimulatorBase
+from adapters.simulators.base import CONTROL_FAULT_PATH, FaultPlan
+from adapters.simulators.roster import ROSTER, Sector
 from gateway.cli.common import UNAVAILABLE
 
 OFF = "off"  # the mode that disarms the switch
 
 
-@dataclass(frozen=True)
-class Sector:
-    """One simulator as the command line knows it."""
-
-    simulator: type[SimulatorBase]
-    serve: Callable[..., None]
-    default_port: int
-    calls_back: bool = False
-
-    @property
-    def modes(self) -> list[str]:
-        return sorted(self.simulator.fault_modes)
-
-
-SECTORS: Mapping[str, Sector] = {
-    "social_security": Sector(social_security.SocialSecuritySimulator, social_security.serve,
-                              social_security.DEFAULT_PORT),
-    "housing_fund": Sector(housing_fund.HousingFundSimulator, housing_fund.serve, housing_fund.DEFAULT_PORT),
-    "civil_affairs": Sector(civil_affairs.CivilAffairsSimulator, civil_affairs.serve, civil_affairs.DEFAULT_PORT),
-    "public_security": Sector(public_security.PublicSecuritySimulator, public_security.serve,
-                              public_security.DEFAULT_PORT, calls_back=True),
-}
+# Every simulator on the roster (adapters/simulators/roster.py): a sector's simulator joins there, not here.
+SECTORS: Mapping[str, Sector] = ROSTER
 _MODES_HELP = "; ".join(f"{name}: {', '.join(sector.modes)}" for name, sector in SECTORS.items())
 _SECTOR_HELP = " | ".join(SECTORS)
 
@@ -61,7 +40,7 @@ def make_simulators_app(console: Console) -> typer.Typer:
                  help="Run a sector simulator in the foreground until Ctrl-C (its default credentials: "
                       f"adapters/simulators/SECTORS.md). Fault modes — {_MODES_HELP}.")
     def run(sector: Annotated[str, typer.Argument(help=_SECTOR_HELP, show_default=False)],
-            port: Annotated[int, typer.Option(help="0: the sector's usual port (8801-8804)")] = 0,
+            port: Annotated[int, typer.Option(help="0: the sector's usual port (8801-8807)")] = 0,
             decision_delay_ms: int = 2000,
             fault: Annotated[str | None, typer.Option(help="a fault armed from the start (modes above)",
                                                       show_default=False)] = None,

@@ -24,6 +24,8 @@ PUBLISHED_SECRETS: Final[Mapping[str, str]] = MappingProxyType({
     "mz-secret": "the 民政 simulator's default password (adapters/simulators/civil_affairs.py)",
     "s3cret": "the 公积金 simulator's default client secret (adapters/simulators/housing_fund.py)",
     "yiwang": "the 公积金 simulator's default client id (adapters/simulators/housing_fund.py)",
+    "jy-secret": "the HMAC-SHA256 signing sector simulator's default secret (adapters/simulators/SECTORS.md)",
+    "jz-secret": "the SM3 form-signing sector simulator's default key (adapters/simulators/SECTORS.md)",
     "cd" * 32: "a material-link key of the tests (tests/integration/test_material_transport.py)",
     "sealed": "a webhook secret of the tests (tests/integration/test_retention.py)",
     "emp-secret": "a signing-recipe secret of the tests (tests/integration/test_signing_over_http.py)",

@@ -14,15 +14,32 @@ import yaml
 
 from adapters.simulators.base import SimulatorBase
 from adapters.simulators.civil_affairs import CivilAffairsSimulator
+from adapters.simulators.e_licence import ELicenceSimulator
+from adapters.simulators.employment import EmploymentSimulator
 from adapters.simulators.housing_fund import HousingFundSimulator
 from adapters.simulators.public_security import PublicSecuritySimulator
+from adapters.simulators.social_assistance import SocialAssistanceSimulator
 from adapters.simulators.social_security import SocialSecuritySimulator
+from tests.support.sm2_keys import sm2_credential
+
+
+class ELicenceWithTestKeys(ELicenceSimulator):
+    """The 电子证照 simulator with test SM2 material (it has no default key: a sector's key is its own)."""
+
+    def __init__(self, port: int = 0, decision_delay_ms: int = 200, **options: Any) -> None:
+        ours, theirs = sm2_credential("yiwang-gateway"), sm2_credential("e-licence-sector")
+        super().__init__(port, decision_delay_ms, client_certificate_pem=ours.cert_pem, key_pem=theirs.key_pem,
+                         certificate_pem=theirs.cert_pem, **options)
+
 
 SIMULATORS: dict[str, Callable[..., SimulatorBase]] = {
     "social_security": SocialSecuritySimulator,
     "housing_fund": HousingFundSimulator,
     "civil_affairs": CivilAffairsSimulator,
     "public_security": PublicSecuritySimulator,
+    "employment": EmploymentSimulator,
+    "e_licence": ELicenceWithTestKeys,
+    "social_assistance": SocialAssistanceSimulator,
 }
 
 
@@ -35,6 +52,9 @@ SUBMIT_PATH = {
     CivilAffairsSimulator: "",
     HousingFundSimulator: "/api/v2/applications",
     PublicSecuritySimulator: "/gaapi/hz/sqxx",
+    EmploymentSimulator: "/jyapi/v1/applications",
+    ELicenceWithTestKeys: "/dzzz/api/v1/issuance",
+    SocialAssistanceSimulator: "/shjz/open/v1/apply",
 }
 
 
