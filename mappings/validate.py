@@ -347,10 +347,11 @@ def check_target(mf: MappingFile, target: Target) -> list[Problem]:
     return problems + _check_sources(mf, reads, target.response, target.response_label)
 
 
-def _check_request_targets(mf: MappingFile, target: Target) -> list[Problem]:
+def _check_request_targets(mf: MappingFile, target: Target, provided: frozenset[str] = frozenset()) -> list[Problem]:
+    """`provided`: top-level fields the gateway fills itself, required or not without a rule."""
     assert target.request is not None
     containers: dict[tuple[str, ...], Shape] = {(): target.request}  # target path -> shape its children go in
-    covered: dict[tuple[str, ...], set[str]] = {(): set()}
+    covered: dict[tuple[str, ...], set[str]] = {(): set(provided)}
     problems = []
     for rule in (r for r in mf.rules if r.section == "request"):
         parent = containers.get(rule.target[:-1])
@@ -745,12 +746,15 @@ def _form_schema(content: Any) -> Any:
 
 
 def check_rest(
-    mf: MappingFile, api: OpenApi, expected: Expectations, *, provided_headers: Iterable[str] = ()
+    mf: MappingFile, api: OpenApi, expected: Expectations, *, provided_headers: Iterable[str] = (),
+    provided_query: Iterable[str] = (), provided_body: Iterable[str] = ()
 ) -> list[Problem]:
     """A REST mapping: its http block names a route of the OpenAPI document and parameters it declares,
     its body fits the request schema and its response paths the success answers' schema.
 
-    `provided_headers` are headers the gateway sets itself (idempotency, auth): a required one needs no rule.
+    `provided_headers`, `provided_query` and `provided_body` are headers, query parameters and top-level body
+    fields the gateway sets itself (idempotency, a signing recipe's signature, app id, timestamp and nonce): a
+    required one needs no rule.
     """
     http = mf.http
     if http is None:
@@ -762,8 +766,9 @@ def check_rest(
         template, item, operation = api.find(http.method, http.path)
         route = f"{http.method} {template}"
         params = api.parameters(item, operation)
-        problems += _check_params(mf, http, api.name, route, params, {h.lower() for h in provided_headers})
-        problems += _check_body(mf, api, route, operation)
+        have = {("header", h.lower()) for h in provided_headers} | {("query", q) for q in provided_query}
+        problems += _check_params(mf, http, api.name, route, params, have)
+        problems += _check_body(mf, api, route, operation, frozenset(provided_body))
         problems += _check_answer(mf, api, route, operation)
     except TargetError as exc:
         problems.append(mf.problem(["http", "path"], str(exc)))
@@ -783,9 +788,9 @@ def _check_params(
     api_name: str,
     route: str,
     params: Mapping[tuple[str, str], Any],
-    provided: set[str],
+    provided: set[tuple[str, str]],
 ) -> list[Problem]:
-    problems, have = [], {("header", h) for h in provided}
+    problems, have = [], set(provided)
     undeclared = f"parameter of {route} in {api_name}"
     for part, where in _IN.items():
         for name in getattr(http, part).fields:
@@ -805,7 +810,8 @@ def _check_params(
     return problems
 
 
-def _check_body(mf: MappingFile, api: OpenApi, route: str, operation: Mapping[str, Any]) -> list[Problem]:
+def _check_body(mf: MappingFile, api: OpenApi, route: str, operation: Mapping[str, Any],
+                provided: frozenset[str]) -> list[Problem]:
     form = mf.http is not None and mf.http.body == FORM_BODY
     shape, required = api.body_shape(operation, form)
     body = "form (application/x-www-form-urlencoded)" if form else "JSON"
@@ -815,7 +821,7 @@ def _check_body(mf: MappingFile, api: OpenApi, route: str, operation: Mapping[st
         return [mf.problem(["http", "method"], f"{route} requires a {body} body in {api.name}; add request")]
     if shape is None:
         return []
-    return _check_request_targets(mf, Target(shape, f"the request body of {route} in {api.name}", ANY, ""))
+    return _check_request_targets(mf, Target(shape, f"the request body of {route} in {api.name}", ANY, ""), provided)
 
 
 def _check_answer(mf: MappingFile, api: OpenApi, route: str, operation: Mapping[str, Any]) -> list[Problem]:

@@ -32,6 +32,7 @@ from adapters.bundle import (
     validate_bundle,
 )
 from adapters.descriptor import Bundle, CallbackResults, PollingResults
+from adapters.registry import default_bundles_dir
 from adapters.kinds.rest import RestOptions
 from adapters.kinds.soap import stylesheets
 from mappings.errors import MappingError
@@ -41,6 +42,7 @@ from mappings.xslt import XsltError, compile_xslt
 DATA = Path(__file__).resolve().parents[1] / "data" / "bundles"
 SOAP = DATA / "social_security_v2"
 REST = DATA / "housing_fund_rest"
+ASSISTANCE = default_bundles_dir() / "social_assistance"  # its signing recipe puts appid, timestamp, nonce_str, sign in the form
 
 
 def message(**changes: Any) -> dict[str, Any]:
@@ -272,6 +274,10 @@ BROKEN: list[tuple[str, Path, list[Edit], list[str]]] = [
       "in openapi.yaml has no rule" for field in ("applicant", "bizType")]  # the form's schema is checked
      + ["submit_case.mapping.yaml:6: request.bizTyp: 'bizTyp' is not in the request body of POST /api/v2/applications "
         "in openapi.yaml"]),
+    ("a form field the signing recipe no longer fills", ASSISTANCE, [E(D, "nonce: {body: nonce_str}", "nonce: {header: X-Nonce}")],
+     [f"{mapping}.mapping.yaml:{line}: request: required 'nonce_str' of the request body of POST /shjz/open/v1/{path} "
+      "in openapi.yaml has no rule"
+      for mapping, line, path in (("cancel_case", 7, "cancel"), ("query_status", 9, "query"), ("submit_case", 9, "apply"))]),
     ("xslt on a rest mapping", REST, [E(STATUS, "http:\n", "xslt: transform.xsl\nhttp:\n")],
      ["query_status.mapping.yaml:4: xslt: xslt is for soap bundles only"]),
     ("xslt file missing", SOAP, [E(SUBMIT, "operation: SubmitCase", "operation: SubmitCase\nxslt: transform.xsl")],

@@ -73,8 +73,9 @@ class RestKind:
             if exc.line is not None:  # where in the document itself, like a mapping's problems
                 return [Problem(described, exc.line, "", str(exc))], no_check
             return [at(["service_description"], f"{described}: {exc}")], no_check
-        headers = _provided_headers(bundle)
-        return [], lambda mf, expected: check_rest(mf, api, expected, provided_headers=headers)
+        headers, query, body = _provided_headers(bundle), _placed(bundle, "query"), _placed(bundle, "body")
+        return [], lambda mf, expected: check_rest(mf, api, expected, provided_headers=headers,
+                                                   provided_query=query, provided_body=body)
 
     def preview(self, bundle: Bundle, mapping: MappingFile, message: Mapping[str, Any],
                 endpoint: str) -> dict[str, Any]:
@@ -114,6 +115,15 @@ def _provided_headers(bundle: Bundle) -> list[str]:
     """Headers the gateway sets itself, so an OpenAPI document may require them without a mapping rule."""
     header = _options(bundle).idempotency_header
     return ["Content-Type", "Accept"] + ([header] if header else []) + list(preview_headers(bundle.auth))
+
+
+def _placed(bundle: Bundle, where: str) -> list[str]:
+    """Query parameters or body fields a signing recipe fills (signature, app id, timestamp, nonce)."""
+    if not isinstance(bundle.auth, Recipe):
+        return []
+    place = bundle.auth.place
+    return [p.name for p in (place.signature, place.app_id, place.timestamp, place.nonce)
+            if p is not None and p.where == where]
 
 
 REST = RestKind()
