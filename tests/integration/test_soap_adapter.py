@@ -24,6 +24,8 @@ from adapters.kinds.soap.adapter import SoapAdapter
 from adapters.registry import Registry, default_bundles_dir
 from adapters.resilience import RetryPolicy, with_retries
 from mappings import compile_mapping
+from tests.support.gateways import SECTOR_SECRETS
+from tests.support.pki import shipped_credentials
 
 BUNDLE = default_bundles_dir() / "social_security"
 WSDL = BUNDLE / "service.wsdl"
@@ -322,8 +324,10 @@ def test_retry_policy_is_validated() -> None:
 # ------------------------------------------------------------------ the shipped bundle
 
 
+@pytest.mark.usefixtures("shipped_secrets")
 def test_shipped_bundle_loads_and_renders_a_request_the_wsdl_accepts(sector: FakeSector) -> None:
-    registry = Registry.load(default_bundles_dir(), endpoints={"social_security": sector.url}, retry_override=FAST)
+    registry = Registry.load(default_bundles_dir(), endpoints={"social_security": sector.url}, retry_override=FAST,
+                             credentials=shipped_credentials())
     assert "social_security" in registry.sectors
     registered = registry.get("social_security")
     assert (registered.version, registered.poll_interval_ms) == ("2026.12.0", 1000)
@@ -353,8 +357,16 @@ def test_request_without_optional_fields_still_fits_the_wsdl() -> None:
     soap.client.create_message(soap.service, "SubmitCase", **request)
 
 
+@pytest.fixture
+def shipped_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading every shipped bundle resolves every secret they name, as a deployment provides them."""
+    for name, value in SECTOR_SECRETS.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.mark.usefixtures("shipped_secrets")
 def test_unknown_sector_lookup() -> None:
-    registry = Registry.load(default_bundles_dir())
+    registry = Registry.load(default_bundles_dir(), credentials=shipped_credentials())
     with pytest.raises(KeyError, match="no adapter registered for sector 'tax'"):
         registry.get("tax")
 
@@ -362,6 +374,8 @@ def test_unknown_sector_lookup() -> None:
 # ------------------------------------------------------------------ bundle validation
 
 
+@pytest.mark.usefixtures("shipped_secrets")
 def test_endpoint_for_an_unknown_sector_is_refused() -> None:
     with pytest.raises(BundleError, match="bundle.yaml: endpoints: no bundle for sector 'shebao'"):
-        Registry.load(default_bundles_dir(), endpoints={"shebao": "http://127.0.0.1:9/"})
+        Registry.load(default_bundles_dir(), endpoints={"shebao": "http://127.0.0.1:9/"},
+                      credentials=shipped_credentials())

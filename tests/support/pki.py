@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from certstore import Credential, MemoryCredentials
 from certstore.sm2 import (
     SM2_WITH_SM3_OID,
     Sm2Key,
@@ -176,6 +177,15 @@ def sm2_credential(name: str, days: float = 30, *, now: datetime | None = None, 
     certificate = asn1_x509.Certificate({"tbs_certificate": tbs, "signature_algorithm": algorithm,
                                          "signature_value": sm2_sign(key, tbs.dump())})
     return bytes(asn1_pem.armor("CERTIFICATE", certificate.dump())), sm2_key_pem(Sm2Key(key.private, key.public))
+
+
+def shipped_credentials() -> MemoryCredentials:
+    """What the shipped bundles name in the certificate store, made for a test: the electronic licence sector's
+    SM2 pair (`e_licence-signing`, ours, with its key; `e_licence-sector`, the sector's certificate)."""
+    ours, our_key = sm2_credential("yiwang-gateway")
+    theirs, _their_key = sm2_credential("e-licence-sector")
+    return MemoryCredentials({"e_licence-signing": [Credential("e_licence-signing", ours, our_key)],
+                              "e_licence-sector": [Credential("e_licence-sector", theirs)]})
 
 
 def sm2_sec1(key_pem: bytes) -> bytes:
