@@ -33,7 +33,17 @@ from gateway.observability.logs import mask_value
 from gateway.persistence import tables as t
 from tests.support.cases import outbox_statuses
 from tests.support.gateways import Keys, drain
-from tests.support.local_server import TICKET, LocalServer, Reply, Seen, make_adapter, message
+from tests.support.local_server import (
+    ENVELOPE_OK,
+    SUBMIT,
+    TICKET,
+    LocalServer,
+    Reply,
+    Seen,
+    make_adapter,
+    mappings,
+    message,
+)
 from tests.support.sm2_pki import sm2_credential
 
 SECRET = "emp-secret"
@@ -119,13 +129,23 @@ def test_sm2_requests_and_signed_answers_checked_with_the_sectors_certificate(li
             assert (error.failure, error.retryable) == (FailureClass.VALIDATION, False) and why in error.message
 
 
-def test_a_refused_signature_carries_the_masked_signed_text() -> None:
+# A sector refuses a signature with HTTP 401, or inside an HTTP 200 with a code the mapping lists under
+# business_error.auth: either way the dead letter shows what was signed.
+REFUSALS = {"HTTP 401": (Reply(401, {"code": 401, "msg": "签名错误"}), {}),
+            "code 40001 in a 200": (Reply(200, {"code": 40001, "msg": "签名错误", "data": None}), {
+                str(Operation.SUBMIT_CASE): {**SUBMIT, "response": {**SUBMIT["response"], "business_error": {
+                    **ENVELOPE_OK["business_error"], "auth": ["40001"]}}}})}
+
+
+@pytest.mark.parametrize("refusal", REFUSALS)
+def test_a_refused_signature_carries_the_masked_signed_text(refusal: str) -> None:
     auth = recipe(algorithm="sm3", secret_in_text={"field": "key"}, encoding="hex",
                   text={"parts": ["method", "path", "body"], "joiner": "&"},
                   place={"signature": {"header": "X-Sign"}, "timestamp": {"header": "X-Ts"}})
-    with LocalServer(lambda seen: Reply(401, {"code": 401, "msg": "签名错误"})) as server:
+    answer, mapped = REFUSALS[refusal]
+    with LocalServer(lambda seen: answer) as server:
         with pytest.raises(DeliveryError) as refused:
-            make_adapter(server.url, auth=auth).call(Operation.SUBMIT_CASE, message())
+            make_adapter(server.url, auth=auth, mappings=mappings(**mapped)).call(Operation.SUBMIT_CASE, message())
     error = refused.value
     assert error.failure is FailureClass.AUTH and error.last_response is not None
     signing = error.last_response["signing"]
