@@ -33,6 +33,7 @@ from gateway.observability.logs import mask_value
 from gateway.persistence import tables as t
 from tests.support.cases import outbox_statuses
 from tests.support.gateways import Keys, drain
+from tests.support.gateways import legacy_signing_bundle
 from tests.support.local_server import (
     ENVELOPE_OK,
     SUBMIT,
@@ -165,6 +166,16 @@ def yiwang(make_gateway: Callable[..., Gateway]) -> Callable[..., Any]:
     env = {"YIWANG_DATABASE_URL": gateway.settings.db_url, "YIWANG_VAR_DIR": str(gateway.settings.var_dir),
            "YIWANG_LOG_LEVEL": "warning"}
     return lambda *args: CliRunner().invoke(app, [str(a) for a in args], env=env)
+
+
+def test_registering_a_legacy_recipe_warns_and_the_version_keeps_the_warning(yiwang: Callable[..., Any],
+                                                                            tmp_path: Path) -> None:
+    registered = yiwang("adapters", "register", legacy_signing_bundle(tmp_path))
+    assert registered.exit_code == 0, registered.output
+    assert "warning: bundle.yaml:34: auth.algorithm: md5 is a legacy algorithm" in registered.stderr
+    listed = [json.loads(line) for line in yiwang("adapters", "list", "public_security", "--json").stdout.splitlines()]
+    [legacy] = [v for v in listed if v["summary"]["warnings"]]
+    assert legacy["summary"]["warnings"][0].startswith("bundle.yaml:34: auth.algorithm: md5 is a legacy algorithm")
 
 
 def test_adapters_sign_shows_the_signed_text_and_preview_withholds_the_signature(yiwang: Callable[..., Any],
