@@ -237,6 +237,27 @@ def test_sm2_signed_callbacks_are_checked_with_every_trusted_sector_certificate(
     assert seen == {"n1", "n2"}
 
 
+def test_a_callback_recipe_may_sign_the_callback_urls_query(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("YIWANG_SECRET_GA_HMAC", "ga-secret")
+    folder = tmp_path / "bundle"
+    shutil.copytree(default_bundles_dir() / "public_security", folder)
+    descriptor = folder / "bundle.yaml"
+    head, _ = descriptor.read_text(encoding="utf-8").split("  callback_auth:\n")
+    descriptor.write_text(head + "  callback_auth:\n    type: signature\n    algorithm: hmac-sha256\n"
+                          "    secret: {secret: env:YIWANG_SECRET_GA_HMAC}\n    encoding: hex\n"
+                          "    text: {parts: [path, query, timestamp, body], joiner: '&'}\n"
+                          "    place: {signature: {header: X-Sign}, timestamp: {header: X-Ts}}\n", encoding="utf-8")
+    registered = build_adapter(load_bundle(folder))
+    body, now = b'{"YWH": "GA1", "JG": "TY"}', 1_795_000_000.0
+    text = f"/callbacks/public_security&batch=7&from=%E5%85%AC%E5%AE%89&{int(now * 1000)}&".encode() + body
+    headers = {"X-Ts": str(int(now * 1000)), "X-Sign": hmac.new(b"ga-secret", text, hashlib.sha256).hexdigest()}
+    query = (("from", "公安"), ("batch", "7"))  # decoded, in the order the sector sent them
+    registered.verify_callback("POST", "/callbacks/public_security", headers, body, now=now, seen_nonces=set(),
+                               query=query)
+    with pytest.raises(SignatureError, match="signature does not match"):
+        registered.verify_callback("POST", "/callbacks/public_security", headers, body, now=now, seen_nonces=set())
+
+
 ID_CARD_RENEWAL = "11150203MB0E00080E4000114002000"  # 居民身份证换领: public security
 PERSON = "150203198503120039"
 
