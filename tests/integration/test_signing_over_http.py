@@ -204,17 +204,23 @@ def test_adapters_sign_shows_the_signed_text_and_preview_withholds_the_signature
     assert signing["text"].startswith("GET\n/")
 
 
-def test_sm2_signed_callbacks_are_checked_with_every_trusted_sector_certificate(
-        tmp_path: Path, licence: Credential, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("YIWANG_SECRET_GA_HMAC", "ga-secret")
+def with_callback_auth(tmp_path: Path, recipe_yaml: str) -> Path:
+    """The shipped public security bundle with `results.callback_auth` replaced by `recipe_yaml`."""
     folder = tmp_path / "bundle"
     shutil.copytree(default_bundles_dir() / "public_security", folder)
     descriptor = folder / "bundle.yaml"
     head, _ = descriptor.read_text(encoding="utf-8").split("  callback_auth:\n")
-    descriptor.write_text(head + "  callback_auth:\n    type: signature\n    algorithm: sm2-sm3\n"
-                          "    key: cert:licence_sector\n    text: {parts: [method, path, timestamp, nonce, body]}\n"
-                          "    place: {signature: {header: X-Sign}, timestamp: {header: X-Ts}, nonce: {header: X-N}}\n",
-                          encoding="utf-8")
+    indented = "".join(f"    {line}\n" for line in recipe_yaml.splitlines())
+    descriptor.write_text(head + "  callback_auth:\n" + indented, encoding="utf-8")
+    return folder
+
+
+def test_sm2_signed_callbacks_are_checked_with_every_trusted_sector_certificate(
+        tmp_path: Path, licence: Credential, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("YIWANG_SECRET_GA_HMAC", "ga-secret")
+    folder = with_callback_auth(tmp_path, "type: signature\nalgorithm: sm2-sm3\nkey: cert:licence_sector\n"
+                                "text: {parts: [method, path, timestamp, nonce, body]}\n"
+                                "place: {signature: {header: X-Sign}, timestamp: {header: X-Ts}, nonce: {header: X-N}}")
     old = sm2_credential(tmp_path / "old", "licence_sector", "licence (old)")
     trusted = MemoryCredentials({"licence_sector": [Credential(c.name, c.certificate_pem) for c in (licence, old)]})
     registered = build_adapter(load_bundle(folder), credentials=trusted)
@@ -239,14 +245,10 @@ def test_sm2_signed_callbacks_are_checked_with_every_trusted_sector_certificate(
 
 def test_a_callback_recipe_may_sign_the_callback_urls_query(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("YIWANG_SECRET_GA_HMAC", "ga-secret")
-    folder = tmp_path / "bundle"
-    shutil.copytree(default_bundles_dir() / "public_security", folder)
-    descriptor = folder / "bundle.yaml"
-    head, _ = descriptor.read_text(encoding="utf-8").split("  callback_auth:\n")
-    descriptor.write_text(head + "  callback_auth:\n    type: signature\n    algorithm: hmac-sha256\n"
-                          "    secret: {secret: env:YIWANG_SECRET_GA_HMAC}\n    encoding: hex\n"
-                          "    text: {parts: [path, query, timestamp, body], joiner: '&'}\n"
-                          "    place: {signature: {header: X-Sign}, timestamp: {header: X-Ts}}\n", encoding="utf-8")
+    folder = with_callback_auth(tmp_path, "type: signature\nalgorithm: hmac-sha256\nencoding: hex\n"
+                                "secret: {secret: env:YIWANG_SECRET_GA_HMAC}\n"
+                                "text: {parts: [path, query, timestamp, body], joiner: '&'}\n"
+                                "place: {signature: {header: X-Sign}, timestamp: {header: X-Ts}}")
     registered = build_adapter(load_bundle(folder))
     body, now = b'{"YWH": "GA1", "JG": "TY"}', 1_795_000_000.0
     text = f"/callbacks/public_security&batch=7&from=%E5%85%AC%E5%AE%89&{int(now * 1000)}&".encode() + body
