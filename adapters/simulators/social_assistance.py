@@ -105,7 +105,7 @@ def default_decide(fields: dict[str, Any]) -> tuple[bool, str]:
     if savings > LOW_INCOME_STANDARD * size * SAVINGS_MONTHS:
         return False, "经家庭经济状况核对，家庭存款超过规定标准，不予批准"
     top_up = LOW_INCOME_STANDARD * size - Decimal(str(fields["monthly_income"]))
-    return True, f"经审核，准予纳入最低生活保障，月保障金{top_up:.2f}元"
+    return True, f"经审核，准予临时救助，救助金{top_up:.2f}元"
 
 
 # --------------------------------------------------------------------------- the simulator
