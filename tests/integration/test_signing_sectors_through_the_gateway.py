@@ -40,7 +40,7 @@ LI = {"name": "李娜", "id_number": "150203199204150021", "phone": "13847100003
 ID_NUMBERS = [p["id_number"] for p in (WANG, CHEN, LI)]
 # What must never show: the shared secrets, our SM2 private key.
 SECRETS = [SECTOR_SECRETS["YIWANG_SECRET_EMPLOYMENT_APP_SECRET"], SECTOR_SECRETS["YIWANG_SECRET_SOCIAL_ASSISTANCE_KEY"],
-           "".join(sm2_pair(E_LICENCE_OURS)[1].decode().splitlines()[1:-1])[:40]]
+           "".join(sm2_pair(E_LICENCE_OURS).key_pem.decode().splitlines()[1:-1])[:40]]
 
 REVOKED_LICENCE = "15020300200000099"  # a paper licence the licence sector will not turn electronic
 
@@ -115,7 +115,7 @@ def wrong_key(sim: Simulator) -> Iterator[None]:
     if isinstance(sim, ELicenceSimulator):
         sim.register_client(sm2_credential("someone else")[0])
         yield
-        sim.register_client(sm2_pair(E_LICENCE_OURS)[0])
+        sim.register_client(sm2_pair(E_LICENCE_OURS).cert_pem)
         return
     kept, sim.secret = sim.secret, "not-the-gateways-secret"
     yield
