@@ -97,19 +97,6 @@ def licence_decides(fields: dict[str, Any]) -> tuple[bool, str]:
 
 
 @contextmanager
-def simulator(sector: str) -> Iterator[Simulator]:
-    sim: Simulator
-    if sector == "e_licence":
-        sim = ELicenceWithTestKeys(0, DELAY_MS, decide=licence_decides)
-    elif sector == "employment":
-        sim = EmploymentSimulator(0, DELAY_MS)
-    else:
-        sim = SocialAssistanceSimulator(0, DELAY_MS)
-    with sim:
-        yield sim
-
-
-@contextmanager
 def wrong_key(sim: Simulator) -> Iterator[None]:
     """The sector knows another key than ours for a while: another secret, or another client certificate."""
     if isinstance(sim, ELicenceSimulator):
@@ -147,7 +134,14 @@ def sector(request: pytest.FixtureRequest) -> SigningSector:
 
 @pytest.fixture
 def sim(sector: SigningSector) -> Iterator[Simulator]:
-    with simulator(sector.sector) as running:
+    running: Simulator
+    if sector is E_LICENCE:
+        running = ELicenceWithTestKeys(0, DELAY_MS, decide=licence_decides)
+    elif sector is EMPLOYMENT:
+        running = EmploymentSimulator(0, DELAY_MS)
+    else:
+        running = SocialAssistanceSimulator(0, DELAY_MS)
+    with running:
         yield running
 
 
