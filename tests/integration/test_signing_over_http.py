@@ -45,7 +45,7 @@ from tests.support.local_server import (
     mappings,
     message,
 )
-from tests.support.sm2_pki import sm2_credential
+from tests.support.pki import sm2_store_entry
 
 SECRET = "emp-secret"
 
@@ -80,8 +80,8 @@ def test_rest_signs_hmac_hex_upper_with_query_and_body_placements() -> None:
 
 
 @pytest.fixture(scope="module")
-def licence(tmp_path_factory: pytest.TempPathFactory) -> Credential:
-    return sm2_credential(tmp_path_factory.mktemp("licence"), "licence_sector")
+def licence() -> Credential:
+    return sm2_store_entry("licence_sector")
 
 
 def _signed_answer(credential: Credential, seen: Seen, body: bytes, *, tamper: bool = False) -> Reply:
@@ -107,9 +107,8 @@ def _sm2_adapter(url: str, ours: Credential, theirs: Credential) -> Any:
     return make_adapter(url, auth=auth, signing=ours, answer_keys=(public_only,))
 
 
-def test_sm2_requests_and_signed_answers_checked_with_the_sectors_certificate(licence: Credential,
-                                                                              tmp_path: Path) -> None:
-    ours = sm2_credential(tmp_path, "ours", "yiwang")
+def test_sm2_requests_and_signed_answers_checked_with_the_sectors_certificate(licence: Credential) -> None:
+    ours = sm2_store_entry("ours", "yiwang")
     answer = json.dumps(TICKET.body).encode()
     with LocalServer() as server:
         adapter = _sm2_adapter(server.url, ours, licence)
@@ -221,7 +220,7 @@ def test_sm2_signed_callbacks_are_checked_with_every_trusted_sector_certificate(
     folder = with_callback_auth(tmp_path, "type: signature\nalgorithm: sm2-sm3\nkey: cert:licence_sector\n"
                                 "text: {parts: [method, path, timestamp, nonce, body]}\n"
                                 "place: {signature: {header: X-Sign}, timestamp: {header: X-Ts}, nonce: {header: X-N}}")
-    old = sm2_credential(tmp_path / "old", "licence_sector", "licence (old)")
+    old = sm2_store_entry("licence_sector", "licence (old)")
     trusted = MemoryCredentials({"licence_sector": [Credential(c.name, c.certificate_pem) for c in (licence, old)]})
     registered = build_adapter(load_bundle(folder), credentials=trusted)
     body, now, seen = b'{"YWH": "GA1", "JG": "TY"}', 1_795_000_000.0, set[str]()
@@ -236,7 +235,7 @@ def test_sm2_signed_callbacks_are_checked_with_every_trusted_sector_certificate(
     for signer, nonce in ((licence, "n1"), (old, "n2")):  # the current and the older, still trusted, certificate
         registered.verify_callback("POST", "/callbacks/public_security", callback(signer, nonce), body, now=now,
                                    seen_nonces=seen)
-    stranger = sm2_credential(tmp_path / "stranger", "stranger")
+    stranger = sm2_store_entry("stranger")
     with pytest.raises(SignatureError, match="signature does not match"):
         registered.verify_callback("POST", "/callbacks/public_security", callback(stranger, "n3"), body, now=now,
                                    seen_nonces=seen)

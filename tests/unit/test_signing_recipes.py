@@ -40,8 +40,7 @@ from adapters.signing import (
 from certstore.credentials import Credential
 from certstore.sm2 import Sm2Key, sm2_key, sm2_public_key
 from tests.support.gateways import legacy_signing_bundle
-from tests.support.pki import TestCA
-from tests.support.sm2_pki import sm2_credential
+from tests.support.pki import TestCA, sm2_store_entry
 
 SECRET = "s3cr3t-组合"
 NOW = 1_795_000_000.25  # epoch seconds
@@ -198,8 +197,8 @@ def test_rsa_signatures_verify_with_the_public_key(rsa_key: rsa.RSAPrivateKey, a
 
 
 @pytest.fixture(scope="module")
-def sm2(tmp_path_factory: pytest.TempPathFactory) -> Credential:
-    return sm2_credential(tmp_path_factory.mktemp("sm2"), "licence")
+def sm2() -> Credential:
+    return sm2_store_entry("licence")
 
 
 @pytest.mark.parametrize(("sm2_options", "signer_id"), [
