@@ -39,7 +39,11 @@ def make_engine(url: str, pool_size: int = DEFAULT_POOL_SIZE) -> Engine:
     parsed = make_url(url)
     pool = {"pool_size": pool_size, "max_overflow": MAX_OVERFLOW}
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, connect_args={"options": POSTGRES_SESSION_OPTIONS}, **pool)
+        # Beside any `options` the URL gives (e.g. `-csearch_path=...`): connect_args would replace them.
+        given = parsed.query.get("options", ())
+        options = " ".join([*([given] if isinstance(given, str) else given), POSTGRES_SESSION_OPTIONS])
+        return create_engine(parsed.difference_update_query(["options"]), pool_pre_ping=True,
+                             connect_args={"options": options}, **pool)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
