@@ -98,7 +98,7 @@ def test_the_listing_filters(client: TestClient) -> None:
     queries = {
         "department=住房公积金管理中心&type=20&level=3": 4,
         "service_object=2": 1,
-        "q=解除或终止劳动合同证明": 1,
+        "q=解除或终止劳动合同证明": 2,  # 失业保险金申领, 失业登记
         "department=12150200MB1A00010L&level=4": 1,
     }
     for query, count in queries.items():

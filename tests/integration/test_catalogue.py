@@ -415,6 +415,8 @@ def test_an_import_publishes_new_versions_or_stores_drafts(catalogue: Catalogue)
          {"职工退休一件事", "住房公积金提取（购买自住住房）", "住房公积金个人住房贷款", "单位住房公积金缴存登记"}),
         ({"department": "11150204MB0E00090X"}, {"居住证申领"}),  # by credit code
         ({"department": "11150200mb0g00110n"}, {"新生儿出生登记一件事"}),  # a co-department, any case
+        ({"department": "民政局"}, {"内地居民结婚登记", "最低生活保障审批", "困难残疾人生活补贴和重度残疾人护理补贴",
+                                  "临时救助"}),
         ({"level": 5}, {"高龄津贴发放"}),
         ({"level": Level.COUNTY, "type": MatterType.BENEFIT}, {"最低生活保障审批", "困难残疾人生活补贴和重度残疾人护理补贴"}),
         ({"type": "01"}, {"户口迁移（市内）"}),
@@ -422,7 +424,7 @@ def test_an_import_publishes_new_versions_or_stores_drafts(catalogue: Catalogue)
         ({"text": "居住证"}, {"居住证申领"}),  # in the name
         ({"text": "000805002000"}, {"职工基本养老保险关系转移接续"}),  # the basic code
         ({"text": "12150200mb1a00010l4"}, {"城乡居民基本养老保险参保登记"}),  # the implementation code
-        ({"text": "解除或终止劳动合同证明"}, {"失业保险金申领"}),  # a material
+        ({"text": "解除或终止劳动合同证明"}, {"失业保险金申领", "失业登记"}),  # a material
         ({"text": "没有这个词"}, set()),
     ],
 )
@@ -501,12 +503,12 @@ def test_cli_list(cli: Callable[..., Any]) -> None:
     assert listed.exit_code == 0
     assert UNEMPLOYMENT in listed.stdout and listed.stderr == ""
     title, header, *lines = listed.stdout.splitlines()
-    assert title == "published matters: 16" and header.startswith("implementation code") and len(lines) == 16
+    assert title == "published matters: 19" and header.startswith("implementation code") and len(lines) == 19
 
 
 def test_cli_list_takes_the_apis_filters_and_prints_json_lines_with_its_fields(cli: Callable[..., Any]) -> None:
     everything = [json.loads(line) for line in cli("list", "--json").stdout.splitlines()]
-    assert len(everything) == 16
+    assert len(everything) == 19
     unemployment = next(m for m in everything if m["implementation_code"] == UNEMPLOYMENT)
     assert unemployment == {name: matter_to_document(shipped(UNEMPLOYMENT))[name] for name in (
         "implementation_code", "basic_code", "name", "type", "level", "version", "implementing_body",
@@ -518,7 +520,7 @@ def test_cli_list_takes_the_apis_filters_and_prints_json_lines_with_its_fields(c
 
 def test_cli_validate_offline(cli: Callable[..., Any], tmp_path: Path) -> None:
     clean = cli("validate", DEFAULT_CATALOGUE)
-    assert clean.exit_code == 0 and "16 matters, no problems" in clean.stdout
+    assert clean.exit_code == 0 and "19 matters, no problems" in clean.stdout
 
     broken = tmp_path / "broken.yaml"
     broken.write_text(dump_catalogue([replace(BASE, materials=(Material("身份证等"),))]), encoding="utf-8")
