@@ -21,9 +21,10 @@ import hmac
 import logging
 import os
 import time
+from collections.abc import Callable
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import gmssl_pyx
 from asn1crypto import keys, pem, x509
@@ -51,6 +52,7 @@ DEFAULT_PORT: Final = 8806
 OPENAPI_FILE: Final = Path(__file__).with_name("e_licence.openapi.yaml")
 SIGNER_ID: Final = b"1234567812345678"
 _SM2_CURVE: Final = "1.2.156.10197.1.301"
+_T = TypeVar("_T")
 
 OK: Final = "0"
 MISSING_FIELD: Final = "E1001"
@@ -96,6 +98,14 @@ def signed_text(app_id: str, timestamp: str, body: bytes) -> bytes:
     return f"{app_id}|{timestamp}|".encode() + body
 
 
+def _readable(read: Callable[[bytes], _T], pem: bytes) -> _T:
+    """``read(pem)``, or ELicenceKeyError saying the key or certificate is unusable."""
+    try:
+        return read(pem)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ELicenceKeyError(f"e_licence simulator: unusable SM2 key or certificate ({exc})") from None
+
+
 # --------------------------------------------------------------------------- decisions
 
 
@@ -121,6 +131,8 @@ class ELicenceSimulator(RestSimulator):
     ``client_certificate_pem``: the gateway's SM2 certificate (requests must verify with it);
     ``key_pem``: the sector's own SM2 key (PKCS#8) that signs every answer; ``certificate_pem``: the
     sector's certificate (what it hands the gateway), kept as ``certificate_pem``.
+    Refusals to rehearse: ``register_client`` (another certificate: our signatures no longer verify) and
+    ``verdict`` (adapters/simulators/signed.py: a drifted clock, every nonce seen).
     """
 
     label = "e-licence"
@@ -143,15 +155,16 @@ class ELicenceSimulator(RestSimulator):
         decide: Decider | None = None,
         host: str = "127.0.0.1",
     ) -> None:
-        try:
-            self._client_public = sm2_public_point(client_certificate_pem)
-            self._private, self._public = sm2_private_key(key_pem)
-        except (ValueError, TypeError, KeyError) as exc:
-            raise ELicenceKeyError(f"e_licence simulator: unusable SM2 key or certificate ({exc})") from None
+        self._client_public = _readable(sm2_public_point, client_certificate_pem)
+        self._private, self._public = _readable(sm2_private_key, key_pem)
         super().__init__(host, port, decision_delay_ms, decide or default_decide)
         self._app_id = app_id
         self.certificate_pem = certificate_pem
-        self._verdict = Verdict(unit_ms=1)
+        self.verdict = Verdict(unit_ms=1)
+
+    def register_client(self, certificate_pem: bytes) -> None:
+        """Verify requests with this certificate from now on (another client's: ours are refused)."""
+        self._client_public = _readable(sm2_public_point, certificate_pem)
 
     def _routes(self) -> list[RestRoute]:
         issuance = "/dzzz/api/v1/issuance"
@@ -202,11 +215,11 @@ class ELicenceSimulator(RestSimulator):
             return Refusal.MISSING
         if not hmac.compare_digest(app_id.encode(), self._app_id.encode()):
             return Refusal.APP
-        if self._verdict.stale(timestamp):
+        if self.verdict.stale(timestamp):
             return Refusal.STALE
         if not self._verifies(signed_text(app_id, timestamp, request.body), signature):
             return Refusal.SIGNATURE
-        return Refusal.REPLAY if self._verdict.replayed(nonce) else None
+        return Refusal.REPLAY if self.verdict.replayed(nonce) else None
 
     def _verifies(self, text: bytes, signature: str) -> bool:
         try:

@@ -98,7 +98,9 @@ class EmploymentSimulator(RestSimulator):
     """The 就业 service: applications (就业失业登记), their status by query string, withdrawal.
 
     ``url`` is the base URL (http://127.0.0.1:PORT); paths under ``/jyapi/v1``. Every business endpoint
-    checks the signature first; the OpenAPI document is not signed (published).
+    checks the signature first; the OpenAPI document is not signed (published). Refusals to rehearse:
+    ``secret`` (another one: our signatures no longer match) and ``verdict`` (adapters/simulators/signed.py:
+    a drifted clock, every nonce seen).
     """
 
     label = "employment"
@@ -120,8 +122,8 @@ class EmploymentSimulator(RestSimulator):
         host: str = "127.0.0.1",
     ) -> None:
         super().__init__(host, port, decision_delay_ms, decide or default_decide)
-        self._app = (app_key, secret)
-        self._verdict = Verdict(unit_ms=1000)
+        self.app_key, self.secret = app_key, secret  # what the sector issued us; change to refuse our key
+        self.verdict = Verdict(unit_ms=1000)
 
     def _routes(self) -> list[RestRoute]:
         applications = "/jyapi/v1/applications"
@@ -163,14 +165,14 @@ class EmploymentSimulator(RestSimulator):
         )
         if not (app_key and timestamp and nonce and signature):
             return Refusal.MISSING
-        if not hmac.compare_digest(app_key.encode(), self._app[0].encode()):
+        if not hmac.compare_digest(app_key.encode(), self.app_key.encode()):
             return Refusal.APP
-        if self._verdict.stale(timestamp):
+        if self.verdict.stale(timestamp):
             return Refusal.STALE
-        expected = sign(self._app[1], signed_text(request.method, request.path, request.query, timestamp, request.body))
+        expected = sign(self.secret, signed_text(request.method, request.path, request.query, timestamp, request.body))
         if not hmac.compare_digest(expected.encode(), signature.encode()):
             return Refusal.SIGNATURE
-        return Refusal.REPLAY if self._verdict.replayed(nonce) else None
+        return Refusal.REPLAY if self.verdict.replayed(nonce) else None
 
     # ----- applications
 

@@ -39,19 +39,31 @@ def sorted_query(query: str) -> str:
 
 
 class Verdict:
-    """A sector's gate: the clock (seconds or milliseconds) and the nonces it remembers."""
+    """A sector's gate: the clock (seconds or milliseconds) and the nonces it remembers.
 
-    def __init__(self, unit_ms: int) -> None:
+    Two knobs, settable at any time, make a sector refuse a client that signs correctly, as a real one does
+    when clocks drift or a request is sent twice (tests and rehearsals drive the refusals through the gateway
+    this way): ``clock_offset_s`` is how far the sector's clock is ahead of true time (negative: behind) when
+    it judges a request's timestamp — beyond MAX_SKEW_S every timestamp is stale; what the sector itself
+    stamps (a signed answer's timestamp) keeps true time. ``every_nonce_seen`` makes every nonce count as
+    already used, as if each request were a replay.
+    """
+
+    def __init__(self, unit_ms: int, *, clock_offset_s: float = 0.0, every_nonce_seen: bool = False) -> None:
         self._unit_ms = unit_ms
         self._nonces = NonceCache(2 * MAX_SKEW_S)  # twice the window: a nonce outlives any timestamp it rode with
+        self.clock_offset_s = clock_offset_s
+        self.every_nonce_seen = every_nonce_seen
 
     def stale(self, timestamp: str) -> bool:
-        """Not digits, or further than MAX_SKEW_S either way from now."""
+        """Not digits, or further than MAX_SKEW_S either way from the sector's clock."""
         if not timestamp.isascii() or not timestamp.isdigit():
             return True
-        return abs(time.time() * 1000 - int(timestamp) * self._unit_ms) > MAX_SKEW_S * 1000
+        now_ms = (time.time() + self.clock_offset_s) * 1000
+        return abs(now_ms - int(timestamp) * self._unit_ms) > MAX_SKEW_S * 1000
 
     def replayed(self, nonce: str) -> bool:
-        """Remember ``nonce``; True if already used. Checked last, after the signature, so a forged
-        request cannot burn a legitimate client's nonce."""
-        return not self._nonces.first_use(nonce)
+        """Remember ``nonce``; True if already used (always, with ``every_nonce_seen``). Checked last, after
+        the signature, so a forged request cannot burn a legitimate client's nonce."""
+        first = self._nonces.first_use(nonce)
+        return self.every_nonce_seen or not first

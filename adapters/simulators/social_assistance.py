@@ -105,14 +105,18 @@ def default_decide(fields: dict[str, Any]) -> tuple[bool, str]:
     if savings > LOW_INCOME_STANDARD * size * SAVINGS_MONTHS:
         return False, "经家庭经济状况核对，家庭存款超过规定标准，不予批准"
     top_up = LOW_INCOME_STANDARD * size - Decimal(str(fields["monthly_income"]))
-    return True, f"经审核，准予纳入最低生活保障，月保障金{top_up:.2f}元"
+    return True, f"经审核，准予临时救助，救助金{top_up:.2f}元"
 
 
 # --------------------------------------------------------------------------- the simulator
 
 
 class SocialAssistanceSimulator(RestSimulator):
-    """The 社会救助 service: apply, query, cancel; paths under ``/shjz/open/v1``, all POST with form bodies."""
+    """The 社会救助 service: apply, query, cancel; paths under ``/shjz/open/v1``, all POST with form bodies.
+
+    Refusals to rehearse: ``secret`` (another one: our signs no longer match) and ``verdict``
+    (adapters/simulators/signed.py: a drifted clock, every nonce seen).
+    """
 
     label = "social-assistance"
     sector = "social_assistance"
@@ -133,8 +137,8 @@ class SocialAssistanceSimulator(RestSimulator):
         host: str = "127.0.0.1",
     ) -> None:
         super().__init__(host, port, decision_delay_ms, decide or default_decide)
-        self._app = (appid, secret)
-        self._verdict = Verdict(unit_ms=1)
+        self.appid, self.secret = appid, secret  # what the sector issued us; change to refuse our key
+        self.verdict = Verdict(unit_ms=1)
 
     def _routes(self) -> list[RestRoute]:
         base = "/shjz/open/v1"
@@ -177,13 +181,13 @@ class SocialAssistanceSimulator(RestSimulator):
     def _refusal(self, form: dict[str, str]) -> Refusal | None:
         if not all(form.get(name) for name in ("appid", "timestamp", "nonce_str", "sign")):
             return Refusal.MISSING
-        if not hmac.compare_digest(form["appid"].encode(), self._app[0].encode()):
+        if not hmac.compare_digest(form["appid"].encode(), self.appid.encode()):
             return Refusal.APP
-        if self._verdict.stale(form["timestamp"]):
+        if self.verdict.stale(form["timestamp"]):
             return Refusal.STALE
-        if not hmac.compare_digest(sign(self._app[1], form).encode(), form["sign"].encode()):
+        if not hmac.compare_digest(sign(self.secret, form).encode(), form["sign"].encode()):
             return Refusal.SIGNATURE
-        return Refusal.REPLAY if self._verdict.replayed(form["nonce_str"]) else None
+        return Refusal.REPLAY if self.verdict.replayed(form["nonce_str"]) else None
 
     # ----- applications
 

@@ -23,6 +23,10 @@ def state(gateway: Gateway, case_no: str) -> str:
     return str(gateway.service.get(case_no).state)
 
 
-def outbox_statuses(gateway: Gateway) -> list[tuple[str, str]]:
+def outbox_statuses(gateway: Gateway, case_no: str | None = None) -> list[tuple[str, str]]:
+    """(operation, status) of each outbox message, oldest first: every case's, or `case_no`'s."""
+    query = select(t.outbox).order_by(t.outbox.c.id)
+    if case_no is not None:
+        query = query.where(t.outbox.c.case_no == case_no)
     with gateway.engine.connect() as conn:
-        return [(r.operation, r.status) for r in conn.execute(select(t.outbox).order_by(t.outbox.c.id))]
+        return [(r.operation, r.status) for r in conn.execute(query)]

@@ -9,13 +9,15 @@ PKCS#12 files. Real keys and certificates made with `cryptography`; nothing is m
 
 SM2 (which `cryptography` cannot sign with): `sm2_credential(name, days=30)` gives a self-signed SM2-with-SM3
 certificate and its PKCS#8 key as PEM, made by `certstore.sm2_self_signed` (what `openssl x509 -verify`
-accepts); `sm2_sec1(key_pem)` the same key as SEC1 (`EC PRIVATE KEY`).
+accepts); `sm2_pair(name)` the same, made once per name and process; `sm2_sec1(key_pem)` the same key as SEC1
+(`EC PRIVATE KEY`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from ipaddress import ip_address
 from pathlib import Path
 
@@ -156,11 +158,24 @@ def sm2_credential(name: str, days: float = 30, *, now: datetime | None = None, 
     return sm2_self_signed(name, days, organization="Yiwang test PKI", now=now, key_pem=key_pem)
 
 
+@cache
+def sm2_pair(name: str) -> tuple[bytes, bytes]:
+    """`sm2_credential(name)` made once per name and process: what a simulator and a gateway must both hold."""
+    return sm2_credential(name)
+
+
+# The electronic licence sector's test SM2 pairs (`sm2_pair`): the gateway's (registered with the sector) and the
+# sector's own (it signs answers with it; the gateway verifies them with its certificate).
+E_LICENCE_OURS = "yiwang-gateway"
+E_LICENCE_SECTOR = "e-licence-sector"
+
+
 def shipped_credentials() -> MemoryCredentials:
     """What the shipped bundles name in the certificate store, made for a test: the electronic licence sector's
-    SM2 pair (`e_licence-signing`, ours, with its key; `e_licence-sector`, the sector's certificate)."""
-    ours, our_key = sm2_credential("yiwang-gateway")
-    theirs, _their_key = sm2_credential("e-licence-sector")
+    SM2 pair (`e_licence-signing`, ours, with its key; `e_licence-sector`, the sector's certificate), those
+    `sm2_pair` gives, so a simulator made with them knows these."""
+    ours, our_key = sm2_pair(E_LICENCE_OURS)
+    theirs, _their_key = sm2_pair(E_LICENCE_SECTOR)
     return MemoryCredentials({"e_licence-signing": [Credential("e_licence-signing", ours, our_key)],
                               "e_licence-sector": [Credential("e_licence-sector", theirs)]})
 

@@ -20,16 +20,17 @@ from adapters.simulators.housing_fund import HousingFundSimulator
 from adapters.simulators.public_security import PublicSecuritySimulator
 from adapters.simulators.social_assistance import SocialAssistanceSimulator
 from adapters.simulators.social_security import SocialSecuritySimulator
-from tests.support.sm2_keys import sm2_credential
+from tests.support.pki import E_LICENCE_OURS, E_LICENCE_SECTOR, sm2_pair
 
 
 class ELicenceWithTestKeys(ELicenceSimulator):
-    """The 电子证照 simulator with test SM2 material (it has no default key: a sector's key is its own)."""
+    """The 电子证照 simulator with the test SM2 pairs `pki.shipped_credentials` gives the gateway (it has no
+    default key: a sector's key is its own)."""
 
     def __init__(self, port: int = 0, decision_delay_ms: int = 200, **options: Any) -> None:
-        ours, theirs = sm2_credential("yiwang-gateway"), sm2_credential("e-licence-sector")
-        super().__init__(port, decision_delay_ms, client_certificate_pem=ours.cert_pem, key_pem=theirs.key_pem,
-                         certificate_pem=theirs.cert_pem, **options)
+        (ours, _our_key), (theirs, their_key) = sm2_pair(E_LICENCE_OURS), sm2_pair(E_LICENCE_SECTOR)
+        super().__init__(port, decision_delay_ms, client_certificate_pem=ours, key_pem=their_key,
+                         certificate_pem=theirs, **options)
 
 
 SIMULATORS: dict[str, Callable[..., SimulatorBase]] = {

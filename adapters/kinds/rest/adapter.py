@@ -186,6 +186,8 @@ class RestAdapter:
             return self._gather(mapping, paging, request, answer)
         except Exception as exc:  # the contract: nothing raw escapes; classify() knows every kind we expect
             error = classify(exc)
+            if error.failure is FailureClass.AUTH:
+                self._show_signing(answer)
             error.last_response = answer.last_response()
             raise error from exc
 
@@ -229,9 +231,9 @@ class RestAdapter:
         try:
             where = f"{http.method} {http.path}"  # the template: a filled path may hold an ID number
             answer.keep(response.status_code, response.headers)  # even if the body cannot be read
+            answer.request = response.request
             if response.status_code not in http.success:
                 answer.keep(response.status_code, response.headers, _head(response))
-                self._show_signing(response, answer)
                 raise _status_error(response, where)
             body = read_capped(response, MAX_ANSWER_BYTES)
             answer.keep(response.status_code, response.headers, body)
@@ -240,10 +242,11 @@ class RestAdapter:
         self._verify_answer(response, body, where)
         return _json_object(response, body, where)
 
-    def _show_signing(self, response: httpx.Response, answer: RawAnswer) -> None:
-        """On a refusal of our credentials, what we signed (masked) goes with the answer into the dead letter."""
-        signed = signed_of(response.request)
-        if response.status_code in (401, 403) and signed is not None and isinstance(self._auth, RecipeAuth):
+    def _show_signing(self, answer: RawAnswer) -> None:
+        """On a refusal of our credentials (401/403, or a code the mapping lists under `business_error.auth`),
+        what we signed (masked) goes with the answer into the dead letter."""
+        signed = signed_of(answer.request if isinstance(answer.request, httpx.Request) else None)
+        if signed is not None and isinstance(self._auth, RecipeAuth):
             answer.signing = show(self._auth.recipe, signed)
 
     def _verify_answer(self, response: httpx.Response, body: bytes, where: str) -> None:
