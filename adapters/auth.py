@@ -209,7 +209,7 @@ def verify_callback(recipe: Recipe, request: WireRequest, *, now: float, seen_no
                     trusted: Sequence[Credential] = ()) -> None:
     """Accept a sector's callback signed per `recipe` (`results.callback_auth`), or raise `SignatureError`.
 
-    `request` is the callback as received (the path without the query); `now` is epoch seconds; `trusted`
+    `request` is the callback as received (the path apart, the query decoded); `now` is epoch seconds; `trusted`
     the sector's certificates (every trusted version of `key: cert:NAME`) for an asymmetric recipe. Checks,
     in order: companions present, app id (if the recipe names one), timestamp within `max_skew_s`, the
     signature, and only then the nonce. The secret is read on each call, which also picks up a rotated file.

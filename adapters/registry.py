@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,14 +71,14 @@ class RegisteredAdapter:
         return self.adapter.health.snapshot()
 
     def verify_callback(self, method: str, path: str, headers: Mapping[str, str], body: bytes, *, now: float,
-                        seen_nonces: NonceStore) -> None:
+                        seen_nonces: NonceStore, query: Sequence[tuple[str, str]] = ()) -> None:
         """Accept a callback signed as `results.callback_auth` says, or raise `SignatureError` (a polling
         bundle takes no callbacks: `ValueError`). A certificate-signed one is checked against every trusted
         version of the sector's certificate (`key: cert:NAME`), read from the store now."""
         results = self.bundle.results
         if not isinstance(results, CallbackResults):
             raise ValueError(f"{self.sector} {self.version} does not answer by callback")
-        verify_callback(results.callback_auth, WireRequest(method, path, (), dict(headers), body), now=now,
+        verify_callback(results.callback_auth, WireRequest(method, path, tuple(query), dict(headers), body), now=now,
                         seen_nonces=seen_nonces, trusted=self.callback_credentials())
 
     def show_signing(self, sample: Any) -> dict[str, Any] | None:

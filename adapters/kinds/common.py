@@ -41,7 +41,6 @@ class RawAnswer:
         self.status: int | None = None
         self.headers: Mapping[str, str] = {}
         self.body = b""
-        self.request: object | None = None  # the kind's own request the answer answers (to show what it signed)
         self.signing: dict[str, Any] | None = None  # what was signed, masked (`adapters.signing.show`)
 
     def keep(self, status: int, headers: Mapping[str, str], body: bytes = b"") -> None:

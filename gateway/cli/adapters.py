@@ -64,6 +64,8 @@ def make_adapters_app(open_store: Callable[[], BundleStore], open_calls: Callabl
         """Validate and store a bundle version (status `registered`; not yet used)."""
         with readable_errors():
             version = open_store().register(read_archive(source), actor)
+        for warning in version.summary.get("warnings", []):
+            err.print(f"[yellow]warning: {warning}", highlight=False)
         console.print(f"registered {version.sector} {version.version} (sha256 {version.sha256[:12]}…)")
 
     @app.command("test")

@@ -135,7 +135,8 @@ class BundleStore:
     def register(self, archive: bytes, actor: str, *, may_act_for: Callable[[str], bool] = lambda s: True
                  ) -> BundleVersion:
         """Validate the whole bundle and store it as `registered`; refuse (storing nothing) if invalid."""
-        from adapters import validate_bundle  # with the adapter kinds (zeep, lxml): only what registers needs them
+        # With the adapter kinds (zeep, lxml): only what registers needs them.
+        from adapters import bundle_warnings, validate_bundle
 
         with unpacked(archive) as bundle:
             problems = [str(p) for p in validate_bundle(bundle)]
@@ -143,9 +144,12 @@ class BundleStore:
                 raise BundleInvalid(problems)
             if not may_act_for(bundle.sector):
                 raise PermissionError(f"不是部门 {bundle.sector} 的管理员")
+            # Kept with the version, so whoever tests or activates it later still sees them (a legacy algorithm).
+            warnings = [str(w) for w in bundle_warnings(bundle)]
             row: dict[str, Any] = {
                 "sector": bundle.sector, "version": bundle.version, "status": REGISTERED, "kind": bundle.kind,
-                "archive": archive, "sha256": hashlib.sha256(archive).hexdigest(), "summary": summary(bundle),
+                "archive": archive, "sha256": hashlib.sha256(archive).hexdigest(),
+                "summary": summary(bundle) | {"warnings": warnings},
                 "registered_at": self.clock.now(), "registered_by": actor}
         try:
             with self.units() as uow:

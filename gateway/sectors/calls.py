@@ -4,7 +4,7 @@ callbacks sectors make with their decisions."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -132,12 +132,13 @@ class SectorCalls:
                 result = _probe(registered)
         return self.store.record_test(sector, version, {**result, "at": self.service.clock.now().isoformat()})
 
-    def callback(self, sector: str, method: str, path: str, headers: Mapping[str, str], body: bytes
-                 ) -> dict[str, Any]:
-        """A sector's decision: verify its signature, read it with the bundle's callback mapping, record it."""
+    def callback(self, sector: str, method: str, path: str, headers: Mapping[str, str], body: bytes,
+                 query: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+        """A sector's decision: verify its signature, read it with the bundle's callback mapping, record it.
+        `query`: the callback URL's query parameters, decoded, in order (a recipe may sign them)."""
         outcome = "rejected"
         try:
-            answer = self._callback(sector, method, path, headers, body)
+            answer = self._callback(sector, method, path, headers, body, query)
             outcome = "ok"
             return answer
         finally:  # every callback that reached us is on the record, refused ones too (forensics)
@@ -145,14 +146,15 @@ class SectorCalls:
                 self.messages.message(sector, "received", "callback", None, None,
                                       body.decode("utf-8", "replace"), outcome)
 
-    def _callback(self, sector: str, method: str, path: str, headers: Mapping[str, str], body: bytes
-                  ) -> dict[str, Any]:
+    def _callback(self, sector: str, method: str, path: str, headers: Mapping[str, str], body: bytes,
+                  query: Sequence[tuple[str, str]]) -> dict[str, Any]:
         registered = self.registry.get(sector)
         results = registered.bundle.results
         if not isinstance(results, CallbackResults):  # a polling sector has no key to sign callbacks with
             raise NoActiveAdapter(f"部门 {sector} 不以回调方式答复")
         try:
-            registered.verify_callback(method, path, headers, body, now=self.service.clock.now().timestamp(),
+            registered.verify_callback(method, path, headers, body, query=query,
+                                       now=self.service.clock.now().timestamp(),
                                        seen_nonces=_SeenNonces(self.nonces, sector))
         except SignatureError as exc:
             raise CallbackRejected(str(exc)) from exc

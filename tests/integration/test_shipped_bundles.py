@@ -38,10 +38,13 @@ from adapters.simulators.civil_affairs import CivilAffairsSimulator
 from adapters.simulators.housing_fund import HousingFundSimulator
 from adapters.simulators.public_security import PublicSecuritySimulator
 from adapters.simulators.social_security import SocialSecuritySimulator, contribution_records
+from gateway.catalogue.matters import load_catalogue_file
+from gateway.sectors.live_registry import serves_task
 from tests.support.pki import shipped_credentials
 from tests.support.sector_cases import CHEN, WANG, case_message, gjj_case, mz_case, shebao_case
 
 BUNDLES = default_bundles_dir()
+CATALOGUE = Path(__file__).parents[2] / "gateway" / "data" / "catalogue.yaml"
 SIMULATORS = Path(civil_affairs.__file__).parent
 # sector -> (the copy in the bundle, the file the sector publishes)
 PUBLISHED = {
@@ -189,6 +192,22 @@ def test_what_each_shipped_bundle_serves() -> None:
                             (), ["callback", "query_status", "submit_case"], ["household_registration"],
                             "callback"),
     }
+
+
+def test_every_catalogue_task_goes_to_one_shipped_bundle_at_most_and_each_signing_sector_gets_one() -> None:
+    """Activating all seven together overlaps nowhere (activation refuses two sectors naming one department),
+    and each new sector serves a department that implements a matter of the shipped catalogue."""
+    bundles = {sector: load_bundle(BUNDLES / sector) for sector in SECTORS + SIGNING_SECTORS}
+    taken: dict[str, list[str]] = {}
+    for sector, bundle in bundles.items():
+        for department in bundle.serves.departments or (bundle.department.credit_code,):
+            taken.setdefault(department, []).append(sector)
+    assert {d: s for d, s in taken.items() if len(s) > 1} == {}
+    routed = {sector: sorted(m.name for m in load_catalogue_file(CATALOGUE) for d in m.departments
+                             if serves_task(bundles[sector], m.implementation_code, d.credit_code))
+              for sector in SIGNING_SECTORS}
+    assert routed == {"employment": ["失业登记"], "e_licence": ["就业创业证电子证照签发"],
+                      "social_assistance": ["临时救助"]}
 
 
 def test_the_shipped_bundles_load_together() -> None:

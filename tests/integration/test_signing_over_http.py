@@ -33,8 +33,19 @@ from gateway.observability.logs import mask_value
 from gateway.persistence import tables as t
 from tests.support.cases import outbox_statuses
 from tests.support.gateways import Keys, drain
-from tests.support.local_server import TICKET, LocalServer, Reply, Seen, make_adapter, message
-from tests.support.sm2_pki import sm2_credential
+from tests.support.gateways import legacy_signing_bundle
+from tests.support.local_server import (
+    ENVELOPE_OK,
+    SUBMIT,
+    TICKET,
+    LocalServer,
+    Reply,
+    Seen,
+    make_adapter,
+    mappings,
+    message,
+)
+from tests.support.pki import sm2_store_entry
 
 SECRET = "emp-secret"
 
@@ -69,8 +80,8 @@ def test_rest_signs_hmac_hex_upper_with_query_and_body_placements() -> None:
 
 
 @pytest.fixture(scope="module")
-def licence(tmp_path_factory: pytest.TempPathFactory) -> Credential:
-    return sm2_credential(tmp_path_factory.mktemp("licence"), "licence_sector")
+def licence() -> Credential:
+    return sm2_store_entry("licence_sector")
 
 
 def _signed_answer(credential: Credential, seen: Seen, body: bytes, *, tamper: bool = False) -> Reply:
@@ -96,9 +107,8 @@ def _sm2_adapter(url: str, ours: Credential, theirs: Credential) -> Any:
     return make_adapter(url, auth=auth, signing=ours, answer_keys=(public_only,))
 
 
-def test_sm2_requests_and_signed_answers_checked_with_the_sectors_certificate(licence: Credential,
-                                                                              tmp_path: Path) -> None:
-    ours = sm2_credential(tmp_path, "ours", "yiwang")
+def test_sm2_requests_and_signed_answers_checked_with_the_sectors_certificate(licence: Credential) -> None:
+    ours = sm2_store_entry("ours", "yiwang")
     answer = json.dumps(TICKET.body).encode()
     with LocalServer() as server:
         adapter = _sm2_adapter(server.url, ours, licence)
@@ -119,13 +129,23 @@ def test_sm2_requests_and_signed_answers_checked_with_the_sectors_certificate(li
             assert (error.failure, error.retryable) == (FailureClass.VALIDATION, False) and why in error.message
 
 
-def test_a_refused_signature_carries_the_masked_signed_text() -> None:
+# A sector refuses a signature with HTTP 401, or inside an HTTP 200 with a code the mapping lists under
+# business_error.auth: either way the dead letter shows what was signed.
+REFUSALS = {"HTTP 401": (Reply(401, {"code": 401, "msg": "签名错误"}), {}),
+            "code 40001 in a 200": (Reply(200, {"code": 40001, "msg": "签名错误", "data": None}), {
+                str(Operation.SUBMIT_CASE): {**SUBMIT, "response": {**SUBMIT["response"], "business_error": {
+                    **ENVELOPE_OK["business_error"], "auth": ["40001"]}}}})}
+
+
+@pytest.mark.parametrize("refusal", REFUSALS)
+def test_a_refused_signature_carries_the_masked_signed_text(refusal: str) -> None:
     auth = recipe(algorithm="sm3", secret_in_text={"field": "key"}, encoding="hex",
                   text={"parts": ["method", "path", "body"], "joiner": "&"},
                   place={"signature": {"header": "X-Sign"}, "timestamp": {"header": "X-Ts"}})
-    with LocalServer(lambda seen: Reply(401, {"code": 401, "msg": "签名错误"})) as server:
+    answer, mapped = REFUSALS[refusal]
+    with LocalServer(lambda seen: answer) as server:
         with pytest.raises(DeliveryError) as refused:
-            make_adapter(server.url, auth=auth).call(Operation.SUBMIT_CASE, message())
+            make_adapter(server.url, auth=auth, mappings=mappings(**mapped)).call(Operation.SUBMIT_CASE, message())
     error = refused.value
     assert error.failure is FailureClass.AUTH and error.last_response is not None
     signing = error.last_response["signing"]
@@ -145,6 +165,16 @@ def yiwang(make_gateway: Callable[..., Gateway]) -> Callable[..., Any]:
     env = {"YIWANG_DATABASE_URL": gateway.settings.db_url, "YIWANG_VAR_DIR": str(gateway.settings.var_dir),
            "YIWANG_LOG_LEVEL": "warning"}
     return lambda *args: CliRunner().invoke(app, [str(a) for a in args], env=env)
+
+
+def test_registering_a_legacy_recipe_warns_and_the_version_keeps_the_warning(yiwang: Callable[..., Any],
+                                                                            tmp_path: Path) -> None:
+    registered = yiwang("adapters", "register", legacy_signing_bundle(tmp_path))
+    assert registered.exit_code == 0, registered.output
+    assert "warning: bundle.yaml:34: auth.algorithm: md5 is a legacy algorithm" in registered.stderr
+    listed = [json.loads(line) for line in yiwang("adapters", "list", "public_security", "--json").stdout.splitlines()]
+    [legacy] = [v for v in listed if v["summary"]["warnings"]]
+    assert legacy["summary"]["warnings"][0].startswith("bundle.yaml:34: auth.algorithm: md5 is a legacy algorithm")
 
 
 def test_adapters_sign_shows_the_signed_text_and_preview_withholds_the_signature(yiwang: Callable[..., Any],
@@ -173,18 +203,24 @@ def test_adapters_sign_shows_the_signed_text_and_preview_withholds_the_signature
     assert signing["text"].startswith("GET\n/")
 
 
-def test_sm2_signed_callbacks_are_checked_with_every_trusted_sector_certificate(
-        tmp_path: Path, licence: Credential, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("YIWANG_SECRET_GA_HMAC", "ga-secret")
+def with_callback_auth(tmp_path: Path, recipe_yaml: str) -> Path:
+    """The shipped public security bundle with `results.callback_auth` replaced by `recipe_yaml`."""
     folder = tmp_path / "bundle"
     shutil.copytree(default_bundles_dir() / "public_security", folder)
     descriptor = folder / "bundle.yaml"
     head, _ = descriptor.read_text(encoding="utf-8").split("  callback_auth:\n")
-    descriptor.write_text(head + "  callback_auth:\n    type: signature\n    algorithm: sm2-sm3\n"
-                          "    key: cert:licence_sector\n    text: {parts: [method, path, timestamp, nonce, body]}\n"
-                          "    place: {signature: {header: X-Sign}, timestamp: {header: X-Ts}, nonce: {header: X-N}}\n",
-                          encoding="utf-8")
-    old = sm2_credential(tmp_path / "old", "licence_sector", "licence (old)")
+    indented = "".join(f"    {line}\n" for line in recipe_yaml.splitlines())
+    descriptor.write_text(head + "  callback_auth:\n" + indented, encoding="utf-8")
+    return folder
+
+
+def test_sm2_signed_callbacks_are_checked_with_every_trusted_sector_certificate(
+        tmp_path: Path, licence: Credential, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("YIWANG_SECRET_GA_HMAC", "ga-secret")
+    folder = with_callback_auth(tmp_path, "type: signature\nalgorithm: sm2-sm3\nkey: cert:licence_sector\n"
+                                "text: {parts: [method, path, timestamp, nonce, body]}\n"
+                                "place: {signature: {header: X-Sign}, timestamp: {header: X-Ts}, nonce: {header: X-N}}")
+    old = sm2_store_entry("licence_sector", "licence (old)")
     trusted = MemoryCredentials({"licence_sector": [Credential(c.name, c.certificate_pem) for c in (licence, old)]})
     registered = build_adapter(load_bundle(folder), credentials=trusted)
     body, now, seen = b'{"YWH": "GA1", "JG": "TY"}', 1_795_000_000.0, set[str]()
@@ -199,11 +235,28 @@ def test_sm2_signed_callbacks_are_checked_with_every_trusted_sector_certificate(
     for signer, nonce in ((licence, "n1"), (old, "n2")):  # the current and the older, still trusted, certificate
         registered.verify_callback("POST", "/callbacks/public_security", callback(signer, nonce), body, now=now,
                                    seen_nonces=seen)
-    stranger = sm2_credential(tmp_path / "stranger", "stranger")
+    stranger = sm2_store_entry("stranger")
     with pytest.raises(SignatureError, match="signature does not match"):
         registered.verify_callback("POST", "/callbacks/public_security", callback(stranger, "n3"), body, now=now,
                                    seen_nonces=seen)
     assert seen == {"n1", "n2"}
+
+
+def test_a_callback_recipe_may_sign_the_callback_urls_query(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("YIWANG_SECRET_GA_HMAC", "ga-secret")
+    folder = with_callback_auth(tmp_path, "type: signature\nalgorithm: hmac-sha256\nencoding: hex\n"
+                                "secret: {secret: env:YIWANG_SECRET_GA_HMAC}\n"
+                                "text: {parts: [path, query, timestamp, body], joiner: '&'}\n"
+                                "place: {signature: {header: X-Sign}, timestamp: {header: X-Ts}}")
+    registered = build_adapter(load_bundle(folder))
+    body, now = b'{"YWH": "GA1", "JG": "TY"}', 1_795_000_000.0
+    text = f"/callbacks/public_security&batch=7&from=%E5%85%AC%E5%AE%89&{int(now * 1000)}&".encode() + body
+    headers = {"X-Ts": str(int(now * 1000)), "X-Sign": hmac.new(b"ga-secret", text, hashlib.sha256).hexdigest()}
+    query = (("from", "公安"), ("batch", "7"))  # decoded, in the order the sector sent them
+    registered.verify_callback("POST", "/callbacks/public_security", headers, body, now=now, seen_nonces=set(),
+                               query=query)
+    with pytest.raises(SignatureError, match="signature does not match"):
+        registered.verify_callback("POST", "/callbacks/public_security", headers, body, now=now, seen_nonces=set())
 
 
 ID_CARD_RENEWAL = "11150203MB0E00080E4000114002000"  # 居民身份证换领: public security

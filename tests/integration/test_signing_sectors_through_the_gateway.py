@@ -40,7 +40,7 @@ LI = {"name": "李娜", "id_number": "150203199204150021", "phone": "13847100003
 ID_NUMBERS = [p["id_number"] for p in (WANG, CHEN, LI)]
 # What must never show: the shared secrets, our SM2 private key.
 SECRETS = [SECTOR_SECRETS["YIWANG_SECRET_EMPLOYMENT_APP_SECRET"], SECTOR_SECRETS["YIWANG_SECRET_SOCIAL_ASSISTANCE_KEY"],
-           "".join(sm2_pair(E_LICENCE_OURS)[1].decode().splitlines()[1:-1])[:40]]
+           "".join(sm2_pair(E_LICENCE_OURS).key_pem.decode().splitlines()[1:-1])[:40]]
 
 REVOKED_LICENCE = "15020300200000099"  # a paper licence the licence sector will not turn electronic
 
@@ -97,25 +97,12 @@ def licence_decides(fields: dict[str, Any]) -> tuple[bool, str]:
 
 
 @contextmanager
-def simulator(sector: str) -> Iterator[Simulator]:
-    sim: Simulator
-    if sector == "e_licence":
-        sim = ELicenceWithTestKeys(0, DELAY_MS, decide=licence_decides)
-    elif sector == "employment":
-        sim = EmploymentSimulator(0, DELAY_MS)
-    else:
-        sim = SocialAssistanceSimulator(0, DELAY_MS)
-    with sim:
-        yield sim
-
-
-@contextmanager
 def wrong_key(sim: Simulator) -> Iterator[None]:
     """The sector knows another key than ours for a while: another secret, or another client certificate."""
     if isinstance(sim, ELicenceSimulator):
         sim.register_client(sm2_credential("someone else")[0])
         yield
-        sim.register_client(sm2_pair(E_LICENCE_OURS)[0])
+        sim.register_client(sm2_pair(E_LICENCE_OURS).cert_pem)
         return
     kept, sim.secret = sim.secret, "not-the-gateways-secret"
     yield
@@ -147,7 +134,14 @@ def sector(request: pytest.FixtureRequest) -> SigningSector:
 
 @pytest.fixture
 def sim(sector: SigningSector) -> Iterator[Simulator]:
-    with simulator(sector.sector) as running:
+    running: Simulator
+    if sector is E_LICENCE:
+        running = ELicenceWithTestKeys(0, DELAY_MS, decide=licence_decides)
+    elif sector is EMPLOYMENT:
+        running = EmploymentSimulator(0, DELAY_MS)
+    else:
+        running = SocialAssistanceSimulator(0, DELAY_MS)
+    with running:
         yield running
 
 

@@ -15,6 +15,7 @@ from adapters.simulators.e_licence import ELicenceSimulator
 from adapters.simulators.employment import DEFAULT_APP_KEY, DEFAULT_SECRET, EmploymentSimulator
 from adapters.simulators.social_assistance import DEFAULT_APPID, SocialAssistanceSimulator
 from adapters.simulators.social_assistance import DEFAULT_SECRET as JZ_SECRET
+from tests.support.pki import sm2_pair
 from tests.support.sector_clients import (
     STALE_S,
     Signing,
@@ -24,11 +25,10 @@ from tests.support.sector_clients import (
     social_assistance_call,
 )
 from tests.support.simulators import KNOWN_ID, fetch_openapi, routes_match_document
-from tests.support.sm2_keys import sm2_credential
 
 DELAY_MS = 300
 WRONG_SECRET = "wrong-" + DEFAULT_SECRET  # not the sector's: its signatures must be refused
-OURS, THEIRS, STRANGER = sm2_credential("yiwang-gateway"), sm2_credential("e-licence-sector"), sm2_credential("x")
+OURS, THEIRS, STRANGER = sm2_pair("yiwang-gateway"), sm2_pair("e-licence-sector"), sm2_pair("x")
 
 
 def wait_for_decision() -> None:

@@ -4,6 +4,8 @@ role, complete applications, draining dispatch."""
 from __future__ import annotations
 
 import hashlib
+import re
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -176,3 +178,18 @@ PARALLEL_APPLICATION: dict[str, Any] = {  # 职工退休一件事: social securi
     "form": {"retirement_date": "2026-12-01", "employer_name": "包头钢铁（集团）有限责任公司",
              "withdraw_provident_fund": True},
 }
+
+
+def legacy_signing_bundle(tmp_path: Path) -> Path:
+    """The shipped public security bundle as version `legacy`, signing with a legacy recipe (MD5, `legacy:
+    true`): valid, with a warning at bundle.yaml:34."""
+    folder = tmp_path / "public_security"
+    shutil.copytree(default_bundles_dir() / "public_security", folder)
+    descriptor = folder / "bundle.yaml"
+    text = re.sub(r'(?m)^version: .*$', 'version: "legacy"', descriptor.read_text(encoding="utf-8"), count=1)
+    head, rest = text.split("auth:\n", 1)
+    legacy = ("auth:\n  type: signature\n  secret: {secret: env:YIWANG_SECRET_GA_HMAC}\n  algorithm: md5\n"
+              "  legacy: true\n  secret_in_text: suffix\n  text: {parts: [method, path, body]}\n"
+              "  place: {signature: {header: X-Sign}}\n")
+    descriptor.write_text(head + legacy + rest[rest.index("\n", rest.index("canonical:")) + 1:], encoding="utf-8")
+    return folder

@@ -190,7 +190,8 @@ def mappings(**extra: Mapping[str, Any]) -> dict[str, Any]:
 
 def make_adapter(url: str, timeout_s: float = 2.0, **kwargs: Any) -> RestAdapter:
     kwargs.setdefault("idempotency_header", "X-Request-Id")
-    return RestAdapter("housing_fund", "1", url, mappings(), timeout_s, **kwargs)
+    compiled = kwargs.pop("mappings", None) or mappings()
+    return RestAdapter("housing_fund", "1", url, compiled, timeout_s, **kwargs)
 
 
 def message(**case_changes: Any) -> dict[str, Any]:

@@ -9,8 +9,9 @@ PKCS#12 files. Real keys and certificates made with `cryptography`; nothing is m
 
 SM2 (which `cryptography` cannot sign with): `sm2_credential(name, days=30)` gives a self-signed SM2-with-SM3
 certificate and its PKCS#8 key as PEM, made by `certstore.sm2_self_signed` (what `openssl x509 -verify`
-accepts); `sm2_pair(name)` the same, made once per name and process; `sm2_sec1(key_pem)` the same key as SEC1
-(`EC PRIVATE KEY`).
+accepts); `sm2_pair(name)` the same, made once per name and process; `sm2_store_entry(name)` a new one as a
+certificate-store `Credential`; `sm2_sec1(key_pem)` the same key as SEC1 (`EC PRIVATE KEY`). (Only
+tests/unit/test_sm2.py makes SM2 keys with the system's OpenSSL: its point is interoperability.)
 """
 
 from __future__ import annotations
@@ -158,10 +159,24 @@ def sm2_credential(name: str, days: float = 30, *, now: datetime | None = None, 
     return sm2_self_signed(name, days, organization="Yiwang test PKI", now=now, key_pem=key_pem)
 
 
+@dataclass(frozen=True)
+class Sm2Pair:
+    """An SM2 certificate and its PKCS#8 key, PEM."""
+
+    cert_pem: bytes
+    key_pem: bytes
+
+
 @cache
-def sm2_pair(name: str) -> tuple[bytes, bytes]:
+def sm2_pair(name: str) -> Sm2Pair:
     """`sm2_credential(name)` made once per name and process: what a simulator and a gateway must both hold."""
-    return sm2_credential(name)
+    return Sm2Pair(*sm2_credential(name))
+
+
+def sm2_store_entry(name: str, common_name: str = "sector") -> Credential:
+    """A new SM2 key and certificate (CN=`common_name`) as the certificate store gives them under `name`."""
+    certificate, key = sm2_credential(common_name)
+    return Credential(name, certificate, key)
 
 
 # The electronic licence sector's test SM2 pairs (`sm2_pair`): the gateway's (registered with the sector) and the
@@ -174,10 +189,9 @@ def shipped_credentials() -> MemoryCredentials:
     """What the shipped bundles name in the certificate store, made for a test: the electronic licence sector's
     SM2 pair (`e_licence-signing`, ours, with its key; `e_licence-sector`, the sector's certificate), those
     `sm2_pair` gives, so a simulator made with them knows these."""
-    ours, our_key = sm2_pair(E_LICENCE_OURS)
-    theirs, _their_key = sm2_pair(E_LICENCE_SECTOR)
-    return MemoryCredentials({"e_licence-signing": [Credential("e_licence-signing", ours, our_key)],
-                              "e_licence-sector": [Credential("e_licence-sector", theirs)]})
+    ours, theirs = sm2_pair(E_LICENCE_OURS), sm2_pair(E_LICENCE_SECTOR)
+    return MemoryCredentials({"e_licence-signing": [Credential("e_licence-signing", ours.cert_pem, ours.key_pem)],
+                              "e_licence-sector": [Credential("e_licence-sector", theirs.cert_pem)]})
 
 
 def sm2_sec1(key_pem: bytes) -> bytes:

@@ -28,9 +28,9 @@ class ELicenceWithTestKeys(ELicenceSimulator):
     default key: a sector's key is its own)."""
 
     def __init__(self, port: int = 0, decision_delay_ms: int = 200, **options: Any) -> None:
-        (ours, _our_key), (theirs, their_key) = sm2_pair(E_LICENCE_OURS), sm2_pair(E_LICENCE_SECTOR)
-        super().__init__(port, decision_delay_ms, client_certificate_pem=ours, key_pem=their_key,
-                         certificate_pem=theirs, **options)
+        ours, theirs = sm2_pair(E_LICENCE_OURS), sm2_pair(E_LICENCE_SECTOR)
+        super().__init__(port, decision_delay_ms, client_certificate_pem=ours.cert_pem, key_pem=theirs.key_pem,
+                         certificate_pem=theirs.cert_pem, **options)
 
 
 SIMULATORS: dict[str, Callable[..., SimulatorBase]] = {

@@ -39,8 +39,8 @@ from adapters.signing import (
 )
 from certstore.credentials import Credential
 from certstore.sm2 import Sm2Key, sm2_key, sm2_public_key
-from tests.support.pki import TestCA
-from tests.support.sm2_pki import sm2_credential
+from tests.support.gateways import legacy_signing_bundle
+from tests.support.pki import TestCA, sm2_store_entry
 
 SECRET = "s3cr3t-组合"
 NOW = 1_795_000_000.25  # epoch seconds
@@ -197,8 +197,8 @@ def test_rsa_signatures_verify_with_the_public_key(rsa_key: rsa.RSAPrivateKey, a
 
 
 @pytest.fixture(scope="module")
-def sm2(tmp_path_factory: pytest.TempPathFactory) -> Credential:
-    return sm2_credential(tmp_path_factory.mktemp("sm2"), "licence")
+def sm2() -> Credential:
+    return sm2_store_entry("licence")
 
 
 @pytest.mark.parametrize(("sm2_options", "signer_id"), [
@@ -418,15 +418,7 @@ def test_rsa_key_from_a_credential_and_fingerprint_app_id(rsa_key: rsa.RSAPrivat
 
 
 def test_a_bundle_on_a_legacy_recipe_is_valid_with_a_warning(tmp_path: Path) -> None:
-    folder = tmp_path / "public_security"
-    shutil.copytree(default_bundles_dir() / "public_security", folder)
-    descriptor = folder / "bundle.yaml"
-    text = descriptor.read_text(encoding="utf-8")
-    head, rest = text.split("auth:\n", 1)
-    legacy = ("auth:\n  type: signature\n  secret: {secret: env:YIWANG_SECRET_GA_HMAC}\n  algorithm: md5\n"
-              "  legacy: true\n  secret_in_text: suffix\n  text: {parts: [method, path, body]}\n"
-              "  place: {signature: {header: X-Sign}}\n")
-    descriptor.write_text(head + legacy + rest[rest.index("\n", rest.index("canonical:")) + 1:], encoding="utf-8")
+    folder = legacy_signing_bundle(tmp_path)
     assert validate_bundle(folder) == []
     [warning] = bundle_warnings(load_bundle(folder))
     assert str(warning).startswith("bundle.yaml:34: auth.algorithm: md5 is a legacy algorithm")

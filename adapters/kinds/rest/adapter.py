@@ -84,6 +84,14 @@ def system_trust() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
+class _RestAnswer(RawAnswer):
+    """`RawAnswer` and the request that got it, as sent: its signature is shown if the sector refuses it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.request: httpx.Request | None = None
+
+
 class RetryAfterError(DeliveryError):
     """A retryable sector fault (429, 5xx) that may say when to come back.
 
@@ -177,7 +185,7 @@ class RestAdapter:
     def call(self, operation: Operation | str, message: CanonicalMessage) -> CanonicalResult:
         """Call a canonical operation, or a named query given as a str (message `{"query": {...}}`)."""
         mapping = self._mapping(operation)
-        answer = RawAnswer()  # the latest page's answer: what a dead letter shows if this call fails
+        answer = _RestAnswer()  # the latest page's answer: what a dead letter shows if this call fails
         try:
             request = self._render(mapping, message)
             paging = _http(mapping).paging
@@ -186,7 +194,7 @@ class RestAdapter:
             return self._gather(mapping, paging, request, answer)
         except Exception as exc:  # the contract: nothing raw escapes; classify() knows every kind we expect
             error = classify(exc)
-            if error.failure is FailureClass.AUTH:
+            if error.failure is FailureClass.AUTH:  # a 401/403, or a refusal code inside a 200 (business_error.auth)
                 self._show_signing(answer)
             error.last_response = answer.last_response()
             raise error from exc
@@ -205,7 +213,7 @@ class RestAdapter:
         return request
 
     def _gather(self, mapping: CompiledMapping, paging: Paging, request: HttpRequest,
-                answer: RawAnswer) -> CanonicalResult:
+                answer: _RestAnswer) -> CanonicalResult:
         """Follow the pages (up to `max_pages`); the mapping reads the first page's answer holding
         every page's items. The result's `items` are the raw items unless the mapping maps them."""
         first: dict[str, Any] = {}
@@ -222,16 +230,16 @@ class RestAdapter:
         result = mapping.read_response(mapping.merge_pages(first, items))
         return result if "items" in result else {**result, "items": items}
 
-    def _exchange(self, mapping: CompiledMapping, request: HttpRequest, answer: RawAnswer) -> dict[str, Any]:
+    def _exchange(self, mapping: CompiledMapping, request: HttpRequest, answer: _RestAnswer) -> dict[str, Any]:
         """Send one request, check its status, return its JSON object; `answer` keeps the raw answer."""
         http = _http(mapping)
         built = self._build(mapping, request)
         # Streamed, so the size cap stops reading instead of complaining after a huge body is in memory.
         response = self.client.send(built, auth=self._auth, stream=True)
+        answer.request = response.request  # as sent: signed, if the bundle signs
         try:
             where = f"{http.method} {http.path}"  # the template: a filled path may hold an ID number
             answer.keep(response.status_code, response.headers)  # even if the body cannot be read
-            answer.request = response.request
             if response.status_code not in http.success:
                 answer.keep(response.status_code, response.headers, _head(response))
                 raise _status_error(response, where)
@@ -242,10 +250,9 @@ class RestAdapter:
         self._verify_answer(response, body, where)
         return _json_object(response, body, where)
 
-    def _show_signing(self, answer: RawAnswer) -> None:
-        """On a refusal of our credentials (401/403, or a code the mapping lists under `business_error.auth`),
-        what we signed (masked) goes with the answer into the dead letter."""
-        signed = signed_of(answer.request if isinstance(answer.request, httpx.Request) else None)
+    def _show_signing(self, answer: _RestAnswer) -> None:
+        """On a refusal of our credentials, what we signed (masked) goes with the answer into the dead letter."""
+        signed = None if answer.request is None else signed_of(answer.request)
         if signed is not None and isinstance(self._auth, RecipeAuth):
             answer.signing = show(self._auth.recipe, signed)
 

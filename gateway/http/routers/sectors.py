@@ -203,7 +203,7 @@ async def sector_callback(sector: str, request: Request) -> dict[str, Any]:
     幂等：同一回调重复推送只处理一次。回调所指办件与业务号不符为 409。"""
     body = await _read_limited(request, 256 * 1024)
     return await run_in_threadpool(_calls(request).callback, sector, request.method, request.url.path,
-                                   dict(request.headers), body)
+                                   dict(request.headers), body, request.query_params.multi_items())
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:
