@@ -9,6 +9,8 @@ CSPRNG for the per-signature nonce, a configurable signer ID, the Z pre-hash opt
 - `sm2_public_key(certificate_pem)` reads the public key of an SM2 certificate (the leaf, the first PEM block);
 - `sm2_generate_key()` makes a key (GmSSL's CSPRNG); `sm2_key_der` / `sm2_key_pem` write it as PKCS#8, what
   the certificate store seals; `sm2_public_key_info` is its SubjectPublicKeyInfo (for CSRs and fingerprints);
+- `sm2_self_signed(common_name, days)` a self-signed SM2-with-SM3 certificate and its new key (PEM): what a
+  sector without a CA hands over, and what the demo and tests make;
 - `sm2_sign` / `sm2_verify` sign and check, with the signer ID (default `1234567812345678`; `None`: no Z
   value, the message is hashed alone) and the signature as DER (`SEQUENCE {r, s}`) or raw `r‖s` (64 bytes).
 Bad input raises `CertificateError` with a message a person can act on; never key material. GmSSL writes a
@@ -17,7 +19,9 @@ two-line trace to stderr when a signature does not verify; the answer (False) is
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import gmssl_pyx
@@ -216,3 +220,28 @@ def sm2_key_matches(key: Sm2Key, public: bytes) -> bool:
     """Whether the private key belongs to the public point: a signature by one verifies under the other."""
     probe = b"yiwang: does this key belong to this certificate?"
     return sm2_verify(public, probe, sm2_sign(Sm2Key(key.private, public), probe))
+
+
+def sm2_self_signed(common_name: str, days: float = 365, *, organization: str = "Yiwang", now: datetime | None = None,
+                    key_pem: bytes | None = None) -> tuple[bytes, bytes]:
+    """(certificate PEM, PKCS#8 key PEM): a self-signed SM2-with-SM3 certificate (default signer ID) for
+    CN=`common_name`, O=`organization`, valid from an hour before `now` for `days` (negative: already expired).
+    A new key unless `key_pem` is given (a renewal of the same key)."""
+    key = sm2_key(key_pem) if key_pem else sm2_generate_key()
+    if key.public is None:
+        raise CertificateError("SM2 private key: its public key is unknown (pair it with its certificate first)")
+    start = (now or datetime.now(UTC)).replace(microsecond=0) - timedelta(hours=1)
+    subject = x509.Name.build({"country_name": "CN", "organization_name": organization, "common_name": common_name})
+    algorithm = {"algorithm": SM2_WITH_SM3_OID}
+    tbs = x509.TbsCertificate({
+        "version": "v3", "serial_number": secrets.randbits(159) | 1 << 158, "signature": algorithm,
+        "issuer": subject, "subject": subject, "subject_public_key_info": sm2_public_key_info(key.public),
+        "validity": {"not_before": _time(start), "not_after": _time(start + timedelta(days=days))},
+        "extensions": [{"extn_id": "basic_constraints", "critical": True, "extn_value": {"ca": False}}]})
+    certificate = x509.Certificate({"tbs_certificate": tbs, "signature_algorithm": algorithm,
+                                    "signature_value": sm2_sign(key, tbs.dump())})
+    return bytes(pem.armor("CERTIFICATE", certificate.dump())), sm2_key_pem(key)
+
+
+def _time(instant: datetime) -> x509.Time:
+    return x509.Time(name="utc_time" if instant.year < 2050 else "general_time", value=instant)

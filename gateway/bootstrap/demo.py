@@ -2,7 +2,8 @@
 teams see it.
 
 Starts the four sector simulators on loopback (social security SOAP 1.1; housing fund REST + OAuth2;
-civil affairs SOAP 1.2 + WS-Security; public security REST + HMAC, answering by callback), registers and
+civil affairs SOAP 1.2 + WS-Security; public security REST + HMAC, answering by callback; electronic
+licence REST + SM2, for scene 11), registers and
 activates their shipped bundles with the public command (`yiwang adapters register/activate`), starts the
 gateway (SQLite under var/demo, in-process dispatcher, real HTTP on an ephemeral port), issues API keys for
 each role and prints them, then plays cases over HTTP and prints each timeline:
@@ -21,12 +22,18 @@ and two synchronous queries (housing-fund balance, marriage record); then
      through the back-office API;
   10. the social-security sector moves to mutual TLS and WS-Security signing: our keys made in the
      certificate store (`yiwang certs csr`), the sector's CA signs them, `yiwang certs import`, its next
-     bundle version registered and activated, and a case decided over the new channel.
-Part of the composition root.
+     bundle version registered and activated, and a case decided over the new channel;
+  11. the electronic licence sector joins with SM2 (国密): our SM2 key and certificate and the sector's
+     certificate imported with `yiwang certs import`, its bundle registered, tested and activated (while the
+     scenes before play: CLI processes are the slow part), a licence case decided, every request signed with
+     our SM2 key and every answer checked against the sector's certificate; the signed text of one request.
+Part of the composition root. The demo plays the sector teams too, so it names sectors, as no product module
+may (tests/unit/test_sectors_stay_out_of_the_product.py).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -35,9 +42,11 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from io import StringIO
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Any, cast
@@ -53,10 +62,12 @@ from rich.table import Table
 from adapters import default_bundles_dir, load_bundle
 from adapters.simulators.base import ServerTls
 from adapters.simulators.civil_affairs import CivilAffairsSimulator
+from adapters.simulators.e_licence import ELicenceSimulator
 from adapters.simulators.housing_fund import HousingFundSimulator
 from adapters.simulators.public_security import PublicSecuritySimulator
 from adapters.simulators.social_security import SocialSecuritySimulator
 from adapters.simulators.wssec import MessageSigning
+from certstore import sm2_self_signed
 from gateway.bootstrap.app import Gateway, build_gateway, create_app
 from gateway.bootstrap.serving import serve_in_thread
 from gateway.config import Settings
@@ -72,6 +83,8 @@ PENSION_TRANSFER = "12150200MB1A00010L3000805002000"  # 职工基本养老保险
 RETIREMENT = "12150200MB1A00010L3000805005000"  # 职工退休一件事 (parallel: social security + housing fund)
 SUBSISTENCE = "11150204MB0C00050L4000113002000"  # 最低生活保障审批 (青山区民政局)
 ID_CARD_RENEWAL = "11150203MB0E00080E4000114002000"  # 居民身份证换领 (昆都仑区分局)
+LICENCE = "11150200MB0H00130B3000116001000"  # 就业创业证电子证照签发 (政务服务和数据管理局): the e_licence sector
+LICENCE_PKI = DEMO_DIR / "e_licence-pki"  # scene 11: our SM2 pair and the sector's, as files to import
 UNEMPLOYMENT_MATERIALS = [{"name": "居民身份证"}, {"name": "解除或终止劳动合同证明"}, {"name": "本人银行账户"}]
 SOCIAL_SECURITY_AGENCY = "12150200MB1A00010L"  # 包头市社会保险事业服务中心
 
@@ -115,6 +128,8 @@ def run_demo(console: Console, base: Settings, fresh: bool = True, timeout_s: fl
             "civil_affairs": stack.enter_context(CivilAffairsSimulator(decision_delay_ms=800)),
             "public_security": stack.enter_context(PublicSecuritySimulator(decision_delay_ms=800)),
         }
+        licence = LicencePki(LICENCE_PKI)  # scene 11's keys: the simulator needs ours (certificate) and its own
+        systems["e_licence"] = stack.enter_context(licence.simulator())
         console.rule("[bold]Yiwang 一网 demo")
         endpoints = {s: sim.url for s, sim in systems.items()}  # the deployment's YIWANG_SECTOR_ENDPOINTS
         _register_bundles(console, endpoints)
@@ -129,11 +144,14 @@ def run_demo(console: Console, base: Settings, fresh: bool = True, timeout_s: fl
         console.print(f"{'gateway':16} {base_url}   database {settings.db_url}\n")
         desk = _desk(console, gateway, base_url)
         stack.callback(desk.close)
+        # Scene 11's five `yiwang` commands (seconds each) run while scenes 1-10 play; it shows what they said.
+        joining = stack.enter_context(ThreadPoolExecutor(1)).submit(_licence_joins, licence, systems["e_licence"].url)
         ok = _play(console, desk, timeout_s)
         ok = _outage(console, gateway, systems["social_security"], desk, timeout_s) and ok
         for scene in (_correction, _back_office):
             ok = scene(console, gateway, systems["social_security"], desk, timeout_s) and ok
         ok = _mutual_tls(console, gateway, endpoints, desk, stack, timeout_s) and ok
+        ok = _electronic_licence(console, gateway, systems["e_licence"], desk, joining, timeout_s) and ok
         ok = _logs_intact(console, gateway) and ok
         console.print({s: sim.counters["cases_created"] for s, sim in systems.items()}, "cases applied per sector")
     console.rule("[green]demo succeeded" if ok else "[red]demo failed")
@@ -511,6 +529,80 @@ def _name(common_name: str) -> x509.Name:
 def _key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
+
+
+class LicencePki:
+    """Scene 11's SM2 material, as files in `folder`: ours (key and the certificate we registered with the
+    electronic licence sector) and THE SECTOR'S (its answer-signing key stays on its side; its certificate is
+    what it hands us). Self-signed, as the sector accepts for a registered app."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.ours = self._pair("yiwang-gateway", "包头市政务服务中心", "ours")
+        self.theirs = self._pair("e-licence-sector", "包头市政务服务和数据管理局", "sector")
+
+    def _pair(self, common_name: str, organization: str, stem: str) -> tuple[Path, Path]:
+        certificate, key = sm2_self_signed(common_name, 365, organization=organization)
+        files = self.folder / f"{stem}.crt", self.folder / f"{stem}.key"
+        files[0].write_bytes(certificate)
+        files[1].write_bytes(key)
+        return files
+
+    def simulator(self) -> ELicenceSimulator:
+        """The sector's service: verifies requests with our certificate, signs answers with its own key."""
+        return ELicenceSimulator(decision_delay_ms=800, client_certificate_pem=self.ours[0].read_bytes(),
+                                 key_pem=self.theirs[1].read_bytes(), certificate_pem=self.theirs[0].read_bytes())
+
+
+def _licence_joins(pki: LicencePki, url: str) -> tuple[str, str]:
+    """Scene 11's commands, run by our security administrator and the sector's IT team: the SM2 pairs into the
+    store (ours with its key as `e_licence-signing`, the sector's certificate as `e_licence-sector`, the names
+    its bundle uses), then its bundle registered, tested against `url` and activated. (What they printed, the
+    version.)"""
+    shown = Console(file=StringIO(), width=200, highlight=False)
+    for name, certificate, key in (("e_licence-signing", *pki.ours), ("e_licence-sector", pki.theirs[0], None)):
+        args = ("import", name, str(certificate), *(("--key", str(key)) if key else ()), "--sector", "e_licence")
+        _yiwang("certs", *args)
+        shown.print(f"$ yiwang certs {shlex.join(args)}")
+    version = _register(shown, default_bundles_dir() / "e_licence", {"e_licence": url})
+    return cast(StringIO, shown.file).getvalue(), version
+
+
+def _electronic_licence(console: Console, gateway: Gateway, sector: ELicenceSimulator, desk: Desk,
+                        joining: Future[tuple[str, str]], timeout_s: float) -> bool:
+    """11: the electronic licence sector signs with SM2. Its bundle joined while the other scenes played
+    (`_licence_joins`); a licence case is decided: the sector verified each request against our certificate,
+    and we each of its answers against its certificate. Then the signed text of one request, as
+    `yiwang adapters sign` shows it."""
+    title = "11 电子证照：国密SM2签名（SM3，ID 1234567812345678）→ 证书导入证书库 → 包注册、测试、激活 → 办件，应答验签"
+    console.print(f"[bold]{title}")
+    try:
+        commands, version = joining.result(timeout=timeout_s)
+        console.print(commands, end="", highlight=False)
+        gateway.registry.refresh()
+        case = _submit(desk.window, {"matter_code": LICENCE, "channel": "city_window",
+                                     "applicant": {"name": "王建国", "id_number": "150203198503120039"},
+                                     "materials": [{"name": "居民身份证"}, {"name": "纸质就业创业证"}],
+                                     "form": {"licence_no": "2026020300000800", "issue_date": "2025-03-18",
+                                              "issuing_authority": "包头市就业服务中心"}})
+        case = _wait(desk.window, case["case_no"], "approved", timeout_s)
+        _expect(sector.counters["answers_signed"] > 0, "the sector signed none of its answers")
+        reference = case["tasks"][0]["sector_ref"]
+        sample = {"method": "GET", "path": f"/dzzz/api/v1/issuance/{reference}"}
+        shown = gateway.sector_calls.sign_sample("e_licence", version, sample)
+    except (DemoFailed, httpx.HTTPError, KeyError, ValueError, TimeoutError) as exc:
+        console.print(f"[red]{title}: {exc}")
+        return False
+    console.print(f"the sector verified {sector.counters['submits_received'] + sector.counters['queries_received']} "
+                  f"requests against our certificate; we verified its {sector.counters['answers_signed']} signed "
+                  f"answers against e_licence-sector", highlight=False)
+    console.print(f"$ yiwang adapters sign e_licence {version} --sample status.json   # {json.dumps(sample)}\n"
+                  f"  signed text: {shown['text']}\n  {shown['algorithm']} → X-SM2-Signature: "
+                  f"{shown['signature'][:24]}… (randomised: a new one each time)", highlight=False)
+    _print_timeline(console, title, desk.window.get(f"/v1/cases/{case['case_no']}").json(),
+                    desk.window.get(f"/v1/cases/{case['case_no']}/events").json()["items"])
+    return True
 
 
 def _logs_intact(console: Console, gateway: Gateway) -> bool:

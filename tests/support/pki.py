@@ -8,7 +8,7 @@ PKCS#12 files. Real keys and certificates made with `cryptography`; nothing is m
     ca.sign_csr(csr_pem, days=365)                     # the certificate for a CSR (leaf PEM)
 
 SM2 (which `cryptography` cannot sign with): `sm2_credential(name, days=30)` gives a self-signed SM2-with-SM3
-certificate and its PKCS#8 key as PEM, built with asn1crypto and signed by GmSSL (what `openssl x509 -verify`
+certificate and its PKCS#8 key as PEM, made by `certstore.sm2_self_signed` (what `openssl x509 -verify`
 accepts); `sm2_pair(name)` the same, made once per name and process; `sm2_store_entry(name)` a new one as a
 certificate-store `Credential`; `sm2_sec1(key_pem)` the same key as SEC1 (`EC PRIVATE KEY`). (Only
 tests/unit/test_sm2.py makes SM2 keys with the system's OpenSSL: its point is interoperability.)
@@ -24,23 +24,13 @@ from pathlib import Path
 
 from asn1crypto import keys as asn1_keys
 from asn1crypto import pem as asn1_pem
-from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from certstore import Credential, MemoryCredentials
-from certstore.sm2 import (
-    SM2_WITH_SM3_OID,
-    Sm2Key,
-    sm2_generate_key,
-    sm2_key,
-    sm2_key_pem,
-    sm2_public_key_info,
-    sm2_sign,
-)
+from certstore import Credential, MemoryCredentials, sm2_self_signed
 
 Key = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
@@ -163,23 +153,10 @@ class TestCA:
 
 def sm2_credential(name: str, days: float = 30, *, now: datetime | None = None, key_pem: bytes | None = None
                    ) -> tuple[bytes, bytes]:
-    """(certificate PEM, PKCS#8 key PEM): a self-signed SM2 certificate for CN=`name`, valid from an hour
-    before `now` for `days` (negative: already expired), signed with SM2/SM3 and the default signer ID.
-    A new key unless `key_pem` is given (a renewal of the same key)."""
-    key = sm2_key(key_pem) if key_pem else sm2_generate_key()
-    assert key.public is not None
-    start = (now or datetime.now(UTC)).replace(microsecond=0) - timedelta(hours=1)
-    subject = asn1_x509.Name.build({"country_name": "CN", "organization_name": "Yiwang test PKI",
-                                    "common_name": name})
-    algorithm = {"algorithm": SM2_WITH_SM3_OID}
-    tbs = asn1_x509.TbsCertificate({
-        "version": "v3", "serial_number": x509.random_serial_number(), "signature": algorithm,
-        "issuer": subject, "subject": subject, "subject_public_key_info": sm2_public_key_info(key.public),
-        "validity": {"not_before": _asn1_time(start), "not_after": _asn1_time(start + timedelta(days=days))},
-        "extensions": [{"extn_id": "basic_constraints", "critical": True, "extn_value": {"ca": False}}]})
-    certificate = asn1_x509.Certificate({"tbs_certificate": tbs, "signature_algorithm": algorithm,
-                                         "signature_value": sm2_sign(key, tbs.dump())})
-    return bytes(asn1_pem.armor("CERTIFICATE", certificate.dump())), sm2_key_pem(Sm2Key(key.private, key.public))
+    """(certificate PEM, PKCS#8 key PEM): a self-signed SM2 certificate for CN=`name` in the test PKI
+    (`certstore.sm2_self_signed`), valid from an hour before `now` for `days` (negative: already expired);
+    a new key unless `key_pem` is given (a renewal of the same key)."""
+    return sm2_self_signed(name, days, organization="Yiwang test PKI", now=now, key_pem=key_pem)
 
 
 @dataclass(frozen=True)
@@ -221,7 +198,3 @@ def sm2_sec1(key_pem: bytes) -> bytes:
     """The same SM2 key as SEC1 PEM (`EC PRIVATE KEY`), the other form sectors hand keys over in."""
     _kind, _headers, der = asn1_pem.unarmor(key_pem)
     return bytes(asn1_pem.armor("EC PRIVATE KEY", asn1_keys.PrivateKeyInfo.load(der)["private_key"].parsed.dump()))
-
-
-def _asn1_time(instant: datetime) -> asn1_x509.Time:
-    return asn1_x509.Time(name="utc_time" if instant.year < 2050 else "general_time", value=instant)
