@@ -362,6 +362,9 @@ class Cluster:
             "YIWANG_OUTBOX_REQUEUE_AFTER_MS": "5000",
             "YIWANG_AMQP_HEARTBEAT_S": "5",
             "YIWANG_LOG_LEVEL": "info",
+            # Four processes at up to pool + 10 connections each, and two clusters may run at once beside the
+            # other workers' tests: at the default 20 a full run met PostgreSQL's max_connections (100).
+            "YIWANG_DB_POOL_SIZE": "4",
             "PYTHONUNBUFFERED": "1",  # a SIGKILLed process's last lines are in its log, not lost in a buffer
             **settings,
         }
