@@ -134,6 +134,13 @@ def _positive_float(name: str, value: str) -> float:
     return number
 
 
+def _whole(name: str, value: str) -> int:
+    """0, 1, 2, ...: a count that may be none."""
+    if not value.isascii() or not value.isdigit():
+        raise ConfigError(f"{name} must be a whole number (0 or more), not {value!r}")
+    return int(value)
+
+
 def _positive(name: str, value: str) -> int:
     try:
         number = int(value)
@@ -172,7 +179,10 @@ class Settings:
     var_dir: Path = setting("YIWANG_VAR_DIR", Path("var"), _path, "where the embedded default keeps its files")
     database_url: str | None = setting("YIWANG_DATABASE_URL", None, _text, "default: SQLite under var_dir")
     db_pool_size: int = setting("YIWANG_DB_POOL_SIZE", 20, _positive,
-                                "database connections each process keeps open (and up to 10 more when busier)")
+                                "database connections each process keeps open (and up to "
+                                "YIWANG_DB_MAX_OVERFLOW more when busier)")
+    db_max_overflow: int = setting("YIWANG_DB_MAX_OVERFLOW", 10, _whole,
+                                   "connections a process may open beyond the pool when busier")
     catalogue: Path = setting("YIWANG_CATALOGUE", DEFAULT_CATALOGUE, _path, "the matter catalogue file")
     calendar: Path = setting("YIWANG_CALENDAR", DEFAULT_CALENDAR, _path, "the working-day calendar file")
     environment: str = setting("YIWANG_ENVIRONMENT", "test", _text, "which of a bundle's endpoints to call; "

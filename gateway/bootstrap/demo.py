@@ -201,7 +201,10 @@ def _desk(console: Console, gateway: Gateway, base_url: str) -> Desk:
                               ("social-security clerk", Role.CLERK, {"department": SOCIAL_SECURITY_AGENCY})):
         identity, key = gateway.keys.issue(f"demo {name}", [role], **scope)
         table.add_row(name, identity.id, key)
-        clients.append(httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30))
+        # An idle connection is dropped after 2 s, before uvicorn closes it after 5: reusing one the server is
+        # closing at that moment fails a POST with "server disconnected" (seen once on a loaded machine).
+        clients.append(httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30,
+                                    limits=httpx.Limits(keepalive_expiry=2.0)))
     console.print(table, "")
     return Desk(*clients)
 

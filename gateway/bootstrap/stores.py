@@ -25,7 +25,7 @@ LEDGER_KEY_FILE = "ledger-signing.key"  # under the var dir, sealed with the mas
 def open_database(settings: Settings) -> Engine:
     """The engine, with the schema in place: what every command that touches the database starts with."""
     settings.var_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.db_url, settings.db_pool_size)
+    engine = make_engine(settings.db_url, settings.db_pool_size, settings.db_max_overflow)
     create_schema(engine)
     return engine
 

@@ -31,13 +31,13 @@ DEFAULT_POOL_SIZE = 20
 MAX_OVERFLOW = 10
 
 
-def make_engine(url: str, pool_size: int = DEFAULT_POOL_SIZE) -> Engine:
+def make_engine(url: str, pool_size: int = DEFAULT_POOL_SIZE, max_overflow: int = MAX_OVERFLOW) -> Engine:
     """`pool_size` connections are kept open, and up to MAX_OVERFLOW more made when busier. Why 20, not
     SQLAlchemy's 5: the API serves up to 40 requests at once on threads, a submission uses two connections
     one after the other, and a connection beyond the pool is closed when returned: under load a small pool
     made the API open a new connection (a new PostgreSQL backend process) for most requests (bench)."""
     parsed = make_url(url)
-    pool = {"pool_size": pool_size, "max_overflow": MAX_OVERFLOW}
+    pool = {"pool_size": pool_size, "max_overflow": max_overflow}
     if parsed.get_backend_name() != "sqlite":
         # Beside any `options` the URL gives (e.g. `-csearch_path=...`): connect_args would replace them.
         given = parsed.query.get("options", ())

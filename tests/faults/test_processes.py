@@ -12,6 +12,7 @@ import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -117,7 +118,8 @@ def test_an_idempotency_key_holds_across_two_api_processes(launch: Launch, db_ur
 
 RACER = textwrap.dedent(
     """
-    import sys, time
+    import os, sys, time
+    from pathlib import Path
     from sqlalchemy import event
     from gateway.catalogue.calendar_file import load_calendar
     from gateway.catalogue.matters import Catalogue
@@ -131,7 +133,7 @@ RACER = textwrap.dedent(
     from gateway.persistence.uow import UnitsOfWork
     from gateway.cases.service import CaseService, SubmitCase
 
-    url, start_at, n = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+    url, gate, n = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
     engine = make_engine(url)
 
     @event.listens_for(engine, "after_cursor_execute")
@@ -146,7 +148,10 @@ RACER = textwrap.dedent(
     command = SubmitCase("12150200MB1A00010L3000805001000", Applicant("王建国", "111", "150203198503120039"),
                          (SubmittedMaterial("居民身份证"),), {"insured_months": 36, "separation_date": "2026-10-31"})
     matter, command = service._check(command)
-    time.sleep(max(0.0, start_at - time.time()))
+    (gate / str(os.getpid())).touch()  # ready; go when both are, however long the other took to start
+    give_up = time.monotonic() + 30
+    while len(list(gate.iterdir())) < 2 and time.monotonic() < give_up:
+        time.sleep(0.001)
     for _ in range(n):  # one try each: submit()'s retry on a duplicate number would hide a lost update
         print(service._submit_once(matter, command, Actor(ActorKind.APPLICANT, "racer"), None).case["case_no"],
               flush=True)
@@ -154,17 +159,18 @@ RACER = textwrap.dedent(
 )
 
 
-def race(sqlite_url: str, script: str, per_process: int) -> tuple[list[int], list[str], list[str]]:
+def race(sqlite_url: str, script: str, per_process: int, gate: Path) -> tuple[list[int], list[str], list[str]]:
     """Two processes submitting at the same instant; returns exit codes, case numbers, error tails."""
     engine = make_engine(sqlite_url)
     create_schema(engine)
     Catalogue(engine).seed_if_empty(DEFAULT_CATALOGUE)
     engine.dispose()
-    # Far enough ahead that both have imported and built their service even on a loaded machine (a racer
-    # starting late races nobody, and the negative control would see no lost update).
-    start_at = time.time() + 4.0
+    # Each racer starts submitting once both are ready (a file each in `gate`): a racer starting late would
+    # race nobody, and the negative control would see no lost update (seen on a loaded machine with a fixed
+    # start 4 s ahead).
+    gate.mkdir()
     racers = [
-        subprocess.Popen([sys.executable, "-c", script, sqlite_url, str(start_at), str(per_process)],
+        subprocess.Popen([sys.executable, "-c", script, sqlite_url, str(gate), str(per_process)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for _ in range(2)
     ]
@@ -173,8 +179,8 @@ def race(sqlite_url: str, script: str, per_process: int) -> tuple[list[int], lis
     return [r.returncode for r in racers], numbers, [err.decode()[-2000:] for _, err in outputs]
 
 
-def test_two_processes_racing_read_then_write_on_sqlite_lose_no_update(sqlite_url: str) -> None:
-    codes, numbers, errors = race(sqlite_url, RACER, 40)
+def test_two_processes_racing_read_then_write_on_sqlite_lose_no_update(sqlite_url: str, tmp_path: Path) -> None:
+    codes, numbers, errors = race(sqlite_url, RACER, 40, tmp_path / "gate")
     assert codes == [0, 0], errors
     assert len(numbers) == len(set(numbers)) == 80  # every case its own number
     engine = make_engine(sqlite_url)
@@ -183,11 +189,11 @@ def test_two_processes_racing_read_then_write_on_sqlite_lose_no_update(sqlite_ur
     engine.dispose()
 
 
-def test_negative_control_without_begin_immediate_the_race_breaks(sqlite_url: str) -> None:
+def test_negative_control_without_begin_immediate_the_race_breaks(sqlite_url: str, tmp_path: Path) -> None:
     """The same race on pysqlite's default (deferred BEGIN) fails: the check above can fail."""
     naive = RACER.replace("make_engine(url)", "create_engine(url, connect_args={'timeout': 30})").replace(
-        "import sys, time", "import sys, time\nfrom sqlalchemy import create_engine")
-    codes, numbers, _ = race(sqlite_url, naive, 40)
+        "import os, sys, time", "import os, sys, time\nfrom sqlalchemy import create_engine")
+    codes, numbers, _ = race(sqlite_url, naive, 40, tmp_path / "gate")
     assert codes != [0, 0] or len(set(numbers)) < 80
 
 

@@ -15,6 +15,7 @@ import structlog
 from sqlalchemy import event, text
 
 from adapters.registry import default_bundles_dir
+from gateway.bootstrap.stores import open_database
 from gateway.config import ConfigError, Settings, parse_endpoints
 from gateway.observability.logs import configure_logging, mask_text
 from gateway.persistence.engine import READ_ONLY, make_engine
@@ -97,6 +98,19 @@ def test_the_pool_size_comes_from_the_environment_and_must_be_positive() -> None
     assert Settings.from_env({"YIWANG_DB_POOL_SIZE": "35"}).db_pool_size == 35
     with pytest.raises(ConfigError, match="YIWANG_DB_POOL_SIZE"):
         Settings.from_env({"YIWANG_DB_POOL_SIZE": "0"})
+
+
+def test_the_overflow_beyond_the_pool_comes_from_the_environment_and_reaches_the_engine(tmp_path: Path) -> None:
+    assert Settings.from_env({}).db_max_overflow == 10
+    settings = Settings.from_env({"YIWANG_DB_MAX_OVERFLOW": "0", "YIWANG_DB_POOL_SIZE": "3",
+                                  "YIWANG_VAR_DIR": str(tmp_path)})
+    engine = open_database(settings)
+    try:
+        assert (engine.pool.size(), engine.pool._max_overflow) == (3, 0)  # type: ignore[attr-defined]
+    finally:
+        engine.dispose()
+    with pytest.raises(ConfigError, match="YIWANG_DB_MAX_OVERFLOW must be a whole number"):
+        Settings.from_env({"YIWANG_DB_MAX_OVERFLOW": "-1"})
 
 
 @pytest.mark.timeout(60)

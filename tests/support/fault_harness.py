@@ -362,9 +362,11 @@ class Cluster:
             "YIWANG_OUTBOX_REQUEUE_AFTER_MS": "5000",
             "YIWANG_AMQP_HEARTBEAT_S": "5",
             "YIWANG_LOG_LEVEL": "info",
-            # Four processes at up to pool + 10 connections each, and two clusters may run at once beside the
-            # other workers' tests: at the default 20 a full run met PostgreSQL's max_connections (100).
+            # Four processes at up to pool + overflow connections each (one cluster used 37 at 4 + 10), and two
+            # clusters may run at once beside the other workers' tests: at 20 + 10 a full run met PostgreSQL's
+            # max_connections (100).
             "YIWANG_DB_POOL_SIZE": "4",
+            "YIWANG_DB_MAX_OVERFLOW": "4",
             "PYTHONUNBUFFERED": "1",  # a SIGKILLed process's last lines are in its log, not lost in a buffer
             **settings,
         }
