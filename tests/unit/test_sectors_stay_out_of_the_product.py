@@ -2,8 +2,8 @@
 
 Product modules: every .py file under gateway/, adapters/ (but its simulators and bundles, which are the
 sectors' own side), mappings/, certstore/ and ops/, but the demo (gateway/bootstrap/demo.py), which plays the
-sector teams too: it starts their simulators and registers their bundles, as they would. Names: the sectors' names as the gateway knows them and
-their Chinese names. `unemployment` (a matter's word) is not the sector `employment`."""
+sector teams too: it starts their simulators and registers their bundles, as they would. Names: the sectors'
+names as the gateway knows them and their Chinese names. `unemployment` (a matter's word) is not the sector `employment`."""
 
 from __future__ import annotations
 
