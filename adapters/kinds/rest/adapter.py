@@ -158,7 +158,10 @@ class RestAdapter:
             verify=ssl_context or system_trust(),
         )
         self._auth = rest_auth(auth, self.client, signing)
-        self._answer_keys = answer_keys
+        # What signed answers are checked against, read once like our own signing key: a rotated credential
+        # gives a new adapter (`adapters.registry`), so nothing here goes stale.
+        self._answer_keys = None if not isinstance(self._auth, RecipeAuth) or self._auth.recipe.answers is None \
+            else verifying_keys(self._auth.recipe, answer_keys)
         self._answer_nonces = RecentNonces()  # a signed answer replayed within the skew window is refused
 
     def close(self) -> None:
@@ -259,13 +262,13 @@ class RestAdapter:
     def _verify_answer(self, response: httpx.Response, body: bytes, where: str) -> None:
         """A sector that signs its answers (`auth.answers`): a bad or missing signature is VALIDATION, not retried.
         The text is rebuilt from the method, path and query of our request and the answer's headers and body."""
-        if not isinstance(self._auth, RecipeAuth) or self._auth.recipe.answers is None:
+        if self._answer_keys is None or not isinstance(self._auth, RecipeAuth) or self._auth.recipe.answers is None:
             return
         recipe, check = self._auth.recipe, self._auth.recipe.answers
         sent = wire_request(response.request)
         arrived = WireRequest(sent.method, sent.path, sent.query, dict(response.headers), body)
         try:
-            verify_request(recipe, verifying_keys(recipe, self._answer_keys), arrived, now=self._auth.now(),
+            verify_request(recipe, self._answer_keys, arrived, now=self._auth.now(),
                            seen_nonces=self._answer_nonces, text=check.text, placement=check.place,
                            unit=check.timestamp)
         except (SignatureError, ValueError) as exc:
