@@ -339,9 +339,10 @@ class Cluster:
         self.amqp_url = amqp_url
         self.workdir = workdir
         self.worker_count = workers
-        # Workers deliver on 8 threads: 4 + 4 connections each; the API process (the env below) serves submissions
+        # Workers deliver on 8 threads: 6 + 4 connections each (at 4 + 4 a lease ran out while a thread waited
+        # for one, and a sector got a submission twice); the API process (the env below) serves submissions
         # and callbacks at once and needs more (at 4 + 4 its pool ran dry under the callback fault load).
-        self.worker_settings = {"YIWANG_DB_POOL_SIZE": "4", "YIWANG_DB_MAX_OVERFLOW": "4", **(worker_settings or {})}
+        self.worker_settings = {"YIWANG_DB_POOL_SIZE": "6", "YIWANG_DB_MAX_OVERFLOW": "4", **(worker_settings or {})}
         self.master_key = MasterKeys.generate("faults")
         self.blind_index_key = os.urandom(32).hex()
         self.env = {
@@ -366,7 +367,7 @@ class Cluster:
             "YIWANG_LOG_LEVEL": "info",
             # Four processes at up to pool + overflow connections each (one cluster used 37 at 4 + 10), and two
             # clusters may run at once beside the other workers' tests: at 20 + 10 a full run met PostgreSQL's
-            # max_connections (100). The API process: 8 + 8; the workers: 4 + 4 (worker_settings above).
+            # max_connections (100). The API process: 8 + 8; the workers: 6 + 4 (worker_settings above).
             "YIWANG_DB_POOL_SIZE": "8",
             "YIWANG_DB_MAX_OVERFLOW": "8",
             "PYTHONUNBUFFERED": "1",  # a SIGKILLed process's last lines are in its log, not lost in a buffer
