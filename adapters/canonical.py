@@ -87,6 +87,16 @@ MESSAGES: Mapping[str, Mapping[str, Any]] = MappingProxyType({
 })  # fmt: skip
 
 
+# Canonical result fields that hold a time, and of which kind (mappings.converters INSTANT / DATE): a mapping
+# reads each through a converter that gives that kind and names the zone the sector's value is in
+# (mappings.validate, "Times"): a sector's naive time is never guessed at.
+RESULT_TIMES: Mapping[str, str] = MappingProxyType({
+    "decided_at": "instant",  # ISO-8601 UTC
+    "certificate_valid_until": "date",  # yyyy-MM-dd
+    "valid_until": "date",
+})  # fmt: skip
+
+
 @dataclass(frozen=True)
 class ResultSpec:
     """The keys an operation's `response.fields` must and may produce, and the values some may take."""
@@ -99,6 +109,11 @@ class ResultSpec:
     @property
     def allowed(self) -> frozenset[str]:
         return self.required | self.optional
+
+    @property
+    def times(self) -> Mapping[str, str]:
+        """The result fields of this operation that hold a time -> "instant" or "date" (RESULT_TIMES)."""
+        return {key: kind for key, kind in RESULT_TIMES.items() if key in self.allowed and not self.open}
 
 
 _STATUS = {"status": frozenset(STATUSES)}

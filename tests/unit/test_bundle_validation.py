@@ -35,6 +35,7 @@ from adapters.descriptor import Bundle, CallbackResults, PollingResults
 from adapters.registry import default_bundles_dir
 from adapters.kinds.rest import RestOptions
 from adapters.kinds.soap import stylesheets
+from mappings import CONVERTERS
 from mappings.errors import MappingError
 from mappings.positions import YamlProblem, load_yaml
 from mappings.xslt import XsltError, compile_xslt
@@ -132,6 +133,11 @@ def E(file: str, old: str, new: str | None) -> Edit:  # noqa: N802 - reads as a 
 
 
 D, SUBMIT, STATUS = "bundle.yaml", "submit_case.mapping.yaml", "query_status.mapping.yaml"
+KNOWN = ", ".join(sorted(CONVERTERS))
+NO_ZONE = ("'decided_at' is an ISO-8601 UTC instant: read it with a converter that declares the sector's zone, last "
+           "in `convert` and without a code table (epoch_s_to_iso_utc, epoch_ms_to_iso_utc, compact_shanghai_to_iso_utc, "
+           "beijing_datetime_to_iso_utc, compact_utc_to_iso_utc, utc_datetime_to_iso_utc, xsd_datetime_to_iso_utc); "
+           "a time is never guessed")
 JSON_APPLICATION = '          application/json:\n            schema: {$ref: "#/components/schemas/Application"}'
 FORM_APPLICATION = JSON_APPLICATION.replace("application/json", "application/x-www-form-urlencoded")
 FLAT_FORM = """http:
@@ -206,7 +212,18 @@ BROKEN: list[tuple[str, Path, list[Edit], list[str]]] = [
      [E(SUBMIT, "  qqlsh: {from: idempotency_key}", "  qqlsh: &k {from: idempotency_key}\n  x: *k")],
      ["submit_case.mapping.yaml:7: YAML aliases (*name) are not allowed"]),
     ("unknown converter", SOAP, [E(SUBMIT, "convert: datetime_compact_shanghai", "convert: datetime_compact")],
-     ["submit_case.mapping.yaml:13: request.slsj: unknown converter 'datetime_compact'"]),
+     [f"submit_case.mapping.yaml:13: request.slsj: unknown converter 'datetime_compact' (known: {KNOWN})"]),
+    ("unknown converter in a chain", SOAP,
+     [E(SUBMIT, "convert: datetime_compact_shanghai", "convert: [datetime_compact_shanghai, nope]")],
+     [f"submit_case.mapping.yaml:13: request.slsj: unknown converter 'nope' (known: {KNOWN})"]),
+    ("a sector's time copied without a zone", SOAP, [E(STATUS, "convert: compact_shanghai_to_iso_utc, ", "")],
+     [f"query_status.mapping.yaml:16: response.fields.decided_at: {NO_ZONE}"]),
+    ("a sector's time chained past its zone", SOAP,
+     [E(STATUS, "convert: compact_shanghai_to_iso_utc", "convert: [compact_shanghai_to_iso_utc, str]")],
+     [f"query_status.mapping.yaml:16: response.fields.decided_at: {NO_ZONE}"]),
+    ("a sector's time through a code table", SOAP,
+     [E(STATUS, "convert: compact_shanghai_to_iso_utc", "convert: compact_shanghai_to_iso_utc, code_table: status")],
+     [f"query_status.mapping.yaml:16: response.fields.decided_at: {NO_ZONE}"]),
     ("unknown code table", SOAP, [E(SUBMIT, "code_table: yes_no", "code_table: yesno")],
      ["submit_case.mapping.yaml:20: request.cllb.cl.map.sfsj: unknown code table 'yesno'"]),
     ("from path not in the canonical model", SOAP, [E(SUBMIT, "case.applicant.name}", "case.applicant.nme}")],
@@ -291,6 +308,17 @@ def test_broken_bundles_are_refused_with_exact_problems(
 ) -> None:
     bundle = broken(tmp_path, source, *edits)
     assert [str(p) for p in validate_bundle(bundle)] == expected
+
+
+def test_a_sector_time_read_through_a_chain_ending_in_its_zone_validates(tmp_path: Path) -> None:
+    chained = "convert: [str, compact_shanghai_to_iso_utc]"  # the zone-declaring converter last: sound
+    bundle = broken(tmp_path, SOAP, E(STATUS, "convert: compact_shanghai_to_iso_utc", chained))
+    assert validate_bundle(bundle) == []
+
+
+@pytest.mark.parametrize("bundle", sorted(default_bundles_dir().glob("*/bundle.yaml")), ids=lambda p: p.parent.name)
+def test_every_shipped_bundle_declares_its_sectors_time_zones(bundle: Path) -> None:
+    assert [str(p) for p in validate_bundle(bundle.parent)] == []
 
 
 def test_load_bundle_raises_every_descriptor_problem(tmp_path: Path) -> None:
@@ -573,7 +601,7 @@ def test_compile_mappings_merges_bundle_code_tables_and_reports_errors(tmp_path:
     assert set(compiled) == {"submit_case", "query_status", "cancel_case", *load_bundle(REST).queries}
     assert compiled["submit_case"].render_request(message())["priority"] == "GREEN"
     bundle = broken(tmp_path, SOAP, E(SUBMIT, "convert: datetime_compact_shanghai", "convert: nope"))
-    with pytest.raises(BundleError, match=r"^submit_case.mapping.yaml:13: request.slsj: unknown converter 'nope'$"):
+    with pytest.raises(BundleError, match=r"^submit_case.mapping.yaml:13: request.slsj: unknown converter 'nope' \(known: "):
         compile_mappings(load_bundle(bundle))
 
 

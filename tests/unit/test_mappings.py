@@ -282,7 +282,8 @@ def test_convert_runs_before_code_table() -> None:
 
 def test_unknown_converter(tmp_path: Path) -> None:
     text = "operation: Op\nrequest:\n  slsj: {from: case.accepted_at, convert: datetime_iso}\n"
-    assert compile_error(tmp_path, text) == "bad.mapping.yaml: request.slsj: unknown converter 'datetime_iso'"
+    known = ", ".join(sorted(CONVERTERS))
+    assert compile_error(tmp_path, text) == f"bad.mapping.yaml: request.slsj: unknown converter 'datetime_iso' (known: {known})"
 
 
 def test_unknown_code_table(tmp_path: Path) -> None:
