@@ -21,12 +21,13 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from zoneinfo import ZoneInfo
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
+# Beijing time (北京时间) is UTC+8, a fixed offset: China has kept no summer time since 1991, and the tz database's
+# Asia/Shanghai would turn 1986-1991 summer wall-clock times into +09:00 (and one hour a year into two readings).
+SHANGHAI = timezone(timedelta(hours=8), "Beijing")
 BEIJING, ZONE_UTC, OFFSET = "Beijing", "UTC", "offset"  # OFFSET: the value carries its own; none is refused
 INSTANT, DATE = "instant", "date"  # what a time converter gives: ISO-8601 UTC text, or yyyy-MM-dd
 

@@ -100,6 +100,9 @@ def test_the_canonical_model_as_data() -> None:
     assert canonical.result_spec("callback").optional == {"opinion", "decided_at", "case_no", "task_id",
                                                           "idempotency_key"}
     assert canonical.result_spec("submit_case").required == {"sector_ref"}
+    assert canonical.result_spec("callback").times == {"decided_at": "instant"}
+    assert canonical.result_spec("fetch_certificate").times == {"valid_until": "date"}
+    assert canonical.result_spec("housing_fund_balance", query=True).times == {}  # a query's result is its own
 
 
 # ------------------------------------------------------------------ broken bundles
