@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 from typing import Any
 
 # Beijing time (北京时间) is UTC+8, a fixed offset: China has kept no summer time since 1991, and the tz database's
@@ -184,12 +184,21 @@ def month_compact_to_iso(value: Any) -> str:
 # --------------------------------------------------------------------------- money: fen and yuan
 
 _YUAN_TEXT = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+_FEN_TEXT = re.compile(r"-?[0-9]+")
 _FEN_PER_YUAN = 2  # decimal places
 
 
+def _exact(digits: int) -> Context:
+    # Enough precision that moving the decimal point never rounds (the default context keeps 28 digits).
+    return Context(prec=digits + 2 * _FEN_PER_YUAN)
+
+
 def fen_to_yuan(value: Any) -> str:
-    """Whole fen -> yuan as exact text with two places (12345 -> "123.45"); never a float."""
-    return str(Decimal(to_int(value)).scaleb(-_FEN_PER_YUAN))
+    """Whole fen (a number, or digits as text) -> yuan as exact text with two places (12345 -> "123.45")."""
+    if isinstance(value, str) and not _FEN_TEXT.fullmatch(value):
+        raise ValueError(f"{value!r} is not a whole number of fen")
+    fen = to_int(value)
+    return str(Decimal(fen).scaleb(-_FEN_PER_YUAN, _exact(len(str(fen)))))
 
 
 def yuan_to_fen(value: Any) -> int:
@@ -201,7 +210,7 @@ def yuan_to_fen(value: Any) -> int:
     if not _YUAN_TEXT.fullmatch(text):
         raise ValueError(f"{value!r} is not an amount in yuan")
     try:
-        fen = Decimal(text).scaleb(_FEN_PER_YUAN)
+        fen = Decimal(text).scaleb(_FEN_PER_YUAN, _exact(len(text)))
     except InvalidOperation as exc:  # an ArithmeticError, not a ValueError
         raise ValueError(f"{value!r} is not an amount in yuan") from exc
     if fen != fen.to_integral_value():

@@ -38,6 +38,7 @@ from adapters.kinds.soap import stylesheets
 from mappings import CONVERTERS
 from mappings.errors import MappingError
 from mappings.positions import YamlProblem, load_yaml
+from mappings.validate import Expectations, Shape, check_canonical, load_mapping
 from mappings.xslt import XsltError, compile_xslt
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "bundles"
@@ -224,6 +225,9 @@ BROKEN: list[tuple[str, Path, list[Edit], list[str]]] = [
     ("a sector's time chained past its zone", SOAP,
      [E(STATUS, "convert: compact_shanghai_to_iso_utc", "convert: [compact_shanghai_to_iso_utc, str]")],
      [f"query_status.mapping.yaml:16: response.fields.decided_at: {NO_ZONE}"]),
+    ("a sector's time as a constant", SOAP,
+     [E(STATUS, "{from: bjsj, convert: compact_shanghai_to_iso_utc, optional: true}", "{value: '2026-12-07 10:00:00'}")],
+     [f"query_status.mapping.yaml:16: response.fields.decided_at: {NO_ZONE}"]),
     ("a sector's time through a code table", SOAP,
      [E(STATUS, "convert: compact_shanghai_to_iso_utc", "convert: compact_shanghai_to_iso_utc, code_table: status")],
      [f"query_status.mapping.yaml:16: response.fields.decided_at: {NO_ZONE}"]),
@@ -317,6 +321,35 @@ def test_a_sector_time_read_through_a_chain_ending_in_its_zone_validates(tmp_pat
     chained = "convert: [str, compact_shanghai_to_iso_utc]"  # the zone-declaring converter last: sound
     bundle = broken(tmp_path, SOAP, E(STATUS, "convert: compact_shanghai_to_iso_utc", chained))
     assert validate_bundle(bundle) == []
+
+
+CERTIFICATE = """operation: GetCertificate
+request: {ref: {from: sector_ref}}
+response:
+  fields:
+    name: {from: zzmc}
+    number: {from: zzbh}
+    valid_until: {from: yxqz%s}
+"""
+
+
+@pytest.mark.parametrize(("convert", "expected"), [
+    ("", ["certificate.mapping.yaml:7: response.fields.valid_until: 'valid_until' is a date (yyyy-MM-dd): read it "
+          "with a converter that declares the sector's zone, last in `convert` and without a code table (date_iso, "
+          "compact_date_to_iso); a time is never guessed"]),
+    (", convert: compact_date_to_iso", []),
+    (", convert: [epoch_ms_to_iso_utc, date_iso]", []),  # an instant's Beijing date
+])  # fmt: skip
+def test_a_certificate_validity_is_a_date_read_through_a_date_converter(
+    tmp_path: Path, convert: str, expected: list[str]
+) -> None:
+    path = tmp_path / "certificate.mapping.yaml"
+    path.write_text(CERTIFICATE % convert, encoding="utf-8")
+    mf, problems = load_mapping(path)
+    assert mf is not None and problems == []
+    tree = canonical.message_tree("fetch_certificate")
+    expectations = Expectations("fetch_certificate", Shape.from_data(tree), canonical.result_spec("fetch_certificate"))
+    assert [str(p) for p in check_canonical(mf, expectations)] == expected
 
 
 @pytest.mark.parametrize("bundle", sorted(default_bundles_dir().glob("*/bundle.yaml")), ids=lambda p: p.parent.name)
