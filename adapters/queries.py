@@ -247,7 +247,7 @@ def _type_error(kind: str, value: Any) -> str | None:
           "number": type(value) in (int, float),
           "boolean": type(value) is bool,
           "date": isinstance(value, str) and _is_date(value)}[kind]
-    shown = {"string": "文本", "integer": "整数", "number": "数值", "boolean": "true 或 false",
+    shown = {"string": "文本", "integer": "整数", "number": "数值", "boolean": "布尔值（true 或 false）",
              "date": "日期（YYYY-MM-DD）"}[kind]
     return None if ok else f"应为{shown}"
 

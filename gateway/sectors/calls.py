@@ -108,7 +108,7 @@ class SectorCalls:
         if operation not in registered.mappings:
             raise NoActiveAdapter(f"{sector} 适配包 {registered.version} 版没有操作或查询 {operation}")
         if case_no is None:
-            message: dict[str, Any] = {"query": dict(params)}
+            message: dict[str, Any] = {"query": dict(params), "request_id": uuid.uuid4().hex}  # as a call has
         else:
             case = self.service.get(case_no)
             task = next((t for t in case.tasks if t.sector == sector), None)
