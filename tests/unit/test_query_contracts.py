@@ -3,13 +3,17 @@ mapping's reads at registration, and against a caller's parameters at every call
 
 from __future__ import annotations
 
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from adapters import canonical
+from adapters.bundle import bundle_warnings, load_bundle, validate_bundle
 from adapters.queries import QueryParameter, contract_problems, declared_parameters, is_id_number, parameter_errors
+from adapters.registry import default_bundles_dir
 from mappings.validate import Expectations, Shape, check_canonical, load_mapping
 
 MAPPING = """\
@@ -120,3 +124,17 @@ def test_a_query_mapping_may_send_the_request_id(tmp_path: Path) -> None:
                             canonical.result_spec("q", query=True), True)
     assert check_canonical(mf, expected) == []
     assert mf.compiled.render_http({"query": {"id_number": "x"}, "request_id": "r-1"}).headers == {"X-Req": "r-1"}
+
+
+def test_registration_warns_of_a_query_declaring_nothing_and_the_shipped_ones_declare(tmp_path: Path) -> None:
+    folder = tmp_path / "housing_fund"
+    shutil.copytree(default_bundles_dir() / "housing_fund", folder)
+    mapping = folder / "housing_fund_balance.mapping.yaml"
+    mapping.write_text(re.sub(r"(?m)^parameters:.*\n(?:  .*\n)*", "", mapping.read_text(encoding="utf-8")),
+                       encoding="utf-8")
+    assert validate_bundle(folder) == []  # compatible: still valid
+    assert [str(w) for w in bundle_warnings(load_bundle(folder))] == [
+        "housing_fund_balance.mapping.yaml:3: declares no parameters: callers' parameters are not checked before "
+        "the sector is called (the mapping reads query.id_number)"]
+    for bundle in sorted(default_bundles_dir().glob("*/bundle.yaml")):
+        assert bundle_warnings(load_bundle(bundle.parent)) == [], bundle.parent.name
