@@ -104,18 +104,17 @@ def undeclared(gateway: Gateway, sector: str, folder: Path) -> None:
                              force=True)
 
 
-@pytest.mark.parametrize("declared", [True, False])
 def test_a_query_no_request_can_carry_is_the_halls_mistake_422_and_never_the_sectors_failure(
-        gateway: Gateway, simulator: SocialSecuritySimulator, housing: HousingFundSimulator, declared: bool,
-        tmp_path: Path) -> None:
-    if not declared:
-        for sector in (SECTOR, HOUSING):
-            undeclared(gateway, sector, tmp_path)
-    for name, params, problem in UNSENDABLE:
-        answer = ask(gateway, name, params)
-        assert answer.status_code == 422, (name, answer.text)
-        assert answer.json()["type"] == (BAD_PARAMETERS if declared and problem == QUERY_INVALID else problem), \
-            answer.text
+        gateway: Gateway, simulator: SocialSecuritySimulator, housing: HousingFundSimulator, tmp_path: Path) -> None:
+    for declared in (True, False):
+        if not declared:
+            for sector in (SECTOR, HOUSING):
+                undeclared(gateway, sector, tmp_path)
+        for name, params, problem in UNSENDABLE:
+            answer = ask(gateway, name, params)
+            assert answer.status_code == 422, (name, answer.text)
+            expected = BAD_PARAMETERS if declared and problem == QUERY_INVALID else problem
+            assert answer.json()["type"] == expected, answer.text
     assert simulator.counters["raw_requests"] == housing.counters["raw_requests"] == 0  # nothing was sent
     for sector in (SECTOR, HOUSING):  # no call of the sector's, so no failure of it either
         seen = health(gateway, sector)
