@@ -161,6 +161,10 @@ def contract_problems(mf: MappingFile) -> tuple[list[Problem], list[Problem]]:
                          for r in rules]
     warnings = [mf.problem([PARAMETERS, name], "declared but never read by the mapping: it is checked, then "
                                                "not sent to the sector") for name in block if name not in read]
+    warnings += [mf.problem([PARAMETERS, name, "required"], "declared optional, but a rule reading it is not "
+                                                            "`optional`: a call without it cannot be sent")
+                 for name, spec in block.items() if isinstance(spec, Mapping) and spec.get("required") is False
+                 and any(not r.optional for r in read.get(name, ()))]
     return problems, warnings
 
 

@@ -52,6 +52,13 @@ def test_a_read_of_an_undeclared_parameter_is_a_problem_and_an_unread_one_a_warn
                       "checked, then not sent to the sector"]
 
 
+def test_an_optional_parameter_the_mapping_needs_is_warned(tmp_path: Path) -> None:
+    _, warned = problems(tmp_path, MAPPING.replace("{type: string, pattern: id_number,",
+                                                   "{type: string, required: false, pattern: id_number,"))
+    assert warned == ["q.mapping.yaml:2: parameters.id_number.required: declared optional, but a rule reading it "
+                      "is not `optional`: a call without it cannot be sent"]
+
+
 @pytest.mark.parametrize(("spec", "expected"), [
     ("{type: text}", "q.mapping.yaml:3: parameters.year.type: 'text' is not a type (string, integer, number, "
                      "boolean, date)"),
