@@ -74,7 +74,9 @@ SUBMIT_MESSAGE: Mapping[str, Any] = {
     **TASK_MESSAGE,
     "case": {**TASK_MESSAGE["case"], "materials": [SENT_MATERIAL]},
 }
-QUERY_MESSAGE: Mapping[str, Any] = {"query": ANYTHING}
+# A named query: the caller's parameters and the gateway's id of this one call (new per call, in the answer and
+# the message log; a mapping may send it where the sector takes a request id).
+QUERY_MESSAGE: Mapping[str, Any] = {"query": ANYTHING, "request_id": "str"}
 # A callback's `request`, if any, is our acknowledgement to the sector: it can only hold constants.
 CALLBACK_MESSAGE: Mapping[str, Any] = {}
 

@@ -155,7 +155,8 @@ class Expectations:
     query: bool = False  # named queries may page
 
 
-_OURS = ("xslt",)  # top-level keys applied after the engine renders: read here, not by the engine
+_OURS = ("xslt", "parameters")  # top-level keys the engine does not read: the stylesheet applied after it
+# renders (read here); a named query's parameter contract (read by adapters.queries)
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 

@@ -94,7 +94,7 @@ def test_the_canonical_model_as_data() -> None:
     paths = canonical.readable_paths("submit_case")
     assert {"idempotency_key", "sector_ref", "task.id", "case.applicant.id_number"} <= paths
     assert {"case.materials[].name", "case.materials[].received", "case.materials[].file_ref", "case.form.*"} <= paths
-    assert canonical.readable_paths("housing_fund_balance", query=True) == {"query", "query.*"}
+    assert canonical.readable_paths("housing_fund_balance", query=True) == {"query", "query.*", "request_id"}
     assert canonical.result_spec("query_status").required == {"status"}
     assert canonical.result_spec("query_status").optional == {"opinion", "decided_at", "sector_ref", "case_no",
                                                               "task_id", "idempotency_key"}
