@@ -1,9 +1,9 @@
 """Helpers shared by the adapter kinds, so that no kind imports another (`adapters/kinds/<kind>/`).
 
 What every kind's adapter does alike: keep the sector's raw answer for a dead letter (`RawAnswer`), find and
-fail a mapping (`mapping_for`, `mapping_failure`: a business refusal by its declared kind — retryable,
-final with its way forward (`SectorRefusal`), or left to an operator), tell a refused certificate from a broken connection
-(`certificate_refused`), read a capped body (`read_capped`), build an HTTP Basic header (`basic_header`);
+fail a mapping (`mapping_for`, `mapping_failure`: a business refusal by its declared kind — retryable, final
+with its way forward (`SectorRefusal`), or left to an operator), tell a refused certificate from a broken
+connection (`certificate_refused`), read a capped body (`read_capped`), build an HTTP Basic header (`basic_header`);
 and for checking bundles: `no_check` when a service description could not be read.
 
 Imports `adapters.contract`, `adapters.secrets` and `mappings`; never a kind.
