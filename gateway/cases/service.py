@@ -469,7 +469,7 @@ class CaseService:
             try:
                 case.require(WAYS_FORWARD[way].trigger, actor)
             except ForbiddenTransition as forbidden:
-                _dead_letter(uow, message, now, f"{message.sector} refused: {refusal.message}; {forbidden}",
+                _dead_letter(uow, message, now, f"{message.sector} refused: {refusal.sector_message}; {forbidden}",
                              {**note, "way": str(way), "missing": list(refusal.missing)}, FailureClass.SECTOR_FAULT)
                 return
             before = task_snapshot(case)
@@ -848,10 +848,10 @@ def refusal_way(task: Task, refusal: SectorRefusal) -> tuple[WayForward, str, di
     """The way forward of a sector's final refusal, the reason on the timeline (the sector's own message) and
     what the event adds: the sector's code and message, and why a supplement became a hand-over."""
     way = WayForward(refusal.way)
-    note: dict[str, Any] = {"sector_code": refusal.code, "sector_message": refusal.message}
+    note: dict[str, Any] = {"sector_code": refusal.code, "sector_message": refusal.sector_message}
     if way is WayForward.SUPPLEMENT and not refusal.missing:  # nothing to list at the window: a clerk decides
         way, note["fallback"] = WayForward.BACK_OFFICE, NO_MISSING_LIST
-    reason = refusal.message.strip() or f"{task.department}业务系统不予办理（{refusal.code}）"
+    reason = refusal.sector_message.strip() or f"{task.department}业务系统不予办理（{refusal.code}）"
     return way, reason, note
 
 
