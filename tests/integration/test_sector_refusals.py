@@ -4,15 +4,17 @@ status answers it cannot read — on both databases."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from adapters import SectorRefusal
+from adapters import SectorRefusal, default_bundles_dir, validate_bundle
 from adapters.simulators.social_security import SocialSecuritySimulator
 from gateway.audit.ledger import Filters
 from gateway.bootstrap.app import Gateway
@@ -189,3 +191,19 @@ def test_an_unchanged_status_writes_nothing_to_the_case(make_gateway: Callable[.
     after = gateway.service.get(case_no)
     assert (after.version, len(after.events)) == (before.version, len(before.events))
     assert set(_received(gateway, case_no, "query_status")) == {"ok"}
+
+
+@pytest.mark.parametrize(("file", "change", "expected"), [
+    ("submit_case.mapping.yaml", ("missing: qscl}", "missing: qsclx}"),
+     "submit_case.mapping.yaml:29: response.business_error.final.3001.missing: 'qsclx' is not in SubmitCaseResponse"),
+    ("bundle.yaml", ("max_bad_answers: 5 ", "max_bad_answers: 0 "),
+     "bundle.yaml:32: results.max_bad_answers: 0 is less than the minimum of 1"),
+])
+def test_a_bundle_declaring_refusals_or_polling_wrongly_is_refused_naming_the_line(
+        tmp_path: Path, file: str, change: tuple[str, str], expected: str) -> None:
+    bundle = tmp_path / "social_security"
+    shutil.copytree(default_bundles_dir() / "social_security", bundle)
+    text = (bundle / file).read_text(encoding="utf-8")
+    assert change[0] in text
+    (bundle / file).write_text(text.replace(*change), encoding="utf-8")
+    assert [str(problem) for problem in validate_bundle(bundle)][0].startswith(expected)
