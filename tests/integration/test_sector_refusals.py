@@ -1,6 +1,6 @@
-"""What a sector says no with reaches the case (issue 18), through the social-security simulator over real SOAP:
-a final refusal takes the way forward its bundle declares, a busy sector is asked again, and polling survives
-status answers it cannot read — on both databases."""
+"""What a sector says no with reaches the case (issue 18), through the social-security simulator over real
+SOAP (and the REST kind against a local server): a final refusal takes the way forward its bundle declares, a
+busy sector is asked again, and polling survives status answers it cannot read — on both databases."""
 
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ import pytest
 from sqlalchemy import select
 
 from adapters import SectorRefusal, default_bundles_dir, validate_bundle
+from adapters.contract import Operation
+from adapters.kinds.rest.adapter import RestAdapter
+from adapters.resilience import RetryPolicy, with_retries
 from adapters.simulators.social_security import SocialSecuritySimulator
 from gateway.audit.ledger import Filters
 from gateway.bootstrap.app import Gateway
@@ -27,6 +30,8 @@ from tests.support.applications import application
 from tests.support.cases import outbox_statuses, state, submit
 from tests.support.catalogue import SOCIAL_SECURITY_CARD
 from tests.support.gateways import drain
+from tests.support.local_server import ENVELOPE_OK, SUBMIT, TICKET, LocalServer, Reply, mappings
+from tests.support.local_server import message as canonical_message
 
 HALL = Actor(ActorKind.APPLICANT, "hall")
 CARD_WITHOUT_PHOTO = application(SOCIAL_SECURITY_CARD, ("居民身份证",))
@@ -207,3 +212,34 @@ def test_a_bundle_declaring_refusals_or_polling_wrongly_is_refused_naming_the_li
     assert change[0] in text
     (bundle / file).write_text(text.replace(*change), encoding="utf-8")
     assert [str(problem) for problem in validate_bundle(bundle)][0].startswith(expected)
+
+
+# ------------------------------------------------------------------------------------------- the REST kind
+
+
+def test_the_rest_kind_retries_a_busy_code_and_carries_a_final_refusal_with_its_way(
+        local_server: LocalServer) -> None:
+    declared = {**ENVELOPE_OK["business_error"], "retryable": [9001],
+                "final": {"4201": {"way": "supplement", "missing": "data.lacking"}, "4301": {"way": "return"}}}
+    submit_mapping = {**SUBMIT, "response": {**SUBMIT["response"], "business_error": declared}}
+    adapter = RestAdapter("housing_fund", "1", local_server.url, mappings(submit_case=submit_mapping), 2.0)
+    retried = with_retries(adapter, RetryPolicy(attempts=3, initial_ms=1, max_ms=5))
+    try:
+        local_server.script(Reply(200, {"code": 9001, "msg": "系统繁忙"}), TICKET)
+        assert retried.call(Operation.SUBMIT_CASE, canonical_message()) == {"sector_ref": "GJJ0000000001"}
+        assert len(local_server.seen) == 2
+        lacking = {"lacking": "购房发票、购房合同"}
+        local_server.script(Reply(200, {"code": 4201, "msg": "缺少购房发票", "data": lacking}))
+        with pytest.raises(SectorRefusal) as refused:
+            retried.call(Operation.SUBMIT_CASE, canonical_message())
+        assert len(local_server.seen) == 1  # a final answer is not asked again
+    finally:
+        adapter.close()
+    assert (refused.value.code, refused.value.sector_message, refused.value.way, refused.value.missing) == (
+        "4201", "缺少购房发票", "supplement", ("购房发票", "购房合同"))
+
+
+@pytest.fixture
+def local_server() -> Iterator[LocalServer]:
+    with LocalServer() as local:
+        yield local
