@@ -2,8 +2,8 @@
 
 Public API (what `__all__` names, importable from `adapters` itself; the gateway uses nothing else):
 - the contract every adapter keeps: `Adapter`, `Operation`, `CanonicalMessage`/`CanonicalResult`,
-  `DeliveryError` with its `FailureClass`, `UnsendableRequest`; what the canonical message carries
-  (`MATERIALS_SENT_WITH`);
+  `DeliveryError` with its `FailureClass`, `UnsendableRequest`, `SectorRefusal` (a final business refusal);
+  what the canonical message carries (`MATERIALS_SENT_WITH`);
 - bundles: the checked descriptor (`Bundle`, `CallbackResults`, `PollingResults`, `DESCRIPTOR`), reading,
   unpacking, validating and previewing them (`load_bundle`, `unpack_bundle`, `validate_bundle`, `bundle_warnings`,
   `preview`;
@@ -46,6 +46,7 @@ if TYPE_CHECKING:  # the names as mypy and readers see them; at run time `__geta
         DeliveryError,
         FailureClass,
         Operation,
+        SectorRefusal,
         UnsendableRequest,
     )
     from adapters.descriptor import DESCRIPTOR, Bundle, CallbackResults, PollingResults
@@ -63,7 +64,8 @@ _MODULE_OF = {
     "unpack_bundle": "bundle", "validate_bundle": "bundle", "bundle_warnings": "bundle",
     "MATERIALS_SENT_WITH": "canonical",
     "Adapter": "contract", "CanonicalMessage": "contract", "CanonicalResult": "contract", "DeliveryError": "contract",
-    "FailureClass": "contract", "Operation": "contract", "UnsendableRequest": "contract",
+    "FailureClass": "contract", "Operation": "contract", "SectorRefusal": "contract",
+    "UnsendableRequest": "contract",
     "DESCRIPTOR": "descriptor", "Bundle": "descriptor", "CallbackResults": "descriptor", "PollingResults": "descriptor",
     "AdapterKind": "kind",
     "KINDS": "kinds",
@@ -92,7 +94,7 @@ __all__ = [
     "DELIVERY_BREAKER", "DESCRIPTOR", "KINDS", "MATERIALS_SENT_WITH", "QUERY_BREAKER",
     "Adapter", "AdapterKind", "Bundle", "BundleError", "CallbackResults", "CanonicalMessage", "CanonicalResult",
     "DeliveryError", "FailureClass", "Operation", "PollingResults", "Problem", "QueryParameter", "RegisteredAdapter",
-    "Registry", "RetryPolicy", "SecretRef", "SecretRefError", "SignatureError", "UnsendableRequest",
+    "Registry", "RetryPolicy", "SecretRef", "SectorRefusal", "SecretRefError", "SignatureError", "UnsendableRequest",
     "build_adapter", "bundle_warnings", "default_bundles_dir", "load_bundle", "preview", "query_parameters",
     "unpack_bundle", "use_vault", "validate_bundle", "verify_callback",
 ]  # fmt: skip

@@ -254,7 +254,7 @@ def _results(spec: Mapping[str, Any]) -> Results:
         auth = parse_auth(spec["callback_auth"], "results.callback_auth", accepted=CALLBACK_FORMS)
         assert isinstance(auth, Recipe)  # the only forms a callback takes, hmac and signature (checked before)
         return CallbackResults(auth)
-    return PollingResults(spec["interval_ms"])
+    return PollingResults(spec["interval_ms"], spec.get("max_bad_answers", PollingResults.max_bad_answers))
 
 
 def _optional(cls: Any, spec: Mapping[str, Any] | None) -> Any:

@@ -181,7 +181,15 @@ _COMMON: Mapping[str, Any] = {
                     "type": "object",
                     "required": ["mode", "interval_ms"],
                     "additionalProperties": False,
-                    "properties": {"mode": {"const": "polling"}, "interval_ms": {"type": "integer", "minimum": 1}},
+                    "properties": {
+                        "mode": {"const": "polling"},
+                        "interval_ms": {"type": "integer", "minimum": 1},
+                        "max_bad_answers": {
+                            "description": "status answers in a row that cannot be read before polling gives up "
+                                           "(a dead letter); default 5",
+                            "type": "integer", "minimum": 1, "maximum": 100,
+                        },
+                    },
                 },
                 {
                     "type": "object",

@@ -69,6 +69,22 @@ class UnsendableRequest(DeliveryError):
         super().__init__(FailureClass.MAPPING, message)
 
 
+class SectorRefusal(DeliveryError):
+    """The sector's final answer is no (a code its mapping lists under `business_error.final`, or any refusal when
+    it declares `otherwise`): asking again gets the same answer, so it is never retried. It carries what the
+    gateway needs to take the case on: the sector's `code`, its `sector_message` (as sent, usually Chinese), the
+    `way` forward (`supplement` | `return` | `back_office`) and, for a supplement, the `missing` materials it
+    named (possibly none)."""
+
+    def __init__(self, code: str, sector_message: str, way: str, missing: tuple[str, ...] = ()) -> None:
+        said = f"{code}: {sector_message}" if sector_message else code
+        super().__init__(FailureClass.SECTOR_FAULT, f"business error {said} (final: {way})", retryable=False)
+        self.code = code
+        self.sector_message = sector_message
+        self.way = way
+        self.missing = missing
+
+
 # A canonical message is a JSON-able dict:
 #   {"idempotency_key": str, "sector_ref": str | None (the sector's reference for this task),
 #    "task": {"id", "department", "credit_code", "lead": bool},   # one department's part of the case

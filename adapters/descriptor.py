@@ -45,6 +45,8 @@ class RateLimit:
 @dataclass(frozen=True)
 class PollingResults:
     interval_ms: int
+    # Status answers in a row that cannot be read (mapping, validation) before polling gives up: a dead letter.
+    max_bad_answers: int = 5
     mode: ClassVar[str] = "polling"
 
 

@@ -25,7 +25,7 @@ from typing import Any
 from adapters.auth import NonceStore, verify_callback
 from adapters.bundle import BundleError, compile_mappings, load_bundle
 from adapters.contract import Adapter, CanonicalMessage, CanonicalResult, DeliveryError, FailureClass, Operation
-from adapters.descriptor import DESCRIPTOR, Bundle, CallbackResults, TlsSpec
+from adapters.descriptor import DESCRIPTOR, Bundle, CallbackResults, PollingResults, TlsSpec
 from adapters.health import AdapterHealth
 from adapters.kind import BundleCredentials, CredentialReferences
 from adapters.kinds import KINDS
@@ -76,6 +76,11 @@ class RegisteredAdapter:
     def poll_interval_ms(self) -> int | None:
         """How often to ask for a decision; None when the sector calls back instead."""
         return getattr(self.bundle.results, "interval_ms", None)
+
+    @property
+    def max_bad_answers(self) -> int:
+        """Unreadable status answers in a row before polling gives up (`results.max_bad_answers`)."""
+        return getattr(self.bundle.results, "max_bad_answers", PollingResults.max_bad_answers)
 
     def health_snapshot(self) -> dict[str, Any]:
         return self.adapter.health.snapshot()

@@ -22,6 +22,7 @@ File format::
       fixed: {value: "CONST"}
     response:                             # optional
       business_error: {code: fhdm, ok: ["0000"], message: fhxx, auth: ["40001"]}   # optional; message, auth optional
+      # ... and optionally: retryable: [BUSY]; final: {CODE: {way: supplement, missing: PATH}}; otherwise: WAY
       fields:                             # canonical result field -> rule, read from the answer
         sector_ref: {from: ywlsh}
 
@@ -43,6 +44,13 @@ Code tables look codes up by their text (booleans as "true"/"false", numbers as 
 quote codes such as "01" in YAML. An unmapped code is a `MappingError`. A table named ``std.NAME`` is
 one of the built-in standard tables (`mappings.standard_tables`); the ``std.`` prefix is reserved. Converters
 are the functions in `CONVERTERS` (`mappings.converters`, where each is declared with an example).
+
+A refusal (a code not under ``ok``) raises `BusinessError`. Its kind is the code's: ``auth`` (our credentials),
+``retryable`` (the sector is busy: ask again), or final, with the way forward ``final`` names for the code
+(``supplement`` with ``missing``, a path to a list of names or a text split on 、,; ``return``, ``back_office``)
+or else ``otherwise`` (default ``back_office``). A mapping declaring neither ``final`` nor ``otherwise`` names no
+way (`BusinessError.way` None): its refusals are left to an operator. A code listed under two kinds is a compile
+error.
 
 REST mappings (BUNDLE-FORMAT.md) add an ``http`` block; its presence makes the mapping a REST one,
 for which ``operation`` is optional (default ``"METHOD /path"``) and ``request``, the JSON body,
@@ -75,6 +83,7 @@ import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any, Protocol, cast
 from urllib.parse import quote, urlencode
@@ -250,19 +259,48 @@ class _ForEach:
         return [self.item.build(item, f"{where}[{i}]") for i, item in enumerate(items)]
 
 
+# The ways forward a final refusal may name (the gateway's WayForward, less `void`, which is an operator's call).
+FINAL_WAYS = ("supplement", "return", "back_office")
+_MISSING_SEPARATORS = re.compile(r"[、,，;；\n]")
+
+
+@dataclass(frozen=True)
+class _Final:
+    """A final refusal code: its way forward and, for `supplement`, where the answer lists what is missing."""
+
+    way: str
+    missing: tuple[str, ...] | None = None
+
+    def missing_in(self, answer: Any) -> tuple[str, ...]:
+        """The names the answer lists at `missing`: a list, or one text split on 、,; (empty when absent)."""
+        found = None if self.missing is None else _lookup(answer, self.missing)
+        items = found if isinstance(found, list | tuple) else _MISSING_SEPARATORS.split(str(found or ""))
+        names = (code_text(item).strip() for item in items if item is not None)
+        return tuple(dict.fromkeys(name for name in names if name))  # in order, each once
+
+
 @dataclass(frozen=True)
 class _BusinessCheck:
     code: tuple[str, ...]
     ok: frozenset[str]
     message: tuple[str, ...] | None
     auth: frozenset[str] = frozenset()  # codes that mean our credentials were refused
+    retryable: frozenset[str] = frozenset()  # codes that mean "not now": retried under the bundle's policy
+    final: Mapping[str, _Final] = dataclass_field(default_factory=dict)  # code -> its way forward
+    otherwise: str | None = None  # the way of any other refusal code; None: no ways declared (an operator's call)
 
     def check(self, answer: Any) -> None:
-        code = _fetch(answer, self.code, False, "response.business_error.code")
-        if code_text(code) in self.ok:
+        code = code_text(_fetch(answer, self.code, False, "response.business_error.code"))
+        if code in self.ok:
             return
-        text = _lookup(answer, self.message) if self.message else None
-        raise BusinessError(code_text(code), "" if text is None else str(text), auth=code_text(code) in self.auth)
+        found = _lookup(answer, self.message) if self.message else None
+        text = "" if found is None else str(found)
+        if code in self.auth or code in self.retryable:
+            raise BusinessError(code, text, auth=code in self.auth, retryable=code in self.retryable)
+        final = self.final.get(code)
+        if final is None:
+            raise BusinessError(code, text, way=self.otherwise)
+        raise BusinessError(code, text, way=final.way, missing=final.missing_in(answer))
 
 
 @contextmanager
@@ -589,26 +627,74 @@ def _code_tables(spec: Any) -> dict[str, _CodeTable]:
     return tables
 
 
+_BUSINESS_KEYS = frozenset({"code", "ok", "message", "auth", "retryable", "final", "otherwise"})
+
+
+def _codes(spec: Mapping[Any, Any], key: str, where: str, what: str) -> frozenset[str]:
+    """A list of codes under `key` (absent: none); an empty list is a mistake, not a way of saying none."""
+    codes = spec.get(key, [])
+    if not isinstance(codes, list) or (key in spec and not codes):
+        raise _Problem(f"{where}.{key}", f"expected a non-empty list of {what}")
+    return frozenset(code_text(code) for code in codes)
+
+
+def _way(value: Any, where: str) -> str:
+    if value not in FINAL_WAYS:
+        raise _Problem(where, f"expected one of {', '.join(FINAL_WAYS)}, got {value!r}")
+    return cast(str, value)
+
+
+def _finals(spec: Any, where: str) -> dict[str, _Final]:
+    finals = {}
+    for code, entry in _mapping(spec, where).items():
+        here = f"{where}.{code_text(code)}"
+        _only_keys(_mapping(entry, here, "{way: ..., missing: ...}"), frozenset({"way", "missing"}), here)
+        way = _way(entry.get("way"), f"{here}.way")
+        missing = entry.get("missing")
+        if (missing is None) == (way == "supplement"):  # a supplement request lists what to hand in; nothing else does
+            raise _Problem(f"{here}.missing", "required for a supplement (the answer's list of what is missing)"
+                           if missing is None else "only a supplement names what is missing")
+        finals[code_text(code)] = _Final(way, None if missing is None else _path(missing, f"{here}.missing"))
+    if not finals:
+        raise _Problem(where, "expected at least one code: code -> {way: supplement | return | back_office}")
+    return finals
+
+
 def _business_check(spec: Any) -> _BusinessCheck | None:
     if spec is None:
         return None
     where = "response.business_error"
-    _only_keys(_mapping(spec, where), frozenset({"code", "ok", "message", "auth"}), where)
+    _only_keys(_mapping(spec, where), _BUSINESS_KEYS, where)
     ok = spec.get("ok")
     if not isinstance(ok, list) or not ok:
         raise _Problem(f"{where}.ok", "expected a non-empty list of success codes")
-    auth = spec.get("auth", [])
-    if not isinstance(auth, list) or ("auth" in spec and not auth):
-        raise _Problem(f"{where}.auth", "expected a non-empty list of the codes that mean our credentials were refused")
-    both = sorted({code_text(code) for code in ok} & {code_text(code) for code in auth})
-    if both:
-        raise _Problem(f"{where}.auth", f"{both[0]!r} is a success code (ok) too")
+    kinds = {
+        "ok": frozenset(code_text(code) for code in ok),
+        "auth": _codes(spec, "auth", where, "the codes that mean our credentials were refused"),
+        "retryable": _codes(spec, "retryable", where, "the codes worth asking again (the sector is busy)"),
+    }
+    final = _finals(spec["final"], f"{where}.final") if "final" in spec else {}
+    kinds["final"] = frozenset(final)
+    # A code means one thing: listed under two kinds, which one wins would be a guess.
+    for later, earlier in (("auth", "ok"), ("retryable", "ok"), ("retryable", "auth"), ("final", "ok"),
+                           ("final", "auth"), ("final", "retryable")):
+        both = sorted(kinds[later] & kinds[earlier])
+        if both:
+            raise _Problem(f"{where}.{later}", f"{both[0]!r} is listed under {earlier} too")
+    otherwise = spec.get("otherwise")
+    if otherwise == "supplement":
+        raise _Problem(f"{where}.otherwise", "cannot be supplement: only a code under final can say where the "
+                                             "answer lists what is missing")
+    declared = "final" in spec or "otherwise" in spec
     message = spec.get("message")
     return _BusinessCheck(
         _path(spec.get("code"), f"{where}.code"),
-        frozenset(code_text(code) for code in ok),
+        kinds["ok"],
         None if message is None else _path(message, f"{where}.message"),
-        frozenset(code_text(code) for code in auth),
+        kinds["auth"],
+        kinds["retryable"],
+        final,
+        _way(otherwise, f"{where}.otherwise") if otherwise is not None else "back_office" if declared else None,
     )
 
 
@@ -809,6 +895,10 @@ def describe(compiled: CompiledMapping) -> list[RuleInfo]:
         rules.append(RuleInfo("response.business_error", where + ("code",), ("code",), "from", check.code))
         if check.message is not None:
             rules.append(RuleInfo("response.business_error", where + ("message",), ("message",), "from", check.message))
+        for code, final in check.final.items():
+            if final.missing is not None:  # read from the answer: checked against what the sector answers
+                rules.append(RuleInfo("response.business_error", where + ("final", code, "missing"),
+                                      ("final", code, "missing"), "from", final.missing, optional=True))
     return rules
 
 

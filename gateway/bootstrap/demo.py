@@ -26,7 +26,10 @@ and two synchronous queries (housing-fund balance, marriage record); then
   11. the electronic licence sector joins with SM2 (国密): our SM2 key and certificate and the sector's
      certificate imported with `yiwang certs import`, its bundle registered, tested and activated (while the
      scenes before play: CLI processes are the slow part), a licence case decided, every request signed with
-     our SM2 key and every answer checked against the sector's certificate; the signed text of one request.
+     our SM2 key and every answer checked against the sector's certificate; the signed text of one request;
+  12. (played after scene 6) a sector refusal reaching the window as a supplement request: the social-security
+     system refuses a card application without a photo (its code declared final, way `supplement`), the case
+     is back at the window listing what the sector said is missing, the window supplements and it is approved.
 Part of the composition root. The demo plays the sector teams too, so it names sectors, as no product module
 may (tests/unit/test_sectors_stay_out_of_the_product.py).
 """
@@ -86,6 +89,7 @@ ID_CARD_RENEWAL = "11150203MB0E00080E4000114002000"  # 居民身份证换领 (�
 LICENCE = "11150200MB0H00130B3000116001000"  # 就业创业证电子证照签发 (政务服务和数据管理局): the e_licence sector
 LICENCE_PKI = DEMO_DIR / "e_licence-pki"  # scene 11: our SM2 pair and the sector's, as files to import
 UNEMPLOYMENT_MATERIALS = [{"name": "居民身份证"}, {"name": "解除或终止劳动合同证明"}, {"name": "本人银行账户"}]
+SOCIAL_SECURITY_CARD = "12150200MB1A00010L3000805004000"  # 社会保障卡申领: the sector insists on a photo
 SOCIAL_SECURITY_AGENCY = "12150200MB1A00010L"  # 包头市社会保险事业服务中心
 
 
@@ -217,6 +221,7 @@ def _play(console: Console, desk: Desk, timeout_s: float) -> bool:
         ("4 并联审批：职工退休一件事（社保 SOAP + 公积金 REST 两个部门系统），绿色通道，快递送达", _parallel_approval),
         ("5 民政：最低生活保障审批（SOAP 1.2 + WS-Security）", _civil_affairs),
         ("6 公安：居民身份证换领（HMAC 签名，部门系统回调办理结果）", _public_security),
+        ("12 部门系统退回补正：社保卡缺少照片 → 社保系统拒收（3001）→ 窗口补正 → 继续办理 → 准予", _sector_refusal),
     ]
     ok = True
     for title, scene in scenes:
@@ -299,6 +304,26 @@ def _public_security(desk: Desk, timeout_s: float) -> str:
                                  "materials": [{"name": "居民户口簿"}, {"name": "原居民身份证"}]})
     case = _wait(desk.window, case["case_no"], "approved", timeout_s)  # decided by the sector's callback
     _issue_and_deliver(desk, case, {"method": "express", "tracking_no": "SF5550001111"})
+    return str(case["case_no"])
+
+
+def _sector_refusal(desk: Desk, timeout_s: float) -> str:
+    """12: the sector refuses a social security card application without a photo (fhdm 3001, declared final with
+    the way `supplement` in its bundle): the case comes back to the window as a supplement request listing what
+    the sector said is missing, with its own message on the timeline; the window supplements, the case goes on
+    and the sector, asked again under a new round's key, approves it."""
+    case = _submit(desk.window, {"matter_code": SOCIAL_SECURITY_CARD, "channel": "city_window",
+                                 "applicant": {"name": "孙玉梅", "id_number": "150205199203150049",
+                                               "phone": "13847100012"},
+                                 "materials": [{"name": "居民身份证"}]})
+    case = _wait(desk.window, case["case_no"], "supplement_required", timeout_s)
+    _expect(case["missing_materials"] == ["近期免冠照片"], f"the sector's list is {case['missing_materials']}")
+    events = desk.window.get(f"/v1/cases/{case['case_no']}/events").json()["items"]
+    sent_back = next(e for e in events if e["trigger"] == "send_back")
+    _expect(sent_back["data"].get("sector_code") == "3001", f"the send-back says {sent_back['data']}")
+    _post(desk.window, case["case_no"], "supplement", {"materials": [{"name": "近期免冠照片"}]})
+    case = _wait(desk.window, case["case_no"], "approved", timeout_s)
+    _issue_and_deliver(desk, case, {"method": "pickup", "received_by": "孙玉梅"})
     return str(case["case_no"])
 
 

@@ -17,13 +17,14 @@ from typing import Any, Protocol
 import structlog
 from sqlalchemy.exc import IntegrityError
 
-from adapters import FailureClass, Operation
+from adapters import FailureClass, Operation, SectorRefusal
 from gateway.cases.views import case_view
 from gateway.catalogue.forms import checked_form
 from gateway.domain import answers, lifecycle
 from gateway.domain.answers import AnswerMismatch
 from gateway.domain.calendar import WorkingCalendar
 from gateway.domain.case import (
+    WAYS_FORWARD,
     Actor,
     ActorKind,
     Agent,
@@ -452,6 +453,32 @@ class CaseService:
             self._refused(message.sector, "poll", mismatch)
         return recorded
 
+    def record_refusal(self, message: OutboxMessage, owner: str, refusal: SectorRefusal) -> bool:
+        """A sector's final refusal of a task's submission, recorded in one transaction: the message settled and
+        the way forward its mapping names applied (`lifecycle.settle`) by the sector's department, with the
+        sector's own message as the reason and its code and message in the event. A supplement the sector named
+        nothing for goes to the back office instead (the event says so). A refusal the case can no longer take
+        that way (it moved on: suspended, waiting for another supplement) is a dead letter for an operator."""
+        def change(case: Case, matter: Matter, now: datetime, uow: UnitOfWork) -> None:
+            task = case.task(message.task_id)
+            if task.state.ended or task.round != message.round:
+                uow.outbox.complete(message.id, now)  # the task moved on: a refusal of what it was changes nothing
+                return
+            way, reason, note = refusal_way(task, refusal)
+            actor = _sector(message)
+            try:
+                case.require(WAYS_FORWARD[way].trigger, actor)
+            except ForbiddenTransition as forbidden:
+                _dead_letter(uow, message, now, f"{message.sector} refused: {refusal.sector_message}; {forbidden}",
+                             {**note, "way": str(way), "missing": list(refusal.missing)}, FailureClass.SECTOR_FAULT)
+                return
+            before = task_snapshot(case)
+            lifecycle.settle(case, task.task_id, way, actor, now, reason, refusal.missing, note)
+            uow.outbox.complete(message.id, now)
+            store_change(uow, case, before, (), now)
+
+        return self._record(message, owner, change)
+
     def record_cancelled(self, message: OutboxMessage, owner: str) -> bool:
         """A sector took our cancellation of a task it had: the task shows its sector was told."""
         def change(case: Case, matter: Matter, now: datetime, uow: UnitOfWork) -> None:
@@ -506,6 +533,16 @@ class CaseService:
             now = self.clock.now()
             uow.outbox.mark_dead(message.id, now)
             uow.dead_letters.add(message, failure, now)
+            uow.commit()
+        return True
+
+    def record_bad_answer(self, message: OutboxMessage, owner: str, backoff: timedelta) -> bool:
+        """A status answer that could not be read: counted on the message and asked again after `backoff`; the
+        case is not touched (the message log holds the answer)."""
+        with self.uow() as uow:
+            if not uow.outbox.holds_lease(message.id, owner):
+                return False
+            uow.outbox.bad_answer(message.id, self.clock.now() + backoff)
             uow.commit()
         return True
 
@@ -797,10 +834,25 @@ def _once_more_on_clash(record: Callable[[], bool]) -> bool:
         return record()
 
 
-def _dead_letter(uow: UnitOfWork, message: OutboxMessage, now: datetime, why: str, answer: dict[str, Any]) -> None:
+def _dead_letter(uow: UnitOfWork, message: OutboxMessage, now: datetime, why: str, answer: dict[str, Any],
+                 failure: FailureClass = FailureClass.VALIDATION) -> None:
     """A sector's answer that cannot be recorded on its case: the message dies with it, the case stays."""
     uow.outbox.mark_dead(message.id, now)
-    uow.dead_letters.add(message, Failure(str(FailureClass.VALIDATION), why, attempts=1, last_response=answer), now)
+    uow.dead_letters.add(message, Failure(str(failure), why, attempts=1, last_response=answer), now)
+
+
+NO_MISSING_LIST = "业务系统要求补正但未列明需补正的材料，转部门后台办理"
+
+
+def refusal_way(task: Task, refusal: SectorRefusal) -> tuple[WayForward, str, dict[str, Any]]:
+    """The way forward of a sector's final refusal, the reason on the timeline (the sector's own message) and
+    what the event adds: the sector's code and message, and why a supplement became a hand-over."""
+    way = WayForward(refusal.way)
+    note: dict[str, Any] = {"sector_code": refusal.code, "sector_message": refusal.sector_message}
+    if way is WayForward.SUPPLEMENT and not refusal.missing:  # nothing to list at the window: a clerk decides
+        way, note["fallback"] = WayForward.BACK_OFFICE, NO_MISSING_LIST
+    reason = refusal.sector_message.strip() or f"{task.department}业务系统不予办理（{refusal.code}）"
+    return way, reason, note
 
 
 def _sector(message: OutboxMessage) -> Actor:

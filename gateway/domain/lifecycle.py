@@ -229,9 +229,15 @@ def _decider(case: Case, lead: Task) -> Actor:
 
 # -- after acceptance, when a sector will not take the case: the ways forward (case.WAYS_FORWARD) -----------
 def settle(case: Case, task_id: str, way: WayForward, actor: Actor, now: datetime, reason: str,
-           missing: Iterable[str] = ()) -> None:
+           missing: Iterable[str] = (), note: Mapping[str, Any] | None = None) -> None:
     """Apply the way forward chosen for a task its sector will not take (its refusal, or an undeliverable
-    message). Refused (CaseRuleViolation) for a task already ended; ForbiddenTransition where the table says no."""
+    message). Refused (CaseRuleViolation) for a task already ended; ForbiddenTransition where the table says no.
+    `note`: more the way's event records (a sector's refusal: its code and message), beside its own data."""
+    if note:
+        before = len(case.events)
+        settle(case, task_id, way, actor, now, reason, missing)
+        _noted(case, before, WAYS_FORWARD[way].trigger, note)
+        return
     task = case.task(task_id)
     if task.state.ended:
         raise CaseRuleViolation(f"任务 {task_id} 已{'撤销' if task.state is TaskState.CANCELLED else '办结'}，无需处理")
@@ -244,6 +250,17 @@ def settle(case: Case, task_id: str, way: WayForward, actor: Actor, now: datetim
         hand_to_back_office(case, task, actor, now, reason)
     else:
         void(case, task, actor, now, reason)
+
+
+def _noted(case: Case, since: int, trigger: Trigger, note: Mapping[str, Any]) -> None:
+    """The first event of `trigger` recorded after `since`, with `note` added to its data (it is not stored yet)."""
+    for index in range(since, len(case.events)):
+        event = case.events[index]
+        if event.trigger is trigger:
+            noted = replace(event, data={**event.data, **note})
+            case.events[index] = noted
+            case.new_events[case.new_events.index(event)] = noted
+            return
 
 
 def send_back(case: Case, task: Task, actor: Actor, now: datetime, reason: str, missing: list[str]) -> None:

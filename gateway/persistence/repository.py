@@ -321,6 +321,7 @@ class OutboxMessage:
     correlation_id: str | None = None  # of the request or job that wrote it (gateway/observability/correlation.py)
     round: int = 0  # the task's round it belongs to (a correction or resubmission starts a new one)
     circuit_wait_since: datetime | None = None  # when it first met its sector's open circuit (None: never)
+    bad_answers: int = 0  # a status poll's answers in a row that could not be read
 
 
 RELAY_PREFIX = "relay:"  # lease owners that publish to the broker rather than deliver
@@ -454,7 +455,8 @@ class OutboxRepository:
         result = self._conn.execute(
             update(t.outbox).where(t.outbox.c.id.in_(message_ids), t.outbox.c.status == self.DEAD)
             .values(status=self.PENDING, available_at=now, done_at=None, lease_owner=None, lease_until=None,
-                    bundle_version=pin, replays=t.outbox.c.replays + 1, circuit_wait_since=None)
+                    bundle_version=pin, replays=t.outbox.c.replays + 1, circuit_wait_since=None,
+                    bad_answers=0)
         )
         return result.rowcount
 
@@ -490,7 +492,17 @@ class OutboxRepository:
             update(t.outbox)
             .where(t.outbox.c.id == message_id)
             .values(status=self.PENDING, available_at=available_at, lease_owner=None, lease_until=None,
-                    circuit_wait_since=None)  # answered: a later open circuit is a new wait
+                    circuit_wait_since=None, bad_answers=0)  # answered: a later open circuit is a new wait
+        )
+
+    def bad_answer(self, message_id: int, available_at: datetime) -> None:
+        """A status answer that could not be read: counted (`bad_answers`, one more in a row) and asked again at
+        `available_at`."""
+        self._conn.execute(
+            update(t.outbox)
+            .where(t.outbox.c.id == message_id)
+            .values(status=self.PENDING, available_at=available_at, lease_owner=None, lease_until=None,
+                    circuit_wait_since=None, bad_answers=t.outbox.c.bad_answers + 1)
         )
 
     def wait_for_circuit(self, message_id: int, available_at: datetime, now: datetime, *, spent: bool) -> None:
@@ -528,6 +540,7 @@ def _outbox_from_row(row: RowMapping) -> OutboxMessage:
         correlation_id=row["correlation_id"],
         round=row["round"],
         circuit_wait_since=None if row["circuit_wait_since"] is None else as_utc(row["circuit_wait_since"]),
+        bad_answers=row["bad_answers"],
     )
 
 

@@ -131,6 +131,8 @@ outbox = Table(
     Column("round", Integer, nullable=False, default=0, server_default="0"),  # the task's round it belongs to
     # When a delivery first met the sector's open circuit breaker; the bundle's retry.max_wait_ms bounds the wait.
     _utc("circuit_wait_since"),
+    # A status poll's answers in a row that could not be read; the bundle's results.max_bad_answers ends the polling.
+    Column("bad_answers", Integer, nullable=False, default=0, server_default="0"),
 )
 
 dead_letters = Table(

@@ -11,6 +11,12 @@ for when the breaker may close, this take not counted (unless a call reached the
 `retry.max_wait_ms` bounds that wait from the first refusal; past it the message becomes a dead letter of
 class `circuit_open` carrying the sector's last real answer. Over RabbitMQ the row goes back to pending: the
 worker acknowledges the broker's message and the relay publishes the row again when it is due.
+
+A status answer that cannot be read (`unreadable`) does not end the polling: it is counted on the outbox row and
+asked again after a backoff; only `results.max_bad_answers` of them in a row make a dead letter.
+
+A sector's final refusal of a submission (`SectorRefusal`: a code its mapping declares final) is an answer, not
+a failure: the way forward it names is applied to the case (`CaseService.record_refusal`), with no dead letter.
 """
 
 from __future__ import annotations
@@ -27,7 +33,15 @@ from typing import Any, Literal, Protocol
 
 import structlog
 
-from adapters import MATERIALS_SENT_WITH, DeliveryError, Operation, RegisteredAdapter
+from adapters import (
+    MATERIALS_SENT_WITH,
+    DeliveryError,
+    FailureClass,
+    Operation,
+    RegisteredAdapter,
+    SectorRefusal,
+    UnsendableRequest,
+)
 from gateway.cases.service import CaseService
 from gateway.domain.case import Case, CaseState
 from gateway.materials.links import MaterialNotSendable, MaterialTransport
@@ -45,7 +59,10 @@ DELIVERED = "delivered"  # the sector took it; its answer is recorded
 DEAD = "dead"  # a dead letter: failed past the retry policy, or can never go (configuration, material, a bug)
 NOT_SENT = "not_sent"  # settled without a sector call: the case ended, or the bundle lacks the operation
 WAITING = "waiting"  # refused by the sector's open circuit breaker: due again when it may close
+BAD_ANSWER = "bad_answer"  # a status answer that could not be read: asked again later (`unreadable`)
 RETRY = "retry"  # nothing could be stored (the database): the lease expires or the broker redelivers
+# A run of unreadable status answers backs off: the polling interval doubled per bad answer, at most this many times.
+BAD_ANSWER_BACKOFF_CAP = 16
 
 
 @dataclass
@@ -171,6 +188,11 @@ class Delivery:
             def render() -> Any:  # what would have been sent, for the dead letter
                 return target.adapter.render(operation, payload)
 
+            if isinstance(error, SectorRefusal) and operation is Operation.SUBMIT_CASE:
+                return self._refused(message, error, time.monotonic() - started, bound)
+            if operation is Operation.QUERY_STATUS and unreadable(error):
+                return self._bad_answer(message, target, error, _failed(context, error), time.monotonic() - started,
+                                        bound)
             if getattr(error, "circuit_open", False):
                 return self._wait_for_circuit(message, target, error, _failed(context, error), started, render,
                                               bound)
@@ -186,6 +208,34 @@ class Delivery:
         self._record(message, target, result)
         bound.info("delivered", result_status=result.get("status"))
         return Outcome(DELIVERED, call_s)
+
+    def _refused(self, message: OutboxMessage, refusal: SectorRefusal, call_s: float, bound: Any) -> Outcome:
+        """The sector's final no to a submission: the way forward its mapping names is applied to the case at
+        once (`CaseService.record_refusal`); no dead letter — nothing is left for an operator to do."""
+        self.service.record_refusal(message, self.owner, refusal)
+        bound.info("refused by the sector", code=refusal.code, way=refusal.way)
+        return Outcome(DELIVERED, call_s)
+
+    def _bad_answer(self, message: OutboxMessage, target: RegisteredAdapter, error: DeliveryError, failure: Failure,
+                    call_s: float, bound: Any) -> Outcome:
+        """A status answer that cannot be read (already in the message log): asked again after a backoff — the
+        polling interval doubled per bad answer in a row, capped at `BAD_ANSWER_BACKOFF_CAP` times it; the
+        bundle's `results.max_bad_answers` in a row make a dead letter."""
+        in_a_row = message.bad_answers + 1
+        if in_a_row >= target.max_bad_answers:
+            bound.warning("status answers unreadable too often", bad_answers=in_a_row, error=error.message)
+            self._dead_letter(message, replace(failure, error_message=f"{in_a_row} status answers in a row could not "
+                                                                      f"be read; the last: {error.message}"))
+            return Outcome(DEAD, call_s)
+        backoff = self._poll_interval(target) * min(2 ** in_a_row, BAD_ANSWER_BACKOFF_CAP)
+        self.service.record_bad_answer(message, self.owner, backoff)
+        bound.warning("status answer unreadable: asking again later", bad_answers=in_a_row, error=error.message,
+                      next_poll_in_s=backoff.total_seconds())
+        return Outcome(BAD_ANSWER, call_s)
+
+    def _poll_interval(self, target: RegisteredAdapter) -> timedelta:
+        interval = target.poll_interval_ms
+        return self.settings.poll_interval or timedelta(milliseconds=interval or 5000)
 
     def _wait_for_circuit(self, message: OutboxMessage, target: RegisteredAdapter, error: DeliveryError,
                           failure: Failure, started: float, render: Callable[[], Any], bound: Any) -> Outcome:
@@ -229,6 +279,13 @@ class Delivery:
             except Exception as exc:  # the rendering may be what failed; say so rather than lose the letter
                 rendered = {"error": f"could not render: {exc}"}
         self.service.record_dead_letter(message, self.owner, replace(failure, rendered_request=rendered))
+
+
+def unreadable(error: DeliveryError) -> bool:
+    """An answer came and could not be read: malformed or hostile (VALIDATION), or not what the mapping reads
+    (MAPPING: a missing field, an unknown status code). Not a request that could not be rendered: nothing went."""
+    return error.failure in (FailureClass.VALIDATION, FailureClass.MAPPING) and not isinstance(error,
+                                                                                           UnsendableRequest)
 
 
 def _failed(context: Failure, error: DeliveryError) -> Failure:

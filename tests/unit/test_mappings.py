@@ -341,7 +341,7 @@ def test_yaml_boolean_field_name_needs_quotes(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("auth", "expected"), [
     ("[]", "response.business_error.auth: expected a non-empty list of the codes that mean our credentials"),
     ("'40001'", "response.business_error.auth: expected a non-empty list"),
-    ("['0', 40001]", "response.business_error.auth: '0' is a success code (ok) too"),
+    ("['0', 40001]", "response.business_error.auth: '0' is listed under ok too"),
 ])
 def test_bad_business_error_auth_codes(tmp_path: Path, auth: str, expected: str) -> None:
     text = f"operation: Op\nrequest: {{a: {{value: 1}}}}\nresponse:\n  business_error: {{code: c, ok: [0], auth: {auth}}}\n"
