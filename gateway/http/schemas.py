@@ -27,7 +27,9 @@ BeijingTime = Annotated[
 
 class EventOut(BaseModel):
     seq: int
-    at: BeijingTime
+    at: BeijingTime = Field(description="when the gateway recorded it")
+    sector_at: BeijingTime | None = Field(
+        default=None, description="the sector's own time of what it records (a department's decision), if it said")
     trigger: str
     from_state: str | None
     to_state: str
