@@ -346,6 +346,7 @@ class CaseService:
         def change(case: Case, matter: Matter, now: datetime) -> list[Task]:
             _own_task(case, task_id, department)
             lifecycle.conclude_task(case, task_id, decision, opinion, actor, now)
+            lifecycle.issue_automatically(case, matter, now)  # a co-department's licence fetched before
             return []
 
         return self.change(case_no, change, expected_version)
