@@ -145,13 +145,21 @@ def event_view(event: CaseEvent) -> dict[str, Any]:
         "to_state": str(event.to_state),
         "actor": str(event.actor),
         "reason": mask_text(event.reason),  # free text a clerk typed may hold a number
-        "data": mask_value(dict(event.data)),
+        "data": mask_value(_shown_data(event)),
     }
 
 
 def _sector_at(event: CaseEvent) -> str | None:
     sector_at = event.data.get("sector_at")
     return beijing_text(datetime.fromisoformat(sector_at)) if isinstance(sector_at, str) else None
+
+
+def _shown_data(event: CaseEvent) -> dict[str, Any]:
+    """The event's data as the caller reads it: an instant in Beijing time, like every instant we send."""
+    data = dict(event.data)
+    if "sector_at" in data:
+        data["sector_at"] = _sector_at(event)
+    return data
 
 
 def document(case: Case, matter: Matter, kind: str) -> dict[str, Any]:
