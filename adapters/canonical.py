@@ -124,15 +124,25 @@ _STATUS = {"status": frozenset(STATUSES)}
 # (gateway/domain/answers.py). `idempotency_key` is the key of the request answered (case:task:operation).
 ANSWER_IDENTIFIERS = frozenset({"case_no", "task_id", "idempotency_key"})
 
+# What a decision may say besides itself (gateway/domain/results.py): the sector's time of decision (ISO-8601
+# with its zone: the mapping converts the sector's own, naming it), whether it issued a certificate, its number and
+# last valid day (ISO date), a result document. A certificate issued makes the gateway call `fetch_certificate`.
+DECISION_FACTS = frozenset({"decided_at", "certificate_issued", "certificate_number", "certificate_valid_until",
+                            "document_ref"})
+_ISSUED = {"certificate_issued": frozenset({True, False})}
+
 RESULTS: Mapping[str, ResultSpec] = MappingProxyType({
     "submit_case": ResultSpec(frozenset({"sector_ref"})),
     "query_status": ResultSpec(frozenset({"status"}),
-                               frozenset({"opinion", "decided_at", "sector_ref"}) | ANSWER_IDENTIFIERS, _STATUS),
+                               frozenset({"opinion", "sector_ref"}) | DECISION_FACTS | ANSWER_IDENTIFIERS,
+                               {**_STATUS, **_ISSUED}),
     "cancel_case": ResultSpec(frozenset({"cancelled"}), values={"cancelled": frozenset({True, False})}),
-    "fetch_certificate": ResultSpec(frozenset({"name", "number"}), frozenset({"issuer", "valid_until"})),
+    # The certificate a sector issued; `holder` is {name, id_type, id_number}, `file_ref` the sector's file of it.
+    "fetch_certificate": ResultSpec(frozenset({"name", "number"}),
+                                    frozenset({"issuer", "valid_until", "holder", "file_ref"})),
     # case_no lets a callback that overtakes the submit's answer find its case before the reference is known.
     "callback": ResultSpec(frozenset({"sector_ref", "status"}),
-                           frozenset({"opinion", "decided_at"}) | ANSWER_IDENTIFIERS, _STATUS),
+                           frozenset({"opinion"}) | DECISION_FACTS | ANSWER_IDENTIFIERS, {**_STATUS, **_ISSUED}),
 })  # fmt: skip
 QUERY_RESULT = ResultSpec(frozenset(), open=True)
 

@@ -30,6 +30,9 @@ and two synchronous queries (housing-fund balance, marriage record); then
   12. (played after scene 6) a sector refusal reaching the window as a supplement request: the social-security
      system refuses a card application without a photo (its code declared final, way `supplement`), the case
      is back at the window listing what the sector said is missing, the window supplements and it is approved.
+  13. a certificate fetched from a sector and filled in at unified issuing: the licence sector's status answer
+     names the licence it issued, the gateway fetches it (`fetch_certificate`) and prefills it (待出证), the
+     issuing window issues it without typing it; the timeline shows the sector's time beside ours.
 Part of the composition root. The demo plays the sector teams too, so it names sectors, as no product module
 may (tests/unit/test_sectors_stay_out_of_the_product.py).
 """
@@ -156,6 +159,7 @@ def run_demo(console: Console, base: Settings, fresh: bool = True, timeout_s: fl
             ok = scene(console, gateway, systems["social_security"], desk, timeout_s) and ok
         ok = _mutual_tls(console, gateway, endpoints, desk, stack, timeout_s) and ok
         ok = _electronic_licence(console, gateway, systems["e_licence"], desk, joining, timeout_s) and ok
+        ok = _certificate_prefilled(console, systems["e_licence"], desk, timeout_s) and ok
         ok = _logs_intact(console, gateway) and ok
         console.print({s: sim.counters["cases_created"] for s, sim in systems.items()}, "cases applied per sector")
     console.rule("[green]demo succeeded" if ok else "[red]demo failed")
@@ -633,6 +637,35 @@ def _electronic_licence(console: Console, gateway: Gateway, sector: ELicenceSimu
     return True
 
 
+def _certificate_prefilled(console: Console, sector: ELicenceSimulator, desk: Desk, timeout_s: float) -> bool:
+    """12: the licence the sector issued reaches unified issuing filled in. Its status answer named the licence
+    number and validity; the gateway fetched the licence (its bundle's `fetch_certificate`) and prefilled it
+    (`certificate_draft`, 待出证); the issuing window issues it with no body — nothing typed — and hands it over."""
+    title = "12 部门签发证照 → 网关获取证照（fetch_certificate）→ 统一出证窗口待出证、直接出证 → 窗口领取"
+    try:
+        case = _submit(desk.window, {"matter_code": LICENCE, "channel": "city_window",
+                                     "applicant": {"name": "李秀英", "id_number": "150203198503120039"},
+                                     "materials": [{"name": "居民身份证"}, {"name": "纸质就业创业证"}],
+                                     "form": {"licence_no": "2026020300000812", "issue_date": "2025-04-02",
+                                              "issuing_authority": "包头市就业服务中心"}})
+        case = _wait_for(desk.window, case["case_no"], lambda c: c["certificate_draft"] is not None, timeout_s,
+                         "a prefilled certificate")
+        draft = case["certificate_draft"]
+        issued = desk.issuing.post(f"/v1/cases/{case['case_no']}/certificate")  # no body: the one prefilled
+        _expect(issued.status_code == 200, f"issuing failed {issued.status_code} {issued.text}")
+        _expect(issued.json()["certificate"]["number"] == draft["number"], "another number was issued")
+        _post(desk.issuing, case["case_no"], "delivery", {"method": "pickup", "received_by": "李秀英"})
+    except (DemoFailed, httpx.HTTPError, KeyError) as exc:
+        console.print(f"[red]{title}: {exc}")
+        return False
+    console.print(f"待出证 from {draft['sector']}: {draft['name']} No. {draft['number']}, issued by {draft['issuer']}, "
+                  f"valid until {draft['valid_until']} (the sector served {sector.counters['licences_fetched']} "
+                  "licences)", highlight=False)
+    _print_timeline(console, title, desk.window.get(f"/v1/cases/{case['case_no']}").json(),
+                    desk.window.get(f"/v1/cases/{case['case_no']}/events").json()["items"])
+    return True
+
+
 def _logs_intact(console: Console, gateway: Gateway) -> bool:
     """What `yiwang audit verify` checks: every record of the audit and message logs still as written."""
     gateway.ledger.checkpoint()
@@ -713,10 +746,11 @@ def _expect(condition: bool, message: str) -> None:
 
 
 def _print_timeline(console: Console, title: str, view: dict[str, Any], events: list[dict[str, Any]]) -> None:
-    table = Table("#", "Beijing time", "step", "state", "actor", "reason", title=f"{title}\n{view['case_no']}",
-                  title_justify="left")
-    for e in events:
-        table.add_row(str(e["seq"]), e["at"][11:23], e["trigger"], e["to_state"], e["actor"], e["reason"])
+    table = Table("#", "Beijing time", "sector's time", "step", "state", "actor", "reason",
+                  title=f"{title}\n{view['case_no']}", title_justify="left")
+    for e in events:  # the sector's own time of a decision beside ours (when we learnt it)
+        table.add_row(str(e["seq"]), e["at"][11:23], (e.get("sector_at") or "")[11:23], e["trigger"], e["to_state"],
+                      e["actor"], e["reason"])
     console.print(table)
     facts = {k: view[k] for k in ("state_label", "receipt_no", "promised_by", "green_channel", "opinion",
                                   "completion", "evaluation") if view[k]}

@@ -45,6 +45,7 @@ from gateway.domain.case import (
 from gateway.domain.clock import Clock, shanghai_date
 from gateway.domain.codes import id_number_problem
 from gateway.domain.matter import Department, HandlingForm, Matter
+from gateway.domain.results import CertificateDraft, ResultProblem, SectorResult, fetched_certificate
 from gateway.persistence.keyset import Key
 from gateway.persistence.personal_data import PersonalData
 from gateway.persistence.repository import (
@@ -346,6 +347,7 @@ class CaseService:
         def change(case: Case, matter: Matter, now: datetime) -> list[Task]:
             _own_task(case, task_id, department)
             lifecycle.conclude_task(case, task_id, decision, opinion, actor, now)
+            lifecycle.issue_automatically(case, matter, now)  # a co-department's licence fetched before
             return []
 
         return self.change(case_no, change, expected_version)
@@ -373,8 +375,10 @@ class CaseService:
         return self.change(case_no, change, expected_version)
 
     # -- unified issuing and delivery, evaluation -------------------------------------------------
-    def issue_certificate(self, case_no: str, certificate: Certificate, actor: Actor,
+    def issue_certificate(self, case_no: str, certificate: Certificate | None, actor: Actor,
                           expected_version: int | None = None) -> Case:
+        """统一出证. `certificate` None: the one its sector issued, prefilled (待出证); CaseRuleViolation if none is,
+        or if a given certificate's number is not the prefilled one's."""
         return self.change(case_no, _quiet(lambda c, m, now: lifecycle.issue_certificate(c, certificate, actor, now)),
                            expected_version)
 
@@ -444,8 +448,16 @@ class CaseService:
                 # Undecided — or decided during a special procedure: ask again until it can be recorded.
                 uow.outbox.reschedule(message.id, now + poll_after)
                 return
+            try:
+                facts = SectorResult.read(result)
+            except ResultProblem as problem:  # a time without its zone is never guessed: the operators see it
+                _dead_letter(uow, message, now, f"the decision cannot be recorded: {problem}", dict(result))
+                log.warning("sector decision unreadable", sector=message.sector, case_no=case.case_no,
+                            detail=str(problem))
+                return
             lifecycle.conclude_task(case, message.task_id, decision, result.get("opinion") or "", _sector(message),
-                                    now)
+                                    now, facts)
+            lifecycle.issue_automatically(case, matter, now)
             uow.outbox.complete(message.id, now)
 
         recorded = self._record(message, owner, change)
@@ -479,6 +491,30 @@ class CaseService:
 
         return self._record(message, owner, change)
 
+    def record_certificate(self, message: OutboxMessage, owner: str, result: Mapping[str, Any]) -> bool:
+        """The certificate a sector issued, fetched: prefilled for unified issuing (待出证) — and issued by the
+        gateway where the matter says so. One the answer cannot give (no number, a number other than the one the
+        decision named) becomes a `validation` dead letter; the case stays as it was."""
+        refused: list[str] = []
+
+        def change(case: Case, matter: Matter, now: datetime, uow: UnitOfWork) -> None:
+            task = case.task(message.task_id)
+            try:
+                certificate, holder_name, file_ref = fetched_certificate(result, task.department)
+                draft = CertificateDraft(certificate, message.sector, task.task_id, now, holder_name, file_ref)
+                lifecycle.prefill_certificate(case, draft, _sector(message), now)
+            except ResultProblem as problem:
+                refused.append(f"the certificate cannot be prefilled: {problem}")
+                _dead_letter(uow, message, now, refused[-1], dict(result))
+                return
+            lifecycle.issue_automatically(case, matter, now)
+            uow.outbox.complete(message.id, now)
+
+        recorded = self._record(message, owner, change)
+        for why in refused:
+            log.warning("sector certificate refused", sector=message.sector, case_no=message.case_no, detail=why)
+        return recorded
+
     def record_cancelled(self, message: OutboxMessage, owner: str) -> bool:
         """A sector took our cancellation of a task it had: the task shows its sector was told."""
         def change(case: Case, matter: Matter, now: datetime, uow: UnitOfWork) -> None:
@@ -503,6 +539,7 @@ class CaseService:
             holder = uow.cases.task_for_sector_ref(sector, sector_ref)
         case_no = holder[0] if holder is not None else answers.case_to_bind(sector_ref, found)
         decision = _DECISIONS.get(str(result.get("status", "")))
+        facts = SectorResult.read(result) if decision is not None else None  # ResultProblem: nothing changes
         actor = Actor(ActorKind.DEPARTMENT, f"sector:{sector}")
 
         def change(case: Case, matter: Matter, now: datetime) -> list[Task]:
@@ -512,7 +549,9 @@ class CaseService:
                                     answer_ref=sector_ref)
             lifecycle.start_task(case, task.task_id, actor, now, sector_ref)
             if decision is not None:
-                lifecycle.conclude_task(case, task.task_id, decision, str(result.get("opinion") or ""), actor, now)
+                lifecycle.conclude_task(case, task.task_id, decision, str(result.get("opinion") or ""), actor, now,
+                                        facts)
+                lifecycle.issue_automatically(case, matter, now)
             return []
 
         try:
@@ -635,6 +674,7 @@ class CaseService:
             if case is None:
                 raise CaseNotFound(message.case_no)
             now = self.clock.now()
+            before = task_snapshot(case)
             try:
                 change(case, self.matter_of(case), now, uow)
             except ForbiddenTransition:
@@ -645,6 +685,7 @@ class CaseService:
                 return False
             if case.new_events:
                 uow.cases.save(case, now)
+                _enqueue_certificate_fetches(uow, case, before, now)
             uow.commit()
         return True
 
@@ -794,7 +835,19 @@ def store_change(repos: Repositories, case: Case, before: Mapping[str, Task], to
         if task.sector_told is False and earlier.sector_told is not False and earlier.sector is not None:
             repos.outbox.add(case.case_no, earlier.sector, Operation.CANCEL_CASE, task.task_id, now, priority,
                              task.round)
+    _enqueue_certificate_fetches(repos, case, before, now)
     _enqueue(repos, case, list(to_deliver), now)
+
+
+def _enqueue_certificate_fetches(repos: Repositories, case: Case, before: Mapping[str, Task], now: datetime) -> None:
+    """A task its sector has just approved saying it issued a certificate: the certificate is fetched from that
+    sector (`fetch_certificate`, delivered like any message), to be prefilled for unified issuing."""
+    for task in case.tasks:
+        earlier = before.get(task.task_id)
+        if lifecycle.certificate_to_fetch(task) and (earlier is None or not earlier.state.concluded):
+            assert task.sector is not None
+            repos.outbox.add(case.case_no, task.sector, Operation.FETCH_CERTIFICATE, task.task_id, now,
+                             _priority(case), task.round)
 
 
 def _enqueue(repos: Repositories, case: Case, tasks: list[Task], now: datetime) -> None:

@@ -35,6 +35,7 @@ from gateway.domain.clock import shanghai_date
 from gateway.domain.codes import birth_date
 from gateway.domain.deadline import ACCEPTANCE_LIMIT, Deadline, DeadlineKind
 from gateway.domain.matter import Matter
+from gateway.domain.results import CertificateDraft, ResultProblem, SectorResult
 
 COMPLETENESS_CHECK = Actor(ActorKind.WINDOW, "completeness-check")
 GATEWAY = Actor(ActorKind.SYSTEM, "gateway")
@@ -178,8 +179,11 @@ def start_task(case: Case, task_id: str, actor: Actor, now: datetime, sector_ref
                {"task": task_id, "department": task.department, "sector_ref": sector_ref})
 
 
-def conclude_task(case: Case, task_id: str, decision: TaskState, opinion: str, actor: Actor, now: datetime) -> None:
-    """A department decides its part. Once every task has concluded the case follows the lead department."""
+def conclude_task(case: Case, task_id: str, decision: TaskState, opinion: str, actor: Actor, now: datetime,
+                  result: SectorResult | None = None) -> None:
+    """A department decides its part. Once every task has concluded the case follows the lead department.
+    `result`: what its sector's answer said besides (its time of decision, a certificate): kept on the task, and
+    the event carries the sector's time (`sector_at`) beside ours (`at`)."""
     task = case.task(task_id)
     if not decision.concluded:
         raise CaseRuleViolation(f"{decision} 不是办理决定")
@@ -195,9 +199,29 @@ def conclude_task(case: Case, task_id: str, decision: TaskState, opinion: str, a
     if task.state is TaskState.PENDING and actor.kind is ActorKind.DEPARTMENT:
         start_task(case, task_id, actor, now)  # deciding is having it (an operator's return starts nothing)
     case.apply(Trigger.TASK_CONCLUDED, actor, now, opinion or str(decision),
-               {"task": task_id, "department": task.department, "decision": str(decision), "lead": task.lead})
+               {"task": task_id, "department": task.department, "decision": str(decision), "lead": task.lead,
+                **_result_data(result)})
     task.state, task.opinion = decision, opinion  # after `apply`: a refused transition leaves the task as it was
+    task.result = None if result is None or result.empty else result
     _decide_when_all_ended(case, now)
+
+
+def _result_data(result: SectorResult | None) -> dict[str, Any]:
+    """What a task-concluded event says of the sector's answer: its time, the certificate, the document."""
+    if result is None or result.empty:
+        return {}
+    data: dict[str, Any] = {"sector_at": result.decided_at.isoformat() if result.decided_at else None,
+            "certificate_number": result.certificate_number, "document_ref": result.document_ref}
+    if result.certificate_issued:
+        data["certificate_issued"] = True
+    return {key: value for key, value in data.items() if value is not None}
+
+
+def certificate_to_fetch(task: Task) -> bool:
+    """Whether the task's sector said it issued a certificate we have not fetched: approved there, with a
+    certificate issued (or its number named)."""
+    return (task.sector is not None and task.state is TaskState.APPROVED and task.result is not None
+            and task.result.certificate_issued)
 
 
 def _decide_when_all_ended(case: Case, now: datetime) -> None:
@@ -351,12 +375,54 @@ def resume(case: Case, actor: Actor, now: datetime, calendar: WorkingCalendar, r
     case.deadline = resumed
 
 
-def issue_certificate(case: Case, certificate: Certificate, actor: Actor, now: datetime) -> None:
-    """统一出证: the result is recorded at the unified issuing window."""
-    case.certificate = certificate
+def prefill_certificate(case: Case, draft: CertificateDraft, actor: Actor, now: datetime) -> None:
+    """待出证: the certificate a sector issued, fetched, waits at unified issuing, filled in. Its number must be the
+    one the sector's decision named (ResultProblem otherwise: which one is right is for people to find out). A
+    certificate issued already, or this one fetched again (a replay), changes nothing."""
+    if case.certificate is not None or case.certificate_draft is not None and \
+            case.certificate_draft.certificate == draft.certificate:
+        return
+    named = case.task(draft.task_id).result
+    if named is not None and named.certificate_number not in (None, draft.certificate.number):
+        raise ResultProblem(f"the certificate fetched is number {draft.certificate.number!r}, but the decision "
+                            f"named {named.certificate_number!r}")
+    certificate = draft.certificate
+    case.apply(Trigger.CERTIFICATE_FETCHED, actor, now, f"已获取{certificate.name}，待统一出证",
+               {**_certificate_data(certificate), "task": draft.task_id, "sector": draft.sector})
+    case.certificate_draft = draft
+
+
+def issue_certificate(case: Case, certificate: Certificate | None, actor: Actor, now: datetime) -> None:
+    """统一出证: the result is recorded at the unified issuing window. Without a `certificate` the one a sector
+    issued (prefilled, 待出证) is issued; with one, its number must be the prefilled one's, if there is one (a
+    window does not issue another number than the department's)."""
+    draft = case.certificate_draft
+    if certificate is None:
+        if draft is None:
+            raise CaseRuleViolation("该办件没有待出证的证照：请填写证照名称、编号和发证机关")
+        certificate = draft.certificate
+    elif draft is not None and certificate.number != draft.certificate.number:
+        raise CaseRuleViolation(f"证照编号 {certificate.number} 与{draft.sector}签发的证照编号 "
+                                f"{draft.certificate.number} 不一致：不填写证照信息即按部门签发的证照出证")
+    source = {"source": {"sector": draft.sector, "task": draft.task_id}} if draft is not None else {}
     case.apply(Trigger.ISSUE_CERTIFICATE, actor, now, f"出具{certificate.name}",
-               {"name": certificate.name, "number": certificate.number, "issuer": certificate.issuer,
-                "valid_until": certificate.valid_until.isoformat() if certificate.valid_until else None})
+               {**_certificate_data(certificate), **source})
+    case.certificate = certificate
+
+
+def issue_automatically(case: Case, matter: Matter, now: datetime) -> bool:
+    """An electronic certificate a sector issued, fetched, is issued by the gateway itself where the matter says
+    so (`auto_issue_electronic`), once the case is approved; the case then awaits delivery as usual."""
+    if not (matter.auto_issue_electronic and case.state is CaseState.APPROVED and case.certificate is None
+            and case.certificate_draft is not None):
+        return False
+    issue_certificate(case, None, GATEWAY, now)
+    return True
+
+
+def _certificate_data(certificate: Certificate) -> dict[str, Any]:
+    return {"name": certificate.name, "number": certificate.number, "issuer": certificate.issuer,
+            "valid_until": certificate.valid_until.isoformat() if certificate.valid_until else None}
 
 
 def deliver(case: Case, delivery: Delivery, actor: Actor, now: datetime) -> None:

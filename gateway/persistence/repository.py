@@ -31,6 +31,7 @@ from gateway.domain.case import (
 from gateway.domain.clock import as_utc
 from gateway.domain.deadline import Deadline, DeadlineKind
 from gateway.domain.matter import TimeUnit
+from gateway.domain.results import CertificateDraft, SectorResult
 from gateway.observability.correlation import current_correlation_id
 from gateway.persistence import tables as t
 from gateway.persistence.keyset import Key, Keyset
@@ -184,13 +185,13 @@ class CaseRepository:
         return {**row, **{c: self._personal.seal(row[c], f"cases.{c}") for c in SEALED_CASE_COLUMNS}}
 
     def _task_row(self, case_no: str, task: Task) -> dict[str, Any]:
-        row = {"case_no": case_no, **_plain(task)}
+        row = {"case_no": case_no, **_plain(task), "result": task.result.as_data() if task.result else None}
         return {**row, "opinion": self._personal.seal(row["opinion"], "case_tasks.opinion")}
 
     def _task_from_row(self, r: RowMapping) -> Task:
         return Task(r["task_id"], r["department"], r["credit_code"], r["sector"], r["lead"], TaskState(r["state"]),
                     r["sector_ref"], self._personal.open(r["opinion"], "case_tasks.opinion"), r["round"],
-                    r["sector_told"])
+                    r["sector_told"], SectorResult.from_data(r["result"]) if r["result"] else None)
 
     def _event_row(self, case_no: str, e: CaseEvent) -> dict[str, Any]:
         return {
@@ -238,6 +239,7 @@ class CaseRepository:
             "supplement_rounds": case.supplement_rounds,
             "opinion": case.opinion,
             "certificate": _plain(case.certificate),
+            "certificate_draft": case.certificate_draft.as_data() if case.certificate_draft else None,
             "delivery": _plain(case.delivery),
             "evaluation": _plain(case.evaluation),
             "completion": case.completion,
@@ -283,6 +285,7 @@ def _case_from_row(row: Mapping[str, Any], events: list[CaseEvent], tasks: list[
         supplement_rounds=row["supplement_rounds"],
         opinion=row["opinion"],
         certificate=_certificate(row["certificate"]),
+        certificate_draft=CertificateDraft.from_data(row["certificate_draft"]) if row["certificate_draft"] else None,
         delivery=Delivery(**row["delivery"]) if row["delivery"] else None,
         evaluation=Evaluation(**row["evaluation"]) if row["evaluation"] else None,
         completion=Completion(row["completion"]) if row["completion"] else None,

@@ -24,6 +24,7 @@ from adapters import (
 )
 from gateway.cases.service import CaseService
 from gateway.domain.clock import Clock
+from gateway.domain.results import ResultProblem
 from gateway.observability.logs import mask_text
 from gateway.persistence.bundle_tables import ACCEPTED, REFUSED, UNREACHABLE, callback_nonces
 from gateway.persistence.repository import idempotency_key
@@ -180,7 +181,10 @@ class SectorCalls:
             result = registered.read_callback(answer)
         except (MappingError, BusinessError) as exc:  # signed, but not a decision we can read
             raise CallbackUnreadable(str(exc)) from exc
-        recorded = self.service.record_callback(sector, result)
+        try:
+            recorded = self.service.record_callback(sector, result)
+        except ResultProblem as exc:  # signed and readable, but its facts cannot be taken (a time without zone)
+            raise CallbackUnreadable(str(exc)) from exc
         return {"recorded": recorded}
 
 

@@ -263,6 +263,8 @@ class Delivery:
             self.service.record_submitted(message, self.owner, result["sector_ref"], poll_after)
         elif message.operation == Operation.QUERY_STATUS:
             self.service.record_status(message, self.owner, result, poll_after or timedelta(seconds=5))
+        elif message.operation == Operation.FETCH_CERTIFICATE:
+            self.service.record_certificate(message, self.owner, result)
         else:  # cancel_case: the sector has been told, and the cancelled task shows it
             self.service.record_cancelled(message, self.owner)
 

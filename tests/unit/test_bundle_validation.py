@@ -96,10 +96,12 @@ def test_the_canonical_model_as_data() -> None:
     assert {"case.materials[].name", "case.materials[].received", "case.materials[].file_ref", "case.form.*"} <= paths
     assert canonical.readable_paths("housing_fund_balance", query=True) == {"query", "query.*", "request_id"}
     assert canonical.result_spec("query_status").required == {"status"}
-    assert canonical.result_spec("query_status").optional == {"opinion", "decided_at", "sector_ref", "case_no",
-                                                              "task_id", "idempotency_key"}
-    assert canonical.result_spec("callback").optional == {"opinion", "decided_at", "case_no", "task_id",
-                                                          "idempotency_key"}
+    facts = {"decided_at", "certificate_issued", "certificate_number", "certificate_valid_until", "document_ref"}
+    assert canonical.result_spec("query_status").optional == {"opinion", "sector_ref", "case_no", "task_id",
+                                                              "idempotency_key", *facts}
+    assert canonical.result_spec("callback").optional == {"opinion", "case_no", "task_id", "idempotency_key", *facts}
+    assert canonical.result_spec("fetch_certificate").allowed == {"name", "number", "issuer", "valid_until", "holder",
+                                                                  "file_ref"}
     assert canonical.result_spec("submit_case").required == {"sector_ref"}
     assert canonical.result_spec("callback").times == {"decided_at": "instant"}
     assert canonical.result_spec("fetch_certificate").times == {"valid_until": "date"}

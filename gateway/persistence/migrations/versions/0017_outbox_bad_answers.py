@@ -1,7 +1,7 @@
 """outbox: how many status answers in a row could not be read
 
 Revision ID: 0017
-Revises: 0015
+Revises: 0016
 Create Date: 2026-12-07 19:00:00
 
 `outbox.bad_answers` counts a status poll's answers in a row that could not be read (the mapping could not read
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0017'
-down_revision: str | Sequence[str] | None = '0015'
+down_revision: str | Sequence[str] | None = '0016'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
