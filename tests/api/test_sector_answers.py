@@ -38,7 +38,7 @@ from gateway.domain.case import Applicant, Case, Task
 from gateway.domain.results import ResultProblem
 from gateway.persistence import tables as t
 from gateway.persistence.repository import DeadLetter
-from gateway.sectors.bundle_records import pack_folder
+from gateway.sectors.bundle_records import BundleInvalid, pack_folder
 from tests.support.gateways import COMPLETE_APPLICATION, Keys, drain
 from tests.support.hostile import CASE_NS, PERSON, HostileSector, assert_problem, envelope, submit_answer
 
@@ -319,26 +319,19 @@ def test_a_callbacks_decision_time_is_kept_beside_ours_and_a_time_without_its_zo
     assert police.seen(b) == before
 
 
-def test_a_polled_decision_with_a_time_without_its_zone_is_a_validation_dead_letter(scripted: Scripted,
-                                                                                   tmp_path: Path) -> None:
-    """A mapping that reads the sector's time without declaring its zone: the decision is not recorded (its zone
-    is not guessed); the operators see why."""
-    hall, sector = scripted("social_security")
+def test_a_mapping_reading_the_sectors_time_without_its_zone_is_refused_at_registration(scripted: Scripted,
+                                                                                         tmp_path: Path) -> None:
+    """A mapping that reads the sector's time without declaring its zone never gets as far as a decision: the
+    bundle is refused when registered, naming the field (the zone is not guessed), and nothing is stored. The
+    domain's own guard against a zoneless time (`SectorResult.read`) is proved in tests/unit/test_sector_results.py."""
+    hall, _sector = scripted("social_security")
     folder = tmp_path / "social_security"
     shutil.copytree(default_bundles_dir() / "social_security", folder)
     for name, old, new in (("bundle.yaml", 'version: "', 'version: "zoneless-'),
                            ("query_status.mapping.yaml", "convert: compact_shanghai_to_iso_utc, ", "")):
         path = folder / name
         path.write_text(path.read_text(encoding="utf-8").replace(old, new, 1), encoding="utf-8")
-    version = hall.gateway.bundles.register(pack_folder(folder), "test").version
-    hall.gateway.bundles.activate("social_security", version, "test", force=True)
-    case_no = in_process_at_social_security(hall, sector)
-    before = hall.seen(case_no)
-    zoneless = "<bjsj>2026-11-24T10:00:00</bjsj>"
-    sector.answer = (200, "text/xml", status_answer("SB0000000001").replace(b"<bjsj>20261124100000</bjsj>",
-                                                                            zoneless.encode()))
-    drain(hall.gateway, lambda: hall.outbox(case_no)[-1][1] in ("done", "dead"))
-    [letter] = hall.dead_letters()
-    assert (letter.operation, letter.error_class) == ("query_status", "validation"), letter.error_message
-    assert "decided_at" in letter.error_message and "time zone" in letter.error_message
-    assert hall.seen(case_no) == before
+    with pytest.raises(BundleInvalid) as refused:
+        hall.gateway.bundles.register(pack_folder(folder), "test")
+    assert "response.fields.decided_at" in str(refused.value) and "never guessed" in str(refused.value)
+    assert all(not v.version.startswith("zoneless-") for v in hall.gateway.bundles.versions("social_security"))

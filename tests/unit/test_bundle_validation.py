@@ -103,7 +103,7 @@ def test_the_canonical_model_as_data() -> None:
     assert canonical.result_spec("fetch_certificate").allowed == {"name", "number", "issuer", "valid_until", "holder",
                                                                   "file_ref"}
     assert canonical.result_spec("submit_case").required == {"sector_ref"}
-    assert canonical.result_spec("callback").times == {"decided_at": "instant"}
+    assert canonical.result_spec("callback").times == {"decided_at": "instant", "certificate_valid_until": "date"}
     assert canonical.result_spec("fetch_certificate").times == {"valid_until": "date"}
     assert canonical.result_spec("housing_fund_balance", query=True).times == {}  # a query's result is its own
 
