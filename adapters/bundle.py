@@ -6,7 +6,7 @@
 - `unpack_bundle(zip, dest)` extracts an uploaded bundle, refusing anything that could escape `dest`
   or exhaust the disk, all or nothing.
 - `validate_bundle(dir_or_bundle)` runs every check, mappings against the canonical model and the
-  service description included (`mappings.validate`), and returns the problems.
+  service description and the rehearsal file's items (`adapters.rehearsal`) included, and returns the problems.
 - `preview(bundle, operation, message)` renders what would be sent, without sending it.
 - `bundle_warnings(bundle)`: what is allowed but should be changed (a legacy signing algorithm): no refusal.
 
@@ -51,6 +51,7 @@ from adapters.descriptor import (
 )
 from adapters.kind import AdapterKind
 from adapters.kinds import KINDS
+from adapters.rehearsal import RehearsalInvalid, read_rehearsal
 from adapters.resilience import RetryPolicy
 from adapters.secrets import LITERAL_REFUSED
 from adapters.signing import legacy_warning
@@ -186,6 +187,7 @@ def _file_problems(doc: Mapping[str, Any], root: Path, worder: _Worder) -> Itera
     named = [(["service_description"], doc["service_description"])]
     named += [(["operations", k], v) for k, v in doc["operations"].items()]
     named += [(["queries", k], v) for k, v in (doc.get("queries") or {}).items()]
+    named += [(["rehearsal"], doc["rehearsal"])] if "rehearsal" in doc else []
     for path, name in named:
         if file_inside(root, name) is None:
             yield worder.problem(path, f"file {name!r} not found in the bundle")
@@ -289,6 +291,7 @@ def _build(root: Path, doc: Mapping[str, Any]) -> Bundle:
         files=tuple(sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())),
         tls=_tls(doc.get("tls")),
         options=KINDS[doc["kind"]].read_options(doc),
+        rehearsal=(root / doc["rehearsal"]).resolve() if "rehearsal" in doc else None,
     )
 
 
@@ -478,6 +481,10 @@ def validate_bundle(path_or_bundle: str | Path | Bundle) -> list[Problem]:
             problems += check_canonical(mf, expected)
             # A callback is the sector calling us: its body is in no WSDL operation or OpenAPI route of theirs.
             problems += check(mf, expected) if name != "callback" else []
+    try:
+        read_rehearsal(bundle)
+    except RehearsalInvalid as exc:
+        problems += exc.problems
     return _ordered(problems)
 
 
