@@ -52,8 +52,8 @@ if TYPE_CHECKING:  # the names as mypy and readers see them; at run time `__geta
     from adapters.kind import AdapterKind
     from adapters.kinds import KINDS
     from adapters.queries import QueryParameter, query_parameters
-    from adapters.rehearsal import Answer, RehearsalInvalid, RehearsalItem, judge, read_rehearsal
     from adapters.registry import RegisteredAdapter, Registry, build_adapter, default_bundles_dir
+    from adapters.rehearsal import Answer, RehearsalInvalid, RehearsalItem, judge, read_rehearsal
     from adapters.resilience import DELIVERY_BREAKER, QUERY_BREAKER, RetryPolicy
     from adapters.secrets import SecretRefError, use_vault
 

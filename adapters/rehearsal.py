@@ -217,5 +217,6 @@ def _field_differs(key: str, wanted: Any, result: Mapping[str, Any]) -> str | No
         value = value[step]
     if isinstance(wanted, Mapping):
         text = "" if value is None else str(value)
-        return None if re.fullmatch(wanted["pattern"], text) else f"{key}: {text!r} does not match {wanted['pattern']!r}"
+        matched = re.fullmatch(wanted["pattern"], text)
+        return None if matched else f"{key}: {text!r} does not match {wanted['pattern']!r}"
     return None if value == wanted else f"{key}: expected {wanted!r}, got {value!r}"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import getpass
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,6 +24,7 @@ from adapters import bundle_warnings, load_bundle, validate_bundle
 from gateway.cli import output
 from gateway.cli.common import PROBLEMS_FOUND, UNAVAILABLE, exit_code
 from gateway.cli.output import Column, JsonOption
+from gateway.domain.clock import instants_as_beijing_text
 from gateway.persistence.bundle_tables import ACCEPTED, PASSED, REFUSED, UNREACHABLE
 from gateway.sectors.bundle_records import (
     BundleConflict,
@@ -95,7 +96,7 @@ def make_adapters_app(open_store: Callable[[], BundleStore], open_calls: Callabl
         case; what it created is cancelled where the bundle can) and record the result: exit 1 when an item did
         not answer as expected, 5 when the sector did not answer at all, 2 when the version has no rehearsal file."""
         with readable_errors():
-            report = open_calls().rehearse(sector, version).rehearsal_result or {}
+            report = instants_as_beijing_text(open_calls().rehearse(sector, version).rehearsal_result or {})
         if as_json:
             output.print_object(report, as_json=True)
         else:
@@ -136,7 +137,7 @@ def make_adapters_app(open_store: Callable[[], BundleStore], open_calls: Callabl
     @app.command("list")
     def list_(sector: Annotated[str | None, typer.Argument(help="only this sector's versions")] = None,
               as_json: JsonOption = False) -> None:
-        """Every registered version, its status and test result."""
+        """Every registered version, its status, last test and last rehearsal."""
         rows = [{**v.public(), "registered_at": v.registered_at, "activated_at": v.activated_at}
                 for v in open_store().versions(sector)]
         output.print_rows(rows, COLUMNS, as_json=as_json, title="bundle versions")
@@ -183,7 +184,7 @@ TEST_LINES = {UNREACHABLE: "NOT reachable", REFUSED: "reachable, but our credent
               ACCEPTED: "reachable, credentials accepted"}
 
 
-def rehearsed_text(public: dict[str, Any]) -> str:
+def rehearsed_text(public: Mapping[str, Any]) -> str:
     """A version's last rehearsal in a few words: "passed 4/4 2026-12-07 19:20"; "none" if never rehearsed."""
     last = public["rehearsal"]
     if last is None:

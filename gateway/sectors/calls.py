@@ -152,9 +152,9 @@ class SectorCalls:
             try:
                 target = self.rehearsal_build(bundle)
             except BundleError as exc:  # a secret missing here: nothing could be sent
-                report = {"outcome": FAILED, "at": now.isoformat(), "run": None, "passed": 0, "total": len(items),
-                          "unreachable": True, "items": [], "cleanup": [],
-                          "note": mask_text(f"cannot be built here: {exc}")}
+                report: dict[str, Any] = {
+                    "outcome": FAILED, "at": now.isoformat(), "run": None, "passed": 0, "total": len(items),
+                    "unreachable": True, "items": [], "cleanup": [], "note": mask_text(f"cannot be built here: {exc}")}
             else:
                 report = rehearse(target, items, run=secrets.token_hex(6), now=now, messages=self.messages,
                                   shown_body=shown_body)

@@ -59,10 +59,12 @@ def rehearse(target: RegisteredAdapter, items: Sequence[RehearsalItem], *, run: 
     cleanup, note = _cleanup(target, run, created, cancelled, messages, shown_body)
     passed = sum(1 for s in sent if s["passed"])
     failures = [s["answer"].get("failure") for s in sent if not s["passed"]]
-    return mask_value({
+    unreachable = bool(failures) and all(f in _UNREACHABLE for f in failures)  # nothing answered wrongly: no answer
+    report: dict[str, Any] = mask_value({
         "outcome": PASSED if passed == len(sent) else FAILED, "at": now.isoformat(), "run": run,
-        "passed": passed, "total": len(sent), "unreachable": bool(failures) and all(f in _UNREACHABLE for f in failures),
+        "passed": passed, "total": len(sent), "unreachable": unreachable,
         "items": sent, "cleanup": cleanup, "note": note})
+    return report
 
 
 def _message(item: RehearsalItem, key: str, target: RegisteredAdapter, now: datetime,
