@@ -46,7 +46,7 @@ err = Console(stderr=True)
 
 def make_adapters_app(open_store: Callable[[], BundleStore], open_calls: Callable[[], SectorCalls],
                       four_eyes: Callable[[], bool] = lambda: False) -> typer.Typer:
-    app = typer.Typer(help="Sector bundles: validate, register, test, activate, roll back, retire.",
+    app = typer.Typer(help="Sector bundles: validate, register, test, rehearse, activate, roll back, retire.",
                       no_args_is_help=True)
     actor = f"cli:{getpass.getuser()}"
 
@@ -69,11 +69,11 @@ def make_adapters_app(open_store: Callable[[], BundleStore], open_calls: Callabl
             version = open_store().register(read_archive(source), actor)
         for warning in version.summary.get("warnings", []):
             err.print(f"[yellow]warning: {warning}", highlight=False)
-        console.print(f"registered {version.sector} {version.version} (sha256 {version.sha256[:12]}…)")
+        # One line, the version third: scripts read it with `awk '{print $3}'`.
         items = version.summary.get("rehearsal_items", 0)
-        console.print(f"  last rehearsal: {rehearsed_text(version.public())}"
-                      + (f" ({items} item(s): yiwang adapters rehearse {version.sector} {version.version})"
-                         if items and version.rehearsal_outcome is None else ""), highlight=False, markup=False)
+        console.print(f"registered {version.sector} {version.version} (sha256 {version.sha256[:12]}…; "
+                      f"last rehearsal: {rehearsed_text(version.public())}, {items} item(s) in its rehearsal file)",
+                      highlight=False, markup=False, soft_wrap=True)
 
     @app.command("test")
     def test_(sector: str, version: str) -> None:

@@ -135,7 +135,8 @@ def test_a_failed_expectation_fails_the_rehearsal_and_activation_then_needs_forc
         listed = runner.invoke(cli, ["list", "employment"])
         refused = runner.invoke(cli, ["activate", "employment", "2026.12.0-wrong"])
         forced = runner.invoke(cli, ["activate", "employment", "2026.12.0-wrong", "--force"])
-    assert registered.exit_code == 0 and "last rehearsal: none (3 item(s)" in registered.output, registered.output
+    assert registered.exit_code == 0 and registered.output.split()[:3] == ["registered", "employment", "2026.12.0-wrong"]
+    assert "last rehearsal: none, 3 item(s)" in registered.output and len(registered.output.splitlines()) == 1
     assert failed.exit_code == PROBLEMS_FOUND, failed.output
     assert "failed 2/3" in failed.output and "FAIL" in failed.output and "does not match 'GA[0-9]+'" in failed.output
     report = json.loads(as_json.stdout)
