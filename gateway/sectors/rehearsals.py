@@ -4,6 +4,7 @@ endpoint, each answer judged against what the sector team expects (`adapters.jud
 `rehearse(target, items, run, now, messages)` returns the report `BundleStore.record_rehearsal` keeps:
     {"outcome": "passed" | "failed", "at": ISO UTC, "run": str, "passed": n, "total": m, "unreachable": bool,
      "items": [{"name", "operation", "idempotency_key", "passed", "reasons", "request", "answer"}],
+               (an item asking about an earlier submit that got no reference is not sent: answer {"skipped": true})
      "cleanup": [{"item", "sector_ref", "cancelled" | "error"}] , "note": str | None}
 Rules it keeps:
 - every idempotency key starts `rehearsal:` (then the run's id and the item's number), so the sector and our
@@ -46,6 +47,11 @@ def rehearse(target: RegisteredAdapter, items: Sequence[RehearsalItem], *, run: 
     created: dict[str, tuple[str, Mapping[str, Any]]] = {}  # submit item -> (sector_ref, its canonical message)
     cancelled: set[str] = set()
     for number, item in enumerate(items, start=1):
+        if item.from_item is not None and item.from_item not in created:  # its submit failed: nothing to ask about
+            sent.append({"name": item.name, "operation": item.operation, "idempotency_key": None, "passed": False,
+                         "reasons": [f"not sent: {item.from_item!r} got no sector_ref"], "request": None,
+                         "answer": {"skipped": True}})
+            continue
         message = _message(item, f"{KEY_PREFIX}{run}:{number}", target, now, created)
         answer, shown = _exchange(target, item.operation, message, messages, shown_body)
         reasons = judge(item, answer)
@@ -58,7 +64,7 @@ def rehearse(target: RegisteredAdapter, items: Sequence[RehearsalItem], *, run: 
                      "request": _rendered(target, item.operation, message), "answer": shown})
     cleanup, note = _cleanup(target, run, created, cancelled, messages, shown_body)
     passed = sum(1 for s in sent if s["passed"])
-    failures = [s["answer"].get("failure") for s in sent if not s["passed"]]
+    failures = [s["answer"].get("failure") for s in sent if not s["passed"] and "skipped" not in s["answer"]]
     unreachable = bool(failures) and all(f in _UNREACHABLE for f in failures)  # nothing answered wrongly: no answer
     report: dict[str, Any] = mask_value({
         "outcome": PASSED if passed == len(sent) else FAILED, "at": now.isoformat(), "run": run,
@@ -76,7 +82,7 @@ def _message(item: RehearsalItem, key: str, target: RegisteredAdapter, now: date
     department = target.bundle.department
     task = {"id": "T1", "department": department.name, "credit_code": department.credit_code, "lead": True}
     sector_ref, case = item.sector_ref, item.case or {}
-    if item.from_item is not None and item.from_item in created:  # not there: its submit failed, and so will this
+    if item.from_item is not None:
         sector_ref, submitted = created[item.from_item]
         return {"idempotency_key": key, "sector_ref": sector_ref, "task": submitted["task"],
                 "case": submitted["case"]}

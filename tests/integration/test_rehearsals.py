@@ -24,7 +24,7 @@ from gateway.audit.ledger import AUDIT, MESSAGE, Filters
 from gateway.bootstrap.app import Gateway, create_app
 from gateway.cli.adapters import make_adapters_app
 from gateway.cli.audit import audit_commands
-from gateway.cli.common import BAD_INPUT, PROBLEMS_FOUND
+from gateway.cli.common import BAD_INPUT, PROBLEMS_FOUND, UNAVAILABLE
 from gateway.domain.roles import Role
 from gateway.domain.clock import SystemClock
 from gateway.persistence.engine import make_engine
@@ -32,6 +32,7 @@ from gateway.persistence.tables import cases
 from gateway.persistence.uow import create_schema
 from gateway.sectors.bundle_records import BundleStore, pack_folder
 from tests.support.gateways import Keys
+from tests.support.local_server import free_port
 
 YIWANG = str(Path(sys.executable).with_name("yiwang"))
 PERSON = "150203198503120039"  # the sample applicant's ID number in the shipped rehearsal files
@@ -79,13 +80,22 @@ def test_rehearsing_a_soap_bundle_over_http_passes_cancels_what_it_made_and_lets
     assert gateway.ledger.records(Filters(AUDIT, action="forced activation")) == []
 
 
-def test_a_version_without_a_rehearsal_file_is_a_clear_conflict(make_gateway: Callable[..., Gateway]) -> None:
-    gateway = make_gateway(bundles=())
-    version = gateway.bundles.register(pack_folder(default_bundles_dir() / "public_security"), "test").version
+def test_no_rehearsal_file_is_a_clear_conflict_and_a_silent_sector_is_unavailable(
+        make_gateway: Callable[..., Gateway]) -> None:
+    gateway = make_gateway(bundles=(), sector_endpoints={"employment": f"http://127.0.0.1:{free_port()}"})
+    police = gateway.bundles.register(pack_folder(default_bundles_dir() / "public_security"), "test").version
+    jobs = gateway.bundles.register(pack_folder(default_bundles_dir() / "employment"), "test").version
     with TestClient(create_app(gateway), headers=Keys.of(gateway, Role.OPERATOR)) as ops:
-        answer = ops.post(f"/v1/adapters/public_security/versions/{version}/rehearse")
+        answer = ops.post(f"/v1/adapters/public_security/versions/{police}/rehearse")
+    cli = make_adapters_app(lambda: gateway.bundles, lambda: gateway.sector_calls)
+    none = CliRunner().invoke(cli, ["rehearse", "public_security", police])
+    silent = CliRunner().invoke(cli, ["rehearse", "employment", jobs])
     assert answer.status_code == 409 and answer.json()["type"] == "urn:yiwang:problem:no-rehearsal", answer.text
-    assert gateway.bundles.get("public_security", version).rehearsal_outcome is None
+    assert none.exit_code == BAD_INPUT and "没有预演文件" in none.output
+    assert gateway.bundles.get("public_security", police).rehearsal_outcome is None
+    assert silent.exit_code == UNAVAILABLE and "failed 0/3" in silent.output, silent.output
+    assert "not sent: '失业登记申请被受理' got no sector_ref" in silent.output
+    assert gateway.bundles.get("employment", jobs).rehearsal_result["unreachable"] is True
 
 
 def test_the_installed_command_rehearses_a_rest_bundle_and_prints_a_plain_table_when_piped(
