@@ -8,7 +8,8 @@
 - `validate_bundle(dir_or_bundle)` runs every check, mappings against the canonical model and the
   service description and the rehearsal file's items (`adapters.rehearsal`) included, and returns the problems.
 - `preview(bundle, operation, message)` renders what would be sent, without sending it.
-- `bundle_warnings(bundle)`: what is allowed but should be changed (a legacy signing algorithm): no refusal.
+- `bundle_warnings(bundle)`: what is allowed but should be changed (a legacy signing algorithm, a named query
+  without a parameter contract or declaring one its mapping never reads): no refusal.
 
 What differs by kind (its options, auth forms, service description, preview) is asked of the bundle's kind
 (`adapters.kinds.KINDS`); this module never names one. Every problem reads `file:line: field: message`
@@ -51,6 +52,7 @@ from adapters.descriptor import (
 )
 from adapters.kind import AdapterKind
 from adapters.kinds import KINDS
+from adapters.queries import contract_problems
 from adapters.rehearsal import RehearsalInvalid, read_rehearsal
 from adapters.resilience import RetryPolicy
 from adapters.secrets import LITERAL_REFUSED
@@ -479,6 +481,7 @@ def validate_bundle(path_or_bundle: str | Path | Bundle) -> list[Problem]:
         if mf is not None:
             expected = _expectations(name, query)
             problems += check_canonical(mf, expected)
+            problems += contract_problems(mf)[0] if query else []
             # A callback is the sector calling us: its body is in no WSDL operation or OpenAPI route of theirs.
             problems += check(mf, expected) if name != "callback" else []
     try:
@@ -501,6 +504,16 @@ def bundle_warnings(bundle: Bundle) -> list[Problem]:
         if said is not None:
             field, _, message = said.partition(": ")
             warnings.append(Problem(DESCRIPTOR, positions.line(field.split(".")), field, message))
+    return warnings + _query_warnings(bundle)
+
+
+def _query_warnings(bundle: Bundle) -> list[Problem]:
+    """Each named query's contract: none declared, or a declared parameter its mapping never reads."""
+    tables = _read_code_tables(bundle.root)
+    warnings = []
+    for path in bundle.queries.values():
+        mf, _ = load_mapping(path, name=bundle.relative(path), code_tables=tables)
+        warnings += contract_problems(mf)[1] if mf is not None else []
     return warnings
 
 

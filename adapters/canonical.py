@@ -74,7 +74,9 @@ SUBMIT_MESSAGE: Mapping[str, Any] = {
     **TASK_MESSAGE,
     "case": {**TASK_MESSAGE["case"], "materials": [SENT_MATERIAL]},
 }
-QUERY_MESSAGE: Mapping[str, Any] = {"query": ANYTHING}
+# A named query: the caller's parameters and the gateway's id of this one call (new per call, in the answer and
+# the message log; a mapping may send it where the sector takes a request id).
+QUERY_MESSAGE: Mapping[str, Any] = {"query": ANYTHING, "request_id": "str"}
 # A callback's `request`, if any, is our acknowledgement to the sector: it can only hold constants.
 CALLBACK_MESSAGE: Mapping[str, Any] = {}
 
@@ -84,6 +86,16 @@ MESSAGES: Mapping[str, Mapping[str, Any]] = MappingProxyType({
     "cancel_case": TASK_MESSAGE,
     "fetch_certificate": TASK_MESSAGE,
     "callback": CALLBACK_MESSAGE,
+})  # fmt: skip
+
+
+# Canonical result fields that hold a time, and of which kind (mappings.converters INSTANT / DATE): a mapping
+# reads each through a converter that gives that kind and names the zone the sector's value is in
+# (mappings.validate, "Times"): a sector's naive time is never guessed at.
+RESULT_TIMES: Mapping[str, str] = MappingProxyType({
+    "decided_at": "instant",  # ISO-8601 UTC
+    "certificate_valid_until": "date",  # yyyy-MM-dd
+    "valid_until": "date",
 })  # fmt: skip
 
 
@@ -99,6 +111,11 @@ class ResultSpec:
     @property
     def allowed(self) -> frozenset[str]:
         return self.required | self.optional
+
+    @property
+    def times(self) -> Mapping[str, str]:
+        """The result fields of this operation that hold a time -> "instant" or "date" (RESULT_TIMES)."""
+        return {key: kind for key, kind in RESULT_TIMES.items() if key in self.allowed and not self.open}
 
 
 _STATUS = {"status": frozenset(STATUSES)}

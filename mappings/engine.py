@@ -27,8 +27,8 @@ File format::
 
 Rules (the key present says which kind; any other key is a compile error):
 
-- ``{from: PATH, optional: BOOL, convert: NAME, code_table: NAME}`` copies a value. ``convert``
-  runs first, then ``code_table``.
+- ``{from: PATH, optional: BOOL, convert: NAME | [NAME, ...], code_table: NAME}`` copies a value. The
+  converters run first, in the order listed (a chain), then ``code_table``.
 - ``{value: CONST}`` a constant.
 - ``{for_each: PATH, map: {FIELD: RULE, ...}, optional: BOOL}`` a list, one item per element.
 - ``{FIELD: RULE, ...}`` a nested group.
@@ -40,8 +40,9 @@ in a result (a canonical result always carries all its keys). A request group wh
 all left out is itself left out.
 
 Code tables look codes up by their text (booleans as "true"/"false", numbers as written), so
-quote codes such as "01" in YAML. An unmapped code is a `MappingError`. Converters are the
-functions in `CONVERTERS`.
+quote codes such as "01" in YAML. An unmapped code is a `MappingError`. A table named ``std.NAME`` is
+one of the built-in standard tables (`mappings.standard_tables`); the ``std.`` prefix is reserved. Converters
+are the functions in `CONVERTERS` (`mappings.converters`, where each is declared with an example).
 
 REST mappings (BUNDLE-FORMAT.md) add an ``http`` block; its presence makes the mapping a REST one,
 for which ``operation`` is optional (default ``"METHOD /path"``) and ``request``, the JSON body,
@@ -71,163 +72,21 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, cast
 from urllib.parse import quote, urlencode
-from zoneinfo import ZoneInfo
 
 import yaml
 
+from mappings.converters import CONVERTERS, code_text, to_int
 from mappings.errors import BusinessError, MappingError
+from mappings.standard_tables import STANDARD_TABLES, STD_PREFIX
 
 # --------------------------------------------------------------------------- converters
-
-SHANGHAI = ZoneInfo("Asia/Shanghai")
-_COMPACT = "%Y%m%d%H%M%S"
-
-Converter = Callable[[Any], Any]
-
-
-def _aware(value: Any) -> datetime:
-    """An instant from a datetime or ISO-8601 text; a naive one is refused because it is ambiguous."""
-    instant = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    if instant.tzinfo is None:
-        raise ValueError(f"{value!r} has no UTC offset")
-    return instant
-
-
-def _iso_utc(instant: datetime) -> str:
-    spec = "milliseconds" if instant.microsecond else "seconds"
-    return instant.astimezone(UTC).isoformat(timespec=spec).replace("+00:00", "Z")
-
-
-def _no_bool(value: Any) -> Any:
-    # bool is an int in Python; a flag arriving where a number is expected is a mistake, not 0/1.
-    if isinstance(value, bool):
-        raise ValueError(f"expected a number, got {value!r}")
-    return value
-
-
-def code_text(value: Any) -> str:
-    """The text a code is known by: booleans as YAML and JSON write them, everything else as str()."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def to_json(value: Any) -> str:
-    """Compact, stable JSON text (sorted keys, Chinese kept as is)."""
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-
-
-def datetime_compact_shanghai(value: Any) -> str:
-    """ISO-8601 instant -> yyyyMMddHHmmss in Beijing time."""
-    return _aware(value).astimezone(SHANGHAI).strftime(_COMPACT)
-
-
-def compact_shanghai_to_iso_utc(value: Any) -> str:
-    """yyyyMMddHHmmss in Beijing time -> ISO-8601 UTC ("...Z")."""
-    text = str(value)
-    if len(text) != 14 or not text.isdigit():
-        raise ValueError(f"{value!r} is not yyyyMMddHHmmss")
-    return _iso_utc(datetime.strptime(text, _COMPACT).replace(tzinfo=SHANGHAI))
-
-
-def date_compact(value: Any) -> str:
-    """A date (or an instant, taken as its Beijing date) -> yyyyMMdd."""
-    if isinstance(value, datetime) or (not isinstance(value, date) and len(str(value)) > 10):
-        day = _aware(value).astimezone(SHANGHAI).date()
-    else:
-        day = value if isinstance(value, date) else date.fromisoformat(str(value))
-    return day.strftime("%Y%m%d")
-
-
-def to_int(value: Any) -> int:
-    if isinstance(_no_bool(value), float) and not value.is_integer():
-        raise ValueError(f"{value!r} is not a whole number")
-    return int(value)
-
-
-def epoch_ms_to_iso_utc(value: Any) -> str:
-    """Milliseconds since the Unix epoch -> ISO-8601 UTC."""
-    return _iso_utc(datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=to_int(value)))
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_BEIJING_DATETIME = "%Y-%m-%d %H:%M:%S"
-_DATETIME_TEXT = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
-_COMPACT_MONTH = re.compile(r"\d{4}(0[1-9]|1[0-2])")
-
-
-def iso_utc_to_epoch_ms(value: Any) -> int:
-    """ISO-8601 instant -> milliseconds since the Unix epoch (sub-millisecond digits dropped)."""
-    return (_aware(value) - _EPOCH) // timedelta(milliseconds=1)
-
-
-def iso_utc_to_beijing_datetime(value: Any) -> str:
-    """ISO-8601 instant -> "yyyy-MM-dd HH:mm:ss" in Beijing time."""
-    return _aware(value).astimezone(SHANGHAI).strftime(_BEIJING_DATETIME)
-
-
-def beijing_datetime_to_iso_utc(value: Any) -> str:
-    """"yyyy-MM-dd HH:mm:ss" in Beijing time -> ISO-8601 UTC ("...Z")."""
-    text = str(value)
-    if not _DATETIME_TEXT.fullmatch(text):
-        raise ValueError(f"{value!r} is not yyyy-MM-dd HH:mm:ss")
-    return _iso_utc(datetime.strptime(text, _BEIJING_DATETIME).replace(tzinfo=SHANGHAI))
-
-
-def xsd_datetime_to_iso_utc(value: Any) -> str:
-    """An xsd:dateTime with its offset (zeep's datetime, or the text) -> ISO-8601 UTC; no offset is refused."""
-    return _iso_utc(_aware(value))
-
-
-def date_iso(value: Any) -> str:
-    """An xsd:date (zeep's date, or yyyy-MM-dd text) -> yyyy-MM-dd; an instant is taken as its Beijing date."""
-    if isinstance(value, datetime):
-        return _aware(value).astimezone(SHANGHAI).date().isoformat()
-    day = value if isinstance(value, date) else date.fromisoformat(str(value))
-    return day.isoformat()
-
-
-def month_compact_to_iso(value: Any) -> str:
-    """yyyyMM -> yyyy-MM."""
-    text = str(value)
-    if not _COMPACT_MONTH.fullmatch(text):
-        raise ValueError(f"{value!r} is not yyyyMM")
-    return f"{text[:4]}-{text[4:]}"
-
-
-def bool_text(value: Any) -> str:
-    """A flag -> "true"/"false" (also accepts the text forms and xsd:boolean's 1/0); anything else is refused."""
-    text = code_text(value).strip().lower()
-    if text in ("true", "1"):
-        return "true"
-    if text in ("false", "0"):
-        return "false"
-    raise ValueError(f"{value!r} is not a boolean")
-
-
-CONVERTERS: Mapping[str, Converter] = {
-    "json": to_json,
-    "datetime_compact_shanghai": datetime_compact_shanghai,
-    "compact_shanghai_to_iso_utc": compact_shanghai_to_iso_utc,
-    "date_compact": date_compact,
-    "str": code_text,
-    "int": to_int,
-    "epoch_ms_to_iso_utc": epoch_ms_to_iso_utc,
-    "iso_utc_to_epoch_ms": iso_utc_to_epoch_ms,
-    "iso_utc_to_beijing_datetime": iso_utc_to_beijing_datetime,
-    "beijing_datetime_to_iso_utc": beijing_datetime_to_iso_utc,
-    "xsd_datetime_to_iso_utc": xsd_datetime_to_iso_utc,
-    "date_iso": date_iso,
-    "month_compact_to_iso": month_compact_to_iso,
-    "bool_text": bool_text,
-}
+# The converters themselves live in mappings/converters.py (one registry, `SPECS`, with their examples).
 
 # --------------------------------------------------------------------------- hardened JSON
 
@@ -333,18 +192,18 @@ class _Rule(Protocol):
 class _From:
     path: tuple[str, ...]
     optional: bool
-    convert: str | None
+    convert: tuple[str, ...]  # converters applied in order (a chain); () copies the value as is
     table: _CodeTable | None
 
     def apply(self, source: Any, where: str) -> Any:
         value = _fetch(source, self.path, self.optional, where)
         if value is _OMIT:
             return value
-        if self.convert is not None:
+        for name in self.convert:
             try:
-                value = CONVERTERS[self.convert](value)
+                value = CONVERTERS[name](value)
             except (ValueError, TypeError, OverflowError) as exc:
-                raise _Problem(where, f"{self.convert} cannot convert {value!r}: {exc}") from exc
+                raise _Problem(where, f"{name} cannot convert {value!r}: {exc}") from exc
         return value if self.table is None else self.table.lookup(value, where)
 
 
@@ -643,7 +502,7 @@ class _Compiler:
         return _From(
             _path(spec["from"], f"{where}.from"),
             optional,
-            self.converter(spec.get("convert"), where),
+            self.converters(spec.get("convert"), where),
             self.table(spec.get("code_table"), where),
         )
 
@@ -665,16 +524,26 @@ class _Compiler:
             fields[name] = rule
         return _Scalars(fields)
 
-    def converter(self, name: Any, where: str) -> str | None:
-        if name is not None and name not in CONVERTERS:
-            raise _Problem(where, f"unknown converter {name!r}")
-        return cast(str | None, name)  # None or one of CONVERTERS' names
+    def converters(self, spec: Any, where: str) -> tuple[str, ...]:
+        """`convert: NAME` or `convert: [NAME, ...]` (applied in order), each one of CONVERTERS."""
+        names = [spec] if isinstance(spec, str) else spec
+        if spec is None:
+            return ()
+        if not isinstance(names, list) or not names or not all(isinstance(name, str) for name in names):
+            raise _Problem(f"{where}.convert", f"expected a converter's name or a list of them, got {spec!r}")
+        for name in names:
+            if name not in CONVERTERS:
+                raise _Problem(where, f"unknown converter {name!r} (known: {', '.join(sorted(CONVERTERS))})")
+        return tuple(names)
 
     def table(self, name: Any, where: str) -> _CodeTable | None:
         if name is None:
             return None
+        if isinstance(name, str) and name in STANDARD_TABLES:
+            return _CodeTable(name, STANDARD_TABLES[name])
         if name not in self.tables:
-            raise _Problem(where, f"unknown code table {name!r}")
+            standard = ", ".join(sorted(STANDARD_TABLES)) if str(name).startswith(STD_PREFIX) else ""
+            raise _Problem(where, f"unknown code table {name!r}" + (f" (standard: {standard})" if standard else ""))
         return self.tables[name]
 
 
@@ -713,6 +582,8 @@ def _flag(value: Any, where: str) -> bool:
 def _code_tables(spec: Any) -> dict[str, _CodeTable]:
     tables = {}
     for name, codes in _mapping(spec, "code_tables").items():
+        if str(name).startswith(STD_PREFIX):  # reserved: `std.` always names the same built-in table
+            raise _Problem(f"code_tables.{name}", f"the prefix {STD_PREFIX!r} is reserved for the standard tables")
         codes = _mapping(codes, f"code_tables.{name}")
         tables[name] = _CodeTable(name, {code_text(code): value for code, value in codes.items()})
     return tables
@@ -911,7 +782,7 @@ class RuleInfo:
     kind: str  # "from" | "value" | "for_each" | "group" (or the class name of a rule kind added later)
     source: tuple[str, ...] | None = None  # the path read (from / for_each), relative to the innermost for_each item
     optional: bool = False
-    converter: str | None = None
+    converters: tuple[str, ...] = ()  # `convert`, applied in order
     code_table: str | None = None
     codes: Mapping[str, Any] | None = None  # the code table's entries
     value: Any = None  # a `value` rule's constant

@@ -318,14 +318,34 @@ def _departments(summary: dict[str, Any]) -> set[str]:
     return set(named) if named else {summary["department"]["credit_code"]}
 
 
+def _matters(summary: dict[str, Any]) -> frozenset[str]:
+    """The matters a bundle takes in its departments (empty: all of them, department-wide)."""
+    return frozenset(summary["serves"]["matters"])
+
+
+def _shared_matters(mine: frozenset[str], theirs: frozenset[str]) -> frozenset[str] | None:
+    """What two bundles on one department both take: None when nothing (a matter-specific bundle beside a
+    department-wide one, or disjoint matters: routing tells them apart); empty when both are department-wide."""
+    if not mine and not theirs:
+        return frozenset()
+    if not mine or not theirs:
+        return None
+    return (mine & theirs) or None
+
+
 def _check_no_overlap(conn: Any, sector: str, version: str) -> None:
+    """Two active sectors may share a department only split by matter (issue 18): refuse one that would take a
+    task another already takes."""
     mine = conn.execute(select(bundle_versions.c.summary).where(_key(sector, version))).scalar_one()
     others = conn.execute(select(bundle_versions.c.sector, bundle_versions.c.summary).where(
         bundle_versions.c.status == ACTIVE, bundle_versions.c.sector != sector))
-    for other, summary in others:
+    for other, summary in sorted(others):
         shared = _departments(mine) & _departments(summary)
-        if shared:
-            raise BundleConflict(f"{sector} 声明的部门 {sorted(shared)[0]} 已由 {other} 服务")
+        matters = _shared_matters(_matters(mine), _matters(summary))
+        if shared and matters is not None:
+            which = f"事项 {'、'.join(sorted(matters))}" if matters else "全部事项"
+            raise BundleConflict(f"{sector} 声明的部门 {sorted(shared)[0]} 的{which}已由 {other} 服务"
+                                 "（同一部门可由多个适配包按事项分担：serves.matters 不得重叠）")
 
 
 def _activatable(conn: Any, sector: str, version: str, *, force: bool) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
@@ -37,6 +38,14 @@ from gateway.sectors.rehearsals import NoRehearsal, rehearse
 from mappings import BusinessError, MappingError, strict_json
 
 PROBE_REF = "YIWANG-CONNECTIVITY-PROBE"  # a reference no sector knows: any classified answer proves the path
+
+
+class InvalidQueryParameters(Exception):
+    """A named query's parameters break its declared contract: each error names the parameter; nothing is sent."""
+
+    def __init__(self, query: str, errors: list[dict[str, str]]) -> None:
+        super().__init__("；".join(f"{e['name']}：{e['msg']}" for e in errors))
+        self.query, self.errors = query, errors
 
 
 class CallbackRejected(Exception):
@@ -84,12 +93,20 @@ class SectorCalls:
         self.rehearsal_build = rehearsal_build or build  # a rehearsal calls the bundles' test endpoints
 
     def query(self, name: str, params: Mapping[str, Any]) -> dict[str, Any]:
-        """A named synchronous query, routed to the sector whose active bundle declares it."""
+        """A named synchronous query, routed to the sector whose active bundle declares it. Parameters that do
+        not keep its declared contract are refused (`InvalidQueryParameters`) before the sector is called; each
+        call gets a request id of its own, in the canonical message, the message log and the answer."""
         sector = self.registry.sector_for_query(name)
         if sector is None:
             raise NoActiveAdapter(f"没有启用的适配包提供查询 {name}")
-        result = logged_call(self.messages, self.registry.get(sector), name, {"query": dict(params)}, case_no=None)
-        return {"query": name, "sector": sector, "result": result}
+        registered = self.registry.get(sector)
+        errors = registered.parameter_errors(name, params)
+        if errors:
+            raise InvalidQueryParameters(name, errors)
+        request_id = uuid.uuid4().hex
+        result = logged_call(self.messages, registered, name, {"query": dict(params), "request_id": request_id},
+                             case_no=None)
+        return {"query": name, "sector": sector, "request_id": request_id, "result": result}
 
     def preview(self, sector: str, operation: str, case_no: str | None, params: Mapping[str, Any]) -> dict[str, Any]:
         """What the active version would send, without sending it."""
@@ -97,7 +114,7 @@ class SectorCalls:
         if operation not in registered.mappings:
             raise NoActiveAdapter(f"{sector} 适配包 {registered.version} 版没有操作或查询 {operation}")
         if case_no is None:
-            message: dict[str, Any] = {"query": dict(params)}
+            message: dict[str, Any] = {"query": dict(params), "request_id": uuid.uuid4().hex}  # as a call has
         else:
             case = self.service.get(case_no)
             task = next((t for t in case.tasks if t.sector == sector), None)

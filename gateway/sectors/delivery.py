@@ -277,7 +277,7 @@ def logged_call(messages: MessageLog | None, target: RegisteredAdapter, operatio
     attempt passes the breaker — before the call, so a process that dies during it leaves it on record."""
     if messages is None:
         return target.adapter.call(operation, payload)
-    key = payload.get("idempotency_key")
+    key = payload.get("idempotency_key") or payload.get("request_id")  # a named query's: its request id
     # Kinds render a query's name too; adapters.contract.Adapter.render names only Operation: hence the ignore.
     try:
         rendered = jsonable(target.adapter.render(operation, payload))  # type: ignore[arg-type]

@@ -78,7 +78,7 @@ def _message(item: RehearsalItem, key: str, target: RegisteredAdapter, now: date
     """The canonical message of an item (`gateway.sectors.delivery.canonical_message`'s shape; a query's
     `{"query": params}`), with the defaults a sample need not spell out."""
     if item.is_query:
-        return {"idempotency_key": key, "query": dict(item.params)}
+        return {"idempotency_key": key, "query": dict(item.params), "request_id": key}  # as a named query has one
     department = target.bundle.department
     task = {"id": "T1", "department": department.name, "credit_code": department.credit_code, "lead": True}
     sector_ref, case = item.sector_ref, item.case or {}

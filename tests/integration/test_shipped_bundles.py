@@ -195,7 +195,7 @@ def test_what_each_shipped_bundle_serves() -> None:
 
 
 def test_every_catalogue_task_goes_to_one_shipped_bundle_at_most_and_each_signing_sector_gets_one() -> None:
-    """Activating all seven together overlaps nowhere (activation refuses two sectors naming one department),
+    """Activating all seven together overlaps nowhere (activation refuses two sectors taking one task),
     and each new sector serves a department that implements a matter of the shipped catalogue."""
     bundles = {sector: load_bundle(BUNDLES / sector) for sector in SECTORS + SIGNING_SECTORS}
     taken: dict[str, list[str]] = {}
