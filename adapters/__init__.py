@@ -7,7 +7,8 @@ Public API (what `__all__` names, importable from `adapters` itself; the gateway
 - bundles: the checked descriptor (`Bundle`, `CallbackResults`, `PollingResults`, `DESCRIPTOR`), reading,
   unpacking, validating and previewing them (`load_bundle`, `unpack_bundle`, `validate_bundle`, `bundle_warnings`,
   `preview`;
-  `BundleError` with its `Problem`s);
+  `BundleError` with its `Problem`s); rehearsal files (`read_rehearsal` -> `RehearsalItem`s, `judge` of an
+  `Answer`, `RehearsalInvalid`);
 - ready adapters: `build_adapter` -> `RegisteredAdapter` (resilience as the bundle says: `RetryPolicy`, the
   breakers `DELIVERY_BREAKER`/`QUERY_BREAKER`), `Registry`, `default_bundles_dir`; what a named query takes
   (`QueryParameter`s: its declared contract, `RegisteredAdapter.queries` and `.parameter_errors`, or what its
@@ -54,6 +55,7 @@ if TYPE_CHECKING:  # the names as mypy and readers see them; at run time `__geta
     from adapters.kinds import KINDS
     from adapters.queries import QueryParameter, query_parameters
     from adapters.registry import RegisteredAdapter, Registry, build_adapter, default_bundles_dir
+    from adapters.rehearsal import Answer, RehearsalInvalid, RehearsalItem, judge, read_rehearsal
     from adapters.resilience import DELIVERY_BREAKER, QUERY_BREAKER, RetryPolicy
     from adapters.secrets import SecretRefError, use_vault
 
@@ -70,6 +72,8 @@ _MODULE_OF = {
     "AdapterKind": "kind",
     "KINDS": "kinds",
     "QueryParameter": "queries", "query_parameters": "queries",
+    "Answer": "rehearsal", "RehearsalInvalid": "rehearsal", "RehearsalItem": "rehearsal", "judge": "rehearsal",
+    "read_rehearsal": "rehearsal",
     "RegisteredAdapter": "registry", "Registry": "registry", "build_adapter": "registry",
     "default_bundles_dir": "registry",
     "DELIVERY_BREAKER": "resilience", "QUERY_BREAKER": "resilience", "RetryPolicy": "resilience",
@@ -92,9 +96,10 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "DELIVERY_BREAKER", "DESCRIPTOR", "KINDS", "MATERIALS_SENT_WITH", "QUERY_BREAKER",
-    "Adapter", "AdapterKind", "Bundle", "BundleError", "CallbackResults", "CanonicalMessage", "CanonicalResult",
-    "DeliveryError", "FailureClass", "Operation", "PollingResults", "Problem", "QueryParameter", "RegisteredAdapter",
-    "Registry", "RetryPolicy", "SecretRef", "SectorRefusal", "SecretRefError", "SignatureError", "UnsendableRequest",
-    "build_adapter", "bundle_warnings", "default_bundles_dir", "load_bundle", "preview", "query_parameters",
-    "unpack_bundle", "use_vault", "validate_bundle", "verify_callback",
+    "Adapter", "AdapterKind", "Answer", "Bundle", "BundleError", "CallbackResults", "CanonicalMessage",
+    "CanonicalResult", "DeliveryError", "FailureClass", "Operation", "PollingResults", "Problem", "QueryParameter",
+    "RegisteredAdapter", "Registry", "RehearsalInvalid", "RehearsalItem", "RetryPolicy", "SecretRef",
+    "SecretRefError", "SectorRefusal", "SignatureError", "UnsendableRequest",
+    "build_adapter", "bundle_warnings", "default_bundles_dir", "judge", "load_bundle", "preview",
+    "query_parameters", "read_rehearsal", "unpack_bundle", "use_vault", "validate_bundle", "verify_callback",
 ]  # fmt: skip

@@ -6,7 +6,7 @@
 - `unpack_bundle(zip, dest)` extracts an uploaded bundle, refusing anything that could escape `dest`
   or exhaust the disk, all or nothing.
 - `validate_bundle(dir_or_bundle)` runs every check, mappings against the canonical model and the
-  service description included (`mappings.validate`), and returns the problems.
+  service description and the rehearsal file's items (`adapters.rehearsal`) included, and returns the problems.
 - `preview(bundle, operation, message)` renders what would be sent, without sending it.
 - `bundle_warnings(bundle)`: what is allowed but should be changed (a legacy signing algorithm, a named query
   without a parameter contract or declaring one its mapping never reads): no refusal.
@@ -53,6 +53,7 @@ from adapters.descriptor import (
 from adapters.kind import AdapterKind
 from adapters.kinds import KINDS
 from adapters.queries import contract_problems
+from adapters.rehearsal import RehearsalInvalid, read_rehearsal
 from adapters.resilience import RetryPolicy
 from adapters.secrets import LITERAL_REFUSED
 from adapters.signing import legacy_warning
@@ -188,6 +189,7 @@ def _file_problems(doc: Mapping[str, Any], root: Path, worder: _Worder) -> Itera
     named = [(["service_description"], doc["service_description"])]
     named += [(["operations", k], v) for k, v in doc["operations"].items()]
     named += [(["queries", k], v) for k, v in (doc.get("queries") or {}).items()]
+    named += [(["rehearsal"], doc["rehearsal"])] if "rehearsal" in doc else []
     for path, name in named:
         if file_inside(root, name) is None:
             yield worder.problem(path, f"file {name!r} not found in the bundle")
@@ -291,6 +293,7 @@ def _build(root: Path, doc: Mapping[str, Any]) -> Bundle:
         files=tuple(sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())),
         tls=_tls(doc.get("tls")),
         options=KINDS[doc["kind"]].read_options(doc),
+        rehearsal=(root / doc["rehearsal"]).resolve() if "rehearsal" in doc else None,
     )
 
 
@@ -481,6 +484,10 @@ def validate_bundle(path_or_bundle: str | Path | Bundle) -> list[Problem]:
             problems += contract_problems(mf)[0] if query else []
             # A callback is the sector calling us: its body is in no WSDL operation or OpenAPI route of theirs.
             problems += check(mf, expected) if name != "callback" else []
+    try:
+        read_rehearsal(bundle)
+    except RehearsalInvalid as exc:
+        problems += exc.problems
     return _ordered(problems)
 
 

@@ -123,6 +123,9 @@ _COMMON: Mapping[str, Any] = {
             },
             "additionalProperties": {"$ref": "#/$defs/file"},
         },
+        "rehearsal": {"$ref": "#/$defs/file",
+                      "description": "sample cases and queries with the outcomes the sector team expects "
+                                     "(`yiwang adapters rehearse`; BUNDLE-FORMAT.md \"Rehearsal files\")"},
         "timeout_ms": {"type": "integer", "minimum": 1, "maximum": 600000},
         "retry": {
             "type": "object",

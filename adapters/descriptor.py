@@ -94,6 +94,7 @@ class Bundle:
     files: tuple[str, ...] = field(default=())  # every file of the bundle, relative, '/'-separated
     tls: TlsSpec | None = None
     options: Any = None  # the kind's own options, as its `read_options` made them (e.g. `SoapOptions`)
+    rehearsal: Path | None = None  # the rehearsal file (`adapters.rehearsal`), if the bundle ships one
 
     def mapping(self, name: str) -> tuple[Path, bool]:
         """The mapping file of a canonical operation or named query, and whether it is a query."""

@@ -3,9 +3,10 @@
 Sector IT teams hand over a bundle (a folder or a zip; no code). Registering validates it whole
 (`adapters.bundle.validate_bundle`) and stores it as an archive; nothing invalid is stored. Activating a
 version is one row's status: every process picks it up through `gateway.sectors.live_registry` without a restart.
-Activation is gated on the version's last test (`yiwang adapters test`): a version never tested, or whose last test
-found the sector unreachable or our credentials refused, is activated only with `force` (`VersionUntested`
-otherwise); rolling back to a version that was active before is not gated.
+Activation is gated on the version's last test (`yiwang adapters test`) and last rehearsal (`yiwang adapters
+rehearse`, `gateway.sectors.rehearsals`): a version whose last test did not end `accepted` and whose last rehearsal
+did not pass (or that was never tried) is activated only with `force` (`VersionUntested` otherwise); rolling back to
+a version that was active before is not gated.
 A sector administrator acts only on their own sector's bundles (the API checks; the CLI is the
 operator's local tool).
 """
@@ -28,7 +29,15 @@ from sqlalchemy.exc import IntegrityError
 
 from adapters import Bundle
 from gateway.domain.clock import Clock, as_utc, beijing_text, instants_as_beijing_text
-from gateway.persistence.bundle_tables import ACCEPTED, ACTIVE, INACTIVE, REGISTERED, RETIRED, bundle_versions
+from gateway.persistence.bundle_tables import (
+    ACCEPTED,
+    ACTIVE,
+    INACTIVE,
+    PASSED,
+    REGISTERED,
+    RETIRED,
+    bundle_versions,
+)
 from gateway.persistence.uow import UnitsOfWork
 
 
@@ -47,10 +56,12 @@ class BundleConflict(ValueError):
 class VersionUntested(Exception):
     """Activating a version whose last test did not end `accepted` (or that was never tested), without force."""
 
-    def __init__(self, sector: str, version: str, outcome: str | None) -> None:
+    def __init__(self, sector: str, version: str, outcome: str | None, rehearsal: str | None = None) -> None:
         said = "从未测试" if outcome is None else f"最近一次测试的结果为 {outcome}"
-        super().__init__(f"{sector} {version} {said}：请先测试（yiwang adapters test），或确认后强制启用")
-        self.sector, self.version, self.outcome = sector, version, outcome
+        rehearsed = "" if rehearsal is None else f"，最近一次预演 {rehearsal}"
+        super().__init__(f"{sector} {version} {said}{rehearsed}：请先测试（yiwang adapters test）或预演"
+                         "（yiwang adapters rehearse），或确认后强制启用")
+        self.sector, self.version, self.outcome, self.rehearsal = sector, version, outcome, rehearsal
 
 
 class UnknownBundle(LookupError):
@@ -72,12 +83,35 @@ class BundleVersion:
     activated_at: datetime | None
     row_id: int = 0  # bundle_versions.id: the order registered, which a sector's listing keeps
     test_outcome: str | None = None  # of the last test: unreachable | refused | accepted; None: never tested
+    rehearsal_outcome: str | None = None  # of the last rehearsal: passed | failed; None: never rehearsed
+    rehearsal_result: dict[str, Any] | None = None  # its report (`gateway.sectors.rehearsals`)
+
+    @property
+    def tried(self) -> bool:
+        """Whether activation may go ahead without force: an accepted test or a passed rehearsal."""
+        return self.test_outcome == ACCEPTED or self.rehearsal_outcome == PASSED
+
+    def forced(self) -> str | None:
+        """What activating this version now would go past, as the audit record's outcome says it ("forced, last
+        test refused, last rehearsal failed"); None when it needs no force (tried, or active already)."""
+        if self.tried or self.status == ACTIVE:
+            return None
+        rehearsal = f", last rehearsal {self.rehearsal_outcome}" if self.rehearsal_outcome else ""
+        return f"forced, last test {self.test_outcome or 'never run'}{rehearsal}"
+
+    def last_rehearsal(self) -> dict[str, Any] | None:
+        """The last rehearsal in brief: {outcome, at (Beijing time), passed, total}; None: never rehearsed."""
+        report = self.rehearsal_result
+        if report is None:
+            return None
+        return {"outcome": self.rehearsal_outcome, "at": instants_as_beijing_text(report["at"]),
+                "passed": report["passed"], "total": report["total"]}
 
     def public(self) -> dict[str, Any]:
         return {"sector": self.sector, "version": self.version, "status": self.status, "kind": self.kind,
                 "sha256": self.sha256, "summary": self.summary,
                 "test_result": instants_as_beijing_text(self.test_result),  # its `at` is kept in UTC
-                "test_outcome": self.test_outcome,
+                "test_outcome": self.test_outcome, "rehearsal": self.last_rehearsal(),
                 "registered_at": beijing_text(self.registered_at), "registered_by": self.registered_by,
                 "activated_at": beijing_text(self.activated_at) if self.activated_at else None}
 
@@ -169,12 +203,20 @@ class BundleStore:
             uow.commit()
         return self.get(sector, version)
 
+    def record_rehearsal(self, sector: str, version: str, report: dict[str, Any]) -> BundleVersion:
+        """Keep a rehearsal's report; its `outcome` (passed | failed) is what activation reads."""
+        with self.units() as uow:
+            uow.conn.execute(update(bundle_versions).where(_key(sector, version))
+                             .values(rehearsal_result=report, rehearsal_outcome=report["outcome"]))
+            uow.commit()
+        return self.get(sector, version)
+
     def activate(self, sector: str, version: str, actor: str, *, force: bool = False) -> BundleVersion:
         """Make `version` the one every process uses; the one before stays as `inactive` for rollback.
 
         Refused when another sector's active bundle already takes one of its departments: a department's
         tasks (and its applicants' data) go to one system, not to whichever sector claims it last; and,
-        without `force`, when its last test did not end `accepted` (`VersionUntested`)."""
+        without `force`, when its last test did not end `accepted` nor its last rehearsal pass (`VersionUntested`)."""
         return self._activate(sector, version, actor, tested_or_forced=force)
 
     def _activate(self, sector: str, version: str, actor: str, *, tested_or_forced: bool) -> BundleVersion:
@@ -241,6 +283,7 @@ def unpacked(archive: bytes) -> Iterator[Bundle]:
 
 def summary(bundle: Bundle) -> dict[str, Any]:
     """What operators and the routing need to know without unpacking the archive."""
+    from adapters import read_rehearsal  # with the bundle: checked already by validate_bundle
     return {
         "title": bundle.title,
         "department": {"name": bundle.department.name, "credit_code": bundle.department.credit_code},
@@ -248,19 +291,21 @@ def summary(bundle: Bundle) -> dict[str, Any]:
         "operations": sorted(str(o) for o in bundle.operations),
         "queries": sorted(bundle.queries),
         "results": {"mode": bundle.results.mode, "interval_ms": getattr(bundle.results, "interval_ms", None)},
+        "rehearsal_items": len(read_rehearsal(bundle)),
     }
 
 
 def _columns() -> list[Any]:
     c = bundle_versions.c
     return [c.sector, c.version, c.status, c.kind, c.sha256, c.summary, c.test_result, c.registered_at,
-            c.registered_by, c.activated_at, c.id, c.test_outcome]
+            c.registered_by, c.activated_at, c.id, c.test_outcome, c.rehearsal_outcome, c.rehearsal_result]
 
 
 def _version(r: Any) -> BundleVersion:
     return BundleVersion(r["sector"], r["version"], r["status"], r["kind"], r["sha256"], r["summary"],
                          r["test_result"], as_utc(r["registered_at"]), r["registered_by"],
-                         as_utc(r["activated_at"]) if r["activated_at"] else None, r["id"], r["test_outcome"])
+                         as_utc(r["activated_at"]) if r["activated_at"] else None, r["id"], r["test_outcome"],
+                         r["rehearsal_outcome"], r["rehearsal_result"])
 
 
 def _key(sector: str, version: str) -> Any:
@@ -310,9 +355,10 @@ def _activatable(conn: Any, sector: str, version: str, *, force: bool) -> str:
     if status == RETIRED:
         raise BundleConflict(f"{sector} {version} 已退役")
     _check_no_overlap(conn, sector, version)
-    outcome = conn.execute(select(bundle_versions.c.test_outcome).where(_key(sector, version))).scalar()
-    if not force and status != ACTIVE and outcome != ACCEPTED:
-        raise VersionUntested(sector, version, outcome)
+    outcome, rehearsal = conn.execute(select(bundle_versions.c.test_outcome, bundle_versions.c.rehearsal_outcome)
+                                      .where(_key(sector, version))).one()
+    if not force and status != ACTIVE and outcome != ACCEPTED and rehearsal != PASSED:
+        raise VersionUntested(sector, version, outcome, rehearsal)
     return status
 
 

@@ -1,9 +1,10 @@
-"""Calls to sector systems that are not deliveries: synchronous queries, previews, bundle tests, and the
-callbacks sectors make with their decisions."""
+"""Calls to sector systems that are not deliveries: synchronous queries, previews, bundle tests and rehearsals
+(`gateway.sectors.rehearsals`), and the callbacks sectors make with their decisions."""
 
 from __future__ import annotations
 
 import re
+import secrets
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
@@ -20,18 +21,21 @@ from adapters import (
     FailureClass,
     Operation,
     RegisteredAdapter,
+    RehearsalInvalid,
     SignatureError,
+    read_rehearsal,
 )
 from gateway.cases.service import CaseService
 from gateway.domain.clock import Clock
 from gateway.domain.results import ResultProblem
 from gateway.observability.logs import mask_text
-from gateway.persistence.bundle_tables import ACCEPTED, REFUSED, UNREACHABLE, callback_nonces
+from gateway.persistence.bundle_tables import ACCEPTED, FAILED, REFUSED, UNREACHABLE, callback_nonces
 from gateway.persistence.repository import idempotency_key
 from gateway.persistence.uow import UnitsOfWork
-from gateway.sectors.bundle_records import BundleStore, BundleVersion, unpacked
+from gateway.sectors.bundle_records import BundleInvalid, BundleStore, BundleVersion, unpacked
 from gateway.sectors.delivery import MessageLog, canonical_message, jsonable, logged_call
 from gateway.sectors.live_registry import LiveRegistry, NoActiveAdapter
+from gateway.sectors.rehearsals import NoRehearsal, rehearse
 from mappings import BusinessError, MappingError, strict_json
 
 PROBE_REF = "YIWANG-CONNECTIVITY-PROBE"  # a reference no sector knows: any classified answer proves the path
@@ -83,9 +87,11 @@ class NonceLedger:
 class SectorCalls:
     def __init__(self, registry: LiveRegistry, store: BundleStore, service: CaseService,
                  build: Callable[[Bundle], RegisteredAdapter], nonces: NonceLedger,
-                 messages: MessageLog | None = None) -> None:
+                 messages: MessageLog | None = None,
+                 rehearsal_build: Callable[[Bundle], RegisteredAdapter] | None = None) -> None:
         self.registry, self.store, self.service, self.build, self.nonces = registry, store, service, build, nonces
         self.messages = messages  # None: exchanges with sectors are not recorded
+        self.rehearsal_build = rehearsal_build or build  # a rehearsal calls the bundles' test endpoints
 
     def query(self, name: str, params: Mapping[str, Any]) -> dict[str, Any]:
         """A named synchronous query, routed to the sector whose active bundle declares it. Parameters that do
@@ -149,6 +155,28 @@ class SectorCalls:
             else:
                 result = _probe(registered)
         return self.store.record_test(sector, version, {**result, "at": self.service.clock.now().isoformat()})
+
+    def rehearse(self, sector: str, version: str) -> BundleVersion:
+        """Run the version's rehearsal file against the sector's test endpoint (`gateway.sectors.rehearsals`) and
+        record the report, which activation reads; `NoRehearsal` if the version carries none."""
+        with unpacked(self.store.archive(sector, version)) as bundle:
+            try:
+                items = read_rehearsal(bundle)
+            except RehearsalInvalid as exc:  # registered before the file was checked: say so, as registering would
+                raise BundleInvalid([str(p) for p in exc.problems]) from exc
+            if not items:
+                raise NoRehearsal(sector, version)
+            now = self.service.clock.now()
+            try:
+                target = self.rehearsal_build(bundle)
+            except BundleError as exc:  # a secret missing here: nothing could be sent
+                report: dict[str, Any] = {
+                    "outcome": FAILED, "at": now.isoformat(), "run": None, "passed": 0, "total": len(items),
+                    "unreachable": True, "items": [], "cleanup": [], "note": mask_text(f"cannot be built here: {exc}")}
+            else:
+                report = rehearse(target, items, run=secrets.token_hex(6), now=now, messages=self.messages,
+                                  shown_body=shown_body)
+        return self.store.record_rehearsal(sector, version, report)
 
     def callback(self, sector: str, method: str, path: str, headers: Mapping[str, str], body: bytes,
                  query: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:

@@ -46,6 +46,7 @@ from gateway.sectors.calls import (
     SectorCalls,
 )
 from gateway.sectors.live_registry import LiveRegistry, NoActiveAdapter
+from gateway.sectors.rehearsals import NoRehearsal
 from gateway.security.approvals import Action
 
 router = APIRouter(prefix="/v1", tags=["adapters"], route_class=JsonBodyRoute)
@@ -137,6 +138,19 @@ def test_version(sector: str, version: str, request: Request,
     """用这个版本调用部门系统的测试端点，不启用它；返回测试结果。不改变启用状态，可重复调用。"""
     _own_sector(identity, sector)
     return _calls(request).test_version(sector, version).public()
+
+
+@router.post("/adapters/{sector}/versions/{version}/rehearse", responses=problem_doc(401, 403, 404, 409, 422),
+             summary="预演适配包版本")
+def rehearse_version(sector: str, version: str, request: Request,
+                     identity: Annotated[Identity, Depends(require(*ADMINS))]) -> dict[str, Any]:
+    """把这个版本附带的预演文件中的样例办件和查询逐项发往部门系统的测试端点（幂等键以 `rehearsal:` 开头，不建办件，
+    能撤销的样例办件最后撤销），比对部门团队预期的结果，记录并返回：`outcome`（passed | failed）、逐项的请求与应答
+    （个人信息已遮蔽）和原因。通过的预演与通过的测试一样，可直接启用该版本。没有预演文件为 409 `no-rehearsal`。"""
+    _own_sector(identity, sector)
+    rehearsed = _calls(request).rehearse(sector, version)
+    return {"sector": sector, "version": version,
+            "rehearsal": instants_as_beijing_text(rehearsed.rehearsal_result)}
 
 
 @router.post("/adapters/{sector}/versions/{version}/activate",
@@ -289,7 +303,8 @@ def install_adapter_error_handlers(app: FastAPI) -> None:
         (UnknownBundle, 404, "unknown-bundle", "没有该适配包版本"),
         (NoActiveAdapter, 404, "no-active-adapter", "没有启用的适配器"),
         (BundleConflict, 409, "bundle-conflict", "适配包版本状态不允许此操作"),
-        (VersionUntested, 409, "version-untested", "该版本最近一次测试未通过或从未测试，不能直接启用"),
+        (VersionUntested, 409, "version-untested", "该版本既没有通过的测试也没有通过的预演，不能直接启用"),
+        (NoRehearsal, 409, "no-rehearsal", "该适配包版本没有预演文件"),
         (PermissionError, 403, "forbidden", "无权管理该部门的适配包"),
         (CallbackRejected, 401, "callback-rejected", "回调签名无效"),
         (CallbackUnreadable, 422, "callback-unreadable", "回调内容无法识别"),
