@@ -1,7 +1,8 @@
 """Adapters: how the gateway reaches sector systems — the adapter contract, bundles, the adapter registry.
 
 Public API (what `__all__` names, importable from `adapters` itself; the gateway uses nothing else):
-- the contract every adapter keeps: `Adapter`, `Operation`, `CanonicalMessage`/`CanonicalResult`,
+- the contract every adapter keeps: `Adapter`, `Operation`, the case events a bundle may subscribe to
+  (`CaseEventType`), `CanonicalMessage`/`CanonicalResult`,
   `DeliveryError` with its `FailureClass`, `UnsendableRequest`; what the canonical message carries
   (`MATERIALS_SENT_WITH`);
 - bundles: the checked descriptor (`Bundle`, `CallbackResults`, `PollingResults`, `DESCRIPTOR`), reading,
@@ -62,7 +63,7 @@ _MODULE_OF = {
     "unpack_bundle": "bundle", "validate_bundle": "bundle", "bundle_warnings": "bundle",
     "MATERIALS_SENT_WITH": "canonical",
     "Adapter": "contract", "CanonicalMessage": "contract", "CanonicalResult": "contract", "DeliveryError": "contract",
-    "FailureClass": "contract", "Operation": "contract", "UnsendableRequest": "contract",
+    "FailureClass": "contract", "Operation": "contract", "UnsendableRequest": "contract", "CaseEventType": "contract",
     "DESCRIPTOR": "descriptor", "Bundle": "descriptor", "CallbackResults": "descriptor", "PollingResults": "descriptor",
     "AdapterKind": "kind",
     "KINDS": "kinds",
@@ -90,6 +91,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "DELIVERY_BREAKER", "DESCRIPTOR", "KINDS", "MATERIALS_SENT_WITH", "QUERY_BREAKER",
     "Adapter", "AdapterKind", "Bundle", "BundleError", "CallbackResults", "CanonicalMessage", "CanonicalResult",
+    "CaseEventType",
     "DeliveryError", "FailureClass", "Operation", "PollingResults", "Problem", "QueryParameter", "RegisteredAdapter",
     "Registry", "RetryPolicy", "SecretRef", "SecretRefError", "SignatureError", "UnsendableRequest",
     "build_adapter", "bundle_warnings", "default_bundles_dir", "load_bundle", "preview", "query_parameters",

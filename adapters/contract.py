@@ -24,6 +24,15 @@ class Operation(StrEnum):
     FETCH_CERTIFICATE = "fetch_certificate"
 
 
+class CaseEventType(StrEnum):
+    """Case events a bundle may subscribe to (`subscriptions:` in bundle.yaml): each one it subscribes to is sent
+    to it as a guaranteed delivery, through the mapping named for it (adapters/BUNDLE-FORMAT.md "Subscriptions")."""
+
+    EVALUATED = "evaluated"  # 好差评: the applicant rated the case
+    CERTIFICATE_ISSUED = "certificate_issued"  # 统一出证: the certificate was issued
+    CASE_CLOSED = "case_closed"  # 办结
+
+
 class FailureClass(StrEnum):
     """Why a delivery failed (DESIGN.md invariant 4). The class decides retry or not."""
 

@@ -247,7 +247,9 @@ def summary(bundle: Bundle) -> dict[str, Any]:
         "serves": {"departments": list(bundle.serves.departments), "matters": list(bundle.serves.matters)},
         "operations": sorted(str(o) for o in bundle.operations),
         "queries": sorted(bundle.queries),
-        "results": {"mode": bundle.results.mode, "interval_ms": getattr(bundle.results, "interval_ms", None)},
+        "results": None if bundle.results is None else {"mode": bundle.results.mode,
+                                                        "interval_ms": getattr(bundle.results, "interval_ms", None)},
+        "subscriptions": sorted(bundle.subscriptions),
     }
 
 
@@ -268,7 +270,10 @@ def _key(sector: str, version: str) -> Any:
 
 
 def _departments(summary: dict[str, Any]) -> set[str]:
-    """The departments whose tasks a bundle takes (none named: its own)."""
+    """The departments whose tasks a bundle takes (none named: its own; none at all if it only subscribes to case
+    events)."""
+    if "submit_case" not in summary["operations"]:
+        return set()
     named = summary["serves"]["departments"]
     return set(named) if named else {summary["department"]["credit_code"]}
 
