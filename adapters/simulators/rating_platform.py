@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from adapters.simulators.base import (
     FaultPlan,
+    Handler,
     References,
     Reply,
     Request,
@@ -102,7 +103,7 @@ class RatingPlatformSimulator(RestSimulator):
         return json_reply(HTTPStatus.OK, {"code": OK, "msg": "成功", "data": {
             "ratingNo": rating.rating_no, "caseNo": rating.case_no, "level": rating.level, "channel": rating.channel}})
 
-    def _authorised(self, handler: Any) -> Any:
+    def _authorised(self, handler: Handler) -> Handler:
         def guarded(request: Request) -> Reply:
             given = (request.header("Authorization") or "").removeprefix("Bearer ").strip()
             if not hmac.compare_digest(given.encode(), self.token.encode()):
