@@ -8,12 +8,15 @@ real HTTP to the rating-platform simulator.
   worker that died before storing the outcome) is recognised by the platform as a repeat: still one rating.
 - The platform down: retries, a dead letter (the event message sealed at rest), and a replay pinned to the
   version it died with delivers it once.
+- The shipped bundle validates clean and carries the platform's published document; the platform refuses a
+  second rating of one case (another request: a sector fault, never a second rating).
 - certificate_issued and case_closed through a test bundle subscribed to both: each event goes once, with the
   certificate and its holder; a bundle that subscribes serves no department.
 """
 
 from __future__ import annotations
 
+import filecmp
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,8 +24,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from adapters.registry import default_bundles_dir
-from adapters.simulators.rating_platform import DEFAULT_TOKEN, RatingPlatformSimulator
+from adapters.bundle import load_bundle, validate_bundle
+from adapters.contract import DeliveryError
+from adapters.registry import build_adapter, default_bundles_dir
+from adapters.resilience import RetryPolicy
+from adapters.simulators.rating_platform import DEFAULT_TOKEN, OPENAPI_FILE, RatingPlatformSimulator
 from gateway.audit.ledger import MESSAGE, Filters
 from gateway.bootstrap.app import Gateway
 from gateway.cases.service import SubmitCase
@@ -158,6 +164,25 @@ def test_the_platform_down_is_retried_dead_lettered_and_a_replay_delivers_once(
     gateway.dead_letters.replay(letter.id, by="ops-1", reason="好差评系统已恢复", mapping="original")
     drain(gateway, lambda: outbox_rows(gateway, case_no)[0][3] == "done")
     assert len(rating.ratings) == 1
+
+
+def test_the_shipped_bundle_is_clean_and_the_platform_takes_one_rating_per_case(
+        rating: RatingPlatformSimulator) -> None:
+    bundle = load_bundle(default_bundles_dir() / RATING)
+    assert validate_bundle(bundle) == []
+    assert filecmp.cmp(bundle.service_description, OPENAPI_FILE, shallow=False)
+    assert (bundle.operations, bundle.results, sorted(bundle.subscriptions)) == ({}, None, ["evaluated"])
+    platform = build_adapter(bundle, endpoint=rating.url, retry_override=RetryPolicy(1, 1, 1)).adapter
+    message = {"idempotency_key": "K1", "event": {"type": "evaluated", "at": "2026-11-24T02:00:00+00:00", "seq": 9},
+               "case": {"case_no": "C1", "matter_code": WITHDRAWAL},
+               "evaluation": {"level": "very_dissatisfied", "channel": "hall_terminal", "text": ""}}
+    first = platform.call("evaluated", message)
+    assert platform.call("evaluated", message) == first  # the same request again: a repeat
+    with pytest.raises(DeliveryError, match="E2001"):
+        platform.call("evaluated", {**message, "idempotency_key": "K2"})
+    [given] = rating.ratings
+    assert (given.level, given.channel, given.evaluate_time, first) == (
+        "1", "5", "2026-11-24 10:00:00", {"receipt": given.rating_no})
 
 
 def listener_bundle(tmp_path: Path) -> Path:
