@@ -12,6 +12,8 @@ real HTTP to the rating-platform simulator.
   second rating of one case (another request: a sector fault, never a second rating).
 - certificate_issued and case_closed through a test bundle subscribed to both: each event goes once, with the
   certificate and its holder; a bundle that subscribes serves no department.
+- Over RabbitMQ (PostgreSQL): the platform is consumed from a queue of its own; down, its delivery becomes a dead
+  letter, another evaluation still goes, and the replay delivers the first once.
 """
 
 from __future__ import annotations
@@ -44,8 +46,11 @@ from gateway.domain.case import (
 )
 from gateway.persistence import tables as t
 from gateway.sectors.bundle_records import pack_folder
+from gateway.transport.amqp import queue_name
+from tests.support.broker import eventually, queue_depth, running
 from tests.support.cases import outbox_statuses
 from tests.support.gateways import drain
+from tests.support.services import rabbitmq_vhost
 
 WITHDRAWAL = "12150200MB1A00020M3000720001000"  # 住房公积金提取: one department, decided in its back office
 FUND = "12150200MB1A00020M"
@@ -226,3 +231,29 @@ def test_a_certificate_issued_and_a_case_closed_reach_a_bundle_subscribed_to_the
     assert sorted((r.content, r.item_code) for r in rating.ratings) == [
         ("GJJ-2026-0001", ID_NUMBER), ("case_closed", ID_NUMBER)]
     assert outbox_statuses(gateway, case_no) == [("certificate_issued", "done"), ("case_closed", "done")]
+
+
+# --- over RabbitMQ: the subscription is a sector with its own queue ---------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_over_rabbitmq_an_evaluation_goes_through_the_platforms_own_queue_and_a_replay_delivers_once(
+        make_gateway: Callable[..., Gateway], rating: RatingPlatformSimulator) -> None:
+    with rabbitmq_vhost() as amqp_url:
+        gateway = make_gateway(bundles=(), sector_endpoints={RATING: rating.url}, amqp_url=amqp_url,
+                               dispatch_idle_ms=20)
+        register(gateway, default_bundles_dir() / RATING)
+        down, up = closed_case(gateway), closed_case(gateway)
+        rating.set_fault("fault", count=3)  # the first case's three attempts: a 500 each
+        evaluated(gateway, down)
+        with running(gateway) as transport:
+            eventually(lambda: outbox_rows(gateway, down)[0][3] == "dead", what="the platform's dead letter")
+            assert queue_depth(amqp_url, queue_name(RATING, False)) == 0
+            evaluated(gateway, up)
+            eventually(lambda: outbox_rows(gateway, up)[0][3] == "done", what="the second evaluation delivered")
+            [letter] = gateway.service.dead_letters(down)
+            gateway.dead_letters.replay(letter.id, by="ops-1", reason="好差评系统已恢复", mapping="original")
+            eventually(lambda: outbox_rows(gateway, down)[0][3] == "done", what="the replay delivered")
+        assert sorted(r.case_no for r in rating.ratings) == sorted([down, up])
+        assert transport.consumer.stats.delivered == 3 and rating.counters["repeats"] == 0
