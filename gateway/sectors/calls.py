@@ -194,6 +194,9 @@ def _probe(registered: RegisteredAdapter) -> dict[str, Any]:
     unreachable  anything else: no connection, no answer in time, a 5xx, our own breaker open, an answer
                  we cannot read — nothing that shows the sector took our credentials
     """
+    if not registered.bundle.takes_cases:  # any call to a subscriber would deliver a case event: none is harmless
+        return _result(UNREACHABLE, "a bundle that only subscribes to case events has no harmless call to test it "
+                                    "with: check its endpoint with its sector, then activate it with --force")
     try:
         registered.adapter.call(Operation.QUERY_STATUS, {"sector_ref": PROBE_REF, "idempotency_key": PROBE_REF})
     except DeliveryError as exc:
