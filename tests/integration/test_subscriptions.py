@@ -47,6 +47,7 @@ from gateway.domain.case import (
 from gateway.persistence import tables as t
 from gateway.sectors.bundle_records import pack_folder
 from gateway.transport.amqp import queue_name
+from ops.dead_letters import DeadLetterFilter
 from tests.support.broker import eventually, queue_depth, running
 from tests.support.cases import outbox_statuses
 from tests.support.gateways import drain
@@ -83,8 +84,9 @@ def gateway(make_gateway: Callable[..., Gateway], rating: RatingPlatformSimulato
     return gateway
 
 
-def closed_case(gateway: Gateway, *, certificate: bool = False) -> str:
-    """A 公积金提取 case decided in the back office and closed: withdrawn, or issued and delivered."""
+def closed_case(gateway: Gateway, *, certificate: bool = False, delivered: bool = True) -> str:
+    """A 公积金提取 case decided in the back office and closed: withdrawn, or issued and (unless not `delivered`)
+    delivered."""
     service = gateway.service
     command = SubmitCase(WITHDRAWAL, Applicant("王建国", "111", ID_NUMBER), tuple(map(SubmittedMaterial, MATERIALS)))
     case_no = service.submit(command, PERSON).case["case_no"]
@@ -95,7 +97,8 @@ def closed_case(gateway: Gateway, *, certificate: bool = False) -> str:
         return case_no
     service.decide_task(case_no, "1", TaskState.APPROVED, "准予提取", CLERK, FUND)
     service.issue_certificate(case_no, Certificate("提取到账通知", "GJJ-2026-0001", "包头市住房公积金管理中心"), ISSUER)
-    service.deliver(case_no, Delivery("pickup"), ISSUER)
+    if delivered:
+        service.deliver(case_no, Delivery("pickup"), ISSUER)
     return case_no
 
 
@@ -218,6 +221,21 @@ response:
 """, encoding="utf-8")
     (folder / "evaluated.mapping.yaml").unlink()
     return folder
+
+
+def test_a_subscriptions_dead_letter_is_discarded_with_nothing_to_settle_on_its_open_case(
+        make_gateway: Callable[..., Gateway], rating: RatingPlatformSimulator, tmp_path: Path) -> None:
+    gateway = make_gateway(bundles=(), sector_endpoints={"listener": rating.url})
+    register(gateway, listener_bundle(tmp_path))
+    rating.set_fault("fault")
+    case_no = closed_case(gateway, certificate=True, delivered=False)  # issued, waiting to be picked up
+    drain(gateway, lambda: outbox_rows(gateway, case_no)[0][3] == "dead")
+    version = gateway.service.get(case_no).version
+    discarded = gateway.dead_letters.discard(DeadLetterFilter(case_no=case_no), by="ops-1", reason="证照库另行补录",
+                                             case_outcome="back_office")
+    assert (discarded.count, discarded.kept) == (1, [])
+    assert (gateway.service.get(case_no).state, gateway.service.get(case_no).version) == ("certificate_issued",
+                                                                                           version)
 
 
 def test_a_certificate_issued_and_a_case_closed_reach_a_bundle_subscribed_to_them(
