@@ -124,6 +124,13 @@ class BundleStore:
         with self._reading() as conn:
             return [(r.sector, r.version, r.sha256) for r in conn.execute(query)]
 
+    def subscribers(self, event: str) -> tuple[str, ...]:
+        """The sectors whose active version subscribes to this case event, from the versions' summaries (for a
+        process without a live registry: `yiwang ops`, whose discards may close a case)."""
+        query = select(bundle_versions.c.sector, bundle_versions.c.summary).where(bundle_versions.c.status == ACTIVE)
+        with self._reading() as conn:
+            return tuple(sorted(r.sector for r in conn.execute(query) if event in r.summary.get("subscriptions", ())))
+
     def archive(self, sector: str, version: str) -> bytes:
         with self._reading() as conn:
             data = conn.execute(select(bundle_versions.c.archive).where(_key(sector, version))).scalar()

@@ -116,6 +116,8 @@ def evaluated(gateway: Gateway, case_no: str) -> None:
 
 def test_an_evaluation_commits_with_its_delivery_and_reaches_the_rating_platform_once(
         gateway: Gateway, rating: RatingPlatformSimulator) -> None:
+    # What `yiwang ops` reads (it has no live registry): the active versions' summaries.
+    assert [gateway.bundles.subscribers(e) for e in ("evaluated", "case_closed")] == [(RATING,), ()]
     case_no = closed_case(gateway)
     assert outbox_rows(gateway, case_no) == []  # it subscribes to evaluations only
     evaluated(gateway, case_no)
