@@ -1,8 +1,9 @@
 """The one contract every adapter kind implements.
 
 The gateway hands an adapter a *canonical message* (plain dicts and strings, see
-`CanonicalMessage`) for one canonical operation and gets back a canonical result, or a
-`DeliveryError` whose `failure` class decides whether the dispatcher retries.
+`CanonicalMessage`) for one canonical operation (or a case event a bundle subscribes to, `CaseEventType`, called by
+its name like a named query) and gets back a canonical result, or a `DeliveryError` whose `failure` class decides
+whether the dispatcher retries.
 Adapter kinds (SOAP now, REST later) differ only behind `Adapter.call`.
 """
 

@@ -11,6 +11,10 @@ for when the breaker may close, this take not counted (unless a call reached the
 `retry.max_wait_ms` bounds that wait from the first refusal; past it the message becomes a dead letter of
 class `circuit_open` carrying the sector's last real answer. Over RabbitMQ the row goes back to pending: the
 worker acknowledges the broker's message and the relay publishes the row again when it is due.
+
+A case event for a sector subscribed to it (its row's task is `e<event seq>`, `OutboxRepository.add_event`) goes
+the same way, through the mapping named for the event, with the event message (`event_message`), even when the
+case has ended: the sector's answer (its receipt) is recorded in the message log and nothing on the case changes.
 """
 
 from __future__ import annotations
@@ -171,7 +175,6 @@ class Delivery:
         started = time.monotonic()
         try:
             result = logged_call(self.messages, target, operation, payload, case_no=message.case_no)
-            # (a subscriber's receipt, if it gives one, is in the message log with the rest of its answer)
         except DeliveryError as error:
             def render() -> Any:  # what would have been sent, for the dead letter
                 return target.adapter.render(operation, payload)  # type: ignore[arg-type]  # an event's name
