@@ -23,12 +23,13 @@ from adapters import (
 )
 from gateway.cases.service import CaseService
 from gateway.domain.clock import Clock
+from gateway.domain.lifecycle import announced_as
 from gateway.observability.logs import mask_text
 from gateway.persistence.bundle_tables import ACCEPTED, REFUSED, UNREACHABLE, callback_nonces
-from gateway.persistence.repository import idempotency_key
+from gateway.persistence.repository import event_key, idempotency_key
 from gateway.persistence.uow import UnitsOfWork
 from gateway.sectors.bundle_records import BundleStore, BundleVersion, unpacked
-from gateway.sectors.delivery import MessageLog, canonical_message, jsonable, logged_call
+from gateway.sectors.delivery import MessageLog, canonical_message, event_message, jsonable, logged_call
 from gateway.sectors.live_registry import LiveRegistry, NoActiveAdapter
 from mappings import BusinessError, MappingError, strict_json
 
@@ -92,6 +93,12 @@ class SectorCalls:
             raise NoActiveAdapter(f"{sector} 适配包 {registered.version} 版没有操作或查询 {operation}")
         if case_no is None:
             message: dict[str, Any] = {"query": dict(params)}
+        elif operation in registered.bundle.subscriptions:  # the case's latest event of that kind, as delivered
+            case = self.service.get(case_no)
+            event = next((e for e in reversed(case.events) if announced_as(e) == operation), None)
+            if event is None:
+                raise NoActiveAdapter(f"办件 {case_no} 没有 {operation} 事件")
+            message = event_message(case, event.seq, event_key(case_no, event.seq, sector))
         else:
             case = self.service.get(case_no)
             task = next((t for t in case.tasks if t.sector == sector), None)

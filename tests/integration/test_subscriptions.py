@@ -125,6 +125,9 @@ def test_an_evaluation_commits_with_its_delivery_and_reaches_the_rating_platform
     assert outbox_rows(gateway, case_no) == [(RATING, "evaluated", f"{case_no}:event:{seq}:{RATING}", "pending")]
     version = gateway.service.get(case_no).version
 
+    # What a sector team previews (`yiwang adapters preview rating_platform evaluated --case-no …`): as sent.
+    preview = gateway.sector_calls.preview(RATING, "evaluated", case_no, {})
+    assert preview["request"]["body"]["requestId"] == f"{case_no}:event:{seq}:{RATING}"
     drain(gateway, lambda: outbox_rows(gateway, case_no)[0][3] == "done")
     [given] = rating.ratings
     assert (given.case_no, given.item_code, given.level, given.channel, given.content) == (
