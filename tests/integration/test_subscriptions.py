@@ -89,7 +89,7 @@ def closed_case(gateway: Gateway, *, certificate: bool = False, delivered: bool 
     delivered."""
     service = gateway.service
     command = SubmitCase(WITHDRAWAL, Applicant("王建国", "111", ID_NUMBER), tuple(map(SubmittedMaterial, MATERIALS)))
-    case_no = service.submit(command, PERSON).case["case_no"]
+    case_no = str(service.submit(command, PERSON).case["case_no"])
     if service.get(case_no).state == "submitted":
         service.accept(case_no, WINDOW)
     if not certificate:
