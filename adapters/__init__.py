@@ -1,7 +1,8 @@
 """Adapters: how the gateway reaches sector systems — the adapter contract, bundles, the adapter registry.
 
 Public API (what `__all__` names, importable from `adapters` itself; the gateway uses nothing else):
-- the contract every adapter keeps: `Adapter`, `Operation`, `CanonicalMessage`/`CanonicalResult`,
+- the contract every adapter keeps: `Adapter`, `Operation`, the case events a bundle may subscribe to
+  (`CaseEventType`), `CanonicalMessage`/`CanonicalResult`,
   `DeliveryError` with its `FailureClass`, `UnsendableRequest`, `SectorRefusal` (a final business refusal);
   what the canonical message carries (`MATERIALS_SENT_WITH`);
 - bundles: the checked descriptor (`Bundle`, `CallbackResults`, `PollingResults`, `DESCRIPTOR`), reading,
@@ -67,7 +68,7 @@ _MODULE_OF = {
     "MATERIALS_SENT_WITH": "canonical",
     "Adapter": "contract", "CanonicalMessage": "contract", "CanonicalResult": "contract", "DeliveryError": "contract",
     "FailureClass": "contract", "Operation": "contract", "SectorRefusal": "contract",
-    "UnsendableRequest": "contract",
+    "UnsendableRequest": "contract", "CaseEventType": "contract",
     "DESCRIPTOR": "descriptor", "Bundle": "descriptor", "CallbackResults": "descriptor", "PollingResults": "descriptor",
     "AdapterKind": "kind",
     "KINDS": "kinds",
@@ -97,9 +98,9 @@ def __dir__() -> list[str]:
 __all__ = [
     "DELIVERY_BREAKER", "DESCRIPTOR", "KINDS", "MATERIALS_SENT_WITH", "QUERY_BREAKER",
     "Adapter", "AdapterKind", "Answer", "Bundle", "BundleError", "CallbackResults", "CanonicalMessage",
-    "CanonicalResult", "DeliveryError", "FailureClass", "Operation", "PollingResults", "Problem", "QueryParameter",
-    "RegisteredAdapter", "Registry", "RehearsalInvalid", "RehearsalItem", "RetryPolicy", "SecretRef",
-    "SecretRefError", "SectorRefusal", "SignatureError", "UnsendableRequest",
+    "CanonicalResult", "CaseEventType", "DeliveryError", "FailureClass", "Operation", "PollingResults", "Problem",
+    "QueryParameter", "RegisteredAdapter", "Registry", "RehearsalInvalid", "RehearsalItem", "RetryPolicy",
+    "SecretRef", "SecretRefError", "SectorRefusal", "SignatureError", "UnsendableRequest",
     "build_adapter", "bundle_warnings", "default_bundles_dir", "judge", "load_bundle", "preview",
     "query_parameters", "read_rehearsal", "unpack_bundle", "use_vault", "validate_bundle", "verify_callback",
 ]  # fmt: skip

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from adapters.contract import Operation
+from adapters.contract import CaseEventType, Operation
 
 ANYTHING = "*"
 
@@ -74,6 +74,29 @@ SUBMIT_MESSAGE: Mapping[str, Any] = {
     **TASK_MESSAGE,
     "case": {**TASK_MESSAGE["case"], "materials": [SENT_MATERIAL]},
 }
+# A case event sent to a bundle subscribed to it (`subscriptions:`): which event, the case as a task's message
+# carries it (no task: a subscriber serves no department), and what the event is about. The idempotency key
+# is `<case_no>:event:<event seq>:<sector>`, the same across retries and replays.
+EVENTS = tuple(map(str, CaseEventType))
+EVALUATION: Mapping[str, Any] = {"level": "str", "channel": "str", "text": "str"}  # level: EVALUATION_LEVELS
+CERTIFICATE: Mapping[str, Any] = {
+    "name": "str",
+    "number": "str",
+    "issuer": "str",
+    "valid_until": "date",  # ISO date text, or None
+    "holder": {"name": "str", "id_type": "str", "id_number": "str"},  # the applicant
+    "issued_at": "datetime",  # ISO-8601 UTC text
+}
+_EVENT_BASE: Mapping[str, Any] = {
+    "idempotency_key": "str",
+    "event": {"type": "str", "at": "datetime", "seq": "int"},
+    "case": TASK_MESSAGE["case"],  # accepted_at is None for a case closed without being accepted
+}
+EVENT_MESSAGES: Mapping[str, Mapping[str, Any]] = MappingProxyType({
+    CaseEventType.EVALUATED: {**_EVENT_BASE, "evaluation": EVALUATION},
+    CaseEventType.CERTIFICATE_ISSUED: {**_EVENT_BASE, "certificate": CERTIFICATE},
+    CaseEventType.CASE_CLOSED: {**_EVENT_BASE, "certificate": CERTIFICATE},  # absent when none was issued
+})  # fmt: skip
 # A named query: the caller's parameters and the gateway's id of this one call (new per call, in the answer and
 # the message log; a mapping may send it where the sector takes a request id).
 QUERY_MESSAGE: Mapping[str, Any] = {"query": ANYTHING, "request_id": "str"}
@@ -86,6 +109,7 @@ MESSAGES: Mapping[str, Mapping[str, Any]] = MappingProxyType({
     "cancel_case": TASK_MESSAGE,
     "fetch_certificate": TASK_MESSAGE,
     "callback": CALLBACK_MESSAGE,
+    **EVENT_MESSAGES,
 })  # fmt: skip
 
 
@@ -143,12 +167,15 @@ RESULTS: Mapping[str, ResultSpec] = MappingProxyType({
     # case_no lets a callback that overtakes the submit's answer find its case before the reference is known.
     "callback": ResultSpec(frozenset({"sector_ref", "status"}),
                            frozenset({"opinion"}) | DECISION_FACTS | ANSWER_IDENTIFIERS, {**_STATUS, **_ISSUED}),
+    # A subscriber's acknowledgement: its receipt number if it gives one (recorded in the message log).
+    **{event: ResultSpec(frozenset(), frozenset({"receipt"})) for event in EVENTS},
 })  # fmt: skip
 QUERY_RESULT = ResultSpec(frozenset(), open=True)
 
 
 def message_tree(operation: str, *, query: bool = False) -> Mapping[str, Any]:
-    """The message tree a mapping of `operation` (or of a named query) reads; KeyError if not canonical."""
+    """The message tree a mapping of `operation` (a canonical operation, a subscribed case event, or a named query)
+    reads; KeyError if not canonical."""
     return QUERY_MESSAGE if query else MESSAGES[operation]
 
 

@@ -16,6 +16,7 @@ from adapters.simulators import (
     employment,
     housing_fund,
     public_security,
+    rating_platform,
     social_assistance,
     social_security,
 )
@@ -49,4 +50,6 @@ ROSTER: Mapping[str, Sector] = MappingProxyType({
     "e_licence": Sector(e_licence.ELicenceSimulator, e_licence.serve, e_licence.DEFAULT_PORT),
     "social_assistance": Sector(social_assistance.SocialAssistanceSimulator, social_assistance.serve,
                                 social_assistance.DEFAULT_PORT),
+    "rating_platform": Sector(rating_platform.RatingPlatformSimulator, rating_platform.serve,
+                              rating_platform.DEFAULT_PORT),
 })  # fmt: skip

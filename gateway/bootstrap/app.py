@@ -170,7 +170,7 @@ def build_gateway(settings: Settings, clock: Clock | None = None) -> Gateway:
                                           cache_s=settings.metrics_cache_ms / 1000)
     answers = SectorAnswerMetrics(lambda: registry.sectors)
     metrics_registry.register(answers)
-    units = UnitsOfWork(engine, personal)
+    units = UnitsOfWork(engine, personal, subscribers=registry.subscribers)
     service = CaseService(units, catalogue, load_calendar(settings.calendar), clock,
                           material_exists=materials.missing, warn_days=settings.warn_days,
                           supplement_days=settings.supplement_days, router=registry.route, answer_observer=answers)

@@ -33,6 +33,9 @@ and two synchronous queries (housing-fund balance, marriage record); then
   13. a certificate fetched from a sector and filled in at unified issuing: the licence sector's status answer
      names the licence it issued, the gateway fetches it (`fetch_certificate`) and prefills it (待出证), the
      issuing window issues it without typing it; the timeline shows the sector's time beside ours.
+  14. the province's service-rating platform (好差评), a bundle subscribed to the case event `evaluated`: an
+     evaluation at a self-service terminal is delivered to it as a guaranteed delivery, and the platform shows
+     the rating it received (level 3 of 5, channel 5, the case and matter).
 Part of the composition root. The demo plays the sector teams too, so it names sectors, as no product module
 may (tests/unit/test_sectors_stay_out_of_the_product.py).
 """
@@ -71,6 +74,7 @@ from adapters.simulators.civil_affairs import CivilAffairsSimulator
 from adapters.simulators.e_licence import ELicenceSimulator
 from adapters.simulators.housing_fund import HousingFundSimulator
 from adapters.simulators.public_security import PublicSecuritySimulator
+from adapters.simulators.rating_platform import RatingPlatformSimulator
 from adapters.simulators.social_security import SocialSecuritySimulator
 from adapters.simulators.wssec import MessageSigning
 from certstore import sm2_self_signed
@@ -119,6 +123,7 @@ SECRETS = {  # the simulators' default credentials, as a deployment would provid
     "YIWANG_SECRET_GJJ_CLIENT_SECRET": "s3cret",
     "YIWANG_SECRET_MZ_PASSWORD": "mz-secret",
     "YIWANG_SECRET_GA_HMAC": "ga-secret",
+    "YIWANG_SECRET_RATING_PLATFORM_TOKEN": "hcp-token",
 }
 SECTORS = ("social_security", "housing_fund", "civil_affairs", "public_security")
 
@@ -137,9 +142,12 @@ def run_demo(console: Console, base: Settings, fresh: bool = True, timeout_s: fl
         }
         licence = LicencePki(LICENCE_PKI)  # scene 11's keys: the simulator needs ours (certificate) and its own
         systems["e_licence"] = stack.enter_context(licence.simulator())
+        systems["rating_platform"] = stack.enter_context(RatingPlatformSimulator())  # scene 12
         console.rule("[bold]Yiwang 一网 demo")
         endpoints = {s: sim.url for s, sim in systems.items()}  # the deployment's YIWANG_SECTOR_ENDPOINTS
         _register_bundles(console, endpoints)
+        # It only subscribes to evaluations: no harmless call to test it with, so it is activated with --force.
+        _register(console, default_bundles_dir() / "rating_platform", endpoints, force=True)
         settings = replace(base, var_dir=DEMO_DIR, database_url=None, poll_interval_ms=200,
                            sector_endpoints=endpoints)
         gateway = build_gateway(settings)
@@ -160,6 +168,7 @@ def run_demo(console: Console, base: Settings, fresh: bool = True, timeout_s: fl
         ok = _mutual_tls(console, gateway, endpoints, desk, stack, timeout_s) and ok
         ok = _electronic_licence(console, gateway, systems["e_licence"], desk, joining, timeout_s) and ok
         ok = _certificate_prefilled(console, systems["e_licence"], desk, timeout_s) and ok
+        ok = _rated(console, systems["rating_platform"], desk, timeout_s) and ok
         ok = _logs_intact(console, gateway) and ok
         console.print({s: sim.counters["cases_created"] for s, sim in systems.items()}, "cases applied per sector")
     console.rule("[green]demo succeeded" if ok else "[red]demo failed")
@@ -172,16 +181,19 @@ def _register_bundles(console: Console, endpoints: dict[str, str]) -> None:
         _register(console, default_bundles_dir() / sector, endpoints)
 
 
-def _register(console: Console, folder: Path, endpoints: dict[str, str]) -> str:
+def _register(console: Console, folder: Path, endpoints: dict[str, str], *, force: bool = False) -> str:
     """`yiwang adapters register`, `test` (against the sector's system, at `endpoints`) and `activate` one
-    bundle folder; its version."""
+    bundle folder (`force`: without a passing test, for a bundle that has no harmless call); its version."""
     bundle = load_bundle(folder)
     _yiwang("adapters", "register", str(folder))
-    _yiwang("adapters", "test", bundle.sector, bundle.version,
-            YIWANG_SECTOR_ENDPOINTS=",".join(f"{sector}={url}" for sector, url in endpoints.items()))
-    _yiwang("adapters", "activate", bundle.sector, bundle.version)
-    console.print(f"$ yiwang adapters register {_shown(folder)} && yiwang adapters test {bundle.sector} "
-                  f"{bundle.version} && yiwang adapters activate {bundle.sector} {bundle.version}", highlight=False)
+    activate = ("adapters", "activate", bundle.sector, bundle.version, *(("--force",) if force else ()))
+    if not force:
+        _yiwang("adapters", "test", bundle.sector, bundle.version,
+                YIWANG_SECTOR_ENDPOINTS=",".join(f"{sector}={url}" for sector, url in endpoints.items()))
+    _yiwang(*activate)
+    tested = "" if force else f" && yiwang adapters test {bundle.sector} {bundle.version}"
+    console.print(f"$ yiwang adapters register {_shown(folder)}{tested} && yiwang {shlex.join(activate)}",
+                  highlight=False)
     return bundle.version
 
 
@@ -661,6 +673,39 @@ def _certificate_prefilled(console: Console, sector: ELicenceSimulator, desk: De
     console.print(f"待出证 from {draft['sector']}: {draft['name']} No. {draft['number']}, issued by {draft['issuer']}, "
                   f"valid until {draft['valid_until']} (the sector served {sector.counters['licences_fetched']} "
                   "licences)", highlight=False)
+    _print_timeline(console, title, desk.window.get(f"/v1/cases/{case['case_no']}").json(),
+                    desk.window.get(f"/v1/cases/{case['case_no']}/events").json()["items"])
+    return True
+
+
+def _rated(console: Console, platform: RatingPlatformSimulator, desk: Desk, timeout_s: float) -> bool:
+    """14: an evaluation goes to the province's rating platform (好差评), the sector subscribed to `evaluated`:
+    a guaranteed delivery of its own (outbox row, retries, dead letter, replay), the case unchanged by it. The
+    platform's own API then shows the rating it received."""
+    title = "14 好差评：办件评价作为有保证的投递送达省好差评系统（订阅 evaluated 事件，一事一评）"
+    console.print(f"[bold]{title}")
+    try:
+        case = _unemployment(desk.hall, "mobile", {"name": "赵淑芬", "id_number": "150204196802143326"}, 24,
+                             "2026-10-15")
+        case = _wait(desk.window, case["case_no"], "approved", timeout_s)
+        _issue_and_deliver(desk, case, {"method": "pickup", "received_by": "赵淑芬"})
+        _post(desk.hall, case["case_no"], "evaluation", {"level": "basically_satisfied", "channel": "hall_terminal",
+                                                           "text": "窗口排队时间稍长"})
+        deadline = time.monotonic() + timeout_s
+        while not any(r.case_no == case["case_no"] for r in platform.ratings):
+            _expect(time.monotonic() < deadline, f"the rating platform did not receive {case['case_no']}'s rating")
+            time.sleep(0.1)
+        shown = httpx.get(f"{platform.url}/hcp/v1/ratings/{case['case_no']}",
+                          headers={"Authorization": f"Bearer {SECRETS['YIWANG_SECRET_RATING_PLATFORM_TOKEN']}"})
+        _expect(shown.status_code == 200, f"the platform shows no rating: {shown.status_code} {shown.text}")
+        rating = shown.json()["data"]
+        _expect((rating["level"], rating["channel"]) == ("3", "5"), f"the platform holds {rating}")
+    except (DemoFailed, httpx.HTTPError, KeyError) as exc:
+        console.print(f"[red]{title}: {exc}")
+        return False
+    console.print(f"GET {platform.url}/hcp/v1/ratings/{case['case_no']} → {json.dumps(rating, ensure_ascii=False)} "
+                  f"(基本满意 = 3, 自助终端 = 5); the platform holds {len(platform.ratings)} ratings, one per "
+                  "evaluated case, scene 1's too", highlight=False)
     _print_timeline(console, title, desk.window.get(f"/v1/cases/{case['case_no']}").json(),
                     desk.window.get(f"/v1/cases/{case['case_no']}/events").json()["items"])
     return True

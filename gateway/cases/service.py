@@ -689,8 +689,15 @@ class CaseService:
             uow.commit()
         return True
 
+    def record_event_delivered(self, message: OutboxMessage, owner: str) -> bool:
+        """A subscribed sector took a case event: its delivery is done; the case does not change."""
+        return self._complete(message, owner)
+
     def settle_without_sending(self, message: OutboxMessage, owner: str) -> bool:
         """The case ended before its message left (withdrawn, not accepted): there is nothing to send."""
+        return self._complete(message, owner)
+
+    def _complete(self, message: OutboxMessage, owner: str) -> bool:
         with self.uow() as uow:
             if not uow.outbox.holds_lease(message.id, owner):
                 return False

@@ -20,6 +20,7 @@ from gateway.domain.case import (
     Actor,
     ActorKind,
     Case,
+    CaseEvent,
     CaseRuleViolation,
     CaseState,
     Certificate,
@@ -446,6 +447,19 @@ def evaluate(case: Case, evaluation: Evaluation, actor: Actor, now: datetime) ->
     case.apply(Trigger.EVALUATE, _person(case, actor), now, evaluation.text or evaluation.level,
                {"level": evaluation.level, "channel": evaluation.channel})
     case.evaluation = evaluation
+
+
+# The case events other systems may subscribe to (adapters.CaseEventType, bundle.yaml `subscriptions:`).
+EVALUATED, CERTIFICATE_ISSUED, CASE_CLOSED = "evaluated", "certificate_issued", "case_closed"
+_ANNOUNCED = {Trigger.EVALUATE: EVALUATED, Trigger.ISSUE_CERTIFICATE: CERTIFICATE_ISSUED}
+
+
+def announced_as(event: CaseEvent) -> str | None:
+    """The subscribable case event `event` is, if any: an evaluation, a certificate issued, or the case closed
+    (办结, or a supplement never handed in)."""
+    if event.to_state is CaseState.CLOSED and event.from_state is not CaseState.CLOSED:
+        return CASE_CLOSED
+    return _ANNOUNCED.get(event.trigger)
 
 
 def close(case: Case, now: datetime) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import date, datetime
 from enum import Enum
@@ -30,6 +30,7 @@ from gateway.domain.case import (
 )
 from gateway.domain.clock import as_utc
 from gateway.domain.deadline import Deadline, DeadlineKind
+from gateway.domain.lifecycle import announced_as
 from gateway.domain.matter import TimeUnit
 from gateway.domain.results import CertificateDraft, SectorResult
 from gateway.observability.correlation import current_correlation_id
@@ -53,6 +54,15 @@ def idempotency_key(case_no: str, task_id: str, operation: str, round: int = 0) 
     return key if round == 0 else f"{key}:r{round}"
 
 
+EVENT_TASK = "e"  # an outbox row of a case event carries, as its task, `e<event seq>` (no task: the case's event)
+Subscribers = Callable[[str], Sequence[str]]  # a case event -> the active sectors subscribed to it
+
+
+def event_key(case_no: str, seq: int, sector: str) -> str:
+    """A case event's delivery to one subscribed sector: stable across retries and replays (invariant 2)."""
+    return f"{case_no}:event:{seq}:{sector}"
+
+
 class StaleCase(Exception):
     """Someone else changed the case since it was read (optimistic concurrency)."""
 
@@ -61,9 +71,10 @@ class StaleCase(Exception):
 
 
 class CaseRepository:
-    def __init__(self, conn: Connection, personal: PersonalData) -> None:
+    def __init__(self, conn: Connection, personal: PersonalData, subscribers: Subscribers | None = None) -> None:
         self._conn = conn
         self._personal = personal
+        self._subscribers = subscribers  # None: no sector subscribes to case events
 
     def add(self, case: Case, now: datetime) -> None:
         case.version = 1
@@ -178,7 +189,20 @@ class CaseRepository:
             self._conn.execute(insert(t.case_events), [self._event_row(case.case_no, e) for e in case.new_events])
             # What the hall is told (webhooks, the AMQP topic) commits with the event or not at all.
             self._conn.execute(insert(t.case_notifications), [_notification_row(case, e) for e in case.new_events])
+            self._announce(case)
             case.new_events.clear()
+
+    def _announce(self, case: Case) -> None:
+        """Each subscribed sector's delivery of the new events it subscribes to commits with them or not at all."""
+        if self._subscribers is None:
+            return
+        outbox = OutboxRepository(self._conn)
+        for event in case.new_events:
+            name = announced_as(event)
+            if name is None:
+                continue
+            for sector in self._subscribers(name):
+                outbox.add_event(case.case_no, sector, name, event.seq, event.at)
 
     def _case_row(self, case: Case) -> dict[str, Any]:
         row = self._plain_case_row(case)
@@ -326,6 +350,11 @@ class OutboxMessage:
     circuit_wait_since: datetime | None = None  # when it first met its sector's open circuit (None: never)
     bad_answers: int = 0  # a status poll's answers in a row that could not be read
 
+    @property
+    def event_seq(self) -> int | None:
+        """The case event this row delivers to a subscribed sector (`add_event`); None: a task's message."""
+        return int(self.task_id[len(EVENT_TASK):]) if self.task_id.startswith(EVENT_TASK) else None
+
 
 RELAY_PREFIX = "relay:"  # lease owners that publish to the broker rather than deliver
 
@@ -358,6 +387,16 @@ class OutboxRepository:
                 available_at=available_at,
                 created_at=available_at,
                 correlation_id=current_correlation_id(),  # the work that caused it, followed to the sector
+            )
+        )
+
+    def add_event(self, case_no: str, sector: str, event: str, seq: int, available_at: datetime) -> None:
+        """Queue the delivery of a case event (`operation` is the event's name) to one sector subscribed to it."""
+        self._conn.execute(
+            insert(t.outbox).values(
+                case_no=case_no, sector=sector, operation=event, task_id=f"{EVENT_TASK}{seq}", round=0,
+                idempotency_key=event_key(case_no, seq, sector), priority=0, status=self.PENDING, deliveries=0,
+                available_at=available_at, created_at=available_at, correlation_id=current_correlation_id(),
             )
         )
 

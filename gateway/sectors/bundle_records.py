@@ -158,6 +158,13 @@ class BundleStore:
         with self._reading() as conn:
             return [(r.sector, r.version, r.sha256) for r in conn.execute(query)]
 
+    def subscribers(self, event: str) -> tuple[str, ...]:
+        """The sectors whose active version subscribes to this case event, from the versions' summaries (for a
+        process without a live registry: `yiwang ops`, whose discards may close a case)."""
+        query = select(bundle_versions.c.sector, bundle_versions.c.summary).where(bundle_versions.c.status == ACTIVE)
+        with self._reading() as conn:
+            return tuple(sorted(r.sector for r in conn.execute(query) if event in r.summary.get("subscriptions", ())))
+
     def archive(self, sector: str, version: str) -> bytes:
         with self._reading() as conn:
             data = conn.execute(select(bundle_versions.c.archive).where(_key(sector, version))).scalar()
@@ -290,7 +297,9 @@ def summary(bundle: Bundle) -> dict[str, Any]:
         "serves": {"departments": list(bundle.serves.departments), "matters": list(bundle.serves.matters)},
         "operations": sorted(str(o) for o in bundle.operations),
         "queries": sorted(bundle.queries),
-        "results": {"mode": bundle.results.mode, "interval_ms": getattr(bundle.results, "interval_ms", None)},
+        "results": None if bundle.results is None else {"mode": bundle.results.mode,
+                                                        "interval_ms": getattr(bundle.results, "interval_ms", None)},
+        "subscriptions": sorted(bundle.subscriptions),
         "rehearsal_items": len(read_rehearsal(bundle)),
     }
 
@@ -313,7 +322,10 @@ def _key(sector: str, version: str) -> Any:
 
 
 def _departments(summary: dict[str, Any]) -> set[str]:
-    """The departments whose tasks a bundle takes (none named: its own)."""
+    """The departments whose tasks a bundle takes (none named: its own; none at all if it only subscribes to case
+    events)."""
+    if "submit_case" not in summary["operations"]:
+        return set()
     named = summary["serves"]["departments"]
     return set(named) if named else {summary["department"]["credit_code"]}
 

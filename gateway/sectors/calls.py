@@ -27,13 +27,14 @@ from adapters import (
 )
 from gateway.cases.service import CaseService
 from gateway.domain.clock import Clock
+from gateway.domain.lifecycle import announced_as
 from gateway.domain.results import ResultProblem
 from gateway.observability.logs import mask_text
 from gateway.persistence.bundle_tables import ACCEPTED, FAILED, REFUSED, UNREACHABLE, callback_nonces
-from gateway.persistence.repository import idempotency_key
+from gateway.persistence.repository import event_key, idempotency_key
 from gateway.persistence.uow import UnitsOfWork
 from gateway.sectors.bundle_records import BundleInvalid, BundleStore, BundleVersion, unpacked
-from gateway.sectors.delivery import MessageLog, canonical_message, jsonable, logged_call
+from gateway.sectors.delivery import MessageLog, canonical_message, event_message, jsonable, logged_call
 from gateway.sectors.live_registry import LiveRegistry, NoActiveAdapter
 from gateway.sectors.rehearsals import NoRehearsal, rehearse
 from mappings import BusinessError, MappingError, strict_json
@@ -116,6 +117,12 @@ class SectorCalls:
             raise NoActiveAdapter(f"{sector} 适配包 {registered.version} 版没有操作或查询 {operation}")
         if case_no is None:
             message: dict[str, Any] = {"query": dict(params), "request_id": uuid.uuid4().hex}  # as a call has
+        elif operation in registered.bundle.subscriptions:  # the case's latest event of that kind, as delivered
+            case = self.service.get(case_no)
+            event = next((e for e in reversed(case.events) if announced_as(e) == operation), None)
+            if event is None:
+                raise NoActiveAdapter(f"办件 {case_no} 没有 {operation} 事件")
+            message = event_message(case, event.seq, event_key(case_no, event.seq, sector))
         else:
             case = self.service.get(case_no)
             task = next((t for t in case.tasks if t.sector == sector), None)
@@ -243,6 +250,9 @@ def _probe(registered: RegisteredAdapter) -> dict[str, Any]:
     unreachable  anything else: no connection, no answer in time, a 5xx, our own breaker open, an answer
                  we cannot read — nothing that shows the sector took our credentials
     """
+    if not registered.bundle.takes_cases:  # any call to a subscriber would deliver a case event: none is harmless
+        return _result(UNREACHABLE, "a bundle that only subscribes to case events has no harmless call to test it "
+                                    "with: check its endpoint with its sector, then activate it with --force")
     try:
         registered.adapter.call(Operation.QUERY_STATUS, {"sector_ref": PROBE_REF, "idempotency_key": PROBE_REF})
     except DeliveryError as exc:

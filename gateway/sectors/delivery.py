@@ -17,6 +17,10 @@ asked again after a backoff; only `results.max_bad_answers` of them in a row mak
 
 A sector's final refusal of a submission (`SectorRefusal`: a code its mapping declares final) is an answer, not
 a failure: the way forward it names is applied to the case (`CaseService.record_refusal`), with no dead letter.
+
+A case event for a sector subscribed to it (its row's task is `e<event seq>`, `OutboxRepository.add_event`) goes
+the same way, through the mapping named for the event, with the event message (`event_message`), even when the
+case has ended: the sector's answer (its receipt) is recorded in the message log and nothing on the case changes.
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ from adapters import (
     UnsendableRequest,
 )
 from gateway.cases.service import CaseService
-from gateway.domain.case import Case, CaseState
+from gateway.domain.case import Case, CaseState, Trigger
+from gateway.domain.lifecycle import EVALUATED, announced_as
 from gateway.materials.links import MaterialNotSendable, MaterialTransport
 from gateway.observability.correlation import correlated
 from gateway.persistence.repository import Failure, OutboxMessage
@@ -155,7 +160,8 @@ class Delivery:
 
     def _deliver(self, message: OutboxMessage) -> Outcome:
         case = self.service.get(message.case_no)
-        if case.state in ENDED and message.operation != Operation.CANCEL_CASE:
+        event = message.event_seq is not None  # a case event to a subscribed sector: the case has often ended
+        if case.state in ENDED and message.operation != Operation.CANCEL_CASE and not event:
             self._settle(message, "the case has ended")
             return Outcome(NOT_SENT)
         try:  # a replay with the original mapping is pinned to the version the message died with
@@ -164,13 +170,15 @@ class Delivery:
         except LookupError as error:  # no active bundle: a configuration an operator must fix, then replay
             self._dead_letter(message, Failure(CONFIGURATION_ERROR, str(error)))
             return Outcome(DEAD)
-        if message.operation not in target.bundle.operations:
+        if message.operation not in (target.bundle.subscriptions if event else target.bundle.operations):
             self._settle(message, f"the {message.sector} bundle has no {message.operation}")
             return Outcome(NOT_SENT)
-        operation = Operation(message.operation)
+        # A subscribed event goes through the mapping named for it, as a named query goes by its name.
+        operation = message.operation if event else Operation(message.operation)
         key = f"{message.idempotency_key}#{uuid.uuid4().hex[:8]}" if self.settings.unsafe_fresh_keys \
             else message.idempotency_key
-        payload = canonical_message(case, message.task_id, key)
+        payload = event_message(case, message.event_seq, key) if message.event_seq is not None \
+            else canonical_message(case, message.task_id, key)
         bound = log.bind(case_no=message.case_no, sector=message.sector, operation=operation, outbox_id=message.id,
                          bundle_version=target.version)
         context = Failure("", "", canonical_payload=payload, bundle_version=target.version)
@@ -186,7 +194,7 @@ class Delivery:
             result = logged_call(self.messages, target, operation, payload, case_no=message.case_no)
         except DeliveryError as error:
             def render() -> Any:  # what would have been sent, for the dead letter
-                return target.adapter.render(operation, payload)
+                return target.adapter.render(operation, payload)  # type: ignore[arg-type]  # an event's name
 
             if isinstance(error, SectorRefusal) and operation is Operation.SUBMIT_CASE:
                 return self._refused(message, error, time.monotonic() - started, bound)
@@ -259,7 +267,9 @@ class Delivery:
     def _record(self, message: OutboxMessage, target: RegisteredAdapter, result: dict[str, Any]) -> None:
         interval = target.poll_interval_ms  # None: the sector calls back with its decision
         poll_after = None if interval is None else self.settings.poll_interval or timedelta(milliseconds=interval)
-        if message.operation == Operation.SUBMIT_CASE:
+        if message.event_seq is not None:  # the subscriber has it: nothing on the case changes
+            self.service.record_event_delivered(message, self.owner)
+        elif message.operation == Operation.SUBMIT_CASE:
             self.service.record_submitted(message, self.owner, result["sector_ref"], poll_after)
         elif message.operation == Operation.QUERY_STATUS:
             self.service.record_status(message, self.owner, result, poll_after or timedelta(seconds=5))
@@ -306,24 +316,52 @@ def _waited_too_long(error: DeliveryError, waited: timedelta, max_wait: timedelt
 
 def canonical_message(case: Case, task_id: str, idempotency_key: str) -> dict[str, Any]:
     """The canonical message of `adapters.contract`: identifiers and the case as the sector needs it."""
-    accepted = next(e for e in case.events if e.to_state is CaseState.ACCEPTED)
     task = case.task(task_id)
     return {
         "idempotency_key": idempotency_key,
         "sector_ref": task.sector_ref,
         "task": {"id": task.task_id, "department": task.department, "credit_code": task.credit_code,
                  "lead": task.lead},
-        "case": {
-            "case_no": case.case_no,
-            "matter_code": case.matter_code,
-            "accepted_at": accepted.at.isoformat(),
-            "green_channel": bool(case.green_channel),
-            "channel": case.channel,
-            "region_code": case.region_code,
-            "applicant": vars(case.applicant).copy(),
-            "materials": [{"name": m.name, "received": True, "file_ref": m.file_ref} for m in case.materials],
-            "form": dict(case.form),
-        },
+        "case": _case_block(case),
+    }
+
+
+def event_message(case: Case, seq: int, idempotency_key: str) -> dict[str, Any]:
+    """A case event as a subscribed sector gets it (`adapters.canonical.EVENT_MESSAGES`): the event, the case, and
+    the evaluation (evaluated) or the certificate (certificate_issued, case_closed once one was issued)."""
+    event = next(e for e in case.events if e.seq == seq)
+    kind = announced_as(event)
+    message: dict[str, Any] = {"idempotency_key": idempotency_key,
+                               "event": {"type": kind, "at": event.at.isoformat(), "seq": event.seq},
+                               "case": _case_block(case)}
+    if kind == EVALUATED and case.evaluation is not None:
+        message["evaluation"] = vars(case.evaluation).copy()
+    issued = next((e for e in case.events if e.trigger is Trigger.ISSUE_CERTIFICATE), None)
+    if kind != EVALUATED and case.certificate is not None and issued is not None:
+        certificate = case.certificate
+        message["certificate"] = {
+            "name": certificate.name, "number": certificate.number, "issuer": certificate.issuer,
+            "valid_until": certificate.valid_until.isoformat() if certificate.valid_until else None,
+            "holder": {"name": case.applicant.name, "id_type": case.applicant.id_type,
+                       "id_number": case.applicant.id_number},
+            "issued_at": issued.at.isoformat(),
+        }
+    return message
+
+
+def _case_block(case: Case) -> dict[str, Any]:
+    """The case as every canonical message carries it; accepted_at is None for a case never accepted."""
+    accepted = next((e for e in case.events if e.to_state is CaseState.ACCEPTED), None)
+    return {
+        "case_no": case.case_no,
+        "matter_code": case.matter_code,
+        "accepted_at": accepted.at.isoformat() if accepted is not None else None,
+        "green_channel": bool(case.green_channel),
+        "channel": case.channel,
+        "region_code": case.region_code,
+        "applicant": vars(case.applicant).copy(),
+        "materials": [{"name": m.name, "received": True, "file_ref": m.file_ref} for m in case.materials],
+        "form": dict(case.form),
     }
 
 

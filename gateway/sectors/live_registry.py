@@ -104,6 +104,11 @@ class LiveRegistry:
                   if serves_task(entry.registered.bundle, matter_code, credit_code)]
         return min(takers)[1] if takers else None
 
+    def subscribers(self, event: str) -> tuple[str, ...]:
+        """The sectors whose active bundle subscribes to this case event (`subscriptions:`), by name."""
+        return tuple(sector for sector, entry in sorted(self._current().items())
+                     if event in entry.registered.bundle.subscriptions)
+
     def sector_for_query(self, name: str) -> str | None:
         for sector, entry in sorted(self._current().items()):
             if name in entry.registered.bundle.queries:
@@ -186,5 +191,7 @@ def _safe(version: str) -> str:
 
 
 def serves_task(bundle: Bundle, matter_code: str, credit_code: str) -> bool:
+    if not bundle.takes_cases:  # it only subscribes to case events
+        return False
     departments = bundle.serves.departments or (bundle.department.credit_code,)
     return credit_code in departments and (not bundle.serves.matters or matter_code in bundle.serves.matters)

@@ -32,7 +32,14 @@ from adapters.contract import DeliveryError, FailureClass, Operation
 from adapters.descriptor import CallbackResults
 from adapters.registry import RegisteredAdapter, Registry, build_adapter, default_bundles_dir
 from adapters.resilience import RetryPolicy
-from adapters.simulators import civil_affairs, employment, housing_fund, public_security, social_assistance
+from adapters.simulators import (
+    civil_affairs,
+    employment,
+    housing_fund,
+    public_security,
+    rating_platform,
+    social_assistance,
+)
 from adapters.simulators.base import person_seed, recent_months
 from adapters.simulators.civil_affairs import CivilAffairsSimulator
 from adapters.simulators.housing_fund import HousingFundSimulator
@@ -57,6 +64,8 @@ SECTORS = tuple(PUBLISHED)
 # The sectors that joined with signing recipes (issue 17) have tests of their own: test_sector_pages.py (published
 # copies), test_simulator_signing_sectors.py and test_signing_sectors_through_the_gateway.py.
 SIGNING_SECTORS = ("employment", "e_licence", "social_assistance")
+# The platforms subscribed to case events (issue 18) are tested in test_subscriptions.py.
+SUBSCRIBERS = ("rating_platform",)
 SECRETS = {
     "YIWANG_SECRET_GJJ_CLIENT_ID": housing_fund.DEFAULT_CLIENT_ID,
     "YIWANG_SECRET_GJJ_CLIENT_SECRET": housing_fund.DEFAULT_CLIENT_SECRET,
@@ -64,6 +73,7 @@ SECRETS = {
     "YIWANG_SECRET_GA_HMAC": public_security.DEFAULT_SECRET,
     "YIWANG_SECRET_EMPLOYMENT_APP_SECRET": employment.DEFAULT_SECRET,
     "YIWANG_SECRET_SOCIAL_ASSISTANCE_KEY": social_assistance.DEFAULT_SECRET,
+    "YIWANG_SECRET_RATING_PLATFORM_TOKEN": rating_platform.DEFAULT_TOKEN,
 }
 # How each sector writes its reference: the pattern its published service description (and so the bundle's
 # copy) gives, or, where the WSDL says only xsd:string, its prefix and the simulators' twelve digits.
@@ -212,10 +222,10 @@ def test_every_catalogue_task_goes_to_one_shipped_bundle_at_most_and_each_signin
 
 def test_the_shipped_bundles_load_together() -> None:
     registry = Registry.load(BUNDLES, retry_override=FAST, credentials=shipped_credentials())
-    assert registry.sectors == tuple(sorted(SECTORS + SIGNING_SECTORS))
+    assert registry.sectors == tuple(sorted(SECTORS + SIGNING_SECTORS + SUBSCRIBERS))
     assert {s: registry.get(s).poll_interval_ms for s in registry.sectors} == {
         "social_security": 1000, "housing_fund": 2000, "civil_affairs": 2000, "public_security": None,
-        "employment": 2000, "e_licence": 2000, "social_assistance": 2000}
+        "employment": 2000, "e_licence": 2000, "social_assistance": 2000, "rating_platform": None}
 
 
 # ------------------------------------------------------------------ 人社 social security (SOAP 1.1)

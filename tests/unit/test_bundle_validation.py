@@ -174,7 +174,7 @@ BROKEN: list[tuple[str, Path, list[Edit], list[str]]] = [
     ("unknown descriptor key", SOAP, [E(D, "timeout_ms: 5000", "timeout_ms: 5000\npoll_interval_ms: 1000")],
      ["bundle.yaml:21: poll_interval_ms: unknown key (known: auth, circuit_breaker, department, endpoints, "
       "format, idempotency, kind, materials, operations, queries, rate_limit, rehearsal, results, retry, sector, "
-      "serves, service_description, soap_version, timeout_ms, title, tls, version, ws_security)"]),
+      "serves, service_description, soap_version, subscriptions, timeout_ms, title, tls, version, ws_security)"]),
     ("operation name not canonical", SOAP, [E(D, "operations:\n", "operations:\n  submit: submit_case.mapping.yaml\n")],
      ["bundle.yaml:18: operations.submit: not a canonical operation (known: callback, cancel_case, fetch_certificate, "
       "query_status, submit_case)"]),
