@@ -95,10 +95,11 @@ class _Malformed(ValueError):
 
 def _licence_of(document: dict[str, Any]) -> Licence:
     """The licence a registration describes; _Malformed naming the field that is not what the page says."""
-    texts = {path: dig(document, path) for path in REQUIRED_FIELDS}
-    wrong = [path for path, value in texts.items() if not isinstance(value, str) or not value.strip()]
+    given = {path: dig(document, path) for path in REQUIRED_FIELDS}
+    wrong = [path for path, value in given.items() if not isinstance(value, str) or not value.strip()]
     if wrong:
         raise _Malformed(f"字段格式不正确：{'、'.join(wrong)}")
+    texts = {path: str(value) for path, value in given.items()}
     valid_until = document.get("validUntil")
     try:
         until = None if valid_until is None else date.fromisoformat(str(valid_until))

@@ -262,7 +262,7 @@ def canonical_message(case: Case, task_id: str, idempotency_key: str) -> dict[st
             "channel": case.channel,
             "region_code": case.region_code,
             "applicant": vars(case.applicant).copy(),
-            "materials": [{"name": m.name, "received": True, "file_ref": m.file_ref} for m in case.materials],
+            "materials": [{**m.described(), "received": True} for m in case.materials],
             "form": dict(case.form),
         },
     }
