@@ -26,6 +26,7 @@ PUBLISHED_SECRETS: Final[Mapping[str, str]] = MappingProxyType({
     "yiwang": "the 公积金 simulator's default client id (adapters/simulators/housing_fund.py)",
     "jy-secret": "the HMAC-SHA256 signing sector simulator's default secret (adapters/simulators/SECTORS.md)",
     "jz-secret": "the SM3 form-signing sector simulator's default key (adapters/simulators/SECTORS.md)",
+    "dzzzk-token": "the licence library simulator's default bearer token (adapters/simulators/SECTORS.md)",
     "cd" * 32: "a material-link key of the tests (tests/integration/test_material_transport.py)",
     "sealed": "a webhook secret of the tests (tests/integration/test_retention.py)",
     "emp-secret": "a signing-recipe secret of the tests (tests/integration/test_signing_over_http.py)",

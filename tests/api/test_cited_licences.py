@@ -1,0 +1,156 @@
+"""Materials cited from the electronic licence library (issue 18): the hall names a licence instead of uploading
+a scan; intake asks the library (the named query `licence_lookup`, the real simulator on an ephemeral port)
+and takes it only when it is valid and the applicant's own, keeping its provenance and trust level, which the
+case view shows and the sectors' canonical message carries. A revoked, expired, unknown or other person's
+licence is a 422 `licence-refused` that changes nothing; so is citing one when no library is connected."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from adapters.simulators.licence_library import LicenceLibrarySimulator
+from gateway.bootstrap.app import Gateway, create_app
+from gateway.persistence import tables as t
+from gateway.sectors.delivery import canonical_message
+from tests.support.applications import APPLICANT_ID, HOUSING_MATERIALS, application
+from tests.support.gateways import Keys
+from tests.support.licences import HOLDER_ID, ISSUER, SECTOR, activate_library, licence
+
+ID_CARD = "居民身份证"
+OTHERS = tuple(m for m in HOUSING_MATERIALS if m != ID_CARD)
+
+
+@dataclass
+class Hall:
+    gateway: Gateway
+    client: TestClient
+    keys: Keys
+    library: LicenceLibrarySimulator
+
+    def submit(self, materials: list[dict[str, Any]], key: str | None = None) -> httpx.Response:
+        headers = {**self.keys.hall, **({"Idempotency-Key": key} if key else {})}
+        return self.client.post("/v1/cases", json=application(materials=()) | {"materials": materials},
+                                headers=headers)
+
+    def cases_of_applicant(self) -> int:
+        return len(self.gateway.service.for_applicant(APPLICANT_ID))
+
+
+def citing(number: str) -> list[dict[str, Any]]:
+    return [{"name": ID_CARD, "licence": {"number": number}}, *({"name": n} for n in OTHERS)]
+
+
+@pytest.fixture
+def hall(make_gateway: Callable[..., Gateway], tmp_path: Path) -> Iterator[Hall]:
+    with LicenceLibrarySimulator() as library:
+        gateway = make_gateway(bundles=(), sector_endpoints={SECTOR: library.url})
+        activate_library(gateway, tmp_path)
+        with TestClient(create_app(gateway)) as client:
+            yield Hall(gateway, client, Keys.issue(gateway), library)
+
+
+def test_a_cited_licence_is_confirmed_and_kept_with_its_provenance(hall: Hall) -> None:
+    hall.library.shelve(licence("GA-150203-0001"))
+    answer = hall.submit(citing("GA-150203-0001"))
+    assert answer.status_code == 201, answer.text
+    cited, *declared = answer.json()["materials"]
+    assert cited["trust"] == "authoritative" and cited["file_ref"] is None
+    provenance = cited["provenance"]
+    assert {k: provenance[k] for k in ("source", "licence_number", "issuer", "valid_until", "document_ref")} == {
+        "source": "licence_library", "licence_number": "GA-150203-0001", "issuer": ISSUER,
+        "valid_until": "2036-01-01", "document_ref": "dzzzk://licences/GA-150203-0001"}
+    assert provenance["fetched_at"].endswith("+00:00")  # stored in UTC
+    assert [(m["trust"], m["provenance"]) for m in declared] == [("declared", None)] * len(OTHERS)
+    assert hall.library.counters["lookups_received"] == 1
+
+    case_no = answer.json()["case_no"]
+    assert hall.client.get(f"/v1/cases/{case_no}", headers=hall.keys.hall).json()["materials"][0] == cited
+    case = hall.gateway.service.get(case_no)
+    sent = canonical_message(case, case.tasks[0].task_id, "k")["case"]["materials"]
+    assert sent[0] == {**cited, "received": True}  # a sector knows where the material came from
+    assert sent[1]["trust"] == "declared"
+
+
+def test_the_stored_material_holds_no_holders_id_number(hall: Hall) -> None:
+    hall.library.shelve(licence("GA-150203-0002"))
+    case_no = hall.submit(citing("GA-150203-0002")).json()["case_no"]
+    with hall.gateway.engine.connect() as conn:
+        stored = conn.execute(select(t.cases.c.materials).where(t.cases.c.case_no == case_no)).scalar_one()
+    assert "GA-150203-0002" in str(stored) and HOLDER_ID not in str(stored)
+
+
+@pytest.mark.parametrize(("shelved", "why"), [
+    (licence("GA-1", revoked=True), "已注销"),
+    (licence("GA-1", valid_until=date(2020, 1, 1)), "已过有效期"),
+    (licence("GA-1", holder_id="150203199001010015"), "不是申请人本人"),
+    (None, "没有可用的证照"),
+], ids=["revoked", "expired", "another-persons", "unknown"])
+def test_a_licence_the_case_cannot_take_is_refused_and_changes_nothing(hall: Hall, shelved: Any, why: str) -> None:
+    if shelved is not None:
+        hall.library.shelve(shelved)
+    answer = hall.submit(citing("GA-1"))
+    assert answer.status_code == 422, answer.text
+    problem = answer.json()
+    assert problem["type"] == "urn:yiwang:problem:licence-refused" and why in problem["detail"]
+    assert HOLDER_ID not in answer.text
+    assert hall.cases_of_applicant() == 0
+
+
+def test_a_material_is_an_upload_or_a_citation_not_both(hall: Hall) -> None:
+    answer = hall.submit([{"name": ID_CARD, "file_ref": "m-1", "licence": {"number": "GA-1"}}])
+    assert answer.status_code == 422
+    assert hall.library.counters["lookups_received"] == 0 and hall.cases_of_applicant() == 0
+
+
+def test_a_repeated_submission_replays_without_asking_the_library_again(hall: Hall) -> None:
+    hall.library.shelve(licence("GA-150203-0003"))
+    first = hall.submit(citing("GA-150203-0003"), key="retry-1")
+    again = hall.submit(citing("GA-150203-0003"), key="retry-1")
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.headers["Idempotent-Replayed"] == "true" and again.json() == first.json()
+    assert hall.library.counters["lookups_received"] == 1
+
+
+def test_a_supplement_may_cite_a_licence(hall: Hall) -> None:
+    hall.library.shelve(licence("GA-150203-0004"))
+    case_no = hall.submit([{"name": n} for n in OTHERS]).json()["case_no"]
+    supplied = hall.client.post(f"/v1/cases/{case_no}/supplement", headers=hall.keys.hall,
+                                json={"materials": [{"name": ID_CARD, "licence": {"number": "GA-150203-0004"}}]})
+    assert supplied.status_code == 200, supplied.text
+    cited = next(m for m in supplied.json()["materials"] if m["name"] == ID_CARD)
+    assert cited["trust"] == "authoritative"
+
+
+def test_a_correction_of_the_id_number_confirms_the_cited_licences_again(hall: Hall) -> None:
+    hall.library.shelve(licence("GA-150203-0005"))
+    case_no = hall.submit(citing("GA-150203-0005")).json()["case_no"]  # complete: accepted at once
+    before = hall.gateway.service.get(case_no)
+    corrected = hall.client.post(f"/v1/cases/{case_no}/correction", headers=hall.keys.window,
+                                 json={"reason": "证件号码录入有误", "applicant": {"id_number": "150203199001010015"}})
+    assert corrected.status_code == 422 and "不是申请人本人" in corrected.json()["detail"]
+    assert hall.gateway.service.get(case_no).version == before.version  # nothing changed
+
+
+def test_citing_a_licence_without_a_connected_library_is_refused(make_gateway: Callable[..., Gateway]) -> None:
+    gateway = make_gateway(bundles=())  # no active bundle answers licence_lookup
+    with TestClient(create_app(gateway)) as client:
+        answer = client.post("/v1/cases", json=application(materials=()) | {"materials": citing("GA-1")},
+                             headers=Keys.issue(gateway).hall)
+    assert answer.status_code == 422 and "未接入" in answer.json()["detail"]
+    assert gateway.service.for_applicant(APPLICANT_ID) == []
+
+
+def test_a_library_that_cannot_be_asked_is_a_503_and_changes_nothing(hall: Hall) -> None:
+    hall.library.set_fault("fault")
+    answer = hall.submit(citing("GA-1"))
+    assert answer.status_code == 503 and "Retry-After" in answer.headers
+    assert hall.cases_of_applicant() == 0
