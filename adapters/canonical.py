@@ -26,7 +26,7 @@ ANYTHING = "*"
 
 OPERATIONS = (*map(str, Operation), "callback")  # what a mapping may be for: the calls, and the callbacks sectors make
 # Named synchronous queries the gateway knows today; a bundle may declare others (see BUNDLE-FORMAT.md).
-# `licence_lookup` is the one the gateway asks itself: a licence the hall cites as a material (gateway/domain/provenance.py).
+# `licence_lookup` is the one the gateway asks itself, for a licence the hall cites (gateway/domain/provenance.py).
 KNOWN_QUERIES = ("social_insurance_contributions", "housing_fund_balance", "marriage_record", "household_registration",
                  "licence_lookup", "licences_of_holder")
 STATUSES = ("received", "in_process", "approved", "denied", "returned")
