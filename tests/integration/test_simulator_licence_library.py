@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from adapters.simulators.licence_library import DEFAULT_TOKEN, Licence, LicenceLibrarySimulator
+from tests.support.simulators import fetch_openapi, routes_match_document
 
 PATH = "/dzzzk/api/v1/licences"
 AUTH = {"Authorization": f"Bearer {DEFAULT_TOKEN}"}
@@ -76,3 +77,16 @@ def test_a_licence_is_answered_by_number_and_by_holder_with_its_status(library: 
 def test_without_the_token_nothing_is_answered(library: httpx.Client) -> None:
     refused = library.get(f"{PATH}/JY-0001", headers={"Authorization": "Bearer wrong"})
     assert refused.status_code == 401 and refused.json()["code"] == "E4010"
+
+
+def test_every_answer_is_what_the_published_document_says(library: httpx.Client,
+                                                          shelf: LicenceLibrarySimulator) -> None:
+    api = fetch_openapi(shelf)
+    routes_match_document(shelf, api)
+    api.check_request(PATH, "POST", registration())
+    for answer in (library.post(PATH, json=registration()), library.post(PATH, json=registration(issuer=None))):
+        api.check_response(PATH, answer)
+    api.check_response(f"{PATH}/{{licenceNo}}", library.get(f"{PATH}/JY-0001"))
+    api.check_response(f"{PATH}/{{licenceNo}}", library.get(f"{PATH}/NONE"))
+    api.check_response(PATH, library.get(PATH, params={"idType": "111", "idNumber": HOLDER["idNumber"]}))
+    api.check_response(f"{PATH}/{{licenceNo}}", library.get(f"{PATH}/JY-0001", headers={"Authorization": ""}))
