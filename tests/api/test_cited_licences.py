@@ -140,6 +140,19 @@ def test_a_correction_of_the_id_number_confirms_the_cited_licences_again(hall: H
     assert hall.gateway.service.get(case_no).version == before.version  # nothing changed
 
 
+def test_a_correction_may_cite_a_licence_and_one_of_the_name_alone_asks_the_library_nothing(hall: Hall) -> None:
+    hall.library.shelve(licence("GA-150203-0006"))
+    case_no = hall.submit([{"name": n} for n in HOUSING_MATERIALS]).json()["case_no"]
+    corrected = hall.client.post(f"/v1/cases/{case_no}/correction", headers=hall.keys.window,
+                                 json={"reason": "身份证改为引用电子证照", "materials": citing("GA-150203-0006")})
+    assert corrected.status_code == 200, corrected.text
+    assert corrected.json()["materials"][0]["trust"] == "authoritative"
+    renamed = hall.client.post(f"/v1/cases/{case_no}/correction", headers=hall.keys.window,
+                               json={"reason": "姓名录入有误", "applicant": {"name": "李秀瑛"}})
+    assert renamed.status_code == 200 and renamed.json()["materials"] == corrected.json()["materials"]
+    assert hall.library.counters["lookups_received"] == 1
+
+
 def test_citing_a_licence_without_a_connected_library_is_refused(make_gateway: Callable[..., Gateway]) -> None:
     gateway = make_gateway(bundles=())  # no active bundle answers licence_lookup
     with TestClient(create_app(gateway)) as client:

@@ -54,7 +54,8 @@ def test_trust_is_authoritative_only_for_a_confirmed_citation() -> None:
     provenance = verified_licence("GA-1", answer(), HOLDER, TODAY, NOW)
     assert SubmittedMaterial("居民身份证").trust is TrustLevel.DECLARED
     assert SubmittedMaterial("居民身份证", licence_number="GA-1").trust is TrustLevel.DECLARED  # not yet confirmed
-    assert SubmittedMaterial("居民身份证", licence_number="GA-1", provenance=provenance).trust is TrustLevel.AUTHORITATIVE
+    confirmed = SubmittedMaterial("居民身份证", licence_number="GA-1", provenance=provenance)
+    assert confirmed.trust is TrustLevel.AUTHORITATIVE
 
 
 def test_a_material_keeps_its_citation_through_storage_and_an_upload_is_stored_as_before() -> None:
