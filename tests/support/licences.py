@@ -18,8 +18,8 @@ HOLDER_ID = "150203198503120039"  # the applicant of tests/support/applications.
 ISSUER = "包头市公安局"
 
 # Stand-in `submit_case` and `query_status` for the copy below: the loader of this branch requires them (and
-# `results`). No case reaches them (the library's department has no matter in the catalogue); they render
-# requests the OpenAPI document accepts.
+# `serves`, `results`). No case reaches them (the library's department has no matter in the catalogue); they
+# render requests the OpenAPI document accepts.
 _STAND_IN_SUBMIT = """\
 http: {method: POST, path: /dzzzk/api/v1/licences, success: [200]}
 request:
@@ -42,6 +42,7 @@ response:
   fields: {status: {value: received}}
 """
 _STAND_IN_DESCRIPTOR = """
+serves: {departments: [11150000MB1A00090X]}
 operations: {submit_case: stand_in_submit.mapping.yaml, query_status: stand_in_status.mapping.yaml}
 results: {mode: polling, interval_ms: 60000}
 """
