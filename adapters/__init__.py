@@ -1,16 +1,19 @@
 """Adapters: how the gateway reaches sector systems — the adapter contract, bundles, the adapter registry.
 
 Public API (what `__all__` names, importable from `adapters` itself; the gateway uses nothing else):
-- the contract every adapter keeps: `Adapter`, `Operation`, `CanonicalMessage`/`CanonicalResult`,
-  `DeliveryError` with its `FailureClass`, `UnsendableRequest`; what the canonical message carries
-  (`MATERIALS_SENT_WITH`);
+- the contract every adapter keeps: `Adapter`, `Operation`, the case events a bundle may subscribe to
+  (`CaseEventType`), `CanonicalMessage`/`CanonicalResult`,
+  `DeliveryError` with its `FailureClass`, `UnsendableRequest`, `SectorRefusal` (a final business refusal);
+  what the canonical message carries (`MATERIALS_SENT_WITH`);
 - bundles: the checked descriptor (`Bundle`, `CallbackResults`, `PollingResults`, `DESCRIPTOR`), reading,
   unpacking, validating and previewing them (`load_bundle`, `unpack_bundle`, `validate_bundle`, `bundle_warnings`,
   `preview`;
-  `BundleError` with its `Problem`s);
+  `BundleError` with its `Problem`s); rehearsal files (`read_rehearsal` -> `RehearsalItem`s, `judge` of an
+  `Answer`, `RehearsalInvalid`);
 - ready adapters: `build_adapter` -> `RegisteredAdapter` (resilience as the bundle says: `RetryPolicy`, the
-  breakers `DELIVERY_BREAKER`/`QUERY_BREAKER`), `Registry`, `default_bundles_dir`; what a named query's
-  mapping reads (`query_parameters` -> `QueryParameter`s);
+  breakers `DELIVERY_BREAKER`/`QUERY_BREAKER`), `Registry`, `default_bundles_dir`; what a named query takes
+  (`QueryParameter`s: its declared contract, `RegisteredAdapter.queries` and `.parameter_errors`, or what its
+  mapping reads, `query_parameters`);
 - secrets and callbacks: `SecretRef`, `SecretRefError`, `use_vault`, `verify_callback`/`SignatureError`;
 - the adapter kinds: `AdapterKind` and their registry `KINDS` (`adapters/kinds/<kind>/`).
 The modules behind it, the kinds' own modules and the simulators (`adapters.simulators`, which only the
@@ -45,6 +48,7 @@ if TYPE_CHECKING:  # the names as mypy and readers see them; at run time `__geta
         DeliveryError,
         FailureClass,
         Operation,
+        SectorRefusal,
         UnsendableRequest,
     )
     from adapters.descriptor import DESCRIPTOR, Bundle, CallbackResults, PollingResults
@@ -52,6 +56,7 @@ if TYPE_CHECKING:  # the names as mypy and readers see them; at run time `__geta
     from adapters.kinds import KINDS
     from adapters.queries import QueryParameter, query_parameters
     from adapters.registry import RegisteredAdapter, Registry, build_adapter, default_bundles_dir
+    from adapters.rehearsal import Answer, RehearsalInvalid, RehearsalItem, judge, read_rehearsal
     from adapters.resilience import DELIVERY_BREAKER, QUERY_BREAKER, RetryPolicy
     from adapters.secrets import SecretRefError, use_vault
 
@@ -62,11 +67,14 @@ _MODULE_OF = {
     "unpack_bundle": "bundle", "validate_bundle": "bundle", "bundle_warnings": "bundle",
     "MATERIALS_SENT_WITH": "canonical",
     "Adapter": "contract", "CanonicalMessage": "contract", "CanonicalResult": "contract", "DeliveryError": "contract",
-    "FailureClass": "contract", "Operation": "contract", "UnsendableRequest": "contract",
+    "FailureClass": "contract", "Operation": "contract", "SectorRefusal": "contract",
+    "UnsendableRequest": "contract", "CaseEventType": "contract",
     "DESCRIPTOR": "descriptor", "Bundle": "descriptor", "CallbackResults": "descriptor", "PollingResults": "descriptor",
     "AdapterKind": "kind",
     "KINDS": "kinds",
     "QueryParameter": "queries", "query_parameters": "queries",
+    "Answer": "rehearsal", "RehearsalInvalid": "rehearsal", "RehearsalItem": "rehearsal", "judge": "rehearsal",
+    "read_rehearsal": "rehearsal",
     "RegisteredAdapter": "registry", "Registry": "registry", "build_adapter": "registry",
     "default_bundles_dir": "registry",
     "DELIVERY_BREAKER": "resilience", "QUERY_BREAKER": "resilience", "RetryPolicy": "resilience",
@@ -89,9 +97,10 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "DELIVERY_BREAKER", "DESCRIPTOR", "KINDS", "MATERIALS_SENT_WITH", "QUERY_BREAKER",
-    "Adapter", "AdapterKind", "Bundle", "BundleError", "CallbackResults", "CanonicalMessage", "CanonicalResult",
-    "DeliveryError", "FailureClass", "Operation", "PollingResults", "Problem", "QueryParameter", "RegisteredAdapter",
-    "Registry", "RetryPolicy", "SecretRef", "SecretRefError", "SignatureError", "UnsendableRequest",
-    "build_adapter", "bundle_warnings", "default_bundles_dir", "load_bundle", "preview", "query_parameters",
-    "unpack_bundle", "use_vault", "validate_bundle", "verify_callback",
+    "Adapter", "AdapterKind", "Answer", "Bundle", "BundleError", "CallbackResults", "CanonicalMessage",
+    "CanonicalResult", "CaseEventType", "DeliveryError", "FailureClass", "Operation", "PollingResults", "Problem",
+    "QueryParameter", "RegisteredAdapter", "Registry", "RehearsalInvalid", "RehearsalItem", "RetryPolicy",
+    "SecretRef", "SecretRefError", "SectorRefusal", "SignatureError", "UnsendableRequest",
+    "build_adapter", "bundle_warnings", "default_bundles_dir", "judge", "load_bundle", "preview",
+    "query_parameters", "read_rehearsal", "unpack_bundle", "use_vault", "validate_bundle", "verify_callback",
 ]  # fmt: skip

@@ -6,9 +6,10 @@
 - `unpack_bundle(zip, dest)` extracts an uploaded bundle, refusing anything that could escape `dest`
   or exhaust the disk, all or nothing.
 - `validate_bundle(dir_or_bundle)` runs every check, mappings against the canonical model and the
-  service description included (`mappings.validate`), and returns the problems.
+  service description and the rehearsal file's items (`adapters.rehearsal`) included, and returns the problems.
 - `preview(bundle, operation, message)` renders what would be sent, without sending it.
-- `bundle_warnings(bundle)`: what is allowed but should be changed (a legacy signing algorithm): no refusal.
+- `bundle_warnings(bundle)`: what is allowed but should be changed (a legacy signing algorithm, a named query
+  without a parameter contract or declaring one its mapping never reads): no refusal.
 
 What differs by kind (its options, auth forms, service description, preview) is asked of the bundle's kind
 (`adapters.kinds.KINDS`); this module never names one. Every problem reads `file:line: field: message`
@@ -51,6 +52,8 @@ from adapters.descriptor import (
 )
 from adapters.kind import AdapterKind
 from adapters.kinds import KINDS
+from adapters.queries import contract_problems
+from adapters.rehearsal import RehearsalInvalid, read_rehearsal
 from adapters.resilience import RetryPolicy
 from adapters.secrets import LITERAL_REFUSED
 from adapters.signing import legacy_warning
@@ -169,7 +172,12 @@ def _semantic_problems(doc: Mapping[str, Any], worder: _Worder) -> Iterator[Prob
     retry = doc["retry"]
     if retry["initial_ms"] > retry["max_ms"]:
         yield worder.problem(["retry", "initial_ms"], f"must not exceed max_ms ({retry['max_ms']})")
-    mode, operations, kind = doc["results"]["mode"], doc["operations"], doc["kind"]
+    mode, operations, kind = (doc.get("results") or {}).get("mode"), doc.get("operations") or {}, doc["kind"]
+    if "submit_case" not in operations and operations:  # the schema let it pass: it subscribes to case events
+        yield worder.problem(["operations", "submit_case"], "required with other operations (a bundle without"
+                                                            " it only subscribes to case events)")
+    for name in set(doc.get("queries") or {}) & set(canonical.EVENTS):
+        yield worder.problem(["queries", name], "a case event's name, not a query's (subscribe with subscriptions)")
     if mode == "polling" and "query_status" not in operations:
         yield worder.problem(["operations", "query_status"], "required when results.mode is polling")
     if mode == "callback" and "callback" not in operations:
@@ -184,8 +192,9 @@ def _semantic_problems(doc: Mapping[str, Any], worder: _Worder) -> Iterator[Prob
 def _file_problems(doc: Mapping[str, Any], root: Path, worder: _Worder) -> Iterator[Problem]:
     """Every file the descriptor names exists inside the bundle (no `..`, no symlink out)."""
     named = [(["service_description"], doc["service_description"])]
-    named += [(["operations", k], v) for k, v in doc["operations"].items()]
-    named += [(["queries", k], v) for k, v in (doc.get("queries") or {}).items()]
+    for key in ("operations", "subscriptions", "queries"):
+        named += [([key, k], v) for k, v in (doc.get(key) or {}).items()]
+    named += [(["rehearsal"], doc["rehearsal"])] if "rehearsal" in doc else []
     for path, name in named:
         if file_inside(root, name) is None:
             yield worder.problem(path, f"file {name!r} not found in the bundle")
@@ -235,7 +244,7 @@ def _read_code_tables(root: Path) -> dict[str, Any]:
 def _auth_problems(doc: Mapping[str, Any], worder: _Worder) -> list[Problem]:
     """The auth forms each side accepts (the kind's `auth_forms`: no WS-Security over REST...; callbacks: hmac)."""
     specs: list[tuple[Any, str, AuthForms]] = [(doc["auth"], "auth", KINDS[doc["kind"]].auth_forms)]
-    if doc["results"]["mode"] == "callback":
+    if (doc.get("results") or {}).get("mode") == "callback":
         specs.append((doc["results"]["callback_auth"], "results.callback_auth", CALLBACK_FORMS))
     problems = []
     for spec, where, accepted in specs:
@@ -247,12 +256,14 @@ def _auth_problems(doc: Mapping[str, Any], worder: _Worder) -> list[Problem]:
     return problems
 
 
-def _results(spec: Mapping[str, Any]) -> Results:
+def _results(spec: Mapping[str, Any] | None) -> Results | None:
+    if spec is None:  # a bundle that only subscribes to case events: no decisions come back
+        return None
     if spec["mode"] == "callback":
         auth = parse_auth(spec["callback_auth"], "results.callback_auth", accepted=CALLBACK_FORMS)
         assert isinstance(auth, Recipe)  # the only forms a callback takes, hmac and signature (checked before)
         return CallbackResults(auth)
-    return PollingResults(spec["interval_ms"])
+    return PollingResults(spec["interval_ms"], spec.get("max_bad_answers", PollingResults.max_bad_answers))
 
 
 def _optional(cls: Any, spec: Mapping[str, Any] | None) -> Any:
@@ -264,7 +275,7 @@ def _build(root: Path, doc: Mapping[str, Any]) -> Bundle:
     def files(spec: Mapping[str, str]) -> Mapping[str, Path]:
         return MappingProxyType({name: (root / file).resolve() for name, file in spec.items()})
 
-    serves = doc["serves"]
+    serves = doc.get("serves") or {}
     return Bundle(
         root=root.resolve(),
         format=doc["format"],
@@ -276,19 +287,21 @@ def _build(root: Path, doc: Mapping[str, Any]) -> Bundle:
         service_description=(root / doc["service_description"]).resolve(),
         endpoints=MappingProxyType(dict(doc["endpoints"])),
         serves=Serves(tuple(serves.get("departments", ())), tuple(serves.get("matters", ()))),
-        operations=files(doc["operations"]),
+        operations=files(doc.get("operations") or {}),
         queries=files(doc.get("queries") or {}),
+        subscriptions=files(doc.get("subscriptions") or {}),
         timeout_ms=doc["timeout_ms"],
         retry=RetryPolicy(**doc["retry"]),
         circuit_breaker=_optional(CircuitBreaker, doc.get("circuit_breaker")),
         rate_limit=_optional(RateLimit, doc.get("rate_limit")),
         auth=parse_auth(doc["auth"], "auth", accepted=KINDS[doc["kind"]].auth_forms),
         materials_transport=(doc.get("materials") or {}).get("transport", "inline_base64"),
-        results=_results(doc["results"]),
+        results=_results(doc.get("results")),
         code_tables=(root / CODE_TABLES).resolve() if (root / CODE_TABLES).is_file() else None,
         files=tuple(sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())),
         tls=_tls(doc.get("tls")),
         options=KINDS[doc["kind"]].read_options(doc),
+        rehearsal=(root / doc["rehearsal"]).resolve() if "rehearsal" in doc else None,
     )
 
 
@@ -476,8 +489,13 @@ def validate_bundle(path_or_bundle: str | Path | Bundle) -> list[Problem]:
         if mf is not None:
             expected = _expectations(name, query)
             problems += check_canonical(mf, expected)
+            problems += contract_problems(mf)[0] if query else []
             # A callback is the sector calling us: its body is in no WSDL operation or OpenAPI route of theirs.
             problems += check(mf, expected) if name != "callback" else []
+    try:
+        read_rehearsal(bundle)
+    except RehearsalInvalid as exc:
+        problems += exc.problems
     return _ordered(problems)
 
 
@@ -494,6 +512,16 @@ def bundle_warnings(bundle: Bundle) -> list[Problem]:
         if said is not None:
             field, _, message = said.partition(": ")
             warnings.append(Problem(DESCRIPTOR, positions.line(field.split(".")), field, message))
+    return warnings + _query_warnings(bundle)
+
+
+def _query_warnings(bundle: Bundle) -> list[Problem]:
+    """Each named query's contract: none declared, or a declared parameter its mapping never reads."""
+    tables = _read_code_tables(bundle.root)
+    warnings = []
+    for path in bundle.queries.values():
+        mf, _ = load_mapping(path, name=bundle.relative(path), code_tables=tables)
+        warnings += contract_problems(mf)[1] if mf is not None else []
     return warnings
 
 

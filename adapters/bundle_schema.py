@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.auth import FORM_TYPES
-from adapters.canonical import OPERATIONS
+from adapters.canonical import EVENTS, OPERATIONS
 from adapters.contract import Operation
 from adapters.kind import AdapterKind
 from adapters.kinds import KINDS
@@ -49,13 +49,10 @@ _COMMON: Mapping[str, Any] = {
         "kind",
         "service_description",
         "endpoints",
-        "serves",
-        "operations",
         "timeout_ms",
         "retry",
         "auth",
-        "results",
-    ],
+    ],  # and, unless it only subscribes to case events, serves, operations (submit_case) and results: _TAKES_CASES
     "additionalProperties": False,
     "properties": {
         "format": {"const": 1, "x-message": "{value!r} is not a bundle format this gateway reads (expected 1)"},
@@ -110,7 +107,6 @@ _COMMON: Mapping[str, Any] = {
         },
         "operations": {
             "type": "object",
-            "required": [Operation.SUBMIT_CASE.value],
             "additionalProperties": False,
             "x-unknown-key": "not a canonical operation",
             "properties": {operation: {"$ref": "#/$defs/file"} for operation in OPERATIONS},
@@ -122,6 +118,17 @@ _COMMON: Mapping[str, Any] = {
                 "x-message": "{value!r} is not a query name ([a-z][a-z0-9_]*)",
             },
             "additionalProperties": {"$ref": "#/$defs/file"},
+        },
+        "rehearsal": {"$ref": "#/$defs/file",
+                      "description": "sample cases and queries with the outcomes the sector team expects "
+                                     "(`yiwang adapters rehearse`; BUNDLE-FORMAT.md \"Rehearsal files\")"},
+        "subscriptions": {
+            "description": "Case events this sector receives, each a guaranteed delivery through the mapping named.",
+            "type": "object",
+            "minProperties": 1,
+            "additionalProperties": False,
+            "x-unknown-key": "not a case event one may subscribe to",
+            "properties": {event: {"$ref": "#/$defs/file"} for event in EVENTS},
         },
         "timeout_ms": {"type": "integer", "minimum": 1, "maximum": 600000},
         "retry": {
@@ -181,7 +188,15 @@ _COMMON: Mapping[str, Any] = {
                     "type": "object",
                     "required": ["mode", "interval_ms"],
                     "additionalProperties": False,
-                    "properties": {"mode": {"const": "polling"}, "interval_ms": {"type": "integer", "minimum": 1}},
+                    "properties": {
+                        "mode": {"const": "polling"},
+                        "interval_ms": {"type": "integer", "minimum": 1},
+                        "max_bad_answers": {
+                            "description": "status answers in a row that cannot be read before polling gives up "
+                                           "(a dead letter); default 5",
+                            "type": "integer", "minimum": 1, "maximum": 100,
+                        },
+                    },
                 },
                 {
                     "type": "object",
@@ -420,6 +435,15 @@ _COMMON: Mapping[str, Any] = {
 }
 
 
+# A bundle that takes cases (every bundle but one that only subscribes to case events) says whom it serves, how
+# it takes a case (submit_case) and how its decisions come back.
+_TAKES_CASES: Mapping[str, Any] = {
+    "if": {"not": {"required": ["subscriptions"]}},
+    "then": {"required": ["serves", "operations", "results"],
+             "properties": {"operations": {"required": [Operation.SUBMIT_CASE.value]}}},
+}
+
+
 def bundle_schema(kinds: Iterable[AdapterKind] | None = None) -> dict[str, Any]:
     """The schema of descriptors of `kinds` (default: every registered kind), in registry order."""
     chosen = list(KINDS.values() if kinds is None else kinds)
@@ -430,11 +454,7 @@ def bundle_schema(kinds: Iterable[AdapterKind] | None = None) -> dict[str, Any]:
     schema = {**_COMMON, "properties": properties}
     conditions = [{"if": {"properties": {"kind": {"const": kind.name}}, "required": ["kind"]},
                    "then": dict(kind.schema.then)} for kind in chosen if kind.schema.then is not None]
-    # One condition stays at the top level, where the schema has always had it; several go into allOf.
-    if len(conditions) == 1:
-        schema |= conditions[0]
-    elif conditions:
-        schema["allOf"] = conditions
+    schema["allOf"] = [dict(_TAKES_CASES), *conditions]
     return schema
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from adapters.contract import Operation
+from adapters.contract import CaseEventType, Operation
 
 ANYTHING = "*"
 
@@ -88,7 +88,32 @@ SUBMIT_MESSAGE: Mapping[str, Any] = {
     **TASK_MESSAGE,
     "case": {**TASK_MESSAGE["case"], "materials": [SENT_MATERIAL]},
 }
-QUERY_MESSAGE: Mapping[str, Any] = {"query": ANYTHING}
+# A case event sent to a bundle subscribed to it (`subscriptions:`): which event, the case as a task's message
+# carries it (no task: a subscriber serves no department), and what the event is about. The idempotency key
+# is `<case_no>:event:<event seq>:<sector>`, the same across retries and replays.
+EVENTS = tuple(map(str, CaseEventType))
+EVALUATION: Mapping[str, Any] = {"level": "str", "channel": "str", "text": "str"}  # level: EVALUATION_LEVELS
+CERTIFICATE: Mapping[str, Any] = {
+    "name": "str",
+    "number": "str",
+    "issuer": "str",
+    "valid_until": "date",  # ISO date text, or None
+    "holder": {"name": "str", "id_type": "str", "id_number": "str"},  # the applicant
+    "issued_at": "datetime",  # ISO-8601 UTC text
+}
+_EVENT_BASE: Mapping[str, Any] = {
+    "idempotency_key": "str",
+    "event": {"type": "str", "at": "datetime", "seq": "int"},
+    "case": TASK_MESSAGE["case"],  # accepted_at is None for a case closed without being accepted
+}
+EVENT_MESSAGES: Mapping[str, Mapping[str, Any]] = MappingProxyType({
+    CaseEventType.EVALUATED: {**_EVENT_BASE, "evaluation": EVALUATION},
+    CaseEventType.CERTIFICATE_ISSUED: {**_EVENT_BASE, "certificate": CERTIFICATE},
+    CaseEventType.CASE_CLOSED: {**_EVENT_BASE, "certificate": CERTIFICATE},  # absent when none was issued
+})  # fmt: skip
+# A named query: the caller's parameters and the gateway's id of this one call (new per call, in the answer and
+# the message log; a mapping may send it where the sector takes a request id).
+QUERY_MESSAGE: Mapping[str, Any] = {"query": ANYTHING, "request_id": "str"}
 # A callback's `request`, if any, is our acknowledgement to the sector: it can only hold constants.
 CALLBACK_MESSAGE: Mapping[str, Any] = {}
 
@@ -98,6 +123,17 @@ MESSAGES: Mapping[str, Mapping[str, Any]] = MappingProxyType({
     "cancel_case": TASK_MESSAGE,
     "fetch_certificate": TASK_MESSAGE,
     "callback": CALLBACK_MESSAGE,
+    **EVENT_MESSAGES,
+})  # fmt: skip
+
+
+# Canonical result fields that hold a time, and of which kind (mappings.converters INSTANT / DATE): a mapping
+# reads each through a converter that gives that kind and names the zone the sector's value is in
+# (mappings.validate, "Times"): a sector's naive time is never guessed at.
+RESULT_TIMES: Mapping[str, str] = MappingProxyType({
+    "decided_at": "instant",  # ISO-8601 UTC
+    "certificate_valid_until": "date",  # yyyy-MM-dd
+    "valid_until": "date",
 })  # fmt: skip
 
 
@@ -114,6 +150,11 @@ class ResultSpec:
     def allowed(self) -> frozenset[str]:
         return self.required | self.optional
 
+    @property
+    def times(self) -> Mapping[str, str]:
+        """The result fields of this operation that hold a time -> "instant" or "date" (RESULT_TIMES)."""
+        return {key: kind for key, kind in RESULT_TIMES.items() if key in self.allowed and not self.open}
+
 
 _STATUS = {"status": frozenset(STATUSES)}
 
@@ -121,21 +162,34 @@ _STATUS = {"status": frozenset(STATUSES)}
 # (gateway/domain/answers.py). `idempotency_key` is the key of the request answered (case:task:operation).
 ANSWER_IDENTIFIERS = frozenset({"case_no", "task_id", "idempotency_key"})
 
+# What a decision may say besides itself (gateway/domain/results.py): the sector's time of decision (ISO-8601
+# with its zone: the mapping converts the sector's own, naming it), whether it issued a certificate, its number and
+# last valid day (ISO date), a result document. A certificate issued makes the gateway call `fetch_certificate`.
+DECISION_FACTS = frozenset({"decided_at", "certificate_issued", "certificate_number", "certificate_valid_until",
+                            "document_ref"})
+_ISSUED = {"certificate_issued": frozenset({True, False})}
+
 RESULTS: Mapping[str, ResultSpec] = MappingProxyType({
     "submit_case": ResultSpec(frozenset({"sector_ref"})),
     "query_status": ResultSpec(frozenset({"status"}),
-                               frozenset({"opinion", "decided_at", "sector_ref"}) | ANSWER_IDENTIFIERS, _STATUS),
+                               frozenset({"opinion", "sector_ref"}) | DECISION_FACTS | ANSWER_IDENTIFIERS,
+                               {**_STATUS, **_ISSUED}),
     "cancel_case": ResultSpec(frozenset({"cancelled"}), values={"cancelled": frozenset({True, False})}),
-    "fetch_certificate": ResultSpec(frozenset({"name", "number"}), frozenset({"issuer", "valid_until"})),
+    # The certificate a sector issued; `holder` is {name, id_type, id_number}, `file_ref` the sector's file of it.
+    "fetch_certificate": ResultSpec(frozenset({"name", "number"}),
+                                    frozenset({"issuer", "valid_until", "holder", "file_ref"})),
     # case_no lets a callback that overtakes the submit's answer find its case before the reference is known.
     "callback": ResultSpec(frozenset({"sector_ref", "status"}),
-                           frozenset({"opinion", "decided_at"}) | ANSWER_IDENTIFIERS, _STATUS),
+                           frozenset({"opinion"}) | DECISION_FACTS | ANSWER_IDENTIFIERS, {**_STATUS, **_ISSUED}),
+    # A subscriber's acknowledgement: its receipt number if it gives one (recorded in the message log).
+    **{event: ResultSpec(frozenset(), frozenset({"receipt"})) for event in EVENTS},
 })  # fmt: skip
 QUERY_RESULT = ResultSpec(frozenset(), open=True)
 
 
 def message_tree(operation: str, *, query: bool = False) -> Mapping[str, Any]:
-    """The message tree a mapping of `operation` (or of a named query) reads; KeyError if not canonical."""
+    """The message tree a mapping of `operation` (a canonical operation, a subscribed case event, or a named query)
+    reads; KeyError if not canonical."""
     return QUERY_MESSAGE if query else MESSAGES[operation]
 
 

@@ -1,8 +1,9 @@
 """The one contract every adapter kind implements.
 
 The gateway hands an adapter a *canonical message* (plain dicts and strings, see
-`CanonicalMessage`) for one canonical operation and gets back a canonical result, or a
-`DeliveryError` whose `failure` class decides whether the dispatcher retries.
+`CanonicalMessage`) for one canonical operation (or a case event a bundle subscribes to, `CaseEventType`, called by
+its name like a named query) and gets back a canonical result, or a `DeliveryError` whose `failure` class decides
+whether the dispatcher retries.
 Adapter kinds (SOAP now, REST later) differ only behind `Adapter.call`.
 """
 
@@ -22,6 +23,15 @@ class Operation(StrEnum):
     QUERY_STATUS = "query_status"
     CANCEL_CASE = "cancel_case"
     FETCH_CERTIFICATE = "fetch_certificate"
+
+
+class CaseEventType(StrEnum):
+    """Case events a bundle may subscribe to (`subscriptions:` in bundle.yaml): each one it subscribes to is sent
+    to it as a guaranteed delivery, through the mapping named for it (adapters/BUNDLE-FORMAT.md "Subscriptions")."""
+
+    EVALUATED = "evaluated"  # 好差评: the applicant rated the case
+    CERTIFICATE_ISSUED = "certificate_issued"  # 统一出证: the certificate was issued
+    CASE_CLOSED = "case_closed"  # 办结
 
 
 class FailureClass(StrEnum):
@@ -67,6 +77,22 @@ class UnsendableRequest(DeliveryError):
 
     def __init__(self, message: str) -> None:
         super().__init__(FailureClass.MAPPING, message)
+
+
+class SectorRefusal(DeliveryError):
+    """The sector's final answer is no (a code its mapping lists under `business_error.final`, or any refusal when
+    it declares `otherwise`): asking again gets the same answer, so it is never retried. It carries what the
+    gateway needs to take the case on: the sector's `code`, its `sector_message` (as sent, usually Chinese), the
+    `way` forward (`supplement` | `return` | `back_office`) and, for a supplement, the `missing` materials it
+    named (possibly none)."""
+
+    def __init__(self, code: str, sector_message: str, way: str, missing: tuple[str, ...] = ()) -> None:
+        said = f"{code}: {sector_message}" if sector_message else code
+        super().__init__(FailureClass.SECTOR_FAULT, f"business error {said} (final: {way})", retryable=False)
+        self.code = code
+        self.sector_message = sector_message
+        self.way = way
+        self.missing = missing
 
 
 # A canonical message is a JSON-able dict:

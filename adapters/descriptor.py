@@ -45,6 +45,8 @@ class RateLimit:
 @dataclass(frozen=True)
 class PollingResults:
     interval_ms: int
+    # Status answers in a row that cannot be read (mapping, validation) before polling gives up: a dead letter.
+    max_bad_answers: int = 5
     mode: ClassVar[str] = "polling"
 
 
@@ -87,19 +89,26 @@ class Bundle:
     rate_limit: RateLimit | None
     auth: AuthSpec  # `adapters.auth`: secret references only, resolved when an adapter is built
     materials_transport: str
-    results: Results
+    results: Results | None  # None: a bundle that only subscribes to case events takes no cases to answer for
     code_tables: Path | None  # code_tables.yaml, if the bundle has one
     files: tuple[str, ...] = field(default=())  # every file of the bundle, relative, '/'-separated
     tls: TlsSpec | None = None
     options: Any = None  # the kind's own options, as its `read_options` made them (e.g. `SoapOptions`)
+    rehearsal: Path | None = None  # the rehearsal file (`adapters.rehearsal`), if the bundle ships one
+    subscriptions: Mapping[str, Path] = field(default_factory=dict)  # case event -> mapping file (`subscriptions:`)
+
+    @property
+    def takes_cases(self) -> bool:
+        """Whether the sector takes tasks (it has submit_case); one that only subscribes serves no department."""
+        return "submit_case" in self.operations
 
     def mapping(self, name: str) -> tuple[Path, bool]:
-        """The mapping file of a canonical operation or named query, and whether it is a query."""
-        if name in self.operations:
-            return self.operations[name], False
-        if name in self.queries:
-            return self.queries[name], True
-        known = ", ".join([*self.operations, *self.queries])
+        """The mapping file of a canonical operation, subscribed case event or named query, and whether it is a
+        query."""
+        found = self.mapping_files().get(name)
+        if found is not None:
+            return found
+        known = ", ".join(self.mapping_files())
         raise KeyError(f"{self.sector} version {self.version} has no mapping for {name!r} (has: {known})")
 
     def endpoint(self, environment: str | None = None) -> str:
@@ -115,8 +124,9 @@ class Bundle:
         return path.relative_to(self.root).as_posix()
 
     def mapping_files(self) -> dict[str, tuple[Path, bool]]:
-        """Every mapping file by name (canonical operations, then named queries), and whether it is a query."""
-        found = {name: (path, False) for name, path in self.operations.items()}
+        """Every mapping file by name (canonical operations, subscribed case events, then named queries), and
+        whether it is a query. The descriptor's check keeps the names apart (no query named like an event)."""
+        found = {name: (path, False) for name, path in [*self.operations.items(), *self.subscriptions.items()]}
         return found | {name: (path, True) for name, path in self.queries.items()}
 
 

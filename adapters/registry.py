@@ -18,22 +18,24 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from adapters.auth import NonceStore, verify_callback
 from adapters.bundle import BundleError, compile_mappings, load_bundle
 from adapters.contract import Adapter, CanonicalMessage, CanonicalResult, DeliveryError, FailureClass, Operation
-from adapters.descriptor import DESCRIPTOR, Bundle, CallbackResults, TlsSpec
+from adapters.descriptor import DESCRIPTOR, Bundle, CallbackResults, PollingResults, TlsSpec
 from adapters.health import AdapterHealth
 from adapters.kind import BundleCredentials, CredentialReferences
 from adapters.kinds import KINDS
+from adapters.queries import QueryParameter, parameter_errors, query_contract
 from adapters.resilience import CircuitBreaker, RateLimiter, ResilientAdapter, RetryPolicy, resilient
 from adapters.secrets import SecretRefError
 from adapters.signing import WireRequest, sample_request
 from certstore.credentials import Credential, CredentialMissing, CredentialSource
 from mappings import CompiledMapping
+from mappings.positions import load_yaml
 from mappings.validate import Problem
 
 CALLBACK = "callback"
@@ -53,6 +55,14 @@ class RegisteredAdapter:
     mappings: Mapping[str, CompiledMapping]
     # The sector's certificates its callbacks are signed with (`results.callback_auth.key`), read when asked.
     callback_credentials: Callable[[], tuple[Credential, ...]] = tuple
+    # Named query -> its parameters as callers see them, and whether declared (`adapters.queries.query_contract`).
+    queries: Mapping[str, tuple[tuple[QueryParameter, ...], bool]] = field(default_factory=dict)
+
+    def parameter_errors(self, query: str, params: Mapping[str, Any]) -> list[dict[str, str]]:
+        """What is wrong with a caller's parameters of `query` under its declared contract (none declared:
+        nothing is checked here, the sector's interface decides)."""
+        parameters, declared = self.queries.get(query, ((), False))
+        return parameter_errors(parameters, params) if declared else []
 
     @property
     def sector(self) -> str:
@@ -66,6 +76,11 @@ class RegisteredAdapter:
     def poll_interval_ms(self) -> int | None:
         """How often to ask for a decision; None when the sector calls back instead."""
         return getattr(self.bundle.results, "interval_ms", None)
+
+    @property
+    def max_bad_answers(self) -> int:
+        """Unreadable status answers in a row before polling gives up (`results.max_bad_answers`)."""
+        return getattr(self.bundle.results, "max_bad_answers", PollingResults.max_bad_answers)
 
     def health_snapshot(self) -> dict[str, Any]:
         return self.adapter.health.snapshot()
@@ -207,6 +222,16 @@ def _close_later(adapter: Adapter, grace_s: float) -> None:
     timer.start()
 
 
+def query_contracts(bundle: Bundle, mappings: Mapping[str, CompiledMapping]
+                    ) -> dict[str, tuple[tuple[QueryParameter, ...], bool]]:
+    """Each named query's parameters, read from its mapping file's `parameters:` block (or its reads)."""
+    found = {}
+    for name, path in bundle.queries.items():
+        doc = load_yaml(path.read_text(encoding="utf-8"))[0]  # compiled just before: it reads
+        found[name] = query_contract(doc, mappings[name])
+    return found
+
+
 def build_adapter(bundle: Bundle, *, environment: str | None = None, endpoint: str | None = None,
                   retry_override: RetryPolicy | None = None, credentials: CredentialSource | None = None,
                   rotation_grace_s: float = ROTATION_GRACE_S) -> RegisteredAdapter:
@@ -245,7 +270,7 @@ def build_adapter(bundle: Bundle, *, environment: str | None = None, endpoint: s
             return ()
         return resolve_credentials(bundle, credentials).trusted("results.callback_auth.key")
 
-    return RegisteredAdapter(bundle, wrapped, mappings, callback_credentials)
+    return RegisteredAdapter(bundle, wrapped, mappings, callback_credentials, query_contracts(bundle, mappings))
 
 
 class Registry:

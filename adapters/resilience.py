@@ -52,6 +52,7 @@ from adapters.contract import (
     Adapter,
     CanonicalMessage,
     CanonicalResult,
+    CaseEventType,
     DeliveryError,
     FailureClass,
     Operation,
@@ -444,7 +445,9 @@ class _Attempt:
 
 
 QUERY_BREAKER, DELIVERY_BREAKER = "query", "delivery"  # which of an adapter's breakers (metrics' label)
-_OPERATIONS = frozenset(str(operation) for operation in Operation)
+# Deliveries (retried under the bundle's policy, behind the deliveries' breaker): the canonical operations and the
+# case events a bundle subscribes to; any other name is a named query.
+_OPERATIONS = frozenset(str(name) for name in (*Operation, *CaseEventType))
 
 
 class ResilientAdapter:

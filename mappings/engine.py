@@ -22,13 +22,14 @@ File format::
       fixed: {value: "CONST"}
     response:                             # optional
       business_error: {code: fhdm, ok: ["0000"], message: fhxx, auth: ["40001"]}   # optional; message, auth optional
+      # ... and optionally: retryable: [BUSY]; final: {CODE: {way: supplement, missing: PATH}}; otherwise: WAY
       fields:                             # canonical result field -> rule, read from the answer
         sector_ref: {from: ywlsh}
 
 Rules (the key present says which kind; any other key is a compile error):
 
-- ``{from: PATH, optional: BOOL, convert: NAME, code_table: NAME}`` copies a value. ``convert``
-  runs first, then ``code_table``.
+- ``{from: PATH, optional: BOOL, convert: NAME | [NAME, ...], code_table: NAME}`` copies a value. The
+  converters run first, in the order listed (a chain), then ``code_table``.
 - ``{value: CONST}`` a constant.
 - ``{for_each: PATH, map: {FIELD: RULE, ...}, optional: BOOL}`` a list, one item per element.
 - ``{FIELD: RULE, ...}`` a nested group.
@@ -40,8 +41,16 @@ in a result (a canonical result always carries all its keys). A request group wh
 all left out is itself left out.
 
 Code tables look codes up by their text (booleans as "true"/"false", numbers as written), so
-quote codes such as "01" in YAML. An unmapped code is a `MappingError`. Converters are the
-functions in `CONVERTERS`.
+quote codes such as "01" in YAML. An unmapped code is a `MappingError`. A table named ``std.NAME`` is
+one of the built-in standard tables (`mappings.standard_tables`); the ``std.`` prefix is reserved. Converters
+are the functions in `CONVERTERS` (`mappings.converters`, where each is declared with an example).
+
+A refusal (a code not under ``ok``) raises `BusinessError`. Its kind is the code's: ``auth`` (our credentials),
+``retryable`` (the sector is busy: ask again), or final, with the way forward ``final`` names for the code
+(``supplement`` with ``missing``, a path to a list of names or a text split on 、,; ``return``, ``back_office``)
+or else ``otherwise`` (default ``back_office``). A mapping declaring neither ``final`` nor ``otherwise`` names no
+way (`BusinessError.way` None): its refusals are left to an operator. A code listed under two kinds is a compile
+error.
 
 REST mappings (BUNDLE-FORMAT.md) add an ``http`` block; its presence makes the mapping a REST one,
 for which ``operation`` is optional (default ``"METHOD /path"``) and ``request``, the JSON body,
@@ -71,163 +80,22 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any, Protocol, cast
 from urllib.parse import quote, urlencode
-from zoneinfo import ZoneInfo
 
 import yaml
 
+from mappings.converters import CONVERTERS, code_text, to_int
 from mappings.errors import BusinessError, MappingError
+from mappings.standard_tables import STANDARD_TABLES, STD_PREFIX
 
 # --------------------------------------------------------------------------- converters
-
-SHANGHAI = ZoneInfo("Asia/Shanghai")
-_COMPACT = "%Y%m%d%H%M%S"
-
-Converter = Callable[[Any], Any]
-
-
-def _aware(value: Any) -> datetime:
-    """An instant from a datetime or ISO-8601 text; a naive one is refused because it is ambiguous."""
-    instant = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    if instant.tzinfo is None:
-        raise ValueError(f"{value!r} has no UTC offset")
-    return instant
-
-
-def _iso_utc(instant: datetime) -> str:
-    spec = "milliseconds" if instant.microsecond else "seconds"
-    return instant.astimezone(UTC).isoformat(timespec=spec).replace("+00:00", "Z")
-
-
-def _no_bool(value: Any) -> Any:
-    # bool is an int in Python; a flag arriving where a number is expected is a mistake, not 0/1.
-    if isinstance(value, bool):
-        raise ValueError(f"expected a number, got {value!r}")
-    return value
-
-
-def code_text(value: Any) -> str:
-    """The text a code is known by: booleans as YAML and JSON write them, everything else as str()."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def to_json(value: Any) -> str:
-    """Compact, stable JSON text (sorted keys, Chinese kept as is)."""
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-
-
-def datetime_compact_shanghai(value: Any) -> str:
-    """ISO-8601 instant -> yyyyMMddHHmmss in Beijing time."""
-    return _aware(value).astimezone(SHANGHAI).strftime(_COMPACT)
-
-
-def compact_shanghai_to_iso_utc(value: Any) -> str:
-    """yyyyMMddHHmmss in Beijing time -> ISO-8601 UTC ("...Z")."""
-    text = str(value)
-    if len(text) != 14 or not text.isdigit():
-        raise ValueError(f"{value!r} is not yyyyMMddHHmmss")
-    return _iso_utc(datetime.strptime(text, _COMPACT).replace(tzinfo=SHANGHAI))
-
-
-def date_compact(value: Any) -> str:
-    """A date (or an instant, taken as its Beijing date) -> yyyyMMdd."""
-    if isinstance(value, datetime) or (not isinstance(value, date) and len(str(value)) > 10):
-        day = _aware(value).astimezone(SHANGHAI).date()
-    else:
-        day = value if isinstance(value, date) else date.fromisoformat(str(value))
-    return day.strftime("%Y%m%d")
-
-
-def to_int(value: Any) -> int:
-    if isinstance(_no_bool(value), float) and not value.is_integer():
-        raise ValueError(f"{value!r} is not a whole number")
-    return int(value)
-
-
-def epoch_ms_to_iso_utc(value: Any) -> str:
-    """Milliseconds since the Unix epoch -> ISO-8601 UTC."""
-    return _iso_utc(datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=to_int(value)))
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_BEIJING_DATETIME = "%Y-%m-%d %H:%M:%S"
-_DATETIME_TEXT = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
-_COMPACT_MONTH = re.compile(r"\d{4}(0[1-9]|1[0-2])")
-
-
-def iso_utc_to_epoch_ms(value: Any) -> int:
-    """ISO-8601 instant -> milliseconds since the Unix epoch (sub-millisecond digits dropped)."""
-    return (_aware(value) - _EPOCH) // timedelta(milliseconds=1)
-
-
-def iso_utc_to_beijing_datetime(value: Any) -> str:
-    """ISO-8601 instant -> "yyyy-MM-dd HH:mm:ss" in Beijing time."""
-    return _aware(value).astimezone(SHANGHAI).strftime(_BEIJING_DATETIME)
-
-
-def beijing_datetime_to_iso_utc(value: Any) -> str:
-    """"yyyy-MM-dd HH:mm:ss" in Beijing time -> ISO-8601 UTC ("...Z")."""
-    text = str(value)
-    if not _DATETIME_TEXT.fullmatch(text):
-        raise ValueError(f"{value!r} is not yyyy-MM-dd HH:mm:ss")
-    return _iso_utc(datetime.strptime(text, _BEIJING_DATETIME).replace(tzinfo=SHANGHAI))
-
-
-def xsd_datetime_to_iso_utc(value: Any) -> str:
-    """An xsd:dateTime with its offset (zeep's datetime, or the text) -> ISO-8601 UTC; no offset is refused."""
-    return _iso_utc(_aware(value))
-
-
-def date_iso(value: Any) -> str:
-    """An xsd:date (zeep's date, or yyyy-MM-dd text) -> yyyy-MM-dd; an instant is taken as its Beijing date."""
-    if isinstance(value, datetime):
-        return _aware(value).astimezone(SHANGHAI).date().isoformat()
-    day = value if isinstance(value, date) else date.fromisoformat(str(value))
-    return day.isoformat()
-
-
-def month_compact_to_iso(value: Any) -> str:
-    """yyyyMM -> yyyy-MM."""
-    text = str(value)
-    if not _COMPACT_MONTH.fullmatch(text):
-        raise ValueError(f"{value!r} is not yyyyMM")
-    return f"{text[:4]}-{text[4:]}"
-
-
-def bool_text(value: Any) -> str:
-    """A flag -> "true"/"false" (also accepts the text forms and xsd:boolean's 1/0); anything else is refused."""
-    text = code_text(value).strip().lower()
-    if text in ("true", "1"):
-        return "true"
-    if text in ("false", "0"):
-        return "false"
-    raise ValueError(f"{value!r} is not a boolean")
-
-
-CONVERTERS: Mapping[str, Converter] = {
-    "json": to_json,
-    "datetime_compact_shanghai": datetime_compact_shanghai,
-    "compact_shanghai_to_iso_utc": compact_shanghai_to_iso_utc,
-    "date_compact": date_compact,
-    "str": code_text,
-    "int": to_int,
-    "epoch_ms_to_iso_utc": epoch_ms_to_iso_utc,
-    "iso_utc_to_epoch_ms": iso_utc_to_epoch_ms,
-    "iso_utc_to_beijing_datetime": iso_utc_to_beijing_datetime,
-    "beijing_datetime_to_iso_utc": beijing_datetime_to_iso_utc,
-    "xsd_datetime_to_iso_utc": xsd_datetime_to_iso_utc,
-    "date_iso": date_iso,
-    "month_compact_to_iso": month_compact_to_iso,
-    "bool_text": bool_text,
-}
+# The converters themselves live in mappings/converters.py (one registry, `SPECS`, with their examples).
 
 # --------------------------------------------------------------------------- hardened JSON
 
@@ -333,18 +201,18 @@ class _Rule(Protocol):
 class _From:
     path: tuple[str, ...]
     optional: bool
-    convert: str | None
+    convert: tuple[str, ...]  # converters applied in order (a chain); () copies the value as is
     table: _CodeTable | None
 
     def apply(self, source: Any, where: str) -> Any:
         value = _fetch(source, self.path, self.optional, where)
         if value is _OMIT:
             return value
-        if self.convert is not None:
+        for name in self.convert:
             try:
-                value = CONVERTERS[self.convert](value)
+                value = CONVERTERS[name](value)
             except (ValueError, TypeError, OverflowError) as exc:
-                raise _Problem(where, f"{self.convert} cannot convert {value!r}: {exc}") from exc
+                raise _Problem(where, f"{name} cannot convert {value!r}: {exc}") from exc
         return value if self.table is None else self.table.lookup(value, where)
 
 
@@ -391,19 +259,48 @@ class _ForEach:
         return [self.item.build(item, f"{where}[{i}]") for i, item in enumerate(items)]
 
 
+# The ways forward a final refusal may name (the gateway's WayForward, less `void`, which is an operator's call).
+FINAL_WAYS = ("supplement", "return", "back_office")
+_MISSING_SEPARATORS = re.compile(r"[、,，;；\n]")
+
+
+@dataclass(frozen=True)
+class _Final:
+    """A final refusal code: its way forward and, for `supplement`, where the answer lists what is missing."""
+
+    way: str
+    missing: tuple[str, ...] | None = None
+
+    def missing_in(self, answer: Any) -> tuple[str, ...]:
+        """The names the answer lists at `missing`: a list, or one text split on 、,; (empty when absent)."""
+        found = None if self.missing is None else _lookup(answer, self.missing)
+        items = found if isinstance(found, list | tuple) else _MISSING_SEPARATORS.split(str(found or ""))
+        names = (code_text(item).strip() for item in items if item is not None)
+        return tuple(dict.fromkeys(name for name in names if name))  # in order, each once
+
+
 @dataclass(frozen=True)
 class _BusinessCheck:
     code: tuple[str, ...]
     ok: frozenset[str]
     message: tuple[str, ...] | None
     auth: frozenset[str] = frozenset()  # codes that mean our credentials were refused
+    retryable: frozenset[str] = frozenset()  # codes that mean "not now": retried under the bundle's policy
+    final: Mapping[str, _Final] = dataclass_field(default_factory=dict)  # code -> its way forward
+    otherwise: str | None = None  # the way of any other refusal code; None: no ways declared (an operator's call)
 
     def check(self, answer: Any) -> None:
-        code = _fetch(answer, self.code, False, "response.business_error.code")
-        if code_text(code) in self.ok:
+        code = code_text(_fetch(answer, self.code, False, "response.business_error.code"))
+        if code in self.ok:
             return
-        text = _lookup(answer, self.message) if self.message else None
-        raise BusinessError(code_text(code), "" if text is None else str(text), auth=code_text(code) in self.auth)
+        found = _lookup(answer, self.message) if self.message else None
+        text = "" if found is None else str(found)
+        if code in self.auth or code in self.retryable:
+            raise BusinessError(code, text, auth=code in self.auth, retryable=code in self.retryable)
+        final = self.final.get(code)
+        if final is None:
+            raise BusinessError(code, text, way=self.otherwise)
+        raise BusinessError(code, text, way=final.way, missing=final.missing_in(answer))
 
 
 @contextmanager
@@ -643,7 +540,7 @@ class _Compiler:
         return _From(
             _path(spec["from"], f"{where}.from"),
             optional,
-            self.converter(spec.get("convert"), where),
+            self.converters(spec.get("convert"), where),
             self.table(spec.get("code_table"), where),
         )
 
@@ -665,16 +562,26 @@ class _Compiler:
             fields[name] = rule
         return _Scalars(fields)
 
-    def converter(self, name: Any, where: str) -> str | None:
-        if name is not None and name not in CONVERTERS:
-            raise _Problem(where, f"unknown converter {name!r}")
-        return cast(str | None, name)  # None or one of CONVERTERS' names
+    def converters(self, spec: Any, where: str) -> tuple[str, ...]:
+        """`convert: NAME` or `convert: [NAME, ...]` (applied in order), each one of CONVERTERS."""
+        names = [spec] if isinstance(spec, str) else spec
+        if spec is None:
+            return ()
+        if not isinstance(names, list) or not names or not all(isinstance(name, str) for name in names):
+            raise _Problem(f"{where}.convert", f"expected a converter's name or a list of them, got {spec!r}")
+        for name in names:
+            if name not in CONVERTERS:
+                raise _Problem(where, f"unknown converter {name!r} (known: {', '.join(sorted(CONVERTERS))})")
+        return tuple(names)
 
     def table(self, name: Any, where: str) -> _CodeTable | None:
         if name is None:
             return None
+        if isinstance(name, str) and name in STANDARD_TABLES:
+            return _CodeTable(name, STANDARD_TABLES[name])
         if name not in self.tables:
-            raise _Problem(where, f"unknown code table {name!r}")
+            standard = ", ".join(sorted(STANDARD_TABLES)) if str(name).startswith(STD_PREFIX) else ""
+            raise _Problem(where, f"unknown code table {name!r}" + (f" (standard: {standard})" if standard else ""))
         return self.tables[name]
 
 
@@ -713,31 +620,81 @@ def _flag(value: Any, where: str) -> bool:
 def _code_tables(spec: Any) -> dict[str, _CodeTable]:
     tables = {}
     for name, codes in _mapping(spec, "code_tables").items():
+        if str(name).startswith(STD_PREFIX):  # reserved: `std.` always names the same built-in table
+            raise _Problem(f"code_tables.{name}", f"the prefix {STD_PREFIX!r} is reserved for the standard tables")
         codes = _mapping(codes, f"code_tables.{name}")
         tables[name] = _CodeTable(name, {code_text(code): value for code, value in codes.items()})
     return tables
+
+
+_BUSINESS_KEYS = frozenset({"code", "ok", "message", "auth", "retryable", "final", "otherwise"})
+
+
+def _codes(spec: Mapping[Any, Any], key: str, where: str, what: str) -> frozenset[str]:
+    """A list of codes under `key` (absent: none); an empty list is a mistake, not a way of saying none."""
+    codes = spec.get(key, [])
+    if not isinstance(codes, list) or (key in spec and not codes):
+        raise _Problem(f"{where}.{key}", f"expected a non-empty list of {what}")
+    return frozenset(code_text(code) for code in codes)
+
+
+def _way(value: Any, where: str) -> str:
+    if value not in FINAL_WAYS:
+        raise _Problem(where, f"expected one of {', '.join(FINAL_WAYS)}, got {value!r}")
+    return cast(str, value)
+
+
+def _finals(spec: Any, where: str) -> dict[str, _Final]:
+    finals = {}
+    for code, entry in _mapping(spec, where).items():
+        here = f"{where}.{code_text(code)}"
+        _only_keys(_mapping(entry, here, "{way: ..., missing: ...}"), frozenset({"way", "missing"}), here)
+        way = _way(entry.get("way"), f"{here}.way")
+        missing = entry.get("missing")
+        if (missing is None) == (way == "supplement"):  # a supplement request lists what to hand in; nothing else does
+            raise _Problem(f"{here}.missing", "required for a supplement (the answer's list of what is missing)"
+                           if missing is None else "only a supplement names what is missing")
+        finals[code_text(code)] = _Final(way, None if missing is None else _path(missing, f"{here}.missing"))
+    if not finals:
+        raise _Problem(where, "expected at least one code: code -> {way: supplement | return | back_office}")
+    return finals
 
 
 def _business_check(spec: Any) -> _BusinessCheck | None:
     if spec is None:
         return None
     where = "response.business_error"
-    _only_keys(_mapping(spec, where), frozenset({"code", "ok", "message", "auth"}), where)
+    _only_keys(_mapping(spec, where), _BUSINESS_KEYS, where)
     ok = spec.get("ok")
     if not isinstance(ok, list) or not ok:
         raise _Problem(f"{where}.ok", "expected a non-empty list of success codes")
-    auth = spec.get("auth", [])
-    if not isinstance(auth, list) or ("auth" in spec and not auth):
-        raise _Problem(f"{where}.auth", "expected a non-empty list of the codes that mean our credentials were refused")
-    both = sorted({code_text(code) for code in ok} & {code_text(code) for code in auth})
-    if both:
-        raise _Problem(f"{where}.auth", f"{both[0]!r} is a success code (ok) too")
+    kinds = {
+        "ok": frozenset(code_text(code) for code in ok),
+        "auth": _codes(spec, "auth", where, "the codes that mean our credentials were refused"),
+        "retryable": _codes(spec, "retryable", where, "the codes worth asking again (the sector is busy)"),
+    }
+    final = _finals(spec["final"], f"{where}.final") if "final" in spec else {}
+    kinds["final"] = frozenset(final)
+    # A code means one thing: listed under two kinds, which one wins would be a guess.
+    for later, earlier in (("auth", "ok"), ("retryable", "ok"), ("retryable", "auth"), ("final", "ok"),
+                           ("final", "auth"), ("final", "retryable")):
+        both = sorted(kinds[later] & kinds[earlier])
+        if both:
+            raise _Problem(f"{where}.{later}", f"{both[0]!r} is listed under {earlier} too")
+    otherwise = spec.get("otherwise")
+    if otherwise == "supplement":
+        raise _Problem(f"{where}.otherwise", "cannot be supplement: only a code under final can say where the "
+                                             "answer lists what is missing")
+    declared = "final" in spec or "otherwise" in spec
     message = spec.get("message")
     return _BusinessCheck(
         _path(spec.get("code"), f"{where}.code"),
-        frozenset(code_text(code) for code in ok),
+        kinds["ok"],
         None if message is None else _path(message, f"{where}.message"),
-        frozenset(code_text(code) for code in auth),
+        kinds["auth"],
+        kinds["retryable"],
+        final,
+        _way(otherwise, f"{where}.otherwise") if otherwise is not None else "back_office" if declared else None,
     )
 
 
@@ -911,7 +868,7 @@ class RuleInfo:
     kind: str  # "from" | "value" | "for_each" | "group" (or the class name of a rule kind added later)
     source: tuple[str, ...] | None = None  # the path read (from / for_each), relative to the innermost for_each item
     optional: bool = False
-    converter: str | None = None
+    converters: tuple[str, ...] = ()  # `convert`, applied in order
     code_table: str | None = None
     codes: Mapping[str, Any] | None = None  # the code table's entries
     value: Any = None  # a `value` rule's constant
@@ -938,6 +895,10 @@ def describe(compiled: CompiledMapping) -> list[RuleInfo]:
         rules.append(RuleInfo("response.business_error", where + ("code",), ("code",), "from", check.code))
         if check.message is not None:
             rules.append(RuleInfo("response.business_error", where + ("message",), ("message",), "from", check.message))
+        for code, final in check.final.items():
+            if final.missing is not None:  # read from the answer: checked against what the sector answers
+                rules.append(RuleInfo("response.business_error", where + ("final", code, "missing"),
+                                      ("final", code, "missing"), "from", final.missing, optional=True))
     return rules
 
 

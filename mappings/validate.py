@@ -32,6 +32,7 @@ from zeep.transports import Transport
 from zeep.wsdl.bindings.soap import Soap12Binding
 
 from mappings import strict_json
+from mappings.converters import CONVERTER_SPECS, DATE, INSTANT, SPECS
 from mappings.engine import BODY_TYPES, FORM_BODY, CompiledMapping, HttpSpec, RuleInfo, compile_mapping, describe
 from mappings.errors import MappingError
 from mappings.positions import Positions, YamlProblem, load_yaml
@@ -140,6 +141,8 @@ class ResultRules(Protocol):
     def values(self) -> Mapping[str, frozenset[Any]]: ...
     @property
     def open(self) -> bool: ...
+    @property
+    def times(self) -> Mapping[str, str]: ...  # result field -> INSTANT | DATE (mappings.converters)
 
 
 @dataclass(frozen=True)
@@ -152,7 +155,8 @@ class Expectations:
     query: bool = False  # named queries may page
 
 
-_OURS = ("xslt",)  # top-level keys applied after the engine renders: read here, not by the engine
+_OURS = ("xslt", "parameters")  # top-level keys the engine does not read: the stylesheet applied after it
+# renders (read here); a named query's parameter contract (read by adapters.queries)
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 
@@ -296,6 +300,7 @@ def _check_results(mf: MappingFile, expected: Expectations) -> list[Problem]:
     for rule in top:
         key = rule.target[0]
         problems += _result_rule(mf, rule, expected)
+        problems += _time_rule(mf, rule, spec.times.get(key))
         if key in spec.required and rule.optional:
             problems.append(mf.problem(rule.location, f"'{key}' {required}: it may not be optional"))
     produced = {r.target[0] for r in top}
@@ -321,6 +326,29 @@ def _result_rule(mf: MappingFile, rule: RuleInfo, expected: Expectations) -> lis
         text = f"code table {rule.code_table!r} maps {code!r} to {value!r}, not a {key} ({_listing(allowed)})"
         return [mf.problem(rule.location, text)]
     return []
+
+
+_SHOWN = {INSTANT: "an ISO-8601 UTC instant", DATE: "a date (yyyy-MM-dd)"}
+
+
+def _time_rule(mf: MappingFile, rule: RuleInfo, kind: str | None) -> list[Problem]:
+    """A canonical time is read through converters whose last one gives its kind (`kind`: INSTANT or DATE).
+
+    Sound because each converter that gives a time reads the sector's value in a zone it declares: epochs are UTC,
+    wall-clock texts are in the zone the converter's name says (Beijing or UTC), and an ISO/xsd text must carry
+    its offset (a naive one is refused when the answer is read). A plain copy, a constant or a code table could
+    hand on a naive wall-clock time that something later would have to guess at: those are refused here.
+    """
+    if kind is None:
+        return []
+    last = CONVERTER_SPECS[rule.converters[-1]] if rule.kind == "from" and rule.converters else None
+    if last is not None and last.gives == kind and rule.code_table is None:
+        return []
+    fitting = ", ".join(spec.name for spec in SPECS if spec.gives == kind)
+    key = rule.target[0]
+    text = (f"'{key}' is {_SHOWN[kind]}: read it with a converter that declares the sector's zone, last in "
+            f"`convert` and without a code table ({fitting}); a time is never guessed")
+    return [mf.problem(rule.location, text)]
 
 
 def _listing(values: Iterable[Any]) -> str:

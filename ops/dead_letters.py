@@ -371,8 +371,11 @@ def _discard_one(work: UnitOfWork, letter: tuple[int, str, int | None], way: Way
 
     message = work.outbox.get(outbox_id) if outbox_id is not None else None
     case = work.cases.get(case_no) if message is not None else None
-    if case is None or message is None or case.state in ENDED_STATES or case.task(message.task_id).state.ended:
-        set_aside()  # nothing of a case waits on it (no message, or its case or task has ended): nothing to settle
+    if case is None or message is None or message.event_seq is not None or case.state in ENDED_STATES \
+            or case.task(message.task_id).state.ended:
+        # Nothing of a case waits on it (no message, a case event to a subscriber, or its case or task has ended):
+        # nothing to settle.
+        set_aside()
         return None
     before = task_snapshot(case)
     try:

@@ -1,8 +1,9 @@
 """Helpers shared by the adapter kinds, so that no kind imports another (`adapters/kinds/<kind>/`).
 
 What every kind's adapter does alike: keep the sector's raw answer for a dead letter (`RawAnswer`), find and
-fail a mapping (`mapping_for`, `mapping_failure`), tell a refused certificate from a broken connection
-(`certificate_refused`), read a capped body (`read_capped`), build an HTTP Basic header (`basic_header`);
+fail a mapping (`mapping_for`, `mapping_failure`: a business refusal by its declared kind — retryable, final
+with its way forward (`SectorRefusal`), or left to an operator), tell a refused certificate from a broken
+connection (`certificate_refused`), read a capped body (`read_capped`), build an HTTP Basic header (`basic_header`);
 and for checking bundles: `no_check` when a service description could not be read.
 
 Imports `adapters.contract`, `adapters.secrets` and `mappings`; never a kind.
@@ -17,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from adapters.contract import DeliveryError, FailureClass, Operation
+from adapters.contract import DeliveryError, FailureClass, Operation, SectorRefusal
 from adapters.secrets import Secret
 from mappings import BusinessError, CompiledMapping, MappingError
 from mappings.validate import Expectations, MappingFile, Problem
@@ -82,6 +83,10 @@ def mapping_failure(exc: MappingError | BusinessError) -> DeliveryError:
     if isinstance(exc, BusinessError) and exc.auth:  # a code the mapping lists under business_error.auth
         return DeliveryError(FailureClass.AUTH, f"business error {exc}: the sector refused our credentials",
                              retryable=False)
+    if isinstance(exc, BusinessError) and exc.retryable:  # business_error.retryable: the sector is busy, ask again
+        return DeliveryError(FailureClass.SECTOR_FAULT, f"business error {exc} (retryable)", retryable=True)
+    if isinstance(exc, BusinessError) and exc.way is not None:  # final, with the way forward its mapping declares
+        return SectorRefusal(exc.code, exc.message, exc.way, exc.missing)
     if isinstance(exc, BusinessError):
         # A business refusal is the sector's considered answer: asking again gets the same one.
         return DeliveryError(FailureClass.SECTOR_FAULT, f"business error {exc}", retryable=False)

@@ -30,6 +30,8 @@ import gmssl_pyx
 from asn1crypto import keys, pem, x509
 
 from adapters.simulators.base import (
+    BEIJING,
+    Case,
     Decider,
     FaultPlan,
     Handler,
@@ -64,6 +66,9 @@ REFUSALS: Final = {  # resultCode and resultMsg of each 401, as the page lists t
     Refusal.REPLAY: ("E4015", "重复请求：X-Nonce已使用"),
 }
 REQUIRED_FIELDS: Final = ("serialNo", "licenceType", "caseNo", "holder.name", "holder.idNumber", "acceptTime")
+LICENCE_NAME: Final = "就业创业证（电子证照）"
+LICENCE_ISSUER: Final = "包头市政务服务和数据管理局"
+LICENCE_YEARS: Final = 5  # an electronic licence is valid five years from the day it is issued (page §3.3)
 
 
 # --------------------------------------------------------------------------- SM2 (GmSSL, asn1crypto)
@@ -138,7 +143,7 @@ class ELicenceSimulator(RestSimulator):
     label = "e-licence"
     sector = "e_licence"
     server_version = "DzzzSim/1.0"
-    extra_counters = ("answers_signed",)
+    extra_counters = ("answers_signed", "licences_fetched")
     reference_prefix = "DZ"
     openapi_file = OPENAPI_FILE
     canned_success = {"resultCode": OK, "resultMsg": "受理成功", "data": {"issueId": "DZ000000000000"}}
@@ -171,6 +176,7 @@ class ELicenceSimulator(RestSimulator):
         return [
             RestRoute("POST", issuance, self._signed(self._json_handler(self._submit))),
             RestRoute("GET", issuance + "/{issueId}", self._signed(self._status)),
+            RestRoute("GET", issuance + "/{issueId}/licence", self._signed(self._licence)),
         ]
 
     def _error(self, status: int, code: int, message: str) -> Reply:
@@ -254,8 +260,31 @@ class ELicenceSimulator(RestSimulator):
         data |= {"state": "ISSUED" if issued else "REFUSED", "reason": reason,
                  "issueTime": int(case.decided_at.timestamp() * 1000)}
         if issued:
-            data["licenceNo"] = f"{case.fields.get('licenceType', 'ZZ')}-{case.reference[2:]}"
+            data |= {"licenceNo": _licence_no(case.fields, case.reference), "validUntil": _valid_until(case)}
         return self._ok(data)
+
+    def _licence(self, request: Request) -> Reply:
+        """The electronic licence an ISSUED application produced (page §3.3); E4041 before it is issued."""
+        self._counters.bump("licences_fetched")
+        case = self._book.get(request.params["issueId"])
+        decision = None if case is None else self._book.decision(case)
+        if case is None or decision is None or not decision[0]:
+            return self._answer_of("E4041", "电子证照不存在或尚未签发", HTTPStatus.NOT_FOUND)
+        holder = case.fields.get("holder") or {}
+        return self._ok({"licenceNo": _licence_no(case.fields, case.reference), "licenceName": LICENCE_NAME,
+                         "issuer": LICENCE_ISSUER, "validUntil": _valid_until(case),
+                         "holder": {"name": holder.get("name"), "idNumber": holder.get("idNumber")},
+                         "fileId": f"DZZZ-{case.reference[2:]}.ofd"})
+
+
+def _licence_no(fields: dict[str, Any], reference: str) -> str:
+    return f"{fields.get('licenceType', 'ZZ')}-{reference[2:]}"
+
+
+def _valid_until(case: Case) -> str:
+    """The licence's last valid day (yyyy-MM-dd, Beijing date), LICENCE_YEARS after it was issued."""
+    issued = case.decided_at.astimezone(BEIJING).date()
+    return issued.replace(year=issued.year + LICENCE_YEARS).isoformat()
 
 
 # --------------------------------------------------------------------------- foreground use

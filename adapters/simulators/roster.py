@@ -17,6 +17,7 @@ from adapters.simulators import (
     housing_fund,
     licence_library,
     public_security,
+    rating_platform,
     social_assistance,
     social_security,
 )
@@ -52,4 +53,6 @@ ROSTER: Mapping[str, Sector] = MappingProxyType({
                                 social_assistance.DEFAULT_PORT),
     "licence_library": Sector(licence_library.LicenceLibrarySimulator, licence_library.serve,
                               licence_library.DEFAULT_PORT),
+    "rating_platform": Sector(rating_platform.RatingPlatformSimulator, rating_platform.serve,
+                              rating_platform.DEFAULT_PORT),
 })  # fmt: skip

@@ -12,6 +12,10 @@ nothing from the rest of the project so it can never share a bug with it. The co
 module never changes it. No credentials: the sector trusts its private network.
 
 Operations: SubmitCase, QueryCaseStatus, QueryContributionRecord (synchronous query).
+
+Refusals it answers (the bundle declares them under `business_error`): fhdm 3001 (final) when an application
+lacks a material the sector insists on for its matter (`INSISTED_MATERIALS`: a social security card needs 近期免冠照片),
+naming them in qscl; fhdm 9001 (retryable, "系统繁忙") while the fault mode "busy" is armed.
 """
 
 from __future__ import annotations
@@ -55,7 +59,10 @@ ENDPOINT_PATH: Final = "/shebao/case"
 WSDL_FILE: Final = Path(__file__).with_name("social_security.wsdl")
 DEFAULT_PORT: Final = 8801
 
-FAULT_MODES: Final = COMMON_FAULT_MODES
+FAULT_MODES: Final = COMMON_FAULT_MODES | {"busy"}
+# What the sector insists on beyond the province's list, per matter (the code's last 12 digits, its basic code):
+# a social security card is made with the applicant's photo, which the window may take later (optional there).
+INSISTED_MATERIALS: Final = {"000805004000": ("近期免冠照片",)}
 REQUIRED_SUBMIT_FIELDS: Final = ("qqlsh", "sxbm", "bjbh", "sqrxm", "zjlx", "zjhm", "slsj")
 
 # Return codes (fhdm) and statuses (blzt) as the sector publishes them.
@@ -63,6 +70,8 @@ FHDM_OK: Final = "0000"
 FHDM_MISSING_FIELD: Final = "1001"
 FHDM_UNKNOWN_CASE: Final = "2001"
 FHDM_UNKNOWN_PERSON: Final = "2002"
+FHDM_MATERIAL_MISSING: Final = "3001"  # final: the sector will not take the case without the materials in qscl
+FHDM_BUSY: Final = "9001"  # not now: the same request later may be taken (fault mode "busy")
 BLZT_PROCESSING: Final = "02"
 BLZT_APPROVED: Final = "03"
 BLZT_DENIED: Final = "04"
@@ -94,6 +103,13 @@ def _insured_months(bdsj: object) -> int | None:
         return None
     months = form.get("insured_months") if isinstance(form, dict) else None
     return months if isinstance(months, int) and not isinstance(months, bool) else None
+
+
+def _lacking(fields: dict[str, Any]) -> list[str]:
+    """The materials the sector insists on for the application's matter (`INSISTED_MATERIALS`) that it lacks."""
+    insisted = INSISTED_MATERIALS.get(str(fields.get("sxbm", ""))[-12:], ())
+    given = {item.get("clmc") for item in fields.get("cllb") or [] if isinstance(item, dict)}  # cllb: the cl items
+    return [name for name in insisted if name not in given]
 
 
 # --------------------------------------------------------------------------- contribution records
@@ -141,6 +157,8 @@ class SocialSecuritySimulator(SoapSimulator):
         server_error="社保业务系统内部错误，请稍后重试（模拟故障）",
     )
 
+    fault_modes = SoapSimulator.fault_modes | {"busy"}
+
     def __init__(
         self,
         host: str = "127.0.0.1",
@@ -167,6 +185,15 @@ class SocialSecuritySimulator(SoapSimulator):
         if missing:
             self._counters.bump("business_errors")
             return self._submit_reply(FHDM_MISSING_FIELD, f"缺少必填项：{'、'.join(missing)}", None)
+        if self._faults.take(frozenset({"busy"})) is not None:
+            self._counters.bump("business_errors")
+            return self._submit_reply(FHDM_BUSY, "系统繁忙，请稍后重试", None)
+        lacking = _lacking(fields)
+        if lacking:
+            self._counters.bump("business_errors")
+            return self._respond("SubmitCaseResponse", [("fhdm", FHDM_MATERIAL_MISSING),
+                                                        ("fhxx", f"申请材料不全，请补充：{'、'.join(lacking)}"),
+                                                        ("qscl", "、".join(lacking))])
         case, created = self._book.apply(fields["qqlsh"], fields)
         message = "受理成功" if created else "重复提交，返回原业务流水号"
         return self._submit_reply(FHDM_OK, message, case.reference)

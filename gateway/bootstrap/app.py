@@ -171,7 +171,7 @@ def build_gateway(settings: Settings, clock: Clock | None = None) -> Gateway:
                                           cache_s=settings.metrics_cache_ms / 1000)
     answers = SectorAnswerMetrics(lambda: registry.sectors)
     metrics_registry.register(answers)
-    units = UnitsOfWork(engine, personal)
+    units = UnitsOfWork(engine, personal, subscribers=registry.subscribers)
     service = CaseService(units, catalogue, load_calendar(settings.calendar), clock,
                           material_exists=materials.missing, warn_days=settings.warn_days,
                           supplement_days=settings.supplement_days, router=registry.route, answer_observer=answers)
@@ -184,7 +184,8 @@ def build_gateway(settings: Settings, clock: Clock | None = None) -> Gateway:
     )
     ledger = build_ledger(settings, engine, sealer, clock)
     ledger.start()
-    calls = SectorCalls(registry, bundles, service, build, NonceLedger(engine, clock), messages=ledger)
+    calls = SectorCalls(registry, bundles, service, build, NonceLedger(engine, clock), messages=ledger,
+                        rehearsal_build=adapter_builder(settings, credentials=certs, environment="test"))
     service.licences = LicenceLookup(calls)  # the hall's cited licences are confirmed through the named query
     desk = dead_letter_desk(units, clock)
     scheduler = Scheduler(engine, clock, [*scheduled_jobs(settings, engine, service, expiry, clock, sealer, desk),
@@ -271,18 +272,21 @@ def rewrap_beyond_the_store(settings: Settings, progress: Callable[[int], None] 
     return f"re-sealed personal data in {rows} row(s)" + ("; re-wrapped the logs' signing key" if signing_key else "")
 
 
-def adapter_builder(settings: Settings, credentials: CredentialSource | None = None
+def adapter_builder(settings: Settings, credentials: CredentialSource | None = None, environment: str | None = None
                     ) -> Callable[[Bundle], RegisteredAdapter]:
     """How this deployment builds a bundle's adapter: its environment's endpoint (or an override), its
-    certificates (mTLS, signatures) from `credentials`; in production never one with a published secret."""
+    certificates (mTLS, signatures) from `credentials`; in production never one with a published secret.
+    `environment`: another of the bundles' endpoints than the deployment's (rehearsals: always `test`); the
+    deployment's endpoint overrides then apply only if they are for that environment too."""
     retry = _retry_override(settings)
+    overrides = settings.sector_endpoints if environment in (None, settings.environment) else {}
 
     def build(bundle: Bundle) -> RegisteredAdapter:
         refused = bundle_refused(bundle) if settings.strict else None  # a version activated after the start
         if refused is not None:
             raise refused
-        return build_adapter(bundle, environment=settings.environment,
-                             endpoint=settings.sector_endpoints.get(bundle.sector), retry_override=retry,
+        return build_adapter(bundle, environment=environment or settings.environment,
+                             endpoint=overrides.get(bundle.sector), retry_override=retry,
                              credentials=credentials)
 
     return build

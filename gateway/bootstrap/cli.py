@@ -233,12 +233,16 @@ def ops_group() -> typer.Typer:
     from gateway.cli.audit import audit_commands, cli_actor
     from gateway.domain.clock import SystemClock
     from gateway.persistence.uow import UnitsOfWork
+    from gateway.sectors.bundle_records import BundleStore
     from ops.cli import make_ops_app
     from ops.dead_letters import DeadLetterDesk
 
     def open_desk() -> DeadLetterDesk:  # the operators' dead-letter desk without the rest of a gateway
         settings = _settings()
-        return DeadLetterDesk(UnitsOfWork(open_database(settings), personal_data(settings)), SystemClock())
+        engine, clock = open_database(settings), SystemClock()
+        # A discard may close a case: its subscribers hear of it, as from a gateway.
+        subscribers = BundleStore(engine, clock).subscribers
+        return DeadLetterDesk(UnitsOfWork(engine, personal_data(settings), subscribers=subscribers), clock)
 
     return audit_commands(make_ops_app(open_desk, cli_actor), "ops", _audit)
 

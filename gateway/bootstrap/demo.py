@@ -26,7 +26,16 @@ and two synchronous queries (housing-fund balance, marriage record); then
   11. the electronic licence sector joins with SM2 (国密): our SM2 key and certificate and the sector's
      certificate imported with `yiwang certs import`, its bundle registered, tested and activated (while the
      scenes before play: CLI processes are the slow part), a licence case decided, every request signed with
-     our SM2 key and every answer checked against the sector's certificate; the signed text of one request.
+     our SM2 key and every answer checked against the sector's certificate; the signed text of one request;
+  12. (played after scene 6) a sector refusal reaching the window as a supplement request: the social-security
+     system refuses a card application without a photo (its code declared final, way `supplement`), the case
+     is back at the window listing what the sector said is missing, the window supplements and it is approved.
+  13. a certificate fetched from a sector and filled in at unified issuing: the licence sector's status answer
+     names the licence it issued, the gateway fetches it (`fetch_certificate`) and prefills it (待出证), the
+     issuing window issues it without typing it; the timeline shows the sector's time beside ours.
+  14. the province's service-rating platform (好差评), a bundle subscribed to the case event `evaluated`: an
+     evaluation at a self-service terminal is delivered to it as a guaranteed delivery, and the platform shows
+     the rating it received (level 3 of 5, channel 5, the case and matter).
 Part of the composition root. The demo plays the sector teams too, so it names sectors, as no product module
 may (tests/unit/test_sectors_stay_out_of_the_product.py).
 """
@@ -65,6 +74,7 @@ from adapters.simulators.civil_affairs import CivilAffairsSimulator
 from adapters.simulators.e_licence import ELicenceSimulator
 from adapters.simulators.housing_fund import HousingFundSimulator
 from adapters.simulators.public_security import PublicSecuritySimulator
+from adapters.simulators.rating_platform import RatingPlatformSimulator
 from adapters.simulators.social_security import SocialSecuritySimulator
 from adapters.simulators.wssec import MessageSigning
 from certstore import sm2_self_signed
@@ -86,6 +96,7 @@ ID_CARD_RENEWAL = "11150203MB0E00080E4000114002000"  # 居民身份证换领 (�
 LICENCE = "11150200MB0H00130B3000116001000"  # 就业创业证电子证照签发 (政务服务和数据管理局): the e_licence sector
 LICENCE_PKI = DEMO_DIR / "e_licence-pki"  # scene 11: our SM2 pair and the sector's, as files to import
 UNEMPLOYMENT_MATERIALS = [{"name": "居民身份证"}, {"name": "解除或终止劳动合同证明"}, {"name": "本人银行账户"}]
+SOCIAL_SECURITY_CARD = "12150200MB1A00010L3000805004000"  # 社会保障卡申领: the sector insists on a photo
 SOCIAL_SECURITY_AGENCY = "12150200MB1A00010L"  # 包头市社会保险事业服务中心
 
 
@@ -112,6 +123,7 @@ SECRETS = {  # the simulators' default credentials, as a deployment would provid
     "YIWANG_SECRET_GJJ_CLIENT_SECRET": "s3cret",
     "YIWANG_SECRET_MZ_PASSWORD": "mz-secret",
     "YIWANG_SECRET_GA_HMAC": "ga-secret",
+    "YIWANG_SECRET_RATING_PLATFORM_TOKEN": "hcp-token",
 }
 SECTORS = ("social_security", "housing_fund", "civil_affairs", "public_security")
 
@@ -130,9 +142,12 @@ def run_demo(console: Console, base: Settings, fresh: bool = True, timeout_s: fl
         }
         licence = LicencePki(LICENCE_PKI)  # scene 11's keys: the simulator needs ours (certificate) and its own
         systems["e_licence"] = stack.enter_context(licence.simulator())
+        systems["rating_platform"] = stack.enter_context(RatingPlatformSimulator())  # scene 12
         console.rule("[bold]Yiwang 一网 demo")
         endpoints = {s: sim.url for s, sim in systems.items()}  # the deployment's YIWANG_SECTOR_ENDPOINTS
         _register_bundles(console, endpoints)
+        # It only subscribes to evaluations: no harmless call to test it with, so it is activated with --force.
+        _register(console, default_bundles_dir() / "rating_platform", endpoints, force=True)
         settings = replace(base, var_dir=DEMO_DIR, database_url=None, poll_interval_ms=200,
                            sector_endpoints=endpoints)
         gateway = build_gateway(settings)
@@ -152,6 +167,8 @@ def run_demo(console: Console, base: Settings, fresh: bool = True, timeout_s: fl
             ok = scene(console, gateway, systems["social_security"], desk, timeout_s) and ok
         ok = _mutual_tls(console, gateway, endpoints, desk, stack, timeout_s) and ok
         ok = _electronic_licence(console, gateway, systems["e_licence"], desk, joining, timeout_s) and ok
+        ok = _certificate_prefilled(console, systems["e_licence"], desk, timeout_s) and ok
+        ok = _rated(console, systems["rating_platform"], desk, timeout_s) and ok
         ok = _logs_intact(console, gateway) and ok
         console.print({s: sim.counters["cases_created"] for s, sim in systems.items()}, "cases applied per sector")
     console.rule("[green]demo succeeded" if ok else "[red]demo failed")
@@ -164,16 +181,19 @@ def _register_bundles(console: Console, endpoints: dict[str, str]) -> None:
         _register(console, default_bundles_dir() / sector, endpoints)
 
 
-def _register(console: Console, folder: Path, endpoints: dict[str, str]) -> str:
+def _register(console: Console, folder: Path, endpoints: dict[str, str], *, force: bool = False) -> str:
     """`yiwang adapters register`, `test` (against the sector's system, at `endpoints`) and `activate` one
-    bundle folder; its version."""
+    bundle folder (`force`: without a passing test, for a bundle that has no harmless call); its version."""
     bundle = load_bundle(folder)
     _yiwang("adapters", "register", str(folder))
-    _yiwang("adapters", "test", bundle.sector, bundle.version,
-            YIWANG_SECTOR_ENDPOINTS=",".join(f"{sector}={url}" for sector, url in endpoints.items()))
-    _yiwang("adapters", "activate", bundle.sector, bundle.version)
-    console.print(f"$ yiwang adapters register {_shown(folder)} && yiwang adapters test {bundle.sector} "
-                  f"{bundle.version} && yiwang adapters activate {bundle.sector} {bundle.version}", highlight=False)
+    activate = ("adapters", "activate", bundle.sector, bundle.version, *(("--force",) if force else ()))
+    if not force:
+        _yiwang("adapters", "test", bundle.sector, bundle.version,
+                YIWANG_SECTOR_ENDPOINTS=",".join(f"{sector}={url}" for sector, url in endpoints.items()))
+    _yiwang(*activate)
+    tested = "" if force else f" && yiwang adapters test {bundle.sector} {bundle.version}"
+    console.print(f"$ yiwang adapters register {_shown(folder)}{tested} && yiwang {shlex.join(activate)}",
+                  highlight=False)
     return bundle.version
 
 
@@ -217,6 +237,7 @@ def _play(console: Console, desk: Desk, timeout_s: float) -> bool:
         ("4 并联审批：职工退休一件事（社保 SOAP + 公积金 REST 两个部门系统），绿色通道，快递送达", _parallel_approval),
         ("5 民政：最低生活保障审批（SOAP 1.2 + WS-Security）", _civil_affairs),
         ("6 公安：居民身份证换领（HMAC 签名，部门系统回调办理结果）", _public_security),
+        ("12 部门系统退回补正：社保卡缺少照片 → 社保系统拒收（3001）→ 窗口补正 → 继续办理 → 准予", _sector_refusal),
     ]
     ok = True
     for title, scene in scenes:
@@ -299,6 +320,26 @@ def _public_security(desk: Desk, timeout_s: float) -> str:
                                  "materials": [{"name": "居民户口簿"}, {"name": "原居民身份证"}]})
     case = _wait(desk.window, case["case_no"], "approved", timeout_s)  # decided by the sector's callback
     _issue_and_deliver(desk, case, {"method": "express", "tracking_no": "SF5550001111"})
+    return str(case["case_no"])
+
+
+def _sector_refusal(desk: Desk, timeout_s: float) -> str:
+    """12: the sector refuses a social security card application without a photo (fhdm 3001, declared final with
+    the way `supplement` in its bundle): the case comes back to the window as a supplement request listing what
+    the sector said is missing, with its own message on the timeline; the window supplements, the case goes on
+    and the sector, asked again under a new round's key, approves it."""
+    case = _submit(desk.window, {"matter_code": SOCIAL_SECURITY_CARD, "channel": "city_window",
+                                 "applicant": {"name": "孙玉梅", "id_number": "150205199203150049",
+                                               "phone": "13847100012"},
+                                 "materials": [{"name": "居民身份证"}]})
+    case = _wait(desk.window, case["case_no"], "supplement_required", timeout_s)
+    _expect(case["missing_materials"] == ["近期免冠照片"], f"the sector's list is {case['missing_materials']}")
+    events = desk.window.get(f"/v1/cases/{case['case_no']}/events").json()["items"]
+    sent_back = next(e for e in events if e["trigger"] == "send_back")
+    _expect(sent_back["data"].get("sector_code") == "3001", f"the send-back says {sent_back['data']}")
+    _post(desk.window, case["case_no"], "supplement", {"materials": [{"name": "近期免冠照片"}]})
+    case = _wait(desk.window, case["case_no"], "approved", timeout_s)
+    _issue_and_deliver(desk, case, {"method": "pickup", "received_by": "孙玉梅"})
     return str(case["case_no"])
 
 
@@ -608,6 +649,68 @@ def _electronic_licence(console: Console, gateway: Gateway, sector: ELicenceSimu
     return True
 
 
+def _certificate_prefilled(console: Console, sector: ELicenceSimulator, desk: Desk, timeout_s: float) -> bool:
+    """12: the licence the sector issued reaches unified issuing filled in. Its status answer named the licence
+    number and validity; the gateway fetched the licence (its bundle's `fetch_certificate`) and prefilled it
+    (`certificate_draft`, 待出证); the issuing window issues it with no body — nothing typed — and hands it over."""
+    title = "12 部门签发证照 → 网关获取证照（fetch_certificate）→ 统一出证窗口待出证、直接出证 → 窗口领取"
+    try:
+        case = _submit(desk.window, {"matter_code": LICENCE, "channel": "city_window",
+                                     "applicant": {"name": "李秀英", "id_number": "150203198503120039"},
+                                     "materials": [{"name": "居民身份证"}, {"name": "纸质就业创业证"}],
+                                     "form": {"licence_no": "2026020300000812", "issue_date": "2025-04-02",
+                                              "issuing_authority": "包头市就业服务中心"}})
+        case = _wait_for(desk.window, case["case_no"], lambda c: c["certificate_draft"] is not None, timeout_s,
+                         "a prefilled certificate")
+        draft = case["certificate_draft"]
+        issued = desk.issuing.post(f"/v1/cases/{case['case_no']}/certificate")  # no body: the one prefilled
+        _expect(issued.status_code == 200, f"issuing failed {issued.status_code} {issued.text}")
+        _expect(issued.json()["certificate"]["number"] == draft["number"], "another number was issued")
+        _post(desk.issuing, case["case_no"], "delivery", {"method": "pickup", "received_by": "李秀英"})
+    except (DemoFailed, httpx.HTTPError, KeyError) as exc:
+        console.print(f"[red]{title}: {exc}")
+        return False
+    console.print(f"待出证 from {draft['sector']}: {draft['name']} No. {draft['number']}, issued by {draft['issuer']}, "
+                  f"valid until {draft['valid_until']} (the sector served {sector.counters['licences_fetched']} "
+                  "licences)", highlight=False)
+    _print_timeline(console, title, desk.window.get(f"/v1/cases/{case['case_no']}").json(),
+                    desk.window.get(f"/v1/cases/{case['case_no']}/events").json()["items"])
+    return True
+
+
+def _rated(console: Console, platform: RatingPlatformSimulator, desk: Desk, timeout_s: float) -> bool:
+    """14: an evaluation goes to the province's rating platform (好差评), the sector subscribed to `evaluated`:
+    a guaranteed delivery of its own (outbox row, retries, dead letter, replay), the case unchanged by it. The
+    platform's own API then shows the rating it received."""
+    title = "14 好差评：办件评价作为有保证的投递送达省好差评系统（订阅 evaluated 事件，一事一评）"
+    console.print(f"[bold]{title}")
+    try:
+        case = _unemployment(desk.hall, "mobile", {"name": "赵淑芬", "id_number": "150204196802143326"}, 24,
+                             "2026-10-15")
+        case = _wait(desk.window, case["case_no"], "approved", timeout_s)
+        _issue_and_deliver(desk, case, {"method": "pickup", "received_by": "赵淑芬"})
+        _post(desk.hall, case["case_no"], "evaluation", {"level": "basically_satisfied", "channel": "hall_terminal",
+                                                           "text": "窗口排队时间稍长"})
+        deadline = time.monotonic() + timeout_s
+        while not any(r.case_no == case["case_no"] for r in platform.ratings):
+            _expect(time.monotonic() < deadline, f"the rating platform did not receive {case['case_no']}'s rating")
+            time.sleep(0.1)
+        shown = httpx.get(f"{platform.url}/hcp/v1/ratings/{case['case_no']}",
+                          headers={"Authorization": f"Bearer {SECRETS['YIWANG_SECRET_RATING_PLATFORM_TOKEN']}"})
+        _expect(shown.status_code == 200, f"the platform shows no rating: {shown.status_code} {shown.text}")
+        rating = shown.json()["data"]
+        _expect((rating["level"], rating["channel"]) == ("3", "5"), f"the platform holds {rating}")
+    except (DemoFailed, httpx.HTTPError, KeyError) as exc:
+        console.print(f"[red]{title}: {exc}")
+        return False
+    console.print(f"GET {platform.url}/hcp/v1/ratings/{case['case_no']} → {json.dumps(rating, ensure_ascii=False)} "
+                  f"(基本满意 = 3, 自助终端 = 5); the platform holds {len(platform.ratings)} ratings, one per "
+                  "evaluated case, scene 1's too", highlight=False)
+    _print_timeline(console, title, desk.window.get(f"/v1/cases/{case['case_no']}").json(),
+                    desk.window.get(f"/v1/cases/{case['case_no']}/events").json()["items"])
+    return True
+
+
 def _logs_intact(console: Console, gateway: Gateway) -> bool:
     """What `yiwang audit verify` checks: every record of the audit and message logs still as written."""
     gateway.ledger.checkpoint()
@@ -688,10 +791,11 @@ def _expect(condition: bool, message: str) -> None:
 
 
 def _print_timeline(console: Console, title: str, view: dict[str, Any], events: list[dict[str, Any]]) -> None:
-    table = Table("#", "Beijing time", "step", "state", "actor", "reason", title=f"{title}\n{view['case_no']}",
-                  title_justify="left")
-    for e in events:
-        table.add_row(str(e["seq"]), e["at"][11:23], e["trigger"], e["to_state"], e["actor"], e["reason"])
+    table = Table("#", "Beijing time", "sector's time", "step", "state", "actor", "reason",
+                  title=f"{title}\n{view['case_no']}", title_justify="left")
+    for e in events:  # the sector's own time of a decision beside ours (when we learnt it)
+        table.add_row(str(e["seq"]), e["at"][11:23], (e.get("sector_at") or "")[11:23], e["trigger"], e["to_state"],
+                      e["actor"], e["reason"])
     console.print(table)
     facts = {k: view[k] for k in ("state_label", "receipt_no", "promised_by", "green_channel", "opinion",
                                   "completion", "evaluation") if view[k]}

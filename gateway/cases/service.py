@@ -17,13 +17,14 @@ from typing import Any, Protocol
 import structlog
 from sqlalchemy.exc import IntegrityError
 
-from adapters import FailureClass, Operation
+from adapters import FailureClass, Operation, SectorRefusal
 from gateway.cases.views import case_view
 from gateway.catalogue.forms import checked_form
 from gateway.domain import answers, lifecycle
 from gateway.domain.answers import AnswerMismatch
 from gateway.domain.calendar import WorkingCalendar
 from gateway.domain.case import (
+    WAYS_FORWARD,
     Actor,
     ActorKind,
     Agent,
@@ -45,6 +46,7 @@ from gateway.domain.clock import Clock, shanghai_date
 from gateway.domain.codes import id_number_problem
 from gateway.domain.matter import Department, HandlingForm, Matter
 from gateway.domain.provenance import LicenceRefused, verified_licence
+from gateway.domain.results import CertificateDraft, ResultProblem, SectorResult, fetched_certificate
 from gateway.persistence.keyset import Key
 from gateway.persistence.personal_data import PersonalData
 from gateway.persistence.repository import (
@@ -375,6 +377,7 @@ class CaseService:
         def change(case: Case, matter: Matter, now: datetime) -> list[Task]:
             _own_task(case, task_id, department)
             lifecycle.conclude_task(case, task_id, decision, opinion, actor, now)
+            lifecycle.issue_automatically(case, matter, now)  # a co-department's licence fetched before
             return []
 
         return self.change(case_no, change, expected_version)
@@ -402,8 +405,10 @@ class CaseService:
         return self.change(case_no, change, expected_version)
 
     # -- unified issuing and delivery, evaluation -------------------------------------------------
-    def issue_certificate(self, case_no: str, certificate: Certificate, actor: Actor,
+    def issue_certificate(self, case_no: str, certificate: Certificate | None, actor: Actor,
                           expected_version: int | None = None) -> Case:
+        """统一出证. `certificate` None: the one its sector issued, prefilled (待出证); CaseRuleViolation if none is,
+        or if a given certificate's number is not the prefilled one's."""
         return self.change(case_no, _quiet(lambda c, m, now: lifecycle.issue_certificate(c, certificate, actor, now)),
                            expected_version)
 
@@ -473,13 +478,71 @@ class CaseService:
                 # Undecided — or decided during a special procedure: ask again until it can be recorded.
                 uow.outbox.reschedule(message.id, now + poll_after)
                 return
+            try:
+                facts = SectorResult.read(result)
+            except ResultProblem as problem:  # a time without its zone is never guessed: the operators see it
+                _dead_letter(uow, message, now, f"the decision cannot be recorded: {problem}", dict(result))
+                log.warning("sector decision unreadable", sector=message.sector, case_no=case.case_no,
+                            detail=str(problem))
+                return
             lifecycle.conclude_task(case, message.task_id, decision, result.get("opinion") or "", _sector(message),
-                                    now)
+                                    now, facts)
+            lifecycle.issue_automatically(case, matter, now)
             uow.outbox.complete(message.id, now)
 
         recorded = self._record(message, owner, change)
         for mismatch in refused:
             self._refused(message.sector, "poll", mismatch)
+        return recorded
+
+    def record_refusal(self, message: OutboxMessage, owner: str, refusal: SectorRefusal) -> bool:
+        """A sector's final refusal of a task's submission, recorded in one transaction: the message settled and
+        the way forward its mapping names applied (`lifecycle.settle`) by the sector's department, with the
+        sector's own message as the reason and its code and message in the event. A supplement the sector named
+        nothing for goes to the back office instead (the event says so). A refusal the case can no longer take
+        that way (it moved on: suspended, waiting for another supplement) is a dead letter for an operator."""
+        def change(case: Case, matter: Matter, now: datetime, uow: UnitOfWork) -> None:
+            task = case.task(message.task_id)
+            if task.state.ended or task.round != message.round:
+                uow.outbox.complete(message.id, now)  # the task moved on: a refusal of what it was changes nothing
+                return
+            way, reason, note = refusal_way(task, refusal)
+            actor = _sector(message)
+            try:
+                case.require(WAYS_FORWARD[way].trigger, actor)
+            except ForbiddenTransition as forbidden:
+                _dead_letter(uow, message, now, f"{message.sector} refused: {refusal.sector_message}; {forbidden}",
+                             {**note, "way": str(way), "missing": list(refusal.missing)}, FailureClass.SECTOR_FAULT)
+                return
+            before = task_snapshot(case)
+            lifecycle.settle(case, task.task_id, way, actor, now, reason, refusal.missing, note)
+            uow.outbox.complete(message.id, now)
+            store_change(uow, case, before, (), now)
+
+        return self._record(message, owner, change)
+
+    def record_certificate(self, message: OutboxMessage, owner: str, result: Mapping[str, Any]) -> bool:
+        """The certificate a sector issued, fetched: prefilled for unified issuing (待出证) — and issued by the
+        gateway where the matter says so. One the answer cannot give (no number, a number other than the one the
+        decision named) becomes a `validation` dead letter; the case stays as it was."""
+        refused: list[str] = []
+
+        def change(case: Case, matter: Matter, now: datetime, uow: UnitOfWork) -> None:
+            task = case.task(message.task_id)
+            try:
+                certificate, holder_name, file_ref = fetched_certificate(result, task.department)
+                draft = CertificateDraft(certificate, message.sector, task.task_id, now, holder_name, file_ref)
+                lifecycle.prefill_certificate(case, draft, _sector(message), now)
+            except ResultProblem as problem:
+                refused.append(f"the certificate cannot be prefilled: {problem}")
+                _dead_letter(uow, message, now, refused[-1], dict(result))
+                return
+            lifecycle.issue_automatically(case, matter, now)
+            uow.outbox.complete(message.id, now)
+
+        recorded = self._record(message, owner, change)
+        for why in refused:
+            log.warning("sector certificate refused", sector=message.sector, case_no=message.case_no, detail=why)
         return recorded
 
     def record_cancelled(self, message: OutboxMessage, owner: str) -> bool:
@@ -506,6 +569,7 @@ class CaseService:
             holder = uow.cases.task_for_sector_ref(sector, sector_ref)
         case_no = holder[0] if holder is not None else answers.case_to_bind(sector_ref, found)
         decision = _DECISIONS.get(str(result.get("status", "")))
+        facts = SectorResult.read(result) if decision is not None else None  # ResultProblem: nothing changes
         actor = Actor(ActorKind.DEPARTMENT, f"sector:{sector}")
 
         def change(case: Case, matter: Matter, now: datetime) -> list[Task]:
@@ -515,7 +579,9 @@ class CaseService:
                                     answer_ref=sector_ref)
             lifecycle.start_task(case, task.task_id, actor, now, sector_ref)
             if decision is not None:
-                lifecycle.conclude_task(case, task.task_id, decision, str(result.get("opinion") or ""), actor, now)
+                lifecycle.conclude_task(case, task.task_id, decision, str(result.get("opinion") or ""), actor, now,
+                                        facts)
+                lifecycle.issue_automatically(case, matter, now)
             return []
 
         try:
@@ -536,6 +602,16 @@ class CaseService:
             now = self.clock.now()
             uow.outbox.mark_dead(message.id, now)
             uow.dead_letters.add(message, failure, now)
+            uow.commit()
+        return True
+
+    def record_bad_answer(self, message: OutboxMessage, owner: str, backoff: timedelta) -> bool:
+        """A status answer that could not be read: counted on the message and asked again after `backoff`; the
+        case is not touched (the message log holds the answer)."""
+        with self.uow() as uow:
+            if not uow.outbox.holds_lease(message.id, owner):
+                return False
+            uow.outbox.bad_answer(message.id, self.clock.now() + backoff)
             uow.commit()
         return True
 
@@ -628,6 +704,7 @@ class CaseService:
             if case is None:
                 raise CaseNotFound(message.case_no)
             now = self.clock.now()
+            before = task_snapshot(case)
             try:
                 change(case, self.matter_of(case), now, uow)
             except ForbiddenTransition:
@@ -638,11 +715,19 @@ class CaseService:
                 return False
             if case.new_events:
                 uow.cases.save(case, now)
+                _enqueue_certificate_fetches(uow, case, before, now)
             uow.commit()
         return True
 
+    def record_event_delivered(self, message: OutboxMessage, owner: str) -> bool:
+        """A subscribed sector took a case event: its delivery is done; the case does not change."""
+        return self._complete(message, owner)
+
     def settle_without_sending(self, message: OutboxMessage, owner: str) -> bool:
         """The case ended before its message left (withdrawn, not accepted): there is nothing to send."""
+        return self._complete(message, owner)
+
+    def _complete(self, message: OutboxMessage, owner: str) -> bool:
         with self.uow() as uow:
             if not uow.outbox.holds_lease(message.id, owner):
                 return False
@@ -817,7 +902,19 @@ def store_change(repos: Repositories, case: Case, before: Mapping[str, Task], to
         if task.sector_told is False and earlier.sector_told is not False and earlier.sector is not None:
             repos.outbox.add(case.case_no, earlier.sector, Operation.CANCEL_CASE, task.task_id, now, priority,
                              task.round)
+    _enqueue_certificate_fetches(repos, case, before, now)
     _enqueue(repos, case, list(to_deliver), now)
+
+
+def _enqueue_certificate_fetches(repos: Repositories, case: Case, before: Mapping[str, Task], now: datetime) -> None:
+    """A task its sector has just approved saying it issued a certificate: the certificate is fetched from that
+    sector (`fetch_certificate`, delivered like any message), to be prefilled for unified issuing."""
+    for task in case.tasks:
+        earlier = before.get(task.task_id)
+        if lifecycle.certificate_to_fetch(task) and (earlier is None or not earlier.state.concluded):
+            assert task.sector is not None
+            repos.outbox.add(case.case_no, task.sector, Operation.FETCH_CERTIFICATE, task.task_id, now,
+                             _priority(case), task.round)
 
 
 def _enqueue(repos: Repositories, case: Case, tasks: list[Task], now: datetime) -> None:
@@ -857,10 +954,25 @@ def _once_more_on_clash(record: Callable[[], bool]) -> bool:
         return record()
 
 
-def _dead_letter(uow: UnitOfWork, message: OutboxMessage, now: datetime, why: str, answer: dict[str, Any]) -> None:
+def _dead_letter(uow: UnitOfWork, message: OutboxMessage, now: datetime, why: str, answer: dict[str, Any],
+                 failure: FailureClass = FailureClass.VALIDATION) -> None:
     """A sector's answer that cannot be recorded on its case: the message dies with it, the case stays."""
     uow.outbox.mark_dead(message.id, now)
-    uow.dead_letters.add(message, Failure(str(FailureClass.VALIDATION), why, attempts=1, last_response=answer), now)
+    uow.dead_letters.add(message, Failure(str(failure), why, attempts=1, last_response=answer), now)
+
+
+NO_MISSING_LIST = "业务系统要求补正但未列明需补正的材料，转部门后台办理"
+
+
+def refusal_way(task: Task, refusal: SectorRefusal) -> tuple[WayForward, str, dict[str, Any]]:
+    """The way forward of a sector's final refusal, the reason on the timeline (the sector's own message) and
+    what the event adds: the sector's code and message, and why a supplement became a hand-over."""
+    way = WayForward(refusal.way)
+    note: dict[str, Any] = {"sector_code": refusal.code, "sector_message": refusal.sector_message}
+    if way is WayForward.SUPPLEMENT and not refusal.missing:  # nothing to list at the window: a clerk decides
+        way, note["fallback"] = WayForward.BACK_OFFICE, NO_MISSING_LIST
+    reason = refusal.sector_message.strip() or f"{task.department}业务系统不予办理（{refusal.code}）"
+    return way, reason, note
 
 
 def _sector(message: OutboxMessage) -> Actor:

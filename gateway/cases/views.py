@@ -6,11 +6,13 @@ Personal data is masked; times are Beijing time. Texts a person reads are Chines
 from __future__ import annotations
 
 from dataclasses import asdict
+from datetime import datetime
 from typing import Any
 
-from gateway.domain.case import Case, CaseEvent, Trigger
+from gateway.domain.case import Case, CaseEvent, Certificate, Trigger
 from gateway.domain.clock import beijing_text
 from gateway.domain.matter import Matter
+from gateway.domain.results import CertificateDraft, SectorResult
 from gateway.observability.logs import mask_text, mask_value
 
 STATE_LABELS = {
@@ -90,18 +92,41 @@ def case_view(case: Case) -> dict[str, Any]:
             {"task_id": t.task_id, "department": t.department, "credit_code": t.credit_code, "lead": t.lead,
              "via": "sector_system" if t.sector else "back_office", "state": str(t.state),
              "sector_ref": t.sector_ref, "opinion": _masked(t.opinion), "round": t.round,
-             "sector_told": t.sector_told}
+             "sector_told": t.sector_told, "result": _sector_result(t.result)}
             for t in case.tasks
         ],
         "opinion": _masked(case.opinion),
-        "certificate": None if case.certificate is None else {
-            "name": case.certificate.name, "number": case.certificate.number, "issuer": case.certificate.issuer,
-            "valid_until": case.certificate.valid_until.isoformat() if case.certificate.valid_until else None},
+        "certificate": _certificate(case.certificate),
+        "certificate_draft": _certificate_draft(case.certificate_draft),
         "delivery": None if case.delivery is None else vars(case.delivery).copy(),
         "evaluation": None if case.evaluation is None else vars(case.evaluation).copy(),
         "completion": str(case.completion) if case.completion else None,
         "version": case.version,
     }
+
+
+def _certificate(certificate: Certificate | None) -> dict[str, Any] | None:
+    if certificate is None:
+        return None
+    return {"name": certificate.name, "number": certificate.number, "issuer": certificate.issuer,
+            "valid_until": certificate.valid_until.isoformat() if certificate.valid_until else None}
+
+
+def _certificate_draft(draft: CertificateDraft | None) -> dict[str, Any] | None:
+    """待出证: the certificate as the sector issued it, and where it came from (the holder's name is not shown:
+    the case's applicant is)."""
+    if draft is None:
+        return None
+    return {**(_certificate(draft.certificate) or {}), "label": "待出证", "sector": draft.sector,
+            "task_id": draft.task_id, "fetched_at": beijing_text(draft.fetched_at), "file_ref": draft.file_ref}
+
+
+def _sector_result(result: SectorResult | None) -> dict[str, Any] | None:
+    """What the sector's decision said besides: its time (Beijing time, as every time we show), certificate,
+    document."""
+    if result is None:
+        return None
+    return {**result.as_data(), "decided_at": beijing_text(result.decided_at) if result.decided_at else None}
 
 
 def _promised_by(case: Case) -> str | None:
@@ -113,13 +138,28 @@ def event_view(event: CaseEvent) -> dict[str, Any]:
     return {
         "seq": event.seq,
         "at": beijing_text(event.at),
+        # The sector's own time of what the event records (its decision), beside ours: when we learnt it.
+        "sector_at": _sector_at(event),
         "trigger": str(event.trigger),
         "from_state": str(event.from_state) if event.from_state else None,
         "to_state": str(event.to_state),
         "actor": str(event.actor),
         "reason": mask_text(event.reason),  # free text a clerk typed may hold a number
-        "data": mask_value(dict(event.data)),
+        "data": mask_value(_shown_data(event)),
     }
+
+
+def _sector_at(event: CaseEvent) -> str | None:
+    sector_at = event.data.get("sector_at")
+    return beijing_text(datetime.fromisoformat(sector_at)) if isinstance(sector_at, str) else None
+
+
+def _shown_data(event: CaseEvent) -> dict[str, Any]:
+    """The event's data as the caller reads it: an instant in Beijing time, like every instant we send."""
+    data = dict(event.data)
+    if "sector_at" in data:
+        data["sector_at"] = _sector_at(event)
+    return data
 
 
 def document(case: Case, matter: Matter, kind: str) -> dict[str, Any]:

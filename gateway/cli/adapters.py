@@ -1,8 +1,9 @@
 """`yiwang adapters …`: what a sector IT team (or an operator on their behalf) does with bundles.
 
-validate (offline) → register → test (against the sector's test endpoint) → activate; rollback and retire;
-`sign` shows what a version's signing recipe signs for a sample request.
-`activate` needs the version's last test to have ended `accepted`, or `--force` (the audit record says so).
+validate (offline) → register → test and rehearse (against the sector's test endpoint) → activate; rollback and
+retire; `sign` shows what a version's signing recipe signs for a sample request.
+`activate` needs the version's last test to have ended `accepted` or its last rehearsal to have passed, or `--force`
+(the audit record says so).
 Every command prints a readable line or table; bad input is a red message and a non-zero exit, never a
 traceback.
 """
@@ -11,10 +12,10 @@ from __future__ import annotations
 
 import getpass
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -23,7 +24,8 @@ from adapters import bundle_warnings, load_bundle, validate_bundle
 from gateway.cli import output
 from gateway.cli.common import PROBLEMS_FOUND, UNAVAILABLE, exit_code
 from gateway.cli.output import Column, JsonOption
-from gateway.persistence.bundle_tables import ACCEPTED, ACTIVE, REFUSED, UNREACHABLE
+from gateway.domain.clock import instants_as_beijing_text
+from gateway.persistence.bundle_tables import ACCEPTED, PASSED, REFUSED, UNREACHABLE
 from gateway.sectors.bundle_records import (
     BundleConflict,
     BundleInvalid,
@@ -35,6 +37,7 @@ from gateway.sectors.bundle_records import (
 )
 from gateway.sectors.calls import PreviewFailed, SectorCalls
 from gateway.sectors.live_registry import NoActiveAdapter
+from gateway.sectors.rehearsals import NoRehearsal
 from gateway.security.approvals import cli_refusal
 
 console = Console()
@@ -43,7 +46,7 @@ err = Console(stderr=True)
 
 def make_adapters_app(open_store: Callable[[], BundleStore], open_calls: Callable[[], SectorCalls],
                       four_eyes: Callable[[], bool] = lambda: False) -> typer.Typer:
-    app = typer.Typer(help="Sector bundles: validate, register, test, activate, roll back, retire.",
+    app = typer.Typer(help="Sector bundles: validate, register, test, rehearse, activate, roll back, retire.",
                       no_args_is_help=True)
     actor = f"cli:{getpass.getuser()}"
 
@@ -66,7 +69,11 @@ def make_adapters_app(open_store: Callable[[], BundleStore], open_calls: Callabl
             version = open_store().register(read_archive(source), actor)
         for warning in version.summary.get("warnings", []):
             err.print(f"[yellow]warning: {warning}", highlight=False)
-        console.print(f"registered {version.sector} {version.version} (sha256 {version.sha256[:12]}…)")
+        # One line, the version third: scripts read it with `awk '{print $3}'`.
+        items = version.summary.get("rehearsal_items", 0)
+        console.print(f"registered {version.sector} {version.version} (sha256 {version.sha256[:12]}…; "
+                      f"last rehearsal: {rehearsed_text(version.public())}, {items} item(s) in its rehearsal file)",
+                      highlight=False, markup=False, soft_wrap=True)
 
     @app.command("test")
     def test_(sector: str, version: str) -> None:
@@ -84,12 +91,27 @@ def make_adapters_app(open_store: Callable[[], BundleStore], open_calls: Callabl
             raise typer.Exit(UNAVAILABLE if tested.test_outcome == UNREACHABLE else PROBLEMS_FOUND)
 
     @app.command()
+    def rehearse(sector: str, version: str, as_json: JsonOption = False) -> None:
+        """Run the version's rehearsal file against the sector's test endpoint (keys `rehearsal:…`, no gateway
+        case; what it created is cancelled where the bundle can) and record the result: exit 1 when an item did
+        not answer as expected, 5 when the sector did not answer at all, 2 when the version has no rehearsal file."""
+        with readable_errors():
+            report = instants_as_beijing_text(open_calls().rehearse(sector, version).rehearsal_result or {})
+        if as_json:
+            output.print_object(report, as_json=True)
+        else:
+            _print_rehearsal(sector, version, report)
+        if report.get("outcome") != PASSED:
+            raise typer.Exit(UNAVAILABLE if report.get("unreachable") else PROBLEMS_FOUND)
+
+    @app.command()
     def activate(sector: str, version: str,
                  force: Annotated[bool, typer.Option(
-                     "--force", help="activate although the last test did not end `accepted` (or none ran)")] = False,
+                     "--force", help="activate although neither the last test ended `accepted` nor the last "
+                                     "rehearsal passed (or none ran)")] = False,
                  ) -> str | None:
         """Make this version the one every process uses (no restart). Refused when four-eyes is on, and (exit 2)
-        when its last test did not end `accepted` unless --force."""
+        when neither its last test ended `accepted` nor its last rehearsal passed, unless --force."""
         with readable_errors():
             if four_eyes():
                 raise cli_refusal(f"activating {sector} {version}",
@@ -97,10 +119,8 @@ def make_adapters_app(open_store: Callable[[], BundleStore], open_calls: Callabl
             store = open_store()
             before = store.get(sector, version)
             _print(store.activate(sector, version, actor, force=force))
-        # What the audit record's outcome says (`ok: …`): a forced activation and the test it went past.
-        if before.test_outcome == ACCEPTED or before.status == ACTIVE:
-            return None
-        return f"forced, last test {before.test_outcome or 'never run'}"
+        # What the audit record's outcome says (`ok: …`): a forced activation and the test and rehearsal it went past.
+        return before.forced()
 
     @app.command()
     def rollback(sector: str) -> None:
@@ -117,7 +137,7 @@ def make_adapters_app(open_store: Callable[[], BundleStore], open_calls: Callabl
     @app.command("list")
     def list_(sector: Annotated[str | None, typer.Argument(help="only this sector's versions")] = None,
               as_json: JsonOption = False) -> None:
-        """Every registered version, its status and test result."""
+        """Every registered version, its status, last test and last rehearsal."""
         rows = [{**v.public(), "registered_at": v.registered_at, "activated_at": v.activated_at}
                 for v in open_store().versions(sector)]
         output.print_rows(rows, COLUMNS, as_json=as_json, title="bundle versions")
@@ -154,9 +174,32 @@ def make_adapters_app(open_store: Callable[[], BundleStore], open_calls: Callabl
 
 COLUMNS = (Column("sector"), Column("version", identifier=True), Column("status"), Column("kind"),
            Column("registered_at", "registered"), Column("registered_by", "by"),
-           Column("test_outcome", "tested", shown=lambda row: row["test_outcome"] or ""))
+           Column("test_outcome", "tested", shown=lambda row: row["test_outcome"] or ""),
+           Column("rehearsal", "rehearsed", shown=lambda row: rehearsed_text(row) if row["rehearsal"] else ""))
+REHEARSAL_COLUMNS = (Column("name", "item"), Column("operation"), Column("passed", "result",
+                     shown=lambda row: "pass" if row["passed"] else "FAIL"),
+                     Column("reasons", "why"), Column("request", shown=lambda row: output.json_text(row["request"])),
+                     Column("answer", shown=lambda row: output.json_text(row["answer"])))
 TEST_LINES = {UNREACHABLE: "NOT reachable", REFUSED: "reachable, but our credentials were refused",
               ACCEPTED: "reachable, credentials accepted"}
+
+
+def rehearsed_text(public: Mapping[str, Any]) -> str:
+    """A version's last rehearsal in a few words: "passed 4/4 2026-12-07 19:20"; "none" if never rehearsed."""
+    last = public["rehearsal"]
+    if last is None:
+        return "none"
+    return f"{last['outcome']} {last['passed']}/{last['total']} {str(last['at'])[:16].replace('T', ' ')}"
+
+
+def _print_rehearsal(sector: str, version: str, report: dict[str, Any]) -> None:
+    title = f"rehearsal of {sector} {version}: {report['outcome']} {report['passed']}/{report['total']}"
+    output.print_rows(report["items"], REHEARSAL_COLUMNS, as_json=False, title=title)
+    for cancelled in report["cleanup"]:
+        said = "cancelled" if cancelled.get("cancelled") else f"NOT cancelled: {output.json_text(cancelled)}"
+        console.print(f"  {cancelled['sector_ref']} ({cancelled['item']}): {said}", highlight=False, markup=False)
+    if report.get("note"):
+        console.print(f"  {report['note']}", highlight=False, markup=False)
 
 
 def _print(version: BundleVersion) -> None:
@@ -172,6 +215,6 @@ def readable_errors() -> Iterator[None]:
             err.print(f"[red]{problem}")
         raise typer.Exit(2) from exc
     except (BundleConflict, VersionUntested, UnknownBundle, NoActiveAdapter, PreviewFailed, PermissionError,
-            OSError) as exc:
+            NoRehearsal, OSError) as exc:
         err.print(f"[red]error: {exc}")
         raise typer.Exit(exit_code(exc)) from exc  # 3 for an unknown bundle, 4 for four eyes

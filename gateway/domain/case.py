@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final
 
 from gateway.domain.deadline import Deadline
 from gateway.domain.provenance import Provenance, TrustLevel
+from gateway.domain.results import Certificate as Certificate  # re-exported: where callers always found it
+from gateway.domain.results import CertificateDraft, SectorResult
 
 
 class CaseState(StrEnum):
@@ -67,6 +69,7 @@ class Trigger(StrEnum):
     HAND_TO_BACK_OFFICE = "hand_to_back_office"  # a task leaves its sector system for the department's back office
     TASK_CANCELLED = "task_cancelled"  # an open task ends with its case (withdrawn, voided…) or on its own
     SECTOR_TOLD = "sector_told"  # a sector confirmed it cancelled its part (after the case ended)
+    CERTIFICATE_FETCHED = "certificate_fetched"  # a sector's certificate, fetched, waits at unified issuing (待出证)
 
 
 class ActorKind(StrEnum):
@@ -140,7 +143,8 @@ TRANSITIONS: Final[Mapping[Trigger, Transition]] = {
     Trigger.APPROVE: _t([S.IN_PROCESS], S.APPROVED, K.DEPARTMENT),
     Trigger.DENY: _t([S.IN_PROCESS], S.DENIED, K.DEPARTMENT),
     Trigger.RETURN: _t([S.ACCEPTED, S.IN_PROCESS], S.RETURNED, *SETTLERS),  # from accepted: returned before any start
-    Trigger.ISSUE_CERTIFICATE: _t([S.APPROVED], S.CERTIFICATE_ISSUED, K.ISSUING_WINDOW),
+    # The gateway issues too: an electronic certificate a sector issued, where the matter says so.
+    Trigger.ISSUE_CERTIFICATE: _t([S.APPROVED], S.CERTIFICATE_ISSUED, K.ISSUING_WINDOW, K.SYSTEM),
     Trigger.DELIVER: _t([S.CERTIFICATE_ISSUED], S.DELIVERED, K.ISSUING_WINDOW),
     Trigger.CLOSE: _t([S.DELIVERED, S.DENIED, S.RETURNED, S.NOT_ACCEPTED, S.WITHDRAWN, S.VOIDED], S.CLOSED,
                       K.SYSTEM),
@@ -158,6 +162,8 @@ TRANSITIONS: Final[Mapping[Trigger, Transition]] = {
     Trigger.TASK_CANCELLED: _t([*AT_DEPARTMENTS, S.WITHDRAWN, S.VOIDED, S.SUPPLEMENT_REQUIRED, S.CLOSED], STAYS,
                                K.OPERATOR, K.CLOCK, *PERSON),
     Trigger.SECTOR_TOLD: _t([*AT_DEPARTMENTS, *ENDED_STATES, S.SUPPLEMENT_REQUIRED], STAYS, K.DEPARTMENT),
+    # A certificate arrives while the case is decided (or its other departments still work): it is prefilled.
+    Trigger.CERTIFICATE_FETCHED: _t([*AT_DEPARTMENTS, S.SUPPLEMENT_REQUIRED, S.APPROVED], STAYS, K.DEPARTMENT),
     Trigger.DEADLINE_WARNING: _t(RUNNING_CLOCK, STAYS, K.CLOCK),
     Trigger.OVERDUE: _t(RUNNING_CLOCK, STAYS, K.CLOCK),
     Trigger.EVALUATE: _t([S.CLOSED], STAYS, *PERSON),
@@ -340,14 +346,8 @@ class Task:
     # For a cancelled task: None, its sector never had it (or the back office did); False, telling the sector
     # is under way; True, the sector confirmed the cancellation.
     sector_told: bool | None = None
-
-
-@dataclass(frozen=True)
-class Certificate:
-    name: str
-    number: str
-    issuer: str
-    valid_until: date | None = None
+    # What the sector's decision said besides the decision: its own time, a certificate issued, a result document.
+    result: SectorResult | None = None
 
 
 @dataclass(frozen=True)
@@ -385,6 +385,8 @@ class Case:
     supplement_rounds: int = 0
     opinion: str | None = None
     certificate: Certificate | None = None
+    # 待出证: the certificate a sector issued, fetched (`fetch_certificate`) and prefilled for unified issuing.
+    certificate_draft: CertificateDraft | None = None
     delivery: Delivery | None = None
     evaluation: Evaluation | None = None
     completion: Completion | None = None

@@ -20,6 +20,7 @@ from gateway.domain.case import (
     Actor,
     ActorKind,
     Case,
+    CaseEvent,
     CaseRuleViolation,
     CaseState,
     Certificate,
@@ -35,6 +36,7 @@ from gateway.domain.clock import shanghai_date
 from gateway.domain.codes import birth_date
 from gateway.domain.deadline import ACCEPTANCE_LIMIT, Deadline, DeadlineKind
 from gateway.domain.matter import Matter
+from gateway.domain.results import CertificateDraft, ResultProblem, SectorResult
 
 COMPLETENESS_CHECK = Actor(ActorKind.WINDOW, "completeness-check")
 GATEWAY = Actor(ActorKind.SYSTEM, "gateway")
@@ -178,8 +180,11 @@ def start_task(case: Case, task_id: str, actor: Actor, now: datetime, sector_ref
                {"task": task_id, "department": task.department, "sector_ref": sector_ref})
 
 
-def conclude_task(case: Case, task_id: str, decision: TaskState, opinion: str, actor: Actor, now: datetime) -> None:
-    """A department decides its part. Once every task has concluded the case follows the lead department."""
+def conclude_task(case: Case, task_id: str, decision: TaskState, opinion: str, actor: Actor, now: datetime,
+                  result: SectorResult | None = None) -> None:
+    """A department decides its part. Once every task has concluded the case follows the lead department.
+    `result`: what its sector's answer said besides (its time of decision, a certificate): kept on the task, and
+    the event carries the sector's time (`sector_at`) beside ours (`at`)."""
     task = case.task(task_id)
     if not decision.concluded:
         raise CaseRuleViolation(f"{decision} 不是办理决定")
@@ -195,9 +200,29 @@ def conclude_task(case: Case, task_id: str, decision: TaskState, opinion: str, a
     if task.state is TaskState.PENDING and actor.kind is ActorKind.DEPARTMENT:
         start_task(case, task_id, actor, now)  # deciding is having it (an operator's return starts nothing)
     case.apply(Trigger.TASK_CONCLUDED, actor, now, opinion or str(decision),
-               {"task": task_id, "department": task.department, "decision": str(decision), "lead": task.lead})
+               {"task": task_id, "department": task.department, "decision": str(decision), "lead": task.lead,
+                **_result_data(result)})
     task.state, task.opinion = decision, opinion  # after `apply`: a refused transition leaves the task as it was
+    task.result = None if result is None or result.empty else result
     _decide_when_all_ended(case, now)
+
+
+def _result_data(result: SectorResult | None) -> dict[str, Any]:
+    """What a task-concluded event says of the sector's answer: its time, the certificate, the document."""
+    if result is None or result.empty:
+        return {}
+    data: dict[str, Any] = {"sector_at": result.decided_at.isoformat() if result.decided_at else None,
+            "certificate_number": result.certificate_number, "document_ref": result.document_ref}
+    if result.certificate_issued:
+        data["certificate_issued"] = True
+    return {key: value for key, value in data.items() if value is not None}
+
+
+def certificate_to_fetch(task: Task) -> bool:
+    """Whether the task's sector said it issued a certificate we have not fetched: approved there, with a
+    certificate issued (or its number named)."""
+    return (task.sector is not None and task.state is TaskState.APPROVED and task.result is not None
+            and task.result.certificate_issued)
 
 
 def _decide_when_all_ended(case: Case, now: datetime) -> None:
@@ -229,9 +254,15 @@ def _decider(case: Case, lead: Task) -> Actor:
 
 # -- after acceptance, when a sector will not take the case: the ways forward (case.WAYS_FORWARD) -----------
 def settle(case: Case, task_id: str, way: WayForward, actor: Actor, now: datetime, reason: str,
-           missing: Iterable[str] = ()) -> None:
+           missing: Iterable[str] = (), note: Mapping[str, Any] | None = None) -> None:
     """Apply the way forward chosen for a task its sector will not take (its refusal, or an undeliverable
-    message). Refused (CaseRuleViolation) for a task already ended; ForbiddenTransition where the table says no."""
+    message). Refused (CaseRuleViolation) for a task already ended; ForbiddenTransition where the table says no.
+    `note`: more the way's event records (a sector's refusal: its code and message), beside its own data."""
+    if note:
+        before = len(case.events)
+        settle(case, task_id, way, actor, now, reason, missing)
+        _noted(case, before, WAYS_FORWARD[way].trigger, note)
+        return
     task = case.task(task_id)
     if task.state.ended:
         raise CaseRuleViolation(f"任务 {task_id} 已{'撤销' if task.state is TaskState.CANCELLED else '办结'}，无需处理")
@@ -244,6 +275,17 @@ def settle(case: Case, task_id: str, way: WayForward, actor: Actor, now: datetim
         hand_to_back_office(case, task, actor, now, reason)
     else:
         void(case, task, actor, now, reason)
+
+
+def _noted(case: Case, since: int, trigger: Trigger, note: Mapping[str, Any]) -> None:
+    """The first event of `trigger` recorded after `since`, with `note` added to its data (it is not stored yet)."""
+    for index in range(since, len(case.events)):
+        event = case.events[index]
+        if event.trigger is trigger:
+            noted = replace(event, data={**event.data, **note})
+            case.events[index] = noted
+            case.new_events[case.new_events.index(event)] = noted
+            return
 
 
 def send_back(case: Case, task: Task, actor: Actor, now: datetime, reason: str, missing: list[str]) -> None:
@@ -334,12 +376,54 @@ def resume(case: Case, actor: Actor, now: datetime, calendar: WorkingCalendar, r
     case.deadline = resumed
 
 
-def issue_certificate(case: Case, certificate: Certificate, actor: Actor, now: datetime) -> None:
-    """统一出证: the result is recorded at the unified issuing window."""
-    case.certificate = certificate
+def prefill_certificate(case: Case, draft: CertificateDraft, actor: Actor, now: datetime) -> None:
+    """待出证: the certificate a sector issued, fetched, waits at unified issuing, filled in. Its number must be the
+    one the sector's decision named (ResultProblem otherwise: which one is right is for people to find out). A
+    certificate issued already, or this one fetched again (a replay), changes nothing."""
+    if case.certificate is not None or case.certificate_draft is not None and \
+            case.certificate_draft.certificate == draft.certificate:
+        return
+    named = case.task(draft.task_id).result
+    if named is not None and named.certificate_number not in (None, draft.certificate.number):
+        raise ResultProblem(f"the certificate fetched is number {draft.certificate.number!r}, but the decision "
+                            f"named {named.certificate_number!r}")
+    certificate = draft.certificate
+    case.apply(Trigger.CERTIFICATE_FETCHED, actor, now, f"已获取{certificate.name}，待统一出证",
+               {**_certificate_data(certificate), "task": draft.task_id, "sector": draft.sector})
+    case.certificate_draft = draft
+
+
+def issue_certificate(case: Case, certificate: Certificate | None, actor: Actor, now: datetime) -> None:
+    """统一出证: the result is recorded at the unified issuing window. Without a `certificate` the one a sector
+    issued (prefilled, 待出证) is issued; with one, its number must be the prefilled one's, if there is one (a
+    window does not issue another number than the department's)."""
+    draft = case.certificate_draft
+    if certificate is None:
+        if draft is None:
+            raise CaseRuleViolation("该办件没有待出证的证照：请填写证照名称、编号和发证机关")
+        certificate = draft.certificate
+    elif draft is not None and certificate.number != draft.certificate.number:
+        raise CaseRuleViolation(f"证照编号 {certificate.number} 与{draft.sector}签发的证照编号 "
+                                f"{draft.certificate.number} 不一致：不填写证照信息即按部门签发的证照出证")
+    source = {"source": {"sector": draft.sector, "task": draft.task_id}} if draft is not None else {}
     case.apply(Trigger.ISSUE_CERTIFICATE, actor, now, f"出具{certificate.name}",
-               {"name": certificate.name, "number": certificate.number, "issuer": certificate.issuer,
-                "valid_until": certificate.valid_until.isoformat() if certificate.valid_until else None})
+               {**_certificate_data(certificate), **source})
+    case.certificate = certificate
+
+
+def issue_automatically(case: Case, matter: Matter, now: datetime) -> bool:
+    """An electronic certificate a sector issued, fetched, is issued by the gateway itself where the matter says
+    so (`auto_issue_electronic`), once the case is approved; the case then awaits delivery as usual."""
+    if not (matter.auto_issue_electronic and case.state is CaseState.APPROVED and case.certificate is None
+            and case.certificate_draft is not None):
+        return False
+    issue_certificate(case, None, GATEWAY, now)
+    return True
+
+
+def _certificate_data(certificate: Certificate) -> dict[str, Any]:
+    return {"name": certificate.name, "number": certificate.number, "issuer": certificate.issuer,
+            "valid_until": certificate.valid_until.isoformat() if certificate.valid_until else None}
 
 
 def deliver(case: Case, delivery: Delivery, actor: Actor, now: datetime) -> None:
@@ -363,6 +447,19 @@ def evaluate(case: Case, evaluation: Evaluation, actor: Actor, now: datetime) ->
     case.apply(Trigger.EVALUATE, _person(case, actor), now, evaluation.text or evaluation.level,
                {"level": evaluation.level, "channel": evaluation.channel})
     case.evaluation = evaluation
+
+
+# The case events other systems may subscribe to (adapters.CaseEventType, bundle.yaml `subscriptions:`).
+EVALUATED, CERTIFICATE_ISSUED, CASE_CLOSED = "evaluated", "certificate_issued", "case_closed"
+_ANNOUNCED = {Trigger.EVALUATE: EVALUATED, Trigger.ISSUE_CERTIFICATE: CERTIFICATE_ISSUED}
+
+
+def announced_as(event: CaseEvent) -> str | None:
+    """The subscribable case event `event` is, if any: an evaluation, a certificate issued, or the case closed
+    (办结, or a supplement never handed in)."""
+    if event.to_state is CaseState.CLOSED and event.from_state is not CaseState.CLOSED:
+        return CASE_CLOSED
+    return _ANNOUNCED.get(event.trigger)
 
 
 def close(case: Case, now: datetime) -> None:

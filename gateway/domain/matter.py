@@ -161,6 +161,9 @@ class Matter:
     faq: tuple[Faq, ...] = ()
     form_schema: Mapping[str, Any] = field(default_factory=dict)  # JSON Schema of the matter's one form
     auto_accept: bool = True  # complete applications are accepted on the spot by the completeness check
+    # The result is an electronic certificate its sector issues: once fetched from the sector, the gateway
+    # issues it at unified issuing itself (actor system:gateway); the case then awaits delivery as usual.
+    auto_issue_electronic: bool = False
 
     @property
     def is_parallel(self) -> bool:

@@ -13,7 +13,6 @@ from fastapi import Request
 from starlette.responses import JSONResponse
 
 from gateway.domain.roles import Identity
-from gateway.persistence.bundle_tables import ACCEPTED, ACTIVE
 from gateway.sectors.bundle_records import BundleStore, BundleVersion
 from gateway.security.approvals import Action, Approvals
 
@@ -34,14 +33,15 @@ def held_for_approval(request: Request, identity: Identity, action: Action, para
 
 
 def activate_recorded(request: Request, sector: str, version: str, actor: str, *, force: bool) -> BundleVersion:
-    """Activate; a forced activation (past a failed or missing test) gets an audit record of its own saying
-    who, which version and the last test's outcome (the route's own record has no body)."""
+    """Activate; a forced activation (past a failed or missing test and rehearsal) gets an audit record of its own
+    saying who, which version and the last test's and rehearsal's outcomes (the route's own record has no body)."""
     store = cast(BundleStore, request.app.state.bundles)  # set by gateway.bootstrap.app
     before = store.get(sector, version)
-    last = before.test_outcome
     activated = store.activate(sector, version, actor, force=force)
-    if last != ACCEPTED and before.status != ACTIVE:  # activating the active version again changes nothing
+    forced = before.forced()  # None: tried, or active already (activating it again changes nothing)
+    if forced is not None:
         request.app.state.ledger.audit(actor, "forced activation", f"sector={sector},version={version}",
-                                       {"last_test": last or "never tested"}, sector,
-                                       outcome=f"forced, last test {last or 'never run'}")
+                                       {"last_test": before.test_outcome or "never tested",
+                                        "last_rehearsal": before.rehearsal_outcome or "never rehearsed"}, sector,
+                                       outcome=forced)
     return activated

@@ -11,8 +11,10 @@ FastAPI writes the document from the routes; `describe_api` finishes it, once pe
   Chinese description of the status;
 - the named synchronous queries: `POST /v1/queries/{name}` serves whatever the active bundles declare, so the
   document gets one path per query of the active bundles (`POST /v1/queries/housing_fund_balance`, …) with
-  the parameters its mapping reads (`from: query.<name>`). That part follows the live registry: the document
-  is rebuilt when the set of active bundle versions changes, and served from a cache otherwise.
+  the parameters its mapping declares (`parameters:`: type, pattern, length, values), each with the sector
+  field it fills, or, where none are declared, those its mapping reads (`from: query.<name>`). That part
+  follows the live registry: the document is rebuilt when the set of active bundle versions changes, and
+  served from a cache otherwise.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ class NamedQuery:
     sector: str
     version: str
     parameters: Sequence[QueryParameter]
+    declared: bool = False  # the bundle declares the contract (`parameters:`): nothing else is taken
 
 
 QuerySource = Callable[[], Sequence[NamedQuery]]
@@ -87,8 +90,9 @@ def active_named_queries(registry: LiveRegistry) -> QuerySource:
                 registered = registry.get(sector)
             except NoActiveAdapter:  # deactivated in between
                 continue
-            found += [NamedQuery(name, sector, registered.version, query_parameters(registered.mappings[name]))
-                      for name in sorted(registered.bundle.queries)]
+            found += [NamedQuery(name, sector, registered.version, *(
+                registered.queries.get(name) or (query_parameters(registered.mappings[name]), False)))
+                for name in sorted(registered.bundle.queries)]
         return found
 
     return current
@@ -212,14 +216,29 @@ def query_operation(generic: Mapping[str, Any], query: NamedQuery, roles: frozen
 
 
 def query_body(query: NamedQuery) -> dict[str, Any]:
-    properties = {p.name: {**_PARAMETER_SHAPES[p.shape], "description": p.description} for p in query.parameters}
+    properties = {p.name: {**parameter_schema(p), "description": p.description} for p in query.parameters}
     required = [p.name for p in query.parameters if p.required]
-    params: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": True,
+    params: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": not query.declared,
                               "description": "查询参数（文本按输入原样保留）"}
     if required:
         params["required"] = required
     return {"type": "object", "additionalProperties": False, "properties": {"params": params},
             **({"required": ["params"]} if required else {})}
+
+
+def parameter_schema(parameter: QueryParameter) -> dict[str, Any]:
+    """A parameter's JSON Schema: as declared (type, pattern, maxLength, enum), else by the shape its reads give."""
+    if parameter.type is None:
+        return dict(_PARAMETER_SHAPES[parameter.shape])
+    schema: dict[str, Any] = ({"type": "string", "format": "date"} if parameter.type == "date"
+                              else {"type": parameter.type})
+    if parameter.regex is not None:
+        schema["pattern"] = parameter.regex
+    if parameter.max_length is not None:
+        schema["maxLength"] = parameter.max_length
+    if parameter.enum is not None:
+        schema["enum"] = list(parameter.enum)
+    return schema
 
 
 _PARAMETER_SHAPES: Mapping[str, dict[str, Any]] = {

@@ -26,8 +26,13 @@ BeijingTime = Annotated[
 
 
 class EventOut(BaseModel):
+    """One event of a case's timeline: `at` when the gateway recorded it; `sector_at` when the sector says it
+    happened (a department's decision), if it said."""
+
     seq: int
     at: BeijingTime
+    sector_at: BeijingTime | None = Field(
+        default=None, description="the sector's own time of what it records (a department's decision), if it said")
     trigger: str
     from_state: str | None
     to_state: str

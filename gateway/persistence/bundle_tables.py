@@ -14,6 +14,8 @@ from gateway.persistence.tables import metadata
 REGISTERED, ACTIVE, INACTIVE, RETIRED = "registered", "active", "inactive", "retired"
 # What `yiwang adapters test` found: the sector did not answer; it answered and refused our credentials; it accepted.
 UNREACHABLE, REFUSED, ACCEPTED = "unreachable", "refused", "accepted"
+# What `yiwang adapters rehearse` found: every item answered as its sector team expects, or not.
+PASSED, FAILED = "passed", "failed"
 
 bundle_versions = Table(
     "bundle_versions",
@@ -29,6 +31,9 @@ bundle_versions = Table(
     Column("test_result", JSON(none_as_null=True)),
     # The last test's outcome (unreachable | refused | accepted; None: never tested): activation reads it.
     Column("test_outcome", String(16)),
+    # The last rehearsal (passed | failed; None: never rehearsed) and its report: a passed one also lets it activate.
+    Column("rehearsal_result", JSON(none_as_null=True)),
+    Column("rehearsal_outcome", String(16)),
     Column("registered_at", DateTime(timezone=True), nullable=False),
     Column("registered_by", String(128), nullable=False),
     Column("activated_at", DateTime(timezone=True)),

@@ -48,7 +48,8 @@ class NoPersonalData:
 
 # Where sealed values rest: table → (primary key columns, sealed columns). The AAD of each is "table.column".
 SEALED_COLUMNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "cases": (("case_no",), ("applicant", "agent", "form", "delivery", "certificate", "opinion")),
+    "cases": (("case_no",), ("applicant", "agent", "form", "delivery", "certificate", "opinion",
+                                  "certificate_draft")),
     "case_tasks": (("case_no", "task_id"), ("opinion",)),
     "case_events": (("id",), ("reason", "data")),
     "dead_letters": (("id",), ("error_message", "rendered_request", "canonical_payload", "last_response", "history")),

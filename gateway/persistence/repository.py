@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import date, datetime
 from enum import Enum
@@ -30,7 +30,9 @@ from gateway.domain.case import (
 )
 from gateway.domain.clock import as_utc
 from gateway.domain.deadline import Deadline, DeadlineKind
+from gateway.domain.lifecycle import announced_as
 from gateway.domain.matter import TimeUnit
+from gateway.domain.results import CertificateDraft, SectorResult
 from gateway.observability.correlation import current_correlation_id
 from gateway.persistence import tables as t
 from gateway.persistence.keyset import Key, Keyset
@@ -52,6 +54,15 @@ def idempotency_key(case_no: str, task_id: str, operation: str, round: int = 0) 
     return key if round == 0 else f"{key}:r{round}"
 
 
+EVENT_TASK = "e"  # an outbox row of a case event carries, as its task, `e<event seq>` (no task: the case's event)
+Subscribers = Callable[[str], Sequence[str]]  # a case event -> the active sectors subscribed to it
+
+
+def event_key(case_no: str, seq: int, sector: str) -> str:
+    """A case event's delivery to one subscribed sector: stable across retries and replays (invariant 2)."""
+    return f"{case_no}:event:{seq}:{sector}"
+
+
 class StaleCase(Exception):
     """Someone else changed the case since it was read (optimistic concurrency)."""
 
@@ -60,9 +71,10 @@ class StaleCase(Exception):
 
 
 class CaseRepository:
-    def __init__(self, conn: Connection, personal: PersonalData) -> None:
+    def __init__(self, conn: Connection, personal: PersonalData, subscribers: Subscribers | None = None) -> None:
         self._conn = conn
         self._personal = personal
+        self._subscribers = subscribers  # None: no sector subscribes to case events
 
     def add(self, case: Case, now: datetime) -> None:
         case.version = 1
@@ -177,20 +189,33 @@ class CaseRepository:
             self._conn.execute(insert(t.case_events), [self._event_row(case.case_no, e) for e in case.new_events])
             # What the hall is told (webhooks, the AMQP topic) commits with the event or not at all.
             self._conn.execute(insert(t.case_notifications), [_notification_row(case, e) for e in case.new_events])
+            self._announce(case)
             case.new_events.clear()
+
+    def _announce(self, case: Case) -> None:
+        """Each subscribed sector's delivery of the new events it subscribes to commits with them or not at all."""
+        if self._subscribers is None:
+            return
+        outbox = OutboxRepository(self._conn)
+        for event in case.new_events:
+            name = announced_as(event)
+            if name is None:
+                continue
+            for sector in self._subscribers(name):
+                outbox.add_event(case.case_no, sector, name, event.seq, event.at)
 
     def _case_row(self, case: Case) -> dict[str, Any]:
         row = self._plain_case_row(case)
         return {**row, **{c: self._personal.seal(row[c], f"cases.{c}") for c in SEALED_CASE_COLUMNS}}
 
     def _task_row(self, case_no: str, task: Task) -> dict[str, Any]:
-        row = {"case_no": case_no, **_plain(task)}
+        row = {"case_no": case_no, **_plain(task), "result": task.result.as_data() if task.result else None}
         return {**row, "opinion": self._personal.seal(row["opinion"], "case_tasks.opinion")}
 
     def _task_from_row(self, r: RowMapping) -> Task:
         return Task(r["task_id"], r["department"], r["credit_code"], r["sector"], r["lead"], TaskState(r["state"]),
                     r["sector_ref"], self._personal.open(r["opinion"], "case_tasks.opinion"), r["round"],
-                    r["sector_told"])
+                    r["sector_told"], SectorResult.from_data(r["result"]) if r["result"] else None)
 
     def _event_row(self, case_no: str, e: CaseEvent) -> dict[str, Any]:
         return {
@@ -238,6 +263,7 @@ class CaseRepository:
             "supplement_rounds": case.supplement_rounds,
             "opinion": case.opinion,
             "certificate": _plain(case.certificate),
+            "certificate_draft": case.certificate_draft.as_data() if case.certificate_draft else None,
             "delivery": _plain(case.delivery),
             "evaluation": _plain(case.evaluation),
             "completion": case.completion,
@@ -283,6 +309,7 @@ def _case_from_row(row: Mapping[str, Any], events: list[CaseEvent], tasks: list[
         supplement_rounds=row["supplement_rounds"],
         opinion=row["opinion"],
         certificate=_certificate(row["certificate"]),
+        certificate_draft=CertificateDraft.from_data(row["certificate_draft"]) if row["certificate_draft"] else None,
         delivery=Delivery(**row["delivery"]) if row["delivery"] else None,
         evaluation=Evaluation(**row["evaluation"]) if row["evaluation"] else None,
         completion=Completion(row["completion"]) if row["completion"] else None,
@@ -321,6 +348,12 @@ class OutboxMessage:
     correlation_id: str | None = None  # of the request or job that wrote it (gateway/observability/correlation.py)
     round: int = 0  # the task's round it belongs to (a correction or resubmission starts a new one)
     circuit_wait_since: datetime | None = None  # when it first met its sector's open circuit (None: never)
+    bad_answers: int = 0  # a status poll's answers in a row that could not be read
+
+    @property
+    def event_seq(self) -> int | None:
+        """The case event this row delivers to a subscribed sector (`add_event`); None: a task's message."""
+        return int(self.task_id[len(EVENT_TASK):]) if self.task_id.startswith(EVENT_TASK) else None
 
 
 RELAY_PREFIX = "relay:"  # lease owners that publish to the broker rather than deliver
@@ -354,6 +387,16 @@ class OutboxRepository:
                 available_at=available_at,
                 created_at=available_at,
                 correlation_id=current_correlation_id(),  # the work that caused it, followed to the sector
+            )
+        )
+
+    def add_event(self, case_no: str, sector: str, event: str, seq: int, available_at: datetime) -> None:
+        """Queue the delivery of a case event (`operation` is the event's name) to one sector subscribed to it."""
+        self._conn.execute(
+            insert(t.outbox).values(
+                case_no=case_no, sector=sector, operation=event, task_id=f"{EVENT_TASK}{seq}", round=0,
+                idempotency_key=event_key(case_no, seq, sector), priority=0, status=self.PENDING, deliveries=0,
+                available_at=available_at, created_at=available_at, correlation_id=current_correlation_id(),
             )
         )
 
@@ -454,7 +497,8 @@ class OutboxRepository:
         result = self._conn.execute(
             update(t.outbox).where(t.outbox.c.id.in_(message_ids), t.outbox.c.status == self.DEAD)
             .values(status=self.PENDING, available_at=now, done_at=None, lease_owner=None, lease_until=None,
-                    bundle_version=pin, replays=t.outbox.c.replays + 1, circuit_wait_since=None)
+                    bundle_version=pin, replays=t.outbox.c.replays + 1, circuit_wait_since=None,
+                    bad_answers=0)
         )
         return result.rowcount
 
@@ -490,7 +534,17 @@ class OutboxRepository:
             update(t.outbox)
             .where(t.outbox.c.id == message_id)
             .values(status=self.PENDING, available_at=available_at, lease_owner=None, lease_until=None,
-                    circuit_wait_since=None)  # answered: a later open circuit is a new wait
+                    circuit_wait_since=None, bad_answers=0)  # answered: a later open circuit is a new wait
+        )
+
+    def bad_answer(self, message_id: int, available_at: datetime) -> None:
+        """A status answer that could not be read: counted (`bad_answers`, one more in a row) and asked again at
+        `available_at`."""
+        self._conn.execute(
+            update(t.outbox)
+            .where(t.outbox.c.id == message_id)
+            .values(status=self.PENDING, available_at=available_at, lease_owner=None, lease_until=None,
+                    circuit_wait_since=None, bad_answers=t.outbox.c.bad_answers + 1)
         )
 
     def wait_for_circuit(self, message_id: int, available_at: datetime, now: datetime, *, spent: bool) -> None:
@@ -528,6 +582,7 @@ def _outbox_from_row(row: RowMapping) -> OutboxMessage:
         correlation_id=row["correlation_id"],
         round=row["round"],
         circuit_wait_since=None if row["circuit_wait_since"] is None else as_utc(row["circuit_wait_since"]),
+        bad_answers=row["bad_answers"],
     )
 
 

@@ -52,6 +52,7 @@ cases = Table(
     Column("supplement_rounds", Integer, nullable=False),
     Column("opinion", Text),
     Column("certificate", JSON(none_as_null=True)),
+    Column("certificate_draft", JSON(none_as_null=True)),  # 待出证: a sector's certificate, fetched (results.py)
     Column("delivery", JSON(none_as_null=True)),
     Column("evaluation", JSON(none_as_null=True)),
     Column("completion", String(16)),
@@ -74,6 +75,7 @@ case_tasks = Table(
     Column("opinion", Text),
     Column("round", Integer, nullable=False, default=0, server_default="0"),  # corrections send a task again
     Column("sector_told", Boolean),  # a cancelled task: None its sector never had it, False telling, True told
+    Column("result", JSON(none_as_null=True)),  # what the sector's decision said: its time, certificate, document
     # One task per reference of a sector, across all its bundle versions: a sector's answer finds its task by it
     # (gateway/domain/answers.py). Partial: tasks the sector has not answered yet hold none.
     Index("uq_case_tasks_sector_ref", "sector", "sector_ref", unique=True,
@@ -131,6 +133,8 @@ outbox = Table(
     Column("round", Integer, nullable=False, default=0, server_default="0"),  # the task's round it belongs to
     # When a delivery first met the sector's open circuit breaker; the bundle's retry.max_wait_ms bounds the wait.
     _utc("circuit_wait_since"),
+    # A status poll's answers in a row that could not be read; the bundle's results.max_bad_answers ends the polling.
+    Column("bad_answers", Integer, nullable=False, default=0, server_default="0"),
 )
 
 dead_letters = Table(

@@ -22,6 +22,7 @@ from gateway.persistence.repository import (
     DeadLetterRepository,
     IdempotencyRepository,
     OutboxRepository,
+    Subscribers,
 )
 
 
@@ -31,8 +32,10 @@ class UnitOfWork:
     dead_letters: DeadLetterRepository
     idempotency: IdempotencyRepository
 
-    def __init__(self, engine: Engine, personal: PersonalData | None = None, *, read_only: bool = False) -> None:
+    def __init__(self, engine: Engine, personal: PersonalData | None = None, *, read_only: bool = False,
+                 subscribers: Subscribers | None = None) -> None:
         self._engine = engine
+        self._subscribers = subscribers
         # NoPersonalData is no PersonalData: it stands in for one and refuses every call.
         self._personal: PersonalData = personal or NoPersonalData()  # type: ignore[assignment]
         self._read_only = read_only
@@ -43,7 +46,7 @@ class UnitOfWork:
             conn = conn.execution_options(**{READ_ONLY: True})
         self._conn = conn
         self._tx = conn.begin()
-        self.cases = CaseRepository(conn, self._personal)
+        self.cases = CaseRepository(conn, self._personal, self._subscribers)
         self.outbox = OutboxRepository(conn)
         self.dead_letters = DeadLetterRepository(conn, self._personal)
         self.idempotency = IdempotencyRepository(conn, self._personal)
@@ -69,14 +72,18 @@ class UnitOfWork:
 class UnitsOfWork:
     """The unit-of-work factory of one database: `units()` for a write, `units(read_only=True)` for a read."""
 
-    def __init__(self, engine: Engine, personal: PersonalData | None = None) -> None:
+    def __init__(self, engine: Engine, personal: PersonalData | None = None,
+                 subscribers: Subscribers | None = None) -> None:
         self.engine = engine  # for what is not a unit of work: the schema, health probes, stores not yet moved
+        # Which active sectors subscribe to a case event (the live registry's): each new event of a case commits
+        # with one outbox row per sector subscribed to it. None: no one subscribes (tools, most tests).
+        self.subscribers = subscribers
         # NoPersonalData stands in for PersonalData (duck-typed), refusing every use: hence the ignore.
         self.personal: PersonalData = personal or NoPersonalData()  # type: ignore[assignment]
         self.dialect = engine.dialect.name  # "sqlite" or "postgresql"
 
     def __call__(self, *, read_only: bool = False) -> UnitOfWork:
-        return UnitOfWork(self.engine, self.personal, read_only=read_only)
+        return UnitOfWork(self.engine, self.personal, read_only=read_only, subscribers=self.subscribers)
 
 
 def create_schema(engine: Engine) -> None:

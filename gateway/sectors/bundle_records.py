@@ -3,9 +3,10 @@
 Sector IT teams hand over a bundle (a folder or a zip; no code). Registering validates it whole
 (`adapters.bundle.validate_bundle`) and stores it as an archive; nothing invalid is stored. Activating a
 version is one row's status: every process picks it up through `gateway.sectors.live_registry` without a restart.
-Activation is gated on the version's last test (`yiwang adapters test`): a version never tested, or whose last test
-found the sector unreachable or our credentials refused, is activated only with `force` (`VersionUntested`
-otherwise); rolling back to a version that was active before is not gated.
+Activation is gated on the version's last test (`yiwang adapters test`) and last rehearsal (`yiwang adapters
+rehearse`, `gateway.sectors.rehearsals`): a version whose last test did not end `accepted` and whose last rehearsal
+did not pass (or that was never tried) is activated only with `force` (`VersionUntested` otherwise); rolling back to
+a version that was active before is not gated.
 A sector administrator acts only on their own sector's bundles (the API checks; the CLI is the
 operator's local tool).
 """
@@ -28,7 +29,15 @@ from sqlalchemy.exc import IntegrityError
 
 from adapters import Bundle
 from gateway.domain.clock import Clock, as_utc, beijing_text, instants_as_beijing_text
-from gateway.persistence.bundle_tables import ACCEPTED, ACTIVE, INACTIVE, REGISTERED, RETIRED, bundle_versions
+from gateway.persistence.bundle_tables import (
+    ACCEPTED,
+    ACTIVE,
+    INACTIVE,
+    PASSED,
+    REGISTERED,
+    RETIRED,
+    bundle_versions,
+)
 from gateway.persistence.uow import UnitsOfWork
 
 
@@ -47,10 +56,12 @@ class BundleConflict(ValueError):
 class VersionUntested(Exception):
     """Activating a version whose last test did not end `accepted` (or that was never tested), without force."""
 
-    def __init__(self, sector: str, version: str, outcome: str | None) -> None:
+    def __init__(self, sector: str, version: str, outcome: str | None, rehearsal: str | None = None) -> None:
         said = "从未测试" if outcome is None else f"最近一次测试的结果为 {outcome}"
-        super().__init__(f"{sector} {version} {said}：请先测试（yiwang adapters test），或确认后强制启用")
-        self.sector, self.version, self.outcome = sector, version, outcome
+        rehearsed = "" if rehearsal is None else f"，最近一次预演 {rehearsal}"
+        super().__init__(f"{sector} {version} {said}{rehearsed}：请先测试（yiwang adapters test）或预演"
+                         "（yiwang adapters rehearse），或确认后强制启用")
+        self.sector, self.version, self.outcome, self.rehearsal = sector, version, outcome, rehearsal
 
 
 class UnknownBundle(LookupError):
@@ -72,12 +83,35 @@ class BundleVersion:
     activated_at: datetime | None
     row_id: int = 0  # bundle_versions.id: the order registered, which a sector's listing keeps
     test_outcome: str | None = None  # of the last test: unreachable | refused | accepted; None: never tested
+    rehearsal_outcome: str | None = None  # of the last rehearsal: passed | failed; None: never rehearsed
+    rehearsal_result: dict[str, Any] | None = None  # its report (`gateway.sectors.rehearsals`)
+
+    @property
+    def tried(self) -> bool:
+        """Whether activation may go ahead without force: an accepted test or a passed rehearsal."""
+        return self.test_outcome == ACCEPTED or self.rehearsal_outcome == PASSED
+
+    def forced(self) -> str | None:
+        """What activating this version now would go past, as the audit record's outcome says it ("forced, last
+        test refused, last rehearsal failed"); None when it needs no force (tried, or active already)."""
+        if self.tried or self.status == ACTIVE:
+            return None
+        rehearsal = f", last rehearsal {self.rehearsal_outcome}" if self.rehearsal_outcome else ""
+        return f"forced, last test {self.test_outcome or 'never run'}{rehearsal}"
+
+    def last_rehearsal(self) -> dict[str, Any] | None:
+        """The last rehearsal in brief: {outcome, at (Beijing time), passed, total}; None: never rehearsed."""
+        report = self.rehearsal_result
+        if report is None:
+            return None
+        return {"outcome": self.rehearsal_outcome, "at": instants_as_beijing_text(report["at"]),
+                "passed": report["passed"], "total": report["total"]}
 
     def public(self) -> dict[str, Any]:
         return {"sector": self.sector, "version": self.version, "status": self.status, "kind": self.kind,
                 "sha256": self.sha256, "summary": self.summary,
                 "test_result": instants_as_beijing_text(self.test_result),  # its `at` is kept in UTC
-                "test_outcome": self.test_outcome,
+                "test_outcome": self.test_outcome, "rehearsal": self.last_rehearsal(),
                 "registered_at": beijing_text(self.registered_at), "registered_by": self.registered_by,
                 "activated_at": beijing_text(self.activated_at) if self.activated_at else None}
 
@@ -124,6 +158,13 @@ class BundleStore:
         with self._reading() as conn:
             return [(r.sector, r.version, r.sha256) for r in conn.execute(query)]
 
+    def subscribers(self, event: str) -> tuple[str, ...]:
+        """The sectors whose active version subscribes to this case event, from the versions' summaries (for a
+        process without a live registry: `yiwang ops`, whose discards may close a case)."""
+        query = select(bundle_versions.c.sector, bundle_versions.c.summary).where(bundle_versions.c.status == ACTIVE)
+        with self._reading() as conn:
+            return tuple(sorted(r.sector for r in conn.execute(query) if event in r.summary.get("subscriptions", ())))
+
     def archive(self, sector: str, version: str) -> bytes:
         with self._reading() as conn:
             data = conn.execute(select(bundle_versions.c.archive).where(_key(sector, version))).scalar()
@@ -169,12 +210,20 @@ class BundleStore:
             uow.commit()
         return self.get(sector, version)
 
+    def record_rehearsal(self, sector: str, version: str, report: dict[str, Any]) -> BundleVersion:
+        """Keep a rehearsal's report; its `outcome` (passed | failed) is what activation reads."""
+        with self.units() as uow:
+            uow.conn.execute(update(bundle_versions).where(_key(sector, version))
+                             .values(rehearsal_result=report, rehearsal_outcome=report["outcome"]))
+            uow.commit()
+        return self.get(sector, version)
+
     def activate(self, sector: str, version: str, actor: str, *, force: bool = False) -> BundleVersion:
         """Make `version` the one every process uses; the one before stays as `inactive` for rollback.
 
         Refused when another sector's active bundle already takes one of its departments: a department's
         tasks (and its applicants' data) go to one system, not to whichever sector claims it last; and,
-        without `force`, when its last test did not end `accepted` (`VersionUntested`)."""
+        without `force`, when its last test did not end `accepted` nor its last rehearsal pass (`VersionUntested`)."""
         return self._activate(sector, version, actor, tested_or_forced=force)
 
     def _activate(self, sector: str, version: str, actor: str, *, tested_or_forced: bool) -> BundleVersion:
@@ -241,26 +290,31 @@ def unpacked(archive: bytes) -> Iterator[Bundle]:
 
 def summary(bundle: Bundle) -> dict[str, Any]:
     """What operators and the routing need to know without unpacking the archive."""
+    from adapters import read_rehearsal  # with the bundle: checked already by validate_bundle
     return {
         "title": bundle.title,
         "department": {"name": bundle.department.name, "credit_code": bundle.department.credit_code},
         "serves": {"departments": list(bundle.serves.departments), "matters": list(bundle.serves.matters)},
         "operations": sorted(str(o) for o in bundle.operations),
         "queries": sorted(bundle.queries),
-        "results": {"mode": bundle.results.mode, "interval_ms": getattr(bundle.results, "interval_ms", None)},
+        "results": None if bundle.results is None else {"mode": bundle.results.mode,
+                                                        "interval_ms": getattr(bundle.results, "interval_ms", None)},
+        "subscriptions": sorted(bundle.subscriptions),
+        "rehearsal_items": len(read_rehearsal(bundle)),
     }
 
 
 def _columns() -> list[Any]:
     c = bundle_versions.c
     return [c.sector, c.version, c.status, c.kind, c.sha256, c.summary, c.test_result, c.registered_at,
-            c.registered_by, c.activated_at, c.id, c.test_outcome]
+            c.registered_by, c.activated_at, c.id, c.test_outcome, c.rehearsal_outcome, c.rehearsal_result]
 
 
 def _version(r: Any) -> BundleVersion:
     return BundleVersion(r["sector"], r["version"], r["status"], r["kind"], r["sha256"], r["summary"],
                          r["test_result"], as_utc(r["registered_at"]), r["registered_by"],
-                         as_utc(r["activated_at"]) if r["activated_at"] else None, r["id"], r["test_outcome"])
+                         as_utc(r["activated_at"]) if r["activated_at"] else None, r["id"], r["test_outcome"],
+                         r["rehearsal_outcome"], r["rehearsal_result"])
 
 
 def _key(sector: str, version: str) -> Any:
@@ -268,19 +322,42 @@ def _key(sector: str, version: str) -> Any:
 
 
 def _departments(summary: dict[str, Any]) -> set[str]:
-    """The departments whose tasks a bundle takes (none named: its own)."""
+    """The departments whose tasks a bundle takes (none named: its own; none at all if it only subscribes to case
+    events)."""
+    if "submit_case" not in summary["operations"]:
+        return set()
     named = summary["serves"]["departments"]
     return set(named) if named else {summary["department"]["credit_code"]}
 
 
+def _matters(summary: dict[str, Any]) -> frozenset[str]:
+    """The matters a bundle takes in its departments (empty: all of them, department-wide)."""
+    return frozenset(summary["serves"]["matters"])
+
+
+def _shared_matters(mine: frozenset[str], theirs: frozenset[str]) -> frozenset[str] | None:
+    """What two bundles on one department both take: None when nothing (a matter-specific bundle beside a
+    department-wide one, or disjoint matters: routing tells them apart); empty when both are department-wide."""
+    if not mine and not theirs:
+        return frozenset()
+    if not mine or not theirs:
+        return None
+    return (mine & theirs) or None
+
+
 def _check_no_overlap(conn: Any, sector: str, version: str) -> None:
+    """Two active sectors may share a department only split by matter (issue 18): refuse one that would take a
+    task another already takes."""
     mine = conn.execute(select(bundle_versions.c.summary).where(_key(sector, version))).scalar_one()
     others = conn.execute(select(bundle_versions.c.sector, bundle_versions.c.summary).where(
         bundle_versions.c.status == ACTIVE, bundle_versions.c.sector != sector))
-    for other, summary in others:
+    for other, summary in sorted(others):
         shared = _departments(mine) & _departments(summary)
-        if shared:
-            raise BundleConflict(f"{sector} 声明的部门 {sorted(shared)[0]} 已由 {other} 服务")
+        matters = _shared_matters(_matters(mine), _matters(summary))
+        if shared and matters is not None:
+            which = f"事项 {'、'.join(sorted(matters))}" if matters else "全部事项"
+            raise BundleConflict(f"{sector} 声明的部门 {sorted(shared)[0]} 的{which}已由 {other} 服务"
+                                 "（同一部门可由多个适配包按事项分担：serves.matters 不得重叠）")
 
 
 def _activatable(conn: Any, sector: str, version: str, *, force: bool) -> str:
@@ -290,9 +367,10 @@ def _activatable(conn: Any, sector: str, version: str, *, force: bool) -> str:
     if status == RETIRED:
         raise BundleConflict(f"{sector} {version} 已退役")
     _check_no_overlap(conn, sector, version)
-    outcome = conn.execute(select(bundle_versions.c.test_outcome).where(_key(sector, version))).scalar()
-    if not force and status != ACTIVE and outcome != ACCEPTED:
-        raise VersionUntested(sector, version, outcome)
+    outcome, rehearsal = conn.execute(select(bundle_versions.c.test_outcome, bundle_versions.c.rehearsal_outcome)
+                                      .where(_key(sector, version))).one()
+    if not force and status != ACTIVE and outcome != ACCEPTED and rehearsal != PASSED:
+        raise VersionUntested(sector, version, outcome, rehearsal)
     return status
 
 

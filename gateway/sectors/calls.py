@@ -1,9 +1,11 @@
-"""Calls to sector systems that are not deliveries: synchronous queries, previews, bundle tests, and the
-callbacks sectors make with their decisions."""
+"""Calls to sector systems that are not deliveries: synchronous queries, previews, bundle tests and rehearsals
+(`gateway.sectors.rehearsals`), and the callbacks sectors make with their decisions."""
 
 from __future__ import annotations
 
 import re
+import secrets
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
@@ -19,20 +21,33 @@ from adapters import (
     FailureClass,
     Operation,
     RegisteredAdapter,
+    RehearsalInvalid,
     SignatureError,
+    read_rehearsal,
 )
 from gateway.cases.service import CaseService
 from gateway.domain.clock import Clock
+from gateway.domain.lifecycle import announced_as
+from gateway.domain.results import ResultProblem
 from gateway.observability.logs import mask_text
-from gateway.persistence.bundle_tables import ACCEPTED, REFUSED, UNREACHABLE, callback_nonces
-from gateway.persistence.repository import idempotency_key
+from gateway.persistence.bundle_tables import ACCEPTED, FAILED, REFUSED, UNREACHABLE, callback_nonces
+from gateway.persistence.repository import event_key, idempotency_key
 from gateway.persistence.uow import UnitsOfWork
-from gateway.sectors.bundle_records import BundleStore, BundleVersion, unpacked
-from gateway.sectors.delivery import MessageLog, canonical_message, jsonable, logged_call
+from gateway.sectors.bundle_records import BundleInvalid, BundleStore, BundleVersion, unpacked
+from gateway.sectors.delivery import MessageLog, canonical_message, event_message, jsonable, logged_call
 from gateway.sectors.live_registry import LiveRegistry, NoActiveAdapter
+from gateway.sectors.rehearsals import NoRehearsal, rehearse
 from mappings import BusinessError, MappingError, strict_json
 
 PROBE_REF = "YIWANG-CONNECTIVITY-PROBE"  # a reference no sector knows: any classified answer proves the path
+
+
+class InvalidQueryParameters(Exception):
+    """A named query's parameters break its declared contract: each error names the parameter; nothing is sent."""
+
+    def __init__(self, query: str, errors: list[dict[str, str]]) -> None:
+        super().__init__("；".join(f"{e['name']}：{e['msg']}" for e in errors))
+        self.query, self.errors = query, errors
 
 
 class CallbackRejected(Exception):
@@ -73,17 +88,27 @@ class NonceLedger:
 class SectorCalls:
     def __init__(self, registry: LiveRegistry, store: BundleStore, service: CaseService,
                  build: Callable[[Bundle], RegisteredAdapter], nonces: NonceLedger,
-                 messages: MessageLog | None = None) -> None:
+                 messages: MessageLog | None = None,
+                 rehearsal_build: Callable[[Bundle], RegisteredAdapter] | None = None) -> None:
         self.registry, self.store, self.service, self.build, self.nonces = registry, store, service, build, nonces
         self.messages = messages  # None: exchanges with sectors are not recorded
+        self.rehearsal_build = rehearsal_build or build  # a rehearsal calls the bundles' test endpoints
 
     def query(self, name: str, params: Mapping[str, Any]) -> dict[str, Any]:
-        """A named synchronous query, routed to the sector whose active bundle declares it."""
+        """A named synchronous query, routed to the sector whose active bundle declares it. Parameters that do
+        not keep its declared contract are refused (`InvalidQueryParameters`) before the sector is called; each
+        call gets a request id of its own, in the canonical message, the message log and the answer."""
         sector = self.registry.sector_for_query(name)
         if sector is None:
             raise NoActiveAdapter(f"没有启用的适配包提供查询 {name}")
-        result = logged_call(self.messages, self.registry.get(sector), name, {"query": dict(params)}, case_no=None)
-        return {"query": name, "sector": sector, "result": result}
+        registered = self.registry.get(sector)
+        errors = registered.parameter_errors(name, params)
+        if errors:
+            raise InvalidQueryParameters(name, errors)
+        request_id = uuid.uuid4().hex
+        result = logged_call(self.messages, registered, name, {"query": dict(params), "request_id": request_id},
+                             case_no=None)
+        return {"query": name, "sector": sector, "request_id": request_id, "result": result}
 
     def preview(self, sector: str, operation: str, case_no: str | None, params: Mapping[str, Any]) -> dict[str, Any]:
         """What the active version would send, without sending it."""
@@ -91,7 +116,13 @@ class SectorCalls:
         if operation not in registered.mappings:
             raise NoActiveAdapter(f"{sector} 适配包 {registered.version} 版没有操作或查询 {operation}")
         if case_no is None:
-            message: dict[str, Any] = {"query": dict(params)}
+            message: dict[str, Any] = {"query": dict(params), "request_id": uuid.uuid4().hex}  # as a call has
+        elif operation in registered.bundle.subscriptions:  # the case's latest event of that kind, as delivered
+            case = self.service.get(case_no)
+            event = next((e for e in reversed(case.events) if announced_as(e) == operation), None)
+            if event is None:
+                raise NoActiveAdapter(f"办件 {case_no} 没有 {operation} 事件")
+            message = event_message(case, event.seq, event_key(case_no, event.seq, sector))
         else:
             case = self.service.get(case_no)
             task = next((t for t in case.tasks if t.sector == sector), None)
@@ -132,6 +163,28 @@ class SectorCalls:
                 result = _probe(registered)
         return self.store.record_test(sector, version, {**result, "at": self.service.clock.now().isoformat()})
 
+    def rehearse(self, sector: str, version: str) -> BundleVersion:
+        """Run the version's rehearsal file against the sector's test endpoint (`gateway.sectors.rehearsals`) and
+        record the report, which activation reads; `NoRehearsal` if the version carries none."""
+        with unpacked(self.store.archive(sector, version)) as bundle:
+            try:
+                items = read_rehearsal(bundle)
+            except RehearsalInvalid as exc:  # registered before the file was checked: say so, as registering would
+                raise BundleInvalid([str(p) for p in exc.problems]) from exc
+            if not items:
+                raise NoRehearsal(sector, version)
+            now = self.service.clock.now()
+            try:
+                target = self.rehearsal_build(bundle)
+            except BundleError as exc:  # a secret missing here: nothing could be sent
+                report: dict[str, Any] = {
+                    "outcome": FAILED, "at": now.isoformat(), "run": None, "passed": 0, "total": len(items),
+                    "unreachable": True, "items": [], "cleanup": [], "note": mask_text(f"cannot be built here: {exc}")}
+            else:
+                report = rehearse(target, items, run=secrets.token_hex(6), now=now, messages=self.messages,
+                                  shown_body=shown_body)
+        return self.store.record_rehearsal(sector, version, report)
+
     def callback(self, sector: str, method: str, path: str, headers: Mapping[str, str], body: bytes,
                  query: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
         """A sector's decision: verify its signature, read it with the bundle's callback mapping, record it.
@@ -163,7 +216,10 @@ class SectorCalls:
             result = registered.read_callback(answer)
         except (MappingError, BusinessError) as exc:  # signed, but not a decision we can read
             raise CallbackUnreadable(str(exc)) from exc
-        recorded = self.service.record_callback(sector, result)
+        try:
+            recorded = self.service.record_callback(sector, result)
+        except ResultProblem as exc:  # signed and readable, but its facts cannot be taken (a time without zone)
+            raise CallbackUnreadable(str(exc)) from exc
         return {"recorded": recorded}
 
 
@@ -194,6 +250,9 @@ def _probe(registered: RegisteredAdapter) -> dict[str, Any]:
     unreachable  anything else: no connection, no answer in time, a 5xx, our own breaker open, an answer
                  we cannot read — nothing that shows the sector took our credentials
     """
+    if not registered.bundle.takes_cases:  # any call to a subscriber would deliver a case event: none is harmless
+        return _result(UNREACHABLE, "a bundle that only subscribes to case events has no harmless call to test it "
+                                    "with: check its endpoint with its sector, then activate it with --force")
     try:
         registered.adapter.call(Operation.QUERY_STATUS, {"sector_ref": PROBE_REF, "idempotency_key": PROBE_REF})
     except DeliveryError as exc:

@@ -11,6 +11,16 @@ for when the breaker may close, this take not counted (unless a call reached the
 `retry.max_wait_ms` bounds that wait from the first refusal; past it the message becomes a dead letter of
 class `circuit_open` carrying the sector's last real answer. Over RabbitMQ the row goes back to pending: the
 worker acknowledges the broker's message and the relay publishes the row again when it is due.
+
+A status answer that cannot be read (`unreadable`) does not end the polling: it is counted on the outbox row and
+asked again after a backoff; only `results.max_bad_answers` of them in a row make a dead letter.
+
+A sector's final refusal of a submission (`SectorRefusal`: a code its mapping declares final) is an answer, not
+a failure: the way forward it names is applied to the case (`CaseService.record_refusal`), with no dead letter.
+
+A case event for a sector subscribed to it (its row's task is `e<event seq>`, `OutboxRepository.add_event`) goes
+the same way, through the mapping named for the event, with the event message (`event_message`), even when the
+case has ended: the sector's answer (its receipt) is recorded in the message log and nothing on the case changes.
 """
 
 from __future__ import annotations
@@ -27,9 +37,18 @@ from typing import Any, Literal, Protocol
 
 import structlog
 
-from adapters import MATERIALS_SENT_WITH, DeliveryError, Operation, RegisteredAdapter
+from adapters import (
+    MATERIALS_SENT_WITH,
+    DeliveryError,
+    FailureClass,
+    Operation,
+    RegisteredAdapter,
+    SectorRefusal,
+    UnsendableRequest,
+)
 from gateway.cases.service import CaseService
-from gateway.domain.case import Case, CaseState
+from gateway.domain.case import Case, CaseState, Trigger
+from gateway.domain.lifecycle import EVALUATED, announced_as
 from gateway.materials.links import MaterialNotSendable, MaterialTransport
 from gateway.observability.correlation import correlated
 from gateway.persistence.repository import Failure, OutboxMessage
@@ -45,7 +64,10 @@ DELIVERED = "delivered"  # the sector took it; its answer is recorded
 DEAD = "dead"  # a dead letter: failed past the retry policy, or can never go (configuration, material, a bug)
 NOT_SENT = "not_sent"  # settled without a sector call: the case ended, or the bundle lacks the operation
 WAITING = "waiting"  # refused by the sector's open circuit breaker: due again when it may close
+BAD_ANSWER = "bad_answer"  # a status answer that could not be read: asked again later (`unreadable`)
 RETRY = "retry"  # nothing could be stored (the database): the lease expires or the broker redelivers
+# A run of unreadable status answers backs off: the polling interval doubled per bad answer, at most this many times.
+BAD_ANSWER_BACKOFF_CAP = 16
 
 
 @dataclass
@@ -138,7 +160,8 @@ class Delivery:
 
     def _deliver(self, message: OutboxMessage) -> Outcome:
         case = self.service.get(message.case_no)
-        if case.state in ENDED and message.operation != Operation.CANCEL_CASE:
+        event = message.event_seq is not None  # a case event to a subscribed sector: the case has often ended
+        if case.state in ENDED and message.operation != Operation.CANCEL_CASE and not event:
             self._settle(message, "the case has ended")
             return Outcome(NOT_SENT)
         try:  # a replay with the original mapping is pinned to the version the message died with
@@ -147,13 +170,15 @@ class Delivery:
         except LookupError as error:  # no active bundle: a configuration an operator must fix, then replay
             self._dead_letter(message, Failure(CONFIGURATION_ERROR, str(error)))
             return Outcome(DEAD)
-        if message.operation not in target.bundle.operations:
+        if message.operation not in (target.bundle.subscriptions if event else target.bundle.operations):
             self._settle(message, f"the {message.sector} bundle has no {message.operation}")
             return Outcome(NOT_SENT)
-        operation = Operation(message.operation)
+        # A subscribed event goes through the mapping named for it, as a named query goes by its name.
+        operation = message.operation if event else Operation(message.operation)
         key = f"{message.idempotency_key}#{uuid.uuid4().hex[:8]}" if self.settings.unsafe_fresh_keys \
             else message.idempotency_key
-        payload = canonical_message(case, message.task_id, key)
+        payload = event_message(case, message.event_seq, key) if message.event_seq is not None \
+            else canonical_message(case, message.task_id, key)
         bound = log.bind(case_no=message.case_no, sector=message.sector, operation=operation, outbox_id=message.id,
                          bundle_version=target.version)
         context = Failure("", "", canonical_payload=payload, bundle_version=target.version)
@@ -169,8 +194,13 @@ class Delivery:
             result = logged_call(self.messages, target, operation, payload, case_no=message.case_no)
         except DeliveryError as error:
             def render() -> Any:  # what would have been sent, for the dead letter
-                return target.adapter.render(operation, payload)
+                return target.adapter.render(operation, payload)  # type: ignore[arg-type]  # an event's name
 
+            if isinstance(error, SectorRefusal) and operation is Operation.SUBMIT_CASE:
+                return self._refused(message, error, time.monotonic() - started, bound)
+            if operation is Operation.QUERY_STATUS and unreadable(error):
+                return self._bad_answer(message, target, error, _failed(context, error), time.monotonic() - started,
+                                        bound)
             if getattr(error, "circuit_open", False):
                 return self._wait_for_circuit(message, target, error, _failed(context, error), started, render,
                                               bound)
@@ -186,6 +216,34 @@ class Delivery:
         self._record(message, target, result)
         bound.info("delivered", result_status=result.get("status"))
         return Outcome(DELIVERED, call_s)
+
+    def _refused(self, message: OutboxMessage, refusal: SectorRefusal, call_s: float, bound: Any) -> Outcome:
+        """The sector's final no to a submission: the way forward its mapping names is applied to the case at
+        once (`CaseService.record_refusal`); no dead letter — nothing is left for an operator to do."""
+        self.service.record_refusal(message, self.owner, refusal)
+        bound.info("refused by the sector", code=refusal.code, way=refusal.way)
+        return Outcome(DELIVERED, call_s)
+
+    def _bad_answer(self, message: OutboxMessage, target: RegisteredAdapter, error: DeliveryError, failure: Failure,
+                    call_s: float, bound: Any) -> Outcome:
+        """A status answer that cannot be read (already in the message log): asked again after a backoff — the
+        polling interval doubled per bad answer in a row, capped at `BAD_ANSWER_BACKOFF_CAP` times it; the
+        bundle's `results.max_bad_answers` in a row make a dead letter."""
+        in_a_row = message.bad_answers + 1
+        if in_a_row >= target.max_bad_answers:
+            bound.warning("status answers unreadable too often", bad_answers=in_a_row, error=error.message)
+            self._dead_letter(message, replace(failure, error_message=f"{in_a_row} status answers in a row could not "
+                                                                      f"be read; the last: {error.message}"))
+            return Outcome(DEAD, call_s)
+        backoff = self._poll_interval(target) * min(2 ** in_a_row, BAD_ANSWER_BACKOFF_CAP)
+        self.service.record_bad_answer(message, self.owner, backoff)
+        bound.warning("status answer unreadable: asking again later", bad_answers=in_a_row, error=error.message,
+                      next_poll_in_s=backoff.total_seconds())
+        return Outcome(BAD_ANSWER, call_s)
+
+    def _poll_interval(self, target: RegisteredAdapter) -> timedelta:
+        interval = target.poll_interval_ms
+        return self.settings.poll_interval or timedelta(milliseconds=interval or 5000)
 
     def _wait_for_circuit(self, message: OutboxMessage, target: RegisteredAdapter, error: DeliveryError,
                           failure: Failure, started: float, render: Callable[[], Any], bound: Any) -> Outcome:
@@ -209,10 +267,14 @@ class Delivery:
     def _record(self, message: OutboxMessage, target: RegisteredAdapter, result: dict[str, Any]) -> None:
         interval = target.poll_interval_ms  # None: the sector calls back with its decision
         poll_after = None if interval is None else self.settings.poll_interval or timedelta(milliseconds=interval)
-        if message.operation == Operation.SUBMIT_CASE:
+        if message.event_seq is not None:  # the subscriber has it: nothing on the case changes
+            self.service.record_event_delivered(message, self.owner)
+        elif message.operation == Operation.SUBMIT_CASE:
             self.service.record_submitted(message, self.owner, result["sector_ref"], poll_after)
         elif message.operation == Operation.QUERY_STATUS:
             self.service.record_status(message, self.owner, result, poll_after or timedelta(seconds=5))
+        elif message.operation == Operation.FETCH_CERTIFICATE:
+            self.service.record_certificate(message, self.owner, result)
         else:  # cancel_case: the sector has been told, and the cancelled task shows it
             self.service.record_cancelled(message, self.owner)
 
@@ -231,6 +293,13 @@ class Delivery:
         self.service.record_dead_letter(message, self.owner, replace(failure, rendered_request=rendered))
 
 
+def unreadable(error: DeliveryError) -> bool:
+    """An answer came and could not be read: malformed or hostile (VALIDATION), or not what the mapping reads
+    (MAPPING: a missing field, an unknown status code). Not a request that could not be rendered: nothing went."""
+    return error.failure in (FailureClass.VALIDATION, FailureClass.MAPPING) and not isinstance(error,
+                                                                                           UnsendableRequest)
+
+
 def _failed(context: Failure, error: DeliveryError) -> Failure:
     """The dead letter of a delivery that failed with `error`: its class, message and every attempt."""
     return replace(context, error_class=str(error.failure), error_message=error.message, attempts=error.attempts,
@@ -247,24 +316,52 @@ def _waited_too_long(error: DeliveryError, waited: timedelta, max_wait: timedelt
 
 def canonical_message(case: Case, task_id: str, idempotency_key: str) -> dict[str, Any]:
     """The canonical message of `adapters.contract`: identifiers and the case as the sector needs it."""
-    accepted = next(e for e in case.events if e.to_state is CaseState.ACCEPTED)
     task = case.task(task_id)
     return {
         "idempotency_key": idempotency_key,
         "sector_ref": task.sector_ref,
         "task": {"id": task.task_id, "department": task.department, "credit_code": task.credit_code,
                  "lead": task.lead},
-        "case": {
-            "case_no": case.case_no,
-            "matter_code": case.matter_code,
-            "accepted_at": accepted.at.isoformat(),
-            "green_channel": bool(case.green_channel),
-            "channel": case.channel,
-            "region_code": case.region_code,
-            "applicant": vars(case.applicant).copy(),
-            "materials": [{**m.described(), "received": True} for m in case.materials],
-            "form": dict(case.form),
-        },
+        "case": _case_block(case),
+    }
+
+
+def event_message(case: Case, seq: int, idempotency_key: str) -> dict[str, Any]:
+    """A case event as a subscribed sector gets it (`adapters.canonical.EVENT_MESSAGES`): the event, the case, and
+    the evaluation (evaluated) or the certificate (certificate_issued, case_closed once one was issued)."""
+    event = next(e for e in case.events if e.seq == seq)
+    kind = announced_as(event)
+    message: dict[str, Any] = {"idempotency_key": idempotency_key,
+                               "event": {"type": kind, "at": event.at.isoformat(), "seq": event.seq},
+                               "case": _case_block(case)}
+    if kind == EVALUATED and case.evaluation is not None:
+        message["evaluation"] = vars(case.evaluation).copy()
+    issued = next((e for e in case.events if e.trigger is Trigger.ISSUE_CERTIFICATE), None)
+    if kind != EVALUATED and case.certificate is not None and issued is not None:
+        certificate = case.certificate
+        message["certificate"] = {
+            "name": certificate.name, "number": certificate.number, "issuer": certificate.issuer,
+            "valid_until": certificate.valid_until.isoformat() if certificate.valid_until else None,
+            "holder": {"name": case.applicant.name, "id_type": case.applicant.id_type,
+                       "id_number": case.applicant.id_number},
+            "issued_at": issued.at.isoformat(),
+        }
+    return message
+
+
+def _case_block(case: Case) -> dict[str, Any]:
+    """The case as every canonical message carries it; accepted_at is None for a case never accepted."""
+    accepted = next((e for e in case.events if e.to_state is CaseState.ACCEPTED), None)
+    return {
+        "case_no": case.case_no,
+        "matter_code": case.matter_code,
+        "accepted_at": accepted.at.isoformat() if accepted is not None else None,
+        "green_channel": bool(case.green_channel),
+        "channel": case.channel,
+        "region_code": case.region_code,
+        "applicant": vars(case.applicant).copy(),
+        "materials": [{**m.described(), "received": True} for m in case.materials],
+        "form": dict(case.form),
     }
 
 
@@ -277,7 +374,7 @@ def logged_call(messages: MessageLog | None, target: RegisteredAdapter, operatio
     attempt passes the breaker — before the call, so a process that dies during it leaves it on record."""
     if messages is None:
         return target.adapter.call(operation, payload)
-    key = payload.get("idempotency_key")
+    key = payload.get("idempotency_key") or payload.get("request_id")  # a named query's: its request id
     # Kinds render a query's name too; adapters.contract.Adapter.render names only Operation: hence the ignore.
     try:
         rendered = jsonable(target.adapter.render(operation, payload))  # type: ignore[arg-type]

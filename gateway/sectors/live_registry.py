@@ -95,12 +95,19 @@ class LiveRegistry:
         """The sector whose active bundle takes this department's task of this matter, if any.
 
         A bundle takes only departments it names (none named: its own department); `matters`, when given,
-        narrows that to those matters. Activation refuses two sectors naming one department.
+        narrows that to those matters. A bundle naming the matter wins over a department-wide one (one bureau's
+        systems split by matter); activation refuses two that would both take one task, and ties (none after
+        that check) go to the first sector by name.
         """
-        for sector, entry in sorted(self._current().items()):
-            if serves_task(entry.registered.bundle, matter_code, credit_code):
-                return sector
-        return None
+        takers = [(not entry.registered.bundle.serves.matters, sector)
+                  for sector, entry in self._current().items()
+                  if serves_task(entry.registered.bundle, matter_code, credit_code)]
+        return min(takers)[1] if takers else None
+
+    def subscribers(self, event: str) -> tuple[str, ...]:
+        """The sectors whose active bundle subscribes to this case event (`subscriptions:`), by name."""
+        return tuple(sector for sector, entry in sorted(self._current().items())
+                     if event in entry.registered.bundle.subscriptions)
 
     def sector_for_query(self, name: str) -> str | None:
         for sector, entry in sorted(self._current().items()):
@@ -184,5 +191,7 @@ def _safe(version: str) -> str:
 
 
 def serves_task(bundle: Bundle, matter_code: str, credit_code: str) -> bool:
+    if not bundle.takes_cases:  # it only subscribes to case events
+        return False
     departments = bundle.serves.departments or (bundle.department.credit_code,)
     return credit_code in departments and (not bundle.serves.matters or matter_code in bundle.serves.matters)

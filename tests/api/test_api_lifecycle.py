@@ -157,7 +157,7 @@ def test_the_back_office_approves_its_single_department_case(desk: Desk) -> None
     assert case["state"] == "accepted"
     assert case["tasks"] == [{"task_id": "1", "department": HOUSING_FUND_NAME, "credit_code": HOUSING_FUND,
                               "lead": True, "via": "back_office", "state": "pending", "sector_ref": None,
-                              "opinion": None, "round": 0, "sector_told": None}]
+                              "opinion": None, "round": 0, "sector_told": None, "result": None}]
     approved = ok(decide(desk, case["case_no"], "approved", "符合提取条件"))
     assert (approved["state"], approved["opinion"], approved["tasks"][0]["state"]) == ("approved", "符合提取条件",
                                                                                       "approved")

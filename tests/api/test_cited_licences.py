@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,10 +18,11 @@ from sqlalchemy import select
 
 from adapters.simulators.licence_library import LicenceLibrarySimulator
 from gateway.bootstrap.app import Gateway, create_app
+from gateway.domain.case import Actor, ActorKind, Certificate, TaskState
 from gateway.persistence import tables as t
 from gateway.sectors.delivery import canonical_message
 from tests.support.applications import APPLICANT_ID, HOUSING_MATERIALS, application
-from tests.support.gateways import Keys
+from tests.support.gateways import Keys, drain
 from tests.support.licences import HOLDER_ID, ISSUER, SECTOR, activate_library, licence
 
 ID_CARD = "居民身份证"
@@ -50,10 +50,10 @@ def citing(number: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def hall(make_gateway: Callable[..., Gateway], tmp_path: Path) -> Iterator[Hall]:
+def hall(make_gateway: Callable[..., Gateway]) -> Iterator[Hall]:
     with LicenceLibrarySimulator() as library:
         gateway = make_gateway(bundles=(), sector_endpoints={SECTOR: library.url})
-        activate_library(gateway, tmp_path)
+        activate_library(gateway)
         with TestClient(create_app(gateway)) as client:
             yield Hall(gateway, client, Keys.issue(gateway), library)
 
@@ -171,3 +171,21 @@ def test_the_librarys_named_queries_answer_the_hall(hall: Hall) -> None:
     held = hall.client.post("/v1/queries/licences_of_holder", headers=hall.keys.hall,
                             json={"params": {"id_type": "111", "id_number": HOLDER_ID}})
     assert held.status_code == 200 and [i["number"] for i in held.json()["result"]["items"]] == ["GA-150203-0007"]
+
+
+def test_an_issued_certificate_is_filed_in_the_library_once_and_can_then_be_cited(hall: Hall) -> None:
+    """The subscription end to end: the case event certificate_issued reaches the library as a guaranteed delivery
+    (the library's receipt kept), and the licence it filed is one the hall may cite."""
+    service, issuing = hall.gateway.service, Actor(ActorKind.ISSUING_WINDOW, "issuer")
+    case_no = hall.submit([{"name": n} for n in HOUSING_MATERIALS]).json()["case_no"]
+    service.decide_task(case_no, "1", TaskState.APPROVED, "准予提取", Actor(ActorKind.DEPARTMENT, "clerk"),
+                        "12150200MB1A00020M")
+    service.issue_certificate(case_no, Certificate("居民身份证", "GJJ-2026-0001", ISSUER, date(2031, 12, 6)), issuing)
+    drain(hall.gateway, lambda: hall.library.licence("GJJ-2026-0001") is not None
+          and hall.library.counters["registrations_received"] == 1)
+    filed = hall.library.licence("GJJ-2026-0001")
+    assert filed is not None
+    assert (filed.holder_id_number, filed.issuer, filed.valid_until, filed.case_no) == (
+        HOLDER_ID, ISSUER, date(2031, 12, 6), case_no)
+    again = hall.submit(citing("GJJ-2026-0001"))
+    assert again.status_code == 201 and again.json()["materials"][0]["trust"] == "authoritative"

@@ -16,9 +16,12 @@ scripted HTTP server (tests/api/test_hostile_input.py), since a well-behaved sim
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,13 +29,16 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event, select, update
 
+from adapters.registry import default_bundles_dir
 from adapters.simulators.public_security import CALLBACK_KEY_ID, DEFAULT_SECRET, PublicSecuritySimulator, signed_headers
 from gateway.bootstrap.app import Gateway, create_app
 from gateway.domain import answers
 from gateway.domain.answers import AnswerMismatch
 from gateway.domain.case import Applicant, Case, Task
+from gateway.domain.results import ResultProblem
 from gateway.persistence import tables as t
 from gateway.persistence.repository import DeadLetter
+from gateway.sectors.bundle_records import BundleInvalid, pack_folder
 from tests.support.gateways import COMPLETE_APPLICATION, Keys, drain
 from tests.support.hostile import CASE_NS, PERSON, HostileSector, assert_problem, envelope, submit_answer
 
@@ -291,3 +297,41 @@ def test_a_long_identifier_is_cut_in_the_message() -> None:
     with pytest.raises(AnswerMismatch) as refused:
         answers.case_to_bind("GA" + "9" * 10_000, answers.claims({"case_no": "C1", "idempotency_key": "C2:1:x"}))
     assert "names more than one case: C1, C2" in str(refused.value) and len(str(refused.value)) < 300
+
+
+# --- what a decision says besides itself (issue 18) ---------------------------------------------------------
+
+
+def test_a_callbacks_decision_time_is_kept_beside_ours_and_a_time_without_its_zone_is_refused(police: Hall) -> None:
+    a, b = two_cases_in_process(police)
+    assert police.callback(decision(str(police.reference(a)), a)).json() == {"recorded": True}
+    case = police.gateway.service.get(a)
+    concluded = next(e for e in case.events if e.trigger == "task_concluded")
+    assert concluded.data["sector_at"] == "2026-11-24T02:00:00+00:00"  # SJ 10:00 in Beijing, declared so
+    assert case.tasks[0].result is not None and case.tasks[0].result.decided_at == datetime(2026, 11, 24, 2, tzinfo=UTC)
+    shown = police.client.get(f"/v1/cases/{a}/events", headers=Keys.issue(police.gateway).window).json()["items"]
+    assert [e["sector_at"] for e in shown if e["trigger"] == "task_concluded"] == ["2026-11-24T10:00:00.000+08:00"]
+    # A canonical answer whose time says no zone (a mapping that forgot to declare one) changes nothing.
+    before = police.seen(b)
+    naive = {"sector_ref": police.reference(b), "case_no": b, "status": "approved", "decided_at": "2026-11-24T10:00:00"}
+    with pytest.raises(ResultProblem, match="does not say its time zone"):
+        police.gateway.service.record_callback(POLICE, naive)
+    assert police.seen(b) == before
+
+
+def test_a_mapping_reading_the_sectors_time_without_its_zone_is_refused_at_registration(scripted: Scripted,
+                                                                                         tmp_path: Path) -> None:
+    """A mapping that reads the sector's time without declaring its zone never gets as far as a decision: the
+    bundle is refused when registered, naming the field (the zone is not guessed), and nothing is stored. The
+    domain's own guard against a zoneless time (`SectorResult.read`) is proved in tests/unit/test_sector_results.py."""
+    hall, _sector = scripted("social_security")
+    folder = tmp_path / "social_security"
+    shutil.copytree(default_bundles_dir() / "social_security", folder)
+    for name, old, new in (("bundle.yaml", 'version: "', 'version: "zoneless-'),
+                           ("query_status.mapping.yaml", "convert: compact_shanghai_to_iso_utc, ", "")):
+        path = folder / name
+        path.write_text(path.read_text(encoding="utf-8").replace(old, new, 1), encoding="utf-8")
+    with pytest.raises(BundleInvalid) as refused:
+        hall.gateway.bundles.register(pack_folder(folder), "test")
+    assert "response.fields.decided_at" in str(refused.value) and "never guessed" in str(refused.value)
+    assert all(not v.version.startswith("zoneless-") for v in hall.gateway.bundles.versions("social_security"))

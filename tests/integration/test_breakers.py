@@ -76,8 +76,10 @@ def tune(gateway: Gateway, sector: str, folder: Path, **lines: str) -> None:
 
 # Parameters no request to the sector can carry: missing, of a shape the mapping or the WSDL refuses, a
 # character XML 1.0 cannot hold (refused at the door, as every typed text is), an URL no HTTP server takes.
-# Nothing is sent: the mistake is the hall's.
+# Nothing is sent: the mistake is the hall's. The shipped queries declare their parameters, so their contract
+# refuses these (`invalid-query-parameters`); copies declaring none leave it to the rendering (`query-invalid`).
 QUERY_INVALID, TEXT_REFUSED = "urn:yiwang:problem:query-invalid", "urn:yiwang:problem:invalid-request"
+BAD_PARAMETERS = "urn:yiwang:problem:invalid-query-parameters"
 UNSENDABLE = [
     (CONTRIBUTIONS, {}, QUERY_INVALID),
     (CONTRIBUTIONS, {"id_number": {"nested": 1}}, QUERY_INVALID),
@@ -88,12 +90,31 @@ UNSENDABLE = [
 ]
 
 
+def undeclared(gateway: Gateway, sector: str, folder: Path) -> None:
+    """Activate a copy of the shipped bundle whose queries declare no parameters (as before issue 18)."""
+    bundle = folder / f"{sector}-undeclared"
+    shutil.copytree(default_bundles_dir() / sector, bundle)
+    for mapping in bundle.glob("*.mapping.yaml"):
+        text = mapping.read_text(encoding="utf-8")
+        mapping.write_text(re.sub(r"(?m)^parameters:.*\n(?:  .*\n)*", "", text), encoding="utf-8")
+    descriptor = bundle / "bundle.yaml"
+    descriptor.write_text(re.sub(r'(?m)^version: ".*"', 'version: "undeclared-1"',
+                                 descriptor.read_text(encoding="utf-8")), encoding="utf-8")
+    gateway.bundles.activate(sector, gateway.bundles.register(pack_folder(bundle), "test").version, "test",
+                             force=True)
+
+
 def test_a_query_no_request_can_carry_is_the_halls_mistake_422_and_never_the_sectors_failure(
-        gateway: Gateway, simulator: SocialSecuritySimulator, housing: HousingFundSimulator) -> None:
-    for name, params, problem in UNSENDABLE:
-        answer = ask(gateway, name, params)
-        assert answer.status_code == 422, (name, answer.text)
-        assert answer.json()["type"] == problem, answer.text
+        gateway: Gateway, simulator: SocialSecuritySimulator, housing: HousingFundSimulator, tmp_path: Path) -> None:
+    for declared in (True, False):
+        if not declared:
+            for sector in (SECTOR, HOUSING):
+                undeclared(gateway, sector, tmp_path)
+        for name, params, problem in UNSENDABLE:
+            answer = ask(gateway, name, params)
+            assert answer.status_code == 422, (name, answer.text)
+            expected = BAD_PARAMETERS if declared and problem == QUERY_INVALID else problem
+            assert answer.json()["type"] == expected, answer.text
     assert simulator.counters["raw_requests"] == housing.counters["raw_requests"] == 0  # nothing was sent
     for sector in (SECTOR, HOUSING):  # no call of the sector's, so no failure of it either
         seen = health(gateway, sector)

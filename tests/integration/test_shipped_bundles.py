@@ -16,7 +16,6 @@ import hmac
 import json
 import queue
 import re
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -33,7 +32,15 @@ from adapters.contract import DeliveryError, FailureClass, Operation
 from adapters.descriptor import CallbackResults
 from adapters.registry import RegisteredAdapter, Registry, build_adapter, default_bundles_dir
 from adapters.resilience import RetryPolicy
-from adapters.simulators import civil_affairs, employment, housing_fund, public_security, social_assistance
+from adapters.simulators import (
+    civil_affairs,
+    employment,
+    housing_fund,
+    licence_library,
+    public_security,
+    rating_platform,
+    social_assistance,
+)
 from adapters.simulators.base import person_seed, recent_months
 from adapters.simulators.civil_affairs import CivilAffairsSimulator
 from adapters.simulators.housing_fund import HousingFundSimulator
@@ -58,6 +65,9 @@ SECTORS = tuple(PUBLISHED)
 # The sectors that joined with signing recipes (issue 17) have tests of their own: test_sector_pages.py (published
 # copies), test_simulator_signing_sectors.py and test_signing_sectors_through_the_gateway.py.
 SIGNING_SECTORS = ("employment", "e_licence", "social_assistance")
+# The platforms subscribed to case events (issue 18) are tested in test_subscriptions.py and, the licence library,
+# test_cited_licences.py and test_licence_library_bundle.py.
+SUBSCRIBERS = ("licence_library", "rating_platform")
 SECRETS = {
     "YIWANG_SECRET_GJJ_CLIENT_ID": housing_fund.DEFAULT_CLIENT_ID,
     "YIWANG_SECRET_GJJ_CLIENT_SECRET": housing_fund.DEFAULT_CLIENT_SECRET,
@@ -65,6 +75,8 @@ SECRETS = {
     "YIWANG_SECRET_GA_HMAC": public_security.DEFAULT_SECRET,
     "YIWANG_SECRET_EMPLOYMENT_APP_SECRET": employment.DEFAULT_SECRET,
     "YIWANG_SECRET_SOCIAL_ASSISTANCE_KEY": social_assistance.DEFAULT_SECRET,
+    "YIWANG_SECRET_RATING_PLATFORM_TOKEN": rating_platform.DEFAULT_TOKEN,
+    "YIWANG_SECRET_LICENCE_LIBRARY_TOKEN": licence_library.DEFAULT_TOKEN,
 }
 # How each sector writes its reference: the pattern its published service description (and so the bundle's
 # copy) gives, or, where the WSDL says only xsd:string, its prefix and the simulators' twelve digits.
@@ -196,7 +208,7 @@ def test_what_each_shipped_bundle_serves() -> None:
 
 
 def test_every_catalogue_task_goes_to_one_shipped_bundle_at_most_and_each_signing_sector_gets_one() -> None:
-    """Activating all seven together overlaps nowhere (activation refuses two sectors naming one department),
+    """Activating all seven together overlaps nowhere (activation refuses two sectors taking one task),
     and each new sector serves a department that implements a matter of the shipped catalogue."""
     bundles = {sector: load_bundle(BUNDLES / sector) for sector in SECTORS + SIGNING_SECTORS}
     taken: dict[str, list[str]] = {}
@@ -211,16 +223,13 @@ def test_every_catalogue_task_goes_to_one_shipped_bundle_at_most_and_each_signin
                       "social_assistance": ["临时救助"]}
 
 
-def test_the_shipped_bundles_load_together(tmp_path: Path) -> None:
-    root, hooks = BUNDLES, ("licence_library",)  # the national platform's hooks: they take no cases (issue 18)
-    if validate_bundle(BUNDLES / "licence_library"):  # this branch's loader knows no `subscriptions` yet
-        root, hooks = tmp_path / "bundles", ()
-        shutil.copytree(BUNDLES, root, ignore=shutil.ignore_patterns("licence_library"))
-    registry = Registry.load(root, retry_override=FAST, credentials=shipped_credentials())
-    assert registry.sectors == tuple(sorted(SECTORS + SIGNING_SECTORS + hooks))
+def test_the_shipped_bundles_load_together() -> None:
+    registry = Registry.load(BUNDLES, retry_override=FAST, credentials=shipped_credentials())
+    assert registry.sectors == tuple(sorted(SECTORS + SIGNING_SECTORS + SUBSCRIBERS))
     assert {s: registry.get(s).poll_interval_ms for s in registry.sectors} == {
         "social_security": 1000, "housing_fund": 2000, "civil_affairs": 2000, "public_security": None,
-        "employment": 2000, "e_licence": 2000, "social_assistance": 2000} | dict.fromkeys(hooks)
+        "employment": 2000, "e_licence": 2000, "social_assistance": 2000, "rating_platform": None,
+        "licence_library": None}
 
 
 # ------------------------------------------------------------------ 人社 social security (SOAP 1.1)

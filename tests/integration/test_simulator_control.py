@@ -122,6 +122,14 @@ def test_yiwang_simulators_run_arms_the_fault_from_the_start() -> None:
         assert httpx.post(url + "/api/v2/applications", content=b"{}").status_code == 503
 
 
+def test_yiwang_simulators_runs_the_rating_platform() -> None:
+    port = free_port()
+    with running(["rating_platform", "--port", str(port)]):
+        url = f"http://127.0.0.1:{port}"
+        assert httpx.get(url + "/openapi.yaml").status_code == 200
+        assert httpx.post(url + "/hcp/v1/ratings", json={}).json() == {"code": "401", "msg": "访问令牌无效或已过期"}
+
+
 class _Receiver(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 (http.server naming)
         body = self.rfile.read(int(self.headers["Content-Length"]))

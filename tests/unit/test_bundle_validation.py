@@ -35,8 +35,10 @@ from adapters.descriptor import Bundle, CallbackResults, PollingResults
 from adapters.registry import default_bundles_dir
 from adapters.kinds.rest import RestOptions
 from adapters.kinds.soap import stylesheets
+from mappings import CONVERTERS
 from mappings.errors import MappingError
 from mappings.positions import YamlProblem, load_yaml
+from mappings.validate import Expectations, Shape, check_canonical, load_mapping
 from mappings.xslt import XsltError, compile_xslt
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "bundles"
@@ -92,13 +94,18 @@ def test_the_canonical_model_as_data() -> None:
     paths = canonical.readable_paths("submit_case")
     assert {"idempotency_key", "sector_ref", "task.id", "case.applicant.id_number"} <= paths
     assert {"case.materials[].name", "case.materials[].received", "case.materials[].file_ref", "case.form.*"} <= paths
-    assert canonical.readable_paths("housing_fund_balance", query=True) == {"query", "query.*"}
+    assert canonical.readable_paths("housing_fund_balance", query=True) == {"query", "query.*", "request_id"}
     assert canonical.result_spec("query_status").required == {"status"}
-    assert canonical.result_spec("query_status").optional == {"opinion", "decided_at", "sector_ref", "case_no",
-                                                              "task_id", "idempotency_key"}
-    assert canonical.result_spec("callback").optional == {"opinion", "decided_at", "case_no", "task_id",
-                                                          "idempotency_key"}
+    facts = {"decided_at", "certificate_issued", "certificate_number", "certificate_valid_until", "document_ref"}
+    assert canonical.result_spec("query_status").optional == {"opinion", "sector_ref", "case_no", "task_id",
+                                                              "idempotency_key", *facts}
+    assert canonical.result_spec("callback").optional == {"opinion", "case_no", "task_id", "idempotency_key", *facts}
+    assert canonical.result_spec("fetch_certificate").allowed == {"name", "number", "issuer", "valid_until", "holder",
+                                                                  "file_ref"}
     assert canonical.result_spec("submit_case").required == {"sector_ref"}
+    assert canonical.result_spec("callback").times == {"decided_at": "instant", "certificate_valid_until": "date"}
+    assert canonical.result_spec("fetch_certificate").times == {"valid_until": "date"}
+    assert canonical.result_spec("housing_fund_balance", query=True).times == {}  # a query's result is its own
 
 
 # ------------------------------------------------------------------ broken bundles
@@ -132,6 +139,11 @@ def E(file: str, old: str, new: str | None) -> Edit:  # noqa: N802 - reads as a 
 
 
 D, SUBMIT, STATUS = "bundle.yaml", "submit_case.mapping.yaml", "query_status.mapping.yaml"
+KNOWN = ", ".join(sorted(CONVERTERS))
+NO_ZONE = ("'decided_at' is an ISO-8601 UTC instant: read it with a converter that declares the sector's zone, last "
+           "in `convert` and without a code table (epoch_s_to_iso_utc, epoch_ms_to_iso_utc, compact_shanghai_to_iso_utc, "
+           "beijing_datetime_to_iso_utc, compact_utc_to_iso_utc, utc_datetime_to_iso_utc, xsd_datetime_to_iso_utc); "
+           "a time is never guessed")
 JSON_APPLICATION = '          application/json:\n            schema: {$ref: "#/components/schemas/Application"}'
 FORM_APPLICATION = JSON_APPLICATION.replace("application/json", "application/x-www-form-urlencoded")
 FLAT_FORM = """http:
@@ -161,8 +173,8 @@ BROKEN: list[tuple[str, Path, list[Edit], list[str]]] = [
      ["bundle.yaml:4: sector: 'Social-Security' is not a sector name ([a-z][a-z0-9_]{1,40})"]),
     ("unknown descriptor key", SOAP, [E(D, "timeout_ms: 5000", "timeout_ms: 5000\npoll_interval_ms: 1000")],
      ["bundle.yaml:21: poll_interval_ms: unknown key (known: auth, circuit_breaker, department, endpoints, "
-      "format, idempotency, kind, materials, operations, queries, rate_limit, results, retry, sector, serves, "
-      "service_description, soap_version, timeout_ms, title, tls, version, ws_security)"]),
+      "format, idempotency, kind, materials, operations, queries, rate_limit, rehearsal, results, retry, sector, "
+      "serves, service_description, soap_version, subscriptions, timeout_ms, title, tls, version, ws_security)"]),
     ("operation name not canonical", SOAP, [E(D, "operations:\n", "operations:\n  submit: submit_case.mapping.yaml\n")],
      ["bundle.yaml:18: operations.submit: not a canonical operation (known: callback, cancel_case, fetch_certificate, "
       "query_status, submit_case)"]),
@@ -206,7 +218,21 @@ BROKEN: list[tuple[str, Path, list[Edit], list[str]]] = [
      [E(SUBMIT, "  qqlsh: {from: idempotency_key}", "  qqlsh: &k {from: idempotency_key}\n  x: *k")],
      ["submit_case.mapping.yaml:7: YAML aliases (*name) are not allowed"]),
     ("unknown converter", SOAP, [E(SUBMIT, "convert: datetime_compact_shanghai", "convert: datetime_compact")],
-     ["submit_case.mapping.yaml:13: request.slsj: unknown converter 'datetime_compact'"]),
+     [f"submit_case.mapping.yaml:13: request.slsj: unknown converter 'datetime_compact' (known: {KNOWN})"]),
+    ("unknown converter in a chain", SOAP,
+     [E(SUBMIT, "convert: datetime_compact_shanghai", "convert: [datetime_compact_shanghai, nope]")],
+     [f"submit_case.mapping.yaml:13: request.slsj: unknown converter 'nope' (known: {KNOWN})"]),
+    ("a sector's time copied without a zone", SOAP, [E(STATUS, "convert: compact_shanghai_to_iso_utc, ", "")],
+     [f"query_status.mapping.yaml:16: response.fields.decided_at: {NO_ZONE}"]),
+    ("a sector's time chained past its zone", SOAP,
+     [E(STATUS, "convert: compact_shanghai_to_iso_utc", "convert: [compact_shanghai_to_iso_utc, str]")],
+     [f"query_status.mapping.yaml:16: response.fields.decided_at: {NO_ZONE}"]),
+    ("a sector's time as a constant", SOAP,
+     [E(STATUS, "{from: bjsj, convert: compact_shanghai_to_iso_utc, optional: true}", "{value: '2026-12-07 10:00:00'}")],
+     [f"query_status.mapping.yaml:16: response.fields.decided_at: {NO_ZONE}"]),
+    ("a sector's time through a code table", SOAP,
+     [E(STATUS, "convert: compact_shanghai_to_iso_utc", "convert: compact_shanghai_to_iso_utc, code_table: status")],
+     [f"query_status.mapping.yaml:16: response.fields.decided_at: {NO_ZONE}"]),
     ("unknown code table", SOAP, [E(SUBMIT, "code_table: yes_no", "code_table: yesno")],
      ["submit_case.mapping.yaml:20: request.cllb.cl.map.sfsj: unknown code table 'yesno'"]),
     ("from path not in the canonical model", SOAP, [E(SUBMIT, "case.applicant.name}", "case.applicant.nme}")],
@@ -291,6 +317,46 @@ def test_broken_bundles_are_refused_with_exact_problems(
 ) -> None:
     bundle = broken(tmp_path, source, *edits)
     assert [str(p) for p in validate_bundle(bundle)] == expected
+
+
+def test_a_sector_time_read_through_a_chain_ending_in_its_zone_validates(tmp_path: Path) -> None:
+    chained = "convert: [str, compact_shanghai_to_iso_utc]"  # the zone-declaring converter last: sound
+    bundle = broken(tmp_path, SOAP, E(STATUS, "convert: compact_shanghai_to_iso_utc", chained))
+    assert validate_bundle(bundle) == []
+
+
+CERTIFICATE = """operation: GetCertificate
+request: {ref: {from: sector_ref}}
+response:
+  fields:
+    name: {from: zzmc}
+    number: {from: zzbh}
+    valid_until: {from: yxqz%s}
+"""
+
+
+@pytest.mark.parametrize(("convert", "expected"), [
+    ("", ["certificate.mapping.yaml:7: response.fields.valid_until: 'valid_until' is a date (yyyy-MM-dd): read it "
+          "with a converter that declares the sector's zone, last in `convert` and without a code table (date_iso, "
+          "compact_date_to_iso); a time is never guessed"]),
+    (", convert: compact_date_to_iso", []),
+    (", convert: [epoch_ms_to_iso_utc, date_iso]", []),  # an instant's Beijing date
+])  # fmt: skip
+def test_a_certificate_validity_is_a_date_read_through_a_date_converter(
+    tmp_path: Path, convert: str, expected: list[str]
+) -> None:
+    path = tmp_path / "certificate.mapping.yaml"
+    path.write_text(CERTIFICATE % convert, encoding="utf-8")
+    mf, problems = load_mapping(path)
+    assert mf is not None and problems == []
+    tree = canonical.message_tree("fetch_certificate")
+    expectations = Expectations("fetch_certificate", Shape.from_data(tree), canonical.result_spec("fetch_certificate"))
+    assert [str(p) for p in check_canonical(mf, expectations)] == expected
+
+
+@pytest.mark.parametrize("bundle", sorted(default_bundles_dir().glob("*/bundle.yaml")), ids=lambda p: p.parent.name)
+def test_every_shipped_bundle_declares_its_sectors_time_zones(bundle: Path) -> None:
+    assert [str(p) for p in validate_bundle(bundle.parent)] == []
 
 
 def test_load_bundle_raises_every_descriptor_problem(tmp_path: Path) -> None:
@@ -573,7 +639,7 @@ def test_compile_mappings_merges_bundle_code_tables_and_reports_errors(tmp_path:
     assert set(compiled) == {"submit_case", "query_status", "cancel_case", *load_bundle(REST).queries}
     assert compiled["submit_case"].render_request(message())["priority"] == "GREEN"
     bundle = broken(tmp_path, SOAP, E(SUBMIT, "convert: datetime_compact_shanghai", "convert: nope"))
-    with pytest.raises(BundleError, match=r"^submit_case.mapping.yaml:13: request.slsj: unknown converter 'nope'$"):
+    with pytest.raises(BundleError, match=r"^submit_case.mapping.yaml:13: request.slsj: unknown converter 'nope' \(known: "):
         compile_mappings(load_bundle(bundle))
 
 

@@ -45,7 +45,8 @@ EXPECTED: dict[tuple[CaseState | None, Trigger], tuple[CaseState | str, set[Acto
     # Returned by its department, or by an operator settling a task no sector will take — from accepted too,
     # when the task is returned before any department started.
     **{(s, T.RETURN): (S.RETURNED, SETTLERS) for s in (S.ACCEPTED, S.IN_PROCESS)},
-    (S.APPROVED, T.ISSUE_CERTIFICATE): (S.CERTIFICATE_ISSUED, {K.ISSUING_WINDOW}),
+    # Issue 18: the gateway issues an electronic certificate its sector issued, where the matter says so.
+    (S.APPROVED, T.ISSUE_CERTIFICATE): (S.CERTIFICATE_ISSUED, {K.ISSUING_WINDOW, K.SYSTEM}),
     (S.CERTIFICATE_ISSUED, T.DELIVER): (S.DELIVERED, {K.ISSUING_WINDOW}),
     **{(s, T.CLOSE): (S.CLOSED, {K.SYSTEM}) for s in (S.DELIVERED, S.DENIED, S.RETURNED, S.NOT_ACCEPTED,
                                                        S.WITHDRAWN, S.VOIDED)},
@@ -67,6 +68,9 @@ EXPECTED: dict[tuple[CaseState | None, Trigger], tuple[CaseState | str, set[Acto
     **{(s, T.DEADLINE_WARNING): (STAY, {K.CLOCK}) for s in (S.SUBMITTED, S.ACCEPTED, S.IN_PROCESS)},
     **{(s, T.OVERDUE): (STAY, {K.CLOCK}) for s in (S.SUBMITTED, S.ACCEPTED, S.IN_PROCESS)},
     (S.CLOSED, T.EVALUATE): (STAY, PERSON),
+    # Issue 18: a sector's certificate, fetched, is prefilled while the case is at the departments or decided.
+    **{(s, T.CERTIFICATE_FETCHED): (STAY, {K.DEPARTMENT}) for s in (*AT_DEPARTMENTS, S.SUPPLEMENT_REQUIRED,
+                                                                   S.APPROVED)},
 }
 ALL_STATES: list[CaseState | None] = [None, *CaseState]
 

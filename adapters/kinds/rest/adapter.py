@@ -18,7 +18,9 @@ Every failure leaves as a classified `DeliveryError`; see `classify` and `_statu
     a certificate refused in the TLS handshake (theirs or ours) -> AUTH
     other 4xx                      -> SECTOR_FAULT, not retryable
     non-JSON, malformed, too big or too deep JSON, unexpected 1xx-3xx -> VALIDATION
-    business error in the answer   -> SECTOR_FAULT, not retryable (AUTH for a `business_error.auth` code)
+    business error in the answer   -> SECTOR_FAULT by the code's declared kind: `retryable` retried; `final` (or
+                                      `otherwise`) a `SectorRefusal` carrying the way forward; undeclared not
+                                      retryable (AUTH for a `business_error.auth` code)
     mapping problems               -> MAPPING
     a request that cannot be rendered or built (nothing sent) -> MAPPING, `UnsendableRequest`
 

@@ -244,6 +244,9 @@ class CaseOut(BaseModel):
     tasks: list[dict[str, Any]]
     opinion: str | None
     certificate: dict[str, Any] | None
+    certificate_draft: dict[str, Any] | None = Field(
+        description="待出证: the certificate its sector issued, fetched and prefilled for unified issuing, with its "
+                    "source (sector, task_id, fetched_at)")
     delivery: dict[str, Any] | None
     evaluation: dict[str, Any] | None
     completion: str | None
@@ -477,10 +480,11 @@ def resume(case_no: str, body: ReasonIn, request: Request, response: Response, i
 
 
 @_action("certificate", "统一出证", Role.ISSUING_WINDOW)
-def issue_certificate(case_no: str, body: CertificateIn, request: Request, response: Response,
+def issue_certificate(case_no: str, request: Request, response: Response, body: CertificateIn | None = None,
                       if_match: IfMatch = None) -> Any:
-    """统一出证窗口登记办件的结果证照（名称、编号、发证机关、有效期）。"""
-    certificate = Certificate(body.name, body.number, body.issuer, body.valid_until)
+    """统一出证窗口登记办件的结果证照（名称、编号、发证机关、有效期）。部门业务系统已签发并已获取的证照（待出证，
+    见 `certificate_draft`）可不填请求体直接出证；填写时证照编号须与部门签发的一致。"""
+    certificate = None if body is None else Certificate(body.name, body.number, body.issuer, body.valid_until)
     actor = Actor(ActorKind.ISSUING_WINDOW, _who(request).id)
     return _answer(response, _service(request).issue_certificate(case_no, certificate, actor, _version(if_match)))
 

@@ -123,6 +123,8 @@ class MatterGuide(MatterSummary):
     faq: list[FaqOut]
     form_schema: dict[str, Any] = Field(description="JSON Schema (2020-12) of the matter's one application form")
     auto_accept: bool
+    auto_issue_electronic: bool = Field(
+        default=False, description="the gateway issues the electronic certificate its sector issued, once fetched")
 
 
 class VersionOut(BaseModel):

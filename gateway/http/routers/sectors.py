@@ -41,10 +41,12 @@ from gateway.sectors.calls import (
     CallbackDuplicateKey,
     CallbackRejected,
     CallbackUnreadable,
+    InvalidQueryParameters,
     PreviewFailed,
     SectorCalls,
 )
 from gateway.sectors.live_registry import LiveRegistry, NoActiveAdapter
+from gateway.sectors.rehearsals import NoRehearsal
 from gateway.security.approvals import Action
 
 router = APIRouter(prefix="/v1", tags=["adapters"], route_class=JsonBodyRoute)
@@ -138,6 +140,19 @@ def test_version(sector: str, version: str, request: Request,
     return _calls(request).test_version(sector, version).public()
 
 
+@router.post("/adapters/{sector}/versions/{version}/rehearse", responses=problem_doc(401, 403, 404, 409, 422),
+             summary="预演适配包版本")
+def rehearse_version(sector: str, version: str, request: Request,
+                     identity: Annotated[Identity, Depends(require(*ADMINS))]) -> dict[str, Any]:
+    """把这个版本附带的预演文件中的样例办件和查询逐项发往部门系统的测试端点（幂等键以 `rehearsal:` 开头，不建办件，
+    能撤销的样例办件最后撤销），比对部门团队预期的结果，记录并返回：`outcome`（passed | failed）、逐项的请求与应答
+    （个人信息已遮蔽）和原因。通过的预演与通过的测试一样，可直接启用该版本。没有预演文件为 409 `no-rehearsal`。"""
+    _own_sector(identity, sector)
+    rehearsed = _calls(request).rehearse(sector, version)
+    return {"sector": sector, "version": version,
+            "rehearsal": instants_as_beijing_text(rehearsed.rehearsal_result)}
+
+
 @router.post("/adapters/{sector}/versions/{version}/activate",
              responses={**problem_doc(401, 403, 404, 409, 422), **HELD_DOC},
              summary="启用适配包版本")
@@ -190,6 +205,8 @@ def sync_query(name: str, body: QueryIn, request: Request,
                ) -> dict[str, Any]:
     """向部门系统发起一次同步查询（如社保缴费、公积金余额），即时返回结果，不建办件；不改变任何数据，可放心重试。
     `name` 为已启用的适配包声明的查询名，各查询及其参数见 "named queries" 分组；没有启用的适配包回答该查询为 404。
+    参数不合该查询的声明（缺少必填参数、类型或格式不符、未声明的参数）为 422 `invalid-query-parameters`，`errors`
+    逐项列出参数名与原因，此时不调用部门系统。每次查询有自己的 `request_id`（在应答中，并记入报文日志）。
     部门系统不可用为 503（带 Retry-After），超时为 504，应答无法使用为 502，参数不合部门接口为 422。"""
     # The mapped answer's instants (mappings write them in UTC) in Beijing time, as every answer's are.
     answer: dict[str, Any] = instants_as_beijing_text(_calls(request).query(name, body.params))
@@ -258,6 +275,11 @@ def install_adapter_error_handlers(app: FastAPI) -> None:
         return problem_response(422, "invalid-bundle", "适配包不符合格式要求", str(exc), request.url.path,
                                 errors=[{"msg": p} for p in exc.problems])
 
+    async def invalid_parameters(request: Request, exc: InvalidQueryParameters) -> JSONResponse:
+        return problem_response(422, "invalid-query-parameters", "查询参数不符合该查询的声明",
+                                f"查询 {exc.query} 的参数有误，未调用部门系统：{exc}", request.url.path,
+                                errors=exc.errors)
+
     async def delivery_failed(request: Request, exc: DeliveryError) -> JSONResponse:
         if isinstance(exc, UnsendableRequest):  # nothing was sent: the parameters do not fit the sector's interface
             return problem_response(422, "query-invalid", "查询参数不符合该部门接口的要求",
@@ -276,11 +298,13 @@ def install_adapter_error_handlers(app: FastAPI) -> None:
     # Starlette types a handler as taking any Exception; ours take the class they handle: hence the ignores.
     app.add_exception_handler(BundleInvalid, invalid_bundle)  # type: ignore[arg-type]
     app.add_exception_handler(DeliveryError, delivery_failed)  # type: ignore[arg-type]
+    app.add_exception_handler(InvalidQueryParameters, invalid_parameters)  # type: ignore[arg-type]
     install_problems(app, [
         (UnknownBundle, 404, "unknown-bundle", "没有该适配包版本"),
         (NoActiveAdapter, 404, "no-active-adapter", "没有启用的适配器"),
         (BundleConflict, 409, "bundle-conflict", "适配包版本状态不允许此操作"),
-        (VersionUntested, 409, "version-untested", "该版本最近一次测试未通过或从未测试，不能直接启用"),
+        (VersionUntested, 409, "version-untested", "该版本既没有通过的测试也没有通过的预演，不能直接启用"),
+        (NoRehearsal, 409, "no-rehearsal", "该适配包版本没有预演文件"),
         (PermissionError, 403, "forbidden", "无权管理该部门的适配包"),
         (CallbackRejected, 401, "callback-rejected", "回调签名无效"),
         (CallbackUnreadable, 422, "callback-unreadable", "回调内容无法识别"),
