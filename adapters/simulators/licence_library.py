@@ -150,6 +150,11 @@ class LicenceLibrarySimulator(RestSimulator):
         with self._lock:
             return self._shelf.get(number)
 
+    def shelf(self) -> list[Licence]:
+        """Every licence on the shelf, in the order filed."""
+        with self._lock:
+            return list(self._shelf.values())
+
     # ----- routes
 
     def _routes(self) -> list[RestRoute]:
