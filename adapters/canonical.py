@@ -26,10 +26,24 @@ ANYTHING = "*"
 
 OPERATIONS = (*map(str, Operation), "callback")  # what a mapping may be for: the calls, and the callbacks sectors make
 # Named synchronous queries the gateway knows today; a bundle may declare others (see BUNDLE-FORMAT.md).
-KNOWN_QUERIES = ("social_insurance_contributions", "housing_fund_balance", "marriage_record", "household_registration")
+# `licence_lookup` is the one the gateway asks itself, for a licence the hall cites (gateway/domain/provenance.py).
+KNOWN_QUERIES = ("social_insurance_contributions", "housing_fund_balance", "marriage_record", "household_registration",
+                 "licence_lookup", "licences_of_holder")
 STATUSES = ("received", "in_process", "approved", "denied", "returned")
 
-MATERIAL: Mapping[str, Any] = {"name": "str", "received": "bool", "file_ref": "str"}
+# Where a material came from (gateway/domain/provenance.py): `trust` is "authoritative" (cited from the electronic
+# licence library and confirmed there) or "declared" (the applicant's upload or paper); `provenance` is None for a
+# declared one.
+PROVENANCE: Mapping[str, Any] = {
+    "source": "str",  # "licence_library"
+    "licence_number": "str",
+    "issuer": "str",
+    "valid_until": "str",  # ISO date; None: valid for good
+    "fetched_at": "datetime",  # ISO-8601 UTC text: when the library confirmed it
+    "document_ref": "str",  # the library's reference to the licence's document
+}
+MATERIAL: Mapping[str, Any] = {"name": "str", "received": "bool", "file_ref": "str", "trust": "str",
+                               "provenance": PROVENANCE}
 # The operations that hand the materials' files over, as the bundle's `materials.transport` declares
 # (`gateway.materials.links`). A material with a `file_ref` then also carries its stored description and
 # either its content (inline_base64) or a signed link the sector fetches (signed_url; mtom for now too);

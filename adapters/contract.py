@@ -101,7 +101,9 @@ class SectorRefusal(DeliveryError):
 #    "case": {"case_no", "matter_code", "accepted_at" (ISO-8601 UTC string), "green_channel": bool,
 #             "channel", "region_code",
 #             "applicant": {"name", "id_type", "id_number", "phone", "address", "legal_representative"},
-#             "materials": [{"name": str, "received": bool, "file_ref": str | None}], "form": {...}}}
+#             "materials": [{"name": str, "received": bool, "file_ref": str | None,
+#                            "trust": "authoritative"|"declared", "provenance": {...} | None}], "form": {...}}}
+#   (a material's provenance: adapters/canonical.py PROVENANCE)
 CanonicalMessage = Mapping[str, Any]
 # A canonical result is a flat dict: submit_case -> {"sector_ref": str};
 # query_status -> {"status": "received"|"in_process"|"approved"|"denied"|"returned", "opinion": str | None,

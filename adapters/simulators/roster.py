@@ -15,6 +15,7 @@ from adapters.simulators import (
     e_licence,
     employment,
     housing_fund,
+    licence_library,
     public_security,
     rating_platform,
     social_assistance,
@@ -50,6 +51,8 @@ ROSTER: Mapping[str, Sector] = MappingProxyType({
     "e_licence": Sector(e_licence.ELicenceSimulator, e_licence.serve, e_licence.DEFAULT_PORT),
     "social_assistance": Sector(social_assistance.SocialAssistanceSimulator, social_assistance.serve,
                                 social_assistance.DEFAULT_PORT),
+    "licence_library": Sector(licence_library.LicenceLibrarySimulator, licence_library.serve,
+                              licence_library.DEFAULT_PORT),
     "rating_platform": Sector(rating_platform.RatingPlatformSimulator, rating_platform.serve,
                               rating_platform.DEFAULT_PORT),
 })  # fmt: skip

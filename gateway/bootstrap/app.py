@@ -64,6 +64,7 @@ from gateway.persistence.uow import UnitsOfWork
 from gateway.sectors.bundle_records import BundleStore
 from gateway.sectors.calls import NonceLedger, SectorCalls
 from gateway.sectors.delivery import DispatchSettings
+from gateway.sectors.licences import LicenceLookup
 from gateway.sectors.live_registry import LiveRegistry
 from gateway.security.api_keys import ApiKeyStore
 from gateway.security.approvals import Approvals
@@ -185,6 +186,7 @@ def build_gateway(settings: Settings, clock: Clock | None = None) -> Gateway:
     ledger.start()
     calls = SectorCalls(registry, bundles, service, build, NonceLedger(engine, clock), messages=ledger,
                         rehearsal_build=adapter_builder(settings, credentials=certs, environment="test"))
+    service.licences = LicenceLookup(calls)  # the hall's cited licences are confirmed through the named query
     desk = dead_letter_desk(units, clock)
     scheduler = Scheduler(engine, clock, [*scheduled_jobs(settings, engine, service, expiry, clock, sealer, desk),
                                           retention_job(settings, engine, ledger, clock)],

@@ -36,6 +36,9 @@ and two synchronous queries (housing-fund balance, marriage record); then
   14. the province's service-rating platform (好差评), a bundle subscribed to the case event `evaluated`: an
      evaluation at a self-service terminal is delivered to it as a guaranteed delivery, and the platform shows
      the rating it received (level 3 of 5, channel 5, the case and matter).
+  15. the province's electronic licence library (电子证照库), subscribed to `certificate_issued`: every certificate
+     the scenes issued was filed there as a guaranteed delivery; an applicant then cites her 居民身份证 from the library
+     instead of uploading it, and the case shows it `authoritative` with its provenance.
 Part of the composition root. The demo plays the sector teams too, so it names sectors, as no product module
 may (tests/unit/test_sectors_stay_out_of_the_product.py).
 """
@@ -54,7 +57,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from io import StringIO
 from ipaddress import ip_address
 from pathlib import Path
@@ -73,6 +76,7 @@ from adapters.simulators.base import ServerTls
 from adapters.simulators.civil_affairs import CivilAffairsSimulator
 from adapters.simulators.e_licence import ELicenceSimulator
 from adapters.simulators.housing_fund import HousingFundSimulator
+from adapters.simulators.licence_library import Licence, LicenceLibrarySimulator
 from adapters.simulators.public_security import PublicSecuritySimulator
 from adapters.simulators.rating_platform import RatingPlatformSimulator
 from adapters.simulators.social_security import SocialSecuritySimulator
@@ -124,6 +128,7 @@ SECRETS = {  # the simulators' default credentials, as a deployment would provid
     "YIWANG_SECRET_MZ_PASSWORD": "mz-secret",
     "YIWANG_SECRET_GA_HMAC": "ga-secret",
     "YIWANG_SECRET_RATING_PLATFORM_TOKEN": "hcp-token",
+    "YIWANG_SECRET_LICENCE_LIBRARY_TOKEN": "dzzzk-token",
 }
 SECTORS = ("social_security", "housing_fund", "civil_affairs", "public_security")
 
@@ -143,11 +148,13 @@ def run_demo(console: Console, base: Settings, fresh: bool = True, timeout_s: fl
         licence = LicencePki(LICENCE_PKI)  # scene 11's keys: the simulator needs ours (certificate) and its own
         systems["e_licence"] = stack.enter_context(licence.simulator())
         systems["rating_platform"] = stack.enter_context(RatingPlatformSimulator())  # scene 12
+        systems["licence_library"] = stack.enter_context(LicenceLibrarySimulator())  # scene 15
         console.rule("[bold]Yiwang 一网 demo")
         endpoints = {s: sim.url for s, sim in systems.items()}  # the deployment's YIWANG_SECTOR_ENDPOINTS
         _register_bundles(console, endpoints)
         # It only subscribes to evaluations: no harmless call to test it with, so it is activated with --force.
         _register(console, default_bundles_dir() / "rating_platform", endpoints, force=True)
+        _register(console, default_bundles_dir() / "licence_library", endpoints, force=True)  # the same
         settings = replace(base, var_dir=DEMO_DIR, database_url=None, poll_interval_ms=200,
                            sector_endpoints=endpoints)
         gateway = build_gateway(settings)
@@ -169,6 +176,7 @@ def run_demo(console: Console, base: Settings, fresh: bool = True, timeout_s: fl
         ok = _electronic_licence(console, gateway, systems["e_licence"], desk, joining, timeout_s) and ok
         ok = _certificate_prefilled(console, systems["e_licence"], desk, timeout_s) and ok
         ok = _rated(console, systems["rating_platform"], desk, timeout_s) and ok
+        ok = _licence_cited(console, systems["licence_library"], desk, timeout_s) and ok
         ok = _logs_intact(console, gateway) and ok
         console.print({s: sim.counters["cases_created"] for s, sim in systems.items()}, "cases applied per sector")
     console.rule("[green]demo succeeded" if ok else "[red]demo failed")
@@ -711,6 +719,44 @@ def _rated(console: Console, platform: RatingPlatformSimulator, desk: Desk, time
     return True
 
 
+def _licence_cited(console: Console, library: LicenceLibrarySimulator, desk: Desk, timeout_s: float) -> bool:
+    """15: the electronic licence library, subscribed to `certificate_issued`, holds the scenes' certificates (each
+    a guaranteed delivery); an applicant cites her ID card from the library instead of uploading it, and the case
+    keeps it as authoritative, with where it came from."""
+    title = "15 电子证照库：出证后证照归集入库（订阅 certificate_issued）；引用库中证照代替上传，材料可信"
+    console.print(f"[bold]{title}")
+    applicant = {"name": "钱桂兰", "id_number": "150203197905183628"}
+    library.shelve(Licence("GA-150203-2016-0042", "居民身份证", applicant["name"], "111", applicant["id_number"],
+                           "包头市公安局昆都仑区分局", date(2036, 5, 18), "2016-05-18T02:00:00+00:00"))
+    try:
+        filed = _filed(library, timeout_s)
+        materials = [{"name": "居民身份证", "licence": {"number": "GA-150203-2016-0042"}},
+                     *(m for m in UNEMPLOYMENT_MATERIALS if m["name"] != "居民身份证")]
+        case = _submit(desk.hall, {"matter_code": UNEMPLOYMENT, "channel": "online_pc", "applicant": applicant,
+                                   "materials": materials,
+                                   "form": {"insured_months": 30, "separation_date": "2026-10-20"}})
+        cited = case["materials"][0]
+        _expect(cited["trust"] == "authoritative", f"the cited licence is {cited['trust']}")
+    except (DemoFailed, httpx.HTTPError, KeyError) as exc:
+        console.print(f"[red]{title}: {exc}")
+        return False
+    console.print(f"the library holds {sum(1 for lic in library.shelf() if lic.case_no)} certificates the cases issued "
+                  f"(delivered on certificate_issued), e.g. {filed.name} {filed.number} of case {filed.case_no}; case "
+                  f"{case['case_no']} cites a licence: {json.dumps(cited, ensure_ascii=False)}", highlight=False)
+    return True
+
+
+def _filed(library: LicenceLibrarySimulator, timeout_s: float) -> Licence:
+    """The first certificate a case's subscription filed in the library."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        filed = [lic for lic in library.shelf() if lic.case_no]
+        if filed:
+            return filed[0]
+        _expect(time.monotonic() < deadline, "no issued certificate reached the licence library")
+        time.sleep(0.1)
+
+
 def _logs_intact(console: Console, gateway: Gateway) -> bool:
     """What `yiwang audit verify` checks: every record of the audit and message logs still as written."""
     gateway.ledger.checkpoint()
@@ -743,7 +789,8 @@ def _queries(console: Console, desk: Desk) -> bool:
 
 
 def _issue_and_deliver(desk: Desk, case: dict[str, Any], delivery: dict[str, Any]) -> None:
-    number = f"BT{case['case_no'][-14:]}"
+    number = f"BT{case['case_no'][19:]}"  # basic code, date, sequence: one number per case (the licence library
+    # files each certificate once and refuses a number another case already registered)
     _post(desk.issuing, case["case_no"], "certificate", {"name": "办理结果通知书", "number": number,
                                                          "issuer": "包头市政务服务中心统一出证窗口"})
     _post(desk.issuing, case["case_no"], "delivery", delivery)

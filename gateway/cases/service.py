@@ -45,6 +45,7 @@ from gateway.domain.case import (
 from gateway.domain.clock import Clock, shanghai_date
 from gateway.domain.codes import id_number_problem
 from gateway.domain.matter import Department, HandlingForm, Matter
+from gateway.domain.provenance import LicenceRefused, verified_licence
 from gateway.domain.results import CertificateDraft, ResultProblem, SectorResult, fetched_certificate
 from gateway.persistence.keyset import Key
 from gateway.persistence.personal_data import PersonalData
@@ -156,9 +157,24 @@ class SubmitCase:
 
     def fingerprint(self) -> str:
         """A hash of the request's meaning, so a retried POST is recognised whatever its whitespace."""
-        body = json.dumps(self, default=lambda o: vars(o) if hasattr(o, "__dict__") else list(o),
-                          sort_keys=True, ensure_ascii=False)
+        body = json.dumps(self, default=_fingerprinted, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(body.encode()).hexdigest()
+
+
+class LicenceLibrary(Protocol):
+    """The electronic licence library as intake asks it (wired to the named query `licence_lookup`)."""
+
+    def lookup(self, number: str) -> Mapping[str, Any]:
+        """The library's answer for licence `number` (the query's mapped result); LicenceRefused when it knows
+        no licence by that number; a DeliveryError when it cannot be asked."""
+
+
+def _fingerprinted(value: Any) -> Any:
+    """JSON for a part of a command; a material as stored (an uncited one as it was before citations existed, so
+    an Idempotency-Key's stored fingerprint still matches)."""
+    if isinstance(value, SubmittedMaterial):
+        return value.as_data()
+    return vars(value) if hasattr(value, "__dict__") else list(value)
 
 
 # The applicant's fields a window may correct (更正); the form's fields are named `form.<field>`.
@@ -197,7 +213,7 @@ class Correction:
                 changes[name] = (old, new)
         case.applicant, case.form = Applicant(**applicant), form
         if self.materials is not None and self.materials != case.materials:
-            changes["materials"] = ([vars(m).copy() for m in case.materials], [vars(m).copy() for m in self.materials])
+            changes["materials"] = ([m.as_data() for m in case.materials], [m.as_data() for m in self.materials])
             case.materials = self.materials
         return changes
 
@@ -224,6 +240,8 @@ class CaseService:
     # the catalogue's `sector` of the department decides, and no sector means the back office.
     router: Callable[[str, str], str | None] | None = None
     answer_observer: AnswerObserver = field(default_factory=_Unobserved)
+    # Where a cited licence is confirmed (set once the sector calls exist); None: citing a licence is refused.
+    licences: LicenceLibrary | None = None
 
     @property
     def personal(self) -> PersonalData:
@@ -238,13 +256,19 @@ class CaseService:
         """`idempotency_key` is the caller's own: it is remembered for `actor.id` (the identity), so another
         identity sending the same key makes a case of its own and learns nothing of the first."""
         matter, command = self._check(command)
+        fingerprint = command.fingerprint()  # of the application as given: a citation's answer changes with time
+        if _cites(command.materials):
+            if idempotency_key is not None and (replayed := self._replayed(actor.id, idempotency_key,
+                                                                           fingerprint)) is not None:
+                return replayed  # a repeated POST asks the library nothing
+            command = replace(command, materials=self._confirmed(command.materials, command.applicant))
         try:
-            return self._submit_once(matter, command, actor, idempotency_key)
+            return self._submit_once(matter, command, actor, idempotency_key, fingerprint)
         except IntegrityError:
             # Two requests with one key raced past the lookup, or two SQLite submissions began a day's
             # case counter at once: the loser rolled back whole; once more finds the winner's answer, or
             # the counter row to lock.
-            return self._submit_once(matter, command, actor, idempotency_key)
+            return self._submit_once(matter, command, actor, idempotency_key, fingerprint)
 
     def get(self, case_no: str) -> Case:
         with self.uow(read_only=True) as uow:
@@ -287,6 +311,9 @@ class CaseService:
 
     def supplement(self, case_no: str, materials: tuple[SubmittedMaterial, ...], actor: Actor,
                    expected_version: int | None = None) -> Case:
+        if _cites(materials):  # the library is asked before the case is locked, never while
+            materials = self._confirmed(materials, self.get(case_no).applicant)
+
         def change(case: Case, matter: Matter, now: datetime) -> list[Task]:
             self._check_materials(matter, materials)
             return lifecycle.supplement(case, matter, materials, actor, now, self.calendar)
@@ -327,7 +354,10 @@ class CaseService:
 
     def correct(self, case_no: str, correction: Correction, actor: Actor, expected_version: int | None = None) -> Case:
         """更正 at the window: named fields of an accepted case corrected with a reason, checked as intake checks
-        them; the case is sent again to every sector system that has an open task (a new round, a new key)."""
+        them; the case is sent again to every sector system that has an open task (a new round, a new key).
+        Cited licences are confirmed again, held by the applicant as corrected."""
+        correction = self._reconfirmed(case_no, correction)
+
         def change(case: Case, matter: Matter, now: datetime) -> list[Task]:
             changes = correction.apply_to(case)
             self._check_corrected(matter, case)
@@ -743,6 +773,32 @@ class CaseService:
         if missing_files:
             raise InvalidApplication(f"材料文件不存在：{', '.join(missing_files)}")
 
+    def _confirmed(self, materials: Iterable[SubmittedMaterial], applicant: Applicant) -> tuple[SubmittedMaterial, ...]:
+        """Each cited licence confirmed with the library now: valid and the applicant's, with its provenance."""
+        return tuple(self._confirm(m, applicant) if m.licence_number is not None else m for m in materials)
+
+    def _confirm(self, material: SubmittedMaterial, applicant: Applicant) -> SubmittedMaterial:
+        if self.licences is None or material.licence_number is None:
+            raise LicenceRefused("网关未接入证照库，不能引用证照，请上传材料")
+        answer = self.licences.lookup(material.licence_number)
+        now = self.clock.now()
+        provenance = verified_licence(material.licence_number, answer, applicant.id_number, shanghai_date(now), now)
+        return replace(material, provenance=provenance)
+
+    def _reconfirmed(self, case_no: str, correction: Correction) -> Correction:
+        """The correction with its cited licences confirmed for the applicant as corrected; when only the ID number
+        changes, the case's own citations are confirmed again (a licence of the old number is no longer theirs)."""
+        new_id = "applicant.id_number" in correction.fields
+        if correction.materials is None and not new_id:
+            return correction
+        case = self.get(case_no)
+        materials = case.materials if correction.materials is None else correction.materials
+        if not _cites(materials):
+            return correction
+        applicant = replace(case.applicant, id_number=correction.fields.get("applicant.id_number",
+                                                                              case.applicant.id_number))
+        return replace(correction, materials=self._confirmed(materials, applicant))
+
     @staticmethod
     def _check_form(matter: Matter, form: Mapping[str, Any]) -> dict[str, Any]:
         kept, problems = checked_form(matter.form_schema, form)
@@ -751,8 +807,8 @@ class CaseService:
                                      [{"loc": ["body", "form", *p.path], "msg": p.message} for p in problems])
         return kept
 
-    def _submit_once(self, matter: Matter, command: SubmitCase, actor: Actor, key: str | None) -> SubmitOutcome:
-        fingerprint = command.fingerprint()
+    def _submit_once(self, matter: Matter, command: SubmitCase, actor: Actor, key: str | None,
+                     fingerprint: str) -> SubmitOutcome:
         now = self.clock.now()
         scope = matter.implementation_code + shanghai_date(now).strftime("%Y%m%d")
         number = None
@@ -807,6 +863,10 @@ class CaseService:
             green_channel=lifecycle.green_channel(command.green_channel_claims, applicant.id_type,
                                                   applicant.id_number, today),
         )
+
+
+def _cites(materials: Iterable[SubmittedMaterial]) -> bool:
+    return any(m.licence_number is not None for m in materials)
 
 
 class Repositories(Protocol):

@@ -79,7 +79,7 @@ def case_view(case: Case) -> dict[str, Any]:
             "name": case.agent.name, "id_number": mask_id_number(case.agent.id_number),
             "agency_point": case.agent.agency_point},
         "green_channel": list(case.green_channel),
-        "materials": [{"name": m.name, "file_ref": m.file_ref} for m in case.materials],
+        "materials": [m.described() for m in case.materials],
         "receipt_no": case.receipt_no,
         "deadline": None if deadline is None else {
             "kind": str(deadline.kind), "due": deadline.due.isoformat(), "unit": str(deadline.unit),

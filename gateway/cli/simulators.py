@@ -40,7 +40,7 @@ def make_simulators_app(console: Console) -> typer.Typer:
                  help="Run a sector simulator in the foreground until Ctrl-C (its default credentials: "
                       f"adapters/simulators/SECTORS.md). Fault modes — {_MODES_HELP}.")
     def run(sector: Annotated[str, typer.Argument(help=_SECTOR_HELP, show_default=False)],
-            port: Annotated[int, typer.Option(help="0: the sector's usual port (8801-8808)")] = 0,
+            port: Annotated[int, typer.Option(help="0: the sector's usual port (8801-8809)")] = 0,
             decision_delay_ms: int = 2000,
             fault: Annotated[str | None, typer.Option(help="a fault armed from the start (modes above)",
                                                       show_default=False)] = None,

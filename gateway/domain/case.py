@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from gateway.domain.deadline import Deadline
+from gateway.domain.provenance import Provenance, TrustLevel
 from gateway.domain.results import Certificate as Certificate  # re-exported: where callers always found it
 from gateway.domain.results import CertificateDraft, SectorResult
 
@@ -268,8 +269,37 @@ class Agent:
 
 @dataclass(frozen=True)
 class SubmittedMaterial:
+    """One material of an application: an upload (`file_ref`), a paper named only, or a licence cited from the
+    electronic licence library (`licence_number`; its `provenance` once the library has confirmed it)."""
+
     name: str
     file_ref: str | None = None
+    licence_number: str | None = None
+    provenance: Provenance | None = None
+
+    @property
+    def trust(self) -> TrustLevel:
+        """authoritative only when the library confirmed the cited licence (gateway/domain/provenance.py)."""
+        return TrustLevel.DECLARED if self.provenance is None else TrustLevel.AUTHORITATIVE
+
+    def as_data(self) -> dict[str, Any]:
+        """As stored and recorded in events: plain JSON-able data (the citation's keys only when cited)."""
+        data: dict[str, Any] = {"name": self.name, "file_ref": self.file_ref}
+        if self.licence_number is not None:
+            data["licence_number"] = self.licence_number
+            data["provenance"] = None if self.provenance is None else self.provenance.as_data()
+        return data
+
+    def described(self) -> dict[str, Any]:
+        """What the case view and the sectors are told of it: name, file, trust level and provenance."""
+        return {"name": self.name, "file_ref": self.file_ref, "trust": str(self.trust),
+                "provenance": None if self.provenance is None else self.provenance.as_data()}
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> SubmittedMaterial:
+        provenance = data.get("provenance")
+        return cls(data["name"], data.get("file_ref"), data.get("licence_number"),
+                   None if provenance is None else Provenance(**provenance))
 
 
 class TaskState(StrEnum):

@@ -23,6 +23,7 @@ from starlette.routing import Match
 from gateway.cases.service import CaseNotFound, IdempotencyConflict, InvalidApplication, NotYourCase, UnknownMatter
 from gateway.cases.views import DocumentNotAvailable
 from gateway.domain.case import CaseRuleViolation, ForbiddenTransition
+from gateway.domain.provenance import LicenceRefused
 from gateway.domain.roles import NotAllowed, NotAuthenticated
 from gateway.http.callers import caller
 from gateway.http.json_bodies import BodyRefused
@@ -106,6 +107,7 @@ def install_error_handlers(app: FastAPI) -> None:
         (StaleCase, 409, "stale-version", "办件已被他人修改，请刷新后重试"),
         (CaseRuleViolation, 422, "case-rule-violated", "操作不符合办件规则"),
         (IdempotencyConflict, 422, "idempotency-key-reused", "同一 Idempotency-Key 已用于不同的请求"),
+        (LicenceRefused, 422, "licence-refused", "引用的证照不能作为申请材料"),
     ])
 
 

@@ -360,7 +360,7 @@ def _case_block(case: Case) -> dict[str, Any]:
         "channel": case.channel,
         "region_code": case.region_code,
         "applicant": vars(case.applicant).copy(),
-        "materials": [{"name": m.name, "received": True, "file_ref": m.file_ref} for m in case.materials],
+        "materials": [{**m.described(), "received": True} for m in case.materials],
         "form": dict(case.form),
     }
 

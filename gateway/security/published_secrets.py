@@ -26,6 +26,7 @@ PUBLISHED_SECRETS: Final[Mapping[str, str]] = MappingProxyType({
     "yiwang": "the 公积金 simulator's default client id (adapters/simulators/housing_fund.py)",
     "jy-secret": "the HMAC-SHA256 signing sector simulator's default secret (adapters/simulators/SECTORS.md)",
     "jz-secret": "the SM3 form-signing sector simulator's default key (adapters/simulators/SECTORS.md)",
+    "dzzzk-token": "the licence library simulator's default bearer token (adapters/simulators/SECTORS.md)",
     "hcp-token": "the 好差评 rating-platform simulator's default bearer token (adapters/simulators/rating_platform.py)",
     "cd" * 32: "a material-link key of the tests (tests/integration/test_material_transport.py)",
     "sealed": "a webhook secret of the tests (tests/integration/test_retention.py)",

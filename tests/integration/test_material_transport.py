@@ -39,6 +39,7 @@ LINK_PROBLEM = "urn:yiwang:problem:material-link-invalid"
 SECTOR = "social_security"
 SCAN = b"%PDF-1.7\n" + bytes(range(256)) * 4 + b"\n%%EOF\n"  # every byte value: base64 and streaming kept exact
 PHOTO = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(17)
+DECLARED = {"trust": "declared", "provenance": None}  # an uploaded material: the applicant's word (issue 18)
 
 
 class Recorder:
@@ -137,12 +138,12 @@ def test_inline_materials_carry_their_content_hash_and_type(make_setup: Callable
 
     [message] = setup.recorder.sent("submit_case")
     first, second, third = message["case"]["materials"]
-    assert first == {"name": "居民身份证", "received": True, "file_ref": scan.ref, "media_type": PDF,
+    assert first == {"name": "居民身份证", "received": True, "file_ref": scan.ref, **DECLARED, "media_type": PDF,
                      "sha256": hashlib.sha256(SCAN).hexdigest(), "size": len(SCAN),
                      "content_base64": base64.b64encode(SCAN).decode()}
     assert base64.b64decode(first["content_base64"]) == SCAN
     assert base64.b64decode(second["content_base64"]) == PHOTO and second["media_type"] == PNG
-    assert third == {"name": "本人银行账户", "received": True, "file_ref": None}  # no file: as before
+    assert third == {"name": "本人银行账户", "received": True, "file_ref": None, **DECLARED}  # no file: as before
     # Status polls carry references only: files are not re-read at every poll.
     polls = setup.recorder.sent("query_status")
     assert polls and all("content_base64" not in m for p in polls for m in p["case"]["materials"])
@@ -154,7 +155,7 @@ def test_a_case_without_files_is_sent_as_before(make_setup: Callable[..., Setup]
     case_no = setup.submit()
     drain(setup.gateway, lambda: setup.state(case_no) == "approved")
     [message] = setup.recorder.sent("submit_case")
-    assert all(set(m) == {"name", "received", "file_ref"} for m in message["case"]["materials"])
+    assert all(set(m) == {"name", "received", "file_ref", *DECLARED} for m in message["case"]["materials"])
 
 
 def test_a_file_altered_on_disk_is_a_dead_letter_and_nothing_is_sent(make_setup: Callable[..., Setup]) -> None:
@@ -243,9 +244,10 @@ def test_signed_links_are_fetched_over_http_with_exact_bytes_and_type(make_setup
     [message] = setup.recorder.sent("submit_case")
     first, second, third = message["case"]["materials"]
     assert {k: v for k, v in first.items() if k != "url"} == {
-        "name": "居民身份证", "received": True, "file_ref": scan.ref, "media_type": PDF,
+        "name": "居民身份证", "received": True, "file_ref": scan.ref, **DECLARED, "media_type": PDF,
         "sha256": hashlib.sha256(SCAN).hexdigest(), "size": len(SCAN)}
-    assert "content_base64" not in first and third == {"name": "本人银行账户", "received": True, "file_ref": None}
+    assert "content_base64" not in first and third == {"name": "本人银行账户", "received": True, "file_ref": None,
+                                                       **DECLARED}
     link = urlsplit(first["url"])
     assert (link.scheme, link.netloc, link.path) == ("https", "yiwang.baotou.example", f"/material-links/{scan.ref}")
     query = parse_qs(link.query)

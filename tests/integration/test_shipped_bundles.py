@@ -36,6 +36,7 @@ from adapters.simulators import (
     civil_affairs,
     employment,
     housing_fund,
+    licence_library,
     public_security,
     rating_platform,
     social_assistance,
@@ -64,8 +65,9 @@ SECTORS = tuple(PUBLISHED)
 # The sectors that joined with signing recipes (issue 17) have tests of their own: test_sector_pages.py (published
 # copies), test_simulator_signing_sectors.py and test_signing_sectors_through_the_gateway.py.
 SIGNING_SECTORS = ("employment", "e_licence", "social_assistance")
-# The platforms subscribed to case events (issue 18) are tested in test_subscriptions.py.
-SUBSCRIBERS = ("rating_platform",)
+# The platforms subscribed to case events (issue 18) are tested in test_subscriptions.py and, the licence library,
+# test_cited_licences.py and test_licence_library_bundle.py.
+SUBSCRIBERS = ("licence_library", "rating_platform")
 SECRETS = {
     "YIWANG_SECRET_GJJ_CLIENT_ID": housing_fund.DEFAULT_CLIENT_ID,
     "YIWANG_SECRET_GJJ_CLIENT_SECRET": housing_fund.DEFAULT_CLIENT_SECRET,
@@ -74,6 +76,7 @@ SECRETS = {
     "YIWANG_SECRET_EMPLOYMENT_APP_SECRET": employment.DEFAULT_SECRET,
     "YIWANG_SECRET_SOCIAL_ASSISTANCE_KEY": social_assistance.DEFAULT_SECRET,
     "YIWANG_SECRET_RATING_PLATFORM_TOKEN": rating_platform.DEFAULT_TOKEN,
+    "YIWANG_SECRET_LICENCE_LIBRARY_TOKEN": licence_library.DEFAULT_TOKEN,
 }
 # How each sector writes its reference: the pattern its published service description (and so the bundle's
 # copy) gives, or, where the WSDL says only xsd:string, its prefix and the simulators' twelve digits.
@@ -225,7 +228,8 @@ def test_the_shipped_bundles_load_together() -> None:
     assert registry.sectors == tuple(sorted(SECTORS + SIGNING_SECTORS + SUBSCRIBERS))
     assert {s: registry.get(s).poll_interval_ms for s in registry.sectors} == {
         "social_security": 1000, "housing_fund": 2000, "civil_affairs": 2000, "public_security": None,
-        "employment": 2000, "e_licence": 2000, "social_assistance": 2000, "rating_platform": None}
+        "employment": 2000, "e_licence": 2000, "social_assistance": 2000, "rating_platform": None,
+        "licence_library": None}
 
 
 # ------------------------------------------------------------------ 人社 social security (SOAP 1.1)

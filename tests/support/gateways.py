@@ -32,6 +32,7 @@ PINNED = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
 SECTOR_SECRETS = {"YIWANG_SECRET_GJJ_CLIENT_ID": "yiwang", "YIWANG_SECRET_GJJ_CLIENT_SECRET": "s3cret",
                   "YIWANG_SECRET_MZ_PASSWORD": "mz-secret", "YIWANG_SECRET_GA_HMAC": "ga-secret",
                   "YIWANG_SECRET_EMPLOYMENT_APP_SECRET": "jy-secret", "YIWANG_SECRET_SOCIAL_ASSISTANCE_KEY": "jz-secret",
+                  "YIWANG_SECRET_LICENCE_LIBRARY_TOKEN": "dzzzk-token",
                   "YIWANG_SECRET_RATING_PLATFORM_TOKEN": "hcp-token"}
 
 

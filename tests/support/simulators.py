@@ -17,6 +17,7 @@ from adapters.simulators.civil_affairs import CivilAffairsSimulator
 from adapters.simulators.e_licence import ELicenceSimulator
 from adapters.simulators.employment import EmploymentSimulator
 from adapters.simulators.housing_fund import HousingFundSimulator
+from adapters.simulators.licence_library import LicenceLibrarySimulator
 from adapters.simulators.public_security import PublicSecuritySimulator
 from adapters.simulators.social_assistance import SocialAssistanceSimulator
 from adapters.simulators.social_security import SocialSecuritySimulator
@@ -41,6 +42,7 @@ SIMULATORS: dict[str, Callable[..., SimulatorBase]] = {
     "employment": EmploymentSimulator,
     "e_licence": ELicenceWithTestKeys,
     "social_assistance": SocialAssistanceSimulator,
+    "licence_library": LicenceLibrarySimulator,
 }
 
 
@@ -56,6 +58,7 @@ SUBMIT_PATH = {
     EmploymentSimulator: "/jyapi/v1/applications",
     ELicenceWithTestKeys: "/dzzz/api/v1/issuance",
     SocialAssistanceSimulator: "/shjz/open/v1/apply",
+    LicenceLibrarySimulator: "/dzzzk/api/v1/licences",
 }
 
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal, cast
 
 import structlog
 from fastapi import APIRouter, Depends, Header, Request
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 from starlette.responses import Response
 
 from gateway.cases.service import (
@@ -92,12 +92,29 @@ class AgentIn(Strict):
     agency_point: Annotated[str, typed("代办点", blank="")] = Field(default="", max_length=100)
 
 
+class LicenceCitationIn(Strict):
+    number: Annotated[str, typed("证照编号")] = Field(
+        min_length=1, max_length=64, pattern=r"^[0-9A-Za-z._-]+$",
+        description="the licence's number in the electronic licence library")
+
+
 class MaterialIn(Strict):
+    """A material: an upload (`file_ref`), or a licence cited from the electronic licence library (`licence`),
+    confirmed there at once (valid, held by the applicant) and kept with its provenance (docs/hall.md)."""
+
     name: Annotated[str, typed("材料名称")] = Field(min_length=1, max_length=100)
     file_ref: str | None = Field(default=None, max_length=40, description="a reference from POST /v1/materials")
+    licence: LicenceCitationIn | None = Field(
+        default=None, description="cite a licence from the electronic licence library instead of uploading")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> MaterialIn:
+        if self.file_ref is not None and self.licence is not None:
+            raise ValueError("一份材料要么上传文件（file_ref），要么引用证照（licence），不能两者都有")
+        return self
 
     def to_domain(self) -> SubmittedMaterial:
-        return SubmittedMaterial(self.name, self.file_ref)
+        return SubmittedMaterial(self.name, self.file_ref, None if self.licence is None else self.licence.number)
 
 
 class CaseIn(Strict):
