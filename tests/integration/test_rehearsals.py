@@ -35,7 +35,7 @@ from tests.support.gateways import Keys
 from tests.support.local_server import free_port
 
 YIWANG = str(Path(sys.executable).with_name("yiwang"))
-PERSON = "150203198503120039"  # the sample applicant's ID number in the shipped rehearsal files
+PERSON = "150202199003071232"  # the sample applicant's ID number in the shipped rehearsal files
 
 
 def case_count(gateway: Gateway) -> int:
