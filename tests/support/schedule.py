@@ -3,9 +3,10 @@
 Contract: under `pytest -n N --dist worksteal` the collection is reordered so that each worker's first share
 (worksteal gives worker k the k-th contiguous slice of the collection to start with) opens with its part of
 the long tests — split between the workers so their sums are even (longest first, each to the lightest) —
-followed by short tests in their usual order; tests marked `cluster` go to two workers at most. An idle worker steals from the *end* of a busy worker's
-queue, so the short tests balance the end of the run and no long test is left to start last. Nothing is
-added, dropped or skipped; without xdist (or with another `--dist`) the order is pytest's own.
+followed by short tests in their usual order; tests marked `cluster` go to two workers at most. An idle
+worker steals from the *end* of a busy worker's queue, so the short tests balance the end of the run and no
+long test is left to start last. Nothing is added, dropped or skipped; without xdist (or with another
+`--dist`) the order is pytest's own.
 
 How long is long: what this test took in the last runs (every test's time, setup and teardown included, is
 kept in pytest's cache, `.pytest_cache`, key LAST_DURATIONS); a test not timed yet is weighed by what its
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 
 LAST_DURATIONS = "yiwang/durations"
+DIST = "yiwang/dist"  # the controller's --dist, handed to the workers
 LONG_S = 4.0  # a test at least this long is dealt out with the long ones
 UNTIMED_SLOW_S = 30.0  # the weight of a test marked slow (or given a long timeout) that was never timed here
 DEFAULT_TIMEOUT_S = 60  # pyproject's [tool.pytest.ini_options] timeout: a test declaring more is a long one
@@ -78,12 +80,13 @@ def pytest_configure_node(node: Any) -> None:
     """The controller reads the times once and hands them to every worker: their collections must come out in
     the same order, even if another run rewrites the cache while they collect."""
     node.workerinput[LAST_DURATIONS] = last_durations(node.config)
+    node.workerinput[DIST] = node.config.getoption("dist")  # a worker's own `dist` option reads "no"
 
 
 @pytest.hookimpl(trylast=True)  # after pytest's own reordering by fixture scope
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     workerinput = getattr(config, "workerinput", None)
-    if workerinput is None or config.getoption("dist", None) != "worksteal":
+    if workerinput is None or workerinput.get(DIST) != "worksteal":
         return
     timed: dict[str, float] = workerinput.get(LAST_DURATIONS, {})
     weights = {item.nodeid: weight(item, timed) for item in items}
