@@ -28,7 +28,9 @@ UNTIMED_SLOW_S = 30.0  # the weight of a test marked slow (or given a long timeo
 DEFAULT_TIMEOUT_S = 60  # pyproject's [tool.pytest.ini_options] timeout: a test declaring more is a long one
 # Tests marked `cluster` (tests/faults/test_faults.py: an API and three workers, up to 46 PostgreSQL connections,
 # CPU-bound) are dealt to this many workers only, so no more than two clusters run at once (three would near
-# PostgreSQL's max_connections of 100 and starve each other of CPU); the other long tests fill the rest.
+# PostgreSQL's max_connections of 100 and starve each other of CPU); the other long tests fill the rest. (In a
+# selection of little but cluster tests, say `pytest -n 3 tests/faults`, the slices are too short to hold them
+# back: a third worker may start one.)
 CLUSTERS_AT_ONCE = 2
 
 
