@@ -44,7 +44,8 @@ check: lint typecheck
 
 # Everything (tests/unit, integration, api, faults, e2e) in parallel: pytest-xdist workers, each with databases and
 # a RabbitMQ vhost of its own; idle workers take tests from busy ones (worksteal), so a long test does not hold the
-# end. Three workers on two cores: many tests wait on subprocesses, sleeps and sector delays, and a third worker
+# end, and each worker opens with an even share of the long tests (tests/support/schedule.py), so none starts
+# last. Three workers on two cores: many tests wait on subprocesses, sleeps and sector delays, and a third worker
 # uses that time. `make test PYTEST_WORKERS=0` runs in one process; `PYTEST_ARGS="-k delivery"` goes to pytest.
 PYTEST_WORKERS ?= 3
 test: lint typecheck

@@ -35,6 +35,12 @@ from gateway.domain.clock import Clock
 from gateway.persistence.engine import make_engine
 from gateway.persistence.uow import create_schema
 from tests.support.gateways import SECTOR_SECRETS, SeedFile, activate_shipped
+from tests.support.schedule import (  # noqa: F401 - hooks: long tests dealt out first (see the module)
+    pytest_collection_modifyitems,
+    pytest_configure_node,
+    pytest_runtest_logreport,
+    pytest_sessionfinish,
+)
 from tests.support.services import PG_ADMIN_URL, PG_HOW_TO_START, rabbitmq_vhost, service_missing
 
 

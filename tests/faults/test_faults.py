@@ -46,6 +46,8 @@ from tests.support.fault_harness import (
 from tests.support.gateways import COMPLETE_APPLICATION, PARALLEL_APPLICATION
 from tests.support.services import PG_ADMIN_URL, PG_HOW_TO_START, rabbitmq_vhost, service_missing
 
+pytestmark = pytest.mark.cluster  # dealt to two xdist workers at most (tests/support/schedule.py)
+
 # Applications per scenario: enough that the load outlasts its faults (four worker kills a second apart, a dozen
 # database terminations 0.4 s apart, the broker stopped once a quarter of the cases reached the sector) with a
 # sector call in flight each time; more cases add CPU (the API and workers are CPU-bound on this machine), not proof.

@@ -31,6 +31,7 @@ from tests.support.processes import (  # noqa: F401 - `launch`: fixture
     hall_key,
     launch,
     serve,
+    serve_side_by_side,
     with_shipped_bundle,
 )
 
@@ -107,7 +108,7 @@ def test_killed_during_the_sector_call_the_retry_is_recognised_and_applied_once(
 
 def test_an_idempotency_key_holds_across_two_api_processes(launch: Launch, db_url: str) -> None:
     settings = {"YIWANG_DATABASE_URL": db_url, "YIWANG_DISPATCH": "off"}
-    (_, first), (_, second) = serve(launch, **settings), serve(launch, **settings)
+    (_, first), (_, second) = serve_side_by_side(launch, 2, **settings)
     headers = {"Idempotency-Key": "hall-retry-1", **hall_key(db_url)}
     a = httpx.post(f"{first}/v1/cases", json=COMPLETE_APPLICATION, headers=headers, timeout=10)
     b = httpx.post(f"{second}/v1/cases", json=COMPLETE_APPLICATION, headers=headers, timeout=10)

@@ -72,16 +72,26 @@ def hall_key(db_url: str) -> dict[str, str]:
 
 
 def serve(launch: Launch, **settings: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    process = launch("serve", "--port", str(port), **settings)
-    url = f"http://127.0.0.1:{port}"
+    [served] = serve_side_by_side(launch, 1, **settings)
+    return served
+
+
+def serve_side_by_side(launch: Launch, count: int, **settings: str) -> list[tuple[subprocess.Popen[bytes], str]]:
+    """`count` `yiwang serve`s with the same settings, booting at once (as a deployment starts them); returns
+    once each answers its health check."""
+    started = []
+    for _ in range(count):
+        port = free_port()
+        started.append((launch("serve", "--port", str(port), **settings), f"http://127.0.0.1:{port}"))
     deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"yiwang serve did not come up (exit {process.poll()})")
-        time.sleep(0.1)
+    for process, url in started:
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"yiwang serve did not come up (exit {process.poll()})")
+            time.sleep(0.1)
+    return started
