@@ -1,6 +1,8 @@
 """What a sector says no with reaches the case (issue 18), through the social-security simulator over real
 SOAP (and the REST kind against a local server): a final refusal takes the way forward its bundle declares, a
-busy sector is asked again, and polling survives status answers it cannot read — on both databases."""
+busy sector is asked again, and polling survives status answers it cannot read — on both databases. The other
+shipped sectors declare their refusals too: the social-assistance simulator's 42001 returns the case, the
+civil-affairs simulator's FAIL goes to the back office, neither a dead letter."""
 
 from __future__ import annotations
 
@@ -15,9 +17,13 @@ import pytest
 from sqlalchemy import select
 
 from adapters import SectorRefusal, default_bundles_dir, validate_bundle
+from adapters.bundle import load_bundle
 from adapters.contract import Operation
 from adapters.kinds.rest.adapter import RestAdapter
+from adapters.registry import build_adapter
 from adapters.resilience import RetryPolicy, with_retries
+from adapters.simulators.civil_affairs import CivilAffairsSimulator
+from adapters.simulators.social_assistance import SocialAssistanceSimulator
 from adapters.simulators.social_security import SocialSecuritySimulator
 from gateway.audit.ledger import Filters
 from gateway.bootstrap.app import Gateway
@@ -29,9 +35,10 @@ from gateway.persistence.uow import UnitOfWork
 from tests.support.applications import application
 from tests.support.cases import outbox_statuses, state, submit
 from tests.support.catalogue import SOCIAL_SECURITY_CARD
-from tests.support.gateways import drain
+from tests.support.gateways import activate_shipped, drain
 from tests.support.local_server import ENVELOPE_OK, SUBMIT, TICKET, LocalServer, Reply, mappings
 from tests.support.local_server import message as canonical_message
+from tests.support.sector_cases import mz_case
 
 HALL = Actor(ActorKind.APPLICANT, "hall")
 CARD_WITHOUT_PHOTO = application(SOCIAL_SECURITY_CARD, ("居民身份证",))
@@ -243,3 +250,38 @@ def test_the_rest_kind_retries_a_busy_code_and_carries_a_final_refusal_with_its_
 def local_server() -> Iterator[LocalServer]:
     with LocalServer() as local:
         yield local
+
+
+# ------------------------------------------------------------------------------- the other shipped sectors
+
+TEMPORARY_ASSISTANCE = "11150200MB0C00140F3000113005000"  # 临时救助, 包头市民政局: the social-assistance sector
+ASSISTANCE_MATERIALS = ("临时救助申请书", "居民身份证", "家庭收入和财产状况声明", "家庭经济状况核对授权书")
+
+
+def test_a_shipped_rest_sectors_final_refusal_returns_the_case_with_its_words(
+        make_gateway: Callable[..., Gateway]) -> None:
+    above_the_standard = {"family_size": 1, "monthly_income": "5000.00", "savings": "0", "hardship": "火灾"}
+    with SocialAssistanceSimulator(0, 50) as sector:
+        gateway = make_gateway(bundles=(), sector_endpoints={"social_assistance": sector.url})
+        activate_shipped(gateway.bundles, "social_assistance")
+        case_no = submit(gateway, application(TEMPORARY_ASSISTANCE, ASSISTANCE_MATERIALS, form=above_the_standard))
+        drain(gateway, lambda: state(gateway, case_no) == "closed")
+        assert sector.counters["submits_received"] == 1  # a final answer is not asked again
+    case = gateway.service.get(case_no)
+    concluded = next(e for e in case.events if e.trigger is Trigger.TASK_CONCLUDED)
+    assert (concluded.data["decision"], concluded.data["sector_code"]) == ("returned", "42001")
+    assert case.opinion == concluded.data["sector_message"] and case.opinion.startswith("不符合救助条件")
+    assert outbox_statuses(gateway, case_no) == [("submit_case", "done")] and _dead_letters(gateway) == []
+
+
+def test_a_shipped_soap_sectors_refusal_goes_to_the_back_office_unasked_again() -> None:
+    message = mz_case("MZ-REFUSED-1", "MZ-CASE-1", certificate_provided=True)
+    message["case"]["applicant"]["name"] = ""  # the sector insists on a name: ResultCode FAIL, 缺少必填项
+    with CivilAffairsSimulator(decision_delay_ms=50) as sector:
+        registered = build_adapter(load_bundle(default_bundles_dir() / "civil_affairs"), endpoint=sector.url,
+                                   retry_override=RetryPolicy(attempts=3, initial_ms=1, max_ms=5))
+        with pytest.raises(SectorRefusal) as refused:
+            registered.adapter.call(Operation.SUBMIT_CASE, message)
+        assert sector.counters["submits_received"] == 1
+    assert (refused.value.code, refused.value.way) == ("FAIL", "back_office")
+    assert refused.value.sector_message == "缺少必填项：Applicant.Name"
