@@ -326,7 +326,7 @@ GROUPS: dict[str, Group] = {  # in the order `yiwang --help` lists them, after s
     "keys": Group("API keys: who may call the gateway, with which roles.", keys_group),
     "catalogue": Group("The matter catalogue (事项目录): import, export, validate.",
                        catalogue_group),
-    "adapters": Group("Sector bundles: validate, register, test, activate, roll back, retire.",
+    "adapters": Group("Sector bundles: validate, register, test, rehearse, activate, roll back, retire.",
                       adapters_group),
     "audit": Group("The tamper-evident audit and message logs: verify, list, tail; the retention purge.",
                    audit_group),

@@ -154,7 +154,8 @@ RACER = textwrap.dedent(
     while len(list(gate.iterdir())) < 2 and time.monotonic() < give_up:
         time.sleep(0.001)
     for _ in range(n):  # one try each: submit()'s retry on a duplicate number would hide a lost update
-        print(service._submit_once(matter, command, Actor(ActorKind.APPLICANT, "racer"), None).case["case_no"],
+        print(service._submit_once(matter, command, Actor(ActorKind.APPLICANT, "racer"), None,
+                                     command.fingerprint()).case["case_no"],
               flush=True)
     """
 )
