@@ -658,10 +658,10 @@ def _electronic_licence(console: Console, gateway: Gateway, sector: ELicenceSimu
 
 
 def _certificate_prefilled(console: Console, sector: ELicenceSimulator, desk: Desk, timeout_s: float) -> bool:
-    """12: the licence the sector issued reaches unified issuing filled in. Its status answer named the licence
+    """13: the licence the sector issued reaches unified issuing filled in. Its status answer named the licence
     number and validity; the gateway fetched the licence (its bundle's `fetch_certificate`) and prefilled it
     (`certificate_draft`, 待出证); the issuing window issues it with no body — nothing typed — and hands it over."""
-    title = "12 部门签发证照 → 网关获取证照（fetch_certificate）→ 统一出证窗口待出证、直接出证 → 窗口领取"
+    title = "13 部门签发证照 → 网关获取证照（fetch_certificate）→ 统一出证窗口待出证、直接出证 → 窗口领取"
     try:
         case = _submit(desk.window, {"matter_code": LICENCE, "channel": "city_window",
                                      "applicant": {"name": "李秀英", "id_number": "150203198503120039"},
@@ -737,6 +737,7 @@ def _licence_cited(console: Console, library: LicenceLibrarySimulator, desk: Des
                                    "form": {"insured_months": 30, "separation_date": "2026-10-20"}})
         cited = case["materials"][0]
         _expect(cited["trust"] == "authoritative", f"the cited licence is {cited['trust']}")
+        _wait(desk.window, case["case_no"], "approved", timeout_s)  # decided before the sectors stop
     except (DemoFailed, httpx.HTTPError, KeyError) as exc:
         console.print(f"[red]{title}: {exc}")
         return False
