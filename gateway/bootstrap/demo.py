@@ -255,8 +255,7 @@ def _play(console: Console, desk: Desk, timeout_s: float) -> bool:
             console.print(f"[red]{title}: {exc}")
             ok = False
             continue
-        _print_timeline(console, title, desk.window.get(f"/v1/cases/{case_no}").json(),
-                        desk.window.get(f"/v1/cases/{case_no}/events").json()["items"])
+        _show_case(console, title, desk, case_no)
     return _queries(console, desk) and ok
 
 
@@ -430,8 +429,7 @@ def _back_office(console: Console, gateway: Gateway, sector: SocialSecuritySimul
         console.print(f"[red]{title}: {exc}")
         return False
     console.print(f"$ yiwang {shlex.join(command)}\n  → {said}", highlight=False)
-    _print_timeline(console, title, desk.window.get(f"/v1/cases/{case['case_no']}").json(),
-                    desk.window.get(f"/v1/cases/{case['case_no']}/events").json()["items"])
+    _show_case(console, title, desk, case['case_no'])
     return True
 
 
@@ -486,8 +484,7 @@ def _mutual_tls(console: Console, gateway: Gateway, endpoints: dict[str, str], d
     _print_certificates(console, gateway)
     console.print(f"the sector saw our client certificate sha256 {ours[:16]}…; its last request was signed "
                   "rsa-sha256 (WS-Security, SHA-256 digests, a Timestamp), and so were its answers", highlight=False)
-    _print_timeline(console, title, desk.window.get(f"/v1/cases/{case['case_no']}").json(),
-                    desk.window.get(f"/v1/cases/{case['case_no']}/events").json()["items"])
+    _show_case(console, title, desk, case['case_no'])
     return True
 
 
@@ -652,8 +649,7 @@ def _electronic_licence(console: Console, gateway: Gateway, sector: ELicenceSimu
     console.print(f"$ yiwang adapters sign e_licence {version} --sample status.json   # {json.dumps(sample)}\n"
                   f"  signed text: {shown['text']}\n  {shown['algorithm']} → X-SM2-Signature: "
                   f"{shown['signature'][:24]}… (randomised: a new one each time)", highlight=False)
-    _print_timeline(console, title, desk.window.get(f"/v1/cases/{case['case_no']}").json(),
-                    desk.window.get(f"/v1/cases/{case['case_no']}/events").json()["items"])
+    _show_case(console, title, desk, case['case_no'])
     return True
 
 
@@ -681,8 +677,7 @@ def _certificate_prefilled(console: Console, sector: ELicenceSimulator, desk: De
     console.print(f"待出证 from {draft['sector']}: {draft['name']} No. {draft['number']}, issued by {draft['issuer']}, "
                   f"valid until {draft['valid_until']} (the sector served {sector.counters['licences_fetched']} "
                   "licences)", highlight=False)
-    _print_timeline(console, title, desk.window.get(f"/v1/cases/{case['case_no']}").json(),
-                    desk.window.get(f"/v1/cases/{case['case_no']}/events").json()["items"])
+    _show_case(console, title, desk, case['case_no'])
     return True
 
 
@@ -714,8 +709,7 @@ def _rated(console: Console, platform: RatingPlatformSimulator, desk: Desk, time
     console.print(f"GET {platform.url}/hcp/v1/ratings/{case['case_no']} → {json.dumps(rating, ensure_ascii=False)} "
                   f"(基本满意 = 3, 自助终端 = 5); the platform holds {len(platform.ratings)} ratings, one per "
                   "evaluated case, scene 1's too", highlight=False)
-    _print_timeline(console, title, desk.window.get(f"/v1/cases/{case['case_no']}").json(),
-                    desk.window.get(f"/v1/cases/{case['case_no']}/events").json()["items"])
+    _show_case(console, title, desk, case['case_no'])
     return True
 
 
@@ -836,6 +830,12 @@ def _wait_for(client: httpx.Client, case_no: str, done: Callable[[dict[str, Any]
 def _expect(condition: bool, message: str) -> None:
     if not condition:
         raise DemoFailed(message)
+
+
+def _show_case(console: Console, title: str, desk: Desk, case_no: str) -> None:
+    """The case as the window sees it now: its timeline and facts."""
+    _print_timeline(console, title, desk.window.get(f"/v1/cases/{case_no}").json(),
+                    desk.window.get(f"/v1/cases/{case_no}/events").json()["items"])
 
 
 def _print_timeline(console: Console, title: str, view: dict[str, Any], events: list[dict[str, Any]]) -> None:

@@ -52,6 +52,7 @@ from gateway.persistence.personal_data import PersonalData
 from gateway.persistence.uow import UnitsOfWork, create_schema
 from gateway.sectors.bundle_records import BundleStore, pack_folder
 from gateway.security.api_keys import ApiKeyStore
+from tests.support.processes import wait_until_healthy
 
 YIWANG = str(Path(sys.executable).with_name("yiwang"))
 # The harness's own database sessions carry this name, so a test that terminates "the gateway's
@@ -403,16 +404,10 @@ class Cluster:
         self.api = self._launch("api", ["serve", "--port", str(port)], {})
         self.url = f"http://127.0.0.1:{port}"
         self.workers = [self._start_worker(i) for i in range(self.worker_count)]  # booting beside the API
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if self.api.process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"yiwang serve did not come up (exit {self.api.process.poll()})\n{self.logs()}")
-            time.sleep(0.1)
+        try:
+            wait_until_healthy(self.api.process, self.url, time.monotonic() + 60)
+        except AssertionError as failed:
+            raise AssertionError(f"{failed}\n{self.logs()}") from None
         self.wait_workers_ready()  # the load meets a working cluster, not one still importing
         return self
 

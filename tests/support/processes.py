@@ -85,13 +85,19 @@ def serve_side_by_side(launch: Launch, count: int, **settings: str) -> list[tupl
         started.append((launch("serve", "--port", str(port), **settings), f"http://127.0.0.1:{port}"))
     deadline = time.monotonic() + 30
     for process, url in started:
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"yiwang serve did not come up (exit {process.poll()})")
-            time.sleep(0.1)
+        wait_until_healthy(process, url, deadline)
     return started
+
+
+def wait_until_healthy(process: subprocess.Popen[bytes], url: str, deadline: float) -> None:
+    """Return once the `yiwang serve` at `url` answers its health check; fail if it exits or `deadline`
+    (a `time.monotonic()` instant) passes first."""
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"yiwang serve did not come up (exit {process.poll()})")
+        time.sleep(0.1)
