@@ -53,10 +53,12 @@ class FailureClass(StrEnum):
 class DeliveryError(Exception):
     """A classified failure of one call to a sector."""
 
-    def __init__(self, failure: FailureClass, message: str, *, retryable: bool | None = None) -> None:
+    def __init__(self, failure: FailureClass, message: str, *, retryable: bool | None = None,
+                 business_code: str | None = None) -> None:
         super().__init__(message)
         self.failure = failure
         self.message = message
+        self.business_code = business_code  # the sector's code when it refused inside a successful answer
         # A sector fault may be transient (HTTP 503, SOAP Server fault) or not (a business rejection).
         self.retryable = failure.transient if retryable is None else retryable
         self.attempts = 1  # the retry wrapper records how many calls it made before giving up
@@ -88,7 +90,8 @@ class SectorRefusal(DeliveryError):
 
     def __init__(self, code: str, sector_message: str, way: str, missing: tuple[str, ...] = ()) -> None:
         said = f"{code}: {sector_message}" if sector_message else code
-        super().__init__(FailureClass.SECTOR_FAULT, f"business error {said} (final: {way})", retryable=False)
+        super().__init__(FailureClass.SECTOR_FAULT, f"business error {said} (final: {way})", retryable=False,
+                         business_code=code)
         self.code = code
         self.sector_message = sector_message
         self.way = way

@@ -82,14 +82,16 @@ def mapping_failure(exc: MappingError | BusinessError) -> DeliveryError:
     """The `DeliveryError` for a mapping that failed, or for an answer its mapping reads as a refusal."""
     if isinstance(exc, BusinessError) and exc.auth:  # a code the mapping lists under business_error.auth
         return DeliveryError(FailureClass.AUTH, f"business error {exc}: the sector refused our credentials",
-                             retryable=False)
+                             retryable=False, business_code=exc.code)
     if isinstance(exc, BusinessError) and exc.retryable:  # business_error.retryable: the sector is busy, ask again
-        return DeliveryError(FailureClass.SECTOR_FAULT, f"business error {exc} (retryable)", retryable=True)
+        return DeliveryError(FailureClass.SECTOR_FAULT, f"business error {exc} (retryable)", retryable=True,
+                             business_code=exc.code)
     if isinstance(exc, BusinessError) and exc.way is not None:  # final, with the way forward its mapping declares
         return SectorRefusal(exc.code, exc.message, exc.way, exc.missing)
     if isinstance(exc, BusinessError):
         # A business refusal is the sector's considered answer: asking again gets the same one.
-        return DeliveryError(FailureClass.SECTOR_FAULT, f"business error {exc}", retryable=False)
+        return DeliveryError(FailureClass.SECTOR_FAULT, f"business error {exc}", retryable=False,
+                             business_code=exc.code)
     return DeliveryError(FailureClass.MAPPING, str(exc))
 
 

@@ -17,19 +17,17 @@ Rules it keeps:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from adapters import Answer, DeliveryError, FailureClass, RegisteredAdapter, RehearsalItem, SectorRefusal, judge
+from adapters import Answer, DeliveryError, FailureClass, RegisteredAdapter, RehearsalItem, judge
 from gateway.observability.logs import mask_value
 from gateway.persistence.bundle_tables import FAILED, PASSED
 from gateway.sectors.delivery import MessageLog, jsonable, logged_call
 
 KEY_PREFIX = "rehearsal:"
 Shown = Callable[[str], str]  # a sector's answer body as a person may see it (`gateway.sectors.calls.shown_body`)
-_BUSINESS_CODE = re.compile(r"business error ([^\s:]+)")
 _UNREACHABLE = (FailureClass.TRANSPORT.value, FailureClass.TIMEOUT.value)
 
 
@@ -97,21 +95,13 @@ def _exchange(target: RegisteredAdapter, operation: str, message: dict[str, Any]
     try:
         result = logged_call(messages, target, operation, message, case_no=None)
     except DeliveryError as exc:
-        code = _code(exc)
+        code = exc.business_code
         shown: dict[str, Any] = {"failure": str(exc.failure), "code": code, "message": exc.message}
         if exc.last_response is not None:
             shown |= {"status": exc.last_response.get("status"),
                       "body": shown_body(str(exc.last_response.get("body") or ""))}
         return Answer(failure=str(exc.failure), code=code, message=exc.message), shown
     return Answer(result=result), {"result": jsonable(result)}
-
-
-def _code(exc: DeliveryError) -> str | None:
-    """The sector's business code of a refusal: a final refusal's own, else as its message says it."""
-    if isinstance(exc, SectorRefusal):
-        return exc.code
-    found = _BUSINESS_CODE.search(exc.message)
-    return found.group(1) if found else None
 
 
 def _rendered(target: RegisteredAdapter, operation: str, message: Mapping[str, Any]) -> Any:

@@ -99,3 +99,16 @@ def test_adapter_kinds_classify_refusals_by_their_kind() -> None:
         FailureClass.SECTOR_FAULT, "MATERIAL_MISSING", "缺少户口簿", "supplement", ("户口簿",))
     legacy = mapping_failure(BusinessError("E1", "x"))
     assert not isinstance(legacy, SectorRefusal) and not legacy.retryable
+
+
+@pytest.mark.parametrize(("answer", "business"), [
+    ({"ResultCode": "9001"}, DECLARED),  # retryable
+    ({"ResultCode": "NOT_ELIGIBLE"}, DECLARED),  # final, with its way
+    ({"ResultCode": "E401"}, DECLARED),  # our credentials
+    ({"ResultCode": "E999"}, {"message": "ResultMessage"}),  # no ways declared: left to an operator
+])
+def test_every_business_refusal_carries_the_sectors_code(answer: dict[str, Any], business: dict[str, Any]) -> None:
+    """Whoever reads the failure (a rehearsal's expectation, an operator) gets the code as the sector sent it,
+    not parsed back out of a message."""
+    assert mapping_failure(_refusal(answer, **business)).business_code == answer["ResultCode"]
+    assert mapping_failure(MappingError("submit_case.mapping.yaml: response.fields.ref: Ref is missing")).business_code is None
