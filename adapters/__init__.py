@@ -15,7 +15,13 @@ Public API (what `__all__` names, importable from `adapters` itself; the gateway
   (`QueryParameter`s: its declared contract, `RegisteredAdapter.queries` and `.parameter_errors`, or what its
   mapping reads, `query_parameters`);
 - secrets and callbacks: `SecretRef`, `SecretRefError`, `use_vault`, `verify_callback`/`SignatureError`;
-- the adapter kinds: `AdapterKind` and their registry `KINDS` (`adapters/kinds/<kind>/`).
+- personal data in text a sector or a person wrote, masked (`mask_text`, `mask_value`): one rule for the logs,
+  the views and the far-side agent;
+- the adapter kinds: `AdapterKind` and their registry `KINDS` (`adapters/kinds/<kind>/`);
+- the ferry (adapters/FERRY-FORMAT.md), for the far-side agent (`ferry`) as much as for the gateway: batches
+  (`Entry`, `Batch`, `FerryKeys`, `Limits`), link folders (`LinkFolder`, `Naming`, `FolderFull`), one side of a
+  link (`Station`, `StationConfig`, `ReceiveReport`, `ChannelStatus`) and its tables (`ferry_tables` ->
+  `FerryTables`).
 The modules behind it, the kinds' own modules and the simulators (`adapters.simulators`, which only the
 composition root and the simulators' command group start) are not for the gateway to import.
 Imports `mappings` and `certstore`, never `gateway` or `ops`.
@@ -54,6 +60,11 @@ if TYPE_CHECKING:  # the names as mypy and readers see them; at run time `__geta
     from adapters.descriptor import DESCRIPTOR, Bundle, CallbackResults, PollingResults
     from adapters.kind import AdapterKind
     from adapters.kinds import KINDS
+    from adapters.kinds.ferry.batch import Batch, Entry, FerryKeys, Limits
+    from adapters.kinds.ferry.folders import FolderFull, LinkFolder, Naming
+    from adapters.kinds.ferry.station import ChannelStatus, ReceiveReport, Station, StationConfig
+    from adapters.kinds.ferry.tables import FerryTables, ferry_tables
+    from adapters.masking import mask_text, mask_value
     from adapters.queries import QueryParameter, query_parameters
     from adapters.registry import RegisteredAdapter, Registry, build_adapter, default_bundles_dir
     from adapters.rehearsal import Answer, RehearsalInvalid, RehearsalItem, judge, read_rehearsal
@@ -72,6 +83,13 @@ _MODULE_OF = {
     "DESCRIPTOR": "descriptor", "Bundle": "descriptor", "CallbackResults": "descriptor", "PollingResults": "descriptor",
     "AdapterKind": "kind",
     "KINDS": "kinds",
+    "Batch": "kinds.ferry.batch", "Entry": "kinds.ferry.batch", "FerryKeys": "kinds.ferry.batch",
+    "Limits": "kinds.ferry.batch",
+    "FolderFull": "kinds.ferry.folders", "LinkFolder": "kinds.ferry.folders", "Naming": "kinds.ferry.folders",
+    "ChannelStatus": "kinds.ferry.station", "ReceiveReport": "kinds.ferry.station", "Station": "kinds.ferry.station",
+    "StationConfig": "kinds.ferry.station",
+    "FerryTables": "kinds.ferry.tables", "ferry_tables": "kinds.ferry.tables",
+    "mask_text": "masking", "mask_value": "masking",
     "QueryParameter": "queries", "query_parameters": "queries",
     "Answer": "rehearsal", "RehearsalInvalid": "rehearsal", "RehearsalItem": "rehearsal", "judge": "rehearsal",
     "read_rehearsal": "rehearsal",
@@ -97,10 +115,13 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "DELIVERY_BREAKER", "DESCRIPTOR", "KINDS", "MATERIALS_SENT_WITH", "QUERY_BREAKER",
-    "Adapter", "AdapterKind", "Answer", "Bundle", "BundleError", "CallbackResults", "CanonicalMessage",
-    "CanonicalResult", "CaseEventType", "DeliveryError", "FailureClass", "Operation", "PollingResults", "Problem",
-    "QueryParameter", "RegisteredAdapter", "Registry", "RehearsalInvalid", "RehearsalItem", "RetryPolicy",
-    "SecretRef", "SecretRefError", "SectorRefusal", "SignatureError", "UnsendableRequest",
-    "build_adapter", "bundle_warnings", "default_bundles_dir", "judge", "load_bundle", "preview",
-    "query_parameters", "read_rehearsal", "unpack_bundle", "use_vault", "validate_bundle", "verify_callback",
+    "Adapter", "AdapterKind", "Answer", "Batch", "Bundle", "BundleError", "CallbackResults", "CanonicalMessage",
+    "CanonicalResult", "CaseEventType", "ChannelStatus", "DeliveryError", "Entry", "FailureClass", "FerryKeys",
+    "FerryTables", "FolderFull", "Limits", "LinkFolder", "Naming", "Operation", "PollingResults", "Problem",
+    "QueryParameter", "ReceiveReport", "RegisteredAdapter", "Registry", "RehearsalInvalid", "RehearsalItem",
+    "RetryPolicy", "SecretRef", "SecretRefError", "SectorRefusal", "SignatureError", "Station", "StationConfig",
+    "UnsendableRequest",
+    "build_adapter", "bundle_warnings", "default_bundles_dir", "ferry_tables", "judge", "load_bundle", "mask_text",
+    "mask_value", "preview", "query_parameters", "read_rehearsal", "unpack_bundle", "use_vault", "validate_bundle",
+    "verify_callback",
 ]  # fmt: skip

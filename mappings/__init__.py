@@ -4,10 +4,9 @@ Public API (what `__all__` names, importable from `mappings` itself): `compile_m
 (render_request / read_response, and for REST mappings render_http -> `HttpRequest` with `HttpSpec`/`Paging`),
 the `CONVERTERS` registry (declared in `mappings.converters`; `code_table: std.NAME` names a table of
 `mappings.standard_tables`), the hardened XML and JSON readers (`parse_xml`, `SAFE_PARSER`, `parse_json`), the
-errors, the masking of ID and phone numbers in text (`mask_text`, `mask_value`), and `strict_json`, the
-module reading JSON as the gateway takes it from outside (`strict_json.loads` and its refusals). The other
-modules (`mappings.validate`, `mappings.xslt`...) serve the adapters' bundle checks and this package's tests.
-This package imports nothing else of ours (DESIGN.md layering).
+errors, and `strict_json`, the module reading JSON as the gateway takes it from outside (`strict_json.loads`
+and its refusals). The other modules (`mappings.validate`, `mappings.xslt`...) serve the adapters' bundle
+checks and this package's tests. This package imports nothing else of ours (DESIGN.md layering).
 """
 
 from mappings import strict_json
@@ -22,7 +21,6 @@ from mappings.engine import (
     parse_json,
 )
 from mappings.errors import BusinessError, HostileXmlError, MappingError
-from mappings.masking import mask_text, mask_value
 from mappings.xml import SAFE_PARSER, parse_xml
 
 __all__ = [
@@ -37,8 +35,6 @@ __all__ = [
     "MappingError",
     "Paging",
     "compile_mapping",
-    "mask_text",
-    "mask_value",
     "parse_json",
     "parse_xml",
     "strict_json",

@@ -17,9 +17,9 @@ from typing import Any
 
 import structlog
 
-# The one masking rule (mappings/masking.py), named here too for the gateway's modules that mask what they show.
-from mappings import mask_text as mask_text
-from mappings import mask_value as mask_value
+# The one masking rule (adapters/masking.py), named here too for the gateway's modules that mask what they show.
+from adapters import mask_text as mask_text
+from adapters import mask_value as mask_value
 
 
 def _loggable(value: Any) -> Any:

@@ -2,7 +2,8 @@
 keep their first and last digits only.
 
 One rule for everyone who shows or sends text that may hold them: the gateway's logs and case views, and the
-far-side ferry agent's answers (a sector's error message can quote what it was sent).
+far-side ferry agent's answers (a sector's error message can quote what it was sent). Plain Python: importing it
+(`from adapters import mask_text`) loads nothing else.
 """
 
 from __future__ import annotations
