@@ -150,7 +150,7 @@ def seal(*, channel: str, seq: int, previous: str, entries: Sequence[Entry], key
     chosen = _chosen_cipher(cipher)
     signal = _plain(signal)
     _check_sequence(channel, seq, previous, sender, entries, signal)
-    _check_limits(entries, limits)
+    _within_limits([(e.content_type, len(e.body)) for e in entries], limits)
     if not keys.peer:
         raise ValueError("the ferry needs the peer's certificate to wrap the content key to")
     recipient = keys.peer[0]
@@ -193,13 +193,9 @@ def _chosen_cipher(name: str) -> FieldCipher:
 def _check_sequence(channel: str, seq: int, previous: str, sender: str, entries: Sequence[Entry],
                     signal: Mapping[str, Any] | None) -> None:
     problem = (_shape_problem(channel, seq, previous, sender, signal)
-               or _entries_problem([(e.id, e.type, e.key, e.content_type) for e in entries], bool(signal)))
+               or _entries_problem([(e.id, e.type, e.key, e.content_type) for e in entries], signal is not None))
     if problem:
         raise ValueError(f"cannot seal this batch: {problem}")
-
-
-def _check_limits(entries: Sequence[Entry], limits: Limits) -> None:
-    _within_limits([(e.content_type, len(e.body)) for e in entries], limits)
 
 
 def _within_limits(items: Sequence[tuple[str, int]], limits: Limits) -> None:
