@@ -3,7 +3,8 @@
 Public API (what `__all__` names, importable from `adapters` itself; the gateway uses nothing else):
 - the contract every adapter keeps: `Adapter`, `Operation`, the case events a bundle may subscribe to
   (`CaseEventType`), `CanonicalMessage`/`CanonicalResult`,
-  `DeliveryError` with its `FailureClass`, `UnsendableRequest`, `SectorRefusal` (a final business refusal);
+  `DeliveryError` with its `FailureClass`, `UnsendableRequest`, `SectorRefusal` (a final business refusal),
+  `AnswerPending` (the message is on its way across a gap: ask again later);
   what the canonical message carries (`MATERIALS_SENT_WITH`);
 - bundles: the checked descriptor (`Bundle`, `CallbackResults`, `PollingResults`, `DESCRIPTOR`), reading,
   unpacking, validating and previewing them (`load_bundle`, `unpack_bundle`, `validate_bundle`, `bundle_warnings`,
@@ -43,6 +44,7 @@ if TYPE_CHECKING:  # the names as mypy and readers see them; at run time `__geta
     from adapters.canonical import MATERIALS_SENT_WITH
     from adapters.contract import (
         Adapter,
+        AnswerPending,
         CanonicalMessage,
         CanonicalResult,
         DeliveryError,
@@ -66,7 +68,8 @@ _MODULE_OF = {
     "BundleError": "bundle", "Problem": "bundle", "load_bundle": "bundle", "preview": "bundle",
     "unpack_bundle": "bundle", "validate_bundle": "bundle", "bundle_warnings": "bundle",
     "MATERIALS_SENT_WITH": "canonical",
-    "Adapter": "contract", "CanonicalMessage": "contract", "CanonicalResult": "contract", "DeliveryError": "contract",
+    "Adapter": "contract", "AnswerPending": "contract", "CanonicalMessage": "contract",
+    "CanonicalResult": "contract", "DeliveryError": "contract",
     "FailureClass": "contract", "Operation": "contract", "SectorRefusal": "contract",
     "UnsendableRequest": "contract", "CaseEventType": "contract",
     "DESCRIPTOR": "descriptor", "Bundle": "descriptor", "CallbackResults": "descriptor", "PollingResults": "descriptor",
@@ -97,7 +100,8 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "DELIVERY_BREAKER", "DESCRIPTOR", "KINDS", "MATERIALS_SENT_WITH", "QUERY_BREAKER",
-    "Adapter", "AdapterKind", "Answer", "Bundle", "BundleError", "CallbackResults", "CanonicalMessage",
+    "Adapter", "AdapterKind", "Answer", "AnswerPending", "Bundle", "BundleError", "CallbackResults",
+    "CanonicalMessage",
     "CanonicalResult", "CaseEventType", "DeliveryError", "FailureClass", "Operation", "PollingResults", "Problem",
     "QueryParameter", "RegisteredAdapter", "Registry", "RehearsalInvalid", "RehearsalItem", "RetryPolicy",
     "SecretRef", "SecretRefError", "SectorRefusal", "SignatureError", "UnsendableRequest",
