@@ -13,7 +13,11 @@ What a ferry bundle is at the near side (`wrap`): the carried bundle with this b
 no named queries (no synchronous path crosses a gap), no results of its own (decisions come back across the
 ferry), no auth (the agent applies the carried bundle's). The adapter (`adapter.py`, `FerryAdapter`) hands each
 message to the station of its channel (`station.py`), reached through one seam the composition root sets:
-`use_stations`. The batch format is `batch.py` (adapters/FERRY-FORMAT.md), the link folders `folders.py`.
+`use_stations`.
+
+`batch.py` is the batch format (adapters/FERRY-FORMAT.md): seal and open one signed, enveloped file (`keys.py`:
+what one side's certificate and key do for it); `folders.py` the link folders: atomic writes with a done marker,
+the ready list, quarantine, naming and the text/XML wrappers an isolation gateway's content inspection accepts.
 
 Imports adapters' own modules (auth, contract, descriptor, kind, kinds.common), certstore, mappings and
 sqlalchemy; never another kind, never `gateway`, `ops` or `ferry`.
