@@ -8,7 +8,7 @@ Public API (what `__all__` names, importable from `adapters` itself; the gateway
   what the canonical message carries (`MATERIALS_SENT_WITH`);
 - bundles: the checked descriptor (`Bundle`, `CallbackResults`, `PollingResults`, `DESCRIPTOR`), reading,
   unpacking, validating and previewing them (`load_bundle`, `unpack_bundle`, `validate_bundle`, `bundle_warnings`,
-  `preview`;
+  `preview`; the bundle a ferry bundle carries, `carried_bundle`;
   `BundleError` with its `Problem`s); rehearsal files (`read_rehearsal` -> `RehearsalItem`s, `judge` of an
   `Answer`, `RehearsalInvalid`);
 - ready adapters: `build_adapter` -> `RegisteredAdapter` (resilience as the bundle says: `RetryPolicy`, the
@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # the names as mypy and readers see them; at run time `__geta
         BundleError,
         Problem,
         bundle_warnings,
+        carried_bundle,
         load_bundle,
         preview,
         unpack_bundle,
@@ -67,6 +68,7 @@ _MODULE_OF = {
     "SecretRef": "auth", "SignatureError": "auth", "verify_callback": "auth",
     "BundleError": "bundle", "Problem": "bundle", "load_bundle": "bundle", "preview": "bundle",
     "unpack_bundle": "bundle", "validate_bundle": "bundle", "bundle_warnings": "bundle",
+    "carried_bundle": "bundle",
     "MATERIALS_SENT_WITH": "canonical",
     "Adapter": "contract", "AnswerPending": "contract", "CanonicalMessage": "contract",
     "CanonicalResult": "contract", "DeliveryError": "contract",
@@ -105,6 +107,6 @@ __all__ = [
     "CanonicalResult", "CaseEventType", "DeliveryError", "FailureClass", "Operation", "PollingResults", "Problem",
     "QueryParameter", "RegisteredAdapter", "Registry", "RehearsalInvalid", "RehearsalItem", "RetryPolicy",
     "SecretRef", "SecretRefError", "SectorRefusal", "SignatureError", "UnsendableRequest",
-    "build_adapter", "bundle_warnings", "default_bundles_dir", "judge", "load_bundle", "preview",
+    "build_adapter", "bundle_warnings", "carried_bundle", "default_bundles_dir", "judge", "load_bundle", "preview",
     "query_parameters", "read_rehearsal", "unpack_bundle", "use_vault", "validate_bundle", "verify_callback",
 ]  # fmt: skip

@@ -68,7 +68,7 @@ CODE_TABLES = "code_tables.yaml"  # optional: code tables every mapping of the b
 MiB = 1024 * 1024
 
 __all__ = [
-    "BundleError", "Problem", "compile_mappings", "load_bundle", "preview", "schema", "unpack_bundle",
+    "BundleError", "Problem", "carried_bundle", "compile_mappings", "load_bundle", "preview", "schema", "unpack_bundle",
     "validate_bundle",
 ]  # fmt: skip
 
@@ -346,6 +346,12 @@ def _carrying(kind: CarryingKind, root: Path, doc: Mapping[str, Any]) -> Bundle:
     if bundle is None or problems:
         raise BundleError(problems)
     return bundle
+
+
+def carried_bundle(bundle: Bundle) -> Bundle | None:
+    """The bundle a bundle of a carrying kind carries (a ferry's SOAP/REST bundle); None for any other."""
+    kind = KINDS[bundle.kind]
+    return kind.carried(bundle) if isinstance(kind, CarryingKind) else None
 
 
 def _inside(folder: str, problems: Sequence[Problem]) -> list[Problem]:
