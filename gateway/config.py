@@ -291,10 +291,6 @@ class Settings:
                                      "folders under <dir>/<channel>/; default: var_dir/ferry")
     ferry_interval_ms: int = setting("YIWANG_FERRY_INTERVAL_MS", 1000, _positive,
                                      "how often the near side reads answers and resends or beacons")
-    unsafe_ferry_crash_at: str | None = setting("YIWANG_UNSAFE_FERRY_CRASH_AT", None,
-                                                _one_of("before_rename", "after_read", "after_apply"),
-                                                "the crash tests' point where a station kills its own process; "
-                                                "never in production", blank_is_unset=True)
     # Retention (gateway/audit/retention.py): how long message bodies, notifications and logs are kept
     retention_days: int = setting("YIWANG_RETENTION_DAYS", 180, _positive,
                                   "then settled messages' bodies are purged and sent notifications deleted")
