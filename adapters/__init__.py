@@ -3,11 +3,12 @@
 Public API (what `__all__` names, importable from `adapters` itself; the gateway uses nothing else):
 - the contract every adapter keeps: `Adapter`, `Operation`, the case events a bundle may subscribe to
   (`CaseEventType`), `CanonicalMessage`/`CanonicalResult`,
-  `DeliveryError` with its `FailureClass`, `UnsendableRequest`, `SectorRefusal` (a final business refusal);
+  `DeliveryError` with its `FailureClass`, `UnsendableRequest`, `SectorRefusal` (a final business refusal),
+  `AnswerPending` (the message is on its way across a gap: ask again later);
   what the canonical message carries (`MATERIALS_SENT_WITH`);
 - bundles: the checked descriptor (`Bundle`, `CallbackResults`, `PollingResults`, `DESCRIPTOR`), reading,
   unpacking, validating and previewing them (`load_bundle`, `unpack_bundle`, `validate_bundle`, `bundle_warnings`,
-  `preview`;
+  `preview`; the bundle a ferry bundle carries, `carried_bundle`;
   `BundleError` with its `Problem`s); rehearsal files (`read_rehearsal` -> `RehearsalItem`s, `judge` of an
   `Answer`, `RehearsalInvalid`);
 - ready adapters: `build_adapter` -> `RegisteredAdapter` (resilience as the bundle says: `RetryPolicy`, the
@@ -18,10 +19,10 @@ Public API (what `__all__` names, importable from `adapters` itself; the gateway
 - personal data in text a sector or a person wrote, masked (`mask_text`, `mask_value`): one rule for the logs,
   the views and the far-side agent;
 - the adapter kinds: `AdapterKind` and their registry `KINDS` (`adapters/kinds/<kind>/`);
-- the ferry (adapters/FERRY-FORMAT.md), for the far-side agent (`ferry`) as much as for the gateway: batches
-  (`Entry`, `Batch`, `FerryKeys`, `Limits`), link folders (`LinkFolder`, `Naming`, `FolderFull`), one side of a
-  link (`Station`, `StationConfig`, `ReceiveReport`, `ChannelStatus`) and its tables (`ferry_tables` ->
-  `FerryTables`).
+- the ferry (adapters/kinds/ferry, adapters/FERRY-FORMAT.md), for the gateway's near side and the far-side agent
+  (`ferry`): a ferry bundle's options (`FerryOptions`), batches (`Batch`, `Entry`, `FerryKeys`, `Limits`,
+  `BatchRefused`), link folders (`LinkFolder`, `Naming`, `FolderFull`), one side of a link (`Station`,
+  `StationConfig`, `ReceiveReport`, `ChannelStatus`) and its tables (`ferry_tables` -> `FerryTables`).
 The modules behind it, the kinds' own modules and the simulators (`adapters.simulators`, which only the
 composition root and the simulators' command group start) are not for the gateway to import.
 Imports `mappings` and `certstore`, never `gateway` or `ops`.
@@ -41,6 +42,7 @@ if TYPE_CHECKING:  # the names as mypy and readers see them; at run time `__geta
         BundleError,
         Problem,
         bundle_warnings,
+        carried_bundle,
         load_bundle,
         preview,
         unpack_bundle,
@@ -49,6 +51,7 @@ if TYPE_CHECKING:  # the names as mypy and readers see them; at run time `__geta
     from adapters.canonical import MATERIALS_SENT_WITH
     from adapters.contract import (
         Adapter,
+        AnswerPending,
         CanonicalMessage,
         CanonicalResult,
         DeliveryError,
@@ -60,7 +63,8 @@ if TYPE_CHECKING:  # the names as mypy and readers see them; at run time `__geta
     from adapters.descriptor import DESCRIPTOR, Bundle, CallbackResults, PollingResults
     from adapters.kind import AdapterKind
     from adapters.kinds import KINDS
-    from adapters.kinds.ferry.batch import Batch, Entry, FerryKeys, Limits
+    from adapters.kinds.ferry import FerryOptions
+    from adapters.kinds.ferry.batch import Batch, BatchRefused, Entry, FerryKeys, Limits
     from adapters.kinds.ferry.folders import FolderFull, LinkFolder, Naming
     from adapters.kinds.ferry.station import ChannelStatus, ReceiveReport, Station, StationConfig
     from adapters.kinds.ferry.tables import FerryTables, ferry_tables
@@ -76,19 +80,20 @@ _MODULE_OF = {
     "SecretRef": "auth", "SignatureError": "auth", "verify_callback": "auth",
     "BundleError": "bundle", "Problem": "bundle", "load_bundle": "bundle", "preview": "bundle",
     "unpack_bundle": "bundle", "validate_bundle": "bundle", "bundle_warnings": "bundle",
+    "carried_bundle": "bundle",
     "MATERIALS_SENT_WITH": "canonical",
-    "Adapter": "contract", "CanonicalMessage": "contract", "CanonicalResult": "contract", "DeliveryError": "contract",
+    "Adapter": "contract", "AnswerPending": "contract", "CanonicalMessage": "contract",
+    "CanonicalResult": "contract", "DeliveryError": "contract",
     "FailureClass": "contract", "Operation": "contract", "SectorRefusal": "contract",
     "UnsendableRequest": "contract", "CaseEventType": "contract",
     "DESCRIPTOR": "descriptor", "Bundle": "descriptor", "CallbackResults": "descriptor", "PollingResults": "descriptor",
     "AdapterKind": "kind",
     "KINDS": "kinds",
-    "Batch": "kinds.ferry.batch", "Entry": "kinds.ferry.batch", "FerryKeys": "kinds.ferry.batch",
-    "Limits": "kinds.ferry.batch",
+    "FerryOptions": "kinds.ferry", "Batch": "kinds.ferry.batch", "BatchRefused": "kinds.ferry.batch",
+    "Entry": "kinds.ferry.batch", "FerryKeys": "kinds.ferry.batch", "Limits": "kinds.ferry.batch",
     "FolderFull": "kinds.ferry.folders", "LinkFolder": "kinds.ferry.folders", "Naming": "kinds.ferry.folders",
     "ChannelStatus": "kinds.ferry.station", "ReceiveReport": "kinds.ferry.station", "Station": "kinds.ferry.station",
-    "StationConfig": "kinds.ferry.station",
-    "FerryTables": "kinds.ferry.tables", "ferry_tables": "kinds.ferry.tables",
+    "StationConfig": "kinds.ferry.station", "FerryTables": "kinds.ferry.tables", "ferry_tables": "kinds.ferry.tables",
     "mask_text": "masking", "mask_value": "masking",
     "QueryParameter": "queries", "query_parameters": "queries",
     "Answer": "rehearsal", "RehearsalInvalid": "rehearsal", "RehearsalItem": "rehearsal", "judge": "rehearsal",
@@ -115,13 +120,13 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "DELIVERY_BREAKER", "DESCRIPTOR", "KINDS", "MATERIALS_SENT_WITH", "QUERY_BREAKER",
-    "Adapter", "AdapterKind", "Answer", "Batch", "Bundle", "BundleError", "CallbackResults", "CanonicalMessage",
-    "CanonicalResult", "CaseEventType", "ChannelStatus", "DeliveryError", "Entry", "FailureClass", "FerryKeys",
-    "FerryTables", "FolderFull", "Limits", "LinkFolder", "Naming", "Operation", "PollingResults", "Problem",
-    "QueryParameter", "ReceiveReport", "RegisteredAdapter", "Registry", "RehearsalInvalid", "RehearsalItem",
-    "RetryPolicy", "SecretRef", "SecretRefError", "SectorRefusal", "SignatureError", "Station", "StationConfig",
-    "UnsendableRequest",
-    "build_adapter", "bundle_warnings", "default_bundles_dir", "ferry_tables", "judge", "load_bundle", "mask_text",
-    "mask_value", "preview", "query_parameters", "read_rehearsal", "unpack_bundle", "use_vault", "validate_bundle",
-    "verify_callback",
+    "Adapter", "AdapterKind", "Answer", "AnswerPending", "Batch", "BatchRefused", "Bundle", "BundleError",
+    "CallbackResults", "CanonicalMessage", "CanonicalResult", "CaseEventType", "ChannelStatus", "DeliveryError",
+    "Entry", "FailureClass", "FerryKeys", "FerryOptions", "FerryTables", "FolderFull", "Limits", "LinkFolder",
+    "Naming", "Operation", "PollingResults", "Problem", "QueryParameter", "ReceiveReport", "RegisteredAdapter",
+    "Registry", "RehearsalInvalid", "RehearsalItem", "RetryPolicy", "SecretRef", "SecretRefError", "SectorRefusal",
+    "SignatureError", "Station", "StationConfig", "UnsendableRequest",
+    "build_adapter", "bundle_warnings", "carried_bundle", "default_bundles_dir", "ferry_tables", "judge",
+    "load_bundle", "mask_text", "mask_value", "preview", "query_parameters", "read_rehearsal", "unpack_bundle",
+    "use_vault", "validate_bundle", "verify_callback",
 ]  # fmt: skip
