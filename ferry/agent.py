@@ -30,6 +30,7 @@ from types import FrameType
 from typing import Any, cast
 
 import structlog
+from sqlalchemy.exc import IntegrityError
 
 from adapters import (
     Batch,
@@ -206,15 +207,19 @@ class Agent:
         sector_ref = (answer.get("result") or {}).get("sector_ref")
         polled = operation == Operation.SUBMIT_CASE and message is not None and sector_ref
         every = self._poll_interval(sector) if polled else None  # read before the write lock is taken
-        with self.state.engine.begin() as conn:
-            self.outbox.add(conn, ANSWER, answer, key=entry.key, operation=operation, answer_to=entry.id, now=now)
-            if message is None:
-                return
-            if every is not None:
-                self.polls.register(conn, entry.id, sector, message, entry.key or "", str(sector_ref), now + every,
-                                    now)
-            elif operation == Operation.CANCEL_CASE:
-                self.polls.end_for_task(conn, sector, message)
+        try:
+            with self.state.engine.begin() as conn:
+                self.outbox.add(conn, ANSWER, answer, key=entry.key, operation=operation, answer_to=entry.id,
+                                now=now)
+                if message is None:
+                    return
+                if every is not None:
+                    self.polls.register(conn, entry.id, sector, message, entry.key or "", str(sector_ref),
+                                        now + every, now)
+                elif operation == Operation.CANCEL_CASE:
+                    self.polls.end_for_task(conn, sector, message)
+        except IntegrityError:  # a second process (`run-once` beside `serve`) applied the same batch first
+            log.warning("message answered by another process of this agent", entry_id=entry.id)
 
     # -- polling: decisions ------------------------------------------------------------------------------------
     def poll_due(self) -> int:
