@@ -13,7 +13,8 @@ One pass (`Agent.run_once`), in this order:
 3. every answer and decision not yet sent goes out in ONE batch (`station.send`); then `resend_due` (two-way:
    what the near side has not receipted) and `beacon_due` (one-way).
 `serve` runs passes every `interval_ms` until SIGTERM or SIGINT, which let the pass in hand finish (exit 0).
-The crash points for tests (`YIWANG_UNSAFE_FERRY_CRASH_AT`) are the station's, read from the environment.
+The crash points for tests (`YIWANG_UNSAFE_FERRY_CRASH_AT`, read from the environment) are the station's
+`after_read` and `after_apply`, and `before_rename` in the outgoing folder the agent hands it.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from adapters import (
     SectorRefusal,
     Station,
     StationConfig,
+    crash_point,
     mask_text,
 )
 from ferry import answers
@@ -311,7 +313,9 @@ def station_config(config: AgentConfig) -> StationConfig:
                     **({"pattern": config.naming.pattern} if config.naming.pattern else {}))
     return StationConfig(
         name=config.name, send_channel=config.send_channel, receive_channel=config.receive_channel,
-        outgoing=LinkFolder(config.outgoing, naming), incoming=LinkFolder(config.incoming, naming),
+        # crash_point: the test-only "before_rename" (YIWANG_UNSAFE_FERRY_CRASH_AT) of what the agent writes
+        outgoing=LinkFolder(config.outgoing, naming, crash_at=crash_point),
+        incoming=LinkFolder(config.incoming, naming),
         mode=config.mode, cipher=config.cipher,
         limits=Limits(batch_bytes=config.limits.batch_bytes, message_bytes=config.limits.message_bytes),
         resend_after=timedelta(milliseconds=config.resend_after_ms),

@@ -212,8 +212,11 @@ def test_a_control_batch_signed_by_an_unknown_key_is_quarantined_and_installs_no
 
 
 @pytest.mark.timeout(30)
-def test_killed_between_delivering_and_recording_the_agent_answers_once_and_delivers_nothing_twice(
-        link: Link, sector: CivilAffairsSimulator) -> None:
+@pytest.mark.parametrize("crash_at", ["after_apply", "before_rename"])
+def test_killed_at_a_crash_point_the_agent_answers_once_and_delivers_nothing_twice(
+        link: Link, sector: CivilAffairsSimulator, crash_at: str) -> None:
+    """after_apply: delivered, the batch not recorded; before_rename: recorded, the first file written after it
+    (the receipt) not renamed into place. Either way the next pass delivers nothing again and answers once."""
     link.near.send([link.bundle_control()])
     agent = link.agent()
     try:
@@ -223,16 +226,16 @@ def test_killed_between_delivering_and_recording_the_agent_answers_once_and_deli
     submitted = message("MZ-FERRY-3", "11150203MB0C000405400011300300020261207000003")
     link.near.send([submitted])
     killed = subprocess.run([YIWANG, "ferry", "run-once", "--config", str(link.config_file)],
-                            env={**os.environ, "YIWANG_UNSAFE_FERRY_CRASH_AT": "after_apply"},
+                            env={**os.environ, "YIWANG_UNSAFE_FERRY_CRASH_AT": crash_at},
                             capture_output=True, timeout=20)
     assert killed.returncode == -9, killed.stderr.decode()
-    assert sector.counters["submits_received"] == 1  # delivered, then killed before the batch was recorded
+    assert sector.counters["submits_received"] == 1
     again = link.agent()
     try:
-        report = again.run_once()  # the batch is applied again: its message finds its answer made
+        report = again.run_once()  # after_apply: the batch is applied again, its message finds its answer made
     finally:
         again.close()
-    assert report.received.applied_batches == 1 and report.delivered == 0
+    assert report.received.applied_batches == (crash_at == "after_apply") and report.delivered == 0
     assert sector.counters["submits_received"] == 1
     answers = [e for e in link.received() if e["type"] == "answer"]
     assert [(a["message"], a["outcome"]) for a in answers] == [(submitted.id, "ok")]
