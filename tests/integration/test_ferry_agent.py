@@ -293,3 +293,29 @@ def test_serve_answers_until_sigterm_then_finishes_its_pass_and_exits_0(link: Li
     assert [e["message"] for e in back if e["type"] == "answer"] == [submitted.id]
     assert serving.returncode == 0, stderr.decode()
     assert "ferry agent stopped" in stderr.decode()
+
+
+def test_the_near_sides_new_certificate_is_trusted_once_rotated_on_the_agent_by_hand(link: Link) -> None:
+    runner, config = CliRunner(), str(link.config_file)
+    new_pem, new_key = sm2_credential("yiwang gateway, renewed")
+    (link.folder / "near-2.pem").write_bytes(new_pem)
+    renewed = near_station(link.folder / "near.sqlite", link.folder / "down", link.folder / "up",
+                           Credential(GATEWAY_CERT, new_pem, new_key), (link.folder / "agent.pem").read_bytes())
+    imported = runner.invoke(app, ["certs", "import", "--agent", config, GATEWAY_CERT,
+                                   "--cert", str(link.folder / "near-2.pem")])
+    assert imported.exit_code == 0 and "staged" in imported.output, imported.output
+    renewed.send([link.bundle_control()])  # signed with the new key: not trusted while only staged
+    agent = link.agent()
+    try:
+        assert agent.run_once().received.quarantined == 1
+        rotated = runner.invoke(app, ["certs", "rotate", "--agent", config, GATEWAY_CERT])
+        assert rotated.exit_code == 0 and "version 2 is current" in rotated.output, rotated.output
+        link.near.send([link.bundle_control()])  # the old key, still trusted in the overlap window
+        renewed.send([link.bundle_control()])
+        agent.state.store.refresh_s = 0  # the store's cache of trusted certificates: read again now
+        assert agent.run_once().installed == 2
+    finally:
+        agent.close()
+    listed = runner.invoke(app, ["certs", "list", "--agent", config, "--json"])
+    statuses = sorted((row["name"], row["status"]) for row in map(json.loads, listed.output.splitlines()))
+    assert statuses == [("mz-agent", "current"), (GATEWAY_CERT, "current"), (GATEWAY_CERT, "superseded")]
