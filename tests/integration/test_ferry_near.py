@@ -28,7 +28,7 @@ from sqlalchemy import Engine, select
 
 from adapters import AnswerPending, DeliveryError, FailureClass, SectorRefusal, UnsendableRequest
 from adapters.kinds.ferry import FerryAdapter
-from adapters.kinds.ferry.batch import Entry, FerryKeys, open_batch, seal
+from adapters.kinds.ferry.batch import Batch, Entry, FerryKeys, open_batch, seal
 from adapters.kinds.ferry.folders import LinkFolder, Naming
 from adapters.kinds.ferry.station import Station, StationConfig
 from adapters.registry import default_bundles_dir
@@ -44,7 +44,8 @@ FERRY_BUNDLE = default_bundles_dir() / "upgrades" / "civil_affairs_ferry"
 DOWN, UP = "civil_affairs.down", "civil_affairs.up"
 T0 = datetime(2026, 12, 7, 8, 0, tzinfo=UTC)
 ALLOWANCE = "11150203MB0C0004054000113003000"  # 困难残疾人两项补贴: the civil affairs bureau decides
-MESSAGE = {"idempotency_key": "C-1:T1:submit_case", "sector_ref": None, "task": {"id": "T1"},
+KEY = "C-1:T1:submit_case"
+MESSAGE = {"idempotency_key": KEY, "sector_ref": None, "task": {"id": "T1"},
            "case": {"case_no": "C-1"}}
 
 
@@ -120,10 +121,14 @@ class Link:
 
     def answer(self, outcome: str, **details: Any) -> None:
         """The far side answers the latest message sent for MESSAGE, and the near side receives it."""
-        state = self.near.message_state(MESSAGE["idempotency_key"], "submit_case")
+        state = self.near.message_state(KEY, "submit_case")
         assert state is not None
-        self.far.send(answer_entry(state.id, MESSAGE["idempotency_key"], outcome, **details))
-        self.near.receive(lambda batch, e: self.near.record_answer(e))
+        self.far.send(answer_entry(state.id, KEY, outcome, **details))
+
+        def record(batch: Batch, entry: Entry) -> None:
+            self.near.record_answer(entry)
+
+        self.near.receive(record)
 
 
 @pytest.fixture
