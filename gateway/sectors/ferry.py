@@ -15,6 +15,8 @@ this method to `adapters.kinds.ferry.use_stations`); everything else happens her
   names no case, its facts are unreadable, its body is malformed) is logged and counted, and never stops the
   job: the rest of the batch goes on. A database error does stop it, before the batch is recorded as applied,
   so the next run applies it again (the idempotency keys and `record_callback` absorb a repeat);
+- **no answer is left waiting**: answers recorded but not yet taken make their messages due again (an answer
+  may arrive while its delivery is deciding to wait);
 - **the link is kept**: receipts and gaps (in `Station.receive`), unreceipted batches written again
   (`resend_due`, two-way links), beacons (`beacon_due`, one-way links).
 
@@ -36,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from adapters import (
     Batch,
@@ -63,6 +65,7 @@ log = structlog.get_logger("yiwang.ferry")
 NEAR_SIDE = "gateway"  # the sender name on our batches
 CONTROL = "control"  # the operation a control entry is recorded under
 ANSWER, DECISION = "answer", "decision"
+NUDGE_MARGIN = timedelta(minutes=1)  # beyond resend_after, for a delivery slow to store its wait
 
 
 class NotAFerrySector(LookupError):
@@ -163,7 +166,21 @@ class NearSide:
         done = self._send_carried(bundle, station, force=False)
         applied: list[Entry] = []
         station.receive(self._applier(bundle.sector, station, applied))
+        self._nudge_answered(_options(bundle))
         return done + len(applied) + station.resend_due() + int(station.beacon_due())
+
+    def _nudge_answered(self, options: FerryOptions) -> None:
+        """Answers recorded but not yet taken make their messages due now, again: an answer that arrived while
+        its delivery was deciding to wait (between its look at the station and its wait being stored) would
+        otherwise wait a whole `resend_after`. Only answers younger than that are looked at."""
+        m = self.tables.messages
+        since = self.clock.now() - timedelta(milliseconds=options.resend_after_ms) - NUDGE_MARGIN
+        with self.engine.connect() as conn:
+            keys = conn.execute(select(m.c.key).where(
+                m.c.channel == options.send_channel, m.c.direction == "sent", m.c.state == "answered",
+                m.c.consumed_at.is_(None), m.c.answered_at >= since, m.c.key.is_not(None))).scalars().all()
+        for key in keys:
+            self.service.answer_arrived(key)
 
     def _applier(self, sector: str, station: Station, applied: list[Entry]) -> Callable[[Batch, Entry], None]:
         def apply(batch: Batch, entry: Entry) -> None:

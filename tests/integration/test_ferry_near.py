@@ -266,6 +266,18 @@ def test_the_gateway_sends_across_the_ferry_and_takes_answers_and_decisions_from
     assert far.incoming.ready() == []
 
 
+def test_an_answer_that_arrived_while_its_delivery_decided_to_wait_still_makes_it_due(gateway: Gateway) -> None:
+    case_no = allowance(gateway)
+    drain(gateway, lambda: submit_row(gateway, case_no).available_at.replace(tzinfo=UTC) > datetime.now(UTC))
+    row = submit_row(gateway, case_no)
+    near = gateway.ferry.station(gateway.registry.get("civil_affairs").bundle)
+    sent = near.message_state(row.idempotency_key, "submit_case")
+    assert sent is not None  # its answer recorded, but the waiting row stored after it was made due
+    near.record_answer(answer_entry(sent.id, row.idempotency_key, "ok", result={"sector_ref": "MZ-FERRY-2"}))
+    gateway.ferry.run()
+    assert submit_row(gateway, case_no).available_at.replace(tzinfo=UTC) <= datetime.now(UTC)
+
+
 def test_the_carried_bundle_crosses_whole_and_an_operator_may_send_it_again(gateway: Gateway, pair: Pair) -> None:
     gateway.ferry.run()
     assert gateway.ferry.send_carried_bundle("civil_affairs") == 1
