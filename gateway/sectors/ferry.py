@@ -144,16 +144,20 @@ class NearSide:
 
         return keys
 
+    def channels(self) -> list[tuple[Bundle, Station]]:
+        """Each active ferry bundle with its channel's station (what operators' status and resends act on)."""
+        return [(bundle, self.station(bundle)) for bundle in self.active.ferries()]
+
     # ------------------------------------------------------------------ the job
 
     def run(self) -> int:
         """One pass over every active ferry bundle; returns how many entries and files it handled. A channel
         that fails (its folder unwritable, a certificate missing) is logged and the others go on."""
         done = 0
-        for bundle in self.active.ferries():
+        for bundle, station in self.channels():
             channel = _options(bundle).channel
             try:
-                done += self._keep(bundle)
+                done += self._keep(bundle, station)
             except (OSError, LookupError, ValueError) as exc:
                 self.tally.failures[channel] = f"{type(exc).__name__}: {exc}"
                 log.error("ferry channel failed", sector=bundle.sector, channel=channel, error=str(exc))
@@ -161,8 +165,7 @@ class NearSide:
                 self.tally.failures.pop(channel, None)
         return done
 
-    def _keep(self, bundle: Bundle) -> int:
-        station = self.station(bundle)
+    def _keep(self, bundle: Bundle, station: Station) -> int:
         done = self._send_carried(bundle, station, force=False)
         applied: list[Entry] = []
         station.receive(self._applier(bundle.sector, station, applied))

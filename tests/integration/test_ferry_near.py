@@ -291,7 +291,9 @@ def test_the_carried_bundle_crosses_whole_and_an_operator_may_send_it_again(gate
     assert all(batch.sender == "gateway" for batch in opened)
 
 
-def test_a_query_of_a_sector_behind_a_gap_is_409_no_synchronous_path(gateway: Gateway) -> None:
+def test_a_query_of_a_sector_behind_a_gap_is_409_and_its_bundle_has_no_synchronous_test(gateway: Gateway) -> None:
+    tested = gateway.sector_calls.test_version("civil_affairs", "2.0.0-ferry").test_result
+    assert tested is not None and tested["outcome"] == "unreachable" and "no synchronous call" in tested["answer"]
     with TestClient(create_app(gateway), headers=Keys.issue(gateway).hall) as hall:
         answer = hall.post("/v1/queries/marriage_record", json={"params": {"id_number": "150203199211054426"}})
     assert answer.status_code == 409, answer.text
