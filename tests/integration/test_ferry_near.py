@@ -33,6 +33,8 @@ from adapters.kinds.ferry.folders import LinkFolder, Naming
 from adapters.kinds.ferry.station import Station, StationConfig
 from adapters.registry import default_bundles_dir
 from certstore import Credential
+from gateway.audit.ledger import MESSAGE as MESSAGE_LOG
+from gateway.audit.ledger import Filters
 from gateway.bootstrap.app import Gateway, create_app
 from gateway.persistence import tables as t
 from gateway.persistence.ferry_tables import FERRY_TABLES
@@ -253,6 +255,9 @@ def test_the_gateway_sends_across_the_ferry_and_takes_answers_and_decisions_from
     task = lambda: gateway.service.get(case_no).tasks[0]  # noqa: E731
     drain(gateway, lambda: task().sector_ref == "MZ-FERRY-1")
     assert submit_row(gateway, case_no).status == "done"
+    logged = sorted(gateway.ledger.records(Filters(MESSAGE_LOG, case_no=case_no), 100), key=lambda r: r.id)
+    assert [(r.action, r.subject, r.outcome) for r in logged] == [("sent", "submit_case", "sent"),
+                                                                  ("received", "submit_case", "ok")]
 
     decision = {"status": "approved", "opinion": "符合条件，予以核定", "decided_at": "2026-12-07T09:00:00Z",
                 "sector_ref": "MZ-FERRY-1", "case_no": case_no, "task_id": task().task_id,
