@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -24,12 +25,13 @@ from adapters.kinds.ferry.batch import (
     Entry,
     FerryKeys,
     Limits,
+    check_keys,
     open_batch,
     peek,
     seal,
 )
 from adapters.kinds.ferry import keys as keyring
-from adapters.kinds.ferry.keys import KeyUnfit
+from adapters.kinds.ferry.batch import KeyUnfit
 from certstore import Credential
 from tests.support.pki import TestCA, new_key, sm2_credential
 
@@ -372,9 +374,51 @@ def test_peek_names_channel_and_seq_unverified(sm2_link: Link) -> None:
     assert peek(b"garbage") is None and peek(MAGIC + b"{") is None
 
 
+@pytest.mark.parametrize("keys", ["sm2_link", "rsa_link"])
+def test_usable_keys_are_checked_before_any_batch(keys: str, request: pytest.FixtureRequest) -> None:
+    link: Link = request.getfixturevalue(keys)
+    check_keys(link.near)
+    check_keys(link.far)
+    mismatched = Credential("mixed", link.near.own.certificate_pem, link.far.own.private_key_pem)
+    with pytest.raises(KeyUnfit, match="does not belong to its certificate"):
+        check_keys(FerryKeys(mismatched, link.near.peer))
+    with pytest.raises(KeyUnfit, match="no peer certificate"):
+        check_keys(FerryKeys(link.near.own, []))
+    with pytest.raises(KeyUnfit, match="no private key"):
+        check_keys(FerryKeys(_public(link.near.own), link.near.peer))
+    ec = TestCA(now=NOW).issue("p-256")
+    with pytest.raises(KeyUnfit, match="SM2 or RSA"):
+        check_keys(FerryKeys(link.near.own, [Credential("p256", ec.cert_pem)]))
+
+
 def test_a_key_the_ferry_cannot_use_is_said(sm2_link: Link) -> None:
     ec = TestCA(now=NOW).issue("p-256")
     with pytest.raises(KeyUnfit, match="SM2 or RSA"):
         _seal(FerryKeys(Credential("p256", ec.cert_pem, ec.key_pem), sm2_link.near.peer))
     with pytest.raises(KeyUnfit, match="no private key"):
         _seal(FerryKeys(_public(sm2_link.near.own), sm2_link.near.peer))
+
+
+def test_no_changed_or_cut_file_opens_or_crashes(sm2_link: Link) -> None:
+    """Seeded: 400 files each with a few bytes changed, dropped or doubled, or cut: every one refused."""
+    rng = random.Random(19)
+    data, _ = _seal(sm2_link.near)
+    codes = set()
+    for _ in range(400):
+        mutated = bytearray(data)
+        for _ in range(rng.randint(1, 3)):
+            if not mutated:
+                break
+            at = rng.randrange(len(mutated))
+            match rng.randrange(4):
+                case 0:
+                    mutated[at] ^= 1 << rng.randrange(8)
+                case 1:
+                    del mutated[at]
+                case 2:
+                    mutated.insert(at, mutated[at])
+                case _:
+                    del mutated[at:]
+        if bytes(mutated) != data:
+            codes.add(_refused(bytes(mutated), sm2_link.far).code)
+    assert codes <= set(REFUSAL_CODES) and {"unreadable", "truncated", "bad_signature"} <= codes

@@ -8,6 +8,8 @@ a `Batch`, or raises `BatchRefused(code, reason)`: a stable snake_case code for 
 sentence for a person, never key material nor a body. Hostile bytes (not ours, cut short, wrong types, numbers
 too large) are refused, never a crash.
 
+`check_keys(keys)` says early whether the credentials can seal and open at all (`KeyUnfit`).
+
 Clocks: `now` decides only whether the signer's certificate is valid (with `FerryKeys.tolerance` for drift)
 and is written as an informative `sealed_at`; sequencing, chaining and duplicates never read a clock.
 """
@@ -26,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard
 
 from adapters.kinds.ferry import keys as keyring
+from adapters.kinds.ferry.keys import KeyUnfit
 from certstore.algorithms import NONCE_BYTES, TAG_BYTES, AesGcm, CryptoError, FieldCipher, Sm4Gcm
 from certstore.credentials import Credential
 from mappings import strict_json
@@ -136,6 +139,16 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+def check_keys(keys: FerryKeys) -> None:
+    """`KeyUnfit` naming what is wrong, before any batch is sealed (a kind's check, an agent's start): our
+    credential holds an SM2 or RSA key belonging to its certificate, and every peer certificate is SM2 or RSA."""
+    keyring.check_pair(keys.own)
+    if not keys.peer:
+        raise KeyUnfit("no peer certificate to wrap content keys to and verify signatures with")
+    for peer in keys.peer:
+        keyring.family(peer)
+
+
 # --- sealing -------------------------------------------------------------------------------------------------
 
 
@@ -146,13 +159,13 @@ def seal(*, channel: str, seq: int, previous: str, entries: Sequence[Entry], key
 
     `BatchRefused` (too_large, content_type) for entries the limits refuse; `ValueError` for a caller's mistake
     (an unknown cipher, a signal with a seq, a batch without one, an entry type not in ENTRY_TYPES...);
-    `keys.KeyUnfit` for a credential the ferry cannot use."""
+    `KeyUnfit` for a credential the ferry cannot use."""
     chosen = _chosen_cipher(cipher)
     signal = _plain(signal)
     _check_sequence(channel, seq, previous, sender, entries, signal)
     _within_limits([(e.content_type, len(e.body)) for e in entries], limits)
     if not keys.peer:
-        raise ValueError("the ferry needs the peer's certificate to wrap the content key to")
+        raise KeyUnfit("no peer certificate to wrap the content key to")
     recipient = keys.peer[0]
     content_key = os.urandom(chosen.key_bytes)
     wrap_method, wrapped = keyring.wrap(recipient, content_key)
