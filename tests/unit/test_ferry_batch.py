@@ -280,6 +280,14 @@ def test_any_trusted_certificate_verifies(sm2_link: Link) -> None:
     assert open_batch(data, keys=far, now=NOW).signer == rotated.fingerprint
 
 
+def test_after_our_rotation_what_was_wrapped_to_our_previous_certificate_still_opens(sm2_link: Link) -> None:
+    data, _ = _seal(sm2_link.near)  # the near side has not yet heard of the far side's new certificate
+    rotated = _sm2("public_security-ferry-next")
+    far = FerryKeys(rotated, sm2_link.far.peer, own_previous=[sm2_link.far.own])
+    assert open_batch(data, keys=far, now=NOW).entries == (MESSAGE, BUNDLE)
+    assert _refused(data, replace(far, own_previous=())).code == "bad_envelope"
+
+
 def test_a_batch_for_another_channel_is_refused(sm2_link: Link) -> None:
     data, _ = _seal(sm2_link.near)
     assert _refused(data, sm2_link.far, channel="public_security.up").code == "wrong_channel"

@@ -77,6 +77,9 @@ class FerryKeys:
     own: Credential  # WITH private key: signs, unwraps content keys
     peer: Sequence[Credential]  # the other side's trusted certificates: verify (any), wrap to peer[0]
     tolerance: timedelta = timedelta(hours=24)  # clock drift allowed when checking validity
+    # Our earlier credentials (with keys) still in their rotation overlap: the other side may wrap to one of
+    # them until it has our new certificate, so content keys wrapped to them still unwrap. Never sign with them.
+    own_previous: Sequence[Credential] = ()
 
 
 @dataclass(frozen=True)
@@ -474,9 +477,11 @@ def _check_validity(signer: Credential, tolerance: timedelta, now: datetime) -> 
 
 
 def _opened_payload(manifest_bytes: bytes, manifest: _Manifest, payload: bytes, keys: FerryKeys) -> bytes:
-    if manifest.recipient != keys.own.fingerprint:
+    recipient = next((own for own in (keys.own, *keys.own_previous) if own.fingerprint == manifest.recipient),
+                     None)
+    if recipient is None:
         raise BatchRefused("bad_envelope", "the content key is wrapped to another certificate than ours")
-    content_key = keyring.unwrap(keys.own, manifest.wrap, manifest.wrapped_key)
+    content_key = keyring.unwrap(recipient, manifest.wrap, manifest.wrapped_key)
     cipher = CIPHERS[manifest.cipher]
     if content_key is None or len(content_key) != cipher.key_bytes:
         raise BatchRefused("bad_envelope", "the content key does not unwrap with our key")
