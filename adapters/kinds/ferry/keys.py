@@ -9,12 +9,14 @@ puts key material into an error message.
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from certstore import sm2
 from certstore.credentials import Credential
@@ -68,12 +70,19 @@ def _sm2_private(credential: Credential) -> sm2.Sm2Key:
 def _rsa_private(credential: Credential) -> rsa.RSAPrivateKey:
     pem = _private_pem(credential)
     try:
-        key = serialization.load_pem_private_key(pem, password=None)
+        key = _loaded_private_key(pem)
     except (ValueError, TypeError):
         raise KeyUnfit(f"credential {credential.name!r}: its private key is not readable") from None
     if not isinstance(key, rsa.RSAPrivateKey):
         raise KeyUnfit(f"credential {credential.name!r}: its private key is not an RSA key")
     return key
+
+
+@functools.lru_cache(maxsize=8)
+def _loaded_private_key(pem: bytes) -> PrivateKeyTypes:
+    """The key in `pem`, loaded once per process: loading checks an RSA key's consistency, about a tenth of a
+    second each time, which every batch sealed or opened would pay."""
+    return serialization.load_pem_private_key(pem, password=None)
 
 
 def _private_pem(credential: Credential) -> bytes:
