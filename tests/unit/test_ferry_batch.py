@@ -203,9 +203,12 @@ def _payload_swapped(data: bytes) -> bytes:
     (_manifest_changed(lambda m: m["envelope"].update(cipher="aes-256-gcm")), "bad_signature"),
     (lambda data: _flip(data, len(MAGIC) + 3), "unreadable"),  # a byte of the manifest's JSON syntax
 ], ids=["ciphertext", "ciphertext-and-digest", "signature", "seq", "idempotency-key", "cipher", "manifest-byte"])
-def test_one_changed_byte_is_refused(sm2_link: Link, tamper: Callable[[bytes], bytes], code: str) -> None:
-    data, _ = _seal(sm2_link.near)
-    assert _refused(tamper(data), sm2_link.far).code == code
+@pytest.mark.parametrize("keys", ["sm2_link", "rsa_link"])
+def test_one_changed_byte_is_refused(keys: str, tamper: Callable[[bytes], bytes], code: str,
+                                     request: pytest.FixtureRequest) -> None:
+    link: Link = request.getfixturevalue(keys)
+    data, _ = _seal(link.near)
+    assert _refused(tamper(data), link.far).code == code
 
 
 @pytest.mark.parametrize("keys", ["sm2_link", "rsa_link"])
