@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -24,11 +25,13 @@ from adapters.kinds.ferry.batch import (
     Entry,
     FerryKeys,
     Limits,
+    check_keys,
     open_batch,
     peek,
     seal,
 )
-from adapters.kinds.ferry.keys import KeyUnfit
+from adapters.kinds.ferry import keys as keyring
+from adapters.kinds.ferry.batch import KeyUnfit
 from certstore import Credential
 from tests.support.pki import TestCA, new_key, sm2_credential
 
@@ -135,12 +138,15 @@ def test_batches_chain_by_the_previous_digest(sm2_link: Link) -> None:
 def test_a_signal_carries_receipts_or_a_beacon_and_no_entries(sm2_link: Link) -> None:
     receipts = {"counter": 4, "receipts": [[1, 3], [5, 5]]}
     beacon = {"counter": 5, "beacon": {"last_seq": 9, "last_digest": "ab" * 32}}
+    data, _ = _seal(sm2_link.near, seq=0, entries=(), signal={"counter": 1, "receipts": [(1, 2)]})  # tuples
+    assert open_batch(data, keys=sm2_link.far, now=NOW).signal == {"counter": 1, "receipts": [[1, 2]]}
     for signal in (receipts, beacon):
         data, _ = _seal(sm2_link.near, seq=0, entries=(), signal=signal)
         batch = open_batch(data, keys=sm2_link.far, now=NOW)
         assert (batch.seq, batch.previous, batch.entries, batch.signal) == (0, "", (), signal)
     for mistake in ({"receipts": [[1, 2]]}, {"counter": 1}, {"counter": 1, "receipts": [[3, 2]]},
-                    {"counter": 1, "beacon": {"last_seq": -1, "last_digest": ""}}):
+                    {"counter": 1, "beacon": {"last_seq": -1, "last_digest": ""}}, {"counter": 1, "beacon": {1, 2}},
+                    {"counter": True, "receipts": []}):
         with pytest.raises(ValueError, match="cannot seal"):
             _seal(sm2_link.near, seq=0, entries=(), signal=mistake)
     with pytest.raises(ValueError, match="no entries"):
@@ -197,9 +203,12 @@ def _payload_swapped(data: bytes) -> bytes:
     (_manifest_changed(lambda m: m["envelope"].update(cipher="aes-256-gcm")), "bad_signature"),
     (lambda data: _flip(data, len(MAGIC) + 3), "unreadable"),  # a byte of the manifest's JSON syntax
 ], ids=["ciphertext", "ciphertext-and-digest", "signature", "seq", "idempotency-key", "cipher", "manifest-byte"])
-def test_one_changed_byte_is_refused(sm2_link: Link, tamper: Callable[[bytes], bytes], code: str) -> None:
-    data, _ = _seal(sm2_link.near)
-    assert _refused(tamper(data), sm2_link.far).code == code
+@pytest.mark.parametrize("keys", ["sm2_link", "rsa_link"])
+def test_one_changed_byte_is_refused(keys: str, tamper: Callable[[bytes], bytes], code: str,
+                                     request: pytest.FixtureRequest) -> None:
+    link: Link = request.getfixturevalue(keys)
+    data, _ = _seal(link.near)
+    assert _refused(tamper(data), link.far).code == code
 
 
 @pytest.mark.parametrize("keys", ["sm2_link", "rsa_link"])
@@ -227,11 +236,25 @@ def test_a_batch_wrapped_to_another_certificate_does_not_open(sm2_link: Link) ->
 
 def test_a_changed_content_key_is_a_bad_envelope_even_when_signed(sm2_link: Link, monkeypatch: pytest.MonkeyPatch
                                                                   ) -> None:
-    from adapters.kinds.ferry import keys as keyring
     wrap = keyring.wrap
     monkeypatch.setattr(keyring, "wrap", lambda recipient, key: wrap(recipient, bytes(len(key))))
     data, _ = _seal(sm2_link.near)  # signed, but the key inside the envelope is not the one that sealed
     assert _refused(data, sm2_link.far).code == "bad_envelope"
+
+
+def test_an_envelope_moved_under_another_manifest_does_not_open(sm2_link: Link) -> None:
+    """Even one who holds the near side's signing key, but not the content key, cannot put batch 1's payload
+    under batch 2's manifest: the manifest is the cipher's associated data."""
+    first, first_digest = _seal(sm2_link.near)
+    second, _ = _seal(sm2_link.near, seq=2, previous=first_digest)
+    manifest, _, _ = _lines(second)
+    moved, _, payload = _lines(first)
+    manifest.update(envelope=moved["envelope"], payload=moved["payload"])
+    line = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+    algorithm, signature = keyring.sign(sm2_link.near.own, line)
+    resigned = {"algorithm": algorithm, "signer": sm2_link.near.own.fingerprint,
+                "value": base64.b64encode(signature).decode()}
+    assert _refused(_file(manifest, resigned, payload), sm2_link.far).code == "bad_envelope"
 
 
 def test_an_expired_certificate_is_refused_beyond_the_tolerance(sm2_link: Link) -> None:
@@ -258,6 +281,14 @@ def test_any_trusted_certificate_verifies(sm2_link: Link) -> None:
     data, _ = _seal(FerryKeys(rotated, sm2_link.near.peer))
     far = FerryKeys(sm2_link.far.own, [*sm2_link.far.peer, _public(rotated)])  # the overlap window
     assert open_batch(data, keys=far, now=NOW).signer == rotated.fingerprint
+
+
+def test_after_our_rotation_what_was_wrapped_to_our_previous_certificate_still_opens(sm2_link: Link) -> None:
+    data, _ = _seal(sm2_link.near)  # the near side has not yet heard of the far side's new certificate
+    rotated = _sm2("public_security-ferry-next")
+    far = FerryKeys(rotated, sm2_link.far.peer, own_previous=[sm2_link.far.own])
+    assert open_batch(data, keys=far, now=NOW).entries == (MESSAGE, BUNDLE)
+    assert _refused(data, replace(far, own_previous=())).code == "bad_envelope"
 
 
 def test_a_batch_for_another_channel_is_refused(sm2_link: Link) -> None:
@@ -354,9 +385,51 @@ def test_peek_names_channel_and_seq_unverified(sm2_link: Link) -> None:
     assert peek(b"garbage") is None and peek(MAGIC + b"{") is None
 
 
+@pytest.mark.parametrize("keys", ["sm2_link", "rsa_link"])
+def test_usable_keys_are_checked_before_any_batch(keys: str, request: pytest.FixtureRequest) -> None:
+    link: Link = request.getfixturevalue(keys)
+    check_keys(link.near)
+    check_keys(link.far)
+    mismatched = Credential("mixed", link.near.own.certificate_pem, link.far.own.private_key_pem)
+    with pytest.raises(KeyUnfit, match="does not belong to its certificate"):
+        check_keys(FerryKeys(mismatched, link.near.peer))
+    with pytest.raises(KeyUnfit, match="no peer certificate"):
+        check_keys(FerryKeys(link.near.own, []))
+    with pytest.raises(KeyUnfit, match="no private key"):
+        check_keys(FerryKeys(_public(link.near.own), link.near.peer))
+    ec = TestCA(now=NOW).issue("p-256")
+    with pytest.raises(KeyUnfit, match="SM2 or RSA"):
+        check_keys(FerryKeys(link.near.own, [Credential("p256", ec.cert_pem)]))
+
+
 def test_a_key_the_ferry_cannot_use_is_said(sm2_link: Link) -> None:
     ec = TestCA(now=NOW).issue("p-256")
     with pytest.raises(KeyUnfit, match="SM2 or RSA"):
         _seal(FerryKeys(Credential("p256", ec.cert_pem, ec.key_pem), sm2_link.near.peer))
     with pytest.raises(KeyUnfit, match="no private key"):
         _seal(FerryKeys(_public(sm2_link.near.own), sm2_link.near.peer))
+
+
+def test_no_changed_or_cut_file_opens_or_crashes(sm2_link: Link) -> None:
+    """Seeded: 400 files each with a few bytes changed, dropped or doubled, or cut: every one refused."""
+    rng = random.Random(19)
+    data, _ = _seal(sm2_link.near)
+    codes = set()
+    for _ in range(400):
+        mutated = bytearray(data)
+        for _ in range(rng.randint(1, 3)):
+            if not mutated:
+                break
+            at = rng.randrange(len(mutated))
+            match rng.randrange(4):
+                case 0:
+                    mutated[at] ^= 1 << rng.randrange(8)
+                case 1:
+                    del mutated[at]
+                case 2:
+                    mutated.insert(at, mutated[at])
+                case _:
+                    del mutated[at:]
+        if bytes(mutated) != data:
+            codes.add(_refused(bytes(mutated), sm2_link.far).code)
+    assert codes <= set(REFUSAL_CODES) and {"unreadable", "truncated", "bad_signature"} <= codes
