@@ -1,6 +1,7 @@
 """One ferry link, both sides: a near and a far `Station` wired through two pairs of link folders by a tiny
 mover that stands for the isolation gateway and, under the test's control, drops, duplicates, reorders,
-truncates and corrupts files. Real keys: the near side SM2, the far side RSA. Both databases.
+truncates and corrupts files. Real keys: SM2 on both sides, or (`make_link(rsa=True)`) RSA on the far side.
+Both databases, each test on an empty one of its own where it makes the ferry tables, as the agent does.
 
 What it shows: every entry applied exactly once under duplicates and reordering; a dropped batch named as a
 gap and filled by a resend (two-way: automatically, after `resend_after` on an injected clock; one-way: a
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, MetaData, create_engine, select
+from structlog.testing import capture_logs
 
 from adapters.kinds.ferry.batch import Batch, Entry, FerryKeys, seal
 from adapters.kinds.ferry.folders import LinkFolder
@@ -34,6 +36,7 @@ from adapters.kinds.ferry.station import (
     Station,
     StationConfig,
     crash_point,
+    link_folders,
 )
 from adapters.kinds.ferry.tables import FerryTables, ferry_tables
 from certstore import Credential
@@ -49,17 +52,18 @@ class Keys:
     near: Credential
     far: Credential
     intruder: Credential
+    far_rsa: Credential
 
 
 @pytest.fixture(scope="module")
 def keys() -> Keys:
-    """Near: SM2; far: RSA (so both signature and key-wrapping families cross the link); an intruder: SM2."""
-    near_cert, near_key = sm2_credential("yiwang-ferry")
-    far = TestCA().issue("public_security-ferry", key=new_key("rsa"))
-    intruder_cert, intruder_key = sm2_credential("yiwang-ferry")
-    return Keys(Credential("yiwang-ferry", near_cert, near_key),
-                Credential("public_security-ferry", far.cert_pem, far.key_pem),
-                Credential("yiwang-ferry", intruder_cert, intruder_key))
+    """Near: SM2; far: SM2, or RSA (`make_link(rsa=True)`: both families of signature and key wrapping cross
+    the link); an intruder: SM2, under the near side's name."""
+    rsa = TestCA().issue("public_security-ferry", key=new_key("rsa"))
+    return Keys(Credential("yiwang-ferry", *sm2_credential("yiwang-ferry")),
+                Credential("public_security-ferry", *sm2_credential("public_security-ferry")),
+                Credential("yiwang-ferry", *sm2_credential("yiwang-ferry")),
+                Credential("public_security-ferry", rsa.cert_pem, rsa.key_pem))
 
 
 def trust_only(credential: Credential) -> Credential:
@@ -153,7 +157,7 @@ class Link:
     down: Mover  # near's outgoing -> far's incoming
     up: Mover
     clock: Clock
-    root: Path
+    keys: Keys
 
     def send(self, count: int = 1, per_batch: int = 2) -> list[list[str]]:
         """`count` batches of messages from the near side; their entry ids, batch by batch."""
@@ -173,24 +177,23 @@ def message(key: str | None = None) -> Entry:
 def make_station(engine: Engine, tables: FerryTables, root: Path, clock: Clock, *, near: bool, credentials: Keys,
                  **options: object) -> Station:
     own, peer = (credentials.near, credentials.far) if near else (credentials.far, credentials.near)
-    out_folder, in_folder = ("near-out", "near-in") if near else ("far-out", "far-in")
+    outgoing, incoming = link_folders(*((root / "near-out", root / "near-in") if near
+                                        else (root / "far-out", root / "far-in")))
     config = StationConfig(name="gateway" if near else "ps-agent", send_channel=DOWN if near else UP,
-                           receive_channel=UP if near else DOWN,
-                           outgoing=LinkFolder(root / out_folder, crash_at=crash_point),
-                           incoming=LinkFolder(root / in_folder), resend_after=timedelta(minutes=5),
-                           beacon_every=timedelta(minutes=1))
+                           receive_channel=UP if near else DOWN, outgoing=outgoing, incoming=incoming,
+                           resend_after=timedelta(minutes=5), beacon_every=timedelta(minutes=1))
     ferry_keys = FerryKeys(own=own, peer=[trust_only(peer)])
     return Station(engine, tables, replace(config, **options), lambda: ferry_keys, clock)  # type: ignore[arg-type]
 
 
 @pytest.fixture
 def make_link(engine: Engine, tables: FerryTables, tmp_path: Path, keys: Keys) -> Callable[..., Link]:
-    def make(**options: object) -> Link:
-        clock = Clock()
-        near = make_station(engine, tables, tmp_path, clock, near=True, credentials=keys, **options)
-        far = make_station(engine, tables, tmp_path, clock, near=False, credentials=keys, **options)
+    def make(*, rsa: bool = False, **options: object) -> Link:
+        clock, chosen = Clock(), replace(keys, far=keys.far_rsa) if rsa else keys
+        near = make_station(engine, tables, tmp_path, clock, near=True, credentials=chosen, **options)
+        far = make_station(engine, tables, tmp_path, clock, near=False, credentials=chosen, **options)
         return Link(Side(near), Side(far), Mover(near.config.outgoing, far.config.incoming.path),
-                    Mover(far.config.outgoing, near.config.incoming.path), clock, tmp_path)
+                    Mover(far.config.outgoing, near.config.incoming.path), clock, chosen)
     return make
 
 
@@ -281,7 +284,8 @@ def test_the_negative_control_applies_a_duplicated_batch_twice(make_link: Callab
 # --------------------------------------------------------------------------------------------- gaps, resends
 
 
-def test_two_way_a_dropped_batch_is_named_and_resent_when_unreceipted(link: Link) -> None:
+def test_two_way_a_dropped_batch_is_named_and_resent_when_unreceipted(make_link: Callable[..., Link]) -> None:
+    link = make_link(rsa=True)
     sent = link.send(3)
     link.down.carry(drop=lambda name: seq_of(name) == 2)
     report = link.far.receive()
@@ -341,7 +345,10 @@ def test_one_way_a_beacon_names_what_never_arrived_and_an_operator_resends_it(
 # --------------------------------------------------------------------------------------------- refused files
 
 
-def test_truncated_corrupt_wrong_key_forged_and_unchained_files_are_quarantined(link: Link, keys: Keys) -> None:
+def test_truncated_corrupt_wrong_key_forged_and_unchained_files_are_quarantined(
+        make_link: Callable[..., Link]) -> None:
+    link = make_link(rsa=True)
+    keys = link.keys
     link.send(1)
     [first] = link.down.carry()
     link.far.receive()
@@ -362,7 +369,11 @@ def test_truncated_corrupt_wrong_key_forged_and_unchained_files_are_quarantined(
     deliver(link.far.station.config.incoming.path, "intruder_2.ferry", sealed(2, "a" * 64, keys.intruder))
     deliver(link.far.station.config.incoming.path, "forged_1.ferry", sealed(1, "", keys.near))
     deliver(link.far.station.config.incoming.path, "unchained_2.ferry", sealed(2, "b" * 64, keys.near))
-    link.far.receive()
+    with capture_logs() as logs:
+        link.far.receive()
+    assert [(e["log_level"], e["file"], e["code"]) for e in logs if e["event"] == "ferry_quarantined"] == [
+        ("warning", "forged_1.ferry", "forged"), ("warning", "intruder_2.ferry", "unknown_signer"),
+        ("warning", "unchained_2.ferry", "broken_chain")]  # the alert: log and ferry_quarantine rows
 
     assert [(q.file, q.code) for q in reversed(link.far.station.quarantined())] == [
         (second, "truncated"), (second, "digest_mismatch"), ("forged_1.ferry", "forged"),
@@ -408,8 +419,8 @@ def test_two_senders_at_once_get_distinct_contiguous_seqs(
     with a plain engine, as an agent may make one: no BEGIN IMMEDIATE from us."""
     plain = create_engine(db_url, connect_args={"timeout": 30}) if db_url.startswith("sqlite") \
         else engine
-    clock, both_sm2 = Clock(), replace(keys, far=keys.intruder)  # SM2 both ways: 20 batches opened quickly
-    senders = [make_station(plain, tables, tmp_path, clock, near=True, credentials=both_sm2) for _ in range(2)]
+    clock = Clock()
+    senders = [make_station(plain, tables, tmp_path, clock, near=True, credentials=keys) for _ in range(2)]
     seqs: list[int] = []
 
     def send(station: Station) -> None:
@@ -423,7 +434,7 @@ def test_two_senders_at_once_get_distinct_contiguous_seqs(
         thread.join(timeout=30)
     assert sorted(seqs) == list(range(1, 21))
 
-    far = make_station(engine, tables, tmp_path, clock, near=False, credentials=both_sm2)
+    far = make_station(engine, tables, tmp_path, clock, near=False, credentials=keys)
     mover = Mover(senders[0].config.outgoing, far.config.incoming.path)
     mover.carry()
     report = far.receive(lambda batch, entry: None)

@@ -53,7 +53,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, Row, func, insert, sel
 from sqlalchemy.exc import IntegrityError
 
 from adapters.kinds.ferry.batch import Batch, BatchRefused, Entry, FerryKeys, Limits, open_batch, seal
-from adapters.kinds.ferry.folders import LinkFolder
+from adapters.kinds.ferry.folders import LinkFolder, Naming
 from adapters.kinds.ferry.tables import (
     RECEIVED,
     SENT,
@@ -82,12 +82,19 @@ def crash_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def link_folders(outgoing: Path, incoming: Path, naming: Naming | None = None) -> tuple[LinkFolder, LinkFolder]:
+    """A station's two folders (outgoing, incoming), the outgoing one with the crash point `before_rename`
+    wired in: what a side builds its StationConfig with."""
+    named = naming or Naming()
+    return LinkFolder(outgoing, named, crash_at=crash_point), LinkFolder(incoming, named)
+
+
 @dataclass(frozen=True)
 class StationConfig:
     name: str  # this side's sender name ("gateway" / the agent's name)
     send_channel: str  # e.g. "public_security.down"
     receive_channel: str  # e.g. "public_security.up"
-    outgoing: LinkFolder
+    outgoing: LinkFolder  # made by `link_folders`, so the crash point before_rename is wired in
     incoming: LinkFolder
     mode: str = "two_way"  # or "one_way" (no receipts; beacons)
     cipher: str = "sm4-gcm"
@@ -731,4 +738,5 @@ def _ranges(seqs: Sequence[int]) -> list[list[int]]:
 
 
 __all__ = ["CRASH_AT_ENV", "CRASH_POINTS", "BROKEN_CHAIN", "FORGED", "ChannelStatus", "Gap", "Quarantined",
-           "ReceiveReport", "SentMessage", "Station", "StationConfig", "crash_point"]
+           "ReceiveReport", "SentMessage", "Station", "StationConfig", "crash_point",
+           "link_folders"]
