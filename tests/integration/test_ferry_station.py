@@ -312,8 +312,15 @@ def test_two_way_a_dropped_batch_is_named_and_resent_when_unreceipted(make_link:
     assert link.near.station.status()[0].unacked == 0
     link.clock.advance(minutes=10)
     assert link.near.station.resend_due() == 0
+    link.send(1)  # the link has not taken it yet: however long it waits, it is not written again
+    link.clock.advance(minutes=10)
+    assert link.near.station.resend_due() == 0
+    link.down.carry()
+    link.far.receive()
+    link.up.carry()
+    link.near.receive()
     link.clock.advance(days=31)  # past keep_keys: acknowledged batches are no longer kept
-    assert (link.near.station.resend_due(), link.near.station.resend(1, 3)) == (0, 0)
+    assert (link.near.station.resend_due(), link.near.station.resend(1, 4)) == (0, 0)
 
 
 def test_one_way_a_beacon_names_what_never_arrived_and_an_operator_resends_it(

@@ -23,6 +23,8 @@ applies again, which the idempotency key at the sector absorbs; nothing is recor
 seq past the highest seen names the gap below it (`ferry_gaps`); a batch inside a gap fills it; a gap never
 blocks later batches. Duplicate detection and ordering never read a clock (clocks drift across a gap); the
 clock only stamps rows, paces resends and beacons, and ages out remembered ids.
+One receiver per channel at a time: the gateway runs `receive` in a job under a lease, the agent is one
+process, and threads of one station queue on a lock of its own.
 
 Signals (unsequenced, signed, never resent) keep the two sides in step. Two-way: after a pass that applied or
 met a batch, a receipt names every seq applied (cumulative ranges), so a lost receipt costs nothing; a
@@ -42,7 +44,7 @@ import json
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -251,13 +253,18 @@ class Station:
                          .values(written_at=self._clock(), resends=sent.c.resends + (1 if resend else 0)))
         return True
 
-    def _kept(self, *conditions: Any) -> list[_Kept]:
+    def _kept(self, *conditions: Any) -> Iterator[_Kept]:
+        """The kept batches that meet `conditions`, by seq, their bytes read one at a time (a resend after a
+        long outage may reach thousands of batches of up to 16 MiB)."""
         sent = self._t.sent
+        mine = sent.c.channel == self.config.send_channel
         with self._engine.connect() as conn:
-            rows = conn.execute(select(sent.c.seq, sent.c.file, sent.c.data)
-                                .where(sent.c.channel == self.config.send_channel, *conditions)
-                                .order_by(sent.c.seq)).all()
-        return [_Kept(seq, file, data) for seq, file, data in rows]
+            seqs = conn.execute(select(sent.c.seq).where(mine, *conditions).order_by(sent.c.seq)).scalars().all()
+        for seq in seqs:
+            with self._engine.connect() as conn:
+                row = conn.execute(select(sent.c.file, sent.c.data).where(mine, sent.c.seq == seq)).first()
+            if row is not None:  # None: no longer kept meanwhile
+                yield _Kept(seq, row.file, row.data)
 
     def _write_unwritten(self, below: int | None = None) -> int:
         conditions: list[ColumnElement[bool]] = [self._t.sent.c.written_at.is_(None)]
@@ -273,7 +280,8 @@ class Station:
 
     def resend_due(self) -> int:
         """Write what is due: batches recorded but never written, and (two_way) batches written but not
-        acknowledged for `resend_after`. The number of files written. Batches sent longer ago than `keep_keys`
+        acknowledged for `resend_after` and no longer waiting in `outgoing` (the link took them and they were
+        lost). The number of files written. Batches sent longer ago than `keep_keys`
         (and acknowledged, on a two-way link) are no longer kept: an operator's resend reaches that far back."""
         self._make_channels()
         with self._sending:
@@ -284,7 +292,9 @@ class Station:
             sent = self._t.sent
             due = self._kept(sent.c.acked_at.is_(None), sent.c.written_at.is_not(None),
                              sent.c.written_at <= self._clock() - self.config.resend_after)
-            return written + self._resend(due)
+            # One still in the outgoing folder was not taken by the link yet: writing it again changes nothing.
+            waiting = {path.name for path in self.config.outgoing.ready()}
+            return written + self._resend(kept for kept in due if kept.file not in waiting)
 
     def _forget_old_batches(self) -> None:
         sent = self._t.sent
