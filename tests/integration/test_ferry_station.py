@@ -21,7 +21,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -44,7 +44,7 @@ from tests.support.pki import TestCA, new_key, sm2_credential
 from tests.support.services import empty_database
 
 DOWN, UP = "public_security.down", "public_security.up"
-T0 = datetime(2026, 12, 7, 8, 0, tzinfo=UTC)
+T0 = datetime(2026, 12, 7, 16, 0, tzinfo=timezone(timedelta(hours=8)))  # a clock in Beijing time: stored as UTC
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +202,10 @@ class Station:
         self._receiving = threading.Lock()
         self._channels_made = False
 
+    def _now(self) -> datetime:
+        """The clock's time in UTC: stored times compare as text on SQLite, so every one is in one zone."""
+        return self._clock().astimezone(UTC)
+
     # ------------------------------------------------------------------------------------------- sending
 
     def send(self, entries: Sequence[Entry], *, operation_of: Mapping[str, str] | None = None) -> int:
@@ -212,7 +216,7 @@ class Station:
         if not entries:
             raise ValueError("a batch carries at least one entry")
         self._make_channels()
-        keys, now = self._keys(), self._clock()
+        keys, now = self._keys(), self._now()
         with self._sending:
             kept = self._record_batch(entries, operation_of or {}, keys, now)
             self._write(kept, resend=False)
@@ -250,7 +254,7 @@ class Station:
         sent = self._t.sent
         with self._engine.begin() as conn:
             conn.execute(update(sent).where(sent.c.channel == self.config.send_channel, sent.c.seq == kept.seq)
-                         .values(written_at=self._clock(), resends=sent.c.resends + (1 if resend else 0)))
+                         .values(written_at=self._now(), resends=sent.c.resends + (1 if resend else 0)))
         return True
 
     def _kept(self, *conditions: Any) -> Iterator[_Kept]:
@@ -291,14 +295,14 @@ class Station:
                 return written
             sent = self._t.sent
             due = self._kept(sent.c.acked_at.is_(None), sent.c.written_at.is_not(None),
-                             sent.c.written_at <= self._clock() - self.config.resend_after)
+                             sent.c.written_at <= self._now() - self.config.resend_after)
             # One still in the outgoing folder was not taken by the link yet: writing it again changes nothing.
             waiting = {path.name for path in self.config.outgoing.ready()}
             return written + self._resend(kept for kept in due if kept.file not in waiting)
 
     def _forget_old_batches(self) -> None:
         sent = self._t.sent
-        old = [sent.c.channel == self.config.send_channel, sent.c.sent_at < self._clock() - self.config.keep_keys]
+        old = [sent.c.channel == self.config.send_channel, sent.c.sent_at < self._now() - self.config.keep_keys]
         if self.config.mode == "two_way":
             old.append(sent.c.acked_at.is_not(None))
         with self._engine.begin() as conn:
@@ -337,7 +341,7 @@ class Station:
         with self._engine.begin() as conn:
             conn.execute(update(m).where(m.c.channel == self.config.send_channel, m.c.direction == SENT,
                                          m.c.id == message_id, m.c.consumed_at.is_(None))
-                         .values(consumed_at=self._clock()))
+                         .values(consumed_at=self._now()))
 
     def record_answer(self, entry: Entry) -> bool:
         """Near side: an `answer` entry onto the message it answers (by the id in its body): state 'answered',
@@ -348,7 +352,7 @@ class Station:
         with self._engine.begin() as conn:
             done = conn.execute(update(m).where(m.c.channel == self.config.send_channel, m.c.direction == SENT,
                                                 m.c.id == answer["message"], m.c.state == STATE_SENT)
-                                .values(state=STATE_ANSWERED, answer=answer, answered_at=self._clock()))
+                                .values(state=STATE_ANSWERED, answer=answer, answered_at=self._now()))
         if done.rowcount != 1:
             log.info("ferry_answer_ignored", channel=self.config.send_channel, message=answer["message"],
                      why="no such message, or already answered")
@@ -374,7 +378,7 @@ class Station:
         """One file; True when it was a batch applied or met again (a receipt is due)."""
         cfg = self.config
         try:
-            batch = open_batch(cfg.incoming.read(path), keys=keys, limits=cfg.limits, now=self._clock(),
+            batch = open_batch(cfg.incoming.read(path), keys=keys, limits=cfg.limits, now=self._now(),
                                channel=cfg.receive_channel)
         except BatchRefused as refused:
             self._quarantine(path, refused.code, refused.reason, report)
@@ -458,8 +462,8 @@ class Station:
 
     def _record_messages(self, batch: Batch, entries: Sequence[Entry]) -> None:
         with self._engine.begin() as conn:
-            self._lock_receive_channel(conn, self._clock())
-            self._insert_received_messages(conn, batch, entries, self._clock())
+            self._lock_receive_channel(conn, self._now())
+            self._insert_received_messages(conn, batch, entries, self._now())
 
     def _insert_received_messages(self, conn: Connection, batch: Batch, entries: Sequence[Entry],
                                   now: datetime) -> None:
@@ -476,7 +480,7 @@ class Station:
     def _record_received(self, batch: Batch, entries: Sequence[Entry]) -> int:
         """The batch and its entries recorded as applied, its gaps named or filled, in one transaction;
         the number of gaps named."""
-        r, ch, now = self._t.received, self._t.channels, self._clock()
+        r, ch, now = self._t.received, self._t.channels, self._now()
         cfg = self.config
         with self._engine.begin() as conn:
             channel = self._lock_receive_channel(conn, now)
@@ -539,7 +543,7 @@ class Station:
         with self._engine.begin() as conn:
             conn.execute(insert(self._t.quarantine).values(channel=self.config.receive_channel,
                                                            file=path.name[:_FILE_MAX], code=code, reason=reason,
-                                                           at=self._clock()))
+                                                           at=self._now()))
         log.warning("ferry_quarantined", channel=self.config.receive_channel, file=path.name[:_FILE_MAX],
                     code=code, reason=reason)
         report.quarantined += 1
@@ -550,13 +554,13 @@ class Station:
         m = self._t.messages
         with self._engine.begin() as conn:
             conn.execute(m.delete().where(m.c.channel == self.config.receive_channel, m.c.direction == RECEIVED,
-                                          m.c.created_at < self._clock() - self.config.keep_keys))
+                                          m.c.created_at < self._now() - self.config.keep_keys))
 
     # ------------------------------------------------------------------------------------------- signals
 
     def _take_signal(self, batch: Batch, report: ReceiveReport) -> None:
         assert batch.signal is not None
-        ch, now, counter = self._t.channels, self._clock(), int(batch.signal["counter"])
+        ch, now, counter = self._t.channels, self._now(), int(batch.signal["counter"])
         with self._engine.begin() as conn:
             taken = conn.execute(update(ch).where(ch.c.channel == self.config.receive_channel,
                                                   ch.c.signals_seen < counter)
@@ -610,7 +614,7 @@ class Station:
         if self.config.mode != "one_way":
             return False
         self._make_channels()
-        ch, now = self._t.channels, self._clock()
+        ch, now = self._t.channels, self._now()
         with self._engine.begin() as conn:
             due = conn.execute(update(ch).where(
                 ch.c.channel == self.config.send_channel,
@@ -625,7 +629,7 @@ class Station:
     def _send_signal(self, content: Mapping[str, Any]) -> None:
         """A signal with the next counter, written to `outgoing` (never kept: the next one says it again)."""
         ch, cfg = self._t.channels, self.config
-        keys, now = self._keys(), self._clock()
+        keys, now = self._keys(), self._now()
         with self._engine.begin() as conn:
             conn.execute(update(ch).where(ch.c.channel == cfg.send_channel)
                          .values(signals_sent=ch.c.signals_sent + 1))
