@@ -13,6 +13,7 @@ seqs; a crash between recording and writing loses nothing.
 
 from __future__ import annotations
 
+import errno
 import json
 import multiprocessing
 import os
@@ -28,8 +29,8 @@ import pytest
 from sqlalchemy import Engine, MetaData, create_engine, select
 from structlog.testing import capture_logs
 
-from adapters.kinds.ferry.batch import Batch, Entry, FerryKeys, seal
-from adapters.kinds.ferry.folders import LinkFolder
+from adapters.kinds.ferry.batch import Batch, BatchRefused, Entry, FerryKeys, seal
+from adapters.kinds.ferry.folders import FolderFull, LinkFolder
 from adapters.kinds.ferry.station import (
     CRASH_AT_ENV,
     ReceiveReport,
@@ -415,6 +416,30 @@ def test_a_replayed_old_batch_and_a_replayed_signal_are_refused(link: Link) -> N
     assert (far.duplicate_batches, far.applied_entries) == (1, 0)
     assert (near.replayed_signals, near.signals) == (1, 0)
     assert len(link.far.applied) == 6
+
+
+def test_entries_that_cannot_go_change_nothing_and_a_full_folder_loses_nothing(
+        link: Link, monkeypatch: pytest.MonkeyPatch) -> None:
+    near = link.near.station
+    entry = message()
+    near.send([entry])
+    with pytest.raises(ValueError, match="sent before"):
+        near.send([message(), entry])
+    with pytest.raises(BatchRefused) as refused:
+        near.send([Entry(id="big", type="message", body=b"x" * (near.config.limits.message_bytes + 1))])
+    assert refused.value.code == "too_large"
+    assert (near.status()[0].last_seq, len(near.config.outgoing.ready())) == (1, 1)  # no seq used
+
+    def full(name: str, data: bytes) -> Path:
+        raise FolderFull(errno.ENOSPC, "the link folder is full")
+
+    monkeypatch.setattr(near.config.outgoing, "write", full)
+    assert near.send([message()]) == 2  # recorded: it is sent, the file follows
+    monkeypatch.undo()
+    assert near.status()[0].unwritten == 1
+    assert near.resend_due() == 1 and near.status()[0].unwritten == 0
+    link.down.carry()
+    assert link.far.receive().applied_batches == 2
 
 
 # --------------------------------------------------------------------------------------------- concurrency

@@ -231,6 +231,7 @@ class Station:
             conn.execute(update(ch).where(ch.c.channel == cfg.send_channel).values(sent_seq=ch.c.sent_seq + 1))
             seq, previous = conn.execute(select(ch.c.sent_seq, ch.c.sent_digest)
                                          .where(ch.c.channel == cfg.send_channel)).one()
+            self._refuse_sent_before(conn, entries)
             data, digest = seal(channel=cfg.send_channel, seq=seq, previous=previous, entries=entries, keys=keys,
                                 sender=cfg.name, cipher=cfg.cipher, limits=cfg.limits, now=now)
             name = cfg.outgoing.name_for(cfg.send_channel, seq, digest)
@@ -242,6 +243,15 @@ class Station:
                  "operation": operation_of.get(e.id), "seq": seq, "state": STATE_SENT, "created_at": now}
                 for e in entries])
         return _Kept(seq, name, data)
+
+    def _refuse_sent_before(self, conn: Connection, entries: Sequence[Entry]) -> None:
+        """ValueError (and the transaction undone: no seq used) for an entry id this side sent before: the
+        receiver would skip it as a duplicate, so it would never arrive."""
+        m = self._t.messages
+        again = conn.execute(select(m.c.id).where(m.c.channel == self.config.send_channel, m.c.direction == SENT,
+                                                  m.c.id.in_([e.id for e in entries]))).scalars().all()
+        if again:
+            raise ValueError(f"entry ids are sent once; sent before: {', '.join(sorted(again))[:200]}")
 
     def _write(self, kept: _Kept, *, resend: bool) -> bool:
         """Write a recorded batch's file and note it; False (logged) when the folder refused it."""
