@@ -445,35 +445,43 @@ def test_entries_that_cannot_go_change_nothing_and_a_full_folder_loses_nothing(
 # --------------------------------------------------------------------------------------------- concurrency
 
 
-def test_two_senders_at_once_get_distinct_contiguous_seqs(
-        engine: Engine, db_url: str, tables: FerryTables, tmp_path: Path, keys: Keys) -> None:
-    """Two stations (as two processes would: no lock shared) on one channel, two threads each. On SQLite
-    with a plain engine, as an agent may make one: no BEGIN IMMEDIATE from us."""
-    plain = create_engine(db_url, connect_args={"timeout": 30}) if db_url.startswith("sqlite") \
-        else engine
-    clock = Clock()
-    senders = [make_station(plain, tables, tmp_path, clock, near=True, credentials=keys) for _ in range(2)]
-    seqs: list[int] = []
+def send_from_a_process(db_url: str, root: Path, keys: Keys, sent: multiprocessing.Queue[int]) -> None:
+    """A process of its own (forked): its own plain engine (on SQLite no BEGIN IMMEDIATE, as an agent's may
+    be) and station, two threads sending three batches each."""
+    engine = create_engine(db_url, connect_args={"timeout": 30} if db_url.startswith("sqlite") else {})
+    station = make_station(engine, ferry_tables(MetaData()), root, Clock(), near=True, credentials=keys)
 
-    def send(station: Station) -> None:
-        for _ in range(5):
-            seqs.append(station.send([message()]))
+    def send() -> None:
+        for _ in range(3):
+            sent.put(station.send([message()]))
 
-    threads = [threading.Thread(target=send, args=(station,)) for station in senders for _ in range(2)]
+    threads = [threading.Thread(target=send) for _ in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=30)
-    assert sorted(seqs) == list(range(1, 21))
+    engine.dispose()
 
-    far = make_station(engine, tables, tmp_path, clock, near=False, credentials=keys)
-    mover = Mover(senders[0].config.outgoing, far.config.incoming.path)
+
+def test_two_processes_sending_at_once_get_distinct_contiguous_seqs(
+        engine: Engine, db_url: str, tables: FerryTables, tmp_path: Path, keys: Keys) -> None:
+    context = multiprocessing.get_context("fork")
+    sent: multiprocessing.Queue[int] = context.Queue()
+    senders = [context.Process(target=send_from_a_process, args=(db_url, tmp_path, keys, sent)) for _ in range(2)]
+    for process in senders:
+        process.start()
+    seqs = sorted(sent.get(timeout=30) for _ in range(12))
+    for process in senders:
+        process.join(timeout=30)
+        assert process.exitcode == 0
+    assert seqs == list(range(1, 13))
+
+    far = make_station(engine, tables, tmp_path, Clock(), near=False, credentials=keys)
+    mover = Mover(LinkFolder(tmp_path / "near-out"), far.config.incoming.path)
     mover.carry()
     report = far.receive(lambda batch, entry: None)
-    assert (report.applied_batches, report.quarantined) == (20, 0), "every batch chained to the one before"
-    assert far.status()[1].applied_seq == 20
-    if plain is not engine:
-        plain.dispose()
+    assert (report.applied_batches, report.quarantined) == (12, 0), "each batch chained to the one before"
+    assert far.status()[1].applied_seq == 12
 
 
 # --------------------------------------------------------------------------------------------- crashes
