@@ -37,7 +37,6 @@ from adapters.kinds.ferry.station import (
     Station,
     StationConfig,
     crash_point,
-    link_folders,
 )
 from adapters.kinds.ferry.tables import FerryTables, ferry_tables
 from certstore import Credential
@@ -178,10 +177,10 @@ def message(key: str | None = None) -> Entry:
 def make_station(engine: Engine, tables: FerryTables, root: Path, clock: Clock, *, near: bool, credentials: Keys,
                  **options: object) -> Station:
     own, peer = (credentials.near, credentials.far) if near else (credentials.far, credentials.near)
-    outgoing, incoming = link_folders(*((root / "near-out", root / "near-in") if near
-                                        else (root / "far-out", root / "far-in")))
+    side = "near" if near else "far"
     config = StationConfig(name="gateway" if near else "ps-agent", send_channel=DOWN if near else UP,
-                           receive_channel=UP if near else DOWN, outgoing=outgoing, incoming=incoming,
+                           receive_channel=UP if near else DOWN, outgoing=LinkFolder(root / f"{side}-out"),
+                           incoming=LinkFolder(root / f"{side}-in"),
                            resend_after=timedelta(minutes=5), beacon_every=timedelta(minutes=1))
     ferry_keys = FerryKeys(own=own, peer=[trust_only(peer)])
     return Station(engine, tables, replace(config, **options), lambda: ferry_keys, clock)  # type: ignore[arg-type]

@@ -45,7 +45,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, Row, func, insert, sel
 from sqlalchemy.exc import IntegrityError
 
 from adapters.kinds.ferry.batch import Batch, BatchRefused, Entry, FerryKeys, Limits, open_batch, seal
-from adapters.kinds.ferry.folders import LinkFolder, Naming
+from adapters.kinds.ferry.folders import LinkFolder
 from adapters.kinds.ferry.tables import (
     RECEIVED,
     SENT,
@@ -84,19 +84,12 @@ def crash_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def link_folders(outgoing: Path, incoming: Path, naming: Naming | None = None) -> tuple[LinkFolder, LinkFolder]:
-    """A station's two folders (outgoing, incoming), the outgoing one with the crash point `before_rename`
-    wired in: what a side builds its StationConfig with."""
-    named = naming or Naming()
-    return LinkFolder(outgoing, named, crash_at=crash_point), LinkFolder(incoming, named)
-
-
 @dataclass(frozen=True)
 class StationConfig:
     name: str  # this side's sender name ("gateway" / the agent's name)
     send_channel: str  # e.g. "public_security.down"
     receive_channel: str  # e.g. "public_security.up"
-    outgoing: LinkFolder  # made by `link_folders`, so the crash point before_rename is wired in
+    outgoing: LinkFolder  # the station writes through one of its own on the same path (crash point wired in)
     incoming: LinkFolder
     mode: str = "two_way"  # or "one_way" (no receipts; beacons)
     cipher: str = "sm4-gcm"
@@ -196,7 +189,10 @@ _FILE_MAX = 200  # a quarantined file's name as recorded (a hostile name can be 
 class Station:
     def __init__(self, engine: Engine, tables: FerryTables, config: StationConfig,
                  keys: Callable[[], FerryKeys], clock: Callable[[], datetime]) -> None:
-        self._engine, self._t, self.config = engine, tables, config
+        # Our own outgoing folder (same path and naming) passing the test-only crash point `before_rename` to
+        # every write, however the caller made its folder.
+        outgoing = LinkFolder(config.outgoing.path, config.outgoing.naming, crash_at=crash_point)
+        self._engine, self._t, self.config = engine, tables, replace(config, outgoing=outgoing)
         self._keys, self._clock = keys, clock
         self._sending = threading.Lock()  # one send / resend at a time per station (its files, its seqs)
         self._receiving = threading.Lock()
@@ -762,5 +758,4 @@ def _ranges(seqs: Sequence[int]) -> list[list[int]]:
 
 
 __all__ = ["CRASH_AT_ENV", "CRASH_POINTS", "BROKEN_CHAIN", "FORGED", "ChannelStatus", "Gap", "Quarantined",
-           "ReceiveReport", "SentMessage", "Station", "StationConfig", "crash_point",
-           "link_folders"]
+           "ReceiveReport", "SentMessage", "Station", "StationConfig", "crash_point"]
