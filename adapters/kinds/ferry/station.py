@@ -35,7 +35,11 @@ counter must rise: one at or below the last accepted is a replay, ignored and co
 
 Test-only crash points (`YIWANG_UNSAFE_FERRY_CRASH_AT`): `before_rename` (a batch's temporary file written,
 not renamed), `after_read` (a batch opened, nothing applied), `after_apply` (its entries applied, nothing
-recorded): the process SIGKILLs itself there (`crash_point`).
+recorded): the process SIGKILLs itself there (`crash_point`; the station hands it to every write of its
+outgoing folder, however the caller made that folder).
+
+Personal data: the tables keep ids, keys, operations, digests and answers, never an entry's body; the sealed
+batch bytes kept for resends are enveloped to the peer.
 """
 
 from __future__ import annotations
