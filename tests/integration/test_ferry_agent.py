@@ -102,9 +102,10 @@ def near_station(database: Path, down: Path, up: Path, own: Credential, agent_pe
 
 
 @pytest.fixture
-def sector(monkeypatch: pytest.MonkeyPatch) -> Iterator[CivilAffairsSimulator]:
+def sector(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[CivilAffairsSimulator]:
+    """The sector; it decides 150 ms after a submission unless the test asks otherwise (indirect parameter)."""
     monkeypatch.setenv("YIWANG_SECRET_MZ_PASSWORD", civil_affairs.DEFAULT_PASSWORD)
-    with CivilAffairsSimulator(decision_delay_ms=150) as simulator:
+    with CivilAffairsSimulator(decision_delay_ms=getattr(request, "param", 150)) as simulator:
         yield simulator
 
 
@@ -319,3 +320,26 @@ def test_the_near_sides_new_certificate_is_trusted_once_rotated_on_the_agent_by_
     listed = runner.invoke(app, ["certs", "list", "--agent", config, "--json"])
     statuses = sorted((row["name"], row["status"]) for row in map(json.loads, listed.output.splitlines()))
     assert statuses == [("mz-agent", "current"), (GATEWAY_CERT, "current"), (GATEWAY_CERT, "superseded")]
+
+
+@pytest.mark.parametrize("sector", [60_000], indirect=True)  # undecided while the test runs
+def test_a_cancellation_the_sector_took_ends_the_polling_of_its_task(link: Link,
+                                                                     sector: CivilAffairsSimulator) -> None:
+    link.near.send([link.bundle_control()])
+    submitted = message("MZ-FERRY-5", "11150203MB0C000405400011300300020261207000005")
+    link.near.send([submitted])
+    agent = link.agent()
+    try:
+        agent.run_once()
+        (answer,) = [e for e in link.received() if e["type"] == "answer"]
+        assert [p["sector_ref"] for p in agent.polls.listed(open_only=True)] == [answer["result"]["sector_ref"]]
+        canonical = json.loads(submitted.body)["message"]
+        cancel = {"operation": "cancel_case", "message": {**canonical, "sector_ref": answer["result"]["sector_ref"]}}
+        link.near.send([Entry(id=uuid.uuid4().hex, type="message", key="MZ-FERRY-5:cancel",
+                              body=json.dumps(cancel, ensure_ascii=False).encode())])
+        agent.run_once()
+        assert agent.polls.listed(open_only=True) == []
+    finally:
+        agent.close()
+    assert sector.counters["cancels_received"] == 1
+    assert [e["outcome"] for e in link.received() if e["type"] == "answer"] == ["ok"]
