@@ -45,6 +45,7 @@ from adapters import (
     LinkFolder,
     Naming,
     Operation,
+    ReceiveReport,
     RegisteredAdapter,
     SectorRefusal,
     Station,
@@ -67,7 +68,9 @@ NEVER_SENT = ("query_status",)  # the agent polls itself: the near side never se
 
 @dataclass(frozen=True)
 class PassReport:
-    received: Any  # the station's ReceiveReport
+    """What one pass did: the station's receiving, then the agent's own work."""
+
+    received: ReceiveReport
     delivered: int
     installed: int
     decisions: int
@@ -77,6 +80,8 @@ class PassReport:
 
 
 class Agent:
+    """One agent on its configuration: its state opened (`close` it), its station, bundles, outbox and polls."""
+
     def __init__(self, config: AgentConfig, *, env: Mapping[str, str] | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.config = config
