@@ -343,3 +343,21 @@ def test_a_cancellation_the_sector_took_ends_the_polling_of_its_task(link: Link,
         agent.close()
     assert sector.counters["cancels_received"] == 1
     assert [e["outcome"] for e in link.received() if e["type"] == "answer"] == ["ok"]
+
+
+def test_on_a_one_way_link_the_agent_writes_beacons_and_no_receipts(link: Link) -> None:
+    text = link.config_file.read_text(encoding="utf-8")
+    link.config_file.write_text(text + "mode: one_way\nbeacon_every_ms: 60000\n", encoding="utf-8")
+    link.near.send([link.bundle_control()])
+    agent = link.agent()
+    try:
+        first, second = agent.run_once(), agent.run_once()
+    finally:
+        agent.close()
+    assert (first.installed, first.beacon, second.beacon) == (1, True, False)  # one a minute, not one a pass
+    signals = [path.name for path in LinkFolder(link.folder / "up").ready()]
+    assert len(signals) == 1 and "_sig_" in signals[0]
+    assert link.received() == []
+    status = {s.channel: s for s in link.near.status()}
+    assert status[f"{SECTOR}.up"].last_signal_at is not None  # a signal came: a beacon, not a receipt,
+    assert status[f"{SECTOR}.down"].unacked == 1  # for the control batch stays unacknowledged
