@@ -42,6 +42,7 @@ from sqlalchemy import Engine, select
 
 from adapters import (
     Batch,
+    BatchRefused,
     Bundle,
     Entry,
     FerryKeys,
@@ -158,7 +159,7 @@ class NearSide:
             channel = _options(bundle).channel
             try:
                 done += self._keep(bundle, station)
-            except (OSError, LookupError, ValueError) as exc:
+            except (OSError, LookupError, ValueError, BatchRefused) as exc:
                 self.tally.failures[channel] = f"{type(exc).__name__}: {exc}"
                 log.error("ferry channel failed", sector=bundle.sector, channel=channel, error=str(exc))
             else:

@@ -17,7 +17,7 @@ import base64
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from sqlalchemy import Engine, select
 
 from adapters import AnswerPending, DeliveryError, FailureClass, SectorRefusal, UnsendableRequest
 from adapters.kinds.ferry import FerryAdapter
-from adapters.kinds.ferry.batch import Batch, Entry, FerryKeys, open_batch, seal
+from adapters.kinds.ferry.batch import Batch, Entry, FerryKeys, Limits, open_batch, seal
 from adapters.kinds.ferry.folders import LinkFolder, Naming
 from adapters.kinds.ferry.station import Station, StationConfig
 from adapters.registry import default_bundles_dir
@@ -193,10 +193,14 @@ def test_no_answer_within_the_bundles_age_is_a_timeout_and_its_replay_sends_anew
     assert len(link.sent()) == 2
 
 
-def test_status_queries_and_named_queries_never_cross(link: Link) -> None:
+def test_status_queries_named_queries_and_oversized_messages_never_cross(link: Link, engine: Engine) -> None:
     for name in ("query_status", "marriage_record"):
         with pytest.raises(UnsendableRequest, match="never crosses the ferry"):
             link.adapter.call(name, MESSAGE)
+    link.adapter.station = Station(engine, FERRY_TABLES, replace(link.near.config, limits=Limits(message_bytes=1024)),
+                                   link.far.pair.near_keys, link.clock)
+    with pytest.raises(UnsendableRequest, match=r"cannot cross the ferry \(too_large\)"):
+        link.adapter.call("submit_case", {**MESSAGE, "case": {"form": {"note": "x" * 2000}}})
     assert link.sent() == []
 
 
