@@ -287,6 +287,24 @@ def test_an_answer_that_arrived_while_its_delivery_decided_to_wait_still_makes_i
     assert submit_row(gateway, case_no).available_at.replace(tzinfo=UTC) <= datetime.now(UTC)
 
 
+def test_during_our_keys_rotation_an_answer_wrapped_to_our_previous_certificate_still_opens(gateway: Gateway,
+                                                                                           pair: Pair) -> None:
+    case_no = allowance(gateway)
+    drain(gateway, lambda: submit_row(gateway, case_no).available_at.replace(tzinfo=UTC) > datetime.now(UTC))
+    row = submit_row(gateway, case_no)
+    sent = gateway.ferry.station(gateway.registry.get("civil_affairs").bundle).message_state(row.idempotency_key,
+                                                                                           "submit_case")
+    assert sent is not None
+    renewed_cert, renewed_key = sm2_credential("yiwang-ferry")
+    gateway.certs.import_pem("yiwang-ferry", renewed_cert, renewed_key, actor="test")
+    gateway.certs.rotate("yiwang-ferry", "test", overlap=timedelta(days=7))
+    far = Far(pair, LinkFolder(gateway.settings.ferry_folder / "civil_affairs" / "incoming", Naming(".txt", "text")))
+    far.send(answer_entry(sent.id, row.idempotency_key, "ok", result={"sector_ref": "MZ-FERRY-3"}))  # to the old one
+    gateway.ferry.run()
+    assert gateway.ferry.tally.failures == {} and far.incoming.ready() == []
+    drain(gateway, lambda: gateway.service.get(case_no).tasks[0].sector_ref == "MZ-FERRY-3")
+
+
 def test_the_carried_bundle_crosses_whole_and_an_operator_may_send_it_again(gateway: Gateway, pair: Pair) -> None:
     gateway.ferry.run()
     assert gateway.ferry.send_carried_bundle("civil_affairs") == 1
