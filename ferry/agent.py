@@ -51,6 +51,7 @@ from adapters import (
     Station,
     StationConfig,
     crash_point,
+    keys_from_store,
     mask_text,
 )
 from ferry import answers
@@ -99,10 +100,9 @@ class Agent:
         self.state.close()
 
     def keys(self) -> FerryKeys:
-        """Ours (with the private key) and the near side's, from the agent's store: a rotation is seen at once."""
-        store = self.state.store
-        return FerryKeys(own=store.current(self.config.own_certificate),
-                         peer=store.trusted(self.config.near_certificate))
+        """Ours (with the private keys: the current one and any still in its rotation overlap) and the near
+        side's, from the agent's store: a rotation is seen at once."""
+        return keys_from_store(self.state.store, self.config.own_certificate, self.config.near_certificate)
 
     # -- one pass ------------------------------------------------------------------------------------------------
     def run_once(self) -> PassReport:

@@ -361,3 +361,21 @@ def test_on_a_one_way_link_the_agent_writes_beacons_and_no_receipts(link: Link) 
     status = {s.channel: s for s in link.near.status()}
     assert status[f"{SECTOR}.up"].last_signal_at is not None  # a signal came: a beacon, not a receipt,
     assert status[f"{SECTOR}.down"].unacked == 1  # for the control batch stays unacknowledged
+
+
+def test_batches_wrapped_to_the_agents_previous_certificate_open_through_its_rotation_overlap(link: Link) -> None:
+    runner, config = CliRunner(), str(link.config_file)
+    new_pem, new_key = sm2_credential("mz-agent, renewed")
+    (link.folder / "agent-2.pem").write_bytes(new_pem)
+    (link.folder / "agent-2.key").write_bytes(new_key)
+    for command in (["import", "--agent", config, "mz-agent", str(link.folder / "agent-2.pem"), "--key",
+                     str(link.folder / "agent-2.key")], ["rotate", "--agent", config, "mz-agent"]):
+        done = runner.invoke(app, ["certs", *command])
+        assert done.exit_code == 0, done.output
+    link.near.send([link.bundle_control()])  # the near side still wraps to the agent's previous certificate
+    agent = link.agent()
+    try:
+        report = agent.run_once()
+    finally:
+        agent.close()
+    assert (report.received.quarantined, report.installed) == (0, 1)
