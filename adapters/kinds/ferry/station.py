@@ -60,7 +60,7 @@ from sqlalchemy.exc import IntegrityError
 
 from adapters.kinds.ferry.batch import Batch, BatchRefused, Entry, FerryKeys, Limits, open_batch, seal
 from adapters.kinds.ferry.folders import LinkFolder
-from adapters.kinds.ferry.tables import (
+from adapters.ferry_tables import (
     RECEIVED,
     SENT,
     STATE_ANSWERED,
