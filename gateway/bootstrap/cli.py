@@ -318,6 +318,19 @@ def certs_group() -> typer.Typer:
     return audit_commands(make_certs_app(open_store, rewrap), "certs", _audit)
 
 
+def ferry_group() -> typer.Typer:
+    from gateway.bootstrap.ferry_links import open_ferry_channels
+    from gateway.cli.audit import audit_commands
+    from gateway.cli.ferry import add_operator_commands, make_ferry_app
+    from gateway.domain.clock import SystemClock
+
+    app = make_ferry_app()
+    # Operators (near side), against the gateway's database as `yiwang ops` is.
+    add_operator_commands(app, lambda: open_ferry_channels(_settings()), SystemClock().now)
+    # The far-side agent's commands (init, serve, run-once, state) join here.
+    return audit_commands(app, "ferry", _audit)
+
+
 GROUPS: dict[str, Group] = {  # in the order `yiwang --help` lists them, after serve, worker, demo
     "ops": Group("Operators' tools: dead letters — list, count, show, replay, discard.",
                  ops_group),
@@ -332,6 +345,8 @@ GROUPS: dict[str, Group] = {  # in the order `yiwang --help` lists them, after s
                    audit_group),
     "certs": Group("Certificates, private keys and bundle secrets, encrypted at rest.",
                    certs_group),
+    "ferry": Group("The ferry across an isolation gateway: links' status, gaps, quarantine, resend; the far-side "
+                   "agent.", ferry_group),
 }
 
 
