@@ -264,10 +264,10 @@ QUARANTINE_CODES = ("unreadable", "truncated", "too_large", "content_type", "unk
 
 def ferry_metrics(channels: FerryChannels, clock: Clock) -> list[Metric]:
     """Each ferry link, read from its station's tables: the age of the last batch each way, batches not yet
-    receipted (and the oldest one's age), open gaps (and the oldest one's age), the age of the peer's last beacon
-    or receipt, files quarantined by code; and what the link was configured to expect (the resend window, the
-    beacon interval), so that the alert rules compare each link with its own settings. A time that never
-    happened (no batch yet) has no sample."""
+    written to the link folder, batches not yet receipted (and the oldest one's age), open gaps (and the
+    oldest one's age), the age of the peer's last beacon or receipt, files quarantined by code; and what the
+    link was configured to expect (the resend window, the beacon interval), so that the alert rules compare
+    each link with its own settings. A time that never happened (no batch yet) has no sample."""
     now = clock.now()
     families = {name: gauge(name, documentation, labels) for name, (documentation, labels) in FERRY_GAUGES.items()}
     quarantined = CounterMetricFamily("yiwang_ferry_quarantined", "Files refused on a ferry link and quarantined, by "
@@ -282,6 +282,7 @@ def ferry_metrics(channels: FerryChannels, clock: Clock) -> list[Metric]:
             add("yiwang_ferry_last_batch_age_seconds", [link.link, way.direction], age_s(now, way.last_batch_at))
         sent, received = link.sent, link.received
         add("yiwang_ferry_unacknowledged_batches", [link.link], sent.unacknowledged)
+        add("yiwang_ferry_unwritten_batches", [link.link], sent.unwritten)
         add("yiwang_ferry_oldest_unacknowledged_seconds", [link.link], age_s(now, sent.oldest_unacknowledged_at))
         add("yiwang_ferry_open_gaps", [link.link], received.open_gaps)
         add("yiwang_ferry_oldest_gap_seconds", [link.link], age_s(now, received.oldest_gap_at))
@@ -300,6 +301,8 @@ FERRY_GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "yiwang_ferry_last_batch_age_seconds": ("Seconds since the last batch on a ferry link, by direction (down: "
                                             "sent to the far side, up: received from it)", ("channel", "direction")),
     "yiwang_ferry_unacknowledged_batches": ("Batches sent on a two-way ferry link not yet receipted", ("channel",)),
+    "yiwang_ferry_unwritten_batches": ("Batches recorded but not written to the link folder (full disk?)",
+                                       ("channel",)),
     "yiwang_ferry_oldest_unacknowledged_seconds": ("Age of the oldest batch not yet receipted (no sample: none)",
                                                    ("channel",)),
     "yiwang_ferry_open_gaps": ("Ranges of batches named missing on a ferry link and not filled", ("channel",)),

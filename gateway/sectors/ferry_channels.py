@@ -41,6 +41,7 @@ class ChannelWay:
     lag: int = 0
     unacknowledged: int = 0  # sending: batches the peer has not receipted (two-way)
     oldest_unacknowledged_at: datetime | None = None
+    unwritten: int = 0  # sending: recorded but the file not written (a full disk, a crash): written on the next pass
     highest_seen: int = 0  # receiving
     open_gaps: int = 0  # receiving: ranges named missing and not filled
     oldest_gap_at: datetime | None = None

@@ -29,7 +29,7 @@ NOW = datetime(2026, 12, 7, 14, 0, tzinfo=UTC)
 
 def report(sent: int = 12, *, signal_ago: timedelta | None = timedelta(minutes=4)) -> LinkReport:
     down = ChannelWay("public_security.down", "down", True, sent, NOW - timedelta(seconds=30), lag=2,
-                      unacknowledged=2, oldest_unacknowledged_at=NOW - timedelta(minutes=11))
+                      unacknowledged=2, oldest_unacknowledged_at=NOW - timedelta(minutes=11), unwritten=1)
     up = ChannelWay("public_security.up", "up", False, 7, NOW + timedelta(seconds=5), lag=3, highest_seen=10,
                     open_gaps=1, oldest_gap_at=NOW - timedelta(minutes=20),
                     last_signal_at=None if signal_ago is None else NOW - signal_ago)
@@ -100,6 +100,7 @@ def test_the_metrics_show_each_link_from_its_report() -> None:
     assert shown[("yiwang_ferry_last_batch_age_seconds", ("public_security", "down"))] == 30
     assert shown[("yiwang_ferry_last_batch_age_seconds", ("public_security", "up"))] == 0
     assert shown[("yiwang_ferry_unacknowledged_batches", link)] == 2
+    assert shown[("yiwang_ferry_unwritten_batches", link)] == 1
     assert shown[("yiwang_ferry_oldest_unacknowledged_seconds", link)] == 660
     assert shown[("yiwang_ferry_open_gaps", link)] == 1 and shown[("yiwang_ferry_oldest_gap_seconds", link)] == 1200
     assert shown[("yiwang_ferry_beacon_age_seconds", link)] == 240
