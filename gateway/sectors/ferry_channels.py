@@ -100,6 +100,10 @@ class QuarantinedBatch:
 class UnknownLink(LookupError):
     """No active ferry bundle names this link."""
 
+    def __init__(self, link: str) -> None:
+        super().__init__(f"没有名为 {link} 的摆渡链路（启用的摆渡适配包的 ferry.channel）")
+        self.link = link
+
 
 class BadRange(ValueError):
     """A resend range that names nothing this side sent (or too much): nothing was written."""
@@ -167,5 +171,5 @@ def link_named(channels: FerryChannels, link: str) -> LinkReport:
     """The link's report; `UnknownLink` when no active ferry bundle names it."""
     report = next((r for r in channels.links() if r.link == link), None)
     if report is None:
-        raise UnknownLink(f"没有名为 {link} 的摆渡链路（启用的摆渡适配包的 ferry.channel）")
+        raise UnknownLink(link)
     return report
