@@ -136,7 +136,6 @@ def list_channels(request: Request, _: Operator) -> list[dict[str, Any]]:
 def list_gaps(channel: LinkName, request: Request, _: Operator) -> list[dict[str, Any]]:
     """一条链路上被点名缺失、尚未补齐的批次范围，最早的在前。只读。"""
     channels, now = _channels(request), _clock(request).now()
-    ferry.link_named(channels, channel)
     return [ferry.gap_view(gap, now) for gap in channels.gaps(channel)]
 
 
@@ -145,9 +144,7 @@ def list_gaps(channel: LinkName, request: Request, _: Operator) -> list[dict[str
 def list_quarantine(channel: LinkName, request: Request, _: Operator,
                     limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = 100) -> list[dict[str, Any]]:
     """一条链路上未通过校验而被隔离的文件（签名、密钥、封装、链条……），原因和时间，新的在前。只读。"""
-    channels = _channels(request)
-    ferry.link_named(channels, channel)
-    return [ferry.quarantined_view(batch) for batch in channels.quarantined(channel, limit)]
+    return [ferry.quarantined_view(batch) for batch in _channels(request).quarantined(channel, limit)]
 
 
 @router.post("/channels/{channel}/resend", response_model=ResendOut, response_model_by_alias=True,

@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # what the commands build, imported in their bodies (the star
     from gateway.audit.ledger import Ledger
     from gateway.bootstrap.app import Gateway
     from gateway.config import ConfigError, Settings
+    from gateway.sectors.ferry_channels import FerryChannels
 
 console = Console(width=None if Console().is_terminal else 140)  # CI logs are wide enough for the timelines
 
@@ -319,14 +320,23 @@ def certs_group() -> typer.Typer:
 
 
 def ferry_group() -> typer.Typer:
-    from gateway.bootstrap.ferry_links import open_ferry_channels
     from gateway.cli.audit import audit_commands
     from gateway.cli.ferry import add_operator_commands, make_ferry_app
     from gateway.domain.clock import SystemClock
 
+    @contextmanager
+    def open_links() -> Iterator[FerryChannels]:
+        """The gateway's ferry links: its stations on the gateway's database and YIWANG_FERRY_DIR, as a running
+        gateway has them (a gateway built, its dispatcher not started)."""
+        gateway = _gateway(_settings())
+        try:
+            yield gateway.ferry_channels
+        finally:
+            gateway.close()
+
     app = make_ferry_app()
     # Operators (near side), against the gateway's database as `yiwang ops` is.
-    add_operator_commands(app, lambda: open_ferry_channels(_settings()), SystemClock().now)
+    add_operator_commands(app, open_links, SystemClock().now)
     # The far-side agent's commands (init, serve, run-once, state) join here.
     return audit_commands(app, "ferry", _audit)
 

@@ -17,7 +17,6 @@ from sqlalchemy import Engine, func, select
 
 from adapters.kinds.ferry.station import ChannelStatus, Station
 from adapters.kinds.ferry.tables import FerryTables
-from gateway.config import Settings
 from gateway.sectors.ferry_channels import (
     ChannelWay,
     FerryChannels,
@@ -119,9 +118,13 @@ class NoLinks:
         return []
 
     def gaps(self, link: str | None = None) -> list[GapReport]:
+        if link is not None:
+            raise UnknownLink(link)
         return []
 
     def quarantined(self, link: str | None = None, limit: int = 100) -> list[QuarantinedBatch]:
+        if link is not None:
+            raise UnknownLink(link)
         return []
 
     def resend(self, link: str, seq_from: int, seq_to: int) -> int:
@@ -133,7 +136,3 @@ def ferry_channels(stations: Callable[[], Sequence[object]] | None = None) -> Fe
     """The links of the active ferry bundles."""
     return NoLinks()
 
-
-def open_ferry_channels(settings: Settings) -> FerryChannels:
-    """The links for a `yiwang ferry` command: from the gateway's database, without building a gateway."""
-    return ferry_channels()

@@ -15,7 +15,7 @@ Two blocks of commands in one group:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Annotated
 
@@ -36,6 +36,7 @@ from gateway.sectors.ferry_channels import (
 
 HELP = "The ferry across an isolation gateway: links' status, gaps, quarantine, resend; the far-side agent."
 Now = Callable[[], datetime]
+OpenChannels = Callable[[], AbstractContextManager[FerryChannels]]  # the links, and what closes behind them
 ChannelOption = Annotated[str | None, typer.Option("--channel", help="one link (its bundle's ferry.channel)")]
 
 
@@ -46,15 +47,15 @@ def make_ferry_app() -> typer.Typer:
 # --- operators (near side) ---------------------------------------------------------------------------------
 
 
-def add_operator_commands(app: typer.Typer, open_channels: Callable[[], FerryChannels], now: Now) -> None:
+def add_operator_commands(app: typer.Typer, open_channels: OpenChannels, now: Now) -> None:
     """`status`, `gaps`, `quarantine`, `resend` on `app`; `open_channels` finds the gateway's links."""
 
     @app.command()
     def status(channel: ChannelOption = None, as_json: JsonOption = False) -> None:
         """Every ferry link both ways: last batch and its age, lag, unacknowledged batches, open gaps, the age of
         the far side's last beacon or receipt, quarantined files."""
-        with _reported():
-            channels, at = open_channels(), now()
+        with _reported(), open_channels() as channels:
+            at = now()
             reports = [link_named(channels, channel)] if channel else channels.links()
         views = [link_view(report, at) for report in reports]
         if as_json:
@@ -68,10 +69,8 @@ def add_operator_commands(app: typer.Typer, open_channels: Callable[[], FerryCha
     def gaps(channel: ChannelOption = None, as_json: JsonOption = False) -> None:
         """Batches named missing and not filled yet, oldest first: ask the far side's operator, or wait for the
         resend (two-way); `yiwang ferry resend` on the side that sent them."""
-        with _reported():
-            channels, at = open_channels(), now()
-            if channel:
-                link_named(channels, channel)
+        with _reported(), open_channels() as channels:
+            at = now()
             found = channels.gaps(channel)
         output.print_rows([gap_view(gap, at) for gap in found], GAP_COLUMNS, as_json=as_json,
                           title=f"open gaps: {len(found)}")
@@ -80,10 +79,7 @@ def add_operator_commands(app: typer.Typer, open_channels: Callable[[], FerryCha
     def quarantine(channel: ChannelOption = None,
                    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100, as_json: JsonOption = False) -> None:
         """Files refused (signature, key, envelope, chain …) and kept in the quarantine folder, newest first."""
-        with _reported():
-            channels = open_channels()
-            if channel:
-                link_named(channels, channel)
+        with _reported(), open_channels() as channels:
             found = channels.quarantined(channel, limit)
         output.print_rows([quarantined_view(batch) for batch in found], QUARANTINE_COLUMNS, as_json=as_json,
                           title=f"quarantined files: {len(found)}")
@@ -98,8 +94,7 @@ def add_operator_commands(app: typer.Typer, open_channels: Callable[[], FerryCha
         if not reason.strip():
             output.stderr().print("error: --reason must say why (it is audited)", markup=False)
             raise typer.Exit(BAD_INPUT)
-        with _reported():
-            channels = open_channels()
+        with _reported(), open_channels() as channels:
             report = link_named(channels, channel)
             resent = channels.resend(channel, seq_from, seq_to)
         output.stdout().print(f"resent {resent} batches {seq_from}..{seq_to} on {report.sent.channel}", markup=False)

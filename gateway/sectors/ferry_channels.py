@@ -119,7 +119,7 @@ class FerryChannels(Protocol):
         """Open gaps, of one link or of all; `UnknownLink` for a link not configured."""
 
     def quarantined(self, link: str | None = None, limit: int = 100) -> list[QuarantinedBatch]:
-        """The latest quarantined files first, of one link or of all."""
+        """The latest quarantined files first, of one link or of all; `UnknownLink` for a link not configured."""
 
     def resend(self, link: str, seq_from: int, seq_to: int) -> int:
         """Write the kept batches `seq_from`..`seq_to` of the channel this side sends on again; how many.
