@@ -17,6 +17,7 @@ from sqlalchemy import Engine, func, select
 
 from adapters.kinds.ferry.station import ChannelStatus, Station
 from adapters.kinds.ferry.tables import FerryTables
+from gateway.sectors.ferry import NearSide
 from gateway.sectors.ferry_channels import (
     ChannelWay,
     FerryChannels,
@@ -25,7 +26,6 @@ from gateway.sectors.ferry_channels import (
     QuarantinedBatch,
     UnknownLink,
     check_range,
-    link_named,
 )
 
 
@@ -111,28 +111,7 @@ class StationLinks:
             return {code: count for code, count in rows}
 
 
-class NoLinks:
-    """A gateway with no ferry bundle: nothing to show, every link unknown."""
-
-    def links(self) -> list[LinkReport]:
-        return []
-
-    def gaps(self, link: str | None = None) -> list[GapReport]:
-        if link is not None:
-            raise UnknownLink(link)
-        return []
-
-    def quarantined(self, link: str | None = None, limit: int = 100) -> list[QuarantinedBatch]:
-        if link is not None:
-            raise UnknownLink(link)
-        return []
-
-    def resend(self, link: str, seq_from: int, seq_to: int) -> int:
-        check_range(link_named(self, link), seq_from, seq_to)
-        return 0
-
-
-def ferry_channels(stations: Callable[[], Sequence[object]] | None = None) -> FerryChannels:
-    """The links of the active ferry bundles."""
-    return NoLinks()
-
+def ferry_channels(near: NearSide) -> FerryChannels:
+    """The links of the gateway's active ferry bundles, each on the station the near side keeps for it."""
+    return StationLinks(near.engine, near.tables,
+                        lambda: [NearLink(bundle.sector, near.station(bundle)) for bundle in near.active.ferries()])
