@@ -5,7 +5,7 @@ with a problem (a bad range, an unknown link, no reason) and nothing written. Bo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -18,7 +18,8 @@ from gateway.audit.ledger import AUDIT, Filters
 from gateway.bootstrap.app import Gateway, create_app
 from gateway.bootstrap.ferry_links import StationLinks
 from gateway.domain.roles import Role
-from tests.support.ferry_stations import DOWN, LINK, UP, FerryClock, TestLink, ferry_tables_made, make_link, tables_in
+from gateway.persistence.ferry_tables import FERRY_TABLES
+from tests.support.ferry_stations import DOWN, LINK, UP, FerryClock, TestLink, make_link
 
 FERRY = "/v1/ops/ferry"
 PROBLEM = "urn:yiwang:problem:"
@@ -50,13 +51,12 @@ class Desk:
 
 
 @pytest.fixture
-def desk(make_gateway: Callable[..., Gateway], tmp_path: Path) -> Iterator[Desk]:
+def desk(make_gateway: Callable[..., Gateway], tmp_path: Path) -> Desk:
     """One link in trouble: 3 batches sent down; 4 sent up of which the 2nd was lost (a gap), a beacon after
     two minutes, and a file no key signed (quarantined)."""
     clock = FerryClock()
     gateway = make_gateway(clock=LinkClock(clock), bundles=())
-    with ferry_tables_made(gateway.engine):
-        yield in_trouble(gateway, make_link(gateway.engine, tmp_path / "ferry", clock))
+    return in_trouble(gateway, make_link(gateway.engine, tmp_path / "ferry", clock))
 
 
 def in_trouble(gateway: Gateway, link: TestLink) -> Desk:
@@ -72,7 +72,7 @@ def in_trouble(gateway: Gateway, link: TestLink) -> Desk:
     link.forged_into_near()
     link.received_by_near()
     link.clock.advance(seconds=30)
-    gateway = replace(gateway, ferry_channels=StationLinks(gateway.engine, tables_in(gateway.engine),
+    gateway = replace(gateway, ferry_channels=StationLinks(gateway.engine, FERRY_TABLES,
                                                            lambda: [link.near_link]))
     _, key = gateway.keys.issue("值班运维", [Role.OPERATOR])
     return Desk(gateway, link, TestClient(create_app(gateway), headers={"Authorization": f"Bearer {key}"}))

@@ -1,5 +1,5 @@
-"""A ferry link made of two real `Station`s on one database (the tables are keyed by channel, so the near and
-the far side can share it in a test), SM2 keys both ways, and a hand that carries files across dropping what
+"""A ferry link made of two real `Station`s on one database (the gateway's, whose migration made the ferry
+tables; they are keyed by channel, so the near and the far side can share them in a test), SM2 keys both ways, and a hand that carries files across dropping what
 it is told to: channel state for the operators' API, CLI and metrics to read, made the way a running link
 makes it. The near side is named as the gateway names it (`NearLink`: sector and station)."""
 
@@ -7,20 +7,18 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import Engine, MetaData, inspect
+from sqlalchemy import Engine
 
 from adapters.kinds.ferry.batch import Batch, Entry, FerryKeys
 from adapters.kinds.ferry.folders import LinkFolder
 from adapters.kinds.ferry.station import ReceiveReport, Station, StationConfig
-from adapters.kinds.ferry.tables import FerryTables, ferry_tables
 from certstore import Credential
 from gateway.bootstrap.ferry_links import NearLink
+from gateway.persistence.ferry_tables import FERRY_TABLES
 from tests.support.pki import sm2_credential
 
 LINK = "public_security"
@@ -39,27 +37,6 @@ class FerryClock:
 
     def advance(self, **delta: float) -> None:
         self.now += timedelta(**delta)
-
-
-def tables_in(engine: Engine) -> FerryTables:
-    """The ferry tables on `engine`'s database, as the gateway declares them."""
-    return ferry_tables(MetaData())
-
-
-@contextmanager
-def ferry_tables_made(engine: Engine) -> Iterator[None]:
-    """The ferry tables in the database while the block runs, if the migrations did not make them: dropped
-    afterwards, so the test database's schema is again the migrations' own (conftest's PostgresSchema)."""
-    metadata = MetaData()
-    ferry_tables(metadata)
-    made = not inspect(engine).has_table("ferry_channels")
-    if made:
-        metadata.create_all(engine)
-    try:
-        yield
-    finally:
-        if made:
-            metadata.drop_all(engine)
 
 
 @dataclass
@@ -113,7 +90,7 @@ def make_link(engine: Engine, root: Path, clock: FerryClock | None = None, *, li
               mode: str = "one_way", resend_after: timedelta = timedelta(minutes=5),
               beacon_every: timedelta = timedelta(minutes=1)) -> TestLink:
     """The link `link` (the sector of the same name), its folders under `root`."""
-    tables, clock = tables_in(engine), clock or FerryClock()  # made by `ferry_tables_made`
+    tables, clock = FERRY_TABLES, clock or FerryClock()
     near_pem, far_pem = sm2_credential("yiwang-ferry"), sm2_credential("public_security-ferry")
     near_own, far_own = Credential("yiwang-ferry", *near_pem), Credential("public_security-ferry", *far_pem)
     near_keys = FerryKeys(own=near_own, peer=[Credential(far_own.name, far_own.certificate_pem)])
