@@ -8,26 +8,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import select
 
 from gateway.bootstrap.app import Gateway, create_app
 from gateway.domain.clock import FixedClock
 from gateway.domain.roles import Role
-from gateway.persistence import tables as t
-from tests.support.ferry_stations import FERRY_SECTOR, allowance_case, ferry_sector
+from tests.support.ferry_stations import FERRY_SECTOR, allowance_case, ferry_sector, submission, waiting_for_answer
 from tests.support.gateways import Keys, drain
 
 T0 = datetime(2026, 12, 7, 8, 0, tzinfo=UTC)
 ANSWER_WITHIN = timedelta(milliseconds=172_800_000)  # the civil affairs ferry bundle's answer_within_ms
-
-
-def submission(gateway: Gateway, case_no: str) -> Any:
-    with gateway.engine.connect() as conn:
-        return conn.execute(select(t.outbox).where(t.outbox.c.case_no == case_no,
-                                                   t.outbox.c.operation == "submit_case")).one()
 
 
 
@@ -38,7 +29,7 @@ def test_a_ferry_sectors_dead_letter_replays_like_any_other(make_gateway: Callab
     gateway = make_gateway(clock=clock, bundles=(), ferry_dir=tmp_path / "ferry")
     agent = ferry_sector(gateway)
     case_no = allowance_case(gateway)
-    waiting = lambda: submission(gateway, case_no).available_at.replace(tzinfo=UTC) > clock.now()  # noqa: E731
+    waiting = lambda: waiting_for_answer(gateway, case_no)  # noqa: E731
     drain(gateway, waiting)
     agent.take()
     [first] = agent.messages  # across once; the agent's answer never comes back

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from adapters.kinds.ferry.batch import Batch, Entry, FerryKeys
 from adapters.kinds.ferry.folders import LinkFolder
@@ -27,6 +27,7 @@ from certstore import Credential
 from gateway.bootstrap.app import Gateway, create_app
 from gateway.bootstrap.ferry_links import NearLink
 from gateway.domain.roles import Role
+from gateway.persistence import tables as t
 from gateway.persistence.ferry_tables import FERRY_TABLES
 from gateway.sectors.bundle_records import pack_folder
 from tests.support.gateways import Keys
@@ -197,3 +198,16 @@ def allowance_case(gateway: Gateway) -> str:
         answer = window.post("/v1/cases", json=body)
     assert answer.status_code == 201, answer.text
     return str(answer.json()["case_no"])
+
+
+def submission(gateway: Gateway, case_no: str) -> Any:
+    """The case's submit_case outbox message."""
+    with gateway.engine.connect() as conn:
+        return conn.execute(select(t.outbox).where(t.outbox.c.case_no == case_no,
+                                                   t.outbox.c.operation == "submit_case")).one()
+
+
+def waiting_for_answer(gateway: Gateway, case_no: str) -> bool:
+    """Whether the case's submission went across and waits for its answer (due again later, still pending)."""
+    row = submission(gateway, case_no)
+    return bool(row.status == "pending" and row.available_at.replace(tzinfo=UTC) > gateway.service.clock.now())
