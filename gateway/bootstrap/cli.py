@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
@@ -316,29 +317,58 @@ def certs_group() -> typer.Typer:
 
         return rewrap_beyond_the_store(_settings(), progress)
 
-    return audit_commands(make_certs_app(open_store, rewrap), "certs", _audit)
+    def open_agent_store(config: Path) -> CertStore:  # `--agent`: the far-side agent's own store
+        import ferry
+
+        return ferry.open_agent_store(ferry.load_config(config))
+
+    def audit(action: str, subject: str | None, detail: dict[str, Any], outcome: str) -> None:
+        if detail.get("agent") is None:  # the agent's store is on the 前置机, beside no gateway ledger
+            _audit(action, subject, detail, outcome)
+
+    return audit_commands(make_certs_app(open_store, rewrap, open_agent_store), "certs", audit)
 
 
 def ferry_group() -> typer.Typer:
     from gateway.cli.audit import audit_commands
-    from gateway.cli.ferry import add_operator_commands, make_ferry_app
+    from gateway.cli.ferry import make_ferry_app
     from gateway.domain.clock import SystemClock
 
+    def service_logs() -> None:  # `yiwang ferry serve` logs as a service does: info and above unless -vv
+        _log_to_stderr("debug" if _verbosity >= 2 else "info")
+
     @contextmanager
-    def open_links() -> Iterator[FerryChannels]:
-        """The gateway's ferry links: its stations on the gateway's database and YIWANG_FERRY_DIR, as a running
-        gateway has them (a gateway built, its dispatcher not started)."""
+    def open_links(config: Path | None) -> Iterator[FerryChannels]:
+        """The links an operator's command reads: the agent's, from its own state (`--config`); else the
+        gateway's, its stations on the gateway's database and YIWANG_FERRY_DIR as a running gateway has them (a
+        gateway built, its dispatcher not started)."""
+        if config is not None:
+            from gateway.bootstrap.ferry_links import agent_links
+
+            with agent_links(config) as links:
+                yield links
+            return
         gateway = _gateway(_settings())
         try:
             yield gateway.ferry_channels
         finally:
             gateway.close()
 
-    app = make_ferry_app()
-    # Operators (near side), against the gateway's database as `yiwang ops` is.
-    add_operator_commands(app, open_links, SystemClock().now)
-    # The far-side agent's commands (init, serve, run-once, state) join here.
-    return audit_commands(app, "ferry", _audit)
+    def audit(action: str, subject: str | None, detail: dict[str, Any], outcome: str) -> None:
+        """On the gateway's ledger; the agent's commands (and operators' with --config) run on the 前置机, beside
+        no gateway ledger: an operator's resend there is a log line on stderr (and in YIWANG_LOG_FILE)."""
+        if detail.get("config") is None:
+            _audit(action, subject, detail, outcome)
+        elif action == "ferry resend":
+            import structlog
+
+            from gateway.cli.audit import cli_actor
+
+            structlog.get_logger("yiwang.ferry").warning("operator resend on the agent", actor=cli_actor(),
+                                                         subject=subject, reason=detail.get("reason"),
+                                                         outcome=outcome)
+
+    return audit_commands(make_ferry_app(service_logs, open_links, SystemClock().now), "ferry", audit)
 
 
 GROUPS: dict[str, Group] = {  # in the order `yiwang --help` lists them, after serve, worker, demo
@@ -355,7 +385,7 @@ GROUPS: dict[str, Group] = {  # in the order `yiwang --help` lists them, after s
                    audit_group),
     "certs": Group("Certificates, private keys and bundle secrets, encrypted at rest.",
                    certs_group),
-    "ferry": Group("The ferry across an isolation gateway: links' status, gaps, quarantine, resend; the far-side "
+    "ferry": Group("The ferry across an isolated network: links' status, gaps, quarantine, resend; the far-side "
                    "agent.", ferry_group),
 }
 

@@ -73,7 +73,7 @@ def in_trouble(gateway: Gateway, link: TestLink) -> Desk:
     link.received_by_near()
     link.clock.advance(seconds=30)
     gateway = replace(gateway, ferry_channels=StationLinks(gateway.engine, FERRY_TABLES,
-                                                           lambda: [link.near_link]))
+                                                           lambda: [link.link_station]))
     _, key = gateway.keys.issue("值班运维", [Role.OPERATOR])
     return Desk(gateway, link, TestClient(create_app(gateway), headers={"Authorization": f"Bearer {key}"}))
 

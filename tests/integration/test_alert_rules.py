@@ -15,8 +15,8 @@ import pika
 import pytest
 import yaml
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import Engine
 
 from adapters.simulators.social_security import SocialSecuritySimulator
 from gateway.bootstrap.app import Gateway, create_app
@@ -143,7 +143,7 @@ def test_every_metric_a_ferry_rule_names_is_exposed_for_links_in_trouble(engine:
     for link in (two_way, one_way):
         link.received_by_near()
     clock.advance(minutes=20)
-    links = StationLinks(engine, FERRY_TABLES, lambda: [two_way.near_link, one_way.near_link])
+    links = StationLinks(engine, FERRY_TABLES, lambda: [two_way.link_station, one_way.link_station])
     scraped = ferry_metrics(links, FixedClock(clock()))
     value = {(s.name, tuple(s.labels.values())): s.value for family in scraped for s in family.samples}
     ps, ca = ("public_security",), ("civil_affairs",)

@@ -10,19 +10,27 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from click.testing import Result
 from typer.testing import CliRunner
 
-from adapters.kinds.ferry.batch import Entry
+from adapters.kinds.ferry.batch import Entry, FerryKeys
+from adapters.kinds.ferry.station import Station
+from certstore import Credential
+from ferry.agent import station_config
+from ferry.config import load_config
+from ferry.state import open_state
 from gateway.audit.ledger import AUDIT, Filters
 from gateway.bootstrap.app import Gateway
 from gateway.bootstrap.cli import app
 from tests.support.ferry_stations import FarAgent, allowance_case, ferry_sector, waiting_for_answer
 from tests.support.gateways import drain
+from tests.support.pki import sm2_credential
 
 DOWN, UP = "civil_affairs.down", "civil_affairs.up"
 
@@ -107,3 +115,41 @@ def test_a_resend_writes_the_range_again_and_is_audited_a_bad_one_nothing(operat
     outcomes = operator.audited("ferry resend")
     assert outcomes[-1][0] == "ok: resent 2 batches 1..2 on civil_affairs.down"
     assert outcomes[-1][1]["reason"] == "网闸重启，重发"
+
+
+def test_on_the_agents_side_the_same_commands_read_its_state_and_resend_what_it_sent(tmp_path: Path) -> None:
+    """`--config AGENT.yaml` on the 前置机: the agent (set up by `yiwang ferry init`) sent three batches up, which
+    the one-way link lost; its operator reads them there and writes two of them again."""
+    for folder in ("down", "up"):
+        (tmp_path / folder).mkdir()
+    config_file = tmp_path / "agent.yaml"
+    config_file.write_text(yaml.safe_dump({
+        "name": "mz-agent", "channel": "civil_affairs", "state": "agent/state.sqlite",
+        "master_key_file": "agent/master.key", "incoming": "down", "outgoing": "up", "mode": "one_way",
+        "own_certificate": "mz-agent", "near_certificate": "yiwang-ferry"}), encoding="utf-8")
+    runner = CliRunner()
+    made = runner.invoke(app, ["ferry", "init", "--config", str(config_file), "--out", str(tmp_path / "agent.pem")])
+    assert made.exit_code == 0, made.output
+    config = load_config(config_file)
+    state = open_state(config)
+    near = Credential("yiwang-ferry", sm2_credential("yiwang gateway")[0])
+    keys = FerryKeys(own=state.store.current("mz-agent"), peer=[near])
+    station = Station(state.engine, state.ferry, station_config(config), lambda: keys, lambda: datetime.now(UTC))
+    for _ in range(3):
+        station.send([Entry(id=uuid.uuid4().hex, type="decision", body=b"{}")])
+    for path in station.config.outgoing.ready():  # taken by the one-way link, and lost
+        station.config.outgoing.remove(path)
+    state.close()
+
+    agent = ["--config", str(config_file)]
+    shown = runner.invoke(app, ["ferry", "status", "--json", *agent])
+    [link] = [json.loads(line) for line in shown.stdout.splitlines()]
+    assert (link["channel"], link["sector"], link["mode"]) == ("civil_affairs", "mz-agent", "one_way")
+    assert (link["up"]["sending"], link["up"]["last_seq"], link["down"]["sending"]) == (True, 3, False)
+    refused = runner.invoke(app, ["ferry", "resend", "civil_affairs", "2", "9", "--reason", "r", *agent])
+    assert refused.exit_code == 2 and "只发出了 3 批" in refused.stderr, refused.output
+    resent = runner.invoke(app, ["ferry", "resend", "civil_affairs", "2", "3", "--reason", "网闸丢失", *agent])
+    assert resent.exit_code == 0 and "resent 2 batches 2..3 on civil_affairs.up" in resent.stdout, resent.output
+    assert "operator resend on the agent" in resent.stderr  # no gateway ledger on the 前置机: the log has it
+    assert sorted(path.name.split("_")[-2] for path in station.config.outgoing.ready()) == ["0000000002",
+                                                                                           "0000000003"]

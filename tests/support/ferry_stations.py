@@ -3,7 +3,7 @@
 - `make_link`: a link of two stations on one database (the gateway's, whose migration made the ferry tables;
   they are keyed by channel, so the near and the far side can share them in a test), SM2 keys both ways, and a
   hand that carries files across dropping what it is told to. The near side is named as the gateway names it
-  (`NearLink`: sector and station).
+  (`LinkStation`: sector and station).
 - `ferry_sector`: a gateway's own link — the civil affairs ferry bundle active, its keys in the store — with the
   agent played by a station reading and writing the gateway's link folders (`FarAgent`)."""
 
@@ -25,7 +25,7 @@ from adapters.kinds.ferry.station import ReceiveReport, Station, StationConfig
 from adapters.registry import default_bundles_dir
 from certstore import Credential
 from gateway.bootstrap.app import Gateway, create_app
-from gateway.bootstrap.ferry_links import NearLink
+from gateway.bootstrap.ferry_links import LinkStation
 from gateway.domain.roles import Role
 from gateway.persistence import tables as t
 from gateway.persistence.ferry_tables import FERRY_TABLES
@@ -62,8 +62,8 @@ class TestLink:
     clock: FerryClock
 
     @property
-    def near_link(self) -> NearLink:
-        return NearLink(self.near.config.send_channel.rsplit(".", 1)[0], self.near)
+    def link_station(self) -> LinkStation:
+        return LinkStation(self.near.config.send_channel.rsplit(".", 1)[0], self.near)
 
     def send_down(self, count: int) -> None:
         for _ in range(count):
