@@ -120,7 +120,7 @@ class StationLinks:
 def ferry_channels(near: NearSide) -> FerryChannels:
     """The links of the gateway's active ferry bundles, each on the station the near side keeps for it."""
     return StationLinks(near.engine, near.tables,
-                        lambda: [LinkStation(bundle.sector, near.station(bundle)) for bundle in near.active.ferries()])
+                        lambda: [LinkStation(bundle.sector, station) for bundle, station in near.channels()])
 
 
 @contextmanager
