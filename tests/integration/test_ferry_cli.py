@@ -95,6 +95,10 @@ def test_an_operator_reads_a_link_both_ways_its_gap_and_its_quarantined_file(ope
     assert f"{UP}_0000000099_deadbeef.txt" in quarantined.stdout
     unknown = operator.ferry("status", "--channel", "public_security")
     assert unknown.exit_code == 3 and "public_security" in unknown.stderr
+    metric = operator.gateway.metrics.get_sample_value  # the running gateway's /metrics reads the same link
+    assert metric("yiwang_ferry_open_gaps", {"channel": "civil_affairs"}) == 1
+    assert metric("yiwang_ferry_quarantined_total", {"channel": "civil_affairs", "code": "unreadable"}) == 1
+    assert metric("yiwang_ferry_resend_after_seconds", {"channel": "civil_affairs"}) == 300
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
