@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from adapters import AnswerPending, DeliveryError, FailureClass, SectorRefusal, UnsendableRequest
 from adapters.kinds.ferry import FerryAdapter
@@ -36,16 +36,15 @@ from certstore import Credential
 from gateway.audit.ledger import MESSAGE as MESSAGE_LOG
 from gateway.audit.ledger import Filters
 from gateway.bootstrap.app import Gateway, create_app
-from gateway.persistence import tables as t
 from gateway.persistence.ferry_tables import FERRY_TABLES
 from gateway.sectors.bundle_records import pack_folder
+from tests.support.ferry_stations import allowance_case, submission
 from tests.support.gateways import Keys, drain
 from tests.support.pki import TestCA, new_key, sm2_credential
 
 FERRY_BUNDLE = default_bundles_dir() / "upgrades" / "civil_affairs_ferry"
 DOWN, UP = "civil_affairs.down", "civil_affairs.up"
 T0 = datetime(2026, 12, 7, 8, 0, tzinfo=UTC)
-ALLOWANCE = "11150203MB0C0004054000113003000"  # 困难残疾人两项补贴: the civil affairs bureau decides
 KEY = "C-1:T1:submit_case"
 MESSAGE = {"idempotency_key": KEY, "sector_ref": None, "task": {"id": "T1"},
            "case": {"case_no": "C-1"}}
@@ -217,28 +216,11 @@ def gateway(make_gateway: Callable[..., Gateway], pair: Pair, tmp_path: Path) ->
     return gateway
 
 
-def allowance(gateway: Gateway) -> str:
-    body = {"matter_code": ALLOWANCE, "channel": "city_window",
-            "applicant": {"name": "王建国", "id_number": "150203198503120039", "phone": "13847100001"},
-            "materials": [{"name": "居民身份证"}, {"name": "残疾人证"}], "form": {"family_size": 2,
-                                                                          "monthly_income": "900.00"}}
-    with TestClient(create_app(gateway), headers=Keys.issue(gateway).window) as window:
-        answer = window.post("/v1/cases", json=body)
-    assert answer.status_code == 201, answer.text
-    return str(answer.json()["case_no"])
-
-
-def submit_row(gateway: Gateway, case_no: str) -> Any:
-    with gateway.engine.connect() as conn:
-        return conn.execute(select(t.outbox).where(t.outbox.c.case_no == case_no,
-                                                   t.outbox.c.operation == "submit_case")).one()
-
-
 def test_the_gateway_sends_across_the_ferry_and_takes_answers_and_decisions_from_it(gateway: Gateway,
                                                                                    pair: Pair) -> None:
-    case_no = allowance(gateway)
-    drain(gateway, lambda: submit_row(gateway, case_no).available_at.replace(tzinfo=UTC) > datetime.now(UTC))
-    row = submit_row(gateway, case_no)
+    case_no = allowance_case(gateway)
+    drain(gateway, lambda: submission(gateway, case_no).available_at.replace(tzinfo=UTC) > datetime.now(UTC))
+    row = submission(gateway, case_no)
     assert (row.status, row.deliveries) == ("pending", 0)  # waiting for its answer: no attempt spent
     bundle = gateway.registry.get("civil_affairs").bundle
     near = gateway.ferry.station(bundle)
@@ -255,10 +237,10 @@ def test_the_gateway_sends_across_the_ferry_and_takes_answers_and_decisions_from
     far = Far(pair, LinkFolder(gateway.settings.ferry_folder / "civil_affairs" / "incoming", Naming(".txt", "text")))
     far.send(answer_entry(sent.id, row.idempotency_key, "ok", result={"sector_ref": "MZ-FERRY-1"}))
     gateway.ferry.run()
-    assert submit_row(gateway, case_no).available_at.replace(tzinfo=UTC) <= datetime.now(UTC)  # due at once
+    assert submission(gateway, case_no).available_at.replace(tzinfo=UTC) <= datetime.now(UTC)  # due at once
     task = lambda: gateway.service.get(case_no).tasks[0]  # noqa: E731
     drain(gateway, lambda: task().sector_ref == "MZ-FERRY-1")
-    assert submit_row(gateway, case_no).status == "done"
+    assert submission(gateway, case_no).status == "done"
     logged = sorted(gateway.ledger.records(Filters(MESSAGE_LOG, case_no=case_no), 100), key=lambda r: r.id)
     assert [(r.action, r.subject, r.outcome) for r in logged] == [("sent", "submit_case", "sent"),
                                                                   ("received", "submit_case", "ok")]
@@ -276,15 +258,15 @@ def test_the_gateway_sends_across_the_ferry_and_takes_answers_and_decisions_from
 
 
 def test_an_answer_that_arrived_while_its_delivery_decided_to_wait_still_makes_it_due(gateway: Gateway) -> None:
-    case_no = allowance(gateway)
-    drain(gateway, lambda: submit_row(gateway, case_no).available_at.replace(tzinfo=UTC) > datetime.now(UTC))
-    row = submit_row(gateway, case_no)
+    case_no = allowance_case(gateway)
+    drain(gateway, lambda: submission(gateway, case_no).available_at.replace(tzinfo=UTC) > datetime.now(UTC))
+    row = submission(gateway, case_no)
     near = gateway.ferry.station(gateway.registry.get("civil_affairs").bundle)
     sent = near.message_state(row.idempotency_key, "submit_case")
     assert sent is not None  # its answer recorded, but the waiting row stored after it was made due
     near.record_answer(answer_entry(sent.id, row.idempotency_key, "ok", result={"sector_ref": "MZ-FERRY-2"}))
     gateway.ferry.run()
-    assert submit_row(gateway, case_no).available_at.replace(tzinfo=UTC) <= datetime.now(UTC)
+    assert submission(gateway, case_no).available_at.replace(tzinfo=UTC) <= datetime.now(UTC)
 
 
 def test_during_our_keys_rotation_an_answer_wrapped_to_our_previous_certificate_still_opens(gateway: Gateway,
