@@ -63,13 +63,13 @@ if TYPE_CHECKING:  # the names as mypy and readers see them; at run time `__geta
         UnsendableRequest,
     )
     from adapters.descriptor import DESCRIPTOR, Bundle, CallbackResults, PollingResults
+    from adapters.ferry_state import FerryTables, ferry_tables
     from adapters.kind import AdapterKind
     from adapters.kinds import KINDS
     from adapters.kinds.ferry import FerryOptions
     from adapters.kinds.ferry.batch import Batch, BatchRefused, Entry, FerryKeys, Limits, keys_from_store
     from adapters.kinds.ferry.folders import FolderFull, LinkFolder, Naming
     from adapters.kinds.ferry.station import ChannelStatus, ReceiveReport, Station, StationConfig, crash_point
-    from adapters.ferry_tables import FerryTables, ferry_tables
     from adapters.masking import mask_text, mask_value
     from adapters.queries import QueryParameter, query_parameters
     from adapters.registry import RegisteredAdapter, Registry, build_adapter, default_bundles_dir
@@ -97,7 +97,7 @@ _MODULE_OF = {
     "FolderFull": "kinds.ferry.folders", "LinkFolder": "kinds.ferry.folders", "Naming": "kinds.ferry.folders",
     "ChannelStatus": "kinds.ferry.station", "ReceiveReport": "kinds.ferry.station", "Station": "kinds.ferry.station",
     "StationConfig": "kinds.ferry.station", "crash_point": "kinds.ferry.station",
-    "FerryTables": "ferry_tables", "ferry_tables": "ferry_tables",
+    "FerryTables": "ferry_state", "ferry_tables": "ferry_state",
     "mask_text": "masking", "mask_value": "masking",
     "QueryParameter": "queries", "query_parameters": "queries",
     "Answer": "rehearsal", "RehearsalInvalid": "rehearsal", "RehearsalItem": "rehearsal", "judge": "rehearsal",

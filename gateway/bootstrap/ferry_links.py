@@ -19,9 +19,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, func, select
 
-from adapters.kinds.ferry.batch import FerryKeys
-from adapters.kinds.ferry.station import ChannelStatus, Station
-from adapters.kinds.ferry.tables import FerryTables
+from adapters import ChannelStatus, FerryKeys, FerryTables, Station
 from gateway.sectors.ferry import NearSide
 from gateway.sectors.ferry_channels import (
     ChannelWay,

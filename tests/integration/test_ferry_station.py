@@ -38,7 +38,7 @@ from adapters.kinds.ferry.station import (
     StationConfig,
     crash_point,
 )
-from adapters.ferry_tables import FerryTables, ferry_tables
+from adapters.ferry_state import FerryTables, ferry_tables
 from certstore import Credential
 from tests.support.pki import TestCA, new_key, sm2_credential
 from tests.support.services import empty_database

@@ -58,9 +58,7 @@ import structlog
 from sqlalchemy import ColumnElement, Connection, Engine, Row, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from adapters.kinds.ferry.batch import Batch, BatchRefused, Entry, FerryKeys, Limits, open_batch, seal
-from adapters.kinds.ferry.folders import LinkFolder
-from adapters.ferry_tables import (
+from adapters.ferry_state import (
     RECEIVED,
     SENT,
     STATE_ANSWERED,
@@ -69,6 +67,8 @@ from adapters.ferry_tables import (
     FerryTables,
     as_utc,
 )
+from adapters.kinds.ferry.batch import Batch, BatchRefused, Entry, FerryKeys, Limits, open_batch, seal
+from adapters.kinds.ferry.folders import LinkFolder
 
 log = structlog.get_logger(__name__)
 

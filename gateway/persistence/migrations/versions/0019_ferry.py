@@ -5,7 +5,7 @@ Revises: 0018
 Create Date: 2026-12-07 21:30:55
 
 The near side's stations (gateway/sectors/ferry.py) keep each ferry channel's state in the `ferry_*` tables,
-declared once in `adapters/ferry_tables.py` (the far-side agent creates the same ones in its own SQLite
+declared once in `adapters/ferry_state.py` (the far-side agent creates the same ones in its own SQLite
 file): channels (seqs, digests, signal counters), batches sent (their sealed bytes, for resends) and received,
 messages sent and received with their answers (never a body), gaps and quarantined files. An answer arriving
 across the ferry makes the outbox message waiting for it due now, found by its idempotency key: an index.
