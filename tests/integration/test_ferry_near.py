@@ -271,9 +271,9 @@ def test_an_answer_that_arrived_while_its_delivery_decided_to_wait_still_makes_i
 
 def test_during_our_keys_rotation_an_answer_wrapped_to_our_previous_certificate_still_opens(gateway: Gateway,
                                                                                            pair: Pair) -> None:
-    case_no = allowance(gateway)
-    drain(gateway, lambda: submit_row(gateway, case_no).available_at.replace(tzinfo=UTC) > datetime.now(UTC))
-    row = submit_row(gateway, case_no)
+    case_no = allowance_case(gateway)
+    drain(gateway, lambda: submission(gateway, case_no).available_at.replace(tzinfo=UTC) > datetime.now(UTC))
+    row = submission(gateway, case_no)
     sent = gateway.ferry.station(gateway.registry.get("civil_affairs").bundle).message_state(row.idempotency_key,
                                                                                            "submit_case")
     assert sent is not None
