@@ -28,6 +28,7 @@ from adapters.kinds.ferry.batch import (
     peek,
     seal,
 )
+from adapters.kinds.ferry import keys as keyring
 from adapters.kinds.ferry.keys import KeyUnfit
 from certstore import Credential
 from tests.support.pki import TestCA, new_key, sm2_credential
@@ -135,12 +136,15 @@ def test_batches_chain_by_the_previous_digest(sm2_link: Link) -> None:
 def test_a_signal_carries_receipts_or_a_beacon_and_no_entries(sm2_link: Link) -> None:
     receipts = {"counter": 4, "receipts": [[1, 3], [5, 5]]}
     beacon = {"counter": 5, "beacon": {"last_seq": 9, "last_digest": "ab" * 32}}
+    data, _ = _seal(sm2_link.near, seq=0, entries=(), signal={"counter": 1, "receipts": [(1, 2)]})  # tuples
+    assert open_batch(data, keys=sm2_link.far, now=NOW).signal == {"counter": 1, "receipts": [[1, 2]]}
     for signal in (receipts, beacon):
         data, _ = _seal(sm2_link.near, seq=0, entries=(), signal=signal)
         batch = open_batch(data, keys=sm2_link.far, now=NOW)
         assert (batch.seq, batch.previous, batch.entries, batch.signal) == (0, "", (), signal)
     for mistake in ({"receipts": [[1, 2]]}, {"counter": 1}, {"counter": 1, "receipts": [[3, 2]]},
-                    {"counter": 1, "beacon": {"last_seq": -1, "last_digest": ""}}):
+                    {"counter": 1, "beacon": {"last_seq": -1, "last_digest": ""}}, {"counter": 1, "beacon": {1, 2}},
+                    {"counter": True, "receipts": []}):
         with pytest.raises(ValueError, match="cannot seal"):
             _seal(sm2_link.near, seq=0, entries=(), signal=mistake)
     with pytest.raises(ValueError, match="no entries"):
@@ -227,11 +231,25 @@ def test_a_batch_wrapped_to_another_certificate_does_not_open(sm2_link: Link) ->
 
 def test_a_changed_content_key_is_a_bad_envelope_even_when_signed(sm2_link: Link, monkeypatch: pytest.MonkeyPatch
                                                                   ) -> None:
-    from adapters.kinds.ferry import keys as keyring
     wrap = keyring.wrap
     monkeypatch.setattr(keyring, "wrap", lambda recipient, key: wrap(recipient, bytes(len(key))))
     data, _ = _seal(sm2_link.near)  # signed, but the key inside the envelope is not the one that sealed
     assert _refused(data, sm2_link.far).code == "bad_envelope"
+
+
+def test_an_envelope_moved_under_another_manifest_does_not_open(sm2_link: Link) -> None:
+    """Even one who holds the near side's signing key, but not the content key, cannot put batch 1's payload
+    under batch 2's manifest: the manifest is the cipher's associated data."""
+    first, first_digest = _seal(sm2_link.near)
+    second, _ = _seal(sm2_link.near, seq=2, previous=first_digest)
+    manifest, _, _ = _lines(second)
+    moved, _, payload = _lines(first)
+    manifest.update(envelope=moved["envelope"], payload=moved["payload"])
+    line = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+    algorithm, signature = keyring.sign(sm2_link.near.own, line)
+    resigned = {"algorithm": algorithm, "signer": sm2_link.near.own.fingerprint,
+                "value": base64.b64encode(signature).decode()}
+    assert _refused(_file(manifest, resigned, payload), sm2_link.far).code == "bad_envelope"
 
 
 def test_an_expired_certificate_is_refused_beyond_the_tolerance(sm2_link: Link) -> None:

@@ -85,6 +85,15 @@ def test_a_broken_wrapper_is_unreadable(tmp_path: Path, wrapper: str, content: b
     assert caught.value.code == "unreadable"
 
 
+def test_a_symlink_is_never_ready(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("not for the far side")
+    folder = LinkFolder(tmp_path / "in")
+    (folder.path / "c_0000000001.ferry").symlink_to(secret)
+    (folder.path / "c_0000000001.ferry.done").touch()
+    assert folder.ready() == []
+
+
 def test_a_file_over_the_cap_is_not_read(tmp_path: Path) -> None:
     folder = LinkFolder(tmp_path, max_bytes=100)
     path = folder.write("big.ferry", b"x" * 101)
@@ -115,9 +124,14 @@ def test_a_crash_before_the_rename_leaves_nothing_ready(tmp_path: Path) -> None:
     folder = LinkFolder(tmp_path, crash_at=crash)
     with pytest.raises(Crash):
         folder.write("c_0000000001.ferry", BATCH)
-    assert folder.ready() == [] and [p.name for p in tmp_path.iterdir()] == [".c_0000000001.ferry.tmp"]
+    leftover, = tmp_path.iterdir()
+    assert folder.ready() == [] and leftover.name.startswith(".c_0000000001.ferry.")
     LinkFolder(tmp_path).write("c_0000000001.ferry", BATCH)  # written again after the restart: whole
     assert [p.name for p in LinkFolder(tmp_path).ready()] == ["c_0000000001.ferry"]
+    assert leftover.exists()  # young: it might be another process's write in progress
+    os.utime(leftover, (leftover.stat().st_atime, leftover.stat().st_mtime - 3601))
+    LinkFolder(tmp_path).write("c_0000000001.ferry", BATCH)
+    assert not leftover.exists()  # an hour old: a crash's leftover, swept
 
 
 @pytest.mark.parametrize("full", [errno.ENOSPC, errno.EDQUOT])

@@ -148,8 +148,9 @@ def seal(*, channel: str, seq: int, previous: str, entries: Sequence[Entry], key
     (an unknown cipher, a signal with a seq, a batch without one, an entry type not in ENTRY_TYPES...);
     `keys.KeyUnfit` for a credential the ferry cannot use."""
     chosen = _chosen_cipher(cipher)
+    signal = _plain(signal)
     _check_sequence(channel, seq, previous, sender, entries, signal)
-    _check_limits(entries, limits)
+    _within_limits([(e.content_type, len(e.body)) for e in entries], limits)
     if not keys.peer:
         raise ValueError("the ferry needs the peer's certificate to wrap the content key to")
     recipient = keys.peer[0]
@@ -158,7 +159,7 @@ def seal(*, channel: str, seq: int, previous: str, entries: Sequence[Entry], key
     header: dict[str, Any] = {
         "format": FORMAT, "channel": channel, "seq": seq, "previous": previous, "sender": sender,
         "sealed_at": now.astimezone(UTC).isoformat(timespec="seconds"),
-        "signal": json.loads(json.dumps(signal)) if signal is not None else None,
+        "signal": signal,
         "entries": [{"id": e.id, "type": e.type, "key": e.key, "content_type": e.content_type,
                      "size": len(e.body), "digest": _sha256(e.body)} for e in entries],
         "envelope": {"cipher": chosen.name, "recipient": recipient.fingerprint, "wrap": wrap_method,
@@ -171,6 +172,17 @@ def seal(*, channel: str, seq: int, previous: str, entries: Sequence[Entry], key
     return MAGIC + manifest + b"\n" + signature_line + b"\n" + payload, _sha256(manifest)
 
 
+def _plain(signal: Mapping[str, Any] | None) -> Any:
+    """The signal as the receiver will read it (tuples become lists), so both sides check the same thing."""
+    if signal is None:
+        return None
+    try:
+        plain = json.loads(json.dumps(signal, allow_nan=False))
+    except (TypeError, ValueError):
+        raise ValueError("cannot seal this batch: a signal holds only JSON values") from None
+    return plain
+
+
 def _chosen_cipher(name: str) -> FieldCipher:
     try:
         return CIPHERS[name]
@@ -181,13 +193,9 @@ def _chosen_cipher(name: str) -> FieldCipher:
 def _check_sequence(channel: str, seq: int, previous: str, sender: str, entries: Sequence[Entry],
                     signal: Mapping[str, Any] | None) -> None:
     problem = (_shape_problem(channel, seq, previous, sender, signal)
-               or _entries_problem([(e.id, e.type, e.key, e.content_type) for e in entries], bool(signal)))
+               or _entries_problem([(e.id, e.type, e.key, e.content_type) for e in entries], signal is not None))
     if problem:
         raise ValueError(f"cannot seal this batch: {problem}")
-
-
-def _check_limits(entries: Sequence[Entry], limits: Limits) -> None:
-    _within_limits([(e.content_type, len(e.body)) for e in entries], limits)
 
 
 def _within_limits(items: Sequence[tuple[str, int]], limits: Limits) -> None:

@@ -1,10 +1,12 @@
 """A link folder: where one side writes batch files for the isolation gateway, or reads what it delivered.
 
-Writing is atomic for any reader: the wrapped bytes go to a hidden temporary name (`.<name>.tmp`), are fsynced,
-renamed to `<name>`, the directory fsynced, and only then an empty done marker `<name>.done` is made (and the
-directory fsynced again). `ready()` lists only files whose marker exists, so a half-written or half-copied file
-is never read. A full disk or quota (ENOSPC, EDQUOT) raises `FolderFull` with the temporary file removed:
-nothing half-written stays behind, and the caller writes the same batch again later.
+Writing is atomic for any reader: the wrapped bytes go to a hidden temporary name (`.<name>.<random>.tmp`),
+are fsynced, renamed to `<name>`, the directory fsynced, and only then an empty done marker `<name>.done` is
+made (and the directory fsynced again). `ready()` lists only regular files whose marker exists (never a
+symlink), so a half-written or half-copied file is never read. A full disk or quota (ENOSPC, EDQUOT) raises
+`FolderFull` with the temporary file removed: nothing half-written stays behind, and the caller writes the
+same batch again later. A crash leaves at most a hidden temporary file, removed by a later write of the
+same name once it is an hour old (the clock here only ages leftovers; it never orders anything).
 
 Names come from `Naming` (a pattern, an extension the isolation gateway's content inspection accepts) and
 bytes may be wrapped: "none" (the batch as is), "text" (base64 in lines of 76) or "xml" (a small document
@@ -16,14 +18,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import errno
+import glob
 import json
 import os
 import re
+import secrets
 import string
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from adapters.kinds.ferry.batch import FORMAT, BatchRefused, peek
@@ -34,6 +40,7 @@ REASON = ".reason.json"  # beside a quarantined file: `<name>.reason.json`
 QUARANTINE = "quarantine"
 TEXT_LINE = 76  # base64 line length of the text and XML wrappers (RFC 2045's)
 MAX_FILE_BYTES = 64 * 1024 * 1024  # larger files are refused unread: a batch is 16 MiB, base64 adds a third
+STALE_TEMPORARY = timedelta(hours=1)  # a temporary file this old is a crash's leftover, not a write in progress
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 _EXTENSION = re.compile(r"(\.[A-Za-z0-9]{1,16})?")
 _FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}")
@@ -94,12 +101,14 @@ class LinkFolder:
         target = self.path / _checked_name(name)
         marker = _marker(target)
         marker.unlink(missing_ok=True)  # a file written again is not ready until it is whole again
-        temporary = self.path / f".{target.name}.tmp"
+        # A name of its own per write: an operator's resend may write the same batch while the job does.
+        temporary = self.path / f".{target.name}.{secrets.token_hex(4)}.tmp"
         _write_synced(temporary, self._wrap(data))
         if self._crash_at is not None:
             self._crash_at("before_rename")
         os.replace(temporary, target)
         _sync_directory(self.path)
+        self._sweep_temporaries(target.name)
         try:
             _write_synced(marker, b"")
         except FolderFull:
@@ -107,6 +116,14 @@ class LinkFolder:
             raise
         _sync_directory(self.path)
         return target
+
+    def _sweep_temporaries(self, name: str) -> None:
+        """Remove what a crash left of earlier writes of `name`: hidden, never read, only taking space. One
+        younger than STALE_TEMPORARY may be another process's write in progress, and stays."""
+        for leftover in self.path.glob(f".{glob.escape(name)}.*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                if time.time() - leftover.stat().st_mtime > STALE_TEMPORARY.total_seconds():
+                    leftover.unlink()
 
     def ready(self) -> list[Path]:
         """Files with a done marker, sorted by name; never a temporary file, a marker, or the quarantine."""
@@ -116,10 +133,11 @@ class LinkFolder:
 
     def read(self, path: Path) -> bytes:
         """The unwrapped bytes of a ready file; `BatchRefused` (too_large, unreadable) if the wrapper is broken."""
-        size = path.stat().st_size
-        if size > self._max_bytes:
-            raise BatchRefused("too_large", f"a file of {size} bytes is over the cap of {self._max_bytes}")
-        return self._unwrap(path.read_bytes())
+        with path.open("rb") as file:
+            data = file.read(self._max_bytes + 1)  # never more than the cap into memory, however large the file
+        if len(data) > self._max_bytes:
+            raise BatchRefused("too_large", f"the file is over the cap of {self._max_bytes} bytes")
+        return self._unwrap(data)
 
     def remove(self, path: Path) -> None:
         """The file and its marker (the marker first: a reader never sees a marked file that is going)."""
