@@ -5,8 +5,9 @@ use their own link process, tests/support/ferry_link.py, which misbehaves in eve
 code with what it carries for.) Each pass takes every file of a lane's source folder that has its done marker and
 delivers it as a real isolation gateway does — the same bytes written into the target folder under a temporary
 name, fsynced, renamed, then the done marker (`LinkFolder.write` with no wrapper: bytes as they are) — and then
-removes it at the source. `lose_next_batch(lane)` makes the link lose the next batch of that lane (not a signal:
-receipts and beacons are not sequenced), as a link that drops a file does; what it lost is in `lost`.
+removes it at the source; `carried` holds the size of each batch it delivered, per lane. `lose_next_batch(lane)`
+makes the link lose the next batch of that lane (not a signal: receipts and beacons are not sequenced), as a link
+that drops a file does; what it lost is in `lost`.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class FolderLink:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ferry-demo-link", daemon=True)
-        self.carried: dict[str, int] = dict.fromkeys(lanes, 0)
+        self.carried: dict[str, list[int]] = {lane: [] for lane in lanes}  # each batch's size in bytes, per lane
         self.lost: list[str] = []  # names of the files it lost, in order
 
     def __enter__(self) -> Self:
@@ -58,9 +59,11 @@ class FolderLink:
                 if self._loses(lane, path.name):
                     self.lost.append(path.name)
                 else:
-                    target.write(path.name, source.read(path))
+                    data = source.read(path)
+                    target.write(path.name, data)
                     delivered += 1
-                    self.carried[lane] += 1
+                    if SIGNAL_MARK not in path.name:
+                        self.carried[lane].append(len(data))
                 source.remove(path)
         return delivered
 

@@ -37,7 +37,7 @@ def test_the_next_batch_is_lost_and_signals_are_not(tmp_path: Path) -> None:
     assert link.lost == ["civil_affairs_0000000002_bbbbbbbb.txt"]
     assert [p.name for p in far.ready()] == ["civil_affairs_0000000003_cccccccc.txt",
                                               "civil_affairs_sig_0000000001_aaaaaaaa.txt"]
-    assert near.ready() == []
+    assert near.ready() == [] and link.carried == {"down": [len(far.ready()[0].read_bytes())]}  # the batch only
 
 
 def test_the_thread_carries_until_stopped(tmp_path: Path) -> None:
@@ -49,4 +49,4 @@ def test_the_thread_carries_until_stopped(tmp_path: Path) -> None:
                 break
             time.sleep(0.01)
     assert [p.name for p in far.ready()] == ["civil_affairs_0000000001_0a1b2c3d.txt"]
-    assert link.carried == {"down": 1}
+    assert link.carried == {"down": [len(far.ready()[0].read_bytes())]}
