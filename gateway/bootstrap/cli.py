@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # what the commands build, imported in their bodies (the star
     from gateway.audit.ledger import Ledger
     from gateway.bootstrap.app import Gateway
     from gateway.config import ConfigError, Settings
+    from gateway.sectors.ferry_channels import FerryChannels
 
 console = Console(width=None if Console().is_terminal else 140)  # CI logs are wide enough for the timelines
 
@@ -329,12 +330,31 @@ def certs_group() -> typer.Typer:
 
 
 def ferry_group() -> typer.Typer:
-    from gateway.cli.ferry import make_ferry_app
+    from gateway.cli.audit import audit_commands
+    from gateway.cli.ferry import add_agent_commands, add_operator_commands, make_ferry_app
+    from gateway.domain.clock import SystemClock
+
+    @contextmanager
+    def open_links() -> Iterator[FerryChannels]:
+        """The gateway's ferry links: its stations on the gateway's database and YIWANG_FERRY_DIR, as a running
+        gateway has them (a gateway built, its dispatcher not started)."""
+        gateway = _gateway(_settings())
+        try:
+            yield gateway.ferry_channels
+        finally:
+            gateway.close()
 
     def service_logs() -> None:  # `yiwang ferry serve` logs as a service does: info and above unless -vv
         _log_to_stderr("debug" if _verbosity >= 2 else "info")
 
-    return make_ferry_app(service_logs)
+    app = make_ferry_app()
+    # Operators (near side), against the gateway's database as `yiwang ops` is; what changes something audited.
+    add_operator_commands(app, open_links, SystemClock().now)
+    audit_commands(app, "ferry", _audit)
+    # The far-side agent's commands (init, serve, run-once, state), added after the wrapping: a 前置机 has no
+    # gateway ledger beside it.
+    add_agent_commands(app, service_logs)
+    return app
 
 
 GROUPS: dict[str, Group] = {  # in the order `yiwang --help` lists them, after serve, worker, demo
@@ -351,7 +371,8 @@ GROUPS: dict[str, Group] = {  # in the order `yiwang --help` lists them, after s
                    audit_group),
     "certs": Group("Certificates, private keys and bundle secrets, encrypted at rest.",
                    certs_group),
-    "ferry": Group("The ferry across an isolated network: the far-side agent.", ferry_group),
+    "ferry": Group("The ferry across an isolation gateway: links' status, gaps, quarantine, resend; the far-side "
+                   "agent.", ferry_group),
 }
 
 
