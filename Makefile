@@ -32,8 +32,9 @@ cli-reference: $(STAMP)
 # An offline wheelhouse for a 前置机 with no package index (README, "前置机: running the ferry agent"): the project
 # and every runtime dependency (no test extras) as wheels for this platform, with INSTALL.txt and SHA256SUMS; then
 # INSTALL.txt's own command is run against it, in a throwaway virtualenv with every index and pip setting turned
-# off (PIP_CONFIG_FILE=/dev/null, --isolated), so a wheel missing from the folder fails here, not behind the gap.
-# tests/unit/test_wheelhouse.py holds this recipe, INSTALL.txt and the README to the same command.
+# off (PIP_CONFIG_FILE=/dev/null, --isolated), and the agent's command started from it, so a wheel missing from the
+# folder fails here, not behind the gap.
+# tests/unit/test_ferry_deployment.py holds this recipe, INSTALL.txt and the README to the same command.
 WHEELHOUSE := dist/wheelhouse
 wheelhouse: $(STAMP)
 	rm -rf $(WHEELHOUSE) dist/wheelhouse-check
@@ -42,7 +43,7 @@ wheelhouse: $(STAMP)
 	$(BIN)/python -c "import platform, sysconfig; print(f'made for: CPython {platform.python_version()} on {sysconfig.get_platform()}')" >> $(WHEELHOUSE)/INSTALL.txt
 	cd $(WHEELHOUSE) && sha256sum *.whl > SHA256SUMS
 	cd dist && $(PYTHON) -m venv wheelhouse-check && PIP_CONFIG_FILE=/dev/null wheelhouse-check/bin/pip --isolated install --quiet --no-index --find-links wheelhouse yiwang
-	dist/wheelhouse-check/bin/yiwang --version
+	dist/wheelhouse-check/bin/yiwang ferry serve --help > /dev/null && dist/wheelhouse-check/bin/yiwang --version
 	rm -rf dist/wheelhouse-check
 	du -sh $(WHEELHOUSE)
 
