@@ -806,10 +806,10 @@ class FerrySite:
                      ("adapters", "register", str(_shown(default_bundles_dir().joinpath(*FERRY_BUNDLE))))):
             _yiwang(*args)
             self.said.append(f"$ yiwang {shlex.join(args)}")
-        self.agent = subprocess.Popen(  # the one command of the 前置机, in its own process
-            [str(Path(sys.executable).with_name("yiwang")), "ferry", "serve", "--config", str(self.config)],
-            env={**os.environ, "YIWANG_LOG_LEVEL": "warning"}, stdout=subprocess.DEVNULL,
-            stderr=(self.far / "agent.log").open("wb"))
+        with (self.far / "agent.log").open("wb") as log:  # the child keeps its own copy of the descriptor
+            self.agent = subprocess.Popen(  # the one command of the 前置机, in its own process
+                [str(Path(sys.executable).with_name("yiwang")), "ferry", "serve", "--config", str(self.config)],
+                env={**os.environ, "YIWANG_LOG_LEVEL": "warning"}, stdout=subprocess.DEVNULL, stderr=log)
         self.said.append(f"$ yiwang ferry serve --config {self.config}   # the agent, pid {self.agent.pid}")
         return load_bundle(default_bundles_dir().joinpath(*FERRY_BUNDLE)).version
 
