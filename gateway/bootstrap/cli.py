@@ -331,30 +331,44 @@ def certs_group() -> typer.Typer:
 
 def ferry_group() -> typer.Typer:
     from gateway.cli.audit import audit_commands
-    from gateway.cli.ferry import add_agent_commands, add_operator_commands, make_ferry_app
+    from gateway.cli.ferry import make_ferry_app
     from gateway.domain.clock import SystemClock
 
+    def service_logs() -> None:  # `yiwang ferry serve` logs as a service does: info and above unless -vv
+        _log_to_stderr("debug" if _verbosity >= 2 else "info")
+
     @contextmanager
-    def open_links() -> Iterator[FerryChannels]:
-        """The gateway's ferry links: its stations on the gateway's database and YIWANG_FERRY_DIR, as a running
-        gateway has them (a gateway built, its dispatcher not started)."""
+    def open_links(config: Path | None) -> Iterator[FerryChannels]:
+        """The links an operator's command reads: the agent's, from its own state (`--config`); else the
+        gateway's, its stations on the gateway's database and YIWANG_FERRY_DIR as a running gateway has them (a
+        gateway built, its dispatcher not started)."""
+        if config is not None:
+            from gateway.bootstrap.ferry_links import agent_links
+
+            with agent_links(config) as links:
+                yield links
+            return
         gateway = _gateway(_settings())
         try:
             yield gateway.ferry_channels
         finally:
             gateway.close()
 
-    def service_logs() -> None:  # `yiwang ferry serve` logs as a service does: info and above unless -vv
-        _log_to_stderr("debug" if _verbosity >= 2 else "info")
+    def audit(action: str, subject: str | None, detail: dict[str, Any], outcome: str) -> None:
+        """On the gateway's ledger; the agent's commands (and operators' with --config) run on the 前置机, beside
+        no gateway ledger: an operator's resend there is a log line on stderr (and in YIWANG_LOG_FILE)."""
+        if detail.get("config") is None:
+            _audit(action, subject, detail, outcome)
+        elif action == "ferry resend":
+            import structlog
 
-    app = make_ferry_app()
-    # Operators (near side), against the gateway's database as `yiwang ops` is; what changes something audited.
-    add_operator_commands(app, open_links, SystemClock().now)
-    audit_commands(app, "ferry", _audit)
-    # The far-side agent's commands (init, serve, run-once, state), added after the wrapping: a 前置机 has no
-    # gateway ledger beside it.
-    add_agent_commands(app, service_logs)
-    return app
+            from gateway.cli.audit import cli_actor
+
+            structlog.get_logger("yiwang.ferry").warning("operator resend on the agent", actor=cli_actor(),
+                                                         subject=subject, reason=detail.get("reason"),
+                                                         outcome=outcome)
+
+    return audit_commands(make_ferry_app(service_logs, open_links, SystemClock().now), "ferry", audit)
 
 
 GROUPS: dict[str, Group] = {  # in the order `yiwang --help` lists them, after serve, worker, demo
@@ -371,7 +385,7 @@ GROUPS: dict[str, Group] = {  # in the order `yiwang --help` lists them, after s
                    audit_group),
     "certs": Group("Certificates, private keys and bundle secrets, encrypted at rest.",
                    certs_group),
-    "ferry": Group("The ferry across an isolation gateway: links' status, gaps, quarantine, resend; the far-side "
+    "ferry": Group("The ferry across an isolated network: links' status, gaps, quarantine, resend; the far-side "
                    "agent.", ferry_group),
 }
 

@@ -1,21 +1,22 @@
-"""`yiwang ferry`: the ferry for sectors behind an isolation gateway, at the command line.
+"""`yiwang ferry ...`: the ferry across an isolated network (网闸, one-way link), at the command line.
 
 Two blocks of commands in one group:
 
-- **Operators (near side)**, against the gateway's database like `yiwang ops`: `status` (every link both ways:
-  last batch, lag, unacknowledged batches, open gaps, the age of the far side's last beacon, quarantined files),
-  `gaps`, `quarantine [--channel]` and `resend CHANNEL FROM TO --reason` (the kept batches written to the link
-  again; audited by the root like every command that changes something). They read and act through
-  `gateway.sectors.ferry_channels.FerryChannels`, which the composition root builds from the active ferry
-  bundles. Listings take `--json` (gateway.cli.output). A link nobody configured exits 3, a bad range 2;
-  nothing is written then.
-- **The far-side agent** (`add_agent_commands`), run on the front-end processor (前置机) with the agent's own
-  configuration file (docs/ferry-agent.md): `init` (state, master key file, the agent's key pair; prints its
-  certificate for the near side), `serve` (the loop, until SIGTERM or SIGINT), `run-once` (one pass), `state`
-  (channels, certificates, bundles, polls, what waits to be sent). They call the `ferry` package's public
-  functions only; a configuration the agent cannot use is one red line naming the key and exit code 2, never a
-  traceback. The root adds them after auditing the operators' commands: a 前置机 has no gateway ledger beside it.
+- **Operators** (`status`, `gaps`, `quarantine`, `resend`): every link both ways — last batch, lag,
+  unacknowledged batches, open gaps, the age of the far side's last beacon, quarantined files — and a resend of
+  a range of kept batches (`resend CHANNEL FROM TO --reason`). Against the gateway's database and link folders
+  like `yiwang ops` (the composition root builds the gateway's links); with `--config AGENT.yaml`, against the
+  agent's own state on the 前置机, where an operator of a one-way link resends what the gateway never got. They
+  read and act through `gateway.sectors.ferry_channels.FerryChannels`. Listings take `--json`
+  (gateway.cli.output). A link nobody configured exits 3, a bad range 2; nothing is written then. A resend is
+  audited by the root (on the gateway's ledger; on the 前置机, in the agent's log).
+- **The far-side agent**, run on the front-end processor (前置机) with the agent's own configuration file
+  (docs/ferry-agent.md): `init` (state, master key file, the agent's key pair; prints its certificate for the near
+  side), `serve` (the loop, until SIGTERM or SIGINT), `run-once` (one pass), `state` (channels, certificates,
+  bundles, polls, what waits to be sent). They call the `ferry` package's public functions only; a configuration
+  the agent cannot use is one red line naming the key and exit code 2, never a traceback.
 """
+
 
 from __future__ import annotations
 
@@ -44,27 +45,36 @@ from gateway.sectors.ferry_channels import (
     quarantined_view,
 )
 
-HELP = "The ferry across an isolation gateway: links' status, gaps, quarantine, resend; the far-side agent."
 Now = Callable[[], datetime]
-OpenChannels = Callable[[], AbstractContextManager[FerryChannels]]  # the links, and what closes behind them
+# The links (of the gateway; of the agent whose configuration is given), and what closes behind them.
+OpenChannels = Callable[[Path | None], AbstractContextManager[FerryChannels]]
 ChannelOption = Annotated[str | None, typer.Option("--channel", help="one link (its bundle's ferry.channel)")]
+AgentOption = Annotated[Path | None, typer.Option(
+    "--config", "-c", help="the agent's configuration: its own state on the 前置机, not the gateway's")]
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="the agent's configuration (YAML)")]
+HELP = "The ferry across an isolated network: links' status, gaps, quarantine, resend; the far-side agent."
 
 
-def make_ferry_app() -> typer.Typer:
-    return typer.Typer(help=HELP, no_args_is_help=True)
+def make_ferry_app(service_logs: Callable[[], None], open_channels: OpenChannels, now: Now) -> typer.Typer:
+    """`service_logs()`: log lines as a service writes them (info and above), for `serve`; `open_channels(config)`:
+    the gateway's links (None) or the agent's (its configuration file)."""
+    app = typer.Typer(help=HELP, no_args_is_help=True)
+    add_operator_commands(app, open_channels, now)
+    add_agent_commands(app, service_logs)
+    return app
 
 
-# --- operators (near side) ---------------------------------------------------------------------------------
+# -- operators (the gateway; with --config, the agent) ------------------------------------------------------------
 
 
 def add_operator_commands(app: typer.Typer, open_channels: OpenChannels, now: Now) -> None:
-    """`status`, `gaps`, `quarantine`, `resend` on `app`; `open_channels` finds the gateway's links."""
+    """`status`, `gaps`, `quarantine`, `resend` on `app`; `open_channels(config)` finds the links."""
 
     @app.command()
-    def status(channel: ChannelOption = None, as_json: JsonOption = False) -> None:
+    def status(channel: ChannelOption = None, config: AgentOption = None, as_json: JsonOption = False) -> None:
         """Every ferry link both ways: last batch and its age, lag, unacknowledged batches, open gaps, the age of
         the far side's last beacon or receipt, quarantined files."""
-        with _reported(), open_channels() as channels:
+        with _reported(), agent_errors(), open_channels(config) as channels:
             at = now()
             reports = [link_named(channels, channel)] if channel else channels.links()
         views = [link_view(report, at) for report in reports]
@@ -76,20 +86,20 @@ def add_operator_commands(app: typer.Typer, open_channels: OpenChannels, now: No
         output.print_rows(rows, STATUS_COLUMNS, as_json=False, title=f"ferry links: {len(views)}")
 
     @app.command()
-    def gaps(channel: ChannelOption = None, as_json: JsonOption = False) -> None:
+    def gaps(channel: ChannelOption = None, config: AgentOption = None, as_json: JsonOption = False) -> None:
         """Batches named missing and not filled yet, oldest first: ask the far side's operator, or wait for the
         resend (two-way); `yiwang ferry resend` on the side that sent them."""
-        with _reported(), open_channels() as channels:
+        with _reported(), agent_errors(), open_channels(config) as channels:
             at = now()
             found = channels.gaps(channel)
         output.print_rows([gap_view(gap, at) for gap in found], GAP_COLUMNS, as_json=as_json,
                           title=f"open gaps: {len(found)}")
 
     @app.command()
-    def quarantine(channel: ChannelOption = None,
+    def quarantine(channel: ChannelOption = None, config: AgentOption = None,
                    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100, as_json: JsonOption = False) -> None:
         """Files refused (signature, key, envelope, chain …) and kept in the quarantine folder, newest first."""
-        with _reported(), open_channels() as channels:
+        with _reported(), agent_errors(), open_channels(config) as channels:
             found = channels.quarantined(channel, limit)
         output.print_rows([quarantined_view(batch) for batch in found], QUARANTINE_COLUMNS, as_json=as_json,
                           title=f"quarantined files: {len(found)}")
@@ -98,13 +108,14 @@ def add_operator_commands(app: typer.Typer, open_channels: OpenChannels, now: No
     def resend(channel: Annotated[str, typer.Argument(help="the link (its bundle's ferry.channel)")],
                seq_from: Annotated[int, typer.Argument(help="the first batch to write again")],
                seq_to: Annotated[int, typer.Argument(help="the last one")],
-               reason: Annotated[str, typer.Option("--reason", help="why (required; audited)")]) -> str:
-        """Write the kept batches SEQ_FROM..SEQ_TO of the channel the gateway sends on to the link again (the far side
-        drops what it already applied)."""
+               reason: Annotated[str, typer.Option("--reason", help="why (required; audited)")],
+               config: AgentOption = None) -> str:
+        """Write the kept batches SEQ_FROM..SEQ_TO of the channel this side sends on to the link again (the other
+        side drops what it already applied): the gateway's, or with --config the agent's."""
         if not reason.strip():
             output.stderr().print("error: --reason must say why (it is audited)", markup=False)
             raise typer.Exit(BAD_INPUT)
-        with _reported(), open_channels() as channels:
+        with _reported(), agent_errors(), open_channels(config) as channels:
             report = link_named(channels, channel)
             resent = channels.resend(channel, seq_from, seq_to)
         output.stdout().print(f"resent {resent} batches {seq_from}..{seq_to} on {report.sent.channel}", markup=False)
@@ -133,18 +144,6 @@ def duration(seconds: float | None) -> str:
     return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
 
 
-STATUS_COLUMNS = (Column("channel", "link", identifier=True), Column("direction", "way"),
-                  Column("last_seq", "last seq"), Column("last_batch_at", "last batch (Beijing)"),
-                  Column("last_batch_age_s", "age", shown=_age("last_batch_age_s")),
-                  Column("lag"), Column("unacknowledged", "unacked"), Column("open_gaps", "gaps"),
-                  Column("last_signal_age_s", "beacon age", shown=_age("last_signal_age_s")),
-                  Column("quarantined"), Column("mode"))
-GAP_COLUMNS = (Column("channel", identifier=True), Column("seq_from", "from"), Column("seq_to", "to"),
-               Column("named_at", "named (Beijing)"), Column("age_s", "open for", shown=_age("age_s")))
-QUARANTINE_COLUMNS = (Column("channel", identifier=True), Column("at", "at (Beijing)"), Column("code"),
-                      Column("file", identifier=True), Column("reason"))
-
-
 @contextmanager
 def _reported() -> Iterator[None]:
     """A link nobody configured: exit 3; a bad range: exit 2 — one readable line on stderr, nothing written."""
@@ -159,7 +158,18 @@ def _reported() -> Iterator[None]:
         raise typer.Exit(BAD_INPUT) from exc
 
 
-ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="the agent's configuration (YAML)")]
+
+STATUS_COLUMNS = (Column("channel", "link", identifier=True), Column("direction", "way"),
+                  Column("last_seq", "last seq"), Column("last_batch_at", "last batch (Beijing)"),
+                  Column("last_batch_age_s", "age", shown=_age("last_batch_age_s")),
+                  Column("lag"), Column("unacknowledged", "unacked"), Column("open_gaps", "gaps"),
+                  Column("last_signal_age_s", "beacon age", shown=_age("last_signal_age_s")),
+                  Column("quarantined"), Column("mode"))
+GAP_COLUMNS = (Column("channel", identifier=True), Column("seq_from", "from"), Column("seq_to", "to"),
+               Column("named_at", "named (Beijing)"), Column("age_s", "open for", shown=_age("age_s")))
+QUARANTINE_COLUMNS = (Column("channel", identifier=True), Column("at", "at (Beijing)"), Column("code"),
+                      Column("file", identifier=True), Column("reason"))
+
 
 
 # -- the far-side agent (前置机) ---------------------------------------------------------------------------------

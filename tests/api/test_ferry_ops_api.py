@@ -1,11 +1,12 @@
 """The operators' view of the ferry over HTTP (`/v1/ops/ferry`, ops/ferry_api.py), on channel state made by two
 real stations on the gateway's database: a link both ways (last batch and its age, lag, gaps, the far side's
 beacon, quarantined files by code), its gaps and quarantined files, and a resend — written, audited — or refused
-with a problem (a bad range, an unknown link, no reason) and nothing written. Both databases."""
+with a problem (a bad range, an unknown link, no reason) and nothing written. Operators and the link's sector
+administrator act on it; another sector's administrator finds nothing. Both databases."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -18,7 +19,8 @@ from gateway.audit.ledger import AUDIT, Filters
 from gateway.bootstrap.app import Gateway, create_app
 from gateway.bootstrap.ferry_links import StationLinks
 from gateway.domain.roles import Role
-from tests.support.ferry_stations import DOWN, LINK, UP, FerryClock, TestLink, ferry_tables_made, make_link, tables_in
+from gateway.persistence.ferry_tables import FERRY_TABLES
+from tests.support.ferry_stations import DOWN, LINK, UP, FerryClock, TestLink, make_link
 
 FERRY = "/v1/ops/ferry"
 PROBLEM = "urn:yiwang:problem:"
@@ -39,6 +41,8 @@ class Desk:
     gateway: Gateway
     link: TestLink
     operator: TestClient
+    own_admin: TestClient  # sector_admin of public_security: the link's sector
+    other_admin: TestClient  # sector_admin of housing_fund
 
     def audited(self, action: str) -> list[tuple[str | None, str | None, Any]]:
         ledger = self.gateway.ledger
@@ -50,13 +54,12 @@ class Desk:
 
 
 @pytest.fixture
-def desk(make_gateway: Callable[..., Gateway], tmp_path: Path) -> Iterator[Desk]:
+def desk(make_gateway: Callable[..., Gateway], tmp_path: Path) -> Desk:
     """One link in trouble: 3 batches sent down; 4 sent up of which the 2nd was lost (a gap), a beacon after
     two minutes, and a file no key signed (quarantined)."""
     clock = FerryClock()
     gateway = make_gateway(clock=LinkClock(clock), bundles=())
-    with ferry_tables_made(gateway.engine):
-        yield in_trouble(gateway, make_link(gateway.engine, tmp_path / "ferry", clock))
+    return in_trouble(gateway, make_link(gateway.engine, tmp_path / "ferry", clock))
 
 
 def in_trouble(gateway: Gateway, link: TestLink) -> Desk:
@@ -72,10 +75,16 @@ def in_trouble(gateway: Gateway, link: TestLink) -> Desk:
     link.forged_into_near()
     link.received_by_near()
     link.clock.advance(seconds=30)
-    gateway = replace(gateway, ferry_channels=StationLinks(gateway.engine, tables_in(gateway.engine),
-                                                           lambda: [link.near_link]))
-    _, key = gateway.keys.issue("值班运维", [Role.OPERATOR])
-    return Desk(gateway, link, TestClient(create_app(gateway), headers={"Authorization": f"Bearer {key}"}))
+    gateway = replace(gateway, ferry_channels=StationLinks(gateway.engine, FERRY_TABLES,
+                                                           lambda: [link.link_station]))
+    app = create_app(gateway)
+
+    def client(role: Role, **scope: str) -> TestClient:
+        _, key = gateway.keys.issue(f"ferry {role}", [role], **scope)
+        return TestClient(app, headers={"Authorization": f"Bearer {key}"})
+
+    return Desk(gateway, link, client(Role.OPERATOR), client(Role.SECTOR_ADMIN, sector=LINK),
+                client(Role.SECTOR_ADMIN, sector="housing_fund"))
 
 
 def test_operators_see_each_link_both_ways_its_gaps_and_quarantined_files(desk: Desk) -> None:
@@ -102,6 +111,12 @@ def test_operators_see_each_link_both_ways_its_gaps_and_quarantined_files(desk: 
     for what in ("gaps", "quarantine"):
         unknown = desk.operator.get(f"{FERRY}/channels/civil_affairs/{what}")
         assert unknown.status_code == 404 and unknown.json()["type"] == PROBLEM + "ferry-channel-not-found"
+    # the link's sector administrator sees it as operators do; another sector's sees nothing of it
+    assert desk.own_admin.get(f"{FERRY}/channels").json()[0]["down"] == link["down"]
+    assert desk.own_admin.get(f"{FERRY}/channels/{LINK}/gaps").json() == gaps.json()
+    assert desk.other_admin.get(f"{FERRY}/channels").json() == []
+    for what in ("gaps", "quarantine"):
+        assert desk.other_admin.get(f"{FERRY}/channels/{LINK}/{what}").status_code == 404
 
 
 BAD_RESENDS = [
@@ -122,9 +137,11 @@ def test_a_resend_writes_the_kept_batches_again_and_is_audited_a_bad_one_nothing
         assert answer.status_code == status, (body, answer.text)
         assert answer.headers["content-type"] == "application/problem+json"
         assert answer.json()["type"] == PROBLEM + problem, body
+    other = desk.other_admin.post(f"{FERRY}/channels/{LINK}/resend", json={"from": 1, "to": 2, "reason": "r"})
+    assert other.status_code == 404  # another sector's link: as if it did not exist
     assert desk.written() == [] and desk.audited("ops ferry resend") == []  # the link took every file
-    answer = desk.operator.post(f"{FERRY}/channels/{LINK}/resend",
-                                json={"from": 2, "to": 3, "reason": "网闸丢弃了第 2、3 批"})
+    answer = desk.own_admin.post(f"{FERRY}/channels/{LINK}/resend",  # the sector's own administrator may
+                                 json={"from": 2, "to": 3, "reason": "网闸丢弃了第 2、3 批"})
     assert answer.status_code == 200, answer.text
     assert answer.json() == {"channel": DOWN, "from": 2, "to": 3, "resent": 2}
     assert [name.split("_")[-2] for name in desk.written()] == ["0000000002", "0000000003"]

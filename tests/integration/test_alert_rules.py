@@ -15,17 +15,18 @@ import pika
 import pytest
 import yaml
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import Engine
 
 from adapters.simulators.social_security import SocialSecuritySimulator
 from gateway.bootstrap.app import Gateway, create_app
 from gateway.bootstrap.ferry_links import StationLinks
 from gateway.domain.clock import FixedClock
+from gateway.persistence.ferry_tables import FERRY_TABLES
 from gateway.transport.amqp_topology import DELIVER_EXCHANGE, Envelope, Topology, queue_name, routing_key
 from ops.gateway_metrics import ferry_metrics
 from tests.support.cases import state, submit
-from tests.support.ferry_stations import FerryClock, ferry_tables_made, make_link, tables_in
+from tests.support.ferry_stations import FerryClock, make_link
 from tests.support.gateways import drain
 from tests.support.pki import TestCA
 from tests.support.services import rabbitmq_vhost
@@ -34,7 +35,7 @@ RULES = Path(__file__).parents[2] / "ops" / "alerts.yml"
 REQUIRED = {"DeadLettersRising", "CircuitOpen", "OutboxNotDraining", "CertificateExpiring", "CasesOverdue",
             "BrokerDown", "GatewayNotReady", "SectorAnswerMismatch", "SectorReferenceClash",
             "FerryGapOpen", "FerryBeaconLate", "FerryBatchesQuarantined", "FerryBatchesUnacknowledged",
-            "FerryBatchesUnwritten"}
+            "FerryBatchesUnwritten", "FerryNoBeacon"}
 # Words of PromQL that look like names but are not metrics.
 KEYWORDS = {"and", "or", "unless", "bool", "offset"}
 SECTOR = "social_security"
@@ -128,23 +129,22 @@ def test_every_metric_a_ferry_rule_names_is_exposed_for_links_in_trouble(engine:
     batch on the way back, a one-way one whose far side beacons; what the collector reads of them at scrape time
     is what the rules compare."""
     clock = FerryClock()
-    with ferry_tables_made(engine):
-        two_way = make_link(engine, tmp_path, clock, link="public_security", mode="two_way")
-        one_way = make_link(engine, tmp_path, clock, link="civil_affairs", mode="one_way")
-        for link in (two_way, one_way):
-            link.send_down(2)
-            link.send_up(3)
-            link.carry(link.far, link.near, drop=(2,))
-            link.received_by_near()
-        clock.advance(minutes=1)
-        one_way.far.beacon_due()
-        one_way.carry(one_way.far, one_way.near)
-        two_way.forged_into_near()
-        for link in (two_way, one_way):
-            link.received_by_near()
-        clock.advance(minutes=20)
-        links = StationLinks(engine, tables_in(engine), lambda: [two_way.near_link, one_way.near_link])
-        scraped = ferry_metrics(links, FixedClock(clock()))
+    two_way = make_link(engine, tmp_path, clock, link="public_security", mode="two_way")
+    one_way = make_link(engine, tmp_path, clock, link="civil_affairs", mode="one_way")
+    for link in (two_way, one_way):
+        link.send_down(2)
+        link.send_up(3)
+        link.carry(link.far, link.near, drop=(2,))
+        link.received_by_near()
+    clock.advance(minutes=1)
+    one_way.far.beacon_due()
+    one_way.carry(one_way.far, one_way.near)
+    two_way.forged_into_near()
+    for link in (two_way, one_way):
+        link.received_by_near()
+    clock.advance(minutes=20)
+    links = StationLinks(engine, FERRY_TABLES, lambda: [two_way.link_station, one_way.link_station])
+    scraped = ferry_metrics(links, FixedClock(clock()))
     value = {(s.name, tuple(s.labels.values())): s.value for family in scraped for s in family.samples}
     ps, ca = ("public_security",), ("civil_affairs",)
     assert value["yiwang_ferry_unacknowledged_batches", ps] == 2 and value["yiwang_ferry_unwritten_batches", ps] == 0

@@ -16,6 +16,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -61,13 +62,13 @@ class Link:
     def agent(self) -> Agent:
         return Agent(self.config)
 
-    def bundle_control(self) -> Entry:
+    def bundle_control(self, version: str = VERSION) -> Entry:
         archive = io.BytesIO()
         with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped:
             for path in sorted((default_bundles_dir() / SECTOR).rglob("*")):
                 if path.is_file():
                     zipped.write(path, path.relative_to(default_bundles_dir() / SECTOR).as_posix())
-        body = {"control": "bundle", "sector": SECTOR, "version": VERSION,
+        body = {"control": "bundle", "sector": SECTOR, "version": version,
                 "archive": base64.b64encode(archive.getvalue()).decode()}
         return Entry(id=uuid.uuid4().hex, type="control", body=json.dumps(body).encode())
 
@@ -185,7 +186,8 @@ def test_a_control_batch_signed_by_an_unknown_key_is_quarantined_and_installs_no
         link: Link, sector: CivilAffairsSimulator) -> None:
     stranger_pem, stranger_key = sm2_credential("not the gateway")
     forger = near_station(link.folder / "forger.sqlite", link.folder / "down", link.folder / "forger-up",
-                          Credential(GATEWAY_CERT, stranger_pem, stranger_key), (link.folder / "agent.pem").read_bytes())
+                          Credential(GATEWAY_CERT, stranger_pem, stranger_key),
+                          (link.folder / "agent.pem").read_bytes())
     forger.send([link.bundle_control()])  # a batch as the gateway's would be, by a key the agent never imported
     agent = link.agent()
     try:
@@ -234,3 +236,57 @@ def test_killed_between_delivering_and_recording_the_agent_answers_once_and_deli
     assert sector.counters["submits_received"] == 1
     answers = [e for e in link.received() if e["type"] == "answer"]
     assert [(a["message"], a["outcome"]) for a in answers] == [(submitted.id, "ok")]
+
+
+def test_a_bundle_that_is_not_what_its_control_entry_says_is_refused_and_shown(link: Link) -> None:
+    link.near.send([link.bundle_control(version="9.9.9")])
+    agent = link.agent()
+    try:
+        assert agent.run_once().installed == 0
+    finally:
+        agent.close()
+    shown = CliRunner().invoke(app, ["ferry", "state", "--config", str(link.config_file), "--json"])
+    assert shown.exit_code == 0, shown.output
+    (bundle,) = json.loads(shown.output)["bundles"]
+    assert (bundle["version"], bundle["active"]) == ("9.9.9", False)
+    assert "the control entry says civil_affairs 9.9.9, the bundle is civil_affairs 2026.11.1" in bundle["problem"]
+
+
+def test_the_commands_refuse_what_the_agent_cannot_run_with_exit_2_naming_what_to_do(link: Link) -> None:
+    runner, config = CliRunner(), str(link.config_file)
+    text = link.config_file.read_text(encoding="utf-8")
+    link.config_file.write_text(text + "colour: blue\n", encoding="utf-8")
+    refused = runner.invoke(app, ["ferry", "run-once", "--config", config])
+    assert refused.exit_code == 2 and "`colour`: unknown key" in refused.output and "Traceback" not in refused.output
+    link.config_file.write_text(text.replace("near_certificate: yiwang-ferry", "near_certificate: other"),
+                                encoding="utf-8")
+    untrusted = runner.invoke(app, ["ferry", "serve", "--config", config])
+    assert untrusted.exit_code == 2 and "yiwang certs import --agent" in untrusted.output
+    link.config_file.write_text(text.replace("agent/state.sqlite", "elsewhere.sqlite"), encoding="utf-8")
+    for command in (["ferry", "run-once"], ["ferry", "state"], ["certs", "import", "--agent", config, "x", "--cert",
+                                                                   str(link.folder / "near.pem")]):
+        uninitialised = runner.invoke(app, [*command, "--config", config] if command[0] == "ferry" else command)
+        assert uninitialised.exit_code == 2 and "yiwang ferry init" in uninitialised.output, uninitialised.output
+    assert not (link.folder / "elsewhere.sqlite").exists()  # nothing made by a command that refused
+
+
+@pytest.mark.timeout(30)
+def test_serve_answers_until_sigterm_then_finishes_its_pass_and_exits_0(link: Link,
+                                                                        sector: CivilAffairsSimulator) -> None:
+    link.near.send([link.bundle_control()])
+    submitted = message("MZ-FERRY-4", "11150203MB0C000405400011300300020261207000004")
+    link.near.send([submitted])
+    serving = subprocess.Popen([YIWANG, "ferry", "serve", "--config", str(link.config_file)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        back: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 15
+        while not any(e["type"] == "answer" for e in back) and time.monotonic() < deadline:
+            time.sleep(0.1)
+            back += link.received()
+    finally:
+        serving.send_signal(signal.SIGTERM)
+        _, stderr = serving.communicate(timeout=15)
+    assert [e["message"] for e in back if e["type"] == "answer"] == [submitted.id]
+    assert serving.returncode == 0, stderr.decode()
+    assert "ferry agent stopped" in stderr.decode()

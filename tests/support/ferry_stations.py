@@ -1,26 +1,36 @@
-"""A ferry link made of two real `Station`s on one database (the tables are keyed by channel, so the near and
-the far side can share it in a test), SM2 keys both ways, and a hand that carries files across dropping what
-it is told to: channel state for the operators' API, CLI and metrics to read, made the way a running link
-makes it. The near side is named as the gateway names it (`NearLink`: sector and station)."""
+"""Ferry links for the operators' tests, made by real `Station`s the way a running link makes its state.
+
+- `make_link`: a link of two stations on one database (the gateway's, whose migration made the ferry tables;
+  they are keyed by channel, so the near and the far side can share them in a test), SM2 keys both ways, and a
+  hand that carries files across dropping what it is told to. The near side is named as the gateway names it
+  (`LinkStation`: sector and station).
+- `ferry_sector`: a gateway's own link — the civil affairs ferry bundle active, its keys in the store — with the
+  agent played by a station reading and writing the gateway's link folders (`FarAgent`)."""
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Engine, MetaData, inspect
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, select
 
 from adapters.kinds.ferry.batch import Batch, Entry, FerryKeys
 from adapters.kinds.ferry.folders import LinkFolder
 from adapters.kinds.ferry.station import ReceiveReport, Station, StationConfig
-from adapters.kinds.ferry.tables import FerryTables, ferry_tables
+from adapters.registry import default_bundles_dir
 from certstore import Credential
-from gateway.bootstrap.ferry_links import NearLink
+from gateway.bootstrap.app import Gateway, create_app
+from gateway.bootstrap.ferry_links import LinkStation
+from gateway.domain.roles import Role
+from gateway.persistence import tables as t
+from gateway.persistence.ferry_tables import FERRY_TABLES
+from gateway.sectors.bundle_records import pack_folder
+from tests.support.gateways import Keys
 from tests.support.pki import sm2_credential
 
 LINK = "public_security"
@@ -41,27 +51,6 @@ class FerryClock:
         self.now += timedelta(**delta)
 
 
-def tables_in(engine: Engine) -> FerryTables:
-    """The ferry tables on `engine`'s database, as the gateway declares them."""
-    return ferry_tables(MetaData())
-
-
-@contextmanager
-def ferry_tables_made(engine: Engine) -> Iterator[None]:
-    """The ferry tables in the database while the block runs, if the migrations did not make them: dropped
-    afterwards, so the test database's schema is again the migrations' own (conftest's PostgresSchema)."""
-    metadata = MetaData()
-    ferry_tables(metadata)
-    made = not inspect(engine).has_table("ferry_channels")
-    if made:
-        metadata.create_all(engine)
-    try:
-        yield
-    finally:
-        if made:
-            metadata.drop_all(engine)
-
-
 @dataclass
 class TestLink:
     """Both sides of one link and the folders between them."""
@@ -73,8 +62,8 @@ class TestLink:
     clock: FerryClock
 
     @property
-    def near_link(self) -> NearLink:
-        return NearLink(self.near.config.send_channel.rsplit(".", 1)[0], self.near)
+    def link_station(self) -> LinkStation:
+        return LinkStation(self.near.config.send_channel.rsplit(".", 1)[0], self.near)
 
     def send_down(self, count: int) -> None:
         for _ in range(count):
@@ -113,7 +102,7 @@ def make_link(engine: Engine, root: Path, clock: FerryClock | None = None, *, li
               mode: str = "one_way", resend_after: timedelta = timedelta(minutes=5),
               beacon_every: timedelta = timedelta(minutes=1)) -> TestLink:
     """The link `link` (the sector of the same name), its folders under `root`."""
-    tables, clock = tables_in(engine), clock or FerryClock()  # made by `ferry_tables_made`
+    tables, clock = FERRY_TABLES, clock or FerryClock()
     near_pem, far_pem = sm2_credential("yiwang-ferry"), sm2_credential("public_security-ferry")
     near_own, far_own = Credential("yiwang-ferry", *near_pem), Credential("public_security-ferry", *far_pem)
     near_keys = FerryKeys(own=near_own, peer=[Credential(far_own.name, far_own.certificate_pem)])
@@ -150,3 +139,75 @@ def _ignore(batch: Batch, entry: Entry) -> None:
     """The entries' effect is not what these tests look at."""
 
 
+
+
+# --------------------------------------------------------------------------- a gateway with a sector behind a gap
+
+FERRY_BUNDLE = default_bundles_dir() / "upgrades" / "civil_affairs_ferry"  # two-way, .txt files, text wrapper
+FERRY_SECTOR = "civil_affairs"
+ALLOWANCE = "11150203MB0C0004054000113003000"  # 困难残疾人两项补贴: the civil affairs bureau decides
+
+
+@dataclass
+class FarAgent:
+    """The agent's side of the gateway's link, played by a station of the test's: it reads the gateway's
+    outgoing folder and writes into its incoming one (no isolation gateway between them)."""
+
+    station: Station
+    messages: list[dict[str, Any]] = field(default_factory=list)  # every `message` entry's body, with its id
+
+    def take(self) -> ReceiveReport:
+        def keep(batch: Batch, entry: Entry) -> None:
+            if entry.type == "message":
+                self.messages.append({"id": entry.id, "key": entry.key, **json.loads(entry.body)})
+
+        return self.station.receive(keep)
+
+    def answer_latest(self, result: dict[str, Any]) -> None:
+        """An `ok` answer to the latest message taken (the spec's "Answers"), sent up."""
+        latest = self.messages[-1]
+        body = {"message": latest["id"], "key": latest["key"], "operation": latest["operation"], "outcome": "ok",
+                "result": result, "error": None}
+        self.station.send([Entry(id=uuid.uuid4().hex, type="answer", key=latest["key"],
+                                 body=json.dumps(body).encode())])
+
+
+def ferry_sector(gateway: Gateway) -> FarAgent:
+    """The civil affairs bureau behind a gap on `gateway`: the ferry bundle active, the gateway's SM2 key and the
+    agent's certificate in its store, and the agent played by a station on the gateway's database."""
+    near_pem, far_pem = sm2_credential("yiwang-ferry"), sm2_credential("civil_affairs-ferry")
+    gateway.certs.import_pem("yiwang-ferry", *near_pem, actor="test")
+    gateway.certs.import_pem("civil_affairs-ferry", far_pem[0], actor="test")
+    version = gateway.bundles.register(pack_folder(FERRY_BUNDLE), "test").version
+    gateway.bundles.activate(FERRY_SECTOR, version, "test", force=True)
+    near = gateway.ferry.station(gateway.registry.get(FERRY_SECTOR).bundle).config
+    keys = FerryKeys(own=Credential("civil_affairs-ferry", *far_pem),
+                     peer=[Credential("yiwang-ferry", near_pem[0])])
+    config = StationConfig(name="civil_affairs-agent", send_channel=near.receive_channel,
+                           receive_channel=near.send_channel, outgoing=near.incoming, incoming=near.outgoing)
+    return FarAgent(Station(gateway.engine, FERRY_TABLES, config, lambda: keys, gateway.service.clock.now))
+
+
+def allowance_case(gateway: Gateway) -> str:
+    """A case for the civil affairs bureau, submitted at a window: its case number."""
+    body = {"matter_code": ALLOWANCE, "channel": "city_window",
+            "applicant": {"name": "王建国", "id_number": "150203198503120039", "phone": "13847100001"},
+            "materials": [{"name": "居民身份证"}, {"name": "残疾人证"}],
+            "form": {"family_size": 2, "monthly_income": "900.00"}}
+    with TestClient(create_app(gateway), headers=Keys.of(gateway, Role.WINDOW)) as window:
+        answer = window.post("/v1/cases", json=body)
+    assert answer.status_code == 201, answer.text
+    return str(answer.json()["case_no"])
+
+
+def submission(gateway: Gateway, case_no: str) -> Any:
+    """The case's submit_case outbox message."""
+    with gateway.engine.connect() as conn:
+        return conn.execute(select(t.outbox).where(t.outbox.c.case_no == case_no,
+                                                   t.outbox.c.operation == "submit_case")).one()
+
+
+def waiting_for_answer(gateway: Gateway, case_no: str) -> bool:
+    """Whether the case's submission went across and waits for its answer (due again later, still pending)."""
+    row = submission(gateway, case_no)
+    return bool(row.status == "pending" and row.available_at.replace(tzinfo=UTC) > gateway.service.clock.now())
