@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check bench bundle-schema cli-reference clean
+.PHONY: demo test lint typecheck check bench bundle-schema cli-reference wheelhouse clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,24 @@ bundle-schema: $(STAMP)
 # them current.
 cli-reference: $(STAMP)
 	$(BIN)/python -m tests.support.cli_reference
+
+# An offline wheelhouse for a 前置机 with no package index (README, "前置机: running the ferry agent"): the project
+# and every runtime dependency (no test extras) as wheels for this platform, with INSTALL.txt and SHA256SUMS; then
+# INSTALL.txt's own command is run against it, in a throwaway virtualenv with every index and pip setting turned
+# off (PIP_CONFIG_FILE=/dev/null, --isolated), and the agent's command started from it, so a wheel missing from the
+# folder fails here, not behind the gap.
+# tests/unit/test_ferry_deployment.py holds this recipe, INSTALL.txt and the README to the same command.
+WHEELHOUSE := dist/wheelhouse
+wheelhouse: $(STAMP)
+	rm -rf $(WHEELHOUSE) dist/wheelhouse-check
+	$(BIN)/pip wheel --quiet --wheel-dir $(WHEELHOUSE) .
+	cp deploy/wheelhouse/INSTALL.txt $(WHEELHOUSE)/INSTALL.txt
+	$(BIN)/python -c "import platform, sysconfig; print(f'made for: CPython {platform.python_version()} on {sysconfig.get_platform()}')" >> $(WHEELHOUSE)/INSTALL.txt
+	cd $(WHEELHOUSE) && sha256sum *.whl > SHA256SUMS
+	cd dist && $(PYTHON) -m venv wheelhouse-check && PIP_CONFIG_FILE=/dev/null wheelhouse-check/bin/pip --isolated install --quiet --no-index --find-links wheelhouse yiwang
+	dist/wheelhouse-check/bin/yiwang ferry serve --help > /dev/null && dist/wheelhouse-check/bin/yiwang --version
+	rm -rf dist/wheelhouse-check
+	du -sh $(WHEELHOUSE)
 
 lint: $(STAMP)
 	$(BIN)/lint-imports
@@ -53,4 +71,4 @@ test: lint typecheck
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) var dist .pytest_cache

@@ -69,6 +69,7 @@ SECTIONS: Mapping[str, str] = {
     "e2e_postgres_rabbitmq": "bench.e2e:postgres_rabbitmq",
     "scaling": "bench.e2e:scaling",
     "replay": "bench.replay",
+    "ferry": "bench.ferry",
 }
 
 REPORT = Path(__file__).resolve().parents[1] / "bench-report.json"

@@ -39,6 +39,13 @@ and two synchronous queries (housing-fund balance, marriage record); then
   15. the province's electronic licence library (电子证照库), subscribed to `certificate_issued`: every certificate
      the scenes issued was filed there as a guaranteed delivery; an applicant then cites her 居民身份证 from the library
      instead of uploading it, and the case shows it `authoritative` with its provenance.
+  16. civil affairs behind an isolation gateway (网闸): the ferry. Folders under var/demo/ferry/ stand for the two
+     sides, a small thread for the isolation gateway between them (gateway/bootstrap/demo_link.py); the agent of
+     the sector's 前置机 is initialised (`yiwang ferry init`), certificates are imported both ways and the agent is
+     started (`yiwang ferry serve`) while the scenes before play; the ferry bundle is activated, its carried
+     bundle crosses as a signed control batch, and a case is approved across the gap. Then the link loses one
+     batch: the agent names the gap (`yiwang ferry state`), an operator resends it (`yiwang ferry resend`), and
+     that case is approved too. Last, civil affairs's direct bundle is activated again.
 Part of the composition root. The demo plays the sector teams too, so it names sectors, as no product module
 may (tests/unit/test_sectors_stay_out_of_the_product.py).
 """
@@ -47,6 +54,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -71,6 +79,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from rich.console import Console
 from rich.table import Table
 
+import ferry
 from adapters import default_bundles_dir, load_bundle
 from adapters.simulators.base import ServerTls
 from adapters.simulators.civil_affairs import CivilAffairsSimulator
@@ -83,6 +92,7 @@ from adapters.simulators.social_security import SocialSecuritySimulator
 from adapters.simulators.wssec import MessageSigning
 from certstore import sm2_self_signed
 from gateway.bootstrap.app import Gateway, build_gateway, create_app
+from gateway.bootstrap.demo_link import FolderLink
 from gateway.bootstrap.serving import serve_in_thread
 from gateway.config import Settings
 from gateway.domain.roles import Role
@@ -96,12 +106,18 @@ UNEMPLOYMENT = "12150200MB1A00010L3000805001000"  # 失业保险金申领
 PENSION_TRANSFER = "12150200MB1A00010L3000805002000"  # 职工基本养老保险关系转移接续
 RETIREMENT = "12150200MB1A00010L3000805005000"  # 职工退休一件事 (parallel: social security + housing fund)
 SUBSISTENCE = "11150204MB0C00050L4000113002000"  # 最低生活保障审批 (青山区民政局)
+SUBSISTENCE_MATERIALS = ("最低生活保障申请书", "居民身份证", "居民户口簿", "家庭收入和财产状况声明",
+                         "家庭经济状况核对授权书")
 ID_CARD_RENEWAL = "11150203MB0E00080E4000114002000"  # 居民身份证换领 (昆都仑区分局)
 LICENCE = "11150200MB0H00130B3000116001000"  # 就业创业证电子证照签发 (政务服务和数据管理局): the e_licence sector
 LICENCE_PKI = DEMO_DIR / "e_licence-pki"  # scene 11: our SM2 pair and the sector's, as files to import
 UNEMPLOYMENT_MATERIALS = [{"name": "居民身份证"}, {"name": "解除或终止劳动合同证明"}, {"name": "本人银行账户"}]
 SOCIAL_SECURITY_CARD = "12150200MB1A00010L3000805004000"  # 社会保障卡申领: the sector insists on a photo
 SOCIAL_SECURITY_AGENCY = "12150200MB1A00010L"  # 包头市社会保险事业服务中心
+FERRY_DIR = DEMO_DIR / "ferry"  # scene 16: near/ is the gateway's YIWANG_FERRY_DIR, far/ the sector's 前置机
+FERRY_BUNDLE = ("upgrades", "civil_affairs_ferry")  # under the shipped bundles: civil affairs behind a ferry
+FERRY_CHANNEL = "civil_affairs"
+BATCH_SEQ = re.compile(r"_(?P<seq>[0-9]{10})_[0-9a-f]{8}")  # a batch file's seq (folders.Naming's pattern)
 
 
 class DemoFailed(Exception):
@@ -156,7 +172,7 @@ def run_demo(console: Console, base: Settings, fresh: bool = True, timeout_s: fl
         _register(console, default_bundles_dir() / "rating_platform", endpoints, force=True)
         _register(console, default_bundles_dir() / "licence_library", endpoints, force=True)  # the same
         settings = replace(base, var_dir=DEMO_DIR, database_url=None, poll_interval_ms=200,
-                           sector_endpoints=endpoints)
+                           sector_endpoints=endpoints, ferry_dir=FERRY_DIR / "near", ferry_interval_ms=200)
         gateway = build_gateway(settings)
         stack.callback(gateway.close)
         base_url = stack.enter_context(serve_in_thread(create_app(gateway)))
@@ -168,6 +184,11 @@ def run_demo(console: Console, base: Settings, fresh: bool = True, timeout_s: fl
         stack.callback(desk.close)
         # Scene 11's five `yiwang` commands (seconds each) run while scenes 1-10 play; it shows what they said.
         joining = stack.enter_context(ThreadPoolExecutor(1)).submit(_licence_joins, licence, systems["e_licence"].url)
+        # Scene 16's set-up (the agent's init, certificates both ways, the bundle registered) likewise.
+        site = FerrySite(FERRY_DIR)
+        link = stack.enter_context(site.link())
+        ferrying = stack.enter_context(ThreadPoolExecutor(1)).submit(site.set_up, systems["civil_affairs"].url)
+        stack.callback(site.stop_agent)
         ok = _play(console, desk, timeout_s)
         ok = _outage(console, gateway, systems["social_security"], desk, timeout_s) and ok
         for scene in (_correction, _back_office):
@@ -177,6 +198,7 @@ def run_demo(console: Console, base: Settings, fresh: bool = True, timeout_s: fl
         ok = _certificate_prefilled(console, systems["e_licence"], desk, timeout_s) and ok
         ok = _rated(console, systems["rating_platform"], desk, timeout_s) and ok
         ok = _licence_cited(console, systems["licence_library"], desk, timeout_s) and ok
+        ok = _behind_a_ferry(console, site, link, desk, ferrying, timeout_s) and ok
         ok = _logs_intact(console, gateway) and ok
         console.print({s: sim.counters["cases_created"] for s, sim in systems.items()}, "cases applied per sector")
     console.rule("[green]demo succeeded" if ok else "[red]demo failed")
@@ -207,7 +229,8 @@ def _register(console: Console, folder: Path, endpoints: dict[str, str], *, forc
 
 def _yiwang(*args: str, **settings: str) -> str:
     """The public command, in its own process, on the demo's var dir (as the people the demo plays would)."""
-    env = {**os.environ, "YIWANG_VAR_DIR": str(DEMO_DIR), "YIWANG_LOG_LEVEL": "warning", **settings}
+    env = {**os.environ, "YIWANG_VAR_DIR": str(DEMO_DIR), "YIWANG_FERRY_DIR": str(FERRY_DIR / "near"),
+           "YIWANG_LOG_LEVEL": "warning", **settings}
     env.pop("YIWANG_DATABASE_URL", None)
     yiwang = str(Path(sys.executable).with_name("yiwang"))
     done = subprocess.run([yiwang, *args], env=env, capture_output=True, text=True, timeout=120)
@@ -313,9 +336,7 @@ def _civil_affairs(desk: Desk, timeout_s: float) -> str:
     case = _submit(desk.window, {"matter_code": SUBSISTENCE, "channel": "city_window",
                                  "applicant": {"name": "刘志强", "id_number": "150204198809210041",
                                                "phone": "13614720005"},
-                                 "materials": [{"name": n} for n in ("最低生活保障申请书", "居民身份证",
-                                                                     "居民户口簿", "家庭收入和财产状况声明",
-                                                                     "家庭经济状况核对授权书")]})
+                                 "materials": [{"name": n} for n in SUBSISTENCE_MATERIALS]})
     case = _wait(desk.window, case["case_no"], "approved", timeout_s)
     _issue_and_deliver(desk, case, {"method": "pickup", "received_by": "刘志强"})
     return str(case["case_no"])
@@ -739,6 +760,147 @@ def _licence_cited(console: Console, library: LicenceLibrarySimulator, desk: Des
                   f"(delivered on certificate_issued), e.g. {filed.name} {filed.number} of case {filed.case_no}; case "
                   f"{case['case_no']} cites a licence: {json.dumps(cited, ensure_ascii=False)}", highlight=False)
     return True
+
+
+class FerrySite:
+    """Scene 16's two sides of an isolation gateway, as folders under `root`: `near/` is the gateway's
+    YIWANG_FERRY_DIR (`civil_affairs/outgoing`, `civil_affairs/incoming`), `far/` the sector's 前置机 — the agent's
+    configuration, state, master key and its two link folders. Our SM2 pair for the ferry is made here (the
+    security administrator's part; files under `near/pki/`)."""
+
+    def __init__(self, root: Path) -> None:
+        self.near, self.far = root / "near" / FERRY_CHANNEL, root / "far"
+        self.config = self.far / "agent.yaml"
+        self.agent: subprocess.Popen[bytes] | None = None
+        self.said: list[str] = []  # the commands run, as shown
+
+    def link(self) -> FolderLink:
+        """The isolation gateway: down from our outgoing to the agent's incoming, up the other way."""
+        return FolderLink({"down": (self.near / "outgoing", self.far / "incoming"),
+                           "up": (self.far / "outgoing", self.near / "incoming")})
+
+    def set_up(self, sector_url: str) -> str:
+        """What the sector's 前置机 operators and our security administrator do once: the agent's configuration
+        and `yiwang ferry init`, our ferry key pair and the agent's certificate into our store, ours into the
+        agent's, the ferry bundle registered (activated in the scene), and the agent started. The version."""
+        for folder in (self.far / "incoming", self.far / "outgoing"):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(json.dumps({  # YAML's superset: the agent reads it as YAML
+            "name": "civil_affairs-agent", "channel": FERRY_CHANNEL, "state": "agent.sqlite",
+            "master_key_file": "master.key", "incoming": "incoming", "outgoing": "outgoing",
+            "own_certificate": "civil_affairs-ferry", "near_certificate": "yiwang-ferry",
+            "naming": {"extension": ".txt", "wrapper": "text"}, "interval_ms": 100, "endpoint": sector_url,
+            "poll_interval_ms": 200}, indent=2), encoding="utf-8")
+        pki = self.near.parent / "pki"
+        pki.mkdir(parents=True, exist_ok=True)
+        ours, key = pki / "yiwang-ferry.pem", pki / "yiwang-ferry.key"
+        certificate_pem, key_pem = sm2_self_signed("yiwang-ferry")
+        ours.write_bytes(certificate_pem)
+        key.write_bytes(key_pem)
+        key.chmod(0o600)
+        theirs = self.far / "civil_affairs-ferry.pem"
+        for args in (("ferry", "init", "--config", str(self.config), "--out", str(theirs)),
+                     ("certs", "import", "civil_affairs-ferry", str(theirs)),
+                     ("certs", "import", "yiwang-ferry", str(ours), "--key", str(key)),
+                     ("certs", "import", "--agent", str(self.config), "yiwang-ferry", "--cert", str(ours)),
+                     ("adapters", "register", str(_shown(default_bundles_dir().joinpath(*FERRY_BUNDLE))))):
+            _yiwang(*args)
+            self.said.append(f"$ yiwang {shlex.join(args)}")
+        with (self.far / "agent.log").open("wb") as log:  # the child keeps its own copy of the descriptor
+            self.agent = subprocess.Popen(  # the one command of the 前置机, in its own process
+                [str(Path(sys.executable).with_name("yiwang")), "ferry", "serve", "--config", str(self.config)],
+                env={**os.environ, "YIWANG_LOG_LEVEL": "warning"}, stdout=subprocess.DEVNULL, stderr=log)
+        self.said.append(f"$ yiwang ferry serve --config {self.config}   # the agent, pid {self.agent.pid}")
+        return load_bundle(default_bundles_dir().joinpath(*FERRY_BUNDLE)).version
+
+    def agent_state(self) -> dict[str, Any]:
+        """What `yiwang ferry state` shows, read here (the scene waits on it: a process a look is too slow)."""
+        return ferry.agent_state(ferry.load_config(self.config))
+
+    def stop_agent(self) -> None:
+        """SIGTERM: the agent finishes the pass in hand and exits."""
+        if self.agent is not None and self.agent.poll() is None:
+            self.agent.terminate()
+            try:
+                self.agent.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.agent.kill()
+
+
+def _behind_a_ferry(console: Console, site: FerrySite, link: FolderLink, desk: Desk, setting_up: Future[str],
+                    timeout_s: float) -> bool:
+    """16: civil affairs behind an isolation gateway. The ferry bundle is activated; its carried SOAP bundle
+    crosses first (a signed control batch the agent installs); a 最低生活保障审批 crosses as a batch, the agent
+    delivers it and polls the sector, and the decision comes back as a batch: approved. Then the link loses the
+    next batch down: a second case's message. The next batch (a third case) makes the agent name the gap; an
+    operator resends the missing batch from the gateway's kept copy, and the second case is approved as well.
+    Last, the direct bundle is active again, so a later run starts as this one did."""
+    title = "16 网闸隔离：民政前置机摆渡代理（签名加密的批次文件）→ 跨网闸办件 → 丢失批次 → 代理指出缺口 → 重发 → 办结"
+    console.print(f"[bold]{title}")
+    direct = load_bundle(default_bundles_dir() / "civil_affairs").version
+    try:
+        version = setting_up.result(timeout=timeout_s)
+        console.print("\n".join(site.said), highlight=False)
+        _yiwang("adapters", "activate", FERRY_CHANNEL, version, "--force")  # a ferry has no harmless call to test
+        console.print(f"$ yiwang adapters activate {FERRY_CHANNEL} {version} --force", highlight=False)
+        _until(lambda: any(b.get("active") for b in site.agent_state()["bundles"]), timeout_s,
+               "the agent to install the carried bundle")
+        first = _wait(desk.window, _subsistence(desk, "郭文秀", "15020419560812002X")["case_no"], "approved",
+                      timeout_s)
+        link.lose_next_batch("down")
+        lost = _subsistence(desk, "白玉兰", "150204196203150022")
+        _until(lambda: bool(link.lost), timeout_s, "the link to lose a batch")
+        seq = int(_expect_match(BATCH_SEQ.search(link.lost[0]), link.lost[0])["seq"])
+        after = _subsistence(desk, "韩建军", "150204197011020017")  # its batch shows the agent the gap
+        _until(lambda: _gaps(site.agent_state()) > 0, timeout_s, f"the agent to name batch {seq} missing")
+        named = next(c for c in site.agent_state()["channels"] if c["direction"] == "receive")
+        resend = ("ferry", "resend", FERRY_CHANNEL, str(seq), str(seq), "--reason", "网闸丢失批次，按代理缺口重发")
+        said = " ".join(_yiwang(*resend).split())
+        for case in (lost, after):
+            _wait(desk.window, case["case_no"], "approved", timeout_s)
+    except (DemoFailed, httpx.HTTPError, KeyError, ValueError, TimeoutError) as exc:
+        console.print(f"[red]{title}: {exc}")
+        return False
+    finally:
+        try:
+            _yiwang("adapters", "activate", FERRY_CHANNEL, direct)  # tested at the start: scene 5 ran on it
+        except DemoFailed as exc:
+            console.print(f"[red]civil affairs's direct bundle {direct} is not active again: {exc}")
+    console.print(f"the link carried {len(link.carried['down'])} batches down (a batch of one message: "
+                  f"{link.carried['down'][-1]:,} bytes as text) and {len(link.carried['up'])} up; it lost "
+                  f"{link.lost[0]}", highlight=False)
+    console.print(f"$ yiwang ferry state --config {site.config}\n  → {named['channel']}: last batch "
+                  f"{named['last_seq']}, applied without a hole up to {named['applied_seq']}, {named['gaps']} gap "
+                  f"(batch {seq} missing)\n$ yiwang {shlex.join(resend)}\n  → {said}\n"
+                  f"$ yiwang adapters activate {FERRY_CHANNEL} {direct}   # the direct bundle again", highlight=False)
+    _show_case(console, title, desk, first["case_no"])
+    _show_case(console, "16 (the lost batch's case, after the resend)", desk, lost["case_no"])
+    return True
+
+
+def _subsistence(desk: Desk, name: str, id_number: str) -> dict[str, Any]:
+    """A 最低生活保障审批 at the city window with every material: the civil-affairs sector approves it."""
+    return _submit(desk.window, {"matter_code": SUBSISTENCE, "channel": "city_window",
+                                 "applicant": {"name": name, "id_number": id_number, "phone": "13614720016"},
+                                 "materials": [{"name": n} for n in SUBSISTENCE_MATERIALS]})
+
+
+def _gaps(state: dict[str, Any]) -> int:
+    """How many gaps the agent's state names open on the channel it receives."""
+    return sum(int(channel["gaps"]) for channel in state["channels"] if channel["direction"] == "receive")
+
+
+def _expect_match(found: re.Match[str] | None, text: str) -> re.Match[str]:
+    if found is None:
+        raise DemoFailed(f"not a batch file name: {text}")
+    return found
+
+
+def _until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        _expect(time.monotonic() < deadline, f"waited {timeout_s} s for {what}")
+        time.sleep(0.2)
 
 
 def _filed(library: LicenceLibrarySimulator, timeout_s: float) -> Licence:
