@@ -2,7 +2,7 @@
 
     name: mz-agent                      # this side's sender name in every batch it writes
     channel: civil_affairs              # the link: receives `<channel>.down`, sends `<channel>.up`
-    state: /var/lib/yiwang/agent.sqlite
+    state: /var/lib/yiwang/ferry-agent.sqlite
     master_key_file: /var/lib/yiwang/master.key
     incoming: /srv/ferry/in             # where the isolation gateway drops the near side's batches
     outgoing: /srv/ferry/out            # where it picks ours up
