@@ -41,11 +41,20 @@ from typing import Any
 
 from sqlalchemy import MetaData, create_engine
 
-from adapters import Operation, build_adapter, default_bundles_dir, load_bundle
-from adapters.kinds.ferry.batch import Batch, Entry, FerryKeys
-from adapters.kinds.ferry.folders import LinkFolder, Naming
-from adapters.kinds.ferry.station import Station, StationConfig
-from adapters.kinds.ferry.tables import ferry_tables
+from adapters import (
+    Batch,
+    Entry,
+    FerryKeys,
+    LinkFolder,
+    Naming,
+    Operation,
+    Station,
+    StationConfig,
+    build_adapter,
+    default_bundles_dir,
+    ferry_tables,
+    load_bundle,
+)
 from bench import Options, figure
 from bench.harness import percentile, sector_process
 from certstore import Credential, sm2_self_signed

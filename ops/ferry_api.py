@@ -20,9 +20,10 @@ names, codes).
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, cast
 
-from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.audit.ledger import Ledger
@@ -30,9 +31,11 @@ from gateway.domain.clock import Clock
 from gateway.domain.roles import Identity, Role
 from gateway.http.callers import require
 from gateway.http.json_bodies import JsonBodyRoute
+from gateway.http.paging import Page, Paged, answer
 from gateway.http.problems import install_problems, problem_doc
 from gateway.http.schemas import BeijingTime
 from gateway.http.text_fields import typed
+from gateway.persistence.keyset import Keyset
 from gateway.sectors import ferry_channels as ferry
 from gateway.sectors.ferry_channels import MAX_RESEND, FerryChannels
 from ops.dead_letters import REASON_REQUIRED, ReasonRequired
@@ -40,7 +43,11 @@ from ops.dead_letters import REASON_REQUIRED, ReasonRequired
 router = APIRouter(prefix="/v1/ops/ferry", tags=["operators"], route_class=JsonBodyRoute)
 Reader = Annotated[Identity, Depends(require(Role.OPERATOR, Role.SECTOR_ADMIN))]  # and resender
 LinkName = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="the link: its bundle's ferry.channel")]
-MAX_LIST = 1000
+MAX_LIST = 1000  # quarantined files listed at most (the newest); the folder keeps them all
+# The lists' orders (keyset paging, gateway.http.paging): links by name, gaps oldest first, quarantine newest first.
+LINKS = Keyset("ferry links", (str,))
+GAPS = Keyset("ferry gaps", (str, int))
+QUARANTINE = Keyset("ferry quarantine", (datetime, str), descending=True)
 SEQ_MAX = 2**62  # far beyond any channel; keeps the numbers inside every database's integers
 
 
@@ -139,30 +146,36 @@ def _clock(request: Request) -> Clock:
 # --- routes ------------------------------------------------------------------------------------------------
 
 
-@router.get("/channels", response_model=list[ChannelOut], responses=problem_doc(401, 403), summary="摆渡通道状态")
-def list_channels(request: Request, identity: Reader) -> list[dict[str, Any]]:
+@router.get("/channels", response_model=Page[ChannelOut], responses=problem_doc(401, 403, 422), summary="摆渡通道状态")
+def list_channels(request: Request, identity: Reader, paging: Paged) -> dict[str, Any]:
     """每条摆渡链路的两个方向：最后一批及其时长、未确认批次、滞后、未补齐的缺口、对端最后一次信标（或回执）的时长、
-    被隔离的批次。部门系统管理员只看到本部门的。只读。"""
+    被隔离的批次。按链路名排序分页；部门系统管理员只看到本部门的。只读。"""
     now = _clock(request).now()
-    return [ferry.link_view(report, now) for report in _channels(request).links() if _visible(identity, report)]
+    links = [report for report in _channels(request).links() if _visible(identity, report)]
+    page = LINKS.seek(links, lambda report: (report.link,), paging.after(LINKS), paging.limit)
+    return answer(LINKS, page, lambda report: ferry.link_view(report, now), len(links))
 
 
-@router.get("/channels/{channel}/gaps", response_model=list[GapOut], responses=problem_doc(401, 403, 404),
+@router.get("/channels/{channel}/gaps", response_model=Page[GapOut], responses=problem_doc(401, 403, 404, 422),
             summary="摆渡通道的缺口")
-def list_gaps(channel: LinkName, request: Request, identity: Reader) -> list[dict[str, Any]]:
-    """一条链路上被点名缺失、尚未补齐的批次范围，最早的在前。只读。"""
+def list_gaps(channel: LinkName, request: Request, identity: Reader, paging: Paged) -> dict[str, Any]:
+    """一条链路上被点名缺失、尚未补齐的批次范围，最早的在前，分页。只读。"""
     _link(request, identity, channel)
     now = _clock(request).now()
-    return [ferry.gap_view(gap, now) for gap in _channels(request).gaps(channel)]
+    gaps = _channels(request).gaps(channel)
+    page = GAPS.seek(gaps, lambda gap: (gap.channel, gap.seq_from), paging.after(GAPS), paging.limit)
+    return answer(GAPS, page, lambda gap: ferry.gap_view(gap, now), len(gaps))
 
 
-@router.get("/channels/{channel}/quarantine", response_model=list[QuarantinedOut],
+@router.get("/channels/{channel}/quarantine", response_model=Page[QuarantinedOut],
             responses=problem_doc(401, 403, 404, 422), summary="摆渡通道的隔离批次")
-def list_quarantine(channel: LinkName, request: Request, identity: Reader,
-                    limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = 100) -> list[dict[str, Any]]:
-    """一条链路上未通过校验而被隔离的文件（签名、密钥、封装、链条……），原因和时间，新的在前。只读。"""
+def list_quarantine(channel: LinkName, request: Request, identity: Reader, paging: Paged) -> dict[str, Any]:
+    """一条链路上未通过校验而被隔离的文件（签名、密钥、封装、链条……），原因和时间，新的在前，分页（最近的
+    MAX_LIST 个）。只读。"""
     _link(request, identity, channel)
-    return [ferry.quarantined_view(batch) for batch in _channels(request).quarantined(channel, limit)]
+    held = _channels(request).quarantined(channel, MAX_LIST)
+    page = QUARANTINE.seek(held, lambda batch: (batch.at, batch.file), paging.after(QUARANTINE), paging.limit)
+    return answer(QUARANTINE, page, ferry.quarantined_view, len(held))
 
 
 @router.post("/channels/{channel}/resend", response_model=ResendOut, response_model_by_alias=True,

@@ -90,7 +90,7 @@ def in_trouble(gateway: Gateway, link: TestLink) -> Desk:
 def test_operators_see_each_link_both_ways_its_gaps_and_quarantined_files(desk: Desk) -> None:
     answer = desk.operator.get(f"{FERRY}/channels")
     assert answer.status_code == 200, answer.text
-    [link] = answer.json()
+    [link] = answer.json()["items"]
     assert (link["channel"], link["sector"], link["mode"]) == (LINK, LINK, "one_way")
     down, up = link["down"], link["up"]
     assert (down["channel"], down["sending"], down["last_seq"]) == (DOWN, True, 3)
@@ -103,18 +103,18 @@ def test_operators_see_each_link_both_ways_its_gaps_and_quarantined_files(desk: 
     # the detail: its gaps and quarantined files
     gaps = desk.operator.get(f"{FERRY}/channels/{LINK}/gaps")
     assert gaps.status_code == 200, gaps.text
-    assert gaps.json() == [{"channel": UP, "seq_from": 2, "seq_to": 2, "named_at": "2026-12-07T16:00:00.000+08:00",
+    assert gaps.json()["items"] == [{"channel": UP, "seq_from": 2, "seq_to": 2, "named_at": "2026-12-07T16:00:00.000+08:00",
                             "age_s": 150.0}]
-    [quarantined] = desk.operator.get(f"{FERRY}/channels/{LINK}/quarantine").json()
+    [quarantined] = desk.operator.get(f"{FERRY}/channels/{LINK}/quarantine").json()["items"]
     assert (quarantined["channel"], quarantined["code"]) == (UP, "unreadable")
     assert quarantined["file"] == f"{UP}_0000000099_deadbeef.ferry" and quarantined["reason"]
     for what in ("gaps", "quarantine"):
         unknown = desk.operator.get(f"{FERRY}/channels/civil_affairs/{what}")
         assert unknown.status_code == 404 and unknown.json()["type"] == PROBLEM + "ferry-channel-not-found"
     # the link's sector administrator sees it as operators do; another sector's sees nothing of it
-    assert desk.own_admin.get(f"{FERRY}/channels").json()[0]["down"] == link["down"]
+    assert desk.own_admin.get(f"{FERRY}/channels").json()["items"][0]["down"] == link["down"]
     assert desk.own_admin.get(f"{FERRY}/channels/{LINK}/gaps").json() == gaps.json()
-    assert desk.other_admin.get(f"{FERRY}/channels").json() == []
+    assert desk.other_admin.get(f"{FERRY}/channels").json() == {"items": [], "next_cursor": None, "total": 0}
     for what in ("gaps", "quarantine"):
         assert desk.other_admin.get(f"{FERRY}/channels/{LINK}/{what}").status_code == 404
 

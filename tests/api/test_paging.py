@@ -300,4 +300,5 @@ def test_every_list_in_the_openapi_document_pages_and_none_is_a_bare_array(world
 PAGED_PATHS = ["/v1/audit", "/v1/messages", "/v1/matters", "/v1/matters/{code}/versions", "/v1/cases/lookup",
                "/v1/cases/{case_no}/events", "/v1/adapters/{sector}/versions", "/v1/identities", "/v1/approvals",
                "/v1/certificates", "/v1/webhooks", "/v1/webhooks/{webhook_id}/deliveries", "/v1/ops/dead-letters",
-               "/v1/ops/replays", "/v1/ops/webhook-failures"]
+               "/v1/ops/replays", "/v1/ops/webhook-failures", "/v1/ops/ferry/channels",
+               "/v1/ops/ferry/channels/{channel}/gaps", "/v1/ops/ferry/channels/{channel}/quarantine"]

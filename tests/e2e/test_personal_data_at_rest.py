@@ -55,7 +55,7 @@ def checkpoint(database: Path) -> None:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
-@pytest.mark.timeout(210)  # the whole demo, with a dozen `yiwang` commands as subprocesses, and its ferry agent
+@pytest.mark.timeout(300)  # the whole demo, with a dozen `yiwang` commands as subprocesses, and its ferry agent
 def test_the_demo_with_an_outage_leaves_no_id_or_phone_number_in_files_or_logs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
