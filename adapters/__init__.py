@@ -20,7 +20,8 @@ Public API (what `__all__` names, importable from `adapters` itself; the gateway
   the views and the far-side agent;
 - the adapter kinds: `AdapterKind` and their registry `KINDS` (`adapters/kinds/<kind>/`);
 - the ferry (adapters/kinds/ferry, adapters/FERRY-FORMAT.md), for the gateway's near side and the far-side agent
-  (`ferry`): a ferry bundle's options (`FerryOptions`), batches (`Batch`, `Entry`, `FerryKeys`, `Limits`,
+  (`ferry`): a ferry bundle's options (`FerryOptions`; what its `ferry.agent` may set, each one's minimum:
+  `FERRY_AGENT_SETTINGS`), batches (`Batch`, `Entry`, `FerryKeys`, `Limits`,
   `BatchRefused`; `keys_from_store`: a side's keys from its certificate store), link folders (`LinkFolder`,
   `Naming`, `FolderFull`), one side of a link (`Station`, `StationConfig`, `ReceiveReport`, `ChannelStatus`;
   `crash_point`, the test-only crash points a link folder is handed) and its tables (`ferry_tables` ->
@@ -66,7 +67,7 @@ if TYPE_CHECKING:  # the names as mypy and readers see them; at run time `__geta
     from adapters.ferry_state import FerryTables, ferry_tables
     from adapters.kind import AdapterKind
     from adapters.kinds import KINDS
-    from adapters.kinds.ferry import FerryOptions
+    from adapters.kinds.ferry import FERRY_AGENT_SETTINGS, FerryOptions
     from adapters.kinds.ferry.batch import Batch, BatchRefused, Entry, FerryKeys, Limits, keys_from_store
     from adapters.kinds.ferry.folders import FolderFull, LinkFolder, Naming
     from adapters.kinds.ferry.station import ChannelStatus, ReceiveReport, Station, StationConfig, crash_point
@@ -91,7 +92,8 @@ _MODULE_OF = {
     "DESCRIPTOR": "descriptor", "Bundle": "descriptor", "CallbackResults": "descriptor", "PollingResults": "descriptor",
     "AdapterKind": "kind",
     "KINDS": "kinds",
-    "FerryOptions": "kinds.ferry", "Batch": "kinds.ferry.batch", "BatchRefused": "kinds.ferry.batch",
+    "FerryOptions": "kinds.ferry", "FERRY_AGENT_SETTINGS": "kinds.ferry",
+    "Batch": "kinds.ferry.batch", "BatchRefused": "kinds.ferry.batch",
     "Entry": "kinds.ferry.batch", "FerryKeys": "kinds.ferry.batch", "Limits": "kinds.ferry.batch",
     "keys_from_store": "kinds.ferry.batch",
     "FolderFull": "kinds.ferry.folders", "LinkFolder": "kinds.ferry.folders", "Naming": "kinds.ferry.folders",
@@ -123,7 +125,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "DELIVERY_BREAKER", "DESCRIPTOR", "KINDS", "MATERIALS_SENT_WITH", "QUERY_BREAKER",
+    "DELIVERY_BREAKER", "DESCRIPTOR", "FERRY_AGENT_SETTINGS", "KINDS", "MATERIALS_SENT_WITH", "QUERY_BREAKER",
     "Adapter", "AdapterKind", "Answer", "AnswerPending", "Batch", "BatchRefused", "Bundle", "BundleError",
     "CallbackResults", "CanonicalMessage", "CanonicalResult", "CaseEventType", "ChannelStatus", "DeliveryError",
     "Entry", "FailureClass", "FerryKeys", "FerryOptions", "FerryTables", "FolderFull", "Limits", "LinkFolder",

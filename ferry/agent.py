@@ -4,6 +4,9 @@ One pass (`Agent.run_once`), in this order:
 1. `station.receive(apply)`: every batch the station opens and verifies (signed by the near side's certificate
    in the agent's store, in sequence, not seen before) hands its entries here —
    - `control` (a bundle): installed after the adapters' own checks (ferry/bundles.py), active for its sector;
+     `control` (a `config`): the gateway's settings for the agent (ferry/settings.py), checked strictly, stored,
+     and laid over the configuration file's at once (`config` is the effective one, `file_config` the file's):
+     the station is built again with them, polls use their interval; restored from the state at start;
    - `message`: delivered to the sector with `adapters.build_adapter` of the installed bundle (the configured
      `endpoint` instead of the bundle's, if set); its outcome becomes an `answer` (ferry/answers.py), stored —
      with the polling of an accepted submission — before the station records the message applied. A message
@@ -59,6 +62,7 @@ from ferry.answers import ANSWER, DECISION, Outbox, Pending
 from ferry.bundles import BundleRefused, Bundles
 from ferry.config import AgentConfig
 from ferry.polls import Poll, Polls, interval
+from ferry.settings import GatewaySettings, Received, SettingsRefused, effective, read_config
 from ferry.state import State, open_state
 
 log = structlog.get_logger("ferry.agent")
@@ -85,15 +89,36 @@ class Agent:
 
     def __init__(self, config: AgentConfig, *, env: Mapping[str, str] | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
-        self.config = config
+        self.file_config = self.config = config
         self.clock = clock
         self.state: State = open_state(config, env)
         engine, tables = self.state.engine, self.state.agent
         self.bundles = Bundles(engine, tables, self.state.store, config.endpoint)
         self.outbox = Outbox(engine, tables)
         self.polls = Polls(engine, tables)
-        self.station = Station(engine, self.state.ferry, station_config(config), self.keys, clock)
+        self.settings = GatewaySettings(engine, tables, config.channel)
+        self.received: Received | None = None  # the gateway's settings in force
+        self.station = self._station()
         self._counts = {"delivered": 0, "installed": 0}
+        self._restore_settings()
+
+    def _station(self) -> Station:
+        return Station(self.state.engine, self.state.ferry, station_config(self.config), self.keys, self.clock)
+
+    def _restore_settings(self) -> None:
+        try:
+            received = self.settings.current()
+        except SettingsRefused as exc:  # the state file edited by hand: the configuration file's, said loudly
+            log.error("stored gateway settings unreadable: the configuration file's are used", error=str(exc))
+            return
+        if received is not None:
+            self._use(received)
+
+    def _use(self, received: Received) -> None:
+        """The gateway's settings over the configuration file's, the station built again with them."""
+        self.received = received
+        self.config = effective(self.file_config, received)
+        self.station = self._station()
 
     def close(self) -> None:
         self.bundles.close()
@@ -138,7 +163,7 @@ class Agent:
             bound.error("control entry not understood: ignored")
             return
         if body["control"] == "config":
-            bound.warning("configuration control entries are not taken by this agent yet: ignored")
+            self.configure(batch, body)
             return
         try:
             sector, version = str(body["sector"]), str(body["version"])
@@ -153,6 +178,23 @@ class Agent:
             return
         self._counts["installed"] += 1
         bound.info("bundle installed", sector=sector, version=version, active=installed.active)
+
+    # -- control: the gateway's settings ----------------------------------------------------------------------
+    def configure(self, batch: Batch, body: Mapping[str, Any]) -> None:
+        """A `config` control entry: taken whole or not at all."""
+        bound = log.bind(seq=batch.seq)
+        try:
+            sector, version, settings = read_config(body)
+        except SettingsRefused as exc:
+            bound.error("configuration control entry refused: nothing changed", reason=str(exc))
+            return
+        if not self.settings.store(sector, version, settings, batch.seq, self.clock()):
+            bound.info("gateway settings from an earlier batch: a later batch's stand", version=version)
+            return
+        received = self.settings.current()
+        assert received is not None  # just stored
+        self._use(received)
+        bound.info("gateway settings applied", sector=sector, version=version, settings=settings)
 
     # -- messages: delivery and answers ------------------------------------------------------------------------
     def deliver(self, entry: Entry) -> None:

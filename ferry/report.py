@@ -1,6 +1,8 @@
 """How to read an agent's state (`yiwang ferry state`, and the operators' `yiwang ferry status --config`): its
-channels as the station sees them, its certificates, the bundles installed, the open polls and what waits to be
-sent. Read only; identifiers only (no message body is kept to show).
+channels as the station sees them, its certificates, the bundles installed, the settings the gateway may send
+(each one's value now and where it comes from: the gateway, with the batch and ferry bundle version, or the
+agent's configuration), the open polls and what waits to be sent. Read only; identifiers only (no message body is
+kept to show).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 from certstore import CredentialMissing, UnknownEntry
 from ferry.agent import Agent
 from ferry.config import AgentConfig
+from ferry.settings import shown
 from ferry.state import check_initialised
 
 
@@ -25,6 +28,7 @@ def agent_state(config: AgentConfig, env: Mapping[str, str] | None = None) -> di
             "channels": [_plain(status) for status in agent.station.status()],
             "certificates": _certificates(agent),
             "bundles": [asdict(b) for b in agent.bundles.listed()],
+            "settings": shown(agent.file_config, agent.received),
             "polls": agent.polls.listed(open_only=True),
             "pending": agent.outbox.counts(),
         }

@@ -8,6 +8,9 @@
 - `ferry_agent_outbox`: answers and decisions made here and not yet sent (`sent_seq` NULL), then the batch that
   carried them. An answer names the message it answers (`answer_to`, unique): a message re-applied after a
   crash finds its answer already made and is not delivered again.
+- `ferry_agent_settings`: the settings the gateway last sent in a signed `config` control entry (one row per
+  channel: the settings as JSON, the ferry bundle's sector and version, the batch that carried them). Made in an
+  existing state file too, when an agent of this version first opens it.
 Personal data: no message body is kept; an answer holds the sector's canonical result or its error, masked.
 """
 
@@ -24,6 +27,7 @@ class AgentTables:
     bundles: Table
     polls: Table
     outbox: Table
+    settings: Table
 
 
 def agent_tables(metadata: MetaData) -> AgentTables:
@@ -65,7 +69,16 @@ def agent_tables(metadata: MetaData) -> AgentTables:
         Column("sent_seq", Integer),  # the batch that carried it; NULL: still to send
         Column("sent_at", DateTime(timezone=True)),
     )
-    return AgentTables(bundles, polls, outbox)
+    settings = Table(
+        "ferry_agent_settings", metadata,
+        Column("channel", String(64), primary_key=True),
+        Column("settings", Text, nullable=False),  # JSON: checked when it arrived, and again when read
+        Column("sector", String(64), nullable=False),
+        Column("version", String(64), nullable=False),  # the ferry bundle's that declared them
+        Column("batch_seq", Integer, nullable=False),  # the later batch's settings win, whatever order they came in
+        Column("received_at", DateTime(timezone=True), nullable=False),
+    )
+    return AgentTables(bundles, polls, outbox, settings)
 
 
 def utc(value: datetime | None) -> datetime | None:

@@ -216,7 +216,8 @@ def add_agent_commands(app: typer.Typer, service_logs: Callable[[], None]) -> No
 
     @app.command()
     def state(config: ConfigOption, as_json: JsonOption = False) -> None:
-        """How the agent stands: channels, certificates, bundles, open polls, what waits to be sent."""
+        """How the agent stands: channels, certificates, bundles, settings (and which came from the gateway), open
+        polls, what waits to be sent."""
         with agent_errors():
             found = ferry.agent_state(ferry.load_config(config))
         if as_json:
@@ -226,6 +227,7 @@ def add_agent_commands(app: typer.Typer, service_logs: Callable[[], None]) -> No
         output.print_rows([_certificate_row(c) for c in found["certificates"]], CERTIFICATE_COLUMNS, as_json=False,
                           title="certificates")
         output.print_rows(found["bundles"], BUNDLE_COLUMNS, as_json=False, title="bundles")
+        output.print_rows(found["settings"], SETTING_COLUMNS, as_json=False, title="settings")
         output.print_rows(found["polls"], POLL_COLUMNS, as_json=False, title="open polls")
         pending = found["pending"]
         output.stdout().print(f"waiting to be sent: {pending.get('answer', 0)} answer(s), "
@@ -265,6 +267,8 @@ CERTIFICATE_COLUMNS = (Column("role"), Column("name", identifier=True), Column("
                        Column("not_after", "not after"), Column("sha256", identifier=True), Column("problem"))
 BUNDLE_COLUMNS = (Column("sector", identifier=True), Column("version", identifier=True), Column("active"),
                   Column("batch_seq", "batch"), Column("installed_at", "installed at"), Column("problem"))
+SETTING_COLUMNS = (Column("setting", identifier=True), Column("value"), Column("from"), Column("batch_seq", "batch"),
+                   Column("version", "ferry bundle version", identifier=True))
 POLL_COLUMNS = (Column("case_no", "case", identifier=True), Column("task_id", "task", identifier=True),
                 Column("sector"), Column("sector_ref", "sector ref", identifier=True),
                 Column("last_status", "status"), Column("polls"), Column("next_at", "next at"),

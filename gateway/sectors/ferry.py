@@ -7,7 +7,10 @@ this method to `adapters.kinds.ferry.use_stations`); everything else happens her
 - **the carried bundle goes first**: when the agent has not been sent the version the active ferry bundle
   carries, a `control` entry `{"control": "bundle", "sector", "version", "archive"}` (the carried folder, zipped
   as bundles are stored) is sent — once per version (its idempotency key `bundle:<sector>:<version>` on the
-  channel's record); an operator may send it again (`send_carried_bundle`);
+  channel's record); an operator may send it again (`send_carried_bundle`). A ferry bundle that declares
+  settings for the agent (`ferry.agent`) sends them in the same batch, after the bundle, as a second control
+  entry `{"control": "config", "sector", "version" (the ferry bundle's), "settings"}` — and alone, once per ferry
+  bundle version (`config:<sector>:<version>`), when a version changes them but carries the same bundle;
 - **what came back is applied**: an `answer` is recorded on the message it answers (`Station.record_answer`) and
   the outbox message waiting for it is made due now (`CaseService.answer_arrived`), so the delivery loop takes
   it at once and the answer lands on the case as any adapter's would; a `decision` (the agent polled its sector)
@@ -139,7 +142,8 @@ class NearSide:
             mode=options.mode, cipher=options.cipher,
             limits=Limits(batch_bytes=options.batch_bytes, message_bytes=options.message_bytes),
             resend_after=timedelta(milliseconds=options.resend_after_ms),
-            beacon_every=timedelta(milliseconds=options.beacon_every_ms))
+            beacon_every=timedelta(milliseconds=options.beacon_every_ms),
+            keep_keys=timedelta(days=options.keep_keys_days))
 
     def _keys(self, options: FerryOptions) -> Callable[[], FerryKeys]:
         def keys() -> FerryKeys:  # read at each use: the store caches, and a rotation is seen at once
@@ -221,26 +225,39 @@ class NearSide:
 
     def send_carried_bundle(self, sector: str) -> int:
         """An operator's resend of the bundle the sector's active ferry bundle carries (the agent lost it, or its
-        state was reset); returns the batch's sequence number. `NotAFerrySector` if it has no active ferry."""
+        state was reset), with the agent's settings if it declares any; returns how many control entries went.
+        `NotAFerrySector` if it has no active ferry."""
         bundle = next((b for b in self.active.ferries() if b.sector == sector), None)
         if bundle is None:
             raise NotAFerrySector(f"部门 {sector} 没有启用的摆渡适配包")
         return self._send_carried(bundle, self.station(bundle), force=True)
 
     def _send_carried(self, bundle: Bundle, station: Station, *, force: bool) -> int:
+        """The carried bundle unless sent already, and the agent's settings with it (or alone, unless sent
+        already): one batch; how many control entries it holds."""
         carried = carried_bundle(bundle)
         assert carried is not None  # a ferry bundle always carries one
+        entries = []
         key = f"bundle:{carried.sector}:{carried.version}"
-        if not force and station.message_state(key, CONTROL) is not None:
+        if force or station.message_state(key, CONTROL) is None:
+            entries.append(_control(key, {"control": "bundle", "sector": carried.sector, "version": carried.version,
+                                          "archive": base64.b64encode(pack_folder(carried.root)).decode("ascii")}))
+        settings = _options(bundle).agent
+        key = f"config:{bundle.sector}:{bundle.version}"
+        if settings is not None and (entries or station.message_state(key, CONTROL) is None):
+            entries.append(_control(key, {"control": "config", "sector": bundle.sector, "version": bundle.version,
+                                          "settings": dict(settings)}))
+        if not entries:
             return 0
-        body = {"control": "bundle", "sector": carried.sector, "version": carried.version,
-                "archive": base64.b64encode(pack_folder(carried.root)).decode("ascii")}
-        entry = Entry(id=uuid.uuid4().hex, type=CONTROL, key=key, body=json.dumps(body).encode("utf-8"))
-        seq = station.send([entry], operation_of={entry.id: CONTROL})
+        seq = station.send(entries, operation_of={entry.id: CONTROL for entry in entries})
         self.tally.bundles_sent += 1
-        log.info("carried bundle sent across the ferry", sector=carried.sector, version=carried.version, seq=seq,
-                 forced=force)
-        return 1
+        log.info("control entries sent across the ferry", sector=bundle.sector, version=bundle.version,
+                 carried=carried.version, keys=[entry.key for entry in entries], seq=seq, forced=force)
+        return len(entries)
+
+
+def _control(key: str, body: Mapping[str, Any]) -> Entry:
+    return Entry(id=uuid.uuid4().hex, type=CONTROL, key=key, body=json.dumps(body).encode("utf-8"))
 
 
 def _options(bundle: Bundle) -> FerryOptions:
@@ -252,7 +269,8 @@ def _options(bundle: Bundle) -> FerryOptions:
 def _shape(options: FerryOptions) -> tuple[Any, ...]:
     """What a station is built from: a version that changes none of it keeps the channel's station."""
     return (options.mode, options.cipher, options.extension, options.wrapper, options.batch_bytes,
-            options.message_bytes, options.resend_after_ms, options.beacon_every_ms, options.sign, options.peer)
+            options.message_bytes, options.resend_after_ms, options.beacon_every_ms, options.keep_keys_days,
+            options.sign, options.peer)
 
 
 def _json(body: bytes) -> Mapping[str, Any]:

@@ -6,7 +6,9 @@ The agent is set up as an operator would: `yiwang ferry init` (its own SM2 key p
 --agent` (the gateway's certificate); its bundle comes over the ferry as a signed control batch; a message batch
 is delivered to the sector once, answered, and the agent's own polling sends the decision. A restarted agent (new
 objects on the same SQLite file) delivers nothing again; a control batch signed by a key it does not trust is
-quarantined and installs nothing, and a message for a sector with no bundle is answered `failed`, not lost.
+quarantined and installs nothing, and a message for a sector with no bundle is answered `failed`, not lost. The
+gateway's signed settings set the poll interval and the key window over the configuration file's, survive a
+restart, and a settings entry the agent does not understand changes nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -24,13 +27,14 @@ import uuid
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from sqlalchemy import MetaData, create_engine
+from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
 from adapters import Batch, Entry, FerryKeys, LinkFolder, Station, StationConfig, default_bundles_dir, ferry_tables
@@ -70,6 +74,11 @@ class Link:
                     zipped.write(path, path.relative_to(default_bundles_dir() / SECTOR).as_posix())
         body = {"control": "bundle", "sector": SECTOR, "version": version,
                 "archive": base64.b64encode(archive.getvalue()).decode()}
+        return Entry(id=uuid.uuid4().hex, type="control", body=json.dumps(body).encode())
+
+    def config_control(self, settings: dict[str, Any], version: str = "2.0.1-ferry") -> Entry:
+        """The agent's settings as the near side sends them (a ferry bundle's `ferry.agent`)."""
+        body = {"control": "config", "sector": SECTOR, "version": version, "settings": settings}
         return Entry(id=uuid.uuid4().hex, type="control", body=json.dumps(body).encode())
 
     def received(self) -> list[dict[str, Any]]:
@@ -379,3 +388,48 @@ def test_batches_wrapped_to_the_agents_previous_certificate_open_through_its_rot
     finally:
         agent.close()
     assert (report.received.quarantined, report.installed) == (0, 1)
+
+
+def test_the_gateways_signed_settings_set_polling_and_the_key_window_and_survive_a_restart(
+        link: Link, sector: CivilAffairsSimulator) -> None:
+    with sqlite3.connect(link.folder / "agent" / "state.sqlite") as db:  # a state file older than the settings
+        db.execute("DROP TABLE ferry_agent_settings")
+    link.near.send([link.bundle_control(), link.config_control({"poll_interval_ms": 400, "keep_keys_days": 3})])
+    link.near.send([message("MZ-FERRY-6", "11150203MB0C000405400011300300020261207000006")])
+    agent = link.agent()
+    try:
+        agent.run_once()
+        (poll,) = agent.polls.listed(open_only=True)
+    finally:
+        agent.close()
+    assert poll["next_at"] - poll["created_at"] == timedelta(milliseconds=400)  # not the file's 50 ms
+    again = link.agent()
+    try:
+        assert (again.config.poll_interval_ms, again.station.config.keep_keys) == (400, timedelta(days=3))
+        link.near.send([link.config_control({"poll_interval_ms": 200, "colour": "blue"}),
+                        link.config_control({"keep_keys_days": 0})])
+        with capture_logs() as logs:
+            again.run_once()
+        assert (again.config.poll_interval_ms, again.station.config.keep_keys) == (400, timedelta(days=3))
+    finally:
+        again.close()
+    refused = [e["reason"] for e in logs if e["event"] == "configuration control entry refused: nothing changed"]
+    assert [r.split(" (")[0] for r in refused] == ["unknown setting 'colour'",
+                                                   "settings.keep_keys_days: expected a whole number of at least 1, "
+                                                   "got 0"]
+    shown = CliRunner().invoke(app, ["ferry", "state", "--config", str(link.config_file), "--json"])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.output)["settings"] == [
+        {"setting": "poll_interval_ms", "value": 400, "from": "gateway", "batch_seq": 1, "sector": SECTOR,
+         "version": "2.0.1-ferry"},
+        {"setting": "keep_keys_days", "value": 3, "from": "gateway", "batch_seq": 1, "sector": SECTOR,
+         "version": "2.0.1-ferry"}]
+
+    link.near.send([link.config_control({}, version="2.0.2-ferry")])  # declared empty: the file's again
+    last = link.agent()
+    try:
+        last.run_once()
+        assert (last.config.poll_interval_ms, last.station.config.keep_keys) == (50, timedelta(days=30))
+        assert [row["from"] for row in agent_state(link.config)["settings"]] == ["agent configuration"] * 2
+    finally:
+        last.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -26,7 +27,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
-from adapters import AnswerPending, DeliveryError, FailureClass, SectorRefusal, UnsendableRequest
+from adapters import AnswerPending, Bundle, DeliveryError, FailureClass, SectorRefusal, UnsendableRequest
 from adapters.kinds.ferry import FerryAdapter
 from adapters.kinds.ferry.batch import Batch, Entry, FerryKeys, Limits, open_batch, seal
 from adapters.kinds.ferry.folders import LinkFolder, Naming
@@ -287,17 +288,51 @@ def test_during_our_keys_rotation_an_answer_wrapped_to_our_previous_certificate_
     drain(gateway, lambda: gateway.service.get(case_no).tasks[0].sector_ref == "MZ-FERRY-3")
 
 
+def sent_controls(gateway: Gateway, pair: Pair) -> list[list[dict[str, Any]]]:
+    """The control entries of each batch in the channel's outgoing folder, opened as the agent opens them."""
+    outgoing = LinkFolder(gateway.settings.ferry_folder / "civil_affairs" / "outgoing", Naming(".txt", "text"))
+    opened = [open_batch(outgoing.read(path), keys=pair.far_keys(), now=datetime.now(UTC), channel=DOWN)
+              for path in outgoing.ready() if "_sig_" not in path.name]
+    assert all(batch.sender == "gateway" for batch in opened)
+    return [[json.loads(e.body) for e in batch.entries if e.type == "control"] for batch in opened]
+
+
 def test_the_carried_bundle_crosses_whole_and_an_operator_may_send_it_again(gateway: Gateway, pair: Pair) -> None:
     gateway.ferry.run()
     assert gateway.ferry.send_carried_bundle("civil_affairs") == 1
-    outgoing = LinkFolder(gateway.settings.ferry_folder / "civil_affairs" / "outgoing", Naming(".txt", "text"))
-    opened = [open_batch(outgoing.read(path), keys=pair.far_keys(), now=datetime.now(UTC), channel=DOWN)
-              for path in outgoing.ready()]  # as the agent opens them, with its own key
-    controls = [json.loads(e.body) for batch in opened for e in batch.entries if e.type == "control"]
+    controls = [c for batch in sent_controls(gateway, pair) for c in batch]
     assert [(c["control"], c["sector"], c["version"]) for c in controls] == [("bundle", "civil_affairs",
                                                                                "2026.11.1")] * 2
     assert base64.b64decode(controls[0]["archive"]) == pack_folder(default_bundles_dir() / "civil_affairs")
-    assert all(batch.sender == "gateway" for batch in opened)
+
+
+def ferry_version(gateway: Gateway, tmp_path: Path, version: str, block: str) -> Bundle:
+    """The example ferry bundle as `version`, with `block` added to its `ferry:` block, registered and active."""
+    folder = tmp_path / version
+    shutil.copytree(FERRY_BUNDLE, folder)
+    descriptor = folder / "bundle.yaml"
+    text = descriptor.read_text(encoding="utf-8").replace('version: "2.0.0-ferry"', f'version: "{version}"')
+    descriptor.write_text(text + block, encoding="utf-8")
+    gateway.bundles.register(pack_folder(folder), "test")
+    gateway.bundles.activate("civil_affairs", version, "test", force=True)
+    return gateway.registry.get("civil_affairs").bundle
+
+
+def test_the_agents_settings_cross_with_the_carried_bundle_and_alone_when_only_they_change(
+        gateway: Gateway, pair: Pair, tmp_path: Path) -> None:
+    bundle = ferry_version(gateway, tmp_path, "2.0.1-ferry",
+                           "  keep_keys_days: 45\n  agent: {poll_interval_ms: 500, keep_keys_days: 7}\n")
+    assert gateway.ferry.station(bundle).config.keep_keys == timedelta(days=45)  # the gateway's own window
+    assert gateway.ferry.run() >= 2 and gateway.ferry.run() == 0
+    ferry_version(gateway, tmp_path, "2.0.2-ferry", "  agent: {poll_interval_ms: 1000}\n")  # the same bundle carried
+    gateway.ferry.run()
+    assert gateway.ferry.send_carried_bundle("civil_affairs") == 2
+    batches = [[(c["control"], c["version"], c.get("settings")) for c in batch]
+               for batch in sent_controls(gateway, pair) if batch]
+    assert batches == [
+        [("bundle", "2026.11.1", None), ("config", "2.0.1-ferry", {"poll_interval_ms": 500, "keep_keys_days": 7})],
+        [("config", "2.0.2-ferry", {"poll_interval_ms": 1000})],
+        [("bundle", "2026.11.1", None), ("config", "2.0.2-ferry", {"poll_interval_ms": 1000})]]
 
 
 def test_a_query_of_a_sector_behind_a_gap_is_409_and_its_bundle_has_no_synchronous_test(gateway: Gateway) -> None:

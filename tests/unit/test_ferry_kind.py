@@ -79,6 +79,7 @@ def test_its_preview_is_the_carried_kinds_with_a_note_that_it_crosses() -> None:
     assert "envelope" in shown and "civil_affairs.down" in shown["crosses"]
 
 
+LIMITS = r"^(  limits: .*)$"  # the descriptor's last line: what is added after it is on line 22
 BROKEN = [
     ({r"^operations: .*$": "operations: [submit_case, query_status]"}, None,
      "bundle.yaml:9: operations[1]: 'query_status' does not cross a ferry"),
@@ -110,6 +111,16 @@ BROKEN = [
      "bundle.yaml:12: ferry.bundle: sector/ must poll (results.mode: polling)"),
     (None, {r"^  cancel_case: .*\n": ""}, "bundle.yaml:9: operations[1]: sector/ has no cancel_case"),
     (None, {r"^timeout_ms: 5000": "timeout_ms: 0"}, "sector/bundle.yaml:27: timeout_ms: 0 is less than the minimum"),
+    ({LIMITS: r"\1\n  keep_keys_days: 0"}, None,
+     "bundle.yaml:22: ferry.keep_keys_days: 0 is less than the minimum of 1"),
+    ({LIMITS: r"\1\n  agent: {poll_interval_ms: 50}"}, None,
+     "bundle.yaml:22: ferry.agent.poll_interval_ms: 50 is less than the minimum of 100"),
+    ({LIMITS: r"\1\n  agent: {poll_interval_ms: 500, colour: blue}"}, None,
+     "bundle.yaml:22: ferry.agent.colour: unknown key (known: keep_keys_days, poll_interval_ms)"),
+    ({LIMITS: r"\1\n  agent: {keep_keys_days: '7'}"}, None,
+     "bundle.yaml:22: ferry.agent.keep_keys_days: '7' is not of type 'integer'"),
+    ({LIMITS: r"\1\n  agent: 500"}, None,
+     "bundle.yaml:22: ferry.agent: expected a mapping of the agent's settings (poll_interval_ms, keep_keys_days)"),
 ]
 
 
@@ -118,6 +129,17 @@ def test_a_broken_ferry_bundle_gets_a_clear_problem(tmp_path: Path, descriptor: 
                                                     carried: dict[str, str] | None, expected: str) -> None:
     found = problems(edited(tmp_path, descriptor, carried))
     assert any(p.startswith(expected) for p in found), found
+
+
+def test_the_agents_settings_and_the_key_window_are_options_and_none_declared_is_not_empty(tmp_path: Path) -> None:
+    declared = edited(tmp_path, {LIMITS: r"\1\n  keep_keys_days: 45\n"
+                                         r"  agent: {poll_interval_ms: 500, keep_keys_days: 7}"})
+    assert problems(declared) == []
+    options = load_bundle(declared).options
+    assert isinstance(options, FerryOptions)
+    assert (options.keep_keys_days, dict(options.agent or {})) == (45, {"poll_interval_ms": 500, "keep_keys_days": 7})
+    shipped = load_bundle(EXAMPLE).options
+    assert isinstance(shipped, FerryOptions) and (shipped.keep_keys_days, shipped.agent) == (30, None)
 
 
 def test_a_ferry_never_carries_a_ferry(tmp_path: Path) -> None:

@@ -5,9 +5,10 @@ agent (the `ferry` package, on the sector's front-end processor) delivers with; 
 sector. Its descriptor is its own (adapters/BUNDLE-FORMAT.md, "The ferry kind"): `format`, `sector`, `version`,
 `kind: ferry`, `operations` (a list: the canonical operations that cross; never `query_status`, the agent polls
 its sector itself) and the `ferry` block (channel, carried folder, mode, our certificate `sign` and the agent's
-`peer`, cipher, answer deadline, resend and beacon periods, file naming, size limits). Everything else — title,
-department, whom it serves, timeouts, retries, materials — is the carried bundle's, which must poll
-(`results.mode: polling`): no callback crosses a gap.
+`peer`, cipher, answer deadline, resend and beacon periods, file naming, size limits, how long message ids are
+kept, and `agent`: settings for the far-side agent, sent to it signed beside the carried bundle). Everything
+else — title, department, whom it serves, timeouts, retries, materials — is the carried bundle's, which must
+poll (`results.mode: polling`): no callback crosses a gap.
 
 What a ferry bundle is at the near side (`wrap`): the carried bundle with this bundle's version and operations,
 no named queries (no synchronous path crosses a gap), no results of its own (decisions come back across the
@@ -43,7 +44,7 @@ from certstore.credentials import reference_name
 from mappings import CompiledMapping
 from mappings.validate import MappingFile, Problem
 
-__all__ = ["FERRY", "FerryKind", "FerryOptions", "FerryAdapter", "use_stations"]
+__all__ = ["FERRY", "FERRY_AGENT_SETTINGS", "FerryKind", "FerryOptions", "FerryAdapter", "use_stations"]
 
 CARRIED_KINDS = ("soap", "rest")  # what the agent delivers with; a ferry never carries a ferry
 # The canonical operations that may cross: never query_status (the agent polls), never a callback (none crosses).
@@ -72,6 +73,10 @@ class FerryOptions:
     wrapper: str = "none"  # none | text (base64 lines) | xml
     batch_bytes: int = 16 * MiB
     message_bytes: int = 4 * MiB
+    keep_keys_days: int = 30  # message ids remembered for duplicate suppression (the gateway's own station)
+    # `ferry.agent`: settings the agent takes over its own file's, sent as a signed `config` control entry;
+    # None: the bundle declares none (nothing sent), {}: the agent goes back to its file's
+    agent: Mapping[str, int] | None = None
 
     @property
     def send_channel(self) -> str:
@@ -84,6 +89,17 @@ class FerryOptions:
 
 def _at_least(minimum: int) -> dict[str, Any]:
     return {"type": "integer", "minimum": minimum}
+
+
+# What `ferry.agent` may set, and each one's minimum (the agent checks what it receives against the same).
+FERRY_AGENT_SETTINGS: Mapping[str, int] = MappingProxyType({"poll_interval_ms": 100, "keep_keys_days": 1})
+_AGENT = {
+    "description": "settings the far-side agent takes over its own configuration file's, sent to it signed",
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {name: _at_least(minimum) for name, minimum in FERRY_AGENT_SETTINGS.items()},
+    "x-message": f"expected a mapping of the agent's settings ({', '.join(FERRY_AGENT_SETTINGS)}), got {{value!r}}",
+}
 
 
 _FERRY = {
@@ -103,6 +119,8 @@ _FERRY = {
         "answer_within_ms": _at_least(1000),
         "resend_after_ms": _at_least(1),
         "beacon_every_ms": _at_least(1),
+        "keep_keys_days": _at_least(1),
+        "agent": _AGENT,
         "naming": {
             "type": "object",
             "additionalProperties": False,
@@ -168,7 +186,9 @@ class FerryKind:
             beacon_every_ms=spec.get("beacon_every_ms", defaults.beacon_every_ms),
             extension=naming.get("extension", defaults.extension), wrapper=naming.get("wrapper", defaults.wrapper),
             batch_bytes=limits.get("batch_bytes", defaults.batch_bytes),
-            message_bytes=limits.get("message_bytes", defaults.message_bytes))
+            message_bytes=limits.get("message_bytes", defaults.message_bytes),
+            keep_keys_days=spec.get("keep_keys_days", defaults.keep_keys_days),
+            agent=None if spec.get("agent") is None else MappingProxyType(dict(spec["agent"])))
         crossing = MappingProxyType({op: carried.operations[op] for op in doc["operations"]})
         return dataclasses.replace(
             carried, root=root.resolve(), version=doc["version"], kind=self.name, operations=crossing,
