@@ -6,7 +6,8 @@ One pass (`Agent.run_once`), in this order:
    - `control` (a bundle): installed after the adapters' own checks (ferry/bundles.py), active for its sector;
      `control` (a `config`): the gateway's settings for the agent (ferry/settings.py), checked strictly, stored,
      and laid over the configuration file's at once (`config` is the effective one, `file_config` the file's):
-     the station is built again with them, polls use their interval; restored from the state at start;
+     the station is built again with them, polls use their interval; read again from the state at start and
+     before each pass;
    - `message`: delivered to the sector with `adapters.build_adapter` of the installed bundle (the configured
      `endpoint` instead of the bundle's, if set); its outcome becomes an `answer` (ferry/answers.py), stored —
      with the polling of an accepted submission — before the station records the message applied. A message
@@ -100,22 +101,25 @@ class Agent:
         self.received: Received | None = None  # the gateway's settings in force
         self.station = self._station()
         self._counts = {"delivered": 0, "installed": 0}
-        self._restore_settings()
+        self._refresh_settings()
 
     def _station(self) -> Station:
         return Station(self.state.engine, self.state.ferry, station_config(self.config), self.keys, self.clock)
 
-    def _restore_settings(self) -> None:
+    def _refresh_settings(self) -> None:
+        """The gateway's settings as stored: at start, and before each pass (another process of this agent,
+        `run-once` beside `serve`, may have taken new ones)."""
         try:
             received = self.settings.current()
         except SettingsRefused as exc:  # the state file edited by hand: the configuration file's, said loudly
             log.error("stored gateway settings unreadable: the configuration file's are used", error=str(exc))
-            return
-        if received is not None:
+            received = None
+        if received != self.received:
             self._use(received)
 
-    def _use(self, received: Received) -> None:
-        """The gateway's settings over the configuration file's, the station built again with them."""
+    def _use(self, received: Received | None) -> None:
+        """The gateway's settings over the configuration file's (None: the file's alone), the station built again
+        with them."""
         self.received = received
         self.config = effective(self.file_config, received)
         self.station = self._station()
@@ -132,6 +136,7 @@ class Agent:
     # -- one pass ------------------------------------------------------------------------------------------------
     def run_once(self) -> PassReport:
         self._counts = {"delivered": 0, "installed": 0}
+        self._refresh_settings()
         received = self.station.receive(self.apply)
         decisions = self.poll_due()
         sent = self.send_pending()

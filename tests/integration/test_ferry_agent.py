@@ -433,3 +433,24 @@ def test_the_gateways_signed_settings_set_polling_and_the_key_window_and_survive
         assert [row["from"] for row in agent_state(link.config)["settings"]] == ["agent configuration"] * 2
     finally:
         last.close()
+
+
+def test_of_two_settings_entries_the_later_batchs_stand_whatever_order_they_arrive_in(link: Link) -> None:
+    link.near.send([link.config_control({"poll_interval_ms": 300})])
+    link.near.send([link.config_control({"poll_interval_ms": 600}, version="2.0.2-ferry")])
+    held = link.folder / "held"
+    held.mkdir()
+    first = LinkFolder(link.folder / "down").ready()[0]  # batch 1 held back on the way: batch 2 arrives first
+    for path in (first, first.with_name(first.name + ".done")):
+        path.rename(held / path.name)
+    agent, beside = link.agent(), link.agent()  # `serve`, and a `run-once` beside it that takes the batch
+    try:
+        beside.run_once()
+        assert (beside.config.poll_interval_ms, agent.config.poll_interval_ms) == (600, 50)
+        for path in held.iterdir():
+            path.rename(link.folder / "down" / path.name)
+        assert agent.run_once().received.applied_batches == 1  # read the stored settings first, then batch 1
+        assert (agent.config.poll_interval_ms, agent.received and agent.received.batch_seq) == (600, 2)
+    finally:
+        agent.close()
+        beside.close()
