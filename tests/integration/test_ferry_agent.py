@@ -424,6 +424,8 @@ def test_the_gateways_signed_settings_set_polling_and_the_key_window_and_survive
          "version": "2.0.1-ferry"},
         {"setting": "keep_keys_days", "value": 3, "from": "gateway", "batch_seq": 1, "sector": SECTOR,
          "version": "2.0.1-ferry"}]
+    table = CliRunner().invoke(app, ["ferry", "state", "--config", str(link.config_file)])
+    assert table.exit_code == 0 and "2.0.1-ferry" in table.output.split("settings")[-1], table.output
 
     link.near.send([link.config_control({}, version="2.0.2-ferry")])  # declared empty: the file's again
     last = link.agent()
