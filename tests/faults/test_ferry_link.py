@@ -1,0 +1,91 @@
+"""The ferry under a misbehaving isolation gateway: after each fault kind of the link, the ledger balances.
+
+Two stations (the near side on the test's database, the far side on its own SQLite file, each on a loop of its
+own) joined by the link process (tests/support/ferry_link.py), which drops, duplicates, reorders, delays,
+truncates or corrupts batches — in both directions at once — or carries one way only. The ledger check
+(tests/support/ferry_ledger.py) reads the stand-in sector's own account, both stations' tables and the link's
+log: every message reached the sector exactly once and was answered, every dropped batch was named as a gap,
+every truncated or corrupted one quarantined. The negative control switches duplicate suppression off and the
+same check fails, naming the duplicates.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support.ferry_pairs import StationPair, wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(30)]
+
+FAULTS = ("drop", "duplicate", "reorder", "delay", "truncate", "corrupt")
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_after_each_fault_of_the_link_every_message_is_applied_once_and_answered(
+    fault: str, db_url: str, tmp_path: Path
+) -> None:
+    with StationPair(tmp_path, db_url) as pair:
+        pair.start()
+        pair.send(1)
+        pair.wait_answered()
+        # The next batch each way meets the fault (the far side answers a batch with a batch); those after it
+        # arrive as usual: a dropped or quarantined batch is then a gap below them, a held one is overtaken.
+        down = pair.link.fault(fault, lane="down", ms=300)
+        up = pair.link.fault(fault, lane="up", ms=300)
+        pair.send(3)
+        pair.link.wait_for(down)
+        pair.link.wait_for(up)
+        pair.wait_answered()
+        report = pair.ledger()
+        assert report.ok, report
+        assert not pair.errors()
+        if fault in ("drop", "truncate", "corrupt"):  # what the receivers noticed, not only what the link did
+            assert any(low <= 2 <= high for low, high in pair.gaps("far")), report
+        if fault in ("truncate", "corrupt"):
+            assert all(tally.quarantined for tally in report.stations), report
+
+
+def test_one_way_links_beacons_name_what_never_arrived_and_an_operator_resends_the_range(
+    db_url: str, tmp_path: Path
+) -> None:
+    with StationPair(tmp_path, db_url, mode="one_way", beacon_every_ms=100) as pair:
+        pair.start()
+        pair.send(1)
+        pair.wait_answered()
+        dropped = pair.link.fault("drop", lane="down")
+        pair.link.refuse("up")  # the far side's diode is down: its answers (and beacons) are lost meanwhile
+        pair.send(1)
+        pair.link.wait_for(dropped)
+        # Nothing comes after the dropped batch: only the near side's beacon can tell the far side it exists.
+        wait_until(lambda: (2, 2) in pair.gaps("far"), 5, "the far side naming seq 2 from a beacon")
+        near, far = pair.loop_of("near").loop.station, pair.loop_of("far").loop.station
+        assert near.resend(2, 2) == 1  # the near side's operator resends the range the far side named
+        wait_until(lambda: pair.sector_record.exists() and len(pair.sector_record.read_text().splitlines()) == 2, 5,
+                   "the resent batch applied")
+        wait_until(lambda: any(a.seq is not None for a in pair.link.actions("up", "refused")), 5,
+                   "the answer batch lost on the refused way up")
+        pair.link.refuse("up", False)
+        wait_until(lambda: bool(pair.gaps("near")), 5, "the near side naming the lost answer batches")
+        for low, high in pair.gaps("near"):
+            far.resend(low, high)  # ... and the far side's operator those the near side named
+        pair.wait_answered()
+        report = pair.ledger()
+        assert report.ok, report
+        assert report.link["refused"] >= 1 and report.link["dropped"] == 1
+
+
+def test_negative_control_without_duplicate_suppression_the_ledger_check_fails(db_url: str, tmp_path: Path) -> None:
+    with StationPair(tmp_path, db_url, far_suppresses=False) as pair:
+        pair.start()
+        pair.send(1)
+        duplicated = pair.link.fault("duplicate", lane="down", count=2)
+        pair.send(2)
+        pair.link.wait_for(duplicated, uses=2)
+        pair.wait_answered()
+        wait_until(lambda: len(pair.sector_record.read_text().splitlines()) >= 5, 5, "the duplicates applied")
+        report = pair.ledger()
+        assert not report.ok
+        assert any(problem.startswith("duplicates: 2 messages reached the sector again")
+                   for problem in report.problems), report

@@ -1,0 +1,211 @@
+"""The ferry's ledger check: after a run across the link, account for everything from independent witnesses.
+
+Contract. `ferry_ledger(...)` waits (bounded) until the gateway's accepted cases are decided, then reads four
+sources that share no code path with each other's bookkeeping:
+  - the sector simulator's own counters: effects applied, submissions received, duplicates it recognised;
+  - the gateway's cases and events (the fault tests' `ledger_check`: every case decided, each task delivered and
+    concluded once, events that rebuild the state, nothing open in the outbox, no dead letter unless expected);
+  - both stations' tables (the gateway's database and the agent's own SQLite): batches received, gaps named,
+    quarantine rows;
+  - the link process's log of what it did to each file.
+It reports problems, never raises: the negative control asserts the problems it expects.
+
+Problems named:
+  - an accepted case whose submission reached the sector more than once, or never (the sector's count of
+    submissions received; with `reapplied_ok` — a crash between applying and recording — a repeat the sector
+    recognised by its idempotency key is allowed, a second effect never);
+  - a batch the sender recorded that the receiver never received (lost), or one received twice (applied twice);
+  - a batch the link dropped that the receiving station never named as a gap;
+  - a batch the link truncated or corrupted that the receiving station did not quarantine (row and file);
+  - everything `ledger_check` reports about the gateway's cases.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import Engine, MetaData, create_engine, select
+
+from adapters.kinds.ferry.tables import FerryTables, ferry_tables
+from adapters.simulators.base import SimulatorBase
+from tests.support.fault_harness import Deployment, LedgerReport, LoadResult, harness_engine, ledger_check
+from tests.support.ferry_link import FerryLink, LinkAction
+
+EXAMPLES = 5
+MISTREATED = ("truncated", "corrupted")  # what the receiver must refuse and quarantine
+LOST = ("dropped", "refused")  # what the receiver must name as a gap
+
+
+@dataclass(frozen=True)
+class Side:
+    """One station as the ledger reads it: its database and the channel it receives on."""
+
+    name: str  # "gateway" / "agent": for the report
+    engine: Engine
+    receives: str  # the channel it receives on, e.g. "public_security.up"
+    sends: str
+    lane_in: str  # the link lane that carries to it ("down" for the agent)
+    quarantine_folder: Path | None = None
+    expects_answers: bool = False  # the near side: every message it sent must be answered
+
+
+@dataclass(frozen=True)
+class SectorCount:
+    """The sector's own account of what reached it: arrivals per idempotency key."""
+
+    arrivals: Counter[str]
+
+    @classmethod
+    def of_record(cls, record: Path) -> SectorCount:
+        """The stand-in sector's JSONL account (tests/support/ferry_side.py)."""
+        lines = record.read_text(encoding="utf-8").splitlines() if record.exists() else []
+        return cls(Counter(str(json.loads(line)["key"]) for line in lines if line.strip()))
+
+
+@dataclass
+class StationTally:
+    side: str
+    received: int
+    sent: int
+    gaps: list[tuple[int, int]]
+    quarantined: list[tuple[str, str]]  # (file, code)
+
+    def __str__(self) -> str:
+        return (f"{self.side}: received {self.received} batches, sent {self.sent}; gaps named {self.gaps}; "
+                f"quarantined {len(self.quarantined)} {sorted({code for _, code in self.quarantined})}")
+
+
+@dataclass
+class FerryLedgerReport:
+    gateway: LedgerReport | None = None  # the gateway's cases (None: a station-level run, no gateway)
+    stations: list[StationTally] = field(default_factory=list)
+    link: Counter[str] = field(default_factory=Counter)  # what the link did, by action
+    submits_received: int = 0
+    duplicate_submits: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.all_problems
+
+    @property
+    def all_problems(self) -> list[str]:
+        return [*(self.gateway.problems if self.gateway else []), *self.problems]
+
+    def __str__(self) -> str:
+        lines = [str(self.gateway or "ferry ledger (stations only)"), f"  link: {dict(sorted(self.link.items()))}",
+                 f"  sector: {self.submits_received} submits received, {self.duplicate_submits} recognised repeats",
+                 *(f"  {tally}" for tally in self.stations)]
+        lines += [f"  FERRY PROBLEM: {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+def agent_engine(state: Path) -> Engine:
+    return create_engine(f"sqlite:///{state}")
+
+
+def ferry_ledger(deployment: Deployment, accepted: Mapping[str, str], simulator: SimulatorBase, link: FerryLink,
+                 *, sides: Iterable[Side], sector: str, expect_dead: bool = False, reapplied_ok: bool = False,
+                 settle_s: float = 20) -> FerryLedgerReport:
+    """The whole way: `accepted` maps each Idempotency-Key the hall used to the case number it was answered
+    with; the gateway's cases are checked as the fault tests check them, then the sector and the stations."""
+    load = LoadResult(sector, accepted=dict(accepted))
+    report = FerryLedgerReport(ledger_check(deployment, [load], {sector: simulator}, expect_dead=expect_dead,
+                                            settle_s=settle_s, quiet_s=0.3))
+    counters = simulator.counters
+    first = counters["submits_received"] - counters["duplicate_submits"]
+    _check_sector(report, len(accepted), first, counters["duplicate_submits"], reapplied_ok)
+    return _check_stations(report, sides, link)
+
+
+def station_ledger(sent_keys: Iterable[str], sector: SectorCount, link: FerryLink, *, sides: Iterable[Side],
+                   reapplied_ok: bool = False) -> FerryLedgerReport:
+    """Stations only (no gateway): `sent_keys`, the idempotency keys the near side sent, each must have reached
+    the stand-in sector exactly once (`reapplied_ok`: at least once, a repeat being a crash's re-application)."""
+    report = FerryLedgerReport()
+    keys = set(sent_keys)
+    _problem(report, "messages that never reached the sector", keys - set(sector.arrivals))
+    _problem(report, "arrivals at the sector of messages never sent", set(sector.arrivals) - keys)
+    repeated = {key: n for key, n in sector.arrivals.items() if n > 1}
+    _check_sector(report, len(keys), len(keys & set(sector.arrivals)), sum(repeated.values()) - len(repeated),
+                  reapplied_ok)
+    return _check_stations(report, sides, link)
+
+
+def _check_stations(report: FerryLedgerReport, sides: Iterable[Side], link: FerryLink) -> FerryLedgerReport:
+    actions = link.actions()
+    report.link = Counter(a.action for a in actions if a.lane != "-")
+    tables = ferry_tables(MetaData())
+    listed = list(sides)
+    sent_by = {side.sends: side for side in listed}
+    for side in listed:
+        _check_side(report, side, sent_by.get(side.receives), tables, actions)
+    return report
+
+
+def _problem(report: FerryLedgerReport, what: str, items: Iterable[object]) -> None:
+    listed = sorted(items, key=str)
+    if listed:
+        report.problems.append(f"{what}: {len(listed)} (e.g. {listed[:EXAMPLES]})")
+
+
+def _check_sector(report: FerryLedgerReport, accepted: int, first: int, repeats: int, reapplied_ok: bool) -> None:
+    """Reached the sector exactly once: the sector's own count of arrivals, not just of effects (its
+    idempotency key would hide a message the ferry delivered twice). `first`: accepted messages that arrived
+    at all; `repeats`: arrivals beyond the first of a key."""
+    report.submits_received = first + repeats
+    report.duplicate_submits = repeats
+    if first < accepted:
+        report.problems.append(f"{accepted - first} accepted messages never reached the sector")
+    if repeats and not reapplied_ok:
+        report.problems.append(f"duplicates: {repeats} messages reached the sector again "
+                               f"({first + repeats} arrivals for {accepted} accepted)")
+
+
+def _check_side(report: FerryLedgerReport, side: Side, sender: Side | None, tables: FerryTables,
+                actions: list[LinkAction]) -> None:
+    with side.engine.connect() as conn:
+        received = conn.execute(select(tables.received.c.seq).where(tables.received.c.channel == side.receives)
+                                ).scalars().all()
+        sent = conn.execute(select(tables.sent.c.seq).where(tables.sent.c.channel == side.sends)).scalars().all()
+        gaps = [(int(r.seq_from), int(r.seq_to)) for r in conn.execute(
+            select(tables.gaps.c.seq_from, tables.gaps.c.seq_to).where(tables.gaps.c.channel == side.receives))]
+        quarantined = [(str(r.file), str(r.code)) for r in conn.execute(
+            select(tables.quarantine.c.file, tables.quarantine.c.code)
+            .where(tables.quarantine.c.channel == side.receives))]
+        m = tables.messages
+        unanswered = conn.execute(select(m.c.key).where(
+            m.c.channel == side.sends, m.c.direction == "sent", m.c.type == "message", m.c.state != "answered")
+        ).scalars().all() if side.expects_answers else []
+    report.stations.append(StationTally(side.name, len(received), len(sent), gaps, quarantined))
+    _problem(report, f"{side.name}: messages sent and never answered", unanswered)
+    _problem(report, f"{side.name}: batches received twice on {side.receives}",
+             [seq for seq, n in Counter(received).items() if n > 1])
+    if sender is not None:
+        with sender.engine.connect() as conn:
+            sent_to_me = set(conn.execute(select(tables.sent.c.seq)
+                                          .where(tables.sent.c.channel == side.receives)).scalars())
+        _problem(report, f"{side.name}: batches sent on {side.receives} and never received", sent_to_me - set(received))
+    mine = [a for a in actions if a.lane == side.lane_in and a.seq is not None]
+    dropped = {a.seq for a in mine if a.action in LOST}
+    _problem(report, f"{side.name}: batches the link dropped or refused that were never named as a gap",
+             {seq for seq in dropped if not any(low <= seq <= high for low, high in gaps)})
+    names = {name for name, _ in quarantined}
+    mistreated = {a.file for a in mine if a.action in MISTREATED}
+    _problem(report, f"{side.name}: truncated or corrupted batches not quarantined", mistreated - names)
+    if side.quarantine_folder is not None:
+        kept = {p.name for p in side.quarantine_folder.glob("*")} if side.quarantine_folder.exists() else set()
+        _problem(report, f"{side.name}: quarantined batches missing from the quarantine folder",
+                 {name for name in mistreated if not any(k.startswith(name) for k in kept)})
+
+
+def gateway_side(deployment: Deployment, channel: str, folder: Path | None = None) -> Side:
+    return Side("gateway", harness_engine(deployment.db_url), f"{channel}.up", f"{channel}.down", "up", folder)
+
+
+def agent_side(state: Path, channel: str, folder: Path | None = None) -> Side:
+    return Side("agent", agent_engine(state), f"{channel}.down", f"{channel}.up", "down", folder)
