@@ -10,12 +10,10 @@ ledger check. Everything it starts it stops on exit.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -24,12 +22,11 @@ from typing import Self
 
 from sqlalchemy import MetaData, select
 
-from adapters.kinds.ferry.batch import Entry
 from adapters.kinds.ferry.station import Station
 from adapters.kinds.ferry.tables import ferry_tables
 from tests.support.ferry_ledger import FerryLedgerReport, SectorCount, Side, agent_engine, station_ledger
 from tests.support.ferry_link import FerryLink
-from tests.support.ferry_side import OPERATION, SideSpec, SideThread, side_engine
+from tests.support.ferry_side import OPERATION, SideSpec, SideThread, send_messages, side_engine
 from tests.support.pki import sm2_credential
 
 CHANNEL = "public_security"
@@ -117,16 +114,26 @@ class StationPair:
             self._sender.loop.close()
         self.link.stop()
 
-    def run_side_process(self, role: str, **env: str) -> subprocess.Popen[bytes]:
+    def run_side_process(self, role: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
         """One side as a process of its own (`python -m tests.support.ferry_side`), with extra environment."""
         spec = self.near_spec if role == "near" else self.far_spec
         path = spec.save(self.workdir / f"{role}-spec.json")
-        log = open(self.workdir / f"{role}-{len(self.processes)}.log", "wb")  # noqa: SIM115 - the child keeps it
-        process = subprocess.Popen([sys.executable, "-m", "tests.support.ferry_side", str(path)], cwd=ROOT,
-                                   env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **env},
-                                   stdout=log, stderr=subprocess.STDOUT)
+        with open(self.workdir / f"process-{len(self.processes)}.log", "wb") as log:  # the child keeps its own
+            process = subprocess.Popen([sys.executable, "-m", "tests.support.ferry_side", str(path), *args], cwd=ROOT,
+                                       env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **env},
+                                       stdout=log, stderr=subprocess.STDOUT)
         self.processes.append(process)
         return process
+
+    def send_in_process(self, count: int, **env: str) -> None:
+        """`count` messages sent by a near-side process of their own (which may be told to crash); returns when
+        it ended. The keys it noted before each send count as sent (a batch recorded before its file is)."""
+        keys = self.workdir / f"keys-{len(self.processes)}.txt"
+        self.run_side_process("near", "send", str(count), str(keys), **env).wait(timeout=20)
+        self.sent += keys.read_text(encoding="utf-8").split() if keys.exists() else []
+
+    def process_log(self, index: int) -> str:
+        return (self.workdir / f"process-{index}.log").read_text(errors="replace")[-3000:]
 
     def loop_of(self, role: str) -> SideThread:
         """The running loop of a side started on a thread (its station: an operator's resend, say)."""
@@ -159,14 +166,7 @@ class StationPair:
 
     def send(self, count: int) -> list[str]:
         """`count` messages, one batch each; their idempotency keys."""
-        keys = []
-        for _ in range(count):
-            key = f"case-{uuid.uuid4().hex[:8]}:T1:{OPERATION}"
-            body = json.dumps({"operation": OPERATION, "message": {"idempotency_key": key}}).encode()
-            message_id = uuid.uuid4().hex
-            self.sender().send([Entry(id=message_id, type="message", body=body, key=key)],
-                               operation_of={message_id: OPERATION})
-            keys.append(key)
+        keys = send_messages(self.sender(), count)
         self.sent += keys
         return keys
 

@@ -32,7 +32,7 @@ from sqlalchemy import Engine, MetaData
 
 from adapters.kinds.ferry.batch import Batch, Entry, FerryKeys
 from adapters.kinds.ferry.folders import LinkFolder, Naming
-from adapters.kinds.ferry.station import ReceiveReport, Station, StationConfig
+from adapters.kinds.ferry.station import ReceiveReport, Station, StationConfig, crash_point
 from adapters.kinds.ferry.tables import ferry_tables
 from certstore import Credential
 from gateway.persistence.engine import make_engine
@@ -88,7 +88,8 @@ def build_station(spec: SideSpec, engine: Engine, clock: Callable[[], datetime] 
     naming = Naming(**spec.naming) if spec.naming else Naming()
     config = StationConfig(
         name=spec.name, send_channel=spec.send_channel, receive_channel=spec.receive_channel,
-        outgoing=LinkFolder(Path(spec.outgoing), naming), incoming=LinkFolder(Path(spec.incoming), naming),
+        outgoing=LinkFolder(Path(spec.outgoing), naming, crash_at=crash_point),
+        incoming=LinkFolder(Path(spec.incoming), naming),
         mode=spec.mode, resend_after=timedelta(milliseconds=spec.resend_after_ms),
         beacon_every=timedelta(milliseconds=spec.beacon_every_ms), suppress_duplicates=spec.suppress_duplicates)
     keys = keys_of(spec)
@@ -115,24 +116,25 @@ class SideLoop:
         self.spec = spec
         self.engine = side_engine(spec.database_url)
         self.station = build_station(spec, self.engine, clock)
-        self.owed: list[Entry] = []
         self.errors: list[str] = []
+        self.verbose = False  # a process prints each pass that did something (its log tells the story)
         self.received = ReceiveReport()  # every pass's report, summed: what this side refused and suppressed
 
     def apply(self, batch: Batch, entry: Entry) -> None:
+        """Far: to the sector, then the answer sent at once — before the station records the message applied,
+        so a crash in between answers it again (the near side keeps the first answer), never not at all."""
         if self.spec.role == "far" and entry.type == "message":
             record_arrival(Path(self.spec.sector_record), entry)
-            self.owed.append(answer_entry(entry))
+            self.station.send([answer_entry(entry)])
         elif self.spec.role == "near" and entry.type == "answer":
             self.station.record_answer(entry)
 
     def pass_once(self) -> None:
         report = self.station.receive(self.apply)
+        if self.verbose and any(vars(report).values()):
+            print(f"{datetime.now(UTC).isoformat()} received {vars(report)}", flush=True)
         for name, value in vars(report).items():
             setattr(self.received, name, getattr(self.received, name) + value)
-        if self.owed:
-            owed, self.owed = self.owed, []
-            self.station.send(owed)
         if self.spec.mode == "two_way":
             self.station.resend_due()
         else:
@@ -169,16 +171,41 @@ class SideThread:
         self.loop.close()
 
 
+def message_entry(key: str) -> Entry:
+    body = json.dumps({"operation": OPERATION, "message": {"idempotency_key": key}}).encode()
+    return Entry(id=uuid.uuid4().hex, type="message", body=body, key=key)
+
+
+def send_messages(station: Station, count: int, keys_file: Path | None = None) -> list[str]:
+    """`count` messages, one batch each; each key noted in `keys_file` (if given) before its batch is sent."""
+    keys = []
+    for _ in range(count):
+        key = f"case-{uuid.uuid4().hex[:8]}:T1:{OPERATION}"
+        if keys_file is not None:
+            with open(keys_file, "a", encoding="utf-8") as out:
+                out.write(key + "\n")
+        entry = message_entry(key)
+        station.send([entry], operation_of={entry.id: OPERATION})
+        keys.append(key)
+    return keys
+
+
 def main(argv: list[str]) -> int:
+    """SPEC.json: run the side's loop until SIGTERM; SPEC.json send N KEYS: send N messages and exit."""
     spec = SideSpec.load(Path(argv[0]))
     loop = SideLoop(spec)
+    if argv[1:2] == ["send"]:
+        send_messages(loop.station, int(argv[2]), Path(argv[3]))
+        loop.close()
+        return 0
     stop = threading.Event()
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
     signal.signal(signal.SIGTERM, on_term)
-    print(f"ferry side {spec.role} running", flush=True)
+    loop.verbose = True
+    print(f"{datetime.now(UTC).isoformat()} ferry side {spec.role} running", flush=True)
     loop.run(stop)
     loop.close()
     for error in loop.errors:
