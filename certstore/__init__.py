@@ -8,6 +8,7 @@ Imports nothing of ours. What is public is what `__all__` names, importable from
   and refuses, and the credentials it gives adapters (`Credential`, `CredentialSource`);
 - SM2 with SM3 (`sm2_key`, `sm2_public_key`, `sm2_sign`, `sm2_verify`, `sm2_key_matches`, `Sm2Key`,
   `SM2_DEFAULT_ID`, `is_sm2_key`, `is_sm2_certificate`: keys and certificates `cryptography` cannot load;
+  `sm2_encrypt`/`sm2_decrypt`: a content key encrypted to an SM2 certificate's key;
   `sm2_self_signed`: a self-signed SM2 certificate and its new key);
 - X.509 (`Subject`, `KEY_ALGORITHMS`), TLS client contexts (`client_context`), Ed25519 signing of log
   checkpoints, and files written once (`write_once`).
@@ -26,6 +27,8 @@ from certstore.sm2 import (
     Sm2Key,
     is_sm2_certificate,
     is_sm2_key,
+    sm2_decrypt,
+    sm2_encrypt,
     sm2_key,
     sm2_key_matches,
     sm2_public_key,
@@ -57,6 +60,6 @@ __all__ = [
     "MasterKeys", "MemoryCredentials", "SealedValueUnavailable", "Signer", "StoredVersion", "Subject",
     "TlsCredentialError", "UnknownEntry", "client_context", "decode_signature", "digest", "encode_signature",
     "is_sealed", "load_or_create_signing_key", "reference_name", "rewrap_signing_key", "write_once",
-    "is_sm2_certificate", "is_sm2_key", "sm2_key", "sm2_key_matches", "sm2_public_key", "sm2_self_signed", "sm2_sign",
-    "sm2_verify",
+    "is_sm2_certificate", "is_sm2_key", "sm2_decrypt", "sm2_encrypt", "sm2_key", "sm2_key_matches", "sm2_public_key",
+    "sm2_self_signed", "sm2_sign", "sm2_verify",
 ]  # fmt: skip

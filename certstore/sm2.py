@@ -12,7 +12,9 @@ CSPRNG for the per-signature nonce, a configurable signer ID, the Z pre-hash opt
 - `sm2_self_signed(common_name, days)` a self-signed SM2-with-SM3 certificate and its new key (PEM): what a
   sector without a CA hands over, and what the demo and tests make;
 - `sm2_sign` / `sm2_verify` sign and check, with the signer ID (default `1234567812345678`; `None`: no Z
-  value, the message is hashed alone) and the signature as DER (`SEQUENCE {r, s}`) or raw `r‖s` (64 bytes).
+  value, the message is hashed alone) and the signature as DER (`SEQUENCE {r, s}`) or raw `r‖s` (64 bytes);
+- `sm2_encrypt` / `sm2_decrypt` public-key encryption (GM/T 0003.4, ciphertext as GmSSL writes it: DER
+  `SEQUENCE {x, y, hash, ciphertext}`) of a short secret, 1 to `SM2_MAX_PLAINTEXT` bytes: a content key.
 Bad input raises `CertificateError` with a message a person can act on; never key material. GmSSL writes a
 two-line trace to stderr when a signature does not verify; the answer (False) is what counts.
 """
@@ -37,6 +39,8 @@ SM2_DEFAULT_ID = b"1234567812345678"  # GM/T 0009's default distinguishing ID, w
 # asn1crypto knows no key size for the SM2 curve: without one it writes a private scalar with a leading zero
 # byte as 31 bytes, which SEC1 does not allow.
 keys.NamedCurve.register("sm2", SM2_CURVE_OID, 32)
+
+SM2_MAX_PLAINTEXT = 255  # GmSSL's limit for one SM2 encryption: room for any content key, not for data
 
 SignatureEncoding = Literal["der", "raw"]
 SIGNATURE_ENCODINGS: tuple[SignatureEncoding, ...] = ("der", "raw")
@@ -214,6 +218,25 @@ def sm2_verify(public: bytes, data: bytes, signature: bytes, *, signer_id: bytes
         return bool(gmssl_pyx.sm2_verify(public, data, der, signer_id=signer_id))
     except (CertificateError, ValueError, TypeError, gmssl_pyx.GmsslInnerError):
         return False
+
+
+def sm2_encrypt(public: bytes, plaintext: bytes) -> bytes:
+    """`plaintext` (1 to SM2_MAX_PLAINTEXT bytes) encrypted to the 64-byte public point `public`."""
+    if not 0 < len(plaintext) <= SM2_MAX_PLAINTEXT:
+        raise CertificateError(f"SM2 encryption takes 1 to {SM2_MAX_PLAINTEXT} bytes, got {len(plaintext)}")
+    try:
+        return bytes(gmssl_pyx.sm2_encrypt(public, plaintext))
+    except (gmssl_pyx.InvalidValueError, gmssl_pyx.GmsslInnerError, ValueError, TypeError):
+        raise CertificateError("SM2 encryption failed: the public key is not a point on the SM2 curve") from None
+
+
+def sm2_decrypt(key: Sm2Key, ciphertext: bytes) -> bytes:
+    """What `sm2_encrypt` encrypted to this key's public point; `CertificateError` if the ciphertext was
+    changed, cut, or encrypted to another key (the SM3 check inside it fails)."""
+    try:
+        return bytes(gmssl_pyx.sm2_decrypt(key.private, ciphertext))
+    except (gmssl_pyx.InvalidValueError, gmssl_pyx.GmsslInnerError, ValueError, TypeError):
+        raise CertificateError("SM2 decryption failed: changed, cut, or encrypted to another key") from None
 
 
 def sm2_key_matches(key: Sm2Key, public: bytes) -> bool:

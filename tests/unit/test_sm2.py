@@ -23,6 +23,8 @@ from certstore import (
     SignatureEncoding,
     Sm2Key,
     is_sm2_certificate,
+    sm2_decrypt,
+    sm2_encrypt,
     sm2_key,
     sm2_public_key,
     sm2_sign,
@@ -196,3 +198,21 @@ def test_an_encrypted_sm2_key_and_an_sm2_pkcs12_file_are_refused_with_what_to_do
             "-out", tmp_path / "sm2.p12")
     with pytest.raises(CertificateError, match="import its certificate and key as PEM"):
         read_pkcs12((tmp_path / "sm2.p12").read_bytes(), b"pw")
+
+
+def test_a_content_key_encrypted_to_a_certificate_opens_only_with_its_key() -> None:
+    certificate, key_pem = sm2_credential("recipient")
+    content_key = bytes(range(16))
+    ciphertext = sm2_encrypt(sm2_public_key(certificate), content_key)
+    assert content_key not in ciphertext and sm2_decrypt(sm2_key(key_pem), ciphertext) == content_key
+    assert sm2_encrypt(sm2_public_key(certificate), content_key) != ciphertext  # a fresh ephemeral key each time
+    _other_certificate, other_key = sm2_credential("someone else")
+    changed = ciphertext[:-1] + bytes([ciphertext[-1] ^ 1])
+    for key, data in ((other_key, ciphertext), (key_pem, changed), (key_pem, ciphertext[:40]), (key_pem, b"")):
+        with pytest.raises(CertificateError, match="SM2 decryption failed"):
+            sm2_decrypt(sm2_key(key), data)
+    for plaintext in (b"", b"x" * 256):
+        with pytest.raises(CertificateError, match="1 to 255 bytes"):
+            sm2_encrypt(sm2_public_key(certificate), plaintext)
+    with pytest.raises(CertificateError, match="not a point"):
+        sm2_encrypt(b"\0" * 64, content_key)
