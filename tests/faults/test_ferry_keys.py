@@ -74,7 +74,7 @@ def far_station(pair: StationPair) -> Station:
 
 
 def assert_shown(pair: StationPair, name: str, code: str) -> None:
-    wait_until(lambda: name in quarantined(pair), 5, f"{name} quarantined")
+    wait_until(lambda: name in quarantined(pair), 10, f"{name} quarantined")
     assert quarantined(pair)[name] == code
     reason = json.loads((Path(pair.far_spec.incoming) / "quarantine" / f"{name}.reason.json").read_text())
     assert reason["code"] == code and reason["reason"]
@@ -121,14 +121,14 @@ def test_a_batch_signed_with_an_expired_key_is_refused_beyond_the_stated_toleran
         name = smuggle(pair, expired, 1)
         assert_shown(pair, name, "expired_key")
         smuggle(pair, lately, 1)  # a drifting clock is not an expired key
-        wait_until(lambda: pair.sector_record.exists(), 5, "the batch signed within the tolerance applied")
+        wait_until(lambda: pair.sector_record.exists(), 10, "the batch signed within the tolerance applied")
         assert pair.sector_record.read_text().count("smuggled-1") == 1
 
 
 def test_a_replayed_old_batch_is_not_applied_again_and_a_forged_one_under_its_seq_is_quarantined(
     db_url: str, tmp_path: Path
 ) -> None:
-    with StationPair(tmp_path, db_url) as pair:
+    with StationPair(tmp_path, db_url, resend_after_ms=10_000) as pair:  # no resend of ours meets it as a duplicate
         pair.start()
         pair.send(3)
         pair.wait_answered()
@@ -139,8 +139,9 @@ def test_a_replayed_old_batch_is_not_applied_again_and_a_forged_one_under_its_se
                                  .where(tables.sent.c.channel == DOWN, tables.sent.c.seq == 1)).one()
         engine.dispose()
         far = pair.loop_of("far").loop
+        before = far.received.duplicate_batches
         LinkFolder(Path(pair.near_spec.outgoing)).write(first.file, first.data)  # an old file, replayed
-        wait_until(lambda: far.received.duplicate_batches == 1, 5, "the replay met and counted")
+        wait_until(lambda: far.received.duplicate_batches > before, 10, "the replay met and counted")
         # Seq 1 again with other content, validly signed (a stolen key, a confused sender): forged, not applied.
         own = Credential("gateway", Path(pair.near_spec.own_cert).read_bytes(),
                          Path(pair.near_spec.own_key).read_bytes())

@@ -59,15 +59,15 @@ def test_one_way_links_beacons_name_what_never_arrived_and_an_operator_resends_t
         pair.send(1)
         pair.link.wait_for(dropped)
         # Nothing comes after the dropped batch: only the near side's beacon can tell the far side it exists.
-        wait_until(lambda: (2, 2) in pair.gaps("far"), 5, "the far side naming seq 2 from a beacon")
+        wait_until(lambda: (2, 2) in pair.gaps("far"), 10, "the far side naming seq 2 from a beacon")
         near, far = pair.loop_of("near").loop.station, pair.loop_of("far").loop.station
         assert near.resend(2, 2) == 1  # the near side's operator resends the range the far side named
-        wait_until(lambda: pair.sector_record.exists() and len(pair.sector_record.read_text().splitlines()) == 2, 5,
+        wait_until(lambda: pair.sector_record.exists() and len(pair.sector_record.read_text().splitlines()) == 2, 10,
                    "the resent batch applied")
-        wait_until(lambda: any(a.seq is not None for a in pair.link.actions("up", "refused")), 5,
+        wait_until(lambda: any(a.seq is not None for a in pair.link.actions("up", "refused")), 10,
                    "the answer batch lost on the refused way up")
         pair.link.refuse("up", False)
-        wait_until(lambda: bool(pair.gaps("near")), 5, "the near side naming the lost answer batches")
+        wait_until(lambda: bool(pair.gaps("near")), 10, "the near side naming the lost answer batches")
         for low, high in pair.gaps("near"):
             far.resend(low, high)  # ... and the far side's operator those the near side named
         pair.wait_answered()
@@ -77,15 +77,16 @@ def test_one_way_links_beacons_name_what_never_arrived_and_an_operator_resends_t
 
 
 def test_negative_control_without_duplicate_suppression_the_ledger_check_fails(db_url: str, tmp_path: Path) -> None:
-    with StationPair(tmp_path, db_url, far_suppresses=False) as pair:
+    with StationPair(tmp_path, db_url, far_suppresses=False, resend_after_ms=10_000) as pair:  # the link's only
         pair.start()
         pair.send(1)
         duplicated = pair.link.fault("duplicate", lane="down", count=2)
         pair.send(2)
         pair.link.wait_for(duplicated, uses=2)
         pair.wait_answered()
-        wait_until(lambda: len(pair.sector_record.read_text().splitlines()) >= 5, 5, "the duplicates applied")
+        wait_until(lambda: len(pair.sector_record.read_text().splitlines()) >= 5, 10, "the duplicates applied")
         report = pair.ledger()
         assert not report.ok
+        assert report.duplicate_submits == 2, report
         assert any(problem.startswith("duplicates: 2 messages reached the sector again")
                    for problem in report.problems), report

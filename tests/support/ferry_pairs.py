@@ -181,7 +181,7 @@ class StationPair:
         return all((state := station.message_state(key, OPERATION)) is not None and state.state == "answered"
                    for key in self.sent)
 
-    def wait_answered(self, timeout_s: float = 10) -> None:
+    def wait_answered(self, timeout_s: float = 20) -> None:
         try:
             wait_until(self.answered, timeout_s, "every message sent answered across the link")
         except AssertionError as failed:
