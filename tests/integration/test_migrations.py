@@ -14,7 +14,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,7 +31,6 @@ from sqlalchemy import (
     Engine,
     Integer,
     MetaData,
-    create_engine,
     event,
     insert,
     inspect,
@@ -40,7 +38,6 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from gateway.persistence import tables as t
@@ -60,6 +57,7 @@ from gateway.persistence.schema import TABLE_MODULES
 from gateway.persistence.schema_version import at_newest, newest_revision
 from gateway.persistence.tables import metadata
 from gateway.persistence.uow import create_schema
+from tests.support.services import empty_database
 
 REPO = Path(__file__).resolve().parents[2]
 EVERY_TABLE = set(metadata.tables)
@@ -67,20 +65,9 @@ EVERY_TABLE = set(metadata.tables)
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """The URL of an empty database."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'migrations.db'}"
-        return
-    base: str = request.getfixturevalue("postgres_url")
-    schema = f"migrations_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    yield make_url(base).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
-        hide_password=False)
-    with admin.begin() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))  # the tables and alembic_version with it
-    admin.dispose()
+    """The URL of an empty database (a PostgreSQL schema is dropped afterwards with alembic_version)."""
+    with empty_database(request, tmp_path, "migrations") as url:
+        yield url
 
 
 @pytest.fixture

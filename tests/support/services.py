@@ -1,5 +1,5 @@
-"""PostgreSQL and RabbitMQ for the tests: where they are, a vhost of a test's own, and what a missing one
-means (a skip, or a failure under YIWANG_REQUIRE_SERVICES=1)."""
+"""PostgreSQL and RabbitMQ for the tests: where they are, a schema or a vhost of a test's own, and what a
+missing one means (a skip, or a failure under YIWANG_REQUIRE_SERVICES=1)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 PG_ADMIN_URL = os.environ.get("YIWANG_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
@@ -27,6 +30,34 @@ def service_missing(what: str, how: str, error: Exception) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
+
+
+@contextmanager
+def postgres_schema_of_its_own(database_url: str, prefix: str) -> Iterator[str]:
+    """An empty schema of its own in the database at `database_url`, chosen through `search_path`: the URL
+    that sees only it. Dropped afterwards with what was made in it, so other tests' tables are untouched."""
+    schema = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(database_url)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield make_url(database_url).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
+            hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@contextmanager
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path, name: str) -> Iterator[str]:
+    """The URL of an empty database of the test's own, on `request.param` ("sqlite" | "postgres"): a new
+    SQLite file `<name>.db`, or a schema of its own in the run's PostgreSQL database (`name` its prefix)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / f'{name}.db'}"
+        return
+    with postgres_schema_of_its_own(request.getfixturevalue("postgres_url"), name) as url:
+        yield url
 
 
 RABBITMQ_HOW_TO_START = "start it with: rabbitmq-server -detached"
