@@ -3,11 +3,12 @@
 Public API (what `__all__` names, importable from `adapters` itself; the gateway uses nothing else):
 - the contract every adapter keeps: `Adapter`, `Operation`, the case events a bundle may subscribe to
   (`CaseEventType`), `CanonicalMessage`/`CanonicalResult`,
-  `DeliveryError` with its `FailureClass`, `UnsendableRequest`, `SectorRefusal` (a final business refusal);
+  `DeliveryError` with its `FailureClass`, `UnsendableRequest`, `SectorRefusal` (a final business refusal),
+  `AnswerPending` (the message is on its way across a gap: ask again later);
   what the canonical message carries (`MATERIALS_SENT_WITH`);
 - bundles: the checked descriptor (`Bundle`, `CallbackResults`, `PollingResults`, `DESCRIPTOR`), reading,
   unpacking, validating and previewing them (`load_bundle`, `unpack_bundle`, `validate_bundle`, `bundle_warnings`,
-  `preview`;
+  `preview`; the bundle a ferry bundle carries, `carried_bundle`;
   `BundleError` with its `Problem`s); rehearsal files (`read_rehearsal` -> `RehearsalItem`s, `judge` of an
   `Answer`, `RehearsalInvalid`);
 - ready adapters: `build_adapter` -> `RegisteredAdapter` (resilience as the bundle says: `RetryPolicy`, the
@@ -15,7 +16,11 @@ Public API (what `__all__` names, importable from `adapters` itself; the gateway
   (`QueryParameter`s: its declared contract, `RegisteredAdapter.queries` and `.parameter_errors`, or what its
   mapping reads, `query_parameters`);
 - secrets and callbacks: `SecretRef`, `SecretRefError`, `use_vault`, `verify_callback`/`SignatureError`;
-- the adapter kinds: `AdapterKind` and their registry `KINDS` (`adapters/kinds/<kind>/`).
+- the adapter kinds: `AdapterKind` and their registry `KINDS` (`adapters/kinds/<kind>/`);
+- the ferry (adapters/kinds/ferry, adapters/FERRY-FORMAT.md), for the gateway's near side and the far-side agent:
+  a ferry bundle's options (`FerryOptions`), batches (`Batch`, `Entry`, `FerryKeys`, `Limits`, `BatchRefused`),
+  link folders (`LinkFolder`, `Naming`), one side of a link (`Station`, `StationConfig`) and its tables
+  (`ferry_tables` -> `FerryTables`).
 The modules behind it, the kinds' own modules and the simulators (`adapters.simulators`, which only the
 composition root and the simulators' command group start) are not for the gateway to import.
 Imports `mappings` and `certstore`, never `gateway` or `ops`.
@@ -35,6 +40,7 @@ if TYPE_CHECKING:  # the names as mypy and readers see them; at run time `__geta
         BundleError,
         Problem,
         bundle_warnings,
+        carried_bundle,
         load_bundle,
         preview,
         unpack_bundle,
@@ -43,6 +49,7 @@ if TYPE_CHECKING:  # the names as mypy and readers see them; at run time `__geta
     from adapters.canonical import MATERIALS_SENT_WITH
     from adapters.contract import (
         Adapter,
+        AnswerPending,
         CanonicalMessage,
         CanonicalResult,
         DeliveryError,
@@ -54,6 +61,11 @@ if TYPE_CHECKING:  # the names as mypy and readers see them; at run time `__geta
     from adapters.descriptor import DESCRIPTOR, Bundle, CallbackResults, PollingResults
     from adapters.kind import AdapterKind
     from adapters.kinds import KINDS
+    from adapters.kinds.ferry import FerryOptions
+    from adapters.kinds.ferry.batch import Batch, BatchRefused, Entry, FerryKeys, Limits
+    from adapters.kinds.ferry.folders import LinkFolder, Naming
+    from adapters.kinds.ferry.station import Station, StationConfig
+    from adapters.kinds.ferry.tables import FerryTables, ferry_tables
     from adapters.queries import QueryParameter, query_parameters
     from adapters.registry import RegisteredAdapter, Registry, build_adapter, default_bundles_dir
     from adapters.rehearsal import Answer, RehearsalInvalid, RehearsalItem, judge, read_rehearsal
@@ -65,13 +77,19 @@ _MODULE_OF = {
     "SecretRef": "auth", "SignatureError": "auth", "verify_callback": "auth",
     "BundleError": "bundle", "Problem": "bundle", "load_bundle": "bundle", "preview": "bundle",
     "unpack_bundle": "bundle", "validate_bundle": "bundle", "bundle_warnings": "bundle",
+    "carried_bundle": "bundle",
     "MATERIALS_SENT_WITH": "canonical",
-    "Adapter": "contract", "CanonicalMessage": "contract", "CanonicalResult": "contract", "DeliveryError": "contract",
+    "Adapter": "contract", "AnswerPending": "contract", "CanonicalMessage": "contract",
+    "CanonicalResult": "contract", "DeliveryError": "contract",
     "FailureClass": "contract", "Operation": "contract", "SectorRefusal": "contract",
     "UnsendableRequest": "contract", "CaseEventType": "contract",
     "DESCRIPTOR": "descriptor", "Bundle": "descriptor", "CallbackResults": "descriptor", "PollingResults": "descriptor",
     "AdapterKind": "kind",
     "KINDS": "kinds",
+    "FerryOptions": "kinds.ferry", "Batch": "kinds.ferry.batch", "BatchRefused": "kinds.ferry.batch",
+    "Entry": "kinds.ferry.batch", "FerryKeys": "kinds.ferry.batch", "Limits": "kinds.ferry.batch",
+    "LinkFolder": "kinds.ferry.folders", "Naming": "kinds.ferry.folders", "Station": "kinds.ferry.station",
+    "StationConfig": "kinds.ferry.station", "FerryTables": "kinds.ferry.tables", "ferry_tables": "kinds.ferry.tables",
     "QueryParameter": "queries", "query_parameters": "queries",
     "Answer": "rehearsal", "RehearsalInvalid": "rehearsal", "RehearsalItem": "rehearsal", "judge": "rehearsal",
     "read_rehearsal": "rehearsal",
@@ -97,10 +115,13 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "DELIVERY_BREAKER", "DESCRIPTOR", "KINDS", "MATERIALS_SENT_WITH", "QUERY_BREAKER",
-    "Adapter", "AdapterKind", "Answer", "Bundle", "BundleError", "CallbackResults", "CanonicalMessage",
+    "Adapter", "AdapterKind", "Answer", "AnswerPending", "Batch", "BatchRefused", "Bundle", "BundleError",
+    "CallbackResults", "Entry", "FerryKeys", "FerryOptions", "FerryTables", "Limits", "LinkFolder", "Naming",
+    "Station", "StationConfig", "ferry_tables",
+    "CanonicalMessage",
     "CanonicalResult", "CaseEventType", "DeliveryError", "FailureClass", "Operation", "PollingResults", "Problem",
     "QueryParameter", "RegisteredAdapter", "Registry", "RehearsalInvalid", "RehearsalItem", "RetryPolicy",
     "SecretRef", "SecretRefError", "SectorRefusal", "SignatureError", "UnsendableRequest",
-    "build_adapter", "bundle_warnings", "default_bundles_dir", "judge", "load_bundle", "preview",
+    "build_adapter", "bundle_warnings", "carried_bundle", "default_bundles_dir", "judge", "load_bundle", "preview",
     "query_parameters", "read_rehearsal", "unpack_bundle", "use_vault", "validate_bundle", "verify_callback",
 ]  # fmt: skip

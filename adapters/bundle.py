@@ -8,6 +8,8 @@
 - `validate_bundle(dir_or_bundle)` runs every check, mappings against the canonical model and the
   service description and the rehearsal file's items (`adapters.rehearsal`) included, and returns the problems.
 - `preview(bundle, operation, message)` renders what would be sent, without sending it.
+- A bundle of a carrying kind (`ferry`, `adapters.kind.CarryingKind`) carries another bundle in a folder: that
+  one is read, validated and previewed as any bundle, and the carrying kind wraps it.
 - `bundle_warnings(bundle)`: what is allowed but should be changed (a legacy signing algorithm, a named query
   without a parameter contract or declaring one its mapping never reads): no refusal.
 
@@ -50,7 +52,7 @@ from adapters.descriptor import (
     TlsSpec,
     file_inside,
 )
-from adapters.kind import AdapterKind
+from adapters.kind import AdapterKind, CarryingKind
 from adapters.kinds import KINDS
 from adapters.queries import contract_problems
 from adapters.rehearsal import RehearsalInvalid, read_rehearsal
@@ -66,7 +68,7 @@ CODE_TABLES = "code_tables.yaml"  # optional: code tables every mapping of the b
 MiB = 1024 * 1024
 
 __all__ = [
-    "BundleError", "Problem", "compile_mappings", "load_bundle", "preview", "schema", "unpack_bundle",
+    "BundleError", "Problem", "carried_bundle", "compile_mappings", "load_bundle", "preview", "schema", "unpack_bundle",
     "validate_bundle",
 ]  # fmt: skip
 
@@ -212,6 +214,8 @@ def _read_descriptor(root: Path) -> tuple[Mapping[str, Any], list[Problem]]:
     problems = _schema_problems(doc, worder)
     if problems:
         return {}, problems
+    if isinstance(KINDS[doc["kind"]], CarryingKind):  # the rest is the carried bundle's, checked when it is read
+        return doc, []
     problems = [*_semantic_problems(doc, worder), *_auth_problems(doc, worder), *_file_problems(doc, root, worder)]
     return doc, problems + _code_table_problems(root)
 
@@ -319,7 +323,40 @@ def load_bundle(path: Path) -> Bundle:
     doc, problems = _read_descriptor(root)
     if problems:
         raise BundleError(problems)
+    kind = KINDS[doc["kind"]]
+    if isinstance(kind, CarryingKind):
+        return _carrying(kind, root, doc)
     return _build(root, doc)
+
+
+def _carrying(kind: CarryingKind, root: Path, doc: Mapping[str, Any]) -> Bundle:
+    """A bundle carrying another in a folder (`ferry`): the carried one read and checked as any bundle (its
+    problems named by their place in the carrying bundle), then wrapped by the kind."""
+    folder = kind.carried_folder(doc)
+    worder = _Worder(DESCRIPTOR, _descriptor_positions_of(root))
+    inner = root / folder
+    if file_inside(root, f"{folder}/{DESCRIPTOR}") is None:
+        raise BundleError([worder.problem([kind.name, "bundle"], f"no bundle in folder {folder!r} "
+                                                                  f"(no {folder}/{DESCRIPTOR})")])
+    try:
+        carried = load_bundle(inner)
+    except BundleError as exc:
+        raise BundleError(_inside(folder, exc.problems)) from exc
+    bundle, problems = kind.wrap(root, doc, carried, worder.problem)
+    if bundle is None or problems:
+        raise BundleError(problems)
+    return bundle
+
+
+def carried_bundle(bundle: Bundle) -> Bundle | None:
+    """The bundle a bundle of a carrying kind carries (a ferry's SOAP/REST bundle); None for any other."""
+    kind = KINDS[bundle.kind]
+    return kind.carried(bundle) if isinstance(kind, CarryingKind) else None
+
+
+def _inside(folder: str, problems: Sequence[Problem]) -> list[Problem]:
+    """A carried bundle's problems, their files named from the carrying bundle's root."""
+    return [Problem(f"{folder}/{p.file}", p.line, p.field, p.message) for p in problems]
 
 
 # --------------------------------------------------------------------------- unpacking a zip
@@ -453,7 +490,7 @@ def compile_mappings(bundle: Bundle) -> dict[str, CompiledMapping]:
 
     Compile only: `validate_bundle` is what checks them against the canonical model and the sector.
     """
-    tables = _read_code_tables(bundle.root)
+    tables = _tables_of(bundle)
     compiled, problems = {}, []
     for name, (path, _) in bundle.mapping_files().items():
         mf, found = load_mapping(path, name=bundle.relative(path), code_tables=tables)
@@ -479,8 +516,12 @@ def validate_bundle(path_or_bundle: str | Path | Bundle) -> list[Problem]:
             return list(exc.problems)
     worder = _Worder(DESCRIPTOR, _descriptor_positions(bundle))
     problems, check = KINDS[bundle.kind].check_service(bundle, worder.problem)
+    kind = KINDS[bundle.kind]
+    if isinstance(kind, CarryingKind):  # the carried bundle, whole (its rehearsal file included)
+        carried = kind.carried(bundle)
+        problems += _inside(carried.root.relative_to(bundle.root).as_posix(), validate_bundle(carried))
     try:
-        tables = _read_code_tables(bundle.root)
+        tables = _tables_of(bundle)
     except BundleError as exc:  # a Bundle built by hand may have skipped load_bundle's check
         return _ordered(problems + list(exc.problems))
     for name, (path, query) in bundle.mapping_files().items():
@@ -517,7 +558,7 @@ def bundle_warnings(bundle: Bundle) -> list[Problem]:
 
 def _query_warnings(bundle: Bundle) -> list[Problem]:
     """Each named query's contract: none declared, or a declared parameter its mapping never reads."""
-    tables = _read_code_tables(bundle.root)
+    tables = _tables_of(bundle)
     warnings = []
     for path in bundle.queries.values():
         mf, _ = load_mapping(path, name=bundle.relative(path), code_tables=tables)
@@ -531,7 +572,16 @@ def _ordered(problems: list[Problem]) -> list[Problem]:
 
 
 def _descriptor_positions(bundle: Bundle) -> Positions:
-    return load_yaml((bundle.root / DESCRIPTOR).read_text(encoding="utf-8"))[1]
+    return _descriptor_positions_of(bundle.root)
+
+
+def _descriptor_positions_of(root: Path) -> Positions:
+    return load_yaml((root / DESCRIPTOR).read_text(encoding="utf-8"))[1]
+
+
+def _tables_of(bundle: Bundle) -> dict[str, Any]:
+    """The code tables the bundle's mappings may name: its own, or (a carrying bundle) the carried one's."""
+    return _read_code_tables(bundle.code_tables.parent if bundle.code_tables is not None else bundle.root)
 
 
 def _expectations(name: str, query: bool) -> Expectations:
@@ -549,7 +599,13 @@ def preview(
     Raises `MappingError` if the message does not fit the mapping, `BundleError` if the mapping is broken.
     """
     path, _ = bundle.mapping(operation)
-    mf, problems = load_mapping(path, name=bundle.relative(path), code_tables=_read_code_tables(bundle.root))
+    mf, problems = load_mapping(path, name=bundle.relative(path), code_tables=_tables_of(bundle))
     if mf is None or problems:
         raise BundleError(problems)
-    return KINDS[bundle.kind].preview(bundle, mf, message, bundle.endpoint(environment))
+    kind = KINDS[bundle.kind]
+    shown = kind.preview(bundle, mf, message, bundle.endpoint(environment))
+    if isinstance(kind, CarryingKind):  # what the carried bundle's kind would send, behind the gap, and how it goes
+        carried = kind.carried(bundle)
+        return {**preview(carried, operation, message, environment=environment), **shown,
+                "carried_kind": carried.kind}
+    return shown

@@ -455,7 +455,42 @@ def bundle_schema(kinds: Iterable[AdapterKind] | None = None) -> dict[str, Any]:
     conditions = [{"if": {"properties": {"kind": {"const": kind.name}}, "required": ["kind"]},
                    "then": dict(kind.schema.then)} for kind in chosen if kind.schema.then is not None]
     schema["allOf"] = [dict(_TAKES_CASES), *conditions]
-    return schema
+    carrying = [kind for kind in chosen if kind.schema.own_descriptor is not None]
+    return _with_own_descriptors(schema, carrying) if carrying else schema
+
+
+def _with_own_descriptors(schema: dict[str, Any], carrying: Sequence[AdapterKind]) -> dict[str, Any]:
+    """The schema when some kinds' descriptors are their own (a bundle carrying another, `ferry`): the common
+    requirements hold for the other kinds only; each carrying kind requires its own keys, refuses the common keys
+    the bundle it carries says, and lists its operations (the calls that cross) instead of mapping them to files."""
+    names = [kind.name for kind in carrying]
+    others = {"properties": {"kind": {"not": {"enum": names}}}}
+    common_required = list(_COMMON["required"])
+    everyone = [key for key in common_required if all(key in (k.schema.own_descriptor or ()) for k in carrying)]
+    operations = dict(schema["properties"]["operations"])
+    operations |= {"type": ["object", "array"],
+                   "x-message": f"expected a mapping of canonical operation -> mapping file ({', '.join(names)}: "
+                                f"a list of the operations that cross)"}
+    takes_cases = {**_TAKES_CASES, "if": {**_TAKES_CASES["if"], **others}}
+    conditions = [
+        {"if": others, "then": {"required": [key for key in common_required if key not in everyone],
+                                "properties": {"operations": {"type": "object", "x-message": "expected a mapping "
+                                                              "of canonical operation -> mapping file"}}}},
+        *(_own_descriptor(kind, schema["properties"]) for kind in carrying),
+    ]
+    allof = [takes_cases if item == _TAKES_CASES else item for item in schema["allOf"]]
+    carried = {f"{kind.name}Carried": {"not": {}, "x-message": f"not in a {kind.name} bundle: the bundle it "
+                                                                "carries says it"} for kind in carrying}
+    return {**schema, "required": everyone, "properties": {**schema["properties"], "operations": operations},
+            "allOf": [*allof, *conditions], "$defs": {**schema["$defs"], **carried}}
+
+
+def _own_descriptor(kind: AdapterKind, properties: Mapping[str, Any]) -> dict[str, Any]:
+    """A carrying kind's keys required, and every other key refused: the bundle it carries says them."""
+    own = set(kind.schema.own_descriptor or ()) | set(kind.schema.properties)
+    refused = {key: {"$ref": f"#/$defs/{kind.name}Carried"} for key in properties if key not in own}
+    return {"if": {"properties": {"kind": {"const": kind.name}}, "required": ["kind"]},
+            "then": {"required": list(kind.schema.own_descriptor or ()), "properties": refused}}
 
 
 def _kind(kinds: Sequence[AdapterKind]) -> dict[str, Any]:

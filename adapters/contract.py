@@ -98,6 +98,17 @@ class SectorRefusal(DeliveryError):
         self.missing = missing
 
 
+class AnswerPending(DeliveryError):
+    """The message is on its way to a sector that answers later, across a gap (the `ferry` kind): no failure,
+    nothing to retry now — ask again in `retry_after_s` seconds (sooner when its answer arrives). Not
+    retryable, so no retry policy spends an attempt on it, and no breaker or health window counts it: the
+    sector was not called. The dispatcher makes the message due again (`CaseService.wait_for_answer`)."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(FailureClass.TRANSPORT, message, retryable=False)
+        self.retry_after_s = retry_after_s
+
+
 # A canonical message is a JSON-able dict:
 #   {"idempotency_key": str, "sector_ref": str | None (the sector's reference for this task),
 #    "task": {"id", "department", "credit_code", "lead": bool},   # one department's part of the case

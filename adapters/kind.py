@@ -13,6 +13,11 @@ Adding a kind (the recipe; the toy kind in `tests/support/toy_kind.py` is a comp
 2. Its entry in `KINDS` (`adapters/kinds/__init__.py`): the import of its object and one dict item.
 3. Regenerate the published schema: `make bundle-schema` (a test fails until the copy is current).
 
+A kind whose bundle carries another bundle in a folder of its own (`ferry`: the inner SOAP/REST bundle the agent
+behind a gap delivers with) is also a `CarryingKind`: its descriptor is its own (`KindSchema.own_descriptor`: the
+keys it requires instead of the common ones, and the common keys it takes from the carried bundle), and
+`adapters.bundle` reads and checks the carried bundle first, then asks the kind to `wrap` it.
+
 What a kind declares:
 - `name`: the descriptor's `kind`; `auth_forms`: which `auth` forms (`adapters.auth.FORM_TYPES`) it takes;
 - `schema`: its fragment of the bundle schema (`KindSchema`: its top-level options, its way of carrying the
@@ -31,7 +36,8 @@ from __future__ import annotations
 import ssl
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 from adapters.auth import AuthForms
 from adapters.contract import Adapter
@@ -66,6 +72,8 @@ class KindSchema:
     properties: Mapping[str, Any] = field(default_factory=dict)  # top-level descriptor keys it adds
     idempotency: IdempotencyCarrier | None = None
     then: Mapping[str, Any] | None = None  # what a bundle of this kind must also satisfy (JSON Schema)
+    # A carrying kind's descriptor: the keys it requires instead of the common ones (None: the common descriptor).
+    own_descriptor: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -142,4 +150,22 @@ class AdapterKind(Protocol):
     def build(self, bundle: Bundle, mappings: Mapping[str, CompiledMapping], endpoint: str,
               credentials: BundleCredentials) -> Adapter:
         """The adapter of one bundle version against `endpoint`; `ValueError`/`OSError` if it cannot be."""
+        ...
+
+
+@runtime_checkable
+class CarryingKind(AdapterKind, Protocol):
+    """A kind whose bundle carries another one in a folder (see the module's docstring)."""
+
+    def carried_folder(self, doc: Mapping[str, Any]) -> str:
+        """The folder, inside the bundle, of the bundle it carries (from a descriptor the schema passed)."""
+        ...
+
+    def wrap(self, root: Path, doc: Mapping[str, Any], carried: Bundle, at: ProblemAt
+             ) -> tuple[Bundle | None, list[Problem]]:
+        """The bundle of the descriptor `doc` in `root`, around the checked `carried` one; or its problems."""
+        ...
+
+    def carried(self, bundle: Bundle) -> Bundle:
+        """The bundle a bundle of this kind carries."""
         ...

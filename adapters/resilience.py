@@ -50,6 +50,7 @@ from tenacity.wait import wait_base
 
 from adapters.contract import (
     Adapter,
+    AnswerPending,
     CanonicalMessage,
     CanonicalResult,
     CaseEventType,
@@ -427,7 +428,7 @@ class _Attempt:
             return self._recorded(operation, message, on_sent)
         except DeliveryError as exc:
             after = _retry_after(exc)
-            if after is not None:  # the sector said "too many": every caller of this adapter waits
+            if after is not None and exc.retryable:  # the sector said "too many": every caller of this adapter waits
                 self.limiter.pause_for(min(after, RETRY_AFTER_CAP_S))
             raise
 
@@ -436,6 +437,8 @@ class _Attempt:
             on_sent()
         try:
             result = self.inner.call(operation, message)
+        except AnswerPending:  # on its way across a gap: the sector was not called, neither success nor failure
+            raise
         except Exception as exc:
             if not isinstance(exc, UnsendableRequest):  # a request that never left is no call of the sector's
                 self.health.record_failure(exc)

@@ -286,6 +286,11 @@ class Settings:
                                            "queued this long and not settled: published again")
     unsafe_fresh_idempotency_keys: bool = setting("YIWANG_UNSAFE_FRESH_IDEMPOTENCY_KEYS", False, _switch,
                                                   "the fault tests' negative control; never in production")
+    # The ferry's near side (gateway/sectors/ferry.py): sectors behind an isolation gateway, reached by files
+    ferry_dir: Path | None = setting("YIWANG_FERRY_DIR", None, _path, "each channel's outgoing/ and incoming/ "
+                                     "folders under <dir>/<channel>/; default: var_dir/ferry")
+    ferry_interval_ms: int = setting("YIWANG_FERRY_INTERVAL_MS", 1000, _positive,
+                                     "how often the near side reads answers and resends or beacons")
     # Retention (gateway/audit/retention.py): how long message bodies, notifications and logs are kept
     retention_days: int = setting("YIWANG_RETENTION_DAYS", 180, _positive,
                                   "then settled messages' bodies are purged and sent notifications deleted")
@@ -320,6 +325,11 @@ class Settings:
             return MasterKeys.from_env(env, self.var_dir)
         except (MasterKeyError, OSError) as exc:
             raise ConfigError(f"YIWANG_MASTER_KEY / YIWANG_MASTER_KEY_FILE: {exc}") from exc
+
+    @property
+    def ferry_folder(self) -> Path:
+        """Where the ferry's link folders are: `<it>/<channel>/outgoing` and `<it>/<channel>/incoming`."""
+        return self.ferry_dir or self.var_dir / "ferry"
 
     @property
     def db_url(self) -> str:

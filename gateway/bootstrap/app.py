@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
 from adapters import Bundle, RegisteredAdapter, RetryPolicy, build_adapter, use_vault
+from adapters.kinds.ferry import use_stations
 from certstore import CertStore, CredentialSource, FieldSealer, rewrap_signing_key
 from gateway.audit.ledger import Ledger
 from gateway.audit.retention import Retention, RetentionPolicy
@@ -59,11 +60,13 @@ from gateway.notifications.hall import (
     WebhookSender,
 )
 from gateway.persistence.blind_index import load_or_create_key
+from gateway.persistence.ferry_tables import FERRY_TABLES
 from gateway.persistence.personal_data import reseal_all
 from gateway.persistence.uow import UnitsOfWork
 from gateway.sectors.bundle_records import BundleStore
 from gateway.sectors.calls import NonceLedger, SectorCalls
 from gateway.sectors.delivery import DispatchSettings
+from gateway.sectors.ferry import ActiveBundles, NearSide
 from gateway.sectors.licences import LicenceLookup
 from gateway.sectors.live_registry import LiveRegistry
 from gateway.security.api_keys import ApiKeyStore
@@ -107,6 +110,7 @@ class Gateway:
     scheduler: Scheduler  # leased scheduled jobs: the clock, expiry, the outbox sweep, notifications
     readiness: Readiness  # GET /readyz and the yiwang_ready gauge (ops/readiness.py)
     dead_letters: DeadLetterDesk  # the operators' desk (ops/dead_letters.py): the ops API and the replay-runs job
+    ferry: NearSide  # the near side of the ferry: a station per channel, and its job (gateway/sectors/ferry.py)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _transport: AmqpTransport | None = None  # with YIWANG_AMQP_URL: relay, consumers, scheduled jobs
@@ -188,14 +192,19 @@ def build_gateway(settings: Settings, clock: Clock | None = None) -> Gateway:
                         rehearsal_build=adapter_builder(settings, credentials=certs, environment="test"))
     service.licences = LicenceLookup(calls)  # the hall's cited licences are confirmed through the named query
     desk = dead_letter_desk(units, clock)
+    near = NearSide(engine, FERRY_TABLES, certs, service, ActiveBundles(lambda: registry.sectors,
+                                                                        lambda sector: registry.get(sector).bundle),
+                    settings.ferry_folder, clock)
+    use_stations(near.station, clock=clock.now)  # ferry bundles' adapters send through the gateway's stations
     scheduler = Scheduler(engine, clock, [*scheduled_jobs(settings, engine, service, expiry, clock, sealer, desk),
-                                          retention_job(settings, engine, ledger, clock)],
+                                          retention_job(settings, engine, ledger, clock),
+                                          Job("ferry", timedelta(milliseconds=settings.ferry_interval_ms), near.run)],
                           lease=timedelta(milliseconds=settings.job_lease_ms))
     return Gateway(settings, engine, catalogue, ApiKeyStore(engine), materials, service, bundles, registry, calls,
                    Dispatcher(service, registry, dispatch, transport, messages=ledger, scheduler=scheduler,
                               observer=deliveries),
                    links, sealer, ledger, certs=certs, metrics=metrics_registry, expiry=expiry, scheduler=scheduler,
-                   readiness=readiness, dead_letters=desk)
+                   readiness=readiness, dead_letters=desk, ferry=near)
 
 
 def dead_letter_desk(units: UnitsOfWork, clock: Clock) -> DeadLetterDesk:

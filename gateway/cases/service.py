@@ -625,6 +625,24 @@ class CaseService:
             uow.commit()
         return True
 
+    def wait_for_answer(self, message: OutboxMessage, owner: str, until: datetime) -> bool:
+        """The message is on its way across a gap (`adapters.AnswerPending`): due again at `until`, this take not
+        counted as a delivery; the case stays where it was. False when the lease was lost (nothing changed)."""
+        with self.uow() as uow:
+            if not uow.outbox.holds_lease(message.id, owner):
+                return False
+            uow.outbox.wait_for_answer(message.id, until)
+            uow.commit()
+        return True
+
+    def answer_arrived(self, idempotency_key: str) -> int:
+        """An answer for the messages sent with `idempotency_key` has come across a gap: the ones waiting for it
+        are due now, so the delivery loop takes them at once. Returns how many."""
+        with self.uow() as uow:
+            made = uow.outbox.due_now(idempotency_key, self.clock.now())
+            uow.commit()
+        return made
+
     def record_unhandled(self, outbox_id: int | None, failure: Failure, about: Mapping[str, Any]) -> int | None:
         """The broker gave up on a message no worker could settle (its delivery limit, or unreadable): it
         becomes a dead letter like any other. None when its outbox row is settled already (nothing is lost)."""

@@ -558,6 +558,26 @@ class OutboxRepository:
                     circuit_wait_since=func.coalesce(t.outbox.c.circuit_wait_since, now))
         )
 
+    def wait_for_answer(self, message_id: int, available_at: datetime) -> None:
+        """Due again at `available_at`, this take not counted as a delivery: its answer is on its way across a
+        gap. Unlike a circuit's wait, nothing bounds it here (the ferry's own `answer_within_ms` does)."""
+        self._conn.execute(
+            update(t.outbox)
+            .where(t.outbox.c.id == message_id)
+            .values(status=self.PENDING, available_at=available_at, lease_owner=None, lease_until=None,
+                    deliveries=t.outbox.c.deliveries - 1)
+        )
+
+    def due_now(self, idempotency_key: str, now: datetime) -> int:
+        """The pending messages with this idempotency key, due at `now` if they were due later; how many."""
+        result = self._conn.execute(
+            update(t.outbox)
+            .where(t.outbox.c.idempotency_key == idempotency_key, t.outbox.c.status == self.PENDING,
+                   t.outbox.c.available_at > now)
+            .values(available_at=now)
+        )
+        return int(result.rowcount or 0)
+
     def _finish(self, message_id: int, status: str, now: datetime) -> None:
         self._conn.execute(
             update(t.outbox)

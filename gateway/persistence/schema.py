@@ -19,6 +19,7 @@ TABLE_MODULES: tuple[ModuleType, ...] = tuple(import_module(f"gateway.persistenc
     "bundle_tables",
     "catalogue_tables",
     "cert_tables",
+    "ferry_tables",
     "identity_tables",
     "ledger_tables",
     "material_tables",

@@ -135,6 +135,8 @@ outbox = Table(
     _utc("circuit_wait_since"),
     # A status poll's answers in a row that could not be read; the bundle's results.max_bad_answers ends the polling.
     Column("bad_answers", Integer, nullable=False, default=0, server_default="0"),
+    # A ferry's answer arriving makes the message waiting for it due now (CaseService.answer_arrived), by its key.
+    Index("ix_outbox_idempotency_key", "idempotency_key"),
 )
 
 dead_letters = Table(

@@ -50,6 +50,11 @@ class InvalidQueryParameters(Exception):
         self.query, self.errors = query, errors
 
 
+class NoSynchronousPath(Exception):
+    """A named query of a sector behind an isolation gateway (its active bundle is a ferry's): no synchronous
+    path crosses a gap, so it is never asked."""
+
+
 class CallbackRejected(Exception):
     """A callback whose signature, timestamp or nonce does not hold; nothing is recorded."""
 
@@ -99,6 +104,9 @@ class SectorCalls:
         not keep its declared contract are refused (`InvalidQueryParameters`) before the sector is called; each
         call gets a request id of its own, in the canonical message, the message log and the answer."""
         sector = self.registry.sector_for_query(name)
+        if sector is None and (behind := self.registry.sector_behind_a_gap(name)) is not None:
+            raise NoSynchronousPath(f"部门 {behind} 位于隔离网络之后（经摆渡交换），查询 {name} 没有同步通道；"
+                                    "其结果随办件的答复经摆渡返回")
         if sector is None:
             raise NoActiveAdapter(f"没有启用的适配包提供查询 {name}")
         registered = self.registry.get(sector)

@@ -15,6 +15,10 @@ worker acknowledges the broker's message and the relay publishes the row again w
 A status answer that cannot be read (`unreadable`) does not end the polling: it is counted on the outbox row and
 asked again after a backoff; only `results.max_bad_answers` of them in a row make a dead letter.
 
+A message to a sector behind a gap (the `ferry` kind) is answered later: `AnswerPending` makes it due again, this
+take not counted (`CaseService.wait_for_answer`), until its answer has come across (or it waited too long: the
+adapter's `timeout` dead letter).
+
 A sector's final refusal of a submission (`SectorRefusal`: a code its mapping declares final) is an answer, not
 a failure: the way forward it names is applied to the case (`CaseService.record_refusal`), with no dead letter.
 
@@ -39,6 +43,7 @@ import structlog
 
 from adapters import (
     MATERIALS_SENT_WITH,
+    AnswerPending,
     DeliveryError,
     FailureClass,
     Operation,
@@ -63,7 +68,7 @@ ENDED = frozenset({CaseState.WITHDRAWN, CaseState.CLOSED, CaseState.NOT_ACCEPTED
 DELIVERED = "delivered"  # the sector took it; its answer is recorded
 DEAD = "dead"  # a dead letter: failed past the retry policy, or can never go (configuration, material, a bug)
 NOT_SENT = "not_sent"  # settled without a sector call: the case ended, or the bundle lacks the operation
-WAITING = "waiting"  # refused by the sector's open circuit breaker: due again when it may close
+WAITING = "waiting"  # refused by the open breaker, or its answer is on its way across a gap: due again later
 BAD_ANSWER = "bad_answer"  # a status answer that could not be read: asked again later (`unreadable`)
 RETRY = "retry"  # nothing could be stored (the database): the lease expires or the broker redelivers
 # A run of unreadable status answers backs off: the polling interval doubled per bad answer, at most this many times.
@@ -196,6 +201,8 @@ class Delivery:
             def render() -> Any:  # what would have been sent, for the dead letter
                 return target.adapter.render(operation, payload)  # type: ignore[arg-type]  # an event's name
 
+            if isinstance(error, AnswerPending):
+                return self._wait_for_answer(message, error, time.monotonic() - started, bound)
             if isinstance(error, SectorRefusal) and operation is Operation.SUBMIT_CASE:
                 return self._refused(message, error, time.monotonic() - started, bound)
             if operation is Operation.QUERY_STATUS and unreadable(error):
@@ -223,6 +230,14 @@ class Delivery:
         self.service.record_refusal(message, self.owner, refusal)
         bound.info("refused by the sector", code=refusal.code, way=refusal.way)
         return Outcome(DELIVERED, call_s)
+
+    def _wait_for_answer(self, message: OutboxMessage, pending: AnswerPending, call_s: float, bound: Any) -> Outcome:
+        """The message is on its way across a gap (a `ferry` sector): due again in `retry_after_s` — sooner if
+        its answer arrives (`gateway.sectors.ferry` makes it due then) — this take not counted as a delivery."""
+        until = self.service.clock.now() + timedelta(seconds=max(pending.retry_after_s, 0.0))
+        self.service.wait_for_answer(message, self.owner, until)
+        bound.info("waiting for the answer", until=until.isoformat(), detail=pending.message)
+        return Outcome(WAITING, call_s)
 
     def _bad_answer(self, message: OutboxMessage, target: RegisteredAdapter, error: DeliveryError, failure: Failure,
                     call_s: float, bound: Any) -> Outcome:

@@ -23,7 +23,7 @@ from typing import Any
 
 import structlog
 
-from adapters import Bundle, RegisteredAdapter, load_bundle, unpack_bundle
+from adapters import Bundle, RegisteredAdapter, carried_bundle, load_bundle, unpack_bundle
 from gateway.persistence.bundle_tables import RETIRED
 from gateway.sectors.bundle_records import BundleStore, UnknownBundle
 
@@ -112,6 +112,15 @@ class LiveRegistry:
     def sector_for_query(self, name: str) -> str | None:
         for sector, entry in sorted(self._current().items()):
             if name in entry.registered.bundle.queries:
+                return sector
+        return None
+
+    def sector_behind_a_gap(self, name: str) -> str | None:
+        """The sector whose active bundle carries one declaring query `name` (a ferry's): no synchronous path
+        crosses its gap, so the query cannot be asked."""
+        for sector, entry in sorted(self._current().items()):
+            carried = carried_bundle(entry.registered.bundle)
+            if carried is not None and name in carried.queries:
                 return sector
         return None
 

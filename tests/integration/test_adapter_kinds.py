@@ -53,12 +53,12 @@ def variant(tmp_path: Path, source: Path, old: str, new: str) -> Path:
 
 
 def test_an_unregistered_kind_is_refused() -> None:
-    with pytest.raises(BundleError, match=r"bundle.yaml:\d+: kind: unknown adapter kind 'toy' \(known: soap, rest\)"):
+    with pytest.raises(BundleError, match=r"bundle.yaml:\d+: kind: unknown adapter kind 'toy' \(known: soap, rest, ferry\)"):
         load_bundle(BUNDLE)
 
 
 def test_a_registered_kind_is_in_the_schema_and_its_bundle_validates(toy: ToyKind) -> None:
-    assert schema()["properties"]["kind"]["enum"] == ["soap", "rest", "toy"]
+    assert schema()["properties"]["kind"]["enum"] == ["soap", "rest", "ferry", "toy"]
     assert "toy_prefix" in schema()["properties"]
     assert [str(p) for p in validate_bundle(BUNDLE)] == []
     bundle = load_bundle(BUNDLE)
@@ -111,6 +111,6 @@ def test_a_case_routed_to_the_toy_kind_is_delivered(toy: ToyKind, make_gateway: 
 
 def test_registration_is_undone_after_the_test() -> None:
     """Runs after the tests above (file order): the toy kind they registered is gone, and so is its schema."""
-    assert list(KINDS) == ["soap", "rest"]
-    assert schema()["properties"]["kind"]["enum"] == ["soap", "rest"]
+    assert list(KINDS) == ["soap", "rest", "ferry"]
+    assert schema()["properties"]["kind"]["enum"] == ["soap", "rest", "ferry"]
 

@@ -168,12 +168,12 @@ BROKEN: list[tuple[str, Path, list[Edit], list[str]]] = [
     ("missing descriptor key", SOAP, [E(D, "title: 人力资源和社会保障局 社会保险经办系统\n", "")],
      ["bundle.yaml:3: title: required"]),
     ("unknown kind", SOAP, [E(D, "kind: soap", "kind: grpc")],
-     ["bundle.yaml:8: kind: unknown adapter kind 'grpc' (known: soap, rest)"]),
+     ["bundle.yaml:8: kind: unknown adapter kind 'grpc' (known: soap, rest, ferry)"]),
     ("bad sector name", SOAP, [E(D, "sector: social_security", "sector: Social-Security")],
      ["bundle.yaml:4: sector: 'Social-Security' is not a sector name ([a-z][a-z0-9_]{1,40})"]),
     ("unknown descriptor key", SOAP, [E(D, "timeout_ms: 5000", "timeout_ms: 5000\npoll_interval_ms: 1000")],
      ["bundle.yaml:21: poll_interval_ms: unknown key (known: auth, circuit_breaker, department, endpoints, "
-      "format, idempotency, kind, materials, operations, queries, rate_limit, rehearsal, results, retry, sector, "
+      "ferry, format, idempotency, kind, materials, operations, queries, rate_limit, rehearsal, results, retry, sector, "
       "serves, service_description, soap_version, subscriptions, timeout_ms, title, tls, version, ws_security)"]),
     ("operation name not canonical", SOAP, [E(D, "operations:\n", "operations:\n  submit: submit_case.mapping.yaml\n")],
      ["bundle.yaml:18: operations.submit: not a canonical operation (known: callback, cancel_case, fetch_certificate, "
@@ -365,7 +365,7 @@ def test_load_bundle_raises_every_descriptor_problem(tmp_path: Path) -> None:
         load_bundle(bundle)
     assert str(caught.value) == (
         "bundle.yaml:4: sector: 'X' is not a sector name ([a-z][a-z0-9_]{1,40})\n"
-        "bundle.yaml:8: kind: unknown adapter kind 'grpc' (known: soap, rest)"
+        "bundle.yaml:8: kind: unknown adapter kind 'grpc' (known: soap, rest, ferry)"
     )
     assert isinstance(caught.value, ValueError) and len(caught.value.problems) == 2
 

@@ -17,6 +17,8 @@ ROW = re.compile(r"^\| (?P<names>.+?) \| (?P<default>.+?) \| (?P<doc>.+) \|$")
 NOT_SETTINGS = {  # rows of the table that are not fields of Settings
     "YIWANG_SECRET_*": "a family: bundles' secrets, read by name through their `env:` references",
     "YIWANG_REQUIRE_SERVICES": "read by the test suite (tests/conftest.py), not the gateway",
+    "YIWANG_UNSAFE_FERRY_CRASH_AT": "read from the environment by the ferry's stations (adapters/kinds/ferry/"
+                                    "station.py) on both sides of a link, the gateway's and the agent's",
     "YIWANG_TEST_PG_ADMIN_URL": "read by the test suite (tests/conftest.py), not the gateway",
 }
 DERIVED_DEFAULTS = {  # defaults the table shows as the gateway derives them, not as declared

@@ -42,6 +42,7 @@ from gateway.sectors.calls import (
     CallbackRejected,
     CallbackUnreadable,
     InvalidQueryParameters,
+    NoSynchronousPath,
     PreviewFailed,
     SectorCalls,
 )
@@ -198,13 +199,14 @@ def preview(sector: str, body: PreviewIn, request: Request,
     return _calls(request).preview(sector, body.operation, body.case_no, body.params)
 
 
-@router.post("/queries/{name}", responses=problem_doc(401, 403, 404, 422, 502, 503, 504),
+@router.post("/queries/{name}", responses=problem_doc(401, 403, 404, 409, 422, 502, 503, 504),
              summary="同步查询")
 def sync_query(name: str, body: QueryIn, request: Request,
                _: Annotated[Identity, Depends(require(Role.HALL_CLIENT, Role.WINDOW, Role.CLERK))]
                ) -> dict[str, Any]:
     """向部门系统发起一次同步查询（如社保缴费、公积金余额），即时返回结果，不建办件；不改变任何数据，可放心重试。
     `name` 为已启用的适配包声明的查询名，各查询及其参数见 "named queries" 分组；没有启用的适配包回答该查询为 404。
+    部门位于隔离网络之后（摆渡适配包）的查询为 409 `no-synchronous-path`：同步查询不能跨越网闸。
     参数不合该查询的声明（缺少必填参数、类型或格式不符、未声明的参数）为 422 `invalid-query-parameters`，`errors`
     逐项列出参数名与原因，此时不调用部门系统。每次查询有自己的 `request_id`（在应答中，并记入报文日志）。
     部门系统不可用为 503（带 Retry-After），超时为 504，应答无法使用为 502，参数不合部门接口为 422。"""
@@ -302,6 +304,7 @@ def install_adapter_error_handlers(app: FastAPI) -> None:
     install_problems(app, [
         (UnknownBundle, 404, "unknown-bundle", "没有该适配包版本"),
         (NoActiveAdapter, 404, "no-active-adapter", "没有启用的适配器"),
+        (NoSynchronousPath, 409, "no-synchronous-path", "该部门位于隔离网络之后，没有同步查询通道"),
         (BundleConflict, 409, "bundle-conflict", "适配包版本状态不允许此操作"),
         (VersionUntested, 409, "version-untested", "该版本既没有通过的测试也没有通过的预演，不能直接启用"),
         (NoRehearsal, 409, "no-rehearsal", "该适配包版本没有预演文件"),
