@@ -32,9 +32,10 @@ cli-reference: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/lint-imports
 
-# ruff (the rule set in pyproject.toml) and mypy --strict ([tool.mypy]: gateway, adapters, mappings, certstore, ops).
+# ruff (the rule set in pyproject.toml) and mypy --strict ([tool.mypy]: gateway, adapters, mappings, certstore, ops,
+# ferry).
 typecheck: $(STAMP)
-	$(BIN)/ruff check gateway adapters ops mappings certstore
+	$(BIN)/ruff check gateway adapters ops mappings certstore ferry
 	$(BIN)/mypy
 
 # The inner loop, in seconds: the import contracts, ruff and mypy, and the unit tests (tests/unit: no database,

@@ -16,11 +16,13 @@ Public API (what `__all__` names, importable from `adapters` itself; the gateway
   (`QueryParameter`s: its declared contract, `RegisteredAdapter.queries` and `.parameter_errors`, or what its
   mapping reads, `query_parameters`);
 - secrets and callbacks: `SecretRef`, `SecretRefError`, `use_vault`, `verify_callback`/`SignatureError`;
+- personal data in text a sector or a person wrote, masked (`mask_text`, `mask_value`): one rule for the logs,
+  the views and the far-side agent;
 - the adapter kinds: `AdapterKind` and their registry `KINDS` (`adapters/kinds/<kind>/`);
-- the ferry (adapters/kinds/ferry, adapters/FERRY-FORMAT.md), for the gateway's near side and the far-side agent:
-  a ferry bundle's options (`FerryOptions`), batches (`Batch`, `Entry`, `FerryKeys`, `Limits`, `BatchRefused`),
-  link folders (`LinkFolder`, `Naming`), one side of a link (`Station`, `StationConfig`) and its tables
-  (`ferry_tables` -> `FerryTables`).
+- the ferry (adapters/kinds/ferry, adapters/FERRY-FORMAT.md), for the gateway's near side and the far-side agent
+  (`ferry`): a ferry bundle's options (`FerryOptions`), batches (`Batch`, `Entry`, `FerryKeys`, `Limits`,
+  `BatchRefused`), link folders (`LinkFolder`, `Naming`, `FolderFull`), one side of a link (`Station`,
+  `StationConfig`, `ReceiveReport`, `ChannelStatus`) and its tables (`ferry_tables` -> `FerryTables`).
 The modules behind it, the kinds' own modules and the simulators (`adapters.simulators`, which only the
 composition root and the simulators' command group start) are not for the gateway to import.
 Imports `mappings` and `certstore`, never `gateway` or `ops`.
@@ -63,9 +65,10 @@ if TYPE_CHECKING:  # the names as mypy and readers see them; at run time `__geta
     from adapters.kinds import KINDS
     from adapters.kinds.ferry import FerryOptions
     from adapters.kinds.ferry.batch import Batch, BatchRefused, Entry, FerryKeys, Limits
-    from adapters.kinds.ferry.folders import LinkFolder, Naming
-    from adapters.kinds.ferry.station import Station, StationConfig
+    from adapters.kinds.ferry.folders import FolderFull, LinkFolder, Naming
+    from adapters.kinds.ferry.station import ChannelStatus, ReceiveReport, Station, StationConfig
     from adapters.kinds.ferry.tables import FerryTables, ferry_tables
+    from adapters.masking import mask_text, mask_value
     from adapters.queries import QueryParameter, query_parameters
     from adapters.registry import RegisteredAdapter, Registry, build_adapter, default_bundles_dir
     from adapters.rehearsal import Answer, RehearsalInvalid, RehearsalItem, judge, read_rehearsal
@@ -88,8 +91,10 @@ _MODULE_OF = {
     "KINDS": "kinds",
     "FerryOptions": "kinds.ferry", "Batch": "kinds.ferry.batch", "BatchRefused": "kinds.ferry.batch",
     "Entry": "kinds.ferry.batch", "FerryKeys": "kinds.ferry.batch", "Limits": "kinds.ferry.batch",
-    "LinkFolder": "kinds.ferry.folders", "Naming": "kinds.ferry.folders", "Station": "kinds.ferry.station",
+    "FolderFull": "kinds.ferry.folders", "LinkFolder": "kinds.ferry.folders", "Naming": "kinds.ferry.folders",
+    "ChannelStatus": "kinds.ferry.station", "ReceiveReport": "kinds.ferry.station", "Station": "kinds.ferry.station",
     "StationConfig": "kinds.ferry.station", "FerryTables": "kinds.ferry.tables", "ferry_tables": "kinds.ferry.tables",
+    "mask_text": "masking", "mask_value": "masking",
     "QueryParameter": "queries", "query_parameters": "queries",
     "Answer": "rehearsal", "RehearsalInvalid": "rehearsal", "RehearsalItem": "rehearsal", "judge": "rehearsal",
     "read_rehearsal": "rehearsal",
@@ -116,12 +121,12 @@ def __dir__() -> list[str]:
 __all__ = [
     "DELIVERY_BREAKER", "DESCRIPTOR", "KINDS", "MATERIALS_SENT_WITH", "QUERY_BREAKER",
     "Adapter", "AdapterKind", "Answer", "AnswerPending", "Batch", "BatchRefused", "Bundle", "BundleError",
-    "CallbackResults", "Entry", "FerryKeys", "FerryOptions", "FerryTables", "Limits", "LinkFolder", "Naming",
-    "Station", "StationConfig", "ferry_tables",
-    "CanonicalMessage",
-    "CanonicalResult", "CaseEventType", "DeliveryError", "FailureClass", "Operation", "PollingResults", "Problem",
-    "QueryParameter", "RegisteredAdapter", "Registry", "RehearsalInvalid", "RehearsalItem", "RetryPolicy",
-    "SecretRef", "SecretRefError", "SectorRefusal", "SignatureError", "UnsendableRequest",
-    "build_adapter", "bundle_warnings", "carried_bundle", "default_bundles_dir", "judge", "load_bundle", "preview",
-    "query_parameters", "read_rehearsal", "unpack_bundle", "use_vault", "validate_bundle", "verify_callback",
+    "CallbackResults", "CanonicalMessage", "CanonicalResult", "CaseEventType", "ChannelStatus", "DeliveryError",
+    "Entry", "FailureClass", "FerryKeys", "FerryOptions", "FerryTables", "FolderFull", "Limits", "LinkFolder",
+    "Naming", "Operation", "PollingResults", "Problem", "QueryParameter", "ReceiveReport", "RegisteredAdapter",
+    "Registry", "RehearsalInvalid", "RehearsalItem", "RetryPolicy", "SecretRef", "SecretRefError", "SectorRefusal",
+    "SignatureError", "Station", "StationConfig", "UnsendableRequest",
+    "build_adapter", "bundle_warnings", "carried_bundle", "default_bundles_dir", "ferry_tables", "judge",
+    "load_bundle", "mask_text", "mask_value", "preview", "query_parameters", "read_rehearsal", "unpack_bundle",
+    "use_vault", "validate_bundle", "verify_callback",
 ]  # fmt: skip

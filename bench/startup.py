@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from gateway.sectors.bundle_records import BundleStore
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("gateway", "adapters", "mappings", "certstore", "ops")  # pyproject.toml's packages
+PACKAGES = ("gateway", "adapters", "mappings", "certstore", "ops", "ferry")  # pyproject.toml's packages
 BUNDLE_COUNT = 50
 TARGET_READY_S = 3.0
 TARGET_RSS_MB = 200.0

@@ -11,8 +11,8 @@ Private keys and secret values are stored only as envelopes (certstore.keyring):
 a password-protected PEM. The store implements `CredentialSource`, with a per-process cache refreshed
 every `refresh_s`, so an adapter asking for `current(name)` on every call costs no database round trip.
 
-The rows are SQLAlchemy tables the caller hands over (`CertTables`; the gateway defines them in
-`gateway/persistence/cert_tables.py`), so this package imports nothing of ours.
+The rows are SQLAlchemy tables the caller hands over (`CertTables`, made on the caller's metadata by
+`certstore.tables.cert_tables`), so this package imports nothing of ours.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ class Clock(Protocol):
 
 @dataclass(frozen=True)
 class CertTables:
-    """The three tables the store works on (columns as in gateway/persistence/cert_tables.py)."""
+    """The three tables the store works on (columns as `certstore.tables.cert_tables` defines them)."""
 
     names: Table
     versions: Table

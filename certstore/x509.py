@@ -1,4 +1,5 @@
-"""X.509 for the certificate store: read PEM and PKCS#12, describe certificates, make keys and CSRs.
+"""X.509 for the certificate store: read PEM and PKCS#12, describe certificates, make keys, CSRs and
+self-signed certificates.
 
 Keys are RSA and EC ones `cryptography` handles, or SM2 ones (`Sm2Key`, certstore.sm2), which it cannot load:
 `cryptography` still reads an SM2 certificate's names, serial, dates and DER, all but its public key, which
@@ -14,7 +15,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from ipaddress import ip_address
 
 from asn1crypto import csr
@@ -42,6 +43,7 @@ from certstore.sm2 import (
     sm2_key_matches,
     sm2_public_key,
     sm2_public_key_info,
+    sm2_self_signed,
     sm2_sign,
 )
 
@@ -265,6 +267,26 @@ def build_csr(key: PrivateKey, subject: Subject) -> bytes:
     if sans is not None:
         builder = builder.add_extension(sans, critical=False)
     return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def self_signed(common_name: str, algorithm: str = SM2, days: float = 365, *, organization: str = "Yiwang",
+                now: datetime | None = None) -> tuple[bytes, bytes]:
+    """(certificate PEM, PKCS#8 key PEM): a new key of `algorithm` (`KEY_ALGORITHMS`) and a self-signed
+    certificate for CN=`common_name`, O=`organization`, valid from an hour before `now` for `days`: an identity
+    two parties exchange by hand and pin (the ferry's sides), not one a CA vouches for. SM2 keys: SM2 with SM3."""
+    if algorithm == SM2:
+        return sm2_self_signed(common_name, days, organization=organization, now=now)
+    key = generate_key(algorithm)
+    if isinstance(key, Sm2Key):  # generate_key makes SM2 keys only for SM2, handled above
+        raise CertificateError(f"unknown key algorithm {algorithm!r}")
+    start = (now or datetime.now(UTC)).replace(microsecond=0) - timedelta(hours=1)
+    name = Subject(common_name, organization).name()
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(start)
+                   .not_valid_after(start + timedelta(days=days))
+                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                   .sign(key, hashes.SHA256()))
+    return to_pem([certificate]), der_to_pem(key_to_der(key))
 
 
 def _sm2_csr(key: Sm2Key, name: x509.Name, sans: x509.SubjectAlternativeName | None) -> bytes:

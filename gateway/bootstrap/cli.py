@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
@@ -315,7 +316,25 @@ def certs_group() -> typer.Typer:
 
         return rewrap_beyond_the_store(_settings(), progress)
 
-    return audit_commands(make_certs_app(open_store, rewrap), "certs", _audit)
+    def open_agent_store(config: Path) -> CertStore:  # `--agent`: the far-side agent's own store
+        import ferry
+
+        return ferry.open_agent_store(ferry.load_config(config))
+
+    def audit(action: str, subject: str | None, detail: dict[str, Any], outcome: str) -> None:
+        if detail.get("agent") is None:  # the agent's store is on the 前置机, beside no gateway ledger
+            _audit(action, subject, detail, outcome)
+
+    return audit_commands(make_certs_app(open_store, rewrap, open_agent_store), "certs", audit)
+
+
+def ferry_group() -> typer.Typer:
+    from gateway.cli.ferry import make_ferry_app
+
+    def service_logs() -> None:  # `yiwang ferry serve` logs as a service does: info and above unless -vv
+        _log_to_stderr("debug" if _verbosity >= 2 else "info")
+
+    return make_ferry_app(service_logs)
 
 
 GROUPS: dict[str, Group] = {  # in the order `yiwang --help` lists them, after serve, worker, demo
@@ -332,6 +351,7 @@ GROUPS: dict[str, Group] = {  # in the order `yiwang --help` lists them, after s
                    audit_group),
     "certs": Group("Certificates, private keys and bundle secrets, encrypted at rest.",
                    certs_group),
+    "ferry": Group("The ferry across an isolated network: the far-side agent.", ferry_group),
 }
 
 

@@ -45,16 +45,20 @@ P12_SUFFIXES = (".p12", ".pfx")
 
 
 def make_certs_app(open_store: Callable[[], CertStore],
-                   rewrap_beyond_the_store: Callable[[Callable[[int], None]], str] = lambda _: "") -> typer.Typer:
+                   rewrap_beyond_the_store: Callable[[Callable[[int], None]], str] = lambda _: "",
+                   open_agent_store: Callable[[Path], CertStore] | None = None) -> typer.Typer:
     """`rewrap_beyond_the_store(progress)`: what else a master-key rotation re-seals (personal data, the logs'
-    key), telling `progress` how many rows it read."""
+    key), telling `progress` how many rows it read. `open_agent_store(config)`: the far-side ferry agent's own
+    store, named by its configuration file (`import --agent`)."""
     app = typer.Typer(help="Certificates, private keys and bundle secrets, encrypted at rest.", no_args_is_help=True)
     actor = f"cli:{getpass.getuser()}"
 
     @app.command("import")
     def import_(
         name: Annotated[str, typer.Argument(help="the name bundles use: cert:NAME")],
-        certificate: Annotated[Path, typer.Argument(help="PEM certificate (leaf first, chain after), or .p12/.pfx")],
+        certificate: Annotated[Path | None, typer.Argument(
+            help="PEM certificate (leaf first, chain after), or .p12/.pfx", show_default=False)] = None,
+        cert: Annotated[Path | None, typer.Option("--cert", help="the certificate file, as an option instead")] = None,
         key: Annotated[Path | None, typer.Option(help="its PEM private key (may be encrypted)")] = None,
         chain: Annotated[Path | None, typer.Option(help="PEM chain, if not in the certificate file")] = None,
         pkcs12: Annotated[bool, typer.Option(help="the file is PKCS#12 (default for .p12/.pfx)")] = False,
@@ -62,11 +66,14 @@ def make_certs_app(open_store: Callable[[], CertStore],
         password_env: Annotated[str | None, typer.Option(help="environment variable holding that password")] = None,
         ask_password: Annotated[bool, typer.Option(help="prompt for the password (hidden)")] = False,
         sector: Annotated[str | None, typer.Option(help="the owning sector (default: the gateway's own)")] = None,
+        agent: Annotated[Path | None, typer.Option(help="into the far-side ferry agent's store: its configuration "
+                                                         "file (on the 前置机)")] = None,
     ) -> None:
         """Import a certificate with its key, or alone (to trust it, or to complete a `csr`)."""
         with readable_errors():
+            certificate = _one_file(certificate, cert)
             password = _password(password_file, password_env, ask_password)
-            store = open_store()
+            store = _agent_store(open_agent_store, agent) if agent is not None else open_store()
             if pkcs12 or certificate.suffix.lower() in P12_SUFFIXES:
                 stored = store.import_pkcs12(name, certificate.read_bytes(), password, sector=sector, actor=actor)
             else:
@@ -206,6 +213,23 @@ def make_certs_app(open_store: Callable[[], CertStore],
         output.print_rows(rows, SECRET_COLUMNS, as_json=as_json, title="secrets")
 
     return app
+
+
+def _one_file(argument: Path | None, option: Path | None) -> Path:
+    if argument is not None and option is None:
+        return argument
+    if option is not None and argument is None:
+        return option
+    raise CertificateError("name the certificate file once: as the argument after NAME, or with --cert")
+
+
+def _agent_store(open_agent_store: Callable[[Path], CertStore] | None, config: Path) -> CertStore:
+    if open_agent_store is None:
+        raise CertificateError("--agent is not available here")
+    try:
+        return open_agent_store(config)
+    except ValueError as exc:  # the agent's configuration, refused: its message names the key
+        raise CertificateError(str(exc)) from exc
 
 
 @contextmanager

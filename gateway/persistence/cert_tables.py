@@ -1,71 +1,15 @@
-"""The certificate store's rows: keys, certificates and secrets, sealed by envelope encryption.
+"""The certificate store's rows in the gateway's schema: keys, certificates and secrets, sealed by envelope
+encryption.
 
-`certstore.store.CertStore` reads and writes them (it is handed `CERT_TABLES`; certstore imports nothing of
-ours). A private key or a secret value is only ever in `sealed`: an envelope (certstore.keyring) whose data
-key is wrapped by the master key named in `master_key_id` — never plaintext, never a password-protected PEM.
+The tables are defined once, in certstore (`certstore.cert_tables`: the far-side ferry agent keeps the same
+ones in its own SQLite file); this module adds them to the gateway's metadata, where its migrations create
+them. `certstore.CertStore` reads and writes them (it is handed `CERT_TABLES`).
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Column, DateTime, ForeignKey, Index, Integer, String, Table, Text, UniqueConstraint
-
-from certstore import CURRENT, CertTables
+from certstore import cert_tables
 from gateway.persistence.tables import metadata
 
-cert_names = Table(
-    "cert_names",
-    metadata,
-    Column("name", String(128), primary_key=True),  # what bundles reference: `cert:NAME` or `vault:NAME`
-    Column("sector", String(64)),  # the owner; NULL: the gateway's own
-    Column("kind", String(16), nullable=False),  # certificate | secret
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("created_by", String(128), nullable=False),
-)
-
-cert_versions = Table(
-    "cert_versions",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("name", String(128), ForeignKey("cert_names.name"), nullable=False),
-    Column("version", Integer, nullable=False),
-    Column("status", String(16), nullable=False),  # pending | staged | current | superseded | retired
-    Column("certificate_pem", Text),  # the leaf, then its chain; NULL while a generated key awaits it
-    Column("csr_pem", Text),  # the request made for a generated key, to hand over again
-    Column("sealed", Text),  # envelope JSON: the private key (PKCS#8 DER) or the secret's value
-    Column("master_key_id", String(64)),  # which master key wraps `sealed` (what `rewrap` looks for)
-    Column("key_algorithm", String(16)),
-    Column("subject", Text),
-    Column("issuer", Text),
-    Column("serial", String(64)),
-    Column("not_before", DateTime(timezone=True)),
-    Column("not_after", DateTime(timezone=True)),
-    Column("sha256", String(64)),
-    Column("sm3", String(64)),
-    Column("public_key_sha256", String(64), index=True),
-    Column("trusted_until", DateTime(timezone=True)),  # a superseded version is trusted until then
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("created_by", String(128), nullable=False),
-    Column("changed_at", DateTime(timezone=True)),
-    Column("changed_by", String(128)),
-    UniqueConstraint("name", "version", name="uq_cert_versions_name_version"),
-)
-
-# One current version per name, enforced by the database (two concurrent rotations cannot both win).
-Index(
-    "uq_cert_versions_one_current",
-    cert_versions.c.name,
-    unique=True,
-    sqlite_where=cert_versions.c.status == CURRENT,
-    postgresql_where=cert_versions.c.status == CURRENT,
-)
-
-# One row per certificate version and threshold: a warning is emitted once across processes and restarts.
-cert_warnings = Table(
-    "cert_warnings",
-    metadata,
-    Column("version_id", Integer, ForeignKey("cert_versions.id"), primary_key=True),
-    Column("threshold", String(16), primary_key=True),  # 30d | 7d | expired
-    Column("emitted_at", DateTime(timezone=True), nullable=False),
-)
-
-CERT_TABLES = CertTables(cert_names, cert_versions, cert_warnings)
+CERT_TABLES = cert_tables(metadata)
+cert_names, cert_versions, cert_warnings = CERT_TABLES.names, CERT_TABLES.versions, CERT_TABLES.warnings

@@ -14,13 +14,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("gateway", "adapters", "mappings", "certstore", "ops")
+PACKAGES = ("gateway", "adapters", "mappings", "certstore", "ops", "ferry")
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 # contract name (as in pyproject.toml) → (module file to change, the line that breaks it)
 BREAKS: dict[str, tuple[str, str]] = {
     "mappings and certstore import nothing of ours": ("mappings/engine.py", "import gateway.config"),
     "adapters may import mappings and certstore only": ("adapters/__init__.py", "import gateway.config"),
+    "the far-side agent never imports the gateway or ops (it runs on the 前置机, behind the gap)": (
+        "ferry/config.py", "import gateway.config"),
+    "the far-side agent uses adapters, certstore and mappings through their public API (their __init__)": (
+        "ferry/bundles.py", "import adapters.registry"),
+    "the gateway reaches the far-side agent only from its composition root and `yiwang ferry`; ops never": (
+        "ops/readiness.py", "import ferry"),
     "adapter kinds never import one another (what they share is adapters.kinds.common)": (
         "adapters/kinds/rest/adapter.py", "import adapters.kinds.soap.adapter"),
     "gateway and ops use adapters, certstore and mappings through their public API (their __init__)": (

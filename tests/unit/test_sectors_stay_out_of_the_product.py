@@ -1,7 +1,7 @@
 """A sector joins with a bundle, no code (issue 17): no product module names the three sectors that prove it.
 
 Product modules: every .py file under gateway/, adapters/ (but its simulators and bundles, which are the
-sectors' own side), mappings/, certstore/ and ops/, but the demo (gateway/bootstrap/demo.py), which plays the
+sectors' own side), mappings/, certstore/, ops/ and ferry/, but the demo (gateway/bootstrap/demo.py), which plays the
 sector teams too: it starts their simulators and registers their bundles, as they would. Names: the sectors'
 names as the gateway knows them and their Chinese names. `unemployment` (a matter's word) is not the sector `employment`."""
 
@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PRODUCT = ("gateway", "adapters", "mappings", "certstore", "ops")
+PRODUCT = ("gateway", "adapters", "mappings", "certstore", "ops", "ferry")
 SECTORS_OWN = (ROOT / "adapters" / "simulators", ROOT / "adapters" / "bundles")
 PLAYS_THE_SECTORS = ROOT / "gateway" / "bootstrap" / "demo.py"
 NAMES = re.compile(r"(?<![A-Za-z])(?:employment|e_licence|social_assistance)(?![A-Za-z])"
