@@ -33,14 +33,13 @@ counter must rise: one at or below the last accepted is a replay, ignored and co
 
 Test-only crash points (`YIWANG_UNSAFE_FERRY_CRASH_AT`): `before_rename` (a batch's temporary file written,
 not renamed), `after_read` (a batch opened, nothing applied), `after_apply` (its entries applied, nothing
-recorded): the process SIGKILLs itself there (`crash_point`).
+recorded): the process SIGKILLs itself there (`crash_point`, folders.py; `before_rename` is in every
+`LinkFolder.write` by default, so the gateway's and the agent's folders have it without wiring).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,7 +52,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, Row, func, insert, sel
 from sqlalchemy.exc import IntegrityError
 
 from adapters.kinds.ferry.batch import Batch, BatchRefused, Entry, FerryKeys, Limits, open_batch, seal
-from adapters.kinds.ferry.folders import LinkFolder
+from adapters.kinds.ferry.folders import CRASH_AT_ENV, CRASH_POINTS, LinkFolder, crash_point
 from adapters.kinds.ferry.tables import (
     RECEIVED,
     SENT,
@@ -66,20 +65,11 @@ from adapters.kinds.ferry.tables import (
 
 log = structlog.get_logger(__name__)
 
-CRASH_AT_ENV = "YIWANG_UNSAFE_FERRY_CRASH_AT"
-CRASH_POINTS = ("before_rename", "after_read", "after_apply")
 MODES = ("two_way", "one_way")
 # Codes of the files quarantined by the station itself (beside batch.py's REFUSAL_CODES): signed and readable,
 # but a different batch under a seq already applied, or not the successor its chain says.
 FORGED, BROKEN_CHAIN = "forged", "broken_chain"
 _DUPLICATE = "duplicate"  # not quarantined: removed and counted
-
-
-def crash_point(name: str) -> None:
-    """Test-only: the process dies here (SIGKILL, nothing flushed or cleaned up) when
-    YIWANG_UNSAFE_FERRY_CRASH_AT names this point; otherwise nothing."""
-    if os.environ.get(CRASH_AT_ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass(frozen=True)
