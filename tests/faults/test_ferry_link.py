@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from adapters.simulators.civil_affairs import CivilAffairsSimulator
+from tests.support.ferry_deployment import FerryDeployment
 from tests.support.ferry_pairs import StationPair, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(30)]
@@ -90,3 +92,25 @@ def test_negative_control_without_duplicate_suppression_the_ledger_check_fails(d
         assert report.duplicate_submits == 2, report
         assert any(problem.startswith("duplicates: 2 messages reached the sector again")
                    for problem in report.problems), report
+
+
+# --------------------------------------------------------------------------- the whole way
+
+
+def test_across_the_gateway_and_the_agent_the_link_faults_lose_nothing_and_apply_nothing_twice(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A real gateway (its delivery loop and near-side job) and `yiwang ferry serve` (a process, empty state: its
+    bundle comes over the link first), the civil-affairs sector behind it; the link duplicates, corrupts and
+    reorders the batches going down, drops, truncates and delays those coming up."""
+    with CivilAffairsSimulator(decision_delay_ms=50) as sector, FerryDeployment(tmp_path, db_url, sector) as ferry:
+        ferry.wait_agent_ready()
+        for fault in ("duplicate", "corrupt", "reorder"):
+            ferry.link.fault(fault, lane="down", ms=300)
+        for fault in ("drop", "truncate", "delay"):
+            ferry.link.fault(fault, lane="up", ms=300)
+        ferry.submit(4)
+        report = ferry.ledger()
+        assert report.ok, f"{report}\n{ferry.agent_logs()}"
+        done = {a.action for a in ferry.link.actions()}
+        assert {"duplicated", "corrupted", "released", "dropped", "truncated", "delayed"} <= done, report

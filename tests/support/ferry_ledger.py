@@ -23,9 +23,11 @@ Problems named:
 from __future__ import annotations
 
 import json
+import threading
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import Engine, MetaData, create_engine, select
@@ -104,13 +106,51 @@ class FerryLedgerReport:
         return "\n".join(lines)
 
 
+class GapWatch:
+    """Every gap either station names, as it names it: a station shrinks or splits a gap as its batches arrive
+    (the table shows what is still missing), so the ledger watches the tables through the run (every 20 ms) and
+    keeps each range as first seen. Start it before the traffic; `seen` per side name."""
+
+    def __init__(self, sides: Iterable[Side], every_s: float = 0.02) -> None:
+        self.sides = list(sides)
+        self.every_s = every_s
+        self.seen: dict[str, set[tuple[int, int]]] = {side.name: set() for side in self.sides}
+        self._tables = ferry_tables(MetaData())
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="gap-watch", daemon=True)
+
+    def start(self) -> GapWatch:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.look()  # what the last moments named
+
+    def look(self) -> None:
+        gaps = self._tables.gaps
+        for side in self.sides:
+            try:
+                with side.engine.connect() as conn:
+                    rows = conn.execute(select(gaps.c.seq_from, gaps.c.seq_to)
+                                        .where(gaps.c.channel == side.receives)).all()
+            except Exception:  # noqa: BLE001 - a table not made yet, a busy file: the next look sees it
+                continue
+            self.seen[side.name].update((int(low), int(high)) for low, high in rows)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.look()
+
+
 def agent_engine(state: Path) -> Engine:
     return create_engine(f"sqlite:///{state}")
 
 
 def ferry_ledger(deployment: Deployment, accepted: Mapping[str, str], simulator: SimulatorBase, link: FerryLink,
-                 *, sides: Iterable[Side], sector: str, expect_dead: bool = False, reapplied_ok: bool = False,
-                 settle_s: float = 20) -> FerryLedgerReport:
+                 *, sides: Iterable[Side], sector: str, gaps: GapWatch | None = None, expect_dead: bool = False,
+                 reapplied_ok: bool = False, settle_s: float = 20) -> FerryLedgerReport:
     """The whole way: `accepted` maps each Idempotency-Key the hall used to the case number it was answered
     with; the gateway's cases are checked as the fault tests check them, then the sector and the stations."""
     load = LoadResult(sector, accepted=dict(accepted))
@@ -119,11 +159,11 @@ def ferry_ledger(deployment: Deployment, accepted: Mapping[str, str], simulator:
     counters = simulator.counters
     first = counters["submits_received"] - counters["duplicate_submits"]
     _check_sector(report, len(accepted), first, counters["duplicate_submits"], reapplied_ok)
-    return _check_stations(report, sides, link)
+    return _check_stations(report, sides, link, gaps)
 
 
 def station_ledger(sent_keys: Iterable[str], sector: SectorCount, link: FerryLink, *, sides: Iterable[Side],
-                   reapplied_ok: bool = False) -> FerryLedgerReport:
+                   gaps: GapWatch | None = None, reapplied_ok: bool = False) -> FerryLedgerReport:
     """Stations only (no gateway): `sent_keys`, the idempotency keys the near side sent, each must have reached
     the stand-in sector exactly once (`reapplied_ok`: at least once, a repeat being a crash's re-application)."""
     report = FerryLedgerReport()
@@ -133,17 +173,19 @@ def station_ledger(sent_keys: Iterable[str], sector: SectorCount, link: FerryLin
     repeated = {key: n for key, n in sector.arrivals.items() if n > 1}
     _check_sector(report, len(keys), len(keys & set(sector.arrivals)), sum(repeated.values()) - len(repeated),
                   reapplied_ok)
-    return _check_stations(report, sides, link)
+    return _check_stations(report, sides, link, gaps)
 
 
-def _check_stations(report: FerryLedgerReport, sides: Iterable[Side], link: FerryLink) -> FerryLedgerReport:
+def _check_stations(report: FerryLedgerReport, sides: Iterable[Side], link: FerryLink,
+                    gaps: GapWatch | None) -> FerryLedgerReport:
     actions = link.actions()
     report.link = Counter(a.action for a in actions if a.lane != "-")
     tables = ferry_tables(MetaData())
     listed = list(sides)
     sent_by = {side.sends: side for side in listed}
     for side in listed:
-        _check_side(report, side, sent_by.get(side.receives), tables, actions)
+        watched = gaps.seen.get(side.name, set()) if gaps is not None else set()
+        _check_side(report, side, sent_by.get(side.receives), tables, actions, watched)
     return report
 
 
@@ -167,10 +209,11 @@ def _check_sector(report: FerryLedgerReport, accepted: int, first: int, repeats:
 
 
 def _check_side(report: FerryLedgerReport, side: Side, sender: Side | None, tables: FerryTables,
-                actions: list[LinkAction]) -> None:
+                actions: list[LinkAction], watched: set[tuple[int, int]]) -> None:
     with side.engine.connect() as conn:
-        received = conn.execute(select(tables.received.c.seq).where(tables.received.c.channel == side.receives)
-                                ).scalars().all()
+        arrivals = conn.execute(select(tables.received.c.seq, tables.received.c.received_at)
+                                .where(tables.received.c.channel == side.receives)).all()
+        received = [int(seq) for seq, _ in arrivals]
         sent = conn.execute(select(tables.sent.c.seq).where(tables.sent.c.channel == side.sends)).scalars().all()
         gaps = [(int(r.seq_from), int(r.seq_to)) for r in conn.execute(
             select(tables.gaps.c.seq_from, tables.gaps.c.seq_to).where(tables.gaps.c.channel == side.receives))]
@@ -181,6 +224,7 @@ def _check_side(report: FerryLedgerReport, side: Side, sender: Side | None, tabl
         unanswered = conn.execute(select(m.c.key).where(
             m.c.channel == side.sends, m.c.direction == "sent", m.c.type == "message", m.c.state != "answered")
         ).scalars().all() if side.expects_answers else []
+    gaps = sorted(set(gaps) | watched)  # as named, not only as still missing
     report.stations.append(StationTally(side.name, len(received), len(sent), gaps, quarantined))
     _problem(report, f"{side.name}: messages sent and never answered", unanswered)
     _problem(report, f"{side.name}: batches received twice on {side.receives}",
@@ -193,9 +237,9 @@ def _check_side(report: FerryLedgerReport, side: Side, sender: Side | None, tabl
     mine = [a for a in actions if a.lane == side.lane_in and a.seq is not None]
     dropped = {a.seq for a in mine if a.action in LOST}
     _problem(report, f"{side.name}: batches the link dropped or refused that were never named as a gap",
-             {seq for seq in dropped if not any(low <= seq <= high for low, high in gaps)})
+             {seq for seq in _missed(dropped, arrivals) if not any(low <= seq <= high for low, high in gaps)})
     names = {name for name, _ in quarantined}
-    mistreated = {a.file for a in mine if a.action in MISTREATED}
+    mistreated = {a.file for i, a in enumerate(mine) if a.action in MISTREATED and not _replaced(a, mine[i + 1:])}
     _problem(report, f"{side.name}: truncated or corrupted batches not quarantined", mistreated - names)
     if side.quarantine_folder is not None:
         kept = {p.name for p in side.quarantine_folder.glob("*")} if side.quarantine_folder.exists() else set()
@@ -203,8 +247,24 @@ def _check_side(report: FerryLedgerReport, side: Side, sender: Side | None, tabl
                  {name for name in mistreated if not any(k.startswith(name) for k in kept)})
 
 
+def _missed(dropped: Iterable[int | None], arrivals: Iterable[tuple[int, datetime]]) -> set[int]:
+    """The dropped seqs that were a gap: never received, or received only after a later seq was. (A resend that
+    arrives before anything after it fills the place before there is a gap to name.)"""
+    first = {int(seq): at for seq, at in arrivals}
+    return {seq for seq in dropped if seq is not None and (
+        seq not in first or any(later > seq and at < first[seq] for later, at in first.items()))}
+
+
+def _replaced(delivery: LinkAction, later: list[LinkAction]) -> bool:
+    """Whether the next delivery of the same file overwrote this one before the receiver took it."""
+    following = next((a for a in later if a.file == delivery.file and a.bytes is not None
+                      and a.action not in ("held", "dropped", "refused")), None)
+    return following is not None and following.replaced
+
+
 def gateway_side(deployment: Deployment, channel: str, folder: Path | None = None) -> Side:
-    return Side("gateway", harness_engine(deployment.db_url), f"{channel}.up", f"{channel}.down", "up", folder)
+    return Side("gateway", harness_engine(deployment.db_url), f"{channel}.up", f"{channel}.down", "up", folder,
+                expects_answers=True)
 
 
 def agent_side(state: Path, channel: str, folder: Path | None = None) -> Side:

@@ -16,10 +16,12 @@ batches only unless `signals` is true (a signal's name holds `_sig_`). Actions:
   reorder    it is held back until the lane's next file has been delivered (or `ms` passed), then delivered;
   delay      it arrives `ms` later;
   truncate   only its first half arrives (still with a done marker: the link lies, the receiver must not);
-  corrupt    one byte in the middle is flipped.
+  corrupt    one letter or digit near the middle becomes another (so even a base64 text wrapper carries it).
 The link's own account, one JSON object a line in the log file, names every file and what it did to it
 (`delivered`, `dropped`, `duplicated`, `held`, `released`, `delayed`, `truncated`, `corrupted`, `refused`), with
-the rule's id: the ledger check reads it as an independent witness of what crossed.
+the rule's id, and whether a delivery replaced a copy of the same name the receiver had not taken yet (a resend
+arriving first: the receiver never saw the replaced one): the ledger check reads it as an independent witness of
+what crossed.
 
 Nothing here imports the project: the link shares no code, and so no bug, with the stations it carries for.
 `FerryLink` is the tests' handle: start/stop the process, add rules, refuse a lane, read the log, wait for quiet.
@@ -177,8 +179,9 @@ class Link:
             self.deliver(lane, name, data, "delivered", None)
 
     def deliver(self, lane: Lane, name: str, data: bytes, action: str, rule: str | None) -> None:
+        replaced = (lane.target / name).exists()  # a copy the receiver has not taken yet: it never sees that one
         deliver_file(lane.target, name, data)
-        self.note(lane.name, name, action, rule, size=len(data))
+        self.note(lane.name, name, action, rule, size=len(data), replaced=replaced)
         for held in self.pending:  # the next file went out: a reordered one may follow it now
             if held.lane == lane.name and held.until_next and held.name != name:
                 held.until_next = False
@@ -199,8 +202,10 @@ class Link:
             self.pending.remove(owed)
             self.deliver(lane, owed.name, owed.data, owed.action, owed.rule)
 
-    def note(self, lane: str, name: str, action: str, rule: str | None = None, size: int | None = None) -> None:
-        entry = {"at": time.time(), "lane": lane, "file": name, "action": action, "rule": rule, "bytes": size}
+    def note(self, lane: str, name: str, action: str, rule: str | None = None, size: int | None = None,
+             replaced: bool = False) -> None:
+        entry = {"at": time.time(), "lane": lane, "file": name, "action": action, "rule": rule, "bytes": size,
+                 "replaced": replaced}
         with open(self.log_path, "a", encoding="utf-8") as log:
             log.write(json.dumps(entry) + "\n")
             log.flush()
@@ -245,11 +250,21 @@ def deliver_file(folder: Path, name: str, data: bytes) -> None:
         os.close(descriptor)
 
 
+ALNUM = (b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnopqrstuvwxyz", b"0123456789")
+
+
 def flip_middle_byte(data: bytes) -> bytes:
-    if not data:
-        return data
+    """One letter or digit near the middle changed into another: a change every wrapper carries through (a
+    flipped newline or an out-of-alphabet byte could be skipped by a lenient base64 reader, and so change
+    nothing that matters)."""
+    for at in sorted(range(len(data)), key=lambda i: abs(i - len(data) // 2)):
+        for alphabet in ALNUM:
+            found = alphabet.find(data[at:at + 1])
+            if found >= 0 and data[at:at + 1]:
+                replaced = alphabet[(found + 1) % len(alphabet)]
+                return data[:at] + bytes([replaced]) + data[at + 1:]
     middle = len(data) // 2
-    return data[:middle] + bytes([data[middle] ^ 0x01]) + data[middle + 1:]
+    return data[:middle] + bytes([data[middle] ^ 0x01]) + data[middle + 1:] if data else data
 
 
 def parse_lane(text: str) -> Lane:
@@ -298,6 +313,7 @@ class LinkAction:
     action: str
     rule: str | None
     bytes: int | None
+    replaced: bool = False  # this delivery overwrote a copy of the same name the receiver had not taken
 
     @property
     def seq(self) -> int | None:

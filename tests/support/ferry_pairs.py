@@ -24,7 +24,14 @@ from sqlalchemy import MetaData, select
 
 from adapters.kinds.ferry.station import Station
 from adapters.kinds.ferry.tables import ferry_tables
-from tests.support.ferry_ledger import FerryLedgerReport, SectorCount, Side, agent_engine, station_ledger
+from tests.support.ferry_ledger import (
+    FerryLedgerReport,
+    GapWatch,
+    SectorCount,
+    Side,
+    agent_engine,
+    station_ledger,
+)
 from tests.support.ferry_link import FerryLink
 from tests.support.ferry_side import OPERATION, SideSpec, SideThread, send_messages, side_engine
 from tests.support.pki import sm2_credential
@@ -82,11 +89,14 @@ class StationPair:
         self.processes: list[subprocess.Popen[bytes]] = []
         self.sent: list[str] = []  # idempotency keys sent, in order
         self._sender: SideThread | None = None
+        self._sides: list[Side] = []
+        self.watch: GapWatch | None = None
 
     # ----- lifecycle
 
     def __enter__(self) -> Self:
         self.link.start()
+        self.watch = GapWatch(self.sides()).start()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -113,6 +123,10 @@ class StationPair:
         if self._sender is not None:
             self._sender.loop.close()
         self.link.stop()
+        if self.watch is not None:
+            self.watch.stop()
+        for side in self._sides:
+            side.engine.dispose()
 
     def run_side_process(self, role: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
         """One side as a process of its own (`python -m tests.support.ferry_side`), with extra environment."""
@@ -190,21 +204,22 @@ class StationPair:
     # ----- the account
 
     def sides(self) -> list[Side]:
+        """Both stations as the ledger reads them (made once: the gap watch reads through them all along)."""
+        if self._sides:
+            return self._sides
         near_quarantine = self.folders["near"]["incoming"] / "quarantine"
         far_quarantine = self.folders["far"]["incoming"] / "quarantine"
-        return [Side("gateway", side_engine(self.near_spec.database_url), f"{CHANNEL}.up", f"{CHANNEL}.down", "up",
-                     near_quarantine, expects_answers=True),
-                Side("agent", agent_engine(self.far_state), f"{CHANNEL}.down", f"{CHANNEL}.up", "down",
-                     far_quarantine)]
+        self._sides = [Side("gateway", side_engine(self.near_spec.database_url), f"{CHANNEL}.up", f"{CHANNEL}.down",
+                            "up", near_quarantine, expects_answers=True),
+                       Side("agent", agent_engine(self.far_state), f"{CHANNEL}.down", f"{CHANNEL}.up", "down",
+                            far_quarantine)]
+        return self._sides
 
     def ledger(self, *, reapplied_ok: bool = False) -> FerryLedgerReport:
-        sides = self.sides()
-        try:
-            return station_ledger(self.sent, SectorCount.of_record(self.sector_record), self.link, sides=sides,
-                                  reapplied_ok=reapplied_ok)
-        finally:
-            for side in sides:
-                side.engine.dispose()
+        if self.watch is not None:
+            self.watch.look()
+        return station_ledger(self.sent, SectorCount.of_record(self.sector_record), self.link, sides=self.sides(),
+                              gaps=self.watch, reapplied_ok=reapplied_ok)
 
     def with_spec(self, role: str, **changes: object) -> None:
         """Change a side's spec before it starts (e.g. a key of its own)."""
