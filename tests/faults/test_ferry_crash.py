@@ -1,12 +1,17 @@
 """A side of the ferry SIGKILLed at a deterministic crash point, restarted: nothing lost, nothing applied twice.
 
-The crash points are the stations' own (`YIWANG_UNSAFE_FERRY_CRASH_AT`, adapters/kinds/ferry/station.py and
-folders.py): `before_rename` (a batch's temporary file written, not yet renamed), `after_read` (a batch opened,
-nothing applied), `after_apply` (its entries applied, nothing recorded). The side runs as a process of its own
-(tests/support/ferry_side.py) that kills itself there; it is restarted without the setting, and the ledger check
-reads the stand-in sector's account, both stations' tables and the link's log. A re-application after
-`after_apply` (and after `before_rename` on the far side, whose answer is written while it applies) is what the
-idempotency key at the sector absorbs: at most once more, and only then.
+The crash points are the ferry's own (`YIWANG_UNSAFE_FERRY_CRASH_AT`, adapters/kinds/ferry/folders.py and
+station.py): `before_rename` (a batch's temporary file written, not yet renamed), `after_read` (a batch opened,
+nothing applied), `after_apply` (its entries applied, nothing recorded). The process kills itself there; it is
+restarted without the setting, and the ledger check reads the sector's own account, both stations' tables and
+the link's log.
+
+- The far side is the real agent (`yiwang ferry serve`, empty state, its bundle over the link) in front of the
+  civil-affairs simulator, beside a real gateway: every case decided, each reached the sector once.
+- The near side's station runs as a process of its own (tests/support/ferry_side.py), killed while sending a
+  batch or while taking an answer.
+Each crash point runs once, on one database or the other in turn (both are covered; a process start is the cost
+of each test, and the ferry's station code is the same on both).
 """
 
 from __future__ import annotations
@@ -16,11 +21,12 @@ from pathlib import Path
 
 import pytest
 
+from adapters.simulators.civil_affairs import CivilAffairsSimulator
+from tests.support.ferry_deployment import FerryDeployment
 from tests.support.ferry_pairs import StationPair
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(30)]
 
-POINTS = ("before_rename", "after_read", "after_apply")
 CRASH_AT = "YIWANG_UNSAFE_FERRY_CRASH_AT"
 
 
@@ -31,23 +37,7 @@ def killed(pair: StationPair, index: int) -> None:
     assert code == -signal.SIGKILL, f"exit {code}: {pair.process_log(index)}"
 
 
-@pytest.mark.parametrize("point", POINTS)
-def test_the_far_side_killed_at_a_crash_point_then_restarted_loses_nothing_and_applies_nothing_twice(
-    point: str, db_url: str, tmp_path: Path
-) -> None:
-    with StationPair(tmp_path, db_url) as pair:
-        pair.start(far=False)
-        pair.run_side_process("far", **{CRASH_AT: point})
-        pair.send(2)
-        killed(pair, 0)
-        pair.run_side_process("far")
-        pair.wait_answered()
-        reapplied = point != "after_read"  # the first message was applied (and answered) before the kill
-        report = pair.ledger(reapplied_ok=reapplied)
-        assert report.ok, report
-        assert report.duplicate_submits == (1 if reapplied else 0), report
-
-
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
 def test_the_near_side_killed_between_writing_a_batch_and_renaming_it_writes_it_after_the_restart(
     db_url: str, tmp_path: Path
 ) -> None:
@@ -62,7 +52,8 @@ def test_the_near_side_killed_between_writing_a_batch_and_renaming_it_writes_it_
         assert report.ok, report
 
 
-@pytest.mark.parametrize("point", ("after_read", "after_apply"))
+@pytest.mark.parametrize(("point", "db_url"), [("after_read", "sqlite"), ("after_apply", "postgres")],
+                         indirect=["db_url"])
 def test_the_near_side_killed_while_taking_an_answer_then_restarted_records_it_once(
     point: str, db_url: str, tmp_path: Path
 ) -> None:
@@ -75,3 +66,26 @@ def test_the_near_side_killed_while_taking_an_answer_then_restarted_records_it_o
         pair.wait_answered()
         report = pair.ledger()
         assert report.ok, report
+
+
+# --------------------------------------------------------------------------- the agent, the whole way
+
+
+@pytest.mark.parametrize(("point", "db_url"), [("before_rename", "sqlite"), ("after_read", "postgres"),
+                                               ("after_apply", "sqlite")], indirect=["db_url"])
+def test_the_agent_killed_at_a_crash_point_then_restarted_delivers_every_case_once(
+    point: str, db_url: str, tmp_path: Path
+) -> None:
+    """`yiwang ferry serve` from empty state takes its bundle over the link, is stopped, started again with the
+    crash point set, meets the cases' batches and kills itself there; started once more, it finishes: every case
+    decided, each reached the sector once (the agent keeps an answer before the station records the message
+    applied, so even `after_apply` delivers nothing again)."""
+    with CivilAffairsSimulator(decision_delay_ms=50) as sector, FerryDeployment(tmp_path, db_url, sector) as ferry:
+        ferry.wait_agent_ready()
+        ferry.stop_agent()
+        crashing = ferry.start_agent(**{CRASH_AT: point})
+        ferry.submit(2)
+        assert crashing.wait(timeout=20) == -signal.SIGKILL, ferry.agent_logs()
+        ferry.start_agent()
+        report = ferry.ledger()
+        assert report.ok, f"{report}\n{ferry.agent_logs()}"

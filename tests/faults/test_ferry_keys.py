@@ -5,6 +5,7 @@ Each hostile file is put where the near side's station puts its batches, so it c
 other; the far side's station (on a loop of its own) meets it. "Shown" is what an operator reads: a
 `ferry_quarantine` row with its code, the file kept in the quarantine folder beside its reason, the channel
 status's quarantined count — or, for a replay of what was applied, the duplicate counted, never applied again.
+Each on one database, the two in turn (the refusals are the format's and the station's, the same on both).
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ def assert_shown(pair: StationPair, name: str, code: str) -> None:
     assert receiving.quarantined >= 1
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_a_batch_signed_with_a_key_the_far_side_does_not_trust_is_refused_and_shown(
     db_url: str, tmp_path: Path
 ) -> None:
@@ -107,6 +109,7 @@ def test_a_batch_signed_with_a_key_the_far_side_does_not_trust_is_refused_and_sh
         assert report.ok, report  # the smuggled messages never reached the sector
 
 
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
 def test_a_batch_signed_with_an_expired_key_is_refused_beyond_the_stated_tolerance_only(
     db_url: str, tmp_path: Path
 ) -> None:
@@ -125,6 +128,7 @@ def test_a_batch_signed_with_an_expired_key_is_refused_beyond_the_stated_toleran
         assert pair.sector_record.read_text().count("smuggled-1") == 1
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_a_replayed_old_batch_is_not_applied_again_and_a_forged_one_under_its_seq_is_quarantined(
     db_url: str, tmp_path: Path
 ) -> None:

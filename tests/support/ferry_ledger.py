@@ -176,6 +176,25 @@ def station_ledger(sent_keys: Iterable[str], sector: SectorCount, link: FerryLin
     return _check_stations(report, sides, link, gaps)
 
 
+def in_flight(sides: Iterable[Side]) -> int:
+    """Batches one side recorded as sent that the other has not received yet (a resend, an answer on its way)."""
+    tables = ferry_tables(MetaData())
+    listed = list(sides)
+    missing = 0
+    for receiver in listed:
+        for sender in listed:
+            if sender.sends != receiver.receives:
+                continue
+            with sender.engine.connect() as conn:
+                sent = set(conn.execute(select(tables.sent.c.seq).where(tables.sent.c.channel == sender.sends))
+                           .scalars())
+            with receiver.engine.connect() as conn:
+                got = set(conn.execute(select(tables.received.c.seq)
+                                       .where(tables.received.c.channel == receiver.receives)).scalars())
+            missing += len(sent - got)
+    return missing
+
+
 def _check_stations(report: FerryLedgerReport, sides: Iterable[Side], link: FerryLink,
                     gaps: GapWatch | None) -> FerryLedgerReport:
     actions = link.actions()

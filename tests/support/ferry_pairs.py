@@ -30,6 +30,7 @@ from tests.support.ferry_ledger import (
     SectorCount,
     Side,
     agent_engine,
+    in_flight,
     station_ledger,
 )
 from tests.support.ferry_link import FerryLink
@@ -199,7 +200,7 @@ class StationPair:
         try:
             wait_until(self.answered, timeout_s, "every message sent answered across the link")
         except AssertionError as failed:
-            raise AssertionError(f"{failed}\n{self.ledger()}\nloop errors: {self.errors()}") from None
+            raise AssertionError(f"{failed}\n{self.ledger(settle_s=0)}\nloop errors: {self.errors()}") from None
 
     # ----- the account
 
@@ -215,7 +216,12 @@ class StationPair:
                             far_quarantine)]
         return self._sides
 
-    def ledger(self, *, reapplied_ok: bool = False) -> FerryLedgerReport:
+    def ledger(self, *, reapplied_ok: bool = False, settle_s: float = 10) -> FerryLedgerReport:
+        """The station-level ledger check, once what was sent has arrived (or `settle_s` passed: then the
+        check names what did not)."""
+        deadline = time.monotonic() + settle_s
+        while in_flight(self.sides()) and time.monotonic() < deadline:
+            time.sleep(0.05)
         if self.watch is not None:
             self.watch.look()
         return station_ledger(self.sent, SectorCount.of_record(self.sector_record), self.link, sides=self.sides(),
