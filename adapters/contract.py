@@ -104,9 +104,10 @@ class AnswerPending(DeliveryError):
     retryable, so no retry policy spends an attempt on it, and no breaker or health window counts it: the
     sector was not called. The dispatcher makes the message due again (`CaseService.wait_for_answer`)."""
 
-    def __init__(self, message: str, retry_after_s: float) -> None:
+    def __init__(self, message: str, retry_after_s: float, *, sent: bool = False) -> None:
         super().__init__(FailureClass.TRANSPORT, message, retryable=False)
         self.retry_after_s = retry_after_s
+        self.sent = sent  # this call put the message on its way (the message log records it then, once)
 
 
 # A canonical message is a JSON-able dict:

@@ -22,7 +22,15 @@ from certstore import CertStore
 from ferry.agent import Agent, PassReport, run_once, serve
 from ferry.config import AgentConfig, ConfigInvalid, load_config
 from ferry.report import agent_state
-from ferry.state import ALGORITHMS, MASTER_KEY_ENV, AgentNotReady, check_ready, init_state, open_state
+from ferry.state import (
+    ALGORITHMS,
+    MASTER_KEY_ENV,
+    AgentNotReady,
+    check_initialised,
+    check_ready,
+    init_state,
+    open_state,
+)
 
 
 def init_agent(config: AgentConfig, algorithm: str = "sm2", days: float = 730) -> tuple[str, bytes]:
@@ -33,7 +41,9 @@ def init_agent(config: AgentConfig, algorithm: str = "sm2", days: float = 730) -
 
 
 def open_agent_store(config: AgentConfig) -> CertStore:
-    """The agent's certificate store, for `yiwang certs` (the caller disposes of nothing: a command's process)."""
+    """The agent's certificate store, for `yiwang certs` (a command's process: its engine goes with it);
+    `AgentNotReady` before `init`."""
+    check_initialised(config)
     return open_state(config).store
 
 

@@ -12,9 +12,12 @@ from typing import Any
 from certstore import CredentialMissing, UnknownEntry
 from ferry.agent import Agent
 from ferry.config import AgentConfig
+from ferry.state import check_initialised
 
 
 def agent_state(config: AgentConfig, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """`AgentNotReady` for an agent never initialised (nothing is created to answer)."""
+    check_initialised(config, env)
     agent = Agent(config, env=env)
     try:
         return {

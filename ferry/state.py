@@ -67,11 +67,13 @@ def master_keys(config: AgentConfig, env: Mapping[str, str] | None = None) -> Ma
 
 
 def open_state(config: AgentConfig, env: Mapping[str, str] | None = None) -> State:
+    """The state, its tables made if missing (`init` makes the file; everyone else checks it is there first:
+    `check_initialised`)."""
+    keys = master_keys(config, env)  # first: a missing key changes nothing
     metadata, ferry, certs, agent = _metadata()
     engine = state_engine(config.state)
     metadata.create_all(engine)  # new tables only: what is there is kept
-    store = CertStore(engine, certs, master_keys(config, env), SystemClock(), refresh_s=2.0)
-    return State(engine, ferry, certs, agent, store)
+    return State(engine, ferry, certs, agent, CertStore(engine, certs, keys, SystemClock(), refresh_s=2.0))
 
 
 def init_state(config: AgentConfig, algorithm: str = "sm2", days: float = 730,
@@ -99,14 +101,23 @@ class AgentNotReady(RuntimeError):
     """The agent cannot run yet: what is missing, and the command that makes it."""
 
 
+def check_initialised(config: AgentConfig, env: Mapping[str, str] | None = None) -> None:
+    """`AgentNotReady` unless `yiwang ferry init` made the master key and the state file: nothing else makes them."""
+    env = os.environ if env is None else env
+    if not env.get(MASTER_KEY_ENV) and not config.master_key_file.is_file():
+        raise AgentNotReady(f"no master key file {config.master_key_file} (nor {MASTER_KEY_ENV}): {_init(config)}")
+    if not config.state.is_file():
+        raise AgentNotReady(f"no state file {config.state}: {_init(config)}")
+
+
+def _init(config: AgentConfig) -> str:
+    return f"run `yiwang ferry init --config {config.source}` first"
+
+
 def check_ready(config: AgentConfig, env: Mapping[str, str] | None = None) -> None:
     """`AgentNotReady` unless the master key, the state, our key pair and the near side's certificate are there."""
-    env = os.environ if env is None else env
-    init = f"run `yiwang ferry init --config {config.source}` first"
-    if not env.get(MASTER_KEY_ENV) and not config.master_key_file.is_file():
-        raise AgentNotReady(f"no master key file {config.master_key_file} (nor {MASTER_KEY_ENV}): {init}")
-    if not config.state.is_file():
-        raise AgentNotReady(f"no state file {config.state}: {init}")
+    check_initialised(config, env)
+    init = _init(config)
     state = open_state(config, env)
     try:
         own = _current(state.store, config.own_certificate)

@@ -10,8 +10,9 @@ on `YIWANG_METRICS_PORT`):
   Sum them over processes.
 - **Shared state**, read at scrape time by collectors, each one cheap GROUP BY query, reused for
   `YIWANG_METRICS_CACHE_MS` so a scrape storm cannot hammer the database: the outbox, dead letters, cases,
-  the certificates' days to expiry, the broker's queues; plus this process's circuits and readiness. Every
-  process shows the same shared numbers: take `max` over instances, not `sum`.
+  the certificates' days to expiry, the broker's queues, the ferry's links (`yiwang_ferry_*`); plus this
+  process's circuits and readiness. Every process shows the same shared numbers: take `max` over instances,
+  not `sum`.
 
 A collector that fails (the database is down) yields nothing and logs a warning at most once a minute:
 `/metrics` keeps answering, and `yiwang_ready`/`yiwang_database_up` say what is wrong. Nothing here carries
@@ -38,6 +39,7 @@ from gateway.domain.clock import Clock, as_utc
 from gateway.persistence import tables as t
 from gateway.persistence.repository import DeadLetterRepository, OutboxRepository
 from gateway.sectors.delivery import CIRCUIT_OPEN, CONFIGURATION_ERROR, INTERNAL_ERROR, MATERIAL_ERROR, Outcome
+from gateway.sectors.ferry_channels import FerryChannels, age_s
 from gateway.security.certificates import OWN
 from gateway.transport.amqp_worker import UNHANDLED
 from ops.readiness import AdapterHealthSource, BrokerProbe, Readiness
@@ -250,6 +252,70 @@ def queue_metrics(broker: BrokerProbe) -> list[Metric]:
     return [queues]
 
 
+# --------------------------------------------------------------------------- the ferry's links
+
+
+# Every code a quarantined file can carry (the batch format's refusals, then the station's): each link shows 0
+# for each, so that an alert on `increase` sees the first quarantined file of a kind too.
+QUARANTINE_CODES = ("unreadable", "truncated", "too_large", "content_type", "unknown_signer", "bad_signature",
+                    "expired_key", "bad_envelope", "digest_mismatch", "wrong_channel", "broken_chain", "forged",
+                    "replayed")
+
+
+def ferry_metrics(channels: FerryChannels, clock: Clock) -> list[Metric]:
+    """Each ferry link, read from its station's tables: the age of the last batch each way, batches not yet
+    written to the link folder, batches not yet receipted (and the oldest one's age), open gaps (and the
+    oldest one's age), the age of the peer's last beacon or receipt, files quarantined by code; and what the
+    link was configured to expect (the resend window, the beacon interval), so that the alert rules compare
+    each link with its own settings. A time that never happened (no batch yet) has no sample."""
+    now = clock.now()
+    families = {name: gauge(name, documentation, labels) for name, (documentation, labels) in FERRY_GAUGES.items()}
+    quarantined = CounterMetricFamily("yiwang_ferry_quarantined", "Files refused on a ferry link and quarantined, by "
+                                      "refusal code", labels=["channel", "code"])
+
+    def add(name: str, labels: list[str], value: float | None) -> None:
+        if value is not None:
+            families[name].add_metric(labels, value)
+
+    for link in channels.links():
+        for way in link.ways:
+            add("yiwang_ferry_last_batch_age_seconds", [link.link, way.direction], age_s(now, way.last_batch_at))
+        sent, received = link.sent, link.received
+        add("yiwang_ferry_unacknowledged_batches", [link.link], sent.unacknowledged)
+        add("yiwang_ferry_unwritten_batches", [link.link], sent.unwritten)
+        add("yiwang_ferry_oldest_unacknowledged_seconds", [link.link], age_s(now, sent.oldest_unacknowledged_at))
+        add("yiwang_ferry_open_gaps", [link.link], received.open_gaps)
+        add("yiwang_ferry_oldest_gap_seconds", [link.link], age_s(now, received.oldest_gap_at))
+        add("yiwang_ferry_beacon_age_seconds", [link.link], age_s(now, received.last_signal_at))
+        add("yiwang_ferry_lag_batches", [link.link], received.lag)
+        add("yiwang_ferry_resend_after_seconds", [link.link],
+            link.resend_after.total_seconds() if link.resend_after else None)
+        add("yiwang_ferry_beacon_interval_seconds", [link.link],
+            link.beacon_every.total_seconds() if link.beacon_every else None)
+        for code, count in sorted((dict.fromkeys(QUARANTINE_CODES, 0) | dict(link.quarantined)).items()):
+            quarantined.add_metric([link.link, code], count)
+    return [*families.values(), quarantined]
+
+
+FERRY_GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "yiwang_ferry_last_batch_age_seconds": ("Seconds since the last batch on a ferry link, by direction (down: "
+                                            "sent to the far side, up: received from it)", ("channel", "direction")),
+    "yiwang_ferry_unacknowledged_batches": ("Batches sent on a two-way ferry link not yet receipted", ("channel",)),
+    "yiwang_ferry_unwritten_batches": ("Batches recorded but not written to the link folder (full disk?)",
+                                       ("channel",)),
+    "yiwang_ferry_oldest_unacknowledged_seconds": ("Age of the oldest batch not yet receipted (no sample: none)",
+                                                   ("channel",)),
+    "yiwang_ferry_open_gaps": ("Ranges of batches named missing on a ferry link and not filled", ("channel",)),
+    "yiwang_ferry_oldest_gap_seconds": ("Age of the oldest open gap (no sample: none)", ("channel",)),
+    "yiwang_ferry_beacon_age_seconds": ("Seconds since the far side's last beacon or receipt", ("channel",)),
+    "yiwang_ferry_lag_batches": ("Batches the far side sent that are not applied yet", ("channel",)),
+    "yiwang_ferry_resend_after_seconds": ("A two-way link's resend window (its bundle's resend_after_ms)",
+                                          ("channel",)),
+    "yiwang_ferry_beacon_interval_seconds": ("A one-way link's beacon interval (its bundle's beacon_every_ms)",
+                                             ("channel",)),
+}
+
+
 def readiness_metrics(readiness: Readiness) -> list[Metric]:
     """What `GET /readyz` says, as gauges an alert can use."""
     report = readiness.check()
@@ -268,7 +334,7 @@ def readiness_metrics(readiness: Readiness) -> list[Metric]:
 
 def register_gateway_metrics(registry: CollectorRegistry, *, engine: Engine, clock: Clock,
                              adapters: AdapterHealthSource, certs: CertStore, readiness: Readiness,
-                             cache_s: float) -> DeliveryMetrics:
+                             cache_s: float, ferry: FerryChannels | None = None) -> DeliveryMetrics:
     """Register every collector on the gateway's registry; returns the dispatcher's observer."""
     gathers: dict[str, Gather] = {
         "outbox": lambda: outbox_metrics(engine, clock),
@@ -278,6 +344,8 @@ def register_gateway_metrics(registry: CollectorRegistry, *, engine: Engine, clo
         "circuits": lambda: circuit_metrics(adapters),
         "readiness": lambda: readiness_metrics(readiness),
     }
+    if ferry is not None:
+        gathers["ferry"] = lambda: ferry_metrics(ferry, clock)
     broker = readiness.broker
     if broker is not None:
         gathers["queues"] = lambda: queue_metrics(broker)

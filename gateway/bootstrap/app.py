@@ -17,6 +17,7 @@ from adapters.kinds.ferry import use_stations
 from certstore import CertStore, CredentialSource, FieldSealer, rewrap_signing_key
 from gateway.audit.ledger import Ledger
 from gateway.audit.retention import Retention, RetentionPolicy
+from gateway.bootstrap.ferry_links import ferry_channels
 from gateway.bootstrap.stores import LEDGER_KEY_FILE, build_ledger, open_database, personal_data
 from gateway.bootstrap.strict_start import (
     StartRefused,
@@ -67,6 +68,7 @@ from gateway.sectors.bundle_records import BundleStore
 from gateway.sectors.calls import NonceLedger, SectorCalls
 from gateway.sectors.delivery import DispatchSettings
 from gateway.sectors.ferry import ActiveBundles, NearSide
+from gateway.sectors.ferry_channels import FerryChannels
 from gateway.sectors.licences import LicenceLookup
 from gateway.sectors.live_registry import LiveRegistry
 from gateway.security.api_keys import ApiKeyStore
@@ -77,6 +79,7 @@ from gateway.transport.amqp import AmqpTransport, ConfirmedPublisher
 from gateway.transport.in_process import Dispatcher
 from gateway.transport.scheduler import Job, Scheduler
 from ops import api as ops_api
+from ops import ferry_api
 from ops import readiness as readiness_probe
 from ops.dead_letters import DeadLetterDesk
 from ops.gateway_metrics import SectorAnswerMetrics, register_gateway_metrics
@@ -111,6 +114,7 @@ class Gateway:
     readiness: Readiness  # GET /readyz and the yiwang_ready gauge (ops/readiness.py)
     dead_letters: DeadLetterDesk  # the operators' desk (ops/dead_letters.py): the ops API and the replay-runs job
     ferry: NearSide  # the near side of the ferry: a station per channel, and its job (gateway/sectors/ferry.py)
+    ferry_channels: FerryChannels  # the ferry's links as operators see them (gateway/bootstrap/ferry_links.py)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _transport: AmqpTransport | None = None  # with YIWANG_AMQP_URL: relay, consumers, scheduled jobs
@@ -170,9 +174,6 @@ def build_gateway(settings: Settings, clock: Clock | None = None) -> Gateway:
     registry = LiveRegistry(bundles, settings.var_dir / "bundle-cache", build,
                             refresh_s=settings.registry_refresh_ms / 1000)
     readiness = build_readiness(settings, engine, registry)
-    deliveries = register_gateway_metrics(metrics_registry, engine=engine, clock=clock, adapters=registry,
-                                          certs=certs, readiness=readiness,
-                                          cache_s=settings.metrics_cache_ms / 1000)
     answers = SectorAnswerMetrics(lambda: registry.sectors)
     metrics_registry.register(answers)
     units = UnitsOfWork(engine, personal, subscribers=registry.subscribers)
@@ -196,6 +197,10 @@ def build_gateway(settings: Settings, clock: Clock | None = None) -> Gateway:
                                                                         lambda sector: registry.get(sector).bundle),
                     settings.ferry_folder, clock)
     use_stations(near.station, clock=clock.now)  # ferry bundles' adapters send through the gateway's stations
+    ferry_links = ferry_channels(near)
+    deliveries = register_gateway_metrics(metrics_registry, engine=engine, clock=clock, adapters=registry,
+                                          certs=certs, readiness=readiness,
+                                          cache_s=settings.metrics_cache_ms / 1000, ferry=ferry_links)
     scheduler = Scheduler(engine, clock, [*scheduled_jobs(settings, engine, service, expiry, clock, sealer, desk),
                                           retention_job(settings, engine, ledger, clock),
                                           Job("ferry", timedelta(milliseconds=settings.ferry_interval_ms), near.run)],
@@ -204,7 +209,7 @@ def build_gateway(settings: Settings, clock: Clock | None = None) -> Gateway:
                    Dispatcher(service, registry, dispatch, transport, messages=ledger, scheduler=scheduler,
                               observer=deliveries),
                    links, sealer, ledger, certs=certs, metrics=metrics_registry, expiry=expiry, scheduler=scheduler,
-                   readiness=readiness, dead_letters=desk, ferry=near)
+                   readiness=readiness, dead_letters=desk, ferry=near, ferry_channels=ferry_links)
 
 
 def dead_letter_desk(units: UnitsOfWork, clock: Clock) -> DeadLetterDesk:
@@ -324,6 +329,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     certificates.router,
     webhooks.router,
     ops_api.router,
+    ferry_api.router,
     metrics.router,
 )
 # Each area's exceptions as problem+json; `install_error_handlers` is the app-wide table (and the cases').
@@ -340,6 +346,7 @@ PROBLEM_TABLES: tuple[Callable[[FastAPI], None], ...] = (
     certificates.install_cert_error_handlers,
     webhooks.install_webhook_error_handlers,
     ops_api.install_ops_error_handlers,
+    ferry_api.install_ferry_error_handlers,
 )
 
 
@@ -387,6 +394,8 @@ def create_app(gateway: Gateway, close_gateway: bool = False) -> FastAPI:
     app.state.webhooks = Webhooks(gateway.engine, gateway.sealer, gateway.service.clock,
                                   gateway.settings.webhook_insecure_hosts)
     app.state.dead_letter_desk = gateway.dead_letters
+    app.state.ferry_channels = gateway.ferry_channels
+    app.state.clock = gateway.service.clock
     app.state.webhook_failures = WebhookFailures(gateway.engine, gateway.service.clock)
     app.state.four_eyes = gateway.settings.four_eyes
     app.state.client_certificates = (

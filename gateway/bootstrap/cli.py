@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # what the commands build, imported in their bodies (the star
     from gateway.audit.ledger import Ledger
     from gateway.bootstrap.app import Gateway
     from gateway.config import ConfigError, Settings
+    from gateway.sectors.ferry_channels import FerryChannels
 
 console = Console(width=None if Console().is_terminal else 140)  # CI logs are wide enough for the timelines
 
@@ -329,12 +330,45 @@ def certs_group() -> typer.Typer:
 
 
 def ferry_group() -> typer.Typer:
+    from gateway.cli.audit import audit_commands
     from gateway.cli.ferry import make_ferry_app
+    from gateway.domain.clock import SystemClock
 
     def service_logs() -> None:  # `yiwang ferry serve` logs as a service does: info and above unless -vv
         _log_to_stderr("debug" if _verbosity >= 2 else "info")
 
-    return make_ferry_app(service_logs)
+    @contextmanager
+    def open_links(config: Path | None) -> Iterator[FerryChannels]:
+        """The links an operator's command reads: the agent's, from its own state (`--config`); else the
+        gateway's, its stations on the gateway's database and YIWANG_FERRY_DIR as a running gateway has them (a
+        gateway built, its dispatcher not started)."""
+        if config is not None:
+            from gateway.bootstrap.ferry_links import agent_links
+
+            with agent_links(config) as links:
+                yield links
+            return
+        gateway = _gateway(_settings())
+        try:
+            yield gateway.ferry_channels
+        finally:
+            gateway.close()
+
+    def audit(action: str, subject: str | None, detail: dict[str, Any], outcome: str) -> None:
+        """On the gateway's ledger; the agent's commands (and operators' with --config) run on the 前置机, beside
+        no gateway ledger: an operator's resend there is a log line on stderr (and in YIWANG_LOG_FILE)."""
+        if detail.get("config") is None:
+            _audit(action, subject, detail, outcome)
+        elif action == "ferry resend":
+            import structlog
+
+            from gateway.cli.audit import cli_actor
+
+            structlog.get_logger("yiwang.ferry").warning("operator resend on the agent", actor=cli_actor(),
+                                                         subject=subject, reason=detail.get("reason"),
+                                                         outcome=outcome)
+
+    return audit_commands(make_ferry_app(service_logs, open_links, SystemClock().now), "ferry", audit)
 
 
 GROUPS: dict[str, Group] = {  # in the order `yiwang --help` lists them, after serve, worker, demo
@@ -351,7 +385,8 @@ GROUPS: dict[str, Group] = {  # in the order `yiwang --help` lists them, after s
                    audit_group),
     "certs": Group("Certificates, private keys and bundle secrets, encrypted at rest.",
                    certs_group),
-    "ferry": Group("The ferry across an isolated network: the far-side agent.", ferry_group),
+    "ferry": Group("The ferry across an isolated network: links' status, gaps, quarantine, resend; the far-side "
+                   "agent.", ferry_group),
 }
 
 

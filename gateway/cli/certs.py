@@ -228,7 +228,7 @@ def _agent_store(open_agent_store: Callable[[Path], CertStore] | None, config: P
         raise CertificateError("--agent is not available here")
     try:
         return open_agent_store(config)
-    except ValueError as exc:  # the agent's configuration, refused: its message names the key
+    except (ValueError, RuntimeError) as exc:  # its configuration refused (naming the key), or no `init` yet
         raise CertificateError(str(exc)) from exc
 
 

@@ -1,17 +1,29 @@
-"""`yiwang ferry ...`: the ferry across an isolated network (网闸, one-way link).
+"""`yiwang ferry ...`: the ferry across an isolated network (网闸, one-way link), at the command line.
 
-The far-side agent's commands, run on the front-end processor (前置机) with the agent's own configuration file
-(docs/ferry-agent.md): `init` (state, master key file, the agent's key pair; prints its certificate for the near
-side), `serve` (the loop, until SIGTERM or SIGINT), `run-once` (one pass), `state` (channels, certificates,
-bundles, polls, what waits to be sent). They call the `ferry` package's public functions only; a configuration
-the agent cannot use is one red line naming the key and exit code 2, never a traceback.
+Two blocks of commands in one group:
+
+- **Operators** (`status`, `gaps`, `quarantine`, `resend`): every link both ways — last batch, lag,
+  unacknowledged batches, open gaps, the age of the far side's last beacon, quarantined files — and a resend of
+  a range of kept batches (`resend CHANNEL FROM TO --reason`). Against the gateway's database and link folders
+  like `yiwang ops` (the composition root builds the gateway's links); with `--config AGENT.yaml`, against the
+  agent's own state on the 前置机, where an operator of a one-way link resends what the gateway never got. They
+  read and act through `gateway.sectors.ferry_channels.FerryChannels`. Listings take `--json`
+  (gateway.cli.output). A link nobody configured exits 3, a bad range 2; nothing is written then. A resend is
+  audited by the root (on the gateway's ledger; on the 前置机, in the agent's log).
+- **The far-side agent**, run on the front-end processor (前置机) with the agent's own configuration file
+  (docs/ferry-agent.md): `init` (state, master key file, the agent's key pair; prints its certificate for the near
+  side), `serve` (the loop, until SIGTERM or SIGINT), `run-once` (one pass), `state` (channels, certificates,
+  bundles, polls, what waits to be sent). They call the `ferry` package's public functions only; a configuration
+  the agent cannot use is one red line naming the key and exit code 2, never a traceback.
 """
+
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,17 +33,143 @@ from rich.markup import escape
 import ferry
 from certstore import CertificateError, CredentialMissing, MasterKeyError
 from gateway.cli import output
-from gateway.cli.common import BAD_INPUT
+from gateway.cli.common import BAD_INPUT, NOT_FOUND
 from gateway.cli.output import Column, JsonOption
+from gateway.sectors.ferry_channels import (
+    BadRange,
+    FerryChannels,
+    UnknownLink,
+    gap_view,
+    link_named,
+    link_view,
+    quarantined_view,
+)
 
+Now = Callable[[], datetime]
+# The links (of the gateway; of the agent whose configuration is given), and what closes behind them.
+OpenChannels = Callable[[Path | None], AbstractContextManager[FerryChannels]]
+ChannelOption = Annotated[str | None, typer.Option("--channel", help="one link (its bundle's ferry.channel)")]
+AgentOption = Annotated[Path | None, typer.Option(
+    "--config", "-c", help="the agent's configuration: its own state on the 前置机, not the gateway's")]
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="the agent's configuration (YAML)")]
+HELP = "The ferry across an isolated network: links' status, gaps, quarantine, resend; the far-side agent."
 
 
-def make_ferry_app(service_logs: Callable[[], None]) -> typer.Typer:
-    """`service_logs()`: log lines as a service writes them (info and above), for `serve`."""
-    app = typer.Typer(help="The ferry across an isolated network: the far-side agent.", no_args_is_help=True)
+def make_ferry_app(service_logs: Callable[[], None], open_channels: OpenChannels, now: Now) -> typer.Typer:
+    """`service_logs()`: log lines as a service writes them (info and above), for `serve`; `open_channels(config)`:
+    the gateway's links (None) or the agent's (its configuration file)."""
+    app = typer.Typer(help=HELP, no_args_is_help=True)
+    add_operator_commands(app, open_channels, now)
     add_agent_commands(app, service_logs)
     return app
+
+
+# -- operators (the gateway; with --config, the agent) ------------------------------------------------------------
+
+
+def add_operator_commands(app: typer.Typer, open_channels: OpenChannels, now: Now) -> None:
+    """`status`, `gaps`, `quarantine`, `resend` on `app`; `open_channels(config)` finds the links."""
+
+    @app.command()
+    def status(channel: ChannelOption = None, config: AgentOption = None, as_json: JsonOption = False) -> None:
+        """Every ferry link both ways: last batch and its age, lag, unacknowledged batches, open gaps, the age of
+        the far side's last beacon or receipt, quarantined files."""
+        with _reported(), agent_errors(), open_channels(config) as channels:
+            at = now()
+            reports = [link_named(channels, channel)] if channel else channels.links()
+        views = [link_view(report, at) for report in reports]
+        if as_json:
+            output.print_rows(views, (), as_json=True)
+            return
+        rows = [{"channel": view["channel"], "quarantined": view["quarantined"], "mode": view["mode"],
+                 **view[direction]} for view in views for direction in ("down", "up")]
+        output.print_rows(rows, STATUS_COLUMNS, as_json=False, title=f"ferry links: {len(views)}")
+
+    @app.command()
+    def gaps(channel: ChannelOption = None, config: AgentOption = None, as_json: JsonOption = False) -> None:
+        """Batches named missing and not filled yet, oldest first: ask the far side's operator, or wait for the
+        resend (two-way); `yiwang ferry resend` on the side that sent them."""
+        with _reported(), agent_errors(), open_channels(config) as channels:
+            at = now()
+            found = channels.gaps(channel)
+        output.print_rows([gap_view(gap, at) for gap in found], GAP_COLUMNS, as_json=as_json,
+                          title=f"open gaps: {len(found)}")
+
+    @app.command()
+    def quarantine(channel: ChannelOption = None, config: AgentOption = None,
+                   limit: Annotated[int, typer.Option(min=1, max=1000)] = 100, as_json: JsonOption = False) -> None:
+        """Files refused (signature, key, envelope, chain …) and kept in the quarantine folder, newest first."""
+        with _reported(), agent_errors(), open_channels(config) as channels:
+            found = channels.quarantined(channel, limit)
+        output.print_rows([quarantined_view(batch) for batch in found], QUARANTINE_COLUMNS, as_json=as_json,
+                          title=f"quarantined files: {len(found)}")
+
+    @app.command()
+    def resend(channel: Annotated[str, typer.Argument(help="the link (its bundle's ferry.channel)")],
+               seq_from: Annotated[int, typer.Argument(help="the first batch to write again")],
+               seq_to: Annotated[int, typer.Argument(help="the last one")],
+               reason: Annotated[str, typer.Option("--reason", help="why (required; audited)")],
+               config: AgentOption = None) -> str:
+        """Write the kept batches SEQ_FROM..SEQ_TO of the channel this side sends on to the link again (the other
+        side drops what it already applied): the gateway's, or with --config the agent's."""
+        if not reason.strip():
+            output.stderr().print("error: --reason must say why (it is audited)", markup=False)
+            raise typer.Exit(BAD_INPUT)
+        with _reported(), agent_errors(), open_channels(config) as channels:
+            report = link_named(channels, channel)
+            resent = channels.resend(channel, seq_from, seq_to)
+        output.stdout().print(f"resent {resent} batches {seq_from}..{seq_to} on {report.sent.channel}", markup=False)
+        return f"resent {resent} batches {seq_from}..{seq_to} on {report.sent.channel}"
+
+
+def _age(field: str) -> Callable[[output.Row], str]:
+    def shown(row: output.Row) -> str:
+        return duration(row.get(field))
+
+    return shown
+
+
+def duration(seconds: float | None) -> str:
+    """An age as people read it: 45s, 3m 12s, 2h 05m, 3d 04h; nothing when it never happened."""
+    if seconds is None:
+        return ""
+    whole = int(seconds)
+    days, rest = divmod(whole, 86_400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours:02d}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+@contextmanager
+def _reported() -> Iterator[None]:
+    """A link nobody configured: exit 3; a bad range: exit 2 — one readable line on stderr, nothing written."""
+    console = output.stderr()
+    try:
+        yield
+    except UnknownLink as exc:
+        console.print(str(exc), style="red", markup=False)
+        raise typer.Exit(NOT_FOUND) from exc
+    except BadRange as exc:
+        console.print(f"error: {exc}", style="red", markup=False)
+        raise typer.Exit(BAD_INPUT) from exc
+
+
+
+STATUS_COLUMNS = (Column("channel", "link", identifier=True), Column("direction", "way"),
+                  Column("last_seq", "last seq"), Column("last_batch_at", "last batch (Beijing)"),
+                  Column("last_batch_age_s", "age", shown=_age("last_batch_age_s")),
+                  Column("lag"), Column("unacknowledged", "unacked"), Column("open_gaps", "gaps"),
+                  Column("last_signal_age_s", "beacon age", shown=_age("last_signal_age_s")),
+                  Column("quarantined"), Column("mode"))
+GAP_COLUMNS = (Column("channel", identifier=True), Column("seq_from", "from"), Column("seq_to", "to"),
+               Column("named_at", "named (Beijing)"), Column("age_s", "open for", shown=_age("age_s")))
+QUARANTINE_COLUMNS = (Column("channel", identifier=True), Column("at", "at (Beijing)"), Column("code"),
+                      Column("file", identifier=True), Column("reason"))
+
 
 
 # -- the far-side agent (前置机) ---------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from adapters import (
     RegisteredAdapter,
     RehearsalInvalid,
     SignatureError,
+    carried_bundle,
     read_rehearsal,
 )
 from gateway.cases.service import CaseService
@@ -258,6 +259,10 @@ def _probe(registered: RegisteredAdapter) -> dict[str, Any]:
     unreachable  anything else: no connection, no answer in time, a 5xx, our own breaker open, an answer
                  we cannot read — nothing that shows the sector took our credentials
     """
+    if carried_bundle(registered.bundle) is not None:  # a sector behind a gap: nothing synchronous reaches it
+        return _result(UNREACHABLE, "a sector behind an isolation gateway (a ferry bundle) has no synchronous call "
+                                    "to test it with: rehearse its carried bundle where the sector is reachable, "
+                                    "then activate it with --force")
     if not registered.bundle.takes_cases:  # any call to a subscriber would deliver a case event: none is harmless
         return _result(UNREACHABLE, "a bundle that only subscribes to case events has no harmless call to test it "
                                     "with: check its endpoint with its sector, then activate it with --force")

@@ -50,6 +50,7 @@ from adapters import (
     RegisteredAdapter,
     SectorRefusal,
     UnsendableRequest,
+    carried_bundle,
 )
 from gateway.cases.service import CaseService
 from gateway.domain.case import Case, CaseState, Trigger
@@ -386,7 +387,10 @@ def logged_call(messages: MessageLog | None, target: RegisteredAdapter, operatio
     """`target.adapter.call`, with the rendered request recorded as sent and the canonical answer (or the
     classified failure) as received. A message the mapping cannot render is never sent: nothing to record; nor
     is an attempt the sector's open breaker refuses. The request is recorded as sent once, when the first
-    attempt passes the breaker — before the call, so a process that dies during it leaves it on record."""
+    attempt passes the breaker — before the call, so a process that dies during it leaves it on record.
+    A ferry's message (its bundle carries the sector's: `adapters.carried_bundle`) is recorded as sent when it
+    went into a batch (`AnswerPending.sent`), not at each look for its answer, and as received when its answer is
+    taken."""
     if messages is None:
         return target.adapter.call(operation, payload)
     key = payload.get("idempotency_key") or payload.get("request_id")  # a named query's: its request id
@@ -402,10 +406,15 @@ def logged_call(messages: MessageLog | None, target: RegisteredAdapter, operatio
             sent.append(True)
             messages.message(target.sector, "sent", operation, case_no, key, rendered, "sent")
 
+    later = carried_bundle(target.bundle) is not None  # answered later, across a gap
     try:
-        result = target.adapter.call(operation, payload, on_sent=record_sent)
+        result = target.adapter.call(operation, payload, on_sent=None if later else record_sent)
+    except AnswerPending as pending:
+        if pending.sent:  # into a batch just now: on record once, as it went
+            record_sent()
+        raise
     except DeliveryError as error:
-        if sent:  # refused before anything went: nothing was exchanged to record
+        if sent or (later and not isinstance(error, UnsendableRequest)):  # else nothing was exchanged to record
             messages.message(target.sector, "received", operation, case_no, key,
                              {"failure": str(error.failure), "error": error.message, "attempts": error.attempts},
                              str(error.failure))

@@ -15,6 +15,8 @@ this method to `adapters.kinds.ferry.use_stations`); everything else happens her
   names no case, its facts are unreadable, its body is malformed) is logged and counted, and never stops the
   job: the rest of the batch goes on. A database error does stop it, before the batch is recorded as applied,
   so the next run applies it again (the idempotency keys and `record_callback` absorb a repeat);
+- **no answer is left waiting**: answers recorded but not yet taken make their messages due again (an answer
+  may arrive while its delivery is deciding to wait);
 - **the link is kept**: receipts and gaps (in `Station.receive`), unreceipted batches written again
   (`resend_due`, two-way links), beacons (`beacon_due`, one-way links).
 
@@ -36,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from adapters import (
     Batch,
@@ -63,6 +65,7 @@ log = structlog.get_logger("yiwang.ferry")
 NEAR_SIDE = "gateway"  # the sender name on our batches
 CONTROL = "control"  # the operation a control entry is recorded under
 ANSWER, DECISION = "answer", "decision"
+NUDGE_MARGIN = timedelta(minutes=1)  # beyond resend_after, for a delivery slow to store its wait
 
 
 class NotAFerrySector(LookupError):
@@ -141,16 +144,20 @@ class NearSide:
 
         return keys
 
+    def channels(self) -> list[tuple[Bundle, Station]]:
+        """Each active ferry bundle with its channel's station (what operators' status and resends act on)."""
+        return [(bundle, self.station(bundle)) for bundle in self.active.ferries()]
+
     # ------------------------------------------------------------------ the job
 
     def run(self) -> int:
         """One pass over every active ferry bundle; returns how many entries and files it handled. A channel
         that fails (its folder unwritable, a certificate missing) is logged and the others go on."""
         done = 0
-        for bundle in self.active.ferries():
+        for bundle, station in self.channels():
             channel = _options(bundle).channel
             try:
-                done += self._keep(bundle)
+                done += self._keep(bundle, station)
             except (OSError, LookupError, ValueError) as exc:
                 self.tally.failures[channel] = f"{type(exc).__name__}: {exc}"
                 log.error("ferry channel failed", sector=bundle.sector, channel=channel, error=str(exc))
@@ -158,12 +165,25 @@ class NearSide:
                 self.tally.failures.pop(channel, None)
         return done
 
-    def _keep(self, bundle: Bundle) -> int:
-        station = self.station(bundle)
+    def _keep(self, bundle: Bundle, station: Station) -> int:
         done = self._send_carried(bundle, station, force=False)
         applied: list[Entry] = []
         station.receive(self._applier(bundle.sector, station, applied))
+        self._nudge_answered(_options(bundle))
         return done + len(applied) + station.resend_due() + int(station.beacon_due())
+
+    def _nudge_answered(self, options: FerryOptions) -> None:
+        """Answers recorded but not yet taken make their messages due now, again: an answer that arrived while
+        its delivery was deciding to wait (between its look at the station and its wait being stored) would
+        otherwise wait a whole `resend_after`. Only answers younger than that are looked at."""
+        m = self.tables.messages
+        since = self.clock.now() - timedelta(milliseconds=options.resend_after_ms) - NUDGE_MARGIN
+        with self.engine.connect() as conn:
+            keys = conn.execute(select(m.c.key).where(
+                m.c.channel == options.send_channel, m.c.direction == "sent", m.c.state == "answered",
+                m.c.consumed_at.is_(None), m.c.answered_at >= since, m.c.key.is_not(None))).scalars().all()
+        for key in keys:
+            self.service.answer_arrived(key)
 
     def _applier(self, sector: str, station: Station, applied: list[Entry]) -> Callable[[Batch, Entry], None]:
         def apply(batch: Batch, entry: Entry) -> None:

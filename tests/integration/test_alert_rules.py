@@ -1,6 +1,6 @@
 """ops/alerts.yml: every rule is complete, and every metric its expression names is one a running gateway
-(PostgreSQL, RabbitMQ, a delivered case, a certificate) actually exposes. `promtool check rules` too, when
-promtool is installed."""
+(PostgreSQL, RabbitMQ, a delivered case, a certificate) actually exposes — the ferry's, one its collector reads
+from links in trouble. `promtool check rules` too, when promtool is installed."""
 
 from __future__ import annotations
 
@@ -16,26 +16,35 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import Engine
 
 from adapters.simulators.social_security import SocialSecuritySimulator
 from gateway.bootstrap.app import Gateway, create_app
+from gateway.bootstrap.ferry_links import StationLinks
+from gateway.domain.clock import FixedClock
+from gateway.persistence.ferry_tables import FERRY_TABLES
 from gateway.transport.amqp_topology import DELIVER_EXCHANGE, Envelope, Topology, queue_name, routing_key
+from ops.gateway_metrics import ferry_metrics
 from tests.support.cases import state, submit
+from tests.support.ferry_stations import FerryClock, make_link
 from tests.support.gateways import drain
 from tests.support.pki import TestCA
 from tests.support.services import rabbitmq_vhost
 
 RULES = Path(__file__).parents[2] / "ops" / "alerts.yml"
 REQUIRED = {"DeadLettersRising", "CircuitOpen", "OutboxNotDraining", "CertificateExpiring", "CasesOverdue",
-            "BrokerDown", "GatewayNotReady", "SectorAnswerMismatch", "SectorReferenceClash"}
+            "BrokerDown", "GatewayNotReady", "SectorAnswerMismatch", "SectorReferenceClash",
+            "FerryGapOpen", "FerryBeaconLate", "FerryBatchesQuarantined", "FerryBatchesUnacknowledged",
+            "FerryBatchesUnwritten"}
 # Words of PromQL that look like names but are not metrics.
 KEYWORDS = {"and", "or", "unless", "bool", "offset"}
 SECTOR = "social_security"
 
 
-def rules() -> list[dict[str, Any]]:
+def rules(group: str | None = None) -> list[dict[str, Any]]:
+    """The rules of every group, or of one."""
     document = yaml.safe_load(RULES.read_text(encoding="utf-8"))
-    return [rule for group in document["groups"] for rule in group["rules"]]
+    return [rule for g in document["groups"] if group in (None, g["name"]) for rule in g["rules"]]
 
 
 def metric_names(expr: str) -> set[str]:
@@ -94,7 +103,7 @@ def test_every_metric_an_alert_names_is_exposed_by_a_running_gateway(gateway: Ga
     gateway.certs.import_pem("gw-client", TestCA().issue("gateway client", days=90).cert_pem, actor="test")
     names = exposed(gateway)
     assert {"yiwang_broker_up", "yiwang_queue_messages", "yiwang_deliveries_total"} <= names
-    for rule in rules():
+    for rule in rules("yiwang"):
         missing = metric_names(rule["expr"]) - names
         assert not missing, f"{rule['alert']} uses {sorted(missing)}, which the gateway does not expose"
 
@@ -113,6 +122,46 @@ def test_queue_depths_come_from_the_broker(gateway: Gateway, broker_url: str) ->
     finally:
         channel.queue_purge(queue)
         connection.close()
+
+
+def test_every_metric_a_ferry_rule_names_is_exposed_for_links_in_trouble(engine: Engine, tmp_path: Path) -> None:
+    """Two links made by real stations on the database: a two-way one whose far side receipts nothing and lost a
+    batch on the way back, a one-way one whose far side beacons; what the collector reads of them at scrape time
+    is what the rules compare."""
+    clock = FerryClock()
+    two_way = make_link(engine, tmp_path, clock, link="public_security", mode="two_way")
+    one_way = make_link(engine, tmp_path, clock, link="civil_affairs", mode="one_way")
+    for link in (two_way, one_way):
+        link.send_down(2)
+        link.send_up(3)
+        link.carry(link.far, link.near, drop=(2,))
+        link.received_by_near()
+    clock.advance(minutes=1)
+    one_way.far.beacon_due()
+    one_way.carry(one_way.far, one_way.near)
+    two_way.forged_into_near()
+    for link in (two_way, one_way):
+        link.received_by_near()
+    clock.advance(minutes=20)
+    links = StationLinks(engine, FERRY_TABLES, lambda: [two_way.link_station, one_way.link_station])
+    scraped = ferry_metrics(links, FixedClock(clock()))
+    value = {(s.name, tuple(s.labels.values())): s.value for family in scraped for s in family.samples}
+    ps, ca = ("public_security",), ("civil_affairs",)
+    assert value["yiwang_ferry_unacknowledged_batches", ps] == 2 and value["yiwang_ferry_unwritten_batches", ps] == 0
+    assert value["yiwang_ferry_oldest_unacknowledged_seconds", ps] == 21 * 60
+    assert value["yiwang_ferry_resend_after_seconds", ps] == 300
+    assert ("yiwang_ferry_resend_after_seconds", ca) not in value  # one-way: no receipts, no resends
+    assert value["yiwang_ferry_open_gaps", ps] == 1 and value["yiwang_ferry_oldest_gap_seconds", ps] == 21 * 60
+    assert value["yiwang_ferry_lag_batches", ps] == 2  # 3 seen, 1 applied with none missing below
+    assert value["yiwang_ferry_quarantined_total", ("public_security", "unreadable")] == 1
+    assert value["yiwang_ferry_quarantined_total", ("civil_affairs", "unreadable")] == 0
+    assert value["yiwang_ferry_beacon_age_seconds", ca] == 20 * 60
+    assert value["yiwang_ferry_beacon_interval_seconds", ca] == 60
+    assert value["yiwang_ferry_last_batch_age_seconds", ("civil_affairs", "down")] == 21 * 60
+    names = {name for name, _ in value}
+    for rule in rules("yiwang-ferry"):
+        missing = metric_names(rule["expr"]) - names
+        assert not missing, f"{rule['alert']} uses {sorted(missing)}, which the ferry's collector does not expose"
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed (Prometheus' own check)")

@@ -263,9 +263,11 @@ def test_the_commands_refuse_what_the_agent_cannot_run_with_exit_2_naming_what_t
     untrusted = runner.invoke(app, ["ferry", "serve", "--config", config])
     assert untrusted.exit_code == 2 and "yiwang certs import --agent" in untrusted.output
     link.config_file.write_text(text.replace("agent/state.sqlite", "elsewhere.sqlite"), encoding="utf-8")
-    uninitialised = runner.invoke(app, ["ferry", "run-once", "--config", config])
-    assert uninitialised.exit_code == 2 and "yiwang ferry init" in uninitialised.output
-    assert not (link.folder / "elsewhere.sqlite").exists()
+    for command in (["ferry", "run-once"], ["ferry", "state"], ["certs", "import", "--agent", config, "x", "--cert",
+                                                                   str(link.folder / "near.pem")]):
+        uninitialised = runner.invoke(app, [*command, "--config", config] if command[0] == "ferry" else command)
+        assert uninitialised.exit_code == 2 and "yiwang ferry init" in uninitialised.output, uninitialised.output
+    assert not (link.folder / "elsewhere.sqlite").exists()  # nothing made by a command that refused
 
 
 @pytest.mark.timeout(30)

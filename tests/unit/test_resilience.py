@@ -15,7 +15,14 @@ from typing import Any
 
 import pytest
 
-from adapters.contract import CanonicalMessage, CanonicalResult, DeliveryError, FailureClass, Operation
+from adapters.contract import (
+    AnswerPending,
+    CanonicalMessage,
+    CanonicalResult,
+    DeliveryError,
+    FailureClass,
+    Operation,
+)
 from adapters.health import AdapterHealth, is_sector_failure
 from adapters.resilience import (
     TRIAL_WAIT_S,
@@ -468,6 +475,25 @@ def test_health_reports_the_breaker_and_only_calls_that_reached_the_sector() -> 
     assert len(inner.calls) == 2
     snap = adapter.health.snapshot()
     assert (snap["calls"], snap["failures"], snap["breaker"]) == (2, 2, "open")
+
+
+def test_a_message_waiting_for_its_answer_across_a_gap_spends_no_attempt_and_counts_for_nothing() -> None:
+    """`AnswerPending` (the ferry kind): not retried, no call of the sector's in the health window or the breaker,
+    and its `retry_after_s` pauses no other caller (it is no 429)."""
+    clock = FakeClock()
+    inner = ScriptedAdapter(*[lambda: AnswerPending("on its way", 300.0)] * 3, clock=clock)
+    adapter = resilient(inner, retry=RetryPolicy(attempts=4, initial_ms=1, max_ms=5),
+                        breaker=CircuitBreaker(1, 30, clock=clock),
+                        limiter=RateLimiter(per_second=100, burst=10, clock=clock, sleep=clock.sleep),
+                        health=AdapterHealth(clock=clock), sleep=clock.sleep)
+    for _ in range(3):
+        with pytest.raises(AnswerPending) as pending:
+            adapter.call(SUBMIT, MESSAGE)
+        assert pending.value.attempts == 1
+    assert adapter.call(SUBMIT, MESSAGE) == OK
+    assert len(inner.calls) == 4 and clock.sleeps == []  # no retry, no pause
+    snap = adapter.health.snapshot()
+    assert (snap["calls"], snap["failures"], snap["breaker"]) == (1, 0, "closed")
 
 
 # --- composition -------------------------------------------------------------------------------

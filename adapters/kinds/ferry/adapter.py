@@ -138,7 +138,7 @@ class FerryAdapter:
             raise DeliveryError(FailureClass.TRANSPORT, f"cannot write to the ferry's outgoing folder: {exc}",
                                 retryable=True) from exc
         raise AnswerPending(f"sent across the ferry on {self.channel} (batch {seq}, message {entry.id})",
-                            self._wait_s(timedelta(0)))
+                            self._wait_s(timedelta(0)), sent=True)
 
     def _wait(self, sent: SentMessage) -> CanonicalResult:
         waited = self.clock() - sent.created_at
