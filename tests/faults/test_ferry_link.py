@@ -119,3 +119,26 @@ def test_across_the_gateway_and_the_agent_the_link_faults_lose_nothing_and_apply
         assert report.ok, f"{report}\n{ferry.agent_logs()}"
         done = {a.action for a in ferry.link.actions()}
         assert {"duplicated", "corrupted", "released", "dropped", "truncated", "delayed"} <= done, report
+
+
+def test_across_one_way_links_each_operator_resends_the_range_the_other_side_named(tmp_path: Path, db_url: str) -> None:
+    """Two one-way links (no receipts): the link drops the case's message going down and its answer coming up; each
+    side's beacons let the other name what never arrived (`yiwang ferry gaps`), and each side's operator resends
+    the named range (`yiwang ferry resend`, on the gateway and with --config on the agent)."""
+    with CivilAffairsSimulator(decision_delay_ms=50) as sector, \
+            FerryDeployment(tmp_path, db_url, sector, mode="one_way") as ferry:
+        ferry.wait_agent_ready()
+        down = ferry.link.fault("drop", lane="down")
+        up = ferry.link.fault("drop", lane="up")
+        ferry.submit(1)
+        ferry.link.wait_for(down)
+        wait_until(lambda: bool(ferry.gaps(near=False)), 10, "the agent naming the message batch never arrived")
+        for gap in ferry.gaps(near=False):
+            ferry.resend(gap, near=True)
+        ferry.link.wait_for(up)
+        wait_until(lambda: bool(ferry.gaps(near=True)), 10, "the gateway naming the answer batch never arrived")
+        for gap in ferry.gaps(near=True):
+            ferry.resend(gap, near=False)
+        report = ferry.ledger()
+        assert report.ok, f"{report}\n{ferry.agent_logs()}"
+        assert report.link["dropped"] == 2 and not ferry.gaps(near=True) and not ferry.gaps(near=False)

@@ -16,6 +16,7 @@ ledger check over the gateway's database, the agent's SQLite, the simulator and 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -177,9 +178,12 @@ class FerryDeployment:
                   "endpoint": self.simulator.url, "poll_interval_ms": 100}
         self.agent_config.write_text(yaml.safe_dump(config), encoding="utf-8")
 
-    def yiwang(self, *args: str) -> str:
-        """A one-shot `yiwang` command of the agent's operator, run in this process (as `yiwang ...` would)."""
-        done = CliRunner().invoke(app, list(args))
+    def yiwang(self, *args: str, near: bool = False) -> str:
+        """A one-shot `yiwang` command run in this process (as `yiwang ...` would): the agent's operator's, or
+        with `near` the gateway's operator's (on the gateway's settings)."""
+        env = {"YIWANG_DATABASE_URL": self.db_url, "YIWANG_VAR_DIR": str(self.settings.var_dir),
+               "YIWANG_FERRY_DIR": str(self.ferry_dir)} if near else {}
+        done = CliRunner().invoke(app, list(args), env=env)
         if done.exit_code != 0:
             raise AssertionError(f"yiwang {' '.join(args)} failed ({done.exit_code}): {done.output}")
         return done.output
@@ -223,6 +227,19 @@ class FerryDeployment:
             assert self.agent is not None and self.agent.poll() is None, f"the agent ended\n{self.agent_logs()}"
             assert time.monotonic() < deadline, f"no bundle taken in {timeout_s} s\n{self.agent_logs()}"
             time.sleep(0.05)
+
+    def gaps(self, *, near: bool) -> list[tuple[int, int]]:
+        """The open gaps an operator reads (`yiwang ferry gaps --json`): the gateway's, or the agent's."""
+        where = ["--channel", SECTOR] if near else ["--config", str(self.agent_config)]
+        printed = self.yiwang("ferry", "gaps", *where, "--json", near=near)
+        rows = [json.loads(line) for line in printed.splitlines() if line.startswith("{")]
+        return [(int(row["seq_from"]), int(row["seq_to"])) for row in rows]
+
+    def resend(self, gap: tuple[int, int], *, near: bool) -> str:
+        """An operator's `yiwang ferry resend` of a named range: on the gateway, or on the agent."""
+        where = [] if near else ["--config", str(self.agent_config)]
+        return self.yiwang("ferry", "resend", SECTOR, str(gap[0]), str(gap[1]), *where,
+                           "--reason", "named missing by the other side", near=near)
 
     def kill_agent(self) -> None:
         if self.agent is not None and self.agent.poll() is None:
