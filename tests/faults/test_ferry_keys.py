@@ -11,6 +11,7 @@ Each on one database, the two in turn (the refusals are the format's and the sta
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,10 +20,13 @@ import pytest
 from sqlalchemy import MetaData, select
 
 from adapters.kinds.ferry.batch import FerryKeys, seal
-from adapters.kinds.ferry.folders import LinkFolder
+from adapters.kinds.ferry.folders import LinkFolder, Naming
 from adapters.kinds.ferry.station import Station
 from adapters.kinds.ferry.tables import ferry_tables
+from adapters.simulators.civil_affairs import CivilAffairsSimulator
 from certstore import Credential
+from tests.support.ferry_deployment import SECTOR as FERRY_SECTOR
+from tests.support.ferry_deployment import FerryDeployment
 from tests.support.ferry_pairs import CHANNEL, StationPair, wait_until
 from tests.support.ferry_side import message_entry, side_engine
 from tests.support.pki import sm2_credential
@@ -153,3 +157,47 @@ def test_a_replayed_old_batch_is_not_applied_again_and_a_forged_one_under_its_se
         report = pair.ledger()
         assert report.ok, report
         assert report.submits_received == 3 and report.duplicate_submits == 0
+
+
+# --------------------------------------------------------------------------- the whole way
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_across_the_whole_way_forged_and_replayed_batches_are_refused_and_shown_to_each_operator(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A real gateway and `yiwang ferry serve`: an intruder's batch each way (signed by a key neither side
+    trusts) is quarantined and listed by `yiwang ferry quarantine` on that side; an old batch of the gateway's
+    replayed to the agent is not delivered again; the case goes through untouched."""
+    with CivilAffairsSimulator(decision_delay_ms=50) as sector, FerryDeployment(tmp_path, db_url, sector) as ferry:
+        ferry.wait_agent_ready()
+        ferry.submit(1)
+        settled = ferry.ledger()
+        assert settled.ok, settled
+        intruder = credential("intruder")
+        naming = Naming(extension=".txt", wrapper="text")
+        up, down = f"{FERRY_SECTOR}.up", f"{FERRY_SECTOR}.down"
+        near = Credential("near", (tmp_path / "near.pem").read_bytes())
+        agent = Credential("agent", (ferry.agent_dir / "agent.pem").read_bytes())
+        for channel, peer, folder in ((up, near, ferry.agent_dir / "outgoing"),
+                                      (down, agent, ferry.ferry_dir / FERRY_SECTOR / "outgoing")):
+            data, digest = seal(channel=channel, seq=7, previous=previous_of(7), entries=[message_entry("forged")],
+                                keys=FerryKeys(own=intruder, peer=[peer]), sender="intruder", now=datetime.now(UTC))
+            outgoing = LinkFolder(folder, naming)
+            outgoing.write(outgoing.name_for(channel, 7, digest), data)
+        wait_until(lambda: "unknown_signer" in ferry.quarantined(near=True).values(), 10, "the gateway's operator")
+        wait_until(lambda: "unknown_signer" in ferry.quarantined(near=False).values(), 10, "the agent's operator")
+        engine = side_engine(db_url)
+        tables = ferry_tables(MetaData())
+        with engine.connect() as conn:
+            old = conn.execute(select(tables.sent.c.file, tables.sent.c.data)
+                               .where(tables.sent.c.channel == down).order_by(tables.sent.c.seq.desc())).first()
+        engine.dispose()
+        assert old is not None
+        replayed_at = time.time()
+        LinkFolder(ferry.ferry_dir / FERRY_SECTOR / "outgoing", naming).write(old.file, old.data)  # replayed
+        wait_until(lambda: any(a.file == old.file and a.at >= replayed_at for a in ferry.link.actions("down"))
+                   and not (ferry.agent_dir / "incoming" / old.file).exists(), 10, "the replay met")
+        report = ferry.ledger()
+        assert report.ok, report  # nothing forged applied, the replay delivered nothing again
+        assert report.submits_received == 1

@@ -235,6 +235,13 @@ class FerryDeployment:
         rows = [json.loads(line) for line in printed.splitlines() if line.startswith("{")]
         return [(int(row["seq_from"]), int(row["seq_to"])) for row in rows]
 
+    def quarantined(self, *, near: bool) -> dict[str, str]:
+        """What an operator reads in `yiwang ferry quarantine --json`: file -> code, the gateway's or the agent's."""
+        where = ["--channel", SECTOR] if near else ["--config", str(self.agent_config)]
+        printed = self.yiwang("ferry", "quarantine", *where, "--json", near=near)
+        rows = [json.loads(line) for line in printed.splitlines() if line.startswith("{")]
+        return {str(row["file"]): str(row["code"]) for row in rows}
+
     def resend(self, gap: tuple[int, int], *, near: bool) -> str:
         """An operator's `yiwang ferry resend` of a named range: on the gateway, or on the agent."""
         where = [] if near else ["--config", str(self.agent_config)]
