@@ -121,6 +121,7 @@ def test_across_the_gateway_and_the_agent_the_link_faults_lose_nothing_and_apply
         assert {"duplicated", "corrupted", "released", "dropped", "truncated", "delayed"} <= done, report
 
 
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
 def test_across_one_way_links_each_operator_resends_the_range_the_other_side_named(tmp_path: Path, db_url: str) -> None:
     """Two one-way links (no receipts): the link drops the case's message going down and its answer coming up; each
     side's beacons let the other name what never arrived (`yiwang ferry gaps`), and each side's operator resends
