@@ -1,17 +1,20 @@
 """The whole ferry for a test: a gateway, the link process, the far-side agent, the sector behind it.
 
 Contract. `FerryDeployment(workdir, db_url, simulator)` sets up, as an operator would by hand once:
-  - the near side: a real gateway built from settings on the test's database (`build_gateway`), its delivery loop
-    and scheduled jobs (the near-side ferry job among them) on threads of this process, with millisecond
-    intervals; the shipped civil-affairs ferry example (carrying the sector's SOAP bundle) registered and activated;
-    the gateway's ferry key pair and the agent's certificate in its certificate store;
+  - the near side: a real gateway built from settings on the test's database (`build_gateway`), its API's
+    lifespan running the delivery loop and scheduled jobs (the near-side ferry job among them) on threads of this
+    process — or, `near_in_worker`, in a `yiwang worker` process — with millisecond intervals; the shipped
+    civil-affairs ferry example (carrying the sector's SOAP bundle) registered and activated; the gateway's ferry
+    key pair and the agent's certificate in its certificate store;
   - the far side: `yiwang ferry init --config agent.yaml` (empty state, its own key pair, its certificate printed),
     the near side's certificate imported into the agent's store (`yiwang certs import --agent`), then
     `yiwang ferry serve --config agent.yaml` as a process of its own, which gets its bundle over the link;
   - the link process between the gateway's folders and the agent's (lanes "down" and "up").
 `submit(n)` submits n applications through the gateway's HTTP API (a hall key); `ledger()` runs the ferry's
-ledger check over the gateway's database, the agent's SQLite, the simulator and the link's log. `kill_agent()` /
-`start_agent(**env)` SIGKILL and restart the agent (crash tests); everything started is stopped on exit.
+ledger check over the gateway's database, the agent's SQLite, the simulator and the link's log; `gaps`,
+`quarantined` and `resend` are the operators' `yiwang ferry` commands on either side. `start_agent(**env)` and
+`start_worker(**env)` (re)start the agent or the gateway's worker, a crash point set or not (crash tests);
+everything started is stopped on exit.
 """
 
 from __future__ import annotations
@@ -83,8 +86,14 @@ def ferry_bundle(folder: Path, *, mode: str = "two_way", resend_after_ms: int = 
 
 class FerryDeployment:
     def __init__(self, workdir: Path, db_url: str, simulator: SimulatorBase, *, mode: str = "two_way",
-                 interval_ms: int = 20, resend_after_ms: int = 800, **settings: Any) -> None:
+                 interval_ms: int = 20, resend_after_ms: int = 800, near_in_worker: bool = False,
+                 worker_env: dict[str, str] | None = None, **settings: Any) -> None:
+        """`near_in_worker`: the gateway's delivery and near-side job run in a `yiwang worker` process of their
+        own (`start_worker`: killable; `worker_env` for its first start), the API in this one; else both here."""
+        self.worker_env = worker_env or {}
         self.resend_after_ms = resend_after_ms
+        self.near_in_worker = near_in_worker
+        self.workers: list[subprocess.Popen[bytes]] = []
         self.workdir = workdir
         self.db_url = db_url
         self.simulator = simulator
@@ -96,7 +105,7 @@ class FerryDeployment:
         self.settings = Settings(var_dir=workdir / "var", database_url=db_url, poll_interval_ms=50,
                                  retry_attempts=2, retry_initial_ms=1, retry_max_ms=5, lease_ms=3000,
                                  registry_refresh_ms=0, dispatch_idle_ms=10, ferry_dir=self.ferry_dir,
-                                 ferry_interval_ms=interval_ms, **settings)
+                                 ferry_interval_ms=interval_ms, dispatch_in_process=not near_in_worker, **settings)
         self.gateway: Gateway | None = None
         self.agent: subprocess.Popen[bytes] | None = None
         self.agent_runs = 0
@@ -122,17 +131,19 @@ class FerryDeployment:
                  tb: TracebackType | None) -> None:
         self.stop()
 
-    def start(self, *, agent_env: dict[str, str] | None = None) -> Self:
+    def start(self) -> Self:
         self.init_agent()
         self.gateway = self.build_near()
         self.link.start()
         self.sides = [gateway_side(self, SECTOR, self.ferry_dir / SECTOR / "incoming" / "quarantine"),
                       agent_side(self.agent_dir / "state.db", SECTOR, self.agent_dir / "incoming" / "quarantine")]
         self.watch = GapWatch(self.sides).start()
-        self.start_agent(**(agent_env or {}))
+        self.start_agent()
         # The API as `yiwang serve` runs it: its lifespan starts the delivery loop and the scheduled jobs.
         self.hall = TestClient(create_app(self.gateway), headers=self._hall)
         self.hall.__enter__()
+        if self.near_in_worker:
+            self.start_worker(**self.worker_env)
         return self
 
     def stop(self) -> None:
@@ -140,6 +151,8 @@ class FerryDeployment:
             self.hall.__exit__(None, None, None)  # the delivery loop and jobs stop with the API
             self.hall = None
         self.stop_agent()
+        for worker in self.workers:
+            _terminate(worker)
         self.link.stop()
         if self.watch is not None:
             self.watch.stop()
@@ -248,19 +261,28 @@ class FerryDeployment:
         return self.yiwang("ferry", "resend", SECTOR, str(gap[0]), str(gap[1]), *where,
                            "--reason", "named missing by the other side", near=near)
 
-    def kill_agent(self) -> None:
-        if self.agent is not None and self.agent.poll() is None:
-            self.agent.send_signal(signal.SIGKILL)
-            self.agent.wait(timeout=10)
+    def start_worker(self, **env: str) -> subprocess.Popen[bytes]:
+        """`yiwang worker` on the gateway's database and folders: its delivery loop and scheduled jobs, the near
+        side's ferry job among them; short leases, so a restarted one takes over from a killed one at once."""
+        settings = {"YIWANG_DATABASE_URL": self.db_url, "YIWANG_VAR_DIR": str(self.settings.var_dir),
+                    "YIWANG_FERRY_DIR": str(self.ferry_dir), "YIWANG_FERRY_INTERVAL_MS": str(self.interval_ms),
+                    "YIWANG_POLL_INTERVAL_MS": "50", "YIWANG_DISPATCH_IDLE_MS": "10", "YIWANG_LEASE_MS": "1000",
+                    "YIWANG_JOB_LEASE_MS": "1000", "YIWANG_RETRY_ATTEMPTS": "2", "YIWANG_RETRY_INITIAL_MS": "1",
+                    "YIWANG_RETRY_MAX_MS": "5", "YIWANG_REGISTRY_REFRESH_MS": "100"}
+        log = self.workdir / f"worker-{len(self.workers) + 1}.log"
+        with open(log, "wb") as out:
+            worker = subprocess.Popen([YIWANG, "worker"], env=self.agent_env(**settings, **env), stdout=out,
+                                      stderr=subprocess.STDOUT)
+        self.workers.append(worker)
+        return worker
+
+    def worker_logs(self) -> str:
+        return "\n".join(f"--- {p.name} ---\n{p.read_text(errors='replace')[-3000:]}"
+                         for p in sorted(self.workdir.glob("worker-*.log")))
 
     def stop_agent(self) -> None:
-        if self.agent is not None and self.agent.poll() is None:
-            self.agent.send_signal(signal.SIGTERM)
-            try:
-                self.agent.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.agent.kill()
-                self.agent.wait(timeout=10)
+        if self.agent is not None:
+            _terminate(self.agent)
 
     def agent_logs(self) -> str:
         return "\n".join(f"--- {p.name} ---\n{p.read_text(errors='replace')[-3000:]}"
@@ -289,3 +311,15 @@ class FerryDeployment:
     def ledger(self, *, reapplied_ok: bool = False, settle_s: float = 20) -> FerryLedgerReport:
         return ferry_ledger(self, self.accepted, self.simulator, self.link, sides=self.sides, sector=SECTOR,
                             gaps=self.watch, reapplied_ok=reapplied_ok, settle_s=settle_s)
+
+
+def _terminate(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (a clean stop), SIGKILL after 10 s."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
