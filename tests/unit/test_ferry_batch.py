@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -24,12 +25,13 @@ from adapters.kinds.ferry.batch import (
     Entry,
     FerryKeys,
     Limits,
+    check_keys,
     open_batch,
     peek,
     seal,
 )
 from adapters.kinds.ferry import keys as keyring
-from adapters.kinds.ferry.keys import KeyUnfit
+from adapters.kinds.ferry.batch import KeyUnfit
 from certstore import Credential
 from tests.support.pki import TestCA, new_key, sm2_credential
 
@@ -201,9 +203,12 @@ def _payload_swapped(data: bytes) -> bytes:
     (_manifest_changed(lambda m: m["envelope"].update(cipher="aes-256-gcm")), "bad_signature"),
     (lambda data: _flip(data, len(MAGIC) + 3), "unreadable"),  # a byte of the manifest's JSON syntax
 ], ids=["ciphertext", "ciphertext-and-digest", "signature", "seq", "idempotency-key", "cipher", "manifest-byte"])
-def test_one_changed_byte_is_refused(sm2_link: Link, tamper: Callable[[bytes], bytes], code: str) -> None:
-    data, _ = _seal(sm2_link.near)
-    assert _refused(tamper(data), sm2_link.far).code == code
+@pytest.mark.parametrize("keys", ["sm2_link", "rsa_link"])
+def test_one_changed_byte_is_refused(keys: str, tamper: Callable[[bytes], bytes], code: str,
+                                     request: pytest.FixtureRequest) -> None:
+    link: Link = request.getfixturevalue(keys)
+    data, _ = _seal(link.near)
+    assert _refused(tamper(data), link.far).code == code
 
 
 @pytest.mark.parametrize("keys", ["sm2_link", "rsa_link"])
@@ -276,6 +281,14 @@ def test_any_trusted_certificate_verifies(sm2_link: Link) -> None:
     data, _ = _seal(FerryKeys(rotated, sm2_link.near.peer))
     far = FerryKeys(sm2_link.far.own, [*sm2_link.far.peer, _public(rotated)])  # the overlap window
     assert open_batch(data, keys=far, now=NOW).signer == rotated.fingerprint
+
+
+def test_after_our_rotation_what_was_wrapped_to_our_previous_certificate_still_opens(sm2_link: Link) -> None:
+    data, _ = _seal(sm2_link.near)  # the near side has not yet heard of the far side's new certificate
+    rotated = _sm2("public_security-ferry-next")
+    far = FerryKeys(rotated, sm2_link.far.peer, own_previous=[sm2_link.far.own])
+    assert open_batch(data, keys=far, now=NOW).entries == (MESSAGE, BUNDLE)
+    assert _refused(data, replace(far, own_previous=())).code == "bad_envelope"
 
 
 def test_a_batch_for_another_channel_is_refused(sm2_link: Link) -> None:
@@ -372,9 +385,51 @@ def test_peek_names_channel_and_seq_unverified(sm2_link: Link) -> None:
     assert peek(b"garbage") is None and peek(MAGIC + b"{") is None
 
 
+@pytest.mark.parametrize("keys", ["sm2_link", "rsa_link"])
+def test_usable_keys_are_checked_before_any_batch(keys: str, request: pytest.FixtureRequest) -> None:
+    link: Link = request.getfixturevalue(keys)
+    check_keys(link.near)
+    check_keys(link.far)
+    mismatched = Credential("mixed", link.near.own.certificate_pem, link.far.own.private_key_pem)
+    with pytest.raises(KeyUnfit, match="does not belong to its certificate"):
+        check_keys(FerryKeys(mismatched, link.near.peer))
+    with pytest.raises(KeyUnfit, match="no peer certificate"):
+        check_keys(FerryKeys(link.near.own, []))
+    with pytest.raises(KeyUnfit, match="no private key"):
+        check_keys(FerryKeys(_public(link.near.own), link.near.peer))
+    ec = TestCA(now=NOW).issue("p-256")
+    with pytest.raises(KeyUnfit, match="SM2 or RSA"):
+        check_keys(FerryKeys(link.near.own, [Credential("p256", ec.cert_pem)]))
+
+
 def test_a_key_the_ferry_cannot_use_is_said(sm2_link: Link) -> None:
     ec = TestCA(now=NOW).issue("p-256")
     with pytest.raises(KeyUnfit, match="SM2 or RSA"):
         _seal(FerryKeys(Credential("p256", ec.cert_pem, ec.key_pem), sm2_link.near.peer))
     with pytest.raises(KeyUnfit, match="no private key"):
         _seal(FerryKeys(_public(sm2_link.near.own), sm2_link.near.peer))
+
+
+def test_no_changed_or_cut_file_opens_or_crashes(sm2_link: Link) -> None:
+    """Seeded: 400 files each with a few bytes changed, dropped or doubled, or cut: every one refused."""
+    rng = random.Random(19)
+    data, _ = _seal(sm2_link.near)
+    codes = set()
+    for _ in range(400):
+        mutated = bytearray(data)
+        for _ in range(rng.randint(1, 3)):
+            if not mutated:
+                break
+            at = rng.randrange(len(mutated))
+            match rng.randrange(4):
+                case 0:
+                    mutated[at] ^= 1 << rng.randrange(8)
+                case 1:
+                    del mutated[at]
+                case 2:
+                    mutated.insert(at, mutated[at])
+                case _:
+                    del mutated[at:]
+        if bytes(mutated) != data:
+            codes.add(_refused(bytes(mutated), sm2_link.far).code)
+    assert codes <= set(REFUSAL_CODES) and {"unreadable", "truncated", "bad_signature"} <= codes

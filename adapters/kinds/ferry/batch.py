@@ -8,6 +8,8 @@ a `Batch`, or raises `BatchRefused(code, reason)`: a stable snake_case code for 
 sentence for a person, never key material nor a body. Hostile bytes (not ours, cut short, wrong types, numbers
 too large) are refused, never a crash.
 
+`check_keys(keys)` says early whether the credentials can seal and open at all (`KeyUnfit`).
+
 Clocks: `now` decides only whether the signer's certificate is valid (with `FerryKeys.tolerance` for drift)
 and is written as an informative `sealed_at`; sequencing, chaining and duplicates never read a clock.
 """
@@ -26,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard
 
 from adapters.kinds.ferry import keys as keyring
+from adapters.kinds.ferry.keys import KeyUnfit
 from certstore.algorithms import NONCE_BYTES, TAG_BYTES, AesGcm, CryptoError, FieldCipher, Sm4Gcm
 from certstore.credentials import Credential
 from mappings import strict_json
@@ -74,6 +77,9 @@ class FerryKeys:
     own: Credential  # WITH private key: signs, unwraps content keys
     peer: Sequence[Credential]  # the other side's trusted certificates: verify (any), wrap to peer[0]
     tolerance: timedelta = timedelta(hours=24)  # clock drift allowed when checking validity
+    # Our earlier credentials (with keys) still in their rotation overlap: the other side may wrap to one of
+    # them until it has our new certificate, so content keys wrapped to them still unwrap. Never sign with them.
+    own_previous: Sequence[Credential] = ()
 
 
 @dataclass(frozen=True)
@@ -136,6 +142,16 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+def check_keys(keys: FerryKeys) -> None:
+    """`KeyUnfit` naming what is wrong, before any batch is sealed (a kind's check, an agent's start): our
+    credential holds an SM2 or RSA key belonging to its certificate, and every peer certificate is SM2 or RSA."""
+    keyring.check_pair(keys.own)
+    if not keys.peer:
+        raise KeyUnfit("no peer certificate to wrap content keys to and verify signatures with")
+    for peer in keys.peer:
+        keyring.family(peer)
+
+
 # --- sealing -------------------------------------------------------------------------------------------------
 
 
@@ -146,13 +162,13 @@ def seal(*, channel: str, seq: int, previous: str, entries: Sequence[Entry], key
 
     `BatchRefused` (too_large, content_type) for entries the limits refuse; `ValueError` for a caller's mistake
     (an unknown cipher, a signal with a seq, a batch without one, an entry type not in ENTRY_TYPES...);
-    `keys.KeyUnfit` for a credential the ferry cannot use."""
+    `KeyUnfit` for a credential the ferry cannot use."""
     chosen = _chosen_cipher(cipher)
     signal = _plain(signal)
     _check_sequence(channel, seq, previous, sender, entries, signal)
     _within_limits([(e.content_type, len(e.body)) for e in entries], limits)
     if not keys.peer:
-        raise ValueError("the ferry needs the peer's certificate to wrap the content key to")
+        raise KeyUnfit("no peer certificate to wrap the content key to")
     recipient = keys.peer[0]
     content_key = os.urandom(chosen.key_bytes)
     wrap_method, wrapped = keyring.wrap(recipient, content_key)
@@ -461,9 +477,11 @@ def _check_validity(signer: Credential, tolerance: timedelta, now: datetime) -> 
 
 
 def _opened_payload(manifest_bytes: bytes, manifest: _Manifest, payload: bytes, keys: FerryKeys) -> bytes:
-    if manifest.recipient != keys.own.fingerprint:
+    recipient = next((own for own in (keys.own, *keys.own_previous) if own.fingerprint == manifest.recipient),
+                     None)
+    if recipient is None:
         raise BatchRefused("bad_envelope", "the content key is wrapped to another certificate than ours")
-    content_key = keyring.unwrap(keys.own, manifest.wrap, manifest.wrapped_key)
+    content_key = keyring.unwrap(recipient, manifest.wrap, manifest.wrapped_key)
     cipher = CIPHERS[manifest.cipher]
     if content_key is None or len(content_key) != cipher.key_bytes:
         raise BatchRefused("bad_envelope", "the content key does not unwrap with our key")

@@ -115,7 +115,6 @@ class LinkFolder:
         """Wrap `data` and write it as `name` (see the module docstring); `FolderFull` when the disk is."""
         target = self.path / _checked_name(name)
         marker = _marker(target)
-        marker.unlink(missing_ok=True)  # a file written again is not ready until it is whole again
         # A name of its own per write: an operator's resend may write the same batch while the job does.
         temporary = self.path / f".{target.name}.{secrets.token_hex(4)}.tmp"
         _write_synced(temporary, self._wrap(data))

@@ -9,12 +9,14 @@ puts key material into an error message.
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from certstore import sm2
 from certstore.credentials import Credential
@@ -37,27 +39,50 @@ def family(credential: Credential) -> KeyFamily:
         return "sm2"
     try:
         public = x509.load_pem_x509_certificates(credential.certificate_pem)[0].public_key()
-    except ValueError:
-        raise KeyUnfit(f"credential {credential.name!r}: not a readable certificate") from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise KeyUnfit(f"credential {credential.name!r}: not a certificate the ferry can read") from None
     if isinstance(public, rsa.RSAPublicKey):
         return "rsa"
     raise KeyUnfit(f"credential {credential.name!r}: the ferry signs and encrypts with SM2 or RSA keys only")
 
 
+def check_pair(own: Credential) -> None:
+    """`KeyUnfit` unless `own` holds an SM2 or RSA private key that belongs to its certificate."""
+    if family(own) == "sm2":
+        key, public = _sm2_private(own), sm2.sm2_public_key(own.certificate_pem)
+        matches = sm2.sm2_key_matches(key, public)
+    else:
+        matches = _rsa_private(own).public_key().public_numbers() == _rsa_public(own).public_numbers()
+    if not matches:
+        raise KeyUnfit(f"credential {own.name!r}: its private key does not belong to its certificate")
+
+
 def _sm2_private(credential: Credential) -> sm2.Sm2Key:
-    ours = sm2.sm2_key(_private_pem(credential))
+    pem = _private_pem(credential)
+    try:
+        ours = sm2.sm2_key(pem)
+    except CertificateError:
+        raise KeyUnfit(f"credential {credential.name!r}: its private key is not an SM2 key") from None
     # The Z value covers our public key: a PKCS#8 file without it takes it from the certificate.
     return ours if ours.public else sm2.Sm2Key(ours.private, sm2.sm2_public_key(credential.certificate_pem))
 
 
 def _rsa_private(credential: Credential) -> rsa.RSAPrivateKey:
+    pem = _private_pem(credential)
     try:
-        key = serialization.load_pem_private_key(_private_pem(credential), password=None)
+        key = _loaded_private_key(pem)
     except (ValueError, TypeError):
         raise KeyUnfit(f"credential {credential.name!r}: its private key is not readable") from None
     if not isinstance(key, rsa.RSAPrivateKey):
         raise KeyUnfit(f"credential {credential.name!r}: its private key is not an RSA key")
     return key
+
+
+@functools.lru_cache(maxsize=8)
+def _loaded_private_key(pem: bytes) -> PrivateKeyTypes:
+    """The key in `pem`, loaded once per process: loading checks an RSA key's consistency, about a tenth of a
+    second each time, which every batch sealed or opened would pay."""
+    return serialization.load_pem_private_key(pem, password=None)
 
 
 def _private_pem(credential: Credential) -> bytes:
@@ -68,7 +93,8 @@ def _private_pem(credential: Credential) -> bytes:
 
 def _rsa_public(credential: Credential) -> rsa.RSAPublicKey:
     public = x509.load_pem_x509_certificates(credential.certificate_pem)[0].public_key()
-    assert isinstance(public, rsa.RSAPublicKey)  # family() said so
+    if not isinstance(public, rsa.RSAPublicKey):
+        raise KeyUnfit(f"credential {credential.name!r}: its certificate's key is not an RSA key")
     return public
 
 
