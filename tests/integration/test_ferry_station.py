@@ -1,6 +1,7 @@
 """One ferry link, both sides: a near and a far `Station` wired through two pairs of link folders by a tiny
 mover that stands for the isolation gateway and, under the test's control, drops, duplicates, reorders,
-truncates and corrupts files. Real keys: the near side SM2, the far side RSA. Both databases.
+truncates and corrupts files. Real keys: SM2 on both sides, or (`make_link(rsa=True)`) RSA on the far side.
+Both databases, each test on an empty one of its own where it makes the ferry tables, as the agent does.
 
 What it shows: every entry applied exactly once under duplicates and reordering; a dropped batch named as a
 gap and filled by a resend (two-way: automatically, after `resend_after` on an injected clock; one-way: a
@@ -12,6 +13,7 @@ seqs; a crash between recording and writing loses nothing.
 
 from __future__ import annotations
 
+import errno
 import json
 import multiprocessing
 import os
@@ -20,14 +22,15 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, MetaData, create_engine, select
+from structlog.testing import capture_logs
 
-from adapters.kinds.ferry.batch import Batch, Entry, FerryKeys, seal
-from adapters.kinds.ferry.folders import LinkFolder
+from adapters.kinds.ferry.batch import Batch, BatchRefused, Entry, FerryKeys, seal
+from adapters.kinds.ferry.folders import FolderFull, LinkFolder
 from adapters.kinds.ferry.station import (
     CRASH_AT_ENV,
     ReceiveReport,
@@ -41,7 +44,7 @@ from tests.support.pki import TestCA, new_key, sm2_credential
 from tests.support.services import empty_database
 
 DOWN, UP = "public_security.down", "public_security.up"
-T0 = datetime(2026, 12, 7, 8, 0, tzinfo=UTC)
+T0 = datetime(2026, 12, 7, 16, 0, tzinfo=timezone(timedelta(hours=8)))  # a clock in Beijing time: stored as UTC
 
 
 @dataclass(frozen=True)
@@ -49,17 +52,18 @@ class Keys:
     near: Credential
     far: Credential
     intruder: Credential
+    far_rsa: Credential
 
 
 @pytest.fixture(scope="module")
 def keys() -> Keys:
-    """Near: SM2; far: RSA (so both signature and key-wrapping families cross the link); an intruder: SM2."""
-    near_cert, near_key = sm2_credential("yiwang-ferry")
-    far = TestCA().issue("public_security-ferry", key=new_key("rsa"))
-    intruder_cert, intruder_key = sm2_credential("yiwang-ferry")
-    return Keys(Credential("yiwang-ferry", near_cert, near_key),
-                Credential("public_security-ferry", far.cert_pem, far.key_pem),
-                Credential("yiwang-ferry", intruder_cert, intruder_key))
+    """Near: SM2; far: SM2, or RSA (`make_link(rsa=True)`: both families of signature and key wrapping cross
+    the link); an intruder: SM2, under the near side's name."""
+    rsa = TestCA().issue("public_security-ferry", key=new_key("rsa"))
+    return Keys(Credential("yiwang-ferry", *sm2_credential("yiwang-ferry")),
+                Credential("public_security-ferry", *sm2_credential("public_security-ferry")),
+                Credential("yiwang-ferry", *sm2_credential("yiwang-ferry")),
+                Credential("public_security-ferry", rsa.cert_pem, rsa.key_pem))
 
 
 def trust_only(credential: Credential) -> Credential:
@@ -153,7 +157,7 @@ class Link:
     down: Mover  # near's outgoing -> far's incoming
     up: Mover
     clock: Clock
-    root: Path
+    keys: Keys
 
     def send(self, count: int = 1, per_batch: int = 2) -> list[list[str]]:
         """`count` batches of messages from the near side; their entry ids, batch by batch."""
@@ -173,24 +177,23 @@ def message(key: str | None = None) -> Entry:
 def make_station(engine: Engine, tables: FerryTables, root: Path, clock: Clock, *, near: bool, credentials: Keys,
                  **options: object) -> Station:
     own, peer = (credentials.near, credentials.far) if near else (credentials.far, credentials.near)
-    out_folder, in_folder = ("near-out", "near-in") if near else ("far-out", "far-in")
+    side = "near" if near else "far"
     config = StationConfig(name="gateway" if near else "ps-agent", send_channel=DOWN if near else UP,
-                           receive_channel=UP if near else DOWN,
-                           outgoing=LinkFolder(root / out_folder, crash_at=crash_point),
-                           incoming=LinkFolder(root / in_folder), resend_after=timedelta(minutes=5),
-                           beacon_every=timedelta(minutes=1))
+                           receive_channel=UP if near else DOWN, outgoing=LinkFolder(root / f"{side}-out"),
+                           incoming=LinkFolder(root / f"{side}-in"),
+                           resend_after=timedelta(minutes=5), beacon_every=timedelta(minutes=1))
     ferry_keys = FerryKeys(own=own, peer=[trust_only(peer)])
     return Station(engine, tables, replace(config, **options), lambda: ferry_keys, clock)  # type: ignore[arg-type]
 
 
 @pytest.fixture
 def make_link(engine: Engine, tables: FerryTables, tmp_path: Path, keys: Keys) -> Callable[..., Link]:
-    def make(**options: object) -> Link:
-        clock = Clock()
-        near = make_station(engine, tables, tmp_path, clock, near=True, credentials=keys, **options)
-        far = make_station(engine, tables, tmp_path, clock, near=False, credentials=keys, **options)
+    def make(*, rsa: bool = False, **options: object) -> Link:
+        clock, chosen = Clock(), replace(keys, far=keys.far_rsa) if rsa else keys
+        near = make_station(engine, tables, tmp_path, clock, near=True, credentials=chosen, **options)
+        far = make_station(engine, tables, tmp_path, clock, near=False, credentials=chosen, **options)
         return Link(Side(near), Side(far), Mover(near.config.outgoing, far.config.incoming.path),
-                    Mover(far.config.outgoing, near.config.incoming.path), clock, tmp_path)
+                    Mover(far.config.outgoing, near.config.incoming.path), clock, chosen)
     return make
 
 
@@ -281,7 +284,8 @@ def test_the_negative_control_applies_a_duplicated_batch_twice(make_link: Callab
 # --------------------------------------------------------------------------------------------- gaps, resends
 
 
-def test_two_way_a_dropped_batch_is_named_and_resent_when_unreceipted(link: Link) -> None:
+def test_two_way_a_dropped_batch_is_named_and_resent_when_unreceipted(make_link: Callable[..., Link]) -> None:
+    link = make_link(rsa=True)
     sent = link.send(3)
     link.down.carry(drop=lambda name: seq_of(name) == 2)
     report = link.far.receive()
@@ -308,8 +312,15 @@ def test_two_way_a_dropped_batch_is_named_and_resent_when_unreceipted(link: Link
     assert link.near.station.status()[0].unacked == 0
     link.clock.advance(minutes=10)
     assert link.near.station.resend_due() == 0
+    link.send(1)  # the link has not taken it yet: however long it waits, it is not written again
+    link.clock.advance(minutes=10)
+    assert link.near.station.resend_due() == 0
+    link.down.carry()
+    link.far.receive()
+    link.up.carry()
+    link.near.receive()
     link.clock.advance(days=31)  # past keep_keys: acknowledged batches are no longer kept
-    assert (link.near.station.resend_due(), link.near.station.resend(1, 3)) == (0, 0)
+    assert (link.near.station.resend_due(), link.near.station.resend(1, 4)) == (0, 0)
 
 
 def test_one_way_a_beacon_names_what_never_arrived_and_an_operator_resends_it(
@@ -341,7 +352,10 @@ def test_one_way_a_beacon_names_what_never_arrived_and_an_operator_resends_it(
 # --------------------------------------------------------------------------------------------- refused files
 
 
-def test_truncated_corrupt_wrong_key_forged_and_unchained_files_are_quarantined(link: Link, keys: Keys) -> None:
+def test_truncated_corrupt_wrong_key_forged_and_unchained_files_are_quarantined(
+        make_link: Callable[..., Link]) -> None:
+    link = make_link(rsa=True)
+    keys = link.keys
     link.send(1)
     [first] = link.down.carry()
     link.far.receive()
@@ -362,7 +376,11 @@ def test_truncated_corrupt_wrong_key_forged_and_unchained_files_are_quarantined(
     deliver(link.far.station.config.incoming.path, "intruder_2.ferry", sealed(2, "a" * 64, keys.intruder))
     deliver(link.far.station.config.incoming.path, "forged_1.ferry", sealed(1, "", keys.near))
     deliver(link.far.station.config.incoming.path, "unchained_2.ferry", sealed(2, "b" * 64, keys.near))
-    link.far.receive()
+    with capture_logs() as logs:
+        link.far.receive()
+    assert [(e["log_level"], e["file"], e["code"]) for e in logs if e["event"] == "ferry_quarantined"] == [
+        ("warning", "forged_1.ferry", "forged"), ("warning", "intruder_2.ferry", "unknown_signer"),
+        ("warning", "unchained_2.ferry", "broken_chain")]  # the alert: log and ferry_quarantine rows
 
     assert [(q.file, q.code) for q in reversed(link.far.station.quarantined())] == [
         (second, "truncated"), (second, "digest_mismatch"), ("forged_1.ferry", "forged"),
@@ -399,38 +417,70 @@ def test_a_replayed_old_batch_and_a_replayed_signal_are_refused(link: Link) -> N
     assert len(link.far.applied) == 6
 
 
+def test_entries_that_cannot_go_change_nothing_and_a_full_folder_loses_nothing(
+        link: Link, monkeypatch: pytest.MonkeyPatch) -> None:
+    near = link.near.station
+    entry = message()
+    near.send([entry])
+    with pytest.raises(ValueError, match="sent before"):
+        near.send([message(), entry])
+    with pytest.raises(BatchRefused) as refused:
+        near.send([Entry(id="big", type="message", body=b"x" * (near.config.limits.message_bytes + 1))])
+    assert refused.value.code == "too_large"
+    assert (near.status()[0].last_seq, len(near.config.outgoing.ready())) == (1, 1)  # no seq used
+
+    def full(name: str, data: bytes) -> Path:
+        raise FolderFull(errno.ENOSPC, "the link folder is full")
+
+    monkeypatch.setattr(near.config.outgoing, "write", full)
+    assert near.send([message()]) == 2  # recorded: it is sent, the file follows
+    monkeypatch.undo()
+    assert near.status()[0].unwritten == 1
+    assert near.resend_due() == 1 and near.status()[0].unwritten == 0
+    link.down.carry()
+    assert link.far.receive().applied_batches == 2
+
+
 # --------------------------------------------------------------------------------------------- concurrency
 
 
-def test_two_senders_at_once_get_distinct_contiguous_seqs(
-        engine: Engine, db_url: str, tables: FerryTables, tmp_path: Path, keys: Keys) -> None:
-    """Two stations (as two processes would: no lock shared) on one channel, two threads each. On SQLite
-    with a plain engine, as an agent may make one: no BEGIN IMMEDIATE from us."""
-    plain = create_engine(db_url, connect_args={"timeout": 30}) if db_url.startswith("sqlite") \
-        else engine
-    clock, both_sm2 = Clock(), replace(keys, far=keys.intruder)  # SM2 both ways: 20 batches opened quickly
-    senders = [make_station(plain, tables, tmp_path, clock, near=True, credentials=both_sm2) for _ in range(2)]
-    seqs: list[int] = []
+def send_from_a_process(db_url: str, root: Path, keys: Keys, sent: multiprocessing.Queue[int]) -> None:
+    """A process of its own (forked): its own plain engine (on SQLite no BEGIN IMMEDIATE, as an agent's may
+    be) and station, two threads sending three batches each."""
+    engine = create_engine(db_url, connect_args={"timeout": 30} if db_url.startswith("sqlite") else {})
+    station = make_station(engine, ferry_tables(MetaData()), root, Clock(), near=True, credentials=keys)
 
-    def send(station: Station) -> None:
-        for _ in range(5):
-            seqs.append(station.send([message()]))
+    def send() -> None:
+        for _ in range(3):
+            sent.put(station.send([message()]))
 
-    threads = [threading.Thread(target=send, args=(station,)) for station in senders for _ in range(2)]
+    threads = [threading.Thread(target=send) for _ in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=30)
-    assert sorted(seqs) == list(range(1, 21))
+    engine.dispose()
 
-    far = make_station(engine, tables, tmp_path, clock, near=False, credentials=both_sm2)
-    mover = Mover(senders[0].config.outgoing, far.config.incoming.path)
+
+def test_two_processes_sending_at_once_get_distinct_contiguous_seqs(
+        engine: Engine, db_url: str, tables: FerryTables, tmp_path: Path, keys: Keys) -> None:
+    context = multiprocessing.get_context("fork")
+    sent: multiprocessing.Queue[int] = context.Queue()
+    senders = [context.Process(target=send_from_a_process, args=(db_url, tmp_path, keys, sent)) for _ in range(2)]
+    for process in senders:
+        process.start()
+    seqs = sorted(sent.get(timeout=30) for _ in range(12))
+    for process in senders:
+        process.join(timeout=30)
+        assert process.exitcode == 0
+    assert seqs == list(range(1, 13))
+
+    far = make_station(engine, tables, tmp_path, Clock(), near=False, credentials=keys)
+    mover = Mover(LinkFolder(tmp_path / "near-out"), far.config.incoming.path)
     mover.carry()
     report = far.receive(lambda batch, entry: None)
-    assert (report.applied_batches, report.quarantined) == (20, 0), "every batch chained to the one before"
-    assert far.status()[1].applied_seq == 20
-    if plain is not engine:
-        plain.dispose()
+    assert (report.applied_batches, report.quarantined) == (12, 0), "each batch chained to the one before"
+    assert far.status()[1].applied_seq == 12
 
 
 # --------------------------------------------------------------------------------------------- crashes

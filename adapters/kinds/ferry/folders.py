@@ -12,10 +12,6 @@ Names come from `Naming` (a pattern, an extension the isolation gateway's conten
 bytes may be wrapped: "none" (the batch as is), "text" (base64 in lines of 76) or "xml" (a small document
 carrying the base64). A refused file is moved to `<folder>/quarantine/` beside `<name>.reason.json`
 ({code, reason, at}). Everything is in adapters/FERRY-FORMAT.md.
-
-Test-only crash points (`crash_point`, `YIWANG_UNSAFE_FERRY_CRASH_AT`): the process SIGKILLs itself where the
-setting names; `write` has `before_rename` (the temporary file written, not yet renamed) unless a caller hands
-another hook, the station the others. They live here, below the station, so every folder has them unwired.
 """
 
 from __future__ import annotations
@@ -29,7 +25,6 @@ import json
 import os
 import re
 import secrets
-import signal
 import string
 import time
 from collections.abc import Callable
@@ -47,8 +42,6 @@ TEXT_LINE = 76  # base64 line length of the text and XML wrappers (RFC 2045's)
 MAX_FILE_BYTES = 64 * 1024 * 1024  # larger files are refused unread: a batch is 16 MiB, base64 adds a third
 STALE_TEMPORARY = timedelta(hours=1)  # a temporary file this old is a crash's leftover, not a write in progress
 _FULL = (errno.ENOSPC, errno.EDQUOT)
-CRASH_AT_ENV = "YIWANG_UNSAFE_FERRY_CRASH_AT"
-CRASH_POINTS = ("before_rename", "after_read", "after_apply")
 _EXTENSION = re.compile(r"(\.[A-Za-z0-9]{1,16})?")
 _FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}")
 _XML_HEAD = '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -84,17 +77,9 @@ class FolderFull(OSError):
     """ENOSPC/EDQUOT while writing: nothing half-written is left behind; write the same batch again later."""
 
 
-def crash_point(name: str) -> None:
-    """Test-only: the process dies here (SIGKILL, nothing flushed or cleaned up) when
-    YIWANG_UNSAFE_FERRY_CRASH_AT names this point; otherwise nothing. Every writer of a folder and every station
-    has these points without wiring: whoever builds a `LinkFolder` (the gateway, the agent) gets them."""
-    if os.environ.get(CRASH_AT_ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 class LinkFolder:
     def __init__(self, path: Path, naming: Naming = Naming(), *,
-                 crash_at: Callable[[str], None] | None = crash_point, max_bytes: int = MAX_FILE_BYTES) -> None:
+                 crash_at: Callable[[str], None] | None = None, max_bytes: int = MAX_FILE_BYTES) -> None:
         """`crash_at(point)` is called at "before_rename" (a test-only crash point: the caller may end the
         process there); `max_bytes` the largest file `read` takes."""
         self.path, self.naming = path, naming

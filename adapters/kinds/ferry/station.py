@@ -23,6 +23,8 @@ applies again, which the idempotency key at the sector absorbs; nothing is recor
 seq past the highest seen names the gap below it (`ferry_gaps`); a batch inside a gap fills it; a gap never
 blocks later batches. Duplicate detection and ordering never read a clock (clocks drift across a gap); the
 clock only stamps rows, paces resends and beacons, and ages out remembered ids.
+One receiver per channel at a time: the gateway runs `receive` in a job under a lease, the agent is one
+process, and threads of one station queue on a lock of its own.
 
 Signals (unsequenced, signed, never resent) keep the two sides in step. Two-way: after a pass that applied or
 met a batch, a receipt names every seq applied (cumulative ranges), so a lost receipt costs nothing; a
@@ -33,17 +35,22 @@ counter must rise: one at or below the last accepted is a replay, ignored and co
 
 Test-only crash points (`YIWANG_UNSAFE_FERRY_CRASH_AT`): `before_rename` (a batch's temporary file written,
 not renamed), `after_read` (a batch opened, nothing applied), `after_apply` (its entries applied, nothing
-recorded): the process SIGKILLs itself there (`crash_point`, folders.py; `before_rename` is in every
-`LinkFolder.write` by default, so the gateway's and the agent's folders have it without wiring).
+recorded): the process SIGKILLs itself there (`crash_point`; the station hands it to every write of its
+outgoing folder, however the caller made that folder).
+
+Personal data: the tables keep ids, keys, operations, digests and answers, never an entry's body; the sealed
+batch bytes kept for resends are enveloped to the peer.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +59,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, Row, func, insert, sel
 from sqlalchemy.exc import IntegrityError
 
 from adapters.kinds.ferry.batch import Batch, BatchRefused, Entry, FerryKeys, Limits, open_batch, seal
-from adapters.kinds.ferry.folders import CRASH_AT_ENV, CRASH_POINTS, LinkFolder, crash_point
+from adapters.kinds.ferry.folders import LinkFolder
 from adapters.kinds.ferry.tables import (
     RECEIVED,
     SENT,
@@ -65,6 +72,8 @@ from adapters.kinds.ferry.tables import (
 
 log = structlog.get_logger(__name__)
 
+CRASH_AT_ENV = "YIWANG_UNSAFE_FERRY_CRASH_AT"
+CRASH_POINTS = ("before_rename", "after_read", "after_apply")
 MODES = ("two_way", "one_way")
 # Codes of the files quarantined by the station itself (beside batch.py's REFUSAL_CODES): signed and readable,
 # but a different batch under a seq already applied, or not the successor its chain says.
@@ -72,12 +81,19 @@ FORGED, BROKEN_CHAIN = "forged", "broken_chain"
 _DUPLICATE = "duplicate"  # not quarantined: removed and counted
 
 
+def crash_point(name: str) -> None:
+    """Test-only: the process dies here (SIGKILL, nothing flushed or cleaned up) when
+    YIWANG_UNSAFE_FERRY_CRASH_AT names this point; otherwise nothing."""
+    if os.environ.get(CRASH_AT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 @dataclass(frozen=True)
 class StationConfig:
     name: str  # this side's sender name ("gateway" / the agent's name)
     send_channel: str  # e.g. "public_security.down"
     receive_channel: str  # e.g. "public_security.up"
-    outgoing: LinkFolder
+    outgoing: LinkFolder  # the station writes through one of its own on the same path (crash point wired in)
     incoming: LinkFolder
     mode: str = "two_way"  # or "one_way" (no receipts; beacons)
     cipher: str = "sm4-gcm"
@@ -177,11 +193,18 @@ _FILE_MAX = 200  # a quarantined file's name as recorded (a hostile name can be 
 class Station:
     def __init__(self, engine: Engine, tables: FerryTables, config: StationConfig,
                  keys: Callable[[], FerryKeys], clock: Callable[[], datetime]) -> None:
-        self._engine, self._t, self.config = engine, tables, config
+        # Our own outgoing folder (same path and naming) passing the test-only crash point `before_rename` to
+        # every write, however the caller made its folder.
+        outgoing = LinkFolder(config.outgoing.path, config.outgoing.naming, crash_at=crash_point)
+        self._engine, self._t, self.config = engine, tables, replace(config, outgoing=outgoing)
         self._keys, self._clock = keys, clock
         self._sending = threading.Lock()  # one send / resend at a time per station (its files, its seqs)
         self._receiving = threading.Lock()
         self._channels_made = False
+
+    def _now(self) -> datetime:
+        """The clock's time in UTC: stored times compare as text on SQLite, so every one is in one zone."""
+        return self._clock().astimezone(UTC)
 
     # ------------------------------------------------------------------------------------------- sending
 
@@ -193,7 +216,7 @@ class Station:
         if not entries:
             raise ValueError("a batch carries at least one entry")
         self._make_channels()
-        keys, now = self._keys(), self._clock()
+        keys, now = self._keys(), self._now()
         with self._sending:
             kept = self._record_batch(entries, operation_of or {}, keys, now)
             self._write(kept, resend=False)
@@ -208,6 +231,7 @@ class Station:
             conn.execute(update(ch).where(ch.c.channel == cfg.send_channel).values(sent_seq=ch.c.sent_seq + 1))
             seq, previous = conn.execute(select(ch.c.sent_seq, ch.c.sent_digest)
                                          .where(ch.c.channel == cfg.send_channel)).one()
+            self._refuse_sent_before(conn, entries)
             data, digest = seal(channel=cfg.send_channel, seq=seq, previous=previous, entries=entries, keys=keys,
                                 sender=cfg.name, cipher=cfg.cipher, limits=cfg.limits, now=now)
             name = cfg.outgoing.name_for(cfg.send_channel, seq, digest)
@@ -220,6 +244,15 @@ class Station:
                 for e in entries])
         return _Kept(seq, name, data)
 
+    def _refuse_sent_before(self, conn: Connection, entries: Sequence[Entry]) -> None:
+        """ValueError (and the transaction undone: no seq used) for an entry id this side sent before: the
+        receiver would skip it as a duplicate, so it would never arrive."""
+        m = self._t.messages
+        again = conn.execute(select(m.c.id).where(m.c.channel == self.config.send_channel, m.c.direction == SENT,
+                                                  m.c.id.in_([e.id for e in entries]))).scalars().all()
+        if again:
+            raise ValueError(f"entry ids are sent once; sent before: {', '.join(sorted(again))[:200]}")
+
     def _write(self, kept: _Kept, *, resend: bool) -> bool:
         """Write a recorded batch's file and note it; False (logged) when the folder refused it."""
         try:
@@ -231,16 +264,21 @@ class Station:
         sent = self._t.sent
         with self._engine.begin() as conn:
             conn.execute(update(sent).where(sent.c.channel == self.config.send_channel, sent.c.seq == kept.seq)
-                         .values(written_at=self._clock(), resends=sent.c.resends + (1 if resend else 0)))
+                         .values(written_at=self._now(), resends=sent.c.resends + (1 if resend else 0)))
         return True
 
-    def _kept(self, *conditions: Any) -> list[_Kept]:
+    def _kept(self, *conditions: Any) -> Iterator[_Kept]:
+        """The kept batches that meet `conditions`, by seq, their bytes read one at a time (a resend after a
+        long outage may reach thousands of batches of up to 16 MiB)."""
         sent = self._t.sent
+        mine = sent.c.channel == self.config.send_channel
         with self._engine.connect() as conn:
-            rows = conn.execute(select(sent.c.seq, sent.c.file, sent.c.data)
-                                .where(sent.c.channel == self.config.send_channel, *conditions)
-                                .order_by(sent.c.seq)).all()
-        return [_Kept(seq, file, data) for seq, file, data in rows]
+            seqs = conn.execute(select(sent.c.seq).where(mine, *conditions).order_by(sent.c.seq)).scalars().all()
+        for seq in seqs:
+            with self._engine.connect() as conn:
+                row = conn.execute(select(sent.c.file, sent.c.data).where(mine, sent.c.seq == seq)).first()
+            if row is not None:  # None: no longer kept meanwhile
+                yield _Kept(seq, row.file, row.data)
 
     def _write_unwritten(self, below: int | None = None) -> int:
         conditions: list[ColumnElement[bool]] = [self._t.sent.c.written_at.is_(None)]
@@ -256,7 +294,8 @@ class Station:
 
     def resend_due(self) -> int:
         """Write what is due: batches recorded but never written, and (two_way) batches written but not
-        acknowledged for `resend_after`. The number of files written. Batches sent longer ago than `keep_keys`
+        acknowledged for `resend_after` and no longer waiting in `outgoing` (the link took them and they were
+        lost). The number of files written. Batches sent longer ago than `keep_keys`
         (and acknowledged, on a two-way link) are no longer kept: an operator's resend reaches that far back."""
         self._make_channels()
         with self._sending:
@@ -266,12 +305,14 @@ class Station:
                 return written
             sent = self._t.sent
             due = self._kept(sent.c.acked_at.is_(None), sent.c.written_at.is_not(None),
-                             sent.c.written_at <= self._clock() - self.config.resend_after)
-            return written + self._resend(due)
+                             sent.c.written_at <= self._now() - self.config.resend_after)
+            # One still in the outgoing folder was not taken by the link yet: writing it again changes nothing.
+            waiting = {path.name for path in self.config.outgoing.ready()}
+            return written + self._resend(kept for kept in due if kept.file not in waiting)
 
     def _forget_old_batches(self) -> None:
         sent = self._t.sent
-        old = [sent.c.channel == self.config.send_channel, sent.c.sent_at < self._clock() - self.config.keep_keys]
+        old = [sent.c.channel == self.config.send_channel, sent.c.sent_at < self._now() - self.config.keep_keys]
         if self.config.mode == "two_way":
             old.append(sent.c.acked_at.is_not(None))
         with self._engine.begin() as conn:
@@ -310,7 +351,7 @@ class Station:
         with self._engine.begin() as conn:
             conn.execute(update(m).where(m.c.channel == self.config.send_channel, m.c.direction == SENT,
                                          m.c.id == message_id, m.c.consumed_at.is_(None))
-                         .values(consumed_at=self._clock()))
+                         .values(consumed_at=self._now()))
 
     def record_answer(self, entry: Entry) -> bool:
         """Near side: an `answer` entry onto the message it answers (by the id in its body): state 'answered',
@@ -321,7 +362,7 @@ class Station:
         with self._engine.begin() as conn:
             done = conn.execute(update(m).where(m.c.channel == self.config.send_channel, m.c.direction == SENT,
                                                 m.c.id == answer["message"], m.c.state == STATE_SENT)
-                                .values(state=STATE_ANSWERED, answer=answer, answered_at=self._clock()))
+                                .values(state=STATE_ANSWERED, answer=answer, answered_at=self._now()))
         if done.rowcount != 1:
             log.info("ferry_answer_ignored", channel=self.config.send_channel, message=answer["message"],
                      why="no such message, or already answered")
@@ -347,7 +388,7 @@ class Station:
         """One file; True when it was a batch applied or met again (a receipt is due)."""
         cfg = self.config
         try:
-            batch = open_batch(cfg.incoming.read(path), keys=keys, limits=cfg.limits, now=self._clock(),
+            batch = open_batch(cfg.incoming.read(path), keys=keys, limits=cfg.limits, now=self._now(),
                                channel=cfg.receive_channel)
         except BatchRefused as refused:
             self._quarantine(path, refused.code, refused.reason, report)
@@ -431,8 +472,8 @@ class Station:
 
     def _record_messages(self, batch: Batch, entries: Sequence[Entry]) -> None:
         with self._engine.begin() as conn:
-            self._lock_receive_channel(conn, self._clock())
-            self._insert_received_messages(conn, batch, entries, self._clock())
+            self._lock_receive_channel(conn, self._now())
+            self._insert_received_messages(conn, batch, entries, self._now())
 
     def _insert_received_messages(self, conn: Connection, batch: Batch, entries: Sequence[Entry],
                                   now: datetime) -> None:
@@ -449,7 +490,7 @@ class Station:
     def _record_received(self, batch: Batch, entries: Sequence[Entry]) -> int:
         """The batch and its entries recorded as applied, its gaps named or filled, in one transaction;
         the number of gaps named."""
-        r, ch, now = self._t.received, self._t.channels, self._clock()
+        r, ch, now = self._t.received, self._t.channels, self._now()
         cfg = self.config
         with self._engine.begin() as conn:
             channel = self._lock_receive_channel(conn, now)
@@ -512,7 +553,7 @@ class Station:
         with self._engine.begin() as conn:
             conn.execute(insert(self._t.quarantine).values(channel=self.config.receive_channel,
                                                            file=path.name[:_FILE_MAX], code=code, reason=reason,
-                                                           at=self._clock()))
+                                                           at=self._now()))
         log.warning("ferry_quarantined", channel=self.config.receive_channel, file=path.name[:_FILE_MAX],
                     code=code, reason=reason)
         report.quarantined += 1
@@ -523,13 +564,13 @@ class Station:
         m = self._t.messages
         with self._engine.begin() as conn:
             conn.execute(m.delete().where(m.c.channel == self.config.receive_channel, m.c.direction == RECEIVED,
-                                          m.c.created_at < self._clock() - self.config.keep_keys))
+                                          m.c.created_at < self._now() - self.config.keep_keys))
 
     # ------------------------------------------------------------------------------------------- signals
 
     def _take_signal(self, batch: Batch, report: ReceiveReport) -> None:
         assert batch.signal is not None
-        ch, now, counter = self._t.channels, self._clock(), int(batch.signal["counter"])
+        ch, now, counter = self._t.channels, self._now(), int(batch.signal["counter"])
         with self._engine.begin() as conn:
             taken = conn.execute(update(ch).where(ch.c.channel == self.config.receive_channel,
                                                   ch.c.signals_seen < counter)
@@ -583,7 +624,7 @@ class Station:
         if self.config.mode != "one_way":
             return False
         self._make_channels()
-        ch, now = self._t.channels, self._clock()
+        ch, now = self._t.channels, self._now()
         with self._engine.begin() as conn:
             due = conn.execute(update(ch).where(
                 ch.c.channel == self.config.send_channel,
@@ -598,7 +639,7 @@ class Station:
     def _send_signal(self, content: Mapping[str, Any]) -> None:
         """A signal with the next counter, written to `outgoing` (never kept: the next one says it again)."""
         ch, cfg = self._t.channels, self.config
-        keys, now = self._keys(), self._clock()
+        keys, now = self._keys(), self._now()
         with self._engine.begin() as conn:
             conn.execute(update(ch).where(ch.c.channel == cfg.send_channel)
                          .values(signals_sent=ch.c.signals_sent + 1))
