@@ -21,7 +21,8 @@ this method to `adapters.kinds.ferry.use_stations`); everything else happens her
   (`resend_due`, two-way links), beacons (`beacon_due`, one-way links).
 
 Stations are built on the gateway's database (the `ferry_*` tables, migration 0019), with our key and the agent's
-certificate from the certificate store (read at each use: a rotation takes effect at once), and the link folders
+certificate from the certificate store (read at each use: a rotation takes effect at once; during our own
+rotation's overlap, batches the agent still wraps to our previous certificate open with its key), and the folders
 `<YIWANG_FERRY_DIR>/<channel>/outgoing|incoming` (deployment settings, not bundle content).
 """
 
@@ -42,6 +43,7 @@ from sqlalchemy import Engine, select
 
 from adapters import (
     Batch,
+    BatchRefused,
     Bundle,
     Entry,
     FerryKeys,
@@ -140,7 +142,9 @@ class NearSide:
 
     def _keys(self, options: FerryOptions) -> Callable[[], FerryKeys]:
         def keys() -> FerryKeys:  # read at each use: the store caches, and a rotation is seen at once
-            return FerryKeys(own=self.certs.current(options.sign), peer=tuple(self.certs.trusted(options.peer)))
+            ours = self.certs.trusted(options.sign)  # the current first, then those still in their overlap
+            return FerryKeys(own=self.certs.current(options.sign), peer=tuple(self.certs.trusted(options.peer)),
+                             own_previous=tuple(c for c in ours[1:] if c.private_key_pem is not None))
 
         return keys
 
@@ -158,7 +162,7 @@ class NearSide:
             channel = _options(bundle).channel
             try:
                 done += self._keep(bundle, station)
-            except (OSError, LookupError, ValueError) as exc:
+            except (OSError, LookupError, ValueError, BatchRefused) as exc:
                 self.tally.failures[channel] = f"{type(exc).__name__}: {exc}"
                 log.error("ferry channel failed", sector=bundle.sector, channel=channel, error=str(exc))
             else:

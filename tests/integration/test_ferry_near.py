@@ -17,7 +17,7 @@ import base64
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from sqlalchemy import Engine
 
 from adapters import AnswerPending, DeliveryError, FailureClass, SectorRefusal, UnsendableRequest
 from adapters.kinds.ferry import FerryAdapter
-from adapters.kinds.ferry.batch import Batch, Entry, FerryKeys, open_batch, seal
+from adapters.kinds.ferry.batch import Batch, Entry, FerryKeys, Limits, open_batch, seal
 from adapters.kinds.ferry.folders import LinkFolder, Naming
 from adapters.kinds.ferry.station import Station, StationConfig
 from adapters.registry import default_bundles_dir
@@ -192,10 +192,14 @@ def test_no_answer_within_the_bundles_age_is_a_timeout_and_its_replay_sends_anew
     assert len(link.sent()) == 2
 
 
-def test_status_queries_and_named_queries_never_cross(link: Link) -> None:
+def test_status_queries_named_queries_and_oversized_messages_never_cross(link: Link, engine: Engine) -> None:
     for name in ("query_status", "marriage_record"):
         with pytest.raises(UnsendableRequest, match="never crosses the ferry"):
             link.adapter.call(name, MESSAGE)
+    link.adapter.station = Station(engine, FERRY_TABLES, replace(link.near.config, limits=Limits(message_bytes=1024)),
+                                   link.far.pair.near_keys, link.clock)
+    with pytest.raises(UnsendableRequest, match=r"cannot cross the ferry \(too_large\)"):
+        link.adapter.call("submit_case", {**MESSAGE, "case": {"form": {"note": "x" * 2000}}})
     assert link.sent() == []
 
 
@@ -263,6 +267,24 @@ def test_an_answer_that_arrived_while_its_delivery_decided_to_wait_still_makes_i
     near.record_answer(answer_entry(sent.id, row.idempotency_key, "ok", result={"sector_ref": "MZ-FERRY-2"}))
     gateway.ferry.run()
     assert submission(gateway, case_no).available_at.replace(tzinfo=UTC) <= datetime.now(UTC)
+
+
+def test_during_our_keys_rotation_an_answer_wrapped_to_our_previous_certificate_still_opens(gateway: Gateway,
+                                                                                           pair: Pair) -> None:
+    case_no = allowance(gateway)
+    drain(gateway, lambda: submit_row(gateway, case_no).available_at.replace(tzinfo=UTC) > datetime.now(UTC))
+    row = submit_row(gateway, case_no)
+    sent = gateway.ferry.station(gateway.registry.get("civil_affairs").bundle).message_state(row.idempotency_key,
+                                                                                           "submit_case")
+    assert sent is not None
+    renewed_cert, renewed_key = sm2_credential("yiwang-ferry")
+    gateway.certs.import_pem("yiwang-ferry", renewed_cert, renewed_key, actor="test")
+    gateway.certs.rotate("yiwang-ferry", "test", overlap=timedelta(days=7))
+    far = Far(pair, LinkFolder(gateway.settings.ferry_folder / "civil_affairs" / "incoming", Naming(".txt", "text")))
+    far.send(answer_entry(sent.id, row.idempotency_key, "ok", result={"sector_ref": "MZ-FERRY-3"}))  # to the old one
+    gateway.ferry.run()
+    assert gateway.ferry.tally.failures == {} and far.incoming.ready() == []
+    drain(gateway, lambda: gateway.service.get(case_no).tasks[0].sector_ref == "MZ-FERRY-3")
 
 
 def test_the_carried_bundle_crosses_whole_and_an_operator_may_send_it_again(gateway: Gateway, pair: Pair) -> None:

@@ -37,7 +37,7 @@ from adapters.contract import (
     UnsendableRequest,
 )
 from adapters.descriptor import Bundle
-from adapters.kinds.ferry.batch import Entry
+from adapters.kinds.ferry.batch import BatchRefused, Entry
 
 OK, REFUSED, FAILED = "ok", "refused", "failed"  # an answer's outcome
 SENT, ANSWERED = "sent", "answered"  # a sent message's state
@@ -134,6 +134,8 @@ class FerryAdapter:
                                       separators=(",", ":")).encode("utf-8"))
         try:
             seq = self.station.send([entry], operation_of={entry.id: operation})
+        except BatchRefused as exc:  # too large for the link, the same every time: nothing was sent
+            raise UnsendableRequest(f"cannot cross the ferry ({exc.code}): {exc.reason}") from exc
         except OSError as exc:  # the outgoing folder full or gone: nothing was recorded, try again
             raise DeliveryError(FailureClass.TRANSPORT, f"cannot write to the ferry's outgoing folder: {exc}",
                                 retryable=True) from exc
