@@ -21,8 +21,10 @@ Public API (what `__all__` names, importable from `adapters` itself; the gateway
 - the adapter kinds: `AdapterKind` and their registry `KINDS` (`adapters/kinds/<kind>/`);
 - the ferry (adapters/kinds/ferry, adapters/FERRY-FORMAT.md), for the gateway's near side and the far-side agent
   (`ferry`): a ferry bundle's options (`FerryOptions`), batches (`Batch`, `Entry`, `FerryKeys`, `Limits`,
-  `BatchRefused`), link folders (`LinkFolder`, `Naming`, `FolderFull`), one side of a link (`Station`,
-  `StationConfig`, `ReceiveReport`, `ChannelStatus`) and its tables (`ferry_tables` -> `FerryTables`).
+  `BatchRefused`; `keys_from_store`: a side's keys from its certificate store), link folders (`LinkFolder`,
+  `Naming`, `FolderFull`), one side of a link (`Station`, `StationConfig`, `ReceiveReport`, `ChannelStatus`;
+  `crash_point`, the test-only crash points a link folder is handed) and its tables (`ferry_tables` ->
+  `FerryTables`).
 The modules behind it, the kinds' own modules and the simulators (`adapters.simulators`, which only the
 composition root and the simulators' command group start) are not for the gateway to import.
 Imports `mappings` and `certstore`, never `gateway` or `ops`.
@@ -64,9 +66,9 @@ if TYPE_CHECKING:  # the names as mypy and readers see them; at run time `__geta
     from adapters.kind import AdapterKind
     from adapters.kinds import KINDS
     from adapters.kinds.ferry import FerryOptions
-    from adapters.kinds.ferry.batch import Batch, BatchRefused, Entry, FerryKeys, Limits
+    from adapters.kinds.ferry.batch import Batch, BatchRefused, Entry, FerryKeys, Limits, keys_from_store
     from adapters.kinds.ferry.folders import FolderFull, LinkFolder, Naming
-    from adapters.kinds.ferry.station import ChannelStatus, ReceiveReport, Station, StationConfig
+    from adapters.kinds.ferry.station import ChannelStatus, ReceiveReport, Station, StationConfig, crash_point
     from adapters.kinds.ferry.tables import FerryTables, ferry_tables
     from adapters.masking import mask_text, mask_value
     from adapters.queries import QueryParameter, query_parameters
@@ -91,9 +93,11 @@ _MODULE_OF = {
     "KINDS": "kinds",
     "FerryOptions": "kinds.ferry", "Batch": "kinds.ferry.batch", "BatchRefused": "kinds.ferry.batch",
     "Entry": "kinds.ferry.batch", "FerryKeys": "kinds.ferry.batch", "Limits": "kinds.ferry.batch",
+    "keys_from_store": "kinds.ferry.batch",
     "FolderFull": "kinds.ferry.folders", "LinkFolder": "kinds.ferry.folders", "Naming": "kinds.ferry.folders",
     "ChannelStatus": "kinds.ferry.station", "ReceiveReport": "kinds.ferry.station", "Station": "kinds.ferry.station",
-    "StationConfig": "kinds.ferry.station", "FerryTables": "kinds.ferry.tables", "ferry_tables": "kinds.ferry.tables",
+    "StationConfig": "kinds.ferry.station", "crash_point": "kinds.ferry.station",
+    "FerryTables": "kinds.ferry.tables", "ferry_tables": "kinds.ferry.tables",
     "mask_text": "masking", "mask_value": "masking",
     "QueryParameter": "queries", "query_parameters": "queries",
     "Answer": "rehearsal", "RehearsalInvalid": "rehearsal", "RehearsalItem": "rehearsal", "judge": "rehearsal",
@@ -126,7 +130,7 @@ __all__ = [
     "Naming", "Operation", "PollingResults", "Problem", "QueryParameter", "ReceiveReport", "RegisteredAdapter",
     "Registry", "RehearsalInvalid", "RehearsalItem", "RetryPolicy", "SecretRef", "SecretRefError", "SectorRefusal",
     "SignatureError", "Station", "StationConfig", "UnsendableRequest",
-    "build_adapter", "bundle_warnings", "carried_bundle", "default_bundles_dir", "ferry_tables", "judge",
-    "load_bundle", "mask_text", "mask_value", "preview", "query_parameters", "read_rehearsal", "unpack_bundle",
-    "use_vault", "validate_bundle", "verify_callback",
+    "build_adapter", "bundle_warnings", "carried_bundle", "crash_point", "default_bundles_dir", "ferry_tables",
+    "judge", "keys_from_store", "load_bundle", "mask_text", "mask_value", "preview", "query_parameters",
+    "read_rehearsal", "unpack_bundle", "use_vault", "validate_bundle", "verify_callback",
 ]  # fmt: skip

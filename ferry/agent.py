@@ -13,7 +13,8 @@ One pass (`Agent.run_once`), in this order:
 3. every answer and decision not yet sent goes out in ONE batch (`station.send`); then `resend_due` (two-way:
    what the near side has not receipted) and `beacon_due` (one-way).
 `serve` runs passes every `interval_ms` until SIGTERM or SIGINT, which let the pass in hand finish (exit 0).
-The crash points for tests (`YIWANG_UNSAFE_FERRY_CRASH_AT`) are the station's, read from the environment.
+The crash points for tests (`YIWANG_UNSAFE_FERRY_CRASH_AT`, read from the environment) are the station's
+`after_read` and `after_apply`, and `before_rename` in the outgoing folder the agent hands it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from types import FrameType
 from typing import Any, cast
 
 import structlog
+from sqlalchemy.exc import IntegrityError
 
 from adapters import (
     Batch,
@@ -43,10 +45,13 @@ from adapters import (
     LinkFolder,
     Naming,
     Operation,
+    ReceiveReport,
     RegisteredAdapter,
     SectorRefusal,
     Station,
     StationConfig,
+    crash_point,
+    keys_from_store,
     mask_text,
 )
 from ferry import answers
@@ -64,7 +69,9 @@ NEVER_SENT = ("query_status",)  # the agent polls itself: the near side never se
 
 @dataclass(frozen=True)
 class PassReport:
-    received: Any  # the station's ReceiveReport
+    """What one pass did: the station's receiving, then the agent's own work."""
+
+    received: ReceiveReport
     delivered: int
     installed: int
     decisions: int
@@ -74,6 +81,8 @@ class PassReport:
 
 
 class Agent:
+    """One agent on its configuration: its state opened (`close` it), its station, bundles, outbox and polls."""
+
     def __init__(self, config: AgentConfig, *, env: Mapping[str, str] | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.config = config
@@ -91,10 +100,9 @@ class Agent:
         self.state.close()
 
     def keys(self) -> FerryKeys:
-        """Ours (with the private key) and the near side's, from the agent's store: a rotation is seen at once."""
-        store = self.state.store
-        return FerryKeys(own=store.current(self.config.own_certificate),
-                         peer=store.trusted(self.config.near_certificate))
+        """Ours (with the private keys: the current one and any still in its rotation overlap) and the near
+        side's, from the agent's store: a rotation is seen at once."""
+        return keys_from_store(self.state.store, self.config.own_certificate, self.config.near_certificate)
 
     # -- one pass ------------------------------------------------------------------------------------------------
     def run_once(self) -> PassReport:
@@ -206,15 +214,19 @@ class Agent:
         sector_ref = (answer.get("result") or {}).get("sector_ref")
         polled = operation == Operation.SUBMIT_CASE and message is not None and sector_ref
         every = self._poll_interval(sector) if polled else None  # read before the write lock is taken
-        with self.state.engine.begin() as conn:
-            self.outbox.add(conn, ANSWER, answer, key=entry.key, operation=operation, answer_to=entry.id, now=now)
-            if message is None:
-                return
-            if every is not None:
-                self.polls.register(conn, entry.id, sector, message, entry.key or "", str(sector_ref), now + every,
-                                    now)
-            elif operation == Operation.CANCEL_CASE:
-                self.polls.end_for_task(conn, sector, message)
+        try:
+            with self.state.engine.begin() as conn:
+                self.outbox.add(conn, ANSWER, answer, key=entry.key, operation=operation, answer_to=entry.id,
+                                now=now)
+                if message is None:
+                    return
+                if every is not None:
+                    self.polls.register(conn, entry.id, sector, message, entry.key or "", str(sector_ref),
+                                        now + every, now)
+                elif operation == Operation.CANCEL_CASE:
+                    self.polls.end_for_task(conn, sector, message)
+        except IntegrityError:  # a second process (`run-once` beside `serve`) applied the same batch first
+            log.warning("message answered by another process of this agent", entry_id=entry.id)
 
     # -- polling: decisions ------------------------------------------------------------------------------------
     def poll_due(self) -> int:
@@ -306,7 +318,9 @@ def station_config(config: AgentConfig) -> StationConfig:
                     **({"pattern": config.naming.pattern} if config.naming.pattern else {}))
     return StationConfig(
         name=config.name, send_channel=config.send_channel, receive_channel=config.receive_channel,
-        outgoing=LinkFolder(config.outgoing, naming), incoming=LinkFolder(config.incoming, naming),
+        # crash_point: the test-only "before_rename" (YIWANG_UNSAFE_FERRY_CRASH_AT) of what the agent writes
+        outgoing=LinkFolder(config.outgoing, naming, crash_at=crash_point),
+        incoming=LinkFolder(config.incoming, naming),
         mode=config.mode, cipher=config.cipher,
         limits=Limits(batch_bytes=config.limits.batch_bytes, message_bytes=config.limits.message_bytes),
         resend_after=timedelta(milliseconds=config.resend_after_ms),

@@ -24,7 +24,7 @@ from sqlalchemy import Engine, insert, select, update
 
 from adapters import BundleError, RegisteredAdapter, build_adapter, load_bundle, unpack_bundle, validate_bundle
 from certstore import CredentialSource
-from ferry.tables import AgentTables
+from ferry.tables import AgentTables, utc
 
 DIRECT_KINDS = ("soap", "rest")
 log = structlog.get_logger("ferry.bundles")
@@ -132,5 +132,11 @@ class Bundles:
     def listed(self) -> list[InstalledBundle]:
         with self.engine.begin() as conn:
             rows = conn.execute(select(self.t).order_by(self.t.c.sector, self.t.c.batch_seq)).mappings().all()
-        return [InstalledBundle(r["sector"], r["version"], r["sha256"], r["batch_seq"], r["installed_at"],
+        return [InstalledBundle(r["sector"], r["version"], r["sha256"], r["batch_seq"], _utc(r["installed_at"]),
                                 bool(r["active"]), r["problem"]) for r in rows]
+
+
+def _utc(value: datetime) -> datetime:
+    found = utc(value)
+    assert found is not None  # installed_at is NOT NULL
+    return found

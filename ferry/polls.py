@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, insert, select, update
 
-from ferry.tables import AgentTables
+from ferry.tables import AgentTables, utc
 
 FINAL = ("approved", "denied", "returned")
 
@@ -86,7 +86,8 @@ class Polls:
         if open_only:
             query = query.where(self.t.c.done.is_(False))
         with self.engine.begin() as conn:
-            return [dict(r) for r in conn.execute(query).mappings()]
+            rows = [dict(r) for r in conn.execute(query).mappings()]
+        return [{**row, "next_at": utc(row["next_at"]), "created_at": utc(row["created_at"])} for row in rows]
 
 
 def interval(configured_ms: int | None, bundle_ms: int | None) -> timedelta | None:

@@ -14,6 +14,7 @@ Personal data: no message body is kept; an answer holds the sector's canonical r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from sqlalchemy import Boolean, Column, DateTime, Integer, LargeBinary, MetaData, String, Table, Text
 
@@ -65,3 +66,8 @@ def agent_tables(metadata: MetaData) -> AgentTables:
         Column("sent_at", DateTime(timezone=True)),
     )
     return AgentTables(bundles, polls, outbox)
+
+
+def utc(value: datetime | None) -> datetime | None:
+    """A time as stored: SQLite hands it back without its zone, which is always UTC here."""
+    return value if value is None or value.tzinfo is not None else value.replace(tzinfo=UTC)

@@ -42,6 +42,8 @@ from gateway.domain.clock import to_shanghai
 from gateway.security.certificates import ExpiryWatch
 
 P12_SUFFIXES = (".p12", ".pfx")
+AgentOption = Annotated[Path | None, typer.Option(
+    help="the far-side ferry agent's store instead (on the 前置机): its configuration file")]
 
 
 def make_certs_app(open_store: Callable[[], CertStore],
@@ -52,6 +54,10 @@ def make_certs_app(open_store: Callable[[], CertStore],
     store, named by its configuration file (`import --agent`)."""
     app = typer.Typer(help="Certificates, private keys and bundle secrets, encrypted at rest.", no_args_is_help=True)
     actor = f"cli:{getpass.getuser()}"
+
+    def store_of(agent: Path | None) -> CertStore:
+        """The gateway's store, or with `--agent` the ferry agent's."""
+        return _agent_store(open_agent_store, agent) if agent is not None else open_store()
 
     @app.command("import")
     def import_(
@@ -66,14 +72,13 @@ def make_certs_app(open_store: Callable[[], CertStore],
         password_env: Annotated[str | None, typer.Option(help="environment variable holding that password")] = None,
         ask_password: Annotated[bool, typer.Option(help="prompt for the password (hidden)")] = False,
         sector: Annotated[str | None, typer.Option(help="the owning sector (default: the gateway's own)")] = None,
-        agent: Annotated[Path | None, typer.Option(help="into the far-side ferry agent's store: its configuration "
-                                                         "file (on the 前置机)")] = None,
+        agent: AgentOption = None,
     ) -> None:
         """Import a certificate with its key, or alone (to trust it, or to complete a `csr`)."""
         with readable_errors():
             certificate = _one_file(certificate, cert)
             password = _password(password_file, password_env, ask_password)
-            store = _agent_store(open_agent_store, agent) if agent is not None else open_store()
+            store = store_of(agent)
             if pkcs12 or certificate.suffix.lower() in P12_SUFFIXES:
                 stored = store.import_pkcs12(name, certificate.read_bytes(), password, sector=sector, actor=actor)
             else:
@@ -108,9 +113,10 @@ def make_certs_app(open_store: Callable[[], CertStore],
 
     @app.command("list")
     def list_(sector: Annotated[str | None, typer.Option(help="only this sector's entries")] = None,
-              as_json: JsonOption = False) -> None:
+              as_json: JsonOption = False, agent: AgentOption = None) -> None:
         """Every certificate version: status, subject, expiry, fingerprint, key algorithm (never a key)."""
-        store = open_store()
+        with readable_errors():
+            store = store_of(agent)
         now = store.clock.now()
         rows = [_version(v, now) for v in store.versions()
                 if v.kind != SECRET and (sector is None or v.sector == sector)]
@@ -138,11 +144,11 @@ def make_certs_app(open_store: Callable[[], CertStore],
     @app.command()
     def rotate(name: str,
                overlap_days: Annotated[float | None, typer.Option(help="default: YIWANG_CERT_OVERLAP_DAYS",
-                                                                  min=0, max=MAX_OVERLAP_DAYS)] = None
-               ) -> None:
+                                                                  min=0, max=MAX_OVERLAP_DAYS)] = None,
+               agent: AgentOption = None) -> None:
         """Make the newest staged version current; the previous one stays trusted for the overlap window."""
         with readable_errors():
-            store = open_store()
+            store = store_of(agent)
             stored = store.rotate(name, actor, timedelta(days=overlap_days) if overlap_days is not None else None)
         output.stdout().print(f"{stored.name} version {stored.version} is current", highlight=False)
 

@@ -55,6 +55,7 @@ from adapters import (
     Station,
     StationConfig,
     carried_bundle,
+    keys_from_store,
 )
 from certstore import CredentialSource
 from gateway.cases.service import CaseNotFound, CaseService
@@ -142,9 +143,7 @@ class NearSide:
 
     def _keys(self, options: FerryOptions) -> Callable[[], FerryKeys]:
         def keys() -> FerryKeys:  # read at each use: the store caches, and a rotation is seen at once
-            ours = self.certs.trusted(options.sign)  # the current first, then those still in their overlap
-            return FerryKeys(own=self.certs.current(options.sign), peer=tuple(self.certs.trusted(options.peer)),
-                             own_previous=tuple(c for c in ours[1:] if c.private_key_pem is not None))
+            return keys_from_store(self.certs, options.sign, options.peer)
 
         return keys
 

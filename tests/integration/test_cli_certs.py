@@ -203,3 +203,12 @@ def test_list_show_secret_list_and_check_print_json_with_the_apis_fields(run: Ru
     # The warning's own log line: on stdout here only, where no root configured logging (yiwang logs to stderr).
     [expiring] = [json.loads(line) for line in checked.stdout.splitlines() if line.startswith("{")]
     assert expiring["name"] == "gw" and BEIJING.match(expiring["not_after"]) and "1 new warning(s)" in checked.stderr
+
+
+def test_the_certificate_file_is_named_once_as_argument_or_cert_option(run: Run, ca: TestCA, tmp_path: Path) -> None:
+    cert = tmp_path / "peer.pem"
+    cert.write_bytes(ca.issue("peer").cert_pem)
+    assert run("import", "peer", "--cert", cert).exit_code == 0
+    refused(run("import", "peer2", cert, "--cert", cert), "name the certificate file once")
+    refused(run("import", "peer3"), "name the certificate file once")
+    refused(run("import", "peer4", cert, "--agent", tmp_path / "agent.yaml"), "--agent is not available here")

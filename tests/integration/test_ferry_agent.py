@@ -102,9 +102,10 @@ def near_station(database: Path, down: Path, up: Path, own: Credential, agent_pe
 
 
 @pytest.fixture
-def sector(monkeypatch: pytest.MonkeyPatch) -> Iterator[CivilAffairsSimulator]:
+def sector(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[CivilAffairsSimulator]:
+    """The sector; it decides 150 ms after a submission unless the test asks otherwise (indirect parameter)."""
     monkeypatch.setenv("YIWANG_SECRET_MZ_PASSWORD", civil_affairs.DEFAULT_PASSWORD)
-    with CivilAffairsSimulator(decision_delay_ms=150) as simulator:
+    with CivilAffairsSimulator(decision_delay_ms=getattr(request, "param", 150)) as simulator:
         yield simulator
 
 
@@ -212,8 +213,11 @@ def test_a_control_batch_signed_by_an_unknown_key_is_quarantined_and_installs_no
 
 
 @pytest.mark.timeout(30)
-def test_killed_between_delivering_and_recording_the_agent_answers_once_and_delivers_nothing_twice(
-        link: Link, sector: CivilAffairsSimulator) -> None:
+@pytest.mark.parametrize("crash_at", ["after_apply", "before_rename"])
+def test_killed_at_a_crash_point_the_agent_answers_once_and_delivers_nothing_twice(
+        link: Link, sector: CivilAffairsSimulator, crash_at: str) -> None:
+    """after_apply: delivered, the batch not recorded; before_rename: recorded, the first file written after it
+    (the receipt) not renamed into place. Either way the next pass delivers nothing again and answers once."""
     link.near.send([link.bundle_control()])
     agent = link.agent()
     try:
@@ -223,16 +227,16 @@ def test_killed_between_delivering_and_recording_the_agent_answers_once_and_deli
     submitted = message("MZ-FERRY-3", "11150203MB0C000405400011300300020261207000003")
     link.near.send([submitted])
     killed = subprocess.run([YIWANG, "ferry", "run-once", "--config", str(link.config_file)],
-                            env={**os.environ, "YIWANG_UNSAFE_FERRY_CRASH_AT": "after_apply"},
+                            env={**os.environ, "YIWANG_UNSAFE_FERRY_CRASH_AT": crash_at},
                             capture_output=True, timeout=20)
     assert killed.returncode == -9, killed.stderr.decode()
-    assert sector.counters["submits_received"] == 1  # delivered, then killed before the batch was recorded
+    assert sector.counters["submits_received"] == 1
     again = link.agent()
     try:
-        report = again.run_once()  # the batch is applied again: its message finds its answer made
+        report = again.run_once()  # after_apply: the batch is applied again, its message finds its answer made
     finally:
         again.close()
-    assert report.received.applied_batches == 1 and report.delivered == 0
+    assert report.received.applied_batches == (crash_at == "after_apply") and report.delivered == 0
     assert sector.counters["submits_received"] == 1
     answers = [e for e in link.received() if e["type"] == "answer"]
     assert [(a["message"], a["outcome"]) for a in answers] == [(submitted.id, "ok")]
@@ -290,3 +294,88 @@ def test_serve_answers_until_sigterm_then_finishes_its_pass_and_exits_0(link: Li
     assert [e["message"] for e in back if e["type"] == "answer"] == [submitted.id]
     assert serving.returncode == 0, stderr.decode()
     assert "ferry agent stopped" in stderr.decode()
+
+
+def test_the_near_sides_new_certificate_is_trusted_once_rotated_on_the_agent_by_hand(link: Link) -> None:
+    runner, config = CliRunner(), str(link.config_file)
+    new_pem, new_key = sm2_credential("yiwang gateway, renewed")
+    (link.folder / "near-2.pem").write_bytes(new_pem)
+    renewed = near_station(link.folder / "near.sqlite", link.folder / "down", link.folder / "up",
+                           Credential(GATEWAY_CERT, new_pem, new_key), (link.folder / "agent.pem").read_bytes())
+    imported = runner.invoke(app, ["certs", "import", "--agent", config, GATEWAY_CERT,
+                                   "--cert", str(link.folder / "near-2.pem")])
+    assert imported.exit_code == 0 and "staged" in imported.output, imported.output
+    renewed.send([link.bundle_control()])  # signed with the new key: not trusted while only staged
+    agent = link.agent()
+    try:
+        assert agent.run_once().received.quarantined == 1
+        rotated = runner.invoke(app, ["certs", "rotate", "--agent", config, GATEWAY_CERT])
+        assert rotated.exit_code == 0 and "version 2 is current" in rotated.output, rotated.output
+        link.near.send([link.bundle_control()])  # the old key, still trusted in the overlap window
+        renewed.send([link.bundle_control()])
+        agent.state.store.refresh_s = 0  # the store's cache of trusted certificates: read again now
+        assert agent.run_once().installed == 2
+    finally:
+        agent.close()
+    listed = runner.invoke(app, ["certs", "list", "--agent", config, "--json"])
+    statuses = sorted((row["name"], row["status"]) for row in map(json.loads, listed.output.splitlines()))
+    assert statuses == [("mz-agent", "current"), (GATEWAY_CERT, "current"), (GATEWAY_CERT, "superseded")]
+
+
+@pytest.mark.parametrize("sector", [60_000], indirect=True)  # undecided while the test runs
+def test_a_cancellation_the_sector_took_ends_the_polling_of_its_task(link: Link,
+                                                                     sector: CivilAffairsSimulator) -> None:
+    link.near.send([link.bundle_control()])
+    submitted = message("MZ-FERRY-5", "11150203MB0C000405400011300300020261207000005")
+    link.near.send([submitted])
+    agent = link.agent()
+    try:
+        agent.run_once()
+        (answer,) = [e for e in link.received() if e["type"] == "answer"]
+        assert [p["sector_ref"] for p in agent.polls.listed(open_only=True)] == [answer["result"]["sector_ref"]]
+        canonical = json.loads(submitted.body)["message"]
+        cancel = {"operation": "cancel_case", "message": {**canonical, "sector_ref": answer["result"]["sector_ref"]}}
+        link.near.send([Entry(id=uuid.uuid4().hex, type="message", key="MZ-FERRY-5:cancel",
+                              body=json.dumps(cancel, ensure_ascii=False).encode())])
+        agent.run_once()
+        assert agent.polls.listed(open_only=True) == []
+    finally:
+        agent.close()
+    assert sector.counters["cancels_received"] == 1
+    assert [e["outcome"] for e in link.received() if e["type"] == "answer"] == ["ok"]
+
+
+def test_on_a_one_way_link_the_agent_writes_beacons_and_no_receipts(link: Link) -> None:
+    text = link.config_file.read_text(encoding="utf-8")
+    link.config_file.write_text(text + "mode: one_way\nbeacon_every_ms: 60000\n", encoding="utf-8")
+    link.near.send([link.bundle_control()])
+    agent = link.agent()
+    try:
+        first, second = agent.run_once(), agent.run_once()
+    finally:
+        agent.close()
+    assert (first.installed, first.beacon, second.beacon) == (1, True, False)  # one a minute, not one a pass
+    signals = [path.name for path in LinkFolder(link.folder / "up").ready()]
+    assert len(signals) == 1 and "_sig_" in signals[0]
+    assert link.received() == []
+    status = {s.channel: s for s in link.near.status()}
+    assert status[f"{SECTOR}.up"].last_signal_at is not None  # a signal came: a beacon, not a receipt,
+    assert status[f"{SECTOR}.down"].unacked == 1  # for the control batch stays unacknowledged
+
+
+def test_batches_wrapped_to_the_agents_previous_certificate_open_through_its_rotation_overlap(link: Link) -> None:
+    runner, config = CliRunner(), str(link.config_file)
+    new_pem, new_key = sm2_credential("mz-agent, renewed")
+    (link.folder / "agent-2.pem").write_bytes(new_pem)
+    (link.folder / "agent-2.key").write_bytes(new_key)
+    for command in (["import", "--agent", config, "mz-agent", str(link.folder / "agent-2.pem"), "--key",
+                     str(link.folder / "agent-2.key")], ["rotate", "--agent", config, "mz-agent"]):
+        done = runner.invoke(app, ["certs", *command])
+        assert done.exit_code == 0, done.output
+    link.near.send([link.bundle_control()])  # the near side still wraps to the agent's previous certificate
+    agent = link.agent()
+    try:
+        report = agent.run_once()
+    finally:
+        agent.close()
+    assert (report.received.quarantined, report.installed) == (0, 1)

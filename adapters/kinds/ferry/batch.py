@@ -8,7 +8,8 @@ a `Batch`, or raises `BatchRefused(code, reason)`: a stable snake_case code for 
 sentence for a person, never key material nor a body. Hostile bytes (not ours, cut short, wrong types, numbers
 too large) are refused, never a crash.
 
-`check_keys(keys)` says early whether the credentials can seal and open at all (`KeyUnfit`).
+`keys_from_store(store, own, peer)` reads a side's keys from its certificate store; `check_keys(keys)` says early
+whether the credentials can seal and open at all (`KeyUnfit`).
 
 Clocks: `now` decides only whether the signer's certificate is valid (with `FerryKeys.tolerance` for drift)
 and is written as an informative `sealed_at`; sequencing, chaining and duplicates never read a clock.
@@ -30,7 +31,7 @@ from typing import Any, TypeGuard
 from adapters.kinds.ferry import keys as keyring
 from adapters.kinds.ferry.keys import KeyUnfit
 from certstore.algorithms import NONCE_BYTES, TAG_BYTES, AesGcm, CryptoError, FieldCipher, Sm4Gcm
-from certstore.credentials import Credential
+from certstore.credentials import Credential, CredentialSource
 from mappings import strict_json
 
 FORMAT = "yiwang-ferry/1"
@@ -80,6 +81,15 @@ class FerryKeys:
     # Our earlier credentials (with keys) still in their rotation overlap: the other side may wrap to one of
     # them until it has our new certificate, so content keys wrapped to them still unwrap. Never sign with them.
     own_previous: Sequence[Credential] = ()
+
+
+def keys_from_store(credentials: CredentialSource, own: str, peer: str) -> FerryKeys:
+    """One side's keys from its certificate store: our current credential, our earlier ones still in their
+    rotation overlap (their keys unwrap what the other side still wraps to them), and the peer's trusted
+    certificates. Read at each use (the store caches): a rotation on either side takes effect at once."""
+    ours = credentials.trusted(own)  # the current first, then those still in their overlap
+    return FerryKeys(own=credentials.current(own), peer=tuple(credentials.trusted(peer)),
+                     own_previous=tuple(c for c in ours[1:] if c.private_key_pem is not None))
 
 
 @dataclass(frozen=True)
