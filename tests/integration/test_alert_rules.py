@@ -35,7 +35,7 @@ RULES = Path(__file__).parents[2] / "ops" / "alerts.yml"
 REQUIRED = {"DeadLettersRising", "CircuitOpen", "OutboxNotDraining", "CertificateExpiring", "CasesOverdue",
             "BrokerDown", "GatewayNotReady", "SectorAnswerMismatch", "SectorReferenceClash",
             "FerryGapOpen", "FerryBeaconLate", "FerryBatchesQuarantined", "FerryBatchesUnacknowledged",
-            "FerryBatchesUnwritten"}
+            "FerryBatchesUnwritten", "FerryNoBeacon"}
 # Words of PromQL that look like names but are not metrics.
 KEYWORDS = {"and", "or", "unless", "bool", "offset"}
 SECTOR = "social_security"
