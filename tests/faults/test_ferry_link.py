@@ -99,6 +99,23 @@ def test_negative_control_without_duplicate_suppression_the_ledger_check_fails(d
                    for problem in report.problems), report
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_negative_control_a_batch_lost_for_good_fails_the_ledger_check_by_name(db_url: str, tmp_path: Path) -> None:
+    """One-way links and nobody resending: the ledger check names the message that never reached the sector and
+    the batch that never arrived (the gap itself is named, so that part holds)."""
+    with StationPair(tmp_path, db_url, mode="one_way", beacon_every_ms=100) as pair:
+        pair.start()
+        dropped = pair.link.fault("drop", lane="down")
+        [lost] = pair.send(1)
+        pair.link.wait_for(dropped)
+        wait_until(lambda: (1, 1) in pair.gaps("far"), 10, "the far side naming seq 1 from a beacon")
+        report = pair.ledger(settle_s=0)
+        assert not report.ok
+        assert f"messages that never reached the sector: 1 (e.g. ['{lost}'])" in report.problems, report
+        assert "agent: batches sent on public_security.down and never received: 1 (e.g. [1])" in report.problems
+        assert not any("named as a gap" in problem for problem in report.problems), report
+
+
 # --------------------------------------------------------------------------- the whole way
 
 
