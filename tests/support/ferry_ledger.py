@@ -1,22 +1,27 @@
 """The ferry's ledger check: after a run across the link, account for everything from independent witnesses.
 
-Contract. `ferry_ledger(...)` waits (bounded) until the gateway's accepted cases are decided, then reads four
-sources that share no code path with each other's bookkeeping:
-  - the sector simulator's own counters: effects applied, submissions received, duplicates it recognised;
+Contract. `ferry_ledger(...)` (the whole way) waits (bounded) until the gateway's accepted cases are decided;
+`station_ledger(...)` (two stations, no gateway) takes what it is given. Both read sources that share no code
+path with each other's bookkeeping:
+  - the sector's own account: the simulator's counters (submissions received, repeats it recognised by their
+    idempotency key), or the stand-in sector's record (tests/support/ferry_side.py: one line per arrival);
   - the gateway's cases and events (the fault tests' `ledger_check`: every case decided, each task delivered and
     concluded once, events that rebuild the state, nothing open in the outbox, no dead letter unless expected);
-  - both stations' tables (the gateway's database and the agent's own SQLite): batches received, gaps named,
-    quarantine rows;
+  - both stations' tables (the gateway's database and the agent's own SQLite): batches sent and received,
+    messages answered, quarantine rows — and the gaps as a `GapWatch` saw them named through the run;
   - the link process's log of what it did to each file.
-It reports problems, never raises: the negative control asserts the problems it expects.
+It reports problems, never raises: the negative controls assert the problems they expect.
 
 Problems named:
-  - an accepted case whose submission reached the sector more than once, or never (the sector's count of
-    submissions received; with `reapplied_ok` — a crash between applying and recording — a repeat the sector
-    recognised by its idempotency key is allowed, a second effect never);
-  - a batch the sender recorded that the receiver never received (lost), or one received twice (applied twice);
-  - a batch the link dropped that the receiving station never named as a gap;
-  - a batch the link truncated or corrupted that the receiving station did not quarantine (row and file);
+  - an accepted case (a message sent) that never reached the sector, or reached it again (with `reapplied_ok` —
+    a crash between applying and recording — a repeat is allowed: the sector's idempotency key absorbs it);
+  - a message the near side sent and never saw answered;
+  - a batch one side recorded as sent that the other never received, or received twice;
+  - a batch the link dropped (or a refused direction lost) that the receiver never named as a gap — where it was
+    a gap: never received, or received after a later one (a resend arriving before anything after it fills the
+    place before there is a gap to name);
+  - a batch the link truncated or corrupted that the receiver did not quarantine (row and file) — unless a
+    resend replaced that copy before the receiver read it (the link's log says so);
   - everything `ledger_check` reports about the gateway's cases.
 """
 
@@ -227,25 +232,41 @@ def _check_sector(report: FerryLedgerReport, accepted: int, first: int, repeats:
                                f"({first + repeats} arrivals for {accepted} accepted)")
 
 
+@dataclass(frozen=True)
+class _SideState:
+    """What one station's tables hold, read at once."""
+
+    arrivals: list[tuple[int, datetime]]  # (seq, received_at) on the channel it receives on
+    sent: list[int]
+    gaps: list[tuple[int, int]]
+    quarantined: list[tuple[str, str]]  # (file, code)
+    unanswered: list[str]  # keys of messages it sent with no answer (the near side's only)
+
+
+def _read_side(side: Side, tables: FerryTables) -> _SideState:
+    r, g, q, m = tables.received, tables.gaps, tables.quarantine, tables.messages
+    with side.engine.connect() as conn:
+        arrivals = [(int(seq), at) for seq, at in conn.execute(
+            select(r.c.seq, r.c.received_at).where(r.c.channel == side.receives))]
+        sent = [int(seq) for seq in conn.execute(select(tables.sent.c.seq)
+                                                 .where(tables.sent.c.channel == side.sends)).scalars()]
+        gaps = [(int(low), int(high)) for low, high in conn.execute(
+            select(g.c.seq_from, g.c.seq_to).where(g.c.channel == side.receives))]
+        quarantined = [(str(file), str(code)) for file, code in conn.execute(
+            select(q.c.file, q.c.code).where(q.c.channel == side.receives))]
+        unanswered = [str(key) for key in conn.execute(select(m.c.key).where(
+            m.c.channel == side.sends, m.c.direction == "sent", m.c.type == "message", m.c.state != "answered")
+        ).scalars()] if side.expects_answers else []
+    return _SideState(arrivals, sent, gaps, quarantined, unanswered)
+
+
 def _check_side(report: FerryLedgerReport, side: Side, sender: Side | None, tables: FerryTables,
                 actions: list[LinkAction], watched: set[tuple[int, int]]) -> None:
-    with side.engine.connect() as conn:
-        arrivals = conn.execute(select(tables.received.c.seq, tables.received.c.received_at)
-                                .where(tables.received.c.channel == side.receives)).all()
-        received = [int(seq) for seq, _ in arrivals]
-        sent = conn.execute(select(tables.sent.c.seq).where(tables.sent.c.channel == side.sends)).scalars().all()
-        gaps = [(int(r.seq_from), int(r.seq_to)) for r in conn.execute(
-            select(tables.gaps.c.seq_from, tables.gaps.c.seq_to).where(tables.gaps.c.channel == side.receives))]
-        quarantined = [(str(r.file), str(r.code)) for r in conn.execute(
-            select(tables.quarantine.c.file, tables.quarantine.c.code)
-            .where(tables.quarantine.c.channel == side.receives))]
-        m = tables.messages
-        unanswered = conn.execute(select(m.c.key).where(
-            m.c.channel == side.sends, m.c.direction == "sent", m.c.type == "message", m.c.state != "answered")
-        ).scalars().all() if side.expects_answers else []
-    gaps = sorted(set(gaps) | watched)  # as named, not only as still missing
-    report.stations.append(StationTally(side.name, len(received), len(sent), gaps, quarantined))
-    _problem(report, f"{side.name}: messages sent and never answered", unanswered)
+    state = _read_side(side, tables)
+    gaps = sorted(set(state.gaps) | watched)  # as named, not only as still missing
+    received = [seq for seq, _ in state.arrivals]
+    report.stations.append(StationTally(side.name, len(received), len(state.sent), gaps, state.quarantined))
+    _problem(report, f"{side.name}: messages sent and never answered", state.unanswered)
     _problem(report, f"{side.name}: batches received twice on {side.receives}",
              [seq for seq, n in Counter(received).items() if n > 1])
     if sender is not None:
@@ -254,10 +275,18 @@ def _check_side(report: FerryLedgerReport, side: Side, sender: Side | None, tabl
                                           .where(tables.sent.c.channel == side.receives)).scalars())
         _problem(report, f"{side.name}: batches sent on {side.receives} and never received", sent_to_me - set(received))
     mine = [a for a in actions if a.lane == side.lane_in and a.seq is not None]
+    _check_gaps(report, side, mine, state.arrivals, gaps)
+    _check_quarantine(report, side, mine, {name for name, _ in state.quarantined})
+
+
+def _check_gaps(report: FerryLedgerReport, side: Side, mine: list[LinkAction],
+                arrivals: list[tuple[int, datetime]], gaps: list[tuple[int, int]]) -> None:
     dropped = {a.seq for a in mine if a.action in LOST}
     _problem(report, f"{side.name}: batches the link dropped or refused that were never named as a gap",
              {seq for seq in _missed(dropped, arrivals) if not any(low <= seq <= high for low, high in gaps)})
-    names = {name for name, _ in quarantined}
+
+
+def _check_quarantine(report: FerryLedgerReport, side: Side, mine: list[LinkAction], names: set[str]) -> None:
     mistreated = {a.file for i, a in enumerate(mine) if a.action in MISTREATED and not _replaced(a, mine[i + 1:])}
     _problem(report, f"{side.name}: truncated or corrupted batches not quarantined", mistreated - names)
     if side.quarantine_folder is not None:
