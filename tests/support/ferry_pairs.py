@@ -15,10 +15,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from sqlalchemy import MetaData, select
 
@@ -69,19 +68,19 @@ class StationPair:
         self.far_state.parent.mkdir(parents=True, exist_ok=True)
         self.sector_record = workdir / "far" / "sector.jsonl"
         folders = {side: {way: workdir / side / way for way in ("outgoing", "incoming")} for side in ("near", "far")}
-        common = {"mode": mode, "interval_ms": interval_ms, "resend_after_ms": resend_after_ms,
-                  "beacon_every_ms": beacon_every_ms}
+        common: dict[str, Any] = {"mode": mode, "interval_ms": interval_ms, "resend_after_ms": resend_after_ms,
+                                  "beacon_every_ms": beacon_every_ms}
         self.near_spec = SideSpec(
             role="near", database_url=near_db_url, name="gateway", send_channel=f"{CHANNEL}.down",
             receive_channel=f"{CHANNEL}.up", outgoing=str(folders["near"]["outgoing"]),
             incoming=str(folders["near"]["incoming"]), own_cert=near_cert, own_key=near_key, peer_certs=[far_cert],
-            **common)  # type: ignore[arg-type]
+            **common)
         self.far_spec = SideSpec(
             role="far", database_url=f"sqlite:///{self.far_state}", name="agent", send_channel=f"{CHANNEL}.up",
             receive_channel=f"{CHANNEL}.down", outgoing=str(folders["far"]["outgoing"]),
             incoming=str(folders["far"]["incoming"]), own_cert=far_cert, own_key=far_key, peer_certs=[near_cert],
             suppress_duplicates=far_suppresses, sector_record=str(self.sector_record),
-            **common)  # type: ignore[arg-type]
+            **common)
         self.folders = folders
         self.link = FerryLink(workdir / "link", {"down": (folders["near"]["outgoing"], folders["far"]["incoming"]),
                                                  "up": (folders["far"]["outgoing"], folders["near"]["incoming"])},
@@ -226,10 +225,3 @@ class StationPair:
             self.watch.look()
         return station_ledger(self.sent, SectorCount.of_record(self.sector_record), self.link, sides=self.sides(),
                               gaps=self.watch, reapplied_ok=reapplied_ok)
-
-    def with_spec(self, role: str, **changes: object) -> None:
-        """Change a side's spec before it starts (e.g. a key of its own)."""
-        if role == "near":
-            self.near_spec = replace(self.near_spec, **changes)  # type: ignore[arg-type]
-        else:
-            self.far_spec = replace(self.far_spec, **changes)  # type: ignore[arg-type]
