@@ -9,6 +9,7 @@ the link's log.
 - The far side is the real agent (`yiwang ferry serve`, empty state, its bundle over the link) in front of the
   civil-affairs simulator, beside a real gateway: killed at each point in turn on the same batches (a crash
   after a crash), then every case decided, each reached the sector once.
+- The gateway's delivery and near-side job run in a `yiwang worker`, killed while taking the answers.
 - The near side's station runs as a process of its own (tests/support/ferry_side.py), killed while sending a
   batch or while taking an answer; each point on one database, the two in turn (a process start is the cost
   of each test, and the station's code is the same on both).
@@ -22,7 +23,6 @@ from pathlib import Path
 import pytest
 
 from adapters.simulators.civil_affairs import CivilAffairsSimulator
-from tests.support.ferry_deployment import SECTOR as FERRY_SECTOR
 from tests.support.ferry_deployment import FerryDeployment
 from tests.support.ferry_pairs import StationPair
 
@@ -97,22 +97,20 @@ def test_the_agent_killed_at_each_crash_point_in_turn_then_restarted_delivers_ev
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_the_gateway_killed_at_each_crash_point_in_turn_then_restarted_delivers_every_case_once(
+def test_the_gateway_killed_while_taking_answers_then_restarted_decides_every_case_once(
     db_url: str, tmp_path: Path
 ) -> None:
-    """The gateway's delivery and near-side job in a `yiwang worker`, killed at each point in turn: `before_rename`
-    writing its first batch (the agent's bundle: recorded, half-written), `after_read` on the first answers'
-    batch, `after_apply` on the same batch (taken onto the cases, not recorded); started once more without, it
-    finishes: every case decided once, each reached the sector once."""
+    """The gateway's delivery and near-side job in a `yiwang worker`, killed at `after_read` on the first batch
+    of answers coming back, then at `after_apply` on the same batch (taken onto the cases, not recorded); started
+    once more without, it finishes: every case decided once, each reached the sector once. (The gateway killed
+    between writing and renaming: the near-side station process above.)"""
     with CivilAffairsSimulator(decision_delay_ms=50) as sector, \
             FerryDeployment(tmp_path, db_url, sector, near_in_worker=True,
-                            worker_env={CRASH_AT: "before_rename"}) as ferry:
-        assert ferry.workers[-1].wait(timeout=15) == -signal.SIGKILL, ferry.worker_logs()
-        outgoing = ferry.ferry_dir / FERRY_SECTOR / "outgoing"
-        assert [p.name for p in outgoing.iterdir() if p.name.endswith(".tmp")], "a temporary file, no batch"
+                            worker_env={CRASH_AT: "after_read"}) as ferry:
         ferry.submit(2)
-        for point in ("after_read", "after_apply"):
-            assert ferry.start_worker(**{CRASH_AT: point}).wait(timeout=20) == -signal.SIGKILL, ferry.worker_logs()
+        assert ferry.workers[-1].wait(timeout=20) == -signal.SIGKILL, ferry.worker_logs()
+        assert ferry.start_worker(**{CRASH_AT: "after_apply"}).wait(timeout=20) == -signal.SIGKILL, \
+            ferry.worker_logs()
         ferry.start_worker()
         report = ferry.ledger()
         assert report.ok, f"{report}\n{ferry.worker_logs()}"
