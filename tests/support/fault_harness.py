@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import httpx
 from sqlalchemy import Engine, create_engine, func, select, text
@@ -115,6 +115,8 @@ def drop_database(admin_url: str, db_url: str) -> None:
 
 
 def harness_engine(db_url: str) -> Engine:
+    if db_url.startswith("sqlite"):  # one file, no sessions to tell apart
+        return make_engine(db_url)
     separator = "&" if "?" in db_url else "?"
     return make_engine(f"{db_url}{separator}application_name={HARNESS_APP}")
 
@@ -765,6 +767,15 @@ class LedgerReport:
 Routed = Mapping[str, tuple[str, ...]]  # each recorded case number -> the sectors its tasks go to
 
 
+class Deployment(Protocol):
+    """What the ledger check reads a deployment through: a `Cluster`, or a gateway built in the test's process."""
+
+    @property
+    def db_url(self) -> str: ...
+
+    def personal(self) -> PersonalData: ...
+
+
 @dataclass
 class _Stored:
     """What the database holds about the recorded cases, read in a few queries."""
@@ -778,7 +789,7 @@ class _Stored:
     dead_letters: int
 
 
-def ledger_check(cluster: Cluster, loads: Sequence[LoadResult], simulators: Mapping[str, SimulatorBase], *,
+def ledger_check(cluster: Deployment, loads: Sequence[LoadResult], simulators: Mapping[str, SimulatorBase], *,
                  expect_dead: bool = False, settle_s: float = 60, quiet_s: float = 0.5) -> LedgerReport:
     """Wait (bounded) until every accepted case has been delivered and decided — or, with `expect_dead`,
     its message has died — and the sectors have stopped receiving; then account for everything.
