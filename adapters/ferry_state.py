@@ -85,6 +85,8 @@ def ferry_tables(metadata: MetaData) -> FerryTables:
             _counter("applied_seq"),
             _counter("seen_seq"),
             _counter("signals_seen"),
+            _counter("duplicate_batches"),
+            _counter("replayed_signals"),
             _utc("last_batch_at"),
             _utc("last_signal_at"),
             _counter("peer_seq"),

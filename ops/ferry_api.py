@@ -70,6 +70,9 @@ class ChannelWayOut(BaseModel):
     oldest_gap_age_s: float | None
     last_signal_at: BeijingTime | None = Field(description="receiving: the peer's last beacon or receipt")
     last_signal_age_s: float | None
+    duplicates: int = Field(description="receiving: batches met again after they were applied (a resend, a link's "
+                                        "copy or a replay): refused, not applied again")
+    replayed_signals: int = Field(description="receiving: old receipts or beacons sent again: ignored")
 
 
 class ChannelOut(BaseModel):

@@ -272,6 +272,9 @@ def ferry_metrics(channels: FerryChannels, clock: Clock) -> list[Metric]:
     families = {name: gauge(name, documentation, labels) for name, (documentation, labels) in FERRY_GAUGES.items()}
     quarantined = CounterMetricFamily("yiwang_ferry_quarantined", "Files refused on a ferry link and quarantined, by "
                                       "refusal code", labels=["channel", "code"])
+    met_again = CounterMetricFamily("yiwang_ferry_met_again", "Batches and signals received on a ferry link again "
+                                    "after they were taken (resends, a link's copies, replays): refused, not applied",
+                                    labels=["channel", "what"])
 
     def add(name: str, labels: list[str], value: float | None) -> None:
         if value is not None:
@@ -294,7 +297,9 @@ def ferry_metrics(channels: FerryChannels, clock: Clock) -> list[Metric]:
             link.beacon_every.total_seconds() if link.beacon_every else None)
         for code, count in sorted((dict.fromkeys(QUARANTINE_CODES, 0) | dict(link.quarantined)).items()):
             quarantined.add_metric([link.link, code], count)
-    return [*families.values(), quarantined]
+        met_again.add_metric([link.link, "batch"], received.duplicates)
+        met_again.add_metric([link.link, "signal"], received.replayed_signals)
+    return [*families.values(), quarantined, met_again]
 
 
 FERRY_GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {

@@ -106,7 +106,8 @@ class StationLinks:
         oldest_gap = min((gap.named_at for gap in station.gaps()), default=None) if status.gaps else None
         return ChannelWay(status.channel, direction, False, status.applied_seq, status.last_at, lag=status.lag,
                           highest_seen=status.last_seq, open_gaps=status.gaps, oldest_gap_at=oldest_gap,
-                          last_signal_at=status.last_signal_at)
+                          last_signal_at=status.last_signal_at, duplicates=status.duplicates,
+                          replayed_signals=status.replayed_signals)
 
     def _quarantined_by_code(self, channel: str) -> dict[str, int]:
         q = self._tables.quarantine

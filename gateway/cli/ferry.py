@@ -164,7 +164,7 @@ STATUS_COLUMNS = (Column("channel", "link", identifier=True), Column("direction"
                   Column("last_batch_age_s", "age", shown=_age("last_batch_age_s")),
                   Column("lag"), Column("unacknowledged", "unacked"), Column("open_gaps", "gaps"),
                   Column("last_signal_age_s", "beacon age", shown=_age("last_signal_age_s")),
-                  Column("quarantined"), Column("mode"))
+                  Column("quarantined"), Column("duplicates", "met again"), Column("mode"))
 GAP_COLUMNS = (Column("channel", identifier=True), Column("seq_from", "from"), Column("seq_to", "to"),
                Column("named_at", "named (Beijing)"), Column("age_s", "open for", shown=_age("age_s")))
 QUARANTINE_COLUMNS = (Column("channel", identifier=True), Column("at", "at (Beijing)"), Column("code"),

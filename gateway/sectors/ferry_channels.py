@@ -46,6 +46,8 @@ class ChannelWay:
     open_gaps: int = 0  # receiving: ranges named missing and not filled
     oldest_gap_at: datetime | None = None
     last_signal_at: datetime | None = None  # receiving: the peer's last beacon or receipt
+    duplicates: int = 0  # receiving: batches met again after they were applied (resends, copies, replays)
+    replayed_signals: int = 0  # receiving: old receipts or beacons sent again, ignored
 
 
 @dataclass(frozen=True)

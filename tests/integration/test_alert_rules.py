@@ -155,6 +155,8 @@ def test_every_metric_a_ferry_rule_names_is_exposed_for_links_in_trouble(engine:
     assert value["yiwang_ferry_lag_batches", ps] == 2  # 3 seen, 1 applied with none missing below
     assert value["yiwang_ferry_quarantined_total", ("public_security", "unreadable")] == 1
     assert value["yiwang_ferry_quarantined_total", ("civil_affairs", "unreadable")] == 0
+    assert value["yiwang_ferry_met_again_total", ("public_security", "batch")] == 0  # counted: test_ferry_station
+    assert value["yiwang_ferry_met_again_total", ("civil_affairs", "signal")] == 0
     assert value["yiwang_ferry_beacon_age_seconds", ca] == 20 * 60
     assert value["yiwang_ferry_beacon_interval_seconds", ca] == 60
     assert value["yiwang_ferry_last_batch_age_seconds", ("civil_affairs", "down")] == 21 * 60

@@ -415,6 +415,11 @@ def test_a_replayed_old_batch_and_a_replayed_signal_are_refused(link: Link) -> N
     assert (far.duplicate_batches, far.applied_entries) == (1, 0)
     assert (near.replayed_signals, near.signals) == (1, 0)
     assert len(link.far.applied) == 6
+    # shown: each side's status counts what it met again (operators read it in `yiwang ferry status`, the API
+    # and `yiwang_ferry_met_again_total`)
+    far_in, near_in = link.far.station.status()[1], link.near.station.status()[1]
+    assert (far_in.duplicates, far_in.replayed_signals) == (1, 0)
+    assert (near_in.duplicates, near_in.replayed_signals) == (0, 1)
 
 
 def test_entries_that_cannot_go_change_nothing_and_a_full_folder_loses_nothing(

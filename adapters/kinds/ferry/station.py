@@ -157,6 +157,8 @@ class ChannelStatus:
     peer_seq: int = 0  # receive, one_way: the last seq the peer's beacon named
     quarantined: int = 0  # receive: files quarantined on it, ever
     applied_seq: int = 0  # receive: every seq up to this one applied
+    duplicates: int = 0  # receive: batches met again after they were applied (a resend, a link's copy, a replay)
+    replayed_signals: int = 0  # receive: receipts or beacons whose counter was not above the last taken: ignored
 
 
 @dataclass(frozen=True)
@@ -400,8 +402,10 @@ class Station:
             cfg.incoming.remove(path)
             return False
         problem = self._chain_problem(batch)
-        if problem is not None and problem[0] == _DUPLICATE:
+        if problem is not None and problem[0] == _DUPLICATE:  # a resend or a replay: refused, counted, shown
             report.duplicate_batches += 1
+            self._count_refused("duplicate_batches")
+            log.info("ferry_batch_met_again", channel=cfg.receive_channel, seq=batch.seq, file=path.name)
             cfg.incoming.remove(path)
             return True
         if problem is not None:
@@ -568,6 +572,13 @@ class Station:
 
     # ------------------------------------------------------------------------------------------- signals
 
+    def _count_refused(self, column: str) -> None:
+        """One more batch met again on the channel we receive on (operators see the count in `status`)."""
+        ch = self._t.channels
+        with self._engine.begin() as conn:
+            conn.execute(update(ch).where(ch.c.channel == self.config.receive_channel)
+                         .values({column: ch.c[column] + 1}))
+
     def _take_signal(self, batch: Batch, report: ReceiveReport) -> None:
         assert batch.signal is not None
         ch, now, counter = self._t.channels, self._now(), int(batch.signal["counter"])
@@ -577,7 +588,9 @@ class Station:
                                  .values(signals_seen=counter, last_signal_at=now))
             if taken.rowcount != 1:
                 report.replayed_signals += 1
-                log.info("ferry_signal_replayed", channel=self.config.receive_channel, counter=counter)
+                conn.execute(update(ch).where(ch.c.channel == self.config.receive_channel)
+                             .values(replayed_signals=ch.c.replayed_signals + 1))
+                log.warning("ferry_signal_replayed", channel=self.config.receive_channel, counter=counter)
                 return
             report.signals += 1
             if "receipts" in batch.signal:
@@ -687,7 +700,8 @@ class Station:
         return ChannelStatus(channel=cfg.receive_channel, direction="receive", mode=cfg.mode,
                              last_seq=last_seq or 0, last_at=as_utc(last_at), lag=row.seen_seq - row.applied_seq,
                              gaps=gaps, last_signal_at=as_utc(row.last_signal_at), peer_seq=row.peer_seq,
-                             quarantined=quarantined, applied_seq=row.applied_seq)
+                             quarantined=quarantined, applied_seq=row.applied_seq,
+                             duplicates=row.duplicate_batches, replayed_signals=row.replayed_signals)
 
     def gaps(self, *, include_filled: bool = False) -> list[Gap]:
         """The gaps named on the channel we receive on (open ones; `include_filled`: all), oldest first."""

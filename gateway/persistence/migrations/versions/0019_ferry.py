@@ -34,6 +34,8 @@ def upgrade() -> None:
     sa.Column('applied_seq', sa.BigInteger(), server_default='0', nullable=False),
     sa.Column('seen_seq', sa.BigInteger(), server_default='0', nullable=False),
     sa.Column('signals_seen', sa.BigInteger(), server_default='0', nullable=False),
+    sa.Column('duplicate_batches', sa.BigInteger(), server_default='0', nullable=False),
+    sa.Column('replayed_signals', sa.BigInteger(), server_default='0', nullable=False),
     sa.Column('last_batch_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('last_signal_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('peer_seq', sa.BigInteger(), server_default='0', nullable=False),
