@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import MetaData, select
 
+from adapters.ferry_state import ferry_tables
 from adapters.kinds.ferry.batch import FerryKeys, seal
 from adapters.kinds.ferry.folders import LinkFolder, Naming
 from adapters.kinds.ferry.station import Station
-from adapters.kinds.ferry.tables import ferry_tables
 from adapters.simulators.civil_affairs import CivilAffairsSimulator
 from certstore import Credential
 from tests.support.ferry_deployment import SECTOR as FERRY_SECTOR

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, MetaData, create_engine, select
 
-from adapters.kinds.ferry.tables import FerryTables, ferry_tables
+from adapters.ferry_state import FerryTables, ferry_tables
 from adapters.simulators.base import SimulatorBase
 from tests.support.fault_harness import Deployment, LedgerReport, LoadResult, harness_engine, ledger_check
 from tests.support.ferry_link import FerryLink, LinkAction

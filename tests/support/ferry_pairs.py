@@ -21,8 +21,8 @@ from typing import Any, Self
 
 from sqlalchemy import MetaData, select
 
+from adapters.ferry_state import ferry_tables
 from adapters.kinds.ferry.station import Station
-from adapters.kinds.ferry.tables import ferry_tables
 from tests.support.ferry_ledger import (
     FerryLedgerReport,
     GapWatch,

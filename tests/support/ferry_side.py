@@ -30,10 +30,10 @@ from types import FrameType
 
 from sqlalchemy import Engine, MetaData
 
+from adapters.ferry_state import ferry_tables
 from adapters.kinds.ferry.batch import Batch, Entry, FerryKeys
 from adapters.kinds.ferry.folders import LinkFolder, Naming
 from adapters.kinds.ferry.station import ReceiveReport, Station, StationConfig, crash_point
-from adapters.kinds.ferry.tables import ferry_tables
 from certstore import Credential
 from gateway.persistence.engine import make_engine
 
