@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -23,6 +22,7 @@ from sqlalchemy import MetaData, select
 
 from adapters.ferry_state import ferry_tables
 from adapters.kinds.ferry.station import Station
+from tests.support.fault_harness import wait_until
 from tests.support.ferry_ledger import (
     FerryLedgerReport,
     GapWatch,
@@ -47,14 +47,6 @@ def write_pair(folder: Path, name: str, days: float = 30) -> tuple[str, str]:
     (folder / f"{name}.pem").write_bytes(cert)
     (folder / f"{name}.key").write_bytes(key)
     return str(folder / f"{name}.pem"), str(folder / f"{name}.key")
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s} s: {what}")
-        time.sleep(0.02)
 
 
 class StationPair:
