@@ -540,32 +540,25 @@ class OutboxRepository:
     def bad_answer(self, message_id: int, available_at: datetime) -> None:
         """A status answer that could not be read: counted (`bad_answers`, one more in a row) and asked again at
         `available_at`."""
-        self._conn.execute(
-            update(t.outbox)
-            .where(t.outbox.c.id == message_id)
-            .values(status=self.PENDING, available_at=available_at, lease_owner=None, lease_until=None,
-                    circuit_wait_since=None, bad_answers=t.outbox.c.bad_answers + 1)
-        )
+        self._due_again(message_id, available_at, circuit_wait_since=None, bad_answers=t.outbox.c.bad_answers + 1)
 
     def wait_for_circuit(self, message_id: int, available_at: datetime, now: datetime, *, spent: bool) -> None:
         """Due again at `available_at` (when the sector's breaker may close), without counting this take as a
         delivery unless `spent` (a call reached the sector first); the wait counts from the first such refusal."""
-        self._conn.execute(
-            update(t.outbox)
-            .where(t.outbox.c.id == message_id)
-            .values(status=self.PENDING, available_at=available_at, lease_owner=None, lease_until=None,
-                    deliveries=t.outbox.c.deliveries - (0 if spent else 1),
-                    circuit_wait_since=func.coalesce(t.outbox.c.circuit_wait_since, now))
-        )
+        self._due_again(message_id, available_at, deliveries=t.outbox.c.deliveries - (0 if spent else 1),
+                        circuit_wait_since=func.coalesce(t.outbox.c.circuit_wait_since, now))
 
     def wait_for_answer(self, message_id: int, available_at: datetime) -> None:
         """Due again at `available_at`, this take not counted as a delivery: its answer is on its way across a
         gap. Unlike a circuit's wait, nothing bounds it here (the ferry's own `answer_within_ms` does)."""
+        self._due_again(message_id, available_at, deliveries=t.outbox.c.deliveries - 1)
+
+    def _due_again(self, message_id: int, available_at: datetime, **more: Any) -> None:
+        """Back to pending, due at `available_at`, its lease released; `more` says what else the wait changes."""
         self._conn.execute(
             update(t.outbox)
             .where(t.outbox.c.id == message_id)
-            .values(status=self.PENDING, available_at=available_at, lease_owner=None, lease_until=None,
-                    deliveries=t.outbox.c.deliveries - 1)
+            .values(status=self.PENDING, available_at=available_at, lease_owner=None, lease_until=None, **more)
         )
 
     def due_now(self, idempotency_key: str, now: datetime) -> int:
