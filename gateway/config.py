@@ -239,6 +239,18 @@ class Settings:
                                              "mTLS via a TLS terminator: the header carrying the escaped PEM")
     client_cert_proxies: frozenset[str] = setting("YIWANG_CLIENT_CERT_PROXIES", frozenset({"127.0.0.1", "::1"}),
                                                   _names, "whose header is believed")
+    # The operators' console (/console, ops/console/): its sessions and sign-in lockout.
+    console_idle_ms: int = setting("YIWANG_CONSOLE_IDLE_MS", 30 * 60_000, _positive,
+                                   "a console session unused this long ends (30 minutes)")
+    console_session_ms: int = setting("YIWANG_CONSOLE_SESSION_MS", 8 * 3_600_000, _positive,
+                                      "a console session ends this long after sign-in, however busy (8 hours)")
+    console_lockout_failures: int = setting("YIWANG_CONSOLE_LOCKOUT_FAILURES", 5, _positive,
+                                            "failed console sign-ins from one address that lock it out")
+    console_lockout_ms: int = setting("YIWANG_CONSOLE_LOCKOUT_MS", 15 * 60_000, _positive,
+                                      "how long a locked-out address waits, and the window failures count in")
+    tls_proxies: frozenset[str] = setting("YIWANG_TLS_PROXIES", frozenset({"127.0.0.1", "::1"}), _names,
+                                          "the TLS terminator's addresses: only from these are X-Forwarded-Proto "
+                                          "and X-Forwarded-For believed (the console's Secure cookie, lockout)")
     master_key: str | None = setting("YIWANG_MASTER_KEY", None, _text,
                                      "`id:base64,...`, first current; see certstore/keyring", secret=True)
     master_key_file: Path | None = setting("YIWANG_MASTER_KEY_FILE", None, _path, "the same, one per line; "

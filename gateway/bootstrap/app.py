@@ -75,12 +75,14 @@ from gateway.security.api_keys import ApiKeyStore
 from gateway.security.approvals import Approvals
 from gateway.security.certificates import ExpiryWatch, open_cert_store
 from gateway.security.rate_limits import rate_limiter
+from gateway.security.sessions import ConsoleSessions, SessionPolicy
 from gateway.transport.amqp import AmqpTransport, ConfirmedPublisher
 from gateway.transport.in_process import Dispatcher
 from gateway.transport.scheduler import Job, Scheduler
 from ops import api as ops_api
 from ops import ferry_api
 from ops import readiness as readiness_probe
+from ops.console import install_console
 from ops.dead_letters import DeadLetterDesk
 from ops.gateway_metrics import SectorAnswerMetrics, register_gateway_metrics
 from ops.readiness import Readiness, build_readiness
@@ -361,6 +363,16 @@ API_DESCRIPTION = """一网（Yiwang）网关的统一接口：事项目录、�
 """
 
 
+def console_sessions(gateway: Gateway) -> ConsoleSessions:
+    """The operators' console's sessions and sign-in lockout, as the settings say (ops/console)."""
+    s = gateway.settings
+    policy = SessionPolicy(idle=timedelta(milliseconds=s.console_idle_ms),
+                           absolute=timedelta(milliseconds=s.console_session_ms),
+                           max_failures=s.console_lockout_failures,
+                           lockout=timedelta(milliseconds=s.console_lockout_ms))
+    return ConsoleSessions(gateway.engine, gateway.service.clock, policy)
+
+
 def create_app(gateway: Gateway, close_gateway: bool = False) -> FastAPI:
     """`close_gateway`: the app owns its gateway and closes it when it stops (each process of `yiwang serve
     --workers N`, where no caller outlives the app to do it); otherwise the caller closes it."""
@@ -406,6 +418,7 @@ def create_app(gateway: Gateway, close_gateway: bool = False) -> FastAPI:
         app.include_router(router)
     for install in PROBLEM_TABLES:
         install(app)
+    install_console(app, sessions=console_sessions(gateway), tls_proxies=gateway.settings.tls_proxies)
     install_docs(app)
     describe_api(app, active_named_queries(gateway.registry))  # security, refusals, the named queries of today
     # Uploads and bundles stream with limits of their own; callbacks are capped where they are read.

@@ -32,7 +32,7 @@ from gateway.domain.clock import Clock, SystemClock, as_utc, beijing_text
 from gateway.domain.codes import is_valid_credit_code
 from gateway.domain.roles import Identity, Role, separation_breach
 from gateway.domain.text import UndeliverableText, typed_text
-from gateway.persistence.identity_tables import identities
+from gateway.persistence.identity_tables import console_sessions, identities
 from gateway.persistence.uow import UnitsOfWork
 
 KEY_PREFIX = "yw_"
@@ -217,7 +217,12 @@ class ApiKeyStore:
         with self._units() as uow:
             conn = uow.conn
             row = self._active_row(conn, identity_id)
-            conn.execute(update(identities).where(identities.c.id == identity_id).values(revoked_at=self._clock.now()))
+            now = self._clock.now()
+            conn.execute(update(identities).where(identities.c.id == identity_id).values(revoked_at=now))
+            # Its console sessions end with it, on every node (gateway/security/sessions.py).
+            conn.execute(update(console_sessions).where(console_sessions.c.identity_id == identity_id,
+                                                        console_sessions.c.ended_at.is_(None))
+                         .values(ended_at=now, ended_why="revoked"))
             uow.commit()
         self._forget(*_entries(row))  # after the commit: a concurrent reload cannot bring it back (see _forget)
         return _identity_from_row(row)

@@ -31,7 +31,7 @@ from gateway.persistence.tables import MAX_ROW_ID
 log = structlog.get_logger("yiwang.audit")
 router = APIRouter(prefix="/v1", tags=["audit"])
 CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-AUDITED_PREFIX = "/v1/"
+AUDITED_PREFIX = ("/v1/", "/console/")  # the API, and the console's forms (ops/console)
 # Record ids are 32-bit integers in PostgreSQL: a bigger one names nothing, and must not reach SQL (a 500).
 RecordId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
 # Both logs run oldest first by record id; no total (counting a log is a scan).
