@@ -5,9 +5,34 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check bench bundle-schema cli-reference wheelhouse clean
+.PHONY: demo test lint typecheck check bench bundle-schema cli-reference wheelhouse browser screenshots clean
 
-$(STAMP): pyproject.toml
+# Third-party assets, fetched at install from the npm registry, each pinned by version and the tarball's sha512
+# (`npm view NAME@VERSION dist.integrity`), never committed (deploy/fetch-npm-asset checks the pin). Each is
+# fetched again only when absent or when its pin changes (a new pin is a new stamp under var/asset-pins/). The
+# virtualenv's stamp depends on them order-only: a fresh fetch does not reinstall the virtualenv.
+HTMX_VERSION := 2.0.8
+HTMX_INTEGRITY := sha512-fm297iru0iWsNJlBrjvtN7V9zjaxd+69Oqjh4F/Vq9Wwi2kFisLcrLCiv5oBX0KLfOX/zG8AUo9ROMU5XUB44Q==
+HTMX := ops/console/static/vendor/htmx.min.js
+AXE_VERSION := 4.10.3
+AXE_INTEGRITY := sha512-Xm7bpRXnDSX2YE2YFfBk2FnF0ep6tmG7xPh8iHee8MIcrgq762Nkce856dYtJYLkuIoYZvGfTs/PbZhideTcEg==
+AXE := var/test-assets/axe.min.js
+ASSETS := $(HTMX) $(AXE)
+# $(call pin,NAME,VERSION,INTEGRITY): the pin's stamp file (base64's / and = do not go in a file name)
+pin = var/asset-pins/$(1)@$(2)-$(subst /,_,$(subst =,,$(3)))
+
+var/asset-pins/%:
+	mkdir -p $(@D) && touch '$@'
+
+# the console's htmx (runtime: it ships in the wheel)
+$(HTMX): $(call pin,htmx.org,$(HTMX_VERSION),$(HTMX_INTEGRITY))
+	deploy/fetch-npm-asset htmx.org $(HTMX_VERSION) $(HTMX_INTEGRITY) dist/htmx.min.js $@
+
+# axe-core for the browser tests' accessibility check (tests/support/browser.py): test-only
+$(AXE): $(call pin,axe-core,$(AXE_VERSION),$(AXE_INTEGRITY))
+	deploy/fetch-npm-asset axe-core $(AXE_VERSION) $(AXE_INTEGRITY) axe.min.js $@
+
+$(STAMP): pyproject.toml | $(ASSETS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
@@ -69,6 +94,18 @@ check: lint typecheck
 PYTEST_WORKERS ?= 3
 test: lint typecheck
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+
+# The browser the browser tests drive (tests/support/browser.py): Debian's chromium and the CJK font its pages
+# render Chinese with, installed with apt-get where missing (as root; otherwise it says what to run).
+browser:
+	deploy/install-browser
+
+# The browser tests' screenshots (var/screenshots/, written by tests/support/browser.py `screenshot`) into the
+# documentation.
+screenshots:
+	@ls var/screenshots/*.png > /dev/null 2>&1 || { echo "no screenshots in var/screenshots/: run the browser tests first (make test)" >&2; exit 1; }
+	mkdir -p docs/screenshots
+	cp var/screenshots/*.png docs/screenshots/
 
 clean:
 	rm -rf $(VENV) var dist .pytest_cache

@@ -12,7 +12,8 @@ scratch.
 
 Real services, real connections. When PostgreSQL is not reachable the PostgreSQL variants skip with
 a message saying how to start it — unless YIWANG_REQUIRE_SERVICES=1 (as `.ci/run` sets), which turns
-a missing service into a failure.
+a missing service into a failure. The same holds for the browser tests' chromium and Playwright (`chromium`,
+`page`: tests/support/browser.py), and `live_gateway` serves a gateway over HTTP for them.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from __future__ import annotations
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import structlog
@@ -30,18 +31,27 @@ from sqlalchemy import Connection, Engine, NullPool, create_engine, text
 
 from adapters.simulators.social_security import SocialSecuritySimulator
 from gateway.bootstrap.app import Gateway, build_gateway
-from gateway.config import Settings
 from gateway.domain.clock import Clock
 from gateway.persistence.engine import make_engine
 from gateway.persistence.uow import create_schema
-from tests.support.gateways import SECTOR_SECRETS, SeedFile, activate_shipped
+from tests.support.browser import LiveGateway, PageLog, launched_chromium, opened_page, served_gateway
+from tests.support.gateways import SECTOR_SECRETS, SeedFile, activate_shipped, settings_for_tests
 from tests.support.schedule import (  # noqa: F401 - hooks: long tests dealt out first (see the module)
     pytest_collection_modifyitems,
     pytest_configure_node,
     pytest_runtest_logreport,
     pytest_sessionfinish,
 )
-from tests.support.services import PG_ADMIN_URL, PG_HOW_TO_START, rabbitmq_vhost, service_missing
+from tests.support.services import (
+    PG_ADMIN_URL,
+    PG_HOW_TO_START,
+    postgres_schema_of_its_own,
+    rabbitmq_vhost,
+    service_missing,
+)
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
 
 
 @pytest.fixture(autouse=True)
@@ -230,18 +240,7 @@ def make_gateway(tmp_path: Path, db_url: str) -> Iterator[Callable[..., Gateway]
              ) -> Gateway:
         """`bundles`: the shipped bundles registered and activated (if not already) — the sectors with a
         system; every other department decides through the back office."""
-        settings = Settings(
-            var_dir=tmp_path / "var",
-            database_url=db_url,
-            dispatch_in_process=False,
-            poll_interval_ms=20,
-            retry_attempts=3,
-            retry_initial_ms=1,
-            retry_max_ms=5,
-            lease_ms=5_000,
-            registry_refresh_ms=0,  # every lookup sees the database's active versions
-        )
-        gateway = build_gateway(replace(settings, **overrides), clock=clock)
+        gateway = build_gateway(settings_for_tests(tmp_path / "var", db_url, **overrides), clock=clock)
         built.append(gateway)
         activate_shipped(gateway.bundles, *bundles)
         return gateway
@@ -256,3 +255,48 @@ def rabbitmq_url() -> Iterator[str]:
     """A RabbitMQ virtual host of this test run's own (amqp:// URL), deleted at the end."""
     with rabbitmq_vhost() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Browser]:
+    """One headless chromium per run (per xdist worker); a skip saying `make browser` where it is missing."""
+    with launched_chromium() as browser:
+        yield browser
+
+
+@pytest.fixture
+def page_log() -> PageLog:
+    """What went wrong in the test's `page`: console errors, uncaught exceptions, CSP violations."""
+    return PageLog()
+
+
+@pytest.fixture
+def page(chromium: Browser, page_log: PageLog) -> Iterator[Page]:
+    """A page in a context of its own: 1280x800, zh-CN, Asia/Shanghai; its problems go into `page_log`."""
+    with opened_page(chromium, page_log) as page:
+        yield page
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def live_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A database of the module's own at the newest migration: a copy of the SQLite template, or a PostgreSQL
+    schema of its own (migrated afresh, ~0.6 s) — never the run's shared schema, which `db_url` empties.
+    A test that needs SQLite only: `@pytest.mark.parametrize("live_db", ["sqlite"], indirect=True)`."""
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("live-db") / "yiwang.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
+        return
+    with postgres_schema_of_its_own(request.getfixturevalue("postgres_url"), "live") as url:
+        engine = make_engine(url)
+        create_schema(engine)
+        engine.dispose()
+        yield url
+
+
+@pytest.fixture(scope="module")
+def live_gateway(live_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveGateway]:
+    """A gateway served by uvicorn on an ephemeral port (with its simulators), for the module's tests, on each
+    database; what one test adds stays for the next, so tests make their own cases and look only at those."""
+    with served_gateway(live_db, tmp_path_factory.mktemp("live-var")) as live:
+        yield live

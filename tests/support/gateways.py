@@ -9,7 +9,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,6 +20,7 @@ from adapters.bundle import Bundle, Problem
 from adapters.registry import default_bundles_dir
 from gateway.bootstrap.app import Gateway
 from gateway.catalogue import matters as catalogue_module
+from gateway.config import Settings
 from gateway.domain.matter import Matter
 from gateway.domain.roles import Role
 from gateway.sectors.bundle_records import BundleStore, pack_folder, unpacked
@@ -34,6 +35,23 @@ SECTOR_SECRETS = {"YIWANG_SECRET_GJJ_CLIENT_ID": "yiwang", "YIWANG_SECRET_GJJ_CL
                   "YIWANG_SECRET_EMPLOYMENT_APP_SECRET": "jy-secret", "YIWANG_SECRET_SOCIAL_ASSISTANCE_KEY": "jz-secret",
                   "YIWANG_SECRET_LICENCE_LIBRARY_TOKEN": "dzzzk-token",
                   "YIWANG_SECRET_RATING_PLATFORM_TOKEN": "hcp-token"}
+
+
+def settings_for_tests(var_dir: Path, database_url: str, **overrides: Any) -> Settings:
+    """A test gateway's settings: dispatch left to the test (it drains), short polls and retries, and every
+    lookup seeing the database's active bundle versions."""
+    settings = Settings(
+        var_dir=var_dir,
+        database_url=database_url,
+        dispatch_in_process=False,
+        poll_interval_ms=20,
+        retry_attempts=3,
+        retry_initial_ms=1,
+        retry_max_ms=5,
+        lease_ms=5_000,
+        registry_refresh_ms=0,  # every lookup sees the database's active versions
+    )
+    return replace(settings, **overrides)
 
 
 def activate_shipped(store: BundleStore, *sectors: str) -> None:
