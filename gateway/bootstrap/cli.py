@@ -457,14 +457,17 @@ def worker() -> None:
 
 
 @app.command()
-def demo(keep: bool = typer.Option(False, help="Keep var/demo from the last run instead of starting fresh.")) -> None:
+def demo(keep: bool = typer.Option(False, help="Keep var/demo from the last run instead of starting fresh."),
+         stay: bool = typer.Option(False, help="After the scenes, keep the gateway, its console and the sector "
+                                                "simulators running until Ctrl-C"),
+         port: int = typer.Option(0, min=0, max=65535, help="the gateway's port (0: any free one)")) -> None:
     """Run the simulator and the gateway, submit sample cases as the hall would, print their timelines."""
     from gateway.bootstrap.demo import run_demo
     from gateway.config import ConfigError
 
     settings = _settings()  # warnings only unless -v: the timelines tell the story
     try:
-        succeeded = run_demo(console, settings, fresh=not keep)
+        succeeded = run_demo(console, settings, fresh=not keep, stay=stay, port=port)
     except ConfigError as exc:  # e.g. a strict start: the demo's secrets are the published ones
         _refused(exc)
     raise typer.Exit(0 if succeeded else 1)

@@ -46,6 +46,9 @@ and two synchronous queries (housing-fund balance, marriage record); then
      bundle crosses as a signed control batch, and a case is approved across the gap. Then the link loses one
      batch: the agent names the gap (`yiwang ferry state`), an operator resends it (`yiwang ferry resend`), and
      that case is approved too. Last, civil affairs's direct bundle is activated again.
+  17. the operators' console: a case's message is left dead (social security was down; it is back), an operator's
+     key is issued and the console's address printed, to sign in, find the letter, replay it and see the case
+     approved; `yiwang demo --stay` keeps the gateway and the simulators up after the scenes for that.
 Part of the composition root. The demo plays the sector teams too, so it names sectors, as no product module
 may (tests/unit/test_sectors_stay_out_of_the_product.py).
 """
@@ -59,6 +62,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -149,7 +153,9 @@ SECRETS = {  # the simulators' default credentials, as a deployment would provid
 SECTORS = ("social_security", "housing_fund", "civil_affairs", "public_security")
 
 
-def run_demo(console: Console, base: Settings, fresh: bool = True, timeout_s: float = 60) -> bool:
+def run_demo(console: Console, base: Settings, fresh: bool = True, timeout_s: float = 60, *, stay: bool = False,
+             port: int = 0) -> bool:
+    """Play every scene; `stay`: then keep the gateway (its console) and the simulators up until Ctrl-C."""
     if fresh:
         shutil.rmtree(DEMO_DIR, ignore_errors=True)
     for name, value in SECRETS.items():
@@ -175,7 +181,7 @@ def run_demo(console: Console, base: Settings, fresh: bool = True, timeout_s: fl
                            sector_endpoints=endpoints, ferry_dir=FERRY_DIR / "near", ferry_interval_ms=200)
         gateway = build_gateway(settings)
         stack.callback(gateway.close)
-        base_url = stack.enter_context(serve_in_thread(create_app(gateway)))
+        base_url = stack.enter_context(serve_in_thread(create_app(gateway), port=port))
         systems["public_security"].callback_url = f"{base_url}/callbacks/public_security"
         for sector, sim in systems.items():
             console.print(f"{sector:16} {sim.url}")
@@ -193,6 +199,8 @@ def run_demo(console: Console, base: Settings, fresh: bool = True, timeout_s: fl
         ok = _outage(console, gateway, systems["social_security"], desk, timeout_s) and ok
         for scene in (_correction, _back_office):
             ok = scene(console, gateway, systems["social_security"], desk, timeout_s) and ok
+        # Before scene 10 replaces the social-security system by one that wants TLS: the letter's replay goes here.
+        ok = _left_for_the_console(console, gateway, systems["social_security"], desk, base_url, timeout_s) and ok
         ok = _mutual_tls(console, gateway, endpoints, desk, stack, timeout_s) and ok
         ok = _electronic_licence(console, gateway, systems["e_licence"], desk, joining, timeout_s) and ok
         ok = _certificate_prefilled(console, systems["e_licence"], desk, timeout_s) and ok
@@ -201,6 +209,8 @@ def run_demo(console: Console, base: Settings, fresh: bool = True, timeout_s: fl
         ok = _behind_a_ferry(console, site, link, desk, ferrying, timeout_s) and ok
         ok = _logs_intact(console, gateway) and ok
         console.print({s: sim.counters["cases_created"] for s, sim in systems.items()}, "cases applied per sector")
+        if stay:
+            _stay(console, base_url)
     console.rule("[green]demo succeeded" if ok else "[red]demo failed")
     return ok
 
@@ -452,6 +462,42 @@ def _back_office(console: Console, gateway: Gateway, sector: SocialSecuritySimul
     console.print(f"$ yiwang {shlex.join(command)}\n  → {said}", highlight=False)
     _show_case(console, title, desk, case['case_no'])
     return True
+
+
+def _left_for_the_console(console: Console, gateway: Gateway, sector: SocialSecuritySimulator, desk: Desk,
+                          base_url: str, timeout_s: float) -> bool:
+    """17: the operators' console. A case's message dies while social security is down and is left dead; the
+    sector is back. An operator's key is issued: sign in to the console, find the letter, read its story, replay
+    it, and watch the case approved (`yiwang demo --stay` keeps everything up after the scenes for that)."""
+    title = "17 运维控制台：留下一封死信 → 登录控制台查找、查看原委、重放 → 办件准予"
+    try:
+        # Scene 9 left the sector's circuit open (its last calls failed): a case decided first closes it, so the
+        # next message fails its retries and dies instead of waiting for the circuit.
+        decided = _unemployment(desk.hall, "online_pc", {"name": "冯志明", "id_number": "15020419880505001X",
+                                                        "phone": "13614720016"}, 24, "2026-11-18")
+        _wait(desk.hall, decided["case_no"], "approved", timeout_s)
+        case, letters = _dead_while_down(gateway, sector, desk, {"name": "冯丽娟", "id_number": "150204199002020022",
+                                                                 "phone": "13614720017"}, timeout_s)
+    except DemoFailed as exc:
+        console.print(f"[red]{title}: {exc}")
+        return False
+    identity, key = gateway.keys.issue("demo operator 值班员", [Role.OPERATOR])
+    console.print(f"[bold]{title}", f"operators' console: {base_url}/console   (sign in with the key below)",
+                  f"operator {identity.id} key: {key}",
+                  f"dead letter {letters[0].id} of case {case['case_no']} ({letters[0].error_class}) is waiting; "
+                  "the sector is back, so a replay approves the case.",
+                  "the console is served while the demo runs: `yiwang demo --stay --port 8000` keeps it (and the "
+                  "sector simulators) up after the scenes, at http://127.0.0.1:8000/console\n", sep="\n",
+                  highlight=False)
+    return True
+
+
+def _stay(console: Console, base_url: str) -> None:
+    console.print(f"[bold]serving {base_url}/console until Ctrl-C", highlight=False)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        console.print("stopping")
 
 
 def _dead_while_down(gateway: Gateway, sector: SocialSecuritySimulator, desk: Desk, applicant: dict[str, str],

@@ -28,11 +28,11 @@ def serve_processes(factory: str, host: str, port: int, processes: int) -> None:
 
 
 @contextmanager
-def serve_in_thread(app: FastAPI, host: str = "127.0.0.1") -> Iterator[str]:
-    """Serve on an ephemeral port; yields the base URL; stops the server (and its lifespan) on exit."""
+def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Serve on `port` (0: an ephemeral one); yields the base URL; stops the server (and its lifespan) on exit."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, 0))
+    sock.bind((host, port))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="uvicorn", daemon=True)
     thread.start()
