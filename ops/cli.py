@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import fields, replace
 from datetime import datetime
-from typing import Annotated, Any, get_type_hints
+from typing import TYPE_CHECKING, Annotated, Any, get_type_hints
 
 import typer
 from rich.markup import escape
@@ -44,7 +44,9 @@ from ops.dead_letters import (
     case_outcome_of,
     check_reason,
 )
-from ops.overview import Overview, OverviewFigures, Scope
+
+if TYPE_CHECKING:  # the overview's service loads the web framework and the broker client: only `overview` pays
+    from ops.overview import Overview, OverviewFigures
 
 Actor = Callable[[], str]
 TIME_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S"]
@@ -90,6 +92,8 @@ def make_ops_app(open_desk: Callable[[], DeadLetterDesk], actor: Actor,
         letters by sector and class and per day (the last 7), circuits (this command's own process: closed),
         adapters' versions with their last test and rehearsal, certificates expiring within 30 days, ferry links'
         lag and gaps. Each figure names the list it counts (`--json`: the API's answer)."""
+        from ops.overview import Scope
+
         with _reported(), open_overview() as service:
             figures = service.overview(Scope())
         if as_json:
