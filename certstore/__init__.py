@@ -40,6 +40,7 @@ from certstore.sm2 import (
 )
 from certstore.store import (
     CURRENT,
+    EXPIRY_THRESHOLDS,
     MAX_OVERLAP_DAYS,
     SECRET,
     CertConflict,
@@ -56,7 +57,8 @@ from certstore.tls import TlsCredentialError, client_context
 from certstore.x509 import KEY_ALGORITHMS, CertificateError, Subject, self_signed
 
 __all__ = [
-    "CIPHERS", "CURRENT", "DEVELOPMENT_KEY_FILE", "DIGESTS", "KEY_ALGORITHMS", "MAX_OVERLAP_DAYS", "SECRET",
+    "CIPHERS", "CURRENT", "DEVELOPMENT_KEY_FILE", "DIGESTS", "EXPIRY_THRESHOLDS", "KEY_ALGORITHMS", "MAX_OVERLAP_DAYS",
+    "SECRET",
     "SIGNATURE_ENCODINGS", "SM2_DEFAULT_ID", "SignatureEncoding", "Sm2Key",
     "CertConflict", "CertStore", "CertStoreError", "CertTables", "CertificateError", "Credential",
     "CredentialMissing", "CredentialSource", "CryptoError", "ExpiryWarning", "FieldSealer", "MasterKeyError",

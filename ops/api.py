@@ -6,10 +6,13 @@
   which), discarded with a reason. A bulk run is recorded at once and continued in batches: by a thread this
   request starts and by the scheduled job `replay-runs`, so it completes even if this process dies.
 - Webhook deliveries to the hall that failed for good, across all subscriptions, and sending one again.
+- The overview (`GET /v1/ops/overview`, ops/overview.py): the console's first page's figures, each with the link
+  to the list it counts; operators and the system, security and audit administrators see the whole gateway, a
+  sector administrator their own sector's part.
 
-Who: operators do everything. A sector administrator lists, shows and replays their own sector's dead
-letters only — another sector's letter is 404 to them (as if it did not exist), a filter naming another
-sector 403 — and never discards. Nobody else comes in.
+Who, for dead letters and webhooks: operators do everything. A sector administrator lists, shows and replays
+their own sector's dead letters only — another sector's letter is 404 to them (as if it did not exist), a filter
+naming another sector 403 — and never discards. Nobody else comes in.
 
 Personal data is masked (`gateway.observability.logs.mask_value`) for every role. `?unmasked=true` on a letter is for
 operators and the letter's own sector administrator (`gateway.domain.roles.may_unmask`, the message log's rule too);
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import fields
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal, cast
 
 import structlog
@@ -62,6 +65,8 @@ from ops.dead_letters import (
     ReplayRun,
     ReplayRunNotFound,
 )
+from ops.overview import OVERVIEW_ROLES, Overview, Scope
+from ops.overview import Page as ConsolePage
 
 log = structlog.get_logger("yiwang.ops.api")
 router = APIRouter(prefix="/v1/ops", tags=["operators"], route_class=JsonBodyRoute)
@@ -539,6 +544,136 @@ def redeliver_webhook(delivery_id: RowIdInPath, body: OperatorReasonIn, request:
            {"reason": reason, "subscription_id": d.subscription_id, "event_id": d.event.get("event_id"),
             "hall": failed.owner_id}, "pending again", case_no=d.case_no)
     return _failed_view(failed)
+
+
+# --- the overview -----------------------------------------------------------------------------------------
+
+
+Overseer = Annotated[Identity, Depends(require(*OVERVIEW_ROLES))]
+
+
+class OverviewLink(BaseModel):
+    """Where a figure leads: the console page of the list it counts, and that list's filter (times: Beijing
+    time, no zone)."""
+
+    page: ConsolePage
+    filter: dict[str, Any]
+
+
+class OverviewCount(BaseModel):
+    count: int | None = Field(description="null: unknown")
+    link: OverviewLink
+
+
+class OverviewStateCount(OverviewCount):
+    state: str
+
+
+class OverviewCases(BaseModel):
+    by_state: list[OverviewStateCount]
+    overdue: OverviewCount = Field(description="open cases e-supervision flagged overdue")
+
+
+class OverviewOutbox(BaseModel):
+    pending: OverviewCount
+    queued: OverviewCount = Field(description="handed to the broker")
+    leased: OverviewCount = Field(description="of the pending and queued, being delivered now")
+    oldest_due_age_s: float | None = Field(description="how long the oldest message that is due has waited")
+    oldest_due_link: OverviewLink
+
+
+class OverviewQueue(OverviewCount):
+    queue: str
+
+
+class OverviewQueues(BaseModel):
+    transport: Literal["amqp", "in_process"]
+    broker: Literal["up", "down"] | None
+    items: list[OverviewQueue]
+
+
+class OverviewDeadLetterCount(OverviewCount):
+    sector: str
+    error_class: str
+
+
+class OverviewDay(OverviewCount):
+    day: date = Field(description="a Beijing calendar day")
+
+
+class OverviewDeadLetters(BaseModel):
+    waiting: OverviewCount
+    by_class: list[OverviewDeadLetterCount]
+    trend: list[OverviewDay] = Field(description="new dead letters per day, the last 7 days, today last")
+
+
+class OverviewCircuit(BaseModel):
+    sector: str
+    delivery: str | None = Field(description="closed | open | half_open (this process); null: not built here")
+    query: str | None
+    link: OverviewLink
+
+
+class OverviewVersion(BaseModel):
+    version: str
+    status: str
+    test_outcome: str | None
+    rehearsal_outcome: str | None
+    rehearsed_at: BeijingTime | None
+    rehearsal_passed: int | None
+    rehearsal_total: int | None
+    link: OverviewLink
+
+
+class OverviewAdapter(BaseModel):
+    sector: str
+    active_version: str | None
+    health: Literal["built", "unbuildable", "none"]
+    versions: list[OverviewVersion]
+    link: OverviewLink
+
+
+class OverviewCertificate(BaseModel):
+    name: str
+    sector: str | None = Field(description="null: the gateway's own")
+    not_after: BeijingTime
+    days_left: float
+    link: OverviewLink
+
+
+class OverviewFerryLink(BaseModel):
+    channel: str
+    sector: str
+    mode: str
+    lag: int
+    open_gaps: int
+    oldest_gap_age_s: float | None
+    unacknowledged: int
+    last_signal_age_s: float | None
+    link: OverviewLink
+
+
+class OverviewOut(BaseModel):
+    at: BeijingTime
+    sector: str | None = Field(description="the scope: a sector administrator's sector; null: the whole gateway")
+    cases: OverviewCases | None = Field(description="null for a sector administrator")
+    outbox: OverviewOutbox | None = Field(description="null for a sector administrator")
+    queues: OverviewQueues | None = Field(description="null for a sector administrator")
+    dead_letters: OverviewDeadLetters
+    circuits: list[OverviewCircuit]
+    adapters: list[OverviewAdapter]
+    certificates: list[OverviewCertificate] = Field(description="expiring within 30 days, or expired")
+    ferry: list[OverviewFerryLink]
+
+
+@router.get("/overview", response_model=OverviewOut, responses=problem_doc(401, 403), summary="运维总览")
+def show_overview(request: Request, identity: Overseer) -> dict[str, Any]:
+    """控制台首页的各项数字：办件按状态及超期数、发件箱积压、队列深度、死信（按部门和错误类别，
+    及近 7 天每天新增）、熔断器、适配器版本（测试与预演结果）、即将到期的证书、摆渡链路的滞后与缺口。
+    每项带 `link`：它所统计的列表及筛选条件。部门系统管理员只看到本部门的死信、熔断器、适配器、证书和摆渡链路
+    （办件、发件箱、队列为 null）。只读。"""
+    overview = cast(Overview, request.app.state.overview)  # set by gateway.bootstrap.app
+    return overview.overview(Scope.of(identity)).public()
 
 
 def install_ops_error_handlers(app: FastAPI) -> None:

@@ -1,5 +1,6 @@
-"""`yiwang ops`: operators' commands on dead letters — list and count by filter, show one with its whole
-story, replay one or many (resumable), discard with a reason.
+"""`yiwang ops`: the operators' overview (ops/overview.py, the whole gateway, as tables or `--json`), and
+operators' commands on dead letters — list and count by filter, show one with its whole story, replay one or many
+(resumable), discard with a reason.
 
 Replay sends the message again with the idempotency key of every earlier attempt, so a sector that had
 applied it after all recognises the repeat. Personal data is shown masked, as in the logs. Every command
@@ -13,11 +14,11 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import fields, replace
 from datetime import datetime
-from typing import Annotated, Any, get_type_hints
+from typing import TYPE_CHECKING, Annotated, Any, get_type_hints
 
 import typer
 from rich.markup import escape
@@ -43,6 +44,9 @@ from ops.dead_letters import (
     case_outcome_of,
     check_reason,
 )
+
+if TYPE_CHECKING:  # the overview's service loads the web framework and the broker client: only `overview` pays
+    from ops.overview import Overview, OverviewFigures
 
 Actor = Callable[[], str]
 TIME_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S"]
@@ -76,9 +80,26 @@ _FILTER_OPTIONS: dict[str, Any] = {
 }
 
 
-def make_ops_app(open_desk: Callable[[], DeadLetterDesk], actor: Actor) -> typer.Typer:
-    app = typer.Typer(help="Operators' tools: dead letters — list, count, show, replay, discard.",
+def make_ops_app(open_desk: Callable[[], DeadLetterDesk], actor: Actor,
+                 open_overview: Callable[[], AbstractContextManager[Overview]]) -> typer.Typer:
+    """`open_overview`: the overview service of a gateway built for the command, closed after it."""
+    app = typer.Typer(help="Operators' tools: the overview; dead letters — list, count, show, replay, discard.",
                       no_args_is_help=True)
+
+    @app.command()
+    def overview(as_json: JsonOption = False) -> None:
+        """The operators' overview, the whole gateway: cases by state and overdue, the outbox, the queues, dead
+        letters by sector and class and per day (the last 7), circuits (this command's own process: closed),
+        adapters' versions with their last test and rehearsal, certificates expiring within 30 days, ferry links'
+        lag and gaps. Each figure names the list it counts (`--json`: the API's answer)."""
+        from ops.overview import Scope
+
+        with _reported(), open_overview() as service:
+            figures = service.overview(Scope())
+        if as_json:
+            output.print_object(figures.public(), as_json=True)
+            return
+        print_overview(figures)
 
     @app.command("dead-letters")
     @_filtered
@@ -297,3 +318,73 @@ def _reported() -> Iterator[None]:
     except CryptoError as exc:  # sealed data cannot be opened (another master key)
         console.print(f"[red]{exc}: is YIWANG_MASTER_KEY (or YIWANG_VAR_DIR) the one the data was written with?[/red]")
         raise typer.Exit(BAD_INPUT) from exc
+
+
+# --------------------------------------------------------------------------- the overview as tables
+
+
+def _link_text(row: Mapping[str, Any]) -> str:
+    """A figure's link as a person reads it: the page, then the filter (`dead-letters sector=mz error_class=auth`)."""
+    link = row["link"]
+    return " ".join([link["page"], *(f"{key}={value if isinstance(value, str) else output.json_text(value)}"
+                                     for key, value in link["filter"].items())])
+
+
+def _unknown(field: str) -> Callable[[Mapping[str, Any]], str]:
+    return lambda row: "unknown" if row.get(field) is None else output.cell(row[field])
+
+
+LIST = Column("link", "counts (page filter)", shown=_link_text)
+FIGURE_COLUMNS = (Column("figure"), Column("count", shown=_unknown("count")), LIST)
+DAY_COLUMNS = (Column("day", "day (Beijing)"), Column("count"), LIST)
+CIRCUIT_COLUMNS = (Column("sector"), Column("delivery"), Column("query"), LIST)
+VERSION_COLUMNS = (Column("sector"), Column("version", identifier=True), Column("status"), Column("health"),
+                   Column("test_outcome", "last test"), Column("rehearsal"),
+                   Column("rehearsed_at", "rehearsed (Beijing)"), LIST)
+CERTIFICATE_COLUMNS = (Column("name", identifier=True), Column("sector"), Column("not_after", "expires (Beijing)"),
+                       Column("days_left", "days left"), LIST)
+FERRY_COLUMNS = (Column("channel", identifier=True), Column("sector"), Column("lag"), Column("open_gaps", "open gaps"),
+                 Column("oldest_gap_age_s", "oldest gap (s)"), Column("unacknowledged", "not receipted"),
+                 Column("last_signal_age_s", "last signal (s)"), LIST)
+
+
+def print_overview(figures: OverviewFigures) -> None:
+    """Each part of the overview as a table (a part out of the scope, or empty, is left out)."""
+    shown = figures.public()
+    tables: list[tuple[str, list[dict[str, Any]], tuple[Column, ...]]] = []
+    if (cases := shown["cases"]) is not None:
+        rows = [{**row, "figure": row["state"]} for row in cases["by_state"]]
+        tables.append(("cases by state", [*rows, {**cases["overdue"], "figure": "overdue (open)"}], FIGURE_COLUMNS))
+    if (outbox := shown["outbox"]) is not None:
+        age = outbox["oldest_due_age_s"]
+        waited = {"figure": "oldest due waited (s)", "count": "none waits" if age is None else round(age),
+                  "link": outbox["oldest_due_link"]}
+        rows = [{**outbox[name], "figure": name} for name in ("pending", "queued", "leased")]
+        tables.append(("outbox", [*rows, waited], FIGURE_COLUMNS))
+    if (queues := shown["queues"]) is not None:
+        broker = f", broker {queues['broker']}" if queues["broker"] else ""
+        rows = [{**row, "figure": row["queue"]} for row in queues["items"]]
+        tables.append((f"queues ({queues['transport']}{broker})", rows, FIGURE_COLUMNS))
+    letters = shown["dead_letters"]
+    rows = [{**row, "figure": f"{row['sector']} {row['error_class']}"} for row in letters["by_class"]]
+    tables.append((f"dead letters waiting ({letters['waiting']['count']}), by sector and class", rows,
+                   FIGURE_COLUMNS))
+    tables.append((f"new dead letters per day, the last {len(letters['trend'])}", letters["trend"], DAY_COLUMNS))
+    tables.append(("circuits (this process)", shown["circuits"], CIRCUIT_COLUMNS))
+    versions = [{**version, "sector": adapter["sector"], "health": adapter["health"] if version["status"] == "active"
+                 else "", "rehearsal": _rehearsal(version)}
+                for adapter in shown["adapters"] for version in adapter["versions"]]
+    tables.append(("adapters", versions, VERSION_COLUMNS))
+    tables.append(("certificates expiring within 30 days", shown["certificates"], CERTIFICATE_COLUMNS))
+    tables.append(("ferry links", shown["ferry"], FERRY_COLUMNS))
+    for title, rows, columns in tables:
+        if rows:
+            output.print_rows(rows, columns, as_json=False, title=title)
+        else:
+            output.stdout().print(f"{title}: none", markup=False)
+
+
+def _rehearsal(version: dict[str, Any]) -> str:
+    if version["rehearsal_outcome"] is None:
+        return ""
+    return f"{version['rehearsal_outcome']} {version['rehearsal_passed']}/{version['rehearsal_total']}"

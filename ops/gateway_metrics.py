@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -160,23 +162,47 @@ def gauge(name: str, documentation: str, labels: Iterable[str] = ()) -> GaugeMet
 # --------------------------------------------------------------------------- the database's shared state
 
 
-def outbox_metrics(engine: Engine, clock: Clock) -> list[Metric]:
-    """Open and dead outbox messages by status (done ones only grow: not counted), and the age of the oldest
-    open message that is due — it grows while nothing drains the outbox."""
+@dataclass(frozen=True)
+class OutboxReading:
+    """The outbox's messages not yet done: how many per status, how many of the open ones a dispatcher or worker
+    holds under a live lease (being delivered now), and when the oldest open one that is due became due."""
+
+    at: datetime  # when it was read
+    by_status: Mapping[str, int]
+    leased: int
+    oldest_due_at: datetime | None
+
+    @property
+    def oldest_due_age_s(self) -> float | None:
+        """How long the oldest open message that is due has waited (None: none waits)."""
+        return age_s(self.at, self.oldest_due_at)
+
+
+def read_outbox(engine: Engine, clock: Clock) -> OutboxReading:
+    """One GROUP BY over the outbox (what `/metrics` and the operators' overview both show)."""
     now = clock.now()
     c = t.outbox.c
     due_since = type_coerce(case((c.available_at <= now, c.available_at)), c.available_at.type)
-    query = select(c.status, func.count(), func.min(due_since)).where(c.status != OutboxRepository.DONE) \
+    held = func.count(case((c.lease_until > now, 1)))  # counts the non-null: the messages under a live lease
+    query = select(c.status, func.count(), func.min(due_since), held).where(c.status != OutboxRepository.DONE) \
         .group_by(c.status)
     with engine.connect() as conn:
         rows = conn.execute(query).all()
-    messages = gauge("yiwang_outbox_messages", "Outbox messages not yet done, by status", ["status"])
     counts = {status: 0 for status in (*OutboxRepository.OPEN, OutboxRepository.DEAD)} | {r[0]: r[1] for r in rows}
-    for status, count in sorted(counts.items()):
-        messages.add_metric([status], count)
     oldest = [as_utc(r[2]) for r in rows if r[0] in OutboxRepository.OPEN and r[2] is not None]
+    leased = sum(r[3] for r in rows if r[0] in OutboxRepository.OPEN)
+    return OutboxReading(now, counts, leased, min(oldest) if oldest else None)
+
+
+def outbox_metrics(engine: Engine, clock: Clock) -> list[Metric]:
+    """Open and dead outbox messages by status (done ones only grow: not counted), and the age of the oldest
+    open message that is due — it grows while nothing drains the outbox."""
+    reading = read_outbox(engine, clock)
+    messages = gauge("yiwang_outbox_messages", "Outbox messages not yet done, by status", ["status"])
+    for status, count in sorted(reading.by_status.items()):
+        messages.add_metric([status], count)
     age = gauge("yiwang_outbox_oldest_due_seconds", "Age of the oldest pending or queued message that is due (0: none)")
-    age.add_metric([], max(0.0, (now - min(oldest)).total_seconds()) if oldest else 0.0)
+    age.add_metric([], reading.oldest_due_age_s or 0.0)
     return [messages, age]
 
 
@@ -195,8 +221,16 @@ def dead_letter_metrics(engine: Engine, sectors: Callable[[], Iterable[str]]) ->
     return [letters]
 
 
-def case_metrics(engine: Engine) -> list[Metric]:
-    """Cases by state, and open cases e-supervision has flagged overdue: one query grouping by both."""
+@dataclass(frozen=True)
+class CaseReading:
+    """Cases by state (every state, 0 for none), and the open ones e-supervision has flagged overdue."""
+
+    by_state: Mapping[str, int]
+    overdue: int
+
+
+def read_cases(engine: Engine) -> CaseReading:
+    """One query grouping by state and overdue flag (what `/metrics` and the operators' overview both show)."""
     flagged = select(t.cases.c.state, t.cases.c.deadline["overdue"].as_boolean().label("overdue")).subquery()
     query = select(flagged.c.state, flagged.c.overdue, func.count()).group_by(flagged.c.state, flagged.c.overdue)
     with engine.connect() as conn:
@@ -206,12 +240,23 @@ def case_metrics(engine: Engine) -> list[Metric]:
     for state, is_overdue, count in rows:
         by_state[state] = by_state.get(state, 0) + count
         overdue += count if is_overdue and state in OPEN_CASES else 0
+    return CaseReading(by_state, overdue)
+
+
+def case_metrics(engine: Engine) -> list[Metric]:
+    """Cases by state, and open cases e-supervision has flagged overdue."""
+    reading = read_cases(engine)
     cases = gauge("yiwang_cases", "Cases by state", ["state"])
-    for state, count in sorted(by_state.items()):
+    for state, count in sorted(reading.by_state.items()):
         cases.add_metric([state], count)
     flagged_open = gauge("yiwang_cases_overdue", "Open cases past their deadline (flagged by e-supervision)")
-    flagged_open.add_metric([], overdue)
+    flagged_open.add_metric([], reading.overdue)
     return [cases, flagged_open]
+
+
+def days_left(now: datetime, not_after: datetime) -> float:
+    """Days until `not_after` (negative once past)."""
+    return (not_after - now).total_seconds() / SECONDS_PER_DAY
 
 
 def certificate_metrics(store: CertStore) -> list[Metric]:
@@ -220,7 +265,7 @@ def certificate_metrics(store: CertStore) -> list[Metric]:
                  ["name", "sector"])
     now = store.clock.now()
     for name, sector, not_after in store.expiries():
-        days.add_metric([name, sector or OWN], (not_after - now).total_seconds() / SECONDS_PER_DAY)
+        days.add_metric([name, sector or OWN], days_left(now, not_after))
     return [days]
 
 

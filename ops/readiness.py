@@ -93,13 +93,16 @@ class BrokerProbe:
             if connection.is_open:
                 connection.close()
 
+    def queue_names(self) -> list[str]:
+        """Our queues: the dead-letter queue, then each active sector's delivery queues (ordinary, green)."""
+        return [DEAD_LETTER_QUEUE, *(queue_name(s, green) for s in sorted(self.sectors()) for green in (False, True))]
+
     def _depths(self, connection: pika.BlockingConnection) -> dict[str, int]:
         """Ready messages per queue by passive declare: a queue not declared yet (no worker has consumed its
         sector) gives no count, and closes the channel, so the next queue gets a fresh one."""
-        names = [DEAD_LETTER_QUEUE, *(queue_name(s, green) for s in sorted(self.sectors()) for green in (False, True))]
         depths: dict[str, int] = {}
         channel = None
-        for name in names:
+        for name in self.queue_names():
             channel = channel if channel is not None and channel.is_open else connection.channel()
             try:
                 depths[name] = channel.queue_declare(name, passive=True).method.message_count
@@ -161,17 +164,22 @@ class Readiness:
         return {"status": UP} if reading.up else {"status": DOWN, "error": reading.error}
 
     def _adapters(self) -> dict[str, Any]:
-        """Each active sector's circuits ("closed", "open", "half_open"): `circuit` for deliveries,
-        `query_circuit` for the hall's queries; a bundle that cannot be built here."""
-        try:
-            health = self.adapters.health()
-        except Exception as exc:  # noqa: BLE001 - the registry refreshes from the database, which may be down
-            log.warning("adapter health unavailable", error=describe(exc))
-            return {}
-        return {sector: ({"version": h["version"], "status": "unbuildable"} if "error" in h
-                         else {"version": h["version"], "circuit": h.get("breaker"),
-                               "query_circuit": h.get("query_breaker")})
-                for sector, h in health.items()}
+        return adapter_states(self.adapters)
+
+
+def adapter_states(adapters: AdapterHealthSource) -> dict[str, Any]:
+    """Each active sector's circuits in this process ("closed", "open", "half_open"): `circuit` for deliveries,
+    `query_circuit` for the hall's queries; or `"status": "unbuildable"`, a bundle this process could not build.
+    Nothing when the registry cannot be read (it refreshes from the database, which may be down)."""
+    try:
+        health = adapters.health()
+    except Exception as exc:  # noqa: BLE001 - readiness and the overview keep answering
+        log.warning("adapter health unavailable", error=describe(exc))
+        return {}
+    return {sector: ({"version": h["version"], "status": "unbuildable"} if "error" in h
+                     else {"version": h["version"], "circuit": h.get("breaker"),
+                           "query_circuit": h.get("query_breaker")})
+            for sector, h in health.items()}
 
 
 @dataclass

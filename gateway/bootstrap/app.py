@@ -85,6 +85,7 @@ from ops import readiness as readiness_probe
 from ops.console import install_console
 from ops.dead_letters import DeadLetterDesk
 from ops.gateway_metrics import SectorAnswerMetrics, register_gateway_metrics
+from ops.overview import Overview
 from ops.readiness import Readiness, build_readiness
 
 MATERIALS_PATH = "/v1/materials"
@@ -117,6 +118,7 @@ class Gateway:
     dead_letters: DeadLetterDesk  # the operators' desk (ops/dead_letters.py): the ops API and the replay-runs job
     ferry: NearSide  # the near side of the ferry: a station per channel, and its job (gateway/sectors/ferry.py)
     ferry_channels: FerryChannels  # the ferry's links as operators see them (gateway/bootstrap/ferry_links.py)
+    overview: Overview  # the operators' overview: the console's first page, GET /v1/ops/overview (ops/overview.py)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _transport: AmqpTransport | None = None  # with YIWANG_AMQP_URL: relay, consumers, scheduled jobs
@@ -211,7 +213,9 @@ def build_gateway(settings: Settings, clock: Clock | None = None) -> Gateway:
                    Dispatcher(service, registry, dispatch, transport, messages=ledger, scheduler=scheduler,
                               observer=deliveries),
                    links, sealer, ledger, certs=certs, metrics=metrics_registry, expiry=expiry, scheduler=scheduler,
-                   readiness=readiness, dead_letters=desk, ferry=near, ferry_channels=ferry_links)
+                   readiness=readiness, dead_letters=desk, ferry=near, ferry_channels=ferry_links,
+                   overview=Overview(engine=engine, clock=clock, desk=desk, bundles=bundles, adapters=registry,
+                                     certs=certs, ferry=ferry_links, broker=readiness.broker))
 
 
 def dead_letter_desk(units: UnitsOfWork, clock: Clock) -> DeadLetterDesk:
@@ -407,6 +411,7 @@ def create_app(gateway: Gateway, close_gateway: bool = False) -> FastAPI:
                                   gateway.settings.webhook_insecure_hosts)
     app.state.dead_letter_desk = gateway.dead_letters
     app.state.ferry_channels = gateway.ferry_channels
+    app.state.overview = gateway.overview
     app.state.clock = gateway.service.clock
     app.state.webhook_failures = WebhookFailures(gateway.engine, gateway.service.clock)
     app.state.four_eyes = gateway.settings.four_eyes

@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # what the commands build, imported in their bodies (the star
     from gateway.bootstrap.app import Gateway
     from gateway.config import ConfigError, Settings
     from gateway.sectors.ferry_channels import FerryChannels
+    from ops.overview import Overview
 
 console = Console(width=None if Console().is_terminal else 140)  # CI logs are wide enough for the timelines
 
@@ -246,7 +247,16 @@ def ops_group() -> typer.Typer:
         subscribers = BundleStore(engine, clock).subscribers
         return DeadLetterDesk(UnitsOfWork(engine, personal_data(settings), subscribers=subscribers), clock)
 
-    return audit_commands(make_ops_app(open_desk, cli_actor), "ops", _audit)
+    @contextmanager
+    def open_overview() -> Iterator[Overview]:
+        """The overview of a gateway built for the command (its dispatcher not started), closed after it."""
+        gateway = _gateway(_settings())
+        try:
+            yield gateway.overview
+        finally:
+            gateway.close()
+
+    return audit_commands(make_ops_app(open_desk, cli_actor, open_overview), "ops", _audit)
 
 
 def simulators_group() -> typer.Typer:
@@ -372,7 +382,7 @@ def ferry_group() -> typer.Typer:
 
 
 GROUPS: dict[str, Group] = {  # in the order `yiwang --help` lists them, after serve, worker, demo
-    "ops": Group("Operators' tools: dead letters — list, count, show, replay, discard.",
+    "ops": Group("Operators' tools: the overview; dead letters — list, count, show, replay, discard.",
                  ops_group),
     "simulators": Group("Sector simulators for development, tests and rehearsal (adapters/simulators/SECTORS.md).",
                         simulators_group),

@@ -31,7 +31,7 @@ from gateway.domain.clock import SHANGHAI
 # Commands that change nothing are not audited (a read of unmasked data is audited where it happens).
 READ_ONLY_COMMANDS = frozenset({"list", "validate", "preview", "export", "show", "verify", "tail", "dead-letters",
                                 "dead-letter", "counts", "replay-runs", "anchors", "status", "gaps",
-                                "quarantine"})
+                                "quarantine", "overview"})
 # Arguments never written to the audit log, even sealed: what a person types as a secret.
 SECRET_WORDS = ("password", "passphrase", "secret", "token")
 AuditSink = Callable[[str, str | None, dict[str, Any], str], None]  # action, subject, detail, outcome
