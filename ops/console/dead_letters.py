@@ -111,8 +111,7 @@ class LetterFilterIn(BaseModel):
     def query(self) -> dict[str, str]:
         """The fields set, as the filter form sends them (for links and hidden fields)."""
         shown = {name: getattr(self, name) for name in FILTER_FIELDS}
-        return {k: v.strftime("%Y-%m-%dT%H:%M") if isinstance(v, datetime) else str(v)
-                for k, v in shown.items() if v is not None}
+        return {k: _beijing_field(v) if isinstance(v, datetime) else str(v) for k, v in shown.items() if v is not None}
 
 
 class ListIn(LetterFilterIn):
@@ -145,6 +144,11 @@ def _utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return (value if value.tzinfo is not None else value.replace(tzinfo=SHANGHAI)).astimezone(UTC)
+
+
+def _beijing_field(value: datetime) -> str:
+    """An instant as a datetime-local field holds it: Beijing time, no zone."""
+    return (value.astimezone(SHANGHAI) if value.tzinfo is not None else value).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def _scope(identity: Identity, sector: str | None = None) -> frozenset[str] | None:
@@ -361,7 +365,7 @@ def plan_replay(request: Request, me: Letters, _: Csrf, given: Annotated[ChosenI
     plan = _desk(request).plan(chosen)
     _audit(request, me, "ops replay dry run", "dead_letters", {"filter": chosen.public()},
            f"{plan.count} would be replayed")
-    return render(request, "replay_plan.html", current="dead-letters", count=plan.count,
+    return render(request, "plan.html", current="dead-letters", kind="replay", count=plan.count,
                   letters=[_letter(x) for x in plan.sample], mappings=MAPPINGS, **_plan_context(given))
 
 
@@ -385,7 +389,7 @@ def plan_discard(request: Request, me: Letters, _: Csrf, given: Annotated[Chosen
     first = _desk(request).page(chosen, sort="created_at", limit=SAMPLE)
     _audit(request, me, "ops discard dry run", "dead_letters", {"filter": chosen.public()},
            f"{first.total} would be discarded")
-    return render(request, "discard_plan.html", current="dead-letters", count=first.total,
+    return render(request, "plan.html", current="dead-letters", kind="discard", count=first.total,
                   letters=[_letter(x) for x in first.items], outcomes=OUTCOMES, **_plan_context(given))
 
 

@@ -199,7 +199,7 @@ def test_a_selection_shows_its_count_then_a_run_replays_it_with_live_progress(
     simulator.set_fault(None)
 
     plan = operator.post(f"{RUNS}/plan", data={"csrf": csrf, "which": "selected", "ids": chosen})
-    assert 'id="count">2<' in page_ok(plan) and ID_NUMBER not in plan.text
+    assert 'id="count">2<' in page_ok(plan) and ID_NUMBER not in plan.text and "确认重放 2 条" in plan.text
     assert sorted(listed(plan.text)) == chosen
     assert [x for x in desk.audit("ops replay dry run")][0][2] == "2 would be replayed"
     assert outbox_statuses(desk.gateway) == [("submit_case", "dead")] * 3  # a plan changes nothing
@@ -234,7 +234,7 @@ def test_a_running_run_refreshes_itself_and_a_sector_admin_sees_only_their_own_r
     frozen = desk.gateway.dead_letters.start_replay(DeadLetterFilter(sector="social_security"),
                                                         by="identity:x", reason="mid-run", mapping="active")
     html = page_ok(own.get(f"{RUNS}/{frozen.id}"))
-    assert 'hx-get="/console/replays/%d"' % frozen.id in html and 'hx-trigger="every 1s"' in html
+    assert f'hx-get="/console/replays/{frozen.id}"' in html and 'hx-trigger="every 1s"' in html
     assert "进度：进行中" in html and '<progress id="run-bar" max="2" value="0">' in html
     partial = page_ok(own.get(f"{RUNS}/{frozen.id}", headers={"HX-Request": "true"}))
     assert "<html" not in partial and 'hx-trigger="every 1s"' in partial
@@ -266,7 +266,7 @@ def test_discard_with_reason_and_outcome_changes_the_case_as_the_api_would(
 
     # In bulk: the plan's count, then the discard and its result.
     plan = operator.post("/console/discards/plan", data={"csrf": csrf, "which": "all", "sector": "social_security"})
-    assert 'id="count">2<' in page_ok(plan)
+    assert 'id="count">2<' in page_ok(plan) and "确认丢弃 2 条" in plan.text
     result = operator.post("/console/discards", data={"csrf": csrf, "which": "all", "sector": "social_security",
                                                       "reason": "重复提交", "case_outcome": "return"})
     assert 'id="count">2<' in page_ok(result)
@@ -340,7 +340,10 @@ def test_each_role_does_only_what_the_api_lets_it(desk: Desk, simulator: SocialS
             answer = client.post(path, data={**data, "csrf": csrf})
             assert answer.status_code == 403 and "控制台" in answer.text, (role, path)
     assert desk.status(letter_id) == "dead" and desk.audit("ops replay dead letter") == []
-    # The sector admin replays their own.
-    replayed = own.post(f"{LETTERS}/{letter_id}/replay", data={"csrf": own_csrf, "reason": "本部门恢复"},
+    # The sector admin replays their own; what they typed is shown as text, never as markup.
+    script = '<script>alert("本部门恢复")</script>'
+    replayed = own.post(f"{LETTERS}/{letter_id}/replay", data={"csrf": own_csrf, "reason": script},
                         follow_redirects=False)
     assert replayed.status_code == 303 and desk.status(letter_id) == "replayed"
+    shown = page_ok(own.get(replayed.headers["location"]))
+    assert script not in shown and "&lt;script&gt;alert(&#34;本部门恢复&#34;)&lt;/script&gt;" in shown
