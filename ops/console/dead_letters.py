@@ -58,7 +58,7 @@ log = structlog.get_logger("yiwang.ops.console")
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 Letters = Annotated[Identity, Depends(entered("dead-letters"))]
 Runs = Annotated[Identity, Depends(entered("replays"))]
-LetterId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
+RowIdInPath = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
 RUNS = Keyset("replay-runs", (int,), descending=True)  # newest first, as GET /v1/ops/replays pages them
 PAGE_SIZE = 50
 MAX_IDS = 1000
@@ -279,7 +279,7 @@ def list_dead_letters(request: Request, me: Letters, query: Annotated[ListIn, Qu
 
 
 @router.get("/dead-letters/{dead_letter_id}", response_class=HTMLResponse)
-def show_dead_letter(dead_letter_id: LetterId, request: Request, me: Letters,
+def show_dead_letter(dead_letter_id: RowIdInPath, request: Request, me: Letters,
                      unmasked: Annotated[bool, Query()] = False,
                      done: Annotated[Literal["replayed", "discarded", "corrected"] | None, Query()] = None
                      ) -> HTMLResponse:
@@ -305,7 +305,7 @@ def _back_to(dead_letter_id: int, done: str) -> RedirectResponse:
 
 
 @router.post("/dead-letters/{dead_letter_id}/replay")
-def replay_dead_letter(dead_letter_id: LetterId, request: Request, me: Letters, _: Csrf, reason: Reason = "",
+def replay_dead_letter(dead_letter_id: RowIdInPath, request: Request, me: Letters, _: Csrf, reason: Reason = "",
                        mapping: Mapping = "active") -> RedirectResponse:
     why = _required(reason)
     letter = _desk(request).replay(dead_letter_id, by=f"identity:{me.id}", reason=why, mapping=mapping,
@@ -317,7 +317,7 @@ def replay_dead_letter(dead_letter_id: LetterId, request: Request, me: Letters, 
 
 
 @router.post("/dead-letters/{dead_letter_id}/discard")
-def discard_dead_letter(dead_letter_id: LetterId, request: Request, me: Letters, _: Csrf,
+def discard_dead_letter(dead_letter_id: RowIdInPath, request: Request, me: Letters, _: Csrf,
                         case_outcome: Annotated[Literal["back_office", "return", "void"], Form()],
                         reason: Reason = "") -> RedirectResponse:
     _operator(me)
@@ -333,7 +333,7 @@ Corrected = Annotated[str, typed("更正内容", blank=""), Form(max_length=200)
 
 
 @router.post("/dead-letters/{dead_letter_id}/correction")
-def correct_case(dead_letter_id: LetterId, request: Request, me: Letters, _: Csrf,
+def correct_case(dead_letter_id: RowIdInPath, request: Request, me: Letters, _: Csrf,
                  reason: Reason = "", name: Corrected = "", phone: Corrected = "", address: Corrected = "",
                  form_field: Annotated[str, Form(max_length=64, pattern=r"^[A-Za-z0-9_]*$")] = "",
                  form_value: Corrected = "") -> RedirectResponse:
@@ -429,7 +429,7 @@ def list_runs(request: Request, me: Runs, query: Annotated[RunsIn, Query()]) -> 
 
 
 @router.get("/replays/{run_id}", response_class=HTMLResponse)
-def show_run(run_id: LetterId, request: Request, me: Runs) -> Response:
+def show_run(run_id: RowIdInPath, request: Request, me: Runs) -> Response:
     run = _desk(request).run(run_id)
     if not _visible(me, run):
         raise ReplayRunNotFound(run_id)  # another sector's run is as unknown as one that never was

@@ -347,3 +347,20 @@ def test_each_role_does_only_what_the_api_lets_it(desk: Desk, simulator: SocialS
     assert replayed.status_code == 303 and desk.status(letter_id) == "replayed"
     shown = page_ok(own.get(replayed.headers["location"]))
     assert script not in shown and "&lt;script&gt;alert(&#34;本部门恢复&#34;)&lt;/script&gt;" in shown
+
+
+def test_the_runs_page_newest_first_and_back(desk: Desk, monkeypatch: pytest.MonkeyPatch) -> None:
+    runs = [desk.gateway.dead_letters.start_replay(DeadLetterFilter(ids=frozenset({999})), by="identity:x",
+                                                   reason=f"run {n}").id for n in range(3)]
+    operator, _ = desk.client(Role.OPERATOR)
+    monkeypatch.setattr(console_letters, "PAGE_SIZE", 2)
+    run_links = re.compile(r'href="/console/replays/(\d+)"')
+    first = page_ok(operator.get(RUNS))
+    assert [int(x) for x in run_links.findall(first)] == runs[:0:-1] and 'rel="prev"' not in first
+    ahead = re.search(r'<a href="([^"]+)" rel="next">下一页</a>', first)
+    assert ahead is not None
+    second = page_ok(operator.get(ahead[1].replace("&amp;", "&")))
+    assert [int(x) for x in run_links.findall(second)] == runs[:1] and 'rel="next"' not in second
+    back = re.search(r'<a href="([^"]+)" rel="prev">上一页</a>', second)
+    assert back is not None and run_links.findall(page_ok(operator.get(back[1].replace("&amp;", "&")))) == \
+        run_links.findall(first)
