@@ -9,8 +9,9 @@ applications" shape, as the API's routers. A page handler takes:
 - `_: Csrf` on every change: the session's synchronizer token, as form field `csrf` or header
   `X-CSRF-Token` (static/console.js adds it to htmx's requests), and a same-origin `Origin` when sent.
 - `render(request, "page.html", **context)`: the template with the base context — `me`, `csrf`, `nav`
-  (the pages `me` may enter), `current` — autoescaped, with the filters `beijing` (UTC → Beijing time text)
-  and `masked` (personal data masked as in the logs).
+  (the pages `me` may enter), `current` — autoescaped, with the filters `beijing` (UTC → Beijing time text),
+  `masked` (personal data masked as in the logs) and `link` (an href taken from the context: a console path
+  only). tests/unit/test_console_templates_escape.py renders every template with hostile text in every field.
 Every change still goes through the services the API uses, which write its own audit record; the
 `AuditTrail` middleware records each console POST too, as it does the API's.
 """
@@ -95,10 +96,17 @@ class CsrfRefused(Exception):
 
 
 def beijing(value: datetime | str | None) -> str:
-    """A stored instant as people read it: Beijing time, to the second."""
-    if value is None or value == "":
+    """A stored instant as people read it: Beijing time, to the second. Text that is no time (a sector's own
+    words in a time field) is shown as it is — escaped like every value — never an error page."""
+    if value is None or (isinstance(value, str) and not value.strip()):
         return "—"
-    instant = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if isinstance(value, datetime):
+        instant = value
+    else:
+        try:
+            instant = datetime.fromisoformat(value)
+        except (TypeError, ValueError):
+            return str(value)
     if instant.tzinfo is None:  # naive: stored in UTC (DESIGN invariant 10)
         instant = as_utc(instant)
     return instant.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M:%S")
@@ -106,7 +114,14 @@ def beijing(value: datetime | str | None) -> str:
 
 _environment = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True),
                            undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-_environment.filters.update(beijing=beijing, masked=mask_value)
+def link(target: object) -> str:
+    """An href the page takes from its context (a count's filter, the next page, the navigation): only a path
+    of the console itself; anything else (a `javascript:` URL, another site) links to the overview. Links
+    holding data are built by the template from a fixed path instead: `/console/dead-letters/{{ id }}`."""
+    return safe_next(target if isinstance(target, str) else None)
+
+
+_environment.filters.update(beijing=beijing, masked=mask_value, link=link)
 TEMPLATES = Jinja2Templates(env=_environment)
 
 

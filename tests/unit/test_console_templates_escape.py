@@ -1,0 +1,200 @@
+"""Every field of every console template, rendered with hostile text: escaped, never markup, never a script URL.
+
+No hand-picked few: each template in ops/console/templates/ (pages and partials, including the ones added after
+this test) is rendered with a context in which every variable — and every attribute, item, call result and
+iteration of it — is `Poison`: a script payload posing as text (a `str` without `__html__`, so autoescaping
+must treat it as data). Each template is rendered twice, so that both sides of its conditions are shown: once
+with comparisons false and the payload as plain text, once with comparisons true, the value a mapping, and the
+payload after a `javascript:` URL (what an href filled from data would run). Then the page is parsed and:
+- the raw payload is nowhere; no element has an `on…` attribute; no `<svg>` or `<img src=x>`; every `<script>`
+  is one of our own files with no text in it;
+- every URL attribute (href, src, action, formaction, hx-get, …) is a path of our own — a link holding data is
+  built from a fixed path (`/console/dead-letters/{{ id }}`) or passed through the `link` filter;
+- the escaped payload IS on the page, so the fields were rendered: a template that shows no data proves
+  nothing, and those are named in FIELDLESS (so a new one is a decision, not an accident).
+Besides: no template or module of the console switches escaping off or marks text as markup.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from jinja2 import Environment, StrictUndefined, meta
+from markupsafe import escape
+
+from ops.console import web
+
+PAYLOAD = "<script>alert(1)</script><img src=x onerror=alert(2)>\"'><svg onload=alert(3)>"
+SCRIPT_URL = "javascript:alert(4)//"
+ESCAPED = str(escape(PAYLOAD))
+CONSOLE = Path(web.__file__).parent
+TEMPLATES = sorted(str(p.relative_to(CONSOLE / "templates")) for p in (CONSOLE / "templates").rglob("*.html"))
+# Templates that show nothing from their context (only fixed text): rendering them proves nothing about escaping.
+FIELDLESS = {"_letter_head.html"}
+URL_ATTRIBUTES = {"href", "src", "action", "formaction", "hx-get", "hx-post", "hx-put", "hx-patch", "hx-delete",
+                  "hx-push-url", "hx-replace-url", "data", "poster", "cite", "background"}
+OWN_SCRIPTS = re.compile(r"^/console/static/[\w./-]+\.js$")
+
+
+class Poison(str):
+    """Hostile text standing for every value: its attributes, items and call results are itself, iterating it
+    gives two of itself (so `for a, b in x.items()` and `for a, b in x` both unpack), `==` answers `EQUAL`."""
+
+    EQUAL: ClassVar[bool] = False
+
+    def __getattribute__(self, name: str) -> Any:
+        if name.startswith("__") or name == "EQUAL":  # Python's own protocol (and no __html__: it has none)
+            return super().__getattribute__(name)
+        return self  # `.title`, `.count`, `.get`, `.items`: str's methods too, so a field never shows a method
+
+    def __getitem__(self, key: Any) -> Poison:  # type: ignore[override]
+        return self
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Poison:
+        return self
+
+    def __iter__(self) -> Iterator[Poison]:  # type: ignore[override]
+        return iter((self, self))
+
+    def __eq__(self, other: object) -> bool:
+        return type(self).EQUAL
+
+    def __ne__(self, other: object) -> bool:
+        return not type(self).EQUAL
+
+    __hash__ = str.__hash__
+
+
+class TruePoison(Poison):
+    """The other side of every condition: comparisons true, a mapping to `is mapping`, a script URL first."""
+
+    EQUAL = True
+
+
+Mapping.register(TruePoison)
+POISONS = (Poison(PAYLOAD), TruePoison(SCRIPT_URL + PAYLOAD))
+
+
+class Page(HTMLParser):
+    """The elements of a rendered page: (tag, attributes), and any text inside a <script>."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.elements: list[tuple[str, dict[str, str]]] = []
+        self.script_text: list[str] = []
+        self._in_script = False
+        self.feed(html)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.elements.append((tag, {name: value or "" for name, value in attrs}))
+        self._in_script = tag == "script"
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_script = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_script and data.strip():
+            self.script_text.append(data)
+
+
+def environment() -> Environment:
+    """The console's environment, with Starlette's `url_for` (should a template use it) building our own paths."""
+    overlaid = web.TEMPLATES.env.overlay(cache_size=0)
+    overlaid.globals = {**overlaid.globals, "url_for": lambda name, **params: f"/console/{name}"}
+    return overlaid
+
+
+def names_used(env: Environment) -> set[str]:
+    """Every name any template reads from its context (templates include and extend one another)."""
+    assert env.loader is not None
+    used: set[str] = set()
+    for name in TEMPLATES:
+        source = env.loader.get_source(env, name)[0]
+        used |= meta.find_undeclared_variables(env.parse(source))
+    return used - set(env.globals)
+
+
+def rendered(name: str, poison: Poison) -> str:
+    env = environment()
+    return env.get_template(name).render({variable: poison for variable in names_used(env)})
+
+
+def defects(html: str) -> list[str]:
+    """What on the page would run, or take a link away from the console."""
+    if PAYLOAD in html:
+        return ["the raw payload"]
+    page, found = Page(html), []
+    for tag, attributes in page.elements:
+        found += [f"<{tag} {name}=…>" for name in attributes if name.startswith("on")]
+        if tag == "svg" or (tag == "img" and attributes.get("src") == "x"):
+            found.append(f"<{tag}> from the payload")
+        if tag == "script" and not OWN_SCRIPTS.match(attributes.get("src", "")):
+            found.append(f"<script src={attributes.get('src')!r}>")
+        for name in URL_ATTRIBUTES & attributes.keys():
+            value = attributes[name].strip()
+            if not (value.startswith(("#", "?")) or (value.startswith("/") and not value.startswith(("//", "/\\")))):
+                found.append(f"<{tag} {name}={value[:40]!r}>: not a path of our own")
+    return found + [f"script text {text[:40]!r}" for text in page.script_text]
+
+
+@pytest.mark.parametrize("name", TEMPLATES)
+def test_every_field_of_the_template_is_escaped_and_no_link_leaves_the_console(name: str) -> None:
+    pages = [rendered(name, poison) for poison in POISONS]
+    for poison, html in zip(POISONS, pages, strict=True):
+        assert defects(html) == [], (type(poison).__name__, html)
+    shows_fields = any(ESCAPED in html for html in pages)
+    assert shows_fields == (name not in FIELDLESS), (
+        f"{name} renders no field with the payload: name it in FIELDLESS" if not shows_fields
+        else f"{name} renders fields now: take it out of FIELDLESS")
+
+
+def test_the_poison_is_seen_when_a_template_does_not_escape() -> None:
+    # The check above would catch a template that printed data as markup or put data in an href.
+    env = web.TEMPLATES.env
+    bad = env.from_string('<a href="{{ x }}">{{ x | safe }}</a>').render(x=POISONS[1])
+    assert "the raw payload" in defects(bad)
+    assert any("not a path of our own" in d for d in defects(env.from_string('<a href="{{ x }}">k</a>').render(
+        x=POISONS[1])))
+    assert defects(env.from_string('<a href="{{ x | link }}">{{ x }}</a>').render(x=POISONS[1])) == []
+
+
+def test_beijing_shows_an_instant_in_beijing_time_and_text_it_cannot_read_as_text() -> None:
+    assert web.beijing(datetime(2026, 12, 8, 2, 0, tzinfo=UTC)) == "2026-12-08 10:00:00"
+    assert web.beijing(datetime(2026, 12, 8, 2, 0)) == "2026-12-08 10:00:00"  # naive: UTC
+    assert web.beijing("2026-12-08T02:00:00+00:00") == "2026-12-08 10:00:00"
+    assert web.beijing(None) == web.beijing("") == web.beijing("  ") == "—"
+    assert web.beijing("明天上午 <b>") == "明天上午 <b>"
+    assert web.TEMPLATES.env.from_string("{{ t | beijing }}").render(t="<b>x</b>") == "&lt;b&gt;x&lt;/b&gt;"
+
+
+def test_link_keeps_a_console_path_and_sends_anything_else_to_the_overview() -> None:
+    assert web.link("/console/dead-letters?sector=a&status=dead") == "/console/dead-letters?sector=a&status=dead"
+    for elsewhere in ("javascript:alert(1)", "//evil.example/console", "https://evil.example/", "/v1/ops",
+                      "/console\\evil", None, 7):
+        assert web.link(elsewhere) == "/console", elsewhere
+
+
+def test_autoescaping_is_on_for_every_template_and_undefined_names_fail() -> None:
+    env = web.TEMPLATES.env
+    assert env is web._environment and env.undefined is StrictUndefined
+    assert callable(env.autoescape)
+    assert all(env.autoescape(name) for name in [*TEMPLATES, "new_page.html", "_new_partial.html"])
+
+
+UNESCAPING = re.compile(r"\|\s*safe\b|\bMarkup\s*\(|\bmarkupsafe\b|__html__|autoescape\s*(=\s*)?false|\{%-?\s*autoescape",
+                        re.IGNORECASE)
+
+
+def test_nothing_in_the_console_switches_escaping_off_or_marks_data_as_markup() -> None:
+    found = [f"{path.relative_to(CONSOLE)}:{number}: {line.strip()}"
+             for path in sorted([*CONSOLE.rglob("*.html"), *CONSOLE.rglob("*.py")])
+             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+             if UNESCAPING.search(line)]
+    assert found == []
