@@ -4,9 +4,9 @@
 its routers (`ROUTERS`, one per area, each importing only `ops.console.web` and services), its own static
 files (static/; htmx is fetched at install into static/vendor/, pinned by version and checksum, never
 committed), security headers on every console answer (a Content-Security-Policy allowing only the gateway's
-own scripts and styles, no framing, no referrer, no caching), and error pages: every problem the app's
-problem tables answer as problem+json is shown on a console path as an HTML page with the same type, title
-and detail (inside the page's alert region for an htmx request).
+own scripts and styles, no framing, no referrer, no caching; error pages too, a 500's included), and error
+pages: every problem the app's problem tables answer as problem+json is shown on a console path as an HTML
+page with the same type, title and detail (inside the page's alert region for an htmx request).
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ class ConsoleHeaders:
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *HEADERS]
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                message["headers"] = [*message.get("headers", []), *(h for h in HEADERS if h[0] not in present)]
             await send(message)
 
         await self.app(scope, receive, with_headers)
@@ -93,9 +94,17 @@ def _as_page(handler: Handler) -> Handler:
             problem: dict[str, Any] = json.loads(bytes(answer.body))
         except ValueError:
             return answer
-        return _problem_page(request, answer.status_code, problem)
+        return _secured(_problem_page(request, answer.status_code, problem))
 
     return handle
+
+
+def _secured(answer: Response) -> Response:
+    """The security headers on the answer itself: an unexpected error's page (500) leaves through Starlette's
+    outermost error middleware, past ConsoleHeaders."""
+    for name, value in HEADERS:
+        answer.headers[name.decode()] = value.decode()
+    return answer
 
 
 def install_console(app: FastAPI, *, sessions: ConsoleSessions, tls_proxies: frozenset[str]) -> None:

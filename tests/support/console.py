@@ -1,8 +1,10 @@
-"""Signing in to the operators' console from a test client, and reading what its pages carry."""
+"""Signing in to the operators' console from a test client, reading what its pages carry, and finding on a page
+what hostile text could make run (`defects`)."""
 
 from __future__ import annotations
 
 import re
+from html.parser import HTMLParser
 
 from fastapi.testclient import TestClient
 
@@ -11,6 +13,13 @@ from gateway.domain.roles import Role
 
 FORM_TOKEN = re.compile(r'name="form_token" value="([^"]+)"')
 CSRF = re.compile(r'<meta name="csrf-token" content="([^"]*)"')
+# Hostile text for every field a sector, the hall or a person can fill: markup, an event handler, attribute
+# breakers; SCRIPT_URL + PAYLOAD is what an href filled from data would run.
+PAYLOAD = "<script>alert(1)</script><img src=x onerror=alert(2)>\"'><svg onload=alert(3)>"
+SCRIPT_URL = "javascript:alert(4)//"
+URL_ATTRIBUTES = {"href", "src", "action", "formaction", "hx-get", "hx-post", "hx-put", "hx-patch", "hx-delete",
+                  "hx-push-url", "hx-replace-url", "data", "poster", "cite", "background"}
+OWN_SCRIPTS = re.compile(r"^/console/static/[\w./-]+\.js$")
 
 
 def key_of(gateway: Gateway, *roles: Role, name: str = "值班员", **scope: str) -> str:
@@ -33,3 +42,45 @@ def csrf_of(html: str) -> str:
     found = CSRF.search(html)
     assert found is not None and found[1], "the page carries no CSRF token"
     return found[1]
+
+
+class Page(HTMLParser):
+    """The elements of a rendered page: (tag, attributes), and any text inside a <script>."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.elements: list[tuple[str, dict[str, str]]] = []
+        self.script_text: list[str] = []
+        self._in_script = False
+        self.feed(html)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.elements.append((tag, {name: value or "" for name, value in attrs}))
+        self._in_script = tag == "script"
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_script = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_script and data.strip():
+            self.script_text.append(data)
+
+
+def defects(html: str, *raw: str) -> list[str]:
+    """What on the page would run, or take a link away from the console: `raw` (PAYLOAD unless given) as it
+    is, an `on…` attribute, the payload's <svg>/<img>, a script not our own, a URL attribute not our path."""
+    if any(text in html for text in raw or (PAYLOAD,)):
+        return ["the raw payload"]
+    page, found = Page(html), []
+    for tag, attributes in page.elements:
+        found += [f"<{tag} {name}=…>" for name in attributes if name.startswith("on")]
+        if tag == "svg" or (tag == "img" and attributes.get("src") == "x"):
+            found.append(f"<{tag}> from the payload")
+        if tag == "script" and not OWN_SCRIPTS.match(attributes.get("src", "")):
+            found.append(f"<script src={attributes.get('src')!r}>")
+        for name in URL_ATTRIBUTES & attributes.keys():
+            value = attributes[name].strip()
+            if not (value.startswith(("#", "?")) or (value.startswith("/") and not value.startswith(("//", "/\\")))):
+                found.append(f"<{tag} {name}={value[:40]!r}>: not a path of our own")
+    return found + [f"script text {text[:40]!r}" for text in page.script_text]

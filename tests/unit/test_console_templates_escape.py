@@ -20,7 +20,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,17 +28,13 @@ from jinja2 import Environment, StrictUndefined, meta
 from markupsafe import escape
 
 from ops.console import web
+from tests.support.console import PAYLOAD, SCRIPT_URL, defects
 
-PAYLOAD = "<script>alert(1)</script><img src=x onerror=alert(2)>\"'><svg onload=alert(3)>"
-SCRIPT_URL = "javascript:alert(4)//"
 ESCAPED = str(escape(PAYLOAD))
 CONSOLE = Path(web.__file__).parent
 TEMPLATES = sorted(str(p.relative_to(CONSOLE / "templates")) for p in (CONSOLE / "templates").rglob("*.html"))
 # Templates that show nothing from their context (only fixed text): rendering them proves nothing about escaping.
 FIELDLESS = {"_letter_head.html"}
-URL_ATTRIBUTES = {"href", "src", "action", "formaction", "hx-get", "hx-post", "hx-put", "hx-patch", "hx-delete",
-                  "hx-push-url", "hx-replace-url", "data", "poster", "cite", "background"}
-OWN_SCRIPTS = re.compile(r"^/console/static/[\w./-]+\.js$")
 
 
 class Poison(str):
@@ -81,29 +76,6 @@ Mapping.register(TruePoison)
 POISONS = (Poison(PAYLOAD), TruePoison(SCRIPT_URL + PAYLOAD))
 
 
-class Page(HTMLParser):
-    """The elements of a rendered page: (tag, attributes), and any text inside a <script>."""
-
-    def __init__(self, html: str) -> None:
-        super().__init__(convert_charrefs=True)
-        self.elements: list[tuple[str, dict[str, str]]] = []
-        self.script_text: list[str] = []
-        self._in_script = False
-        self.feed(html)
-        self.close()
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.elements.append((tag, {name: value or "" for name, value in attrs}))
-        self._in_script = tag == "script"
-
-    def handle_endtag(self, tag: str) -> None:
-        self._in_script = False
-
-    def handle_data(self, data: str) -> None:
-        if self._in_script and data.strip():
-            self.script_text.append(data)
-
-
 def environment() -> Environment:
     """The console's environment, with Starlette's `url_for` (should a template use it) building our own paths."""
     overlaid = web.TEMPLATES.env.overlay(cache_size=0)
@@ -124,24 +96,6 @@ def names_used(env: Environment) -> set[str]:
 def rendered(name: str, poison: Poison) -> str:
     env = environment()
     return env.get_template(name).render({variable: poison for variable in names_used(env)})
-
-
-def defects(html: str) -> list[str]:
-    """What on the page would run, or take a link away from the console."""
-    if PAYLOAD in html:
-        return ["the raw payload"]
-    page, found = Page(html), []
-    for tag, attributes in page.elements:
-        found += [f"<{tag} {name}=…>" for name in attributes if name.startswith("on")]
-        if tag == "svg" or (tag == "img" and attributes.get("src") == "x"):
-            found.append(f"<{tag}> from the payload")
-        if tag == "script" and not OWN_SCRIPTS.match(attributes.get("src", "")):
-            found.append(f"<script src={attributes.get('src')!r}>")
-        for name in URL_ATTRIBUTES & attributes.keys():
-            value = attributes[name].strip()
-            if not (value.startswith(("#", "?")) or (value.startswith("/") and not value.startswith(("//", "/\\")))):
-                found.append(f"<{tag} {name}={value[:40]!r}>: not a path of our own")
-    return found + [f"script text {text[:40]!r}" for text in page.script_text]
 
 
 @pytest.mark.parametrize("name", TEMPLATES)
