@@ -76,7 +76,7 @@ def hostile_bundle(gateway: Gateway, tmp_path: Path) -> None:
     for key, value in (("version", _quoted(hostile("version"))), ("title", _quoted(hostile("title"))),
                        ("retry", "{attempts: 1, initial_ms: 100, max_ms: 100}"),
                        ("circuit_breaker", "{failure_threshold: 1000, reset_after_ms: 30000}")):
-        text = re.sub(rf"(?m)^{key}: .*$", lambda _: f"{key}: {value}", text, count=1)
+        text = re.sub(rf"(?m)^{key}: .*$", f"{key}: {value}".replace("\\", "\\\\"), text, count=1)
     descriptor.write_text(text, encoding="utf-8")
     gateway.bundles.register(pack_folder(folder), "test")
     gateway.bundles.activate("social_security", hostile("version"), "test", force=True)
@@ -164,7 +164,7 @@ def filled(path: str, made: Made) -> list[str]:
 
 
 def test_every_console_page_shows_hostile_fields_escaped(made: Made) -> None:
-    client, visited, pages = made.client, [], {}
+    client, visited, pages = made.client, [], dict[str, list[str]]()
     typed_in = {"sector": hostile("filter"), "case_no": hostile("filter")}  # within the fields' lengths
     refused = {name: PAYLOAD for name in ("sector", "version", "matter", "case_no", "error_class")}  # a 422 page
     for route in console_gets(made.app):

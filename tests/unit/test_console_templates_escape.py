@@ -48,13 +48,13 @@ class Poison(str):
             return super().__getattribute__(name)
         return self  # `.title`, `.count`, `.get`, `.items`: str's methods too, so a field never shows a method
 
-    def __getitem__(self, key: Any) -> Poison:  # type: ignore[override]
+    def __getitem__(self, key: Any) -> Poison:
         return self
 
     def __call__(self, *args: Any, **kwargs: Any) -> Poison:
         return self
 
-    def __iter__(self) -> Iterator[Poison]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[Poison]:
         return iter((self, self))
 
     def __eq__(self, other: object) -> bool:
@@ -142,8 +142,8 @@ def test_autoescaping_is_on_for_every_template_and_undefined_names_fail() -> Non
     assert all(env.autoescape(name) for name in [*TEMPLATES, "new_page.html", "_new_partial.html"])
 
 
-UNESCAPING = re.compile(r"\|\s*safe\b|\bMarkup\s*\(|\bmarkupsafe\b|__html__|autoescape\s*(=\s*)?false|\{%-?\s*autoescape",
-                        re.IGNORECASE)
+UNESCAPING = re.compile(
+    r"\|\s*safe\b|\bMarkup\s*\(|\bmarkupsafe\b|__html__|autoescape\s*(=\s*)?false|\{%-?\s*autoescape", re.IGNORECASE)
 
 
 def test_nothing_in_the_console_switches_escaping_off_or_marks_data_as_markup() -> None:
