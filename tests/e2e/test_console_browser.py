@@ -158,3 +158,12 @@ def test_the_pages_pass_the_tour(live_gateway: LiveGateway, page: Page, page_log
     written = tour(page, page_log, live_gateway.url, STOPS)
     assert [path.name for path in written] == [f"console-{stop.name}.png" for stop in STOPS]
 
+
+
+def test_the_checks_fail_a_page_that_logs_an_error_nobody_expected(
+        live_gateway: LiveGateway, page: Page, page_log: PageLog) -> None:
+    page.goto(f"{live_gateway.url}{CONSOLE}/no-such-page")  # its 404 is logged, and this test does not say so
+    with pytest.raises(AssertionError, match="console errors"):
+        check_page(page, page_log, "unexpected")
+    with pytest.raises(AssertionError, match="status 404, expected 200"):
+        tour(page, page_log, live_gateway.url, [Stop(CONSOLE + "/no-such-page", "unexpected")])
