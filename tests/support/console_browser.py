@@ -3,9 +3,9 @@ passes — the base of tests/e2e/test_console_browser.py, which each page's test
 
 Contract (functions, no fixtures; the `page`, `page_log` and `live_gateway` fixtures are tests/conftest.py's):
 - `sign_in(page, base_url, key)`: opens /console/sign-in, fills the field labelled "API 密钥", clicks the sign-in
-  button and waits for the overview (`<h1>概览</h1>` at /console, or at `then` when given) — as a person does;
-  the session cookie is then the page's context's. `refused_sign_in(...)`: the same for a key the console
-  turns away, waiting for the answer page instead.
+  button and waits for the overview (`<h1>概览</h1>` at /console) — as a person does; the session cookie is then
+  the page's context's. `refused_sign_in(...)`: the same for a key the console turns away, waiting for the
+  answer page instead.
 - `sign_out(page)`: the header's "退出" button, then the sign-in page.
 - `check_page(page, log, name)`: the page as it is now passes what every console page must:
   axe-core finds no serious or critical violation, no horizontal scroll at 1280x800 nor 768x1024, the page's
@@ -22,7 +22,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import quote
 
 from tests.support.browser import PageLog, axe_check, no_horizontal_scroll, screenshot
 
@@ -35,22 +34,21 @@ SIGN_IN_BUTTON = "用密钥登录"
 SIGN_OUT_BUTTON = "退出"
 
 
-def sign_in(page: Page, base_url: str, key: str, then: str = CONSOLE) -> None:
-    """Sign in through the form as a person would; back on the overview (or `then`, a console path)."""
-    _submit_key(page, base_url, key, then)
-    page.wait_for_url(f"{base_url}{then}")
-    if then == CONSOLE:
-        page.get_by_role("heading", level=1, name="概览").wait_for()
+def sign_in(page: Page, base_url: str, key: str) -> None:
+    """Sign in through the form as a person would; back on the overview (a page's test then goes to its page)."""
+    _submit_key(page, base_url, key)
+    page.wait_for_url(f"{base_url}{CONSOLE}")
+    page.get_by_role("heading", level=1, name="概览").wait_for()
 
 
 def refused_sign_in(page: Page, base_url: str, key: str) -> None:
     """Submit a key the console turns away (an unknown key, a role it is not for); the answer page is loaded."""
-    _submit_key(page, base_url, key, CONSOLE)
+    _submit_key(page, base_url, key)
     page.wait_for_load_state()
 
 
-def _submit_key(page: Page, base_url: str, key: str, then: str) -> None:
-    page.goto(f"{base_url}{CONSOLE}/sign-in" + (f"?next={quote(then, safe='')}" if then != CONSOLE else ""))
+def _submit_key(page: Page, base_url: str, key: str) -> None:
+    page.goto(f"{base_url}{CONSOLE}/sign-in")
     page.get_by_label(KEY_LABEL).fill(key)
     with page.expect_navigation():
         page.get_by_role("button", name=SIGN_IN_BUTTON).click()
