@@ -80,8 +80,9 @@ MAX_PAGE = 500
 # Newest first by id; no total (a sector administrator's runs are picked in memory; failures are a log).
 REPLAY_RUNS = Keyset("replay-runs", (int,), descending=True)
 FAILED_DELIVERIES = Keyset("webhook-failures", (int,), descending=True)
-# Causes, the largest first: (-count, error class, sector, cause).
-CAUSES = Keyset("dead-letter-causes", (int, str, str, str))
+# Causes, the largest first, then the one whose oldest letter is older (a group's oldest letter names it alone):
+# (MAX_ROW_ID - count, sample id), for a key of ints that grows along the list (a cursor holds no long text).
+CAUSES = Keyset("dead-letter-causes", (int, int))
 MAX_IDS = 1000
 RowId = Annotated[int, Field(ge=1, le=MAX_ROW_ID)]
 RowIdInPath = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
@@ -425,9 +426,8 @@ def dead_letter_causes(request: Request, identity: Reader, query: Annotated[Caus
     return answer(CAUSES, found, asdict, total=len(causes))
 
 
-def _cause_key(cause: Cause) -> tuple[int, str, str, str]:
-    """The order of the causes list: the largest first, then by class, sector and cause."""
-    return -cause.count, cause.error_class, cause.sector, cause.cause
+def _cause_key(cause: Cause) -> tuple[int, int]:
+    return MAX_ROW_ID - cause.count, cause.sample_id
 
 
 @router.get("/dead-letters/export.csv", response_class=StreamingResponse,

@@ -11,7 +11,8 @@ The normaliser itself lives in `gateway.domain.causes` (the repository writes th
 gateway never imports ops); this module is the desk's face of it. A cause holds no ID or phone number, so it
 rests plain and the desk's `text` search reads it (the error message itself is sealed).
 
-`Cause` is one group as `DeadLetterDesk.causes(filter)` answers it: the largest first.
+`Cause` is one group as `DeadLetterDesk.causes(filter)` answers it: the largest first (ties: the group whose
+oldest letter is older first).
 """
 
 from __future__ import annotations

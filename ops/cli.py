@@ -1,5 +1,6 @@
-"""`yiwang ops`: operators' commands on dead letters — list and count by filter, show one with its whole
-story, replay one or many (resumable), discard with a reason.
+"""`yiwang ops`: operators' commands on dead letters — list and count by filter (also by correlation id, cause
+and a part of the cause), group them by cause, export them as CSV, show one with its whole story, replay one or
+many (resumable, cancellable), discard with a reason.
 
 Replay sends the message again with the idempotency key of every earlier attempt, so a sector that had
 applied it after all recognises the repeat. Personal data is shown masked, as in the logs. Every command
@@ -86,7 +87,7 @@ _FILTER_OPTIONS: dict[str, Any] = {
 
 
 def make_ops_app(open_desk: Callable[[], DeadLetterDesk], actor: Actor) -> typer.Typer:
-    app = typer.Typer(help="Operators' tools: dead letters — list, count, show, replay, discard.",
+    app = typer.Typer(help="Operators' tools: dead letters — list, count, causes, export, show, replay, discard.",
                       no_args_is_help=True)
 
     @app.command("dead-letters")

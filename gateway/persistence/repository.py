@@ -749,13 +749,14 @@ class DeadLetterRepository:
         return result.rowcount
 
     def causes(self, where: Where) -> builtins.list[tuple[str, str, str, int, datetime, datetime, int]]:
-        """(error class, sector, cause, how many, first, last, a letter's id) per cause, the largest first.
+        """(error class, sector, cause, how many, first, last, its oldest letter's id) per cause, the largest first
+        (ties: the older group first).
         Letters without a cause yet (sealed, written before causes existed) group under ''."""
         d = t.dead_letters.c
         n, cause = func.count().label("n"), func.coalesce(d.cause, "").label("cause")
         query = (select(d.error_class, d.sector, cause, n, func.min(d.created_at), func.max(d.created_at),
                         func.min(d.id)).where(*where).group_by(d.error_class, d.sector, cause)
-                 .order_by(n.desc(), d.error_class, d.sector, cause))
+                 .order_by(n.desc(), func.min(d.id)))
         return [(r[0], r[1], r[2], int(r[3]), as_utc(r[4]), as_utc(r[5]), int(r[6]))
                 for r in self._conn.execute(query)]
 
