@@ -22,7 +22,9 @@ Search: besides the columns, a letter is found by the correlation id of the requ
 it. The error text itself rests sealed (personal data, gateway/persistence/personal_data.py), so no SQL reads
 it; the cause is that text with ids and numbers taken out, so `text` finds words, not a case's number (filter
 by `case_no` for that). `causes(filter)` groups the letters by cause, the largest group first; `letters(filter)`
-reads every matching letter in pages (the CSV export).
+reads every matching letter in pages (the CSV export). A letter gets its cause when it is written; those written
+before causes existed whose error text is sealed get theirs from the scheduled job `dead-letter-causes`
+(`fill_causes`), as the migration that added the column had no key to open them.
 
 `mapping="original"` pins the reopened row to the bundle version the message died with (the dispatcher
 builds that version's adapter); "active" (the default) delivers with the sector's active version.
@@ -218,15 +220,18 @@ class DeadLetterDesk:
             return [Cause(*row) for row in work.dead_letters.causes(conditions(f))]
 
     def letters(self, f: DeadLetterFilter, *, batch: int = MAX_PAGE) -> Iterator[DeadLetter]:
-        """Every matching letter, oldest first, read `batch` at a time (one short read each: a long export holds
-        no transaction open)."""
-        cursor: str | None = None
+        """Every matching letter, oldest first, read `batch` at a time (one short read each, uncounted: a long
+        export holds no transaction open)."""
+        order, where, after = _sort("created_at"), conditions(f), None
         while True:
-            page = self.page(f, sort="created_at", limit=batch, cursor=cursor)
-            yield from page.items
-            if page.next_cursor is None:
+            seek = order.keyset.after(order.columns, after)
+            with self.units(read_only=True) as work:
+                found = work.dead_letters.page([*where, *([] if seek is None else [seek])],
+                                               order.keyset.order_by(order.columns), batch)
+            yield from found
+            if len(found) < batch:
                 return
-            cursor = page.next_cursor
+            after = order.key_of(found[-1])
 
     def get(self, dead_letter_id: int, scope: frozenset[str] | None = None) -> DeadLetter:
         """One letter whole; outside `scope` (a sector admin's sectors) it does not exist."""
@@ -342,13 +347,17 @@ class DeadLetterDesk:
     # -- causes of letters written before causes existed -------------------------------------------------
     def fill_causes(self, batch: int = 500) -> int:
         """The scheduled job `dead-letter-causes`: give up to `batch` letters without a cause theirs (their error
-        text is sealed, so the migration that added causes could not). Returns how many were filled."""
-        with self.units() as work:
-            letters = work.dead_letters.page([t.dead_letters.c.cause.is_(None)], [t.dead_letters.c.id], batch)
-            for letter in letters:
-                work.dead_letters.set_cause(letter.id, cause_key(letter.error_class, letter.sector,
-                                                                 letter.error_message))
-            work.commit()
+        text is sealed, so the migration that added causes could not). Returns how many were filled; a tick with
+        none to fill only reads."""
+        without = [t.dead_letters.c.cause.is_(None)]
+        with self.units(read_only=True) as work:
+            letters = work.dead_letters.page(without, [t.dead_letters.c.id], batch)
+        if letters:
+            with self.units() as work:  # two processes filling one letter write the same cause
+                for letter in letters:
+                    work.dead_letters.set_cause(letter.id, cause_key(letter.error_class, letter.sector,
+                                                                     letter.error_message))
+                work.commit()
         return len(letters)
 
     # -- discarding ------------------------------------------------------------------------------------
