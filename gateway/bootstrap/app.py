@@ -231,7 +231,8 @@ def scheduled_jobs(settings: Settings, engine: Engine, service: CaseService, exp
     jobs = [Job("deadline-clock", every_tick, service.tick),
             Job("certificate-expiry", every_tick, expiry.check),
             # bulk replays whose starter died (or that the API started) go on, a few batches a tick
-            Job("replay-runs", every_tick, desk.resume_unfinished)]
+            Job("replay-runs", every_tick, desk.resume_unfinished),
+            Job("dead-letter-causes", every_tick, desk.fill_causes)]  # letters sealed before causes existed
     every_notify = timedelta(milliseconds=settings.notify_interval_ms)  # the hall's notifications
     fan_out = CaseEventFanOut(engine, clock, case_event_publisher(settings))
     jobs += [Job("case-notifications", every_notify, fan_out.run),

@@ -382,7 +382,7 @@ def ferry_group() -> typer.Typer:
 
 
 GROUPS: dict[str, Group] = {  # in the order `yiwang --help` lists them, after serve, worker, demo
-    "ops": Group("Operators' tools: the overview; dead letters — list, count, show, replay, discard.",
+    "ops": Group("Operators' tools: the overview; dead letters — list, count, causes, export, show, replay, discard.",
                  ops_group),
     "simulators": Group("Sector simulators for development, tests and rehearsal (adapters/simulators/SECTORS.md).",
                         simulators_group),
