@@ -28,10 +28,11 @@ from gateway.cli.common import BAD_INPUT, PROBLEMS_FOUND
 from gateway.cli.output import Column, JsonOption, QuietOption
 from gateway.domain.clock import SHANGHAI
 
-# Commands that change nothing are not audited (a read of unmasked data is audited where it happens).
+# Commands that change nothing are not audited (a read of unmasked data is audited where it happens: `ops journey
+# --unmasked` by ops.journey before it shows anything).
 READ_ONLY_COMMANDS = frozenset({"list", "validate", "preview", "export", "show", "verify", "tail", "dead-letters",
                                 "dead-letter", "counts", "replay-runs", "anchors", "status", "gaps",
-                                "quarantine"})
+                                "quarantine", "journey"})
 # Arguments never written to the audit log, even sealed: what a person types as a secret.
 SECRET_WORDS = ("password", "passphrase", "secret", "token")
 AuditSink = Callable[[str, str | None, dict[str, Any], str], None]  # action, subject, detail, outcome

@@ -54,9 +54,11 @@ def desk(make_gateway: Callable[..., Gateway], simulator: SocialSecuritySimulato
     story = tell_story(gateway, simulator, receiver)
     app = create_app(gateway)
     clients, ids = {}, {}
-    for name, role, scope in (("operator", Role.OPERATOR, {}), ("own", Role.SECTOR_ADMIN, {"sector": "social_security"}),
-                              ("other", Role.SECTOR_ADMIN, {"sector": "housing_fund"}),
-                              ("hall", Role.HALL_CLIENT, {}), ("auditor", Role.AUDITOR, {})):
+    callers: list[tuple[str, Role, dict[str, str]]] = [
+        ("operator", Role.OPERATOR, {}), ("own", Role.SECTOR_ADMIN, {"sector": "social_security"}),
+        ("other", Role.SECTOR_ADMIN, {"sector": "housing_fund"}), ("hall", Role.HALL_CLIENT, {}),
+        ("auditor", Role.AUDITOR, {})]
+    for name, role, scope in callers:
         identity, key = gateway.keys.issue(name, [role], **scope)
         ids[name] = identity.id
         clients[name] = TestClient(app, headers={"Authorization": f"Bearer {key}"})
@@ -102,8 +104,10 @@ def test_a_sector_administrator_sees_their_own_sectors_part_only(desk: Desk) -> 
                                                    "operation": "submit_case",
                                                    "idempotency_key": f"{desk.story.case_no}:2:submit_case"})
         uow.commit()
-    letters = lambda who: {e["links"]["dead_letter_id"] for e in desk.journey(who).json()["entries"]  # noqa: E731
-                           if e["kind"] == "dead_letter"}
+
+    def letters(who: str) -> set[int]:
+        return {e["links"]["dead_letter_id"] for e in desk.journey(who).json()["entries"] if e["kind"] == "dead_letter"}
+
     assert letters("operator") == {desk.story.dead_letter_id, other_letter}
     assert letters("own") == {desk.story.dead_letter_id}
     own = desk.journey("own").json()
