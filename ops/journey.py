@@ -41,8 +41,7 @@ from gateway.persistence.notification_tables import webhook_deliveries, webhook_
 from gateway.persistence.repository import DeadLetter
 from gateway.persistence.uow import UnitOfWork, UnitsOfWork
 
-__all__ = ["KINDS", "MAX_ENTRIES", "CaseJourney", "CaseNotFound", "CaseSummary", "Entry", "Journey",
-           "entry_json"]
+__all__ = ["KINDS", "MAX_ENTRIES", "CaseJourney", "CaseNotFound", "CaseSummary", "Entry", "Journey"]
 
 MAX_ENTRIES = 2000  # one case's story; a case with more (a sector polled for months) says `truncated`
 # The kinds, in the order entries at the same instant are told (a message is written with its event, then sent).
@@ -140,12 +139,6 @@ class CaseJourney:
         if found is None:
             raise CaseNotFound(f"没有属于关联编号 {correlation_id[:80]} 的办件")
         return str(found)
-
-
-def entry_json(entry: Entry) -> dict[str, Any]:
-    """An entry as JSON: its time in Beijing time, as people read it."""
-    return {"at": beijing_text(entry.at), "kind": entry.kind, "title": entry.title, "sector": entry.sector,
-            "detail": entry.detail, "links": entry.links}
 
 
 # --- each source as entries --------------------------------------------------------------------------------

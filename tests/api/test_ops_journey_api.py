@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,6 +94,37 @@ def test_unmasked_is_for_who_may_and_audited_before_it_is_answered(desk: Desk) -
     assert len(desk.unmasked_reads()) == 2
     assert_problem(desk.journey("other", unmasked="true"), 404, "case-not-found")  # absent to them: nothing read
     assert len(desk.unmasked_reads()) == 2
+
+    with audit_log_refusing_records(desk.gateway):  # the audit log cannot take the record: nothing is shown
+        operator = desk.clients["operator"]
+        refused = TestClient(operator.app, headers=dict(operator.headers), raise_server_exceptions=False).get(
+            f"{OPS}/cases/{desk.story.case_no}/journey", params={"unmasked": "true"})
+        assert desk.journey("operator").status_code == 200  # a masked read needs no record
+    assert refused.status_code == 500 and ID_NUMBER not in refused.text
+    assert len(desk.unmasked_reads()) == 2
+
+
+@contextmanager
+def audit_log_refusing_records(gateway: Gateway) -> Iterator[None]:
+    """Every new log record refused by the database while the block runs (the log still reads)."""
+    sqlite = gateway.engine.dialect.name == "sqlite"
+    with gateway.engine.begin() as conn:
+        if sqlite:
+            conn.exec_driver_sql("CREATE TRIGGER refuse_records BEFORE INSERT ON ledger_records "
+                                 "BEGIN SELECT RAISE(ABORT, 'the audit log is down'); END")
+        else:
+            conn.exec_driver_sql("CREATE FUNCTION refuse_records() RETURNS trigger LANGUAGE plpgsql AS "
+                                 "$$ BEGIN RAISE EXCEPTION 'the audit log is down'; END $$")
+            conn.exec_driver_sql("CREATE TRIGGER refuse_records BEFORE INSERT ON ledger_records "
+                                 "FOR EACH ROW EXECUTE FUNCTION refuse_records()")
+    try:
+        yield
+    finally:
+        with gateway.engine.begin() as conn:
+            conn.exec_driver_sql("DROP TRIGGER refuse_records" if sqlite else
+                                 "DROP TRIGGER refuse_records ON ledger_records")
+            if not sqlite:
+                conn.exec_driver_sql("DROP FUNCTION refuse_records()")
 
 
 def test_a_sector_administrator_sees_their_own_sectors_part_only(desk: Desk) -> None:
