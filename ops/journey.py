@@ -114,9 +114,9 @@ class CaseJourney:
         limit = self.max_entries + 1
         with self.units(read_only=True) as work:
             case = work.cases.get(case_no)
-            outbox = _outbox_rows(work, case_no, limit)
-            if case is None or (scope is not None and not any(row["sector"] in scope for row in outbox)):
+            if case is None or (scope is not None and not _has_message_to(work, case_no, scope)):
                 raise CaseNotFound(f"没有编号为 {case_no} 的办件")
+            outbox = _outbox_rows(work, case_no, limit)
             letters = work.dead_letters.page([t.dead_letters.c.case_no == case_no], [t.dead_letters.c.id], limit)
             hall = _notifications(work, case_no, limit)
         records = [(r, self.ledger.open_body(r)) for r in self.ledger.records(Filters(MESSAGE, case_no=case_no), limit)]
@@ -166,6 +166,12 @@ def _events(events: Iterable[CaseEvent], masked: bool) -> Iterator[Entry]:
         if event.from_state != event.to_state:
             title += f"（{STATE_LABELS.get(str(event.to_state), str(event.to_state))}）"
         yield Entry(event.at, "event", title, view, links={"event_seq": event.seq})
+
+
+def _has_message_to(work: UnitOfWork, case_no: str, scope: frozenset[str]) -> bool:
+    o = t.outbox.c
+    query = select(o.id).where(o.case_no == case_no, o.sector.in_(sorted(scope))).limit(1)
+    return work.conn.execute(query).first() is not None
 
 
 def _outbox_rows(work: UnitOfWork, case_no: str, limit: int) -> list[dict[str, Any]]:
