@@ -45,7 +45,7 @@ from gateway.audit.ledger import Ledger
 from gateway.cases.views import event_view
 from gateway.domain.case import DISCARD_OUTCOMES, CaseEvent
 from gateway.domain.clock import SHANGHAI, instants_as_beijing_text
-from gateway.domain.roles import Identity, Role
+from gateway.domain.roles import UNMASKED_ONLY, Identity, NotAllowed, Role, may_unmask
 from gateway.http.callers import require
 from gateway.http.json_bodies import JsonBodyRoute
 from gateway.http.paging import Page, Paged, answer
@@ -74,6 +74,7 @@ from ops.dead_letters import (
     ReplayRun,
     ReplayRunNotFound,
 )
+from ops.journey import MAX_ENTRIES, CaseJourney
 from ops.overview import OVERVIEW_ROLES, Overview, Scope
 from ops.overview import Page as ConsolePage
 
@@ -721,6 +722,75 @@ def show_overview(request: Request, identity: Overseer) -> dict[str, Any]:
     （办件、发件箱、队列为 null）。只读。"""
     overview = cast(Overview, request.app.state.overview)  # set by gateway.bootstrap.app
     return overview.overview(Scope.of(identity)).public()
+
+
+# --- a case's journey ----------------------------------------------------------------------------------------
+
+
+class JourneyEntryOut(BaseModel):
+    at: BeijingTime
+    kind: str = Field(description="event | message | delivery | attempt | callback | dead_letter | notification")
+    title: str = Field(description="what happened, in short")
+    sector: str | None = Field(description="the sector it concerns; null: the case itself or the hall")
+    detail: dict[str, Any] = Field(description="its particulars (personal data masked unless unmasked)")
+    links: dict[str, int | str] = Field(description="ids to follow: dead_letter_id (GET /v1/ops/dead-letters/{id}), "
+                                                    "message_record_id (GET /v1/messages/{id}), outbox_id, "
+                                                    "webhook_delivery_id, event_seq")
+
+
+class JourneyCaseOut(BaseModel):
+    case_no: str
+    matter_code: str
+    state: str
+    state_label: str
+    channel: str
+    deadline: dict[str, Any] | None = Field(description="the running clock: kind, due (a date), overdue")
+    tasks: list[dict[str, Any]] = Field(description="task_id, department, sector, state, round")
+
+
+class JourneyOut(BaseModel):
+    case: JourneyCaseOut
+    entries: list[JourneyEntryOut] = Field(description=f"oldest first; at most {MAX_ENTRIES}")
+    truncated: bool = Field(description=f"more than {MAX_ENTRIES} happened: these are the oldest")
+    masked: bool
+
+
+Unmasked = Annotated[bool, Query(description="operators and the sector's own administrator: plain, audited")]
+
+
+def _journeys(request: Request) -> CaseJourney:
+    return cast(CaseJourney, request.app.state.case_journeys)  # set by gateway.bootstrap.app
+
+
+def _journey(request: Request, identity: Identity, case_no: str, unmasked: bool) -> dict[str, Any]:
+    """The case's journey as the caller may see it; unmasked only for who may, audited by the service first."""
+    if unmasked and not may_unmask(identity, identity.sector or ""):
+        raise NotAllowed(UNMASKED_ONLY)
+    journey = _journeys(request).journey(case_no, scope=_scope(identity), masked=not unmasked,
+                                         reader=f"identity:{identity.id}", reader_name=identity.name)
+    return {"case": asdict(journey.case), "entries": [asdict(entry) for entry in journey.entries],
+            "truncated": journey.truncated, "masked": journey.masked}
+
+
+@router.get("/cases/{case_no}/journey", response_model=JourneyOut, responses=problem_doc(401, 403, 404, 422),
+            summary="办件全程")
+def case_journey(case_no: Annotated[str, Path(min_length=1, max_length=50)], request: Request, identity: Reader,
+                 unmasked: Unmasked = False) -> dict[str, Any]:
+    """一个办件经历的一切，按时间先后：办件事件、待发消息、与部门的每次收发、每次调用、回调、死信及其重放、给大厅的通知。
+    部门系统管理员只看得到有消息发往本部门的办件，且只看到本部门的部分。个人信息脱敏；`unmasked=true` 显示原文
+    （每次读取先记入审计）。只读。"""
+    return _journey(request, identity, case_no, unmasked)
+
+
+@router.get("/journeys", response_model=JourneyOut, responses=problem_doc(401, 403, 404, 422),
+            summary="按关联编号查办件全程")
+def journey_by_correlation(request: Request, identity: Reader,
+                           correlation_id: Annotated[str, Query(min_length=1, max_length=64,
+                                                                description="X-Correlation-Id of the request or "
+                                                                            "job that wrote a message")],
+                           unmasked: Unmasked = False) -> dict[str, Any]:
+    """关联编号（X-Correlation-Id）所属办件的全程，同 `/v1/ops/cases/{case_no}/journey`；没有所属办件时为 404。只读。"""
+    return _journey(request, identity, _journeys(request).case_of_correlation(correlation_id), unmasked)
 
 
 def install_ops_error_handlers(app: FastAPI) -> None:

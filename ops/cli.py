@@ -1,7 +1,7 @@
 """`yiwang ops`: the operators' overview (ops/overview.py, the whole gateway, as tables or `--json`), and
 operators' commands on dead letters — list and count by filter (also by correlation id, cause and a part of the
 cause), group them by cause, export them as CSV, show one with its whole story, replay one or many (resumable,
-cancellable), discard with a reason.
+cancellable), discard with a reason — and a case's journey (`add_journey_command`).
 
 Replay sends the message again with the idempotency key of every earlier attempt, so a sector that had
 applied it after all recognises the repeat. Personal data is shown masked, as in the logs. Every command
@@ -49,6 +49,7 @@ from ops.dead_letters import (
     case_outcome_of,
     check_reason,
 )
+from ops.journey import CaseJourney, CaseNotFound, Journey
 
 if TYPE_CHECKING:  # the overview's service loads the web framework and the broker client: only `overview` pays
     from ops.overview import Overview, OverviewFigures
@@ -444,3 +445,58 @@ def _rehearsal(version: dict[str, Any]) -> str:
     if version["rehearsal_outcome"] is None:
         return ""
     return f"{version['rehearsal_outcome']} {version['rehearsal_passed']}/{version['rehearsal_total']}"
+
+
+# --- a case's journey -----------------------------------------------------------------------------------------
+JOURNEY_COLUMNS = (Column("at", "when (Beijing)"), Column("kind"), Column("sector"), Column("title", "what"),
+                   Column("links", "ids", shown=lambda row: " ".join(f"{k}={v}" for k, v in row["links"].items())))
+MAX_LOOKED_UP = 64  # characters of a case number (50) or a correlation id (64)
+
+
+def add_journey_command(app: typer.Typer, open_journey: Callable[[], AbstractContextManager[CaseJourney]],
+                        actor: Actor) -> None:
+    """`yiwang ops journey`: its own command on `app`, reading through `ops.journey.CaseJourney`."""
+
+    @app.command()
+    def journey(case_no_or_correlation_id: Annotated[str, typer.Argument(
+                    metavar="CASE_NO_OR_CORRELATION_ID", help="a case number, or the correlation id of the request "
+                                                               "or job that wrote one of its messages")],
+                unmasked: Annotated[bool, typer.Option(
+                    "--unmasked", help="personal data in plain text (the read is audited before it is shown)")] = False,
+                as_json: JsonOption = False) -> None:
+        """Everything that happened to one case, oldest first: its events, messages, exchanges with sectors,
+        attempts, callbacks, dead letters and notifications (personal data masked)."""
+        wanted = case_no_or_correlation_id.strip()
+        if not wanted or len(wanted) > MAX_LOOKED_UP:
+            output.stderr().print(f"[red]error: give a case number or a correlation id (1 to {MAX_LOOKED_UP} "
+                                  "characters)[/red]")
+            raise typer.Exit(BAD_INPUT)
+        try:
+            with open_journey() as journeys:
+                found = _journey_of(journeys, wanted, unmasked, actor())
+        except CaseNotFound as exc:
+            output.stderr().print(f"[red]{escape(str(exc))}[/red]")
+            raise typer.Exit(exit_code(exc, NOT_FOUND)) from exc
+        _print_journey(found, as_json)
+
+
+def _journey_of(journeys: CaseJourney, wanted: str, unmasked: bool, reader: str) -> Journey:
+    """By case number, else by correlation id (a case number is never a correlation id the gateway makes)."""
+    try:
+        return journeys.journey(wanted, masked=not unmasked, reader=reader)
+    except CaseNotFound:
+        return journeys.journey(journeys.case_of_correlation(wanted), masked=not unmasked, reader=reader)
+
+
+def _print_journey(journey: Journey, as_json: bool) -> None:
+    rows = [asdict(entry) for entry in journey.entries]
+    if as_json:
+        output.print_object({"case": asdict(journey.case), "entries": rows, "truncated": journey.truncated,
+                             "masked": journey.masked}, as_json=True)
+        return
+    case = journey.case
+    due = case.deadline["due"] if case.deadline else "-"
+    output.stdout().print(f"case {case.case_no}: matter {case.matter_code}, {case.state} ({case.state_label}), "
+                          f"due {due}{'' if journey.masked else ' — UNMASKED'}", markup=False)
+    output.print_rows(rows, JOURNEY_COLUMNS, as_json=False, title=f"{len(rows)} entries, oldest first"
+                      + (" (cut: the oldest only)" if journey.truncated else ""))

@@ -28,10 +28,11 @@ from gateway.cli.common import BAD_INPUT, PROBLEMS_FOUND
 from gateway.cli.output import Column, JsonOption, QuietOption
 from gateway.domain.clock import SHANGHAI
 
-# Commands that change nothing are not audited (a read of unmasked data is audited where it happens).
+# Commands that change nothing are not audited (a read of unmasked data is audited where it happens: `ops journey
+# --unmasked` by ops.journey before it shows anything).
 READ_ONLY_COMMANDS = frozenset({"list", "validate", "preview", "export", "show", "verify", "tail", "dead-letters",
                                 "dead-letter", "counts", "replay-runs", "anchors", "status", "gaps",
-                                "quarantine", "overview", "causes"})
+                                "quarantine", "overview", "causes", "journey"})
 # Reads that are audited all the same: a bulk export of dead letters (who took which, how many).
 AUDITED_READS = frozenset({"ops export"})
 # Arguments never written to the audit log, even sealed: what a person types as a secret.
