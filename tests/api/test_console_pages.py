@@ -20,7 +20,7 @@ from gateway.audit.ledger import AUDIT, Filters
 from gateway.bootstrap.app import Gateway, create_app
 from gateway.domain.roles import Role
 from gateway.sectors.bundle_records import pack_folder
-from ops.console.web import CONSOLE_ROLES, PAGES
+from ops.console.web import CONSOLE_ROLES, PAGES, Page
 from tests.support.console import key_of, sign_in
 from tests.support.pki import TestCA, key_pem
 from tests.support.routes import admitted_roles, app_routes, v1_routes
@@ -97,23 +97,25 @@ def console_routes(app: FastAPI, method: str = "GET") -> set[str]:
 
 
 @pytest.mark.parametrize("page", [p for p in PAGES if p.mirrors], ids=lambda p: p.name)
-def test_a_page_admits_exactly_the_roles_of_the_api_route_it_mirrors(page: object, gateway: Gateway) -> None:
+def test_a_page_admits_exactly_the_roles_of_the_api_route_it_mirrors(page: Page, gateway: Gateway) -> None:
     app = create_app(gateway)
-    method, path = page.mirrors  # type: ignore[attr-defined]
+    assert page.mirrors is not None
+    method, path = page.mirrors
     mirrored = [r for r in v1_routes(app) if r.path == path and method in r.methods]
-    if not mirrored and page.path not in console_routes(app):  # type: ignore[attr-defined]
-        pytest.skip(f"neither {page.path} nor {method} {path} is built yet")  # type: ignore[attr-defined]
-    assert mirrored, f"{page.name} mirrors {method} {path}, which the API does not serve"  # type: ignore[attr-defined]
+    if not mirrored and page.path not in console_routes(app):
+        pytest.skip(f"neither {page.path} nor {method} {path} is built yet")
+    assert mirrored, f"{page.name} mirrors {method} {path}, which the API does not serve"
     admitted = frozenset().union(*admitted_roles(mirrored[0].dependant))
-    assert page.roles == admitted  # type: ignore[attr-defined]
+    assert page.roles == admitted
 
 
 @pytest.mark.parametrize("role", sorted(CONSOLE_ROLES))  # other roles cannot sign in (test_console_sessions)
 def test_each_page_renders_for_its_roles_and_is_refused_for_every_other(role: Role, gateway: Gateway) -> None:
     client, _ = console(gateway, role, **scope_of(role))
     pages = {p.name: p for p in PAGES}
-    paths = {"adapters": ["/console/adapters", f"/console/adapters/{SECTOR}"], "certificates": ["/console/certificates"],
-             "audit": ["/console/audit", "/console/audit/verify"], "approvals": ["/console/approvals"]}
+    paths = {"adapters": ["/console/adapters", f"/console/adapters/{SECTOR}"],
+             "certificates": ["/console/certificates"], "audit": ["/console/audit", "/console/audit/verify"],
+             "approvals": ["/console/approvals"]}
     for name in ADMIN_PAGES:
         for path in paths[name]:
             answer = client.get(path, follow_redirects=False)
@@ -174,8 +176,10 @@ def test_a_rejected_request_changes_nothing_and_keeps_its_reason(make: Callable[
     first, csrf = console(gateway, Role.OPERATOR)
     first.post(f"/console/adapters/{SECTOR}/versions/{FIRST}/activate", data={"csrf": csrf})
     (pending,) = _pending(first)
-    rejected = first.post(f"/console/approvals/{pending}/reject", data={"csrf": csrf, "reason": "版本号写错"})
-    assert rejected.status_code == 200 and "理由：版本号写错" in rejected.text
+    reason = '版本号写错<script>alert(1)</script>"'
+    rejected = first.post(f"/console/approvals/{pending}/reject", data={"csrf": csrf, "reason": reason})
+    assert rejected.status_code == 200 and "理由：版本号写错&lt;script&gt;alert(1)&lt;/script&gt;&#34;" in rejected.text
+    assert "<script>alert" not in rejected.text
     assert status_of(gateway, FIRST) == "registered" and _pending(first) == []
 
 
