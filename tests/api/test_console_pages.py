@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from adapters.registry import default_bundles_dir
+from adapters.simulators.civil_affairs import CivilAffairsSimulator
 from adapters.simulators.housing_fund import HousingFundSimulator
 from gateway.audit.ledger import AUDIT, Filters
 from gateway.bootstrap.app import Gateway, create_app
@@ -22,6 +23,7 @@ from gateway.domain.roles import Role
 from gateway.sectors.bundle_records import pack_folder
 from ops.console.web import CONSOLE_ROLES, PAGES, Page
 from tests.support.console import key_of, sign_in
+from tests.support.ledger import tamper
 from tests.support.pki import TestCA, key_pem
 from tests.support.routes import admitted_roles, app_routes, v1_routes
 
@@ -211,6 +213,18 @@ def test_test_activate_roll_back_and_retire_in_the_console(gateway: Gateway, tmp
             "POST /console/adapters/{sector}/versions/{version}/retire"} <= actions
 
 
+def test_a_rehearsal_in_the_console_runs_the_versions_rehearsal_file_and_shows_its_result(
+        make_gateway: Callable[..., Gateway]) -> None:
+    with CivilAffairsSimulator() as sector:
+        gateway = make_gateway(bundles=(), sector_endpoints={"civil_affairs": sector.url})
+        version = gateway.bundles.register(pack_folder(default_bundles_dir() / "civil_affairs"), "test").version
+        client, csrf = console(gateway, Role.SECTOR_ADMIN, sector="civil_affairs")
+        rehearsed = client.post(f"/console/adapters/civil_affairs/versions/{version}/rehearse", data={"csrf": csrf})
+    assert rehearsed.status_code == 200 and "预演已完成" in rehearsed.text, rehearsed.text
+    assert "<strong>passed</strong>（4/4 通过" in rehearsed.text
+    assert gateway.bundles.get("civil_affairs", version).rehearsal_outcome == "passed"
+
+
 def test_a_preview_renders_the_request_escaped_and_bad_json_changes_nothing(gateway: Gateway) -> None:
     client, csrf = console(gateway, Role.OPERATOR)
     base = f"/console/adapters/{SECTOR}"
@@ -291,6 +305,12 @@ def test_the_audit_log_pages_and_filters_and_verify_shows_every_chain_intact(gat
 
     verified = client.get("/console/audit/verify")
     assert verified.status_code == 200 and "完好" in verified.text and "发现问题" not in verified.text
+
+    changed = gateway.ledger.records(Filters(AUDIT, action="paging"))[2]
+    tamper(gateway.engine, f"UPDATE ledger_records SET actor = 'identity:someone_else' WHERE id = {changed.id}")
+    broken = client.get("/console/audit/verify").text
+    assert "发现问题" in broken and f'<th scope="row" data-label="链">{changed.chain}</th>' in broken
+    assert f"第 {changed.seq} 条（记录编号 {changed.id}）" in broken and "<code>changed</code>" in broken
 
 
 # --- CSRF --------------------------------------------------------------------------------------------------
