@@ -68,7 +68,9 @@ PAGES: tuple[Page, ...] = (
          ("GET", "/v1/ops/cases/{case_no}/journey")),
     Page("adapters", PREFIX + "/adapters", "适配器", frozenset({_R.OPERATOR, _R.SYSTEM_ADMIN, _R.SECTOR_ADMIN}),
          ("GET", "/v1/adapters")),
-    Page("certificates", PREFIX + "/certificates", "证书", frozenset({_R.SECURITY_ADMIN, _R.SYSTEM_ADMIN}),
+    Page("approvals", PREFIX + "/approvals", "审批", frozenset({_R.SECTOR_ADMIN, _R.OPERATOR, _R.SYSTEM_ADMIN,
+                                                                 _R.CATALOGUE_ADMIN}), ("GET", "/v1/approvals")),
+    Page("certificates", PREFIX + "/certificates", "证书", frozenset({_R.SECURITY_ADMIN, _R.SECTOR_ADMIN}),
          ("GET", "/v1/certificates")),
     Page("audit", PREFIX + "/audit", "审计日志", frozenset({_R.AUDITOR}), ("GET", "/v1/audit")),
 )
