@@ -30,7 +30,7 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from gateway.domain.clock import SHANGHAI, as_utc
-from gateway.domain.roles import Identity, Role
+from gateway.domain.roles import ROLE_NAMES, Identity, Role
 from gateway.observability.logs import mask_value
 from gateway.security.api_keys import ApiKeyStore
 from gateway.security.sessions import ConsoleSession, ConsoleSessions
@@ -106,9 +106,17 @@ def beijing(value: datetime | str | None) -> str:
     return instant.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def role_name(role: Role | str) -> str:
+    """A role as people call it (运维人员), not its code."""
+    try:
+        return ROLE_NAMES[Role(role)]
+    except ValueError:  # not a role of ours: shown as it is (escaped)
+        return str(role)
+
+
 _environment = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True),
                            undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-_environment.filters.update(beijing=beijing, masked=mask_value)
+_environment.filters.update(beijing=beijing, masked=mask_value, role_name=role_name)
 TEMPLATES = Jinja2Templates(env=_environment)
 
 
