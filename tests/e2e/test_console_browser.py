@@ -47,9 +47,13 @@ CONSOLE_ROLES = {Role.OPERATOR: {}, Role.SECTOR_ADMIN: {"sector": SECTOR}, Role.
 OTHER_ROLES = {Role.HALL_CLIENT: {}, Role.WINDOW: {}, Role.CLERK: {"department": SOCIAL_SECURITY_AGENCY}}
 
 # The pages a signed-in operator tours (the sign-in page and the "not for you" page are checked on their own).
+# The dead-letter pages as a new gateway shows them, with nothing to list; tests/e2e/test_console_flows.py
+# checks them full, a letter's story, a bulk plan and a running run (their screenshots without "-empty").
 STOPS = (
     Stop(CONSOLE, "overview"),
     Stop(CONSOLE + "/no-such-page", "problem", 404),
+    Stop(CONSOLE + "/dead-letters", "dead-letters-empty"),
+    Stop(CONSOLE + "/replays", "replays-empty"),
 )
 
 

@@ -196,12 +196,13 @@ class LiveGateway:
 
 
 @contextmanager
-def served_gateway(database_url: str, var_dir: Path) -> Iterator[LiveGateway]:
-    """A gateway on `database_url` (already migrated), served over HTTP with its sectors' simulators up."""
+def served_gateway(database_url: str, var_dir: Path, **overrides: Any) -> Iterator[LiveGateway]:
+    """A gateway on `database_url` (already migrated), served over HTTP with its sectors' simulators up;
+    `overrides`: settings other than the tests' (`settings_for_tests`)."""
     with ExitStack() as stack:
         simulators = {sector: stack.enter_context(SIMULATORS[sector](decision_delay_ms=50)) for sector in LIVE_SECTORS}
         endpoints = {sector: simulator.url for sector, simulator in simulators.items()}
-        gateway = build_gateway(settings_for_tests(var_dir, database_url, sector_endpoints=endpoints))
+        gateway = build_gateway(settings_for_tests(var_dir, database_url, sector_endpoints=endpoints, **overrides))
         stack.callback(gateway.close)
         activate_shipped(gateway.bundles, *LIVE_SECTORS)
         url = stack.enter_context(serve_in_thread(create_app(gateway)))
