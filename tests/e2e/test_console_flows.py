@@ -50,8 +50,10 @@ def live(live_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Liv
     """The module's served gateway with its dispatcher running, as `yiwang serve` runs it: deliveries, retries
     and dead letters happen while the pages are open. One attempt per delivery: the outages' failures in a row
     stay under the sector's circuit-breaker threshold (5), whatever order the tests run in. Replay runs go in
-    small batches (the desk's `batch`)."""
-    with served_gateway(live_db, tmp_path_factory.mktemp("live-var"), retry_attempts=1) as served:
+    small batches (the desk's `batch`). The scheduled jobs tick once, at the start: `replay-runs` would carry a
+    held run on past the held letter, and the run's page must show where the run stands."""
+    with served_gateway(live_db, tmp_path_factory.mktemp("live-var"), retry_attempts=1,
+                        clock_interval_ms=3_600_000) as served:
         served.gateway.dead_letters.batch = BATCH
         served.gateway.start_dispatcher()  # stopped by the gateway's close
         yield served
