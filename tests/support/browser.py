@@ -22,10 +22,11 @@ Contract (the fixtures in tests/conftest.py are thin wrappers of these; test mod
   (scrollWidth <= clientWidth); a failure names the elements that stick out. The viewport is put back.
 - `screenshot(page, name)`: the full page as var/screenshots/NAME.png (`make screenshots` copies them into
   docs/screenshots/).
-- `served_gateway(database_url, var_dir)`: a gateway built as tests/conftest.py `make_gateway` builds them
-  (shipped bundles activated for the social-security and housing-fund simulators, run on loopback), its app
-  served by uvicorn in a thread on an ephemeral port; a `LiveGateway` with its URL, the gateway itself (to
-  drain, seed, inspect), the simulators and API keys per role. Dispatch is not running: a test drains.
+- `served_gateway(database_url, var_dir, **overrides)`: a gateway built as tests/conftest.py `make_gateway`
+  builds them (shipped bundles activated for the social-security and housing-fund simulators, run on loopback;
+  `overrides`: other settings), its app served by uvicorn in a thread on an ephemeral port; a `LiveGateway`
+  with its URL, the gateway itself (to drain, seed, inspect), the simulators and API keys per role. Dispatch is
+  not running: a test drains, or starts it (`gateway.start_dispatcher()`; the gateway's close stops it).
 """
 
 from __future__ import annotations
