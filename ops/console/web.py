@@ -29,7 +29,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from gateway.domain.clock import SHANGHAI, as_utc
+from gateway.domain.clock import SHANGHAI, as_utc, duration_text
 from gateway.domain.roles import Identity, Role
 from gateway.observability.logs import mask_value
 from gateway.security.api_keys import ApiKeyStore
@@ -108,16 +108,7 @@ def beijing(value: datetime | str | None) -> str:
 
 def age(seconds: float | None) -> str:
     """A duration as people read it: 45 秒, 3 分 12 秒, 2 小时 05 分, 3 天 04 小时; — when it never happened."""
-    if seconds is None:
-        return "—"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    if days:
-        return f"{days} 天 {hours:02d} 小时"
-    if hours:
-        return f"{hours} 小时 {minutes:02d} 分"
-    return f"{minutes} 分 {secs:02d} 秒" if minutes else f"{secs} 秒"
+    return "—" if seconds is None else duration_text(seconds, (" 天", " 小时", " 分", " 秒"))
 
 
 _environment = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True),
