@@ -30,7 +30,7 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from gateway.domain.clock import SHANGHAI, as_utc, duration_text
-from gateway.domain.roles import Identity, Role
+from gateway.domain.roles import ROLE_NAMES, Identity, Role
 from gateway.observability.logs import mask_value
 from gateway.security.api_keys import ApiKeyStore
 from gateway.security.sessions import ConsoleSession, ConsoleSessions
@@ -68,7 +68,9 @@ PAGES: tuple[Page, ...] = (
          ("GET", "/v1/ops/cases/{case_no}/journey")),
     Page("adapters", PREFIX + "/adapters", "适配器", frozenset({_R.OPERATOR, _R.SYSTEM_ADMIN, _R.SECTOR_ADMIN}),
          ("GET", "/v1/adapters")),
-    Page("certificates", PREFIX + "/certificates", "证书", frozenset({_R.SECURITY_ADMIN, _R.SYSTEM_ADMIN}),
+    Page("approvals", PREFIX + "/approvals", "审批", frozenset({_R.SECTOR_ADMIN, _R.OPERATOR, _R.SYSTEM_ADMIN,
+                                                                 _R.CATALOGUE_ADMIN}), ("GET", "/v1/approvals")),
+    Page("certificates", PREFIX + "/certificates", "证书", frozenset({_R.SECURITY_ADMIN, _R.SECTOR_ADMIN}),
          ("GET", "/v1/certificates")),
     Page("audit", PREFIX + "/audit", "审计日志", frozenset({_R.AUDITOR}), ("GET", "/v1/audit")),
     Page("ferry", PREFIX + "/ferry", "摆渡通道", frozenset({_R.OPERATOR, _R.SECTOR_ADMIN}),
@@ -111,9 +113,17 @@ def age(seconds: float | None) -> str:
     return "—" if seconds is None else duration_text(seconds, (" 天", " 小时", " 分", " 秒"))
 
 
+def role_name(role: Role | str) -> str:
+    """A role as people call it (运维人员), not its code."""
+    try:
+        return ROLE_NAMES[Role(role)]
+    except ValueError:  # not a role of ours: shown as it is (escaped)
+        return str(role)
+
+
 _environment = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True),
                            undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-_environment.filters.update(beijing=beijing, masked=mask_value, age=age)
+_environment.filters.update(beijing=beijing, masked=mask_value, age=age, role_name=role_name)
 TEMPLATES = Jinja2Templates(env=_environment)
 
 

@@ -47,4 +47,5 @@ def test_a_page_the_identity_may_not_enter_leaves_the_figure_unlinked() -> None:
     assert href(who(Role.AUDITOR), audit) == "/console/audit"
     assert href(who(Role.AUDITOR), letters) is None and href(who(Role.AUDITOR), Link("cases")) is None
     assert href(who(Role.SECTOR_ADMIN, "housing_fund"), letters) == "/console/dead-letters"
+    assert href(who(Role.SYSTEM_ADMIN), certificates) is None and href(who(Role.SYSTEM_ADMIN), Link("adapters"))
     assert href(who(Role.SYSTEM_ADMIN), Link("ferry", {"channel": "x"})) is None

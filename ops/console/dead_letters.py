@@ -1,0 +1,438 @@
+"""The console's dead letters and replay runs: `/console/dead-letters`, `/console/replays`, `/console/discards`.
+
+What `/v1/ops` (ops/api.py) offers on the same `DeadLetterDesk` (ops/dead_letters.py), as pages:
+- the list: a filter form (GET), counts by sector and error class (each a link setting the filter), a table
+  paged by the desk's cursor (上一页 goes back along the cursors the links carry), a checkbox per letter;
+- one letter's whole story (canonical message, rendered request, every attempt, the sector's last answer, the
+  case's timeline), masked; plain only for `may_unmask` roles, audited BEFORE it is shown, under the same
+  action name as the API's `?unmasked=true`; forms to replay it, discard it (operators), and — for an identity
+  that also holds the window role — correct its case at the window (`CaseService.correct`, as the API);
+- bulk replay and discard in two steps: a plan page showing the count and the first letters (the selection's
+  ids or the filter carried in hidden fields), then the confirmation, which freezes the set (the desk's
+  `start_replay` / `discard`); a run continues in a thread started here and in the scheduled job `replay-runs`;
+- the runs, newest first, and one run's progress, refreshed by htmx every second until it is done.
+
+Who: as the API — operators everything; a sector administrator their own sector only (another sector's letter
+is 404, a filter naming another sector 403, another sector's run 404), replays yes, discards no. Every change
+goes through the desk (or the case service) and writes the action's own audit record with the API's action
+names and details (`_audit`); the `AuditTrail` middleware records each POST besides.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import fields
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, cast
+from urllib.parse import urlencode
+
+import structlog
+from fastapi import APIRouter, Depends, Form, Path, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from gateway.audit.ledger import Ledger
+from gateway.cases.service import CaseService, Correction
+from gateway.cases.views import event_view
+from gateway.domain.case import Actor, ActorKind, CaseEvent
+from gateway.domain.clock import SHANGHAI, instants_as_beijing_text
+from gateway.domain.roles import UNMASKED_ONLY, Identity, NotAllowed, Role, may_unmask
+from gateway.http.text_fields import typed
+from gateway.observability.logs import mask_value
+from gateway.persistence.keyset import MAX_CURSOR, Keyset
+from gateway.persistence.repository import DeadLetter
+from gateway.persistence.tables import MAX_ROW_ID
+from ops.console.web import PREFIX, Csrf, entered, render
+from ops.dead_letters import (
+    REASON_REQUIRED,
+    BadInput,
+    DeadLetterDesk,
+    DeadLetterFilter,
+    ReasonRequired,
+    ReplayRun,
+    ReplayRunNotFound,
+)
+
+log = structlog.get_logger("yiwang.ops.console")
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
+Letters = Annotated[Identity, Depends(entered("dead-letters"))]
+Runs = Annotated[Identity, Depends(entered("replays"))]
+RowIdInPath = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
+RUNS = Keyset("replay-runs", (int,), descending=True)  # newest first, as GET /v1/ops/replays pages them
+PAGE_SIZE = 50
+MAX_IDS = 1000
+MAX_TRAIL = 50  # how many pages back 上一页 reaches
+SAMPLE = 20  # the letters a plan page shows
+# A letter's parts that may hold ID and phone numbers: masked unless the reader may see them (as ops/api.py).
+PERSONAL_PARTS = ("error_message", "canonical_payload", "rendered_request", "last_response", "history",
+                  "replay_reason", "discard_reason")
+FILTER_FIELDS = ("sector", "version", "matter", "case_no", "error_class", "since", "until")
+STATUS_NAMES = {"dead": "死信（待处理）", "replayed": "已重放", "discarded": "已丢弃", "superseded": "已被新一轮取代",
+                "any": "全部"}
+OUTCOMES = {"back_office": "转后台办理：由该部门的工作人员通过后台接口办理",
+            "return": "退回申请人：连同原因退回，申请人可修改后重新提交",
+            "void": "作废：该事项（主办或唯一事项时为整个办件）作废"}
+MAPPINGS = {"active": "当前启用的映射版本", "original": "消息最初渲染时的映射版本"}
+Reason = Annotated[str, typed("原因", multiline=True, blank=""), Form(max_length=500)]
+Mapping = Annotated[Literal["original", "active"], Form()]
+
+
+# --- what comes in -----------------------------------------------------------------------------------------
+
+
+class LetterFilterIn(BaseModel):
+    """The filter form's fields (GET), carried on as hidden fields into a plan and its confirmation. A blank
+    field is no condition: a form sends every field."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    sector: str | None = Field(default=None, min_length=1, max_length=64)
+    version: str | None = Field(default=None, min_length=1, max_length=40)
+    matter: str | None = Field(default=None, pattern=r"^[0-9A-Z]{31}$")
+    case_no: str | None = Field(default=None, min_length=1, max_length=50)
+    error_class: str | None = Field(default=None, min_length=1, max_length=32)
+    since: datetime | None = None  # Beijing time, as the datetime-local field sends it
+    until: datetime | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_is_none(cls, given: Any) -> Any:
+        if isinstance(given, dict):
+            return {k: (None if isinstance(v, str) and not v.strip() else v) for k, v in given.items()}
+        return given
+
+    @model_validator(mode="after")
+    def _in_order(self) -> LetterFilterIn:
+        if self.since is not None and self.until is not None and _utc(self.since) >= _utc(self.until):  # type: ignore[operator]
+            raise ValueError("起始时间应早于截止时间")
+        return self
+
+    def query(self) -> dict[str, str]:
+        """The fields set, as the filter form sends them (for links and hidden fields)."""
+        shown = {name: getattr(self, name) for name in FILTER_FIELDS}
+        return {k: _beijing_field(v) if isinstance(v, datetime) else str(v) for k, v in shown.items() if v is not None}
+
+
+class ListIn(LetterFilterIn):
+    status: Literal["dead", "replayed", "discarded", "superseded", "any"] = "dead"
+    cursor: str | None = Field(default=None, max_length=MAX_CURSOR)
+    trail: list[str] = Field(default_factory=list, max_length=MAX_TRAIL)  # the cursors of the pages before
+
+
+class ChosenIn(LetterFilterIn):
+    """A bulk action's letters: the checked ids (`which=selected`) or everything the filter matches."""
+
+    which: Literal["selected", "all"] = "all"
+    ids: list[Annotated[int, Field(ge=1, le=MAX_ROW_ID)]] = Field(default_factory=list, max_length=MAX_IDS)
+
+
+class RunsIn(BaseModel):
+    cursor: str | None = Field(default=None, max_length=MAX_CURSOR)
+    trail: list[str] = Field(default_factory=list, max_length=MAX_TRAIL)
+
+
+# --- helpers -----------------------------------------------------------------------------------------------
+
+
+def _desk(request: Request) -> DeadLetterDesk:
+    return cast(DeadLetterDesk, request.app.state.dead_letter_desk)  # set by gateway.bootstrap.app
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """Times without a zone are Beijing time, as people read and write them."""
+    if value is None:
+        return None
+    return (value if value.tzinfo is not None else value.replace(tzinfo=SHANGHAI)).astimezone(UTC)
+
+
+def _beijing_field(value: datetime) -> str:
+    """An instant as a datetime-local field holds it: Beijing time, no zone."""
+    return (value.astimezone(SHANGHAI) if value.tzinfo is not None else value).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _scope(identity: Identity, sector: str | None = None) -> frozenset[str] | None:
+    """The sectors the caller acts for, as ops/api.py computes them: all for operators, a sector administrator's
+    own — who is refused a filter naming another sector."""
+    if identity.has(Role.OPERATOR):
+        return None
+    if sector is not None and sector != identity.sector:
+        raise NotAllowed(f"不是部门 {sector} 的管理员")
+    return frozenset({identity.sector}) if identity.sector else frozenset()
+
+
+def _filter(identity: Identity, given: LetterFilterIn, status: str | None = "dead",
+            ids: list[int] | None = None) -> DeadLetterFilter:
+    return DeadLetterFilter(
+        sector=given.sector, sectors=_scope(identity, given.sector), bundle_version=given.version,
+        matter_code=given.matter, case_no=given.case_no, error_class=given.error_class,
+        created_from=_utc(given.since), created_to=_utc(given.until),
+        status=status,  # type: ignore[arg-type]  # checked by the models' Literal
+        ids=frozenset(ids) if ids else None)
+
+
+def _chosen(identity: Identity, given: ChosenIn) -> DeadLetterFilter:
+    """Bulk actions take dead letters only; "selected" with nothing checked is refused, not "everything"."""
+    if given.which == "selected" and not given.ids:
+        raise BadInput("没有勾选任何死信")
+    return _filter(identity, given, "dead", given.ids if given.which == "selected" else None)
+
+
+def _required(reason: str) -> str:
+    if not reason.strip():
+        raise ReasonRequired(REASON_REQUIRED)
+    return reason.strip()
+
+
+def _operator(identity: Identity) -> None:
+    if not identity.has(Role.OPERATOR):
+        raise NotAllowed("只有运维人员可以丢弃死信")
+
+
+def _audit(request: Request, identity: Identity, action: str, subject: str, detail: dict[str, Any],
+           outcome: str, sector: str | None = None, case_no: str | None = None) -> None:
+    """The action's own record, as ops/api.py writes it (the lead moves both onto the desk's one function)."""
+    ledger = cast(Ledger, request.app.state.ledger)  # set by gateway.bootstrap.app
+    ledger.audit(f"identity:{identity.id}", action, subject, {"name": identity.name, **detail},
+                 sector or identity.sector, outcome=outcome, case_no=case_no)
+
+
+def _continue_in_background(desk: DeadLetterDesk, run_id: int) -> None:
+    """Start working through the run now; the scheduled job `replay-runs` finishes it if this process cannot."""
+    def work() -> None:
+        try:
+            desk.continue_replay(run_id)
+        except Exception:  # noqa: BLE001 - the run stays unfinished and the scheduled job takes it up
+            log.exception("replay run interrupted; the scheduled job will continue it", run_id=run_id)
+
+    threading.Thread(target=work, name=f"replay-run-{run_id}", daemon=True).start()
+
+
+def _text(value: Any) -> str:
+    """A JSON part as readable, indented text (autoescaped by the template)."""
+    if value is None:
+        return "—"
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, indent=2, default=str)
+
+
+def _letter(letter: DeadLetter, masked: bool = True) -> dict[str, Any]:
+    """The letter for a template: its personal parts masked unless `masked` is False; instants kept in UTC
+    inside the message and the attempts written in Beijing time."""
+    view = {f.name: getattr(letter, f.name) for f in fields(letter)}
+    view.update({part: instants_as_beijing_text(view[part]) for part in ("history", "canonical_payload")})
+    if masked:
+        view.update({part: mask_value(view.get(part)) for part in PERSONAL_PARTS})
+    return view
+
+
+def _event(event: CaseEvent, masked: bool) -> dict[str, Any]:
+    view = event_view(event)  # masked, as /v1/cases/{case_no}/events shows it
+    return view if masked else {**view, "reason": event.reason, "data": dict(event.data)}
+
+
+def _link(path: str, **params: Any) -> str:
+    kept = {k: v for k, v in params.items() if v not in (None, "", [])}
+    return path + (f"?{urlencode(kept, doseq=True)}" if kept else "")
+
+
+def _pages(path: str, base: dict[str, Any], cursor: str | None, trail: list[str],
+           next_cursor: str | None) -> dict[str, str | None]:
+    """上一页/下一页 for a forward-only cursor: each link carries the cursors of the pages before it."""
+    back = None
+    if cursor is not None:
+        back = _link(path, **base, cursor=trail[-1] if trail else None, trail=trail[:-1])
+    ahead = None
+    if next_cursor is not None:
+        ahead = _link(path, **base, cursor=next_cursor, trail=[*trail, cursor or ""][-MAX_TRAIL:])
+    return {"previous": back, "next": ahead}
+
+
+def _visible(identity: Identity, run: ReplayRun) -> bool:
+    """Operators see every run; a sector administrator the runs confined to their own sector (as the API)."""
+    if identity.has(Role.OPERATOR):
+        return True
+    named = {run.filter.get("sector"), *(run.filter.get("sectors") or ())} - {None}
+    return bool(named) and named <= {identity.sector}
+
+
+def _htmx(request: Request) -> bool:
+    return request.headers.get("hx-request") == "true"
+
+
+# --- dead letters ------------------------------------------------------------------------------------------
+
+
+@router.get("/dead-letters", response_class=HTMLResponse)
+def list_dead_letters(request: Request, me: Letters, query: Annotated[ListIn, Query()]) -> HTMLResponse:
+    desk, status = _desk(request), None if query.status == "any" else query.status
+    chosen = _filter(me, query, status)
+    page = desk.page(chosen, limit=PAGE_SIZE, cursor=query.cursor or None)
+    base = {**query.query(), "status": query.status}
+    counts = [{"sector": s, "error_class": c, "count": n,
+               "link": _link(PREFIX + "/dead-letters", **{**base, "sector": s, "error_class": c})}
+              for s, c, n in desk.counts(chosen)]
+    return render(request, "dead_letters.html", current="dead-letters", query=query, kept=query.query(),
+                  letters=[_letter(x) for x in page.items], total=page.total, counts=counts,
+                  statuses=STATUS_NAMES, pages=_pages(PREFIX + "/dead-letters", base, query.cursor, query.trail,
+                                                      page.next_cursor),
+                  may_discard=me.has(Role.OPERATOR))
+
+
+@router.get("/dead-letters/{dead_letter_id}", response_class=HTMLResponse)
+def show_dead_letter(dead_letter_id: RowIdInPath, request: Request, me: Letters,
+                     unmasked: Annotated[bool, Query()] = False,
+                     done: Annotated[Literal["replayed", "discarded", "corrected"] | None, Query()] = None
+                     ) -> HTMLResponse:
+    desk = _desk(request)
+    letter = desk.get(dead_letter_id, _scope(me))
+    if unmasked:
+        if not may_unmask(me, letter.sector):
+            raise NotAllowed(UNMASKED_ONLY)
+        # Audited before it is shown: when the audit log cannot take the record, nothing is shown.
+        _audit(request, me, "read unmasked dead letter", f"dead_letter:{letter.id}",
+               {"fields": [*PERSONAL_PARTS, "timeline"]}, "shown", letter.sector, letter.case_no)
+    view = _letter(letter, masked=not unmasked)
+    parts = {name: _text(view[name]) for name in ("canonical_payload", "rendered_request", "last_response")}
+    return render(request, "dead_letter.html", current="dead-letters", letter=view, parts=parts,
+                  history=view["history"] or [], unmasked=unmasked, done=done,
+                  timeline=[_event(e, masked=not unmasked) for e in desk.timeline(letter.case_no)],
+                  may_unmask=may_unmask(me, letter.sector), may_discard=me.has(Role.OPERATOR),
+                  may_correct=me.has(Role.WINDOW), outcomes=OUTCOMES, mappings=MAPPINGS)
+
+
+def _back_to(dead_letter_id: int, done: str) -> RedirectResponse:
+    return RedirectResponse(f"{PREFIX}/dead-letters/{dead_letter_id}?done={done}", status_code=303)
+
+
+@router.post("/dead-letters/{dead_letter_id}/replay")
+def replay_dead_letter(dead_letter_id: RowIdInPath, request: Request, me: Letters, _: Csrf, reason: Reason = "",
+                       mapping: Mapping = "active") -> RedirectResponse:
+    why = _required(reason)
+    letter = _desk(request).replay(dead_letter_id, by=f"identity:{me.id}", reason=why, mapping=mapping,
+                                   scope=_scope(me))
+    _audit(request, me, "ops replay dead letter", f"dead_letter:{letter.id}",
+           {"reason": why, "mapping": mapping, "idempotency_key": letter.idempotency_key},
+           "replayed", letter.sector, letter.case_no)
+    return _back_to(letter.id, "replayed")
+
+
+@router.post("/dead-letters/{dead_letter_id}/discard")
+def discard_dead_letter(dead_letter_id: RowIdInPath, request: Request, me: Letters, _: Csrf,
+                        case_outcome: Annotated[Literal["back_office", "return", "void"], Form()],
+                        reason: Reason = "") -> RedirectResponse:
+    _operator(me)
+    why = _required(reason)
+    letter = _desk(request).discard_one(dead_letter_id, by=f"identity:{me.id}", reason=why,
+                                        case_outcome=case_outcome)
+    _audit(request, me, "ops discard dead letter", f"dead_letter:{letter.id}",
+           {"reason": why, "case_outcome": case_outcome}, "discarded", letter.sector, letter.case_no)
+    return _back_to(letter.id, "discarded")
+
+
+Corrected = Annotated[str, typed("更正内容", blank=""), Form(max_length=200)]
+
+
+@router.post("/dead-letters/{dead_letter_id}/correction")
+def correct_case(dead_letter_id: RowIdInPath, request: Request, me: Letters, _: Csrf,
+                 reason: Reason = "", name: Corrected = "", phone: Corrected = "", address: Corrected = "",
+                 form_field: Annotated[str, Form(max_length=64, pattern=r"^[A-Za-z0-9_]*$")] = "",
+                 form_value: Corrected = "") -> RedirectResponse:
+    """更正 at the window, as POST /v1/cases/{case_no}/correction: the fields filled in, with the reason."""
+    if not me.has(Role.WINDOW):
+        raise NotAllowed("只有同时具有窗口角色的身份可以更正办件")
+    letter = _desk(request).get(dead_letter_id, _scope(me))
+    named: dict[str, Any] = {f"applicant.{k}": v for k, v in (("name", name), ("phone", phone),
+                                                             ("address", address)) if v}
+    if form_field:
+        named[f"form.{form_field}"] = form_value or None
+    if not named:
+        raise BadInput("没有填写要更正的字段")
+    service = cast(CaseService, request.app.state.case_service)  # set by gateway.bootstrap.app
+    service.correct(letter.case_no, Correction(_required(reason), named), Actor(ActorKind.WINDOW, me.id))
+    return _back_to(letter.id, "corrected")
+
+
+# --- in bulk -----------------------------------------------------------------------------------------------
+
+
+def _plan_context(given: ChosenIn) -> dict[str, Any]:
+    return {"kept": given.query(), "which": given.which, "ids": given.ids if given.which == "selected" else []}
+
+
+@router.post("/replays/plan", response_class=HTMLResponse)
+def plan_replay(request: Request, me: Letters, _: Csrf, given: Annotated[ChosenIn, Form()]) -> HTMLResponse:
+    chosen = _chosen(me, given)
+    plan = _desk(request).plan(chosen)
+    _audit(request, me, "ops replay dry run", "dead_letters", {"filter": chosen.public()},
+           f"{plan.count} would be replayed")
+    return render(request, "plan.html", current="dead-letters", kind="replay", count=plan.count,
+                  letters=[_letter(x) for x in plan.sample], mappings=MAPPINGS, **_plan_context(given))
+
+
+@router.post("/replays")
+def replay_many(request: Request, me: Letters, _: Csrf, given: Annotated[ChosenIn, Form()], reason: Reason = "",
+                mapping: Mapping = "active") -> RedirectResponse:
+    desk, chosen, why = _desk(request), _chosen(me, given), _required(reason)
+    run = desk.start_replay(chosen, by=f"identity:{me.id}", reason=why, mapping=mapping)
+    _audit(request, me, "ops replay many", f"replay_run:{run.id}",
+           {"filter": chosen.public(), "reason": why, "mapping": mapping},
+           f"run {run.id} started: {run.total} to replay")
+    if run.status != "done":
+        _continue_in_background(desk, run.id)
+    return RedirectResponse(f"{PREFIX}/replays/{run.id}", status_code=303)
+
+
+@router.post("/discards/plan", response_class=HTMLResponse)
+def plan_discard(request: Request, me: Letters, _: Csrf, given: Annotated[ChosenIn, Form()]) -> HTMLResponse:
+    _operator(me)
+    chosen = _chosen(me, given)
+    first = _desk(request).page(chosen, sort="created_at", limit=SAMPLE)
+    _audit(request, me, "ops discard dry run", "dead_letters", {"filter": chosen.public()},
+           f"{first.total} would be discarded")
+    return render(request, "plan.html", current="dead-letters", kind="discard", count=first.total,
+                  letters=[_letter(x) for x in first.items], outcomes=OUTCOMES, **_plan_context(given))
+
+
+@router.post("/discards", response_class=HTMLResponse)
+def discard_many(request: Request, me: Letters, _: Csrf, given: Annotated[ChosenIn, Form()],
+                 case_outcome: Annotated[Literal["back_office", "return", "void"], Form()],
+                 reason: Reason = "") -> HTMLResponse:
+    """The result is shown at once: a discard is not a run kept in the database to come back to."""
+    _operator(me)
+    chosen, why = _chosen(me, given), _required(reason)
+    done = _desk(request).discard(chosen, by=f"identity:{me.id}", reason=why, case_outcome=case_outcome)
+    _audit(request, me, "ops discard many", "dead_letters",
+           {"filter": chosen.public(), "reason": why, "case_outcome": case_outcome},
+           f"{done.count} discarded, {len(done.kept)} kept")
+    return render(request, "discarded.html", current="dead-letters", count=done.count, kept=done.kept,
+                  outcome=OUTCOMES[case_outcome])
+
+
+# --- runs --------------------------------------------------------------------------------------------------
+
+
+@router.get("/replays", response_class=HTMLResponse)
+def list_runs(request: Request, me: Runs, query: Annotated[RunsIn, Query()]) -> HTMLResponse:
+    desk = _desk(request)
+    before = RUNS.last_id(query.cursor or None)
+    visible: list[ReplayRun] = []
+    while len(visible) <= PAGE_SIZE:  # a sector administrator sees some runs only: read on until a page is full
+        batch = desk.runs(PAGE_SIZE + 1, before_id=before)
+        visible += [run for run in batch if _visible(me, run)]
+        if len(batch) <= PAGE_SIZE:
+            break
+        before = batch[-1].id
+    page = RUNS.cut(visible, PAGE_SIZE, lambda run: (run.id,))
+    next_cursor = None if page.next_key is None else RUNS.encode(page.next_key)
+    return render(request, "replays.html", current="replays", runs=page.items, mappings=MAPPINGS,
+                  pages=_pages(PREFIX + "/replays", {}, query.cursor, query.trail, next_cursor))
+
+
+@router.get("/replays/{run_id}", response_class=HTMLResponse)
+def show_run(run_id: RowIdInPath, request: Request, me: Runs) -> Response:
+    run = _desk(request).run(run_id)
+    if not _visible(me, run):
+        raise ReplayRunNotFound(run_id)  # another sector's run is as unknown as one that never was
+    template = "_run_progress.html" if _htmx(request) else "replay_run.html"
+    return render(request, template, current="replays", run=run, mappings=MAPPINGS,
+                  filter=instants_as_beijing_text(run.filter))
