@@ -29,6 +29,7 @@ from sqlalchemy import Engine, func, insert, select, text
 from bench import Options, figure
 from bench.harness import postgres_database
 from certstore.keyring import FieldSealer, MasterKeys
+from gateway.domain.causes import cause_key
 from gateway.domain.clock import SystemClock
 from gateway.persistence import tables as t
 from gateway.persistence.blind_index import BlindIndex
@@ -125,6 +126,9 @@ def seed_dead_letters(engine: Engine, personal: PersonalData, count: int, now: d
             conn.execute(insert(t.case_tasks), [_task_row(row) for row in outbox])  # a task a letter: it names one
             letters = [{**row, **_letter_row(n, count, now, sealed), "outbox_id": row["id"],
                         "bundle_version": bundle_version} for n, row in zip(numbers, outbox, strict=True)]
+            for letter in letters:  # as the repository writes it with the letter
+                letter["cause"] = cause_key(letter["error_class"], letter["sector"],
+                                            _failure(letter["error_class"])["error_message"])
             conn.execute(insert(t.dead_letters), [_only_dead_letter_columns(row) for row in letters])
         if conn.dialect.name == "postgresql":  # the sequence goes on after the ids given
             conn.execute(text("SELECT setval(pg_get_serial_sequence('outbox', 'id'), (SELECT max(id) FROM outbox))"))

@@ -5,6 +5,10 @@
   shown whole with its case's timeline, replayed one by one or in bulk runs (a dry run says how many and
   which), discarded with a reason. A bulk run is recorded at once and continued in batches: by a thread this
   request starts and by the scheduled job `replay-runs`, so it completes even if this process dies.
+- Causes: the letters grouped by their cause (ops/causes.py), the largest first, paged; a cause is a filter
+  (`cause=`) for every list and bulk action. `text` searches the causes (the error texts themselves are sealed).
+- CSV export of the letters matching a filter (masked, bounded, audited; ops/letter_actions.py).
+- Cancelling a bulk run: what it has not replayed yet is released, replayable again.
 - Webhook deliveries to the hall that failed for good, across all subscriptions, and sending one again.
 - The overview (`GET /v1/ops/overview`, ops/overview.py): the console's first page's figures, each with the link
   to the list it counts; operators and the system, security and audit administrators see the whole gateway, a
@@ -20,20 +24,21 @@ each such read is written to the audit log before it is answered.
 
 Every action is audited twice: the `AuditTrail` middleware records each POST (who, route, status), and the
 action itself writes a record with what the middleware cannot know — the reason, the filter, the mapping
-version and the outcome (counts, the run id).
+version and the outcome (counts, the run id). The actions and their records are ops/letter_actions.py, which
+the console calls too: the routes here only translate HTTP.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import fields
+from dataclasses import asdict, fields
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal, cast
 
 import structlog
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.audit.ledger import Ledger
@@ -52,12 +57,16 @@ from gateway.observability.logs import mask_text, mask_value
 from gateway.persistence.keyset import MAX_CURSOR, Keyset
 from gateway.persistence.repository import DeadLetter
 from gateway.persistence.tables import MAX_ROW_ID
+from ops import letter_actions as actions
+from ops.causes import MAX_CAUSE, Cause
 from ops.dead_letters import (
+    MAX_TEXT,
     REASON_REQUIRED,
     BadInput,
     DeadLetterDesk,
     DeadLetterFilter,
     DeadLetterNotFound,
+    NotCancellable,
     NotDiscardable,
     NotReplayable,
     ReasonRequired,
@@ -65,6 +74,7 @@ from ops.dead_letters import (
     ReplayRun,
     ReplayRunNotFound,
 )
+from ops.journey import MAX_ENTRIES, CaseJourney
 from ops.overview import OVERVIEW_ROLES, Overview, Scope
 from ops.overview import Page as ConsolePage
 
@@ -76,15 +86,15 @@ MAX_PAGE = 500
 # Newest first by id; no total (a sector administrator's runs are picked in memory; failures are a log).
 REPLAY_RUNS = Keyset("replay-runs", (int,), descending=True)
 FAILED_DELIVERIES = Keyset("webhook-failures", (int,), descending=True)
+# Causes, the largest first, then the one whose oldest letter is older (a group's oldest letter names it alone):
+# (MAX_ROW_ID - count, sample id), for a key of ints that grows along the list (a cursor holds no long text).
+CAUSES = Keyset("dead-letter-causes", (int, int))
 MAX_IDS = 1000
-SAMPLE = 20  # dead letters a dry run shows
 RowId = Annotated[int, Field(ge=1, le=MAX_ROW_ID)]
 RowIdInPath = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
 Sort = Literal["created_at", "-created_at", "attempts", "-attempts", "sector", "-sector"]  # the desk's SORTS
 MappingVersion = Literal["original", "active"]
-# A letter's parts that may hold ID and phone numbers: masked unless the reader may see them.
-PERSONAL_PARTS = ("error_message", "canonical_payload", "rendered_request", "last_response", "history",
-                  "replay_reason", "discard_reason")
+PERSONAL_PARTS = actions.PERSONAL_PARTS  # a letter's parts that may hold ID and phone numbers: masked
 
 
 # --- what comes in -----------------------------------------------------------------------------------------
@@ -108,6 +118,13 @@ class LetterFilterIn(Strict):
     until: datetime | None = Field(default=None, description="failed before (no zone: Beijing time)")
     min_attempts: int | None = Field(default=None, ge=0, le=10_000)
     max_attempts: int | None = Field(default=None, ge=0, le=10_000)
+    correlation_id: str | None = Field(default=None, min_length=1, max_length=64,
+                                       description="of the request or job that wrote the letter's message")
+    cause: str | None = Field(default=None, min_length=1, max_length=MAX_CAUSE,
+                              description="a cause exactly as /v1/ops/dead-letters/causes names it")
+    text: str | None = Field(default=None, min_length=1, max_length=MAX_TEXT,
+                             description="a part of the cause, any case (the error message itself rests sealed: "
+                                         "words are found, not ids or numbers)")
 
     @model_validator(mode="after")
     def _consistent(self) -> LetterFilterIn:
@@ -125,6 +142,11 @@ class CountQuery(LetterFilterIn):
 
 class ListQuery(CountQuery):
     sort: Sort = "-created_at"
+    limit: int = Field(default=50, ge=1, le=MAX_PAGE)
+    cursor: str | None = Field(default=None, max_length=MAX_CURSOR, description="next_cursor of the page before")
+
+
+class CausesQuery(CountQuery):
     limit: int = Field(default=50, ge=1, le=MAX_PAGE)
     cursor: str | None = Field(default=None, max_length=MAX_CURSOR, description="next_cursor of the page before")
 
@@ -157,6 +179,10 @@ CaseOutcome = Literal["back_office", "return", "void"]
 CASE_OUTCOME_HELP = ("what becomes of the letter's case (for a parallel case, its task), in the same transaction: "
                      "back_office — its department's clerk decides through the back-office API; return — returned "
                      "to the applicant with the reason; void — 作废 (the lead's or only task voids the case)")
+
+
+class CancelIn(Strict):
+    reason: Reason = Field(max_length=500, description="why: required, not blank; kept with the run and audited")
 
 
 class DiscardIn(OperatorReasonIn):
@@ -201,6 +227,8 @@ class DeadLetterOut(BaseModel):
     replayed_by: str | None
     replay_reason: str | None = None
     replay_run_id: int | None = Field(default=None, description="the bulk replay run that replayed it")
+    cause: str | None = Field(default=None, description="its error text with ids and numbers taken out: letters "
+                                                        "dead of one fault share it")
     discarded_at: BeijingTime | None = None
     discarded_by: str | None = None
     discard_reason: str | None = None
@@ -225,6 +253,17 @@ class CountOut(BaseModel):
     count: int
 
 
+class CauseOut(BaseModel):
+    error_class: str
+    sector: str
+    cause: str = Field(description="the cause: a filter (`cause=`) for the list, replays and discards; '' for "
+                                   "letters whose cause is not known yet")
+    count: int
+    first_at: BeijingTime
+    last_at: BeijingTime
+    sample_id: int = Field(description="one of its letters (the oldest), to read whole")
+
+
 class PlanOut(BaseModel):
     count: int
     sample: list[DeadLetterOut] = Field(description="the first (up to 20) it would act on")
@@ -246,12 +285,20 @@ class ReplayRunOut(BaseModel):
     reason: str
     mapping: str
     requested_by: str
-    status: str = Field(description="running | done")
+    status: str = Field(description="running | done | cancelled")
     total: int
     replayed: int
-    skipped: int = Field(description="discarded (or replayed one by one) after the run started")
+    skipped: int = Field(description="not replayed by it: discarded or replayed one by one after it started, or "
+                                     "released by a cancel")
     created_at: BeijingTime
     finished_at: BeijingTime | None
+    cancelled_by: str | None = None
+    cancel_reason: str | None = None
+
+
+class CancelledOut(ReplayRunOut):
+    released: int = Field(description="its letters not yet replayed, released by the cancel: dead, in no run, "
+                                      "replayable again")
 
 
 class FailedDeliveryOut(DeliveryOut):
@@ -278,14 +325,7 @@ def _utc(value: datetime | None) -> datetime | None:
     return (value if value.tzinfo is not None else value.replace(tzinfo=SHANGHAI)).astimezone(UTC)
 
 
-def _scope(identity: Identity, sector: str | None = None) -> frozenset[str] | None:
-    """The sectors the caller acts for: None (all) for operators, their own for a sector administrator —
-    who is refused a filter naming another sector."""
-    if identity.has(Role.OPERATOR):
-        return None
-    if sector is not None and sector != identity.sector:
-        raise NotAllowed(f"不是部门 {sector} 的管理员")
-    return frozenset({identity.sector}) if identity.sector else frozenset()
+_scope = actions.scope_of
 
 
 def _filter(identity: Identity, given: LetterFilterIn, status: str | None = "dead",
@@ -295,6 +335,7 @@ def _filter(identity: Identity, given: LetterFilterIn, status: str | None = "dea
         matter_code=given.matter, case_no=given.case_no, error_class=given.error_class,
         created_from=_utc(given.since), created_to=_utc(given.until),
         min_attempts=given.min_attempts, max_attempts=given.max_attempts,
+        correlation_id=given.correlation_id, cause=given.cause, text=given.text,
         status=status,  # type: ignore[arg-type]  # checked by the models' Literal
         ids=frozenset(ids) if ids else None)
 
@@ -332,22 +373,16 @@ def _plan(plan: ReplayPlan) -> PlanOut:
 
 def _run(run: ReplayRun) -> dict[str, Any]:
     return {f.name: getattr(run, f.name) for f in fields(run)} | {
-        "reason": mask_text(run.reason), "filter": instants_as_beijing_text(run.filter)}  # its bounds kept in UTC
+        "reason": mask_text(run.reason), "filter": instants_as_beijing_text(run.filter),  # its bounds kept in UTC
+        "cancel_reason": None if run.cancel_reason is None else mask_text(run.cancel_reason)}
 
 
-def _visible(identity: Identity, run: ReplayRun) -> bool:
-    """Operators see every run; a sector administrator the runs confined to their own sector."""
-    if identity.has(Role.OPERATOR):
-        return True
-    named = {run.filter.get("sector"), *(run.filter.get("sectors") or ())} - {None}
-    return bool(named) and named <= {identity.sector}
+_visible = actions.visible
 
 
 def _audit(request: Request, identity: Identity, action: str, subject: str, detail: dict[str, Any],
            outcome: str, sector: str | None = None, case_no: str | None = None) -> None:
-    """The action's own record: what the middleware's cannot hold (reason, filter, counts)."""
-    _ledger(request).audit(f"identity:{identity.id}", action, subject, {"name": identity.name, **detail},
-                           sector or identity.sector, outcome=outcome, case_no=case_no)
+    actions.audit(_ledger(request), identity, action, subject, detail, outcome, sector, case_no)
 
 
 def _continue_in_background(desk: DeadLetterDesk, run_id: int) -> None:
@@ -386,6 +421,34 @@ def count_dead_letters(request: Request, identity: Reader, query: Annotated[Coun
     return [{"sector": sector, "error_class": error_class, "count": count} for sector, error_class, count in counts]
 
 
+@router.get("/dead-letters/causes", response_model=Page[CauseOut], responses=problem_doc(401, 403, 422),
+            summary="死信原因归类")
+def dead_letter_causes(request: Request, identity: Reader, query: Annotated[CausesQuery, Query()]) -> dict[str, Any]:
+    """符合筛选条件的死信按原因归类（错误信息去掉编号、时间、数字等后的文字），数量多的在前，分页。
+    原因可作为 `cause` 筛选条件，对整组列出、重放或丢弃。翻页期间数量变化的组可能前移或后移。只读。"""
+    status = None if query.status == "any" else query.status
+    causes = _desk(request).causes(_filter(identity, query, status))
+    found = CAUSES.seek(causes, _cause_key, CAUSES.decode(query.cursor), query.limit)
+    return answer(CAUSES, found, asdict, total=len(causes))
+
+
+def _cause_key(cause: Cause) -> tuple[int, int]:
+    return MAX_ROW_ID - cause.count, cause.sample_id
+
+
+@router.get("/dead-letters/export.csv", response_class=StreamingResponse,
+            responses={200: {"content": {"text/csv": {}}, "description": "UTF-8 带 BOM 的 CSV"},
+                       **problem_doc(401, 403, 422)},
+            summary="导出死信（CSV）")
+def export_dead_letters(request: Request, identity: Reader, query: Annotated[CountQuery, Query()]) -> Any:
+    """符合筛选条件的死信导出为 CSV（UTF-8 带 BOM，Excel 可直接打开；个人信息一律脱敏；时间为北京时间）。
+    最多 100000 条，超过为 422，请缩小筛选范围。每次导出记入审计（谁、条件、条数）。"""
+    status = None if query.status == "any" else query.status
+    lines = actions.export_csv(_desk(request), _ledger(request), identity, _filter(identity, query, status))
+    return StreamingResponse(lines, media_type="text/csv; charset=utf-8",
+                             headers={"Content-Disposition": 'attachment; filename="dead-letters.csv"'})
+
+
 @router.get("/dead-letters/{dead_letter_id}", response_model=DeadLetterWhole, responses=problem_doc(401, 403, 404),
             summary="查看死信")
 def show_dead_letter(dead_letter_id: RowIdInPath, request: Request, identity: Reader,
@@ -394,13 +457,8 @@ def show_dead_letter(dead_letter_id: RowIdInPath, request: Request, identity: Re
                       ) -> dict[str, Any]:
     """一条死信的全部：消息内容、渲染后的请求、每次尝试，以及办件的时间线。只读。"""
     desk = _desk(request)
-    letter = desk.get(dead_letter_id, _scope(identity))
-    if unmasked:
-        if not may_unmask(identity, letter.sector):
-            raise NotAllowed(UNMASKED_ONLY)
-        # Audited before it is answered: when the audit log cannot take the record, nothing is shown.
-        _audit(request, identity, "read unmasked dead letter", f"dead_letter:{letter.id}",
-               {"fields": [*PERSONAL_PARTS, "timeline"]}, "shown", letter.sector, letter.case_no)
+    letter = (actions.read_unmasked(desk, _ledger(request), identity, dead_letter_id) if unmasked
+              else desk.get(dead_letter_id, _scope(identity)))
     timeline = [_event(e, masked=not unmasked) for e in desk.timeline(letter.case_no)]
     return {**_letter(letter, masked=not unmasked), "masked": not unmasked, "timeline": timeline}
 
@@ -412,12 +470,8 @@ def replay_dead_letter(dead_letter_id: RowIdInPath, body: ReplayIn, request: Req
                        identity: Reader) -> dict[str, Any]:
     """用原幂等键把一条死信的消息再投递一次，部门系统会识别重复。需写明原因，记入审计。
     已重放或已丢弃的死信为 409。"""
-    reason = _required(body.reason)
-    letter = _desk(request).replay(dead_letter_id, by=f"identity:{identity.id}", reason=reason,
-                                   mapping=body.mapping, scope=_scope(identity))
-    _audit(request, identity, "ops replay dead letter", f"dead_letter:{letter.id}",
-           {"reason": reason, "mapping": body.mapping, "idempotency_key": letter.idempotency_key},
-           "replayed", letter.sector, letter.case_no)
+    letter = actions.replay_one(_desk(request), _ledger(request), identity, dead_letter_id,
+                                reason=_required(body.reason), mapping=body.mapping)
     return _letter(letter)
 
 
@@ -427,11 +481,8 @@ def replay_dead_letter(dead_letter_id: RowIdInPath, body: ReplayIn, request: Req
 def discard_dead_letter(dead_letter_id: RowIdInPath, body: DiscardIn, request: Request,
                         identity: Operator) -> dict[str, Any]:
     """永久丢弃一条死信，它不会再被重放。需写明原因，记入审计。状态不允许时为 409。"""
-    reason = _required(body.reason)
-    letter = _desk(request).discard_one(dead_letter_id, by=f"identity:{identity.id}", reason=reason,
-                                        case_outcome=body.case_outcome)
-    _audit(request, identity, "ops discard dead letter", f"dead_letter:{letter.id}",
-           {"reason": reason, "case_outcome": body.case_outcome}, "discarded", letter.sector, letter.case_no)
+    letter = actions.discard_one(_desk(request), _ledger(request), identity, dead_letter_id,
+                                 reason=_required(body.reason), case_outcome=body.case_outcome)
     return _letter(letter)
 
 
@@ -445,17 +496,10 @@ def discard_dead_letter(dead_letter_id: RowIdInPath, body: DiscardIn, request: R
 def replay_many(body: BulkReplayIn, request: Request, response: Response, identity: Reader) -> Any:
     """重放符合筛选条件的死信：`dry_run` 只返回数量和清单（200）；否则开始一次后台重放（202，`Location` 指向进度）。
     需写明原因，记入审计。不是幂等操作：每次调用开始一次新的批量重放。"""
-    desk, chosen = _desk(request), _bulk_filter(identity, body.filter)
+    desk, ledger, chosen = _desk(request), _ledger(request), _bulk_filter(identity, body.filter)
     if body.dry_run:
-        plan = desk.plan(chosen)
-        _audit(request, identity, "ops replay dry run", "dead_letters", {"filter": chosen.public()},
-               f"{plan.count} would be replayed")
-        return JSONResponse(jsonable_encoder(_plan(plan)))
-    reason = _required(body.reason)
-    run = desk.start_replay(chosen, by=f"identity:{identity.id}", reason=reason, mapping=body.mapping)
-    _audit(request, identity, "ops replay many", f"replay_run:{run.id}",
-           {"filter": chosen.public(), "reason": reason, "mapping": body.mapping},
-           f"run {run.id} started: {run.total} to replay")
+        return JSONResponse(jsonable_encoder(_plan(actions.plan_replay(desk, ledger, identity, chosen))))
+    run = actions.start_replay(desk, ledger, identity, chosen, reason=_required(body.reason), mapping=body.mapping)
     if run.status != "done":
         _continue_in_background(desk, run.id)
     response.headers["Location"] = f"/v1/ops/replays/{run.id}"
@@ -487,23 +531,27 @@ def show_replay_run(run_id: RowIdInPath, request: Request, identity: Reader) -> 
     return _run(run)
 
 
+@router.post("/replays/{run_id}/cancel", response_model=CancelledOut, responses=problem_doc(401, 403, 404, 409, 422),
+             summary="取消批量重放")
+def cancel_replay_run(run_id: RowIdInPath, body: CancelIn, request: Request, identity: Reader) -> dict[str, Any]:
+    """停止一次进行中的批量重放：已重放的保持已重放，尚未重放的死信释放出来（仍为死信，可再次重放），不丢失、不重复。
+    部门系统管理员只能取消自己发起的。已完成或已取消的为 409。需写明原因，记入审计。"""
+    run, released = actions.cancel_replay(_desk(request), _ledger(request), identity, run_id,
+                                          reason=_required(body.reason))
+    return {**_run(run), "released": released}
+
+
 @router.post("/discards", response_model=PlanOut | DiscardedOut, responses=problem_doc(401, 403, 422),
              summary="批量丢弃死信")
 def discard_many(body: BulkDiscardIn, request: Request, identity: Operator) -> Any:
     """丢弃符合筛选条件的死信；`dry_run` 只返回数量。需写明原因，记入审计。"""
-    desk, chosen = _desk(request), _bulk_filter(identity, body.filter)
-    if body.dry_run:  # every dead letter matching (a replay's plan leaves out those it could not send)
-        first = desk.page(chosen, sort="created_at", limit=SAMPLE)
-        _audit(request, identity, "ops discard dry run", "dead_letters", {"filter": chosen.public()},
-               f"{first.total} would be discarded")
-        return _plan(ReplayPlan(first.total, first.items))
+    desk, ledger, chosen = _desk(request), _ledger(request), _bulk_filter(identity, body.filter)
+    if body.dry_run:
+        return _plan(actions.plan_discard(desk, ledger, identity, chosen))
     reason = _required(body.reason)
     if body.case_outcome is None:
         raise BadInput(f"缺少 case_outcome，应为以下之一：{'、'.join(DISCARD_OUTCOMES)}")
-    done = desk.discard(chosen, by=f"identity:{identity.id}", reason=reason, case_outcome=body.case_outcome)
-    _audit(request, identity, "ops discard many", "dead_letters",
-           {"filter": chosen.public(), "reason": reason, "case_outcome": body.case_outcome},
-           f"{done.count} discarded, {len(done.kept)} kept")
+    done = actions.discard_many(desk, ledger, identity, chosen, reason=reason, case_outcome=body.case_outcome)
     return DiscardedOut(count=done.count, kept=[KeptOut(id=i, why=why) for i, why in done.kept])
 
 
@@ -676,11 +724,81 @@ def show_overview(request: Request, identity: Overseer) -> dict[str, Any]:
     return overview.overview(Scope.of(identity)).public()
 
 
+# --- a case's journey ----------------------------------------------------------------------------------------
+
+
+class JourneyEntryOut(BaseModel):
+    at: BeijingTime
+    kind: str = Field(description="event | message | delivery | attempt | callback | dead_letter | notification")
+    title: str = Field(description="what happened, in short")
+    sector: str | None = Field(description="the sector it concerns; null: the case itself or the hall")
+    detail: dict[str, Any] = Field(description="its particulars (personal data masked unless unmasked)")
+    links: dict[str, int | str] = Field(description="ids to follow: dead_letter_id (GET /v1/ops/dead-letters/{id}), "
+                                                    "message_record_id (GET /v1/messages/{id}), outbox_id, "
+                                                    "webhook_delivery_id, event_seq")
+
+
+class JourneyCaseOut(BaseModel):
+    case_no: str
+    matter_code: str
+    state: str
+    state_label: str
+    channel: str
+    deadline: dict[str, Any] | None = Field(description="the running clock: kind, due (a date), overdue")
+    tasks: list[dict[str, Any]] = Field(description="task_id, department, sector, state, round")
+
+
+class JourneyOut(BaseModel):
+    case: JourneyCaseOut
+    entries: list[JourneyEntryOut] = Field(description=f"oldest first; at most {MAX_ENTRIES}")
+    truncated: bool = Field(description=f"more than {MAX_ENTRIES} happened: these are the oldest")
+    masked: bool
+
+
+Unmasked = Annotated[bool, Query(description="operators and the sector's own administrator: plain, audited")]
+
+
+def _journeys(request: Request) -> CaseJourney:
+    return cast(CaseJourney, request.app.state.case_journeys)  # set by gateway.bootstrap.app
+
+
+def _journey(request: Request, identity: Identity, case_no: str, unmasked: bool) -> dict[str, Any]:
+    """The case's journey as the caller may see it; unmasked only for who may, audited by the service first."""
+    if unmasked and not may_unmask(identity, identity.sector or ""):
+        raise NotAllowed(UNMASKED_ONLY)
+    journey = _journeys(request).journey(case_no, scope=_scope(identity), masked=not unmasked,
+                                         reader=f"identity:{identity.id}", reader_name=identity.name)
+    return {"case": asdict(journey.case), "entries": [asdict(entry) for entry in journey.entries],
+            "truncated": journey.truncated, "masked": journey.masked}
+
+
+@router.get("/cases/{case_no}/journey", response_model=JourneyOut, responses=problem_doc(401, 403, 404, 422),
+            summary="办件全程")
+def case_journey(case_no: Annotated[str, Path(min_length=1, max_length=50)], request: Request, identity: Reader,
+                 unmasked: Unmasked = False) -> dict[str, Any]:
+    """一个办件经历的一切，按时间先后：办件事件、待发消息、与部门的每次收发、每次调用、回调、死信及其重放、给大厅的通知。
+    部门系统管理员只看得到有消息发往本部门的办件，且只看到本部门的部分。个人信息脱敏；`unmasked=true` 显示原文
+    （每次读取先记入审计）。只读。"""
+    return _journey(request, identity, case_no, unmasked)
+
+
+@router.get("/journeys", response_model=JourneyOut, responses=problem_doc(401, 403, 404, 422),
+            summary="按关联编号查办件全程")
+def journey_by_correlation(request: Request, identity: Reader,
+                           correlation_id: Annotated[str, Query(min_length=1, max_length=64,
+                                                                description="X-Correlation-Id of the request or "
+                                                                            "job that wrote a message")],
+                           unmasked: Unmasked = False) -> dict[str, Any]:
+    """关联编号（X-Correlation-Id）所属办件的全程，同 `/v1/ops/cases/{case_no}/journey`；没有所属办件时为 404。只读。"""
+    return _journey(request, identity, _journeys(request).case_of_correlation(correlation_id), unmasked)
+
+
 def install_ops_error_handlers(app: FastAPI) -> None:
     install_problems(app, [
         (DeadLetterNotFound, 404, "dead-letter-not-found", "没有该死信"),
         (ReplayRunNotFound, 404, "replay-run-not-found", "没有该重放批次"),
         (NotReplayable, 409, "not-replayable", "该死信不能重放"),
+        (NotCancellable, 409, "not-cancellable", "该重放批次已结束，不能取消"),
         (NotDiscardable, 409, "not-discardable", "该死信不能丢弃（已处理，或办件不能按所选方式处理）"),
         (ReasonRequired, 422, "reason-required", "必须说明原因"),
         (BadInput, 422, "invalid-filter", "筛选条件、排序或游标无法使用"),

@@ -1,6 +1,7 @@
 """`yiwang ops`: the operators' overview (ops/overview.py, the whole gateway, as tables or `--json`), and
-operators' commands on dead letters — list and count by filter, show one with its whole story, replay one or many
-(resumable), discard with a reason.
+operators' commands on dead letters — list and count by filter (also by correlation id, cause and a part of the
+cause), group them by cause, export them as CSV, show one with its whole story, replay one or many (resumable,
+cancellable), discard with a reason — and a case's journey (`add_journey_command`).
 
 Replay sends the message again with the idempotency key of every earlier attempt, so a sector that had
 applied it after all recognises the repeat. Personal data is shown masked, as in the logs. Every command
@@ -14,10 +15,12 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import fields, replace
+from dataclasses import asdict, fields, replace
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, get_type_hints
 
 import typer
@@ -31,12 +34,14 @@ from gateway.cli.output import Column, JsonOption, QuietOption
 from gateway.domain.clock import SHANGHAI
 from gateway.observability.logs import mask_text, mask_value
 from gateway.persistence.repository import DeadLetter
+from ops import letter_actions
 from ops.dead_letters import (
     SORTS,
     BadInput,
     DeadLetterDesk,
     DeadLetterFilter,
     DeadLetterNotFound,
+    NotCancellable,
     NotDiscardable,
     NotReplayable,
     ReplayRun,
@@ -44,6 +49,7 @@ from ops.dead_letters import (
     case_outcome_of,
     check_reason,
 )
+from ops.journey import CaseJourney, CaseNotFound, Journey
 
 if TYPE_CHECKING:  # the overview's service loads the web framework and the broker client: only `overview` pays
     from ops.overview import Overview, OverviewFigures
@@ -77,13 +83,19 @@ _FILTER_OPTIONS: dict[str, Any] = {
     "min_attempts": Annotated[int | None, typer.Option(min=0, help="at least this many calls in the last delivery")],
     "max_attempts": Annotated[int | None, typer.Option(min=0, help="at most this many")],
     "status": Annotated[str, typer.Option(help="dead, replayed, discarded, superseded or any")],
+    "correlation_id": Annotated[str | None, typer.Option(
+        help="the correlation id of the request or job that wrote the letter's message")],
+    "cause": Annotated[str | None, typer.Option(help="a cause exactly as `yiwang ops causes` prints it")],
+    "text": Annotated[str | None, typer.Option(
+        help="a part of the cause, any case (error messages rest sealed: words are found, not ids or numbers)")],
 }
 
 
 def make_ops_app(open_desk: Callable[[], DeadLetterDesk], actor: Actor,
                  open_overview: Callable[[], AbstractContextManager[Overview]]) -> typer.Typer:
     """`open_overview`: the overview service of a gateway built for the command, closed after it."""
-    app = typer.Typer(help="Operators' tools: the overview; dead letters — list, count, show, replay, discard.",
+    app = typer.Typer(help="Operators' tools: the overview; dead letters — list, count, causes, export, show, replay, "
+                           "discard.",
                       no_args_is_help=True)
 
     @app.command()
@@ -210,6 +222,47 @@ def make_ops_app(open_desk: Callable[[], DeadLetterDesk], actor: Actor,
         console.print(f"discarded {done.count} dead letters; their cases: {case_outcome}", markup=False)
         return f"discarded {done.count}, kept {len(done.kept)}, case outcome {case_outcome}"
 
+    @app.command()
+    @_filtered
+    def causes(chosen: DeadLetterFilter, limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
+               as_json: JsonOption = False) -> None:
+        """The matching dead letters grouped by cause (the error text without its ids, times and numbers), the
+        largest group first; a cause is a filter (--cause) for listing, replaying or discarding the group."""
+        with _reported():
+            found = open_desk().causes(chosen)
+        output.print_rows([asdict(c) for c in found[:limit]], CAUSE_COLUMNS, as_json=as_json,
+                          title=f"{len(found)} causes, {sum(c.count for c in found)} dead letters")
+
+    @app.command()
+    @_filtered
+    def export(chosen: DeadLetterFilter, to: Annotated[Path | None, typer.Option(
+            "--output", dir_okay=False, writable=True, help="the CSV file to write (default: standard output)")] = None
+               ) -> str:
+        """Write the matching dead letters as CSV (UTF-8 with BOM for Excel; personal data masked; Beijing times;
+        at most 100000: narrow the filter otherwise). Audited: who, the filter, how many."""
+        with _reported():
+            desk = open_desk()
+            count = letter_actions.bounded_count(desk, chosen)
+            lines = letter_actions.csv_lines(desk.letters(chosen))
+            if to is None:
+                sys.stdout.writelines(lines)
+                sys.stdout.flush()
+            else:
+                with to.open("w", encoding="utf-8", newline="") as file:
+                    file.writelines(lines)
+                output.stderr().print(f"wrote {count} dead letters to {to}", markup=False)
+        return f"exported {count} dead letters"
+
+    @app.command("cancel-replay")
+    def cancel_replay(run_id: Annotated[int, typer.Argument(help="the replay run's id")], reason: Reason) -> str:
+        """Stop a running bulk replay: what it replayed stays replayed; its letters not yet replayed are released
+        (still dead, replayable again)."""
+        with _reported():
+            run, released = open_desk().cancel_replay(run_id, by=actor(), reason=reason)
+        output.stdout().print(f"replay run {run.id} cancelled: {run.replayed} replayed, {released} released of "
+                              f"{run.total}", markup=False)
+        return f"run {run.id} cancelled: {run.replayed} replayed, {released} released of {run.total}"
+
     return app
 
 
@@ -219,6 +272,9 @@ LETTER_COLUMNS = (Column("id", identifier=True), Column("case_no", "case", ident
                   Column("error_class", "class"), Column("attempts", "tries"), Column("status"),
                   Column("created_at", "created (Beijing)"), Column("error_message", "error"))
 COUNT_COLUMNS = (Column("sector"), Column("error_class", "error class"), Column("count"))
+CAUSE_COLUMNS = (Column("count"), Column("sector"), Column("error_class", "class"), Column("cause"),
+                 Column("first_at", "first (Beijing)"), Column("last_at", "last (Beijing)"),
+                 Column("sample_id", "e.g.", identifier=True))
 RUN_COLUMNS = (Column("id", "run", identifier=True), Column("status"), Column("replayed"), Column("skipped"),
                Column("total"), Column("mapping"), Column("requested_by", "by"),
                Column("created_at", "started (Beijing)"), Column("reason"), Column("filter"))
@@ -291,7 +347,8 @@ def _filter_of(options: dict[str, Any]) -> DeadLetterFilter:
         case_no=output.deprecated(options["case_no"], options["case"], new="--case-no", old="--case"),
         error_class=options["error_class"], created_from=_beijing(options["since"]),
         created_to=_beijing(options["until"]), min_attempts=options["min_attempts"],
-        max_attempts=options["max_attempts"], status=None if status == "any" else status)
+        max_attempts=options["max_attempts"], status=None if status == "any" else status,
+        correlation_id=options["correlation_id"], cause=options["cause"], text=options["text"])
 
 
 def _beijing(instant: datetime | None) -> datetime | None:
@@ -309,7 +366,7 @@ def _reported() -> Iterator[None]:
     except (DeadLetterNotFound, ReplayRunNotFound) as exc:
         console.print(f"[red]{exc}[/red]")  # names what was not found
         raise typer.Exit(exit_code(exc, NOT_FOUND)) from exc
-    except (NotReplayable, NotDiscardable) as exc:
+    except (NotReplayable, NotDiscardable, NotCancellable) as exc:
         console.print(f"[red]refused: {exc}[/red]")
         raise typer.Exit(BAD_INPUT) from exc
     except BadInput as exc:
@@ -388,3 +445,58 @@ def _rehearsal(version: dict[str, Any]) -> str:
     if version["rehearsal_outcome"] is None:
         return ""
     return f"{version['rehearsal_outcome']} {version['rehearsal_passed']}/{version['rehearsal_total']}"
+
+
+# --- a case's journey -----------------------------------------------------------------------------------------
+JOURNEY_COLUMNS = (Column("at", "when (Beijing)"), Column("kind"), Column("sector"), Column("title", "what"),
+                   Column("links", "ids", shown=lambda row: " ".join(f"{k}={v}" for k, v in row["links"].items())))
+MAX_LOOKED_UP = 64  # characters of a case number (50) or a correlation id (64)
+
+
+def add_journey_command(app: typer.Typer, open_journey: Callable[[], AbstractContextManager[CaseJourney]],
+                        actor: Actor) -> None:
+    """`yiwang ops journey`: its own command on `app`, reading through `ops.journey.CaseJourney`."""
+
+    @app.command()
+    def journey(case_no_or_correlation_id: Annotated[str, typer.Argument(
+                    metavar="CASE_NO_OR_CORRELATION_ID", help="a case number, or the correlation id of the request "
+                                                               "or job that wrote one of its messages")],
+                unmasked: Annotated[bool, typer.Option(
+                    "--unmasked", help="personal data in plain text (the read is audited before it is shown)")] = False,
+                as_json: JsonOption = False) -> None:
+        """Everything that happened to one case, oldest first: its events, messages, exchanges with sectors,
+        attempts, callbacks, dead letters and notifications (personal data masked)."""
+        wanted = case_no_or_correlation_id.strip()
+        if not wanted or len(wanted) > MAX_LOOKED_UP:
+            output.stderr().print(f"[red]error: give a case number or a correlation id (1 to {MAX_LOOKED_UP} "
+                                  "characters)[/red]")
+            raise typer.Exit(BAD_INPUT)
+        try:
+            with open_journey() as journeys:
+                found = _journey_of(journeys, wanted, unmasked, actor())
+        except CaseNotFound as exc:
+            output.stderr().print(f"[red]{escape(str(exc))}[/red]")
+            raise typer.Exit(exit_code(exc, NOT_FOUND)) from exc
+        _print_journey(found, as_json)
+
+
+def _journey_of(journeys: CaseJourney, wanted: str, unmasked: bool, reader: str) -> Journey:
+    """By case number, else by correlation id (a case number is never a correlation id the gateway makes)."""
+    try:
+        return journeys.journey(wanted, masked=not unmasked, reader=reader)
+    except CaseNotFound:
+        return journeys.journey(journeys.case_of_correlation(wanted), masked=not unmasked, reader=reader)
+
+
+def _print_journey(journey: Journey, as_json: bool) -> None:
+    rows = [asdict(entry) for entry in journey.entries]
+    if as_json:
+        output.print_object({"case": asdict(journey.case), "entries": rows, "truncated": journey.truncated,
+                             "masked": journey.masked}, as_json=True)
+        return
+    case = journey.case
+    due = case.deadline["due"] if case.deadline else "-"
+    output.stdout().print(f"case {case.case_no}: matter {case.matter_code}, {case.state} ({case.state_label}), "
+                          f"due {due}{'' if journey.masked else ' — UNMASKED'}", markup=False)
+    output.print_rows(rows, JOURNEY_COLUMNS, as_json=False, title=f"{len(rows)} entries, oldest first"
+                      + (" (cut: the oldest only)" if journey.truncated else ""))

@@ -12,6 +12,20 @@ A replay reopens the letter's outbox row: due at once, with the idempotency key 
 nothing, and a resume, or two processes continuing one run, reopen each row once. The scheduled job
 `replay-runs` finishes runs whose starter died.
 
+A run can be cancelled (`cancel_replay`): in one transaction its letters not yet replayed are released (still dead,
+in no run, replayable again) and the run ends `cancelled`. A batch racing the cancel either committed first (its
+letters stay replayed; the cancel waits for its row locks and then finds them not dead) or finds nothing left:
+every letter is replayed once or released, never both.
+
+Search: besides the columns, a letter is found by the correlation id of the request or job that wrote its message
+(`outbox.correlation_id`), and by its *cause* (ops/causes.py): `cause` exact, `text` a case-insensitive part of
+it. The error text itself rests sealed (personal data, gateway/persistence/personal_data.py), so no SQL reads
+it; the cause is that text with ids and numbers taken out, so `text` finds words, not a case's number (filter
+by `case_no` for that). `causes(filter)` groups the letters by cause, the largest group first; `letters(filter)`
+reads every matching letter in pages (the CSV export). A letter gets its cause when it is written; those written
+before causes existed whose error text is sealed get theirs from the scheduled job `dead-letter-causes`
+(`fill_causes`), as the migration that added the column had no key to open them.
+
 `mapping="original"` pins the reopened row to the bundle version the message died with (the dispatcher
 builds that version's adapter); "active" (the default) delivers with the sector's active version.
 """
@@ -38,6 +52,7 @@ from gateway.domain.case import (
     ForbiddenTransition,
     WayForward,
 )
+from gateway.domain.causes import cause_key
 from gateway.domain.clock import Clock, as_utc
 from gateway.domain.text import UndeliverableText, optional_text
 from gateway.persistence import tables as t
@@ -46,9 +61,10 @@ from gateway.persistence.keyset import InvalidCursor, Key, Keyset
 from gateway.persistence.repository import DeadLetter, DeadLetterRepository, ReplayedLetter
 from gateway.persistence.uow import UnitOfWork, UnitsOfWork
 from gateway.sectors.bundle_records import BundleStore, UnknownBundle
+from ops.causes import Cause
 
-__all__ = ["BadCursor", "DeadLetterDesk", "DeadLetterFilter", "DeadLetterNotFound", "Discarded", "NotDiscardable",
-           "NotReplayable",
+__all__ = ["BadCursor", "Cause", "DeadLetterDesk", "DeadLetterFilter", "DeadLetterNotFound", "Discarded",
+           "NotCancellable", "NotDiscardable", "NotReplayable",
            "Page", "ReasonRequired", "ReplayPlan", "ReplayRun", "ReplayRunNotFound", "BadInput", "SORTS",
            "case_outcome_of", "check_reason", "conditions"]
 
@@ -61,7 +77,8 @@ MAX_PAGE = 500
 SAMPLE = 20  # dead letters a dry run shows
 MAX_REASON = 2000
 DEAD = cast(Status, DeadLetterRepository.DEAD)  # one of the Status literals
-RUNNING, DONE = "running", "done"
+RUNNING, DONE, CANCELLED = "running", "done", "cancelled"
+MAX_TEXT = 200  # characters of a text search (a cause is at most causes.MAX_CAUSE)
 
 
 class BadInput(ValueError):
@@ -84,6 +101,10 @@ class ReplayRunNotFound(LookupError):
         super().__init__(f"没有编号为 {run_id} 的重放批次")
 
 
+class NotCancellable(ValueError):
+    """A replay run that has ended (done or cancelled already): nothing to cancel."""
+
+
 class NotDiscardable(ValueError):
     """A letter not dead (replayed, discarded, superseded), or whose case cannot take the way forward chosen."""
 
@@ -102,6 +123,9 @@ class DeadLetterFilter:
     max_attempts: int | None = None
     status: Status | None = "dead"  # None: any status
     ids: frozenset[int] | None = None  # explicit dead letter ids
+    correlation_id: str | None = None  # of the request or job that wrote the letter's message (exact)
+    cause: str | None = None  # the cause key (ops/causes.py), exact: one group
+    text: str | None = None  # a part of the cause, any case (the error text itself is sealed)
 
     def public(self) -> dict[str, Any]:
         """The filter as JSON (the fields set), for audit records and the replay run's row."""
@@ -138,12 +162,14 @@ class ReplayRun:
     reason: str
     mapping: Literal["original", "active"]
     requested_by: str
-    status: Literal["running", "done"]
+    status: Literal["running", "done", "cancelled"]
     total: int
     replayed: int
-    skipped: int  # discarded (or replayed one by one) after the run started; counted when it is done
+    skipped: int  # not replayed by it: discarded or replayed one by one meanwhile, or released by a cancel
     created_at: datetime
-    finished_at: datetime | None
+    finished_at: datetime | None  # done or cancelled
+    cancelled_by: str | None = None
+    cancel_reason: str | None = None
 
     def public(self) -> dict[str, Any]:
         return {**{f.name: getattr(self, f.name) for f in fields(self)}, "created_at": self.created_at.isoformat(),
@@ -183,6 +209,29 @@ class DeadLetterDesk:
         """(sector, error class, count) of the matching letters, the largest first."""
         with self.units(read_only=True) as work:
             return work.dead_letters.counts(conditions(f))
+
+    def count(self, f: DeadLetterFilter) -> int:
+        with self.units(read_only=True) as work:
+            return work.dead_letters.count(conditions(f))
+
+    def causes(self, f: DeadLetterFilter) -> list[Cause]:
+        """The matching letters grouped by cause (with sector and error class), the largest group first."""
+        with self.units(read_only=True) as work:
+            return [Cause(*row) for row in work.dead_letters.causes(conditions(f))]
+
+    def letters(self, f: DeadLetterFilter, *, batch: int = MAX_PAGE) -> Iterator[DeadLetter]:
+        """Every matching letter, oldest first, read `batch` at a time (one short read each, uncounted: a long
+        export holds no transaction open)."""
+        order, where, after = _sort("created_at"), conditions(f), None
+        while True:
+            seek = order.keyset.after(order.columns, after)
+            with self.units(read_only=True) as work:
+                found = work.dead_letters.page([*where, *([] if seek is None else [seek])],
+                                               order.keyset.order_by(order.columns), batch)
+            yield from found
+            if len(found) < batch:
+                return
+            after = order.key_of(found[-1])
 
     def get(self, dead_letter_id: int, scope: frozenset[str] | None = None) -> DeadLetter:
         """One letter whole; outside `scope` (a sector admin's sectors) it does not exist."""
@@ -260,6 +309,25 @@ class DeadLetterDesk:
         return sum(self.continue_replay(run.id, max_batches=max_batches).replayed - run.replayed
                    for run in self.unfinished_runs())
 
+    def cancel_replay(self, run_id: int, *, by: str, reason: str) -> tuple[ReplayRun, int]:
+        """Stop a running bulk replay: its letters not yet replayed are released (stay dead, in no run, replayable
+        again) and the run ends `cancelled`, in one transaction; returns the run and how many were released.
+        NotCancellable for a run that has ended. The letters are released before the run row is touched, in the
+        order a batch takes its locks (letters, then the run), so a batch racing this one is waited for, never
+        deadlocked: what it replayed stays replayed and is not released."""
+        reason = check_reason(reason)
+        self.run(run_id)  # ReplayRunNotFound first
+        now = self.clock.now()
+        with self.units() as work:
+            released = work.dead_letters.leave_run(run_id)
+            cancelled = _ReplayRuns(work.conn).cancel(run_id, by, reason, now)
+            if cancelled:
+                work.commit()  # else nothing is kept: the run had ended
+        run = self.run(run_id)
+        if not cancelled:
+            raise NotCancellable(f"重放批次 {run_id} 已{_ENDED.get(run.status, '结束')}，不能取消")
+        return run, released
+
     def unfinished_runs(self) -> list[ReplayRun]:
         with self.units(read_only=True) as work:
             return _ReplayRuns(work.conn).listed(status=RUNNING)
@@ -275,6 +343,22 @@ class DeadLetterDesk:
         """The newest runs first; `before_id` pages on (keyset)."""
         with self.units(read_only=True) as work:
             return _ReplayRuns(work.conn).listed(limit=limit, before_id=before_id)
+
+    # -- causes of letters written before causes existed -------------------------------------------------
+    def fill_causes(self, batch: int = 500) -> int:
+        """The scheduled job `dead-letter-causes`: give up to `batch` letters without a cause theirs (their error
+        text is sealed, so the migration that added causes could not). Returns how many were filled; a tick with
+        none to fill only reads."""
+        without = [t.dead_letters.c.cause.is_(None)]
+        with self.units(read_only=True) as work:
+            letters = work.dead_letters.page(without, [t.dead_letters.c.id], batch)
+        if letters:
+            with self.units() as work:  # two processes filling one letter write the same cause
+                for letter in letters:
+                    work.dead_letters.set_cause(letter.id, cause_key(letter.error_class, letter.sector,
+                                                                     letter.error_message))
+                work.commit()
+        return len(letters)
 
     # -- discarding ------------------------------------------------------------------------------------
     def discard(self, f: DeadLetterFilter, *, by: str, reason: str, case_outcome: str) -> Discarded:
@@ -407,6 +491,14 @@ class _ReplayRuns:
         r = t.replay_runs.c
         self._conn.execute(update(t.replay_runs).where(r.id == run_id).values(replayed=r.replayed + count))
 
+    def cancel(self, run_id: int, by: str, reason: str, now: datetime) -> bool:
+        """Cancelled, if still running: what it did not replay counts as skipped."""
+        r = t.replay_runs.c
+        result = self._conn.execute(update(t.replay_runs).where(r.id == run_id, r.status == RUNNING)
+                                    .values(status=CANCELLED, finished_at=now, skipped=r.total - r.replayed,
+                                            cancelled_by=by, cancel_reason=reason))
+        return result.rowcount == 1
+
     def finish(self, run_id: int, now: datetime) -> None:
         """Done: whatever of its letters this run did not replay was discarded or replayed by hand meanwhile."""
         r = t.replay_runs.c
@@ -426,6 +518,9 @@ class _ReplayRuns:
         if before_id is not None:
             query = query.where(r.id < before_id)
         return [_run(row) for row in self._conn.execute(query).mappings()]
+
+
+_ENDED = {DONE: "完成", CANCELLED: "取消"}
 
 
 def _run(row: RowMapping) -> ReplayRun:
@@ -463,6 +558,21 @@ def conditions(f: DeadLetterFilter) -> list[ColumnElement[bool]]:
         where.append(d.attempts >= _count("min_attempts", f.min_attempts))
     if f.max_attempts is not None:
         where.append(d.attempts <= _count("max_attempts", f.max_attempts))
+    return [*where, *_searched(f)]
+
+
+def _searched(f: DeadLetterFilter) -> list[ColumnElement[bool]]:
+    """The conditions by correlation id, cause and a part of the cause."""
+    d, o = t.dead_letters.c, t.outbox.c
+    where: list[ColumnElement[bool]] = []
+    if f.correlation_id is not None:  # the letter's own message carries it
+        where.append(d.outbox_id.in_(select(o.id).where(o.correlation_id == f.correlation_id)))
+    if f.cause is not None:
+        where.append(d.cause == f.cause)
+    if f.text is not None:
+        if not f.text.strip() or len(f.text) > MAX_TEXT:
+            raise BadInput(f"text 应为 1 到 {MAX_TEXT} 个字符的非空白文字")
+        where.append(d.cause.icontains(f.text.strip(), autoescape=True))  # % and _ are literal
     return where
 
 

@@ -10,12 +10,12 @@
   `invalid-resend-range`, a link no active ferry bundle names a 404 `ferry-channel-not-found`, a blank reason a
   422 `reason-required`: nothing is written then.
 
-Who, as for dead letters (ops/api.py): operators read and resend every link; a sector administrator reads and
-resends their own sector's link only (the one its active ferry bundle names; the sector's IT team runs the
-agent on the far side) — another sector's link is 404 to them, as if it did not exist. A resend is audited
-twice, as every operator action is: the `AuditTrail` middleware records the POST, and the action its reason,
-range and how many batches were written. Nothing here holds personal data (sequence numbers, times, counts, file
-names, codes).
+Who, as for dead letters (ops/api.py), decided in ops/ferry_desk.py (which the console's ferry page calls too):
+operators read and resend every link; a sector administrator reads and resends their own sector's link only (the
+one its active ferry bundle names; the sector's IT team runs the agent on the far side) — another sector's link
+is 404 to them, as if it did not exist. A resend is audited twice, as every operator action is: the `AuditTrail`
+middleware records the POST, and the action its reason, range and how many batches were written. Nothing here
+holds personal data (sequence numbers, times, counts, file names, codes).
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ from gateway.http.text_fields import typed
 from gateway.persistence.keyset import Keyset
 from gateway.sectors import ferry_channels as ferry
 from gateway.sectors.ferry_channels import MAX_RESEND, FerryChannels
-from ops.dead_letters import REASON_REQUIRED, ReasonRequired
+from ops import ferry_desk as desk
+from ops.ferry_desk import link_seen, links_seen
 
 router = APIRouter(prefix="/v1/ops/ferry", tags=["operators"], route_class=JsonBodyRoute)
 Reader = Annotated[Identity, Depends(require(Role.OPERATOR, Role.SECTOR_ADMIN))]  # and resender
@@ -129,19 +130,6 @@ def _channels(request: Request) -> FerryChannels:
     return cast(FerryChannels, request.app.state.ferry_channels)  # set by gateway.bootstrap.app
 
 
-def _visible(identity: Identity, report: ferry.LinkReport) -> bool:
-    """Operators see every link; a sector administrator their own sector's."""
-    return identity.has(Role.OPERATOR) or report.sector == identity.sector
-
-
-def _link(request: Request, identity: Identity, link: str) -> ferry.LinkReport:
-    """The link, if the caller may see it: another sector's is as unknown as one nobody configured."""
-    report = ferry.link_named(_channels(request), link)
-    if not _visible(identity, report):
-        raise ferry.UnknownLink(link)
-    return report
-
-
 def _clock(request: Request) -> Clock:
     return cast(Clock, request.app.state.clock)  # set by gateway.bootstrap.app
 
@@ -154,7 +142,7 @@ def list_channels(request: Request, identity: Reader, paging: Paged) -> dict[str
     """每条摆渡链路的两个方向：最后一批及其时长、未确认批次、滞后、未补齐的缺口、对端最后一次信标（或回执）的时长、
     被隔离的批次。按链路名排序分页；部门系统管理员只看到本部门的。只读。"""
     now = _clock(request).now()
-    links = [report for report in _channels(request).links() if _visible(identity, report)]
+    links = links_seen(_channels(request), identity)
     page = LINKS.seek(links, lambda report: (report.link,), paging.after(LINKS), paging.limit)
     return answer(LINKS, page, lambda report: ferry.link_view(report, now), len(links))
 
@@ -163,7 +151,7 @@ def list_channels(request: Request, identity: Reader, paging: Paged) -> dict[str
             summary="摆渡通道的缺口")
 def list_gaps(channel: LinkName, request: Request, identity: Reader, paging: Paged) -> dict[str, Any]:
     """一条链路上被点名缺失、尚未补齐的批次范围，最早的在前，分页。只读。"""
-    _link(request, identity, channel)
+    link_seen(_channels(request), identity, channel)
     now = _clock(request).now()
     gaps = _channels(request).gaps(channel)
     page = GAPS.seek(gaps, lambda gap: (gap.channel, gap.seq_from), paging.after(GAPS), paging.limit)
@@ -175,7 +163,7 @@ def list_gaps(channel: LinkName, request: Request, identity: Reader, paging: Pag
 def list_quarantine(channel: LinkName, request: Request, identity: Reader, paging: Paged) -> dict[str, Any]:
     """一条链路上未通过校验而被隔离的文件（签名、密钥、封装、链条……），原因和时间，新的在前，分页（最近的
     MAX_LIST 个）。只读。"""
-    _link(request, identity, channel)
+    link_seen(_channels(request), identity, channel)
     held = _channels(request).quarantined(channel, MAX_LIST)
     page = QUARANTINE.seek(held, lambda batch: (batch.at, batch.file), paging.after(QUARANTINE), paging.limit)
     return answer(QUARANTINE, page, ferry.quarantined_view, len(held))
@@ -186,16 +174,9 @@ def list_quarantine(channel: LinkName, request: Request, identity: Reader, pagin
 def resend(channel: LinkName, body: ResendIn, request: Request, identity: Reader) -> ResendOut:
     """把网关在该链路上发出、仍保留的第 from 至 to 批重新写入链路（对端已应用的会作为重复丢弃）。需写明原因，记入审计。
     范围无效为 422（`invalid-resend-range`），没有该链路为 404，都不会写入任何文件。"""
-    reason = body.reason.strip()
-    if not reason:
-        raise ReasonRequired(REASON_REQUIRED)
-    report = _link(request, identity, channel)
-    resent = _channels(request).resend(channel, body.seq_from, body.seq_to)
     ledger = cast(Ledger, request.app.state.ledger)  # set by gateway.bootstrap.app
-    ledger.audit(f"identity:{identity.id}", "ops ferry resend", f"ferry:{report.sent.channel}",
-                 {"name": identity.name, "reason": reason, "from": body.seq_from, "to": body.seq_to},
-                 report.sector, outcome=f"{resent} batches written again")
-    return ResendOut(channel=report.sent.channel, seq_from=body.seq_from, seq_to=body.seq_to, resent=resent)
+    done = desk.resend(_channels(request), ledger, identity, channel, body.seq_from, body.seq_to, body.reason)
+    return ResendOut(channel=done.channel, seq_from=done.seq_from, seq_to=done.seq_to, resent=done.resent)
 
 
 def install_ferry_error_handlers(app: FastAPI) -> None:

@@ -85,6 +85,7 @@ from ops import readiness as readiness_probe
 from ops.console import install_console
 from ops.dead_letters import DeadLetterDesk
 from ops.gateway_metrics import SectorAnswerMetrics, register_gateway_metrics
+from ops.journey import CaseJourney
 from ops.overview import Overview
 from ops.readiness import Readiness, build_readiness
 
@@ -231,7 +232,8 @@ def scheduled_jobs(settings: Settings, engine: Engine, service: CaseService, exp
     jobs = [Job("deadline-clock", every_tick, service.tick),
             Job("certificate-expiry", every_tick, expiry.check),
             # bulk replays whose starter died (or that the API started) go on, a few batches a tick
-            Job("replay-runs", every_tick, desk.resume_unfinished)]
+            Job("replay-runs", every_tick, desk.resume_unfinished),
+            Job("dead-letter-causes", every_tick, desk.fill_causes)]  # letters sealed before causes existed
     every_notify = timedelta(milliseconds=settings.notify_interval_ms)  # the hall's notifications
     fan_out = CaseEventFanOut(engine, clock, case_event_publisher(settings))
     jobs += [Job("case-notifications", every_notify, fan_out.run),
@@ -410,6 +412,7 @@ def create_app(gateway: Gateway, close_gateway: bool = False) -> FastAPI:
     app.state.webhooks = Webhooks(gateway.engine, gateway.sealer, gateway.service.clock,
                                   gateway.settings.webhook_insecure_hosts)
     app.state.dead_letter_desk = gateway.dead_letters
+    app.state.case_journeys = CaseJourney(gateway.dead_letters.units, gateway.ledger)
     app.state.ferry_channels = gateway.ferry_channels
     app.state.overview = gateway.overview
     app.state.clock = gateway.service.clock

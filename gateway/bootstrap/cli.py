@@ -237,8 +237,9 @@ def ops_group() -> typer.Typer:
     from gateway.domain.clock import SystemClock
     from gateway.persistence.uow import UnitsOfWork
     from gateway.sectors.bundle_records import BundleStore
-    from ops.cli import make_ops_app
+    from ops.cli import add_journey_command, make_ops_app
     from ops.dead_letters import DeadLetterDesk
+    from ops.journey import CaseJourney
 
     def open_desk() -> DeadLetterDesk:  # the operators' dead-letter desk without the rest of a gateway
         settings = _settings()
@@ -256,7 +257,15 @@ def ops_group() -> typer.Typer:
         finally:
             gateway.close()
 
-    return audit_commands(make_ops_app(open_desk, cli_actor, open_overview), "ops", _audit)
+    @contextmanager
+    def open_journey() -> Iterator[CaseJourney]:  # a case's journey reads the message log too
+        settings = _settings()
+        with _open_ledger() as ledger:
+            yield CaseJourney(UnitsOfWork(ledger.units.engine, personal_data(settings)), ledger)
+
+    app = make_ops_app(open_desk, cli_actor, open_overview)
+    add_journey_command(app, open_journey, cli_actor)
+    return audit_commands(app, "ops", _audit)
 
 
 def simulators_group() -> typer.Typer:
@@ -382,7 +391,7 @@ def ferry_group() -> typer.Typer:
 
 
 GROUPS: dict[str, Group] = {  # in the order `yiwang --help` lists them, after serve, worker, demo
-    "ops": Group("Operators' tools: the overview; dead letters — list, count, show, replay, discard.",
+    "ops": Group("Operators' tools: the overview; dead letters — list, count, causes, export, show, replay, discard.",
                  ops_group),
     "simulators": Group("Sector simulators for development, tests and rehearsal (adapters/simulators/SECTORS.md).",
                         simulators_group),

@@ -563,6 +563,17 @@ class CaseService:
             self._refused(sector, "callback", mismatch)
             raise
 
+    def answered_case(self, sector: str, result: Mapping[str, Any]) -> str | None:
+        """The case whose task holds the reference a sector's answer carries (the message log files a callback
+        under it, for the case's journey); None when it carries none, or no task holds it."""
+        try:
+            sector_ref = answers.reference(result)
+        except AnswerMismatch:
+            return None
+        with self.uow(read_only=True) as uow:
+            holder = uow.cases.task_for_sector_ref(sector, sector_ref)
+        return holder[0] if holder is not None else None
+
     def _record_callback(self, sector: str, result: Mapping[str, Any]) -> bool:
         sector_ref, found = answers.reference(result), answers.claims(result)
         with self.uow(read_only=True) as uow:

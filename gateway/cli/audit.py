@@ -28,10 +28,13 @@ from gateway.cli.common import BAD_INPUT, PROBLEMS_FOUND
 from gateway.cli.output import Column, JsonOption, QuietOption
 from gateway.domain.clock import SHANGHAI
 
-# Commands that change nothing are not audited (a read of unmasked data is audited where it happens).
+# Commands that change nothing are not audited (a read of unmasked data is audited where it happens: `ops journey
+# --unmasked` by ops.journey before it shows anything).
 READ_ONLY_COMMANDS = frozenset({"list", "validate", "preview", "export", "show", "verify", "tail", "dead-letters",
                                 "dead-letter", "counts", "replay-runs", "anchors", "status", "gaps",
-                                "quarantine", "overview"})
+                                "quarantine", "overview", "causes", "journey"})
+# Reads that are audited all the same: a bulk export of dead letters (who took which, how many).
+AUDITED_READS = frozenset({"ops export"})
 # Arguments never written to the audit log, even sealed: what a person types as a secret.
 SECRET_WORDS = ("password", "passphrase", "secret", "token")
 AuditSink = Callable[[str, str | None, dict[str, Any], str], None]  # action, subject, detail, outcome
@@ -131,7 +134,7 @@ def audit_commands(app: typer.Typer, group: str, audit: AuditSink) -> typer.Type
     for info in app.registered_commands:
         assert info.callback is not None
         name = info.name or info.callback.__name__.rstrip("_").replace("_", "-")
-        if name not in READ_ONLY_COMMANDS:
+        if name not in READ_ONLY_COMMANDS or f"{group} {name}" in AUDITED_READS:
             info.callback = _audited(info.callback, f"{group} {name}", audit)
     return app
 

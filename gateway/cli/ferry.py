@@ -35,6 +35,7 @@ from certstore import CertificateError, CredentialMissing, MasterKeyError
 from gateway.cli import output
 from gateway.cli.common import BAD_INPUT, NOT_FOUND
 from gateway.cli.output import Column, JsonOption
+from gateway.domain.clock import duration_text
 from gateway.sectors.ferry_channels import (
     BadRange,
     FerryChannels,
@@ -131,17 +132,7 @@ def _age(field: str) -> Callable[[output.Row], str]:
 
 def duration(seconds: float | None) -> str:
     """An age as people read it: 45s, 3m 12s, 2h 05m, 3d 04h; nothing when it never happened."""
-    if seconds is None:
-        return ""
-    whole = int(seconds)
-    days, rest = divmod(whole, 86_400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours:02d}h"
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+    return "" if seconds is None else duration_text(seconds, ("d", "h", "m", "s"))
 
 
 @contextmanager

@@ -76,3 +76,17 @@ def instants_as_beijing_text(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [instants_as_beijing_text(item) for item in value]
     return value
+
+
+def duration_text(seconds: float, units: tuple[str, str, str, str]) -> str:
+    """An age in its two largest units — 3d 04h, 2h 05m, 3m 12s, 45s — with `units` naming days, hours, minutes
+    and seconds (("d", "h", "m", "s") at the command line, (" 天", " 小时", " 分", " 秒") in the console)."""
+    day, hour, minute, second = units
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}{day} {hours:02d}{hour}"
+    if hours:
+        return f"{hours}{hour} {minutes:02d}{minute}"
+    return f"{minutes}{minute} {secs:02d}{second}" if minutes else f"{secs}{second}"

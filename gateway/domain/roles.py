@@ -28,6 +28,20 @@ class Role(StrEnum):
 
 ALL_ROLES = tuple(Role)
 
+# Each role as people in a service hall call it: the API's reference and the operators' console show these.
+ROLE_NAMES: dict[Role, str] = {
+    Role.HALL_CLIENT: "网上大厅",
+    Role.WINDOW: "窗口终端",
+    Role.CLERK: "部门后台经办人",
+    Role.ISSUING_WINDOW: "统一出证送达窗口",
+    Role.CATALOGUE_ADMIN: "事项目录管理员",
+    Role.OPERATOR: "运维人员",
+    Role.AUDITOR: "审计管理员",
+    Role.SECTOR_ADMIN: "部门系统管理员",
+    Role.SYSTEM_ADMIN: "系统管理员",
+    Role.SECURITY_ADMIN: "安全管理员",
+}
+
 # Separation of duties (等保 三员分立): the system, security and audit administrators are three people.
 # Operators replay and discard what the audit administrator checks, so operating counts as system
 # administration. An identity's roles may belong to one duty at most; business roles belong to none.

@@ -1,8 +1,10 @@
-"""The four-eyes hold a guarded route puts on its action (bundle activation, catalogue publication), and the
-bundle activation both the route and an approved request run (`activate_recorded`).
+"""The four-eyes hold a guarded route puts on its action (bundle activation, catalogue publication), the
+bundle activation both the route and an approved request run (`activate_recorded`), and what an approval runs
+once granted (`run_approved`).
 
-Shared by the routers whose actions are guarded; the approvals' own endpoints are `gateway.http.routers.approvals`,
-the rule `gateway.security.approvals`.
+Shared by the routers whose actions are guarded and by the console's pages (ops/console), which go through the
+same hold and the same action; the approvals' own endpoints are `gateway.http.routers.approvals`, the rule
+`gateway.security.approvals`.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from typing import Any, cast
 from fastapi import Request
 from starlette.responses import JSONResponse
 
+from gateway.catalogue.matters import matter_to_document
 from gateway.domain.roles import Identity
 from gateway.sectors.bundle_records import BundleStore, BundleVersion
-from gateway.security.approvals import Action, Approvals
+from gateway.security.approvals import Action, Approval, Approvals
 
 # The answer a guarded route gives instead of acting, in the OpenAPI document of that route.
 HELD_DOC: dict[int | str, dict[str, Any]] = {202: {
@@ -22,13 +25,21 @@ HELD_DOC: dict[int | str, dict[str, Any]] = {202: {
     "content": {"application/json": {"schema": {"type": "object", "additionalProperties": True}}}}}
 
 
-def held_for_approval(request: Request, identity: Identity, action: Action, params: dict[str, Any], subject: str,
-                      sector: str | None = None) -> JSONResponse | None:
-    """With four-eyes on: the pending approval as a 202 answer; off: None, and the caller acts at once."""
+def pending_approval(request: Request, identity: Identity, action: Action, params: dict[str, Any], subject: str,
+                     sector: str | None = None) -> Approval | None:
+    """With four-eyes on: the pending approval the action waits for; off: None, and the caller acts at once."""
     if not getattr(request.app.state, "four_eyes", False):  # apps built without the setting: off
         return None
     approvals: Approvals = request.app.state.approvals
-    approval = approvals.request(action, params, subject, identity.id, sector)
+    return approvals.request(action, params, subject, identity.id, sector)
+
+
+def held_for_approval(request: Request, identity: Identity, action: Action, params: dict[str, Any], subject: str,
+                      sector: str | None = None) -> JSONResponse | None:
+    """With four-eyes on: the pending approval as a 202 answer; off: None, and the caller acts at once."""
+    approval = pending_approval(request, identity, action, params, subject, sector)
+    if approval is None:
+        return None
     return JSONResponse(approval.public(), status_code=202, headers={"Location": f"/v1/approvals/{approval.id}"})
 
 
@@ -45,3 +56,12 @@ def activate_recorded(request: Request, sector: str, version: str, actor: str, *
                                         "last_rehearsal": before.rehearsal_outcome or "never rehearsed"}, sector,
                                        outcome=forced)
     return activated
+
+
+def run_approved(request: Request, approval: Approval) -> dict[str, Any]:
+    """The guarded action itself, recorded as done by requester and approver together."""
+    p = approval.params
+    if approval.action is Action.ACTIVATE_BUNDLE:
+        return activate_recorded(request, p["sector"], p["version"], approval.actor,
+                                 force=bool(p.get("force"))).public()  # approvals requested before force: none
+    return matter_to_document(request.app.state.catalogue.publish(p["code"], p["version"], approval.actor))

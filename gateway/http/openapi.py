@@ -28,7 +28,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from adapters import QueryParameter, query_parameters
-from gateway.domain.roles import Role
+from gateway.domain.roles import ROLE_NAMES, Role
 from gateway.http.problems import PROBLEM_MEDIA_TYPE, problem_entry
 from gateway.sectors.live_registry import LiveRegistry, NoActiveAdapter
 
@@ -47,18 +47,6 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
     },
 }
 GUARDED: list[dict[str, list[str]]] = [{API_KEY: []}, {CLIENT_CERTIFICATE: []}]  # either one
-ROLE_NAMES: Mapping[Role, str] = {
-    Role.HALL_CLIENT: "网上大厅",
-    Role.WINDOW: "窗口终端",
-    Role.CLERK: "部门后台经办人",
-    Role.ISSUING_WINDOW: "统一出证送达窗口",
-    Role.CATALOGUE_ADMIN: "事项目录管理员",
-    Role.OPERATOR: "运维人员",
-    Role.AUDITOR: "审计管理员",
-    Role.SECTOR_ADMIN: "部门系统管理员",
-    Role.SYSTEM_ADMIN: "系统管理员",
-    Role.SECURITY_ADMIN: "安全管理员",
-}
 GUARD_STATUSES = (401, 403, 429, 503)
 SUCCESS = "成功"
 QUERY_PATH = "/v1/queries/{name}"

@@ -28,6 +28,7 @@ from gateway.domain.case import (
     TaskState,
     Trigger,
 )
+from gateway.domain.causes import cause_key
 from gateway.domain.clock import as_utc
 from gateway.domain.deadline import Deadline, DeadlineKind
 from gateway.domain.lifecycle import announced_as
@@ -633,6 +634,7 @@ class DeadLetter(Failure):
     discard_reason: str | None = None
     case_outcome: str | None = None  # what the discard did to the case (case.DISCARD_OUTCOMES)
     superseded_at: datetime | None = None
+    cause: str | None = None  # sector/error_class: the error text normalised (gateway/domain/causes.py)
 
 
 _SEALED_DEAD_LETTER = SEALED_COLUMNS["dead_letters"][1]
@@ -669,7 +671,9 @@ class DeadLetterRepository:
         plain = {f.name: getattr(failure, f.name) for f in fields(Failure)}
         plain["history"] = [dict(h) for h in failure.history]
         sealed = {c: self._personal.seal(plain[c], f"dead_letters.{c}") for c in _SEALED_DEAD_LETTER}
-        row = {"outbox_id": None, "deliveries": 0, **names, **plain, **sealed, "status": self.DEAD, "created_at": now}
+        cause = cause_key(failure.error_class, str(names.get("sector", "")), failure.error_message)
+        row = {"outbox_id": None, "deliveries": 0, **names, **plain, **sealed, "status": self.DEAD, "created_at": now,
+               "cause": cause}
         key = self._conn.execute(insert(t.dead_letters).values(**row)).inserted_primary_key
         assert key is not None  # an INSERT of one row always has its key
         return int(key[0])
@@ -731,10 +735,33 @@ class DeadLetterRepository:
         if not batch:
             return []
         result = self._conn.execute(
-            update(t.dead_letters).where(d.id.in_(batch), d.status == self.DEAD)
+            update(t.dead_letters).where(d.id.in_(batch), d.status == self.DEAD, d.replay_run_id == run_id)
             .values(status=self.REPLAYED, replayed_at=now, replayed_by=by, replay_reason=reason)
             .returning(d.outbox_id, d.bundle_version))
         return [ReplayedLetter(r.outbox_id, r.bundle_version) for r in result]
+
+    def leave_run(self, run_id: int) -> int:
+        """Release a cancelled run's letters still dead: in no run, replayable again. Waits (PostgreSQL) for a
+        batch holding some of them and then skips those it replayed (status is re-checked)."""
+        d = t.dead_letters.c
+        result = self._conn.execute(update(t.dead_letters).where(d.replay_run_id == run_id, d.status == self.DEAD)
+                                    .values(replay_run_id=None))
+        return result.rowcount
+
+    def causes(self, where: Where) -> builtins.list[tuple[str, str, str, int, datetime, datetime, int]]:
+        """(error class, sector, cause, how many, first, last, its oldest letter's id) per cause, the largest first
+        (ties: the older group first).
+        Letters without a cause yet (sealed, written before causes existed) group under ''."""
+        d = t.dead_letters.c
+        n, cause = func.count().label("n"), func.coalesce(d.cause, "").label("cause")
+        query = (select(d.error_class, d.sector, cause, n, func.min(d.created_at), func.max(d.created_at),
+                        func.min(d.id)).where(*where).group_by(d.error_class, d.sector, cause)
+                 .order_by(n.desc(), func.min(d.id)))
+        return [(r[0], r[1], r[2], int(r[3]), as_utc(r[4]), as_utc(r[5]), int(r[6]))
+                for r in self._conn.execute(query)]
+
+    def set_cause(self, dead_letter_id: int, cause: str) -> None:
+        self._conn.execute(update(t.dead_letters).where(t.dead_letters.c.id == dead_letter_id).values(cause=cause))
 
     def still_dead_in_run(self, run_id: int) -> bool:
         d = t.dead_letters.c

@@ -169,6 +169,9 @@ dead_letters = Table(
     Column("discard_reason", Text),
     Column("case_outcome", String(16)),  # what discarding it did to the case: back_office | return | void
     _utc("superseded_at"),  # its task was sent again in a new round (a correction) or ended
+    # `sector/error_class: error text normalised` (gateway/domain/causes.py), plain: it holds no personal data.
+    # None: written before causes existed and sealed (the desk's `fill_causes` job fills it).
+    Column("cause", String(200)),  # causes.MAX_CAUSE
     # The operators' filters, each as (what it narrows to, status, newest first, id): one filtered page of
     # 100000 dead letters reads an index range, not the table. Few on purpose: a bulk replay rewrites every
     # index holding `status` for each letter (other sorts sort the filtered rows).
@@ -176,6 +179,7 @@ dead_letters = Table(
     Index("ix_dead_letters_sector_status_created", "sector", "status", "created_at", "id"),
     Index("ix_dead_letters_class_status_created", "error_class", "status", "created_at", "id"),
     Index("ix_dead_letters_run_status", "replay_run_id", "status", "id"),  # a run's next batch
+    Index("ix_dead_letters_cause_status_created", "cause", "status", "created_at", "id"),
 )
 
 # A bulk replay: the filter, the reason and who asked, and its progress. Its dead letters are the ones
@@ -188,12 +192,14 @@ replay_runs = Table(
     Column("reason", Text, nullable=False),
     Column("mapping", String(16), nullable=False),  # original (the version it died with) | active
     Column("requested_by", String(128), nullable=False),
-    Column("status", String(16), nullable=False, index=True),  # running | done
+    Column("status", String(16), nullable=False, index=True),  # running | done | cancelled
     Column("total", Integer, nullable=False),
     Column("replayed", Integer, nullable=False),
     Column("skipped", Integer, nullable=False),  # discarded (or replayed one by one) after the run started
     _utc("created_at", nullable=False),
-    _utc("finished_at"),
+    _utc("finished_at"),  # done or cancelled
+    Column("cancelled_by", String(128)),
+    Column("cancel_reason", Text),
 )
 
 # Scheduled jobs (deadline clock, certificate expiry, outbox sweep, webhooks) run under a lease: each

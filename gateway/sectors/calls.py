@@ -199,17 +199,19 @@ class SectorCalls:
         """A sector's decision: verify its signature, read it with the bundle's callback mapping, record it.
         `query`: the callback URL's query parameters, decoded, in order (a recipe may sign them)."""
         outcome = "rejected"
+        about: list[str | None] = []  # the case it names, once read
         try:
-            answer = self._callback(sector, method, path, headers, body, query)
+            answer = self._callback(sector, method, path, headers, body, query, about)
             outcome = "ok"
             return answer
         finally:  # every callback that reached us is on the record, refused ones too (forensics)
-            if self.messages is not None:
-                self.messages.message(sector, "received", "callback", None, None,
+            if self.messages is not None:  # filed under the case whose task holds its reference, if one does
+                self.messages.message(sector, "received", "callback", next(iter(about), None), None,
                                       body.decode("utf-8", "replace"), outcome)
 
     def _callback(self, sector: str, method: str, path: str, headers: Mapping[str, str], body: bytes,
-                  query: Sequence[tuple[str, str]]) -> dict[str, Any]:
+                  query: Sequence[tuple[str, str]], about: list[str | None]) -> dict[str, Any]:
+        """`about` is told the case the callback's reference names, once it was read."""
         registered = self.registry.get(sector)
         results = registered.bundle.results
         if not isinstance(results, CallbackResults):  # a polling sector has no key to sign callbacks with
@@ -229,6 +231,8 @@ class SectorCalls:
             recorded = self.service.record_callback(sector, result)
         except ResultProblem as exc:  # signed and readable, but its facts cannot be taken (a time without zone)
             raise CallbackUnreadable(str(exc)) from exc
+        finally:  # a refused one too: it is part of that case's story
+            about.append(self.service.answered_case(sector, result))
         return {"recorded": recorded}
 
 

@@ -4,9 +4,10 @@
 its routers (`ROUTERS`, one per area, each importing only `ops.console.web` and services), its own static
 files (static/; htmx is fetched at install into static/vendor/, pinned by version and checksum, never
 committed), security headers on every console answer (a Content-Security-Policy allowing only the gateway's
-own scripts and styles, no framing, no referrer, no caching; error pages too, a 500's included), and error
-pages: every problem the app's problem tables answer as problem+json is shown on a console path as an HTML
-page with the same type, title and detail (inside the page's alert region for an htmx request).
+own scripts and styles, no framing, no referrer beyond the console's own origin, no caching; error pages too,
+a 500's included), and error pages: every problem the app's problem tables answer as problem+json is shown on
+a console path as an HTML page with the same type, title and detail (inside the page's alert region for an
+htmx request).
 """
 
 from __future__ import annotations
@@ -21,16 +22,19 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.security.sessions import ConsoleSessions
-from ops.console import dead_letters, overview, signin
+from ops.console import adapters, approvals, audit, certificates, dead_letters, ferry, overview, signin
 from ops.console.web import HERE, PREFIX, CsrfRefused, NotForYou, SignInNeeded, render, sign_in_target
 
 __all__ = ["CSP", "ROUTERS", "install_console"]
 
-ROUTERS: tuple[APIRouter, ...] = (signin.router, overview.router, dead_letters.router)
+ROUTERS: tuple[APIRouter, ...] = (signin.router, overview.router, dead_letters.router, adapters.router,
+                                  certificates.router, audit.router, approvals.router, ferry.router)
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"),
-           (b"referrer-policy", b"no-referrer"), (b"x-frame-options", b"DENY"), (b"cache-control", b"no-store")]
+           # same-origin, not no-referrer: under no-referrer a browser sends `Origin: null` with every form POST,
+           # which the CSRF check (web.csrf_checked) rightly refuses
+           (b"referrer-policy", b"same-origin"), (b"x-frame-options", b"DENY"), (b"cache-control", b"no-store")]
 Handler = Callable[[Request, Exception], Response | Awaitable[Response]]
 
 

@@ -10,8 +10,9 @@ applications" shape, as the API's routers. A page handler takes:
   `X-CSRF-Token` (static/console.js adds it to htmx's requests), and a same-origin `Origin` when sent.
 - `render(request, "page.html", **context)`: the template with the base context — `me`, `csrf`, `nav`
   (the pages `me` may enter), `current` — autoescaped, with the filters `beijing` (UTC → Beijing time text),
-  `masked` (personal data masked as in the logs) and `link` (an href taken from the context: a console path
-  only). tests/unit/test_console_templates_escape.py renders every template with hostile text in every field.
+  `age` (seconds → 3 分 12 秒), `masked` (personal data masked as in the logs), `role_name` and `link` (an href
+  taken from the context: a console path only). tests/unit/test_console_templates_escape.py renders every
+  template with hostile text in every field.
 Every change still goes through the services the API uses, which write its own audit record; the
 `AuditTrail` middleware records each console POST too, as it does the API's.
 """
@@ -30,14 +31,14 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from gateway.domain.clock import SHANGHAI, as_utc
-from gateway.domain.roles import Identity, Role
+from gateway.domain.clock import SHANGHAI, as_utc, duration_text
+from gateway.domain.roles import ROLE_NAMES, Identity, Role
 from gateway.observability.logs import mask_value
 from gateway.security.api_keys import ApiKeyStore
 from gateway.security.sessions import ConsoleSession, ConsoleSessions
 
 __all__ = ["COOKIE", "CONSOLE_ROLES", "Csrf", "PAGES", "Page", "SignInNeeded", "NotForYou", "CsrfRefused",
-           "client_address", "console_user", "csrf_checked", "entered", "render", "sessions", "is_tls"]
+           "age", "client_address", "console_user", "csrf_checked", "entered", "render", "sessions", "is_tls"]
 
 HERE = Path(__file__).parent
 COOKIE = "yiwang_console"  # the session id; HttpOnly, SameSite=Strict, Secure under TLS, path /console
@@ -69,9 +70,13 @@ PAGES: tuple[Page, ...] = (
          ("GET", "/v1/ops/cases/{case_no}/journey")),
     Page("adapters", PREFIX + "/adapters", "适配器", frozenset({_R.OPERATOR, _R.SYSTEM_ADMIN, _R.SECTOR_ADMIN}),
          ("GET", "/v1/adapters")),
-    Page("certificates", PREFIX + "/certificates", "证书", frozenset({_R.SECURITY_ADMIN, _R.SYSTEM_ADMIN}),
+    Page("approvals", PREFIX + "/approvals", "审批", frozenset({_R.SECTOR_ADMIN, _R.OPERATOR, _R.SYSTEM_ADMIN,
+                                                                 _R.CATALOGUE_ADMIN}), ("GET", "/v1/approvals")),
+    Page("certificates", PREFIX + "/certificates", "证书", frozenset({_R.SECURITY_ADMIN, _R.SECTOR_ADMIN}),
          ("GET", "/v1/certificates")),
     Page("audit", PREFIX + "/audit", "审计日志", frozenset({_R.AUDITOR}), ("GET", "/v1/audit")),
+    Page("ferry", PREFIX + "/ferry", "摆渡通道", frozenset({_R.OPERATOR, _R.SECTOR_ADMIN}),
+         ("GET", "/v1/ops/ferry/channels")),
 )
 _BY_NAME = {page.name: page for page in PAGES}
 
@@ -112,8 +117,19 @@ def beijing(value: datetime | str | None) -> str:
     return instant.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M:%S")
 
 
-_environment = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True),
-                           undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+def age(seconds: float | None) -> str:
+    """A duration as people read it: 45 秒, 3 分 12 秒, 2 小时 05 分, 3 天 04 小时; — when it never happened."""
+    return "—" if seconds is None else duration_text(seconds, (" 天", " 小时", " 分", " 秒"))
+
+
+def role_name(role: Role | str) -> str:
+    """A role as people call it (运维人员), not its code."""
+    try:
+        return ROLE_NAMES[Role(role)]
+    except ValueError:  # not a role of ours: shown as it is (escaped)
+        return str(role)
+
+
 def link(target: object) -> str:
     """An href the page takes from its context (a count's filter, the next page, the navigation): only a path
     of the console itself; anything else (a `javascript:` URL, another site) links to the overview. Links
@@ -121,7 +137,9 @@ def link(target: object) -> str:
     return safe_next(target if isinstance(target, str) else None)
 
 
-_environment.filters.update(beijing=beijing, masked=mask_value, link=link)
+_environment = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True),
+                           undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+_environment.filters.update(beijing=beijing, masked=mask_value, age=age, role_name=role_name, link=link)
 TEMPLATES = Jinja2Templates(env=_environment)
 
 

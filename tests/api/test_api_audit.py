@@ -125,6 +125,12 @@ def test_the_auditor_lists_filters_pages_and_verifies_but_changes_nothing(world:
         assert first["items"][0]["detail"]["status"] == 201
         later = auditor.get("/v1/audit", params={"since": "2999-01-01T00:00"}).json()
         assert later["items"] == []
+        world.gateway.ledger.audit("identity:test", "sector filter", "one", None, "housing_fund", case_no="C-1")
+        world.gateway.ledger.audit("identity:test", "sector filter", "two", None, "social_security", case_no="C-2")
+        for params, subjects in (({"sector": "housing_fund"}, ["one"]), ({"case_no": "C-2"}, ["two"]),
+                                 ({"sector": "housing_fund", "case_no": "C-2"}, [])):
+            items = auditor.get("/v1/audit", params={"action": "sector filter", **params}).json()["items"]
+            assert [i["subject"] for i in items] == subjects, params
         verified = auditor.get("/v1/audit/verify").json()
         assert verified["intact"] is True and verified["records"] >= 2
         assert auditor.get("/v1/messages").status_code == 403

@@ -7,8 +7,7 @@ administrator act on it; another sector's administrator finds nothing. Both data
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,23 +16,11 @@ from fastapi.testclient import TestClient
 
 from gateway.audit.ledger import AUDIT, Filters
 from gateway.bootstrap.app import Gateway, create_app
-from gateway.bootstrap.ferry_links import StationLinks
 from gateway.domain.roles import Role
-from gateway.persistence.ferry_tables import FERRY_TABLES
-from tests.support.ferry_stations import DOWN, LINK, UP, FerryClock, TestLink, make_link
+from tests.support.ferry_stations import DOWN, LINK, UP, FerryClock, LinkClock, TestLink, make_link, troubled, watching
 
 FERRY = "/v1/ops/ferry"
 PROBLEM = "urn:yiwang:problem:"
-
-
-@dataclass
-class LinkClock:
-    """The gateway reads the stations' clock: ages are what the test moved it by."""
-
-    stations: FerryClock
-
-    def now(self) -> datetime:
-        return self.stations()
 
 
 @dataclass
@@ -63,20 +50,8 @@ def desk(make_gateway: Callable[..., Gateway], tmp_path: Path) -> Desk:
 
 
 def in_trouble(gateway: Gateway, link: TestLink) -> Desk:
-    link.send_down(3)
-    link.carry(link.near, link.far)
-    link.received_by_far()
-    link.send_up(4)
-    link.carry(link.far, link.near, drop=(2,))
-    link.received_by_near()
-    link.clock.advance(minutes=2)
-    link.far.beacon_due()
-    link.carry(link.far, link.near)
-    link.forged_into_near()
-    link.received_by_near()
-    link.clock.advance(seconds=30)
-    gateway = replace(gateway, ferry_channels=StationLinks(gateway.engine, FERRY_TABLES,
-                                                           lambda: [link.link_station]))
+    troubled(link)
+    gateway = watching(gateway, link)
     app = create_app(gateway)
 
     def client(role: Role, **scope: str) -> TestClient:

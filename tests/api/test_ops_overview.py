@@ -1,81 +1,38 @@
 """The operators' overview (ops/overview.py) through `GET /v1/ops/overview` and `yiwang ops overview`: every figure
 exact, each with the link to the list it counts, and the sector administrator's scope.
 
-The scene, on a pinned clock (Tuesday 2026-11-24 10:00 in Beijing, then eight days on): two cases to a failing
-social-security system — the first's submission dies (a real dead letter), the second meets the circuit the
-failures opened and waits — and a third withdrawn (closed); eight days later e-supervision flags the two open
-ones overdue. Dead letters written through the repository spread over the last days (one just before and one
-just after a Beijing midnight), one of them since discarded; a rehearsal's report kept for the social-security
-version; certificates expiring in 2, 9, 19 and 400 days. Ferry links and RabbitMQ queues have tests of their own.
-Both databases.
+The scene (tests/support/overview.py): cases open, overdue and closed, a real dead letter and others over the
+last days, an open circuit, a rehearsal's report, certificates expiring soon and not. Ferry links and RabbitMQ
+queues have tests of their own. Both databases.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pika
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, update
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from adapters.simulators.social_security import SocialSecuritySimulator
-from gateway.bootstrap.app import Gateway, create_app
+from gateway.bootstrap.app import Gateway
 from gateway.bootstrap.cli import app as cli
 from gateway.bootstrap.ferry_links import StationLinks
-from gateway.domain.clock import FixedClock
 from gateway.domain.roles import Identity, NotAllowed, Role
 from gateway.persistence import tables as t
 from gateway.persistence.ferry_tables import FERRY_TABLES
-from gateway.persistence.repository import Failure
 from gateway.transport.amqp_topology import DEAD_LETTER_QUEUE, queue_name
 from ops.overview import Overview, Scope
 from ops.readiness import build_readiness
-from tests.support.cases import outbox_statuses, submit
-from tests.support.ferry_stations import LINK, FerryClock, make_link
-from tests.support.gateways import PINNED, Keys, drain
-from tests.support.pki import TestCA
+from tests.support.ferry_stations import LINK, FerryClock, LinkClock, make_link
+from tests.support.overview import HF, OVERVIEW, SS, TREND, TREND_DAYS, Scene, overview_scene, replace_parts
 from tests.support.services import rabbitmq_vhost
-
-OVERVIEW = "/v1/ops/overview"
-NOW = PINNED + timedelta(days=8)  # Wednesday 2026-12-02 10:00 in Beijing
-SS, HF = "social_security", "housing_fund"
-# sector, error class, Beijing time it died, its status now
-LETTERS = [
-    (SS, "timeout", "2026-11-20T12:00", "dead"),  # before the trend's week
-    (HF, "mapping", "2026-11-29T15:00", "dead"),
-    (SS, "auth", "2026-11-30T08:00", "discarded"),  # in the trend, no longer waiting
-    (SS, "transport", "2026-12-01T23:30", "dead"),  # 15:30 UTC: still Tuesday in Beijing
-    (HF, "timeout", "2026-12-02T00:10", "dead"),  # 16:10 UTC on the 1st: Wednesday in Beijing
-    (HF, "timeout", "2026-12-02T09:00", "dead"),
-]
-TREND_DAYS = ["2026-11-26", "2026-11-27", "2026-11-28", "2026-11-29", "2026-11-30", "2026-12-01", "2026-12-02"]
-
-
-@dataclass
-class Scene:
-    gateway: Gateway
-    clock: FixedClock
-    version: str  # the social-security bundle's active version
-    app: Any
-
-    def client(self, role: Role, **scope: str) -> TestClient:
-        return TestClient(self.app, headers=Keys.of(self.gateway, role, **scope))
-
-    def overview(self, role: Role = Role.OPERATOR, **scope: str) -> dict[str, Any]:
-        answer = self.client(role, **scope).get(OVERVIEW)
-        assert answer.status_code == 200, answer.text
-        return answer.json()  # type: ignore[no-any-return]
-
-
-def beijing(text: str) -> datetime:
-    return datetime.fromisoformat(text + "+08:00").astimezone(UTC)
 
 
 def link(page: str, **filter: Any) -> dict[str, Any]:
@@ -84,37 +41,7 @@ def link(page: str, **filter: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def scene(make_gateway: Callable[..., Gateway], simulator: SocialSecuritySimulator) -> Scene:
-    clock = FixedClock(PINNED)
-    gateway = make_gateway(clock=clock, sector_endpoints={SS: simulator.url}, bundles=(SS, HF))
-    simulator.set_fault("fail")
-    first, _ = submit(gateway), submit(gateway)  # 2 deliveries x 3 attempts: past the breaker's threshold of 5
-    drain(gateway, lambda: [s for _, s in outbox_statuses(gateway)] == ["dead", "pending"])
-    withdrawn = submit(gateway)
-    hall = TestClient(create_app(gateway), headers=Keys.issue(gateway).hall)
-    assert hall.post(f"/v1/cases/{withdrawn}/withdraw", json={"reason": "不再需要"}).status_code == 200
-    clock.advance(NOW - PINNED)
-    assert gateway.service.tick() == 2  # the two accepted cases are past their deadline (Tuesday 12-01)
-    with gateway.engine.begin() as conn:  # a worker is delivering the withdrawn case's message right now
-        conn.execute(update(t.outbox).where(t.outbox.c.case_no == withdrawn)
-                     .values(lease_owner="worker-1", lease_until=NOW + timedelta(seconds=30)))
-    with gateway.service.uow() as uow:
-        for sector, error_class, at, status in LETTERS:
-            about = {"case_no": first, "sector": sector, "operation": "submit_case",
-                     "idempotency_key": f"{first}:{at}"}
-            letter_id = uow.dead_letters.add(None, Failure(error_class, "failed"), beijing(at), about=about)
-            if status != "dead":
-                uow.conn.execute(update(t.dead_letters).where(t.dead_letters.c.id == letter_id).values(status=status))
-        uow.commit()
-    version = next(v.version for v in gateway.bundles.versions(SS))
-    gateway.bundles.record_rehearsal(SS, version, {"outcome": "failed", "at": "2026-12-02T01:00:00+00:00",
-                                                   "run": "r1", "passed": 1, "total": 3, "unreachable": False,
-                                                   "items": [], "cleanup": [], "note": None})
-    ca = TestCA(now=NOW)
-    for name, sector, days in (("gw-server", None, 2), ("ss-client", SS, 9), ("hf-client", HF, 19),
-                               ("far", SS, 400)):
-        issued = ca.issue(name, days=days + 1, not_before=NOW - timedelta(days=1))
-        gateway.certs.import_pem(name, issued.cert_pem, issued.key_pem, sector=sector, actor="test")
-    return Scene(gateway, clock, version, create_app(gateway))
+    return overview_scene(make_gateway, simulator)
 
 
 def test_operators_see_every_figure_exact_with_the_list_it_counts(scene: Scene) -> None:
@@ -141,8 +68,7 @@ def test_operators_see_every_figure_exact_with_the_list_it_counts(scene: Scene) 
     assert [(r["sector"], r["error_class"], r["count"]) for r in letters["by_class"]] == [
         (HF, "timeout", 2), (HF, "mapping", 1), (SS, "sector_fault", 1), (SS, "timeout", 1), (SS, "transport", 1)]
     assert letters["by_class"][0]["link"] == link("dead-letters", sector=HF, error_class="timeout")
-    assert [(d["day"], d["count"]) for d in letters["trend"]] == list(zip(TREND_DAYS, [0, 0, 0, 1, 1, 1, 2],
-                                                                          strict=True))
+    assert [(d["day"], d["count"]) for d in letters["trend"]] == list(zip(TREND_DAYS, TREND, strict=True))
     assert letters["trend"][-1]["link"] == link("dead-letters", status="any", since="2026-12-02T00:00:00",
                                                 until="2026-12-03T00:00:00")
 
@@ -247,22 +173,7 @@ def test_a_ferry_link_with_a_gap_shows_its_lag_and_gap(make_gateway: Callable[..
 
 def replace_ferry(gateway: Gateway, channels: StationLinks, clock: FerryClock) -> Overview:
     """The gateway's overview reading `channels`, on the stations' clock."""
-    return replace_parts(gateway.overview, ferry=channels, clock=_Clock(clock))
-
-
-def replace_parts(overview: Overview, **parts: Any) -> Overview:
-    kept = {"engine": overview.engine, "clock": overview.clock, "desk": overview.desk, "bundles": overview.bundles,
-            "adapters": overview.adapters, "certs": overview.certs, "ferry": overview.ferry,
-            "broker": overview.broker}
-    return Overview(**{**kept, **parts})
-
-
-@dataclass
-class _Clock:
-    stations: FerryClock
-
-    def now(self) -> datetime:
-        return self.stations()
+    return replace_parts(gateway.overview, ferry=channels, clock=LinkClock(clock))
 
 
 def test_queues_are_read_from_the_broker_and_unknown_where_it_cannot_tell(make_gateway: Callable[..., Gateway]

@@ -87,6 +87,16 @@ def _dead_letter(world: World, n: int) -> None:
         uow.commit()
 
 
+def _cause(world: World, n: int) -> None:
+    """A dead letter of a cause of its own: the words differ (numbers would not make another cause)."""
+    word = "".join(chr(ord("a") + int(digit)) for digit in str(n))
+    about = {"case_no": PAGING_CASE, "sector": "social_security", "operation": "submit_case",
+             "idempotency_key": f"{PAGING_CASE}:{n}"}
+    with world.gateway.service.uow() as uow:
+        uow.dead_letters.add(None, Failure("transport", f"down at {word}", 1), SAME_INSTANT, about=about)
+        uow.commit()
+
+
 def _replay_run(world: World, n: int) -> None:
     world.gateway.dead_letters.start_replay(DeadLetterFilter(ids=frozenset({10**6 + n})), by="identity:paging",
                                             reason=f"run {n}")
@@ -168,6 +178,8 @@ LISTINGS = [
     Listing("my-cases", Role.HALL_CLIENT, "/v1/cases/lookup", _case, lambda c: c["case_no"], method="POST",
             body={"id_number": APPLICANT}),
     Listing("dead-letters", Role.OPERATOR, "/v1/ops/dead-letters", _dead_letter, params={"case_no": PAGING_CASE}),
+    Listing("dead-letter-causes", Role.OPERATOR, "/v1/ops/dead-letters/causes", _cause, lambda c: c["cause"],
+            params={"case_no": PAGING_CASE}),
     Listing("replay-runs", Role.OPERATOR, "/v1/ops/replays", _replay_run, counted=False),
     Listing("identities", Role.SECURITY_ADMIN, "/v1/identities", _identity),
     Listing("webhooks", Role.HALL_CLIENT, "/v1/webhooks", _webhook),
@@ -300,5 +312,5 @@ def test_every_list_in_the_openapi_document_pages_and_none_is_a_bare_array(world
 PAGED_PATHS = ["/v1/audit", "/v1/messages", "/v1/matters", "/v1/matters/{code}/versions", "/v1/cases/lookup",
                "/v1/cases/{case_no}/events", "/v1/adapters/{sector}/versions", "/v1/identities", "/v1/approvals",
                "/v1/certificates", "/v1/webhooks", "/v1/webhooks/{webhook_id}/deliveries", "/v1/ops/dead-letters",
-               "/v1/ops/replays", "/v1/ops/webhook-failures", "/v1/ops/ferry/channels",
+               "/v1/ops/dead-letters/causes", "/v1/ops/replays", "/v1/ops/webhook-failures", "/v1/ops/ferry/channels",
                "/v1/ops/ferry/channels/{channel}/gaps", "/v1/ops/ferry/channels/{channel}/quarantine"]

@@ -22,10 +22,11 @@ Contract (the fixtures in tests/conftest.py are thin wrappers of these; test mod
   (scrollWidth <= clientWidth); a failure names the elements that stick out. The viewport is put back.
 - `screenshot(page, name)`: the full page as var/screenshots/NAME.png (`make screenshots` copies them into
   docs/screenshots/).
-- `served_gateway(database_url, var_dir)`: a gateway built as tests/conftest.py `make_gateway` builds them
-  (shipped bundles activated for the social-security and housing-fund simulators, run on loopback), its app
-  served by uvicorn in a thread on an ephemeral port; a `LiveGateway` with its URL, the gateway itself (to
-  drain, seed, inspect), the simulators and API keys per role. Dispatch is not running: a test drains.
+- `served_gateway(database_url, var_dir, **overrides)`: a gateway built as tests/conftest.py `make_gateway`
+  builds them (shipped bundles activated for the social-security and housing-fund simulators, run on loopback;
+  `overrides`: other settings), its app served by uvicorn in a thread on an ephemeral port; a `LiveGateway`
+  with its URL, the gateway itself (to drain, seed, inspect), the simulators and API keys per role. Dispatch is
+  not running: a test drains, or starts it (`gateway.start_dispatcher()`; the gateway's close stops it).
 """
 
 from __future__ import annotations
@@ -196,12 +197,13 @@ class LiveGateway:
 
 
 @contextmanager
-def served_gateway(database_url: str, var_dir: Path) -> Iterator[LiveGateway]:
-    """A gateway on `database_url` (already migrated), served over HTTP with its sectors' simulators up."""
+def served_gateway(database_url: str, var_dir: Path, **overrides: Any) -> Iterator[LiveGateway]:
+    """A gateway on `database_url` (already migrated), served over HTTP with its sectors' simulators up;
+    `overrides`: settings other than the tests' (`settings_for_tests`)."""
     with ExitStack() as stack:
         simulators = {sector: stack.enter_context(SIMULATORS[sector](decision_delay_ms=50)) for sector in LIVE_SECTORS}
         endpoints = {sector: simulator.url for sector, simulator in simulators.items()}
-        gateway = build_gateway(settings_for_tests(var_dir, database_url, sector_endpoints=endpoints))
+        gateway = build_gateway(settings_for_tests(var_dir, database_url, sector_endpoints=endpoints, **overrides))
         stack.callback(gateway.close)
         activate_shipped(gateway.bundles, *LIVE_SECTORS)
         url = stack.enter_context(serve_in_thread(create_app(gateway)))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,12 +25,13 @@ from adapters.kinds.ferry.station import ReceiveReport, Station, StationConfig
 from adapters.registry import default_bundles_dir
 from certstore import Credential
 from gateway.bootstrap.app import Gateway, create_app
-from gateway.bootstrap.ferry_links import LinkStation
+from gateway.bootstrap.ferry_links import LinkStation, StationLinks
 from gateway.domain.roles import Role
 from gateway.persistence import tables as t
 from gateway.persistence.ferry_tables import FERRY_TABLES
 from gateway.sectors.bundle_records import pack_folder
 from tests.support.gateways import Keys
+from tests.support.overview import replace_parts
 from tests.support.pki import sm2_credential
 
 LINK = "public_security"
@@ -49,6 +50,16 @@ class FerryClock:
 
     def advance(self, **delta: float) -> None:
         self.now += timedelta(**delta)
+
+
+@dataclass
+class LinkClock:
+    """The gateway reads the stations' clock: ages are what the test moved it by."""
+
+    stations: FerryClock
+
+    def now(self) -> datetime:
+        return self.stations()
 
 
 @dataclass
@@ -118,6 +129,29 @@ def make_link(engine: Engine, root: Path, clock: FerryClock | None = None, *, li
     return TestLink(station("gateway", down, up, near_keys, f"{link}/outgoing", f"{link}/incoming"),
                     station(f"{link}-agent", up, down, far_keys, f"{link}-agent/outgoing", f"{link}-agent/incoming"),
                     root, clock)
+
+
+def troubled(link: TestLink) -> None:
+    """A link in trouble: 3 batches sent down; 4 sent up of which the 2nd was lost (a gap), a beacon after two
+    minutes, and a file no key signed (quarantined); the clock 30 s on."""
+    link.send_down(3)
+    link.carry(link.near, link.far)
+    link.received_by_far()
+    link.send_up(4)
+    link.carry(link.far, link.near, drop=(2,))
+    link.received_by_near()
+    link.clock.advance(minutes=2)
+    link.far.beacon_due()
+    link.carry(link.far, link.near)
+    link.forged_into_near()
+    link.received_by_near()
+    link.clock.advance(seconds=30)
+
+
+def watching(gateway: Gateway, link: TestLink) -> Gateway:
+    """The gateway with `link` as its one ferry link (its operators' API, console and overview read it)."""
+    channels = StationLinks(gateway.engine, FERRY_TABLES, lambda: [link.link_station])
+    return replace(gateway, ferry_channels=channels, overview=replace_parts(gateway.overview, ferry=channels))
 
 
 def _message() -> Entry:

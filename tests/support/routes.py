@@ -1,4 +1,4 @@
-"""The app's /v1 routes and the roles each admits, as the route table says."""
+"""The app's routes (its /v1 routes, its console's) and the roles each admits, as the route table says."""
 
 from __future__ import annotations
 
@@ -12,15 +12,18 @@ from fastapi.routing import APIRoute
 from gateway.domain.roles import Role
 
 
-def v1_routes(app: FastAPI) -> list[Any]:
-    """The app's API routes under /v1, as served (FastAPI ≥ 0.165 keeps included routers nested)."""
+def app_routes(app: FastAPI) -> list[Any]:
+    """The app's API routes, as served (FastAPI ≥ 0.165 keeps included routers nested)."""
     try:
         from fastapi.routing import iter_route_contexts
     except ImportError:  # older FastAPI: app.routes holds the included routes themselves
-        flat: list[Any] = [r for r in app.routes if isinstance(r, APIRoute)]
-    else:
-        flat = [c for c in iter_route_contexts(app.routes) if isinstance(c.original_route, APIRoute)]
-    routes = [r for r in flat if r.path.startswith("/v1/")]
+        return [r for r in app.routes if isinstance(r, APIRoute)]
+    return [c for c in iter_route_contexts(app.routes) if isinstance(c.original_route, APIRoute)]
+
+
+def v1_routes(app: FastAPI) -> list[Any]:
+    """The app's API routes under /v1, as served."""
+    routes = [r for r in app_routes(app) if r.path.startswith("/v1/")]
     assert len(routes) >= 20  # cases, case actions, catalogue, materials
     return routes
 

@@ -12,9 +12,8 @@ from typing import Annotated, Any, cast
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.catalogue.matters import matter_to_document
 from gateway.domain.roles import Identity, Role
-from gateway.http.approval_holds import activate_recorded
+from gateway.http.approval_holds import run_approved
 from gateway.http.callers import require
 from gateway.http.json_bodies import JsonBodyRoute
 from gateway.http.paging import Page, Paged, answer
@@ -23,7 +22,6 @@ from gateway.http.text_fields import typed
 from gateway.persistence.keyset import Keyset
 from gateway.security.approvals import (
     STATUSES,
-    Action,
     AlreadyDecided,
     Approval,
     Approvals,
@@ -77,7 +75,7 @@ def get_approval(approval_id: str, request: Request, identity: Decider) -> dict[
 def approve(approval_id: str, request: Request, identity: Decider) -> dict[str, Any]:
     """第二位管理员批准申请，被守护的操作随即执行并记为申请人与批准人共同完成；不能批准本人的申请（403 `own-request`）。
     不是幂等操作：已处理的审批再批准为 409 `already-decided`。返回审批记录和操作结果。"""
-    approval, result = _approvals(request).approve(approval_id, identity, lambda a: _run(request, a))
+    approval, result = _approvals(request).approve(approval_id, identity, lambda a: run_approved(request, a))
     return {"approval": approval.public(), "result": result}
 
 
@@ -86,15 +84,6 @@ def approve(approval_id: str, request: Request, identity: Decider) -> dict[str, 
 def reject(approval_id: str, body: RejectIn, request: Request, identity: Decider) -> dict[str, Any]:
     """驳回申请，可写理由；申请人也可以用它撤回本人的申请。已处理的审批为 409 `already-decided`。"""
     return _approvals(request).reject(approval_id, identity, body.reason).public()
-
-
-def _run(request: Request, approval: Approval) -> dict[str, Any]:
-    """The guarded action itself, recorded as done by requester and approver together."""
-    p = approval.params
-    if approval.action is Action.ACTIVATE_BUNDLE:
-        return activate_recorded(request, p["sector"], p["version"], approval.actor,
-                                 force=bool(p.get("force"))).public()  # approvals requested before force: none
-    return matter_to_document(request.app.state.catalogue.publish(p["code"], p["version"], approval.actor))
 
 
 def install_approval_error_handlers(app: FastAPI) -> None:

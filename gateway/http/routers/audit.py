@@ -63,11 +63,13 @@ def _page(ledger: Ledger, order: Keyset, filters: Filters, paging: PageQuery,
             summary="查阅审计日志")
 def list_audit(request: Request, identity: Annotated[Identity, Depends(require(Role.AUDITOR))], paging: LogPage,
                actor: str | None = None, action: str | None = None,
-               since: datetime | None = None, until: datetime | None = None) -> dict[str, Any]:
-    """审计日志，按时间先后，可按操作人、动作、时间段筛选，分页（`cursor` 接着上一页的 `next_cursor`）。
+               since: datetime | None = None, until: datetime | None = None, sector: str | None = None,
+               case_no: str | None = None) -> dict[str, Any]:
+    """审计日志，按时间先后，可按操作人、动作、时间段、部门、办件编号筛选，分页（`cursor` 接着上一页的 `next_cursor`）。
     无时区的时间按北京时间理解。详情中的个人信息已脱敏。只读。"""
     ledger = _ledger(request)
-    filters = Filters(AUDIT, actor=actor, action=action, since=_instant(since), until=_instant(until))
+    filters = Filters(AUDIT, actor=actor, action=action, since=_instant(since), until=_instant(until), sector=sector,
+                      case_no=case_no)
     # A detail's instants (a filter's bounds) were recorded in UTC; shown, like every time, in Beijing time.
     return _page(ledger, AUDIT_ORDER, filters, paging,
                  lambda r: {**r.public(), "detail": instants_as_beijing_text(mask(ledger.open_body(r)))})
