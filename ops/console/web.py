@@ -117,9 +117,14 @@ def beijing(value: datetime | str | None) -> str:
     return instant.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def age(seconds: float | None) -> str:
-    """A duration as people read it: 45 秒, 3 分 12 秒, 2 小时 05 分, 3 天 04 小时; — when it never happened."""
-    return "—" if seconds is None else duration_text(seconds, (" 天", " 小时", " 分", " 秒"))
+def age(seconds: float | str | None) -> str:
+    """A duration as people read it: 45 秒, 3 分 12 秒, 2 小时 05 分, 3 天 04 小时; — when it never happened.
+    Anything that is no number is shown as it is (escaped), never an error page."""
+    if seconds is None:
+        return "—"
+    if not isinstance(seconds, int | float):
+        return str(seconds)
+    return duration_text(seconds, (" 天", " 小时", " 分", " 秒"))
 
 
 def role_name(role: Role | str) -> str:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
@@ -55,7 +56,7 @@ def shown(name: str) -> str:
     return str(escape(f"<svg onload=alert('{name}')>"))
 
 
-RAW = (PAYLOAD, *(hostile(name) for name in (*FIELDS, "filter")))
+RAW = (PAYLOAD, *(hostile(name) for name in (*FIELDS, "filter", "path")))
 
 
 def busy(words: str) -> bytes:
@@ -152,27 +153,35 @@ def console_gets(app: Any) -> list[str]:
 
 
 def filled(path: str, made: Made) -> list[str]:
-    """The route's path with every path parameter filled from what was made; an unknown parameter fails (say
-    here what to fill it with) rather than the route being skipped."""
-    values: dict[str, list[str]] = {"dead_letter_id": [str(x) for x in made.letters],
-                                    "run_id": [str(x) for x in made.runs], "case_no": made.cases}
+    """The route's path with every path parameter filled from what was made, and with hostile text besides (a
+    page naming what it did not find); an unknown parameter fails (say here what to fill it with) rather than
+    the route being skipped."""
+    made_here: dict[str, list[Any]] = {"dead_letter_id": made.letters, "run_id": made.runs, "case_no": made.cases,
+                 "sector": ["social_security"], "name": [], "channel": []}
     paths = [path]
     for name in re.findall(r"\{(\w+)(?::\w+)?\}", path):
-        assert name in values, f"{path}: no value for the path parameter {name!r}; add one to filled()"
-        paths = [p.replace(f"{{{name}}}", value) for p in paths for value in values[name]]
+        assert name in made_here, f"{path}: no value for the path parameter {name!r}; add one to filled()"
+        values = [str(x) for x in made_here[name]] + ([] if name.endswith("_id") else
+                                                      [quote(hostile("path"), safe="")])
+        paths = [p.replace(f"{{{name}}}", value) for p in paths for value in values]
     return paths
 
 
 def test_every_console_page_shows_hostile_fields_escaped(made: Made) -> None:
+    # The operator (and window) made everything; the other roles of the console see their own pages.
+    clients = [made.client, *(_signed_in(made, role) for role in (Role.SYSTEM_ADMIN, Role.SECURITY_ADMIN,
+                                                                    Role.AUDITOR))]
     client, visited, pages = made.client, [], dict[str, list[str]]()
     typed_in = {"sector": hostile("filter"), "case_no": hostile("filter")}  # within the fields' lengths
     refused = {name: PAYLOAD for name in ("sector", "version", "matter", "case_no", "error_class")}  # a 422 page
     for route in console_gets(made.app):
         for path in filled(route, made):
-            for params, headers in [({}, {}), ({"unmasked": "1"}, {}), (typed_in, {}), (refused, {}),
-                                    ({"next": PAYLOAD}, {}), ({}, {"HX-Request": "true"})]:
-                answer = client.get(path, params=params, headers=headers)
-                visited.append(f"{route} {path} {params and '?…'} {headers and 'htmx'} {answer.status_code}")
+            asked = [(made.client, params, headers) for params, headers in [
+                ({}, {}), ({"unmasked": "1"}, {}), (typed_in, {}), (refused, {}), ({"next": PAYLOAD}, {}),
+                ({}, {"HX-Request": "true"})]] + [(other, {}, {}) for other in clients[1:]]
+            for asking, params, headers in asked:
+                answer = asking.get(path, params=params, headers=headers)
+                visited.append(f"{route} {path[:60]} {params and '?…'} {headers and 'htmx'} {answer.status_code}")
                 assert answer.status_code < 500, (path, answer.text)
                 assert defects(answer.text, *RAW) == [], (path, params, answer.text)
                 pages.setdefault(route, []).append(answer.text)
@@ -193,6 +202,8 @@ def test_every_console_page_shows_hostile_fields_escaped(made: Made) -> None:
     assert shown("filter") in on(LETTERS)  # typed into the filter, shown back in its fields
     for route in (LETTERS, f"{RUNS}/plan", "/console/discards/plan"):
         assert shown("sector") in on(route) and shown("version") in on(route), route
+    for route in ("/console/adapters", "/console/adapters/{sector}"):  # a bundle's own words
+        assert shown("version") in on(route), route
     for route in (RUNS, f"{RUNS}/{{run_id}}"):
         assert shown("run") in on(route), route
     for route in console_gets(made.app):
@@ -234,6 +245,12 @@ def test_every_console_answer_carries_the_content_security_policy(made: Made, mo
         assert directives.get("default-src") == "'none'" and directives.get("style-src") == "'self'", (what, policy)
         assert "unsafe-inline" not in policy and "unsafe-eval" not in policy, (what, policy)
         assert answer.headers.get("x-content-type-options") == "nosniff", what
+
+
+def _signed_in(made: Made, role: Role) -> TestClient:
+    client = TestClient(made.app)
+    sign_in(client, key_of(made.gateway, role, name=hostile("operator")))
+    return client
 
 
 def _broken(*_: Any, **__: Any) -> Any:

@@ -6,7 +6,7 @@ iteration of it — is `Poison`: a script payload posing as text (a `str` withou
 must treat it as data). Each template is rendered twice, so that both sides of its conditions are shown: once
 with comparisons false and the payload as plain text, once with comparisons true, the value a mapping, and the
 payload after a `javascript:` URL (what an href filled from data would run). Then the page is parsed and:
-- the raw payload is nowhere; no element has an `on…` attribute; no `<svg>` or `<img src=x>`; every `<script>`
+- the raw payload is nowhere; no element has an `on…` attribute (the payload's svg and img); every `<script>`
   is one of our own files with no text in it;
 - every URL attribute (href, src, action, formaction, hx-get, …) is a path of our own — a link holding data is
   built from a fixed path (`/console/dead-letters/{{ id }}`) or passed through the `link` filter;
@@ -38,18 +38,12 @@ FIELDLESS = {"_letter_head.html"}
 
 
 class Poison(str):
-    """Hostile text standing for every value: its attributes, items and call results are itself, iterating it
-    gives two of itself (so `for a, b in x.items()` and `for a, b in x` both unpack), `==` answers `EQUAL`."""
+    """Hostile text standing for every value. In a template (the environment's getattr/getitem, see
+    `environment`) its attributes and items are itself, and so is any item looked up by it; calling it gives
+    itself, iterating it two of itself (so `for a, b in x.items()` and `for a, b in x` both unpack), arithmetic
+    gives itself, `==` and the orderings answer `EQUAL`. Python code (a filter) sees a str with a str's methods."""
 
     EQUAL: ClassVar[bool] = False
-
-    def __getattribute__(self, name: str) -> Any:
-        if name.startswith("__") or name == "EQUAL":  # Python's own protocol (and no __html__: it has none)
-            return super().__getattribute__(name)
-        return self  # `.title`, `.count`, `.get`, `.items`: str's methods too, so a field never shows a method
-
-    def __getitem__(self, key: Any) -> Poison:
-        return self
 
     def __call__(self, *args: Any, **kwargs: Any) -> Poison:
         return self
@@ -63,7 +57,22 @@ class Poison(str):
     def __ne__(self, other: object) -> bool:
         return not type(self).EQUAL
 
+    def __lt__(self, other: object) -> bool:
+        return type(self).EQUAL
+
+    __le__ = __gt__ = __ge__ = __lt__
     __hash__ = str.__hash__
+
+    def _same(self, *_: Any) -> Poison:
+        return self
+
+    lower = upper = casefold = _same  # Jinja's sorting (ignore_case) lowers text
+
+    def items(self) -> list[tuple[Poison, Poison]]:  # for filters (dictsort): a mapping of itself to itself
+        return [(self, self)]
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = __rtruediv__ = _same
+    __floordiv__ = __rfloordiv__ = __mod__ = __rmod__ = __neg__ = __abs__ = __round__ = _same
 
 
 class TruePoison(Poison):
@@ -77,9 +86,19 @@ POISONS = (Poison(PAYLOAD), TruePoison(SCRIPT_URL + PAYLOAD))
 
 
 def environment() -> Environment:
-    """The console's environment, with Starlette's `url_for` (should a template use it) building our own paths."""
+    """The console's environment where a template's every attribute and item of the poison (or looked up by it)
+    is the poison, and Starlette's `url_for` (should a template use it) builds our own paths."""
     overlaid = web.TEMPLATES.env.overlay(cache_size=0)
     overlaid.globals = {**overlaid.globals, "url_for": lambda name, **params: f"/console/{name}"}
+    plain_getattr, plain_getitem = overlaid.getattr, overlaid.getitem
+
+    def getattr_(obj: Any, attribute: str) -> Any:
+        return obj if isinstance(obj, Poison) else plain_getattr(obj, attribute)
+
+    def getitem(obj: Any, key: Any) -> Any:
+        return next((x for x in (obj, key) if isinstance(x, Poison)), None) or plain_getitem(obj, key)
+
+    overlaid.getattr, overlaid.getitem = getattr_, getitem  # type: ignore[method-assign,assignment]
     return overlaid
 
 
@@ -126,6 +145,12 @@ def test_beijing_shows_an_instant_in_beijing_time_and_text_it_cannot_read_as_tex
     assert web.beijing(None) == web.beijing("") == web.beijing("  ") == "—"
     assert web.beijing("明天上午 <b>") == "明天上午 <b>"
     assert web.TEMPLATES.env.from_string("{{ t | beijing }}").render(t="<b>x</b>") == "&lt;b&gt;x&lt;/b&gt;"
+
+
+def test_age_shows_a_duration_and_text_it_cannot_read_as_text() -> None:
+    assert (web.age(None), web.age(45), web.age(192.5)) == ("—", "45 秒", "3 分 12 秒")
+    assert web.age("很久 <b>") == "很久 <b>"
+    assert web.TEMPLATES.env.from_string("{{ t | age }}").render(t="<b>") == "&lt;b&gt;"
 
 
 def test_link_keeps_a_console_path_and_sends_anything_else_to_the_overview() -> None:
