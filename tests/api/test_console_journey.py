@@ -106,10 +106,10 @@ def test_a_sector_administrator_sees_their_sectors_cases_only_and_the_auditor_no
     for path in ("/console/cases", f"/console/cases/{desk.story.case_no}"):
         answer = auditor.get(path)
         assert answer.status_code == 403 and "不对该角色开放" in answer.text and desk.story.case_no not in answer.text
-    assert operator_may_not_mean_anyone(desk)
+    assert the_service_refuses_plain_to_who_may_not_unmask(desk)
 
 
-def operator_may_not_mean_anyone(desk: Desk) -> bool:
+def the_service_refuses_plain_to_who_may_not_unmask(desk: Desk) -> bool:
     """The service refuses a plain journey to whoever may not unmask (a sector administrator of no sector), as
     the API and the console both call it: nothing read, nothing recorded."""
     journeys: CaseJourney = desk.app.state.case_journeys  # type: ignore[attr-defined]
@@ -189,3 +189,11 @@ def test_the_overviews_figures_list_their_cases_newest_first_paged_in_scope(
     assert re.findall(r'data-label="办件编号"><a href="[^"]+">([^<]+)</a>', rest.text) == newest_first[2:]
     assert 'rel="next"' not in rest.text and "第一页" in rest.text
     assert operator.get("/console/cases", params={"overdue": "true", "cursor": "garbled"}).status_code == 422
+
+
+def test_a_truncated_journey_says_so(desk: Desk) -> None:
+    desk.app.state.case_journeys = CaseJourney(desk.gateway.dead_letters.units, desk.gateway.ledger,  # type: ignore[attr-defined]
+                                               max_entries=3)
+    page = desk.browser(Role.OPERATOR).get(f"/console/cases/{desk.story.case_no}")
+    assert page.status_code == 200
+    assert len(re.findall(r'<td data-label="时间">', page.text)) == 3 and "经过太长，只显示最早的 3 条" in page.text
