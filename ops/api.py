@@ -45,7 +45,7 @@ from gateway.audit.ledger import Ledger
 from gateway.cases.views import event_view
 from gateway.domain.case import DISCARD_OUTCOMES, CaseEvent
 from gateway.domain.clock import SHANGHAI, instants_as_beijing_text
-from gateway.domain.roles import UNMASKED_ONLY, Identity, NotAllowed, Role, may_unmask
+from gateway.domain.roles import Identity, Role
 from gateway.http.callers import require
 from gateway.http.json_bodies import JsonBodyRoute
 from gateway.http.paging import Page, Paged, answer
@@ -764,10 +764,7 @@ def _journeys(request: Request) -> CaseJourney:
 
 def _journey(request: Request, identity: Identity, case_no: str, unmasked: bool) -> dict[str, Any]:
     """The case's journey as the caller may see it; unmasked only for who may, audited by the service first."""
-    if unmasked and not may_unmask(identity, identity.sector or ""):
-        raise NotAllowed(UNMASKED_ONLY)
-    journey = _journeys(request).journey(case_no, scope=_scope(identity), masked=not unmasked,
-                                         reader=f"identity:{identity.id}", reader_name=identity.name)
+    journey = _journeys(request).read(identity, case_no, unmasked=unmasked)
     return {"case": asdict(journey.case), "entries": [asdict(entry) for entry in journey.entries],
             "truncated": journey.truncated, "masked": journey.masked}
 
