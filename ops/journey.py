@@ -44,7 +44,7 @@ from gateway.observability.logs import mask_text, mask_value
 from gateway.persistence import tables as t
 from gateway.persistence.keyset import Key, Slice
 from gateway.persistence.notification_tables import webhook_deliveries, webhook_subscriptions
-from gateway.persistence.repository import CASE_LINES, CaseLine, DeadLetter, flagged_overdue, sent_to
+from gateway.persistence.repository import CASE_LINES, CaseLine, DeadLetter, flagged_overdue, sent_to, with_message
 from gateway.persistence.uow import UnitOfWork, UnitsOfWork
 from ops.gateway_metrics import OPEN_CASES
 from ops.letter_actions import scope_of
@@ -159,13 +159,15 @@ class CaseJourney:
                 return found
         raise CaseNotFound(f"没有属于关联编号 {wanted[:80]} 的办件")
 
-    def cases(self, *, state: str | None = None, overdue: bool = False, scope: frozenset[str] | None = None,
-              after: Key | None = None, limit: int = 50) -> Slice[CaseLine]:
-        """Cases in `state` and/or open and flagged overdue (as the overview counts them), newest first, after
-        the key `after` (CASE_LINES); with a `scope`, only cases with a message to one of its sectors."""
+    def cases(self, *, state: str | None = None, overdue: bool = False, outbox: tuple[str, datetime] | None = None,
+              scope: frozenset[str] | None = None, after: Key | None = None, limit: int = 50) -> Slice[CaseLine]:
+        """Cases in `state` and/or open and flagged overdue (as the overview counts them) and/or with an outbox
+        message of a kind at an instant (`("due", now)`: `with_message`), newest first, after the key `after`
+        (CASE_LINES); with a `scope`, only cases with a message to one of its sectors."""
         c = t.cases.c
         where = [*([] if state is None else [c.state == state]),
                  *([c.state.in_(sorted(OPEN_CASES)), flagged_overdue()] if overdue else []),
+                 *([] if outbox is None else [with_message(*outbox)]),
                  *([] if scope is None else [sent_to(scope)])]
         with self.units(read_only=True) as work:
             lines = work.cases.lines(where, after, limit + 1)

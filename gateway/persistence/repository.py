@@ -94,6 +94,16 @@ def sent_to(sectors: frozenset[str]) -> ColumnElement[bool]:
     return select(o.id).where(o.case_no == t.cases.c.case_no, o.sector.in_(sorted(sectors))).exists()
 
 
+def with_message(kind: str, now: datetime) -> ColumnElement[bool]:
+    """A condition on `cases`: the case has an outbox message that is `pending` or `queued` (its status), `leased`
+    (being delivered under a live lease) or `due` (open and due by `now`) — what the overview's outbox figures
+    count, case by case."""
+    o = t.outbox.c
+    which = {"leased": [o.status.in_(OutboxRepository.OPEN), o.lease_until > now],
+             "due": [o.status.in_(OutboxRepository.OPEN), o.available_at <= now]}.get(kind, [o.status == kind])
+    return select(o.id).where(o.case_no == t.cases.c.case_no, *which).exists()
+
+
 def flagged_overdue() -> ColumnElement[bool]:
     """A condition on `cases`: e-supervision has flagged its deadline overdue."""
     flag: ColumnElement[bool] = t.cases.c.deadline["overdue"].as_boolean()

@@ -15,7 +15,7 @@ Read only: nothing here changes anything.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, Literal, cast
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -23,7 +23,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from gateway.cases.views import STATE_LABELS
 from gateway.domain.case import CaseState
-from gateway.domain.clock import instants_as_beijing_text
+from gateway.domain.clock import Clock, instants_as_beijing_text
 from gateway.domain.roles import Identity, may_unmask
 from gateway.persistence.keyset import MAX_CURSOR
 from ops.console.web import PREFIX, entered, render
@@ -40,18 +40,23 @@ LINK_NAMES = {"dead_letter_id": "死信", "message_record_id": "报文记录", "
               "webhook_delivery_id": "推送", "event_seq": "事件序号"}
 
 
+OutboxKind = Literal["pending", "queued", "leased", "due"]  # the overview's outbox figures (ops/overview.py)
+OUTBOX_LABELS = {"pending": "有待发消息", "queued": "有已交给消息队列的消息", "leased": "有正在投递的消息",
+                 "due": "有已到期待发的消息"}
+
+
 def _journeys(request: Request) -> CaseJourney:
     return cast(CaseJourney, request.app.state.case_journeys)  # set by gateway.bootstrap.app
 
 
 @router.get("", response_class=HTMLResponse)
 def cases(request: Request, who: Reader, wanted: Annotated[str, Query(max_length=200)] = "",
-          state: CaseState | None = None, overdue: bool = False,
+          state: CaseState | None = None, overdue: bool = False, outbox: OutboxKind | None = None,
           cursor: Annotated[str | None, Query(max_length=MAX_CURSOR)] = None) -> Response:
     journeys = _journeys(request)
     page: dict[str, Any] = {"current": "journey", "wanted": wanted, "problem": None, "lines": None, "next": None,
                             "first": None, "state": None if state is None else str(state), "overdue": overdue,
-                            "labels": STATE_LABELS}
+                            "outbox": outbox, "outbox_labels": OUTBOX_LABELS, "labels": STATE_LABELS}
     if wanted.strip():
         looked_up = wanted.strip()
         if len(looked_up) > MAX_WANTED:
@@ -63,10 +68,13 @@ def cases(request: Request, who: Reader, wanted: Annotated[str, Query(max_length
             page["problem"] = f"没有办件编号或关联编号为“{looked_up}”的办件"
             return render(request, "cases.html", status_code=404, **page)
         return RedirectResponse(f"{PREFIX}/cases/{quote(case_no, safe='')}", status_code=303)
-    if state is not None or overdue:
+    if state is not None or overdue or outbox is not None:
+        now = cast(Clock, request.app.state.clock).now()
         found = journeys.cases(state=None if state is None else str(state), overdue=overdue, scope=scope_of(who),
+                               outbox=None if outbox is None else (outbox, now),
                                after=CASE_LINES.decode(cursor), limit=PAGE_SIZE)
-        kept = {**({"state": str(state)} if state else {}), **({"overdue": "true"} if overdue else {})}
+        kept = {**({"state": str(state)} if state else {}), **({"overdue": "true"} if overdue else {}),
+                **({"outbox": outbox} if outbox else {})}
         page.update(lines=found.items, first=urlencode(kept) if cursor else None,
                     next=urlencode({**kept, "cursor": CASE_LINES.encode(found.next_key)}) if found.next_key else None)
     return render(request, "cases.html", **page)

@@ -175,6 +175,11 @@ def test_the_overviews_figures_list_their_cases_newest_first_paged_in_scope(
     page = operator.get("/console/cases", params={"overdue": "true"}).text
     assert "2026-11-24 10:02:00" in page and "已超期" in page  # submitted, in Beijing time; flagged
     assert listed(operator, state="closed")[0] == []
+    # The outbox figures' cases: nothing delivers here, so each case's message is pending, due, never leased.
+    assert listed(operator, outbox="pending")[0] == listed(operator, outbox="due")[0] == newest_first
+    assert listed(operator, outbox="leased")[0] == listed(operator, outbox="queued")[0] == []
+    assert "有已到期待发的消息" in operator.get("/console/cases", params={"outbox": "due"}).text
+    assert operator.get("/console/cases", params={"outbox": "sent"}).status_code == 422
     assert operator.get("/console/cases", params={"state": "no-such-state"}).status_code == 422
     own, other = TestClient(app), TestClient(app)  # a sector administrator: the cases with a message to theirs
     sign_in(own, key_of(gateway, Role.SECTOR_ADMIN, sector=SS))
