@@ -39,6 +39,8 @@ from tests.support.console import sign_in
 from tests.support.gateways import drain
 
 CAUSES, EXPORT = f"{LETTERS}/causes", f"{LETTERS}/export.csv"
+SCRIPT = '<script>alert("x")</script>'
+ESCAPED = "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;"
 CAUSE_LINK = re.compile(r'<a href="(/console/dead-letters\?[^"]*cause=[^"]+)"><code>([^<]+)</code></a>')
 
 
@@ -231,6 +233,16 @@ def test_a_sector_admin_sees_groups_exports_and_cancels_their_own_only(
     assert desk.gateway.dead_letters.run(run_id).status == "running"
     desk.gateway.dead_letters.cancel_replay(run_id, by="identity:x", reason="released for the next")
     mine = running_run(desk, by=f"identity:{own_id}")
-    assert own.post(f"{RUNS}/{mine}/cancel", data={"csrf": own_csrf, "reason": "本部门又不可用"},
-                    follow_redirects=False).status_code == 303
-    assert desk.gateway.dead_letters.run(mine).status == "cancelled"
+    cancelled = own.post(f"{RUNS}/{mine}/cancel", data={"csrf": own_csrf, "reason": SCRIPT}, follow_redirects=False)
+    assert cancelled.status_code == 303 and desk.gateway.dead_letters.run(mine).status == "cancelled"
+    shown = page_ok(own.get(cancelled.headers["location"]))
+    assert SCRIPT not in shown and ESCAPED in shown  # what they typed is text, never markup
+
+
+def test_a_cause_a_sector_wrote_is_shown_as_text(desk: Desk, simulator: SocialSecuritySimulator) -> None:
+    [case_no] = outage(desk.gateway, simulator)
+    with desk.gateway.engine.begin() as conn:  # as a sector's answer could make it: the cause keeps its words
+        conn.execute(update(t.dead_letters).where(t.dead_letters.c.case_no == case_no).values(cause=SCRIPT))
+    operator, _ = desk.client(Role.OPERATOR)
+    for html in (page_ok(operator.get(CAUSES)), page_ok(operator.get(LETTERS, params={"cause": SCRIPT}))):
+        assert SCRIPT not in html and ESCAPED in html
