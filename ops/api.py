@@ -30,12 +30,10 @@ the console calls too: the routes here only translate HTTP.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import asdict, fields
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal, cast
 
-import structlog
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -44,8 +42,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from gateway.audit.ledger import Ledger
 from gateway.cases.views import event_view
 from gateway.domain.case import DISCARD_OUTCOMES, CaseEvent
-from gateway.domain.clock import SHANGHAI, instants_as_beijing_text
-from gateway.domain.roles import UNMASKED_ONLY, Identity, NotAllowed, Role, may_unmask
+from gateway.domain.clock import instants_as_beijing_text
+from gateway.domain.roles import Identity, Role
 from gateway.http.callers import require
 from gateway.http.json_bodies import JsonBodyRoute
 from gateway.http.paging import Page, Paged, answer
@@ -58,10 +56,9 @@ from gateway.persistence.keyset import MAX_CURSOR, Keyset
 from gateway.persistence.repository import DeadLetter
 from gateway.persistence.tables import MAX_ROW_ID
 from ops import letter_actions as actions
-from ops.causes import MAX_CAUSE, Cause
+from ops.causes import MAX_CAUSE
 from ops.dead_letters import (
     MAX_TEXT,
-    REASON_REQUIRED,
     BadInput,
     DeadLetterDesk,
     DeadLetterFilter,
@@ -78,7 +75,6 @@ from ops.journey import MAX_ENTRIES, CaseJourney
 from ops.overview import OVERVIEW_ROLES, Overview, Scope
 from ops.overview import Page as ConsolePage
 
-log = structlog.get_logger("yiwang.ops.api")
 router = APIRouter(prefix="/v1/ops", tags=["operators"], route_class=JsonBodyRoute)
 Operator = Annotated[Identity, Depends(require(Role.OPERATOR))]
 Reader = Annotated[Identity, Depends(require(Role.OPERATOR, Role.SECTOR_ADMIN))]  # and replayer
@@ -86,9 +82,6 @@ MAX_PAGE = 500
 # Newest first by id; no total (a sector administrator's runs are picked in memory; failures are a log).
 REPLAY_RUNS = Keyset("replay-runs", (int,), descending=True)
 FAILED_DELIVERIES = Keyset("webhook-failures", (int,), descending=True)
-# Causes, the largest first, then the one whose oldest letter is older (a group's oldest letter names it alone):
-# (MAX_ROW_ID - count, sample id), for a key of ints that grows along the list (a cursor holds no long text).
-CAUSES = Keyset("dead-letter-causes", (int, int))
 MAX_IDS = 1000
 RowId = Annotated[int, Field(ge=1, le=MAX_ROW_ID)]
 RowIdInPath = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
@@ -318,37 +311,19 @@ def _ledger(request: Request) -> Ledger:
     return cast(Ledger, request.app.state.ledger)  # set by gateway.bootstrap.app
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    """Times without a zone are Beijing time, as people read and write them."""
-    if value is None:
-        return None
-    return (value if value.tzinfo is not None else value.replace(tzinfo=SHANGHAI)).astimezone(UTC)
-
-
+_utc = actions.from_beijing
 _scope = actions.scope_of
+_required = actions.required
 
 
 def _filter(identity: Identity, given: LetterFilterIn, status: str | None = "dead",
             ids: list[int] | None = None) -> DeadLetterFilter:
-    return DeadLetterFilter(
-        sector=given.sector, sectors=_scope(identity, given.sector), bundle_version=given.version,
-        matter_code=given.matter, case_no=given.case_no, error_class=given.error_class,
-        created_from=_utc(given.since), created_to=_utc(given.until),
-        min_attempts=given.min_attempts, max_attempts=given.max_attempts,
-        correlation_id=given.correlation_id, cause=given.cause, text=given.text,
-        status=status,  # type: ignore[arg-type]  # checked by the models' Literal
-        ids=frozenset(ids) if ids else None)
+    return actions.letter_filter(identity, given, status, ids)
 
 
 def _bulk_filter(identity: Identity, given: BulkFilterIn) -> DeadLetterFilter:
     """Bulk actions take dead letters only: a replayed or discarded one never matches."""
     return _filter(identity, given, "dead", given.ids)
-
-
-def _required(reason: str) -> str:
-    if not reason.strip():
-        raise ReasonRequired(REASON_REQUIRED)
-    return reason.strip()
 
 
 def _letter(letter: DeadLetter, masked: bool = True) -> dict[str, Any]:
@@ -385,16 +360,7 @@ def _audit(request: Request, identity: Identity, action: str, subject: str, deta
     actions.audit(_ledger(request), identity, action, subject, detail, outcome, sector, case_no)
 
 
-def _continue_in_background(desk: DeadLetterDesk, run_id: int) -> None:
-    """Start working through the run now; the scheduled job `replay-runs` finishes it if this process cannot
-    (two continuing at once never send a message twice: the desk's batches are conditional updates)."""
-    def work() -> None:
-        try:
-            desk.continue_replay(run_id)
-        except Exception:  # noqa: BLE001 - the run stays unfinished and the scheduled job takes it up
-            log.exception("replay run interrupted; the scheduled job will continue it", run_id=run_id)
-
-    threading.Thread(target=work, name=f"replay-run-{run_id}", daemon=True).start()
+_continue_in_background = actions.continue_in_background
 
 
 # --- dead letters ------------------------------------------------------------------------------------------
@@ -427,13 +393,8 @@ def dead_letter_causes(request: Request, identity: Reader, query: Annotated[Caus
     """符合筛选条件的死信按原因归类（错误信息去掉编号、时间、数字等后的文字），数量多的在前，分页。
     原因可作为 `cause` 筛选条件，对整组列出、重放或丢弃。翻页期间数量变化的组可能前移或后移。只读。"""
     status = None if query.status == "any" else query.status
-    causes = _desk(request).causes(_filter(identity, query, status))
-    found = CAUSES.seek(causes, _cause_key, CAUSES.decode(query.cursor), query.limit)
-    return answer(CAUSES, found, asdict, total=len(causes))
-
-
-def _cause_key(cause: Cause) -> tuple[int, int]:
-    return MAX_ROW_ID - cause.count, cause.sample_id
+    found, total = actions.causes_page(_desk(request), _filter(identity, query, status), query.cursor, query.limit)
+    return answer(actions.CAUSES, found, asdict, total=total)
 
 
 @router.get("/dead-letters/export.csv", response_class=StreamingResponse,
@@ -764,10 +725,7 @@ def _journeys(request: Request) -> CaseJourney:
 
 def _journey(request: Request, identity: Identity, case_no: str, unmasked: bool) -> dict[str, Any]:
     """The case's journey as the caller may see it; unmasked only for who may, audited by the service first."""
-    if unmasked and not may_unmask(identity, identity.sector or ""):
-        raise NotAllowed(UNMASKED_ONLY)
-    journey = _journeys(request).journey(case_no, scope=_scope(identity), masked=not unmasked,
-                                         reader=f"identity:{identity.id}", reader_name=identity.name)
+    journey = _journeys(request).read(identity, case_no, unmasked=unmasked)
     return {"case": asdict(journey.case), "entries": [asdict(entry) for entry in journey.entries],
             "truncated": journey.truncated, "masked": journey.masked}
 

@@ -481,11 +481,8 @@ def add_journey_command(app: typer.Typer, open_journey: Callable[[], AbstractCon
 
 
 def _journey_of(journeys: CaseJourney, wanted: str, unmasked: bool, reader: str) -> Journey:
-    """By case number, else by correlation id (a case number is never a correlation id the gateway makes)."""
-    try:
-        return journeys.journey(wanted, masked=not unmasked, reader=reader)
-    except CaseNotFound:
-        return journeys.journey(journeys.case_of_correlation(wanted), masked=not unmasked, reader=reader)
+    """By case number, else by correlation id (`CaseJourney.find`)."""
+    return journeys.journey(journeys.find(wanted), masked=not unmasked, reader=reader)
 
 
 def _print_journey(journey: Journey, as_json: bool) -> None:

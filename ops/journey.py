@@ -11,7 +11,11 @@ One merged timeline from what the gateway keeps about a case:
 - `dead_letter`: each dead letter of the case (id, class, status), and its replay, discard or superseding.
 
 Found by case number, or by a correlation id (`case_of_correlation`: the id of the request or job that wrote an
-outbox row, gateway/observability/correlation.py). A case this reader may not see is `CaseNotFound`, as one
+outbox row, gateway/observability/correlation.py); `find` takes either, as `yiwang ops journey` and the console's
+search do. `read(identity, …)` is the journey as an identity sees it — the API's and the console's one door: its
+scope (`ops.letter_actions.scope_of`), and unmasking refused (`NotAllowed`) unless `may_unmask`.
+`cases(…)` lists cases by state or overdue flag (the overview's figures lead there), newest first, paged, in the
+same scope. A case this reader may not see is `CaseNotFound`, as one
 that does not exist: a `scope` (a sector administrator's sectors) admits only a case with a message to one of
 them, and then leaves out what belongs to other sectors (their messages, exchanges, callbacks, dead letters).
 
@@ -35,13 +39,18 @@ from gateway.cases import service as cases
 from gateway.cases.views import STATE_LABELS, event_view
 from gateway.domain.case import Case, CaseEvent
 from gateway.domain.clock import as_utc, beijing_text
+from gateway.domain.roles import UNMASKED_ONLY, Identity, NotAllowed, may_unmask
 from gateway.observability.logs import mask_text, mask_value
 from gateway.persistence import tables as t
+from gateway.persistence.keyset import Key, Slice
 from gateway.persistence.notification_tables import webhook_deliveries, webhook_subscriptions
-from gateway.persistence.repository import DeadLetter
+from gateway.persistence.repository import CASE_LINES, CaseLine, DeadLetter, flagged_overdue, sent_to, with_message
 from gateway.persistence.uow import UnitOfWork, UnitsOfWork
+from ops.gateway_metrics import OPEN_CASES
+from ops.letter_actions import scope_of
 
-__all__ = ["KINDS", "MAX_ENTRIES", "CaseJourney", "CaseNotFound", "CaseSummary", "Entry", "Journey"]
+__all__ = ["CASE_LINES", "KINDS", "MAX_ENTRIES", "CaseJourney", "CaseLine", "CaseNotFound", "CaseSummary", "Entry",
+           "Journey"]
 
 MAX_ENTRIES = 2000  # one case's story; a case with more (a sector polled for months) says `truncated`
 # The kinds, in the order entries at the same instant are told (a message is written with its event, then sent).
@@ -114,7 +123,7 @@ class CaseJourney:
         limit = self.max_entries + 1
         with self.units(read_only=True) as work:
             case = work.cases.get(case_no)
-            if case is None or (scope is not None and not _has_message_to(work, case_no, scope)):
+            if case is None or (scope is not None and not _visible(work, case_no, scope)):
                 raise CaseNotFound(f"没有编号为 {case_no} 的办件")
             outbox = _outbox_rows(work, case_no, limit)
             letters = work.dead_letters.page([t.dead_letters.c.case_no == case_no], [t.dead_letters.c.id], limit)
@@ -129,6 +138,40 @@ class CaseJourney:
         visible = sorted((e for e in entries if scope is None or e.sector is None or e.sector in scope),
                          key=lambda e: (e.at, _RANK[e.kind]))
         return Journey(_summary(case, scope), visible[:self.max_entries], len(visible) > self.max_entries, masked)
+
+    def read(self, identity: Identity, case_no: str, *, unmasked: bool = False) -> Journey:
+        """The case's journey as `identity` may see it: a sector administrator only a case with a message to
+        their sector, and only its part; plain only for who may unmask (else `NotAllowed`), audited first."""
+        if unmasked and not may_unmask(identity, identity.sector or ""):
+            raise NotAllowed(UNMASKED_ONLY)
+        return self.journey(case_no, scope=scope_of(identity), masked=not unmasked,
+                            reader=f"identity:{identity.id}", reader_name=identity.name)
+
+    def find(self, wanted: str, *, scope: frozenset[str] | None = None) -> str:
+        """The case `wanted` names: a case number (of a case `scope` may see), else a correlation id (a case
+        number is never a correlation id the gateway makes). `CaseNotFound` when it is neither."""
+        with self.units(read_only=True) as work:
+            if _visible(work, wanted, scope):
+                return wanted
+        found = self.case_of_correlation(wanted)
+        with self.units(read_only=True) as work:
+            if _visible(work, found, scope):
+                return found
+        raise CaseNotFound(f"没有属于关联编号 {wanted[:80]} 的办件")
+
+    def cases(self, *, state: str | None = None, overdue: bool = False, outbox: tuple[str, datetime] | None = None,
+              scope: frozenset[str] | None = None, after: Key | None = None, limit: int = 50) -> Slice[CaseLine]:
+        """Cases in `state` and/or open and flagged overdue (as the overview counts them) and/or with an outbox
+        message of a kind at an instant (`("due", now)`: `with_message`), newest first, after the key `after`
+        (CASE_LINES); with a `scope`, only cases with a message to one of its sectors."""
+        c = t.cases.c
+        where = [*([] if state is None else [c.state == state]),
+                 *([c.state.in_(sorted(OPEN_CASES)), flagged_overdue()] if overdue else []),
+                 *([] if outbox is None else [with_message(*outbox)]),
+                 *([] if scope is None else [sent_to(scope)])]
+        with self.units(read_only=True) as work:
+            lines = work.cases.lines(where, after, limit + 1)
+        return CASE_LINES.cut(lines, limit, lambda line: line.key)
 
     def case_of_correlation(self, correlation_id: str) -> str:
         """The case a correlation id belongs to: the case of the first outbox row written under it."""
@@ -168,9 +211,10 @@ def _events(events: Iterable[CaseEvent], masked: bool) -> Iterator[Entry]:
         yield Entry(event.at, "event", title, view, links={"event_seq": event.seq})
 
 
-def _has_message_to(work: UnitOfWork, case_no: str, scope: frozenset[str]) -> bool:
-    o = t.outbox.c
-    query = select(o.id).where(o.case_no == case_no, o.sector.in_(sorted(scope))).limit(1)
+def _visible(work: UnitOfWork, case_no: str, scope: frozenset[str] | None) -> bool:
+    """The case exists and, with a `scope`, has a message to one of its sectors."""
+    c = t.cases.c
+    query = select(c.case_no).where(c.case_no == case_no, *([] if scope is None else [sent_to(scope)]))
     return work.conn.execute(query).first() is not None
 
 

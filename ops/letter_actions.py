@@ -5,6 +5,10 @@ The desk (ops/dead_letters.py) does the work; this module adds who may (a sector
 own sector only: `scope_of`, `visible`) and the record the middleware's cannot hold — the reason, the filter,
 the mapping, the outcome (`audit`). The CLI is audited by its root (gateway/cli/audit.py) and calls the desk.
 
+The doors share what turns their input into the desk's terms, too: `letter_filter` (a filter form or query, in
+Beijing time, scoped to the caller), `required` (a reason), `causes_page` (one page of the causes), and
+`continue_in_background` (a run started by a request carries on in a thread).
+
 The CSV export (`export_csv`) is counted and bounded before it starts (MAX_EXPORT rows, else BadInput: narrow
 the filter), audited (who, filter, count), masked always, UTF-8 with a BOM (Excel reads the Chinese), times in
 Beijing, and safe to open in a spreadsheet: a cell starting with = + - @ tab or CR is prefixed with '.
@@ -14,27 +18,39 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
 from collections.abc import Iterable, Iterator
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import structlog
 
 from gateway.audit.ledger import Ledger
 from gateway.domain.clock import SHANGHAI, as_utc
 from gateway.domain.roles import UNMASKED_ONLY, Identity, NotAllowed, Role, may_unmask
 from gateway.observability.logs import mask_text
+from gateway.persistence.keyset import Keyset, Slice
 from gateway.persistence.repository import DeadLetter
+from gateway.persistence.tables import MAX_ROW_ID
+from ops.causes import Cause
 from ops.dead_letters import (
+    REASON_REQUIRED,
     BadInput,
     DeadLetterDesk,
     DeadLetterFilter,
     Discarded,
+    ReasonRequired,
     ReplayPlan,
     ReplayRun,
     ReplayRunNotFound,
 )
 
-__all__ = ["EXPORT_COLUMNS", "MAX_EXPORT", "audit", "cancel_replay", "csv_lines", "discard_many", "discard_one",
-           "export_csv", "plan_discard", "plan_replay", "read_unmasked", "replay_one", "scope_of", "start_replay",
-           "visible"]
+__all__ = ["CAUSES", "EXPORT_COLUMNS", "MAX_EXPORT", "FilterFields", "audit", "cancel_replay", "causes_page",
+           "continue_in_background", "csv_lines", "discard_many", "discard_one", "export_csv", "from_beijing",
+           "letter_filter", "plan_discard", "plan_replay", "read_unmasked", "replay_one", "required", "scope_of",
+           "start_replay", "visible"]
+
+log = structlog.get_logger("yiwang.ops.letters")
 
 MAX_EXPORT = 100_000  # rows of one CSV export
 SAMPLE = 20  # dead letters a dry run shows
@@ -45,6 +61,9 @@ EXPORT_COLUMNS = ("id", "case_no", "sector", "operation", "error_class", "cause"
                   "deliveries", "bundle_version", "status", "created_at", "replayed_at", "replayed_by",
                   "replay_run_id", "discarded_at", "discarded_by", "case_outcome", "superseded_at")
 BOM = "\ufeff"
+# Causes, the largest first, then the one whose oldest letter is older (a group's oldest letter names it alone):
+# (MAX_ROW_ID - count, sample id), for a key of ints that grows along the list (a cursor holds no long text).
+CAUSES = Keyset("dead-letter-causes", (int, int))
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -75,6 +94,74 @@ def visible(identity: Identity, run: ReplayRun) -> bool:
         return True
     named = {run.filter.get("sector"), *(run.filter.get("sectors") or ())} - {None}
     return bool(named) and named <= {identity.sector}
+
+
+class FilterFields(Protocol):
+    """Which dead letters, as a door takes them in (the API's query or body, the console's form)."""
+
+    sector: str | None
+    version: str | None
+    matter: str | None
+    case_no: str | None
+    error_class: str | None
+    since: datetime | None
+    until: datetime | None
+    min_attempts: int | None
+    max_attempts: int | None
+    correlation_id: str | None
+    cause: str | None
+    text: str | None
+
+
+def from_beijing(value: datetime | None) -> datetime | None:
+    """An instant as people give it, in UTC: times without a zone are Beijing time."""
+    if value is None:
+        return None
+    return (value if value.tzinfo is not None else value.replace(tzinfo=SHANGHAI)).astimezone(UTC)
+
+
+def letter_filter(identity: Identity, given: FilterFields, status: str | None = "dead",
+                  ids: Iterable[int] | None = None) -> DeadLetterFilter:
+    """The desk's filter for what a door was given, confined to the caller's sectors (`scope_of`)."""
+    chosen = frozenset(ids or ())
+    return DeadLetterFilter(
+        sector=given.sector, sectors=scope_of(identity, given.sector), bundle_version=given.version,
+        matter_code=given.matter, case_no=given.case_no, error_class=given.error_class,
+        created_from=from_beijing(given.since), created_to=from_beijing(given.until),
+        min_attempts=given.min_attempts, max_attempts=given.max_attempts,
+        correlation_id=given.correlation_id, cause=given.cause, text=given.text,
+        status=status,  # type: ignore[arg-type]  # checked by the doors' Literal
+        ids=chosen or None)
+
+
+def required(reason: str) -> str:
+    """A reason, stripped; ReasonRequired when blank."""
+    if not reason.strip():
+        raise ReasonRequired(REASON_REQUIRED)
+    return reason.strip()
+
+
+def causes_page(desk: DeadLetterDesk, chosen: DeadLetterFilter, cursor: str | None,
+                limit: int) -> tuple[Slice[Cause], int]:
+    """One page of the matching letters' causes (after `cursor`, a CAUSES cursor) and how many causes in all."""
+    causes = desk.causes(chosen)
+    return CAUSES.seek(causes, _cause_key, CAUSES.decode(cursor), limit), len(causes)
+
+
+def _cause_key(cause: Cause) -> tuple[int, int]:
+    return MAX_ROW_ID - cause.count, cause.sample_id
+
+
+def continue_in_background(desk: DeadLetterDesk, run_id: int) -> None:
+    """Start working through the run now; the scheduled job `replay-runs` finishes it if this process cannot
+    (two continuing at once never send a message twice: the desk's batches are conditional updates)."""
+    def work() -> None:
+        try:
+            desk.continue_replay(run_id)
+        except Exception:  # noqa: BLE001 - the run stays unfinished and the scheduled job takes it up
+            log.exception("replay run interrupted; the scheduled job will continue it", run_id=run_id)
+
+    threading.Thread(target=work, name=f"replay-run-{run_id}", daemon=True).start()
 
 
 # --- one letter ---------------------------------------------------------------------------------------------

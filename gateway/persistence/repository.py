@@ -9,7 +9,7 @@ from datetime import date, datetime
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, RowMapping, and_, delete, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, RowMapping, and_, delete, func, insert, or_, select, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from gateway.domain.case import (
@@ -41,6 +41,7 @@ from gateway.persistence.personal_data import SEALED_COLUMNS, PersonalData
 
 SEALED_CASE_COLUMNS = SEALED_COLUMNS["cases"][1]  # written sealed, read opened (see personal_data.py)
 APPLICANT_CASES = Keyset("my-cases", (datetime, str), descending=True)  # "my cases": newest first
+CASE_LINES = Keyset("cases", (datetime, str), descending=True)  # the operators' case lists: newest first
 
 
 def numbers_taken_apart(dialect: str) -> bool:
@@ -69,6 +70,44 @@ class StaleCase(Exception):
 
     def __init__(self, case_no: str) -> None:
         super().__init__(f"办件 {case_no} 在读取后已被修改，请重新读取后再操作")
+
+
+@dataclass(frozen=True)
+class CaseLine:
+    """A case as a list shows it: no personal data."""
+    case_no: str
+    matter_code: str
+    state: str
+    created_at: datetime  # UTC
+    deadline_due: date | None
+    overdue: bool  # flagged by e-supervision (`deadline.overdue`)
+
+    @property
+    def key(self) -> Key:
+        return (self.created_at, self.case_no)
+
+
+def sent_to(sectors: frozenset[str]) -> ColumnElement[bool]:
+    """A condition on `cases`: the case has a message (an outbox row) to one of `sectors` — what a sector
+    administrator's scope admits."""
+    o = t.outbox.c
+    return select(o.id).where(o.case_no == t.cases.c.case_no, o.sector.in_(sorted(sectors))).exists()
+
+
+def with_message(kind: str, now: datetime) -> ColumnElement[bool]:
+    """A condition on `cases`: the case has an outbox message that is `pending` or `queued` (its status), `leased`
+    (being delivered under a live lease) or `due` (open and due by `now`) — what the overview's outbox figures
+    count, case by case."""
+    o = t.outbox.c
+    which = {"leased": [o.status.in_(OutboxRepository.OPEN), o.lease_until > now],
+             "due": [o.status.in_(OutboxRepository.OPEN), o.available_at <= now]}.get(kind, [o.status == kind])
+    return select(o.id).where(o.case_no == t.cases.c.case_no, *which).exists()
+
+
+def flagged_overdue() -> ColumnElement[bool]:
+    """A condition on `cases`: e-supervision has flagged its deadline overdue."""
+    flag: ColumnElement[bool] = t.cases.c.deadline["overdue"].as_boolean()
+    return flag == true()
 
 
 class CaseRepository:
@@ -131,6 +170,17 @@ class CaseRepository:
         query = select(func.count()).select_from(t.cases).where(
             t.cases.c.applicant_index == self._personal.index(id_number))
         return int(self._conn.execute(query).scalar_one())
+
+    def lines(self, where: Sequence[ColumnElement[bool]], after: Key | None, limit: int) -> list[CaseLine]:
+        """The cases matching `where` (conditions on `cases`), newest first (CASE_LINES), after the key `after`."""
+        c = t.cases.c
+        keys = (c.created_at, c.case_no)
+        seek = CASE_LINES.after(keys, after)
+        query = (select(c.case_no, c.matter_code, c.state, c.created_at, c.deadline_due,
+                        c.deadline["overdue"].as_boolean().label("overdue"))
+                 .where(*where, *([] if seek is None else [seek])).order_by(*CASE_LINES.order_by(keys)).limit(limit))
+        return [CaseLine(r.case_no, r.matter_code, r.state, as_utc(r.created_at), r.deadline_due, bool(r.overdue))
+                for r in self._conn.execute(query)]
 
     def task_for_sector_ref(self, sector: str, sector_ref: str) -> tuple[str, str] | None:
         """(case number, task id) of the task this sector knows by `sector_ref`: at most one, whatever the

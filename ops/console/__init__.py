@@ -22,13 +22,13 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.security.sessions import ConsoleSessions
-from ops.console import adapters, approvals, audit, certificates, dead_letters, ferry, overview, signin
+from ops.console import adapters, approvals, audit, certificates, dead_letters, ferry, journey, overview, signin
 from ops.console.web import HERE, PREFIX, CsrfRefused, NotForYou, SignInNeeded, render, sign_in_target
 
 __all__ = ["CSP", "ROUTERS", "install_console"]
 
-ROUTERS: tuple[APIRouter, ...] = (signin.router, overview.router, dead_letters.router, adapters.router,
-                                  certificates.router, audit.router, approvals.router, ferry.router)
+ROUTERS: tuple[APIRouter, ...] = (signin.router, overview.router, dead_letters.router, journey.router,
+                                  adapters.router, certificates.router, audit.router, approvals.router, ferry.router)
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"),

@@ -10,26 +10,29 @@ What `/v1/ops` (ops/api.py) offers on the same `DeadLetterDesk` (ops/dead_letter
 - bulk replay and discard in two steps: a plan page showing the count and the first letters (the selection's
   ids or the filter carried in hidden fields), then the confirmation, which freezes the set (the desk's
   `start_replay` / `discard`); a run continues in a thread started here and in the scheduled job `replay-runs`;
-- the runs, newest first, and one run's progress, refreshed by htmx every second until it is done.
+- the letters grouped by cause (`/console/dead-letters/causes`, paged as the API pages them): each group links to
+  the list filtered by it and offers its replay (and, for operators, discard) through the same plan/confirm;
+- the list's CSV export (`/console/dead-letters/export.csv`, the API's: bounded, masked, audited);
+- the runs, newest first, and one run's progress, refreshed by htmx every second while it runs; a running run is
+  cancelled from its page (reason required): what it replayed stays replayed, the rest is dead again.
 
 Who: as the API — operators everything; a sector administrator their own sector only (another sector's letter
 is 404, a filter naming another sector 403, another sector's run 404), replays yes, discards no. Every change
-goes through the desk (or the case service) and writes the action's own audit record with the API's action
-names and details (`_audit`); the `AuditTrail` middleware records each POST besides.
+goes through ops/letter_actions.py — the functions the API calls, which write the action's own audit record — or
+the case service; the `AuditTrail` middleware records each POST besides. Scope, filter and run visibility are
+letter_actions' too, so the two doors cannot drift apart.
 """
 
 from __future__ import annotations
 
 import json
-import threading
-from dataclasses import fields
-from datetime import UTC, datetime
+from dataclasses import asdict, fields
+from datetime import datetime
 from typing import Annotated, Any, Literal, cast
 from urllib.parse import urlencode
 
-import structlog
 from fastapi import APIRouter, Depends, Form, Path, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.audit.ledger import Ledger
@@ -37,24 +40,17 @@ from gateway.cases.service import CaseService, Correction
 from gateway.cases.views import event_view
 from gateway.domain.case import Actor, ActorKind, CaseEvent
 from gateway.domain.clock import SHANGHAI, instants_as_beijing_text
-from gateway.domain.roles import UNMASKED_ONLY, Identity, NotAllowed, Role, may_unmask
+from gateway.domain.roles import Identity, NotAllowed, Role, may_unmask
 from gateway.http.text_fields import typed
 from gateway.observability.logs import mask_value
 from gateway.persistence.keyset import MAX_CURSOR, Keyset
 from gateway.persistence.repository import DeadLetter
 from gateway.persistence.tables import MAX_ROW_ID
+from ops import letter_actions as actions
+from ops.causes import MAX_CAUSE
 from ops.console.web import PREFIX, Csrf, entered, render
-from ops.dead_letters import (
-    REASON_REQUIRED,
-    BadInput,
-    DeadLetterDesk,
-    DeadLetterFilter,
-    ReasonRequired,
-    ReplayRun,
-    ReplayRunNotFound,
-)
+from ops.dead_letters import MAX_TEXT, BadInput, DeadLetterDesk, DeadLetterFilter, ReplayRun, ReplayRunNotFound
 
-log = structlog.get_logger("yiwang.ops.console")
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 Letters = Annotated[Identity, Depends(entered("dead-letters"))]
 Runs = Annotated[Identity, Depends(entered("replays"))]
@@ -63,16 +59,16 @@ RUNS = Keyset("replay-runs", (int,), descending=True)  # newest first, as GET /v
 PAGE_SIZE = 50
 MAX_IDS = 1000
 MAX_TRAIL = 50  # how many pages back 上一页 reaches
-SAMPLE = 20  # the letters a plan page shows
 # A letter's parts that may hold ID and phone numbers: masked unless the reader may see them (as ops/api.py).
-PERSONAL_PARTS = ("error_message", "canonical_payload", "rendered_request", "last_response", "history",
-                  "replay_reason", "discard_reason")
-FILTER_FIELDS = ("sector", "version", "matter", "case_no", "error_class", "since", "until")
+PERSONAL_PARTS = actions.PERSONAL_PARTS
+FILTER_FIELDS = ("sector", "version", "matter", "case_no", "error_class", "since", "until", "min_attempts",
+                 "max_attempts", "correlation_id", "cause", "text")
 STATUS_NAMES = {"dead": "死信（待处理）", "replayed": "已重放", "discarded": "已丢弃", "superseded": "已被新一轮取代",
                 "any": "全部"}
 OUTCOMES = {"back_office": "转后台办理：由该部门的工作人员通过后台接口办理",
             "return": "退回申请人：连同原因退回，申请人可修改后重新提交",
             "void": "作废：该事项（主办或唯一事项时为整个办件）作废"}
+RUN_STATUS = {"running": "进行中", "done": "已完成", "cancelled": "已取消"}
 MAPPINGS = {"active": "当前启用的映射版本", "original": "消息最初渲染时的映射版本"}
 Reason = Annotated[str, typed("原因", multiline=True, blank=""), Form(max_length=500)]
 Mapping = Annotated[Literal["original", "active"], Form()]
@@ -94,6 +90,11 @@ class LetterFilterIn(BaseModel):
     error_class: str | None = Field(default=None, min_length=1, max_length=32)
     since: datetime | None = None  # Beijing time, as the datetime-local field sends it
     until: datetime | None = None
+    min_attempts: int | None = Field(default=None, ge=0, le=10_000)  # no field: carried from a link only
+    max_attempts: int | None = Field(default=None, ge=0, le=10_000)
+    correlation_id: str | None = Field(default=None, min_length=1, max_length=64)
+    cause: str | None = Field(default=None, min_length=1, max_length=MAX_CAUSE)  # a group of the causes page
+    text: str | None = Field(default=None, min_length=1, max_length=MAX_TEXT)  # a part of the cause
 
     @model_validator(mode="before")
     @classmethod
@@ -104,8 +105,11 @@ class LetterFilterIn(BaseModel):
 
     @model_validator(mode="after")
     def _in_order(self) -> LetterFilterIn:
-        if self.since is not None and self.until is not None and _utc(self.since) >= _utc(self.until):  # type: ignore[operator]
+        since, until = actions.from_beijing(self.since), actions.from_beijing(self.until)
+        if since is not None and until is not None and since >= until:
             raise ValueError("起始时间应早于截止时间")
+        if self.min_attempts is not None and self.max_attempts is not None and self.min_attempts > self.max_attempts:
+            raise ValueError("最少尝试次数不能大于最多尝试次数")
         return self
 
     def query(self) -> dict[str, str]:
@@ -127,6 +131,16 @@ class ChosenIn(LetterFilterIn):
     ids: list[Annotated[int, Field(ge=1, le=MAX_ROW_ID)]] = Field(default_factory=list, max_length=MAX_IDS)
 
 
+class CausesIn(LetterFilterIn):
+    status: Literal["dead", "replayed", "discarded", "superseded", "any"] = "dead"
+    cursor: str | None = Field(default=None, max_length=MAX_CURSOR)
+    trail: list[str] = Field(default_factory=list, max_length=MAX_TRAIL)
+
+
+class ExportIn(LetterFilterIn):
+    status: Literal["dead", "replayed", "discarded", "superseded", "any"] = "dead"
+
+
 class RunsIn(BaseModel):
     cursor: str | None = Field(default=None, max_length=MAX_CURSOR)
     trail: list[str] = Field(default_factory=list, max_length=MAX_TRAIL)
@@ -139,36 +153,18 @@ def _desk(request: Request) -> DeadLetterDesk:
     return cast(DeadLetterDesk, request.app.state.dead_letter_desk)  # set by gateway.bootstrap.app
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    """Times without a zone are Beijing time, as people read and write them."""
-    if value is None:
-        return None
-    return (value if value.tzinfo is not None else value.replace(tzinfo=SHANGHAI)).astimezone(UTC)
-
-
 def _beijing_field(value: datetime) -> str:
     """An instant as a datetime-local field holds it: Beijing time, no zone."""
     return (value.astimezone(SHANGHAI) if value.tzinfo is not None else value).strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def _scope(identity: Identity, sector: str | None = None) -> frozenset[str] | None:
-    """The sectors the caller acts for, as ops/api.py computes them: all for operators, a sector administrator's
-    own — who is refused a filter naming another sector."""
-    if identity.has(Role.OPERATOR):
-        return None
-    if sector is not None and sector != identity.sector:
-        raise NotAllowed(f"不是部门 {sector} 的管理员")
-    return frozenset({identity.sector}) if identity.sector else frozenset()
+def _ledger(request: Request) -> Ledger:
+    return cast(Ledger, request.app.state.ledger)  # set by gateway.bootstrap.app
 
 
 def _filter(identity: Identity, given: LetterFilterIn, status: str | None = "dead",
             ids: list[int] | None = None) -> DeadLetterFilter:
-    return DeadLetterFilter(
-        sector=given.sector, sectors=_scope(identity, given.sector), bundle_version=given.version,
-        matter_code=given.matter, case_no=given.case_no, error_class=given.error_class,
-        created_from=_utc(given.since), created_to=_utc(given.until),
-        status=status,  # type: ignore[arg-type]  # checked by the models' Literal
-        ids=frozenset(ids) if ids else None)
+    return actions.letter_filter(identity, given, status, ids)
 
 
 def _chosen(identity: Identity, given: ChosenIn) -> DeadLetterFilter:
@@ -178,34 +174,12 @@ def _chosen(identity: Identity, given: ChosenIn) -> DeadLetterFilter:
     return _filter(identity, given, "dead", given.ids if given.which == "selected" else None)
 
 
-def _required(reason: str) -> str:
-    if not reason.strip():
-        raise ReasonRequired(REASON_REQUIRED)
-    return reason.strip()
+_required = actions.required
 
 
 def _operator(identity: Identity) -> None:
     if not identity.has(Role.OPERATOR):
         raise NotAllowed("只有运维人员可以丢弃死信")
-
-
-def _audit(request: Request, identity: Identity, action: str, subject: str, detail: dict[str, Any],
-           outcome: str, sector: str | None = None, case_no: str | None = None) -> None:
-    """The action's own record, as ops/api.py writes it (the lead moves both onto the desk's one function)."""
-    ledger = cast(Ledger, request.app.state.ledger)  # set by gateway.bootstrap.app
-    ledger.audit(f"identity:{identity.id}", action, subject, {"name": identity.name, **detail},
-                 sector or identity.sector, outcome=outcome, case_no=case_no)
-
-
-def _continue_in_background(desk: DeadLetterDesk, run_id: int) -> None:
-    """Start working through the run now; the scheduled job `replay-runs` finishes it if this process cannot."""
-    def work() -> None:
-        try:
-            desk.continue_replay(run_id)
-        except Exception:  # noqa: BLE001 - the run stays unfinished and the scheduled job takes it up
-            log.exception("replay run interrupted; the scheduled job will continue it", run_id=run_id)
-
-    threading.Thread(target=work, name=f"replay-run-{run_id}", daemon=True).start()
 
 
 def _text(value: Any) -> str:
@@ -247,14 +221,6 @@ def _pages(path: str, base: dict[str, Any], cursor: str | None, trail: list[str]
     return {"previous": back, "next": ahead}
 
 
-def _visible(identity: Identity, run: ReplayRun) -> bool:
-    """Operators see every run; a sector administrator the runs confined to their own sector (as the API)."""
-    if identity.has(Role.OPERATOR):
-        return True
-    named = {run.filter.get("sector"), *(run.filter.get("sectors") or ())} - {None}
-    return bool(named) and named <= {identity.sector}
-
-
 def _htmx(request: Request) -> bool:
     return request.headers.get("hx-request") == "true"
 
@@ -275,7 +241,33 @@ def list_dead_letters(request: Request, me: Letters, query: Annotated[ListIn, Qu
                   letters=[_letter(x) for x in page.items], total=page.total, counts=counts,
                   statuses=STATUS_NAMES, pages=_pages(PREFIX + "/dead-letters", base, query.cursor, query.trail,
                                                       page.next_cursor),
-                  may_discard=me.has(Role.OPERATOR))
+                  may_discard=me.has(Role.OPERATOR),
+                  export=_link(PREFIX + "/dead-letters/export.csv", **base),
+                  causes_link=_link(PREFIX + "/dead-letters/causes", **base))
+
+
+@router.get("/dead-letters/causes", response_class=HTMLResponse)
+def list_causes(request: Request, me: Letters, query: Annotated[CausesIn, Query()]) -> HTMLResponse:
+    """The matching letters grouped by cause, paged as GET /v1/ops/dead-letters/causes pages them (the same
+    order and cursor): each group links to its letters and offers its replay (and, for operators, discard)."""
+    status = None if query.status == "any" else query.status
+    found, total = actions.causes_page(_desk(request), _filter(me, query, status), query.cursor or None, PAGE_SIZE)
+    base = {**query.query(), "status": query.status}
+    causes = [{**asdict(c), "link": _link(PREFIX + "/dead-letters", **{**base, "cause": c.cause}) if c.cause else None}
+              for c in found.items]
+    next_cursor = None if found.next_key is None else actions.CAUSES.encode(found.next_key)
+    return render(request, "causes.html", current="dead-letters", query=query, kept=query.query(), total=total,
+                  causes=causes, statuses=STATUS_NAMES, may_discard=me.has(Role.OPERATOR),
+                  pages=_pages(PREFIX + "/dead-letters/causes", base, query.cursor, query.trail, next_cursor))
+
+
+@router.get("/dead-letters/export.csv", response_class=StreamingResponse)
+def export_dead_letters(request: Request, me: Letters, query: Annotated[ExportIn, Query()]) -> StreamingResponse:
+    """The list's letters as CSV, as GET /v1/ops/dead-letters/export.csv writes them (bounded, masked, audited)."""
+    status = None if query.status == "any" else query.status
+    lines = actions.export_csv(_desk(request), _ledger(request), me, _filter(me, query, status))
+    return StreamingResponse(lines, media_type="text/csv; charset=utf-8",
+                             headers={"Content-Disposition": 'attachment; filename="dead-letters.csv"'})
 
 
 @router.get("/dead-letters/{dead_letter_id}", response_class=HTMLResponse)
@@ -284,13 +276,9 @@ def show_dead_letter(dead_letter_id: RowIdInPath, request: Request, me: Letters,
                      done: Annotated[Literal["replayed", "discarded", "corrected"] | None, Query()] = None
                      ) -> HTMLResponse:
     desk = _desk(request)
-    letter = desk.get(dead_letter_id, _scope(me))
-    if unmasked:
-        if not may_unmask(me, letter.sector):
-            raise NotAllowed(UNMASKED_ONLY)
-        # Audited before it is shown: when the audit log cannot take the record, nothing is shown.
-        _audit(request, me, "read unmasked dead letter", f"dead_letter:{letter.id}",
-               {"fields": [*PERSONAL_PARTS, "timeline"]}, "shown", letter.sector, letter.case_no)
+    # Audited before it is shown: when the audit log cannot take the record, nothing is shown.
+    letter = (actions.read_unmasked(desk, _ledger(request), me, dead_letter_id) if unmasked
+              else desk.get(dead_letter_id, actions.scope_of(me)))
     view = _letter(letter, masked=not unmasked)
     parts = {name: _text(view[name]) for name in ("canonical_payload", "rendered_request", "last_response")}
     return render(request, "dead_letter.html", current="dead-letters", letter=view, parts=parts,
@@ -307,12 +295,8 @@ def _back_to(dead_letter_id: int, done: str) -> RedirectResponse:
 @router.post("/dead-letters/{dead_letter_id}/replay")
 def replay_dead_letter(dead_letter_id: RowIdInPath, request: Request, me: Letters, _: Csrf, reason: Reason = "",
                        mapping: Mapping = "active") -> RedirectResponse:
-    why = _required(reason)
-    letter = _desk(request).replay(dead_letter_id, by=f"identity:{me.id}", reason=why, mapping=mapping,
-                                   scope=_scope(me))
-    _audit(request, me, "ops replay dead letter", f"dead_letter:{letter.id}",
-           {"reason": why, "mapping": mapping, "idempotency_key": letter.idempotency_key},
-           "replayed", letter.sector, letter.case_no)
+    letter = actions.replay_one(_desk(request), _ledger(request), me, dead_letter_id, reason=_required(reason),
+                                mapping=mapping)
     return _back_to(letter.id, "replayed")
 
 
@@ -321,11 +305,8 @@ def discard_dead_letter(dead_letter_id: RowIdInPath, request: Request, me: Lette
                         case_outcome: Annotated[Literal["back_office", "return", "void"], Form()],
                         reason: Reason = "") -> RedirectResponse:
     _operator(me)
-    why = _required(reason)
-    letter = _desk(request).discard_one(dead_letter_id, by=f"identity:{me.id}", reason=why,
-                                        case_outcome=case_outcome)
-    _audit(request, me, "ops discard dead letter", f"dead_letter:{letter.id}",
-           {"reason": why, "case_outcome": case_outcome}, "discarded", letter.sector, letter.case_no)
+    letter = actions.discard_one(_desk(request), _ledger(request), me, dead_letter_id, reason=_required(reason),
+                                 case_outcome=case_outcome)
     return _back_to(letter.id, "discarded")
 
 
@@ -340,7 +321,7 @@ def correct_case(dead_letter_id: RowIdInPath, request: Request, me: Letters, _: 
     """更正 at the window, as POST /v1/cases/{case_no}/correction: the fields filled in, with the reason."""
     if not me.has(Role.WINDOW):
         raise NotAllowed("只有同时具有窗口角色的身份可以更正办件")
-    letter = _desk(request).get(dead_letter_id, _scope(me))
+    letter = _desk(request).get(dead_letter_id, actions.scope_of(me))
     named: dict[str, Any] = {f"applicant.{k}": v for k, v in (("name", name), ("phone", phone),
                                                              ("address", address)) if v}
     if form_field:
@@ -362,9 +343,7 @@ def _plan_context(given: ChosenIn) -> dict[str, Any]:
 @router.post("/replays/plan", response_class=HTMLResponse)
 def plan_replay(request: Request, me: Letters, _: Csrf, given: Annotated[ChosenIn, Form()]) -> HTMLResponse:
     chosen = _chosen(me, given)
-    plan = _desk(request).plan(chosen)
-    _audit(request, me, "ops replay dry run", "dead_letters", {"filter": chosen.public()},
-           f"{plan.count} would be replayed")
+    plan = actions.plan_replay(_desk(request), _ledger(request), me, chosen)
     return render(request, "plan.html", current="dead-letters", kind="replay", count=plan.count,
                   letters=[_letter(x) for x in plan.sample], mappings=MAPPINGS, **_plan_context(given))
 
@@ -373,12 +352,9 @@ def plan_replay(request: Request, me: Letters, _: Csrf, given: Annotated[ChosenI
 def replay_many(request: Request, me: Letters, _: Csrf, given: Annotated[ChosenIn, Form()], reason: Reason = "",
                 mapping: Mapping = "active") -> RedirectResponse:
     desk, chosen, why = _desk(request), _chosen(me, given), _required(reason)
-    run = desk.start_replay(chosen, by=f"identity:{me.id}", reason=why, mapping=mapping)
-    _audit(request, me, "ops replay many", f"replay_run:{run.id}",
-           {"filter": chosen.public(), "reason": why, "mapping": mapping},
-           f"run {run.id} started: {run.total} to replay")
+    run = actions.start_replay(desk, _ledger(request), me, chosen, reason=why, mapping=mapping)
     if run.status != "done":
-        _continue_in_background(desk, run.id)
+        actions.continue_in_background(desk, run.id)
     return RedirectResponse(f"{PREFIX}/replays/{run.id}", status_code=303)
 
 
@@ -386,11 +362,9 @@ def replay_many(request: Request, me: Letters, _: Csrf, given: Annotated[ChosenI
 def plan_discard(request: Request, me: Letters, _: Csrf, given: Annotated[ChosenIn, Form()]) -> HTMLResponse:
     _operator(me)
     chosen = _chosen(me, given)
-    first = _desk(request).page(chosen, sort="created_at", limit=SAMPLE)
-    _audit(request, me, "ops discard dry run", "dead_letters", {"filter": chosen.public()},
-           f"{first.total} would be discarded")
-    return render(request, "plan.html", current="dead-letters", kind="discard", count=first.total,
-                  letters=[_letter(x) for x in first.items], outcomes=OUTCOMES, **_plan_context(given))
+    first = actions.plan_discard(_desk(request), _ledger(request), me, chosen)
+    return render(request, "plan.html", current="dead-letters", kind="discard", count=first.count,
+                  letters=[_letter(x) for x in first.sample], outcomes=OUTCOMES, **_plan_context(given))
 
 
 @router.post("/discards", response_class=HTMLResponse)
@@ -399,11 +373,8 @@ def discard_many(request: Request, me: Letters, _: Csrf, given: Annotated[Chosen
                  reason: Reason = "") -> HTMLResponse:
     """The result is shown at once: a discard is not a run kept in the database to come back to."""
     _operator(me)
-    chosen, why = _chosen(me, given), _required(reason)
-    done = _desk(request).discard(chosen, by=f"identity:{me.id}", reason=why, case_outcome=case_outcome)
-    _audit(request, me, "ops discard many", "dead_letters",
-           {"filter": chosen.public(), "reason": why, "case_outcome": case_outcome},
-           f"{done.count} discarded, {len(done.kept)} kept")
+    done = actions.discard_many(_desk(request), _ledger(request), me, _chosen(me, given), reason=_required(reason),
+                                case_outcome=case_outcome)
     return render(request, "discarded.html", current="dead-letters", count=done.count, kept=done.kept,
                   outcome=OUTCOMES[case_outcome])
 
@@ -418,21 +389,32 @@ def list_runs(request: Request, me: Runs, query: Annotated[RunsIn, Query()]) -> 
     visible: list[ReplayRun] = []
     while len(visible) <= PAGE_SIZE:  # a sector administrator sees some runs only: read on until a page is full
         batch = desk.runs(PAGE_SIZE + 1, before_id=before)
-        visible += [run for run in batch if _visible(me, run)]
+        visible += [run for run in batch if actions.visible(me, run)]
         if len(batch) <= PAGE_SIZE:
             break
         before = batch[-1].id
     page = RUNS.cut(visible, PAGE_SIZE, lambda run: (run.id,))
     next_cursor = None if page.next_key is None else RUNS.encode(page.next_key)
-    return render(request, "replays.html", current="replays", runs=page.items, mappings=MAPPINGS,
+    return render(request, "replays.html", current="replays", runs=page.items, mappings=MAPPINGS, states=RUN_STATUS,
                   pages=_pages(PREFIX + "/replays", {}, query.cursor, query.trail, next_cursor))
 
 
 @router.get("/replays/{run_id}", response_class=HTMLResponse)
-def show_run(run_id: RowIdInPath, request: Request, me: Runs) -> Response:
+def show_run(run_id: RowIdInPath, request: Request, me: Runs,
+             released: Annotated[int | None, Query(ge=0, le=MAX_ROW_ID)] = None) -> Response:
+    """`released`: how many letters the cancel that redirected here released (the run keeps them as skipped)."""
     run = _desk(request).run(run_id)
-    if not _visible(me, run):
+    if not actions.visible(me, run):
         raise ReplayRunNotFound(run_id)  # another sector's run is as unknown as one that never was
     template = "_run_progress.html" if _htmx(request) else "replay_run.html"
-    return render(request, template, current="replays", run=run, mappings=MAPPINGS,
-                  filter=instants_as_beijing_text(run.filter))
+    return render(request, template, current="replays", run=run, mappings=MAPPINGS, states=RUN_STATUS,
+                  filter=instants_as_beijing_text(run.filter),
+                  released=released if run.status == "cancelled" else None)
+
+
+@router.post("/replays/{run_id}/cancel")
+def cancel_run(run_id: RowIdInPath, request: Request, me: Runs, _: Csrf, reason: Reason = "") -> RedirectResponse:
+    """Stop a running run, as POST /v1/ops/replays/{run_id}/cancel: what it replayed stays replayed, the rest is
+    released (dead again); a sector administrator cancels only the runs they started."""
+    run, released = actions.cancel_replay(_desk(request), _ledger(request), me, run_id, reason=_required(reason))
+    return RedirectResponse(f"{PREFIX}/replays/{run.id}?released={released}", status_code=303)

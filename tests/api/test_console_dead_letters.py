@@ -52,10 +52,15 @@ class Desk:
         return self.gateway.dead_letters.get(letter_id).status
 
 
+def outage_gateway(make_gateway: Callable[..., Gateway], simulator: SocialSecuritySimulator) -> Gateway:
+    """A gateway sending social security's messages to the simulator, one attempt per delivery: the dead letters
+    stay under the sector's circuit-breaker threshold (5)."""
+    return make_gateway(sector_endpoints={"social_security": simulator.url}, retry_attempts=1)
+
+
 @pytest.fixture
 def gateway(make_gateway: Callable[..., Gateway], simulator: SocialSecuritySimulator) -> Gateway:
-    # One attempt per delivery: the dead letters stay under the sector's circuit-breaker threshold (5).
-    return make_gateway(sector_endpoints={"social_security": simulator.url}, retry_attempts=1)
+    return outage_gateway(make_gateway, simulator)
 
 
 @pytest.fixture

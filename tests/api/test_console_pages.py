@@ -22,7 +22,7 @@ from gateway.bootstrap.app import Gateway, create_app
 from gateway.domain.roles import Role
 from gateway.sectors.bundle_records import pack_folder
 from ops.console.web import CONSOLE_ROLES, PAGES, Page
-from tests.support.console import key_of, sign_in
+from tests.support.console import assert_accessible_and_csp_clean, key_of, sign_in
 from tests.support.ledger import tamper
 from tests.support.pki import TestCA, key_pem
 from tests.support.routes import admitted_roles, app_routes, v1_routes
@@ -77,18 +77,6 @@ def second_version(gateway: Gateway, tmp_path: Path) -> None:
     manifest = folder / "bundle.yaml"
     manifest.write_text(manifest.read_text(encoding="utf-8").replace(f'"{FIRST}"', f'"{SECOND}"'), encoding="utf-8")
     gateway.bundles.register(pack_folder(folder), "test")
-
-
-def assert_accessible_and_csp_clean(html: str) -> None:
-    assert html.count("<h1") == 1, "one h1 a page"
-    assert not re.search(r"\sstyle=|\son[a-z]+=|hx-on", html), "no inline style or handler (the CSP forbids them)"
-    assert re.findall(r"<script[^>]*>", html) == ['<script src="/console/static/vendor/htmx.min.js" defer>',
-                                                   '<script src="/console/static/console.js" defer>']
-    ids = set(re.findall(r'<(?:input|select|textarea)[^>]*\sid="([^"]+)"', html))
-    fields = re.findall(r'<(?:input(?![^>]*type="hidden")|select|textarea)[^>]*>', html)
-    assert all(' id="' in field for field in fields), "every visible field has an id its label names"
-    assert ids <= set(re.findall(r'<label for="([^"]+)"', html)), "every field has a label"
-    assert "<th>" not in html, "every header cell says its scope"
 
 
 # --- the pages table against the route table ---------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""Signing in to the operators' console from a test client, reading what its pages carry, and finding on a page
-what hostile text could make run (`defects`)."""
+"""Signing in to the operators' console from a test client, reading what its pages carry (and that a page is
+accessible and clean for the CSP), and finding on a page what hostile text could make run (`defects`)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,18 @@ def csrf_of(html: str) -> str:
     found = CSRF.search(html)
     assert found is not None and found[1], "the page carries no CSRF token"
     return found[1]
+
+
+def assert_accessible_and_csp_clean(html: str) -> None:
+    assert html.count("<h1") == 1, "one h1 a page"
+    assert not re.search(r"\sstyle=|\son[a-z]+=|hx-on", html), "no inline style or handler (the CSP forbids them)"
+    assert re.findall(r"<script[^>]*>", html) == ['<script src="/console/static/vendor/htmx.min.js" defer>',
+                                                   '<script src="/console/static/console.js" defer>']
+    ids = set(re.findall(r'<(?:input|select|textarea)[^>]*\sid="([^"]+)"', html))
+    fields = re.findall(r'<(?:input(?![^>]*type="hidden")|select|textarea)[^>]*>', html)
+    assert all(' id="' in field for field in fields), "every visible field has an id its label names"
+    assert ids <= set(re.findall(r'<label for="([^"]+)"', html)), "every field has a label"
+    assert "<th>" not in html, "every header cell says its scope"
 
 
 class Page(HTMLParser):
