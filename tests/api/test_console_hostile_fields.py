@@ -183,6 +183,10 @@ def test_every_console_page_shows_hostile_fields_escaped(made: Made) -> None:
                 answer = asking.get(path, params=params, headers=headers)
                 visited.append(f"{route} {path[:60]} {params and '?…'} {headers and 'htmx'} {answer.status_code}")
                 assert answer.status_code < 500, (path, answer.text)
+                if not answer.headers["content-type"].startswith("text/html"):  # the CSV export: data, not a page
+                    assert answer.headers["content-type"].startswith("text/csv"), (path, answer.headers)
+                    assert answer.headers["x-content-type-options"] == "nosniff"
+                    continue
                 assert defects(answer.text, *RAW) == [], (path, params, answer.text)
                 pages.setdefault(route, []).append(answer.text)
     print("\nvisited:\n" + "\n".join(visited))
@@ -202,6 +206,10 @@ def test_every_console_page_shows_hostile_fields_escaped(made: Made) -> None:
     assert shown("filter") in on(LETTERS)  # typed into the filter, shown back in its fields
     for route in (LETTERS, f"{RUNS}/plan", "/console/discards/plan"):
         assert shown("sector") in on(route) and shown("version") in on(route), route
+    journey = on("/console/cases/{case_no}")  # every event, message, attempt and dead letter of a case
+    for name in ("name", "address", "form", "sector", "version", "replay", "discard", "correction", "run"):
+        assert shown(name) in journey, name
+    assert shown("sector") in on(f"{LETTERS}/causes")  # a cause is the sector's words, normalised
     for route in ("/console/adapters", "/console/adapters/{sector}"):  # a bundle's own words
         assert shown("version") in on(route), route
     for route in (RUNS, f"{RUNS}/{{run_id}}"):

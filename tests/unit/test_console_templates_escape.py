@@ -34,7 +34,7 @@ ESCAPED = str(escape(PAYLOAD))
 CONSOLE = Path(web.__file__).parent
 TEMPLATES = sorted(str(p.relative_to(CONSOLE / "templates")) for p in (CONSOLE / "templates").rglob("*.html"))
 # Templates that show nothing from their context (only fixed text): rendering them proves nothing about escaping.
-FIELDLESS = {"_letter_head.html"}
+FIELDLESS = {"_letter_head.html", "_pages.html"}  # _pages.html: only links, through `link`
 
 
 class Poison(str):
@@ -44,12 +44,13 @@ class Poison(str):
     gives itself, `==` and the orderings answer `EQUAL`. Python code (a filter) sees a str with a str's methods."""
 
     EQUAL: ClassVar[bool] = False
+    WIDTH: ClassVar[int] = 2  # how many of itself iterating gives: `for a, b in x` needs 2, `for a, b, c in x` 3
 
     def __call__(self, *args: Any, **kwargs: Any) -> Poison:
         return self
 
     def __iter__(self) -> Iterator[Poison]:
-        return iter((self, self))
+        return iter((self,) * type(self).WIDTH)
 
     def __eq__(self, other: object) -> bool:
         return type(self).EQUAL
@@ -65,6 +66,12 @@ class Poison(str):
 
     def _same(self, *_: Any) -> Poison:
         return self
+
+    def widened(self, width: int) -> Poison:
+        """The same text, iterating into `width` of itself."""
+        if width == type(self).WIDTH:
+            return self
+        return type(f"{type(self).__name__}{width}", (type(self),), {"WIDTH": width})(self)
 
     lower = upper = casefold = _same  # Jinja's sorting (ignore_case) lowers text
 
@@ -83,6 +90,9 @@ class TruePoison(Poison):
 
 Mapping.register(TruePoison)
 POISONS = (Poison(PAYLOAD), TruePoison(SCRIPT_URL + PAYLOAD))
+# Attributes a template unpacks into three, not two (`for name, value, href in entry.links`): their poison
+# iterates into three of itself.
+WIDTHS = {"links": 3}
 
 
 def environment() -> Environment:
@@ -93,7 +103,7 @@ def environment() -> Environment:
     plain_getattr, plain_getitem = overlaid.getattr, overlaid.getitem
 
     def getattr_(obj: Any, attribute: str) -> Any:
-        return obj if isinstance(obj, Poison) else plain_getattr(obj, attribute)
+        return obj.widened(WIDTHS.get(attribute, 2)) if isinstance(obj, Poison) else plain_getattr(obj, attribute)
 
     def getitem(obj: Any, key: Any) -> Any:
         return next((x for x in (obj, key) if isinstance(x, Poison)), None) or plain_getitem(obj, key)
