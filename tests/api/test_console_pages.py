@@ -30,6 +30,7 @@ from tests.support.routes import admitted_roles, app_routes, v1_routes
 SECTOR, OTHER = "housing_fund", "social_security"
 FIRST, SECOND = "2026.12.0", "2026.12.9"
 ADMIN_PAGES = ("adapters", "certificates", "audit", "approvals")
+BEIJING_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
 NOT_FOR_YOU = "不对该角色开放"
 CSRF_REFUSED = 'data-problem-type="urn:yiwang:problem:csrf"'
 
@@ -130,6 +131,7 @@ def test_the_adapters_page_shows_each_sectors_active_version_health_and_versions
     assert health["version"] in page
     detail = client.get(f"/console/adapters/{SECTOR}").text
     assert "accepted" in detail and "未预演" in detail
+    assert re.search(r'<td data-label="注册">' + BEIJING_TIME.pattern, detail)  # as people read it, not ISO
 
 
 def test_activation_under_four_eyes_waits_for_a_second_identity_who_approves_in_the_console(
@@ -152,6 +154,7 @@ def test_activation_under_four_eyes_waits_for_a_second_identity_who_approves_in_
     assert approved.status_code == 200 and "已批准" in approved.text, approved.text
     assert status_of(gateway, FIRST) == "active"
     assert f"approval-{pending}" in approved.text  # listed among the approved
+    assert BEIJING_TIME.search(approved.text) and "+08:00" not in approved.text
     assert _pending(second) == []
     records = gateway.ledger.records(Filters(AUDIT, action="POST /console/approvals/{approval_id}/approve"))
     assert [r.outcome for r in records] == ["403 refused", "303 ok"]
