@@ -6,7 +6,6 @@ same state, four-eyes included, and no change is made without the session's CSRF
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from gateway.domain.roles import Role
 from gateway.sectors.bundle_records import pack_folder
 from ops.console.web import CONSOLE_ROLES, PAGES, Page
 from tests.support.console import assert_accessible_and_csp_clean, key_of, sign_in
+from tests.support.gateways import register_again
 from tests.support.ledger import tamper
 from tests.support.pki import TestCA, key_pem
 from tests.support.routes import admitted_roles, app_routes, v1_routes
@@ -73,11 +73,7 @@ def status_of(gateway: Gateway, version: str) -> str:
 
 def second_version(gateway: Gateway, tmp_path: Path) -> None:
     """The housing-fund bundle again, as another version."""
-    folder = tmp_path / "second"
-    shutil.copytree(default_bundles_dir() / SECTOR, folder)
-    manifest = folder / "bundle.yaml"
-    manifest.write_text(manifest.read_text(encoding="utf-8").replace(f'"{FIRST}"', f'"{SECOND}"'), encoding="utf-8")
-    gateway.bundles.register(pack_folder(folder), "test")
+    register_again(gateway.bundles, SECTOR, SECOND, tmp_path / "second")
 
 
 # --- the pages table against the route table ---------------------------------------------------------------

@@ -30,12 +30,14 @@ from gateway.security.approvals import Action, Approvals
 from tests.support.browser import PageLog
 from tests.support.console_browser import CONSOLE, Stop, sign_in, tour
 from tests.support.ferry_stations import LINK, make_link, troubled, watching
-from tests.support.overview import SS, overview_scene
+from tests.support.gateways import register_again
+from tests.support.overview import HF, SS, overview_scene
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)]
+NEXT = "2026.12.9"  # the housing fund's second version, registered and waiting for approval
 
 
 @dataclass
@@ -57,10 +59,9 @@ def scene(make_gateway: Callable[..., Gateway], simulator: SocialSecuritySimulat
     troubled(link)
     scene.clock.advance(link.clock.now - scene.clock.now())  # the gateway's clock where the link's stations are
     gateway = watching(scene.gateway, link)
-    version = next(v.version for v in gateway.bundles.versions(SS))
+    register_again(gateway.bundles, HF, NEXT, tmp_path / "next")  # a version to test, rehearse, activate
     Approvals(gateway.engine, scene.clock).request(
-        Action.ACTIVATE_BUNDLE, {"sector": SS, "version": version, "force": False}, f"{SS} {version}",
-        "system-admin-1", SS)
+        Action.ACTIVATE_BUNDLE, {"sector": HF, "version": NEXT, "force": False}, f"{HF} {NEXT}", "system-admin-1", HF)
     with gateway.engine.connect() as conn:
         case_no = conn.execute(select(t.cases.c.case_no).where(t.cases.c.state == "accepted")
                                .order_by(t.cases.c.case_no)).scalars().first()
@@ -130,12 +131,12 @@ def test_every_page_with_content_passes_the_tour_for_the_roles_that_may_enter_it
     assert page_log.problems() == []
     signed_in_tour(page, page_log, scene, scene.key(Role.SYSTEM_ADMIN), [
         Stop(CONSOLE + "/adapters", "adapters"),
-        Stop(f"{CONSOLE}/adapters/{SS}", "adapter"),
+        Stop(f"{CONSOLE}/adapters/{HF}", "adapter"),
         Stop(CONSOLE + "/approvals", "approvals"),
     ])
-    page.goto(f"{scene.url}{CONSOLE}/adapters/{SS}")
+    page.goto(f"{scene.url}{CONSOLE}/adapters/{HF}")
     focused = tab_through(page)
-    assert len(focused) == page.evaluate(FOCUSABLE) > 10, focused  # every one reached, the forms' too
+    assert len(focused) == page.evaluate(FOCUSABLE) > 15, focused  # every one reached, the forms' too
     assert [f for f in focused if not f["name"]] == [], "focused with no accessible name"
     assert all(f["after"] for f in focused), f"the focus went back up the page: {focused}"
     signed_in_tour(page, page_log, scene, scene.key(Role.SECURITY_ADMIN), [
