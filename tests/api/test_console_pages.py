@@ -254,6 +254,7 @@ def test_certificates_show_days_left_mark_the_nearing_and_rotate_after_confirmin
     listing = client.get("/console/certificates").text
     assert '<tr class="expiring">' in listing and "（即将到期）" in listing
     assert re.search(r"\b(9|10) 天", listing) and "PRIVATE KEY" not in listing
+    assert re.search(r'<td data-label="到期">' + BEIJING_TIME.pattern + "</td>", listing)  # not ISO text
 
     confirm = client.get("/console/certificates/gjj-client/rotate")
     assert confirm.status_code == 200 and "确认轮换" in confirm.text

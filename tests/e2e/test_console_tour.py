@@ -143,6 +143,10 @@ def test_every_page_with_content_passes_the_tour_for_the_roles_that_may_enter_it
         Stop(CONSOLE + "/certificates", "certificates"),
         Stop(CONSOLE + "/certificates/gw-server/rotate", "certificate-rotate"),
     ])
+    page.goto(f"{scene.url}{CONSOLE}/certificates")  # the scene's days moved on: gw-server's lapsed, ss-client's near
+    expired = page.get_by_role("table", name="gw-server（网关自用）").get_by_role("row").nth(1)
+    assert expired.get_by_text("（已过期）").is_visible()
+    assert page.get_by_role("table", name="ss-client（部门 social_security）").get_by_text("（即将到期）").is_visible()
     signed_in_tour(page, page_log, scene, scene.key(Role.AUDITOR), [
         Stop(CONSOLE + "/audit", "audit"),
         Stop(CONSOLE + "/audit/verify", "audit-verify"),
