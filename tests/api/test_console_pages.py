@@ -6,7 +6,6 @@ same state, four-eyes included, and no change is made without the session's CSRF
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from gateway.domain.roles import Role
 from gateway.sectors.bundle_records import pack_folder
 from ops.console.web import CONSOLE_ROLES, PAGES, Page
 from tests.support.console import assert_accessible_and_csp_clean, key_of, sign_in
+from tests.support.gateways import register_again
 from tests.support.ledger import tamper
 from tests.support.pki import TestCA, key_pem
 from tests.support.routes import admitted_roles, app_routes, v1_routes
@@ -30,6 +30,7 @@ from tests.support.routes import admitted_roles, app_routes, v1_routes
 SECTOR, OTHER = "housing_fund", "social_security"
 FIRST, SECOND = "2026.12.0", "2026.12.9"
 ADMIN_PAGES = ("adapters", "certificates", "audit", "approvals")
+BEIJING_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
 NOT_FOR_YOU = "不对该角色开放"
 CSRF_REFUSED = 'data-problem-type="urn:yiwang:problem:csrf"'
 
@@ -72,11 +73,7 @@ def status_of(gateway: Gateway, version: str) -> str:
 
 def second_version(gateway: Gateway, tmp_path: Path) -> None:
     """The housing-fund bundle again, as another version."""
-    folder = tmp_path / "second"
-    shutil.copytree(default_bundles_dir() / SECTOR, folder)
-    manifest = folder / "bundle.yaml"
-    manifest.write_text(manifest.read_text(encoding="utf-8").replace(f'"{FIRST}"', f'"{SECOND}"'), encoding="utf-8")
-    gateway.bundles.register(pack_folder(folder), "test")
+    register_again(gateway.bundles, SECTOR, SECOND, tmp_path / "second")
 
 
 # --- the pages table against the route table ---------------------------------------------------------------
@@ -130,6 +127,7 @@ def test_the_adapters_page_shows_each_sectors_active_version_health_and_versions
     assert health["version"] in page
     detail = client.get(f"/console/adapters/{SECTOR}").text
     assert "accepted" in detail and "未预演" in detail
+    assert re.search(r'<td data-label="注册">' + BEIJING_TIME.pattern, detail)  # as people read it, not ISO
 
 
 def test_activation_under_four_eyes_waits_for_a_second_identity_who_approves_in_the_console(
@@ -152,6 +150,7 @@ def test_activation_under_four_eyes_waits_for_a_second_identity_who_approves_in_
     assert approved.status_code == 200 and "已批准" in approved.text, approved.text
     assert status_of(gateway, FIRST) == "active"
     assert f"approval-{pending}" in approved.text  # listed among the approved
+    assert BEIJING_TIME.search(approved.text) and "+08:00" not in approved.text
     assert _pending(second) == []
     records = gateway.ledger.records(Filters(AUDIT, action="POST /console/approvals/{approval_id}/approve"))
     assert [r.outcome for r in records] == ["403 refused", "303 ok"]
@@ -255,6 +254,7 @@ def test_certificates_show_days_left_mark_the_nearing_and_rotate_after_confirmin
     listing = client.get("/console/certificates").text
     assert '<tr class="expiring">' in listing and "（即将到期）" in listing
     assert re.search(r"\b(9|10) 天", listing) and "PRIVATE KEY" not in listing
+    assert re.search(r'<td data-label="到期">' + BEIJING_TIME.pattern + "</td>", listing)  # not ISO text
 
     confirm = client.get("/console/certificates/gjj-client/rotate")
     assert confirm.status_code == 200 and "确认轮换" in confirm.text

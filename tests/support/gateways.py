@@ -66,6 +66,15 @@ def activate_shipped(store: BundleStore, *sectors: str) -> None:
         store.activate(sector, shipped.version, "test", force=True)  # setup: its sector may not be up
 
 
+def register_again(store: BundleStore, sector: str, version: str, folder: Path) -> None:
+    """The shipped bundle of `sector` registered once more as `version` (unpacked into `folder`), not active."""
+    shutil.copytree(default_bundles_dir() / sector, folder)
+    manifest = folder / "bundle.yaml"
+    text = re.sub(r'(?m)^version: .*$', f'version: "{version}"', manifest.read_text(encoding="utf-8"), count=1)
+    manifest.write_text(text, encoding="utf-8")
+    store.register(pack_folder(folder), "test")
+
+
 @dataclass
 class ShippedArchive:
     """What this run learnt of one shipped bundle's archive (by its digest: the same bytes, the same answers).
