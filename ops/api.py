@@ -40,8 +40,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.audit.ledger import Ledger
-from gateway.cases.views import event_view
-from gateway.domain.case import DISCARD_OUTCOMES, CaseEvent
+from gateway.domain.case import DISCARD_OUTCOMES
 from gateway.domain.clock import instants_as_beijing_text
 from gateway.domain.roles import Identity, Role
 from gateway.http.callers import require
@@ -51,7 +50,7 @@ from gateway.http.problems import install_problems, problem_doc
 from gateway.http.schemas import BeijingTime, DeliveryOut, EventOut
 from gateway.http.text_fields import typed
 from gateway.notifications.hall import FailedDelivery, NotRedeliverable, UnknownDelivery, WebhookFailures
-from gateway.observability.logs import mask_text, mask_value
+from gateway.observability.logs import mask_text
 from gateway.persistence.keyset import MAX_CURSOR, Keyset
 from gateway.persistence.repository import DeadLetter
 from gateway.persistence.tables import MAX_ROW_ID
@@ -326,24 +325,16 @@ def _bulk_filter(identity: Identity, given: BulkFilterIn) -> DeadLetterFilter:
     return _filter(identity, given, "dead", given.ids)
 
 
-def _letter(letter: DeadLetter, masked: bool = True) -> dict[str, Any]:
-    """The letter as JSON; its personal parts masked unless `masked` is False."""
-    plain: dict[str, Any] = jsonable_encoder({f.name: getattr(letter, f.name) for f in fields(letter)})
-    # Kept in UTC: each attempt's `at`, and the canonical message's instants (`case.accepted_at`); the request
-    # as rendered and the sector's answer are shown as they went and came, byte for byte.
-    plain.update({part: instants_as_beijing_text(plain[part]) for part in ("history", "canonical_payload")})
-    if masked:
-        plain.update({part: mask_value(plain.get(part)) for part in PERSONAL_PARTS})
-    return plain
 
 
-def _event(event: CaseEvent, masked: bool) -> dict[str, Any]:
-    view = event_view(event)  # masked, as /v1/cases/{case_no}/events shows it
-    return view if masked else {**view, "reason": event.reason, "data": jsonable_encoder(dict(event.data))}
+
+
+def _json_letter(letter: DeadLetter) -> dict[str, Any]:
+    return actions.letter_view(letter, encode=jsonable_encoder)
 
 
 def _plan(plan: ReplayPlan) -> PlanOut:
-    return PlanOut(count=plan.count, sample=[DeadLetterOut(**_letter(letter)) for letter in plan.sample])
+    return PlanOut(count=plan.count, sample=[DeadLetterOut(**_json_letter(letter)) for letter in plan.sample])
 
 
 def _run(run: ReplayRun) -> dict[str, Any]:
@@ -374,7 +365,7 @@ def list_dead_letters(request: Request, identity: Reader, query: Annotated[ListQ
     status = None if query.status == "any" else query.status
     page = _desk(request).page(_filter(identity, query, status), sort=query.sort, limit=query.limit,
                                cursor=query.cursor)
-    return {"items": [_letter(letter) for letter in page.items], "total": page.total,
+    return {"items": [_json_letter(letter) for letter in page.items], "total": page.total,
             "next_cursor": page.next_cursor}
 
 
@@ -420,8 +411,10 @@ def show_dead_letter(dead_letter_id: RowIdInPath, request: Request, identity: Re
     desk = _desk(request)
     letter = (actions.read_unmasked(desk, _ledger(request), identity, dead_letter_id) if unmasked
               else desk.get(dead_letter_id, _scope(identity)))
-    timeline = [_event(e, masked=not unmasked) for e in desk.timeline(letter.case_no)]
-    return {**_letter(letter, masked=not unmasked), "masked": not unmasked, "timeline": timeline}
+    timeline = [actions.event_shown(e, masked=not unmasked, encode=jsonable_encoder)
+                for e in desk.timeline(letter.case_no)]
+    return {**actions.letter_view(letter, masked=not unmasked, encode=jsonable_encoder), "masked": not unmasked,
+            "timeline": timeline}
 
 
 @router.post("/dead-letters/{dead_letter_id}/replay", response_model=DeadLetterOut,
@@ -433,7 +426,7 @@ def replay_dead_letter(dead_letter_id: RowIdInPath, body: ReplayIn, request: Req
     已重放或已丢弃的死信为 409。"""
     letter = actions.replay_one(_desk(request), _ledger(request), identity, dead_letter_id,
                                 reason=_required(body.reason), mapping=body.mapping)
-    return _letter(letter)
+    return _json_letter(letter)
 
 
 @router.post("/dead-letters/{dead_letter_id}/discard", response_model=DeadLetterOut,
@@ -444,7 +437,7 @@ def discard_dead_letter(dead_letter_id: RowIdInPath, body: DiscardIn, request: R
     """永久丢弃一条死信，它不会再被重放。需写明原因，记入审计。状态不允许时为 409。"""
     letter = actions.discard_one(_desk(request), _ledger(request), identity, dead_letter_id,
                                  reason=_required(body.reason), case_outcome=body.case_outcome)
-    return _letter(letter)
+    return _json_letter(letter)
 
 
 # --- in bulk -----------------------------------------------------------------------------------------------

@@ -19,16 +19,19 @@ from __future__ import annotations
 import csv
 import io
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import structlog
 
 from gateway.audit.ledger import Ledger
-from gateway.domain.clock import SHANGHAI, as_utc
+from gateway.cases.views import event_view
+from gateway.domain.case import CaseEvent
+from gateway.domain.clock import SHANGHAI, as_utc, instants_as_beijing_text
 from gateway.domain.roles import UNMASKED_ONLY, Identity, NotAllowed, Role, may_unmask
-from gateway.observability.logs import mask_text
+from gateway.observability.logs import mask_text, mask_value
 from gateway.persistence.keyset import Keyset, Slice
 from gateway.persistence.repository import DeadLetter
 from gateway.persistence.tables import MAX_ROW_ID
@@ -46,7 +49,8 @@ from ops.dead_letters import (
 )
 
 __all__ = ["CAUSES", "EXPORT_COLUMNS", "MAX_EXPORT", "FilterFields", "audit", "cancel_replay", "causes_page",
-           "continue_in_background", "csv_lines", "discard_many", "discard_one", "export_csv", "from_beijing",
+           "continue_in_background", "csv_lines", "discard_many", "discard_one", "event_shown", "export_csv",
+           "from_beijing", "letter_view",
            "letter_filter", "plan_discard", "plan_replay", "read_unmasked", "replay_one", "required", "scope_of",
            "start_replay", "visible"]
 
@@ -65,6 +69,27 @@ BOM = "\ufeff"
 # (MAX_ROW_ID - count, sample id), for a key of ints that grows along the list (a cursor holds no long text).
 CAUSES = Keyset("dead-letter-causes", (int, int))
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _as_is(value: Any) -> Any:
+    return value
+
+
+def letter_view(letter: DeadLetter, masked: bool = True, encode: Callable[[Any], Any] = _as_is) -> dict[str, Any]:
+    """A letter as the API (`encode`: JSON-ready) and the console show it: its personal parts masked unless `masked`
+    is False. Kept in UTC: each attempt's `at`, and the canonical message's instants (`case.accepted_at`); the
+    request as rendered and the sector's answer are shown as they went and came, byte for byte."""
+    view: dict[str, Any] = encode({f.name: getattr(letter, f.name) for f in fields(letter)})
+    view.update({part: instants_as_beijing_text(view[part]) for part in ("history", "canonical_payload")})
+    if masked:
+        view.update({part: mask_value(view.get(part)) for part in PERSONAL_PARTS})
+    return view
+
+
+def event_shown(event: CaseEvent, masked: bool, encode: Callable[[Any], Any] = _as_is) -> dict[str, Any]:
+    """A case event beside a letter: masked as /v1/cases/{case_no}/events shows it, or whole."""
+    view = event_view(event)
+    return view if masked else {**view, "reason": event.reason, "data": encode(dict(event.data))}
 
 
 def actor_of(identity: Identity) -> str:

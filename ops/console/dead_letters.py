@@ -26,7 +26,7 @@ letter_actions' too, so the two doors cannot drift apart.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any, Literal, cast
 from urllib.parse import urlencode
@@ -37,14 +37,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.audit.ledger import Ledger
 from gateway.cases.service import CaseService, Correction
-from gateway.cases.views import event_view
-from gateway.domain.case import Actor, ActorKind, CaseEvent
+from gateway.domain.case import Actor, ActorKind
 from gateway.domain.clock import SHANGHAI, instants_as_beijing_text
 from gateway.domain.roles import Identity, NotAllowed, Role, may_unmask
 from gateway.http.text_fields import typed
-from gateway.observability.logs import mask_value
 from gateway.persistence.keyset import MAX_CURSOR, Keyset
-from gateway.persistence.repository import DeadLetter
 from gateway.persistence.tables import MAX_ROW_ID
 from ops import letter_actions as actions
 from ops.causes import MAX_CAUSE
@@ -189,19 +186,8 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, indent=2, default=str)
 
 
-def _letter(letter: DeadLetter, masked: bool = True) -> dict[str, Any]:
-    """The letter for a template: its personal parts masked unless `masked` is False; instants kept in UTC
-    inside the message and the attempts written in Beijing time."""
-    view = {f.name: getattr(letter, f.name) for f in fields(letter)}
-    view.update({part: instants_as_beijing_text(view[part]) for part in ("history", "canonical_payload")})
-    if masked:
-        view.update({part: mask_value(view.get(part)) for part in PERSONAL_PARTS})
-    return view
 
 
-def _event(event: CaseEvent, masked: bool) -> dict[str, Any]:
-    view = event_view(event)  # masked, as /v1/cases/{case_no}/events shows it
-    return view if masked else {**view, "reason": event.reason, "data": dict(event.data)}
 
 
 def _link(path: str, **params: Any) -> str:
@@ -238,7 +224,7 @@ def list_dead_letters(request: Request, me: Letters, query: Annotated[ListIn, Qu
                "link": _link(PREFIX + "/dead-letters", **{**base, "sector": s, "error_class": c})}
               for s, c, n in desk.counts(chosen)]
     return render(request, "dead_letters.html", current="dead-letters", query=query, kept=query.query(),
-                  letters=[_letter(x) for x in page.items], total=page.total, counts=counts,
+                  letters=[actions.letter_view(x) for x in page.items], total=page.total, counts=counts,
                   statuses=STATUS_NAMES, pages=_pages(PREFIX + "/dead-letters", base, query.cursor, query.trail,
                                                       page.next_cursor),
                   may_discard=me.has(Role.OPERATOR),
@@ -279,11 +265,11 @@ def show_dead_letter(dead_letter_id: RowIdInPath, request: Request, me: Letters,
     # Audited before it is shown: when the audit log cannot take the record, nothing is shown.
     letter = (actions.read_unmasked(desk, _ledger(request), me, dead_letter_id) if unmasked
               else desk.get(dead_letter_id, actions.scope_of(me)))
-    view = _letter(letter, masked=not unmasked)
+    view = actions.letter_view(letter, masked=not unmasked)
     parts = {name: _text(view[name]) for name in ("canonical_payload", "rendered_request", "last_response")}
     return render(request, "dead_letter.html", current="dead-letters", letter=view, parts=parts,
                   history=view["history"] or [], unmasked=unmasked, done=done,
-                  timeline=[_event(e, masked=not unmasked) for e in desk.timeline(letter.case_no)],
+                  timeline=[actions.event_shown(e, masked=not unmasked) for e in desk.timeline(letter.case_no)],
                   may_unmask=may_unmask(me, letter.sector), may_discard=me.has(Role.OPERATOR),
                   may_correct=me.has(Role.WINDOW), outcomes=OUTCOMES, mappings=MAPPINGS)
 
@@ -345,7 +331,7 @@ def plan_replay(request: Request, me: Letters, _: Csrf, given: Annotated[ChosenI
     chosen = _chosen(me, given)
     plan = actions.plan_replay(_desk(request), _ledger(request), me, chosen)
     return render(request, "plan.html", current="dead-letters", kind="replay", count=plan.count,
-                  letters=[_letter(x) for x in plan.sample], mappings=MAPPINGS, **_plan_context(given))
+                  letters=[actions.letter_view(x) for x in plan.sample], mappings=MAPPINGS, **_plan_context(given))
 
 
 @router.post("/replays")
@@ -364,7 +350,7 @@ def plan_discard(request: Request, me: Letters, _: Csrf, given: Annotated[Chosen
     chosen = _chosen(me, given)
     first = actions.plan_discard(_desk(request), _ledger(request), me, chosen)
     return render(request, "plan.html", current="dead-letters", kind="discard", count=first.count,
-                  letters=[_letter(x) for x in first.sample], outcomes=OUTCOMES, **_plan_context(given))
+                  letters=[actions.letter_view(x) for x in first.sample], outcomes=OUTCOMES, **_plan_context(given))
 
 
 @router.post("/discards", response_class=HTMLResponse)
