@@ -100,7 +100,7 @@ class LetterFilterIn(Strict):
     """Which dead letters: every condition given must hold."""
 
     sector: str | None = Field(default=None, min_length=1, max_length=64)
-    version: str | None = Field(default=None, min_length=1, max_length=40,
+    version: str | None = Field(default=None, min_length=1, max_length=64,
                                 description="the sector's bundle version the message was rendered with")
     matter: str | None = Field(default=None, pattern=r"^[0-9A-Z]{31}$", description="the case's matter (实施编码)")
     case_no: str | None = Field(default=None, min_length=1, max_length=50)

@@ -157,7 +157,7 @@ dead_letters = Table(
     Column("last_response", JSON),  # the sector's last raw answer, if any (sealed)
     Column("history", JSON),  # every call made: at, failure class, message, elapsed_ms (sealed)
     Column("deliveries", Integer, nullable=False, default=0, server_default="0"),  # times taken before it died
-    Column("bundle_version", String(40)),
+    Column("bundle_version", String(64)),  # as long as a bundle's version
     Column("status", String(16), nullable=False),  # dead | replayed | discarded | superseded
     _utc("created_at", nullable=False),
     _utc("replayed_at"),

@@ -81,7 +81,7 @@ class LetterFilterIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     sector: str | None = Field(default=None, min_length=1, max_length=64)
-    version: str | None = Field(default=None, min_length=1, max_length=40)
+    version: str | None = Field(default=None, min_length=1, max_length=64)
     matter: str | None = Field(default=None, pattern=r"^[0-9A-Z]{31}$")
     case_no: str | None = Field(default=None, min_length=1, max_length=50)
     error_class: str | None = Field(default=None, min_length=1, max_length=32)

@@ -233,3 +233,16 @@ def _race(engine: Engine, run_id: int) -> dict[str, Any]:
     for thread in threads:
         thread.join(60)
     return outcome
+
+
+def test_a_letter_of_a_bundle_version_as_long_as_a_bundles_is_kept_and_found(engine: Engine) -> None:
+    """A bundle's version may be 64 characters; its dead letter keeps it whole (it used to fail on PostgreSQL)."""
+    version = "2026.12.0-" + "rehearsed" * 6
+    assert len(version) == 64
+    about = {"case_no": "CASE-64", "sector": "social_security", "operation": "submit_case",
+             "idempotency_key": "CASE-64:1:s"}
+    with UnitsOfWork(engine, PERSONAL)() as work:
+        letter_id = work.dead_letters.add(None, Failure("transport", "refused", 1, bundle_version=version), NOW,
+                                          about=about)
+        work.commit()
+    assert ids(make_desk(engine), DeadLetterFilter(bundle_version=version)) == {letter_id}
