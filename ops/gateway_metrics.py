@@ -36,7 +36,7 @@ from sqlalchemy import Engine, case, func, select, type_coerce
 
 from adapters import DELIVERY_BREAKER, QUERY_BREAKER, FailureClass
 from certstore import CertStore
-from gateway.domain.case import CaseState
+from gateway.domain.case import OPEN_CASES, CaseState
 from gateway.domain.clock import Clock, as_utc
 from gateway.persistence import tables as t
 from gateway.persistence.repository import DeadLetterRepository, OutboxRepository
@@ -55,9 +55,6 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 # (`delta`) sees a sector's first dead letter of a class too, not only the second.
 ERROR_CLASSES = (*(str(c) for c in FailureClass), INTERNAL_ERROR, CONFIGURATION_ERROR, MATERIAL_ERROR, UNHANDLED,
                  CIRCUIT_OPEN)
-# Cases someone still has to work on: an overdue flag on a finished case is history, not work.
-OPEN_CASES = frozenset({CaseState.SUBMITTED, CaseState.ACCEPTED, CaseState.SUPPLEMENT_REQUIRED,
-                        CaseState.IN_PROCESS, CaseState.SUSPENDED})
 CIRCUIT_STATES = ("closed", "open", "half_open")
 SECONDS_PER_DAY = 86_400
 

@@ -37,7 +37,7 @@ from sqlalchemy import select
 from gateway.audit.ledger import MESSAGE, Filters, Ledger, LedgerRecord
 from gateway.cases import service as cases
 from gateway.cases.views import STATE_LABELS, event_view
-from gateway.domain.case import Case, CaseEvent
+from gateway.domain.case import OPEN_CASES, Case, CaseEvent
 from gateway.domain.clock import as_utc, beijing_text
 from gateway.domain.roles import UNMASKED_ONLY, Identity, NotAllowed, may_unmask
 from gateway.observability.logs import mask_text, mask_value
@@ -46,7 +46,6 @@ from gateway.persistence.keyset import Key, Slice
 from gateway.persistence.notification_tables import webhook_deliveries, webhook_subscriptions
 from gateway.persistence.repository import CASE_LINES, CaseLine, DeadLetter, flagged_overdue, sent_to, with_message
 from gateway.persistence.uow import UnitOfWork, UnitsOfWork
-from ops.gateway_metrics import OPEN_CASES
 from ops.letter_actions import scope_of
 
 __all__ = ["CASE_LINES", "KINDS", "MAX_ENTRIES", "CaseJourney", "CaseLine", "CaseNotFound", "CaseSummary", "Entry",

@@ -127,6 +127,9 @@ AT_DEPARTMENTS = (S.ACCEPTED, S.IN_PROCESS, S.SUSPENDED)  # accepted and not yet
 # operator discarding the dead letter.
 SETTLERS = (K.DEPARTMENT, K.OPERATOR)
 ENDED_STATES = (S.CLOSED, S.WITHDRAWN, S.VOIDED, S.DENIED, S.RETURNED, S.NOT_ACCEPTED)
+# Cases someone still has to work on: an overdue flag on a finished case is history, not work (the overview, the
+# operators' case lists and /metrics count overdue cases among these).
+OPEN_CASES = frozenset({S.SUBMITTED, S.ACCEPTED, S.SUPPLEMENT_REQUIRED, S.IN_PROCESS, S.SUSPENDED})
 
 # The one table. Nothing else in the code base decides whether a case may move.
 TRANSITIONS: Final[Mapping[Trigger, Transition]] = {
