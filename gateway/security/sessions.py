@@ -113,12 +113,6 @@ class ConsoleSessions:
                               .values(ended_at=self._clock.now(), ended_why=why))
             work.commit()
 
-    def live_count(self, identity_id: str) -> int:
-        """How many sessions of the identity are not ended (idle ones included until next used)."""
-        with self._units(read_only=True) as work:
-            return len(work.conn.execute(select(console_sessions.c.id_hash).where(
-                console_sessions.c.identity_id == identity_id, console_sessions.c.ended_at.is_(None))).all())
-
     # --- the lockout --------------------------------------------------------------------------------
 
     def locked_until(self, client: str) -> datetime | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -24,7 +24,7 @@ from gateway.domain.clock import SHANGHAI, instants_as_beijing_text
 from gateway.domain.roles import Identity
 from gateway.observability.logs import mask_value
 from gateway.persistence.tables import MAX_ROW_ID
-from ops.console.web import PREFIX, entered, render
+from ops.console.web import PREFIX, entered, ledger_of, render
 
 router = APIRouter(prefix=PREFIX + "/audit", include_in_schema=False)
 Auditor = Annotated[Identity, Depends(entered("audit"))]
@@ -38,10 +38,6 @@ class BadFilter(Exception):
 
     field: str
     value: str
-
-
-def _ledger(request: Request) -> Ledger:
-    return cast(Ledger, request.app.state.ledger)
 
 
 def _instant(field: str, value: str) -> datetime | None:
@@ -73,7 +69,7 @@ def audit(request: Request, who: Auditor, actor: Text = "", action: Text = "", s
     except BadFilter as bad:
         return render(request, "audit.html", status_code=422, current="audit", filters=shown, records=[], next=None,
                       problem=f"“{bad.value}”不是时间（例如 2026-12-08 10:00）", first=None)
-    ledger = _ledger(request)
+    ledger = ledger_of(request)
     records = ledger.records(filters, PAGE_SIZE + 1)
     rows: list[dict[str, Any]] = [{**r.public(), "detail": _detail(ledger, r)} for r in records[:PAGE_SIZE]]
     kept = {k: v for k, v in shown.items() if v}
@@ -85,7 +81,7 @@ def audit(request: Request, who: Auditor, actor: Text = "", action: Text = "", s
 
 @router.get("/verify", response_class=HTMLResponse)
 def verify(request: Request, who: Auditor) -> HTMLResponse:
-    report = _ledger(request).verify()
+    report = ledger_of(request).verify()
     broken: dict[str, list[Any]] = {}
     for problem in report.problems:
         broken.setdefault(problem.chain, []).append(problem)

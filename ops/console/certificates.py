@@ -19,10 +19,10 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from certstore import CURRENT, MAX_OVERLAP_DAYS, CertStore, StoredVersion
-from gateway.domain.clock import Clock, beijing_text
+from gateway.domain.clock import beijing_text
 from gateway.domain.roles import Identity, NotAllowed, Role
 from gateway.persistence.tables import MAX_ROW_ID
-from ops.console.web import PREFIX, Csrf, entered, render
+from ops.console.web import PREFIX, Csrf, entered, render, time_now
 
 router = APIRouter(prefix=PREFIX + "/certificates", include_in_schema=False)
 Admin = Annotated[Identity, Depends(entered("certificates"))]
@@ -58,7 +58,7 @@ def _shown(version: StoredVersion, now: datetime) -> dict[str, Any]:
 
 
 def _entries(request: Request, who: Identity, name: str | None = None) -> list[dict[str, Any]]:
-    now = cast(Clock, request.app.state.clock).now()
+    now = time_now(request)
     by_name: dict[str, list[StoredVersion]] = {}
     for version in _store(request).versions(name):
         if _may_see(who, version.sector):

@@ -35,7 +35,6 @@ from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway.audit.ledger import Ledger
 from gateway.cases.service import CaseService, Correction
 from gateway.domain.case import Actor, ActorKind
 from gateway.domain.clock import SHANGHAI, instants_as_beijing_text
@@ -45,7 +44,7 @@ from gateway.persistence.keyset import MAX_CURSOR, Keyset
 from gateway.persistence.tables import MAX_ROW_ID
 from ops import letter_actions as actions
 from ops.causes import MAX_CAUSE
-from ops.console.web import PREFIX, Csrf, entered, render
+from ops.console.web import PREFIX, Csrf, entered, ledger_of, render
 from ops.dead_letters import MAX_TEXT, BadInput, DeadLetterDesk, DeadLetterFilter, ReplayRun, ReplayRunNotFound
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
@@ -155,10 +154,6 @@ def _beijing_field(value: datetime) -> str:
     return (value.astimezone(SHANGHAI) if value.tzinfo is not None else value).strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def _ledger(request: Request) -> Ledger:
-    return cast(Ledger, request.app.state.ledger)  # set by gateway.bootstrap.app
-
-
 def _filter(identity: Identity, given: LetterFilterIn, status: str | None = "dead",
             ids: list[int] | None = None) -> DeadLetterFilter:
     return actions.letter_filter(identity, given, status, ids)
@@ -184,10 +179,6 @@ def _text(value: Any) -> str:
     if value is None:
         return "—"
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, indent=2, default=str)
-
-
-
-
 
 
 def _link(path: str, **params: Any) -> str:
@@ -251,7 +242,7 @@ def list_causes(request: Request, me: Letters, query: Annotated[CausesIn, Query(
 def export_dead_letters(request: Request, me: Letters, query: Annotated[ExportIn, Query()]) -> StreamingResponse:
     """The list's letters as CSV, as GET /v1/ops/dead-letters/export.csv writes them (bounded, masked, audited)."""
     status = None if query.status == "any" else query.status
-    lines = actions.export_csv(_desk(request), _ledger(request), me, _filter(me, query, status))
+    lines = actions.export_csv(_desk(request), ledger_of(request), me, _filter(me, query, status))
     return StreamingResponse(lines, media_type="text/csv; charset=utf-8",
                              headers={"Content-Disposition": 'attachment; filename="dead-letters.csv"'})
 
@@ -263,7 +254,7 @@ def show_dead_letter(dead_letter_id: RowIdInPath, request: Request, me: Letters,
                      ) -> HTMLResponse:
     desk = _desk(request)
     # Audited before it is shown: when the audit log cannot take the record, nothing is shown.
-    letter = (actions.read_unmasked(desk, _ledger(request), me, dead_letter_id) if unmasked
+    letter = (actions.read_unmasked(desk, ledger_of(request), me, dead_letter_id) if unmasked
               else desk.get(dead_letter_id, actions.scope_of(me)))
     view = actions.letter_view(letter, masked=not unmasked)
     parts = {name: _text(view[name]) for name in ("canonical_payload", "rendered_request", "last_response")}
@@ -281,7 +272,7 @@ def _back_to(dead_letter_id: int, done: str) -> RedirectResponse:
 @router.post("/dead-letters/{dead_letter_id}/replay")
 def replay_dead_letter(dead_letter_id: RowIdInPath, request: Request, me: Letters, _: Csrf, reason: Reason = "",
                        mapping: Mapping = "active") -> RedirectResponse:
-    letter = actions.replay_one(_desk(request), _ledger(request), me, dead_letter_id, reason=_required(reason),
+    letter = actions.replay_one(_desk(request), ledger_of(request), me, dead_letter_id, reason=_required(reason),
                                 mapping=mapping)
     return _back_to(letter.id, "replayed")
 
@@ -291,7 +282,7 @@ def discard_dead_letter(dead_letter_id: RowIdInPath, request: Request, me: Lette
                         case_outcome: Annotated[Literal["back_office", "return", "void"], Form()],
                         reason: Reason = "") -> RedirectResponse:
     _operator(me)
-    letter = actions.discard_one(_desk(request), _ledger(request), me, dead_letter_id, reason=_required(reason),
+    letter = actions.discard_one(_desk(request), ledger_of(request), me, dead_letter_id, reason=_required(reason),
                                  case_outcome=case_outcome)
     return _back_to(letter.id, "discarded")
 
@@ -329,7 +320,7 @@ def _plan_context(given: ChosenIn) -> dict[str, Any]:
 @router.post("/replays/plan", response_class=HTMLResponse)
 def plan_replay(request: Request, me: Letters, _: Csrf, given: Annotated[ChosenIn, Form()]) -> HTMLResponse:
     chosen = _chosen(me, given)
-    plan = actions.plan_replay(_desk(request), _ledger(request), me, chosen)
+    plan = actions.plan_replay(_desk(request), ledger_of(request), me, chosen)
     return render(request, "plan.html", current="dead-letters", kind="replay", count=plan.count,
                   letters=[actions.letter_view(x) for x in plan.sample], mappings=MAPPINGS, **_plan_context(given))
 
@@ -338,7 +329,7 @@ def plan_replay(request: Request, me: Letters, _: Csrf, given: Annotated[ChosenI
 def replay_many(request: Request, me: Letters, _: Csrf, given: Annotated[ChosenIn, Form()], reason: Reason = "",
                 mapping: Mapping = "active") -> RedirectResponse:
     desk, chosen, why = _desk(request), _chosen(me, given), _required(reason)
-    run = actions.start_replay(desk, _ledger(request), me, chosen, reason=why, mapping=mapping)
+    run = actions.start_replay(desk, ledger_of(request), me, chosen, reason=why, mapping=mapping)
     if run.status != "done":
         actions.continue_in_background(desk, run.id)
     return RedirectResponse(f"{PREFIX}/replays/{run.id}", status_code=303)
@@ -348,7 +339,7 @@ def replay_many(request: Request, me: Letters, _: Csrf, given: Annotated[ChosenI
 def plan_discard(request: Request, me: Letters, _: Csrf, given: Annotated[ChosenIn, Form()]) -> HTMLResponse:
     _operator(me)
     chosen = _chosen(me, given)
-    first = actions.plan_discard(_desk(request), _ledger(request), me, chosen)
+    first = actions.plan_discard(_desk(request), ledger_of(request), me, chosen)
     return render(request, "plan.html", current="dead-letters", kind="discard", count=first.count,
                   letters=[actions.letter_view(x) for x in first.sample], outcomes=OUTCOMES, **_plan_context(given))
 
@@ -359,7 +350,7 @@ def discard_many(request: Request, me: Letters, _: Csrf, given: Annotated[Chosen
                  reason: Reason = "") -> HTMLResponse:
     """The result is shown at once: a discard is not a run kept in the database to come back to."""
     _operator(me)
-    done = actions.discard_many(_desk(request), _ledger(request), me, _chosen(me, given), reason=_required(reason),
+    done = actions.discard_many(_desk(request), ledger_of(request), me, _chosen(me, given), reason=_required(reason),
                                 case_outcome=case_outcome)
     return render(request, "discarded.html", current="dead-letters", count=done.count, kept=done.kept,
                   outcome=OUTCOMES[case_outcome])
@@ -402,5 +393,5 @@ def show_run(run_id: RowIdInPath, request: Request, me: Runs,
 def cancel_run(run_id: RowIdInPath, request: Request, me: Runs, _: Csrf, reason: Reason = "") -> RedirectResponse:
     """Stop a running run, as POST /v1/ops/replays/{run_id}/cancel: what it replayed stays replayed, the rest is
     released (dead again); a sector administrator cancels only the runs they started."""
-    run, released = actions.cancel_replay(_desk(request), _ledger(request), me, run_id, reason=_required(reason))
+    run, released = actions.cancel_replay(_desk(request), ledger_of(request), me, run_id, reason=_required(reason))
     return RedirectResponse(f"{PREFIX}/replays/{run.id}?released={released}", status_code=303)

@@ -10,19 +10,16 @@ CSRF token and a reason; it answers with a redirect to the link's page, which sa
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, cast
 
 from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from gateway.audit.ledger import Ledger
-from gateway.domain.clock import Clock
 from gateway.domain.roles import Identity
 from gateway.sectors import ferry_channels as ferry
 from gateway.sectors.ferry_channels import MAX_RESEND, FerryChannels
 from ops import ferry_desk as desk
-from ops.console.web import PREFIX, Csrf, entered, render
+from ops.console.web import PREFIX, Csrf, entered, ledger_of, render, time_now
 
 __all__ = ["router"]
 
@@ -37,13 +34,9 @@ def _channels(request: Request) -> FerryChannels:
     return cast(FerryChannels, request.app.state.ferry_channels)  # set by gateway.bootstrap.app
 
 
-def _now(request: Request) -> datetime:
-    return cast(Clock, request.app.state.clock).now()
-
-
 @router.get("", response_class=HTMLResponse)
 def channels(request: Request, me: Reader) -> HTMLResponse:
-    now = _now(request)
+    now = time_now(request)
     links = [ferry.link_view(report, now) for report in desk.links_seen(_channels(request), me)]
     return render(request, "ferry.html", current="ferry", links=links)
 
@@ -52,7 +45,7 @@ def channels(request: Request, me: Reader) -> HTMLResponse:
 def channel(channel: LinkName, request: Request, me: Reader,
             resent: Annotated[int | None, Query(ge=0, le=MAX_RESEND)] = None) -> HTMLResponse:
     report = desk.link_seen(_channels(request), me, channel)
-    now = _now(request)
+    now = time_now(request)
     gaps = [ferry.gap_view(gap, now) for gap in _channels(request).gaps(channel)[:SHOWN]]
     held = [ferry.quarantined_view(batch) for batch in _channels(request).quarantined(channel, SHOWN)]
     return render(request, "ferry_channel.html", current="ferry", link=ferry.link_view(report, now), gaps=gaps,
@@ -63,6 +56,5 @@ def channel(channel: LinkName, request: Request, me: Reader,
 def resend(channel: LinkName, request: Request, me: Reader, _: Csrf, seq_from: Annotated[int, Form(alias="from",
            ge=1, le=SEQ_MAX)], seq_to: Annotated[int, Form(alias="to", ge=1, le=SEQ_MAX)],
            reason: Annotated[str, Form(max_length=500)]) -> RedirectResponse:
-    ledger = cast(Ledger, request.app.state.ledger)  # set by gateway.bootstrap.app
-    done = desk.resend(_channels(request), ledger, me, channel, seq_from, seq_to, reason)
+    done = desk.resend(_channels(request), ledger_of(request), me, channel, seq_from, seq_to, reason)
     return RedirectResponse(f"{PREFIX}/ferry/{channel}?resent={done.resent}", status_code=303)

@@ -23,10 +23,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from gateway.cases.views import STATE_LABELS
 from gateway.domain.case import CaseState
-from gateway.domain.clock import Clock, instants_as_beijing_text
+from gateway.domain.clock import instants_as_beijing_text
 from gateway.domain.roles import Identity, may_unmask
 from gateway.persistence.keyset import MAX_CURSOR
-from ops.console.web import PREFIX, entered, render
+from ops.console.web import PREFIX, entered, render, time_now
 from ops.journey import CASE_LINES, CaseJourney, CaseNotFound, Entry
 from ops.letter_actions import scope_of
 
@@ -69,7 +69,7 @@ def cases(request: Request, who: Reader, wanted: Annotated[str, Query(max_length
             return render(request, "cases.html", status_code=404, **page)
         return RedirectResponse(f"{PREFIX}/cases/{quote(case_no, safe='')}", status_code=303)
     if state is not None or overdue or outbox is not None:
-        now = cast(Clock, request.app.state.clock).now()
+        now = time_now(request)
         found = journeys.cases(state=None if state is None else str(state), overdue=overdue, scope=scope_of(who),
                                outbox=None if outbox is None else (outbox, now),
                                after=CASE_LINES.decode(cursor), limit=PAGE_SIZE)

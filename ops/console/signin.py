@@ -21,7 +21,6 @@ from typing import Annotated, Protocol
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from gateway.audit.ledger import Ledger
 from gateway.domain.roles import Identity, KeyStore
 from gateway.http.callers import ClientCertificates
 from ops.console.web import (
@@ -32,6 +31,7 @@ from ops.console.web import (
     client_address,
     console_user,
     is_tls,
+    ledger_of,
     render,
     safe_next,
     sessions,
@@ -72,12 +72,8 @@ class CertificateProvider:
 PROVIDERS: dict[str, IdentityProvider] = {p.name: p for p in (ApiKeyProvider(), CertificateProvider())}
 
 
-def _ledger(request: Request) -> Ledger:
-    return request.app.state.ledger  # type: ignore[no-any-return]  # set by gateway.bootstrap.app
-
-
 def _audit(request: Request, who: str, action: str, outcome: str, identity: Identity | None = None) -> None:
-    _ledger(request).audit(who, action, "console", {"client": client_address(request),
+    ledger_of(request).audit(who, action, "console", {"client": client_address(request),
                                                     "name": identity.name if identity else None},
                            identity.sector if identity else None, outcome=outcome)
 

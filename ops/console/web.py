@@ -31,14 +31,16 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from gateway.domain.clock import SHANGHAI, as_utc, duration_text
+from gateway.audit.ledger import Ledger
+from gateway.domain.clock import SHANGHAI, Clock, as_utc, duration_text
 from gateway.domain.roles import ROLE_NAMES, Identity, Role
 from gateway.observability.logs import mask_value
 from gateway.security.api_keys import ApiKeyStore
 from gateway.security.sessions import ConsoleSession, ConsoleSessions
 
 __all__ = ["COOKIE", "CONSOLE_ROLES", "Csrf", "PAGES", "Page", "SignInNeeded", "NotForYou", "CsrfRefused",
-           "age", "client_address", "console_user", "csrf_checked", "entered", "render", "sessions", "is_tls"]
+           "age", "client_address", "console_user", "csrf_checked", "entered", "is_tls", "ledger_of", "render",
+           "sessions", "time_now"]
 
 HERE = Path(__file__).parent
 COOKIE = "yiwang_console"  # the session id; HttpOnly, SameSite=Strict, Secure under TLS, path /console
@@ -161,6 +163,16 @@ def render(request: Request, template: str, /, status_code: int = 200, **context
 
 def sessions(request: Request) -> ConsoleSessions:
     return cast(ConsoleSessions, request.app.state.console_sessions)  # set by ops.console.install_console
+
+
+def ledger_of(request: Request) -> Ledger:
+    """The audit and message logs, which every console change writes to."""
+    return cast(Ledger, request.app.state.ledger)  # set by gateway.bootstrap.app
+
+
+def time_now(request: Request) -> datetime:
+    """The gateway's clock's now (a test's pinned clock included)."""
+    return cast(Clock, request.app.state.clock).now()  # set by gateway.bootstrap.app
 
 
 def is_tls(request: Request) -> bool:
